@@ -1,0 +1,358 @@
+"""Configuration: the schema, defaults and loading of ``config.toml``.
+
+Effective configuration = defaults < user file < project file. The user file is
+``parhelia.paths.Paths.config_file``; the project file is the nearest
+``.parhelia/config.toml`` at or above the project directory of a request.
+
+The schema is the dataclasses below and nothing else: every key in a file must be
+one of their fields (else E101 naming key and file), of the right type (else E101),
+and every field is used by the daemon. Keys that shape the whole daemon (``daemon``,
+``orchestrator``, ``reconciler``, ``budget``, ``rates``, ``modal.volume_name``...) are
+*daemon-wide*: a per-user daemon serves every project, so a project file may not set
+them (E101 says so) — only per-task keys (``modal.cpu_count``, ``agent.*``...) can be
+overridden per project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+
+PROJECT_CONFIG = Path(".parhelia") / "config.toml"
+
+PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
+
+# Modal sandbox prices, USD per second (reference/modal.md). Defaults only: overridable.
+DEFAULT_GPU_RATES: dict[str, str] = {
+    "T4": "0.000164",
+    "L4": "0.000222",
+    "A10G": "0.000306",
+    "L40S": "0.000542",
+    "A100-40GB": "0.000583",
+    "A100-80GB": "0.000694",
+    "H100": "0.001097",
+    "H200": "0.001261",
+    "B200": "0.001736",
+}
+
+
+def _meta(help: str, *, project: bool = False, minimum: float | None = None,
+          maximum: float | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {"help": help, "project": project, "min": minimum, "max": maximum, "choices": choices}
+
+
+@dataclass(frozen=True)
+class ModalConfig:
+    volume_name: str = field(default="parhelia-data", metadata=_meta(
+        "Name of the modal.Volume holding checkpoints and results."))
+    cpu_count: float = field(default=4.0, metadata=_meta(
+        "Default physical cores per task container.", project=True, minimum=0.125, maximum=64))
+    memory_mb: int = field(default=16384, metadata=_meta(
+        "Default memory per task container, MiB.", project=True, minimum=128, maximum=1048576))
+    default_timeout_hours: float = field(default=4.0, metadata=_meta(
+        "Default task timeout, hours.", project=True, minimum=0.001, maximum=24))
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    default_ceiling_usd: Decimal = field(default=Decimal("50"), metadata=_meta(
+        "Spending ceiling until `parhelia budget set` changes it.", minimum=0))
+    warning_threshold_percent: int = field(default=80, metadata=_meta(
+        "Emit E301 once spending crosses this share of the ceiling.", minimum=1, maximum=100))
+    period: str = field(default="month", metadata=_meta(
+        "Budget period: the ceiling applies per calendar month (UTC) or in total.",
+        choices=("month", "total")))
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    db_path: str = field(default="parheliad.db", metadata=_meta(
+        "SQLite database; a relative path is under the state directory."))
+    max_concurrent_workers: int = field(default=10, metadata=_meta(
+        "Tasks running at once, over all backends.", minimum=1, maximum=1000))
+    default_backend: str = field(default="local", metadata=_meta(
+        "Backend for tasks that do not choose one.", project=True, choices=("local", "modal")))
+    dispatch_interval_seconds: float = field(default=5.0, metadata=_meta(
+        "How often pending tasks are considered besides on create.", minimum=0.1, maximum=3600))
+    cancel_grace_seconds: float = field(default=10.0, metadata=_meta(
+        "Time a cancelled worker gets to checkpoint before it is killed.", minimum=0, maximum=600))
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    poll_interval_seconds: float = field(default=60.0, metadata=_meta(
+        "How often the database is compared with the backends.", minimum=1, maximum=86400))
+    stale_threshold_seconds: float = field(default=300.0, metadata=_meta(
+        "Silence after which a running container counts as lost.", minimum=1, maximum=86400))
+    auto_terminate_orphans: bool = field(default=False, metadata=_meta(
+        "Terminate owner-tagged containers the database does not own."))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    command: list[str] = field(default_factory=lambda: ["claude"], metadata=_meta(
+        "Agent argv prefix (a string is one program path).", project=True))
+    model: str = field(default="", metadata=_meta(
+        "Default model (--model); empty = the agent's own default.", project=True))
+    permission_mode: str = field(default="acceptEdits", metadata=_meta(
+        "Default --permission-mode.", project=True, choices=PERMISSION_MODES))
+    max_turns: int = field(default=50, metadata=_meta(
+        "Default --max-turns: an agent never stops by itself without it.", project=True,
+        minimum=1, maximum=1000))
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    interval_seconds: float = field(default=300.0, metadata=_meta(
+        "Periodic checkpoint interval.", project=True, minimum=5, maximum=86400))
+    min_turn_interval_seconds: float = field(default=30.0, metadata=_meta(
+        "Minimum time between checkpoints taken after agent turns.", project=True,
+        minimum=0, maximum=86400))
+    risky_patterns: list[str] = field(default_factory=lambda: [
+        "rm -rf", "git reset --hard", "git clean", "git checkout --"], metadata=_meta(
+        "Bash commands matching these substrings are checkpointed before they run.",
+        project=True))
+    keep_last: int = field(default=20, metadata=_meta(
+        "checkpoint gc keeps this many newest automatic checkpoints per session.",
+        minimum=1, maximum=100000))
+    max_age_days: float = field(default=30.0, metadata=_meta(
+        "checkpoint gc removes automatic checkpoints older than this (beyond keep_last).",
+        minimum=0.01, maximum=36500))
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    max_restarts: int = field(default=3, metadata=_meta(
+        "Automatic resumes of a task whose worker died.", minimum=0, maximum=100))
+    backoff_seconds: float = field(default=5.0, metadata=_meta(
+        "Delay before the first automatic resume; doubles each time.", minimum=0, maximum=3600))
+    backoff_max_seconds: float = field(default=300.0, metadata=_meta(
+        "Cap on the resume delay.", minimum=0, maximum=86400))
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    interval_seconds: float = field(default=5.0, metadata=_meta(
+        "Worker heartbeat interval; health counts missed intervals.", minimum=0.1, maximum=600))
+    retention_per_container: int = field(default=1000, metadata=_meta(
+        "Heartbeats kept per container.", minimum=10, maximum=1000000))
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    pass_env: list[str] = field(default_factory=list, metadata=_meta(
+        "Names of settings/MCP env values passed to workers as environment variables."))
+    exclude_mcp: list[str] = field(default_factory=list, metadata=_meta(
+        "MCP servers never sent to workers."))
+
+
+@dataclass(frozen=True)
+class RatesConfig:
+    cpu_core_per_second: Decimal = field(default=Decimal("0.00003942"), metadata=_meta(
+        "USD per physical core per second.", minimum=0))
+    memory_gib_per_second: Decimal = field(default=Decimal("0.00000672"), metadata=_meta(
+        "USD per GiB of memory per second.", minimum=0))
+    gpu: dict[str, Decimal] = field(default_factory=lambda: {
+        k: Decimal(v) for k, v in DEFAULT_GPU_RATES.items()}, metadata=_meta(
+        "USD per GPU per second, by GPU type."))
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    log_level: str = field(default="info", metadata=_meta(
+        "Log level of parheliad.", choices=("debug", "info", "warning", "error")))
+
+
+@dataclass(frozen=True)
+class Config:
+    modal: ModalConfig = field(default_factory=ModalConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    orchestrator: OrchestratorConfig = field(default_factory=OrchestratorConfig)
+    reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    rates: RatesConfig = field(default_factory=RatesConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    files: tuple[str, ...] = ()
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, "default")
+
+
+def find_project_file(project_dir: Path | None) -> Path | None:
+    """The nearest ``.parhelia/config.toml`` at or above ``project_dir``."""
+    if project_dir is None:
+        return None
+    here = project_dir.resolve()
+    for d in (here, *here.parents):
+        candidate = d / PROJECT_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(paths: Paths, project_dir: Path | None = None) -> Config:
+    """Load the effective configuration; raises ParheliaError(E101) on a bad file."""
+    layers: list[tuple[str, Path, dict[str, Any]]] = []
+    if paths.config_file.is_file():
+        layers.append(("user", paths.config_file, _read_toml(paths.config_file)))
+    project_file = find_project_file(project_dir)
+    if project_file is not None and project_file.resolve() != paths.config_file.resolve():
+        layers.append(("project", project_file, _read_toml(project_file)))
+
+    values: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    section_types = _section_types()
+    for scope, path, doc in layers:
+        for section, body in doc.items():
+            if section not in section_types:
+                raise _bad(path, section, f"unknown section [{section}]; known: "
+                           + ", ".join(section_types))
+            if not isinstance(body, dict):
+                raise _bad(path, section, "must be a table")
+            cls = section_types[section]
+            hints = get_type_hints(cls)
+            known = {f.name: f for f in fields(cls)}
+            for key, raw in body.items():
+                dotted = f"{section}.{key}"
+                if key not in known:
+                    raise _bad(path, dotted, "unknown key; known keys of [" + section + "]: "
+                               + ", ".join(known))
+                meta = known[key].metadata
+                if scope == "project" and not meta["project"]:
+                    raise _bad(path, dotted, "is daemon-wide and can only be set in the user "
+                               f"config ({paths.config_file}); a project file may set only "
+                               "per-task keys (see `parhelia help config`)")
+                values.setdefault(section, {})[key] = _coerce(path, dotted, raw, hints[key], meta)
+                sources[dotted] = f"{scope}:{path}"
+    built = {name: cls(**values.get(name, {})) for name, cls in section_types.items()}
+    return Config(**built, sources=sources, files=tuple(str(p) for _, p, _ in layers))
+
+
+def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, source) for every key, in schema order."""
+    out: list[tuple[str, Any, str]] = []
+    for name in _section_types():
+        section = getattr(cfg, name)
+        for f in fields(section):
+            key = f"{name}.{f.name}"
+            out.append((key, getattr(section, f.name), cfg.source(key)))
+    return out
+
+
+def to_jsonable(value: Any) -> Any:
+    """Config values as JSON: Decimals become strings so money stays exact."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def db_path(cfg: Config, paths: Paths) -> Path:
+    p = Path(cfg.orchestrator.db_path).expanduser()
+    return p if p.is_absolute() else paths.state_dir / p
+
+
+def _section_types() -> dict[str, type]:
+    hints = get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParheliaError("E101", f"{path}: not valid TOML: {exc}", file=str(path)) from None
+    except OSError as exc:
+        raise ParheliaError("E101", f"{path}: cannot be read: {exc.strerror}",
+                            file=str(path)) from None
+
+
+def _bad(path: Path, key: str, why: str) -> ParheliaError:
+    return ParheliaError("E101", f"{path}: {key}: {why}", key=key, file=str(path))
+
+
+def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -> Any:
+    origin = get_origin(typ)
+    if typ is bool:
+        if not isinstance(raw, bool):
+            raise _bad(path, key, f"must be true or false, not {raw!r}")
+        return raw
+    if typ is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _bad(path, key, f"must be an integer, not {raw!r}")
+        return _bounded(path, key, raw, meta)
+    if typ is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise _bad(path, key, f"must be a number, not {raw!r}")
+        return _bounded(path, key, float(raw), meta)
+    if typ is Decimal:
+        return _bounded(path, key, _decimal(path, key, raw), meta)
+    if typ is str:
+        if not isinstance(raw, str):
+            raise _bad(path, key, f"must be a string, not {raw!r}")
+        choices = meta.get("choices")
+        if choices and raw not in choices:
+            raise _bad(path, key, f"must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+    if origin is list:
+        if key == "agent.command" and isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            raise _bad(path, key, "must be a list of non-empty strings")
+        if key == "agent.command" and not raw:
+            raise _bad(path, key, "must not be empty")
+        return list(raw)
+    if origin is dict:
+        (_, vtyp) = get_args(typ)
+        if not isinstance(raw, dict):
+            raise _bad(path, key, "must be a table")
+        out = dict(DEFAULT_GPU_RATES_DEC) if key == "rates.gpu" else {}
+        for k, v in raw.items():
+            if key == "rates.gpu" and k not in DEFAULT_GPU_RATES:
+                raise _bad(path, f"{key}.{k}", "unknown GPU type; known: "
+                           + ", ".join(DEFAULT_GPU_RATES))
+            out[k] = _coerce(path, f"{key}.{k}", v, vtyp, {"min": 0, "max": None})
+        return out
+    raise _bad(path, key, f"unsupported type {typ!r}")  # pragma: no cover - schema bug
+
+
+DEFAULT_GPU_RATES_DEC = {k: Decimal(v) for k, v in DEFAULT_GPU_RATES.items()}
+
+
+def _decimal(path: Path, key: str, raw: Any) -> Decimal:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise _bad(path, key, f"must be a number, not {raw!r}")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise _bad(path, key, f"must be a number, not {raw!r}") from None
+    if not value.is_finite():
+        raise _bad(path, key, f"must be finite, not {raw!r}")
+    return value
+
+
+def _bounded(path: Path, key: str, value: Any, meta: Mapping[str, Any]) -> Any:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise _bad(path, key, f"must be at least {lo}, not {value}")
+    if hi is not None and value > hi:
+        raise _bad(path, key, f"must be at most {hi}, not {value}")
+    return value

@@ -1,0 +1,228 @@
+"""The one error catalogue of Parhelia.
+
+Every failure a user can see carries one of these codes: the daemon maps it to a
+gRPC status (with the code in trailing metadata), the CLI maps it to an exit code,
+``parhelia help E###`` explains it, and the MCP tools report it. Pure Python, no
+dependencies: the worker ships it into the sandbox image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+METADATA_KEY = "parhelia-error-code"
+"""Trailing-metadata key carrying the E-code on a failed RPC."""
+
+
+class Exit(IntEnum):
+    """CLI exit codes."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    BUDGET = 4
+    DAEMON_UNAVAILABLE = 5
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    code: str
+    name: str
+    grpc_status: str  # name of a grpc.StatusCode member; kept as text so this module needs no grpc
+    exit: Exit
+    what: str
+    why: str
+    recover: str
+
+
+_SPECS: tuple[ErrorSpec, ...] = (
+    ErrorSpec(
+        "E100", "VALIDATION_ERROR", "INVALID_ARGUMENT", Exit.USAGE,
+        "A request or file did not pass validation.",
+        "A value has the wrong shape, or several values contradict each other.",
+        "Read the message: it names the field or key. Fix it and run the command again.",
+    ),
+    ErrorSpec(
+        "E101", "INVALID_ARGUMENT", "INVALID_ARGUMENT", Exit.USAGE,
+        "An argument, option or configuration key has an invalid value.",
+        "The value is outside what Parhelia accepts (an unknown GPU type, a negative amount, "
+        "an unknown config key, a malformed duration...).",
+        "The message names the argument or key and what is accepted. `parhelia help task` "
+        "lists the task options; `parhelia config show` shows the effective configuration.",
+    ),
+    ErrorSpec(
+        "E102", "MISSING_REQUIRED", "INVALID_ARGUMENT", Exit.USAGE,
+        "A required argument or value is missing.",
+        "The command needs a value you did not give (for example an empty prompt).",
+        "Give the missing value; `parhelia COMMAND --help` lists what is required.",
+    ),
+    ErrorSpec(
+        "E200", "SESSION_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
+        "No session has that id.",
+        "The id is mistyped, ambiguous as a prefix, or the session was deleted with its task.",
+        "List sessions with `parhelia session list --all` and use a full id or a longer prefix.",
+    ),
+    ErrorSpec(
+        "E201", "TASK_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
+        "No task has that id.",
+        "The id is mistyped, ambiguous as a prefix, or the task was deleted.",
+        "List tasks with `parhelia task list` and use a full id or a longer prefix.",
+    ),
+    ErrorSpec(
+        "E202", "CHECKPOINT_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
+        "No checkpoint has that id.",
+        "The id is mistyped, or the checkpoint was removed by `parhelia checkpoint gc`.",
+        "List checkpoints with `parhelia checkpoint list [SESSION]`.",
+    ),
+    ErrorSpec(
+        "E203", "CONTAINER_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
+        "No container has that id.",
+        "The id is mistyped, or it belongs to a deleted task.",
+        "List containers with `parhelia container list`.",
+    ),
+    ErrorSpec(
+        "E300", "BUDGET_EXCEEDED", "RESOURCE_EXHAUSTED", Exit.BUDGET,
+        "The budget ceiling would be crossed.",
+        "Spent plus reserved money, plus this task's estimate, is above the ceiling; or a "
+        "running task reached the ceiling and was paused with a checkpoint.",
+        "See `parhelia budget show`. Raise the ceiling with `parhelia budget set AMOUNT`: "
+        "paused tasks resume from their checkpoints, pending ones are dispatched.",
+    ),
+    ErrorSpec(
+        "E301", "BUDGET_WARNING", "OK", Exit.OK,
+        "Spending crossed the warning threshold.",
+        "Used money reached `budget.warning_threshold_percent` of the ceiling.",
+        "Nothing stops yet. Check `parhelia budget show` and `parhelia budget history`; raise "
+        "the ceiling or cancel tasks you do not need.",
+    ),
+    ErrorSpec(
+        "E400", "UNAUTHORIZED", "UNAUTHENTICATED", Exit.ERROR,
+        "The agent has no usable credentials.",
+        "None of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN reached the "
+        "worker, or the API refused the one it had.",
+        "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
+        "runs in, then `parhelia daemon stop` and retry the task with `parhelia task retry ID`. "
+        "For Modal, create the secret: `modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+    ),
+    ErrorSpec(
+        "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,
+        "The operation is not allowed.",
+        "The target is not owned by this daemon, or a file permission forbids it.",
+        "Check ownership and permissions of the path in the message.",
+    ),
+    ErrorSpec(
+        "E402", "TOKEN_EXPIRED", "UNAUTHENTICATED", Exit.ERROR,
+        "A credential has expired.",
+        "An OAuth token or a Modal token is no longer valid.",
+        "Renew it (`claude setup-token`, `modal token new`) and retry.",
+    ),
+    ErrorSpec(
+        "E500", "RESOURCE_UNAVAILABLE", "UNAVAILABLE", Exit.ERROR,
+        "A resource the task needs is not available.",
+        "A program (such as the `claude` binary), a backend, or disk space is missing.",
+        "The message says which. Install Claude Code with "
+        "`npm install -g @anthropic-ai/claude-code`, or set `agent.command` in config; "
+        "`parhelia doctor` checks everything at once.",
+    ),
+    ErrorSpec(
+        "E501", "TIMEOUT", "DEADLINE_EXCEEDED", Exit.ERROR,
+        "An operation ran out of time.",
+        "A task reached its `--timeout`, or the daemon did not answer in time.",
+        "Give the task a longer `--timeout`, or `parhelia resume SESSION` to continue from the "
+        "last checkpoint.",
+    ),
+    ErrorSpec(
+        "E502", "NETWORK_ERROR", "UNAVAILABLE", Exit.ERROR,
+        "A network operation failed.",
+        "A remote service could not be reached.",
+        "Check connectivity and retry; the task's checkpoints are kept.",
+    ),
+    ErrorSpec(
+        "E503", "MODAL_ERROR", "UNAVAILABLE", Exit.ERROR,
+        "Modal refused or failed an operation.",
+        "Missing or invalid Modal credentials, an unknown GPU type, or a Modal outage.",
+        "Run `modal token new` or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET; `parhelia doctor` "
+        "checks them.",
+    ),
+    ErrorSpec(
+        "E504", "DAEMON_UNAVAILABLE", "UNAVAILABLE", Exit.DAEMON_UNAVAILABLE,
+        "The Parhelia daemon is not reachable.",
+        "parheliad is not running (and autostart is off or failed), or the socket path differs "
+        "between the CLI and the daemon.",
+        "Start it with `parhelia daemon start` (or install the service: `parhelia daemon "
+        "install`). Check `PARHELIA_SOCKET`/`--socket` and `parhelia daemon logs`.",
+    ),
+    ErrorSpec(
+        "E600", "CHECKPOINT_FAILED", "DATA_LOSS", Exit.ERROR,
+        "A checkpoint could not be written, read or restored.",
+        "The manifest was refused as unsafe (paths leaving the workspace, bad hashes), a blob is "
+        "missing or corrupt, or the disk is full.",
+        "Run `parhelia checkpoint verify CP`; restore an older checkpoint with "
+        "`parhelia checkpoint rollback CP`. Nothing was written by a refused restore.",
+    ),
+    ErrorSpec(
+        "E601", "ATTACH_FAILED", "FAILED_PRECONDITION", Exit.ERROR,
+        "Could not attach to the session.",
+        "The session is not interactive, or its container is not running.",
+        "Check `parhelia session show SESSION`; start interactive tasks with `--interactive`.",
+    ),
+    ErrorSpec(
+        "E602", "DISPATCH_FAILED", "UNAVAILABLE", Exit.ERROR,
+        "A task could not be started on its backend.",
+        "The backend refused to launch the worker (resources, credentials, image).",
+        "See `parhelia task show ID` and `parhelia events list --task ID`; fix the cause and "
+        "`parhelia task retry ID`.",
+    ),
+    ErrorSpec(
+        "E603", "DISPATCH_REJECTED", "FAILED_PRECONDITION", Exit.ERROR,
+        "The operation is not allowed in the task's current state.",
+        "For example cancelling a finished task, or retrying a running one.",
+        "Check the state with `parhelia task show ID`.",
+    ),
+    ErrorSpec(
+        "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,
+        "Parhelia hit an unexpected internal error.",
+        "A bug. The daemon logged the details under the request id shown.",
+        "Look for the request id in `parhelia daemon logs`, and report it with those lines.",
+    ),
+)
+
+CATALOGUE: dict[str, ErrorSpec] = {s.code: s for s in _SPECS}
+BY_NAME: dict[str, ErrorSpec] = {s.name: s for s in _SPECS}
+
+
+def spec(code: str) -> ErrorSpec:
+    """The catalogue entry for ``code``; unknown codes read as E900."""
+    return CATALOGUE.get(code.upper(), CATALOGUE["E900"])
+
+
+class ParheliaError(Exception):
+    """An expected failure with a catalogue code and a message safe to show users.
+
+    The message must never contain secrets or raw exception text from libraries.
+    """
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        if code not in CATALOGUE:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return CATALOGUE[self.code]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.spec.name}: {self.message}"
+
+
+def invalid(message: str, **details: object) -> ParheliaError:
+    return ParheliaError("E101", message, **details)
+
+
+def missing(message: str, **details: object) -> ParheliaError:
+    return ParheliaError("E102", message, **details)

@@ -1,0 +1,121 @@
+"""The one event schema of Parhelia.
+
+Every state change and notable worker observation is an event with a type from
+this catalogue. The daemon stores them, the CLI filters and renders them, the
+worker emits the ``agent_*``/``worker_*``/``checkpoint_*`` ones through its channel.
+Pure Python, no dependencies (shipped into the worker image).
+
+Channel records (worker -> daemon) are JSON objects::
+
+    {"seq": 7, "type": "agent_tool_use", "at": "2026-11-28T19:00:00.123456Z", "data": {...}}
+
+``seq`` is per container, starting at 1, strictly increasing; the daemon applies
+each (container, seq) once. ``type == "heartbeat"`` records go to the heartbeat
+table rather than the event log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Level(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+
+_LEVEL_RANK = {Level.DEBUG: 10, Level.INFO: 20, Level.WARNING: 30, Level.ERROR: 40}
+LEVELS: tuple[str, ...] = tuple(level.value for level in Level)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    type: str
+    category: str
+    level: Level
+    summary: str
+
+
+HEARTBEAT = "heartbeat"
+"""Channel record type for heartbeats (stored in the heartbeat table, not as an event)."""
+
+_KINDS: tuple[EventKind, ...] = (
+    # daemon
+    EventKind("daemon_started", "daemon", Level.INFO, "The daemon started."),
+    EventKind("daemon_stopping", "daemon", Level.INFO, "The daemon is shutting down."),
+    # task
+    EventKind("task_created", "task", Level.INFO, "A task was created."),
+    EventKind("task_dispatched", "task", Level.INFO, "A task was given a container."),
+    EventKind("task_dispatch_refused", "task", Level.WARNING, "A dispatch was refused."),
+    EventKind("task_running", "task", Level.INFO, "A task's worker is running."),
+    EventKind("task_completed", "task", Level.INFO, "A task completed."),
+    EventKind("task_failed", "task", Level.ERROR, "A task failed."),
+    EventKind("task_cancelled", "task", Level.WARNING, "A task was cancelled."),
+    EventKind("task_paused", "task", Level.WARNING, "A task was paused."),
+    EventKind("task_resumed", "task", Level.INFO, "A paused or stopped task was resumed."),
+    EventKind("task_recovering", "task", Level.WARNING, "A task lost its worker and is recovering."),
+    EventKind("task_retried", "task", Level.INFO, "A task was retried from checkpoint zero."),
+    EventKind("task_deleted", "task", Level.INFO, "A task was deleted."),
+    # session
+    EventKind("session_created", "session", Level.INFO, "A session was created."),
+    EventKind("session_killed", "session", Level.WARNING, "A session was killed."),
+    EventKind("session_resumed", "session", Level.INFO, "A session was resumed."),
+    # container
+    EventKind("container_created", "container", Level.INFO, "A container was created."),
+    EventKind("container_started", "container", Level.INFO, "A container started."),
+    EventKind("container_exited", "container", Level.INFO, "A container exited."),
+    EventKind("container_failed", "container", Level.ERROR, "A container failed."),
+    EventKind("container_terminated", "container", Level.WARNING, "A container was terminated."),
+    EventKind("container_lost", "container", Level.ERROR, "A container vanished from its backend."),
+    EventKind("container_orphaned", "container", Level.WARNING, "An unowned container was found."),
+    EventKind("container_adopted", "container", Level.INFO, "A running worker was re-adopted."),
+    # health
+    EventKind("health_changed", "health", Level.WARNING, "A container's health changed."),
+    EventKind("heartbeat_missed", "heartbeat", Level.DEBUG, "A heartbeat was missed."),
+    # worker / agent (emitted by the worker)
+    EventKind("worker_started", "worker", Level.INFO, "The worker started."),
+    EventKind("worker_exited", "worker", Level.INFO, "The worker finished."),
+    EventKind("workspace_restored", "worker", Level.INFO, "The workspace was materialised."),
+    EventKind("agent_started", "agent", Level.INFO, "The agent process started."),
+    EventKind("agent_init", "agent", Level.INFO, "The agent reported its model, version and tools."),
+    EventKind("agent_message", "agent", Level.DEBUG, "The agent wrote text."),
+    EventKind("agent_tool_use", "agent", Level.INFO, "The agent used a tool."),
+    EventKind("agent_turn_completed", "agent", Level.INFO, "The agent completed a turn."),
+    EventKind("agent_api_retry", "agent", Level.WARNING, "The agent is retrying an API call."),
+    EventKind("agent_result", "agent", Level.INFO, "The agent finished with a result."),
+    EventKind("agent_error", "agent", Level.ERROR, "The agent failed."),
+    # checkpoint
+    EventKind("checkpoint_created", "checkpoint", Level.INFO, "A checkpoint was written."),
+    EventKind("checkpoint_failed", "checkpoint", Level.ERROR, "A checkpoint could not be written."),
+    EventKind("checkpoint_restored", "checkpoint", Level.INFO, "A checkpoint was restored."),
+    EventKind("checkpoint_rolled_back", "checkpoint", Level.WARNING, "A session was rolled back."),
+    EventKind("checkpoint_gc", "checkpoint", Level.INFO, "Old checkpoints were removed."),
+    # budget
+    EventKind("budget_warning", "budget", Level.WARNING, "Spending crossed the warning threshold (E301)."),
+    EventKind("budget_exceeded", "budget", Level.ERROR, "The budget ceiling was reached (E300)."),
+    EventKind("budget_ceiling_changed", "budget", Level.INFO, "The budget ceiling changed."),
+    # reconciler
+    EventKind("reconciler_run", "reconciler", Level.DEBUG, "The reconciler compared state."),
+    EventKind("state_drift", "reconciler", Level.WARNING, "The reconciler corrected a drift."),
+    # config
+    EventKind("config_synced", "config", Level.INFO, "The Claude configuration was synced."),
+)
+
+CATALOGUE: dict[str, EventKind] = {k.type: k for k in _KINDS}
+CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys(k.category for k in _KINDS))
+
+
+def kind(event_type: str) -> EventKind:
+    """The catalogue entry for ``event_type``; raises KeyError for unknown types."""
+    return CATALOGUE[event_type]
+
+
+def level_rank(level: str) -> int:
+    return _LEVEL_RANK[Level(level)]

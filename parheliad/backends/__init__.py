@@ -1,0 +1,1 @@
+"""Backends run worker containers. See ``base.Backend`` for the contract."""

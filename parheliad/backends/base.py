@@ -1,0 +1,86 @@
+"""The backend contract (DESIGN.md "The backend contract").
+
+A backend launches one worker incarnation per ``ContainerSpec`` and reports on it;
+it knows nothing about tasks, budgets or the database. The daemon's core drives it.
+Everything a worker tells the daemon travels through the backend's channel
+(``events``); everything the daemon tells a running worker through ``control``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modal_worker.volume import Volume
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to launch: the worker spec (a JSON-able dict, see modal_worker.spec) plus
+    the resources and identity the backend itself needs."""
+
+    container_id: str
+    task_id: str
+    session_id: str
+    owner_tag: str
+    worker_spec: dict[str, Any]
+    cpu: float
+    memory_mb: int
+    gpu: str
+    timeout_seconds: int
+    workspace_dir: str
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """``running`` is False once the container is gone; ``exit_code`` when known."""
+
+    running: bool
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ListedContainer:
+    backend_id: str
+    container_id: str
+    owner_tag: str
+    running: bool
+    started_at: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelBatch:
+    records: list[dict[str, Any]]
+    cursor: int
+
+
+class Backend(Protocol):
+    name: str
+    volume: Volume
+
+    async def launch(self, spec: ContainerSpec) -> str:
+        """Start a worker; return the backend id. Raises ParheliaError (E602/E500)."""
+        ...
+
+    async def status(self, backend_id: str, container_id: str) -> ContainerStatus: ...
+
+    async def list(self, owner_tag: str) -> list[ListedContainer]:
+        """Containers carrying ``owner_tag`` (and only those)."""
+        ...
+
+    async def terminate(self, backend_id: str, grace_seconds: float = 0.0) -> None: ...
+
+    async def events(self, container_id: str, cursor: int) -> ChannelBatch:
+        """Channel records after ``cursor``; the returned cursor is opaque to callers."""
+        ...
+
+    async def control(self, backend_id: str, container_id: str,
+                      message: dict[str, Any]) -> None: ...
+
+    def attach_argv(self, backend_id: str, container_id: str) -> list[str]: ...
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this backend can launch now, and why not."""
+        ...

@@ -1,0 +1,204 @@
+"""The local backend: each worker is a subprocess in its own process session.
+
+- Identity: the backend id is ``"<pid>@<start time>"``; a pid alone is not an
+  identity (pids are reused), so every signal first checks the start time.
+- Owner tag: workers carry ``PARHELIA_OWNER``/``PARHELIA_CONTAINER_ID`` in their
+  environment; ``list(owner_tag)`` reads them from the process table, so workers
+  started by an earlier daemon (or another daemon) are seen and told apart.
+- Workers outlive the daemon (new session, not killed with it) and are re-adopted.
+- The volume is a directory; the channel is the spool file
+  ``spool/<container>.jsonl`` read from a byte offset (the cursor) kept in the
+  database; control is ``control/<container>.jsonl`` plus ``SIGUSR1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from modal_worker.channel import append_control, read_spool
+from modal_worker.volume import LocalVolume
+from parhelia.errors import ParheliaError
+
+from .base import ChannelBatch, ContainerSpec, ContainerStatus, ListedContainer
+
+OWNER_ENV = "PARHELIA_OWNER"
+CONTAINER_ENV = "PARHELIA_CONTAINER_ID"
+_START_TIME_TOLERANCE = 0.05
+
+
+def format_backend_id(pid: int, create_time: float) -> str:
+    return f"{pid}@{create_time:.2f}"
+
+
+def parse_backend_id(backend_id: str) -> tuple[int, float]:
+    pid, _, started = backend_id.partition("@")
+    try:
+        return int(pid), float(started)
+    except ValueError:
+        raise ParheliaError("E203", f"not a local backend id: {backend_id!r}") from None
+
+
+class LocalBackend:
+    """Workers as local processes; see the module docstring."""
+
+    name = "local"
+
+    def __init__(self, volume_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.volume = LocalVolume(volume_dir)
+        self._root = volume_dir
+        self._env = dict(os.environ if env is None else env)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def available(self) -> tuple[bool, str]:
+        return True, f"{sys.executable} -m modal_worker"
+
+    async def launch(self, spec: ContainerSpec) -> str:
+        return await asyncio.to_thread(self._launch, spec)
+
+    def _launch(self, spec: ContainerSpec) -> str:
+        key = f"specs/{spec.container_id}.json"
+        self.volume.put(key, json.dumps(spec.worker_spec, indent=1).encode())
+        log_dir = self._root / "logs" / spec.container_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        Path(spec.workspace_dir).mkdir(parents=True, exist_ok=True)
+        env = dict(self._env)
+        env[OWNER_ENV] = spec.owner_tag
+        env[CONTAINER_ENV] = spec.container_id
+        env.pop("PARHELIA_SOCKET", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = [sys.executable, "-m", "modal_worker", "run", str(self.volume.path_for(key))]
+        with open(log_dir / "worker.log", "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=spec.workspace_dir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ParheliaError("E602", f"could not start the local worker: {exc.strerror}",
+                                    container_id=spec.container_id) from None
+        self._children[proc.pid] = proc
+        try:
+            created = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            created = time.time()
+        return format_backend_id(proc.pid, created)
+
+    def _process(self, backend_id: str) -> psutil.Process | None:
+        """The live process behind ``backend_id``, or None if it is gone or reused."""
+        pid, started = parse_backend_id(backend_id)
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:
+            return None
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - started) > _START_TIME_TOLERANCE:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+        return proc
+
+    async def status(self, backend_id: str, container_id: str) -> ContainerStatus:
+        return await asyncio.to_thread(self._status, backend_id, container_id)
+
+    def _status(self, backend_id: str, container_id: str) -> ContainerStatus:
+        if self._process(backend_id) is not None:
+            return ContainerStatus(running=True)
+        pid, _ = parse_backend_id(backend_id)
+        child = self._children.pop(pid, None)
+        code: int | None = child.returncode if child is not None else None
+        if code is not None and code < 0:
+            code = 128 - code  # killed by signal N -> 128 + N, as a shell reports it
+        if code is None:
+            code = self._result_exit_code(container_id)
+        return ContainerStatus(running=False, exit_code=code,
+                               detail="" if code is not None else "process vanished")
+
+    def _result_exit_code(self, container_id: str) -> int | None:
+        key = f"results/{container_id}.json"
+        if not self.volume.exists(key):
+            return None
+        try:
+            code = json.loads(self.volume.get(key)).get("exit_code")
+        except (ValueError, OSError):
+            return None
+        return code if isinstance(code, int) else None
+
+    async def list(self, owner_tag: str) -> list[ListedContainer]:
+        return await asyncio.to_thread(self._list, owner_tag)
+
+    def _list(self, owner_tag: str) -> list[ListedContainer]:
+        found: list[ListedContainer] = []
+        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            cmd = proc.info.get("cmdline") or []
+            if "modal_worker" not in cmd or "run" not in cmd:
+                continue
+            try:
+                env = proc.environ()
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if env.get(OWNER_ENV) != owner_tag:
+                continue
+            found.append(ListedContainer(
+                backend_id=format_backend_id(proc.pid, proc.info["create_time"]),
+                container_id=env.get(CONTAINER_ENV, ""), owner_tag=owner_tag, running=True,
+                started_at=proc.info["create_time"]))
+        return found
+
+    async def terminate(self, backend_id: str, grace_seconds: float = 0.0) -> None:
+        proc = self._process(backend_id)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and self._process(backend_id) is not None:
+            await asyncio.sleep(0.1)
+        if self._process(backend_id) is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(self._reap, proc.pid)
+
+    def _reap(self, pid: int) -> None:
+        child = self._children.get(pid)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
+    async def events(self, container_id: str, cursor: int) -> ChannelBatch:
+        path = self._root / "spool" / f"{container_id}.jsonl"
+        try:
+            if path.stat().st_size <= cursor:
+                return ChannelBatch([], cursor)
+        except FileNotFoundError:
+            return ChannelBatch([], cursor)
+        records, offset = await asyncio.to_thread(read_spool, path, cursor)
+        return ChannelBatch(records, offset)
+
+    async def control(self, backend_id: str, container_id: str, message: dict[str, Any]) -> None:
+        await asyncio.to_thread(append_control, self.volume, container_id, message)
+        proc = self._process(backend_id)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGUSR1)
+
+    def attach_argv(self, backend_id: str, container_id: str) -> list[str]:
+        pid, _ = parse_backend_id(backend_id)
+        tail = shutil.which("tail") or "tail"
+        return [tail, "-f", str(self._root / "logs" / container_id / "agent.jsonl")]

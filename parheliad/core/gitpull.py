@@ -1,0 +1,105 @@
+"""Bring a task's changes back into the user's repository without touching it.
+
+Everything goes through git plumbing with a private index file: objects are
+written with ``hash-object``, a tree is built from the base commit plus the
+changes, a commit is made with ``commit-tree``, and only then is a *new* branch ref
+created. The user's working tree, index, HEAD and current branch are never
+touched. A patch is the ``git diff --binary`` between the base and that commit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from parhelia.errors import ParheliaError
+
+
+@dataclass(frozen=True)
+class Change:
+    """One path's new state. ``content`` is None for a removal; for a symlink it is
+    the link target and ``mode`` is 0o120000."""
+
+    path: str
+    content: bytes | None
+    mode: int = 0o100644
+
+
+def _git(repo: Path, *args: str, input: bytes | None = None,
+         env: dict[str, str] | None = None) -> str:
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
+                          env=full_env, check=False, timeout=120)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ParheliaError("E101" if "not a git repository" in " ".join(msg) else "E900",
+                            f"git {args[0]} failed in {repo}: {msg[-1] if msg else proc.returncode}")
+    return proc.stdout.decode(errors="replace").strip()
+
+
+def repo_root(path: Path) -> Path:
+    try:
+        return Path(_git(path, "rev-parse", "--show-toplevel"))
+    except ParheliaError:
+        raise ParheliaError("E101", f"{path} is not inside a git repository") from None
+
+
+def _git_mode(mode: int) -> str:
+    if mode & 0o170000 == 0o120000:
+        return "120000"
+    return "100755" if mode & 0o111 else "100644"
+
+
+def commit_changes(repo: Path, base_commit: str, changes: Iterable[Change],
+                   message: str) -> str:
+    """Create (but do not reference) a commit: base + changes. Returns its sha."""
+    _git(repo, "cat-file", "-e", f"{base_commit}^{{commit}}")
+    with tempfile.TemporaryDirectory(prefix="parhelia-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        _git(repo, "read-tree", base_commit, env=env)
+        for change in changes:
+            if change.content is None:
+                _git(repo, "update-index", "--force-remove", "--", change.path, env=env)
+                continue
+            sha = _git(repo, "hash-object", "-w", "--stdin", input=change.content)
+            _git(repo, "update-index", "--add", "--cacheinfo",
+                 f"{_git_mode(change.mode)},{sha},{change.path}", env=env)
+        tree = _git(repo, "write-tree", env=env)
+    ident = {
+        "GIT_AUTHOR_NAME": "Parhelia", "GIT_AUTHOR_EMAIL": "parhelia@localhost",
+        "GIT_COMMITTER_NAME": "Parhelia", "GIT_COMMITTER_EMAIL": "parhelia@localhost",
+    }
+    # Prefer the user's identity when configured.
+    for key, cfg in (("NAME", "user.name"), ("EMAIL", "user.email")):
+        try:
+            value = _git(repo, "config", "--get", cfg)
+        except ParheliaError:
+            continue
+        if value:
+            ident[f"GIT_AUTHOR_{key}"] = ident[f"GIT_COMMITTER_{key}"] = value
+    return _git(repo, "commit-tree", tree, "-p", base_commit, "-F", "-",
+                input=message.encode(), env=ident)
+
+
+def create_branch(repo: Path, branch: str, commit: str) -> None:
+    """Create ``refs/heads/<branch>`` at ``commit``; refuse to move an existing one."""
+    try:
+        _git(repo, "check-ref-format", "--branch", branch)
+    except ParheliaError:
+        raise ParheliaError("E101", f"not a valid branch name: {branch!r}") from None
+    # The empty old-value makes update-ref fail if the ref already exists.
+    try:
+        _git(repo, "update-ref", f"refs/heads/{branch}", commit, "")
+    except ParheliaError:
+        raise ParheliaError(
+            "E101", f"branch {branch!r} already exists in {repo}; choose another with --branch"
+        ) from None
+
+
+def diff_patch(repo: Path, base_commit: str, commit: str) -> str:
+    return _git(repo, "diff", "--binary", "--full-index", base_commit, commit) + "\n"

@@ -30,7 +30,7 @@ class Change:
 
 
 def _git(repo: Path, *args: str, input: bytes | None = None,
-         env: dict[str, str] | None = None) -> str:
+         env: dict[str, str] | None = None, strip: bool = True) -> str:
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
@@ -39,7 +39,8 @@ def _git(repo: Path, *args: str, input: bytes | None = None,
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise ParheliaError("E101" if "not a git repository" in " ".join(msg) else "E900",
                             f"git {args[0]} failed in {repo}: {msg[-1] if msg else proc.returncode}")
-    return proc.stdout.decode(errors="replace").strip()
+    out = proc.stdout.decode(errors="replace")
+    return out.strip() if strip else out
 
 
 def repo_root(path: Path) -> Path:
@@ -102,4 +103,4 @@ def create_branch(repo: Path, branch: str, commit: str) -> None:
 
 
 def diff_patch(repo: Path, base_commit: str, commit: str) -> str:
-    return _git(repo, "diff", "--binary", "--full-index", base_commit, commit) + "\n"
+    return _git(repo, "diff", "--binary", "--full-index", base_commit, commit, strip=False)

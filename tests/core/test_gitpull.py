@@ -1,0 +1,87 @@
+"""git plumbing: a branch with the task's changes, user's tree untouched."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from parhelia.errors import ParheliaError
+from parheliad.core.gitpull import Change, commit_changes, create_branch, diff_patch, repo_root
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    git(r, "config", "user.name", "Tester")
+    git(r, "config", "user.email", "t@example.com")
+    (r / "a.txt").write_text("one\n")
+    (r / "gone.txt").write_text("bye\n")
+    git(r, "add", ".")
+    git(r, "commit", "-qm", "base")
+    return r
+
+
+def snapshot(repo: Path) -> tuple[str, str, str]:
+    return (git(repo, "status", "--porcelain"), git(repo, "rev-parse", "HEAD"),
+            git(repo, "symbolic-ref", "HEAD"))
+
+
+def test_branch_carries_changes_and_leaves_user_state_alone(repo: Path) -> None:
+    (repo / "a.txt").write_text("one\nuser edit not committed\n")  # dirty tree
+    before = snapshot(repo)
+    base = git(repo, "rev-parse", "HEAD")
+    changes = [Change("a.txt", b"one\ntwo\n"), Change("gone.txt", None),
+               Change("new/run.sh", b"#!/bin/sh\n", 0o100755),
+               Change("link", b"a.txt", 0o120000)]
+    commit = commit_changes(repo, base, changes, "Task prompt\n\nParhelia task t-1")
+    create_branch(repo, "parhelia/t-1", commit)
+    assert snapshot(repo) == before
+    assert (repo / "a.txt").read_text() == "one\nuser edit not committed\n"
+    assert git(repo, "show", "parhelia/t-1:a.txt") == "one\ntwo"
+    assert git(repo, "ls-tree", "parhelia/t-1", "new/run.sh").startswith("100755")
+    assert git(repo, "ls-tree", "parhelia/t-1", "link").startswith("120000")
+    assert "gone.txt" not in git(repo, "ls-tree", "--name-only", "parhelia/t-1")
+    assert git(repo, "log", "-1", "--format=%an %s", "parhelia/t-1") == "Tester Task prompt"
+
+
+def test_existing_branch_is_never_moved(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    commit = commit_changes(repo, base, [Change("a.txt", b"x\n")], "m")
+    with pytest.raises(ParheliaError) as ei:
+        create_branch(repo, "main", commit)
+    assert ei.value.code == "E101"
+    assert git(repo, "rev-parse", "main") == base
+
+
+def test_bad_branch_name(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    with pytest.raises(ParheliaError):
+        create_branch(repo, "bad..name", base)
+
+
+def test_patch_applies_to_base(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    commit = commit_changes(repo, base, [Change("a.txt", b"one\ntwo\n"),
+                                         Change("bin.dat", bytes(range(256)))], "m")
+    patch = diff_patch(repo, base, commit)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    (tmp_path / "p.patch").write_text(patch)
+    git(clone, "apply", str(tmp_path / "p.patch"))
+    assert (clone / "a.txt").read_text() == "one\ntwo\n"
+    assert (clone / "bin.dat").read_bytes() == bytes(range(256))
+
+
+def test_repo_root_outside_git(tmp_path: Path) -> None:
+    with pytest.raises(ParheliaError) as ei:
+        repo_root(tmp_path)
+    assert ei.value.code == "E101"

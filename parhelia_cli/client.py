@@ -1,0 +1,242 @@
+"""The daemon connection: socket resolution, autostart, version check, error mapping.
+
+Imported only by commands that talk to the daemon; ``grpc`` and the generated
+stubs are imported inside functions so that ``--help`` never pays for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from parhelia import __version__, paths
+from parhelia import errors as catalogue
+
+from parhelia_cli import render
+from parhelia_cli.errors import CliError
+
+DEFAULT_TIMEOUT = 60.0
+PROBE_TIMEOUT = 3.0
+AUTOSTART_WAIT = 5.0
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+_STUBS = {
+    "system": ("system", "SystemService"),
+    "tasks": ("tasks", "TaskService"),
+    "events": ("events", "EventService"),
+    "config": ("config", "ConfigService"),
+    "sessions": ("sessions", "SessionService"),
+    "checkpoints": ("checkpoints", "CheckpointService"),
+    "containers": ("containers", "ContainerService"),
+    "budget": ("budget", "BudgetService"),
+    "reconciler": ("reconciler", "ReconcilerService"),
+}
+
+# gRPC status -> E-code, for failures that carry no Parhelia code in their metadata.
+_STATUS_CODES = {
+    "INVALID_ARGUMENT": "E101",
+    "NOT_FOUND": "E900",
+    "RESOURCE_EXHAUSTED": "E300",
+    "DEADLINE_EXCEEDED": "E501",
+    "UNAUTHENTICATED": "E400",
+    "PERMISSION_DENIED": "E401",
+    "FAILED_PRECONDITION": "E603",
+    "UNIMPLEMENTED": "E500",
+}
+
+
+def autostart_enabled() -> bool:
+    return os.environ.get("PARHELIA_NO_AUTOSTART", "") != "1"
+
+
+def address(socket: Path) -> str:
+    return f"unix://{socket}"
+
+
+def unavailable(socket: Path, detail: str = "") -> CliError:
+    """E504 with the docker-style message that says how to start the daemon."""
+    extra = f" ({detail})" if detail else ""
+    return CliError(
+        "E504",
+        f"Cannot connect to the Parhelia daemon at {address(socket)}; is it running?{extra} "
+        "Start it with `parhelia daemon start` (or install the service with "
+        "`parhelia daemon install`); set PARHELIA_SOCKET or --socket if it listens elsewhere.",
+        hint="`parhelia daemon logs` shows why it stopped; `parhelia help E504` has more.",
+    )
+
+
+def _grpc() -> Any:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    import grpc
+
+    return grpc
+
+
+def _channel(socket: Path) -> Any:
+    grpc = _grpc()
+    return grpc.insecure_channel(address(socket), options=[
+        ("grpc.enable_http_proxy", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ])
+
+
+def pb2(name: str) -> Any:
+    """The generated module ``parhelia.v1.<name>_pb2`` (imported on demand)."""
+    return importlib.import_module(f"parhelia.v1.{name}_pb2")
+
+
+def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
+    """The CliError for a ``grpc.RpcError``: the E-code from trailing metadata if any."""
+    code_name = exc.code().name if hasattr(exc, "code") and exc.code() is not None else "UNKNOWN"
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    metadata = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+    code = metadata.get(catalogue.METADATA_KEY)
+    if isinstance(code, bytes):
+        code = code.decode()
+    if code:
+        return CliError(code, details or catalogue.spec(code).what)
+    if code_name == "UNAVAILABLE":
+        return unavailable(socket, "the connection was closed")
+    if code_name == "UNIMPLEMENTED":
+        return CliError("E500", f"this daemon does not implement {method or 'that call'} yet; "
+                                "upgrade and restart it (`parhelia daemon stop`).")
+    if code_name == "CANCELLED":
+        return CliError("E900", "the call was cancelled")
+    mapped = _STATUS_CODES.get(code_name, "E900")
+    return CliError(mapped, f"the daemon answered {code_name}" + (f": {details}" if
+                                                                   mapped != "E900" else ""))
+
+
+def probe(socket: Path) -> Any | None:
+    """``GetVersionResponse`` of the daemon on ``socket``, or None when nothing answers."""
+    if not socket.exists():
+        return None
+    grpc = _grpc()
+    from parhelia.v1 import system_pb2, system_pb2_grpc
+
+    channel = _channel(socket)
+    try:
+        stub = system_pb2_grpc.SystemServiceStub(channel)
+        return stub.GetVersion(system_pb2.GetVersionRequest(client_version=__version__),
+                               timeout=PROBE_TIMEOUT)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return system_pb2.GetVersionResponse()
+        return None
+    finally:
+        channel.close()
+
+
+def spawn_daemon(p: paths.Paths) -> subprocess.Popen[bytes]:
+    """Start ``parheliad`` in the background, detached (it writes its own log file)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "parheliad", "--socket", str(p.socket)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True, cwd="/",
+    )
+
+
+def wait_for_daemon(socket: Path, proc: subprocess.Popen[bytes] | None,
+                    timeout: float = AUTOSTART_WAIT) -> Any | None:
+    """Poll ``socket`` in 100-250 ms steps until the daemon answers (or ``proc`` dies)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        version = probe(socket)
+        if version is not None:
+            return version
+        if proc is not None and proc.poll() is not None:
+            # It exited: maybe another daemon won the start race; one last look.
+            return probe(socket)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay + 0.05, 0.25)
+
+
+def check_version(version: Any, socket: Path) -> None:
+    """Warn (once per invocation) when the daemon runs another version than this CLI."""
+    daemon_version = getattr(version, "version", "")
+    if daemon_version and daemon_version != __version__:
+        render.warn(f"parhelia {__version__} is talking to parheliad {daemon_version} at "
+                    f"{address(socket)}; restart the daemon (`parhelia daemon stop`) so both "
+                    "run the same version.")
+
+
+class Client:
+    """A connected channel to ``parheliad`` with error mapping around every call."""
+
+    def __init__(self, p: paths.Paths, version: Any) -> None:
+        self.paths = p
+        self.socket = p.socket
+        self.version = version
+        self._channel = _channel(p.socket)
+        self._stubs: dict[str, Any] = {}
+
+    @staticmethod
+    def resolve(socket: str | None) -> paths.Paths:
+        p = paths.resolve(socket)
+        problem = paths.socket_path_problem(p.socket)
+        if problem:
+            raise CliError("E101", problem)
+        return p
+
+    @classmethod
+    def connect(cls, socket: str | None, autostart: bool = True) -> Client:
+        """Connect, starting the daemon in the background when nothing answers."""
+        p = cls.resolve(socket)
+        version = probe(p.socket)
+        if version is None:
+            if not (autostart and autostart_enabled()):
+                raise unavailable(p.socket)
+            proc = spawn_daemon(p)
+            version = wait_for_daemon(p.socket, proc)
+            if version is None:
+                code = proc.poll()
+                detail = (f"the daemon exited with code {code}" if code is not None
+                          else f"it did not answer within {AUTOSTART_WAIT:.0f} s of autostart")
+                raise unavailable(p.socket, detail)
+            render.info(f"Started parheliad (pid {proc.pid}) on {address(p.socket)}.")
+        check_version(version, p.socket)
+        return cls(p, version)
+
+    def stub(self, service: str) -> Any:
+        """The generated stub of ``service`` (``tasks``, ``events``...)."""
+        if service not in self._stubs:
+            module, name = _STUBS[service]
+            grpc_module = importlib.import_module(f"parhelia.v1.{module}_pb2_grpc")
+            self._stubs[service] = getattr(grpc_module, f"{name}Stub")(self._channel)
+        return self._stubs[service]
+
+    def call(self, service: str, method: str, request: Any,
+             timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """One unary RPC; failures become :class:`CliError`."""
+        grpc = _grpc()
+        try:
+            return getattr(self.stub(service), method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, self.socket, method) from None
+
+    def stream(self, service: str, method: str, request: Any) -> Iterator[Any]:
+        """Follow a server stream; cancelled when the consumer stops (Ctrl-C, break)."""
+        grpc = _grpc()
+        call = getattr(self.stub(service), method)(request)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise rpc_error(exc, self.socket, method) from None
+        finally:
+            call.cancel()
+
+    def close(self) -> None:
+        self._channel.close()

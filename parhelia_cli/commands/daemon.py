@@ -1,0 +1,219 @@
+"""``daemon start|stop|status|logs|install``: the lifecycle of parheliad.
+
+None of these autostart the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parhelia_cli import render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.errors import CliError, TaskOutcome
+
+STOP_WAIT = 30.0
+
+
+@click.group()
+def daemon() -> None:
+    """Start, stop, inspect and install the parheliad daemon."""
+
+
+def _paths() -> Any:
+    from parhelia_cli.client import Client
+
+    return Client.resolve(settings().socket)
+
+
+@daemon.command()
+@click.option("--foreground", is_flag=True,
+              help="Run parheliad in this process (logs to the terminal) instead of detaching.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, help="Seconds to wait for the daemon to answer.")
+def start(foreground: bool, wait_seconds: float) -> None:
+    """Start parheliad in the background and wait until it answers."""
+    from parhelia_cli import client
+
+    p = _paths()
+    version = client.probe(p.socket)
+    if version is not None:
+        render.line(f"parheliad {version.version or ''} is already running on "
+                    f"{client.address(p.socket)}.")
+        return
+    argv = [sys.executable, "-m", "parheliad", "--socket", str(p.socket)]
+    if foreground:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)  # noqa: S606 - argv list, no shell
+    proc = client.spawn_daemon(p)
+    version = client.wait_for_daemon(p.socket, proc, timeout=wait_seconds)
+    if version is None:
+        code = proc.poll()
+        detail = (f"it exited with code {code}" if code is not None
+                  else f"it did not answer within {wait_seconds:g} s")
+        raise CliError("E504", f"parheliad did not start on {client.address(p.socket)}: "
+                               f"{detail}.", hint=f"See `parhelia daemon logs` ({p.log_file}).")
+    render.line(f"parheliad {version.version} started (pid {proc.pid}) on "
+                f"{client.address(p.socket)}.")
+    client.check_version(version, p.socket)
+
+
+@daemon.command()
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=STOP_WAIT,
+              show_default=True, help="Seconds to wait for the socket to disappear.")
+def stop(wait_seconds: float) -> None:
+    """Shut parheliad down cleanly (local workers keep running and are re-adopted)."""
+    from parhelia_cli import client
+
+    p = _paths()
+    if client.probe(p.socket) is None:
+        render.line(f"parheliad is not running on {client.address(p.socket)}.")
+        return
+    c = client.Client(p, None)
+    try:
+        c.call("system", "Shutdown", client.pb2("system").ShutdownRequest(), timeout=10)
+    except CliError as exc:
+        if exc.code != "E504":  # the daemon may close the connection while answering
+            raise
+    finally:
+        c.close()
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if not p.socket.exists() or client.probe(p.socket) is None:
+            render.line("parheliad stopped.")
+            return
+        time.sleep(0.1)
+    raise CliError("E501", f"parheliad is still answering on {client.address(p.socket)} after "
+                           f"{wait_seconds:g} s.", hint="See `parhelia daemon logs`.")
+
+
+@daemon.command("status")
+@json_option
+def daemon_status() -> None:
+    """Whether parheliad runs, with its version, pid and uptime (exit 5 when not)."""
+    from parhelia_cli import client
+    from parhelia_cli.convert import to_dict
+
+    p = _paths()
+    version = client.probe(p.socket)
+    data: dict[str, Any] = {"running": version is not None, "socket": str(p.socket),
+                            "log_file": str(p.log_file)}
+    if version is not None:
+        c = client.Client(p, version)
+        try:
+            resp = c.call("system", "GetStatus", client.pb2("system").GetStatusRequest())
+        finally:
+            c.close()
+        st = to_dict(resp)
+        data.update(version=version.version or None, api=version.api or None,
+                    instance_id=version.instance_id or None, pid=st["pid"] or None,
+                    started_at=st["started_at"], uptime_seconds=st["uptime_seconds"])
+    if settings().json:
+        render.emit_json(data)
+    elif version is None:
+        render.line(f"parheliad is not running ({client.address(p.socket)}).")
+    else:
+        from parhelia_cli.durations import human_seconds
+
+        render.line(f"parheliad {data['version']} is running (pid {data['pid']}, up "
+                    f"{human_seconds(data['uptime_seconds'] or 0)}) on "
+                    f"{client.address(p.socket)}.")
+        client.check_version(version, p.socket)
+    if version is None:
+        raise TaskOutcome(5)
+
+
+@daemon.command()
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Lines to show from the end.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
+def logs(lines: int, follow: bool) -> None:
+    """Print the daemon's log file (the last N lines)."""
+    p = _paths()
+    path: Path = p.log_file
+    if not path.exists() and not follow:
+        raise CliError("E500", f"no daemon log at {path} (has parheliad run with this "
+                               "PARHELIA_HOME?)", hint="")
+    offset = 0
+    if path.exists():
+        offset = _print_tail(path, lines)
+    if follow:
+        _follow(path, offset)
+
+
+def _print_tail(path: Path, count: int) -> int:
+    """Print the last ``count`` lines of ``path``; return the end offset."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        block, data = 64 * 1024, b""
+        pos = end
+        while pos > 0 and data.count(b"\n") <= count:
+            pos = max(0, pos - block)
+            f.seek(pos)
+            data = f.read(end - pos)
+    tail = data.splitlines()[-count:] if count else []
+    for raw in tail:
+        render.line(raw.decode("utf-8", "replace"))
+    return end
+
+
+def _follow(path: Path, offset: int) -> None:
+    """``tail -F``: follow ``path`` across truncation and rotation until Ctrl-C."""
+    inode = path.stat().st_ino if path.exists() else None
+    try:
+        while True:
+            if path.exists():
+                st = path.stat()
+                if st.st_ino != inode or st.st_size < offset:
+                    inode, offset = st.st_ino, 0
+                if st.st_size > offset:
+                    with path.open("rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                    offset += len(chunk)
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        return
+
+
+@daemon.command()
+@click.option("--manager", type=click.Choice(["systemd", "launchd"]), default=None,
+              help="Service manager (default: launchd on macOS, else systemd).")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the service file instead of writing it.")
+def install(manager: str | None, print_only: bool) -> None:
+    """Write a systemd user unit or a launchd agent that runs parheliad."""
+    from parhelia_cli import service_files
+
+    manager = manager or ("launchd" if sys.platform == "darwin" else "systemd")
+    p = _paths()
+    explicit_socket = settings().socket
+    if manager == "systemd":
+        text = service_files.systemd_unit(p, explicit_socket=explicit_socket)
+        target = service_files.systemd_unit_path()
+        nxt = "systemctl --user daemon-reload && systemctl --user enable --now parheliad"
+    else:
+        text = service_files.launchd_plist(p, explicit_socket=explicit_socket)
+        target = service_files.launchd_plist_path()
+        nxt = f"launchctl bootstrap gui/{os.getuid()} {target}"
+    if print_only:
+        sys.stdout.write(text)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    render.line(f"Wrote {target}.")
+    render.line(f"Next: {nxt}")
+    env_file = service_files.env_file(p)
+    render.line(f"Credentials for the agent (ANTHROPIC_API_KEY=...) go in {env_file} "
+                "(mode 0600), never in the service file.")

@@ -1,0 +1,127 @@
+"""``parhelia events list|watch``: query and follow the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from parhelia_cli import params, render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import to_dict
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def events() -> None:
+    """Query and follow the event log (alias: e)."""
+
+
+def filter_options(f: F) -> F:
+    """The filters shared by ``events list`` and ``events watch``."""
+    options = [
+        click.option("--type", "types", multiple=True, type=params.EVENT_TYPES,
+                     help="Event type (repeatable, or comma-separated).", metavar="TYPE"),
+        click.option("--level", type=params.LEVEL,
+                     help="Minimum level: debug, info, warning, error."),
+        click.option("--since", type=params.INSTANT, help="From: 30m, 2d, 1w ago or RFC 3339."),
+        click.option("--until", type=params.INSTANT, help="Until: 30m, 2d, 1w ago or RFC 3339."),
+        click.option("--task", "task_id", metavar="ID", help="Only this task's events."),
+        click.option("--session", "session_id", metavar="ID", help="Only this session's."),
+        click.option("--container", "container_id", metavar="ID",
+                     help="Only this container's."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_filter(types: tuple[tuple[str, ...], ...], level: str | None,
+                 since: datetime | None, until: datetime | None, task_id: str | None,
+                 session_id: str | None, container_id: str | None) -> Any:
+    """The ``EventFilter`` message for the parsed options."""
+    from parhelia_cli.client import pb2
+    from parhelia_cli.errors import invalid
+
+    if since and until and since > until:
+        raise invalid("--since is after --until")
+    f = pb2("common").EventFilter(
+        types=[t for group in types for t in group], min_level=(level or "").lower(),
+        task_id=task_id or "", session_id=session_id or "", container_id=container_id or "")
+    if since:
+        f.since.FromDatetime(since)
+    if until:
+        f.until.FromDatetime(until)
+    return f
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """One human line: time, level, type, ids, message."""
+    at = (e["at"] or "")[:19] + "Z" if e["at"] else "-"
+    ids = " ".join(f"{k}={e[k + '_id']}" for k in ("task", "session", "container")
+                   if e[k + "_id"])
+    level = e["level"] or "info"
+    level_text = render.style(f"{level:<7}", render.STATUS_COLOURS.get(level, ""))
+    parts = [at, level_text, f"{e['type'] or '?':<22}"]
+    if ids:
+        parts.append(ids)
+    if e["message"]:
+        parts.append(e["message"])
+    return "  ".join(parts)
+
+
+@events.command("list")
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="The newest N matching events (default 50), shown oldest first.")
+@json_option
+def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,
+                until: datetime | None, task_id: str | None, session_id: str | None,
+                container_id: str | None, limit: int | None) -> None:
+    """Recent events matching the filters, oldest first."""
+    from parhelia_cli.client import pb2
+
+    flt = build_filter(types, level, since, until, task_id, session_id, container_id)
+    obj = settings()
+    resp = obj.client().call("events", "ListEvents",
+                             pb2("events").ListEventsRequest(filter=flt, limit=limit or 0))
+    found = [to_dict(e) for e in resp.events]
+    if obj.json:
+        render.emit_json({"events": found})
+        return
+    if not found:
+        render.line("No matching events.")
+    for e in found:
+        render.line(event_line(e))
+
+
+@events.command()
+@filter_options
+@click.option("--backlog", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also show this many recent matching events first.")
+@json_option
+def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,
+          until: datetime | None, task_id: str | None, session_id: str | None,
+          container_id: str | None, backlog: int) -> None:
+    """Follow events live, one line each (JSON lines with --json) until Ctrl-C."""
+    from parhelia_cli.client import pb2
+
+    flt = build_filter(types, level, since, until, task_id, session_id, container_id)
+    obj = settings()
+    client = obj.client()
+    request = pb2("events").WatchEventsRequest(filter=flt, backlog=backlog)
+    try:
+        for event in client.stream("events", "WatchEvents", request):
+            e = to_dict(event)
+            if obj.json:
+                render.emit_json(e, compact=True)
+                import sys
+
+                sys.stdout.flush()
+            else:
+                render.line(event_line(e))
+    except KeyboardInterrupt:
+        return

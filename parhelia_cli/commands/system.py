@@ -1,0 +1,144 @@
+"""``status``, ``doctor`` and ``config show``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from parhelia_cli import render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import to_dict
+from parhelia_cli.durations import human_seconds
+from parhelia_cli.errors import CliError, TaskOutcome
+
+TASK_STATUS_ORDER = ("pending", "running", "recovering", "paused", "completed", "failed",
+                     "cancelled")
+
+
+@click.command()
+@json_option
+def status() -> None:
+    """Daemon version, uptime, socket, database, tasks by state, backends, health.
+
+    Exits 1 when something needs attention (see the health section).
+    """
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = obj.client().call("system", "GetStatus", pb2("system").GetStatusRequest())
+    data = to_dict(resp)
+    attention = bool(data["health"] and data["health"]["needs_attention"])
+    if obj.json:
+        render.emit_json(data)
+    else:
+        _print_status(data)
+    if attention:
+        raise TaskOutcome(1)
+
+
+def _print_status(d: dict[str, Any]) -> None:
+    from parhelia_cli.client import address
+
+    render.fields([
+        ("Version", d["version"]),
+        ("PID", d["pid"] or None),
+        ("Uptime", human_seconds(d["uptime_seconds"]) + (f" (since {d['started_at']})"
+                                                         if d["started_at"] else "")),
+        ("Socket", address(d["socket_path"]) if d["socket_path"] else None),
+        ("Database", d["database_path"]),
+        ("Home", d["home"]),
+        ("Instance", d["instance_id"]),
+        ("Containers", f"{d['running_containers']} running"),
+    ], title="parheliad")
+    counts = d["tasks_by_status"]
+    ordered = [s for s in TASK_STATUS_ORDER if s in counts] + \
+        sorted(s for s in counts if s not in TASK_STATUS_ORDER)
+    total = sum(counts.values())
+    tasks = ", ".join(f"{counts[s]} {render.status_word(s)}" for s in ordered if counts[s])
+    render.line(f"\nTasks: {total}" + (f" ({tasks})" if tasks else ""))
+    if d["backends"]:
+        render.line("\nBackends:")
+        for b in d["backends"]:
+            state = render.style("available", "green") if b["available"] else \
+                render.style("unavailable", "yellow")
+            render.line(f"  {b['name']:<8} {state}" + (f"  {b['detail']}" if b["detail"] else ""))
+    h = d["health"]
+    if h is not None:
+        parts = [f"{h[k]} {k}" for k in ("healthy", "degraded", "unhealthy", "dead", "unknown")
+                 if h[k]]
+        if h["orphans"]:
+            parts.append(f"{h['orphans']} orphaned")
+        if h["recovering_tasks"]:
+            parts.append(f"{h['recovering_tasks']} tasks recovering")
+        render.line("\nHealth: " + (", ".join(parts) if parts else "no containers"))
+        if h["reconciler_last_run"]:
+            render.line(f"  reconciler last ran {render.age(h['reconciler_last_run'])}")
+        if h["needs_attention"]:
+            render.line("  " + render.style("Needs attention:", "red"))
+            for reason in h["attention"]:
+                render.line(f"    - {reason}")
+
+
+@click.command()
+@json_option
+def doctor() -> None:
+    """Check the daemon, config, agent binary, credentials, disk and Modal.
+
+    Each failed check says how to fix it. Exits 1 when any check fails.
+    """
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    try:
+        resp = obj.client().call("system", "Doctor", pb2("system").DoctorRequest())
+        checks = [to_dict(c) for c in resp.checks]
+        unreachable = None
+    except CliError as exc:
+        if exc.code != "E504":
+            raise
+        unreachable = exc
+        checks = [{"name": "daemon", "status": "fail", "detail": exc.message,
+                   "fix": "parhelia daemon start; parhelia daemon logs"}]
+    if obj.json:
+        render.emit_json({"checks": checks, "ok": all(c["status"] != "fail" for c in checks)})
+    else:
+        for c in checks:
+            mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}.get(c["status"] or "", "?   ")
+            mark = render.style(mark, render.STATUS_COLOURS.get(c["status"] or "", ""))
+            render.line(f"[{mark}] {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
+            if c["fix"] and c["status"] != "ok":
+                render.line(f"       fix: {c['fix']}")
+    if unreachable is not None:
+        raise TaskOutcome(unreachable.exit_code)
+    if any(c["status"] == "fail" for c in checks):
+        raise TaskOutcome(1)
+
+
+@click.group()
+def config() -> None:
+    """Show the effective configuration."""
+
+
+@config.command("show")
+@click.option("--project-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Project whose .parhelia/config.toml applies (default: the current dir).")
+@json_option
+def config_show(project_dir: str | None) -> None:
+    """Every configuration key, its value and where it came from."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    request = pb2("config").GetConfigRequest(project_dir=os.path.abspath(project_dir or "."))
+    resp = obj.client().call("config", "GetConfig", request)
+    data = to_dict(resp)
+    if obj.json:
+        render.emit_json(data)
+        return
+    rows = [(v["key"], json.dumps(v["value"], ensure_ascii=False), v["source"])
+            for v in data["values"]]
+    render.table(("KEY", "VALUE", "SOURCE"), rows, empty="No configuration values.")
+    if data["files"]:
+        render.line("Files: " + ", ".join(data["files"]))

@@ -1,0 +1,558 @@
+"""``parhelia task ...``: create, list, show, watch, logs, cancel, delete, retry,
+dispatch, diff and pull. Each command is one RPC (or one stream) plus rendering."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parhelia_cli import params, render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import task_dict, to_dict
+from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_short
+from parhelia_cli.errors import CliError, TaskOutcome, invalid, missing
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+@click.group()
+def task() -> None:
+    """Create, follow and manage tasks (alias: t).
+
+    Ids may be shortened to any unique prefix.
+    """
+
+
+def find_git_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``.git`` (dir or file)."""
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise missing("the prompt is empty; give the task something to do "
+                      '(`parhelia task create "Run the tests"`, or - to read it from stdin)')
+    return prompt
+
+
+@task.command("create")
+@click.argument("prompt")
+@click.option("--gpu", type=params.GPU, help="GPU type, optionally :N (T4, L4, A10G, L40S, "
+              "A100, A100-40GB, A100-80GB, H100, H200, B200).")
+@click.option("--cpu", type=click.FloatRange(min=0, min_open=True), help="Physical cores.")
+@click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
+@click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
+@click.option("--max-turns", type=click.IntRange(min=1), help="Maximum agent turns.")
+@click.option("--max-cost", type=params.USD, help="Cost cap for this task, USD (e.g. 2.50).")
+@click.option("--model", help="Claude model (default: config, else the agent's default).")
+@click.option("--permission-mode", type=click.Choice(params.PERMISSION_MODES),
+              help="Claude Code permission mode (default: config).")
+@click.option("--backend", type=click.Choice(params.BACKENDS), help="Where to run it "
+              "(default: config).")
+@click.option("--interactive", is_flag=True, help="Run the agent in tmux to attach to.")
+@click.option("--workspace", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory to upload (default: the git repository around the current dir).")
+@click.option("--no-workspace", is_flag=True, help="Start with an empty workspace.")
+@click.option("--repo", metavar="URL", help="Clone this repository inside the worker instead.")
+@click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
+@click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
+@click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
+@click.option("--estimate-only", is_flag=True, hidden=True,
+              help="Print the cost estimate and create nothing.")
+@json_option
+def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
+           timeout: int | None, max_turns: int | None, max_cost: int | None,
+           model: str | None, permission_mode: str | None, backend: str | None,
+           interactive: bool, workspace: Path | None, no_workspace: bool, repo: str | None,
+           ref: str | None, sync: bool, no_dispatch: bool, estimate_only: bool) -> None:
+    """Create a task running PROMPT (use - to read the prompt from stdin)."""
+    from parhelia_cli.client import pb2
+
+    prompt = _read_prompt(prompt)
+    if repo and (workspace or no_workspace):
+        raise invalid("--repo clones inside the worker; it cannot be combined with "
+                      "--workspace or --no-workspace")
+    if workspace and no_workspace:
+        raise invalid("--workspace and --no-workspace contradict each other")
+    if ref and not repo:
+        raise invalid(f"--ref {ref!r} needs --repo URL")
+    if sync and no_dispatch:
+        raise invalid("--sync waits for a result that --no-dispatch never starts")
+    common = pb2("common")
+    options = common.TaskOptions(
+        gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory or 0, timeout_seconds=timeout or 0,
+        max_turns=max_turns or 0, max_cost_micros=max_cost or 0, model=model or "",
+        permission_mode=permission_mode or "", interactive=interactive, backend=backend or "")
+    obj = settings()
+    client = obj.client()
+    tasks = pb2("tasks")
+    if estimate_only:
+        est = client.call("tasks", "EstimateTask", tasks.EstimateTaskRequest(options=options))
+        _print_estimate(to_dict(est), obj.json)
+        return
+
+    source = common.TaskSource()
+    workspace_path, base_commit = "", ""
+    if repo:
+        source.repo_url, source.repo_ref = repo, ref or ""
+    elif not no_workspace:
+        directory = workspace.absolute() if workspace else find_git_root(Path.cwd())
+        if directory is None:
+            render.info("No git repository around the current directory: the task starts "
+                        "with an empty workspace (--workspace DIR uploads one).")
+        else:
+            done = upload_workspace(client, directory, quiet=obj.json)
+            source.workspace_id = done.workspace_id
+            workspace_path = done.root or str(directory)
+            base_commit = done.base_commit
+    resp = client.call("tasks", "CreateTask", tasks.CreateTaskRequest(
+        prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
+        workspace_path=workspace_path, base_commit=base_commit))
+    created = resp.task
+    if not sync:
+        if obj.json:
+            render.emit_json({"task_id": created.id, "task": task_dict(created)})
+        else:
+            render.line(created.id)
+            if render.is_tty(sys.stderr):
+                render.info(f"Follow it with `parhelia task watch {created.id}`.")
+        return
+    follow(client, created.id, obj.json)
+
+
+def upload_workspace(client: Any, directory: Path, quiet: bool) -> Any:
+    """Stream ``UploadWorkspace``; a progress bar after 0.5 s on a TTY; return the last
+    (``done``) progress message."""
+    import time
+
+    from parhelia_cli.client import pb2
+
+    request = pb2("tasks").UploadWorkspaceRequest(path=str(directory))
+    started = time.monotonic()
+    bar: Any = None
+    last: Any = None
+    try:
+        for progress in client.stream("tasks", "UploadWorkspace", request):
+            last = progress
+            if progress.done:
+                break
+            if bar is None and not quiet and render.is_tty(sys.stderr) and \
+                    time.monotonic() - started > 0.5:
+                bar = _progress_bar(progress.bytes_total)
+            if bar is not None:
+                bar[0].update(bar[1], completed=progress.bytes_done,
+                              total=progress.bytes_total or None,
+                              description=f"Uploading {progress.files_done}/"
+                                          f"{progress.files_total} files")
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    if last is None or not last.done or not last.workspace_id:
+        raise CliError("E600", f"the upload of {directory} did not finish")
+    if not quiet:
+        render.info(f"Uploaded {last.files_total} files, {human_bytes(last.bytes_total)} "
+                    f"({human_bytes(last.new_bytes)} new) from {last.root or directory}.")
+    return last
+
+
+def _progress_bar(total: int) -> tuple[Any, Any]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                        console=render.console(stderr=True), transient=True)
+    progress.start()
+    return progress, progress.add_task("Uploading", total=total or None)
+
+
+def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        render.emit_json(est)
+        return
+    render.line(f"Estimated cost: {usd_short(est['low_micros'])}-{usd_short(est['high_micros'])}")
+    for part in est["parts"]:
+        render.line(f"  {part['name']:<8} {usd_short(part['low_micros'])}-"
+                    f"{usd_short(part['high_micros'])}" + (f"  ({part['basis']})"
+                                                           if part["basis"] else ""))
+    render.line("Nothing was created.")
+
+
+# --- following a task -------------------------------------------------------------------
+
+def _progress_text(t: dict[str, Any], elapsed: float) -> str:
+    u = t["usage"] or {}
+    parts = [t["status"] or "unknown", f"turn {u.get('turns', 0)}",
+             f"{human_count(u.get('input_tokens', 0))} in / "
+             f"{human_count(u.get('output_tokens', 0))} out",
+             usd_short(u.get("total_cost_micros", 0)), human_seconds(elapsed)]
+    if t["last_tool"]:
+        parts.append(f"last tool: {t['last_tool']}")
+    return " | ".join(parts)
+
+
+def follow(client: Any, task_id: str, as_json: bool) -> None:
+    """Follow ``WatchTask`` until the task is final; print the result and a summary.
+
+    Exits 0 when it completed, 1 otherwise; Ctrl-C detaches (the task keeps running).
+    """
+    from parhelia_cli.client import pb2
+
+    request = pb2("tasks").WatchTaskRequest(task_id=task_id)
+    last: dict[str, Any] | None = None
+    elapsed = 0.0
+    live: Any = None
+    tty = render.is_tty() and not as_json
+    try:
+        if tty:
+            from rich.live import Live
+            from rich.text import Text
+
+            live = Live(Text("waiting for the task..."), console=render.console(),
+                        refresh_per_second=4, transient=True)
+            live.start()
+        for progress in client.stream("tasks", "WatchTask", request):
+            last = task_dict(progress.task)
+            elapsed = progress.elapsed_seconds
+            event = to_dict(progress.event) if progress.HasField("event") else None
+            if as_json:
+                continue
+            if live is not None:
+                from rich.text import Text
+
+                if event and event["level"] in ("warning", "error"):
+                    live.console.print(Text(_event_note(event, elapsed)))
+                live.update(Text(_progress_text(last, elapsed)))
+            elif event is not None:
+                render.line(_event_note(event, elapsed) + "  [" + _progress_text(last, elapsed)
+                            + "]")
+    except KeyboardInterrupt:
+        if live is not None:
+            live.stop()
+            live = None
+        render.info(f"\nDetached; task {task_id} keeps running. Re-attach with "
+                    f"`parhelia task watch {task_id}`.")
+        raise TaskOutcome(130) from None
+    finally:
+        if live is not None:
+            live.stop()
+    if last is None:
+        raise CliError("E900", f"the daemon sent no progress for task {task_id}")
+    _finish(last, elapsed, as_json)
+
+
+def _event_note(event: dict[str, Any], elapsed: float) -> str:
+    text = event["message"] or event["type"] or ""
+    return f"[{human_seconds(elapsed)}] {event['type']}: {text}"
+
+
+def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
+    status = t["status"]
+    result = t["result"] or {}
+    if as_json:
+        render.emit_json(t)
+    else:
+        if result.get("text"):
+            render.line(result["text"].rstrip("\n"))
+            render.line()
+        u = t["usage"] or {}
+        render.fields([
+            ("Status", render.status_word(status)),
+            ("Turns", u.get("turns", 0)),
+            ("Tokens", f"{human_count(u.get('input_tokens', 0))} in / "
+                       f"{human_count(u.get('output_tokens', 0))} out"),
+            ("Cost", usd_short(u.get("total_cost_micros", 0))),
+            ("Duration", human_seconds(_duration(t) or elapsed)),
+            ("Task", t["id"]),
+        ])
+        if status == "completed":
+            render.line(f"\nSee the changes: parhelia task diff {t['id']}   "
+                        f"bring them back: parhelia task pull {t['id']}")
+    if status == "completed":
+        return
+    if status not in FINAL:
+        raise CliError("E900", f"the progress stream ended while task {t['id']} is {status}; "
+                               f"`parhelia task watch {t['id']}` re-attaches")
+    code = result.get("error_code") or ("E603" if status == "cancelled" else "E900")
+    message = result.get("error_message") or t["status_reason"] or f"the task {status}"
+    render.error(CliError(code, message), as_json)
+    raise TaskOutcome(1)
+
+
+def _duration(t: dict[str, Any]) -> float | None:
+    start, end = render.parse_ts(t["started_at"]), render.parse_ts(t["finished_at"])
+    return (end - start).total_seconds() if start and end else None
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@json_option
+def watch(task_id: str) -> None:
+    """Follow a task live until it finishes (Ctrl-C detaches)."""
+    obj = settings()
+    follow(obj.client(), task_id, obj.json)
+
+
+# --- reading ----------------------------------------------------------------------------
+
+@task.command("list")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(params.TASK_STATUSES),
+              help="Only tasks in this state (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N tasks, newest first (default: 100).")
+@json_option
+def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
+    """List tasks, newest first."""
+    from parhelia_cli.client import pb2
+
+    common = pb2("common")
+    request = pb2("tasks").ListTasksRequest(
+        statuses=[common.TaskStatus.Value(f"TASK_STATUS_{s.upper()}") for s in statuses],
+        limit=limit or 0)
+    obj = settings()
+    resp = obj.client().call("tasks", "ListTasks", request)
+    if obj.json:
+        render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
+        return
+    rows = []
+    for t in map(task_dict, resp.tasks):
+        opts = t["options"] or {}
+        where = opts.get("backend") or ""
+        if opts.get("gpu"):
+            where = f"{where} {opts['gpu']}".strip()
+        prompt = (t["prompt"] or "").strip().splitlines()[0] if t["prompt"] else ""
+        rows.append((t["id"], render.status_cell(t["status"]), render.age(t["created_at"]),
+                     where, (t["usage"] or {}).get("turns", 0),
+                     usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
+                     prompt[:60] + ("..." if len(prompt) > 60 else "")))
+    render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "COST", "PROMPT"), rows,
+                 empty="No tasks. Create one with `parhelia task create \"...\"`.")
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@json_option
+def show(task_id: str) -> None:
+    """Show a task: status, times, container, turns, tokens, cost, result."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    t = task_dict(obj.client().call("tasks", "GetTask", pb2("tasks").GetTaskRequest(
+        task_id=task_id)))
+    if obj.json:
+        render.emit_json(t)
+        return
+    o, u, src, r = t["options"] or {}, t["usage"] or {}, t["source"] or {}, t["result"] or {}
+    resources = ", ".join(x for x in (
+        f"gpu {o['gpu']}" if o.get("gpu") else "",
+        f"{o['cpu']:g} cpu" if o.get("cpu") else "",
+        f"{o['memory_mb']} MiB" if o.get("memory_mb") else "") if x) or "defaults"
+    limits = ", ".join(x for x in (
+        f"timeout {human_seconds(o['timeout_seconds'])}" if o.get("timeout_seconds") else "",
+        f"max {o['max_turns']} turns" if o.get("max_turns") else "",
+        f"max {usd_short(o['max_cost_micros'])}" if o.get("max_cost_micros") else "") if x)
+    source = (f"repo {src['repo_url']}" + (f"@{src['repo_ref']}" if src.get("repo_ref") else "")
+              if src.get("repo_url") else
+              (f"workspace {t['workspace_path'] or ''} ({src['workspace_id']})".strip()
+               if src.get("workspace_id") else "empty workspace"))
+    render.fields([
+        ("Status", render.status_word(t["status"]) + (f" ({t['status_reason']})"
+                                                      if t["status_reason"] else "")),
+        ("Prompt", _one_line(t["prompt"] or "")),
+        ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
+        ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
+        ("Interactive", "yes" if o.get("interactive") else None),
+        ("Source", source), ("Base commit", t["base_commit"]),
+        ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
+        ("Finished", render.when(t["finished_at"])),
+        ("Session", t["session_id"]), ("Container", t["container_id"]),
+        ("Restarts", t["restarts"] or None),
+        ("Turns", u.get("turns", 0)),
+        ("Tokens", f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out / "
+                   f"{u.get('cache_read_input_tokens', 0)} cache read"),
+        ("Cost", f"{usd_short(u.get('total_cost_micros', 0))} (api "
+                 f"{usd_short(u.get('api_cost_micros', 0))}, compute "
+                 f"{usd_short(u.get('compute_cost_micros', 0))})"),
+        ("Last tool", t["last_tool"]),
+        ("Result", r.get("subtype")),
+        ("Error", f"{r['error_code']}: {r.get('error_message') or ''}"
+         if r.get("error_code") else None),
+    ], title=f"Task {t['id']}")
+    if r.get("text"):
+        render.line("\n" + r["text"].rstrip("\n"))
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
+def logs(task_id: str, follow_logs: bool) -> None:
+    """Print the agent's raw output (stream-json) of a task."""
+    from parhelia_cli.client import pb2
+
+    client = settings().client()
+    request = pb2("tasks").GetTaskLogsRequest(task_id=task_id, follow=follow_logs)
+    out = sys.stdout.buffer
+    try:
+        for chunk in client.stream("tasks", "GetTaskLogs", request):
+            out.write(chunk.data)
+            out.flush()
+    except KeyboardInterrupt:
+        return
+
+
+# --- acting -----------------------------------------------------------------------------
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--grace", type=params.SECONDS, default=None,
+              help="Seconds the worker gets to checkpoint before it is killed (default: config).")
+@json_option
+def cancel(task_id: str, grace: int | None) -> None:
+    """Cancel a task: graceful stop with a checkpoint, then kill after the grace period."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    t = obj.client().call("tasks", "CancelTask", pb2("tasks").CancelTaskRequest(
+        task_id=task_id, grace_seconds=grace or 0))
+    _print_task_action(task_dict(t), "Cancelled", obj.json)
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Delete even when it is not finished (cancels first).")
+@json_option
+def delete(task_id: str, force: bool) -> None:
+    """Delete a finished task and its records (--force for unfinished ones)."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    obj.client().call("tasks", "DeleteTask", pb2("tasks").DeleteTaskRequest(task_id=task_id,
+                                                                           force=force))
+    if obj.json:
+        render.emit_json({"task_id": task_id, "deleted": True})
+    else:
+        render.line(f"Deleted task {task_id}.")
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@json_option
+def retry(task_id: str) -> None:
+    """Run a finished task again, in a fresh session from checkpoint zero."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    t = obj.client().call("tasks", "RetryTask", pb2("tasks").RetryTaskRequest(task_id=task_id))
+    _print_task_action(task_dict(t), "Retrying", obj.json)
+
+
+def _print_task_action(t: dict[str, Any], verb: str, as_json: bool) -> None:
+    if as_json:
+        render.emit_json(t)
+    else:
+        render.line(f"{verb} task {t['id']} (now {render.status_word(t['status'])}).")
+
+
+@task.command()
+@json_option
+def dispatch() -> None:
+    """Run a dispatch pass now: start pending tasks within the concurrency limit."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = to_dict(obj.client().call("tasks", "DispatchTasks",
+                                     pb2("tasks").DispatchTasksRequest()))
+    if obj.json:
+        render.emit_json(resp)
+        return
+    started, refused = resp["dispatched_task_ids"], resp["refused_task_ids"]
+    render.line(f"Dispatched {len(started)} task(s)" + (f": {', '.join(started)}" if started
+                                                          else "."))
+    if refused:
+        render.line(f"Refused {len(refused)}: {', '.join(refused)}")
+    if resp["detail"]:
+        render.line(resp["detail"])
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--stat", is_flag=True, help="Only the changed files and line counts.")
+@json_option
+def diff(task_id: str, stat: bool) -> None:
+    """What the task changed against its uploaded workspace (checkpoint zero)."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = to_dict(obj.client().call("tasks", "GetTaskDiff", pb2("tasks").GetTaskDiffRequest(
+        task_id=task_id, stat_only=stat)))
+    if obj.json:
+        render.emit_json(resp)
+    elif stat or not resp["patch"]:
+        _print_stat(resp["files"])
+    else:
+        sys.stdout.write(resp["patch"])
+        sys.stdout.flush()
+
+
+def _print_stat(files: list[dict[str, Any]]) -> None:
+    if not files:
+        render.line("No changes.")
+        return
+    added = sum(f["lines_added"] for f in files)
+    removed = sum(f["lines_removed"] for f in files)
+    for f in files:
+        counts = "binary" if f["binary"] else f"+{f['lines_added']} -{f['lines_removed']}"
+        render.line(f" {f['change'] or 'modified':<8} {f['path']}  {counts}")
+    render.line(f" {len(files)} file(s) changed, {added} insertion(s), {removed} deletion(s)")
+
+
+@task.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--branch", help="Branch to create (default: parhelia/<task id>).")
+@click.option("--patch", "patch_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a patch file instead of creating a branch.")
+@click.option("--repo-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Repository to create the branch in (default: where the task came from).")
+@json_option
+def pull(task_id: str, branch: str | None, patch_file: Path | None,
+         repo_path: Path | None) -> None:
+    """Bring a task's changes back as a branch (or a patch); your working tree and current
+    branch are never touched."""
+    from parhelia_cli.client import pb2
+
+    if branch and patch_file:
+        raise invalid("--branch and --patch are alternatives; give one")
+    obj = settings()
+    resp = to_dict(obj.client().call("tasks", "PullTask", pb2("tasks").PullTaskRequest(
+        task_id=task_id, branch=branch or "",
+        patch_path=str(patch_file.absolute()) if patch_file else "",
+        repo_path=str(repo_path.absolute()) if repo_path else "")))
+    if obj.json:
+        render.emit_json(resp)
+        return
+    n = len(resp["files"])
+    base = (resp["base_commit"] or "")[:12]
+    if resp["patch_path"]:
+        shown = os.path.relpath(resp["patch_path"]) if not resp["patch_path"].startswith("..") \
+            else resp["patch_path"]
+        render.line(f"Wrote {resp['patch_path']} ({n} file(s) changed"
+                    + (f", against {base}" if base else "") + ").")
+        render.line(f"Apply it with: git apply {shown}")
+        return
+    render.line(f"Created branch {resp['branch']} at {(resp['commit'] or '')[:12]} in "
+                f"{resp['repo_path']} ({n} file(s) changed" + (f", from {base}" if base else "")
+                + "). Your working tree and current branch were not touched.")
+    render.line(f"Merge it with: git merge {resp['branch']}   (review first: git log -p "
+                f"{base or 'HEAD'}..{resp['branch']})")

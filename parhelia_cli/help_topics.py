@@ -1,0 +1,287 @@
+"""The guides behind ``parhelia help TOPIC`` (plain text, no imports beyond stdlib)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    summary: str
+    body: str
+    commands: tuple[str, ...] = ()
+    """Top-level commands this topic is about (to flag those not available yet)."""
+
+
+TOPICS: dict[str, Topic] = {}
+
+
+def _topic(name: str, summary: str, body: str, commands: tuple[str, ...] = ()) -> None:
+    TOPICS[name] = Topic(name, summary, body.strip("\n"), commands)
+
+
+_topic("task", "Create, follow and collect tasks", """
+A task is one prompt for Claude Code plus the options it runs with. The daemon
+(parheliad) stores it, dispatches it to a backend and keeps it alive through failures.
+
+  parhelia task create "Run the test suite and fix what fails" --sync
+
+Source of the workspace (what the agent works on):
+  default          the git repository around the current directory, if any: tracked
+                   and untracked-not-ignored files are uploaded as checkpoint zero
+  --workspace DIR  upload DIR instead (git-aware when DIR is in a repository)
+  --no-workspace   start in an empty directory
+  --repo URL       clone URL inside the worker instead (--ref BRANCH|TAG|SHA)
+The upload is incremental: unchanged files are not sent twice.
+
+Resources and limits:
+  --gpu TYPE[:N]   T4, L4, A10G, L40S, A100, A100-40GB, A100-80GB, H100, H200, B200
+  --cpu CORES      physical cores (float), --memory 4096 | 16GiB
+  --timeout 30m    wall-clock limit (seconds or 90s, 30m, 4h)
+  --max-turns N    agent turns, --max-cost 2.50 (USD cap for this task)
+  --model M, --permission-mode acceptEdits|auto|bypassPermissions|manual|dontAsk|plan
+  --backend local|modal  (default from config; local runs isolated worker processes)
+
+Following a task:
+  --sync           wait, with live progress (turns, tokens, cost, elapsed, last tool);
+                   Ctrl-C detaches, the task keeps running
+  task watch ID    re-attach to live progress        task logs ID -f   raw agent output
+  task list, task show ID [--json]                   task cancel ID [--grace 30]
+  task retry ID    run again from checkpoint zero    task delete ID [--force]
+
+Results come back as a branch or a patch, never written into your working tree:
+  parhelia task diff ID [--stat]
+  parhelia task pull ID                 # creates branch parhelia/<id> from the base commit
+  parhelia task pull ID --patch fix.patch
+
+States: pending -> running -> completed | failed | cancelled; running -> recovering ->
+running (a lost worker is resumed from its latest checkpoint); running -> paused (budget
+or user) -> pending. Ids can be shortened to any unique prefix.
+""", ("task",))
+
+_topic("session", "Sessions: the long-lived execution of a task", """
+Every task that runs gets a session. The session owns the Claude Code conversation
+(its UUID), the checkpoints and the chain of containers that ran it. When a worker dies
+the session continues in a new container from its latest checkpoint: the workspace and
+the conversation transcript are restored together, at the same fixed path, so Claude
+resumes the same conversation (`claude --resume`).
+
+  parhelia session list [--all]          active sessions (--all: finished ones too)
+  parhelia session show SESSION          containers, checkpoints, current state
+  parhelia session attach SESSION        attach to an --interactive session (tmux)
+  parhelia session kill SESSION          stop it, checkpointing first
+  parhelia session recover SESSION       what happened, and the choices: resume, restart, wait
+  parhelia resume SESSION [--checkpoint CP]
+
+Interactive sessions (`task create --interactive`) keep the agent in tmux; detaching
+(Ctrl-B D) writes a checkpoint and leaves the session running.
+""", ("session", "resume"))
+
+_topic("checkpoint", "Checkpoints: what they hold, when they are taken, how to restore", """
+A checkpoint is an immutable, content-addressed snapshot of a session: the workspace
+tree, the Claude conversation transcript, the environment (agent version, model,
+plugins) and the git state (branch, HEAD, dirty files). Blobs are shared between
+checkpoints, so each one costs only the bytes that changed.
+
+Taken automatically: at task start (the uploaded workspace is checkpoint zero), after
+completed agent turns (debounced), periodically, before risky tool calls (rm -rf,
+git reset --hard, ...), on detach, on errors, on SIGTERM and before a timeout, and on
+completion. On demand:
+
+  parhelia checkpoint create SESSION -m "before the refactor"
+  parhelia checkpoint list [SESSION]
+  parhelia checkpoint diff CP_A CP_B [--files] [--conversation]
+  parhelia checkpoint rollback CP        # a safety checkpoint is taken first
+  parhelia checkpoint verify CP          # re-hash every blob
+  parhelia resume SESSION                # continue from the latest checkpoint
+
+Restores treat a manifest as untrusted: paths must stay inside the workspace, symlinks
+may not leave it, every blob hash is verified, and a refused manifest restores nothing.
+""", ("checkpoint", "resume"))
+
+_topic("budget", "Budget: one ledger for compute and API spend", """
+Spend = compute (seconds x (cores x CPU rate + GiB x memory rate + GPU rate)) + API
+(the cost the agent reports). Local workers cost no compute. Before a dispatch the
+daemon estimates the task and reserves the estimate; a dispatch that would cross the
+ceiling is refused (E300). At the warning threshold an E301 event is recorded. At the
+ceiling running tasks are checkpointed and paused; raising the ceiling resumes them.
+
+  parhelia budget show                   ceiling, used, reserved, remaining, tokens
+  parhelia budget set 50.00              ceiling in USD
+  parhelia budget history [--by day|task]
+  parhelia task create "..." --max-cost 2.50     per-task cap (also passed to the agent)
+  parhelia task create "..." --estimate-only     estimate without creating anything
+
+Config: [budget] default_ceiling_usd, warning_threshold_percent.
+""", ("budget",))
+
+_topic("container", "Containers: the incarnations of a worker", """
+A container is one run of the worker for a session: a local process (its own process
+session and workspace) or a Modal sandbox. States: created -> starting -> running ->
+exited | failed | terminated | lost; `orphaned` marks a sandbox carrying this daemon's
+owner tag that the database does not own (the reconciler finds those).
+
+Health comes from heartbeats (CPU, memory, disk, agent alive, turns, tokens, cost):
+healthy, degraded after 1 missed heartbeat, unhealthy after 3, dead after 5 -- a dead
+container's task is recovered from its latest checkpoint.
+
+  parhelia container list [--state running]
+  parhelia container show CONTAINER      details and recent heartbeats
+  parhelia container events CONTAINER    its event history
+  parhelia container health              summary by health and state
+  parhelia container watch               live updates
+""", ("container",))
+
+_topic("events", "The event log: query, follow, export", """
+Every state change and notable worker observation is an event: an id (global,
+increasing), a type, a level (debug, info, warning, error), a time, and the task,
+session and container it concerns.
+
+  parhelia events list [--type T ...] [--level warning] [--since 30m|2d|1w|RFC3339]
+                       [--until ...] [--task ID] [--session ID] [--container ID]
+                       [--limit 50] [--json]
+  parhelia events watch [same filters] [--json]      live; one line (or JSON line) per event
+  parhelia events export events.jsonl               everything matching, oldest first
+  parhelia events replay CONTAINER                   a container's history as a timeline
+
+--level is a minimum: `--level warning` shows warnings and errors. --type takes several
+values (repeat it or separate with commas). Types by category:
+{event_types}
+""", ("events",))
+
+_topic("config", "Configuration files and keys", """
+Configuration is TOML. The user file is $PARHELIA_HOME/config.toml when PARHELIA_HOME
+is set, else $XDG_CONFIG_HOME/parhelia/config.toml (~/.config/parhelia/config.toml). A
+project's .parhelia/config.toml (found from the current directory upwards) overrides
+it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
+
+  parhelia config show [--json]          every key, its value and where it came from
+
+  [modal]        volume_name, cpu_count, memory_mb, default_timeout_hours
+  [budget]       default_ceiling_usd, warning_threshold_percent, period (month|total)
+  [orchestrator] db_path, max_concurrent_workers, default_backend, dispatch_interval_seconds,
+                 cancel_grace_seconds
+  [reconciler]   poll_interval_seconds, stale_threshold_seconds, auto_terminate_orphans
+  [agent]        command (default ["claude"]), model, permission_mode, max_turns
+  [checkpoint]   interval_seconds, min_turn_interval_seconds, risky_patterns, keep_last,
+                 max_age_days
+  [recovery]     max_restarts, backoff_seconds, backoff_max_seconds
+  [heartbeat]    interval_seconds, retention_per_container
+`parhelia config show` is the authority: it lists every key this daemon knows.
+
+Your Claude configuration (CLAUDE.md, skills, plugins, MCP servers) travels with tasks
+through `parhelia config sync`, which strips secrets by rule and shows a dry run first.
+""", ("config",))
+
+_topic("reconciler", "The reconciler: drift, lost and orphaned containers", """
+The reconciler runs periodically ([reconciler] poll_interval_seconds) and compares the
+daemon's database with what the backends report:
+  lost         a container the database believes alive is gone -> its task is recovered
+  orphaned     a sandbox with this daemon's owner tag that nothing here owns -> reported,
+               terminated only with auto_terminate_orphans = true or `cleanup --terminate`
+  state_drift  the states disagree -> the database is corrected and an event recorded
+It only ever touches sandboxes tagged with this daemon's instance id.
+
+  parhelia reconciler status             last run, findings, next run
+  parhelia reconciler run                run now
+  parhelia cleanup [--terminate]         list (or terminate) orphans and what they cost
+""", ("reconciler", "cleanup"))
+
+_topic("gpu", "GPU tasks", """
+GPUs run on the Modal backend. Choose a type with --gpu, optionally ':N' for N GPUs:
+T4, L4, A10G, L40S, A100 (A100-40GB, A100-80GB), H100, H200, B200.
+
+  parhelia task create "Train the model in train.py for 3 epochs" --gpu A10G --backend modal
+  parhelia task create "Benchmark inference" --gpu H100:2 --timeout 2h --max-cost 20
+
+GPU time dominates the cost: set --timeout and --max-cost, and check the estimate
+first with --estimate-only. Checkpoints work the same as on CPU, so a preempted or
+failed GPU container resumes from the latest checkpoint.
+""", ("task",))
+
+_topic("parallel", "Running several tasks at once", """
+Every task has its own session and workspace, so parallel agents never write into the
+same tree; results come back as separate branches (parhelia/<task id>) or patches.
+
+  for t in "Fix the flaky test in tests/test_io.py" "Add type hints to utils.py"; do
+      parhelia task create "$t"
+  done
+  parhelia task list --status running
+
+The dispatcher starts pending tasks in creation order, at most
+[orchestrator] max_concurrent_workers at a time. `--no-dispatch` creates a task
+without starting it; `parhelia task dispatch` runs a dispatch pass now.
+""", ("task",))
+
+_topic("daemon", "The parheliad daemon", """
+parheliad owns all state (SQLite), the scheduler, the dispatcher, the reconciler and
+the budget ledger, and serves the gRPC API parhelia.v1 on a Unix socket. The socket is
+--socket, else $PARHELIA_SOCKET, else $XDG_RUNTIME_DIR/parhelia/parheliad.sock (with
+PARHELIA_HOME set: $PARHELIA_HOME/run/parheliad.sock). Its directory is 0700 and the
+socket 0600: file permissions are the authentication boundary.
+
+Any command that needs the daemon starts it in the background when nothing answers,
+and waits up to ~5 s. Set PARHELIA_NO_AUTOSTART=1 to turn that off (then E504, exit 5).
+
+  parhelia daemon start [--foreground]   start (and wait until it answers)
+  parhelia daemon stop                   shut down cleanly (running local workers survive
+                                         and are re-adopted at the next start)
+  parhelia daemon status                 running?  version, pid, uptime
+  parhelia daemon logs [-n 100] [-f]     its log file
+  parhelia daemon install [--print] [--manager systemd|launchd]
+                                         a systemd user unit or a launchd agent
+  parhelia status / parhelia doctor      overall status / what needs fixing
+  parhelia --version                     client and daemon versions
+""", ("daemon",))
+
+_topic("errors", "Error codes and exit codes", """
+Every failure carries a code; `parhelia help E###` says what happened, why and how to
+recover. With --json, errors are printed on stderr as
+{{"error": {{"code": "E201", "name": "TASK_NOT_FOUND", "message": "..."}}}}.
+
+Exit codes: 0 ok, 1 error, 2 usage (invalid or missing values), 3 not found,
+4 budget, 5 daemon unavailable.
+
+{error_codes}
+""")
+
+
+def render_topic(name: str, available: set[str]) -> str:
+    """The text of topic ``name``; commands not in ``available`` are flagged."""
+    topic = TOPICS[name]
+    body = topic.body
+    if "{event_types}" in body or "{error_codes}" in body:
+        body = body.format(event_types=_event_types(), error_codes=_error_codes())
+    missing = [c for c in topic.commands if c not in available]
+    if topic.commands and len(missing) == len(topic.commands):
+        note = (f"Note: the `parhelia {' / '.join(missing)}` commands are not available in "
+                "this version yet; this page describes how they work.\n\n")
+        body = note + body
+    return f"{topic.name}: {topic.summary}\n\n{body}\n"
+
+
+def _event_types() -> str:
+    from parhelia import events
+
+    lines = []
+    for category in events.CATEGORIES:
+        names = [k.type for k in events.CATALOGUE.values() if k.category == category]
+        lines.append(f"  {category + ':':<12} " + ", ".join(names))
+    return "\n".join(lines)
+
+
+def _error_codes() -> str:
+    from parhelia import errors
+
+    return "\n".join(f"  {s.code} {s.name:<22} exit {int(s.exit)}  {s.what}"
+                     for s in errors.CATALOGUE.values())
+
+
+def render_error_code(code: str) -> str:
+    """``parhelia help E201``: what happened, why, how to recover."""
+    from parhelia import errors
+
+    s = errors.CATALOGUE[code.upper()]
+    return (f"{s.code} {s.name} (exit code {int(s.exit)})\n\n"
+            f"What happened:\n  {s.what}\n\nWhy:\n  {s.why}\n\nHow to recover:\n  {s.recover}\n")

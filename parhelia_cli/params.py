@@ -1,0 +1,163 @@
+"""Click parameter types for the values Parhelia validates client-side.
+
+A value they refuse is a usage error: rendered as E101 naming the option and the
+value, exit 2 (see :func:`parhelia_cli.main.ParheliaGroup.main`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from typing import Any
+
+import click
+from parhelia import events as event_catalogue
+
+from parhelia_cli import durations
+
+GPU_TYPES: tuple[str, ...] = ("T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",
+                              "H100", "H200", "B200")
+MAX_GPUS = 8
+PERMISSION_MODES: tuple[str, ...] = ("acceptEdits", "auto", "bypassPermissions", "manual",
+                                     "dontAsk", "plan")
+BACKENDS: tuple[str, ...] = ("local", "modal")
+TASK_STATUSES: tuple[str, ...] = ("pending", "running", "recovering", "paused", "completed",
+                                  "failed", "cancelled")
+
+
+def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class GpuType(click.ParamType):
+    """``A10G``, ``h100:2``: a Modal GPU type, optionally ``:N`` GPUs (1-8)."""
+
+    name = "gpu"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "TYPE[:N]"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        kind, _, count = text.partition(":")
+        canonical = {g.lower(): g for g in GPU_TYPES}.get(kind.lower())
+        if canonical is None:
+            self.fail(f"{text!r} is not a GPU type; choose from {', '.join(GPU_TYPES)} "
+                      f"(optionally :N for N GPUs).{_suggest(kind.upper(), GPU_TYPES)}",
+                      param, ctx)
+        if count:
+            if not count.isdigit() or not 1 <= int(count) <= MAX_GPUS:
+                self.fail(f"{text!r}: the GPU count after ':' must be 1 to {MAX_GPUS}.",
+                          param, ctx)
+            return f"{canonical}:{int(count)}"
+        return canonical
+
+
+class _Parsed(click.ParamType):
+    """A type backed by one of the :mod:`parhelia_cli.durations` parsers."""
+
+    def parse(self, text: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Memory(_Parsed):
+    name = "memory"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "MIB|16GiB"
+
+    def parse(self, text: str) -> int:
+        return durations.parse_memory_mib(text)
+
+
+class Timeout(_Parsed):
+    name = "timeout"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS|30m|4h"
+
+    def parse(self, text: str) -> int:
+        return durations.parse_timeout(text)
+
+
+class Seconds(_Parsed):
+    name = "seconds"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS|30s|2m"
+
+    def parse(self, text: str) -> int:
+        return durations.parse_timeout(text)
+
+
+class Usd(_Parsed):
+    """An amount in USD, converted to integer micro-dollars."""
+
+    name = "usd"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "USD"
+
+    def parse(self, text: str) -> int:
+        return durations.parse_usd_micros(text)
+
+
+class Instant(_Parsed):
+    """``30m``/``2d``/``1w`` ago or an RFC 3339 timestamp -> aware UTC datetime."""
+
+    name = "instant"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "30m|2d|RFC3339"
+
+    def parse(self, text: str) -> datetime:
+        return durations.parse_instant(text)
+
+
+class EventTypes(click.ParamType):
+    """One or more comma-separated event types from :mod:`parhelia.events`."""
+
+    name = "type"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        out = []
+        for item in str(value).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if item not in event_catalogue.CATALOGUE:
+                hint = _suggest(item, list(event_catalogue.CATALOGUE))
+                self.fail(f"{item!r} is not an event type.{hint} `parhelia help events` lists "
+                          "them.", param, ctx)
+            out.append(item)
+        return tuple(out)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(t) for t in event_catalogue.CATALOGUE if t.startswith(incomplete)]
+
+
+GPU = GpuType()
+MEMORY = Memory()
+TIMEOUT = Timeout()
+SECONDS = Seconds()
+USD = Usd()
+INSTANT = Instant()
+EVENT_TYPES = EventTypes()
+LEVEL = click.Choice(event_catalogue.LEVELS, case_sensitive=False)

@@ -1,0 +1,189 @@
+"""Output: JSON for machines, rich tables for people, errors and warnings on stderr.
+
+``rich`` is imported only when a table is drawn. Colour and styles are used only
+when the stream is a terminal and ``NO_COLOR`` is unset; nothing live is drawn
+when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from parhelia_cli.durations import human_seconds
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from parhelia_cli.errors import CliError
+
+_warned: set[str] = set()
+
+
+def is_tty(stream: IO[Any] | None = None) -> bool:
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def color_enabled(stream: IO[Any] | None = None) -> bool:
+    """Colour only on a terminal, without ``NO_COLOR``, and not on a dumb terminal."""
+    return (is_tty(stream) and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb")
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console for stdout (or stderr) honouring TTY and ``NO_COLOR``."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if color_enabled(stream):
+        return Console(file=stream, highlight=False)
+    width = None if is_tty(stream) else 200
+    return Console(file=stream, color_system=None, highlight=False, width=width,
+                   force_terminal=False, emoji=False)
+
+
+def emit_json(value: Any, compact: bool = False) -> None:
+    """Print ``value`` as JSON on stdout (one line when ``compact``)."""
+    if compact:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = json.dumps(value, ensure_ascii=False, indent=2)
+    click.echo(text)
+
+
+def line(text: str = "", err: bool = False) -> None:
+    """Plain text; flushed so pipes see lines as they happen."""
+    click.echo(text, err=err)
+    (sys.stderr if err else sys.stdout).flush()
+
+
+def info(text: str) -> None:
+    """A side note for people (stderr, so stdout stays scriptable)."""
+    click.echo(text, err=True)
+
+
+def warn(text: str) -> None:
+    """``Warning: text`` on stderr, at most once per invocation for the same text."""
+    if text in _warned:
+        return
+    _warned.add(text)
+    prefix = click.style("Warning:", fg="yellow", bold=True) if color_enabled(sys.stderr) \
+        else "Warning:"
+    click.echo(f"{prefix} {text}", err=True)
+
+
+def error(err: CliError, as_json: bool) -> None:
+    """``Error E### NAME: message`` plus a hint line on stderr (JSON too with ``--json``)."""
+    if as_json:
+        payload = {"error": {"code": err.code, "name": err.spec.name, "message": err.message}}
+        click.echo(json.dumps(payload, ensure_ascii=False), err=True)
+        return
+    head = f"Error {err.code} {err.spec.name}:"
+    if color_enabled(sys.stderr):
+        head = click.style(head, fg="red", bold=True)
+    click.echo(f"{head} {err.message}", err=True)
+    hint = err.hint if err.hint is not None else f"See `parhelia help {err.code}` for what to do."
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
+          empty: str = "Nothing to show.") -> None:
+    """A simple table on stdout (plain aligned columns when not on a terminal)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = list(rows)
+    if not rows:
+        line(empty)
+        return
+    out = console()
+    t = Table(*columns, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
+              header_style="bold" if out.is_terminal else "", title_justify="left",
+              pad_edge=False)
+    for row in rows:
+        t.add_row(*(_cell(v, Text) for v in row))
+    out.print(t)
+
+
+def _cell(value: Any, text_cls: Any) -> Any:
+    """A table cell: plain text (never rich markup), or ``(text, style)``."""
+    if isinstance(value, tuple):
+        return text_cls(str(value[0]), style=value[1] or "")
+    return text_cls("" if value is None else str(value))
+
+
+def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:
+    """``Label: value`` lines, aligned (values of None are skipped)."""
+    shown = [(k, v) for k, v in pairs if v is not None and v != ""]
+    width = max((len(k) for k, _ in shown), default=0)
+    if title:
+        line(click.style(title, bold=True) if color_enabled() else title)
+    for key, value in shown:
+        line(f"  {key + ':':<{width + 1}} {value}")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value)
+
+
+def age(value: str | None, now: datetime | None = None) -> str:
+    """``5m ago`` for an RFC 3339 timestamp ("" when unset)."""
+    dt = parse_ts(value)
+    if dt is None:
+        return ""
+    seconds = ((now or datetime.now(UTC)) - dt).total_seconds()
+    if seconds < 1:
+        return "just now"
+    return f"{human_seconds(seconds)} ago"
+
+
+def when(value: str | None) -> str | None:
+    """``2026-11-28 19:00:03Z (5m ago)`` for detail views (None when unset)."""
+    dt = parse_ts(value)
+    if dt is None:
+        return None
+    return f"{dt.strftime('%Y-%m-%d %H:%M:%SZ')} ({age(value)})"
+
+
+def style(text: str, spec: str) -> str:
+    """Apply a rich-like style word (``green``, ``red``, ``bold``...) only when colour is on."""
+    if not color_enabled():
+        return text
+    if spec == "bold":
+        return click.style(text, bold=True)
+    if spec == "dim":
+        return click.style(text, dim=True)
+    return click.style(text, fg=spec)
+
+
+STATUS_COLOURS = {"pending": "cyan", "running": "blue", "recovering": "yellow",
+                  "paused": "yellow", "completed": "green", "failed": "red",
+                  "cancelled": "magenta", "ok": "green", "warn": "yellow", "fail": "red",
+                  "error": "red", "warning": "yellow", "info": "", "debug": "dim"}
+
+
+def status_word(status: str | None) -> str:
+    """A status for plain lines, coloured when colour is on."""
+    word = status or "unknown"
+    colour = STATUS_COLOURS.get(word, "")
+    return style(word, colour) if colour else word
+
+
+def status_cell(status: str | None) -> tuple[str, str]:
+    """A status for table cells: ``(word, style)``."""
+    word = status or "unknown"
+    return word, STATUS_COLOURS.get(word, "")

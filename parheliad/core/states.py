@@ -1,0 +1,135 @@
+"""The state machines of Parhelia, each defined once (DESIGN.md, "Entities and states").
+
+Pure data and functions, no I/O. The store's single writer checks every status or
+state change against these tables, so an illegal transition can't be written by
+any code path; it raises ``ParheliaError("E603")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from parhelia.errors import ParheliaError
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RECOVERING = "recovering"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+T = TaskStatus
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    # dispatch; cancel before start; fail when no dispatch is possible (e.g. no credentials)
+    T.PENDING: frozenset({T.RUNNING, T.CANCELLED, T.FAILED}),
+    T.RUNNING: frozenset({T.COMPLETED, T.FAILED, T.CANCELLED, T.RECOVERING, T.PAUSED}),
+    # recovery succeeds, gives up, is cancelled, or the budget pauses it meanwhile
+    T.RECOVERING: frozenset({T.RUNNING, T.FAILED, T.CANCELLED, T.PAUSED}),
+    # resumed (ceiling raised / user) or cancelled while paused
+    T.PAUSED: frozenset({T.PENDING, T.CANCELLED}),
+    # retry from checkpoint zero re-queues a finished task
+    T.COMPLETED: frozenset({T.PENDING}),
+    T.FAILED: frozenset({T.PENDING}),
+    T.CANCELLED: frozenset({T.PENDING}),
+}
+del T
+
+TASK_FINAL: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+TASK_ACTIVE: frozenset[TaskStatus] = frozenset({TaskStatus.RUNNING, TaskStatus.RECOVERING})
+
+
+def can_transition_task(current: str, new: str) -> bool:
+    return TaskStatus(new) in TASK_TRANSITIONS[TaskStatus(current)]
+
+
+def check_task_transition(current: str, new: str, *, task_id: str = "") -> None:
+    """Raise E603 unless ``current -> new`` is a legal task transition."""
+    if not can_transition_task(current, new):
+        what = f"task {task_id} " if task_id else "a task "
+        raise ParheliaError("E603", f"{what}cannot go from {current} to {new}",
+                            current=current, new=new)
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    LOST = "lost"
+    ORPHANED = "orphaned"
+
+
+C = ContainerState
+_ENDINGS = frozenset({C.EXITED, C.FAILED, C.TERMINATED, C.LOST})
+CONTAINER_TRANSITIONS: Mapping[ContainerState, frozenset[ContainerState]] = {
+    C.CREATED: frozenset({C.STARTING}) | _ENDINGS,
+    C.STARTING: frozenset({C.RUNNING}) | _ENDINGS,
+    C.RUNNING: _ENDINGS,
+    # terminal here, but the reconciler may still find it alive on its backend
+    C.EXITED: frozenset({C.ORPHANED}),
+    C.FAILED: frozenset({C.ORPHANED}),
+    C.TERMINATED: frozenset({C.ORPHANED}),
+    C.LOST: frozenset({C.ORPHANED}),
+    # an orphan is terminated (cleanup) or vanishes
+    C.ORPHANED: frozenset({C.TERMINATED, C.LOST}),
+}
+del C
+
+CONTAINER_FINAL: frozenset[ContainerState] = frozenset(
+    {ContainerState.EXITED, ContainerState.FAILED, ContainerState.TERMINATED,
+     ContainerState.LOST})
+CONTAINER_LIVE: frozenset[ContainerState] = frozenset(
+    {ContainerState.CREATED, ContainerState.STARTING, ContainerState.RUNNING})
+
+
+def can_transition_container(current: str, new: str) -> bool:
+    return ContainerState(new) in CONTAINER_TRANSITIONS[ContainerState(current)]
+
+
+def check_container_transition(current: str, new: str, *, container_id: str = "") -> None:
+    """Raise E603 unless ``current -> new`` is a legal container transition."""
+    if not can_transition_container(current, new):
+        what = f"container {container_id} " if container_id else "a container "
+        raise ParheliaError("E603", f"{what}cannot go from {current} to {new}",
+                            current=current, new=new)
+
+
+class Health(StrEnum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    DEAD = "dead"
+
+
+DEGRADED_AFTER_MISSED = 1
+UNHEALTHY_AFTER_MISSED = 3
+DEAD_AFTER_MISSED = 5
+
+
+def health_after(current: str, *, heartbeat: bool, missed: int = 0) -> Health:
+    """The health that follows an observation: a heartbeat arrived, or ``missed`` in a row.
+
+    unknown -> healthy <-> degraded (>=1 missed) -> unhealthy (>=3) -> dead (>=5).
+    A heartbeat heals anything but ``dead``, which is final for the incarnation.
+    """
+    now = Health(current)
+    if now is Health.DEAD:
+        return now
+    if heartbeat:
+        return Health.HEALTHY
+    if missed >= DEAD_AFTER_MISSED:
+        return Health.DEAD
+    if missed >= UNHEALTHY_AFTER_MISSED:
+        return Health.UNHEALTHY
+    if missed >= DEGRADED_AFTER_MISSED:
+        return Health.DEGRADED
+    return now

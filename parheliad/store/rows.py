@@ -1,0 +1,204 @@
+"""Typed rows: one frozen dataclass per table, field names equal to column names.
+
+Timestamps are integer microseconds since the epoch UTC (``None`` when absent),
+money integer micro-dollars. Status-like columns hold the lower-case names used by
+:mod:`parheliad.core.states`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    seq: int
+    prompt: str
+    gpu: str
+    cpu: float
+    memory_mb: int
+    timeout_seconds: int
+    max_turns: int
+    max_cost_micros: int
+    model: str
+    permission_mode: str
+    interactive: bool
+    backend: str
+    source_workspace_id: str
+    source_repo_url: str
+    source_repo_ref: str
+    status: str
+    status_reason: str
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+    session_id: str | None
+    container_id: str | None
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    api_cost_micros: int
+    compute_cost_micros: int
+    result_subtype: str
+    result_is_error: bool
+    result_text: str
+    result_exit_code: int | None
+    result_error_code: str
+    result_error_message: str
+    last_tool: str
+    restarts: int
+    base_commit: str
+    workspace_path: str
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    task_id: str
+    agent_session_id: str
+    status: str  # active | stopped | finished
+    latest_checkpoint_id: str | None
+    current_container_id: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    id: str
+    backend: str
+    backend_id: str
+    task_id: str
+    session_id: str | None
+    incarnation: int
+    state: str
+    health: str
+    cpu: float
+    memory_mb: int
+    gpu: str
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    stopped_at: int | None
+    exit_code: int | None
+    reason: str
+    last_heartbeat_at: int | None
+    consecutive_failures: int
+    cost_micros: int
+    spool_offset: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class HeartbeatRow:
+    id: int
+    container_id: str
+    at: int
+    cpu_percent: float
+    memory_bytes: int
+    disk_bytes: int
+    agent_alive: bool
+    metrics_json: str
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return _loads(self.metrics_json)
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    id: str
+    session_id: str
+    container_id: str
+    parent_id: str
+    trigger: str
+    message: str
+    created_at: int
+    files: int
+    bytes: int
+    new_bytes: int
+    duration_ms: int
+    environment_json: str
+    git_json: str
+    config_bundle_id: str
+    manual: bool
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return _loads(self.environment_json)
+
+    @property
+    def git(self) -> dict[str, Any]:
+        return _loads(self.git_json)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    type: str
+    level: str
+    at: int
+    task_id: str | None
+    session_id: str | None
+    container_id: str | None
+    message: str
+    data_json: str
+    container_seq: int
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return _loads(self.data_json)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    at: int
+    kind: str  # compute | api | adjustment
+    amount_micros: int
+    task_id: str | None
+    container_id: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    note: str
+
+
+def _loads(text: str) -> dict[str, Any]:
+    value = json.loads(text or "{}")
+    return value if isinstance(value, dict) else {}
+
+
+def dumps(value: Mapping[str, Any] | None) -> str:
+    """Compact, deterministic JSON for ``*_json`` columns."""
+    return json.dumps(dict(value or {}), separators=(",", ":"), sort_keys=True, default=str)
+
+
+_BOOL_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def columns(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def from_row(cls: type[R], row: Any) -> R:
+    """Build a row dataclass from a sqlite row, turning 0/1 into bools where declared."""
+    bools = _BOOL_FIELDS.get(cls)
+    if bools is None:
+        bools = frozenset(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                          if f.type in ("bool", bool))
+        _BOOL_FIELDS[cls] = bools
+    values = {name: row[name] for name in columns(cls)}
+    for name in bools:
+        values[name] = bool(values[name])
+    return cls(**values)

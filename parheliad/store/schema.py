@@ -1,0 +1,206 @@
+"""The database schema as an ordered list of migrations.
+
+``MIGRATIONS[i]`` brings the database from ``PRAGMA user_version`` ``i`` to ``i + 1``.
+Append new steps at the end; never edit a step that has shipped. A step is either a
+tuple of SQL statements and/or a callable taking the ``sqlite3`` connection (for
+data migrations); each step runs in its own ``BEGIN IMMEDIATE`` transaction together with
+the ``user_version`` bump (see :mod:`parheliad.store.migrate`).
+
+Conventions: timestamps are integer microseconds since the epoch UTC (``*_at``
+columns, NULL when absent); money is integer micro-dollars (``*_micros``); JSON
+is stored as TEXT in ``*_json`` columns; booleans are 0/1 INTEGERs. Events and the
+ledger have no foreign keys: history and spend survive the deletion of a task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...] = ()
+    run: Callable[[sqlite3.Connection], None] | None = None
+
+
+_V1 = (
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        prompt TEXT NOT NULL,
+        gpu TEXT NOT NULL DEFAULT '',
+        cpu REAL NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        timeout_seconds INTEGER NOT NULL,
+        max_turns INTEGER NOT NULL,
+        max_cost_micros INTEGER NOT NULL DEFAULT 0,
+        model TEXT NOT NULL DEFAULT '',
+        permission_mode TEXT NOT NULL,
+        interactive INTEGER NOT NULL DEFAULT 0,
+        backend TEXT NOT NULL,
+        source_workspace_id TEXT NOT NULL DEFAULT '',
+        source_repo_url TEXT NOT NULL DEFAULT '',
+        source_repo_ref TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        session_id TEXT,
+        container_id TEXT,
+        turns INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_input_tokens INTEGER NOT NULL DEFAULT 0,
+        api_cost_micros INTEGER NOT NULL DEFAULT 0,
+        compute_cost_micros INTEGER NOT NULL DEFAULT 0,
+        result_subtype TEXT NOT NULL DEFAULT '',
+        result_is_error INTEGER NOT NULL DEFAULT 0,
+        result_text TEXT NOT NULL DEFAULT '',
+        result_exit_code INTEGER,
+        result_error_code TEXT NOT NULL DEFAULT '',
+        result_error_message TEXT NOT NULL DEFAULT '',
+        last_tool TEXT NOT NULL DEFAULT '',
+        restarts INTEGER NOT NULL DEFAULT 0,
+        base_commit TEXT NOT NULL DEFAULT '',
+        workspace_path TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX tasks_status_seq ON tasks(status, seq)",
+    "CREATE INDEX tasks_created_at ON tasks(created_at)",
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        agent_session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        latest_checkpoint_id TEXT,
+        current_container_id TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX sessions_task ON sessions(task_id)",
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        backend TEXT NOT NULL,
+        backend_id TEXT NOT NULL DEFAULT '',
+        task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        session_id TEXT REFERENCES sessions(id) ON DELETE CASCADE,
+        incarnation INTEGER NOT NULL DEFAULT 1,
+        state TEXT NOT NULL,
+        health TEXT NOT NULL DEFAULT 'unknown',
+        cpu REAL NOT NULL DEFAULT 0,
+        memory_mb INTEGER NOT NULL DEFAULT 0,
+        gpu TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        stopped_at INTEGER,
+        exit_code INTEGER,
+        reason TEXT NOT NULL DEFAULT '',
+        last_heartbeat_at INTEGER,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        cost_micros INTEGER NOT NULL DEFAULT 0,
+        spool_offset INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX containers_task ON containers(task_id)",
+    "CREATE INDEX containers_session ON containers(session_id)",
+    "CREATE INDEX containers_state ON containers(state)",
+    """
+    CREATE TABLE heartbeats (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        at INTEGER NOT NULL,
+        cpu_percent REAL NOT NULL DEFAULT 0,
+        memory_bytes INTEGER NOT NULL DEFAULT 0,
+        disk_bytes INTEGER NOT NULL DEFAULT 0,
+        agent_alive INTEGER NOT NULL DEFAULT 0,
+        metrics_json TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX heartbeats_container_at ON heartbeats(container_id, at)",
+    """
+    CREATE TABLE checkpoints (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        container_id TEXT NOT NULL DEFAULT '',
+        parent_id TEXT NOT NULL DEFAULT '',
+        trigger TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        new_bytes INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        environment_json TEXT NOT NULL DEFAULT '{}',
+        git_json TEXT NOT NULL DEFAULT '{}',
+        config_bundle_id TEXT NOT NULL DEFAULT '',
+        manual INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX checkpoints_session_created ON checkpoints(session_id, created_at)",
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        level TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        task_id TEXT,
+        session_id TEXT,
+        container_id TEXT,
+        message TEXT NOT NULL DEFAULT '',
+        data_json TEXT NOT NULL DEFAULT '{}',
+        container_seq INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    # Exactly-once application of worker records: one row per (container, seq).
+    """
+    CREATE UNIQUE INDEX events_container_seq ON events(container_id, container_seq)
+    WHERE container_seq > 0
+    """,
+    "CREATE INDEX events_type ON events(type)",
+    "CREATE INDEX events_level ON events(level)",
+    "CREATE INDEX events_at ON events(at)",
+    "CREATE INDEX events_task ON events(task_id)",
+    "CREATE INDEX events_session ON events(session_id)",
+    "CREATE INDEX events_container ON events(container_id)",
+    """
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        amount_micros INTEGER NOT NULL,
+        task_id TEXT,
+        container_id TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_tokens INTEGER NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE INDEX ledger_at ON ledger(at)",
+    "CREATE INDEX ledger_task ON ledger(task_id)",
+    "CREATE INDEX ledger_container ON ledger(container_id)",
+    """
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: list[Migration] = [
+    Migration("initial schema", _V1),
+]
+"""Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

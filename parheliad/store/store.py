@@ -1,0 +1,79 @@
+"""``Store``: the one owner of the database — a single writer plus a read connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from parheliad.store.connection import connect_reader
+from parheliad.store.rows import EventRow
+from parheliad.store.tables.checkpoints import CheckpointRepo
+from parheliad.store.tables.containers import ContainerRepo
+from parheliad.store.tables.events import EventRepo
+from parheliad.store.tables.heartbeats import HeartbeatRepo
+from parheliad.store.tables.kv import KvRepo
+from parheliad.store.tables.ledger import LedgerRepo
+from parheliad.store.tables.sessions import SessionRepo
+from parheliad.store.tables.tasks import TaskRepo
+from parheliad.store.writer import Unit, Writer
+
+T = TypeVar("T")
+
+
+class Store:
+    """Typed access to every table.
+
+    Reads (``store.tasks.get`` ...) run on a separate read connection: WAL lets them
+    proceed while the writer commits, and they see every write whose call returned.
+    Writes go through :meth:`write`; the ``store.<table>`` write helpers are one-unit
+    shortcuts. Use ``await store.write(unit)`` with ``async def unit(tx)`` to make
+    several changes atomically (e.g. a transition plus its event).
+    """
+
+    def __init__(self, path: Path, reader: aiosqlite.Connection, writer: Writer) -> None:
+        self.path = path
+        self.reader = reader
+        self._writer = writer
+        self.tasks = TaskRepo(self)
+        self.sessions = SessionRepo(self)
+        self.containers = ContainerRepo(self)
+        self.heartbeats = HeartbeatRepo(self)
+        self.checkpoints = CheckpointRepo(self)
+        self.events = EventRepo(self)
+        self.ledger = LedgerRepo(self)
+        self.kv = KvRepo(self)
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
+    async def write(self, unit: Unit[T]) -> T:
+        """Run ``unit(tx)`` atomically in the next group commit; its result or exception."""
+        return await self._writer.submit(unit)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, checkpoint the WAL, close connections."""
+        try:
+            await self._writer.stop()
+        finally:
+            await self.reader.close()
+
+
+async def open_store(path: Path,
+                     on_commit: Callable[[list[EventRow]], None] | None = None) -> Store:
+    """Open (creating and migrating) the database at ``path`` and start the writer.
+
+    ``on_commit`` receives the events of each committed transaction, in id order.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = Writer(path, on_commit=on_commit)
+    await writer.open()
+    try:
+        reader = await connect_reader(path)
+    except BaseException:
+        await writer.stop()
+        raise
+    return Store(path, reader, writer)

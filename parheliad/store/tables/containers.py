@@ -1,0 +1,114 @@
+"""The containers table: one worker incarnation on one backend.
+
+``state`` changes are checked against the container state machine and ``health``
+values against :class:`parheliad.core.states.Health`, in the writer.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from parheliad.core.states import (
+    CONTAINER_LIVE,
+    ContainerState,
+    Health,
+    check_container_transition,
+)
+from parheliad.store import ids, sql
+from parheliad.store.clock import now_us
+from parheliad.store.rows import ContainerRow, columns
+
+if TYPE_CHECKING:
+    from parheliad.store.store import Store
+    from parheliad.store.tx import Tx
+
+_COLUMNS = frozenset(columns(ContainerRow))
+INSERTABLE = _COLUMNS - {"id", "task_id", "backend", "created_at", "updated_at"}
+UPDATABLE = _COLUMNS - {"id", "task_id", "created_at"}
+_SELECT = f"{sql.select(ContainerRow)} FROM containers"
+
+
+class ContainerWrites:
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def insert(self, *, task_id: str, backend: str, **values: Any) -> ContainerRow:
+        """A new container row (state ``created``, health ``unknown`` unless given)."""
+        sql.check_fields(values, INSERTABLE, "container")
+        now = now_us()
+        row = {"id": ids.new_id(ids.CONTAINER), "task_id": task_id, "backend": backend,
+               "state": ContainerState.CREATED.value, "health": Health.UNKNOWN.value,
+               "created_at": now, "updated_at": now, **values}
+        ContainerState(row["state"])
+        Health(row["health"])
+        sql.insert(self._tx.conn, "containers", row)
+        created = self.get(row["id"])
+        assert created is not None
+        return created
+
+    def get(self, container_id: str) -> ContainerRow | None:
+        return sql.one(self._tx.conn, ContainerRow, f"{_SELECT} WHERE id = ?", (container_id,))
+
+    def update(self, container_id: str, **fields: Any) -> ContainerRow:
+        """Set columns (E203 if missing); ``state`` changes must be legal (E603)."""
+        sql.check_fields(fields, UPDATABLE, "container")
+        current = self.get(container_id)
+        if current is None:
+            raise ids.not_found("E203", "container", container_id)
+        if "state" in fields and fields["state"] != current.state:
+            check_container_transition(current.state, fields["state"],
+                                       container_id=container_id)
+        if "health" in fields:
+            Health(fields["health"])
+        fields.setdefault("updated_at", now_us())
+        sql.update(self._tx.conn, "containers", container_id, fields)
+        row = self.get(container_id)
+        assert row is not None
+        return row
+
+
+class ContainerRepo:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, ref: str) -> ContainerRow:
+        """The container for a full id or unique prefix; E203 otherwise."""
+        return await sql.aget_by_ref(self._store.reader, ContainerRow, "containers", ref,
+                                     prefix=ids.CONTAINER, code="E203", noun="container")
+
+    async def find(self, container_id: str) -> ContainerRow | None:
+        return await sql.aone(self._store.reader, ContainerRow, f"{_SELECT} WHERE id = ?",
+                              (container_id,))
+
+    async def list(self, *, states: Iterable[str] = (), task_id: str | None = None,
+                   session_id: str | None = None, backend: str | None = None,
+                   limit: int = 1000) -> list[ContainerRow]:
+        """Containers newest first, filtered by any of the given fields."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        wanted = [ContainerState(s).value for s in states]
+        if wanted:
+            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
+            params.extend(wanted)
+        for column, value in (("task_id", task_id), ("session_id", session_id),
+                              ("backend", backend)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await sql.amany(self._store.reader, ContainerRow,
+                               f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",
+                               [*params, max(1, limit)])
+
+    async def live(self) -> builtins.list[ContainerRow]:
+        """Containers in created, starting or running state."""
+        return await self.list(states=[s.value for s in CONTAINER_LIVE])
+
+    async def create(self, *, task_id: str, backend: str, **values: Any) -> ContainerRow:
+        return await self._store.write(
+            lambda tx: tx.containers.insert(task_id=task_id, backend=backend, **values))
+
+    async def update(self, container_id: str, **fields: Any) -> ContainerRow:
+        return await self._store.write(lambda tx: tx.containers.update(container_id, **fields))

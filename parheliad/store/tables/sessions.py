@@ -1,0 +1,89 @@
+"""The sessions table: one long-lived execution of a task (its Claude conversation)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from parheliad.store import ids, sql
+from parheliad.store.clock import now_us
+from parheliad.store.rows import SessionRow, columns
+
+if TYPE_CHECKING:
+    from parheliad.store.store import Store
+    from parheliad.store.tx import Tx
+
+SESSION_STATUSES = frozenset({"active", "stopped", "finished"})
+UPDATABLE = frozenset(columns(SessionRow)) - {"id", "task_id", "created_at"}
+_SELECT = f"{sql.select(SessionRow)} FROM sessions"
+
+
+class SessionWrites:
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def insert(self, task_id: str, *, agent_session_id: str | None = None,
+               status: str = "active") -> SessionRow:
+        """A new session of ``task_id`` with a fresh conversation UUID unless given."""
+        if status not in SESSION_STATUSES:
+            raise ValueError(f"unknown session status {status!r}")
+        now = now_us()
+        session_id = ids.new_id(ids.SESSION)
+        sql.insert(self._tx.conn, "sessions", {
+            "id": session_id, "task_id": task_id,
+            "agent_session_id": agent_session_id or str(uuid.uuid4()), "status": status,
+            "created_at": now, "updated_at": now})
+        row = self.get(session_id)
+        assert row is not None
+        return row
+
+    def get(self, session_id: str) -> SessionRow | None:
+        return sql.one(self._tx.conn, SessionRow, f"{_SELECT} WHERE id = ?", (session_id,))
+
+    def update(self, session_id: str, **fields: Any) -> SessionRow:
+        """Set columns (E200 if missing); ``updated_at`` is set automatically."""
+        sql.check_fields(fields, UPDATABLE, "session")
+        if "status" in fields and fields["status"] not in SESSION_STATUSES:
+            raise ValueError(f"unknown session status {fields['status']!r}")
+        fields.setdefault("updated_at", now_us())
+        if not sql.update(self._tx.conn, "sessions", session_id, fields):
+            raise ids.not_found("E200", "session", session_id)
+        row = self.get(session_id)
+        assert row is not None
+        return row
+
+
+class SessionRepo:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, ref: str) -> SessionRow:
+        """The session for a full id or unique prefix; E200 otherwise."""
+        return await sql.aget_by_ref(self._store.reader, SessionRow, "sessions", ref,
+                                     prefix=ids.SESSION, code="E200", noun="session")
+
+    async def find(self, session_id: str) -> SessionRow | None:
+        return await sql.aone(self._store.reader, SessionRow, f"{_SELECT} WHERE id = ?",
+                              (session_id,))
+
+    async def list(self, *, task_id: str | None = None, statuses: tuple[str, ...] = (),
+                   limit: int = 100) -> list[SessionRow]:
+        """Sessions newest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if task_id:
+            clauses.append("task_id = ?")
+            params.append(task_id)
+        if statuses:
+            clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await sql.amany(self._store.reader, SessionRow,
+                               f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",
+                               [*params, max(1, limit)])
+
+    async def create(self, task_id: str, **kwargs: Any) -> SessionRow:
+        return await self._store.write(lambda tx: tx.sessions.insert(task_id, **kwargs))
+
+    async def update(self, session_id: str, **fields: Any) -> SessionRow:
+        return await self._store.write(lambda tx: tx.sessions.update(session_id, **fields))

@@ -1,0 +1,138 @@
+"""The tasks table. Status changes are checked against the task state machine here,
+in the writer, so no code path can write an illegal transition."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from parheliad.core.states import TaskStatus, check_task_transition
+from parheliad.store import ids, sql
+from parheliad.store.clock import now_us
+from parheliad.store.rows import TaskRow, columns
+
+if TYPE_CHECKING:
+    from parheliad.store.store import Store
+    from parheliad.store.tx import Tx
+
+_COLUMNS = frozenset(columns(TaskRow))
+INSERTABLE = _COLUMNS - {"id", "seq", "created_at", "updated_at"}
+UPDATABLE = _COLUMNS - {"id", "seq", "created_at"}
+USAGE_COUNTERS = frozenset({
+    "turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+    "cache_read_input_tokens", "api_cost_micros", "compute_cost_micros", "restarts"})
+_SELECT = f"{sql.select(TaskRow)} FROM tasks"
+
+
+class TaskWrites:
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def insert(self, values: Mapping[str, Any]) -> TaskRow:
+        """Insert a task from column values; id, FIFO ``seq`` and timestamps are assigned.
+
+        ``status`` defaults to ``pending``.
+        """
+        sql.check_fields(values, INSERTABLE, "task")
+        conn = self._tx.conn
+        now = now_us()
+        seq = int(sql.scalar(conn, "SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks") or 1)
+        row = {"id": ids.new_id(ids.TASK), "seq": seq, "created_at": now, "updated_at": now,
+               "status": TaskStatus.PENDING.value, **values}
+        TaskStatus(row["status"])
+        sql.insert(conn, "tasks", row)
+        return self.require(row["id"])
+
+    def get(self, task_id: str) -> TaskRow | None:
+        """The task with exactly this id (seeing this transaction's writes), or None."""
+        return sql.one(self._tx.conn, TaskRow, f"{_SELECT} WHERE id = ?", (task_id,))
+
+    def require(self, ref: str) -> TaskRow:
+        """The task for a full id or unique prefix; E201 otherwise."""
+        row = self.get(ref)
+        if row is None:
+            row = self.get(sql.resolve_prefix(self._tx.conn, "tasks", ref, prefix=ids.TASK,
+                                              code="E201", noun="task"))
+        if row is None:
+            raise ids.not_found("E201", "task", ref)
+        return row
+
+    def update(self, task_id: str, **fields: Any) -> TaskRow:
+        """Set columns of one task (E201 if missing); a ``status`` change must be legal (E603).
+
+        ``updated_at`` is set automatically. Prefer :func:`parheliad.core.tasks.transition`
+        for status changes: it also appends the event.
+        """
+        sql.check_fields(fields, UPDATABLE, "task")
+        current = self.get(task_id)
+        if current is None:
+            raise ids.not_found("E201", "task", task_id)
+        if "status" in fields and fields["status"] != current.status:
+            check_task_transition(current.status, fields["status"], task_id=task_id)
+        fields.setdefault("updated_at", now_us())
+        sql.update(self._tx.conn, "tasks", task_id, fields)
+        row = self.get(task_id)
+        assert row is not None
+        return row
+
+    def add_usage(self, task_id: str, **deltas: int) -> None:
+        """Add to counters (``turns``, tokens, ``*_cost_micros``, ``restarts``) in place."""
+        sql.check_fields(deltas, USAGE_COUNTERS, "task usage")
+        if deltas:
+            sets = ", ".join(f"{k} = {k} + ?" for k in deltas)
+            self._tx.conn.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE id = ?",  # noqa: S608
+                                  [*deltas.values(), now_us(), task_id])
+
+    def delete(self, task_id: str) -> bool:
+        """Delete a task with its sessions, containers, heartbeats and checkpoint index.
+
+        Events and ledger entries are kept (history and spend).
+        """
+        return self._tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+
+
+class TaskRepo:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, ref: str) -> TaskRow:
+        """The task for a full id or unique prefix; E201 if unknown or ambiguous."""
+        return await sql.aget_by_ref(self._store.reader, TaskRow, "tasks", ref,
+                                     prefix=ids.TASK, code="E201", noun="task")
+
+    async def find(self, task_id: str) -> TaskRow | None:
+        """The task with exactly this id, or None."""
+        return await sql.aone(self._store.reader, TaskRow, f"{_SELECT} WHERE id = ?",
+                              (task_id,))
+
+    async def list(self, statuses: Iterable[str] = (), limit: int = 100) -> list[TaskRow]:
+        """Tasks newest first, optionally only those in ``statuses``."""
+        wanted = [TaskStatus(s).value for s in statuses]
+        where = f" WHERE status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        return await sql.amany(self._store.reader, TaskRow,
+                               f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?",
+                               [*wanted, max(1, limit)])
+
+    async def pending(self, limit: int = 100) -> builtins.list[TaskRow]:
+        """Pending tasks in FIFO order (oldest first)."""
+        return await sql.amany(self._store.reader, TaskRow,
+                               f"{_SELECT} WHERE status = ? ORDER BY seq LIMIT ?",
+                               (TaskStatus.PENDING.value, max(1, limit)))
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Every status (also those with no task) -> count."""
+        counts = {s.value: 0 for s in TaskStatus}
+        for status, count in await self._store.reader.execute_fetchall(
+                "SELECT status, COUNT(*) FROM tasks GROUP BY status"):
+            counts[str(status)] = int(count)
+        return counts
+
+    async def create(self, values: Mapping[str, Any]) -> TaskRow:
+        return await self._store.write(lambda tx: tx.tasks.insert(values))
+
+    async def update(self, task_id: str, **fields: Any) -> TaskRow:
+        return await self._store.write(lambda tx: tx.tasks.update(task_id, **fields))
+
+    async def delete(self, task_id: str) -> bool:
+        return await self._store.write(lambda tx: tx.tasks.delete(task_id))

@@ -97,6 +97,12 @@ class ContainerRow:
     cost_micros: int
     spool_offset: int
     last_seq: int
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    api_cost_micros: int = 0
 
 
 @dataclass(frozen=True)

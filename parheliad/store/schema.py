@@ -200,7 +200,16 @@ _V1 = (
     """,
 )
 
+# Per-incarnation agent usage: a task's totals are the sums over its containers, so a
+# resumed session adds to them instead of overwriting them, and replays change nothing.
+_V2 = tuple(
+    f"ALTER TABLE containers ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+    for column in ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                   "cache_read_input_tokens", "api_cost_micros")
+)
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
+    Migration("container usage", _V2),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -17,7 +17,6 @@ from typing import Any
 
 from parhelia import __version__, paths
 from parhelia import errors as catalogue
-
 from parhelia_cli import render
 from parhelia_cli.errors import CliError
 

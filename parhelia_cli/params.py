@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import click
-from parhelia import events as event_catalogue
 
+from parhelia import events as event_catalogue
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = ("T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",

@@ -35,7 +35,6 @@ def help_command(ctx: click.Context, topic: str | None) -> None:
     Without TOPIC, lists the topics.
     """
     from parhelia import errors
-
     from parhelia_cli.help_topics import TOPICS, render_error_code, render_topic
 
     if topic is None:

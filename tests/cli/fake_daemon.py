@@ -1,0 +1,231 @@
+"""A small in-process fake of parheliad's gRPC API, for CLI tests that need answers
+but not the real daemon: it speaks the same contract (statuses, the E-code in
+trailing metadata, server streams)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from parhelia import errors
+from parhelia.v1 import (
+    common_pb2,
+    config_pb2,
+    config_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    system_pb2,
+    system_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
+
+
+def abort(context: grpc.ServicerContext, code: str, message: str) -> None:
+    spec = errors.CATALOGUE[code]
+    context.set_trailing_metadata(((errors.METADATA_KEY, code),))
+    context.abort(getattr(grpc.StatusCode, spec.grpc_status), message)
+
+
+@dataclass
+class State:
+    version: str = "0.1.0"
+    tasks: dict[str, common_pb2.Task] = field(default_factory=dict)
+    events: list[common_pb2.Event] = field(default_factory=list)
+    watchers: list[queue.Queue[common_pb2.Event]] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)
+    watch_script: list[tasks_pb2.TaskProgress] = field(default_factory=list)
+    doctor: list[system_pb2.DoctorCheck] = field(default_factory=list)
+    needs_attention: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    shutdown: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, type_: str, task_id: str = "", message: str = "") -> common_pb2.Event:
+        with self.lock:
+            e = common_pb2.Event(id=len(self.events) + 1, type=type_, level="info",
+                                 task_id=task_id, message=message, data_json='{"k": 1}')
+            e.at.GetCurrentTime()
+            self.events.append(e)
+            for w in self.watchers:
+                w.put(e)
+        return e
+
+    def find(self, context: grpc.ServicerContext, task_id: str) -> common_pb2.Task:
+        matches = [t for i, t in self.tasks.items() if i.startswith(task_id)] if task_id else []
+        if len(matches) != 1:
+            abort(context, "E201", f"no task matches {task_id!r}")
+        return matches[0]
+
+
+class System(system_pb2_grpc.SystemServiceServicer):
+    def __init__(self, state: State, socket: Path) -> None:
+        self.state, self.socket, self.started = state, socket, time.time()
+
+    def GetVersion(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        return system_pb2.GetVersionResponse(version=self.state.version, api="parhelia.v1",
+                                             capabilities=["tasks.create"], instance_id="fake")
+
+    def GetStatus(self, request: Any, context: Any) -> Any:
+        counts: dict[str, int] = {}
+        for t in self.state.tasks.values():
+            name = common_pb2.TaskStatus.Name(t.status).removeprefix("TASK_STATUS_").lower()
+            counts[name] = counts.get(name, 0) + 1
+        resp = system_pb2.GetStatusResponse(
+            version=self.state.version, pid=1234, uptime_seconds=time.time() - self.started,
+            socket_path=str(self.socket), database_path="/tmp/fake.db",
+            tasks_by_status=counts, instance_id="fake",
+            backends=[system_pb2.BackendStatus(name="local", available=True)])
+        resp.started_at.FromSeconds(int(self.started))
+        if self.state.needs_attention:
+            resp.health.CopyFrom(system_pb2.HealthSummary(
+                dead=1, needs_attention=True, attention=["container c-1 is dead"]))
+        return resp
+
+    def Shutdown(self, request: Any, context: Any) -> Any:
+        self.state.shutdown.set()
+        return system_pb2.ShutdownResponse()
+
+    def Doctor(self, request: Any, context: Any) -> Any:
+        return system_pb2.DoctorResponse(checks=self.state.doctor)
+
+
+class Tasks(tasks_pb2_grpc.TaskServiceServicer):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def UploadWorkspace(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        yield tasks_pb2.UploadWorkspaceProgress(files_done=1, files_total=2, bytes_total=2000)
+        yield tasks_pb2.UploadWorkspaceProgress(
+            files_done=2, files_total=2, bytes_done=2_000_000, bytes_total=2_000_000,
+            new_bytes=1_500_000, done=True, workspace_id="ws-1", base_commit="abc123",
+            root=request.path)
+
+    def CreateTask(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        if not request.prompt.strip():
+            abort(context, "E102", "the prompt is empty")
+        task_id = f"t-{len(self.state.tasks) + 1:04d}abcdef"
+        t = common_pb2.Task(id=task_id, prompt=request.prompt, options=request.options,
+                            source=request.source, status=common_pb2.TASK_STATUS_PENDING,
+                            workspace_path=request.workspace_path,
+                            base_commit=request.base_commit)
+        t.created_at.GetCurrentTime()
+        self.state.tasks[task_id] = t
+        self.state.emit("task_created", task_id, "A task was created.")
+        return tasks_pb2.CreateTaskResponse(task=t)
+
+    def EstimateTask(self, request: Any, context: Any) -> Any:
+        return tasks_pb2.EstimateTaskResponse(low_micros=500_000, high_micros=2_000_000, parts=[
+            tasks_pb2.EstimatePart(name="compute", low_micros=100_000, high_micros=400_000)])
+
+    def ListTasks(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        tasks = [t for t in self.state.tasks.values()
+                 if not request.statuses or t.status in request.statuses]
+        tasks.reverse()
+        return tasks_pb2.ListTasksResponse(tasks=tasks[: request.limit or 100])
+
+    def GetTask(self, request: Any, context: Any) -> Any:
+        return self.state.find(context, request.task_id)
+
+    def CancelTask(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        t = self.state.find(context, request.task_id)
+        if t.status in (common_pb2.TASK_STATUS_COMPLETED, common_pb2.TASK_STATUS_CANCELLED):
+            abort(context, "E603", f"task {t.id} is already finished")
+        t.status = common_pb2.TASK_STATUS_CANCELLED
+        return t
+
+    def DeleteTask(self, request: Any, context: Any) -> Any:
+        t = self.state.find(context, request.task_id)
+        del self.state.tasks[t.id]
+        return tasks_pb2.DeleteTaskResponse()
+
+    def WatchTask(self, request: Any, context: Any) -> Any:
+        t = self.state.find(context, request.task_id)
+        for progress in self.state.watch_script:
+            p = tasks_pb2.TaskProgress()
+            p.CopyFrom(progress)
+            p.task.id = t.id
+            yield p
+
+    def PullTask(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        t = self.state.find(context, request.task_id)
+        files = [tasks_pb2.FileChange(path="a.txt", change="added", lines_added=1)]
+        if request.patch_path:
+            return tasks_pb2.PullTaskResponse(patch_path=request.patch_path, files=files,
+                                              base_commit="abc123")
+        return tasks_pb2.PullTaskResponse(branch=request.branch or f"parhelia/{t.id}",
+                                          commit="def456", files=files, base_commit="abc123",
+                                          repo_path=request.repo_path or "/repo")
+
+
+class Events(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def ListEvents(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        found = [e for e in self.state.events
+                 if not request.filter.types or e.type in request.filter.types]
+        return events_pb2.ListEventsResponse(events=found[-(request.limit or 50):])
+
+    def WatchEvents(self, request: Any, context: Any) -> Any:
+        q: queue.Queue[common_pb2.Event] = queue.Queue()
+        with self.state.lock:
+            self.state.watchers.append(q)
+        try:
+            while context.is_active():
+                try:
+                    yield q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+        finally:
+            with self.state.lock:
+                self.state.watchers.remove(q)
+
+
+class Config(config_pb2_grpc.ConfigServiceServicer):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def GetConfig(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        return config_pb2.GetConfigResponse(values=[
+            config_pb2.ConfigValue(key="budget.default_ceiling_usd", value_json='"50"',
+                                   source="default"),
+            config_pb2.ConfigValue(key="orchestrator.max_concurrent_workers", value_json="4",
+                                   source=f"project:{request.project_dir}/.parhelia/config.toml"),
+        ], files=[])
+
+
+class FakeDaemon:
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self.state = State()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        system_pb2_grpc.add_SystemServiceServicer_to_server(System(self.state, socket),
+                                                            self.server)
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(Tasks(self.state), self.server)
+        events_pb2_grpc.add_EventServiceServicer_to_server(Events(self.state), self.server)
+        config_pb2_grpc.add_ConfigServiceServicer_to_server(Config(self.state), self.server)
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        self.server.add_insecure_port(f"unix://{socket}")
+
+    def start(self) -> FakeDaemon:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+        self.socket.unlink(missing_ok=True)

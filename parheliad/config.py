@@ -100,7 +100,8 @@ class ReconcilerConfig:
 @dataclass(frozen=True)
 class AgentConfig:
     command: list[str] = field(default_factory=lambda: ["claude"], metadata=_meta(
-        "Agent argv prefix (a string is one program path).", project=True))
+        "Agent argv prefix (a string is one program path). Daemon-wide: a project file "
+        "(perhaps from a cloned repository) never chooses what the daemon executes."))
     model: str = field(default="", metadata=_meta(
         "Default model (--model); empty = the agent's own default.", project=True))
     permission_mode: str = field(default="acceptEdits", metadata=_meta(
@@ -113,14 +114,13 @@ class AgentConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     interval_seconds: float = field(default=300.0, metadata=_meta(
-        "Periodic checkpoint interval.", project=True, minimum=5, maximum=86400))
+        "Periodic checkpoint interval.", minimum=5, maximum=86400))
     min_turn_interval_seconds: float = field(default=30.0, metadata=_meta(
-        "Minimum time between checkpoints taken after agent turns.", project=True,
+        "Minimum time between checkpoints taken after agent turns.",
         minimum=0, maximum=86400))
     risky_patterns: list[str] = field(default_factory=lambda: [
         "rm -rf", "git reset --hard", "git clean", "git checkout --"], metadata=_meta(
-        "Bash commands matching these substrings are checkpointed before they run.",
-        project=True))
+        "Bash commands matching these substrings are checkpointed before they run."))
     keep_last: int = field(default=20, metadata=_meta(
         "checkpoint gc keeps this many newest automatic checkpoints per session.",
         minimum=1, maximum=100000))
@@ -271,7 +271,8 @@ def db_path(cfg: Config, paths: Paths) -> Path:
 
 def _section_types() -> dict[str, type]:
     hints = get_type_hints(Config)
-    return {f.name: hints[f.name] for f in fields(Config) if dataclasses.is_dataclass(hints[f.name])}
+    return {f.name: hints[f.name] for f in fields(Config)
+            if dataclasses.is_dataclass(hints[f.name])}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class LocalBackend:
     def __init__(self, volume_dir: Path, env: dict[str, str] | None = None) -> None:
         self.volume = LocalVolume(volume_dir)
         self._root = volume_dir
-        self._env = dict(os.environ if env is None else env)
+        self.env = dict(os.environ if env is None else env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def available(self) -> tuple[bool, str]:
@@ -73,7 +73,7 @@ class LocalBackend:
         log_dir = self._root / "logs" / spec.container_id
         log_dir.mkdir(parents=True, exist_ok=True)
         Path(spec.workspace_dir).mkdir(parents=True, exist_ok=True)
-        env = dict(self._env)
+        env = dict(self.env)
         env[OWNER_ENV] = spec.owner_tag
         env[CONTAINER_ENV] = spec.container_id
         env.pop("PARHELIA_SOCKET", None)
@@ -199,6 +199,6 @@ class LocalBackend:
                 os.kill(proc.pid, signal.SIGUSR1)
 
     def attach_argv(self, backend_id: str, container_id: str) -> list[str]:
-        pid, _ = parse_backend_id(backend_id)
+        parse_backend_id(backend_id)
         tail = shutil.which("tail") or "tail"
         return [tail, "-f", str(self._root / "logs" / container_id / "agent.jsonl")]

@@ -37,8 +37,9 @@ def _git(repo: Path, *args: str, input: bytes | None = None,
                           env=full_env, check=False, timeout=120)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        last = msg[-1] if msg else f"exit {proc.returncode}"
         raise ParheliaError("E101" if "not a git repository" in " ".join(msg) else "E900",
-                            f"git {args[0]} failed in {repo}: {msg[-1] if msg else proc.returncode}")
+                            f"git {args[0]} failed in {repo}: {last}")
     out = proc.stdout.decode(errors="replace")
     return out.strip() if strip else out
 

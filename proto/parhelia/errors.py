@@ -182,6 +182,14 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "Check the state with `parhelia task show ID`.",
     ),
     ErrorSpec(
+        "E604", "AGENT_FAILED", "ABORTED", Exit.ERROR,
+        "The agent finished with an error.",
+        "Claude Code ended the run with an error result (it ran out of turns or of its "
+        "per-task budget, an API call kept failing, or it crashed).",
+        "Read `parhelia task show ID` and `parhelia task logs ID`. Give more room with "
+        "`--max-turns`/`--max-cost`, or continue the conversation with `parhelia resume SESSION`.",
+    ),
+    ErrorSpec(
         "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,
         "Parhelia hit an unexpected internal error.",
         "A bug. The daemon logged the details under the request id shown.",

@@ -1,0 +1,284 @@
+"""The dispatcher: pending tasks -> worker containers, FIFO, within the concurrency cap.
+
+One pass at a time (a lock). For each task it takes, in order:
+1. one writer unit claims it — creates the session on first dispatch, inserts the
+   container (``created``) and moves the task to ``running`` with its event;
+2. the backend launches the worker from a spec written for that container;
+3. a second unit records the backend id (``starting``), or, when the launch failed,
+   fails the container and the task with the error's code.
+A daemon killed between 1 and 3 leaves a ``created`` container without a backend id,
+which the listener treats as a worker that died before it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from modal_worker.spec import CREDENTIAL_VARS, AgentSpec, CheckpointPolicy, WorkerSpec
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+from parheliad.backends.base import Backend, ContainerSpec
+from parheliad.config import Config
+from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.store.clock import now_us
+from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+BudgetGate = Callable[[TaskRow], Awaitable[None]]
+"""Raises ParheliaError(E300) when a dispatch would cross the budget (issue: budget)."""
+
+
+@dataclass
+class DispatchReport:
+    dispatched: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one dispatch of a task's session should run."""
+
+    prompt: str
+    resume: bool
+    restore_checkpoint_id: str | None
+
+
+def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
+    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
+    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
+            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
+            "task from where you left off; do not start over, and check the workspace "
+            "before redoing work.")
+
+
+class Dispatcher:
+    def __init__(self, store: Store, backends: Mapping[str, Backend], config: Callable[[], Config],
+                 paths: Paths, owner_tag: str, *, budget_gate: BudgetGate | None = None) -> None:
+        self._store = store
+        self._backends = backends
+        self._config = config
+        self._paths = paths
+        self._owner = owner_tag
+        self._budget_gate = budget_gate
+        self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def kick(self) -> None:
+        """Ask for a pass soon (task created, container ended, budget raised...)."""
+        self._kick.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("dispatch pass failed")
+
+    # -- a pass ---------------------------------------------------------------------
+
+    async def run_pass(self) -> DispatchReport:
+        async with self._lock:
+            return await self._pass()
+
+    async def _pass(self) -> DispatchReport:
+        cfg = self._config()
+        report = DispatchReport()
+        live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
+                                                 limit=100000)
+        slots = cfg.orchestrator.max_concurrent_workers - len(live)
+        if slots <= 0:
+            report.detail = f"all {cfg.orchestrator.max_concurrent_workers} worker slots busy"
+            return report
+        for task in await self._store.tasks.pending(limit=slots):
+            try:
+                if self._budget_gate is not None:
+                    await self._budget_gate(task)
+                await self._dispatch(task, cfg)
+                report.dispatched.append(task.id)
+            except ParheliaError as exc:
+                report.refused.append(task.id)
+                if exc.code == "E300":  # stays pending until the ceiling moves
+                    await self._store.events.append(
+                        "task_dispatch_refused", exc.message, task_id=task.id,
+                        data={"code": exc.code})
+                    report.detail = exc.message
+                    break
+                log.warning("dispatch failed", task_id=task.id, code=exc.code)
+        return report
+
+    async def _dispatch(self, task: TaskRow, cfg: Config) -> None:
+        backend = self._backends.get(task.backend)
+        if backend is None:
+            await self._fail(task, "E500", f"backend {task.backend!r} is not available on this "
+                             "daemon (configured backends: " + ", ".join(self._backends) + ")")
+            raise ParheliaError("E500", f"backend {task.backend!r} unavailable")
+        if task.backend == "local" and not _has_credentials(getattr(backend, "env", None)):
+            await self._fail(task, "E400", "no credentials for the agent: none of "
+                             + ", ".join(CREDENTIAL_VARS) + " is set in the daemon's "
+                             "environment. Export one and restart the daemon "
+                             "(`parhelia daemon stop`), then `parhelia task retry "
+                             f"{task.id}`.")
+            raise ParheliaError("E400", "no credentials")
+
+        def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
+            current = tx.tasks.require(task.id)
+            if current.status != TaskStatus.PENDING:
+                raise ParheliaError("E603", f"task {task.id} is {current.status}, not pending")
+            session = tx.sessions.get(current.session_id) if current.session_id else None
+            if session is None:
+                session = tx.sessions.insert(current.id)
+                tx.events.append("session_created", f"session {session.id}",
+                                 task_id=current.id, session_id=session.id,
+                                 data={"agent_session_id": session.agent_session_id})
+            launch = self._launch_for(tx, current, session)
+            incarnation = 1 + int(tx.conn.execute(
+                "SELECT COUNT(*) FROM containers WHERE session_id = ?", (session.id,)
+            ).fetchone()[0])
+            container = tx.containers.insert(
+                task_id=current.id, backend=current.backend, session_id=session.id,
+                incarnation=incarnation, cpu=current.cpu, memory_mb=current.memory_mb,
+                gpu=current.gpu)
+            tx.events.append("container_created", f"container {container.id} on {current.backend}",
+                             task_id=current.id, session_id=session.id,
+                             container_id=container.id,
+                             data={"incarnation": incarnation, "backend": current.backend,
+                                   "cpu": current.cpu, "memory_mb": current.memory_mb,
+                                   "gpu": current.gpu})
+            now = now_us()
+            updated = tx.tasks.update(current.id, status=TaskStatus.RUNNING.value,
+                                      status_reason="", session_id=session.id,
+                                      container_id=container.id,
+                                      started_at=current.started_at or now)
+            tx.sessions.update(session.id, status="active", current_container_id=container.id)
+            tx.events.append("task_dispatched", f"task {current.id} -> {container.id}",
+                             task_id=current.id, session_id=session.id,
+                             container_id=container.id,
+                             data={"resume": launch.resume,
+                                   "checkpoint_id": launch.restore_checkpoint_id})
+            return updated, session, container, launch
+
+        task, session, container, launch = await self._store.write(claim)
+        spec = self._container_spec(task, session, container, launch, cfg)
+        try:
+            backend_id = await backend.launch(spec)
+        except ParheliaError as exc:
+            await self._launch_failed(task, container, exc.code, exc.message)
+            raise
+        except Exception as exc:  # a backend bug must not leave the task running
+            log.exception("launch crashed", task_id=task.id)
+            await self._launch_failed(task, container, "E602",
+                                      f"launch failed: {type(exc).__name__}")
+            raise ParheliaError("E602", "launch failed") from None
+
+        def started(tx: Tx) -> None:
+            tx.containers.update(container.id, backend_id=backend_id, state="starting",
+                                 started_at=now_us())
+            tx.events.append("container_started", f"{backend.name} {backend_id}",
+                             task_id=task.id, session_id=session.id, container_id=container.id,
+                             data={"backend_id": backend_id})
+
+        await self._store.write(started)
+        log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
+
+    def _launch_for(self, tx: Tx, task: TaskRow, session: SessionRow) -> Launch:
+        """First run from checkpoint zero (or nothing); later runs resume the session."""
+        resumed = session.latest_checkpoint_id is not None and bool(tx.conn.execute(
+            "SELECT 1 FROM containers WHERE session_id = ? LIMIT 1", (session.id,)).fetchone())
+        if resumed:
+            return Launch(continuation_prompt(session.latest_checkpoint_id, task.status_reason
+                                              or "its worker stopped"),
+                          resume=True, restore_checkpoint_id=session.latest_checkpoint_id)
+        return Launch(task.prompt, resume=False,
+                      restore_checkpoint_id=session.latest_checkpoint_id)
+
+    def _container_spec(self, task: TaskRow, session: SessionRow, container: ContainerRow,
+                        launch: Launch, cfg: Config) -> ContainerSpec:
+        backend = self._backends[task.backend]
+        workspace = self.workspace_dir(session.id)
+        worker = WorkerSpec(
+            container_id=container.id, task_id=task.id, session_id=session.id,
+            incarnation=container.incarnation, backend=task.backend,
+            volume_dir=str(self._paths.volume_dir), workspace_dir=str(workspace),
+            claude_config_dir=str(self._paths.data_dir / "claude" / session.id),
+            restore_checkpoint_id=launch.restore_checkpoint_id,
+            repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
+            prompt=launch.prompt,
+            agent=AgentSpec(
+                session_uuid=session.agent_session_id, command=list(cfg.agent.command),
+                resume=launch.resume, model=task.model or None,
+                permission_mode=task.permission_mode, max_turns=task.max_turns,
+                max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
+                timeout_seconds=task.timeout_seconds),
+            heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
+            checkpoint=CheckpointPolicy(
+                interval_seconds=cfg.checkpoint.interval_seconds,
+                min_turn_interval_seconds=cfg.checkpoint.min_turn_interval_seconds,
+                risky_patterns=list(cfg.checkpoint.risky_patterns)),
+        )
+        return ContainerSpec(
+            container_id=container.id, task_id=task.id, session_id=session.id,
+            owner_tag=self._owner, worker_spec=worker.to_dict(), cpu=task.cpu,
+            memory_mb=task.memory_mb, gpu=task.gpu, timeout_seconds=task.timeout_seconds,
+            workspace_dir=str(workspace) if backend.name == "local" else "/workspace")
+
+    def workspace_dir(self, session_id: str) -> Path:
+        """The session's fixed workspace path on the local backend."""
+        return self._paths.workspaces_dir / session_id
+
+    async def _fail(self, task: TaskRow, code: str, message: str) -> None:
+        def unit(tx: Tx) -> None:
+            tx.tasks.update(task.id, status=TaskStatus.FAILED.value, status_reason=message,
+                            result_error_code=code, result_error_message=message,
+                            result_is_error=True, finished_at=now_us())
+            tx.events.append("task_failed", message, task_id=task.id,
+                             data={"code": code})
+
+        await self._store.write(unit)
+
+    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
+                             message: str) -> None:
+        def unit(tx: Tx) -> None:
+            tx.containers.update(container.id, state="failed", reason=message,
+                                 stopped_at=now_us())
+            tx.events.append("container_failed", message, task_id=task.id,
+                             session_id=task.session_id, container_id=container.id,
+                             data={"code": code})
+            tx.tasks.update(task.id, status=TaskStatus.FAILED.value, status_reason=message,
+                            result_error_code=code, result_error_message=message,
+                            result_is_error=True, finished_at=now_us())
+            tx.events.append("task_failed", message, task_id=task.id,
+                             session_id=task.session_id, data={"code": code})
+
+        await self._store.write(unit)
+
+
+def _has_credentials(env: Mapping[str, Any] | None) -> bool:
+    import os
+
+    source = env if env is not None else os.environ
+    return any(str(source.get(name) or "").strip() for name in CREDENTIAL_VARS)

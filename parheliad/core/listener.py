@@ -1,0 +1,379 @@
+"""The channel listener: applies worker records to the store, and notices ends.
+
+Draining is continuous: every live container's channel is read from the cursor kept
+in its row (``spool_offset``), and a batch is applied in ONE writer unit together with
+the new cursor and ``last_seq`` — so each ``(container, seq)`` is applied exactly
+once, across daemon crashes and restarts (the events table's unique index is the
+second line of defence).
+
+When a container's process is gone, its channel is drained a last time and its end
+is settled by ``settle_container``: from the worker's own ``worker_exited`` record,
+else from its durable result file, else it died without a word and the task goes to
+recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from modal_worker.spec import ExitCode, WorkerResult, result_key
+from parhelia import events as catalogue
+from parheliad.backends.base import Backend
+from parheliad.core.states import CONTAINER_FINAL, ContainerState, Health, TaskStatus
+from parheliad.store.clock import now_us
+from parheliad.store.rows import ContainerRow
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+USAGE_FIELDS = ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                "cache_read_input_tokens")
+_TASK_USAGE_COLUMNS = (*USAGE_FIELDS, "api_cost_micros")
+_TASK_USAGE_SQL = """
+    SELECT COALESCE(SUM(turns), 0), COALESCE(SUM(input_tokens), 0),
+           COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_creation_input_tokens), 0),
+           COALESCE(SUM(cache_read_input_tokens), 0), COALESCE(SUM(api_cost_micros), 0)
+    FROM containers WHERE task_id = ?"""
+_DRAIN_INTERVAL = 0.1
+_EXIT_CHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one incarnation ended."""
+
+    exit_code: int | None
+    status: str  # completed | failed | timeout | stopped | lost
+    error_code: str = ""
+    error_message: str = ""
+
+
+LostHandler = Callable[[str, str, str], Awaitable[None]]
+"""``(task_id, container_id, reason)`` — a worker died without finishing its task."""
+
+
+def parse_at(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1_000_000)
+    except ValueError:
+        return None
+
+
+def micros(usd: Any) -> int:
+    if isinstance(usd, bool) or not isinstance(usd, int | float):
+        return 0
+    return round(usd * 1_000_000)
+
+
+class Listener:
+    def __init__(self, store: Store, backends: Mapping[str, Backend], *,
+                 on_settled: Callable[[], None] = lambda: None,
+                 on_lost: LostHandler | None = None) -> None:
+        self._store = store
+        self._backends = backends
+        self._on_settled = on_settled
+        self._on_lost = on_lost
+        self._task: asyncio.Task[None] | None = None
+        self._last_exit_check = 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        # One last drain so nothing a worker said before shutdown waits for the restart.
+        with contextlib.suppress(Exception):
+            await self.drain_all()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.drain_all()
+                if time.monotonic() - self._last_exit_check >= _EXIT_CHECK_INTERVAL:
+                    self._last_exit_check = time.monotonic()
+                    await self.check_exits()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("listener pass failed")
+            await asyncio.sleep(_DRAIN_INTERVAL)
+
+    # -- draining -------------------------------------------------------------------
+
+    async def drain_all(self) -> int:
+        applied = 0
+        for c in await self._store.containers.live():
+            applied += await self.drain(c)
+        return applied
+
+    async def drain(self, container: ContainerRow) -> int:
+        backend = self._backends.get(container.backend)
+        if backend is None:
+            return 0
+        total = 0
+        cursor = container.spool_offset
+        while True:
+            batch = await backend.events(container.id, cursor)
+            if not batch.records and batch.cursor == cursor:
+                return total
+            await self._store.write(functools.partial(self._apply, container_id=container.id,
+                                                      records=batch.records, cursor=batch.cursor))
+            total += len(batch.records)
+            cursor = batch.cursor
+
+    def _apply(self, tx: Tx, *, container_id: str, records: list[dict[str, Any]],
+               cursor: int) -> None:
+        c = tx.containers.get(container_id)
+        if c is None:
+            return
+        last_seq = c.last_seq
+        for record in records:
+            seq = record.get("seq")
+            if not isinstance(seq, int) or seq <= last_seq:
+                continue
+            last_seq = seq
+            data = record.get("data") if isinstance(record.get("data"), dict) else {}
+            assert isinstance(data, dict)
+            kind = record.get("type")
+            at = parse_at(record.get("at")) or now_us()
+            if kind == catalogue.HEARTBEAT:
+                self._heartbeat(tx, c, data, at)
+            elif isinstance(kind, str) and kind in catalogue.CATALOGUE:
+                if tx.events.append(kind, _message(kind, data), task_id=c.task_id,
+                                    session_id=c.session_id, container_id=c.id, data=data,
+                                    at=at, container_seq=seq) is not None:
+                    self._effect(tx, c, kind, data)
+            else:
+                log.warning("unknown channel record type", container_id=c.id, type=kind)
+            c = tx.containers.get(container_id) or c
+        tx.containers.update(container_id, spool_offset=cursor, last_seq=last_seq)
+
+    def _heartbeat(self, tx: Tx, c: ContainerRow, data: dict[str, Any], at: int) -> None:
+        tx.heartbeats.insert(c.id, at=at, cpu_percent=float(data.get("cpu_percent") or 0),
+                             memory_bytes=int(data.get("memory_bytes") or 0),
+                             disk_bytes=int(data.get("disk_bytes") or 0),
+                             agent_alive=bool(data.get("agent_alive")), metrics=data)
+        fields: dict[str, Any] = {"last_heartbeat_at": at, "consecutive_failures": 0}
+        if c.health != Health.HEALTHY and c.health != Health.DEAD:
+            fields["health"] = Health.HEALTHY.value
+            tx.events.append("health_changed", f"{c.health} -> healthy", task_id=c.task_id,
+                             session_id=c.session_id, container_id=c.id,
+                             data={"from": c.health, "to": "healthy"})
+        if c.state == ContainerState.STARTING:
+            fields["state"] = ContainerState.RUNNING.value
+        tx.containers.update(c.id, **fields)
+        self._usage(tx, c, data)
+
+    def _usage(self, tx: Tx, c: ContainerRow, data: Mapping[str, Any]) -> None:
+        """Record this incarnation's cumulative usage; the task's totals are the sums."""
+        fields = {k: int(data[k]) for k in USAGE_FIELDS
+                  if isinstance(data.get(k), int) and not isinstance(data.get(k), bool)}
+        cost_key = "total_cost_usd" if "total_cost_usd" in data else "cost_usd"
+        if data.get(cost_key) is not None:
+            fields["api_cost_micros"] = micros(data.get(cost_key))
+        # Cumulative figures never go down within an incarnation.
+        fields = {k: v for k, v in fields.items() if v >= getattr(c, k)}
+        if not fields:
+            return
+        delta_cost = fields.get("api_cost_micros", c.api_cost_micros) - c.api_cost_micros
+        tx.containers.update(c.id, **fields)
+        if delta_cost > 0:
+            tx.ledger.insert("api", delta_cost, task_id=c.task_id, container_id=c.id,
+                             input_tokens=fields.get("input_tokens", c.input_tokens)
+                             - c.input_tokens,
+                             output_tokens=fields.get("output_tokens", c.output_tokens)
+                             - c.output_tokens,
+                             note="agent usage")
+        sums = tx.conn.execute(_TASK_USAGE_SQL, (c.task_id,)).fetchone()
+        tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),
+                                              strict=True)))
+
+    def _effect(self, tx: Tx, c: ContainerRow, kind: str, data: dict[str, Any]) -> None:
+        if kind == "worker_started" and c.state in (ContainerState.CREATED,
+                                                    ContainerState.STARTING):
+            if c.state == ContainerState.CREATED:
+                tx.containers.update(c.id, state=ContainerState.STARTING.value)
+            tx.containers.update(c.id, state=ContainerState.RUNNING.value)
+        elif kind == "agent_tool_use":
+            tool = str(data.get("tool") or "")
+            summary = str(data.get("summary") or "")
+            tx.tasks.update(c.task_id, last_tool=f"{tool}: {summary}"[:200] if summary else tool)
+        elif kind in ("agent_turn_completed", "agent_result"):
+            self._usage(tx, c, data)
+            if kind == "agent_result":
+                tx.tasks.update(c.task_id, result_subtype=str(data.get("subtype") or ""),
+                                result_is_error=bool(data.get("is_error")),
+                                result_text=str(data.get("text") or ""))
+        elif kind == "checkpoint_created":
+            self._checkpoint(tx, c, data)
+        elif kind == "worker_exited":
+            code = data.get("exit_code")
+            settle_container(tx, c.id, Outcome(
+                exit_code=code if isinstance(code, int) else None,
+                status=str(data.get("status") or "failed"),
+                error_code=str(data.get("error_code") or ""),
+                error_message=str(data.get("error_message") or "")))
+
+    def _checkpoint(self, tx: Tx, c: ContainerRow, data: dict[str, Any]) -> None:
+        cp_id = data.get("checkpoint_id")
+        if not isinstance(cp_id, str) or c.session_id is None:
+            return
+        stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+        assert isinstance(stats, dict)
+        env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+        git = data.get("git") if isinstance(data.get("git"), dict) else {}
+        tx.checkpoints.insert(
+            session_id=c.session_id, checkpoint_id=cp_id, container_id=c.id,
+            parent_id=str(data.get("parent_id") or ""), trigger=str(data.get("trigger") or ""),
+            message=str(data.get("message") or ""), files=int(stats.get("files") or 0),
+            bytes=int(stats.get("bytes") or 0), new_bytes=int(stats.get("new_bytes") or 0),
+            duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
+            config_bundle_id=str((env or {}).get("config_bundle_id") or ""),
+            manual=data.get("trigger") == "manual")
+        tx.sessions.update(c.session_id, latest_checkpoint_id=cp_id)
+
+    # -- ends -----------------------------------------------------------------------
+
+    async def check_exits(self) -> None:
+        """Settle every live container whose process is gone."""
+        for c in await self._store.containers.live():
+            backend = self._backends.get(c.backend)
+            if backend is None or not c.backend_id:
+                if c.state == ContainerState.CREATED and not c.backend_id and \
+                        now_us() - c.created_at > 30_000_000:
+                    await self._settle_gone(c, Outcome(None, "lost",
+                                                       error_message="never launched"))
+                continue
+            status = await backend.status(c.backend_id, c.id)
+            if status.running:
+                continue
+            await self.drain(c)
+            outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
+                                              status.exit_code)
+            await self._settle_gone(c, outcome)
+
+    async def _settle_gone(self, c: ContainerRow, outcome: Outcome) -> None:
+        lost = await self._store.write(lambda tx: settle_container(tx, c.id, outcome))
+        if lost is not None and self._on_lost is not None:
+            await self._on_lost(*lost)
+        self._on_settled()
+
+
+def _outcome_from_result(backend: Backend, container_id: str, exit_code: int | None) -> Outcome:
+    key = result_key(container_id)
+    if backend.volume.exists(key):
+        try:
+            result = WorkerResult.from_dict(json.loads(backend.volume.get(key)))
+            return Outcome(result.exit_code, result.status, result.error_code or "",
+                           result.error_message or "")
+        except (ValueError, TypeError, OSError):
+            log.warning("unreadable result file", container_id=container_id)
+    if exit_code is None:
+        return Outcome(None, "lost", error_message="the worker vanished without a result")
+    return Outcome(exit_code, "lost",
+                   error_message=f"the worker died (exit {exit_code}) without a result")
+
+
+def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, str, str] | None:
+    """Record a container's end and move its task on. Idempotent.
+
+    Returns ``(task_id, container_id, reason)`` when the task must be recovered.
+    """
+    c = tx.containers.get(container_id)
+    if c is None or c.state in CONTAINER_FINAL:
+        return None
+    task = tx.tasks.get(c.task_id)
+    now = now_us()
+    if outcome.status == "completed":
+        state = ContainerState.EXITED
+    elif outcome.status == "lost":
+        state = ContainerState.LOST if outcome.exit_code is None else ContainerState.FAILED
+    elif outcome.status == "stopped" and task is not None and task.status in (
+            TaskStatus.CANCELLED, TaskStatus.PAUSED):
+        state = ContainerState.TERMINATED
+    elif outcome.status == "stopped":
+        state = ContainerState.EXITED
+    else:
+        state = ContainerState.FAILED if outcome.exit_code != ExitCode.TIMEOUT \
+            else ContainerState.EXITED
+    reason = outcome.error_message or outcome.status
+    tx.containers.update(c.id, state=state.value, exit_code=outcome.exit_code,
+                         reason=reason[:500], stopped_at=now)
+    ev = {ContainerState.EXITED: "container_exited", ContainerState.FAILED: "container_failed",
+          ContainerState.LOST: "container_lost",
+          ContainerState.TERMINATED: "container_terminated"}[state]
+    tx.events.append(ev, reason, task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                     data={"exit_code": outcome.exit_code, "status": outcome.status,
+                           "error_code": outcome.error_code})
+    if c.session_id:
+        tx.sessions.update(c.session_id, current_container_id=None,
+                           status="finished" if outcome.status == "completed" else "stopped")
+    if task is None or task.container_id != c.id or task.status not in (
+            TaskStatus.RUNNING, TaskStatus.RECOVERING):
+        return None  # the task moved on already (cancelled, paused, or a newer container)
+    if outcome.status == "completed":
+        tx.tasks.update(task.id, status=TaskStatus.COMPLETED.value, finished_at=now,
+                        result_exit_code=outcome.exit_code or 0, status_reason="")
+        tx.events.append("task_completed", "completed", task_id=task.id,
+                         session_id=c.session_id, container_id=c.id)
+        if c.session_id:
+            tx.sessions.update(c.session_id, status="finished")
+        return None
+    if outcome.status in ("lost", "stopped"):
+        return task.id, c.id, reason
+    code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
+    message = outcome.error_message or _failure_message(task.result_subtype, outcome)
+    tx.tasks.update(task.id, status=TaskStatus.FAILED.value, finished_at=now,
+                    result_exit_code=outcome.exit_code, result_error_code=code,
+                    result_error_message=message[:2000], result_is_error=True,
+                    status_reason=message[:500])
+    tx.events.append("task_failed", message[:500], data={"code": code}, task_id=task.id,
+                     session_id=c.session_id, container_id=c.id)
+    return None
+
+
+def _failure_message(subtype: str, outcome: Outcome) -> str:
+    if outcome.exit_code == ExitCode.TIMEOUT:
+        return "the task reached its timeout (the workspace was checkpointed first)"
+    if subtype == "error_max_turns":
+        return "the agent reached --max-turns before finishing"
+    if subtype == "error_max_budget_usd":
+        return "the agent reached the task's --max-cost"
+    if subtype:
+        return f"the agent finished with {subtype}"
+    return f"the worker failed (exit {outcome.exit_code})"
+
+
+def _message(kind: str, data: Mapping[str, Any]) -> str:
+    """A one-line human summary of a worker record (never file contents)."""
+    if kind == "agent_tool_use":
+        return f"{data.get('tool', '')}: {data.get('summary', '')}"[:300]
+    if kind == "agent_turn_completed":
+        return f"turn {data.get('turns', '?')}"
+    if kind == "agent_result":
+        return f"{data.get('subtype', '')} after {data.get('turns', '?')} turns"
+    if kind == "agent_init":
+        return f"{data.get('model', '')} (Claude Code {data.get('agent_version', '?')})"
+    if kind == "checkpoint_created":
+        return f"{data.get('checkpoint_id', '')} ({data.get('trigger', '')})"
+    if kind == "worker_exited":
+        return f"{data.get('status', '')} (exit {data.get('exit_code')})"
+    if kind == "agent_api_retry":
+        return f"attempt {data.get('attempt')} ({data.get('error_status')})"
+    return catalogue.kind(kind).summary

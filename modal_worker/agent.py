@@ -1,0 +1,210 @@
+"""Launching Claude Code: argv, environment, pre-flight checks, the process itself.
+
+The argv is always a list (never a shell string). Credentials come from the
+worker's environment and are checked before launch, so a task without them
+fails at once instead of retrying for minutes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from modal_worker.redact import redact
+from modal_worker.spec import CREDENTIAL_VARS, AgentSpec
+from parhelia.errors import ParheliaError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
+STDERR_TAIL_LINES = 20
+PR_SET_PDEATHSIG = 1
+
+
+def build_argv(agent: AgentSpec, prompt: str, command: list[str] | None = None) -> list[str]:
+    """The exact argv of one agent run (docs: reference/claude-code.md).
+
+    First run: ``--session-id UUID``; resume: ``--resume UUID`` (never both). A
+    prompt starting with ``-`` would be read as an option, so it then goes last,
+    after ``--``.
+    """
+    cmd = list(command or agent.command)
+    session = (["--resume", agent.session_uuid] if agent.resume
+               else ["--session-id", agent.session_uuid])
+    options = ["--output-format", "stream-json", "--verbose", *session,
+               "--permission-mode", agent.permission_mode]
+    if agent.max_turns is not None:
+        options += ["--max-turns", str(agent.max_turns)]
+    if agent.max_budget_usd is not None:
+        options += ["--max-budget-usd", f"{agent.max_budget_usd:g}"]
+    if agent.model:
+        options += ["--model", agent.model]
+    if prompt.startswith("-"):
+        return [*cmd, "-p", *options, "--", prompt]
+    return [*cmd, "-p", prompt, *options]
+
+
+def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: Path,
+              workspace: Path, permission_mode: str, is_root: bool | None = None) -> dict[str, str]:
+    env = dict(base)
+    env.update(extra)
+    env.update({
+        "CLAUDE_CONFIG_DIR": str(config_dir),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "PWD": str(workspace),
+    })
+    root = os.geteuid() == 0 if is_root is None else is_root
+    if root and permission_mode == "bypassPermissions":
+        env["IS_SANDBOX"] = "1"
+    return env
+
+
+def check_credentials(env: Mapping[str, str]) -> None:
+    """E400 unless one of the agent's credential variables is set and non-empty."""
+    if any(env.get(name, "").strip() for name in CREDENTIAL_VARS):
+        return
+    raise ParheliaError(
+        "E400",
+        "no credentials for the agent: set one of " + ", ".join(CREDENTIAL_VARS)
+        + " in the worker's environment. Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) "
+        "where the daemon runs; for Modal: "
+        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+    )
+
+
+def resolve_command(command: list[str], env: Mapping[str, str]) -> list[str]:
+    """``command`` with its program resolved on the worker's PATH (E500 if absent)."""
+    program = command[0]
+    if "/" in program:
+        found = program if os.access(program, os.X_OK) and os.path.isfile(program) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ParheliaError(
+            "E500",
+            f"the agent command {program!r} was not found on PATH. Install Claude Code with "
+            f"`{INSTALL_HINT}`, or set `agent.command` in the configuration.",
+        )
+    return [found, *command[1:]]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the agent gets SIGKILL if the worker dies (kill -9) before stopping it."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class AgentProcess:
+    """One agent run in its own process session, stdout parsed line by line."""
+
+    def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], raw_log: Path,
+                 on_object: Callable[[dict[str, Any]], None],
+                 stderr_sink: TextIO | None = None) -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.env = dict(env)
+        self.raw_log = raw_log
+        self.on_object = on_object
+        self.stderr_sink = stderr_sink or sys.stderr
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.raw_log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        self.started_at = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True),
+            threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def finished(self) -> bool:
+        """The process exited and its output was fully read."""
+        return (self.proc is not None and self.proc.poll() is not None
+                and not any(t.is_alive() for t in self._threads))
+
+    def join_output(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the agent's process group, then SIGKILL it after ``grace`` seconds."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)  # stragglers of the group, if any
+        self.proc.wait()
+        self.join_output()
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.raw_log, "ab") as raw:
+            for line in self.proc.stdout:
+                raw.write(line)
+                raw.flush()
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    log.warning("agent wrote a non-JSON line: %s", redact(text[:200].decode(
+                        errors="replace")))
+                    continue
+                if isinstance(obj, dict):
+                    try:
+                        self.on_object(obj)
+                    except Exception:
+                        log.exception("failed to handle an agent line")
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = redact(raw.decode(errors="replace").rstrip("\n"))
+            self.stderr_tail.append(line)
+            with contextlib.suppress(Exception):
+                self.stderr_sink.write(f"[agent] {line}\n")
+                self.stderr_sink.flush()

@@ -1,0 +1,55 @@
+"""The one checkpoint format of Parhelia (see docs/adr/0003-checkpoint-format.md).
+
+Volume layout: blobs at ``cas/blobs/<2 hex>/<sha256>``, manifests at
+``checkpoints/<session_id>/<checkpoint_id>.json``.
+"""
+
+from modal_worker.checkpoint.cas import BlobStore, blob_key
+from modal_worker.checkpoint.checks import check_manifest, restored_mode
+from modal_worker.checkpoint.diff import Change, TreeDiff, diff, unified_diff
+from modal_worker.checkpoint.gitinfo import git_file_list, git_state
+from modal_worker.checkpoint.manifest import (
+    BlobRef,
+    Entry,
+    Manifest,
+    Stats,
+    list_checkpoints,
+    load_manifest,
+    manifest_key,
+    save_manifest,
+)
+from modal_worker.checkpoint.projects import Conversation, encode_project_dir, project_dir
+from modal_worker.checkpoint.restore import RestoreStats, restore
+from modal_worker.checkpoint.snapshot import snapshot
+from modal_worker.checkpoint.statcache import StatCache
+from modal_worker.checkpoint.verify import VerifyReport, verify
+
+__all__ = [
+    "BlobRef",
+    "BlobStore",
+    "Change",
+    "Conversation",
+    "Entry",
+    "Manifest",
+    "RestoreStats",
+    "StatCache",
+    "Stats",
+    "TreeDiff",
+    "VerifyReport",
+    "blob_key",
+    "check_manifest",
+    "diff",
+    "encode_project_dir",
+    "git_file_list",
+    "git_state",
+    "list_checkpoints",
+    "load_manifest",
+    "manifest_key",
+    "project_dir",
+    "restore",
+    "restored_mode",
+    "save_manifest",
+    "snapshot",
+    "unified_diff",
+    "verify",
+]

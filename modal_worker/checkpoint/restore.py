@@ -1,0 +1,299 @@
+"""Restore a checkpoint: validate everything, build it in staging, then swap.
+
+The manifest is hostile input. All static rules (``checks``) and the presence
+and size of every blob are checked before the first write; blobs are hashed
+while they are copied into a staging directory; only a complete, verified
+staging tree replaces the destination. Any failure raises E600 and leaves the
+destination untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from modal_worker.checkpoint.cas import SMALL, BlobError, BlobStore
+from modal_worker.checkpoint.checks import check_manifest, restored_mode
+from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest, refuse
+from modal_worker.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
+from modal_worker.checkpoint.statcache import StatCache
+from modal_worker.volume import Volume
+
+CONVERSATION_FILE_MODE = 0o600
+CONVERSATION_DIR_MODE = 0o700
+
+
+@dataclass
+class RestoreStats:
+    files: int
+    bytes: int
+    duration_ms: int
+    conversation_files: int = 0
+
+
+def restore(
+    manifest: Manifest,
+    dest: Path,
+    *,
+    volume: Volume,
+    conversation_dir: Path | None = None,
+    stat_cache: StatCache | Path | None = None,
+    workers: int | None = None,
+    in_place: bool | None = None,
+) -> RestoreStats:
+    """Make ``dest`` exactly the manifest's tree (and ``conversation_dir`` hold its transcript).
+
+    ``in_place`` forces the swap strategy (default: a sibling staging directory
+    and two renames, or staging inside ``dest`` when ``dest`` is a mount point
+    or its parent is not writable).
+    """
+    started = time.monotonic()
+    dest = Path(os.path.realpath(Path(dest).parent)) / Path(dest).name
+    store = BlobStore(volume)
+    check_manifest(manifest)
+    _check_blobs(store, [(p, e.blob, e.size) for p, e in manifest.tree.items()
+                         if e.type == "file" and e.blob is not None])
+    _check_blobs(store, [(p, r.blob, r.size) for p, r in manifest.conversation.items()])
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise refuse(f"restore destination {dest} is not a directory")
+    total = sum(e.size for e in manifest.tree.values() if e.type == "file")
+    total += sum(r.size for r in manifest.conversation.values())
+    _check_space(dest, total)
+    if in_place is None:
+        in_place = _needs_in_place(dest)
+    workers = workers or default_workers()
+
+    staging = _staging_dir(dest, in_place)
+    conv_staging: Path | None = None
+    try:
+        _build_tree(store, manifest.tree, staging, workers)
+        if conversation_dir is not None and manifest.conversation:
+            conv_staging = _staging_dir(conversation_dir, in_place=False)
+            _build_conversation(store, manifest.conversation, conv_staging, workers)
+    except BaseException:
+        _force_rmtree(staging)
+        if conv_staging is not None:
+            _force_rmtree(conv_staging)
+        raise
+    # Everything is verified: from here on we only move things into place.
+    if in_place:
+        _swap_contents(staging, dest)
+    else:
+        replace_dir(staging, dest)
+    if conversation_dir is not None and conv_staging is not None:
+        _swap_entries(conv_staging, conversation_dir)
+    _fill_cache(stat_cache, manifest, dest, conversation_dir)
+    files = [e for e in manifest.tree.values() if e.type == "file"]
+    return RestoreStats(
+        files=len(files),
+        bytes=sum(e.size for e in files),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        conversation_files=len(manifest.conversation) if conversation_dir else 0,
+    )
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def _check_blobs(store: BlobStore, blobs: list[tuple[str, str | None, int]]) -> None:
+    sizes: dict[str, int] = {}
+    for path, digest, size in blobs:
+        assert digest is not None
+        if digest not in sizes:
+            try:
+                sizes[digest] = store.size(digest)
+            except FileNotFoundError:
+                raise refuse(f"blob {digest[:12]}… of {path!r} is missing") from None
+        if sizes[digest] != size:
+            raise refuse(f"{path!r}: recorded size {size} differs from its blob "
+                         f"({sizes[digest]} bytes)")
+
+
+def _check_space(dest: Path, total: int) -> None:
+    probe = dest if dest.exists() else dest.parent
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(probe).free
+        if total > free:
+            raise refuse(f"the checkpoint needs {total} bytes but only {free} are free")
+
+
+def _needs_in_place(dest: Path) -> bool:
+    parent = dest.parent
+    if not os.access(parent, os.W_OK):
+        return True
+    if dest.exists():
+        return os.stat(dest).st_dev != os.stat(parent).st_dev or os.path.ismount(dest)
+    return False
+
+
+# -- building the staging tree ----------------------------------------------------------
+
+
+def _staging_dir(dest: Path, in_place: bool) -> Path:
+    token = secrets.token_hex(6)
+    if in_place:
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / f".parhelia-staging-{token}"
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path = dest.parent / f".{dest.name}.parhelia-staging-{token}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _write_blob(store: BlobStore, digest: str, size: int, target: Path, mode: int) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        if size <= SMALL:
+            data = store.read(digest, size)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        else:
+            store.copy_to_fd(digest, size, fd)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _run_all(jobs: list[Callable[[], None]], workers: int) -> None:
+    if not jobs:
+        return
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
+    except BlobError as exc:
+        raise refuse(str(exc)) from None
+    except OSError as exc:
+        raise refuse(f"restore failed while writing: {exc.strerror or exc}") from None
+
+
+def _build_tree(store: BlobStore, tree: dict[str, Entry], staging: Path, workers: int) -> None:
+    dirs = sorted(p for p, e in tree.items() if e.type == "dir")
+    for path in dirs:
+        (staging / path).mkdir(mode=0o700, parents=True, exist_ok=True)
+    jobs: list[Callable[[], None]] = []
+    for path, entry in tree.items():
+        if entry.type == "file" and entry.blob is not None:
+            parent = (staging / path).parent
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            jobs.append(_job(store, entry.blob, entry.size, staging / path,
+                             restored_mode(entry)))
+    _run_all(jobs, workers)
+    for path, entry in tree.items():
+        if entry.type == "symlink" and entry.target is not None:
+            (staging / path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.symlink(entry.target, staging / path)
+    for path in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+        os.chmod(staging / path, restored_mode(tree[path]))
+
+
+def _job(store: BlobStore, digest: str, size: int, target: Path,
+         mode: int) -> Callable[[], None]:
+    return lambda: _write_blob(store, digest, size, target, mode)
+
+
+def _build_conversation(store: BlobStore, conv: dict[str, BlobRef], staging: Path,
+                        workers: int) -> None:
+    jobs: list[Callable[[], None]] = []
+    for path, ref in conv.items():
+        (staging / path).parent.mkdir(mode=CONVERSATION_DIR_MODE, parents=True, exist_ok=True)
+        jobs.append(_job(store, ref.blob, ref.size, staging / path, CONVERSATION_FILE_MODE))
+    _run_all(jobs, workers)
+
+
+# -- swapping into place ----------------------------------------------------------------
+
+
+def replace_dir(staging: Path, dest: Path) -> None:
+    """Put the directory ``staging`` at ``dest`` (same filesystem), removing the old one."""
+    mode = 0o755
+    if os.path.lexists(dest):
+        mode = stat.S_IMODE(os.stat(dest).st_mode)
+        old = dest.parent / f".{dest.name}.parhelia-old-{secrets.token_hex(6)}"
+        os.rename(dest, old)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            os.rename(old, dest)
+            _force_rmtree(staging)
+            raise refuse(f"could not move the restored tree into {dest}") from None
+        _force_rmtree(old)
+    else:
+        os.rename(staging, dest)
+    os.chmod(dest, mode)
+
+
+def _swap_contents(staging: Path, dest: Path) -> None:
+    """Swap for a destination that cannot be renamed (a mount point): move its children."""
+    old = dest / f".parhelia-old-{secrets.token_hex(6)}"
+    old.mkdir(mode=0o700)
+    for name in os.listdir(dest):
+        if dest / name not in (staging, old):
+            os.rename(dest / name, old / name)
+    for name in os.listdir(staging):
+        os.rename(staging / name, dest / name)
+    os.rmdir(staging)
+    _force_rmtree(old)
+
+
+def _swap_entries(staging: Path, target: Path) -> None:
+    """Replace the top-level entries of ``target`` that ``staging`` holds."""
+    target.mkdir(mode=CONVERSATION_DIR_MODE, parents=True, exist_ok=True)
+    old = target.parent / f".{target.name}.parhelia-old-{secrets.token_hex(6)}"
+    old.mkdir(mode=0o700)
+    for name in os.listdir(staging):
+        if os.path.lexists(target / name):
+            os.rename(target / name, old / name)
+        os.rename(staging / name, target / name)
+    os.rmdir(staging)
+    _force_rmtree(old)
+
+
+def _force_rmtree(path: Path) -> None:
+    """Remove a tree even when it holds read-only directories."""
+
+    def onerror(func: Callable[..., object], failed: str, exc_info: object) -> None:
+        parent = os.path.dirname(failed)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)
+        try:
+            func(failed)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT,):
+                raise
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=onerror)
+
+
+def _fill_cache(stat_cache: StatCache | Path | None, manifest: Manifest, dest: Path,
+                conversation_dir: Path | None) -> None:
+    """Seed the stat cache with the files just written, so the next snapshot skips them."""
+    if stat_cache is None:
+        return
+    cache = stat_cache if isinstance(stat_cache, StatCache) else StatCache(stat_cache)
+    cache.clear()
+    for path, entry in manifest.tree.items():
+        if entry.type == "file" and entry.blob is not None:
+            with contextlib.suppress(OSError):
+                cache.record(TREE_NS + path, os.lstat(dest / path), entry.blob, start_ns=None)
+    if conversation_dir is not None:
+        for path, ref in manifest.conversation.items():
+            with contextlib.suppress(OSError):
+                cache.record(CONVERSATION_NS + path, os.lstat(conversation_dir / path),
+                             ref.blob, start_ns=None)
+    cache.save()

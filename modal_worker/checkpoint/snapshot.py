@@ -1,0 +1,275 @@
+"""Take a checkpoint: walk the workspace, store new blobs, write the manifest."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from modal_worker.checkpoint.cas import BlobError, BlobStore, Stored, open_regular
+from modal_worker.checkpoint.checks import check_path, resolve_inside
+from modal_worker.checkpoint.manifest import (
+    BlobRef,
+    Entry,
+    Manifest,
+    Stats,
+    refuse,
+    save_manifest,
+)
+from modal_worker.checkpoint.projects import Conversation
+from modal_worker.checkpoint.statcache import StatCache, stat_key
+from modal_worker.clock import utc_now
+from modal_worker.volume import Volume
+
+MAX_SKIPPED_LISTED = 100
+TREE_NS = "t:"
+CONVERSATION_NS = "c:"
+
+
+def default_workers() -> int:
+    return min(8, (os.cpu_count() or 2) * 2)
+
+
+def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | None]]:
+    """Every entry under ``root/rel`` (never following symlinks); ``None`` stat = unreadable."""
+    stack = [rel]
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(root / current if current else root)
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            if current:
+                yield current, None
+            continue
+        with it:
+            for de in it:
+                path = f"{current}/{de.name}" if current else de.name
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield path, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(path)
+
+
+def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_result | None]]:
+    """The entries of an explicit file list plus their parent directories."""
+    emitted: set[str] = set()
+    for rel in sorted(set(files)):
+        try:
+            check_path(rel, "file list")
+        except Exception:
+            yield rel, None
+            continue
+        parts = rel.split("/")
+        ancestors_ok = True
+        for i in range(1, len(parts)):
+            anc = "/".join(parts[:i])
+            if anc in emitted:
+                continue
+            try:
+                st = os.lstat(root / anc)
+            except FileNotFoundError:
+                ancestors_ok = False
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                ancestors_ok = False
+                break
+            emitted.add(anc)
+            yield anc, st
+        if not ancestors_ok or rel in emitted:
+            continue
+        try:
+            st = os.lstat(root / rel)
+        except FileNotFoundError:
+            continue  # tracked but deleted from the work tree
+        emitted.add(rel)
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):  # a submodule or a listed directory: take all of it
+            for sub, sub_st in _walk(root, rel):
+                if sub not in emitted:
+                    emitted.add(sub)
+                    yield sub, sub_st
+
+
+class _Snapshotter:
+    def __init__(self, root: Path, store: BlobStore, cache: StatCache, start_ns: int) -> None:
+        self.root = root
+        self.store = store
+        self.cache = cache
+        self.start_ns = start_ns
+        self.tree: dict[str, Entry] = {}
+        self.skipped: list[str] = []
+        self.new_bytes = 0
+        self.rehashed = 0
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(f"{path}: {reason}")
+
+    def scan(self, entries: Iterable[tuple[str, os.stat_result | None]]) -> list[
+            tuple[str, os.stat_result]]:
+        """Fill dirs and symlinks into the tree; return the files that need hashing."""
+        todo: list[tuple[str, os.stat_result]] = []
+        for path, st in entries:
+            if st is None:
+                self.skip(path, "unreadable")
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                self.tree[path] = Entry("dir", mode=stat.S_IMODE(mode) & 0o777)
+            elif stat.S_ISLNK(mode):
+                try:
+                    target = os.readlink(self.root / path)
+                except OSError:
+                    self.skip(path, "unreadable symlink")
+                    continue
+                self.tree[path] = Entry("symlink", target=target)
+            elif stat.S_ISREG(mode):
+                blob = self.cache.lookup(TREE_NS + path, st)
+                if blob is not None and self.store.has(blob):
+                    self.tree[path] = Entry("file", mode=stat.S_IMODE(mode) & 0o777,
+                                            size=st.st_size, blob=blob)
+                else:
+                    todo.append((path, st))
+            else:
+                self.skip(path, "not a regular file, directory or symlink")
+        return todo
+
+    def hash_one(self, item: tuple[str, os.stat_result]) -> tuple[str, os.stat_result,
+                                                                  Stored | str]:
+        path, st = item
+        try:
+            return path, st, self.store.put_file(self.root / path)
+        except FileNotFoundError:
+            return path, st, "vanished while reading"
+        except (PermissionError, BlobError, OSError) as exc:
+            return path, st, f"unreadable ({type(exc).__name__})"
+
+    def store_files(self, todo: list[tuple[str, os.stat_result]], workers: int) -> None:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for path, st, result in pool.map(self.hash_one, todo):
+                if isinstance(result, str):
+                    self.skip(path, result)
+                    continue
+                self.rehashed += 1
+                self.new_bytes += result.written
+                self.tree[path] = Entry("file", mode=stat.S_IMODE(st.st_mode) & 0o777,
+                                        size=result.size, blob=result.digest)
+                try:
+                    after = os.lstat(self.root / path)
+                except FileNotFoundError:
+                    continue
+                if stat_key(after) == stat_key(st) and after.st_size == result.size:
+                    self.cache.record(TREE_NS + path, st, result.digest, start_ns=self.start_ns)
+
+    def drop_escaping_symlinks(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for path, entry in list(self.tree.items()):
+                if entry.type == "symlink" and not resolve_inside(self.tree, path):
+                    del self.tree[path]
+                    self.skip(path, f"symlink leaves the workspace ({entry.target})")
+                    changed = True
+
+    def conversation(self, conv: Conversation) -> dict[str, BlobRef]:
+        out: dict[str, BlobRef] = {}
+        for rel in conv.files():
+            path = conv.project_dir / rel
+            try:
+                st = os.lstat(path)
+                blob = self.cache.lookup(CONVERSATION_NS + rel, st)
+                if blob is not None and self.store.has(blob):
+                    out[rel] = BlobRef(blob, self.store.size(blob))
+                    continue
+                stored = self._store_conversation_file(path, rel)
+            except (FileNotFoundError, BlobError):
+                continue
+            self.new_bytes += stored.written
+            out[rel] = BlobRef(stored.digest, stored.size)
+            self.cache.record(CONVERSATION_NS + rel, st, stored.digest, start_ns=self.start_ns)
+        return out
+
+    def _store_conversation_file(self, path: Path, rel: str) -> Stored:
+        if not rel.endswith(".jsonl"):
+            return self.store.put_file(path)
+        fd = open_regular(path)
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read()
+        finally:
+            os.close(fd)
+        cut = data.rfind(b"\n")  # never capture a line the agent is still writing
+        return self.store.put_bytes(data[: cut + 1] if cut >= 0 else b"")
+
+
+def snapshot(
+    root: Path,
+    *,
+    volume: Volume,
+    session_id: str,
+    parent_id: str | None,
+    trigger: str,
+    message: str = "",
+    files: Iterable[str] | None = None,
+    stat_cache: StatCache | Path | None = None,
+    conversation: Conversation | None = None,
+    environment: Mapping[str, Any] | None = None,
+    git: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> Manifest:
+    """Checkpoint ``root`` (or only ``files``, relative to it) and store the manifest.
+
+    Never follows symlinks; skips sockets, FIFOs, devices, unreadable files and
+    symlinks leaving the tree (listed in ``stats.skipped``). With a stat cache,
+    files whose (size, mtime_ns, inode) are unchanged are not read again.
+    """
+    started = time.monotonic()
+    start_ns = time.time_ns()
+    root = Path(root)
+    if not root.is_dir():
+        raise refuse(f"cannot checkpoint {root}: not a directory")
+    cache = stat_cache if isinstance(stat_cache, StatCache) else StatCache(stat_cache)
+    snap = _Snapshotter(root, BlobStore(volume), cache, start_ns)
+    entries = _walk(root) if files is None else _listed(root, files)
+    todo = snap.scan(entries)
+    snap.store_files(todo, workers or default_workers())
+    snap.drop_escaping_symlinks()
+    conv = snap.conversation(conversation) if conversation is not None else {}
+
+    file_entries = [e for e in snap.tree.values() if e.type == "file"]
+    stats = Stats(
+        files=len(file_entries),
+        bytes=sum(e.size for e in file_entries),
+        new_bytes=snap.new_bytes,
+        dirs=sum(1 for e in snap.tree.values() if e.type == "dir"),
+        symlinks=sum(1 for e in snap.tree.values() if e.type == "symlink"),
+        conversation_files=len(conv),
+        conversation_bytes=sum(r.size for r in conv.values()),
+        rehashed_files=snap.rehashed,
+        skipped=snap.skipped[:MAX_SKIPPED_LISTED],
+    )
+    manifest = Manifest(
+        session_id=session_id,
+        parent_id=parent_id,
+        trigger=trigger,
+        message=message,
+        created_at=utc_now(),
+        tree=snap.tree,
+        conversation=conv,
+        environment=dict(environment or {}),
+        git=dict(git) if git is not None else None,
+        stats=stats,
+    )
+    stats.duration_ms = int((time.monotonic() - started) * 1000)
+    save_manifest(volume, manifest)
+    seen = {TREE_NS + p for p, e in snap.tree.items() if e.type == "file"}
+    seen |= {CONVERSATION_NS + p for p in conv}
+    cache.retain(seen)
+    cache.save()
+    return manifest

@@ -1,0 +1,443 @@
+"""The worker's life: spec -> workspace -> agent -> checkpoints -> result.
+
+``python -m modal_worker run SPEC`` runs ``Worker(spec).run()``. The worker talks
+to the daemon only through the volume: channel records (spool), control messages,
+checkpoints and the result file. It never opens a connection to the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from modal_worker.agent import (
+    AgentProcess,
+    build_argv,
+    build_env,
+    check_credentials,
+    resolve_command,
+)
+from modal_worker.channel import ControlReader, LocalSpoolChannel, control_key
+from modal_worker.checkpoint import (
+    Conversation,
+    StatCache,
+    git_state,
+    load_manifest,
+    project_dir,
+    restore,
+    snapshot,
+)
+from modal_worker.checkpoint.restore import replace_dir
+from modal_worker.clock import utc_now
+from modal_worker.heartbeat import Heartbeat
+from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
+from modal_worker.stream import AgentStats, StreamParser
+from modal_worker.volume import LocalVolume
+from parhelia.errors import ParheliaError
+
+log = logging.getLogger("modal_worker")
+
+LOOP_TICK = 0.2
+CONTROL_POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 5.0
+CLONE_TIMEOUT = 900
+
+
+class Outcome(Exception):
+    """Ends the run with an exit code (and, for failures, a catalogue code)."""
+
+    def __init__(self, code: ExitCode, message: str = "", error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.error_code = error_code if error_code is not None else code.error_code
+
+
+_ERROR_EXIT = {"E100": ExitCode.INVALID_SPEC, "E400": ExitCode.NO_CREDENTIALS,
+               "E500": ExitCode.AGENT_NOT_FOUND, "E600": ExitCode.RESTORE_FAILED,
+               "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT}
+
+
+def stat_cache_path(workspace: Path) -> Path:
+    """The stat cache lives beside the workspace (never inside it)."""
+    parent = workspace.parent
+    if os.access(parent, os.W_OK):
+        return parent / f".{workspace.name}.parhelia-statcache.json"
+    return Path(tempfile.gettempdir()) / f"parhelia-statcache-{workspace.name}.json"
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, environ: Mapping[str, str] | None = None) -> None:
+        self.spec = spec
+        self.environ = dict(os.environ if environ is None else environ)
+        self.volume = LocalVolume(spec.volume_dir)
+        self.channel = LocalSpoolChannel.for_container(self.volume, spec.container_id)
+        self.control = ControlReader(self.volume.path_for(control_key(spec.container_id)))
+        self.workspace = Path(spec.workspace_dir)
+        self.config_dir = Path(spec.claude_config_dir)
+        self.stat_cache = StatCache(stat_cache_path(self.workspace))
+        self.stats = AgentStats()
+        self.parent_id = spec.restore_checkpoint_id
+        self.checkpoints: list[str] = []
+        self.environment: dict[str, Any] = {
+            "agent_command": os.path.basename(spec.agent.command[0]),
+            "session_uuid": spec.agent.session_uuid,
+            "model": spec.agent.model,
+            "permission_mode": spec.agent.permission_mode,
+        }
+        self.conversation: Conversation | None = None
+        self.last_checkpoint_at = time.monotonic()
+        self.agent: AgentProcess | None = None
+        self.parser: StreamParser | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.turns: queue.Queue[str] = queue.Queue()
+        self.started_at = utc_now()
+        self._signal: int | None = None
+        self._wake = False
+
+    # -- entry point --------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self.channel.emit("worker_started", {
+            "incarnation": self.spec.incarnation, "backend": self.spec.backend,
+            "pid": os.getpid(), "hostname": platform.node(), "python": platform.python_version(),
+            "resume": self.spec.agent.resume,
+            "restore_checkpoint_id": self.spec.restore_checkpoint_id,
+        })
+        try:
+            outcome = self._run()
+        except Outcome as o:
+            outcome = o
+        except ParheliaError as exc:
+            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+        except Exception as exc:
+            log.exception("worker failed")
+            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+            if self.agent is not None and self.agent.alive():
+                self.agent.stop(STOP_GRACE_SECONDS)
+        self._finish(outcome)
+        return int(outcome.code)
+
+    def _run(self) -> Outcome:
+        env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,
+                        workspace=self.workspace, permission_mode=self.spec.agent.permission_mode)
+        check_credentials(env)
+        command = resolve_command(self.spec.agent.command, env)
+        self._materialise()
+        os.chdir(self.workspace)
+        self.prepare_config_dir()
+        self.conversation = Conversation(project_dir(self.config_dir, self.workspace),
+                                         self.spec.agent.session_uuid)
+        if self.spec.agent.resume:
+            transcript = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
+            if not transcript.is_file():
+                raise Outcome(ExitCode.RESTORE_FAILED,
+                              "resume requested but the conversation transcript was not restored",
+                              "E600")
+        self.heartbeat = Heartbeat(
+            self.channel, self.spec.heartbeat_interval_seconds, self.workspace, self.stats,
+            agent_pid=lambda: self.agent.pid if self.agent else None,
+            agent_alive=lambda: bool(self.agent and self.agent.alive()))
+        self.heartbeat.start()
+        self.checkpoint("start")
+        if self._signal is not None:
+            return self._interrupted()
+        self._start_agent(command, env)
+        return self._supervise()
+
+    # -- workspace ----------------------------------------------------------------------
+
+    def _materialise(self) -> None:
+        started = time.monotonic()
+        spec = self.spec
+        data: dict[str, Any]
+        if spec.restore_checkpoint_id:
+            manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
+            stats = restore(manifest, self.workspace, volume=self.volume,
+                            conversation_dir=project_dir(self.config_dir, self.workspace),
+                            stat_cache=self.stat_cache)
+            data = {"source": "checkpoint", "checkpoint_id": manifest.id, "files": stats.files,
+                    "bytes": stats.bytes, "conversation_files": stats.conversation_files}
+            self.environment.update({k: v for k, v in manifest.environment.items()
+                                     if k in ("agent_version", "model") and v})
+        elif spec.repo_url:
+            self._clone(spec.repo_url, spec.repo_ref)
+            data = {"source": "repo", "repo_url": _safe_url(spec.repo_url), "ref": spec.repo_ref}
+        else:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            data = {"source": "empty"}
+        data["workspace"] = str(self.workspace)
+        data["duration_ms"] = int((time.monotonic() - started) * 1000)
+        self.channel.emit("workspace_restored", data)
+
+    def _clone(self, url: str, ref: str | None) -> None:
+        self.workspace.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.workspace.name}.clone-",
+                                        dir=self.workspace.parent))
+        env = {**self.environ, "GIT_TERMINAL_PROMPT": "0"}
+        try:
+            steps = [["git", "clone", "--quiet", "--", url, str(staging)]]
+            if ref:
+                steps.append(["git", "-C", str(staging), "checkout", "--quiet", ref, "--"])
+            for argv in steps:
+                proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                      timeout=CLONE_TIMEOUT, check=False)
+                if proc.returncode != 0:
+                    raise ParheliaError("E600", f"git {argv[1] if argv[1] != '-C' else argv[3]} "
+                                        f"failed: {proc.stderr.strip()[-300:]}")
+            replace_dir(staging, self.workspace)
+        except subprocess.TimeoutExpired:
+            raise ParheliaError("E600", "git clone timed out") from None
+        finally:
+            if staging.exists():
+                subprocess.run(["rm", "-rf", "--", str(staging)], check=False)
+
+    def prepare_config_dir(self) -> None:
+        """Create ``CLAUDE_CONFIG_DIR`` for this session.
+
+        Seam for later work: the synced config bundle (``spec.config_bundle_id``)
+        is materialised here, and the PreToolUse hook that checkpoints before
+        risky tool calls (``spec.checkpoint.risky_patterns``) is installed here.
+        """
+        self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.config_dir / "projects").mkdir(mode=0o700, exist_ok=True)
+        if self.spec.config_bundle_id:
+            log.warning("config bundle %s is not materialised by this worker version",
+                        self.spec.config_bundle_id)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def checkpoint(self, trigger: str, message: str = "") -> str | None:
+        try:
+            manifest = snapshot(
+                self.workspace, volume=self.volume, session_id=self.spec.session_id,
+                parent_id=self.parent_id, trigger=trigger, message=message,
+                stat_cache=self.stat_cache, conversation=self.conversation,
+                environment=self.environment, git=git_state(self.workspace))
+        except Exception as exc:
+            log.exception("checkpoint (%s) failed", trigger)
+            reason = exc.message if isinstance(exc, ParheliaError) else type(exc).__name__
+            self.channel.emit("checkpoint_failed", {"trigger": trigger, "error": reason})
+            self.last_checkpoint_at = time.monotonic()  # no retry storm: wait a full period
+            return None
+        self.parent_id = manifest.id
+        self.checkpoints.append(manifest.id)
+        self.last_checkpoint_at = time.monotonic()
+        self.channel.emit("checkpoint_created", manifest.summary())
+        return manifest.id
+
+    # -- the agent ----------------------------------------------------------------------
+
+    def _on_init(self, obj: dict[str, Any]) -> None:
+        if obj.get("type") == "system" and obj.get("subtype") == "init":
+            self.environment.update({
+                "agent_version": obj.get("claude_code_version"),
+                "model": obj.get("model") or self.environment.get("model"),
+                "mcp_servers": sorted(str(s.get("name")) for s in obj.get("mcp_servers") or []
+                                      if isinstance(s, dict)),
+                "plugins": [p.get("name") if isinstance(p, dict) else p
+                            for p in obj.get("plugins") or []],
+            })
+
+    def _start_agent(self, command: list[str], env: dict[str, str]) -> None:
+        parser = StreamParser(emit=self.channel.emit, stats=self.stats,
+                              on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace))
+        self.parser = parser
+
+        def on_object(obj: dict[str, Any]) -> None:
+            self._on_init(obj)
+            parser.feed(obj)
+
+        argv = build_argv(self.spec.agent, self.spec.prompt, command)
+        raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
+        self.agent = AgentProcess(argv, cwd=self.workspace, env=env, raw_log=raw_log,
+                                  on_object=on_object)
+        self.agent.start()
+        flags = [a for a in argv[1:] if a.startswith("--")]
+        self.channel.emit("agent_started", {"pid": self.agent.pid, "command": command[0],
+                                            "flags": flags, "resume": self.spec.agent.resume})
+
+    def _supervise(self) -> Outcome:
+        """Wait for the agent while serving signals, control messages and checkpoint timers."""
+        assert self.agent is not None
+        policy = self.spec.checkpoint
+        deadline = self.agent.started_at + self.spec.agent.timeout_seconds
+        next_poll = 0.0
+        turn_pending = False
+        while True:
+            if self._signal is not None:
+                return self._interrupted()
+            now = time.monotonic()
+            if self._wake or now >= next_poll:
+                self._wake = False
+                next_poll = now + CONTROL_POLL_SECONDS
+                stop = self._handle_control()
+                if stop is not None:
+                    return stop
+            if self.agent.finished():
+                return self._agent_done()
+            if now >= deadline:
+                return self._timed_out()
+            since = now - self.last_checkpoint_at
+            if turn_pending and since >= policy.min_turn_interval_seconds:
+                turn_pending = False
+                self.checkpoint("turn")
+            elif since >= policy.interval_seconds:
+                self.checkpoint("interval")
+            with contextlib.suppress(queue.Empty):
+                self.turns.get(timeout=LOOP_TICK)
+                turn_pending = True
+
+    def _handle_control(self) -> Outcome | None:
+        for msg in self.control.poll():
+            if msg.type == "checkpoint":
+                self.checkpoint("manual", msg.message)
+            elif msg.type == "stop":
+                reason = msg.reason or "cancel"
+                self._stop_agent()
+                self.checkpoint("stop", f"stopped: {reason}")
+                return Outcome(ExitCode.STOPPED, f"stopped through the control path ({reason})")
+        return None
+
+    def _stop_agent(self) -> None:
+        if self.agent is not None:
+            self.agent.stop(STOP_GRACE_SECONDS)
+        if self.parser is not None:
+            self.parser.finish()
+
+    def _interrupted(self) -> Outcome:
+        self._stop_agent()
+        self.checkpoint("sigterm")
+        return Outcome(ExitCode.TERMINATED, f"terminated by signal {self._signal}")
+
+    def _timed_out(self) -> Outcome:
+        self._stop_agent()
+        seconds = self.spec.agent.timeout_seconds
+        self.channel.emit("agent_error", {"message": f"the agent ran longer than {seconds:g} s "
+                                          "and was stopped", "exit_code": None})
+        self.checkpoint("timeout")
+        return Outcome(ExitCode.TIMEOUT, f"the agent hit the task timeout ({seconds:g} s)")
+
+    def _agent_done(self) -> Outcome:
+        assert self.agent is not None and self.parser is not None
+        self.agent.join_output()
+        self.parser.finish()
+        code = self.agent.returncode
+        result = self.parser.result
+        if result is not None and result.get("subtype") == "success" and code == 0 \
+                and not result.get("is_error"):
+            self.checkpoint("completion")
+            return Outcome(ExitCode.COMPLETED)
+        if result is not None:
+            message = f"the agent finished with {result.get('subtype')}"
+            if result.get("text"):
+                message += f": {str(result['text'])[:300]}"
+        else:
+            tail = " | ".join(list(self.agent.stderr_tail)[-5:])
+            message = f"the agent exited with code {code} without a result"
+            message += f": {tail[-500:]}" if tail else ""
+        error_code = None
+        if self.parser.last_api_error_status == 401:
+            error_code = "E400"
+        elif result is not None and result.get("subtype") == "error_max_budget_usd":
+            error_code = "E300"
+        self.channel.emit("agent_error", {"message": message, "exit_code": code,
+                                          "subtype": result.get("subtype") if result else None})
+        self.checkpoint("error", message[:200])
+        return Outcome(ExitCode.FAILED, message, error_code)
+
+    # -- signals and the end ------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self._signal = signum
+
+        def on_usr1(signum: int, frame: FrameType | None) -> None:
+            self._wake = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGUSR1, on_usr1)
+
+    def _finish(self, outcome: Outcome) -> None:
+        result = WorkerResult(
+            container_id=self.spec.container_id, task_id=self.spec.task_id,
+            session_id=self.spec.session_id, incarnation=self.spec.incarnation,
+            exit_code=int(outcome.code), status=outcome.code.status,
+            started_at=self.started_at, finished_at=utc_now(),
+            error_code=outcome.error_code, error_message=outcome.message or None,
+            last_checkpoint_id=self.parent_id, checkpoints=list(self.checkpoints),
+            agent=self.parser.result if self.parser else None,
+        )
+        try:
+            dump_result(result, self.volume.path_for(result_key(self.spec.container_id)))
+        except OSError:
+            log.exception("could not write the result file")
+        self.channel.emit("worker_exited", {
+            "exit_code": int(outcome.code), "status": outcome.code.status,
+            "error_code": outcome.error_code, "error_message": outcome.message or None,
+            "last_checkpoint_id": self.parent_id,
+        })
+        self.channel.close()
+
+
+def _safe_url(url: str) -> str:
+    from modal_worker.redact import redact
+
+    return redact(url)
+
+
+def _report_invalid_spec(path: Path, error: ParheliaError) -> None:
+    """Best effort for a spec that failed validation: still leave a result and a record."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        container_id, volume_dir = raw["container_id"], raw["volume_dir"]
+        volume = LocalVolume(volume_dir)
+        now = utc_now()
+        result = WorkerResult(
+            container_id=container_id, task_id=str(raw.get("task_id") or ""),
+            session_id=str(raw.get("session_id") or ""), incarnation=int(raw.get("incarnation")
+                                                                        or 1),
+            exit_code=int(ExitCode.INVALID_SPEC), status=ExitCode.INVALID_SPEC.status,
+            started_at=now, finished_at=now, error_code="E100", error_message=error.message)
+        dump_result(result, volume.path_for(result_key(container_id)))
+        channel = LocalSpoolChannel.for_container(volume, container_id)
+        channel.emit("worker_exited", {"exit_code": int(ExitCode.INVALID_SPEC),
+                                       "status": "failed", "error_code": "E100",
+                                       "error_message": error.message})
+        channel.close()
+    except Exception:
+        log.debug("no result written for an unreadable spec", exc_info=True)
+
+
+def run(spec_path: Path) -> int:
+    try:
+        spec = load_spec(spec_path)
+    except ParheliaError as exc:
+        log.error("%s", exc)
+        _report_invalid_spec(spec_path, exc)
+        return int(ExitCode.INVALID_SPEC)
+    return Worker(spec).run()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("PARHELIA_WORKER_LOG_LEVEL", "INFO"),
+                        stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""A stand-in for Claude Code's headless mode (``claude -p ... --output-format stream-json``).
+
+Speaks the stream-json protocol of reference/claude-code.md, accepts the same argv,
+needs a credential variable, and keeps a transcript under
+``$CLAUDE_CONFIG_DIR/projects/<encoded cwd>/<session>.jsonl`` that ``--resume`` reads.
+
+Scripted by the prompt: a line ``FAKE_SCRIPT: <json list>`` gives the steps
+(``write``, ``turn``, ``sleep``, ``fail``, ``forever``, ``bash``, ``echo_prompt``,
+``api_retry``). Tool steps emit an assistant ``tool_use`` line at once; their
+actions run and their ``tool_result`` lines follow when the message ends (a
+``turn`` step, or the end of the script), as in the real CLI. On ``--resume`` the
+script continues after the last step whose results reached the transcript.
+Standard library only: it runs under any python3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+VERSION = "2.1.332-fake"
+MODEL = "claude-fake-1"
+PERMISSION_MODES = {"acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan",
+                    "default"}
+FLAGS = {"--print", "--verbose", "--fork-session", "--include-partial-messages",
+         "--dangerously-skip-permissions", "--strict-mcp-config", "--no-session-persistence",
+         "--continue"}
+VALUES = {"--output-format", "--input-format", "--session-id", "--resume", "--permission-mode",
+          "--max-turns", "--max-budget-usd", "--model", "--fallback-model", "--system-prompt",
+          "--append-system-prompt", "--allowedTools", "--disallowedTools", "--settings",
+          "--add-dir", "--mcp-config", "--setting-sources", "--plugin-dir", "--agents"}
+ALIASES = {"-p": "--print", "-r": "--resume", "-c": "--continue"}
+CREDENTIALS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 10,
+         "cache_read_input_tokens": 50}
+PRICES = {"input_tokens": 3.0, "output_tokens": 15.0, "cache_creation_input_tokens": 3.75,
+          "cache_read_input_tokens": 0.3}
+DEFAULT_SCRIPT = [{"write": "hello.txt", "content": "hello from the fake agent\n"}, {"turn": True}]
+
+
+class Fail(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, object], str | None]:
+    opts: dict[str, object] = {}
+    prompt = None
+    i = 0
+    ended = False
+    while i < len(argv):
+        arg = argv[i]
+        if not ended and arg == "--":
+            ended = True
+        elif not ended and arg.startswith("-") and arg != "-":
+            name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            name = ALIASES.get(name, name)
+            if name in FLAGS:
+                opts[name] = True
+            elif name in VALUES:
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        raise Fail(f"error: option '{name} <value>' argument missing")
+                    value = argv[i]
+                opts[name] = value
+            else:
+                raise Fail(f"error: unknown option '{arg}'")
+        elif prompt is None:
+            prompt = arg
+        else:
+            raise Fail(f"error: too many arguments. Expected 1 argument but got {arg!r}.")
+        i += 1
+    return opts, prompt
+
+
+def encode_cwd(cwd: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "-", cwd)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # noqa: UP017
+
+
+class Agent:
+    def __init__(self, opts: dict[str, object], prompt: str, session: str, transcript: Path,
+                 resumed: bool) -> None:
+        self.opts = opts
+        self.prompt = prompt
+        self.session = session
+        self.transcript = transcript
+        self.resumed = resumed
+        self.cwd = os.getcwd()
+        self.max_turns = int(str(opts["--max-turns"])) if "--max-turns" in opts else None
+        self.turns = 0
+        self.usage = {k: 0 for k in USAGE}
+        self.msg_id = self._new_msg()
+        self.msg_used = False
+        self.pending: list[tuple[str, int, dict[str, object]]] = []
+        self.parent: str | None = None
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _new_msg() -> str:
+        return "msg_fake_" + uuid.uuid4().hex[:20]
+
+    # -- output ---------------------------------------------------------------------------
+
+    def out(self, obj: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def record(self, obj: dict[str, object], step: int | None = None) -> None:
+        line_uuid = str(uuid.uuid4())
+        entry = {"parentUuid": self.parent, "sessionId": self.session, "cwd": self.cwd,
+                 "version": VERSION, "uuid": line_uuid, "timestamp": now(), **obj}
+        if step is not None:
+            entry["fake_step"] = step
+        self.parent = line_uuid
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def assistant(self, block: dict[str, object]) -> None:
+        if not self.msg_used:
+            self.check_turn_budget()
+        self.msg_used = True
+        message = {"id": self.msg_id, "type": "message", "role": "assistant", "model": MODEL,
+                   "content": [block], "stop_reason": None, "usage": dict(USAGE)}
+        obj = {"type": "assistant", "message": message, "session_id": self.session,
+               "uuid": str(uuid.uuid4()), "parent_tool_use_id": None}
+        self.out(obj)
+        self.record({"type": "assistant", "message": message})
+
+    def check_turn_budget(self) -> None:
+        if self.max_turns is not None and self.turns >= self.max_turns:
+            self.result("error_max_turns", True, "", terminal="max_turns")
+            raise SystemExit(1)
+
+    def end_message(self) -> None:
+        """Run the pending tool actions and emit their results; the message is a turn."""
+        if not self.msg_used:
+            return
+        for tool_id, step, action in self.pending:
+            text = self.run_action(action)
+            content = [{"tool_use_id": tool_id, "type": "tool_result", "content": text}]
+            message = {"role": "user", "content": content}
+            self.out({"type": "user", "message": message, "session_id": self.session,
+                      "uuid": str(uuid.uuid4()), "parent_tool_use_id": None,
+                      "tool_use_result": {"stdout": text}})
+            self.record({"type": "user", "message": message}, step)
+        self.pending = []
+        self.turns += 1
+        for key, value in USAGE.items():
+            self.usage[key] += value
+        self.msg_id = self._new_msg()
+        self.msg_used = False
+
+    def run_action(self, action: dict[str, object]) -> str:
+        kind = action["kind"]
+        if kind == "write":
+            path = Path(self.cwd) / str(action["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(action["data"])  # type: ignore[arg-type]
+            return f"File created successfully at: {path}"
+        return "(fake agent: command not executed)"
+
+    def tool(self, step: int, name: str, tool_input: dict[str, object],
+             action: dict[str, object]) -> None:
+        tool_id = "toolu_fake_" + uuid.uuid4().hex[:16]
+        self.assistant({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
+        self.pending.append((tool_id, step, action))
+
+    def cost(self) -> float:
+        return round(sum(self.usage[k] * PRICES[k] for k in USAGE) / 1e6, 6)
+
+    def result(self, subtype: str, is_error: bool, text: str, terminal: str) -> None:
+        self.out({
+            "type": "result", "subtype": subtype, "is_error": is_error,
+            "duration_ms": int((time.monotonic() - self.started) * 1000),
+            "duration_api_ms": 1, "num_turns": self.turns, "result": text,
+            "session_id": self.session, "total_cost_usd": self.cost(), "usage": dict(self.usage),
+            "modelUsage": {MODEL: {"inputTokens": self.usage["input_tokens"],
+                                   "outputTokens": self.usage["output_tokens"],
+                                   "costUSD": self.cost()}},
+            "permission_denials": [], "terminal_reason": terminal, "uuid": str(uuid.uuid4()),
+        })
+
+    # -- the script -----------------------------------------------------------------------
+
+    def run(self, steps: list[dict[str, object]], first: int, earlier: int) -> int:
+        self.out({"type": "system", "subtype": "init", "cwd": self.cwd,
+                  "session_id": self.session, "tools": ["Bash", "Edit", "Read", "Write"],
+                  "mcp_servers": [], "model": str(self.opts.get("--model") or MODEL),
+                  "permissionMode": str(self.opts.get("--permission-mode") or "default"),
+                  "slash_commands": [], "apiKeySource": "ANTHROPIC_API_KEY",
+                  "claude_code_version": VERSION, "output_style": "default", "agents": [],
+                  "skills": [], "plugins": [], "uuid": str(uuid.uuid4())})
+        self.record({"type": "user", "message": {"role": "user", "content": self.prompt},
+                     "fake_prompt": True})
+        for index in range(first, len(steps)):
+            step = steps[index]
+            if "write" in step:
+                content = str(step.get("content", ""))
+                self.tool(index, "Write", {"file_path": os.path.join(self.cwd, str(step["write"])),
+                                           "content": content},
+                          {"kind": "write", "path": step["write"], "data": content.encode()})
+            elif "echo_prompt" in step:
+                target = str(step["echo_prompt"])
+                self.tool(index, "Write", {"file_path": os.path.join(self.cwd, target),
+                                           "content": self.prompt},
+                          {"kind": "write", "path": target,
+                           "data": os.fsencode(self.prompt)})
+            elif "bash" in step:
+                self.tool(index, "Bash", {"command": str(step["bash"]),
+                                          "description": "fake command"}, {"kind": "bash"})
+            elif step.get("turn"):
+                self.end_message()
+                self.record({"type": "system", "subtype": "fake_progress"}, index)
+            elif "sleep" in step:
+                time.sleep(float(step["sleep"]))  # type: ignore[arg-type]
+            elif "api_retry" in step:
+                self.out({"type": "system", "subtype": "api_retry", "attempt": 1,
+                          "max_retries": 10, "retry_delay_ms": 500,
+                          "error_status": step["api_retry"], "error": "fake",
+                          "session_id": self.session, "uuid": str(uuid.uuid4())})
+            elif "fail" in step:
+                self.end_message()
+                self.result("error_during_execution", True, str(step["fail"]),
+                            terminal="error")
+                return 1
+            elif step.get("forever"):
+                self.end_message()
+                n = 0
+                while True:
+                    n += 1
+                    self.tool(index, "Bash", {"command": f"echo tick {n}"}, {"kind": "bash"})
+                    self.end_message()
+                    time.sleep(0.02)
+            else:
+                raise Fail(f"fake agent: unknown script step {step!r}")
+        self.end_message()
+        text = "Done."
+        if self.resumed:
+            text += f" Resumed with {earlier} earlier messages."
+            Path(self.cwd, ".fake_agent_resumed").write_text(str(earlier))
+        self.assistant({"type": "text", "text": text})
+        self.end_message()
+        self.result("success", False, text, terminal="completed")
+        return 0
+
+
+def script_from(prompt: str) -> list[dict[str, object]] | None:
+    for line in prompt.splitlines():
+        if line.startswith("FAKE_SCRIPT:"):
+            steps = json.loads(line[len("FAKE_SCRIPT:"):])
+            if not isinstance(steps, list):
+                raise Fail("fake agent: FAKE_SCRIPT must be a JSON list")
+            return steps
+    return None
+
+
+def main(argv: list[str]) -> int:
+    opts, prompt = parse_args(argv)
+    if not opts.get("--print"):
+        raise Fail("fake agent: only -p/--print mode is implemented")
+    fmt = opts.get("--output-format", "text")
+    if fmt != "stream-json":
+        raise Fail(f"fake agent: --output-format {fmt} is not implemented")
+    if not opts.get("--verbose"):
+        raise Fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    if "--session-id" in opts and "--resume" in opts and not opts.get("--fork-session"):
+        raise Fail("Error: --session-id can only be used with --continue or --resume if "
+                   "--fork-session is also specified.")
+    mode = str(opts.get("--permission-mode", "default"))
+    if mode not in PERMISSION_MODES:
+        raise Fail(f"error: option '--permission-mode <mode>' argument '{mode}' is invalid.")
+    bypass = mode == "bypassPermissions" or opts.get("--dangerously-skip-permissions")
+    if bypass and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+        raise Fail("--dangerously-skip-permissions cannot be used with root/sudo privileges "
+                   "for security reasons")
+    for name in ("--max-turns", "--max-budget-usd"):
+        if name in opts:
+            try:
+                float(str(opts[name]))
+            except ValueError:
+                raise Fail(f"error: {name} must be a number") from None
+    if not prompt:
+        raise Fail("Error: Input must be provided either through stdin or as a prompt argument "
+                   "when using --print")
+
+    config = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+    project = config / "projects" / encode_cwd(os.getcwd())
+    project.mkdir(parents=True, exist_ok=True)
+    resume = opts.get("--resume")
+    session = str(resume or opts.get("--session-id") or uuid.uuid4())
+    transcript = project / f"{session}.jsonl"
+    earlier = 0
+    done = -1
+    first_prompt = None
+    if resume:
+        if not transcript.is_file():
+            raise Fail(f"No conversation found with session ID: {session}")
+        for line in transcript.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("type") in ("user", "assistant"):
+                earlier += 1
+            if entry.get("fake_prompt") and first_prompt is None:
+                first_prompt = entry["message"]["content"]
+            if isinstance(entry.get("fake_step"), int):
+                done = max(done, entry["fake_step"])
+    elif transcript.exists():
+        raise Fail(f"Error: Session ID {session} is already in use.")
+
+    agent = Agent(opts, prompt, session, transcript, bool(resume))
+    if not any(os.environ.get(name, "").strip() for name in CREDENTIALS):
+        agent.out({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session,
+                   "tools": [], "mcp_servers": [], "model": MODEL, "permissionMode": mode,
+                   "claude_code_version": VERSION, "apiKeySource": "none"})
+        agent.result("success", True, "Invalid API key · Please run /login", terminal="completed")
+        return 1
+    steps = script_from(prompt)
+    if steps is None and first_prompt is not None:
+        steps = script_from(first_prompt)
+    if steps is None:
+        steps = DEFAULT_SCRIPT
+    return agent.run(steps, done + 1, earlier)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Fail as exc:
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(exc.code)

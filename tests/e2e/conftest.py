@@ -1,0 +1,77 @@
+"""Fixtures for end-to-end tests that run the REAL Claude Code CLI against the local fake API.
+
+- ``claude_bin``: the pinned CLI (``.ci/cache/claude``, installed by ``.ci/install-claude.sh``)
+  or ``$PARHELIA_CLAUDE_BIN``. Absent -> the test is SKIPPED with the reason, never silently.
+- ``claude_dirs``: fresh HOME, CLAUDE_CONFIG_DIR and workspace (cwd) directories.
+- ``fake_anthropic`` / ``fake_anthropic_factory``: see ``tests/fake_anthropic``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.claude_env import BIN_ENV_VAR, CACHE_BIN, ClaudeDirs, pinned_version
+from tests.fake_anthropic.pytest_plugin import (  # noqa: F401  (fixtures)
+    fake_anthropic,
+    fake_anthropic_factory,
+)
+
+_INSTALL_HINT = "run .ci/install-claude.sh (npm registry unreachable?)"
+
+
+def _probe_version(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            [str(path), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return out.stdout.split()[0]
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """Path of the real ``claude`` binary; skips the test with a clear reason when absent."""
+    override = os.environ.get(BIN_ENV_VAR)
+    if override:
+        path = Path(override)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.skip(
+                f"real Claude Code CLI not found: {BIN_ENV_VAR}={override} "
+                "is not an executable file"
+            )
+        if _probe_version(path) is None:
+            pytest.skip(
+                f"real Claude Code CLI at {BIN_ENV_VAR}={override} does not answer --version"
+            )
+        return path
+    pinned = pinned_version()
+    if not CACHE_BIN.exists():
+        pytest.skip(f"real Claude Code CLI not installed ({CACHE_BIN} missing): {_INSTALL_HINT}")
+    version = _probe_version(CACHE_BIN)
+    if version != pinned:
+        pytest.skip(
+            f"real Claude Code CLI in {CACHE_BIN.parent.parent.parent} reports "
+            f"{version!r}, pinned {pinned}: {_INSTALL_HINT}"
+        )
+    return CACHE_BIN
+
+
+@pytest.fixture
+def claude_dirs(tmp_path: Path) -> ClaudeDirs:
+    base = tmp_path.resolve()
+    dirs = ClaudeDirs(home=base / "home", config=base / "cfg", cwd=base / "ws")
+    for d in (dirs.home, dirs.config, dirs.cwd):
+        d.mkdir(mode=0o700)
+    return dirs

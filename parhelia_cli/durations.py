@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -74,6 +73,8 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
 
 def parse_memory_mib(text: str) -> int:
     """MiB in ``text``: ``4096`` (MiB), ``512MiB``, ``16GiB``, ``16G``."""
+    from decimal import Decimal
+
     match = _MEMORY.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a memory size (use MiB like 4096, or 512MiB, 16GiB)")
@@ -89,6 +90,8 @@ def parse_memory_mib(text: str) -> int:
 
 def parse_usd_micros(text: str) -> int:
     """Micro-dollars in a USD amount like ``2.50`` or ``$10``; at most 6 decimals, > 0."""
+    from decimal import Decimal, InvalidOperation
+
     value = text.strip().removeprefix("$").strip()
     try:
         amount = Decimal(value)

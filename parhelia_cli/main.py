@@ -6,7 +6,6 @@ none of them imports grpc at module level.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import importlib
 import sys
@@ -71,6 +70,8 @@ class ParheliaGroup(click.Group):
             ctx.fail(f"`parhelia {ALIASES.get(name, name)}` is not available in this version "
                      f"yet; `parhelia help {ALIASES.get(name, name)}` describes it.")
         if command is None and not ctx.resilient_parsing:
+            import difflib
+
             choices = sorted(set(COMMANDS) | set(ALIASES))
             close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
             hint = f" Did you mean {ALIASES.get(close[0], close[0])!r}?" if close else ""

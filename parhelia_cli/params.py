@@ -6,7 +6,6 @@ value, exit 2 (see :func:`parhelia_cli.main.ParheliaGroup.main`).
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +25,8 @@ TASK_STATUSES: tuple[str, ...] = ("pending", "running", "recovering", "paused", 
 
 
 def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 

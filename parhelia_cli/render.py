@@ -7,7 +7,6 @@ when stdout is not a terminal.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -54,6 +53,8 @@ def console(stderr: bool = False) -> Console:
 
 def emit_json(value: Any, compact: bool = False) -> None:
     """Print ``value`` as JSON on stdout (one line when ``compact``)."""
+    import json
+
     if compact:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     else:
@@ -85,6 +86,8 @@ def warn(text: str) -> None:
 def error(err: CliError, as_json: bool) -> None:
     """``Error E### NAME: message`` plus a hint line on stderr (JSON too with ``--json``)."""
     if as_json:
+        import json
+
         payload = {"error": {"code": err.code, "name": err.spec.name, "message": err.message}}
         click.echo(json.dumps(payload, ensure_ascii=False), err=True)
         return

@@ -23,12 +23,16 @@ class SessionWrites:
         self._tx = tx
 
     def insert(self, task_id: str, *, agent_session_id: str | None = None,
-               status: str = "active") -> SessionRow:
-        """A new session of ``task_id`` with a fresh conversation UUID unless given."""
+               status: str = "active", session_id: str | None = None) -> SessionRow:
+        """A new session of ``task_id`` with a fresh conversation UUID unless given.
+
+        ``session_id`` takes an id reserved earlier (a workspace upload is stored under
+        the session it will become checkpoint zero of, before the task exists).
+        """
         if status not in SESSION_STATUSES:
             raise ValueError(f"unknown session status {status!r}")
         now = now_us()
-        session_id = ids.new_id(ids.SESSION)
+        session_id = session_id or ids.new_id(ids.SESSION)
         sql.insert(self._tx.conn, "sessions", {
             "id": session_id, "task_id": task_id,
             "agent_session_id": agent_session_id or str(uuid.uuid4()), "status": status,

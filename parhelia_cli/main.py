@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -117,6 +118,9 @@ class ParheliaGroup(click.Group):
         except OSError as exc:
             if exc.errno != errno.EPIPE:
                 raise
+            # The reader went away (`| head`): stop quietly, and keep Python from
+            # complaining when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = 0
         finally:
             close_all()

@@ -8,6 +8,7 @@ Everything a worker tells the daemon travels through the backend's channel
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,7 +59,11 @@ class ChannelBatch:
 
 class Backend(Protocol):
     name: str
-    volume: Volume
+
+    @property
+    def volume(self) -> Volume:
+        """Where specs, checkpoints, results and logs of this backend's workers live."""
+        ...
 
     async def launch(self, spec: ContainerSpec) -> str:
         """Start a worker; return the backend id. Raises ParheliaError (E602/E500)."""
@@ -66,7 +71,7 @@ class Backend(Protocol):
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus: ...
 
-    async def list(self, owner_tag: str) -> list[ListedContainer]:
+    async def list(self, owner_tag: str) -> builtins.list[ListedContainer]:
         """Containers carrying ``owner_tag`` (and only those)."""
         ...
 
@@ -79,7 +84,7 @@ class Backend(Protocol):
     async def control(self, backend_id: str, container_id: str,
                       message: dict[str, Any]) -> None: ...
 
-    def attach_argv(self, backend_id: str, container_id: str) -> list[str]: ...
+    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]: ...
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can launch now, and why not."""

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
@@ -138,11 +139,11 @@ class LocalBackend:
             return None
         return code if isinstance(code, int) else None
 
-    async def list(self, owner_tag: str) -> list[ListedContainer]:
+    async def list(self, owner_tag: str) -> builtins.list[ListedContainer]:
         return await asyncio.to_thread(self._list, owner_tag)
 
-    def _list(self, owner_tag: str) -> list[ListedContainer]:
-        found: list[ListedContainer] = []
+    def _list(self, owner_tag: str) -> builtins.list[ListedContainer]:
+        found: builtins.list[ListedContainer] = []
         for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmd = proc.info.get("cmdline") or []
             if "modal_worker" not in cmd or "run" not in cmd:
@@ -198,7 +199,7 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(proc.pid, signal.SIGUSR1)
 
-    def attach_argv(self, backend_id: str, container_id: str) -> list[str]:
+    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
         parse_backend_id(backend_id)
         tail = shutil.which("tail") or "tail"
         return [tail, "-f", str(self._root / "logs" / container_id / "agent.jsonl")]

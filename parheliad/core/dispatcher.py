@@ -13,6 +13,7 @@ which the listener treats as a worker that died before it started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,16 @@ from typing import Any
 
 import structlog
 
+from modal_worker.checkpoint import Manifest, save_manifest
 from modal_worker.spec import CREDENTIAL_VARS, AgentSpec, CheckpointPolicy, WorkerSpec
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend, ContainerSpec
 from parheliad.config import Config
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.core.workspace import checkpoint_zero
+from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
 from parheliad.store.store import Store
@@ -131,6 +136,29 @@ class Dispatcher:
                 log.warning("dispatch failed", task_id=task.id, code=exc.code)
         return report
 
+    async def dispatch_task(self, task_id: str) -> bool | None:
+        """Dispatch one pending or recovering task now (recovery's path).
+
+        True when it started; False when it is no longer waiting (cancelled...);
+        None when it must wait (no free slot, budget).
+        """
+        async with self._lock:
+            cfg = self._config()
+            task = await self._store.tasks.find(task_id)
+            if task is None or task.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
+                return False
+            live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
+                                                     limit=100000)
+            if len(live) >= cfg.orchestrator.max_concurrent_workers:
+                return None
+            try:
+                if self._budget_gate is not None:
+                    await self._budget_gate(task)
+                await self._dispatch(task, cfg)
+            except ParheliaError as exc:
+                return None if exc.code == "E300" else False
+            return True
+
     async def _dispatch(self, task: TaskRow, cfg: Config) -> None:
         backend = self._backends.get(task.backend)
         if backend is None:
@@ -145,16 +173,24 @@ class Dispatcher:
                              f"{task.id}`.")
             raise ParheliaError("E400", "no credentials")
 
+        zero = None
+        if task.session_id is None and task.source_workspace_id:
+            zero = await self._zero_for_new_session(backend, task)
+
         def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
             current = tx.tasks.require(task.id)
-            if current.status != TaskStatus.PENDING:
+            if current.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
                 raise ParheliaError("E603", f"task {task.id} is {current.status}, not pending")
             session = tx.sessions.get(current.session_id) if current.session_id else None
             if session is None:
-                session = tx.sessions.insert(current.id)
+                session = tx.sessions.insert(current.id, session_id=zero.session_id
+                                             if zero is not None else None)
                 tx.events.append("session_created", f"session {session.id}",
                                  task_id=current.id, session_id=session.id,
                                  data={"agent_session_id": session.agent_session_id})
+                if zero is not None:
+                    index_checkpoint(tx, session.id, "", zero.summary())
+                    session = tx.sessions.get(session.id) or session
             launch = self._launch_for(tx, current, session)
             incarnation = 1 + int(tx.conn.execute(
                 "SELECT COUNT(*) FROM containers WHERE session_id = ?", (session.id,)
@@ -169,17 +205,12 @@ class Dispatcher:
                              data={"incarnation": incarnation, "backend": current.backend,
                                    "cpu": current.cpu, "memory_mb": current.memory_mb,
                                    "gpu": current.gpu})
-            now = now_us()
-            updated = tx.tasks.update(current.id, status=TaskStatus.RUNNING.value,
-                                      status_reason="", session_id=session.id,
-                                      container_id=container.id,
-                                      started_at=current.started_at or now)
+            updated = transition(tx, current.id, TaskStatus.RUNNING, event_type="task_dispatched",
+                                 message=f"task {current.id} -> {container.id}",
+                                 data={"resume": launch.resume,
+                                       "checkpoint_id": launch.restore_checkpoint_id},
+                                 session_id=session.id, container_id=container.id)
             tx.sessions.update(session.id, status="active", current_container_id=container.id)
-            tx.events.append("task_dispatched", f"task {current.id} -> {container.id}",
-                             task_id=current.id, session_id=session.id,
-                             container_id=container.id,
-                             data={"resume": launch.resume,
-                                   "checkpoint_id": launch.restore_checkpoint_id})
             return updated, session, container, launch
 
         task, session, container, launch = await self._store.write(claim)
@@ -204,6 +235,17 @@ class Dispatcher:
 
         await self._store.write(started)
         log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
+
+    async def _zero_for_new_session(self, backend: Backend, task: TaskRow) -> Manifest:
+        """Checkpoint zero for a task's new session: the upload itself (stored under the
+        reserved session id), or — for a retry, whose first session took that id — a copy
+        of it under a fresh session id (blobs are shared; only the manifest is new)."""
+        zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id)
+        if await self._store.sessions.find(zero.session_id) is None:
+            return zero
+        copy = dataclasses.replace(zero, session_id=ids.new_id(ids.SESSION), id="")
+        await asyncio.to_thread(save_manifest, backend.volume, copy)
+        return copy
 
     def _launch_for(self, tx: Tx, task: TaskRow, session: SessionRow) -> Launch:
         """First run from checkpoint zero (or nothing); later runs resume the session."""
@@ -251,14 +293,7 @@ class Dispatcher:
         return self._paths.workspaces_dir / session_id
 
     async def _fail(self, task: TaskRow, code: str, message: str) -> None:
-        def unit(tx: Tx) -> None:
-            tx.tasks.update(task.id, status=TaskStatus.FAILED.value, status_reason=message,
-                            result_error_code=code, result_error_message=message,
-                            result_is_error=True, finished_at=now_us())
-            tx.events.append("task_failed", message, task_id=task.id,
-                             data={"code": code})
-
-        await self._store.write(unit)
+        await self._store.write(lambda tx: fail_task(tx, task.id, code, message))
 
     async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
                              message: str) -> None:
@@ -268,13 +303,37 @@ class Dispatcher:
             tx.events.append("container_failed", message, task_id=task.id,
                              session_id=task.session_id, container_id=container.id,
                              data={"code": code})
-            tx.tasks.update(task.id, status=TaskStatus.FAILED.value, status_reason=message,
-                            result_error_code=code, result_error_message=message,
-                            result_is_error=True, finished_at=now_us())
-            tx.events.append("task_failed", message, task_id=task.id,
-                             session_id=task.session_id, data={"code": code})
+            fail_task(tx, task.id, code, message)
 
         await self._store.write(unit)
+
+
+def fail_task(tx: Tx, task_id: str, code: str, message: str,
+              exit_code: int | None = None) -> TaskRow:
+    """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
+    return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
+                      result_error_code=code, result_error_message=message[:2000],
+                      result_is_error=True, result_exit_code=exit_code)
+
+
+def index_checkpoint(tx: Tx, session_id: str, container_id: str,
+                     summary: Mapping[str, Any]) -> None:
+    """Inside a unit: index a checkpoint from its summary (``Manifest.summary()``, which
+    is also the ``checkpoint_created`` record's data) and make it the session's latest."""
+    stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
+    env = summary.get("environment") if isinstance(summary.get("environment"), dict) else {}
+    git = summary.get("git") if isinstance(summary.get("git"), dict) else {}
+    assert isinstance(stats, dict) and isinstance(env, dict)
+    trigger = str(summary.get("trigger") or "")
+    tx.checkpoints.insert(
+        session_id=session_id, checkpoint_id=str(summary["checkpoint_id"]),
+        container_id=container_id, parent_id=str(summary.get("parent_id") or ""),
+        trigger=trigger, message=str(summary.get("message") or ""),
+        files=int(stats.get("files") or 0), bytes=int(stats.get("bytes") or 0),
+        new_bytes=int(stats.get("new_bytes") or 0),
+        duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
+        config_bundle_id=str(env.get("config_bundle_id") or ""), manual=trigger == "manual")
+    tx.sessions.update(session_id, latest_checkpoint_id=str(summary["checkpoint_id"]))
 
 
 def _has_credentials(env: Mapping[str, Any] | None) -> bool:

@@ -29,7 +29,9 @@ import structlog
 from modal_worker.spec import ExitCode, WorkerResult, result_key
 from parhelia import events as catalogue
 from parheliad.backends.base import Backend
+from parheliad.core.dispatcher import fail_task, index_checkpoint
 from parheliad.core.states import CONTAINER_FINAL, ContainerState, Health, TaskStatus
+from parheliad.core.tasks import transition
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow
 from parheliad.store.store import Store
@@ -220,8 +222,9 @@ class Listener:
                 tx.tasks.update(c.task_id, result_subtype=str(data.get("subtype") or ""),
                                 result_is_error=bool(data.get("is_error")),
                                 result_text=str(data.get("text") or ""))
-        elif kind == "checkpoint_created":
-            self._checkpoint(tx, c, data)
+        elif kind == "checkpoint_created" and c.session_id is not None and \
+                isinstance(data.get("checkpoint_id"), str):
+            index_checkpoint(tx, c.session_id, c.id, data)
         elif kind == "worker_exited":
             code = data.get("exit_code")
             settle_container(tx, c.id, Outcome(
@@ -229,24 +232,6 @@ class Listener:
                 status=str(data.get("status") or "failed"),
                 error_code=str(data.get("error_code") or ""),
                 error_message=str(data.get("error_message") or "")))
-
-    def _checkpoint(self, tx: Tx, c: ContainerRow, data: dict[str, Any]) -> None:
-        cp_id = data.get("checkpoint_id")
-        if not isinstance(cp_id, str) or c.session_id is None:
-            return
-        stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
-        assert isinstance(stats, dict)
-        env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
-        git = data.get("git") if isinstance(data.get("git"), dict) else {}
-        tx.checkpoints.insert(
-            session_id=c.session_id, checkpoint_id=cp_id, container_id=c.id,
-            parent_id=str(data.get("parent_id") or ""), trigger=str(data.get("trigger") or ""),
-            message=str(data.get("message") or ""), files=int(stats.get("files") or 0),
-            bytes=int(stats.get("bytes") or 0), new_bytes=int(stats.get("new_bytes") or 0),
-            duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
-            config_bundle_id=str((env or {}).get("config_bundle_id") or ""),
-            manual=data.get("trigger") == "manual")
-        tx.sessions.update(c.session_id, latest_checkpoint_id=cp_id)
 
     # -- ends -----------------------------------------------------------------------
 
@@ -328,10 +313,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
             TaskStatus.RUNNING, TaskStatus.RECOVERING):
         return None  # the task moved on already (cancelled, paused, or a newer container)
     if outcome.status == "completed":
-        tx.tasks.update(task.id, status=TaskStatus.COMPLETED.value, finished_at=now,
-                        result_exit_code=outcome.exit_code or 0, status_reason="")
-        tx.events.append("task_completed", "completed", task_id=task.id,
-                         session_id=c.session_id, container_id=c.id)
+        transition(tx, task.id, TaskStatus.COMPLETED, result_exit_code=outcome.exit_code or 0)
         if c.session_id:
             tx.sessions.update(c.session_id, status="finished")
         return None
@@ -339,12 +321,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
         return task.id, c.id, reason
     code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
     message = outcome.error_message or _failure_message(task.result_subtype, outcome)
-    tx.tasks.update(task.id, status=TaskStatus.FAILED.value, finished_at=now,
-                    result_exit_code=outcome.exit_code, result_error_code=code,
-                    result_error_message=message[:2000], result_is_error=True,
-                    status_reason=message[:500])
-    tx.events.append("task_failed", message[:500], data={"code": code}, task_id=task.id,
-                     session_id=c.session_id, container_id=c.id)
+    fail_task(tx, task.id, code, message, exit_code=outcome.exit_code)
     return None
 
 

@@ -1,0 +1,100 @@
+"""Automatic recovery: a worker that died without finishing its task is replaced.
+
+The task moves to ``recovering`` (one restart counted), and after a backoff
+(``recovery.backoff_seconds`` doubling up to ``backoff_max_seconds``) a new container
+resumes the same session from its latest checkpoint with the conversation restored.
+After ``recovery.max_restarts`` the task fails with the reason. Backoff timers live in
+memory; at start, every ``recovering`` task without a live container is due at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from parheliad.config import Config
+from parheliad.core.dispatcher import Dispatcher, fail_task
+from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+_NO_SLOT_RETRY_SECONDS = 1.0
+
+
+class Recovery:
+    def __init__(self, store: Store, dispatcher: Dispatcher, config: Callable[[], Config]) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._config = config
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        live = {c.task_id for c in await self._store.containers.list(
+            states=[s.value for s in CONTAINER_LIVE], limit=100000)}
+        for task in await self._store.tasks.list([TaskStatus.RECOVERING.value], limit=100000):
+            if task.id not in live:
+                self._schedule(task.id, 0)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for t in list(self._running):
+            t.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def on_lost(self, task_id: str, container_id: str, reason: str) -> None:
+        """A container of ``task_id`` ended without a result: recover or give up."""
+        cfg = self._config().recovery
+
+        def unit(tx: Tx) -> int | None:
+            task = tx.tasks.get(task_id)
+            if task is None or task.container_id != container_id or task.status not in (
+                    TaskStatus.RUNNING, TaskStatus.RECOVERING):
+                return None
+            if task.restarts >= cfg.max_restarts:
+                fail_task(tx, task_id, "E602",
+                          f"the worker stopped ({reason}) and the {cfg.max_restarts} automatic "
+                          "restarts allowed by recovery.max_restarts are used up; continue with "
+                          f"`parhelia resume {task.session_id}`")
+                return None
+            restarts = task.restarts + 1
+            transition(tx, task_id, TaskStatus.RECOVERING, reason=reason[:300],
+                       data={"restart": restarts, "container_id": container_id},
+                       restarts=restarts)
+            return restarts
+
+        restarts = await self._store.write(unit)
+        if restarts is None:
+            return
+        delay = min(cfg.backoff_seconds * (2 ** (restarts - 1)), cfg.backoff_max_seconds)
+        log.warning("recovering task", task_id=task_id, restart=restarts, delay=delay)
+        self._schedule(task_id, delay)
+
+    def _schedule(self, task_id: str, delay: float) -> None:
+        old = self._timers.pop(task_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[task_id] = loop.call_later(delay, self._fire, task_id)
+
+    def _fire(self, task_id: str) -> None:
+        self._timers.pop(task_id, None)
+        t = asyncio.create_task(self._resume(task_id), name=f"recover-{task_id}")
+        self._running.add(t)
+        t.add_done_callback(self._running.discard)
+
+    async def _resume(self, task_id: str) -> None:
+        try:
+            started = await self._dispatcher.dispatch_task(task_id)
+        except Exception:
+            log.exception("recovery dispatch failed", task_id=task_id)
+            return
+        if started is None:  # no free slot (or budget): try again shortly
+            self._schedule(task_id, _NO_SLOT_RETRY_SECONDS)

@@ -1,0 +1,210 @@
+"""The task runtime: backends, dispatcher, listener, recovery and the periodic jobs.
+
+It is the daemon component that makes tasks run; the task service calls it to stop
+or retry tasks, the API calls it for logs and results. Started after the store and
+stopped before it (see ``parheliad.daemon``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+from parheliad.backends.base import Backend
+from parheliad.backends.local import LocalBackend
+from parheliad.config import Config
+from parheliad.core import results, workspace
+from parheliad.core.dispatcher import Dispatcher
+from parheliad.core.listener import Listener
+from parheliad.core.recovery import Recovery
+from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.store.rows import ContainerRow, TaskRow
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+_LOG_POLL_SECONDS = 0.25
+
+
+class Runtime:
+    def __init__(self, store: Store, paths: Paths, config: Callable[[], Config], owner_tag: str,
+                 backends: Mapping[str, Backend] | None = None) -> None:
+        self.store = store
+        self.paths = paths
+        self._config = config
+        self.owner_tag = owner_tag
+        self.backends: dict[str, Backend] = dict(backends or {
+            "local": LocalBackend(paths.volume_dir)})
+        self.dispatcher = Dispatcher(store, self.backends, config, paths, owner_tag)
+        self.recovery = Recovery(store, self.dispatcher, config)
+        self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
+                                 on_lost=self.recovery.on_lost)
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def local(self) -> Backend:
+        return self.backends["local"]
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._adopt()
+        await self.listener.start()
+        await self.recovery.start()
+        await self.dispatcher.start()
+        cfg = self._config()
+        self.scheduler.add_job(self.dispatcher.kick, "interval",
+                               seconds=cfg.orchestrator.dispatch_interval_seconds,
+                               id="dispatch", max_instances=1, coalesce=True)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.dispatcher.stop()
+        await self.recovery.stop()
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.listener.stop()
+
+    async def _adopt(self) -> None:
+        """Workers outlive the daemon: record the live ones we find again."""
+        for c in await self.store.containers.live():
+            backend = self.backends.get(c.backend)
+            if backend is None or not c.backend_id:
+                continue
+            status = await backend.status(c.backend_id, c.id)
+            if status.running:
+                await self.store.events.append(
+                    "container_adopted", f"re-adopted {c.backend} {c.backend_id}",
+                    task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                    data={"backend_id": c.backend_id})
+                log.info("adopted worker", container_id=c.id, backend_id=c.backend_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.create_task(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    # -- the TaskRuntime seam of the task service ----------------------------------
+
+    async def kick(self, task: TaskRow) -> None:
+        self.dispatcher.kick()
+
+    async def cancel(self, task: TaskRow, grace_seconds: float) -> TaskRow:
+        """Mark it cancelled, ask its worker to checkpoint and stop, kill after the grace."""
+        row = await self.store.write(lambda tx: transition(
+            tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
+        container = await self._live_container(row)
+        if container is not None:
+            self._spawn(self._stop_container(container, "cancel", grace_seconds))
+        return row
+
+    async def _live_container(self, task: TaskRow) -> ContainerRow | None:
+        if not task.container_id:
+            return None
+        c = await self.store.containers.find(task.container_id)
+        return c if c is not None and c.state in CONTAINER_LIVE else None
+
+    async def _stop_container(self, c: ContainerRow, reason: str, grace: float) -> None:
+        backend = self.backends.get(c.backend)
+        if backend is None or not c.backend_id:
+            return
+        try:
+            await backend.control(c.backend_id, c.id, {"type": "stop", "reason": reason})
+            deadline = asyncio.get_running_loop().time() + grace
+            while asyncio.get_running_loop().time() < deadline:
+                if not (await backend.status(c.backend_id, c.id)).running:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                await backend.terminate(c.backend_id, grace_seconds=5.0)
+        finally:
+            await self.listener.check_exits()
+
+    async def retry(self, ref: str) -> TaskRow:
+        """A finished task runs again in a fresh session from checkpoint zero."""
+        task = await self.store.tasks.get(ref)
+        if TaskStatus(task.status) not in TASK_FINAL:
+            raise ParheliaError("E603", f"task {task.id} is {task.status}; only completed, "
+                                        "failed or cancelled tasks can be retried")
+
+        def unit(tx: Tx) -> TaskRow:
+            return transition(
+                tx, task.id, TaskStatus.PENDING, event_type="task_retried",
+                message=f"retry of task {task.id} in a fresh session", reason="retry",
+                session_id=None, container_id=None, restarts=0, started_at=None,
+                result_subtype="", result_is_error=False, result_text="",
+                result_exit_code=None, result_error_code="", result_error_message="",
+                last_tool="")
+
+        row = await self.store.write(unit)
+        self.dispatcher.kick()
+        return row
+
+    # -- workspace, logs and results ------------------------------------------------
+
+    async def upload(self, path: Path) -> workspace.Upload:
+        return await asyncio.to_thread(workspace.upload, self.local.volume, path,
+                                       self.paths.state_dir / "statcache")
+
+    async def logs(self, ref: str, *, follow: bool, offset: int = 0
+                   ) -> AsyncIterator[tuple[str, bytes, int]]:
+        """The agent's raw stream of every container of a task, oldest first:
+        (container id, chunk, offset after the chunk). With ``follow``, until the task ends."""
+        task = await self.store.tasks.get(ref)
+        positions: dict[str, int] = {}
+        while True:
+            containers = sorted(await self.store.containers.list(task_id=task.id, limit=1000),
+                                key=lambda c: c.created_at)
+            for c in containers:
+                start = positions.setdefault(c.id, offset if c is containers[0] else 0)
+                path = self.paths.volume_dir / "logs" / c.id / "agent.jsonl"
+                async for chunk, end in _read_from(path, start):
+                    positions[c.id] = end
+                    yield c.id, chunk, end
+            task = await self.store.tasks.get(task.id)
+            settled = all(c.state not in CONTAINER_LIVE for c in containers)
+            if not follow or (TaskStatus(task.status) in TASK_FINAL and settled):
+                return
+            await asyncio.sleep(_LOG_POLL_SECONDS)
+
+    async def changes(self, ref: str) -> tuple[TaskRow, results.TaskChanges]:
+        task = await self.store.tasks.get(ref)
+        if task.session_id is None:
+            raise ParheliaError("E202", f"task {task.id} has not run yet; nothing to compare")
+        session = await self.store.sessions.get(task.session_id)
+        cps = await self.store.checkpoints.list(task.session_id, limit=100000)
+        zero = next((cp.id for cp in sorted(cps, key=lambda cp: cp.created_at)
+                     if cp.trigger == workspace.WORKSPACE_TRIGGER), None)
+        changes = await asyncio.to_thread(results.task_changes, self.local.volume, task, zero,
+                                          session.latest_checkpoint_id)
+        return task, changes
+
+
+async def _read_from(path: Path, offset: int) -> AsyncIterator[tuple[bytes, int]]:
+    def read() -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(1 << 20)
+        except FileNotFoundError:
+            return b""
+
+    while True:
+        chunk = await asyncio.to_thread(read)
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk, offset

@@ -1,0 +1,320 @@
+"""Tasks: option validation, the one transition function, and the task service.
+
+No gRPC here. The state machine itself is :mod:`parheliad.core.states` (re-exported);
+the store's writer refuses illegal status changes, and :func:`transition` is the way
+to change a status *with* its catalogue event in one transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from parhelia.errors import ParheliaError, invalid, missing
+from parheliad.config import PERMISSION_MODES, Config
+from parheliad.core.states import (
+    TASK_FINAL,
+    TASK_TRANSITIONS,
+    TaskStatus,
+    can_transition_task,
+    check_task_transition,
+)
+from parheliad.store import Store, TaskRow, Tx
+from parheliad.store.clock import now_us
+
+__all__ = [
+    "TASK_FINAL", "TASK_TRANSITIONS", "MarkCancelled", "TaskDefaults", "TaskOptions",
+    "TaskRuntime", "TaskService", "TaskSource", "TaskStatus", "can_transition_task",
+    "check_task_transition", "transition", "validate_options",
+]
+
+log = structlog.get_logger(__name__)
+
+BACKENDS = ("local", "modal")
+GPU_ALIASES = {"A100": "A100-40GB"}
+MAX_GPUS = 8
+CPU_MAX = 64.0
+MEMORY_MIN_MB, MEMORY_MAX_MB = 128, 1_048_576
+TIMEOUT_MAX_S = 86_400
+MAX_TURNS_MAX = 1000
+MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\[\]/-]{0,99}$")
+
+_STATUS_EVENT = {
+    TaskStatus.PENDING: "task_resumed",
+    TaskStatus.RUNNING: "task_running",
+    TaskStatus.RECOVERING: "task_recovering",
+    TaskStatus.PAUSED: "task_paused",
+    TaskStatus.COMPLETED: "task_completed",
+    TaskStatus.FAILED: "task_failed",
+    TaskStatus.CANCELLED: "task_cancelled",
+}
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What a task asks for; zero/empty values mean "use the default"."""
+
+    gpu: str = ""
+    cpu: float = 0.0
+    memory_mb: int = 0
+    timeout_seconds: int = 0
+    max_turns: int = 0
+    max_cost_micros: int = 0
+    model: str = ""
+    permission_mode: str = ""
+    interactive: bool = False
+    backend: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    workspace_id: str = ""
+    repo_url: str = ""
+    repo_ref: str = ""
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    cpu: float = 4.0
+    memory_mb: int = 16_384
+    timeout_seconds: int = 14_400
+    max_turns: int = 50
+    model: str = ""
+    permission_mode: str = "acceptEdits"
+    backend: str = "local"
+    gpu_types: tuple[str, ...] = ()
+    cancel_grace_seconds: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> TaskDefaults:
+        return cls(
+            cpu=float(cfg.modal.cpu_count),
+            memory_mb=int(cfg.modal.memory_mb),
+            timeout_seconds=max(1, min(TIMEOUT_MAX_S,
+                                       round(float(cfg.modal.default_timeout_hours) * 3600))),
+            max_turns=int(cfg.agent.max_turns),
+            model=cfg.agent.model,
+            permission_mode=cfg.agent.permission_mode,
+            backend=cfg.orchestrator.default_backend,
+            gpu_types=tuple(cfg.rates.gpu),
+            cancel_grace_seconds=float(cfg.orchestrator.cancel_grace_seconds),
+        )
+
+
+def normalize_gpu(value: str, known: tuple[str, ...]) -> str:
+    """``""`` or ``TYPE[:N]`` with TYPE from the rate table (``A100`` = ``A100-40GB``)."""
+    value = value.strip()
+    if not value:
+        return ""
+    name, sep, count_text = value.partition(":")
+    by_upper = {k.upper(): k for k in known}
+    canonical = by_upper.get(GPU_ALIASES.get(name.upper(), name).upper())
+    if canonical is None:
+        raise invalid(f"gpu: unknown GPU type {name!r}; known: {', '.join(known)} "
+                      f"(optionally TYPE:N, N from 1 to {MAX_GPUS})", field="gpu")
+    if not sep:
+        return canonical
+    if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_GPUS:
+        raise invalid(f"gpu: count must be 1 to {MAX_GPUS} in TYPE:N, got {value!r}",
+                      field="gpu")
+    count = int(count_text)
+    return canonical if count == 1 else f"{canonical}:{count}"
+
+
+def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
+    """Fill defaults and check every option; E101 naming the option otherwise."""
+    gpu = normalize_gpu(opts.gpu, defaults.gpu_types)
+    cpu = opts.cpu or defaults.cpu
+    if not math.isfinite(cpu) or not 0 < cpu <= CPU_MAX:
+        raise invalid(f"cpu: must be more than 0 and at most {CPU_MAX:g} cores, got {cpu:g}",
+                      field="cpu")
+    memory = opts.memory_mb or defaults.memory_mb
+    if not MEMORY_MIN_MB <= memory <= MEMORY_MAX_MB:
+        raise invalid(f"memory: must be {MEMORY_MIN_MB} to {MEMORY_MAX_MB} MiB, got {memory}",
+                      field="memory_mb")
+    timeout = opts.timeout_seconds or defaults.timeout_seconds
+    if not 1 <= timeout <= TIMEOUT_MAX_S:
+        raise invalid(f"timeout: must be 1 to {TIMEOUT_MAX_S} seconds, got {timeout}",
+                      field="timeout_seconds")
+    turns = opts.max_turns or defaults.max_turns
+    if not 1 <= turns <= MAX_TURNS_MAX:
+        raise invalid(f"max_turns: must be 1 to {MAX_TURNS_MAX}, got {turns}",
+                      field="max_turns")
+    if opts.max_cost_micros < 0:
+        raise invalid("max_cost: must not be negative", field="max_cost_micros")
+    model = (opts.model or defaults.model).strip()
+    if model and not MODEL_RE.fullmatch(model):
+        raise invalid("model: not a valid model name", field="model")
+    mode = opts.permission_mode or defaults.permission_mode
+    if mode not in PERMISSION_MODES:
+        raise invalid(f"permission_mode: must be one of {', '.join(PERMISSION_MODES)}, "
+                      f"got {mode!r}", field="permission_mode")
+    backend = opts.backend or defaults.backend
+    if backend not in BACKENDS:
+        raise invalid(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}",
+                      field="backend")
+    return TaskOptions(gpu=gpu, cpu=float(cpu), memory_mb=memory, timeout_seconds=timeout,
+                       max_turns=turns, max_cost_micros=opts.max_cost_micros, model=model,
+                       permission_mode=mode, interactive=opts.interactive, backend=backend)
+
+
+def validate_source(source: TaskSource) -> TaskSource:
+    if source.workspace_id and source.repo_url:
+        raise invalid("source: give a workspace or a repository, not both", field="source")
+    if source.repo_ref and not source.repo_url:
+        raise invalid("repo_ref: needs a repo_url", field="repo_ref")
+    if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
+        raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
+                      field="repo_url")
+    return source
+
+
+def transition(tx: Tx, task_id: str, to: str, *, reason: str = "", message: str = "",
+               event_type: str | None = None, data: Mapping[str, Any] | None = None,
+               **fields: Any) -> TaskRow:
+    """Inside a writer unit: move a task to ``to`` (E603 if illegal), set ``fields``,
+    stamp ``started_at``/``finished_at``, and append the catalogue event.
+
+    ``event_type`` defaults to the status's event (``task_running``, ``task_failed``...).
+    """
+    current = tx.tasks.require(task_id)
+    target = TaskStatus(to)
+    check_task_transition(current.status, target, task_id=current.id)
+    now = now_us()
+    if target is TaskStatus.RUNNING and current.started_at is None:
+        fields.setdefault("started_at", now)
+    if target in TASK_FINAL:
+        fields.setdefault("finished_at", now)
+    elif target is TaskStatus.PENDING:
+        fields.setdefault("finished_at", None)
+    row = tx.tasks.update(current.id, status=target.value, status_reason=reason,
+                          updated_at=now, **fields)
+    tx.events.append(event_type or _STATUS_EVENT[target],
+                     message or f"task {current.status} -> {target.value}"
+                     + (f": {reason}" if reason else ""),
+                     task_id=row.id, session_id=row.session_id, container_id=row.container_id,
+                     data={"from": current.status, "to": target.value, "reason": reason,
+                           **(data or {})}, at=now)
+    return row
+
+
+class TaskRuntime(Protocol):
+    """What the task service needs from the dispatcher (issue 3 supplies it)."""
+
+    async def cancel(self, task: TaskRow, grace_seconds: float) -> TaskRow:
+        """Stop an active task's worker and mark it cancelled; returns the task."""
+        ...
+
+
+class MarkCancelled:
+    """The runtime until a dispatcher exists: there are no workers to stop."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def cancel(self, task: TaskRow, grace_seconds: float) -> TaskRow:
+        return await self._store.write(
+            lambda tx: transition(tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
+
+
+Kick = Callable[[TaskRow], Awaitable[None]]
+
+
+class TaskService:
+    """Create, list, get, cancel and delete tasks.
+
+    ``runtime`` stops active tasks; ``on_created`` is called for each task created
+    without ``no_dispatch`` (the dispatcher's kick). Both can be swapped in at start.
+    """
+
+    def __init__(self, store: Store, *, config: Callable[[Path | None], Config],
+                 runtime: TaskRuntime | None = None, on_created: Kick | None = None) -> None:
+        self._store = store
+        self._config = config
+        self.runtime: TaskRuntime = runtime or MarkCancelled(store)
+        self.on_created = on_created
+
+    async def create(self, prompt: str, options: TaskOptions = TaskOptions(),
+                     source: TaskSource = TaskSource(), *, workspace_path: str = "",
+                     base_commit: str = "", dispatch: bool = True) -> TaskRow:
+        if not prompt.strip():
+            raise missing("prompt: a task needs a non-empty prompt", field="prompt")
+        project = Path(workspace_path) if workspace_path else None
+        if project is not None and not project.is_absolute():
+            raise invalid("workspace_path: must be absolute", field="workspace_path")
+        defaults = TaskDefaults.from_config(self._config(project))
+        opts = validate_options(options, defaults)
+        src = validate_source(source)
+        values = {**asdict(opts), "prompt": prompt,
+                  "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
+                  "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
+                  "base_commit": base_commit}
+
+        def unit(tx: Tx) -> TaskRow:
+            row = tx.tasks.insert(values)
+            tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
+                             data={"backend": row.backend, "gpu": row.gpu,
+                                   "prompt_chars": len(prompt), "no_dispatch": not dispatch})
+            return row
+
+        row = await self._store.write(unit)
+        log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,
+                 gpu=row.gpu or None, dispatch=dispatch)
+        if dispatch and self.on_created is not None:
+            try:
+                await self.on_created(row)
+            except Exception:
+                # The task is stored; the periodic dispatch job will pick it up.
+                log.exception("task.kick_failed", task_id=row.id)
+        return row
+
+    async def get(self, ref: str) -> TaskRow:
+        return await self._store.tasks.get(ref)
+
+    async def list(self, statuses: tuple[str, ...] = (), limit: int = 100) -> list[TaskRow]:
+        for status in statuses:
+            if status not in TaskStatus.__members__.values():
+                raise invalid(f"status: unknown task status {status!r}", field="statuses")
+        return await self._store.tasks.list(statuses, limit=min(max(limit, 1), 10_000))
+
+    async def cancel(self, ref: str, grace_seconds: float = 0) -> TaskRow:
+        """Pending or paused: cancelled now. Running or recovering: the runtime stops it."""
+        task = await self._store.tasks.get(ref)
+        status = TaskStatus(task.status)
+        if status in (TaskStatus.PENDING, TaskStatus.PAUSED):
+            # Race-free: the writer re-checks the status inside the transaction.
+            return await self._store.write(lambda tx: transition(
+                tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
+        if status in (TaskStatus.RUNNING, TaskStatus.RECOVERING):
+            grace = grace_seconds or self._defaults().cancel_grace_seconds
+            return await self.runtime.cancel(task, grace)
+        raise ParheliaError("E603", f"task {task.id} is already {task.status}; only pending, "
+                                    "running, recovering or paused tasks can be cancelled",
+                            status=task.status)
+
+    async def delete(self, ref: str, force: bool = False) -> str:
+        """Delete a finished task (or any task with ``force``, cancelling it first)."""
+        task = await self._store.tasks.get(ref)
+        if TaskStatus(task.status) not in TASK_FINAL:
+            if not force:
+                raise ParheliaError("E603", f"task {task.id} is {task.status}; cancel it first "
+                                            "or delete with --force", status=task.status)
+            task = await self.cancel(task.id)
+
+        def unit(tx: Tx) -> None:
+            tx.tasks.delete(task.id)
+            tx.events.append("task_deleted", "task deleted" + (" (forced)" if force else ""),
+                             task_id=task.id, data={"status": task.status, "force": force})
+
+        await self._store.write(unit)
+        log.info("task.deleted", task_id=task.id, force=force)
+        return task.id
+
+    def _defaults(self) -> TaskDefaults:
+        return TaskDefaults.from_config(self._config(None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -68,7 +69,9 @@ async def open_store(path: Path,
 
     ``on_commit`` receives the events of each committed transaction, in id order.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Created 0600 up front: SQLite gives the -wal/-shm files the database's mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     writer = Writer(path, on_commit=on_commit)
     await writer.open()
     try:

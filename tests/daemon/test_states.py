@@ -7,8 +7,8 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from parhelia.errors import ParheliaError
 
+from parhelia.errors import ParheliaError
 from parheliad.core.states import (
     CONTAINER_TRANSITIONS,
     TASK_FINAL,

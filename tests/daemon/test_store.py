@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from parhelia.errors import ParheliaError
 
+from parhelia.errors import ParheliaError
 from parheliad.store import EventFilter, EventRow, Store, Tx, open_store
 from parheliad.store.connection import connect_writer
 from parheliad.store.migrate import migrate, user_version

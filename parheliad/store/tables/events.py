@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from parhelia import events as catalogue
-
 from parheliad.store import sql
 from parheliad.store.clock import now_us
 from parheliad.store.rows import EventRow, dumps

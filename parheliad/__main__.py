@@ -1,0 +1,46 @@
+"""``parheliad [--socket PATH] [--log-level LEVEL]``: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from parhelia import __version__, paths
+from parhelia.errors import ParheliaError
+from parheliad import logging as daemon_logging
+from parheliad.config import load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parheliad",
+        description="The Parhelia daemon: owns tasks, state and backends; serves the "
+                    "parhelia.v1 gRPC API on a Unix socket. Runs in the foreground.")
+    parser.add_argument("--socket", metavar="PATH",
+                        help="Unix socket path (default: PARHELIA_SOCKET, "
+                             "$XDG_RUNTIME_DIR/parhelia/parheliad.sock or under the state dir)")
+    parser.add_argument("--log-level", choices=daemon_logging.LEVELS,
+                        help="log level (default: daemon.log_level from config, else info)")
+    parser.add_argument("--version", action="version", version=f"parheliad {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    p = paths.resolve(args.socket)
+    try:
+        config = load_config(p)
+    except ParheliaError as exc:
+        daemon_logging.configure(args.log_level or "info")
+        print(f"parheliad: {exc}", file=sys.stderr)
+        sys.exit(1)
+    daemon_logging.configure(args.log_level or config.daemon.log_level, p.log_file)
+
+    from parheliad.daemon import Daemon  # after logging is configured
+
+    sys.exit(asyncio.run(Daemon(p, config, socket=p.socket).run()))
+
+
+if __name__ == "__main__":
+    main()

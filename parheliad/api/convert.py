@@ -1,0 +1,142 @@
+"""Rows <-> protobuf messages. The only module that knows both shapes.
+
+Store rows use ``None`` for absent values and microsecond integers for time; proto
+messages use empty strings/zeros and unset ``Timestamp`` fields.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from parhelia import events as catalogue
+from parhelia.errors import invalid
+from parhelia.v1 import common_pb2
+from parheliad.core.states import ContainerState, Health, TaskStatus
+from parheliad.core.tasks import TaskOptions, TaskSource
+from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow
+
+
+def set_ts(target: Timestamp, us: int | None) -> None:
+    if us is not None:
+        target.FromMicroseconds(us)
+
+
+def ts_us(ts: Timestamp, present: bool) -> int | None:
+    return ts.ToMicroseconds() if present else None
+
+
+def status_to_proto(status: str) -> common_pb2.TaskStatus.ValueType:
+    return common_pb2.TaskStatus.Value("TASK_STATUS_" + TaskStatus(status).name)
+
+
+def status_from_proto(value: int) -> str:
+    names = {int(v): k for k, v in common_pb2.TaskStatus.items()}
+    name = names.get(value, "")
+    if not name or value == common_pb2.TASK_STATUS_UNSPECIFIED:
+        raise invalid(f"status: unknown task status {value}", field="statuses")
+    return TaskStatus[name.removeprefix("TASK_STATUS_")].value
+
+
+def task_to_proto(row: TaskRow) -> common_pb2.Task:
+    msg = common_pb2.Task(
+        id=row.id, prompt=row.prompt, status=status_to_proto(row.status),
+        status_reason=row.status_reason, session_id=row.session_id or "",
+        container_id=row.container_id or "", last_tool=row.last_tool, restarts=row.restarts,
+        base_commit=row.base_commit, workspace_path=row.workspace_path,
+        options=common_pb2.TaskOptions(
+            gpu=row.gpu, cpu=row.cpu, memory_mb=row.memory_mb,
+            timeout_seconds=row.timeout_seconds, max_turns=row.max_turns,
+            max_cost_micros=row.max_cost_micros, model=row.model,
+            permission_mode=row.permission_mode, interactive=row.interactive,
+            backend=row.backend),
+        source=common_pb2.TaskSource(workspace_id=row.source_workspace_id,
+                                     repo_url=row.source_repo_url,
+                                     repo_ref=row.source_repo_ref),
+        usage=common_pb2.Usage(
+            input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+            cache_creation_input_tokens=row.cache_creation_input_tokens,
+            cache_read_input_tokens=row.cache_read_input_tokens, turns=row.turns,
+            api_cost_micros=row.api_cost_micros, compute_cost_micros=row.compute_cost_micros),
+    )
+    if row.result_subtype or row.result_exit_code is not None or row.result_error_code:
+        msg.result.CopyFrom(common_pb2.TaskResult(
+            subtype=row.result_subtype, is_error=row.result_is_error, text=row.result_text,
+            exit_code=row.result_exit_code or 0, error_code=row.result_error_code,
+            error_message=row.result_error_message))
+    set_ts(msg.created_at, row.created_at)
+    set_ts(msg.started_at, row.started_at)
+    set_ts(msg.finished_at, row.finished_at)
+    set_ts(msg.updated_at, row.updated_at)
+    return msg
+
+
+def options_from_proto(msg: common_pb2.TaskOptions) -> TaskOptions:
+    return TaskOptions(gpu=msg.gpu, cpu=msg.cpu, memory_mb=msg.memory_mb,
+                       timeout_seconds=msg.timeout_seconds, max_turns=msg.max_turns,
+                       max_cost_micros=msg.max_cost_micros, model=msg.model,
+                       permission_mode=msg.permission_mode, interactive=msg.interactive,
+                       backend=msg.backend)
+
+
+def source_from_proto(msg: common_pb2.TaskSource) -> TaskSource:
+    return TaskSource(workspace_id=msg.workspace_id, repo_url=msg.repo_url,
+                      repo_ref=msg.repo_ref)
+
+
+def event_to_proto(row: EventRow) -> common_pb2.Event:
+    msg = common_pb2.Event(
+        id=row.id, type=row.type, level=row.level, task_id=row.task_id or "",
+        session_id=row.session_id or "", container_id=row.container_id or "",
+        message=row.message, data_json=row.data_json, container_seq=row.container_seq)
+    set_ts(msg.at, row.at)
+    return msg
+
+
+def filter_from_proto(msg: common_pb2.EventFilter) -> EventFilter:
+    """Validate an EventFilter (E101 naming the field) into the store's filter."""
+    types = tuple(dict.fromkeys(t.strip() for t in msg.types if t.strip()))
+    unknown = [t for t in types if t not in catalogue.CATALOGUE]
+    if unknown:
+        raise invalid(f"types: unknown event type(s) {', '.join(unknown)}; see "
+                      "`parhelia help events`", field="types")
+    level = msg.min_level.strip().lower()
+    if level and level not in catalogue.LEVELS:
+        raise invalid(f"min_level: must be one of {', '.join(catalogue.LEVELS)}",
+                      field="min_level")
+    if msg.after_id < 0:
+        raise invalid("after_id: must not be negative", field="after_id")
+    since = ts_us(msg.since, msg.HasField("since"))
+    until = ts_us(msg.until, msg.HasField("until"))
+    if since is not None and until is not None and until < since:
+        raise invalid("until: must not be before since", field="until")
+    return EventFilter(types=types, min_level=level, since_us=since, until_us=until,
+                       task_id=msg.task_id.strip(), session_id=msg.session_id.strip(),
+                       container_id=msg.container_id.strip(), after_id=msg.after_id)
+
+
+def session_to_proto(row: SessionRow) -> common_pb2.Session:
+    msg = common_pb2.Session(id=row.id, task_id=row.task_id,
+                             agent_session_id=row.agent_session_id, status=row.status,
+                             latest_checkpoint_id=row.latest_checkpoint_id or "",
+                             current_container_id=row.current_container_id or "")
+    set_ts(msg.created_at, row.created_at)
+    set_ts(msg.updated_at, row.updated_at)
+    return msg
+
+
+def container_to_proto(row: ContainerRow) -> common_pb2.Container:
+    msg = common_pb2.Container(
+        id=row.id, backend=row.backend, backend_id=row.backend_id, task_id=row.task_id,
+        session_id=row.session_id or "",
+        state=common_pb2.ContainerState.Value(
+            "CONTAINER_STATE_" + ContainerState(row.state).name),
+        health=common_pb2.Health.Value("HEALTH_" + Health(row.health).name),
+        cpu=row.cpu, memory_mb=row.memory_mb, gpu=row.gpu, exit_code=row.exit_code or 0,
+        has_exit_code=row.exit_code is not None, reason=row.reason,
+        consecutive_failures=row.consecutive_failures, cost_micros=row.cost_micros,
+        incarnation=row.incarnation)
+    set_ts(msg.created_at, row.created_at)
+    set_ts(msg.started_at, row.started_at)
+    set_ts(msg.stopped_at, row.stopped_at)
+    set_ts(msg.last_heartbeat_at, row.last_heartbeat_at)
+    return msg

@@ -1,0 +1,78 @@
+"""EventService: list with every EventFilter field, and a live watch fed by the bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import grpc
+
+from parhelia.errors import ParheliaError, invalid
+from parhelia.v1 import common_pb2, events_pb2, events_pb2_grpc
+from parheliad.api.convert import event_to_proto, filter_from_proto
+from parheliad.context import DaemonContext
+from parheliad.core.events import SLOW
+from parheliad.store import EventFilter
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 10_000
+
+
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, ctx: DaemonContext) -> None:
+        self._ctx = ctx
+
+    async def _filter(self, msg: common_pb2.EventFilter) -> EventFilter:
+        """Validate, and expand id prefixes of existing tasks/sessions/containers.
+
+        An id that matches nothing is kept as given: events outlive deleted tasks.
+        """
+        flt = filter_from_proto(msg)
+        store = self._ctx.store
+
+        async def expand(ref: str, get: Callable[[str], Awaitable[Any]]) -> str:
+            if not ref:
+                return ref
+            try:
+                return str((await get(ref)).id)
+            except ParheliaError:
+                return ref
+
+        return replace(flt, task_id=await expand(flt.task_id, store.tasks.get),
+                       session_id=await expand(flt.session_id, store.sessions.get),
+                       container_id=await expand(flt.container_id, store.containers.get))
+
+    async def ListEvents(self, request: events_pb2.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> events_pb2.ListEventsResponse:
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise invalid(f"limit: must be 0 to {MAX_LIMIT}", field="limit")
+        flt = await self._filter(request.filter)
+        rows = await self._ctx.store.events.list(flt, limit=request.limit or DEFAULT_LIMIT)
+        return events_pb2.ListEventsResponse(events=[event_to_proto(r) for r in rows])
+
+    async def WatchEvents(self, request: events_pb2.WatchEventsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.Event]:
+        """Optional backlog, then every new matching event as it commits.
+
+        Subscribes *before* reading the backlog and skips ids already sent, so nothing
+        falls in the gap and nothing comes twice. Ends cleanly when the daemon stops;
+        a watcher too slow to keep up gets E500 naming the id to resume after.
+        """
+        if not 0 <= request.backlog <= MAX_LIMIT:
+            raise invalid(f"backlog: must be 0 to {MAX_LIMIT}", field="backlog")
+        flt = await self._filter(request.filter)
+        with self._ctx.bus.subscribe(flt) as sub:
+            sent = flt.after_id
+            if request.backlog:
+                for row in await self._ctx.store.events.list(flt, limit=request.backlog):
+                    yield event_to_proto(row)
+                    sent = row.id
+            async for row in sub:
+                if row.id > sent:
+                    yield event_to_proto(row)
+                    sent = row.id
+            if sub.ended_because == SLOW:
+                raise ParheliaError(
+                    "E500", f"the watch fell behind and was dropped; watch again with "
+                            f"after_id={sent} to continue without a gap", after_id=sent)

@@ -1,0 +1,75 @@
+"""SystemService: version and capabilities, status, shutdown. (Doctor: not yet.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import grpc
+
+from parhelia.v1 import system_pb2, system_pb2_grpc
+from parheliad.api.convert import set_ts
+from parheliad.context import DaemonContext
+from parheliad.core.states import Health, TaskStatus
+from parheliad.store.clock import US_PER_SECOND, now_us
+
+SHUTDOWN_DELAY_S = 0.05
+"""Let the Shutdown reply leave before the server starts closing."""
+
+
+class SystemServicer(system_pb2_grpc.SystemServiceServicer):
+    def __init__(self, ctx: DaemonContext) -> None:
+        self._ctx = ctx
+        self.capabilities: tuple[str, ...] = ()
+        """Filled in by the server once every service is registered."""
+
+    async def GetVersion(self, request: system_pb2.GetVersionRequest,
+                         context: grpc.aio.ServicerContext) -> system_pb2.GetVersionResponse:
+        return system_pb2.GetVersionResponse(version=self._ctx.version, api="parhelia.v1",
+                                             capabilities=list(self.capabilities),
+                                             instance_id=self._ctx.instance_id)
+
+    async def GetStatus(self, request: system_pb2.GetStatusRequest,
+                        context: grpc.aio.ServicerContext) -> system_pb2.GetStatusResponse:
+        ctx = self._ctx
+        store = ctx.store
+        counts = await store.tasks.count_by_status()
+        health = {h.value: 0 for h in Health}
+        live = await store.containers.live()
+        for container in live:
+            health[container.health] = health.get(container.health, 0) + 1
+        orphans = len(await store.containers.list(states=["orphaned"], limit=10_000))
+        recovering = counts.get(TaskStatus.RECOVERING.value, 0)
+        attention = []
+        if health["unhealthy"] or health["dead"]:
+            attention.append(f"{health['unhealthy'] + health['dead']} container(s) unhealthy "
+                             "or dead")
+        if orphans:
+            attention.append(f"{orphans} orphaned container(s): see `parhelia reconciler status`")
+        if recovering:
+            attention.append(f"{recovering} task(s) recovering")
+        response = system_pb2.GetStatusResponse(
+            version=ctx.version, pid=os.getpid(),
+            uptime_seconds=(now_us() - ctx.started_at_us) / US_PER_SECOND,
+            socket_path=str(ctx.socket), database_path=str(store.path),
+            tasks_by_status=counts, instance_id=ctx.instance_id,
+            home=str(ctx.paths.home or ""),
+            running_containers=sum(1 for c in live if c.state == "running"),
+            backends=[system_pb2.BackendStatus(name=b.name, available=b.available,
+                                               detail=b.detail)
+                      for b in await ctx.backend_status()],
+            health=system_pb2.HealthSummary(
+                healthy=health["healthy"], degraded=health["degraded"],
+                unhealthy=health["unhealthy"], dead=health["dead"], unknown=health["unknown"],
+                orphans=orphans, recovering_tasks=recovering,
+                needs_attention=bool(attention), attention=attention))
+        set_ts(response.started_at, ctx.started_at_us)
+        last_run = await store.kv.get("reconciler.last_run_us")
+        if isinstance(last_run, int):
+            set_ts(response.health.reconciler_last_run, last_run)
+        return response
+
+    async def Shutdown(self, request: system_pb2.ShutdownRequest,
+                       context: grpc.aio.ServicerContext) -> system_pb2.ShutdownResponse:
+        asyncio.get_running_loop().call_later(SHUTDOWN_DELAY_S, self._ctx.request_shutdown)
+        return system_pb2.ShutdownResponse()

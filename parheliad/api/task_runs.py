@@ -1,0 +1,149 @@
+"""TaskService RPCs that make tasks run and bring results back (upload, dispatch,
+retry, watch, logs, diff, pull). A mixin of :class:`parheliad.api.tasks.TaskServicer`;
+the work is done by :class:`parheliad.core.runtime.Runtime`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from modal_worker.checkpoint.diff import Change
+from parhelia.errors import ParheliaError, missing
+from parhelia.v1 import common_pb2, tasks_pb2
+from parheliad.api.convert import event_to_proto, task_to_proto
+from parheliad.context import DaemonContext
+from parheliad.core.runtime import Runtime
+from parheliad.core.states import TASK_FINAL, TaskStatus
+from parheliad.store import EventFilter
+from parheliad.store.rows import TaskRow
+
+
+def _ref(value: str) -> str:
+    if not value.strip():
+        raise missing("task_id: give a task id or a unique prefix", field="task_id")
+    return value.strip()
+
+
+def file_change(c: Change) -> tasks_pb2.FileChange:
+    return tasks_pb2.FileChange(path=c.path, change=c.kind, old_size=c.old_size or 0,
+                                new_size=c.new_size or 0)
+
+
+def _count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
+    """Fill lines_added/removed and binary from a git-style patch."""
+    by_path = {f.path: f for f in files}
+    current: tasks_pb2.FileChange | None = None
+    for line in patch.splitlines():
+        if line.startswith("diff --git a/"):
+            current = by_path.get(line[len("diff --git a/"):].split(" b/", 1)[0])
+        elif current is None:
+            continue
+        elif line.startswith("Binary files "):
+            current.binary = True
+        elif line.startswith("+") and not line.startswith("+++"):
+            current.lines_added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            current.lines_removed += 1
+
+
+class TaskRunsMixin:
+    _ctx: DaemonContext
+
+    @property
+    def _runtime(self) -> Runtime:
+        if self._ctx.runtime is None:
+            raise ParheliaError("E500", "the task runtime is not running")
+        return self._ctx.runtime
+
+    async def UploadWorkspace(self, request: tasks_pb2.UploadWorkspaceRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[tasks_pb2.UploadWorkspaceProgress]:
+        if not request.path:
+            raise missing("path: give the directory to upload", field="path")
+        up = await self._runtime.upload(Path(request.path))
+        yield tasks_pb2.UploadWorkspaceProgress(
+            files_done=up.files, files_total=up.files, bytes_done=up.bytes,
+            bytes_total=up.bytes, new_bytes=up.new_bytes, done=True,
+            workspace_id=up.workspace_id, base_commit=up.base_commit, root=str(up.root))
+
+    async def RetryTask(self, request: tasks_pb2.RetryTaskRequest,
+                        context: grpc.aio.ServicerContext) -> common_pb2.Task:
+        return task_to_proto(await self._runtime.retry(_ref(request.task_id)))
+
+    async def DispatchTasks(self, request: tasks_pb2.DispatchTasksRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> tasks_pb2.DispatchTasksResponse:
+        report = await self._runtime.dispatcher.run_pass()
+        return tasks_pb2.DispatchTasksResponse(dispatched_task_ids=report.dispatched,
+                                               refused_task_ids=report.refused,
+                                               detail=report.detail)
+
+    async def WatchTask(self, request: tasks_pb2.WatchTaskRequest,
+                        context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[tasks_pb2.TaskProgress]:
+        """The task now, then once per event of it, until it is completed, failed or
+        cancelled (the last message carries the final task)."""
+        store = self._ctx.store
+        task = await store.tasks.get(_ref(request.task_id))
+        with self._ctx.bus.subscribe(EventFilter(task_id=task.id)) as sub:
+            task = await store.tasks.get(task.id)  # after subscribing: no gap
+            yield self._progress(task, None)
+            if TaskStatus(task.status) in TASK_FINAL:
+                return
+            async for row in sub:
+                task = await store.tasks.get(task.id)
+                yield self._progress(task, event_to_proto(row))
+                if TaskStatus(task.status) in TASK_FINAL and row.type.startswith("task_"):
+                    return
+
+    @staticmethod
+    def _progress(task: TaskRow, event: common_pb2.Event | None) -> tasks_pb2.TaskProgress:
+        start = task.started_at or task.created_at
+        end = task.finished_at or int(time.time() * 1_000_000)
+        return tasks_pb2.TaskProgress(task=task_to_proto(task), event=event,
+                                      elapsed_seconds=max(0, end - start) / 1_000_000)
+
+    async def GetTaskLogs(self, request: tasks_pb2.GetTaskLogsRequest,
+                          context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[tasks_pb2.LogChunk]:
+        async for container_id, data, offset in self._runtime.logs(
+                _ref(request.task_id), follow=request.follow, offset=max(0, request.offset)):
+            yield tasks_pb2.LogChunk(container_id=container_id, data=data, offset=offset)
+
+    async def GetTaskDiff(self, request: tasks_pb2.GetTaskDiffRequest,
+                          context: grpc.aio.ServicerContext) -> tasks_pb2.GetTaskDiffResponse:
+        from parheliad.core import results
+
+        runtime = self._runtime
+        _, changes = await runtime.changes(_ref(request.task_id))
+        files = [file_change(c) for c in changes.tree.changes]
+        patch = await _in_thread(results.patch_text, runtime.local.volume, changes)
+        _count_lines(patch, files)
+        return tasks_pb2.GetTaskDiffResponse(files=files,
+                                             patch="" if request.stat_only else patch)
+
+    async def PullTask(self, request: tasks_pb2.PullTaskRequest,
+                       context: grpc.aio.ServicerContext) -> tasks_pb2.PullTaskResponse:
+        from parheliad.core import results
+
+        runtime = self._runtime
+        task, changes = await runtime.changes(_ref(request.task_id))
+        if not changes.tree:
+            raise ParheliaError("E101", f"task {task.id} changed nothing; there is nothing to "
+                                        "pull")
+        pulled = await _in_thread(results.pull, runtime.local.volume, task, changes,
+                                  repo_path=request.repo_path, branch=request.branch,
+                                  patch_path=request.patch_path)
+        return tasks_pb2.PullTaskResponse(
+            branch=pulled.branch, commit=pulled.commit, patch_path=pulled.patch_path,
+            files=[file_change(c) for c in changes.tree.changes],
+            base_commit=pulled.base_commit, repo_path=str(pulled.repo))
+
+
+async def _in_thread(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -1,0 +1,58 @@
+"""TaskService: create (without dispatch for now), list, get, cancel, delete."""
+
+from __future__ import annotations
+
+import grpc
+
+from parhelia.errors import invalid, missing
+from parhelia.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from parheliad.api.convert import (
+    options_from_proto,
+    source_from_proto,
+    status_from_proto,
+    task_to_proto,
+)
+from parheliad.context import DaemonContext
+
+DEFAULT_LIMIT = 100
+
+
+def _ref(value: str) -> str:
+    if not value.strip():
+        raise missing("task_id: give a task id or a unique prefix", field="task_id")
+    return value.strip()
+
+
+class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
+    def __init__(self, ctx: DaemonContext) -> None:
+        self._ctx = ctx
+
+    async def CreateTask(self, request: tasks_pb2.CreateTaskRequest,
+                         context: grpc.aio.ServicerContext) -> tasks_pb2.CreateTaskResponse:
+        row = await self._ctx.tasks.create(
+            request.prompt, options_from_proto(request.options),
+            source_from_proto(request.source), workspace_path=request.workspace_path,
+            base_commit=request.base_commit, dispatch=not request.no_dispatch)
+        return tasks_pb2.CreateTaskResponse(task=task_to_proto(row))
+
+    async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
+                        context: grpc.aio.ServicerContext) -> tasks_pb2.ListTasksResponse:
+        statuses = tuple(status_from_proto(s) for s in request.statuses)
+        rows = await self._ctx.tasks.list(statuses, limit=request.limit or DEFAULT_LIMIT)
+        return tasks_pb2.ListTasksResponse(tasks=[task_to_proto(r) for r in rows])
+
+    async def GetTask(self, request: tasks_pb2.GetTaskRequest,
+                      context: grpc.aio.ServicerContext) -> common_pb2.Task:
+        return task_to_proto(await self._ctx.tasks.get(_ref(request.task_id)))
+
+    async def CancelTask(self, request: tasks_pb2.CancelTaskRequest,
+                         context: grpc.aio.ServicerContext) -> common_pb2.Task:
+        if request.grace_seconds < 0:
+            raise invalid("grace_seconds: must not be negative", field="grace_seconds")
+        row = await self._ctx.tasks.cancel(_ref(request.task_id), request.grace_seconds)
+        return task_to_proto(row)
+
+    async def DeleteTask(self, request: tasks_pb2.DeleteTaskRequest,
+                         context: grpc.aio.ServicerContext) -> tasks_pb2.DeleteTaskResponse:
+        await self._ctx.tasks.delete(_ref(request.task_id), force=request.force)
+        return tasks_pb2.DeleteTaskResponse()

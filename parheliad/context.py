@@ -1,0 +1,73 @@
+"""What the daemon's parts share: one ``DaemonContext`` built at startup.
+
+Components (scheduler, dispatcher, listener...) receive it in their factory and may
+fill the hooks (``tasks.runtime``, ``tasks.on_created``, ``backend_status``); the API
+servicers read from it. No gRPC here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from parhelia import __version__
+from parhelia.paths import Paths
+from parheliad.config import Config, load_config
+from parheliad.core.events import EventBus
+from parheliad.core.tasks import TaskService
+from parheliad.store import Store
+
+if TYPE_CHECKING:
+    from parheliad.core.runtime import Runtime
+
+VERSION = __version__
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    available: bool
+    detail: str
+
+
+async def default_backend_status() -> list[BackendInfo]:
+    """What can be said without a backend object: local always, Modal if installed."""
+    has_modal = importlib.util.find_spec("modal") is not None
+    token = bool(os.environ.get("MODAL_TOKEN_ID")) or (Path.home() / ".modal.toml").exists()
+    if not has_modal:
+        modal = BackendInfo("modal", False, "the modal package is not installed "
+                                             "(uv sync --extra modal)")
+    elif not token:
+        modal = BackendInfo("modal", False, "no Modal credentials (run `modal token new`)")
+    else:
+        modal = BackendInfo("modal", True, "installed, credentials present")
+    return [BackendInfo("local", True, "worker subprocesses on this machine"), modal]
+
+
+@dataclass
+class DaemonContext:
+    paths: Paths
+    config: Config
+    store: Store
+    bus: EventBus
+    tasks: TaskService
+    instance_id: str
+    started_at_us: int
+    socket: Path
+    request_shutdown: Callable[[], None]
+    """Ask the daemon to stop (as SIGTERM does); returns at once."""
+    backend_status: Callable[[], Awaitable[list[BackendInfo]]] = field(
+        default=default_backend_status)
+    version: str = VERSION
+    runtime: Runtime | None = None
+    """Makes tasks run (dispatcher, listener, backends); set by the runtime component."""
+
+    def config_for(self, project_dir: Path | None) -> Config:
+        """The effective config for a request: the daemon's, plus a project file if any."""
+        if project_dir is None:
+            return self.config
+        return load_config(self.paths, project_dir)

@@ -1,0 +1,148 @@
+"""One daemon per socket: private directories, dial-before-bind, flock, pid file.
+
+grpcio silently unlinks and rebinds a live socket path, so before binding we dial
+the socket (someone answers -> refuse, touching nothing) and take an exclusive
+``flock`` on the lock file in the state directory (held -> refuse). Only then is a
+leftover socket file known to be stale and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import stat
+from pathlib import Path
+
+import structlog
+
+from parhelia.paths import Paths, socket_path_problem
+
+log = structlog.get_logger(__name__)
+
+DIAL_TIMEOUT_S = 1.0
+
+
+class StartupRefused(RuntimeError):
+    """The daemon must not start; the message says why and what to do."""
+
+
+def ensure_private_dir(path: Path, *, required: bool = True) -> None:
+    """Create ``path`` 0700, or tighten it to 0700 if it is ours and wider.
+
+    A directory owned by someone else is refused when ``required`` (state dir), and
+    only logged otherwise (a socket dir such as /tmp: the 0600 socket still guards).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        if required:
+            raise StartupRefused(f"{path} belongs to uid {st.st_uid}, not to you; "
+                                 "choose another PARHELIA_HOME or socket path")
+        log.warning("daemon.dir_not_owned", path=str(path), uid=st.st_uid)
+        return
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("daemon.dir_mode_fixed", path=str(path),
+                    was=oct(stat.S_IMODE(st.st_mode)))
+
+
+def answering(sock_path: Path, timeout: float = DIAL_TIMEOUT_S) -> bool:
+    """Whether something accepts connections on the Unix socket ``sock_path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(sock_path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED, errno.ENOENT):
+                return False
+            raise
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peer_pid(sock_path: Path) -> int | None:
+    """The pid a live parheliad reports over gRPC (None if it is not one)."""
+    import grpc
+
+    from parhelia.v1 import system_pb2, system_pb2_grpc
+
+    channel = grpc.insecure_channel(f"unix://{sock_path}")
+    try:
+        reply = system_pb2_grpc.SystemServiceStub(channel).GetStatus(
+            system_pb2.GetStatusRequest(), timeout=2.0)
+        return int(reply.pid) or None
+    except grpc.RpcError:
+        return None
+    finally:
+        channel.close()
+
+
+class InstanceGuard:
+    def __init__(self, paths: Paths, sock_path: Path) -> None:
+        self.paths = paths
+        self.socket = sock_path
+        self._lock_fd: int | None = None
+
+    def acquire(self) -> None:
+        """Check the path, refuse if another daemon answers or holds the lock, clean a
+        stale socket, write the pid file. Raises :class:`StartupRefused`."""
+        problem = socket_path_problem(self.socket)
+        if problem:
+            raise StartupRefused(problem)
+        ensure_private_dir(self.paths.state_dir)
+        ensure_private_dir(self.socket.parent, required=False)
+        if answering(self.socket):
+            pid = _peer_pid(self.socket) or _read_pid(self.paths.pid_file)
+            who = f"pid {pid}" if pid else "pid unknown"
+            raise StartupRefused(f"another parheliad is serving unix://{self.socket}, {who}; "
+                                 "stop it first (`parhelia daemon stop`)")
+        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = _read_pid(self.paths.pid_file)
+            raise StartupRefused(
+                f"another parheliad holds {self.paths.lock_file}"
+                + (f" (pid {pid})" if pid else "") + "; stop it first "
+                "(`parhelia daemon stop`)") from None
+        self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        if self.socket.exists() or self.socket.is_symlink():
+            if not stat.S_ISSOCK(self.socket.lstat().st_mode):
+                self.release()
+                raise StartupRefused(f"{self.socket} exists and is not a socket; "
+                                     "move it away or choose another socket path")
+            self.socket.unlink()
+            log.info("daemon.stale_socket_removed", socket=str(self.socket))
+        pid_tmp = self.paths.pid_file.with_suffix(".pid.tmp")
+        fd_pid = os.open(pid_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd_pid, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os.replace(pid_tmp, self.paths.pid_file)
+
+    def release(self) -> None:
+        """Remove the pid file (if ours) and the socket, then drop the lock. Idempotent."""
+        if self._lock_fd is None:
+            return
+        if _read_pid(self.paths.pid_file) == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.pid_file.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(self.socket.lstat().st_mode):
+                self.socket.unlink()
+        fd, self._lock_fd = self._lock_fd, None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

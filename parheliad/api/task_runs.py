@@ -4,6 +4,7 @@ the work is done by :class:`parheliad.core.runtime.Runtime`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +16,14 @@ from parhelia.errors import ParheliaError, missing
 from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import event_to_proto, task_to_proto
 from parheliad.context import DaemonContext
+from parheliad.core import results
 from parheliad.core.runtime import Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.store import EventFilter
 from parheliad.store.rows import TaskRow
 
 
-def _ref(value: str) -> str:
+def task_ref(value: str) -> str:
     if not value.strip():
         raise missing("task_id: give a task id or a unique prefix", field="task_id")
     return value.strip()
@@ -71,7 +73,7 @@ class TaskRunsMixin:
 
     async def RetryTask(self, request: tasks_pb2.RetryTaskRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.Task:
-        return task_to_proto(await self._runtime.retry(_ref(request.task_id)))
+        return task_to_proto(await self._runtime.retry(task_ref(request.task_id)))
 
     async def DispatchTasks(self, request: tasks_pb2.DispatchTasksRequest,
                             context: grpc.aio.ServicerContext
@@ -87,7 +89,7 @@ class TaskRunsMixin:
         """The task now, then once per event of it, until it is completed, failed or
         cancelled (the last message carries the final task)."""
         store = self._ctx.store
-        task = await store.tasks.get(_ref(request.task_id))
+        task = await store.tasks.get(task_ref(request.task_id))
         with self._ctx.bus.subscribe(EventFilter(task_id=task.id)) as sub:
             task = await store.tasks.get(task.id)  # after subscribing: no gap
             yield self._progress(task, None)
@@ -110,40 +112,30 @@ class TaskRunsMixin:
                           context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[tasks_pb2.LogChunk]:
         async for container_id, data, offset in self._runtime.logs(
-                _ref(request.task_id), follow=request.follow, offset=max(0, request.offset)):
+                task_ref(request.task_id), follow=request.follow, offset=max(0, request.offset)):
             yield tasks_pb2.LogChunk(container_id=container_id, data=data, offset=offset)
 
     async def GetTaskDiff(self, request: tasks_pb2.GetTaskDiffRequest,
                           context: grpc.aio.ServicerContext) -> tasks_pb2.GetTaskDiffResponse:
-        from parheliad.core import results
-
         runtime = self._runtime
-        _, changes = await runtime.changes(_ref(request.task_id))
+        _, changes = await runtime.changes(task_ref(request.task_id))
         files = [file_change(c) for c in changes.tree.changes]
-        patch = await _in_thread(results.patch_text, runtime.local.volume, changes)
+        patch = await asyncio.to_thread(results.patch_text, runtime.local.volume, changes)
         _count_lines(patch, files)
         return tasks_pb2.GetTaskDiffResponse(files=files,
                                              patch="" if request.stat_only else patch)
 
     async def PullTask(self, request: tasks_pb2.PullTaskRequest,
                        context: grpc.aio.ServicerContext) -> tasks_pb2.PullTaskResponse:
-        from parheliad.core import results
-
         runtime = self._runtime
-        task, changes = await runtime.changes(_ref(request.task_id))
+        task, changes = await runtime.changes(task_ref(request.task_id))
         if not changes.tree:
             raise ParheliaError("E101", f"task {task.id} changed nothing; there is nothing to "
                                         "pull")
-        pulled = await _in_thread(results.pull, runtime.local.volume, task, changes,
+        pulled = await asyncio.to_thread(results.pull, runtime.local.volume, task, changes,
                                   repo_path=request.repo_path, branch=request.branch,
                                   patch_path=request.patch_path)
         return tasks_pb2.PullTaskResponse(
             branch=pulled.branch, commit=pulled.commit, patch_path=pulled.patch_path,
             files=[file_change(c) for c in changes.tree.changes],
             base_commit=pulled.base_commit, repo_path=str(pulled.repo))
-
-
-async def _in_thread(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args, **kwargs)

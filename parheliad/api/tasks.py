@@ -1,10 +1,10 @@
-"""TaskService: create (without dispatch for now), list, get, cancel, delete."""
+"""TaskService: create, list, get, cancel, delete (and, from the mixin, running them)."""
 
 from __future__ import annotations
 
 import grpc
 
-from parhelia.errors import invalid, missing
+from parhelia.errors import invalid
 from parhelia.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from parheliad.api.convert import (
     options_from_proto,
@@ -12,18 +12,16 @@ from parheliad.api.convert import (
     status_from_proto,
     task_to_proto,
 )
+from parheliad.api.task_runs import TaskRunsMixin, task_ref
 from parheliad.context import DaemonContext
 
 DEFAULT_LIMIT = 100
 
 
-def _ref(value: str) -> str:
-    if not value.strip():
-        raise missing("task_id: give a task id or a unique prefix", field="task_id")
-    return value.strip()
+_ref = task_ref
 
 
-class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
+class TaskServicer(TaskRunsMixin, tasks_pb2_grpc.TaskServiceServicer):
     def __init__(self, ctx: DaemonContext) -> None:
         self._ctx = ctx
 

@@ -114,8 +114,9 @@ def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
                                                                    mapped != "E900" else ""))
 
 
-def probe(socket: Path) -> Any | None:
-    """``GetVersionResponse`` of the daemon on ``socket``, or None when nothing answers."""
+def dial(socket: Path) -> tuple[Any, Any] | None:
+    """``(GetVersionResponse, open channel)`` of the daemon on ``socket``, or None when
+    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
     if not socket.exists():
         return None
     grpc = _grpc()
@@ -124,14 +125,23 @@ def probe(socket: Path) -> Any | None:
     channel = _channel(socket)
     try:
         stub = system_pb2_grpc.SystemServiceStub(channel)
-        return stub.GetVersion(system_pb2.GetVersionRequest(client_version=__version__),
-                               timeout=PROBE_TIMEOUT)
+        version = stub.GetVersion(system_pb2.GetVersionRequest(client_version=__version__),
+                                  timeout=PROBE_TIMEOUT)
     except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-            return system_pb2.GetVersionResponse()
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            channel.close()
+            return None
+        version = system_pb2.GetVersionResponse()
+    return version, channel
+
+
+def probe(socket: Path) -> Any | None:
+    """``GetVersionResponse`` of the daemon on ``socket``, or None when nothing answers."""
+    answer = dial(socket)
+    if answer is None:
         return None
-    finally:
-        channel.close()
+    answer[1].close()
+    return answer[0]
 
 
 def spawn_daemon(p: paths.Paths) -> subprocess.Popen[bytes]:
@@ -173,11 +183,11 @@ def check_version(version: Any, socket: Path) -> None:
 class Client:
     """A connected channel to ``parheliad`` with error mapping around every call."""
 
-    def __init__(self, p: paths.Paths, version: Any) -> None:
+    def __init__(self, p: paths.Paths, version: Any, channel: Any = None) -> None:
         self.paths = p
         self.socket = p.socket
         self.version = version
-        self._channel = _channel(p.socket)
+        self._channel = channel if channel is not None else _channel(p.socket)
         self._stubs: dict[str, Any] = {}
 
     @staticmethod
@@ -192,18 +202,20 @@ class Client:
     def connect(cls, socket: str | None, autostart: bool = True) -> Client:
         """Connect, starting the daemon in the background when nothing answers."""
         p = cls.resolve(socket)
-        version = probe(p.socket)
+        answer = dial(p.socket)
+        if answer is not None:
+            check_version(answer[0], p.socket)
+            return cls(p, answer[0], answer[1])
+        if not (autostart and autostart_enabled()):
+            raise unavailable(p.socket)
+        proc = spawn_daemon(p)
+        version = wait_for_daemon(p.socket, proc)
         if version is None:
-            if not (autostart and autostart_enabled()):
-                raise unavailable(p.socket)
-            proc = spawn_daemon(p)
-            version = wait_for_daemon(p.socket, proc)
-            if version is None:
-                code = proc.poll()
-                detail = (f"the daemon exited with code {code}" if code is not None
-                          else f"it did not answer within {AUTOSTART_WAIT:.0f} s of autostart")
-                raise unavailable(p.socket, detail)
-            render.info(f"Started parheliad (pid {proc.pid}) on {address(p.socket)}.")
+            code = proc.poll()
+            detail = (f"the daemon exited with code {code}" if code is not None
+                      else f"it did not answer within {AUTOSTART_WAIT:.0f} s of autostart")
+            raise unavailable(p.socket, detail)
+        render.info(f"Started parheliad (pid {proc.pid}) on {address(p.socket)}.")
         check_version(version, p.socket)
         return cls(p, version)
 

@@ -26,8 +26,22 @@ _TIMESTAMP = "google.protobuf.Timestamp"
 # field type numbers of google.protobuf.descriptor.FieldDescriptor
 _TYPE_STRING, _TYPE_MESSAGE, _TYPE_BYTES, _TYPE_ENUM = 9, 11, 12, 14
 
-Getter = Callable[[Any], Any]
-_plans: dict[str, list[tuple[str, Getter]]] = {}
+Setter = Callable[[dict[str, Any], Any], None]
+
+
+class _Plan:
+    """How to convert one message type: a template of defaults plus a setter per field
+    (only the fields ``ListFields()`` reports as set are visited)."""
+
+    __slots__ = ("defaults", "fresh", "setters")
+
+    def __init__(self) -> None:
+        self.defaults: dict[str, Any] = {}
+        self.fresh: list[tuple[str, type]] = []  # keys needing a new [] or {} each time
+        self.setters: dict[str, Setter] = {}
+
+
+_plans: dict[str, _Plan] = {}
 
 
 def timestamp(ts: Any) -> str | None:
@@ -63,20 +77,21 @@ def _enum_table(enum_descriptor: Any) -> dict[int, str | None]:
 
 def to_dict(message: Any) -> dict[str, Any]:
     """The JSON-ready dict of ``message`` (see the module docstring for the rules)."""
-    plan = _plans.get(message.DESCRIPTOR.full_name)
-    if plan is None:
-        plan = _build_plan(message.DESCRIPTOR)
-    out: dict[str, Any] = {}
-    for key, get in plan:
-        out[key] = get(message)
+    plan = _plans.get(message.DESCRIPTOR.full_name) or _build_plan(message.DESCRIPTOR)
+    out = dict(plan.defaults)
+    for key, kind in plan.fresh:
+        out[key] = kind()
+    setters = plan.setters
+    for field, value in message.ListFields():
+        setters[field.name](out, value)
     return out
 
 
-def _build_plan(descriptor: Any) -> list[tuple[str, Getter]]:
-    plan: list[tuple[str, Getter]] = []
+def _build_plan(descriptor: Any) -> _Plan:
+    plan = _Plan()
     _plans[descriptor.full_name] = plan  # before recursing: messages may nest themselves
     for field in descriptor.fields:
-        plan.extend(_field_plan(field))
+        _add_field(plan, field)
     return plan
 
 
@@ -94,30 +109,58 @@ def _value_fn(field: Any) -> Callable[[Any], Any]:
     return lambda v: v
 
 
-def _field_plan(field: Any) -> list[tuple[str, Getter]]:
+def _add_field(plan: _Plan, field: Any) -> None:
     name = field.name
+    defaults, setters = plan.defaults, plan.setters
     if field.type == _TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
         val = _value_fn(field.message_type.fields_by_name["value"])
-        return [(name, lambda m: {k: val(v) for k, v in getattr(m, name).items()})]
-    if field.is_repeated:
+        defaults[name] = None
+        plan.fresh.append((name, dict))
+
+        def set_map(out: dict[str, Any], v: Any) -> None:
+            out[name] = {k: val(x) for k, x in v.items()}
+
+        setters[name] = set_map
+    elif field.is_repeated:
         conv = _value_fn(field)
-        return [(name, lambda m: [conv(v) for v in getattr(m, name)])]
-    if field.type == _TYPE_MESSAGE:
+        defaults[name] = None
+        plan.fresh.append((name, list))
+
+        def set_list(out: dict[str, Any], v: Any) -> None:
+            out[name] = [conv(x) for x in v]
+
+        setters[name] = set_list
+    elif field.type == _TYPE_STRING and name.endswith("_json"):
+        key = name[:-5]
+        defaults[key] = None
+
+        def set_json(out: dict[str, Any], v: Any) -> None:
+            out[key] = json.loads(v)
+
+        setters[name] = set_json
+    elif name.endswith("_micros") and field.type != _TYPE_MESSAGE:
+        usd_key = name[:-7] + "_usd"
+        defaults[name], defaults[usd_key] = 0, usd(0)
+
+        def set_money(out: dict[str, Any], v: Any) -> None:
+            out[name], out[usd_key] = v, usd(v)
+
+        setters[name] = set_money
+    else:
         conv = _value_fn(field)
-        return [(name, lambda m: conv(getattr(m, name)) if m.HasField(name) else None)]
-    if field.type == _TYPE_STRING and name.endswith("_json"):
-        return [(name[:-5], lambda m: json.loads(getattr(m, name)) if getattr(m, name) else None)]
-    if field.type == _TYPE_STRING:
-        return [(name, lambda m: getattr(m, name) or None)]
-    if field.type == _TYPE_ENUM:
-        table = _enum_table(field.enum_type)
-        return [(name, lambda m: table.get(getattr(m, name)))]
-    if name.endswith("_micros"):
-        return [(name, lambda m: getattr(m, name)),
-                (name[:-7] + "_usd", lambda m: usd(getattr(m, name)))]
-    if field.type == _TYPE_BYTES:
-        return [(name, lambda m: getattr(m, name).decode("utf-8", "replace"))]
-    return [(name, lambda m: getattr(m, name))]
+        if field.type == _TYPE_MESSAGE or field.type == _TYPE_STRING:
+            defaults[name] = None
+        elif field.type == _TYPE_ENUM:
+            defaults[name] = conv(0)
+        elif field.type == _TYPE_BYTES:
+            defaults[name] = ""
+        else:
+            defaults[name] = field.default_value
+
+        def set_value(out: dict[str, Any], v: Any) -> None:
+            out[name] = conv(v)
+
+        setters[name] = set_value
 
 
 def task_dict(task: Any) -> dict[str, Any]:

@@ -52,10 +52,11 @@ def console(stderr: bool = False) -> Console:
 
 
 def emit_json(value: Any, compact: bool = False) -> None:
-    """Print ``value`` as JSON on stdout (one line when ``compact``)."""
+    """Print ``value`` as JSON on stdout: indented on a terminal, else on one line
+    (``compact`` forces one line; the C encoder is 3-4x faster without indent)."""
     import json
 
-    if compact:
+    if compact or not is_tty():
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     else:
         text = json.dumps(value, ensure_ascii=False, indent=2)

@@ -1,4 +1,4 @@
-"""SystemService: version and capabilities, status, shutdown. (Doctor: not yet.)"""
+"""SystemService: version and capabilities, status, doctor, shutdown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import grpc
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
+from parheliad.core.doctor import run_checks
 from parheliad.core.states import Health, TaskStatus
 from parheliad.store.clock import US_PER_SECOND, now_us
 
@@ -68,6 +69,14 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
         if isinstance(last_run, int):
             set_ts(response.health.reconciler_last_run, last_run)
         return response
+
+    async def Doctor(self, request: system_pb2.DoctorRequest,
+                     context: grpc.aio.ServicerContext) -> system_pb2.DoctorResponse:
+        ctx = self._ctx
+        checks = await asyncio.to_thread(run_checks, ctx.paths, ctx.config, ctx.socket)
+        return system_pb2.DoctorResponse(checks=[
+            system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
+            for c in checks])
 
     async def Shutdown(self, request: system_pb2.ShutdownRequest,
                        context: grpc.aio.ServicerContext) -> system_pb2.ShutdownResponse:

@@ -1,0 +1,134 @@
+"""``parhelia doctor``: what a newcomer trips on, each with how to fix it.
+
+Checks run in the daemon, so they see the environment workers will inherit (its
+PATH, its credentials). Credential values are never returned, only their presence.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from modal_worker.spec import CREDENTIAL_VARS
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+from parheliad.config import Config, load_config
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+MIN_FREE_BYTES = 1 << 30
+LOW_FREE_BYTES = 5 << 30
+INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def run_checks(paths: Paths, config: Config, socket: Path,
+               env: dict[str, str] | None = None) -> list[Check]:
+    env = dict(os.environ if env is None else env)
+    return [_socket(socket), _config(paths), _agent(config, env), _credentials(env),
+            _disk(paths), _git(), *_modal(config, env)]
+
+
+def _socket(socket: Path) -> Check:
+    try:
+        mode = stat.S_IMODE(socket.stat().st_mode)
+        dir_mode = stat.S_IMODE(socket.parent.stat().st_mode)
+    except OSError:
+        return Check("daemon", FAIL, f"socket {socket} is missing",
+                     "restart the daemon: `parhelia daemon stop && parhelia daemon start`")
+    if mode & 0o077 or dir_mode & 0o077:
+        return Check("daemon", FAIL, f"socket {socket} is {oct(mode)} in a {oct(dir_mode)} "
+                     "directory: other users could drive your tasks",
+                     f"chmod 700 {socket.parent} && chmod 600 {socket}")
+    return Check("daemon", OK, f"serving unix://{socket} (socket 0600, directory 0700)")
+
+
+def _config(paths: Paths) -> Check:
+    try:
+        cfg = load_config(paths)
+    except ParheliaError as exc:
+        return Check("config", FAIL, exc.message, "fix the key named above, then "
+                     "`parhelia daemon stop` so the next command restarts the daemon")
+    files = ", ".join(cfg.files) or f"defaults only ({paths.config_file} does not exist)"
+    return Check("config", OK, f"valid: {files}")
+
+
+def _agent(config: Config, env: dict[str, str]) -> Check:
+    command = config.agent.command
+    program = shutil.which(command[0], path=env.get("PATH"))
+    if program is None:
+        where = config.files[0] if config.files else "config.toml"
+        return Check("agent", FAIL,
+                     f"agent command {command[0]!r} not found on the daemon's PATH",
+                     f"{INSTALL_CLAUDE}, or set agent.command in {where}")
+    try:
+        proc = subprocess.run([program, *command[1:], "--version"], capture_output=True,
+                              text=True, timeout=20, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("agent", FAIL, f"{program} --version failed: {type(exc).__name__}",
+                     f"reinstall: {INSTALL_CLAUDE}")
+    version = (proc.stdout or proc.stderr).strip().splitlines()
+    if proc.returncode != 0 or not version:
+        return Check("agent", FAIL, f"{program} --version exited {proc.returncode}",
+                     f"reinstall: {INSTALL_CLAUDE}")
+    return Check("agent", OK, f"{program}: {version[0][:120]}")
+
+
+def _credentials(env: dict[str, str]) -> Check:
+    present = [name for name in CREDENTIAL_VARS if env.get(name, "").strip()]
+    if not present:
+        return Check("credentials", FAIL, "none of " + ", ".join(CREDENTIAL_VARS) + " is set "
+                     "in the daemon's environment; every task would fail with E400",
+                     "export ANTHROPIC_API_KEY=... (or run `claude setup-token` and export "
+                     "CLAUDE_CODE_OAUTH_TOKEN), then `parhelia daemon stop` so the daemon "
+                     "restarts with it")
+    return Check("credentials", OK, "present: " + ", ".join(present) + " (values not shown)")
+
+
+def _disk(paths: Paths) -> Check:
+    target = paths.volume_dir
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    gib = free / (1 << 30)
+    if free < MIN_FREE_BYTES:
+        return Check("disk", FAIL, f"{gib:.1f} GiB free for the volume at {target}",
+                     "free space, or `parhelia checkpoint gc` to drop old checkpoints")
+    if free < LOW_FREE_BYTES:
+        return Check("disk", WARN, f"only {gib:.1f} GiB free for the volume at {target}",
+                     "checkpoints of large workspaces need room; consider freeing space")
+    return Check("disk", OK, f"{gib:.1f} GiB free for the volume at {target}")
+
+
+def _git() -> Check:
+    if shutil.which("git") is None:
+        return Check("git", WARN, "git not found: workspaces upload without git awareness "
+                     "and `task pull` cannot make branches", "install git")
+    return Check("git", OK, shutil.which("git") or "git")
+
+
+def _modal(config: Config, env: dict[str, str]) -> list[Check]:
+    if config.orchestrator.default_backend != "modal":
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("modal") is None:
+        return [Check("modal", FAIL, "the default backend is modal but the modal package is "
+                      "not installed", "uv sync --extra modal")]
+    has_env = bool(env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"))
+    home = Path(env.get("HOME") or Path.home())
+    if not has_env and not (home / ".modal.toml").exists():
+        return [Check("modal", FAIL, "no Modal credentials (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET "
+                      "or ~/.modal.toml)", "modal token new")]
+    return [Check("modal", OK, f"credentials present; volume {config.modal.volume_name!r}")]

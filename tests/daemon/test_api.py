@@ -16,8 +16,6 @@ from parhelia.v1 import (
     common_pb2,
     events_pb2,
     events_pb2_grpc,
-    sessions_pb2,
-    sessions_pb2_grpc,
     system_pb2,
     system_pb2_grpc,
     tasks_pb2,

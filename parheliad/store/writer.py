@@ -134,14 +134,22 @@ class Writer:
                         break
                     batch.append(item)
                 units = [item.unit for item in batch]
-                outcome = await loop.run_in_executor(self._executor, self._transaction, units)
-                if not outcome.committed and len(units) > 1:
-                    # The transaction itself failed (not one unit): retry each unit alone
-                    # so that only the culprit fails.
-                    outcomes = [await loop.run_in_executor(self._executor, self._transaction,
-                                                           [unit]) for unit in units]
-                else:
-                    outcomes = [outcome]
+                try:
+                    outcome = await loop.run_in_executor(self._executor, self._transaction,
+                                                         units)
+                    if not outcome.committed and len(units) > 1:
+                        # The transaction itself failed (not one unit): retry each unit
+                        # alone so that only the culprit fails.
+                        outcomes = [await loop.run_in_executor(
+                            self._executor, self._transaction, [unit]) for unit in units]
+                    else:
+                        outcomes = [outcome]
+                except BaseException as exc:  # the writer thread itself is gone
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(
+                                StoreClosed(f"the store writer failed: {type(exc).__name__}"))
+                    raise
                 results = [r for o in outcomes for r in o.results]
                 for item, (ok, value) in zip(batch, results, strict=True):
                     if item.future.done():

@@ -139,18 +139,22 @@ class SyncExclusion(_message.Message):
 
     PATH_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     reason: _builtins.str
-    """secret | cache | excluded | missing_command | not_config"""
+    """secret | cache | excluded | missing_command | not_config | invalid"""
+    detail: _builtins.str
+    """why, in words (never a secret value)"""
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "path", b"path", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -197,11 +201,15 @@ class SyncConfigResponse(_message.Message):
     NEW_BYTES_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     UPLOADED_FIELD_NUMBER: _builtins.int
+    PASSED_ENV_FIELD_NUMBER: _builtins.int
+    SOURCE_DIR_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     files: _builtins.int
     bytes: _builtins.int
     new_bytes: _builtins.int
     uploaded: _builtins.bool
+    source_dir: _builtins.str
+    """the Claude config directory that was read"""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SyncItem]: ...
     @_builtins.property
@@ -210,6 +218,10 @@ class SyncConfigResponse(_message.Message):
     def rewrites(self) -> _containers.RepeatedCompositeFieldContainer[Global___SyncRewrite]: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def passed_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names (never values) of sync.pass_env variables given to workers"""
+
     def __init__(
         self,
         *,
@@ -222,10 +234,12 @@ class SyncConfigResponse(_message.Message):
         new_bytes: _builtins.int = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
         uploaded: _builtins.bool = ...,
+        passed_env: _abc.Iterable[_builtins.str] | None = ...,
+        source_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "new_bytes", b"new_bytes", "rewrites", b"rewrites", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "new_bytes", b"new_bytes", "passed_env", b"passed_env", "rewrites", b"rewrites", "source_dir", b"source_dir", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -320,21 +320,23 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
     if outcome.status in ("lost", "stopped"):
         return task.id, c.id, reason
     code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
-    message = outcome.error_message or _failure_message(task.result_subtype, outcome)
+    message = _failure_message(task.result_subtype, outcome) or outcome.error_message or \
+        f"the worker failed (exit {outcome.exit_code})"
     fail_task(tx, task.id, code, message, exit_code=outcome.exit_code)
     return None
 
 
 def _failure_message(subtype: str, outcome: Outcome) -> str:
+    """A clearer message than the worker's for the ends we can name, else ""."""
     if outcome.exit_code == ExitCode.TIMEOUT:
         return "the task reached its timeout (the workspace was checkpointed first)"
+    if outcome.error_code:
+        return ""  # the worker's own message for E400/E500/E600... says it best
     if subtype == "error_max_turns":
-        return "the agent reached --max-turns before finishing"
+        return "the agent reached --max-turns before finishing; give it more with --max-turns"
     if subtype == "error_max_budget_usd":
         return "the agent reached the task's --max-cost"
-    if subtype:
-        return f"the agent finished with {subtype}"
-    return f"the worker failed (exit {outcome.exit_code})"
+    return ""
 
 
 def _message(kind: str, data: Mapping[str, Any]) -> str:

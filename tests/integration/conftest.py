@@ -1,0 +1,127 @@
+"""A real daemon whose agent is the scripted fake Claude, plus helpers to drive tasks
+through the real CLI and to clean up every worker a test leaves behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import RunningDaemon, cli_argv, start_daemon
+
+FAKE_AGENT = Path(__file__).resolve().parent.parent / "fake_agent" / "claude"
+
+
+def fake_prompt(*steps: dict[str, Any], text: str = "Do the thing.") -> str:
+    return f"{text}\nFAKE_SCRIPT: {json.dumps(list(steps))}"
+
+
+def write_config(home: Path, extra: str = "", orchestrator: str = "") -> None:
+    """The daemon's config: the fake agent, fast heartbeats and dispatch; ``orchestrator``
+    adds keys to [orchestrator], ``extra`` appends whole sections."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f"[agent]\ncommand = ['{FAKE_AGENT}']\n"
+        "[heartbeat]\ninterval_seconds = 0.5\n"
+        "[orchestrator]\ndispatch_interval_seconds = 0.5\ncancel_grace_seconds = 3\n"
+        + orchestrator + "[recovery]\nbackoff_seconds = 0.2\n" + extra)
+
+
+def kill_workers(home: Path) -> None:
+    """SIGKILL every process whose command line mentions ``home`` (workers, agents)."""
+    marker = str(home)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if marker in cmd and proc.pid != os.getpid():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+class Harness:
+    """Drive a daemon through the real CLI (a subprocess per command)."""
+
+    def __init__(self, daemon: RunningDaemon) -> None:
+        self.daemon = daemon
+
+    @property
+    def home(self) -> Path:
+        return self.daemon.home
+
+    def run(self, *args: str, timeout: float = 90, check: bool = False,
+            env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*cli_argv(), *args], env={**self.daemon.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"parhelia {' '.join(args)} -> {proc.returncode}\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json", check=True).stdout)
+
+    def create(self, prompt: str, *args: str) -> str:
+        out = self.json("task", "create", prompt, "--no-workspace", *args)
+        return str(out["task_id"] if "task_id" in out else out["id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        data = self.json("task", "show", task_id)
+        return data.get("task", data) if isinstance(data, dict) else data
+
+    def wait(self, task_id: str, statuses: tuple[str, ...] = ("completed", "failed",
+                                                               "cancelled"),
+             timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.task(task_id)
+            if task["status"] in statuses:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s")
+            time.sleep(0.2)
+
+    def events(self, *args: str) -> list[dict[str, Any]]:
+        data = self.json("events", "list", "--limit", "10000", *args)
+        return data["events"] if isinstance(data, dict) else data
+
+    def workspace(self, task_id: str) -> Path:
+        return self.home / "data" / "workspaces" / self.task(task_id)["session_id"]
+
+
+@pytest.fixture
+def harness_factory(parhelia_home: Path) -> Iterator[Callable[..., Harness]]:
+    started: list[RunningDaemon] = []
+
+    def make(extra_config: str = "", orchestrator: str = "", **env: str) -> Harness:
+        write_config(parhelia_home, extra_config, orchestrator)
+        env.setdefault("ANTHROPIC_API_KEY", "test-key")
+        d = start_daemon(parhelia_home, **env)
+        started.append(d)
+        return Harness(d)
+
+    yield make
+    for d in started:
+        with contextlib.suppress(Exception):
+            d.stop()
+    kill_workers(parhelia_home)
+
+
+@pytest.fixture
+def harness(harness_factory: Callable[..., Harness]) -> Harness:
+    return harness_factory()
+
+
+__all__ = ["FAKE_AGENT", "Harness", "fake_prompt", "kill_workers", "sys"]

@@ -1,0 +1,192 @@
+"""Tasks run end to end on the local backend: the real daemon, the real CLI as a
+subprocess, real worker processes, and the scripted fake Claude agent."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.integration.conftest import Harness, fake_prompt
+
+
+def test_sync_task_prints_final_text_and_records_usage(harness: Harness) -> None:
+    prompt = fake_prompt({"write": "notes.txt", "content": "hi\n"}, {"turn": True})
+    proc = harness.run("task", "create", prompt, "--no-workspace", "--sync")
+    assert proc.returncode == 0, proc.stderr
+    assert "completed" in proc.stdout
+    assert "Done." in proc.stdout  # the agent's final text
+    task_id = next(w for w in proc.stdout.split() if w.startswith("t-"))
+    task = harness.task(task_id)
+    assert task["status"] == "completed"
+    assert task["usage"]["turns"] >= 1
+    assert task["usage"]["input_tokens"] > 0 and task["usage"]["output_tokens"] > 0
+    assert float(task["usage"]["api_cost_usd"]) > 0
+    assert (harness.workspace(task_id) / "notes.txt").read_text() == "hi\n"
+    types = [e["type"] for e in harness.events("--task", task_id)]
+    for expected in ("task_created", "task_dispatched", "container_started", "agent_init",
+                     "agent_tool_use", "checkpoint_created", "agent_result", "task_completed"):
+        assert expected in types
+    assert types.index("task_dispatched") < types.index("agent_init") < \
+        types.index("task_completed")
+
+
+def test_prompt_reaches_agent_byte_for_byte(harness: Harness) -> None:
+    nasty = ("quotes ' \" `backticks` $(touch /tmp/parhelia-pwned) ${HOME} \\n\n"
+             "second line; rm -rf / && echo $((1+1)) | cat > x\n\ttabbed ünïcødé ✓")
+    prompt = nasty + "\nFAKE_SCRIPT: " + '[{"echo_prompt": "prompt.txt"}]'
+    task_id = harness.create(prompt)
+    assert harness.wait(task_id)["status"] == "completed"
+    assert (harness.workspace(task_id) / "prompt.txt").read_bytes() == prompt.encode()
+    assert not Path("/tmp/parhelia-pwned").exists()
+
+
+def test_failing_agent_fails_the_task_with_its_code(harness: Harness) -> None:
+    proc = harness.run("task", "create", fake_prompt({"fail": "boom"}), "--no-workspace",
+                       "--sync")
+    assert proc.returncode == 1
+    assert "E604" in proc.stdout + proc.stderr
+    task_id = harness.json("task", "list")["tasks"][0]["id"]
+    task = harness.task(task_id)
+    assert task["status"] == "failed"
+    assert task["result"]["error_code"] == "E604"
+
+
+def test_never_ending_agent_is_stopped_by_max_turns(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"forever": True}), "--max-turns", "3")
+    task = harness.wait(task_id)
+    assert task["status"] == "failed"
+    assert task["result"]["error_code"] == "E604"
+    assert "max-turns" in task["result"]["error_message"]
+
+
+def test_never_ending_agent_is_stopped_by_timeout(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"forever": True}), "--timeout", "2",
+                             "--max-turns", "1000")
+    task = harness.wait(task_id)
+    assert task["status"] == "failed"
+    assert task["result"]["error_code"] == "E501"
+    assert any(e["type"] == "checkpoint_created" and "timeout" in e["message"]
+               for e in harness.events("--task", task_id))
+
+
+def test_missing_credentials_fail_fast(harness_factory) -> None:
+    harness = harness_factory(ANTHROPIC_API_KEY="")
+    started = time.monotonic()
+    proc = harness.run("task", "create", fake_prompt({"turn": True}), "--no-workspace",
+                       "--sync")
+    assert proc.returncode == 1
+    assert "E400" in proc.stdout + proc.stderr
+    assert "ANTHROPIC_API_KEY" in proc.stdout + proc.stderr
+    assert time.monotonic() - started < 30  # "within seconds", not the agent's 3-minute retries
+
+
+def test_cancel_mid_run_stops_the_worker(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
+                                         {"sleep": 60}, {"turn": True}))
+    harness.wait(task_id, ("running",))
+    deadline = time.monotonic() + 30
+    while not any(e["type"] == "agent_turn_completed"
+                  for e in harness.events("--task", task_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    container_id = harness.task(task_id)["container_id"]
+    proc = harness.run("task", "cancel", task_id)
+    assert proc.returncode == 0, proc.stderr
+    assert harness.task(task_id)["status"] == "cancelled"
+    deadline = time.monotonic() + 20
+    while True:
+        container = harness.json("task", "show", task_id)
+        events = [e["type"] for e in harness.events("--container", container_id)]
+        if "container_terminated" in events:
+            break
+        assert time.monotonic() < deadline, events
+        time.sleep(0.2)
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if container_id in " ".join(p.info.get("cmdline") or [])]
+    assert container  # the task is still there to inspect
+
+
+def test_workspace_upload_diff_and_pull_branch(harness: Harness, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
+                              capture_output=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "u@example.com")
+    git("config", "user.name", "U")
+    (repo / "app.py").write_text("print('v1')\n")
+    (repo / ".gitignore").write_text("build/\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "big.bin").write_bytes(b"\0" * 1000)
+    git("add", ".")
+    git("commit", "-qm", "base")
+    (repo / "untracked.txt").write_text("keep me\n")
+    head = git("rev-parse", "HEAD")
+
+    prompt = fake_prompt({"write": "app.py", "content": "print('v2')\n"},
+                         {"write": "docs/new.md", "content": "# New\n"}, {"turn": True})
+    proc = harness.run("task", "create", prompt, "--sync", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "Uploaded 3 files" in proc.stdout + proc.stderr  # app.py, .gitignore, untracked.txt
+    task_id = harness.json("task", "list")["tasks"][0]["id"]
+    ws = harness.workspace(task_id)
+    assert (ws / "untracked.txt").exists() and not (ws / "build").exists()
+
+    diff = harness.run("task", "diff", task_id, check=True).stdout
+    assert "-print('v1')" in diff and "+print('v2')" in diff and "+# New" in diff
+    stat = harness.json("task", "diff", task_id, "--stat")
+    assert sorted(f["path"] for f in stat["files"]) == ["app.py", "docs/new.md"]
+
+    status_before = git("status", "--porcelain")
+    pull = harness.run("task", "pull", task_id, cwd=repo, check=True)
+    assert f"parhelia/{task_id}" in pull.stdout
+    assert git("rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git("rev-parse", "HEAD") == head
+    assert git("status", "--porcelain") == status_before
+    assert (repo / "app.py").read_text() == "print('v1')\n"
+    assert git("show", f"parhelia/{task_id}:app.py") == "print('v2')"
+    assert git("show", f"parhelia/{task_id}:docs/new.md") == "# New"
+    assert git("rev-parse", f"parhelia/{task_id}~1") == head
+
+    patch = tmp_path / "out.patch"
+    harness.run("task", "pull", task_id, "--patch", str(patch), check=True)
+    assert "+print('v2')" in patch.read_text()
+
+
+def test_retry_runs_a_fresh_session_from_checkpoint_zero(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"fail": "first try fails"}))
+    first = harness.wait(task_id)
+    assert first["status"] == "failed"
+    proc = harness.run("task", "retry", task_id)
+    assert proc.returncode == 0, proc.stderr
+    second = harness.wait(task_id)
+    assert second["session_id"] != first["session_id"]
+    assert [e["type"] for e in harness.events("--task", task_id)].count("task_retried") == 1
+
+
+def test_logs_show_the_agent_stream(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "x"}, {"turn": True}))
+    harness.wait(task_id)
+    logs = harness.run("task", "logs", task_id, check=True).stdout
+    assert "Write" in logs
+
+
+def test_twenty_tasks_never_more_than_four_at_once(harness_factory) -> None:
+    harness = harness_factory(orchestrator="max_concurrent_workers = 4\n")
+    ids = [harness.create(fake_prompt({"sleep": 0.6}, {"turn": True})) for _ in range(20)]
+    for task_id in ids:
+        assert harness.wait(task_id, timeout=180)["status"] == "completed"
+    running, peak = 0, 0
+    for event in sorted(harness.events("--type", "container_started", "--type",
+                                       "container_exited", "--type", "container_failed"),
+                        key=lambda e: e["id"]):
+        running += 1 if event["type"] == "container_started" else -1
+        peak = max(peak, running)
+    assert peak <= 4
+    assert peak >= 2  # they did run in parallel

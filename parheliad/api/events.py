@@ -1,4 +1,5 @@
-"""EventService: list with every EventFilter field, and a live watch fed by the bus."""
+"""EventService: list with every EventFilter field, a live watch fed by the bus, export
+in bounded memory and a container's replay."""
 
 from __future__ import annotations
 
@@ -76,3 +77,29 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
                 raise ParheliaError(
                     "E500", f"the watch fell behind and was dropped; watch again with "
                             f"after_id={sent} to continue without a gap", after_id=sent)
+
+    async def ExportEvents(self, request: events_pb2.ExportEventsRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.Event]:
+        """Every matching event, oldest first, read page by page: memory stays flat
+        however many there are (the stream's flow control paces the reads)."""
+        flt = await self._filter(request.filter)
+        async for row in self._ctx.store.events.iter_export(flt):
+            yield event_to_proto(row)
+
+    async def ReplayEvents(self, request: events_pb2.ReplayEventsRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.Event]:
+        """A container's events as a timeline, oldest first: its whole history with
+        ``from_start``, else from the filter's ``since``, else its newest 50 events."""
+        ref = request.container_id.strip()
+        if not ref:
+            raise ParheliaError("E102", "container_id is required", field="container_id")
+        container = await self._ctx.store.containers.get(ref)
+        flt = replace(filter_from_proto(request.filter), container_id=container.id)
+        if request.from_start:
+            flt = replace(flt, since_us=None)
+        elif flt.since_us is None:
+            for row in await self._ctx.store.events.list(flt, limit=DEFAULT_LIMIT):
+                yield event_to_proto(row)
+            return
+        async for row in self._ctx.store.events.iter_export(flt):
+            yield event_to_proto(row)

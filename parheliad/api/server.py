@@ -18,8 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from parheliad.api.containers import ContainerServicer
 from parheliad.api.events import EventServicer
 from parheliad.api.interceptor import ErrorInterceptor
+from parheliad.api.reconciler import ReconcilerServicer
 from parheliad.api.registry import Registration, register
 from parheliad.api.system import SystemServicer
 from parheliad.api.tasks import TaskServicer
@@ -54,7 +56,9 @@ class ApiServer:
         ])
         system = SystemServicer(ctx)
         reg = register(server, {"SystemService": system, "TaskService": TaskServicer(ctx),
-                                "EventService": EventServicer(ctx)})
+                                "EventService": EventServicer(ctx),
+                                "ContainerService": ContainerServicer(ctx),
+                                "ReconcilerService": ReconcilerServicer(ctx)})
         interceptor.implemented = reg.implemented
         system.capabilities = reg.capabilities
         self.registration = reg

@@ -10,6 +10,7 @@ import grpc
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
+from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.doctor import run_checks
 from parheliad.core.states import Health, TaskStatus
 from parheliad.store.clock import US_PER_SECOND, now_us
@@ -39,14 +40,15 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
         live = await store.containers.live()
         for container in live:
             health[container.health] = health.get(container.health, 0) + 1
-        orphans = len(await store.containers.list(states=["orphaned"], limit=10_000))
+        orphans = await store.orphans.count()
         recovering = counts.get(TaskStatus.RECOVERING.value, 0)
         attention = []
         if health["unhealthy"] or health["dead"]:
             attention.append(f"{health['unhealthy'] + health['dead']} container(s) unhealthy "
                              "or dead")
         if orphans:
-            attention.append(f"{orphans} orphaned container(s): see `parhelia reconciler status`")
+            attention.append(f"{orphans} orphaned container(s) still running: `parhelia "
+                             "cleanup` lists them, `parhelia cleanup --terminate` ends them")
         if recovering:
             attention.append(f"{recovering} task(s) recovering")
         response = system_pb2.GetStatusResponse(
@@ -65,9 +67,16 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 orphans=orphans, recovering_tasks=recovering,
                 needs_attention=bool(attention), attention=attention))
         set_ts(response.started_at, ctx.started_at_us)
-        last_run = await store.kv.get("reconciler.last_run_us")
+        last_run = await store.kv.get(LAST_RUN_KEY)
         if isinstance(last_run, int):
             set_ts(response.health.reconciler_last_run, last_run)
+            poll = ctx.config.reconciler.poll_interval_seconds
+            late = (now_us() - last_run) / US_PER_SECOND
+            if late > 3 * poll + 60:
+                response.health.attention.append(
+                    f"the reconciler last ran {late:.0f}s ago (every {poll:g}s expected); "
+                    "see `parhelia daemon logs`")
+                response.health.needs_attention = True
         return response
 
     async def Doctor(self, request: system_pb2.DoctorRequest,

@@ -22,7 +22,9 @@ from parheliad.backends.local import LocalBackend
 from parheliad.config import Config
 from parheliad.core import results, workspace
 from parheliad.core.dispatcher import Dispatcher
+from parheliad.core.health import HealthMonitor, run_job
 from parheliad.core.listener import Listener
+from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.tasks import transition
@@ -33,6 +35,7 @@ from parheliad.store.tx import Tx
 log = structlog.get_logger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
+PRUNE_INTERVAL_SECONDS = 60.0
 
 
 class Runtime:
@@ -48,6 +51,12 @@ class Runtime:
         self.recovery = Recovery(store, self.dispatcher, config)
         self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
                                  on_lost=self.recovery.on_lost)
+        self.health = HealthMonitor(store, self.backends, config, self.listener,
+                                    on_lost=self.recovery.on_lost,
+                                    on_settled=self.dispatcher.kick)
+        self.reconciler = Reconciler(store, self.backends, config, owner_tag, self.listener,
+                                     on_lost=self.recovery.on_lost,
+                                     on_settled=self.dispatcher.kick)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._background: set[asyncio.Task[None]] = set()
 
@@ -59,6 +68,9 @@ class Runtime:
 
     async def start(self) -> None:
         await self._adopt()
+        await self.reconciler.load()
+        # What changed while the daemon was down is found before anything is drained.
+        await run_job(self.reconciler.run, "reconcile")
         await self.listener.start()
         await self.recovery.start()
         await self.dispatcher.start()
@@ -66,6 +78,15 @@ class Runtime:
         self.scheduler.add_job(self.dispatcher.kick, "interval",
                                seconds=cfg.orchestrator.dispatch_interval_seconds,
                                id="dispatch", max_instances=1, coalesce=True)
+        self.scheduler.add_job(run_job, "interval", args=(self.health.sweep, "health"),
+                               seconds=cfg.heartbeat.interval_seconds,
+                               id="health", max_instances=1, coalesce=True)
+        self.scheduler.add_job(run_job, "interval", args=(self.health.prune, "prune"),
+                               seconds=PRUNE_INTERVAL_SECONDS,
+                               id="prune_heartbeats", max_instances=1, coalesce=True)
+        self.scheduler.add_job(run_job, "interval", args=(self.reconciler.run, "reconcile"),
+                               seconds=cfg.reconciler.poll_interval_seconds,
+                               id="reconcile", max_instances=1, coalesce=True)
         self.scheduler.start()
 
     async def stop(self) -> None:

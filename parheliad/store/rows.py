@@ -180,6 +180,24 @@ class LedgerRow:
     note: str
 
 
+@dataclass(frozen=True)
+class OrphanRow:
+    """An owner-tagged container found on a backend that the database does not own."""
+
+    id: int
+    backend: str
+    backend_id: str
+    container_id: str  # as the backend reports it ('' if unknown)
+    known: bool  # a container row with this id exists (and was already finished)
+    state: str  # present | terminated | gone
+    first_seen_at: int
+    last_seen_at: int
+    started_at: int | None
+    ended_at: int | None
+    cost_micros: int
+    detail: str
+
+
 def _loads(text: str) -> dict[str, Any]:
     value = json.loads(text or "{}")
     return value if isinstance(value, dict) else {}

@@ -208,8 +208,33 @@ _V2 = tuple(
                    "cache_read_input_tokens", "api_cost_micros")
 )
 
+# Orphans: owner-tagged containers a backend runs that the database does not own (no
+# container row, or one already finished). Kept apart from ``containers`` because an
+# unknown orphan has no task (docs/adr/0007-control-plane.md).
+_V3 = (
+    """
+    CREATE TABLE orphans (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        backend TEXT NOT NULL,
+        backend_id TEXT NOT NULL,
+        container_id TEXT NOT NULL DEFAULT '',
+        known INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        started_at INTEGER,
+        ended_at INTEGER,
+        cost_micros INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT ''
+    )
+    """,
+    "CREATE UNIQUE INDEX orphans_backend_id ON orphans(backend, backend_id)",
+    "CREATE INDEX orphans_state ON orphans(state)",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
     Migration("container usage", _V2),
+    Migration("orphans", _V3),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

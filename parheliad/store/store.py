@@ -17,6 +17,7 @@ from parheliad.store.tables.events import EventRepo
 from parheliad.store.tables.heartbeats import HeartbeatRepo
 from parheliad.store.tables.kv import KvRepo
 from parheliad.store.tables.ledger import LedgerRepo
+from parheliad.store.tables.orphans import OrphanRepo
 from parheliad.store.tables.sessions import SessionRepo
 from parheliad.store.tables.tasks import TaskRepo
 from parheliad.store.writer import Unit, Writer
@@ -46,6 +47,7 @@ class Store:
         self.events = EventRepo(self)
         self.ledger = LedgerRepo(self)
         self.kv = KvRepo(self)
+        self.orphans = OrphanRepo(self)
 
     @property
     def writer(self) -> Writer:

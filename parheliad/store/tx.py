@@ -12,6 +12,7 @@ from parheliad.store.tables.events import EventWrites
 from parheliad.store.tables.heartbeats import HeartbeatWrites
 from parheliad.store.tables.kv import KvWrites
 from parheliad.store.tables.ledger import LedgerWrites
+from parheliad.store.tables.orphans import OrphanWrites
 from parheliad.store.tables.sessions import SessionWrites
 from parheliad.store.tables.tasks import TaskWrites
 
@@ -60,3 +61,7 @@ class Tx:
     @cached_property
     def kv(self) -> KvWrites:
         return KvWrites(self)
+
+    @cached_property
+    def orphans(self) -> OrphanWrites:
+        return OrphanWrites(self)

@@ -1,0 +1,177 @@
+"""ContainerService: list, show (with recent heartbeats), health summary, a live watch
+fed by the event bus, and terminate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from parhelia.errors import ParheliaError, invalid
+from parhelia.v1 import common_pb2, containers_pb2, containers_pb2_grpc
+from parheliad.api.convert import container_to_proto, event_to_proto, set_ts
+from parheliad.context import DaemonContext
+from parheliad.core.reconciler import Reconciler
+from parheliad.core.states import ContainerState, Health
+from parheliad.store import EventFilter
+from parheliad.store.rows import ContainerRow, HeartbeatRow, OrphanRow
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+RECENT_HEARTBEATS = 20
+ATTENTION = frozenset({Health.DEGRADED.value, Health.UNHEALTHY.value, Health.DEAD.value})
+
+WATCHED_TYPES = ("container_created", "container_started", "container_exited",
+                 "container_failed", "container_terminated", "container_lost",
+                 "container_orphaned", "container_adopted", "health_changed", "state_drift")
+"""The events that change what `container list` shows (heartbeats only move a
+timestamp; their health effect is a ``health_changed`` event)."""
+
+
+def state_from_proto(value: int) -> str:
+    names = {int(v): k for k, v in common_pb2.ContainerState.items()}
+    name = names.get(value, "")
+    if not name or value == common_pb2.CONTAINER_STATE_UNSPECIFIED:
+        raise invalid(f"states: unknown container state {value}", field="states")
+    return ContainerState[name.removeprefix("CONTAINER_STATE_")].value
+
+
+def health_from_proto(value: int) -> str:
+    names = {int(v): k for k, v in common_pb2.Health.items()}
+    name = names.get(value, "")
+    if not name or value == common_pb2.HEALTH_UNSPECIFIED:
+        raise invalid(f"health: unknown health {value}", field="health")
+    return Health[name.removeprefix("HEALTH_")].value
+
+
+def heartbeat_to_proto(row: HeartbeatRow) -> common_pb2.Heartbeat:
+    m = row.metrics
+
+    def num(key: str) -> int:
+        v = m.get(key)
+        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
+
+    cost = m.get("cost_usd")
+    msg = common_pb2.Heartbeat(
+        container_id=row.container_id, cpu_percent=row.cpu_percent,
+        memory_bytes=row.memory_bytes, disk_bytes=row.disk_bytes, agent_alive=row.agent_alive,
+        usage=common_pb2.Usage(
+            turns=num("turns"), input_tokens=num("input_tokens"),
+            output_tokens=num("output_tokens"),
+            api_cost_micros=round(cost * 1_000_000) if isinstance(cost, int | float)
+            and not isinstance(cost, bool) else 0))
+    set_ts(msg.at, row.at)
+    return msg
+
+
+def orphan_to_proto(orphan: OrphanRow, known: ContainerRow | None) -> common_pb2.Container:
+    """An orphan as a Container: the database's row if it knows it, else what the backend said."""
+    if known is not None:
+        return container_to_proto(known)
+    msg = common_pb2.Container(
+        id=orphan.container_id, backend=orphan.backend, backend_id=orphan.backend_id,
+        state=common_pb2.CONTAINER_STATE_ORPHANED, health=common_pb2.HEALTH_UNKNOWN,
+        reason=orphan.detail, cost_micros=orphan.cost_micros)
+    set_ts(msg.created_at, orphan.first_seen_at)
+    set_ts(msg.started_at, orphan.started_at)
+    return msg
+
+
+class ContainerServicer(containers_pb2_grpc.ContainerServiceServicer):
+    def __init__(self, ctx: DaemonContext) -> None:
+        self._ctx = ctx
+
+    def _reconciler(self) -> Reconciler:
+        if self._ctx.runtime is None:
+            raise ParheliaError("E500", "the daemon's runtime is not running")
+        return self._ctx.runtime.reconciler
+
+    async def ListContainers(self, request: containers_pb2.ListContainersRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> containers_pb2.ListContainersResponse:
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise invalid(f"limit: must be 0 to {MAX_LIMIT}", field="limit")
+        limit = request.limit or DEFAULT_LIMIT
+        states = [state_from_proto(s) for s in request.states]
+        health = {health_from_proto(h) for h in request.health}
+        store = self._ctx.store
+        task_id = ""
+        if request.task_id.strip():
+            task_id = (await store.tasks.get(request.task_id.strip())).id
+        # Health is filtered here (few rows pass), so read more than `limit` when it is set.
+        rows = await store.containers.list(states=states, task_id=task_id or None,
+                                           limit=MAX_LIMIT if health else limit)
+        if health:
+            rows = [r for r in rows if r.health in health]
+        out = [container_to_proto(r) for r in rows[:limit]]
+        if (not states or ContainerState.ORPHANED.value in states) and not task_id and \
+                (not health or Health.UNKNOWN.value in health) and len(out) < limit:
+            for orphan in await store.orphans.list(limit=limit - len(out)):
+                if not orphan.known:
+                    out.append(orphan_to_proto(orphan, None))
+        return containers_pb2.ListContainersResponse(containers=out)
+
+    async def GetContainer(self, request: containers_pb2.GetContainerRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> containers_pb2.GetContainerResponse:
+        ref = request.container_id.strip()
+        if not ref:
+            raise ParheliaError("E102", "container_id is required", field="container_id")
+        store = self._ctx.store
+        row = await store.containers.get(ref)
+        beats = await store.heartbeats.list(row.id, limit=RECENT_HEARTBEATS)
+        return containers_pb2.GetContainerResponse(
+            container=container_to_proto(row),
+            recent_heartbeats=[heartbeat_to_proto(b) for b in beats])
+
+    async def GetHealthSummary(self, request: containers_pb2.GetHealthSummaryRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> containers_pb2.HealthSummaryResponse:
+        store = self._ctx.store
+        live = await store.containers.live()
+        by_health = {h.value: 0 for h in Health}
+        by_state: dict[str, int] = {}
+        for c in live:
+            by_health[c.health] = by_health.get(c.health, 0) + 1
+            by_state[c.state] = by_state.get(c.state, 0) + 1
+        orphans = await store.orphans.list(limit=MAX_LIMIT)
+        if orphans:
+            by_state[ContainerState.ORPHANED.value] = len(orphans)
+        attention = [container_to_proto(c) for c in live if c.health in ATTENTION]
+        for orphan in orphans:
+            known = await store.containers.find(orphan.container_id) \
+                if orphan.container_id else None
+            attention.append(orphan_to_proto(orphan, known))
+        return containers_pb2.HealthSummaryResponse(by_health=by_health, by_state=by_state,
+                                                    orphans=len(orphans), attention=attention)
+
+    async def WatchContainers(self, request: containers_pb2.WatchContainersRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[containers_pb2.ContainerUpdate]:
+        """Every committed container or health event, with the container as it is now."""
+        states = {state_from_proto(s) for s in request.states}
+        store = self._ctx.store
+        with self._ctx.bus.subscribe(EventFilter(types=WATCHED_TYPES)) as sub:
+            async for event in sub:
+                if not event.container_id:
+                    continue
+                row = await store.containers.find(event.container_id)
+                update = containers_pb2.ContainerUpdate(event=event_to_proto(event))
+                if row is not None:
+                    if states and row.state not in states:
+                        continue
+                    update.container.CopyFrom(container_to_proto(row))
+                elif states and ContainerState.ORPHANED.value not in states:
+                    continue
+                yield update
+            if sub.ended_because == "slow":
+                raise ParheliaError("E500", "the watch fell behind and was dropped; "
+                                            "watch again")
+
+    async def TerminateContainer(self, request: containers_pb2.TerminateContainerRequest,
+                                 context: grpc.aio.ServicerContext) -> common_pb2.Container:
+        ref = request.container_id.strip()
+        if not ref:
+            raise ParheliaError("E102", "container_id is required", field="container_id")
+        row = await self._reconciler().terminate_container(ref)
+        return container_to_proto(row)

@@ -1,0 +1,165 @@
+"""The health sweep: missed heartbeats walk a container through its health states.
+
+Every ``heartbeat.interval_seconds`` (an APScheduler job of the runtime) each live
+container's silence is measured from its last heartbeat (or its start):
+``missed = floor(silence / interval - 0.5)`` — a heartbeat counts as missed once it is
+half an interval late, so ordinary jitter never degrades a healthy worker. The count
+goes to ``consecutive_failures`` and :func:`~parheliad.core.states.health_after` gives
+the new health: degraded (>=1), unhealthy (>=3), dead (>=5); each change is a
+``health_changed`` event. The listener heals a container to healthy (count reset to 0)
+when a heartbeat arrives.
+
+A dead container is recorded as lost first (so nothing else acts on it), then its
+worker is killed through the backend (the whole process group, SIGKILL after a
+SIGTERM it cannot act on when stopped) and recovery resumes its task from the latest
+checkpoint. Heartbeats beyond ``heartbeat.retention_per_container`` are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from parheliad.backends.base import Backend
+from parheliad.config import Config
+from parheliad.core.listener import Listener, Outcome, settle_container
+from parheliad.core.states import CONTAINER_LIVE, Health, health_after
+from parheliad.store.clock import US_PER_SECOND, now_us
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+LostHandler = Callable[[str, str, str], Awaitable[None]]
+
+_LATE_TOLERANCE = 0.5
+"""A heartbeat is missed once it is this many intervals late."""
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    container_id: str
+    before: str
+    after: str
+    missed: int
+
+
+def missed_heartbeats(silence_us: int, interval_seconds: float) -> int:
+    """Heartbeats missed after ``silence_us`` without one (see the module docstring)."""
+    if silence_us <= 0:
+        return 0
+    return max(0, math.floor(silence_us / (interval_seconds * US_PER_SECOND) - _LATE_TOLERANCE))
+
+
+class HealthMonitor:
+    def __init__(self, store: Store, backends: Mapping[str, Backend],
+                 config: Callable[[], Config], listener: Listener, *,
+                 on_lost: LostHandler | None = None,
+                 on_settled: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._backends = backends
+        self._config = config
+        self._listener = listener
+        self._on_lost = on_lost
+        self._on_settled = on_settled
+        self.sweeps = 0
+
+    async def sweep(self) -> list[HealthChange]:
+        """One pass over the live containers; the health changes it made."""
+        interval = self._config().heartbeat.interval_seconds
+        ids = [c.id for c in await self._store.containers.live()]
+        if not ids:
+            return []
+        changes = await self._store.write(lambda tx: self._walk(tx, ids, interval, now_us()))
+        self.sweeps += 1
+        for change in changes:
+            if change.after == Health.DEAD:
+                await self._bury(change)
+        return changes
+
+    def _walk(self, tx: Tx, ids: list[str], interval: float, now: int) -> list[HealthChange]:
+        changes: list[HealthChange] = []
+        for cid in ids:
+            c = tx.containers.get(cid)
+            if c is None or c.state not in CONTAINER_LIVE or c.health == Health.DEAD:
+                continue
+            reference = c.last_heartbeat_at or c.started_at or c.created_at
+            silence = now - reference
+            missed = missed_heartbeats(silence, interval)
+            if missed <= c.consecutive_failures:
+                continue
+            health = health_after(c.health, heartbeat=False, missed=missed)
+            fields: dict[str, object] = {"consecutive_failures": missed}
+            silent_s = round(silence / US_PER_SECOND, 1)
+            tx.events.append("heartbeat_missed", f"{missed} heartbeat(s) missed ({silent_s}s "
+                             "silent)", task_id=c.task_id, session_id=c.session_id,
+                             container_id=c.id, data={"missed": missed, "silent_s": silent_s})
+            if health != c.health:
+                fields["health"] = health.value
+                tx.events.append(
+                    "health_changed", f"{c.health} -> {health.value} ({missed} heartbeats "
+                    f"missed, {silent_s}s silent)",
+                    level="error" if health == Health.DEAD else "warning",
+                    task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                    data={"from": c.health, "to": health.value, "missed": missed,
+                          "silent_s": silent_s})
+                changes.append(HealthChange(c.id, c.health, health.value, missed))
+            tx.containers.update(c.id, **fields)
+        return changes
+
+    async def _bury(self, change: HealthChange) -> None:
+        """A dead container: drain what it said, record it lost, kill it, recover its task."""
+        c = await self._store.containers.find(change.container_id)
+        if c is None or c.state not in CONTAINER_LIVE:
+            return
+        await self._listener.drain(c)
+        interval = self._config().heartbeat.interval_seconds
+        reason = (f"no heartbeat for {change.missed} intervals of {interval:g}s (health dead); "
+                  "the worker was killed")
+        lost = await self._store.write(lambda tx: settle_container(
+            tx, c.id, Outcome(None, "lost", error_message=reason)))
+        backend = self._backends.get(c.backend)
+        if backend is not None and c.backend_id:
+            try:
+                await backend.terminate(c.backend_id, grace_seconds=0.0)
+            except Exception:
+                log.exception("could not kill a dead worker", container_id=c.id)
+        log.warning("dead worker killed", container_id=c.id, backend_id=c.backend_id)
+        if lost is not None and self._on_lost is not None:
+            await self._on_lost(*lost)
+        self._on_settled()
+
+    async def prune(self) -> int:
+        """Keep the newest ``retention_per_container`` heartbeats of every container."""
+        keep = self._config().heartbeat.retention_per_container
+
+        def unit(tx: Tx) -> int:
+            over = [r[0] for r in tx.conn.execute(
+                "SELECT container_id FROM heartbeats GROUP BY container_id "
+                "HAVING COUNT(*) > ?", (keep,)).fetchall()]
+            deleted = 0
+            for cid in over:
+                deleted += tx.conn.execute(
+                    "DELETE FROM heartbeats WHERE container_id = ?1 AND id NOT IN ("
+                    "SELECT id FROM heartbeats WHERE container_id = ?1 "
+                    "ORDER BY at DESC, id DESC LIMIT ?2)", (cid, keep)).rowcount
+            return deleted
+
+        deleted = await self._store.write(unit)
+        if deleted:
+            log.debug("heartbeats pruned", deleted=deleted)
+        return deleted
+
+
+async def run_job(coro: Callable[[], Awaitable[object]], name: str) -> None:
+    """A scheduler job body: never lets an exception kill the job."""
+    try:
+        await coro()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("job failed", job=name)

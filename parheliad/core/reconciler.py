@@ -1,0 +1,385 @@
+"""The reconciler: the database compared with what the backends actually run.
+
+Every ``reconciler.poll_interval_seconds`` (and once at start, before the listener
+drains anything, so what changed while the daemon was down is found at once) each
+backend lists the containers carrying THIS daemon's owner tag; nothing else is ever
+looked at, let alone touched. Then:
+
+- a container the database holds as live but the backend does not list is *lost*
+  when its process is provably gone (its end is settled from its result file if it
+  left one) or when it has been silent longer than ``stale_threshold_seconds``; a lost
+  container's task goes to recovery;
+- a listed container the database does not own, or holds as finished, is *orphaned*:
+  recorded in the ``orphans`` table with a ``container_orphaned`` event (once per
+  sighting) and terminated only when ``auto_terminate_orphans`` is on;
+- other differences (a live container whose backend id was never recorded, an orphan
+  that vanished by itself) are corrected with a ``state_drift`` event.
+
+The last report (start, duration, findings) is kept in the ``kv`` table for
+``parhelia reconciler status``. ``cleanup`` lists the orphans and, asked to, ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+
+from parhelia.errors import ParheliaError
+from parheliad.backends.base import Backend, ListedContainer
+from parheliad.config import Config
+from parheliad.core.listener import Listener, Outcome, _outcome_from_result, settle_container
+from parheliad.core.states import CONTAINER_FINAL, CONTAINER_LIVE, ContainerState
+from parheliad.store.clock import US_PER_SECOND, now_us
+from parheliad.store.rows import ContainerRow, OrphanRow
+from parheliad.store.store import Store
+from parheliad.store.tables import orphans as orphan_states
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+LostHandler = Callable[[str, str, str], Awaitable[None]]
+
+LAST_REPORT_KEY = "reconciler.last_report"
+LAST_RUN_KEY = "reconciler.last_run_us"
+
+LOST = "lost"
+ORPHANED = "orphaned"
+STATE_DRIFT = "state_drift"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # lost | orphaned | state_drift
+    container_id: str
+    backend_id: str
+    detail: str
+    action: str
+
+
+@dataclass
+class Report:
+    started_at_us: int
+    duration_ms: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Report | None:
+        if not isinstance(value, dict) or not isinstance(value.get("started_at_us"), int):
+            return None
+        try:
+            return cls(started_at_us=value["started_at_us"],
+                       duration_ms=int(value.get("duration_ms") or 0),
+                       findings=[Finding(**f) for f in value.get("findings") or []])
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class CleanupItem:
+    orphan: OrphanRow
+    container: ContainerRow | None
+    age_seconds: float
+    terminated: bool
+
+
+class Reconciler:
+    def __init__(self, store: Store, backends: Mapping[str, Backend],
+                 config: Callable[[], Config], owner_tag: str, listener: Listener, *,
+                 on_lost: LostHandler | None = None,
+                 on_settled: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._backends = backends
+        self._config = config
+        self._owner = owner_tag
+        self._listener = listener
+        self._on_lost = on_lost
+        self._on_settled = on_settled
+        self._lock = asyncio.Lock()
+        self.last_report: Report | None = None
+
+    async def load(self) -> None:
+        """The last report of an earlier run of the daemon, if any."""
+        self.last_report = Report.from_json(await self._store.kv.get(LAST_REPORT_KEY))
+
+    # -- one pass -----------------------------------------------------------------
+
+    async def run(self, *, manual: bool = False) -> Report:
+        """Compare every backend with the database once; one pass at a time."""
+        async with self._lock:
+            report = Report(started_at_us=now_us())
+            t0 = time.monotonic()
+            for name, backend in self._backends.items():
+                try:
+                    listed = await backend.list(self._owner)
+                except Exception as exc:
+                    log.warning("reconciler: backend list failed", backend=name,
+                                error=type(exc).__name__)
+                    continue
+                # Defence in depth: whatever a backend returns, only our tag counts.
+                mine = [entry for entry in listed if entry.owner_tag == self._owner]
+                report.findings.extend(await self._compare(name, backend, mine))
+            report.duration_ms = round((time.monotonic() - t0) * 1000)
+            self.last_report = report
+            await self._store.write(lambda tx: self._record(tx, report, manual))
+            if report.findings:
+                log.info("reconciler findings", findings=len(report.findings))
+            return report
+
+    def _record(self, tx: Tx, report: Report, manual: bool) -> None:
+        tx.kv.set(LAST_REPORT_KEY, report.to_json())
+        tx.kv.set(LAST_RUN_KEY, report.started_at_us)
+        if report.findings or manual:
+            kinds: dict[str, int] = {}
+            for f in report.findings:
+                kinds[f.kind] = kinds.get(f.kind, 0) + 1
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no findings"
+            tx.events.append("reconciler_run", summary,
+                             data={"duration_ms": report.duration_ms, "findings": kinds,
+                                   "manual": manual})
+
+    async def _compare(self, name: str, backend: Backend,
+                       listed: list[ListedContainer]) -> list[Finding]:
+        findings: list[Finding] = []
+        by_backend_id = {entry.backend_id: entry for entry in listed}
+        by_container = {entry.container_id: entry for entry in listed if entry.container_id}
+        matched: set[str] = set()
+        stale_us = int(self._config().reconciler.stale_threshold_seconds * US_PER_SECOND)
+        for c in await self._store.containers.live():
+            if c.backend != name:
+                continue
+            entry = by_backend_id.get(c.backend_id) if c.backend_id else None
+            if entry is None and c.id in by_container:
+                entry = by_container[c.id]
+                finding = await self._adopt_backend_id(c, entry)
+                if finding is not None:
+                    findings.append(finding)
+            if entry is not None:
+                matched.add(entry.backend_id)
+                continue
+            if not c.backend_id:
+                continue  # not launched yet: the dispatcher and listener own that window
+            finding = await self._missing(c, backend, stale_us)
+            if finding is not None:
+                findings.append(finding)
+        for entry in listed:
+            if entry.backend_id not in matched:
+                findings.append(await self._orphan(name, backend, entry))
+        findings.extend(await self._vanished_orphans(name, set(by_backend_id)))
+        return findings
+
+    async def _adopt_backend_id(self, c: ContainerRow, entry: ListedContainer) -> Finding | None:
+        """A live container runs under a backend id the database never recorded."""
+        def unit(tx: Tx) -> bool:
+            row = tx.containers.get(c.id)
+            if row is None or row.state not in CONTAINER_LIVE or row.backend_id == \
+                    entry.backend_id:
+                return False
+            fields: dict[str, Any] = {"backend_id": entry.backend_id}
+            if row.state == ContainerState.CREATED:
+                fields["state"] = ContainerState.STARTING.value
+            if row.started_at is None and entry.started_at is not None:
+                fields["started_at"] = int(entry.started_at * US_PER_SECOND)
+            tx.containers.update(c.id, **fields)
+            tx.events.append("state_drift", f"recorded backend id {entry.backend_id}",
+                             task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                             data={"field": "backend_id", "was": row.backend_id,
+                                   "now": entry.backend_id})
+            return True
+
+        if not await self._store.write(unit):
+            return None
+        return Finding(STATE_DRIFT, c.id, entry.backend_id,
+                       f"running as {entry.backend_id}, recorded as {c.backend_id or 'nothing'}",
+                       "recorded the backend id")
+
+    async def _missing(self, c: ContainerRow, backend: Backend,
+                       stale_us: int) -> Finding | None:
+        """The database holds ``c`` as live; the backend does not list it."""
+        status = await backend.status(c.backend_id, c.id)
+        silence = now_us() - (c.last_heartbeat_at or c.started_at or c.created_at)
+        if status.running and silence <= stale_us:
+            return None  # alive and talking; maybe listed again next time
+        await self._listener.drain(c)
+        if status.running:
+            outcome = Outcome(None, "lost", error_message=(
+                f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
+            detail = f"not listed, silent for {silence // US_PER_SECOND}s"
+        else:
+            outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
+                                              status.exit_code)
+            detail = "the worker process is gone" + (
+                f" (exit {status.exit_code})" if status.exit_code is not None else "")
+
+        def unit(tx: Tx) -> tuple[bool, tuple[str, str, str] | None]:
+            row = tx.containers.get(c.id)
+            if row is None or row.state not in CONTAINER_LIVE:
+                return False, None  # the listener settled it meanwhile
+            return True, settle_container(tx, c.id, outcome)
+
+        changed, lost = await self._store.write(unit)
+        if not changed:
+            return None
+        if lost is not None and self._on_lost is not None:
+            await self._on_lost(*lost)
+        self._on_settled()
+        if outcome.status == "lost":
+            action = "recorded lost; the task resumes from its latest checkpoint" \
+                if lost is not None else "recorded lost"
+            return Finding(LOST, c.id, c.backend_id, detail, action)
+        return Finding(STATE_DRIFT, c.id, c.backend_id, detail + f", it had ended "
+                       f"({outcome.status})", f"settled as {outcome.status}")
+
+    async def _orphan(self, name: str, backend: Backend, entry: ListedContainer) -> Finding:
+        known = await self._store.containers.find(entry.container_id) \
+            if entry.container_id else None
+        started = int(entry.started_at * US_PER_SECOND) if entry.started_at else None
+        detail = ("unknown to the database" if known is None else
+                  f"the database holds it as {known.state}")
+
+        def unit(tx: Tx) -> bool:
+            row = tx.containers.get(known.id) if known is not None else None
+            _, fresh = tx.orphans.seen(
+                backend=name, backend_id=entry.backend_id, container_id=entry.container_id,
+                known=row is not None, started_at=started,
+                cost_micros=row.cost_micros if row is not None else 0, detail=detail)
+            if row is not None and row.state in CONTAINER_FINAL:
+                tx.containers.update(row.id, state=ContainerState.ORPHANED.value)
+            if fresh:
+                tx.events.append(
+                    "container_orphaned", f"{name} {entry.backend_id}: {detail}",
+                    task_id=row.task_id if row else None,
+                    session_id=row.session_id if row else None,
+                    container_id=entry.container_id or None,
+                    data={"backend": name, "backend_id": entry.backend_id,
+                          "container_id": entry.container_id, "known": row is not None})
+            return fresh
+
+        await self._store.write(unit)
+        if self._config().reconciler.auto_terminate_orphans:
+            await self._end_orphan(name, backend, entry.backend_id, "auto_terminate_orphans")
+            action = "terminated (auto_terminate_orphans is on)"
+        else:
+            action = "left running; `parhelia cleanup --terminate` ends it"
+        return Finding(ORPHANED, entry.container_id, entry.backend_id, detail, action)
+
+    async def _end_orphan(self, name: str, backend: Backend, backend_id: str, why: str) -> bool:
+        """Terminate an orphan that is STILL listed under our tag; whether it was."""
+        listed = {e.backend_id for e in await backend.list(self._owner)
+                  if e.owner_tag == self._owner}
+        if backend_id not in listed:
+            return False
+        await backend.terminate(backend_id, grace_seconds=self._grace())
+
+        def unit(tx: Tx) -> None:
+            orphan = tx.orphans.get(name, backend_id)
+            if orphan is None:
+                return
+            tx.orphans.end(orphan.id, orphan_states.TERMINATED)
+            row = tx.containers.get(orphan.container_id) if orphan.container_id else None
+            if row is not None and row.state == ContainerState.ORPHANED:
+                tx.containers.update(row.id, state=ContainerState.TERMINATED.value)
+            tx.events.append("container_terminated", f"orphan {name} {backend_id} terminated "
+                             f"({why})", task_id=row.task_id if row else None,
+                             session_id=row.session_id if row else None,
+                             container_id=orphan.container_id or None,
+                             data={"backend": name, "backend_id": backend_id, "orphan": True,
+                                   "why": why})
+
+        await self._store.write(unit)
+        return True
+
+    async def _vanished_orphans(self, name: str, listed: set[str]) -> list[Finding]:
+        findings: list[Finding] = []
+        for orphan in await self._store.orphans.list():
+            if orphan.backend != name or orphan.backend_id in listed:
+                continue
+
+            def unit(tx: Tx, orphan: OrphanRow = orphan) -> None:
+                tx.orphans.end(orphan.id, orphan_states.GONE)
+                row = tx.containers.get(orphan.container_id) if orphan.container_id else None
+                if row is not None and row.state == ContainerState.ORPHANED:
+                    tx.containers.update(row.id, state=ContainerState.LOST.value)
+                tx.events.append("state_drift", f"orphan {name} {orphan.backend_id} is gone",
+                                 task_id=row.task_id if row else None,
+                                 container_id=orphan.container_id or None,
+                                 data={"backend": name, "backend_id": orphan.backend_id})
+
+            await self._store.write(unit)
+            findings.append(Finding(STATE_DRIFT, orphan.container_id, orphan.backend_id,
+                                    "the orphan is no longer running", "recorded it gone"))
+        return findings
+
+    def _grace(self) -> float:
+        return self._config().orchestrator.cancel_grace_seconds
+
+    # -- cleanup and terminate -------------------------------------------------------
+
+    async def cleanup(self, *, terminate: bool) -> list[CleanupItem]:
+        """The present orphans (after a fresh pass); with ``terminate``, end each one."""
+        await self.run()
+        items: list[CleanupItem] = []
+        now = now_us()
+        for orphan in await self._store.orphans.list():
+            backend = self._backends.get(orphan.backend)
+            ended = False
+            if terminate and backend is not None:
+                ended = await self._end_orphan(orphan.backend, backend, orphan.backend_id,
+                                               "cleanup")
+            container = await self._store.containers.find(orphan.container_id) \
+                if orphan.container_id else None
+            since = orphan.started_at or orphan.first_seen_at
+            items.append(CleanupItem(orphan, container, max(0.0, (now - since) / US_PER_SECOND),
+                                     ended))
+        return items
+
+    async def terminate_container(self, ref: str) -> ContainerRow:
+        """End one of OUR containers now; a running task resumes from its checkpoint."""
+        c = await self._store.containers.get(ref)
+        backend = self._backends.get(c.backend)
+        if c.state == ContainerState.ORPHANED:
+            if backend is None or not await self._end_orphan(c.backend, backend, c.backend_id,
+                                                             "terminated by user"):
+                raise ParheliaError("E203", f"container {c.id} is no longer running")
+            return await self._store.containers.get(c.id)
+        if c.state not in CONTAINER_LIVE:
+            raise ParheliaError("E603", f"container {c.id} is already {c.state}; only live "
+                                        "or orphaned containers can be terminated",
+                                container_id=c.id, state=c.state)
+        await self._listener.drain(c)
+
+        def unit(tx: Tx) -> tuple[str, str, str] | None:
+            row = tx.containers.get(c.id)
+            if row is None or row.state not in CONTAINER_LIVE:
+                return None
+            tx.containers.update(c.id, state=ContainerState.TERMINATED.value,
+                                 reason="terminated by user", stopped_at=now_us())
+            tx.events.append("container_terminated", "terminated by user", task_id=c.task_id,
+                             session_id=c.session_id, container_id=c.id,
+                             data={"backend_id": c.backend_id})
+            if c.session_id:
+                tx.sessions.update(c.session_id, current_container_id=None, status="stopped")
+            task = tx.tasks.get(c.task_id)
+            if task is not None and task.container_id == c.id and task.status in (
+                    "running", "recovering"):
+                return task.id, c.id, "its container was terminated by the user"
+            return None
+
+        lost = await self._store.write(unit)
+        if backend is not None and c.backend_id:
+            # SIGTERM first: the worker checkpoints before it goes; what it says while
+            # going (the checkpoint) is drained below, before recovery picks a checkpoint.
+            await backend.terminate(c.backend_id, grace_seconds=self._grace())
+            await self._listener.drain(await self._store.containers.get(c.id))
+        if lost is not None and self._on_lost is not None:
+            await self._on_lost(*lost)
+        self._on_settled()
+        return await self._store.containers.get(c.id)
+

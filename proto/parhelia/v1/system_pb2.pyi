@@ -46,11 +46,17 @@ class GetVersionResponse(_message.Message):
     API_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_STATE_FIELD_NUMBER: _builtins.int
+    BUDGET_DETAIL_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     api: _builtins.str
     """"parhelia.v1" """
     instance_id: _builtins.str
     """this daemon's owner tag"""
+    budget_state: _builtins.str
+    """"" | "warning" | "exceeded": the CLI shows a banner"""
+    budget_detail: _builtins.str
+    """one line for that banner"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """implemented RPCs and features, e.g. "tasks.create", "events.watch" """
@@ -62,10 +68,12 @@ class GetVersionResponse(_message.Message):
         api: _builtins.str = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         instance_id: _builtins.str = ...,
+        budget_state: _builtins.str = ...,
+        budget_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "capabilities", b"capabilities", "instance_id", b"instance_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "budget_detail", b"budget_detail", "budget_state", b"budget_state", "capabilities", b"capabilities", "instance_id", b"instance_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,7 +57,7 @@ class Component(Protocol):
 
 def core_components(ctx: DaemonContext) -> list[Component]:
     """The daemon's engines, started after the store and before the API, in this order."""
-    runtime = Runtime(ctx.store, ctx.paths, lambda: ctx.config, ctx.instance_id)
+    runtime = Runtime(ctx.store, ctx.paths, lambda: ctx.config, ctx.instance_id, ctx.bus)
     ctx.runtime = runtime
     ctx.tasks.runtime = runtime
     ctx.tasks.on_created = runtime.kick

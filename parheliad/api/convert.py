@@ -14,6 +14,7 @@ from parhelia.v1 import common_pb2
 from parheliad.core.states import ContainerState, Health, TaskStatus
 from parheliad.core.tasks import TaskOptions, TaskSource
 from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow
+from parheliad.store.rows import CheckpointRow
 
 
 def set_ts(target: Timestamp, us: int | None) -> None:
@@ -139,4 +140,22 @@ def container_to_proto(row: ContainerRow) -> common_pb2.Container:
     set_ts(msg.started_at, row.started_at)
     set_ts(msg.stopped_at, row.stopped_at)
     set_ts(msg.last_heartbeat_at, row.last_heartbeat_at)
+    return msg
+
+
+def checkpoint_to_proto(row: CheckpointRow) -> common_pb2.Checkpoint:
+    env = row.environment
+    git = row.git
+    msg = common_pb2.Checkpoint(
+        id=row.id, session_id=row.session_id, parent_id=row.parent_id, trigger=row.trigger,
+        message=row.message,
+        stats=common_pb2.CheckpointStats(files=row.files, bytes=row.bytes,
+                                         new_bytes=row.new_bytes, duration_ms=row.duration_ms),
+        agent_version=str(env.get("agent_version") or ""), model=str(env.get("model") or ""),
+        git_branch=str(git.get("branch") or ""), git_head=str(git.get("head") or ""),
+        git_dirty=[str(d.get("path") if isinstance(d, dict) else d)
+                   for d in git.get("dirty") or []],
+        config_bundle_id=row.config_bundle_id, manual=row.manual,
+        container_id=row.container_id)
+    set_ts(msg.created_at, row.created_at)
     return msg

@@ -18,11 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from parheliad.api.checkpoints import CheckpointServicer
 from parheliad.api.containers import ContainerServicer
 from parheliad.api.events import EventServicer
 from parheliad.api.interceptor import ErrorInterceptor
 from parheliad.api.reconciler import ReconcilerServicer
 from parheliad.api.registry import Registration, register
+from parheliad.api.sessions import SessionServicer
 from parheliad.api.system import SystemServicer
 from parheliad.api.tasks import TaskServicer
 from parheliad.context import DaemonContext
@@ -58,7 +60,9 @@ class ApiServer:
         reg = register(server, {"SystemService": system, "TaskService": TaskServicer(ctx),
                                 "EventService": EventServicer(ctx),
                                 "ContainerService": ContainerServicer(ctx),
-                                "ReconcilerService": ReconcilerServicer(ctx)})
+                                "ReconcilerService": ReconcilerServicer(ctx),
+                                "CheckpointService": CheckpointServicer(ctx),
+                                "SessionService": SessionServicer(ctx)})
         interceptor.implemented = reg.implemented
         system.capabilities = reg.capabilities
         self.registration = reg

@@ -34,7 +34,7 @@ def file_change(c: Change) -> tasks_pb2.FileChange:
                                 new_size=c.new_size or 0)
 
 
-def _count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
+def count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
     """Fill lines_added/removed and binary from a git-style patch."""
     by_path = {f.path: f for f in files}
     current: tasks_pb2.FileChange | None = None
@@ -121,7 +121,7 @@ class TaskRunsMixin:
         _, changes = await runtime.changes(task_ref(request.task_id))
         files = [file_change(c) for c in changes.tree.changes]
         patch = await asyncio.to_thread(results.patch_text, runtime.local.volume, changes)
-        _count_lines(patch, files)
+        count_lines(patch, files)
         return tasks_pb2.GetTaskDiffResponse(files=files,
                                              patch="" if request.stat_only else patch)
 

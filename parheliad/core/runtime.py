@@ -21,11 +21,15 @@ from parheliad.backends.base import Backend
 from parheliad.backends.local import LocalBackend
 from parheliad.config import Config
 from parheliad.core import results, workspace
+from parheliad.core.budget import Budget
+from parheliad.core.checkpoints import CheckpointOps
 from parheliad.core.dispatcher import Dispatcher
+from parheliad.core.events import EventBus
 from parheliad.core.health import HealthMonitor, run_job
 from parheliad.core.listener import Listener
 from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
+from parheliad.core.sessions import SessionOps
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.store.rows import ContainerRow, TaskRow
@@ -40,14 +44,18 @@ PRUNE_INTERVAL_SECONDS = 60.0
 
 class Runtime:
     def __init__(self, store: Store, paths: Paths, config: Callable[[], Config], owner_tag: str,
-                 backends: Mapping[str, Backend] | None = None) -> None:
+                 bus: EventBus, backends: Mapping[str, Backend] | None = None) -> None:
         self.store = store
         self.paths = paths
-        self._config = config
+        self.config = config
+        self.bus = bus
         self.owner_tag = owner_tag
         self.backends: dict[str, Backend] = dict(backends or {
             "local": LocalBackend(paths.volume_dir)})
-        self.dispatcher = Dispatcher(store, self.backends, config, paths, owner_tag)
+        self.budget = Budget(store, config, stop=self._stop_for_budget,
+                             kick=lambda: self.dispatcher.kick())
+        self.dispatcher = Dispatcher(store, self.backends, config, paths, owner_tag,
+                                     budget_gate=self.budget.gate)
         self.recovery = Recovery(store, self.dispatcher, config)
         self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
                                  on_lost=self.recovery.on_lost)
@@ -58,6 +66,8 @@ class Runtime:
                                      on_lost=self.recovery.on_lost,
                                      on_settled=self.dispatcher.kick)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.checkpoints = CheckpointOps(self)
+        self.sessions = SessionOps(self)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -73,11 +83,15 @@ class Runtime:
         await run_job(self.reconciler.run, "reconcile")
         await self.listener.start()
         await self.recovery.start()
+        await self._budget_tick()  # the ceiling holds before anything is dispatched
         await self.dispatcher.start()
-        cfg = self._config()
+        cfg = self.config()
         self.scheduler.add_job(self.dispatcher.kick, "interval",
                                seconds=cfg.orchestrator.dispatch_interval_seconds,
                                id="dispatch", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._budget_tick, "interval",
+                               seconds=cfg.budget.accrual_interval_seconds,
+                               id="budget", max_instances=1, coalesce=True)
         self.scheduler.add_job(run_job, "interval", args=(self.health.sweep, "health"),
                                seconds=cfg.heartbeat.interval_seconds,
                                id="health", max_instances=1, coalesce=True)
@@ -118,6 +132,18 @@ class Runtime:
         self._background.add(t)
         t.add_done_callback(self._background.discard)
 
+    async def _budget_tick(self) -> None:
+        """Accrue compute and enforce the ceiling, warning and per-task caps."""
+        try:
+            await self.budget.tick()
+        except Exception:
+            log.exception("budget tick failed")
+
+    def _stop_for_budget(self, c: ContainerRow, reason: str) -> None:
+        """The budget stopped a task: its worker checkpoints and stops (killed after the
+        cancel grace)."""
+        self._spawn(self.stop_container(c, reason, self.budget.stop_grace_seconds()))
+
     # -- the TaskRuntime seam of the task service ----------------------------------
 
     async def kick(self, task: TaskRow) -> None:
@@ -129,7 +155,7 @@ class Runtime:
             tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
         container = await self._live_container(row)
         if container is not None:
-            self._spawn(self._stop_container(container, "cancel", grace_seconds))
+            self._spawn(self.stop_container(container, "cancel", grace_seconds))
         return row
 
     async def _live_container(self, task: TaskRow) -> ContainerRow | None:
@@ -138,7 +164,7 @@ class Runtime:
         c = await self.store.containers.find(task.container_id)
         return c if c is not None and c.state in CONTAINER_LIVE else None
 
-    async def _stop_container(self, c: ContainerRow, reason: str, grace: float) -> None:
+    async def stop_container(self, c: ContainerRow, reason: str, grace: float) -> None:
         backend = self.backends.get(c.backend)
         if backend is None or not c.backend_id:
             return

@@ -1,0 +1,80 @@
+"""SessionService over :class:`parheliad.core.sessions.SessionOps`."""
+
+from __future__ import annotations
+
+import grpc
+
+from parhelia.errors import ParheliaError, missing
+from parhelia.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+from parheliad.api.convert import (
+    checkpoint_to_proto,
+    event_to_proto,
+    session_to_proto,
+    task_to_proto,
+)
+from parheliad.context import DaemonContext
+from parheliad.core.runtime import Runtime
+
+DEFAULT_LIMIT = 100
+
+
+def _ref(value: str) -> str:
+    if not value.strip():
+        raise missing("session_id: give a session id or a unique prefix", field="session_id")
+    return value.strip()
+
+
+class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
+    def __init__(self, ctx: DaemonContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def _rt(self) -> Runtime:
+        if self._ctx.runtime is None:
+            raise ParheliaError("E500", "the task runtime is not running")
+        return self._ctx.runtime
+
+    async def _proto(self, session_id: str) -> common_pb2.Session:
+        store = self._ctx.store
+        row = await store.sessions.get(session_id)
+        msg = session_to_proto(row)
+        msg.containers = len(await store.containers.list(session_id=row.id, limit=100000))
+        msg.checkpoints = len(await store.checkpoints.list(row.id, limit=100000))
+        return msg
+
+    async def ListSessions(self, request: sessions_pb2.ListSessionsRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> sessions_pb2.ListSessionsResponse:
+        statuses = () if request.all else ("active", "stopped")
+        rows = await self._ctx.store.sessions.list(statuses=statuses,
+                                                   limit=request.limit or DEFAULT_LIMIT)
+        return sessions_pb2.ListSessionsResponse(
+            sessions=[await self._proto(r.id) for r in rows])
+
+    async def GetSession(self, request: sessions_pb2.GetSessionRequest,
+                         context: grpc.aio.ServicerContext) -> common_pb2.Session:
+        return await self._proto(_ref(request.session_id))
+
+    async def KillSession(self, request: sessions_pb2.KillSessionRequest,
+                          context: grpc.aio.ServicerContext) -> common_pb2.Session:
+        row = await self._rt.sessions.kill(_ref(request.session_id))
+        return await self._proto(row.id)
+
+    async def ResumeSession(self, request: sessions_pb2.ResumeSessionRequest,
+                            context: grpc.aio.ServicerContext) -> common_pb2.Task:
+        task = await self._rt.sessions.resume(_ref(request.session_id),
+                                              request.checkpoint_id.strip())
+        return task_to_proto(task)
+
+    async def RecoverSession(self, request: sessions_pb2.RecoverSessionRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> sessions_pb2.RecoverSessionResponse:
+        view = await self._rt.sessions.recover(_ref(request.session_id),
+                                               request.action.strip(),
+                                               request.checkpoint_id.strip())
+        return sessions_pb2.RecoverSessionResponse(
+            session=await self._proto(view.session.id), task=task_to_proto(view.task),
+            what_happened=view.what_happened,
+            recent_checkpoints=[checkpoint_to_proto(c) for c in view.recent_checkpoints],
+            since_latest_checkpoint=[event_to_proto(e) for e in view.since_latest],
+            choices=view.choices, action_taken=view.action_taken)

@@ -1,0 +1,374 @@
+"""The checkpoint lifecycle seen from the daemon: create, inspect, compare, verify,
+roll back and garbage-collect (the format itself is ``modal_worker.checkpoint``).
+
+A running session is checkpointed by its worker (asked through the control path);
+a stopped one from its last state on disk — the session's fixed workspace and
+transcript, which the local backend keeps between incarnations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from modal_worker.checkpoint import (
+    BlobStore,
+    Conversation,
+    Manifest,
+    VerifyReport,
+    diff,
+    git_state,
+    load_manifest,
+    project_dir,
+    restore,
+    snapshot,
+    unified_diff,
+    verify,
+)
+from modal_worker.checkpoint.cas import blob_key
+from modal_worker.checkpoint.diff import TreeDiff
+from modal_worker.runner import stat_cache_path
+from modal_worker.volume import Volume
+from parhelia import __version__
+from parhelia.errors import ParheliaError
+from parheliad.core.dispatcher import index_checkpoint
+from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.core.workspace import WORKSPACE_TRIGGER
+from parheliad.store import EventFilter
+from parheliad.store.clock import now_us
+from parheliad.store.rows import CheckpointRow, ContainerRow, SessionRow
+
+if TYPE_CHECKING:
+    from parheliad.core.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+MANUAL_TIMEOUT_S = 120.0
+STOP_GRACE_S = 30.0
+KEEP_UNCLAIMED_UPLOADS_US = 24 * 3600 * 1_000_000
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    text: str
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    blobs_removed: int = 0
+    bytes_freed: int = 0
+
+
+@dataclass(frozen=True)
+class Rollback:
+    safety: CheckpointRow | None
+    restored: CheckpointRow
+    resumed: bool
+
+
+class CheckpointOps:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._store = runtime.store
+
+    @property
+    def volume(self) -> Volume:
+        return self._rt.local.volume
+
+    async def manifest(self, cp: CheckpointRow) -> Manifest:
+        return await asyncio.to_thread(load_manifest, self.volume, cp.session_id, cp.id)
+
+    # -- create ---------------------------------------------------------------------
+
+    async def create(self, session_ref: str, message: str, *, trigger: str = "manual"
+                     ) -> CheckpointRow:
+        session = await self._store.sessions.get(session_ref)
+        container = await self._live_container(session)
+        if container is not None and trigger == "manual":
+            return await self._ask_worker(session, container, message)
+        return await self.from_disk(session, trigger, message)
+
+    async def _live_container(self, session: SessionRow) -> ContainerRow | None:
+        if not session.current_container_id:
+            return None
+        c = await self._store.containers.find(session.current_container_id)
+        return c if c is not None and c.state in CONTAINER_LIVE and c.backend_id else None
+
+    async def _ask_worker(self, session: SessionRow, c: ContainerRow, message: str
+                          ) -> CheckpointRow:
+        backend = self._rt.backends[c.backend]
+        flt = EventFilter(types=("checkpoint_created", "checkpoint_failed"), container_id=c.id)
+        with self._rt.bus.subscribe(flt) as sub:
+            await backend.control(c.backend_id, c.id, {"type": "checkpoint", "message": message})
+            try:
+                async with asyncio.timeout(MANUAL_TIMEOUT_S):
+                    async for ev in sub:
+                        data = json.loads(ev.data_json or "{}")
+                        if data.get("trigger") != "manual" or data.get("message", "") != message:
+                            continue
+                        if ev.type == "checkpoint_failed":
+                            raise ParheliaError("E600", f"the worker could not checkpoint: "
+                                                        f"{data.get('error', 'unknown error')}")
+                        return await self._store.checkpoints.get(str(data["checkpoint_id"]))
+            except TimeoutError:
+                pass
+        raise ParheliaError("E600", f"the worker of session {session.id} did not checkpoint "
+                                    f"within {MANUAL_TIMEOUT_S:.0f} s")
+
+    def _session_dirs(self, session: SessionRow) -> tuple[Path, Path]:
+        workspace = self._rt.dispatcher.workspace_dir(session.id)
+        return workspace, self._rt.paths.data_dir / "claude" / session.id
+
+    async def from_disk(self, session: SessionRow, trigger: str, message: str
+                        ) -> CheckpointRow:
+        """Checkpoint a stopped session from its workspace and transcript on disk."""
+        workspace, config_dir = self._session_dirs(session)
+        if not workspace.is_dir():
+            if session.latest_checkpoint_id:
+                raise ParheliaError("E600", f"session {session.id} has no workspace on this "
+                                    f"machine; its last state is checkpoint "
+                                    f"{session.latest_checkpoint_id}")
+            raise ParheliaError("E600", f"session {session.id} has no workspace yet")
+        parent = session.latest_checkpoint_id
+        env: dict[str, Any] = {"parhelia_version": __version__,
+                               "session_uuid": session.agent_session_id}
+        if parent:
+            previous = await asyncio.to_thread(load_manifest, self.volume, session.id, parent)
+            env = {**previous.environment, **env}
+
+        def take() -> Manifest:
+            return snapshot(workspace, volume=self.volume, session_id=session.id,
+                            parent_id=parent, trigger=trigger, message=message,
+                            stat_cache=stat_cache_path(workspace),
+                            conversation=Conversation(project_dir(config_dir, workspace),
+                                                      session.agent_session_id),
+                            environment=env, git=git_state(workspace))
+
+        manifest = await asyncio.to_thread(take)
+        summary = manifest.summary()
+
+        def unit(tx: Any) -> None:
+            index_checkpoint(tx, session.id, "", summary)
+            tx.events.append("checkpoint_created", f"{manifest.id} ({trigger})",
+                             task_id=session.task_id, session_id=session.id, data=summary)
+
+        await self._store.write(unit)
+        return await self._store.checkpoints.get(manifest.id)
+
+    # -- inspect --------------------------------------------------------------------
+
+    async def diff(self, a_ref: str, b_ref: str) -> tuple[Manifest, Manifest, TreeDiff]:
+        a = await self.manifest(await self._store.checkpoints.get(a_ref))
+        b = await self.manifest(await self._store.checkpoints.get(b_ref))
+        return a, b, diff(a, b, ignore=(".git",))
+
+    async def patch(self, a: Manifest, b: Manifest) -> str:
+        return await asyncio.to_thread(unified_diff, a, b, volume=self.volume, ignore=(".git",))
+
+    async def turns_added(self, a: Manifest, b: Manifest) -> list[Turn]:
+        return await asyncio.to_thread(_turns_added, BlobStore(self.volume), a, b)
+
+    async def verify(self, cp_ref: str) -> VerifyReport:
+        cp = await self._store.checkpoints.get(cp_ref)
+        try:
+            manifest = await self.manifest(cp)
+        except ParheliaError as exc:
+            report = VerifyReport(cp.id)
+            report.invalid = exc.message
+            return report
+        return await asyncio.to_thread(verify, manifest, volume=self.volume)
+
+    # -- rollback -------------------------------------------------------------------
+
+    async def rollback(self, cp_ref: str) -> Rollback:
+        target = await self._store.checkpoints.get(cp_ref)
+        session = await self._store.sessions.get(target.session_id)
+        manifest = await self.manifest(target)
+        report = await asyncio.to_thread(verify, manifest, volume=self.volume)
+        if not report.ok:
+            raise ParheliaError("E600", f"checkpoint {target.id} failed verification ("
+                                        f"{'; '.join(problems(report))}); nothing was changed")
+        task = await self._store.tasks.get(session.task_id)
+        running = task.status in (TaskStatus.RUNNING, TaskStatus.RECOVERING)
+        if running:
+            await self._store.write(lambda tx: transition(
+                tx, task.id, TaskStatus.PAUSED, reason=f"rollback to {target.id}"))
+            container = await self._live_container(session)
+            if container is not None:
+                await self._rt.stop_container(container, "rollback", STOP_GRACE_S)
+            session = await self._store.sessions.get(session.id)
+            safety = (await self._store.checkpoints.get(session.latest_checkpoint_id)
+                      if session.latest_checkpoint_id else None)
+        else:
+            try:
+                safety = await self.from_disk(session, "safety",
+                                              f"before rollback to {target.id}")
+            except ParheliaError:
+                safety = None  # nothing on disk newer than the checkpoints we have
+        workspace, config_dir = self._session_dirs(session)
+        if workspace.exists() or not running:
+            await asyncio.to_thread(
+                restore, manifest, workspace, volume=self.volume,
+                conversation_dir=project_dir(config_dir, workspace) if manifest.conversation
+                else None)
+
+        def unit(tx: Any) -> bool:
+            tx.sessions.update(session.id, latest_checkpoint_id=target.id)
+            tx.events.append("checkpoint_rolled_back",
+                             f"rolled back to {target.id}" +
+                             (f" (safety checkpoint {safety.id})" if safety else ""),
+                             task_id=session.task_id, session_id=session.id,
+                             data={"checkpoint_id": target.id,
+                                   "safety_checkpoint_id": safety.id if safety else None})
+            if running:
+                transition(tx, task.id, TaskStatus.PENDING, reason=f"rolled back to {target.id}")
+                return True
+            return False
+
+        resumed = await self._store.write(unit)
+        if resumed:
+            self._rt.dispatcher.kick()
+        return Rollback(safety, target, resumed)
+
+    # -- gc -------------------------------------------------------------------------
+
+    async def gc(self, *, dry_run: bool) -> GcReport:
+        cfg = self._rt.config().checkpoint
+        doomed = await self._doomed(cfg.keep_last, cfg.max_age_days)
+        report = await asyncio.to_thread(self._sweep, doomed, dry_run)
+        if not dry_run and doomed:
+            await self._unindex(doomed)
+        return report
+
+    async def _doomed(self, keep_last: int, max_age_days: float) -> list[CheckpointRow]:
+        cutoff = now_us() - int(max_age_days * 86400 * 1_000_000)
+        out: list[CheckpointRow] = []
+        for session in await self._store.sessions.list(limit=1_000_000):
+            cps = sorted(await self._store.checkpoints.list(session.id, limit=1_000_000),
+                         key=lambda cp: cp.created_at, reverse=True)
+            automatic = [cp for cp in cps if not cp.manual and cp.trigger != WORKSPACE_TRIGGER
+                         and cp.id != session.latest_checkpoint_id]
+            out += [cp for cp in automatic[keep_last:] if cp.created_at < cutoff]
+        return out
+
+    def _sweep(self, doomed: list[CheckpointRow], dry_run: bool) -> GcReport:
+        report = GcReport(removed=[cp.id for cp in doomed])
+        doomed_keys = {f"checkpoints/{cp.session_id}/{cp.id}.json" for cp in doomed}
+        live: set[str] = set()
+        for key in self.volume.list("checkpoints"):
+            if key.endswith(".json") and key not in doomed_keys:
+                live |= set(_blob_refs(json.loads(self.volume.get(key))))
+        for key in self.volume.list("config"):
+            if key.endswith(".json"):
+                live |= set(_blob_refs(json.loads(self.volume.get(key))))
+        horizon = time.time() - 3600  # a blob younger than this may belong to a snapshot in flight
+        for key in self.volume.list("cas/blobs"):
+            digest = key.rsplit("/", 1)[-1]
+            if digest in live:
+                continue
+            path = self.volume.path_for(key)
+            assert path is not None, "gc runs on the local volume"
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_mtime > horizon:
+                continue
+            report.blobs_removed += 1
+            report.bytes_freed += st.st_size
+            if not dry_run:
+                self.volume.delete(blob_key(digest))
+        if not dry_run:
+            for key in doomed_keys:
+                self.volume.delete(key)
+        return report
+
+    async def _unindex(self, doomed: list[CheckpointRow]) -> None:
+        def unit(tx: Any) -> None:
+            tx.checkpoints.delete(cp.id for cp in doomed)
+            tx.events.append("checkpoint_gc", f"removed {len(doomed)} checkpoint(s)",
+                             data={"checkpoint_ids": [cp.id for cp in doomed][:200]})
+
+        await self._store.write(unit)
+
+
+def problems(report: VerifyReport) -> list[str]:
+    """A verification report as lines a person can act on."""
+    out = [f"manifest refused: {report.invalid}"] if report.invalid else []
+    out += [f"blob {d} is missing" for d in report.missing]
+    out += [f"blob {d} does not match its hash" for d in report.corrupt]
+    return out
+
+
+def _blob_refs(obj: Any) -> Iterator[str]:
+    """Every ``blob`` value in a manifest-like JSON document (checkpoints, config bundles)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "blob" and isinstance(value, str):
+                yield value
+            else:
+                yield from _blob_refs(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _blob_refs(item)
+
+
+def _transcript(store: BlobStore, manifest: Manifest) -> list[dict[str, Any]]:
+    uuid = str(manifest.environment.get("session_uuid") or "")
+    name = f"{uuid}.jsonl" if uuid else next(
+        (p for p in manifest.conversation if p.endswith(".jsonl") and "/" not in p), "")
+    ref = manifest.conversation.get(name)
+    if ref is None:
+        return []
+    out = []
+    for line in store.read(ref.blob, ref.size).splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def _turns_added(store: BlobStore, a: Manifest, b: Manifest) -> list[Turn]:
+    before = _transcript(store, a)
+    after = _transcript(store, b)
+    seen = {e.get("uuid") for e in before if e.get("uuid")}
+    new = [e for e in after if not e.get("uuid") or e.get("uuid") not in seen] \
+        if seen else after[len(before):]
+    turns: list[Turn] = []
+    for entry in new:
+        message = entry.get("message")
+        if entry.get("type") not in ("user", "assistant") or not isinstance(message, dict):
+            continue
+        text = _content_text(message.get("content"))
+        if text:
+            turns.append(Turn(str(message.get("role") or entry["type"]), text))
+    return turns
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            parts.append(f"[tool {block.get('name')}]")
+        elif block.get("type") == "tool_result":
+            parts.append("[tool result]")
+    return "\n".join(p for p in parts if p)

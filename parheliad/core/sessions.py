@@ -1,0 +1,146 @@
+"""Sessions seen from the user: resume, kill, and the guided recovery flow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from parhelia.errors import ParheliaError, invalid
+from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.store import EventFilter
+from parheliad.store.rows import CheckpointRow, EventRow, SessionRow, TaskRow
+
+if TYPE_CHECKING:
+    from parheliad.core.runtime import Runtime
+
+KILL_GRACE_S = 5.0
+RECOVER_ACTIONS = ("resume", "restart", "wait")
+
+
+@dataclass
+class RecoveryView:
+    session: SessionRow
+    task: TaskRow
+    what_happened: str
+    recent_checkpoints: list[CheckpointRow]
+    since_latest: list[EventRow]
+    choices: list[str] = field(default_factory=list)
+    action_taken: str = ""
+
+
+class SessionOps:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._store = runtime.store
+
+    async def resume(self, ref: str, checkpoint_ref: str = "") -> TaskRow:
+        """Run a stopped session again from its latest (or a given) checkpoint, with its
+        conversation restored (``--resume``)."""
+        session = await self._store.sessions.get(ref)
+        task = await self._store.tasks.get(session.task_id)
+        if task.session_id != session.id:
+            raise ParheliaError("E603", f"session {session.id} is not the current session of "
+                                        f"task {task.id} (a retry started {task.session_id})")
+        status = TaskStatus(task.status)
+        if status not in TASK_FINAL and status is not TaskStatus.PAUSED:
+            raise ParheliaError("E603", f"task {task.id} is {task.status}; only a stopped "
+                                        "session (completed, failed, cancelled or paused task) "
+                                        "can be resumed")
+        checkpoint = await self._store.checkpoints.get(checkpoint_ref) if checkpoint_ref else None
+        if checkpoint is not None and checkpoint.session_id != session.id:
+            raise invalid(f"checkpoint {checkpoint.id} belongs to session "
+                          f"{checkpoint.session_id}, not {session.id}")
+        if checkpoint is None and session.latest_checkpoint_id is None:
+            raise ParheliaError("E202", f"session {session.id} has no checkpoint to resume from")
+
+        def unit(tx: Any) -> TaskRow:
+            if checkpoint is not None:
+                tx.sessions.update(session.id, latest_checkpoint_id=checkpoint.id)
+            target = checkpoint.id if checkpoint else session.latest_checkpoint_id
+            tx.events.append("session_resumed", f"resume from {target}", task_id=task.id,
+                             session_id=session.id, data={"checkpoint_id": target})
+            return transition(tx, task.id, TaskStatus.PENDING, event_type="task_resumed",
+                              reason=f"resumed by the user from {target}",
+                              restarts=0, result_error_code="", result_error_message="",
+                              result_is_error=False, result_exit_code=None)
+
+        row = await self._store.write(unit)
+        self._rt.dispatcher.kick()
+        return row
+
+    async def kill(self, ref: str) -> SessionRow:
+        """Stop the session now: its task is cancelled, its worker terminated."""
+        session = await self._store.sessions.get(ref)
+        task = await self._store.tasks.get(session.task_id)
+        if task.session_id == session.id and TaskStatus(task.status) not in TASK_FINAL:
+            await self._store.write(lambda tx: transition(
+                tx, task.id, TaskStatus.CANCELLED, reason=f"session {session.id} killed"))
+        container = None
+        if session.current_container_id:
+            container = await self._store.containers.find(session.current_container_id)
+        if container is not None and container.state in CONTAINER_LIVE and container.backend_id:
+            backend = self._rt.backends[container.backend]
+            await backend.terminate(container.backend_id, grace_seconds=KILL_GRACE_S)
+            await self._rt.listener.check_exits()
+
+        def unit(tx: Any) -> SessionRow:
+            tx.events.append("session_killed", f"session {session.id} killed",
+                             task_id=task.id, session_id=session.id)
+            return tx.sessions.update(session.id, status="stopped")
+
+        return await self._store.write(unit)
+
+    async def recover(self, ref: str, action: str = "", checkpoint_ref: str = ""
+                      ) -> RecoveryView:
+        if action and action not in RECOVER_ACTIONS:
+            raise invalid(f"action: must be one of {', '.join(RECOVER_ACTIONS)}, "
+                          f"got {action!r}", field="action")
+        session = await self._store.sessions.get(ref)
+        view = await self.describe(session)
+        if action == "resume":
+            view.task = await self.resume(session.id, checkpoint_ref)
+            view.action_taken = f"resumed task {view.task.id} from " \
+                                f"{checkpoint_ref or session.latest_checkpoint_id}"
+        elif action == "restart":
+            view.task = await self._rt.retry(view.task.id)
+            view.action_taken = f"restarted task {view.task.id} in a fresh session from " \
+                                "checkpoint zero"
+        elif action == "wait":
+            view.action_taken = "nothing changed" + (
+                "; automatic recovery is under way" if view.task.status == "recovering" else "")
+        return view
+
+    async def describe(self, session: SessionRow) -> RecoveryView:
+        task = await self._store.tasks.get(session.task_id)
+        checkpoints = sorted(await self._store.checkpoints.list(session.id, limit=100000),
+                             key=lambda cp: cp.created_at, reverse=True)
+        latest = next((cp for cp in checkpoints if cp.id == session.latest_checkpoint_id),
+                      checkpoints[0] if checkpoints else None)
+        since = await self._store.events.list(
+            EventFilter(session_id=session.id, since_us=latest.created_at if latest else None),
+            limit=200)
+        since = [e for e in since if e.type.startswith(("agent_", "container_", "task_",
+                                                        "health_"))]
+        containers = sorted(await self._store.containers.list(session_id=session.id,
+                                                              limit=1000),
+                            key=lambda c: c.created_at)
+        last = containers[-1] if containers else None
+        if last is None:
+            happened = f"the session never started; task {task.id} is {task.status}"
+        elif last.state in CONTAINER_LIVE:
+            happened = f"container {last.id} is {last.state} ({last.health})"
+        else:
+            code = f", exit {last.exit_code}" if last.exit_code is not None else ""
+            happened = (f"container {last.id} (incarnation {last.incarnation}) ended "
+                        f"{last.state}{code}: {last.reason or 'no reason recorded'}; "
+                        f"task {task.id} is {task.status}"
+                        + (f" ({task.status_reason})" if task.status_reason else ""))
+        choices = []
+        if task.session_id == session.id and (TaskStatus(task.status) in TASK_FINAL
+                                              or task.status == TaskStatus.PAUSED) and latest:
+            choices.append("resume")
+        if TaskStatus(task.status) in TASK_FINAL:
+            choices.append("restart")
+        choices.append("wait")
+        return RecoveryView(session, task, happened, checkpoints[:5], since, choices)

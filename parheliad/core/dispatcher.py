@@ -1,0 +1,364 @@
+"""The dispatcher: pending tasks -> worker containers, FIFO, within the concurrency cap.
+
+One pass at a time (a lock). For each task it takes, in order:
+1. one writer unit claims it — creates the session on first dispatch, inserts the
+   container (``created``) and moves the task to ``running`` with its event;
+2. the backend launches the worker from a spec written for that container;
+3. a second unit records the backend id (``starting``), or, when the launch failed,
+   fails the container and the task with the error's code.
+A daemon killed between 1 and 3 leaves a ``created`` container without a backend id,
+which the listener treats as a worker that died before it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
+from modal_worker.spec import CREDENTIAL_VARS, AgentSpec, CheckpointPolicy, WorkerSpec
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+from parheliad.backends.base import Backend, ContainerSpec
+from parheliad.config import Config
+from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.core.tasks import transition
+from parheliad.core.workspace import checkpoint_zero
+from parheliad.store import ids
+from parheliad.store.clock import now_us
+from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
+from parheliad.store.store import Store
+from parheliad.store.tx import Tx
+
+log = structlog.get_logger(__name__)
+
+BudgetGate = Callable[[Tx, TaskRow], None]
+"""Called inside the claim unit: raises ParheliaError(E300) when the dispatch would cross
+the budget, else records the task's reservation. One unit does check and reserve, so the
+single writer makes concurrent dispatches unable to over-commit (parheliad.core.budget)."""
+
+
+@dataclass
+class DispatchReport:
+    dispatched: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one dispatch of a task's session should run."""
+
+    prompt: str
+    resume: bool
+    restore_checkpoint_id: str | None
+
+
+def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
+    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
+    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
+            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
+            "task from where you left off; do not start over, and check the workspace "
+            "before redoing work.")
+
+
+class Dispatcher:
+    def __init__(self, store: Store, backends: Mapping[str, Backend], config: Callable[[], Config],
+                 paths: Paths, owner_tag: str, *, budget_gate: BudgetGate | None = None) -> None:
+        self._store = store
+        self._backends = backends
+        self._config = config
+        self._paths = paths
+        self._owner = owner_tag
+        self._budget_gate = budget_gate
+        self._refused_budget: set[str] = set()  # one refusal event per wait, not per pass
+        self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def kick(self) -> None:
+        """Ask for a pass soon (task created, container ended, budget raised...)."""
+        self._kick.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("dispatch pass failed")
+
+    # -- a pass ---------------------------------------------------------------------
+
+    async def run_pass(self) -> DispatchReport:
+        async with self._lock:
+            return await self._pass()
+
+    async def _pass(self) -> DispatchReport:
+        cfg = self._config()
+        report = DispatchReport()
+        live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
+                                                 limit=100000)
+        slots = cfg.orchestrator.max_concurrent_workers - len(live)
+        if slots <= 0:
+            report.detail = f"all {cfg.orchestrator.max_concurrent_workers} worker slots busy"
+            return report
+        for task in await self._store.tasks.pending(limit=slots):
+            try:
+                await self._dispatch(task, cfg)
+                report.dispatched.append(task.id)
+                self._refused_budget.discard(task.id)
+            except ParheliaError as exc:
+                report.refused.append(task.id)
+                if exc.code == "E300":  # stays pending until the ceiling moves
+                    if task.id not in self._refused_budget:
+                        self._refused_budget.add(task.id)
+                        await self._store.events.append(
+                            "task_dispatch_refused", exc.message, task_id=task.id,
+                            data={"code": exc.code})
+                    report.detail = exc.message
+                    break
+                log.warning("dispatch failed", task_id=task.id, code=exc.code)
+        return report
+
+    async def dispatch_task(self, task_id: str) -> bool | None:
+        """Dispatch one pending or recovering task now (recovery's path).
+
+        True when it started; False when it is no longer waiting (cancelled...);
+        None when it must wait (no free slot, budget).
+        """
+        async with self._lock:
+            cfg = self._config()
+            task = await self._store.tasks.find(task_id)
+            if task is None or task.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
+                return False
+            live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
+                                                     limit=100000)
+            if len(live) >= cfg.orchestrator.max_concurrent_workers:
+                return None
+            try:
+                await self._dispatch(task, cfg)
+            except ParheliaError as exc:
+                return None if exc.code == "E300" else False
+            return True
+
+    async def _dispatch(self, task: TaskRow, cfg: Config) -> None:
+        backend = self._backends.get(task.backend)
+        if backend is None:
+            await self._fail(task, "E500", f"backend {task.backend!r} is not available on this "
+                             "daemon (configured backends: " + ", ".join(self._backends) + ")")
+            raise ParheliaError("E500", f"backend {task.backend!r} unavailable")
+        if task.backend == "local" and not _has_credentials(getattr(backend, "env", None)):
+            await self._fail(task, "E400", "no credentials for the agent: none of "
+                             + ", ".join(CREDENTIAL_VARS) + " is set in the daemon's "
+                             "environment. Export one and restart the daemon "
+                             "(`parhelia daemon stop`), then `parhelia task retry "
+                             f"{task.id}`.")
+            raise ParheliaError("E400", "no credentials")
+
+        zero = None
+        if task.session_id is None and task.source_workspace_id:
+            zero = await self._zero_for_new_session(backend, task)
+        conversation = await self._has_conversation(backend, task)
+
+        def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
+            current = tx.tasks.require(task.id)
+            if current.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
+                raise ParheliaError("E603", f"task {task.id} is {current.status}, not pending")
+            if self._budget_gate is not None:
+                self._budget_gate(tx, current)
+            session = tx.sessions.get(current.session_id) if current.session_id else None
+            if session is None:
+                session = tx.sessions.insert(current.id, session_id=zero.session_id
+                                             if zero is not None else None)
+                tx.events.append("session_created", f"session {session.id}",
+                                 task_id=current.id, session_id=session.id,
+                                 data={"agent_session_id": session.agent_session_id})
+                if zero is not None:
+                    index_checkpoint(tx, session.id, "", zero.summary())
+                    session = tx.sessions.get(session.id) or session
+            launch = self._launch_for(current, session, conversation)
+            incarnation = 1 + int(tx.conn.execute(
+                "SELECT COUNT(*) FROM containers WHERE session_id = ?", (session.id,)
+            ).fetchone()[0])
+            container = tx.containers.insert(
+                task_id=current.id, backend=current.backend, session_id=session.id,
+                incarnation=incarnation, cpu=current.cpu, memory_mb=current.memory_mb,
+                gpu=current.gpu)
+            tx.events.append("container_created", f"container {container.id} on {current.backend}",
+                             task_id=current.id, session_id=session.id,
+                             container_id=container.id,
+                             data={"incarnation": incarnation, "backend": current.backend,
+                                   "cpu": current.cpu, "memory_mb": current.memory_mb,
+                                   "gpu": current.gpu})
+            updated = transition(tx, current.id, TaskStatus.RUNNING, event_type="task_dispatched",
+                                 message=f"task {current.id} -> {container.id}",
+                                 data={"resume": launch.resume,
+                                       "checkpoint_id": launch.restore_checkpoint_id},
+                                 session_id=session.id, container_id=container.id)
+            tx.sessions.update(session.id, status="active", current_container_id=container.id)
+            return updated, session, container, launch
+
+        task, session, container, launch = await self._store.write(claim)
+        spec = self._container_spec(task, session, container, launch, cfg)
+        try:
+            backend_id = await backend.launch(spec)
+        except ParheliaError as exc:
+            await self._launch_failed(task, container, exc.code, exc.message)
+            raise
+        except Exception as exc:  # a backend bug must not leave the task running
+            log.exception("launch crashed", task_id=task.id)
+            await self._launch_failed(task, container, "E602",
+                                      f"launch failed: {type(exc).__name__}")
+            raise ParheliaError("E602", "launch failed") from None
+
+        def started(tx: Tx) -> None:
+            tx.containers.update(container.id, backend_id=backend_id, state="starting",
+                                 started_at=now_us())
+            tx.events.append("container_started", f"{backend.name} {backend_id}",
+                             task_id=task.id, session_id=session.id, container_id=container.id,
+                             data={"backend_id": backend_id})
+
+        await self._store.write(started)
+        log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
+
+    async def _zero_for_new_session(self, backend: Backend, task: TaskRow) -> Manifest:
+        """Checkpoint zero for a task's new session: the upload itself (stored under the
+        reserved session id), or — for a retry, whose first session took that id — a copy
+        of it under a fresh session id (blobs are shared; only the manifest is new)."""
+        zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id)
+        if await self._store.sessions.find(zero.session_id) is None:
+            return zero
+        copy = dataclasses.replace(zero, session_id=ids.new_id(ids.SESSION), id="")
+        await asyncio.to_thread(save_manifest, backend.volume, copy)
+        return copy
+
+    async def _has_conversation(self, backend: Backend, task: TaskRow) -> str | None:
+        """The id of the session's latest checkpoint when it holds a conversation to resume
+        (a worker that died before its first turn left none: that run starts over)."""
+        if task.session_id is None:
+            return None
+        session = await self._store.sessions.find(task.session_id)
+        if session is None or session.latest_checkpoint_id is None:
+            return None
+        try:
+            manifest = await asyncio.to_thread(load_manifest, backend.volume, session.id,
+                                               session.latest_checkpoint_id)
+        except ParheliaError:
+            log.warning("latest checkpoint unreadable", session_id=session.id,
+                        checkpoint_id=session.latest_checkpoint_id)
+            return None
+        return manifest.id if manifest.conversation else None
+
+    def _launch_for(self, task: TaskRow, session: SessionRow, conversation: str | None) -> Launch:
+        """Resume the conversation when the latest checkpoint holds one; otherwise run the
+        prompt from the latest checkpoint's workspace (checkpoint zero, or nothing)."""
+        latest = session.latest_checkpoint_id
+        if conversation is not None and conversation == latest:
+            return Launch(continuation_prompt(latest, task.status_reason
+                                              or "its worker stopped"),
+                          resume=True, restore_checkpoint_id=latest)
+        return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
+
+    def _container_spec(self, task: TaskRow, session: SessionRow, container: ContainerRow,
+                        launch: Launch, cfg: Config) -> ContainerSpec:
+        backend = self._backends[task.backend]
+        workspace = self.workspace_dir(session.id)
+        worker = WorkerSpec(
+            container_id=container.id, task_id=task.id, session_id=session.id,
+            incarnation=container.incarnation, backend=task.backend,
+            volume_dir=str(self._paths.volume_dir), workspace_dir=str(workspace),
+            claude_config_dir=str(self._paths.data_dir / "claude" / session.id),
+            restore_checkpoint_id=launch.restore_checkpoint_id,
+            repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
+            prompt=launch.prompt,
+            agent=AgentSpec(
+                session_uuid=session.agent_session_id, command=list(cfg.agent.command),
+                resume=launch.resume, model=task.model or None,
+                permission_mode=task.permission_mode, max_turns=task.max_turns,
+                max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
+                timeout_seconds=task.timeout_seconds),
+            heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
+            checkpoint=CheckpointPolicy(
+                interval_seconds=cfg.checkpoint.interval_seconds,
+                min_turn_interval_seconds=cfg.checkpoint.min_turn_interval_seconds,
+                risky_patterns=list(cfg.checkpoint.risky_patterns)),
+        )
+        return ContainerSpec(
+            container_id=container.id, task_id=task.id, session_id=session.id,
+            owner_tag=self._owner, worker_spec=worker.to_dict(), cpu=task.cpu,
+            memory_mb=task.memory_mb, gpu=task.gpu, timeout_seconds=task.timeout_seconds,
+            workspace_dir=str(workspace) if backend.name == "local" else "/workspace")
+
+    def workspace_dir(self, session_id: str) -> Path:
+        """The session's fixed workspace path on the local backend."""
+        return self._paths.workspaces_dir / session_id
+
+    async def _fail(self, task: TaskRow, code: str, message: str) -> None:
+        await self._store.write(lambda tx: fail_task(tx, task.id, code, message))
+
+    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
+                             message: str) -> None:
+        def unit(tx: Tx) -> None:
+            tx.containers.update(container.id, state="failed", reason=message,
+                                 stopped_at=now_us())
+            tx.events.append("container_failed", message, task_id=task.id,
+                             session_id=task.session_id, container_id=container.id,
+                             data={"code": code})
+            fail_task(tx, task.id, code, message)
+
+        await self._store.write(unit)
+
+
+def fail_task(tx: Tx, task_id: str, code: str, message: str,
+              exit_code: int | None = None) -> TaskRow:
+    """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
+    return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
+                      result_error_code=code, result_error_message=message[:2000],
+                      result_is_error=True, result_exit_code=exit_code)
+
+
+def index_checkpoint(tx: Tx, session_id: str, container_id: str,
+                     summary: Mapping[str, Any]) -> None:
+    """Inside a unit: index a checkpoint from its summary (``Manifest.summary()``, which
+    is also the ``checkpoint_created`` record's data) and make it the session's latest."""
+    stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
+    env = summary.get("environment") if isinstance(summary.get("environment"), dict) else {}
+    git = summary.get("git") if isinstance(summary.get("git"), dict) else {}
+    assert isinstance(stats, dict) and isinstance(env, dict)
+    trigger = str(summary.get("trigger") or "")
+    tx.checkpoints.insert(
+        session_id=session_id, checkpoint_id=str(summary["checkpoint_id"]),
+        container_id=container_id, parent_id=str(summary.get("parent_id") or ""),
+        trigger=trigger, message=str(summary.get("message") or ""),
+        files=int(stats.get("files") or 0), bytes=int(stats.get("bytes") or 0),
+        new_bytes=int(stats.get("new_bytes") or 0),
+        duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
+        config_bundle_id=str(env.get("config_bundle_id") or ""), manual=trigger == "manual")
+    tx.sessions.update(session_id, latest_checkpoint_id=str(summary["checkpoint_id"]))
+
+
+def _has_credentials(env: Mapping[str, Any] | None) -> bool:
+    import os
+
+    source = env if env is not None else os.environ
+    return any(str(source.get(name) or "").strip() for name in CREDENTIAL_VARS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,15 @@ DEFAULT_GPU_RATES: dict[str, str] = {
     "H200": "0.001261",
     "B200": "0.001736",
 }
+
+# Anthropic API prices, USD per million tokens, by model family (a model name containing
+# the key; longest key first; "default" for anything else, e.g. the agent's own default).
+# Cache writes cost 1.25x and cache reads 0.1x the input price (parheliad.core.budget).
+DEFAULT_MODEL_INPUT_RATES: dict[str, str] = {"opus": "5", "sonnet": "3", "haiku": "1",
+                                             "default": "5"}
+DEFAULT_MODEL_OUTPUT_RATES: dict[str, str] = {"opus": "25", "sonnet": "15", "haiku": "5",
+                                              "default": "25"}
+MODEL_KEY_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 def _meta(help: str, *, project: bool = False, minimum: float | None = None,
@@ -71,6 +81,9 @@ class BudgetConfig:
     period: str = field(default="month", metadata=_meta(
         "Budget period: the ceiling applies per calendar month (UTC) or in total.",
         choices=("month", "total")))
+    accrual_interval_seconds: float = field(default=10.0, metadata=_meta(
+        "How often compute is accrued and the ceiling, warning and per-task caps are "
+        "enforced.", minimum=0.2, maximum=3600))
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,13 @@ class RatesConfig:
     gpu: dict[str, Decimal] = field(default_factory=lambda: {
         k: Decimal(v) for k, v in DEFAULT_GPU_RATES.items()}, metadata=_meta(
         "USD per GPU per second, by GPU type."))
+    model_input_per_mtok: dict[str, Decimal] = field(default_factory=lambda: {
+        k: Decimal(v) for k, v in DEFAULT_MODEL_INPUT_RATES.items()}, metadata=_meta(
+        "USD per million input tokens by model family (opus, sonnet, haiku, default); "
+        "prices in-flight API spend and estimates."))
+    model_output_per_mtok: dict[str, Decimal] = field(default_factory=lambda: {
+        k: Decimal(v) for k, v in DEFAULT_MODEL_OUTPUT_RATES.items()}, metadata=_meta(
+        "USD per million output tokens by model family (opus, sonnet, haiku, default)."))
 
 
 @dataclass(frozen=True)
@@ -325,17 +345,26 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
         (_, vtyp) = get_args(typ)
         if not isinstance(raw, dict):
             raise _bad(path, key, "must be a table")
-        out = dict(DEFAULT_GPU_RATES_DEC) if key == "rates.gpu" else {}
+        out = dict(_DICT_DEFAULTS.get(key, {}))
         for k, v in raw.items():
             if key == "rates.gpu" and k not in DEFAULT_GPU_RATES:
                 raise _bad(path, f"{key}.{k}", "unknown GPU type; known: "
                            + ", ".join(DEFAULT_GPU_RATES))
+            if key.startswith("rates.model_") and not re.fullmatch(MODEL_KEY_RE, k):
+                raise _bad(path, f"{key}.{k}", "a model family is lower-case letters, "
+                           "digits, '.', '_' or '-' (e.g. sonnet, opus, default)")
             out[k] = _coerce(path, f"{key}.{k}", v, vtyp, {"min": 0, "max": None})
         return out
     raise _bad(path, key, f"unsupported type {typ!r}")  # pragma: no cover - schema bug
 
 
 DEFAULT_GPU_RATES_DEC = {k: Decimal(v) for k, v in DEFAULT_GPU_RATES.items()}
+_DICT_DEFAULTS: dict[str, dict[str, Decimal]] = {
+    "rates.gpu": DEFAULT_GPU_RATES_DEC,
+    "rates.model_input_per_mtok": {k: Decimal(v) for k, v in DEFAULT_MODEL_INPUT_RATES.items()},
+    "rates.model_output_per_mtok": {k: Decimal(v)
+                                    for k, v in DEFAULT_MODEL_OUTPUT_RATES.items()},
+}
 
 
 def _decimal(path: Path, key: str, raw: Any) -> Decimal:

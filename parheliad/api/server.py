@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from parheliad.api.budget import BudgetServicer
 from parheliad.api.checkpoints import CheckpointServicer
 from parheliad.api.containers import ContainerServicer
 from parheliad.api.events import EventServicer
@@ -58,6 +59,7 @@ class ApiServer:
         ])
         system = SystemServicer(ctx)
         reg = register(server, {"SystemService": system, "TaskService": TaskServicer(ctx),
+                                "BudgetService": BudgetServicer(ctx),
                                 "EventService": EventServicer(ctx),
                                 "ContainerService": ContainerServicer(ctx),
                                 "ReconcilerService": ReconcilerServicer(ctx),

@@ -27,9 +27,11 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
 
     async def GetVersion(self, request: system_pb2.GetVersionRequest,
                          context: grpc.aio.ServicerContext) -> system_pb2.GetVersionResponse:
+        state, detail = self._ctx.runtime.budget.banner() if self._ctx.runtime else ("", "")
         return system_pb2.GetVersionResponse(version=self._ctx.version, api="parhelia.v1",
                                              capabilities=list(self.capabilities),
-                                             instance_id=self._ctx.instance_id)
+                                             instance_id=self._ctx.instance_id,
+                                             budget_state=state, budget_detail=detail)
 
     async def GetStatus(self, request: system_pb2.GetStatusRequest,
                         context: grpc.aio.ServicerContext) -> system_pb2.GetStatusResponse:

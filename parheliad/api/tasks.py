@@ -6,6 +6,7 @@ import grpc
 
 from parhelia.errors import invalid
 from parhelia.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from parheliad.api.budget import EstimateMixin
 from parheliad.api.convert import (
     options_from_proto,
     source_from_proto,
@@ -21,7 +22,7 @@ DEFAULT_LIMIT = 100
 _ref = task_ref
 
 
-class TaskServicer(TaskRunsMixin, tasks_pb2_grpc.TaskServiceServicer):
+class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServicer):
     def __init__(self, ctx: DaemonContext) -> None:
         self._ctx = ctx
 

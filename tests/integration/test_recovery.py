@@ -1,0 +1,117 @@
+"""Nothing a task did is lost when its worker (or the daemon) dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from tests.integration.conftest import Harness, fake_prompt
+
+CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def worker_pid(harness: Harness, task_id: str) -> int:
+    container = harness.task(task_id)["container_id"]
+    data = harness.json("task", "show", task_id)
+    assert data
+    rows = sqlite3.connect(harness.home / "state" / "parheliad.db").execute(
+        "SELECT backend_id FROM containers WHERE id = ?", (container,)).fetchall()
+    return int(rows[0][0].split("@")[0])
+
+
+def turn_checkpoints(harness: Harness, task_id: str) -> list[dict]:
+    return [e for e in harness.events("--task", task_id, "--type", "checkpoint_created")
+            if (e["data"] or {}).get("trigger") == "turn"]
+
+
+def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> None:
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
+                         {"turn": True}, {"sleep": 30},
+                         {"write": "after.txt", "content": "written after the resume\n"},
+                         {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    first_session = harness.task(task_id)["session_id"]
+    os.kill(worker_pid(harness, task_id), signal.SIGKILL)
+
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed", task
+    assert task["restarts"] == 1
+    assert task["session_id"] == first_session  # same session, same conversation
+    ws = harness.workspace(task_id)
+    assert (ws / "before.txt").read_text() == "written before the kill\n"
+    assert (ws / "after.txt").read_text() == "written after the resume\n"
+    earlier = int((ws / ".fake_agent_resumed").read_text())
+    assert earlier >= 2  # the resumed agent was given the earlier conversation
+    types = [e["type"] for e in harness.events("--task", task_id)]
+    assert "task_recovering" in types
+    assert types.count("container_started") == 2
+    assert "Resumed with" in task["result"]["text"]
+
+
+def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory) -> None:
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 4},
+                         {"write": "b.txt", "content": "2"}, {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    pid = worker_pid(harness, task_id)
+    harness.daemon.kill()
+    time.sleep(1.0)
+    os.kill(pid, 0)  # the worker kept going without the daemon
+    harness.daemon.start()
+    task = harness.wait(task_id, timeout=60)
+    assert task["status"] == "completed"
+    assert task["restarts"] == 0  # re-adopted, not restarted
+    container = task["container_id"]
+    events = harness.events("--container", container)
+    assert any(e["type"] == "container_adopted" for e in events)
+    db = sqlite3.connect(harness.home / "state" / "parheliad.db")
+    seqs = [row[0] for row in db.execute(
+        "SELECT container_seq FROM events WHERE container_id = ? AND container_seq > 0",
+        (container,))]
+    beats = db.execute("SELECT COUNT(*) FROM heartbeats WHERE container_id = ?",
+                       (container,)).fetchone()[0]
+    spool = (harness.home / "data" / "volume" / "spool" / f"{container}.jsonl").read_text()
+    records = [json.loads(line) for line in spool.splitlines()]
+    assert len(seqs) == len(set(seqs))  # nothing applied twice
+    assert len(seqs) + beats == len(records)  # nothing lost
+    assert sorted(seqs + [r["seq"] for r in records if r["type"] == "heartbeat"]) == \
+        list(range(1, len(records) + 1))
+
+
+def test_rollback_restores_an_older_tree_exactly(harness_factory) -> None:
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "one.txt", "content": "one"}, {"turn": True}, {"sleep": 1.5},
+                         {"write": "two.txt", "content": "two"},
+                         {"write": "one.txt", "content": "one, edited"}, {"turn": True})
+    task_id = harness.create(prompt)
+    assert harness.wait(task_id)["status"] == "completed"
+    session = harness.task(task_id)["session_id"]
+    first_turn = turn_checkpoints(harness, task_id)[0]
+    cp_id = first_turn["data"]["checkpoint_id"]
+    out = harness.json("checkpoint", "rollback", cp_id, "-y")
+    assert out["restored"]["id"] == cp_id
+    assert out["safety_checkpoint"]["id"]  # taken first
+    ws = harness.workspace(task_id)
+    files = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
+    assert files == ["one.txt"]
+    assert (ws / "one.txt").read_text() == "one"
+    listed = harness.json("checkpoint", "list", session)["checkpoints"]
+    assert out["safety_checkpoint"]["id"] in [c["id"] for c in listed]
+    assert harness.json("checkpoint", "verify", cp_id)["ok"] is True

@@ -65,40 +65,72 @@ Every task that runs gets a session. The session owns the Claude Code conversati
 (its UUID), the checkpoints and the chain of containers that ran it. When a worker dies
 the session continues in a new container from its latest checkpoint: the workspace and
 the conversation transcript are restored together, at the same fixed path, so Claude
-resumes the same conversation (`claude --resume`).
+resumes the same conversation (`claude --resume`). A session is active (a worker runs
+it), stopped (no worker; it can be resumed) or finished (its task ended).
 
-  parhelia session list [--all]          active sessions (--all: finished ones too)
-  parhelia session show SESSION          containers, checkpoints, current state
-  parhelia session attach SESSION        attach to an --interactive session (tmux)
-  parhelia session kill SESSION          stop it, checkpointing first
-  parhelia session recover SESSION       what happened, and the choices: resume, restart, wait
-  parhelia resume SESSION [--checkpoint CP]
+  parhelia session list [--all] [--limit N]   active and stopped sessions (--all: finished too)
+  parhelia session show SESSION               task, conversation, containers, latest checkpoint
+  parhelia session kill SESSION [-y]          stop its worker, checkpointing first
+  parhelia session recover SESSION            guided: what happened, the last checkpoints,
+                                              what was done since the newest, the choices
+  parhelia session recover SESSION --action resume|restart|wait [--checkpoint CP]
+  parhelia resume SESSION [--checkpoint CP] [--sync]
+                                              continue from the latest (or CP) checkpoint;
+                                              prints the task id to follow
 
-Interactive sessions (`task create --interactive`) keep the agent in tmux; detaching
-(Ctrl-B D) writes a checkpoint and leaves the session running.
+`session kill` asks for confirmation at a terminal; scripts pass -y (without it a
+non-terminal stdin is refused with E102). `session recover` without --action prompts
+for a choice at a terminal and only prints the guide otherwise (exit 0).
 """, ("session", "resume"))
 
 _topic("checkpoint", "Checkpoints: what they hold, when they are taken, how to restore", """
 A checkpoint is an immutable, content-addressed snapshot of a session: the workspace
 tree, the Claude conversation transcript, the environment (agent version, model,
-plugins) and the git state (branch, HEAD, dirty files). Blobs are shared between
-checkpoints, so each one costs only the bytes that changed.
+Parhelia version, config bundle) and the git state (branch, HEAD, dirty files, stash).
+Blobs are shared between checkpoints, so each one costs only the bytes that changed.
 
 Taken automatically: at task start (the uploaded workspace is checkpoint zero), after
-completed agent turns (debounced), periodically, before risky tool calls (rm -rf,
-git reset --hard, ...), on detach, on errors, on SIGTERM and before a timeout, and on
-completion. On demand:
+completed agent turns (debounced), periodically ([checkpoint] interval_seconds), before
+risky tool calls (rm -rf, git reset --hard, ...), on errors, on SIGTERM and before a
+timeout, and on completion. On demand and for inspection:
 
-  parhelia checkpoint create SESSION -m "before the refactor"
-  parhelia checkpoint list [SESSION]
+  parhelia checkpoint create SESSION [-m "before the refactor"]
+                                         a running worker snapshots itself; a stopped
+                                         session is checkpointed from its last state
+  parhelia checkpoint list [SESSION] [--limit N]      newest first; * = manual (kept by gc)
+  parhelia checkpoint show CP [--manifest]            environment, git, stats (or the manifest)
   parhelia checkpoint diff CP_A CP_B [--files] [--conversation]
-  parhelia checkpoint rollback CP        # a safety checkpoint is taken first
-  parhelia checkpoint verify CP          # re-hash every blob
-  parhelia resume SESSION                # continue from the latest checkpoint
+                                         files added/removed/modified with sizes; --files
+                                         the unified diff, --conversation the turns added
+  parhelia checkpoint rollback CP [-y]   a safety checkpoint first; a running session is
+                                         stopped, restored and resumed
+  parhelia checkpoint verify CP          re-hash every blob (exit 1, E600, on a problem)
+  parhelia checkpoint gc [--dry-run]     apply [checkpoint] keep_last / max_age_days;
+                                         manual checkpoints are kept; prints bytes freed
+  parhelia resume SESSION [--checkpoint CP]
 
 Restores treat a manifest as untrusted: paths must stay inside the workspace, symlinks
 may not leave it, every blob hash is verified, and a refused manifest restores nothing.
 """, ("checkpoint", "resume"))
+
+_topic("recovery", "When a worker dies: automatic recovery and what you can do", """
+A container that dies without a result (killed, crashed, heartbeats dead, vanished)
+while its task is unfinished moves the task to `recovering`; the daemon resumes it from
+the latest checkpoint in a new container, up to [recovery] max_restarts times with
+backoff. Every step is an event (`parhelia events list --task TASK`). Work done after the
+newest checkpoint is the only work that can be lost.
+
+When it stops for good (restarts or budget exhausted, or you killed it):
+  parhelia session recover SESSION       what happened, the latest checkpoints, what was
+                                         done since the newest one, and the choices:
+    resume    continue the same conversation from the latest checkpoint (or --checkpoint)
+    restart   start over from checkpoint zero in a fresh session
+    wait      change nothing
+  parhelia session recover SESSION --action resume      the same, for scripts
+  parhelia resume SESSION --checkpoint CP               resume from an older checkpoint
+  parhelia checkpoint rollback CP -y                    go back inside a live session
+  parhelia task retry TASK                              a new run from checkpoint zero
+""", ("session", "resume"))
 
 _topic("budget", "Budget: one ledger for compute and API spend", """
 Spend = compute (seconds x (cores x CPU rate + GiB x memory rate + GPU rate)) + API

@@ -26,6 +26,12 @@ ALIASES = {"t": "task", "s": "session", "c": "checkpoint", "b": "budget", "e": "
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("parhelia_cli.commands.task", "task", "Create, follow and manage tasks."),
     "events": ("parhelia_cli.commands.events", "events", "Query and follow the event log."),
+    "session": ("parhelia_cli.commands.session", "session",
+                "List, inspect, stop and recover sessions."),
+    "checkpoint": ("parhelia_cli.commands.checkpoint", "checkpoint",
+                   "Create, inspect, compare, roll back and verify checkpoints."),
+    "resume": ("parhelia_cli.commands.session", "resume",
+               "Continue a stopped session from its latest (or a given) checkpoint."),
     "status": ("parhelia_cli.commands.system", "status", "Show the daemon's status and health."),
     "doctor": ("parhelia_cli.commands.system", "doctor",
                "Check what Parhelia needs (daemon, agent, credentials, disk)."),
@@ -40,8 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Groups of the original command surface that a later version registers (once the daemon
 # implements their RPCs); naming one says so instead of "no such command".
-PLANNED = {"session", "s", "checkpoint", "c", "container", "budget", "b", "reconciler",
-           "cleanup", "resume", "mcp-server"}
+PLANNED = {"container", "budget", "b", "reconciler", "cleanup", "mcp-server"}
 
 
 def load_command(name: str) -> click.Command:

@@ -165,7 +165,7 @@ def when(value: str | None) -> str | None:
 
 def style(text: str, spec: str) -> str:
     """Apply a rich-like style word (``green``, ``red``, ``bold``...) only when colour is on."""
-    if not color_enabled():
+    if not spec or not color_enabled():
         return text
     if spec == "bold":
         return click.style(text, bold=True)

@@ -4,6 +4,7 @@ trailing metadata, server streams)."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -16,11 +17,15 @@ import grpc
 
 from parhelia import errors
 from parhelia.v1 import (
+    checkpoints_pb2,
+    checkpoints_pb2_grpc,
     common_pb2,
     config_pb2,
     config_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
     system_pb2,
     system_pb2_grpc,
     tasks_pb2,
@@ -44,6 +49,10 @@ class State:
     watch_script: list[tasks_pb2.TaskProgress] = field(default_factory=list)
     doctor: list[system_pb2.DoctorCheck] = field(default_factory=list)
     needs_attention: bool = False
+    sessions: dict[str, common_pb2.Session] = field(default_factory=dict)
+    checkpoints: list[common_pb2.Checkpoint] = field(default_factory=list)
+    manifests: dict[str, str] = field(default_factory=dict)
+    verify_problems: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shutdown: threading.Event = field(default_factory=threading.Event)
 
@@ -209,6 +218,160 @@ class Config(config_pb2_grpc.ConfigServiceServicer):
         ], files=[])
 
 
+class Sessions(sessions_pb2_grpc.SessionServiceServicer):
+    """Sessions over the fake's state: ``session_id`` of a task is its session."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def _find(self, context: grpc.ServicerContext, ref: str) -> common_pb2.Session:
+        matches = [s for i, s in self.state.sessions.items() if i.startswith(ref)] if ref \
+            else []
+        if len(matches) != 1:
+            abort(context, "E200", f"no session matches {ref!r}")
+        return matches[0]
+
+    def ListSessions(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        found = [s for s in self.state.sessions.values()
+                 if request.all or s.status != "finished"]
+        found.reverse()
+        return sessions_pb2.ListSessionsResponse(sessions=found[: request.limit or 100])
+
+    def GetSession(self, request: Any, context: Any) -> Any:
+        return self._find(context, request.session_id)
+
+    def KillSession(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        s = self._find(context, request.session_id)
+        if s.status != "active":
+            abort(context, "E603", f"session {s.id} is not running")
+        s.status, s.current_container_id = "stopped", ""
+        return s
+
+    def _resume(self, context: Any, s: common_pb2.Session, checkpoint_id: str) -> Any:
+        if s.status == "active":
+            abort(context, "E603", f"session {s.id} is running; nothing to resume")
+        if checkpoint_id and not any(c.id.startswith(checkpoint_id) and c.session_id == s.id
+                                     for c in self.state.checkpoints):
+            abort(context, "E202", f"no checkpoint of session {s.id} matches "
+                                   f"{checkpoint_id!r}")
+        t = self.state.tasks[s.task_id]
+        t.status, t.restarts = common_pb2.TASK_STATUS_PENDING, t.restarts + 1
+        s.status = "active"
+        return t
+
+    def ResumeSession(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        return self._resume(context, self._find(context, request.session_id),
+                            request.checkpoint_id)
+
+    def RecoverSession(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        s = self._find(context, request.session_id)
+        if request.action not in ("", "resume", "restart", "wait"):
+            abort(context, "E101", f"unknown action {request.action!r}")
+        resp = sessions_pb2.RecoverSessionResponse(
+            session=s, task=self.state.tasks[s.task_id],
+            what_happened="The worker c-1 was lost (killed) after 3 turns.\n"
+                          "Automatic recovery gave up after 3 restarts.",
+            recent_checkpoints=[c for c in reversed(self.state.checkpoints)
+                                if c.session_id == s.id][:5],
+            since_latest_checkpoint=[e for e in self.state.events if e.session_id == s.id],
+            choices=["resume", "restart", "wait"], action_taken=request.action)
+        if request.action == "resume":
+            resp.task.CopyFrom(self._resume(context, s, request.checkpoint_id))
+            resp.session.CopyFrom(s)
+        elif request.action == "restart":
+            t = common_pb2.Task(id="t-restarted01", session_id="s-restarted01",
+                                status=common_pb2.TASK_STATUS_PENDING)
+            resp.task.CopyFrom(t)
+        return resp
+
+
+class Checkpoints(checkpoints_pb2_grpc.CheckpointServiceServicer):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def _find(self, context: grpc.ServicerContext, ref: str) -> common_pb2.Checkpoint:
+        matches = [c for c in self.state.checkpoints if c.id.startswith(ref)] if ref else []
+        if len(matches) != 1:
+            abort(context, "E202", f"no checkpoint matches {ref!r}")
+        return matches[0]
+
+    def CreateCheckpoint(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        matches = [s for i, s in self.state.sessions.items() if i.startswith(request.session_id)]
+        if len(matches) != 1:
+            abort(context, "E200", f"no session matches {request.session_id!r}")
+        s = matches[0]
+        cp = common_pb2.Checkpoint(
+            id=f"cp-{len(self.state.checkpoints) + 1:016x}", session_id=s.id,
+            parent_id=s.latest_checkpoint_id, trigger="manual", message=request.message,
+            manual=True, stats=common_pb2.CheckpointStats(files=3, bytes=12_000,
+                                                          new_bytes=2_000, duration_ms=12))
+        cp.created_at.GetCurrentTime()
+        self.state.checkpoints.append(cp)
+        s.latest_checkpoint_id, s.checkpoints = cp.id, s.checkpoints + 1
+        return cp
+
+    def ListCheckpoints(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        found = [c for c in reversed(self.state.checkpoints)
+                 if not request.session_id or c.session_id.startswith(request.session_id)]
+        return checkpoints_pb2.ListCheckpointsResponse(checkpoints=found[: request.limit or 100])
+
+    def GetCheckpoint(self, request: Any, context: Any) -> Any:
+        cp = self._find(context, request.checkpoint_id)
+        return checkpoints_pb2.GetCheckpointResponse(
+            checkpoint=cp, manifest_json=self.state.manifests.get(cp.id, json.dumps({"id": cp.id})))
+
+    def DiffCheckpoints(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        self._find(context, request.from_checkpoint_id)
+        self._find(context, request.to_checkpoint_id)
+        resp = checkpoints_pb2.DiffCheckpointsResponse(files=[
+            tasks_pb2.FileChange(path="new.txt", change="added", new_size=1500, lines_added=2),
+            tasks_pb2.FileChange(path="old.bin", change="removed", old_size=2_000_000,
+                                 binary=True),
+            tasks_pb2.FileChange(path="app.py", change="modified", old_size=100, new_size=120,
+                                 lines_added=1, lines_removed=1)])
+        if request.files:
+            resp.patch = ("diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n"
+                          "@@ -1 +1 @@\n-print('a')\n+print('b')\n")
+        if request.conversation:
+            resp.turns_added.extend([
+                checkpoints_pb2.ConversationTurn(role="user", text="Fix app.py"),
+                checkpoints_pb2.ConversationTurn(role="assistant", text="Done: prints b.")])
+        return resp
+
+    def RollbackCheckpoint(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        cp = self._find(context, request.checkpoint_id)
+        safety = common_pb2.Checkpoint(id="cp-safety00000001", session_id=cp.session_id,
+                                       trigger="safety", manual=True,
+                                       stats=common_pb2.CheckpointStats(files=4, bytes=9000))
+        self.state.checkpoints.append(safety)
+        s = self.state.sessions.get(cp.session_id)
+        return checkpoints_pb2.RollbackCheckpointResponse(
+            safety_checkpoint=safety, restored=cp, resumed=bool(s and s.status == "active"))
+
+    def VerifyCheckpoint(self, request: Any, context: Any) -> Any:
+        self._find(context, request.checkpoint_id)
+        problems = self.state.verify_problems
+        return checkpoints_pb2.VerifyCheckpointResponse(
+            ok=not problems, blobs_checked=7, bytes_checked=1_234_567, problems=problems)
+
+    def GcCheckpoints(self, request: Any, context: Any) -> Any:
+        self.state.requests.append(request)
+        doomed = [c for c in self.state.checkpoints if not c.manual]
+        if not request.dry_run:
+            self.state.checkpoints = [c for c in self.state.checkpoints if c.manual]
+        return checkpoints_pb2.GcCheckpointsResponse(
+            removed_checkpoint_ids=[c.id for c in doomed], blobs_removed=2 * len(doomed),
+            bytes_freed=3_500_000 * len(doomed))
+
+
 class FakeDaemon:
     def __init__(self, socket: Path) -> None:
         self.socket = socket
@@ -219,6 +382,10 @@ class FakeDaemon:
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(Tasks(self.state), self.server)
         events_pb2_grpc.add_EventServiceServicer_to_server(Events(self.state), self.server)
         config_pb2_grpc.add_ConfigServiceServicer_to_server(Config(self.state), self.server)
+        sessions_pb2_grpc.add_SessionServiceServicer_to_server(Sessions(self.state),
+                                                               self.server)
+        checkpoints_pb2_grpc.add_CheckpointServiceServicer_to_server(Checkpoints(self.state),
+                                                                     self.server)
         socket.parent.mkdir(parents=True, exist_ok=True)
         self.server.add_insecure_port(f"unix://{socket}")
 

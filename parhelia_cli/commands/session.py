@@ -1,0 +1,268 @@
+"""``parhelia session ...`` (list, show, kill, recover) and the top-level ``parhelia resume``.
+
+Each command is one ``SessionService`` RPC plus rendering (``session recover`` at a
+terminal makes a second one with the action the person chose).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from parhelia_cli import confirm, render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import task_dict, to_dict
+from parhelia_cli.durations import human_bytes
+from parhelia_cli.errors import invalid
+
+SESSION_STYLES = {"active": "blue", "stopped": "yellow", "finished": "green"}
+ACTIONS = ("resume", "restart", "wait")
+ACTION_HELP = {
+    "resume": "continue the same conversation from {checkpoint} in a new container",
+    "restart": "start over from checkpoint zero in a fresh session (the task runs again)",
+    "wait": "leave it as it is for now; nothing is changed",
+}
+
+
+@click.group()
+def session() -> None:
+    """List, inspect, stop and recover sessions (alias: s).
+
+    A session is the long-lived execution of a task: its Claude conversation, its
+    checkpoints and the chain of containers that ran it. Ids may be shortened to any
+    unique prefix.
+    """
+
+
+def _call(method: str, request: Any) -> Any:
+    return settings().client().call("sessions", method, request)
+
+
+def _req(name: str, **fields: Any) -> Any:
+    from parhelia_cli.client import pb2
+
+    return getattr(pb2("sessions"), name)(**fields)
+
+
+def _status_word(status: str | None) -> str:
+    word = status or "unknown"
+    return render.style(word, SESSION_STYLES.get(word, ""))
+
+
+@session.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include finished sessions.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N sessions, newest first (default: the daemon's, 100).")
+@json_option
+def list_sessions(show_all: bool, limit: int | None) -> None:
+    """List sessions, newest first (active and stopped ones; --all adds finished)."""
+    obj = settings()
+    resp = _call("ListSessions", _req("ListSessionsRequest", all=show_all, limit=limit or 0))
+    found = [to_dict(s) for s in resp.sessions]
+    if obj.json:
+        render.emit_json({"sessions": found})
+        return
+    rows = [(s["id"], s["task_id"], (s["status"] or "unknown",
+                                     SESSION_STYLES.get(s["status"] or "", "")),
+             s["current_container_id"] or "", s["containers"], s["checkpoints"],
+             s["latest_checkpoint_id"] or "", render.age(s["updated_at"] or s["created_at"]))
+            for s in found]
+    render.table(("ID", "TASK", "STATUS", "CONTAINER", "RUNS", "CHECKPOINTS",
+                  "LATEST CHECKPOINT", "UPDATED"), rows,
+                 empty="No sessions." + ("" if show_all else " (--all includes finished ones)"))
+
+
+@session.command()
+@click.argument("session_id", metavar="ID")
+@json_option
+def show(session_id: str) -> None:
+    """Show a session: its task, conversation, containers and latest checkpoint."""
+    obj = settings()
+    s = to_dict(_call("GetSession", _req("GetSessionRequest", session_id=session_id)))
+    if obj.json:
+        render.emit_json(s)
+        return
+    render.fields([
+        ("Status", _status_word(s["status"])),
+        ("Task", s["task_id"]),
+        ("Conversation", s["agent_session_id"]),
+        ("Created", render.when(s["created_at"])),
+        ("Updated", render.when(s["updated_at"])),
+        ("Container", s["current_container_id"] or "none running"),
+        ("Containers", s["containers"]),
+        ("Checkpoints", s["checkpoints"]),
+        ("Latest checkpoint", s["latest_checkpoint_id"] or "none"),
+    ], title=f"Session {s['id']}")
+    render.line()
+    render.line(f"Checkpoints: parhelia checkpoint list {s['id']}   "
+                f"history: parhelia events list --session {s['id']}")
+    if s["status"] == "stopped":
+        render.line(f"Continue it: parhelia resume {s['id']}   "
+                    f"or be guided: parhelia session recover {s['id']}")
+
+
+@session.command()
+@click.argument("session_id", metavar="ID")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def kill(session_id: str, yes: bool) -> None:
+    """Stop a session's worker (it checkpoints first); the session can be resumed later.
+    Asks for confirmation unless -y."""
+    confirm.confirm(f"Stop session {session_id}? (its worker checkpoints, then stops)", yes,
+                    "killing a session")
+    obj = settings()
+    s = to_dict(_call("KillSession", _req("KillSessionRequest", session_id=session_id)))
+    if obj.json:
+        render.emit_json(s)
+        return
+    render.line(f"Stopped session {s['id']} (now {_status_word(s['status'])}).")
+    render.line(f"Resume it later with `parhelia resume {s['id']}`.")
+
+
+# --- recovery ---------------------------------------------------------------------------
+
+@session.command()
+@click.argument("session_id", metavar="ID")
+@click.option("--action", type=click.Choice(ACTIONS),
+              help="Act without asking: resume (from the latest checkpoint, or --checkpoint), "
+                   "restart (from checkpoint zero), wait (change nothing).")
+@click.option("--checkpoint", "checkpoint_id", metavar="CP",
+              help="Resume from this checkpoint instead of the latest.")
+@json_option
+def recover(session_id: str, action: str | None, checkpoint_id: str | None) -> None:
+    """Guided recovery: what happened, the last checkpoints, what was done since the newest,
+    and the choices. At a terminal it asks which one to take; --action is for scripts."""
+    if checkpoint_id and action not in (None, "resume"):
+        raise invalid(f"--checkpoint {checkpoint_id} applies to --action resume, "
+                      f"not {action}")
+    obj = settings()
+    data = _recover(session_id, action or "", checkpoint_id)
+    if action:
+        _print_outcome(data, obj.json)
+        return
+    if obj.json:
+        render.emit_json(data)
+        return
+    _print_guide(data, checkpoint_id)
+    if not (confirm.interactive() and render.is_tty()):
+        return
+    choices = [c for c in (_choice_word(c) for c in data["choices"]) if c in ACTIONS]
+    picked = confirm.choose("What now?", choices)
+    if picked is None:
+        render.info("Nothing was done.")
+        return
+    sid = (data["session"] or {}).get("id") or session_id
+    _print_outcome(_recover(sid, picked, checkpoint_id if picked == "resume" else None),
+                   False)
+
+
+def _recover(session_id: str, action: str, checkpoint_id: str | None) -> dict[str, Any]:
+    resp = _call("RecoverSession", _req("RecoverSessionRequest", session_id=session_id,
+                                        action=action, checkpoint_id=checkpoint_id or ""))
+    data = to_dict(resp)
+    if resp.HasField("task"):
+        data["task"] = task_dict(resp.task)
+    return data
+
+
+def _choice_word(choice: str) -> str:
+    """``"resume"`` from ``"resume"`` or ``"resume: continue from ..."``."""
+    return choice.split(":", 1)[0].split(None, 1)[0].strip().lower() if choice.strip() else ""
+
+
+def _print_guide(data: dict[str, Any], checkpoint_id: str | None) -> None:
+    from parhelia_cli.commands.events import event_line
+
+    s, t = data["session"] or {}, data["task"] or {}
+    sid = s.get("id") or "SESSION"
+    head = f"Session {sid}"
+    if t:
+        head += f" of task {t['id']} ({render.status_word(t['status'])})"
+    render.line(render.style(head, "bold"))
+    render.line()
+    render.line(render.style("What happened", "bold"))
+    for text in (data["what_happened"] or "Nothing is recorded for this session.").splitlines():
+        render.line(f"  {text}")
+    render.line()
+    cps = data["recent_checkpoints"]
+    if cps:
+        render.line(render.style("Latest checkpoints (newest first)", "bold"))
+        for cp in cps:
+            st = cp["stats"] or {}
+            note = f"  {cp['message']}" if cp["message"] else ""
+            render.line(f"  {cp['id']}  {cp['trigger'] or '?':<12} "
+                        f"{render.age(cp['created_at']):<10} {st.get('files', 0)} files, "
+                        f"{human_bytes(st.get('bytes', 0))}{note}")
+    else:
+        render.line("No checkpoints: a resume would start from an empty workspace.")
+    render.line()
+    since = data["since_latest_checkpoint"]
+    newest = cps[0]["id"] if cps else None
+    if newest:
+        title = f"Done since {newest} (not in any checkpoint)"
+        render.line(render.style(title, "bold"))
+        if since:
+            for e in since:
+                render.line("  " + event_line(e))
+        else:
+            render.line("  nothing: no work is lost by resuming from it")
+        render.line()
+    words = [w for w in (_choice_word(c) for c in data["choices"]) if w]
+    render.line(render.style("Choices", "bold"))
+    if not words:
+        render.line("  none: the session needs no recovery.")
+    target = checkpoint_id or newest or "the latest checkpoint"
+    for word in words:
+        description = ACTION_HELP.get(word, "").format(checkpoint=target)
+        command = f"parhelia session recover {sid} --action {word}"
+        if word == "resume" and checkpoint_id:
+            command += f" --checkpoint {checkpoint_id}"
+        render.line(f"  {word:<8} {description}")
+        render.line(f"           {command}")
+
+
+def _print_outcome(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        render.emit_json(data)
+        return
+    taken = data["action_taken"] or "nothing"
+    t = data["task"] or {}
+    s = data["session"] or {}
+    if taken == "wait" or not t:
+        render.line(f"{taken.capitalize()}: session {s.get('id') or ''} is left as it is "
+                    f"({_status_word(s.get('status'))}).")
+        return
+    render.line(t["id"])
+    render.info(f"{taken.capitalize()}: task {t['id']} is {render.status_word(t['status'])} "
+                f"in session {t['session_id'] or s.get('id')}. Follow it with "
+                f"`parhelia task watch {t['id']}`.")
+
+
+# --- resume (top level) -----------------------------------------------------------------
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@click.option("--checkpoint", "checkpoint_id", metavar="CP",
+              help="Resume from this checkpoint of the session (default: the latest).")
+@click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
+@json_option
+def resume(session_id: str, checkpoint_id: str | None, sync: bool) -> None:
+    """Continue a stopped SESSION in a new container: the workspace and the conversation
+    are restored from its latest checkpoint (or --checkpoint) and Claude carries on."""
+    obj = settings()
+    client = obj.client()
+    t = client.call("sessions", "ResumeSession", _req(
+        "ResumeSessionRequest", session_id=session_id, checkpoint_id=checkpoint_id or ""))
+    if sync:
+        from parhelia_cli.commands.task import follow
+
+        follow(client, t.id, obj.json)
+        return
+    if obj.json:
+        render.emit_json({"task_id": t.id, "task": task_dict(t)})
+        return
+    render.line(t.id)
+    render.info(f"Resumed session {t.session_id or session_id} as task {t.id}"
+                + (f" from {checkpoint_id}" if checkpoint_id else "")
+                + f". Follow it with `parhelia task watch {t.id}`.")

@@ -178,6 +178,15 @@ def check_version(version: Any, socket: Path) -> None:
         render.warn(f"parhelia {__version__} is talking to parheliad {daemon_version} at "
                     f"{address(socket)}; restart the daemon (`parhelia daemon stop`) so both "
                     "run the same version.")
+    check_budget(version)
+
+
+def check_budget(version: Any) -> None:
+    """The budget banner: the daemon says (in GetVersion) when spending crossed the
+    warning threshold or reached the ceiling; one line on stderr for any command."""
+    detail = getattr(version, "budget_detail", "")
+    if detail:
+        render.warn(detail)
 
 
 class Client:

@@ -25,6 +25,8 @@ ALIASES = {"t": "task", "s": "session", "c": "checkpoint", "b": "budget", "e": "
 # lists every command without importing its module.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("parhelia_cli.commands.task", "task", "Create, follow and manage tasks."),
+    "budget": ("parhelia_cli.commands.budget", "budget",
+               "Show and set the spending ceiling; spend history and ledger."),
     "events": ("parhelia_cli.commands.events", "events", "Query and follow the event log."),
     "session": ("parhelia_cli.commands.session", "session",
                 "List, inspect, stop and recover sessions."),
@@ -46,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Groups of the original command surface that a later version registers (once the daemon
 # implements their RPCs); naming one says so instead of "no such command".
-PLANNED = {"container", "budget", "b", "reconciler", "cleanup", "mcp-server"}
+PLANNED = {"container", "reconciler", "cleanup", "mcp-server"}
 
 
 def load_command(name: str) -> click.Command:

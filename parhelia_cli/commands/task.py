@@ -66,8 +66,8 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
-@click.option("--estimate-only", is_flag=True, hidden=True,
-              help="Print the cost estimate and create nothing.")
+@click.option("--estimate-only", is_flag=True,
+              help="Print the cost range (compute + API) and create nothing.")
 @json_option
 def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
            timeout: int | None, max_turns: int | None, max_cost: int | None,

@@ -196,11 +196,20 @@ class Listener:
         delta_cost = fields.get("api_cost_micros", c.api_cost_micros) - c.api_cost_micros
         tx.containers.update(c.id, **fields)
         if delta_cost > 0:
+            # Tokens arrive with every turn but the cost only with the result: an entry
+            # carries the tokens used since this container's previous api entry.
+            booked = tx.conn.execute(
+                "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+                "COALESCE(SUM(cache_tokens), 0) FROM ledger WHERE container_id = ? AND "
+                "kind = 'api'", (c.id,)).fetchone()
+            cache = fields.get("cache_creation_input_tokens", c.cache_creation_input_tokens) \
+                + fields.get("cache_read_input_tokens", c.cache_read_input_tokens)
             tx.ledger.insert("api", delta_cost, task_id=c.task_id, container_id=c.id,
-                             input_tokens=fields.get("input_tokens", c.input_tokens)
-                             - c.input_tokens,
-                             output_tokens=fields.get("output_tokens", c.output_tokens)
-                             - c.output_tokens,
+                             input_tokens=max(0, fields.get("input_tokens", c.input_tokens)
+                                              - int(booked[0])),
+                             output_tokens=max(0, fields.get("output_tokens", c.output_tokens)
+                                               - int(booked[1])),
+                             cache_tokens=max(0, cache - int(booked[2])),
                              note="agent usage")
         sums = tx.conn.execute(_TASK_USAGE_SQL, (c.task_id,)).fetchone()
         tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),

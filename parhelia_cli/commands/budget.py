@@ -1,0 +1,146 @@
+"""``parhelia budget show|history|set|ledger``: the spending ceiling and where the money
+went. Each command is one RPC plus rendering; the daemon validates amounts (E101)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from parhelia_cli import params, render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import to_dict
+from parhelia_cli.durations import human_count, usd_short
+
+
+@click.group()
+def budget() -> None:
+    """Show and set the spending ceiling; spend history (alias: b).
+
+    One ceiling covers compute and API spend over the period set by `budget.period`
+    (calendar month UTC, or total). `parhelia help budget` explains the estimate,
+    reservations and what happens at the ceiling.
+    """
+
+
+def _money(micros: int) -> str:
+    """Dollars with cents, finer below a cent (``$12.45``, ``$0.0042``)."""
+    return usd_short(micros)
+
+
+def status_lines(s: dict[str, Any]) -> list[str]:
+    """The "Budget Status" block of the original README (plus reserved and the split)."""
+    rule = "─" * 33 if render.is_tty() else "-" * 33
+    used = f"{_money(s['used_micros'])} ({s['used_percent']:.1f}%)"
+    if s["compute_micros"] or s["api_micros"]:
+        used += f"  compute {_money(s['compute_micros'])}, API {_money(s['api_micros'])}"
+    since = (s["period_start"] or "")[:10]
+    period = f"month (since {since})" if s["period"] == "month" and since else "total"
+    lines = ["Budget Status", rule,
+             f"Ceiling:    {_money(s['ceiling_micros'])}",
+             f"Used:       {used}",
+             f"Reserved:   {_money(s['reserved_micros'])}",
+             f"Remaining:  {_money(s['remaining_micros'])}",
+             f"Period:     {period}",
+             "",
+             f"Tasks:      {s['tasks']}",
+             f"Tokens:     {human_count(s['input_tokens'])} input, "
+             f"{human_count(s['output_tokens'])} output"]
+    if s["exceeded"]:
+        lines += ["", "Ceiling reached: running tasks are paused and nothing is dispatched. "
+                      "Raise it with `parhelia budget set AMOUNT`."]
+    elif s["warning"]:
+        lines += ["", f"Warning: spending crossed {s['warning_threshold_percent']}% of the "
+                      "ceiling (E301)."]
+    return lines
+
+
+def _show(status: Any, as_json: bool) -> None:
+    s = to_dict(status)
+    if as_json:
+        render.emit_json(s)
+        return
+    for line in status_lines(s):
+        render.line(line)
+
+
+@budget.command()
+@json_option
+def show() -> None:
+    """Ceiling, used, reserved, remaining (with percentage), tasks and tokens."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    _show(obj.client().call("budget", "GetBudget", pb2("budget").GetBudgetRequest()), obj.json)
+
+
+@budget.command("set")
+@click.argument("amount", metavar="AMOUNT")
+@json_option
+def set_ceiling(amount: str) -> None:
+    """Set the ceiling to AMOUNT in USD (e.g. 50 or 12.50); it is kept across restarts.
+
+    Raising it resumes tasks the ceiling paused (from their checkpoints) and lets
+    pending tasks be dispatched; lowering it below what is used pauses running tasks.
+    """
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    status = obj.client().call("budget", "SetCeiling",
+                               pb2("budget").SetCeilingRequest(amount_usd=amount))
+    if not obj.json:
+        render.info(f"Ceiling set to {_money(status.ceiling_micros)}.")
+    _show(status, obj.json)
+
+
+@budget.command()
+@click.option("--by", type=click.Choice(("day", "task")), default="day", show_default=True,
+              help="Group spend per UTC day or per task.")
+@click.option("--since", type=params.INSTANT,
+              help="From: 30m, 2d, 1w ago or RFC 3339 (default: the start of the period).")
+@json_option
+def history(by: str, since: datetime | None) -> None:
+    """Spend over time (per day) or per task, from the ledger."""
+    from parhelia_cli.client import pb2
+
+    request = pb2("budget").GetBudgetHistoryRequest(by=by)
+    if since is not None:
+        request.since.FromDatetime(since)
+    obj = settings()
+    rows = [to_dict(r) for r in obj.client().call("budget", "GetHistory", request).rows]
+    if obj.json:
+        render.emit_json({"by": by, "rows": rows})
+        return
+    render.table((by.upper(), "COMPUTE", "API", "TOTAL", "TOKENS IN", "TOKENS OUT"),
+                 [(r["key"] or "-", _money(r["compute_micros"]), _money(r["api_micros"]),
+                   _money(r["total_micros"]), human_count(r["input_tokens"]),
+                   human_count(r["output_tokens"])) for r in rows],
+                 empty="No spend recorded in this period.")
+    if rows:
+        total = sum(r["total_micros"] for r in rows)
+        render.line(f"Total: {_money(total)}")
+
+
+@budget.command()
+@click.option("--task", "task_id", metavar="ID", help="Only this task's entries.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="The newest N entries (default 100).")
+@json_option
+def ledger(task_id: str | None, limit: int | None) -> None:
+    """The ledger's entries (compute, api, adjustment), newest first."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = obj.client().call("budget", "ListLedger", pb2("budget").ListLedgerRequest(
+        task_id=task_id or "", limit=limit or 0))
+    entries = [to_dict(e) for e in resp.entries]
+    if obj.json:
+        render.emit_json({"entries": entries})
+        return
+    render.table(("AT", "KIND", "AMOUNT", "TASK", "CONTAINER", "TOKENS", "NOTE"),
+                 [((e["at"] or "")[:19] + "Z", e["kind"], _money(e["amount_micros"]),
+                   e["task_id"] or "-", e["container_id"] or "-",
+                   f"{human_count(e['input_tokens'])}/{human_count(e['output_tokens'])}",
+                   e["note"] or "") for e in entries],
+                 empty="The ledger is empty.")

@@ -107,10 +107,10 @@ def show(session_id: str) -> None:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def kill(session_id: str, yes: bool) -> None:
-    """Stop a session's worker (it checkpoints first); the session can be resumed later.
-    Asks for confirmation unless -y."""
-    confirm.confirm(f"Stop session {session_id}? (its worker checkpoints, then stops)", yes,
-                    "killing a session")
+    """Stop a session now: its task is cancelled and its worker stopped (it checkpoints on
+    the way out). `parhelia resume` continues it later. Asks for confirmation unless -y."""
+    confirm.confirm(f"Kill session {session_id}? (its task is cancelled; the worker "
+                    "checkpoints, then stops)", yes, "killing a session")
     obj = settings()
     s = to_dict(_call("KillSession", _req("KillSessionRequest", session_id=session_id)))
     if obj.json:
@@ -139,7 +139,7 @@ def recover(session_id: str, action: str | None, checkpoint_id: str | None) -> N
     obj = settings()
     data = _recover(session_id, action or "", checkpoint_id)
     if action:
-        _print_outcome(data, obj.json)
+        _print_outcome(data, action, obj.json)
         return
     if obj.json:
         render.emit_json(data)
@@ -154,7 +154,7 @@ def recover(session_id: str, action: str | None, checkpoint_id: str | None) -> N
         return
     sid = (data["session"] or {}).get("id") or session_id
     _print_outcome(_recover(sid, picked, checkpoint_id if picked == "resume" else None),
-                   False)
+                   picked, False)
 
 
 def _recover(session_id: str, action: str, checkpoint_id: str | None) -> dict[str, Any]:
@@ -222,21 +222,24 @@ def _print_guide(data: dict[str, Any], checkpoint_id: str | None) -> None:
         render.line(f"           {command}")
 
 
-def _print_outcome(data: dict[str, Any], as_json: bool) -> None:
+def _print_outcome(data: dict[str, Any], action: str, as_json: bool) -> None:
+    """After ``--action``: the daemon's sentence of what it did; for resume and restart
+    the task id on stdout (like ``task create``) and how to follow it."""
     if as_json:
         render.emit_json(data)
         return
-    taken = data["action_taken"] or "nothing"
-    t = data["task"] or {}
-    s = data["session"] or {}
-    if taken == "wait" or not t:
-        render.line(f"{taken.capitalize()}: session {s.get('id') or ''} is left as it is "
-                    f"({_status_word(s.get('status'))}).")
+    s, t = data["session"] or {}, data["task"] or {}
+    taken = data["action_taken"] or "nothing changed"
+    sentence = taken[:1].upper() + taken[1:]
+    if action == "wait" or not t:
+        render.line(f"{sentence}: session {s.get('id') or ''} is "
+                    f"{_status_word(s.get('status'))}"
+                    + (f", task {t['id']} is {render.status_word(t['status'])}" if t else "")
+                    + ".")
         return
     render.line(t["id"])
-    render.info(f"{taken.capitalize()}: task {t['id']} is {render.status_word(t['status'])} "
-                f"in session {t['session_id'] or s.get('id')}. Follow it with "
-                f"`parhelia task watch {t['id']}`.")
+    render.info(f"{sentence}. Task {t['id']} is {render.status_word(t['status'])}; follow it "
+                f"with `parhelia task watch {t['id']}`.")
 
 
 # --- resume (top level) -----------------------------------------------------------------

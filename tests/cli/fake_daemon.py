@@ -278,14 +278,20 @@ class Sessions(sessions_pb2_grpc.SessionServiceServicer):
             recent_checkpoints=[c for c in reversed(self.state.checkpoints)
                                 if c.session_id == s.id][:5],
             since_latest_checkpoint=[e for e in self.state.events if e.session_id == s.id],
-            choices=["resume", "restart", "wait"], action_taken=request.action)
+            choices=["resume", "restart", "wait"])
         if request.action == "resume":
             resp.task.CopyFrom(self._resume(context, s, request.checkpoint_id))
             resp.session.CopyFrom(s)
+            resp.action_taken = (f"resumed task {resp.task.id} from "
+                                 f"{request.checkpoint_id or s.latest_checkpoint_id}")
         elif request.action == "restart":
             t = common_pb2.Task(id="t-restarted01", session_id="s-restarted01",
                                 status=common_pb2.TASK_STATUS_PENDING)
             resp.task.CopyFrom(t)
+            resp.action_taken = ("restarted task t-restarted01 in a fresh session from "
+                                 "checkpoint zero")
+        elif request.action == "wait":
+            resp.action_taken = "nothing changed"
         return resp
 
 

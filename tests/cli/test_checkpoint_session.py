@@ -339,14 +339,16 @@ def test_recover_with_action(run, seeded):
                  "cp-00000000000000b1")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == TASK
-    assert f"parhelia task watch {TASK}" in result.stderr
+    assert (f"Resumed task {TASK} from cp-00000000000000b1. Task {TASK} is pending; follow "
+            f"it with `parhelia task watch {TASK}`.") in result.stderr
     req = requests(seeded, sessions_pb2.RecoverSessionRequest)[-1]
     assert (req.action, req.checkpoint_id) == ("resume", "cp-00000000000000b1")
     seeded.state.sessions[SESSION].status = "stopped"
     out = run("s", "recover", SESSION, "--action", "wait").stdout
-    assert f"Wait: session {SESSION} is left as it is (stopped)." in out
+    assert out == f"Nothing changed: session {SESSION} is stopped, task {TASK} is pending.\n"
     data = json.loads(run("s", "recover", SESSION, "--action", "restart", "--json").stdout)
-    assert data["action_taken"] == "restart" and data["task"]["id"] == "t-restarted01"
+    assert data["action_taken"].startswith("restarted task t-restarted01")
+    assert data["task"]["id"] == "t-restarted01"
 
 
 def test_recover_rejects_bad_combinations(run, seeded):

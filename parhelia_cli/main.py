@@ -27,7 +27,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("parhelia_cli.commands.task", "task", "Create, follow and manage tasks."),
     "budget": ("parhelia_cli.commands.budget", "budget",
                "Show and set the spending ceiling; spend history and ledger."),
-    "events": ("parhelia_cli.commands.events", "events", "Query and follow the event log."),
+    "events": ("parhelia_cli.commands.events", "events",
+               "Query, follow, export and replay the event log."),
+    "container": ("parhelia_cli.commands.container", "container",
+                  "List, inspect, watch and terminate worker containers."),
+    "reconciler": ("parhelia_cli.commands.reconciler", "reconciler",
+                   "Compare the database with what the backends run; status and runs."),
+    "cleanup": ("parhelia_cli.commands.reconciler", "cleanup",
+                "List orphaned containers with age and cost; --terminate ends them."),
     "session": ("parhelia_cli.commands.session", "session",
                 "List, inspect, stop and recover sessions."),
     "checkpoint": ("parhelia_cli.commands.checkpoint", "checkpoint",
@@ -48,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Groups of the original command surface that a later version registers (once the daemon
 # implements their RPCs); naming one says so instead of "no such command".
-PLANNED = {"container", "reconciler", "cleanup", "mcp-server"}
+PLANNED = {"mcp-server"}
 
 
 def load_command(name: str) -> click.Command:

@@ -79,7 +79,7 @@ def show() -> None:
 @click.argument("amount", metavar="AMOUNT")
 @json_option
 def set_ceiling(amount: str) -> None:
-    """Set the ceiling to AMOUNT in USD (e.g. 50 or 12.50); it is kept across restarts.
+    """Set the ceiling to AMOUNT in USD, like 50 or 12.50; kept across restarts.
 
     Raising it resumes tasks the ceiling paused (from their checkpoints) and lets
     pending tasks be dispatched; lowering it below what is used pauses running tasks.

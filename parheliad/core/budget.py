@@ -431,10 +431,11 @@ class Budget:
 
     # -- the accrual tick -------------------------------------------------------------
 
-    async def tick(self) -> BudgetStatus:
-        """Accrue, book, enforce; then stop the workers that must stop."""
+    async def tick(self, now: int | None = None) -> BudgetStatus:
+        """Accrue, book, enforce; then stop the workers that must stop. (``now`` is for
+        tests; the scheduler's job passes nothing.)"""
         cfg = self._config()
-        now = now_us()
+        now = now_us() if now is None else now
         since = now - RECENT_US if self._last_tick_us is None else self._last_tick_us - \
             10 * US_PER_SECOND
         result = await self._store.write(lambda tx: self._tick_unit(tx, cfg, now, since))

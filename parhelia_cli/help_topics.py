@@ -163,6 +163,12 @@ container's task is recovered from its latest checkpoint.
   parhelia container events CONTAINER    its event history
   parhelia container health              summary by health and state
   parhelia container watch               live updates
+  parhelia container terminate CONTAINER [-y]
+                                         end it now; a running task resumes from its
+                                         latest checkpoint (cancel the task to stop it)
+
+Config: [heartbeat] interval_seconds (health counts missed intervals; a heartbeat is
+missed once it is half an interval late), retention_per_container.
 """, ("container",))
 
 _topic("events", "The event log: query, follow, export", """
@@ -174,8 +180,11 @@ session and container it concerns.
                        [--until ...] [--task ID] [--session ID] [--container ID]
                        [--limit 50] [--json]
   parhelia events watch [same filters] [--json]      live; one line (or JSON line) per event
-  parhelia events export events.jsonl               everything matching, oldest first
-  parhelia events replay CONTAINER                   a container's history as a timeline
+  parhelia events export FILE [--format jsonl|json] [same filters]
+                                                     everything matching, oldest first,
+                                                     written as it streams (flat memory)
+  parhelia events replay CONTAINER [--from-start | --since 1h]
+                                                     a container's history as a timeline
 
 --level is a minimum: `--level warning` shows warnings and errors. --type takes several
 values (repeat it or separate with commas). Types by category:
@@ -213,7 +222,10 @@ daemon's database with what the backends report:
   orphaned     a sandbox with this daemon's owner tag that nothing here owns -> reported,
                terminated only with auto_terminate_orphans = true or `cleanup --terminate`
   state_drift  the states disagree -> the database is corrected and an event recorded
-It only ever touches sandboxes tagged with this daemon's instance id.
+It only ever touches sandboxes tagged with this daemon's instance id. It also runs once
+at daemon start, so a worker that died while the daemon was down is found at once.
+[reconciler] stale_threshold_seconds is how long a container the backend no longer lists
+may stay silent before it counts as lost.
 
   parhelia reconciler status             last run, findings, next run
   parhelia reconciler run                run now
@@ -273,7 +285,9 @@ recover. With --json, errors are printed on stderr as
 {{"error": {{"code": "E201", "name": "TASK_NOT_FOUND", "message": "..."}}}}.
 
 Exit codes: 0 ok, 1 error, 2 usage (invalid or missing values), 3 not found,
-4 budget, 5 daemon unavailable.
+4 budget, 5 daemon unavailable. `parhelia status` also exits 1, without an error, when
+something needs attention: unhealthy or dead containers, orphans still running, tasks
+recovering, or a reconciler that stopped running (its health section says which).
 
 {error_codes}
 """)

@@ -1,4 +1,5 @@
-"""``parhelia events list|watch``: query and follow the event log."""
+"""``parhelia events list|watch|export|replay``: query, follow, export and replay the
+event log."""
 
 from __future__ import annotations
 
@@ -125,3 +126,106 @@ def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime
                 render.line(event_line(e))
     except KeyboardInterrupt:
         return
+
+
+@events.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(("jsonl", "json")), default="jsonl",
+              show_default=True, help="JSON lines, or one JSON array.")
+@filter_options
+@json_option
+def export(file: str, fmt: str, types: tuple[tuple[str, ...], ...], level: str | None,
+           since: datetime | None, until: datetime | None, task_id: str | None,
+           session_id: str | None, container_id: str | None) -> None:
+    """Write every matching event, oldest first, to FILE (- for stdout).
+
+    Events are written as they arrive, so memory stays flat however many there are;
+    the file appears under its name only once the export is complete.
+    """
+    import json
+    import os
+    import sys
+
+    from parhelia_cli.client import pb2
+
+    flt = build_filter(types, level, since, until, task_id, session_id, container_id)
+    obj = settings()
+    stream = obj.client().stream("events", "ExportEvents",
+                                 pb2("events").ExportEventsRequest(filter=flt))
+    partial = f"{file}.partial"
+    out = sys.stdout if file == "-" else open(partial, "w", encoding="utf-8")  # noqa: SIM115
+    count = 0
+    try:
+        if fmt == "json":
+            out.write("[")
+        for event in stream:
+            text = json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
+            if fmt == "json":
+                out.write(("\n" if count == 0 else ",\n") + text)
+            else:
+                out.write(text + "\n")
+            count += 1
+        if fmt == "json":
+            out.write("\n]\n" if count else "]\n")
+        out.flush()
+    except BaseException:
+        if out is not sys.stdout:
+            out.close()
+            os.unlink(partial)
+        raise
+    if out is not sys.stdout:
+        out.close()
+        os.replace(partial, file)
+        if obj.json:
+            render.emit_json({"file": os.path.abspath(file), "format": fmt, "events": count})
+        else:
+            render.info(f"Exported {count} event(s) to {file} ({fmt}).")
+
+
+@events.command()
+@click.argument("container_id", metavar="CONTAINER")
+@click.option("--from-start", is_flag=True, help="The container's whole history.")
+@click.option("--since", type=params.INSTANT, help="From: 30m, 2d, 1w ago or RFC 3339.")
+@json_option
+def replay(container_id: str, from_start: bool, since: datetime | None) -> None:
+    """A container's history as a timeline (default: its newest 50 events).
+
+    Each line shows the time since the first event shown and since the previous one.
+    """
+    from parhelia_cli.client import pb2
+    from parhelia_cli.errors import invalid
+
+    if from_start and since:
+        raise invalid("--from-start and --since contradict each other")
+    flt = pb2("common").EventFilter()
+    if since:
+        flt.since.FromDatetime(since)
+    obj = settings()
+    request = pb2("events").ReplayEventsRequest(container_id=container_id,
+                                                from_start=from_start, filter=flt)
+    first: datetime | None = None
+    previous: datetime | None = None
+    shown = 0
+    for event in obj.client().stream("events", "ReplayEvents", request):
+        e = to_dict(event)
+        if obj.json:
+            render.emit_json(e, compact=True)
+            shown += 1
+            continue
+        at = render.parse_ts(e["at"])
+        if at is None:
+            continue
+        if first is None:
+            first = previous = at
+            render.line(f"Container {e['container_id']} from {e['at']}:")
+        assert previous is not None
+        offset = (at - first).total_seconds()
+        gap = (at - previous).total_seconds()
+        previous = at
+        level = e["level"] or "info"
+        level_text = render.style(f"{level:<7}", render.STATUS_COLOURS.get(level, ""))
+        render.line(f"  +{offset:9.3f}s  (+{gap:7.3f}s)  {level_text}  {e['type'] or '?':<22}  "
+                    f"{e['message'] or ''}".rstrip())
+        shown += 1
+    if not shown and not obj.json:
+        render.line("No events to replay.")

@@ -23,7 +23,9 @@ TASK_STATUS_ORDER = ("pending", "running", "recovering", "paused", "completed", 
 def status() -> None:
     """Daemon version, uptime, socket, database, tasks by state, backends, health.
 
-    Exits 1 when something needs attention (see the health section).
+    Exits 1 when something needs attention: unhealthy or dead containers, orphans
+    still running, tasks recovering, or a reconciler that stopped running (the health
+    section lists the reasons). `parhelia help errors` lists every exit code.
     """
     from parhelia_cli.client import pb2
 

@@ -1,0 +1,242 @@
+"""``parhelia container ...``: list, show, events, health, watch and terminate containers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from parhelia_cli import render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.convert import to_dict
+from parhelia_cli.durations import human_bytes, usd_short
+
+CONTAINER_STATES: tuple[str, ...] = ("created", "starting", "running", "exited", "failed",
+                                     "terminated", "lost", "orphaned")
+HEALTH: tuple[str, ...] = ("unknown", "healthy", "degraded", "unhealthy", "dead")
+HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "dead": "red",
+                  "unknown": "dim", "running": "blue", "exited": "green", "failed": "red",
+                  "lost": "red", "orphaned": "yellow", "terminated": "magenta"}
+
+
+@click.group()
+def container() -> None:
+    """Inspect and manage worker containers (one per incarnation of a task).
+
+    Ids may be shortened to any unique prefix.
+    """
+
+
+def _cell(word: str | None) -> tuple[str, str]:
+    w = word or "unknown"
+    return w, HEALTH_COLOURS.get(w, "")
+
+
+def _word(word: str | None) -> str:
+    w = word or "unknown"
+    colour = HEALTH_COLOURS.get(w, "")
+    return render.style(w, colour) if colour else w
+
+
+def container_rows(containers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    rows = []
+    for c in containers:
+        beat = render.age(c["last_heartbeat_at"]) or "-"
+        rows.append((c["id"] or "?", c["task_id"] or "-", c["backend"] or "",
+                     _cell(c["state"]), _cell(c["health"]), beat,
+                     c["consecutive_failures"] or 0, render.age(c["started_at"]) or "-",
+                     usd_short(c["cost_micros"])))
+    return rows
+
+
+COLUMNS = ("ID", "TASK", "BACKEND", "STATE", "HEALTH", "HEARTBEAT", "MISSED", "STARTED", "COST")
+
+
+@container.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(CONTAINER_STATES),
+              help="Only containers in this state (repeatable).")
+@click.option("--health", "health", multiple=True, type=click.Choice(HEALTH),
+              help="Only containers with this health (repeatable).")
+@click.option("--task", "task_id", metavar="ID", help="Only this task's containers.")
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=None,
+              help="At most N containers, newest first (default: 100).")
+@json_option
+def list_containers(states: tuple[str, ...], health: tuple[str, ...], task_id: str | None,
+                    limit: int | None) -> None:
+    """List containers, newest first (orphans unknown to the database too)."""
+    from parhelia_cli.client import pb2
+
+    common = pb2("common")
+    request = pb2("containers").ListContainersRequest(
+        states=[common.ContainerState.Value(f"CONTAINER_STATE_{s.upper()}") for s in states],
+        health=[common.Health.Value(f"HEALTH_{h.upper()}") for h in health],
+        task_id=task_id or "", limit=limit or 0)
+    obj = settings()
+    resp = obj.client().call("containers", "ListContainers", request)
+    found = [to_dict(c) for c in resp.containers]
+    if obj.json:
+        render.emit_json({"containers": found})
+        return
+    render.table(COLUMNS, container_rows(found), empty="No matching containers.")
+
+
+@container.command()
+@click.argument("container_id", metavar="ID")
+@json_option
+def show(container_id: str) -> None:
+    """Show a container: state, health, heartbeats, times, exit, cost."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = obj.client().call("containers", "GetContainer",
+                             pb2("containers").GetContainerRequest(container_id=container_id))
+    data = to_dict(resp)
+    if obj.json:
+        render.emit_json(data)
+        return
+    c = data["container"] or {}
+    resources = ", ".join(x for x in (
+        f"gpu {c['gpu']}" if c["gpu"] else "", f"{c['cpu']:g} cpu" if c["cpu"] else "",
+        f"{c['memory_mb']} MiB" if c["memory_mb"] else "") if x)
+    render.fields([
+        ("State", _word(c["state"]) + (f" ({c['reason']})" if c["reason"] else "")),
+        ("Health", _word(c["health"]) + (f", {c['consecutive_failures']} heartbeats missed"
+                                         if c["consecutive_failures"] else "")),
+        ("Task", c["task_id"]), ("Session", c["session_id"]),
+        ("Incarnation", c["incarnation"] or None),
+        ("Backend", f"{c['backend']} {c['backend_id'] or ''}".strip()),
+        ("Resources", resources or None),
+        ("Created", render.when(c["created_at"])), ("Started", render.when(c["started_at"])),
+        ("Stopped", render.when(c["stopped_at"])),
+        ("Exit code", c["exit_code"] if c["has_exit_code"] else None),
+        ("Last heartbeat", render.when(c["last_heartbeat_at"]) or "never"),
+        ("Cost", usd_short(c["cost_micros"])),
+    ], title=f"Container {c['id']}")
+    beats = data["recent_heartbeats"] or []
+    if beats:
+        render.line("")
+        render.table(("AT", "CPU %", "MEMORY", "DISK", "AGENT", "TURNS"), [
+            ((b["at"] or "")[:19] + "Z", f"{b['cpu_percent']:.1f}", human_bytes(
+                b["memory_bytes"]), human_bytes(b["disk_bytes"]),
+             "alive" if b["agent_alive"] else "-", (b["usage"] or {}).get("turns", 0))
+            for b in beats], title="Recent heartbeats")
+
+
+@container.command("events")
+@click.argument("container_id", metavar="ID")
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=None,
+              help="The newest N events (default 50), shown oldest first.")
+@json_option
+def container_events(container_id: str, limit: int | None) -> None:
+    """A container's events, oldest first (`events replay` shows a timeline)."""
+    from parhelia_cli.client import pb2
+    from parhelia_cli.commands.events import event_line
+
+    obj = settings()
+    client = obj.client()
+    # Resolve the prefix first: an unknown container is E203, not "no events".
+    c = client.call("containers", "GetContainer",
+                    pb2("containers").GetContainerRequest(container_id=container_id)).container
+    flt = pb2("common").EventFilter(container_id=c.id)
+    resp = client.call("events", "ListEvents",
+                       pb2("events").ListEventsRequest(filter=flt, limit=limit or 0))
+    found = [to_dict(e) for e in resp.events]
+    if obj.json:
+        render.emit_json({"container_id": c.id, "events": found})
+        return
+    if not found:
+        render.line(f"No events for container {c.id}.")
+    for e in found:
+        render.line(event_line(e))
+
+
+@container.command()
+@json_option
+def health() -> None:
+    """Containers by health and state, orphans, and those that need attention."""
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = obj.client().call("containers", "GetHealthSummary",
+                             pb2("containers").GetHealthSummaryRequest())
+    data = to_dict(resp)
+    if obj.json:
+        render.emit_json(data)
+        return
+    by_health = data["by_health"] or {}
+    parts = [f"{by_health[h]} {_word(h)}" for h in HEALTH if by_health.get(h)]
+    render.line("Live containers: " + (", ".join(parts) if parts else "none"))
+    by_state = data["by_state"] or {}
+    if by_state:
+        render.line("By state: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())))
+    if data["orphans"]:
+        render.line(f"Orphans: {data['orphans']} (`parhelia cleanup` lists them)")
+    attention = data["attention"] or []
+    if attention:
+        render.line("")
+        render.table(COLUMNS, container_rows(attention), title="Needs attention")
+
+
+@container.command()
+@click.option("--state", "states", multiple=True, type=click.Choice(CONTAINER_STATES),
+              help="Only updates of containers in this state (repeatable).")
+@json_option
+def watch(states: tuple[str, ...]) -> None:
+    """Follow container state and health changes live until Ctrl-C (JSON lines with --json)."""
+    from parhelia_cli.client import pb2
+    from parhelia_cli.commands.events import event_line
+
+    common = pb2("common")
+    request = pb2("containers").WatchContainersRequest(
+        states=[common.ContainerState.Value(f"CONTAINER_STATE_{s.upper()}") for s in states])
+    obj = settings()
+    try:
+        for update in obj.client().stream("containers", "WatchContainers", request):
+            u = to_dict(update)
+            if obj.json:
+                render.emit_json(u, compact=True)
+                sys.stdout.flush()
+                continue
+            c, e = u["container"] or {}, u["event"] or {}
+            now = f"[{c['state']}/{c['health']}]" if c else ""
+            render.line(f"{event_line(e)}  {now}".rstrip())
+    except KeyboardInterrupt:
+        return
+
+
+@container.command()
+@click.argument("container_id", metavar="ID")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def terminate(container_id: str, yes: bool) -> None:
+    """Terminate a container now (its worker checkpoints first when it can).
+
+    A running task whose container is terminated resumes in a new container from its
+    latest checkpoint; cancel the task instead to stop it for good. Orphans (found by
+    the reconciler) are ended too.
+    """
+    from parhelia_cli.client import pb2
+    from parhelia_cli.errors import CliError
+
+    obj = settings()
+    client = obj.client()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError("E102", f"terminating container {container_id} needs confirmation; "
+                                   "pass -y/--yes when not on a terminal", hint="")
+        current = to_dict(client.call("containers", "GetContainer",
+                                      pb2("containers").GetContainerRequest(
+                                          container_id=container_id)).container)
+        click.confirm(f"Terminate container {current['id']} ({current['state']}, task "
+                      f"{current['task_id'] or '-'})?", abort=True, err=True)
+    c = to_dict(client.call("containers", "TerminateContainer",
+                            pb2("containers").TerminateContainerRequest(
+                                container_id=container_id), timeout=120))
+    if obj.json:
+        render.emit_json(c)
+        return
+    render.line(f"Terminated container {c['id']} (now {_word(c['state'])}).")
+    if c["task_id"]:
+        render.info(f"Its task {c['task_id']} resumes from its latest checkpoint if it was "
+                    f"running; `parhelia task cancel {c['task_id']}` stops it.")

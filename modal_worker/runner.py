@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from modal_worker import claude_config
 from modal_worker.agent import (
     AgentProcess,
     build_argv,
@@ -97,6 +98,7 @@ class Worker:
             "session_uuid": spec.agent.session_uuid,
             "model": spec.agent.model,
             "permission_mode": spec.agent.permission_mode,
+            "config_bundle_id": spec.config_bundle_id,
         }
         self.conversation: Conversation | None = None
         self.last_checkpoint_at = time.monotonic()
@@ -212,15 +214,17 @@ class Worker:
     def prepare_config_dir(self) -> None:
         """Create ``CLAUDE_CONFIG_DIR`` for this session.
 
-        Seam for later work: the synced config bundle (``spec.config_bundle_id``)
-        is materialised here, and the PreToolUse hook that checkpoints before
-        risky tool calls (``spec.checkpoint.risky_patterns``) is installed here.
+        The synced config bundle (``spec.config_bundle_id``) is materialised here
+        (:mod:`modal_worker.claude_config`; E600 if it is broken). Parhelia's own hooks
+        (e.g. the PreToolUse hook that checkpoints before risky tool calls) go in with
+        ``claude_config.add_hooks``, which merges them into the user's settings.json.
         """
         self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.config_dir / "projects").mkdir(mode=0o700, exist_ok=True)
         if self.spec.config_bundle_id:
-            log.warning("config bundle %s is not materialised by this worker version",
-                        self.spec.config_bundle_id)
+            done = claude_config.materialise(self.volume, self.spec.config_bundle_id,
+                                             self.config_dir)
+            self.channel.emit("config_materialised", done.to_dict())
 
     # -- checkpoints --------------------------------------------------------------------
 

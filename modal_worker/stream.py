@@ -96,6 +96,10 @@ class StreamParser:
                 ],
                 "permission_mode": obj.get("permissionMode"),
                 "session_id": obj.get("session_id"),
+                "agents": [a for a in obj.get("agents") or [] if isinstance(a, str)],
+                "skills": [s for s in obj.get("skills") or [] if isinstance(s, str)],
+                "plugins": [p.get("name") for p in obj.get("plugins") or []
+                            if isinstance(p, Mapping) and isinstance(p.get("name"), str)],
             })
         elif sub == "api_retry":
             status = obj.get("error_status")

@@ -106,6 +106,8 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("state_drift", "reconciler", Level.WARNING, "The reconciler corrected a drift."),
     # config
     EventKind("config_synced", "config", Level.INFO, "The Claude configuration was synced."),
+    EventKind("config_materialised", "config", Level.INFO,
+              "A worker wrote the synced Claude configuration into its config dir."),
 )
 
 CATALOGUE: dict[str, EventKind] = {k.type: k for k in _KINDS}

@@ -1,0 +1,420 @@
+"""The config bundle: its format (defined here, once) and its materialisation in a worker.
+
+A bundle is the user's Claude Code configuration with the secrets taken out (the
+daemon builds it: ``parheliad.core.configsync``). Its files are blobs of the same
+CAS as checkpoints (``cas/blobs/``); its manifest is ``config/<bundle id>.json``
+on the volume, and the id is the hash of the canonical manifest, so the same
+configuration always has the same id and re-syncing it writes nothing.
+
+Manifest (``format`` 1)::
+
+    {"format": 1, "kind": "claude-config",
+     "files": [{"path": "skills/x/SKILL.md", "size": 12, "blob": "<sha256>", "mode": 420,
+                "template": false}, ...],
+     "mcp_servers": {"name": {...server config...}},
+     "env_names": ["NAME", ...]}
+
+- ``path`` is relative to the worker's ``CLAUDE_CONFIG_DIR``; ``template`` files
+  (settings.json, plugin registries) are JSON whose strings may hold
+  :data:`CONFIG_DIR_TOKEN`, replaced by the worker's config dir when written.
+- ``mcp_servers`` go into ``$CLAUDE_CONFIG_DIR/.claude.json`` (user scope).
+- ``env_names``: variables the daemon passes in the worker's process environment
+  (``sync.pass_env``): names only, never values.
+
+The manifest is hostile input here: paths follow the checkpoint restore rules
+(relative, normalised, no ``..``), a few names are reserved (credentials, the
+transcript directory, ``.claude.json``), nothing is written through a symlink, and
+every blob's size and hash are verified before any file is replaced.
+
+``settings.json`` is *merged* into what is already there, and hooks added with
+:func:`add_hooks` (Parhelia's own, e.g. a PreToolUse checkpoint hook) survive any
+later materialisation, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modal_worker.checkpoint.cas import BlobError, BlobStore, is_digest
+from modal_worker.checkpoint.checks import check_path
+from modal_worker.volume import Volume, atomic_write_bytes
+from parhelia.errors import ParheliaError
+
+FORMAT = 1
+KIND = "claude-config"
+ID_PREFIX = "cfg-"
+CONFIG_DIR_TOKEN = "${CLAUDE_CONFIG_DIR}"  # noqa: S105 - a placeholder, not a password
+"""Stands for the worker's config dir in bundled JSON (also valid shell and MCP syntax)."""
+
+SETTINGS = "settings.json"
+GLOBAL_JSON = ".claude.json"
+STATE_FILE = ".parhelia-bundle.json"
+"""What the last materialisation wrote (to remove files a newer bundle dropped)."""
+HOOKS_FILE = ".parhelia-hooks.json"
+"""Hooks added by Parhelia itself, re-applied over every materialised settings.json."""
+
+RESERVED_TOP = frozenset({
+    GLOBAL_JSON, ".credentials.json", ".device-keys.json", "settings.local.json", "projects",
+    "todos", "sessions", "telemetry", "history.jsonl", "backups", STATE_FILE, HOOKS_FILE,
+})
+MAX_FILES = 100_000
+MAX_FILE_BYTES = 256 << 20
+FILE_MODE_MASK = 0o755
+_ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def refuse(message: str) -> ParheliaError:
+    return ParheliaError("E600", f"config bundle: {message}")
+
+
+def bundle_key(bundle_id: str) -> str:
+    if not bundle_id.startswith(ID_PREFIX) or not all(c.isalnum() or c == "-"
+                                                      for c in bundle_id):
+        raise refuse(f"not a bundle id: {bundle_id!r}")
+    return f"config/{bundle_id}.json"
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: str
+    size: int
+    blob: str
+    mode: int = 0o644
+    template: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "blob": self.blob, "mode": self.mode,
+                "template": self.template}
+
+
+@dataclass
+class Bundle:
+    files: dict[str, BundleFile] = field(default_factory=dict)
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
+    env_names: list[str] = field(default_factory=list)
+    format: int = FORMAT
+
+    def body(self) -> dict[str, Any]:
+        return {"format": self.format, "kind": KIND,
+                "files": [self.files[p].to_dict() for p in sorted(self.files)],
+                "mcp_servers": self.mcp_servers, "env_names": sorted(set(self.env_names))}
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+    @property
+    def id(self) -> str:
+        return ID_PREFIX + hashlib.sha256(self.canonical()).hexdigest()[:32]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"id": self.id, **self.body()}, sort_keys=True, indent=1,
+                          ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Bundle:
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            raise refuse("manifest is not valid JSON") from None
+        return parse(raw)
+
+
+def parse(raw: object) -> Bundle:
+    """Strictly parse a manifest (untrusted)."""
+    if not isinstance(raw, dict) or raw.get("kind") != KIND or raw.get("format") != FORMAT:
+        raise refuse("not a format-1 claude-config manifest")
+    files_raw, servers, names = raw.get("files"), raw.get("mcp_servers"), raw.get("env_names")
+    if not isinstance(files_raw, list) or len(files_raw) > MAX_FILES:
+        raise refuse("files must be a list")
+    if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
+        raise refuse("mcp_servers must be an object of objects")
+    if not isinstance(names, list) or not all(
+            isinstance(n, str) and n and set(n) <= _ENV_NAME_CHARS for n in names):
+        raise refuse("env_names must be a list of variable names")
+    bundle = Bundle(mcp_servers=servers, env_names=list(names))
+    for item in files_raw:
+        if not isinstance(item, dict):
+            raise refuse("a file entry is not an object")
+        path = check_path(item.get("path"), "config bundle")
+        size, blob, mode = item.get("size"), item.get("blob"), item.get("mode", 0o644)
+        if path.split("/")[0] in RESERVED_TOP:
+            raise refuse(f"{path!r} is reserved and never comes from a bundle")
+        if path in bundle.files:
+            raise refuse(f"duplicate path {path!r}")
+        if not is_digest(blob):
+            raise refuse(f"{path!r}: blob is not a sha256 digest")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_BYTES:
+            raise refuse(f"{path!r}: size out of range")
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise refuse(f"{path!r}: bad mode")
+        assert isinstance(blob, str)
+        bundle.files[path] = BundleFile(path, size, blob, mode, bool(item.get("template")))
+    for path in bundle.files:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in bundle.files:
+                raise refuse(f"{path!r} lies under the file {'/'.join(parts[:i])!r}")
+    return bundle
+
+
+def load_bundle(volume: Volume, bundle_id: str) -> Bundle:
+    try:
+        data = volume.get(bundle_key(bundle_id))
+    except FileNotFoundError:
+        raise refuse(f"{bundle_id} is not on the volume") from None
+    bundle = Bundle.from_json(data)
+    if bundle.id != bundle_id:
+        raise refuse(f"{bundle_id}: the manifest does not hash to its id")
+    return bundle
+
+
+def save_bundle(volume: Volume, bundle: Bundle) -> bool:
+    """Write the manifest unless it is already there; True if it was written."""
+    key = bundle_key(bundle.id)
+    if volume.exists(key):
+        return False
+    volume.put(key, bundle.to_json())
+    return True
+
+
+# -- JSON helpers ------------------------------------------------------------------------
+
+
+def substitute(value: Any, config_dir: str) -> Any:
+    """Replace :data:`CONFIG_DIR_TOKEN` in every string of a JSON value."""
+    if isinstance(value, str):
+        return value.replace(CONFIG_DIR_TOKEN, config_dir)
+    if isinstance(value, list):
+        return [substitute(v, config_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, config_dir) for k, v in value.items()}
+    return value
+
+
+def merge_hooks(settings: dict[str, Any], hooks: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``hooks`` (``{event: [matcher groups]}``) to ``settings["hooks"]``, skipping
+    groups already present (idempotent)."""
+    current = settings.get("hooks")
+    merged: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+    for event, groups in hooks.items():
+        have = merged.get(event)
+        out = list(have) if isinstance(have, list) else []
+        for group in groups if isinstance(groups, list) else []:
+            if group not in out:
+                out.append(group)
+        merged[event] = out
+    return {**settings, "hooks": merged}
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise refuse(f"cannot read {path.name}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            value = json.loads(fh.read() or b"{}")
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: Any, mode: int = 0o600) -> None:
+    if path.is_symlink():
+        path.unlink()
+    atomic_write_bytes(path, json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n",
+                       mode=mode)
+
+
+def add_hooks(config_dir: Path, hooks: Mapping[str, Any]) -> None:
+    """Install Parhelia's own hooks into ``$CLAUDE_CONFIG_DIR/settings.json``, merged with
+    the user's, and remember them so a later materialisation keeps them.
+
+    ``hooks`` has settings.json's shape: ``{"PreToolUse": [{"matcher": "Bash", "hooks":
+    [{"type": "command", "command": "..."}]}]}``.
+    """
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ours = merge_hooks(_read_json_object(config_dir / HOOKS_FILE), hooks)
+    _write_json(config_dir / HOOKS_FILE, ours)
+    settings = _read_json_object(config_dir / SETTINGS)
+    _write_json(config_dir / SETTINGS, merge_hooks(settings, ours.get("hooks") or {}),
+                mode=0o644)
+
+
+# -- materialisation ---------------------------------------------------------------------
+
+
+@dataclass
+class Materialised:
+    bundle_id: str
+    files: int
+    bytes: int
+    mcp_servers: list[str]
+    removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle_id": self.bundle_id, "files": self.files, "bytes": self.bytes,
+                "mcp_servers": self.mcp_servers, "removed": self.removed}
+
+
+def _safe_parent(root: Path, rel: str) -> Path:
+    """Create the directories of ``rel`` under ``root``; refuse to go through a symlink
+    or a non-directory (a hostile or stale tree must not redirect a write)."""
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            os.mkdir(current, 0o700)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise refuse(f"{rel!r}: {current.relative_to(root)} is not a directory")
+    return current
+
+
+def _staged(store: BlobStore, f: BundleFile, target: Path, config_dir: str) -> Path:
+    """Write one file beside its target (verified); the caller renames it into place."""
+    tmp = target.parent / f".{target.name}.parhelia-{secrets.token_hex(6)}"
+    mode = (f.mode & FILE_MODE_MASK) | 0o600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        try:
+            if f.template:
+                try:
+                    value = json.loads(store.read(f.blob, f.size))
+                except ValueError:
+                    raise refuse(f"{f.path!r} is not JSON") from None
+                data = json.dumps(substitute(value, config_dir), indent=2,
+                                  ensure_ascii=False).encode() + b"\n"
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            else:
+                store.copy_to_fd(f.blob, f.size, fd)
+        except BlobError as exc:
+            raise refuse(str(exc)) from None
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def materialise(volume: Volume, bundle_id: str, config_dir: Path) -> Materialised:
+    """Make ``config_dir`` hold bundle ``bundle_id`` (see the module docstring).
+
+    Raises ``ParheliaError('E600')`` and replaces nothing when the manifest breaks a
+    rule or a blob is missing or corrupt.
+    """
+    bundle = load_bundle(volume, bundle_id)
+    store = BlobStore(volume)
+    for f in bundle.files.values():
+        try:
+            size = store.size(f.blob)
+        except FileNotFoundError:
+            raise refuse(f"blob of {f.path!r} is missing") from None
+        if size != f.size:
+            raise refuse(f"{f.path!r}: recorded size {f.size} differs from its blob ({size})")
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root = Path(os.path.realpath(config_dir))
+    where = str(root)
+    staged: list[tuple[Path, Path]] = []
+    settings_file = bundle.files.get(SETTINGS)
+    try:
+        for f in bundle.files.values():
+            if f is settings_file:
+                continue
+            parent = _safe_parent(root, f.path)
+            target = parent / f.path.rsplit("/", 1)[-1]
+            if target.is_dir() and not target.is_symlink():
+                raise refuse(f"{f.path!r} would replace a directory")
+            staged.append((_staged(store, f, target, where), target))
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    # Everything is verified: from here on only renames and small JSON writes.
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    state = _read_json_object(root / STATE_FILE)
+    new_settings: dict[str, Any] = {}
+    if settings_file is not None:
+        try:
+            loaded = json.loads(store.read(settings_file.blob, settings_file.size))
+        except (ValueError, BlobError):
+            raise refuse("settings.json is not valid JSON or its blob is corrupt") from None
+        new_settings = substitute(loaded, where) if isinstance(loaded, dict) else {}
+    _merge_settings(root, new_settings, state)
+    _write_mcp_servers(root, substitute(bundle.mcp_servers, where))
+    removed = _remove_dropped(root, state, set(bundle.files))
+    _write_json(root / STATE_FILE, {"bundle_id": bundle_id, "files": sorted(bundle.files),
+                                    "settings_keys": sorted(new_settings)})
+    return Materialised(bundle_id, files=len(bundle.files),
+                        bytes=sum(f.size for f in bundle.files.values()),
+                        mcp_servers=sorted(bundle.mcp_servers), removed=removed)
+
+
+def _merge_settings(root: Path, bundled: dict[str, Any], state: Mapping[str, Any]) -> None:
+    """settings.json = what is there, minus keys the previous bundle set, plus the
+    bundle's keys, plus Parhelia's own hooks (merged, never overwritten)."""
+    current = _read_json_object(root / SETTINGS)
+    previous = state.get("settings_keys")
+    for key in previous if isinstance(previous, list) else []:
+        current.pop(key, None)
+    merged = {**current, **bundled}
+    ours = _read_json_object(root / HOOKS_FILE).get("hooks")
+    if isinstance(ours, dict) and ours:
+        merged = merge_hooks(merged, ours)
+    if merged or (root / SETTINGS).exists():
+        _write_json(root / SETTINGS, merged, mode=0o644)
+
+
+def _write_mcp_servers(root: Path, servers: dict[str, Any]) -> None:
+    """User-scope MCP servers live in ``$CLAUDE_CONFIG_DIR/.claude.json`` beside the
+    agent's own state, which is kept."""
+    state = _read_json_object(root / GLOBAL_JSON)
+    if not servers and "mcpServers" not in state:
+        return
+    state["mcpServers"] = servers
+    _write_json(root / GLOBAL_JSON, state)
+
+
+def _remove_dropped(root: Path, state: Mapping[str, Any], keep: set[str]) -> int:
+    """Remove regular files the previous bundle wrote and this one no longer has."""
+    previous = state.get("files")
+    removed = 0
+    for rel in previous if isinstance(previous, list) else []:
+        if not isinstance(rel, str) or rel in keep or rel == SETTINGS:
+            continue
+        try:
+            check_path(rel, "config state")
+        except ParheliaError:
+            continue
+        path = root / rel
+        with contextlib.suppress(OSError):
+            real_parent = os.path.realpath(path.parent)
+            if real_parent != str(root) and not real_parent.startswith(str(root) + os.sep):
+                continue
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed += 1
+    return removed
+

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from parheliad.api.budget import BudgetServicer
 from parheliad.api.checkpoints import CheckpointServicer
+from parheliad.api.config import ConfigServicer
 from parheliad.api.containers import ContainerServicer
 from parheliad.api.events import EventServicer
 from parheliad.api.interceptor import ErrorInterceptor
@@ -64,7 +65,8 @@ class ApiServer:
                                 "ContainerService": ContainerServicer(ctx),
                                 "ReconcilerService": ReconcilerServicer(ctx),
                                 "CheckpointService": CheckpointServicer(ctx),
-                                "SessionService": SessionServicer(ctx)})
+                                "SessionService": SessionServicer(ctx),
+                                "ConfigService": ConfigServicer(ctx)})
         interceptor.implemented = reg.implemented
         system.capabilities = reg.capabilities
         self.registration = reg

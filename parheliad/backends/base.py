@@ -30,6 +30,10 @@ class ContainerSpec:
     gpu: str
     timeout_seconds: int
     workspace_dir: str
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Values for the worker's process environment that must never be written anywhere
+    (``sync.pass_env``): not in the spec file, the database, events or logs. Local: added
+    to the worker's environment; Modal: a ``modal.Secret.from_dict``."""
 
 
 @dataclass(frozen=True)

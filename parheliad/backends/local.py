@@ -75,6 +75,7 @@ class LocalBackend:
         log_dir.mkdir(parents=True, exist_ok=True)
         Path(spec.workspace_dir).mkdir(parents=True, exist_ok=True)
         env = dict(self.env)
+        env.update(spec.secret_env)
         env[OWNER_ENV] = spec.owner_tag
         env[CONTAINER_ENV] = spec.container_id
         env.pop("PARHELIA_SOCKET", None)

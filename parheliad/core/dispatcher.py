@@ -27,6 +27,7 @@ from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend, ContainerSpec
 from parheliad.config import Config
+from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.core.workspace import checkpoint_zero
@@ -77,6 +78,9 @@ class Dispatcher:
         self._paths = paths
         self._owner = owner_tag
         self._budget_gate = budget_gate
+        self.config_bundle: ConfigBundle | None = None
+        """Set by the runtime: the config bundle id and ``sync.pass_env`` values for a
+        backend's workers (syncs first when the user's Claude config changed)."""
         self._refused_budget: set[str] = set()  # one refusal event per wait, not per pass
         self._lock = asyncio.Lock()
         self._kick = asyncio.Event()
@@ -175,6 +179,17 @@ class Dispatcher:
                              f"{task.id}`.")
             raise ParheliaError("E400", "no credentials")
 
+        bundle: tuple[str | None, dict[str, str]] = (None, {})
+        if self.config_bundle is not None:
+            try:
+                bundle = await self.config_bundle(backend)
+            except Exception as exc:
+                log.exception("config sync failed", task_id=task.id)
+                await self._fail(task, "E602", "the Claude configuration could not be synced "
+                                 f"({type(exc).__name__}); see `parhelia config sync "
+                                 "--dry-run` and the daemon log")
+                raise ParheliaError("E602", "config sync failed") from None
+
         zero = None
         if task.session_id is None and task.source_workspace_id:
             zero = await self._zero_for_new_session(backend, task)
@@ -219,7 +234,7 @@ class Dispatcher:
             return updated, session, container, launch
 
         task, session, container, launch = await self._store.write(claim)
-        spec = self._container_spec(task, session, container, launch, cfg)
+        spec = self._container_spec(task, session, container, launch, cfg, bundle)
         try:
             backend_id = await backend.launch(spec)
         except ParheliaError as exc:
@@ -280,7 +295,9 @@ class Dispatcher:
         return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
 
     def _container_spec(self, task: TaskRow, session: SessionRow, container: ContainerRow,
-                        launch: Launch, cfg: Config) -> ContainerSpec:
+                        launch: Launch, cfg: Config,
+                        bundle: tuple[str | None, dict[str, str]] = (None, {})
+                        ) -> ContainerSpec:
         backend = self._backends[task.backend]
         workspace = self.workspace_dir(session.id)
         worker = WorkerSpec(
@@ -302,12 +319,14 @@ class Dispatcher:
                 interval_seconds=cfg.checkpoint.interval_seconds,
                 min_turn_interval_seconds=cfg.checkpoint.min_turn_interval_seconds,
                 risky_patterns=list(cfg.checkpoint.risky_patterns)),
+            config_bundle_id=bundle[0],
         )
         return ContainerSpec(
             container_id=container.id, task_id=task.id, session_id=session.id,
             owner_tag=self._owner, worker_spec=worker.to_dict(), cpu=task.cpu,
             memory_mb=task.memory_mb, gpu=task.gpu, timeout_seconds=task.timeout_seconds,
-            workspace_dir=str(workspace) if backend.name == "local" else "/workspace")
+            workspace_dir=str(workspace) if backend.name == "local" else "/workspace",
+            secret_env=dict(bundle[1]))
 
     def workspace_dir(self, session_id: str) -> Path:
         """The session's fixed workspace path on the local backend."""

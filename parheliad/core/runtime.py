@@ -8,6 +8,7 @@ stopped before it (see ``parheliad.daemon``).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from parheliad.config import Config
 from parheliad.core import results, workspace
 from parheliad.core.budget import Budget
 from parheliad.core.checkpoints import CheckpointOps
+from parheliad.core.configsync import ConfigSync
 from parheliad.core.dispatcher import Dispatcher
 from parheliad.core.events import EventBus
 from parheliad.core.health import HealthMonitor, run_job
@@ -59,6 +61,8 @@ class Runtime:
         self.recovery = Recovery(store, self.dispatcher, config)
         self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
                                  on_lost=self.recovery.on_lost)
+        self.config_sync = ConfigSync(store, config)
+        self.dispatcher.config_bundle = self._config_bundle
         self.health = HealthMonitor(store, self.backends, config, self.listener,
                                     on_lost=self.recovery.on_lost,
                                     on_settled=self.dispatcher.kick)
@@ -143,6 +147,12 @@ class Runtime:
         """The budget stopped a task: its worker checkpoints and stops (killed after the
         cancel grace)."""
         self._spawn(self.stop_container(c, reason, self.budget.stop_grace_seconds()))
+
+    async def _config_bundle(self, backend: Backend) -> tuple[str | None, dict[str, str]]:
+        """The dispatcher's config hook: sync when the user's Claude config changed."""
+        env = getattr(backend, "env", None)
+        return await self.config_sync.for_dispatch(
+            backend.volume, env if isinstance(env, dict) else dict(os.environ))
 
     # -- the TaskRuntime seam of the task service ----------------------------------
 

@@ -121,7 +121,7 @@ def doctor() -> None:
 
 @click.group()
 def config() -> None:
-    """Show the effective configuration."""
+    """Show the effective configuration; sync your Claude Code setup to workers."""
 
 
 @config.command("show")
@@ -144,3 +144,58 @@ def config_show(project_dir: str | None) -> None:
     render.table(("KEY", "VALUE", "SOURCE"), rows, empty="No configuration values.")
     if data["files"]:
         render.line("Files: " + ", ".join(data["files"]))
+
+
+@config.command("sync")
+@click.option("--dry-run", is_flag=True,
+              help="Only show what would be sent, left out and rewritten; upload nothing.")
+@json_option
+def config_sync(dry_run: bool) -> None:
+    """Send your Claude Code config (CLAUDE.md, settings, agents, commands, skills,
+    plugins, MCP servers) to the workers, without its secrets.
+
+    Lists every file sent (bytes, new bytes), everything left out and why (secret,
+    cache, excluded, missing_command, not_config, invalid) and every path rewritten.
+    `task create` syncs by itself when the config changed; run this to see the
+    details first, or after installing a command an MCP server needs.
+    """
+    from parhelia_cli.client import pb2
+
+    obj = settings()
+    resp = obj.client().call("config", "SyncConfig", pb2("config").SyncConfigRequest(
+        dry_run=dry_run))
+    data = to_dict(resp)
+    data["dry_run"] = dry_run
+    if obj.json:
+        render.emit_json(data)
+        return
+    _print_sync(data, dry_run)
+
+
+def _print_sync(d: dict[str, Any], dry_run: bool) -> None:
+    from parhelia_cli.durations import human_bytes
+
+    render.table(("SENT", "BYTES", "NEW"),
+                 [(i["path"], human_bytes(i["bytes"]), "new" if i["new"] else "")
+                  for i in d["items"]], empty="Nothing to send.")
+    if d["excluded"]:
+        render.line()
+        render.table(("LEFT OUT", "REASON", "DETAIL"),
+                     [(e["path"], e["reason"], e["detail"] or "") for e in d["excluded"]])
+    if d["rewrites"]:
+        render.line()
+        render.table(("REWRITTEN IN", "KEY", "BEFORE", "AFTER"),
+                     [(r["file"], r["key"], r["before"], r["after"]) for r in d["rewrites"]])
+    for warning in d["warnings"]:
+        render.warn(warning)
+    render.line()
+    passed = f"; passed as environment variables: {', '.join(d['passed_env'])}" \
+        if d["passed_env"] else ""
+    summary = (f"{d['files']} files, {human_bytes(d['bytes'])} "
+               f"({human_bytes(d['new_bytes'])} new) from {d['source_dir']}{passed}")
+    if d["bundle_id"] is None:
+        render.line(f"No Claude configuration found in {d['source_dir']}; nothing to sync.")
+    elif dry_run:
+        render.line(f"Dry run: bundle {d['bundle_id']} would hold {summary}. Nothing uploaded.")
+    else:
+        render.line(f"Synced bundle {d['bundle_id']}: {summary}.")

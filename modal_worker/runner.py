@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modal_worker import claude_config
+from modal_worker import claude_config, hooks
 from modal_worker.agent import (
     AgentProcess,
     build_argv,
@@ -47,6 +47,7 @@ from modal_worker.heartbeat import Heartbeat
 from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
 from modal_worker.stream import AgentStats, StreamParser
 from modal_worker.volume import LocalVolume
+from parhelia import __version__ as parhelia_version
 from parhelia.errors import ParheliaError
 
 log = logging.getLogger("modal_worker")
@@ -89,6 +90,7 @@ class Worker:
         self.control = ControlReader(self.volume.path_for(control_key(spec.container_id)))
         self.workspace = Path(spec.workspace_dir)
         self.config_dir = Path(spec.claude_config_dir)
+        self.hook_dir = self.config_dir / ".parhelia-hooks"
         self.stat_cache = StatCache(stat_cache_path(self.workspace))
         self.stats = AgentStats()
         self.parent_id = spec.restore_checkpoint_id
@@ -99,6 +101,7 @@ class Worker:
             "model": spec.agent.model,
             "permission_mode": spec.agent.permission_mode,
             "config_bundle_id": spec.config_bundle_id,
+            "parhelia_version": parhelia_version,
         }
         self.conversation: Conversation | None = None
         self.last_checkpoint_at = time.monotonic()
@@ -145,6 +148,7 @@ class Worker:
         self._materialise()
         os.chdir(self.workspace)
         self.prepare_config_dir()
+        env.update(self._install_risky_hook())
         self.conversation = Conversation(project_dir(self.config_dir, self.workspace),
                                          self.spec.agent.session_uuid)
         if self.spec.agent.resume:
@@ -295,6 +299,7 @@ class Worker:
                 stop = self._handle_control()
                 if stop is not None:
                     return stop
+                self._handle_hook_requests()
             if self.agent.finished():
                 return self._agent_done()
             if now >= deadline:
@@ -308,6 +313,21 @@ class Worker:
             with contextlib.suppress(queue.Empty):
                 self.turns.get(timeout=LOOP_TICK)
                 turn_pending = True
+
+    def _install_risky_hook(self) -> dict[str, str]:
+        """The PreToolUse hook that checkpoints before risky Bash commands; returns the
+        environment the agent (and so the hook) needs."""
+        patterns = [p for p in self.spec.checkpoint.risky_patterns if p.strip()]
+        if not patterns:
+            return {}
+        self.hook_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        claude_config.add_hooks(self.config_dir, hooks.hook_settings())
+        return hooks.hook_env(self.hook_dir, os.getpid(), patterns)
+
+    def _handle_hook_requests(self) -> None:
+        for request in hooks.pending(self.hook_dir):
+            checkpoint_id = self.checkpoint("pre_tool", request.summary)
+            hooks.answer(self.hook_dir, request, checkpoint_id)
 
     def _handle_control(self) -> Outcome | None:
         for msg in self.control.poll():

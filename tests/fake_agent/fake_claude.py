@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import uuid
@@ -179,7 +180,27 @@ class Agent:
              action: dict[str, object]) -> None:
         tool_id = "toolu_fake_" + uuid.uuid4().hex[:16]
         self.assistant({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
+        self.run_pre_tool_hooks(name, tool_input)
         self.pending.append((tool_id, step, action))
+
+    def run_pre_tool_hooks(self, name: str, tool_input: dict[str, object]) -> None:
+        """Like Claude Code: run the PreToolUse command hooks of
+        ``$CLAUDE_CONFIG_DIR/settings.json`` whose matcher matches, the call as JSON on stdin."""
+        settings = Path(os.environ.get("CLAUDE_CONFIG_DIR", "")) / "settings.json"
+        try:
+            hooks = json.loads(settings.read_text()).get("hooks", {}).get("PreToolUse", [])
+        except (OSError, ValueError, AttributeError):
+            return
+        payload = json.dumps({"session_id": self.session, "hook_event_name": "PreToolUse",
+                              "tool_name": name, "tool_input": tool_input, "cwd": self.cwd})
+        for group in hooks if isinstance(hooks, list) else []:
+            matcher = str(group.get("matcher") or "")
+            if matcher and not re.fullmatch(matcher, name):
+                continue
+            for hook in group.get("hooks") or []:
+                if hook.get("type") == "command":
+                    subprocess.run(hook["command"], shell=True, input=payload.encode(),  # noqa: S602
+                                   timeout=float(hook.get("timeout") or 60), check=False)
 
     def cost(self) -> float:
         return round(sum(self.usage[k] * PRICES[k] for k in USAGE) / 1e6, 6)

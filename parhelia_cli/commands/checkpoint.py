@@ -35,8 +35,8 @@ def _stats(cp: dict[str, Any]) -> dict[str, Any]:
 
 def _size_summary(cp: dict[str, Any]) -> str:
     s = _stats(cp)
-    return (f"{s['files']} files, {human_bytes(s['bytes'])} "
-            f"({human_bytes(s['new_bytes'])} new)")
+    return (f"{s['files']} file(s), {human_bytes(s['bytes'])}, "
+            f"{human_bytes(s['new_bytes'])} new")
 
 
 def _trigger(cp: dict[str, Any]) -> str:
@@ -280,8 +280,8 @@ def rollback(checkpoint_id: str, yes: bool) -> None:
         return
     safety, restored = data["safety_checkpoint"] or {}, data["restored"] or {}
     if safety:
-        render.line(f"Safety checkpoint: {safety['id']} ({_size_summary(safety)}); "
-                    f"`parhelia checkpoint rollback {safety['id']}` undoes this.")
+        render.line(f"Safety checkpoint {safety['id']} taken first ({_size_summary(safety)}); "
+                    f"`parhelia checkpoint rollback {safety['id']} -y` undoes this.")
     render.line(f"Restored {restored.get('id') or checkpoint_id} into session "
                 f"{restored.get('session_id') or '?'} ({_size_summary(restored)}).")
     session = restored.get("session_id") or "SESSION"

@@ -112,7 +112,7 @@ def test_create_prints_the_id_and_summary(run, seeded):
     result = run("checkpoint", "create", SESSION[:6], "-m", "before the big refactor")
     assert result.exit_code == 0, result.stderr
     assert re.fullmatch(r"cp-\w+\n", result.stdout)
-    assert "(trigger manual): 3 files, 12.0 KB (2.0 KB new)" in result.stderr
+    assert "(trigger manual): 3 file(s), 12.0 KB, 2.0 KB new." in result.stderr
     req = requests(seeded, checkpoints_pb2.CreateCheckpointRequest)[-1]
     assert (req.session_id, req.message) == (SESSION[:6], "before the big refactor")
 
@@ -218,8 +218,8 @@ def test_rollback_off_a_terminal_needs_yes(run, seeded):
 def test_rollback_with_yes(run, seeded):
     result = run("checkpoint", "rollback", "cp-00000000000000b1", "-y")
     assert result.exit_code == 0, result.stderr
-    assert "Safety checkpoint: cp-safety00000001 (4 files, 9.0 KB" in result.stdout
-    assert "`parhelia checkpoint rollback cp-safety00000001` undoes this" in result.stdout
+    assert ("Safety checkpoint cp-safety00000001 taken first (4 file(s), 9.0 KB, 0 B new); "
+            "`parhelia checkpoint rollback cp-safety00000001 -y` undoes this.") in result.stdout
     assert f"Restored cp-00000000000000b1 into session {SESSION}" in result.stdout
     assert f"not running; continue it with `parhelia resume {SESSION}`" in result.stdout
     data = json.loads(run("c", "rollback", "cp-00000000000000b1", "-y", "--json").stdout)

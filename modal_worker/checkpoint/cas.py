@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
 from modal_worker.volume import Volume
 
 BLOBS = "cas/blobs"
 TMP = "cas/tmp"
 CHUNK = 1 << 20
 SMALL = 4 << 20
-"""Files up to this size are read in one piece; larger ones are streamed."""
+"""Files up to this size may be read in one piece; larger ones are streamed."""
+KERNEL_COPY_MIN = 128 << 10
+"""From this size on, a directory volume copies in the kernel and hashes the copy."""
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -50,7 +53,7 @@ class Stored:
     """Bytes actually written to the store (0 when the blob already existed)."""
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path | str) -> int:
     """Open a regular file for reading without following a symlink or blocking on a FIFO."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -67,6 +70,8 @@ class BlobStore:
         root = volume.path_for(BLOBS)
         self._dir: Path | None = root
         self._tmp: Path | None = volume.path_for(TMP)
+        self._dir_s = str(root) if root is not None else ""
+        self._tmp_s = str(self._tmp) if self._tmp is not None else ""
         self._made: set[str] = set()
         self._lock = threading.Lock()
 
@@ -74,8 +79,12 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         if self._dir is not None:
-            return os.path.exists(self._dir / digest[:2] / digest)
+            return os.path.exists(f"{self._dir_s}/{digest[:2]}/{digest}")
         return self.volume.exists(blob_key(digest))
+
+    def local_path(self, digest: str) -> str | None:
+        """The blob's file when the volume is a local directory (for kernel copies)."""
+        return f"{self._dir_s}/{digest[:2]}/{digest}" if self._dir is not None else None
 
     def size(self, digest: str) -> int:
         return self.volume.size(blob_key(digest))
@@ -135,7 +144,7 @@ class BlobStore:
             self.volume.put(blob_key(digest), data)
             return Stored(digest, len(data), len(data))
         tmp = self._tmp_path(digest)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+        fd = _create(tmp)
         try:
             _write_all(fd, memoryview(data))
         finally:
@@ -143,57 +152,70 @@ class BlobStore:
         written = len(data) if self._commit(tmp, digest) else 0
         return Stored(digest, len(data), written)
 
-    def put_file(self, path: Path) -> Stored:
+    def put_file(self, path: Path | str) -> Stored:
         """Store the current content of a regular file (never follows a symlink)."""
         fd = open_regular(path)
         try:
             size = os.fstat(fd).st_size
+            if self._dir is not None and size >= KERNEL_COPY_MIN:
+                return self._put_copy(fd)
             if size <= SMALL:
                 return self.put_bytes(_read_all(fd, size))
             return self._put_stream(fd)
         finally:
             os.close(fd)
 
-    def _put_stream(self, fd: int) -> Stored:
-        hasher = hashlib.sha256()
-        if self._tmp is None:
-            with tempfile.NamedTemporaryFile(prefix="parhelia-blob-") as tmpf:
-                total = _copy_hashing(fd, tmpf.fileno(), hasher)
-                digest = hasher.hexdigest()
-                if self.has(digest):
-                    return Stored(digest, total, 0)
-                self.volume.put_file(blob_key(digest), Path(tmpf.name))
-                return Stored(digest, total, total)
-        tmp = self._tmp_path("stream")
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
+    def _put_copy(self, fd: int) -> Stored:
+        """Copy in the kernel to a temp file, hash the copy, move it into place."""
+        tmp = self._tmp_path(None)
+        out = _create(tmp)
         try:
-            total = _copy_hashing(fd, out, hasher)
+            kernel_copy(fd, out)
+            digest, total = hash_fd(out)
         except BaseException:
             os.close(out)
             os.unlink(tmp)
             raise
         os.close(out)
-        digest = hasher.hexdigest()
         written = total if self._commit(tmp, digest) else 0
         return Stored(digest, total, written)
 
-    def _tmp_path(self, tag: str) -> Path:
-        assert self._tmp is not None
-        if "tmp" not in self._made:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            self._made.add("tmp")
-        return self._tmp / f"{tag[:16]}.{os.getpid()}.{threading.get_ident()}"
+    def _put_stream(self, fd: int) -> Stored:
+        """Large file, volume without a local directory: spool locally, then upload."""
+        hasher = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(prefix="parhelia-blob-") as tmpf:
+            total = _copy_hashing(fd, tmpf.fileno(), hasher)
+            digest = hasher.hexdigest()
+            if self.has(digest):
+                return Stored(digest, total, 0)
+            self.volume.put_file(blob_key(digest), Path(tmpf.name))
+            return Stored(digest, total, total)
 
-    def _commit(self, tmp: Path, digest: str) -> bool:
-        """Move a temp file into place unless the blob exists; True if it was added."""
-        assert self._dir is not None
+    def _tmp_path(self, digest: str | None) -> str:
+        """A temp file beside its final name (one directory lock per rename, spread over
+        256 shards); copies of unknown digest go to ``cas/tmp``."""
+        assert self._tmp is not None
+        name = f".tmp-{os.getpid()}-{threading.get_ident()}"
+        if digest is None:
+            if "tmp" not in self._made:
+                self._tmp.mkdir(parents=True, exist_ok=True)
+                self._made.add("tmp")
+            return f"{self._tmp_s}/{name}"
+        return f"{self._shard(digest)}/{name}"
+
+    def _shard(self, digest: str) -> str:
         sub = digest[:2]
-        target = self._dir / sub / digest
+        path = f"{self._dir_s}/{sub}"
         if sub not in self._made:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
             self._made.add(sub)
+        return path
+
+    def _commit(self, tmp: str, digest: str) -> bool:
+        """Move a temp file into place unless the blob exists; True if it was added."""
+        target = f"{self._shard(digest)}/{digest}"
         with self._lock:
-            if target.exists():
+            if os.path.exists(target):
                 os.unlink(tmp)
                 return False
             os.replace(tmp, target)
@@ -201,10 +223,25 @@ class BlobStore:
 
     def remove_temp_files(self) -> None:
         """Drop temp files left by a crashed writer (call when no writer is running)."""
-        if self._tmp is not None and self._tmp.is_dir():
-            for name in os.listdir(self._tmp):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._tmp / name)
+        if self._dir is None or self._tmp is None:
+            return
+        for folder in [self._tmp, *(p for p in self._dir.glob("??") if p.is_dir())]:
+            if folder.is_dir():
+                for name in os.listdir(folder):
+                    if name.startswith(".tmp-"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(folder / name)
+
+
+def _create(path: str) -> int:
+    """Create a fresh temp file. ``O_EXCL`` rather than ``O_TRUNC``: on ext4 the
+    truncating open was measured to cost ~70 µs per file, a third of the bench."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o444)
+    except FileExistsError:  # left over by a crashed writer with the same pid/thread id
+        os.unlink(path)
+        return os.open(path, flags, 0o444)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

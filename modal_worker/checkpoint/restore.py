@@ -21,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker.checkpoint.cas import SMALL, BlobError, BlobStore
+from modal_worker.checkpoint.cas import KERNEL_COPY_MIN, SMALL, BlobError, BlobStore
 from modal_worker.checkpoint.checks import check_manifest, restored_mode
+from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
 from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest, refuse
 from modal_worker.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
 from modal_worker.checkpoint.statcache import StatCache
@@ -151,10 +152,23 @@ def _staging_dir(dest: Path, in_place: bool) -> Path:
 
 
 def _write_blob(store: BlobStore, digest: str, size: int, target: Path, mode: int) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+    """Write one file into staging and verify what was written (size and sha256)."""
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     try:
-        if size <= SMALL:
+        source = store.local_path(digest)
+        if source is not None and size >= KERNEL_COPY_MIN:
+            try:
+                src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise BlobError(f"blob {digest} is missing") from None
+            try:
+                kernel_copy(src, fd)
+            finally:
+                os.close(src)
+            if hash_fd(fd) != (digest, size):  # hash the copy: what we verify is what we wrote
+                raise BlobError(f"blob {digest} is corrupt")
+        elif size <= SMALL:
             data = store.read(digest, size)
             view = memoryview(data)
             while view:

@@ -31,7 +31,9 @@ CONVERSATION_NS = "c:"
 
 
 def default_workers() -> int:
-    return min(8, (os.cpu_count() or 2) * 2)
+    """One thread per CPU (at least 2): hashing and copying release the GIL, and more
+    threads than CPUs only add contention (measured with bench/checkpoint.py)."""
+    return min(8, max(2, os.cpu_count() or 2))
 
 
 def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | None]]:
@@ -100,6 +102,7 @@ def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_res
 class _Snapshotter:
     def __init__(self, root: Path, store: BlobStore, cache: StatCache, start_ns: int) -> None:
         self.root = root
+        self.root_s = str(root)
         self.store = store
         self.cache = cache
         self.start_ns = start_ns
@@ -144,7 +147,7 @@ class _Snapshotter:
                                                                   Stored | str]:
         path, st = item
         try:
-            return path, st, self.store.put_file(self.root / path)
+            return path, st, self.store.put_file(f"{self.root_s}/{path}")
         except FileNotFoundError:
             return path, st, "vanished while reading"
         except (PermissionError, BlobError, OSError) as exc:
@@ -152,7 +155,8 @@ class _Snapshotter:
 
     def store_files(self, todo: list[tuple[str, os.stat_result]], workers: int) -> None:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, st, result in pool.map(self.hash_one, todo):
+            results = pool.map(self.hash_one, todo) if workers > 1 else map(self.hash_one, todo)
+            for path, st, result in results:
                 if isinstance(result, str):
                     self.skip(path, result)
                     continue
@@ -161,7 +165,7 @@ class _Snapshotter:
                 self.tree[path] = Entry("file", mode=stat.S_IMODE(st.st_mode) & 0o777,
                                         size=result.size, blob=result.digest)
                 try:
-                    after = os.lstat(self.root / path)
+                    after = os.lstat(f"{self.root_s}/{path}")
                 except FileNotFoundError:
                     continue
                 if stat_key(after) == stat_key(st) and after.st_size == result.size:

@@ -163,3 +163,21 @@ def test_destination_symlink_is_refused(tmp_path: Path,
     with pytest.raises(ParheliaError):
         restore(Manifest.from_dict(raw), link, volume=volume)
     assert link.is_symlink()
+
+
+def test_corrupt_large_blob_is_detected_in_the_kernel_copy_path(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "large").write_bytes(os.urandom(1 << 20))
+    volume = LocalVolume(tmp_path / "vol")
+    manifest = snapshot(src, volume=volume, session_id="s", parent_id=None, trigger="t")
+    blob = volume.path_for(blob_key(manifest.tree["large"].blob or ""))
+    blob.chmod(0o644)
+    with open(blob, "r+b") as fh:
+        fh.seek(500_000)
+        fh.write(b"X")
+    dest = tmp_path / "dest"
+    with pytest.raises(ParheliaError) as err:
+        restore(manifest, dest, volume=volume)
+    assert err.value.code == "E600" and not dest.exists()
+    assert sorted(os.listdir(tmp_path)) == ["src", "vol"]

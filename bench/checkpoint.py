@@ -1,0 +1,168 @@
+"""Checkpoint benchmark: first checkpoint, incremental, restore, against tar czf / tar xzf.
+
+    uv run python bench/checkpoint.py                      # 20,000 files, 1 GiB
+    uv run python bench/checkpoint.py --files 2000 --mib 100   # quick run
+
+Everything runs on the same disk in one temp directory. Dirty pages are flushed
+(``sync``, not timed) before each measured step so one step's writeback does not
+slow the next; the page cache stays warm (numbers are for the code path, not a
+cold disk). Goals: incremental < 1 s
+writing <= 1.1x the changed bytes; first checkpoint and restore >= 200 MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
+
+from modal_worker.checkpoint import StatCache, restore, snapshot
+from modal_worker.volume import LocalVolume
+
+MB = 1_000_000
+WORDS = b"def class return import self value index parser result error files bytes \n"
+
+
+def sizes(n: int, total: int, rng: random.Random) -> list[int]:
+    """Log-uniform sizes (a few large files, many small ones) scaled to ``total``."""
+    raw = [2 ** rng.uniform(6, 22) for _ in range(n)]
+    scale = total / sum(raw)
+    out = [max(1, int(r * scale)) for r in raw]
+    out[0] += total - sum(out)
+    return out
+
+
+def generate(root: Path, files: int, total: int, seed: int) -> int:
+    """Half text-like (compressible), half random data; every file unique."""
+    rng = random.Random(seed)
+    text_pool = (WORDS * (8 * MB // len(WORDS) + 1))[: 8 * MB]
+    rand_pool = rng.randbytes(8 * MB)
+    written = 0
+    for i, size in enumerate(sizes(files, total, rng)):
+        d = root / f"d{i % 40:02d}" / f"s{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        pool = text_pool if i % 2 else rand_pool
+        header = f"{i}:{rng.getrandbits(64):x}\n".encode()
+        with open(d / f"f{i:05d}.{'txt' if i % 2 else 'bin'}", "wb") as fh:
+            fh.write(header[:size])
+            left = size - min(size, len(header))
+            while left:
+                start = rng.randrange(0, len(pool) - min(left, len(pool) // 2))
+                chunk = pool[start : start + min(left, len(pool) // 2)]
+                fh.write(chunk)
+                left -= len(chunk)
+        written += size
+    return written
+
+
+def change(root: Path, count: int, seed: int) -> int:
+    rng = random.Random(seed + 1)
+    paths = sorted(p for p in root.rglob("*") if p.is_file())
+    changed = 0
+    for path in rng.sample(paths, count):
+        size = path.stat().st_size
+        path.write_bytes(rng.randbytes(size))
+        changed += size
+    return changed
+
+
+def timed(fn: object, *args: object, **kw: object) -> tuple[float, object]:
+    os.sync()
+    start = time.perf_counter()
+    result = fn(*args, **kw)  # type: ignore[operator]
+    return time.perf_counter() - start, result
+
+
+def run_tar(args: list[str]) -> None:
+    subprocess.run(["tar", *args], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--mib", type=int, default=1024, help="total size in MiB")
+    parser.add_argument("--changed", type=int, default=10, help="files changed before the "
+                        "incremental checkpoint")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the temp dir")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="parhelia-bench-", dir=args.dir))
+    try:
+        ws, vol, out, cache = base / "ws", base / "vol", base / "restored", base / "cache.json"
+        ws.mkdir()
+        print(f"generating {args.files} files, {args.mib} MiB in {base} ...", flush=True)
+        t_gen, total = timed(generate, ws, args.files, args.mib * 1024 * 1024, args.seed)
+        assert isinstance(total, int)
+        print(f"  generated in {t_gen:.1f} s", flush=True)
+        time.sleep(0.2)  # let the newest mtimes leave the stat cache's racy window
+        volume = LocalVolume(vol)
+
+        t_first, first = timed(snapshot, ws, volume=volume, session_id="bench", parent_id=None,
+                               trigger="start", stat_cache=StatCache(cache),
+                               workers=args.workers)
+        changed = change(ws, args.changed, args.seed)
+        time.sleep(0.1)
+        t_incr, incr = timed(snapshot, ws, volume=volume, session_id="bench",
+                             parent_id=first.id, trigger="turn",  # type: ignore[attr-defined]
+                             stat_cache=StatCache(cache), workers=args.workers)
+        t_restore, _ = timed(restore, incr, out, volume=volume, workers=args.workers)
+        tgz = base / "ws.tgz"
+        t_tar, _ = timed(run_tar, ["-C", str(ws), "-czf", str(tgz), "."])
+        untar = base / "untar"
+        untar.mkdir()
+        t_untar, _ = timed(run_tar, ["-C", str(untar), "-xzf", str(tgz)])
+
+        def rate(seconds: float) -> str:
+            return f"{total / MB / seconds:8.1f}"
+
+        new_first = first.stats.new_bytes  # type: ignore[attr-defined]
+        new_incr = incr.stats.new_bytes  # type: ignore[attr-defined]
+        rows = [
+            ("first checkpoint", t_first, rate(t_first), f"{new_first / MB:.1f} MB written"),
+            (f"incremental ({args.changed} files changed)", t_incr, "        -",
+             f"{new_incr / MB:.2f} MB written for {changed / MB:.2f} MB changed"),
+            ("full restore (verified)", t_restore, rate(t_restore), ""),
+            ("tar czf", t_tar, rate(t_tar), f"{tgz.stat().st_size / MB:.1f} MB archive"),
+            ("tar xzf", t_untar, rate(t_untar), ""),
+        ]
+        print(f"\nworkspace: {args.files} files, {total / MB:.1f} MB, {os.cpu_count()} CPUs\n")
+        print(f"{'operation':<36} {'seconds':>8} {'MB/s':>9}  notes")
+        print("-" * 100)
+        for name, seconds, mbps, note in rows:
+            print(f"{name:<36} {seconds:8.2f} {mbps:>9}  {note}")
+        print("\nratios")
+        print(f"  first checkpoint vs tar czf: {t_tar / t_first:5.1f}x faster")
+        print(f"  restore vs tar xzf:          {t_untar / t_restore:5.1f}x faster")
+        print(f"  incremental vs first:        {t_first / t_incr:5.1f}x faster")
+        print(f"  incremental bytes written / changed bytes: {new_incr / max(changed, 1):.3f}")
+        goals = [
+            ("incremental < 1 s", t_incr < 1.0),
+            ("incremental writes <= 1.1x changed", new_incr <= 1.1 * changed),
+            ("first checkpoint >= 200 MB/s", total / MB / t_first >= 200),
+            ("restore >= 200 MB/s", total / MB / t_restore >= 200),
+        ]
+        print("\ngoals")
+        for goal, ok in goals:
+            print(f"  [{'ok' if ok else 'MISSED'}] {goal}")
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,18 +134,32 @@ When it stops for good (restarts or budget exhausted, or you killed it):
 
 _topic("budget", "Budget: one ledger for compute and API spend", """
 Spend = compute (seconds x (cores x CPU rate + GiB x memory rate + GPU rate)) + API
-(the cost the agent reports). Local workers cost no compute. Before a dispatch the
-daemon estimates the task and reserves the estimate; a dispatch that would cross the
-ceiling is refused (E300). At the warning threshold an E301 event is recorded. At the
-ceiling running tasks are checkpointed and paused; raising the ceiling resumes them.
+(the cost the agent reports). Local workers cost no compute. Claude Code reports its
+cost only when a run ends, so while it runs its spend is priced from its tokens
+(input, output, cache writes at 1.25x and reads at 0.1x the input price of its model);
+a run stopped before it reports is booked at that price.
+
+Estimate (task create --estimate-only, and what a dispatch reserves: the high end):
+  compute  rate x ceil(timeout / 4) .. rate x timeout          (0 on the local backend)
+  api      ceil(turns / 4) x (2,000 in + 300 out tokens) ..
+           turns x (20,000 in + 1,500 out tokens), at the model's prices
+  both capped at --max-cost when given.
+A dispatch that would take used + reserved past the ceiling is refused (E300): the
+task stays pending. Crossing the warning threshold records one E301 event per period
+and every command shows a banner. At the ceiling running tasks are checkpointed and
+paused; raising the ceiling resumes them from their checkpoints (--resume). A task
+reaching its --max-cost is stopped and fails with E300.
 
   parhelia budget show                   ceiling, used, reserved, remaining, tokens
-  parhelia budget set 50.00              ceiling in USD
-  parhelia budget history [--by day|task]
+  parhelia budget set 50.00              ceiling in USD (kept across restarts)
+  parhelia budget history [--by day|task] [--since 7d]
+  parhelia budget ledger [--task ID]     the entries themselves
   parhelia task create "..." --max-cost 2.50     per-task cap (also passed to the agent)
   parhelia task create "..." --estimate-only     estimate without creating anything
 
-Config: [budget] default_ceiling_usd, warning_threshold_percent.
+Config: [budget] default_ceiling_usd, warning_threshold_percent, period (month|total),
+accrual_interval_seconds; [rates] cpu_core_per_second, memory_gib_per_second, gpu,
+model_input_per_mtok, model_output_per_mtok (USD per million tokens by family).
 """, ("budget",))
 
 _topic("container", "Containers: the incarnations of a worker", """
@@ -200,7 +214,10 @@ it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
   parhelia config show [--json]          every key, its value and where it came from
 
   [modal]        volume_name, cpu_count, memory_mb, default_timeout_hours
-  [budget]       default_ceiling_usd, warning_threshold_percent, period (month|total)
+  [budget]       default_ceiling_usd, warning_threshold_percent, period (month|total),
+                 accrual_interval_seconds
+  [rates]        cpu_core_per_second, memory_gib_per_second, gpu, model_input_per_mtok,
+                 model_output_per_mtok
   [orchestrator] db_path, max_concurrent_workers, default_backend, dispatch_interval_seconds,
                  cancel_grace_seconds
   [reconciler]   poll_interval_seconds, stale_threshold_seconds, auto_terminate_orphans

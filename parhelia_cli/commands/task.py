@@ -438,12 +438,13 @@ def delete(task_id: str, force: bool) -> None:
     from parhelia_cli.client import pb2
 
     obj = settings()
-    obj.client().call("tasks", "DeleteTask", pb2("tasks").DeleteTaskRequest(task_id=task_id,
-                                                                           force=force))
+    resp = obj.client().call("tasks", "DeleteTask", pb2("tasks").DeleteTaskRequest(
+        task_id=task_id, force=force))
+    deleted = resp.task_id or task_id  # the full id (an older daemon does not send it)
     if obj.json:
-        render.emit_json({"task_id": task_id, "deleted": True})
+        render.emit_json({"task_id": deleted, "deleted": True})
     else:
-        render.line(f"Deleted task {task_id}.")
+        render.line(f"Deleted task {deleted}.")
 
 
 @task.command()

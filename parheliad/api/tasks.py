@@ -53,5 +53,5 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
 
     async def DeleteTask(self, request: tasks_pb2.DeleteTaskRequest,
                          context: grpc.aio.ServicerContext) -> tasks_pb2.DeleteTaskResponse:
-        await self._ctx.tasks.delete(_ref(request.task_id), force=request.force)
-        return tasks_pb2.DeleteTaskResponse()
+        task_id = await self._ctx.tasks.delete(_ref(request.task_id), force=request.force)
+        return tasks_pb2.DeleteTaskResponse(task_id=task_id)

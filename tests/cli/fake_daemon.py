@@ -157,7 +157,7 @@ class Tasks(tasks_pb2_grpc.TaskServiceServicer):
     def DeleteTask(self, request: Any, context: Any) -> Any:
         t = self.state.find(context, request.task_id)
         del self.state.tasks[t.id]
-        return tasks_pb2.DeleteTaskResponse()
+        return tasks_pb2.DeleteTaskResponse(task_id=t.id)
 
     def WatchTask(self, request: Any, context: Any) -> Any:
         t = self.state.find(context, request.task_id)

@@ -57,8 +57,9 @@ def test_task_round_trip_json(daemon: Daemon):
     out = daemon.cli("task", "cancel", task_id, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "cancelled"
-    out = daemon.cli("task", "delete", task_id, "--json")
+    out = daemon.cli("task", "delete", task_id[:8], "--json")
     assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"task_id": task_id, "deleted": True}
     assert daemon.cli("task", "show", task_id).returncode == 3
 
 

@@ -61,8 +61,8 @@ def test_create_list_show_cancel_delete_json(run, fake, tmp_path, monkeypatch):
     assert shown["created_at"].endswith("Z")
     cancelled = json.loads(run("task", "cancel", task_id, "--json").stdout)
     assert cancelled["status"] == "cancelled"
-    assert json.loads(run("task", "delete", task_id, "--json").stdout) == {
-        "task_id": task_id, "deleted": True}
+    assert json.loads(run("task", "delete", task_id[:6], "--json").stdout) == {
+        "task_id": task_id, "deleted": True}  # the resolved full id
     assert run("task", "show", task_id).exit_code == 3
 
 

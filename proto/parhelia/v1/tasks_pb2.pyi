@@ -333,12 +333,17 @@ Global___DeleteTaskRequest: _TypeAlias = DeleteTaskRequest  # noqa: Y015
 class DeleteTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """the resolved full id of the deleted task"""
     def __init__(
         self,
+        *,
+        task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

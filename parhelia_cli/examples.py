@@ -94,6 +94,8 @@ EXAMPLES: dict[str, list[Example]] = {
         ("Check it is picked up", "parhelia config show --json"),
         ("Preview what of ~/.claude would travel with tasks (secrets stripped)",
          "parhelia config sync --dry-run"),
+        ("Send it now (task create also re-syncs by itself when it changed)",
+         "parhelia config sync"),
     ],
     "recovery": [
         ("What went wrong with a task",

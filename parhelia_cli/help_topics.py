@@ -212,6 +212,8 @@ project's .parhelia/config.toml (found from the current directory upwards) overr
 it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
 
   parhelia config show [--json]          every key, its value and where it came from
+  parhelia config sync [--dry-run] [--json]
+                                         send your Claude Code setup to workers (no secrets)
 
   [modal]        volume_name, cpu_count, memory_mb, default_timeout_hours
   [budget]       default_ceiling_usd, warning_threshold_percent, period (month|total),
@@ -226,10 +228,17 @@ it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
                  max_age_days
   [recovery]     max_restarts, backoff_seconds, backoff_max_seconds
   [heartbeat]    interval_seconds, retention_per_container
+  [sync]         pass_env (names of settings/MCP env values given to workers as
+                 environment variables), exclude_mcp (MCP servers never sent)
 `parhelia config show` is the authority: it lists every key this daemon knows.
 
-Your Claude configuration (CLAUDE.md, skills, plugins, MCP servers) travels with tasks
-through `parhelia config sync`, which strips secrets by rule and shows a dry run first.
+Your Claude configuration (CLAUDE.md, settings, agents, commands, skills, output styles,
+plugins, user MCP servers) travels with tasks through `parhelia config sync`, which
+strips secrets by rule and shows a dry run first (--dry-run: every file, every exclusion
+with its reason, every path rewrite). Credentials files, settings.local.json, account
+state, transcripts and history never leave; literal env/header values and apiKeyHelper
+are removed, and the names in sync.pass_env reach workers as environment variables
+only. `task create` re-syncs by itself when the config changed.
 """, ("config",))
 
 _topic("reconciler", "The reconciler: drift, lost and orphaned containers", """

@@ -1,5 +1,5 @@
 """Config sync: the user's Claude Code configuration travels with every task, their
-credentials never do (issue 5; ADR 0007). ``builder`` plans a bundle from the
+credentials never do (issue 5; ADR 0010). ``builder`` plans a bundle from the
 filesystem, ``syncer`` stores it in the CAS and keeps it current for dispatch; the
 worker side is :mod:`modal_worker.claude_config`."""
 

@@ -151,8 +151,12 @@ class Heartbeat(threading.Thread):
         return data
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
+        """Beat at once (the daemon learns the worker is alive without waiting a whole
+        interval), then every interval until stopped."""
+        while True:
             try:
                 self.beat()
             except Exception:
                 log.exception("heartbeat failed")
+            if self._stop_event.wait(self.interval):
+                return

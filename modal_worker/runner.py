@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,12 +152,20 @@ class Worker:
         env.update(self._install_risky_hook())
         self.conversation = Conversation(project_dir(self.config_dir, self.workspace),
                                          self.spec.agent.session_uuid)
+        transcript = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
         if self.spec.agent.resume:
-            transcript = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
             if not transcript.is_file():
                 raise Outcome(ExitCode.RESTORE_FAILED,
                               "resume requested but the conversation transcript was not restored",
                               "E600")
+        else:
+            # A fresh run of this session (its checkpoint held no conversation, e.g. after a
+            # rollback to the start): a transcript left on disk by an earlier incarnation
+            # would make the agent refuse the session id as "already in use".
+            transcript.unlink(missing_ok=True)
+            side = self.conversation.project_dir / self.spec.agent.session_uuid
+            if side.is_dir() and not side.is_symlink():
+                shutil.rmtree(side)
         self.heartbeat = Heartbeat(
             self.channel, self.spec.heartbeat_interval_seconds, self.workspace, self.stats,
             agent_pid=lambda: self.agent.pid if self.agent else None,

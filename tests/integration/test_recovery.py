@@ -115,3 +115,23 @@ def test_rollback_restores_an_older_tree_exactly(harness_factory) -> None:
     listed = harness.json("checkpoint", "list", session)["checkpoints"]
     assert out["safety_checkpoint"]["id"] in [c["id"] for c in listed]
     assert harness.json("checkpoint", "verify", cp_id)["ok"] is True
+
+
+def test_rollback_of_a_running_session_to_its_start(harness_factory) -> None:
+    """The start checkpoint holds no conversation: the session runs afresh from it (a stale
+    transcript on disk must not make the agent refuse its own session id)."""
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 5},
+                         {"write": "b.txt", "content": "b"}, {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    start = next(e["data"]["checkpoint_id"]
+                 for e in harness.events("--task", task_id, "--type", "checkpoint_created")
+                 if e["data"]["trigger"] == "start")
+    out = harness.json("checkpoint", "rollback", start, "-y")
+    assert out["resumed"] is True
+    task = harness.wait(task_id, timeout=60)
+    assert task["status"] == "completed", task
+    ws = harness.workspace(task_id)
+    assert (ws / "a.txt").read_text() == "a" and (ws / "b.txt").read_text() == "b"
+    assert not (ws / ".fake_agent_resumed").exists()  # a fresh run, not a --resume

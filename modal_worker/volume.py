@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,8 +152,3 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    """Plain content copy (no metadata), used where a hardlink would be tempting."""
-    shutil.copyfile(src, dst)

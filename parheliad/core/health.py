@@ -1,7 +1,8 @@
 """The health sweep: missed heartbeats walk a container through its health states.
 
 Every ``heartbeat.interval_seconds`` (an APScheduler job of the runtime) each live
-container's silence is measured from its last heartbeat (or its start):
+container's silence is measured from its last heartbeat (or from its start plus
+``FIRST_HEARTBEAT_GRACE_SECONDS`` before the first one):
 ``missed = floor(silence / interval - 0.5)`` — a heartbeat counts as missed once it is
 half an interval late, so ordinary jitter never degrades a healthy worker. The count
 goes to ``consecutive_failures`` and :func:`~parheliad.core.states.health_after` gives
@@ -38,6 +39,10 @@ LostHandler = Callable[[str, str, str], Awaitable[None]]
 
 _LATE_TOLERANCE = 0.5
 """A heartbeat is missed once it is this many intervals late."""
+
+FIRST_HEARTBEAT_GRACE_SECONDS = 30.0
+"""Time a new worker gets to send its first heartbeat (interpreter start, workspace
+restore, a sandbox being scheduled) before its silence counts."""
 
 
 @dataclass(frozen=True)
@@ -87,14 +92,18 @@ class HealthMonitor:
             c = tx.containers.get(cid)
             if c is None or c.state not in CONTAINER_LIVE or c.health == Health.DEAD:
                 continue
-            reference = c.last_heartbeat_at or c.started_at or c.created_at
-            silence = now - reference
+            if c.last_heartbeat_at is not None:
+                silence = now - c.last_heartbeat_at
+            else:
+                silence = now - (c.started_at or c.created_at) - int(
+                    FIRST_HEARTBEAT_GRACE_SECONDS * US_PER_SECOND)
             missed = missed_heartbeats(silence, interval)
             if missed <= c.consecutive_failures:
                 continue
             health = health_after(c.health, heartbeat=False, missed=missed)
             fields: dict[str, object] = {"consecutive_failures": missed}
-            silent_s = round(silence / US_PER_SECOND, 1)
+            silent_s = round((now - (c.last_heartbeat_at or c.started_at or c.created_at))
+                             / US_PER_SECOND, 1)
             tx.events.append("heartbeat_missed", f"{missed} heartbeat(s) missed ({silent_s}s "
                              "silent)", task_id=c.task_id, session_id=c.session_id,
                              container_id=c.id, data={"missed": missed, "silent_s": silent_s})

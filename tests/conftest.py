@@ -123,11 +123,32 @@ def start_daemon(home: Path, *args: str, **env_extra: str) -> RunningDaemon:
     return RunningDaemon(home, daemon_env(home, **env_extra), tuple(args)).start()
 
 
+def reap(home: Path) -> None:
+    """SIGKILL every process of ``home``: daemons (PARHELIA_HOME) and the workers and
+    agents they started, which outlive a daemon on purpose (their command lines or
+    environments name the home)."""
+    import psutil
+
+    marker = str(home)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            ours = marker in " ".join(proc.info.get("cmdline") or []) or \
+                proc.environ().get("PARHELIA_HOME") == marker
+            if ours:
+                proc.kill()
+        except psutil.Error:
+            continue
+
+
 @pytest.fixture
 def parhelia_home() -> Iterator[Path]:
-    """A fresh, short PARHELIA_HOME under /tmp (socket paths must stay under 104 bytes)."""
+    """A fresh, short PARHELIA_HOME under /tmp (socket paths must stay under 104 bytes);
+    afterwards every process still running for it is killed and the directory removed."""
     home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
     yield home
+    reap(home)
     shutil.rmtree(home, ignore_errors=True)
 
 

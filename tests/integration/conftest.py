@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,10 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.conftest import RunningDaemon, cli_argv, start_daemon
+from tests.conftest import RunningDaemon, cli_argv, reap, start_daemon
 
 FAKE_AGENT = Path(__file__).resolve().parent.parent / "fake_agent" / "claude"
 
@@ -38,15 +35,7 @@ def write_config(home: Path, extra: str = "", orchestrator: str = "") -> None:
 
 
 def kill_workers(home: Path) -> None:
-    """SIGKILL every process whose command line mentions ``home`` (workers, agents)."""
-    marker = str(home)
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if marker in cmd and proc.pid != os.getpid():
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+    reap(home)
 
 
 class Harness:

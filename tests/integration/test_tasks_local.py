@@ -63,8 +63,9 @@ def test_never_ending_agent_is_stopped_by_max_turns(harness: Harness) -> None:
 
 
 def test_never_ending_agent_is_stopped_by_timeout(harness: Harness) -> None:
+    # 300 turns: more than 2 s of the fake's ticking, within the default budget's reservation
     task_id = harness.create(fake_prompt({"forever": True}), "--timeout", "2",
-                             "--max-turns", "1000")
+                             "--max-turns", "300")
     task = harness.wait(task_id)
     assert task["status"] == "failed"
     assert task["result"]["error_code"] == "E501"

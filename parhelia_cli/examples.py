@@ -88,9 +88,12 @@ EXAMPLES: dict[str, list[Example]] = {
     ],
     "config": [
         ("The effective configuration and where each value comes from", "parhelia config show"),
-        ("A project override: more workers, Modal by default",
-         "mkdir -p .parhelia && printf '[orchestrator]\\nmax_concurrent_workers = 4\\n"
-         "default_backend = \"modal\"\\n' > .parhelia/config.toml"),
+        ("A project override of per-task keys: bigger containers, a longer timeout",
+         "mkdir -p .parhelia && printf '[modal]\\ncpu_count = 8\\nmemory_mb = 32768\\n"
+         "default_timeout_hours = 8\\n' > .parhelia/config.toml"),
+        ("Daemon-wide keys (workers, budget, reconciler) go in the user file",
+         "printf '[orchestrator]\\nmax_concurrent_workers = 4\\n' >> "
+         "~/.config/parhelia/config.toml"),
         ("Check it is picked up", "parhelia config show --json"),
         ("Preview what of ~/.claude would travel with tasks (secrets stripped)",
          "parhelia config sync --dry-run"),

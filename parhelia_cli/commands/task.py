@@ -58,7 +58,6 @@ def _read_prompt(prompt: str) -> str:
               help="Claude Code permission mode (default: config).")
 @click.option("--backend", type=click.Choice(params.BACKENDS), help="Where to run it "
               "(default: config).")
-@click.option("--interactive", is_flag=True, help="Run the agent in tmux to attach to.")
 @click.option("--workspace", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Directory to upload (default: the git repository around the current dir).")
 @click.option("--no-workspace", is_flag=True, help="Start with an empty workspace.")
@@ -72,7 +71,7 @@ def _read_prompt(prompt: str) -> str:
 def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
            timeout: int | None, max_turns: int | None, max_cost: int | None,
            model: str | None, permission_mode: str | None, backend: str | None,
-           interactive: bool, workspace: Path | None, no_workspace: bool, repo: str | None,
+           workspace: Path | None, no_workspace: bool, repo: str | None,
            ref: str | None, sync: bool, no_dispatch: bool, estimate_only: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
@@ -91,7 +90,7 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
     options = common.TaskOptions(
         gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory or 0, timeout_seconds=timeout or 0,
         max_turns=max_turns or 0, max_cost_micros=max_cost or 0, model=model or "",
-        permission_mode=permission_mode or "", interactive=interactive, backend=backend or "")
+        permission_mode=permission_mode or "", backend=backend or "")
     obj = settings()
     client = obj.client()
     tasks = pb2("tasks")
@@ -368,7 +367,6 @@ def show(task_id: str) -> None:
         ("Prompt", _one_line(t["prompt"] or "")),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
         ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
-        ("Interactive", "yes" if o.get("interactive") else None),
         ("Source", source), ("Base commit", t["base_commit"]),
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
         ("Finished", render.when(t["finished_at"])),

@@ -155,6 +155,10 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
     if mode not in PERMISSION_MODES:
         raise invalid(f"permission_mode: must be one of {', '.join(PERMISSION_MODES)}, "
                       f"got {mode!r}", field="permission_mode")
+    if opts.interactive:
+        raise invalid("interactive: attachable (tmux/SSH) sessions are not offered by this "
+                      "version; run the task headless and follow it with `parhelia task watch`",
+                      field="interactive")
     backend = opts.backend or defaults.backend
     if backend not in BACKENDS:
         raise invalid(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}",

@@ -10,8 +10,8 @@ import grpc
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
-from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.doctor import run_checks
+from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
 from parheliad.store.clock import US_PER_SECOND, now_us
 

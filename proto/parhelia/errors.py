@@ -104,7 +104,8 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "worker, or the API refused the one it had.",
         "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
         "runs in, then `parhelia daemon stop` and retry the task with `parhelia task retry ID`. "
-        "For Modal, create the secret: `modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+        "For Modal, create the secret: "
+        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
     ),
     ErrorSpec(
         "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,

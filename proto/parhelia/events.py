@@ -60,7 +60,8 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("task_cancelled", "task", Level.WARNING, "A task was cancelled."),
     EventKind("task_paused", "task", Level.WARNING, "A task was paused."),
     EventKind("task_resumed", "task", Level.INFO, "A paused or stopped task was resumed."),
-    EventKind("task_recovering", "task", Level.WARNING, "A task lost its worker and is recovering."),
+    EventKind("task_recovering", "task", Level.WARNING,
+              "A task lost its worker and is recovering."),
     EventKind("task_retried", "task", Level.INFO, "A task was retried from checkpoint zero."),
     EventKind("task_deleted", "task", Level.INFO, "A task was deleted."),
     # session
@@ -84,7 +85,8 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("worker_exited", "worker", Level.INFO, "The worker finished."),
     EventKind("workspace_restored", "worker", Level.INFO, "The workspace was materialised."),
     EventKind("agent_started", "agent", Level.INFO, "The agent process started."),
-    EventKind("agent_init", "agent", Level.INFO, "The agent reported its model, version and tools."),
+    EventKind("agent_init", "agent", Level.INFO,
+              "The agent reported its model, version and tools."),
     EventKind("agent_message", "agent", Level.DEBUG, "The agent wrote text."),
     EventKind("agent_tool_use", "agent", Level.INFO, "The agent used a tool."),
     EventKind("agent_turn_completed", "agent", Level.INFO, "The agent completed a turn."),
@@ -98,7 +100,8 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("checkpoint_rolled_back", "checkpoint", Level.WARNING, "A session was rolled back."),
     EventKind("checkpoint_gc", "checkpoint", Level.INFO, "Old checkpoints were removed."),
     # budget
-    EventKind("budget_warning", "budget", Level.WARNING, "Spending crossed the warning threshold (E301)."),
+    EventKind("budget_warning", "budget", Level.WARNING,
+              "Spending crossed the warning threshold (E301)."),
     EventKind("budget_exceeded", "budget", Level.ERROR, "The budget ceiling was reached (E300)."),
     EventKind("budget_ceiling_changed", "budget", Level.INFO, "The budget ceiling changed."),
     # reconciler

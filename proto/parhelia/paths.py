@@ -4,7 +4,7 @@
 
     $PARHELIA_HOME/config.toml        user configuration
     $PARHELIA_HOME/state/             database, logs, lock, pid file
-    $PARHELIA_HOME/run/parheliad.sock socket (unless PARHELIA_SOCKET or XDG_RUNTIME_DIR say otherwise)
+    $PARHELIA_HOME/run/parheliad.sock socket (unless PARHELIA_SOCKET says otherwise)
     $PARHELIA_HOME/data/volume/       the local volume
 
 Otherwise the XDG base directories are used. Socket resolution order:

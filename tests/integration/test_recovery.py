@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import time
-from pathlib import Path
 
 from tests.integration.conftest import Harness, fake_prompt
 

@@ -8,6 +8,7 @@ import sys
 
 from parhelia import __version__, paths
 from parhelia.errors import ParheliaError
+from parheliad import envfile
 from parheliad import logging as daemon_logging
 from parheliad.config import load_config
 
@@ -36,6 +37,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"parheliad: {exc}", file=sys.stderr)
         sys.exit(1)
     daemon_logging.configure(args.log_level or config.daemon.log_level, p.log_file)
+    try:
+        added = envfile.load(envfile.env_file(p))
+    except ParheliaError as exc:
+        print(f"parheliad: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if added:
+        import structlog
+
+        structlog.get_logger("parheliad").info("daemon.env_file_loaded", names=added)
 
     from parheliad.daemon import Daemon  # after logging is configured
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from modal_worker.spec import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parheliad import envfile
 from parheliad.config import Config, load_config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -35,8 +36,9 @@ class Check:
 def run_checks(paths: Paths, config: Config, socket: Path,
                env: dict[str, str] | None = None) -> list[Check]:
     env = dict(os.environ if env is None else env)
-    return [_socket(socket), _config(paths), _agent(config, env), _credentials(env),
-            _disk(paths), _git(), *_modal(config, env)]
+    return [_socket(socket), _config(paths), _agent(config, env),
+            _credentials(env, envfile.env_file(paths)), _disk(paths), _git(),
+            *_modal(config, env)]
 
 
 def _socket(socket: Path) -> Check:
@@ -84,14 +86,15 @@ def _agent(config: Config, env: dict[str, str]) -> Check:
     return Check("agent", OK, f"{program}: {version[0][:120]}")
 
 
-def _credentials(env: dict[str, str]) -> Check:
+def _credentials(env: dict[str, str], env_path: Path) -> Check:
     present = [name for name in CREDENTIAL_VARS if env.get(name, "").strip()]
     if not present:
         return Check("credentials", FAIL, "none of " + ", ".join(CREDENTIAL_VARS) + " is set "
                      "in the daemon's environment; every task would fail with E400",
                      "export ANTHROPIC_API_KEY=... (or run `claude setup-token` and export "
                      "CLAUDE_CODE_OAUTH_TOKEN), then `parhelia daemon stop` so the daemon "
-                     "restarts with it")
+                     "restarts with it; for a service, put NAME=value in "
+                     f"{env_path} (chmod 600)")
     return Check("credentials", OK, "present: " + ", ".join(present) + " (values not shown)")
 
 

@@ -1,0 +1,79 @@
+"""The daemon's credentials file: loaded at start, private or refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parhelia.errors import ParheliaError
+from parheliad import envfile
+
+
+def test_loads_missing_names_only(tmp_path: Path) -> None:
+    f = tmp_path / "parheliad.env"
+    f.write_text("# credentials\nexport ANTHROPIC_API_KEY='sk-ant-test'\nKEEP=new\n\n"
+                 'QUOTED="a b"\n')
+    f.chmod(0o600)
+    env = {"KEEP": "old"}
+    assert envfile.load(f, env) == ["ANTHROPIC_API_KEY", "QUOTED"]
+    assert env == {"KEEP": "old", "ANTHROPIC_API_KEY": "sk-ant-test", "QUOTED": "a b"}
+
+
+def test_world_readable_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "parheliad.env"
+    f.write_text("ANTHROPIC_API_KEY=x\n")
+    f.chmod(0o644)
+    with pytest.raises(ParheliaError) as ei:
+        envfile.load(f, {})
+    assert ei.value.code == "E401" and "chmod 600" in ei.value.message
+
+
+def test_malformed_line_names_it(tmp_path: Path) -> None:
+    f = tmp_path / "parheliad.env"
+    f.write_text("GOOD=1\nthis is not an assignment\n")
+    f.chmod(0o600)
+    with pytest.raises(ParheliaError) as ei:
+        envfile.load(f, {})
+    assert ei.value.code == "E101" and ":2:" in ei.value.message
+
+
+def test_missing_file_is_fine(tmp_path: Path) -> None:
+    assert envfile.load(tmp_path / "nope.env", {}) == []
+
+
+def test_daemon_gives_workers_the_file_credentials(tmp_path: Path) -> None:
+    """End to end: a daemon started without the key in its environment runs a task with
+    the key from the file (the dispatcher's credential check passes)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import daemon_env, reap, wait_serving
+
+    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    fake = Path(__file__).resolve().parent.parent / "fake_agent" / "claude"
+    (home / "config.toml").write_text(f"[agent]\ncommand = ['{fake}']\n")
+    (home / "parheliad.env").write_text("ANTHROPIC_API_KEY=from-the-file\n")
+    (home / "parheliad.env").chmod(0o600)
+    env = daemon_env(home)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "parheliad"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert wait_serving(home / "run" / "parheliad.sock", proc)
+        cli = [str(Path(sys.executable).parent / "parhelia")]
+        out = subprocess.run([*cli, "task", "create", "hi", "--no-workspace", "--sync"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        log = (home / "state" / "parheliad.log").read_text()
+        assert "from-the-file" not in log  # names are logged, never values
+        assert "ANTHROPIC_API_KEY" in log
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        reap(home)
+        shutil.rmtree(home, ignore_errors=True)

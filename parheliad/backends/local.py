@@ -61,6 +61,7 @@ class LocalBackend:
         self._root = volume_dir
         self.env = dict(os.environ if env is None else env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._spools: dict[str, str] = {}
 
     def available(self) -> tuple[bool, str]:
         return True, f"{sys.executable} -m modal_worker"
@@ -184,13 +185,18 @@ class LocalBackend:
                 child.wait(timeout=5)
 
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
-        path = self._root / "spool" / f"{container_id}.jsonl"
+        # Called for every live container on every listener pass: a size check on a
+        # cached path string, and a read (in a thread) only when the spool grew.
+        path = self._spools.get(container_id)
+        if path is None:
+            path = self._spools[container_id] = os.path.join(
+                self._root, "spool", f"{container_id}.jsonl")
         try:
-            if path.stat().st_size <= cursor:
+            if os.stat(path).st_size <= cursor:
                 return ChannelBatch([], cursor)
         except FileNotFoundError:
             return ChannelBatch([], cursor)
-        records, offset = await asyncio.to_thread(read_spool, path, cursor)
+        records, offset = await asyncio.to_thread(read_spool, Path(path), cursor)
         return ChannelBatch(records, offset)
 
     async def control(self, backend_id: str, container_id: str, message: dict[str, Any]) -> None:

@@ -76,7 +76,7 @@ class HealthMonitor:
     async def sweep(self) -> list[HealthChange]:
         """One pass over the live containers; the health changes it made."""
         interval = self._config().heartbeat.interval_seconds
-        ids = [c.id for c in await self._store.containers.live()]
+        ids = [cid for cid, _, _ in await self._store.containers.live_cursors()]
         if not ids:
             return []
         changes = await self._store.write(lambda tx: self._walk(tx, ids, interval, now_us()))

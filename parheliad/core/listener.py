@@ -28,7 +28,7 @@ import structlog
 
 from modal_worker.spec import ExitCode, WorkerResult, result_key
 from parhelia import events as catalogue
-from parheliad.backends.base import Backend
+from parheliad.backends.base import Backend, ChannelBatch
 from parheliad.core.dispatcher import fail_task, index_checkpoint
 from parheliad.core.states import CONTAINER_FINAL, ContainerState, Health, TaskStatus
 from parheliad.core.tasks import transition
@@ -89,16 +89,19 @@ class Listener:
         self._on_settled = on_settled
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
+        self._exits_task: asyncio.Task[None] | None = None
         self._last_exit_check = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="listener")
+        self._exits_task = asyncio.create_task(self._exit_loop(), name="listener-exits")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._exits_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._exits_task = None
         # One last drain so nothing a worker said before shutdown waits for the restart.
         with contextlib.suppress(Exception):
             await self.drain_all()
@@ -107,22 +110,63 @@ class Listener:
         while True:
             try:
                 await self.drain_all()
-                if time.monotonic() - self._last_exit_check >= _EXIT_CHECK_INTERVAL:
-                    self._last_exit_check = time.monotonic()
-                    await self.check_exits()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("listener pass failed")
             await asyncio.sleep(_DRAIN_INTERVAL)
 
+    async def _exit_loop(self) -> None:
+        """Exit checks on their own clock: a status call per live container can take a
+        while with many of them, and draining must not wait for it."""
+        while True:
+            try:
+                self._last_exit_check = time.monotonic()
+                await self.check_exits()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("listener exit check failed")
+            await asyncio.sleep(max(0.0, _EXIT_CHECK_INTERVAL
+                                    - (time.monotonic() - self._last_exit_check)))
+
     # -- draining -------------------------------------------------------------------
 
     async def drain_all(self) -> int:
-        applied = 0
-        for c in await self._store.containers.live():
-            applied += await self.drain(c)
-        return applied
+        """One pass over every live container's channel.
+
+        Channels are polled cheaply (the local backend compares the spool's size with the
+        cursor before reading anything) and everything new is applied in ONE writer unit:
+        with a thousand workers that is one transaction per pass instead of one per
+        container. Each container's records and cursor still commit together, so
+        exactly-once holds; if the combined unit fails, each container is drained alone
+        so that one bad channel cannot hold back the others.
+        """
+        pending: list[tuple[str, ChannelBatch]] = []
+        for cid, backend_name, offset in await self._store.containers.live_cursors():
+            backend = self._backends.get(backend_name)
+            if backend is None:
+                continue
+            batch = await backend.events(cid, offset)
+            if batch.records or batch.cursor != offset:
+                pending.append((cid, batch))
+        if not pending:
+            return 0
+        try:
+            await self._store.write(functools.partial(self._apply_many, pending=pending))
+        except Exception:
+            log.exception("batched drain failed; draining containers one by one")
+            total = 0
+            for cid, _ in pending:
+                c = await self._store.containers.find(cid)
+                if c is not None:
+                    total += await self.drain(c)
+            return total
+        return sum(len(batch.records) for _, batch in pending)
+
+    def _apply_many(self, tx: Tx, *, pending: list[tuple[str, ChannelBatch]]) -> None:
+        for cid, batch in pending:
+            self._apply(tx, container_id=cid, records=batch.records, cursor=batch.cursor)
 
     async def drain(self, container: ContainerRow) -> int:
         backend = self._backends.get(container.backend)
@@ -189,8 +233,9 @@ class Listener:
         cost_key = "total_cost_usd" if "total_cost_usd" in data else "cost_usd"
         if data.get(cost_key) is not None:
             fields["api_cost_micros"] = micros(data.get(cost_key))
-        # Cumulative figures never go down within an incarnation.
-        fields = {k: v for k, v in fields.items() if v >= getattr(c, k)}
+        # Cumulative figures never go down within an incarnation; unchanged ones (most
+        # heartbeats) cost no write at all.
+        fields = {k: v for k, v in fields.items() if v > getattr(c, k)}
         if not fields:
             return
         delta_cost = fields.get("api_cost_micros", c.api_cost_micros) - c.api_cost_micros

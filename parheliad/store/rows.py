@@ -211,8 +211,15 @@ def dumps(value: Mapping[str, Any] | None) -> str:
 _BOOL_FIELDS: dict[type, frozenset[str]] = {}
 
 
+_COLUMNS: dict[type, tuple[str, ...]] = {}
+
+
 def columns(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    """The column names of a row class (cached: every row read goes through here)."""
+    names = _COLUMNS.get(cls)
+    if names is None:
+        names = _COLUMNS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def from_row(cls: type[R], row: Any) -> R:

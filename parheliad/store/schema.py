@@ -210,7 +210,7 @@ _V2 = tuple(
 
 # Orphans: owner-tagged containers a backend runs that the database does not own (no
 # container row, or one already finished). Kept apart from ``containers`` because an
-# unknown orphan has no task (docs/adr/0007-control-plane.md).
+# unknown orphan has no task (docs/adr/0011-control-plane.md).
 _V3 = (
     """
     CREATE TABLE orphans (

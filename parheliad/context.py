@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from parhelia import __version__
+from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.config import Config, load_config
 from parheliad.core.events import EventBus
@@ -65,6 +66,12 @@ class DaemonContext:
     version: str = VERSION
     runtime: Runtime | None = None
     """Makes tasks run (dispatcher, listener, backends); set by the runtime component."""
+
+    def require_runtime(self) -> Runtime:
+        """The runtime, for RPCs that need it; E500 while it is not running."""
+        if self.runtime is None:
+            raise ParheliaError("E500", "the task runtime is not running")
+        return self.runtime
 
     def config_for(self, project_dir: Path | None) -> Config:
         """The effective config for a request: the daemon's, plus a project file if any."""

@@ -6,9 +6,9 @@ import json
 
 import grpc
 
-from parhelia.errors import ParheliaError, missing
+from parhelia.errors import ParheliaError
 from parhelia.v1 import checkpoints_pb2, checkpoints_pb2_grpc, common_pb2
-from parheliad.api.convert import checkpoint_to_proto
+from parheliad.api.convert import checkpoint_to_proto, require_ref
 from parheliad.api.task_runs import count_lines, file_change
 from parheliad.context import DaemonContext
 from parheliad.core.checkpoints import problems
@@ -19,9 +19,7 @@ MAX_MESSAGE = 500
 
 
 def _ref(value: str, what: str = "checkpoint_id") -> str:
-    if not value.strip():
-        raise missing(f"{what}: give an id or a unique prefix", field=what)
-    return value.strip()
+    return require_ref(value, what)
 
 
 class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
@@ -30,9 +28,7 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
 
     @property
     def _rt(self) -> Runtime:
-        if self._ctx.runtime is None:
-            raise ParheliaError("E500", "the task runtime is not running")
-        return self._ctx.runtime
+        return self._ctx.require_runtime()
 
     async def CreateCheckpoint(self, request: checkpoints_pb2.CreateCheckpointRequest,
                                context: grpc.aio.ServicerContext) -> common_pb2.Checkpoint:

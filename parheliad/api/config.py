@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from parhelia.errors import ParheliaError, invalid
+from parhelia.errors import invalid
 from parhelia.v1 import config_pb2, config_pb2_grpc
 from parheliad.config import config_items, to_jsonable
 from parheliad.context import DaemonContext
@@ -56,9 +56,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
 
     async def SyncConfig(self, request: config_pb2.SyncConfigRequest,
                          context: grpc.aio.ServicerContext) -> config_pb2.SyncConfigResponse:
-        runtime = self._ctx.runtime
-        if runtime is None:
-            raise ParheliaError("E500", "the task runtime is not running")
+        runtime = self._ctx.require_runtime()
         backend = runtime.local
         env = getattr(backend, "env", None)
         result = await runtime.config_sync.sync(

@@ -82,9 +82,7 @@ class ContainerServicer(containers_pb2_grpc.ContainerServiceServicer):
         self._ctx = ctx
 
     def _reconciler(self) -> Reconciler:
-        if self._ctx.runtime is None:
-            raise ParheliaError("E500", "the daemon's runtime is not running")
-        return self._ctx.runtime.reconciler
+        return self._ctx.require_runtime().reconciler
 
     async def ListContainers(self, request: containers_pb2.ListContainersRequest,
                              context: grpc.aio.ServicerContext

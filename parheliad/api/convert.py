@@ -9,7 +9,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parhelia import events as catalogue
-from parhelia.errors import invalid
+from parhelia.errors import invalid, missing
 from parhelia.v1 import common_pb2
 from parheliad.core.states import ContainerState, Health, TaskStatus
 from parheliad.core.tasks import TaskOptions, TaskSource
@@ -159,3 +159,10 @@ def checkpoint_to_proto(row: CheckpointRow) -> common_pb2.Checkpoint:
         container_id=row.container_id)
     set_ts(msg.created_at, row.created_at)
     return msg
+
+
+def require_ref(value: str, field: str) -> str:
+    """A full id or unique prefix from a request; E102 naming the field when empty."""
+    if not value.strip():
+        raise missing(f"{field}: give an id or a unique prefix", field=field)
+    return value.strip()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 
-from parhelia.errors import ParheliaError
 from parhelia.v1 import reconciler_pb2, reconciler_pb2_grpc
 from parheliad.api.containers import orphan_to_proto
 from parheliad.api.convert import set_ts
@@ -27,9 +26,7 @@ class ReconcilerServicer(reconciler_pb2_grpc.ReconcilerServiceServicer):
         self._ctx = ctx
 
     def _reconciler(self) -> Reconciler:
-        if self._ctx.runtime is None:
-            raise ParheliaError("E500", "the daemon's runtime is not running")
-        return self._ctx.runtime.reconciler
+        return self._ctx.require_runtime().reconciler
 
     async def GetStatus(self, request: reconciler_pb2.GetReconcilerStatusRequest,
                         context: grpc.aio.ServicerContext) -> reconciler_pb2.ReconcilerStatus:

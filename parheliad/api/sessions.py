@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from parhelia.errors import ParheliaError, missing
 from parhelia.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 from parheliad.api.convert import (
     checkpoint_to_proto,
     event_to_proto,
+    require_ref,
     session_to_proto,
     task_to_proto,
 )
@@ -19,9 +19,7 @@ DEFAULT_LIMIT = 100
 
 
 def _ref(value: str) -> str:
-    if not value.strip():
-        raise missing("session_id: give a session id or a unique prefix", field="session_id")
-    return value.strip()
+    return require_ref(value, "session_id")
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -30,9 +28,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     @property
     def _rt(self) -> Runtime:
-        if self._ctx.runtime is None:
-            raise ParheliaError("E500", "the task runtime is not running")
-        return self._ctx.runtime
+        return self._ctx.require_runtime()
 
     async def _proto(self, session_id: str) -> common_pb2.Session:
         store = self._ctx.store

@@ -14,7 +14,7 @@ import grpc
 from modal_worker.checkpoint.diff import Change
 from parhelia.errors import ParheliaError, missing
 from parhelia.v1 import common_pb2, tasks_pb2
-from parheliad.api.convert import event_to_proto, task_to_proto
+from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
 from parheliad.context import DaemonContext
 from parheliad.core import results
 from parheliad.core.runtime import Runtime
@@ -24,9 +24,7 @@ from parheliad.store.rows import TaskRow
 
 
 def task_ref(value: str) -> str:
-    if not value.strip():
-        raise missing("task_id: give a task id or a unique prefix", field="task_id")
-    return value.strip()
+    return require_ref(value, "task_id")
 
 
 def file_change(c: Change) -> tasks_pb2.FileChange:
@@ -56,9 +54,7 @@ class TaskRunsMixin:
 
     @property
     def _runtime(self) -> Runtime:
-        if self._ctx.runtime is None:
-            raise ParheliaError("E500", "the task runtime is not running")
-        return self._ctx.runtime
+        return self._ctx.require_runtime()
 
     async def UploadWorkspace(self, request: tasks_pb2.UploadWorkspaceRequest,
                               context: grpc.aio.ServicerContext

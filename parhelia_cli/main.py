@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "Show the configuration; sync your Claude Code setup to workers."),
     "daemon": ("parhelia_cli.commands.daemon", "daemon",
                "Start, stop, inspect and install the parheliad daemon."),
+    "mcp-server": ("parhelia_cli.commands.mcp", "mcp_server",
+                   "Serve Parhelia's tools to MCP clients (Claude Code...) over stdio."),
     "help": ("parhelia_cli.commands.docs", "help_command", "Help on a topic or an error code."),
     "examples": ("parhelia_cli.commands.docs", "examples", "Runnable examples for a topic."),
     "completion": ("parhelia_cli.commands.docs", "completion",
@@ -56,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # Groups of the original command surface that a later version registers (once the daemon
 # implements their RPCs); naming one says so instead of "no such command".
-PLANNED = {"mcp-server"}
+PLANNED: set[str] = set()
 
 
 def load_command(name: str) -> click.Command:

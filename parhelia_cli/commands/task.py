@@ -86,11 +86,9 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
         raise invalid(f"--ref {ref!r} needs --repo URL")
     if sync and no_dispatch:
         raise invalid("--sync waits for a result that --no-dispatch never starts")
-    common = pb2("common")
-    options = common.TaskOptions(
-        gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory or 0, timeout_seconds=timeout or 0,
-        max_turns=max_turns or 0, max_cost_micros=max_cost or 0, model=model or "",
-        permission_mode=permission_mode or "", backend=backend or "")
+    options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
+                           max_turns=max_turns, max_cost_micros=max_cost, model=model,
+                           permission_mode=permission_mode, backend=backend)
     obj = settings()
     client = obj.client()
     tasks = pb2("tasks")
@@ -99,24 +97,14 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
         _print_estimate(to_dict(est), obj.json)
         return
 
-    source = common.TaskSource()
-    workspace_path, base_commit = "", ""
-    if repo:
-        source.repo_url, source.repo_ref = repo, ref or ""
-    elif not no_workspace:
+    directory: Path | None = None
+    if not repo and not no_workspace:
         directory = workspace.absolute() if workspace else find_git_root(Path.cwd())
         if directory is None:
             render.info("No git repository around the current directory: the task starts "
                         "with an empty workspace (--workspace DIR uploads one).")
-        else:
-            done = upload_workspace(client, directory, quiet=obj.json)
-            source.workspace_id = done.workspace_id
-            workspace_path = done.root or str(directory)
-            base_commit = done.base_commit
-    resp = client.call("tasks", "CreateTask", tasks.CreateTaskRequest(
-        prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
-        workspace_path=workspace_path, base_commit=base_commit))
-    created = resp.task
+    created = submit_task(client, prompt, options, directory=directory, repo=repo, ref=ref,
+                          no_dispatch=no_dispatch, quiet=obj.json)
     if not sync:
         if obj.json:
             render.emit_json({"task_id": created.id, "task": task_dict(created)})
@@ -126,6 +114,45 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
                 render.info(f"Follow it with `parhelia task watch {created.id}`.")
         return
     follow(client, created.id, obj.json)
+
+
+def task_options(*, gpu: str | None = None, cpu: float | None = None,
+                 memory_mb: int | None = None, timeout_seconds: int | None = None,
+                 max_turns: int | None = None, max_cost_micros: int | None = None,
+                 model: str | None = None, permission_mode: str | None = None,
+                 backend: str | None = None) -> Any:
+    """The ``TaskOptions`` message of validated values (None = the daemon's default)."""
+    from parhelia_cli.client import pb2
+
+    return pb2("common").TaskOptions(
+        gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory_mb or 0,
+        timeout_seconds=timeout_seconds or 0, max_turns=max_turns or 0,
+        max_cost_micros=max_cost_micros or 0, model=model or "",
+        permission_mode=permission_mode or "", backend=backend or "")
+
+
+def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | None = None,
+                repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
+                quiet: bool = False) -> Any:
+    """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
+    created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
+    nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
+    worker) takes precedence over it."""
+    from parhelia_cli.client import pb2
+
+    source = pb2("common").TaskSource()
+    workspace_path, base_commit = "", ""
+    if repo:
+        source.repo_url, source.repo_ref = repo, ref or ""
+    elif directory is not None:
+        done = upload_workspace(client, directory, quiet=quiet)
+        source.workspace_id = done.workspace_id
+        workspace_path = done.root or str(directory)
+        base_commit = done.base_commit
+    resp = client.call("tasks", "CreateTask", pb2("tasks").CreateTaskRequest(
+        prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
+        workspace_path=workspace_path, base_commit=base_commit))
+    return resp.task
 
 
 def upload_workspace(client: Any, directory: Path, quiet: bool) -> Any:

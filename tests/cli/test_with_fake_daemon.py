@@ -443,10 +443,10 @@ def test_help_never_imports_grpc():
     code = ("import sys\n"
             "from parhelia_cli.main import cli\n"
             "for args in (['--help'], ['task', 'create', '--help'], ['help', 'E201'],"
-            " ['events', 'list', '--help'], ['completion', 'bash']):\n"
+            " ['events', 'list', '--help'], ['completion', 'bash'], ['mcp-server', '--help']):\n"
             "    cli.main(args, standalone_mode=False)\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('grpc', 'parheliad', 'modal_worker', 'rich', 'google')]\n"
+            "('grpc', 'parheliad', 'modal_worker', 'rich', 'google', 'mcp', 'pydantic')]\n"
             "assert not bad, bad\n")
     import sys
 

@@ -1,0 +1,724 @@
+"""``parhelia mcp-server``: Parhelia's tools for MCP clients, over stdio.
+
+Every tool makes the same gRPC call(s) as the matching CLI command, through
+:mod:`parhelia_cli.client` (socket resolution, autostart, version check, error mapping),
+and returns the same snake_case dict that command prints with ``--json``
+(:mod:`parhelia_cli.convert`). Expected failures become ``ToolError`` with the E-code
+(``E201 TASK_NOT_FOUND: ...``): the client sees ``isError``. Nothing is written to
+stdout but the protocol; logs go to stderr. See docs/adr/0012-mcp-bridge.md.
+
+This module imports the ``mcp`` SDK at the top: only the ``mcp-server`` command
+(:mod:`parhelia_cli.commands.mcp`) imports it, so the rest of the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import click
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field, ValidationError
+
+from parhelia import __version__
+from parhelia import events as event_catalogue
+from parhelia_cli import durations, params
+from parhelia_cli.client import DEFAULT_TIMEOUT, Client, pb2
+from parhelia_cli.convert import task_dict, to_dict
+from parhelia_cli.errors import CliError, invalid, missing
+
+log = logging.getLogger("parhelia.mcp")
+
+# The choices of the CLI (parhelia_cli.params / commands.container), spelled out as
+# Literal types so the input schemas carry them as enums; a test keeps them equal.
+TaskStatus = Literal["pending", "running", "recovering", "paused", "completed", "failed",
+                     "cancelled"]
+PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan"]
+Backend = Literal["local", "modal"]
+ContainerState = Literal["created", "starting", "running", "exited", "failed", "terminated",
+                         "lost", "orphaned"]
+Health = Literal["unknown", "healthy", "degraded", "unhealthy", "dead"]
+Level = Literal["debug", "info", "warning", "error"]
+
+LOG_LINES_MAX = 2000
+LOG_BYTES_MAX = 1 << 20
+PATCH_CHARS_MAX = 2_000_000
+
+INSTRUCTIONS = """\
+Parhelia runs Claude Code tasks in isolated local workers or Modal sandboxes, checkpointed,
+resumable and budget-capped; results come back as a branch or patch. These tools talk to
+the user's parheliad daemon (started on demand). Ids (t-..., s-..., c-..., cp-...) may be
+shortened to any unique prefix. A task runs asynchronously: create it, then poll
+parhelia_task_show (or parhelia_events_since with the last event id you saw) until its
+status is completed, failed or cancelled; parhelia_task_diff shows what it changed.
+Errors carry a Parhelia code such as E201 TASK_NOT_FOUND or E300 BUDGET_EXCEEDED."""
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                       open_world_hint=False)
+
+
+def _acts(*, destructive: bool, idempotent: bool = False, open_world: bool = False,
+          title: str | None = None) -> ToolAnnotations:
+    return ToolAnnotations(title=title, read_only_hint=False, destructive_hint=destructive,
+                           idempotent_hint=idempotent, open_world_hint=open_world)
+
+
+# --- parameter types (descriptions are what the model reads) -----------------------------
+
+TaskId = Annotated[str, Field(min_length=1, max_length=200,
+                              description="Task id (t-...) or any unique prefix of one.")]
+SessionId = Annotated[str, Field(min_length=1, max_length=200,
+                                 description="Session id (s-...) or any unique prefix.")]
+ContainerId = Annotated[str, Field(min_length=1, max_length=200,
+                                   description="Container id (c-...) or any unique prefix.")]
+CheckpointId = Annotated[str, Field(min_length=1, max_length=200,
+                                    description="Checkpoint id (cp-...) or a unique prefix.")]
+EventType = Annotated[str, Field(json_schema_extra={"enum": list(event_catalogue.CATALOGUE)})]
+Gpu = Annotated[str | None, Field(description=(
+    "GPU type, optionally ':N' GPUs (1-8): " + ", ".join(params.GPU_TYPES)
+    + ". Omit for CPU only."))]
+Cpu = Annotated[float | None, Field(gt=0, le=1024, description="Physical cores (e.g. 2).")]
+Memory = Annotated[int | str | None, Field(description=(
+    "Memory: an integer number of MiB (4096), or a string like '512MiB' or '16GiB'."))]
+Timeout = Annotated[int | str | None, Field(description=(
+    "Wall-clock limit: seconds (3600) or a string like '30m', '4h', '1h30m'."))]
+MaxTurns = Annotated[int | None, Field(ge=1, le=100_000, description="Maximum agent turns.")]
+MaxCost = Annotated[float | str | None, Field(description=(
+    "Cost cap for this task in USD, like 2.5 or '2.50' (at most 6 decimals)."))]
+Model = Annotated[str | None, Field(max_length=200, description=(
+    "Claude model (default: the daemon's config, else the agent's default)."))]
+Limit = Annotated[int | None, Field(ge=1, le=10_000, description=(
+    "At most this many (newest first; the daemon's default when omitted)."))]
+
+
+# --- the daemon connection ----------------------------------------------------------------
+
+class Bridge:
+    """One lazily opened :class:`Client` shared by all tool calls (which run on worker
+    threads). A call that finds the daemon gone (E504) drops the connection, so the next
+    call reconnects and, unless autostart is off, starts the daemon again."""
+
+    def __init__(self, socket: str | None, autostart: bool) -> None:
+        self._socket = socket
+        self._autostart = autostart
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+
+    def client(self) -> Client:
+        with self._lock:
+            if self._client is None:
+                self._client = Client.connect(self._socket, autostart=self._autostart)
+            return self._client
+
+    def _drop(self, stale: Client) -> None:
+        with self._lock:
+            if self._client is stale:
+                self._client = None
+        with contextlib.suppress(Exception):
+            stale.close()
+
+    def call(self, service: str, method: str, request: Any, *, retry: bool = False,
+             timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """One unary RPC. ``retry`` (reads only): after E504, reconnect and try once more."""
+        client = self.client()
+        try:
+            return client.call(service, method, request, timeout=timeout)
+        except CliError as exc:
+            if exc.code != "E504":
+                raise
+            self._drop(client)
+            if not retry:
+                raise
+        return self.client().call(service, method, request, timeout=timeout)
+
+    def stream(self, service: str, method: str, request: Any) -> contextlib.closing[Any]:
+        """A server stream, cancelled when the ``with`` block ends (even after a break)."""
+        client = self.client()
+        return contextlib.closing(_drop_on_unavailable(self, client,
+                                                       client.stream(service, method, request)))
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _drop_on_unavailable(bridge: Bridge, client: Client, it: Any) -> Any:
+    try:
+        yield from it
+    except CliError as exc:
+        if exc.code == "E504":
+            bridge._drop(client)
+        raise
+    finally:
+        it.close()
+
+
+# --- argument checks shared with the CLI (parhelia_cli.params / durations) ----------------
+
+def _check(name: str, parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise invalid(f"{name}: {exc}") from None
+    except click.BadParameter as exc:
+        raise invalid(f"{name}: {exc.message}") from None
+
+
+def _gpu(value: str | None) -> str | None:
+    return None if value is None else _check(
+        "gpu", lambda v: params.GPU.convert(v, None, None), value)
+
+
+def _memory(value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    return _check("memory", durations.parse_memory_mib, str(value))
+
+
+def _seconds(name: str, value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    return _check(name, durations.parse_timeout, str(value))
+
+
+def _usd(value: float | str | None) -> int | None:
+    if value is None:
+        return None
+    text = format(value, "f") if isinstance(value, float) else str(value)
+    return _check("max_cost_usd", durations.parse_usd_micros, text)
+
+
+def _instant(name: str, value: str | None) -> Any:
+    return None if value is None else _check(name, durations.parse_instant, value)
+
+
+def _event_types(values: list[str] | None) -> tuple[str, ...]:
+    if not values:
+        return ()
+    return _check("types", lambda v: params.EVENT_TYPES.convert(",".join(v), None, None), values)
+
+
+def _options(gpu: str | None, cpu: float | None, memory: int | str | None,
+             timeout: int | str | None, max_turns: int | None, max_cost_usd: float | str | None,
+             model: str | None, permission_mode: str | None, backend: str | None) -> Any:
+    from parhelia_cli.commands.task import task_options
+
+    return task_options(gpu=_gpu(gpu), cpu=cpu, memory_mb=_memory(memory),
+                        timeout_seconds=_seconds("timeout", timeout), max_turns=max_turns,
+                        max_cost_micros=_usd(max_cost_usd), model=(model or "").strip() or None,
+                        permission_mode=permission_mode, backend=backend)
+
+
+def _enum(enum_name: str, prefix: str, words: Sequence[str] | None) -> list[int]:
+    enum = getattr(pb2("common"), enum_name)
+    return [enum.Value(f"{prefix}{w.upper()}") for w in words or ()]
+
+
+# --- error mapping --------------------------------------------------------------------------
+
+def _tool_error(exc: BaseException) -> ToolError | None:
+    """The ToolError a client should see for ``exc`` (None: leave it to the SDK)."""
+    if isinstance(exc, CliError):
+        text = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        return ToolError(text)
+    if isinstance(exc, ValidationError):
+        problems = []
+        code = "E101"
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "arguments"
+            if err["type"] == "missing":
+                code = "E102"
+                problems.append(f"{where}: required")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        return ToolError(str(CliError(code, "; ".join(problems))))
+    return None
+
+
+class ParheliaMCP(MCPServer):
+    """MCPServer whose tool failures read like the CLI's: ``E### NAME: message``."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            mapped = _tool_error(exc.__cause__) if exc.__cause__ is not None else None
+            if mapped is None:
+                raise
+            raise mapped from exc.__cause__
+
+
+# --- the tools ---------------------------------------------------------------------------------
+
+def build(bridge: Bridge) -> ParheliaMCP:
+    """The MCP server with every Parhelia tool, calling the daemon through ``bridge``."""
+    mcp = ParheliaMCP("parhelia", title="Parhelia", version=__version__,
+                      instructions=INSTRUCTIONS)
+
+    def tool(name: str, annotations: ToolAnnotations) -> Any:
+        def register(fn: Any) -> Any:
+            # The docstring, on one line, is the description the model reads.
+            mcp.add_tool(fn, name=name, description=" ".join((fn.__doc__ or "").split()),
+                         annotations=annotations, structured_output=True)
+            return fn
+        return register
+
+    def req(module: str, name: str, /, **fields: Any) -> Any:
+        return getattr(pb2(module), name)(**fields)
+
+    # --- tasks ---
+
+    @tool("parhelia_task_create", _acts(destructive=False, open_world=True,
+                                        title="Create a task"))
+    def task_create(
+        prompt: Annotated[str, Field(max_length=1_000_000, description=(
+            "What Claude Code should do, as you would type it to Claude Code."))],
+        workspace: Annotated[str | None, Field(description=(
+            "Absolute path of a directory to upload as the task's workspace (git-aware: "
+            "tracked and untracked-not-ignored files). Omit to start with an empty "
+            "workspace; nothing is uploaded unless you give one."))] = None,
+        repo: Annotated[str | None, Field(description=(
+            "Clone this repository URL inside the worker instead of uploading a "
+            "workspace."))] = None,
+        ref: Annotated[str | None, Field(description="Branch, tag or commit of repo.")] = None,
+        gpu: Gpu = None, cpu: Cpu = None, memory: Memory = None, timeout: Timeout = None,
+        max_turns: MaxTurns = None, max_cost_usd: MaxCost = None, model: Model = None,
+        permission_mode: Annotated[PermissionMode | None, Field(description=(
+            "Claude Code permission mode (default: the daemon's config)."))] = None,
+        backend: Annotated[Backend | None, Field(description=(
+            "Where to run it: local worker processes or Modal (default: config)."))] = None,
+        no_dispatch: Annotated[bool, Field(description=(
+            "Create it pending without starting it."))] = False,
+    ) -> dict[str, Any]:
+        """Create a Parhelia task: Claude Code runs PROMPT in an isolated worker (local
+        process or Modal sandbox), checkpointed and budget-capped. Returns at once with
+        the task (status pending); poll parhelia_task_show until it is completed, failed
+        or cancelled. Same as `parhelia task create --json`."""
+        from parhelia_cli.commands.task import submit_task
+
+        if not prompt.strip():
+            raise missing("prompt: the prompt is empty; give the task something to do")
+        if repo and workspace:
+            raise invalid("repo clones inside the worker; it cannot be combined with "
+                          "workspace")
+        if ref and not repo:
+            raise invalid(f"ref {ref!r} needs repo")
+        directory = _workspace_dir(workspace) if workspace else None
+        options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
+                           permission_mode, backend)
+        created = submit_task(bridge.client(), prompt, options, directory=directory,
+                              repo=repo, ref=ref, no_dispatch=no_dispatch, quiet=True)
+        return {"task_id": created.id, "task": task_dict(created)}
+
+    @tool("parhelia_task_list", READ)
+    def task_list(
+        status: Annotated[list[TaskStatus] | None, Field(description=(
+            "Only tasks in these states."))] = None,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """List tasks, newest first, with status, options, usage (turns, tokens, cost) and
+        result. Same as `parhelia task list --json`."""
+        resp = bridge.call("tasks", "ListTasks", req(
+            "tasks", "ListTasksRequest", statuses=_enum("TaskStatus", "TASK_STATUS_", status),
+            limit=limit or 0), retry=True)
+        return {"tasks": [task_dict(t) for t in resp.tasks]}
+
+    @tool("parhelia_task_show", READ)
+    def task_show(task_id: TaskId) -> dict[str, Any]:
+        """One task: status and reason, prompt, options, source, times, session and
+        container, usage (turns, tokens, api/compute/total cost), last tool and result
+        (text, error code). Same as `parhelia task show ID --json`."""
+        return task_dict(bridge.call("tasks", "GetTask", req(
+            "tasks", "GetTaskRequest", task_id=task_id), retry=True))
+
+    @tool("parhelia_task_cancel", _acts(destructive=True, idempotent=True,
+                                        title="Cancel a task"))
+    def task_cancel(
+        task_id: TaskId,
+        grace: Annotated[int | str | None, Field(description=(
+            "Time the worker gets to checkpoint before it is killed: seconds or '30s', "
+            "'2m' (default: the daemon's config)."))] = None,
+    ) -> dict[str, Any]:
+        """Cancel a task: its worker is asked to checkpoint and stop, and is killed after
+        the grace period. Returns the task. Same as `parhelia task cancel ID --json`."""
+        return task_dict(bridge.call("tasks", "CancelTask", req(
+            "tasks", "CancelTaskRequest", task_id=task_id,
+            grace_seconds=_seconds("grace", grace) or 0)))
+
+    @tool("parhelia_task_retry", _acts(destructive=False, open_world=True,
+                                       title="Retry a task"))
+    def task_retry(task_id: TaskId) -> dict[str, Any]:
+        """Run a finished task again, in a fresh session from its checkpoint zero (the
+        uploaded workspace). Returns the task. Same as `parhelia task retry ID --json`."""
+        return task_dict(bridge.call("tasks", "RetryTask", req(
+            "tasks", "RetryTaskRequest", task_id=task_id)))
+
+    @tool("parhelia_task_diff", READ)
+    def task_diff(
+        task_id: TaskId,
+        stat_only: Annotated[bool, Field(description=(
+            "Only the changed files and line counts, no patch."))] = False,
+        max_patch_chars: Annotated[int, Field(ge=1000, le=PATCH_CHARS_MAX, description=(
+            "Cut the unified diff after this many characters (patch_truncated says "
+            "so)."))] = 100_000,
+    ) -> dict[str, Any]:
+        """What a task changed against its uploaded workspace (checkpoint zero): files
+        (path, change, sizes, lines added/removed, binary) and a unified diff. Same as
+        `parhelia task diff ID --json`, plus patch_truncated."""
+        data = to_dict(bridge.call("tasks", "GetTaskDiff", req(
+            "tasks", "GetTaskDiffRequest", task_id=task_id, stat_only=stat_only), retry=True))
+        patch = data.get("patch") or ""
+        data["patch_truncated"] = len(patch) > max_patch_chars
+        if data["patch_truncated"]:
+            data["patch"] = patch[:max_patch_chars]
+        return data
+
+    @tool("parhelia_task_logs", READ)
+    def task_logs(
+        task_id: TaskId,
+        lines: Annotated[int, Field(ge=1, le=LOG_LINES_MAX, description=(
+            "How many of the last lines to return."))] = 100,
+        max_bytes: Annotated[int, Field(ge=1024, le=LOG_BYTES_MAX, description=(
+            "Upper bound on the bytes returned (older lines are dropped first)."))] = 65536,
+    ) -> dict[str, Any]:
+        """The tail of the agent's raw output (Claude Code stream-json, one JSON object
+        per line) over every container of a task, oldest line first. Bounded: at most
+        `lines` lines and `max_bytes` bytes; `truncated` says whether anything older was
+        left out. Like `parhelia task logs ID`, without following."""
+        return _tail_logs(bridge, task_id, lines, max_bytes)
+
+    # --- containers ---
+
+    @tool("parhelia_containers", READ)
+    def containers(
+        state: Annotated[list[ContainerState] | None, Field(description=(
+            "Only containers in these states."))] = None,
+        health: Annotated[list[Health] | None, Field(description=(
+            "Only containers with this health."))] = None,
+        task_id: Annotated[str | None, Field(description="Only this task's containers.")
+                           ] = None,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """List worker containers (one per incarnation of a task), newest first: state,
+        health, heartbeats, backend, resources, cost. Same as
+        `parhelia container list --json`."""
+        resp = bridge.call("containers", "ListContainers", req(
+            "containers", "ListContainersRequest",
+            states=_enum("ContainerState", "CONTAINER_STATE_", state),
+            health=_enum("Health", "HEALTH_", health), task_id=task_id or "",
+            limit=limit or 0), retry=True)
+        return {"containers": [to_dict(c) for c in resp.containers]}
+
+    @tool("parhelia_container_show", READ)
+    def container_show(container_id: ContainerId) -> dict[str, Any]:
+        """One container: state and reason, health and missed heartbeats, task, session,
+        incarnation, backend id, resources, times, exit code, cost, and its recent
+        heartbeats (cpu, memory, disk, agent alive, usage). Same as
+        `parhelia container show ID --json`."""
+        return to_dict(bridge.call("containers", "GetContainer", req(
+            "containers", "GetContainerRequest", container_id=container_id), retry=True))
+
+    @tool("parhelia_container_events", READ)
+    def container_events(container_id: ContainerId, limit: Limit = None) -> dict[str, Any]:
+        """A container's events, oldest first (the newest `limit`, default 50). Same as
+        `parhelia container events ID --json`."""
+        c = bridge.call("containers", "GetContainer", req(
+            "containers", "GetContainerRequest", container_id=container_id),
+            retry=True).container
+        flt = pb2("common").EventFilter(container_id=c.id)
+        resp = bridge.call("events", "ListEvents", req(
+            "events", "ListEventsRequest", filter=flt, limit=limit or 0), retry=True)
+        return {"container_id": c.id, "events": [to_dict(e) for e in resp.events]}
+
+    # --- events ---
+
+    @tool("parhelia_events_list", READ)
+    def events_list(
+        types: Annotated[list[EventType] | None, Field(description=(
+            "Only these event types (task_created, agent_result, checkpoint_created, "
+            "container_lost...)."))] = None,
+        level: Annotated[Level | None, Field(description="Minimum level.")] = None,
+        since: Annotated[str | None, Field(description=(
+            "From: a duration ago ('30m', '2d', '1w') or an RFC 3339 timestamp."))] = None,
+        until: Annotated[str | None, Field(description=(
+            "Until: a duration ago or an RFC 3339 timestamp."))] = None,
+        task_id: Annotated[str | None, Field(description="Only this task's events.")] = None,
+        session_id: Annotated[str | None, Field(description="Only this session's events.")
+                              ] = None,
+        container_id: Annotated[str | None, Field(description="Only this container's.")
+                                ] = None,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """The newest events matching the filters (default 50), returned oldest first;
+        each has a global increasing id usable with parhelia_events_since. Same as
+        `parhelia events list --json`."""
+        from parhelia_cli.commands.events import build_filter
+
+        flt = build_filter((_event_types(types),), level, _instant("since", since),
+                           _instant("until", until), task_id, session_id, container_id)
+        resp = bridge.call("events", "ListEvents", req(
+            "events", "ListEventsRequest", filter=flt, limit=limit or 0), retry=True)
+        return {"events": [to_dict(e) for e in resp.events]}
+
+    @tool("parhelia_events_since", READ)
+    def events_since(
+        after_id: Annotated[int, Field(ge=0, description=(
+            "Return events with an id greater than this: 0 for the beginning, else the "
+            "next_after_id of your previous call (or an event id you saw)."))],
+        types: Annotated[list[EventType] | None, Field(description="Only these types.")
+                         ] = None,
+        level: Annotated[Level | None, Field(description="Minimum level.")] = None,
+        task_id: Annotated[str | None, Field(description="Only this task's events.")] = None,
+        session_id: Annotated[str | None, Field(description="Only this session's events.")
+                              ] = None,
+        container_id: Annotated[str | None, Field(description="Only this container's.")
+                                ] = None,
+        limit: Annotated[int, Field(ge=1, le=1000, description=(
+            "At most this many events per call."))] = 100,
+    ) -> dict[str, Any]:
+        """The pull form of an event subscription (a tool call cannot stream): the
+        oldest `limit` events after `after_id` that match the filters, oldest first,
+        with next_after_id to pass to the next call and has_more when more are already
+        there. Call it again later to receive what happened since; nothing is skipped or
+        repeated. (`parhelia events watch` is the streaming form.)"""
+        from parhelia_cli.commands.events import build_filter
+
+        flt = build_filter((_event_types(types),), level, None, None, task_id, session_id,
+                           container_id)
+        flt.after_id = after_id
+        found: list[dict[str, Any]] = []
+        has_more = False
+        with bridge.stream("events", "ExportEvents",
+                           req("events", "ExportEventsRequest", filter=flt)) as stream:
+            for event in stream:
+                if len(found) == limit:
+                    has_more = True
+                    break
+                found.append(to_dict(event))
+        return {"events": found, "next_after_id": found[-1]["id"] if found else after_id,
+                "has_more": has_more}
+
+    # --- checkpoints and sessions ---
+
+    @tool("parhelia_checkpoint_create", _acts(destructive=False,
+                                              title="Checkpoint a session"))
+    def checkpoint_create(
+        session_id: SessionId,
+        message: Annotated[str, Field(max_length=2000, description=(
+            "A note to remember it by."))] = "",
+    ) -> dict[str, Any]:
+        """Checkpoint a session now: workspace, conversation, environment and git state
+        (a running worker snapshots; a stopped session is checkpointed from its last
+        state). Manual checkpoints are kept by gc. Same as
+        `parhelia checkpoint create SESSION --json`."""
+        return to_dict(bridge.call("checkpoints", "CreateCheckpoint", req(
+            "checkpoints", "CreateCheckpointRequest", session_id=session_id,
+            message=message), timeout=300))
+
+    @tool("parhelia_checkpoint_list", READ)
+    def checkpoint_list(
+        session_id: Annotated[str | None, Field(description=(
+            "Only this session's checkpoints (default: all sessions)."))] = None,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """List checkpoints, newest first: trigger, message, manual flag, stats (files,
+        bytes, new bytes), git state. Same as `parhelia checkpoint list --json`."""
+        resp = bridge.call("checkpoints", "ListCheckpoints", req(
+            "checkpoints", "ListCheckpointsRequest", session_id=session_id or "",
+            limit=limit or 0), retry=True)
+        return {"checkpoints": [to_dict(c) for c in resp.checkpoints]}
+
+    @tool("parhelia_checkpoint_restore", _acts(destructive=True,
+                                               title="Roll a session back to a checkpoint"))
+    def checkpoint_restore(checkpoint_id: CheckpointId) -> dict[str, Any]:
+        """Roll a session back: restore its workspace and conversation to the checkpoint.
+        A safety checkpoint of the current state is taken first (restoring it undoes
+        this); a running session is stopped, restored and resumed. Same as
+        `parhelia checkpoint rollback CP -y --json`."""
+        return to_dict(bridge.call("checkpoints", "RollbackCheckpoint", req(
+            "checkpoints", "RollbackCheckpointRequest", checkpoint_id=checkpoint_id),
+            timeout=300))
+
+    @tool("parhelia_session_list", READ)
+    def session_list(
+        include_finished: Annotated[bool, Field(description=(
+            "Include the sessions of finished tasks."))] = False,
+        limit: Limit = None,
+    ) -> dict[str, Any]:
+        """List sessions (the long-lived execution of a task: its conversation,
+        checkpoints and containers), newest first; active and stopped ones unless
+        include_finished. Same as `parhelia session list --json`."""
+        resp = bridge.call("sessions", "ListSessions", req(
+            "sessions", "ListSessionsRequest", all=include_finished, limit=limit or 0),
+            retry=True)
+        return {"sessions": [to_dict(s) for s in resp.sessions]}
+
+    @tool("parhelia_session_resume", _acts(destructive=False, open_world=True,
+                                           title="Resume a session"))
+    def session_resume(
+        session_id: SessionId,
+        checkpoint_id: Annotated[str | None, Field(description=(
+            "Resume from this checkpoint of the session (default: the latest)."))] = None,
+    ) -> dict[str, Any]:
+        """Continue a stopped session in a new container: workspace and conversation are
+        restored from its latest (or the given) checkpoint and Claude carries on.
+        Returns the task to follow. Same as `parhelia resume SESSION --json`."""
+        t = bridge.call("sessions", "ResumeSession", req(
+            "sessions", "ResumeSessionRequest", session_id=session_id,
+            checkpoint_id=checkpoint_id or ""))
+        return {"task_id": t.id, "task": task_dict(t)}
+
+    # --- budget, health, reconciler, doctor ---
+
+    @tool("parhelia_budget_status", READ)
+    def budget_status() -> dict[str, Any]:
+        """The spending ceiling and where it stands: used (compute + API), reserved,
+        remaining, percentage, period, tasks, tokens, warning/exceeded flags. Same as
+        `parhelia budget show --json`."""
+        return to_dict(bridge.call("budget", "GetBudget", req("budget", "GetBudgetRequest"),
+                                   retry=True))
+
+    @tool("parhelia_budget_estimate", READ)
+    def budget_estimate(
+        gpu: Gpu = None, cpu: Cpu = None, memory: Memory = None, timeout: Timeout = None,
+        max_turns: MaxTurns = None, max_cost_usd: MaxCost = None, model: Model = None,
+        backend: Annotated[Backend | None, Field(description=(
+            "Where it would run (default: config)."))] = None,
+    ) -> dict[str, Any]:
+        """The cost range (compute + API, low and high) of a task with these options,
+        with how each part was computed. Creates nothing. Same as
+        `parhelia task create ... --estimate-only --json`."""
+        options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model, None,
+                           backend)
+        return to_dict(bridge.call("tasks", "EstimateTask", req(
+            "tasks", "EstimateTaskRequest", options=options), retry=True))
+
+    @tool("parhelia_health", READ)
+    def health() -> dict[str, Any]:
+        """The daemon's status (version, uptime, tasks by state, backends, health and
+        what needs attention) and the containers' health summary (by health and state,
+        orphans, those needing attention). needs_attention mirrors the exit status of
+        `parhelia status`. Same as `parhelia status --json` plus
+        `parhelia container health --json`."""
+        status = to_dict(bridge.call("system", "GetStatus", req("system", "GetStatusRequest"),
+                                     retry=True))
+        summary = to_dict(bridge.call("containers", "GetHealthSummary", req(
+            "containers", "GetHealthSummaryRequest"), retry=True))
+        attention = bool(status["health"] and status["health"]["needs_attention"])
+        return {"status": status, "containers": summary, "needs_attention": attention}
+
+    @tool("parhelia_reconciler_status", READ)
+    def reconciler_status() -> dict[str, Any]:
+        """The reconciler (which compares the database with what the backends really run):
+        its last run (when, duration, findings: lost, orphaned, state drift), next run,
+        interval, and whether orphans are terminated automatically. Same as
+        `parhelia reconciler status --json`."""
+        return to_dict(bridge.call("reconciler", "GetStatus", req(
+            "reconciler", "GetReconcilerStatusRequest"), retry=True))
+
+    @tool("parhelia_doctor", READ)
+    def doctor() -> dict[str, Any]:
+        """Check what Parhelia needs: the daemon, config, agent binary, credentials, disk
+        and Modal; each failed check says how to fix it; ok is false when any failed. Same
+        as `parhelia doctor --json` (an unreachable daemon is a failed check, not an
+        error)."""
+        try:
+            resp = bridge.call("system", "Doctor", req("system", "DoctorRequest"), retry=True)
+        except CliError as exc:
+            if exc.code != "E504":
+                raise
+            checks = [{"name": "daemon", "status": "fail", "detail": exc.message,
+                       "fix": "parhelia daemon start; parhelia daemon logs"}]
+        else:
+            checks = [to_dict(c) for c in resp.checks]
+        return {"checks": checks, "ok": all(c["status"] != "fail" for c in checks)}
+
+    return mcp
+
+
+def _workspace_dir(workspace: str) -> Path:
+    """The directory to upload: absolute, existing, a directory (E101 otherwise)."""
+    if "\x00" in workspace or not os.path.isabs(workspace):
+        raise invalid(f"workspace: {workspace!r} is not an absolute path; give the full "
+                      "path of the directory to upload")
+    path = Path(workspace)
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise invalid(f"workspace: {workspace} {what}")
+    return path
+
+
+def _tail_logs(bridge: Bridge, task_id: str, lines: int, max_bytes: int) -> dict[str, Any]:
+    """The last ``lines`` lines (at most ``max_bytes``) of ``GetTaskLogs``, in bounded
+    memory however long the logs are."""
+    kept: deque[tuple[str, bytes]] = deque()
+    kept_bytes = 0
+    dropped = False
+    seen: list[str] = []
+    partial = b""
+    current = ""
+
+    def push(container_id: str, line: bytes) -> None:
+        nonlocal kept_bytes, dropped
+        if len(line) > max_bytes:
+            line, dropped = line[-max_bytes:], True
+        kept.append((container_id, line))
+        kept_bytes += len(line)
+        while len(kept) > lines or kept_bytes > max_bytes:
+            kept_bytes -= len(kept.popleft()[1])
+            dropped = True
+
+    # Resolve the id first: an unknown task is E201 (not "no output"), and the answer
+    # names the full id.
+    task_id = bridge.call("tasks", "GetTask", pb2("tasks").GetTaskRequest(task_id=task_id),
+                          retry=True).id
+    request = pb2("tasks").GetTaskLogsRequest(task_id=task_id, follow=False)
+    total = 0
+    with bridge.stream("tasks", "GetTaskLogs", request) as stream:
+        for chunk in stream:
+            total += len(chunk.data)
+            if chunk.container_id != current:
+                if partial:
+                    push(current, partial)
+                partial, current = b"", chunk.container_id
+                seen.append(current)
+            parts = (partial + chunk.data).split(b"\n")
+            partial = parts.pop()
+            if len(partial) > max_bytes:  # one enormous line: keep its tail only
+                partial, dropped = partial[-max_bytes:], True
+            for part in parts:
+                push(current, part)
+    if partial:
+        push(current, partial)
+    return {"task_id": task_id, "containers": seen, "bytes_total": total,
+            "truncated": dropped,
+            "lines": [{"container_id": c, "text": line.decode("utf-8", "replace")}
+                      for c, line in kept]}
+
+
+def serve(socket: str | None, autostart: bool, log_level: str = "warning") -> None:
+    """Run the stdio server until the client closes stdin."""
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
+                        format="parhelia mcp-server %(levelname)s %(name)s: %(message)s")
+    bridge = Bridge(socket, autostart)
+    server = build(bridge)
+    if sys.stdin.isatty():
+        print("parhelia mcp-server speaks MCP on stdin/stdout; start it from an MCP client "
+              "(e.g. `claude mcp add parhelia -- parhelia mcp-server`). Ctrl-D ends it.",
+              file=sys.stderr)
+    try:
+        server.run("stdio")
+    finally:
+        bridge.close()

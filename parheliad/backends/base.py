@@ -9,6 +9,7 @@ Everything a worker tells the daemon travels through the backend's channel
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +75,11 @@ class Backend(Protocol):
         ...
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus: ...
+
+    async def statuses(self, items: Sequence[tuple[str, str]]) -> builtins.list[ContainerStatus]:
+        """``status`` of many ``(backend_id, container_id)`` at once, in order (one round
+        trip: the listener asks about every live container each second)."""
+        ...
 
     async def list(self, owner_tag: str) -> builtins.list[ListedContainer]:
         """Containers carrying ``owner_tag`` (and only those)."""

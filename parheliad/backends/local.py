@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,9 @@ class LocalBackend:
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus:
         return await asyncio.to_thread(self._status, backend_id, container_id)
+
+    async def statuses(self, items: Sequence[tuple[str, str]]) -> builtins.list[ContainerStatus]:
+        return await asyncio.to_thread(lambda: [self._status(b, c) for b, c in items])
 
     def _status(self, backend_id: str, container_id: str) -> ContainerStatus:
         if self._process(backend_id) is not None:

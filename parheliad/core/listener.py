@@ -290,22 +290,25 @@ class Listener:
     # -- ends -----------------------------------------------------------------------
 
     async def check_exits(self) -> None:
-        """Settle every live container whose process is gone."""
+        """Settle every live container whose process is gone (one status round trip per
+        backend, however many containers are live)."""
+        by_backend: dict[str, list[ContainerRow]] = {}
         for c in await self._store.containers.live():
-            backend = self._backends.get(c.backend)
-            if backend is None or not c.backend_id:
-                if c.state == ContainerState.CREATED and not c.backend_id and \
-                        now_us() - c.created_at > 30_000_000:
-                    await self._settle_gone(c, Outcome(None, "lost",
-                                                       error_message="never launched"))
-                continue
-            status = await backend.status(c.backend_id, c.id)
-            if status.running:
-                continue
-            await self.drain(c)
-            outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
-                                              status.exit_code)
-            await self._settle_gone(c, outcome)
+            if c.backend in self._backends and c.backend_id:
+                by_backend.setdefault(c.backend, []).append(c)
+            elif c.state == ContainerState.CREATED and not c.backend_id and \
+                    now_us() - c.created_at > 30_000_000:
+                await self._settle_gone(c, Outcome(None, "lost", error_message="never launched"))
+        for name, containers in by_backend.items():
+            backend = self._backends[name]
+            found = await backend.statuses([(c.backend_id, c.id) for c in containers])
+            for c, status in zip(containers, found, strict=True):
+                if status.running:
+                    continue
+                await self.drain(c)
+                outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
+                                                  status.exit_code)
+                await self._settle_gone(c, outcome)
 
     async def _settle_gone(self, c: ContainerRow, outcome: Outcome) -> None:
         lost = await self._store.write(lambda tx: settle_container(tx, c.id, outcome))

@@ -218,8 +218,9 @@ class Listener:
         fields: dict[str, Any] = {"last_heartbeat_at": at, "consecutive_failures": 0}
         if c.health != Health.HEALTHY and c.health != Health.DEAD:
             fields["health"] = Health.HEALTHY.value
-            tx.events.append("health_changed", f"{c.health} -> healthy", task_id=c.task_id,
-                             session_id=c.session_id, container_id=c.id,
+            # Becoming healthy is good news: info, not the catalogue's warning level.
+            tx.events.append("health_changed", f"{c.health} -> healthy", level="info",
+                             task_id=c.task_id, session_id=c.session_id, container_id=c.id,
                              data={"from": c.health, "to": "healthy"})
         if c.state == ContainerState.STARTING:
             fields["state"] = ContainerState.RUNNING.value

@@ -112,6 +112,17 @@ EXAMPLES: dict[str, list[Example]] = {
         ("The daemon will not start", "parhelia daemon logs -n 50 && parhelia doctor"),
         ("Find and stop orphaned sandboxes", "parhelia cleanup --terminate"),
     ],
+    "mcp": [
+        ("Give Claude Code the Parhelia tools (tasks, checkpoints, budget, health...)",
+         "claude mcp add parhelia -- parhelia mcp-server"),
+        ("List the tools and their schemas with the MCP Inspector",
+         "npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/list"),
+        ("Call one from the command line",
+         "npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/call "
+         "--tool-name parhelia_task_show --tool-arg task_id=TASK"),
+        ("Never start the daemon from the MCP server",
+         "claude mcp add parhelia -- parhelia mcp-server --no-autostart"),
+    ],
 }
 
 
@@ -133,6 +144,6 @@ def _group_of(command: str) -> str | None:
     """The first top-level command after ``parhelia`` in a command line."""
     words = command.replace("$(", " ").replace("&&", " ").split()
     for i, word in enumerate(words[:-1]):
-        if word == "parhelia":
+        if word == "parhelia" and not words[i + 1].startswith("-"):
             return words[i + 1]
     return None

@@ -305,6 +305,39 @@ and waits up to ~5 s. Set PARHELIA_NO_AUTOSTART=1 to turn that off (then E504, e
   parhelia --version                     client and daemon versions
 """, ("daemon",))
 
+_topic("mcp", "The MCP server: Parhelia's tools for Claude Code and other MCP clients", """
+`parhelia mcp-server` speaks MCP over stdin/stdout. Each tool makes the same call to
+parheliad as the matching command and returns the JSON of its --json; errors come back
+as tool errors carrying the code ("E201 TASK_NOT_FOUND: ..."). The daemon is started on
+the first tool call when it is not running (--no-autostart or PARHELIA_NO_AUTOSTART=1
+turns that off). Logs go to stderr only.
+
+  claude mcp add parhelia -- parhelia mcp-server      register it with Claude Code
+  {"mcpServers": {"parhelia": {"command": "parhelia", "args": ["mcp-server"]}}}
+
+Tools (read-only ones are marked as such for the client):
+  parhelia_task_create       prompt + options; uploads a workspace only when given an
+                             absolute `workspace` path (or clones `repo`), never the
+                             server's current directory
+  parhelia_task_list / _show / _diff / _logs (a bounded tail)     read-only
+  parhelia_task_cancel (destructive) / parhelia_task_retry
+  parhelia_containers / parhelia_container_show / _events        read-only
+  parhelia_events_list                                           read-only
+  parhelia_events_since      events after an id, oldest first, with next_after_id and
+                             has_more: the pull form of `events watch` (a tool call
+                             cannot stream); call it again to get what happened since
+  parhelia_checkpoint_create / parhelia_checkpoint_list
+  parhelia_checkpoint_restore (destructive: a rollback, safety checkpoint first)
+  parhelia_session_list / parhelia_session_resume
+  parhelia_budget_status / parhelia_budget_estimate              read-only
+  parhelia_health            status + container health summary   read-only
+  parhelia_reconciler_status / parhelia_doctor                   read-only
+
+Deleting tasks, terminating containers, setting the ceiling and cleanup are not offered
+as tools: they stay commands a person types. Try it without a client:
+  npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/list
+""", ("mcp-server",))
+
 _topic("errors", "Error codes and exit codes", """
 Every failure carries a code; `parhelia help E###` says what happened, why and how to
 recover. With --json, errors are printed on stderr as

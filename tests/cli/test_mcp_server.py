@@ -98,6 +98,17 @@ def test_choices_match_the_cli() -> None:
     assert get_args(mcp_server.Health) == container.HEALTH
 
 
+def test_help_topic_names_every_tool(run: Any) -> None:
+    result = run("help", "mcp")
+    assert result.exit_code == 0
+    for name in READ_TOOLS | ACTING_TOOLS:
+        stem = name.rsplit("_", 1)[0]
+        assert name in result.stdout or stem in result.stdout, name
+    examples = run("examples", "mcp")
+    assert examples.exit_code == 0 and "not available" not in examples.stdout
+    assert "claude mcp add parhelia -- parhelia mcp-server" in examples.stdout
+
+
 async def test_tools_listed_without_a_daemon_and_calls_say_e504(parhelia_home: Path) -> None:
     """Listing needs no daemon (the connection is made on the first call); a call with
     autostart off and nothing running is E504, and the server keeps serving."""

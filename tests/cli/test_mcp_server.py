@@ -300,3 +300,32 @@ def test_mcp_inspector_cli(mcp_daemon: RunningDaemon) -> None:
         assert "E201 TASK_NOT_FOUND" in missing.stdout
         # Nothing was written into the real home, and the scratch home stays small.
         assert sum(1 for _ in Path(scratch).rglob("*")) < 50
+
+
+async def test_autostart_and_reconnect_keep_stdout_clean(parhelia_home: Path) -> None:
+    """With autostart on, the first call starts parheliad (its notice goes to stderr, so
+    the protocol on stdout is intact); when the daemon goes away, the next read call
+    reconnects and starts it again."""
+    write_config(parhelia_home)
+    env = {k: v for k, v in daemon_env(parhelia_home).items() if k != "PARHELIA_NO_AUTOSTART"}
+    env["ANTHROPIC_API_KEY"] = "test-key"
+
+    def daemon_status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli_argv(), "daemon", "status", "--json"], env={
+            **env, "PARHELIA_NO_AUTOSTART": "1"}, capture_output=True, text=True, timeout=60)
+
+    try:
+        async with connect(env) as client:
+            assert daemon_status().returncode != 0  # nothing runs before the first call
+            assert await call(client, "parhelia_task_list") == {"tasks": []}
+            first = json.loads(daemon_status().stdout)
+            stopped = subprocess.run([*cli_argv(), "daemon", "stop"], env=env,
+                                     capture_output=True, text=True, timeout=60)
+            assert stopped.returncode == 0, stopped.stderr
+            budget = await call(client, "parhelia_budget_status")
+            assert budget["ceiling_usd"] == "50.000000"
+            second = json.loads(daemon_status().stdout)
+            assert second["pid"] != first["pid"]
+    finally:
+        subprocess.run([*cli_argv(), "daemon", "stop"], env=env, capture_output=True,
+                       timeout=60)

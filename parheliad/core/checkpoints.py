@@ -256,9 +256,9 @@ class CheckpointOps:
         for session in await self._store.sessions.list(limit=1_000_000):
             cps = sorted(await self._store.checkpoints.list(session.id, limit=1_000_000),
                          key=lambda cp: cp.created_at, reverse=True)
-            automatic = [cp for cp in cps if not cp.manual and cp.trigger != WORKSPACE_TRIGGER
-                         and cp.id != session.latest_checkpoint_id]
-            out += [cp for cp in automatic[keep_last:] if cp.created_at < cutoff]
+            automatic = [cp for cp in cps if not cp.manual and cp.trigger != WORKSPACE_TRIGGER]
+            out += [cp for cp in automatic[keep_last:]
+                    if cp.created_at < cutoff and cp.id != session.latest_checkpoint_id]
         return out
 
     def _sweep(self, doomed: list[CheckpointRow], dry_run: bool) -> GcReport:

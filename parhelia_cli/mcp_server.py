@@ -97,7 +97,7 @@ MaxCost = Annotated[float | str | None, Field(description=(
 Model = Annotated[str | None, Field(max_length=200, description=(
     "Claude model (default: the daemon's config, else the agent's default)."))]
 Limit = Annotated[int | None, Field(ge=1, le=10_000, description=(
-    "At most this many (newest first; the daemon's default when omitted)."))]
+    "At most this many (the newest ones; the daemon's default when omitted)."))]
 
 
 # --- the daemon connection ----------------------------------------------------------------
@@ -119,7 +119,8 @@ class Bridge:
                 self._client = Client.connect(self._socket, autostart=self._autostart)
             return self._client
 
-    def _drop(self, stale: Client) -> None:
+    def forget(self, stale: Client) -> None:
+        """Drop ``stale`` (the daemon went away) so the next call connects afresh."""
         with self._lock:
             if self._client is stale:
                 self._client = None
@@ -135,7 +136,7 @@ class Bridge:
         except CliError as exc:
             if exc.code != "E504":
                 raise
-            self._drop(client)
+            self.forget(client)
             if not retry:
                 raise
         return self.client().call(service, method, request, timeout=timeout)
@@ -158,7 +159,7 @@ def _drop_on_unavailable(bridge: Bridge, client: Client, it: Any) -> Any:
         yield from it
     except CliError as exc:
         if exc.code == "E504":
-            bridge._drop(client)
+            bridge.forget(client)
         raise
     finally:
         it.close()
@@ -318,8 +319,14 @@ def build(bridge: Bridge) -> ParheliaMCP:
         directory = _workspace_dir(workspace) if workspace else None
         options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
                            permission_mode, backend)
-        created = submit_task(bridge.client(), prompt, options, directory=directory,
-                              repo=repo, ref=ref, no_dispatch=no_dispatch, quiet=True)
+        client = bridge.client()
+        try:
+            created = submit_task(client, prompt, options, directory=directory, repo=repo,
+                                  ref=ref, no_dispatch=no_dispatch, quiet=True)
+        except CliError as exc:
+            if exc.code == "E504":
+                bridge.forget(client)
+            raise
         return {"task_id": created.id, "task": task_dict(created)}
 
     @tool("parhelia_task_list", READ)

@@ -56,6 +56,8 @@ log = logging.getLogger("modal_worker")
 LOOP_TICK = 0.2
 CONTROL_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
+TRANSCRIPT_QUIET_SECONDS = 0.3
+TRANSCRIPT_SETTLE_MAX_SECONDS = 3.0
 CLONE_TIMEOUT = 900
 
 
@@ -241,6 +243,22 @@ class Worker:
 
     # -- checkpoints --------------------------------------------------------------------
 
+    def _await_transcript(self) -> None:
+        """Claude Code appends to its transcript a moment after the stream shows a turn:
+        wait (briefly, bounded) until the file exists and has been quiet for a little while,
+        so a turn checkpoint holds the turn's conversation and can be resumed from."""
+        if self.conversation is None:
+            return
+        path = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
+        deadline = time.monotonic() + TRANSCRIPT_SETTLE_MAX_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if time.time() - path.stat().st_mtime >= TRANSCRIPT_QUIET_SECONDS:
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+
     def checkpoint(self, trigger: str, message: str = "") -> str | None:
         try:
             manifest = snapshot(
@@ -316,6 +334,7 @@ class Worker:
             since = now - self.last_checkpoint_at
             if turn_pending and since >= policy.min_turn_interval_seconds:
                 turn_pending = False
+                self._await_transcript()
                 self.checkpoint("turn")
             elif since >= policy.interval_seconds:
                 self.checkpoint("interval")

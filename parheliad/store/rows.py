@@ -208,10 +208,8 @@ def dumps(value: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(value or {}), separators=(",", ":"), sort_keys=True, default=str)
 
 
-_BOOL_FIELDS: dict[type, frozenset[str]] = {}
-
-
 _COLUMNS: dict[type, tuple[str, ...]] = {}
+_BOOL_INDEXES: dict[type, tuple[int, ...]] = {}
 
 
 def columns(cls: type) -> tuple[str, ...]:
@@ -222,14 +220,26 @@ def columns(cls: type) -> tuple[str, ...]:
     return names
 
 
+def _bool_indexes(cls: type) -> tuple[int, ...]:
+    found = _BOOL_INDEXES.get(cls)
+    if found is None:
+        found = _BOOL_INDEXES[cls] = tuple(
+            i for i, f in enumerate(dataclasses.fields(cls)) if f.type in ("bool", bool))
+    return found
+
+
 def from_row(cls: type[R], row: Any) -> R:
-    """Build a row dataclass from a sqlite row, turning 0/1 into bools where declared."""
-    bools = _BOOL_FIELDS.get(cls)
-    if bools is None:
-        bools = frozenset(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                          if f.type in ("bool", bool))
-        _BOOL_FIELDS[cls] = bools
-    values = {name: row[name] for name in columns(cls)}
-    for name in bools:
-        values[name] = bool(values[name])
-    return cls(**values)
+    """Build a row dataclass from a sqlite row, turning 0/1 into bools where declared.
+
+    Rows selected with ``sql.select(cls)`` (the columns in field order) are built
+    positionally — several times faster than by name, which matters when listing
+    thousands; any other row is read by column name.
+    """
+    names = columns(cls)
+    if isinstance(row, tuple) or tuple(row.keys()) == names:
+        values = list(row)
+    else:
+        values = [row[name] for name in names]
+    for i in _bool_indexes(cls):
+        values[i] = bool(values[i])
+    return cls(*values)

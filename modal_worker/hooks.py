@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modal_worker.redact import redact
+
 HOOK_DIR_ENV = "PARHELIA_HOOK_DIR"
 WORKER_PID_ENV = "PARHELIA_WORKER_PID"
 PATTERNS_ENV = "PARHELIA_RISKY_PATTERNS"
@@ -75,7 +77,7 @@ def pending(hook_dir: Path) -> list[Request]:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
             continue
-        out.append(Request(path.stem, str(data.get("summary", ""))[:SUMMARY_CHARS],
+        out.append(Request(path.stem, redact(str(data.get("summary", "")))[:SUMMARY_CHARS],
                            str(data.get("pattern", ""))))
     return out
 
@@ -106,7 +108,9 @@ def pre_tool_use(payload: Mapping[str, Any], env: Mapping[str, str]) -> str | No
     if pattern is None or not env.get(HOOK_DIR_ENV) or not hook_dir.is_dir():
         return None
     request_id = uuid.uuid4().hex
-    summary = f"before `{' '.join(command.split())[:SUMMARY_CHARS]}` ({pattern})"
+    # the summary becomes a checkpoint's message (manifest, event, database): redact it,
+    # before it is cut so that no prefix of a token survives unrecognised
+    summary = f"before `{redact(' '.join(command.split()))[:SUMMARY_CHARS]}` ({pattern})"
     tmp = hook_dir / f".{request_id}.tmp"
     tmp.write_text(json.dumps({"summary": summary, "pattern": pattern}))
     os.replace(tmp, hook_dir / f"{request_id}.req")

@@ -59,8 +59,8 @@ def tool_summary(name: str, tool_input: Mapping[str, Any] | Any, cwd: str | None
         return ""
 
     if name == "Bash":
-        summary = field("command")
-        summary = shorten(summary)
+        # redact first: a cut token may be too short for its pattern to recognise
+        summary = shorten(redact(field("command")))
     elif name in ("Write", "Edit", "MultiEdit", "Read", "NotebookEdit", "NotebookRead"):
         summary = _rel(field("file_path", "notebook_path", "path"), cwd)
     elif name in ("Glob", "Grep"):

@@ -338,3 +338,47 @@ def test_stream_parser_closes_open_message_at_end() -> None:
     parser.finish()
     parser.finish()
     assert [r["type"] for r in channel.records] == ["agent_tool_use", "agent_turn_completed"]
+
+
+def test_bash_summary_redacts_before_it_shortens() -> None:
+    # A token that straddles the 80-character cut must not survive as a prefix that is
+    # too short for the token patterns to recognise.
+    token = "ghp_abcdefghijklmnopqrstuvwxyz0123"
+    for pad in range(50, 80):
+        summary = tool_summary("Bash", {"command": "echo " + "x" * pad + " " + token})
+        assert "ghp_abcd" not in summary, summary
+        assert len(summary) <= 80
+
+
+def test_risky_command_hook_request_is_redacted(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The request summary becomes a checkpoint's message: it reaches the manifest on the
+    # volume and the checkpoint_created event in the database.
+    from modal_worker import hooks
+
+    monkeypatch.setattr(hooks, "WAIT_SECONDS", 5.0)
+    seen: list[hooks.Request] = []
+
+    def worker() -> None:
+        for _ in range(200):
+            for request in hooks.pending(tmp_path):
+                seen.append(request)
+                hooks.answer(tmp_path, request, "cp-1")
+                return
+            threading.Event().wait(0.02)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    command = ("rm -rf build && curl -H 'Authorization: Bearer abcdef0123456789xyz' "
+               "https://x.io GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123")
+    env = hooks.hook_env(tmp_path, 0, ["rm -rf"])
+    got = hooks.pre_tool_use({"tool_name": "Bash", "tool_input": {"command": command}}, env)
+    thread.join()
+    assert got == "cp-1" and len(seen) == 1
+    assert "abcdef0123456789xyz" not in seen[0].summary
+    assert "ghp_abcd" not in seen[0].summary
+    assert seen[0].summary.startswith("before `rm -rf build")
+    # and a request file written by anything else is redacted on the worker's side too
+    (tmp_path / "x.req").write_text(json.dumps({"summary": "sk-ant-api03-abcdefghijkl",
+                                                "pattern": "rm -rf"}))
+    assert "abcdefghijkl" not in hooks.pending(tmp_path)[0].summary

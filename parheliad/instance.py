@@ -101,6 +101,9 @@ class InstanceGuard:
         if problem:
             raise StartupRefused(problem)
         ensure_private_dir(self.paths.state_dir)
+        # the volume (agent output, worker logs, blobs), workspaces and transcripts:
+        # what is below is created with the process umask, so the top must be private
+        ensure_private_dir(self.paths.data_dir)
         ensure_private_dir(self.socket.parent, required=False)
         if answering(self.socket):
             pid = _peer_pid(self.socket) or _read_pid(self.paths.pid_file)

@@ -65,6 +65,23 @@ def test_wide_socket_dir_is_tightened(parhelia_home: Path) -> None:
         d.stop()
 
 
+def test_data_dir_is_private(parhelia_home: Path) -> None:
+    # The data dir holds the volume (agent.jsonl: the agent's raw output, tool results
+    # included; worker logs; blobs), the workspaces and the transcripts: owner only,
+    # whatever the umask, also when it already existed wider.
+    d = start_daemon(parhelia_home)
+    try:
+        assert mode(d.paths.data_dir) == 0o700
+    finally:
+        d.stop()
+    os.chmod(d.paths.data_dir, 0o755)
+    d = start_daemon(parhelia_home)
+    try:
+        assert mode(d.paths.data_dir) == 0o700
+    finally:
+        d.stop()
+
+
 def test_second_daemon_refused_first_keeps_serving(daemon: RunningDaemon) -> None:
     inode = daemon.socket.stat().st_ino
     second = subprocess.run([sys.executable, "-m", "parheliad"], env=daemon.env,

@@ -216,3 +216,36 @@ def test_no_write_through_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(ParheliaError, match="not a directory"):
         materialise(volume, bundle_id, cfg)
     assert list(outside.iterdir()) == []
+
+
+def test_hook_commands_bundle_the_script_they_run_not_files_they_read(home: Path) -> None:
+    # Only a script in command position (or run by an interpreter) is a hook script;
+    # a file the command sources, reads or passes as an option value is data, often a
+    # credential, and stays home (reported as a reference outside the synced config).
+    secret = "ghp_0123456789abcdefghijklmnopqrstuv"
+    (home / ".env").write_text(f"GH_TOKEN={secret}\n")
+    (home / ".config/gh").mkdir(parents=True)
+    (home / ".config/gh/hosts.yml").write_text(f"github.com:\n  oauth_token: {secret}\n")
+    (home / ".notifyrc").write_text(f"token={secret}\n")
+    (home / "bin").mkdir()
+    (home / "bin/lint.sh").write_text("#!/bin/sh\n")
+    settings_path = home / ".claude/settings.json"
+    settings = json.loads(settings_path.read_text())
+    settings["hooks"]["PostToolUse"] = [{"matcher": "Edit", "hooks": [
+        {"type": "command", "command": "source ~/.env && GH=$(cat ~/.config/gh/hosts.yml) "
+                                       "python3 -u ~/scripts/notify.py --config ~/.notifyrc"},
+        {"type": "command", "command": "X=1 ~/bin/lint.sh < ~/.notifyrc"}]}]
+    settings_path.write_text(json.dumps(settings))
+    plan = _plan(home)
+    assert "external/scripts/notify.py" in plan.items
+    assert "external/bin/lint.sh" in plan.items
+    for name in (".env", ".config/gh/hosts.yml", ".notifyrc"):
+        assert f"external/{name}" not in plan.items, name
+        assert any(f"~/{name}" in w and "outside the synced config" in w
+                   for w in plan.warnings), name
+    assert not any(secret.encode() in i.data for i in plan.items.values())
+    hooks = json.loads(plan.items["settings.json"].data)["hooks"]["PostToolUse"][0]["hooks"]
+    assert hooks[0]["command"] == (
+        "source ~/.env && GH=$(cat ~/.config/gh/hosts.yml) "
+        f"python3 -u {CONFIG_DIR_TOKEN}/external/scripts/notify.py --config ~/.notifyrc")
+    assert hooks[1]["command"] == f"X=1 {CONFIG_DIR_TOKEN}/external/bin/lint.sh < ~/.notifyrc"

@@ -66,6 +66,12 @@ _SECRET_KEY_RE = re.compile(r"oauth|token|secret|key|account|auth|password|crede
                             re.IGNORECASE)
 _PATH_RE = re.compile(r"(?:~|\$HOME|\$\{HOME\}|/)[^\s'\"`;|&<>()]*")
 _PATH_START_AFTER = " \t\n=:("
+_SEGMENT_SPLIT = re.compile(r"[;&|()`\n]")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_PREFIX_COMMANDS = frozenset({"env", "exec", "command", "nohup", "time"})
+_INTERPRETERS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish", "python", "python3",
+                           "node", "nodejs", "bun", "deno", "ruby", "perl", "php", "lua",
+                           "tsx", "ts-node"})
 MIN_SCANNED_SECRET = 8
 MAX_FILE_BYTES = 256 << 20
 
@@ -378,7 +384,8 @@ class _Builder:
                                                   or text[start - 2] in _PATH_START_AFTER)):
                 continue
             token = m.group(0).rstrip(".,")
-            new = self._map_path(token, file, key, bundle_home_files, report_missing)
+            bundle = bundle_home_files and _script_position(text, start)
+            new = self._map_path(token, file, key, bundle, report_missing)
             if new is not None and new != token:
                 out.append(text[last:start])
                 out.append(new)
@@ -574,6 +581,23 @@ class _Builder:
                 del self.plan.mcp_servers[name]
                 self._exclude(f"mcp:{name}", "secret", "a secret value appears outside its "
                                                        "env/headers (e.g. in args or url)")
+
+
+def _script_position(command: str, start: int) -> bool:
+    """Whether the path at ``command[start:]`` is what a shell command runs: the first
+    word of its pipeline segment (after ``VAR=value`` assignments), or the script an
+    interpreter is given. A file that is sourced, read, redirected or passed as an
+    option's value is data (``source ~/.env``, ``--config ~/.tokenrc``) and never
+    bundled from the home directory."""
+    segment = _SEGMENT_SPLIT.split(command[:start])[-1]
+    words = [w.strip("\"'") for w in segment.split()]
+    words = [w for w in words if w and not _ASSIGNMENT.match(w)]
+    while words and words[0] in _PREFIX_COMMANDS:
+        words = [w for w in words[1:] if not _ASSIGNMENT.match(w)]
+    if not words:
+        return True
+    return (os.path.basename(words[0]) in _INTERPRETERS
+            and all(w.startswith("-") for w in words[1:]))
 
 
 def _scannable(text: str) -> bool:

@@ -20,8 +20,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"), "xox-***"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), r"\1***"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "eyJ***"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),  # any length
+    (re.compile(r"(?i)\b(basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),  # "basic usage" stays
     (re.compile(r"(://[^/\s:@]+):[^@\s/]+@"), r"\1:***@"),
+    (re.compile(r"\b(ak|as)-[A-Za-z0-9]{16,}"), r"\1-***"),  # Modal token id / secret
     (re.compile(rf"(?i)(--{_NAME})(=|\s+)(\"[^\"]*\"|'[^']*'|\S+)"), r"\1\2***"),
     (re.compile(rf"(?i)\b({_NAME})(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&|]+)"),
      r"\1\2***"),

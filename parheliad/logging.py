@@ -24,16 +24,11 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from modal_worker.redact import redact as redact_patterns
+
 MASK = "***"
 SECRET_KEY_RE = re.compile(r"key|token|secret|password|passwd|authorization|credential|cookie",
                            re.IGNORECASE)
-_SECRET_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"sk-ant-[A-Za-z0-9_\-]+"), "sk-ant-" + MASK),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]+"), r"\1 " + MASK),
-    (re.compile(r"(?i)\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|CREDENTIALS?|COOKIE)"
-                r"[A-Z0-9_]*)(\s*[=:]\s*)(['\"]?)[^\s'\"]+"), r"\1\2\3" + MASK),
-    (re.compile(r"\b(ak|as)-[A-Za-z0-9]{16,}"), r"\1-" + MASK),  # Modal token id/secret
-)
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 3
 LEVELS = ("debug", "info", "warning", "error")
@@ -41,9 +36,9 @@ _QUIET = {"aiosqlite": logging.INFO, "asyncio": logging.WARNING, "grpc": logging
 
 
 def redact_text(text: str) -> str:
-    for pattern, replacement in _SECRET_TEXT:
-        text = pattern.sub(replacement, text)
-    return text
+    """Mask credential-shaped substrings: the worker's catalogue of patterns
+    (``modal_worker.redact``), so the daemon's logs and the events redact alike."""
+    return redact_patterns(text)
 
 
 def redact_value(value: Any, key: str = "") -> Any:

@@ -153,7 +153,7 @@ class Listener:
         if not pending:
             return 0
         try:
-            await self._store.write(functools.partial(self._apply_many, pending=pending))
+            lost = await self._store.write(functools.partial(self._apply_many, pending=pending))
         except Exception:
             log.exception("batched drain failed; draining containers one by one")
             total = 0
@@ -162,11 +162,25 @@ class Listener:
                 if c is not None:
                     total += await self.drain(c)
             return total
+        await self._recover(lost)
         return sum(len(batch.records) for _, batch in pending)
 
-    def _apply_many(self, tx: Tx, *, pending: list[tuple[str, ChannelBatch]]) -> None:
+    def _apply_many(self, tx: Tx, *, pending: list[tuple[str, ChannelBatch]]
+                    ) -> list[tuple[str, str, str]]:
+        lost: list[tuple[str, str, str]] = []
         for cid, batch in pending:
-            self._apply(tx, container_id=cid, records=batch.records, cursor=batch.cursor)
+            lost += self._apply(tx, container_id=cid, records=batch.records,
+                                cursor=batch.cursor)
+        return lost
+
+    async def _recover(self, lost: list[tuple[str, str, str]]) -> None:
+        """Tasks whose worker said it stopped without being asked (``worker_exited``,
+        status stopped) go to recovery like any other unasked end."""
+        for item in lost:
+            if self._on_lost is not None:
+                await self._on_lost(*item)
+        if lost:
+            self._on_settled()
 
     async def drain(self, container: ContainerRow) -> int:
         backend = self._backends.get(container.backend)
@@ -178,16 +192,20 @@ class Listener:
             batch = await backend.events(container.id, cursor)
             if not batch.records and batch.cursor == cursor:
                 return total
-            await self._store.write(functools.partial(self._apply, container_id=container.id,
-                                                      records=batch.records, cursor=batch.cursor))
+            lost = await self._store.write(functools.partial(
+                self._apply, container_id=container.id, records=batch.records,
+                cursor=batch.cursor))
+            await self._recover(lost)
             total += len(batch.records)
             cursor = batch.cursor
 
     def _apply(self, tx: Tx, *, container_id: str, records: list[dict[str, Any]],
-               cursor: int) -> None:
+               cursor: int) -> list[tuple[str, str, str]]:
+        """Apply a batch and its cursor; the tasks to recover (see ``settle_container``)."""
+        lost: list[tuple[str, str, str]] = []
         c = tx.containers.get(container_id)
         if c is None:
-            return
+            return lost
         last_seq = c.last_seq
         for record in records:
             seq = record.get("seq")
@@ -204,11 +222,14 @@ class Listener:
                 if tx.events.append(kind, _message(kind, data), task_id=c.task_id,
                                     session_id=c.session_id, container_id=c.id, data=data,
                                     at=at, container_seq=seq) is not None:
-                    self._effect(tx, c, kind, data)
+                    ended = self._effect(tx, c, kind, data)
+                    if ended is not None:
+                        lost.append(ended)
             else:
                 log.warning("unknown channel record type", container_id=c.id, type=kind)
             c = tx.containers.get(container_id) or c
         tx.containers.update(container_id, spool_offset=cursor, last_seq=last_seq)
+        return lost
 
     def _heartbeat(self, tx: Tx, c: ContainerRow, data: dict[str, Any], at: int) -> None:
         tx.heartbeats.insert(c.id, at=at, cpu_percent=float(data.get("cpu_percent") or 0),
@@ -261,7 +282,8 @@ class Listener:
         tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),
                                               strict=True)))
 
-    def _effect(self, tx: Tx, c: ContainerRow, kind: str, data: dict[str, Any]) -> None:
+    def _effect(self, tx: Tx, c: ContainerRow, kind: str, data: dict[str, Any]
+                ) -> tuple[str, str, str] | None:
         if kind == "worker_started" and c.state in (ContainerState.CREATED,
                                                     ContainerState.STARTING):
             if c.state == ContainerState.CREATED:
@@ -282,11 +304,12 @@ class Listener:
             index_checkpoint(tx, c.session_id, c.id, data)
         elif kind == "worker_exited":
             code = data.get("exit_code")
-            settle_container(tx, c.id, Outcome(
+            return settle_container(tx, c.id, Outcome(
                 exit_code=code if isinstance(code, int) else None,
                 status=str(data.get("status") or "failed"),
                 error_code=str(data.get("error_code") or ""),
                 error_message=str(data.get("error_message") or "")))
+        return None
 
     # -- ends -----------------------------------------------------------------------
 

@@ -134,3 +134,22 @@ def test_rollback_of_a_running_session_to_its_start(harness_factory) -> None:
     ws = harness.workspace(task_id)
     assert (ws / "a.txt").read_text() == "a" and (ws / "b.txt").read_text() == "b"
     assert not (ws / ".fake_agent_resumed").exists()  # a fresh run, not a --resume
+
+
+def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> None:
+    """Someone other than the daemon SIGTERMs the worker (a logout, a user's `kill`, a
+    sandbox preempted): it checkpoints and reports ``worker_exited`` (stopped) itself; the
+    daemon did not ask, so the task resumes instead of staying running forever."""
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "before.txt", "content": "before\n"}, {"turn": True},
+                         {"sleep": 30}, {"write": "after.txt", "content": "after\n"},
+                         {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    os.kill(worker_pid(harness, task_id), signal.SIGTERM)
+
+    task = harness.wait(task_id, timeout=60)
+    assert task["status"] == "completed", task
+    assert task["restarts"] == 1
+    ws = harness.workspace(task_id)
+    assert (ws / "after.txt").read_text() == "after\n"

@@ -28,7 +28,7 @@ from parhelia.paths import Paths
 from parheliad.backends.base import Backend, ContainerSpec
 from parheliad.config import Config
 from parheliad.core.configsync import ConfigBundle
-from parheliad.core.states import CONTAINER_LIVE, TaskStatus
+from parheliad.core.states import CONTAINER_LIVE, ContainerState, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.core.workspace import checkpoint_zero
 from parheliad.store import ids
@@ -82,6 +82,11 @@ class Dispatcher:
         """Set by the runtime: the config bundle id and ``sync.pass_env`` values for a
         backend's workers (syncs first when the user's Claude config changed)."""
         self._refused_budget: set[str] = set()  # one refusal event per wait, not per pass
+        self.launching: set[str] = set()
+        """Containers claimed whose launch is in flight (no backend id recorded yet)."""
+        self.on_unwanted: Callable[[ContainerRow], None] = lambda c: None
+        """Set by the runtime: stop a worker whose task was cancelled, paused or rolled
+        back while it was being launched."""
         self._lock = asyncio.Lock()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -235,25 +240,51 @@ class Dispatcher:
 
         task, session, container, launch = await self._store.write(claim)
         spec = self._container_spec(task, session, container, launch, cfg, bundle)
+        # Until its backend id is recorded, nothing else can stop this container (stops
+        # need the id) and the listener must not take it for one that never launched.
+        self.launching.add(container.id)
         try:
-            backend_id = await backend.launch(spec)
-        except ParheliaError as exc:
-            await self._launch_failed(task, container, exc.code, exc.message)
-            raise
-        except Exception as exc:  # a backend bug must not leave the task running
-            log.exception("launch crashed", task_id=task.id)
-            await self._launch_failed(task, container, "E602",
-                                      f"launch failed: {type(exc).__name__}")
-            raise ParheliaError("E602", "launch failed") from None
+            try:
+                backend_id = await backend.launch(spec)
+            except ParheliaError as exc:
+                await self._launch_failed(task, container, exc.code, exc.message)
+                raise
+            except Exception as exc:  # a backend bug must not leave the task running
+                log.exception("launch crashed", task_id=task.id)
+                await self._launch_failed(task, container, "E602",
+                                          f"launch failed: {type(exc).__name__}")
+                raise ParheliaError("E602", "launch failed") from None
 
-        def started(tx: Tx) -> None:
-            tx.containers.update(container.id, backend_id=backend_id, state="starting",
-                                 started_at=now_us())
-            tx.events.append("container_started", f"{backend.name} {backend_id}",
-                             task_id=task.id, session_id=session.id, container_id=container.id,
-                             data={"backend_id": backend_id})
+            def started(tx: Tx) -> tuple[bool, ContainerRow | None]:
+                """Record the backend id; whether the task still wants this container (it
+                may have been cancelled, paused or rolled back while the launch was in
+                flight, or deleted with its rows)."""
+                row = tx.containers.get(container.id)
+                if row is None:
+                    return False, None
+                fields: dict[str, Any] = {"backend_id": backend_id, "started_at": now_us()}
+                if row.state == ContainerState.CREATED:
+                    fields["state"] = ContainerState.STARTING.value
+                row = tx.containers.update(container.id, **fields)
+                tx.events.append("container_started", f"{backend.name} {backend_id}",
+                                 task_id=task.id, session_id=session.id,
+                                 container_id=container.id, data={"backend_id": backend_id})
+                current = tx.tasks.get(task.id)
+                wanted = current is not None and current.container_id == container.id and \
+                    current.status == TaskStatus.RUNNING and row.state in CONTAINER_LIVE
+                return wanted, row
 
-        await self._store.write(started)
+            wanted, row = await self._store.write(started)
+        finally:
+            self.launching.discard(container.id)
+        if not wanted:
+            log.warning("task moved on during its launch; stopping the worker",
+                        task_id=task.id, container_id=container.id)
+            if row is not None:
+                self.on_unwanted(row)
+            else:
+                await backend.terminate(backend_id, grace_seconds=0.0)
+            return
         log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
 
     async def _zero_for_new_session(self, backend: Backend, task: TaskRow) -> Manifest:
@@ -343,7 +374,12 @@ class Dispatcher:
             tx.events.append("container_failed", message, task_id=task.id,
                              session_id=task.session_id, container_id=container.id,
                              data={"code": code})
-            fail_task(tx, task.id, code, message)
+            current = tx.tasks.get(task.id)
+            if current is not None and current.container_id == container.id and \
+                    current.status == TaskStatus.RUNNING:
+                fail_task(tx, task.id, code, message)
+            # else it moved on during the launch (cancelled, paused, rolled back): a
+            # failed launch must not turn that into a failure (nor raise E603).
 
         await self._store.write(unit)
 

@@ -20,6 +20,7 @@ import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,8 +84,10 @@ def micros(usd: Any) -> int:
 class Listener:
     def __init__(self, store: Store, backends: Mapping[str, Backend], *,
                  on_settled: Callable[[], None] = lambda: None,
-                 on_lost: LostHandler | None = None) -> None:
+                 on_lost: LostHandler | None = None,
+                 launching: AbstractSet[str] = frozenset()) -> None:
         self._store = store
+        self._launching = launching  # the dispatcher's launches in flight
         self._backends = backends
         self._on_settled = on_settled
         self._on_lost = on_lost
@@ -321,7 +324,7 @@ class Listener:
             if c.backend in self._backends and c.backend_id:
                 by_backend.setdefault(c.backend, []).append(c)
             elif c.state == ContainerState.CREATED and not c.backend_id and \
-                    now_us() - c.created_at > 30_000_000:
+                    c.id not in self._launching and now_us() - c.created_at > 30_000_000:
                 await self._settle_gone(c, Outcome(None, "lost", error_message="never launched"))
         for name, containers in by_backend.items():
             backend = self._backends[name]

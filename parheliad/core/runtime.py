@@ -60,7 +60,9 @@ class Runtime:
                                      budget_gate=self.budget.gate)
         self.recovery = Recovery(store, self.dispatcher, config)
         self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
-                                 on_lost=self.recovery.on_lost)
+                                 on_lost=self.recovery.on_lost,
+                                 launching=self.dispatcher.launching)
+        self.dispatcher.on_unwanted = self._stop_unwanted
         self.config_sync = ConfigSync(store, config)
         self.dispatcher.config_bundle = self._config_bundle
         self.health = HealthMonitor(store, self.backends, config, self.listener,
@@ -147,6 +149,12 @@ class Runtime:
         """The budget stopped a task: its worker checkpoints and stops (killed after the
         cancel grace)."""
         self._spawn(self.stop_container(c, reason, self.budget.stop_grace_seconds()))
+
+    def _stop_unwanted(self, c: ContainerRow) -> None:
+        """A worker launched for a task that was cancelled, paused or rolled back while
+        the launch was in flight: stopped like any other (checkpoint, then killed)."""
+        self._spawn(self.stop_container(c, "cancel",
+                                        self.config().orchestrator.cancel_grace_seconds))
 
     async def _config_bundle(self, backend: Backend) -> tuple[str | None, dict[str, str]]:
         """The dispatcher's config hook: sync when the user's Claude config changed."""

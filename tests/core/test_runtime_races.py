@@ -140,3 +140,63 @@ async def test_unasked_stop_reported_by_the_worker_goes_to_recovery(
     row = await store.tasks.get(task.id)
     assert row.status == "running" and row.restarts == 1 and row.container_id != cid
     await runtime.recovery.stop()
+
+
+async def _claimed_not_launched(runtime: Runtime, store: Store,
+                                backend: ScriptedBackend) -> tuple[TaskRow, asyncio.Task[Any]]:
+    backend.gate = asyncio.Event()
+    task = await _task(store)
+    dispatch = asyncio.create_task(runtime.dispatcher.run_pass())
+    await asyncio.wait_for(backend.launching.wait(), 5)
+    row = await store.tasks.get(task.id)
+    assert row.status == "running"
+    assert (await store.containers.get(row.container_id or "")).state == "created"
+    return row, dispatch
+
+
+async def test_cancel_while_the_launch_is_in_flight_stops_the_worker(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    row, dispatch = await _claimed_not_launched(runtime, store, backend)
+    await runtime.cancel(row, 0.5)
+    assert backend.gate is not None
+    backend.gate.set()
+    await dispatch
+    await asyncio.gather(*runtime._background)
+    backend_id = backend.by_container[row.container_id or ""]
+    assert not backend.running[backend_id], "a cancelled task's worker kept running"
+    await runtime.listener.check_exits()
+    assert (await store.containers.get(row.container_id or "")).state == "terminated"
+    assert await _status(store, row.id) == "cancelled"
+
+
+async def test_budget_pause_while_the_launch_is_in_flight_stops_the_worker(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    row, dispatch = await _claimed_not_launched(runtime, store, backend)
+    await store.kv.set("budget.ceiling_micros", 1)  # any spend at all is over it
+    await store.ledger.record("api", 5, note="earlier spend")
+    await runtime.budget.tick()
+    assert await _status(store, row.id) == "paused"
+    assert backend.gate is not None
+    backend.gate.set()
+    await dispatch
+    await asyncio.gather(*runtime._background)
+    backend_id = backend.by_container[row.container_id or ""]
+    assert not backend.running[backend_id], "a budget-paused task's worker kept running"
+
+
+async def test_slow_launch_is_not_settled_as_never_launched(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """A launch that takes longer than the listener's 30 s "never launched" window
+    (a Modal image build) must not be declared lost while it is still in flight."""
+    row, dispatch = await _claimed_not_launched(runtime, store, backend)
+    cid = row.container_id or ""
+    await store.write(lambda tx: tx.conn.execute(
+        "UPDATE containers SET created_at = created_at - 60000000 WHERE id = ?", (cid,)))
+    await runtime.listener.check_exits()
+    assert (await store.containers.get(cid)).state == "created"
+    assert backend.gate is not None
+    backend.gate.set()
+    await dispatch
+    c = await store.containers.get(cid)
+    assert c.state == "starting" and c.backend_id == backend.by_container[cid]
+    assert await _status(store, row.id) == "running"

@@ -45,6 +45,15 @@ the budget, else records the task's reservation. One unit does check and reserve
 single writer makes concurrent dispatches unable to over-commit (parheliad.core.budget)."""
 
 
+class SessionBusy(ParheliaError):
+    """The task's session still has a live container (a stopped worker still
+    checkpointing): the task waits for it to end; the settle kicks the dispatcher."""
+
+    def __init__(self, task_id: str, container_id: str) -> None:
+        super().__init__("E500", f"task {task_id} waits for container {container_id} of its "
+                                 "session to end", container_id=container_id)
+
+
 @dataclass
 class DispatchReport:
     dispatched: list[str] = field(default_factory=list)
@@ -136,6 +145,9 @@ class Dispatcher:
                 await self._dispatch(task, cfg)
                 report.dispatched.append(task.id)
                 self._refused_budget.discard(task.id)
+            except SessionBusy as exc:
+                log.debug("dispatch waits for the session", task_id=task.id,
+                          detail=exc.message)
             except ParheliaError as exc:
                 report.refused.append(task.id)
                 if exc.code == "E300":  # stays pending until the ceiling moves
@@ -166,6 +178,8 @@ class Dispatcher:
                 return None
             try:
                 await self._dispatch(task, cfg)
+            except SessionBusy:
+                return None
             except ParheliaError as exc:
                 return None if exc.code == "E300" else False
             return True
@@ -204,9 +218,18 @@ class Dispatcher:
             current = tx.tasks.require(task.id)
             if current.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
                 raise ParheliaError("E603", f"task {task.id} is {current.status}, not pending")
+            session = tx.sessions.get(current.session_id) if current.session_id else None
+            if session is not None:
+                # One worker per session: a resume or rollback right after a stop must not
+                # start a second worker on the same workspace and transcript while the
+                # stopped one is still checkpointing.
+                busy = tx.conn.execute(
+                    "SELECT id FROM containers WHERE session_id = ? AND state IN (?, ?, ?) "
+                    "LIMIT 1", (session.id, *(st.value for st in CONTAINER_LIVE))).fetchone()
+                if busy is not None:
+                    raise SessionBusy(current.id, str(busy[0]))
             if self._budget_gate is not None:
                 self._budget_gate(tx, current)
-            session = tx.sessions.get(current.session_id) if current.session_id else None
             if session is None:
                 session = tx.sessions.insert(current.id, session_id=zero.session_id
                                              if zero is not None else None)

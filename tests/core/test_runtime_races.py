@@ -18,6 +18,8 @@ from parheliad.backends.base import ChannelBatch, ContainerSpec, ContainerStatus
 from parheliad.config import Config
 from parheliad.core.events import EventBus
 from parheliad.core.runtime import Runtime
+from parheliad.core.states import TaskStatus
+from parheliad.core.tasks import transition
 from parheliad.store import Store, open_store
 from parheliad.store.rows import TaskRow
 
@@ -200,3 +202,31 @@ async def test_slow_launch_is_not_settled_as_never_launched(
     c = await store.containers.get(cid)
     assert c.state == "starting" and c.backend_id == backend.by_container[cid]
     assert await _status(store, row.id) == "running"
+
+
+async def test_resume_waits_for_the_old_container_of_the_session_to_end(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """Cancel, then resume at once: the cancelled worker is still checkpointing in the
+    session's workspace, so no second worker may start on the same session until it ends."""
+    task = await _task(store)
+    await runtime.dispatcher.run_pass()
+    row = await store.tasks.get(task.id)
+    old = row.container_id or ""
+    # The cancel's stop is in flight (the worker has not exited yet).
+    await store.write(lambda tx: transition(tx, task.id, TaskStatus.CANCELLED, reason="x"))
+
+    def resume(tx: Any) -> None:
+        transition(tx, task.id, TaskStatus.PENDING, reason="resumed")
+
+    await store.write(resume)
+    report = await runtime.dispatcher.run_pass()
+    assert report.dispatched == []
+    assert await _status(store, task.id) == "pending"
+    live = await store.containers.live()
+    assert [c.id for c in live] == [old]
+    # Once the old worker ends, the task goes.
+    backend.emit(old, "worker_exited", exit_code=130, status="stopped")
+    backend.running[backend.by_container[old]] = False
+    await runtime.listener.check_exits()
+    report = await runtime.dispatcher.run_pass()
+    assert report.dispatched == [task.id]

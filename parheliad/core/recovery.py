@@ -40,6 +40,15 @@ class Recovery:
         for task in await self._store.tasks.list([TaskStatus.RECOVERING.value], limit=100000):
             if task.id not in live:
                 self._schedule(task.id, 0)
+        # A container's end and its task's recovery are two units: a daemon that died
+        # between them left a running task whose container has ended. Nothing else
+        # looks at such a task again (every loop watches live containers), so hand it
+        # to recovery now.
+        for task in await self._store.tasks.list([TaskStatus.RUNNING.value], limit=100000):
+            c = await self._store.containers.find(task.container_id) \
+                if task.container_id else None
+            if c is not None and c.state not in CONTAINER_LIVE:
+                await self.on_lost(task.id, c.id, c.reason or f"its container {c.state}")
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -55,8 +64,11 @@ class Recovery:
 
         def unit(tx: Tx) -> int | None:
             task = tx.tasks.get(task_id)
-            if task is None or task.container_id != container_id or task.status not in (
-                    TaskStatus.RUNNING, TaskStatus.RECOVERING):
+            # Only a running task: a recovering one whose container is this one was
+            # handed over already (the end of a container may be reported twice, e.g. by
+            # the exit check and by the start-up sweep below), and counts one restart.
+            if task is None or task.container_id != container_id or \
+                    task.status != TaskStatus.RUNNING:
                 return None
             if task.restarts >= cfg.max_restarts:
                 fail_task(tx, task_id, "E602",

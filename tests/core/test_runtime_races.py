@@ -230,3 +230,24 @@ async def test_resume_waits_for_the_old_container_of_the_session_to_end(
     await runtime.listener.check_exits()
     report = await runtime.dispatcher.run_pass()
     assert report.dispatched == [task.id]
+
+
+async def test_a_daemon_killed_between_settle_and_recovery_recovers_at_start(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """The container's end and the task's move to recovering are two units; a daemon
+    that died between them must not leave the task running forever."""
+    from parheliad.core.listener import Outcome, settle_container
+
+    task = await _task(store)
+    await runtime.dispatcher.run_pass()
+    cid = (await store.tasks.get(task.id)).container_id or ""
+    lost = await store.write(lambda tx: settle_container(
+        tx, cid, Outcome(None, "lost", error_message="vanished")))
+    assert lost is not None  # ... and the daemon dies before calling on_lost
+    assert await _status(store, task.id) == "running"
+    await runtime.recovery.start()  # the next daemon's start
+    row = await store.tasks.get(task.id)
+    assert row.status == "recovering" and row.restarts == 1
+    await runtime.recovery.on_lost(*lost)  # a late second report counts no restart
+    assert (await store.tasks.get(task.id)).restarts == 1
+    await runtime.recovery.stop()

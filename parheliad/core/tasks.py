@@ -292,9 +292,17 @@ class TaskService:
         task = await self._store.tasks.get(ref)
         status = TaskStatus(task.status)
         if status in (TaskStatus.PENDING, TaskStatus.PAUSED):
-            # Race-free: the writer re-checks the status inside the transaction.
-            return await self._store.write(lambda tx: transition(
-                tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
+            def unit(tx: Tx) -> TaskRow | None:
+                current = tx.tasks.require(task.id)
+                if current.status not in (TaskStatus.PENDING, TaskStatus.PAUSED):
+                    return None  # dispatched meanwhile: its worker must be stopped too
+                return transition(tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user")
+
+            row = await self._store.write(unit)
+            if row is not None:
+                return row
+            task = await self._store.tasks.get(task.id)
+            status = TaskStatus(task.status)
         if status in (TaskStatus.RUNNING, TaskStatus.RECOVERING):
             grace = grace_seconds or self._defaults().cancel_grace_seconds
             return await self.runtime.cancel(task, grace)

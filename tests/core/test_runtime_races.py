@@ -251,3 +251,33 @@ async def test_a_daemon_killed_between_settle_and_recovery_recovers_at_start(
     await runtime.recovery.on_lost(*lost)  # a late second report counts no restart
     assert (await store.tasks.get(task.id)).restarts == 1
     await runtime.recovery.stop()
+
+
+async def test_cancel_of_a_task_dispatched_meanwhile_stops_its_worker(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """``task cancel`` reads the task as pending; the dispatcher launches it before the
+    cancel's unit runs. The cancel must then stop the worker like a running task's."""
+    from parheliad.core.tasks import TaskService
+
+    task = await _task(store)
+    service = TaskService(store, config=lambda _: Config(), runtime=runtime)
+    real_get = store.tasks.get
+    calls = 0
+
+    async def get_then_dispatch(ref: str) -> TaskRow:
+        nonlocal calls
+        row = await real_get(ref)
+        calls += 1
+        if calls == 1:  # the dispatcher wins the race right after the cancel's read
+            await runtime.dispatcher.run_pass()
+        return row
+
+    store.tasks.get = get_then_dispatch  # type: ignore[method-assign]
+    try:
+        row = await service.cancel(task.id, grace_seconds=0.5)
+    finally:
+        store.tasks.get = real_get  # type: ignore[method-assign]
+    assert row.status == "cancelled"
+    await asyncio.gather(*runtime._background)
+    cid = (await store.tasks.get(task.id)).container_id or ""
+    assert not backend.running[backend.by_container[cid]], "cancelled, and still running"

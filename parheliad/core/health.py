@@ -72,14 +72,27 @@ class HealthMonitor:
         self._on_lost = on_lost
         self._on_settled = on_settled
         self.sweeps = 0
+        self._last_sweep_us: int | None = None
+        self._resumed_at_us = 0
+        """Silence is counted from here at the earliest: the daemon's own pauses (a laptop
+        asleep, a stopped process) are not the workers' silence."""
 
     async def sweep(self) -> list[HealthChange]:
         """One pass over the live containers; the health changes it made."""
         interval = self._config().heartbeat.interval_seconds
+        now = now_us()
+        if self._last_sweep_us is not None and \
+                now - self._last_sweep_us > int(max(3 * interval, interval + 5) * US_PER_SECOND):
+            # The daemon itself did not run for a while (suspend, SIGSTOP, a blocked loop):
+            # its workers were most likely paused too. Count silence from now on.
+            log.warning("health.daemon_paused",
+                        seconds=round((now - self._last_sweep_us) / US_PER_SECOND, 1))
+            self._resumed_at_us = now
+        self._last_sweep_us = now
         ids = [cid for cid, _, _ in await self._store.containers.live_cursors()]
         if not ids:
             return []
-        changes = await self._store.write(lambda tx: self._walk(tx, ids, interval, now_us()))
+        changes = await self._store.write(lambda tx: self._walk(tx, ids, interval, now))
         self.sweeps += 1
         for change in changes:
             if change.after == Health.DEAD:
@@ -93,9 +106,9 @@ class HealthMonitor:
             if c is None or c.state not in CONTAINER_LIVE or c.health == Health.DEAD:
                 continue
             if c.last_heartbeat_at is not None:
-                silence = now - c.last_heartbeat_at
+                silence = now - max(c.last_heartbeat_at, self._resumed_at_us)
             else:
-                silence = now - (c.started_at or c.created_at) - int(
+                silence = now - max(c.started_at or c.created_at, self._resumed_at_us) - int(
                     FIRST_HEARTBEAT_GRACE_SECONDS * US_PER_SECOND)
             missed = missed_heartbeats(silence, interval)
             if missed <= c.consecutive_failures:

@@ -295,10 +295,12 @@ class Listener:
         elif kind == "agent_tool_use":
             tool = str(data.get("tool") or "")
             summary = str(data.get("summary") or "")
-            tx.tasks.update(c.task_id, last_tool=f"{tool}: {summary}"[:200] if summary else tool)
+            if _is_current(tx, c):
+                tx.tasks.update(c.task_id,
+                                last_tool=f"{tool}: {summary}"[:200] if summary else tool)
         elif kind in ("agent_turn_completed", "agent_result"):
-            self._usage(tx, c, data)
-            if kind == "agent_result":
+            self._usage(tx, c, data)  # spend counts whichever incarnation made it
+            if kind == "agent_result" and _is_current(tx, c):
                 tx.tasks.update(c.task_id, result_subtype=str(data.get("subtype") or ""),
                                 result_is_error=bool(data.get("is_error")),
                                 result_text=str(data.get("text") or ""))
@@ -342,6 +344,13 @@ class Listener:
         if lost is not None and self._on_lost is not None:
             await self._on_lost(*lost)
         self._on_settled()
+
+
+def _is_current(tx: Tx, c: ContainerRow) -> bool:
+    """Whether ``c`` is its task's current container (an older incarnation still draining
+    after a retry must not overwrite what the task shows)."""
+    task = tx.tasks.get(c.task_id)
+    return task is not None and task.container_id == c.id
 
 
 def _outcome_from_result(backend: Backend, container_id: str, exit_code: int | None) -> Outcome:

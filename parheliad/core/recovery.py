@@ -24,6 +24,7 @@ from parheliad.store.tx import Tx
 log = structlog.get_logger(__name__)
 
 _NO_SLOT_RETRY_SECONDS = 1.0
+_ERROR_RETRY_SECONDS = 10.0
 
 
 class Recovery:
@@ -106,7 +107,9 @@ class Recovery:
         try:
             started = await self._dispatcher.dispatch_task(task_id)
         except Exception:
-            log.exception("recovery dispatch failed", task_id=task_id)
+            # Never give up silently: the task would sit in "recovering" until a restart.
+            log.exception("recovery dispatch failed; trying again", task_id=task_id)
+            self._schedule(task_id, _ERROR_RETRY_SECONDS)
             return
         if started is None:  # no free slot (or budget): try again shortly
             self._schedule(task_id, _NO_SLOT_RETRY_SECONDS)

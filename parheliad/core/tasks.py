@@ -176,6 +176,11 @@ def validate_source(source: TaskSource) -> TaskSource:
     if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
         raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
                       field="repo_url")
+    if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", source.repo_url):
+        # It would be stored with the task and shown by every `task show`.
+        raise invalid("repo_url: must not carry a password or token; let git find the "
+                      "credential (a credential helper, or an environment variable passed "
+                      "with sync.pass_env)", field="repo_url")
     return source
 
 

@@ -279,3 +279,20 @@ async def test_watch_filter_and_clean_end_on_shutdown(client: Ch, daemon: Runnin
     await asyncio.wait_for(consumer, 10)  # ends without an error: not cut by server.stop
     assert await watch.code() == grpc.StatusCode.OK
     assert code == 0
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("https://github.com/o/r.git", True),
+    ("git@github.com:o/r.git", True),
+    ("https://user:ghp_secret123@github.com/o/r.git", False),
+    ("https://x-access-token:tok@github.com/o/r.git", False),
+])
+async def test_repo_url_with_credentials_is_refused(client: Ch, url: str, ok: bool) -> None:
+    request = tasks_pb2.CreateTaskRequest(prompt="p", no_dispatch=True,
+                                          source=common_pb2.TaskSource(repo_url=url))
+    stub = tasks_pb2_grpc.TaskServiceStub(client)
+    if ok:
+        assert (await stub.CreateTask(request)).task.source.repo_url == url
+        return
+    err = await expect_error(stub.CreateTask(request), grpc.StatusCode.INVALID_ARGUMENT, "E101")
+    assert err.details().startswith("repo_url") and "secret" not in err.details()

@@ -48,12 +48,16 @@ def can_transition_task(current: str, new: str) -> bool:
     return TaskStatus(new) in TASK_TRANSITIONS[TaskStatus(current)]
 
 
+def _illegal(noun: str, ident: str, current: str, new: str) -> ParheliaError:
+    what = f"{noun} {ident} " if ident else f"a {noun} "
+    return ParheliaError("E603", f"{what}cannot go from {current} to {new}",
+                         current=current, new=new)
+
+
 def check_task_transition(current: str, new: str, *, task_id: str = "") -> None:
     """Raise E603 unless ``current -> new`` is a legal task transition."""
     if not can_transition_task(current, new):
-        what = f"task {task_id} " if task_id else "a task "
-        raise ParheliaError("E603", f"{what}cannot go from {current} to {new}",
-                            current=current, new=new)
+        raise _illegal("task", task_id, current, new)
 
 
 class ContainerState(StrEnum):
@@ -97,9 +101,7 @@ def can_transition_container(current: str, new: str) -> bool:
 def check_container_transition(current: str, new: str, *, container_id: str = "") -> None:
     """Raise E603 unless ``current -> new`` is a legal container transition."""
     if not can_transition_container(current, new):
-        what = f"container {container_id} " if container_id else "a container "
-        raise ParheliaError("E603", f"{what}cannot go from {current} to {new}",
-                            current=current, new=new)
+        raise _illegal("container", container_id, current, new)
 
 
 class Health(StrEnum):

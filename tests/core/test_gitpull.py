@@ -9,24 +9,14 @@ import pytest
 
 from parhelia.errors import ParheliaError
 from parheliad.core.gitpull import Change, commit_changes, create_branch, diff_patch, repo_root
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+from tests.gitrepo import git, init_repo
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     r = tmp_path / "repo"
-    r.mkdir()
-    git(r, "init", "-q", "-b", "main")
+    init_repo(r, {"a.txt": "one\n", "gone.txt": "bye\n"})
     git(r, "config", "user.name", "Tester")
-    git(r, "config", "user.email", "t@example.com")
-    (r / "a.txt").write_text("one\n")
-    (r / "gone.txt").write_text("bye\n")
-    git(r, "add", ".")
-    git(r, "commit", "-qm", "base")
     return r
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import RunningDaemon, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
+from tests.gitrepo import git, init_repo
 from tests.integration.conftest import Harness, kill_workers
 
 pytestmark = pytest.mark.claude
@@ -43,19 +43,7 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path
 
 
 def make_repo(path: Path) -> str:
-    path.mkdir()
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(path), *args], check=True, text=True,
-                              capture_output=True).stdout.strip()
-
-    git("init", "-q", "-b", "main")
-    git("config", "user.email", "u@example.com")
-    git("config", "user.name", "U")
-    (path / "README.md").write_text("# project\n")
-    git("add", ".")
-    git("commit", "-qm", "base")
-    return git("rev-parse", "HEAD")
+    return init_repo(path, {"README.md": "# project\n"})
 
 
 def queued(harness: Harness, prompt: str, repo: Path) -> tuple[str, Path]:
@@ -88,12 +76,8 @@ def test_real_claude_writes_a_file_and_task_pull_brings_it_back(
     assert fake.main_requests and fake.main_requests[0].api_key_is("test-key")
 
     harness.run("task", "pull", task_id, cwd=repo, check=True)
-    show = subprocess.run(["git", "-C", str(repo), "show", f"parhelia/{task_id}:hello.py"],
-                          capture_output=True, text=True, check=True).stdout
-    assert show == "print('hello')\n"
-    parent = subprocess.run(["git", "-C", str(repo), "rev-parse", f"parhelia/{task_id}~1"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    assert parent == base
+    assert git(repo, "show", f"parhelia/{task_id}:hello.py") == "print('hello')"
+    assert git(repo, "rev-parse", f"parhelia/{task_id}~1") == base
     assert not (repo / "hello.py").exists()
 
 

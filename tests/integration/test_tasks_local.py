@@ -3,12 +3,13 @@ subprocess, real worker processes, and the scripted fake Claude agent."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
+from tests.gitrepo import git as run_git
+from tests.gitrepo import init_repo
 from tests.integration.conftest import Harness, fake_prompt
 
 
@@ -112,23 +113,12 @@ def test_cancel_mid_run_stops_the_worker(harness: Harness) -> None:
 
 def test_workspace_upload_diff_and_pull_branch(harness: Harness, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    repo.mkdir()
+    head = init_repo(repo, {"app.py": "print('v1')\n", ".gitignore": "build/\n",
+                            "build/big.bin": b"\0" * 1000})
+    (repo / "untracked.txt").write_text("keep me\n")
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
-                              capture_output=True).stdout.strip()
-
-    git("init", "-q", "-b", "main")
-    git("config", "user.email", "u@example.com")
-    git("config", "user.name", "U")
-    (repo / "app.py").write_text("print('v1')\n")
-    (repo / ".gitignore").write_text("build/\n")
-    (repo / "build").mkdir()
-    (repo / "build" / "big.bin").write_bytes(b"\0" * 1000)
-    git("add", ".")
-    git("commit", "-qm", "base")
-    (repo / "untracked.txt").write_text("keep me\n")
-    head = git("rev-parse", "HEAD")
+        return run_git(repo, *args)
 
     prompt = fake_prompt({"write": "app.py", "content": "print('v2')\n"},
                          {"write": "docs/new.md", "content": "# New\n"}, {"turn": True})

@@ -338,6 +338,35 @@ as tools: they stay commands a person types. Try it without a client:
   npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/list
 """, ("mcp-server",))
 
+_topic("json", "Machine-readable output (--json) and confirmations", """
+Every command that prints something takes --json (or `parhelia --json COMMAND`): stable
+snake_case fields, RFC 3339 UTC times, money as `*_micros` integers plus `*_usd` exact
+decimal strings, unset values as null. One shape per kind of command:
+
+  show, create and actions on one thing   the object itself, its "id" at the top level
+    (task show/create/cancel/retry,       related data rides along under its own key:
+     session show/kill, checkpoint        checkpoint show adds "manifest", container show
+     show/create, container show/         adds "recent_heartbeats"
+     terminate, resume)
+      parhelia task create "..." --json | jq -r .id
+  task delete                             {"id": "t-...", "deleted": true}
+  lists                                   {"tasks": [...]}, {"sessions": [...]},
+                                          {"checkpoints": [...]}, {"containers": [...]},
+                                          {"events": [...]}
+  reports of an operation (diff, pull,    one object of the operation's own fields
+   verify, gc, rollback, recover, status,
+   dispatch, estimate)
+  watch/follow streams                    one JSON object per line
+  errors                                  {"error": {"code": "E201", "name": "...",
+                                          "message": "..."}} on stderr
+
+Destructive commands (task delete, session kill, checkpoint rollback, container
+terminate, checkpoint gc, cleanup --terminate) ask for confirmation at a terminal and
+take -y/--yes to skip it. When stdin is not a terminal (a script, a pipe) they refuse
+with E102 unless -y is given, so nothing is destroyed because a pipe supplied a "y".
+""")
+
+
 _topic("errors", "Error codes and exit codes", """
 Every failure carries a code; `parhelia help E###` says what happened, why and how to
 recover. With --json, errors are printed on stderr as

@@ -63,6 +63,17 @@ def emit_json(value: Any, compact: bool = False) -> None:
     click.echo(text)
 
 
+def emit_resource(resource: dict[str, Any], **related: Any) -> None:
+    """The one ``--json`` shape of a show/create/action command: the resource object
+    itself (its ``id`` at the top level), with data about related things under named
+    keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...]}``,
+    errors ``{"error": {...}}`` on stderr (see ``parhelia help json``)."""
+    clash = set(related) & set(resource)
+    if clash:  # a programming error: related data must never hide a field
+        raise ValueError(f"related keys {sorted(clash)} clash with the resource's fields")
+    emit_json({**resource, **related})
+
+
 def line(text: str = "", err: bool = False) -> None:
     """Plain text; flushed so pipes see lines as they happen."""
     click.echo(text, err=err)

@@ -64,7 +64,7 @@ def create(session_id: str, message: str) -> None:
     cp = to_dict(_call("CreateCheckpoint", _req("CreateCheckpointRequest",
                                                 session_id=session_id, message=message)))
     if obj.json:
-        render.emit_json(cp)
+        render.emit_resource(cp)
         return
     render.line(cp["id"] or "")
     render.info(f"Created checkpoint {cp['id']} of session {cp['session_id']} "
@@ -119,7 +119,7 @@ def show(checkpoint_id: str, print_manifest: bool) -> None:
         return
     data = to_dict(resp)
     if obj.json:
-        render.emit_json(data)
+        render.emit_resource(data["checkpoint"] or {}, manifest=data["manifest"])
         return
     cp = data["checkpoint"] or {}
     manifest = _obj(data["manifest"])
@@ -320,10 +320,15 @@ def verify(checkpoint_id: str) -> None:
 
 @checkpoint.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def gc(dry_run: bool) -> None:
+def gc(dry_run: bool, yes: bool) -> None:
     """Remove checkpoints outside the retention policy ([checkpoint] keep_last,
-    max_age_days) and blobs nothing references; manual checkpoints are kept."""
+    max_age_days) and blobs nothing references; manual checkpoints are kept. Asks for
+    confirmation unless -y or --dry-run."""
+    if not dry_run:
+        confirm.confirm("Remove the checkpoints outside the retention policy for good? "
+                        "(`--dry-run` lists them)", yes, "removing checkpoints")
     obj = settings()
     data = to_dict(_call("GcCheckpoints", _req("GcCheckpointsRequest", dry_run=dry_run)))
     data["dry_run"] = dry_run

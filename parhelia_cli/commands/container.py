@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import render
+from parhelia_cli import confirm, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes, usd_short
@@ -93,7 +93,8 @@ def show(container_id: str) -> None:
                              pb2("containers").GetContainerRequest(container_id=container_id))
     data = to_dict(resp)
     if obj.json:
-        render.emit_json(data)
+        render.emit_resource(data["container"] or {},
+                             recent_heartbeats=data["recent_heartbeats"])
         return
     c = data["container"] or {}
     resources = ", ".join(x for x in (
@@ -217,24 +218,23 @@ def terminate(container_id: str, yes: bool) -> None:
     the reconciler) are ended too.
     """
     from parhelia_cli.client import pb2
-    from parhelia_cli.errors import CliError
 
     obj = settings()
     client = obj.client()
-    if not yes:
-        if not sys.stdin.isatty():
-            raise CliError("E102", f"terminating container {container_id} needs confirmation; "
-                                   "pass -y/--yes when not on a terminal", hint="")
+    if not yes and confirm.interactive():
         current = to_dict(client.call("containers", "GetContainer",
                                       pb2("containers").GetContainerRequest(
                                           container_id=container_id)).container)
-        click.confirm(f"Terminate container {current['id']} ({current['state']}, task "
-                      f"{current['task_id'] or '-'})?", abort=True, err=True)
+        confirm.confirm(f"Terminate container {current['id']} ({current['state']}, task "
+                        f"{current['task_id'] or '-'})?", yes,
+                        f"terminating container {container_id}")
+    else:
+        confirm.confirm("", yes, f"terminating container {container_id}")
     c = to_dict(client.call("containers", "TerminateContainer",
                             pb2("containers").TerminateContainerRequest(
                                 container_id=container_id), timeout=120))
     if obj.json:
-        render.emit_json(c)
+        render.emit_resource(c)
         return
     render.line(f"Terminated container {c['id']} (now {_word(c['state'])}).")
     if c["task_id"]:

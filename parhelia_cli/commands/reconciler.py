@@ -78,15 +78,21 @@ def run() -> None:
 @click.option("--dry-run", is_flag=True,
               help="Only list the orphans (the default without --terminate).")
 @click.option("--terminate", is_flag=True, help="Terminate every orphan found.")
+@click.option("-y", "--yes", is_flag=True, help="With --terminate: do not ask for confirmation.")
 @json_option
-def cleanup(dry_run: bool, terminate: bool) -> None:
+def cleanup(dry_run: bool, terminate: bool, yes: bool) -> None:
     """List orphaned containers (owner-tagged, not owned by the database) with their age
-    and accrued cost; --terminate ends them and says which it ended."""
+    and accrued cost; --terminate ends them and says which it ended (asking for
+    confirmation unless -y)."""
+    from parhelia_cli import confirm
     from parhelia_cli.client import pb2
     from parhelia_cli.errors import invalid
 
     if dry_run and terminate:
         raise invalid("--dry-run and --terminate contradict each other")
+    if terminate:
+        confirm.confirm("Terminate every orphaned container?", yes,
+                        "terminating orphaned containers")
     obj = settings()
     data = to_dict(obj.client().call("reconciler", "Cleanup",
                                      pb2("reconciler").CleanupRequest(terminate=terminate),

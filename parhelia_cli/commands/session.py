@@ -81,7 +81,7 @@ def show(session_id: str) -> None:
     obj = settings()
     s = to_dict(_call("GetSession", _req("GetSessionRequest", session_id=session_id)))
     if obj.json:
-        render.emit_json(s)
+        render.emit_resource(s)
         return
     render.fields([
         ("Status", _status_word(s["status"])),
@@ -114,7 +114,7 @@ def kill(session_id: str, yes: bool) -> None:
     obj = settings()
     s = to_dict(_call("KillSession", _req("KillSessionRequest", session_id=session_id)))
     if obj.json:
-        render.emit_json(s)
+        render.emit_resource(s)
         return
     render.line(f"Stopped session {s['id']} (now {_status_word(s['status'])}).")
     render.line(f"Resume it later with `parhelia resume {s['id']}`.")
@@ -263,7 +263,7 @@ def resume(session_id: str, checkpoint_id: str | None, sync: bool) -> None:
         follow(client, t.id, obj.json)
         return
     if obj.json:
-        render.emit_json({"task_id": t.id, "task": task_dict(t)})
+        render.emit_resource(task_dict(t))
         return
     render.line(t.id)
     render.info(f"Resumed session {t.session_id or session_id} as task {t.id}"

@@ -107,7 +107,7 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
                           no_dispatch=no_dispatch, quiet=obj.json)
     if not sync:
         if obj.json:
-            render.emit_json({"task_id": created.id, "task": task_dict(created)})
+            render.emit_resource(task_dict(created))
         else:
             render.line(created.id)
             if render.is_tty(sys.stderr):
@@ -283,7 +283,7 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
     status = t["status"]
     result = t["result"] or {}
     if as_json:
-        render.emit_json(t)
+        render.emit_resource(t)
     else:
         if result.get("text"):
             render.line(result["text"].rstrip("\n"))
@@ -373,7 +373,7 @@ def show(task_id: str) -> None:
     t = task_dict(obj.client().call("tasks", "GetTask", pb2("tasks").GetTaskRequest(
         task_id=task_id)))
     if obj.json:
-        render.emit_json(t)
+        render.emit_resource(t)
         return
     o, u, src, r = t["options"] or {}, t["usage"] or {}, t["source"] or {}, t["result"] or {}
     resources = ", ".join(x for x in (
@@ -457,17 +457,22 @@ def cancel(task_id: str, grace: int | None) -> None:
 @task.command()
 @click.argument("task_id", metavar="ID")
 @click.option("--force", is_flag=True, help="Delete even when it is not finished (cancels first).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def delete(task_id: str, force: bool) -> None:
-    """Delete a finished task and its records (--force for unfinished ones)."""
+def delete(task_id: str, force: bool, yes: bool) -> None:
+    """Delete a finished task and its records, for good (--force for unfinished ones).
+    Asks for confirmation unless -y."""
+    from parhelia_cli import confirm
     from parhelia_cli.client import pb2
 
+    confirm.confirm(f"Delete task {task_id} with its sessions, checkpoints and events? "
+                    "This cannot be undone", yes, f"deleting task {task_id}")
     obj = settings()
     resp = obj.client().call("tasks", "DeleteTask", pb2("tasks").DeleteTaskRequest(
         task_id=task_id, force=force))
     deleted = resp.task_id or task_id  # the full id (an older daemon does not send it)
     if obj.json:
-        render.emit_json({"task_id": deleted, "deleted": True})
+        render.emit_resource({"id": deleted, "deleted": True})
     else:
         render.line(f"Deleted task {deleted}.")
 
@@ -486,7 +491,7 @@ def retry(task_id: str) -> None:
 
 def _print_task_action(t: dict[str, Any], verb: str, as_json: bool) -> None:
     if as_json:
-        render.emit_json(t)
+        render.emit_resource(t)
     else:
         render.line(f"{verb} task {t['id']} (now {render.status_word(t['status'])}).")
 

@@ -164,9 +164,9 @@ def test_show_renders_environment_git_and_stats(run, seeded):
 
 def test_show_json_parses_the_manifest_and_manifest_flag(run, seeded):
     data = json.loads(run("checkpoint", "show", "cp-00000000000000b2", "--json").stdout)
-    assert set(data) == {"checkpoint", "manifest"}
+    assert data["id"] == "cp-00000000000000b2"
     assert data["manifest"]["environment"]["config_bundle_id"] == "cfg-1"
-    assert data["checkpoint"]["git_dirty"] == ["M app.py"]
+    assert data["git_dirty"] == ["M app.py"]
     raw = run("checkpoint", "show", "cp-00000000000000b2", "--manifest").stdout
     assert json.loads(raw)["git"]["stash"] == ["stash@{0} x y"]
     result = run("checkpoint", "show", "cp-zzz")
@@ -261,10 +261,10 @@ def test_gc_dry_run_then_for_real(run, seeded):
     assert "Would remove 1 checkpoint(s), 2 blob(s), which frees 3.5 MB." in result.stdout
     assert "cp-00000000000000b1" in result.stdout
     assert len(seeded.state.checkpoints) == 2
-    data = json.loads(run("checkpoint", "gc", "--json").stdout)
+    data = json.loads(run("checkpoint", "gc", "--json", "-y").stdout)
     assert data == {"removed_checkpoint_ids": ["cp-00000000000000b1"], "blobs_removed": 2,
                     "bytes_freed": 3_500_000, "dry_run": False}
-    assert run("checkpoint", "gc").stdout.startswith("Removed 0 checkpoint(s), 0 blob(s), "
+    assert run("checkpoint", "gc", "-y").stdout.startswith("Removed 0 checkpoint(s), 0 blob(s), "
                                                      "freeing 0 B.")
 
 
@@ -392,8 +392,8 @@ def test_resume_json_and_bad_checkpoint(run, seeded):
     result = run("resume", SESSION, "--checkpoint", "cp-zz")
     assert result.exit_code == 3 and "E202" in result.stderr
     data = json.loads(run("resume", SESSION, "--json").stdout)
-    assert data["task_id"] == TASK and data["task"]["status"] == "pending"
-    assert data["task"]["restarts"] == 1
+    assert data["id"] == TASK and data["status"] == "pending"
+    assert data["restarts"] == 1
 
 
 def test_resume_sync_follows_like_task_create(run, seeded):

@@ -73,7 +73,7 @@ def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
                  "not a git repository"):
         assert part in text, part
     data = h.json("checkpoint", "show", last)
-    assert data["checkpoint"]["id"] == last
+    assert data["id"] == last
     tree = {e["path"]: e for e in data["manifest"]["tree"]}
     assert set(tree) == {"one.txt", "two.txt"}
     assert json.loads(ok(h, "checkpoint", "show", last, "--manifest"))["id"] == last

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_unknown_ids_are_e201_exit_3(daemon: Daemon):
     for args in (["task", "show", "t-doesnotexist"], ["task", "cancel", "t-doesnotexist"],
-                 ["task", "delete", "t-doesnotexist"]):
+                 ["task", "delete", "t-doesnotexist", "-y"]):
         out = daemon.cli(*args)
         assert out.returncode == 3, (args, out.stderr)
         assert "E201 TASK_NOT_FOUND" in out.stderr
@@ -40,9 +40,9 @@ def test_task_round_trip_json(daemon: Daemon):
                      "--max-turns", "3", "--json")
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
-    task_id = created["task_id"]
-    assert created["task"]["status"] == "pending"
-    assert created["task"]["prompt"] == "Round trip"
+    task_id = created["id"]
+    assert created["status"] == "pending"
+    assert created["prompt"] == "Round trip"
 
     listed = json.loads(daemon.cli("task", "list", "--json").stdout)["tasks"]
     assert task_id in [t["id"] for t in listed]
@@ -57,9 +57,9 @@ def test_task_round_trip_json(daemon: Daemon):
     out = daemon.cli("task", "cancel", task_id, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] == "cancelled"
-    out = daemon.cli("task", "delete", task_id[:8], "--json")
+    out = daemon.cli("task", "delete", task_id[:8], "--json", "-y")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"task_id": task_id, "deleted": True}
+    assert json.loads(out.stdout) == {"id": task_id, "deleted": True}
     assert daemon.cli("task", "show", task_id).returncode == 3
 
 

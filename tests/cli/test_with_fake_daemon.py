@@ -45,9 +45,8 @@ def test_create_list_show_cancel_delete_json(run, fake, tmp_path, monkeypatch):
     created = json.loads(run("task", "create", "Fix it", "--no-dispatch", "--gpu", "a10g",
                              "--memory", "16GiB", "--timeout", "30m", "--max-cost", "2.5",
                              "--json").stdout)
-    task_id = created["task_id"]
-    assert created["task"]["id"] == task_id
-    assert created["task"]["status"] == "pending"
+    task_id = created["id"]
+    assert created["status"] == "pending"
     req = [r for r in fake.state.requests if isinstance(r, tasks_pb2.CreateTaskRequest)][-1]
     assert req.no_dispatch and req.prompt == "Fix it"
     assert (req.options.gpu, req.options.memory_mb, req.options.timeout_seconds,
@@ -61,8 +60,8 @@ def test_create_list_show_cancel_delete_json(run, fake, tmp_path, monkeypatch):
     assert shown["created_at"].endswith("Z")
     cancelled = json.loads(run("task", "cancel", task_id, "--json").stdout)
     assert cancelled["status"] == "cancelled"
-    assert json.loads(run("task", "delete", task_id[:6], "--json").stdout) == {
-        "task_id": task_id, "deleted": True}  # the resolved full id
+    assert json.loads(run("task", "delete", task_id[:6], "--json", "-y").stdout) == {
+        "id": task_id, "deleted": True}  # the resolved full id
     assert run("task", "show", task_id).exit_code == 3
 
 

@@ -102,7 +102,7 @@ def test_silent_worker_walks_the_health_states_and_is_recovered(
     assert walk[0] == "healthy"
     stalled = walk[walk.index("degraded"):]
     assert stalled.index("degraded") < stalled.index("unhealthy") < stalled.index("dead")
-    shown = h.json("container", "show", first["id"])["container"]
+    shown = h.json("container", "show", first["id"])
     assert shown["state"] == "lost" and shown["health"] == "dead"
     assert shown["consecutive_failures"] >= 5
     assert "health dead" in shown["reason"]
@@ -137,7 +137,7 @@ def test_worker_killed_behind_the_daemons_back_is_found_lost(harness_factory: An
     assert "gone" in lost[0]["detail"] and "resumes" in lost[0]["action"]
     task = h.wait(task_id, timeout=60)
     assert task["status"] == "completed" and task["restarts"] == 1
-    assert h.json("container", "show", first["id"])["container"]["state"] == "lost"
+    assert h.json("container", "show", first["id"])["state"] == "lost"
     # Everything agrees now: a manual run finds nothing.
     again = h.json("reconciler", "run")
     assert again["findings"] is None or again["findings"] == []
@@ -171,7 +171,7 @@ def test_orphans_are_reported_left_alone_and_cleaned_up(harness_factory: Any) ->
         assert dry["orphans"][0]["age_seconds"] > 0
         assert orphan.poll() is None
 
-        ended = h.run("cleanup", "--terminate", check=True).stdout
+        ended = h.run("cleanup", "--terminate", "-y", check=True).stdout
         assert "Terminated 1 of 1" in ended
         orphan.wait(15)
         assert foreign.poll() is None, "a process with another owner tag was touched"
@@ -200,7 +200,7 @@ def test_container_commands_and_bad_filters(harness: Harness) -> None:
     c = wait_for(lambda: next((c for c in containers(harness, "--task", task_id)
                                if c["health"] == "healthy"), None), 30, "a healthy worker")
     shown = harness.json("container", "show", c["id"][:6])
-    assert shown["container"]["id"] == c["id"]
+    assert shown["id"] == c["id"]
     assert shown["recent_heartbeats"], "no heartbeats recorded"
     assert [x["id"] for x in containers(harness, "--health", "healthy")] == [c["id"]]
     assert containers(harness, "--state", "exited") == []

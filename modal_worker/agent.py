@@ -1,8 +1,11 @@
 """Launching Claude Code: argv, environment, pre-flight checks, the process itself.
 
-The argv is always a list (never a shell string). Credentials come from the
-worker's environment and are checked before launch, so a task without them
-fails at once instead of retrying for minutes.
+The argv is always a list (never a shell string) and never holds the prompt: a
+command line is readable by every local user (``/proc/PID/cmdline``) and bounded by
+the OS argument limit, so the prompt goes to ``claude -p`` on its standard input
+(an unlinked 0600 temporary file). Credentials come from the worker's environment
+and are checked before launch, so a task without them fails at once instead of
+retrying for minutes.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from modal_worker.environ import agent_environ
 from modal_worker.redact import redact
 from modal_worker.spec import CREDENTIAL_VARS, AgentSpec
 from parhelia.errors import ParheliaError
@@ -34,12 +39,12 @@ STDERR_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
 
 
-def build_argv(agent: AgentSpec, prompt: str, command: list[str] | None = None) -> list[str]:
+def build_argv(agent: AgentSpec, command: list[str] | None = None) -> list[str]:
     """The exact argv of one agent run (docs: reference/claude-code.md).
 
-    First run: ``--session-id UUID``; resume: ``--resume UUID`` (never both). A
-    prompt starting with ``-`` would be read as an option, so it then goes last,
-    after ``--``.
+    First run: ``--session-id UUID``; resume: ``--resume UUID`` (never both). No
+    prompt argument: ``claude -p`` then reads the prompt from its standard input
+    (verified with Claude Code 2.1.332, tests/e2e).
     """
     cmd = list(command or agent.command)
     session = (["--resume", agent.session_uuid] if agent.resume
@@ -52,14 +57,12 @@ def build_argv(agent: AgentSpec, prompt: str, command: list[str] | None = None) 
         options += ["--max-budget-usd", f"{agent.max_budget_usd:g}"]
     if agent.model:
         options += ["--model", agent.model]
-    if prompt.startswith("-"):
-        return [*cmd, "-p", *options, "--", prompt]
-    return [*cmd, "-p", prompt, *options]
+    return [*cmd, "-p", *options]
 
 
 def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: Path,
               workspace: Path, permission_mode: str, is_root: bool | None = None) -> dict[str, str]:
-    env = dict(base)
+    env = agent_environ(base)
     env.update(extra)
     env.update({
         "CLAUDE_CONFIG_DIR": str(config_dir),
@@ -115,9 +118,10 @@ class AgentProcess:
     """One agent run in its own process session, stdout parsed line by line."""
 
     def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str], raw_log: Path,
-                 on_object: Callable[[dict[str, Any]], None],
+                 on_object: Callable[[dict[str, Any]], None], prompt: str = "",
                  stderr_sink: TextIO | None = None) -> None:
         self.argv = argv
+        self.prompt = prompt
         self.cwd = cwd
         self.env = dict(env)
         self.raw_log = raw_log
@@ -134,11 +138,16 @@ class AgentProcess:
 
     def start(self) -> None:
         self.raw_log.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        # The prompt on stdin from an unlinked 0600 file: no size limit, no pipe to feed,
+        # nothing another user can read.
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(self.prompt.encode())
+            stdin.seek(0)
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdin=stdin,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
         self.started_at = time.monotonic()
         self._threads = [
             threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True),

@@ -300,10 +300,10 @@ class Worker:
             self._on_init(obj)
             parser.feed(obj)
 
-        argv = build_argv(self.spec.agent, self.spec.prompt, command)
+        argv = build_argv(self.spec.agent, command)
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
         self.agent = AgentProcess(argv, cwd=self.workspace, env=env, raw_log=raw_log,
-                                  on_object=on_object)
+                                  on_object=on_object, prompt=self.spec.prompt)
         self.agent.start()
         flags = [a for a in argv[1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": self.agent.pid, "command": command[0],

@@ -31,6 +31,7 @@ from pydantic import Field, ValidationError
 
 from parhelia import __version__
 from parhelia import events as event_catalogue
+from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import durations, params
 from parhelia_cli.client import DEFAULT_TIMEOUT, Client, pb2
 from parhelia_cli.convert import task_dict, to_dict
@@ -284,7 +285,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
     @tool("parhelia_task_create", _acts(destructive=False, open_world=True,
                                         title="Create a task"))
     def task_create(
-        prompt: Annotated[str, Field(max_length=1_000_000, description=(
+        prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description=(
             "What Claude Code should do, as you would type it to Claude Code."))],
         workspace: Annotated[str | None, Field(description=(
             "Absolute path of a directory to upload as the task's workspace (git-aware: "

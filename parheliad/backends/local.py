@@ -5,6 +5,8 @@
 - Owner tag: workers carry ``PARHELIA_OWNER``/``PARHELIA_CONTAINER_ID`` in their
   environment; ``list(owner_tag)`` reads them from the process table, so workers
   started by an earlier daemon (or another daemon) are seen and told apart.
+- Environment: the allow-list of :mod:`modal_worker.environ` plus the
+  ``sync.pass_env`` values, never the daemon's whole environment.
 - Workers outlive the daemon (new session, not killed with it) and are re-adopted.
 - The volume is a directory; the channel is the spool file
   ``spool/<container>.jsonl`` read from a byte offset (the cursor) kept in the
@@ -30,6 +32,7 @@ from typing import Any
 import psutil
 
 from modal_worker.channel import append_control, read_spool
+from modal_worker.environ import worker_environ
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 
@@ -76,7 +79,8 @@ class LocalBackend:
         log_dir = self._root / "logs" / spec.container_id
         log_dir.mkdir(parents=True, exist_ok=True)
         Path(spec.workspace_dir).mkdir(parents=True, exist_ok=True)
-        env = dict(self.env)
+        # Not the daemon's whole environment: the allow-list, plus sync.pass_env values.
+        env = worker_environ(self.env)
         env.update(spec.secret_env)
         env[OWNER_ENV] = spec.owner_tag
         env[CONTAINER_ENV] = spec.container_id

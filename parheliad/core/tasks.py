@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from parhelia.errors import ParheliaError, invalid, missing
+from parhelia.limits import MAX_PROMPT_CHARS
 from parheliad.config import PERMISSION_MODES, Config
 from parheliad.core.states import (
     TASK_FINAL,
@@ -254,6 +255,9 @@ class TaskService:
                      base_commit: str = "", dispatch: bool = True) -> TaskRow:
         if not prompt.strip():
             raise missing("prompt: a task needs a non-empty prompt", field="prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise invalid(f"prompt: {len(prompt):,} characters; at most {MAX_PROMPT_CHARS:,}",
+                          field="prompt")
         project = Path(workspace_path) if workspace_path else None
         if project is not None and not project.is_absolute():
             raise invalid("workspace_path: must be absolute", field="workspace_path")

@@ -316,6 +316,8 @@ def main(argv: list[str]) -> int:
                 float(str(opts[name]))
             except ValueError:
                 raise Fail(f"error: {name} must be a number") from None
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()  # as the real CLI: no prompt argument -> stdin
     if not prompt:
         raise Fail("Error: Input must be provided either through stdin or as a prompt argument "
                    "when using --print")

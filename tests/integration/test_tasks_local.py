@@ -3,11 +3,15 @@ subprocess, real worker processes, and the scripted fake Claude agent."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
+from tests.conftest import cli_argv
 from tests.gitrepo import git as run_git
 from tests.gitrepo import init_repo
 from tests.integration.conftest import Harness, fake_prompt
@@ -181,3 +185,45 @@ def test_twenty_tasks_never_more_than_four_at_once(harness_factory) -> None:
         peak = max(peak, running)
     assert peak <= 4
     assert peak >= 2  # they did run in parallel
+
+
+def test_agent_gets_prompt_on_stdin_and_an_allow_listed_environment(harness_factory) -> None:
+    """Another local user can read every command line (/proc/PID/cmdline) and a daemon's
+    environment holds more than the agent needs: the prompt is not on the agent's command
+    line and a daemon-only variable does not reach it; a 1 MB prompt works."""
+    harness = harness_factory(DAEMON_ONLY_TOKEN="daemon-only-value")
+    marker = "PROMPT-MARKER-" + "x" * 999_000
+    prompt = fake_prompt({"echo_prompt": "prompt.txt"}, {"turn": True}, {"sleep": 30},
+                         text=marker)
+    proc = subprocess.run([*cli_argv(), "task", "create", "-", "--no-workspace", "--json"],
+                          input=prompt, env=harness.daemon.env, capture_output=True, text=True,
+                          timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr
+    task_id = json.loads(proc.stdout)["task_id"]
+
+    def agent() -> psutil.Process | None:
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any("fake_claude" in a for a in p.info["cmdline"] or []) and \
+                        p.environ().get("PARHELIA_HOME") == str(harness.home):
+                    return p
+        return None
+
+    deadline = time.monotonic() + 60
+    while (found := agent()) is None:
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.2)
+    cmdline, env = " ".join(found.cmdline()), found.environ()
+    harness.run("task", "cancel", task_id, "--yes")
+    assert "--session-id" in cmdline and "PROMPT-MARKER" not in cmdline
+    assert env.get("ANTHROPIC_API_KEY") == "test-key"
+    assert "DAEMON_ONLY_TOKEN" not in env
+    assert (harness.workspace(task_id) / "prompt.txt").read_text() == prompt
+
+
+def test_prompt_over_the_limit_is_refused_at_create(harness: Harness) -> None:
+    proc = subprocess.run([*cli_argv(), "task", "create", "-", "--no-workspace"],
+                          input="y" * 1_000_001, env=harness.daemon.env, capture_output=True,
+                          text=True, timeout=90, check=False)
+    assert proc.returncode != 0
+    assert "E101" in proc.stderr + proc.stdout and "1,000,000" in proc.stderr + proc.stdout

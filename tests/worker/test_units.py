@@ -202,17 +202,31 @@ def test_exit_code_table() -> None:
 def test_argv_first_run_and_resume() -> None:
     agent = AgentSpec(session_uuid=UUID, permission_mode="acceptEdits", max_turns=7,
                       max_budget_usd=2.5, model="claude-sonnet-4-5")
-    assert build_argv(agent, "do it") == [
-        "claude", "-p", "do it", "--output-format", "stream-json", "--verbose",
+    assert build_argv(agent) == [
+        "claude", "-p", "--output-format", "stream-json", "--verbose",
         "--session-id", UUID, "--permission-mode", "acceptEdits", "--max-turns", "7",
         "--max-budget-usd", "2.5", "--model", "claude-sonnet-4-5"]
     agent.resume = True
     agent.max_turns = agent.max_budget_usd = agent.model = None
-    argv = build_argv(agent, "go on", ["/usr/bin/claude"])
-    assert argv == ["/usr/bin/claude", "-p", "go on", "--output-format", "stream-json",
+    argv = build_argv(agent, ["/usr/bin/claude"])
+    assert argv == ["/usr/bin/claude", "-p", "--output-format", "stream-json",
                     "--verbose", "--resume", UUID, "--permission-mode", "acceptEdits"]
     assert "--session-id" not in argv
-    assert build_argv(agent, "-x")[-2:] == ["--", "-x"]
+
+
+def test_agent_env_keeps_the_allow_list_only() -> None:
+    from modal_worker.environ import worker_environ
+
+    daemon = {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C", "ANTHROPIC_API_KEY": "k",
+              "ANTHROPIC_BASE_URL": "http://x", "AWS_SECRET_ACCESS_KEY": "aws",
+              "GITHUB_TOKEN": "gh", "PARHELIA_SOCKET": "/s", "SSH_AUTH_SOCK": "/agent",
+              "MY_TOOL_KEY": "passed"}
+    worker = worker_environ(daemon, passed=["MY_TOOL_KEY"])
+    assert set(worker) == {"PATH", "HOME", "LC_ALL", "ANTHROPIC_API_KEY",
+                           "ANTHROPIC_BASE_URL", "SSH_AUTH_SOCK", "MY_TOOL_KEY"}
+    agent = build_env(worker, extra={}, config_dir=Path("/c"), workspace=Path("/w"),
+                      permission_mode="acceptEdits")
+    assert "SSH_AUTH_SOCK" not in agent and agent["MY_TOOL_KEY"] == "passed"
 
 
 def test_env_sets_the_agent_variables(tmp_path: Path) -> None:

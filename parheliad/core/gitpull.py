@@ -5,17 +5,22 @@ written with ``hash-object``, a tree is built from the base commit plus the
 changes, a commit is made with ``commit-tree``, and only then is a *new* branch ref
 created. The user's working tree, index, HEAD and current branch are never
 touched. A patch is the ``git diff --binary`` between the base and that commit.
+
+Git runs through :func:`modal_worker.gitsafe.run`: no system/global config, no hooks
+(``update-ref`` would run ``reference-transaction``), no fsmonitor, filters (blobs
+are hashed with ``--no-filters``), external diff, textconv, signing or pager, and a
+minimal environment without the daemon's secrets.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modal_worker import gitsafe
 from parhelia.errors import ParheliaError
 
 
@@ -31,10 +36,7 @@ class Change:
 
 def _git(repo: Path, *args: str, input: bytes | None = None,
          env: dict[str, str] | None = None, strip: bool = True) -> str:
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    proc = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
-                          env=full_env, check=False, timeout=120)
+    proc = gitsafe.run(["-C", str(repo), *args], input=input, extra_env=env, timeout=120)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         last = msg[-1] if msg else f"exit {proc.returncode}"
@@ -68,7 +70,8 @@ def commit_changes(repo: Path, base_commit: str, changes: Iterable[Change],
             if change.content is None:
                 _git(repo, "update-index", "--force-remove", "--", change.path, env=env)
                 continue
-            sha = _git(repo, "hash-object", "-w", "--stdin", input=change.content)
+            sha = _git(repo, "hash-object", "-w", "--no-filters", "--stdin",
+                       input=change.content)
             _git(repo, "update-index", "--add", "--cacheinfo",
                  f"{_git_mode(change.mode)},{sha},{change.path}", env=env)
         tree = _git(repo, "write-tree", env=env)
@@ -76,16 +79,27 @@ def commit_changes(repo: Path, base_commit: str, changes: Iterable[Change],
         "GIT_AUTHOR_NAME": "Parhelia", "GIT_AUTHOR_EMAIL": "parhelia@localhost",
         "GIT_COMMITTER_NAME": "Parhelia", "GIT_COMMITTER_EMAIL": "parhelia@localhost",
     }
-    # Prefer the user's identity when configured.
+    # Prefer the user's identity when configured (read as values; nothing runs).
     for key, cfg in (("NAME", "user.name"), ("EMAIL", "user.email")):
-        try:
-            value = _git(repo, "config", "--get", cfg)
-        except ParheliaError:
-            continue
+        value = _identity(repo, cfg)
         if value:
             ident[f"GIT_AUTHOR_{key}"] = ident[f"GIT_COMMITTER_{key}"] = value
-    return _git(repo, "commit-tree", tree, "-p", base_commit, "-F", "-",
+    return _git(repo, "commit-tree", "--no-gpg-sign", tree, "-p", base_commit, "-F", "-",
                 input=message.encode(), env=ident)
+
+
+def _identity(repo: Path, key: str) -> str | None:
+    """``key`` from the repository's config, else the user's global config files."""
+    git_dir = gitsafe.locate(repo)
+    home = Path.home()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    candidates = [git_dir.common_dir / "config"] if git_dir is not None else []
+    for cfg in (*candidates, home / ".gitconfig", xdg / "git" / "config"):
+        if cfg.is_file():
+            value = gitsafe.read_config(cfg, key)
+            if value:
+                return value
+    return None
 
 
 def create_branch(repo: Path, branch: str, commit: str) -> None:
@@ -104,4 +118,5 @@ def create_branch(repo: Path, branch: str, commit: str) -> None:
 
 
 def diff_patch(repo: Path, base_commit: str, commit: str) -> str:
-    return _git(repo, "diff", "--binary", "--full-index", base_commit, commit, strip=False)
+    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index",
+                base_commit, commit, strip=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from modal_worker.checkpoint import git_file_list, git_state, list_checkpoints, load_manifest
 from modal_worker.checkpoint import snapshot as take_snapshot
 from modal_worker.checkpoint.manifest import Manifest
+from modal_worker.gitsafe import user_excludes_file
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parheliad.store import ids
@@ -45,8 +46,9 @@ def upload(volume: Volume, path: Path, cache_dir: Path) -> Upload:
     if not root.is_dir():
         raise ParheliaError("E101", f"workspace: {root} is not a directory")
     root = root.resolve()
-    git = git_state(root)
-    files = git_file_list(root) if git is not None else None
+    excludes = user_excludes_file()
+    git = git_state(root, excludes_file=excludes)
+    files = git_file_list(root, excludes_file=excludes) if git is not None else None
     session_id = ids.new_id(ids.SESSION)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")

@@ -13,17 +13,38 @@ from collections.abc import Mapping
 from typing import Any
 
 _NAME = r"[A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential)[A-Za-z0-9_]*"
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"sk-ant-[A-Za-z0-9_\-]+"), "sk-ant-***"),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), "sk-***"),
-    (re.compile(r"\b(gh[pousr]_|github_pat_)[A-Za-z0-9_]{16,}"), r"\1***"),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"), "xox-***"),
-    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), r"\1***"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "eyJ***"),
+SECRET_NAME_RE = re.compile(
+    r"(?i)(?:key|token|secret|passw(?:or)?d|pwd|credential|auth(?!or)|signature|^sig$)")
+"""A name (a flag, a variable, a URL query parameter) whose value is a credential."""
+
+TOKENS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    # (what it is, pattern, replacement): credentials recognisable on their own
+    ("a PEM private key", re.compile(
+        r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?(?:-----END \1PRIVATE KEY-----|\Z)"),
+     "-----BEGIN PRIVATE KEY-----***"),
+    ("an Anthropic key", re.compile(r"sk-ant-[A-Za-z0-9_\-]+"), "sk-ant-***"),
+    ("an API key (sk-)", re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), "sk-***"),
+    ("a Stripe key", re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{10,}"), r"\1***"),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_|github_pat_)[A-Za-z0-9_]{16,}"), r"\1***"),
+    ("a GitLab token", re.compile(r"\b(glpat-)[A-Za-z0-9_\-]{16,}"), r"\1***"),
+    ("a Hugging Face token", re.compile(r"\b(hf_)[A-Za-z0-9]{20,}"), r"\1***"),
+    ("a Google API key", re.compile(r"\b(AIza)[A-Za-z0-9_\-]{30,}"), r"\1***"),
+    ("an npm token", re.compile(r"\b(npm_)[A-Za-z0-9]{30,}"), r"\1***"),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"), "xox-***"),
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), r"\1***"),
+    ("a JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+     "eyJ***"),
+    ("a Modal token", re.compile(r"\b(ak|as)-[A-Za-z0-9]{16,}"), r"\1-***"),
+    ("a bearer token", re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 ***"),
+    ("a password in a URL", re.compile(r"(://[^/\s:@]+):(?!\$\{)[^@\s/]+@"), r"\1:***@"),
+)
+"""The one catalogue of credential patterns: ``redact`` replaces them in text that is
+logged or shown, ``find_secrets`` names them in files that would leave the machine."""
+
+_CONTEXT: tuple[tuple[re.Pattern[str], str], ...] = (
+    # values recognisable only by the name before them (redacted, not searched for)
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),  # any length
     (re.compile(r"(?i)\b(basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),  # "basic usage" stays
-    (re.compile(r"(://[^/\s:@]+):[^@\s/]+@"), r"\1:***@"),
-    (re.compile(r"\b(ak|as)-[A-Za-z0-9]{16,}"), r"\1-***"),  # Modal token id / secret
     (re.compile(rf"(?i)(--{_NAME})(=|\s+)(\"[^\"]*\"|'[^']*'|\S+)"), r"\1\2***"),
     (re.compile(rf"(?i)\b({_NAME})(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&|]+)"),
      r"\1\2***"),
@@ -33,9 +54,25 @@ TEXT_CHARS = 4000
 
 
 def redact(text: str) -> str:
-    for pattern, repl in _PATTERNS:
+    for _, pattern, repl in TOKENS:
+        text = pattern.sub(repl, text)
+    for pattern, repl in _CONTEXT:
         text = pattern.sub(repl, text)
     return text
+
+
+def find_secrets(text: str) -> list[tuple[int, str]]:
+    """``(line number, what)`` of every credential of the catalogue in ``text``."""
+    found: list[tuple[int, str]] = []
+    for what, pattern, _ in TOKENS:
+        for m in pattern.finditer(text):
+            found.append((text.count("\n", 0, m.start()) + 1, what))
+    return sorted(set(found))
+
+
+def looks_secret(value: str) -> bool:
+    """A whole value (an argument, a query value) that is a credential of the catalogue."""
+    return any(pattern.search(value) for _, pattern, _ in TOKENS)
 
 
 def shorten(text: str, limit: int = SUMMARY_CHARS) -> str:

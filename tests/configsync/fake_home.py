@@ -27,6 +27,13 @@ SECRETS = {
     "mcp_header": "SECRET-MCPHEADER-a1b2",
     "api_key_helper": "SECRET-APIKEYHELPER-c3d4",
     "primary_api_key": "SECRET-PRIMARYAPIKEY-e5f6",
+    "mcp_arg_flag": "SECRET-MCPARGFLAG-b7c8",
+    "mcp_arg_eq": "SECRET-MCPARGEQ-d9e0",
+    "mcp_arg_bare": "sk-ant-api03-SECRETBAREARG0123456789",
+    "url_password": "SECRET-URLPASS-f1a2",
+    "url_query": "SECRET-URLQUERY-a3b4",
+    "file_token": "ghp_SECRETFILETOKEN0123456789abcdefghij",
+    "file_pem": "MIIEowIBAAKCAQEAsecretPEMbody0123",
 }
 
 def make(home: Path, marker: str = MARKER) -> dict[str, str]:
@@ -44,6 +51,11 @@ def make(home: Path, marker: str = MARKER) -> dict[str, str]:
     (c / "agents/marker-agent.md").write_text(
         "---\nname: marker-agent\ndescription: Reviews things for tests\n---\nYou review.\n")
     (c / "commands/hello.md").write_text("Say hello to $ARGUMENTS\n")
+    (c / "commands/deploy.md").write_text(
+        f"Deploy the site.\nUse the token {SECRETS['file_token']} for the API.\n")
+    (c / "agents/keyholder.md").write_text(
+        "---\nname: keyholder\n---\n-----BEGIN RSA PRIVATE KEY-----\n"
+        f"{SECRETS['file_pem']}\n-----END RSA PRIVATE KEY-----\n")
     (c / "skills/marker-skill/SKILL.md").write_text(
         "---\nname: marker-skill\ndescription: A marker skill for tests\n---\nDo the thing.\n")
     (c / "skills/marker-skill/node_modules/x/index.js").write_text("module.exports = 1\n")
@@ -101,9 +113,13 @@ def make(home: Path, marker: str = MARKER) -> dict[str, str]:
         "primaryApiKey": SECRETS["primary_api_key"],
         "projects": {"/home/u/proj": {"mcpServers": {"local-one": {"command": "x"}}}},
         "mcpServers": {
-            "tool": {"type": "stdio", "command": str(mcp_bin), "args": ["--dir", f"{c}/skills"],
+            "tool": {"type": "stdio", "command": str(mcp_bin),
+                     "args": ["--dir", f"{c}/skills", "--api-key", SECRETS["mcp_arg_flag"],
+                              f"--token={SECRETS['mcp_arg_eq']}", SECRETS["mcp_arg_bare"]],
                      "env": {"TOOL_KEY": SECRETS["mcp_env"]}},
-            "remote": {"type": "http", "url": "http://127.0.0.1:9/mcp",
+            "remote": {"type": "http",
+                       "url": f"http://me:{SECRETS['url_password']}@127.0.0.1:9/mcp"
+                              f"?api_key={SECRETS['url_query']}&region=eu",
                        "headers": {"Authorization": "Bearer " + SECRETS["mcp_header"]}},
             "nocmd": {"type": "stdio", "command": "definitely-not-installed-xyz"},
             "skipme": {"type": "stdio", "command": "sh"},

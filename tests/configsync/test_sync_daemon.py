@@ -68,6 +68,16 @@ def test_dry_run_then_sync_then_resync_writes_nothing_then_one_skill(world) -> N
         assert reasons["mcp:skipme"] == "excluded"
         assert reasons["mcp:nocmd"] == "missing_command"
         assert all(e["detail"] for e in dry["excluded"])
+        details = {e["path"]: e["detail"] for e in dry["excluded"]}
+        assert "${MCP_TOOL_API_KEY}" in details["mcp:tool#args[3]"]
+        assert "${MCP_TOOL_TOKEN}" in details["mcp:tool#args[4]"]
+        assert "${MCP_TOOL_ARG5}" in details["mcp:tool#args[5]"]
+        assert "${MCP_REMOTE_URL_PASSWORD}" in details["mcp:remote#url.password"]
+        assert "${MCP_REMOTE_API_KEY}" in details["mcp:remote#url.api_key"]
+        assert details["commands/deploy.md"].startswith("refused: line 2: a GitHub token")
+        assert "line 4: a PEM private key" in details["agents/keyholder.md"]
+        assert not {"commands/deploy.md", "agents/keyholder.md"} & {i["path"] for i in
+                                                                    dry["items"]}
         assert dry["passed_env"] == ["MCP_REMOTE_AUTHORIZATION", "PASSED_TOKEN"]
         assert dry["files"] == len(dry["items"]) and 0 < dry["new_bytes"] <= dry["bytes"]
         assert sum(i["bytes"] for i in dry["items"] if i["new"]) == dry["new_bytes"]
@@ -144,6 +154,10 @@ def test_task_gets_config_and_no_secret_reaches_parhelia_home(world, tmp_path: P
         servers = json.loads((cfg / ".claude.json").read_text())["mcpServers"]
         assert set(servers) == {"tool", "remote"}
         assert servers["tool"]["command"] == f"{cfg.resolve()}/bin/mcp-tool"
+        assert servers["tool"]["args"][2:] == ["--api-key", "${MCP_TOOL_API_KEY}",
+                                               "--token=${MCP_TOOL_TOKEN}", "${MCP_TOOL_ARG5}"]
+        assert servers["remote"]["url"] == ("http://me:${MCP_REMOTE_URL_PASSWORD}@127.0.0.1:9"
+                                            "/mcp?api_key=${MCP_REMOTE_API_KEY}&region=eu")
         events = json.loads(_cli(d, "events", "list", "--json", "--limit", "500").stdout)
         by_type: dict[str, list] = {}
         for e in events["events"]:

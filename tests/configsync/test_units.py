@@ -97,7 +97,7 @@ def test_paths_are_rewritten_and_references_reported(home: Path) -> None:
     assert hooks[0]["command"] == f"{CONFIG_DIR_TOKEN}/hooks/check.sh"
     assert hooks[1]["command"] == f"python3 {CONFIG_DIR_TOKEN}/external/scripts/notify.py --quiet"
     assert plan.mcp_servers["tool"]["command"] == f"{CONFIG_DIR_TOKEN}/bin/mcp-tool"
-    assert plan.mcp_servers["tool"]["args"] == ["--dir", f"{CONFIG_DIR_TOKEN}/skills"]
+    assert plan.mcp_servers["tool"]["args"][:2] == ["--dir", f"{CONFIG_DIR_TOKEN}/skills"]
     installed = json.loads(plan.items["plugins/installed_plugins.json"].data)
     assert installed["plugins"]["demo-plugin@mkt"][0]["installPath"] == \
         f"{CONFIG_DIR_TOKEN}/plugins/cache/mkt/demo-plugin/1.0.0"
@@ -249,3 +249,30 @@ def test_hook_commands_bundle_the_script_they_run_not_files_they_read(home: Path
         "source ~/.env && GH=$(cat ~/.config/gh/hosts.yml) "
         f"python3 -u {CONFIG_DIR_TOKEN}/external/scripts/notify.py --config ~/.notifyrc")
     assert hooks[1]["command"] == f"X=1 {CONFIG_DIR_TOKEN}/external/bin/lint.sh < ~/.notifyrc"
+
+
+def test_credentials_in_mcp_args_and_urls_become_placeholders(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {
+        "db": {"command": "sh", "args": [
+            "-e", "DB_PASSWORD=hunter2", "--auth-token", "t0k3n", "--no-auth", "server.js",
+            "--author", "me", "--Password=p%40ss", "ghp_abcdefghijklmnopqrstuvwxyz0123",
+            "--key", "${ALREADY_SET}"]},
+        "web": {"type": "http",
+                "url": "https://tok3nuser@h.example/x?sig=zzz&page=2&q=hf_abcdefghijklmnopqrstuvwx"},
+    }}))
+    plan = _plan(home, pass_env=["MCP_DB_AUTH_TOKEN"])
+    args = plan.mcp_servers["db"]["args"]
+    assert args == ["-e", "DB_PASSWORD=${MCP_DB_DB_PASSWORD}", "--auth-token",
+                    "${MCP_DB_AUTH_TOKEN}", "--no-auth", "server.js", "--author", "me",
+                    "--Password=${MCP_DB_PASSWORD}", "${MCP_DB_ARG9}", "--key", "${ALREADY_SET}"]
+    assert plan.secret_env == {"MCP_DB_AUTH_TOKEN": "t0k3n"}
+    assert plan.mcp_servers["web"]["url"] == ("https://${MCP_WEB_URL_USER}@h.example/x?"
+                                              "sig=${MCP_WEB_SIG}&page=2&q=${MCP_WEB_Q}")
+    details = {e.path: e.detail for e in plan.exclusions}
+    assert "passed to workers" in details["mcp:db#args[3]"]
+    assert "add MCP_DB_DB_PASSWORD to sync.pass_env" in details["mcp:db#args[1]"]
+    blob = json.dumps(plan.mcp_servers)
+    for secret in ("hunter2", "t0k3n", "p%40ss", "ghp_", "tok3nuser", "zzz", "hf_"):
+        assert secret not in blob

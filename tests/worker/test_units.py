@@ -19,7 +19,7 @@ from modal_worker.channel import (
     control_key,
     read_spool,
 )
-from modal_worker.redact import redact, tool_summary
+from modal_worker.redact import find_secrets, redact, tool_summary
 from modal_worker.spec import AgentSpec, ExitCode, dump_spec, load_spec
 from modal_worker.stream import StreamParser
 from modal_worker.volume import InvalidKey, LocalVolume
@@ -276,6 +276,32 @@ def test_credentials_and_command_checks(tmp_path: Path) -> None:
 ])
 def test_redact(text: str, secret: str) -> None:
     assert secret not in redact(text)
+
+
+_PEM = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAbm9uZQ\n"
+        "-----END OPENSSH PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize("text, secret, what", [
+    ("stripe sk_live_51HabcdefghijKLMNOP", "51HabcdefghijKLMNOP", "a Stripe key"),
+    ("echo hf_abcdefghijklmnopqrstuvwxyzAB", "abcdefghijklmnopqrstuvwxyzAB",
+     "a Hugging Face token"),
+    ("key AIzaSyA1234567890abcdefghijklmnopqrst", "SyA1234567890abcdefghijklmnopqrst",
+     "a Google API key"),
+    ("glpat-abcdefghij0123456789", "abcdefghij0123456789", "a GitLab token"),
+    ("//registry/:_auth npm_abcdefghijklmnopqrstuvwxyz0123456789",
+     "abcdefghijklmnopqrstuvwxyz0123456789", "an npm token"),
+    ("id_ed25519:\n" + _PEM, "b3BlbnNzaC1rZXktdjEAAAAAbm9uZQ", "a PEM private key"),
+])
+def test_catalogue_knows_more_credentials(text: str, secret: str, what: str) -> None:
+    assert secret not in redact(text)
+    assert what in [kind for _, kind in find_secrets(text)]
+
+
+def test_find_secrets_names_the_line_and_ignores_prose() -> None:
+    text = "# Rules\nmax_tokens: 1000 is fine\nuse ghp_abcdefghijklmnopqrstuvwxyz0123\n"
+    assert find_secrets(text) == [(3, "a GitHub token")]
+    assert find_secrets("Keep the API key in the keychain; tokens rotate.") == []
 
 
 def test_tool_summaries_never_carry_contents() -> None:

@@ -13,10 +13,15 @@ The rules (an allow-list: anything not named here stays home):
 - never sent (``secret``): ``.credentials.json``, ``.device-keys.json``,
   ``settings.local.json``, the account/OAuth state of ``.claude.json``, every literal
   value of settings ``env`` and of MCP servers' ``env`` and ``headers``, and
-  ``apiKeyHelper`` (and the other credential helpers). Names listed in
-  ``sync.pass_env`` travel as environment variables of the worker (``secret_env``),
-  never in a file. A bundled file that still contains one of those values is
-  dropped too;
+  ``apiKeyHelper`` (and the other credential helpers). MCP servers' ``args`` and
+  ``url`` lose their credentials too: the value of a flag whose name says key, token,
+  secret, password or auth (``--api-key X``, ``--token=Y``, ``API_KEY=Z``), an argument
+  that the secret catalogue (``modal_worker.redact``) recognises, a URL's user and
+  password and its credential query parameters; each becomes ``${MCP_<SERVER>_<NAME>}``,
+  which Claude Code expands in the worker. Names listed in ``sync.pass_env`` travel as
+  environment variables of the worker (``secret_env``), never in a file. A bundled file
+  that still contains one of those values, or a credential of the catalogue (named
+  with its line), is dropped too;
 - not config (``not_config``): ``projects/``, ``todos/``, ``sessions/``,
   ``telemetry/``, ``history.jsonl``, ``backups/`` and anything else unknown;
   ``cache``: ``.git``, ``node_modules``, ``__pycache__``, plugin caches and
@@ -41,8 +46,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from modal_worker.claude_config import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
+from modal_worker.redact import SECRET_NAME_RE, find_secrets, looks_secret
 
 SYNCED_DIRS = ("agents", "commands", "skills", "output-styles")
 SECRET_FILES = {
@@ -79,8 +86,14 @@ CommandExists = Callable[[str], bool]
 
 
 def header_env_name(server: str, header: str) -> str:
-    """The variable a passed MCP header value travels in: ``MCP_<SERVER>_<HEADER>``."""
-    return re.sub(r"[^A-Z0-9]", "_", f"MCP_{server}_{header}".upper())
+    """The variable a passed MCP header value travels in: ``MCP_<SERVER>_<HEADER>``
+    (also for an argument's or a URL's credential: ``MCP_<SERVER>_<FLAG or PARAMETER>``)."""
+    return re.sub(r"[^A-Z0-9]", "_", f"MCP_{server}_{header.lstrip('-')}".upper())
+
+
+_FLAG_VALUE = re.compile(r"^(-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*)=(.+)$", re.DOTALL)
+_NAME_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.+)$", re.DOTALL)
+_SWITCH = re.compile(r"^--?(?:no|skip|disable|enable|use|with|without)-", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ class _Builder:
         self.never: set[str] = {os.path.realpath(self.cfg / n) for n in
                                 (*SECRET_FILES, *NOT_CONFIG, GLOBAL_JSON)}
         self.never.add(os.path.realpath(source.global_json))
+        self.settings_text = ""
 
     # -- entry -----------------------------------------------------------------------
 
@@ -294,6 +308,7 @@ class _Builder:
         except ValueError:
             settings = None
         self.plan.inputs.append(str(path))
+        self.settings_text = raw.decode(errors="replace")
         if not isinstance(settings, dict):
             self._exclude(SETTINGS, "invalid", "not a JSON object; not sent (its secrets "
                                                "could not be removed)")
@@ -318,8 +333,9 @@ class _Builder:
         self.plan.items[SETTINGS] = Item(SETTINGS, data, stat.S_IMODE(st.st_mode) or 0o644,
                                          template=True)
 
-    def _secret_value(self, where: str, name: str, value: Any) -> bool:
-        """A removed literal value; passed as ``name`` if the user allows it. True if passed."""
+    def _secret_value(self, where: str, name: str, value: Any, placeholder: bool = False) -> bool:
+        """A removed literal value; passed as ``name`` if the user allows it. True if passed.
+        ``placeholder``: the value was replaced by ``${name}`` where it stood."""
         text = value if isinstance(value, str) else json.dumps(value)
         if _scannable(text):
             self.secret_values.add(text)
@@ -333,9 +349,11 @@ class _Builder:
             else:
                 self.plan.secret_env[name] = text
             self._exclude(where, "secret", f"passed to workers as the environment variable "
-                                           f"{name}")
+                                           f"{name}" + (f" (written as ${{{name}}})"
+                                                        if placeholder else ""))
             return True
-        self._exclude(where, "secret", f"value removed; add {name} to sync.pass_env to pass "
+        replaced = f"value replaced by ${{{name}}}" if placeholder else "value removed"
+        self._exclude(where, "secret", f"{replaced}; add {name} to sync.pass_env to pass "
                                        "it as an environment variable")
         return False
 
@@ -540,6 +558,10 @@ class _Builder:
                 server[section] = kept
             else:
                 server.pop(section)
+        if isinstance(server.get("args"), list):
+            server["args"] = self._mcp_args(name, where, server["args"])
+        if isinstance(server.get("url"), str):
+            server["url"] = self._mcp_url(name, where, server["url"])
         cleaned = self._json_paths(
             {k: v for k, v in server.items() if k != "command"}, where, "")
         command = server.get("command")
@@ -556,6 +578,60 @@ class _Builder:
             return
         self.plan.mcp_servers[name] = cleaned
 
+    def _placeholder(self, where: str, var: str, value: str) -> str:
+        self._secret_value(where, var, value, placeholder=True)
+        decoded = unquote(value)
+        if decoded != value and _scannable(decoded):
+            self.secret_values.add(decoded)
+        return "${" + var + "}"
+
+    def _mcp_args(self, server: str, where: str, args: list[Any]) -> list[Any]:
+        """``args`` with every credential replaced by ``${MCP_<SERVER>_<NAME>}``."""
+        out = list(args)
+        for i, arg in enumerate(out):
+            if not isinstance(arg, str) or "${" in arg:
+                continue
+            at = f"{where}#args[{i}]"
+            flag = _FLAG_VALUE.match(arg) or _NAME_VALUE.match(arg)
+            if flag and SECRET_NAME_RE.search(flag[1]) and not _SWITCH.match(flag[1]):
+                var = header_env_name(server, flag[1])
+                out[i] = f"{flag[1]}={self._placeholder(at, var, flag[2])}"
+            elif (i > 0 and isinstance(out[i - 1], str) and out[i - 1].startswith("-")
+                  and "=" not in out[i - 1] and SECRET_NAME_RE.search(out[i - 1])
+                  and not _SWITCH.match(out[i - 1]) and not arg.startswith("-")):
+                out[i] = self._placeholder(at, header_env_name(server, out[i - 1]), arg)
+            elif looks_secret(arg):
+                out[i] = self._placeholder(at, header_env_name(server, f"arg{i}"), arg)
+        return out
+
+    def _mcp_url(self, server: str, where: str, url: str) -> str:
+        """``url`` without its user, password and credential query values."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            self._exclude(f"{where}#url", "invalid", "not a URL")
+            return ""
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, sep, password = userinfo.partition(":")
+            if sep and password and "${" not in password:
+                password = self._placeholder(f"{where}#url.password",
+                                             header_env_name(server, "url_password"), password)
+            elif not sep and user and "${" not in user:
+                user = self._placeholder(f"{where}#url.user",
+                                         header_env_name(server, "url_user"), user)
+            netloc = f"{user}{sep}{password}@{host}"
+        query = []
+        for field_ in parts.query.split("&") if parts.query else []:
+            key, eq, value = field_.partition("=")
+            if value and "${" not in value and (SECRET_NAME_RE.search(unquote(key))
+                                                or looks_secret(unquote(value))):
+                value = self._placeholder(f"{where}#url.{unquote(key)}",
+                                          header_env_name(server, unquote(key)), value)
+            query.append(f"{key}{eq}{value}")
+        return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), parts.fragment))
+
     def _runnable(self, command: str) -> bool:
         if command.startswith(CONFIG_DIR_TOKEN + "/"):
             rel = command[len(CONFIG_DIR_TOKEN) + 1:]
@@ -565,7 +641,9 @@ class _Builder:
     # -- the last line of defence ----------------------------------------------------
 
     def _scan_for_secret_values(self) -> None:
-        """Drop any bundled file or MCP server that still contains a removed value."""
+        """Drop any bundled file or MCP server that still contains a removed value or a
+        credential of the catalogue (named with its file and line)."""
+        self._scan_catalogue()
         values = [v.encode() for v in self.secret_values if _scannable(v)]
         if not values:
             return
@@ -581,6 +659,28 @@ class _Builder:
                 del self.plan.mcp_servers[name]
                 self._exclude(f"mcp:{name}", "secret", "a secret value appears outside its "
                                                        "env/headers (e.g. in args or url)")
+
+
+    def _scan_catalogue(self) -> None:
+        for rel in sorted(self.plan.items):
+            item = self.plan.items[rel]
+            text = self.settings_text if rel == SETTINGS and self.settings_text else \
+                item.data.decode("utf-8", errors="replace")
+            hits = find_secrets(text)
+            if hits:
+                del self.plan.items[rel]
+                where = ", ".join(f"line {line}: {what}" for line, what in hits[:5])
+                self._exclude(rel, "secret", f"refused: {where} (remove it from the file, "
+                                             "or pass it with sync.pass_env)")
+                self.plan.warnings.append(f"{rel} was not sent: {where}")
+        for name in sorted(self.plan.mcp_servers):
+            server = self.plan.mcp_servers[name]
+            keys = sorted(str(k) for k, v in server.items()
+                          if find_secrets(json.dumps(v, ensure_ascii=False)))
+            if keys:
+                del self.plan.mcp_servers[name]
+                self._exclude(f"mcp:{name}", "secret",
+                              f"refused: a credential in {', '.join(keys)}")
 
 
 def _script_position(command: str, start: int) -> bool:

@@ -479,13 +479,22 @@ def delete(task_id: str, force: bool, yes: bool) -> None:
 
 @task.command()
 @click.argument("task_id", metavar="ID")
+@click.option("--max-cost", type=params.USD, help="A new cost cap for the retry, USD.")
+@click.option("--max-turns", type=click.IntRange(min=1), help="A new turn limit.")
+@click.option("--timeout", type=params.TIMEOUT, help="A new wall-clock limit: seconds, 30m, 4h.")
+@click.option("--model", help="Another Claude model for the retry.")
 @json_option
-def retry(task_id: str) -> None:
-    """Run a finished task again, in a fresh session from checkpoint zero."""
+def retry(task_id: str, max_cost: int | None, max_turns: int | None, timeout: int | None,
+          model: str | None) -> None:
+    """Run a finished task again, in a fresh session from checkpoint zero (options
+    given here replace the task's own)."""
     from parhelia_cli.client import pb2
 
     obj = settings()
-    t = obj.client().call("tasks", "RetryTask", pb2("tasks").RetryTaskRequest(task_id=task_id))
+    options = task_options(max_cost_micros=max_cost, max_turns=max_turns,
+                           timeout_seconds=timeout, model=model)
+    t = obj.client().call("tasks", "RetryTask", pb2("tasks").RetryTaskRequest(
+        task_id=task_id, options=options))
     _print_task_action(task_dict(t), "Retrying", obj.json)
 
 
@@ -497,22 +506,30 @@ def _print_task_action(t: dict[str, Any], verb: str, as_json: bool) -> None:
 
 
 @task.command()
+@click.argument("task_ids", metavar="[ID]...", nargs=-1)
 @json_option
-def dispatch() -> None:
-    """Run a dispatch pass now: start pending tasks within the concurrency limit."""
+def dispatch(task_ids: tuple[str, ...]) -> None:
+    """Start pending tasks now, within the concurrency limit.
+
+    Releases the given held tasks (created with --no-dispatch), or every held task when
+    no ID is given, then runs a dispatch pass. A task that cannot start says why.
+    """
     from parhelia_cli.client import pb2
 
     obj = settings()
     resp = to_dict(obj.client().call("tasks", "DispatchTasks",
-                                     pb2("tasks").DispatchTasksRequest()))
+                                     pb2("tasks").DispatchTasksRequest(task_ids=task_ids)))
     if obj.json:
         render.emit_json(resp)
         return
-    started, refused = resp["dispatched_task_ids"], resp["refused_task_ids"]
+    started = resp["dispatched_task_ids"]
     render.line(f"Dispatched {len(started)} task(s)" + (f": {', '.join(started)}" if started
                                                           else "."))
-    if refused:
-        render.line(f"Refused {len(refused)}: {', '.join(refused)}")
+    for refusal in resp["refusals"]:
+        render.line(f"Refused {refusal['task_id']}: {refusal['code']} {refusal['message']}")
+    waiting = [t for t in resp["released_task_ids"] if t not in started]
+    if waiting:
+        render.line(f"Released {len(waiting)} held task(s) to the queue: {', '.join(waiting)}")
     if resp["detail"]:
         render.line(resp["detail"])
 

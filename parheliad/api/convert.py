@@ -44,6 +44,7 @@ def task_to_proto(row: TaskRow) -> common_pb2.Task:
         status_reason=row.status_reason, session_id=row.session_id or "",
         container_id=row.container_id or "", last_tool=row.last_tool, restarts=row.restarts,
         base_commit=row.base_commit, workspace_path=row.workspace_path,
+        status_code=row.status_code, needs_user=row.needs_user, held=row.held,
         options=common_pb2.TaskOptions(
             gpu=row.gpu, cpu=row.cpu, memory_mb=row.memory_mb,
             timeout_seconds=row.timeout_seconds, max_turns=row.max_turns,
@@ -68,6 +69,7 @@ def task_to_proto(row: TaskRow) -> common_pb2.Task:
     set_ts(msg.started_at, row.started_at)
     set_ts(msg.finished_at, row.finished_at)
     set_ts(msg.updated_at, row.updated_at)
+    set_ts(msg.dispatch_after, row.dispatch_after)
     return msg
 
 

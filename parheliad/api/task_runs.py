@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 
 from modal_worker.checkpoint.diff import Change
-from parhelia.errors import ParheliaError, missing
+from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
 from parheliad.context import DaemonContext
 from parheliad.core import results
-from parheliad.core.runtime import Runtime
+from parheliad.core.runtime import RetryOverrides, Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.store import EventFilter
 from parheliad.store.rows import TaskRow
@@ -25,6 +25,18 @@ from parheliad.store.rows import TaskRow
 
 def task_ref(value: str) -> str:
     return require_ref(value, "task_id")
+
+
+def retry_overrides(msg: common_pb2.TaskOptions) -> RetryOverrides:
+    """The options a retry may change; E101 naming any other that was given."""
+    fixed = [name for name in ("gpu", "cpu", "memory_mb", "permission_mode", "backend",
+                               "interactive") if getattr(msg, name)]
+    if fixed:
+        raise invalid(f"options: a retry may change max_turns, max_cost_micros, "
+                      f"timeout_seconds and model, not {', '.join(fixed)}; create a new task "
+                      "for those", field="options")
+    return RetryOverrides(max_turns=msg.max_turns, max_cost_micros=msg.max_cost_micros,
+                          timeout_seconds=msg.timeout_seconds, model=msg.model)
 
 
 def file_change(c: Change) -> tasks_pb2.FileChange:
@@ -69,15 +81,20 @@ class TaskRunsMixin:
 
     async def RetryTask(self, request: tasks_pb2.RetryTaskRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.Task:
-        return task_to_proto(await self._runtime.retry(task_ref(request.task_id)))
+        return task_to_proto(await self._runtime.retry(
+            task_ref(request.task_id), retry_overrides(request.options)))
 
     async def DispatchTasks(self, request: tasks_pb2.DispatchTasksRequest,
                             context: grpc.aio.ServicerContext
                             ) -> tasks_pb2.DispatchTasksResponse:
-        report = await self._runtime.dispatcher.run_pass()
-        return tasks_pb2.DispatchTasksResponse(dispatched_task_ids=report.dispatched,
-                                               refused_task_ids=report.refused,
-                                               detail=report.detail)
+        ids = [task_ref(t) for t in request.task_ids]
+        report = await self._runtime.dispatcher.run_pass(release=ids or None)
+        return tasks_pb2.DispatchTasksResponse(
+            dispatched_task_ids=report.dispatched,
+            refused_task_ids=[r.task_id for r in report.refused], detail=report.detail,
+            refusals=[tasks_pb2.DispatchRefusal(task_id=r.task_id, code=r.code,
+                                                message=r.message) for r in report.refused],
+            released_task_ids=report.released)
 
     async def WatchTask(self, request: tasks_pb2.WatchTaskRequest,
                         context: grpc.aio.ServicerContext

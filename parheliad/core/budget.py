@@ -418,13 +418,22 @@ class Budget:
         inflight = self.inflight(tx, cfg)
         status = self.status(tx, cfg)
         others = self.outstanding(tx, inflight, exclude=task.id)
+        if status.used_micros + amount > status.ceiling_micros:
+            # Not even with every other reservation released: only the user ends this wait.
+            raise ParheliaError(
+                "E300", f"task {task.id} cannot fit the budget: used "
+                f"{usd(status.used_micros)} + its estimate {usd(amount)} > ceiling "
+                f"{usd(status.ceiling_micros)}. It stays queued and later tasks go ahead; "
+                "raise the ceiling with `parhelia budget set AMOUNT`, or cancel it and "
+                f"`parhelia task retry {task.id} --max-cost USD` (or fewer --max-turns, a "
+                "shorter --timeout)", ceiling_micros=status.ceiling_micros, never_fits=True)
         if status.used_micros + others + amount > status.ceiling_micros:
             raise ParheliaError(
-                "E300", f"dispatching task {task.id} would cross the budget: used "
-                f"{usd(status.used_micros)} + reserved {usd(others)} + this task's estimate "
-                f"{usd(amount)} > ceiling {usd(status.ceiling_micros)}. It stays pending; "
-                "raise the ceiling with `parhelia budget set AMOUNT` or give it a lower "
-                "--max-cost", ceiling_micros=status.ceiling_micros)
+                "E300", f"waiting for budget: used {usd(status.used_micros)} + reserved by "
+                f"running tasks {usd(others)} + this task's estimate {usd(amount)} > ceiling "
+                f"{usd(status.ceiling_micros)}. It starts when running tasks release their "
+                "reservations (later tasks queue behind it); `parhelia budget set AMOUNT` "
+                "raises the ceiling", ceiling_micros=status.ceiling_micros, never_fits=False)
         tx.kv.set(KV_RESERVATION + task.id, {
             "micros": amount, "base_micros": self._task_spent(tx, task.id, inflight),
             "at": now_us()})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend, ContainerSpec
 from parheliad.config import Config
+from parheliad.core import waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, TaskStatus
 from parheliad.core.tasks import transition
-from parheliad.core.workspace import checkpoint_zero
+from parheliad.core.workspace import WORKSPACE_TRIGGER, checkpoint_zero
 from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
@@ -54,11 +55,24 @@ class SessionBusy(ParheliaError):
                                  "session to end", container_id=container_id)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    task_id: str
+    code: str
+    message: str
+
+
 @dataclass
 class DispatchReport:
     dispatched: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     detail: str = ""
+
+
+QUEUE_SCAN_LIMIT = 1000
+"""Pending tasks looked at per pass (FIFO): enough to step past tasks that wait."""
+BACKOFF_MAX_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class Dispatcher:
         self.config_bundle: ConfigBundle | None = None
         """Set by the runtime: the config bundle id and ``sync.pass_env`` values for a
         backend's workers (syncs first when the user's Claude config changed)."""
-        self._refused_budget: set[str] = set()  # one refusal event per wait, not per pass
+        self._attempts: dict[str, int] = {}  # transient refusals in a row, per task
         self.launching: set[str] = set()
         """Containers claimed whose launch is in flight (no backend id recorded yet)."""
         self.on_unwanted: Callable[[ContainerRow], None] = lambda c: None
@@ -127,39 +141,97 @@ class Dispatcher:
 
     # -- a pass ---------------------------------------------------------------------
 
-    async def run_pass(self) -> DispatchReport:
+    async def run_pass(self, release: Iterable[str] | None = ()) -> DispatchReport:
+        """One pass. ``release``: held tasks to release first (None: every held task and
+        every backoff — what `task dispatch` without ids does)."""
         async with self._lock:
-            return await self._pass()
+            report = DispatchReport()
+            if release is None or release:
+                report.released = await self._store.write(
+                    lambda tx: waiting.release(tx, None if release is None else list(release)))
+            return await self._pass(report)
 
-    async def _pass(self) -> DispatchReport:
+    async def _pass(self, report: DispatchReport) -> DispatchReport:
+        """Pending tasks in FIFO order within the free slots. A task that cannot start
+        now gets its reason (:mod:`parheliad.core.waiting`) and the pass goes on: a task
+        that can never fit the budget is stepped over, one that fits once running tasks
+        release their reservations keeps its place and the tasks behind it wait for it
+        (no starvation); transient refusals back off, any other one fails the task."""
         cfg = self._config()
-        report = DispatchReport()
+        cap = cfg.orchestrator.max_concurrent_workers
         live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
                                                  limit=100000)
-        slots = cfg.orchestrator.max_concurrent_workers - len(live)
+        slots = cap - len(live)
         if slots <= 0:
-            report.detail = f"all {cfg.orchestrator.max_concurrent_workers} worker slots busy"
-            return report
-        for task in await self._store.tasks.pending(limit=slots):
+            report.detail = f"all {cap} worker slots busy"
+        now = now_us()
+        waits: dict[str, waiting.Wait] = {}
+        behind: str | None = None  # the head of the queue waits for budget to free up
+        for task in await self._store.tasks.pending(limit=QUEUE_SCAN_LIMIT):
+            if task.held or (task.dispatch_after is not None and task.dispatch_after > now):
+                continue
+            if behind is not None:
+                waits[task.id] = waiting.Wait(f"queued behind task {behind}, which waits for "
+                                              "budget")
+                continue
+            if slots <= 0:
+                waits[task.id] = waiting.Wait(f"waiting for a free worker slot (all {cap} "
+                                              "busy; orchestrator.max_concurrent_workers)")
+                continue
             try:
                 await self._dispatch(task, cfg)
-                report.dispatched.append(task.id)
-                self._refused_budget.discard(task.id)
             except SessionBusy as exc:
-                log.debug("dispatch waits for the session", task_id=task.id,
-                          detail=exc.message)
+                waits[task.id] = waiting.Wait(exc.message)
+                continue
             except ParheliaError as exc:
-                report.refused.append(task.id)
-                if exc.code == "E300":  # stays pending until the ceiling moves
-                    if task.id not in self._refused_budget:
-                        self._refused_budget.add(task.id)
-                        await self._store.events.append(
-                            "task_dispatch_refused", exc.message, task_id=task.id,
-                            data={"code": exc.code})
-                    report.detail = exc.message
-                    break
-                log.warning("dispatch failed", task_id=task.id, code=exc.code)
+                wait = await self._refused(task, exc, report)
+                if wait is not None:
+                    waits[task.id] = wait
+                    if exc.code == "E300" and not exc.details.get("never_fits"):
+                        behind = task.id
+                continue
+            except Exception:
+                log.exception("dispatch crashed", task_id=task.id)
+                waits[task.id] = self._backoff(task.id, waiting.Wait(
+                    "the daemon failed to start this task (an internal error; see `parhelia "
+                    "daemon logs`); it is retried", code="E900"))
+                continue
+            report.dispatched.append(task.id)
+            self._attempts.pop(task.id, None)
+            slots -= 1
+        if waits:
+            changed = await self._store.write(lambda tx: [
+                row for task_id, wait in waits.items()
+                if (row := waiting.set_waiting(tx, task_id, wait)) is not None])
+            for row in changed:
+                if row.status_code:
+                    log.warning("task waits", task_id=row.id, code=row.status_code,
+                                reason=row.status_reason)
         return report
+
+    async def _refused(self, task: TaskRow, exc: ParheliaError,
+                       report: DispatchReport) -> waiting.Wait | None:
+        """A refused dispatch: the wait to record, or None when the task left the queue
+        (it failed, or moved on meanwhile)."""
+        report.refused.append(Refusal(task.id, exc.code, exc.message))
+        if exc.code == "E300":
+            return waiting.Wait(exc.message, code="E300",
+                                needs_user=bool(exc.details.get("never_fits")))
+        if exc.code in waiting.TRANSIENT_CODES:
+            return self._backoff(task.id, waiting.Wait(exc.message, code=exc.code))
+        if exc.code != "E603":  # E603: no longer pending; nothing to record
+            await self._store.write(lambda tx: _fail_if_waiting(
+                tx, task.id, exc.code, f"the dispatch was refused: {exc.message}"))
+            log.warning("dispatch refused; the task failed", task_id=task.id, code=exc.code,
+                        reason=exc.message)
+        return None
+
+    def _backoff(self, task_id: str, wait: waiting.Wait) -> waiting.Wait:
+        attempts = self._attempts[task_id] = self._attempts.get(task_id, 0) + 1
+        base = max(1.0, float(self._config().orchestrator.dispatch_interval_seconds))
+        delay = min(BACKOFF_MAX_SECONDS, base * 2 ** min(attempts - 1, 16))
+        return dataclasses.replace(wait, reason=f"{wait.reason} (attempt {attempts}; next "
+                                   f"in {delay:.0f}s)", retry_after_seconds=delay)
 
     async def dispatch_task(self, task_id: str) -> bool | None:
         """Dispatch one pending or recovering task now (recovery's path).
@@ -314,7 +386,10 @@ class Dispatcher:
         """Checkpoint zero for a task's new session: the upload itself (stored under the
         reserved session id), or — for a retry, whose first session took that id — a copy
         of it under a fresh session id (blobs are shared; only the manifest is new)."""
-        zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id)
+        indexed = next((cp.id for cp in await self._store.checkpoints.list(
+            task.source_workspace_id, limit=100000) if cp.trigger == WORKSPACE_TRIGGER), None)
+        zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id,
+                                       indexed)
         if await self._store.sessions.find(zero.session_id) is None:
             return zero
         copy = dataclasses.replace(zero, session_id=ids.new_id(ids.SESSION), id="")
@@ -413,6 +488,12 @@ def fail_task(tx: Tx, task_id: str, code: str, message: str,
     return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
                       result_error_code=code, result_error_message=message[:2000],
                       result_is_error=True, result_exit_code=exit_code)
+
+
+def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
+    current = tx.tasks.get(task_id)
+    if current is not None and current.status == TaskStatus.PENDING:
+        fail_task(tx, task_id, code, message)
 
 
 def index_checkpoint(tx: Tx, session_id: str, container_id: str,

@@ -8,8 +8,10 @@ stopped before it (see ``parheliad.daemon``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from parhelia.paths import Paths
 from parheliad.backends.base import Backend
 from parheliad.backends.local import LocalBackend
 from parheliad.config import Config
-from parheliad.core import results, workspace
+from parheliad.core import budget, results, workspace
 from parheliad.core.budget import Budget
 from parheliad.core.checkpoints import CheckpointOps
 from parheliad.core.configsync import ConfigSync
@@ -33,7 +35,7 @@ from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
 from parheliad.core.sessions import SessionOps
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
-from parheliad.core.tasks import transition
+from parheliad.core.tasks import TaskDefaults, transition, validate_options
 from parheliad.store.rows import ContainerRow, TaskRow
 from parheliad.store.store import Store
 from parheliad.store.tx import Tx
@@ -42,6 +44,23 @@ log = structlog.get_logger(__name__)
 
 _LOG_POLL_SECONDS = 0.25
 PRUNE_INTERVAL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RetryOverrides:
+    """What a retry may change (0 or "": keep the task's value)."""
+
+    max_turns: int = 0
+    max_cost_micros: int = 0
+    timeout_seconds: int = 0
+    model: str = ""
+
+    def apply(self, task: TaskRow, cfg: Config) -> dict[str, Any]:
+        """The task's columns to change, validated as at creation (E101)."""
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v}
+        current = dataclasses.replace(budget.task_options(task), **given)
+        checked = validate_options(current, TaskDefaults.from_config(cfg))
+        return {k: getattr(checked, k) for k in given if getattr(checked, k) != getattr(task, k)}
 
 
 class Runtime:
@@ -198,9 +217,11 @@ class Runtime:
         finally:
             await self.listener.check_exits()
 
-    async def retry(self, ref: str) -> TaskRow:
-        """A finished task runs again in a fresh session from checkpoint zero."""
+    async def retry(self, ref: str, overrides: RetryOverrides | None = None) -> TaskRow:
+        """A finished task runs again in a fresh session from checkpoint zero, with
+        ``overrides`` of its limits (a higher --max-cost after hitting the cap...)."""
         task = await self.store.tasks.get(ref)
+        changed = overrides.apply(task, self.config()) if overrides is not None else {}
         if TaskStatus(task.status) not in TASK_FINAL:
             raise ParheliaError("E603", f"task {task.id} is {task.status}; only completed, "
                                         "failed or cancelled tasks can be retried")
@@ -208,11 +229,13 @@ class Runtime:
         def unit(tx: Tx) -> TaskRow:
             return transition(
                 tx, task.id, TaskStatus.PENDING, event_type="task_retried",
-                message=f"retry of task {task.id} in a fresh session", reason="retry",
+                message=f"retry of task {task.id} in a fresh session"
+                + "".join(f", {k} {v}" for k, v in changed.items()), reason="retry",
+                data={"overrides": changed},
                 session_id=None, container_id=None, restarts=0, started_at=None,
                 result_subtype="", result_is_error=False, result_text="",
                 result_exit_code=None, result_error_code="", result_error_message="",
-                last_tool="")
+                last_tool="", **changed)
 
         row = await self.store.write(unit)
         self.dispatcher.kick()

@@ -26,6 +26,7 @@ from parheliad.core.states import (
     can_transition_task,
     check_task_transition,
 )
+from parheliad.core.waiting import hold
 from parheliad.store import Store, TaskRow, Tx
 from parheliad.store.clock import now_us
 
@@ -203,6 +204,12 @@ def transition(tx: Tx, task_id: str, to: str, *, reason: str = "", message: str 
         fields.setdefault("finished_at", now)
     elif target is TaskStatus.PENDING:
         fields.setdefault("finished_at", None)
+    # A new status starts a new wait (parheliad.core.waiting): its code is the one the
+    # change carries, only a pause waits for the user, and holds and backoffs end.
+    fields.setdefault("status_code", str((data or {}).get("code") or ""))
+    fields.setdefault("needs_user", target is TaskStatus.PAUSED)
+    fields.setdefault("held", False)
+    fields.setdefault("dispatch_after", None)
     row = tx.tasks.update(current.id, status=target.value, status_reason=reason,
                           updated_at=now, **fields)
     tx.events.append(event_type or _STATUS_EVENT[target],
@@ -274,7 +281,7 @@ class TaskService:
             tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
                              data={"backend": row.backend, "gpu": row.gpu,
                                    "prompt_chars": len(prompt), "no_dispatch": not dispatch})
-            return row
+            return row if dispatch else hold(tx, row.id)
 
         row = await self._store.write(unit)
         log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,

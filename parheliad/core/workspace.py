@@ -61,16 +61,26 @@ def upload(volume: Volume, path: Path, cache_dir: Path) -> Upload:
                   new_bytes=manifest.stats.new_bytes)
 
 
-def checkpoint_zero(volume: Volume, workspace_id: str) -> Manifest:
-    """The uploaded manifest of a reserved session; E101 when there is none."""
+def checkpoint_zero(volume: Volume, workspace_id: str, checkpoint_id: str | None = None
+                    ) -> Manifest:
+    """The uploaded manifest of a reserved session; E101 when there is none.
+
+    Once a task has run, its first session (which took the reserved id) holds more
+    checkpoints than the upload: the upload is the one with the upload trigger and no
+    parent. ``checkpoint_id`` (from the database's index) saves reading the others.
+    """
     try:
         found = list_checkpoints(volume, workspace_id)
     except ValueError:
         found = []
-    if len(found) != 1:
-        raise ParheliaError("E101", f"workspace_id: no uploaded workspace {workspace_id!r}; "
-                                    "upload it with TaskService.UploadWorkspace first")
-    manifest = load_manifest(volume, workspace_id, found[0])
-    if manifest.trigger != WORKSPACE_TRIGGER:
-        raise ParheliaError("E101", f"workspace_id: {workspace_id!r} is not a workspace upload")
-    return manifest
+    if checkpoint_id in found:
+        found = [checkpoint_id, *(cp for cp in found if cp != checkpoint_id)]
+    for cp in found:
+        try:
+            manifest = load_manifest(volume, workspace_id, cp)
+        except ParheliaError:
+            continue
+        if manifest.trigger == WORKSPACE_TRIGGER and manifest.parent_id is None:
+            return manifest
+    raise ParheliaError("E101", f"workspace_id: no uploaded workspace {workspace_id!r}; "
+                                "upload it with TaskService.UploadWorkspace first")

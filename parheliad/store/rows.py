@@ -59,6 +59,10 @@ class TaskRow:
     restarts: int
     base_commit: str
     workspace_path: str
+    status_code: str = ""  # catalogue code of a waiting task's status_reason
+    needs_user: bool = False  # the wait ends only by the user's hand
+    held: bool = False  # created with --no-dispatch: only `task dispatch` starts it
+    dispatch_after: int | None = None  # no dispatch attempt before (backoff)
 
 
 @dataclass(frozen=True)

@@ -232,9 +232,20 @@ _V3 = (
     "CREATE INDEX orphans_state ON orphans(state)",
 )
 
+# Why a task waits (parheliad.core.waiting): the catalogue code of its status reason,
+# whether only the user can end the wait, a hold (created with --no-dispatch: only
+# `task dispatch` starts it), and the earliest next dispatch attempt (backoff).
+_V4 = (
+    "ALTER TABLE tasks ADD COLUMN status_code TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN needs_user INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN dispatch_after INTEGER",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
     Migration("container usage", _V2),
     Migration("orphans", _V3),
+    Migration("task waits", _V4),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -53,7 +53,11 @@ _KINDS: tuple[EventKind, ...] = (
     # task
     EventKind("task_created", "task", Level.INFO, "A task was created."),
     EventKind("task_dispatched", "task", Level.INFO, "A task was given a container."),
-    EventKind("task_dispatch_refused", "task", Level.WARNING, "A dispatch was refused."),
+    EventKind("task_dispatch_refused", "task", Level.WARNING,
+              "A dispatch was refused; the task says why (its status reason)."),
+    EventKind("task_waiting", "task", Level.INFO,
+              "A pending task waits (a free slot, its session's last worker) or was "
+              "released by `task dispatch`."),
     EventKind("task_running", "task", Level.INFO, "A task's worker is running."),
     EventKind("task_completed", "task", Level.INFO, "A task completed."),
     EventKind("task_failed", "task", Level.ERROR, "A task failed."),

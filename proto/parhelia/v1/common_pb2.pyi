@@ -285,6 +285,10 @@ class Task(_message.Message):
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
     WORKSPACE_PATH_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    NEEDS_USER_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    DISPATCH_AFTER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -298,6 +302,14 @@ class Task(_message.Message):
     """git HEAD of the uploaded workspace, if any"""
     workspace_path: _builtins.str
     """the user's directory the workspace came from"""
+    status_code: _builtins.str
+    """Why the task is in its status (see status_reason): the catalogue code of that
+    reason ("" when nothing is wrong, e.g. waiting for a free worker slot).
+    """
+    needs_user: _builtins.bool
+    """The wait ends only by the user's hand (cannot fit the budget, paused, held)."""
+    held: _builtins.bool
+    """Created with no_dispatch: only TaskService.DispatchTasks starts it."""
     @_builtins.property
     def options(self) -> Global___TaskOptions: ...
     @_builtins.property
@@ -314,6 +326,10 @@ class Task(_message.Message):
     def result(self) -> Global___TaskResult: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def dispatch_after(self) -> _timestamp_pb2.Timestamp:
+        """Backoff after a transient refusal: no dispatch attempt before this time."""
+
     def __init__(
         self,
         *,
@@ -335,10 +351,14 @@ class Task(_message.Message):
         base_commit: _builtins.str = ...,
         workspace_path: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        status_code: _builtins.str = ...,
+        needs_user: _builtins.bool = ...,
+        held: _builtins.bool = ...,
+        dispatch_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "last_tool", b"last_tool", "options", b"options", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "options", b"options", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

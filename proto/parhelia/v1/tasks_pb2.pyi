@@ -354,15 +354,23 @@ class RetryTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
+    @_builtins.property
+    def options(self) -> _common_pb2.TaskOptions:
+        """Per-task overrides for the retry; zero/empty fields keep the task's values. Only
+        max_turns, max_cost_micros, timeout_seconds and model may be given.
+        """
+
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
+        options: _common_pb2.TaskOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,16 +380,52 @@ Global___RetryTaskRequest: _TypeAlias = RetryTaskRequest  # noqa: Y015
 class DispatchTasksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Release these held tasks (created with no_dispatch) and end their backoffs, then
+        run a pass. Empty: release every held task.
+        """
+
     def __init__(
         self,
+        *,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_ids", b"task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DispatchTasksRequest: _TypeAlias = DispatchTasksRequest  # noqa: Y015
+
+@_typing.final
+class DispatchRefusal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    code: _builtins.str
+    """catalogue code"""
+    message: _builtins.str
+    """why, and what ends it"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchRefusal: _TypeAlias = DispatchRefusal  # noqa: Y015
 
 @_typing.final
 class DispatchTasksResponse(_message.Message):
@@ -390,21 +434,33 @@ class DispatchTasksResponse(_message.Message):
     DISPATCHED_TASK_IDS_FIELD_NUMBER: _builtins.int
     REFUSED_TASK_IDS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    RELEASED_TASK_IDS_FIELD_NUMBER: _builtins.int
     detail: _builtins.str
     @_builtins.property
     def dispatched_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def refused_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___DispatchRefusal]:
+        """one per refused task, with its reason"""
+
+    @_builtins.property
+    def released_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """held tasks released by this call"""
+
     def __init__(
         self,
         *,
         dispatched_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         refused_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         detail: _builtins.str = ...,
+        refusals: _abc.Iterable[Global___DispatchRefusal] | None = ...,
+        released_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "dispatched_task_ids", b"dispatched_task_ids", "refused_task_ids", b"refused_task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "dispatched_task_ids", b"dispatched_task_ids", "refusals", b"refusals", "refused_task_ids", b"refused_task_ids", "released_task_ids", b"released_task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,7 @@ from tests.integration.conftest import Harness, fake_prompt
 def _workspace_task(harness: Harness, repo: Path, *steps: dict[str, object]) -> str:
     init_repo(repo, {"app.py": "print('v1')\n"})
     proc = harness.run("task", "create", fake_prompt(*steps), "--json", cwd=repo, check=True)
-    return str(json.loads(proc.stdout)["task_id"])
+    return str(json.loads(proc.stdout)["id"])
 
 
 def test_retry_of_a_workspace_task_runs_and_completes(harness: Harness, tmp_path: Path) -> None:

@@ -266,3 +266,24 @@ def user_excludes_file() -> Path | None:
                             else value)
     default = xdg / "git" / "ignore"
     return default if default.is_file() else None
+
+
+_REF_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why ``ref`` is not a usable branch, tag or commit name (``git check-ref-format``'s
+    rules, and never an option), or ``None`` when it is."""
+    if not ref:
+        return "is empty"
+    if ref.startswith("-"):
+        return "must not start with '-'"
+    if _REF_BAD_CHARS.search(ref):
+        return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\"
+    if ".." in ref or "@{" in ref or "//" in ref or ref == "@":
+        return "must not contain '..', '@{' or '//'"
+    if ref.endswith(("/", ".", ".lock")) or ref.startswith("/"):
+        return "must not start with '/' or end with '/', '.' or '.lock'"
+    if any(part.startswith(".") for part in ref.split("/")):
+        return "no part of it may start with '.'"
+    return None

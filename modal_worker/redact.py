@@ -7,9 +7,10 @@ contents, and anything that looks like a credential is replaced by ``***``.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _NAME = r"[A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential)[A-Za-z0-9_]*"
@@ -122,3 +123,53 @@ def tool_summary(name: str, tool_input: Mapping[str, Any] | Any, cwd: str | None
 def redact_text(text: str, limit: int = TEXT_CHARS) -> str:
     text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- files that look like credentials (by name; left out of workspace uploads) ----------
+
+# fnmatch patterns on a file's name (its last path component)...
+SECRET_FILE_NAMES: tuple[str, ...] = (
+    ".env", ".env.*", "*.env", ".envrc",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk", "*.kdbx",
+    "id_rsa", "id_rsa.*", "id_dsa", "id_dsa.*", "id_ecdsa", "id_ecdsa.*",
+    "id_ed25519", "id_ed25519.*",
+    ".netrc", "_netrc", ".git-credentials", ".pgpass", ".htpasswd",
+    "credentials.json", "application_default_credentials.json", "*service-account*.json",
+    "client_secret*.json", "terraform.tfstate", "terraform.tfstate.*", "*.tfvars",
+    "secrets.yml", "secrets.yaml", "secrets.json",
+)
+# ...and on a trailing part of its path (directory-qualified credential files).
+SECRET_FILE_PATHS: tuple[str, ...] = (
+    ".aws/credentials", ".aws/config", ".docker/config.json", ".kube/config",
+    ".config/gcloud/*", ".azure/*", ".ssh/*", ".gnupg/*",
+)
+# Names that match a pattern above but are templates or public halves, never secrets.
+NOT_SECRET_FILE_NAMES: tuple[str, ...] = (
+    ".env.example", ".env.sample", ".env.template", ".env.dist", ".env.defaults",
+    "*.pub", "known_hosts", "*.example", "*.sample", "*.template",
+)
+# Package-manager config files that are credentials only when they hold a token.
+TOKEN_CONFIG_NAMES: tuple[str, ...] = (".npmrc", ".yarnrc.yml", ".pypirc", "pip.conf")
+_TOKEN_CONFIG_RE = re.compile(rb"(?im)^\s*[^#;\s]*(_authtoken|_auth|_password|password|"
+                              rb"npmauthtoken|token)\s*[=:]\s*\S")
+
+
+def looks_like_secret_file(rel_path: str, read: Callable[[], bytes] | None = None) -> bool:
+    """Whether the file at ``rel_path`` (POSIX, relative) looks like a credential.
+
+    ``read`` returns the file's first bytes; it is called only for package-manager
+    config files (``.npmrc``...), which count when they hold a token."""
+    name = rel_path.rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatchcase(name, p) for p in NOT_SECRET_FILE_NAMES):
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in SECRET_FILE_NAMES):
+        return True
+    padded = "/" + rel_path
+    if any(fnmatch.fnmatchcase(padded, "*/" + p) for p in SECRET_FILE_PATHS):
+        return True
+    if name in TOKEN_CONFIG_NAMES and read is not None:
+        try:
+            return bool(_TOKEN_CONFIG_RE.search(read()))
+        except OSError:
+            return True
+    return False

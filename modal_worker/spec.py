@@ -17,6 +17,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from modal_worker import gitsafe
 from modal_worker.volume import atomic_write_bytes
 from parhelia.errors import ParheliaError
 
@@ -282,8 +283,9 @@ def _parse_spec(raw: object) -> WorkerSpec:
         raise _bad("prompt", "must not contain NUL characters")
     if spec.repo_url is not None and spec.repo_url.startswith("-"):
         raise _bad("repo_url", "must not start with '-'")
-    if spec.repo_ref is not None and spec.repo_ref.startswith("-"):
-        raise _bad("repo_ref", "must not start with '-'")
+    ref_problem = gitsafe.ref_problem(spec.repo_ref) if spec.repo_ref is not None else None
+    if ref_problem:
+        raise _bad("repo_ref", ref_problem)
     if Path(spec.workspace_dir) == Path(spec.workspace_dir).parent:
         raise _bad("workspace_dir", "must not be the filesystem root")
     return spec

@@ -321,14 +321,19 @@ def build(bridge: Bridge) -> ParheliaMCP:
         options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
                            permission_mode, backend)
         client = bridge.client()
+        notices: list[str] = []
         try:
             created = submit_task(client, prompt, options, directory=directory, repo=repo,
-                                  ref=ref, no_dispatch=no_dispatch, quiet=True)
+                                  ref=ref, no_dispatch=no_dispatch, quiet=True,
+                                  notices=notices)
         except CliError as exc:
             if exc.code == "E504":
                 bridge.forget(client)
             raise
-        return {"task_id": created.id, "task": task_dict(created)}
+        out: dict[str, Any] = {"task_id": created.id, "task": task_dict(created)}
+        if notices:
+            out["notices"] = notices
+        return out
 
     @tool("parhelia_task_list", READ)
     def task_list(

@@ -20,8 +20,10 @@ def is_git_repo(root: Path) -> bool:
     return gitsafe.locate(root) is not None
 
 
-def git_file_list(root: Path, *, excludes_file: Path | None = None) -> list[str]:
-    """Tracked plus untracked-not-ignored files (``git ls-files -z -co --exclude-standard``).
+def git_file_list(root: Path, *, excludes_file: Path | None = None,
+                  tracked_only: bool = False) -> list[str]:
+    """Tracked plus untracked-not-ignored files (``git ls-files -z -co --exclude-standard``),
+    or only the tracked ones.
 
     Paths are relative to ``root``; tracked files deleted from the work tree are
     listed too (the snapshot skips what no longer exists). ``excludes_file`` is the
@@ -30,7 +32,8 @@ def git_file_list(root: Path, *, excludes_file: Path | None = None) -> list[str]
     with gitsafe.shadow(root, excludes_file=excludes_file) as sh:
         if sh is None:
             raise RuntimeError(f"{root} is not a git repository")
-        proc = sh.run("ls-files", "-z", "-co", "--exclude-standard")
+        which = ("-c",) if tracked_only else ("-co", "--exclude-standard")
+        proc = sh.run("ls-files", "-z", *which)
     if proc.returncode != 0:
         raise RuntimeError(f"git ls-files failed: {proc.stderr.decode(errors='replace').strip()}")
     names = [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p]

@@ -36,14 +36,14 @@ def default_workers() -> int:
     return min(8, max(2, os.cpu_count() or 2))
 
 
-def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | None]]:
+def walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | None]]:
     """Every entry under ``root/rel`` (never following symlinks); ``None`` stat = unreadable."""
     stack = [rel]
     while stack:
         current = stack.pop()
         try:
             it = os.scandir(root / current if current else root)
-        except (PermissionError, FileNotFoundError, NotADirectoryError):
+        except OSError:  # unreadable, vanished, not a directory, I/O error...
             if current:
                 yield current, None
             continue
@@ -53,6 +53,9 @@ def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | Non
                 try:
                     st = de.stat(follow_symlinks=False)
                 except FileNotFoundError:
+                    continue
+                except OSError:
+                    yield path, None  # listed as skipped (unreadable)
                     continue
                 yield path, st
                 if stat.S_ISDIR(st.st_mode):
@@ -76,7 +79,7 @@ def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_res
                 continue
             try:
                 st = os.lstat(root / anc)
-            except FileNotFoundError:
+            except OSError:
                 ancestors_ok = False
                 break
             if not stat.S_ISDIR(st.st_mode):
@@ -90,10 +93,13 @@ def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_res
             st = os.lstat(root / rel)
         except FileNotFoundError:
             continue  # tracked but deleted from the work tree
+        except OSError:
+            yield rel, None  # e.g. a name too long or a permission denied on the way
+            continue
         emitted.add(rel)
         yield rel, st
         if stat.S_ISDIR(st.st_mode):  # a submodule or a listed directory: take all of it
-            for sub, sub_st in _walk(root, rel):
+            for sub, sub_st in walk(root, rel):
                 if sub not in emitted:
                     emitted.add(sub)
                     yield sub, sub_st
@@ -240,7 +246,7 @@ def snapshot(
         raise refuse(f"cannot checkpoint {root}: not a directory")
     cache = stat_cache if isinstance(stat_cache, StatCache) else StatCache(stat_cache)
     snap = _Snapshotter(root, BlobStore(volume), cache, start_ns)
-    entries = _walk(root) if files is None else _listed(root, files)
+    entries = walk(root) if files is None else _listed(root, files)
     todo = snap.scan(entries)
     snap.store_files(todo, workers or default_workers())
     snap.drop_escaping_symlinks()

@@ -4,7 +4,9 @@ dispatch, diff and pull. Each command is one RPC (or one stream) plus rendering.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,10 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--workspace", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Directory to upload (default: the git repository around the current dir).")
 @click.option("--no-workspace", is_flag=True, help="Start with an empty workspace.")
+@click.option("--include-secret-file", "include_secret", multiple=True, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Upload this file although it looks like a credential (.env, *.pem, "
+                   "id_rsa...); repeatable. Such files are left out by default.")
 @click.option("--repo", metavar="URL", help="Clone this repository inside the worker instead.")
 @click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
@@ -71,8 +77,9 @@ def _read_prompt(prompt: str) -> str:
 def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
            timeout: int | None, max_turns: int | None, max_cost: int | None,
            model: str | None, permission_mode: str | None, backend: str | None,
-           workspace: Path | None, no_workspace: bool, repo: str | None,
-           ref: str | None, sync: bool, no_dispatch: bool, estimate_only: bool) -> None:
+           workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
+           repo: str | None, ref: str | None, sync: bool, no_dispatch: bool,
+           estimate_only: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
 
@@ -84,6 +91,9 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
         raise invalid("--workspace and --no-workspace contradict each other")
     if ref and not repo:
         raise invalid(f"--ref {ref!r} needs --repo URL")
+    if include_secret and (repo or no_workspace):
+        raise invalid("--include-secret-file adds a file to the uploaded workspace; there is "
+                      "none with --repo or --no-workspace")
     if sync and no_dispatch:
         raise invalid("--sync waits for a result that --no-dispatch never starts")
     options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
@@ -101,10 +111,13 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
     if not repo and not no_workspace:
         directory = workspace.absolute() if workspace else find_git_root(Path.cwd())
         if directory is None:
-            render.info("No git repository around the current directory: the task starts "
-                        "with an empty workspace (--workspace DIR uploads one).")
+            directory = Path.cwd()
+            render.info(f"No git repository around the current directory: uploading "
+                        f"{directory} as it is (--no-workspace starts empty).")
+    included = [_relative_to(p, directory) for p in include_secret] if directory else []
     created = submit_task(client, prompt, options, directory=directory, repo=repo, ref=ref,
-                          no_dispatch=no_dispatch, quiet=obj.json)
+                          no_dispatch=no_dispatch, quiet=obj.json,
+                          include_secret=included)
     if not sync:
         if obj.json:
             render.emit_resource(task_dict(created))
@@ -131,13 +144,25 @@ def task_options(*, gpu: str | None = None, cpu: float | None = None,
         permission_mode=permission_mode or "", backend=backend or "")
 
 
+def _relative_to(path: Path, directory: Path) -> str:
+    """``--include-secret-file`` as a path inside the workspace (E101 outside it)."""
+    full = Path(os.path.abspath(path))
+    try:
+        return full.relative_to(Path(os.path.abspath(directory))).as_posix()
+    except ValueError:
+        raise invalid(f"--include-secret-file {path}: not inside the workspace "
+                      f"{directory}") from None
+
+
 def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | None = None,
                 repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
-                quiet: bool = False) -> Any:
+                quiet: bool = False, include_secret: Sequence[str] = (),
+                notices: list[str] | None = None) -> Any:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
     nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
-    worker) takes precedence over it."""
+    worker) takes precedence over it. Upload notices (credential-looking files left
+    out or sent) are printed, or appended to ``notices`` when it is given."""
     from parhelia_cli.client import pb2
 
     source = pb2("common").TaskSource()
@@ -145,7 +170,12 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
     if repo:
         source.repo_url, source.repo_ref = repo, ref or ""
     elif directory is not None:
-        done = upload_workspace(client, directory, quiet=quiet)
+        done = upload_workspace(client, directory, quiet=quiet, include_secret=include_secret)
+        for notice in secret_notices(done):
+            if notices is not None:
+                notices.append(notice)
+            else:
+                render.info(notice)
         source.workspace_id = done.workspace_id
         workspace_path = done.root or str(directory)
         base_commit = done.base_commit
@@ -155,14 +185,33 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
     return resp.task
 
 
-def upload_workspace(client: Any, directory: Path, quiet: bool) -> Any:
+def secret_notices(done: Any) -> list[str]:
+    """What an upload did with files that look like credentials, in words."""
+    out = []
+    left = list(done.left_out_secret_files)
+    if left:
+        flags = " ".join(f"--include-secret-file {shlex.quote(p)}" for p in left[:3])
+        out.append(f"Left out {len(left)} file(s) that look like credentials: "
+                   f"{', '.join(left[:10])}{' ...' if len(left) > 10 else ''}. "
+                   f"To send them: {flags}{' ...' if len(left) > 3 else ''}")
+    sent = list(done.sent_secret_files)
+    if sent:
+        out.append(f"Sent {len(sent)} file(s) that look like credentials (tracked by git, "
+                   f"or named with --include-secret-file): {', '.join(sent[:10])}"
+                   f"{' ...' if len(sent) > 10 else ''}")
+    return out
+
+
+def upload_workspace(client: Any, directory: Path, quiet: bool,
+                     include_secret: Sequence[str] = ()) -> Any:
     """Stream ``UploadWorkspace``; a progress bar after 0.5 s on a TTY; return the last
     (``done``) progress message."""
     import time
 
     from parhelia_cli.client import pb2
 
-    request = pb2("tasks").UploadWorkspaceRequest(path=str(directory))
+    request = pb2("tasks").UploadWorkspaceRequest(path=str(directory),
+                                                  include_secret_files=list(include_secret))
     started = time.monotonic()
     bar: Any = None
     last: Any = None

@@ -73,11 +73,12 @@ class TaskRunsMixin:
                               ) -> AsyncIterator[tasks_pb2.UploadWorkspaceProgress]:
         if not request.path:
             raise missing("path: give the directory to upload", field="path")
-        up = await self._runtime.upload(Path(request.path))
+        up = await self._runtime.upload(Path(request.path), list(request.include_secret_files))
         yield tasks_pb2.UploadWorkspaceProgress(
             files_done=up.files, files_total=up.files, bytes_done=up.bytes,
             bytes_total=up.bytes, new_bytes=up.new_bytes, done=True,
-            workspace_id=up.workspace_id, base_commit=up.base_commit, root=str(up.root))
+            workspace_id=up.workspace_id, base_commit=up.base_commit, root=str(up.root),
+            left_out_secret_files=up.left_out, sent_secret_files=up.secret_sent)
 
     async def RetryTask(self, request: tasks_pb2.RetryTaskRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.Task:

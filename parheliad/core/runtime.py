@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,9 +243,9 @@ class Runtime:
 
     # -- workspace, logs and results ------------------------------------------------
 
-    async def upload(self, path: Path) -> workspace.Upload:
+    async def upload(self, path: Path, include_secret: Sequence[str] = ()) -> workspace.Upload:
         return await asyncio.to_thread(workspace.upload, self.local.volume, path,
-                                       self.paths.state_dir / "statcache")
+                                       self.paths.state_dir / "statcache", include_secret)
 
     async def logs(self, ref: str, *, follow: bool, offset: int = 0
                    ) -> AsyncIterator[tuple[str, bytes, int]]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from modal_worker import gitsafe
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS
 from parheliad.config import PERMISSION_MODES, Config
@@ -175,6 +176,10 @@ def validate_source(source: TaskSource) -> TaskSource:
         raise invalid("source: give a workspace or a repository, not both", field="source")
     if source.repo_ref and not source.repo_url:
         raise invalid("repo_ref: needs a repo_url", field="repo_ref")
+    problem = gitsafe.ref_problem(source.repo_ref) if source.repo_ref else None
+    if problem:
+        raise invalid(f"repo_ref: {source.repo_ref!r} is not a branch, tag or commit name: "
+                      f"it {problem}", field="repo_ref")
     if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
         raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
                       field="repo_url")

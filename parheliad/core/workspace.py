@@ -1,23 +1,33 @@
 """Workspace upload: a user's directory becomes checkpoint zero of a future session.
 
 The upload is git-aware (tracked plus untracked-not-ignored files, base commit
-recorded) and content-addressed: a second upload of an unchanged repository writes
-no blob, and a per-directory stat cache means unchanged files are not even re-read.
+recorded; a directory outside git is uploaded whole) and content-addressed: a second
+upload of an unchanged repository writes no blob, and a per-directory stat cache
+means unchanged files are not even re-read.
 The session id is reserved here, because a manifest names its session; the
 dispatcher later creates the session under that id.
+
+Files that look like credentials (:func:`modal_worker.redact.looks_like_secret_file`)
+are left out unless git tracks them or the user names them; both lists come back
+so the CLI can say which were left out and which were sent.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modal_worker.checkpoint import git_file_list, git_state, list_checkpoints, load_manifest
 from modal_worker.checkpoint import snapshot as take_snapshot
 from modal_worker.checkpoint.manifest import Manifest
+from modal_worker.checkpoint.snapshot import walk
 from modal_worker.gitsafe import user_excludes_file
+from modal_worker.redact import looks_like_secret_file
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parheliad.store import ids
@@ -34,21 +44,90 @@ class Upload:
     files: int
     bytes: int
     new_bytes: int
+    left_out: list[str] = field(default_factory=list)  # look like credentials, not sent
+    secret_sent: list[str] = field(default_factory=list)  # look like credentials, sent
+
+
+SECRET_READ_BYTES = 64 << 10
 
 
 Progress = Callable[[int, int], None]
 
 
-def upload(volume: Volume, path: Path, cache_dir: Path) -> Upload:
+def _refuse_too_wide(root: Path) -> None:
+    home = Path.home().resolve()
+    if root == root.parent:
+        what = "the filesystem root"
+    elif root == home:
+        what = "your home directory"
+    else:
+        return
+    raise ParheliaError("E101", f"workspace: {root} is {what}; refusing to upload all of it. "
+                                "Run the task from a project directory, pass --workspace DIR, "
+                                "or start empty with --no-workspace")
+
+
+def _head(root: Path, rel: str) -> bytes:
+    fd = os.open(root / rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, SECRET_READ_BYTES)
+    finally:
+        os.close(fd)
+
+
+def _split_secrets(root: Path, files: Iterable[str], tracked: set[str],
+                   include: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """(files to send, credential-looking files left out, credential-looking files sent)."""
+    send, left_out, sent = [], [], []
+    for rel in files:
+        if looks_like_secret_file(rel, functools.partial(_head, root, rel)):
+            if rel in tracked or rel in include:
+                sent.append(rel)
+            else:
+                left_out.append(rel)
+                continue
+        send.append(rel)
+    return send, left_out, sent
+
+
+def _all_files(root: Path) -> list[str]:
+    """Every non-directory entry under ``root`` (unreadable directories included, so
+    the snapshot lists them as skipped)."""
+    return [rel for rel, st in walk(root) if st is None or not stat.S_ISDIR(st.st_mode)]
+
+
+def upload(volume: Volume, path: Path, cache_dir: Path,
+           include_secret: Iterable[str] = ()) -> Upload:
+    """``include_secret``: credential-looking files (relative to the root) to send anyway."""
     root = path.expanduser()
     if not root.is_absolute():
         raise ParheliaError("E101", f"workspace: must be an absolute path, got {str(path)!r}")
     if not root.is_dir():
         raise ParheliaError("E101", f"workspace: {root} is not a directory")
     root = root.resolve()
+    _refuse_too_wide(root)
+    include = set()
+    for name in include_secret:
+        rel = os.path.normpath(name)
+        if os.path.isabs(rel) or rel == ".." or rel.startswith("../"):
+            raise ParheliaError("E101", f"include_secret_files: {name!r} is not inside "
+                                        f"{root}")
+        include.add(Path(rel).as_posix())
     excludes = user_excludes_file()
     git = git_state(root, excludes_file=excludes)
-    files = git_file_list(root, excludes_file=excludes) if git is not None else None
+    if git is not None:
+        listed = git_file_list(root, excludes_file=excludes)
+        tracked = set(git_file_list(root, tracked_only=True))
+    else:
+        listed, tracked = _all_files(root), set()
+    unknown = sorted(include - set(listed))
+    if unknown:
+        raise ParheliaError("E101", f"include_secret_files: {', '.join(unknown)}: not a file "
+                                    f"the upload of {root} would hold (missing, or ignored "
+                                    "by git)")
+    files, left_out, secret_sent = _split_secrets(root, listed, tracked, include)
     session_id = ids.new_id(ids.SESSION)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
@@ -58,7 +137,8 @@ def upload(volume: Volume, path: Path, cache_dir: Path) -> Upload:
     return Upload(workspace_id=session_id, checkpoint_id=manifest.id, root=root,
                   base_commit=str((git or {}).get("head") or ""),
                   files=manifest.stats.files, bytes=manifest.stats.bytes,
-                  new_bytes=manifest.stats.new_bytes)
+                  new_bytes=manifest.stats.new_bytes, left_out=left_out,
+                  secret_sent=secret_sent)
 
 
 def checkpoint_zero(volume: Volume, workspace_id: str, checkpoint_id: str | None = None

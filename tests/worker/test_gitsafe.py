@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,31 @@ def test_upload_list_keeps_the_users_global_ignore(tmp_path: Path,
     excludes = gitsafe.user_excludes_file()
     assert excludes == home / "global-ignore"
     assert git_file_list(repo, excludes_file=excludes) == ["a.txt", "new.txt"]
+
+
+def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    import errno
+    import importlib
+    import os
+
+    from modal_worker.checkpoint import snapshot
+    from modal_worker.volume import LocalVolume
+
+    snapshot_module = importlib.import_module("modal_worker.checkpoint.snapshot")
+
+    root = tmp_path / "ws"
+    (root / "bad").mkdir(parents=True)
+    (root / "good.txt").write_text("g")
+    real = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if str(path).endswith("/bad"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(snapshot_module.os, "scandir", scandir)
+    m = snapshot(root, volume=LocalVolume(tmp_path / "vol"), session_id="s", parent_id=None,
+                 trigger="t")
+    assert "good.txt" in m.tree and m.stats.skipped == ["bad: unreadable"]

@@ -24,16 +24,22 @@ class UploadWorkspaceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATH_FIELD_NUMBER: _builtins.int
+    INCLUDE_SECRET_FILES_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """absolute path on the daemon's machine"""
+    @_builtins.property
+    def include_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Files that look like credentials (.env, keys...) to send anyway, relative to path."""
+
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
+        include_secret_files: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_secret_files", b"include_secret_files", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -52,6 +58,8 @@ class UploadWorkspaceProgress(_message.Message):
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
     ROOT_FIELD_NUMBER: _builtins.int
+    LEFT_OUT_SECRET_FILES_FIELD_NUMBER: _builtins.int
+    SENT_SECRET_FILES_FIELD_NUMBER: _builtins.int
     files_done: _builtins.int
     files_total: _builtins.int
     bytes_done: _builtins.int
@@ -64,6 +72,14 @@ class UploadWorkspaceProgress(_message.Message):
     """set when done, "" outside git"""
     root: _builtins.str
     """the directory actually uploaded"""
+    @_builtins.property
+    def left_out_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Set when done: files that look like credentials and were left out, and those
+        sent anyway (tracked by git, or named in include_secret_files).
+        """
+
+    @_builtins.property
+    def sent_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -76,10 +92,12 @@ class UploadWorkspaceProgress(_message.Message):
         workspace_id: _builtins.str = ...,
         base_commit: _builtins.str = ...,
         root: _builtins.str = ...,
+        left_out_secret_files: _abc.Iterable[_builtins.str] | None = ...,
+        sent_secret_files: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "done", b"done", "files_done", b"files_done", "files_total", b"files_total", "new_bytes", b"new_bytes", "root", b"root", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "done", b"done", "files_done", b"files_done", "files_total", b"files_total", "left_out_secret_files", b"left_out_secret_files", "new_bytes", b"new_bytes", "root", b"root", "sent_secret_files", b"sent_secret_files", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,8 +62,19 @@ def _meta(help: str, *, project: bool = False, minimum: float | None = None,
 
 @dataclass(frozen=True)
 class ModalConfig:
+    app_name: str = field(default="parhelia", metadata=_meta(
+        "Modal app the sandboxes run under (created by `parhelia modal setup`)."))
     volume_name: str = field(default="parhelia-data", metadata=_meta(
         "Name of the modal.Volume holding checkpoints and results."))
+    secret_name: str = field(default="anthropic-api-key", metadata=_meta(
+        "Modal secret holding ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) for workers; "
+        "without it the daemon's own credential is sent as an ephemeral secret."))
+    call_timeout_seconds: float = field(default=60.0, metadata=_meta(
+        "Limit for one Modal API call; past it Modal counts as unreachable (nothing is "
+        "stopped).", minimum=1, maximum=600))
+    launch_timeout_seconds: float = field(default=1500.0, metadata=_meta(
+        "Limit for creating a sandbox (a GPU can wait ~21 minutes for capacity).",
+        minimum=10, maximum=7200))
     cpu_count: float = field(default=4.0, metadata=_meta(
         "Default physical cores per task container.", project=True, minimum=0.125, maximum=64))
     memory_mb: int = field(default=16384, metadata=_meta(

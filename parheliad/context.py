@@ -41,7 +41,7 @@ async def default_backend_status() -> list[BackendInfo]:
     token = bool(os.environ.get("MODAL_TOKEN_ID")) or (Path.home() / ".modal.toml").exists()
     if not has_modal:
         modal = BackendInfo("modal", False, "the modal package is not installed "
-                                             "(uv sync --extra modal)")
+                                             "(reinstall parhelia)")
     elif not token:
         modal = BackendInfo("modal", False, "no Modal credentials (run `modal token new`)")
     else:

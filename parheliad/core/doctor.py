@@ -122,16 +122,36 @@ def _git() -> Check:
 
 
 def _modal(config: Config, env: dict[str, str]) -> list[Check]:
-    if config.orchestrator.default_backend != "modal":
-        return []
+    """Modal, without a single network call: the SDK, the token, where workers' Anthropic
+    credential will come from. `parhelia modal setup` verifies them against Modal."""
+    import importlib.metadata
     import importlib.util
 
+    from parheliad.backends.modal import token_configured  # does not import modal
+
+    wanted = config.orchestrator.default_backend == "modal"
+    missing = FAIL if wanted else WARN
+    setup = "then `parhelia modal setup` (creates the app and volume, builds the image)"
     if importlib.util.find_spec("modal") is None:
-        return [Check("modal", FAIL, "the default backend is modal but the modal package is "
-                      "not installed", "uv sync --extra modal")]
-    has_env = bool(env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"))
-    home = Path(env.get("HOME") or Path.home())
-    if not has_env and not (home / ".modal.toml").exists():
-        return [Check("modal", FAIL, "no Modal credentials (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET "
-                      "or ~/.modal.toml)", "modal token new")]
-    return [Check("modal", OK, f"credentials present; volume {config.modal.volume_name!r}")]
+        return [Check("modal", missing, "the modal package is not installed",
+                      "reinstall parhelia (modal is one of its dependencies)")]
+    version = importlib.metadata.version("modal")
+    if not token_configured(env):
+        if not wanted:
+            return [Check("modal", OK, f"modal {version}; not configured (optional: "
+                          "`modal token new`, " + setup + ")")]
+        return [Check("modal", FAIL, "no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
+                      "~/.modal.toml)", "`modal token new`, " + setup)]
+    m = config.modal
+    checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
+                    f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
+    local = [k for k in CREDENTIAL_VARS if env.get(k)]
+    if local:
+        checks.append(Check("modal secret", OK, f"workers use the Modal secret "
+                            f"{m.secret_name!r} if it exists, else {local[0]} from this "
+                            "environment (sent as an ephemeral secret)"))
+    else:
+        checks.append(Check("modal secret", WARN, f"workers need the Modal secret "
+                            f"{m.secret_name!r}: nothing in this environment to fall back on",
+                            f"modal secret create {m.secret_name} ANTHROPIC_API_KEY=sk-ant-..."))
+    return checks

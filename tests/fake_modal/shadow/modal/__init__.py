@@ -1,0 +1,779 @@
+"""A fake of the ``modal`` SDK (1.6.4) at its boundary, for tests without the network.
+
+Put ``tests/fake_modal/shadow`` first on ``PYTHONPATH`` and set ``FAKE_MODAL_ROOT``: the
+daemon then imports this instead of the real SDK. Behaviour follows the verified facts of
+modal 1.6.4 (see docs/contracts.md "Modal backend"): lazy ``Volume``/``Secret`` handles,
+``Sandbox.list`` returning running sandboxes only and without their tags, names unique per
+app (``AlreadyExistsError``), ``timeout`` 300 by default and ``None`` refused, returncode
+124 on timeout and 137 on ``terminate()``, volume writes inside a sandbox visible to the
+client only after ``sync`` or the sandbox's end, ``batch_upload`` refusing an existing
+path without ``force=True``, ``add_local_*`` steps last. Each sandbox runs its command (the
+real worker) as a local process whose ``/vol``, ``/workspace`` and ``/root`` are per-sandbox
+directories; see ``_service`` for the layout and ``_supervisor`` for a sandbox's life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from . import _service, exception
+from ._dual import gate_async, gate_sync, run_blocking, sdkmethod
+
+__version__ = "1.6.4+fake"
+__all__ = ["App", "Image", "Sandbox", "Secret", "Volume", "exception"]
+
+_SHADOW = str(Path(__file__).resolve().parent.parent)
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_GPUS = {"T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H200", "B200"}
+_SPEC_PATH_KEYS = ("volume_dir", "workspace_dir", "claude_config_dir")
+
+
+class DeprecationError(UserWarning):
+    pass
+
+
+# -- App ----------------------------------------------------------------------------------
+
+
+class App:
+    def __init__(self, name: str | None = None, app_id: str | None = None) -> None:
+        self.name = name
+        self._app_id = app_id
+
+    @property
+    def app_id(self) -> str | None:
+        return self._app_id
+
+    def _lookup(name: str, *, client: Any = None, environment_name: str | None = None,
+                create_if_missing: bool = False) -> App:
+        path = _service.root() / "apps" / f"{name}.json"
+        if not path.exists():
+            if not create_if_missing:
+                raise exception.NotFoundError(f"App '{name}' not found")
+            _service.write_json(path, {"app_id": _service.new_id("ap")})
+        return App(name, _service.read_json(path)["app_id"])
+
+    lookup = sdkmethod(_lookup)
+
+
+def _app_name(app_id: str) -> str | None:
+    base = _service.root() / "apps"
+    for path in base.glob("*.json") if base.is_dir() else []:
+        if _service.read_json(path)["app_id"] == app_id:
+            return path.stem
+    return None
+
+
+# -- Secret ---------------------------------------------------------------------------------
+
+
+class Secret:
+    def __init__(self, name: str | None = None, values: dict[str, str] | None = None,
+                 required_keys: Sequence[str] = ()) -> None:
+        self._name = name
+        self._values = values
+        self._required = list(required_keys)
+
+    @staticmethod
+    def from_name(name: str, *, environment_name: str | None = None,
+                  required_keys: list[str] = [], client: Any = None) -> Secret:  # noqa: B006
+        return Secret(name=name, required_keys=required_keys)
+
+    @staticmethod
+    def from_dict(env_dict: dict[str, str | None] = {}) -> Secret:  # noqa: B006
+        return Secret(values={k: v for k, v in env_dict.items() if v is not None})
+
+    def _resolve(self) -> dict[str, str]:
+        if self._values is not None:
+            return dict(self._values)
+        path = _service.root() / "secrets" / f"{self._name}.json"
+        if not path.exists():
+            raise exception.NotFoundError(f"Secret '{self._name}' not found")
+        values = _service.read_json(path)
+        missing = [k for k in self._required if k not in values]
+        if missing:
+            raise exception.NotFoundError(
+                f"Secret '{self._name}' is missing required keys: {', '.join(missing)}")
+        return values
+
+    def _hydrate(self, client: Any = None) -> Secret:
+        self._resolve()
+        return self
+
+    hydrate = sdkmethod(_hydrate)
+
+
+# -- Image ----------------------------------------------------------------------------------
+
+
+class Image:
+    def __init__(self, steps: tuple[tuple[str, ...], ...], local: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
+        self._steps = steps
+        self._local = local
+        self._env = dict(env or {})
+        self.object_id: str | None = None
+
+    def _add(self, *step: str, env: dict[str, str] | None = None) -> Image:
+        if self._local:
+            raise exception.InvalidError(
+                "An image tried to run a build step after using `image.add_local_*` to include "
+                "local files. Run `image.add_local_*` commands last in your image build, or "
+                "set `copy=True`.")
+        return Image(self._steps + (step,), self._local, {**self._env, **(env or {})})
+
+    @staticmethod
+    def debian_slim(python_version: str | None = None, force_build: bool = False) -> Image:
+        return Image((("debian_slim", str(python_version)),))
+
+    def apt_install(self, *packages: str | list[str], force_build: bool = False,
+                    env: dict[str, str | None] | None = None,
+                    secrets: Collection[Secret] | None = None, gpu: str | None = None) -> Image:
+        return self._add("apt", *_flat(packages))
+
+    def run_commands(self, *commands: str | list[str], env: dict[str, str | None] | None = None,
+                     secrets: Collection[Secret] | None = None,
+                     volumes: dict[str, Volume] | None = None, gpu: str | None = None,
+                     force_build: bool = False) -> Image:
+        return self._add("run", *_flat(commands))
+
+    def pip_install(self, *packages: str | list[str], find_links: str | None = None,
+                    index_url: str | None = None, extra_index_url: str | None = None,
+                    pre: bool = False, extra_options: str = "", force_build: bool = False,
+                    env: dict[str, str | None] | None = None,
+                    secrets: Collection[Secret] | None = None, gpu: str | None = None) -> Image:
+        return self._add("pip", *_flat(packages))
+
+    def env(self, vars: dict[str, str]) -> Image:
+        return self._add("env", json.dumps(vars, sort_keys=True), env=vars)
+
+    def workdir(self, path: str) -> Image:
+        return self._add("workdir", str(path))
+
+    def add_local_python_source(self, *modules: str, copy: bool = False,
+                                ignore: Any = None) -> Image:
+        for module in modules:
+            __import__(module)  # the real SDK refuses a module it cannot find
+        if copy:
+            return self._add("copy_python", *modules)
+        return Image(self._steps, self._local + modules, self._env)
+
+    def _digest(self) -> str:
+        return hashlib.sha256(json.dumps(self._steps).encode()).hexdigest()[:24]
+
+    def _build(self, app: App | None = None) -> Image:
+        path = _service.root() / "images" / self._digest()
+        if not path.exists():
+            _service.write_json(path, {"steps": self._steps, "built_at": time.time()})
+        self.object_id = f"im-{self._digest()}"
+        return self
+
+    build = sdkmethod(_build)
+
+
+def _flat(items: Sequence[str | list[str]]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        out.extend(item if isinstance(item, list) else [item])
+    return out
+
+
+def built_images() -> list[str]:
+    base = _service.root() / "images"
+    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+# -- Volume ---------------------------------------------------------------------------------
+
+
+class FileEntryType(enum.IntEnum):
+    UNSPECIFIED = 0
+    FILE = 1
+    DIRECTORY = 2
+    SYMLINK = 3
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    type: FileEntryType
+    mtime: int
+    size: int
+
+
+def _rel(path: str) -> str:
+    rel = str(path).lstrip("/")
+    if any(part == ".." for part in rel.split("/")):
+        raise exception.InvalidError(f"invalid volume path {path!r}")
+    return rel
+
+
+class Volume:
+    def __init__(self, name: str, create_if_missing: bool, version: int | None) -> None:
+        self._name = name
+        self._create = create_if_missing
+        self._version = version
+        self.object_id: str | None = None
+
+    @staticmethod
+    def from_name(name: str, *, environment_name: str | None = None,
+                  create_if_missing: bool = False, version: int | None = None,
+                  create_options: Any = None, client: Any = None) -> Volume:
+        return Volume(name, create_if_missing, version)
+
+    def _ensure(self) -> Path:
+        meta = _service.root() / "volumes" / f"{self._name}.json"
+        if not meta.exists():
+            if not self._create:
+                raise exception.NotFoundError(f"Volume '{self._name}' not found")
+            _service.write_json(meta, {"version": self._version or 1,
+                                       "id": _service.new_id("vo")})
+        info = _service.read_json(meta)
+        if self._version == 2 and info["version"] != 2:
+            raise exception.InvalidError(f"Volume '{self._name}' is a v1 volume")
+        self.object_id = info["id"]
+        path = _service.volume_dir(self._name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _hydrate(self, client: Any = None) -> Volume:
+        self._ensure()
+        return self
+
+    hydrate = sdkmethod(_hydrate)
+
+    def _read_file(self, path: str) -> list[bytes]:
+        target = self._ensure() / _rel(path)
+        try:
+            data = target.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise FileNotFoundError(f"No such file: {path}") from None
+        return [data[i:i + 65536] for i in range(0, len(data), 65536)] or [b""]
+
+    read_file = sdkmethod(_read_file, agen=True)
+
+    def _listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
+        base = self._ensure()
+        start = base / _rel(path) if _rel(path) else base
+        if start.is_file():
+            st = start.stat()
+            return [FileEntry(_rel(path), FileEntryType.FILE, int(st.st_mtime), st.st_size)]
+        if not start.is_dir():
+            raise exception.NotFoundError(f"No such file or directory: {path}")
+        out: list[FileEntry] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".tmp-"))
+            rel = Path(dirpath).relative_to(base)
+            for d in dirnames:
+                out.append(FileEntry((rel / d).as_posix(), FileEntryType.DIRECTORY, 0, 0))
+            for name in sorted(filenames):
+                if name.startswith(".tmp-"):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = (Path(dirpath) / name).stat()
+                    out.append(FileEntry((rel / name).as_posix(), FileEntryType.FILE,
+                                         int(st.st_mtime), st.st_size))
+            if not recursive:
+                break
+        return out
+
+    listdir = sdkmethod(_listdir)
+
+    def _remove_file(self, path: str, recursive: bool = False) -> None:
+        target = self._ensure() / _rel(path)
+        if target.is_dir():
+            if not recursive:
+                raise exception.InvalidError(f"{path} is a directory")
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        else:
+            raise exception.NotFoundError(f"No such file: {path}")
+
+    remove_file = sdkmethod(_remove_file)
+
+    def _batch_upload(self, force: bool = False) -> _Upload:
+        return _Upload(self, force)
+
+    batch_upload: Any = None  # set below: a context manager both ways
+
+
+class _Upload:
+    """``with vol.batch_upload() as b`` / ``async with vol.batch_upload.aio() as b``: files
+    are sent when the block exits; an existing path without ``force`` is FileExistsError."""
+
+    def __init__(self, volume: Volume, force: bool) -> None:
+        self._volume = volume
+        self._force = force
+        self._files: list[tuple[bytes, str, int | None]] = []
+
+    def put_file(self, local_file: Path | str | IO[bytes], remote_path: str,
+                 mode: int | None = None) -> None:
+        if isinstance(local_file, (str, Path)):
+            data = Path(local_file).read_bytes()
+        else:
+            data = local_file.read()
+        self._files.append((data, _rel(remote_path), mode))
+
+    def put_directory(self, local_path: Path | str, remote_path: str,
+                      recursive: bool = True) -> None:
+        base = Path(local_path)
+        for path in sorted(base.rglob("*") if recursive else base.iterdir()):
+            if path.is_file():
+                rel = path.relative_to(base).as_posix()
+                self.put_file(path, f"{_rel(remote_path).rstrip('/')}/{rel}")
+
+    def _commit(self) -> None:
+        base = self._volume._ensure()
+        if not self._force:
+            for _, rel, _ in self._files:
+                if (base / rel).exists():
+                    raise FileExistsError(f"{rel}: already exists")
+        for data, rel, mode in self._files:
+            target = base / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".tmp-{os.urandom(6).hex()}")
+            tmp.write_bytes(data)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, target)
+
+    def __enter__(self) -> _Upload:
+        gate_sync("Volume.batch_upload")
+        return self
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        if et is None:
+            self._commit()
+
+    async def __aenter__(self) -> _Upload:
+        await gate_async("Volume.batch_upload")
+        return self
+
+    async def __aexit__(self, et: Any, ev: Any, tb: Any) -> None:
+        if et is None:
+            await run_blocking(self._commit)
+
+
+class _SyncAio:
+    """A method whose blocking and ``.aio`` variants are given separately (``exec``,
+    ``batch_upload``, ``ContainerProcess.wait``), with the blocking one's signature."""
+
+    def __init__(self, sync: Any, aio: Any) -> None:
+        self._sync, self.aio = sync, aio
+        self.__wrapped__ = sync
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sync(*args, **kwargs)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _SyncAioBound(self, obj)
+
+
+class _SyncAioBound:
+    def __init__(self, method: _SyncAio, obj: Any) -> None:
+        self._method, self._obj = method, obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method._sync(self._obj, *args, **kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method.aio(self._obj, *args, **kwargs)
+
+
+Volume.batch_upload = _SyncAio(Volume._batch_upload, Volume._batch_upload)
+
+
+# -- Sandbox --------------------------------------------------------------------------------
+
+
+def _sandbox_env(sb_id: str, env: dict[str, str | None] | None,
+                 secrets: Collection[Secret] | None, image_env: dict[str, str]) -> dict[str, str]:
+    """A sandbox's environment: nothing inherited from the client's process (as on Modal),
+    only the image's, the ``secrets`` and ``env``."""
+    base = _service.sandbox_dir(sb_id) / "root"
+    out = {"PATH": f"{base / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "HOME": str(base / "root"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+           "FAKE_MODAL_SANDBOX": sb_id, "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    out.update(image_env)
+    for secret in secrets or ():
+        out.update(secret._resolve())
+    out.update({k: v for k, v in (env or {}).items() if v is not None})
+    return out
+
+
+def _validate_gpu(gpu: str | None) -> str | None:
+    if gpu is None:
+        return None
+    name, _, count = gpu.upper().partition(":")
+    if name not in _GPUS or (count and not (count.isdigit() and 1 <= int(count) <= 8)):
+        raise exception.InvalidError(f"Invalid GPU type: {gpu}")
+    return gpu.upper()
+
+
+def _rewrite_specs(sb_id: str, view: Path) -> None:
+    """The worker's paths come from its spec: point them at this sandbox's directories."""
+    specs = view / "specs"
+    for path in specs.glob("*.json") if specs.is_dir() else []:
+        try:
+            spec = json.loads(path.read_text())
+        except ValueError:
+            continue
+        for key in _SPEC_PATH_KEYS:
+            if isinstance(spec.get(key), str):
+                spec[key] = _service.map_path(sb_id, spec[key])
+        if isinstance(spec.get("volume_sync_argv"), list):
+            spec["volume_sync_argv"] = [_service.map_path(sb_id, a)
+                                        for a in spec["volume_sync_argv"]]
+        path.unlink()  # never write through a hard link into the service's copy
+        path.write_text(json.dumps(spec))
+
+
+def _sync_shim(sb_id: str) -> str:
+    return ("#!/bin/sh\n"
+            f'PYTHONPATH="{_SHADOW}" FAKE_MODAL_ROOT="{_service.root()}" '
+            f'exec "{sys.executable}" -m modal._sync "{sb_id}" "$@"\n')
+
+
+class Sandbox:
+    def __init__(self, sb_id: str) -> None:
+        self.object_id = sb_id
+        self._returncode: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self.object_id})"
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    def _create(*args: str, app: App | None = None, name: str | None = None,
+                tags: dict[str, str] | None = None, image: Image | None = None,
+                env: dict[str, str | None] | None = None,
+                secrets: Collection[Secret] | None = None,
+                network_file_systems: dict[Any, Any] = {},  # noqa: B006
+                timeout: int | None = 300, idle_timeout: int | None = None,
+                workdir: str | None = None, gpu: str | None = None, cloud: str | None = None,
+                region: str | Sequence[str] | None = None,
+                cpu: float | tuple[float, float] | None = None,
+                memory: int | tuple[int, int] | None = None,
+                block_network: bool = False,
+                volumes: dict[Any, Volume] = {},  # noqa: B006
+                pty: bool = False, encrypted_ports: Sequence[int] = [],  # noqa: B006
+                unencrypted_ports: Sequence[int] = [],  # noqa: B006
+                verbose: bool = False, client: Any = None,
+                environment_name: str | None = None) -> Sandbox:
+        if app is None or app.app_id is None:
+            raise exception.InvalidError("Sandbox.create needs an app outside a Modal container")
+        if timeout is None or not 1 <= int(timeout) <= 86400:
+            raise exception.InvalidError("timeout must be between 1 second and 24 hours")
+        gpu = _validate_gpu(gpu)
+        if name is not None and not _NAME_RE.match(name):
+            raise exception.InvalidError(f"Invalid sandbox name {name!r}")
+        if _service.switch_on("no_capacity"):
+            raise exception.ResourceExhaustedError(
+                _service.switch_value("no_capacity")
+                or f"No capacity available for {gpu or 'CPU'} sandboxes; try again later")
+        for secret in secrets or ():
+            secret._resolve()
+        mounts = {str(path): vol for path, vol in volumes.items()}
+        for vol in mounts.values():
+            vol._ensure()
+        sb_id = _service.new_id("sb")
+        if name is not None:
+            names = _service.root() / "names" / app.app_id
+            names.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(names / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                other = (names / name).read_text().strip()
+                if other and _service.returncode(other) is None:
+                    raise exception.AlreadyExistsError(
+                        f"Sandbox with name '{name}' already exists in app") from None
+                fd = os.open(names / name, os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, sb_id.encode())
+            os.close(fd)
+        base = _service.sandbox_dir(sb_id)
+        for sub in ("root/bin", "root/root", "root/workspace", "execs"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        shim = base / "root" / "bin" / "sync"
+        shim.write_text(_sync_shim(sb_id))
+        shim.chmod(0o755)
+        for path, vol in mounts.items():
+            view = Path(_service.map_path(sb_id, path))
+            _service.copy_tree_missing(_service.volume_dir(vol._name), view,
+                                       overwrite_changed=False)
+            _rewrite_specs(sb_id, view)
+        meta = {"id": sb_id, "name": name, "app_id": app.app_id, "tags": dict(tags or {}),
+                "cmd": list(args), "timeout": int(timeout), "gpu": gpu, "cpu": cpu,
+                "memory": memory, "workdir": workdir, "env": dict(env or {}),
+                "secrets": len(list(secrets or ())), "image": image._digest() if image else None,
+                "volumes": {p: v._name for p, v in mounts.items()}, "created_at": time.time()}
+        _service.write_json(base / "meta.json", meta)
+        image_env = image._env if image is not None else {}
+        sb_env = _sandbox_env(sb_id, env, secrets, image_env)
+        sb_env.update(PYTHONPATH=_SHADOW, FAKE_MODAL_ROOT=str(_service.root()))
+        with open(base / "supervisor.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "modal._supervisor", sb_id],
+                                    env=sb_env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    close_fds=True)
+        _service.write_json(base / "state.json", {"pid": proc.pid})
+        _reap()
+        _REAPER.append(proc)
+        if name is not None and _service.switch_on("name_clash"):
+            _service.set_switch("name_clash", False)  # once: the reply was lost
+            raise exception.ConnectionError("connection reset while creating the sandbox (fake)")
+        return Sandbox(sb_id)
+
+    create = sdkmethod(_create)
+
+    def _from_name(app_name: str, name: str, *, environment_name: str | None = None,
+                   include_terminated: bool = False, client: Any = None) -> Sandbox:
+        app = App._lookup(app_name)
+        path = _service.root() / "names" / str(app.app_id) / name
+        sb_id = path.read_text().strip() if path.exists() else ""
+        if not sb_id or (not include_terminated and _service.returncode(sb_id) is not None):
+            raise exception.NotFoundError(f"Sandbox with name '{name}' not found")
+        return Sandbox(sb_id)
+
+    from_name = sdkmethod(_from_name)
+
+    def _from_id(sandbox_id: str, client: Any = None) -> Sandbox:
+        if _service.sandbox_meta(sandbox_id) is None:
+            raise exception.NotFoundError(f"Sandbox {sandbox_id} not found")
+        return Sandbox(sandbox_id)
+
+    from_id = sdkmethod(_from_id)
+
+    def _list(*, app_id: str | None = None, tags: dict[str, str] | None = None,
+              client: Any = None) -> list[Sandbox]:
+        if app_id is None:
+            warnings.warn("Sandbox.list without app_id lists the whole environment",
+                          DeprecationError, stacklevel=3)
+        out = []
+        for sb_id in _service.all_sandboxes():
+            meta = _service.sandbox_meta(sb_id)
+            if meta is None or (app_id is not None and meta["app_id"] != app_id):
+                continue
+            if any(meta["tags"].get(k) != v for k, v in (tags or {}).items()):
+                continue
+            if _service.returncode(sb_id) is None:
+                out.append(Sandbox(sb_id))
+        return out
+
+    list = sdkmethod(_list, agen=True)
+
+    def _poll(self) -> int | None:
+        self._returncode = _service.returncode(self.object_id)
+        return self._returncode
+
+    poll = sdkmethod(_poll)
+
+    def _wait(self, raise_on_termination: bool = True) -> None:
+        while (code := _service.returncode(self.object_id)) is None:
+            time.sleep(0.05)
+        self._returncode = code
+        if raise_on_termination and code == 124:
+            raise exception.SandboxTimeoutError()
+        if raise_on_termination and code == 137:
+            raise exception.SandboxTerminatedError()
+
+    wait = sdkmethod(_wait)
+
+    def _terminate(self, *, wait: bool = False) -> int | None:
+        state = _service.sandbox_state(self.object_id)
+        if state.get("returncode") is None and state.get("pid"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(state["pid"]), signal.SIGTERM)
+        if wait:
+            self._wait(raise_on_termination=False)
+            return self._returncode
+        return None
+
+    terminate = sdkmethod(_terminate)
+
+    def _get_tags(self) -> dict[str, str]:
+        meta = _service.sandbox_meta(self.object_id)
+        if meta is None:
+            raise exception.NotFoundError(f"Sandbox {self.object_id} not found")
+        return dict(meta["tags"])
+
+    get_tags = sdkmethod(_get_tags)
+
+    def _set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
+        path = _service.sandbox_dir(self.object_id) / "meta.json"
+        meta = _service.read_json(path)
+        meta["tags"] = dict(tags)
+        _service.write_json(path, meta)
+
+    set_tags = sdkmethod(_set_tags)
+
+    def _reload_volumes(self, *, timeout: int = 55) -> None:
+        meta = _service.sandbox_meta(self.object_id) or {}
+        for path, volume in (meta.get("volumes") or {}).items():
+            _service.copy_tree_missing(_service.volume_dir(volume),
+                                       Path(_service.map_path(self.object_id, path)),
+                                       overwrite_changed=True)
+
+    reload_volumes = sdkmethod(_reload_volumes)
+
+    def _exec_check(self) -> None:
+        if _service.returncode(self.object_id) is not None:
+            raise exception.SandboxTerminatedError(f"Sandbox {self.object_id} has finished")
+
+    def exec(self, *args: str, stdout: Any = None, stderr: Any = None, timeout: int | None = None,
+             workdir: str | None = None, env: dict[str, str | None] | None = None,
+             secrets: Collection[Secret] | None = None, text: bool = True,
+             bufsize: int = -1, pty: bool = False) -> ContainerProcess:
+        gate_sync("Sandbox.exec")
+        self._exec_check()
+        argv = _service.map_argv(self.object_id, list(args))
+        proc = subprocess.Popen(argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+                                cwd=_service.map_path(self.object_id, workdir or "/root"),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        self._record_exec(proc.pid)
+        return ContainerProcess(proc, None, text=text, bufsize=bufsize)
+
+    async def _exec_aio(self, *args: str, stdout: Any = None, stderr: Any = None,
+                        timeout: int | None = None, workdir: str | None = None,
+                        env: dict[str, str | None] | None = None,
+                        secrets: Collection[Secret] | None = None, text: bool = True,
+                        bufsize: int = -1, pty: bool = False) -> ContainerProcess:
+        await gate_async("Sandbox.exec")
+        await run_blocking(self._exec_check)
+        argv = _service.map_argv(self.object_id, list(args))
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+            cwd=_service.map_path(self.object_id, workdir or "/root"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=1 << 22)
+        self._record_exec(proc.pid)
+        return ContainerProcess(None, proc, text=text, bufsize=bufsize)
+
+
+    def _record_exec(self, pid: int) -> None:
+        (_service.sandbox_dir(self.object_id) / "execs" / str(pid)).touch()
+
+
+Sandbox.exec = _SyncAio(Sandbox.exec, Sandbox._exec_aio)  # type: ignore[method-assign]
+
+
+class _Reader:
+    """``ContainerProcess.stdout``: ``async for`` yields lines with ``text=True, bufsize=1``,
+    chunks otherwise; ``read()`` returns everything."""
+
+    def __init__(self, sync: IO[bytes] | None, aio: asyncio.StreamReader | None,
+                 text: bool, bufsize: int) -> None:
+        self._sync, self._aio, self._text, self._lines = sync, aio, text, bufsize == 1
+
+    def _out(self, data: bytes) -> Any:
+        return data.decode(errors="replace") if self._text else data
+
+    def __aiter__(self) -> Any:
+        return self._agen()
+
+    async def _agen(self) -> Any:
+        assert self._aio is not None
+        while True:
+            data = await (self._aio.readline() if self._lines else self._aio.read(65536))
+            if not data:
+                return
+            yield self._out(data)
+
+    def __iter__(self) -> Any:
+        assert self._sync is not None
+        while data := (self._sync.readline() if self._lines else self._sync.read(65536)):
+            yield self._out(data)
+
+    def read(self) -> Any:
+        assert self._sync is not None
+        return self._out(self._sync.read())
+
+
+class _Writer:
+    def __init__(self, sync: IO[bytes] | None, aio: asyncio.StreamWriter | None) -> None:
+        self._sync, self._aio = sync, aio
+
+    def write(self, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        if self._aio is not None:
+            self._aio.write(raw)
+        elif self._sync is not None:
+            self._sync.write(raw)
+
+    def write_eof(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
+        elif self._sync is not None:
+            self._sync.close()
+
+    def drain(self) -> None:
+        if self._sync is not None:
+            self._sync.flush()
+
+
+class ContainerProcess:
+    def __init__(self, sync: subprocess.Popen[bytes] | None,
+                 aio: asyncio.subprocess.Process | None, *, text: bool, bufsize: int) -> None:
+        self._sync, self._aio = sync, aio
+        src = sync or aio
+        assert src is not None
+        self.stdout = _Reader(sync.stdout if sync else None, aio.stdout if aio else None,
+                              text, bufsize)
+        self.stderr = _Reader(sync.stderr if sync else None, aio.stderr if aio else None,
+                              text, bufsize)
+        self.stdin = _Writer(sync.stdin if sync else None, aio.stdin if aio else None)
+
+    @property
+    def returncode(self) -> int | None:
+        proc = self._sync or self._aio
+        return proc.returncode if proc is not None else None
+
+    def poll(self) -> int | None:
+        if self._sync is not None:
+            return self._sync.poll()
+        return self.returncode
+
+    def wait(self) -> int:
+        assert self._sync is not None
+        return self._sync.wait()
+
+    async def _wait_aio(self) -> int:
+        if self._aio is not None:
+            return await self._aio.wait()
+        return await run_blocking(self.wait)
+
+
+ContainerProcess.wait = _SyncAio(ContainerProcess.wait, ContainerProcess._wait_aio)  # type: ignore[method-assign]
+
+_REAPER: list[subprocess.Popen[bytes]] = []
+"""Supervisors started by this process: polled so they do not linger as zombies."""
+
+
+def _reap() -> None:
+    for proc in list(_REAPER):
+        if proc.poll() is not None:
+            _REAPER.remove(proc)
+
+
+__all__ += ["ContainerProcess", "FileEntry", "FileEntryType", "built_images"]

@@ -1,0 +1,260 @@
+"""The Modal backend against the fake SDK, which runs the REAL worker (and the fake agent)
+as local processes with /vol, /workspace and /root mapped per sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
+from modal_worker.spec import load_result, result_key
+from modal_worker.volume import LocalVolume
+from parhelia.errors import ParheliaError
+from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
+from parheliad.backends.modal_errors import BackendUnreachable, NoCapacity
+
+from .helpers import OWNER, TEST_KEY, follow, make_backend, script, seqs, start, worker_spec
+
+
+async def test_a_task_runs_in_a_sandbox_and_its_results_come_back(fake_modal, tmp_path: Path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"write": "hello.txt", "content": "from modal"},
+                                       {"turn": True}), "c-e2e-1")
+    sb_id = await start(backend, local, spec, timeout=900)
+
+    records, cursor = await follow(backend, "c-e2e-1")
+    assert seqs(records) == list(range(1, len(records) + 1))
+    exited = records[-1]["data"]
+    assert exited["status"] == "completed", fake_modal.sandbox("c-e2e-1")
+
+    [status] = await backend.statuses([(sb_id, "c-e2e-1")])
+    deadline = asyncio.get_running_loop().time() + 20
+    while status.running and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        [status] = await backend.statuses([(sb_id, "c-e2e-1")])
+    assert (status.running, status.exit_code) == (False, 0)
+
+    # The end: result, then the final checkpoint (manifest, then its blobs).
+    await backend.pull(local, [result_key("c-e2e-1")])
+    result = load_result(local.path_for(result_key("c-e2e-1")))
+    assert result.status == "completed" and result.last_checkpoint_id
+    await backend.pull(local, [manifest_key("s-1", result.last_checkpoint_id)])
+    manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
+    blobs = sorted({blob_key(e.blob) for e in manifest.tree.values() if e.blob})
+    assert await backend.pull(local, blobs) > 0
+    assert await backend.pull(local, blobs) == 0  # nothing the local side already has
+    entry = manifest.tree["hello.txt"]
+    assert local.get(blob_key(entry.blob)) == b"from modal"
+
+    sb = fake_modal.sandbox("c-e2e-1")
+    assert sb["id"] == sb_id
+    assert sb["tags"] == {OWNER_TAG: OWNER, "parhelia-task": "t-1",
+                          "parhelia-session": "s-1", "parhelia-container": "c-e2e-1"}
+    assert sb["timeout"] == sandbox_timeout(900) == 1500
+    assert (sb["cpu"], sb["memory"], sb["gpu"]) == (0.5, 512, None)
+    assert sb["volumes"] == {"/vol": "parhelia-data"}
+    assert sb["cmd"] == ["python", "-m", "modal_worker", "run", "/vol/specs/c-e2e-1.json"]
+    # The credential went as a secret only: not in argv, env=, the spec or the volume.
+    assert sb["env"] == {} and sb["secrets"] == 1
+    for path in fake_modal.root.rglob("*"):
+        if path.is_file() and "secrets" not in path.parts:
+            assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+async def test_a_retried_create_adopts_the_sandbox_instead_of_starting_a_second(
+        fake_modal, tmp_path: Path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 30}), "c-clash")
+    fake_modal.switch("name_clash")  # the sandbox starts, but the reply is lost
+    with pytest.raises(BackendUnreachable):
+        await start(backend, local, spec)
+    sb_id = await start(backend, local, spec)  # the dispatcher's retry
+    assert [s["id"] for s in fake_modal.sandboxes()] == [sb_id]
+    assert fake_modal.calls().count("Sandbox.from_name") == 1
+
+
+async def test_no_capacity_is_not_a_failure_and_keeps_modals_message(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 1}), "c-cap")
+    fake_modal.switch("no_capacity", value="No H100 capacity in any region right now")
+    with pytest.raises(NoCapacity) as err:
+        await start(backend, local, spec, gpu="H100")
+    assert err.value.code == "E500"
+    assert "No H100 capacity in any region right now" in err.value.message
+    assert fake_modal.sandboxes() == []
+
+
+async def test_unreachable_and_hanging_modal_raise_backend_unreachable_quickly(
+        fake_modal, tmp_path):
+    backend = make_backend(fake_modal, call_timeout_seconds=0.5)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 30}), "c-net")
+    sb_id = await start(backend, local, spec)
+    for switch in ("unreachable", "hang"):
+        fake_modal.switch(switch)
+        with pytest.raises(BackendUnreachable) as err:
+            await backend.statuses([(sb_id, "c-net")])
+        assert err.value.code == "E502" and "Recovery" in err.value.message
+        fake_modal.switch(switch, False)
+    # Nothing was terminated while Modal could not be reached.
+    [status] = await backend.statuses([(sb_id, "c-net")])
+    assert status.running
+    assert "Sandbox.terminate" not in fake_modal.calls()
+
+
+async def test_modal_auth_and_invalid_errors_map_to_the_catalogue(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 1}), "c-err")
+    fake_modal.switch("auth")
+    with pytest.raises(ParheliaError) as err:
+        await start(backend, local, spec)
+    assert err.value.code == "E400" and "modal token new" in err.value.message
+    fake_modal.switch("auth", False)
+    with pytest.raises(ParheliaError) as err:
+        await start(backend, local, spec, gpu="Z9000")
+    assert err.value.code == "E503" and "Invalid GPU type: Z9000" in err.value.message
+    # A sandbox Modal does not know (E203 from Modal) is reported as gone, with why.
+    status = await backend.status("sb-does-not-exist", "c-x")
+    assert (status.running, status.detail) == (False, "the sandbox is not known to Modal")
+
+
+async def test_statuses_make_one_list_call_whatever_the_number_of_containers(
+        fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    items = []
+    for i in range(4):
+        spec = worker_spec(backend, script({"sleep": 30}), f"c-many-{i}")
+        items.append((await start(backend, local, spec), spec.container_id))
+    fake_modal.reset_calls()
+    statuses = await backend.statuses(items)
+    assert all(s.running for s in statuses)
+    assert fake_modal.calls() == ["Sandbox.list"]
+
+    await backend.terminate(items[0][0])
+    fake_modal.wait_ended(items[0][0])
+    fake_modal.reset_calls()
+    statuses = await backend.statuses(items)
+    assert [s.running for s in statuses] == [False, True, True, True]
+    assert (statuses[0].exit_code, statuses[0].detail) == (137, "the sandbox was terminated")
+    assert sorted(fake_modal.calls()) == ["Sandbox.list", "Sandbox.poll"]
+    fake_modal.reset_calls()
+    await backend.statuses(items)  # an ended sandbox is not polled again
+    assert fake_modal.calls() == ["Sandbox.list"]
+
+
+async def test_list_sees_only_this_owners_sandboxes_and_reads_tags_once(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 30}), "c-mine")
+    mine = await start(backend, local, spec)
+    sdk = fake_modal.sdk
+    app = sdk.App.lookup("parhelia")
+    other = sdk.Sandbox.create("sleep", "60", app=app, name="c-other",
+                               tags={OWNER_TAG: "someone-else", "parhelia-container": "c-other"})
+    fresh = make_backend(fake_modal)  # a restarted daemon: it has seen no sandbox yet
+    fake_modal.reset_calls()
+    listed = await fresh.list(OWNER)
+    assert [(c.backend_id, c.container_id, c.extra["session_id"]) for c in listed] == [
+        (mine, "c-mine", "s-1")]
+    assert fake_modal.calls() == ["App.lookup", "Sandbox.list", "Sandbox.get_tags"]
+    fake_modal.reset_calls()
+    await fresh.list(OWNER)
+    assert fake_modal.calls() == ["Sandbox.list"]
+    assert other.object_id not in {c.backend_id for c in listed}
+
+
+async def test_timeout_ends_with_124_and_is_reported(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    sdk = fake_modal.sdk
+    app = await backend.app()
+    sb = sdk.Sandbox.create("sleep", "60", app=app, name="c-slow", timeout=1,
+                            tags={OWNER_TAG: OWNER})
+    assert fake_modal.wait_ended(sb.object_id) == 124
+    status = await backend.status(sb.object_id, "c-slow")
+    assert (status.running, status.exit_code) == (False, 124)
+    assert "timeout" in status.detail
+
+
+async def test_a_restarted_daemon_catches_up_from_the_volume_exactly_once(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"write": "a.txt", "content": "A"}, {"turn": True},
+                                       {"sleep": 2}, {"write": "b.txt", "content": "B"},
+                                       {"turn": True}), "c-restart")
+    sb_id = await start(backend, local, spec)
+    first, cursor = await follow(backend, "c-restart", until="agent_started")
+    assert first[-1]["type"] != "worker_exited"
+    fake_modal.wait_ended(sb_id)
+    # A new daemon (no handles, no channel state) resumes from the stored cursor.
+    fresh = make_backend(fake_modal)
+    rest, _ = await follow(fresh, "c-restart", cursor=cursor)
+    everything = first + rest
+    assert seqs(everything) == list(range(1, len(everything) + 1))
+    assert everything[-1]["type"] == "worker_exited"
+    again = await fresh.events("c-restart", (await fresh.events("c-restart", cursor)).cursor)
+    assert again.records == []
+
+
+async def test_push_sends_only_blobs_the_volume_lacks(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    import hashlib
+    data = b"x" * 1000
+    key = f"cas/blobs/{hashlib.sha256(data).hexdigest()[:2]}/{hashlib.sha256(data).hexdigest()}"
+    local.put(key, data)
+    local.put("checkpoints/s/cp.json", b"{}")
+    assert await backend.push(local, [key, "checkpoints/s/cp.json"]) == 1002
+    assert await backend.push(local, [key, "checkpoints/s/cp.json"]) == 2
+    fresh = make_backend(fake_modal)  # learns what the volume holds with one listing
+    fake_modal.reset_calls()
+    assert await fresh.push(local, [key]) == 0
+    assert fake_modal.calls() == ["Volume.listdir"]
+    assert await fresh.list_keys("cas") == [key]
+
+
+async def test_pull_refuses_a_blob_whose_content_does_not_match_its_name(fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    forged = "cas/blobs/aa/" + "a" * 64
+    vol = backend.modal_volume()
+    import io
+    with vol.batch_upload() as batch:
+        batch.put_file(io.BytesIO(b"not what the name says"), forged)
+    assert await backend.pull(local, [forged]) == 0
+    assert not local.exists(forged)
+
+
+async def test_credentials_from_the_named_secret_else_the_daemons_environment(
+        fake_modal, tmp_path):
+    backend = make_backend(fake_modal)
+    creds = await backend.credentials()
+    assert creds.ok and "ephemeral" in creds.detail
+    fake_modal.create_secret("anthropic-api-key", {"ANTHROPIC_API_KEY": "sk-ant-from-modal"})
+    named = make_backend(fake_modal)
+    creds = await named.credentials()
+    assert creds.ok and "'anthropic-api-key' (ANTHROPIC_API_KEY)" in creds.detail
+    # With the named secret, nothing of the daemon's environment is sent, except the
+    # config sync pass-through values.
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(named, script({"sleep": 30}), "c-secret")
+    await start(named, local, spec, secret_env={"MY_TOOL_TOKEN": "pass-through-1"})
+    worker = fake_modal.worker_pid("c-secret")
+    env = Path(f"/proc/{worker}/environ").read_bytes().decode().replace("\0", "\n")
+    assert "ANTHROPIC_API_KEY=sk-ant-from-modal" in env
+    assert "MY_TOOL_TOKEN=pass-through-1" in env
+    assert TEST_KEY not in env
+
+    nothing = make_backend(fake_modal, secret_name="missing-secret")
+    nothing._environ.pop("ANTHROPIC_API_KEY")
+    creds = await nothing.credentials()
+    assert not creds.ok and "modal secret create missing-secret" in creds.detail
+    with pytest.raises(ParheliaError) as err:
+        await start(nothing, local, worker_spec(nothing, "x", "c-nocreds"))
+    assert err.value.code == "E400"

@@ -24,8 +24,10 @@ def status() -> None:
     """Daemon version, uptime, socket, database, tasks by state, backends, health.
 
     Exits 1 when something needs attention: unhealthy or dead containers, orphans
-    still running, tasks recovering, or a reconciler that stopped running (the health
-    section lists the reasons). `parhelia help errors` lists every exit code.
+    still running, tasks recovering, a reconciler that stopped running, or tasks that
+    wait for you — a task that cannot fit the budget, a paused task, a task held by
+    --no-dispatch (the health section lists the reasons). `parhelia help errors` lists
+    every exit code.
     """
     from parhelia_cli.client import pb2
 

@@ -264,6 +264,8 @@ def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
 
 def _progress_text(t: dict[str, Any], elapsed: float) -> str:
     u = t["usage"] or {}
+    if waits(t):
+        return f"{t['status']}: {wait_text(t)} | {human_seconds(elapsed)}"
     parts = [t["status"] or "unknown", f"turn {u.get('turns', 0)}",
              f"{human_count(u.get('input_tokens', 0))} in / "
              f"{human_count(u.get('output_tokens', 0))} out",
@@ -297,6 +299,8 @@ def follow(client: Any, task_id: str, as_json: bool) -> None:
             last = task_dict(progress.task)
             elapsed = progress.elapsed_seconds
             event = to_dict(progress.event) if progress.HasField("event") else None
+            if stuck(last):
+                break
             if as_json:
                 continue
             if live is not None:
@@ -320,7 +324,19 @@ def follow(client: Any, task_id: str, as_json: bool) -> None:
             live.stop()
     if last is None:
         raise CliError("E900", f"the daemon sent no progress for task {task_id}")
+    if stuck(last):
+        if as_json:
+            render.emit_resource(last)
+        raise CliError(last["status_code"],
+                       f"task {last['id']} is {last['status']}: {last['status_reason']}. "
+                       f"It stays queued; `parhelia task watch {last['id']}` follows it")
     _finish(last, elapsed, as_json)
+
+
+def stuck(t: dict[str, Any]) -> bool:
+    """The task waits for something only the user can change (it cannot fit the budget,
+    the budget paused it): following it longer would hang."""
+    return t["status"] in WAITING and bool(t["needs_user"]) and bool(t["status_code"])
 
 
 def _event_note(event: dict[str, Any], elapsed: float) -> str:
@@ -396,19 +412,41 @@ def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
     if obj.json:
         render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
         return
-    rows = []
+    rows, notes = [], []
     for t in map(task_dict, resp.tasks):
         opts = t["options"] or {}
         where = opts.get("backend") or ""
         if opts.get("gpu"):
             where = f"{where} {opts['gpu']}".strip()
         prompt = (t["prompt"] or "").strip().splitlines()[0] if t["prompt"] else ""
-        rows.append((t["id"], render.status_cell(t["status"]), render.age(t["created_at"]),
+        word, colour = render.status_cell(t["status"])
+        if waits(t):
+            word += "*"
+            notes.append(f"* {t['id']}: " + wait_text(t))
+        rows.append((t["id"], (word, colour), render.age(t["created_at"]),
                      where, (t["usage"] or {}).get("turns", 0),
                      usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
                      prompt[:60] + ("..." if len(prompt) > 60 else "")))
     render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "COST", "PROMPT"), rows,
                  empty="No tasks. Create one with `parhelia task create \"...\"`.")
+    if notes:
+        render.line()
+        for note in notes:
+            render.line(note)
+
+
+WAITING = ("pending", "paused")
+
+
+def waits(t: dict[str, Any]) -> bool:
+    """A pending or paused task with a reason to show (why it is not running)."""
+    return t["status"] in WAITING and bool(t["status_reason"])
+
+
+def wait_text(t: dict[str, Any]) -> str:
+    """Why a task waits: ``CODE reason`` (+ that it waits for the user)."""
+    text = (f"{t['status_code']} " if t["status_code"] else "") + (t["status_reason"] or "")
+    return text + (" [waits for you]" if t["needs_user"] else "")
 
 
 @task.command()
@@ -439,7 +477,9 @@ def show(task_id: str) -> None:
                if src.get("workspace_id") else "empty workspace"))
     render.fields([
         ("Status", render.status_word(t["status"]) + (f" ({t['status_reason']})"
-                                                      if t["status_reason"] else "")),
+                                                      if t["status_reason"] and not waits(t)
+                                                      else "")),
+        ("Waiting", wait_text(t) if waits(t) else None),
         ("Prompt", _one_line(t["prompt"] or "")),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
         ("Model", o.get("model")), ("Permission", o.get("permission_mode")),

@@ -53,6 +53,7 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                              "cleanup` lists them, `parhelia cleanup --terminate` ends them")
         if recovering:
             attention.append(f"{recovering} task(s) recovering")
+        attention.extend(await self._tasks_needing_user())
         response = system_pb2.GetStatusResponse(
             version=ctx.version, pid=os.getpid(),
             uptime_seconds=(now_us() - ctx.started_at_us) / US_PER_SECOND,
@@ -80,6 +81,19 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                     "see `parhelia daemon logs`")
                 response.health.needs_attention = True
         return response
+
+    async def _tasks_needing_user(self) -> list[str]:
+        """One line per task that waits for the user (cannot fit the budget, paused,
+        held by --no-dispatch), the first few; then how many more."""
+        shown = 5
+        tasks = await self._ctx.store.tasks.needing_user(limit=shown + 1000)
+        lines = [f"task {t.id} is {t.status}: "
+                 + (f"{t.status_code} " if t.status_code else "") + (t.status_reason or "")
+                 for t in tasks[:shown]]
+        if len(tasks) > shown:
+            lines.append(f"{len(tasks) - shown} more task(s) wait for you: `parhelia task "
+                         "list --status pending --status paused`")
+        return lines
 
     async def Doctor(self, request: system_pb2.DoctorRequest,
                      context: grpc.aio.ServicerContext) -> system_pb2.DoctorResponse:

@@ -60,8 +60,10 @@ def held_reason(task_id: str) -> str:
 def set_waiting(tx: Tx, task_id: str, wait: Wait) -> TaskRow | None:
     """Inside a unit: record why a pending task waits.
 
-    Returns the updated row when the reason changed (one event is appended then), None
-    when it is unchanged or the task is no longer pending (dispatched, cancelled...).
+    Returns the updated row when the reason changed, None when it is unchanged or the
+    task is no longer pending (dispatched, cancelled...). An event is appended when the
+    wait changes: another code, or another reason for a wait without a code (a refusal
+    whose figures moved, e.g. the budget spent so far, only updates its text).
     """
     task = tx.tasks.get(task_id)
     if task is None or task.status != TaskStatus.PENDING:
@@ -74,6 +76,8 @@ def set_waiting(tx: Tx, task_id: str, wait: Wait) -> TaskRow | None:
         return None
     row = tx.tasks.update(task.id, status_reason=wait.reason[:1000], status_code=wait.code,
                           needs_user=wait.needs_user, dispatch_after=after)
+    if (task.status_code, task.needs_user) == (wait.code, wait.needs_user) and wait.code:
+        return row  # the same refusal with new figures (spend moved): no new event
     tx.events.append(REFUSED_EVENT if wait.code or wait.needs_user else WAITING_EVENT,
                      wait.reason[:1000], task_id=task.id, session_id=task.session_id,
                      data={"code": wait.code, "reason": wait.reason[:1000],

@@ -77,3 +77,57 @@ def test_task_dispatch_of_one_id_releases_only_that_one(harness: Harness) -> Non
     assert harness.task(a)["status"] == "pending"
     unknown = harness.run("task", "dispatch", "t-doesnotexist")
     assert unknown.returncode == 3 and "E201" in unknown.stderr
+
+
+def _wait_reason(harness: Harness, task_id: str, code: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = harness.task(task_id)
+        if task["status_code"] == code:
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+
+
+def test_a_task_that_can_never_fit_says_why_and_does_not_block_the_queue(
+        harness: Harness) -> None:
+    harness.run("budget", "set", "1", check=True)
+    # 1000 turns at the estimate's high end is far above $1: it can never fit
+    big = harness.create(fake_prompt({"turn": True}), "--max-turns", "1000")
+    small = [harness.create(fake_prompt({"turn": True}), "--max-cost", "0.10")
+             for _ in range(3)]
+    for task_id in small:
+        assert harness.wait(task_id)["status"] == "completed"
+    task = _wait_reason(harness, big, "E300")
+    assert task["status"] == "pending" and task["needs_user"] is True
+    assert "cannot fit the budget" in task["status_reason"]
+    assert "budget set" in task["status_reason"]
+    # one event for the wait, not one per dispatch pass
+    refused = [e for e in harness.events("--task", big) if e["type"] == "task_dispatch_refused"]
+    assert len(refused) == 1, refused
+
+    show = harness.run("task", "show", big, check=True).stdout
+    assert "E300" in show and "cannot fit the budget" in show
+    listing = harness.run("task", "list", check=True).stdout
+    assert f"* {big}: E300" in listing
+    status = harness.run("status")
+    assert status.returncode == 1, status.stdout
+    assert big in status.stdout and "cannot fit" in status.stdout
+
+    # a --sync caller of such a task sees the reason and does not hang
+    sync = harness.run("task", "create", fake_prompt({"turn": True}), "--no-workspace",
+                       "--max-turns", "1000", "--sync", timeout=60)
+    assert sync.returncode == 4, sync.stdout + sync.stderr
+    assert "E300" in sync.stderr and "cannot fit the budget" in sync.stderr
+
+    # raising the ceiling ends the wait without the user touching the task
+    harness.run("budget", "set", "500", check=True)
+    assert harness.wait(big)["status"] == "completed"
+
+
+def test_a_held_task_shows_its_reason_in_list_and_json(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"turn": True}), "--no-dispatch")
+    task = harness.task(task_id)
+    assert (task["held"], task["needs_user"], task["status_code"]) == (True, True, None)
+    assert f"parhelia task dispatch {task_id}" in task["status_reason"]
+    assert f"* {task_id}: held" in harness.run("task", "list", check=True).stdout

@@ -120,6 +120,14 @@ class TaskRepo:
                                f"{_SELECT} WHERE status = ? ORDER BY seq LIMIT ?",
                                (TaskStatus.PENDING.value, max(1, limit)))
 
+    async def needing_user(self, limit: int = 100) -> builtins.list[TaskRow]:
+        """Unfinished tasks whose wait only the user can end, oldest first."""
+        return await sql.amany(self._store.reader, TaskRow,
+                               f"{_SELECT} WHERE needs_user = 1 AND status IN (?, ?) "
+                               "ORDER BY seq LIMIT ?",
+                               (TaskStatus.PENDING.value, TaskStatus.PAUSED.value,
+                                max(1, limit)))
+
     async def count_by_status(self) -> dict[str, int]:
         """Every status (also those with no task) -> count."""
         counts = {s.value: 0 for s in TaskStatus}

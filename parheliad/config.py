@@ -25,12 +25,22 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from parhelia import ownership
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 
 PROJECT_CONFIG = Path(".parhelia") / "config.toml"
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
+PERMISSION_RANK = {"plan": 0, "dontAsk": 1, "manual": 1, "acceptEdits": 2, "auto": 3,
+                   "bypassPermissions": 4}
+"""How much a permission mode lets the agent do without asking (higher = more): a
+project file may choose a mode of the same or a lower rank than the user's."""
+
+PROJECT_LIMITED = ("agent.permission_mode", "agent.max_turns", "modal.default_timeout_hours",
+                   "modal.cpu_count", "modal.memory_mb", "orchestrator.default_backend")
+"""Per-task keys a project file (perhaps from a cloned repository) may only narrow:
+lower or equal to what the user's own config allows (the backend: the same one)."""
 
 # Modal sandbox prices, USD per second (reference/modal.md). Defaults only: overridable.
 DEFAULT_GPU_RATES: dict[str, str] = {
@@ -273,6 +283,31 @@ def load_config(paths: Paths, project_dir: Path | None = None) -> Config:
     return Config(**built, sources=sources, files=tuple(str(p) for _, p, _ in layers))
 
 
+def project_widenings(user: Config, effective: Config) -> list[tuple[str, Any, Any, str]]:
+    """``(key, user value, project value, project file)`` for every key of
+    :data:`PROJECT_LIMITED` that the project file sets beyond what ``user`` allows."""
+    out: list[tuple[str, Any, Any, str]] = []
+    for key in PROJECT_LIMITED:
+        source = effective.source(key)
+        if not source.startswith("project:"):
+            continue
+        mine, theirs = _get(user, key), _get(effective, key)
+        if key == "agent.permission_mode":
+            wider = PERMISSION_RANK[theirs] > PERMISSION_RANK[mine]
+        elif key == "orchestrator.default_backend":
+            wider = theirs != mine
+        else:
+            wider = theirs > mine
+        if wider:
+            out.append((key, mine, theirs, source.partition(":")[2]))
+    return out
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
     """(dotted key, value, source) for every key, in schema order."""
     out: list[tuple[str, Any, str]] = []
@@ -307,11 +342,19 @@ def _section_types() -> dict[str, type]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    why = ownership.file_problem(path)
+    if why is not None:
+        raise ParheliaError("E401", f"{path}: not trusted: {why}. Its settings choose what "
+                            "runs and how much it may do; fix the owner or mode.",
+                            file=str(path))
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ParheliaError("E101", f"{path}: not valid TOML: {exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ParheliaError("E101", f"{path}: not valid TOML: not UTF-8 text (byte "
+                            f"{exc.start})", file=str(path)) from None
     except OSError as exc:
         raise ParheliaError("E101", f"{path}: cannot be read: {exc.strerror}",
                             file=str(path)) from None

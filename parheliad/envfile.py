@@ -14,6 +14,7 @@ import re
 import stat
 from pathlib import Path
 
+from parhelia import ownership
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 
@@ -31,6 +32,9 @@ def load(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) ->
         st = path.stat()
     except FileNotFoundError:
         return []
+    why = ownership.file_problem(path)
+    if why is not None:
+        raise ParheliaError("E401", f"{path}: not trusted: {why}")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ParheliaError("E401", f"{path} is readable by other users (mode "
                                     f"{oct(stat.S_IMODE(st.st_mode))}); it holds credentials: "

@@ -73,13 +73,16 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
 @click.option("--estimate-only", is_flag=True,
               help="Print the cost range (compute + API) and create nothing.")
+@click.option("--trust-project-config", is_flag=True,
+              help="Let the project's .parhelia/config.toml widen your own settings "
+                   "(permission mode, turns, timeout, size, backend) for this task.")
 @json_option
 def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
            timeout: int | None, max_turns: int | None, max_cost: int | None,
            model: str | None, permission_mode: str | None, backend: str | None,
            workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
            repo: str | None, ref: str | None, sync: bool, no_dispatch: bool,
-           estimate_only: bool) -> None:
+           estimate_only: bool, trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
 
@@ -117,7 +120,8 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
     included = [_relative_to(p, directory) for p in include_secret] if directory else []
     created = submit_task(client, prompt, options, directory=directory, repo=repo, ref=ref,
                           no_dispatch=no_dispatch, quiet=obj.json,
-                          include_secret=included)
+                          include_secret=included,
+                          trust_project_config=trust_project_config)
     if not sync:
         if obj.json:
             render.emit_resource(task_dict(created))
@@ -157,7 +161,8 @@ def _relative_to(path: Path, directory: Path) -> str:
 def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | None = None,
                 repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
                 quiet: bool = False, include_secret: Sequence[str] = (),
-                notices: list[str] | None = None) -> Any:
+                notices: list[str] | None = None,
+                trust_project_config: bool = False) -> Any:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
     nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
@@ -181,7 +186,8 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
         base_commit = done.base_commit
     resp = client.call("tasks", "CreateTask", pb2("tasks").CreateTaskRequest(
         prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
-        workspace_path=workspace_path, base_commit=base_commit))
+        workspace_path=workspace_path, base_commit=base_commit,
+        trust_project_config=trust_project_config))
     return resp.task
 
 
@@ -483,6 +489,7 @@ def show(task_id: str) -> None:
         ("Prompt", _one_line(t["prompt"] or "")),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
         ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
+        ("Set by", _set_by(t.get("option_sources") or {})),
         ("Source", source), ("Base commit", t["base_commit"]),
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
         ("Finished", render.when(t["finished_at"])),
@@ -501,6 +508,15 @@ def show(task_id: str) -> None:
     ], title=f"Task {t['id']}")
     if r.get("text"):
         render.line("\n" + r["text"].rstrip("\n"))
+
+
+def _set_by(sources: dict[str, str]) -> str | None:
+    """Which file (or flag) chose each option that is not a built-in default."""
+    by: dict[str, list[str]] = {}
+    for option, source in sorted(sources.items()):
+        if source != "default":
+            by.setdefault(source.replace(":", " ", 1), []).append(option)
+    return "; ".join(f"{', '.join(opts)}: {src}" for src, opts in by.items()) or None
 
 
 def _one_line(text: str, width: int = 100) -> str:

@@ -6,6 +6,8 @@ messages use empty strings/zeros and unset ``Timestamp`` fields.
 
 from __future__ import annotations
 
+import json
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parhelia import events as catalogue
@@ -38,6 +40,14 @@ def status_from_proto(value: int) -> str:
     return TaskStatus[name.removeprefix("TASK_STATUS_")].value
 
 
+def _option_sources(text: str) -> dict[str, str]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def task_to_proto(row: TaskRow) -> common_pb2.Task:
     msg = common_pb2.Task(
         id=row.id, prompt=row.prompt, status=status_to_proto(row.status),
@@ -45,6 +55,7 @@ def task_to_proto(row: TaskRow) -> common_pb2.Task:
         container_id=row.container_id or "", last_tool=row.last_tool, restarts=row.restarts,
         base_commit=row.base_commit, workspace_path=row.workspace_path,
         status_code=row.status_code, needs_user=row.needs_user, held=row.held,
+        option_sources=_option_sources(row.option_sources),
         options=common_pb2.TaskOptions(
             gpu=row.gpu, cpu=row.cpu, memory_mb=row.memory_mb,
             timeout_seconds=row.timeout_seconds, max_turns=row.max_turns,

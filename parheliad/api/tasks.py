@@ -31,7 +31,8 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
         row = await self._ctx.tasks.create(
             request.prompt, options_from_proto(request.options),
             source_from_proto(request.source), workspace_path=request.workspace_path,
-            base_commit=request.base_commit, dispatch=not request.no_dispatch)
+            base_commit=request.base_commit, dispatch=not request.no_dispatch,
+            trust_project_config=request.trust_project_config)
         return tasks_pb2.CreateTaskResponse(task=task_to_proto(row))
 
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,

@@ -7,6 +7,7 @@ to change a status *with* its catalogue event in one transaction.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,7 +20,7 @@ import structlog
 from modal_worker import gitsafe
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS
-from parheliad.config import PERMISSION_MODES, Config
+from parheliad.config import PERMISSION_MODES, Config, project_widenings
 from parheliad.core.states import (
     TASK_FINAL,
     TASK_TRANSITIONS,
@@ -57,6 +58,14 @@ _STATUS_EVENT = {
     TaskStatus.FAILED: "task_failed",
     TaskStatus.CANCELLED: "task_cancelled",
 }
+
+
+OPTION_KEYS: dict[str, str] = {
+    "cpu": "modal.cpu_count", "memory_mb": "modal.memory_mb",
+    "timeout_seconds": "modal.default_timeout_hours", "max_turns": "agent.max_turns",
+    "model": "agent.model", "permission_mode": "agent.permission_mode",
+    "backend": "orchestrator.default_backend", "gpu": "", "max_cost_micros": ""}
+"""Each task option and the config key that gives its default ("" = none)."""
 
 
 @dataclass(frozen=True)
@@ -262,9 +271,32 @@ class TaskService:
         self.runtime: TaskRuntime = runtime or MarkCancelled(store)
         self.on_created = on_created
 
+    def _task_defaults(self, options: TaskOptions, project: Path | None,
+                  trust_project: bool) -> tuple[TaskDefaults, dict[str, str]]:
+        """The defaults for a task of ``project`` and where each option comes from
+        (``flag``, ``default``, ``user:<file>``, ``project:<file>``). A project file may
+        only narrow what the user's own config allows (E401 naming file and key) unless
+        the user trusts it for this task, or an explicit flag overrides the key."""
+        cfg = self._config(project)
+        sources = {opt: ("flag" if getattr(options, opt) else cfg.source(key) if key
+                         else "default") for opt, key in OPTION_KEYS.items()}
+        if project is not None and any(v.startswith("project:") for v in sources.values()):
+            flagged = {OPTION_KEYS[o] for o, v in sources.items() if v == "flag"}
+            wider = [w for w in project_widenings(self._config(None), cfg)
+                     if w[0] not in flagged]
+            if wider and not trust_project:
+                key, mine, theirs, path = wider[0]
+                raise ParheliaError(
+                    "E401", f"{path}: {key} = {theirs!r} widens what your own configuration "
+                    f"allows ({mine!r}); a project file may only narrow it. Pass the option "
+                    "explicitly, or --trust-project-config if you trust this project file",
+                    file=path, key=key)
+        return TaskDefaults.from_config(cfg), sources
+
     async def create(self, prompt: str, options: TaskOptions = TaskOptions(),
                      source: TaskSource = TaskSource(), *, workspace_path: str = "",
-                     base_commit: str = "", dispatch: bool = True) -> TaskRow:
+                     base_commit: str = "", dispatch: bool = True,
+                     trust_project_config: bool = False) -> TaskRow:
         if not prompt.strip():
             raise missing("prompt: a task needs a non-empty prompt", field="prompt")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -273,10 +305,10 @@ class TaskService:
         project = Path(workspace_path) if workspace_path else None
         if project is not None and not project.is_absolute():
             raise invalid("workspace_path: must be absolute", field="workspace_path")
-        defaults = TaskDefaults.from_config(self._config(project))
+        defaults, sources = self._task_defaults(options, project, trust_project_config)
         opts = validate_options(options, defaults)
         src = validate_source(source)
-        values = {**asdict(opts), "prompt": prompt,
+        values = {**asdict(opts), "prompt": prompt, "option_sources": json.dumps(sources),
                   "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
                   "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
                   "base_commit": base_commit}

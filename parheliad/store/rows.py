@@ -63,6 +63,7 @@ class TaskRow:
     needs_user: bool = False  # the wait ends only by the user's hand
     held: bool = False  # created with --no-dispatch: only `task dispatch` starts it
     dispatch_after: int | None = None  # no dispatch attempt before (backoff)
+    option_sources: str = "{}"  # JSON: option -> flag | default | user:<file> | project:<file>
 
 
 @dataclass(frozen=True)

@@ -242,10 +242,15 @@ _V4 = (
     "ALTER TABLE tasks ADD COLUMN dispatch_after INTEGER",
 )
 
+# Where each of a task's options came from (a flag, the default, the user's or a
+# project's config file), as JSON: `task show` says which file set what.
+_V5 = ("ALTER TABLE tasks ADD COLUMN option_sources TEXT NOT NULL DEFAULT '{}'",)
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
     Migration("container usage", _V2),
     Migration("orphans", _V3),
     Migration("task waits", _V4),
+    Migration("task option sources", _V5),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -131,3 +132,53 @@ def test_gpu_rate_override_keeps_other_defaults(paths) -> None:
 def test_agent_command_string_is_one_program(paths) -> None:
     write(paths.config_file, "[agent]\ncommand = '/opt/my claude/bin/claude'\n")
     assert load_config(paths).agent.command == ["/opt/my claude/bin/claude"]
+
+
+def test_binary_config_is_e101_naming_the_file(paths) -> None:
+    paths.config_file.parent.mkdir(parents=True)
+    paths.config_file.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00garbage")
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths)
+    assert ei.value.code == "E101" and str(paths.config_file) in ei.value.message
+    assert "UTF-8" in ei.value.message
+
+
+def test_project_widenings_are_named_narrowings_are_not(paths, tmp_path: Path) -> None:
+    from parheliad.config import project_widenings
+
+    write(paths.config_file, "[agent]\npermission_mode = 'acceptEdits'\nmax_turns = 20\n")
+    narrow = tmp_path / "narrow"
+    write(narrow / ".parhelia" / "config.toml",
+          "[agent]\npermission_mode = 'plan'\nmax_turns = 5\n[modal]\ndefault_timeout_hours = 1\n")
+    assert project_widenings(load_config(paths), load_config(paths, narrow)) == []
+    wide = tmp_path / "wide"
+    pfile = write(wide / ".parhelia" / "config.toml",
+                  "[agent]\npermission_mode = 'bypassPermissions'\nmax_turns = 1000\n"
+                  "[modal]\ncpu_count = 64\n[orchestrator]\ndefault_backend = 'modal'\n")
+    found = project_widenings(load_config(paths), load_config(paths, wide))
+    assert [(k, mine, theirs) for k, mine, theirs, _ in found] == [
+        ("agent.permission_mode", "acceptEdits", "bypassPermissions"),
+        ("agent.max_turns", 20, 1000), ("modal.cpu_count", 4.0, 64.0),
+        ("orchestrator.default_backend", "local", "modal")]
+    assert {f for *_, f in found} == {str(pfile)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another uid")
+def test_config_owned_by_another_user_or_writable_by_others_is_refused(
+        paths, tmp_path: Path) -> None:
+    write(paths.config_file, "[agent]\ncommand = ['/tmp/planted']\n")
+    os.chown(paths.config_file, 12345, 12345)
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths)
+    assert ei.value.code == "E401" and "uid 12345" in ei.value.message
+    os.chown(paths.config_file, 0, 0)
+    paths.config_file.parent.chmod(0o777)
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths)
+    assert ei.value.code == "E401" and "writable by other users" in ei.value.message
+    paths.config_file.parent.chmod(0o700)
+    pfile = write(tmp_path / "p" / ".parhelia" / "config.toml", "[agent]\nmax_turns = 3\n")
+    pfile.chmod(0o666)
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths, tmp_path / "p")
+    assert ei.value.code == "E401" and str(pfile) in ei.value.message

@@ -227,3 +227,33 @@ def test_prompt_over_the_limit_is_refused_at_create(harness: Harness) -> None:
                           text=True, timeout=90, check=False)
     assert proc.returncode != 0
     assert "E101" in proc.stderr + proc.stdout and "1,000,000" in proc.stderr + proc.stdout
+
+
+def test_project_config_may_only_narrow_unless_trusted(harness: Harness, tmp_path: Path) -> None:
+    """A cloned repository's .parhelia/config.toml cannot widen the agent's permissions;
+    `task show` says which file set what."""
+    repo = tmp_path / "cloned"
+    pfile = repo / ".parhelia" / "config.toml"
+    pfile.parent.mkdir(parents=True)
+    (repo / "README.md").write_text("hi\n")
+    pfile.write_text("[agent]\npermission_mode = 'bypassPermissions'\nmax_turns = 1000\n")
+    base = ("task", "create", "Do it", "--workspace", str(repo), "--no-dispatch")
+    refused = harness.run(*base)
+    assert refused.returncode != 0
+    out = refused.stdout + refused.stderr
+    assert "E401" in out and str(pfile) in out and "agent.permission_mode" in out
+    assert harness.json("task", "list")["tasks"] == []
+    # explicit flags override the widening keys: nothing is left to the project file
+    flagged = harness.json(*base, "--permission-mode", "acceptEdits", "--max-turns", "7")
+    assert flagged["options"]["permission_mode"] == "acceptEdits"
+    assert flagged["option_sources"]["permission_mode"] == "flag"
+    trusted = harness.json(*base, "--trust-project-config")
+    assert trusted["options"]["permission_mode"] == "bypassPermissions"
+    assert trusted["option_sources"]["max_turns"] == f"project:{pfile}"
+    shown = harness.run("task", "show", trusted["id"], check=True).stdout
+    assert f"max_turns, permission_mode: project {pfile}" in shown
+    # a narrowing needs no flag
+    pfile.write_text("[agent]\npermission_mode = 'plan'\nmax_turns = 3\n")
+    narrowed = harness.json(*base)
+    assert narrowed["options"]["permission_mode"] == "plan"
+    assert narrowed["options"]["max_turns"] == 3

@@ -267,6 +267,26 @@ Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 class Task(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class OptionSourcesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
@@ -289,6 +309,7 @@ class Task(_message.Message):
     NEEDS_USER_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     DISPATCH_AFTER_FIELD_NUMBER: _builtins.int
+    OPTION_SOURCES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -330,6 +351,10 @@ class Task(_message.Message):
     def dispatch_after(self) -> _timestamp_pb2.Timestamp:
         """Backoff after a transient refusal: no dispatch attempt before this time."""
 
+    @_builtins.property
+    def option_sources(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """where each option came from: flag | default | user:<file> | project:<file>"""
+
     def __init__(
         self,
         *,
@@ -355,10 +380,11 @@ class Task(_message.Message):
         needs_user: _builtins.bool = ...,
         held: _builtins.bool = ...,
         dispatch_after: _timestamp_pb2.Timestamp | None = ...,
+        option_sources: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "options", b"options", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

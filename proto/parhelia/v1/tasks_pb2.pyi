@@ -113,12 +113,15 @@ class CreateTaskRequest(_message.Message):
     NO_DISPATCH_FIELD_NUMBER: _builtins.int
     WORKSPACE_PATH_FIELD_NUMBER: _builtins.int
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
+    TRUST_PROJECT_CONFIG_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     no_dispatch: _builtins.bool
     """create pending, do not kick the dispatcher"""
     workspace_path: _builtins.str
     """the user's directory, for task pull"""
     base_commit: _builtins.str
+    trust_project_config: _builtins.bool
+    """allow the project's .parhelia/config.toml to widen"""
     @_builtins.property
     def options(self) -> _common_pb2.TaskOptions: ...
     @_builtins.property
@@ -132,10 +135,11 @@ class CreateTaskRequest(_message.Message):
         no_dispatch: _builtins.bool = ...,
         workspace_path: _builtins.str = ...,
         base_commit: _builtins.str = ...,
+        trust_project_config: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "options", b"options", "prompt", b"prompt", "source", b"source", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -199,7 +199,7 @@ def test_agent_gets_prompt_on_stdin_and_an_allow_listed_environment(harness_fact
                           input=prompt, env=harness.daemon.env, capture_output=True, text=True,
                           timeout=90, check=False)
     assert proc.returncode == 0, proc.stderr
-    task_id = json.loads(proc.stdout)["task_id"]
+    task_id = json.loads(proc.stdout)["id"]
 
     def agent() -> psutil.Process | None:
         for p in psutil.process_iter(["cmdline"]):

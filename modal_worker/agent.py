@@ -49,8 +49,10 @@ def build_argv(agent: AgentSpec, command: list[str] | None = None) -> list[str]:
     cmd = list(command or agent.command)
     session = (["--resume", agent.session_uuid] if agent.resume
                else ["--session-id", agent.session_uuid])
-    options = ["--output-format", "stream-json", "--verbose", *session,
-               "--permission-mode", agent.permission_mode]
+    # --include-partial-messages: the Messages API's stream events, the only place the
+    # CLI reports a reply's output tokens before its final result (modal_worker.stream).
+    options = ["--output-format", "stream-json", "--verbose", "--include-partial-messages",
+               *session, "--permission-mode", agent.permission_mode]
     if agent.max_turns is not None:
         options += ["--max-turns", str(agent.max_turns)]
     if agent.max_budget_usd is not None:
@@ -105,6 +107,18 @@ def resolve_command(command: list[str], env: Mapping[str, str]) -> list[str]:
             f"`{INSTALL_HINT}`, or set `agent.command` in the configuration.",
         )
     return [found, *command[1:]]
+
+
+RAW_LOG_STREAM_EVENTS = frozenset({"message_start", "message_delta"})
+
+
+def _streamed_piece(obj: object) -> bool:
+    """A partial-message event the raw log leaves out: the deltas repeat what the
+    assistant lines carry; message_start / message_delta (the usage) are kept."""
+    if not isinstance(obj, dict) or obj.get("type") != "stream_event":
+        return False
+    event = obj.get("event")
+    return not (isinstance(event, dict) and event.get("type") in RAW_LOG_STREAM_EVENTS)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -192,17 +206,16 @@ class AgentProcess:
         assert self.proc is not None and self.proc.stdout is not None
         with open(self.raw_log, "ab") as raw:
             for line in self.proc.stdout:
-                raw.write(line)
-                raw.flush()
                 text = line.strip()
-                if not text:
-                    continue
                 try:
-                    obj = json.loads(text)
+                    obj = json.loads(text) if text else None
                 except ValueError:
+                    obj = None
                     log.warning("agent wrote a non-JSON line: %s", redact(text[:200].decode(
                         errors="replace")))
-                    continue
+                if not _streamed_piece(obj):
+                    raw.write(line)
+                    raw.flush()
                 if isinstance(obj, dict):
                     try:
                         self.on_object(obj)

@@ -46,7 +46,7 @@ from modal_worker.checkpoint.restore import replace_dir
 from modal_worker.clock import utc_now
 from modal_worker.heartbeat import Heartbeat
 from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
-from modal_worker.stream import AgentStats, StreamParser
+from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
 from modal_worker.volume import LocalVolume
 from parhelia import __version__ as parhelia_version
 from parhelia.errors import ParheliaError
@@ -115,6 +115,7 @@ class Worker:
         self.started_at = utc_now()
         self._signal: int | None = None
         self._wake = False
+        self._cost_at_start = TranscriptCost()
 
     # -- entry point --------------------------------------------------------------------
 
@@ -291,9 +292,18 @@ class Worker:
                             for p in obj.get("plugins") or []],
             })
 
+    def _transcript(self) -> Path | None:
+        if self.conversation is None:
+            return None
+        return self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
+
     def _start_agent(self, command: list[str], env: dict[str, str]) -> None:
+        transcript = self._transcript()
+        if transcript is not None:
+            self._cost_at_start = transcript_cost(transcript, self.spec.agent.session_uuid)
         parser = StreamParser(emit=self.channel.emit, stats=self.stats,
-                              on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace))
+                              on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace),
+                              cost_baseline_usd=self._cost_at_start.total_usd)
         self.parser = parser
 
         def on_object(obj: dict[str, Any]) -> None:
@@ -373,6 +383,22 @@ class Worker:
             self.agent.stop(STOP_GRACE_SECONDS)
         if self.parser is not None:
             self.parser.finish()
+        self._settle_cost()
+
+    def _settle_cost(self) -> None:
+        """A run that ended without its result (stopped, crashed): the CLI still wrote its
+        session cost to the transcript on the way out (SIGTERM included); report this run's
+        share of it, so the ledger books the agent's own figure rather than an estimate."""
+        transcript = self._transcript()
+        if self.parser is None or self.parser.result is not None or transcript is None:
+            return
+        now = transcript_cost(transcript, self.spec.agent.session_uuid)
+        if now.lines <= self._cost_at_start.lines:
+            return
+        with self.stats.lock:
+            self.stats.cost_usd = self.parser.run_cost(now.total_usd)
+        self.channel.emit("agent_cost", {**self.stats.snapshot(), "source": "transcript",
+                                         "total_cost_usd": now.total_usd})
 
     def _interrupted(self) -> Outcome:
         self._stop_agent()
@@ -391,6 +417,7 @@ class Worker:
         assert self.agent is not None and self.parser is not None
         self.agent.join_output()
         self.parser.finish()
+        self._settle_cost()
         code = self.agent.returncode
         result = self.parser.result
         if result is not None and result.get("subtype") == "success" and code == 0 \

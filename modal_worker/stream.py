@@ -2,15 +2,38 @@
 
 One JSON object per line: ``system`` (init, api_retry, status), ``assistant``
 (one content block per line, blocks of one API message share ``message.id``),
-``user`` (tool results) and a final ``result``. A turn completes when an
+``user`` (tool results), ``stream_event`` (with ``--include-partial-messages``: the
+Messages API's own stream events) and a final ``result``. A turn completes when an
 assistant message ends: a tool result, a new message id or the result follows.
+
+**Usage, as the agent is billed** (docs/contracts.md, verified with Claude Code
+2.1.332): an ``assistant`` line carries its message's input and cache tokens but
+``output_tokens: 1`` whatever the reply cost; the true output count of a message
+arrives only in its ``message_delta`` stream event (after its assistant lines) and in
+the final ``result``. So the running totals take, per API message, the largest figure
+seen for each token kind in its ``message_start``, ``message_delta`` and assistant
+lines; while a message streams, its output is at least its streamed text over
+:data:`CHARS_PER_TOKEN_LOW` (an over-estimate, replaced by the billed count when its
+``message_delta`` arrives). The ``result`` then sets the run's figures exactly.
+
+**Turns** are counted as the CLI counts ``num_turns``: one for the first assistant
+message, plus one per tool result of the main conversation (two parallel tool calls
+answered in two requests make 3).
+
+**Cost**: ``total_cost_usd`` is the CLI's figure for the whole *session*: a resumed run
+starts from the cost it restored from the transcript's last ``cost-state`` line
+(:func:`transcript_cost`). ``cost_usd`` in the stats and the result is this run's
+share: the reported total minus that baseline.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modal_worker.redact import redact_text, shorten, tool_summary
@@ -44,10 +67,72 @@ class AgentStats:
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens")
+# Streamed characters per output token assumed while a message streams: low on purpose
+# (English prose runs near 4, code near 3), so the running figure is not below the bill.
+CHARS_PER_TOKEN_LOW = 3
+_DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json",
+               "thinking_delta": "thinking"}
+COST_STATE = "cost-state"
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _cost(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return max(0.0, float(value))
+
+
+@dataclass(frozen=True)
+class TranscriptCost:
+    """The CLI's own running cost of a session, from its transcript's ``cost-state`` lines."""
+
+    lines: int = 0  # how many cost-state lines of this session the transcript holds
+    total_usd: float = 0.0  # the last one's totalCostUSD
+
+
+def transcript_cost(path: Path, session_uuid: str) -> TranscriptCost:
+    """Claude Code appends ``{"type": "cost-state", "sessionId": .., "totalCostUSD": ..}``
+    to the transcript when a run ends (also when it is stopped with SIGTERM) and restores
+    it on ``--resume``. Unreadable or absent: nothing."""
+    lines, total = 0, 0.0
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if b'"cost-state"' not in raw:
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict) and obj.get("type") == COST_STATE \
+                        and obj.get("sessionId") == session_uuid:
+                    value = _cost(obj.get("totalCostUSD"))
+                    if value is not None:
+                        lines, total = lines + 1, value
+    except OSError:
+        pass
+    return TranscriptCost(lines, total)
+
+
+@dataclass
+class _Message:
+    """Usage of one API message: the largest figure seen per token kind."""
+
+    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_USAGE_KEYS, 0))
+    streamed_chars: int = 0
+    final_output: int | None = None  # from its message_delta: the billed output count
+
+    def effective(self) -> dict[str, int]:
+        out = dict(self.usage)
+        if self.final_output is not None:
+            out["output_tokens"] = self.final_output
+        else:
+            out["output_tokens"] = max(out["output_tokens"],
+                                       -(-self.streamed_chars // CHARS_PER_TOKEN_LOW))
+        return out
 
 
 @dataclass
@@ -60,9 +145,14 @@ class StreamParser:
     cwd: str | None = None
     result: dict[str, Any] | None = None
     last_api_error_status: int | None = None
+    cost_baseline_usd: float = 0.0  # the session cost the CLI restores on --resume
     _open_id: str | None = None
-    _open_usage: Mapping[str, Any] | None = None
+    _open_seen: bool = False
     _closed: set[str] = field(default_factory=set)
+    _messages: dict[str, _Message] = field(default_factory=dict)
+    _stream_id: str | None = None
+    _tool_results: int = 0
+    _assistant_seen: bool = False
     tool_uses: int = 0
 
     def feed(self, obj: Mapping[str, Any]) -> None:
@@ -72,8 +162,14 @@ class StreamParser:
         elif kind == "assistant":
             self._assistant(obj)
         elif kind == "user":
-            if self._has_tool_result(obj):
+            results = self._tool_results_in(obj)
+            if results:
                 self._close_turn()
+                if obj.get("parent_tool_use_id") is None:
+                    self._tool_results += results
+                    self._count_turns()
+        elif kind == "stream_event":
+            self._stream_event(obj)
         elif kind == "result":
             self._close_turn()
             self._result(obj)
@@ -117,14 +213,18 @@ class StreamParser:
             return
         mid = message.get("id")
         mid = mid if isinstance(mid, str) else None
+        usage = message.get("usage")
+        if isinstance(usage, Mapping):
+            self._merge_usage(mid or f"anonymous-{len(self._messages)}", usage)
         if mid is not None and mid in self._closed:
             return  # a late block of a message already counted
         if mid != self._open_id:
             self._close_turn()
             self._open_id = mid
-        usage = message.get("usage")
-        if isinstance(usage, Mapping):
-            self._open_usage = usage
+        self._open_seen = True
+        if obj.get("parent_tool_use_id") is None and not self._assistant_seen:
+            self._assistant_seen = True
+            self._count_turns()
         for block in message.get("content") or []:
             if not isinstance(block, Mapping):
                 continue
@@ -139,50 +239,115 @@ class StreamParser:
             elif block.get("type") == "text" and isinstance(block.get("text"), str):
                 self.emit("agent_message", {"text": shorten(redact_text(block["text"]), 200)})
 
+    def _stream_event(self, obj: Mapping[str, Any]) -> None:
+        """``--include-partial-messages``: usage from message_start / message_delta, and
+        the streamed size of the message in between."""
+        event = obj.get("event")
+        if not isinstance(event, Mapping):
+            return
+        etype = event.get("type")
+        api_id = obj.get("api_message_id")
+        if etype == "message_start":
+            message = event.get("message")
+            if not isinstance(message, Mapping):
+                return
+            mid = message.get("id") if isinstance(message.get("id"), str) else api_id
+            if not isinstance(mid, str):
+                return
+            self._stream_id = mid
+            usage = message.get("usage")
+            self._merge_usage(mid, usage if isinstance(usage, Mapping) else {})
+            return
+        mid = api_id if isinstance(api_id, str) else self._stream_id
+        if mid is None:
+            return
+        if etype == "content_block_delta":
+            delta = event.get("delta")
+            key = _DELTA_TEXT.get(str(delta.get("type"))) if isinstance(delta, Mapping) else None
+            piece = delta.get(key) if key and isinstance(delta, Mapping) else None
+            if isinstance(piece, str) and piece:
+                msg = self._messages.setdefault(mid, _Message())
+                before = msg.effective()
+                msg.streamed_chars += len(piece)
+                self._apply(before, msg.effective())
+        elif etype == "message_delta":
+            usage = event.get("usage")
+            if not isinstance(usage, Mapping):
+                return
+            msg = self._messages.setdefault(mid, _Message())
+            before = msg.effective()
+            self._merge_into(msg, usage)
+            if "output_tokens" in usage:
+                msg.final_output = max(_int(usage.get("output_tokens")),
+                                       msg.final_output or 0)
+            self._apply(before, msg.effective())
+
     @staticmethod
-    def _has_tool_result(obj: Mapping[str, Any]) -> bool:
+    def _merge_into(msg: _Message, usage: Mapping[str, Any]) -> None:
+        for key in _USAGE_KEYS:
+            msg.usage[key] = max(msg.usage[key], _int(usage.get(key)))
+
+    def _merge_usage(self, mid: str, usage: Mapping[str, Any]) -> None:
+        msg = self._messages.setdefault(mid, _Message())
+        before = msg.effective()
+        self._merge_into(msg, usage)
+        self._apply(before, msg.effective())
+
+    def _apply(self, before: Mapping[str, int], after: Mapping[str, int]) -> None:
+        """Move the running totals by one message's change."""
+        with self.stats.lock:
+            for key in _USAGE_KEYS:
+                setattr(self.stats, key,
+                        max(0, getattr(self.stats, key) + after[key] - before[key]))
+
+    def _count_turns(self) -> None:
+        with self.stats.lock:
+            self.stats.turns = max(self.stats.turns, 1 + self._tool_results)
+
+    @staticmethod
+    def _tool_results_in(obj: Mapping[str, Any]) -> int:
         message = obj.get("message")
         content = message.get("content") if isinstance(message, Mapping) else None
-        return isinstance(content, list) and any(
-            isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content)
+        if not isinstance(content, list):
+            return 0
+        return sum(1 for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result")
 
     def _close_turn(self) -> None:
-        if self._open_id is None and self._open_usage is None:
+        if self._open_id is None and not self._open_seen:
             return
-        usage = self._open_usage or {}
-        with self.stats.lock:
-            self.stats.turns += 1
-            for key in _USAGE_KEYS:
-                setattr(self.stats, key, getattr(self.stats, key) + _int(usage.get(key)))
         if self._open_id is not None:
             self._closed.add(self._open_id)
         self._open_id = None
-        self._open_usage = None
+        self._open_seen = False
         data = self.stats.snapshot()
         self.emit("agent_turn_completed", data)
         if self.on_turn is not None:
             self.on_turn()
 
+    def run_cost(self, total_usd: float) -> float:
+        """This run's share of the CLI's session cost ``total_usd``."""
+        return round(max(0.0, total_usd - self.cost_baseline_usd), 9)
+
     def _result(self, obj: Mapping[str, Any]) -> None:
+        """The run's exact figures (its usage is this run's; its cost the session's)."""
         usage = obj.get("usage") if isinstance(obj.get("usage"), Mapping) else {}
         assert isinstance(usage, Mapping)
-        cost = obj.get("total_cost_usd")
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-            cost = None
+        total = _cost(obj.get("total_cost_usd"))
         with self.stats.lock:
             for key in _USAGE_KEYS:
                 if key in usage:
                     setattr(self.stats, key, _int(usage.get(key)))
             if isinstance(obj.get("num_turns"), int):
                 self.stats.turns = obj["num_turns"]
-            self.stats.cost_usd = float(cost) if cost is not None else None
+            self.stats.cost_usd = self.run_cost(total) if total is not None else None
         text = obj.get("result")
         self.result = {
             "subtype": obj.get("subtype"),
             "is_error": bool(obj.get("is_error")),
             "turns": _int(obj.get("num_turns")),
             **{key: _int(usage.get(key)) for key in _USAGE_KEYS},
-            "total_cost_usd": self.stats.cost_usd,
+            "total_cost_usd": total,
+            "cost_usd": self.stats.cost_usd,
             "duration_ms": obj.get("duration_ms"),
             "terminal_reason": obj.get("terminal_reason"),
             "permission_denials": len(obj.get("permission_denials") or []),

@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 USAGE_FIELDS = ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                 "cache_read_input_tokens")
 _TASK_USAGE_COLUMNS = (*USAGE_FIELDS, "api_cost_micros")
+AGENT_COST_NOTE = "agent usage (the agent's own figure, from its transcript: it stopped " \
+    "before its result)"
 _TASK_USAGE_SQL = """
     SELECT COALESCE(SUM(turns), 0), COALESCE(SUM(input_tokens), 0),
            COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_creation_input_tokens), 0),
@@ -251,11 +253,15 @@ class Listener:
         tx.containers.update(c.id, **fields)
         self._usage(tx, c, data)
 
-    def _usage(self, tx: Tx, c: ContainerRow, data: Mapping[str, Any]) -> None:
+    def _usage(self, tx: Tx, c: ContainerRow, data: Mapping[str, Any],
+               note: str = "agent usage") -> None:
         """Record this incarnation's cumulative usage; the task's totals are the sums."""
         fields = {k: int(data[k]) for k in USAGE_FIELDS
                   if isinstance(data.get(k), int) and not isinstance(data.get(k), bool)}
-        cost_key = "total_cost_usd" if "total_cost_usd" in data else "cost_usd"
+        # ``cost_usd`` is this incarnation's share; ``total_cost_usd`` the CLI's figure for
+        # the whole session (a resumed run includes the earlier runs' cost), used only by
+        # workers that do not send the former.
+        cost_key = "cost_usd" if "cost_usd" in data else "total_cost_usd"
         if data.get(cost_key) is not None:
             fields["api_cost_micros"] = micros(data.get(cost_key))
         # Cumulative figures never go down within an incarnation; unchanged ones (most
@@ -280,7 +286,7 @@ class Listener:
                              output_tokens=max(0, fields.get("output_tokens", c.output_tokens)
                                                - int(booked[1])),
                              cache_tokens=max(0, cache - int(booked[2])),
-                             note="agent usage")
+                             note=note)
         sums = tx.conn.execute(_TASK_USAGE_SQL, (c.task_id,)).fetchone()
         tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),
                                               strict=True)))
@@ -298,8 +304,10 @@ class Listener:
             if _is_current(tx, c):
                 tx.tasks.update(c.task_id,
                                 last_tool=f"{tool}: {summary}"[:200] if summary else tool)
-        elif kind in ("agent_turn_completed", "agent_result"):
-            self._usage(tx, c, data)  # spend counts whichever incarnation made it
+        elif kind in ("agent_turn_completed", "agent_result", "agent_cost"):
+            # spend counts whichever incarnation made it
+            self._usage(tx, c, data, note=AGENT_COST_NOTE if kind == "agent_cost"
+                        else "agent usage")
             if kind == "agent_result" and _is_current(tx, c):
                 tx.tasks.update(c.task_id, result_subtype=str(data.get("subtype") or ""),
                                 result_is_error=bool(data.get("is_error")),
@@ -440,6 +448,8 @@ def _message(kind: str, data: Mapping[str, Any]) -> str:
         return f"turn {data.get('turns', '?')}"
     if kind == "agent_result":
         return f"{data.get('subtype', '')} after {data.get('turns', '?')} turns"
+    if kind == "agent_cost":
+        return f"${data.get('cost_usd', 0)} reported by the agent before it stopped"
     if kind == "agent_init":
         return f"{data.get('model', '')} (Claude Code {data.get('agent_version', '?')})"
     if kind == "checkpoint_created":

@@ -96,6 +96,9 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("agent_turn_completed", "agent", Level.INFO, "The agent completed a turn."),
     EventKind("agent_api_retry", "agent", Level.WARNING, "The agent is retrying an API call."),
     EventKind("agent_result", "agent", Level.INFO, "The agent finished with a result."),
+    EventKind("agent_cost", "agent", Level.INFO,
+              "The agent's own cost figure for a run stopped before its result "
+              "(from its transcript)."),
     EventKind("agent_error", "agent", Level.ERROR, "The agent failed."),
     # checkpoint
     EventKind("checkpoint_created", "checkpoint", Level.INFO, "A checkpoint was written."),

@@ -118,10 +118,16 @@ def test_running_task_is_paused_at_the_ceiling_and_resumes_when_raised(run: Cli)
     assert [e["data"]["resume"] for e in dispatched] == [False, True]
     assert dispatched[-1]["data"]["checkpoint_id"] == stops[-1]["data"]["checkpoint_id"]
     assert "Budget" not in run("task", "list").stderr
-    # the stopped incarnation's spend (never reported by its agent) is in the ledger
+    # The stopped incarnation's spend is booked with the agent's own figure (the cost-state
+    # it wrote to its transcript on SIGTERM), and the resumed agent's total_cost_usd - which
+    # counts the whole session, as the real CLI's does - is not booked twice: the task's
+    # API entries add up to the session's final figure.
     ledger = as_json(run("budget", "ledger", "--task", task_id, "--json"))["entries"]
-    assert any(e["container_id"] == first and e["note"].startswith("estimated from tokens")
-               for e in ledger)
+    assert any(e["container_id"] == first and e["note"].startswith("agent usage (the agent's")
+               for e in ledger), ledger
+    final = events(run, task_id, "agent_result")[-1]["data"]
+    api = sum(e["amount_micros"] for e in ledger if e["kind"] == "api")
+    assert abs(api - round(final["total_cost_usd"] * 1_000_000)) <= 1, (api, final)
 
 
 def test_a_per_task_cap_stops_exactly_that_task(run: Cli) -> None:

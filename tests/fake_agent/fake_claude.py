@@ -1,9 +1,31 @@
 #!/usr/bin/env python3
 """A stand-in for Claude Code's headless mode (``claude -p ... --output-format stream-json``).
 
-Speaks the stream-json protocol of reference/claude-code.md, accepts the same argv,
-needs a credential variable, and keeps a transcript under
+Speaks the stream-json protocol Parhelia reads, accepts the same argv, needs a credential
+variable, and keeps a transcript under
 ``$CLAUDE_CONFIG_DIR/projects/<encoded cwd>/<session>.jsonl`` that ``--resume`` reads.
+
+**Which real version it mirrors, and how that was checked.** Where the product reads the
+stream it follows Claude Code 2.1.332, the version pinned in ``.ci/claude-version``, as
+recorded by running that CLI against ``tests/fake_anthropic`` (docs/contracts.md, "Usage
+and cost in stream-json"):
+
+- every ``assistant`` line carries its message's input and cache tokens but
+  ``output_tokens: 1``; the real output count is only in the message's ``message_delta``
+  stream event (with ``--include-partial-messages``, emitted after the message's assistant
+  lines and before its tool results) and in the ``result``;
+- ``num_turns`` is one plus one per tool result (two parallel tool calls -> 3); the
+  ``--max-turns`` limit counts API requests (``--max-turns 2`` with tool calls only ends
+  ``error_max_turns`` after two requests, ``num_turns`` 3, exit 1);
+- without credentials: an ``assistant`` line from model ``<synthetic>`` saying
+  "Not logged in · Please run /login", then a ``result`` with subtype ``success``,
+  ``is_error`` true, cost 0, ``terminal_reason`` ``api_error``; exit 1;
+- at exit, SIGTERM included, a ``cost-state`` line with the session's ``totalCostUSD`` is
+  appended to the transcript; ``--resume`` restores it, so a resumed run's
+  ``total_cost_usd`` includes the earlier runs' cost (its ``usage`` does not).
+
+``tests/e2e/test_fake_agent_fidelity.py`` runs this fake and the real CLI on the same
+script and compares those fields, so a drift of either shows.
 
 Scripted by the prompt: a line ``FAKE_SCRIPT: <json list>`` gives the steps
 (``write``, ``turn``, ``sleep``, ``fail``, ``forever``, ``bash``, ``echo_prompt``,
@@ -19,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,8 +64,11 @@ ALIASES = {"-p": "--print", "-r": "--resume", "-c": "--continue"}
 CREDENTIALS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 10,
          "cache_read_input_tokens": 50}
-PRICES = {"input_tokens": 3.0, "output_tokens": 15.0, "cache_creation_input_tokens": 3.75,
-          "cache_read_input_tokens": 0.3}
+# USD per million tokens: the list price the daemon's default [rates] give this model (the
+# "default" family), with cache writes at 1.25x and reads at 0.1x input, so the figure it
+# reports agrees with the daemon's in-flight pricing, as a real model's does.
+PRICES = {"input_tokens": 5.0, "output_tokens": 25.0, "cache_creation_input_tokens": 6.25,
+          "cache_read_input_tokens": 0.5}
 DEFAULT_SCRIPT = [{"write": "hello.txt", "content": "hello from the fake agent\n"}, {"turn": True}]
 
 
@@ -101,8 +127,11 @@ class Agent:
         self.resumed = resumed
         self.cwd = os.getcwd()
         self.max_turns = int(str(opts["--max-turns"])) if "--max-turns" in opts else None
-        self.turns = 0
+        self.partial = bool(opts.get("--include-partial-messages"))
+        self.requests = 0  # API messages: what --max-turns limits
+        self.tool_results = 0
         self.usage = {k: 0 for k in USAGE}
+        self.base_cost = 0.0  # the session's cost restored on --resume
         self.msg_id = self._new_msg()
         self.msg_used = False
         self.pending: list[tuple[str, int, dict[str, object]]] = []
@@ -132,26 +161,51 @@ class Agent:
         finally:
             os.close(fd)
 
+    @property
+    def turns(self) -> int:
+        """The real CLI's num_turns: one, plus one per tool result."""
+        return 1 + self.tool_results if self.requests else 0
+
+    def stream_event(self, event: dict[str, object]) -> None:
+        if self.partial:
+            self.out({"type": "stream_event", "event": event, "session_id": self.session,
+                      "parent_tool_use_id": None, "uuid": str(uuid.uuid4()),
+                      "api_message_id": self.msg_id})
+
     def assistant(self, block: dict[str, object]) -> None:
         if not self.msg_used:
             self.check_turn_budget()
+            self.requests += 1
+            self.stream_event({"type": "message_start", "message": {
+                "id": self.msg_id, "type": "message", "role": "assistant", "model": MODEL,
+                "content": [], "stop_reason": None, "usage": dict(USAGE, output_tokens=1)}})
         self.msg_used = True
+        # As the real CLI: the line's usage says 1 output token whatever the reply cost.
         message = {"id": self.msg_id, "type": "message", "role": "assistant", "model": MODEL,
-                   "content": [block], "stop_reason": None, "usage": dict(USAGE)}
+                   "content": [block], "stop_reason": None,
+                   "usage": dict(USAGE, output_tokens=1)}
         obj = {"type": "assistant", "message": message, "session_id": self.session,
                "uuid": str(uuid.uuid4()), "parent_tool_use_id": None}
         self.out(obj)
         self.record({"type": "assistant", "message": message})
 
     def check_turn_budget(self) -> None:
-        if self.max_turns is not None and self.turns >= self.max_turns:
+        if self.max_turns is not None and self.requests >= self.max_turns:
             self.result("error_max_turns", True, "", terminal="max_turns")
             raise SystemExit(1)
 
     def end_message(self) -> None:
-        """Run the pending tool actions and emit their results; the message is a turn."""
+        """The message's usage arrives (message_delta), then its tool actions run and their
+        results follow."""
         if not self.msg_used:
             return
+        for key, value in USAGE.items():
+            self.usage[key] += value
+        stop = "tool_use" if self.pending else "end_turn"
+        self.stream_event({"type": "message_delta", "delta": {"stop_reason": stop,
+                                                              "stop_sequence": None},
+                           "usage": {"output_tokens": USAGE["output_tokens"]}})
+        self.stream_event({"type": "message_stop"})
         for tool_id, step, action in self.pending:
             text = self.run_action(action)
             content = [{"tool_use_id": tool_id, "type": "tool_result", "content": text}]
@@ -160,10 +214,8 @@ class Agent:
                       "uuid": str(uuid.uuid4()), "parent_tool_use_id": None,
                       "tool_use_result": {"stdout": text}})
             self.record({"type": "user", "message": message}, step)
+            self.tool_results += 1
         self.pending = []
-        self.turns += 1
-        for key, value in USAGE.items():
-            self.usage[key] += value
         self.msg_id = self._new_msg()
         self.msg_used = False
 
@@ -203,9 +255,20 @@ class Agent:
                                    timeout=float(hook.get("timeout") or 60), check=False)
 
     def cost(self) -> float:
-        return round(sum(self.usage[k] * PRICES[k] for k in USAGE) / 1e6, 6)
+        """The session's cost, as the real CLI reports it: the restored one plus this run's."""
+        return round(self.base_cost + sum(self.usage[k] * PRICES[k] for k in USAGE) / 1e6, 6)
+
+    def save_cost(self) -> None:
+        """Append the session's cost-state line (the real CLI does so at exit)."""
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps({"type": "cost-state", "sessionId": self.session,
+                                      "totalCostUSD": self.cost()}) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def result(self, subtype: str, is_error: bool, text: str, terminal: str) -> None:
+        self.save_cost()
         self.out({
             "type": "result", "subtype": subtype, "is_error": is_error,
             "duration_ms": int((time.monotonic() - self.started) * 1000),
@@ -331,6 +394,7 @@ def main(argv: list[str]) -> int:
     earlier = 0
     done = -1
     first_prompt = None
+    base_cost = 0.0
     if resume:
         if not transcript.is_file():
             raise Fail(f"No conversation found with session ID: {session}")
@@ -345,16 +409,32 @@ def main(argv: list[str]) -> int:
                 first_prompt = entry["message"]["content"]
             if isinstance(entry.get("fake_step"), int):
                 done = max(done, entry["fake_step"])
+            if entry.get("type") == "cost-state" and entry.get("sessionId") == session:
+                base_cost = float(entry.get("totalCostUSD") or 0)
     elif transcript.exists():
         raise Fail(f"Error: Session ID {session} is already in use.")
 
     agent = Agent(opts, prompt, session, transcript, bool(resume))
+    agent.base_cost = base_cost
     if not any(os.environ.get(name, "").strip() for name in CREDENTIALS):
         agent.out({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session,
                    "tools": [], "mcp_servers": [], "model": MODEL, "permissionMode": mode,
                    "claude_code_version": VERSION, "apiKeySource": "none"})
-        agent.result("success", True, "Invalid API key · Please run /login", terminal="completed")
+        agent.requests = 1  # the real CLI counts the synthetic reply as its one turn
+        zero = dict.fromkeys(USAGE, 0)
+        agent.out({"type": "assistant", "message": {
+            "id": str(uuid.uuid4()), "model": "<synthetic>", "role": "assistant",
+            "type": "message", "stop_reason": "stop_sequence", "usage": zero,
+            "content": [{"type": "text", "text": "Not logged in · Please run /login"}]},
+            "parent_tool_use_id": None, "session_id": session, "uuid": str(uuid.uuid4())})
+        agent.result("success", True, "Not logged in · Please run /login", terminal="api_error")
         return 1
+
+    def on_term(signum: int, frame: object) -> None:
+        agent.save_cost()  # as the real CLI: its cost survives a SIGTERM
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     steps = script_from(prompt)
     if steps is None and first_prompt is not None:
         steps = script_from(first_prompt)

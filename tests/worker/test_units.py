@@ -204,13 +204,14 @@ def test_argv_first_run_and_resume() -> None:
                       max_budget_usd=2.5, model="claude-sonnet-4-5")
     assert build_argv(agent) == [
         "claude", "-p", "--output-format", "stream-json", "--verbose",
-        "--session-id", UUID, "--permission-mode", "acceptEdits", "--max-turns", "7",
-        "--max-budget-usd", "2.5", "--model", "claude-sonnet-4-5"]
+        "--include-partial-messages", "--session-id", UUID, "--permission-mode", "acceptEdits",
+        "--max-turns", "7", "--max-budget-usd", "2.5", "--model", "claude-sonnet-4-5"]
     agent.resume = True
     agent.max_turns = agent.max_budget_usd = agent.model = None
     argv = build_argv(agent, ["/usr/bin/claude"])
     assert argv == ["/usr/bin/claude", "-p", "--output-format", "stream-json",
-                    "--verbose", "--resume", UUID, "--permission-mode", "acceptEdits"]
+                    "--verbose", "--include-partial-messages", "--resume", UUID,
+                    "--permission-mode", "acceptEdits"]
     assert "--session-id" not in argv
 
 

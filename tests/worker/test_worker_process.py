@@ -57,7 +57,8 @@ def test_multi_turn_script_event_sequence(tmp_path: Path) -> None:
     assert [(t["tool"], t["summary"]) for t in tools] == [
         ("Write", "a.txt"), ("Bash", "ls -la"), ("Write", "dir/b.txt")]
     result = by_type["agent_result"]
-    assert result["subtype"] == "success" and result["turns"] == 3
+    # Three API messages, three tool results: the real CLI's num_turns is 1 + 3.
+    assert result["subtype"] == "success" and result["turns"] == 4
     assert result["total_cost_usd"] > 0 and result["input_tokens"] == 300
     triggers = [c["trigger"] for c in checkpoints(records)]
     assert triggers[0] == "start" and triggers[-1] == "completion"

@@ -189,3 +189,26 @@ def test_fixture(fake_anthropic: FakeAnthropic) -> None:
     fake_anthropic.add_replies("x")
     status, _, raw = _request(fake_anthropic, "POST", "/v1/messages", _body(stream=False))
     assert json.loads(raw)["content"][0]["text"] == "x"
+
+
+def test_pings_cache_tokens_and_a_mid_stream_error() -> None:
+    script = [reply("a", "b", output_tokens=7, cache_creation_input_tokens=200,
+                    cache_read_input_tokens=3000),
+              reply("x", "y", stream_error="overloaded_error")]
+    with FakeAnthropic(script) as fake:
+        events = _sse(_request(fake, "POST", "/v1/messages", _body())[2])
+        names = [n for n, _ in events]
+        assert names[:2] == ["message_start", "ping"] and names.count("ping") == 2
+        usage = events[0][1]["message"]["usage"]
+        assert (usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"],
+                usage["output_tokens"]) == (200, 3000, 1)
+        assert events[-2][1]["usage"] == {"output_tokens": 7}
+        broken = _sse(_request(fake, "POST", "/v1/messages", _body())[2])
+        assert [n for n, _ in broken] == ["message_start", "ping", "content_block_start",
+                                          "error"]
+        assert broken[-1][1] == {"type": "error", "error": {"type": "overloaded_error",
+                                                            "message": "overloaded_error"}}
+        fake.fail_with(529, times=1)
+        status, _, raw = _request(fake, "POST", "/v1/messages", _body())
+        assert status == 529
+        assert json.loads(raw)["error"]["type"] == "overloaded_error"

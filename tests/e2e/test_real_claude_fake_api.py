@@ -318,3 +318,57 @@ def test_max_turns_stops_an_agent_that_keeps_calling_tools(
     assert run.result["terminal_reason"] == "max_turns"
     assert run.result["is_error"] is True
     assert len(fake_anthropic.main_requests) == 2
+
+
+def test_overloaded_529_is_retried_with_an_api_retry_line(
+    claude_bin: Path, fake_anthropic: FakeAnthropic, claude_dirs: ClaudeDirs
+) -> None:
+    fake_anthropic.fail_with(529, times=1)
+    run = _run(claude_bin, fake_anthropic, claude_dirs, "hi", str(uuid.uuid4()), max_retries=2)
+    assert run.returncode == 0, run.describe()
+    assert [e["error_status"] for e in _api_retries(run)] == [529]
+    assert run.result is not None and run.result["result"] == fake_anthropic.default_text
+
+
+def test_a_mid_stream_error_falls_back_to_one_unstreamed_request(
+    claude_bin: Path, fake_anthropic: FakeAnthropic, claude_dirs: ClaudeDirs
+) -> None:
+    """An SSE ``error`` event mid-reply: the CLI asks again without streaming; its result
+    counts the tokens of both requests but its cost only the one that completed."""
+    fake_anthropic.set_script([reply("broken", "off", stream_error="overloaded_error"),
+                               reply("recovered", output_tokens=10)])
+    env = claude_env(fake_anthropic.url, config_dir=claude_dirs.config, home=claude_dirs.home,
+                     max_retries=2)
+    argv = claude_argv(claude_bin, "hi", session_id=str(uuid.uuid4()),
+                       extra=["--model", "claude-sonnet-4-5", "--include-partial-messages"])
+    run = run_claude(argv, env=env, cwd=claude_dirs.cwd, timeout=RUN_TIMEOUT)
+    assert run.returncode == 0 and run.result is not None, run.describe()
+    main = fake_anthropic.main_requests
+    assert [r.json.get("stream") for r in main] == [True, False]
+    assert run.result["result"] == "recovered"
+    assert [b["text"] for b in run.content_blocks("assistant", "text")] == ["recovered"]
+    # Priced from its usage ($3/$15), the run is dearer than the CLI's own figure: the
+    # worker's in-flight pricing of usage stays at or above what the CLI reports.
+    usage = run.result["usage"]
+    priced = (usage["input_tokens"] * 3 + usage["output_tokens"] * 15) / 1e6
+    assert priced > run.result["total_cost_usd"] > 0
+
+
+def test_cache_tokens_are_priced_at_1_25_and_0_1_times_input(
+    claude_bin: Path, fake_anthropic: FakeAnthropic, claude_dirs: ClaudeDirs
+) -> None:
+    """The CLI's cost for claude-sonnet-4-5 at $3/$15 per million: cache writes 1.25x and
+    reads 0.1x the input price - what the daemon's budget assumes (parheliad.core.budget)."""
+    fake_anthropic.set_script([reply("cached", output_tokens=100,
+                                     cache_creation_input_tokens=2000,
+                                     cache_read_input_tokens=10000)])
+    env = claude_env(fake_anthropic.url, config_dir=claude_dirs.config, home=claude_dirs.home)
+    argv = claude_argv(claude_bin, "hi", session_id=str(uuid.uuid4()),
+                       extra=["--model", "claude-sonnet-4-5"])
+    run = run_claude(argv, env=env, cwd=claude_dirs.cwd, timeout=RUN_TIMEOUT)
+    assert run.returncode == 0 and run.result is not None, run.describe()
+    usage = run.result["usage"]
+    assert (usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]) == (
+        2000, 10000)
+    expected = (usage["input_tokens"] * 3 + 2000 * 3.75 + 10000 * 0.3 + 100 * 15) / 1e6
+    assert abs(run.result["total_cost_usd"] - expected) < 1e-9

@@ -13,6 +13,12 @@ generation do not) consumes the next :class:`Reply` of the script. When the scri
 a default ``end_turn`` text reply is served. Side requests get a short text reply and never
 consume the script.
 
+As the real API does, a streamed reply carries ``ping`` events, ``message_start`` says
+``output_tokens: 1`` and only ``message_delta`` the billed output count; a reply may carry
+cache tokens (``cache_creation_input_tokens`` / ``cache_read_input_tokens``) or break off
+mid-stream with an SSE ``error`` event (``stream_error``), and ``fail_with(529)`` answers
+``overloaded_error``.
+
 Every request is recorded (method, path, parsed JSON body, headers). The credentials headers
 (``x-api-key``, ``authorization``) are redacted in the recorded headers; only a SHA-256 digest of
 their value is kept in memory (never written anywhere) so tests can assert which key was sent.
@@ -79,6 +85,11 @@ class Reply:
     stop_reason: str | None = None
     output_tokens: int | None = None
     delay_s: float = 0.0  # sleep before answering (e.g. to test timeouts)
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # A streamed reply that breaks off after its first content block with an SSE ``error``
+    # event of this type (e.g. "overloaded_error"), as the real API may mid-stream.
+    stream_error: str | None = None
 
     @property
     def effective_stop_reason(self) -> str:
@@ -105,12 +116,18 @@ def reply(
     stop_reason: str | None = None,
     output_tokens: int | None = None,
     delay_s: float = 0.0,
+    cache_creation_input_tokens: int = 0,
+    cache_read_input_tokens: int = 0,
+    stream_error: str | None = None,
 ) -> Reply:
     return Reply(
         blocks=tuple(TextBlock(b) if isinstance(b, str) else b for b in blocks),
         stop_reason=stop_reason,
         output_tokens=output_tokens,
         delay_s=delay_s,
+        cache_creation_input_tokens=cache_creation_input_tokens,
+        cache_read_input_tokens=cache_read_input_tokens,
+        stream_error=stream_error,
     )
 
 
@@ -488,11 +505,11 @@ def _output_tokens(r: Reply, blocks: list[dict[str, Any]]) -> int:
     return max(1, len(json.dumps(blocks)) // 4)
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _usage(r: Reply, input_tokens: int, output_tokens: int) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": r.cache_creation_input_tokens,
+        "cache_read_input_tokens": r.cache_read_input_tokens,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
@@ -508,7 +525,7 @@ def message_json(r: Reply, model: str, input_tokens: int) -> dict[str, Any]:
         "content": blocks,
         "stop_reason": r.effective_stop_reason,
         "stop_sequence": None,
-        "usage": _usage(input_tokens, _output_tokens(r, blocks)),
+        "usage": _usage(r, input_tokens, _output_tokens(r, blocks)),
     }
 
 
@@ -521,12 +538,27 @@ def _chunks(s: str, n: int = 3) -> Iterator[str]:
         yield s[i : i + size]
 
 
+PING: tuple[str, dict[str, Any]] = ("ping", {"type": "ping"})
+
+
 def sse_events(r: Reply, model: str, input_tokens: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The real API's order: ``message_start`` (usage with ``output_tokens: 1``), a ``ping``,
+    per block start/deltas/stop (pings may come between them), ``message_delta`` (the
+    billed output count), ``message_stop``; or, mid-stream, an ``error`` event and the end."""
     msg = message_json(r, model, input_tokens)
     blocks = msg["content"]
-    start = dict(msg, content=[], stop_reason=None, usage=_usage(input_tokens, 1))
+    start = dict(msg, content=[], stop_reason=None, usage=_usage(r, input_tokens, 1))
     yield "message_start", {"type": "message_start", "message": start}
+    yield PING
     for i, b in enumerate(blocks):
+        if i > 0:
+            yield PING
+        if r.stream_error:  # the first block starts, then the stream breaks off
+            yield ("content_block_start", {"type": "content_block_start", "index": i,
+                                           "content_block": {"type": "text", "text": ""}})
+            yield "error", {"type": "error", "error": {"type": r.stream_error,
+                                                       "message": r.stream_error}}
+            return
         if b["type"] == "text":
             yield (
                 "content_block_start",

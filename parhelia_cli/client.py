@@ -10,6 +10,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,13 +145,22 @@ def probe(socket: Path) -> Any | None:
     return answer[0]
 
 
-def spawn_daemon(p: paths.Paths) -> subprocess.Popen[bytes]:
-    """Start ``parheliad`` in the background, detached (it writes its own log file)."""
+def spawn_daemon(p: paths.Paths, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start ``parheliad`` in the background, detached (it writes its own log file);
+    ``stderr`` receives why it refused to start, if it does."""
     return subprocess.Popen(
         [sys.executable, "-m", "parheliad", "--socket", str(p.socket)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
         start_new_session=True, close_fds=True, cwd="/",
     )
+
+
+def _said(stderr: Any) -> str:
+    """The last lines a daemon that exited wrote on its stderr (an unlinked temp file)."""
+    stderr.seek(0)
+    lines = [ln.strip() for ln in stderr.read().decode(errors="replace").splitlines()
+             if ln.strip()]
+    return " ".join(lines[-3:])[-1500:]
 
 
 def wait_for_daemon(socket: Path, proc: subprocess.Popen[bytes] | None,
@@ -217,13 +227,16 @@ class Client:
             return cls(p, answer[0], answer[1])
         if not (autostart and autostart_enabled()):
             raise unavailable(p.socket)
-        proc = spawn_daemon(p)
-        version = wait_for_daemon(p.socket, proc)
-        if version is None:
-            code = proc.poll()
-            detail = (f"the daemon exited with code {code}" if code is not None
-                      else f"it did not answer within {AUTOSTART_WAIT:.0f} s of autostart")
-            raise unavailable(p.socket, detail)
+        with tempfile.TemporaryFile() as stderr:
+            proc = spawn_daemon(p, stderr)
+            version = wait_for_daemon(p.socket, proc)
+            if version is None:
+                code = proc.poll()
+                said = _said(stderr) if code is not None else ""
+                detail = (f"the daemon exited with code {code}" + (f": {said}" if said else "")
+                          if code is not None
+                          else f"it did not answer within {AUTOSTART_WAIT:.0f} s of autostart")
+                raise unavailable(p.socket, detail)
         render.info(f"Started parheliad (pid {proc.pid}) on {address(p.socket)}.")
         check_version(version, p.socket)
         return cls(p, version)

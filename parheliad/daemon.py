@@ -116,10 +116,13 @@ class Daemon:
             await self._start()
         except (StartupRefused, ParheliaError) as exc:
             log.error("daemon.start_failed", reason=str(exc))
+            print(f"parheliad: {exc}", file=sys.stderr, flush=True)
             await self._shutdown()
             return 1
-        except Exception:
+        except Exception as exc:
             log.exception("daemon.start_failed")
+            print(f"parheliad: could not start: {type(exc).__name__}: {exc}", file=sys.stderr,
+                  flush=True)
             await self._shutdown()
             return 1
         sd_notify(f"READY=1\nSTATUS=serving unix://{self.socket}\nMAINPID={os.getpid()}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
 
+from parhelia.errors import ParheliaError
 from parheliad.store.connection import connect_reader
 from parheliad.store.rows import EventRow
 from parheliad.store.tables.checkpoints import CheckpointRepo
@@ -65,6 +68,38 @@ class Store:
             await self.reader.close()
 
 
+class DatabaseRefused(ParheliaError):
+    """An existing database that is empty or unreadable: never recreated (it holds the
+    task history and the budget ledger), the daemon refuses to start instead."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(
+            "E500", f"the database {path} exists but {why}. Parhelia will not recreate it: "
+            "that would lose the task history and reset the budget ledger. Recover: restore "
+            f"it from a backup; or, to really start over, move it away (`mv {path} "
+            f"{path}.damaged`) and start the daemon again.", path=str(path))
+
+
+def _refuse_damaged(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DatabaseRefused(path, f"cannot be inspected ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DatabaseRefused(path, "is not a regular file")
+    if st.st_size == 0:  # SQLite writes its header when it creates a database
+        raise DatabaseRefused(path, "is empty (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(16)
+    except OSError as exc:
+        raise DatabaseRefused(path, f"cannot be read ({exc.strerror})") from None
+    if header != b"SQLite format 3\x00":
+        raise DatabaseRefused(path, "is not an SQLite database (wrong header)")
+
+
 async def open_store(path: Path,
                      on_commit: Callable[[list[EventRow]], None] | None = None) -> Store:
     """Open (creating and migrating) the database at ``path`` and start the writer.
@@ -72,10 +107,14 @@ async def open_store(path: Path,
     ``on_commit`` receives the events of each committed transaction, in id order.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _refuse_damaged(path)
     # Created 0600 up front: SQLite gives the -wal/-shm files the database's mode.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     writer = Writer(path, on_commit=on_commit)
-    await writer.open()
+    try:
+        await writer.open()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseRefused(path, f"cannot be read as SQLite ({exc})") from None
     try:
         reader = await connect_reader(path)
     except BaseException:

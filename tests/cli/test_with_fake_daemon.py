@@ -274,7 +274,7 @@ def test_version_flag_without_daemon_does_not_autostart(run, home, monkeypatch):
     monkeypatch.delenv("PARHELIA_NO_AUTOSTART")
     from parhelia_cli import client
 
-    monkeypatch.setattr(client, "spawn_daemon", lambda p: pytest.fail("autostarted"))
+    monkeypatch.setattr(client, "spawn_daemon", lambda p, stderr: pytest.fail("autostarted"))
     result = run("--version")
     assert result.exit_code == 0
     assert "parheliad: not running" in result.stdout
@@ -307,7 +307,7 @@ def test_autostart_spawns_and_waits(run, home, monkeypatch):
         def poll(self):
             return None
 
-    def spawn(p):
+    def spawn(p, stderr=None):
         assert p.socket == paths.resolve().socket
 
         def later():
@@ -338,10 +338,14 @@ def test_autostart_failure_is_e504(run, home, monkeypatch):
         def poll(self):
             return 1
 
-    monkeypatch.setattr(client, "spawn_daemon", lambda p: Dead())
+    def spawn(p, stderr):
+        stderr.write(b"parheliad: E101 INVALID_ARGUMENT: config.toml: not valid TOML\n")
+        return Dead()
+
+    monkeypatch.setattr(client, "spawn_daemon", spawn)
     result = run("status")
     assert result.exit_code == 5
-    assert "the daemon exited with code 1" in result.stderr
+    assert "the daemon exited with code 1: parheliad: E101" in result.stderr
 
 
 def test_spawn_argv(monkeypatch, home):

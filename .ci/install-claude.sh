@@ -48,7 +48,7 @@ command -v node >/dev/null 2>&1 || die 2 "node not found on PATH"
 log "checking that the npm registry serves $pkg@$version"
 if ! served="$(timeout 60 npm view "$pkg@$version" version --fetch-retries=1 \
       --fetch-timeout=30000 2>/dev/null)" || [[ "$(tr -d '[:space:]' <<<"$served")" != "$version" ]]; then
-  die 3 "cannot reach the npm registry ($(npm config get registry 2>/dev/null || echo '?')) or it does not serve $pkg@$version; the real-Claude e2e tests will be skipped"
+  die 3 "cannot reach the npm registry ($(npm config get registry 2>/dev/null || echo '?')) or it does not serve $pkg@$version"
 fi
 
 mkdir -p "$prefix"

@@ -186,3 +186,16 @@ async def client(daemon: RunningDaemon) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
     finally:
         await channel.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly when tests needing a real tool (Claude Code CLI, MCP Inspector) were
+    skipped: on a developer's machine that is allowed, in CI (.ci/run) it fails instead."""
+    from tests.real_tools import REQUIRE_ENV, SKIP_MARK
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if SKIP_MARK in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_sep(
+            "!", f"{len(skipped)} tests needing a real tool did NOT run (see the skip reasons); "
+                 f"CI sets {REQUIRE_ENV}=1 and fails on them", red=True, bold=True)

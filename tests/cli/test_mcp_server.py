@@ -19,6 +19,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from tests.conftest import RunningDaemon, cli_argv, daemon_env, start_daemon
 from tests.integration.conftest import fake_prompt, write_config
+from tests.real_tools import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -259,9 +260,9 @@ async def test_task_round_trip_over_mcp(mcp_daemon: RunningDaemon, tmp_path: Pat
 def inspector_bin() -> str:
     path = os.environ.get("PARHELIA_INSPECTOR_BIN") or \
         str(REPO / ".ci" / "cache" / "inspector" / "node_modules" / ".bin" / "inspector")
-    if not Path(path).exists():
-        pytest.skip("the MCP Inspector is not installed: run `bash .ci/install-inspector.sh` "
-                    "(.ci/run does, and exports PARHELIA_INSPECTOR_BIN)")
+    if not (Path(path).is_file() and os.access(path, os.X_OK)):
+        unavailable("the MCP Inspector", f"{path} is not an executable file: run `bash "
+                    ".ci/install-inspector.sh` (.ci/run does, and exports PARHELIA_INSPECTOR_BIN)")
     return path
 
 

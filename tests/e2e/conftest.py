@@ -1,7 +1,8 @@
 """Fixtures for end-to-end tests that run the REAL Claude Code CLI against the local fake API.
 
 - ``claude_bin``: the pinned CLI (``.ci/cache/claude``, installed by ``.ci/install-claude.sh``)
-  or ``$PARHELIA_CLAUDE_BIN``. Absent -> the test is SKIPPED with the reason, never silently.
+  or ``$PARHELIA_CLAUDE_BIN``. Absent or broken -> the test is SKIPPED with the reason, or
+  FAILS when ``PARHELIA_REQUIRE_REAL_TOOLS=1`` (``.ci/run`` sets it; ``tests/real_tools.py``).
 - ``claude_dirs``: fresh HOME, CLAUDE_CONFIG_DIR and workspace (cwd) directories.
 - ``fake_anthropic`` / ``fake_anthropic_factory``: see ``tests/fake_anthropic``.
 """
@@ -19,6 +20,7 @@ from tests.fake_anthropic.pytest_plugin import (  # noqa: F401  (fixtures)
     fake_anthropic,
     fake_anthropic_factory,
 )
+from tests.real_tools import required, unavailable
 
 _INSTALL_HINT = "run .ci/install-claude.sh (npm registry unreachable?)"
 
@@ -40,31 +42,30 @@ def _probe_version(path: Path) -> str | None:
     return out.stdout.split()[0]
 
 
+CLI = "the real Claude Code CLI"
+
+
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
-    """Path of the real ``claude`` binary; skips the test with a clear reason when absent."""
+    """Path of the real ``claude`` binary; skips (or, required, fails) when it is unusable."""
+    pinned = pinned_version()
     override = os.environ.get(BIN_ENV_VAR)
     if override:
         path = Path(override)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            pytest.skip(
-                f"real Claude Code CLI not found: {BIN_ENV_VAR}={override} "
-                "is not an executable file"
-            )
-        if _probe_version(path) is None:
-            pytest.skip(
-                f"real Claude Code CLI at {BIN_ENV_VAR}={override} does not answer --version"
-            )
+            unavailable(CLI, f"{BIN_ENV_VAR}={override} is not an executable file")
+        version = _probe_version(path)
+        if version is None:
+            unavailable(CLI, f"{BIN_ENV_VAR}={override} does not answer --version")
+        if required() and version != pinned:
+            unavailable(CLI, f"{BIN_ENV_VAR}={override} reports {version!r}, pinned {pinned}")
         return path
-    pinned = pinned_version()
     if not CACHE_BIN.exists():
-        pytest.skip(f"real Claude Code CLI not installed ({CACHE_BIN} missing): {_INSTALL_HINT}")
+        unavailable(CLI, f"not installed ({CACHE_BIN} missing): {_INSTALL_HINT}")
     version = _probe_version(CACHE_BIN)
     if version != pinned:
-        pytest.skip(
-            f"real Claude Code CLI in {CACHE_BIN.parent.parent.parent} reports "
-            f"{version!r}, pinned {pinned}: {_INSTALL_HINT}"
-        )
+        unavailable(CLI, f"{CACHE_BIN.parent.parent.parent} reports {version!r}, pinned "
+                         f"{pinned}: {_INSTALL_HINT}")
     return CACHE_BIN
 
 

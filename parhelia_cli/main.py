@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "Show the configuration; sync your Claude Code setup to workers."),
     "daemon": ("parhelia_cli.commands.daemon", "daemon",
                "Start, stop, inspect and install the parheliad daemon."),
+    "modal": ("parhelia_cli.commands.modal", "modal",
+              "Set up Modal (token, app, volume, secret, worker image) for --backend modal."),
     "mcp-server": ("parhelia_cli.commands.mcp", "mcp_server",
                    "Serve Parhelia's tools to MCP clients (Claude Code...) over stdio."),
     "help": ("parhelia_cli.commands.docs", "help_command", "Help on a topic or an error code."),

@@ -520,7 +520,10 @@ class ModalBackend:
             ch.catchups_after_end += 1
 
     async def _tail(self, ch: _Channel) -> None:
+        """Follow the spool live until the exec's output ends; then decide: the sandbox
+        ended (catch up from the volume) or the stream broke (follow again later)."""
         cid = ch.container_id
+        sb: Any = None
         try:
             sb = await self._sandbox_for(cid)
             if sb is None:
@@ -536,20 +539,25 @@ class ModalBackend:
                     continue
                 line, pending = pending + line, ""
                 ch.offset += len(line.encode())
-                parsed, _ = _parse_lines(line.encode())
-                for _, record in parsed:
+                for _, record in _parse_lines(line.encode())[0]:
                     ch.add(ch.offset, record)
-            ch.ended = True  # the exec's output ends only with the sandbox
-        except BackendUnreachable:
-            ch.tail_failed_at = time.monotonic()
-        except ParheliaError:
-            ch.ended = True
-        except self.sdk.exception.Error:
-            ch.ended = True
         except asyncio.CancelledError:
             raise
-        except Exception:  # a broken stream: retry later, from the cursor
-            log.warning("modal.tail_failed", container_id=cid, exc_info=True)
+        except BackendUnreachable:
+            ch.tail_failed_at = time.monotonic()
+            return
+        except Exception as exc:  # a refused exec or a broken stream: see below
+            log.info("modal.tail_interrupted", container_id=cid, error=type(exc).__name__)
+        if sb is None:
+            ch.tail_failed_at = time.monotonic()
+            return
+        try:
+            ended = not (await self._poll(str(sb.object_id))).running
+        except ParheliaError:
+            ended = False
+        if ended:
+            ch.ended = True
+        else:
             ch.tail_failed_at = time.monotonic()
 
     async def _sandbox_for(self, container_id: str) -> Any | None:

@@ -123,6 +123,9 @@ class FakeModal:
     def stop_all(self) -> None:
         for sb in self.sandboxes():
             pid = sb["state"].get("pid")
+            if sb["state"].get("inert") and sb["returncode"] is None:
+                self.service.write_json(self.root / "sandboxes" / sb["id"] / "state.json",
+                                        {**sb["state"], "returncode": 137})
             if pid and sb["returncode"] is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGTERM)

@@ -453,6 +453,23 @@ def _sync_shim(sb_id: str) -> str:
             f'exec "{sys.executable}" -m modal._sync "{sb_id}" "$@"\n')
 
 
+def prepare_sandbox(sb_id: str) -> None:
+    """The sandbox's filesystem, made by its supervisor (another process, as a container
+    starts on Modal's side): the volumes' contents as of now, /root, /workspace, and a
+    ``sync`` that commits the volume views."""
+    base = _service.sandbox_dir(sb_id)
+    meta = _service.sandbox_meta(sb_id) or {}
+    for sub in ("root/bin", "root/root", "root/workspace"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    shim = base / "root" / "bin" / "sync"
+    shim.write_text(_sync_shim(sb_id))
+    shim.chmod(0o755)
+    for path, volume in (meta.get("volumes") or {}).items():
+        view = Path(_service.map_path(sb_id, path))
+        _service.copy_tree_missing(_service.volume_dir(volume), view, overwrite_changed=False)
+        _rewrite_specs(sb_id, view)
+
+
 class Sandbox:
     def __init__(self, sb_id: str) -> None:
         self.object_id = sb_id
@@ -512,22 +529,17 @@ class Sandbox:
             os.write(fd, sb_id.encode())
             os.close(fd)
         base = _service.sandbox_dir(sb_id)
-        for sub in ("root/bin", "root/root", "root/workspace", "execs"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        shim = base / "root" / "bin" / "sync"
-        shim.write_text(_sync_shim(sb_id))
-        shim.chmod(0o755)
-        for path, vol in mounts.items():
-            view = Path(_service.map_path(sb_id, path))
-            _service.copy_tree_missing(_service.volume_dir(vol._name), view,
-                                       overwrite_changed=False)
-            _rewrite_specs(sb_id, view)
+        (base / "execs").mkdir(parents=True, exist_ok=True)
         meta = {"id": sb_id, "name": name, "app_id": app.app_id, "tags": dict(tags or {}),
                 "cmd": list(args), "timeout": int(timeout), "gpu": gpu, "cpu": cpu,
                 "memory": memory, "workdir": workdir, "env": dict(env or {}),
                 "secrets": len(list(secrets or ())), "image": image._digest() if image else None,
-                "volumes": {p: v._name for p, v in mounts.items()}, "created_at": time.time()}
+                "volumes": {p: v._name for p, v in mounts.items()}, "created_at": time.time(),
+                "inert": _service.switch_on("inert")}
         _service.write_json(base / "meta.json", meta)
+        if meta["inert"]:  # benches: a sandbox that only exists, no process at all
+            _service.write_json(base / "state.json", {"inert": True, "child": 0})
+            return Sandbox(sb_id)
         image_env = image._env if image is not None else {}
         sb_env = _sandbox_env(sb_id, env, secrets, image_env)
         sb_env.update(PYTHONPATH=_SHADOW, FAKE_MODAL_ROOT=str(_service.root()))
@@ -601,6 +613,9 @@ class Sandbox:
 
     def _terminate(self, *, wait: bool = False) -> int | None:
         state = _service.sandbox_state(self.object_id)
+        if state.get("inert") and state.get("returncode") is None:
+            _service.write_json(_service.sandbox_dir(self.object_id) / "state.json",
+                                {**state, "returncode": 137})
         if state.get("returncode") is None and state.get("pid"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(state["pid"]), signal.SIGTERM)
@@ -636,9 +651,16 @@ class Sandbox:
 
     reload_volumes = sdkmethod(_reload_volumes)
 
-    def _exec_check(self) -> None:
+    def _exec_ready(self) -> bool:
+        """An exec runs once the container has started (Modal queues it until then)."""
         if _service.returncode(self.object_id) is not None:
             raise exception.SandboxTerminatedError(f"Sandbox {self.object_id} has finished")
+        return bool(_service.sandbox_state(self.object_id).get("child"))
+
+    def _exec_check(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._exec_ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def exec(self, *args: str, stdout: Any = None, stderr: Any = None, timeout: int | None = None,
              workdir: str | None = None, env: dict[str, str | None] | None = None,
@@ -660,7 +682,9 @@ class Sandbox:
                         secrets: Collection[Secret] | None = None, text: bool = True,
                         bufsize: int = -1, pty: bool = False) -> ContainerProcess:
         await gate_async("Sandbox.exec")
-        await run_blocking(self._exec_check)
+        deadline = time.monotonic() + 60
+        while not self._exec_ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         argv = _service.map_argv(self.object_id, list(args))
         proc = await asyncio.create_subprocess_exec(
             *argv, env=_sandbox_env(self.object_id, env, secrets, {}),

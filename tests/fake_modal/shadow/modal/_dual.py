@@ -20,7 +20,9 @@ from typing import Any
 from . import _service
 from . import exception as exc
 
-POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="fake-modal")
+POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fake-modal")
+"""The SDK's own threads: few, as the real SDK runs its calls on ONE event-loop thread;
+waiting (latency, hang, a sandbox starting) happens in coroutines, not here."""
 
 
 def _latency() -> float:

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth")
+SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency", "inert")
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
 MAPPED_PREFIXES = ("/vol", "/workspace", "/root")
@@ -195,7 +195,9 @@ def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool) -> int:
                     continue
             d.parent.mkdir(parents=True, exist_ok=True)
             tmp = d.with_name(f".tmp-{uuid.uuid4().hex}")
-            if rel.parts[:1] == ("cas",):
+            if rel.parts[:1] == ("cas",) or not overwrite_changed:
+                # Blobs are immutable; a fresh view links everything: every writer replaces
+                # files (never writes through), or appends to a file of its own container.
                 try:
                     os.link(s, tmp)
                 except OSError:

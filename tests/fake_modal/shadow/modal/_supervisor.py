@@ -57,6 +57,9 @@ def main(sb_id: str) -> int:
         terminated = True
 
     signal.signal(signal.SIGTERM, on_term)
+    from . import prepare_sandbox
+
+    prepare_sandbox(sb_id)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.pop("FAKE_MODAL_ROOT", None)

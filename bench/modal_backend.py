@@ -1,0 +1,181 @@
+"""Modal backend figures, with the fake Modal SDK and an injected latency per SDK call.
+
+    uv run python bench/modal_backend.py [--latency 0.05] [--tasks 100] [--files 200]
+
+1. SDK calls per task lifecycle: push spec, launch, follow the channel to the end,
+   status sweeps, pull result + final checkpoint (a real worker and the fake agent).
+2. Volume objects per checkpoint: a workspace of --files files, checkpoints after
+   changing one file: objects pulled (manifest + new blobs) and bytes per checkpoint.
+3. Event-loop lag while --tasks Modal tasks launch at once and then 5 s of health sweeps
+   (sandboxes are inert, no process: the daemon's side is what is measured), and the SDK
+   calls of one health sweep (statuses) and one reconciler sweep (list by owner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_modal.fixture import FakeModal  # noqa: E402
+from modal_backend.helpers import (  # noqa: E402
+    OWNER,
+    follow,
+    make_backend,
+    script,
+    start,
+    worker_spec,
+)
+
+from modal_worker.checkpoint import blob_key, load_manifest, manifest_key  # noqa: E402
+from modal_worker.spec import load_result, result_key  # noqa: E402
+from modal_worker.volume import LocalVolume  # noqa: E402
+
+
+def counts(fake: FakeModal) -> dict[str, int]:
+    return dict(sorted(collections.Counter(fake.calls()).items()))
+
+
+async def lifecycle(fake: FakeModal, work: Path) -> dict[str, int]:
+    backend = make_backend(fake)
+    local = LocalVolume(work / "local-1")
+    await backend.app()
+    await backend.image()
+    fake.reset_calls()
+    spec = worker_spec(backend, script({"write": "a.txt", "content": "A"}, {"turn": True},
+                                       {"write": "b.txt", "content": "B"}, {"turn": True}),
+                       "c-life")
+    sb = await start(backend, local, spec)
+    await follow(backend, "c-life")
+    while (await backend.statuses([(sb, "c-life")]))[0].running:
+        await asyncio.sleep(0.2)
+    await backend.pull(local, [result_key("c-life")])
+    result = load_result(local.path_for(result_key("c-life")))
+    assert result.last_checkpoint_id
+    await backend.pull(local, [manifest_key("s-1", result.last_checkpoint_id)])
+    manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
+    await backend.pull(local, sorted({blob_key(e.blob) for e in manifest.tree.values()
+                                      if e.blob}))
+    return counts(fake)
+
+
+async def per_checkpoint(fake: FakeModal, work: Path, files: int) -> list[dict[str, int]]:
+    backend = make_backend(fake)
+    local = LocalVolume(work / "local-2")
+    steps = [{"write": f"src/f{i:04d}.txt", "content": f"file {i} " * 40} for i in range(files)]
+    steps.append({"turn": True})
+    for n in range(3):
+        steps += [{"sleep": 1.2}, {"write": "src/f0000.txt", "content": f"changed {n}"},
+                  {"turn": True}]
+    spec = worker_spec(backend, script(*steps), "c-ckpt")
+    await start(backend, local, spec)
+    records, _ = await follow(backend, "c-ckpt", timeout=180)
+    rows = []
+    for r in records:
+        if r["type"] != "checkpoint_created":
+            continue
+        cp = r["data"].get("checkpoint_id") or r["data"].get("id")
+        objects = await backend.pull(local, [manifest_key("s-1", cp)])
+        manifest = load_manifest(local, "s-1", cp)
+        blobs = sorted({blob_key(e.blob) for e in manifest.tree.values() if e.blob})
+        missing = [b for b in blobs if not local.exists(b)]
+        got = await backend.pull(local, missing)
+        rows.append({"trigger": r["data"].get("trigger"), "files": len(manifest.tree),
+                     "objects_pulled": 1 + len(missing), "bytes_pulled": objects + got})
+    return rows
+
+
+async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
+    backend = make_backend(fake, call_timeout_seconds=120)
+    local = LocalVolume(work / "local-3")
+    await backend.app()
+    await backend.image()
+    await backend.named_secret_key()
+    fake.switch("inert")
+    specs = [worker_spec(backend, "x", f"c-many-{i:03d}") for i in range(tasks)]
+    for spec in specs:
+        local.put(f"specs/{spec.container_id}.json", json.dumps(spec.to_dict()).encode())
+    await backend.push(local, [f"specs/{s.container_id}.json" for s in specs])
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - t0 - 0.01)
+
+    from modal_backend.helpers import container_spec
+
+    tick = asyncio.create_task(ticker())
+    t0 = time.perf_counter()
+    ids = await asyncio.gather(*(backend.launch(container_spec(s)) for s in specs))
+    elapsed = time.perf_counter() - t0
+    items = list(zip(ids, [s.container_id for s in specs], strict=True))
+    sweeps = 0
+    while time.perf_counter() - t0 < elapsed + 5:  # then the health sweep's pace, for 5 s
+        await backend.statuses(items)
+        sweeps += 1
+        await asyncio.sleep(0.5)
+    stop.set()
+    await tick
+    fake.reset_calls()
+    statuses = await backend.statuses(list(zip(ids, [s.container_id for s in specs],
+                                              strict=True)))
+    sweep = counts(fake)
+    fresh = make_backend(fake)  # the reconciler of a restarted daemon
+    await fresh.app()
+    fake.reset_calls()
+    listed = await fresh.list(OWNER)
+    first_reconcile = counts(fake)
+    fake.reset_calls()
+    await fresh.list(OWNER)
+    second_reconcile = counts(fake)
+    fake.switch("inert", False)
+    lags_ms = sorted(x * 1000 for x in lags)
+    return {
+        "tasks": tasks, "launch_wall_s": round(elapsed, 2), "sweeps_after": sweeps,
+        "running": sum(s.running for s in statuses), "listed": len(listed),
+        "loop_lag_ms": {"samples": len(lags_ms), "p50": round(statistics.median(lags_ms), 2),
+                        "p99": round(lags_ms[int(len(lags_ms) * 0.99) - 1], 2),
+                        "max": round(lags_ms[-1], 2)},
+        "health_sweep_calls": sweep, "reconcile_calls_first": first_reconcile,
+        "reconcile_calls_next": second_reconcile,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.05,
+                        help="seconds added to every SDK call (default 0.05)")
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--files", type=int, default=200)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parhelia-modal-bench-"))
+    os.environ["FAKE_MODAL_ROOT"] = str(work / "fake-modal")
+    os.environ["FAKE_MODAL_LATENCY"] = str(args.latency)
+    fake = FakeModal(work / "fake-modal")
+    try:
+        print(f"injected latency per SDK call: {args.latency * 1000:g} ms")
+        calls = await lifecycle(fake, work)
+        print(f"1. SDK calls per task lifecycle ({sum(calls.values())}): {calls}")
+        for row in await per_checkpoint(fake, work, args.files):
+            print(f"2. checkpoint ({row['trigger']}, {row['files']} files): "
+                  f"{row['objects_pulled']} objects, {row['bytes_pulled']} bytes pulled")
+        print("3.", json.dumps(await many(fake, work, args.tasks), indent=1))
+    finally:
+        fake.stop_all()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

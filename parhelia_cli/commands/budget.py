@@ -112,14 +112,22 @@ def history(by: str, since: datetime | None) -> None:
     if obj.json:
         render.emit_json({"by": by, "rows": rows})
         return
-    render.table((by.upper(), "COMPUTE", "API", "TOTAL", "TOKENS IN", "TOKENS OUT"),
+    render.table((by.upper(), "COMPUTE", "API", "TOTAL", "ESTIMATED", "TOKENS IN",
+                  "TOKENS OUT"),
                  [(r["key"] or "-", _money(r["compute_micros"]), _money(r["api_micros"]),
-                   _money(r["total_micros"]), human_count(r["input_tokens"]),
-                   human_count(r["output_tokens"])) for r in rows],
+                   _money(r["total_micros"]),
+                   _money(r["estimated_micros"]) if r["estimated_micros"] else "-",
+                   human_count(r["input_tokens"]), human_count(r["output_tokens"]))
+                  for r in rows],
                  empty="No spend recorded in this period.")
     if rows:
         total = sum(r["total_micros"] for r in rows)
-        render.line(f"Total: {_money(total)}")
+        estimated = sum(r["estimated_micros"] for r in rows)
+        line = f"Total: {_money(total)}"
+        if estimated:
+            line += (f" ({_money(estimated)} estimated from tokens at [rates] prices: "
+                     "the agent stopped before reporting its own figure)")
+        render.line(line)
 
 
 @budget.command()

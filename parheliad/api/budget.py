@@ -68,7 +68,8 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
         return budget_pb2.BudgetHistory(rows=[budget_pb2.BudgetHistoryRow(
             key=r.key, compute_micros=r.compute_micros, api_micros=r.api_micros,
             total_micros=r.total_micros, input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens) for r in rows])
+            output_tokens=r.output_tokens, estimated_micros=r.estimated_micros)
+            for r in rows])
 
     async def ListLedger(self, request: budget_pb2.ListLedgerRequest,
                          context: grpc.aio.ServicerContext) -> budget_pb2.ListLedgerResponse:

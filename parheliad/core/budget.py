@@ -66,6 +66,9 @@ KV_RESERVATION = "budget.reservation."
 KV_WARNED = "budget.warned"
 KV_EXCEEDED = "budget.exceeded"
 BUDGET_REASON = "budget"
+# Ledger entries priced from tokens (the agent reported no figure) start with this note;
+# `budget history` adds them up as "estimated".
+ESTIMATE_NOTE = "estimated from tokens"
 RECENT_US = 7 * 86_400 * US_PER_SECOND
 _LIVE = tuple(s.value for s in CONTAINER_LIVE)
 _FINAL = tuple(s.value for s in CONTAINER_FINAL)
@@ -535,7 +538,7 @@ class Budget:
                              input_tokens=c.input_tokens, output_tokens=c.output_tokens,
                              cache_tokens=c.cache_creation_input_tokens
                              + c.cache_read_input_tokens,
-                             note="estimated from tokens: the agent stopped before reporting "
+                             note=ESTIMATE_NOTE + ": the agent stopped before reporting "
                                   "its cost", at=c.stopped_at)
             tx.containers.update(c.id, api_cost_micros=amount)
             tx.conn.execute("UPDATE tasks SET api_cost_micros = (SELECT COALESCE(SUM("
@@ -620,6 +623,7 @@ class HistoryRow:
     total_micros: int
     input_tokens: int
     output_tokens: int
+    estimated_micros: int = 0
 
 
 HISTORY_BY = ("day", "task")
@@ -632,7 +636,9 @@ _HISTORY_SQL = {
 _SUMS = ("COALESCE(SUM(CASE WHEN kind = 'compute' THEN amount_micros END), 0), "
          "COALESCE(SUM(CASE WHEN kind <> 'compute' THEN amount_micros END), 0), "
          "COALESCE(SUM(amount_micros), 0), COALESCE(SUM(input_tokens), 0), "
-         "COALESCE(SUM(output_tokens), 0)")
+         "COALESCE(SUM(output_tokens), 0), "
+         "COALESCE(SUM(CASE WHEN substr(note, 1, " + str(len(ESTIMATE_NOTE)) + ") = '"
+         + ESTIMATE_NOTE + "' THEN amount_micros END), 0)")
 
 
 async def history(store: Store, by: str, since_us: int) -> list[HistoryRow]:

@@ -285,3 +285,22 @@ async def test_reservation_shrinks_as_the_task_spends_and_is_released(store: Sto
     await b.tick()
     assert (await b.get()).reserved_micros == 0
     assert await store.kv.get(core.KV_RESERVATION + task.id) is None
+
+
+async def test_history_says_which_spend_was_estimated(store: Store) -> None:
+    """An entry priced from tokens (the agent never reported its figure) is counted as
+    estimated; the agent's own figures are not."""
+    from parheliad.core.budget import ESTIMATE_NOTE, history
+
+    def unit(tx: Any) -> None:
+        tx.ledger.insert("api", 1_200, task_id="t-a", note="agent usage")
+        tx.ledger.insert("api", 300, task_id="t-a", note=ESTIMATE_NOTE + ": stopped")
+        tx.ledger.insert("api", 50, task_id="t-b", note="agent usage (the agent's own figure)")
+        tx.ledger.insert("compute", 7, task_id="t-b", note="modal compute")
+
+    await store.write(unit)
+    rows = {r.key: r for r in await history(store, "task", 0)}
+    assert (rows["t-a"].total_micros, rows["t-a"].estimated_micros) == (1_500, 300)
+    assert (rows["t-b"].total_micros, rows["t-b"].estimated_micros) == (57, 0)
+    day = await history(store, "day", 0)
+    assert [r.estimated_micros for r in day] == [300]

@@ -135,6 +135,7 @@ class BudgetHistoryRow(_message.Message):
     TOTAL_MICROS_FIELD_NUMBER: _builtins.int
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_MICROS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """YYYY-MM-DD or task id"""
     compute_micros: _builtins.int
@@ -142,6 +143,8 @@ class BudgetHistoryRow(_message.Message):
     total_micros: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
+    estimated_micros: _builtins.int
+    """of total: priced from tokens, not the agent's figure"""
     def __init__(
         self,
         *,
@@ -151,10 +154,11 @@ class BudgetHistoryRow(_message.Message):
         total_micros: _builtins.int = ...,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
+        estimated_micros: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_micros", b"api_micros", "compute_micros", b"compute_micros", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "total_micros", b"total_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_micros", b"api_micros", "compute_micros", b"compute_micros", "estimated_micros", b"estimated_micros", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "total_micros", b"total_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

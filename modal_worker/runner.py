@@ -58,6 +58,8 @@ CONTROL_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 TRANSCRIPT_QUIET_SECONDS = 0.3
 TRANSCRIPT_SETTLE_MAX_SECONDS = 3.0
+FINAL_CHECKPOINT_RETRY_SECONDS = (0.5, 2.0, 5.0)
+"""Waits before each new attempt at the completion checkpoint (it is the task's result)."""
 CLONE_TIMEOUT = 900
 
 
@@ -98,6 +100,7 @@ class Worker:
         self.stats = AgentStats()
         self.parent_id = spec.restore_checkpoint_id
         self.checkpoints: list[str] = []
+        self.last_checkpoint_error = ""
         self.environment: dict[str, Any] = {
             "agent_command": os.path.basename(spec.agent.command[0]),
             "session_uuid": spec.agent.session_uuid,
@@ -271,6 +274,7 @@ class Worker:
             log.exception("checkpoint (%s) failed", trigger)
             reason = exc.message if isinstance(exc, ParheliaError) else type(exc).__name__
             self.channel.emit("checkpoint_failed", {"trigger": trigger, "error": reason})
+            self.last_checkpoint_error = reason
             self.last_checkpoint_at = time.monotonic()  # no retry storm: wait a full period
             return None
         self.parent_id = manifest.id
@@ -278,6 +282,16 @@ class Worker:
         self.last_checkpoint_at = time.monotonic()
         self.channel.emit("checkpoint_created", manifest.summary())
         return manifest.id
+
+    def _final_checkpoint(self) -> str | None:
+        """The completion checkpoint is what `task diff` and `task pull` bring back: a
+        failure is retried before the worker gives up and reports the result unsaved."""
+        for delay in (0.0, *FINAL_CHECKPOINT_RETRY_SECONDS):
+            time.sleep(delay)
+            checkpoint_id = self.checkpoint("completion")
+            if checkpoint_id is not None:
+                return checkpoint_id
+        return None
 
     # -- the agent ----------------------------------------------------------------------
 
@@ -422,7 +436,10 @@ class Worker:
         result = self.parser.result
         if result is not None and result.get("subtype") == "success" and code == 0 \
                 and not result.get("is_error"):
-            self.checkpoint("completion")
+            if self._final_checkpoint() is None:
+                return Outcome(ExitCode.COMPLETED, "the agent completed but its result could "
+                               f"not be saved ({self.last_checkpoint_error}); the work is only "
+                               "in the workspace", "E600")
             return Outcome(ExitCode.COMPLETED)
         if result is not None:
             message = f"the agent finished with {result.get('subtype')}"

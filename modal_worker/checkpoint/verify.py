@@ -13,6 +13,17 @@ from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 
 
+@dataclass(frozen=True)
+class SizeMismatch:
+    """The manifest records another size for a path than its (intact) blob holds: the
+    manifest is wrong, not the blob."""
+
+    path: str
+    digest: str
+    recorded: int
+    actual: int
+
+
 @dataclass
 class VerifyReport:
     checkpoint_id: str
@@ -20,41 +31,49 @@ class VerifyReport:
     bytes: int = 0
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    sizes: list[SizeMismatch] = field(default_factory=list)
     invalid: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.invalid)
+        return not (self.missing or self.corrupt or self.sizes or self.invalid)
 
 
 def verify(manifest: Manifest, *, volume: Volume, workers: int | None = None) -> VerifyReport:
-    """Check the manifest's rules and re-hash every blob it references (never raises E600)."""
+    """Check the manifest's rules and re-hash every blob it references (never raises E600).
+
+    A blob whose content does not hash to its name is corrupt; an intact blob whose size
+    differs from what the manifest records for a path is a fault of the manifest, and
+    is reported as such (with the path and both sizes)."""
     report = VerifyReport(manifest.id)
     try:
         check_manifest(manifest)
     except ParheliaError as exc:
         report.invalid = exc.message
     store = BlobStore(volume)
-    blobs: dict[str, int] = {}
-    for entry in manifest.tree.values():
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for path, entry in manifest.tree.items():
         if entry.type == "file" and entry.blob is not None:
-            blobs[entry.blob] = entry.size
-    for ref in manifest.conversation.values():
-        blobs[ref.blob] = ref.size
-    report.blobs = len(blobs)
-    report.bytes = sum(blobs.values())
+            uses.setdefault(entry.blob, []).append((path, entry.size))
+    for name, ref in manifest.conversation.items():
+        uses.setdefault(ref.blob, []).append((f"conversation:{name}", ref.size))
+    report.blobs = len(uses)
+    report.bytes = sum(refs[0][1] for refs in uses.values())
 
-    def check(digest: str) -> tuple[str, str | None]:
+    def check(digest: str) -> tuple[str, str | None, int]:
         if not store.has(digest):
-            return digest, "missing"
-        if store.size(digest) != blobs[digest] or not store.verify(digest):
-            return digest, "corrupt"
-        return digest, None
+            return digest, "missing", 0
+        if not store.verify(digest):
+            return digest, "corrupt", 0
+        return digest, None, store.size(digest)
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for digest, problem in pool.map(check, sorted(blobs)):
+        for digest, problem, actual in pool.map(check, sorted(uses)):
             if problem == "missing":
                 report.missing.append(digest)
             elif problem == "corrupt":
                 report.corrupt.append(digest)
+            else:
+                report.sizes.extend(SizeMismatch(path, digest, size, actual)
+                                    for path, size in uses[digest] if size != actual)
     return report

@@ -369,10 +369,10 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
             ("Duration", human_seconds(_duration(t) or elapsed)),
             ("Task", t["id"]),
         ])
-        if status == "completed":
+        if status == "completed" and not unsaved(t):
             render.line(f"\nSee the changes: parhelia task diff {t['id']}   "
                         f"bring them back: parhelia task pull {t['id']}")
-    if status == "completed":
+    if status == "completed" and not unsaved(t):
         return
     if status not in FINAL:
         raise CliError("E900", f"the progress stream ended while task {t['id']} is {status}; "
@@ -381,6 +381,11 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
     message = result.get("error_message") or t["status_reason"] or f"the task {status}"
     render.error(CliError(code, message), as_json)
     raise TaskOutcome(1)
+
+
+def unsaved(t: dict[str, Any]) -> bool:
+    """A completed task whose result (its completion checkpoint) was not saved."""
+    return t["status"] == "completed" and bool(t["needs_user"]) and bool(t["status_code"])
 
 
 def _duration(t: dict[str, Any]) -> float | None:
@@ -426,7 +431,7 @@ def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
             where = f"{where} {opts['gpu']}".strip()
         prompt = (t["prompt"] or "").strip().splitlines()[0] if t["prompt"] else ""
         word, colour = render.status_cell(t["status"])
-        if waits(t):
+        if waits(t) or unsaved(t):
             word += "*"
             notes.append(f"* {t['id']}: " + wait_text(t))
         rows.append((t["id"], (word, colour), render.age(t["created_at"]),
@@ -484,7 +489,7 @@ def show(task_id: str) -> None:
     render.fields([
         ("Status", render.status_word(t["status"]) + (f" ({t['status_reason']})"
                                                       if t["status_reason"] and not waits(t)
-                                                      else "")),
+                                                      and not unsaved(t) else "")),
         ("Waiting", wait_text(t) if waits(t) else None),
         ("Prompt", _one_line(t["prompt"] or "")),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),

@@ -161,6 +161,17 @@ class CheckpointOps:
             index_checkpoint(tx, session.id, "", summary)
             tx.events.append("checkpoint_created", f"{manifest.id} ({trigger})",
                              task_id=session.task_id, session_id=session.id, data=summary)
+            task = tx.tasks.get(session.task_id)
+            if task is not None and task.session_id == session.id and task.needs_user and \
+                    task.status == TaskStatus.COMPLETED:
+                # The result a worker could not save is saved now, from its workspace.
+                tx.tasks.update(task.id, needs_user=False, status_code="",
+                                status_reason=f"result saved from the workspace as "
+                                              f"{manifest.id}",
+                                result_error_code="", result_error_message="")
+                tx.events.append("task_result_saved", f"result saved as {manifest.id}",
+                                 task_id=task.id, session_id=session.id,
+                                 data={"checkpoint_id": manifest.id})
 
         await self._store.write(unit)
         return await self._store.checkpoints.get(manifest.id)
@@ -307,6 +318,9 @@ def problems(report: VerifyReport) -> list[str]:
     out = [f"manifest refused: {report.invalid}"] if report.invalid else []
     out += [f"blob {d} is missing" for d in report.missing]
     out += [f"blob {d} does not match its hash" for d in report.corrupt]
+    out += [f"the manifest is wrong about {m.path}: it records {m.recorded} bytes, but its "
+            f"blob {m.digest} (intact: its content matches its hash) holds {m.actual}"
+            for m in report.sizes]
     return out
 
 

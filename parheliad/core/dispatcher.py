@@ -329,7 +329,12 @@ class Dispatcher:
                                  message=f"task {current.id} -> {container.id}",
                                  data={"resume": launch.resume,
                                        "checkpoint_id": launch.restore_checkpoint_id},
-                                 session_id=session.id, container_id=container.id)
+                                 session_id=session.id, container_id=container.id,
+                                 # one incarnation's result at a time: a resume that fails
+                                 # must not show the previous run's success beside its error
+                                 result_subtype="", result_is_error=False, result_text="",
+                                 result_exit_code=None, result_error_code="",
+                                 result_error_message="")
             tx.sessions.update(session.id, status="active", current_container_id=container.id)
             return updated, session, container, launch
 
@@ -462,7 +467,10 @@ class Dispatcher:
         return self._paths.workspaces_dir / session_id
 
     async def _fail(self, task: TaskRow, code: str, message: str) -> None:
-        await self._store.write(lambda tx: fail_task(tx, task.id, code, message))
+        """Fail a task before any worker of this attempt ran: nothing of an earlier run's
+        result (a resumed task's old success) stays beside the error."""
+        await self._store.write(lambda tx: fail_task(tx, task.id, code, message,
+                                                     result_subtype="", result_text=""))
 
     async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
                              message: str) -> None:
@@ -483,17 +491,17 @@ class Dispatcher:
 
 
 def fail_task(tx: Tx, task_id: str, code: str, message: str,
-              exit_code: int | None = None) -> TaskRow:
+              exit_code: int | None = None, **fields: Any) -> TaskRow:
     """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
     return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
                       result_error_code=code, result_error_message=message[:2000],
-                      result_is_error=True, result_exit_code=exit_code)
+                      result_is_error=True, result_exit_code=exit_code, **fields)
 
 
 def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
     current = tx.tasks.get(task_id)
     if current is not None and current.status == TaskStatus.PENDING:
-        fail_task(tx, task_id, code, message)
+        fail_task(tx, task_id, code, message, result_subtype="", result_text="")
 
 
 def index_checkpoint(tx: Tx, session_id: str, container_id: str,

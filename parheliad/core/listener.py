@@ -376,6 +376,9 @@ def _outcome_from_result(backend: Backend, container_id: str, exit_code: int | N
                    error_message=f"the worker died (exit {exit_code}) without a result")
 
 
+RESULT_UNSAVED_EVENT = "task_result_unsaved"
+
+
 def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, str, str] | None:
     """Record a container's end and move its task on. Idempotent.
 
@@ -413,6 +416,18 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
     if task is None or task.container_id != c.id or task.status not in (
             TaskStatus.RUNNING, TaskStatus.RECOVERING):
         return None  # the task moved on already (cancelled, paused, or a newer container)
+    if outcome.status == "completed" and outcome.error_code:
+        # The agent finished but its result (the completion checkpoint) was not saved: not
+        # a success to report; the work is in the workspace, `checkpoint create` saves it.
+        reason = (f"{outcome.error_message or 'the result was not saved'}. Save it with "
+                  f"`parhelia checkpoint create {c.session_id}` (from the workspace it left "
+                  "on this machine), then `parhelia task diff`/`pull` bring it back")
+        transition(tx, task.id, TaskStatus.COMPLETED, reason=reason,
+                   event_type=RESULT_UNSAVED_EVENT, data={"code": outcome.error_code},
+                   needs_user=True, result_exit_code=outcome.exit_code or 0,
+                   result_error_code=outcome.error_code,
+                   result_error_message=reason[:2000])
+        return None
     if outcome.status == "completed":
         transition(tx, task.id, TaskStatus.COMPLETED, result_exit_code=outcome.exit_code or 0)
         if c.session_id:

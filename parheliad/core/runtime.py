@@ -272,6 +272,9 @@ class Runtime:
         task = await self.store.tasks.get(ref)
         if task.session_id is None:
             raise ParheliaError("E202", f"task {task.id} has not run yet; nothing to compare")
+        if task.status == TaskStatus.COMPLETED and task.needs_user and task.status_code:
+            raise ParheliaError(task.status_code, f"task {task.id}'s result was not saved, so "
+                                f"its last checkpoint is not its result: {task.status_reason}")
         session = await self.store.sessions.get(task.session_id)
         cps = await self.store.checkpoints.list(task.session_id, limit=100000)
         zero = next((cp.id for cp in sorted(cps, key=lambda cp: cp.created_at)

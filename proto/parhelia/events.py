@@ -61,6 +61,11 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("task_running", "task", Level.INFO, "A task's worker is running."),
     EventKind("task_completed", "task", Level.INFO, "A task completed."),
     EventKind("task_failed", "task", Level.ERROR, "A task failed."),
+    EventKind("task_result_unsaved", "task", Level.ERROR,
+              "A task's agent finished but its result (the completion checkpoint) could not "
+              "be saved; the work is only in its workspace."),
+    EventKind("task_result_saved", "task", Level.INFO,
+              "An unsaved result was saved from the task's workspace."),
     EventKind("task_cancelled", "task", Level.WARNING, "A task was cancelled."),
     EventKind("task_paused", "task", Level.WARNING, "A task was paused."),
     EventKind("task_resumed", "task", Level.INFO, "A paused or stopped task was resumed."),

@@ -131,3 +131,66 @@ def test_a_held_task_shows_its_reason_in_list_and_json(harness: Harness) -> None
     assert (task["held"], task["needs_user"], task["status_code"]) == (True, True, None)
     assert f"parhelia task dispatch {task_id}" in task["status_reason"]
     assert f"* {task_id}: held" in harness.run("task", "list", check=True).stdout
+
+
+def _wait_event(harness: Harness, task_id: str, kind: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e["type"] == kind for e in harness.events("--task", task_id)):
+        assert time.monotonic() < deadline, f"no {kind} for {task_id}"
+        time.sleep(0.1)
+
+
+def test_a_lost_completion_checkpoint_is_not_reported_as_success(harness: Harness) -> None:
+    task_id = harness.create(fake_prompt({"sleep": 3}, {"write": "result.txt",
+                                                        "content": "the work\n"},
+                                         {"turn": True}))
+    _wait_event(harness, task_id, "agent_init")  # after the start checkpoint
+    session = harness.task(task_id)["session_id"]
+    manifests = harness.daemon.paths.volume_dir / "checkpoints" / session
+    aside = manifests.with_name(session + ".aside")
+    manifests.rename(aside)
+    manifests.write_text("the volume cannot take a manifest here\n")  # every put fails
+    try:
+        task = harness.wait(task_id, timeout=90)
+    finally:
+        manifests.unlink()
+        aside.rename(manifests)
+    assert task["status"] == "completed"
+    assert (task["status_code"], task["needs_user"]) == ("E600", True)
+    assert "could not be saved" in task["status_reason"]
+    assert f"checkpoint create {session}" in task["status_reason"]
+    events = harness.events("--task", task_id)
+    failed = [e for e in events if e["type"] == "checkpoint_failed"
+              and '"completion"' in json.dumps(e.get("data"))]
+    assert len(failed) >= 2, "the worker did not retry the completion checkpoint"
+    assert "task_result_unsaved" in [e["type"] for e in events]
+
+    diff = harness.run("task", "diff", task_id)
+    assert diff.returncode != 0 and "E600" in diff.stderr and "No changes" not in diff.stdout
+    status = harness.run("status")
+    assert status.returncode == 1 and task_id in status.stdout
+    assert f"* {task_id}: E600" in harness.run("task", "list", check=True).stdout
+
+    # the work is still in the workspace: saving it from there makes it the result
+    harness.run("checkpoint", "create", session, check=True)
+    saved = harness.task(task_id)
+    assert saved["status"] == "completed" and not saved["needs_user"]
+    assert "+the work" in harness.run("task", "diff", task_id, check=True).stdout
+    assert harness.run("status").returncode == 0
+
+
+def test_a_failed_resume_shows_only_its_own_result(harness_factory) -> None:  # type: ignore[no-untyped-def]
+    first = harness_factory()
+    task_id = first.create(fake_prompt({"turn": True}))
+    done = first.wait(task_id)
+    assert done["result"]["subtype"] == "success" and done["result"]["text"]
+    first.daemon.stop()
+    second = harness_factory(ANTHROPIC_API_KEY="")  # the resume cannot start its agent
+    second.run("resume", done["session_id"], check=True)
+    failed = second.wait(task_id)
+    assert failed["status"] == "failed"
+    result = failed["result"]
+    assert result["error_code"] == "E400"
+    assert not result.get("subtype") and not result.get("text"), result
+    show = second.run("task", "show", task_id, check=True).stdout
+    assert "success" not in show and "Done." not in show

@@ -95,6 +95,30 @@ def test_verify_finds_missing_and_corrupt_blobs(tmp_path: Path) -> None:
     assert not report.ok and report.missing == [a_blob] and report.corrupt == [b_blob]
 
 
+def test_verify_blames_the_manifest_when_its_size_is_wrong(tmp_path: Path) -> None:
+    """A file that grew while it was snapshotted: the manifest records the old size, the
+    blob holds the new content. The blob is intact; the manifest is what is wrong."""
+    import dataclasses
+
+    from modal_worker.checkpoint import load_manifest, save_manifest
+    from parheliad.core.checkpoints import problems
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a").write_text("aaa")
+    volume = LocalVolume(tmp_path / "vol")
+    m = snap(ws, volume)
+    m.tree["a"] = dataclasses.replace(m.tree["a"], size=2)
+    m.id = ""
+    m = load_manifest(volume, "s", save_manifest(volume, m).rsplit("/", 1)[1][:-5])
+    report = verify(m, volume=volume)
+    assert not report.ok
+    assert report.corrupt == [] and report.missing == []
+    assert [(x.path, x.recorded, x.actual) for x in report.sizes] == [("a", 2, 3)]
+    [line] = problems(report)
+    assert "the manifest is wrong about a" in line and "intact" in line
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"

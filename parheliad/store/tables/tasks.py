@@ -121,12 +121,13 @@ class TaskRepo:
                                (TaskStatus.PENDING.value, max(1, limit)))
 
     async def needing_user(self, limit: int = 100) -> builtins.list[TaskRow]:
-        """Unfinished tasks whose wait only the user can end, oldest first."""
+        """Tasks only the user can move on, oldest first: waiting ones (cannot fit the
+        budget, paused, held) and completed ones whose result was not saved."""
         return await sql.amany(self._store.reader, TaskRow,
-                               f"{_SELECT} WHERE needs_user = 1 AND status IN (?, ?) "
+                               f"{_SELECT} WHERE needs_user = 1 AND status IN (?, ?, ?) "
                                "ORDER BY seq LIMIT ?",
                                (TaskStatus.PENDING.value, TaskStatus.PAUSED.value,
-                                max(1, limit)))
+                                TaskStatus.COMPLETED.value, max(1, limit)))
 
     async def count_by_status(self) -> dict[str, int]:
         """Every status (also those with no task) -> count."""

@@ -103,9 +103,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def expensive_script(replies: int) -> list[Any]:
-    """Replies billed 20,000 output tokens each, each a slow command between them."""
-    return [reply(f"Step {i}.", tool_use("Bash", {"command": SLOW}), output_tokens=BIG_OUTPUT)
+CACHE_WRITE, CACHE_READ = 2_000, 10_000
+CACHE_MICROS = CACHE_WRITE * 375 // 100 + CACHE_READ * 3 // 10  # 1.25x and 0.1x of $3
+
+
+def expensive_script(replies: int, *, cache: bool = False) -> list[Any]:
+    """Replies billed 20,000 output tokens each (and cache tokens), a slow command each."""
+    return [reply(f"Step {i}.", tool_use("Bash", {"command": SLOW}), output_tokens=BIG_OUTPUT,
+                  cache_creation_input_tokens=CACHE_WRITE if cache else 0,
+                  cache_read_input_tokens=CACHE_READ if cache else 0)
             for i in range(replies)]
 
 
@@ -144,15 +150,21 @@ def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) ->
 
 
 def test_max_cost_stops_a_task_at_the_reply_that_reaches_it(stack: Stack) -> None:
-    task_id = stack.start(expensive_script(8), "--max-turns", "10", "--max-cost", "1")
+    """Same with the task's own cap, replies carrying cache tokens too: the cache writes
+    and reads count at 1.25x and 0.1x the input price, in flight and in the ledger."""
+    task_id = stack.start(expensive_script(8, cache=True), "--max-turns", "10",
+                          "--max-cost", "1")
     task = stack.harness.wait(task_id, timeout=120)
     assert task["status"] == "failed", (task, stack.fake.summary())
     assert task["result"]["error_code"] == "E300"
     assert len(stack.fake.main_requests) == 4, stack.fake.summary()
     ledger = wait_for("the agent's figure in the ledger", lambda: api_micros(
         stack.ledger(task_id)) and stack.ledger(task_id))
-    assert api_micros(ledger) == 4 * REPLY_MICROS, ledger
+    assert api_micros(ledger) == 4 * (REPLY_MICROS + CACHE_MICROS), ledger
     assert not [e for e in ledger if e["note"].startswith("estimated")]
+    usage = stack.harness.task(task_id)["usage"]
+    assert (usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]) == (
+        4 * CACHE_WRITE, 4 * CACHE_READ)
 
 
 def test_a_risky_bash_command_is_checkpointed_before_it_runs(stack: Stack) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from parhelia import __version__, paths
+from parhelia import __version__, ownership, paths
 from parhelia import errors as catalogue
 from parhelia_cli import render
 from parhelia_cli.errors import CliError
@@ -120,6 +120,11 @@ def dial(socket: Path) -> tuple[Any, Any] | None:
     nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
     if not socket.exists():
         return None
+    why = ownership.socket_problem(socket)
+    if why is not None:
+        raise CliError("E401", f"refusing to talk to {address(socket)}: {why}. Another user "
+                               "could read your prompts and workspaces through it; check "
+                               "PARHELIA_SOCKET / --socket.")
     grpc = _grpc()
     from parhelia.v1 import system_pb2, system_pb2_grpc
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from parhelia import ownership
 from parhelia.paths import Paths, socket_path_problem
 
 log = structlog.get_logger(__name__)
@@ -29,24 +30,37 @@ class StartupRefused(RuntimeError):
     """The daemon must not start; the message says why and what to do."""
 
 
-def ensure_private_dir(path: Path, *, required: bool = True) -> None:
-    """Create ``path`` 0700, or tighten it to 0700 if it is ours and wider.
+def ensure_private_dir(path: Path, *, socket_dir: bool = False) -> None:
+    """Create ``path`` 0700; an existing one must be trusted (ours, no symlink, not
+    writable by others — :func:`parhelia.ownership.dir_problem`) or the daemon refuses.
 
-    A directory owned by someone else is refused when ``required`` (state dir), and
-    only logged otherwise (a socket dir such as /tmp: the 0600 socket still guards).
+    Only a directory this call created is ever chmodded: an existing one is never
+    changed (a socket path in /tmp must not take /tmp's sticky bit away). The state and
+    data directories, Parhelia's own, are tightened to 0700 when they are merely
+    readable by others; a socket directory may be sticky (/tmp) and is left as it is.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        if required:
-            raise StartupRefused(f"{path} belongs to uid {st.st_uid}, not to you; "
-                                 "choose another PARHELIA_HOME or socket path")
-        log.warning("daemon.dir_not_owned", path=str(path), uid=st.st_uid)
+    if not os.path.lexists(path):
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # ours, just made: the umask may have widened nothing, but be sure
         return
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    why = ownership.dir_problem(path, allow_sticky=socket_dir)
+    if why is not None:
+        raise StartupRefused(f"refusing to use {path}: {why}; choose another "
+                             + ("socket path (PARHELIA_SOCKET / --socket)" if socket_dir
+                                else "PARHELIA_HOME") + " or fix its owner and mode")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not socket_dir and mode & 0o077:
         os.chmod(path, 0o700)
-        log.warning("daemon.dir_mode_fixed", path=str(path),
-                    was=oct(stat.S_IMODE(st.st_mode)))
+        log.warning("daemon.dir_mode_fixed", path=str(path), was=oct(mode))
+
+
+def check_home(paths: Paths) -> None:
+    """``PARHELIA_HOME`` (when set) must be ours and not writable by others: whoever can
+    write it can plant a config.toml that chooses the agent command."""
+    if paths.home is not None:
+        why = ownership.dir_problem(paths.home)
+        if why is not None:
+            raise StartupRefused(f"refusing PARHELIA_HOME {paths.home}: {why}")
 
 
 def answering(sock_path: Path, timeout: float = DIAL_TIMEOUT_S) -> bool:
@@ -100,11 +114,12 @@ class InstanceGuard:
         problem = socket_path_problem(self.socket)
         if problem:
             raise StartupRefused(problem)
+        check_home(self.paths)
         ensure_private_dir(self.paths.state_dir)
         # the volume (agent output, worker logs, blobs), workspaces and transcripts:
         # what is below is created with the process umask, so the top must be private
         ensure_private_dir(self.paths.data_dir)
-        ensure_private_dir(self.socket.parent, required=False)
+        ensure_private_dir(self.socket.parent, socket_dir=True)
         if answering(self.socket):
             pid = _peer_pid(self.socket) or _read_pid(self.paths.pid_file)
             who = f"pid {pid}" if pid else "pid unknown"

@@ -9,7 +9,9 @@ answer is a reason for people (``None`` when the path is fine), used in E401 err
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import struct
 from pathlib import Path
 
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
@@ -39,7 +41,78 @@ def problem(path: Path, *, writable_by_others_ok: bool = False,
     return None
 
 
+def dir_problem(path: Path, *, allow_sticky: bool = False) -> str | None:
+    """A directory the daemon keeps state in or listens in: not a symbolic link, ours,
+    not writable by others (a sticky directory such as /tmp, when ``allow_sticky``:
+    nobody can replace what we put there)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be inspected ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        if not _owner_ok(st.st_uid):  # a link another user planted (root's, e.g. macOS
+            return (f"{path} is a symbolic link (to {os.readlink(path)}) made by "  # /tmp,
+                    f"uid {st.st_uid}")  # and our own are followed and checked)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            return f"{path} is a symbolic link that cannot be followed ({exc.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if allow_sticky and st.st_mode & stat.S_ISVTX:
+        return None
+    if st.st_uid != os.geteuid():
+        return f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+    if st.st_mode & _OTHERS_WRITE:
+        return (f"{path} is writable by other users (mode {oct(stat.S_IMODE(st.st_mode))}); "
+                f"chmod go-w {path}")
+    return None
+
+
 def file_problem(path: Path) -> str | None:
     """A config-like file: the file and the directory holding it must be ours and not
     writable by others (a writable directory lets someone replace the file)."""
     return problem(path) or (problem(path.parent) if path.exists() else None)
+
+
+def _peer_uid(sock_path: Path, timeout: float) -> int | None:
+    """The uid of the process listening on ``sock_path`` (Linux ``SO_PEERCRED``); None
+    where the platform cannot say or nothing accepts the connection."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(sock_path))
+        except OSError:
+            return None
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def socket_problem(sock_path: Path, timeout: float = 1.0) -> str | None:
+    """Why the daemon socket at ``sock_path`` must not be spoken to, or None: the socket
+    and its directory must be this user's (a directory others can write lets them swap
+    the socket) and, where the platform tells, so must the process listening on it."""
+    me = os.geteuid()
+    for path, what in ((sock_path.parent, "socket directory"), (sock_path, "socket")):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"the {what} {path} cannot be inspected ({exc.strerror})"
+        if what == "socket directory" and st.st_mode & stat.S_ISVTX:
+            continue  # /tmp-like: nobody else can replace our socket in a sticky directory
+        if st.st_uid != me:
+            return f"the {what} {path} belongs to uid {st.st_uid}, not to you (uid {me})"
+        if what == "socket directory" and st.st_mode & _OTHERS_WRITE:
+            return (f"the socket directory {path} is writable by other users (mode "
+                    f"{oct(stat.S_IMODE(st.st_mode))})")
+    peer = _peer_uid(sock_path, timeout)
+    if peer is not None and peer != me:
+        return f"the daemon on {sock_path} runs as uid {peer}, not as you (uid {me})"
+    return None

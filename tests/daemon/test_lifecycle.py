@@ -54,13 +54,15 @@ def test_socket_0600_and_directories_0700(daemon: RunningDaemon) -> None:
     assert int(p.pid_file.read_text()) == daemon.proc.pid
 
 
-def test_wide_socket_dir_is_tightened(parhelia_home: Path) -> None:
+def test_existing_socket_dir_is_never_changed(parhelia_home: Path) -> None:
+    # Not the daemon's to change (it may be /tmp); the 0600 socket guards itself. A
+    # socket dir others can write is refused instead (tests/daemon/test_socket_trust.py).
     run_dir = parhelia_home / "run"
     run_dir.mkdir(mode=0o755)
     os.chmod(run_dir, 0o755)
     d = start_daemon(parhelia_home)
     try:
-        assert mode(run_dir) == 0o700
+        assert mode(run_dir) == 0o755 and mode(d.socket) == 0o600
     finally:
         d.stop()
 

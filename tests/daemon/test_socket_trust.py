@@ -1,0 +1,127 @@
+"""Trust of the socket, its directory, PARHELIA_HOME and the env file, with a real
+"other user": root here gives files to another uid (chown) or runs a fake daemon that
+setuid()s to nobody. Skipped, with the reason, where the test has no root."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parhelia.errors import ParheliaError
+from parheliad import envfile
+from tests.conftest import RunningDaemon, cli_argv, daemon_env
+
+OTHER_UID = 12345
+NOBODY = 65534
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root to act as another user (chown/setuid)")
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli_argv(), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _parheliad(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parheliad", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_client_refuses_a_socket_owned_by_another_user(daemon: RunningDaemon) -> None:
+    os.chown(daemon.socket, OTHER_UID, OTHER_UID)
+    try:
+        out = _cli(daemon.env, "task", "create", "secret prompt", "--no-workspace")
+        assert out.returncode != 0
+        assert "E401" in out.stderr and f"uid {OTHER_UID}" in out.stderr
+    finally:
+        os.chown(daemon.socket, 0, 0)
+    assert _cli(daemon.env, "task", "list").returncode == 0
+
+
+def test_client_refuses_a_daemon_running_as_another_user(parhelia_home: Path) -> None:
+    """The socket file and its directory are ours, but the process listening on it is
+    nobody's (it bound as root, then dropped to uid 65534 before listen): SO_PEERCRED."""
+    run = parhelia_home / "run"
+    run.mkdir(mode=0o700)
+    sock = run / "parheliad.sock"
+    fake = subprocess.Popen([sys.executable, "-c", (
+        "import os, socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])\n"
+        f"os.setgid({NOBODY}); os.setuid({NOBODY}); s.listen(8)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n    c, _ = s.accept(); c.recv(65536); time.sleep(5)\n"), str(sock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        assert sock.stat().st_uid == 0
+        out = _cli(daemon_env(parhelia_home), "task", "create", "my secret prompt",
+                   "--no-workspace")
+        assert out.returncode != 0
+        assert "E401" in out.stderr and f"runs as uid {NOBODY}" in out.stderr
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def test_socket_dir_of_another_user_or_a_planted_symlink_is_refused(
+        parhelia_home: Path, tmp_path: Path) -> None:
+    theirs = parhelia_home / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    sock = theirs / "p.sock"
+    out = _parheliad(daemon_env(parhelia_home, PARHELIA_SOCKET=str(sock)))
+    assert out.returncode == 1
+    assert f"belongs to uid {OTHER_UID}" in out.stderr and not sock.exists()
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o755  # untouched
+    link = parhelia_home / "link"
+    link.symlink_to(tmp_path)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    out = _parheliad(daemon_env(parhelia_home, PARHELIA_SOCKET=str(link / "p.sock")))
+    assert out.returncode == 1 and "symbolic link" in out.stderr
+
+
+def test_sticky_socket_dir_is_used_and_never_chmodded(parhelia_home: Path) -> None:
+    shared = parhelia_home / "shared-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    sock = shared / "p.sock"
+    d = RunningDaemon(parhelia_home, daemon_env(parhelia_home, PARHELIA_SOCKET=str(sock)))
+    d.start()
+    try:
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # the sticky bit stays
+        assert _cli(d.env, "task", "list").returncode == 0
+    finally:
+        d.stop()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+@pytest.mark.parametrize("how", ["world-writable", "foreign-owned"])
+def test_untrusted_parhelia_home_is_refused(parhelia_home: Path, how: str) -> None:
+    if how == "world-writable":
+        parhelia_home.chmod(0o777)
+    else:
+        os.chown(parhelia_home, OTHER_UID, OTHER_UID)
+    try:
+        out = _parheliad(daemon_env(parhelia_home))
+        assert out.returncode == 1
+        assert "PARHELIA_HOME" in out.stderr or "not trusted" in out.stderr
+        assert not (parhelia_home / "state" / "parheliad.db").exists()
+    finally:
+        os.chown(parhelia_home, 0, 0)
+        parhelia_home.chmod(0o700)
+
+
+def test_env_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "parheliad.env"
+    f.write_text("ANTHROPIC_API_KEY=planted\n")
+    f.chmod(0o600)
+    os.chown(f, OTHER_UID, OTHER_UID)
+    with pytest.raises(ParheliaError) as ei:
+        envfile.load(f, {})
+    assert ei.value.code == "E401" and f"uid {OTHER_UID}" in ei.value.message
+

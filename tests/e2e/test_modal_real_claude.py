@@ -1,0 +1,60 @@
+"""The REAL pinned Claude Code CLI through the Modal backend: ModalBackend -> the fake Modal
+SDK's sandbox (a local process with /vol, /workspace and /root of its own) -> the real
+worker -> claude -> the local fake of the Messages API. The credential and the API's URL
+reach the sandbox only as Modal secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fake_modal.fixture import fake_modal  # noqa: F401 - the fixture
+from modal_backend.helpers import follow, make_backend, seqs, start, worker_spec
+
+from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
+from modal_worker.spec import load_result, result_key
+from modal_worker.volume import LocalVolume
+from tests.fake_anthropic import FakeAnthropic, reply, tool_use
+
+pytestmark = pytest.mark.claude
+
+
+async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
+        fake_modal, claude_bin: Path, tmp_path: Path) -> None:  # noqa: F811
+    with FakeAnthropic() as api:
+        api.add_replies(
+            reply("I'll create the file.",
+                  tool_use("Bash", {"command": "echo 'made on modal' > hello.txt",
+                                    "description": "create hello.txt"})),
+            reply("Created hello.txt."))
+        backend = make_backend(fake_modal)
+        backend._environ["ANTHROPIC_API_KEY"] = "test-key"
+        local = LocalVolume(tmp_path / "local")
+        spec = worker_spec(backend, "Create hello.txt saying 'made on modal'", "c-claude-1",
+                           permission_mode="bypassPermissions", timeout_seconds=240)
+        spec.agent.command = [str(claude_bin)]
+        sb_id = await start(backend, local, spec, timeout=300, secret_env={
+            "ANTHROPIC_BASE_URL": api.url, "CLAUDE_CODE_MAX_RETRIES": "0",
+            "NO_PROXY": "127.0.0.1,localhost"})
+        records, _ = await follow(backend, "c-claude-1", timeout=240)
+        assert seqs(records) == list(range(1, len(records) + 1))
+        exited = records[-1]["data"]
+        assert exited["status"] == "completed", (exited, api.summary())
+        assert api.main_requests and api.main_requests[0].api_key_is("test-key")
+
+        fake_modal.wait_ended(sb_id)  # the result is on the volume once synced or ended
+        await backend.pull(local, [result_key("c-claude-1")])
+        result = load_result(local.path_for(result_key("c-claude-1")))
+        assert "Created hello.txt." in str((result.agent or {}).get("text"))
+        cp = result.last_checkpoint_id
+        await backend.pull(local, [manifest_key("s-1", cp)])
+        manifest = load_manifest(local, "s-1", cp)
+        entry = manifest.tree["hello.txt"]
+        await backend.pull(local, [blob_key(entry.blob)])
+        assert local.get(blob_key(entry.blob)) == b"made on modal\n"
+        # The conversation came back with the checkpoint (a resume on another sandbox
+        # restores it).
+        assert manifest.conversation
+        for path in fake_modal.root.rglob("*"):
+            if path.is_file() and "secrets" not in path.parts and path.stat().st_size < 1 << 22:
+                assert b"test-key" not in path.read_bytes(), path

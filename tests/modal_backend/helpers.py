@@ -41,7 +41,8 @@ def worker_spec(backend: ModalBackend, prompt: str, container_id: str, session_i
         container_id=container_id, task_id="t-1", session_id=session_id,
         volume_dir=paths.volume_dir, workspace_dir=paths.workspace_dir,
         claude_config_dir=paths.claude_config_dir, prompt=prompt, backend="modal",
-        agent=AgentSpec(session_uuid=str(uuid.uuid4()), command=[str(FAKE_AGENT)], **agent),
+        agent=AgentSpec(session_uuid=agent.pop("session_uuid", str(uuid.uuid4())),
+                        command=agent.pop("command", [str(FAKE_AGENT)]), **agent),
         checkpoint=CheckpointPolicy(interval_seconds=300, min_turn_interval_seconds=0),
         heartbeat_interval_seconds=1,
     )

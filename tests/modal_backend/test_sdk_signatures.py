@@ -229,3 +229,8 @@ def test_the_real_sdk_is_the_pinned_minor(fake_modal):
     assert '"modal>=1.6,<1.7"' in pyproject
     lock = json.dumps((Path(__file__).resolve().parents[2] / "uv.lock").read_text())
     assert 'name = \\"modal\\"\\nversion = \\"1.6.' in lock
+
+
+def test_the_live_tests_cleanup_call_exists():
+    sig = inspect.signature(modal.Volume.objects.delete.aio)
+    sig.bind(None, "name", allow_missing=True)  # bound method of the manager: self first

@@ -402,6 +402,25 @@ class _SyncAioBound:
 Volume.batch_upload = _SyncAio(Volume._batch_upload, Volume._batch_upload)
 
 
+class _VolumeManager:
+    """``modal.Volume.objects``: ``delete(name, allow_missing=False)``."""
+
+    def _delete(self, name: str, *, allow_missing: bool = False,
+                environment_name: str | None = None, client: Any = None) -> None:
+        meta = _service.root() / "volumes" / f"{name}.json"
+        if not meta.exists():
+            if allow_missing:
+                return
+            raise exception.NotFoundError(f"Volume '{name}' not found")
+        shutil.rmtree(_service.volume_dir(name), ignore_errors=True)
+        meta.unlink()
+
+    delete = sdkmethod(_delete)
+
+
+Volume.objects = _VolumeManager()  # type: ignore[attr-defined]
+
+
 # -- Sandbox --------------------------------------------------------------------------------
 
 

@@ -132,30 +132,35 @@ def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option("--format", "fmt", type=click.Choice(("jsonl", "json")), default="jsonl",
               show_default=True, help="JSON lines, or one JSON array.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @filter_options
 @json_option
-def export(file: str, fmt: str, types: tuple[tuple[str, ...], ...], level: str | None,
-           since: datetime | None, until: datetime | None, task_id: str | None,
-           session_id: str | None, container_id: str | None) -> None:
+def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
+           level: str | None, since: datetime | None, until: datetime | None,
+           task_id: str | None, session_id: str | None, container_id: str | None) -> None:
     """Write every matching event, oldest first, to FILE (- for stdout).
 
     Events are written as they arrive, so memory stays flat however many there are;
-    the file appears under its name only once the export is complete.
+    the file appears under its name only once the export is complete. An existing
+    file is replaced only with --force; a FIFO or device is written to, never replaced.
     """
+    import contextlib
     import json
     import os
     import sys
+    from pathlib import Path
 
+    from parhelia.outpath import open_output
     from parhelia_cli.client import pb2
 
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
-    stream = obj.client().stream("events", "ExportEvents",
-                                 pb2("events").ExportEventsRequest(filter=flt))
-    partial = f"{file}.partial"
-    out = sys.stdout if file == "-" else open(partial, "w", encoding="utf-8")  # noqa: SIM115
+    target = contextlib.nullcontext(sys.stdout) if file == "-" else \
+        open_output(Path(file), force=force, encoding="utf-8")
     count = 0
-    try:
+    with target as out:
+        stream = obj.client().stream("events", "ExportEvents",
+                                     pb2("events").ExportEventsRequest(filter=flt))
         if fmt == "json":
             out.write("[")
         for event in stream:
@@ -168,14 +173,7 @@ def export(file: str, fmt: str, types: tuple[tuple[str, ...], ...], level: str |
         if fmt == "json":
             out.write("\n]\n" if count else "]\n")
         out.flush()
-    except BaseException:
-        if out is not sys.stdout:
-            out.close()
-            os.unlink(partial)
-        raise
-    if out is not sys.stdout:
-        out.close()
-        os.replace(partial, file)
+    if file != "-":
         if obj.json:
             render.emit_json({"file": os.path.abspath(file), "format": fmt, "events": count})
         else:

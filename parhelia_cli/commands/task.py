@@ -683,9 +683,10 @@ def _print_stat(files: list[dict[str, Any]]) -> None:
               help="Write a patch file instead of creating a branch.")
 @click.option("--repo-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Repository to create the branch in (default: where the task came from).")
+@click.option("--force", is_flag=True, help="Replace the --patch file if it exists.")
 @json_option
 def pull(task_id: str, branch: str | None, patch_file: Path | None,
-         repo_path: Path | None) -> None:
+         repo_path: Path | None, force: bool) -> None:
     """Bring a task's changes back as a branch (or a patch); your working tree and current
     branch are never touched."""
     from parhelia_cli.client import pb2
@@ -696,7 +697,7 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
     resp = to_dict(obj.client().call("tasks", "PullTask", pb2("tasks").PullTaskRequest(
         task_id=task_id, branch=branch or "",
         patch_path=str(patch_file.absolute()) if patch_file else "",
-        repo_path=str(repo_path.absolute()) if repo_path else "")))
+        repo_path=str(repo_path.absolute()) if repo_path else "", force=force)))
     if obj.json:
         render.emit_json(resp)
         return

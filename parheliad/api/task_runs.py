@@ -148,7 +148,7 @@ class TaskRunsMixin:
                                         "pull")
         pulled = await asyncio.to_thread(results.pull, runtime.local.volume, task, changes,
                                   repo_path=request.repo_path, branch=request.branch,
-                                  patch_path=request.patch_path)
+                                  patch_path=request.patch_path, force=request.force)
         return tasks_pb2.PullTaskResponse(
             branch=pulled.branch, commit=pulled.commit, patch_path=pulled.patch_path,
             files=[file_change(c) for c in changes.tree.changes],

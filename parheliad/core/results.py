@@ -13,6 +13,7 @@ from modal_worker.checkpoint import BlobStore, Manifest, diff, load_manifest, un
 from modal_worker.checkpoint.diff import TreeDiff
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
+from parhelia.outpath import open_output
 from parheliad.core import gitpull
 from parheliad.store.rows import TaskRow
 
@@ -49,7 +50,7 @@ class Pulled:
 
 
 def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
-         branch: str, patch_path: str) -> Pulled:
+         branch: str, patch_path: str, force: bool = False) -> Pulled:
     """Commit the task's changes on top of its base commit; make a branch or a patch."""
     workspace = Path(repo_path or task.workspace_path)
     if not str(workspace) or not workspace.is_absolute():
@@ -85,7 +86,8 @@ def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
         out = Path(patch_path)
         if not out.is_absolute():
             raise ParheliaError("E101", f"patch_path: must be absolute, got {patch_path!r}")
-        out.write_text(gitpull.diff_patch(repo, base, commit))
+        with open_output(out, force=force, wait_for_reader=False, encoding="utf-8") as fh:
+            fh.write(gitpull.diff_patch(repo, base, commit))
         return Pulled(repo, "", commit, str(out), base)
     name = branch or f"parhelia/{task.id}"
     gitpull.create_branch(repo, name, commit)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -261,5 +262,32 @@ def test_export_writes_every_matching_event(harness: Harness, tmp_path: Path,
     text = out.read_text()
     rows = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
     assert [r["id"] for r in rows] == [e["id"] for e in everything]
-    only = harness.json("events", "export", str(out), "--type", "daemon_started")
+    again = harness.run("events", "export", str(out), "--type", "daemon_started")
+    assert again.returncode != 0 and "E101" in again.stderr and "--force" in again.stderr
+    assert out.read_text() == text  # refused: not replaced
+    only = harness.json("events", "export", str(out), "--type", "daemon_started", "--force")
     assert only["events"] == 1
+
+
+def test_export_never_replaces_a_fifo_symlink_or_device(harness: Harness,
+                                                        tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    harness.run("events", "export", str(fifo), check=True)
+    reader.join(30)
+    assert b'"daemon_started"' in got[0] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    harness.run("events", "export", "/dev/null", check=True)
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    target = tmp_path / "target.txt"
+    target.write_text("keep\n")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    refused = harness.run("events", "export", str(link), "--force")
+    assert refused.returncode != 0 and "symbolic link" in refused.stderr
+    assert link.is_symlink() and target.read_text() == "keep\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -152,6 +152,12 @@ def test_workspace_upload_diff_and_pull_branch(harness: Harness, tmp_path: Path)
     patch = tmp_path / "out.patch"
     harness.run("task", "pull", task_id, "--patch", str(patch), check=True)
     assert "+print('v2')" in patch.read_text()
+    patch.write_text("my own notes\n")
+    again = harness.run("task", "pull", task_id, "--patch", str(patch))
+    assert again.returncode != 0 and "E101" in again.stderr and "--force" in again.stderr
+    assert patch.read_text() == "my own notes\n"
+    harness.run("task", "pull", task_id, "--patch", str(patch), "--force", check=True)
+    assert "+print('v2')" in patch.read_text()
 
 
 def test_retry_runs_a_fresh_session_from_checkpoint_zero(harness: Harness) -> None:

@@ -678,6 +678,7 @@ class PullTaskRequest(_message.Message):
     BRANCH_FIELD_NUMBER: _builtins.int
     PATCH_PATH_FIELD_NUMBER: _builtins.int
     REPO_PATH_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     branch: _builtins.str
     """"" = parhelia/<task id>"""
@@ -685,6 +686,8 @@ class PullTaskRequest(_message.Message):
     """when set, write a patch file instead of a branch"""
     repo_path: _builtins.str
     """"" = the task's recorded workspace path"""
+    force: _builtins.bool
+    """replace an existing patch_path file"""
     def __init__(
         self,
         *,
@@ -692,10 +695,11 @@ class PullTaskRequest(_message.Message):
         branch: _builtins.str = ...,
         patch_path: _builtins.str = ...,
         repo_path: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "patch_path", b"patch_path", "repo_path", b"repo_path", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "force", b"force", "patch_path", b"patch_path", "repo_path", b"repo_path", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -253,7 +253,15 @@ class Dispatcher:
             except SessionBusy:
                 return None
             except ParheliaError as exc:
-                return None if exc.code == "E300" else False
+                if exc.code == "E300" or exc.code in waiting.TRANSIENT_CODES:
+                    return None
+                if exc.code != "E603":  # a refusal that will not pass: say so, do not hang
+                    code, message = exc.code, f"the dispatch was refused: {exc.message}"
+                    await self._store.write(lambda tx: _fail_if_waiting(
+                        tx, task_id, code, message))
+                    log.warning("dispatch refused; the task failed", task_id=task_id,
+                                code=code, reason=message)
+                return False
             return True
 
     async def _dispatch(self, task: TaskRow, cfg: Config) -> None:
@@ -281,9 +289,9 @@ class Dispatcher:
                                  "--dry-run` and the daemon log")
                 raise ParheliaError("E602", "config sync failed") from None
 
-        zero = None
+        zero, zero_is_copy = None, False
         if task.session_id is None and task.source_workspace_id:
-            zero = await self._zero_for_new_session(backend, task)
+            zero, zero_is_copy = await self._zero_for_new_session(backend, task)
         conversation = await self._has_conversation(backend, task)
 
         def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
@@ -339,6 +347,15 @@ class Dispatcher:
             return updated, session, container, launch
 
         task, session, container, launch = await self._store.write(claim)
+        if zero_is_copy and zero is not None:
+            # Written once the claim holds, not on every refused attempt (a task waiting
+            # for budget would leave one stray manifest per dispatch pass).
+            try:
+                await asyncio.to_thread(save_manifest, backend.volume, zero)
+            except OSError as exc:
+                await self._launch_failed(task, container, "E600", "checkpoint zero could not "
+                                          f"be written for the new session ({exc.strerror})")
+                raise ParheliaError("E600", "checkpoint zero not written") from None
         spec = self._container_spec(task, session, container, launch, cfg, bundle)
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
@@ -387,19 +404,21 @@ class Dispatcher:
             return
         log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
 
-    async def _zero_for_new_session(self, backend: Backend, task: TaskRow) -> Manifest:
+    async def _zero_for_new_session(self, backend: Backend, task: TaskRow
+                                    ) -> tuple[Manifest, bool]:
         """Checkpoint zero for a task's new session: the upload itself (stored under the
         reserved session id), or — for a retry, whose first session took that id — a copy
-        of it under a fresh session id (blobs are shared; only the manifest is new)."""
+        of it under a fresh session id (blobs are shared; only the manifest is new, and
+        the caller writes it once the dispatch is claimed: True)."""
         indexed = next((cp.id for cp in await self._store.checkpoints.list(
             task.source_workspace_id, limit=100000) if cp.trigger == WORKSPACE_TRIGGER), None)
         zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id,
                                        indexed)
         if await self._store.sessions.find(zero.session_id) is None:
-            return zero
+            return zero, False
         copy = dataclasses.replace(zero, session_id=ids.new_id(ids.SESSION), id="")
-        await asyncio.to_thread(save_manifest, backend.volume, copy)
-        return copy
+        copy.id = copy.compute_id()
+        return copy, True
 
     async def _has_conversation(self, backend: Backend, task: TaskRow) -> str | None:
         """The id of the session's latest checkpoint when it holds a conversation to resume
@@ -500,7 +519,7 @@ def fail_task(tx: Tx, task_id: str, code: str, message: str,
 
 def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
     current = tx.tasks.get(task_id)
-    if current is not None and current.status == TaskStatus.PENDING:
+    if current is not None and current.status in (TaskStatus.PENDING, TaskStatus.RECOVERING):
         fail_task(tx, task_id, code, message, result_subtype="", result_text="")
 
 

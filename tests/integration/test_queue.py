@@ -194,3 +194,18 @@ def test_a_failed_resume_shows_only_its_own_result(harness_factory) -> None:  # 
     assert not result.get("subtype") and not result.get("text"), result
     show = second.run("task", "show", task_id, check=True).stdout
     assert "success" not in show and "Done." not in show
+
+
+def test_a_retry_waiting_for_budget_leaves_no_stray_manifests(harness: Harness,
+                                                              tmp_path: Path) -> None:
+    task_id = _workspace_task(harness, tmp_path / "repo", {"turn": True})
+    first = harness.wait(task_id)
+    harness.run("budget", "set", "0.01", check=True)
+    harness.run("task", "retry", task_id, check=True)
+    _wait_reason(harness, task_id, "E300")
+    time.sleep(2.0)  # four more refused passes
+    checkpoints = harness.daemon.paths.volume_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [first["session_id"]]
+    harness.run("budget", "set", "100", check=True)
+    second = harness.wait(task_id)
+    assert second["status"] == "completed" and second["session_id"] != first["session_id"]

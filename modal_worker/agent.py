@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from modal_worker.checkpoint.projects import TMP_SUBDIR
 from modal_worker.environ import agent_environ
 from modal_worker.redact import redact
 from modal_worker.spec import CREDENTIAL_VARS, AgentSpec
@@ -73,6 +74,11 @@ def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: 
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "PWD": str(workspace),
+        # The session's files all under the config dir, where checkpoints find them
+        # (docs/contracts.md, "Claude Code's session files"): background-task output, and
+        # the file history headless runs keep only when asked.
+        "CLAUDE_CODE_TMPDIR": str(config_dir / TMP_SUBDIR),
+        "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING": "1",
     })
     root = os.geteuid() == 0 if is_root is None else is_root
     if root and permission_mode == "bypassPermissions":

@@ -8,6 +8,7 @@ checkpoints and the result file. It never opens a connection to the daemon.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modal_worker import claude_config, hooks
+from modal_worker import claude_config, hooks, resume_summary
 from modal_worker.agent import (
     AgentProcess,
     build_argv,
@@ -37,14 +38,17 @@ from modal_worker.checkpoint import (
     Conversation,
     StatCache,
     git_state,
+    lineage,
     load_manifest,
-    project_dir,
     restore,
+    session_conversation,
     snapshot,
 )
+from modal_worker.checkpoint.lineage import lineage_path
 from modal_worker.checkpoint.restore import replace_dir
 from modal_worker.clock import utc_now
 from modal_worker.heartbeat import Heartbeat
+from modal_worker.redact import redact_text
 from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
 from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
 from modal_worker.volume import LocalVolume
@@ -60,6 +64,7 @@ TRANSCRIPT_QUIET_SECONDS = 0.3
 TRANSCRIPT_SETTLE_MAX_SECONDS = 3.0
 FINAL_CHECKPOINT_RETRY_SECONDS = (0.5, 2.0, 5.0)
 """Waits before each new attempt at the completion checkpoint (it is the task's result)."""
+TRANSCRIPT_TAIL_BYTES = 1 << 20
 CLONE_TIMEOUT = 900
 
 
@@ -97,6 +102,13 @@ class Worker:
         self.config_dir = Path(spec.claude_config_dir)
         self.hook_dir = self.config_dir / ".parhelia-hooks"
         self.stat_cache = StatCache(stat_cache_path(self.workspace))
+        self.lineage = lineage_path(self.workspace)
+        self.agent_spec = spec.agent
+        self.prompt = spec.prompt
+        self.saw_init = False
+        self._held_result: dict[str, Any] | None = None
+        self._command: list[str] = []
+        self._env: dict[str, str] = {}
         self.stats = AgentStats()
         self.parent_id = spec.restore_checkpoint_id
         self.checkpoints: list[str] = []
@@ -110,6 +122,7 @@ class Worker:
             "parhelia_version": parhelia_version,
         }
         self.conversation: Conversation | None = None
+        self._start_message = ""
         self.last_checkpoint_at = time.monotonic()
         self.agent: AgentProcess | None = None
         self.parser: StreamParser | None = None
@@ -156,14 +169,13 @@ class Worker:
         os.chdir(self.workspace)
         self.prepare_config_dir()
         env.update(self._install_risky_hook())
-        self.conversation = Conversation(project_dir(self.config_dir, self.workspace),
-                                         self.spec.agent.session_uuid)
-        transcript = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
+        self.conversation = session_conversation(self.config_dir, self.workspace,
+                                                 self.spec.agent.session_uuid)
+        transcript = self._transcript()
+        assert transcript is not None
         if self.spec.agent.resume:
             if not transcript.is_file():
-                raise Outcome(ExitCode.RESTORE_FAILED,
-                              "resume requested but the conversation transcript was not restored",
-                              "E600")
+                self._degrade("no conversation transcript was restored")
         else:
             # A fresh run of this session (its checkpoint held no conversation, e.g. after a
             # rollback to the start): a transcript left on disk by an earlier incarnation
@@ -177,11 +189,28 @@ class Worker:
             agent_pid=lambda: self.agent.pid if self.agent else None,
             agent_alive=lambda: bool(self.agent and self.agent.alive()))
         self.heartbeat.start()
-        self.checkpoint("start")
+        self.checkpoint("start", self._start_message)
         if self._signal is not None:
             return self._interrupted()
-        self._start_agent(command, env)
+        self._command, self._env = command, env
+        self._start_agent()
         return self._supervise()
+
+    def _degrade(self, reason: str) -> None:
+        """Resume cannot continue the stored conversation: start a new one (same session
+        id) whose first prompt summarises it, and say so (``resume_degraded``)."""
+        transcript = self._transcript()
+        assert transcript is not None
+        stored = resume_summary.read_stored(transcript)
+        if transcript.exists():
+            os.replace(transcript, transcript.with_name(transcript.name + ".rejected"))
+        self.prompt = resume_summary.fresh_prompt(stored, reason=reason,
+                                                  task_prompt=self.spec.task_prompt,
+                                                  continuation=self.spec.prompt)
+        self.agent_spec = dataclasses.replace(self.agent_spec, resume=False)
+        self.channel.emit("resume_degraded", {
+            "reason": redact_text(reason)[:300], "stored_entries": stored.entries,
+            "files_touched": len(stored.files), "session_uuid": self.agent_spec.session_uuid})
 
     # -- workspace ----------------------------------------------------------------------
 
@@ -191,22 +220,44 @@ class Worker:
         data: dict[str, Any]
         if spec.restore_checkpoint_id:
             manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
-            stats = restore(manifest, self.workspace, volume=self.volume,
-                            conversation_dir=project_dir(self.config_dir, self.workspace),
-                            stat_cache=self.stat_cache)
-            data = {"source": "checkpoint", "checkpoint_id": manifest.id, "files": stats.files,
-                    "bytes": stats.bytes, "conversation_files": stats.conversation_files}
+            if self._left_behind_continues(manifest.id):
+                # The previous worker's files descend from this checkpoint and may hold
+                # turns it does not: keep them (the start checkpoint records them).
+                data = {"source": "left_behind", "checkpoint_id": manifest.id}
+                self._start_message = f"continued from the files left after {manifest.id}"
+            else:
+                lineage.clear(self.lineage)
+                stats = restore(manifest, self.workspace, volume=self.volume,
+                                conversation=session_conversation(
+                                    self.config_dir, self.workspace, spec.agent.session_uuid),
+                                stat_cache=self.stat_cache)
+                lineage.write(self.lineage, [manifest.id])
+                data = {"source": "checkpoint", "checkpoint_id": manifest.id,
+                        "files": stats.files, "bytes": stats.bytes,
+                        "conversation_files": stats.conversation_files}
             self.environment.update({k: v for k, v in manifest.environment.items()
                                      if k in ("agent_version", "model") and v})
         elif spec.repo_url:
+            lineage.clear(self.lineage)
             self._clone(spec.repo_url, spec.repo_ref)
             data = {"source": "repo", "repo_url": _safe_url(spec.repo_url), "ref": spec.repo_ref}
         else:
+            lineage.clear(self.lineage)
             self.workspace.mkdir(parents=True, exist_ok=True)
             data = {"source": "empty"}
         data["workspace"] = str(self.workspace)
         data["duration_ms"] = int((time.monotonic() - started) * 1000)
         self.channel.emit("workspace_restored", data)
+
+    def _left_behind_continues(self, checkpoint_id: str) -> bool:
+        """True when resuming ``checkpoint_id`` and this machine still holds the session's
+        workspace and transcript as a worker of it left them after that checkpoint."""
+        if not self.spec.agent.resume or checkpoint_id not in lineage.read(self.lineage):
+            return False
+        transcript = session_conversation(self.config_dir, self.workspace,
+                                          self.spec.agent.session_uuid)
+        return (self.workspace.is_dir() and not self.workspace.is_symlink()
+                and (transcript.project_dir / f"{transcript.session_uuid}.jsonl").is_file())
 
     def _clone(self, url: str, ref: str | None) -> None:
         self.workspace.parent.mkdir(parents=True, exist_ok=True)
@@ -249,19 +300,24 @@ class Worker:
 
     def _await_transcript(self) -> None:
         """Claude Code appends to its transcript a moment after the stream shows a turn:
-        wait (briefly, bounded) until the file exists and has been quiet for a little while,
-        so a turn checkpoint holds the turn's conversation and can be resumed from."""
-        if self.conversation is None:
+        wait (briefly, bounded) until the transcript holds the turn's last tool result (or,
+        for a turn without one, has been quiet for a little while), so a turn checkpoint
+        holds the turn's conversation and can be resumed from."""
+        path = self._transcript()
+        if path is None:
             return
-        path = self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
+        marker = self.parser.last_tool_result_id if self.parser is not None else None
         deadline = time.monotonic() + TRANSCRIPT_SETTLE_MAX_SECONDS
         while time.monotonic() < deadline:
             try:
-                if time.time() - path.stat().st_mtime >= TRANSCRIPT_QUIET_SECONDS:
+                if marker is not None:
+                    if _tail_holds(path, marker):
+                        return
+                elif time.time() - path.stat().st_mtime >= TRANSCRIPT_QUIET_SECONDS:
                     return
-            except FileNotFoundError:
+            except (FileNotFoundError, UnicodeError):
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def checkpoint(self, trigger: str, message: str = "") -> str | None:
         try:
@@ -280,6 +336,10 @@ class Worker:
         self.parent_id = manifest.id
         self.checkpoints.append(manifest.id)
         self.last_checkpoint_at = time.monotonic()
+        try:  # before it is announced: the files on disk descend from it from now on
+            lineage.append(self.lineage, manifest.id)
+        except OSError:
+            log.warning("could not record the checkpoint lineage", exc_info=True)
         self.channel.emit("checkpoint_created", manifest.summary())
         return manifest.id
 
@@ -297,6 +357,7 @@ class Worker:
 
     def _on_init(self, obj: dict[str, Any]) -> None:
         if obj.get("type") == "system" and obj.get("subtype") == "init":
+            self.saw_init = True
             self.environment.update({
                 "agent_version": obj.get("claude_code_version"),
                 "model": obj.get("model") or self.environment.get("model"),
@@ -311,7 +372,7 @@ class Worker:
             return None
         return self.conversation.project_dir / f"{self.spec.agent.session_uuid}.jsonl"
 
-    def _start_agent(self, command: list[str], env: dict[str, str]) -> None:
+    def _start_agent(self) -> None:
         transcript = self._transcript()
         if transcript is not None:
             self._cost_at_start = transcript_cost(transcript, self.spec.agent.session_uuid)
@@ -319,19 +380,35 @@ class Worker:
                               on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace),
                               cost_baseline_usd=self._cost_at_start.total_usd)
         self.parser = parser
+        self.saw_init = False
+        self._held_result = None
+        resuming = self.agent_spec.resume
 
         def on_object(obj: dict[str, Any]) -> None:
             self._on_init(obj)
+            if resuming and not self.saw_init and obj.get("type") == "result":
+                self._held_result = obj  # a refused resume: reported only if not retried
+                return
             parser.feed(obj)
 
-        argv = build_argv(self.spec.agent, command)
+        argv = build_argv(self.agent_spec, self._command)
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
-        self.agent = AgentProcess(argv, cwd=self.workspace, env=env, raw_log=raw_log,
-                                  on_object=on_object, prompt=self.spec.prompt)
+        self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
+                                  on_object=on_object, prompt=self.prompt)
         self.agent.start()
         flags = [a for a in argv[1:] if a.startswith("--")]
-        self.channel.emit("agent_started", {"pid": self.agent.pid, "command": command[0],
-                                            "flags": flags, "resume": self.spec.agent.resume})
+        self.channel.emit("agent_started", {"pid": self.agent.pid, "command": self._command[0],
+                                            "flags": flags, "resume": resuming})
+
+    def _resume_refused(self) -> str | None:
+        """Why the agent refused to resume (it ended without starting), or None."""
+        assert self.agent is not None
+        if not self.agent_spec.resume or self.saw_init or self.agent.returncode == 0:
+            return None
+        self.agent.join_output()
+        lines = [line for line in self.agent.stderr_tail if line.strip()]
+        found = [line for line in lines if "conversation" in line.lower()]
+        return (found or lines or [f"the agent exited with code {self.agent.returncode}"])[-1]
 
     def _supervise(self) -> Outcome:
         """Wait for the agent while serving signals, control messages and checkpoint timers."""
@@ -352,15 +429,24 @@ class Worker:
                     return stop
                 self._handle_hook_requests()
             if self.agent.finished():
-                return self._agent_done()
+                refused = self._resume_refused()
+                if refused is None:
+                    if self._held_result is not None and self.parser is not None:
+                        self.parser.feed(self._held_result)
+                    return self._agent_done()
+                self._degrade(refused)
+                self._start_agent()
+                continue
             if now >= deadline:
                 return self._timed_out()
-            since = now - self.last_checkpoint_at
-            if turn_pending and since >= policy.min_turn_interval_seconds:
+            if turn_pending:
+                # Every completed turn gets a checkpoint; turns that end while one is being
+                # taken are covered by the next one (at most one runs at a time).
                 turn_pending = False
                 self._await_transcript()
+                _drain(self.turns)
                 self.checkpoint("turn")
-            elif since >= policy.interval_seconds:
+            elif now - self.last_checkpoint_at >= policy.interval_seconds:
                 self.checkpoint("interval")
             with contextlib.suppress(queue.Empty):
                 self.turns.get(timeout=LOOP_TICK)
@@ -492,6 +578,24 @@ class Worker:
             "last_checkpoint_id": self.parent_id,
         })
         self.channel.close()
+
+
+def _drain(q: queue.Queue[str]) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            q.get_nowait()
+
+
+def _tail_holds(path: Path, tool_use_id: str) -> bool:
+    """Whether the last MiB of ``path`` holds the result of ``tool_use_id`` on a complete
+    line (the tool call itself carries the id as ``"id"``, its result as ``"tool_use_id"``)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - TRANSCRIPT_TAIL_BYTES))
+        data = fh.read()
+    data = data[: data.rfind(b"\n") + 1]
+    quoted = json.dumps(tool_use_id).encode()
+    return any(b'"tool_use_id"' + sep + quoted in data for sep in (b":", b": "))
 
 
 def _safe_url(url: str) -> str:

@@ -86,7 +86,8 @@ class AgentSpec:
 @dataclass
 class CheckpointPolicy:
     interval_seconds: float = 300
-    min_turn_interval_seconds: float = 30
+    min_turn_interval_seconds: float = 0
+    """No longer used: every completed turn is checkpointed (kept for older specs)."""
     risky_patterns: list[str] = field(
         default_factory=lambda: ["rm -rf", "git reset --hard", "git clean", "git checkout --"]
     )
@@ -111,6 +112,9 @@ class WorkerSpec:
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     config_bundle_id: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    task_prompt: str | None = None
+    """The task's own prompt (``prompt`` is the continuation prompt on a resume): what a
+    resume that cannot continue the stored conversation starts over from."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,7 +234,7 @@ def _parse_policy(raw: object) -> CheckpointPolicy:
         raise _bad("checkpoint.risky_patterns", "must be a list of non-empty strings")
     return CheckpointPolicy(
         interval_seconds=f.number("interval_seconds", 300),
-        min_turn_interval_seconds=f.number("min_turn_interval_seconds", 30, positive=False),
+        min_turn_interval_seconds=f.number("min_turn_interval_seconds", 0, positive=False),
         risky_patterns=list(patterns),
     )
 
@@ -278,9 +282,12 @@ def _parse_spec(raw: object) -> WorkerSpec:
         checkpoint=_parse_policy(f.get("checkpoint", {})),
         config_bundle_id=f.str_("config_bundle_id", None, pattern=_ID_RE),
         env=_parse_env(f.get("env", {})),
+        task_prompt=f.str_("task_prompt", None),
     )
     if "\0" in spec.prompt:
         raise _bad("prompt", "must not contain NUL characters")
+    if spec.task_prompt is not None and "\0" in spec.task_prompt:
+        raise _bad("task_prompt", "must not contain NUL characters")
     if spec.repo_url is not None and spec.repo_url.startswith("-"):
         raise _bad("repo_url", "must not start with '-'")
     ref_problem = gitsafe.ref_problem(spec.repo_ref) if spec.repo_ref is not None else None

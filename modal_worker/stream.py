@@ -154,6 +154,9 @@ class StreamParser:
     _tool_results: int = 0
     _assistant_seen: bool = False
     tool_uses: int = 0
+    last_tool_result_id: str | None = None
+    """The ``tool_use_id`` of the last tool result seen (the worker waits for it to reach
+    the transcript before a turn checkpoint)."""
 
     def feed(self, obj: Mapping[str, Any]) -> None:
         kind = obj.get("type")
@@ -164,6 +167,9 @@ class StreamParser:
         elif kind == "user":
             results = self._tool_results_in(obj)
             if results:
+                # (a subagent's results go to its own transcript, not the session's)
+                self.last_tool_result_id = (self._tool_result_id(obj)
+                                            if obj.get("parent_tool_use_id") is None else None)
                 self._close_turn()
                 if obj.get("parent_tool_use_id") is None:
                     self._tool_results += results
@@ -311,6 +317,14 @@ class StreamParser:
         if not isinstance(content, list):
             return 0
         return sum(1 for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result")
+
+    @staticmethod
+    def _tool_result_id(obj: Mapping[str, Any]) -> str | None:
+        message = obj.get("message")
+        content = message.get("content") if isinstance(message, Mapping) else None
+        ids = [b.get("tool_use_id") for b in content or [] if isinstance(b, Mapping)
+               and b.get("type") == "tool_result" and isinstance(b.get("tool_use_id"), str)]
+        return ids[-1] if ids else None
 
     def _close_turn(self) -> None:
         if self._open_id is None and not self._open_seen:

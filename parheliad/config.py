@@ -149,9 +149,9 @@ class AgentConfig:
 class CheckpointConfig:
     interval_seconds: float = field(default=300.0, metadata=_meta(
         "Periodic checkpoint interval.", minimum=5, maximum=86400))
-    min_turn_interval_seconds: float = field(default=30.0, metadata=_meta(
-        "Minimum time between checkpoints taken after agent turns.",
-        minimum=0, maximum=86400))
+    min_turn_interval_seconds: float = field(default=0.0, metadata=_meta(
+        "No longer used: every completed turn is checkpointed (accepted for old "
+        "configuration files).", minimum=0, maximum=86400))
     risky_patterns: list[str] = field(default_factory=lambda: [
         "rm -rf", "git reset --hard", "git clean", "git checkout --"], metadata=_meta(
         "Bash commands matching these substrings are checkpointed before they run."))

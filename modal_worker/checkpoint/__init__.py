@@ -4,6 +4,7 @@ Volume layout: blobs at ``cas/blobs/<2 hex>/<sha256>``, manifests at
 ``checkpoints/<session_id>/<checkpoint_id>.json``.
 """
 
+from modal_worker.checkpoint import lineage
 from modal_worker.checkpoint.cas import BlobStore, blob_key
 from modal_worker.checkpoint.checks import check_manifest, restored_mode
 from modal_worker.checkpoint.diff import Change, TreeDiff, diff, unified_diff
@@ -18,7 +19,12 @@ from modal_worker.checkpoint.manifest import (
     manifest_key,
     save_manifest,
 )
-from modal_worker.checkpoint.projects import Conversation, encode_project_dir, project_dir
+from modal_worker.checkpoint.projects import (
+    Conversation,
+    encode_project_dir,
+    project_dir,
+    session_conversation,
+)
 from modal_worker.checkpoint.restore import RestoreStats, restore
 from modal_worker.checkpoint.snapshot import snapshot
 from modal_worker.checkpoint.statcache import StatCache
@@ -42,6 +48,7 @@ __all__ = [
     "encode_project_dir",
     "git_file_list",
     "git_state",
+    "lineage",
     "list_checkpoints",
     "load_manifest",
     "manifest_key",
@@ -49,6 +56,7 @@ __all__ = [
     "restore",
     "restored_mode",
     "save_manifest",
+    "session_conversation",
     "snapshot",
     "unified_diff",
     "verify",

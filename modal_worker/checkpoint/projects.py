@@ -53,12 +53,45 @@ def project_dir(config_dir: Path, cwd: Path | str) -> Path:
     return config_dir / "projects" / encode_project_dir(os.path.realpath(cwd))
 
 
+SIDE_STORES: tuple[str, ...] = ("@file-history", "@session-env", "@tasks")
+"""Manifest prefixes of the session's files kept outside its project directory
+(docs/contracts.md, "Claude Code's session files"). ``@`` never starts a name Claude
+Code writes in a project directory, so these cannot clash with transcript paths."""
+
+TMP_SUBDIR = "tmp"
+"""``CLAUDE_CODE_TMPDIR`` of the agent: inside its config dir, so background-task output
+lives with the session (the CLI's default is the system temp directory)."""
+
+
 @dataclass(frozen=True)
 class Conversation:
-    """One Claude session's files: ``<uuid>.jsonl`` and the ``<uuid>/`` directory."""
+    """One Claude session's files: ``<uuid>.jsonl`` and the ``<uuid>/`` directory of its
+    project dir, plus (when ``config_dir`` is known) the session's file-history,
+    session-env and background-task output directories."""
 
     project_dir: Path
     session_uuid: str
+    config_dir: Path | None = None
+
+    def side_dirs(self) -> dict[str, Path]:
+        """Manifest prefix -> the directory on disk that belongs wholly to this session."""
+        if self.config_dir is None:
+            return {}
+        sid = self.session_uuid
+        return {
+            "@file-history": self.config_dir / "file-history" / sid,
+            "@session-env": self.config_dir / "session-env" / sid,
+            "@tasks": (self.config_dir / TMP_SUBDIR / f"claude-{os.getuid()}"
+                       / self.project_dir.name / sid / "tasks"),
+        }
+
+    def path_of(self, rel: str) -> Path | None:
+        """Where the manifest path ``rel`` lives on disk (``None``: a store not known here)."""
+        head, _, rest = rel.partition("/")
+        if head.startswith("@"):
+            root = self.side_dirs().get(head)
+            return root / rest if root is not None and rest else None
+        return self.project_dir / rel
 
     def files(self) -> list[str]:
         """Relative paths of the session's regular files that exist now."""
@@ -66,12 +99,29 @@ class Conversation:
         transcript = f"{self.session_uuid}.jsonl"
         if (self.project_dir / transcript).is_file():
             out.append(transcript)
-        side = self.project_dir / self.session_uuid
-        if side.is_dir() and not side.is_symlink():
-            for dirpath, dirnames, filenames in os.walk(side):
-                dirnames.sort()
-                rel = Path(dirpath).relative_to(self.project_dir).as_posix()
-                for name in sorted(filenames):
-                    if (Path(dirpath) / name).is_file() and not (Path(dirpath) / name).is_symlink():
-                        out.append(f"{rel}/{name}")
+        out += _regular_files(self.project_dir / self.session_uuid, self.session_uuid)
+        for prefix, root in self.side_dirs().items():
+            out += _regular_files(root, prefix)
         return out
+
+
+def session_conversation(config_dir: Path, workspace: Path | str,
+                         session_uuid: str) -> Conversation:
+    """The conversation of the agent session ``session_uuid`` run in ``workspace``."""
+    return Conversation(project_dir(config_dir, workspace), session_uuid, config_dir)
+
+
+def _regular_files(root: Path, prefix: str) -> list[str]:
+    """``prefix/<rel>`` for every regular file under ``root`` (never following symlinks)."""
+    out: list[str] = []
+    if not root.is_dir() or root.is_symlink():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root).as_posix()
+        base = prefix if rel == "." else f"{prefix}/{rel}"
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                out.append(f"{base}/{name}")
+    return out

@@ -25,6 +25,7 @@ from modal_worker.checkpoint.cas import KERNEL_COPY_MIN, SMALL, BlobError, BlobS
 from modal_worker.checkpoint.checks import check_manifest, restored_mode
 from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
 from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest, refuse
+from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
 from modal_worker.checkpoint.statcache import StatCache
 from modal_worker.volume import Volume
@@ -47,11 +48,13 @@ def restore(
     *,
     volume: Volume,
     conversation_dir: Path | None = None,
+    conversation: Conversation | None = None,
     stat_cache: StatCache | Path | None = None,
     workers: int | None = None,
     in_place: bool | None = None,
 ) -> RestoreStats:
-    """Make ``dest`` exactly the manifest's tree (and ``conversation_dir`` hold its transcript).
+    """Make ``dest`` exactly the manifest's tree (and the session's conversation files —
+    ``conversation``, or only its project dir ``conversation_dir`` — what it recorded).
 
     ``in_place`` forces the swap strategy (default: a sibling staging directory
     and two renames, or staging inside ``dest`` when ``dest`` is a mount point
@@ -73,32 +76,37 @@ def restore(
         in_place = _needs_in_place(dest)
     workers = workers or default_workers()
 
+    conv = conversation
+    if conv is None and conversation_dir is not None:
+        conv = Conversation(conversation_dir, "")
     staging = _staging_dir(dest, in_place)
-    conv_staging: Path | None = None
+    conv_staging: dict[str, tuple[Path, Path]] = {}
     try:
         _build_tree(store, manifest.tree, staging, workers)
-        if conversation_dir is not None and manifest.conversation:
-            conv_staging = _staging_dir(conversation_dir, in_place=False)
-            _build_conversation(store, manifest.conversation, conv_staging, workers)
+        if conv is not None and manifest.conversation:
+            conv_staging = _build_conversation(store, manifest.conversation, conv, workers)
     except BaseException:
         _force_rmtree(staging)
-        if conv_staging is not None:
-            _force_rmtree(conv_staging)
+        for built, _target in conv_staging.values():
+            _force_rmtree(built)
         raise
     # Everything is verified: from here on we only move things into place.
     if in_place:
         _swap_contents(staging, dest)
     else:
         replace_dir(staging, dest)
-    if conversation_dir is not None and conv_staging is not None:
-        _swap_entries(conv_staging, conversation_dir)
-    _fill_cache(stat_cache, manifest, dest, conversation_dir)
+    for prefix, (built, target) in conv_staging.items():
+        if prefix:
+            replace_dir(built, target)
+        else:
+            _swap_entries(built, target)
+    _fill_cache(stat_cache, manifest, dest, conv)
     files = [e for e in manifest.tree.values() if e.type == "file"]
     return RestoreStats(
         files=len(files),
         bytes=sum(e.size for e in files),
         duration_ms=int((time.monotonic() - started) * 1000),
-        conversation_files=len(manifest.conversation) if conversation_dir else 0,
+        conversation_files=len(manifest.conversation) if conv is not None else 0,
     )
 
 
@@ -218,13 +226,40 @@ def _job(store: BlobStore, digest: str, size: int, target: Path,
     return lambda: _write_blob(store, digest, size, target, mode)
 
 
-def _build_conversation(store: BlobStore, conv: dict[str, BlobRef], staging: Path,
-                        workers: int) -> None:
+def _build_conversation(store: BlobStore, entries: dict[str, BlobRef], conv: Conversation,
+                        workers: int) -> dict[str, tuple[Path, Path]]:
+    """Stage the conversation files: prefix -> (staging dir, where it goes). The project
+    dir's entries ("" prefix) are swapped in one by one; a side store's directory (e.g.
+    ``@file-history``) belongs to the session and is replaced whole — emptied when the
+    checkpoint holds none of its files. Stores unknown here are left out."""
+    targets: dict[str, Path] = {"": conv.project_dir, **conv.side_dirs()}
+    staged: dict[str, tuple[Path, Path]] = {}
     jobs: list[Callable[[], None]] = []
-    for path, ref in conv.items():
-        (staging / path).parent.mkdir(mode=CONVERSATION_DIR_MODE, parents=True, exist_ok=True)
-        jobs.append(_job(store, ref.blob, ref.size, staging / path, CONVERSATION_FILE_MODE))
-    _run_all(jobs, workers)
+    try:
+        for prefix, target in targets.items():
+            mine = {p: r for p, r in entries.items() if _prefix(p) == prefix}
+            if prefix and not mine and not os.path.lexists(target):
+                continue
+            staging = _staging_dir(target, in_place=False)
+            os.chmod(staging, CONVERSATION_DIR_MODE)
+            staged[prefix] = (staging, target)
+            for path, ref in mine.items():
+                rel = path.partition("/")[2] if prefix else path
+                (staging / rel).parent.mkdir(mode=CONVERSATION_DIR_MODE, parents=True,
+                                             exist_ok=True)
+                jobs.append(_job(store, ref.blob, ref.size, staging / rel,
+                                 CONVERSATION_FILE_MODE))
+        _run_all(jobs, workers)
+    except BaseException:
+        for built, _target in staged.values():
+            _force_rmtree(built)
+        raise
+    return staged
+
+
+def _prefix(path: str) -> str:
+    head = path.partition("/")[0]
+    return head if head.startswith("@") else ""
 
 
 # -- swapping into place ----------------------------------------------------------------
@@ -295,7 +330,7 @@ def _force_rmtree(path: Path) -> None:
 
 
 def _fill_cache(stat_cache: StatCache | Path | None, manifest: Manifest, dest: Path,
-                conversation_dir: Path | None) -> None:
+                conversation: Conversation | None) -> None:
     """Seed the stat cache with the files just written, so the next snapshot skips them."""
     if stat_cache is None:
         return
@@ -305,9 +340,11 @@ def _fill_cache(stat_cache: StatCache | Path | None, manifest: Manifest, dest: P
         if entry.type == "file" and entry.blob is not None:
             with contextlib.suppress(OSError):
                 cache.record(TREE_NS + path, os.lstat(dest / path), entry.blob, start_ns=None)
-    if conversation_dir is not None:
+    if conversation is not None:
         for path, ref in manifest.conversation.items():
+            where = conversation.path_of(path)
             with contextlib.suppress(OSError):
-                cache.record(CONVERSATION_NS + path, os.lstat(conversation_dir / path),
-                             ref.blob, start_ns=None)
+                if where is not None:
+                    cache.record(CONVERSATION_NS + path, os.lstat(where), ref.blob,
+                                 start_ns=None)
     cache.save()

@@ -190,7 +190,9 @@ class _Snapshotter:
     def conversation(self, conv: Conversation) -> dict[str, BlobRef]:
         out: dict[str, BlobRef] = {}
         for rel in conv.files():
-            path = conv.project_dir / rel
+            path = conv.path_of(rel)
+            if path is None:
+                continue
             try:
                 st = os.lstat(path)
                 blob = self.cache.lookup(CONVERSATION_NS + rel, st)
@@ -246,11 +248,14 @@ def snapshot(
         raise refuse(f"cannot checkpoint {root}: not a directory")
     cache = stat_cache if isinstance(stat_cache, StatCache) else StatCache(stat_cache)
     snap = _Snapshotter(root, BlobStore(volume), cache, start_ns)
+    # The conversation first, then the workspace: while the agent keeps running, the
+    # workspace may then be a little ahead of the conversation (work the resumed agent
+    # finds on disk) but never behind it (work the conversation claims and disk lacks).
+    conv = snap.conversation(conversation) if conversation is not None else {}
     entries = walk(root) if files is None else _listed(root, files)
     todo = snap.scan(entries)
     snap.store_files(todo, workers or default_workers())
     snap.drop_escaping_symlinks()
-    conv = snap.conversation(conversation) if conversation is not None else {}
 
     file_entries = [e for e in snap.tree.values() if e.type == "file"]
     stats = Stats(

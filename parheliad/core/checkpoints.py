@@ -20,14 +20,13 @@ import structlog
 
 from modal_worker.checkpoint import (
     BlobStore,
-    Conversation,
     Manifest,
     VerifyReport,
     diff,
     git_state,
     load_manifest,
-    project_dir,
     restore,
+    session_conversation,
     snapshot,
     unified_diff,
     verify,
@@ -150,8 +149,8 @@ class CheckpointOps:
             return snapshot(workspace, volume=self.volume, session_id=session.id,
                             parent_id=parent, trigger=trigger, message=message,
                             stat_cache=stat_cache_path(workspace),
-                            conversation=Conversation(project_dir(config_dir, workspace),
-                                                      session.agent_session_id),
+                            conversation=session_conversation(config_dir, workspace,
+                                                              session.agent_session_id),
                             environment=env, git=git_state(workspace))
 
         manifest = await asyncio.to_thread(take)
@@ -230,8 +229,8 @@ class CheckpointOps:
         if workspace.exists() or not running:
             await asyncio.to_thread(
                 restore, manifest, workspace, volume=self.volume,
-                conversation_dir=project_dir(config_dir, workspace) if manifest.conversation
-                else None)
+                conversation=session_conversation(config_dir, workspace, session.agent_session_id)
+                if manifest.conversation else None)
 
         def unit(tx: Any) -> bool:
             tx.sessions.update(session.id, latest_checkpoint_id=target.id)

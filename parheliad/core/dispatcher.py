@@ -460,7 +460,7 @@ class Dispatcher:
             claude_config_dir=str(self._paths.data_dir / "claude" / session.id),
             restore_checkpoint_id=launch.restore_checkpoint_id,
             repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
-            prompt=launch.prompt,
+            prompt=launch.prompt, task_prompt=task.prompt,
             agent=AgentSpec(
                 session_uuid=session.agent_session_id, command=list(cfg.agent.command),
                 resume=launch.resume, model=task.model or None,

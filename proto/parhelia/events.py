@@ -105,6 +105,9 @@ _KINDS: tuple[EventKind, ...] = (
               "The agent's own cost figure for a run stopped before its result "
               "(from its transcript)."),
     EventKind("agent_error", "agent", Level.ERROR, "The agent failed."),
+    EventKind("resume_degraded", "agent", Level.WARNING,
+              "The stored conversation could not be resumed; a new one started from its "
+              "summary."),
     # checkpoint
     EventKind("checkpoint_created", "checkpoint", Level.INFO, "A checkpoint was written."),
     EventKind("checkpoint_failed", "checkpoint", Level.ERROR, "A checkpoint could not be written."),

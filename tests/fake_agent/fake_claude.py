@@ -344,6 +344,16 @@ class Agent:
         return 0
 
 
+def refuse_resume(session: str) -> None:
+    """Like Claude Code 2.1.332 for a missing, empty or unreadable transcript: a result line
+    (error_during_execution, no turn, no system/init before it), the reason on stderr, exit 1."""
+    sys.stdout.write(json.dumps({
+        "type": "result", "subtype": "error_during_execution", "duration_ms": 0,
+        "is_error": True, "num_turns": 0, "session_id": session, "total_cost_usd": 0,
+        "usage": {k: 0 for k in USAGE}, "permission_denials": []}) + "\n")
+    raise Fail(f"No conversation found with session ID: {session}")
+
+
 def script_from(prompt: str) -> list[dict[str, object]] | None:
     for line in prompt.splitlines():
         if line.startswith("FAKE_SCRIPT:"):
@@ -397,13 +407,15 @@ def main(argv: list[str]) -> int:
     base_cost = 0.0
     if resume:
         if not transcript.is_file():
-            raise Fail(f"No conversation found with session ID: {session}")
-        for line in transcript.read_text().splitlines():
+            refuse_resume(session)
+        for line in transcript.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("type") in ("user", "assistant"):
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("type") in ("user", "assistant") and entry.get("uuid"):
                 earlier += 1
             if entry.get("fake_prompt") and first_prompt is None:
                 first_prompt = entry["message"]["content"]
@@ -411,6 +423,8 @@ def main(argv: list[str]) -> int:
                 done = max(done, entry["fake_step"])
             if entry.get("type") == "cost-state" and entry.get("sessionId") == session:
                 base_cost = float(entry.get("totalCostUSD") or 0)
+        if earlier == 0:  # nothing it can chain: the CLI says the same as for no file
+            refuse_resume(session)
     elif transcript.exists():
         raise Fail(f"Error: Session ID {session} is already in use.")
 

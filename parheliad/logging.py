@@ -32,7 +32,8 @@ SECRET_KEY_RE = re.compile(r"key|token|secret|password|passwd|authorization|cred
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 3
 LEVELS = ("debug", "info", "warning", "error")
-_QUIET = {"aiosqlite": logging.INFO, "asyncio": logging.WARNING, "grpc": logging.WARNING}
+_QUIET = {"aiosqlite": logging.INFO, "asyncio": logging.WARNING, "grpc": logging.WARNING,
+          "apscheduler": logging.WARNING}  # "Running job ..." twice per tick otherwise
 
 
 def redact_text(text: str) -> str:

@@ -164,3 +164,20 @@ def test_secrets_in_requests_never_reach_the_log(parhelia_home: Path) -> None:
     assert "prompt_chars" in logged
     for fragment in SECRETS.values():
         assert fragment not in logged, fragment
+
+
+def test_scheduler_ticks_do_not_flood_the_log(parhelia_home: Path) -> None:
+    """APScheduler logs two INFO lines per job run; with the dispatcher every 0.1 s they
+    were nearly all of the daemon log."""
+    import time
+
+    (parhelia_home / "config.toml").write_text(
+        "[orchestrator]\ndispatch_interval_seconds = 0.1\n")
+    d = start_daemon(parhelia_home)
+    try:
+        time.sleep(2)
+    finally:
+        d.stop()
+    text = d.log_file.read_text()
+    assert "daemon.ready" in text
+    assert "Running job" not in text and "executed successfully" not in text

@@ -13,6 +13,7 @@ import re
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -60,6 +61,57 @@ def open_regular(path: Path | str) -> int:
         os.close(fd)
         raise BlobError(f"{path} is not a regular file")
     return fd
+
+
+TEMP_MAX_AGE_SECONDS = 3600.0
+_TEMP_NAME = re.compile(r"^\.tmp-(\d+)-\d+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temp(root: Path, max_age: float = TEMP_MAX_AGE_SECONDS,
+               now: float | None = None) -> tuple[int, int]:
+    """Remove the temp files a killed writer left in the CAS at ``root`` (``cas/``):
+    ``.tmp-PID-TID`` files in ``tmp/`` and in the blob shards whose writer is gone or
+    that nobody wrote to for ``max_age`` seconds (a live write keeps touching its file).
+    Returns ``(files, bytes)`` removed."""
+    now = time.time() if now is None else now
+    files = size = 0
+    dirs = [root / "tmp"]
+    blobs = root / "blobs"
+    with contextlib.suppress(FileNotFoundError):
+        dirs += [blobs / d for d in os.listdir(blobs)]
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            match = _TEMP_NAME.match(name)
+            if match is None:
+                continue
+            path = d / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if _pid_alive(int(match.group(1))) and now - st.st_mtime < max_age:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                files += 1
+                size += st.st_size
+    return files, size
 
 
 class BlobStore:

@@ -31,7 +31,7 @@ from modal_worker.checkpoint import (
     unified_diff,
     verify,
 )
-from modal_worker.checkpoint.cas import blob_key
+from modal_worker.checkpoint.cas import blob_key, sweep_temp
 from modal_worker.checkpoint.diff import TreeDiff
 from modal_worker.runner import stat_cache_path
 from modal_worker.volume import Volume
@@ -66,6 +66,7 @@ class GcReport:
     removed: list[str] = field(default_factory=list)
     blobs_removed: int = 0
     bytes_freed: int = 0
+    temp_files_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,10 @@ class CheckpointOps:
         if not dry_run:
             for key in doomed_keys:
                 self.volume.delete(key)
+            cas = self.volume.path_for("cas")
+            if cas is not None:  # what killed writers left behind
+                report.temp_files_removed, freed = sweep_temp(cas)
+                report.bytes_freed += freed
         return report
 
     async def _unindex(self, doomed: list[CheckpointRow]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from modal_worker.checkpoint.cas import sweep_temp
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend
@@ -102,6 +103,11 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        cas = self.local.volume.path_for("cas")
+        if cas is not None:  # temp files of writers killed before this start
+            files, size = await asyncio.to_thread(sweep_temp, cas)
+            if files:
+                log.info("cas.temp_swept", files=files, bytes=size)
         await self._adopt()
         await self.reconciler.load()
         # What changed while the daemon was down is found before anything is drained.

@@ -209,3 +209,23 @@ def test_a_retry_waiting_for_budget_leaves_no_stray_manifests(harness: Harness,
     harness.run("budget", "set", "100", check=True)
     second = harness.wait(task_id)
     assert second["status"] == "completed" and second["session_id"] != first["session_id"]
+
+
+def test_a_task_that_fits_once_reservations_free_keeps_its_place(harness: Harness) -> None:
+    harness.run("budget", "set", "1", check=True)
+    running = harness.create(fake_prompt({"sleep": 60}, {"turn": True}), "--max-cost", "0.60")
+    harness.wait(running, ("running",))
+    waits = harness.create(fake_prompt({"turn": True}), "--max-cost", "0.60")
+    small = harness.create(fake_prompt({"turn": True}), "--max-cost", "0.10")
+    head = _wait_reason(harness, waits, "E300")
+    assert not head["needs_user"] and "running tasks release" in head["status_reason"]
+    deadline = time.monotonic() + 30
+    while f"queued behind task {waits}" not in (harness.task(small)["status_reason"] or ""):
+        assert time.monotonic() < deadline, harness.task(small)
+        time.sleep(0.2)
+    assert harness.task(small)["status"] == "pending"  # it would fit, but waits its turn
+    harness.run("task", "cancel", running, check=True)
+    assert harness.wait(waits)["status"] == "completed"
+    assert harness.wait(small)["status"] == "completed"
+    order = [e["task_id"] for e in harness.events("--type", "task_dispatched")]
+    assert order.index(waits) < order.index(small)

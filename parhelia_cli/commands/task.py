@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
@@ -40,6 +41,9 @@ def find_git_root(start: Path) -> Path | None:
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
         prompt = sys.stdin.read()
+    if len(prompt) > MAX_PROMPT_CHARS:  # refused before any workspace is uploaded
+        raise invalid(f"the prompt has {len(prompt):,} characters; at most "
+                      f"{MAX_PROMPT_CHARS:,}")
     if not prompt.strip():
         raise missing("the prompt is empty; give the task something to do "
                       '(`parhelia task create "Run the tests"`, or - to read it from stdin)')

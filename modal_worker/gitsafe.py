@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 GIT_TIMEOUT = 30
 MAX_COPIED_BYTES = 256 << 20  # an index or packed-refs file larger than this is not copied
@@ -92,12 +93,16 @@ def env(home: str | None = None) -> dict[str, str]:
 
 def run(args: Sequence[str], *, cwd: Path | None = None, input: bytes | None = None,
         extra_env: Mapping[str, str] | None = None, home: str | None = None,
-        timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
-    """``git HARDEN... ARGS`` with :func:`env` (plus ``extra_env``: index file, identity)."""
+        timeout: float = GIT_TIMEOUT, stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``git HARDEN... ARGS`` with :func:`env` (plus ``extra_env``: index file, identity).
+
+    ``stdin``/``stdout`` stream from/to files instead of ``input``/captured bytes."""
     full_env = env(home)
     full_env.update(extra_env or {})
-    return subprocess.run(["git", *HARDEN, *args], cwd=cwd, input=input, capture_output=True,
-                          env=full_env, timeout=timeout, check=False)
+    return subprocess.run(["git", *HARDEN, *args], cwd=cwd, input=input, stdin=stdin,
+                          stdout=stdout if stdout is not None else subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=full_env, timeout=timeout, check=False)
 
 
 def read_config(path: Path, key: str, *, as_path: bool = False) -> str | None:
@@ -182,10 +187,12 @@ class Shadow:
     home: Path
     branch: str | None  # the branch HEAD names (validated), None when detached or unreadable
 
-    def run(self, *args: str, timeout: float = GIT_TIMEOUT
+    def run(self, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT,
+            stdout: IO[bytes] | None = None, extra_env: Mapping[str, str] | None = None
             ) -> subprocess.CompletedProcess[bytes]:
         return run([f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}", *args],
-                   cwd=self.work_tree, home=str(self.home), timeout=timeout)
+                   cwd=self.work_tree, home=str(self.home), input=input, timeout=timeout,
+                   stdout=stdout, extra_env=extra_env)
 
 
 def _head_ref(files: RepoFiles) -> tuple[str | None, bool]:

@@ -35,8 +35,10 @@ from modal_worker.agent import (
 )
 from modal_worker.channel import ControlReader, LocalSpoolChannel, control_key
 from modal_worker.checkpoint import (
+    BlobStore,
     Conversation,
     StatCache,
+    baserepo,
     git_state,
     lineage,
     load_manifest,
@@ -235,6 +237,12 @@ class Worker:
                 data = {"source": "checkpoint", "checkpoint_id": manifest.id,
                         "files": stats.files, "bytes": stats.bytes,
                         "conversation_files": stats.conversation_files}
+                if baserepo.wants_repo(manifest.tree, manifest.git):
+                    assert manifest.git is not None
+                    why = baserepo.make_repo(self.workspace, manifest.git,
+                                             BlobStore(self.volume))
+                    data["git"] = "repository at the base commit" if why is None else \
+                        f"plain files (no repository: {why})"
             self.environment.update({k: v for k, v in manifest.environment.items()
                                      if k in ("agent_version", "model") and v})
         elif spec.repo_url:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from modal_worker.checkpoint.cas import BlobStore
+from modal_worker.checkpoint.cas import BlobStore, is_digest
 from modal_worker.checkpoint.checks import check_manifest
 from modal_worker.checkpoint.manifest import Manifest
 from modal_worker.checkpoint.snapshot import default_workers
@@ -57,6 +57,10 @@ def verify(manifest: Manifest, *, volume: Volume, workers: int | None = None) ->
             uses.setdefault(entry.blob, []).append((path, entry.size))
     for name, ref in manifest.conversation.items():
         uses.setdefault(ref.blob, []).append((f"conversation:{name}", ref.size))
+    pack = (manifest.git or {}).get("base_pack")
+    if isinstance(pack, dict) and is_digest(pack.get("blob")) and isinstance(pack.get("size"),
+                                                                              int):
+        uses.setdefault(pack["blob"], []).append(("git base pack", pack["size"]))
     report.blobs = len(uses)
     report.bytes = sum(refs[0][1] for refs in uses.values())
 

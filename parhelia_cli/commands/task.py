@@ -651,17 +651,31 @@ def dispatch(task_ids: tuple[str, ...]) -> None:
 @task.command()
 @click.argument("task_id", metavar="ID")
 @click.option("--stat", is_flag=True, help="Only the changed files and line counts.")
+@click.option("--against", type=click.Choice(["upload", "base"]), default="upload",
+              show_default=True,
+              help="upload: the task's own changes, against your working tree as uploaded "
+                   "(what `task pull --patch` holds). base: against the base commit, your "
+                   "uncommitted changes included (what the pulled branch holds).")
 @json_option
-def diff(task_id: str, stat: bool) -> None:
-    """What the task changed against its uploaded workspace (checkpoint zero)."""
+def diff(task_id: str, stat: bool, against: str) -> None:
+    """What the task changed: against your working tree as uploaded (default), or
+    against the base commit (--against base)."""
     from parhelia_cli.client import pb2
 
     obj = settings()
     resp = to_dict(obj.client().call("tasks", "GetTaskDiff", pb2("tasks").GetTaskDiffRequest(
-        task_id=task_id, stat_only=stat)))
+        task_id=task_id, stat_only=stat, against=against)))
     if obj.json:
         render.emit_json(resp)
-    elif stat or not resp["patch"]:
+        return
+    base = (resp.get("base_commit") or "")[:12]
+    if against == "base":
+        render.info(f"Against the base commit {base} (your uncommitted changes at upload "
+                    "included).")
+    else:
+        render.info("Against your working tree as uploaded"
+                    + (f" (base {base} + your uncommitted changes)." if base else "."))
+    if stat or not resp["patch"]:
         _print_stat(resp["files"])
     else:
         sys.stdout.write(resp["patch"])
@@ -707,15 +721,26 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
         return
     n = len(resp["files"])
     base = (resp["base_commit"] or "")[:12]
+    upload = (resp.get("upload_commit") or "")[:12]
+    for skipped in resp.get("skipped") or []:
+        render.warn(f"Skipped {skipped}")
+    repo = shlex.quote(resp["repo_path"])
     if resp["patch_path"]:
-        shown = os.path.relpath(resp["patch_path"]) if not resp["patch_path"].startswith("..") \
-            else resp["patch_path"]
-        render.line(f"Wrote {resp['patch_path']} ({n} file(s) changed"
-                    + (f", against {base}" if base else "") + ").")
-        render.line(f"Apply it with: git apply {shown}")
+        against = (f"your working tree as uploaded (base {base} + your uncommitted changes)"
+                   if upload else f"{base}")
+        render.line(f"Wrote {resp['patch_path']} ({n} file(s) changed by the task, against "
+                    f"{against}).")
+        where = f"-C {repo} " if resp["repo_path"] else ""
+        render.line(f"Apply it with: git {where}apply {shlex.quote(resp['patch_path'])}")
         return
     render.line(f"Created branch {resp['branch']} at {(resp['commit'] or '')[:12]} in "
                 f"{resp['repo_path']} ({n} file(s) changed" + (f", from {base}" if base else "")
                 + "). Your working tree and current branch were not touched.")
-    render.line(f"Merge it with: git merge {resp['branch']}   (review first: git log -p "
-                f"{base or 'HEAD'}..{resp['branch']})")
+    if upload:
+        render.line(f"Its first commit ({upload}) holds your uncommitted changes as uploaded; "
+                    "the next one is the task's work.")
+        render.line(f"To take only the task's work into your working tree as it is: "
+                    f"parhelia task pull {task_id} --patch FILE, then git apply FILE")
+    else:
+        render.line(f"Merge it with: git merge {resp['branch']}   (review first: git log -p "
+                    f"{base or 'HEAD'}..{resp['branch']})")

@@ -61,6 +61,24 @@ def count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
             current.lines_removed += 1
 
 
+def files_from_patch(patch: str) -> list[tasks_pb2.FileChange]:
+    """The changed files of a git patch (``diff --git`` headers), with line counts."""
+    files: list[tasks_pb2.FileChange] = []
+    for line in patch.splitlines():
+        if line.startswith("diff --git a/"):
+            files.append(tasks_pb2.FileChange(
+                path=line[len("diff --git a/"):].split(" b/", 1)[0], change="modified"))
+        elif files and line.startswith("new file mode"):
+            files[-1].change = "added"
+        elif files and line.startswith("deleted file mode"):
+            files[-1].change = "removed"
+    count_lines(patch, files)
+    return files
+
+
+DIFF_AGAINST = ("upload", "base")
+
+
 class TaskRunsMixin:
     _ctx: DaemonContext
 
@@ -132,12 +150,23 @@ class TaskRunsMixin:
     async def GetTaskDiff(self, request: tasks_pb2.GetTaskDiffRequest,
                           context: grpc.aio.ServicerContext) -> tasks_pb2.GetTaskDiffResponse:
         runtime = self._runtime
-        _, changes = await runtime.changes(task_ref(request.task_id))
-        files = [file_change(c) for c in changes.tree.changes]
-        patch = await asyncio.to_thread(results.patch_text, runtime.local.volume, changes)
-        count_lines(patch, files)
+        against = request.against or "upload"
+        if against not in DIFF_AGAINST:
+            raise invalid(f"against: must be one of {', '.join(DIFF_AGAINST)}, got "
+                          f"{request.against!r}", field="against")
+        task, changes = await runtime.changes(task_ref(request.task_id))
+        if against == "base":
+            patch, base = await asyncio.to_thread(results.base_patch, runtime.local.volume,
+                                                  task, changes)
+            files = files_from_patch(patch)
+        else:
+            files = [file_change(c) for c in changes.tree.changes]
+            patch = await asyncio.to_thread(results.patch_text, runtime.local.volume, changes)
+            count_lines(patch, files)
+            base = task.base_commit
         return tasks_pb2.GetTaskDiffResponse(files=files,
-                                             patch="" if request.stat_only else patch)
+                                             patch="" if request.stat_only else patch,
+                                             against=against, base_commit=base)
 
     async def PullTask(self, request: tasks_pb2.PullTaskRequest,
                        context: grpc.aio.ServicerContext) -> tasks_pb2.PullTaskResponse:
@@ -152,4 +181,5 @@ class TaskRunsMixin:
         return tasks_pb2.PullTaskResponse(
             branch=pulled.branch, commit=pulled.commit, patch_path=pulled.patch_path,
             files=[file_change(c) for c in changes.tree.changes],
-            base_commit=pulled.base_commit, repo_path=str(pulled.repo))
+            base_commit=pulled.base_commit, repo_path=str(pulled.repo),
+            upload_commit=pulled.upload_commit, skipped=pulled.skipped)

@@ -4,7 +4,12 @@ Everything goes through git plumbing with a private index file: objects are
 written with ``hash-object``, a tree is built from the base commit plus the
 changes, a commit is made with ``commit-tree``, and only then is a *new* branch ref
 created. The user's working tree, index, HEAD and current branch are never
-touched. A patch is the ``git diff --binary`` between the base and that commit.
+touched. A patch is the ``git diff --binary`` between two such commits.
+
+The same plumbing runs in a :func:`modal_worker.gitsafe.shadow` over the repository
+(objects written there, the repository's own objects borrowed read-only) when
+nothing may be written to the user's repository at all (``task diff --against base``).
+A path git refuses (``sub/.git/config``...) is skipped and reported, not fatal.
 
 Git runs through :func:`modal_worker.gitsafe.run`: no system/global config, no hooks
 (``update-ref`` would run ``reference-transaction``), no fsmonitor, filters (blobs
@@ -34,9 +39,22 @@ class Change:
     mode: int = 0o100644
 
 
-def _git(repo: Path, *args: str, input: bytes | None = None,
+Target = Path | gitsafe.Shadow  # the user's repository, or a shadow over it
+
+
+@dataclass(frozen=True)
+class Committed:
+    commit: str
+    skipped: list[str]  # "path: reason" for changes git refused
+
+
+def _git(repo: Target, *args: str, input: bytes | None = None,
          env: dict[str, str] | None = None, strip: bool = True) -> str:
-    proc = gitsafe.run(["-C", str(repo), *args], input=input, extra_env=env, timeout=120)
+    if isinstance(repo, gitsafe.Shadow):
+        proc = repo.run(*args, input=input, extra_env=env, timeout=120)
+        repo = repo.work_tree
+    else:
+        proc = gitsafe.run(["-C", str(repo), *args], input=input, extra_env=env, timeout=120)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         last = msg[-1] if msg else f"exit {proc.returncode}"
@@ -59,21 +77,42 @@ def _git_mode(mode: int) -> str:
     return "100755" if mode & 0o111 else "100644"
 
 
-def commit_changes(repo: Path, base_commit: str, changes: Iterable[Change],
-                   message: str) -> str:
-    """Create (but do not reference) a commit: base + changes. Returns its sha."""
+def path_problem(path: str) -> str | None:
+    """Why git must never be given ``path`` in a tree (None when it is fine)."""
+    parts = path.split("/")
+    if not path or any(p in ("", ".", "..") for p in parts):
+        return "not a clean relative path"
+    if any(p.lower() == ".git" or p.lower().startswith(".git~") for p in parts):
+        return "inside a .git directory"
+    if any(c in path for c in "\0\n"):
+        return "contains a NUL or newline"
+    return None
+
+
+def commit_changes(repo: Target, base_commit: str, changes: Iterable[Change],
+                   message: str) -> Committed:
+    """Create (but do not reference) a commit: base + changes. Changes git refuses
+    are skipped and listed."""
     _git(repo, "cat-file", "-e", f"{base_commit}^{{commit}}")
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="parhelia-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(repo, "read-tree", base_commit, env=env)
         for change in changes:
-            if change.content is None:
-                _git(repo, "update-index", "--force-remove", "--", change.path, env=env)
+            problem = path_problem(change.path)
+            if problem:
+                skipped.append(f"{change.path}: {problem}")
                 continue
-            sha = _git(repo, "hash-object", "-w", "--no-filters", "--stdin",
-                       input=change.content)
-            _git(repo, "update-index", "--add", "--cacheinfo",
-                 f"{_git_mode(change.mode)},{sha},{change.path}", env=env)
+            try:
+                if change.content is None:
+                    _git(repo, "update-index", "--force-remove", "--", change.path, env=env)
+                    continue
+                sha = _git(repo, "hash-object", "-w", "--no-filters", "--stdin",
+                           input=change.content)
+                _git(repo, "update-index", "--add", "--cacheinfo",
+                     f"{_git_mode(change.mode)},{sha},{change.path}", env=env)
+            except ParheliaError as exc:
+                skipped.append(f"{change.path}: {exc.message.rsplit(': ', 1)[-1]}")
         tree = _git(repo, "write-tree", env=env)
     ident = {
         "GIT_AUTHOR_NAME": "Parhelia", "GIT_AUTHOR_EMAIL": "parhelia@localhost",
@@ -84,13 +123,18 @@ def commit_changes(repo: Path, base_commit: str, changes: Iterable[Change],
         value = _identity(repo, cfg)
         if value:
             ident[f"GIT_AUTHOR_{key}"] = ident[f"GIT_COMMITTER_{key}"] = value
-    return _git(repo, "commit-tree", "--no-gpg-sign", tree, "-p", base_commit, "-F", "-",
-                input=message.encode(), env=ident)
+    commit = _git(repo, "commit-tree", "--no-gpg-sign", tree, "-p", base_commit, "-F", "-",
+                  input=message.encode(), env=ident)
+    return Committed(commit, skipped)
 
 
-def _identity(repo: Path, key: str) -> str | None:
+def tree_of(repo: Target, commit: str) -> str:
+    return _git(repo, "rev-parse", f"{commit}^{{tree}}")
+
+
+def _identity(repo: Target, key: str) -> str | None:
     """``key`` from the repository's config, else the user's global config files."""
-    git_dir = gitsafe.locate(repo)
+    git_dir = gitsafe.locate(repo.work_tree if isinstance(repo, gitsafe.Shadow) else repo)
     home = Path.home()
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
     candidates = [git_dir.common_dir / "config"] if git_dir is not None else []
@@ -117,6 +161,9 @@ def create_branch(repo: Path, branch: str, commit: str) -> None:
         ) from None
 
 
-def diff_patch(repo: Path, base_commit: str, commit: str) -> str:
-    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index",
-                base_commit, commit, strip=False)
+def diff_patch(repo: Target, base_commit: str, commit: str, *, binary: bool = True) -> str:
+    """The diff between two commits: with ``binary``, a patch `git apply` takes (binary
+    files included); without, one to read."""
+    shape = ("--binary", "--full-index") if binary else ()
+    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--no-color", *shape,
+                base_commit, commit, "--", strip=False)

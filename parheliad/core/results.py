@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from modal_worker import gitsafe
 from modal_worker.checkpoint import BlobStore, Manifest, diff, load_manifest, unified_diff
 from modal_worker.checkpoint.diff import TreeDiff
 from modal_worker.volume import Volume
@@ -47,48 +48,113 @@ class Pulled:
     commit: str
     patch_path: str
     base_commit: str
+    upload_commit: str  # base + the user's uncommitted changes as uploaded ("" = none)
+    skipped: list[str]
 
 
-def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
-         branch: str, patch_path: str, force: bool = False) -> Pulled:
-    """Commit the task's changes on top of its base commit; make a branch or a patch."""
-    workspace = Path(repo_path or task.workspace_path)
-    if not str(workspace) or not workspace.is_absolute():
-        raise ParheliaError("E101", f"task {task.id} has no workspace path; pass repo_path")
-    if not workspace.is_dir():
-        raise ParheliaError("E101", f"repository {workspace} does not exist")
-    repo = gitpull.repo_root(workspace)
+def _blob_change(store: BlobStore, manifest: Manifest, path: str,
+                 target: str) -> gitpull.Change:
+    entry = manifest.tree.get(path)
+    if entry is None or entry.type == "dir":
+        return gitpull.Change(target, None)
+    if entry.type == "symlink":
+        return gitpull.Change(target, (entry.target or "").encode(), 0o120000)
+    assert entry.blob is not None
+    return gitpull.Change(target, store.read(entry.blob, entry.size),
+                          0o100755 if entry.mode & 0o100 else 0o100644)
+
+
+def _base_commit(task: TaskRow, changes: TaskChanges) -> str:
     recorded = (changes.base.git or {}).get("head") if changes.base is not None else None
     base = task.base_commit or str(recorded or "")
     if not base:
         raise ParheliaError("E101", f"task {task.id} has no base commit (its workspace was "
                                     "not a git repository); use `parhelia task diff` instead")
-    prefix = workspace.resolve().relative_to(repo.resolve()).as_posix()
-    prefix = "" if prefix == "." else prefix + "/"
+    return base
+
+
+def _repo(task: TaskRow, repo_path: str) -> tuple[Path, Path]:
+    """(the workspace directory, the repository's top level)."""
+    workspace = Path(repo_path or task.workspace_path)
+    if not str(workspace) or not workspace.is_absolute():
+        raise ParheliaError("E101", f"task {task.id} has no workspace path; pass repo_path")
+    if not workspace.is_dir():
+        raise ParheliaError("E101", f"repository {workspace} does not exist")
+    return workspace, gitpull.repo_root(workspace)
+
+
+@dataclass(frozen=True)
+class Commits:
+    base: str
+    upload: str  # == base when the upload had no uncommitted changes
+    final: str
+    skipped: list[str]
+
+
+def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: TaskChanges,
+             prefix: str, base: str) -> Commits:
+    """U = base + the user's uncommitted changes as uploaded (the upload's dirty paths);
+    F = U + what the task changed (checkpoint zero -> final)."""
     store = BlobStore(volume)
-    new_tree = changes.final.tree
-    to_commit: list[gitpull.Change] = []
-    for change in changes.tree.changes:
-        entry = new_tree.get(change.path)
-        target = prefix + change.path
-        if entry is None:
-            to_commit.append(gitpull.Change(target, None))
-        elif entry.type == "symlink":
-            to_commit.append(gitpull.Change(target, (entry.target or "").encode(), 0o120000))
-        elif entry.blob is not None:
-            to_commit.append(gitpull.Change(target, store.read(entry.blob, entry.size),
-                                            0o100755 if entry.mode & 0o100 else 0o100644))
+    upload = base
+    skipped: list[str] = []
+    zero = changes.base
+    dirty = [d.get("path") for d in ((zero.git or {}).get("dirty") or [])
+             if isinstance(d, dict)] if zero is not None else []
+    if zero is not None and dirty:
+        user = [_blob_change(store, zero, str(p), prefix + str(p)) for p in dirty
+                if isinstance(p, str)]
+        done = gitpull.commit_changes(target, base, user,
+                                      "Uncommitted changes at upload\n\n"
+                                      f"Parhelia-Task: {task.id}\n")
+        skipped += done.skipped
+        if gitpull.tree_of(target, done.commit) != gitpull.tree_of(target, base):
+            upload = done.commit
+    task_changes_ = [_blob_change(store, changes.final, c.path, prefix + c.path)
+                     for c in changes.tree.changes]
     first_line = task.prompt.strip().splitlines()[0] if task.prompt.strip() else task.id
     message = (f"{first_line[:72]}\n\n{task.prompt.strip()}\n\n"
                f"Parhelia-Task: {task.id}\nParhelia-Session: {task.session_id}\n")
-    commit = gitpull.commit_changes(repo, base, to_commit, message)
+    done = gitpull.commit_changes(target, upload, task_changes_, message)
+    return Commits(base, upload, done.commit, skipped + done.skipped)
+
+
+def _prefix(workspace: Path, repo: Path) -> str:
+    prefix = workspace.resolve().relative_to(repo.resolve()).as_posix()
+    return "" if prefix == "." else prefix + "/"
+
+
+def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
+         branch: str, patch_path: str, force: bool = False) -> Pulled:
+    """Commit the task's changes on top of its base commit; make a branch or a patch.
+
+    The branch is base -> U (the user's uncommitted changes as uploaded, when there
+    were any) -> F (the task's work). The patch is U..F: it applies with `git apply`
+    to the working tree as it was uploaded."""
+    workspace, repo = _repo(task, repo_path)
+    base = _base_commit(task, changes)
     if patch_path:
         out = Path(patch_path)
         if not out.is_absolute():
             raise ParheliaError("E101", f"patch_path: must be absolute, got {patch_path!r}")
+    c = _commits(repo, volume, task, changes, _prefix(workspace, repo), base)
+    upload = c.upload if c.upload != base else ""
+    if patch_path:
         with open_output(out, force=force, wait_for_reader=False, encoding="utf-8") as fh:
-            fh.write(gitpull.diff_patch(repo, base, commit))
-        return Pulled(repo, "", commit, str(out), base)
+            fh.write(gitpull.diff_patch(repo, c.upload, c.final))
+        return Pulled(repo, "", c.final, str(out), base, upload, c.skipped)
     name = branch or f"parhelia/{task.id}"
-    gitpull.create_branch(repo, name, commit)
-    return Pulled(repo, name, commit, "", base)
+    gitpull.create_branch(repo, name, c.final)
+    return Pulled(repo, name, c.final, "", base, upload, c.skipped)
+
+
+def base_patch(volume: Volume, task: TaskRow, changes: TaskChanges) -> tuple[str, str]:
+    """(the patch from the base commit to the task's result, the base commit), computed
+    in a shadow over the user's repository: nothing is written to it."""
+    workspace, repo = _repo(task, "")
+    base = _base_commit(task, changes)
+    with gitsafe.shadow(repo) as sh:
+        if sh is None:
+            raise ParheliaError("E101", f"{repo} is not a git repository")
+        c = _commits(sh, volume, task, changes, _prefix(workspace, repo), base)
+        return gitpull.diff_patch(sh, base, c.final, binary=False), base

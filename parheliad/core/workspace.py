@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from modal_worker import gitsafe
 from modal_worker.checkpoint import git_file_list, git_state, list_checkpoints, load_manifest
 from modal_worker.checkpoint import snapshot as take_snapshot
+from modal_worker.checkpoint.baserepo import pack_base
+from modal_worker.checkpoint.cas import BlobStore
 from modal_worker.checkpoint.manifest import Manifest
 from modal_worker.checkpoint.snapshot import walk
 from modal_worker.gitsafe import user_excludes_file
@@ -98,6 +103,22 @@ def _all_files(root: Path) -> list[str]:
     return [rel for rel, st in walk(root) if st is None or not stat.S_ISDIR(st.st_mode)]
 
 
+def _base_pack(root: Path, head: str, store: BlobStore, cache: Path) -> dict[str, Any] | None:
+    """The base commit's pack (:mod:`modal_worker.checkpoint.baserepo`); the last one made
+    for this directory is reused while HEAD has not moved and its blob exists."""
+    try:
+        known = json.loads(cache.read_text())
+        if known.get("commit") == head and store.has(str(known.get("blob"))):
+            return {k: known[k] for k in ("blob", "size", "commit")}
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    with gitsafe.shadow(root) as sh:
+        pack = pack_base(sh, head, store) if sh is not None else None
+    if pack is not None:
+        cache.write_text(json.dumps(pack))
+    return pack
+
+
 def upload(volume: Volume, path: Path, cache_dir: Path,
            include_secret: Iterable[str] = ()) -> Upload:
     """``include_secret``: credential-looking files (relative to the root) to send anyway."""
@@ -131,6 +152,9 @@ def upload(volume: Volume, path: Path, cache_dir: Path,
     session_id = ids.new_id(ids.SESSION)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
+    if git is not None and git.get("head"):
+        git = {**git, "base_pack": _base_pack(root, str(git["head"]), BlobStore(volume),
+                                              cache.with_suffix(".basepack.json"))}
     manifest = take_snapshot(root, volume=volume, session_id=session_id, parent_id=None,
                              trigger=WORKSPACE_TRIGGER, message=f"upload of {root}",
                              files=files, stat_cache=cache, git=git)

@@ -173,7 +173,8 @@ class Tasks(tasks_pb2_grpc.TaskServiceServicer):
         files = [tasks_pb2.FileChange(path="a.txt", change="added", lines_added=1)]
         if request.patch_path:
             return tasks_pb2.PullTaskResponse(patch_path=request.patch_path, files=files,
-                                              base_commit="abc123")
+                                              base_commit="abc123",
+                                              repo_path=request.repo_path or "/repo")
         return tasks_pb2.PullTaskResponse(branch=request.branch or f"parhelia/{t.id}",
                                           commit="def456", files=files, base_commit="abc123",
                                           repo_path=request.repo_path or "/repo")

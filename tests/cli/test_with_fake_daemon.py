@@ -41,7 +41,7 @@ def test_state_errors_map_to_their_exit_code(run, fake):
 
 
 def test_create_list_show_cancel_delete_json(run, fake, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not a git repository: no upload
+    monkeypatch.chdir(tmp_path)  # not a git repository: uploaded as it is
     created = json.loads(run("task", "create", "Fix it", "--no-dispatch", "--gpu", "a10g",
                              "--memory", "16GiB", "--timeout", "30m", "--max-cost", "2.5",
                              "--json").stdout)
@@ -51,7 +51,10 @@ def test_create_list_show_cancel_delete_json(run, fake, tmp_path, monkeypatch):
     assert req.no_dispatch and req.prompt == "Fix it"
     assert (req.options.gpu, req.options.memory_mb, req.options.timeout_seconds,
             req.options.max_cost_micros) == ("A10G", 16384, 1800, 2_500_000)
-    assert not req.source.workspace_id
+    assert req.source.workspace_id == "ws-1"
+    upload = [r for r in fake.state.requests
+              if isinstance(r, tasks_pb2.UploadWorkspaceRequest)][-1]
+    assert upload.path == str(tmp_path)
 
     listed = json.loads(run("task", "list", "--json").stdout)
     assert [t["id"] for t in listed["tasks"]] == [task_id]
@@ -247,7 +250,7 @@ def test_pull_branch_and_patch(run, fake, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run("task", "pull", task_id, "--patch", "out.patch")
     assert fake.state.requests[-1].patch_path == str(tmp_path / "out.patch")
-    assert "git apply" in result.stdout
+    assert f"git -C /repo apply {tmp_path / 'out.patch'}" in result.stdout
 
 
 def test_version_mismatch_warns_once(run, fake):

@@ -32,7 +32,7 @@ def test_branch_carries_changes_and_leaves_user_state_alone(repo: Path) -> None:
     changes = [Change("a.txt", b"one\ntwo\n"), Change("gone.txt", None),
                Change("new/run.sh", b"#!/bin/sh\n", 0o100755),
                Change("link", b"a.txt", 0o120000)]
-    commit = commit_changes(repo, base, changes, "Task prompt\n\nParhelia task t-1")
+    commit = commit_changes(repo, base, changes, "Task prompt\n\nParhelia task t-1").commit
     create_branch(repo, "parhelia/t-1", commit)
     assert snapshot(repo) == before
     assert (repo / "a.txt").read_text() == "one\nuser edit not committed\n"
@@ -45,7 +45,7 @@ def test_branch_carries_changes_and_leaves_user_state_alone(repo: Path) -> None:
 
 def test_existing_branch_is_never_moved(repo: Path) -> None:
     base = git(repo, "rev-parse", "HEAD")
-    commit = commit_changes(repo, base, [Change("a.txt", b"x\n")], "m")
+    commit = commit_changes(repo, base, [Change("a.txt", b"x\n")], "m").commit
     with pytest.raises(ParheliaError) as ei:
         create_branch(repo, "main", commit)
     assert ei.value.code == "E101"
@@ -61,7 +61,7 @@ def test_bad_branch_name(repo: Path) -> None:
 def test_patch_applies_to_base(repo: Path, tmp_path: Path) -> None:
     base = git(repo, "rev-parse", "HEAD")
     commit = commit_changes(repo, base, [Change("a.txt", b"one\ntwo\n"),
-                                         Change("bin.dat", bytes(range(256)))], "m")
+                                         Change("bin.dat", bytes(range(256)))], "m").commit
     patch = diff_patch(repo, base, commit)
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
@@ -75,3 +75,12 @@ def test_repo_root_outside_git(tmp_path: Path) -> None:
     with pytest.raises(ParheliaError) as ei:
         repo_root(tmp_path)
     assert ei.value.code == "E101"
+
+
+def test_a_path_git_refuses_is_skipped_not_fatal(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    done = commit_changes(repo, base, [Change("sub/.git/config", b"[core]\n"),
+                                       Change(".GIT/hooks/x", b"x"),
+                                       Change("ok.txt", b"ok\n")], "m")
+    assert [s.split(":")[0] for s in done.skipped] == ["sub/.git/config", ".GIT/hooks/x"]
+    assert git(repo, "show", f"{done.commit}:ok.txt") == "ok"

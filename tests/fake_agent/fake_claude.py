@@ -29,7 +29,8 @@ script and compares those fields, so a drift of either shows.
 
 Scripted by the prompt: a line ``FAKE_SCRIPT: <json list>`` gives the steps
 (``write``, ``turn``, ``sleep``, ``fail``, ``forever``, ``bash``, ``echo_prompt``,
-``api_retry``). Tool steps emit an assistant ``tool_use`` line at once; their
+``api_retry``, ``run``: an argv really run in the workspace, its output written to
+``out``). Tool steps emit an assistant ``tool_use`` line at once; their
 actions run and their ``tool_result`` lines follow when the message ends (a
 ``turn`` step, or the end of the script), as in the real CLI. On ``--resume`` the
 script continues after the last step whose results reached the transcript.
@@ -226,6 +227,13 @@ class Agent:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(action["data"])  # type: ignore[arg-type]
             return f"File created successfully at: {path}"
+        if kind == "run":
+            proc = subprocess.run(action["argv"], cwd=self.cwd, capture_output=True,  # type: ignore[arg-type]
+                                  check=False)
+            text = (proc.stdout + proc.stderr).decode(errors="replace")
+            if action.get("out"):
+                Path(self.cwd, str(action["out"])).write_text(f"exit {proc.returncode}\n{text}")
+            return text
         return "(fake agent: command not executed)"
 
     def tool(self, step: int, name: str, tool_input: dict[str, object],
@@ -305,6 +313,11 @@ class Agent:
                                            "content": self.prompt},
                           {"kind": "write", "path": target,
                            "data": os.fsencode(self.prompt)})
+            elif "run" in step:
+                argv = [str(a) for a in step["run"]]  # type: ignore[attr-defined]
+                self.tool(index, "Bash", {"command": " ".join(argv),
+                                          "description": "fake command"},
+                          {"kind": "run", "argv": argv, "out": str(step.get("out", ""))})
             elif "bash" in step:
                 self.tool(index, "Bash", {"command": str(step["bash"]),
                                           "description": "fake command"}, {"kind": "bash"})

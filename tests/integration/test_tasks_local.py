@@ -147,7 +147,9 @@ def test_workspace_upload_diff_and_pull_branch(harness: Harness, tmp_path: Path)
     assert (repo / "app.py").read_text() == "print('v1')\n"
     assert git("show", f"parhelia/{task_id}:app.py") == "print('v2')"
     assert git("show", f"parhelia/{task_id}:docs/new.md") == "# New"
-    assert git("rev-parse", f"parhelia/{task_id}~1") == head
+    # untracked.txt was uncommitted at upload: the branch's first commit holds it
+    assert git("rev-parse", f"parhelia/{task_id}~2") == head
+    assert git("show", f"parhelia/{task_id}~1:untracked.txt") == "keep me"
 
     patch = tmp_path / "out.patch"
     harness.run("task", "pull", task_id, "--patch", str(patch), check=True)

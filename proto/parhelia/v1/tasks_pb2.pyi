@@ -592,17 +592,24 @@ class GetTaskDiffRequest(_message.Message):
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     STAT_ONLY_FIELD_NUMBER: _builtins.int
+    AGAINST_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     stat_only: _builtins.bool
+    against: _builtins.str
+    """"" or "upload": what the task changed, against the workspace as uploaded (the base
+    commit plus the user's uncommitted changes). "base": against the base commit
+    (what the pulled branch holds; needs the task's repository on this machine).
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         stat_only: _builtins.bool = ...,
+        against: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stat_only", b"stat_only", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["against", b"against", "stat_only", b"stat_only", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -652,8 +659,14 @@ class GetTaskDiffResponse(_message.Message):
 
     FILES_FIELD_NUMBER: _builtins.int
     PATCH_FIELD_NUMBER: _builtins.int
+    AGAINST_FIELD_NUMBER: _builtins.int
+    BASE_COMMIT_FIELD_NUMBER: _builtins.int
     patch: _builtins.str
     """unified diff, empty when stat_only"""
+    against: _builtins.str
+    """"upload" or "base" """
+    base_commit: _builtins.str
+    """the task's base commit ("" outside git)"""
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileChange]: ...
     def __init__(
@@ -661,10 +674,12 @@ class GetTaskDiffResponse(_message.Message):
         *,
         files: _abc.Iterable[Global___FileChange] | None = ...,
         patch: _builtins.str = ...,
+        against: _builtins.str = ...,
+        base_commit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "patch", b"patch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["against", b"against", "base_commit", b"base_commit", "files", b"files", "patch", b"patch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -715,13 +730,23 @@ class PullTaskResponse(_message.Message):
     FILES_FIELD_NUMBER: _builtins.int
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
     REPO_PATH_FIELD_NUMBER: _builtins.int
+    UPLOAD_COMMIT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     branch: _builtins.str
     commit: _builtins.str
     patch_path: _builtins.str
     base_commit: _builtins.str
     repo_path: _builtins.str
+    upload_commit: _builtins.str
+    """The commit of the user's uncommitted changes as uploaded (the branch's first
+    commit, and what the patch applies to); "" when the upload had none.
+    """
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileChange]: ...
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"path: reason" for changes git refused"""
+
     def __init__(
         self,
         *,
@@ -731,10 +756,12 @@ class PullTaskResponse(_message.Message):
         files: _abc.Iterable[Global___FileChange] | None = ...,
         base_commit: _builtins.str = ...,
         repo_path: _builtins.str = ...,
+        upload_commit: _builtins.str = ...,
+        skipped: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "branch", b"branch", "commit", b"commit", "files", b"files", "patch_path", b"patch_path", "repo_path", b"repo_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "branch", b"branch", "commit", b"commit", "files", b"files", "patch_path", b"patch_path", "repo_path", b"repo_path", "skipped", b"skipped", "upload_commit", b"upload_commit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -153,6 +153,11 @@ def locate(root: Path) -> RepoFiles | None:
 
 def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
     """A regular file's bytes (no FIFO, device or symlink target is ever opened)."""
+    got = _read_regular(path, limit)
+    return got[0] if got is not None else None
+
+
+def _read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
@@ -162,7 +167,7 @@ def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)[:limit]
+            return fh.read(limit + 1)[:limit], st
     except OSError:
         return None
     finally:
@@ -170,11 +175,15 @@ def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
 
 
 def _copy(src: Path, dst: Path) -> bool:
-    data = _read_small(src)
-    if data is None:
+    """Copy a regular file, keeping its mtime: git's racy-entry check compares index
+    entries with the index file's mtime, and a newer copy would hide same-size edits."""
+    got = _read_regular(src, MAX_COPIED_BYTES)
+    if got is None:
         return False
+    data, st = got
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
     return True
 
 

@@ -469,6 +469,15 @@ class ModalBackend:
         return ["modal", "shell", backend_id, "--cmd",
                 f"tail -f {VOLUME_MOUNT}/logs/{container_id}/agent.jsonl"]
 
+    async def aclose(self) -> None:
+        """Stop following channels (daemon shutdown). The tails exec'd in the sandboxes
+        end with them; the spool stays the truth for the next daemon."""
+        tails = [ch.tail for ch in self._channels.values() if ch.tail is not None]
+        for task in tails:
+            task.cancel()
+        await asyncio.gather(*tails, return_exceptions=True)
+        self._channels.clear()
+
     # -- control --------------------------------------------------------------------------
 
     async def control(self, backend_id: str, container_id: str,

@@ -55,6 +55,7 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         # The conversation came back with the checkpoint (a resume on another sandbox
         # restores it).
         assert manifest.conversation
+        await backend.aclose()  # the daemon's shutdown: stop following channels
         for path in fake_modal.root.rglob("*"):
             if path.is_file() and "secrets" not in path.parts and path.stat().st_size < 1 << 22:
                 assert b"test-key" not in path.read_bytes(), path

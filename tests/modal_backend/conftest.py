@@ -1,1 +1,17 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
 from fake_modal.fixture import fake_modal  # noqa: F401 - the fixture
+
+
+@pytest.fixture(autouse=True)
+async def _close_tails() -> AsyncIterator[None]:
+    """Backends follow channels in background tasks: stop them within the test's loop."""
+    yield
+    tails = [t for t in asyncio.all_tasks() if t.get_name().startswith("modal-tail-")]
+    for task in tails:
+        task.cancel()
+    await asyncio.gather(*tails, return_exceptions=True)

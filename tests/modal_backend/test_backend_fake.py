@@ -258,3 +258,33 @@ async def test_credentials_from_the_named_secret_else_the_daemons_environment(
     with pytest.raises(ParheliaError) as err:
         await start(nothing, local, worker_spec(nothing, "x", "c-nocreds"))
     assert err.value.code == "E400"
+
+
+async def test_a_broken_tail_is_followed_again_while_the_sandbox_runs(fake_modal, tmp_path):
+    import os
+    import signal
+
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"write": "a.txt", "content": "A"}, {"turn": True},
+                                       {"sleep": 12}, {"turn": True}), "c-tail")
+    sb_id = await start(backend, local, spec)
+    records, cursor = await follow(backend, "c-tail", until="agent_started")
+    execs = fake_modal.root / "sandboxes" / sb_id / "execs"
+    pids = [int(p.name) for p in execs.iterdir()]
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)  # the stream breaks; the sandbox goes on
+    await asyncio.sleep(0.5)
+    seen_at = len(records)
+    live_after_break = False
+    while records[-1]["type"] != "worker_exited":
+        batch = await backend.events("c-tail", cursor)
+        cursor = batch.cursor
+        if batch.records and fake_modal.service.returncode(sb_id) is None:
+            live_after_break = True
+        records += batch.records
+        await asyncio.sleep(0.1)
+    assert live_after_break, "records arrived only after the sandbox ended"
+    assert len(records) > seen_at
+    assert seqs(records) == list(range(1, len(records) + 1))
+    assert fake_modal.calls().count("Sandbox.exec") == 2

@@ -753,6 +753,30 @@ class _Reader:
         return self._out(self._sync.read())
 
 
+class _Abandonable:
+    """The reader of a local stand-in process: a reader that gives up (its task is
+    cancelled) ends the local process too, inside its event loop. On Modal the exec'd
+    process would run on until the sandbox ends; locally it must not outlive the loop."""
+
+    def __init__(self, reader: _Reader, proc: asyncio.subprocess.Process) -> None:
+        self._reader, self._proc = reader, proc
+
+    def __aiter__(self) -> Any:
+        return self._agen()
+
+    async def _agen(self) -> Any:
+        try:
+            async for item in self._reader:
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            if self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._proc.wait())
+            raise
+
+
 class _Writer:
     def __init__(self, sync: IO[bytes] | None, aio: asyncio.StreamWriter | None) -> None:
         self._sync, self._aio = sync, aio
@@ -783,6 +807,8 @@ class ContainerProcess:
         assert src is not None
         self.stdout = _Reader(sync.stdout if sync else None, aio.stdout if aio else None,
                               text, bufsize)
+        if aio is not None:
+            self.stdout = _Abandonable(self.stdout, aio)
         self.stderr = _Reader(sync.stderr if sync else None, aio.stderr if aio else None,
                               text, bufsize)
         self.stdin = _Writer(sync.stdin if sync else None, aio.stdin if aio else None)

@@ -195,3 +195,29 @@ def test_real_claude_subagent_transcript_survives_a_kill_and_a_lost_machine(
     restored = [e["data"] for e in harness.events("--task", task_id, "--type",
                                                    "workspace_restored")]
     assert restored[-1]["source"] == "checkpoint"
+
+
+def test_real_claude_runs_git_status_and_sees_the_users_uncommitted_change(
+        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+    """The workspace is a repository at the base commit with the upload's uncommitted
+    changes present: the real CLI's Bash tool runs `git status` and `git log` there."""
+    harness, fake = stack
+    repo = tmp_path / "repo"
+    base = make_repo(repo)
+    (repo / "README.md").write_text("# project\nuncommitted line\n")
+    (repo / "notes.md").write_text("untracked\n")
+    task_id, _ = queued(harness, "Look at the repository state", repo)
+    fake.add_replies(
+        reply("Checking git.", tool_use("Bash", {"command": "git status --porcelain",
+                                                 "description": "Show git status"})),
+        reply("And the log.", tool_use("Bash", {"command": "git log --format=%H",
+                                                "description": "Show git log"})),
+        reply("Seen."))
+    harness.run("task", "dispatch", check=True)
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed", (task, fake.summary())
+    results = [str(b.get("content")) for r in fake.main_requests
+               for b in r.last_user_content() if b.get("type") == "tool_result"]
+    assert len(results) >= 2, fake.summary()
+    output = "\n".join(results)
+    assert " M README.md" in output and "?? notes.md" in output and base in output, output

@@ -288,3 +288,22 @@ async def test_a_broken_tail_is_followed_again_while_the_sandbox_runs(fake_modal
     assert len(records) > seen_at
     assert seqs(records) == list(range(1, len(records) + 1))
     assert fake_modal.calls().count("Sandbox.exec") == 2
+
+
+@pytest.mark.parametrize(("name", "code", "kind"), [
+    ("AuthError", "E400", ParheliaError), ("ResourceExhaustedError", "E500", NoCapacity),
+    ("ConnectionError", "E502", BackendUnreachable), ("TimeoutError", "E502", BackendUnreachable),
+    ("InternalFailure", "E502", BackendUnreachable), ("NotFoundError", "E203", ParheliaError),
+    ("InvalidError", "E503", ParheliaError), ("SnapshotCreationError", "E503", ParheliaError),
+])
+def test_every_modal_error_maps_to_the_catalogue_with_a_recovery_line(fake_modal, name, code,
+                                                                       kind):
+    from parheliad.backends.modal_errors import map_error
+
+    errors = fake_modal.sdk.exception
+    token = "sk-ant-api03-" + "x" * 40
+    err = map_error(getattr(errors, name)(f"modal says no ({token})"), "doing X", errors)
+    assert isinstance(err, kind) and err.code == code
+    assert "modal says no" in err.message and "while doing X" in err.message or \
+        "(doing X)" in err.message
+    assert "Recovery" in err.message and token not in err.message

@@ -14,7 +14,25 @@ import stat
 import struct
 from pathlib import Path
 
-_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+def _writable_by_others(st: os.stat_result) -> bool:
+    """World-writable, or group-writable by a group that is not just this user (a
+    "user private group", umask 002 on many distributions, is no one else)."""
+    if st.st_mode & stat.S_IWOTH:
+        return True
+    return bool(st.st_mode & stat.S_IWGRP) and not _private_group(st.st_gid)
+
+
+def _private_group(gid: int) -> bool:
+    try:
+        import grp
+        import pwd
+
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        group = grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return gid == os.getegid() and group.gr_name == me and set(group.gr_mem) <= {me}
 
 
 def _owner_ok(uid: int) -> bool:
@@ -35,7 +53,7 @@ def problem(path: Path, *, writable_by_others_ok: bool = False,
     if not _owner_ok(st.st_uid):
         return f"{path} is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
     sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-    if st.st_mode & _OTHERS_WRITE and not writable_by_others_ok and not sticky_dir:
+    if _writable_by_others(st) and not writable_by_others_ok and not sticky_dir:
         return (f"{path} is writable by other users (mode {oct(stat.S_IMODE(st.st_mode))}); "
                 f"chmod go-w {path}")
     return None
@@ -65,7 +83,7 @@ def dir_problem(path: Path, *, allow_sticky: bool = False) -> str | None:
         return None
     if st.st_uid != os.geteuid():
         return f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
-    if st.st_mode & _OTHERS_WRITE:
+    if _writable_by_others(st):
         return (f"{path} is writable by other users (mode {oct(stat.S_IMODE(st.st_mode))}); "
                 f"chmod go-w {path}")
     return None
@@ -109,7 +127,7 @@ def socket_problem(sock_path: Path, timeout: float = 1.0) -> str | None:
             continue  # /tmp-like: nobody else can replace our socket in a sticky directory
         if st.st_uid != me:
             return f"the {what} {path} belongs to uid {st.st_uid}, not to you (uid {me})"
-        if what == "socket directory" and st.st_mode & _OTHERS_WRITE:
+        if what == "socket directory" and _writable_by_others(st):
             return (f"the socket directory {path} is writable by other users (mode "
                     f"{oct(stat.S_IMODE(st.st_mode))})")
     peer = _peer_uid(sock_path, timeout)

@@ -472,10 +472,12 @@ def show(task_id: str) -> None:
     from parhelia_cli.client import pb2
 
     obj = settings()
-    t = task_dict(obj.client().call("tasks", "GetTask", pb2("tasks").GetTaskRequest(
+    client = obj.client()
+    t = task_dict(client.call("tasks", "GetTask", pb2("tasks").GetTaskRequest(
         task_id=task_id)))
+    degraded = _resume_degraded(client, t["id"])
     if obj.json:
-        render.emit_resource(t)
+        render.emit_resource({**t, "resume_degraded": degraded})
         return
     o, u, src, r = t["options"] or {}, t["usage"] or {}, t["source"] or {}, t["result"] or {}
     resources = ", ".join(x for x in (
@@ -504,6 +506,9 @@ def show(task_id: str) -> None:
         ("Finished", render.when(t["finished_at"])),
         ("Session", t["session_id"]), ("Container", t["container_id"]),
         ("Restarts", t["restarts"] or None),
+        ("Resume", "; ".join(
+            "a new conversation from a summary of the stored one "
+            f"({(e.get('data') or {}).get('reason')})" for e in degraded) or None),
         ("Turns", u.get("turns", 0)),
         ("Tokens", f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out / "
                    f"{u.get('cache_read_input_tokens', 0)} cache read"),
@@ -517,6 +522,16 @@ def show(task_id: str) -> None:
     ], title=f"Task {t['id']}")
     if r.get("text"):
         render.line("\n" + r["text"].rstrip("\n"))
+
+
+def _resume_degraded(client: Any, task_id: str) -> list[dict[str, Any]]:
+    """The task's ``resume_degraded`` events: resumes that had to start a new conversation."""
+    from parhelia_cli.client import pb2
+
+    flt = pb2("common").EventFilter(task_id=task_id, types=["resume_degraded"])
+    resp = client.call("events", "ListEvents", pb2("events").ListEventsRequest(filter=flt,
+                                                                                limit=20))
+    return [to_dict(e) for e in resp.events]
 
 
 def _set_by(sources: dict[str, str]) -> str | None:

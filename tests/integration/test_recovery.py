@@ -153,3 +153,35 @@ def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> N
     assert task["restarts"] == 1
     ws = harness.workspace(task_id)
     assert (ws / "after.txt").read_text() == "after\n"
+
+
+def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_factory) -> None:
+    from modal_worker.checkpoint import project_dir
+
+    harness = harness_factory()
+    prompt = fake_prompt({"write": "a.txt", "content": "A\n"}, {"turn": True}, {"sleep": 6},
+                         {"write": "b.txt", "content": "B\n"}, {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    pid = worker_pid(harness, task_id)
+    task = harness.task(task_id)
+    ws = harness.workspace(task_id)
+    config = harness.home / "data" / "claude" / task["session_id"]
+    transcripts = list(project_dir(config, ws).glob("*.jsonl"))
+    assert len(transcripts) == 1, sorted(str(p) for p in harness.home.rglob('*.jsonl'))
+    # Damage it the way the agent cannot chain (valid JSON, no message ids).
+    lines = [json.loads(line) for line in transcripts[0].read_text().splitlines()]
+    transcripts[0].write_text("".join(json.dumps({k: v for k, v in e.items() if k != "uuid"})
+                                      + "\n" for e in lines))
+    os.kill(pid, signal.SIGKILL)
+
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed", task
+    assert task["restarts"] == 1
+    assert (ws / "b.txt").read_text() == "B\n"
+    shown = harness.json("task", "show", task_id)
+    degraded = shown["resume_degraded"]
+    assert len(degraded) == 1, degraded
+    assert "No conversation found" in degraded[0]["data"]["reason"]
+    text = harness.run("task", "show", task_id, check=True).stdout
+    assert "a new conversation from a summary of the stored one" in text

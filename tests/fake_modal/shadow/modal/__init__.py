@@ -448,10 +448,11 @@ def _validate_gpu(gpu: str | None) -> str | None:
     return gpu.upper()
 
 
-def _rewrite_specs(sb_id: str, view: Path) -> None:
-    """The worker's paths come from its spec: point them at this sandbox's directories."""
-    specs = view / "specs"
-    for path in specs.glob("*.json") if specs.is_dir() else []:
+def _rewrite_specs(sb_id: str, view: Path, argv: list[str]) -> None:
+    """The worker's paths come from its spec (named in the sandbox's command): point them
+    at this sandbox's directories."""
+    named = {Path(_service.map_path(sb_id, a)) for a in argv if a.endswith(".json")}
+    for path in sorted(p for p in named if p.parent == view / "specs" and p.is_file()):
         try:
             spec = json.loads(path.read_text())
         except ValueError:
@@ -486,7 +487,7 @@ def prepare_sandbox(sb_id: str) -> None:
     for path, volume in (meta.get("volumes") or {}).items():
         view = Path(_service.map_path(sb_id, path))
         _service.copy_tree_missing(_service.volume_dir(volume), view, overwrite_changed=False)
-        _rewrite_specs(sb_id, view)
+        _rewrite_specs(sb_id, view, list(meta.get("cmd") or []))
 
 
 class Sandbox:

@@ -8,6 +8,7 @@ when stdout is not a terminal.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -112,11 +113,25 @@ def error(err: CliError, as_json: bool) -> None:
         click.echo(f"Hint: {hint}", err=True)
 
 
+_ID_RE = re.compile(r"(t|s|c|cp)-[0-9a-f]{4,}")
+
+
+def _is_id(value: Any) -> bool:
+    """Whether a cell holds a Parhelia id (``t-``, ``s-``, ``c-``, ``cp-`` + hex)."""
+    text = value[0] if isinstance(value, tuple) else value
+    return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
+
+
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
           empty: str = "Nothing to show.") -> None:
-    """A simple table on stdout (plain aligned columns when not on a terminal)."""
+    """A simple table on stdout (plain aligned columns when not on a terminal).
+
+    Columns of ids are never cut or wrapped, so an id can always be copied; when the
+    terminal is narrow the other columns shrink (ending in "…") instead, and when even
+    that is not enough, id columns after the first are left out (and a line says which).
+    """
     from rich import box
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
     rows = list(rows)
@@ -124,12 +139,34 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         line(empty)
         return
     out = console()
-    t = Table(*columns, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
+    id_width: dict[int, int] = {}
+    for i, name in enumerate(columns):
+        values = [r[i] for r in rows if i < len(r) and r[i] not in (None, "", "-")]
+        if values and all(_is_id(v) for v in values):
+            id_width[i] = max(len(name), *(len(v[0] if isinstance(v, tuple) else v)
+                                           for v in values))
+    keep = list(range(len(columns)))
+
+    def needed() -> int:  # ids whole, every other column at least 4 wide, 2 between
+        return sum(id_width.get(i, 4) for i in keep) + 2 * (len(keep) - 1)
+
+    dropped = []
+    for i in sorted(id_width, reverse=True):
+        if needed() <= out.width or i == 0:
+            break
+        keep.remove(i)
+        dropped.append(columns[i])
+    specs = [Column(columns[i], no_wrap=True, min_width=id_width[i]) if i in id_width
+             else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
+    t = Table(*specs, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
               header_style="bold" if out.is_terminal else "", title_justify="left",
-              pad_edge=False)
+              pad_edge=False, collapse_padding=True)
     for row in rows:
-        t.add_row(*(_cell(v, Text) for v in row))
+        t.add_row(*(_cell(row[i] if i < len(row) else "", Text) for i in keep))
     out.print(t)
+    if dropped:
+        line(f"(Too narrow for {', '.join(reversed(dropped))}: widen the terminal or use "
+             "--json.)")
 
 
 def _cell(value: Any, text_cls: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import params, render
+from parhelia_cli import complete, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_count, usd_short
@@ -131,7 +131,8 @@ def history(by: str, since: datetime | None) -> None:
 
 
 @budget.command()
-@click.option("--task", "task_id", metavar="ID", help="Only this task's entries.")
+@click.option("--task", "task_id", metavar="ID", help="Only this task's entries.",
+              shell_complete=complete.TASK)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="The newest N entries (default 100).")
 @json_option

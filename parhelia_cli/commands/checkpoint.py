@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import confirm, render
+from parhelia_cli import complete, confirm, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes
@@ -25,7 +25,8 @@ def checkpoint() -> None:
     """Create, inspect, compare, roll back and verify checkpoints (alias: c).
 
     A checkpoint is an immutable snapshot of a session: workspace, conversation,
-    environment and git state. Ids may be shortened to any unique prefix.
+    environment and git state. Ids may be shortened to any unique prefix; a task id
+    (t-...) stands for its session.
     """
 
 
@@ -54,7 +55,7 @@ def _req(name: str, **fields: Any) -> Any:
 
 
 @checkpoint.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION|TASK", shell_complete=complete.SESSION)
 @click.option("-m", "--message", default="", help="A note to remember it by.")
 @json_option
 def create(session_id: str, message: str) -> None:
@@ -72,12 +73,13 @@ def create(session_id: str, message: str) -> None:
 
 
 @checkpoint.command("list")
-@click.argument("session_id", metavar="[SESSION]", required=False)
+@click.argument("session_id", metavar="[SESSION|TASK]", required=False,
+                shell_complete=complete.SESSION)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most N checkpoints, newest first (default: the daemon's, 100).")
 @json_option
 def list_checkpoints(session_id: str | None, limit: int | None) -> None:
-    """List checkpoints, newest first (of one SESSION, or of all)."""
+    """List checkpoints, newest first (of one SESSION, or a TASK's session, or of all)."""
     obj = settings()
     resp = _call("ListCheckpoints", _req("ListCheckpointsRequest", session_id=session_id or "",
                                          limit=limit or 0))
@@ -104,7 +106,7 @@ def _short(text: str, width: int) -> str:
 
 
 @checkpoint.command()
-@click.argument("checkpoint_id", metavar="CP")
+@click.argument("checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT)
 @click.option("--manifest", "print_manifest", is_flag=True,
               help="Print the checkpoint's manifest (JSON) instead.")
 @json_option
@@ -189,8 +191,8 @@ def _dirty_paths(cp: dict[str, Any], git: dict[str, Any]) -> list[str]:
 
 
 @checkpoint.command()
-@click.argument("from_id", metavar="A")
-@click.argument("to_id", metavar="B")
+@click.argument("from_id", metavar="A", shell_complete=complete.CHECKPOINT)
+@click.argument("to_id", metavar="B", shell_complete=complete.CHECKPOINT)
 @click.option("--files", "with_files", is_flag=True,
               help="Also print the unified diff of text files.")
 @click.option("--conversation", is_flag=True, help="Also print the conversation turns added.")
@@ -260,7 +262,7 @@ def _print_patch(patch: str) -> None:
 
 
 @checkpoint.command()
-@click.argument("checkpoint_id", metavar="CP")
+@click.argument("checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def rollback(checkpoint_id: str, yes: bool) -> None:
@@ -294,7 +296,7 @@ def rollback(checkpoint_id: str, yes: bool) -> None:
 
 
 @checkpoint.command()
-@click.argument("checkpoint_id", metavar="CP")
+@click.argument("checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT)
 @json_option
 def verify(checkpoint_id: str) -> None:
     """Re-hash every blob of CP (exit 1, E600, when anything is missing or corrupt)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import confirm, render
+from parhelia_cli import complete, confirm, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes, usd_short
@@ -24,7 +24,8 @@ HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", 
 def container() -> None:
     """Inspect and manage worker containers (one per incarnation of a task).
 
-    Ids may be shortened to any unique prefix.
+    Ids may be shortened to any unique prefix; a task id (t-...) stands for its current
+    (or last) container.
     """
 
 
@@ -58,7 +59,8 @@ COLUMNS = ("ID", "TASK", "BACKEND", "STATE", "HEALTH", "HEARTBEAT", "MISSED", "S
               help="Only containers in this state (repeatable).")
 @click.option("--health", "health", multiple=True, type=click.Choice(HEALTH),
               help="Only containers with this health (repeatable).")
-@click.option("--task", "task_id", metavar="ID", help="Only this task's containers.")
+@click.option("--task", "task_id", metavar="ID", help="Only this task's containers.",
+              shell_complete=complete.TASK)
 @click.option("--limit", type=click.IntRange(min=1, max=10_000), default=None,
               help="At most N containers, newest first (default: 100).")
 @json_option
@@ -82,7 +84,7 @@ def list_containers(states: tuple[str, ...], health: tuple[str, ...], task_id: s
 
 
 @container.command()
-@click.argument("container_id", metavar="ID")
+@click.argument("container_id", metavar="ID", shell_complete=complete.CONTAINER)
 @json_option
 def show(container_id: str) -> None:
     """Show a container: state, health, heartbeats, times, exit, cost."""
@@ -125,7 +127,7 @@ def show(container_id: str) -> None:
 
 
 @container.command("events")
-@click.argument("container_id", metavar="ID")
+@click.argument("container_id", metavar="ID", shell_complete=complete.CONTAINER)
 @click.option("--limit", type=click.IntRange(min=1, max=10_000), default=None,
               help="The newest N events (default 50), shown oldest first.")
 @json_option
@@ -207,7 +209,7 @@ def watch(states: tuple[str, ...]) -> None:
 
 
 @container.command()
-@click.argument("container_id", metavar="ID")
+@click.argument("container_id", metavar="ID", shell_complete=complete.CONTAINER)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def terminate(container_id: str, yes: bool) -> None:

@@ -3,13 +3,13 @@ event log."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 
-from parhelia_cli import params, render
+from parhelia_cli import complete, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 
@@ -30,9 +30,11 @@ def filter_options(f: F) -> F:
                      help="Minimum level: debug, info, warning, error."),
         click.option("--since", type=params.INSTANT, help="From: 30m, 2d, 1w ago or RFC 3339."),
         click.option("--until", type=params.INSTANT, help="Until: 30m, 2d, 1w ago or RFC 3339."),
-        click.option("--task", "task_id", metavar="ID", help="Only this task's events."),
-        click.option("--session", "session_id", metavar="ID", help="Only this session's."),
-        click.option("--container", "container_id", metavar="ID",
+        click.option("--task", "task_id", metavar="ID", help="Only this task's events.",
+                     shell_complete=complete.TASK),
+        click.option("--session", "session_id", metavar="ID", help="Only this session's.",
+                     shell_complete=complete.SESSION),
+        click.option("--container", "container_id", metavar="ID", shell_complete=complete.CONTAINER,
                      help="Only this container's."),
     ]
     for option in reversed(options):
@@ -181,14 +183,16 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
 
 
 @events.command()
-@click.argument("container_id", metavar="CONTAINER")
+@click.argument("container_id", metavar="CONTAINER|TASK", shell_complete=complete.CONTAINER)
 @click.option("--from-start", is_flag=True, help="The container's whole history.")
 @click.option("--since", type=params.INSTANT, help="From: 30m, 2d, 1w ago or RFC 3339.")
 @json_option
 def replay(container_id: str, from_start: bool, since: datetime | None) -> None:
-    """A container's history as a timeline (default: its newest 50 events).
+    """A container's history as a timeline (default: its newest 50 events). A task id
+    replays the task's current (or last) container.
 
-    Each line shows the time since the first event shown and since the previous one.
+    Each line shows the time since the first event shown and since the previous one;
+    events are shown in time order.
     """
     from parhelia_cli.client import pb2
     from parhelia_cli.errors import invalid
@@ -204,8 +208,13 @@ def replay(container_id: str, from_start: bool, since: datetime | None) -> None:
     first: datetime | None = None
     previous: datetime | None = None
     shown = 0
-    for event in obj.client().stream("events", "ReplayEvents", request):
-        e = to_dict(event)
+    raw = obj.client().stream("events", "ReplayEvents", request)
+    stream: Iterator[dict[str, Any]] = (to_dict(event) for event in raw)
+    if not obj.json:
+        # Commit order is not always time order (a worker's record can land after the
+        # daemon's own event): a timeline is in time order, so no gap is negative.
+        stream = iter(sorted(stream, key=lambda e: (e["at"] or "", e["id"])))
+    for e in stream:
         if obj.json:
             render.emit_json(e, compact=True)
             shown += 1

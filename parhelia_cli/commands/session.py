@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import confirm, render
+from parhelia_cli import complete, confirm, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
@@ -31,7 +31,7 @@ def session() -> None:
 
     A session is the long-lived execution of a task: its Claude conversation, its
     checkpoints and the chain of containers that ran it. Ids may be shortened to any
-    unique prefix.
+    unique prefix; a task id (t-...) stands for its session.
     """
 
 
@@ -74,7 +74,7 @@ def list_sessions(show_all: bool, limit: int | None) -> None:
 
 
 @session.command()
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
 @json_option
 def show(session_id: str) -> None:
     """Show a session: its task, conversation, containers and latest checkpoint."""
@@ -103,7 +103,7 @@ def show(session_id: str) -> None:
 
 
 @session.command()
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def kill(session_id: str, yes: bool) -> None:
@@ -123,11 +123,11 @@ def kill(session_id: str, yes: bool) -> None:
 # --- recovery ---------------------------------------------------------------------------
 
 @session.command()
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
 @click.option("--action", type=click.Choice(ACTIONS),
               help="Act without asking: resume (from the latest checkpoint, or --checkpoint), "
                    "restart (from checkpoint zero), wait (change nothing).")
-@click.option("--checkpoint", "checkpoint_id", metavar="CP",
+@click.option("--checkpoint", "checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT,
               help="Resume from this checkpoint instead of the latest.")
 @json_option
 def recover(session_id: str, action: str | None, checkpoint_id: str | None) -> None:
@@ -245,8 +245,8 @@ def _print_outcome(data: dict[str, Any], action: str, as_json: bool) -> None:
 # --- resume (top level) -----------------------------------------------------------------
 
 @click.command()
-@click.argument("session_id", metavar="SESSION")
-@click.option("--checkpoint", "checkpoint_id", metavar="CP",
+@click.argument("session_id", metavar="SESSION", shell_complete=complete.SESSION)
+@click.option("--checkpoint", "checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT,
               help="Resume from this checkpoint of the session (default: the latest).")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
 @json_option

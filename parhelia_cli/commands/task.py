@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from parhelia.limits import MAX_PROMPT_CHARS
-from parhelia_cli import params, render
+from parhelia_cli import complete, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_short
@@ -340,7 +340,7 @@ def follow(client: Any, task_id: str, as_json: bool) -> None:
         raise CliError(last["status_code"],
                        f"task {last['id']} is {last['status']}: {last['status_reason']}. "
                        f"It stays queued; `parhelia task watch {last['id']}` follows it")
-    _finish(last, elapsed, as_json)
+    _finish(last, elapsed, as_json, client)
 
 
 def stuck(t: dict[str, Any]) -> bool:
@@ -354,7 +354,19 @@ def _event_note(event: dict[str, Any], elapsed: float) -> str:
     return f"[{human_seconds(elapsed)}] {event['type']}: {text}"
 
 
-def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
+def _changed_files(client: Any, task_id: str) -> int | None:
+    """How many files the task changed (None when that cannot be told)."""
+    from parhelia_cli.client import pb2
+
+    try:
+        resp = client.call("tasks", "GetTaskDiff", pb2("tasks").GetTaskDiffRequest(
+            task_id=task_id, stat_only=True))
+    except CliError:
+        return None
+    return len(resp.files)
+
+
+def _finish(t: dict[str, Any], elapsed: float, as_json: bool, client: Any = None) -> None:
     status = t["status"]
     result = t["result"] or {}
     if as_json:
@@ -373,7 +385,11 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool) -> None:
             ("Duration", human_seconds(_duration(t) or elapsed)),
             ("Task", t["id"]),
         ])
-        if status == "completed" and not unsaved(t):
+        changed = _changed_files(client, t["id"]) if status == "completed" and client \
+            and not unsaved(t) else None
+        if changed == 0:
+            render.line("\nThe task changed no files: there is nothing to pull.")
+        elif status == "completed" and not unsaved(t):
             render.line(f"\nSee the changes: parhelia task diff {t['id']}   "
                         f"bring them back: parhelia task pull {t['id']}")
     if status == "completed" and not unsaved(t):
@@ -398,7 +414,7 @@ def _duration(t: dict[str, Any]) -> float | None:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @json_option
 def watch(task_id: str) -> None:
     """Follow a task live until it finishes (Ctrl-C detaches)."""
@@ -465,7 +481,7 @@ def wait_text(t: dict[str, Any]) -> str:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @json_option
 def show(task_id: str) -> None:
     """Show a task: status, times, container, turns, tokens, cost, result."""
@@ -549,7 +565,7 @@ def _one_line(text: str, width: int = 100) -> str:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
 def logs(task_id: str, follow_logs: bool) -> None:
     """Print the agent's raw output (stream-json) of a task."""
@@ -569,7 +585,7 @@ def logs(task_id: str, follow_logs: bool) -> None:
 # --- acting -----------------------------------------------------------------------------
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--grace", type=params.SECONDS, default=None,
               help="Seconds the worker gets to checkpoint before it is killed (default: config).")
 @json_option
@@ -584,7 +600,7 @@ def cancel(task_id: str, grace: int | None) -> None:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--force", is_flag=True, help="Delete even when it is not finished (cancels first).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
@@ -607,7 +623,7 @@ def delete(task_id: str, force: bool, yes: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--max-cost", type=params.USD, help="A new cost cap for the retry, USD.")
 @click.option("--max-turns", type=click.IntRange(min=1), help="A new turn limit.")
 @click.option("--timeout", type=params.TIMEOUT, help="A new wall-clock limit: seconds, 30m, 4h.")
@@ -664,7 +680,7 @@ def dispatch(task_ids: tuple[str, ...]) -> None:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--stat", is_flag=True, help="Only the changed files and line counts.")
 @click.option("--against", type=click.Choice(["upload", "base"]), default="upload",
               show_default=True,
@@ -710,7 +726,7 @@ def _print_stat(files: list[dict[str, Any]]) -> None:
 
 
 @task.command()
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--branch", help="Branch to create (default: parhelia/<task id>).")
 @click.option("--patch", "patch_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a patch file instead of creating a branch.")

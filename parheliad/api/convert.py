@@ -15,7 +15,7 @@ from parhelia.errors import invalid, missing
 from parhelia.v1 import common_pb2
 from parheliad.core.states import ContainerState, Health, TaskStatus
 from parheliad.core.tasks import TaskOptions, TaskSource
-from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow
+from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow, ids
 from parheliad.store.rows import CheckpointRow
 
 
@@ -178,4 +178,5 @@ def require_ref(value: str, field: str) -> str:
     """A full id or unique prefix from a request; E102 naming the field when empty."""
     if not value.strip():
         raise missing(f"{field}: give an id or a unique prefix", field=field)
+    ids.check_ref(value, field)
     return value.strip()

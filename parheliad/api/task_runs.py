@@ -173,7 +173,7 @@ class TaskRunsMixin:
         runtime = self._runtime
         task, changes = await runtime.changes(task_ref(request.task_id))
         if not changes.tree:
-            raise ParheliaError("E101", f"task {task.id} changed nothing; there is nothing to "
+            raise ParheliaError("E605", f"task {task.id} changed nothing; there is nothing to "
                                         "pull")
         pulled = await asyncio.to_thread(results.pull, runtime.local.volume, task, changes,
                                   repo_path=request.repo_path, branch=request.branch,

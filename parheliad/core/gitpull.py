@@ -157,7 +157,7 @@ def create_branch(repo: Path, branch: str, commit: str) -> None:
         _git(repo, "update-ref", f"refs/heads/{branch}", commit, "")
     except ParheliaError:
         raise ParheliaError(
-            "E101", f"branch {branch!r} already exists in {repo}; choose another with --branch"
+            "E103", f"branch {branch!r} already exists in {repo}; choose another with --branch"
         ) from None
 
 

@@ -14,6 +14,10 @@ CHECKPOINT = "cp-"
 
 _HEX_CHARS = 12
 _REF_RE = re.compile(r"^[a-z]{1,2}-?[0-9a-f]*$")
+MAX_REF = 64
+"""Longer id references are refused (E101) before any lookup: a real id is ~15 characters."""
+CANDIDATES = 5
+"""How many candidates an ambiguous prefix lists."""
 
 
 def new_id(prefix: str) -> str:
@@ -37,8 +41,34 @@ def prefix_pattern(ref: str, prefix: str) -> str | None:
     return ref + "%"
 
 
-def not_found(code: str, noun: str, ref: str, matches: int = 0) -> ParheliaError:
-    if matches > 1:
-        return ParheliaError(code, f"{noun} id prefix {ref!r} matches several {noun}s; "
-                                   "give more characters", ref=ref)
-    return ParheliaError(code, f"no {noun} with id {ref!r}", ref=ref)
+def is_task_ref(ref: str) -> bool:
+    """Whether ``ref`` names a task explicitly (``t-...``), where a session or container
+    is meant: lookups then go through the task."""
+    return ref.strip().lower().startswith(TASK)
+
+
+def shown(ref: str) -> str:
+    """``ref`` as a message may quote it: repr (no control characters), at most 40 chars."""
+    return repr(ref if len(ref) <= 40 else ref[:37] + "...")
+
+
+def check_ref(ref: str, field: str) -> None:
+    """E101 for a reference no id can match because of its size or bytes."""
+    if len(ref) > MAX_REF:
+        raise ParheliaError("E101", f"{field}: an id is at most {MAX_REF} characters, got "
+                                    f"{len(ref)}", field=field)
+    if not ref.isprintable():
+        raise ParheliaError("E101", f"{field}: {shown(ref)} contains control characters",
+                            field=field)
+
+
+def not_found(code: str, noun: str, ref: str, matches: int = 0,
+              candidates: list[str] | None = None) -> ParheliaError:
+    if matches > 1 or (candidates and len(candidates) > 1):
+        listed = candidates or []
+        more = ", ..." if len(listed) > CANDIDATES else ""
+        return ParheliaError("E104", f"{noun} id prefix {shown(ref)} matches several {noun}s: "
+                                     f"{', '.join(listed[:CANDIDATES])}{more}; give more "
+                                     "characters", ref=ref[:MAX_REF],
+                             candidates=listed[:CANDIDATES])
+    return ParheliaError(code, f"no {noun} with id {shown(ref)}", ref=ref[:MAX_REF])

@@ -59,10 +59,11 @@ def resolve_prefix(conn: sqlite3.Connection, table: str, ref: str, *, prefix: st
     pattern = ids.prefix_pattern(ref, prefix)
     if pattern is None:
         raise ids.not_found(code, noun, ref)
-    found = [r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE id LIKE ? LIMIT 2",  # noqa: S608
-                                        (pattern,)).fetchall()]
+    found = [r[0] for r in conn.execute(
+        f"SELECT id FROM {table} WHERE id LIKE ? ORDER BY id LIMIT ?",  # noqa: S608
+        (pattern, ids.CANDIDATES + 1)).fetchall()]
     if len(found) != 1:
-        raise ids.not_found(code, noun, ref, matches=len(found))
+        raise ids.not_found(code, noun, ref, candidates=[str(f) for f in found])
     return str(found[0])
 
 
@@ -88,9 +89,10 @@ async def aresolve_prefix(conn: aiosqlite.Connection, table: str, ref: str, *, p
     if pattern is None:
         raise ids.not_found(code, noun, ref)
     found = [r[0] for r in await conn.execute_fetchall(
-        f"SELECT id FROM {table} WHERE id LIKE ? LIMIT 2", (pattern,))]  # noqa: S608
+        f"SELECT id FROM {table} WHERE id LIKE ? ORDER BY id LIMIT ?",  # noqa: S608
+        (pattern, ids.CANDIDATES + 1))]
     if len(found) != 1:
-        raise ids.not_found(code, noun, ref, matches=len(found))
+        raise ids.not_found(code, noun, ref, candidates=[str(f) for f in found])
     return str(found[0])
 
 

@@ -47,16 +47,32 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ErrorSpec(
         "E101", "INVALID_ARGUMENT", "INVALID_ARGUMENT", Exit.USAGE,
         "An argument, option or configuration key has an invalid value.",
-        "The value is outside what Parhelia accepts (an unknown GPU type, a negative amount, "
-        "an unknown config key, a malformed duration...).",
-        "The message names the argument or key and what is accepted. `parhelia help task` "
-        "lists the task options; `parhelia config show` shows the effective configuration.",
+        "The value is outside what Parhelia accepts: an unknown GPU type, a negative or "
+        "overflowing number, a malformed duration or id, a path that is not allowed, an "
+        "unknown config key...",
+        "The message names the argument, option or key and what is accepted. "
+        "`parhelia COMMAND --help` lists a command's options; `parhelia config show` shows "
+        "the configuration keys and their values.",
     ),
     ErrorSpec(
         "E102", "MISSING_REQUIRED", "INVALID_ARGUMENT", Exit.USAGE,
         "A required argument or value is missing.",
         "The command needs a value you did not give (for example an empty prompt).",
         "Give the missing value; `parhelia COMMAND --help` lists what is required.",
+    ),
+    ErrorSpec(
+        "E103", "ALREADY_EXISTS", "ALREADY_EXISTS", Exit.ERROR,
+        "What the command would create already exists.",
+        "A name you gave (or the default one, such as the branch `parhelia/<task id>` of "
+        "`task pull`) is taken, and Parhelia never overwrites it.",
+        "Choose another name (`parhelia task pull ID --branch NAME`), or delete the existing "
+        "one yourself if you no longer need it (`git branch -D NAME`).",
+    ),
+    ErrorSpec(
+        "E104", "AMBIGUOUS_ID", "INVALID_ARGUMENT", Exit.USAGE,
+        "An id prefix matches more than one thing.",
+        "Ids may be shortened to any unique prefix; this one is shared by several.",
+        "Use one of the candidates listed in the message, or a longer prefix.",
     ),
     ErrorSpec(
         "E200", "SESSION_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
@@ -189,6 +205,14 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "per-task budget, an API call kept failing, or it crashed).",
         "Read `parhelia task show ID` and `parhelia task logs ID`. Give more room with "
         "`--max-turns`/`--max-cost`, or continue the conversation with `parhelia resume SESSION`.",
+    ),
+    ErrorSpec(
+        "E605", "NO_CHANGES", "FAILED_PRECONDITION", Exit.ERROR,
+        "The task changed nothing, so there is nothing to bring back.",
+        "Its latest checkpoint holds the same files as the workspace it started from: no "
+        "branch or patch is made from an empty change.",
+        "Check what the agent did with `parhelia task show ID` and `parhelia task logs ID`; "
+        "`parhelia resume SESSION` continues the conversation.",
     ),
     ErrorSpec(
         "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,

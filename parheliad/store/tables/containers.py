@@ -10,6 +10,7 @@ import builtins
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from parhelia.errors import ParheliaError
 from parheliad.core.states import (
     CONTAINER_LIVE,
     ContainerState,
@@ -74,7 +75,14 @@ class ContainerRepo:
         self._store = store
 
     async def get(self, ref: str) -> ContainerRow:
-        """The container for a full id or unique prefix; E203 otherwise."""
+        """The container for a full id or unique prefix, or for a task id (its current or
+        latest container); E203 otherwise."""
+        if ids.is_task_ref(ref):
+            task = await self._store.tasks.get(ref)
+            if task.container_id is None:
+                raise ParheliaError("E203", f"task {task.id} has no container yet (it has not "
+                                            "started)", ref=task.id)
+            ref = task.container_id
         return await sql.aget_by_ref(self._store.reader, ContainerRow, "containers", ref,
                                      prefix=ids.CONTAINER, code="E203", noun="container")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from parhelia.errors import ParheliaError
 from parheliad.store import ids, sql
 from parheliad.store.clock import now_us
 from parheliad.store.rows import SessionRow, columns
@@ -62,7 +63,14 @@ class SessionRepo:
         self._store = store
 
     async def get(self, ref: str) -> SessionRow:
-        """The session for a full id or unique prefix; E200 otherwise."""
+        """The session for a full id or unique prefix, or for a task id (its current
+        session); E200 otherwise."""
+        if ids.is_task_ref(ref):
+            task = await self._store.tasks.get(ref)
+            if task.session_id is None:
+                raise ParheliaError("E200", f"task {task.id} has no session yet (it has not "
+                                            "started)", ref=task.id)
+            ref = task.session_id
         return await sql.aget_by_ref(self._store.reader, SessionRow, "sessions", ref,
                                      prefix=ids.SESSION, code="E200", noun="session")
 

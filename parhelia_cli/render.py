@@ -64,6 +64,28 @@ def emit_json(value: Any, compact: bool = False) -> None:
     click.echo(text)
 
 
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
+                     "\u2066-\u2069]")
+_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
+                              "\u2066-\u2069]")
+
+
+def safe(text: str | None, multiline: bool = False) -> str:
+    """``text`` (a prompt, an agent's result, a file name, an event message: anything
+    the agent, a repository or a user may have written) made safe for a terminal:
+    control characters (escape sequences, carriage returns, backspaces) and bidi
+    overrides become visible ``\\x1b``-style escapes. ``multiline`` keeps newlines and
+    tabs; otherwise they are escaped too. The one place such strings are neutralised."""
+    if not text:
+        return ""
+    return (_UNSAFE if multiline else _UNSAFE_ONE_LINE).sub(_escape, text)
+
+
 def emit_resource(resource: dict[str, Any], **related: Any) -> None:
     """The one ``--json`` shape of a show/create/action command: the resource object
     itself (its ``id`` at the top level), with data about related things under named
@@ -172,8 +194,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
 def _cell(value: Any, text_cls: Any) -> Any:
     """A table cell: plain text (never rich markup), or ``(text, style)``."""
     if isinstance(value, tuple):
-        return text_cls(str(value[0]), style=value[1] or "")
-    return text_cls("" if value is None else str(value))
+        return text_cls(safe(str(value[0])), style=value[1] or "")
+    return text_cls("" if value is None else safe(str(value)))
 
 
 def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:
@@ -193,13 +215,16 @@ def parse_ts(value: str | None) -> datetime | None:
 
 
 def age(value: str | None, now: datetime | None = None) -> str:
-    """``5m ago`` for an RFC 3339 timestamp ("" when unset)."""
+    """``5m ago`` for an RFC 3339 timestamp in the past, ``in 3s`` for one in the future
+    ("" when unset)."""
     dt = parse_ts(value)
     if dt is None:
         return ""
     seconds = ((now or datetime.now(UTC)) - dt).total_seconds()
+    if seconds <= -1:
+        return f"in {human_seconds(-seconds)}"
     if seconds < 1:
-        return "just now"
+        return "just now" if seconds >= 0 else "now"
     return f"{human_seconds(seconds)} ago"
 
 

@@ -29,6 +29,14 @@ def _money(micros: int) -> str:
     return usd_short(micros)
 
 
+def remaining(s: dict[str, Any]) -> str:
+    """What is left under the ceiling; never negative (``$0.00 (over by $6.87)``)."""
+    left = s["remaining_micros"]
+    if left >= 0:
+        return _money(left)
+    return f"{_money(0)} (over by {_money(-left)})"
+
+
 def status_lines(s: dict[str, Any]) -> list[str]:
     """The "Budget Status" block of the original README (plus reserved and the split)."""
     rule = "─" * 33 if render.is_tty() else "-" * 33
@@ -41,7 +49,7 @@ def status_lines(s: dict[str, Any]) -> list[str]:
              f"Ceiling:    {_money(s['ceiling_micros'])}",
              f"Used:       {used}",
              f"Reserved:   {_money(s['reserved_micros'])}",
-             f"Remaining:  {_money(s['remaining_micros'])}",
+             f"Remaining:  {remaining(s)}",
              f"Period:     {period}",
              "",
              f"Tasks:      {s['tasks']}",

@@ -162,12 +162,16 @@ def show(checkpoint_id: str, print_manifest: bool) -> None:
             ("Stash", f"{len(stash)} entr{'y' if len(stash) == 1 else 'ies'}" if stash
              else "empty"),
         ], title="Git")
+        if dirty:
+            render.line("  Dirty files:")
         for path in dirty[:20]:
-            render.line(f"    {path}")
+            render.line(f"    {render.safe(path)}")
         if len(dirty) > 20:
             render.line(f"    ... and {len(dirty) - 20} more")
+        if stash:
+            render.line("  Stash entries:")
         for entry in stash[:10]:
-            render.line(f"    {entry}")
+            render.line(f"    {render.safe(entry)}")
     if mstats.get("skipped"):
         render.line(f"\n{len(mstats['skipped'])} path(s) were skipped by the snapshot "
                     "(see --manifest).")

@@ -15,6 +15,8 @@ from parhelia_cli.durations import human_bytes, usd_short
 CONTAINER_STATES: tuple[str, ...] = ("created", "starting", "running", "exited", "failed",
                                      "terminated", "lost", "orphaned")
 HEALTH: tuple[str, ...] = ("unknown", "healthy", "degraded", "unhealthy", "dead")
+ENDED: tuple[str, ...] = ("exited", "failed", "terminated")
+"""States of a container that no longer runs: its health is not shown (it was not lost)."""
 HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "dead": "red",
                   "unknown": "dim", "running": "blue", "exited": "green", "failed": "red",
                   "lost": "red", "orphaned": "yellow", "terminated": "magenta"}
@@ -45,13 +47,22 @@ def container_rows(containers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     for c in containers:
         beat = render.age(c["last_heartbeat_at"]) or "-"
         rows.append((c["id"] or "?", c["task_id"] or "-", c["backend"] or "",
-                     _cell(c["state"]), _cell(c["health"]), beat,
+                     _cell(c["state"]), _health_cell(c), beat,
                      c["consecutive_failures"] or 0, render.age(c["started_at"]) or "-",
                      usd_short(c["cost_micros"])))
     return rows
 
 
-COLUMNS = ("ID", "TASK", "BACKEND", "STATE", "HEALTH", "HEARTBEAT", "MISSED", "STARTED", "COST")
+COLUMNS = ("ID", "TASK", "BACKEND", "STATE", "HEALTH", "HEARTBEAT", "MISSED", "STARTED",
+           "COMPUTE")
+"""COMPUTE: what the container's compute cost; `task list`'s TOTAL adds the API spend."""
+
+
+def _health_cell(c: dict[str, Any]) -> tuple[str, str]:
+    """Health only means something while a container runs (or when it was lost)."""
+    if c["state"] in ENDED:
+        return "-", ""
+    return _cell(c["health"])
 
 
 @container.command("list")
@@ -104,8 +115,9 @@ def show(container_id: str) -> None:
         f"{c['memory_mb']} MiB" if c["memory_mb"] else "") if x)
     render.fields([
         ("State", _word(c["state"]) + (f" ({c['reason']})" if c["reason"] else "")),
-        ("Health", _word(c["health"]) + (f", {c['consecutive_failures']} heartbeats missed"
-                                         if c["consecutive_failures"] else "")),
+        ("Health", f"- (not running: {c['state']})" if c["state"] in ENDED else
+         _word(c["health"]) + (f", {c['consecutive_failures']} heartbeats missed"
+                               if c["consecutive_failures"] else "")),
         ("Task", c["task_id"]), ("Session", c["session_id"]),
         ("Incarnation", c["incarnation"] or None),
         ("Backend", f"{c['backend']} {c['backend_id'] or ''}".strip()),
@@ -114,7 +126,7 @@ def show(container_id: str) -> None:
         ("Stopped", render.when(c["stopped_at"])),
         ("Exit code", c["exit_code"] if c["has_exit_code"] else None),
         ("Last heartbeat", render.when(c["last_heartbeat_at"]) or "never"),
-        ("Cost", usd_short(c["cost_micros"])),
+        ("Compute cost", usd_short(c["cost_micros"])),
     ], title=f"Container {c['id']}")
     beats = data["recent_heartbeats"] or []
     if beats:

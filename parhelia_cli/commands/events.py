@@ -72,7 +72,7 @@ def event_line(e: dict[str, Any]) -> str:
     if ids:
         parts.append(ids)
     if e["message"]:
-        parts.append(e["message"])
+        parts.append(render.safe(e["message"]))
     return "  ".join(parts)
 
 
@@ -232,7 +232,7 @@ def replay(container_id: str, from_start: bool, since: datetime | None) -> None:
         level = e["level"] or "info"
         level_text = render.style(f"{level:<7}", render.STATUS_COLOURS.get(level, ""))
         render.line(f"  +{offset:9.3f}s  (+{gap:7.3f}s)  {level_text}  {e['type'] or '?':<22}  "
-                    f"{e['message'] or ''}".rstrip())
+                    f"{render.safe(e['message'])}".rstrip())
         shown += 1
     if not shown and not obj.json:
         render.line("No events to replay.")

@@ -182,18 +182,18 @@ def _print_guide(data: dict[str, Any], checkpoint_id: str | None) -> None:
     render.line(render.style(head, "bold"))
     render.line()
     render.line(render.style("What happened", "bold"))
-    for text in (data["what_happened"] or "Nothing is recorded for this session.").splitlines():
+    for text in render.safe(data["what_happened"] or "Nothing is recorded for this session.",
+                            multiline=True).splitlines():
         render.line(f"  {text}")
     render.line()
     cps = data["recent_checkpoints"]
     if cps:
         render.line(render.style("Latest checkpoints (newest first)", "bold"))
-        for cp in cps:
-            st = cp["stats"] or {}
-            note = f"  {cp['message']}" if cp["message"] else ""
-            render.line(f"  {cp['id']}  {cp['trigger'] or '?':<12} "
-                        f"{render.age(cp['created_at']):<10} {st.get('files', 0)} files, "
-                        f"{human_bytes(st.get('bytes', 0))}{note}")
+        render.table(("ID", "TRIGGER", "CREATED", "FILES", "SIZE", "MESSAGE"), [
+            (cp["id"], cp["trigger"] or "?", render.age(cp["created_at"]),
+             (cp["stats"] or {}).get("files", 0),
+             human_bytes((cp["stats"] or {}).get("bytes", 0)), cp["message"] or "")
+            for cp in cps])
     else:
         render.line("No checkpoints: a resume would start from an empty workspace.")
     render.line()

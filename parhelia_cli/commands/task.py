@@ -281,7 +281,7 @@ def _progress_text(t: dict[str, Any], elapsed: float) -> str:
              f"{human_count(u.get('output_tokens', 0))} out",
              usd_short(u.get("total_cost_micros", 0)), human_seconds(elapsed)]
     if t["last_tool"]:
-        parts.append(f"last tool: {t['last_tool']}")
+        parts.append(f"last tool: {render.safe(t['last_tool'])}")
     return " | ".join(parts)
 
 
@@ -350,7 +350,7 @@ def stuck(t: dict[str, Any]) -> bool:
 
 
 def _event_note(event: dict[str, Any], elapsed: float) -> str:
-    text = event["message"] or event["type"] or ""
+    text = render.safe(event["message"] or event["type"] or "")
     return f"[{human_seconds(elapsed)}] {event['type']}: {text}"
 
 
@@ -373,7 +373,7 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool, client: Any = None
         render.emit_resource(t)
     else:
         if result.get("text"):
-            render.line(result["text"].rstrip("\n"))
+            render.line(render.safe(result["text"], multiline=True).rstrip("\n"))
             render.line()
         u = t["usage"] or {}
         render.fields([
@@ -398,7 +398,8 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool, client: Any = None
         raise CliError("E900", f"the progress stream ended while task {t['id']} is {status}; "
                                f"`parhelia task watch {t['id']}` re-attaches")
     code = result.get("error_code") or ("E603" if status == "cancelled" else "E900")
-    message = result.get("error_message") or t["status_reason"] or f"the task {status}"
+    message = render.safe(result.get("error_message") or t["status_reason"]
+                          or f"the task {status}")
     render.error(CliError(code, message), as_json)
     raise TaskOutcome(1)
 
@@ -458,7 +459,7 @@ def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
                      where, (t["usage"] or {}).get("turns", 0),
                      usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
                      prompt[:60] + ("..." if len(prompt) > 60 else "")))
-    render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "COST", "PROMPT"), rows,
+    render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "TOTAL", "PROMPT"), rows,
                  empty="No tasks. Create one with `parhelia task create \"...\"`.")
     if notes:
         render.line()
@@ -509,11 +510,10 @@ def show(task_id: str) -> None:
               (f"workspace {t['workspace_path'] or ''} ({src['workspace_id']})".strip()
                if src.get("workspace_id") else "empty workspace"))
     render.fields([
-        ("Status", render.status_word(t["status"]) + (f" ({t['status_reason']})"
+        ("Status", render.status_word(t["status"]) + (f" ({render.safe(t['status_reason'])})"
                                                       if t["status_reason"] and not waits(t)
                                                       and not unsaved(t) else "")),
-        ("Waiting", wait_text(t) if waits(t) else None),
-        ("Prompt", _one_line(t["prompt"] or "")),
+        ("Waiting", render.safe(wait_text(t)) if waits(t) else None),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
         ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
         ("Set by", _set_by(t.get("option_sources") or {})),
@@ -531,13 +531,16 @@ def show(task_id: str) -> None:
         ("Cost", f"{usd_short(u.get('total_cost_micros', 0))} (api "
                  f"{usd_short(u.get('api_cost_micros', 0))}, compute "
                  f"{usd_short(u.get('compute_cost_micros', 0))})"),
-        ("Last tool", t["last_tool"]),
-        ("Result", r.get("subtype")),
-        ("Error", f"{r['error_code']}: {r.get('error_message') or ''}"
+        ("Last tool", render.safe(t["last_tool"])),
+        ("Result", render.safe(r.get("subtype"))),
+        ("Error", f"{r['error_code']}: {render.safe(r.get('error_message'))}"
          if r.get("error_code") else None),
     ], title=f"Task {t['id']}")
+    render.line("\nPrompt:")
+    for text in render.safe(t["prompt"], multiline=True).rstrip("\n").splitlines():
+        render.line(f"  {text}")
     if r.get("text"):
-        render.line("\n" + r["text"].rstrip("\n"))
+        render.line("\n" + render.safe(r["text"], multiline=True).rstrip("\n"))
 
 
 def _resume_degraded(client: Any, task_id: str) -> list[dict[str, Any]]:
@@ -557,11 +560,6 @@ def _set_by(sources: dict[str, str]) -> str | None:
         if source != "default":
             by.setdefault(source.replace(":", " ", 1), []).append(option)
     return "; ".join(f"{', '.join(opts)}: {src}" for src, opts in by.items()) or None
-
-
-def _one_line(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 @task.command()

@@ -139,5 +139,5 @@ def test_shell_completion_offers_ids(h: Harness, tmp_path) -> None:
     # No daemon there: nothing offered, nothing printed, no autostart.
     gone = _complete(h, "task", "show", "", env={"PARHELIA_SOCKET": str(tmp_path / "s.sock"),
                                                   "PARHELIA_NO_AUTOSTART": ""})
-    assert gone.returncode == 0 and gone.stdout == "" and gone.stderr == ""
+    assert gone.returncode == 0 and gone.stdout.strip() == "" and gone.stderr == ""
     assert not (tmp_path / "s.sock").exists()

@@ -130,7 +130,8 @@ async def test_ambiguous_prefix(store: Store) -> None:
     shared = next(group for group in firsts.values() if len(group) > 1)
     with pytest.raises(ParheliaError) as err:
         await store.tasks.get(shared[0].id[:3])
-    assert err.value.code == "E201" and "several" in err.value.message
+    assert err.value.code == "E104" and "several" in err.value.message
+    assert all(t.id in err.value.message for t in shared[:5])
 
 
 async def test_status_changes_checked_in_the_writer(store: Store) -> None:

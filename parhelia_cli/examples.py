@@ -64,8 +64,9 @@ EXAMPLES: dict[str, list[Example]] = {
          "| xargs -n1 parhelia task pull"),
     ],
     "session": [
-        ("Active and stopped sessions", "parhelia session list"),
-        ("Everything, finished ones too, as JSON", "parhelia session list --all --json"),
+        ("Every session, newest first", "parhelia session list"),
+        ("Only those not completed (active and stopped), as JSON",
+         "parhelia session list --active --json"),
         ("One session: task, conversation, containers, latest checkpoint",
          "parhelia session show SESSION"),
         ("Stop a session, checkpointing first (no prompt)", "parhelia session kill SESSION -y"),

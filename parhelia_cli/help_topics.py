@@ -66,9 +66,9 @@ Every task that runs gets a session. The session owns the Claude Code conversati
 the session continues in a new container from its latest checkpoint: the workspace and
 the conversation transcript are restored together, at the same fixed path, so Claude
 resumes the same conversation (`claude --resume`). A session is active (a worker runs
-it), stopped (no worker; it can be resumed) or finished (its task ended).
+it), stopped (no worker; it can be resumed) or completed (its task completed).
 
-  parhelia session list [--all] [--limit N]   active and stopped sessions (--all: finished too)
+  parhelia session list [--active] [--limit N]  every session (--active: not completed)
   parhelia session show SESSION               task, conversation, containers, latest checkpoint
   parhelia session kill SESSION [-y]          stop its worker, checkpointing first
   parhelia session recover SESSION            guided: what happened, the last checkpoints,

@@ -16,7 +16,7 @@ from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
 from parhelia_cli.errors import invalid
 
-SESSION_STYLES = {"active": "blue", "stopped": "yellow", "finished": "green"}
+SESSION_STYLES = {"active": "blue", "stopped": "yellow", "completed": "green"}
 ACTIONS = ("resume", "restart", "wait")
 ACTION_HELP = {
     "resume": "continue the same conversation from {checkpoint} in a new container",
@@ -51,14 +51,22 @@ def _status_word(status: str | None) -> str:
 
 
 @session.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include finished sessions.")
+@click.option("--active", is_flag=True,
+              help="Only sessions not completed (active and stopped), like `task list "
+                   "--active`.")
+@click.option("--all", "show_all", is_flag=True, hidden=True,
+              help="Every session (the default; kept for scripts).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most N sessions, newest first (default: the daemon's, 100).")
 @json_option
-def list_sessions(show_all: bool, limit: int | None) -> None:
-    """List sessions, newest first (active and stopped ones; --all adds finished)."""
+def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
+    """List sessions, newest first: all of them, like `task list` (--active: only those
+    not completed)."""
+    if active and show_all:
+        raise invalid("--active and --all contradict each other")
     obj = settings()
-    resp = _call("ListSessions", _req("ListSessionsRequest", all=show_all, limit=limit or 0))
+    resp = _call("ListSessions", _req("ListSessionsRequest", all=not active,
+                                      limit=limit or 0))
     found = [to_dict(s) for s in resp.sessions]
     if obj.json:
         render.emit_json({"sessions": found})
@@ -70,7 +78,7 @@ def list_sessions(show_all: bool, limit: int | None) -> None:
             for s in found]
     render.table(("ID", "TASK", "STATUS", "CONTAINER", "RUNS", "CHECKPOINTS",
                   "LATEST CHECKPOINT", "UPDATED"), rows,
-                 empty="No sessions." + ("" if show_all else " (--all includes finished ones)"))
+                 empty="No active or stopped sessions." if active else "No sessions.")
 
 
 @session.command()

@@ -157,7 +157,8 @@ def config_sync(dry_run: bool) -> None:
     plugins, MCP servers) to the workers, without its secrets.
 
     Lists every file sent (bytes, new bytes), everything left out and why (secret,
-    cache, excluded, missing_command, not_config, invalid) and every path rewritten.
+    env: a settings env value, withheld but not a recognisable credential; cache,
+    excluded, missing_command, not_config, invalid) and every path rewritten.
     `task create` syncs by itself when the config changed; run this to see the
     details first, or after installing a command an MCP server needs.
     """

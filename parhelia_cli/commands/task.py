@@ -428,13 +428,20 @@ def watch(task_id: str) -> None:
 @task.command("list")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(params.TASK_STATUSES),
               help="Only tasks in this state (repeatable).")
+@click.option("--active", is_flag=True,
+              help="Only tasks not finished (pending, running, recovering, paused), like "
+                   "`session list --active`.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most N tasks, newest first (default: 100).")
 @json_option
-def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
-    """List tasks, newest first."""
+def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
+    """List tasks, newest first: all of them (--active: only unfinished ones)."""
     from parhelia_cli.client import pb2
 
+    if active and statuses:
+        raise invalid("--active and --status are alternatives; give one")
+    if active:
+        statuses = tuple(s for s in params.TASK_STATUSES if s not in FINAL)
     common = pb2("common")
     request = pb2("tasks").ListTasksRequest(
         statuses=[common.TaskStatus.Value(f"TASK_STATUS_{s.upper()}") for s in statuses],
@@ -454,13 +461,19 @@ def list_tasks(statuses: tuple[str, ...], limit: int | None) -> None:
         word, colour = render.status_cell(t["status"])
         if waits(t) or unsaved(t):
             word += "*"
-            notes.append(f"* {t['id']}: " + wait_text(t))
+            notes.append(f"* {t['id']}: " + render.safe(wait_text(t)))
         rows.append((t["id"], (word, colour), render.age(t["created_at"]),
                      where, (t["usage"] or {}).get("turns", 0),
                      usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
                      prompt[:60] + ("..." if len(prompt) > 60 else "")))
+    if active:
+        empty = "No unfinished tasks (`parhelia task list` shows all)."
+    elif statuses:
+        empty = f"No {' or '.join(statuses)} tasks (`parhelia task list` shows all)."
+    else:
+        empty = "No tasks. Create one with `parhelia task create \"...\"`."
     render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "TOTAL", "PROMPT"), rows,
-                 empty="No tasks. Create one with `parhelia task create \"...\"`.")
+                 empty=empty)
     if notes:
         render.line()
         for note in notes:

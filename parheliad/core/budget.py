@@ -233,11 +233,18 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     model = opts.model or "the agent's default model"
     api_basis = (f"{low_turns}-{opts.max_turns} turns of {model} ({family}: "
                  f"${_fmt_rate(price_in)}/${_fmt_rate(price_out)} per M input/output tokens)")
-    parts = (EstimatePart("compute", compute_low, compute_high, compute_basis),
-             EstimatePart("api", api_low, api_high, api_basis))
+    parts: tuple[EstimatePart, ...] = (
+        EstimatePart("compute", compute_low, compute_high, compute_basis),
+        EstimatePart("api", api_low, api_high, api_basis))
     low, high = compute_low + api_low, compute_high + api_high
-    if opts.max_cost_micros:
-        low, high = min(low, opts.max_cost_micros), min(high, opts.max_cost_micros)
+    cap = opts.max_cost_micros
+    if cap:
+        # The task stops at its cap: no part, and not the total, can cost more.
+        low, high = min(low, cap), min(high, cap)
+        capped = f"; capped by max cost ${_fmt_rate(Decimal(cap) / 1_000_000)}"
+        parts = tuple(EstimatePart(p.name, min(p.low_micros, cap), min(p.high_micros, cap),
+                                   p.basis + (capped if p.high_micros > cap else ""))
+                      for p in parts)
     return Estimate(low, high, parts)
 
 

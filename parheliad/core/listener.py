@@ -36,6 +36,7 @@ from parheliad.core.tasks import transition
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow
 from parheliad.store.store import Store
+from parheliad.store.tables.sessions import SESSION_COMPLETED, SESSION_STOPPED
 from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
@@ -412,7 +413,8 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
                            "error_code": outcome.error_code})
     if c.session_id:
         tx.sessions.update(c.session_id, current_container_id=None,
-                           status="finished" if outcome.status == "completed" else "stopped")
+                           status=SESSION_COMPLETED if outcome.status == "completed"
+                           else SESSION_STOPPED)
     if task is None or task.container_id != c.id or task.status not in (
             TaskStatus.RUNNING, TaskStatus.RECOVERING):
         return None  # the task moved on already (cancelled, paused, or a newer container)
@@ -431,7 +433,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
     if outcome.status == "completed":
         transition(tx, task.id, TaskStatus.COMPLETED, result_exit_code=outcome.exit_code or 0)
         if c.session_id:
-            tx.sessions.update(c.session_id, status="finished")
+            tx.sessions.update(c.session_id, status=SESSION_COMPLETED)
         return None
     if outcome.status in ("lost", "stopped"):
         return task.id, c.id, reason

@@ -245,6 +245,8 @@ _V4 = (
 # Where each of a task's options came from (a flag, the default, the user's or a
 # project's config file), as JSON: `task show` says which file set what.
 _V5 = ("ALTER TABLE tasks ADD COLUMN option_sources TEXT NOT NULL DEFAULT '{}'",)
+# A session whose task completed is "completed", the task's word (it was "finished").
+_V6 = ("UPDATE sessions SET status = 'completed' WHERE status = 'finished'",)
 
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
@@ -252,5 +254,6 @@ MIGRATIONS: list[Migration] = [
     Migration("orphans", _V3),
     Migration("task waits", _V4),
     Migration("task option sources", _V5),
+    Migration("session word completed", _V6),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -235,7 +235,7 @@ class Sessions(sessions_pb2_grpc.SessionServiceServicer):
     def ListSessions(self, request: Any, context: Any) -> Any:
         self.state.requests.append(request)
         found = [s for s in self.state.sessions.values()
-                 if request.all or s.status != "finished"]
+                 if request.all or s.status != "completed"]
         found.reverse()
         return sessions_pb2.ListSessionsResponse(sessions=found[: request.limit or 100])
 

@@ -160,6 +160,9 @@ def test_show_renders_environment_git_and_stats(run, seeded):
                  "abc123", "Dirty:", "1 file(s)", "M app.py", "Stash:", "1 entry",
                  "stash@{0} x y"):
         assert text in out, text
+    # Each list under its own label: dirty files are not shown as stash entries.
+    assert out.index("Dirty files:") < out.index("M app.py") < out.index("Stash entries:") \
+        < out.index("stash@{0} x y")
 
 
 def test_show_json_parses_the_manifest_and_manifest_flag(run, seeded):
@@ -271,10 +274,11 @@ def test_gc_dry_run_then_for_real(run, seeded):
 # --- session ------------------------------------------------------------------------
 
 def test_session_list_and_all(run, seeded):
-    done = common_pb2.Session(id="s-finished01", task_id="t-x", status="finished")
+    done = common_pb2.Session(id="s-finished01", task_id="t-x", status="completed")
     seeded.state.sessions["s-finished01"] = done
-    out = run("session", "list").stdout
+    out = run("session", "list", "--active").stdout
     assert SESSION in out and "s-finished01" not in out and "stopped" in out
+    assert "s-finished01" in run("session", "list").stdout
     data = json.loads(run("s", "list", "--all", "--limit", "5", "--json").stdout)
     assert {s["id"] for s in data["sessions"]} == {SESSION, "s-finished01"}
     req = requests(seeded, sessions_pb2.ListSessionsRequest)[-1]

@@ -43,11 +43,11 @@ def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
     assert h.wait(task_id)["status"] == "completed"
     sid = h.task(task_id)["session_id"]
 
-    # sessions: a finished one is listed only with --all
-    assert sid not in ok(h, "session", "list")
-    listed = h.json("session", "list", "--all")["sessions"]
+    # sessions: listed like tasks (all of them); --active leaves the completed out
+    assert sid in ok(h, "session", "list") and sid not in ok(h, "session", "list", "--active")
+    listed = h.json("session", "list")["sessions"]
     mine = next(s for s in listed if s["id"] == sid)
-    assert (mine["task_id"], mine["status"]) == (task_id, "finished")
+    assert (mine["task_id"], mine["status"]) == (task_id, "completed")
     shown = ok(h, "session", "show", sid[:8])
     assert f"Session {sid}" in shown and f"Latest checkpoint: {mine['latest_checkpoint_id']}" \
         in shown

@@ -63,7 +63,9 @@ def test_estimate_several_gpus_and_max_cost_cap() -> None:
     est = core.estimate(Config(), o)
     compute, api = est.parts
     # 4 x 0.00003942 + 16 x 0.00000672 + 2 x 0.001097 = 0.0024592 USD/s
-    assert (compute.low_micros, compute.high_micros) == (368_880, 1_475_520)  # 150 s, 600 s
+    # 150 s, 600 s (1,475,520: more than the task may spend, so capped at max_cost)
+    assert (compute.low_micros, compute.high_micros) == (368_880, 1_000_000)
+    assert "capped by max cost $1" in compute.basis and "capped" not in api.basis
     # haiku $1/$5: 1 x (2000 + 1500), 4 x (20000 + 7500)
     assert (api.low_micros, api.high_micros) == (3_500, 110_000)
     assert (est.low_micros, est.high_micros) == (372_380, 1_000_000)  # high capped at max_cost

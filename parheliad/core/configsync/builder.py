@@ -139,7 +139,7 @@ class Item:
 @dataclass(frozen=True)
 class Exclusion:
     path: str
-    reason: str          # secret | cache | excluded | missing_command | not_config | invalid
+    reason: str          # secret | env | cache | excluded | missing_command | not_config | invalid
     detail: str = ""
 
 
@@ -341,6 +341,9 @@ class _Builder:
             self.secret_values.add(text)
             if text.lower().startswith("bearer "):
                 self.secret_values.add(text[7:].strip())
+        # Every literal value is withheld (it may be a credential nothing recognises), but
+        # only one whose name or shape says credential is called a secret.
+        reason = "secret" if SECRET_NAME_RE.search(name) or looks_secret(text) else "env"
         if name in self.pass_env:
             previous = self.plan.secret_env.get(name)
             if previous is not None and previous != text:
@@ -348,12 +351,12 @@ class _Builder:
                                           "value; the first one is kept")
             else:
                 self.plan.secret_env[name] = text
-            self._exclude(where, "secret", f"passed to workers as the environment variable "
+            self._exclude(where, reason, f"passed to workers as the environment variable "
                                            f"{name}" + (f" (written as ${{{name}}})"
                                                         if placeholder else ""))
             return True
         replaced = f"value replaced by ${{{name}}}" if placeholder else "value removed"
-        self._exclude(where, "secret", f"{replaced}; add {name} to sync.pass_env to pass "
+        self._exclude(where, reason, f"{replaced}; add {name} to sync.pass_env to pass "
                                        "it as an environment variable")
         return False
 

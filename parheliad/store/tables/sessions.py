@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from parheliad.store.store import Store
     from parheliad.store.tx import Tx
 
-SESSION_STATUSES = frozenset({"active", "stopped", "finished"})
+SESSION_ACTIVE, SESSION_STOPPED, SESSION_COMPLETED = "active", "stopped", "completed"
+SESSION_STATUSES = frozenset({SESSION_ACTIVE, SESSION_STOPPED, SESSION_COMPLETED})
+"""A session is ``completed`` when its task completed (the task's own word), ``stopped``
+when it ended otherwise (resumable), ``active`` while a worker runs it."""
 UPDATABLE = frozenset(columns(SessionRow)) - {"id", "task_id", "created_at"}
 _SELECT = f"{sql.select(SessionRow)} FROM sessions"
 

@@ -182,7 +182,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
              else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
     t = Table(*specs, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
               header_style="bold" if out.is_terminal else "", title_justify="left",
-              pad_edge=False, collapse_padding=True)
+              pad_edge=False)
     for row in rows:
         t.add_row(*(_cell(row[i] if i < len(row) else "", Text) for i in keep))
     out.print(t)

@@ -318,7 +318,7 @@ def test_recover_guide_off_a_terminal(run, seeded):
     out = result.stdout
     for text in (f"Session {SESSION} of task {TASK} (failed)", "What happened",
                  "The worker c-1 was lost (killed) after 3 turns.",
-                 "Latest checkpoints (newest first)", "cp-00000000000000b2  manual",
+                 "Latest checkpoints (newest first)", "Latest checkpoints (newest first)",
                  "before refactor", "Done since cp-00000000000000b2",
                  "agent_tool_use", "Bash: rm -rf build", "Choices",
                  f"parhelia session recover {SESSION} --action resume",
@@ -326,6 +326,8 @@ def test_recover_guide_off_a_terminal(run, seeded):
                  f"parhelia session recover {SESSION} --action wait"):
         assert text in out, text
     assert out.index("cp-00000000000000b2") < out.index("cp-00000000000000b1")
+    row = next(line for line in out.splitlines() if line.lstrip().startswith("cp-00000000000000b2"))
+    assert row.split()[:2] == ["cp-00000000000000b2", "manual"]
     req = requests(seeded, sessions_pb2.RecoverSessionRequest)
     assert len(req) == 1 and req[0].action == ""
 

@@ -98,7 +98,9 @@ def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
     guide = h.run("session", "recover", sid)
     assert guide.returncode == 0
     assert "What happened" in guide.stdout and f"task {task_id} is completed" in guide.stdout
-    assert f"Latest checkpoints (newest first)\n  {cp_id}  manual" in guide.stdout
+    latest = guide.stdout.split("Latest checkpoints (newest first)\n", 1)[1]
+    first_row = next(line for line in latest.splitlines() if "cp-" in line)
+    assert first_row.split()[:2] == [cp_id, "manual"]
     assert f"parhelia session recover {sid} --action resume" in guide.stdout
     assert f"parhelia session recover {sid} --action restart" in guide.stdout
     done = h.run("resume", sid, "--sync", timeout=90)
@@ -106,7 +108,7 @@ def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
     assert "Resumed with" in done.stdout and "Status:   completed" in done.stdout
     assert h.task(task_id)["session_id"] == sid  # the same session, the same conversation
     waited = ok(h, "session", "recover", sid, "--action", "wait")
-    assert waited == f"Nothing changed: session {sid} is finished, task {task_id} is " \
+    assert waited == f"Nothing changed: session {sid} is completed, task {task_id} is " \
                      "completed.\n"
 
     # a corrupted blob fails verification with E600 and names it

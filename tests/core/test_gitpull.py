@@ -48,7 +48,7 @@ def test_existing_branch_is_never_moved(repo: Path) -> None:
     commit = commit_changes(repo, base, [Change("a.txt", b"x\n")], "m").commit
     with pytest.raises(ParheliaError) as ei:
         create_branch(repo, "main", commit)
-    assert ei.value.code == "E101"
+    assert ei.value.code == "E103"  # ALREADY_EXISTS, not a bad argument
     assert git(repo, "rev-parse", "main") == base
 
 

@@ -6,6 +6,7 @@ the Click parameter types in :mod:`parhelia_cli.params` turn that into E101.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,10 @@ def parse_duration(text: str) -> float:
 
 
 def _positive(seconds: float, text: str) -> float:
+    from parhelia.limits import MAX_SECONDS
+
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"{text!r} is too long (at most 100 years)")
     if seconds <= 0:
         raise ValueError(f"{text!r} must be greater than zero")
     return seconds
@@ -59,8 +64,11 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
     if value and value[0].isdigit() and value[-1].lower() in _UNITS and "-" not in value:
         try:
             return now - timedelta(seconds=parse_duration(value))
-        except ValueError:
-            pass
+        except OverflowError:
+            raise ValueError(f"{text!r} is before the year 1") from None
+        except ValueError as exc:
+            if "too long" in str(exc):
+                raise
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
@@ -92,6 +100,8 @@ def parse_usd_micros(text: str) -> int:
     """Micro-dollars in a USD amount like ``2.50`` or ``$10``; at most 6 decimals, > 0."""
     from decimal import Decimal, InvalidOperation
 
+    from parhelia.limits import MAX_USD_MICROS
+
     value = text.strip().removeprefix("$").strip()
     try:
         amount = Decimal(value)
@@ -100,6 +110,8 @@ def parse_usd_micros(text: str) -> int:
     if not amount.is_finite() or amount <= 0:
         raise ValueError(f"{text!r} must be an amount in USD greater than zero")
     micros = amount * MICROS_PER_USD
+    if micros > MAX_USD_MICROS:
+        raise ValueError(f"{text!r} is too large (at most ${MAX_USD_MICROS // MICROS_PER_USD:,})")
     if micros != micros.to_integral_value():
         raise ValueError(f"{text!r} has more than 6 decimals")
     return int(micros)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from parhelia import events as event_catalogue
+from parhelia import limits
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = ("T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",
@@ -154,6 +155,34 @@ class EventTypes(click.ParamType):
         return [CompletionItem(t) for t in event_catalogue.CATALOGUE if t.startswith(incomplete)]
 
 
+class Cores(click.FloatRange):
+    """CPU cores: a finite number above zero (``nan`` and ``inf`` are refused)."""
+
+    name = "cores"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True, max=1024)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number of cores.", param, ctx)
+        return rv
+
+
+LIMIT = click.IntRange(min=1, max=limits.MAX_LIST)
+"""``--limit N``: rows of a list, 1 to the API's maximum."""
+BACKLOG = click.IntRange(min=0, max=limits.MAX_LIST)
+COUNT = click.IntRange(min=1, max=limits.INT32_MAX)
+"""A positive count sent in an int32 field (``--max-turns``): the daemon checks the
+real range; this keeps a huge number from overflowing the field."""
+WAIT = click.FloatRange(min=0, max=3600)
+"""Seconds a command waits for the daemon (``daemon start/stop --wait``)."""
+LINES = click.IntRange(min=0, max=1_000_000)
+CORES = Cores()
 GPU = GpuType()
 MEMORY = Memory()
 TIMEOUT = Timeout()

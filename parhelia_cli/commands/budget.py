@@ -141,7 +141,7 @@ def history(by: str, since: datetime | None) -> None:
 @budget.command()
 @click.option("--task", "task_id", metavar="ID", help="Only this task's entries.",
               shell_complete=complete.TASK)
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N entries (default 100).")
 @json_option
 def ledger(task_id: str | None, limit: int | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import complete, confirm, render
+from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes
@@ -75,7 +75,7 @@ def create(session_id: str, message: str) -> None:
 @checkpoint.command("list")
 @click.argument("session_id", metavar="[SESSION|TASK]", required=False,
                 shell_complete=complete.SESSION)
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="At most N checkpoints, newest first (default: the daemon's, 100).")
 @json_option
 def list_checkpoints(session_id: str | None, limit: int | None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import render
+from parhelia_cli import params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.errors import CliError, TaskOutcome
 
@@ -34,7 +34,7 @@ def _paths() -> Any:
 @daemon.command()
 @click.option("--foreground", is_flag=True,
               help="Run parheliad in this process (logs to the terminal) instead of detaching.")
-@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=10.0,
+@click.option("--wait", "wait_seconds", type=params.WAIT, default=10.0,
               show_default=True, help="Seconds to wait for the daemon to answer.")
 def start(foreground: bool, wait_seconds: float) -> None:
     """Start parheliad in the background and wait until it answers."""
@@ -65,7 +65,7 @@ def start(foreground: bool, wait_seconds: float) -> None:
 
 
 @daemon.command()
-@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=STOP_WAIT,
+@click.option("--wait", "wait_seconds", type=params.WAIT, default=STOP_WAIT,
               show_default=True, help="Seconds to wait for the socket to disappear.")
 def stop(wait_seconds: float) -> None:
     """Shut parheliad down cleanly (local workers keep running and are re-adopted)."""
@@ -130,7 +130,7 @@ def daemon_status() -> None:
 
 
 @daemon.command()
-@click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+@click.option("-n", "--lines", type=params.LINES, default=50, show_default=True,
               help="Lines to show from the end.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
 def logs(lines: int, follow: bool) -> None:

@@ -78,7 +78,7 @@ def event_line(e: dict[str, Any]) -> str:
 
 @events.command("list")
 @filter_options
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N matching events (default 50), shown oldest first.")
 @json_option
 def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,
@@ -103,7 +103,7 @@ def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: da
 
 @events.command()
 @filter_options
-@click.option("--backlog", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--backlog", type=params.BACKLOG, default=0, show_default=True,
               help="Also show this many recent matching events first.")
 @json_option
 def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,

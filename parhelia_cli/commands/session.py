@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from parhelia_cli import complete, confirm, render
+from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
@@ -56,7 +56,7 @@ def _status_word(status: str | None) -> str:
                    "--active`.")
 @click.option("--all", "show_all", is_flag=True, hidden=True,
               help="Every session (the default; kept for scripts).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="At most N sessions, newest first (default: the daemon's, 100).")
 @json_option
 def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:

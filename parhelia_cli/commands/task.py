@@ -54,10 +54,10 @@ def _read_prompt(prompt: str) -> str:
 @click.argument("prompt")
 @click.option("--gpu", type=params.GPU, help="GPU type, optionally :N (T4, L4, A10G, L40S, "
               "A100, A100-40GB, A100-80GB, H100, H200, B200).")
-@click.option("--cpu", type=click.FloatRange(min=0, min_open=True), help="Physical cores.")
+@click.option("--cpu", type=params.CORES, help="Physical cores.")
 @click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
 @click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
-@click.option("--max-turns", type=click.IntRange(min=1), help="Maximum agent turns.")
+@click.option("--max-turns", type=params.COUNT, help="Maximum agent turns.")
 @click.option("--max-cost", type=params.USD, help="Cost cap for this task, USD (e.g. 2.50).")
 @click.option("--model", help="Claude model (default: config, else the agent's default).")
 @click.option("--permission-mode", type=click.Choice(params.PERMISSION_MODES),
@@ -431,7 +431,7 @@ def watch(task_id: str) -> None:
 @click.option("--active", is_flag=True,
               help="Only tasks not finished (pending, running, recovering, paused), like "
                    "`session list --active`.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="At most N tasks, newest first (default: 100).")
 @json_option
 def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
@@ -636,7 +636,7 @@ def delete(task_id: str, force: bool, yes: bool) -> None:
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("--max-cost", type=params.USD, help="A new cost cap for the retry, USD.")
-@click.option("--max-turns", type=click.IntRange(min=1), help="A new turn limit.")
+@click.option("--max-turns", type=params.COUNT, help="A new turn limit.")
 @click.option("--timeout", type=params.TIMEOUT, help="A new wall-clock limit: seconds, 30m, 4h.")
 @click.option("--model", help="Another Claude model for the retry.")
 @json_option

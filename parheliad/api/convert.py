@@ -24,8 +24,16 @@ def set_ts(target: Timestamp, us: int | None) -> None:
         target.FromMicroseconds(us)
 
 
-def ts_us(ts: Timestamp, present: bool) -> int | None:
-    return ts.ToMicroseconds() if present else None
+_TS_MIN, _TS_MAX = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 (RFC 3339)
+
+
+def ts_us(ts: Timestamp, present: bool, field: str = "timestamp") -> int | None:
+    """Microseconds of a request's timestamp; E101 outside what RFC 3339 can write."""
+    if not present:
+        return None
+    if not _TS_MIN <= ts.seconds <= _TS_MAX or not 0 <= ts.nanos < 1_000_000_000:
+        raise invalid(f"{field}: must be between year 1 and year 9999", field=field)
+    return ts.ToMicroseconds()
 
 
 def status_to_proto(status: str) -> common_pb2.TaskStatus.ValueType:
@@ -119,8 +127,8 @@ def filter_from_proto(msg: common_pb2.EventFilter) -> EventFilter:
                       field="min_level")
     if msg.after_id < 0:
         raise invalid("after_id: must not be negative", field="after_id")
-    since = ts_us(msg.since, msg.HasField("since"))
-    until = ts_us(msg.until, msg.HasField("until"))
+    since = ts_us(msg.since, msg.HasField("since"), "since")
+    until = ts_us(msg.until, msg.HasField("until"), "until")
     if since is not None and until is not None and until < since:
         raise invalid("until: must not be before since", field="until")
     return EventFilter(types=types, min_level=level, since_us=since, until_us=until,

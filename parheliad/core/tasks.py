@@ -19,7 +19,7 @@ import structlog
 
 from modal_worker import gitsafe
 from parhelia.errors import ParheliaError, invalid, missing
-from parhelia.limits import MAX_PROMPT_CHARS
+from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parheliad.config import PERMISSION_MODES, Config, project_widenings
 from parheliad.core.states import (
     TASK_FINAL,
@@ -181,6 +181,10 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
 
 
 def validate_source(source: TaskSource) -> TaskSource:
+    if source.workspace_id and not re.fullmatch(r"s-[0-9a-f]{4,64}", source.workspace_id):
+        # It names a directory of the volume: only an id UploadWorkspace gave out.
+        raise invalid("workspace_id: not a workspace id from UploadWorkspace",
+                      field="workspace_id")
     if source.workspace_id and source.repo_url:
         raise invalid("source: give a workspace or a repository, not both", field="source")
     if source.repo_ref and not source.repo_url:
@@ -302,6 +306,11 @@ class TaskService:
         if len(prompt) > MAX_PROMPT_CHARS:
             raise invalid(f"prompt: {len(prompt):,} characters; at most {MAX_PROMPT_CHARS:,}",
                           field="prompt")
+        if len(workspace_path) > PATH_MAX or "\0" in workspace_path:
+            raise invalid(f"workspace_path: at most {PATH_MAX} characters, no NUL",
+                          field="workspace_path")
+        if base_commit and not re.fullmatch(r"[0-9a-f]{4,64}", base_commit):
+            raise invalid("base_commit: must be a commit id (hex)", field="base_commit")
         project = Path(workspace_path) if workspace_path else None
         if project is not None and not project.is_absolute():
             raise invalid("workspace_path: must be absolute", field="workspace_path")

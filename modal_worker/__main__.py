@@ -1,12 +1,38 @@
-"""``python -m modal_worker run SPEC_PATH``: run one worker incarnation."""
+"""``python -m modal_worker run SPEC_PATH``: run one worker incarnation.
+
+``python -m modal_worker control SPEC_PATH MESSAGE_JSON`` appends a control message
+(stop, checkpoint now) for the worker of that spec; a backend that cannot write the
+worker's volume directly (Modal) runs it next to the worker. The worker polls its
+control file every second.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from modal_worker.runner import configure_logging, run
+
+
+def control(spec_path: Path, message: str) -> int:
+    from modal_worker.channel import append_control
+    from modal_worker.spec import load_spec
+    from modal_worker.volume import LocalVolume
+    from parhelia.errors import ParheliaError
+
+    try:
+        spec = load_spec(spec_path)
+        msg = json.loads(message)
+        if not isinstance(msg, dict):
+            raise ValueError("the message must be a JSON object")
+        key = spec.channel.control_key or None
+        append_control(LocalVolume(spec.volume_dir), spec.container_id, msg, key=key)
+    except (ParheliaError, ValueError) as exc:
+        print(f"control: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="run the worker described by a spec file")
     run_cmd.add_argument("spec", type=Path)
+    control_cmd = sub.add_parser("control", help="send a control message to a worker")
+    control_cmd.add_argument("spec", type=Path)
+    control_cmd.add_argument("message", help="a JSON object: {\"type\": \"stop\", ...}")
     args = parser.parse_args(argv)
+    if args.command == "control":
+        return control(args.spec, args.message)
     configure_logging()
     return run(args.spec)
 

@@ -16,11 +16,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modal_worker.clock import utc_now
 from modal_worker.volume import LocalVolume, validate_key
 from parhelia import events
+
+if TYPE_CHECKING:
+    from modal_worker.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,16 @@ def spool_key(container_id: str) -> str:
 
 def control_key(container_id: str) -> str:
     return validate_key(f"control/{container_id}.jsonl")
+
+
+def from_spec(spec: WorkerSpec, volume: LocalVolume) -> tuple[LocalSpoolChannel, ControlReader]:
+    """The worker's channel and control reader, as its spec describes them."""
+    if spec.channel.kind != "spool":  # the spec parser admits no other kind
+        raise ValueError(f"unknown channel kind {spec.channel.kind!r}")
+    spool = spec.channel.spool_key or spool_key(spec.container_id)
+    control = spec.channel.control_key or control_key(spec.container_id)
+    return (LocalSpoolChannel(volume.path_for(validate_key(spool))),
+            ControlReader(volume.path_for(validate_key(control))))
 
 
 class Channel(Protocol):
@@ -144,7 +157,8 @@ def read_spool(
     return records, new_offset
 
 
-def append_control(volume: LocalVolume, container_id: str, message: Mapping[str, Any]) -> str:
+def append_control(volume: LocalVolume, container_id: str, message: Mapping[str, Any], *,
+                   key: str | None = None) -> str:
     """Append a control message for a worker; return its id (generated if absent).
 
     The caller then sends ``SIGUSR1`` to the worker (it also polls every second).
@@ -155,7 +169,7 @@ def append_control(volume: LocalVolume, container_id: str, message: Mapping[str,
     if msg["type"] == "stop" and msg.setdefault("reason", "cancel") not in STOP_REASONS:
         raise ValueError(f"unknown stop reason {msg['reason']!r}")
     msg.setdefault("id", str(uuid.uuid4()))
-    _append_line(volume.path_for(control_key(container_id)), msg)
+    _append_line(volume.path_for(validate_key(key) if key else control_key(container_id)), msg)
     return str(msg["id"])
 
 

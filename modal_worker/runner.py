@@ -33,7 +33,8 @@ from modal_worker.agent import (
     check_credentials,
     resolve_command,
 )
-from modal_worker.channel import ControlReader, LocalSpoolChannel, control_key
+from modal_worker.channel import LocalSpoolChannel
+from modal_worker.channel import from_spec as channel_from_spec
 from modal_worker.checkpoint import (
     BlobStore,
     Conversation,
@@ -68,6 +69,7 @@ FINAL_CHECKPOINT_RETRY_SECONDS = (0.5, 2.0, 5.0)
 """Waits before each new attempt at the completion checkpoint (it is the task's result)."""
 TRANSCRIPT_TAIL_BYTES = 1 << 20
 CLONE_TIMEOUT = 900
+SYNC_TIMEOUT_SECONDS = 120
 
 
 class Outcome(Exception):
@@ -98,8 +100,7 @@ class Worker:
         self.spec = spec
         self.environ = dict(os.environ if environ is None else environ)
         self.volume = LocalVolume(spec.volume_dir)
-        self.channel = LocalSpoolChannel.for_container(self.volume, spec.container_id)
-        self.control = ControlReader(self.volume.path_for(control_key(spec.container_id)))
+        self.channel, self.control = channel_from_spec(spec, self.volume)
         self.workspace = Path(spec.workspace_dir)
         self.config_dir = Path(spec.claude_config_dir)
         self.hook_dir = self.config_dir / ".parhelia-hooks"
@@ -348,6 +349,7 @@ class Worker:
             lineage.append(self.lineage, manifest.id)
         except OSError:
             log.warning("could not record the checkpoint lineage", exc_info=True)
+        self.sync_volume()  # the checkpoint is on the daemon's side before it is announced
         self.channel.emit("checkpoint_created", manifest.summary())
         return manifest.id
 
@@ -360,6 +362,21 @@ class Worker:
             if checkpoint_id is not None:
                 return checkpoint_id
         return None
+
+    def sync_volume(self) -> None:
+        """Make what was written to the volume visible to the daemon's side (the spec's
+        ``volume_sync_argv``: ``sync /vol`` on Modal, nothing locally). Best effort: a
+        failed sync delays the daemon's copy until the next one or the sandbox's end."""
+        argv = self.spec.volume_sync_argv
+        if not argv:
+            return
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=SYNC_TIMEOUT_SECONDS, check=False)
+            if proc.returncode != 0:
+                log.warning("volume sync exited with %s", proc.returncode)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("volume sync failed: %s", type(exc).__name__)
 
     # -- the agent ----------------------------------------------------------------------
 
@@ -580,6 +597,7 @@ class Worker:
             dump_result(result, self.volume.path_for(result_key(self.spec.container_id)))
         except OSError:
             log.exception("could not write the result file")
+        self.sync_volume()
         self.channel.emit("worker_exited", {
             "exit_code": int(outcome.code), "status": outcome.code.status,
             "error_code": outcome.error_code, "error_message": outcome.message or None,

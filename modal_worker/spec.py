@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_worker import gitsafe
-from modal_worker.volume import atomic_write_bytes
+from modal_worker.volume import atomic_write_bytes, validate_key
 from parhelia.errors import ParheliaError
 
 SPEC_VERSION = 1
@@ -93,6 +93,20 @@ class CheckpointPolicy:
     )
 
 
+CHANNEL_KINDS = frozenset({"spool"})
+
+
+@dataclass
+class ChannelSpec:
+    """How the worker talks to the daemon (docs/contracts.md): ``spool`` = JSON lines
+    appended to ``spool_key`` on the volume; control messages read from ``control_key``.
+    Empty keys mean the defaults for the container (``spool/<id>.jsonl``...)."""
+
+    kind: str = "spool"
+    spool_key: str = ""
+    control_key: str = ""
+
+
 @dataclass
 class WorkerSpec:
     container_id: str
@@ -115,6 +129,10 @@ class WorkerSpec:
     task_prompt: str | None = None
     """The task's own prompt (``prompt`` is the continuation prompt on a resume): what a
     resume that cannot continue the stored conversation starts over from."""
+    channel: ChannelSpec = field(default_factory=ChannelSpec)
+    volume_sync_argv: list[str] = field(default_factory=list)
+    """Run after each checkpoint and after the result so the daemon's side of the volume
+    sees them (``sync /vol`` on Modal); empty where both sides are one directory."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,6 +274,34 @@ def _parse_env(raw: object) -> dict[str, str]:
     return env
 
 
+def _parse_channel(raw: object) -> ChannelSpec:
+    f = _Fields(raw, "channel")
+    kind = f.str_("kind", "spool")
+    if kind not in CHANNEL_KINDS:
+        raise _bad("channel.kind", f"must be one of {sorted(CHANNEL_KINDS)}")
+    keys = {}
+    for name in ("spool_key", "control_key"):
+        value = f.get(name, "")
+        if not isinstance(value, str):
+            raise _bad(f"channel.{name}", "must be a string")
+        if value:
+            try:
+                validate_key(value)
+            except ValueError as exc:
+                raise _bad(f"channel.{name}", str(exc)) from None
+        keys[name] = value
+    return ChannelSpec(kind=kind, **keys)
+
+
+def _parse_argv(raw: object, name: str) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a and "\0" not in a
+                                            for a in raw):
+        raise _bad(name, "must be a list of non-empty strings")
+    return list(raw)
+
+
 def _parse_spec(raw: object) -> WorkerSpec:
     f = _Fields(raw, "")
     version = f.get("version", SPEC_VERSION)
@@ -283,6 +329,8 @@ def _parse_spec(raw: object) -> WorkerSpec:
         config_bundle_id=f.str_("config_bundle_id", None, pattern=_ID_RE),
         env=_parse_env(f.get("env", {})),
         task_prompt=f.str_("task_prompt", None),
+        channel=_parse_channel(f.get("channel", {})),
+        volume_sync_argv=_parse_argv(f.get("volume_sync_argv", []), "volume_sync_argv"),
     )
     if "\0" in spec.prompt:
         raise _bad("prompt", "must not contain NUL characters")

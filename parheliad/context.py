@@ -7,8 +7,6 @@ servicers read from it. No gRPC here.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 from parhelia import __version__
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 from parheliad.core.events import EventBus
 from parheliad.core.tasks import TaskService
@@ -28,25 +27,9 @@ if TYPE_CHECKING:
 VERSION = __version__
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    name: str
-    available: bool
-    detail: str
-
-
-async def default_backend_status() -> list[BackendInfo]:
-    """What can be said without a backend object: local always, Modal if installed."""
-    has_modal = importlib.util.find_spec("modal") is not None
-    token = bool(os.environ.get("MODAL_TOKEN_ID")) or (Path.home() / ".modal.toml").exists()
-    if not has_modal:
-        modal = BackendInfo("modal", False, "the modal package is not installed "
-                                             "(reinstall parhelia)")
-    elif not token:
-        modal = BackendInfo("modal", False, "no Modal credentials (run `modal token new`)")
-    else:
-        modal = BackendInfo("modal", True, "installed, credentials present")
-    return [BackendInfo("local", True, "worker subprocesses on this machine"), modal]
+async def no_backends() -> list[BackendState]:
+    """Before the runtime has built its backends (it replaces this hook)."""
+    return []
 
 
 @dataclass
@@ -61,8 +44,9 @@ class DaemonContext:
     socket: Path
     request_shutdown: Callable[[], None]
     """Ask the daemon to stop (as SIGTERM does); returns at once."""
-    backend_status: Callable[[], Awaitable[list[BackendInfo]]] = field(
-        default=default_backend_status)
+    backend_status: Callable[[], Awaitable[list[BackendState]]] = field(
+        default=no_backends)
+    """Each backend with ``available()`` and its reason (the runtime's registry)."""
     version: str = VERSION
     runtime: Runtime | None = None
     """Makes tasks run (dispatcher, listener, backends); set by the runtime component."""

@@ -30,6 +30,7 @@ import structlog
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.api.server import ApiServer
+from parheliad.backends.registry import BackendState
 from parheliad.config import Config, db_path
 from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
@@ -59,6 +60,11 @@ def core_components(ctx: DaemonContext) -> list[Component]:
     """The daemon's engines, started after the store and before the API, in this order."""
     runtime = Runtime(ctx.store, ctx.paths, lambda: ctx.config, ctx.instance_id, ctx.bus)
     ctx.runtime = runtime
+
+    async def backend_status() -> list[BackendState]:
+        return runtime.registry.states()
+
+    ctx.backend_status = backend_status
     ctx.tasks.runtime = runtime
     ctx.tasks.on_created = runtime.kick
     return [RuntimeComponent(runtime)]

@@ -57,9 +57,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     async def SyncConfig(self, request: config_pb2.SyncConfigRequest,
                          context: grpc.aio.ServicerContext) -> config_pb2.SyncConfigResponse:
         runtime = self._ctx.require_runtime()
-        backend = runtime.local
-        env = getattr(backend, "env", None)
         result = await runtime.config_sync.sync(
-            backend.volume, dry_run=request.dry_run,
-            command_exists=local_command_exists(env if isinstance(env, dict) else os.environ))
+            runtime.volume, dry_run=request.dry_run,
+            command_exists=local_command_exists(runtime.environ))
         return sync_response(result)

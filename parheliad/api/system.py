@@ -10,7 +10,7 @@ import grpc
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
-from parheliad.core.doctor import run_checks
+from parheliad.core.doctor import backend_checks, run_checks
 from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
 from parheliad.store.clock import US_PER_SECOND, now_us
@@ -99,6 +99,8 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                      context: grpc.aio.ServicerContext) -> system_pb2.DoctorResponse:
         ctx = self._ctx
         checks = await asyncio.to_thread(run_checks, ctx.paths, ctx.config, ctx.socket)
+        checks += backend_checks(await ctx.backend_status(),
+                                 ctx.config.orchestrator.default_backend)
         return system_pb2.DoctorResponse(checks=[
             system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
             for c in checks])

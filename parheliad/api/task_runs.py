@@ -156,12 +156,12 @@ class TaskRunsMixin:
                           f"{request.against!r}", field="against")
         task, changes = await runtime.changes(task_ref(request.task_id))
         if against == "base":
-            patch, base = await asyncio.to_thread(results.base_patch, runtime.local.volume,
+            patch, base = await asyncio.to_thread(results.base_patch, runtime.volume,
                                                   task, changes)
             files = files_from_patch(patch)
         else:
             files = [file_change(c) for c in changes.tree.changes]
-            patch = await asyncio.to_thread(results.patch_text, runtime.local.volume, changes)
+            patch = await asyncio.to_thread(results.patch_text, runtime.volume, changes)
             count_lines(patch, files)
             base = task.base_commit
         return tasks_pb2.GetTaskDiffResponse(files=files,
@@ -175,7 +175,7 @@ class TaskRunsMixin:
         if not changes.tree:
             raise ParheliaError("E605", f"task {task.id} changed nothing; there is nothing to "
                                         "pull")
-        pulled = await asyncio.to_thread(results.pull, runtime.local.volume, task, changes,
+        pulled = await asyncio.to_thread(results.pull, runtime.volume, task, changes,
                                   repo_path=request.repo_path, branch=request.branch,
                                   patch_path=request.patch_path, force=request.force)
         return tasks_pb2.PullTaskResponse(

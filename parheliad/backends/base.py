@@ -9,11 +9,58 @@ Everything a worker tells the daemon travels through the backend's channel
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modal_worker.volume import Volume
+from parhelia.errors import ParheliaError
+
+
+class NoCapacity(ParheliaError):
+    """``launch`` found no capacity now (Modal's ``ResourceExhaustedError``): the task
+    stays queued with this message as its reason and is retried with backoff; it is
+    neither a failure nor a restart."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__("E500", message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class BackendUnreachable(ParheliaError):
+    """The backend's service could not be asked (connection error, timeout). Says
+    nothing about the containers: they show ``unreachable``, nothing is terminated or
+    relaunched, heartbeat silence is not counted; a launch stays queued."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("E502", message)
+
+
+@dataclass(frozen=True)
+class WorkerPaths:
+    """Where the worker sees things, as the backend lays them out (written in its spec).
+
+    ``sync_argv`` is run by the worker after each checkpoint and after its result so
+    the daemon's side of the volume sees them (``["sync", "/vol"]`` on Modal; none
+    locally, where both sides are one directory)."""
+
+    volume_dir: str
+    workspace_dir: str
+    claude_config_dir: str
+    sync_argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Whether the worker will have the agent's credentials, and from where.
+
+    ``env`` is where ``sync.pass_env`` values are read from (the daemon's environment);
+    it is never written anywhere. ``detail`` says where the credential comes from, or,
+    when ``ok`` is False, what to do about it."""
+
+    ok: bool
+    detail: str
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -30,7 +77,7 @@ class ContainerSpec:
     memory_mb: int
     gpu: str
     timeout_seconds: int
-    workspace_dir: str
+    paths: WorkerPaths
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     """Values for the worker's process environment that must never be written anywhere
     (``sync.pass_env``): not in the spec file, the database, events or logs. Local: added
@@ -67,11 +114,36 @@ class Backend(Protocol):
 
     @property
     def volume(self) -> Volume:
-        """Where specs, checkpoints, results and logs of this backend's workers live."""
+        """This backend's own volume: where its workers' specs, checkpoints, results and
+        logs live. The daemon reads its local copy (``parheliad.core.volsync``)."""
+        ...
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this backend can launch now, and why not (no network call)."""
+        ...
+
+    def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
+        """The paths the worker of this container sees (its spec carries them)."""
+        ...
+
+    async def credentials(self) -> Credentials:
+        """Whether a worker would have the agent's credentials (checked before launch)."""
+        ...
+
+    async def push(self, local: Volume, keys: Sequence[str]) -> int:
+        """Copy ``keys`` from the daemon's volume to this backend's; blobs (``cas/``) the
+        backend already holds are not sent. Returns the bytes sent (0 when both are one)."""
+        ...
+
+    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
+        """Copy ``keys`` from this backend's volume to the daemon's; blobs the daemon holds
+        are not fetched, keys absent on the backend are skipped. Returns bytes fetched."""
         ...
 
     async def launch(self, spec: ContainerSpec) -> str:
-        """Start a worker; return the backend id. Raises ParheliaError (E602/E500)."""
+        """Start a worker from the spec the daemon pushed to ``specs/<container>.json``;
+        return the backend id. A retry of the same container must not start a second
+        worker. Raises NoCapacity, BackendUnreachable or ParheliaError (E602/E500...)."""
         ...
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus: ...
@@ -95,7 +167,3 @@ class Backend(Protocol):
                       message: dict[str, Any]) -> None: ...
 
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]: ...
-
-    def available(self) -> tuple[bool, str]:
-        """Whether this backend can launch now, and why not."""
-        ...

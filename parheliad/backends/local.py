@@ -8,6 +8,8 @@
 - Environment: the allow-list of :mod:`modal_worker.environ` plus the
   ``sync.pass_env`` values, never the daemon's whole environment.
 - Workers outlive the daemon (new session, not killed with it) and are re-adopted.
+- The volume is the daemon's own local volume (one directory): the volume sync points
+  (``push``/``pull``) are no-ops. Paths in the worker's spec are the daemon's dirs.
 - The volume is a directory; the channel is the spool file
   ``spool/<container>.jsonl`` read from a byte offset (the cursor) kept in the
   database; control is ``control/<container>.jsonl`` plus ``SIGUSR1``.
@@ -25,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,28 @@ import psutil
 
 from modal_worker.channel import append_control, read_spool
 from modal_worker.environ import worker_environ
-from modal_worker.volume import LocalVolume
+from modal_worker.spec import CREDENTIAL_VARS, spec_key
+from modal_worker.volume import LocalVolume, Volume
 from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
 
-from .base import ChannelBatch, ContainerSpec, ContainerStatus, ListedContainer
+from .base import (
+    ChannelBatch,
+    ContainerSpec,
+    ContainerStatus,
+    Credentials,
+    ListedContainer,
+    WorkerPaths,
+)
 
 OWNER_ENV = "PARHELIA_OWNER"
 CONTAINER_ENV = "PARHELIA_CONTAINER_ID"
 _START_TIME_TOLERANCE = 0.05
+
+
+def session_dirs(paths: Paths, session_id: str) -> tuple[Path, Path]:
+    """A session's workspace and agent config directory on this machine."""
+    return paths.workspaces_dir / session_id, paths.data_dir / "claude" / session_id
 
 
 def format_backend_id(pid: int, create_time: float) -> str:
@@ -60,27 +76,49 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, volume_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.volume = LocalVolume(volume_dir)
-        self._root = volume_dir
-        self.env = dict(os.environ if env is None else env)
+    def __init__(self, paths: Paths, env: Mapping[str, str] | None = None) -> None:
+        self._paths = paths
+        self._root = paths.volume_dir
+        self.volume = LocalVolume(self._root)
+        self._env = dict(os.environ if env is None else env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spools: dict[str, str] = {}
 
     def available(self) -> tuple[bool, str]:
-        return True, f"{sys.executable} -m modal_worker"
+        return True, f"worker subprocesses on this machine ({sys.executable} -m modal_worker)"
+
+    def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
+        workspace, config_dir = session_dirs(self._paths, session_id)
+        return WorkerPaths(volume_dir=str(self._root), workspace_dir=str(workspace),
+                           claude_config_dir=str(config_dir))
+
+    async def credentials(self) -> Credentials:
+        if any(str(self._env.get(name) or "").strip() for name in CREDENTIAL_VARS):
+            return Credentials(True, "from the daemon's environment", self._env)
+        return Credentials(False, "none of " + ", ".join(CREDENTIAL_VARS) + " is set in the "
+                           "daemon's environment. Export one and restart the daemon "
+                           "(`parhelia daemon stop`)", self._env)
+
+    async def push(self, local: Volume, keys: Sequence[str]) -> int:
+        return 0  # the daemon's volume is this backend's volume
+
+    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
+        return 0
 
     async def launch(self, spec: ContainerSpec) -> str:
         return await asyncio.to_thread(self._launch, spec)
 
     def _launch(self, spec: ContainerSpec) -> str:
-        key = f"specs/{spec.container_id}.json"
-        self.volume.put(key, json.dumps(spec.worker_spec, indent=1).encode())
+        key = spec_key(spec.container_id)
+        if not self.volume.exists(key):
+            raise ParheliaError("E602", f"the worker spec {key} was not written",
+                                container_id=spec.container_id)
         log_dir = self._root / "logs" / spec.container_id
         log_dir.mkdir(parents=True, exist_ok=True)
-        Path(spec.workspace_dir).mkdir(parents=True, exist_ok=True)
+        workspace = Path(spec.paths.workspace_dir)
+        workspace.mkdir(parents=True, exist_ok=True)
         # Not the daemon's whole environment: the allow-list, plus sync.pass_env values.
-        env = worker_environ(self.env)
+        env = worker_environ(self._env)
         env.update(spec.secret_env)
         env[OWNER_ENV] = spec.owner_tag
         env[CONTAINER_ENV] = spec.container_id
@@ -90,7 +128,7 @@ class LocalBackend:
         with open(log_dir / "worker.log", "ab") as log:
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=spec.workspace_dir, env=env, stdin=subprocess.DEVNULL,
+                    argv, cwd=workspace, env=env, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     close_fds=True,
                 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +36,11 @@ from modal_worker.runner import stat_cache_path
 from modal_worker.volume import Volume
 from parhelia import __version__
 from parhelia.errors import ParheliaError
+from parheliad.backends.local import session_dirs
 from parheliad.core.dispatcher import index_checkpoint
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
 from parheliad.core.tasks import transition
+from parheliad.core.volsync import blob_refs
 from parheliad.core.workspace import WORKSPACE_TRIGGER
 from parheliad.store import EventFilter
 from parheliad.store.clock import now_us
@@ -83,7 +84,7 @@ class CheckpointOps:
 
     @property
     def volume(self) -> Volume:
-        return self._rt.local.volume
+        return self._rt.volume
 
     async def manifest(self, cp: CheckpointRow) -> Manifest:
         return await asyncio.to_thread(load_manifest, self.volume, cp.session_id, cp.id)
@@ -126,8 +127,9 @@ class CheckpointOps:
                                     f"within {MANUAL_TIMEOUT_S:.0f} s")
 
     def _session_dirs(self, session: SessionRow) -> tuple[Path, Path]:
-        workspace = self._rt.dispatcher.workspace_dir(session.id)
-        return workspace, self._rt.paths.data_dir / "claude" / session.id
+        """Where the session's workspace and transcript are on this machine (a local
+        worker's); a session that ran elsewhere has none here."""
+        return session_dirs(self._rt.paths, session.id)
 
     async def from_disk(self, session: SessionRow, trigger: str, message: str
                         ) -> CheckpointRow:
@@ -278,10 +280,10 @@ class CheckpointOps:
         live: set[str] = set()
         for key in self.volume.list("checkpoints"):
             if key.endswith(".json") and key not in doomed_keys:
-                live |= set(_blob_refs(json.loads(self.volume.get(key))))
+                live |= set(blob_refs(json.loads(self.volume.get(key))))
         for key in self.volume.list("config"):
             if key.endswith(".json"):
-                live |= set(_blob_refs(json.loads(self.volume.get(key))))
+                live |= set(blob_refs(json.loads(self.volume.get(key))))
         horizon = time.time() - 3600  # a blob younger than this may belong to a snapshot in flight
         for key in self.volume.list("cas/blobs"):
             digest = key.rsplit("/", 1)[-1]
@@ -326,19 +328,6 @@ def problems(report: VerifyReport) -> list[str]:
             f"blob {m.digest} (intact: its content matches its hash) holds {m.actual}"
             for m in report.sizes]
     return out
-
-
-def _blob_refs(obj: Any) -> Iterator[str]:
-    """Every ``blob`` value in a manifest-like JSON document (checkpoints, config bundles)."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if key == "blob" and isinstance(value, str):
-                yield value
-            else:
-                yield from _blob_refs(value)
-    elif isinstance(obj, list):
-        for item in obj:
-            yield from _blob_refs(item)
 
 
 def _transcript(store: BlobStore, manifest: Manifest) -> list[dict[str, Any]]:

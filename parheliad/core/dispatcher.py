@@ -1,11 +1,17 @@
 """The dispatcher: pending tasks -> worker containers, FIFO, within the concurrency cap.
 
-One pass at a time (a lock). For each task it takes, in order:
-1. one writer unit claims it — creates the session on first dispatch, inserts the
-   container (``created``) and moves the task to ``running`` with its event;
-2. the backend launches the worker from a spec written for that container;
+Claims happen one pass at a time (a lock); launches do not (a Modal GPU launch can
+wait ~20 minutes for capacity). For each task it takes, in order:
+1. under the lock, one writer unit claims it — creates the session on first dispatch,
+   inserts the container (``created``) and moves the task to ``running`` with its event;
+2. outside the lock, the worker's spec is written to the daemon's volume and pushed with
+   what the worker restores to the backend's volume (``volsync``), and the backend
+   launches the worker;
 3. a second unit records the backend id (``starting``), or, when the launch failed,
-   fails the container and the task with the error's code.
+   fails the container and the task with the error's code — except when the backend
+   found no capacity (or could not be reached): then the task goes back to the queue
+   with the reason and a backoff (:mod:`parheliad.core.waiting`); not a failure, not a
+   restart.
 A daemon killed between 1 and 3 leaves a ``created`` container without a backend id,
 which the listener treats as a worker that died before it started.
 """
@@ -16,18 +22,18 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
-from modal_worker.spec import CREDENTIAL_VARS, AgentSpec, CheckpointPolicy, WorkerSpec
+from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec, spec_key
+from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
-from parhelia.paths import Paths
-from parheliad.backends.base import Backend, ContainerSpec
+from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
+from parheliad.backends.registry import Backends
 from parheliad.config import Config
-from parheliad.core import waiting
+from parheliad.core import volsync, waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, TaskStatus
 from parheliad.core.tasks import transition
@@ -75,6 +81,22 @@ QUEUE_SCAN_LIMIT = 1000
 BACKOFF_MAX_SECONDS = 300.0
 
 
+class Requeued(ParheliaError):
+    """The launch found no capacity (or the backend could not be reached): the task is
+    back in the queue with a backoff."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task claimed under the lock, to launch outside it."""
+
+    task: TaskRow
+    session: SessionRow
+    container: ContainerRow
+    backend: Backend
+    spec: ContainerSpec
+
+
 @dataclass(frozen=True)
 class Launch:
     """What one dispatch of a task's session should run."""
@@ -93,12 +115,14 @@ def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, backends: Mapping[str, Backend], config: Callable[[], Config],
-                 paths: Paths, owner_tag: str, *, budget_gate: BudgetGate | None = None) -> None:
+    def __init__(self, store: Store, backends: Backends, config: Callable[[], Config],
+                 volume: LocalVolume, owner_tag: str, *, budget_gate: BudgetGate | None = None
+                 ) -> None:
         self._store = store
-        self._backends = backends
+        self._registry = backends
+        self._backends = backends.built
         self._config = config
-        self._paths = paths
+        self._volume = volume  # the daemon's local volume
         self._owner = owner_tag
         self._budget_gate = budget_gate
         self.config_bundle: ConfigBundle | None = None
@@ -113,6 +137,7 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._launches: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -121,10 +146,12 @@ class Dispatcher:
         self.kick()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [t for t in (self._task, *self._launches) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._launches.clear()
 
     def kick(self) -> None:
         """Ask for a pass soon (task created, container ended, budget raised...)."""
@@ -135,23 +162,49 @@ class Dispatcher:
             await self._kick.wait()
             self._kick.clear()
             try:
-                await self.run_pass()
+                await self.run_pass(wait=False)
             except Exception:
                 log.exception("dispatch pass failed")
 
     # -- a pass ---------------------------------------------------------------------
 
-    async def run_pass(self, release: Iterable[str] | None = ()) -> DispatchReport:
-        """One pass. ``release``: held tasks to release first (None: every held task and
-        every backoff — what `task dispatch` without ids does)."""
+    async def run_pass(self, release: Iterable[str] | None = (), *,
+                       wait: bool = True) -> DispatchReport:
+        """One pass: claim what can run now (under the lock), then launch it (outside).
+        ``release``: held tasks to release first (None: every held task and every backoff
+        — what `task dispatch` without ids does). With ``wait`` the launches are awaited
+        and the report says which ones were refused; the dispatcher's own loop does not
+        wait (a launch may wait long for capacity)."""
+        claims: list[Claimed] = []
         async with self._lock:
             report = DispatchReport()
             if release is None or release:
                 report.released = await self._store.write(
                     lambda tx: waiting.release(tx, None if release is None else list(release)))
-            return await self._pass(report)
+            await self._pass(report, claims)
+        launches = [self._spawn_launch(c) for c in claims]
+        if wait and launches:
+            outcomes = await asyncio.gather(*launches, return_exceptions=True)
+            for claim, outcome in zip(claims, outcomes, strict=True):
+                if isinstance(outcome, ParheliaError):
+                    report.dispatched.remove(claim.task.id)
+                    report.refused.append(Refusal(claim.task.id, outcome.code, outcome.message))
+        return report
 
-    async def _pass(self, report: DispatchReport) -> DispatchReport:
+    def _spawn_launch(self, claim: Claimed) -> asyncio.Task[None]:
+        t = asyncio.create_task(self._launch(claim), name=f"launch-{claim.container.id}")
+        self._launches.add(t)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._launches.discard(task)
+            if not task.cancelled() and task.exception() is not None and \
+                    not isinstance(task.exception(), ParheliaError):
+                log.error("launch crashed", exc_info=task.exception())
+
+        t.add_done_callback(done)
+        return t
+
+    async def _pass(self, report: DispatchReport, claims: list[Claimed]) -> DispatchReport:
         """Pending tasks in FIFO order within the free slots. A task that cannot start
         now gets its reason (:mod:`parheliad.core.waiting`) and the pass goes on: a task
         that can never fit the budget is stepped over, one that fits once running tasks
@@ -179,7 +232,7 @@ class Dispatcher:
                                               "busy; orchestrator.max_concurrent_workers)")
                 continue
             try:
-                await self._dispatch(task, cfg)
+                claims.append(await self._claim(task, cfg))
             except SessionBusy as exc:
                 waits[task.id] = waiting.Wait(exc.message)
                 continue
@@ -237,7 +290,7 @@ class Dispatcher:
         """Dispatch one pending or recovering task now (recovery's path).
 
         True when it started; False when it is no longer waiting (cancelled...);
-        None when it must wait (no free slot, budget).
+        None when it must wait (no free slot, budget, capacity).
         """
         async with self._lock:
             cfg = self._config()
@@ -249,11 +302,15 @@ class Dispatcher:
             if len(live) >= cfg.orchestrator.max_concurrent_workers:
                 return None
             try:
-                await self._dispatch(task, cfg)
+                claim = await self._claim(task, cfg)
             except SessionBusy:
                 return None
             except ParheliaError as exc:
                 if exc.code == "E300" or exc.code in waiting.TRANSIENT_CODES:
+                    if exc.code in waiting.TRANSIENT_CODES:
+                        wait = self._backoff(task.id, waiting.Wait(exc.message, code=exc.code))
+                        await self._store.write(
+                            lambda tx: waiting.set_waiting(tx, task_id, wait))
                     return None
                 if exc.code != "E603":  # a refusal that will not pass: say so, do not hang
                     code, message = exc.code, f"the dispatch was refused: {exc.message}"
@@ -262,26 +319,35 @@ class Dispatcher:
                     log.warning("dispatch refused; the task failed", task_id=task_id,
                                 code=code, reason=message)
                 return False
-            return True
+        try:
+            await self._spawn_launch(claim)
+        except Requeued:
+            return None
+        except ParheliaError:
+            return False
+        return True
 
-    async def _dispatch(self, task: TaskRow, cfg: Config) -> None:
+    async def _claim(self, task: TaskRow, cfg: Config) -> Claimed:
+        why = self._registry.unavailable_reason(task.backend)
         backend = self._backends.get(task.backend)
-        if backend is None:
-            await self._fail(task, "E500", f"backend {task.backend!r} is not available on this "
-                             "daemon (configured backends: " + ", ".join(self._backends) + ")")
-            raise ParheliaError("E500", f"backend {task.backend!r} unavailable")
-        if task.backend == "local" and not _has_credentials(getattr(backend, "env", None)):
-            await self._fail(task, "E400", "no credentials for the agent: none of "
-                             + ", ".join(CREDENTIAL_VARS) + " is set in the daemon's "
-                             "environment. Export one and restart the daemon "
-                             "(`parhelia daemon stop`), then `parhelia task retry "
-                             f"{task.id}`.")
+        if why is not None or backend is None:
+            why = why or f"backend {task.backend!r} is not available"
+            await self._fail(task, "E500", why)
+            raise ParheliaError("E500", why)
+        try:
+            creds = await backend.credentials()
+        except BackendUnreachable as exc:
+            raise ParheliaError("E502", f"{backend.name} could not be reached to check the "
+                                f"agent's credentials: {exc.message}") from None
+        if not creds.ok:
+            await self._fail(task, "E400", f"no credentials for the agent on {backend.name}: "
+                             f"{creds.detail}; then `parhelia task retry {task.id}`.")
             raise ParheliaError("E400", "no credentials")
 
         bundle: tuple[str | None, dict[str, str]] = (None, {})
         if self.config_bundle is not None:
             try:
-                bundle = await self.config_bundle(backend)
+                bundle = await self.config_bundle(creds.env)
             except Exception as exc:
                 log.exception("config sync failed", task_id=task.id)
                 await self._fail(task, "E602", "the Claude configuration could not be synced "
@@ -291,8 +357,8 @@ class Dispatcher:
 
         zero, zero_is_copy = None, False
         if task.session_id is None and task.source_workspace_id:
-            zero, zero_is_copy = await self._zero_for_new_session(backend, task)
-        conversation = await self._has_conversation(backend, task)
+            zero, zero_is_copy = await self._zero_for_new_session(task)
+        conversation = await self._has_conversation(task)
 
         def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
             current = tx.tasks.require(task.id)
@@ -351,18 +417,32 @@ class Dispatcher:
             # Written once the claim holds, not on every refused attempt (a task waiting
             # for budget would leave one stray manifest per dispatch pass).
             try:
-                await asyncio.to_thread(save_manifest, backend.volume, zero)
+                await asyncio.to_thread(save_manifest, self._volume, zero)
             except OSError as exc:
                 await self._launch_failed(task, container, "E600", "checkpoint zero could not "
                                           f"be written for the new session ({exc.strerror})")
                 raise ParheliaError("E600", "checkpoint zero not written") from None
-        spec = self._container_spec(task, session, container, launch, cfg, bundle)
+        spec = self._container_spec(backend, task, session, container, launch, cfg, bundle)
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
         self.launching.add(container.id)
+        return Claimed(task, session, container, backend, spec)
+
+    async def _launch(self, claim: Claimed) -> None:
+        task, session, container, backend, spec = (claim.task, claim.session, claim.container,
+                                                   claim.backend, claim.spec)
         try:
             try:
+                worker = WorkerSpec.from_dict(spec.worker_spec)
+                await asyncio.to_thread(dump_spec, worker,
+                                        self._volume.path_for(spec_key(container.id)))
+                await volsync.push_for_launch(backend, self._volume, container.id, session.id,
+                                              worker.restore_checkpoint_id,
+                                              worker.config_bundle_id)
                 backend_id = await backend.launch(spec)
+            except (NoCapacity, BackendUnreachable) as exc:
+                await self._requeue(task, container, backend, exc)
+                raise Requeued(exc.code, exc.message) from None
             except ParheliaError as exc:
                 await self._launch_failed(task, container, exc.code, exc.message)
                 raise
@@ -404,15 +484,47 @@ class Dispatcher:
             return
         log.info("dispatched", task_id=task.id, container_id=container.id, backend_id=backend_id)
 
-    async def _zero_for_new_session(self, backend: Backend, task: TaskRow
-                                    ) -> tuple[Manifest, bool]:
+    async def _requeue(self, task: TaskRow, container: ContainerRow, backend: Backend,
+                       exc: ParheliaError) -> None:
+        """No capacity (or the backend unreachable) at launch: the container never ran;
+        the task goes back to the queue with the reason and a backoff, its restarts
+        untouched."""
+        what = "capacity" if isinstance(exc, NoCapacity) else "its backend to be reachable"
+        wait = self._backoff(task.id, waiting.Wait(
+            f"waiting for {what} on {backend.name}: {exc.message}", code=exc.code))
+        if isinstance(exc, NoCapacity) and exc.retry_after_seconds:
+            wait = dataclasses.replace(wait, retry_after_seconds=max(
+                exc.retry_after_seconds, wait.retry_after_seconds or 0.0))
+
+        def unit(tx: Tx) -> None:
+            tx.containers.update(container.id, state="failed", reason=wait.reason[:500],
+                                 stopped_at=now_us())
+            tx.events.append("container_failed", wait.reason, level="warning",
+                             task_id=task.id, session_id=container.session_id,
+                             container_id=container.id,
+                             data={"code": exc.code, "requeued": True})
+            if container.session_id:
+                tx.sessions.update(container.session_id, current_container_id=None)
+            current = tx.tasks.get(task.id)
+            if current is not None and current.container_id == container.id and \
+                    current.status in (TaskStatus.RUNNING, TaskStatus.RECOVERING):
+                transition(tx, task.id, TaskStatus.PENDING, event_type="task_dispatch_refused",
+                           message=wait.reason, reason=wait.reason[:500], container_id=None,
+                           data={"code": exc.code})
+                waiting.set_waiting(tx, task.id, wait)
+
+        await self._store.write(unit)
+        if wait.retry_after_seconds:
+            asyncio.get_running_loop().call_later(wait.retry_after_seconds, self.kick)
+
+    async def _zero_for_new_session(self, task: TaskRow) -> tuple[Manifest, bool]:
         """Checkpoint zero for a task's new session: the upload itself (stored under the
         reserved session id), or — for a retry, whose first session took that id — a copy
         of it under a fresh session id (blobs are shared; only the manifest is new, and
         the caller writes it once the dispatch is claimed: True)."""
         indexed = next((cp.id for cp in await self._store.checkpoints.list(
             task.source_workspace_id, limit=100000) if cp.trigger == WORKSPACE_TRIGGER), None)
-        zero = await asyncio.to_thread(checkpoint_zero, backend.volume, task.source_workspace_id,
+        zero = await asyncio.to_thread(checkpoint_zero, self._volume, task.source_workspace_id,
                                        indexed)
         if await self._store.sessions.find(zero.session_id) is None:
             return zero, False
@@ -420,7 +532,7 @@ class Dispatcher:
         copy.id = copy.compute_id()
         return copy, True
 
-    async def _has_conversation(self, backend: Backend, task: TaskRow) -> str | None:
+    async def _has_conversation(self, task: TaskRow) -> str | None:
         """The id of the session's latest checkpoint when it holds a conversation to resume
         (a worker that died before its first turn left none: that run starts over)."""
         if task.session_id is None:
@@ -429,7 +541,7 @@ class Dispatcher:
         if session is None or session.latest_checkpoint_id is None:
             return None
         try:
-            manifest = await asyncio.to_thread(load_manifest, backend.volume, session.id,
+            manifest = await asyncio.to_thread(load_manifest, self._volume, session.id,
                                                session.latest_checkpoint_id)
         except ParheliaError:
             log.warning("latest checkpoint unreadable", session_id=session.id,
@@ -447,17 +559,17 @@ class Dispatcher:
                           resume=True, restore_checkpoint_id=latest)
         return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
 
-    def _container_spec(self, task: TaskRow, session: SessionRow, container: ContainerRow,
-                        launch: Launch, cfg: Config,
+    def _container_spec(self, backend: Backend, task: TaskRow, session: SessionRow,
+                        container: ContainerRow, launch: Launch, cfg: Config,
                         bundle: tuple[str | None, dict[str, str]] = (None, {})
                         ) -> ContainerSpec:
-        backend = self._backends[task.backend]
-        workspace = self.workspace_dir(session.id)
+        paths = backend.worker_paths(session.id, container.id)
         worker = WorkerSpec(
             container_id=container.id, task_id=task.id, session_id=session.id,
             incarnation=container.incarnation, backend=task.backend,
-            volume_dir=str(self._paths.volume_dir), workspace_dir=str(workspace),
-            claude_config_dir=str(self._paths.data_dir / "claude" / session.id),
+            volume_dir=paths.volume_dir, workspace_dir=paths.workspace_dir,
+            claude_config_dir=paths.claude_config_dir,
+            volume_sync_argv=list(paths.sync_argv),
             restore_checkpoint_id=launch.restore_checkpoint_id,
             repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
             prompt=launch.prompt, task_prompt=task.prompt,
@@ -478,12 +590,7 @@ class Dispatcher:
             container_id=container.id, task_id=task.id, session_id=session.id,
             owner_tag=self._owner, worker_spec=worker.to_dict(), cpu=task.cpu,
             memory_mb=task.memory_mb, gpu=task.gpu, timeout_seconds=task.timeout_seconds,
-            workspace_dir=str(workspace) if backend.name == "local" else "/workspace",
-            secret_env=dict(bundle[1]))
-
-    def workspace_dir(self, session_id: str) -> Path:
-        """The session's fixed workspace path on the local backend."""
-        return self._paths.workspaces_dir / session_id
+            paths=paths, secret_env=dict(bundle[1]))
 
     async def _fail(self, task: TaskRow, code: str, message: str) -> None:
         """Fail a task before any worker of this attempt ran: nothing of an earlier run's
@@ -541,10 +648,3 @@ def index_checkpoint(tx: Tx, session_id: str, container_id: str,
         duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
         config_bundle_id=str(env.get("config_bundle_id") or ""), manual=trigger == "manual")
     tx.sessions.update(session_id, latest_checkpoint_id=str(summary["checkpoint_id"]))
-
-
-def _has_credentials(env: Mapping[str, Any] | None) -> bool:
-    import os
-
-    source = env if env is not None else os.environ
-    return any(str(source.get(name) or "").strip() for name in CREDENTIAL_VARS)

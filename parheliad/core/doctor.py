@@ -17,6 +17,7 @@ from modal_worker.spec import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad import envfile
+from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -39,6 +40,24 @@ def run_checks(paths: Paths, config: Config, socket: Path,
     return [_socket(socket), _config(paths), _agent(config, env),
             _credentials(env, envfile.env_file(paths)), _disk(paths), _git(),
             *_modal(config, env)]
+
+
+def backend_checks(states: list[BackendState], default_backend: str) -> list[Check]:
+    """One check per backend: ``available()`` and its reason (from the daemon's registry).
+    An unavailable backend fails only when it is the default one."""
+    out = []
+    for state in states:
+        name = f"backend {state.name}"
+        if state.available:
+            out.append(Check(name, OK, state.detail))
+        elif state.name == default_backend:
+            out.append(Check(name, FAIL, f"the default backend is unavailable: {state.detail}",
+                             "fix the cause above, or set orchestrator.default_backend = "
+                             "\"local\" in the config file"))
+        else:
+            out.append(Check(name, WARN, state.detail,
+                             "needed only for tasks created with --backend " + state.name))
+    return out
 
 
 def _socket(socket: Path) -> Check:

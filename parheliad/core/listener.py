@@ -6,6 +6,11 @@ the new cursor and ``last_seq`` — so each ``(container, seq)`` is applied exac
 once, across daemon crashes and restarts (the events table's unique index is the
 second line of defence).
 
+Before a batch is applied, what its records announce is copied from the backend's
+volume to the daemon's (``volsync``): a checkpoint is indexed only once its manifest
+and blobs are here, a worker's end only once its result and log are. A backend that
+cannot be reached leaves the batch for a later pass (the cursor does not move).
+
 When a container's process is gone, its channel is drained a last time and its end
 is settled by ``settle_container``: from the worker's own ``worker_exited`` record,
 else from its durable result file, else it died without a word and the task goes to
@@ -28,8 +33,11 @@ from typing import Any
 import structlog
 
 from modal_worker.spec import ExitCode, WorkerResult, result_key
+from modal_worker.volume import Volume
 from parhelia import events as catalogue
-from parheliad.backends.base import Backend, ChannelBatch
+from parhelia.errors import ParheliaError
+from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
+from parheliad.core import volsync
 from parheliad.core.dispatcher import fail_task, index_checkpoint
 from parheliad.core.states import CONTAINER_FINAL, ContainerState, Health, TaskStatus
 from parheliad.core.tasks import transition
@@ -85,13 +93,14 @@ def micros(usd: Any) -> int:
 
 
 class Listener:
-    def __init__(self, store: Store, backends: Mapping[str, Backend], *,
+    def __init__(self, store: Store, backends: Mapping[str, Backend], volume: Volume, *,
                  on_settled: Callable[[], None] = lambda: None,
                  on_lost: LostHandler | None = None,
                  launching: AbstractSet[str] = frozenset()) -> None:
         self._store = store
         self._launching = launching  # the dispatcher's launches in flight
         self._backends = backends
+        self._volume = volume  # the daemon's local volume
         self._on_settled = on_settled
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
@@ -153,8 +162,12 @@ class Listener:
             backend = self._backends.get(backend_name)
             if backend is None:
                 continue
-            batch = await backend.events(cid, offset)
-            if batch.records or batch.cursor != offset:
+            try:
+                batch = await backend.events(cid, offset)
+            except BackendUnreachable:
+                continue  # the health sweep says so; the records wait on the volume
+            if (batch.records or batch.cursor != offset) and \
+                    await self._copy_announced(backend, cid, batch):
                 pending.append((cid, batch))
         if not pending:
             return 0
@@ -195,8 +208,13 @@ class Listener:
         total = 0
         cursor = container.spool_offset
         while True:
-            batch = await backend.events(container.id, cursor)
+            try:
+                batch = await backend.events(container.id, cursor)
+            except BackendUnreachable:
+                return total
             if not batch.records and batch.cursor == cursor:
+                return total
+            if not await self._copy_announced(backend, container.id, batch):
                 return total
             lost = await self._store.write(functools.partial(
                 self._apply, container_id=container.id, records=batch.records,
@@ -204,6 +222,46 @@ class Listener:
             await self._recover(lost)
             total += len(batch.records)
             cursor = batch.cursor
+
+    async def _copy_announced(self, backend: Backend, container_id: str,
+                              batch: ChannelBatch) -> bool:
+        """Copy to the daemon's volume what the batch's records announce (checkpoints,
+        the worker's end); False when the backend could not be reached (apply later)."""
+        if volsync.shared(backend, self._volume):
+            return True
+        try:
+            for record in batch.records:
+                data = record.get("data") if isinstance(record.get("data"), dict) else {}
+                assert isinstance(data, dict)
+                if record.get("type") == "checkpoint_created":
+                    await self._pull_checkpoint(backend, container_id, data)
+                elif record.get("type") == "worker_exited":
+                    await volsync.pull_end(backend, self._volume, container_id, None, None)
+            if any(r.get("type") == "checkpoint_created" for r in batch.records):
+                await volsync.pull_progress(backend, self._volume, container_id)
+        except BackendUnreachable:
+            return False
+        return True
+
+    async def _pull_checkpoint(self, backend: Backend, container_id: str,
+                               data: Mapping[str, Any]) -> None:
+        cp, session = data.get("checkpoint_id"), data.get("session_id")
+        if not isinstance(cp, str):
+            return
+        if not isinstance(session, str):
+            row = await self._store.containers.find(container_id)
+            session = row.session_id if row is not None else None
+        if not session:
+            return
+        try:
+            await volsync.pull_checkpoint(backend, self._volume, session, cp)
+        except BackendUnreachable:
+            raise
+        except (ParheliaError, ValueError, OSError) as exc:
+            # Indexed anyway (verify and restore will say what is missing); the end of
+            # the container pulls its last checkpoint again.
+            log.warning("checkpoint not copied to the daemon's volume", container_id=container_id,
+                        checkpoint_id=cp, error=getattr(exc, "message", type(exc).__name__))
 
     def _apply(self, tx: Tx, *, container_id: str, records: list[dict[str, Any]],
                cursor: int) -> list[tuple[str, str, str]]:
@@ -344,9 +402,33 @@ class Listener:
                 if status.running:
                     continue
                 await self.drain(c)
-                outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
-                                                  status.exit_code)
+                try:
+                    outcome = await self.ended_outcome(backend, c, status.exit_code)
+                except BackendUnreachable:
+                    continue  # settled on a later pass, once its result can be read
                 await self._settle_gone(c, outcome)
+
+    async def ended_outcome(self, backend: Backend, c: ContainerRow,
+                            exit_code: int | None) -> Outcome:
+        """How a container that is gone ended: its result file (copied from the backend's
+        volume first, with its log and last checkpoint), else its exit code. Raises
+        BackendUnreachable when the backend's volume cannot be read now."""
+        await self._pull_end(backend, c)
+        return await asyncio.to_thread(_outcome_from_result, self._volume, c.id, exit_code)
+
+    async def _pull_end(self, backend: Backend, c: ContainerRow) -> None:
+        if volsync.shared(backend, self._volume):
+            return
+        latest = None
+        if c.session_id:
+            session = await self._store.sessions.find(c.session_id)
+            latest = session.latest_checkpoint_id if session is not None else None
+        try:
+            await volsync.pull_end(backend, self._volume, c.id, c.session_id, latest)
+        except BackendUnreachable:
+            raise
+        except ParheliaError as exc:
+            log.warning("final checkpoint not copied", container_id=c.id, error=exc.message)
 
     async def _settle_gone(self, c: ContainerRow, outcome: Outcome) -> None:
         lost = await self._store.write(lambda tx: settle_container(tx, c.id, outcome))
@@ -362,11 +444,11 @@ def _is_current(tx: Tx, c: ContainerRow) -> bool:
     return task is not None and task.container_id == c.id
 
 
-def _outcome_from_result(backend: Backend, container_id: str, exit_code: int | None) -> Outcome:
+def _outcome_from_result(volume: Volume, container_id: str, exit_code: int | None) -> Outcome:
     key = result_key(container_id)
-    if backend.volume.exists(key):
+    if volume.exists(key):
         try:
-            result = WorkerResult.from_dict(json.loads(backend.volume.get(key)))
+            result = WorkerResult.from_dict(json.loads(volume.get(key)))
             return Outcome(result.exit_code, result.status, result.error_code or "",
                            result.error_message or "")
         except (ValueError, TypeError, OSError):

@@ -32,7 +32,7 @@ import structlog
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, ListedContainer
 from parheliad.config import Config
-from parheliad.core.listener import Listener, Outcome, _outcome_from_result, settle_container
+from parheliad.core.listener import Listener, Outcome, settle_container
 from parheliad.core.states import CONTAINER_FINAL, CONTAINER_LIVE, ContainerState
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.rows import ContainerRow, OrphanRow
@@ -213,8 +213,7 @@ class Reconciler:
                 f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
             detail = f"not listed, silent for {silence // US_PER_SECOND}s"
         else:
-            outcome = await asyncio.to_thread(_outcome_from_result, backend, c.id,
-                                              status.exit_code)
+            outcome = await self._listener.ended_outcome(backend, c, status.exit_code)
             detail = "the worker process is gone" + (
                 f" (exit {status.exit_code})" if status.exit_code is not None else "")
 

@@ -19,10 +19,11 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from modal_worker.checkpoint.cas import sweep_temp
+from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend
-from parheliad.backends.local import LocalBackend
+from parheliad.backends.registry import Backends, build_backends
 from parheliad.config import Config
 from parheliad.core import budget, results, workspace
 from parheliad.core.budget import Budget
@@ -66,20 +67,28 @@ class RetryOverrides:
 
 class Runtime:
     def __init__(self, store: Store, paths: Paths, config: Callable[[], Config], owner_tag: str,
-                 bus: EventBus, backends: Mapping[str, Backend] | None = None) -> None:
+                 bus: EventBus, backends: Mapping[str, Backend] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.paths = paths
         self.config = config
         self.bus = bus
         self.owner_tag = owner_tag
-        self.backends: dict[str, Backend] = dict(backends or {
-            "local": LocalBackend(paths.volume_dir)})
+        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
+        """The daemon's environment: local workers inherit it; sync.pass_env reads it."""
+        self.volume = LocalVolume(paths.volume_dir)
+        """The daemon's local volume: the copy read for diff, pull, logs, rollback and
+        config dry runs (each backend copies to and from its own at fixed points)."""
+        self.registry: Backends = build_backends(config(), paths, self.environ) \
+            if backends is None else Backends(built=dict(backends))
+        self.backends: dict[str, Backend] = self.registry.built
         self.budget = Budget(store, config, stop=self._stop_for_budget,
                              kick=lambda: self.dispatcher.kick())
-        self.dispatcher = Dispatcher(store, self.backends, config, paths, owner_tag,
+        self.dispatcher = Dispatcher(store, self.registry, config, self.volume, owner_tag,
                                      budget_gate=self.budget.gate)
         self.recovery = Recovery(store, self.dispatcher, config)
-        self.listener = Listener(store, self.backends, on_settled=self.dispatcher.kick,
+        self.listener = Listener(store, self.backends, self.volume,
+                                 on_settled=self.dispatcher.kick,
                                  on_lost=self.recovery.on_lost,
                                  launching=self.dispatcher.launching)
         self.dispatcher.on_unwanted = self._stop_unwanted
@@ -96,14 +105,10 @@ class Runtime:
         self.sessions = SessionOps(self)
         self._background: set[asyncio.Task[None]] = set()
 
-    @property
-    def local(self) -> Backend:
-        return self.backends["local"]
-
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        cas = self.local.volume.path_for("cas")
+        cas = self.volume.path_for("cas")
         if cas is not None:  # temp files of writers killed before this start
             files, size = await asyncio.to_thread(sweep_temp, cas)
             if files:
@@ -181,11 +186,10 @@ class Runtime:
         self._spawn(self.stop_container(c, "cancel",
                                         self.config().orchestrator.cancel_grace_seconds))
 
-    async def _config_bundle(self, backend: Backend) -> tuple[str | None, dict[str, str]]:
-        """The dispatcher's config hook: sync when the user's Claude config changed."""
-        env = getattr(backend, "env", None)
-        return await self.config_sync.for_dispatch(
-            backend.volume, env if isinstance(env, dict) else dict(os.environ))
+    async def _config_bundle(self, env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+        """The dispatcher's config hook: sync (into the daemon's volume) when the user's
+        Claude config changed; ``env`` is where ``sync.pass_env`` values come from."""
+        return await self.config_sync.for_dispatch(self.volume, env)
 
     # -- the TaskRuntime seam of the task service ----------------------------------
 
@@ -250,7 +254,7 @@ class Runtime:
     # -- workspace, logs and results ------------------------------------------------
 
     async def upload(self, path: Path, include_secret: Sequence[str] = ()) -> workspace.Upload:
-        return await asyncio.to_thread(workspace.upload, self.local.volume, path,
+        return await asyncio.to_thread(workspace.upload, self.volume, path,
                                        self.paths.state_dir / "statcache", include_secret)
 
     async def logs(self, ref: str, *, follow: bool, offset: int = 0
@@ -285,7 +289,7 @@ class Runtime:
         cps = await self.store.checkpoints.list(task.session_id, limit=100000)
         zero = next((cp.id for cp in sorted(cps, key=lambda cp: cp.created_at)
                      if cp.trigger == workspace.WORKSPACE_TRIGGER), None)
-        changes = await asyncio.to_thread(results.task_changes, self.local.volume, task, zero,
+        changes = await asyncio.to_thread(results.task_changes, self.volume, task, zero,
                                           session.latest_checkpoint_id)
         return task, changes
 

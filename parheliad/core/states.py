@@ -27,9 +27,12 @@ T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     # dispatch; cancel before start; fail when no dispatch is possible (e.g. no credentials)
     T.PENDING: frozenset({T.RUNNING, T.CANCELLED, T.FAILED}),
-    T.RUNNING: frozenset({T.COMPLETED, T.FAILED, T.CANCELLED, T.RECOVERING, T.PAUSED}),
-    # recovery succeeds, gives up, is cancelled, or the budget pauses it meanwhile
-    T.RECOVERING: frozenset({T.RUNNING, T.FAILED, T.CANCELLED, T.PAUSED}),
+    # ... -> pending: its launch found no capacity (or its backend unreachable): queued again
+    T.RUNNING: frozenset({T.COMPLETED, T.FAILED, T.CANCELLED, T.RECOVERING, T.PAUSED,
+                          T.PENDING}),
+    # recovery succeeds, gives up, is cancelled, the budget pauses it meanwhile, or its
+    # launch found no capacity (queued again)
+    T.RECOVERING: frozenset({T.RUNNING, T.FAILED, T.CANCELLED, T.PAUSED, T.PENDING}),
     # resumed (ceiling raised / user) or cancelled while paused
     T.PAUSED: frozenset({T.PENDING, T.CANCELLED}),
     # retry from checkpoint zero re-queues a finished task

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
-from parhelia.paths import Paths
 from parheliad.backends.base import ChannelBatch, ContainerSpec, ContainerStatus
+from parheliad.backends.registry import Backends
 from parheliad.config import Config, RatesConfig
 from parheliad.core import budget as core
 from parheliad.core.dispatcher import Dispatcher
@@ -26,6 +26,7 @@ from parheliad.core.states import TaskStatus
 from parheliad.core.tasks import TaskDefaults, TaskOptions, transition, validate_options
 from parheliad.store import Store, Tx, open_store
 from parheliad.store.clock import US_PER_SECOND
+from tests.backend_seams import SeamsMixin
 
 T0 = 1_795_000_000 * US_PER_SECOND  # 2026-11-17, well inside a month
 
@@ -230,7 +231,7 @@ async def test_fifty_concurrent_claims_never_over_commit(store: Store) -> None:
     assert len(running) == 10
 
 
-class CountingBackend:
+class CountingBackend(SeamsMixin):
     """A backend that launches nothing: the dispatcher's own logic is under test."""
 
     name = "modal"
@@ -258,10 +259,9 @@ async def test_fifty_concurrent_dispatches_never_over_commit(store: Store,
     b = core.Budget(store, lambda: cfg)
     await store.kv.set(core.KV_CEILING, 7_000_000)
     backend = CountingBackend(tmp_path / "vol")
-    dispatcher = Dispatcher(store, {"modal": backend}, lambda: cfg,  # type: ignore[dict-item]
-                            Paths(home=tmp_path, config_file=tmp_path / "config.toml",
-                                  state_dir=tmp_path, data_dir=tmp_path, socket=tmp_path / "s"),
-                            "owner", budget_gate=b.gate)
+    dispatcher = Dispatcher(store, Backends(built={"modal": backend}),  # type: ignore[dict-item]
+                            lambda: cfg, LocalVolume(tmp_path / "local"), "owner",
+                            budget_gate=b.gate)
     tasks = await _tasks(store, 50)
     outcomes = await asyncio.gather(*(dispatcher.dispatch_task(t.id) for t in tasks),
                                     dispatcher.run_pass())

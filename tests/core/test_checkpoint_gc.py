@@ -36,7 +36,7 @@ async def runtime(tmp_path: Path):
 
 async def test_gc_applies_retention_and_frees_unreferenced_blobs(runtime: Runtime,
                                                                  tmp_path: Path) -> None:
-    store, volume = runtime.store, runtime.local.volume
+    store, volume = runtime.store, runtime.volume
     ws = tmp_path / "ws"
     ws.mkdir()
     task = await store.write(lambda tx: tx.tasks.insert(dict(

@@ -27,6 +27,8 @@ LEGAL_TASK = {
     ("running", "recovering"), ("running", "paused"),
     ("recovering", "running"), ("recovering", "failed"), ("recovering", "cancelled"),
     ("recovering", "paused"),
+    # a launch that found no capacity puts the task back in the queue
+    ("running", "pending"), ("recovering", "pending"),
     ("paused", "pending"), ("paused", "cancelled"),
     ("completed", "pending"), ("failed", "pending"), ("cancelled", "pending"),
 }

@@ -6,14 +6,16 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from modal_worker.channel import append_control
+from modal_worker.channel import append_control, read_spool
 from modal_worker.checkpoint import load_manifest
-from modal_worker.spec import CheckpointPolicy, ExitCode, load_result
+from modal_worker.spec import ChannelSpec, CheckpointPolicy, ExitCode, dump_spec, load_result
 from modal_worker.volume import LocalVolume
 
 from .helpers import (
@@ -306,3 +308,54 @@ def test_heartbeats_flow(tmp_path: Path) -> None:
                              "turns", "input_tokens", "output_tokens", "cost_usd"}
     assert any(b["agent_alive"] for b in beats)
     assert beats[0]["memory_bytes"] > 0
+
+
+def test_channel_control_and_volume_sync_come_from_the_spec(tmp_path: Path) -> None:
+    """A backend whose daemon side sees the volume only after a sync (Modal: ``sync
+    /vol``): the worker runs the spec's sync command after each checkpoint, before the
+    checkpoint is announced, and after its result; its channel and control files are the
+    spec's; ``python -m modal_worker control`` delivers a stop."""
+    marker = tmp_path / "syncs.log"
+    syncer = tmp_path / "fake-sync"
+    syncer.write_text("#!/bin/sh\n"
+                      f"n=$(grep -c checkpoint_created {tmp_path}/vol/chan/out.jsonl "
+                      "2>/dev/null)\n"
+                      f"echo \"${{n:-0}} $(ls {tmp_path}/vol/results 2>/dev/null | wc -l)\" "
+                      f">> {marker}\n")
+    syncer.chmod(0o755)
+    spec = make_spec(tmp_path, script({"write": "a.txt", "content": "A"}, {"turn": True},
+                                      {"sleep": 60}))
+    spec.channel = ChannelSpec(spool_key="chan/out.jsonl", control_key="chan/in.jsonl")
+    spec.volume_sync_argv = [str(syncer)]
+    proc = start_worker(spec, tmp_path)
+    out = tmp_path / "vol" / "chan" / "out.jsonl"
+    try:
+        wait_for(lambda: out.exists() and b"agent_turn_completed" in out.read_bytes())
+        spec_path = tmp_path / "vol" / "specs" / "c-1.json"
+        done = subprocess.run([sys.executable, "-m", "modal_worker", "control", str(spec_path),
+                               json.dumps({"type": "stop", "reason": "pause"})],
+                              env=worker_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert proc.wait(30) == ExitCode.STOPPED
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (tmp_path / "vol" / "spool").exists()  # nothing on the default spool
+    assert (tmp_path / "vol" / "chan" / "in.jsonl").exists()
+    records, _ = read_spool(out)
+    announced = [r for r in records if r["type"] == "checkpoint_created"]
+    lines = marker.read_text().split("\n")[:-1]
+    # One sync per checkpoint, each before its announcement; one more after the result.
+    assert [line.split()[0] for line in lines] == [str(i) for i in range(len(announced) + 1)]
+    assert lines[-1].split()[1] == "1" and all(ln.split()[1] == "0" for ln in lines[:-1])
+
+
+def test_control_subcommand_refuses_a_bad_message(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "x")
+    spec_path = tmp_path / "vol" / "specs" / "c-1.json"
+    dump_spec(spec, spec_path)
+    done = subprocess.run([sys.executable, "-m", "modal_worker", "control", str(spec_path),
+                           json.dumps({"type": "rm -rf"})], env=worker_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown control type" in done.stderr
+    assert not (tmp_path / "vol" / "control").exists()

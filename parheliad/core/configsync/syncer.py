@@ -20,7 +20,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -38,13 +38,11 @@ from parheliad.core.configsync.builder import (
 )
 from parheliad.store.store import Store
 
-if TYPE_CHECKING:
-    from parheliad.backends.base import Backend
-
 log = structlog.get_logger(__name__)
 
-ConfigBundle = Callable[["Backend"], Awaitable[tuple[str | None, dict[str, str]]]]
-"""The dispatcher's hook: bundle id and ``sync.pass_env`` values for a backend's workers."""
+ConfigBundle = Callable[[Mapping[str, str]], Awaitable[tuple[str | None, dict[str, str]]]]
+"""The dispatcher's hook: bundle id and ``sync.pass_env`` values for a worker, given the
+environment those values come from (the backend's ``credentials().env``)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,100 @@
+"""The backends of a daemon, built from its configuration in one place.
+
+Each name in :data:`FACTORIES` is tried once at start. A backend that cannot be built
+(its module or SDK missing, its configuration refused) is not an error for the daemon:
+it is recorded with the reason, which ``parhelia status`` and ``parhelia doctor`` show,
+and a task asking for it fails with that reason. A built backend is asked
+``available()`` (no network call) whenever its state is shown or a task is launched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
+from parheliad.backends.base import Backend
+from parheliad.config import Config
+
+log = structlog.get_logger(__name__)
+
+BackendFactory = Callable[[Config, Paths, Mapping[str, str]], Backend]
+
+
+def _local(config: Config, paths: Paths, environ: Mapping[str, str]) -> Backend:
+    from parheliad.backends.local import LocalBackend
+
+    return LocalBackend(paths, environ)
+
+
+def _modal(config: Config, paths: Paths, environ: Mapping[str, str]) -> Backend:
+    # The module imports the Modal SDK lazily itself: building the backend costs no
+    # `import modal` (the daemon's start and the CLI do not pay for it).
+    module = importlib.import_module("parheliad.backends.modal")
+    backend: Backend = module.from_config(config, paths, environ)
+    return backend
+
+
+FACTORIES: dict[str, BackendFactory] = {"local": _local, "modal": _modal}
+"""Every backend name the daemon knows, in the order status shows them."""
+
+
+@dataclass(frozen=True)
+class BackendState:
+    name: str
+    available: bool
+    detail: str
+
+
+@dataclass
+class Backends:
+    """The built backends by name, and why the others could not be built."""
+
+    built: dict[str, Backend] = field(default_factory=dict)
+    unbuilt: dict[str, str] = field(default_factory=dict)
+
+    def states(self) -> list[BackendState]:
+        """Each known backend with ``available()`` and its reason (for status/doctor)."""
+        out: list[BackendState] = []
+        for name in FACTORIES:
+            backend = self.built.get(name)
+            if backend is None:
+                out.append(BackendState(name, False, self.unbuilt.get(name, "not configured")))
+                continue
+            try:
+                ok, detail = backend.available()
+            except Exception as exc:  # a probe must never break status
+                ok, detail = False, f"availability check failed ({type(exc).__name__})"
+            out.append(BackendState(name, ok, detail))
+        return out
+
+    def unavailable_reason(self, name: str) -> str | None:
+        """Why a task on ``name`` cannot launch now, or None when it can."""
+        backend = self.built.get(name)
+        if backend is None:
+            why = self.unbuilt.get(name) or "unknown backend"
+            return f"backend {name!r} is not available on this daemon: {why}"
+        ok, detail = backend.available()
+        return None if ok else f"backend {name!r} is not available: {detail}"
+
+
+def build_backends(config: Config, paths: Paths, environ: Mapping[str, str],
+                   factories: Mapping[str, BackendFactory] | None = None) -> Backends:
+    result = Backends()
+    for name, factory in (factories or FACTORIES).items():
+        try:
+            result.built[name] = factory(config, paths, environ)
+        except ModuleNotFoundError as exc:
+            result.unbuilt[name] = (f"not included in this installation (module {exc.name} "
+                                    "is missing)")
+        except ParheliaError as exc:
+            result.unbuilt[name] = exc.message
+        except Exception as exc:
+            log.exception("backend could not be built", backend=name)
+            result.unbuilt[name] = f"could not be set up ({type(exc).__name__}); see the " \
+                "daemon log"
+    return result

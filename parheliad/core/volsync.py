@@ -1,0 +1,157 @@
+"""The fixed points where a backend's volume and the daemon's local volume meet.
+
+The daemon reads only its local volume (diff, pull, logs, rollback, config dry runs);
+each backend keeps its own (a Modal volume). Copies happen here and nowhere else:
+
+- launch: the worker's spec, the config bundle (manifest and blobs), and the checkpoint
+  the worker restores (checkpoint zero of a new session, or the one resumed from);
+- each checkpoint the worker reports: its manifest, then the blobs it references that
+  the local volume lacks, and the agent's log so far;
+- the end: the result file, the log, and the final checkpoint (as above).
+
+Content-addressed blobs are never sent to a side that already holds them. For the
+local backend both sides are one directory and every copy here is skipped.
+
+What comes back from a backend's volume was written inside a sandbox the agent
+controls: a manifest is parsed as untrusted input (``load_manifest`` validates it) and
+a fetched blob whose bytes do not hash to its name is deleted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import structlog
+
+from modal_worker.checkpoint import BlobStore, blob_key, load_manifest
+from modal_worker.checkpoint.cas import is_digest
+from modal_worker.checkpoint.manifest import manifest_key
+from modal_worker.claude_config import bundle_key
+from modal_worker.spec import result_key, spec_key
+from modal_worker.volume import Volume
+from parhelia.errors import ParheliaError
+from parheliad.backends.base import Backend
+
+log = structlog.get_logger(__name__)
+
+
+def log_key(container_id: str) -> str:
+    return f"logs/{container_id}/agent.jsonl"
+
+
+def blob_refs(obj: Any) -> Iterator[str]:
+    """Every ``blob`` value in a manifest-like JSON document (checkpoints, config bundles)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "blob" and isinstance(value, str):
+                yield value
+            else:
+                yield from blob_refs(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from blob_refs(item)
+
+
+def shared(backend: Backend, local: Volume) -> bool:
+    """Whether the backend's volume is the daemon's own directory (nothing to copy)."""
+    mine = backend.volume.path_for("specs")
+    return mine is not None and mine == local.path_for("specs")
+
+
+def _blob_keys(document: bytes) -> list[str]:
+    try:
+        raw = json.loads(document)
+    except ValueError:
+        return []
+    return sorted({blob_key(d) for d in blob_refs(raw) if is_digest(d)})
+
+
+def launch_keys(local: Volume, container_id: str, session_id: str,
+                restore_checkpoint_id: str | None, config_bundle_id: str | None) -> list[str]:
+    """What a worker needs on its backend's volume before it starts: blobs first, then
+    the manifests naming them, the spec last."""
+    blobs: set[str] = set()
+    documents: list[str] = []
+    if config_bundle_id:
+        key = bundle_key(config_bundle_id)
+        blobs.update(_blob_keys(local.get(key)))
+        documents.append(key)
+    if restore_checkpoint_id:
+        key = manifest_key(session_id, restore_checkpoint_id)
+        blobs.update(_blob_keys(local.get(key)))
+        documents.append(key)
+    return [*sorted(blobs), *documents, spec_key(container_id)]
+
+
+async def push_for_launch(backend: Backend, local: Volume, container_id: str, session_id: str,
+                          restore_checkpoint_id: str | None,
+                          config_bundle_id: str | None) -> int:
+    if shared(backend, local):
+        return 0
+    keys = await asyncio.to_thread(launch_keys, local, container_id, session_id,
+                                   restore_checkpoint_id, config_bundle_id)
+    sent = await backend.push(local, keys)
+    log.info("pushed for launch", container_id=container_id, keys=len(keys), bytes=sent)
+    return sent
+
+
+async def pull_checkpoint(backend: Backend, local: Volume, session_id: str,
+                          checkpoint_id: str) -> int:
+    """Manifest, then the blobs the local volume lacks. Raises ParheliaError (E600) when
+    the manifest is missing or refused: the caller retries later."""
+    if shared(backend, local):
+        return 0
+    key = manifest_key(session_id, checkpoint_id)
+    fetched = 0
+    if not await asyncio.to_thread(local.exists, key):
+        fetched += await backend.pull(local, [key])
+    manifest = await asyncio.to_thread(load_manifest, local, session_id, checkpoint_id)
+    wanted = [blob_key(d) for d in _manifest_blobs(manifest.to_dict())]
+    missing = [k for k in wanted if not await asyncio.to_thread(local.exists, k)]
+    if missing:
+        fetched += await backend.pull(local, missing)
+        bad = await asyncio.to_thread(_drop_corrupt, local, missing)
+        if bad:
+            raise ParheliaError("E600", f"checkpoint {checkpoint_id}: {bad} blob(s) on the "
+                                "backend's volume do not match their hash")
+        absent = [k for k in missing if not await asyncio.to_thread(local.exists, k)]
+        if absent:
+            raise ParheliaError("E600", f"checkpoint {checkpoint_id}: {len(absent)} blob(s) "
+                                "are not on the backend's volume yet")
+    return fetched
+
+
+def _manifest_blobs(raw: dict[str, Any]) -> list[str]:
+    return sorted({d for d in blob_refs(raw) if is_digest(d)})
+
+
+def _drop_corrupt(local: Volume, keys: Sequence[str]) -> int:
+    store = BlobStore(local)
+    bad = 0
+    for key in keys:
+        digest = key.rsplit("/", 1)[-1]
+        if local.exists(key) and not store.verify(digest):
+            local.delete(key)
+            bad += 1
+    return bad
+
+
+async def pull_progress(backend: Backend, local: Volume, container_id: str) -> int:
+    """The agent's raw log so far (``task logs`` reads the local copy)."""
+    if shared(backend, local):
+        return 0
+    return await backend.pull(local, [log_key(container_id)])
+
+
+async def pull_end(backend: Backend, local: Volume, container_id: str, session_id: str | None,
+                   last_checkpoint_id: str | None) -> int:
+    """The result file, the log and the final checkpoint of an incarnation that ended."""
+    if shared(backend, local):
+        return 0
+    fetched = await backend.pull(local, [result_key(container_id), log_key(container_id)])
+    if session_id and last_checkpoint_id:
+        fetched += await pull_checkpoint(backend, local, session_id, last_checkpoint_id)
+    return fetched

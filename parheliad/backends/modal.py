@@ -49,7 +49,14 @@ from modal_worker.spec import CREDENTIAL_VARS
 from modal_worker.volume import Volume, validate_key
 from parhelia.errors import ParheliaError
 
-from .base import ChannelBatch, ContainerSpec, ContainerStatus, ListedContainer
+from .base import (
+    ChannelBatch,
+    ContainerSpec,
+    ContainerStatus,
+    Credentials,
+    ListedContainer,
+    WorkerPaths,
+)
 from .modal_errors import BackendUnreachable, NoCapacity, map_error
 from .modal_image import CLAUDE_CODE_VERSION, worker_image
 
@@ -90,21 +97,6 @@ class ModalSettings:
     call_timeout_seconds: float = 60.0
     launch_timeout_seconds: float = 1500.0
     claude_version: str = CLAUDE_CODE_VERSION
-
-
-@dataclass(frozen=True)
-class WorkerPaths:
-    volume_dir: str
-    workspace_dir: str
-    claude_config_dir: str
-    sync_argv: list[str]
-
-
-@dataclass(frozen=True)
-class Credentials:
-    ok: bool
-    detail: str
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def sandbox_name(container_id: str) -> str:
@@ -229,7 +221,7 @@ class ModalBackend:
                       f"secret {self.settings.secret_name!r}")
 
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
-        return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, list(SYNC_ARGV))
+        return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, tuple(SYNC_ARGV))
 
     # -- app, volume, image, secrets ------------------------------------------------------
 

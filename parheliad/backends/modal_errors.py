@@ -12,24 +12,11 @@ from typing import Any
 
 from modal_worker.redact import redact
 from parhelia.errors import ParheliaError
+from parheliad.backends.base import BackendUnreachable, NoCapacity
+
+__all__ = ["BackendUnreachable", "NoCapacity", "map_error", "modal_message"]
 
 MAX_MODAL_MESSAGE = 300
-
-
-class NoCapacity(ParheliaError):
-    """Modal has no capacity for this sandbox now (E500): try later, not a failure."""
-
-    def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
-        super().__init__("E500", message)
-        self.retry_after_seconds = retry_after_seconds
-
-
-class BackendUnreachable(ParheliaError):
-    """The backend's API cannot be reached now (E502). Says nothing about the containers:
-    they may well be running. Nothing is terminated or relaunched because of it."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("E502", message)
 
 
 def modal_message(exc: BaseException) -> str:

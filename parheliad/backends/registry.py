@@ -22,20 +22,21 @@ from parheliad.config import Config
 
 log = structlog.get_logger(__name__)
 
-BackendFactory = Callable[[Config, Paths, Mapping[str, str]], Backend]
+BackendFactory = Callable[[Config, Paths, Mapping[str, str], str], Backend]
+"""``(config, paths, the daemon's environment, its owner tag) -> backend``."""
 
 
-def _local(config: Config, paths: Paths, environ: Mapping[str, str]) -> Backend:
+def _local(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str) -> Backend:
     from parheliad.backends.local import LocalBackend
 
     return LocalBackend(paths, environ)
 
 
-def _modal(config: Config, paths: Paths, environ: Mapping[str, str]) -> Backend:
+def _modal(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str) -> Backend:
     # The module imports the Modal SDK lazily itself: building the backend costs no
     # `import modal` (the daemon's start and the CLI do not pay for it).
     module = importlib.import_module("parheliad.backends.modal")
-    backend: Backend = module.from_config(config, paths, environ)
+    backend: Backend = module.from_config(config, paths, environ, owner_tag=owner_tag)
     return backend
 
 
@@ -82,12 +83,12 @@ class Backends:
         return None if ok else f"backend {name!r} is not available: {detail}"
 
 
-def build_backends(config: Config, paths: Paths, environ: Mapping[str, str],
+def build_backends(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str,
                    factories: Mapping[str, BackendFactory] | None = None) -> Backends:
     result = Backends()
     for name, factory in (factories or FACTORIES).items():
         try:
-            result.built[name] = factory(config, paths, environ)
+            result.built[name] = factory(config, paths, environ, owner_tag)
         except ModuleNotFoundError as exc:
             result.unbuilt[name] = (f"not included in this installation (module {exc.name} "
                                     "is missing)")

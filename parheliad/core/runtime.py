@@ -79,7 +79,7 @@ class Runtime:
         self.volume = LocalVolume(paths.volume_dir)
         """The daemon's local volume: the copy read for diff, pull, logs, rollback and
         config dry runs (each backend copies to and from its own at fixed points)."""
-        self.registry: Backends = build_backends(config(), paths, self.environ) \
+        self.registry: Backends = build_backends(config(), paths, self.environ, owner_tag) \
             if backends is None else Backends(built=dict(backends))
         self.backends: dict[str, Backend] = self.registry.built
         self.budget = Budget(store, config, stop=self._stop_for_budget,

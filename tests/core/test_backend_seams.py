@@ -200,13 +200,13 @@ def test_the_registry_says_why_a_backend_is_missing(tmp_path: Path) -> None:
     paths = Paths(home=tmp_path, config_file=tmp_path / "c.toml", state_dir=tmp_path,
                   data_dir=tmp_path, socket=tmp_path / "s")
 
-    def broken(config: Config, paths: Paths, environ: object) -> object:
+    def broken(config: Config, paths: Paths, environ: object, owner: str) -> object:
         import parheliad.backends.nonexistent  # type: ignore[import-not-found]  # noqa: F401
         raise AssertionError
 
     from parheliad.backends import registry
 
-    built = build_backends(Config(), paths, {}, {"local": registry.FACTORIES["local"],
+    built = build_backends(Config(), paths, {}, "owner", {"local": registry.FACTORIES["local"],
                                                  "modal": broken})  # type: ignore[dict-item]
     states = {s.name: s for s in built.states()}
     assert states["local"].available

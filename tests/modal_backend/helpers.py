@@ -12,7 +12,7 @@ from typing import Any
 
 from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec
 from modal_worker.volume import LocalVolume
-from parheliad.backends.base import ContainerSpec
+from parheliad.backends.base import ContainerSpec, WorkerPaths
 from parheliad.backends.modal import ModalBackend, ModalSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,20 +46,18 @@ def worker_spec(backend: ModalBackend, prompt: str, container_id: str, session_i
         checkpoint=CheckpointPolicy(interval_seconds=300, min_turn_interval_seconds=0),
         heartbeat_interval_seconds=1,
     )
-    if "volume_sync_argv" in WorkerSpec.__dataclass_fields__:  # the worker syncs /vol
-        spec = dataclasses.replace(spec, volume_sync_argv=list(paths.sync_argv))
-    return spec
+    return dataclasses.replace(spec, volume_sync_argv=list(paths.sync_argv))
 
 
 def container_spec(spec: WorkerSpec, *, gpu: str = "", timeout: int = 120,
                    secret_env: dict[str, str] | None = None) -> ContainerSpec:
-    kwargs: dict[str, Any] = dict(
+    return ContainerSpec(
         container_id=spec.container_id, task_id=spec.task_id, session_id=spec.session_id,
         owner_tag=OWNER, worker_spec=spec.to_dict(), cpu=0.5, memory_mb=512, gpu=gpu,
-        timeout_seconds=timeout, workspace_dir=spec.workspace_dir,
+        timeout_seconds=timeout,
+        paths=WorkerPaths(spec.volume_dir, spec.workspace_dir, spec.claude_config_dir,
+                          tuple(spec.volume_sync_argv)),
         secret_env=dict(secret_env or {}))
-    fields = ContainerSpec.__dataclass_fields__
-    return ContainerSpec(**{k: v for k, v in kwargs.items() if k in fields})
 
 
 async def start(backend: ModalBackend, local: LocalVolume, spec: WorkerSpec,

@@ -732,6 +732,55 @@ def serve(socket: str | None, autostart: bool, log_level: str = "warning") -> No
               "(e.g. `claude mcp add parhelia -- parhelia mcp-server`). Ctrl-D ends it.",
               file=sys.stderr)
     try:
-        server.run("stdio")
+        import anyio
+
+        anyio.run(_serve_stdio, server)
     finally:
         bridge.close()
+
+
+def malformed_reply(exc: Exception) -> Any:
+    """The JSON-RPC error answering a line that is not a JSON-RPC message: -32700 (parse
+    error, id null) when it is not JSON, -32600 (invalid request, with its id when it has
+    a usable one) when it is JSON of the wrong shape."""
+    import mcp_types as t
+    from pydantic import ValidationError
+
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
+    if not errors or any(e.get("type") == "json_invalid" for e in errors):
+        return t.JSONRPCError(jsonrpc="2.0", id=None, error=t.ErrorData(
+            code=t.PARSE_ERROR, message="Parse error: the line is not valid JSON"))
+    given = next((e["input"] for e in errors if isinstance(e.get("input"), dict)), None)
+    rid = given.get("id") if given is not None else None
+    if isinstance(rid, bool) or not isinstance(rid, int | str):
+        rid = None
+    return t.JSONRPCError(jsonrpc="2.0", id=rid, error=t.ErrorData(
+        code=t.INVALID_REQUEST,
+        message="Invalid Request: not a JSON-RPC 2.0 request, notification or response "
+                "(batches are not supported)"))
+
+
+async def _serve_stdio(server: ParheliaMCP) -> None:
+    """``MCPServer.run("stdio")``, except that a malformed line gets its JSON-RPC error
+    (the SDK drops it silently, leaving the client waiting)."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read_stream, write_stream):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def pump() -> None:
+            async with send:
+                async for item in read_stream:
+                    if isinstance(item, Exception):
+                        await write_stream.send(SessionMessage(malformed_reply(item)))
+                    else:
+                        await send.send(item)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            await lowlevel.run(receive, write_stream,
+                               lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()

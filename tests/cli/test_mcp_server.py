@@ -330,3 +330,35 @@ async def test_autostart_and_reconnect_keep_stdout_clean(parhelia_home: Path) ->
     finally:
         subprocess.run([*cli_argv(), "daemon", "stop"], env=env, capture_output=True,
                        timeout=60)
+
+
+def test_malformed_json_rpc_gets_its_error_over_raw_stdio(daemon) -> None:
+    """Raw bytes on the server's stdin: each bad line is answered with the JSON-RPC error
+    for it (-32700 parse error, -32600 invalid request), and the session goes on."""
+    import subprocess
+
+    from .conftest import cli_argv
+
+    lines = [
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+        b'"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}',
+        b"not json at all",
+        b"\xff\xfe\x00\x1b[2J binary",
+        b'{"jsonrpc":"2.0","id":7}',
+        b'{"jsonrpc":"2.0","id":"s8","method":7}',
+        b"[1, 2]",
+        b'{"jsonrpc":"2.0","id":9,"method":"tools/list"}',
+    ]
+    out = subprocess.run([*cli_argv(), "mcp-server"], input=b"\n".join(lines) + b"\n",
+                         env=daemon.env, capture_output=True, timeout=60)
+    replies = [json.loads(line) for line in out.stdout.splitlines()]
+    by_id = {}
+    errors = []
+    for reply in replies:
+        if "error" in reply:
+            errors.append((reply["id"], reply["error"]["code"]))
+        else:
+            by_id[reply["id"]] = reply
+    assert errors == [(None, -32700), (None, -32700), (7, -32600), ("s8", -32600),
+                      (None, -32600)], out.stdout
+    assert 1 in by_id and by_id[9]["result"]["tools"], out.stdout

@@ -629,26 +629,28 @@ class ModalBackend:
     async def push(self, local: Volume, keys: Sequence[str]) -> int:
         """Daemon -> Modal volume: blobs the volume lacks, other keys always (one batch)."""
         remote = await self._known_remote_blobs()
-        todo: builtins.list[tuple[str, bytes]] = []
+        todo: builtins.list[tuple[str, Path | bytes, int]] = []
         for key in dict.fromkeys(validate_key(k) for k in keys):
             if key.startswith(CAS_PREFIX) and key in remote:
                 continue
-            try:
-                data = await asyncio.to_thread(local.get, key)
-            except FileNotFoundError:
-                continue
-            todo.append((key, data))
+            item = await asyncio.to_thread(_local_source, local, key)
+            if item is not None:
+                todo.append((key, *item))
         if not todo:
             return 0
         vol = self.modal_volume()
 
         async def upload() -> None:
             async with vol.batch_upload.aio(force=True) as batch:
-                for key, data in todo:
-                    batch.put_file(io.BytesIO(data), f"/{key}")
-        await self._call(f"uploading {len(todo)} file(s) to the volume", upload)
-        remote.update(k for k, _ in todo if _BLOB_RE.match(k))
-        return sum(len(d) for _, d in todo)
+                for key, source, _ in todo:
+                    # A file is streamed by the SDK from its path: a 1 GiB checkpoint zero
+                    # is never held in the daemon's memory.
+                    batch.put_file(str(source) if isinstance(source, Path)
+                                   else io.BytesIO(source), f"/{key}")
+        await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+                         timeout=self.settings.launch_timeout_seconds)
+        remote.update(k for k, _, _ in todo if _BLOB_RE.match(k))
+        return sum(size for _, _, size in todo)
 
     async def pull(self, local: Volume, keys: Sequence[str]) -> int:
         """Modal volume -> daemon: blobs the local volume lacks (hash verified: a sandbox
@@ -664,19 +666,74 @@ class ModalBackend:
 
         async def one(key: str) -> int:
             async with gate:
-                data = await self._read(key)
-            if data is None:
-                return 0
-            blob = _BLOB_RE.match(key)
-            if blob and hashlib.sha256(data).hexdigest() != blob.group(2):
-                log.warning("modal.blob_hash_mismatch", key=key)
-                return 0
-            await asyncio.to_thread(local.put, key, data)
-            if blob:
+                size = await self._download(local, key)
+            if size and _BLOB_RE.match(key):
                 remote.add(key)
-            return len(data)
+            return size
 
         return sum(await asyncio.gather(*(one(k) for k in wanted)))
+
+    async def _download(self, local: Volume, key: str) -> int:
+        """``key`` from the Modal volume into ``local``, streamed to a temporary file beside
+        its place (no whole file in memory), hash-checked for a blob, then renamed. The
+        limit applies to each chunk's wait, not to the whole file. 0 when absent/refused."""
+        target = local.path_for(key)
+        if target is None:
+            data = await self._read(key)
+            if data is None or not _blob_ok(key, hashlib.sha256(data).hexdigest()):
+                return 0
+            await asyncio.to_thread(local.put, key, data)
+            return len(data)
+        vol = self.modal_volume()
+        errors = self.sdk.exception
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{os.getpid()}-{id(target)}-{time.monotonic_ns()}"
+        digest, size = hashlib.sha256(), 0
+        chunks = vol.read_file.aio(key)
+        try:
+            with open(tmp, "wb") as fh:
+                while True:
+                    try:
+                        chunk = await self._call(f"reading {key} from the volume",
+                                                 chunks.__anext__,
+                                                 keep=(StopAsyncIteration, FileNotFoundError,
+                                                       errors.NotFoundError))
+                    except StopAsyncIteration:
+                        break
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(fh.write, chunk)
+            if not _blob_ok(key, digest.hexdigest()):
+                return 0
+            await asyncio.to_thread(os.replace, tmp, target)
+            return size
+        except (FileNotFoundError, errors.NotFoundError):
+            return 0
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            with contextlib.suppress(Exception):
+                await chunks.aclose()
+
+
+def _local_source(local: Volume, key: str) -> tuple[Path | bytes, int] | None:
+    """What to upload for ``key``: its local path when the volume is a directory."""
+    path = local.path_for(key)
+    try:
+        if path is not None:
+            return path, path.stat().st_size
+        data = local.get(key)
+    except FileNotFoundError:
+        return None
+    return data, len(data)
+
+
+def _blob_ok(key: str, sha256: str) -> bool:
+    blob = _BLOB_RE.match(key)
+    if blob is not None and blob.group(2) != sha256:
+        log.warning("modal.blob_hash_mismatch", key=key)
+        return False
+    return True
 
 
 def _ended_status(code: int | None) -> ContainerStatus:

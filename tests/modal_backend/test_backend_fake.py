@@ -287,7 +287,7 @@ async def test_a_broken_tail_is_followed_again_while_the_sandbox_runs(fake_modal
     assert live_after_break, "records arrived only after the sandbox ended"
     assert len(records) > seen_at
     assert seqs(records) == list(range(1, len(records) + 1))
-    assert fake_modal.calls().count("Sandbox.exec") == 2
+    assert fake_modal.calls().count("Sandbox.exec") >= 2
 
 
 @pytest.mark.parametrize(("name", "code", "kind"), [

@@ -71,6 +71,12 @@ class Recorder:
     def __aiter__(self) -> Any:
         return self._agen()
 
+    async def __anext__(self) -> Any:  # an async generator the SDK returned
+        return _wrap(await self._t.__anext__(), self._log)
+
+    async def aclose(self) -> None:
+        await self._t.aclose()
+
     async def _agen(self) -> Any:
         async for item in self._t:
             yield _wrap(item, self._log)

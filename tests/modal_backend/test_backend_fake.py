@@ -307,3 +307,30 @@ def test_every_modal_error_maps_to_the_catalogue_with_a_recovery_line(fake_modal
     assert "modal says no" in err.message and "while doing X" in err.message or \
         "(doing X)" in err.message
     assert "Recovery" in err.message and token not in err.message
+
+
+async def test_control_reaches_the_worker_and_checkpoints_are_synced_while_it_runs(
+        fake_modal, tmp_path):
+    """Control goes through `python -m modal_worker control` exec'd in the sandbox; the
+    worker runs `sync /vol` after each checkpoint, so the daemon can pull it before the
+    sandbox ends (without it, Modal publishes the sandbox's writes only at its end)."""
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    spec = worker_spec(backend, script({"sleep": 60}), "c-ctl")
+    assert list(spec.volume_sync_argv) == ["sync", "/vol"]
+    sb_id = await start(backend, local, spec)
+    records, cursor = await follow(backend, "c-ctl", until="agent_started")
+    await backend.control(sb_id, "c-ctl", {"type": "checkpoint", "message": "save now"})
+    more, cursor = await follow(backend, "c-ctl", cursor, until="checkpoint_created")
+    manual = [r["data"] for r in more if r["type"] == "checkpoint_created"][-1]
+    assert manual["trigger"] == "manual" and manual["message"] == "save now"
+    assert fake_modal.service.returncode(sb_id) is None  # still running...
+    got = await backend.pull(local, [manifest_key("s-1", manual["checkpoint_id"])])
+    assert got > 0  # ...and the manifest is already on the volume (synced)
+
+    await backend.control(sb_id, "c-ctl", {"type": "stop", "reason": "cancel"})
+    rest, _ = await follow(backend, "c-ctl", cursor)
+    assert rest[-1]["data"]["status"] == "stopped"
+    await backend.terminate(sb_id, grace_seconds=20)  # ends by itself within the grace
+    assert fake_modal.wait_ended(sb_id) == 130
+    assert "Sandbox.terminate" not in fake_modal.calls()

@@ -135,9 +135,12 @@ When it stops for good (restarts or budget exhausted, or you killed it):
 _topic("budget", "Budget: one ledger for compute and API spend", """
 Spend = compute (seconds x (cores x CPU rate + GiB x memory rate + GPU rate)) + API
 (the cost the agent reports). Local workers cost no compute. Claude Code reports its
-cost only when a run ends, so while it runs its spend is priced from its tokens
-(input, output, cache writes at 1.25x and reads at 0.1x the input price of its model);
-a run stopped before it reports is booked at that price.
+cost only when a run ends, so while it runs its spend is priced from its tokens as each
+reply is billed (input, output, cache writes at 1.25x and reads at 0.1x the input price
+of its model): the ceiling and --max-cost act at the reply that reaches them. A run
+stopped before its result is booked with the cost Claude Code kept in its transcript;
+one killed outright at the tokens' price, marked "estimated" (budget history's
+ESTIMATED column, the ledger's note).
 
 Estimate (task create --estimate-only, and what a dispatch reserves: the high end):
   compute  rate x ceil(timeout / 4) .. rate x timeout          (0 on the local backend)

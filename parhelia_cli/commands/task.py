@@ -20,6 +20,8 @@ from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_
 from parhelia_cli.errors import CliError, TaskOutcome, invalid, missing
 
 FINAL = ("completed", "failed", "cancelled")
+WATCH_BACKLOG = 20
+"""Recent events `task watch` prints first, so re-attaching shows what happened."""
 
 
 @click.group()
@@ -285,18 +287,41 @@ def _progress_text(t: dict[str, Any], elapsed: float) -> str:
     return " | ".join(parts)
 
 
-def follow(client: Any, task_id: str, as_json: bool) -> None:
+def _backlog(client: Any, task_id: str, count: int) -> list[dict[str, Any]]:
+    """The task's newest ``count`` events, oldest first (what a re-attach missed)."""
+    from parhelia_cli.client import pb2
+
+    flt = pb2("common").EventFilter(task_id=task_id)
+    resp = client.call("events", "ListEvents", pb2("events").ListEventsRequest(
+        filter=flt, limit=count))
+    return sorted((to_dict(e) for e in resp.events), key=lambda e: e["id"])
+
+
+def follow(client: Any, task_id: str, as_json: bool, backlog: int = 0) -> None:
     """Follow ``WatchTask`` until the task is final; print the result and a summary.
 
+    Each event line shows the task as it was at that event (:mod:`parhelia_cli.timeline`);
+    ``backlog`` first prints that many recent events (re-attaching with `task watch`).
     Exits 0 when it completed, 1 otherwise; Ctrl-C detaches (the task keeps running).
     """
     from parhelia_cli.client import pb2
+    from parhelia_cli.timeline import AtEvent
 
     request = pb2("tasks").WatchTaskRequest(task_id=task_id)
     last: dict[str, Any] | None = None
     elapsed = 0.0
     live: Any = None
     tty = render.is_tty() and not as_json
+    at: AtEvent | None = None
+    seen = 0  # the newest event id printed (the backlog and the stream overlap)
+
+    def note(event: dict[str, Any]) -> str | None:
+        nonlocal at, seen
+        if at is None or event["id"] <= seen:
+            return None
+        at, seen = at.after(event), event["id"]
+        return at.line(event)
+
     try:
         if tty:
             from rich.live import Live
@@ -309,19 +334,31 @@ def follow(client: Any, task_id: str, as_json: bool) -> None:
             last = task_dict(progress.task)
             elapsed = progress.elapsed_seconds
             event = to_dict(progress.event) if progress.HasField("event") else None
+            if at is None:
+                # The first message comes once the stream is subscribed: a backlog read
+                # now leaves no gap, and the overlap is skipped by event id.
+                earlier = _backlog(client, last["id"], backlog) if backlog and not as_json \
+                    else []
+                at = AtEvent.start(last) if not earlier else AtEvent.before(last, earlier[0])
+                if earlier:
+                    render.line(f"Recent events of task {last['id']}:")
+                for old in earlier:
+                    text = note(old)
+                    if text:
+                        render.line(text)
             if stuck(last):
                 break
             if as_json:
                 continue
+            line_text = note(event) if event is not None else None
             if live is not None:
                 from rich.text import Text
 
-                if event and event["level"] in ("warning", "error"):
-                    live.console.print(Text(_event_note(event, elapsed)))
+                if line_text and event and event["level"] in ("warning", "error"):
+                    live.console.print(Text(line_text))
                 live.update(Text(_progress_text(last, elapsed)))
-            elif event is not None:
-                render.line(_event_note(event, elapsed) + "  [" + _progress_text(last, elapsed)
-                            + "]")
+            elif line_text:
+                render.line(line_text)
     except KeyboardInterrupt:
         if live is not None:
             live.stop()
@@ -347,11 +384,6 @@ def stuck(t: dict[str, Any]) -> bool:
     """The task waits for something only the user can change (it cannot fit the budget,
     the budget paused it): following it longer would hang."""
     return t["status"] in WAITING and bool(t["needs_user"]) and bool(t["status_code"])
-
-
-def _event_note(event: dict[str, Any], elapsed: float) -> str:
-    text = render.safe(event["message"] or event["type"] or "")
-    return f"[{human_seconds(elapsed)}] {event['type']}: {text}"
 
 
 def _changed_files(client: Any, task_id: str) -> int | None:
@@ -420,7 +452,7 @@ def _duration(t: dict[str, Any]) -> float | None:
 def watch(task_id: str) -> None:
     """Follow a task live until it finishes (Ctrl-C detaches)."""
     obj = settings()
-    follow(obj.client(), task_id, obj.json)
+    follow(obj.client(), task_id, obj.json, backlog=WATCH_BACKLOG)
 
 
 # --- reading ----------------------------------------------------------------------------

@@ -317,9 +317,9 @@ def follow(client: Any, task_id: str, as_json: bool, backlog: int = 0) -> None:
 
     def note(event: dict[str, Any]) -> str | None:
         nonlocal at, seen
-        if at is None or event["id"] <= seen:
+        if at is None or (event["id"] and event["id"] <= seen):
             return None
-        at, seen = at.after(event), event["id"]
+        at, seen = at.after(event), max(seen, event["id"] or 0)
         return at.line(event)
 
     try:

@@ -264,8 +264,10 @@ may stay silent before it counts as lost.
 _topic("gpu", "GPU tasks", """
 GPUs run on the Modal backend. Choose a type with --gpu, optionally ':N' for N GPUs:
 T4, L4, A10G, L40S, A100 (A100-40GB, A100-80GB), H100, H200, B200.
+--gpu selects the Modal backend by itself; --gpu with --backend local is refused (E101):
+the local backend has no GPUs.
 
-  parhelia task create "Train the model in train.py for 3 epochs" --gpu A10G --backend modal
+  parhelia task create "Train the model in train.py for 3 epochs" --gpu A10G
   parhelia task create "Benchmark inference" --gpu H100:2 --timeout 2h --max-cost 20
 
 GPU time dominates the cost: set --timeout and --max-cost, and check the estimate

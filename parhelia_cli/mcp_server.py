@@ -29,7 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
-from parhelia import __version__
+from parhelia import __version__, gpus
 from parhelia import events as event_catalogue
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import durations, params
@@ -85,8 +85,8 @@ CheckpointId = Annotated[str, Field(min_length=1, max_length=200,
                                     description="Checkpoint id (cp-...) or a unique prefix.")]
 EventType = Annotated[str, Field(json_schema_extra={"enum": list(event_catalogue.CATALOGUE)})]
 Gpu = Annotated[str | None, Field(description=(
-    "GPU type, optionally ':N' GPUs (1-8): " + ", ".join(params.GPU_TYPES)
-    + ". Omit for CPU only."))]
+    f"GPU type, optionally ':N' GPUs (1-{gpus.MAX_GPUS}; runs on Modal): "
+    + ", ".join(params.GPU_TYPES) + ". Omit for CPU only."))]
 Cpu = Annotated[float | None, Field(gt=0, le=1024, description="Physical cores (e.g. 2).")]
 Memory = Annotated[int | str | None, Field(description=(
     "Memory: an integer number of MiB (4096), or a string like '512MiB' or '16GiB'."))]

@@ -12,12 +12,10 @@ from typing import Any
 import click
 
 from parhelia import events as event_catalogue
-from parhelia import limits
+from parhelia import gpus, limits
 from parhelia_cli import durations
 
-GPU_TYPES: tuple[str, ...] = ("T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",
-                              "H100", "H200", "B200")
-MAX_GPUS = 8
+GPU_TYPES: tuple[str, ...] = gpus.ACCEPTED
 PERMISSION_MODES: tuple[str, ...] = ("acceptEdits", "auto", "bypassPermissions", "manual",
                                      "dontAsk", "plan")
 BACKENDS: tuple[str, ...] = ("local", "modal")
@@ -43,18 +41,12 @@ class GpuType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> str:
         text = str(value).strip()
-        kind, _, count = text.partition(":")
-        canonical = {g.lower(): g for g in GPU_TYPES}.get(kind.lower())
-        if canonical is None:
-            self.fail(f"{text!r} is not a GPU type; choose from {', '.join(GPU_TYPES)} "
-                      f"(optionally :N for N GPUs).{_suggest(kind.upper(), GPU_TYPES)}",
-                      param, ctx)
-        if count:
-            if not count.isdigit() or not 1 <= int(count) <= MAX_GPUS:
-                self.fail(f"{text!r}: the GPU count after ':' must be 1 to {MAX_GPUS}.",
-                          param, ctx)
-            return f"{canonical}:{int(count)}"
-        return canonical
+        kind = text.partition(":")[0]
+        try:
+            parsed = gpus.parse_gpu(text)
+        except ValueError as exc:
+            self.fail(f"{text!r}: {exc}.{_suggest(kind.upper(), GPU_TYPES)}", param, ctx)
+        return gpus.format_gpu(parsed)
 
 
 class _Parsed(click.ParamType):

@@ -27,6 +27,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from parhelia import ownership
 from parhelia.errors import ParheliaError
+from parhelia.gpus import GPU_TYPES
 from parhelia.paths import Paths
 
 PROJECT_CONFIG = Path(".parhelia") / "config.toml"
@@ -43,17 +44,10 @@ PROJECT_LIMITED = ("agent.permission_mode", "agent.max_turns", "modal.default_ti
 lower or equal to what the user's own config allows (the backend: the same one)."""
 
 # Modal sandbox prices, USD per second (reference/modal.md). Defaults only: overridable.
-DEFAULT_GPU_RATES: dict[str, str] = {
-    "T4": "0.000164",
-    "L4": "0.000222",
-    "A10G": "0.000306",
-    "L40S": "0.000542",
-    "A100-40GB": "0.000583",
-    "A100-80GB": "0.000694",
-    "H100": "0.001097",
-    "H200": "0.001261",
-    "B200": "0.001736",
-}
+DEFAULT_GPU_RATES: dict[str, str] = dict(zip(GPU_TYPES, (
+    "0.000164", "0.000222", "0.000306", "0.000542", "0.000583", "0.000694", "0.001097",
+    "0.001261", "0.001736"), strict=True))
+"""Per GPU, in the order of :data:`parhelia.gpus.GPU_TYPES` (T4 ... B200)."""
 
 # Anthropic API prices, USD per million tokens, by model family (a model name containing
 # the key; longest key first; "default" for anything else, e.g. the agent's own default).

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from modal_worker import gitsafe
+from parhelia import gpus
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parheliad.config import PERMISSION_MODES, Config, project_widenings
@@ -41,8 +42,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 BACKENDS = ("local", "modal")
-GPU_ALIASES = {"A100": "A100-40GB"}
-MAX_GPUS = 8
 CPU_MAX = 64.0
 MEMORY_MIN_MB, MEMORY_MAX_MB = 128, 1_048_576
 TIMEOUT_MAX_S = 86_400
@@ -121,22 +120,10 @@ class TaskDefaults:
 
 def normalize_gpu(value: str, known: tuple[str, ...]) -> str:
     """``""`` or ``TYPE[:N]`` with TYPE from the rate table (``A100`` = ``A100-40GB``)."""
-    value = value.strip()
-    if not value:
-        return ""
-    name, sep, count_text = value.partition(":")
-    by_upper = {k.upper(): k for k in known}
-    canonical = by_upper.get(GPU_ALIASES.get(name.upper(), name).upper())
-    if canonical is None:
-        raise invalid(f"gpu: unknown GPU type {name!r}; known: {', '.join(known)} "
-                      f"(optionally TYPE:N, N from 1 to {MAX_GPUS})", field="gpu")
-    if not sep:
-        return canonical
-    if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_GPUS:
-        raise invalid(f"gpu: count must be 1 to {MAX_GPUS} in TYPE:N, got {value!r}",
-                      field="gpu")
-    count = int(count_text)
-    return canonical if count == 1 else f"{canonical}:{count}"
+    try:
+        return gpus.format_gpu(gpus.parse_gpu(value, known))
+    except ValueError as exc:
+        raise invalid(f"gpu: {exc}", field="gpu") from None
 
 
 def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
@@ -171,10 +158,16 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
         raise invalid("interactive: attachable (tmux/SSH) sessions are not offered by this "
                       "version; run the task headless and follow it with `parhelia task watch`",
                       field="interactive")
-    backend = opts.backend or defaults.backend
+    # Only Modal has GPUs: --gpu picks it unless --backend says otherwise, and a GPU on
+    # a backend without any is refused rather than silently run without one.
+    backend = opts.backend or (gpus.GPU_BACKEND if gpu else defaults.backend)
     if backend not in BACKENDS:
         raise invalid(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}",
                       field="backend")
+    if gpu and backend != gpus.GPU_BACKEND:
+        raise invalid(f"gpu: the {backend} backend has no GPUs, so --gpu {gpu} cannot be "
+                      f"honoured there; drop --backend {backend} (--gpu runs on "
+                      f"{gpus.GPU_BACKEND}) or drop --gpu", field="gpu")
     return TaskOptions(gpu=gpu, cpu=float(cpu), memory_mb=memory, timeout_seconds=timeout,
                        max_turns=turns, max_cost_micros=opts.max_cost_micros, model=model,
                        permission_mode=mode, interactive=opts.interactive, backend=backend)
@@ -284,6 +277,8 @@ class TaskService:
         cfg = self._config(project)
         sources = {opt: ("flag" if getattr(options, opt) else cfg.source(key) if key
                          else "default") for opt, key in OPTION_KEYS.items()}
+        if options.gpu and not options.backend:
+            sources["backend"] = "flag"  # --gpu chose it
         if project is not None and any(v.startswith("project:") for v in sources.values()):
             flagged = {OPTION_KEYS[o] for o, v in sources.items() if v == "flag"}
             wider = [w for w in project_widenings(self._config(None), cfg)

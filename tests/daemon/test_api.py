@@ -108,11 +108,21 @@ async def test_create_applies_defaults_and_normalises(client: Ch) -> None:
     task = await create(client, gpu="a100:2", cpu=2.5, max_cost_micros=1_500_000)
     assert task.id.startswith("t-") and task.status == common_pb2.TASK_STATUS_PENDING
     assert task.options.gpu == "A100-40GB:2" and task.options.cpu == 2.5
-    assert task.options.backend == "local" and task.options.permission_mode == "acceptEdits"
+    # Only Modal has GPUs: --gpu chose it (the default backend is local).
+    assert task.options.backend == "modal" and task.options.permission_mode == "acceptEdits"
     assert task.options.memory_mb > 0 and task.options.timeout_seconds > 0
     assert task.options.max_turns > 0 and task.options.max_cost_micros == 1_500_000
     assert task.created_at.seconds > 0 and not task.HasField("started_at")
     assert (await create(client, gpu="h100")).options.gpu == "H100"
+
+
+async def test_a_gpu_on_the_local_backend_is_refused(client: Ch) -> None:
+    """It used to be accepted and run without any GPU."""
+    err = await expect_error(create(client, gpu="A10G", backend="local"),
+                             grpc.StatusCode.INVALID_ARGUMENT, "E101")
+    assert "local backend has no GPUs" in err.details()
+    assert (await create(client)).options.backend == "local"
+    assert (await create(client, gpu="T4", backend="modal")).options.backend == "modal"
 
 
 async def test_list_get_cancel_delete(client: Ch) -> None:

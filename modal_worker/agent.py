@@ -151,6 +151,7 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self.started_at = 0.0
+        self.killed = False  # stop() had to SIGKILL it: it wrote nothing on its way out
 
     @property
     def pid(self) -> int | None:
@@ -203,6 +204,7 @@ class AgentProcess:
                 os.killpg(pgid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
+            self.killed = self.proc.poll() is None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)  # stragglers of the group, if any
         self.proc.wait()

@@ -517,6 +517,8 @@ class Worker:
         transcript = self._transcript()
         if self.parser is None or self.parser.result is not None or transcript is None:
             return
+        if self.agent is not None and self.agent.killed:
+            return  # a cost-state line now would not be the CLI's own: price the tokens
         now = transcript_cost(transcript, self.spec.agent.session_uuid)
         if now.lines <= self._cost_at_start.lines:
             return

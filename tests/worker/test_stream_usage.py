@@ -4,10 +4,16 @@ docs/contracts.md, "Usage and cost in stream-json")."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from modal_worker.agent import AgentProcess
 from modal_worker.channel import MemoryChannel
 from modal_worker.stream import CHARS_PER_TOKEN_LOW, StreamParser, transcript_cost
 
@@ -145,3 +151,24 @@ def test_transcript_cost_reads_the_last_cost_state_of_the_session(tmp_path: Path
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json \"cost-state\"\n")
     cost = transcript_cost(path, SID)
     assert (cost.lines, cost.total_usd) == (2, 0.11)
+
+
+@pytest.mark.parametrize(("script", "killed"), [
+    ("echo started; exec sleep 30", False),  # ends on SIGTERM
+    ("trap '' TERM; echo started; sleep 30", True),  # ignores it
+])
+def test_the_worker_knows_when_it_had_to_kill_the_agent(tmp_path: Path, script: str,
+                                                         killed: bool) -> None:
+    """Only an agent that ended on SIGTERM wrote its own cost-state on the way out; for one
+    that had to be SIGKILLed, a new cost-state line is not the CLI's and is not trusted."""
+    agent = AgentProcess(["sh", "-c", script], cwd=tmp_path, env={"PATH": os.defpath},
+                         raw_log=tmp_path / "raw.jsonl", on_object=lambda obj: None,
+                         stderr_sink=io.StringIO())
+    agent.start()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "raw.jsonl").exists() or b"started" not in (
+            tmp_path / "raw.jsonl").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    agent.stop(grace=1.0)
+    assert agent.killed is killed

@@ -86,6 +86,9 @@ def completion(ctx: click.Context, shell: str) -> None:
     bash:  eval "$(parhelia completion bash)"        (in ~/.bashrc)
     zsh:   eval "$(parhelia completion zsh)"         (in ~/.zshrc)
     fish:  parhelia completion fish > ~/.config/fish/completions/parhelia.fish
+
+    Commands, options and the ids of tasks, sessions, checkpoints and containers are
+    completed (ids are asked of a running daemon; none is started for it).
     """
     from click.shell_completion import get_completion_class
 

@@ -67,6 +67,7 @@ def core_components(ctx: DaemonContext) -> list[Component]:
     ctx.backend_status = backend_status
     ctx.tasks.runtime = runtime
     ctx.tasks.on_created = runtime.kick
+    ctx.tasks.admit = runtime.budget.admission
     return [RuntimeComponent(runtime)]
 
 

@@ -133,7 +133,10 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
             render.emit_resource(task_dict(created))
         else:
             render.line(created.id)
-            if render.is_tty(sys.stderr):
+            done = task_dict(created)
+            if waits(done) and done["status_code"]:
+                render.warn(f"It cannot start now: {wait_text(done)}")
+            elif render.is_tty(sys.stderr):
                 render.info(f"Follow it with `parhelia task watch {created.id}`.")
         return
     follow(client, created.id, obj.json)

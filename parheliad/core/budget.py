@@ -43,6 +43,7 @@ from parheliad.config import Config, RatesConfig
 from parheliad.core.dispatcher import fail_task
 from parheliad.core.states import CONTAINER_FINAL, CONTAINER_LIVE, TaskStatus
 from parheliad.core.tasks import TaskOptions, transition
+from parheliad.core.waiting import Wait
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.rows import ContainerRow, TaskRow
 from parheliad.store.store import Store
@@ -318,6 +319,14 @@ def _live_containers(tx: Tx) -> list[tuple[ContainerRow, str]]:
     return out
 
 
+def _cannot_fit(task: TaskRow, status: BudgetStatus, amount: int) -> str:
+    return (f"task {task.id} cannot fit the budget: used {usd(status.used_micros)} + its "
+            f"estimate {usd(amount)} > ceiling {usd(status.ceiling_micros)}. It stays queued "
+            "and later tasks go ahead; raise the ceiling with `parhelia budget set AMOUNT`, "
+            f"or cancel it and `parhelia task retry {task.id} --max-cost USD` (or fewer "
+            "--max-turns, a shorter --timeout)")
+
+
 class Budget:
     """The budget of one daemon. ``stop(container, reason)`` asks the runtime to stop a
     worker (checkpointing first); ``kick()`` asks the dispatcher for a pass."""
@@ -430,13 +439,8 @@ class Budget:
         others = self.outstanding(tx, inflight, exclude=task.id)
         if status.used_micros + amount > status.ceiling_micros:
             # Not even with every other reservation released: only the user ends this wait.
-            raise ParheliaError(
-                "E300", f"task {task.id} cannot fit the budget: used "
-                f"{usd(status.used_micros)} + its estimate {usd(amount)} > ceiling "
-                f"{usd(status.ceiling_micros)}. It stays queued and later tasks go ahead; "
-                "raise the ceiling with `parhelia budget set AMOUNT`, or cancel it and "
-                f"`parhelia task retry {task.id} --max-cost USD` (or fewer --max-turns, a "
-                "shorter --timeout)", ceiling_micros=status.ceiling_micros, never_fits=True)
+            raise ParheliaError("E300", _cannot_fit(task, status, amount),
+                                ceiling_micros=status.ceiling_micros, never_fits=True)
         if status.used_micros + others + amount > status.ceiling_micros:
             raise ParheliaError(
                 "E300", f"waiting for budget: used {usd(status.used_micros)} + reserved by "
@@ -447,6 +451,16 @@ class Budget:
         tx.kv.set(KV_RESERVATION + task.id, {
             "micros": amount, "base_micros": self._task_spent(tx, task.id, inflight),
             "at": now_us()})
+
+    def admission(self, tx: Tx, task: TaskRow) -> Wait | None:
+        """At creation, inside its unit: the wait of a task that cannot fit the budget as
+        it stands (so `task create` can say so at once), else None."""
+        cfg = self._config()
+        amount = reservation_for(cfg, task)
+        status = self.status(tx, cfg)
+        if status.used_micros + amount > status.ceiling_micros:
+            return Wait(_cannot_fit(task, status, amount), code="E300", needs_user=True)
+        return None
 
     # -- the accrual tick -------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from parheliad.core.states import (
     can_transition_task,
     check_task_transition,
 )
-from parheliad.core.waiting import hold
+from parheliad.core.waiting import Wait, hold, set_waiting
 from parheliad.store import Store, TaskRow, Tx
 from parheliad.store.clock import now_us
 
@@ -267,6 +267,9 @@ class TaskService:
         self._config = config
         self.runtime: TaskRuntime = runtime or MarkCancelled(store)
         self.on_created = on_created
+        self.admit: Callable[[Tx, TaskRow], Wait | None] | None = None
+        """Set by the runtime: inside the create unit, why a new task cannot start (the
+        budget), recorded at once so `task create` can say so."""
 
     def _task_defaults(self, options: TaskOptions, project: Path | None,
                   trust_project: bool) -> tuple[TaskDefaults, dict[str, str]]:
@@ -322,7 +325,10 @@ class TaskService:
             tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
                              data={"backend": row.backend, "gpu": row.gpu,
                                    "prompt_chars": len(prompt), "no_dispatch": not dispatch})
-            return row if dispatch else hold(tx, row.id)
+            if not dispatch:
+                return hold(tx, row.id)
+            wait = self.admit(tx, row) if self.admit is not None else None
+            return (set_waiting(tx, row.id, wait) or row) if wait is not None else row
 
         row = await self._store.write(unit)
         log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,

@@ -229,3 +229,15 @@ def test_a_task_that_fits_once_reservations_free_keeps_its_place(harness: Harnes
     assert harness.wait(small)["status"] == "completed"
     order = [e["task_id"] for e in harness.events("--type", "task_dispatched")]
     assert order.index(waits) < order.index(small)
+
+
+def test_task_create_says_at_once_when_the_budget_cannot_take_the_task(
+        harness: Harness) -> None:
+    harness.run("budget", "set", "0.01", check=True)
+    proc = harness.run("task", "create", fake_prompt({"turn": True}), "--no-workspace")
+    assert proc.returncode == 0, proc.stderr  # created: it stays queued
+    task_id = proc.stdout.strip()
+    assert task_id.startswith("t-")
+    assert "cannot start now: E300" in proc.stderr and "cannot fit the budget" in proc.stderr
+    assert harness.task(task_id)["status_code"] == "E300"
+    assert harness.run("status").returncode == 1

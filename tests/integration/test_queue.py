@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.gitrepo import init_repo
 from tests.integration.conftest import Harness, fake_prompt
@@ -79,7 +81,8 @@ def test_task_dispatch_of_one_id_releases_only_that_one(harness: Harness) -> Non
     assert unknown.returncode == 3 and "E201" in unknown.stderr
 
 
-def _wait_reason(harness: Harness, task_id: str, code: str, timeout: float = 30) -> dict:
+def _wait_reason(harness: Harness, task_id: str, code: str,
+                 timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         task = harness.task(task_id)
@@ -179,7 +182,8 @@ def test_a_lost_completion_checkpoint_is_not_reported_as_success(harness: Harnes
     assert harness.run("status").returncode == 0
 
 
-def test_a_failed_resume_shows_only_its_own_result(harness_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_resume_shows_only_its_own_result(
+        harness_factory: Callable[..., Harness]) -> None:
     first = harness_factory()
     task_id = first.create(fake_prompt({"turn": True}))
     done = first.wait(task_id)

@@ -409,7 +409,7 @@ class Session(_message.Message):
     agent_session_id: _builtins.str
     """Claude Code conversation UUID"""
     status: _builtins.str
-    """active | stopped | finished"""
+    """active | stopped | completed"""
     latest_checkpoint_id: _builtins.str
     containers: _builtins.int
     checkpoints: _builtins.int

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,20 @@ class RetryOverrides:
         current = dataclasses.replace(budget.task_options(task), **given)
         checked = validate_options(current, TaskDefaults.from_config(cfg))
         return {k: getattr(checked, k) for k in given if getattr(checked, k) != getattr(task, k)}
+
+
+def _flagged(option_sources: str, changed: Mapping[str, Any]) -> dict[str, str]:
+    """``{"option_sources": ...}`` with the options a retry changed marked as flags."""
+    if not changed:
+        return {}
+    try:
+        sources = json.loads(option_sources or "{}")
+    except ValueError:
+        sources = {}
+    if not isinstance(sources, dict):
+        sources = {}
+    sources.update({k: "flag" for k in changed})
+    return {"option_sources": json.dumps(sources)}
 
 
 class Runtime:
@@ -236,6 +251,8 @@ class Runtime:
             raise ParheliaError("E603", f"task {task.id} is {task.status}; only completed, "
                                         "failed or cancelled tasks can be retried")
 
+        sources = _flagged(task.option_sources, changed)
+
         def unit(tx: Tx) -> TaskRow:
             return transition(
                 tx, task.id, TaskStatus.PENDING, event_type="task_retried",
@@ -245,7 +262,7 @@ class Runtime:
                 session_id=None, container_id=None, restarts=0, started_at=None,
                 result_subtype="", result_is_error=False, result_text="",
                 result_exit_code=None, result_error_code="", result_error_message="",
-                last_tool="", **changed)
+                last_tool="", **changed, **sources)
 
         row = await self.store.write(unit)
         self.dispatcher.kick()

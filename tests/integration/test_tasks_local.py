@@ -166,10 +166,13 @@ def test_retry_runs_a_fresh_session_from_checkpoint_zero(harness: Harness) -> No
     task_id = harness.create(fake_prompt({"fail": "first try fails"}))
     first = harness.wait(task_id)
     assert first["status"] == "failed"
-    proc = harness.run("task", "retry", task_id)
+    assert first["option_sources"]["max_turns"] == "default"
+    proc = harness.run("task", "retry", task_id, "--max-turns", "9")
     assert proc.returncode == 0, proc.stderr
     second = harness.wait(task_id)
     assert second["session_id"] != first["session_id"]
+    assert second["option_sources"]["max_turns"] == "flag"  # task show: who set what
+    assert second["option_sources"]["permission_mode"] == "default"
     assert [e["type"] for e in harness.events("--task", task_id)].count("task_retried") == 1
 
 

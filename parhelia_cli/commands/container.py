@@ -14,10 +14,11 @@ from parhelia_cli.durations import human_bytes, usd_short
 
 CONTAINER_STATES: tuple[str, ...] = ("created", "starting", "running", "exited", "failed",
                                      "terminated", "lost", "orphaned")
-HEALTH: tuple[str, ...] = ("unknown", "healthy", "degraded", "unhealthy", "dead")
+HEALTH: tuple[str, ...] = ("unknown", "healthy", "degraded", "unhealthy", "dead", "unreachable")
 ENDED: tuple[str, ...] = ("exited", "failed", "terminated")
 """States of a container that no longer runs: its health is not shown (it was not lost)."""
 HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "dead": "red",
+                  "unreachable": "yellow",
                   "unknown": "dim", "running": "blue", "exited": "green", "failed": "red",
                   "lost": "red", "orphaned": "yellow", "terminated": "magenta"}
 

@@ -48,6 +48,9 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
         if health["unhealthy"] or health["dead"]:
             attention.append(f"{health['unhealthy'] + health['dead']} container(s) unhealthy "
                              "or dead")
+        if health.get("unreachable"):
+            attention.append(f"{health['unreachable']} container(s) unreachable: their backend "
+                             "cannot be asked now; nothing is stopped or relaunched meanwhile")
         if orphans:
             attention.append(f"{orphans} orphaned container(s) still running: `parhelia "
                              "cleanup` lists them, `parhelia cleanup --terminate` ends them")

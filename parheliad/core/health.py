@@ -92,23 +92,45 @@ class HealthMonitor:
         ids = [cid for cid, _, _ in await self._store.containers.live_cursors()]
         if not ids:
             return []
-        changes = await self._store.write(lambda tx: self._walk(tx, ids, interval, now))
+        listener = self._listener
+        unreachable = dict(listener.unreachable) if listener is not None else {}
+        since = dict(listener.reachable_since) if listener is not None else {}
+        changes = await self._store.write(
+            lambda tx: self._walk(tx, ids, interval, now, unreachable, since))
         self.sweeps += 1
         for change in changes:
             if change.after == Health.DEAD:
                 await self._bury(change)
         return changes
 
-    def _walk(self, tx: Tx, ids: list[str], interval: float, now: int) -> list[HealthChange]:
+    def _walk(self, tx: Tx, ids: list[str], interval: float, now: int,
+              unreachable: Mapping[str, int] | None = None,
+              reachable_since: Mapping[str, int] | None = None) -> list[HealthChange]:
         changes: list[HealthChange] = []
+        unreachable = unreachable or {}
         for cid in ids:
             c = tx.containers.get(cid)
             if c is None or c.state not in CONTAINER_LIVE or c.health == Health.DEAD:
                 continue
+            if c.backend in unreachable:
+                # Modal unreachable is not the worker's silence: nothing is counted,
+                # killed or relaunched; the container shows unreachable until its
+                # backend answers again (its next heartbeat makes it healthy).
+                if c.health != Health.UNREACHABLE:
+                    tx.containers.update(c.id, health=Health.UNREACHABLE.value,
+                                         consecutive_failures=0)
+                    tx.events.append(
+                        "health_changed", f"{c.health} -> unreachable (backend {c.backend} "
+                        "cannot be reached; the worker is not counted as silent)",
+                        task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                        data={"from": c.health, "to": Health.UNREACHABLE.value})
+                    changes.append(HealthChange(c.id, c.health, Health.UNREACHABLE.value, 0))
+                continue
+            resumed = max(self._resumed_at_us, (reachable_since or {}).get(c.backend, 0))
             if c.last_heartbeat_at is not None:
-                silence = now - max(c.last_heartbeat_at, self._resumed_at_us)
+                silence = now - max(c.last_heartbeat_at, resumed)
             else:
-                silence = now - max(c.started_at or c.created_at, self._resumed_at_us) - int(
+                silence = now - max(c.started_at or c.created_at, resumed) - int(
                     FIRST_HEARTBEAT_GRACE_SECONDS * US_PER_SECOND)
             missed = missed_heartbeats(silence, interval)
             if missed <= c.consecutive_failures:

@@ -106,6 +106,20 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._exits_task: asyncio.Task[None] | None = None
         self._last_exit_check = 0.0
+        self.unreachable: dict[str, int] = {}
+        """Backends that could not be asked, by name: since when (µs). Their containers'
+        silence is not the workers' (the health sweep shows them ``unreachable``)."""
+        self.reachable_since: dict[str, int] = {}
+        """When each backend became reachable again: silence counts from then."""
+
+    def mark_reachable(self, backend: str, reachable: bool) -> None:
+        if reachable:
+            if self.unreachable.pop(backend, None) is not None:
+                self.reachable_since[backend] = now_us()
+                log.info("backend reachable again", backend=backend)
+        elif backend not in self.unreachable:
+            self.unreachable[backend] = now_us()
+            log.warning("backend unreachable", backend=backend)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="listener")
@@ -165,6 +179,7 @@ class Listener:
             try:
                 batch = await backend.events(cid, offset)
             except BackendUnreachable:
+                self.mark_reachable(backend_name, False)
                 continue  # the health sweep says so; the records wait on the volume
             if (batch.records or batch.cursor != offset) and \
                     await self._copy_announced(backend, cid, batch):
@@ -397,7 +412,14 @@ class Listener:
                 await self._settle_gone(c, Outcome(None, "lost", error_message="never launched"))
         for name, containers in by_backend.items():
             backend = self._backends[name]
-            found = await backend.statuses([(c.backend_id, c.id) for c in containers])
+            try:
+                found = await backend.statuses([(c.backend_id, c.id) for c in containers])
+            except BackendUnreachable:
+                # Nothing is known about these containers: none is settled, killed or
+                # relaunched for it; the health sweep shows them unreachable.
+                self.mark_reachable(name, False)
+                continue
+            self.mark_reachable(name, True)
             for c, status in zip(containers, found, strict=True):
                 if status.running:
                     continue

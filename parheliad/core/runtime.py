@@ -23,7 +23,7 @@ from modal_worker.checkpoint.cas import sweep_temp
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
-from parheliad.backends.base import Backend
+from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends, build_backends
 from parheliad.config import Config
 from parheliad.core import budget, results, workspace
@@ -170,7 +170,11 @@ class Runtime:
             backend = self.backends.get(c.backend)
             if backend is None or not c.backend_id:
                 continue
-            status = await backend.status(c.backend_id, c.id)
+            try:
+                status = await backend.status(c.backend_id, c.id)
+            except BackendUnreachable:
+                self.listener.mark_reachable(c.backend, False)
+                continue  # asked again by the listener once the backend answers
             if status.running:
                 await self.store.events.append(
                     "container_adopted", f"re-adopted {c.backend} {c.backend_id}",

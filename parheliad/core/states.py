@@ -113,6 +113,8 @@ class Health(StrEnum):
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     DEAD = "dead"
+    UNREACHABLE = "unreachable"
+    """Its backend cannot be asked now: nothing is known, nothing is counted as silence."""
 
 
 DEGRADED_AFTER_MISSED = 1

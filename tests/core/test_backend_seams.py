@@ -12,7 +12,7 @@ from pathlib import Path
 from modal_worker.checkpoint import blob_key, load_manifest, snapshot
 from modal_worker.spec import load_spec, spec_key
 from parhelia.paths import Paths
-from parheliad.backends.base import Credentials, NoCapacity
+from parheliad.backends.base import BackendUnreachable, Credentials, NoCapacity
 from parheliad.backends.registry import build_backends
 from parheliad.config import Config
 from parheliad.core.runtime import Runtime
@@ -214,3 +214,43 @@ def test_the_registry_says_why_a_backend_is_missing(tmp_path: Path) -> None:
     why = built.unavailable_reason("modal")
     assert why is not None and "not included" in why
     assert built.unavailable_reason("local") is None
+
+
+async def test_an_unreachable_backend_is_not_worker_silence(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """Modal's API unreachable for a long while: the container shows ``unreachable``,
+    nothing is killed, settled or relaunched; when Modal answers again, silence counts
+    from then, and the next heartbeat makes it healthy."""
+    task_id, cid = await _dispatched(runtime, store)
+    backend.emit(cid, "heartbeat", agent_alive=True)
+    await runtime.listener.drain_all()
+    assert (await store.containers.get(cid)).health == "healthy"
+
+    statuses, events = backend.statuses, backend.events
+
+    async def down(*args: object, **kwargs: object) -> object:
+        raise BackendUnreachable("Modal could not be reached while listing sandboxes")
+
+    backend.statuses = down  # type: ignore[method-assign,assignment]
+    backend.events = down  # type: ignore[method-assign,assignment]
+    await runtime.listener.check_exits()
+    await runtime.listener.drain_all()
+    # Ten minutes without a heartbeat, all of it while Modal could not be asked.
+    await store.write(lambda tx: tx.conn.execute(
+        "UPDATE containers SET last_heartbeat_at = last_heartbeat_at - 600000000 WHERE id = ?",
+        (cid,)))
+    for _ in range(3):
+        await runtime.health.sweep()
+    c = await store.containers.get(cid)
+    assert c.health == "unreachable" and c.state in ("starting", "running")
+    assert backend.terminated == [] and await task_status(store, task_id) == "running"
+    assert (await store.tasks.get(task_id)).restarts == 0
+
+    backend.statuses, backend.events = statuses, events  # type: ignore[method-assign]
+    await runtime.listener.check_exits()
+    await runtime.health.sweep()
+    c = await store.containers.get(cid)
+    assert c.health == "unreachable" and backend.terminated == []  # silence counts from now
+    backend.emit(cid, "heartbeat", agent_alive=True)
+    await runtime.listener.drain_all()
+    assert (await store.containers.get(cid)).health == "healthy"

@@ -91,6 +91,8 @@ class _HealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Health.ValueTy
     HEALTH_DEGRADED: _Health.ValueType  # 3
     HEALTH_UNHEALTHY: _Health.ValueType  # 4
     HEALTH_DEAD: _Health.ValueType  # 5
+    HEALTH_UNREACHABLE: _Health.ValueType  # 6
+    """its backend cannot be asked now (not the worker's silence)"""
 
 class Health(_Health, metaclass=_HealthEnumTypeWrapper): ...
 
@@ -100,6 +102,8 @@ HEALTH_HEALTHY: Health.ValueType  # 2
 HEALTH_DEGRADED: Health.ValueType  # 3
 HEALTH_UNHEALTHY: Health.ValueType  # 4
 HEALTH_DEAD: Health.ValueType  # 5
+HEALTH_UNREACHABLE: Health.ValueType  # 6
+"""its backend cannot be asked now (not the worker's silence)"""
 Global___Health: _TypeAlias = Health  # noqa: Y015
 
 @_typing.final

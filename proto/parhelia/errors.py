@@ -77,13 +77,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ErrorSpec(
         "E200", "SESSION_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
         "No session has that id.",
-        "The id is mistyped, ambiguous as a prefix, or the session was deleted with its task.",
-        "List sessions with `parhelia session list --all` and use a full id or a longer prefix.",
+        "The id is mistyped, or the session was deleted with its task (an ambiguous prefix "
+        "is E104).",
+        "List sessions with `parhelia session list` and use a full id or a longer prefix; a "
+        "task id (t-...) stands for its session.",
     ),
     ErrorSpec(
         "E201", "TASK_NOT_FOUND", "NOT_FOUND", Exit.NOT_FOUND,
         "No task has that id.",
-        "The id is mistyped, ambiguous as a prefix, or the task was deleted.",
+        "The id is mistyped, or the task was deleted (an ambiguous prefix is E104).",
         "List tasks with `parhelia task list` and use a full id or a longer prefix.",
     ),
     ErrorSpec(

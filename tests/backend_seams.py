@@ -39,6 +39,9 @@ class SeamsMixin:
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
         return WorkerPaths("/vol", "/workspace", "/root/.claude", ("sync", "/vol"))
 
+    async def aclose(self) -> None:
+        return None
+
     async def credentials(self) -> Credentials:
         return Credentials(True, "scripted", {})
 

@@ -252,6 +252,9 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(proc.pid, signal.SIGUSR1)
 
+    async def aclose(self) -> None:
+        return None  # nothing runs in the daemon for local workers
+
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
         parse_backend_id(backend_id)
         tail = shutil.which("tail") or "tail"

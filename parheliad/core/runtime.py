@@ -163,6 +163,11 @@ class Runtime:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.listener.stop()
+        for backend in self.backends.values():
+            try:
+                await backend.aclose()
+            except Exception:
+                log.exception("backend close failed", backend=backend.name)
 
     async def _adopt(self) -> None:
         """Workers outlive the daemon: record the live ones we find again."""

@@ -21,7 +21,6 @@ MAX_FILES = 50
 LAST_RESULTS = 3
 RESULT_CHARS = 600
 MESSAGE_CHARS = 2000
-PROMPT_CHARS = 8000
 MAX_READ = 64 << 20
 
 
@@ -88,13 +87,21 @@ def read_stored(transcript: Path) -> StoredConversation:
     return out
 
 
+def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
+    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
+    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
+            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
+            "task from where you left off; do not start over, and check the workspace "
+            "before redoing work.")
+
+
 def fresh_prompt(stored: StoredConversation, *, reason: str, task_prompt: str | None,
                  continuation: str) -> str:
     """The first prompt of the conversation that replaces the stored one."""
     prompt = task_prompt or stored.prompt
     lines = [f"[Parhelia] The earlier conversation of this task could not be resumed "
              f"({reason}), so this is a new conversation. What the earlier one knew:", ""]
-    lines += ["The task:", _cut(prompt, PROMPT_CHARS) if prompt else "(not recorded)", ""]
+    lines += ["The task:", prompt or "(not recorded)", ""]  # whole: it is the user's request
     if stored.files:
         shown = stored.files[-MAX_FILES:]
         lines += ["Files it wrote or edited: " + ", ".join(shown), ""]

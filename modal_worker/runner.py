@@ -176,7 +176,7 @@ class Worker:
                                                  self.spec.agent.session_uuid)
         transcript = self._transcript()
         assert transcript is not None
-        if self.spec.agent.resume:
+        if self.agent_spec.resume:
             if not transcript.is_file():
                 self._degrade("no conversation transcript was restored")
         else:
@@ -225,9 +225,14 @@ class Worker:
             manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
             if self._left_behind_continues(manifest.id):
                 # The previous worker's files descend from this checkpoint and may hold
-                # turns it does not: keep them (the start checkpoint records them).
+                # turns it does not: keep them (the start checkpoint records them), and
+                # continue their conversation even when the checkpoint held none yet.
                 data = {"source": "left_behind", "checkpoint_id": manifest.id}
                 self._start_message = f"continued from the files left after {manifest.id}"
+                if not self.agent_spec.resume:
+                    self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
+                    self.prompt = resume_summary.continuation_prompt(
+                        manifest.id, "its worker stopped before checkpointing its first turn")
             else:
                 lineage.clear(self.lineage)
                 stats = restore(manifest, self.workspace, volume=self.volume,
@@ -259,14 +264,18 @@ class Worker:
         self.channel.emit("workspace_restored", data)
 
     def _left_behind_continues(self, checkpoint_id: str) -> bool:
-        """True when resuming ``checkpoint_id`` and this machine still holds the session's
-        workspace and transcript as a worker of it left them after that checkpoint."""
-        if not self.spec.agent.resume or checkpoint_id not in lineage.read(self.lineage):
+        """True when this machine still holds the session's workspace and transcript as a
+        worker of it left them after ``checkpoint_id`` (a rollback clears the lineage)."""
+        if checkpoint_id not in lineage.read(self.lineage):
             return False
-        transcript = session_conversation(self.config_dir, self.workspace,
-                                          self.spec.agent.session_uuid)
+        conv = session_conversation(self.config_dir, self.workspace,
+                                    self.spec.agent.session_uuid)
+        transcript = conv.project_dir / f"{conv.session_uuid}.jsonl"
+        # A transcript without one whole message (the agent died writing its first line)
+        # is no conversation to continue: restore instead.
         return (self.workspace.is_dir() and not self.workspace.is_symlink()
-                and (transcript.project_dir / f"{transcript.session_uuid}.jsonl").is_file())
+                and transcript.is_file() and not transcript.is_symlink()
+                and resume_summary.read_stored(transcript).entries > 0)
 
     def _clone(self, url: str, ref: str | None) -> None:
         self.workspace.parent.mkdir(parents=True, exist_ok=True)

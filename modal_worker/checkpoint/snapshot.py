@@ -202,6 +202,8 @@ class _Snapshotter:
                 stored = self._store_conversation_file(path, rel)
             except (FileNotFoundError, BlobError):
                 continue
+            if stored.size == 0 and rel.endswith(".jsonl"):
+                continue  # not one whole line yet: no conversation to resume
             self.new_bytes += stored.written
             out[rel] = BlobRef(stored.digest, stored.size)
             self.cache.record(CONVERSATION_NS + rel, st, stored.digest, start_ns=self.start_ns)

@@ -23,6 +23,7 @@ from modal_worker.checkpoint import (
     VerifyReport,
     diff,
     git_state,
+    lineage,
     load_manifest,
     restore,
     session_conversation,
@@ -229,6 +230,9 @@ class CheckpointOps:
             except ParheliaError:
                 safety = None  # nothing on disk newer than the checkpoints we have
         workspace, config_dir = self._session_dirs(session)
+        # The files on disk no longer continue the worker's checkpoints: its next worker
+        # must restore, never resume what was rolled back (modal_worker.checkpoint.lineage).
+        lineage.clear(lineage.lineage_path(workspace))
         if workspace.exists() or not running:
             await asyncio.to_thread(
                 restore, manifest, workspace, volume=self.volume,

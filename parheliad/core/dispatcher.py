@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
+from modal_worker.resume_summary import continuation_prompt
 from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec, spec_key
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
@@ -104,14 +105,6 @@ class Launch:
     prompt: str
     resume: bool
     restore_checkpoint_id: str | None
-
-
-def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
-    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
-    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
-            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
-            "task from where you left off; do not start over, and check the workspace "
-            "before redoing work.")
 
 
 class Dispatcher:

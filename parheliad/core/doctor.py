@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modal_worker.spec import CREDENTIAL_VARS
+from parhelia import ownership
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad import envfile
@@ -63,15 +64,17 @@ def backend_checks(states: list[BackendState], default_backend: str) -> list[Che
 def _socket(socket: Path) -> Check:
     try:
         mode = stat.S_IMODE(socket.stat().st_mode)
-        dir_mode = stat.S_IMODE(socket.parent.stat().st_mode)
     except OSError:
         return Check("daemon", FAIL, f"socket {socket} is missing",
                      "restart the daemon: `parhelia daemon stop && parhelia daemon start`")
-    if mode & 0o077 or dir_mode & 0o077:
-        return Check("daemon", FAIL, f"socket {socket} is {oct(mode)} in a {oct(dir_mode)} "
-                     "directory: other users could drive your tasks",
-                     f"chmod 700 {socket.parent} && chmod 600 {socket}")
-    return Check("daemon", OK, f"serving unix://{socket} (socket 0600, directory 0700)")
+    why = ownership.socket_problem(socket)
+    if why is not None:  # never "chmod the directory": it may be /tmp
+        return Check("daemon", FAIL, why, "use a socket path in a directory of your own "
+                     "(PARHELIA_SOCKET / --socket), then restart the daemon")
+    if mode & 0o077:
+        return Check("daemon", FAIL, f"socket {socket} is {oct(mode)}: other users could "
+                     "drive your tasks", f"chmod 600 {socket}")
+    return Check("daemon", OK, f"serving unix://{socket} (socket 0600, yours)")
 
 
 def _config(paths: Paths) -> Check:

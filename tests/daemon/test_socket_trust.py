@@ -4,6 +4,7 @@ setuid()s to nobody. Skipped, with the reason, where the test has no root."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -95,6 +96,9 @@ def test_sticky_socket_dir_is_used_and_never_chmodded(parhelia_home: Path) -> No
     try:
         assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # the sticky bit stays
         assert _cli(d.env, "task", "list").returncode == 0
+        doctor = json.loads(_cli(d.env, "doctor", "--json").stdout)
+        check = next(c for c in doctor["checks"] if c["name"] == "daemon")
+        assert check["status"] == "ok", check  # and doctor does not say "chmod 700 /tmp"
     finally:
         d.stop()
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777

@@ -325,7 +325,9 @@ def _force_rmtree(path: Path) -> None:
             if exc.errno not in (errno.ENOENT,):
                 raise
 
-    if os.path.lexists(path):
+    if os.path.islink(path):  # e.g. a store directory the agent replaced by a symlink
+        os.unlink(path)
+    elif os.path.lexists(path):
         shutil.rmtree(path, onerror=onerror)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,46 @@ def test_in_place_restore_into_existing_directory(tmp_path: Path) -> None:
     restore(manifest, dest, volume=volume, in_place=True)
     assert tree_state(dest) == expected(src)
     assert os.stat(dest).st_ino == inode  # the directory itself was kept (a mount point)
+
+
+def test_session_side_stores_round_trip_and_a_planted_symlink_is_replaced(tmp_path: Path) -> None:
+    """File history, session env and background output travel with the transcript; a
+    restore replaces a store directory the agent swapped for a symlink without following
+    it, and empties a store the checkpoint did not hold."""
+    from modal_worker.checkpoint import session_conversation
+
+    ws, config = tmp_path / "ws", tmp_path / "cfg"
+    ws.mkdir()
+    (ws / "a.txt").write_text("a")
+    conv = session_conversation(config, ws, "0b61ea9f-3e12-4a2c-a093-16b5e384540b")
+    sides = conv.side_dirs()
+    conv.project_dir.mkdir(parents=True)
+    (conv.project_dir / f"{conv.session_uuid}.jsonl").write_text('{"type":"user"}\n')
+    sub = conv.project_dir / conv.session_uuid / "subagents"
+    sub.mkdir(parents=True)
+    (sub / "agent-a1.jsonl").write_text('{"type":"user"}\n')
+    for prefix, content in (("@file-history", "before edit"), ("@tasks", "bg output")):
+        sides[prefix].mkdir(parents=True)
+        (sides[prefix] / "item").write_text(content)
+    volume = LocalVolume(tmp_path / "vol")
+    manifest = snapshot(ws, volume=volume, session_id="s-1", parent_id=None, trigger="turn",
+                        conversation=conv)
+    assert sorted(manifest.conversation) == sorted([
+        f"{conv.session_uuid}.jsonl", f"{conv.session_uuid}/subagents/agent-a1.jsonl",
+        "@file-history/item", "@tasks/item"])
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the agent's")
+    shutil.rmtree(sides["@file-history"])
+    sides["@file-history"].symlink_to(outside)
+    shutil.rmtree(conv.project_dir / conv.session_uuid)
+    sides["@session-env"].mkdir(parents=True)
+    (sides["@session-env"] / "stale").write_text("later state")
+    restore(manifest, ws, volume=volume, conversation=conv)
+    assert (outside / "keep").read_text() == "not the agent's"
+    assert not sides["@file-history"].is_symlink()
+    assert (sides["@file-history"] / "item").read_text() == "before edit"
+    assert (sides["@tasks"] / "item").read_text() == "bg output"
+    assert (sub / "agent-a1.jsonl").read_text() == '{"type":"user"}\n'
+    assert not sides["@session-env"].exists() or not any(sides["@session-env"].iterdir())

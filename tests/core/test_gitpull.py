@@ -84,3 +84,26 @@ def test_a_path_git_refuses_is_skipped_not_fatal(repo: Path) -> None:
                                        Change("ok.txt", b"ok\n")], "m")
     assert [s.split(":")[0] for s in done.skipped] == ["sub/.git/config", ".GIT/hooks/x"]
     assert git(repo, "show", f"{done.commit}:ok.txt") == "ok"
+
+
+def test_pull_plumbing_runs_nothing_a_hostile_repository_configures(tmp_path: Path) -> None:
+    """Even pointed (--repo-path) at a repository whose .git/config an agent wrote, the
+    pull's git commands run no hook, filter, fsmonitor, external diff, textconv or gpg."""
+    from tests.worker.test_gitsafe import plant
+
+    repo = tmp_path / "hostile"
+    init_repo(repo, {"a.txt": "one\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    marker = tmp_path / "PWNED"
+    plant(repo, marker)
+    with open(repo / ".git" / "config", "a") as fh:
+        fh.write(f'[commit]\n\tgpgSign = true\n[gpg]\n\tprogram = "touch {marker}"\n')
+    subprocess.run(["git", "-C", str(repo), "status"], capture_output=True, check=False)
+    assert marker.exists(), "the planted config should fire under plain git"
+    marker.unlink()
+    done = commit_changes(repo, base, [Change("a.txt", b"two\n"), Change("b.bin", b"\0\1")],
+                          "m")
+    create_branch(repo, "from-task", done.commit)
+    patch = diff_patch(repo, base, done.commit)
+    assert repo_root(repo) == repo.resolve()
+    assert "+two" in patch and not marker.exists()

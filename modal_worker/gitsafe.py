@@ -93,24 +93,34 @@ def env(home: str | None = None) -> dict[str, str]:
 
 def run(args: Sequence[str], *, cwd: Path | None = None, input: bytes | None = None,
         extra_env: Mapping[str, str] | None = None, home: str | None = None,
-        timeout: float = GIT_TIMEOUT, stdin: IO[bytes] | None = None,
+        timeout: float | None = None, stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
     """``git HARDEN... ARGS`` with :func:`env` (plus ``extra_env``: index file, identity).
 
-    ``stdin``/``stdout`` stream from/to files instead of ``input``/captured bytes."""
+    ``stdin``/``stdout`` stream from/to files instead of ``input``/captured bytes.
+    ``timeout`` defaults to :data:`GIT_TIMEOUT`; past it ``subprocess.TimeoutExpired``
+    is raised (a FIFO planted in a repository's object store blocks git's open)."""
     full_env = env(home)
     full_env.update(extra_env or {})
     return subprocess.run(["git", *HARDEN, *args], cwd=cwd, input=input, stdin=stdin,
                           stdout=stdout if stdout is not None else subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=full_env, timeout=timeout, check=False)
+                          stderr=subprocess.PIPE, env=full_env,
+                          timeout=GIT_TIMEOUT if timeout is None else timeout, check=False)
 
 
 def read_config(path: Path, key: str, *, as_path: bool = False) -> str | None:
-    """One value from one config file (no includes: git only reads the file)."""
-    args = ["config", "--file", str(path), "--no-includes"]
+    """One value from one config file (no includes: git only reads the bytes we read).
+
+    The file is read here, and only when it is a regular file of sane size (a symlink
+    to one is followed: ~/.gitconfig often is one): a FIFO or device planted as a
+    repository's ``config`` would block or flood git."""
+    data = _read_config_bytes(path)
+    if data is None:
+        return None
+    args = ["config", "--file", "-", "--no-includes"]
     if as_path:
         args.append("--path")
-    proc = run([*args, "--get", key])
+    proc = run([*args, "--get", key], input=data)
     value = proc.stdout.decode(errors="replace").strip()
     return value if proc.returncode == 0 and value else None
 
@@ -149,6 +159,26 @@ def locate(root: Path) -> RepoFiles | None:
     if not (common / "objects").is_dir():
         return None
     return RepoFiles(git_dir, common)
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_bytes(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CONFIG_BYTES:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(MAX_CONFIG_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
@@ -196,7 +226,7 @@ class Shadow:
     home: Path
     branch: str | None  # the branch HEAD names (validated), None when detached or unreadable
 
-    def run(self, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT,
+    def run(self, *args: str, input: bytes | None = None, timeout: float | None = None,
             stdout: IO[bytes] | None = None, extra_env: Mapping[str, str] | None = None
             ) -> subprocess.CompletedProcess[bytes]:
         return run([f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}", *args],

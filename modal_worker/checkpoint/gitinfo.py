@@ -8,6 +8,7 @@ configures (fsmonitor, filters, hooks, pagers...) may run.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,15 @@ def git_file_list(root: Path, *, excludes_file: Path | None = None,
     listed too (the snapshot skips what no longer exists). ``excludes_file`` is the
     user's global ignore file, for uploads (see :func:`gitsafe.user_excludes_file`).
     """
-    with gitsafe.shadow(root, excludes_file=excludes_file) as sh:
-        if sh is None:
-            raise RuntimeError(f"{root} is not a git repository")
-        which = ("-c",) if tracked_only else ("-co", "--exclude-standard")
-        proc = sh.run("ls-files", "-z", *which)
+    try:
+        with gitsafe.shadow(root, excludes_file=excludes_file) as sh:
+            if sh is None:
+                raise RuntimeError(f"{root} is not a git repository")
+            which = ("-c",) if tracked_only else ("-co", "--exclude-standard")
+            proc = sh.run("ls-files", "-z", *which)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"git ls-files in {root} did not answer (a FIFO in .git?)") \
+            from None
     if proc.returncode != 0:
         raise RuntimeError(f"git ls-files failed: {proc.stderr.decode(errors='replace').strip()}")
     names = [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p]
@@ -41,16 +46,20 @@ def git_file_list(root: Path, *, excludes_file: Path | None = None,
 
 
 def git_state(root: Path, *, excludes_file: Path | None = None) -> dict[str, Any] | None:
-    """Branch, HEAD, dirty files and stash list; ``None`` when ``root`` is not a repository."""
-    with gitsafe.shadow(root, excludes_file=excludes_file) as sh:
-        if sh is None:
-            return None
-        branch = sh.branch
-        head = sh.run("rev-parse", "-q", "--verify", "HEAD^{commit}")
-        status = sh.run("status", "--porcelain=v1", "-z", "--untracked-files=all",
-                        "--ignore-submodules=all", "--no-renames")
-        stash = sh.run("log", "-g", "--no-show-signature", "--format=%gd %H %s",
-                       "refs/stash", "--")
+    """Branch, HEAD, dirty files and stash list; ``None`` when ``root`` is not a repository
+    or git does not answer (a checkpoint is never lost to its git state)."""
+    try:
+        with gitsafe.shadow(root, excludes_file=excludes_file) as sh:
+            if sh is None:
+                return None
+            branch = sh.branch
+            head = sh.run("rev-parse", "-q", "--verify", "HEAD^{commit}")
+            status = sh.run("status", "--porcelain=v1", "-z", "--untracked-files=all",
+                            "--ignore-submodules=all", "--no-renames")
+            stash = sh.run("log", "-g", "--no-show-signature", "--format=%gd %H %s",
+                           "refs/stash", "--")
+    except subprocess.TimeoutExpired:
+        return None
     dirty = []
     fields = status.stdout.split(b"\0") if status.returncode == 0 else []
     i = 0

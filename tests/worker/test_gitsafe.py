@@ -130,3 +130,34 @@ def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
     m = snapshot(root, volume=LocalVolume(tmp_path / "vol"), session_id="s", parent_id=None,
                  trigger="t")
     assert "good.txt" in m.tree and m.stats.skipped == ["bad: unreadable"]
+
+
+def test_a_fifo_planted_as_git_config_blocks_nothing(tmp_path: Path) -> None:
+    """`.git/config` as a FIFO: git config would wait for a writer (30 s, then a
+    traceback that failed the checkpoint); the file is read only when it is regular."""
+    import os
+    import time
+    repo = tmp_path / "ws"
+    init_repo(repo, {"a.txt": "a\n"})
+    (repo / ".git" / "config").unlink()
+    os.mkfifo(repo / ".git" / "config")
+    started = time.monotonic()
+    state = git_state(repo)
+    assert time.monotonic() - started < gitsafe.GIT_TIMEOUT
+    assert state is not None and state["branch"] == "main" and len(state["head"]) == 40
+    assert gitsafe.read_config(repo / ".git" / "config", "core.bare") is None
+
+
+def test_a_fifo_in_the_object_store_costs_the_git_state_not_the_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO where git opens a pack index blocks git itself: the state is given up
+    (None) instead of the exception failing every checkpoint of the task."""
+    import os
+    repo = tmp_path / "ws"
+    init_repo(repo, {"a.txt": "a\n"})
+    pack = repo / ".git" / "objects" / "pack"
+    os.mkfifo(pack / f"pack-{'0' * 40}.idx")
+    (pack / f"pack-{'0' * 40}.pack").write_bytes(b"")
+    monkeypatch.setattr(gitsafe, "GIT_TIMEOUT", 2)
+    assert git_state(repo) is None
+    assert "a.txt" in git_file_list(repo)

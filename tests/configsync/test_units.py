@@ -276,3 +276,32 @@ def test_credentials_in_mcp_args_and_urls_become_placeholders(tmp_path: Path) ->
     blob = json.dumps(plan.mcp_servers)
     for secret in ("hunter2", "t0k3n", "p%40ss", "ghp_", "tok3nuser", "zzz", "hf_"):
         assert secret not in blob
+
+
+def test_credentials_named_inside_args_commands_and_url_fragments_are_withheld(
+        tmp_path: Path) -> None:
+    """Header-shaped args ("X-Api-Key: V", "Authorization: Basic V"), a script's
+    "--token V", "env API_KEY=V cmd" as the command and "#access_token=V" in a URL
+    were bundled verbatim."""
+    home = tmp_path / "h"
+    (home / ".claude").mkdir(parents=True)
+    s = "s3cr3tVALUEzz99"
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {
+        "hdr": {"command": "sh", "args": ["--header", f"X-Api-Key: {s}a", "-H",
+                                           f"Authorization: Basic {s}b", "--verbose"]},
+        "script": {"command": "sh", "args": ["-c", f"exec server --token {s}c"]},
+        "envcmd": {"command": f"env API_KEY={s}d sh"},
+        "frag": {"type": "http", "url": f"https://h.example/cb#access_token={s}e&x=1"},
+    }}))
+    plan = _plan(home)
+    assert plan.mcp_servers["hdr"]["args"] == ["--header", "${MCP_HDR_ARG1}", "-H",
+                                               "${MCP_HDR_ARG3}", "--verbose"]
+    assert plan.mcp_servers["script"]["args"] == ["-c", "${MCP_SCRIPT_ARG1}"]
+    assert "envcmd" not in plan.mcp_servers
+    assert plan.mcp_servers["frag"]["url"] == \
+        "https://h.example/cb#access_token=${MCP_FRAG_ACCESS_TOKEN}&x=1"
+    assert s not in json.dumps(plan.mcp_servers)
+    details = {e.path: (e.reason, e.detail) for e in plan.exclusions}
+    assert details["mcp:envcmd"][0] == "secret" and s not in details["mcp:envcmd"][1]
+    assert details["mcp:hdr#args[1]"][0] == "secret"
+    assert all(s not in d for _, d in details.values())

@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from modal_worker.claude_config import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
-from modal_worker.redact import SECRET_NAME_RE, find_secrets, looks_secret
+from modal_worker.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact
 
 SYNCED_DIRS = ("agents", "commands", "skills", "output-styles")
 SECRET_FILES = {
@@ -343,7 +343,8 @@ class _Builder:
                 self.secret_values.add(text[7:].strip())
         # Every literal value is withheld (it may be a credential nothing recognises), but
         # only one whose name or shape says credential is called a secret.
-        reason = "secret" if SECRET_NAME_RE.search(name) or looks_secret(text) else "env"
+        reason = "secret" if SECRET_NAME_RE.search(name) or looks_secret(text) \
+            or redact(text) != text else "env"
         if name in self.pass_env:
             previous = self.plan.secret_env.get(name)
             if previous is not None and previous != text:
@@ -569,6 +570,11 @@ class _Builder:
             {k: v for k, v in server.items() if k != "command"}, where, "")
         command = server.get("command")
         kind = server.get("type") or ("stdio" if command is not None else "")
+        if isinstance(command, str) and command and redact(command) != command:
+            self._exclude(where, "secret", "refused: a credential in command (move it to "
+                                           "the server's env and pass it with sync.pass_env)")
+            self.secret_values.add(command)
+            return
         if isinstance(command, str) and command:
             new = self._rewrite(command, where, "command", bundle_home_files=False)
             if not self._runnable(new):
@@ -603,7 +609,9 @@ class _Builder:
                   and "=" not in out[i - 1] and SECRET_NAME_RE.search(out[i - 1])
                   and not _SWITCH.match(out[i - 1]) and not arg.startswith("-")):
                 out[i] = self._placeholder(at, header_env_name(server, out[i - 1]), arg)
-            elif looks_secret(arg):
+            elif looks_secret(arg) or redact(arg) != arg:
+                # A credential named inside the argument ("X-Api-Key: V", "Authorization:
+                # Basic V", a script's "--token V"): the whole argument is withheld.
                 out[i] = self._placeholder(at, header_env_name(server, f"arg{i}"), arg)
         return out
 
@@ -625,15 +633,21 @@ class _Builder:
                 user = self._placeholder(f"{where}#url.user",
                                          header_env_name(server, "url_user"), user)
             netloc = f"{user}{sep}{password}@{host}"
-        query = []
-        for field_ in parts.query.split("&") if parts.query else []:
+        # The fragment too: OAuth's implicit flow puts "#access_token=..." there.
+        query, fragment = (self._url_params(server, where, text)
+                           for text in (parts.query, parts.fragment))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+    def _url_params(self, server: str, where: str, text: str) -> str:
+        out = []
+        for field_ in text.split("&") if text else []:
             key, eq, value = field_.partition("=")
             if value and "${" not in value and (SECRET_NAME_RE.search(unquote(key))
                                                 or looks_secret(unquote(value))):
                 value = self._placeholder(f"{where}#url.{unquote(key)}",
                                           header_env_name(server, unquote(key)), value)
-            query.append(f"{key}{eq}{value}")
-        return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), parts.fragment))
+            out.append(f"{key}{eq}{value}")
+        return "&".join(out)
 
     def _runnable(self, command: str) -> bool:
         if command.startswith(CONFIG_DIR_TOKEN + "/"):

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from modal_worker import gitsafe
+from modal_worker.redact import redact
 from parhelia import gpus
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
@@ -189,7 +190,8 @@ def validate_source(source: TaskSource) -> TaskSource:
     if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
         raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
                       field="repo_url")
-    if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", source.repo_url):
+    if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", source.repo_url) or \
+            redact(source.repo_url) != source.repo_url:
         # It would be stored with the task and shown by every `task show`.
         raise invalid("repo_url: must not carry a password or token; let git find the "
                       "credential (a credential helper, or an environment variable passed "

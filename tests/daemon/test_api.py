@@ -296,6 +296,10 @@ async def test_watch_filter_and_clean_end_on_shutdown(client: Ch, daemon: Runnin
     ("git@github.com:o/r.git", True),
     ("https://user:ghp_secret123@github.com/o/r.git", False),
     ("https://x-access-token:tok@github.com/o/r.git", False),
+    # A token as the user name (GitHub takes it), or in the query: stored and shown too.
+    ("https://ghp_abcdefghijklmnopqrstuvwxyz0123@github.com/o/r.git", False),
+    ("https://gitlab.example/o/r.git?private_token=abcdef123456", False),
+    ("ssh://git@example.com/o/r.git", True),
 ])
 async def test_repo_url_with_credentials_is_refused(client: Ch, url: str, ok: bool) -> None:
     request = tasks_pb2.CreateTaskRequest(prompt="p", no_dispatch=True,

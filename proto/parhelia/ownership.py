@@ -111,11 +111,42 @@ def _peer_uid(sock_path: Path, timeout: float) -> int | None:
     return uid
 
 
+def _chain_problem(path: Path) -> str | None:
+    """A component on the way to ``path`` (as given, and as resolved) that another user
+    could swap: a symbolic link they made, or a directory they own or may write to
+    (a sticky one excepted), as sshd's StrictModes checks. Checking the final target
+    is not enough: a link of theirs can be pointed elsewhere right after the check."""
+    given = Path(os.path.abspath(path))
+    for chain in (given, Path(os.path.realpath(given))):
+        for component in (chain, *chain.parents):
+            try:
+                st = os.lstat(component)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return f"{component} cannot be inspected ({exc.strerror})"
+            if stat.S_ISLNK(st.st_mode):
+                if not _owner_ok(st.st_uid):
+                    return (f"{component} is a symbolic link (to {os.readlink(component)}) "
+                            f"made by uid {st.st_uid}")
+            elif stat.S_ISDIR(st.st_mode):
+                if not _owner_ok(st.st_uid):
+                    return (f"the directory {component} belongs to uid {st.st_uid}, not to "
+                            f"you (uid {os.geteuid()})")
+                if _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
+                    return (f"the directory {component} is writable by other users (mode "
+                            f"{oct(stat.S_IMODE(st.st_mode))})")
+    return None
+
+
 def socket_problem(sock_path: Path, timeout: float = 1.0) -> str | None:
     """Why the daemon socket at ``sock_path`` must not be spoken to, or None: the socket
     and its directory must be this user's (a directory others can write lets them swap
     the socket) and, where the platform tells, so must the process listening on it."""
     me = os.geteuid()
+    why = _chain_problem(sock_path)
+    if why is not None:
+        return why
     for path, what in ((sock_path.parent, "socket directory"), (sock_path, "socket")):
         try:
             st = os.stat(path)

@@ -129,3 +129,33 @@ def test_env_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
         envfile.load(f, {})
     assert ei.value.code == "E401" and f"uid {OTHER_UID}" in ei.value.message
 
+
+
+def test_client_refuses_a_symlink_of_another_user_to_its_own_socket(
+        daemon: RunningDaemon, tmp_path: Path) -> None:
+    """A link another user planted (in a sticky /tmp-like directory) that points at our
+    own daemon passes every check made on the target, yet they can repoint it at their
+    daemon between the check and the connection: the link itself is refused."""
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    theirs = shared / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    for link in (shared / "p.sock", theirs / "p.sock"):
+        link.symlink_to(daemon.socket)
+        os.lchown(link, OTHER_UID, OTHER_UID)
+        out = _cli({**daemon.env, "PARHELIA_SOCKET": str(link)}, "task", "list")
+        assert out.returncode != 0 and "E401" in out.stderr, out.stderr
+        assert f"uid {OTHER_UID}" in out.stderr
+    # Through a directory link they made, to our own run directory.
+    dlink = shared / "run"
+    dlink.symlink_to(daemon.socket.parent)
+    os.lchown(dlink, OTHER_UID, OTHER_UID)
+    out = _cli({**daemon.env, "PARHELIA_SOCKET": str(dlink / daemon.socket.name)},
+               "task", "list")
+    assert out.returncode != 0 and "symbolic link" in out.stderr, out.stderr
+    # Our own link in the same place is fine.
+    mine = shared / "mine.sock"
+    mine.symlink_to(daemon.socket)
+    assert _cli({**daemon.env, "PARHELIA_SOCKET": str(mine)}, "task", "list").returncode == 0

@@ -32,8 +32,9 @@ from typing import Any
 
 import structlog
 
+from modal_worker.channel import read_spool, spool_key
 from modal_worker.spec import ExitCode, WorkerResult, result_key
-from modal_worker.volume import Volume
+from modal_worker.volume import LocalVolume
 from parhelia import events as catalogue
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
@@ -93,7 +94,7 @@ def micros(usd: Any) -> int:
 
 
 class Listener:
-    def __init__(self, store: Store, backends: Mapping[str, Backend], volume: Volume, *,
+    def __init__(self, store: Store, backends: Mapping[str, Backend], volume: LocalVolume, *,
                  on_settled: Callable[[], None] = lambda: None,
                  on_lost: LostHandler | None = None,
                  launching: AbstractSet[str] = frozenset()) -> None:
@@ -216,7 +217,11 @@ class Listener:
         if lost:
             self._on_settled()
 
-    async def drain(self, container: ContainerRow) -> int:
+    async def drain(self, container: ContainerRow, *, final: bool = False) -> int:
+        """Apply what the container's channel holds now. ``final`` (the container is
+        gone): on a backend with a volume of its own, the whole spool is copied from it
+        first (the end's sync point), so every record is applied before the end is
+        settled — a live reader may not have caught up yet."""
         backend = self._backends.get(container.backend)
         if backend is None:
             return 0
@@ -228,7 +233,7 @@ class Listener:
             except BackendUnreachable:
                 return total
             if not batch.records and batch.cursor == cursor:
-                return total
+                break
             if not await self._copy_announced(backend, container.id, batch):
                 return total
             lost = await self._store.write(functools.partial(
@@ -237,6 +242,35 @@ class Listener:
             await self._recover(lost)
             total += len(batch.records)
             cursor = batch.cursor
+        if final and not volsync.shared(backend, self._volume):
+            total += await self._drain_copy(backend, container)
+        return total
+
+    async def _drain_copy(self, backend: Backend, container: ContainerRow) -> int:
+        """Records of an ended container from the daemon's copy of its spool."""
+        key = spool_key(container.id)
+        try:
+            await backend.pull(self._volume, [key])
+        except BackendUnreachable:
+            return 0
+        path = self._volume.path_for(key)
+        if path is None:
+            return 0
+        total = 0
+        while True:
+            row = await self._store.containers.find(container.id)
+            if row is None:
+                return total
+            records, cursor = await asyncio.to_thread(read_spool, path, row.spool_offset)
+            if cursor == row.spool_offset:
+                return total
+            batch = ChannelBatch(records, cursor)
+            if not await self._copy_announced(backend, container.id, batch):
+                return total
+            lost = await self._store.write(functools.partial(
+                self._apply, container_id=container.id, records=records, cursor=cursor))
+            await self._recover(lost)
+            total += len(records)
 
     async def _copy_announced(self, backend: Backend, container_id: str,
                               batch: ChannelBatch) -> bool:
@@ -423,7 +457,7 @@ class Listener:
             for c, status in zip(containers, found, strict=True):
                 if status.running:
                     continue
-                await self.drain(c)
+                await self.drain(c, final=True)
                 try:
                     outcome = await self.ended_outcome(backend, c, status.exit_code)
                 except BackendUnreachable:
@@ -466,7 +500,7 @@ def _is_current(tx: Tx, c: ContainerRow) -> bool:
     return task is not None and task.container_id == c.id
 
 
-def _outcome_from_result(volume: Volume, container_id: str, exit_code: int | None) -> Outcome:
+def _outcome_from_result(volume: LocalVolume, container_id: str, exit_code: int | None) -> Outcome:
     key = result_key(container_id)
     if volume.exists(key):
         try:

@@ -207,7 +207,7 @@ class Reconciler:
         silence = now_us() - (c.last_heartbeat_at or c.started_at or c.created_at)
         if status.running and silence <= stale_us:
             return None  # alive and talking; maybe listed again next time
-        await self._listener.drain(c)
+        await self._listener.drain(c, final=not status.running)
         if status.running:
             outcome = Outcome(None, "lost", error_message=(
                 f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
@@ -376,7 +376,7 @@ class Reconciler:
             # SIGTERM first: the worker checkpoints before it goes; what it says while
             # going (the checkpoint) is drained below, before recovery picks a checkpoint.
             await backend.terminate(c.backend_id, grace_seconds=self._grace())
-            await self._listener.drain(await self._store.containers.get(c.id))
+            await self._listener.drain(await self._store.containers.get(c.id), final=True)
         if lost is not None and self._on_lost is not None:
             await self._on_lost(*lost)
         self._on_settled()

@@ -23,13 +23,14 @@ def fake_prompt(*steps: dict[str, Any], text: str = "Do the thing.") -> str:
     return f"{text}\nFAKE_SCRIPT: {json.dumps(list(steps))}"
 
 
-def write_config(home: Path, extra: str = "", orchestrator: str = "") -> None:
+def write_config(home: Path, extra: str = "", orchestrator: str = "",
+                 heartbeat: float = 0.5) -> None:
     """The daemon's config: the fake agent, fast heartbeats and dispatch; ``orchestrator``
     adds keys to [orchestrator], ``extra`` appends whole sections."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
         f"[agent]\ncommand = ['{FAKE_AGENT}']\n"
-        "[heartbeat]\ninterval_seconds = 0.5\n"
+        f"[heartbeat]\ninterval_seconds = {heartbeat}\n"
         "[orchestrator]\ndispatch_interval_seconds = 0.5\ncancel_grace_seconds = 3\n"
         + orchestrator + "[recovery]\nbackoff_seconds = 0.2\n" + extra)
 
@@ -94,8 +95,9 @@ class Harness:
 def harness_factory(parhelia_home: Path) -> Iterator[Callable[..., Harness]]:
     started: list[RunningDaemon] = []
 
-    def make(extra_config: str = "", orchestrator: str = "", **env: str) -> Harness:
-        write_config(parhelia_home, extra_config, orchestrator)
+    def make(extra_config: str = "", orchestrator: str = "", heartbeat: float = 0.5,
+             **env: str) -> Harness:
+        write_config(parhelia_home, extra_config, orchestrator, heartbeat)
         env.setdefault("ANTHROPIC_API_KEY", "test-key")
         d = start_daemon(parhelia_home, **env)
         started.append(d)

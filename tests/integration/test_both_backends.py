@@ -1,0 +1,213 @@
+"""The end-to-end scenarios, run on BOTH backends (one suite, parametrised): the real
+daemon, the real CLI, real worker processes and the scripted fake agent; on ``modal``
+the daemon imports the fake Modal SDK (tests/fake_modal), whose sandboxes run the real
+worker locally with ``/vol`` and ``/workspace`` mapped, and whose volume reaches the
+daemon's side only after ``sync`` or the sandbox's end.
+
+What a test checks goes through the daemon (its events, its database, its local copy of
+the volume: diff, pull): nothing reads a backend's own directories.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.fake_modal.fixture import FakeModal
+from tests.fake_modal.fixture import fake_modal as fake_modal  # noqa: F401 - the fixture
+from tests.gitrepo import git as run_git
+from tests.gitrepo import init_repo
+from tests.integration.conftest import Harness, fake_prompt
+
+CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Backend:
+    """One backend under test: how to start a daemon on it, and how to reach a worker."""
+
+    def __init__(self, name: str, factory: Callable[..., Harness],
+                 fake: FakeModal | None) -> None:
+        self.name = name
+        self._factory = factory
+        self.fake = fake
+
+    @property
+    def heartbeat(self) -> float:
+        """Modal's heartbeats reach the daemon through a tail exec over Modal's API: give
+        them intervals that a loaded test machine can keep (local: the harness's 0.5 s)."""
+        return 1.5 if self.fake is not None else 0.5
+
+    def harness(self, extra_config: str = "") -> Harness:
+        env = self.fake.env() if self.fake is not None else {}
+        return self._factory(extra_config, f'default_backend = "{self.name}"\n',
+                             heartbeat=self.heartbeat, **env)
+
+    def worker_pid(self, harness: Harness, task_id: str) -> int:
+        container = harness.task(task_id)["container_id"]
+        if self.fake is not None:
+            return self.fake.worker_pid(container)
+        row = sqlite3.connect(harness.home / "state" / "parheliad.db").execute(
+            "SELECT backend_id FROM containers WHERE id = ?", (container,)).fetchone()
+        return int(row[0].split("@")[0])
+
+
+@pytest.fixture(params=["local", "modal"])
+def backend(request: pytest.FixtureRequest, harness_factory: Callable[..., Harness]) -> Backend:
+    fake = request.getfixturevalue("fake_modal") if request.param == "modal" else None
+    return Backend(request.param, harness_factory, fake)
+
+
+def turn_checkpoints(harness: Harness, task_id: str) -> list[dict[str, Any]]:
+    return [e for e in harness.events("--task", task_id, "--type", "checkpoint_created")
+            if (e["data"] or {}).get("trigger") == "turn"]
+
+
+def changed_files(harness: Harness, task_id: str) -> dict[str, str]:
+    """The task's result as the daemon sees it (its local copy of the final checkpoint)."""
+    patch = harness.run("task", "diff", task_id, check=True).stdout
+    out: dict[str, str] = {}
+    current = None
+    for line in patch.splitlines():
+        if line.startswith("+++ b/"):
+            current = line[6:]
+            out[current] = ""
+        elif current and line.startswith("+") and not line.startswith("+++"):
+            out[current] += line[1:] + "\n"
+    return out
+
+
+def test_sync_task_then_pull_as_a_branch(backend: Backend, tmp_path: Path) -> None:
+    harness = backend.harness()
+    repo = tmp_path / "repo"
+    head = init_repo(repo, {"app.py": "print('v1')\n"})
+    prompt = fake_prompt({"write": "app.py", "content": "print('v2')\n"},
+                         {"write": "docs/new.md", "content": "# New\n"}, {"turn": True})
+    proc = harness.run("task", "create", prompt, "--sync", cwd=repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Done." in proc.stdout
+    task_id = harness.json("task", "list")["tasks"][0]["id"]
+    task = harness.task(task_id)
+    assert task["status"] == "completed" and task["options"]["backend"] == backend.name
+    diff = harness.run("task", "diff", task_id, check=True).stdout
+    assert "-print('v1')" in diff and "+print('v2')" in diff and "+# New" in diff
+    pull = harness.run("task", "pull", task_id, cwd=repo, check=True)
+    assert f"parhelia/{task_id}" in pull.stdout
+    assert run_git(repo, "rev-parse", "HEAD") == head
+    assert run_git(repo, "show", f"parhelia/{task_id}:app.py") == "print('v2')"
+    assert run_git(repo, "show", f"parhelia/{task_id}:docs/new.md") == "# New"
+    logs = harness.run("task", "logs", task_id, check=True).stdout
+    assert '"type":"result"' in logs.replace(" ", "")  # the agent's stream came back too
+
+
+def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -> None:
+    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
+                         {"turn": True}, {"sleep": 30},
+                         {"write": "after.txt", "content": "written after the resume\n"},
+                         {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    session = harness.task(task_id)["session_id"]
+    os.kill(backend.worker_pid(harness, task_id), signal.SIGKILL)
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed", task
+    assert task["restarts"] == 1 and task["session_id"] == session
+    files = changed_files(harness, task_id)
+    assert files["before.txt"] == "written before the kill\n"
+    assert files["after.txt"] == "written after the resume\n"
+    assert int(files[".fake_agent_resumed"]) >= 2  # the earlier conversation was given
+
+
+def test_sigkill_of_the_daemon_then_catch_up_applies_every_record_once(
+        backend: Backend) -> None:
+    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 4},
+                         {"write": "b.txt", "content": "2"}, {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    pid = backend.worker_pid(harness, task_id)
+    harness.daemon.kill()
+    wait_for(lambda: not psutil.pid_exists(pid) or
+             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             what="the worker finishing without the daemon")
+    harness.daemon.start()
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed" and task["restarts"] == 0
+    _assert_sequence_complete(harness, task["container_id"])
+    assert changed_files(harness, task_id)["b.txt"] == "2\n"
+
+
+def test_daemon_stopped_for_a_long_stretch_while_the_worker_works_on(
+        backend: Backend) -> None:
+    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    steps: list[dict[str, Any]] = []
+    for i in range(6):
+        steps += [{"write": f"f{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 1}]
+    task_id = harness.create(fake_prompt(*steps))
+    wait_for(lambda: harness.task(task_id)["status"] == "running", what="running")
+    harness.daemon.stop()
+    time.sleep(8)  # the worker works on, heartbeats and all, with nobody listening
+    harness.daemon.start()
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed" and task["restarts"] == 0
+    _assert_sequence_complete(harness, task["container_id"])
+    files = changed_files(harness, task_id)
+    assert all(files[f"f{i}.txt"] == f"{i}\n" for i in range(6))
+
+
+def _assert_sequence_complete(harness: Harness, container: str) -> None:
+    """Stored: every record of the container exactly once, seq 1..N (events or
+    heartbeats), nothing twice, nothing missing."""
+    db = sqlite3.connect(harness.home / "state" / "parheliad.db")
+    seqs = [r[0] for r in db.execute(
+        "SELECT container_seq FROM events WHERE container_id = ? AND container_seq > 0",
+        (container,))]
+    last = db.execute("SELECT last_seq FROM containers WHERE id = ?", (container,)).fetchone()[0]
+    beats = db.execute("SELECT COUNT(*) FROM heartbeats WHERE container_id = ?",
+                       (container,)).fetchone()[0]
+    assert len(seqs) == len(set(seqs))
+    assert last > 0 and len(seqs) + beats == last
+    assert seqs and max(seqs) <= last
+
+
+def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
+    if backend.fake is None:
+        pytest.skip("the local backend has no service to lose")
+    harness = backend.harness()
+    steps = [{"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 16},
+             {"write": "b.txt", "content": "b"}, {"turn": True}]
+    task_id = harness.create(fake_prompt(*steps))
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    container = harness.task(task_id)["container_id"]
+    backend.fake.switch("unreachable", True)
+    try:
+        wait_for(lambda: harness.json("container", "show", container)["health"]
+                 == "unreachable", what="the container shown unreachable")
+        time.sleep(6 * backend.heartbeat)  # more than the 5 missed beats that mean dead
+        shown = harness.json("container", "show", container)
+        assert shown["health"] == "unreachable" and shown["state"] == "running"
+    finally:
+        backend.fake.switch("unreachable", False)
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed" and task["restarts"] == 0, task
+    types = [e["type"] for e in harness.events("--task", task_id)]
+    assert "container_lost" not in types and "task_recovering" not in types
+    assert changed_files(harness, task_id)["b.txt"] == "b\n"

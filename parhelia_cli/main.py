@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from parhelia import errors as catalogue
 from parhelia_cli import __version__, render
 from parhelia_cli.context import close_all, set_json, settings
 from parhelia_cli.errors import CliError, TaskOutcome
@@ -126,6 +127,10 @@ class ParheliaGroup(click.Group):
         except CliError as exc:
             render.error(exc, as_json)
             code = exc.exit_code
+        except catalogue.ParheliaError as exc:  # raised by shared code run in the CLI
+            cli_exc = CliError(exc.code, exc.message)
+            render.error(cli_exc, as_json)
+            code = cli_exc.exit_code
         except TaskOutcome as exc:
             code = exc.exit_code
         except click.ClickException as exc:

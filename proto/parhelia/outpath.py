@@ -53,7 +53,11 @@ def open_output(path: Path, *, force: bool = False, wait_for_reader: bool = True
                 raise _refuse(path, f"is {kind}; not written to{hint}")
         if not force:
             raise _refuse(path, "exists; pass --force to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                   dir=path.parent)
+    except OSError as exc:
+        raise _refuse(path, f"cannot be written in {path.parent} ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as raw:
             out = _wrap(raw, encoding)
@@ -64,7 +68,11 @@ def open_output(path: Path, *, force: bool = False, wait_for_reader: bool = True
             _place_new(Path(tmp), path)
         else:
             os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except IsADirectoryError:  # a directory appeared meanwhile
+                raise _refuse(path, "became a directory while writing; not replaced") \
+                    from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -86,6 +94,10 @@ def _direct(path: Path, wait_for_reader: bool) -> Iterator[IO[bytes]]:
         if exc.errno == errno.ENXIO:
             raise _refuse(path, "is a FIFO that nobody reads") from None
         raise _refuse(path, f"cannot be opened ({exc.strerror})") from None
+    kind = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(kind) or stat.S_ISCHR(kind)):  # swapped since the lstat
+        os.close(fd)
+        raise _refuse(path, "changed while being opened; not written to")
     if not wait_for_reader:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     with os.fdopen(fd, "wb") as raw:

@@ -291,3 +291,19 @@ def test_export_never_replaces_a_fifo_symlink_or_device(harness: Harness,
     assert refused.returncode != 0 and "symbolic link" in refused.stderr
     assert link.is_symlink() and target.read_text() == "keep\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_export_to_a_bad_path_is_an_error_not_a_traceback(harness: Harness,
+                                                          tmp_path: Path) -> None:
+    """A symlink, a missing directory, a directory and an existing file: each an
+    `Error E101` line and exit 2 (each was a Python traceback ending in the message)."""
+    (tmp_path / "exists.jsonl").write_text("keep\n")
+    (tmp_path / "link").symlink_to(tmp_path / "exists.jsonl")
+    for target, words in ((tmp_path / "link", "symbolic link"),
+                          (tmp_path / "no" / "such" / "dir.jsonl", "cannot be written"),
+                          (tmp_path / "exists.jsonl", "--force")):
+        out = harness.run("events", "export", str(target))
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr and "Error E101" in out.stderr
+        assert words in out.stderr
+    assert (tmp_path / "exists.jsonl").read_text() == "keep\n"

@@ -10,11 +10,15 @@ the volume: diff, pull): nothing reads a backend's own directories.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +71,37 @@ class Backend:
         row = sqlite3.connect(harness.home / "state" / "parheliad.db").execute(
             "SELECT backend_id FROM containers WHERE id = ?", (container,)).fetchone()
         return int(row[0].split("@")[0])
+
+
+    def stray(self, owner: str, container_id: str) -> Stray:
+        """A worker this daemon does not know, tagged ``owner`` (an orphan when it is
+        this daemon's own tag, another owner's otherwise)."""
+        if self.fake is not None:
+            sdk = self.fake.sdk
+            sb = sdk.Sandbox.create("sleep", "120", app=sdk.App.lookup("parhelia"),
+                                    name=container_id, tags={
+                                        "parhelia-owner": owner,
+                                        "parhelia-container": container_id})
+            return Stray(lambda: sb.poll() is None, lambda: sb.terminate())
+        env = {**os.environ, "PARHELIA_OWNER": owner, "PARHELIA_CONTAINER_ID": container_id}
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                                 "modal_worker", "run", "/nonexistent/spec.json"], env=env,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+        wait_for(lambda: "modal_worker" in " ".join(psutil.Process(proc.pid).cmdline()),
+                 10, "the stray worker to exec")
+
+        def stop() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+        return Stray(lambda: proc.poll() is None, stop)
+
+
+@dataclass
+class Stray:
+    alive: Callable[[], bool]
+    stop: Callable[[], object]
 
 
 @pytest.fixture(params=["local", "modal"])
@@ -211,3 +246,27 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
     types = [e["type"] for e in harness.events("--task", task_id)]
     assert "container_lost" not in types and "task_recovering" not in types
     assert changed_files(harness, task_id)["b.txt"] == "b\n"
+
+
+def test_an_orphan_is_found_and_cleaned_and_another_owners_is_untouched(
+        backend: Backend) -> None:
+    harness = backend.harness()
+    owner = harness.json("status")["instance_id"]
+    orphan = backend.stray(owner, "c-0123456789ab")
+    foreign = backend.stray("phd-someoneelse1", "c-ba9876543210")
+    try:
+        report = harness.json("reconciler", "run")
+        assert [(f["kind"], f["container_id"]) for f in report["findings"] or []] == \
+            [("orphaned", "c-0123456789ab")], report
+        assert orphan.alive() and foreign.alive()  # reported, left alone
+        dry = harness.json("cleanup", "--dry-run")
+        assert [o["container"]["id"] for o in dry["orphans"]] == ["c-0123456789ab"]
+        ended = harness.run("cleanup", "--terminate", "-y", check=True).stdout
+        assert "Terminated 1 of 1" in ended
+        wait_for(lambda: not orphan.alive(), 30, "the orphan to end")
+        harness.json("reconciler", "run")
+        time.sleep(0.5)
+        assert foreign.alive(), "a worker with another owner tag was touched"
+    finally:
+        orphan.stop()
+        foreign.stop()

@@ -346,10 +346,22 @@ class ModalBackend:
             sb = await self._call(
                 f"adopting the existing sandbox {name}",
                 lambda: self.sdk.Sandbox.from_name.aio(self.settings.app_name, name))
+            if not await self._ours(sb):
+                raise ParheliaError(
+                    "E503", f"a sandbox named {name} already runs in the Modal app "
+                    f"{self.settings.app_name!r} under another owner (another daemon): it is "
+                    "neither adopted nor touched. Recovery: `parhelia task retry ID` starts "
+                    "a new container; give each daemon its own `modal.app_name`.") from None
             log.info("modal.sandbox_adopted", container_id=spec.container_id,
                      sandbox_id=sb.object_id)
         self._remember(sb, tags)
         return str(sb.object_id)
+
+    async def _ours(self, sb: Any) -> bool:
+        """Whether a sandbox found by name carries this daemon's owner tag (a name is
+        unique within the app only: another daemon sharing the app may hold it)."""
+        tags = await self._call(f"reading the tags of {sb.object_id}", lambda: sb.get_tags.aio())
+        return bool(self.owner_tag) and dict(tags).get(OWNER_TAG) == self.owner_tag
 
     def _remember(self, sb: Any, tags: dict[str, str]) -> None:
         self._handles[sb.object_id] = sb
@@ -573,6 +585,10 @@ class ModalBackend:
                                       self.settings.app_name, name),
                                   keep=(errors.NotFoundError,))
         except errors.NotFoundError:
+            return None
+        if not await self._ours(sb):
+            log.warning("modal.sandbox_of_another_owner", container_id=container_id,
+                        sandbox_id=sb.object_id)
             return None
         self._handles.setdefault(sb.object_id, sb)
         self._container_of[sb.object_id] = container_id

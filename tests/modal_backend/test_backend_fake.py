@@ -334,3 +334,25 @@ async def test_control_reaches_the_worker_and_checkpoints_are_synced_while_it_ru
     await backend.terminate(sb_id, grace_seconds=20)  # ends by itself within the grace
     assert fake_modal.wait_ended(sb_id) == 130
     assert "Sandbox.terminate" not in fake_modal.calls()
+
+
+async def test_a_same_name_sandbox_of_another_owner_is_never_adopted(fake_modal, tmp_path):
+    """Another daemon (another owner tag) in the same app already runs a sandbox named like
+    our container: launch refuses instead of adopting it (then following, stopping or
+    cleaning it as ours), and our channel never follows its spool."""
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    app = await backend.app()
+    other = fake_modal.sdk.Sandbox.create(
+        "sleep", "60", app=app, name="c-taken",
+        tags={OWNER_TAG: "someone-else", "parhelia-container": "c-taken"})
+    spec = worker_spec(backend, script({"sleep": 1}), "c-taken")
+    with pytest.raises(ParheliaError) as refused:
+        await start(backend, local, spec)
+    assert refused.value.code == "E503" and "another owner" in refused.value.message
+    assert other.object_id not in {c.backend_id for c in await backend.list(OWNER)}
+    fake_modal.reset_calls()
+    batch = await backend.events("c-taken", 0)
+    await asyncio.sleep(0.3)
+    assert batch.records == [] and "Sandbox.exec" not in fake_modal.calls()
+    assert fake_modal.service.returncode(other.object_id) is None  # untouched

@@ -133,6 +133,39 @@ def _parse_lines(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     return out, pos
 
 
+MAX_SPOOL_LINE = 8 << 20
+"""A spool line longer than this is skipped by the live tail (the worker's records are
+far smaller; the sandbox may write anything into its spool)."""
+
+
+class _LineBuffer:
+    """Whole lines out of a byte stream: ``(size, line)`` per newline, ``line`` None for a
+    line over ``MAX_SPOOL_LINE`` (skipped, never held in memory; its size still counts)."""
+
+    def __init__(self) -> None:
+        self.parts: builtins.list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> builtins.list[tuple[int, bytes | None]]:
+        out: builtins.list[tuple[int, bytes | None]] = []
+        pos = 0
+        while (nl := chunk.find(b"\n", pos)) >= 0:
+            self._take(chunk[pos:nl + 1])
+            out.append((self.size, None if self.size > MAX_SPOOL_LINE
+                        else b"".join(self.parts)))
+            self.parts, self.size = [], 0
+            pos = nl + 1
+        self._take(chunk[pos:])
+        return out
+
+    def _take(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.size > MAX_SPOOL_LINE:
+            self.parts = []
+        elif piece:
+            self.parts.append(piece)
+
+
 @dataclass
 class _Channel:
     """The daemon's side of one container's spool: the records of bytes ``floor`` to
@@ -543,17 +576,20 @@ class ModalBackend:
                 ch.ended = True
                 return
             path = f"{VOLUME_MOUNT}/spool/{cid}.jsonl"
+            # Bytes, not text: the cursor is the spool's byte offset (what the volume
+            # catch-up counts), whatever the agent wrote into the spool.
             proc = await self._call(f"following the channel of {cid}", lambda: sb.exec.aio(
-                "tail", "-c", f"+{ch.offset + 1}", "-F", path, text=True, bufsize=1))
-            pending = ""
-            async for line in proc.stdout:
-                if not line.endswith("\n"):
-                    pending += line
-                    continue
-                line, pending = pending + line, ""
-                ch.offset += len(line.encode())
-                for _, record in _parse_lines(line.encode())[0]:
-                    ch.add(ch.offset, record)
+                "tail", "-c", f"+{ch.offset + 1}", "-F", path, text=False))
+            line = _LineBuffer()
+            async for chunk in proc.stdout:
+                for size, data in line.feed(bytes(chunk)):
+                    end = ch.offset + size
+                    if data is None:
+                        log.warning("modal.spool_line_too_long", container_id=cid, bytes=size)
+                    else:
+                        for _, record in _parse_lines(data)[0]:
+                            ch.add(end, record)
+                    ch.offset = end
         except asyncio.CancelledError:
             raise
         except BackendUnreachable:

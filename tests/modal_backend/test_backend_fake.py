@@ -4,6 +4,7 @@ as local processes with /vol, /workspace and /root mapped per sandbox."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,32 @@ async def test_a_same_name_sandbox_of_another_owner_is_never_adopted(fake_modal,
     await asyncio.sleep(0.3)
     assert batch.records == [] and "Sandbox.exec" not in fake_modal.calls()
     assert fake_modal.service.returncode(other.object_id) is None  # untouched
+
+
+async def test_the_live_channel_counts_bytes_through_hostile_spool_lines(fake_modal, tmp_path):
+    """The agent can write anything into the sandbox's spool: a line of invalid UTF-8, a
+    9 MiB line, a last line without its newline. The live tail skips them byte-exactly
+    (the cursor is the spool's byte offset, as the volume catch-up counts it) and the
+    records after them still arrive while the sandbox runs."""
+    backend = make_backend(fake_modal)
+    app = await backend.app()
+    sb = fake_modal.sdk.Sandbox.create(
+        "sleep", "60", app=app, name="c-hostile",
+        tags={OWNER_TAG: OWNER, "parhelia-container": "c-hostile"})
+    good = [json.dumps({"seq": n, "type": "heartbeat", "data": {}}).encode() + b"\n"
+            for n in (1, 2)]
+    spool = fake_modal.sandbox_root(sb.object_id) / "vol" / "spool" / "c-hostile.jsonl"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    body = (good[0] + b'{"seq": 7, "type": "\xff\xfe\xfd\xfc"}\n' + b"x" * (9 << 20) + b"\n"
+            + good[1])
+    spool.write_bytes(body + b'{"seq": 3, "type": "heart')
+    records, cursor = await follow(backend, "c-hostile", until="heartbeat", timeout=30)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(records) < 2 and loop.time() < deadline:
+        batch = await backend.events("c-hostile", cursor)
+        records, cursor = records + batch.records, batch.cursor
+        await asyncio.sleep(0.05)
+    assert seqs(records) == [1, 2]
+    assert cursor == len(body)
+    sb.terminate()

@@ -270,3 +270,31 @@ def test_an_orphan_is_found_and_cleaned_and_another_owners_is_untouched(
     finally:
         orphan.stop()
         foreign.stop()
+
+
+def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backend) -> None:
+    harness = backend.harness("[budget]\naccrual_interval_seconds = 0.3\n")
+    steps: list[dict[str, Any]] = [{"write": "start.txt", "content": "go\n"}, {"turn": True}]
+    for i in range(14):
+        steps += [{"bash": f"step {i}"}, {"turn": True}, {"sleep": 0.4}]
+    task_id = harness.create(fake_prompt(*steps))
+    wait_for(lambda: (t := harness.task(task_id))["status"] == "running"
+             and (t["usage"] or {}).get("turns", 0) >= 2, what="two turns")
+    used = harness.json("budget", "show")["used_micros"]
+    harness.run("budget", "set", f"{(used + 2_500) / 1_000_000:.6f}", check=True)
+    paused = wait_for(lambda: (t := harness.task(task_id))["status"] == "paused" and t,
+                      what="the budget pause")
+    first = paused["container_id"]
+    wait_for(lambda: any(e["type"] in ("container_terminated", "container_exited")
+                         for e in harness.events("--container", first)),
+             what="the paused worker to stop")
+    stops = [e for e in harness.events("--task", task_id, "--type", "checkpoint_created")
+             if e["container_id"] == first and e["data"]["trigger"] == "stop"]
+    assert stops and stops[-1]["data"]["message"] == "stopped: budget"
+    harness.run("budget", "set", "1000", check=True)  # room for a sandbox's reservation too
+    done = wait_for(lambda: (t := harness.task(task_id))["status"] == "completed" and t,
+                    120, "the resumed task to complete")
+    assert done["container_id"] != first
+    dispatched = harness.events("--task", task_id, "--type", "task_dispatched")
+    assert [e["data"]["resume"] for e in dispatched] == [False, True]
+    assert dispatched[-1]["data"]["checkpoint_id"] == stops[-1]["data"]["checkpoint_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -99,6 +100,61 @@ def _git_mode(entry: Entry) -> str:
     return "100755" if entry.mode & 0o100 else "100644"
 
 
+_C_ESCAPES = {7: "a", 8: "b", 9: "t", 10: "n", 11: "v", 12: "f", 13: "r", 34: '"', 92: "\\"}
+_C_UNESCAPES = {v: k for k, v in _C_ESCAPES.items()}
+
+
+def quote_path(path: str) -> str:
+    """``path`` as git writes it in a patch (``core.quotePath``, git's default): a name
+    with a control character, a quote, a backslash or a non-ASCII byte is C-quoted
+    (``"a/new\\nline"``). A raw newline would forge the patch's own lines, and
+    escapes would reach the terminal of whoever reads it."""
+    raw = os.fsencode(path)
+    if not any(b < 0x20 or b >= 0x7f or b in (34, 92) for b in raw):
+        return path
+    out = []
+    for b in raw:
+        if b in _C_ESCAPES:
+            out.append("\\" + _C_ESCAPES[b])
+        elif b < 0x20 or b >= 0x7f:
+            out.append(f"\\{b:03o}")
+        else:
+            out.append(chr(b))
+    return '"' + "".join(out) + '"'
+
+
+def _prefixed(prefix: str, path: str) -> str:
+    return quote_path(prefix + path)
+
+
+def header_path(line: str) -> str | None:
+    """The (old) path of a ``diff --git`` header line, quoted or not; None otherwise."""
+    if not line.startswith("diff --git "):
+        return None
+    rest = line[len("diff --git "):]
+    if rest.startswith("a/"):
+        return rest[2:].split(" b/", 1)[0]
+    if not rest.startswith('"a/'):
+        return None
+    raw = bytearray()
+    i = 3
+    while i < len(rest) and rest[i] != '"':
+        ch = rest[i]
+        if ch == "\\" and i + 1 < len(rest):
+            nxt = rest[i + 1]
+            if nxt in _C_UNESCAPES:
+                raw.append(_C_UNESCAPES[nxt])
+                i += 2
+                continue
+            if rest[i + 1:i + 4].isdigit():
+                raw.append(int(rest[i + 1:i + 4], 8) & 0xFF)
+                i += 4
+                continue
+        raw.extend(ch.encode())
+        i += 1
+    return os.fsdecode(bytes(raw))
+
+
 def unified_diff(a: Manifest | None, b: Manifest, *, volume: Volume,
                  paths: Iterable[str] | None = None, ignore: Iterable[str] = (),
                  context: int = 3) -> str:
@@ -113,7 +169,8 @@ def unified_diff(a: Manifest | None, b: Manifest, *, volume: Volume,
         if wanted is not None and path not in wanted:
             continue
         ea, eb = old.get(path), new.get(path)
-        out.append(f"diff --git a/{path} b/{path}\n")
+        qa, qb = _prefixed("a/", path), _prefixed("b/", path)
+        out.append(f"diff --git {qa} {qb}\n")
         if ea is None and eb is not None:
             out.append(f"new file mode {_git_mode(eb)}\n")
         elif eb is None and ea is not None:
@@ -124,12 +181,11 @@ def unified_diff(a: Manifest | None, b: Manifest, *, volume: Volume,
             continue
         la, lb = _text(store, ea), _text(store, eb)
         if la is None or lb is None:
-            out.append(f"Binary files {'a/' + path if ea else '/dev/null'} and "
-                       f"{'b/' + path if eb else '/dev/null'} differ\n")
+            out.append(f"Binary files {qa if ea else '/dev/null'} and "
+                       f"{qb if eb else '/dev/null'} differ\n")
             continue
         lines = list(difflib.unified_diff(
-            la, lb, f"a/{path}" if ea else "/dev/null", f"b/{path}" if eb else "/dev/null",
-            n=context))
+            la, lb, qa if ea else "/dev/null", qb if eb else "/dev/null", n=context))
         for line in lines:
             out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)

@@ -767,7 +767,7 @@ def _print_stat(files: list[dict[str, Any]]) -> None:
     removed = sum(f["lines_removed"] for f in files)
     for f in files:
         counts = "binary" if f["binary"] else f"+{f['lines_added']} -{f['lines_removed']}"
-        render.line(f" {f['change'] or 'modified':<8} {f['path']}  {counts}")
+        render.line(f" {f['change'] or 'modified':<8} {render.safe(f['path'])}  {counts}")
     render.line(f" {len(files)} file(s) changed, {added} insertion(s), {removed} deletion(s)")
 
 
@@ -800,7 +800,7 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
     base = (resp["base_commit"] or "")[:12]
     upload = (resp.get("upload_commit") or "")[:12]
     for skipped in resp.get("skipped") or []:
-        render.warn(f"Skipped {skipped}")
+        render.warn(f"Skipped {render.safe(skipped)}")
     repo = shlex.quote(resp["repo_path"])
     if resp["patch_path"]:
         against = (f"your working tree as uploaded (base {base} + your uncommitted changes)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from modal_worker.checkpoint.diff import Change
+from modal_worker.checkpoint.diff import Change, header_path
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
@@ -48,9 +48,9 @@ def count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
     """Fill lines_added/removed and binary from a git-style patch."""
     by_path = {f.path: f for f in files}
     current: tasks_pb2.FileChange | None = None
-    for line in patch.splitlines():
-        if line.startswith("diff --git a/"):
-            current = by_path.get(line[len("diff --git a/"):].split(" b/", 1)[0])
+    for line in patch.split("\n"):
+        if line.startswith("diff --git "):
+            current = by_path.get(header_path(line) or "")
         elif current is None:
             continue
         elif line.startswith("Binary files "):
@@ -64,10 +64,9 @@ def count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
 def files_from_patch(patch: str) -> list[tasks_pb2.FileChange]:
     """The changed files of a git patch (``diff --git`` headers), with line counts."""
     files: list[tasks_pb2.FileChange] = []
-    for line in patch.splitlines():
-        if line.startswith("diff --git a/"):
-            files.append(tasks_pb2.FileChange(
-                path=line[len("diff --git a/"):].split(" b/", 1)[0], change="modified"))
+    for line in patch.split("\n"):
+        if line.startswith("diff --git "):
+            files.append(tasks_pb2.FileChange(path=header_path(line) or "", change="modified"))
         elif files and line.startswith("new file mode"):
             files[-1].change = "added"
         elif files and line.startswith("deleted file mode"):

@@ -89,9 +89,11 @@ def to_dict(message: Any) -> dict[str, Any]:
 
 def _build_plan(descriptor: Any) -> _Plan:
     plan = _Plan()
-    _plans[descriptor.full_name] = plan  # before recursing: messages may nest themselves
-    for field in descriptor.fields:
+    for field in descriptor.fields:  # nested messages are converted (and planned) lazily
         _add_field(plan, field)
+    # Published only once complete: the MCP bridge converts in several threads, and a
+    # half-built plan seen by another one lost fields (KeyError: 'options').
+    _plans[descriptor.full_name] = plan
     return plan
 
 

@@ -487,7 +487,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
 
     @tool("parhelia_events_since", READ)
     def events_since(
-        after_id: Annotated[int, Field(ge=0, description=(
+        after_id: Annotated[int, Field(ge=0, le=2**63 - 1, description=(
             "Return events with an id greater than this: 0 for the beginning, else the "
             "next_after_id of your previous call (or an event id you saw)."))],
         types: Annotated[list[EventType] | None, Field(description="Only these types.")

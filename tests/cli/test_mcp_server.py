@@ -201,6 +201,9 @@ async def test_task_round_trip_over_mcp(mcp_daemon: RunningDaemon, tmp_path: Pat
         assert relative.startswith("E101 INVALID_ARGUMENT: workspace:")
         assert (await error_text(client, "parhelia_events_list", since="yesterday-ish")
                 ).startswith("E101 INVALID_ARGUMENT: since:")
+        # Past int64: an E101, not "Error executing tool" (protobuf's ValueError).
+        assert (await error_text(client, "parhelia_events_since", after_id=2**70)
+                ).startswith("E101 INVALID_ARGUMENT: after_id:")
 
         # Containers, sessions, checkpoints of the finished task.
         containers = await call(client, "parhelia_containers", task_id=task_id)

@@ -121,3 +121,39 @@ def test_to_dict_conventions():
     c = to_dict(common_pb2.Container(state=common_pb2.CONTAINER_STATE_ORPHANED,
                                      health=common_pb2.HEALTH_DEGRADED))
     assert (c["state"], c["health"]) == ("orphaned", "degraded")
+
+
+def test_messages_convert_from_many_threads_on_a_cold_cache() -> None:
+    """The MCP bridge runs tools in threads: the first conversions of a message type
+    race; a half-built conversion plan lost fields (KeyError: 'options' from
+    parhelia_task_create)."""
+    import sys
+    import threading
+
+    from parhelia.v1 import common_pb2
+    from parhelia_cli import convert
+
+    task = common_pb2.Task(id="t-1", prompt="p", options=common_pb2.TaskOptions(cpu=2.0))
+    errors: list[BaseException] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(30):
+            convert._plans.clear()
+            start = threading.Barrier(8)
+
+            def run() -> None:
+                start.wait()
+                try:
+                    assert convert.to_dict(task)["options"]["cpu"] == 2.0
+                except BaseException as exc:  # noqa: BLE001 - collected for the assert
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=run) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]

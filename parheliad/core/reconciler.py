@@ -117,6 +117,11 @@ class Reconciler:
             report = Report(started_at_us=now_us())
             t0 = time.monotonic()
             for name, backend in self._backends.items():
+                usable, _why = backend.available()
+                if not usable:
+                    # Not configured here (no Modal token, no SDK): nothing of ours can be
+                    # running there, and asking would import the SDK and fail each sweep.
+                    continue
                 try:
                     listed = await backend.list(self._owner)
                 except Exception as exc:

@@ -254,3 +254,29 @@ async def test_an_unreachable_backend_is_not_worker_silence(
     backend.emit(cid, "heartbeat", agent_alive=True)
     await runtime.listener.drain_all()
     assert (await store.containers.get(cid)).health == "healthy"
+
+
+async def test_the_reconciler_never_asks_a_backend_that_is_not_configured(
+        store: Store, tmp_path: Path) -> None:
+    """No Modal token here: the sweep (one runs at every daemon start) must not import
+    or call the SDK -- that cost seconds per start and logged a warning per sweep."""
+    from parheliad.backends.modal import ModalBackend, ModalSettings
+    from parheliad.core.events import EventBus
+
+    touched: list[str] = []
+
+    class RecordingSdk:
+        def __getattr__(self, name: str) -> object:
+            touched.append(name)
+            raise AttributeError(name)
+
+    modal = ModalBackend(ModalSettings(), environ={"HOME": str(tmp_path)},
+                         sdk=RecordingSdk(), owner_tag="owner")
+    assert modal.available()[0] is False
+    paths = Paths(home=tmp_path, config_file=tmp_path / "config.toml",
+                  state_dir=tmp_path / "state", data_dir=tmp_path / "data",
+                  socket=tmp_path / "s")
+    rt = Runtime(store, paths, Config, "owner", EventBus(), backends={"modal": modal})
+    report = await rt.reconciler.run()
+    assert report.findings == []
+    assert touched == []

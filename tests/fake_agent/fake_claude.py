@@ -326,6 +326,11 @@ class Agent:
                 self.record({"type": "system", "subtype": "fake_progress"}, index)
             elif "sleep" in step:
                 time.sleep(float(step["sleep"]))  # type: ignore[arg-type]
+            elif "wait_file" in step:  # a gate the test opens (bounded: never hangs a run)
+                gate = Path(str(step["wait_file"]))
+                deadline = time.monotonic() + 120
+                while not gate.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
             elif "api_retry" in step:
                 self.out({"type": "system", "subtype": "api_retry", "attempt": 1,
                           "max_retries": 10, "retry_delay_ms": 500,

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 from tests.integration.conftest import Harness, fake_prompt
 
@@ -63,9 +64,12 @@ def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> Non
     assert "Resumed with" in task["result"]["text"]
 
 
-def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory) -> None:
+def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory,
+                                                            tmp_path: Path) -> None:
     harness = harness_factory(CHECKPOINT_EVERY_TURN)
-    prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 4},
+    gate = tmp_path / "gate"  # the agent's second turn waits for it: no race with the restart
+    prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
+                         {"wait_file": str(gate)},
                          {"write": "b.txt", "content": "2"}, {"turn": True})
     task_id = harness.create(prompt)
     wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
@@ -74,6 +78,9 @@ def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory) ->
     time.sleep(1.0)
     os.kill(pid, 0)  # the worker kept going without the daemon
     harness.daemon.start()
+    wait_for(lambda: any(e["type"] == "container_adopted"
+                         for e in harness.events("--task", task_id)), what="the adoption")
+    gate.touch()
     task = harness.wait(task_id, timeout=60)
     assert task["status"] == "completed"
     assert task["restarts"] == 0  # re-adopted, not restarted

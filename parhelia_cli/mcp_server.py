@@ -47,7 +47,7 @@ PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "manual", "
 Backend = Literal["local", "modal"]
 ContainerState = Literal["created", "starting", "running", "exited", "failed", "terminated",
                          "lost", "orphaned"]
-Health = Literal["unknown", "healthy", "degraded", "unhealthy", "dead"]
+Health = Literal["unknown", "healthy", "degraded", "unhealthy", "dead", "unreachable"]
 Level = Literal["debug", "info", "warning", "error"]
 
 LOG_LINES_MAX = 2000

@@ -44,6 +44,7 @@ from parheliad.store.store import Store
 from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
+STOP_RETRY_MAX_S = 30.0
 
 _LOG_POLL_SECONDS = 0.25
 PRUNE_INTERVAL_SECONDS = 60.0
@@ -236,6 +237,24 @@ class Runtime:
         return c if c is not None and c.state in CONTAINER_LIVE else None
 
     async def stop_container(self, c: ContainerRow, reason: str, grace: float) -> None:
+        """Stop it (checkpoint, then kill after ``grace``). A backend that cannot be
+        reached is asked again with backoff until the container ends: a cancelled or
+        paused task's sandbox must not run on (and bill) until its own timeout."""
+        delay = 1.0
+        while True:
+            try:
+                await self._stop_once(c, reason, grace)
+                return
+            except BackendUnreachable as exc:
+                row = await self.store.containers.find(c.id)
+                if row is None or row.state not in CONTAINER_LIVE:
+                    return
+                log.warning("stop not delivered, retrying", container_id=c.id,
+                            error=exc.message, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STOP_RETRY_MAX_S)
+
+    async def _stop_once(self, c: ContainerRow, reason: str, grace: float) -> None:
         backend = self.backends.get(c.backend)
         if backend is None or not c.backend_id:
             return

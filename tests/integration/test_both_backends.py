@@ -298,3 +298,26 @@ def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backen
     dispatched = harness.events("--task", task_id, "--type", "task_dispatched")
     assert [e["data"]["resume"] for e in dispatched] == [False, True]
     assert dispatched[-1]["data"]["checkpoint_id"] == stops[-1]["data"]["checkpoint_id"]
+
+
+def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Backend) -> None:
+    """A cancel whose stop cannot reach Modal is retried until the sandbox ends: it does
+    not run on (and bill) until its Modal timeout."""
+    if backend.fake is None:
+        pytest.skip("the local backend has no service to lose")
+    fake = backend.fake
+    harness = backend.harness()
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                         {"sleep": 300}))
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    sandbox_id = fake.sandbox(harness.task(task_id)["container_id"])["id"]
+    fake.switch("unreachable", True)
+    try:
+        harness.run("task", "cancel", task_id, "--grace", "1", check=True)
+        time.sleep(4)
+        assert fake.service.returncode(sandbox_id) is None
+    finally:
+        fake.switch("unreachable", False)
+    wait_for(lambda: fake.service.returncode(sandbox_id) is not None, 60,
+             "the cancelled task's sandbox to end once Modal answers again")
+    assert harness.task(task_id)["status"] == "cancelled"

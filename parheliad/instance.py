@@ -139,10 +139,15 @@ class InstanceGuard:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         if self.socket.exists() or self.socket.is_symlink():
-            if not stat.S_ISSOCK(self.socket.lstat().st_mode):
+            st = self.socket.lstat()
+            if not stat.S_ISSOCK(st.st_mode):
                 self.release()
                 raise StartupRefused(f"{self.socket} exists and is not a socket; "
                                      "move it away or choose another socket path")
+            if st.st_uid != os.geteuid():  # another user's, in a shared (sticky) directory
+                self.release(keep_socket=True)
+                raise StartupRefused(f"{self.socket} is a socket of uid {st.st_uid}, not "
+                                     "yours; it is not removed. Choose another socket path")
             self.socket.unlink()
             log.info("daemon.stale_socket_removed", socket=str(self.socket))
         pid_tmp = self.paths.pid_file.with_suffix(".pid.tmp")
@@ -151,15 +156,16 @@ class InstanceGuard:
             fh.write(f"{os.getpid()}\n")
         os.replace(pid_tmp, self.paths.pid_file)
 
-    def release(self) -> None:
-        """Remove the pid file (if ours) and the socket, then drop the lock. Idempotent."""
+    def release(self, *, keep_socket: bool = False) -> None:
+        """Remove the pid file (if ours) and the socket (unless ``keep_socket``: it is
+        not ours), then drop the lock. Idempotent."""
         if self._lock_fd is None:
             return
         if _read_pid(self.paths.pid_file) == os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 self.paths.pid_file.unlink()
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(self.socket.lstat().st_mode):
+            if not keep_socket and stat.S_ISSOCK(self.socket.lstat().st_mode):
                 self.socket.unlink()
         fd, self._lock_fd = self._lock_fd, None
         fcntl.flock(fd, fcntl.LOCK_UN)

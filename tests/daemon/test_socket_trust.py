@@ -159,3 +159,21 @@ def test_client_refuses_a_symlink_of_another_user_to_its_own_socket(
     mine = shared / "mine.sock"
     mine.symlink_to(daemon.socket)
     assert _cli({**daemon.env, "PARHELIA_SOCKET": str(mine)}, "task", "list").returncode == 0
+
+
+def test_a_stale_socket_of_another_user_is_never_removed(parhelia_home: Path) -> None:
+    """In a shared sticky directory, a dead socket another user left at our path: the
+    daemon refuses (root could remove it; nobody may remove what is not theirs)."""
+    import socket as socket_
+
+    shared = parhelia_home / "shared-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    sock = shared / "p.sock"
+    with socket_.socket(socket_.AF_UNIX) as s:
+        s.bind(str(sock))  # closed without listening: stale
+    os.lchown(sock, OTHER_UID, OTHER_UID)
+    out = _parheliad(daemon_env(parhelia_home, PARHELIA_SOCKET=str(sock)))
+    assert out.returncode == 1, out.stderr
+    assert f"uid {OTHER_UID}" in out.stderr and "not removed" in out.stderr
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode) and os.lstat(sock).st_uid == OTHER_UID

@@ -788,6 +788,10 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
 
     if branch and patch_file:
         raise invalid("--branch and --patch are alternatives; give one")
+    if patch_file is not None and str(patch_file) == "-":
+        raise invalid("--patch names a file (the daemon writes it); to print the patch, "
+                      "use `parhelia task diff ID` (the same comparison; binary files are "
+                      "named, not included)")
     obj = settings()
     resp = to_dict(obj.client().call("tasks", "PullTask", pb2("tasks").PullTaskRequest(
         task_id=task_id, branch=branch or "",

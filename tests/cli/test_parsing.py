@@ -83,6 +83,8 @@ def test_missing_argument_is_e102(run):
     ["task", "create", "x", "--ref", "main"],
     ["task", "create", "x", "--sync", "--no-dispatch"],
     ["task", "pull", "t-1", "--branch", "b", "--patch", "x.patch"],
+    # "-" is stdout for events export; here it made a file named "-" in the repository.
+    ["task", "pull", "t-1", "--patch", "-"],
 ])
 def test_contradicting_options_are_e101(run, args):
     result = run(*args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from parhelia.gpus import GPU_TYPES
 from parhelia.paths import Paths
 
 PROJECT_CONFIG = Path(".parhelia") / "config.toml"
+MAX_CONFIG_BYTES = 1 << 20
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
 PERMISSION_RANK = {"plan": 0, "dontAsk": 1, "manual": 1, "acceptEdits": 2, "auto": 3,
@@ -343,6 +345,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
                             file=str(path))
     try:
         with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size > MAX_CONFIG_BYTES:
+                raise ParheliaError("E101", f"{path}: too large for a configuration file "
+                                    f"(over {MAX_CONFIG_BYTES >> 10} KiB)", file=str(path))
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ParheliaError("E101", f"{path}: not valid TOML: {exc}", file=str(path)) from None

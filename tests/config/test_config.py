@@ -182,3 +182,17 @@ def test_config_owned_by_another_user_or_writable_by_others_is_refused(
     with pytest.raises(ParheliaError) as ei:
         load_config(paths, tmp_path / "p")
     assert ei.value.code == "E401" and str(pfile) in ei.value.message
+
+
+def test_a_huge_project_config_is_refused_unread(paths, tmp_path: Path) -> None:
+    """A repository's .parhelia/config.toml may be a link to any large file the daemon can
+    read (a log, a disk image): it was read whole into the daemon's memory."""
+    big = tmp_path / "big.log"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: costs no disk, would cost 64 MiB of memory
+    project = tmp_path / "proj"
+    (project / ".parhelia").mkdir(parents=True)
+    (project / ".parhelia" / "config.toml").symlink_to(big)
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths, project)
+    assert ei.value.code == "E101" and "too large" in ei.value.message

@@ -166,10 +166,12 @@ def _add_field(plan: _Plan, field: Any) -> None:
 
 
 def task_dict(task: Any) -> dict[str, Any]:
-    """A task, with ``usage.total_cost_micros``/``total_cost_usd`` (api + compute) added."""
+    """A task, with ``usage.total_cost_micros``/``total_cost_usd`` (api + compute, and
+    while it runs the API spend priced from its tokens beyond what the agent reported)."""
     out = to_dict(task)
     u = out.get("usage")
     if u is not None:
-        total = u["api_cost_micros"] + u["compute_cost_micros"]
+        total = u["api_cost_micros"] + u["compute_cost_micros"] + \
+            u.get("inflight_api_cost_micros", 0)
         u["total_cost_micros"], u["total_cost_usd"] = total, usd(total)
     return out

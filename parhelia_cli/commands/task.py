@@ -577,8 +577,10 @@ def show(task_id: str) -> None:
         ("Tokens", f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out / "
                    f"{u.get('cache_read_input_tokens', 0)} cache read"),
         ("Cost", f"{usd_short(u.get('total_cost_micros', 0))} (api "
-                 f"{usd_short(u.get('api_cost_micros', 0))}, compute "
-                 f"{usd_short(u.get('compute_cost_micros', 0))})"),
+                 f"{usd_short(u.get('api_cost_micros', 0))}"
+                 + (f" + ~{usd_short(u['inflight_api_cost_micros'])} in flight"
+                    if u.get("inflight_api_cost_micros") else "")
+                 + f", compute {usd_short(u.get('compute_cost_micros', 0))})"),
         ("Last tool", render.safe(t["last_tool"])),
         ("Result", render.safe(r.get("subtype"))),
         ("Error", f"{r['error_code']}: {render.safe(r.get('error_message'))}"

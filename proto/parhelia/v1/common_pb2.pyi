@@ -204,6 +204,7 @@ class Usage(_message.Message):
     TURNS_FIELD_NUMBER: _builtins.int
     API_COST_MICROS_FIELD_NUMBER: _builtins.int
     COMPUTE_COST_MICROS_FIELD_NUMBER: _builtins.int
+    INFLIGHT_API_COST_MICROS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     cache_creation_input_tokens: _builtins.int
@@ -211,6 +212,10 @@ class Usage(_message.Message):
     turns: _builtins.int
     api_cost_micros: _builtins.int
     compute_cost_micros: _builtins.int
+    inflight_api_cost_micros: _builtins.int
+    """A running task only: its tokens priced at the configured rates, beyond the API cost
+    the agent has reported so far (an estimate until the agent's result books the cost).
+    """
     def __init__(
         self,
         *,
@@ -221,10 +226,11 @@ class Usage(_message.Message):
         turns: _builtins.int = ...,
         api_cost_micros: _builtins.int = ...,
         compute_cost_micros: _builtins.int = ...,
+        inflight_api_cost_micros: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_cost_micros", b"api_cost_micros", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "compute_cost_micros", b"compute_cost_micros", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "turns", b"turns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_cost_micros", b"api_cost_micros", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "compute_cost_micros", b"compute_cost_micros", "inflight_api_cost_micros", b"inflight_api_cost_micros", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "turns", b"turns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

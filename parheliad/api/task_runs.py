@@ -17,10 +17,32 @@ from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
 from parheliad.context import DaemonContext
 from parheliad.core import results
+from parheliad.core.budget import round_micros, token_cost
 from parheliad.core.runtime import RetryOverrides, Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.store import EventFilter
 from parheliad.store.rows import TaskRow
+
+_LIVE_STATUSES = ("running", "recovering")
+
+
+def _inflight(row: TaskRow, ctx: DaemonContext) -> int:
+    """What a running task has spent on the API beyond what its agent reported: its
+    tokens priced at the configured rates (the CLI reports its cost only at the end)."""
+    if row.status not in _LIVE_STATUSES:
+        return 0
+    cfg = ctx.config
+    priced = round_micros(token_cost(
+        cfg.rates, row.model or cfg.agent.model, input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens, cache_write=row.cache_creation_input_tokens,
+        cache_read=row.cache_read_input_tokens))
+    return max(0, priced - row.api_cost_micros)
+
+
+def task_view(row: TaskRow, ctx: DaemonContext) -> common_pb2.Task:
+    msg = task_to_proto(row)
+    msg.usage.inflight_api_cost_micros = _inflight(row, ctx)
+    return msg
 
 
 def task_ref(value: str) -> str:
@@ -123,20 +145,21 @@ class TaskRunsMixin:
         task = await store.tasks.get(task_ref(request.task_id))
         with self._ctx.bus.subscribe(EventFilter(task_id=task.id)) as sub:
             task = await store.tasks.get(task.id)  # after subscribing: no gap
-            yield self._progress(task, None)
+            yield self._progress(task, None, self._ctx)
             if TaskStatus(task.status) in TASK_FINAL:
                 return
             async for row in sub:
                 task = await store.tasks.get(task.id)
-                yield self._progress(task, event_to_proto(row))
+                yield self._progress(task, event_to_proto(row), self._ctx)
                 if TaskStatus(task.status) in TASK_FINAL and row.type.startswith("task_"):
                     return
 
     @staticmethod
-    def _progress(task: TaskRow, event: common_pb2.Event | None) -> tasks_pb2.TaskProgress:
+    def _progress(task: TaskRow, event: common_pb2.Event | None,
+                  ctx: DaemonContext) -> tasks_pb2.TaskProgress:
         start = task.started_at or task.created_at
         end = task.finished_at or int(time.time() * 1_000_000)
-        return tasks_pb2.TaskProgress(task=task_to_proto(task), event=event,
+        return tasks_pb2.TaskProgress(task=task_view(task, ctx), event=event,
                                       elapsed_seconds=max(0, end - start) / 1_000_000)
 
     async def GetTaskLogs(self, request: tasks_pb2.GetTaskLogsRequest,

@@ -13,37 +13,13 @@ from parheliad.api.convert import (
     status_from_proto,
     task_to_proto,
 )
-from parheliad.api.task_runs import TaskRunsMixin, task_ref
+from parheliad.api.task_runs import TaskRunsMixin, task_ref, task_view
 from parheliad.context import DaemonContext
-from parheliad.core.budget import round_micros, token_cost
-from parheliad.store.rows import TaskRow
 
 DEFAULT_LIMIT = 100
 
 
 _ref = task_ref
-
-
-_LIVE_STATUSES = ("running", "recovering")
-
-
-def _inflight(row: TaskRow, ctx: DaemonContext) -> int:
-    """What a running task has spent on the API beyond what its agent reported: its
-    tokens priced at the configured rates (the CLI reports its cost only at the end)."""
-    if row.status not in _LIVE_STATUSES:
-        return 0
-    cfg = ctx.config
-    priced = round_micros(token_cost(
-        cfg.rates, row.model or cfg.agent.model, input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens, cache_write=row.cache_creation_input_tokens,
-        cache_read=row.cache_read_input_tokens))
-    return max(0, priced - row.api_cost_micros)
-
-
-def _task(row: TaskRow, ctx: DaemonContext) -> common_pb2.Task:
-    msg = task_to_proto(row)
-    msg.usage.inflight_api_cost_micros = _inflight(row, ctx)
-    return msg
 
 
 class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServicer):
@@ -63,11 +39,11 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
                         context: grpc.aio.ServicerContext) -> tasks_pb2.ListTasksResponse:
         statuses = tuple(status_from_proto(s) for s in request.statuses)
         rows = await self._ctx.tasks.list(statuses, limit=request.limit or DEFAULT_LIMIT)
-        return tasks_pb2.ListTasksResponse(tasks=[_task(r, self._ctx) for r in rows])
+        return tasks_pb2.ListTasksResponse(tasks=[task_view(r, self._ctx) for r in rows])
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest,
                       context: grpc.aio.ServicerContext) -> common_pb2.Task:
-        return _task(await self._ctx.tasks.get(_ref(request.task_id)), self._ctx)
+        return task_view(await self._ctx.tasks.get(_ref(request.task_id)), self._ctx)
 
     async def CancelTask(self, request: tasks_pb2.CancelTaskRequest,
                          context: grpc.aio.ServicerContext) -> common_pb2.Task:

@@ -73,6 +73,8 @@ CLAUDE_CONFIG_DIR = "/root/.claude"
 SYNC_ARGV = ("sync", VOLUME_MOUNT)
 TIMEOUT_MARGIN_S = 600
 MODAL_MAX_TIMEOUT_S = 86_400
+TASK_TIMEOUT_MAX_S = MODAL_MAX_TIMEOUT_S - TIMEOUT_MARGIN_S
+"""The longest task a sandbox can hold with the margin for the worker's final checkpoint."""
 CAS_PREFIX = "cas/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BLOB_RE = re.compile(r"^cas/blobs/([0-9a-f]{2})/([0-9a-f]{64})$")

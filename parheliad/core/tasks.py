@@ -22,6 +22,8 @@ from modal_worker.redact import redact
 from parhelia import gpus
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
+from parheliad.backends.modal import TASK_TIMEOUT_MAX_S as MODAL_TASK_TIMEOUT_MAX_S
+from parheliad.backends.modal import TIMEOUT_MARGIN_S
 from parheliad.config import PERMISSION_MODES, Config, project_widenings
 from parheliad.core.states import (
     TASK_FINAL,
@@ -169,6 +171,11 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
         raise invalid(f"gpu: the {backend} backend has no GPUs, so --gpu {gpu} cannot be "
                       f"honoured there; drop --backend {backend} (--gpu runs on "
                       f"{gpus.GPU_BACKEND}) or drop --gpu", field="gpu")
+    if backend == "modal" and timeout > MODAL_TASK_TIMEOUT_MAX_S:
+        raise invalid(f"timeout: a Modal sandbox lives at most 24 h, including "
+                      f"{TIMEOUT_MARGIN_S} s for the worker's final checkpoint: must be 1 to "
+                      f"{MODAL_TASK_TIMEOUT_MAX_S} seconds on modal, got {timeout}",
+                      field="timeout_seconds")
     return TaskOptions(gpu=gpu, cpu=float(cpu), memory_mb=memory, timeout_seconds=timeout,
                        max_turns=turns, max_cost_micros=opts.max_cost_micros, model=model,
                        permission_mode=mode, interactive=opts.interactive, backend=backend)

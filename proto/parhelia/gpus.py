@@ -33,8 +33,11 @@ def parse_gpu(text: str, known: tuple[str, ...] = GPU_TYPES) -> tuple[str, int] 
                          f"(optionally TYPE:N, N from 1 to {MAX_GPUS})")
     if not sep:
         return canonical, 1
-    if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_GPUS:
-        raise ValueError(f"the GPU count must be 1 to {MAX_GPUS} in TYPE:N, got {text!r}")
+    # ASCII digits only ("²" and "٣" are str.isdigit()), and short: the text is echoed.
+    if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 2) \
+            or not 1 <= int(count_text) <= MAX_GPUS:
+        raise ValueError(f"the GPU count must be 1 to {MAX_GPUS} in TYPE:N, "
+                         f"got {text[:40]!r}")
     return canonical, int(count_text)
 
 

@@ -125,6 +125,25 @@ async def test_a_gpu_on_the_local_backend_is_refused(client: Ch) -> None:
     assert (await create(client, gpu="T4", backend="modal")).options.backend == "modal"
 
 
+async def test_a_modal_task_timeout_leaves_the_worker_time_to_checkpoint(client: Ch) -> None:
+    """Modal ends a sandbox at 24 h; the sandbox gets the task's timeout plus a margin for
+    the worker's final checkpoint, so a Modal task may ask for at most 24 h less it (a
+    24 h task was killed by Modal at the instant its worker meant to checkpoint)."""
+    err = await expect_error(create(client, gpu="T4", timeout_seconds=86_400),
+                             grpc.StatusCode.INVALID_ARGUMENT, "E101")
+    assert err.details().startswith("timeout") and "85800" in err.details()
+    assert (await create(client, gpu="T4", timeout_seconds=85_800)).options.timeout_seconds \
+        == 85_800
+    assert (await create(client, timeout_seconds=86_400)).options.backend == "local"
+
+
+@pytest.mark.parametrize("gpu", ["H100:\u00b2", "H100:\u0663", "H100:" + "9" * 5000])
+async def test_a_gpu_count_is_ascii_digits_and_says_the_accepted_forms(client: Ch,
+                                                                      gpu: str) -> None:
+    err = await expect_error(create(client, gpu=gpu), grpc.StatusCode.INVALID_ARGUMENT, "E101")
+    assert "the GPU count must be 1 to 8" in err.details() and len(err.details()) < 300
+
+
 async def test_list_get_cancel_delete(client: Ch) -> None:
     tasks = tasks_pb2_grpc.TaskServiceStub(client)
     a, b, c = [await create(client, f"task {i}") for i in range(3)]

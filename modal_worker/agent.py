@@ -30,7 +30,8 @@ from typing import Any, TextIO
 from modal_worker.checkpoint.projects import TMP_SUBDIR
 from modal_worker.environ import agent_environ
 from modal_worker.redact import redact
-from modal_worker.spec import CREDENTIAL_VARS, AgentSpec
+from modal_worker.spec import AgentSpec
+from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 
 log = logging.getLogger(__name__)

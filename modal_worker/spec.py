@@ -19,6 +19,7 @@ from typing import Any
 
 from modal_worker import gitsafe
 from modal_worker.volume import atomic_write_bytes, validate_key
+from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 
 SPEC_VERSION = 1
@@ -27,7 +28,6 @@ PERMISSION_MODES = frozenset(
     {"acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan"}
 )
 BACKENDS = frozenset({"local", "modal"})
-CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -26,6 +26,8 @@ ALIASES = {"t": "task", "s": "session", "c": "checkpoint", "b": "budget", "e": "
 # lists every command without importing its module.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("parhelia_cli.commands.task", "task", "Create, follow and manage tasks."),
+    "auth": ("parhelia_cli.commands.auth", "auth",
+             "Store, show and clear the agent's credential for the daemon (no restart)."),
     "budget": ("parhelia_cli.commands.budget", "budget",
                "Show and set the spending ceiling; spend history and ledger."),
     "events": ("parhelia_cli.commands.events", "events",

@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from parhelia import __version__, paths
+from parhelia import __version__, envfile, paths
 from parhelia.errors import ParheliaError
-from parheliad import envfile
 from parheliad import logging as daemon_logging
 from parheliad.config import load_config
 

@@ -111,6 +111,8 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
     obj = settings()
     client = obj.client()
     tasks = pb2("tasks")
+    if not estimate_only:
+        _check_credential(client, backend)
     if estimate_only:
         est = client.call("tasks", "EstimateTask", tasks.EstimateTaskRequest(options=options))
         _print_estimate(to_dict(est), obj.json)
@@ -140,6 +142,23 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
                 render.info(f"Follow it with `parhelia task watch {created.id}`.")
         return
     follow(client, created.id, obj.json)
+
+
+def _check_credential(client: Any, backend: str | None) -> None:
+    """Before anything is created: this shell has a credential the daemon lacks. Refused
+    when the task would run locally (it would fail at dispatch); a warning otherwise (a
+    Modal secret may hold the credential)."""
+    from parhelia_cli.client import pb2
+    from parhelia_cli.commands.auth import shell_credential_missing_in_daemon
+
+    status = client.call("system", "GetStatus", pb2("system").GetStatusRequest())
+    message = shell_credential_missing_in_daemon(status)
+    if message is None:
+        return
+    others = [b.name for b in status.backends if b.available and b.name != "local"]
+    if backend == "local" or (backend is None and not others):
+        raise CliError("E400", message)
+    render.warn(message)
 
 
 def task_options(*, gpu: str | None = None, cpu: float | None = None,

@@ -7,6 +7,8 @@ import os
 
 import grpc
 
+from parhelia import envfile
+from parhelia.errors import ParheliaError
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
@@ -73,6 +75,16 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                 orphans=orphans, recovering_tasks=recovering,
                 needs_attention=bool(attention), attention=attention))
         set_ts(response.started_at, ctx.started_at_us)
+        env_path = envfile.env_file(ctx.paths)
+        response.env_file = str(env_path)
+        try:
+            source = await asyncio.to_thread(envfile.credential, env_path, os.environ)
+        except ParheliaError as exc:
+            response.credential_problem = f"{exc.code} {exc.message}"
+        else:
+            if source is not None:
+                response.credential_name = source.name
+                response.credential_source = source.origin
         last_run = await store.kv.get(LAST_RUN_KEY)
         if isinstance(last_run, int):
             set_ts(response.health.reconciler_last_run, last_run)

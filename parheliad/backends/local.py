@@ -35,8 +35,10 @@ import psutil
 
 from modal_worker.channel import append_control, read_spool
 from modal_worker.environ import worker_environ
-from modal_worker.spec import CREDENTIAL_VARS, spec_key
+from modal_worker.spec import spec_key
 from modal_worker.volume import LocalVolume, Volume
+from parhelia import envfile
+from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 
@@ -80,7 +82,8 @@ class LocalBackend:
         self._paths = paths
         self._root = paths.volume_dir
         self.volume = LocalVolume(self._root)
-        self._env = dict(os.environ if env is None else env)
+        self._base_env = dict(os.environ if env is None else env)
+        self._env = envfile.own_environ(self._base_env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._spools: dict[str, str] = {}
 
@@ -93,11 +96,22 @@ class LocalBackend:
                            claude_config_dir=str(config_dir))
 
     async def credentials(self) -> Credentials:
-        if any(str(self._env.get(name) or "").strip() for name in CREDENTIAL_VARS):
-            return Credentials(True, "from the daemon's environment", self._env)
-        return Credentials(False, "none of " + ", ".join(CREDENTIAL_VARS) + " is set in the "
-                           "daemon's environment. Export one and restart the daemon "
-                           "(`parhelia daemon stop`)", self._env)
+        """Re-reads the env file each time (``parhelia auth set`` needs no restart); the
+        environment found here is the one the next worker gets."""
+        path = envfile.env_file(self._paths)
+        try:
+            self._env = envfile.effective(path, self._base_env)
+            source = envfile.credential(path, self._base_env)
+        except ParheliaError as exc:
+            return Credentials(False, exc.message, self._env)
+        if source is not None:
+            where = "the daemon's environment" if source.origin == envfile.ENVIRONMENT \
+                else str(path)
+            return Credentials(True, f"{source.name} from {where}", self._env)
+        return Credentials(False, "none of " + ", ".join(CREDENTIAL_VARS) + " is set for "
+                           "the daemon: run `parhelia auth set` (no restart needed), or "
+                           "export one and restart the daemon (`parhelia daemon stop`)",
+                           self._env)
 
     async def push(self, local: Volume, keys: Sequence[str]) -> int:
         return 0  # the daemon's volume is this backend's volume

@@ -45,8 +45,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from modal_worker.spec import CREDENTIAL_VARS
 from modal_worker.volume import Volume, validate_key
+from parhelia import envfile
+from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 
 from .base import (
@@ -196,9 +197,12 @@ class ModalBackend:
     name = "modal"
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
-                 sdk: Any = None, owner_tag: str = "") -> None:
+                 sdk: Any = None, owner_tag: str = "", env_path: Path | None = None) -> None:
         self.settings = settings
+        self._base_environ = dict(environ)
         self._environ = dict(environ)
+        self._env_path = env_path
+        """The daemon's env file, re-read by :meth:`credentials` (``parhelia auth set``)."""
         self._sdk_obj = sdk
         self.owner_tag = owner_tag
         self._app: Any = None
@@ -320,6 +324,11 @@ class ModalBackend:
         return found
 
     async def credentials(self) -> Credentials:
+        if self._env_path is not None:
+            try:
+                self._environ = envfile.effective(self._env_path, self._base_environ)
+            except ParheliaError as exc:
+                return Credentials(False, exc.message, self._environ)
         key = await self.named_secret_key()
         if key is not None:
             return Credentials(True, f"Modal secret {self.settings.secret_name!r} ({key})",
@@ -839,7 +848,8 @@ def from_config(config: Any, paths: Any, environ: Mapping[str, str] | None = Non
     imported or called on Modal until the backend is used."""
     return ModalBackend(settings_from_config(config),
                         dict(os.environ if environ is None else environ), sdk=sdk,
-                        owner_tag=owner_tag)
+                        owner_tag=owner_tag,
+                        env_path=envfile.env_file(paths) if paths is not None else None)
 
 
 __all__ = ["BackendUnreachable", "Credentials", "ModalBackend", "ModalSettings", "NoCapacity",

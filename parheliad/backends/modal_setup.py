@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None, sdk: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="parhelia modal setup")
     parser.add_argument("--json", action="store_true", help="print the steps as JSON")
     args = parser.parse_args(argv)
+    from parhelia import envfile
     from parhelia import paths as parhelia_paths
-    from parheliad import envfile
     from parheliad.config import load_config
 
     p = parhelia_paths.resolve()

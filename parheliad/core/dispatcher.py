@@ -332,6 +332,14 @@ class Dispatcher:
         except BackendUnreachable as exc:
             raise ParheliaError("E502", f"{backend.name} could not be reached to check the "
                                 f"agent's credentials: {exc.message}") from None
+        if not creds.ok and task.status == TaskStatus.RECOVERING:
+            # A recovery must not lose the task for want of a credential: it waits, says
+            # why, and recovery tries again (``parhelia auth set`` ends the wait).
+            wait = waiting.Wait(f"recovery waits for a credential on {backend.name}: "
+                                f"{creds.detail}", code="E400", needs_user=True)
+            await self._store.write(lambda tx: waiting.set_waiting(
+                tx, task.id, wait, statuses=(TaskStatus.RECOVERING,)))
+            raise SessionBusy("E400", wait.reason)
         if not creds.ok:
             await self._fail(task, "E400", f"no credentials for the agent on {backend.name}: "
                              f"{creds.detail}; then `parhelia task retry {task.id}`.")

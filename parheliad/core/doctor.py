@@ -13,11 +13,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker.spec import CREDENTIAL_VARS
-from parhelia import ownership
+from parhelia import envfile, ownership
+from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
-from parheliad import envfile
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 
@@ -109,15 +108,19 @@ def _agent(config: Config, env: dict[str, str]) -> Check:
 
 
 def _credentials(env: dict[str, str], env_path: Path) -> Check:
-    present = [name for name in CREDENTIAL_VARS if env.get(name, "").strip()]
-    if not present:
+    try:
+        source = envfile.credential(env_path, env)
+    except ParheliaError as exc:
+        return Check("credentials", FAIL, exc.message, "fix the env file's ownership or mode")
+    if source is None:
         return Check("credentials", FAIL, "none of " + ", ".join(CREDENTIAL_VARS) + " is set "
-                     "in the daemon's environment; every task would fail with E400",
-                     "export ANTHROPIC_API_KEY=... (or run `claude setup-token` and export "
-                     "CLAUDE_CODE_OAUTH_TOKEN), then `parhelia daemon stop` so the daemon "
-                     "restarts with it; for a service, put NAME=value in "
-                     f"{env_path} (chmod 600)")
-    return Check("credentials", OK, "present: " + ", ".join(present) + " (values not shown)")
+                     "for the daemon; every task would fail with E400",
+                     "`parhelia auth set` (stored in " + str(env_path) + ", no restart "
+                     "needed), or export ANTHROPIC_API_KEY=... (or CLAUDE_CODE_OAUTH_TOKEN "
+                     "from `claude setup-token`) and `parhelia daemon stop` so the daemon "
+                     "restarts with it")
+    where = "the daemon's environment" if source.origin == envfile.ENVIRONMENT else str(env_path)
+    return Check("credentials", OK, f"{source.name} from {where} (value not shown)")
 
 
 def _disk(paths: Paths) -> Check:

@@ -57,8 +57,9 @@ def held_reason(task_id: str) -> str:
             "starts it")
 
 
-def set_waiting(tx: Tx, task_id: str, wait: Wait) -> TaskRow | None:
-    """Inside a unit: record why a pending task waits.
+def set_waiting(tx: Tx, task_id: str, wait: Wait,
+                statuses: Iterable[TaskStatus] = (TaskStatus.PENDING,)) -> TaskRow | None:
+    """Inside a unit: record why a pending task (or one in ``statuses``) waits.
 
     Returns the updated row when the reason changed, None when it is unchanged or the
     task is no longer pending (dispatched, cancelled...). An event is appended when the
@@ -66,7 +67,7 @@ def set_waiting(tx: Tx, task_id: str, wait: Wait) -> TaskRow | None:
     whose figures moved, e.g. the budget spent so far, only updates its text).
     """
     task = tx.tasks.get(task_id)
-    if task is None or task.status != TaskStatus.PENDING:
+    if task is None or task.status not in tuple(statuses):
         return None
     after = None if wait.retry_after_seconds is None else \
         now_us() + int(wait.retry_after_seconds * US_PER_SECOND)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from parhelia import envfile
 from parhelia.errors import ParheliaError
-from parheliad import envfile
 
 
 def test_loads_missing_names_only(tmp_path: Path) -> None:

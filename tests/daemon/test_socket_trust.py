@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from parhelia import envfile
 from parhelia.errors import ParheliaError
-from parheliad import envfile
 from tests.conftest import RunningDaemon, cli_argv, daemon_env
 
 OTHER_UID = 12345

@@ -205,6 +205,10 @@ class GetStatusResponse(_message.Message):
     HOME_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     RUNNING_CONTAINERS_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_NAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_SOURCE_FIELD_NUMBER: _builtins.int
+    ENV_FILE_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_PROBLEM_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     pid: _builtins.int
     uptime_seconds: _builtins.float
@@ -213,6 +217,16 @@ class GetStatusResponse(_message.Message):
     instance_id: _builtins.str
     home: _builtins.str
     running_containers: _builtins.int
+    credential_name: _builtins.str
+    """The agent credential the next dispatch will use: its variable name, never its value.
+    "" when there is none
+    """
+    credential_source: _builtins.str
+    """"environment" (the daemon's own) | "env file" """
+    env_file: _builtins.str
+    """the daemon's env file (`parhelia auth set` writes it)"""
+    credential_problem: _builtins.str
+    """why the env file cannot be used ("" when fine)"""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -238,10 +252,14 @@ class GetStatusResponse(_message.Message):
         home: _builtins.str = ...,
         health: Global___HealthSummary | None = ...,
         running_containers: _builtins.int = ...,
+        credential_name: _builtins.str = ...,
+        credential_source: _builtins.str = ...,
+        env_file: _builtins.str = ...,
+        credential_problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "database_path", b"database_path", "health", b"health", "home", b"home", "instance_id", b"instance_id", "pid", b"pid", "running_containers", b"running_containers", "socket_path", b"socket_path", "started_at", b"started_at", "tasks_by_status", b"tasks_by_status", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "credential_name", b"credential_name", "credential_problem", b"credential_problem", "credential_source", b"credential_source", "database_path", b"database_path", "env_file", b"env_file", "health", b"health", "home", b"home", "instance_id", b"instance_id", "pid", b"pid", "running_containers", b"running_containers", "socket_path", b"socket_path", "started_at", b"started_at", "tasks_by_status", b"tasks_by_status", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,134 @@
+"""``parhelia auth set|status|clear``: the agent's credential for the daemon, without a
+restart. The CLI writes the daemon's env file itself (ADR 0018): the value never
+crosses the socket; the daemon re-reads the file at each dispatch."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parhelia import envfile
+from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.errors import ParheliaError
+from parhelia_cli import render
+from parhelia_cli.context import json_option, settings
+from parhelia_cli.errors import CliError, TaskOutcome, missing
+
+
+@click.group()
+def auth() -> None:
+    """Store, show and clear the agent's Anthropic credential for the daemon.
+
+    `auth set` stores it in the daemon's private env file (mode 600, beside the config
+    file); the daemon reads that file again at each dispatch, so no restart is needed.
+    A variable in the daemon's own environment wins over the file. Values are never
+    shown: `auth status` names the variable and where it comes from.
+    """
+
+
+def _env_path() -> Path:
+    from parhelia import paths
+
+    return envfile.env_file(paths.resolve(settings().socket))
+
+
+def _daemon_status() -> Any:
+    from parhelia_cli.client import pb2
+
+    return settings().client().call("system", "GetStatus", pb2("system").GetStatusRequest())
+
+
+def _where(name: str, source: str, env_file: str) -> str:
+    origin = "the daemon's environment" if source == envfile.ENVIRONMENT else \
+        f"the env file {env_file}"
+    return f"{name} from {origin}"
+
+
+@auth.command("set")
+@click.option("--name", type=click.Choice(CREDENTIAL_VARS), default=CREDENTIAL_VARS[0],
+              show_default=True, help="Which variable: an API key, or CLAUDE_CODE_OAUTH_TOKEN "
+              "from `claude setup-token`.")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read the value from stdin (the default when stdin is not a terminal).")
+def auth_set(name: str, from_stdin: bool) -> None:
+    """Store the credential (asked without echo, or read from stdin)."""
+    if from_stdin or not sys.stdin.isatty():
+        value = sys.stdin.readline().strip()
+    else:
+        value = click.prompt(name, hide_input=True, prompt_suffix=" (not shown): ").strip()
+    if not value:
+        raise missing("no value given; nothing stored")
+    path = _env_path()
+    try:
+        envfile.set_credential(path, name, value)
+    except ParheliaError as exc:
+        raise CliError(exc.code, exc.message) from None
+    except OSError as exc:
+        raise CliError("E101", f"could not write {path}: {exc.strerror}") from None
+    render.line(f"Stored {name} in {path} (mode 600). The daemon reads it at the next "
+                "dispatch; no restart needed.")
+    own = [n for n in CREDENTIAL_VARS if n != name and os.environ.get(n)]
+    if own:
+        render.info("Note: a variable in the daemon's own environment wins over the file; "
+                    "`parhelia auth status` shows which one the daemon uses.")
+
+
+@auth.command("status")
+@json_option
+def auth_status() -> None:
+    """Which credential the daemon will use and where it comes from (never its value).
+
+    Exits 1 when the daemon has none.
+    """
+    resp = _daemon_status()
+    data = {"credential_name": resp.credential_name or None,
+            "credential_source": resp.credential_source or None,
+            "env_file": resp.env_file, "problem": resp.credential_problem or None}
+    if settings().json:
+        render.emit_json(data)
+    elif resp.credential_problem:
+        render.line(f"The env file cannot be used: {resp.credential_problem}")
+    elif resp.credential_name:
+        render.line("The daemon uses " + _where(resp.credential_name,
+                                                resp.credential_source, resp.env_file)
+                    + " (value not shown).")
+    else:
+        render.line("The daemon has no credential (none of " + ", ".join(CREDENTIAL_VARS)
+                    + "). Store one with `parhelia auth set`.")
+    if not resp.credential_name:
+        raise TaskOutcome(1)
+
+
+@auth.command("clear")
+def auth_clear() -> None:
+    """Remove the stored credential from the daemon's env file."""
+    path = _env_path()
+    try:
+        removed = envfile.clear_credentials(path)
+    except ParheliaError as exc:
+        raise CliError(exc.code, exc.message) from None
+    render.line(f"Removed the credential from {path}." if removed
+                else f"No credential stored in {path}; nothing to do.")
+    resp = _daemon_status()
+    if resp.credential_name:
+        render.info("The daemon still has " + _where(resp.credential_name,
+                                                     resp.credential_source, resp.env_file)
+                    + "; stop the daemon (`parhelia daemon stop`) and start it from a shell "
+                    "without it to drop it.")
+
+
+def shell_credential_missing_in_daemon(status: Any) -> str | None:
+    """The warning of `task create` when this shell has a credential the daemon lacks."""
+    if status.credential_name or status.credential_problem:
+        return None
+    mine = [n for n in CREDENTIAL_VARS if os.environ.get(n, "").strip()]
+    if not mine:
+        return None
+    return (f"{mine[0]} is set in this shell but the daemon has no credential (it was "
+            "started without one). Either run `parhelia auth set` (stored in "
+            f"{status.env_file}, no restart needed), or restart the daemon from this "
+            "shell: `parhelia daemon stop`, then run the command again.")

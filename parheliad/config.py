@@ -186,6 +186,20 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    command: list[str] = field(default_factory=list, metadata=_meta(
+        "Program (argv list, never a shell) run when a task ends or needs you; the task as "
+        "JSON on stdin, a minimal environment without credentials. Daemon-wide: a project "
+        "file never chooses what the daemon executes."))
+    desktop: bool = field(default=False, metadata=_meta(
+        "Also show a desktop notification (notify-send, or osascript on macOS) when one "
+        "is available."))
+    timeout_seconds: float = field(default=10.0, metadata=_meta(
+        "Limit for the notification command; past it the command is killed.",
+        minimum=0.1, maximum=600))
+
+
+@dataclass(frozen=True)
 class RatesConfig:
     cpu_core_per_second: Decimal = field(default=Decimal("0.00003942"), metadata=_meta(
         "USD per physical core per second.", minimum=0))
@@ -220,6 +234,7 @@ class Config:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

@@ -34,6 +34,7 @@ from parheliad.backends.registry import BackendState
 from parheliad.config import Config, db_path
 from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
+from parheliad.core.notify import Notifier
 from parheliad.core.runtime import Runtime
 from parheliad.core.tasks import TaskService
 from parheliad.instance import InstanceGuard, StartupRefused
@@ -68,7 +69,7 @@ def core_components(ctx: DaemonContext) -> list[Component]:
     ctx.tasks.runtime = runtime
     ctx.tasks.on_created = runtime.kick
     ctx.tasks.admit = runtime.budget.admission
-    return [RuntimeComponent(runtime)]
+    return [RuntimeComponent(runtime), Notifier(ctx.store, ctx.bus, lambda: ctx.config)]
 
 
 class RuntimeComponent:

@@ -79,6 +79,9 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
 @click.option("--estimate-only", is_flag=True,
               help="Print the cost range (compute + API) and create nothing.")
+@click.option("--notify/--no-notify", default=None,
+              help="Notify when this task ends or needs you (desktop notification and "
+                   "the [notify] command); default: the daemon's [notify] config.")
 @click.option("--trust-project-config", is_flag=True,
               help="Let the project's .parhelia/config.toml widen your own settings "
                    "(permission mode, turns, timeout, size, backend) for this task.")
@@ -88,7 +91,7 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
            model: str | None, permission_mode: str | None, backend: str | None,
            workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
            repo: str | None, ref: str | None, sync: bool, no_dispatch: bool,
-           estimate_only: bool, trust_project_config: bool) -> None:
+           estimate_only: bool, notify: bool | None, trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
 
@@ -129,7 +132,8 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
     created = submit_task(client, prompt, options, directory=directory, repo=repo, ref=ref,
                           no_dispatch=no_dispatch, quiet=obj.json,
                           include_secret=included,
-                          trust_project_config=trust_project_config)
+                          trust_project_config=trust_project_config,
+                          notify="" if notify is None else ("on" if notify else "off"))
     if not sync:
         if obj.json:
             render.emit_resource(task_dict(created))
@@ -190,7 +194,7 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
                 repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
                 quiet: bool = False, include_secret: Sequence[str] = (),
                 notices: list[str] | None = None,
-                trust_project_config: bool = False) -> Any:
+                trust_project_config: bool = False, notify: str = "") -> Any:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
     nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
@@ -215,7 +219,7 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
     resp = client.call("tasks", "CreateTask", pb2("tasks").CreateTaskRequest(
         prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
         workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config))
+        trust_project_config=trust_project_config, notify=notify))
     return resp.task
 
 

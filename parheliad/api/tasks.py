@@ -15,6 +15,7 @@ from parheliad.api.convert import (
 )
 from parheliad.api.task_runs import TaskRunsMixin, task_ref, task_view
 from parheliad.context import DaemonContext
+from parheliad.core.notify import override_key
 
 DEFAULT_LIMIT = 100
 
@@ -28,11 +29,16 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
 
     async def CreateTask(self, request: tasks_pb2.CreateTaskRequest,
                          context: grpc.aio.ServicerContext) -> tasks_pb2.CreateTaskResponse:
+        if request.notify not in ("", "on", "off"):
+            raise invalid(f"notify: must be on, off or empty, not {request.notify!r}",
+                          field="notify")
         row = await self._ctx.tasks.create(
             request.prompt, options_from_proto(request.options),
             source_from_proto(request.source), workspace_path=request.workspace_path,
             base_commit=request.base_commit, dispatch=not request.no_dispatch,
             trust_project_config=request.trust_project_config)
+        if request.notify:
+            await self._ctx.store.kv.set(override_key(row.id), request.notify == "on")
         return tasks_pb2.CreateTaskResponse(task=task_to_proto(row))
 
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,

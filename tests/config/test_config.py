@@ -86,6 +86,16 @@ def test_project_file_may_not_set_daemon_wide_keys(paths, tmp_path: Path) -> Non
     assert str(pfile) in ei.value.message
 
 
+@pytest.mark.parametrize("text", ["[notify]\ncommand = ['/tmp/evil']\n",
+                                  "[notify]\ndesktop = true\n"])
+def test_project_file_may_not_choose_notifications(paths, tmp_path: Path, text: str) -> None:
+    """A cloned repository must not pick a program the daemon runs at each task end."""
+    write(tmp_path / "p" / ".parhelia" / "config.toml", text)
+    with pytest.raises(ParheliaError) as ei:
+        load_config(paths, tmp_path / "p")
+    assert ei.value.code == "E101" and "notify." in ei.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [

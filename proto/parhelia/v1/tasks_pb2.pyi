@@ -114,6 +114,7 @@ class CreateTaskRequest(_message.Message):
     WORKSPACE_PATH_FIELD_NUMBER: _builtins.int
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
     TRUST_PROJECT_CONFIG_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     no_dispatch: _builtins.bool
     """create pending, do not kick the dispatcher"""
@@ -122,6 +123,8 @@ class CreateTaskRequest(_message.Message):
     base_commit: _builtins.str
     trust_project_config: _builtins.bool
     """allow the project's .parhelia/config.toml to widen"""
+    notify: _builtins.str
+    """"" = [notify] config | "on" | "off" (this task)"""
     @_builtins.property
     def options(self) -> _common_pb2.TaskOptions: ...
     @_builtins.property
@@ -136,10 +139,11 @@ class CreateTaskRequest(_message.Message):
         workspace_path: _builtins.str = ...,
         base_commit: _builtins.str = ...,
         trust_project_config: _builtins.bool = ...,
+        notify: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "notify", b"notify", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "help": ("parhelia_cli.commands.docs", "help_command", "Help on a topic or an error code."),
     "examples": ("parhelia_cli.commands.docs", "examples", "Runnable examples for a topic."),
     "completion": ("parhelia_cli.commands.docs", "completion",
-                   "Print the shell completion script (bash, zsh, fish)."),
+                   "Print or install the shell completion script (bash, zsh, fish)."),
 }
 
 # Groups of the original command surface that a later version registers (once the daemon

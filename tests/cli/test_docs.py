@@ -135,3 +135,33 @@ def test_completion_really_completes(home):
     env.update(COMP_WORDS="parhelia events list --type task_c", COMP_CWORD="4")
     out = subprocess.run(cli_argv(), env=env, capture_output=True, text=True, timeout=30)
     assert "task_created" in out.stdout and "task_completed" in out.stdout
+
+
+@pytest.mark.parametrize(("shell", "where"), [
+    ("bash", ".local/share/bash-completion/completions/parhelia"),
+    ("zsh", ".zfunc/_parhelia"),
+    ("fish", ".config/fish/completions/parhelia.fish")])
+def test_completion_install_is_idempotent(home, tmp_path, shell, where):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "ZDOTDIR",
+                        "BASH_COMPLETION_USER_DIR")}
+    env.update(HOME=str(tmp_path), SHELL=f"/bin/{shell}")
+    first = subprocess.run([*cli_argv(), "completion", "install"], env=env,
+                           capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / where
+    assert f"Installed the {shell} completion in {path}" in first.stdout
+    printed = subprocess.run([*cli_argv(), "completion", shell], env=env,
+                             capture_output=True, text=True, timeout=30).stdout
+    assert path.read_text() == printed  # the same script `completion SHELL` prints
+    again = subprocess.run([*cli_argv(), "completion", "install"], env=env,
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and "already installed" in again.stdout
+    assert path.read_text() == printed
+
+
+def test_completion_install_needs_a_known_shell(home, tmp_path):
+    env = dict(os.environ, HOME=str(tmp_path), SHELL="/bin/tcsh")
+    out = subprocess.run([*cli_argv(), "completion", "install"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "E101" in out.stderr and "--shell" in out.stderr

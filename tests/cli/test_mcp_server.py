@@ -352,8 +352,24 @@ def test_malformed_json_rpc_gets_its_error_over_raw_stdio(daemon) -> None:
         b"[1, 2]",
         b'{"jsonrpc":"2.0","id":9,"method":"tools/list"}',
     ]
-    out = subprocess.run([*cli_argv(), "mcp-server"], input=b"\n".join(lines) + b"\n",
-                         env=daemon.env, capture_output=True, timeout=60)
+    # Like a real client, stdin stays open until the last answer has come (a server may
+    # end at EOF before answering what is still in flight).
+    proc = subprocess.Popen([*cli_argv(), "mcp-server"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=daemon.env)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"\n".join(lines) + b"\n")
+    proc.stdin.flush()
+    raw: list[bytes] = []
+    try:
+        while len(raw) < 7:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            raw.append(line)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, b"".join(raw), b"")
     replies = [json.loads(line) for line in out.stdout.splitlines()]
     by_id = {}
     errors = []

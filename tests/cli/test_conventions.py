@@ -9,7 +9,6 @@ import os
 import pty
 import subprocess
 import time
-from typing import Any
 
 import pytest
 
@@ -24,23 +23,17 @@ def h(harness_factory) -> Harness:  # noqa: F811
     return harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
 
 
-def _json(h: Harness, *args: str) -> Any:
-    proc = h.run(*args, "--json")
-    assert proc.returncode == 0, (args, proc.stderr)
-    return json.loads(proc.stdout)
-
-
 def test_every_show_and_create_prints_the_resource_itself(h: Harness) -> None:
-    created = _json(h, "task", "create", fake_prompt({"write": "a.txt", "content": "a\n"},
-                                                     {"turn": True}), "--no-workspace")
+    created = h.json("task", "create", fake_prompt({"write": "a.txt", "content": "a\n"},
+                                                   {"turn": True}), "--no-workspace")
     task_id = created["id"]
     assert task_id.startswith("t-") and created["status"] in ("pending", "running")
     assert h.wait(task_id)["status"] == "completed"
-    task = _json(h, "task", "show", task_id)
+    task = h.json("task", "show", task_id)
     sid, cid = task["session_id"], task["container_id"]
-    checkpoints = _json(h, "checkpoint", "list", sid)["checkpoints"]
-    made = _json(h, "checkpoint", "create", sid, "-m", "by hand")
-    pending = _json(h, "task", "create", fake_prompt({"sleep": 60}), "--no-workspace")
+    checkpoints = h.json("checkpoint", "list", sid)["checkpoints"]
+    made = h.json("checkpoint", "create", sid, "-m", "by hand")
+    pending = h.json("task", "create", fake_prompt({"sleep": 60}), "--no-workspace")
 
     # Every show/create/action prints one object: the resource, its id at the top level;
     # related data rides along under its own key.
@@ -53,15 +46,15 @@ def test_every_show_and_create_prints_the_resource_itself(h: Harness) -> None:
         (("task", "retry", pending["id"]), "t-", pending["id"]),
     ]
     for args, prefix, expected in shapes:
-        data = _json(h, *args)
+        data = h.json(*args)
         assert isinstance(data, dict) and data["id"] == expected, (args, data)
         assert data["id"].startswith(prefix)
         assert not ({"task", "session", "checkpoint", "container"} & set(data)), (args, data)
     assert made["id"].startswith("cp-") and made["message"] == "by hand"
-    assert _json(h, "checkpoint", "show", checkpoints[0]["id"])["manifest"]["tree"]
-    assert "recent_heartbeats" in _json(h, "container", "show", cid)
+    assert h.json("checkpoint", "show", checkpoints[0]["id"])["manifest"]["tree"]
+    assert "recent_heartbeats" in h.json("container", "show", cid)
     h.run("task", "cancel", pending["id"])
-    resumed = _json(h, "resume", sid)
+    resumed = h.json("resume", sid)
     assert resumed["id"].startswith("t-") and resumed["session_id"] == sid
     h.wait(resumed["id"])
 
@@ -69,10 +62,10 @@ def test_every_show_and_create_prints_the_resource_itself(h: Harness) -> None:
     for args, key in ((("task", "list"), "tasks"), (("session", "list", "--all"), "sessions"),
                       (("checkpoint", "list"), "checkpoints"),
                       (("container", "list"), "containers"), (("events", "list"), "events")):
-        data = _json(h, *args)
+        data = h.json(*args)
         assert list(data) == [key] and isinstance(data[key], list), (args, list(data))
 
-    deleted = _json(h, "task", "delete", pending["id"], "-y", "--force")
+    deleted = h.json("task", "delete", pending["id"], "-y", "--force")
     assert deleted == {"id": pending["id"], "deleted": True}
     # Errors: {"error": {...}} on stderr.
     proc = h.run("session", "show", "s-nope", "--json")
@@ -103,7 +96,7 @@ def test_destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal(
     task = h.wait(task_id)
     ids = {"task": task_id, "session": task["session_id"],
            "container": task["container_id"],
-           "checkpoint": _json(h, "checkpoint", "list", task["session_id"])
+           "checkpoint": h.json("checkpoint", "list", task["session_id"])
            ["checkpoints"][0]["id"]}
     events_before = len(h.events())
     for name, argv in DESTRUCTIVE.items():
@@ -115,7 +108,7 @@ def test_destructive_commands_refuse_without_yes_when_stdin_is_not_a_terminal(
         assert "E102" in proc.stderr and "stdin is not a terminal" in proc.stderr, name
         assert "pass -y" in proc.stderr, name
     # Nothing happened.
-    assert _json(h, "task", "show", task_id)["status"] == "completed"
+    assert h.json("task", "show", task_id)["status"] == "completed"
     assert len(h.events()) == events_before
 
 
@@ -138,7 +131,7 @@ def test_task_delete_asks_at_a_terminal(h: Harness) -> None:
     h.run("task", "cancel", task_id, check=True)
     code, text = _interactive(h, "n", "task", "delete", task_id)
     assert code == 1 and "cannot be undone" in text and "Nothing was done" in text
-    assert _json(h, "task", "show", task_id)["id"] == task_id
+    assert h.json("task", "show", task_id)["id"] == task_id
     code, text = _interactive(h, "y", "task", "delete", task_id)
     assert code == 0 and f"Deleted task {task_id}" in text
     assert h.run("task", "show", task_id).returncode == 3

@@ -5,14 +5,12 @@ from an 80-column table, shell completion of ids, and id arguments no id can mat
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pty
 import re
 import struct
 import subprocess
 import termios
-from typing import Any
 
 import pytest
 
@@ -27,22 +25,16 @@ def h(harness_factory) -> Harness:  # noqa: F811
     return harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
 
 
-def _json(h: Harness, *args: str) -> Any:
-    proc = h.run(*args, "--json")
-    assert proc.returncode == 0, (args, proc.stderr)
-    return json.loads(proc.stdout)
-
-
 def test_a_task_id_stands_for_its_session_and_container(h: Harness) -> None:
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "a\n"}, {"turn": True}))
     task = h.wait(task_id)
     sid, cid = task["session_id"], task["container_id"]
-    by_session = _json(h, "checkpoint", "list", sid)["checkpoints"]
-    by_task = _json(h, "checkpoint", "list", task_id)["checkpoints"]
+    by_session = h.json("checkpoint", "list", sid)["checkpoints"]
+    by_task = h.json("checkpoint", "list", task_id)["checkpoints"]
     assert by_task and [c["id"] for c in by_task] == [c["id"] for c in by_session]
-    assert _json(h, "checkpoint", "list", task_id[:6])["checkpoints"] == by_task
-    assert _json(h, "session", "show", task_id)["id"] == sid
-    assert _json(h, "container", "show", task_id)["id"] == cid
+    assert h.json("checkpoint", "list", task_id[:6])["checkpoints"] == by_task
+    assert h.json("session", "show", task_id)["id"] == sid
+    assert h.json("container", "show", task_id)["id"] == cid
     replayed = h.run("events", "replay", task_id)
     assert replayed.returncode == 0, replayed.stderr
     assert f"Container {cid}" in replayed.stdout and "task_completed" in replayed.stdout
@@ -100,7 +92,7 @@ def test_tables_never_cut_ids_at_80_columns(h: Harness) -> None:
     task_id = h.create(fake_prompt({"turn": True}, text="A long prompt " * 20))
     task = h.wait(task_id)
     sid, cid = task["session_id"], task["container_id"]
-    cps = [c["id"] for c in _json(h, "checkpoint", "list", sid)["checkpoints"]]
+    cps = [c["id"] for c in h.json("checkpoint", "list", sid)["checkpoints"]]
     for args, wanted in ((("task", "list"), [task_id]),
                          (("session", "list", "--all"), [sid, task_id]),
                          (("checkpoint", "list"), [cps[0], sid]),

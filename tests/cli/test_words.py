@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,18 +22,12 @@ def h(harness_factory) -> Harness:  # noqa: F811
     return harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
 
 
-def _json(h: Harness, *args: str) -> Any:
-    proc = h.run(*args, "--json")
-    assert proc.returncode == 0, (args, proc.stderr)
-    return json.loads(proc.stdout)
-
-
 def test_sessions_and_tasks_are_listed_alike_with_one_word(h: Harness) -> None:
     task_id = h.create(fake_prompt({"turn": True}))
     task = h.wait(task_id)
     sid = task["session_id"]
     assert task["status"] == "completed"
-    session = _json(h, "session", "show", sid)
+    session = h.json("session", "show", sid)
     assert session["status"] == "completed"  # the task's word, not "finished"
     # Both lists show everything by default; --active leaves the completed out of both.
     assert sid in h.run("session", "list", check=True).stdout
@@ -59,7 +52,7 @@ def test_cost_columns_and_ended_containers(h: Harness) -> None:
                                   check=True).stdout
     assert "TOTAL" in h.run("task", "list", check=True).stdout, header
     # Both mean what they say: TOTAL (task) = API + compute; COMPUTE (container) = compute.
-    shown = _json(h, "container", "show", task["container_id"])
+    shown = h.json("container", "show", task["container_id"])
     assert shown["cost_micros"] == task["usage"]["compute_cost_micros"] or \
         shown["cost_micros"] <= task["usage"]["compute_cost_micros"]
 
@@ -71,14 +64,14 @@ def test_estimate_parts_never_exceed_the_cap(h: Harness) -> None:
         r"^\s*(Estimated cost|compute|api)\b:?\s+\$([\d.]+)-\$([\d.]+)", out, re.M)}
     assert amounts["Estimated cost"][1] == 2.0, out
     assert amounts["api"][1] <= 2.0 and "capped by max cost $2" in out, out
-    data = _json(h, "task", "create", "x", "--estimate-only", "--max-cost", "2",
+    data = h.json("task", "create", "x", "--estimate-only", "--max-cost", "2",
                  "--max-turns", "200", "--no-workspace")
     assert all(p["high_micros"] <= data["high_micros"] for p in data["parts"])
 
 
 def test_budget_over_the_ceiling_and_future_runs(h: Harness) -> None:
     h.wait(h.create(fake_prompt({"turn": True})))
-    used = _json(h, "budget", "show")["used_micros"]
+    used = h.json("budget", "show")["used_micros"]
     assert used > 0
     h.run("budget", "set", "0.000001", check=True)
     out = h.run("budget", "show", check=True).stdout

@@ -42,7 +42,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def build_argv(agent: AgentSpec, command: list[str] | None = None) -> list[str]:
-    """The exact argv of one agent run (docs: reference/claude-code.md).
+    """The exact argv of one agent run (docs/contracts.md; Claude Code 2.1.332).
 
     First run: ``--session-id UUID``; resume: ``--resume UUID`` (never both). No
     prompt argument: ``claude -p`` then reads the prompt from its standard input

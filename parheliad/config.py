@@ -45,7 +45,7 @@ PROJECT_LIMITED = ("agent.permission_mode", "agent.max_turns", "modal.default_ti
 """Per-task keys a project file (perhaps from a cloned repository) may only narrow:
 lower or equal to what the user's own config allows (the backend: the same one)."""
 
-# Modal sandbox prices, USD per second (reference/modal.md). Defaults only: overridable.
+# Modal sandbox prices, USD per second (Modal's published prices, late 2026). Defaults only.
 DEFAULT_GPU_RATES: dict[str, str] = dict(zip(GPU_TYPES, (
     "0.000164", "0.000222", "0.000306", "0.000542", "0.000583", "0.000694", "0.001097",
     "0.001261", "0.001736"), strict=True))

@@ -1,4 +1,4 @@
-"""The backend contract (DESIGN.md "The backend contract").
+"""The backend contract (docs/adr/0017-backend-contract-volume-sync.md).
 
 A backend launches one worker incarnation per ``ContainerSpec`` and reports on it;
 it knows nothing about tasks, budgets or the database. The daemon's core drives it.

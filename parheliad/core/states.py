@@ -1,4 +1,4 @@
-"""The state machines of Parhelia, each defined once (DESIGN.md, "Entities and states").
+"""The state machines of Parhelia (task, container, session), each defined once here.
 
 Pure data and functions, no I/O. The store's single writer checks every status or
 state change against these tables, so an illegal transition can't be written by

@@ -82,7 +82,7 @@ def test_container_transitions_exhaustive(current: str, new: str) -> None:
         with pytest.raises(ParheliaError) as err:
             check_container_transition(current, new)
         assert err.value.code == "E603"
-    # the lifecycle from DESIGN.md
+    # the task lifecycle: pending -> running -> completed
     for a, b in itertools.pairwise(["created", "starting", "running", "exited"]):
         check_container_transition(a, b)
 

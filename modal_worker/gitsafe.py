@@ -165,20 +165,9 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def _read_config_bytes(path: Path) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CONFIG_BYTES:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(MAX_CONFIG_BYTES)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    # Symlinks followed: ~/.gitconfig is often one; still a regular file only.
+    got = _read_regular(path, MAX_CONFIG_BYTES, follow_symlinks=True)
+    return got[0] if got is not None else None
 
 
 def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
@@ -187,9 +176,11 @@ def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
     return got[0] if got is not None else None
 
 
-def _read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result] | None:
+def _read_regular(path: Path, limit: int, *, follow_symlinks: bool = False
+                  ) -> tuple[bytes, os.stat_result] | None:
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        fd = os.open(path, flags)
     except OSError:
         return None
     try:

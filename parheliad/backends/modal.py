@@ -38,7 +38,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,6 +189,19 @@ class _Channel:
         self.records.append((end, record))
         if record.get("type") == "worker_exited":
             self.exited = True
+
+    def consume(self, line: _LineBuffer, chunk: bytes) -> None:
+        """The spool's next bytes (from ``offset`` on, live or from the volume): each whole
+        line's records, the cursor moved past it."""
+        for size, data in line.feed(chunk):
+            end = self.offset + size
+            if data is None:
+                log.warning("modal.spool_line_too_long", container_id=self.container_id,
+                            bytes=size)
+            else:
+                for _, record in _parse_lines(data)[0]:
+                    self.add(end, record)
+            self.offset = end
 
 
 class ModalBackend:
@@ -593,14 +606,7 @@ class ModalBackend:
                 "tail", "-c", f"+{ch.offset + 1}", "-F", path, text=False))
             line = _LineBuffer()
             async for chunk in proc.stdout:
-                for size, data in line.feed(bytes(chunk)):
-                    end = ch.offset + size
-                    if data is None:
-                        log.warning("modal.spool_line_too_long", container_id=cid, bytes=size)
-                    else:
-                        for _, record in _parse_lines(data)[0]:
-                            ch.add(end, record)
-                    ch.offset = end
+                ch.consume(line, bytes(chunk))
         except asyncio.CancelledError:
             raise
         except BackendUnreachable:
@@ -642,27 +648,47 @@ class ModalBackend:
         return sb
 
     async def _catch_up(self, ch: _Channel) -> None:
-        key = f"spool/{ch.container_id}.jsonl"
-        data = await self._read(key)
-        if data is None or len(data) <= ch.offset:
+        """The spool's records after ``ch.offset`` from the volume, streamed: the bytes
+        before the cursor are skipped as they pass, never the whole spool in memory."""
+        start, seen, line = ch.offset, 0, _LineBuffer()
+        try:
+            async for chunk in self._chunks(f"spool/{ch.container_id}.jsonl"):
+                skip = min(len(chunk), max(0, start - seen))
+                seen += len(chunk)
+                if skip < len(chunk):
+                    ch.consume(line, chunk[skip:])
+        except FileNotFoundError:
             return
-        parsed, used = _parse_lines(data[ch.offset:])
-        for end, record in parsed:
-            ch.add(ch.offset + end, record)
-        ch.offset += used
 
     # -- volume copies --------------------------------------------------------------------
 
-    async def _read(self, key: str) -> bytes | None:
-        vol = self.modal_volume()
+    async def _chunks(self, key: str) -> AsyncIterator[bytes]:
+        """``key`` on the Modal volume as the SDK streams it (``Volume.read_file``), the
+        wait for each chunk under the call timeout (not the whole file's). An absent file
+        raises ``FileNotFoundError`` (whichever way the SDK says it)."""
         errors = self.sdk.exception
-
-        async def read() -> bytes:
-            return b"".join([chunk async for chunk in vol.read_file.aio(key)])
+        chunks = self.modal_volume().read_file.aio(key)
         try:
-            return await self._call(f"reading {key} from the volume", read,
-                                    keep=(FileNotFoundError, errors.NotFoundError))
-        except (FileNotFoundError, errors.NotFoundError):
+            while True:
+                try:
+                    chunk = await self._call(f"reading {key} from the volume",
+                                             chunks.__anext__,
+                                             keep=(StopAsyncIteration, FileNotFoundError,
+                                                   errors.NotFoundError))
+                except StopAsyncIteration:
+                    return
+                except errors.NotFoundError:
+                    raise FileNotFoundError(key) from None
+                yield bytes(chunk)
+        finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()
+
+    async def _read(self, key: str) -> bytes | None:
+        """A small file whole (None when absent)."""
+        try:
+            return b"".join([chunk async for chunk in self._chunks(key)])
+        except FileNotFoundError:
             return None
 
     async def _known_remote_blobs(self) -> set[str]:
@@ -747,22 +773,12 @@ class ModalBackend:
                 return 0
             await asyncio.to_thread(local.put, key, data)
             return len(data)
-        vol = self.modal_volume()
-        errors = self.sdk.exception
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-{os.getpid()}-{id(target)}-{time.monotonic_ns()}"
         digest, size = hashlib.sha256(), 0
-        chunks = vol.read_file.aio(key)
         try:
             with open(tmp, "wb") as fh:
-                while True:
-                    try:
-                        chunk = await self._call(f"reading {key} from the volume",
-                                                 chunks.__anext__,
-                                                 keep=(StopAsyncIteration, FileNotFoundError,
-                                                       errors.NotFoundError))
-                    except StopAsyncIteration:
-                        break
+                async for chunk in self._chunks(key):
                     digest.update(chunk)
                     size += len(chunk)
                     await asyncio.to_thread(fh.write, chunk)
@@ -770,13 +786,11 @@ class ModalBackend:
                 return 0
             await asyncio.to_thread(os.replace, tmp, target)
             return size
-        except (FileNotFoundError, errors.NotFoundError):
+        except FileNotFoundError:
             return 0
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-            with contextlib.suppress(Exception):
-                await chunks.aclose()
 
 
 def _local_source(local: Volume, key: str) -> tuple[Path | bytes, int] | None:

@@ -386,3 +386,31 @@ async def test_the_live_channel_counts_bytes_through_hostile_spool_lines(fake_mo
     assert seqs(records) == [1, 2]
     assert cursor == len(body)
     sb.terminate()
+
+
+async def test_the_catch_up_streams_the_spool_from_the_volume(fake_modal, tmp_path):
+    """After the sandbox ended, the records past the cursor come from the volume a chunk
+    at a time: a spool of 48 MiB is never held in the daemon's memory."""
+    import tracemalloc
+
+    backend = make_backend(fake_modal)
+    await backend.ensure_volume()
+    spool = fake_modal.service.volume_dir("parhelia-data") / "spool" / "c-long.jsonl"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    filler = (b"x" * 1023 + b"\n") * (48 << 10)
+    tail = b"".join(json.dumps({"seq": n, "type": t, "data": {}}).encode() + b"\n"
+                    for n, t in ((1, "heartbeat"), (2, "worker_exited")))
+    with open(spool, "wb") as fh:
+        fh.write(filler)
+        fh.write(b'{"seq": 9, "type": "heart')  # cut by the cursor: not a record
+        fh.write(b'beat"}\n' + tail)
+    del filler
+    cursor = (48 << 20) + len(b'{"seq": 9, "type": "heartbeat"}\n')
+    tracemalloc.start()
+    try:
+        records, end = await follow(backend, "c-long", cursor=cursor, timeout=60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seqs(records) == [1, 2] and end == spool.stat().st_size
+    assert peak < 8 << 20, f"the catch-up held {peak} bytes"

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +42,8 @@ _SHADOW = str(Path(__file__).resolve().parent.parent)
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _GPUS = {"T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H200", "B200"}
 _SPEC_PATH_KEYS = ("volume_dir", "workspace_dir", "claude_config_dir")
+READ_BLOCK = 1 << 16
+"""The fake's ``Volume.read_file`` chunk (modal streams a file in blocks too)."""
 
 
 class DeprecationError(UserWarning):
@@ -258,13 +260,19 @@ class Volume:
 
     hydrate = sdkmethod(_hydrate)
 
-    def _read_file(self, path: str) -> list[bytes]:
+    def _read_file(self, path: str) -> Iterator[bytes]:
+        """Streamed a block at a time, as modal 1.6.4 does (never the whole file at once);
+        an absent file is FileNotFoundError at the first chunk."""
         target = self._ensure() / _rel(path)
         try:
-            data = target.read_bytes()
+            fh = open(target, "rb")  # noqa: SIM115 - closed by the generator
         except (FileNotFoundError, IsADirectoryError):
             raise FileNotFoundError(f"No such file: {path}") from None
-        return [data[i:i + 65536] for i in range(0, len(data), 65536)] or [b""]
+        with fh:
+            first = True
+            while (block := fh.read(READ_BLOCK)) or first:
+                first = False
+                yield block
 
     read_file = sdkmethod(_read_file, agen=True)
 

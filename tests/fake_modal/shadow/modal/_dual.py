@@ -20,6 +20,7 @@ from typing import Any
 from . import _service
 from . import exception as exc
 
+_END = object()
 POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fake-modal")
 """The SDK's own threads: few, as the real SDK runs its calls on ONE event-loop thread;
 waiting (latency, hang, a sandbox starting) happens in coroutines, not here."""
@@ -66,7 +67,8 @@ async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 
 class sdkmethod:
     """A method with a blocking call and ``.aio``. ``agen=True``: the blocking function
-    returns a list and the ``.aio`` variant is an async generator over it."""
+    returns an iterable (a list, or a generator that streams) and the ``.aio`` variant is
+    an async generator over it, one item at a time."""
 
     def __init__(self, fn: Callable[..., Any], *, agen: bool = False) -> None:
         self.fn = fn
@@ -93,8 +95,11 @@ class sdkmethod:
         if self.agen:
             @functools.wraps(fn)
             async def agen(*args: Any, **kwargs: Any) -> Any:
+                # One item at a time on the SDK's threads: a generator (a streamed file)
+                # is never drained whole before the caller sees its first item.
                 await gate_async(qual)
-                for item in await run_blocking(fn, *args, **kwargs):
+                items = iter(await run_blocking(fn, *args, **kwargs))
+                while (item := await run_blocking(next, items, _END)) is not _END:
                     yield item
             return agen
 

@@ -19,15 +19,14 @@ from typing import Any
 
 from modal_worker import gitsafe
 from modal_worker.volume import atomic_write_bytes, validate_key
+from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
+from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
+from parhelia.risky import DEFAULT_RISKY_PATTERNS
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
-PERMISSION_MODES = frozenset(
-    {"acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan"}
-)
-BACKENDS = frozenset({"local", "modal"})
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -77,7 +76,7 @@ class AgentSpec:
     command: list[str] = field(default_factory=lambda: ["claude"])
     resume: bool = False
     model: str | None = None
-    permission_mode: str = "acceptEdits"
+    permission_mode: str = DEFAULT_PERMISSION_MODE
     max_turns: int | None = 50
     max_budget_usd: float | None = None
     timeout_seconds: float = 3600
@@ -88,9 +87,7 @@ class CheckpointPolicy:
     interval_seconds: float = 300
     min_turn_interval_seconds: float = 0
     """No longer used: every completed turn is checkpointed (kept for older specs)."""
-    risky_patterns: list[str] = field(
-        default_factory=lambda: ["rm -rf", "git reset --hard", "git clean", "git checkout --"]
-    )
+    risky_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_RISKY_PATTERNS))
 
 
 CHANNEL_KINDS = frozenset({"spool"})
@@ -118,7 +115,7 @@ class WorkerSpec:
     prompt: str
     agent: AgentSpec
     incarnation: int = 1
-    backend: str = "local"
+    backend: str = DEFAULT_BACKEND
     restore_checkpoint_id: str | None = None
     repo_url: str | None = None
     repo_ref: str | None = None
@@ -230,9 +227,9 @@ def _parse_agent(raw: object) -> AgentSpec:
     resume = f.get("resume", False)
     if not isinstance(resume, bool):
         raise _bad("agent.resume", "must be true or false")
-    mode = f.str_("permission_mode", "acceptEdits")
+    mode = f.str_("permission_mode", DEFAULT_PERMISSION_MODE)
     if mode not in PERMISSION_MODES:
-        raise _bad("agent.permission_mode", f"must be one of {sorted(PERMISSION_MODES)}")
+        raise _bad("agent.permission_mode", f"must be one of {list(PERMISSION_MODES)}")
     return AgentSpec(
         session_uuid=session_uuid,
         command=list(command),
@@ -307,9 +304,9 @@ def _parse_spec(raw: object) -> WorkerSpec:
     version = f.get("version", SPEC_VERSION)
     if version != SPEC_VERSION:
         raise _bad("version", f"unsupported version {version!r} (this worker reads {SPEC_VERSION})")
-    backend = f.str_("backend", "local")
+    backend = f.str_("backend", DEFAULT_BACKEND)
     if backend not in BACKENDS:
-        raise _bad("backend", f"must be one of {sorted(BACKENDS)}")
+        raise _bad("backend", f"must be one of {list(BACKENDS)}")
     spec = WorkerSpec(
         container_id=f.str_("container_id", pattern=_ID_RE),
         task_id=f.str_("task_id", pattern=_ID_RE),

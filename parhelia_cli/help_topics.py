@@ -1,7 +1,9 @@
-"""The guides behind ``parhelia help TOPIC`` (plain text, no imports beyond stdlib)."""
+"""The guides behind ``parhelia help TOPIC`` (plain text; imports only the standard library
+and the contract package, which is standard library only)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -36,12 +38,12 @@ Source of the workspace (what the agent works on):
 The upload is incremental: unchanged files are not sent twice.
 
 Resources and limits:
-  --gpu TYPE[:N]   T4, L4, A10G, L40S, A100, A100-40GB, A100-80GB, H100, H200, B200
+  --gpu TYPE[:N]   {gpu_types}
   --cpu CORES      physical cores (float), --memory 4096 | 16GiB
   --timeout 30m    wall-clock limit (seconds or 90s, 30m, 4h)
   --max-turns N    agent turns, --max-cost 2.50 (USD cap for this task)
-  --model M, --permission-mode acceptEdits|auto|bypassPermissions|manual|dontAsk|plan
-  --backend local|modal  (default from config; local runs isolated worker processes)
+  --model M, --permission-mode {permission_modes}
+  --backend {backends}  (default from config; local runs isolated worker processes)
 
 Following a task:
   --sync           wait, with live progress (turns, tokens, cost, elapsed, last tool);
@@ -263,7 +265,7 @@ may stay silent before it counts as lost.
 
 _topic("gpu", "GPU tasks", """
 GPUs run on the Modal backend. Choose a type with --gpu, optionally ':N' for N GPUs:
-T4, L4, A10G, L40S, A100 (A100-40GB, A100-80GB), H100, H200, B200.
+{gpu_types}.
 --gpu selects the Modal backend by itself; --gpu with --backend local is refused (E101):
 the local backend has no GPUs.
 
@@ -390,14 +392,32 @@ def render_topic(name: str, available: set[str]) -> str:
     """The text of topic ``name``; commands not in ``available`` are flagged."""
     topic = TOPICS[name]
     body = topic.body
-    if "{event_types}" in body or "{error_codes}" in body:
-        body = body.format(event_types=_event_types(), error_codes=_error_codes())
+    if any("{" + key + "}" in body for key in _PLACEHOLDERS):
+        body = body.format(**{key: fill() for key, fill in _PLACEHOLDERS.items()})
     missing = [c for c in topic.commands if c not in available]
     if topic.commands and len(missing) == len(topic.commands):
         note = (f"Note: the `parhelia {' / '.join(missing)}` commands are not available in "
                 "this version yet; this page describes how they work.\n\n")
         body = note + body
     return f"{topic.name}: {topic.summary}\n\n{body}\n"
+
+
+def _gpu_types() -> str:
+    from parhelia import gpus
+
+    return ", ".join(gpus.ACCEPTED)
+
+
+def _permission_modes() -> str:
+    from parhelia.permissions import PERMISSION_MODES
+
+    return "|".join(PERMISSION_MODES)
+
+
+def _backends() -> str:
+    from parhelia.backends import BACKENDS
+
+    return "|".join(BACKENDS)
 
 
 def _event_types() -> str:
@@ -424,3 +444,11 @@ def render_error_code(code: str) -> str:
     s = errors.CATALOGUE[code.upper()]
     return (f"{s.code} {s.name} (exit code {int(s.exit)})\n\n"
             f"What happened:\n  {s.what}\n\nWhy:\n  {s.why}\n\nHow to recover:\n  {s.recover}\n")
+
+
+_PLACEHOLDERS: dict[str, Callable[[], str]] = {
+    "event_types": _event_types, "error_codes": _error_codes, "gpu_types": _gpu_types,
+    "permission_modes": _permission_modes, "backends": _backends,
+}
+"""What a topic's ``{name}`` stands for: the vocabularies are defined once, in the
+contract package, and the guides list them from there."""

@@ -31,7 +31,9 @@ from pydantic import Field, ValidationError
 
 from parhelia import __version__, gpus
 from parhelia import events as event_catalogue
+from parhelia.backends import Backend
 from parhelia.limits import MAX_PROMPT_CHARS
+from parhelia.permissions import PermissionMode
 from parhelia_cli import durations, params
 from parhelia_cli.client import DEFAULT_TIMEOUT, Client, pb2
 from parhelia_cli.convert import task_dict, to_dict
@@ -39,12 +41,12 @@ from parhelia_cli.errors import CliError, invalid, missing
 
 log = logging.getLogger("parhelia.mcp")
 
-# The choices of the CLI (parhelia_cli.params / commands.container), spelled out as
-# Literal types so the input schemas carry them as enums; a test keeps them equal.
+# The choices of the CLI as Literal types, so the input schemas carry them as enums.
+# Backend and PermissionMode come from the contract package (parhelia.backends,
+# parhelia.permissions); the others are spelled out here and a test keeps them equal
+# to the CLI's (parhelia_cli.params / commands.container).
 TaskStatus = Literal["pending", "running", "recovering", "paused", "completed", "failed",
                      "cancelled"]
-PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan"]
-Backend = Literal["local", "modal"]
 ContainerState = Literal["created", "starting", "running", "exited", "failed", "terminated",
                          "lost", "orphaned"]
 Health = Literal["unknown", "healthy", "degraded", "unhealthy", "dead", "unreachable"]

@@ -13,12 +13,11 @@ import click
 
 from parhelia import events as event_catalogue
 from parhelia import gpus, limits
+from parhelia.backends import BACKENDS as BACKENDS
+from parhelia.permissions import PERMISSION_MODES as PERMISSION_MODES
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = gpus.ACCEPTED
-PERMISSION_MODES: tuple[str, ...] = ("acceptEdits", "auto", "bypassPermissions", "manual",
-                                     "dontAsk", "plan")
-BACKENDS: tuple[str, ...] = ("local", "modal")
 TASK_STATUSES: tuple[str, ...] = ("pending", "running", "recovering", "paused", "completed",
                                   "failed", "cancelled")
 

@@ -27,18 +27,16 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from parhelia import ownership
+from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.errors import ParheliaError
 from parhelia.gpus import GPU_TYPES
 from parhelia.paths import Paths
+from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
+from parhelia.permissions import wider as permission_wider
+from parhelia.risky import DEFAULT_RISKY_PATTERNS
 
 PROJECT_CONFIG = Path(".parhelia") / "config.toml"
 MAX_CONFIG_BYTES = 1 << 20
-
-PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
-PERMISSION_RANK = {"plan": 0, "dontAsk": 1, "manual": 1, "acceptEdits": 2, "auto": 3,
-                   "bypassPermissions": 4}
-"""How much a permission mode lets the agent do without asking (higher = more): a
-project file may choose a mode of the same or a lower rank than the user's."""
 
 PROJECT_LIMITED = ("agent.permission_mode", "agent.max_turns", "modal.default_timeout_hours",
                    "modal.cpu_count", "modal.memory_mb", "orchestrator.default_backend")
@@ -109,8 +107,8 @@ class OrchestratorConfig:
         "SQLite database; a relative path is under the state directory."))
     max_concurrent_workers: int = field(default=10, metadata=_meta(
         "Tasks running at once, over all backends.", minimum=1, maximum=1000))
-    default_backend: str = field(default="local", metadata=_meta(
-        "Backend for tasks that do not choose one.", project=True, choices=("local", "modal")))
+    default_backend: str = field(default=DEFAULT_BACKEND, metadata=_meta(
+        "Backend for tasks that do not choose one.", project=True, choices=BACKENDS))
     dispatch_interval_seconds: float = field(default=5.0, metadata=_meta(
         "How often pending tasks are considered besides on create.", minimum=0.1, maximum=3600))
     cancel_grace_seconds: float = field(default=10.0, metadata=_meta(
@@ -134,7 +132,7 @@ class AgentConfig:
         "(perhaps from a cloned repository) never chooses what the daemon executes."))
     model: str = field(default="", metadata=_meta(
         "Default model (--model); empty = the agent's own default.", project=True))
-    permission_mode: str = field(default="acceptEdits", metadata=_meta(
+    permission_mode: str = field(default=DEFAULT_PERMISSION_MODE, metadata=_meta(
         "Default --permission-mode.", project=True, choices=PERMISSION_MODES))
     max_turns: int = field(default=50, metadata=_meta(
         "Default --max-turns: an agent never stops by itself without it.", project=True,
@@ -148,8 +146,8 @@ class CheckpointConfig:
     min_turn_interval_seconds: float = field(default=0.0, metadata=_meta(
         "No longer used: every completed turn is checkpointed (accepted for old "
         "configuration files).", minimum=0, maximum=86400))
-    risky_patterns: list[str] = field(default_factory=lambda: [
-        "rm -rf", "git reset --hard", "git clean", "git checkout --"], metadata=_meta(
+    risky_patterns: list[str] = field(
+        default_factory=lambda: list(DEFAULT_RISKY_PATTERNS), metadata=_meta(
         "Bash commands matching these substrings are checkpointed before they run."))
     keep_last: int = field(default=20, metadata=_meta(
         "checkpoint gc keeps this many newest automatic checkpoints per session.",
@@ -304,7 +302,7 @@ def project_widenings(user: Config, effective: Config) -> list[tuple[str, Any, A
             continue
         mine, theirs = _get(user, key), _get(effective, key)
         if key == "agent.permission_mode":
-            wider = PERMISSION_RANK[theirs] > PERMISSION_RANK[mine]
+            wider = permission_wider(theirs, mine)
         elif key == "orchestrator.default_backend":
             wider = theirs != mine
         else:

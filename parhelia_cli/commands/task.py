@@ -54,8 +54,8 @@ def _read_prompt(prompt: str) -> str:
 
 @task.command("create")
 @click.argument("prompt")
-@click.option("--gpu", type=params.GPU, help="GPU type, optionally :N (T4, L4, A10G, L40S, "
-              "A100, A100-40GB, A100-80GB, H100, H200, B200).")
+@click.option("--gpu", type=params.GPU,
+              help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
 @click.option("--cpu", type=params.CORES, help="Physical cores.")
 @click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
 @click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")

@@ -38,6 +38,7 @@ from modal_worker.environ import worker_environ
 from modal_worker.spec import spec_key
 from modal_worker.volume import LocalVolume, Volume
 from parhelia import envfile
+from parhelia.backends import LOCAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
@@ -76,7 +77,7 @@ def parse_backend_id(backend_id: str) -> tuple[int, float]:
 class LocalBackend:
     """Workers as local processes; see the module docstring."""
 
-    name = "local"
+    name: str = LOCAL
 
     def __init__(self, paths: Paths, env: Mapping[str, str] | None = None) -> None:
         self._paths = paths

@@ -47,6 +47,7 @@ import structlog
 
 from modal_worker.volume import Volume, validate_key
 from parhelia import envfile
+from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 
@@ -207,7 +208,7 @@ class _Channel:
 class ModalBackend:
     """Workers in Modal sandboxes; see the module docstring."""
 
-    name = "modal"
+    name: str = MODAL
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
                  sdk: Any = None, owner_tag: str = "", env_path: Path | None = None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from parhelia.backends import LOCAL, MODAL
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.base import Backend
@@ -40,8 +41,8 @@ def _modal(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: 
     return backend
 
 
-FACTORIES: dict[str, BackendFactory] = {"local": _local, "modal": _modal}
-"""Every backend name the daemon knows, in the order status shows them."""
+FACTORIES: dict[str, BackendFactory] = {LOCAL: _local, MODAL: _modal}
+"""A factory per name of :data:`parhelia.backends.BACKENDS`, in the order status shows them."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parhelia import envfile, ownership
+from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
@@ -154,7 +155,7 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
 
     from parheliad.backends.modal import token_configured  # does not import modal
 
-    wanted = config.orchestrator.default_backend == "modal"
+    wanted = config.orchestrator.default_backend == MODAL
     missing = FAIL if wanted else WARN
     setup = "then `parhelia modal setup` (creates the app and volume, builds the image)"
     if importlib.util.find_spec("modal") is None:

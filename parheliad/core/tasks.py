@@ -20,11 +20,13 @@ import structlog
 from modal_worker import gitsafe
 from modal_worker.redact import redact
 from parhelia import gpus
+from parhelia.backends import BACKENDS, DEFAULT_BACKEND, MODAL
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
+from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parheliad.backends.modal import TASK_TIMEOUT_MAX_S as MODAL_TASK_TIMEOUT_MAX_S
 from parheliad.backends.modal import TIMEOUT_MARGIN_S
-from parheliad.config import PERMISSION_MODES, Config, project_widenings
+from parheliad.config import Config, project_widenings
 from parheliad.core.states import (
     TASK_FINAL,
     TASK_TRANSITIONS,
@@ -44,7 +46,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-BACKENDS = ("local", "modal")
 CPU_MAX = 64.0
 MEMORY_MIN_MB, MEMORY_MAX_MB = 128, 1_048_576
 TIMEOUT_MAX_S = 86_400
@@ -100,8 +101,8 @@ class TaskDefaults:
     timeout_seconds: int = 14_400
     max_turns: int = 50
     model: str = ""
-    permission_mode: str = "acceptEdits"
-    backend: str = "local"
+    permission_mode: str = DEFAULT_PERMISSION_MODE
+    backend: str = DEFAULT_BACKEND
     gpu_types: tuple[str, ...] = ()
     cancel_grace_seconds: float = 10.0
 
@@ -171,7 +172,7 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
         raise invalid(f"gpu: the {backend} backend has no GPUs, so --gpu {gpu} cannot be "
                       f"honoured there; drop --backend {backend} (--gpu runs on "
                       f"{gpus.GPU_BACKEND}) or drop --gpu", field="gpu")
-    if backend == "modal" and timeout > MODAL_TASK_TIMEOUT_MAX_S:
+    if backend == MODAL and timeout > MODAL_TASK_TIMEOUT_MAX_S:
         raise invalid(f"timeout: a Modal sandbox lives at most 24 h, including "
                       f"{TIMEOUT_MARGIN_S} s for the worker's final checkpoint: must be 1 to "
                       f"{MODAL_TASK_TIMEOUT_MAX_S} seconds on modal, got {timeout}",

@@ -8,6 +8,10 @@ checks, help), the daemon (validation, rates) and the MCP bridge.
 
 from __future__ import annotations
 
+from typing import Final
+
+from parhelia.backends import MODAL, Backend
+
 GPU_TYPES: tuple[str, ...] = ("T4", "L4", "A10G", "L40S", "A100-40GB", "A100-80GB", "H100",
                               "H200", "B200")
 GPU_ALIASES: dict[str, str] = {"A100": "A100-40GB"}
@@ -15,7 +19,7 @@ GPU_ALIASES: dict[str, str] = {"A100": "A100-40GB"}
 MAX_GPUS = 8
 ACCEPTED: tuple[str, ...] = (*GPU_TYPES[:4], "A100", *GPU_TYPES[4:])
 """Every name accepted on input, in the order help lists them."""
-GPU_BACKEND = "modal"
+GPU_BACKEND: Final[Backend] = MODAL
 """The backend that has GPUs."""
 
 

@@ -93,8 +93,6 @@ def test_choices_match_the_cli() -> None:
     from parhelia_cli.commands import container
 
     assert get_args(mcp_server.TaskStatus) == params.TASK_STATUSES
-    assert get_args(mcp_server.PermissionMode) == params.PERMISSION_MODES
-    assert get_args(mcp_server.Backend) == params.BACKENDS
     assert get_args(mcp_server.ContainerState) == container.CONTAINER_STATES
     assert get_args(mcp_server.Health) == container.HEALTH
 

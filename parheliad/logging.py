@@ -1,6 +1,6 @@
 """structlog for the daemon: context, level, UTC time, redaction, then a renderer.
 
-Chain (structlog 24+ processors): ``merge_contextvars -> add_log_level -> TimeStamper(utc)
+Chain (structlog 26.1 processors): ``merge_contextvars -> add_log_level -> TimeStamper(utc)
 -> redact -> renderer``; exceptions are turned into text/dicts *before* redaction, so
 a secret inside an exception message is masked too, and never with frame locals.
 Console rendering on a TTY, JSON otherwise; stderr always, plus a rotating file

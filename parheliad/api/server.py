@@ -3,7 +3,7 @@
 Serves every ``parhelia.v1`` service (unimplemented RPCs answer UNIMPLEMENTED),
 ``grpc.health.v1`` (SERVING for "" and each service) and reflection. The socket is
 bound under umask 0177, so it is created 0600; file permissions are the only
-authentication grpcio offers on Unix sockets (see docs/adr/0005-socket-auth.md).
+authentication grpcio offers on Unix sockets (see docs/adr/0005-socket-auth-boundary.md).
 """
 
 from __future__ import annotations

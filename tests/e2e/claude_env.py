@@ -59,7 +59,7 @@ def claude_env(
     - ``config_dir`` becomes ``CLAUDE_CONFIG_DIR`` (``.claude.json``, ``projects/``, ``CLAUDE.md``
       live there and nothing is written to HOME); ``home`` a throwaway ``HOME``.
     - Non-essential traffic, telemetry, error reporting and the auto-updater are disabled, so the
-      only HTTP the CLI makes goes to ``base_url`` (verified, see docs/adr/0004).
+      only HTTP the CLI makes goes to ``base_url`` (verified, see docs/adr/0004-real-claude-e2e.md).
     - ``max_retries`` sets ``CLAUDE_CODE_MAX_RETRIES`` (the CLI's default is 10 retries with
       exponential backoff capped near 40 s: ~3 minutes before it gives up on a 401).
     - ``api_key=None`` leaves the key out (the "no credentials" path).

@@ -41,12 +41,16 @@ STDERR_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
 
 
-def build_argv(agent: AgentSpec, command: list[str] | None = None) -> list[str]:
+def build_argv(agent: AgentSpec, command: list[str] | None = None, *,
+               project_memory: Path | None = None) -> list[str]:
     """The exact argv of one agent run (docs/contracts.md; Claude Code 2.1.332).
 
     First run: ``--session-id UUID``; resume: ``--resume UUID`` (never both). No
     prompt argument: ``claude -p`` then reads the prompt from its standard input
-    (verified with Claude Code 2.1.332, tests/e2e).
+    (verified with Claude Code 2.1.332, tests/e2e). Unless the user trusts the project
+    (``agent.project_settings``), ``--setting-sources user`` keeps the repository's own
+    Claude Code settings out and ``project_memory`` (its CLAUDE.md, as text) is appended
+    to the system prompt (:mod:`modal_worker.project_memory`).
     """
     cmd = list(command or agent.command)
     session = (["--resume", agent.session_uuid] if agent.resume
@@ -61,7 +65,19 @@ def build_argv(agent: AgentSpec, command: list[str] | None = None) -> list[str]:
         options += ["--max-budget-usd", f"{agent.max_budget_usd:g}"]
     if agent.model:
         options += ["--model", agent.model]
+    options += project_setting_options(agent, project_memory)
     return [*cmd, "-p", *options]
+
+
+def project_setting_options(agent: AgentSpec, project_memory: Path | None) -> list[str]:
+    """The options that decide what of the workspace's own Claude Code configuration the
+    agent loads; shared by every way the worker starts the agent."""
+    if agent.project_settings:
+        return []
+    options = ["--setting-sources", "user"]
+    if project_memory is not None:
+        options += ["--append-system-prompt-file", str(project_memory)]
+    return options
 
 
 def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: Path,

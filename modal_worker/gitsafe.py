@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from modal_worker.safeio import read_regular
+
 GIT_TIMEOUT = 30
 MAX_COPIED_BYTES = 256 << 20  # an index or packed-refs file larger than this is not copied
 
@@ -166,39 +168,20 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def _read_config_bytes(path: Path) -> bytes | None:
     # Symlinks followed: ~/.gitconfig is often one; still a regular file only.
-    got = _read_regular(path, MAX_CONFIG_BYTES, follow_symlinks=True)
+    got = read_regular(path, MAX_CONFIG_BYTES, follow_symlinks=True)
     return got[0] if got is not None else None
 
 
 def _read_small(path: Path, limit: int = MAX_COPIED_BYTES) -> bytes | None:
     """A regular file's bytes (no FIFO, device or symlink target is ever opened)."""
-    got = _read_regular(path, limit)
+    got = read_regular(path, limit)
     return got[0] if got is not None else None
-
-
-def _read_regular(path: Path, limit: int, *, follow_symlinks: bool = False
-                  ) -> tuple[bytes, os.stat_result] | None:
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)[:limit], st
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _copy(src: Path, dst: Path) -> bool:
     """Copy a regular file, keeping its mtime: git's racy-entry check compares index
     entries with the index file's mtime, and a newer copy would hide same-size edits."""
-    got = _read_regular(src, MAX_COPIED_BYTES)
+    got = read_regular(src, MAX_COPIED_BYTES)
     if got is None:
         return False
     data, st = got

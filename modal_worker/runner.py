@@ -51,6 +51,7 @@ from modal_worker.checkpoint.lineage import lineage_path
 from modal_worker.checkpoint.restore import replace_dir
 from modal_worker.clock import utc_now
 from modal_worker.heartbeat import Heartbeat
+from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
 from modal_worker.redact import redact_text
 from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
 from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
@@ -425,7 +426,9 @@ class Worker:
                 return
             parser.feed(obj)
 
-        argv = build_argv(self.agent_spec, self._command)
+        memory = (None if self.agent_spec.project_settings else
+                  write_project_memory(self.workspace, self.hook_dir / PROJECT_MEMORY_FILE))
+        argv = build_argv(self.agent_spec, self._command, project_memory=memory)
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
         self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
                                   on_object=on_object, prompt=self.prompt)

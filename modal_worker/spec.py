@@ -80,6 +80,11 @@ class AgentSpec:
     max_turns: int | None = 50
     max_budget_usd: float | None = None
     timeout_seconds: float = 3600
+    project_settings: bool = False
+    """Load the workspace's own Claude Code settings (.claude/settings*.json: hooks, env,
+    apiKeyHelper, permissions; .mcp.json; project skills and CLAUDE.md). Only for a project
+    the user trusts: otherwise the agent runs with ``--setting-sources user`` and gets the
+    project's CLAUDE.md as text (docs/adr/0019-project-claude-settings.md)."""
 
 
 @dataclass
@@ -230,6 +235,9 @@ def _parse_agent(raw: object) -> AgentSpec:
     mode = f.str_("permission_mode", DEFAULT_PERMISSION_MODE)
     if mode not in PERMISSION_MODES:
         raise _bad("agent.permission_mode", f"must be one of {list(PERMISSION_MODES)}")
+    project_settings = f.get("project_settings", False)
+    if not isinstance(project_settings, bool):
+        raise _bad("agent.project_settings", "must be true or false")
     return AgentSpec(
         session_uuid=session_uuid,
         command=list(command),
@@ -239,6 +247,7 @@ def _parse_agent(raw: object) -> AgentSpec:
         max_turns=f.number("max_turns", None, integer=True),
         max_budget_usd=f.number("max_budget_usd", None),
         timeout_seconds=f.number("timeout_seconds", 3600),
+        project_settings=project_settings,
     )
 
 

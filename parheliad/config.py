@@ -137,6 +137,10 @@ class AgentConfig:
     max_turns: int = field(default=50, metadata=_meta(
         "Default --max-turns: an agent never stops by itself without it.", project=True,
         minimum=1, maximum=1000))
+    trusted_projects: list[str] = field(default_factory=list, metadata=_meta(
+        "Absolute directories (~ allowed) whose projects you trust as with "
+        "--trust-project-config: their .parhelia config may widen options and Claude Code "
+        "loads their .claude/ settings, hooks and .mcp.json. Only your own config sets it."))
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,23 @@ def project_widenings(user: Config, effective: Config) -> list[tuple[str, Any, A
         if wider:
             out.append((key, mine, theirs, source.partition(":")[2]))
     return out
+
+
+def trusts_project(user: Config, project: Path | None) -> bool:
+    """Whether the user's own config (``agent.trusted_projects``) trusts ``project``:
+    it is one of the listed directories or inside one. E101 on a relative entry."""
+    if project is None:
+        return False
+    here = project.resolve()
+    for entry in user.agent.trusted_projects:
+        root = Path(entry).expanduser()
+        if not root.is_absolute():
+            raise ParheliaError(
+                "E101", f"agent.trusted_projects: {entry!r} is not an absolute directory "
+                f"({user.source('agent.trusted_projects')})", key="agent.trusted_projects")
+        if here.is_relative_to(root.resolve()):
+            return True
+    return False
 
 
 def _get(cfg: Config, key: str) -> Any:

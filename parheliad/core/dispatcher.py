@@ -579,7 +579,7 @@ class Dispatcher:
                 resume=launch.resume, model=task.model or None,
                 permission_mode=task.permission_mode, max_turns=task.max_turns,
                 max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
-                timeout_seconds=task.timeout_seconds),
+                timeout_seconds=task.timeout_seconds, project_settings=task.trust_project),
             heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
             checkpoint=CheckpointPolicy(
                 interval_seconds=cfg.checkpoint.interval_seconds,

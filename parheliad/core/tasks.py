@@ -26,7 +26,7 @@ from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parheliad.backends.modal import TASK_TIMEOUT_MAX_S as MODAL_TASK_TIMEOUT_MAX_S
 from parheliad.backends.modal import TIMEOUT_MARGIN_S
-from parheliad.config import Config, project_widenings
+from parheliad.config import Config, project_widenings, trusts_project
 from parheliad.core.states import (
     TASK_FINAL,
     TASK_TRANSITIONS,
@@ -322,13 +322,17 @@ class TaskService:
         project = Path(workspace_path) if workspace_path else None
         if project is not None and not project.is_absolute():
             raise invalid("workspace_path: must be absolute", field="workspace_path")
-        defaults, sources = self._task_defaults(options, project, trust_project_config)
+        # The project's effective config re-reads the user's file; a project file cannot
+        # set agent.trusted_projects (a daemon-wide key).
+        trusted = trust_project_config or (
+            project is not None and trusts_project(self._config(project), project))
+        defaults, sources = self._task_defaults(options, project, trusted)
         opts = validate_options(options, defaults)
         src = validate_source(source)
         values = {**asdict(opts), "prompt": prompt, "option_sources": json.dumps(sources),
                   "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
                   "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
-                  "base_commit": base_commit}
+                  "base_commit": base_commit, "trust_project": trusted}
 
         def unit(tx: Tx) -> TaskRow:
             row = tx.tasks.insert(values)

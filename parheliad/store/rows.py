@@ -64,6 +64,7 @@ class TaskRow:
     held: bool = False  # created with --no-dispatch: only `task dispatch` starts it
     dispatch_after: int | None = None  # no dispatch attempt before (backoff)
     option_sources: str = "{}"  # JSON: option -> flag | default | user:<file> | project:<file>
+    trust_project: bool = False  # the project's .parhelia and .claude/ configuration trusted
 
 
 @dataclass(frozen=True)

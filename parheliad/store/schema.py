@@ -247,6 +247,10 @@ _V4 = (
 _V5 = ("ALTER TABLE tasks ADD COLUMN option_sources TEXT NOT NULL DEFAULT '{}'",)
 # A session whose task completed is "completed", the task's word (it was "finished").
 _V6 = ("UPDATE sessions SET status = 'completed' WHERE status = 'finished'",)
+# The user trusted the task's project configuration (--trust-project-config): its
+# .parhelia config may widen options, and Claude Code loads the repository's own .claude/
+# settings, hooks and .mcp.json (docs/adr/0019-project-claude-settings.md).
+_V7 = ("ALTER TABLE tasks ADD COLUMN trust_project INTEGER NOT NULL DEFAULT 0",)
 
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
@@ -255,5 +259,6 @@ MIGRATIONS: list[Migration] = [
     Migration("task waits", _V4),
     Migration("task option sources", _V5),
     Migration("session word completed", _V6),
+    Migration("task trusts its project", _V7),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -59,8 +59,9 @@ FLAGS = {"--print", "--verbose", "--fork-session", "--include-partial-messages",
          "--continue"}
 VALUES = {"--output-format", "--input-format", "--session-id", "--resume", "--permission-mode",
           "--max-turns", "--max-budget-usd", "--model", "--fallback-model", "--system-prompt",
-          "--append-system-prompt", "--allowedTools", "--disallowedTools", "--settings",
-          "--add-dir", "--mcp-config", "--setting-sources", "--plugin-dir", "--agents"}
+          "--append-system-prompt", "--append-system-prompt-file", "--allowedTools",
+          "--disallowedTools", "--settings", "--add-dir", "--mcp-config", "--setting-sources",
+          "--plugin-dir", "--agents"}
 ALIASES = {"-p": "--print", "-r": "--resume", "-c": "--continue"}
 CREDENTIALS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 10,

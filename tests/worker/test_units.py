@@ -205,14 +205,50 @@ def test_argv_first_run_and_resume() -> None:
     assert build_argv(agent) == [
         "claude", "-p", "--output-format", "stream-json", "--verbose",
         "--include-partial-messages", "--session-id", UUID, "--permission-mode", "acceptEdits",
-        "--max-turns", "7", "--max-budget-usd", "2.5", "--model", "claude-sonnet-4-5"]
+        "--max-turns", "7", "--max-budget-usd", "2.5", "--model", "claude-sonnet-4-5",
+        "--setting-sources", "user"]
     agent.resume = True
     agent.max_turns = agent.max_budget_usd = agent.model = None
-    argv = build_argv(agent, ["/usr/bin/claude"])
+    argv = build_argv(agent, ["/usr/bin/claude"], project_memory=Path("/w/project-CLAUDE.md"))
     assert argv == ["/usr/bin/claude", "-p", "--output-format", "stream-json",
                     "--verbose", "--include-partial-messages", "--resume", UUID,
-                    "--permission-mode", "acceptEdits"]
+                    "--permission-mode", "acceptEdits", "--setting-sources", "user",
+                    "--append-system-prompt-file", "/w/project-CLAUDE.md"]
     assert "--session-id" not in argv
+
+
+def test_a_trusted_project_loads_its_own_settings() -> None:
+    agent = AgentSpec(session_uuid=UUID, project_settings=True)
+    argv = build_argv(agent, project_memory=Path("/w/project-CLAUDE.md"))
+    assert "--setting-sources" not in argv and "--append-system-prompt-file" not in argv
+
+
+def test_project_memory_reads_regular_files_of_the_workspace_only(tmp_path: Path) -> None:
+    from modal_worker.project_memory import (
+        MAX_MEMORY_BYTES,
+        project_memory_text,
+        write_project_memory,
+    )
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("OUTSIDE-SECRET")
+    assert write_project_memory(ws, tmp_path / "mem.md") is None
+    (ws / "CLAUDE.md").write_text("use tabs\0 always")
+    os.symlink(secret, ws / "CLAUDE.local.md")          # a symlink out of the workspace
+    os.symlink(tmp_path, ws / ".claude")                 # a symlinked .claude directory
+    (tmp_path / "CLAUDE.md").write_text("OUTSIDE-DIR")
+    text = project_memory_text(ws)
+    assert "use tabs always" in text and "Contents of CLAUDE.md" in text
+    assert "OUTSIDE" not in text
+    os.unlink(ws / ".claude")
+    (ws / ".claude").mkdir()
+    os.mkfifo(ws / ".claude" / "CLAUDE.md")              # never opened for reading
+    (ws / "CLAUDE.md").write_bytes(b"x" * (MAX_MEMORY_BYTES + 10))
+    dest = write_project_memory(ws, tmp_path / "mem.md")
+    assert dest is not None and (dest.stat().st_mode & 0o777) == 0o600
+    assert f"[cut at {MAX_MEMORY_BYTES} of {MAX_MEMORY_BYTES + 10} bytes]" in dest.read_text()
 
 
 def test_agent_env_keeps_the_allow_list_only() -> None:

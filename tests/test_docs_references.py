@@ -1,6 +1,7 @@
 """The repository explains itself: every document that code, tests or docs cite is in
-it. A ``docs/...`` path, an ``ADR NNNN`` and a relative Markdown link must name a file
-that exists, and nothing may cite the briefing files a newcomer does not have."""
+it. A ``docs/...`` or ``tests/...`` path, an ``ADR NNNN`` and a relative Markdown link
+must name a file that exists, and nothing may cite the briefing files a newcomer does
+not have."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if not (ROOT / "pyproject.toml").is_file():  # moved deeper: find the checkout's root
     ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
-DOC_PATH = re.compile(r"(?<![\w./-])docs/[A-Za-z0-9_./-]*[A-Za-z0-9_/-]")
+DOC_PATH = re.compile(r"(?<![\w./-])(?:docs|tests)/[A-Za-z0-9_./-]*[A-Za-z0-9_/-]")
 ADR = re.compile(r"\bADRs? ?(\d{4})\b|docs/adr/(\d{4})\b")
 MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 # Built from parts so that this file does not cite them itself.
 FOREIGN = re.compile("|".join((r"DESIGN" + r"\.md", r"reference/(?:daemon|claude-code|modal)"
                                + r"\.md", r"\.\./" + "shared", "/work/" + "shared")))
-TEST_DATA = {"docs/new.md"}
-"""Paths that tests write inside the repositories they make, not citations."""
+TEST_DATA = {"docs/new.md", "tests/test_io.py"}
+"""Not citations: paths that tests write inside the repositories they make, and the
+example prompts of the README and `parhelia examples`."""
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".proto", ".sh", ".service", ".plist", ".txt", ""}
 
 
@@ -75,7 +77,7 @@ def test_the_design_and_contracts_pages_exist() -> None:
         assert heading in design, heading
 
 
-def test_every_cited_docs_path_exists() -> None:
+def test_every_cited_docs_and_tests_path_exists() -> None:
     cited = citations("path")
     assert len(cited) > 20  # the scan sees the citations it checks
     missing = [(where, path) for where, path in cited

@@ -13,7 +13,9 @@ when a heartbeat arrives.
 A dead container is recorded as lost first (so nothing else acts on it), then its
 worker is killed through the backend (the whole process group, SIGKILL after a
 SIGTERM it cannot act on when stopped) and recovery resumes its task from the latest
-checkpoint. Heartbeats beyond ``heartbeat.retention_per_container`` are pruned.
+checkpoint, but only once the backend says the dead one has ended: a terminate that
+failed (Modal refusing it, or unreachable) leaves the task recovering, never with two
+containers (``parheliad.core.recovery``). Heartbeats beyond ``heartbeat.retention_per_container`` are pruned.
 """
 
 from __future__ import annotations

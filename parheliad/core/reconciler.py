@@ -12,6 +12,10 @@ looked at, let alone touched. Then:
 - a listed container the database does not own, or holds as finished, is *orphaned*:
   recorded in the ``orphans`` table with a ``container_orphaned`` event (once per
   sighting) and terminated only when ``auto_terminate_orphans`` is on;
+- a listed container whose task no longer wants a worker (cancelled, paused, finished or
+  deleted: a stop the previous daemon was still retrying when it died, a stop that never
+  got through) is stopped like any other (checkpoint, then terminate after the cancel
+  grace), a ``state_drift`` finding; the database alone never ends a sandbox's bill;
 - other differences (a live container whose backend id was never recorded, an orphan
   that vanished by itself) are corrected with a ``state_drift`` event.
 
@@ -33,7 +37,13 @@ from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, ListedContainer
 from parheliad.config import Config
 from parheliad.core.listener import Listener, Outcome, settle_container
-from parheliad.core.states import CONTAINER_FINAL, CONTAINER_LIVE, ContainerState
+from parheliad.core.states import (
+    CONTAINER_FINAL,
+    CONTAINER_LIVE,
+    TASK_FINAL,
+    ContainerState,
+    TaskStatus,
+)
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.rows import ContainerRow, OrphanRow
 from parheliad.store.store import Store
@@ -43,6 +53,8 @@ from parheliad.store.tx import Tx
 log = structlog.get_logger(__name__)
 
 LostHandler = Callable[[str, str, str], Awaitable[None]]
+StopHandler = Callable[[ContainerRow, str], bool]
+"""Stop a worker (checkpoint, then terminate): False when a stop of it is under way."""
 
 LAST_REPORT_KEY = "reconciler.last_report"
 LAST_RUN_KEY = "reconciler.last_run_us"
@@ -94,10 +106,12 @@ class Reconciler:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
                  config: Callable[[], Config], owner_tag: str, listener: Listener, *,
                  on_lost: LostHandler | None = None,
-                 on_settled: Callable[[], None] = lambda: None) -> None:
+                 on_settled: Callable[[], None] = lambda: None,
+                 stop: StopHandler | None = None) -> None:
         self._store = store
         self._backends = backends
         self._config = config
+        self._stop = stop
         self._owner = owner_tag
         self._listener = listener
         self._on_lost = on_lost
@@ -168,6 +182,9 @@ class Reconciler:
                     findings.append(finding)
             if entry is not None:
                 matched.add(entry.backend_id)
+                finding = await self._unwanted(c, entry)
+                if finding is not None:
+                    findings.append(finding)
                 continue
             if not c.backend_id:
                 continue  # not launched yet: the dispatcher and listener own that window
@@ -179,6 +196,32 @@ class Reconciler:
                 findings.append(await self._orphan(name, backend, entry))
         findings.extend(await self._vanished_orphans(name, set(by_backend_id)))
         return findings
+
+    async def _unwanted(self, c: ContainerRow, entry: ListedContainer) -> Finding | None:
+        """A running container whose task wants no worker any more: stop it."""
+        if self._stop is None:
+            return None
+        task = await self._store.tasks.find(c.task_id)
+        if task is not None and task.status not in TASK_FINAL and \
+                task.status != TaskStatus.PAUSED:
+            return None
+        if task is not None and task.status_reason.startswith("budget"):
+            reason = "budget"
+        elif task is not None and task.status == TaskStatus.PAUSED:
+            reason = "pause"
+        else:
+            reason = "cancel"
+        if not self._stop(c, reason):
+            return None
+        why = "deleted" if task is None else task.status
+        await self._store.events.append(
+            "state_drift", f"{entry.backend_id} still running while its task is {why}: "
+            f"stopping it ({reason})", task_id=c.task_id, session_id=c.session_id,
+            container_id=c.id, data={"field": "task_status", "task_status": why,
+                                     "backend_id": entry.backend_id, "stop": reason})
+        return Finding(STATE_DRIFT, c.id, entry.backend_id,
+                       f"still running while its task is {why}",
+                       "stopping it (checkpoint, then terminate after the cancel grace)")
 
     async def _adopt_backend_id(self, c: ContainerRow, entry: ListedContainer) -> Finding | None:
         """A live container runs under a backend id the database never recorded."""

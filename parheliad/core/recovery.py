@@ -5,15 +5,23 @@ The task moves to ``recovering`` (one restart counted), and after a backoff
 resumes the same session from its latest checkpoint with the conversation restored.
 After ``recovery.max_restarts`` the task fails with the reason. Backoff timers live in
 memory; at start, every ``recovering`` task without a live container is due at once.
+
+Never two containers for one task: before a replacement is dispatched, the backend is
+asked whether the container being replaced still runs (a dead worker's terminate may
+have failed, a SIGKILLed daemon may have died before it); if it does, it is terminated
+first, and while that fails the task waits (``container_still_running`` event, retried
+every ``TERMINATE_RETRY_SECONDS``). This check asks the backend, so it holds across
+daemon restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
+from parheliad.backends.base import Backend
 from parheliad.config import Config
 from parheliad.core.dispatcher import Dispatcher, fail_task
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
@@ -25,13 +33,22 @@ log = structlog.get_logger(__name__)
 
 _NO_SLOT_RETRY_SECONDS = 1.0
 _ERROR_RETRY_SECONDS = 10.0
+TERMINATE_RETRY_SECONDS = 5.0
+
+
+class _Blocked(Exception):
+    """The container being replaced still runs and could not be ended."""
 
 
 class Recovery:
-    def __init__(self, store: Store, dispatcher: Dispatcher, config: Callable[[], Config]) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, config: Callable[[], Config],
+                 backends: Mapping[str, Backend] | None = None) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._config = config
+        self._backends = backends or {}
+        self._blocked: set[str] = set()
+        """Containers whose still-running was reported (one event each)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: set[asyncio.Task[None]] = set()
 
@@ -105,6 +122,11 @@ class Recovery:
 
     async def _resume(self, task_id: str) -> None:
         try:
+            await self._previous_ended(task_id)
+        except _Blocked:
+            self._schedule(task_id, TERMINATE_RETRY_SECONDS)
+            return
+        try:
             started = await self._dispatcher.dispatch_task(task_id)
         except Exception:
             # Never give up silently: the task would sit in "recovering" until a restart.
@@ -113,3 +135,40 @@ class Recovery:
             return
         if started is None:  # no free slot (or budget): try again shortly
             self._schedule(task_id, _NO_SLOT_RETRY_SECONDS)
+
+    async def _previous_ended(self, task_id: str) -> None:
+        """Return once the task's replaced container no longer runs on its backend
+        (terminating it if it does); raise ``_Blocked`` while it still runs."""
+        if not self._backends:
+            return
+        task = await self._store.tasks.find(task_id)
+        c = await self._store.containers.find(task.container_id) \
+            if task is not None and task.container_id else None
+        backend = self._backends.get(c.backend) if c is not None else None
+        if c is None or backend is None or not c.backend_id or c.state in CONTAINER_LIVE:
+            return  # nothing launched, or still live: the dispatcher's own checks apply
+        try:
+            if not (await backend.status(c.backend_id, c.id)).running:
+                self._blocked.discard(c.id)
+                return
+            await backend.terminate(c.backend_id, grace_seconds=0.0)
+            if not (await backend.status(c.backend_id, c.id)).running:
+                self._blocked.discard(c.id)
+                return
+            detail = "it was asked to terminate and has not ended yet"
+        except Exception as exc:
+            detail = f"it could not be terminated: {getattr(exc, 'message', None) or exc!r}"
+        log.warning("replaced container still runs; recovery waits", task_id=task_id,
+                    container_id=c.id, detail=detail)
+        if c.id not in self._blocked:
+            self._blocked.add(c.id)
+            await self._store.events.append(
+                "container_still_running",
+                f"{c.backend} {c.backend_id} still runs although it was given up ({detail}); "
+                f"task {task_id} gets no new container until it has ended (asked again every "
+                f"{TERMINATE_RETRY_SECONDS:g}s until it ends, and the task resumes then). "
+                "Recovery: nothing to do if the backend lets it be terminated; else end it "
+                "with the backend's own tools (for Modal, its dashboard)",
+                level="error", task_id=task_id, session_id=c.session_id, container_id=c.id,
+                data={"backend": c.backend, "backend_id": c.backend_id})
+        raise _Blocked

@@ -102,7 +102,7 @@ class Runtime:
                              kick=lambda: self.dispatcher.kick())
         self.dispatcher = Dispatcher(store, self.registry, config, self.volume, owner_tag,
                                      budget_gate=self.budget.gate)
-        self.recovery = Recovery(store, self.dispatcher, config)
+        self.recovery = Recovery(store, self.dispatcher, config, self.backends)
         self.listener = Listener(store, self.backends, self.volume,
                                  on_settled=self.dispatcher.kick,
                                  on_lost=self.recovery.on_lost,
@@ -115,11 +115,14 @@ class Runtime:
                                     on_settled=self.dispatcher.kick)
         self.reconciler = Reconciler(store, self.backends, config, owner_tag, self.listener,
                                      on_lost=self.recovery.on_lost,
-                                     on_settled=self.dispatcher.kick)
+                                     on_settled=self.dispatcher.kick,
+                                     stop=self._stop_stray)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.checkpoints = CheckpointOps(self)
         self.sessions = SessionOps(self)
         self._background: set[asyncio.Task[None]] = set()
+        self._stopping: set[str] = set()
+        """Containers a stop is under way for (the reconciler does not start another)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -211,6 +214,16 @@ class Runtime:
         self._spawn(self.stop_container(c, "cancel",
                                         self.config().orchestrator.cancel_grace_seconds))
 
+    def _stop_stray(self, c: ContainerRow, reason: str) -> bool:
+        """The reconciler found ``c`` running for a task that wants no worker (a stop
+        retried in the memory of a daemon that died): stop it, unless one is under way."""
+        if c.id in self._stopping:
+            return False
+        self._stopping.add(c.id)
+        self._spawn(self.stop_container(c, reason,
+                                        self.config().orchestrator.cancel_grace_seconds))
+        return True
+
     async def _config_bundle(self, env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
         """The dispatcher's config hook: sync (into the daemon's volume) when the user's
         Claude config changed; ``env`` is where ``sync.pass_env`` values come from."""
@@ -241,25 +254,38 @@ class Runtime:
         reached is asked again with backoff until the container ends: a cancelled or
         paused task's sandbox must not run on (and bill) until its own timeout."""
         delay = 1.0
-        while True:
-            try:
-                await self._stop_once(c, reason, grace)
-                return
-            except BackendUnreachable as exc:
-                row = await self.store.containers.find(c.id)
-                if row is None or row.state not in CONTAINER_LIVE:
+        self._stopping.add(c.id)
+        try:
+            while True:
+                try:
+                    await self._stop_once(c, reason, grace)
                     return
-                log.warning("stop not delivered, retrying", container_id=c.id,
-                            error=exc.message, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, STOP_RETRY_MAX_S)
+                except BackendUnreachable as exc:
+                    row = await self.store.containers.find(c.id)
+                    if row is None or row.state not in CONTAINER_LIVE:
+                        return
+                    log.warning("stop not delivered, retrying", container_id=c.id,
+                                error=exc.message, retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, STOP_RETRY_MAX_S)
+        finally:
+            self._stopping.discard(c.id)
 
     async def _stop_once(self, c: ContainerRow, reason: str, grace: float) -> None:
         backend = self.backends.get(c.backend)
         if backend is None or not c.backend_id:
             return
         try:
-            await backend.control(c.backend_id, c.id, {"type": "stop", "reason": reason})
+            try:
+                await backend.control(c.backend_id, c.id, {"type": "stop", "reason": reason})
+            except BackendUnreachable:
+                raise
+            except ParheliaError as exc:
+                # The worker did not take the stop (wedged, gone): no checkpoint to wait
+                # for; it is terminated at once rather than left running.
+                log.warning("stop refused by the worker, terminating", container_id=c.id,
+                            error=exc.message)
+                grace = 0.0
             deadline = asyncio.get_running_loop().time() + grace
             while asyncio.get_running_loop().time() < deadline:
                 if not (await backend.status(c.backend_id, c.id)).running:

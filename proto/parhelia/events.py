@@ -86,6 +86,9 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("container_lost", "container", Level.ERROR, "A container vanished from its backend."),
     EventKind("container_orphaned", "container", Level.WARNING, "An unowned container was found."),
     EventKind("container_adopted", "container", Level.INFO, "A running worker was re-adopted."),
+    EventKind("container_still_running", "container", Level.ERROR,
+              "A container given up (lost, dead) still runs and could not be terminated; "
+              "its task gets no other container until it has ended."),
     # health
     EventKind("health_changed", "health", Level.WARNING, "A container's health changed."),
     EventKind("heartbeat_missed", "heartbeat", Level.DEBUG, "A heartbeat was missed."),

@@ -321,3 +321,79 @@ def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Bac
     wait_for(lambda: fake.service.returncode(sandbox_id) is not None, 60,
              "the cancelled task's sandbox to end once Modal answers again")
     assert harness.task(task_id)["status"] == "cancelled"
+
+
+def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Backend) -> None:
+    """A cancel whose stop could not reach Modal is retried in the daemon's memory; the
+    daemon is SIGKILLed meanwhile. The next daemon's reconciler finds the sandbox still
+    running for a cancelled task and stops it (checkpoint first), instead of letting it
+    run (and bill) until its Modal timeout."""
+    if backend.fake is None:
+        pytest.skip("the local backend has no service to lose")
+    fake = backend.fake
+    harness = backend.harness()
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                         {"sleep": 300}))
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    container = harness.task(task_id)["container_id"]
+    sandbox_id = fake.sandbox(container)["id"]
+    fake.switch("unreachable", True)
+    try:
+        harness.run("task", "cancel", task_id, "--grace", "1", check=True)
+        time.sleep(3)  # the stop is being retried, in memory only
+        harness.daemon.kill()
+    finally:
+        fake.switch("unreachable", False)
+    time.sleep(1)
+    assert fake.service.returncode(sandbox_id) is None, "nothing should have stopped it yet"
+    harness.daemon.start()
+    wait_for(lambda: fake.service.returncode(sandbox_id) is not None, 60,
+             "the next daemon to stop the cancelled task's sandbox")
+    assert harness.task(task_id)["status"] == "cancelled"
+    drift = harness.events("--container", container, "--type", "state_drift")
+    assert any("still running while its task is cancelled" in e["message"] for e in drift)
+    stops = [e for e in harness.events("--container", container, "--type",
+                                       "checkpoint_created") if e["data"]["trigger"] == "stop"]
+    assert stops and stops[-1]["data"]["message"] == "stopped: cancel"
+    wait_for(lambda: harness.json("container", "show", container)["state"] in
+             ("terminated", "exited"), 30, "the container settled")
+
+
+def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
+        backend: Backend) -> None:
+    """Health buries a silent worker but Modal refuses its terminate (an error, not a lost
+    connection): the task gets no second sandbox while the first still runs; once the
+    first can be terminated the task resumes in a new one and completes."""
+    if backend.fake is None:
+        pytest.skip("the local backend's terminate is a signal: it cannot be refused")
+    fake = backend.fake
+    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                         {"sleep": 6}, {"write": "b.txt", "content": "b"},
+                                         {"turn": True}))
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    first = harness.task(task_id)["container_id"]
+
+    def running() -> list[str]:
+        return [s["name"] for s in fake.sandboxes()
+                if s["tags"].get("parhelia-task") == task_id and s["returncode"] is None]
+
+    fake.switch("terminate_fails", True)
+    try:
+        os.kill(fake.worker_pid(first), signal.SIGSTOP)  # silent: health walks it to dead
+        wait_for(lambda: harness.events("--task", task_id, "--type",
+                                        "container_still_running"), 90,
+                 "recovery to wait for the sandbox it could not terminate")
+        time.sleep(6)  # more than one retry of the terminate
+        assert running() == [first]
+        assert harness.task(task_id)["status"] == "recovering"
+    finally:
+        fake.switch("terminate_fails", False)
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed" and task["restarts"] == 1, task
+    assert task["container_id"] != first
+    sandboxes = sorted((s for s in fake.sandboxes()
+                        if s["tags"].get("parhelia-task") == task_id),
+                       key=lambda s: s["created_at"])
+    assert [s["name"] for s in sandboxes] == [first, task["container_id"]]
+    assert sandboxes[0]["state"]["finished_at"] <= sandboxes[1]["created_at"]

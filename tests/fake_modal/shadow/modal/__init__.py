@@ -640,6 +640,9 @@ class Sandbox:
     wait = sdkmethod(_wait)
 
     def _terminate(self, *, wait: bool = False) -> int | None:
+        if _service.switch_on("terminate_fails"):
+            # A refusal that is not a lost connection (the ``Error`` base: E503).
+            raise exception.Error(f"Sandbox {self.object_id} could not be terminated (fake)")
         state = _service.sandbox_state(self.object_id)
         if state.get("inert") and state.get("returncode") is None:
             _service.write_json(_service.sandbox_dir(self.object_id) / "state.json",

@@ -28,7 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency", "inert")
+SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency", "inert",
+            "terminate_fails")
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
 MAPPED_PREFIXES = ("/vol", "/workspace", "/root")

@@ -15,7 +15,8 @@ worker is killed through the backend (the whole process group, SIGKILL after a
 SIGTERM it cannot act on when stopped) and recovery resumes its task from the latest
 checkpoint, but only once the backend says the dead one has ended: a terminate that
 failed (Modal refusing it, or unreachable) leaves the task recovering, never with two
-containers (``parheliad.core.recovery``). Heartbeats beyond ``heartbeat.retention_per_container`` are pruned.
+containers (``parheliad.core.recovery``). Heartbeats beyond
+``heartbeat.retention_per_container`` are pruned.
 """
 
 from __future__ import annotations

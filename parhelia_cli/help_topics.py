@@ -67,10 +67,17 @@ Every task that runs gets a session. The session owns the Claude Code conversati
 (its UUID), the checkpoints and the chain of containers that ran it. When a worker dies
 the session continues in a new container from its latest checkpoint: the workspace and
 the conversation transcript are restored together, at the same fixed path, so Claude
-resumes the same conversation (`claude --resume`). A session is active (a worker runs
-it), stopped (no worker; it can be resumed) or completed (its task completed).
+resumes the same conversation (`claude --resume`). A session is headless (a worker runs
+`claude -p`), detached or attached (a worker runs the interactive Claude Code TUI in tmux,
+with no client or with N clients attached), stopped (no worker; it can be resumed) or
+completed (its task completed).
 
   parhelia session list [--active] [--limit N]  every session (--active: not completed)
+  parhelia session attach SESSION [--take-over] put this terminal in its TUI (tmux);
+                                              detach with Ctrl-B D, it goes on running.
+                                              A headless session is taken over first
+  parhelia session release SESSION ["next"]   hand an interactive session back: the TUI
+                                              closes, the agent continues headless
   parhelia session show SESSION               task, conversation, containers, latest checkpoint
   parhelia session kill SESSION [-y]          stop its worker, checkpointing first
   parhelia session recover SESSION            guided: what happened, the last checkpoints,

@@ -16,7 +16,8 @@ from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
 from parhelia_cli.errors import invalid
 
-SESSION_STYLES = {"active": "blue", "stopped": "yellow", "completed": "green"}
+SESSION_STYLES = {"headless": "blue", "detached": "magenta", "attached": "cyan",
+                  "stopped": "yellow", "completed": "green"}
 ACTIONS = ("resume", "restart", "wait")
 ACTION_HELP = {
     "resume": "continue the same conversation from {checkpoint} in a new container",
@@ -45,6 +46,15 @@ def _req(name: str, **fields: Any) -> Any:
     return getattr(pb2("sessions"), name)(**fields)
 
 
+def _status_text(s: dict[str, Any]) -> str:
+    """``attached (2 clients)``, ``detached``, ``headless``..."""
+    word = s["status"] or "unknown"
+    clients = int(s.get("attached_clients") or 0)
+    if word == "attached":
+        word += f" ({clients} client{'s' if clients != 1 else ''})"
+    return word
+
+
 def _status_word(status: str | None) -> str:
     word = status or "unknown"
     return render.style(word, SESSION_STYLES.get(word, ""))
@@ -71,8 +81,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
     if obj.json:
         render.emit_json({"sessions": found})
         return
-    rows = [(s["id"], s["task_id"], (s["status"] or "unknown",
-                                     SESSION_STYLES.get(s["status"] or "", "")),
+    rows = [(s["id"], s["task_id"], (_status_text(s), SESSION_STYLES.get(s["status"] or "", "")),
              s["current_container_id"] or "", s["containers"], s["checkpoints"],
              s["latest_checkpoint_id"] or "", render.age(s["updated_at"] or s["created_at"]))
             for s in found]
@@ -92,7 +101,7 @@ def show(session_id: str) -> None:
         render.emit_resource(s)
         return
     render.fields([
-        ("Status", _status_word(s["status"])),
+        ("Status", render.style(_status_text(s), SESSION_STYLES.get(s["status"] or "", ""))),
         ("Task", s["task_id"]),
         ("Conversation", s["agent_session_id"]),
         ("Created", render.when(s["created_at"])),

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parhelia import events as catalogue
 from parhelia.errors import invalid, missing
 from parhelia.v1 import common_pb2
-from parheliad.core.states import ContainerState, Health, TaskStatus
+from parheliad.core.states import SESSION_INTERACTIVE, ContainerState, Health, TaskStatus
 from parheliad.core.tasks import TaskOptions, TaskSource
 from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow, ids
 from parheliad.store.rows import CheckpointRow
@@ -140,7 +140,9 @@ def session_to_proto(row: SessionRow) -> common_pb2.Session:
     msg = common_pb2.Session(id=row.id, task_id=row.task_id,
                              agent_session_id=row.agent_session_id, status=row.status,
                              latest_checkpoint_id=row.latest_checkpoint_id or "",
-                             current_container_id=row.current_container_id or "")
+                             current_container_id=row.current_container_id or "",
+                             attached_clients=row.attached_clients,
+                             interactive=row.status in SESSION_INTERACTIVE)
     set_ts(msg.created_at, row.created_at)
     set_ts(msg.updated_at, row.updated_at)
     return msg

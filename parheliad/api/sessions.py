@@ -14,7 +14,7 @@ from parheliad.api.convert import (
 )
 from parheliad.context import DaemonContext
 from parheliad.core.runtime import Runtime
-from parheliad.store.tables.sessions import SESSION_ACTIVE, SESSION_STOPPED
+from parheliad.core.states import SESSION_LIVE, SessionStatus
 
 DEFAULT_LIMIT = 100
 
@@ -42,7 +42,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def ListSessions(self, request: sessions_pb2.ListSessionsRequest,
                            context: grpc.aio.ServicerContext
                            ) -> sessions_pb2.ListSessionsResponse:
-        statuses = () if request.all else (SESSION_ACTIVE, SESSION_STOPPED)
+        statuses = () if request.all else (*SESSION_LIVE, SessionStatus.STOPPED)
         rows = await self._ctx.store.sessions.list(statuses=statuses,
                                                    limit=request.limit or DEFAULT_LIMIT)
         return sessions_pb2.ListSessionsResponse(

@@ -36,7 +36,7 @@ from parheliad.backends.registry import Backends
 from parheliad.config import Config
 from parheliad.core import volsync, waiting
 from parheliad.core.configsync import ConfigBundle
-from parheliad.core.states import CONTAINER_LIVE, ContainerState, TaskStatus
+from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.core.workspace import WORKSPACE_TRIGGER, checkpoint_zero
 from parheliad.store import ids
@@ -377,9 +377,10 @@ class Dispatcher:
                     raise SessionBusy(current.id, str(busy[0]))
             if self._budget_gate is not None:
                 self._budget_gate(tx, current)
+            mode = SessionStatus.DETACHED if current.interactive else SessionStatus.HEADLESS
             if session is None:
                 session = tx.sessions.insert(current.id, session_id=zero.session_id
-                                             if zero is not None else None)
+                                             if zero is not None else None, status=mode)
                 tx.events.append("session_created", f"session {session.id}",
                                  task_id=current.id, session_id=session.id,
                                  data={"agent_session_id": session.agent_session_id})
@@ -410,7 +411,8 @@ class Dispatcher:
                                  result_subtype="", result_is_error=False, result_text="",
                                  result_exit_code=None, result_error_code="",
                                  result_error_message="")
-            tx.sessions.update(session.id, status="active", current_container_id=container.id)
+            tx.sessions.update(session.id, status=mode, current_container_id=container.id,
+                               attached_clients=0, tmux_socket="")
             return updated, session, container, launch
 
         task, session, container, launch = await self._store.write(claim)

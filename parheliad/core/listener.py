@@ -40,12 +40,17 @@ from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
 from parheliad.core import volsync
 from parheliad.core.dispatcher import fail_task, index_checkpoint
-from parheliad.core.states import CONTAINER_FINAL, ContainerState, Health, TaskStatus
+from parheliad.core.states import (
+    CONTAINER_FINAL,
+    ContainerState,
+    Health,
+    SessionStatus,
+    TaskStatus,
+)
 from parheliad.core.tasks import transition
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow
 from parheliad.store.store import Store
-from parheliad.store.tables.sessions import SESSION_COMPLETED, SESSION_STOPPED
 from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
@@ -550,9 +555,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
                      data={"exit_code": outcome.exit_code, "status": outcome.status,
                            "error_code": outcome.error_code})
     if c.session_id:
-        tx.sessions.update(c.session_id, current_container_id=None,
-                           status=SESSION_COMPLETED if outcome.status == "completed"
-                           else SESSION_STOPPED)
+        tx.sessions.ended(c.session_id, completed=outcome.status == "completed")
     if task is None or task.container_id != c.id or task.status not in (
             TaskStatus.RUNNING, TaskStatus.RECOVERING):
         return None  # the task moved on already (cancelled, paused, or a newer container)
@@ -571,7 +574,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
     if outcome.status == "completed":
         transition(tx, task.id, TaskStatus.COMPLETED, result_exit_code=outcome.exit_code or 0)
         if c.session_id:
-            tx.sessions.update(c.session_id, status=SESSION_COMPLETED)
+            tx.sessions.update(c.session_id, status=SessionStatus.COMPLETED)
         return None
     if outcome.status in ("lost", "stopped"):
         return task.id, c.id, reason

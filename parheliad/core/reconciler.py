@@ -412,7 +412,7 @@ class Reconciler:
                              session_id=c.session_id, container_id=c.id,
                              data={"backend_id": c.backend_id})
             if c.session_id:
-                tx.sessions.update(c.session_id, current_container_id=None, status="stopped")
+                tx.sessions.ended(c.session_id, completed=False)
             task = tx.tasks.get(c.task_id)
             if task is not None and task.container_id == c.id and task.status in (
                     "running", "recovering"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from parhelia.errors import ParheliaError, invalid
-from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
+from parheliad.core.states import CONTAINER_LIVE, SESSION_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.store import EventFilter
 from parheliad.store.rows import CheckpointRow, EventRow, SessionRow, TaskRow
@@ -87,7 +87,10 @@ class SessionOps:
         def unit(tx: Any) -> SessionRow:
             tx.events.append("session_killed", f"session {session.id} killed",
                              task_id=task.id, session_id=session.id)
-            return tx.sessions.update(session.id, status="stopped")
+            current = tx.sessions.get(session.id)
+            if current is not None and current.status in SESSION_LIVE:
+                return tx.sessions.ended(session.id, completed=False)
+            return current or session
 
         return await self._store.write(unit)
 

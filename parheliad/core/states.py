@@ -107,6 +107,66 @@ def check_container_transition(current: str, new: str, *, container_id: str = ""
         raise _illegal("container", container_id, current, new)
 
 
+class SessionStatus(StrEnum):
+    """What runs a session's conversation now (docs/adr/0020-interactive-sessions.md)."""
+
+    HEADLESS = "headless"
+    """A worker runs the agent headless (``claude -p``)."""
+    DETACHED = "detached"
+    """A worker runs the interactive TUI in tmux; nobody is attached."""
+    ATTACHED = "attached"
+    """A worker runs the interactive TUI in tmux with one or more clients attached."""
+    STOPPED = "stopped"
+    """No worker runs it; resumable."""
+    COMPLETED = "completed"
+    """Its task completed (the task's own word)."""
+
+
+S = SessionStatus
+SESSION_TRANSITIONS: Mapping[SessionStatus, frozenset[SessionStatus]] = {
+    # take over (-> detached: the TUI starts, nobody attached yet); the worker ends
+    S.HEADLESS: frozenset({S.DETACHED, S.STOPPED, S.COMPLETED}),
+    # a client attaches; hand back (release); the worker ends
+    S.DETACHED: frozenset({S.ATTACHED, S.HEADLESS, S.STOPPED, S.COMPLETED}),
+    # the last client detaches; hand back (the clients are closed with the TUI); the end
+    S.ATTACHED: frozenset({S.DETACHED, S.HEADLESS, S.STOPPED, S.COMPLETED}),
+    # resumed (a new worker, headless or interactive); a late completion is recorded
+    S.STOPPED: frozenset({S.HEADLESS, S.DETACHED, S.COMPLETED}),
+    # a completed task's session resumed (`parhelia resume`)
+    S.COMPLETED: frozenset({S.HEADLESS, S.DETACHED}),
+}
+del S
+
+SESSION_INITIAL: frozenset[SessionStatus] = frozenset(
+    {SessionStatus.HEADLESS, SessionStatus.DETACHED})
+"""A session is created by its first dispatch: headless, or interactive (detached)."""
+SESSION_LIVE: frozenset[SessionStatus] = frozenset(
+    {SessionStatus.HEADLESS, SessionStatus.DETACHED, SessionStatus.ATTACHED})
+SESSION_INTERACTIVE: frozenset[SessionStatus] = frozenset(
+    {SessionStatus.DETACHED, SessionStatus.ATTACHED})
+
+
+def can_transition_session(current: str, new: str) -> bool:
+    return SessionStatus(new) in SESSION_TRANSITIONS[SessionStatus(current)]
+
+
+def check_session_transition(current: str, new: str, *, session_id: str = "") -> None:
+    """Raise E603 unless ``current -> new`` is a legal session transition."""
+    if not can_transition_session(current, new):
+        raise _illegal("session", session_id, current, new)
+
+
+def session_status_for(live: bool, *, interactive: bool = False, clients: int = 0,
+                       completed: bool = False) -> SessionStatus:
+    """The status that says what runs a session: a live worker's mode (interactive with
+    ``clients`` attached, or headless), else completed or stopped."""
+    if live:
+        if not interactive:
+            return SessionStatus.HEADLESS
+        return SessionStatus.ATTACHED if clients > 0 else SessionStatus.DETACHED
+    return SessionStatus.COMPLETED if completed else SessionStatus.STOPPED
+
+
 class Health(StrEnum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"

@@ -72,11 +72,13 @@ class SessionRow:
     id: str
     task_id: str
     agent_session_id: str
-    status: str  # active | stopped | finished
+    status: str  # parheliad.core.states.SessionStatus
     latest_checkpoint_id: str | None
     current_container_id: str | None
     created_at: int
     updated_at: int
+    attached_clients: int = 0  # tmux clients attached to its interactive TUI
+    tmux_socket: str = ""  # where its running TUI's tmux server listens (worker side), or ""
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,15 @@ _V6 = ("UPDATE sessions SET status = 'completed' WHERE status = 'finished'",)
 # settings, hooks and .mcp.json (docs/adr/0019-project-claude-settings.md).
 _V7 = ("ALTER TABLE tasks ADD COLUMN trust_project INTEGER NOT NULL DEFAULT 0",)
 
+# Sessions say what runs them (parheliad.core.states.SessionStatus): "active" becomes
+# "headless" (no interactive session existed before); an interactive one records the
+# tmux socket of its TUI and how many clients are attached.
+_V8 = (
+    "UPDATE sessions SET status = 'headless' WHERE status = 'active'",
+    "ALTER TABLE sessions ADD COLUMN attached_clients INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE sessions ADD COLUMN tmux_socket TEXT NOT NULL DEFAULT ''",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
     Migration("container usage", _V2),
@@ -260,5 +269,6 @@ MIGRATIONS: list[Migration] = [
     Migration("task option sources", _V5),
     Migration("session word completed", _V6),
     Migration("task trusts its project", _V7),
+    Migration("session modes", _V8),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -245,13 +245,13 @@ class Sessions(sessions_pb2_grpc.SessionServiceServicer):
     def KillSession(self, request: Any, context: Any) -> Any:
         self.state.requests.append(request)
         s = self._find(context, request.session_id)
-        if s.status != "active":
+        if s.status != "headless":
             abort(context, "E603", f"session {s.id} is not running")
         s.status, s.current_container_id = "stopped", ""
         return s
 
     def _resume(self, context: Any, s: common_pb2.Session, checkpoint_id: str) -> Any:
-        if s.status == "active":
+        if s.status == "headless":
             abort(context, "E603", f"session {s.id} is running; nothing to resume")
         if checkpoint_id and not any(c.id.startswith(checkpoint_id) and c.session_id == s.id
                                      for c in self.state.checkpoints):
@@ -259,7 +259,7 @@ class Sessions(sessions_pb2_grpc.SessionServiceServicer):
                                    f"{checkpoint_id!r}")
         t = self.state.tasks[s.task_id]
         t.status, t.restarts = common_pb2.TASK_STATUS_PENDING, t.restarts + 1
-        s.status = "active"
+        s.status = "headless"
         return t
 
     def ResumeSession(self, request: Any, context: Any) -> Any:
@@ -361,7 +361,7 @@ class Checkpoints(checkpoints_pb2_grpc.CheckpointServiceServicer):
         self.state.checkpoints.append(safety)
         s = self.state.sessions.get(cp.session_id)
         return checkpoints_pb2.RollbackCheckpointResponse(
-            safety_checkpoint=safety, restored=cp, resumed=bool(s and s.status == "active"))
+            safety_checkpoint=safety, restored=cp, resumed=bool(s and s.status == "headless"))
 
     def VerifyCheckpoint(self, request: Any, context: Any) -> Any:
         self._find(context, request.checkpoint_id)

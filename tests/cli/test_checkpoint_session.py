@@ -301,7 +301,7 @@ def test_session_show(run, seeded):
 
 
 def test_session_kill_confirmation_and_outcome(run, seeded):
-    seeded.state.sessions[SESSION].status = "active"
+    seeded.state.sessions[SESSION].status = "headless"
     result = run("session", "kill", SESSION)
     assert result.exit_code == 2 and "pass -y" in result.stderr
     assert not requests(seeded, sessions_pb2.KillSessionRequest)

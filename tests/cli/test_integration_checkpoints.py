@@ -134,7 +134,7 @@ def test_a_running_session_checkpoint_rollback_kill_recover(h: Harness) -> None:
     sid, container = task["session_id"], task["container_id"]
     active = h.json("session", "list")["sessions"]
     assert [(s["id"], s["status"], s["current_container_id"]) for s in active] == [
-        (sid, "active", container)]
+        (sid, "headless", container)]
 
     # the running worker takes a manual checkpoint through the control path
     cp = h.json("checkpoint", "create", sid, "-m", "while running")

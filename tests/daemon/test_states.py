@@ -11,14 +11,19 @@ from hypothesis import strategies as st
 from parhelia.errors import ParheliaError
 from parheliad.core.states import (
     CONTAINER_TRANSITIONS,
+    SESSION_INTERACTIVE,
+    SESSION_LIVE,
     TASK_FINAL,
     TASK_TRANSITIONS,
     ContainerState,
     Health,
+    SessionStatus,
     TaskStatus,
     check_container_transition,
+    check_session_transition,
     check_task_transition,
     health_after,
+    session_status_for,
 )
 
 LEGAL_TASK = {
@@ -106,3 +111,48 @@ def test_health_follows_missed_heartbeats(start: Health, observations: list[int]
         else:
             assert new is health
         health = new
+
+
+LEGAL_SESSION = {
+    ("headless", "detached"), ("headless", "stopped"), ("headless", "completed"),
+    ("detached", "attached"), ("detached", "headless"), ("detached", "stopped"),
+    ("detached", "completed"),
+    ("attached", "detached"), ("attached", "headless"), ("attached", "stopped"),
+    ("attached", "completed"),
+    ("stopped", "headless"), ("stopped", "detached"), ("stopped", "completed"),
+    ("completed", "headless"), ("completed", "detached"),
+}
+
+
+@pytest.mark.parametrize("current,new", list(itertools.product(
+    [s.value for s in SessionStatus], repeat=2)))
+def test_session_transition_table_exhaustive(current: str, new: str) -> None:
+    if (current, new) in LEGAL_SESSION:
+        check_session_transition(current, new)
+    else:
+        with pytest.raises(ParheliaError) as err:
+            check_session_transition(current, new, session_id="s-1")
+        assert err.value.code == "E603"
+        assert f"session s-1 cannot go from {current} to {new}" in err.value.message
+
+
+def test_session_paths_of_the_design_are_legal() -> None:
+    """Interactive from the start, attached and detached twice; headless taken over and
+    handed back; a stopped session resumed interactive."""
+    for path in (["detached", "attached", "detached", "attached", "detached", "completed"],
+                 ["headless", "detached", "attached", "headless", "completed"],
+                 ["headless", "stopped", "detached", "attached", "stopped"],
+                 ["completed", "headless", "completed"]):
+        for a, b in itertools.pairwise(path):
+            check_session_transition(a, b)
+
+
+@given(st.sampled_from([True, False]), st.booleans(), st.integers(0, 5), st.booleans())
+def test_session_status_for_names_what_runs(live: bool, interactive: bool, clients: int,
+                                            completed: bool) -> None:
+    status = session_status_for(live, interactive=interactive, clients=clients,
+                                completed=completed)
+    assert (status in SESSION_LIVE) == live
+    if live:
+        assert (status in SESSION_INTERACTIVE) == interactive
+        assert (status is SessionStatus.ATTACHED) == (interactive and clients > 0)

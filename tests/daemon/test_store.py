@@ -250,3 +250,38 @@ async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
     again = await open_store(tmp_path / "x.db")
     assert [e.message for e in await again.events.list()] == ["last"]
     await again.close()
+
+
+async def test_session_state_machine_in_writer(store: Store) -> None:
+    task = await store.tasks.create(TASK)
+    with pytest.raises(ValueError):
+        await store.write(lambda tx: tx.sessions.insert(task.id, status="attached"))
+    s = await store.write(lambda tx: tx.sessions.insert(task.id, status="detached"))
+    s = await store.sessions.update(s.id, status="attached", attached_clients=2)
+    assert (s.status, s.attached_clients) == ("attached", 2)
+    with pytest.raises(ValueError):
+        await store.sessions.update(s.id, status="headless2")
+    await store.sessions.update(s.id, status="attached")  # unchanged: no transition
+    await store.write(lambda tx: tx.sessions.ended(s.id, completed=True))
+    with pytest.raises(ParheliaError) as err:
+        await store.sessions.update(s.id, status="attached")
+    assert err.value.code == "E603"
+    assert "cannot go from completed to attached" in err.value.message
+    ended = await store.write(lambda tx: tx.sessions.ended(s.id, completed=False))
+    assert (ended.status, ended.attached_clients, ended.tmux_socket) == ("completed", 0, "")
+
+
+def test_migration_names_old_active_sessions_headless(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.sqlite", isolation_level=None)
+    before = next(i for i, m in enumerate(MIGRATIONS) if m.name == "session modes")
+    migrate(conn, MIGRATIONS[:before])
+    conn.execute("INSERT INTO tasks (id, seq, prompt, cpu, memory_mb, timeout_seconds, "
+                 "max_turns, permission_mode, backend, status, created_at, updated_at) "
+                 "VALUES ('t-1', 1, 'p', 1, 1, 1, 1, 'acceptEdits', 'local', 'running', 0, 0)")
+    for sid, status in (("s-1", "active"), ("s-2", "stopped"), ("s-3", "completed")):
+        conn.execute("INSERT INTO sessions (id, task_id, agent_session_id, status, created_at,"
+                     " updated_at) VALUES (?, 't-1', 'u', ?, 0, 0)", (sid, status))
+    migrate(conn)
+    assert conn.execute("SELECT id, status, attached_clients, tmux_socket FROM sessions "
+                        "ORDER BY id").fetchall() == [
+        ("s-1", "headless", 0, ""), ("s-2", "stopped", 0, ""), ("s-3", "completed", 0, "")]

@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from parhelia.errors import ParheliaError
+from parheliad.core.states import SESSION_INITIAL, SessionStatus, check_session_transition
 from parheliad.store import ids, sql
 from parheliad.store.clock import now_us
 from parheliad.store.rows import SessionRow, columns
@@ -14,10 +15,6 @@ if TYPE_CHECKING:
     from parheliad.store.store import Store
     from parheliad.store.tx import Tx
 
-SESSION_ACTIVE, SESSION_STOPPED, SESSION_COMPLETED = "active", "stopped", "completed"
-SESSION_STATUSES = frozenset({SESSION_ACTIVE, SESSION_STOPPED, SESSION_COMPLETED})
-"""A session is ``completed`` when its task completed (the task's own word), ``stopped``
-when it ended otherwise (resumable), ``active`` while a worker runs it."""
 UPDATABLE = frozenset(columns(SessionRow)) - {"id", "task_id", "created_at"}
 _SELECT = f"{sql.select(SessionRow)} FROM sessions"
 
@@ -27,14 +24,15 @@ class SessionWrites:
         self._tx = tx
 
     def insert(self, task_id: str, *, agent_session_id: str | None = None,
-               status: str = "active", session_id: str | None = None) -> SessionRow:
+               status: str = SessionStatus.HEADLESS, session_id: str | None = None
+               ) -> SessionRow:
         """A new session of ``task_id`` with a fresh conversation UUID unless given.
 
         ``session_id`` takes an id reserved earlier (a workspace upload is stored under
         the session it will become checkpoint zero of, before the task exists).
         """
-        if status not in SESSION_STATUSES:
-            raise ValueError(f"unknown session status {status!r}")
+        if SessionStatus(status) not in SESSION_INITIAL:
+            raise ValueError(f"a session cannot start {status!r}")
         now = now_us()
         session_id = session_id or ids.new_id(ids.SESSION)
         sql.insert(self._tx.conn, "sessions", {
@@ -49,16 +47,37 @@ class SessionWrites:
         return sql.one(self._tx.conn, SessionRow, f"{_SELECT} WHERE id = ?", (session_id,))
 
     def update(self, session_id: str, **fields: Any) -> SessionRow:
-        """Set columns (E200 if missing); ``updated_at`` is set automatically."""
+        """Set columns (E200 if missing); a ``status`` change must be legal (E603,
+        :data:`parheliad.core.states.SESSION_TRANSITIONS`); ``updated_at`` is set
+        automatically."""
         sql.check_fields(fields, UPDATABLE, "session")
-        if "status" in fields and fields["status"] not in SESSION_STATUSES:
-            raise ValueError(f"unknown session status {fields['status']!r}")
+        if "status" in fields:
+            current = self.get(session_id)
+            if current is None:
+                raise ids.not_found("E200", "session", session_id)
+            new = SessionStatus(fields["status"]).value
+            fields["status"] = new
+            if new != current.status:
+                check_session_transition(current.status, new, session_id=session_id)
         fields.setdefault("updated_at", now_us())
         if not sql.update(self._tx.conn, "sessions", session_id, fields):
             raise ids.not_found("E200", "session", session_id)
         row = self.get(session_id)
         assert row is not None
         return row
+
+
+    def ended(self, session_id: str, *, completed: bool) -> SessionRow:
+        """Its worker is gone: no container, no TUI, no client; ``completed`` when its task
+        completed, else ``stopped`` (a completed session stays completed)."""
+        current = self.get(session_id)
+        if current is None:
+            raise ids.not_found("E200", "session", session_id)
+        status = SessionStatus.COMPLETED if completed else SessionStatus.STOPPED
+        if current.status == SessionStatus.COMPLETED:
+            status = SessionStatus.COMPLETED
+        return self.update(session_id, status=status, current_container_id=None,
+                           attached_clients=0, tmux_socket="")
 
 
 class SessionRepo:

@@ -414,16 +414,24 @@ class Session(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     CHECKPOINTS_FIELD_NUMBER: _builtins.int
     CURRENT_CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    ATTACHED_CLIENTS_FIELD_NUMBER: _builtins.int
+    INTERACTIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     task_id: _builtins.str
     agent_session_id: _builtins.str
     """Claude Code conversation UUID"""
     status: _builtins.str
-    """active | stopped | completed"""
+    """headless | detached | attached (interactive TUI, with or without clients) | stopped |
+    completed (parheliad.core.states.SessionStatus)
+    """
     latest_checkpoint_id: _builtins.str
     containers: _builtins.int
     checkpoints: _builtins.int
     current_container_id: _builtins.str
+    attached_clients: _builtins.int
+    """tmux clients attached to its interactive TUI"""
+    interactive: _builtins.bool
+    """its worker runs the interactive TUI (detached/attached)"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -441,10 +449,12 @@ class Session(_message.Message):
         containers: _builtins.int = ...,
         checkpoints: _builtins.int = ...,
         current_container_id: _builtins.str = ...,
+        attached_clients: _builtins.int = ...,
+        interactive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_session_id", b"agent_session_id", "checkpoints", b"checkpoints", "containers", b"containers", "created_at", b"created_at", "current_container_id", b"current_container_id", "id", b"id", "latest_checkpoint_id", b"latest_checkpoint_id", "status", b"status", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_session_id", b"agent_session_id", "attached_clients", b"attached_clients", "checkpoints", b"checkpoints", "containers", b"containers", "created_at", b"created_at", "current_container_id", b"current_container_id", "id", b"id", "interactive", b"interactive", "latest_checkpoint_id", b"latest_checkpoint_id", "status", b"status", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -196,15 +196,19 @@ class AttachSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    TAKE_OVER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    take_over: _builtins.bool
+    """a headless session: take it over first"""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        take_over: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "take_over", b"take_over"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,17 +219,60 @@ class AttachSessionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ARGV_FIELD_NUMBER: _builtins.int
+    UNSET_ENV_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    TAKEN_OVER_FIELD_NUMBER: _builtins.int
+    DETACH_HINT_FIELD_NUMBER: _builtins.int
+    taken_over: _builtins.bool
+    """it was headless and was taken over now"""
+    detach_hint: _builtins.str
+    """how to detach, for the person at the terminal"""
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def unset_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Variables to remove from the environment the argv runs in (TMUX: a client nested in
+        the user's own tmux).
+        """
+
+    @_builtins.property
+    def session(self) -> _common_pb2.Session: ...
     def __init__(
         self,
         *,
         argv: _abc.Iterable[_builtins.str] | None = ...,
+        unset_env: _abc.Iterable[_builtins.str] | None = ...,
+        session: _common_pb2.Session | None = ...,
+        taken_over: _builtins.bool = ...,
+        detach_hint: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "detach_hint", b"detach_hint", "session", b"session", "taken_over", b"taken_over", "unset_env", b"unset_env"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttachSessionResponse: _TypeAlias = AttachSessionResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    instruction: _builtins.str
+    """what the headless agent does next ("" = carry on)"""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        instruction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instruction", b"instruction", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSessionRequest: _TypeAlias = ReleaseSessionRequest  # noqa: Y015

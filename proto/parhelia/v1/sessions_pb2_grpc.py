@@ -65,6 +65,11 @@ class SessionServiceStub:
                 request_serializer=parhelia_dot_v1_dot_sessions__pb2.AttachSessionRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_sessions__pb2.AttachSessionResponse.FromString,
                 _registered_method=True)
+        self.ReleaseSession = channel.unary_unary(
+                '/parhelia.v1.SessionService/ReleaseSession',
+                request_serializer=parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_common__pb2.Session.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -103,7 +108,18 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachSession(self, request, context):
-        """The argv a user runs to attach to an interactive session (SSH/tmux).
+        """How to attach to a session's interactive TUI (the argv the user's terminal runs).
+        A headless session is taken over first when take_over is set (checkpoint, the
+        headless agent stopped, the TUI started with --resume on the same conversation);
+        without it, a headless session is refused with E601.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseSession(self, request, context):
+        """Hand an interactive session back: checkpoint, close the TUI, continue headless on the
+        same conversation with the given instruction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +157,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.AttachSession,
                     request_deserializer=parhelia_dot_v1_dot_sessions__pb2.AttachSessionRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_sessions__pb2.AttachSessionResponse.SerializeToString,
+            ),
+            'ReleaseSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseSession,
+                    request_deserializer=parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_common__pb2.Session.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +326,33 @@ class SessionService:
             '/parhelia.v1.SessionService/AttachSession',
             parhelia_dot_v1_dot_sessions__pb2.AttachSessionRequest.SerializeToString,
             parhelia_dot_v1_dot_sessions__pb2.AttachSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.SessionService/ReleaseSession',
+            parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.SerializeToString,
+            parhelia_dot_v1_dot_common__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,

@@ -311,6 +311,9 @@ class TaskService:
                      trust_project_config: bool = False) -> TaskRow:
         if not prompt.strip():
             raise missing("prompt: a task needs a non-empty prompt", field="prompt")
+        if "\0" in prompt:
+            raise invalid("prompt: contains a NUL character, which no agent can read",
+                          field="prompt")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise invalid(f"prompt: {len(prompt):,} characters; at most {MAX_PROMPT_CHARS:,}",
                           field="prompt")

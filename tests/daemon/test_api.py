@@ -104,6 +104,14 @@ async def test_empty_prompt_is_e102(client: Ch) -> None:
     await expect_error(create(client, "   "), grpc.StatusCode.INVALID_ARGUMENT, "E102")
 
 
+async def test_a_prompt_with_nul_is_e101_and_creates_nothing(client: Ch) -> None:
+    err = await expect_error(create(client, "fix\0 the bug"), grpc.StatusCode.INVALID_ARGUMENT,
+                             "E101")
+    assert err.details().startswith("prompt: contains a NUL")
+    listed = await tasks_pb2_grpc.TaskServiceStub(client).ListTasks(tasks_pb2.ListTasksRequest())
+    assert not any("\0" in t.prompt for t in listed.tasks)
+
+
 async def test_create_applies_defaults_and_normalises(client: Ch) -> None:
     task = await create(client, gpu="a100:2", cpu=2.5, max_cost_micros=1_500_000)
     assert task.id.startswith("t-") and task.status == common_pb2.TASK_STATUS_PENDING

@@ -1,4 +1,4 @@
-"""``parhelia session ...`` (list, show, kill, recover) and the top-level ``parhelia resume``.
+"""``parhelia session ...`` (list, show, kill, pull, recover) and the top-level ``parhelia resume``.
 
 Each command is one ``SessionService`` RPC plus rendering (``session recover`` at a
 terminal makes a second one with the action the person chose).
@@ -135,6 +135,61 @@ def kill(session_id: str, yes: bool) -> None:
         return
     render.line(f"Stopped session {s['id']} (now {_status_word(s['status'])}).")
     render.line(f"Resume it later with `parhelia resume {s['id']}`.")
+
+
+# --- take it home -----------------------------------------------------------------------
+
+def claude_config_dir() -> str:
+    """The user's Claude Code config dir, as the CLI finds it: ``CLAUDE_CONFIG_DIR``, else
+    ``~/.claude`` (absolute)."""
+    import os
+
+    configured = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    return os.path.abspath(os.path.expanduser(configured or "~/.claude"))
+
+
+def resume_command(directory: str, agent_session_id: str) -> str:
+    import shlex
+
+    return f"cd {shlex.quote(directory)} && claude --resume {shlex.quote(agent_session_id)}"
+
+
+@session.command()
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
+@click.option("--to", "directory", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=str),
+              help="A new (or empty) directory to write the workspace into.")
+@click.option("--checkpoint", "checkpoint_id", metavar="CP", shell_complete=complete.CHECKPOINT,
+              help="Pull this checkpoint of the session (default: the latest).")
+@json_option
+def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
+    """Take a session home: the workspace of its latest checkpoint into the new DIR, and
+    its Claude conversation into your own Claude config (CLAUDE_CONFIG_DIR or ~/.claude),
+    so that `cd DIR && claude --resume UUID` continues it on this machine. Nothing that
+    exists is overwritten."""
+    import os
+
+    obj = settings()
+    resp = _call("PullSession", _req(
+        "PullSessionRequest", session_id=session_id,
+        directory=os.path.abspath(os.path.expanduser(directory)),
+        claude_config_dir=claude_config_dir(), checkpoint_id=checkpoint_id or ""))
+    data = to_dict(resp)
+    command = resume_command(resp.directory, resp.agent_session_id)
+    if obj.json:
+        render.emit_json({**data, "resume_command": command})
+        return
+    render.info(f"Wrote {resp.files} files ({human_bytes(resp.bytes)}) of {resp.checkpoint_id} "
+                f"into {render.safe(resp.directory)}"
+                + (f": {resp.git}" if resp.git else "") + ".")
+    render.info(f"Installed conversation {resp.agent_session_id} "
+                f"({resp.conversation_files} file(s)) at {render.safe(resp.transcript_path)}.")
+    if resp.left_out:
+        render.info(f"Left out {len(resp.left_out)} path(s): "
+                    + "; ".join(render.safe(x) for x in list(resp.left_out)[:5])
+                    + (" ..." if len(resp.left_out) > 5 else ""))
+    render.info("Continue it here with:")
+    render.line(command)
 
 
 # --- recovery ---------------------------------------------------------------------------

@@ -52,8 +52,12 @@ def _read_prompt(prompt: str) -> str:
     return prompt
 
 
+FROM_SESSION_PROMPT = "Continue where we left off."
+"""The prompt of `task create --from-session UUID` given without one."""
+
+
 @task.command("create")
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("--gpu", type=params.GPU,
               help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
 @click.option("--cpu", type=params.CORES, help="Physical cores.")
@@ -74,6 +78,11 @@ def _read_prompt(prompt: str) -> str:
               help="Upload this file although it looks like a credential (.env, *.pem, "
                    "id_rsa...); repeatable. Such files are left out by default.")
 @click.option("--repo", metavar="URL", help="Clone this repository inside the worker instead.")
+@click.option("--from-session", "from_session", metavar="UUID",
+              help="Continue this local Claude Code conversation remotely: its transcript "
+                   "(from CLAUDE_CONFIG_DIR or ~/.claude) goes with the workspace and the "
+                   "task resumes it; PROMPT is its next message (default: "
+                   f"{FROM_SESSION_PROMPT!r}).")
 @click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
@@ -86,16 +95,21 @@ def _read_prompt(prompt: str) -> str:
               help="Let the project's .parhelia/config.toml widen your own settings "
                    "(permission mode, turns, timeout, size, backend) for this task.")
 @json_option
-def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
+def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int | None,
            timeout: int | None, max_turns: int | None, max_cost: int | None,
            model: str | None, permission_mode: str | None, backend: str | None,
            workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
-           repo: str | None, ref: str | None, sync: bool, no_dispatch: bool,
-           estimate_only: bool, notify: bool | None, trust_project_config: bool) -> None:
+           repo: str | None, from_session: str | None, ref: str | None, sync: bool,
+           no_dispatch: bool, estimate_only: bool, notify: bool | None,
+           trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
 
-    prompt = _read_prompt(prompt)
+    if from_session and (repo or no_workspace):
+        raise invalid("--from-session sends the conversation with the workspace of this "
+                      "directory; it cannot be combined with --repo or --no-workspace")
+    prompt = _read_prompt(FROM_SESSION_PROMPT if prompt is None and from_session
+                          else prompt or "")
     if repo and (workspace or no_workspace):
         raise invalid("--repo clones inside the worker; it cannot be combined with "
                       "--workspace or --no-workspace")
@@ -133,7 +147,8 @@ def create(prompt: str, gpu: str | None, cpu: float | None, memory: int | None,
                           no_dispatch=no_dispatch, quiet=obj.json,
                           include_secret=included,
                           trust_project_config=trust_project_config,
-                          notify="" if notify is None else ("on" if notify else "off"))
+                          notify="" if notify is None else ("on" if notify else "off"),
+                          conversation=from_session or "")
     if not sync:
         if obj.json:
             render.emit_resource(task_dict(created))
@@ -194,12 +209,14 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
                 repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
                 quiet: bool = False, include_secret: Sequence[str] = (),
                 notices: list[str] | None = None,
-                trust_project_config: bool = False, notify: str = "") -> Any:
+                trust_project_config: bool = False, notify: str = "",
+                conversation: str = "") -> Any:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
     nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
     worker) takes precedence over it. Upload notices (credential-looking files left
-    out or sent) are printed, or appended to ``notices`` when it is given."""
+    out or sent) are printed, or appended to ``notices`` when it is given.
+    ``conversation``: the id of a local Claude Code conversation sent with the upload."""
     from parhelia_cli.client import pb2
 
     source = pb2("common").TaskSource()
@@ -207,7 +224,8 @@ def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | Non
     if repo:
         source.repo_url, source.repo_ref = repo, ref or ""
     elif directory is not None:
-        done = upload_workspace(client, directory, quiet=quiet, include_secret=include_secret)
+        done = upload_workspace(client, directory, quiet=quiet, include_secret=include_secret,
+                                conversation=conversation)
         for notice in secret_notices(done):
             if notices is not None:
                 notices.append(notice)
@@ -241,15 +259,19 @@ def secret_notices(done: Any) -> list[str]:
 
 
 def upload_workspace(client: Any, directory: Path, quiet: bool,
-                     include_secret: Sequence[str] = ()) -> Any:
+                     include_secret: Sequence[str] = (), conversation: str = "") -> Any:
     """Stream ``UploadWorkspace``; a progress bar after 0.5 s on a TTY; return the last
     (``done``) progress message."""
     import time
 
     from parhelia_cli.client import pb2
+    from parhelia_cli.commands.session import claude_config_dir
 
-    request = pb2("tasks").UploadWorkspaceRequest(path=str(directory),
-                                                  include_secret_files=list(include_secret))
+    request = pb2("tasks").UploadWorkspaceRequest(
+        path=str(directory), include_secret_files=list(include_secret),
+        conversation_uuid=conversation,
+        claude_config_dir=claude_config_dir() if conversation else "",
+        cwd=os.getcwd() if conversation else "")
     started = time.monotonic()
     bar: Any = None
     last: Any = None
@@ -274,6 +296,9 @@ def upload_workspace(client: Any, directory: Path, quiet: bool,
     if not quiet:
         render.info(f"Uploaded {last.files_total} files, {human_bytes(last.bytes_total)} "
                     f"({human_bytes(last.new_bytes)} new) from {last.root or directory}.")
+        if last.agent_session_id:
+            render.info(f"Sent conversation {last.agent_session_id} ({last.conversation_files} "
+                        "file(s)); the task resumes it.")
     return last
 
 

@@ -75,3 +75,15 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             recent_checkpoints=[checkpoint_to_proto(c) for c in view.recent_checkpoints],
             since_latest_checkpoint=[event_to_proto(e) for e in view.since_latest],
             choices=view.choices, action_taken=view.action_taken)
+
+    async def PullSession(self, request: sessions_pb2.PullSessionRequest,
+                          context: grpc.aio.ServicerContext) -> sessions_pb2.PullSessionResponse:
+        session, checkpoint_id, copy = await self._rt.sessions.pull_home(
+            _ref(request.session_id), request.directory, request.claude_config_dir,
+            request.checkpoint_id.strip())
+        return sessions_pb2.PullSessionResponse(
+            session_id=session.id, checkpoint_id=checkpoint_id,
+            directory=str(copy.directory), agent_session_id=copy.agent_session_id,
+            transcript_path=str(copy.transcript), files=copy.files, bytes=copy.bytes,
+            conversation_files=copy.conversation_files, git=copy.git,
+            left_out=copy.left_out)

@@ -16,7 +16,7 @@ from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
 from parheliad.context import DaemonContext
-from parheliad.core import results
+from parheliad.core import results, takehome
 from parheliad.core.budget import round_micros, token_cost
 from parheliad.core.runtime import RetryOverrides, Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
@@ -112,12 +112,22 @@ class TaskRunsMixin:
                               ) -> AsyncIterator[tasks_pb2.UploadWorkspaceProgress]:
         if not request.path:
             raise missing("path: give the directory to upload", field="path")
-        up = await self._runtime.upload(Path(request.path), list(request.include_secret_files))
+        conversation = None
+        if request.conversation_uuid:
+            conversation = await asyncio.to_thread(
+                takehome.find_local_conversation,
+                takehome.claude_config_dir(request.claude_config_dir),
+                takehome.check_uuid(request.conversation_uuid, "conversation_uuid"),
+                tuple(Path(p) for p in (request.cwd, request.path) if p))
+        up = await self._runtime.upload(Path(request.path), list(request.include_secret_files),
+                                        conversation)
         yield tasks_pb2.UploadWorkspaceProgress(
             files_done=up.files, files_total=up.files, bytes_done=up.bytes,
             bytes_total=up.bytes, new_bytes=up.new_bytes, done=True,
             workspace_id=up.workspace_id, base_commit=up.base_commit, root=str(up.root),
-            left_out_secret_files=up.left_out, sent_secret_files=up.secret_sent)
+            left_out_secret_files=up.left_out, sent_secret_files=up.secret_sent,
+            conversation_files=up.conversation_files,
+            agent_session_id=up.agent_session_id)
 
     async def RetryTask(self, request: tasks_pb2.RetryTaskRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.Task:

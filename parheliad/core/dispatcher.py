@@ -38,7 +38,7 @@ from parheliad.core import volsync, waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
 from parheliad.core.tasks import transition
-from parheliad.core.workspace import WORKSPACE_TRIGGER, checkpoint_zero
+from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
 from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
@@ -105,6 +105,24 @@ class Launch:
     prompt: str
     resume: bool
     restore_checkpoint_id: str | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The checkpoint holding the conversation a launch resumes; ``sent``: it is checkpoint
+    zero, carrying a local conversation the user sent (``task create --from-session``)."""
+
+    checkpoint_id: str
+    sent: bool = False
+
+
+def _sent_conversation(zero: Manifest | None) -> str | None:
+    """The conversation id checkpoint zero carries (``--from-session``), else None (the
+    session gets a new one)."""
+    if zero is None or not zero.conversation:
+        return None
+    value = zero.environment.get(SESSION_UUID)
+    return value if isinstance(value, str) and f"{value}.jsonl" in zero.conversation else None
 
 
 class Dispatcher:
@@ -360,6 +378,8 @@ class Dispatcher:
         if task.session_id is None and task.source_workspace_id:
             zero, zero_is_copy = await self._zero_for_new_session(task)
         conversation = await self._has_conversation(task)
+        if zero is not None and zero.conversation:  # a local conversation sent with it
+            conversation = Conversation(zero.id, sent=True)
 
         def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
             current = tx.tasks.require(task.id)
@@ -379,8 +399,9 @@ class Dispatcher:
                 self._budget_gate(tx, current)
             mode = SessionStatus.DETACHED if current.interactive else SessionStatus.HEADLESS
             if session is None:
-                session = tx.sessions.insert(current.id, session_id=zero.session_id
-                                             if zero is not None else None, status=mode)
+                session = tx.sessions.insert(
+                    current.id, session_id=zero.session_id if zero is not None else None,
+                    agent_session_id=_sent_conversation(zero), status=mode)
                 tx.events.append("session_created", f"session {session.id}",
                                  task_id=current.id, session_id=session.id,
                                  data={"agent_session_id": session.agent_session_id})
@@ -535,9 +556,10 @@ class Dispatcher:
         copy.id = copy.compute_id()
         return copy, True
 
-    async def _has_conversation(self, task: TaskRow) -> str | None:
-        """The id of the session's latest checkpoint when it holds a conversation to resume
-        (a worker that died before its first turn left none: that run starts over)."""
+    async def _has_conversation(self, task: TaskRow) -> Conversation | None:
+        """The session's latest checkpoint when it holds a conversation to resume (a worker
+        that died before its first turn left none: that run starts over). Checkpoint zero
+        holding one was sent by the user (``--from-session``): its prompt is still due."""
         if task.session_id is None:
             return None
         session = await self._store.sessions.find(task.session_id)
@@ -550,13 +572,23 @@ class Dispatcher:
             log.warning("latest checkpoint unreadable", session_id=session.id,
                         checkpoint_id=session.latest_checkpoint_id)
             return None
-        return manifest.id if manifest.conversation else None
+        if not manifest.conversation:
+            return None
+        return Conversation(manifest.id, sent=manifest.trigger == WORKSPACE_TRIGGER
+                            and manifest.parent_id is None)
 
-    def _launch_for(self, task: TaskRow, session: SessionRow, conversation: str | None) -> Launch:
+    def _launch_for(self, task: TaskRow, session: SessionRow,
+                    conversation: Conversation | None) -> Launch:
         """Resume the conversation when the latest checkpoint holds one; otherwise run the
         prompt from the latest checkpoint's workspace (checkpoint zero, or nothing)."""
         latest = session.latest_checkpoint_id
-        if conversation is not None and conversation == latest:
+        if conversation is not None and conversation.checkpoint_id == latest and \
+                conversation.sent:
+            # Checkpoint zero holds a local conversation (`task create --from-session`) and
+            # no turn of the task is checkpointed yet: the task's prompt is the next
+            # message of that conversation.
+            return Launch(task.prompt, resume=True, restore_checkpoint_id=latest)
+        if conversation is not None and conversation.checkpoint_id == latest:
             return Launch(continuation_prompt(latest, task.status_reason
                                               or "its worker stopped"),
                           resume=True, restore_checkpoint_id=latest)

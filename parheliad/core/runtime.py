@@ -20,6 +20,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from modal_worker.checkpoint.cas import sweep_temp
+from modal_worker.checkpoint.projects import Conversation
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
@@ -324,9 +325,11 @@ class Runtime:
 
     # -- workspace, logs and results ------------------------------------------------
 
-    async def upload(self, path: Path, include_secret: Sequence[str] = ()) -> workspace.Upload:
+    async def upload(self, path: Path, include_secret: Sequence[str] = (),
+                     conversation: Conversation | None = None) -> workspace.Upload:
         return await asyncio.to_thread(workspace.upload, self.volume, path,
-                                       self.paths.state_dir / "statcache", include_secret)
+                                       self.paths.state_dir / "statcache", include_secret,
+                                       conversation)
 
     async def logs(self, ref: str, *, follow: bool, offset: int = 0
                    ) -> AsyncIterator[tuple[str, bytes, int]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modal_worker.checkpoint.manifest import Manifest, load_manifest
 from parhelia.errors import ParheliaError, invalid
+from parheliad.core import takehome, volsync
 from parheliad.core.states import CONTAINER_LIVE, SESSION_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.store import EventFilter
@@ -68,6 +71,64 @@ class SessionOps:
         row = await self._store.write(unit)
         self._rt.dispatcher.kick()
         return row
+
+    async def pull_home(self, ref: str, directory: str, config_dir: str,
+                        checkpoint_ref: str = "") -> tuple[SessionRow, str, takehome.HomeCopy]:
+        """``session pull``: the workspace of the latest (or a given) checkpoint into the new
+        ``directory``, its conversation into the Claude config dir ``config_dir`` (both on
+        this machine, the daemon's user's). (session, checkpoint id, what was written)."""
+        dest = takehome.fresh_directory(directory)
+        config = takehome.claude_config_dir(config_dir)
+        session = await self._store.sessions.get(ref)
+        checkpoint_id = session.latest_checkpoint_id
+        if checkpoint_ref:
+            row = await self._store.checkpoints.get(checkpoint_ref)
+            if row.session_id != session.id:
+                raise invalid(f"checkpoint {row.id} belongs to session {row.session_id}, not "
+                              f"{session.id}", field="checkpoint_id")
+            checkpoint_id = row.id
+        if not checkpoint_id:
+            raise ParheliaError("E202", f"session {session.id} has no checkpoint yet")
+        manifest = await self._manifest(session, checkpoint_id)
+        zero_row = next((cp for cp in await self._store.checkpoints.list(session.id,
+                                                                          limit=100000)
+                         if cp.trigger == "workspace_upload"), None)
+        zero = None
+        if zero_row is not None and zero_row.id != checkpoint_id:
+            try:
+                zero = await self._manifest(session, zero_row.id)
+            except ParheliaError:
+                zero = None  # no repository then; the files still come home
+        uuid = takehome.check_uuid(session.agent_session_id)
+        copy = await asyncio.to_thread(
+            takehome.pull_home, self._rt.volume, manifest, directory=dest,
+            config_dir=config, session_uuid=uuid, zero=zero)
+        await self._store.write(lambda tx: tx.events.append(
+            "session_pulled", f"session {session.id} pulled into {copy.directory}",
+            task_id=session.task_id, session_id=session.id,
+            data={"checkpoint_id": checkpoint_id, "directory": str(copy.directory),
+                  "files": copy.files, "conversation_files": copy.conversation_files}))
+        return session, checkpoint_id, copy
+
+    async def _manifest(self, session: SessionRow, checkpoint_id: str) -> Manifest:
+        """A manifest of the session with its blobs on the daemon's volume (fetched from
+        the backend's volume when the listener has not copied them yet)."""
+        volume = self._rt.volume
+        try:
+            manifest = await asyncio.to_thread(load_manifest, volume, session.id,
+                                               checkpoint_id)
+        except ParheliaError as exc:
+            if exc.code != "E202":
+                raise
+            manifest = None
+        task = await self._store.tasks.get(session.task_id)
+        backend = self._rt.backends.get(task.backend) if task.backend else None
+        if backend is not None:
+            await volsync.pull_checkpoint(backend, volume, session.id, checkpoint_id)
+        if manifest is None:
+            manifest = await asyncio.to_thread(load_manifest, volume, session.id,
+                                               checkpoint_id)
+        return manifest
 
     async def kill(self, ref: str) -> SessionRow:
         """Stop the session now: its task is cancelled, its worker terminated."""

@@ -30,6 +30,7 @@ from modal_worker.checkpoint import snapshot as take_snapshot
 from modal_worker.checkpoint.baserepo import pack_base
 from modal_worker.checkpoint.cas import BlobStore
 from modal_worker.checkpoint.manifest import Manifest
+from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.snapshot import walk
 from modal_worker.gitsafe import user_excludes_file
 from modal_worker.redact import looks_like_secret_file
@@ -38,6 +39,8 @@ from parhelia.errors import ParheliaError
 from parheliad.store import ids
 
 WORKSPACE_TRIGGER = "workspace_upload"
+SESSION_UUID = "session_uuid"
+"""The manifest ``environment`` key naming the conversation a checkpoint holds."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Upload:
     new_bytes: int
     left_out: list[str] = field(default_factory=list)  # look like credentials, not sent
     secret_sent: list[str] = field(default_factory=list)  # look like credentials, sent
+    conversation_files: int = 0  # a local conversation sent with it (--from-session)
+    agent_session_id: str = ""  # that conversation's id
 
 
 SECRET_READ_BYTES = 64 << 10
@@ -120,8 +125,12 @@ def _base_pack(root: Path, head: str, store: BlobStore, cache: Path) -> dict[str
 
 
 def upload(volume: Volume, path: Path, cache_dir: Path,
-           include_secret: Iterable[str] = ()) -> Upload:
-    """``include_secret``: credential-looking files (relative to the root) to send anyway."""
+           include_secret: Iterable[str] = (), conversation: Conversation | None = None
+           ) -> Upload:
+    """``include_secret``: credential-looking files (relative to the root) to send anyway.
+    ``conversation``: a local Claude Code conversation checkpoint zero carries, recorded
+    as ``environment.session_uuid`` (the session takes that id and its first worker
+    resumes it)."""
     root = path.expanduser()
     if not root.is_absolute():
         raise ParheliaError("E101", f"workspace: must be an absolute path, got {str(path)!r}")
@@ -157,12 +166,19 @@ def upload(volume: Volume, path: Path, cache_dir: Path,
                                               cache.with_suffix(".basepack.json"))}
     manifest = take_snapshot(root, volume=volume, session_id=session_id, parent_id=None,
                              trigger=WORKSPACE_TRIGGER, message=f"upload of {root}",
-                             files=files, stat_cache=cache, git=git)
+                             files=files, stat_cache=cache, git=git, conversation=conversation,
+                             environment={SESSION_UUID: conversation.session_uuid}
+                             if conversation is not None else None)
+    if conversation is not None and f"{conversation.session_uuid}.jsonl" not in \
+            manifest.conversation:
+        raise ParheliaError("E202", f"conversation {conversation.session_uuid}: its transcript "
+                                    "could not be read")
     return Upload(workspace_id=session_id, checkpoint_id=manifest.id, root=root,
                   base_commit=str((git or {}).get("head") or ""),
                   files=manifest.stats.files, bytes=manifest.stats.bytes,
                   new_bytes=manifest.stats.new_bytes, left_out=left_out,
-                  secret_sent=secret_sent)
+                  secret_sent=secret_sent, conversation_files=len(manifest.conversation),
+                  agent_session_id=conversation.session_uuid if conversation else "")
 
 
 def checkpoint_zero(volume: Volume, workspace_id: str, checkpoint_id: str | None = None

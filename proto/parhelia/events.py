@@ -77,6 +77,9 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("session_created", "session", Level.INFO, "A session was created."),
     EventKind("session_killed", "session", Level.WARNING, "A session was killed."),
     EventKind("session_resumed", "session", Level.INFO, "A session was resumed."),
+    EventKind("session_pulled", "session", Level.INFO,
+              "A session's workspace and conversation were copied to this machine "
+              "(`session pull`)."),
     # container
     EventKind("container_created", "container", Level.INFO, "A container was created."),
     EventKind("container_started", "container", Level.INFO, "A container started."),

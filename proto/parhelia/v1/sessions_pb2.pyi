@@ -276,3 +276,85 @@ class ReleaseSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseSessionRequest: _TypeAlias = ReleaseSessionRequest  # noqa: Y015
+
+@_typing.final
+class PullSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    DIRECTORY_FIELD_NUMBER: _builtins.int
+    CLAUDE_CONFIG_DIR_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    directory: _builtins.str
+    """absolute; must not exist or be empty"""
+    claude_config_dir: _builtins.str
+    """absolute: the user's CLAUDE_CONFIG_DIR or ~/.claude"""
+    checkpoint_id: _builtins.str
+    """"" = the latest"""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        directory: _builtins.str = ...,
+        claude_config_dir: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "claude_config_dir", b"claude_config_dir", "directory", b"directory", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullSessionRequest: _TypeAlias = PullSessionRequest  # noqa: Y015
+
+@_typing.final
+class PullSessionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    DIRECTORY_FIELD_NUMBER: _builtins.int
+    AGENT_SESSION_ID_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_PATH_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    CONVERSATION_FILES_FIELD_NUMBER: _builtins.int
+    GIT_FIELD_NUMBER: _builtins.int
+    LEFT_OUT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    checkpoint_id: _builtins.str
+    directory: _builtins.str
+    agent_session_id: _builtins.str
+    """the conversation: `claude --resume` this"""
+    transcript_path: _builtins.str
+    files: _builtins.int
+    bytes: _builtins.int
+    conversation_files: _builtins.int
+    git: _builtins.str
+    """how DIR became a repository ("" = plain files)"""
+    @_builtins.property
+    def left_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"path: why" (git metadata that could run commands)"""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+        directory: _builtins.str = ...,
+        agent_session_id: _builtins.str = ...,
+        transcript_path: _builtins.str = ...,
+        files: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        conversation_files: _builtins.int = ...,
+        git: _builtins.str = ...,
+        left_out: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_session_id", b"agent_session_id", "bytes", b"bytes", "checkpoint_id", b"checkpoint_id", "conversation_files", b"conversation_files", "directory", b"directory", "files", b"files", "git", b"git", "left_out", b"left_out", "session_id", b"session_id", "transcript_path", b"transcript_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullSessionResponse: _TypeAlias = PullSessionResponse  # noqa: Y015

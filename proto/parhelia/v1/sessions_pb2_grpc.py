@@ -70,6 +70,11 @@ class SessionServiceStub:
                 request_serializer=parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_common__pb2.Session.FromString,
                 _registered_method=True)
+        self.PullSession = channel.unary_unary(
+                '/parhelia.v1.SessionService/PullSession',
+                request_serializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -125,6 +130,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullSession(self, request, context):
+        """Take it home: the workspace of a checkpoint into a new directory on this machine,
+        the conversation into the user's Claude config dir (`claude --resume` continues it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +175,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReleaseSession,
                     request_deserializer=parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_common__pb2.Session.SerializeToString,
+            ),
+            'PullSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullSession,
+                    request_deserializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +371,33 @@ class SessionService:
             '/parhelia.v1.SessionService/ReleaseSession',
             parhelia_dot_v1_dot_sessions__pb2.ReleaseSessionRequest.SerializeToString,
             parhelia_dot_v1_dot_common__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.SessionService/PullSession',
+            parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.SerializeToString,
+            parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

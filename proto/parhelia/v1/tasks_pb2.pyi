@@ -25,8 +25,18 @@ class UploadWorkspaceRequest(_message.Message):
 
     PATH_FIELD_NUMBER: _builtins.int
     INCLUDE_SECRET_FILES_FIELD_NUMBER: _builtins.int
+    CONVERSATION_UUID_FIELD_NUMBER: _builtins.int
+    CLAUDE_CONFIG_DIR_FIELD_NUMBER: _builtins.int
+    CWD_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """absolute path on the daemon's machine"""
+    conversation_uuid: _builtins.str
+    """Send a local Claude Code conversation with the workspace (`task create
+    --from-session`): its id, the user's Claude config dir and the directory the user
+    is in (the conversation is looked for in that directory's project dir first).
+    """
+    claude_config_dir: _builtins.str
+    cwd: _builtins.str
     @_builtins.property
     def include_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Files that look like credentials (.env, keys...) to send anyway, relative to path."""
@@ -36,10 +46,13 @@ class UploadWorkspaceRequest(_message.Message):
         *,
         path: _builtins.str = ...,
         include_secret_files: _abc.Iterable[_builtins.str] | None = ...,
+        conversation_uuid: _builtins.str = ...,
+        claude_config_dir: _builtins.str = ...,
+        cwd: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_secret_files", b"include_secret_files", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claude_config_dir", b"claude_config_dir", "conversation_uuid", b"conversation_uuid", "cwd", b"cwd", "include_secret_files", b"include_secret_files", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -60,6 +73,8 @@ class UploadWorkspaceProgress(_message.Message):
     ROOT_FIELD_NUMBER: _builtins.int
     LEFT_OUT_SECRET_FILES_FIELD_NUMBER: _builtins.int
     SENT_SECRET_FILES_FIELD_NUMBER: _builtins.int
+    CONVERSATION_FILES_FIELD_NUMBER: _builtins.int
+    AGENT_SESSION_ID_FIELD_NUMBER: _builtins.int
     files_done: _builtins.int
     files_total: _builtins.int
     bytes_done: _builtins.int
@@ -72,6 +87,11 @@ class UploadWorkspaceProgress(_message.Message):
     """set when done, "" outside git"""
     root: _builtins.str
     """the directory actually uploaded"""
+    conversation_files: _builtins.int
+    """Set when done, with conversation_uuid: the conversation files sent (the task's
+    first worker resumes that conversation).
+    """
+    agent_session_id: _builtins.str
     @_builtins.property
     def left_out_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Set when done: files that look like credentials and were left out, and those
@@ -94,10 +114,12 @@ class UploadWorkspaceProgress(_message.Message):
         root: _builtins.str = ...,
         left_out_secret_files: _abc.Iterable[_builtins.str] | None = ...,
         sent_secret_files: _abc.Iterable[_builtins.str] | None = ...,
+        conversation_files: _builtins.int = ...,
+        agent_session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "done", b"done", "files_done", b"files_done", "files_total", b"files_total", "left_out_secret_files", b"left_out_secret_files", "new_bytes", b"new_bytes", "root", b"root", "sent_secret_files", b"sent_secret_files", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_session_id", b"agent_session_id", "base_commit", b"base_commit", "bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "conversation_files", b"conversation_files", "done", b"done", "files_done", b"files_done", "files_total", b"files_total", "left_out_secret_files", b"left_out_secret_files", "new_bytes", b"new_bytes", "root", b"root", "sent_secret_files", b"sent_secret_files", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Take a conversation home, and send one away (ADR 0019).
+"""Take a conversation home, and send one away (ADR 0021).
 
 ``session pull``: the workspace of a session's checkpoint becomes a new directory on
 this machine and its Claude conversation is installed into the user's own Claude

@@ -342,7 +342,7 @@ Tools (read-only ones are marked as such for the client):
                              cannot stream); call it again to get what happened since
   parhelia_checkpoint_create / parhelia_checkpoint_list
   parhelia_checkpoint_restore (destructive: a rollback, safety checkpoint first)
-  parhelia_session_list / parhelia_session_resume
+  parhelia_session_list / parhelia_session_resume / parhelia_session_attach_info
   parhelia_budget_status / parhelia_budget_estimate              read-only
   parhelia_health            status + container health summary   read-only
   parhelia_reconciler_status / parhelia_doctor                   read-only

@@ -595,6 +595,21 @@ def build(bridge: Bridge) -> ParheliaMCP:
             checkpoint_id=checkpoint_id or ""))
         return {"task_id": t.id, "task": task_dict(t)}
 
+    @tool("parhelia_session_attach_info", READ)
+    def session_attach_info(session_id: SessionId) -> dict[str, Any]:
+        """How a person attaches to a session's interactive Claude Code TUI: the command to
+        run in their own terminal (`command`; on Modal also `ssh_command`, a real SSH
+        session), whether it can work now (`attachable`, with `reason`), how many clients
+        are attached and how to detach. Reads only: it never attaches or takes over a
+        headless session (the command asks the person first)."""
+        from parhelia_cli.commands.session import attach_info
+
+        s = bridge.call("sessions", "GetSession", req(
+            "sessions", "GetSessionRequest", session_id=session_id), retry=True)
+        t = bridge.call("tasks", "GetTask", req("tasks", "GetTaskRequest", task_id=s.task_id),
+                        retry=True)
+        return attach_info(to_dict(s), t.options.backend)
+
     # --- budget, health, reconciler, doctor ---
 
     @tool("parhelia_budget_status", READ)

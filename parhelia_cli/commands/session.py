@@ -137,6 +137,40 @@ def kill(session_id: str, yes: bool) -> None:
     render.line(f"Resume it later with `parhelia resume {s['id']}`.")
 
 
+# --- attaching (what to run) -------------------------------------------------------------
+
+LIVE = ("headless", "detached", "attached")
+DETACH_HINT = "Ctrl-B D detaches; the session keeps running (a detach checkpoint is taken)"
+
+
+def attach_info(s: dict[str, Any], backend: str) -> dict[str, Any]:
+    """How a person attaches to session ``s`` (a ``Session`` dict) of a task on ``backend``:
+    the command to run in a terminal, and whether it can work now. Reads only: attaching
+    (and taking a headless session over) is the command's business, at the terminal."""
+    import shlex
+
+    argv = ["parhelia", "session", "attach", s["id"]]
+    status = s["status"] or "unknown"
+    info: dict[str, Any] = {
+        "session_id": s["id"], "task_id": s["task_id"], "status": status,
+        "backend": backend, "interactive": bool(s["interactive"]),
+        "attached_clients": s["attached_clients"] or 0, "attachable": status in LIVE,
+        "argv": argv, "command": shlex.join(argv), "detach": DETACH_HINT,
+    }
+    if backend == "modal":
+        info["ssh_argv"] = [*argv, "--ssh"]
+        info["ssh_command"] = shlex.join(info["ssh_argv"])
+    if status not in LIVE:
+        info["reason"] = (f"the session is {status}: nothing runs to attach to; "
+                          f"`parhelia resume {s['id']}` continues it headless, "
+                          f"`parhelia session pull {s['id']} --to DIR` takes it home")
+    elif status == "headless":
+        info["reason"] = ("the agent runs headless: attaching offers to take it over "
+                          "(checkpoint, stop the headless agent, start the interactive TUI on "
+                          "the same conversation); `parhelia session release` hands it back")
+    return info
+
+
 # --- take it home -----------------------------------------------------------------------
 
 def claude_config_dir() -> str:

@@ -27,7 +27,8 @@ READ_TOOLS = {
     "parhelia_task_list", "parhelia_task_show", "parhelia_task_diff", "parhelia_task_logs",
     "parhelia_containers", "parhelia_container_show", "parhelia_container_events",
     "parhelia_events_list", "parhelia_events_since", "parhelia_checkpoint_list",
-    "parhelia_session_list", "parhelia_budget_status", "parhelia_budget_estimate",
+    "parhelia_session_list", "parhelia_session_attach_info", "parhelia_budget_status",
+    "parhelia_budget_estimate",
     "parhelia_health", "parhelia_reconciler_status", "parhelia_doctor",
 }
 ACTING_TOOLS = {
@@ -214,6 +215,12 @@ async def test_task_round_trip_over_mcp(mcp_daemon: RunningDaemon, tmp_path: Pat
         assert "worker_exited" in [e["type"] for e in cevents["events"]]
         sessions = await call(client, "parhelia_session_list", include_finished=True)
         assert task["session_id"] in [s["id"] for s in sessions["sessions"]]
+        attach = await call(client, "parhelia_session_attach_info",
+                            session_id=task["session_id"])
+        assert attach["command"] == f"parhelia session attach {task['session_id']}"
+        assert attach["attachable"] is False and attach["status"] == "completed"
+        assert f"parhelia resume {task['session_id']}" in attach["reason"]
+        assert attach["backend"] == "local" and "ssh_command" not in attach
         cp = await call(client, "parhelia_checkpoint_create", session_id=task["session_id"],
                         message="from mcp")
         assert cp["manual"] is True and cp["message"] == "from mcp"

@@ -99,6 +99,10 @@ class BudgetConfig:
     accrual_interval_seconds: float = field(default=10.0, metadata=_meta(
         "How often compute is accrued and the ceiling, warning and per-task caps are "
         "enforced.", minimum=0.2, maximum=3600))
+    usage_settle_seconds: float = field(default=600.0, metadata=_meta(
+        "How long after a Modal container ends before the reconciler replaces its compute "
+        "estimate (at the [rates]) with Modal's own usage figure, which lags a few minutes.",
+        minimum=0, maximum=86400))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ its own, and ``push``/``pull`` really copy between it and the daemon's volume.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from modal_worker.volume import LocalVolume, Volume
 from parheliad.backends.base import Credentials, WorkerPaths
@@ -41,6 +42,9 @@ class SeamsMixin:
 
     async def aclose(self) -> None:
         return None
+
+    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
+        return {}
 
     async def credentials(self) -> Credentials:
         return Credentials(True, "scripted", {})

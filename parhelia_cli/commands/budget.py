@@ -131,10 +131,17 @@ def history(by: str, since: datetime | None) -> None:
     if rows:
         total = sum(r["total_micros"] for r in rows)
         estimated = sum(r["estimated_micros"] for r in rows)
+        compute = sum(r["estimated_compute_micros"] for r in rows)
         line = f"Total: {_money(total)}"
-        if estimated:
-            line += (f" ({_money(estimated)} estimated from tokens at [rates] prices: "
-                     "the agent stopped before reporting its own figure)")
+        parts = []
+        if compute:
+            parts.append(f"{_money(compute)} of compute at the [rates]: Modal's own usage "
+                         "figure replaces it minutes after each sandbox ends")
+        if estimated - compute:
+            parts.append(f"{_money(estimated - compute)} of API spend from tokens at [rates] "
+                         "prices: the agent stopped before reporting its own figure")
+        if parts:
+            line += f" ({_money(estimated)} estimated: " + "; ".join(parts) + ")"
         render.line(line)
 
 

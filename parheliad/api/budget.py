@@ -68,7 +68,8 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
         return budget_pb2.BudgetHistory(rows=[budget_pb2.BudgetHistoryRow(
             key=r.key, compute_micros=r.compute_micros, api_micros=r.api_micros,
             total_micros=r.total_micros, input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens, estimated_micros=r.estimated_micros)
+            output_tokens=r.output_tokens, estimated_micros=r.estimated_micros,
+            estimated_compute_micros=r.estimated_compute_micros)
             for r in rows])
 
     async def ListLedger(self, request: budget_pb2.ListLedgerRequest,

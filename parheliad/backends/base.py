@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from modal_worker.volume import Volume
@@ -158,6 +159,12 @@ class Backend(Protocol):
         ...
 
     async def terminate(self, backend_id: str, grace_seconds: float = 0.0) -> None: ...
+
+    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
+        """The backend's own figure (USD) of what each ``(container_id, started_at)``
+        (epoch seconds) cost over its life, for those it has one for; ``{}`` when it keeps
+        none (a local worker's compute is free). The budget replaces its estimates with it."""
+        ...
 
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         """Channel records after ``cursor``; the returned cursor is opaque to callers."""

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,9 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         return None  # nothing runs in the daemon for local workers
+
+    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
+        return {}  # a local worker's compute is not charged
 
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
         parse_backend_id(backend_id)

@@ -40,6 +40,8 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +86,9 @@ CATCHUP_INTERVAL_S = 2.0
 CATCHUP_AFTER_END = 15
 TAIL_RETRY_S = 5.0
 PULL_CONCURRENCY = 8
+USAGE_WINDOW_DAYS = 7
+"""The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
+compute stays an estimate."""
 
 
 def load_sdk() -> Any:
@@ -508,6 +513,35 @@ class ModalBackend:
                 extra={"task_id": tags.get(TASK_TAG, ""),
                        "session_id": tags.get(SESSION_TAG, "")}))
         return found
+
+    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
+        """Modal's own cost figure (USD) for each ``(container_id, started_at)`` (epoch
+        seconds) it has one for: ONE ``app.sandboxes.stats`` call (modal 1.6.4) for this
+        owner's sandboxes grouped by the container tag, from the UTC hour of the earliest
+        start (the range Modal accepts: an hour boundary, at most 7 days). Modal computes
+        it from sampled usage at the workspace's prices; it may lag a few minutes."""
+        wanted = {cid: start for cid, start in containers if cid}
+        if not wanted or not self.owner_tag:
+            return {}
+        now = datetime.now(UTC)
+        floor = (now - timedelta(days=USAGE_WINDOW_DAYS)).replace(
+            minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        earliest = datetime.fromtimestamp(min(wanted.values()), UTC)
+        since = max(floor, earliest.replace(minute=0, second=0, microsecond=0))
+        if since >= now:
+            return {}
+        app = await self.app()
+        groups = await self._collect("reading Modal's usage statistics", lambda:
+                                     app.sandboxes.stats.aio(
+                                         since=since, group_by_tags=[CONTAINER_TAG],
+                                         tags={OWNER_TAG: self.owner_tag}))
+        out: dict[str, Decimal] = {}
+        for group in groups:
+            cid = (group.tags or {}).get(CONTAINER_TAG)
+            if cid in wanted and datetime.fromtimestamp(wanted[cid], UTC) >= since \
+                    and group.cost is not None:
+                out[cid] = Decimal(group.cost)
+        return out
 
     async def terminate(self, backend_id: str, grace_seconds: float = 0.0) -> None:
         """Wait up to ``grace_seconds`` for the sandbox to end by itself (the caller sent

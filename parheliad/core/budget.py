@@ -70,6 +70,12 @@ BUDGET_REASON = "budget"
 # Ledger entries priced from tokens (the agent reported no figure) start with this note;
 # `budget history` adds them up as "estimated".
 ESTIMATE_NOTE = "estimated from tokens"
+# Compute is booked from the configured rates while a container runs: an estimate until
+# its backend's own figure replaces it, booked as the difference in an entry whose note
+# starts with this (one per container; see ``book_usage``).
+USAGE_NOTE = "usage reported by"
+_CORRECTED = ("EXISTS (SELECT 1 FROM ledger u WHERE u.container_id = {cid} AND "  # noqa: S608
+              "substr(u.note, 1, " + str(len(USAGE_NOTE)) + ") = '" + USAGE_NOTE + "')")
 RECENT_US = 7 * 86_400 * US_PER_SECOND
 _LIVE = tuple(s.value for s in CONTAINER_LIVE)
 _FINAL = tuple(s.value for s in CONTAINER_FINAL)
@@ -523,9 +529,10 @@ class Budget:
     def _accrue_compute(self, tx: Tx, cfg: Config, now: int, since: int) -> None:
         """Book compute per container: round(rate x seconds so far) - already booked."""
         touched: set[str] = set()
-        for (cid,) in _rows(tx, "SELECT id FROM containers WHERE backend <> 'local' AND "
+        for (cid,) in _rows(tx, "SELECT id FROM containers WHERE backend <> 'local' AND "  # noqa: S608
                                 "started_at IS NOT NULL AND (state IN (?, ?, ?) OR "
-                                "stopped_at >= ?)", (*_LIVE, since)):
+                                "stopped_at >= ?) AND NOT "
+                                + _CORRECTED.format(cid="containers.id"), (*_LIVE, since)):
             c = tx.containers.get(str(cid))
             if c is None or c.started_at is None:
                 continue
@@ -540,9 +547,7 @@ class Budget:
             tx.containers.update(c.id, cost_micros=total)
             touched.add(c.task_id)
         for task_id in touched:
-            tx.conn.execute("UPDATE tasks SET compute_cost_micros = (SELECT COALESCE(SUM("
-                            "cost_micros), 0) FROM containers WHERE task_id = ?) WHERE id = ?",
-                            (task_id, task_id))
+            _sum_task_compute(tx, task_id)
 
     def _book_unreported(self, tx: Tx, cfg: Config, since: int) -> None:
         """Containers that ended without their agent's result: book their API spend
@@ -634,6 +639,53 @@ class Budget:
         return float(self._config().orchestrator.cancel_grace_seconds)
 
 
+# -- the backends' own figures ----------------------------------------------------------
+
+def usage_pending(tx: Tx, *, ended_before: int, ended_after: int) -> list[ContainerRow]:
+    """Ended non-local containers whose compute is still the estimate, ended within
+    (``ended_after``, ``ended_before``]."""
+    out = []
+    for (cid,) in _rows(tx, "SELECT id FROM containers WHERE backend <> 'local' AND "  # noqa: S608
+                            "started_at IS NOT NULL AND state IN (?, ?, ?, ?) AND "
+                            "stopped_at <= ? AND stopped_at > ? AND NOT "
+                            + _CORRECTED.format(cid="containers.id") + " ORDER BY stopped_at",
+                        (*_FINAL, ended_before, ended_after)):
+        c = tx.containers.get(str(cid))
+        if c is not None:
+            out.append(c)
+    return out
+
+
+def book_usage(tx: Tx, container_id: str, amount: Decimal, source: str) -> int | None:
+    """Replace ``container_id``'s compute estimate by ``source``'s own figure (USD): the
+    difference is booked (possibly negative, possibly 0: the entry marks it corrected)
+    and its container and task costs follow. None when it was corrected already."""
+    c = tx.containers.get(container_id)
+    if c is None or tx.conn.execute("SELECT " + _CORRECTED.format(cid="?"),
+                                    (container_id,)).fetchone()[0]:
+        return None
+    micros = to_micros(amount)
+    delta = micros - c.cost_micros
+    tx.ledger.insert("compute", delta, task_id=c.task_id, container_id=c.id,
+                     note=f"{USAGE_NOTE} {source}: {usd(micros)} replaces the estimate of "
+                          f"{usd(c.cost_micros)} at the configured rates",
+                     at=c.stopped_at or now_us())
+    tx.containers.update(c.id, cost_micros=micros)
+    _sum_task_compute(tx, c.task_id)
+    tx.events.append("compute_corrected",
+                     f"{source} reports {usd(micros)} of compute for {c.id} (estimated "
+                     f"{usd(c.cost_micros)})", task_id=c.task_id, session_id=c.session_id,
+                     container_id=c.id, data={"source": source, "micros": micros,
+                                              "estimated_micros": c.cost_micros})
+    return delta
+
+
+def _sum_task_compute(tx: Tx, task_id: str) -> None:
+    tx.conn.execute("UPDATE tasks SET compute_cost_micros = (SELECT COALESCE(SUM("
+                    "cost_micros), 0) FROM containers WHERE task_id = ?) WHERE id = ?",
+                    (task_id, task_id))
+
+
 # -- history --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -645,6 +697,10 @@ class HistoryRow:
     input_tokens: int
     output_tokens: int
     estimated_micros: int = 0
+    """Of the total: API spend priced from tokens, and compute not (yet) replaced by its
+    backend's own figure."""
+    estimated_compute_micros: int = 0
+    """Of ``estimated_micros``: the compute part (at the configured [rates])."""
 
 
 HISTORY_BY = ("day", "task")
@@ -659,7 +715,10 @@ _SUMS = ("COALESCE(SUM(CASE WHEN kind = 'compute' THEN amount_micros END), 0), "
          "COALESCE(SUM(amount_micros), 0), COALESCE(SUM(input_tokens), 0), "
          "COALESCE(SUM(output_tokens), 0), "
          "COALESCE(SUM(CASE WHEN substr(note, 1, " + str(len(ESTIMATE_NOTE)) + ") = '"
-         + ESTIMATE_NOTE + "' THEN amount_micros END), 0)")
+         + ESTIMATE_NOTE + "' OR (kind = 'compute' AND NOT "
+         + _CORRECTED.format(cid="ledger.container_id") + ") THEN amount_micros END), 0), "
+         "COALESCE(SUM(CASE WHEN kind = 'compute' AND NOT "
+         + _CORRECTED.format(cid="ledger.container_id") + " THEN amount_micros END), 0)")
 
 
 async def history(store: Store, by: str, since_us: int) -> list[HistoryRow]:

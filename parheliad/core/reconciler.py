@@ -17,7 +17,11 @@ looked at, let alone touched. Then:
   got through) is stopped like any other (checkpoint, then terminate after the cancel
   grace), a ``state_drift`` finding; the database alone never ends a sandbox's bill;
 - other differences (a live container whose backend id was never recorded, an orphan
-  that vanished by itself) are corrected with a ``state_drift`` event.
+  that vanished by itself) are corrected with a ``state_drift`` event;
+- the budget's compute for containers that ended ``budget.usage_settle_seconds`` ago (an
+  estimate at the configured rates) is replaced by the backend's own figure where it has
+  one (Modal: one ``app.sandboxes.stats`` call per pass, at most every half settle time,
+  ``parheliad.core.budget.book_usage``).
 
 The last report (start, duration, findings) is kept in the ``kv`` table for
 ``parhelia reconciler status``. ``cleanup`` lists the orphans and, asked to, ends them.
@@ -36,6 +40,7 @@ import structlog
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, ListedContainer
 from parheliad.config import Config
+from parheliad.core import budget
 from parheliad.core.listener import Listener, Outcome, settle_container
 from parheliad.core.states import (
     CONTAINER_FINAL,
@@ -62,6 +67,9 @@ LAST_RUN_KEY = "reconciler.last_run_us"
 LOST = "lost"
 ORPHANED = "orphaned"
 STATE_DRIFT = "state_drift"
+USAGE_WINDOW_US = 6 * 86_400 * US_PER_SECOND
+"""Containers that ended longer ago keep their estimate (Modal's statistics cover at most
+7 days from an hour boundary: a day's margin)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class Reconciler:
         self._on_settled = on_settled
         self._lock = asyncio.Lock()
         self.last_report: Report | None = None
+        self._usage_next: dict[str, float] = {}
 
     async def load(self) -> None:
         """The last report of an earlier run of the daemon, if any."""
@@ -145,12 +154,47 @@ class Reconciler:
                 # Defence in depth: whatever a backend returns, only our tag counts.
                 mine = [entry for entry in listed if entry.owner_tag == self._owner]
                 report.findings.extend(await self._compare(name, backend, mine))
+                await self._correct_usage(name, backend, {e.backend_id for e in mine})
             report.duration_ms = round((time.monotonic() - t0) * 1000)
             self.last_report = report
             await self._store.write(lambda tx: self._record(tx, report, manual))
             if report.findings:
                 log.info("reconciler findings", findings=len(report.findings))
             return report
+
+    async def _correct_usage(self, name: str, backend: Backend, running: set[str]) -> int:
+        """Replace compute estimates by ``backend``'s figures for the containers that ended
+        long enough ago (none still running); how many were corrected."""
+        settle = self._config().budget.usage_settle_seconds
+        if time.monotonic() < self._usage_next.get(name, 0.0):
+            return 0
+        now = now_us()
+        pending = [c for c in await self._store.write(lambda tx: budget.usage_pending(
+            tx, ended_before=now - int(settle * US_PER_SECOND),
+            ended_after=now - USAGE_WINDOW_US)) if c.backend == name
+            and c.backend_id not in running and c.started_at is not None]
+        if not pending:
+            return 0
+        self._usage_next[name] = time.monotonic() + min(300.0, max(1.0, settle / 2))
+        try:
+            costs = await backend.compute_costs(
+                [(c.id, c.started_at / US_PER_SECOND) for c in pending if c.started_at])
+        except Exception as exc:
+            log.warning("reconciler: usage figures not read", backend=name,
+                        error=getattr(exc, "message", None) or type(exc).__name__)
+            return 0
+        if not costs:
+            return 0
+
+        def unit(tx: Tx) -> int:
+            return sum(budget.book_usage(tx, cid, amount, name) is not None
+                       for cid, amount in costs.items())
+
+        corrected = await self._store.write(unit)
+        if corrected:
+            log.info("reconciler: compute corrected from usage", backend=name,
+                     containers=corrected)
+        return corrected
 
     def _record(self, tx: Tx, report: Report, manual: bool) -> None:
         tx.kv.set(LAST_REPORT_KEY, report.to_json())

@@ -125,6 +125,9 @@ _KINDS: tuple[EventKind, ...] = (
               "Spending crossed the warning threshold (E301)."),
     EventKind("budget_exceeded", "budget", Level.ERROR, "The budget ceiling was reached (E300)."),
     EventKind("budget_ceiling_changed", "budget", Level.INFO, "The budget ceiling changed."),
+    EventKind("compute_corrected", "budget", Level.INFO,
+              "A container's compute estimate (at the configured rates) was replaced by its "
+              "backend's own usage figure."),
     # reconciler
     EventKind("reconciler_run", "reconciler", Level.DEBUG, "The reconciler compared state."),
     EventKind("state_drift", "reconciler", Level.WARNING, "The reconciler corrected a drift."),

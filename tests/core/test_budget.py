@@ -291,7 +291,8 @@ async def test_reservation_shrinks_as_the_task_spends_and_is_released(store: Sto
 
 async def test_history_says_which_spend_was_estimated(store: Store) -> None:
     """An entry priced from tokens (the agent never reported its figure) is counted as
-    estimated; the agent's own figures are not."""
+    estimated, and so is compute at the rates (no backend figure replaced it yet); the
+    agent's own figures are not."""
     from parheliad.core.budget import ESTIMATE_NOTE, history
 
     def unit(tx: Any) -> None:
@@ -303,6 +304,45 @@ async def test_history_says_which_spend_was_estimated(store: Store) -> None:
     await store.write(unit)
     rows = {r.key: r for r in await history(store, "task", 0)}
     assert (rows["t-a"].total_micros, rows["t-a"].estimated_micros) == (1_500, 300)
-    assert (rows["t-b"].total_micros, rows["t-b"].estimated_micros) == (57, 0)
+    assert (rows["t-b"].total_micros, rows["t-b"].estimated_micros) == (57, 7)
+    assert (rows["t-a"].estimated_compute_micros, rows["t-b"].estimated_compute_micros) == (0, 7)
     day = await history(store, "day", 0)
-    assert [r.estimated_micros for r in day] == [300]
+    assert [(r.estimated_micros, r.estimated_compute_micros) for r in day] == [(307, 7)]
+
+
+async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store: Store) -> None:
+    """Compute booked at the rates counts as estimated in history; the backend's figure
+    books the difference once; a later tick (a restarted daemon looks back 7 days) does
+    not book the estimate again."""
+    from parheliad.core.budget import book_usage, history, usage_pending
+
+    cfg = Config()
+    task = await store.write(lambda tx: tx.tasks.insert(dict(
+        prompt="p", cpu=2.0, memory_mb=2048, timeout_seconds=600, max_turns=5,
+        permission_mode="acceptEdits", backend="modal")))
+    cid = await store.write(lambda tx: _insert_container(tx, task.id, 2.0, 2048, "", T0))
+    await store.write(functools.partial(_stop, cid=cid, at=T0 + 100 * US_PER_SECOND))
+    await core.Budget(store, lambda: cfg).tick(now=T0 + 101 * US_PER_SECOND)
+    estimate = (await store.containers.get(cid)).cost_micros
+    assert estimate == core.to_micros(core.compute_rate(cfg.rates, "modal", 2.0, 2048, "")
+                                      * 100)
+    (row,) = await history(store, "task", 0)
+    assert row.estimated_compute_micros == row.estimated_micros == row.compute_micros \
+        == estimate
+    pending = await store.write(lambda tx: usage_pending(
+        tx, ended_before=T0 + 200 * US_PER_SECOND, ended_after=0))
+    assert [c.id for c in pending] == [cid]
+
+    delta = await store.write(lambda tx: book_usage(tx, cid, Decimal("0.0042"), "modal"))
+    assert delta == 4_200 - estimate
+    assert await store.write(lambda tx: book_usage(tx, cid, Decimal("1"), "modal")) is None
+    await core.Budget(store, lambda: cfg).tick(now=T0 + 300 * US_PER_SECOND)  # a new daemon
+    (row,) = await history(store, "task", 0)
+    assert (row.compute_micros, row.estimated_micros, row.estimated_compute_micros) == \
+        (4_200, 0, 0)
+    assert (await store.containers.get(cid)).cost_micros == 4_200
+    assert (await store.tasks.get(task.id)).compute_cost_micros == 4_200
+    assert await store.write(lambda tx: usage_pending(
+        tx, ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
+    entries = await store.ledger.list(kind="compute")
+    assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note

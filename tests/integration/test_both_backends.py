@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,50 @@ def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
                        key=lambda s: s["created_at"])
     assert [s["name"] for s in sandboxes] == [first, task["container_id"]]
     assert sandboxes[0]["state"]["finished_at"] <= sandboxes[1]["created_at"]
+
+
+def test_modal_compute_is_an_estimate_until_modals_usage_figure_replaces_it(
+        backend: Backend) -> None:
+    """`budget history` (and --json) marks the compute booked at the configured rates as
+    estimated; once the sandbox has ended (and Modal's statistics settled) the
+    reconciler books the difference to Modal's own figure and nothing is estimated."""
+    if backend.fake is None:
+        pytest.skip("a local worker's compute is free: nothing to estimate")
+    fake = backend.fake
+    fake.service.write_json(fake.root / "billing.json", {"CPU": "0.001", "Memory": "0"})
+    harness = backend.harness("[budget]\naccrual_interval_seconds = 0.3\n"
+                              "usage_settle_seconds = 0\n"
+                              "[reconciler]\npoll_interval_seconds = 3600\n")
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                         {"sleep": 2}))
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed"
+
+    def row() -> dict[str, Any]:
+        rows = harness.json("budget", "history", "--by", "task")["rows"]
+        return next((r for r in rows if r["key"] == task_id), {})
+
+    before = wait_for(lambda: (r := row()).get("compute_micros") and r, 30,
+                      "the compute of the ended sandbox booked")
+    assert before["estimated_compute_micros"] == before["compute_micros"] > 0
+    assert before["estimated_micros"] >= before["estimated_compute_micros"]
+    text = harness.run("budget", "history", "--by", "task", check=True).stdout
+    assert "of compute at the [rates]" in text and "estimated" in text
+
+    sdk = fake.sdk
+    since = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    modal_cost = next(g.cost for g in sdk.App.lookup("parhelia").sandboxes.stats(
+        since=since, group_by_tags=["parhelia-container"])
+        if g.tags["parhelia-container"] == task["container_id"])
+    harness.json("reconciler", "run")
+    after = wait_for(lambda: (r := row()).get("estimated_compute_micros") == 0 and r, 30,
+                     "the estimate replaced")
+    assert after["compute_micros"] == round(modal_cost * 1_000_000) != before["compute_micros"]
+    assert harness.task(task_id)["usage"]["compute_cost_micros"] == after["compute_micros"]
+    corrected = harness.events("--task", task_id, "--type", "compute_corrected")
+    assert len(corrected) == 1 and corrected[0]["data"]["source"] == "modal"
+    harness.json("reconciler", "run")  # once only, whatever the passes
+    time.sleep(1)
+    assert row()["compute_micros"] == after["compute_micros"]
+    assert "of compute at the [rates]" not in harness.run(
+        "budget", "history", "--by", "task", check=True).stdout

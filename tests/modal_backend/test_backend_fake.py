@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,35 @@ async def test_the_catch_up_streams_the_spool_from_the_volume(fake_modal, tmp_pa
         tracemalloc.stop()
     assert seqs(records) == [1, 2] and end == spool.stat().st_size
     assert peak < 8 << 20, f"the catch-up held {peak} bytes"
+
+
+async def test_compute_costs_are_modals_figures_for_our_containers_in_one_call(
+        fake_modal, tmp_path):
+    """Modal's own cost of each of our ended sandboxes, from ONE `app.sandboxes.stats`
+    call grouped by the container tag (modal 1.6.4); another owner's is never read."""
+    import time
+
+    backend = make_backend(fake_modal)
+    app = await backend.app()
+    sandboxes = {}
+    for owner, cid in ((OWNER, "c-cost-1"), (OWNER, "c-cost-2"), ("someone-else", "c-cost-3")):
+        sandboxes[cid] = fake_modal.sdk.Sandbox.create(
+            "sleep", "60", app=app, name=cid, cpu=2.0, memory=1024,
+            tags={OWNER_TAG: owner, "parhelia-container": cid})
+    for sb in sandboxes.values():
+        fake_modal.worker_pid(sb.get_tags()["parhelia-container"])
+    time.sleep(1)
+    for sb in sandboxes.values():
+        sb.terminate()
+        fake_modal.wait_ended(sb.object_id)
+    fake_modal.reset_calls()
+    costs = await backend.compute_costs([(cid, time.time() - 60) for cid in sandboxes])
+    assert sorted(costs) == ["c-cost-1", "c-cost-2"]
+    assert [c for c in fake_modal.calls() if "stats" in c] == ["AppSandboxesManager.stats"]
+    for cid in costs:
+        state = fake_modal.sandbox(cid)["state"]
+        seconds = state["finished_at"] - state["started_at"]
+        prices = fake_modal.sdk.FAKE_PRICES  # the fake service's price table
+        per_second = 2 * Decimal(prices["CPU"]) + Decimal(prices["Memory"])
+        assert abs(costs[cid] - per_second * Decimal(str(seconds))) < per_second / 100
+    assert await backend.compute_costs([]) == {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import modal
+import modal.app
 import modal.container_process
 import modal.volume
 import pytest
@@ -31,6 +32,7 @@ REAL_CLASSES: dict[str, Any] = {
     "App": modal.App, "Image": modal.Image, "Sandbox": modal.Sandbox, "Secret": modal.Secret,
     "Volume": modal.Volume, "ContainerProcess": modal.container_process.ContainerProcess,
     "_Upload": modal.volume.VolumeUploadContextManager,
+    "AppSandboxesManager": modal.app.AppSandboxesManager,
 }
 
 
@@ -54,6 +56,8 @@ class Recorder:
             return value  # the class itself: used in except clauses
         if name in ("object_id", "app_id", "returncode", "stdout", "stderr", "stdin"):
             return value
+        if _is_instance(value):  # a property giving an SDK object (``app.sandboxes``)
+            return Recorder(value, type(value).__name__, self._log, bound=True)
         return Recorder(value, path, self._log, self._bound or _is_instance(self._t))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -143,6 +147,7 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     await fresh.push(local, ["checkpoints/s/x.json"])
     await fresh.statuses([(sb_id, "c-sig-1")])
     await fresh.credentials()
+    await fresh.compute_costs([("c-sig-1", 0.0)])
     return log
 
 
@@ -155,7 +160,8 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
                      "Sandbox.get_tags.aio", "Volume.from_name", "Volume.read_file.aio",
                      "Volume.listdir.aio", "Volume.batch_upload.aio", "_Upload.put_file",
                      "Volume.hydrate.aio", "Secret.from_name", "Secret.from_dict",
-                     "Secret.hydrate.aio", "ContainerProcess.wait.aio"):
+                     "Secret.hydrate.aio", "ContainerProcess.wait.aio",
+                     "AppSandboxesManager.stats.aio"):
         assert expected in paths, expected
     problems = []
     for path, bound, nargs, keywords in sorted(recorded.calls):

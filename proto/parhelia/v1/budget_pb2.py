@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/budget.proto\x12\x0bparhelia.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18parhelia/v1/common.proto\"\x12\n\x10GetBudgetRequest\"\x8a\x03\n\x0c\x42udgetStatus\x12\x16\n\x0e\x63\x65iling_micros\x18\x01 \x01(\x03\x12\x13\n\x0bused_micros\x18\x02 \x01(\x03\x12\x17\n\x0freserved_micros\x18\x03 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x04 \x01(\x03\x12\x14\n\x0cused_percent\x18\x05 \x01(\x01\x12\r\n\x05tasks\x18\x06 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x14\n\x0c\x63\x61\x63he_tokens\x18\t \x01(\x03\x12\x0e\n\x06period\x18\n \x01(\t\x12\x30\n\x0cperiod_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19warning_threshold_percent\x18\x0c \x01(\x05\x12\x0f\n\x07warning\x18\r \x01(\x08\x12\x10\n\x08\x65xceeded\x18\x0e \x01(\x08\x12\x16\n\x0e\x63ompute_micros\x18\x0f \x01(\x03\x12\x12\n\napi_micros\x18\x10 \x01(\x03\"P\n\x17GetBudgetHistoryRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x10\x42udgetHistoryRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0e\x63ompute_micros\x18\x02 \x01(\x03\x12\x12\n\napi_micros\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x18\n\x10\x65stimated_micros\x18\x07 \x01(\x03\"<\n\rBudgetHistory\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.parhelia.v1.BudgetHistoryRow\"\'\n\x11SetCeilingRequest\x12\x12\n\namount_usd\x18\x01 \x01(\t\"3\n\x11ListLedgerRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"?\n\x12ListLedgerResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.LedgerEntry2\xbe\x02\n\rBudgetService\x12\x45\n\tGetBudget\x12\x1d.parhelia.v1.GetBudgetRequest\x1a\x19.parhelia.v1.BudgetStatus\x12N\n\nGetHistory\x12$.parhelia.v1.GetBudgetHistoryRequest\x1a\x1a.parhelia.v1.BudgetHistory\x12G\n\nSetCeiling\x12\x1e.parhelia.v1.SetCeilingRequest\x1a\x19.parhelia.v1.BudgetStatus\x12M\n\nListLedger\x12\x1e.parhelia.v1.ListLedgerRequest\x1a\x1f.parhelia.v1.ListLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/budget.proto\x12\x0bparhelia.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18parhelia/v1/common.proto\"\x12\n\x10GetBudgetRequest\"\x8a\x03\n\x0c\x42udgetStatus\x12\x16\n\x0e\x63\x65iling_micros\x18\x01 \x01(\x03\x12\x13\n\x0bused_micros\x18\x02 \x01(\x03\x12\x17\n\x0freserved_micros\x18\x03 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x04 \x01(\x03\x12\x14\n\x0cused_percent\x18\x05 \x01(\x01\x12\r\n\x05tasks\x18\x06 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x14\n\x0c\x63\x61\x63he_tokens\x18\t \x01(\x03\x12\x0e\n\x06period\x18\n \x01(\t\x12\x30\n\x0cperiod_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19warning_threshold_percent\x18\x0c \x01(\x05\x12\x0f\n\x07warning\x18\r \x01(\x08\x12\x10\n\x08\x65xceeded\x18\x0e \x01(\x08\x12\x16\n\x0e\x63ompute_micros\x18\x0f \x01(\x03\x12\x12\n\napi_micros\x18\x10 \x01(\x03\"P\n\x17GetBudgetHistoryRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xca\x01\n\x10\x42udgetHistoryRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0e\x63ompute_micros\x18\x02 \x01(\x03\x12\x12\n\napi_micros\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x18\n\x10\x65stimated_micros\x18\x07 \x01(\x03\x12 \n\x18\x65stimated_compute_micros\x18\x08 \x01(\x03\"<\n\rBudgetHistory\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.parhelia.v1.BudgetHistoryRow\"\'\n\x11SetCeilingRequest\x12\x12\n\namount_usd\x18\x01 \x01(\t\"3\n\x11ListLedgerRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"?\n\x12ListLedgerResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.LedgerEntry2\xbe\x02\n\rBudgetService\x12\x45\n\tGetBudget\x12\x1d.parhelia.v1.GetBudgetRequest\x1a\x19.parhelia.v1.BudgetStatus\x12N\n\nGetHistory\x12$.parhelia.v1.GetBudgetHistoryRequest\x1a\x1a.parhelia.v1.BudgetHistory\x12G\n\nSetCeiling\x12\x1e.parhelia.v1.SetCeilingRequest\x1a\x19.parhelia.v1.BudgetStatus\x12M\n\nListLedger\x12\x1e.parhelia.v1.ListLedgerRequest\x1a\x1f.parhelia.v1.ListLedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBUDGETHISTORYREQUEST']._serialized_start=517
   _globals['_GETBUDGETHISTORYREQUEST']._serialized_end=597
   _globals['_BUDGETHISTORYROW']._serialized_start=600
-  _globals['_BUDGETHISTORYROW']._serialized_end=768
-  _globals['_BUDGETHISTORY']._serialized_start=770
-  _globals['_BUDGETHISTORY']._serialized_end=830
-  _globals['_SETCEILINGREQUEST']._serialized_start=832
-  _globals['_SETCEILINGREQUEST']._serialized_end=871
-  _globals['_LISTLEDGERREQUEST']._serialized_start=873
-  _globals['_LISTLEDGERREQUEST']._serialized_end=924
-  _globals['_LISTLEDGERRESPONSE']._serialized_start=926
-  _globals['_LISTLEDGERRESPONSE']._serialized_end=989
-  _globals['_BUDGETSERVICE']._serialized_start=992
-  _globals['_BUDGETSERVICE']._serialized_end=1310
+  _globals['_BUDGETHISTORYROW']._serialized_end=802
+  _globals['_BUDGETHISTORY']._serialized_start=804
+  _globals['_BUDGETHISTORY']._serialized_end=864
+  _globals['_SETCEILINGREQUEST']._serialized_start=866
+  _globals['_SETCEILINGREQUEST']._serialized_end=905
+  _globals['_LISTLEDGERREQUEST']._serialized_start=907
+  _globals['_LISTLEDGERREQUEST']._serialized_end=958
+  _globals['_LISTLEDGERRESPONSE']._serialized_start=960
+  _globals['_LISTLEDGERRESPONSE']._serialized_end=1023
+  _globals['_BUDGETSERVICE']._serialized_start=1026
+  _globals['_BUDGETSERVICE']._serialized_end=1344
 # @@protoc_insertion_point(module_scope)

@@ -136,6 +136,7 @@ class BudgetHistoryRow(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_MICROS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COMPUTE_MICROS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """YYYY-MM-DD or task id"""
     compute_micros: _builtins.int
@@ -144,7 +145,11 @@ class BudgetHistoryRow(_message.Message):
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     estimated_micros: _builtins.int
-    """of total: priced from tokens, not the agent's figure"""
+    """of total: API priced from tokens (not the agent's"""
+    estimated_compute_micros: _builtins.int
+    """figure) + compute not yet replaced by Modal's own
+    of estimated: compute at the configured [rates]
+    """
     def __init__(
         self,
         *,
@@ -155,10 +160,11 @@ class BudgetHistoryRow(_message.Message):
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         estimated_micros: _builtins.int = ...,
+        estimated_compute_micros: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_micros", b"api_micros", "compute_micros", b"compute_micros", "estimated_micros", b"estimated_micros", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "total_micros", b"total_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_micros", b"api_micros", "compute_micros", b"compute_micros", "estimated_compute_micros", b"estimated_compute_micros", "estimated_micros", b"estimated_micros", "input_tokens", b"input_tokens", "key", b"key", "output_tokens", b"output_tokens", "total_micros", b"total_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

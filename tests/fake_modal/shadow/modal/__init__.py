@@ -29,6 +29,8 @@ import time
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,7 +38,8 @@ from . import _service, exception
 from ._dual import gate_async, gate_sync, run_blocking, sdkmethod
 
 __version__ = "1.6.4+fake"
-__all__ = ["App", "Image", "Sandbox", "Secret", "Volume", "exception"]
+__all__ = ["App", "AppSandboxesManager", "Image", "Sandbox", "SandboxGroupStats", "Secret",
+           "Volume", "exception"]
 
 _SHADOW = str(Path(__file__).resolve().parent.parent)
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -62,6 +65,10 @@ class App:
     def app_id(self) -> str | None:
         return self._app_id
 
+    @property
+    def sandboxes(self) -> AppSandboxesManager:
+        return AppSandboxesManager(self)
+
     def _lookup(name: str, *, client: Any = None, environment_name: str | None = None,
                 create_if_missing: bool = False) -> App:
         path = _service.root() / "apps" / f"{name}.json"
@@ -72,6 +79,84 @@ class App:
         return App(name, _service.read_json(path)["app_id"])
 
     lookup = sdkmethod(_lookup)
+
+
+@dataclass(frozen=True)
+class SandboxGroupStats:
+    """modal 1.6.4's ``modal.types.SandboxGroupStats``."""
+
+    tags: dict[str, str | None]
+    cost: Decimal
+    cost_by_resource: dict[str, Decimal]
+
+
+FAKE_PRICES = {"CPU": "0.0000131", "Memory": "0.00000222", "T4": "0.000164", "L4": "0.000222",
+               "A10G": "0.000306", "L40S": "0.000542", "A100-40GB": "0.000583",
+               "A100-80GB": "0.000694", "H100": "0.001097", "H200": "0.001261",
+               "B200": "0.001736"}
+"""USD per core, GiB or GPU second; ``billing.json`` in the service's root overrides them."""
+
+
+class AppSandboxesManager:
+    """``app.sandboxes``: ``stats`` sums each sandbox's cost over the part of its life in
+    [since, until), requested resources x its run time x the service's prices, grouped by
+    the values of ``group_by_tags``; validation as modal 1.6.4 (and its service: ``since``
+    on a UTC hour boundary, at most 7 days)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def _stats(self, *, since: datetime, until: datetime | None = None,
+               group_by_tags: Sequence[str] | None = None,
+               tags: dict[str, str] | None = None) -> list[SandboxGroupStats]:
+        if self._app.app_id is None:
+            raise exception.InvalidError(
+                "`App.sandboxes.stats` requires a running, deployed or looked-up App.")
+        since = (since if since.tzinfo else since.astimezone()).astimezone(UTC)
+        now = datetime.now(UTC)
+        end = (until if until.tzinfo else until.astimezone()).astimezone(UTC) \
+            if until is not None else now
+        if since >= now:
+            raise exception.InvalidError("`since` must be in the past.")
+        if since >= end:
+            raise exception.InvalidError("`since` must be before `until`.")
+        if since != since.replace(minute=0, second=0, microsecond=0):
+            raise exception.InvalidError("`since` must be on a UTC hour boundary.")
+        if end - since > timedelta(days=7):
+            raise exception.InvalidError("The maximum time range is 7 days.")
+        prices = {k: Decimal(v) for k, v in FAKE_PRICES.items()}
+        billing = _service.root() / "billing.json"
+        if billing.exists():
+            prices.update({k: Decimal(v) for k, v in _service.read_json(billing).items()})
+        names = list(group_by_tags or [])
+        groups: dict[tuple[str | None, ...], dict[str, Decimal]] = {}
+        for sb_id in _service.all_sandboxes():
+            meta = _service.sandbox_meta(sb_id)
+            if meta is None or meta["app_id"] != self._app.app_id:
+                continue
+            if any(meta["tags"].get(k) != v for k, v in (tags or {}).items()):
+                continue
+            state = _service.sandbox_state(sb_id)
+            start = float(state.get("started_at") or meta["created_at"])
+            stop = float(state.get("finished_at") or time.time())
+            lo, hi = max(start, since.timestamp()), min(stop, end.timestamp())
+            if hi <= lo:
+                continue
+            seconds = Decimal(str(round(hi - lo, 3)))
+            key = tuple(meta["tags"].get(n) for n in names)
+            group = groups.setdefault(key, {})
+            usage = {"CPU": Decimal(str(meta.get("cpu") or 0.125)),
+                     "Memory": Decimal(int(meta.get("memory") or 128)) / 1024}
+            if meta.get("gpu"):
+                gpu, _, count = str(meta["gpu"]).partition(":")
+                usage[gpu] = Decimal(int(count or 1))
+            for resource, amount in usage.items():
+                cost = amount * seconds * prices.get(resource, Decimal(0))
+                group[resource] = group.get(resource, Decimal(0)) + cost
+        return [SandboxGroupStats(dict(zip(names, key, strict=True)), sum(costs.values(),
+                                  Decimal(0)), costs) for key, costs in groups.items()]
+
+    stats = sdkmethod(_stats, agen=True)
 
 
 def _app_name(app_id: str) -> str | None:

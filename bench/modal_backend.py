@@ -8,7 +8,9 @@
    changing one file: objects pulled (manifest + new blobs) and bytes per checkpoint.
 3. Event-loop lag while --tasks Modal tasks launch at once and then 5 s of health sweeps
    (sandboxes are inert, no process: the daemon's side is what is measured), and the SDK
-   calls of one health sweep (statuses) and one reconciler sweep (list by owner).
+   calls of one health sweep (statuses), one reconciler sweep (list by owner) and one
+   usage correction of the budget (Modal's cost of every container).
+4. Peak Python memory of the channel's catch-up from the volume (a 64 MiB spool).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -141,6 +144,9 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
     fake.reset_calls()
     await fresh.list(OWNER)
     second_reconcile = counts(fake)
+    fake.reset_calls()  # the budget's usage correction for all of them, once ended
+    costs = await fresh.compute_costs([(s.container_id, time.time() - 60) for s in specs])
+    usage = counts(fake)
     fake.switch("inert", False)
     lags_ms = sorted(x * 1000 for x in lags)
     return {
@@ -151,7 +157,35 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
                         "max": round(lags_ms[-1], 2)},
         "health_sweep_calls": sweep, "reconcile_calls_first": first_reconcile,
         "reconcile_calls_next": second_reconcile,
+        "usage_correction_calls": usage, "usage_costs_found": len(costs),
     }
+
+
+async def catch_up_memory(fake: FakeModal, mib: int) -> dict[str, Any]:
+    """Peak Python memory of the channel's catch-up from the volume after the sandbox
+    ended: a spool of ``mib`` MiB, the daemon's cursor two records before its end."""
+    import tracemalloc
+
+    backend = make_backend(fake)
+    await backend.ensure_volume()
+    spool = fake.service.volume_dir("parhelia-data") / "spool" / "c-bench-long.jsonl"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"seq": 0, "type": "heartbeat", "data": {"pad": "x" * 900}}) + "\n"
+    with open(spool, "w") as fh:
+        for _ in range((mib << 20) // len(line)):
+            fh.write(line)
+    cursor = spool.stat().st_size
+    with open(spool, "a") as fh:
+        fh.write(json.dumps({"seq": 1, "type": "heartbeat", "data": {}}) + "\n")
+        fh.write(json.dumps({"seq": 2, "type": "worker_exited", "data": {}}) + "\n")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    records, _ = await follow(backend, "c-bench-long", cursor=cursor, timeout=120)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"spool_mib": mib, "records": len(records), "peak_mib": round(peak / 2**20, 2),
+            "wall_s": round(elapsed, 2)}
 
 
 async def main() -> None:
@@ -173,6 +207,7 @@ async def main() -> None:
             print(f"2. checkpoint ({row['trigger']}, {row['files']} files): "
                   f"{row['objects_pulled']} objects, {row['bytes_pulled']} bytes pulled")
         print("3.", json.dumps(await many(fake, work, args.tasks), indent=1))
+        print("4. catch-up from the volume:", json.dumps(await catch_up_memory(fake, 64)))
     finally:
         fake.stop_all()
 

@@ -301,17 +301,25 @@ def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backen
     assert dispatched[-1]["data"]["checkpoint_id"] == stops[-1]["data"]["checkpoint_id"]
 
 
+def _sleeping_modal_task(backend: Backend) -> tuple[Harness, str, str, str]:
+    """A Modal task past its first turn checkpoint, then asleep for minutes: (harness,
+    task id, container id, sandbox id)."""
+    assert backend.fake is not None
+    harness = backend.harness()
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                         {"sleep": 300}))
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    container = harness.task(task_id)["container_id"]
+    return harness, task_id, container, backend.fake.sandbox(container)["id"]
+
+
 def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Backend) -> None:
     """A cancel whose stop cannot reach Modal is retried until the sandbox ends: it does
     not run on (and bill) until its Modal timeout."""
     if backend.fake is None:
         pytest.skip("the local backend has no service to lose")
     fake = backend.fake
-    harness = backend.harness()
-    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
-                                         {"sleep": 300}))
-    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
-    sandbox_id = fake.sandbox(harness.task(task_id)["container_id"])["id"]
+    harness, task_id, _, sandbox_id = _sleeping_modal_task(backend)
     fake.switch("unreachable", True)
     try:
         harness.run("task", "cancel", task_id, "--grace", "1", check=True)
@@ -332,12 +340,7 @@ def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Ba
     if backend.fake is None:
         pytest.skip("the local backend has no service to lose")
     fake = backend.fake
-    harness = backend.harness()
-    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
-                                         {"sleep": 300}))
-    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
-    container = harness.task(task_id)["container_id"]
-    sandbox_id = fake.sandbox(container)["id"]
+    harness, task_id, container, sandbox_id = _sleeping_modal_task(backend)
     fake.switch("unreachable", True)
     try:
         harness.run("task", "cancel", task_id, "--grace", "1", check=True)

@@ -249,8 +249,11 @@ class Reconciler:
         if task is not None and task.status not in TASK_FINAL and \
                 task.status != TaskStatus.PAUSED:
             return None
-        if task is not None and task.status_reason.startswith("budget"):
+        said = task.status_reason if task is not None else ""
+        if said.startswith(budget.BUDGET_REASON):
             reason = "budget"
+        elif said.startswith("rollback"):
+            reason = "rollback"
         elif task is not None and task.status == TaskStatus.PAUSED:
             reason = "pause"
         else:

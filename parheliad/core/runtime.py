@@ -207,23 +207,25 @@ class Runtime:
     def _stop_for_budget(self, c: ContainerRow, reason: str) -> None:
         """The budget stopped a task: its worker checkpoints and stops (killed after the
         cancel grace)."""
-        self._spawn(self.stop_container(c, reason, self.budget.stop_grace_seconds()))
+        self._spawn_stop(c, reason, self.budget.stop_grace_seconds())
 
     def _stop_unwanted(self, c: ContainerRow) -> None:
         """A worker launched for a task that was cancelled, paused or rolled back while
         the launch was in flight: stopped like any other (checkpoint, then killed)."""
-        self._spawn(self.stop_container(c, "cancel",
-                                        self.config().orchestrator.cancel_grace_seconds))
+        self._spawn_stop(c, "cancel", self.config().orchestrator.cancel_grace_seconds)
 
     def _stop_stray(self, c: ContainerRow, reason: str) -> bool:
         """The reconciler found ``c`` running for a task that wants no worker (a stop
         retried in the memory of a daemon that died): stop it, unless one is under way."""
         if c.id in self._stopping:
             return False
-        self._stopping.add(c.id)
-        self._spawn(self.stop_container(c, reason,
-                                        self.config().orchestrator.cancel_grace_seconds))
+        self._spawn_stop(c, reason, self.config().orchestrator.cancel_grace_seconds)
         return True
+
+    def _spawn_stop(self, c: ContainerRow, reason: str, grace: float) -> None:
+        """``stop_container`` in the background, known as under way from now on."""
+        self._stopping.add(c.id)
+        self._spawn(self.stop_container(c, reason, grace))
 
     async def _config_bundle(self, env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
         """The dispatcher's config hook: sync (into the daemon's volume) when the user's
@@ -241,7 +243,7 @@ class Runtime:
             tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
         container = await self._live_container(row)
         if container is not None:
-            self._spawn(self.stop_container(container, "cancel", grace_seconds))
+            self._spawn_stop(container, "cancel", grace_seconds)
         return row
 
     async def _live_container(self, task: TaskRow) -> ContainerRow | None:

@@ -69,6 +69,21 @@ def build_argv(agent: AgentSpec, command: list[str] | None = None, *,
     return [*cmd, "-p", *options]
 
 
+def build_tui_argv(agent: AgentSpec, command: list[str] | None = None, *,
+                   project_memory: Path | None = None) -> list[str]:
+    """The interactive TUI's argv (docs/contracts.md): the session flags of
+    :func:`build_argv` without ``-p`` and without a prompt (it is typed into the TUI as
+    its first message: :mod:`modal_worker.tui`). ``--max-turns`` and ``--max-budget-usd``
+    are print-mode options; the daemon's budget still stops the session."""
+    cmd = list(command or agent.command)
+    session = (["--resume", agent.session_uuid] if agent.resume
+               else ["--session-id", agent.session_uuid])
+    options = [*session, "--permission-mode", agent.permission_mode]
+    if agent.model:
+        options += ["--model", agent.model]
+    return [*cmd, *options, *project_setting_options(agent, project_memory)]
+
+
 def project_setting_options(agent: AgentSpec, project_memory: Path | None) -> list[str]:
     """The options that decide what of the workspace's own Claude Code configuration the
     agent loads; shared by every way the worker starts the agent."""
@@ -78,6 +93,23 @@ def project_setting_options(agent: AgentSpec, project_memory: Path | None) -> li
     if project_memory is not None:
         options += ["--append-system-prompt-file", str(project_memory)]
     return options
+
+
+VERSION_TIMEOUT_SECONDS = 60
+
+
+def agent_version(command: list[str], env: Mapping[str, str]) -> str:
+    """``claude --version``'s first word (``2.1.332``); E500 when it does not answer."""
+    try:
+        proc = subprocess.run([*command, "--version"], env=dict(env), capture_output=True,
+                              text=True, timeout=VERSION_TIMEOUT_SECONDS,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        proc = None
+    words = proc.stdout.split() if proc is not None and proc.returncode == 0 else []
+    if not words:
+        raise ParheliaError("E500", f"the agent {command[0]!r} did not answer --version")
+    return words[0]
 
 
 def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: Path,

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTROL_TYPES = frozenset({"checkpoint", "stop"})
+CONTROL_TYPES = frozenset({"checkpoint", "stop", "take_over", "release"})
+"""``take_over``: continue in the interactive TUI; ``release``: continue headless with the
+message as the next instruction (docs/adr/0020-interactive-sessions.md)."""
 STOP_REASONS = frozenset({"cancel", "budget", "pause", "rollback"})
 MAX_READ_BYTES = 4 << 20
 

@@ -253,6 +253,47 @@ def add_hooks(config_dir: Path, hooks: Mapping[str, Any]) -> None:
                 mode=0o644)
 
 
+# -- the interactive TUI's first-run state -----------------------------------------------
+
+APPROVED_KEY_CHARS = 20
+"""Claude Code remembers an approved API key by its last 20 characters."""
+
+
+def seed_tui(config_dir: Path, workspace: Path, *, version: str, api_key: str | None) -> None:
+    """Make the interactive TUI start at its prompt: no onboarding (theme, connectivity
+    check), no folder-trust dialog for ``workspace``, no API-key approval question.
+
+    Claude Code (verified with 2.1.332) reads these from ``$CLAUDE_CONFIG_DIR/.claude.json``:
+    ``hasCompletedOnboarding``, ``lastOnboardingVersion``, ``theme``,
+    ``customApiKeyResponses.approved`` (the key's last 20 characters) and
+    ``projects[<workspace>].hasTrustDialogAccepted`` / ``hasCompletedProjectOnboarding``.
+    Merged into what is there (MCP servers, the agent's own state); the file stays 0600
+    inside the 0700 config dir and is never part of a checkpoint or a bundle.
+    """
+    path = config_dir / GLOBAL_JSON
+    state = _read_json_object(path)
+    state["hasCompletedOnboarding"] = True
+    state["lastOnboardingVersion"] = version
+    state.setdefault("theme", "dark")
+    responses = state.get("customApiKeyResponses")
+    responses = dict(responses) if isinstance(responses, dict) else {}
+    approved = [k for k in responses.get("approved") or [] if isinstance(k, str)]
+    rejected = [k for k in responses.get("rejected") or [] if isinstance(k, str)]
+    if api_key:
+        tail = api_key[-APPROVED_KEY_CHARS:]
+        approved = [*[k for k in approved if k != tail], tail]
+        rejected = [k for k in rejected if k != tail]
+    state["customApiKeyResponses"] = {"approved": approved, "rejected": rejected}
+    projects = state.get("projects")
+    projects = dict(projects) if isinstance(projects, dict) else {}
+    entry = projects.get(str(workspace))
+    entry = dict(entry) if isinstance(entry, dict) else {}
+    entry.update({"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True})
+    projects[str(workspace)] = entry
+    state["projects"] = projects
+    _write_json(path, state)
+
+
 # -- materialisation ---------------------------------------------------------------------
 
 

@@ -28,8 +28,10 @@ from typing import Any
 from modal_worker import claude_config, hooks, resume_summary
 from modal_worker.agent import (
     AgentProcess,
+    agent_version,
     build_argv,
     build_env,
+    build_tui_argv,
     check_credentials,
     resolve_command,
 )
@@ -55,6 +57,7 @@ from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memor
 from modal_worker.redact import redact_text
 from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
 from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
+from modal_worker.tui import TuiAgent, socket_path
 from modal_worker.volume import LocalVolume
 from parhelia import __version__ as parhelia_version
 from parhelia.errors import ParheliaError
@@ -69,6 +72,9 @@ TRANSCRIPT_SETTLE_MAX_SECONDS = 3.0
 FINAL_CHECKPOINT_RETRY_SECONDS = (0.5, 2.0, 5.0)
 """Waits before each new attempt at the completion checkpoint (it is the task's result)."""
 TRANSCRIPT_TAIL_BYTES = 1 << 20
+RELEASE_PROMPT = ("The interactive session was handed back to you. Carry on with the task from "
+                  "where the conversation stands, and finish it.")
+"""The headless agent's next instruction when a release names none."""
 CLONE_TIMEOUT = 900
 SYNC_TIMEOUT_SECONDS = 120
 
@@ -128,7 +134,9 @@ class Worker:
         self.conversation: Conversation | None = None
         self._start_message = ""
         self.last_checkpoint_at = time.monotonic()
-        self.agent: AgentProcess | None = None
+        self.agent: AgentProcess | TuiAgent | None = None
+        self.tmux_socket = spec.tmux_socket or socket_path(spec.container_id)
+        self._tui_counts = (0, 0)  # attaches and detaches seen so far
         self.parser: StreamParser | None = None
         self.heartbeat: Heartbeat | None = None
         self.turns: queue.Queue[str] = queue.Queue()
@@ -161,6 +169,8 @@ class Worker:
                 self.heartbeat.stop()
             if self.agent is not None and self.agent.alive():
                 self.agent.stop(STOP_GRACE_SECONDS)
+            if isinstance(self.agent, TuiAgent):
+                self.agent.close()
         self._finish(outcome)
         return int(outcome.code)
 
@@ -409,11 +419,13 @@ class Worker:
 
     def _start_agent(self) -> None:
         transcript = self._transcript()
-        if transcript is not None:
+        if transcript is not None and self.parser is None:
+            # this incarnation's share of the session's cost counts from its first run
             self._cost_at_start = transcript_cost(transcript, self.spec.agent.session_uuid)
         parser = StreamParser(emit=self.channel.emit, stats=self.stats,
                               on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace),
-                              cost_baseline_usd=self._cost_at_start.total_usd)
+                              cost_baseline_usd=self._cost_at_start.total_usd,
+                              base=self.stats.snapshot())
         self.parser = parser
         self.saw_init = False
         self._held_result = None
@@ -428,6 +440,9 @@ class Worker:
 
         memory = (None if self.agent_spec.project_settings else
                   write_project_memory(self.workspace, self.hook_dir / PROJECT_MEMORY_FILE))
+        if self.agent_spec.interactive:
+            self._start_tui(parser, memory)
+            return
         argv = build_argv(self.agent_spec, self._command, project_memory=memory)
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
         self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
@@ -436,6 +451,82 @@ class Worker:
         flags = [a for a in argv[1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": self.agent.pid, "command": self._command[0],
                                             "flags": flags, "resume": resuming})
+
+    def _start_tui(self, parser: StreamParser, memory: Path | None) -> None:
+        """The interactive TUI in tmux (modal_worker.tui): its first-run screens seeded
+        away, the prompt typed as its first message (none on a resume), its transcript
+        read for the telemetry ``claude -p`` would print."""
+        transcript = self._transcript()
+        assert transcript is not None
+        version = agent_version(self._command, self._env)
+        self.environment["agent_version"] = version
+        claude_config.seed_tui(self.config_dir, self.workspace, version=version,
+                               api_key=self._env.get("ANTHROPIC_API_KEY"))
+
+        def on_line(obj: dict[str, Any]) -> None:
+            if obj.get("type") == "system" and obj.get("subtype") == "turn_duration":
+                parser.finish()  # the agent answered and waits for the person
+            elif obj.get("type") in ("assistant", "user"):
+                if obj.get("type") == "user" and not obj.get("isMeta") and \
+                        not parser.tool_results_in(obj):
+                    parser.user_prompt()
+                parser.feed(obj)
+
+        argv = build_tui_argv(self.agent_spec, self._command, project_memory=memory)
+        agent = TuiAgent(argv, socket=self.tmux_socket, cwd=self.workspace, env=self._env,
+                         transcript=transcript, on_object=on_line,
+                         prompt="" if self.agent_spec.resume else self.prompt)
+        self.agent = agent
+        agent.start()
+        self.saw_init = agent.ready
+        self._tui_counts = (0, 0)
+        flags = [a for a in argv[1:] if a.startswith("--")]
+        self.channel.emit("agent_started", {"pid": agent.pid, "command": self._command[0],
+                                            "flags": flags, "resume": self.agent_spec.resume,
+                                            "interactive": True})
+        self.channel.emit("session_interactive", {
+            "socket": agent.socket, "resume": self.agent_spec.resume, "ready": agent.ready})
+
+    def _watch_clients(self) -> None:
+        """Attaches and detaches of the TUI's clients; a detach takes a checkpoint."""
+        if not isinstance(self.agent, TuiAgent):
+            return
+        st = self.agent.state(fresh=True)
+        if not st.alive:
+            return
+        attaches, detaches = self._tui_counts
+        self._tui_counts = (max(attaches, st.attaches), max(detaches, st.detaches))
+        if st.attaches > attaches:
+            self.channel.emit("session_attached", {"clients": st.clients,
+                                                   "attaches": st.attaches})
+        if st.detaches > detaches:
+            self.channel.emit("session_detached", {"clients": st.clients,
+                                                   "detaches": st.detaches})
+            self.checkpoint("detach", f"detached; {st.clients} client(s) still attached")
+
+    def _take_over(self) -> None:
+        """Headless -> interactive on the same conversation in this workspace: checkpoint,
+        stop the headless agent, start the TUI with ``--resume``."""
+        if self.agent_spec.interactive:
+            return
+        self.checkpoint("takeover", "taken over: the interactive TUI continues")
+        self._stop_agent()
+        self.agent_spec = dataclasses.replace(self.agent_spec, interactive=True, resume=True)
+        self._start_agent()
+
+    def _release(self, instruction: str) -> None:
+        """Interactive -> headless on the same conversation: checkpoint, close the TUI,
+        continue with ``claude -p --resume`` and ``instruction``."""
+        if not self.agent_spec.interactive:
+            return
+        self.checkpoint("release", "handed back: the agent continues headless")
+        self._stop_agent()
+        if isinstance(self.agent, TuiAgent):
+            self.agent.close()
+        self.agent_spec = dataclasses.replace(self.agent_spec, interactive=False, resume=True)
+        self.prompt = instruction.strip() or RELEASE_PROMPT
+        self._start_agent()
+        self.channel.emit("session_headless", {"instruction_chars": len(self.prompt)})
 
     def _resume_refused(self) -> str | None:
         """Why the agent refused to resume (it ended without starting), or None."""
@@ -465,6 +556,7 @@ class Worker:
                 if stop is not None:
                     return stop
                 self._handle_hook_requests()
+                self._watch_clients()
             if self.agent.finished():
                 refused = self._resume_refused()
                 if refused is None:
@@ -513,6 +605,10 @@ class Worker:
                 self._stop_agent()
                 self.checkpoint("stop", f"stopped: {reason}")
                 return Outcome(ExitCode.STOPPED, f"stopped through the control path ({reason})")
+            elif msg.type == "take_over":
+                self._take_over()
+            elif msg.type == "release":
+                self._release(msg.message)
         return None
 
     def _stop_agent(self) -> None:
@@ -558,6 +654,8 @@ class Worker:
         self.parser.finish()
         self._settle_cost()
         code = self.agent.returncode
+        if isinstance(self.agent, TuiAgent):
+            return self._tui_done(code)
         result = self.parser.result
         if result is not None and result.get("subtype") == "success" and code == 0 \
                 and not result.get("is_error"):
@@ -583,6 +681,31 @@ class Worker:
                                           "subtype": result.get("subtype") if result else None})
         self.checkpoint("error", message[:200])
         return Outcome(ExitCode.FAILED, message, error_code)
+
+    def _tui_done(self, code: int | None) -> Outcome:
+        """The person ended the interactive agent (``/exit``): the task is done; its
+        result is the conversation's last answer and the CLI's own cost."""
+        assert self.parser is not None
+        stats = self.stats.snapshot()
+        self.parser.result = {
+            "subtype": "success" if code == 0 else "error_during_execution",
+            "is_error": code != 0, **{k: v for k, v in stats.items() if k != "cost_usd"},
+            "total_cost_usd": None, "cost_usd": stats["cost_usd"], "duration_ms": None,
+            "terminal_reason": "interactive_exit", "permission_denials": 0,
+            "text": self.parser.last_text}
+        self.channel.emit("agent_result", self.parser.result)
+        if code == 0:
+            if self._final_checkpoint() is None:
+                return Outcome(ExitCode.COMPLETED, "the interactive agent ended but its result "
+                               f"could not be saved ({self.last_checkpoint_error})", "E600")
+            return Outcome(ExitCode.COMPLETED)
+        assert self.agent is not None
+        tail = " | ".join(list(self.agent.stderr_tail)[-5:])
+        message = f"the interactive agent exited with code {code}" + \
+            (f": {tail[-500:]}" if tail else "")
+        self.channel.emit("agent_error", {"message": message, "exit_code": code})
+        self.checkpoint("error", message[:200])
+        return Outcome(ExitCode.FAILED, message)
 
     # -- signals and the end ------------------------------------------------------------
 

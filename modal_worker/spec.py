@@ -85,6 +85,8 @@ class AgentSpec:
     apiKeyHelper, permissions; .mcp.json; project skills and CLAUDE.md). Only for a project
     the user trusts: otherwise the agent runs with ``--setting-sources user`` and gets the
     project's CLAUDE.md as text (docs/adr/0019-project-claude-settings.md)."""
+    interactive: bool = False
+    """Run the interactive TUI in tmux (:mod:`modal_worker.tui`) instead of ``claude -p``."""
 
 
 @dataclass
@@ -135,6 +137,9 @@ class WorkerSpec:
     volume_sync_argv: list[str] = field(default_factory=list)
     """Run after each checkpoint and after the result so the daemon's side of the volume
     sees them (``sync /vol`` on Modal); empty where both sides are one directory."""
+    tmux_socket: str | None = None
+    """Where the interactive TUI's tmux server listens (its directory is made private);
+    None: :func:`modal_worker.tui.socket_path` of the container."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,6 +243,9 @@ def _parse_agent(raw: object) -> AgentSpec:
     project_settings = f.get("project_settings", False)
     if not isinstance(project_settings, bool):
         raise _bad("agent.project_settings", "must be true or false")
+    interactive = f.get("interactive", False)
+    if not isinstance(interactive, bool):
+        raise _bad("agent.interactive", "must be true or false")
     return AgentSpec(
         session_uuid=session_uuid,
         command=list(command),
@@ -248,6 +256,7 @@ def _parse_agent(raw: object) -> AgentSpec:
         max_budget_usd=f.number("max_budget_usd", None),
         timeout_seconds=f.number("timeout_seconds", 3600),
         project_settings=project_settings,
+        interactive=interactive,
     )
 
 
@@ -337,6 +346,7 @@ def _parse_spec(raw: object) -> WorkerSpec:
         task_prompt=f.str_("task_prompt", None),
         channel=_parse_channel(f.get("channel", {})),
         volume_sync_argv=_parse_argv(f.get("volume_sync_argv", []), "volume_sync_argv"),
+        tmux_socket=f.abs_path("tmux_socket") if f.get("tmux_socket", None) else None,
     )
     if "\0" in spec.prompt:
         raise _bad("prompt", "must not contain NUL characters")

@@ -146,6 +146,11 @@ class StreamParser:
     result: dict[str, Any] | None = None
     last_api_error_status: int | None = None
     cost_baseline_usd: float = 0.0  # the session cost the CLI restores on --resume
+    base: Mapping[str, int] = field(default_factory=dict)
+    """The worker's totals when this run started (a worker may run the agent more than once:
+    taken over, handed back): the run's own figures are added to them."""
+    last_text: str = ""
+    """The main conversation's last text block (redacted): an interactive run's result."""
     _open_id: str | None = None
     _open_seen: bool = False
     _closed: set[str] = field(default_factory=set)
@@ -153,6 +158,7 @@ class StreamParser:
     _stream_id: str | None = None
     _tool_results: int = 0
     _assistant_seen: bool = False
+    _prompts: int = 0  # prompts after the first (an interactive conversation has many)
     tool_uses: int = 0
     last_tool_result_id: str | None = None
     """The ``tool_use_id`` of the last tool result seen (the worker waits for it to reach
@@ -165,7 +171,7 @@ class StreamParser:
         elif kind == "assistant":
             self._assistant(obj)
         elif kind == "user":
-            results = self._tool_results_in(obj)
+            results = self.tool_results_in(obj)
             if results:
                 # (a subagent's results go to its own transcript, not the session's)
                 self.last_tool_result_id = (self._tool_result_id(obj)
@@ -179,6 +185,12 @@ class StreamParser:
         elif kind == "result":
             self._close_turn()
             self._result(obj)
+
+    def user_prompt(self) -> None:
+        """A person's message (the interactive TUI): the next answer is a new turn."""
+        if self._assistant_seen:
+            self._prompts += 1
+            self._assistant_seen = False
 
     def finish(self) -> None:
         """The stream ended: close a message left open (the agent died mid-turn)."""
@@ -243,6 +255,8 @@ class StreamParser:
                     "tool_use_id": block.get("id"),
                 })
             elif block.get("type") == "text" and isinstance(block.get("text"), str):
+                if obj.get("parent_tool_use_id") is None:
+                    self.last_text = redact_text(block["text"])
                 self.emit("agent_message", {"text": shorten(redact_text(block["text"]), 200)})
 
     def _stream_event(self, obj: Mapping[str, Any]) -> None:
@@ -308,10 +322,11 @@ class StreamParser:
 
     def _count_turns(self) -> None:
         with self.stats.lock:
-            self.stats.turns = max(self.stats.turns, 1 + self._tool_results)
+            self.stats.turns = max(self.stats.turns, self.base.get("turns", 0) + self._prompts
+                                   + 1 + self._tool_results)
 
     @staticmethod
-    def _tool_results_in(obj: Mapping[str, Any]) -> int:
+    def tool_results_in(obj: Mapping[str, Any]) -> int:
         message = obj.get("message")
         content = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(content, list):
@@ -350,9 +365,9 @@ class StreamParser:
         with self.stats.lock:
             for key in _USAGE_KEYS:
                 if key in usage:
-                    setattr(self.stats, key, _int(usage.get(key)))
+                    setattr(self.stats, key, self.base.get(key, 0) + _int(usage.get(key)))
             if isinstance(obj.get("num_turns"), int):
-                self.stats.turns = obj["num_turns"]
+                self.stats.turns = self.base.get("turns", 0) + obj["num_turns"]
             self.stats.cost_usd = self.run_cost(total) if total is not None else None
         text = obj.get("result")
         self.result = {

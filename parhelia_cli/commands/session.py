@@ -6,15 +6,20 @@ terminal makes a second one with the action the person chose).
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from typing import Any
 
 import click
 
+from parhelia.interactive import DETACH_HINT
 from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
-from parhelia_cli.errors import invalid
+from parhelia_cli.errors import CliError, TaskOutcome, invalid
 
 SESSION_STYLES = {"headless": "blue", "detached": "magenta", "attached": "cyan",
                   "stopped": "yellow", "completed": "green"}
@@ -140,7 +145,6 @@ def kill(session_id: str, yes: bool) -> None:
 # --- attaching (what to run) -------------------------------------------------------------
 
 LIVE = ("headless", "detached", "attached")
-DETACH_HINT = "Ctrl-B D detaches; the session keeps running (a detach checkpoint is taken)"
 
 
 def attach_info(s: dict[str, Any], backend: str) -> dict[str, Any]:
@@ -224,6 +228,87 @@ def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
                     + (" ..." if len(resp.left_out) > 5 else ""))
     render.info("Continue it here with:")
     render.line(command)
+
+
+# --- interactive: attach, take over, release -------------------------------------------
+
+MODE_CHANGE_TIMEOUT = 180.0
+"""An attach that takes a session over, or a release, waits for the worker to switch."""
+
+
+@session.command()
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
+@click.option("--take-over", is_flag=True,
+              help="A headless session: take it over without asking (checkpoint, the "
+                   "headless agent stops, the TUI resumes the same conversation).")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the attach command instead of running it.")
+@json_option
+def attach(session_id: str, take_over: bool, print_only: bool) -> None:
+    """Put this terminal in the session's interactive Claude Code TUI (tmux).
+
+    Ctrl-B D detaches (inside your own tmux: Ctrl-B Ctrl-B D); the session goes on
+    running and a checkpoint is taken. A headless session is offered to be taken over:
+    checkpointed, its headless agent stopped, and the TUI started on the same
+    conversation in the same workspace. `parhelia session release ID` hands it back.
+    """
+    obj = settings()
+    client = obj.client()
+    current = client.call("sessions", "GetSession",
+                          _req("GetSessionRequest", session_id=session_id))
+    if current.status == "headless" and not take_over and not obj.json and \
+            confirm.interactive() and render.is_tty():
+        if not click.confirm(f"Session {current.id} runs headless. Take it over? (a "
+                             "checkpoint, the headless agent stops, the TUI resumes the "
+                             "conversation)", default=False, err=True):
+            render.info("Nothing was done.")
+            raise TaskOutcome(1)
+        take_over = True
+    resp = client.call("sessions", "AttachSession",
+                       _req("AttachSessionRequest", session_id=current.id or session_id,
+                            take_over=take_over), timeout=MODE_CHANGE_TIMEOUT)
+    s = to_dict(resp.session)
+    if obj.json or print_only:
+        if obj.json:
+            render.emit_json({"argv": list(resp.argv), "unset_env": list(resp.unset_env),
+                              "session": s, "taken_over": resp.taken_over,
+                              "detach_hint": resp.detach_hint})
+        else:
+            unset = " ".join(f"-u {shlex.quote(n)}" for n in resp.unset_env)
+            render.line(f"env {unset} {shlex.join(resp.argv)}".replace("  ", " "))
+        return
+    if not (render.is_tty(sys.stdin) and render.is_tty(sys.stdout)):
+        raise CliError("E601", "session attach needs a terminal (stdin and stdout)",
+                       hint=f"`parhelia session attach {s['id']} --print` prints the command")
+    if resp.taken_over:
+        render.info(f"Took over session {s['id']}: the headless agent stopped at a checkpoint.")
+    render.info(f"Attaching to session {s['id']} ({resp.detach_hint}).")
+    env = {k: v for k, v in os.environ.items() if k not in set(resp.unset_env)}
+    code = subprocess.call(list(resp.argv), env=env)
+    render.info(f"Left session {s['id']}; it goes on running. Again: `parhelia session attach "
+                f"{s['id']}`; hand it back: `parhelia session release {s['id']}`.")
+    if code != 0:
+        raise TaskOutcome(1)
+
+
+@session.command()
+@click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
+@click.argument("instruction", required=False, default="")
+@json_option
+def release(session_id: str, instruction: str) -> None:
+    """Hand an interactive session back: a checkpoint, the TUI closes (attached clients
+    leave), and the agent continues headless on the same conversation with INSTRUCTION
+    (default: carry on with the task)."""
+    obj = settings()
+    s = to_dict(settings().client().call(
+        "sessions", "ReleaseSession",
+        _req("ReleaseSessionRequest", session_id=session_id, instruction=instruction),
+        timeout=MODE_CHANGE_TIMEOUT))
+    if obj.json:
+        render.emit_resource(s)
+        return
+    render.line(f"Session {s['id']} continues headless ({_status_word(s['status'])}). "
+                f"Follow it with `parhelia task watch {s['task_id']}`.")
 
 
 # --- recovery ---------------------------------------------------------------------------

@@ -91,6 +91,9 @@ FROM_SESSION_PROMPT = "Continue where we left off."
 @click.option("--notify/--no-notify", default=None,
               help="Notify when this task ends or needs you (desktop notification and "
                    "the [notify] command); default: the daemon's [notify] config.")
+@click.option("--interactive", is_flag=True,
+              help="Run the interactive Claude Code TUI (in tmux) with PROMPT as its first "
+                   "message; `parhelia session attach` puts you in it.")
 @click.option("--trust-project-config", is_flag=True,
               help="Let the project's .parhelia/config.toml widen your own settings "
                    "(permission mode, turns, timeout, size, backend) for this task.")
@@ -100,7 +103,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
            model: str | None, permission_mode: str | None, backend: str | None,
            workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
            repo: str | None, from_session: str | None, ref: str | None, sync: bool,
-           no_dispatch: bool, estimate_only: bool, notify: bool | None,
+           no_dispatch: bool, estimate_only: bool, notify: bool | None, interactive: bool,
            trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     from parhelia_cli.client import pb2
@@ -124,7 +127,8 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
         raise invalid("--sync waits for a result that --no-dispatch never starts")
     options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
                            max_turns=max_turns, max_cost_micros=max_cost, model=model,
-                           permission_mode=permission_mode, backend=backend)
+                           permission_mode=permission_mode, backend=backend,
+                           interactive=interactive)
     obj = settings()
     client = obj.client()
     tasks = pb2("tasks")
@@ -157,6 +161,8 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
             done = task_dict(created)
             if waits(done) and done["status_code"]:
                 render.warn(f"It cannot start now: {wait_text(done)}")
+            elif interactive:
+                render.info(f"Attach to it with `parhelia session attach {created.id}`.")
             elif render.is_tty(sys.stderr):
                 render.info(f"Follow it with `parhelia task watch {created.id}`.")
         return
@@ -184,7 +190,7 @@ def task_options(*, gpu: str | None = None, cpu: float | None = None,
                  memory_mb: int | None = None, timeout_seconds: int | None = None,
                  max_turns: int | None = None, max_cost_micros: int | None = None,
                  model: str | None = None, permission_mode: str | None = None,
-                 backend: str | None = None) -> Any:
+                 backend: str | None = None, interactive: bool = False) -> Any:
     """The ``TaskOptions`` message of validated values (None = the daemon's default)."""
     from parhelia_cli.client import pb2
 
@@ -192,7 +198,8 @@ def task_options(*, gpu: str | None = None, cpu: float | None = None,
         gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory_mb or 0,
         timeout_seconds=timeout_seconds or 0, max_turns=max_turns or 0,
         max_cost_micros=max_cost_micros or 0, model=model or "",
-        permission_mode=permission_mode or "", backend=backend or "")
+        permission_mode=permission_mode or "", backend=backend or "",
+        interactive=interactive)
 
 
 def _relative_to(path: Path, directory: Path) -> str:

@@ -63,6 +63,21 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
                                               request.checkpoint_id.strip())
         return task_to_proto(task)
 
+    async def AttachSession(self, request: sessions_pb2.AttachSessionRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> sessions_pb2.AttachSessionResponse:
+        info = await self._rt.sessions.attach(_ref(request.session_id),
+                                              take_over=request.take_over)
+        return sessions_pb2.AttachSessionResponse(
+            argv=info.argv, unset_env=list(info.unset_env),
+            session=await self._proto(info.session.id), taken_over=info.taken_over,
+            detach_hint=info.detach_hint)
+
+    async def ReleaseSession(self, request: sessions_pb2.ReleaseSessionRequest,
+                             context: grpc.aio.ServicerContext) -> common_pb2.Session:
+        row = await self._rt.sessions.release(_ref(request.session_id), request.instruction)
+        return await self._proto(row.id)
+
     async def RecoverSession(self, request: sessions_pb2.RecoverSessionRequest,
                              context: grpc.aio.ServicerContext
                              ) -> sessions_pb2.RecoverSessionResponse:

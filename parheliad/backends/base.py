@@ -49,6 +49,9 @@ class WorkerPaths:
     workspace_dir: str
     claude_config_dir: str
     sync_argv: tuple[str, ...] = ()
+    tmux_socket: str = ""
+    """Where an interactive TUI of this container listens ("" = the worker's default,
+    :func:`modal_worker.tui.socket_path` where it runs)."""
 
 
 @dataclass(frozen=True)

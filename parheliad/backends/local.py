@@ -37,6 +37,7 @@ import psutil
 from modal_worker.channel import append_control, read_spool
 from modal_worker.environ import worker_environ
 from modal_worker.spec import spec_key
+from modal_worker.tui import attach_argv, socket_path, unsafe_dir
 from modal_worker.volume import LocalVolume, Volume
 from parhelia import envfile
 from parhelia.backends import LOCAL
@@ -95,7 +96,8 @@ class LocalBackend:
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
         workspace, config_dir = session_dirs(self._paths, session_id)
         return WorkerPaths(volume_dir=str(self._root), workspace_dir=str(workspace),
-                           claude_config_dir=str(config_dir))
+                           claude_config_dir=str(config_dir),
+                           tmux_socket=socket_path(container_id))
 
     async def credentials(self) -> Credentials:
         """Re-reads the env file each time (``parhelia auth set`` needs no restart); the
@@ -275,6 +277,15 @@ class LocalBackend:
         return {}  # a local worker's compute is not charged
 
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
+        """``tmux attach`` on the container's private socket, run in the user's terminal
+        (docs/adr/0020-interactive-sessions.md). E601 unless its directory is private to
+        this user and the socket is there."""
         parse_backend_id(backend_id)
-        tail = shutil.which("tail") or "tail"
-        return [tail, "-f", str(self._root / "logs" / container_id / "agent.jsonl")]
+        socket = Path(socket_path(container_id))
+        why = unsafe_dir(socket.parent.parent) or unsafe_dir(socket.parent)
+        if why is None and not socket.is_socket():
+            why = f"no tmux server listens at {socket}"
+        if why is not None:
+            raise ParheliaError("E601", f"cannot attach to container {container_id}: {why}",
+                                container_id=container_id)
+        return attach_argv(str(socket), shutil.which("tmux") or "tmux")

@@ -42,10 +42,12 @@ from parheliad.core import volsync
 from parheliad.core.dispatcher import fail_task, index_checkpoint
 from parheliad.core.states import (
     CONTAINER_FINAL,
+    SESSION_LIVE,
     ContainerState,
     Health,
     SessionStatus,
     TaskStatus,
+    session_status_for,
 )
 from parheliad.core.tasks import transition
 from parheliad.store.clock import now_us
@@ -428,6 +430,8 @@ class Listener:
         elif kind == "checkpoint_created" and c.session_id is not None and \
                 isinstance(data.get("checkpoint_id"), str):
             index_checkpoint(tx, c.session_id, c.id, data)
+        elif kind in SESSION_MODE_EVENTS and c.session_id is not None:
+            _session_mode(tx, c, kind, data)
         elif kind == "worker_exited":
             code = data.get("exit_code")
             return settle_container(tx, c.id, Outcome(
@@ -496,6 +500,32 @@ class Listener:
         if lost is not None and self._on_lost is not None:
             await self._on_lost(*lost)
         self._on_settled()
+
+
+SESSION_MODE_EVENTS = frozenset({"session_interactive", "session_headless", "session_attached",
+                                 "session_detached"})
+
+
+def _session_mode(tx: Tx, c: ContainerRow, kind: str, data: Mapping[str, Any]) -> None:
+    """What runs the session now, as its current worker says: the TUI (with its socket
+    and attached clients) or the headless agent."""
+    assert c.session_id is not None
+    session = tx.sessions.get(c.session_id)
+    if session is None or session.current_container_id != c.id or \
+            session.status not in SESSION_LIVE:
+        return  # an older incarnation draining late, or the session ended meanwhile
+    if kind == "session_headless":
+        tx.sessions.update(session.id, status=SessionStatus.HEADLESS, attached_clients=0,
+                           tmux_socket="")
+        return
+    clients = data.get("clients")
+    clients = clients if isinstance(clients, int) and clients >= 0 else 0
+    fields: dict[str, Any] = {"attached_clients": clients}
+    if kind == "session_interactive":
+        socket = data.get("socket")
+        fields["tmux_socket"] = socket if isinstance(socket, str) else ""
+    tx.sessions.update(session.id, status=session_status_for(True, interactive=True,
+                                                             clients=clients), **fields)
 
 
 def _is_current(tx: Tx, c: ContainerRow) -> bool:
@@ -614,6 +644,11 @@ def _message(kind: str, data: Mapping[str, Any]) -> str:
         return f"{data.get('checkpoint_id', '')} ({data.get('trigger', '')})"
     if kind == "worker_exited":
         return f"{data.get('status', '')} (exit {data.get('exit_code')})"
+    if kind in ("session_attached", "session_detached"):
+        return f"{data.get('clients', 0)} client(s) attached"
+    if kind == "session_interactive":
+        return "the interactive TUI runs" + (" (resumed conversation)" if data.get("resume")
+                                             else "")
     if kind == "agent_api_retry":
         return f"attempt {data.get('attempt')} ({data.get('error_status')})"
     return catalogue.kind(kind).summary

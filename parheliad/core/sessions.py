@@ -8,16 +8,30 @@ from typing import TYPE_CHECKING, Any
 
 from modal_worker.checkpoint.manifest import Manifest, load_manifest
 from parhelia.errors import ParheliaError, invalid
+from parhelia.interactive import DETACH_HINT
 from parheliad.core import takehome, volsync
-from parheliad.core.states import CONTAINER_LIVE, SESSION_LIVE, TASK_FINAL, TaskStatus
+from parheliad.core.states import (
+    CONTAINER_LIVE,
+    SESSION_INTERACTIVE,
+    SESSION_LIVE,
+    TASK_FINAL,
+    SessionStatus,
+    TaskStatus,
+)
 from parheliad.core.tasks import transition
 from parheliad.store import EventFilter
-from parheliad.store.rows import CheckpointRow, EventRow, SessionRow, TaskRow
+from parheliad.store.rows import CheckpointRow, ContainerRow, EventRow, SessionRow, TaskRow
 
 if TYPE_CHECKING:
     from parheliad.core.runtime import Runtime
 
 KILL_GRACE_S = 5.0
+MODE_WAIT_SECONDS = 120.0
+"""How long an attach waits for the TUI to run (a take-over stops the headless agent and
+starts the TUI), and a release for the headless agent."""
+MODE_POLL_SECONDS = 0.2
+ATTACH_UNSET_ENV = ("TMUX",)
+"""Unset for the attaching client: tmux refuses to nest a client otherwise."""
 RECOVER_ACTIONS = ("resume", "restart", "wait")
 
 
@@ -30,6 +44,15 @@ class RecoveryView:
     since_latest: list[EventRow]
     choices: list[str] = field(default_factory=list)
     action_taken: str = ""
+
+
+@dataclass
+class AttachInfo:
+    session: SessionRow
+    argv: list[str]
+    unset_env: tuple[str, ...]
+    taken_over: bool
+    detach_hint: str
 
 
 class SessionOps:
@@ -154,6 +177,79 @@ class SessionOps:
             return current or session
 
         return await self._store.write(unit)
+
+    async def _running(self, ref: str) -> tuple[SessionRow, ContainerRow]:
+        """The session and its live container with a backend id (E601 otherwise)."""
+        session = await self._store.sessions.get(ref)
+        if session.status not in SESSION_LIVE or not session.current_container_id:
+            raise ParheliaError("E601", f"session {session.id} is {session.status}: no worker "
+                                        f"runs it. `parhelia resume {session.id}` continues it",
+                                session_id=session.id)
+        container = await self._store.containers.find(session.current_container_id)
+        if container is None or container.state not in CONTAINER_LIVE or \
+                not container.backend_id:
+            raise ParheliaError("E601", f"session {session.id}'s container is not running "
+                                        "yet; try again in a moment", session_id=session.id)
+        return session, container
+
+    async def _control(self, container: ContainerRow, message: dict[str, Any]) -> None:
+        backend = self._rt.backends[container.backend]
+        await backend.control(container.backend_id, container.id, message)
+
+    async def _wait_mode(self, session_id: str, container_id: str, *, interactive: bool,
+                         what: str) -> SessionRow:
+        """Wait until the session's worker says it runs the TUI (``interactive``) or the
+        headless agent; E601 when the session ends first or it takes too long."""
+        deadline = asyncio.get_running_loop().time() + MODE_WAIT_SECONDS
+        while True:
+            row = await self._store.sessions.get(session_id)
+            if row.status not in SESSION_LIVE or row.current_container_id != container_id:
+                raise ParheliaError("E601", f"session {session_id} ended ({row.status}) "
+                                            f"before {what}", session_id=session_id)
+            if interactive and row.status in SESSION_INTERACTIVE and row.tmux_socket:
+                return row
+            if not interactive and row.status == SessionStatus.HEADLESS:
+                return row
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ParheliaError("E601", f"{what} did not happen within "
+                                            f"{MODE_WAIT_SECONDS:g} s; see `parhelia events "
+                                            f"list --session {session_id}`",
+                                    session_id=session_id)
+            await asyncio.sleep(MODE_POLL_SECONDS)
+
+    async def attach(self, ref: str, *, take_over: bool = False) -> AttachInfo:
+        """How the user's terminal attaches to the session's TUI; a headless session is
+        taken over first when ``take_over`` (else E601 says how)."""
+        session, container = await self._running(ref)
+        taken = False
+        if session.status == SessionStatus.HEADLESS:
+            if not take_over:
+                raise ParheliaError(
+                    "E601", f"session {session.id} runs headless. Take it over with `parhelia "
+                            f"session attach {session.id} --take-over`: a checkpoint, the "
+                            "headless agent stops, the interactive TUI resumes the same "
+                            "conversation", session_id=session.id)
+            await self._control(container, {"type": "take_over"})
+            taken = True
+        row = await self._wait_mode(session.id, container.id, interactive=True,
+                                    what="the interactive TUI started")
+        argv = self._rt.backends[container.backend].attach_argv(container.backend_id,
+                                                                container.id)
+        return AttachInfo(row, argv, ATTACH_UNSET_ENV, taken, DETACH_HINT)
+
+    async def release(self, ref: str, instruction: str = "") -> SessionRow:
+        """Hand an interactive session back: its worker checkpoints, closes the TUI and
+        continues headless on the same conversation with ``instruction``."""
+        if "\0" in instruction:
+            raise invalid("instruction: must not contain NUL characters", field="instruction")
+        session, container = await self._running(ref)
+        if session.status not in SESSION_INTERACTIVE:
+            raise ParheliaError("E601", f"session {session.id} is {session.status}, not "
+                                        "interactive: there is nothing to release",
+                                session_id=session.id)
+        await self._control(container, {"type": "release", "message": instruction})
+        return await self._wait_mode(session.id, container.id, interactive=False,
+                                     what="the headless agent took over again")
 
     async def recover(self, ref: str, action: str = "", checkpoint_ref: str = ""
                       ) -> RecoveryView:

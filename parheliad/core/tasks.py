@@ -158,10 +158,6 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
     if mode not in PERMISSION_MODES:
         raise invalid(f"permission_mode: must be one of {', '.join(PERMISSION_MODES)}, "
                       f"got {mode!r}", field="permission_mode")
-    if opts.interactive:
-        raise invalid("interactive: attachable (tmux/SSH) sessions are not offered by this "
-                      "version; run the task headless and follow it with `parhelia task watch`",
-                      field="interactive")
     # Only Modal has GPUs: --gpu picks it unless --backend says otherwise, and a GPU on
     # a backend without any is refused rather than silently run without one.
     backend = opts.backend or (gpus.GPU_BACKEND if gpu else defaults.backend)

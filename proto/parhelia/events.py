@@ -80,6 +80,14 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("session_pulled", "session", Level.INFO,
               "A session's workspace and conversation were copied to this machine "
               "(`session pull`)."),
+    EventKind("session_interactive", "session", Level.INFO,
+              "The session's agent runs the interactive TUI in tmux (started or taken over)."),
+    EventKind("session_headless", "session", Level.INFO,
+              "The session's agent was handed back: it continues headless."),
+    EventKind("session_attached", "session", Level.INFO,
+              "A client attached to the session's interactive TUI."),
+    EventKind("session_detached", "session", Level.INFO,
+              "A client detached from the session's interactive TUI (it goes on running)."),
     # container
     EventKind("container_created", "container", Level.INFO, "A container was created."),
     EventKind("container_started", "container", Level.INFO, "A container started."),

@@ -92,7 +92,6 @@ async def test_unknown_ids_are_not_found_with_e201(client: Ch) -> None:
     ({"max_turns": 1001}, "max_turns"), ({"max_turns": -1}, "max_turns"),
     ({"max_cost_micros": -1}, "max_cost"), ({"permission_mode": "yolo"}, "permission_mode"),
     ({"backend": "k8s"}, "backend"), ({"model": "bad model name!"}, "model"),
-    ({"interactive": True}, "interactive"),
 ])
 async def test_invalid_options_are_e101(client: Ch, options: dict, field: str) -> None:
     err = await expect_error(create(client, **options), grpc.StatusCode.INVALID_ARGUMENT,

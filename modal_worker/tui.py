@@ -1,0 +1,382 @@
+"""The interactive Claude Code TUI in tmux, on a private socket (docs/adr/0020).
+
+The worker runs ``claude`` (no ``-p``) as the only pane of a tmux session whose server
+listens on a socket in a private directory (0700, owned by the worker's user, checked):
+another local user can neither connect nor replace it. The server is started with an
+explicit configuration file written here (``-f``), so no ``~/.tmux.conf``,
+``/etc/tmux.conf`` or file of a hostile workspace is ever read, and the agent is the
+pane's command given as an argv (tmux executes a multi-word command directly, without a
+shell). The task's prompt reaches the TUI as its first message through a tmux paste
+buffer loaded from standard input: never a shell, never a command line.
+
+State is read with one ``display-message`` per poll: whether the pane (the agent) is
+dead and its exit status, how many clients are attached, and two counters bumped by
+tmux hooks at every attach and detach (a detach between two polls is still seen).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modal_worker.redact import redact
+from parhelia.errors import ParheliaError
+
+log = logging.getLogger(__name__)
+
+SESSION_NAME = "parhelia"
+SOCKET_NAME = "s"
+CONFIG_NAME = "tmux.conf"
+DIR_PREFIX = "parhelia-tmux-"
+WIDTH, HEIGHT = 200, 50
+"""The window's size until a client attaches (then it follows the latest client)."""
+READY_MARKER = "\u276f"
+"""The TUI's input prompt glyph (Claude Code 2.1.332): once on screen, the TUI reads
+input with bracketed paste enabled."""
+READY_TIMEOUT_SECONDS = 90.0
+STATE_CACHE_SECONDS = 0.5
+TAIL_POLL_SECONDS = 0.25
+SCREEN_TAIL_LINES = 20
+TMUX_TIMEOUT_SECONDS = 10.0
+
+CONFIG = """\
+# Written by Parhelia: the only configuration this tmux server reads (-f).
+set -s escape-time 10
+set -g history-limit 20000
+set -g remain-on-exit on
+set -g destroy-unattached off
+set -g window-size latest
+setw -g aggressive-resize on
+set -g status-left "[parhelia] "
+set -g status-right "Ctrl-B D detaches"
+set -g status-right-length 40
+set -g @parhelia_attaches 0
+set -g @parhelia_detaches 0
+set-hook -g client-attached 'set -gF @parhelia_attaches "#{e|+:#{@parhelia_attaches},1}"'
+set-hook -g client-detached 'set -gF @parhelia_detaches "#{e|+:#{@parhelia_detaches},1}"'
+"""
+_STATE_FORMAT = ("#{pane_dead}|#{pane_dead_status}|#{pane_pid}|#{session_attached}|"
+                 "#{@parhelia_attaches}|#{@parhelia_detaches}")
+
+
+def socket_path(container_id: str, *, tmp: str | None = None, uid: int | None = None) -> str:
+    """Where a container's TUI listens: ``<tmp>/parhelia-tmux-<uid>/<container>/s`` (short,
+    whatever the data directory: a Unix socket path has about 100 bytes)."""
+    owner = os.geteuid() if uid is None else uid
+    base = Path(tmp or tempfile.gettempdir()) / f"{DIR_PREFIX}{owner}"
+    return str(base / container_id / SOCKET_NAME)
+
+
+def unsafe_dir(path: Path) -> str | None:
+    """Why ``path`` is not a private directory of this user (None when it is): it must be
+    a real directory (no symlink), owned by the effective uid, with no group or other
+    permission."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"{path} belongs to uid {st.st_uid}, not {os.geteuid()}"
+    if st.st_mode & 0o077:
+        return f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and its parent 0700 and check both (E601 when one is not private:
+    another user's or a symlink planted in a shared /tmp is refused, never used)."""
+    for d in (path.parent, path):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+        why = unsafe_dir(d)
+        if why is not None:
+            raise ParheliaError("E601", f"the tmux socket directory is not private: {why}")
+    return path
+
+
+def tmux_binary(path_env: str | None = None) -> str:
+    found = shutil.which("tmux", path=path_env or os.environ.get("PATH", os.defpath))
+    if found is None:
+        raise ParheliaError("E500", "tmux is not installed where the worker runs; the "
+                                    "interactive TUI needs it (apt-get install tmux)")
+    return found
+
+
+@dataclass(frozen=True)
+class TuiState:
+    alive: bool
+    exit_status: int | None
+    pid: int | None
+    clients: int
+    attaches: int
+    detaches: int
+
+
+class Tmux:
+    """One private tmux server with one session running the agent."""
+
+    def __init__(self, socket: str, tmux: str) -> None:
+        self.socket = socket
+        self.dir = Path(socket).parent
+        self.tmux = tmux
+        self.config = self.dir / CONFIG_NAME
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.tmux, "-S", self.socket, "-f", str(self.config), *args]
+
+    def run(self, *args: str, stdin: bytes | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(self._argv(*args), input=stdin, capture_output=True,
+                              timeout=TMUX_TIMEOUT_SECONDS, check=False, env=env,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
+
+    def start(self, argv: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        """Start the server (with ``env`` as the agent's environment) and the agent."""
+        if len(argv) < 2:
+            raise ValueError("the agent's argv needs two words or more (one would be run "
+                             "through a shell)")
+        private_dir(self.dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)  # a stale socket of a previous server of this container
+        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(CONFIG)
+        proc = self.run("new-session", "-d", "-s", SESSION_NAME, "-x", str(WIDTH),
+                        "-y", str(HEIGHT), "-c", str(cwd), "--", *argv, env=env)
+        if proc.returncode != 0:
+            raise ParheliaError("E500", "tmux could not start the interactive agent: "
+                                + proc.stderr.decode(errors="replace").strip()[-300:])
+
+    def state(self) -> TuiState:
+        proc = self.run("display-message", "-p", "-t", SESSION_NAME, _STATE_FORMAT)
+        if proc.returncode != 0:
+            return TuiState(False, None, None, 0, 0, 0)
+        parts = proc.stdout.decode(errors="replace").strip().split("|")
+        if len(parts) != 6:
+            return TuiState(False, None, None, 0, 0, 0)
+        dead, status, pid, clients, attaches, detaches = parts
+        return TuiState(alive=dead != "1", exit_status=_int(status), pid=_int(pid),
+                        clients=_int(clients) or 0, attaches=_int(attaches) or 0,
+                        detaches=_int(detaches) or 0)
+
+    def screen(self) -> str:
+        proc = self.run("capture-pane", "-p", "-t", SESSION_NAME)
+        return proc.stdout.decode(errors="replace") if proc.returncode == 0 else ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
+        """Wait until the TUI shows its input prompt (False: it died or never did)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY_MARKER in self.screen():
+                return True
+            if not self.state().alive:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def type_message(self, text: str) -> None:
+        """Send ``text`` as one message: pasted whole (bracketed paste: its newlines stay
+        in the message), then Enter."""
+        buffer = "parhelia-message"
+        loaded = self.run("load-buffer", "-b", buffer, "-", stdin=text.encode())
+        if loaded.returncode != 0:
+            raise ParheliaError("E500", "tmux could not load the message")
+        self.run("paste-buffer", "-p", "-d", "-b", buffer, "-t", SESSION_NAME)
+        time.sleep(0.3)  # the TUI takes the paste in before the Enter that sends it
+        self.run("send-keys", "-t", SESSION_NAME, "Enter")
+
+    def stop(self, grace: float) -> bool:
+        """SIGTERM the agent (it writes its transcript's last lines), SIGKILL it after
+        ``grace`` seconds; then the server goes, and its clients with it. True when the
+        agent had to be killed."""
+        killed = False
+        st = self.state()
+        if st.alive and st.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(st.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.state().alive:
+                time.sleep(0.1)
+            if self.state().alive:
+                killed = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(st.pid, signal.SIGKILL)
+        self.kill_server()
+        return killed
+
+    def kill_server(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self.run("kill-server")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+
+
+def _int(value: str) -> int | None:
+    value = value.strip()
+    return int(value) if value.lstrip("-").isdigit() else None
+
+
+def attach_argv(socket: str, tmux: str = "tmux") -> list[str]:
+    """What a user's terminal runs to attach (with ``TMUX`` unset, so it also works
+    nested in the user's own tmux)."""
+    return [tmux, "-S", socket, "attach-session", "-t", SESSION_NAME]
+
+
+class TranscriptTail:
+    """New complete lines of the session's transcript, as JSON objects: the TUI's telemetry
+    (it writes no stream-json). Starts at the transcript's current end, so a resumed
+    conversation's earlier lines are not counted again."""
+
+    def __init__(self, path: Path, on_object: Callable[[dict[str, Any]], None]) -> None:
+        self.path = path
+        self.on_object = on_object
+        try:
+            self.offset = path.stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tui-transcript", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TAIL_POLL_SECONDS):
+            self.drain()
+
+    def drain(self) -> None:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as fh:
+                    fh.seek(self.offset)
+                    data = fh.read()
+            except (FileNotFoundError, IsADirectoryError):
+                return
+            end = data.rfind(b"\n")
+            if end < 0:
+                return
+            self.offset += end + 1
+            for line in data[: end + 1].splitlines():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    try:
+                        self.on_object(obj)
+                    except Exception:
+                        log.exception("failed to handle a transcript line")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.drain()
+
+
+class TuiAgent:
+    """The agent as the interactive TUI in tmux, with the surface of
+    :class:`modal_worker.agent.AgentProcess` the worker's supervisor uses."""
+
+    def __init__(self, argv: list[str], *, socket: str, cwd: Path, env: Mapping[str, str],
+                 transcript: Path, on_object: Callable[[dict[str, Any]], None],
+                 prompt: str = "") -> None:
+        self.argv = argv
+        self.cwd = cwd
+        self.env = dict(env)
+        self.prompt = prompt
+        self.tmux = Tmux(socket, tmux_binary(self.env.get("PATH")))
+        self.tail = TranscriptTail(transcript, on_object)
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=SCREEN_TAIL_LINES)
+        self.started_at = 0.0
+        self.killed = False
+        self.ready = False
+        self._state = TuiState(False, None, None, 0, 0, 0)
+        self._state_at = 0.0
+        self._closed = False
+
+    @property
+    def socket(self) -> str:
+        return self.tmux.socket
+
+    def start(self) -> None:
+        self.tmux.start(self.argv, cwd=self.cwd, env=self.env)
+        self.started_at = time.monotonic()
+        self.tail.start()
+        self.ready = self.tmux.wait_ready()
+        if self.ready and self.prompt:
+            self.tmux.type_message(self.prompt)
+
+    def state(self, fresh: bool = False) -> TuiState:
+        now = time.monotonic()
+        if fresh or now - self._state_at >= STATE_CACHE_SECONDS:
+            self._state = self.tmux.state() if not self._closed else \
+                TuiState(False, self._state.exit_status, None, 0, 0, 0)
+            self._state_at = now
+            if not self._state.alive and not self.stderr_tail and not self._closed:
+                self._keep_screen()
+        return self._state
+
+    def _keep_screen(self) -> None:
+        """The screen's last lines, for the error of an agent that died (redacted)."""
+        lines = [redact(line.rstrip()) for line in self.tmux.screen().splitlines()]
+        self.stderr_tail.extend(line for line in lines if line.strip())
+
+    @property
+    def pid(self) -> int | None:
+        return self.state().pid
+
+    def alive(self) -> bool:
+        return self.state().alive
+
+    def finished(self) -> bool:
+        return self.started_at > 0 and not self.state().alive
+
+    @property
+    def returncode(self) -> int | None:
+        st = self.state()
+        if st.alive:
+            return None
+        return st.exit_status if st.exit_status is not None else 128 + signal.SIGKILL
+
+    def join_output(self, timeout: float = 5.0) -> None:
+        self.tail.drain()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the agent, SIGKILL it after ``grace``; the tmux server goes with it."""
+        if self._closed:
+            return
+        st = self.state(fresh=True)
+        if st.alive:
+            self.killed = self.tmux.stop(grace)
+            self._state = TuiState(False, 128 + signal.SIGTERM, None, 0, 0, 0)
+        self.close()
+
+    def close(self) -> None:
+        """End the server (its clients see it end) and remove the private directory."""
+        if self._closed:
+            return
+        self.tail.stop()
+        self.tmux.kill_server()
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self.tmux.config.unlink()
+        with contextlib.suppress(OSError):
+            self.tmux.dir.rmdir()

@@ -1,0 +1,230 @@
+"""Interactive sessions with the REAL Claude Code CLI in real tmux (docs/adr/0020): the
+user's terminal is an outer tmux pane running `parhelia session attach`, driven with
+send-keys and read with capture-pane, as a person would; the agent talks to the local
+fake of the Messages API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningDaemon, cli_argv, start_daemon
+from tests.fake_anthropic import FakeAnthropic, reply, tool_use
+from tests.integration.conftest import Harness, kill_workers
+
+pytestmark = [pytest.mark.claude,
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+
+@pytest.fixture
+def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path
+          ) -> Iterator[tuple[Harness, FakeAnthropic]]:
+    with FakeAnthropic() as fake:
+        (parhelia_home / "config.toml").write_text(
+            f"[agent]\ncommand = ['{claude_bin}']\n[heartbeat]\ninterval_seconds = 0.5\n")
+        home = tmp_path / "home"
+        home.mkdir()
+        daemon: RunningDaemon = start_daemon(
+            parhelia_home, ANTHROPIC_API_KEY="test-key-interactive-0123456789",
+            ANTHROPIC_BASE_URL=fake.url, HOME=str(home), CLAUDE_CODE_MAX_RETRIES="0",
+            NO_PROXY="127.0.0.1,localhost")
+        try:
+            yield Harness(daemon), fake
+        finally:
+            daemon.stop()
+            kill_workers(parhelia_home)
+
+
+class Terminal:
+    """The user's terminal: a pane of a tmux server of the test's own (its own socket),
+    running one command. Keys sent to the pane are what the person's keyboard delivers
+    to the attached client (past the outer tmux's own bindings: inside the user's tmux a
+    person types C-b C-b D, which the outer tmux delivers as C-b D). ``nested`` keeps the
+    pane's TMUX variable: the attach runs as a client nested in the user's own tmux."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], *, width: int, height: int,
+                 nested: bool = False) -> None:
+        self.dir = Path(os.path.realpath(tmp))
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.socket = str(self.dir / "outer")
+        conf = self.dir / "outer.conf"
+        conf.write_text("set -g prefix C-a\nset -g remain-on-exit on\nset -g status off\n")
+        self.conf = str(conf)
+        self.env = env
+        self.size = (width, height)
+        self.nested = nested
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, "-f", self.conf, *args],
+                              capture_output=True, text=True, timeout=20, env=self.env,
+                              check=False).stdout
+
+    def run(self, *argv: str) -> None:
+        w, h = self.size
+        plain = [] if self.nested else ["env", "-u", "TMUX"]
+        self.tmux("new-session", "-d", "-s", "user", "-x", str(w), "-y", str(h), "--",
+                  *plain, *argv)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "user")
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", "-t", "user", *(["-l"] if literal else []), *keys)
+
+    def ended(self) -> bool:
+        return self.tmux("display-message", "-p", "-t", "user", "#{pane_dead}").strip() == "1"
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def session(h: Harness, ref: str) -> dict[str, Any]:
+    return h.json("session", "show", ref)
+
+
+def checkpoints(h: Harness, sid: str, trigger: str) -> list[dict[str, Any]]:
+    return [e for e in h.events("--session", sid, "--type", "checkpoint_created")
+            if (e["data"] or {}).get("trigger") == trigger]
+
+
+def attach_in(term: Terminal, h: Harness, sid: str, *args: str) -> None:
+    term.run(*cli_argv(), "session", "attach", sid, *args)
+
+
+def test_interactive_task_attach_type_detach_attach_again(
+        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+    h, fake = stack
+    canary = tmp_path / "pwned"
+    fake.add_replies(reply("FIRST-ANSWER from the fake."),
+                     reply("SECOND-ANSWER: typed through the attached terminal."))
+    prompt = f"Say hello. PROMPT-MARKER\nsecond line $(touch {canary}) `touch {canary}`"
+    task_id = h.create(prompt, "--interactive")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+
+    # the prompt is the TUI's first message, whole, and never went through a shell
+    wait_for(lambda: fake.main_requests, "the first message")
+    first = fake.main_requests[0]
+    assert "PROMPT-MARKER" in first.messages_text() and f"$(touch {canary})" in \
+        first.messages_text(), fake.summary()
+    assert not canary.exists()
+    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    assert s["interactive"] and s["attached_clients"] == 0
+
+    # attach from a plain terminal, type a message, see the answer
+    term = Terminal(tmp_path / "t1", h.daemon.env, width=110, height=35)
+    try:
+        attach_in(term, h, sid)
+        wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the conversation on screen")
+        listed = wait_for(lambda: next((x for x in h.json("session", "list")["sessions"]
+                                        if x["id"] == sid and x["status"] == "attached"),
+                                       None), "attached in session list")
+        assert listed["attached_clients"] == 1
+        term.keys("What comes second?", literal=True)
+        term.keys("Enter")
+        wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the answer on screen")
+        term.keys("C-b", "d")
+        wait_for(term.ended, "the attach to end")
+        assert "goes on running" in term.screen()
+    finally:
+        term.close()
+    wait_for(lambda: checkpoints(h, sid, "detach"), "the detach checkpoint")
+    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    assert s["attached_clients"] == 0
+    assert h.task(task_id)["status"] == "running"
+    second = fake.main_requests[-1]
+    assert "PROMPT-MARKER" in second.messages_text()
+    assert "FIRST-ANSWER" in second.messages_text()
+
+    # again, nested in the user's own tmux, in a small terminal: the conversation is there
+    term = Terminal(tmp_path / "t2", h.daemon.env, width=72, height=24, nested=True)
+    try:
+        attach_in(term, h, sid)
+        wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the conversation again")
+        term.keys("C-b", "d")
+        wait_for(term.ended, "the nested attach to end")
+    finally:
+        term.close()
+    wait_for(lambda: len(checkpoints(h, sid, "detach")) >= 2, "a second detach checkpoint")
+    task = h.task(task_id)
+    assert task["status"] == "running"
+    assert task["usage"]["turns"] >= 2 and task["usage"]["output_tokens"] > 0
+    assert checkpoints(h, sid, "turn")
+    h.run("session", "kill", sid, "-y", check=True)
+    assert session(h, sid)["status"] == "stopped"
+
+
+def test_take_over_a_headless_task_then_release_it_one_conversation(
+        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+    """A headless multi-turn task is taken over from a terminal (checkpoint, the headless
+    agent stopped, the TUI resumed on the same conversation), a message is typed, then it
+    is released with an instruction and finishes headless. Every request of the fake API
+    carries every earlier message: one conversation throughout."""
+    h, fake = stack
+    out = h.json("task", "create", "Create step1.txt, then wait. PROMPT-MARKER",
+                 "--no-workspace", "--no-dispatch")
+    task_id = out.get("task", out)["id"]
+    h.run("task", "dispatch", check=True)
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+    workspace = h.home / "data" / "workspaces" / sid
+    fake.add_replies(
+        reply("Step 1.", tool_use("Write", {"file_path": str(workspace / "step1.txt"),
+                                            "content": "1\n"})),
+        reply("Still thinking...", delay_s=120),  # the headless agent is stopped here
+        reply("TUI-ANSWER: hello from the taken-over session."),
+        reply("RELEASED-ANSWER: finished headless."))
+    wait_for(lambda: len(fake.main_requests) >= 2, "the headless agent's second turn")
+    assert session(h, sid)["status"] == "headless"
+
+    # without --take-over and without a terminal to ask at, attach refuses and says how
+    refused = h.run("session", "attach", sid, "--print")
+    assert refused.returncode != 0 and "--take-over" in refused.stderr
+
+    term = Terminal(tmp_path / "t", h.daemon.env, width=100, height=30)
+    try:
+        attach_in(term, h, sid, "--take-over")
+        wait_for(lambda: "Step 1." in term.screen(), "the resumed conversation on screen")
+        assert wait_for(lambda: checkpoints(h, sid, "takeover"), "the takeover checkpoint")
+        assert session(h, sid)["status"] == "attached"
+        term.keys("Say TUI-MESSAGE now", literal=True)
+        term.keys("Enter")
+        wait_for(lambda: "TUI-ANSWER" in term.screen(), "the TUI's answer")
+
+        released = h.json("session", "release", sid, "Finish up. RELEASE-MARKER")
+        assert released["status"] == "headless"
+        wait_for(term.ended, "the attached client to leave with the TUI")
+    finally:
+        term.close()
+
+    task = h.wait(task_id, timeout=120)
+    assert task["status"] == "completed", (task, fake.summary())
+    assert "RELEASED-ANSWER" in task["result"]["text"]
+    assert (workspace / "step1.txt").read_text() == "1\n"
+    assert checkpoints(h, sid, "release")
+    kinds = [e["type"] for e in h.events("--session", sid)]
+    assert kinds.index("session_interactive") < kinds.index("session_headless")
+    # one conversation: each request holds every earlier message
+    texts = [r.messages_text() for r in fake.main_requests]
+    tui = next(i for i, t in enumerate(texts) if "TUI-MESSAGE" in t)
+    last = next(i for i, t in enumerate(texts) if "RELEASE-MARKER" in t)
+    assert "PROMPT-MARKER" in texts[tui] and "Step 1." in texts[tui]
+    for marker in ("PROMPT-MARKER", "Step 1.", "TUI-MESSAGE", "TUI-ANSWER", "RELEASE-MARKER"):
+        assert marker in texts[last], (marker, fake.summary())
+    assert session(h, sid)["status"] == "completed"

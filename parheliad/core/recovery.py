@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 _NO_SLOT_RETRY_SECONDS = 1.0
 _ERROR_RETRY_SECONDS = 10.0
 TERMINATE_RETRY_SECONDS = 5.0
+TERMINATE_WAIT_SECONDS = 10.0
 
 
 class _Blocked(Exception):
@@ -152,7 +153,13 @@ class Recovery:
                 self._blocked.discard(c.id)
                 return
             await backend.terminate(c.backend_id, grace_seconds=0.0)
-            if not (await backend.status(c.backend_id, c.id)).running:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + TERMINATE_WAIT_SECONDS  # Modal's ends asynchronously
+            while (await backend.status(c.backend_id, c.id)).running:
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.5)
+            else:
                 self._blocked.discard(c.id)
                 return
             detail = "it was asked to terminate and has not ended yet"

@@ -36,6 +36,11 @@ def control(spec_path: Path, message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["tty"]:  # the PTY of an attach (modal_worker.ttyctl), argv as given
+        from modal_worker.ttyctl import main as tty_main
+
+        return tty_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m modal_worker")
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="run the worker described by a spec file")
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     control_cmd = sub.add_parser("control", help="send a control message to a worker")
     control_cmd.add_argument("spec", type=Path)
     control_cmd.add_argument("message", help="a JSON object: {\"type\": \"stop\", ...}")
-    args = parser.parse_args(argv)
+    sub.add_parser("tty", help="the PTY of an attach: attach | resize | hangup")
+    args = parser.parse_args(args_in)
     if args.command == "control":
         return control(args.spec, args.message)
     configure_logging()

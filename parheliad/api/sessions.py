@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 
+from parhelia.errors import missing
 from parhelia.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 from parheliad.api.convert import (
     checkpoint_to_proto,
@@ -17,6 +22,7 @@ from parheliad.core.runtime import Runtime
 from parheliad.core.states import SESSION_LIVE, SessionStatus
 
 DEFAULT_LIMIT = 100
+TERMINAL_CLOSE_TIMEOUT_S = 30.0
 
 
 def _ref(value: str) -> str:
@@ -102,3 +108,37 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             transcript_path=str(copy.transcript), files=copy.files, bytes=copy.bytes,
             conversation_files=copy.conversation_files, git=copy.git,
             left_out=copy.left_out)
+
+    async def AttachTerminal(self, request_iterator: AsyncIterator[sessions_pb2.TerminalInput],
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[sessions_pb2.TerminalOutput]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.session_id:
+            raise missing("session_id: the first message names the session",
+                          field="session_id")
+        container_id, terminal = await self._rt.sessions.open_terminal(
+            _ref(first.session_id), first.rows, first.cols, first.term)
+        yield sessions_pb2.TerminalOutput(container_id=container_id)
+
+        async def keys() -> None:
+            async for msg in request_iterator:
+                if msg.data:
+                    await terminal.write(msg.data)
+                if msg.rows > 0 and msg.cols > 0:
+                    await terminal.resize(msg.rows, msg.cols)
+
+        typing = asyncio.create_task(keys())
+        ended = False
+        try:
+            async for chunk in terminal.output():
+                yield sessions_pb2.TerminalOutput(data=chunk)
+            code = await terminal.wait()
+            ended = True
+            yield sessions_pb2.TerminalOutput(ended=True, exit_code=code)
+        finally:
+            typing.cancel()
+            with contextlib.suppress(BaseException):
+                await typing
+            if not ended:  # the client went away: hang its tmux client up
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(terminal.close(), TERMINAL_CLOSE_TIMEOUT_S)

@@ -37,6 +37,7 @@ import io
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -574,6 +575,27 @@ class ModalBackend:
         await asyncio.gather(*tails, return_exceptions=True)
         self._channels.clear()
 
+    # -- terminal (session attach through the SDK) ----------------------------------------
+
+    def terminal_argv(self, container_id: str) -> builtins.list[str]:
+        """``tmux attach`` on the interactive TUI's private socket inside the sandbox (the
+        worker runs as root there; its temp dir is /tmp)."""
+        return ["tmux", "-S", f"/tmp/parhelia-tmux-0/{container_id}/s", "attach-session",
+                "-t", "parhelia"]
+
+    async def open_terminal(self, backend_id: str, container_id: str, argv: Sequence[str],
+                            rows: int, cols: int, term: str) -> ModalTerminal:
+        """Run ``argv`` (``tmux attach`` on the TUI's socket) in an exec with a PTY, sized
+        ``rows`` x ``cols`` by :mod:`modal_worker.ttyctl` (ADR 0022)."""
+        sb = await self._handle(backend_id)
+        attach_id = f"a-{secrets.token_hex(8)}"
+        proc = await self._call(
+            f"attaching to {container_id}",
+            lambda: sb.exec.aio("python", "-m", "modal_worker", "tty", "attach", attach_id,
+                                str(rows), str(cols), "--", *argv, pty=True, text=False,
+                                env={"TERM": term}))
+        return ModalTerminal(self, sb, proc, attach_id, container_id)
+
     # -- control --------------------------------------------------------------------------
 
     async def control(self, backend_id: str, container_id: str,
@@ -826,6 +848,45 @@ class ModalBackend:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+class ModalTerminal:
+    """One attach: the PTY exec's bytes out, the user's keys in, resizes and the hang-up
+    through :mod:`modal_worker.ttyctl` execs."""
+
+    def __init__(self, backend: ModalBackend, sb: Any, proc: Any, attach_id: str,
+                 container_id: str) -> None:
+        self._backend, self._sb, self._proc = backend, sb, proc
+        self.attach_id, self.container_id = attach_id, container_id
+
+    async def output(self) -> AsyncIterator[bytes]:
+        async for chunk in self._proc.stdout:
+            yield chunk if isinstance(chunk, bytes) else str(chunk).encode()
+
+    async def write(self, data: bytes) -> None:
+        self._proc.stdin.write(data)
+        await self._backend._call(f"typing into {self.container_id}",
+                                  lambda: self._proc.stdin.drain.aio())
+
+    async def _tty(self, *args: str) -> int:
+        proc = await self._backend._call(
+            f"controlling the terminal of {self.container_id}",
+            lambda: self._sb.exec.aio("python", "-m", "modal_worker", "tty", *args))
+        code: int = await self._backend._call(
+            f"controlling the terminal of {self.container_id}", lambda: proc.wait.aio())
+        return code
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self._tty("resize", self.attach_id, str(rows), str(cols))
+
+    async def close(self) -> None:
+        """The user is gone: hang the attached client up (tmux detaches it)."""
+        await self._tty("hangup", self.attach_id)
+
+    async def wait(self) -> int:
+        code: int = await self._backend._call(f"ending the attach to {self.container_id}",
+                                              lambda: self._proc.wait.aio())
+        return code
 
 
 def _local_source(local: Volume, key: str) -> tuple[Path | bytes, int] | None:

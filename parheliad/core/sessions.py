@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ starts the TUI), and a release for the headless agent."""
 MODE_POLL_SECONDS = 0.2
 ATTACH_UNSET_ENV = ("TMUX",)
 """Unset for the attaching client: tmux refuses to nest a client otherwise."""
+TERM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+DEFAULT_TERM = "xterm-256color"
+"""The TERM of an attach whose client sent none (or an odd one): the remote tmux client
+refuses to start without a terminal type it knows."""
 RECOVER_ACTIONS = ("resume", "restart", "wait")
 
 
@@ -132,6 +137,36 @@ class SessionOps:
             data={"checkpoint_id": checkpoint_id, "directory": str(copy.directory),
                   "files": copy.files, "conversation_files": copy.conversation_files}))
         return session, checkpoint_id, copy
+
+    async def open_terminal(self, ref: str, rows: int, cols: int, term: str = ""
+                            ) -> tuple[str, Any]:
+        """``session attach`` through the daemon: a terminal on the interactive TUI of the
+        session's container (Modal: an exec with a PTY). (container id, terminal)."""
+        session = await self._store.sessions.get(ref)
+        if session.status not in SESSION_INTERACTIVE:
+            raise ParheliaError("E601", f"session {session.id} is {session.status}: no "
+                                        "interactive TUI runs to attach to; `parhelia session "
+                                        f"attach {session.id}` offers to take a headless one "
+                                        "over", session_id=session.id)
+        container = await self._store.containers.find(session.current_container_id or "")
+        if container is None or container.state not in CONTAINER_LIVE or \
+                not container.backend_id:
+            raise ParheliaError("E601", f"session {session.id} has no running container",
+                                session_id=session.id)
+        backend = self._rt.backends.get(container.backend)
+        opener = getattr(backend, "open_terminal", None)
+        if backend is None or opener is None:
+            raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
+                                        "backend, whose TUI your terminal attaches to directly "
+                                        f"(`parhelia session attach {session.id}`)",
+                                session_id=session.id)
+        if not (0 < rows <= 10_000 and 0 < cols <= 10_000):
+            rows, cols = 24, 80
+        if not TERM_RE.match(term):
+            term = DEFAULT_TERM
+        argv = backend.terminal_argv(container.id)  # type: ignore[attr-defined]
+        return container.id, await opener(container.backend_id, container.id, argv, rows, cols,
+                                           term)
 
     async def _manifest(self, session: SessionRow, checkpoint_id: str) -> Manifest:
         """A manifest of the session with its blobs on the daemon's volume (fetched from

@@ -137,6 +137,11 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     assert [c.container_id for c in await fresh.list(OWNER)] == ["c-sig-1"]
     with contextlib.suppress(ParheliaError):  # the call is what counts here
         await backend.control(sb_id, "c-sig-1", {"type": "checkpoint", "message": "now"})
+    # An attach (no TUI runs here: tmux exits at once; the exec's keywords are what count).
+    term = await backend.open_terminal(sb_id, "c-sig-1", backend.terminal_argv("c-sig-1"),
+                                       24, 80, "xterm")
+    await term.resize(30, 100)
+    await term.wait()
     await backend.terminate(sb_id, grace_seconds=0.2)
     fake_modal.wait_ended(sb_id)
     third = make_backend(fake_modal)  # another restart, after the sandbox ended

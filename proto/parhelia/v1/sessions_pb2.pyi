@@ -358,3 +358,70 @@ class PullSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PullSessionResponse: _TypeAlias = PullSessionResponse  # noqa: Y015
+
+@_typing.final
+class TerminalInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLS_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """the first message only"""
+    data: _builtins.bytes
+    """keys typed (raw terminal bytes)"""
+    rows: _builtins.int
+    """a window size: the first message's, or a resize"""
+    cols: _builtins.int
+    term: _builtins.str
+    """the first message: the client's TERM"""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        rows: _builtins.int = ...,
+        cols: _builtins.int = ...,
+        term: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "data", b"data", "rows", b"rows", "session_id", b"session_id", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalInput: _TypeAlias = TerminalInput  # noqa: Y015
+
+@_typing.final
+class TerminalOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """the terminal's output"""
+    ended: _builtins.bool
+    """the attach ended (the client detached or the TUI ended)"""
+    exit_code: _builtins.int
+    """with ended"""
+    container_id: _builtins.str
+    """the first message: where it attached"""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        ended: _builtins.bool = ...,
+        exit_code: _builtins.int = ...,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "data", b"data", "ended", b"ended", "exit_code", b"exit_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalOutput: _TypeAlias = TerminalOutput  # noqa: Y015

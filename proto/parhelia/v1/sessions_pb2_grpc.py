@@ -75,6 +75,11 @@ class SessionServiceStub:
                 request_serializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.FromString,
                 _registered_method=True)
+        self.AttachTerminal = channel.stream_stream(
+                '/parhelia.v1.SessionService/AttachTerminal',
+                request_serializer=parhelia_dot_v1_dot_sessions__pb2.TerminalInput.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -138,6 +143,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachTerminal(self, request_iterator, context):
+        """Attach through the daemon (Modal: an exec with a PTY in the sandbox): the client's
+        keys and window sizes in, the terminal's bytes out, until the attach ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +193,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.PullSession,
                     request_deserializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.SerializeToString,
+            ),
+            'AttachTerminal': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachTerminal,
+                    request_deserializer=parhelia_dot_v1_dot_sessions__pb2.TerminalInput.FromString,
+                    response_serializer=parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class SessionService:
             '/parhelia.v1.SessionService/PullSession',
             parhelia_dot_v1_dot_sessions__pb2.PullSessionRequest.SerializeToString,
             parhelia_dot_v1_dot_sessions__pb2.PullSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachTerminal(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/parhelia.v1.SessionService/AttachTerminal',
+            parhelia_dot_v1_dot_sessions__pb2.TerminalInput.SerializeToString,
+            parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -802,6 +802,8 @@ class Sandbox:
         while not self._exec_ready() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         argv = _service.map_argv(self.object_id, list(args))
+        if pty:
+            return await self._exec_pty(argv, env, secrets, workdir, text, bufsize)
         proc = await asyncio.create_subprocess_exec(
             *argv, env=_sandbox_env(self.object_id, env, secrets, {}),
             cwd=_service.map_path(self.object_id, workdir or "/root"),
@@ -810,6 +812,32 @@ class Sandbox:
         self._record_exec(proc.pid)
         return ContainerProcess(None, proc, text=text, bufsize=bufsize)
 
+
+    async def _exec_pty(self, argv: list[str], env: dict[str, str | None] | None,
+                        secrets: Collection[Secret] | None, workdir: str | None, text: bool,
+                        bufsize: int) -> ContainerProcess:
+        """``pty=True``: the process gets a new session whose controlling terminal is a
+        PTY; stdout and stderr are one stream (as on Modal). Its size is what Modal 1.6.4's
+        ``default_pty_info()`` gives a client without a terminal: 0 x 0."""
+        import fcntl
+        import termios
+
+        master, slave = os.openpty()
+
+        def controlling_tty() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+                cwd=_service.map_path(self.object_id, workdir or "/root"),
+                stdin=slave, stdout=slave, stderr=slave,
+                preexec_fn=controlling_tty)  # noqa: PLW1509 (a fake, single-threaded child)
+        finally:
+            os.close(slave)
+        self._record_exec(proc.pid)
+        return ContainerProcess(None, proc, text=text, bufsize=bufsize, pty_master=master)
 
     def _record_exec(self, pid: int) -> None:
         (_service.sandbox_dir(self.object_id) / "execs" / str(pid)).touch()
@@ -896,12 +924,62 @@ class _Writer:
             self._sync.flush()
 
 
+class _PtyReader:
+    """The PTY's output: chunks until the terminal closes (EIO once no process holds it)."""
+
+    def __init__(self, master: int, text: bool) -> None:
+        self._master, self._text = master, text
+
+    def __aiter__(self) -> Any:
+        return self._agen()
+
+    async def _agen(self) -> Any:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = await loop.run_in_executor(None, os.read, self._master, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                with contextlib.suppress(OSError):
+                    os.close(self._master)
+                return
+            yield data.decode(errors="replace") if self._text else data
+
+
+class _PtyWriter:
+    def __init__(self, master: int) -> None:
+        self._master = master
+
+    def write(self, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        while raw:
+            raw = raw[os.write(self._master, raw):]
+
+    def write_eof(self) -> None:
+        self.write(b"\x04")
+
+    def _drain(self) -> None:
+        return None
+
+    async def _drain_aio(self) -> None:
+        return None
+
+    drain = _SyncAio(_drain, _drain_aio)
+
+
 class ContainerProcess:
     def __init__(self, sync: subprocess.Popen[bytes] | None,
-                 aio: asyncio.subprocess.Process | None, *, text: bool, bufsize: int) -> None:
+                 aio: asyncio.subprocess.Process | None, *, text: bool, bufsize: int,
+                 pty_master: int | None = None) -> None:
         self._sync, self._aio = sync, aio
         src = sync or aio
         assert src is not None
+        if pty_master is not None and aio is not None:
+            self.stdout: Any = _PtyReader(pty_master, text)
+            self.stderr: Any = _Reader(None, None, text, bufsize)
+            self.stdin: Any = _PtyWriter(pty_master)
+            return
         self.stdout = _Reader(sync.stdout if sync else None, aio.stdout if aio else None,
                               text, bufsize)
         if aio is not None:

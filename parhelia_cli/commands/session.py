@@ -272,7 +272,10 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
         if obj.json:
             render.emit_json({"argv": list(resp.argv), "unset_env": list(resp.unset_env),
                               "session": s, "taken_over": resp.taken_over,
-                              "detach_hint": resp.detach_hint})
+                              "detach_hint": resp.detach_hint,
+                              "through_daemon": resp.through_daemon})
+        elif resp.through_daemon:
+            render.line(shlex.join(["parhelia", "session", "attach", s["id"]]))
         else:
             unset = " ".join(f"-u {shlex.quote(n)}" for n in resp.unset_env)
             render.line(f"env {unset} {shlex.join(resp.argv)}".replace("  ", " "))
@@ -284,7 +287,12 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
         render.info(f"Took over session {s['id']}: the headless agent stopped at a checkpoint.")
     render.info(f"Attaching to session {s['id']} ({resp.detach_hint}).")
     env = {k: v for k, v in os.environ.items() if k not in set(resp.unset_env)}
-    code = subprocess.call(list(resp.argv), env=env)
+    if resp.through_daemon:  # Modal: the daemon's exec with a PTY, relayed (ADR 0022)
+        from parhelia_cli.terminal import relay
+
+        code = relay(client, s["id"])
+    else:
+        code = subprocess.call(list(resp.argv), env=env)
     render.info(f"Left session {s['id']}; it goes on running. Again: `parhelia session attach "
                 f"{s['id']}`; hand it back: `parhelia session release {s['id']}`.")
     if code != 0:

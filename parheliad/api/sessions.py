@@ -77,7 +77,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return sessions_pb2.AttachSessionResponse(
             argv=info.argv, unset_env=list(info.unset_env),
             session=await self._proto(info.session.id), taken_over=info.taken_over,
-            detach_hint=info.detach_hint)
+            detach_hint=info.detach_hint, through_daemon=not info.argv)
 
     async def ReleaseSession(self, request: sessions_pb2.ReleaseSessionRequest,
                              context: grpc.aio.ServicerContext) -> common_pb2.Session:

@@ -176,7 +176,10 @@ class Backend(Protocol):
     async def control(self, backend_id: str, container_id: str,
                       message: dict[str, Any]) -> None: ...
 
-    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]: ...
+    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
+        """What the user's terminal runs to attach to the container's TUI; empty when the
+        backend attaches through the daemon (``SessionService.AttachTerminal``)."""
+        ...
 
     async def aclose(self) -> None:
         """At the daemon's shutdown: stop what the backend runs in the daemon (live

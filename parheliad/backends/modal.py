@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from modal_worker import tui
 from modal_worker.volume import Volume, validate_key
 from parhelia import envfile
 from parhelia.backends import MODAL
@@ -73,6 +74,7 @@ TASK_TAG = "parhelia-task"
 SESSION_TAG = "parhelia-session"
 CONTAINER_TAG = "parhelia-container"
 VOLUME_MOUNT = "/vol"
+SANDBOX_TMP = "/tmp"  # the sandbox's own temp dir, where the worker's TUI listens
 WORKSPACE_DIR = "/workspace"
 CLAUDE_CONFIG_DIR = "/root/.claude"
 SYNC_ARGV = ("sync", VOLUME_MOUNT)
@@ -563,8 +565,9 @@ class ModalBackend:
                 raise
 
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
-        return ["modal", "shell", backend_id, "--cmd",
-                f"tail -f {VOLUME_MOUNT}/logs/{container_id}/agent.jsonl"]
+        """Nothing for the user's terminal to run: a Modal session is attached through the
+        daemon (``AttachTerminal``, :meth:`open_terminal`), or over SSH."""
+        return []
 
     async def aclose(self) -> None:
         """Stop following channels (daemon shutdown). The tails exec'd in the sandboxes
@@ -580,8 +583,7 @@ class ModalBackend:
     def terminal_argv(self, container_id: str) -> builtins.list[str]:
         """``tmux attach`` on the interactive TUI's private socket inside the sandbox (the
         worker runs as root there; its temp dir is /tmp)."""
-        return ["tmux", "-S", f"/tmp/parhelia-tmux-0/{container_id}/s", "attach-session",
-                "-t", "parhelia"]
+        return tui.attach_argv(tui.socket_path(container_id, tmp=SANDBOX_TMP, uid=0))
 
     async def open_terminal(self, backend_id: str, container_id: str, argv: Sequence[str],
                             rows: int, cols: int, term: str) -> ModalTerminal:

@@ -223,10 +223,13 @@ class AttachSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     TAKEN_OVER_FIELD_NUMBER: _builtins.int
     DETACH_HINT_FIELD_NUMBER: _builtins.int
+    THROUGH_DAEMON_FIELD_NUMBER: _builtins.int
     taken_over: _builtins.bool
     """it was headless and was taken over now"""
     detach_hint: _builtins.str
     """how to detach, for the person at the terminal"""
+    through_daemon: _builtins.bool
+    """No argv: the terminal attaches through the daemon (AttachTerminal: Modal)."""
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -245,10 +248,11 @@ class AttachSessionResponse(_message.Message):
         session: _common_pb2.Session | None = ...,
         taken_over: _builtins.bool = ...,
         detach_hint: _builtins.str = ...,
+        through_daemon: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "detach_hint", b"detach_hint", "session", b"session", "taken_over", b"taken_over", "unset_env", b"unset_env"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "detach_hint", b"detach_hint", "session", b"session", "taken_over", b"taken_over", "through_daemon", b"through_daemon", "unset_env", b"unset_env"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

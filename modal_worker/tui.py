@@ -9,6 +9,11 @@ pane's command given as an argv (tmux executes a multi-word command directly, wi
 shell). The task's prompt reaches the TUI as its first message through a tmux paste
 buffer loaded from standard input: never a shell, never a command line.
 
+The pane's process is a guard (``python -m modal_worker.tui guard WORKER_PID -- ARGV``)
+that runs the agent as its child and ends it, and the tmux server, when the worker is gone:
+tmux daemonises its server out of the worker's process group, so a worker killed with
+SIGKILL would otherwise leave the TUI running beside the worker its recovery starts.
+
 State is read with one ``display-message`` per poll: whether the pane (the agent) is
 dead and its exit status, how many clients are attached, and two counters bumped by
 tmux hooks at every attach and detach (a detach between two polls is still seen).
@@ -25,6 +30,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -216,7 +222,7 @@ class Tmux:
             if self.state().alive:
                 killed = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(st.pid, signal.SIGKILL)
+                    os.killpg(st.pid, signal.SIGKILL)  # the guard and the agent
         self.kill_server()
         return killed
 
@@ -298,7 +304,7 @@ class TuiAgent:
     def __init__(self, argv: list[str], *, socket: str, cwd: Path, env: Mapping[str, str],
                  transcript: Path, on_object: Callable[[dict[str, Any]], None],
                  prompt: str = "") -> None:
-        self.argv = argv
+        self.argv = guarded(argv)
         self.cwd = cwd
         self.env = dict(env)
         self.prompt = prompt
@@ -380,3 +386,87 @@ class TuiAgent:
             self.tmux.config.unlink()
         with contextlib.suppress(OSError):
             self.tmux.dir.rmdir()
+
+
+# -- the guard: the pane's process --------------------------------------------------------
+
+GUARD_POLL_SECONDS = 0.5
+GUARD_GRACE_SECONDS = 5.0
+
+
+def guarded(argv: list[str], worker_pid: int | None = None) -> list[str]:
+    """The pane command that runs ``argv`` under the guard of this worker process."""
+    pid = os.getpid() if worker_pid is None else worker_pid
+    return [sys.executable, "-m", "modal_worker.tui", "guard", str(pid), "--", *argv]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time as the kernel says (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return started is None or _start_time(pid) == started
+
+
+def guard(worker_pid: int, argv: list[str]) -> int:
+    """Run ``argv``; forward SIGTERM and SIGHUP to it; when the worker is gone, stop it
+    (SIGTERM, SIGKILL after a grace) and end this tmux server. Exits with its status."""
+    started = _start_time(worker_pid)
+    child = subprocess.Popen(argv)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)  # the TUI's own key
+    orphaned = False
+    while child.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(GUARD_POLL_SECONDS)
+        if child.poll() is None and not orphaned and not _alive(worker_pid, started):
+            orphaned = True
+            child.terminate()
+            try:
+                child.wait(GUARD_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    if orphaned:
+        socket = os.environ.get("TMUX", "").split(",", 1)[0]
+        if socket:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run([tmux_binary(), "-S", socket, "kill-server"],
+                               capture_output=True, timeout=TMUX_TIMEOUT_SECONDS, check=False)
+            for leftover in (socket, str(Path(socket).parent / CONFIG_NAME)):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+            with contextlib.suppress(OSError):
+                os.rmdir(Path(socket).parent)
+    code = child.returncode
+    return code if code >= 0 else 128 - code
+
+
+def main(args: list[str]) -> int:
+    if len(args) < 4 or args[0] != "guard" or not args[1].isdigit() or args[2] != "--":
+        print("usage: python -m modal_worker.tui guard WORKER_PID -- ARGV...", file=sys.stderr)
+        return 2
+    return guard(int(args[1]), args[3:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +30,8 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path
           ) -> Iterator[tuple[Harness, FakeAnthropic]]:
     with FakeAnthropic() as fake:
         (parhelia_home / "config.toml").write_text(
-            f"[agent]\ncommand = ['{claude_bin}']\n[heartbeat]\ninterval_seconds = 0.5\n")
+            f"[agent]\ncommand = ['{claude_bin}']\n[heartbeat]\ninterval_seconds = 0.5\n"
+            "[recovery]\nbackoff_seconds = 0.2\n")
         home = tmp_path / "home"
         home.mkdir()
         daemon: RunningDaemon = start_daemon(
@@ -228,3 +231,43 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
     for marker in ("PROMPT-MARKER", "Step 1.", "TUI-MESSAGE", "TUI-ANSWER", "RELEASE-MARKER"):
         assert marker in texts[last], (marker, fake.summary())
     assert session(h, sid)["status"] == "completed"
+
+
+def test_an_interactive_task_whose_worker_is_sigkilled_comes_back_interactive(
+        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+    """SIGKILL of the worker: its TUI and tmux server go too (the pane's guard), recovery
+    starts a new worker whose TUI resumes the same conversation on a new private socket."""
+    h, fake = stack
+    fake.add_replies(reply("FIRST-ANSWER before the crash."),
+                     reply("AFTER-CRASH-ANSWER: the conversation goes on."))
+    task_id = h.create("Say hello. PROMPT-MARKER", "--interactive")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+    wait_for(lambda: checkpoints(h, sid, "turn"), "the first turn's checkpoint")
+    old = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    old_container = old["current_container_id"]
+    db = sqlite3.connect(h.home / "state" / "parheliad.db")
+    old_socket, backend_id = db.execute(
+        "SELECT s.tmux_socket, c.backend_id FROM sessions s JOIN containers c "
+        "ON c.id = s.current_container_id WHERE s.id = ?", (sid,)).fetchone()
+    assert old_socket and Path(old_socket).is_socket()
+    os.kill(int(backend_id.split("@")[0]), signal.SIGKILL)
+
+    wait_for(lambda: not Path(old_socket).exists(), "the old tmux server to end")
+    new = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and
+                   x["current_container_id"] not in ("", old_container) and x, "a new TUI",
+                   timeout=120)
+    assert h.task(task_id)["restarts"] == 1
+    term = Terminal(tmp_path / "t", h.daemon.env, width=100, height=30)
+    try:
+        attach_in(term, h, new["id"])
+        wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the resumed conversation")
+        term.keys("And now?", literal=True)
+        term.keys("Enter")
+        wait_for(lambda: "AFTER-CRASH-ANSWER" in term.screen(), "the answer after the crash")
+        term.keys("C-b", "d")
+        wait_for(term.ended, "the attach to end")
+    finally:
+        term.close()
+    last = fake.main_requests[-1].messages_text()
+    assert "PROMPT-MARKER" in last and "FIRST-ANSWER" in last and "And now?" in last
+    h.run("session", "kill", sid, "-y", check=True)

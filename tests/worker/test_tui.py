@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from modal_worker import claude_config
-from modal_worker.tui import Tmux, private_dir, socket_path, tmux_binary
+from modal_worker.tui import Tmux, guarded, private_dir, socket_path, tmux_binary
 from parhelia.errors import ParheliaError
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -160,3 +160,48 @@ def test_seeding_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
     with pytest.raises(ParheliaError):
         claude_config.seed_tui(config, Path("/ws"), version="2.1.332", api_key="k" * 30)
     assert victim.read_text() == "{}"
+
+
+def test_a_worker_killed_with_sigkill_takes_its_tui_and_tmux_server_along(
+        short_tmp: Path) -> None:
+    """tmux daemonises its server out of the worker's process group: the guard in the pane
+    ends the agent and the server when the worker is gone."""
+    worker = subprocess.Popen(["sleep", "300"])
+    marker = short_tmp / "agent-pid"
+    agent = ["sh", "-c", f'echo $$ > {marker}; exec sleep 300']
+    tmux = Tmux(socket_path("c-guard", tmp=str(short_tmp)), tmux_binary())
+    tmux.start(guarded(agent, worker_pid=worker.pid), cwd=Path("/"), env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        agent_pid = int(marker.read_text())
+        assert tmux.state().alive
+        worker.kill()
+        worker.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (tmux.run("list-sessions").returncode == 0 or
+                                               Path(f"/proc/{agent_pid}").exists()):
+            time.sleep(0.2)
+        assert not Path(f"/proc/{agent_pid}").exists(), "the agent outlived its worker"
+        assert tmux.run("list-sessions").returncode != 0, "the tmux server outlived it"
+    finally:
+        tmux.kill_server()
+        worker.kill()
+
+
+def test_the_guard_passes_the_agents_exit_status_and_a_stop(short_tmp: Path) -> None:
+    tmux = Tmux(socket_path("c-status", tmp=str(short_tmp)), tmux_binary())
+    tmux.start(guarded(["sh", "-c", "exit 3"]), cwd=Path("/"), env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 20
+        while tmux.state().alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = tmux.state()
+        assert (st.alive, st.exit_status) == (False, 3)
+    finally:
+        tmux.kill_server()
+    tmux.start(guarded(["sleep", "300"]), cwd=Path("/"), env=dict(os.environ))
+    assert tmux.state().alive
+    assert tmux.stop(5.0) is False  # SIGTERM reached the agent through the guard
+    assert tmux.run("list-sessions").returncode != 0

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modal_worker.checkpoint.cas import pid_alive
 from modal_worker.redact import redact
 from parhelia.errors import ParheliaError
 
@@ -410,13 +411,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return started is None or _start_time(pid) == started
+    return pid_alive(pid) and (started is None or _start_time(pid) == started)
 
 
 def guard(worker_pid: int, argv: list[str]) -> int:

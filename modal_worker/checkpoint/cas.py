@@ -67,7 +67,8 @@ TEMP_MAX_AGE_SECONDS = 3600.0
 _TEMP_NAME = re.compile(r"^\.tmp-(\d+)-\d+$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -105,7 +106,7 @@ def sweep_temp(root: Path, max_age: float = TEMP_MAX_AGE_SECONDS,
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if _pid_alive(int(match.group(1))) and now - st.st_mtime < max_age:
+            if pid_alive(int(match.group(1))) and now - st.st_mtime < max_age:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

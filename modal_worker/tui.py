@@ -241,8 +241,9 @@ def _int(value: str) -> int | None:
 
 def attach_argv(socket: str, tmux: str = "tmux") -> list[str]:
     """What a user's terminal runs to attach (with ``TMUX`` unset, so it also works
-    nested in the user's own tmux)."""
-    return [tmux, "-S", socket, "attach-session", "-t", SESSION_NAME]
+    nested in the user's own tmux). ``-f /dev/null``: should the server be gone, the
+    client starts none that would read a configuration."""
+    return [tmux, "-S", socket, "-f", os.devnull, "attach-session", "-t", SESSION_NAME]
 
 
 class TranscriptTail:

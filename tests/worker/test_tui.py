@@ -205,3 +205,27 @@ def test_the_guard_passes_the_agents_exit_status_and_a_stop(short_tmp: Path) -> 
     assert tmux.state().alive
     assert tmux.stop(5.0) is False  # SIGTERM reached the agent through the guard
     assert tmux.run("list-sessions").returncode != 0
+
+
+def test_the_local_backend_attaches_only_to_a_private_running_server(tmp_path: Path) -> None:
+    from parhelia.paths import resolve
+    from parheliad.backends.local import LocalBackend
+
+    backend = LocalBackend(resolve(env={"PARHELIA_HOME": str(tmp_path)}), env={})
+    container = f"c-attach{os.getpid()}"
+    me = f"{os.getpid()}@1.00"
+    with pytest.raises(ParheliaError) as err:
+        backend.attach_argv(me, container)
+    assert err.value.code == "E601"
+    tmux = _started(socket_path(container))
+    try:
+        argv = backend.attach_argv(me, container)
+        assert argv[1:] == ["-S", tmux.socket, "-f", os.devnull, "attach-session", "-t",
+                            "parhelia"]
+        os.chmod(Path(tmux.socket).parent, 0o755)
+        with pytest.raises(ParheliaError) as err:
+            backend.attach_argv(me, container)
+        assert err.value.code == "E601" and "open to other users" in err.value.message
+    finally:
+        tmux.kill_server()
+        shutil.rmtree(Path(tmux.socket).parent, ignore_errors=True)

@@ -12,16 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from parhelia import __version__, ownership, paths
 from parhelia import errors as catalogue
 from parhelia_cli import render
+from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream
 from parhelia_cli.errors import CliError
 
-DEFAULT_TIMEOUT = 60.0
 PROBE_TIMEOUT = 3.0
 AUTOSTART_WAIT = 5.0
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -205,7 +204,8 @@ def check_budget(version: Any) -> None:
 
 
 class Client:
-    """A connected channel to ``parheliad`` with error mapping around every call."""
+    """A connected channel to ``parheliad`` with error mapping around every call; its
+    typed methods are :attr:`api` (:class:`parhelia_cli.api.Api`)."""
 
     def __init__(self, p: paths.Paths, version: Any, channel: Any = None) -> None:
         self.paths = p
@@ -213,6 +213,7 @@ class Client:
         self.version = version
         self._channel = channel if channel is not None else _channel(p.socket)
         self._stubs: dict[str, Any] = {}
+        self.api = Api(self)
 
     @staticmethod
     def resolve(socket: str | None) -> paths.Paths:
@@ -254,16 +255,17 @@ class Client:
             self._stubs[service] = getattr(grpc_module, f"{name}Stub")(self._channel)
         return self._stubs[service]
 
-    def call(self, service: str, method: str, request: Any,
-             timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """One unary RPC; failures become :class:`CliError`."""
+    def call(self, service: str, method: str, request: Any, *,
+             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False) -> Any:
+        """One unary RPC (the transport of :class:`Api`); failures become
+        :class:`CliError`. One attempt, ``idempotent`` or not."""
         grpc = _grpc()
         try:
             return getattr(self.stub(service), method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise rpc_error(exc, self.socket, method) from None
 
-    def stream(self, service: str, method: str, request: Any) -> Iterator[Any]:
+    def stream(self, service: str, method: str, request: Any) -> Stream[Any]:
         """Follow a server stream; cancelled when the consumer stops (Ctrl-C, break)."""
         grpc = _grpc()
         call = getattr(self.stub(service), method)(request)

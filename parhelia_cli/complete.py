@@ -23,38 +23,32 @@ Completer = Callable[[click.Context, click.Parameter, str], list[Any]]
 def _ids(kind: str, socket: str | None) -> list[tuple[str, str]]:
     """``(id, help)`` of the newest ``kind`` objects; [] when the daemon is not there."""
     from parhelia_cli import client as client_module
-    from parhelia_cli.client import pb2
+    from parhelia_cli.api import Api
+    from parhelia_cli.convert import task_dict
 
     p = client_module.Client.resolve(socket)
     answer = client_module.dial(p.socket)
     if answer is None:
         return []
     c = client_module.Client(p, answer[0], answer[1])
+    api = Api(c, timeout=TIMEOUT)
     try:
         if kind == "task":
-            resp = c.call("tasks", "ListTasks", pb2("tasks").ListTasksRequest(limit=LIMIT),
-                          timeout=TIMEOUT)
-            return [(t.id, _help(pb2("common").TaskStatus.Name(t.status), t.prompt))
-                    for t in resp.tasks]
+            return [(t["id"], _help(t["status"] or "", t["prompt"] or ""))
+                    for t in map(task_dict, api.tasks.list(limit=LIMIT).tasks)]
         if kind == "session":
-            resp = c.call("sessions", "ListSessions",
-                          pb2("sessions").ListSessionsRequest(all=True, limit=LIMIT),
-                          timeout=TIMEOUT)
+            resp = api.sessions.list(include_finished=True, limit=LIMIT)
             return [(s.id, f"task {s.task_id}") for s in resp.sessions]
         if kind == "container":
-            resp = c.call("containers", "ListContainers",
-                          pb2("containers").ListContainersRequest(limit=LIMIT),
-                          timeout=TIMEOUT)
-            return [(x.id, f"task {x.task_id}") for x in resp.containers]
-        resp = c.call("checkpoints", "ListCheckpoints",
-                      pb2("checkpoints").ListCheckpointsRequest(limit=LIMIT), timeout=TIMEOUT)
-        return [(x.id, f"{x.trigger} of {x.session_id}") for x in resp.checkpoints]
+            return [(x.id, f"task {x.task_id}")
+                    for x in api.containers.list(limit=LIMIT).containers]
+        return [(x.id, f"{x.trigger} of {x.session_id}")
+                for x in api.checkpoints.list(limit=LIMIT).checkpoints]
     finally:
         c.close()
 
 
-def _help(status_name: str, prompt: str) -> str:
-    status = status_name.removeprefix("TASK_STATUS_").lower()
+def _help(status: str, prompt: str) -> str:
     first = " ".join(prompt.split())[:40]
     return f"{status}: {first}"
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from parhelia_cli.api import Api
     from parhelia_cli.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +28,10 @@ class Settings:
 
             self._client = Client.connect(self.socket, autostart=autostart)
         return self._client
+
+    def api(self, autostart: bool = True) -> Api:
+        """The typed calls (:mod:`parhelia_cli.api`) over :meth:`client`."""
+        return self.client(autostart).api
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,11 +1,12 @@
 """``parhelia mcp-server``: Parhelia's tools for MCP clients, over stdio.
 
-Every tool makes the same gRPC call(s) as the matching CLI command, through
-:mod:`parhelia_cli.client` (socket resolution, autostart, version check, error mapping),
-and returns the same snake_case dict that command prints with ``--json``
-(:mod:`parhelia_cli.convert`). Expected failures become ``ToolError`` with the E-code
-(``E201 TASK_NOT_FOUND: ...``): the client sees ``isError``. Nothing is written to
-stdout but the protocol; logs go to stderr. See docs/adr/0012-mcp-bridge.md.
+Every tool makes the same gRPC call(s) as the matching CLI command, through the typed
+client :mod:`parhelia_cli.api` over :mod:`parhelia_cli.client` (socket resolution,
+autostart, version check, error mapping), and returns the same snake_case dict that
+command prints with ``--json`` (:mod:`parhelia_cli.convert`). Expected failures become
+``ToolError`` with the E-code (``E201 TASK_NOT_FOUND: ...``): the client sees
+``isError``. Nothing is written to stdout but the protocol; logs go to stderr.
+See docs/adr/0012-mcp-bridge.md.
 
 This module imports the ``mcp`` SDK at the top: only the ``mcp-server`` command
 (:mod:`parhelia_cli.commands.mcp`) imports it, so the rest of the CLI stays fast.
@@ -19,7 +20,6 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,27 +29,23 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
-from parhelia import __version__, gpus
+from parhelia import __version__, gpus, statuses
 from parhelia import events as event_catalogue
 from parhelia.backends import Backend
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia.permissions import PermissionMode
-from parhelia_cli import durations, params
-from parhelia_cli.client import DEFAULT_TIMEOUT, Client, pb2
+from parhelia_cli import durations, params, views
+from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream, task_options
+from parhelia_cli.client import Client
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.errors import CliError, invalid, missing
 
 log = logging.getLogger("parhelia.mcp")
 
-# The choices of the CLI as Literal types, so the input schemas carry them as enums.
+# The choices of the CLI as Literal types, so the input schemas carry them as enums:
 # Backend and PermissionMode come from the contract package (parhelia.backends,
-# parhelia.permissions); the others are spelled out here and a test keeps them equal
-# to the CLI's (parhelia_cli.params / commands.container).
-TaskStatus = Literal["pending", "running", "recovering", "paused", "completed", "failed",
-                     "cancelled"]
-ContainerState = Literal["created", "starting", "running", "exited", "failed", "terminated",
-                         "lost", "orphaned"]
-Health = Literal["unknown", "healthy", "degraded", "unhealthy", "dead", "unreachable"]
+# parhelia.permissions). Status words are the contract's enums (parhelia.statuses):
+# pydantic validates them and the schemas list them.
 Level = Literal["debug", "info", "warning", "error"]
 
 LOG_LINES_MAX = 2000
@@ -106,15 +102,18 @@ Limit = Annotated[int | None, Field(ge=1, le=10_000, description=(
 # --- the daemon connection ----------------------------------------------------------------
 
 class Bridge:
-    """One lazily opened :class:`Client` shared by all tool calls (which run on worker
-    threads). A call that finds the daemon gone (E504) drops the connection, so the next
-    call reconnects and, unless autostart is off, starts the daemon again."""
+    """The transport of the tools' :class:`Api`: one lazily opened :class:`Client` shared
+    by all tool calls (which run on worker threads). A call that finds the daemon gone
+    (E504) drops the connection, so the next call reconnects and, unless autostart is
+    off, starts the daemon again; an idempotent call (a read) is tried once more at
+    once."""
 
     def __init__(self, socket: str | None, autostart: bool) -> None:
         self._socket = socket
         self._autostart = autostart
         self._lock = threading.Lock()
         self._client: Client | None = None
+        self.api = Api(self)
 
     def client(self) -> Client:
         with self._lock:
@@ -130,9 +129,8 @@ class Bridge:
         with contextlib.suppress(Exception):
             stale.close()
 
-    def call(self, service: str, method: str, request: Any, *, retry: bool = False,
-             timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """One unary RPC. ``retry`` (reads only): after E504, reconnect and try once more."""
+    def call(self, service: str, method: str, request: Any, *,
+             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False) -> Any:
         client = self.client()
         try:
             return client.call(service, method, request, timeout=timeout)
@@ -140,32 +138,28 @@ class Bridge:
             if exc.code != "E504":
                 raise
             self.forget(client)
-            if not retry:
+            if not idempotent:
                 raise
         return self.client().call(service, method, request, timeout=timeout)
 
-    def stream(self, service: str, method: str, request: Any) -> contextlib.closing[Any]:
-        """A server stream, cancelled when the ``with`` block ends (even after a break)."""
+    def stream(self, service: str, method: str, request: Any) -> Stream[Any]:
+        """A server stream; closing the iterator (``contextlib.closing``) cancels it."""
         client = self.client()
-        return contextlib.closing(_drop_on_unavailable(self, client,
-                                                       client.stream(service, method, request)))
+        it = client.stream(service, method, request)
+        try:
+            yield from it
+        except CliError as exc:
+            if exc.code == "E504":
+                self.forget(client)
+            raise
+        finally:
+            it.close()
 
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
-
-
-def _drop_on_unavailable(bridge: Bridge, client: Client, it: Any) -> Any:
-    try:
-        yield from it
-    except CliError as exc:
-        if exc.code == "E504":
-            bridge.forget(client)
-        raise
-    finally:
-        it.close()
 
 
 # --- argument checks shared with the CLI (parhelia_cli.params / durations) ----------------
@@ -216,17 +210,10 @@ def _event_types(values: list[str] | None) -> tuple[str, ...]:
 def _options(gpu: str | None, cpu: float | None, memory: int | str | None,
              timeout: int | str | None, max_turns: int | None, max_cost_usd: float | str | None,
              model: str | None, permission_mode: str | None, backend: str | None) -> Any:
-    from parhelia_cli.commands.task import task_options
-
     return task_options(gpu=_gpu(gpu), cpu=cpu, memory_mb=_memory(memory),
                         timeout_seconds=_seconds("timeout", timeout), max_turns=max_turns,
                         max_cost_micros=_usd(max_cost_usd), model=(model or "").strip() or None,
                         permission_mode=permission_mode, backend=backend)
-
-
-def _enum(enum_name: str, prefix: str, words: Sequence[str] | None) -> list[int]:
-    enum = getattr(pb2("common"), enum_name)
-    return [enum.Value(f"{prefix}{w.upper()}") for w in words or ()]
 
 
 # --- error mapping --------------------------------------------------------------------------
@@ -279,8 +266,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
             return fn
         return register
 
-    def req(module: str, name: str, /, **fields: Any) -> Any:
-        return getattr(pb2(module), name)(**fields)
+    api = bridge.api
 
     # --- tasks ---
 
@@ -322,16 +308,9 @@ def build(bridge: Bridge) -> ParheliaMCP:
         directory = _workspace_dir(workspace) if workspace else None
         options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
                            permission_mode, backend)
-        client = bridge.client()
         notices: list[str] = []
-        try:
-            created = submit_task(client, prompt, options, directory=directory, repo=repo,
-                                  ref=ref, no_dispatch=no_dispatch, quiet=True,
-                                  notices=notices)
-        except CliError as exc:
-            if exc.code == "E504":
-                bridge.forget(client)
-            raise
+        created = submit_task(api, prompt, options, directory=directory, repo=repo, ref=ref,
+                              no_dispatch=no_dispatch, quiet=True, notices=notices)
         out: dict[str, Any] = {"task_id": created.id, "task": task_dict(created)}
         if notices:
             out["notices"] = notices
@@ -339,15 +318,13 @@ def build(bridge: Bridge) -> ParheliaMCP:
 
     @tool("parhelia_task_list", READ)
     def task_list(
-        status: Annotated[list[TaskStatus] | None, Field(description=(
+        status: Annotated[list[statuses.TaskStatus] | None, Field(description=(
             "Only tasks in these states."))] = None,
         limit: Limit = None,
     ) -> dict[str, Any]:
         """List tasks, newest first, with status, options, usage (turns, tokens, cost) and
         result. Same as `parhelia task list --json`."""
-        resp = bridge.call("tasks", "ListTasks", req(
-            "tasks", "ListTasksRequest", statuses=_enum("TaskStatus", "TASK_STATUS_", status),
-            limit=limit or 0), retry=True)
+        resp = api.tasks.list(statuses=status, limit=limit)
         return {"tasks": [task_dict(t) for t in resp.tasks]}
 
     @tool("parhelia_task_show", READ)
@@ -355,8 +332,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """One task: status and reason, prompt, options, source, times, session and
         container, usage (turns, tokens, api/compute/total cost), last tool and result
         (text, error code). Same as `parhelia task show ID --json`."""
-        return task_dict(bridge.call("tasks", "GetTask", req(
-            "tasks", "GetTaskRequest", task_id=task_id), retry=True))
+        return task_dict(api.tasks.get(task_id))
 
     @tool("parhelia_task_cancel", _acts(destructive=True, idempotent=True,
                                         title="Cancel a task"))
@@ -368,17 +344,14 @@ def build(bridge: Bridge) -> ParheliaMCP:
     ) -> dict[str, Any]:
         """Cancel a task: its worker is asked to checkpoint and stop, and is killed after
         the grace period. Returns the task. Same as `parhelia task cancel ID --json`."""
-        return task_dict(bridge.call("tasks", "CancelTask", req(
-            "tasks", "CancelTaskRequest", task_id=task_id,
-            grace_seconds=_seconds("grace", grace) or 0)))
+        return task_dict(api.tasks.cancel(task_id, grace_seconds=_seconds("grace", grace)))
 
     @tool("parhelia_task_retry", _acts(destructive=False, open_world=True,
                                        title="Retry a task"))
     def task_retry(task_id: TaskId) -> dict[str, Any]:
         """Run a finished task again, in a fresh session from its checkpoint zero (the
         uploaded workspace). Returns the task. Same as `parhelia task retry ID --json`."""
-        return task_dict(bridge.call("tasks", "RetryTask", req(
-            "tasks", "RetryTaskRequest", task_id=task_id)))
+        return task_dict(api.tasks.retry(task_id))
 
     @tool("parhelia_task_diff", READ)
     def task_diff(
@@ -392,8 +365,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """What a task changed against its uploaded workspace (checkpoint zero): files
         (path, change, sizes, lines added/removed, binary) and a unified diff. Same as
         `parhelia task diff ID --json`, plus patch_truncated."""
-        data = to_dict(bridge.call("tasks", "GetTaskDiff", req(
-            "tasks", "GetTaskDiffRequest", task_id=task_id, stat_only=stat_only), retry=True))
+        data = to_dict(api.tasks.diff(task_id, stat_only=stat_only))
         patch = data.get("patch") or ""
         data["patch_truncated"] = len(patch) > max_patch_chars
         if data["patch_truncated"]:
@@ -412,15 +384,15 @@ def build(bridge: Bridge) -> ParheliaMCP:
         per line) over every container of a task, oldest line first. Bounded: at most
         `lines` lines and `max_bytes` bytes; `truncated` says whether anything older was
         left out. Like `parhelia task logs ID`, without following."""
-        return _tail_logs(bridge, task_id, lines, max_bytes)
+        return _tail_logs(api, task_id, lines, max_bytes)
 
     # --- containers ---
 
     @tool("parhelia_containers", READ)
     def containers(
-        state: Annotated[list[ContainerState] | None, Field(description=(
+        state: Annotated[list[statuses.ContainerState] | None, Field(description=(
             "Only containers in these states."))] = None,
-        health: Annotated[list[Health] | None, Field(description=(
+        health: Annotated[list[statuses.Health] | None, Field(description=(
             "Only containers with this health."))] = None,
         task_id: Annotated[str | None, Field(description="Only this task's containers.")
                            ] = None,
@@ -429,11 +401,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """List worker containers (one per incarnation of a task), newest first: state,
         health, heartbeats, backend, resources, cost. Same as
         `parhelia container list --json`."""
-        resp = bridge.call("containers", "ListContainers", req(
-            "containers", "ListContainersRequest",
-            states=_enum("ContainerState", "CONTAINER_STATE_", state),
-            health=_enum("Health", "HEALTH_", health), task_id=task_id or "",
-            limit=limit or 0), retry=True)
+        resp = api.containers.list(states=state, health=health, task_id=task_id, limit=limit)
         return {"containers": [to_dict(c) for c in resp.containers]}
 
     @tool("parhelia_container_show", READ)
@@ -442,20 +410,13 @@ def build(bridge: Bridge) -> ParheliaMCP:
         incarnation, backend id, resources, times, exit code, cost, and its recent
         heartbeats (cpu, memory, disk, agent alive, usage). Same as
         `parhelia container show ID --json`."""
-        return to_dict(bridge.call("containers", "GetContainer", req(
-            "containers", "GetContainerRequest", container_id=container_id), retry=True))
+        return to_dict(api.containers.get(container_id))
 
     @tool("parhelia_container_events", READ)
     def container_events(container_id: ContainerId, limit: Limit = None) -> dict[str, Any]:
         """A container's events, oldest first (the newest `limit`, default 50). Same as
         `parhelia container events ID --json`."""
-        c = bridge.call("containers", "GetContainer", req(
-            "containers", "GetContainerRequest", container_id=container_id),
-            retry=True).container
-        flt = pb2("common").EventFilter(container_id=c.id)
-        resp = bridge.call("events", "ListEvents", req(
-            "events", "ListEventsRequest", filter=flt, limit=limit or 0), retry=True)
-        return {"container_id": c.id, "events": [to_dict(e) for e in resp.events]}
+        return views.container_events(api, container_id, limit)
 
     # --- events ---
 
@@ -483,9 +444,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
 
         flt = build_filter((_event_types(types),), level, _instant("since", since),
                            _instant("until", until), task_id, session_id, container_id)
-        resp = bridge.call("events", "ListEvents", req(
-            "events", "ListEventsRequest", filter=flt, limit=limit or 0), retry=True)
-        return {"events": [to_dict(e) for e in resp.events]}
+        return {"events": [to_dict(e) for e in api.events.list(flt, limit=limit).events]}
 
     @tool("parhelia_events_since", READ)
     def events_since(
@@ -511,12 +470,10 @@ def build(bridge: Bridge) -> ParheliaMCP:
         from parhelia_cli.commands.events import build_filter
 
         flt = build_filter((_event_types(types),), level, None, None, task_id, session_id,
-                           container_id)
-        flt.after_id = after_id
+                           container_id, after_id)
         found: list[dict[str, Any]] = []
         has_more = False
-        with bridge.stream("events", "ExportEvents",
-                           req("events", "ExportEventsRequest", filter=flt)) as stream:
+        with contextlib.closing(api.events.export(flt)) as stream:
             for event in stream:
                 if len(found) == limit:
                     has_more = True
@@ -538,9 +495,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         (a running worker snapshots; a stopped session is checkpointed from its last
         state). Manual checkpoints are kept by gc. Same as
         `parhelia checkpoint create SESSION --json`."""
-        return to_dict(bridge.call("checkpoints", "CreateCheckpoint", req(
-            "checkpoints", "CreateCheckpointRequest", session_id=session_id,
-            message=message), timeout=300))
+        return to_dict(api.checkpoints.create(session_id, message=message))
 
     @tool("parhelia_checkpoint_list", READ)
     def checkpoint_list(
@@ -550,9 +505,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
     ) -> dict[str, Any]:
         """List checkpoints, newest first: trigger, message, manual flag, stats (files,
         bytes, new bytes), git state. Same as `parhelia checkpoint list --json`."""
-        resp = bridge.call("checkpoints", "ListCheckpoints", req(
-            "checkpoints", "ListCheckpointsRequest", session_id=session_id or "",
-            limit=limit or 0), retry=True)
+        resp = api.checkpoints.list(session_id=session_id, limit=limit)
         return {"checkpoints": [to_dict(c) for c in resp.checkpoints]}
 
     @tool("parhelia_checkpoint_restore", _acts(destructive=True,
@@ -562,9 +515,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         A safety checkpoint of the current state is taken first (restoring it undoes
         this); a running session is stopped, restored and resumed. Same as
         `parhelia checkpoint rollback CP -y --json`."""
-        return to_dict(bridge.call("checkpoints", "RollbackCheckpoint", req(
-            "checkpoints", "RollbackCheckpointRequest", checkpoint_id=checkpoint_id),
-            timeout=300))
+        return to_dict(api.checkpoints.rollback(checkpoint_id))
 
     @tool("parhelia_session_list", READ)
     def session_list(
@@ -575,9 +526,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """List sessions (the long-lived execution of a task: its conversation,
         checkpoints and containers), newest first; active and stopped ones unless
         include_finished. Same as `parhelia session list --json`."""
-        resp = bridge.call("sessions", "ListSessions", req(
-            "sessions", "ListSessionsRequest", all=include_finished, limit=limit or 0),
-            retry=True)
+        resp = api.sessions.list(include_finished=include_finished, limit=limit)
         return {"sessions": [to_dict(s) for s in resp.sessions]}
 
     @tool("parhelia_session_resume", _acts(destructive=False, open_world=True,
@@ -590,9 +539,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """Continue a stopped session in a new container: workspace and conversation are
         restored from its latest (or the given) checkpoint and Claude carries on.
         Returns the task to follow. Same as `parhelia resume SESSION --json`."""
-        t = bridge.call("sessions", "ResumeSession", req(
-            "sessions", "ResumeSessionRequest", session_id=session_id,
-            checkpoint_id=checkpoint_id or ""))
+        t = api.sessions.resume(session_id, checkpoint_id=checkpoint_id)
         return {"task_id": t.id, "task": task_dict(t)}
 
     @tool("parhelia_session_attach_info", READ)
@@ -604,11 +551,8 @@ def build(bridge: Bridge) -> ParheliaMCP:
         headless session (the command asks the person first)."""
         from parhelia_cli.commands.session import attach_info
 
-        s = bridge.call("sessions", "GetSession", req(
-            "sessions", "GetSessionRequest", session_id=session_id), retry=True)
-        t = bridge.call("tasks", "GetTask", req("tasks", "GetTaskRequest", task_id=s.task_id),
-                        retry=True)
-        return attach_info(to_dict(s), t.options.backend)
+        s = api.sessions.get(session_id)
+        return attach_info(to_dict(s), api.tasks.get(s.task_id).options.backend)
 
     # --- budget, health, reconciler, doctor ---
 
@@ -617,8 +561,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """The spending ceiling and where it stands: used (compute + API), reserved,
         remaining, percentage, period, tasks, tokens, warning/exceeded flags. Same as
         `parhelia budget show --json`."""
-        return to_dict(bridge.call("budget", "GetBudget", req("budget", "GetBudgetRequest"),
-                                   retry=True))
+        return to_dict(api.budget.get())
 
     @tool("parhelia_budget_estimate", READ)
     def budget_estimate(
@@ -632,8 +575,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         `parhelia task create ... --estimate-only --json`."""
         options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model, None,
                            backend)
-        return to_dict(bridge.call("tasks", "EstimateTask", req(
-            "tasks", "EstimateTaskRequest", options=options), retry=True))
+        return to_dict(api.tasks.estimate(options))
 
     @tool("parhelia_health", READ)
     def health() -> dict[str, Any]:
@@ -642,10 +584,8 @@ def build(bridge: Bridge) -> ParheliaMCP:
         orphans, those needing attention). needs_attention mirrors the exit status of
         `parhelia status`. Same as `parhelia status --json` plus
         `parhelia container health --json`."""
-        status = to_dict(bridge.call("system", "GetStatus", req("system", "GetStatusRequest"),
-                                     retry=True))
-        summary = to_dict(bridge.call("containers", "GetHealthSummary", req(
-            "containers", "GetHealthSummaryRequest"), retry=True))
+        status = to_dict(api.system.status())
+        summary = to_dict(api.containers.health_summary())
         attention = bool(status["health"] and status["health"]["needs_attention"])
         return {"status": status, "containers": summary, "needs_attention": attention}
 
@@ -655,8 +595,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         its last run (when, duration, findings: lost, orphaned, state drift), next run,
         interval, and whether orphans are terminated automatically. Same as
         `parhelia reconciler status --json`."""
-        return to_dict(bridge.call("reconciler", "GetStatus", req(
-            "reconciler", "GetReconcilerStatusRequest"), retry=True))
+        return to_dict(api.reconciler.status())
 
     @tool("parhelia_doctor", READ)
     def doctor() -> dict[str, Any]:
@@ -665,7 +604,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         as `parhelia doctor --json` (an unreachable daemon is a failed check, not an
         error)."""
         try:
-            resp = bridge.call("system", "Doctor", req("system", "DoctorRequest"), retry=True)
+            resp = api.system.doctor()
         except CliError as exc:
             if exc.code != "E504":
                 raise
@@ -690,7 +629,7 @@ def _workspace_dir(workspace: str) -> Path:
     return path
 
 
-def _tail_logs(bridge: Bridge, task_id: str, lines: int, max_bytes: int) -> dict[str, Any]:
+def _tail_logs(api: Api, task_id: str, lines: int, max_bytes: int) -> dict[str, Any]:
     """The last ``lines`` lines (at most ``max_bytes``) of ``GetTaskLogs``, in bounded
     memory however long the logs are."""
     kept: deque[tuple[str, bytes]] = deque()
@@ -712,11 +651,9 @@ def _tail_logs(bridge: Bridge, task_id: str, lines: int, max_bytes: int) -> dict
 
     # Resolve the id first: an unknown task is E201 (not "no output"), and the answer
     # names the full id.
-    task_id = bridge.call("tasks", "GetTask", pb2("tasks").GetTaskRequest(task_id=task_id),
-                          retry=True).id
-    request = pb2("tasks").GetTaskLogsRequest(task_id=task_id, follow=False)
+    task_id = api.tasks.get(task_id).id
     total = 0
-    with bridge.stream("tasks", "GetTaskLogs", request) as stream:
+    with contextlib.closing(api.tasks.logs(task_id)) as stream:
         for chunk in stream:
             total += len(chunk.data)
             if chunk.container_id != current:

@@ -18,8 +18,6 @@ from parhelia.permissions import PERMISSION_MODES as PERMISSION_MODES
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = gpus.ACCEPTED
-TASK_STATUSES: tuple[str, ...] = ("pending", "running", "recovering", "paused", "completed",
-                                  "failed", "cancelled")
 
 
 def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from parhelia.errors import ParheliaError
 from parhelia_cli import render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.errors import CliError, TaskOutcome, missing
+
+if TYPE_CHECKING:
+    from parhelia.v1 import system_pb2
 
 
 @click.group()
@@ -36,10 +39,8 @@ def _env_path() -> Path:
     return envfile.env_file(paths.resolve(settings().socket))
 
 
-def _daemon_status() -> Any:
-    from parhelia_cli.client import pb2
-
-    return settings().client().call("system", "GetStatus", pb2("system").GetStatusRequest())
+def _daemon_status() -> system_pb2.GetStatusResponse:
+    return settings().api().system.status()
 
 
 def _where(name: str, source: str, env_file: str) -> str:

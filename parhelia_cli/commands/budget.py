@@ -77,10 +77,8 @@ def _show(status: Any, as_json: bool) -> None:
 @json_option
 def show() -> None:
     """Ceiling, used, reserved, remaining (with percentage), tasks and tokens."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    _show(obj.client().call("budget", "GetBudget", pb2("budget").GetBudgetRequest()), obj.json)
+    _show(obj.api().budget.get(), obj.json)
 
 
 @budget.command("set")
@@ -92,11 +90,8 @@ def set_ceiling(amount: str) -> None:
     Raising it resumes tasks the ceiling paused (from their checkpoints) and lets
     pending tasks be dispatched; lowering it below what is used pauses running tasks.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    status = obj.client().call("budget", "SetCeiling",
-                               pb2("budget").SetCeilingRequest(amount_usd=amount))
+    status = obj.api().budget.set_ceiling(amount)
     if not obj.json:
         render.info(f"Ceiling set to {_money(status.ceiling_micros)}.")
     _show(status, obj.json)
@@ -110,13 +105,8 @@ def set_ceiling(amount: str) -> None:
 @json_option
 def history(by: str, since: datetime | None) -> None:
     """Spend over time (per day) or per task, from the ledger."""
-    from parhelia_cli.client import pb2
-
-    request = pb2("budget").GetBudgetHistoryRequest(by=by)
-    if since is not None:
-        request.since.FromDatetime(since)
     obj = settings()
-    rows = [to_dict(r) for r in obj.client().call("budget", "GetHistory", request).rows]
+    rows = [to_dict(r) for r in obj.api().budget.history(by=by, since=since).rows]
     if obj.json:
         render.emit_json({"by": by, "rows": rows})
         return
@@ -153,11 +143,8 @@ def history(by: str, since: datetime | None) -> None:
 @json_option
 def ledger(task_id: str | None, limit: int | None) -> None:
     """The ledger's entries (compute, api, adjustment), newest first."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = obj.client().call("budget", "ListLedger", pb2("budget").ListLedgerRequest(
-        task_id=task_id or "", limit=limit or 0))
+    resp = obj.api().budget.ledger(task_id=task_id, limit=limit)
     entries = [to_dict(e) for e in resp.entries]
     if obj.json:
         render.emit_json({"entries": entries})

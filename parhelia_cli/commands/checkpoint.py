@@ -44,16 +44,6 @@ def _trigger(cp: dict[str, Any]) -> str:
     return (cp["trigger"] or "?") + (f" {MANUAL_MARK}" if cp["manual"] else "")
 
 
-def _call(method: str, request: Any) -> Any:
-    return settings().client().call("checkpoints", method, request)
-
-
-def _req(name: str, **fields: Any) -> Any:
-    from parhelia_cli.client import pb2
-
-    return getattr(pb2("checkpoints"), name)(**fields)
-
-
 @checkpoint.command()
 @click.argument("session_id", metavar="SESSION|TASK", shell_complete=complete.SESSION)
 @click.option("-m", "--message", default="", help="A note to remember it by.")
@@ -62,8 +52,7 @@ def create(session_id: str, message: str) -> None:
     """Checkpoint SESSION now (a running worker is asked to snapshot; a stopped session
     is checkpointed from its last state). Manual checkpoints are kept by `gc`."""
     obj = settings()
-    cp = to_dict(_call("CreateCheckpoint", _req("CreateCheckpointRequest",
-                                                session_id=session_id, message=message)))
+    cp = to_dict(obj.api().checkpoints.create(session_id, message=message))
     if obj.json:
         render.emit_resource(cp)
         return
@@ -81,8 +70,7 @@ def create(session_id: str, message: str) -> None:
 def list_checkpoints(session_id: str | None, limit: int | None) -> None:
     """List checkpoints, newest first (of one SESSION, or a TASK's session, or of all)."""
     obj = settings()
-    resp = _call("ListCheckpoints", _req("ListCheckpointsRequest", session_id=session_id or "",
-                                         limit=limit or 0))
+    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit)
     found = [to_dict(c) for c in resp.checkpoints]
     if obj.json:
         render.emit_json({"checkpoints": found})
@@ -113,7 +101,7 @@ def _short(text: str, width: int) -> str:
 def show(checkpoint_id: str, print_manifest: bool) -> None:
     """Show a checkpoint: trigger, stats, environment, git state."""
     obj = settings()
-    resp = _call("GetCheckpoint", _req("GetCheckpointRequest", checkpoint_id=checkpoint_id))
+    resp = obj.api().checkpoints.get(checkpoint_id)
     if print_manifest:
         text = resp.manifest_json or "{}"
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -204,9 +192,8 @@ def _dirty_paths(cp: dict[str, Any], git: dict[str, Any]) -> list[str]:
 def diff(from_id: str, to_id: str, with_files: bool, conversation: bool) -> None:
     """What changed from checkpoint A to checkpoint B: files added, removed and modified."""
     obj = settings()
-    data = to_dict(_call("DiffCheckpoints", _req(
-        "DiffCheckpointsRequest", from_checkpoint_id=from_id, to_checkpoint_id=to_id,
-        files=with_files, conversation=conversation)))
+    data = to_dict(obj.api().checkpoints.diff(from_id, to_id, files=with_files,
+                                              conversation=conversation))
     if obj.json:
         render.emit_json(data)
         return
@@ -279,8 +266,7 @@ def rollback(checkpoint_id: str, yes: bool) -> None:
                     "checkpoint is taken first; a running worker is restarted)", yes,
                     "rolling back")
     obj = settings()
-    data = to_dict(_call("RollbackCheckpoint", _req("RollbackCheckpointRequest",
-                                                    checkpoint_id=checkpoint_id)))
+    data = to_dict(obj.api().checkpoints.rollback(checkpoint_id))
     if obj.json:
         render.emit_json(data)
         return
@@ -305,8 +291,7 @@ def rollback(checkpoint_id: str, yes: bool) -> None:
 def verify(checkpoint_id: str) -> None:
     """Re-hash every blob of CP (exit 1, E600, when anything is missing or corrupt)."""
     obj = settings()
-    data = to_dict(_call("VerifyCheckpoint", _req("VerifyCheckpointRequest",
-                                                  checkpoint_id=checkpoint_id)))
+    data = to_dict(obj.api().checkpoints.verify(checkpoint_id))
     problems = data["problems"]
     if obj.json:
         render.emit_json(data)
@@ -336,7 +321,7 @@ def gc(dry_run: bool, yes: bool) -> None:
         confirm.confirm("Remove the checkpoints outside the retention policy for good? "
                         "(`--dry-run` lists them)", yes, "removing checkpoints")
     obj = settings()
-    data = to_dict(_call("GcCheckpoints", _req("GcCheckpointsRequest", dry_run=dry_run)))
+    data = to_dict(obj.api().checkpoints.gc(dry_run=dry_run))
     data["dry_run"] = dry_run
     if obj.json:
         render.emit_json(data)

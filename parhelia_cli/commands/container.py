@@ -7,14 +7,12 @@ from typing import Any
 
 import click
 
+from parhelia import statuses
 from parhelia_cli import complete, confirm, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes, usd_short
 
-CONTAINER_STATES: tuple[str, ...] = ("created", "starting", "running", "exited", "failed",
-                                     "terminated", "lost", "orphaned")
-HEALTH: tuple[str, ...] = ("unknown", "healthy", "degraded", "unhealthy", "dead", "unreachable")
 ENDED: tuple[str, ...] = ("exited", "failed", "terminated")
 """States of a container that no longer runs: its health is not shown (it was not lost)."""
 HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "dead": "red",
@@ -67,9 +65,9 @@ def _health_cell(c: dict[str, Any]) -> tuple[str, str]:
 
 
 @container.command("list")
-@click.option("--state", "states", multiple=True, type=click.Choice(CONTAINER_STATES),
+@click.option("--state", "states", multiple=True, type=click.Choice(statuses.CONTAINER_STATES),
               help="Only containers in this state (repeatable).")
-@click.option("--health", "health", multiple=True, type=click.Choice(HEALTH),
+@click.option("--health", "health", multiple=True, type=click.Choice(statuses.HEALTHS),
               help="Only containers with this health (repeatable).")
 @click.option("--task", "task_id", metavar="ID", help="Only this task's containers.",
               shell_complete=complete.TASK)
@@ -79,15 +77,9 @@ def _health_cell(c: dict[str, Any]) -> tuple[str, str]:
 def list_containers(states: tuple[str, ...], health: tuple[str, ...], task_id: str | None,
                     limit: int | None) -> None:
     """List containers, newest first (orphans unknown to the database too)."""
-    from parhelia_cli.client import pb2
-
-    common = pb2("common")
-    request = pb2("containers").ListContainersRequest(
-        states=[common.ContainerState.Value(f"CONTAINER_STATE_{s.upper()}") for s in states],
-        health=[common.Health.Value(f"HEALTH_{h.upper()}") for h in health],
-        task_id=task_id or "", limit=limit or 0)
     obj = settings()
-    resp = obj.client().call("containers", "ListContainers", request)
+    resp = obj.api().containers.list(states=states, health=health, task_id=task_id,
+                                     limit=limit)
     found = [to_dict(c) for c in resp.containers]
     if obj.json:
         render.emit_json({"containers": found})
@@ -100,12 +92,8 @@ def list_containers(states: tuple[str, ...], health: tuple[str, ...], task_id: s
 @json_option
 def show(container_id: str) -> None:
     """Show a container: state, health, heartbeats, times, exit, cost."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = obj.client().call("containers", "GetContainer",
-                             pb2("containers").GetContainerRequest(container_id=container_id))
-    data = to_dict(resp)
+    data = to_dict(obj.api().containers.get(container_id))
     if obj.json:
         render.emit_resource(data["container"] or {},
                              recent_heartbeats=data["recent_heartbeats"])
@@ -146,24 +134,17 @@ def show(container_id: str) -> None:
 @json_option
 def container_events(container_id: str, limit: int | None) -> None:
     """A container's events, oldest first (`events replay` shows a timeline)."""
-    from parhelia_cli.client import pb2
+    from parhelia_cli import views
     from parhelia_cli.commands.events import event_line
 
     obj = settings()
-    client = obj.client()
-    # Resolve the prefix first: an unknown container is E203, not "no events".
-    c = client.call("containers", "GetContainer",
-                    pb2("containers").GetContainerRequest(container_id=container_id)).container
-    flt = pb2("common").EventFilter(container_id=c.id)
-    resp = client.call("events", "ListEvents",
-                       pb2("events").ListEventsRequest(filter=flt, limit=limit or 0))
-    found = [to_dict(e) for e in resp.events]
+    data = views.container_events(obj.api(), container_id, limit)
     if obj.json:
-        render.emit_json({"container_id": c.id, "events": found})
+        render.emit_json(data)
         return
-    if not found:
-        render.line(f"No events for container {c.id}.")
-    for e in found:
+    if not data["events"]:
+        render.line(f"No events for container {data['container_id']}.")
+    for e in data["events"]:
         render.line(event_line(e))
 
 
@@ -171,17 +152,13 @@ def container_events(container_id: str, limit: int | None) -> None:
 @json_option
 def health() -> None:
     """Containers by health and state, orphans, and those that need attention."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = obj.client().call("containers", "GetHealthSummary",
-                             pb2("containers").GetHealthSummaryRequest())
-    data = to_dict(resp)
+    data = to_dict(obj.api().containers.health_summary())
     if obj.json:
         render.emit_json(data)
         return
     by_health = data["by_health"] or {}
-    parts = [f"{by_health[h]} {_word(h)}" for h in HEALTH if by_health.get(h)]
+    parts = [f"{by_health[h]} {_word(h)}" for h in statuses.HEALTHS if by_health.get(h)]
     render.line("Live containers: " + (", ".join(parts) if parts else "none"))
     by_state = data["by_state"] or {}
     if by_state:
@@ -195,20 +172,16 @@ def health() -> None:
 
 
 @container.command()
-@click.option("--state", "states", multiple=True, type=click.Choice(CONTAINER_STATES),
+@click.option("--state", "states", multiple=True, type=click.Choice(statuses.CONTAINER_STATES),
               help="Only updates of containers in this state (repeatable).")
 @json_option
 def watch(states: tuple[str, ...]) -> None:
     """Follow container state and health changes live until Ctrl-C (JSON lines with --json)."""
-    from parhelia_cli.client import pb2
     from parhelia_cli.commands.events import event_line
 
-    common = pb2("common")
-    request = pb2("containers").WatchContainersRequest(
-        states=[common.ContainerState.Value(f"CONTAINER_STATE_{s.upper()}") for s in states])
     obj = settings()
     try:
-        for update in obj.client().stream("containers", "WatchContainers", request):
+        for update in obj.api().containers.watch(states=states):
             u = to_dict(update)
             if obj.json:
                 render.emit_json(u, compact=True)
@@ -232,22 +205,16 @@ def terminate(container_id: str, yes: bool) -> None:
     latest checkpoint; cancel the task instead to stop it for good. Orphans (found by
     the reconciler) are ended too.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    client = obj.client()
+    api = obj.api()
     if not yes and confirm.interactive():
-        current = to_dict(client.call("containers", "GetContainer",
-                                      pb2("containers").GetContainerRequest(
-                                          container_id=container_id)).container)
+        current = to_dict(api.containers.get(container_id).container)
         confirm.confirm(f"Terminate container {current['id']} ({current['state']}, task "
                         f"{current['task_id'] or '-'})?", yes,
                         f"terminating container {container_id}")
     else:
         confirm.confirm("", yes, f"terminating container {container_id}")
-    c = to_dict(client.call("containers", "TerminateContainer",
-                            pb2("containers").TerminateContainerRequest(
-                                container_id=container_id), timeout=120))
+    c = to_dict(api.containers.terminate(container_id))
     if obj.json:
         render.emit_resource(c)
         return

@@ -77,7 +77,7 @@ def stop(wait_seconds: float) -> None:
         return
     c = client.Client(p, None)
     try:
-        c.call("system", "Shutdown", client.pb2("system").ShutdownRequest(), timeout=10)
+        c.api.system.shutdown()
     except CliError as exc:
         if exc.code != "E504":  # the daemon may close the connection while answering
             raise
@@ -107,7 +107,7 @@ def daemon_status() -> None:
     if version is not None:
         c = client.Client(p, version)
         try:
-            resp = c.call("system", "GetStatus", client.pb2("system").GetStatusRequest())
+            resp = c.api.system.status()
         finally:
             c.close()
         st = to_dict(resp)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from parhelia_cli import complete, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
+
+if TYPE_CHECKING:
+    from parhelia.v1 import common_pb2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,21 +47,17 @@ def filter_options(f: F) -> F:
 
 def build_filter(types: tuple[tuple[str, ...], ...], level: str | None,
                  since: datetime | None, until: datetime | None, task_id: str | None,
-                 session_id: str | None, container_id: str | None) -> Any:
+                 session_id: str | None, container_id: str | None, after_id: int = 0
+                 ) -> common_pb2.EventFilter:
     """The ``EventFilter`` message for the parsed options."""
-    from parhelia_cli.client import pb2
+    from parhelia_cli.api import event_filter
     from parhelia_cli.errors import invalid
 
     if since and until and since > until:
         raise invalid("--since is after --until")
-    f = pb2("common").EventFilter(
-        types=[t for group in types for t in group], min_level=(level or "").lower(),
-        task_id=task_id or "", session_id=session_id or "", container_id=container_id or "")
-    if since:
-        f.since.FromDatetime(since)
-    if until:
-        f.until.FromDatetime(until)
-    return f
+    return event_filter(types=[t for group in types for t in group], min_level=level,
+                        since=since, until=until, task_id=task_id, session_id=session_id,
+                        container_id=container_id, after_id=after_id)
 
 
 def event_line(e: dict[str, Any]) -> str:
@@ -85,12 +84,9 @@ def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: da
                 until: datetime | None, task_id: str | None, session_id: str | None,
                 container_id: str | None, limit: int | None) -> None:
     """Recent events matching the filters, oldest first."""
-    from parhelia_cli.client import pb2
-
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
-    resp = obj.client().call("events", "ListEvents",
-                             pb2("events").ListEventsRequest(filter=flt, limit=limit or 0))
+    resp = obj.api().events.list(flt, limit=limit)
     found = [to_dict(e) for e in resp.events]
     if obj.json:
         render.emit_json({"events": found})
@@ -110,14 +106,10 @@ def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime
           until: datetime | None, task_id: str | None, session_id: str | None,
           container_id: str | None, backlog: int) -> None:
     """Follow events live, one line each (JSON lines with --json) until Ctrl-C."""
-    from parhelia_cli.client import pb2
-
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
-    client = obj.client()
-    request = pb2("events").WatchEventsRequest(filter=flt, backlog=backlog)
     try:
-        for event in client.stream("events", "WatchEvents", request):
+        for event in obj.api().events.watch(flt, backlog=backlog):
             e = to_dict(event)
             if obj.json:
                 render.emit_json(e, compact=True)
@@ -153,7 +145,6 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
     from pathlib import Path
 
     from parhelia.outpath import open_output
-    from parhelia_cli.client import pb2
 
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
@@ -161,8 +152,7 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
         open_output(Path(file), force=force, encoding="utf-8")
     count = 0
     with target as out:
-        stream = obj.client().stream("events", "ExportEvents",
-                                     pb2("events").ExportEventsRequest(filter=flt))
+        stream = obj.api().events.export(flt)
         if fmt == "json":
             out.write("[")
         for event in stream:
@@ -194,21 +184,15 @@ def replay(container_id: str, from_start: bool, since: datetime | None) -> None:
     Each line shows the time since the first event shown and since the previous one;
     events are shown in time order.
     """
-    from parhelia_cli.client import pb2
     from parhelia_cli.errors import invalid
 
     if from_start and since:
         raise invalid("--from-start and --since contradict each other")
-    flt = pb2("common").EventFilter()
-    if since:
-        flt.since.FromDatetime(since)
     obj = settings()
-    request = pb2("events").ReplayEventsRequest(container_id=container_id,
-                                                from_start=from_start, filter=flt)
     first: datetime | None = None
     previous: datetime | None = None
     shown = 0
-    raw = obj.client().stream("events", "ReplayEvents", request)
+    raw = obj.api().events.replay(container_id, from_start=from_start, since=since)
     stream: Iterator[dict[str, Any]] = (to_dict(event) for event in raw)
     if not obj.json:
         # Commit order is not always time order (a worker's record can land after the

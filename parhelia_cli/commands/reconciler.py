@@ -36,11 +36,8 @@ def print_findings(findings: list[dict[str, Any]]) -> None:
 @json_option
 def status() -> None:
     """Last run (when, how long, findings) and the next run."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    data = to_dict(obj.client().call("reconciler", "GetStatus",
-                                     pb2("reconciler").GetReconcilerStatusRequest()))
+    data = to_dict(obj.api().reconciler.status())
     if obj.json:
         render.emit_json(data)
         return
@@ -62,11 +59,8 @@ def status() -> None:
 @json_option
 def run() -> None:
     """Reconcile now and print what was found and done."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    data = to_dict(obj.client().call("reconciler", "Run",
-                                     pb2("reconciler").RunReconcilerRequest(), timeout=300))
+    data = to_dict(obj.api().reconciler.run())
     if obj.json:
         render.emit_json(data)
         return
@@ -85,7 +79,6 @@ def cleanup(dry_run: bool, terminate: bool, yes: bool) -> None:
     and accrued cost; --terminate ends them and says which it ended (asking for
     confirmation unless -y)."""
     from parhelia_cli import confirm
-    from parhelia_cli.client import pb2
     from parhelia_cli.errors import invalid
 
     if dry_run and terminate:
@@ -94,9 +87,7 @@ def cleanup(dry_run: bool, terminate: bool, yes: bool) -> None:
         confirm.confirm("Terminate every orphaned container?", yes,
                         "terminating orphaned containers")
     obj = settings()
-    data = to_dict(obj.client().call("reconciler", "Cleanup",
-                                     pb2("reconciler").CleanupRequest(terminate=terminate),
-                                     timeout=300))
+    data = to_dict(obj.api().reconciler.cleanup(terminate=terminate))
     orphans = data["orphans"] or []
     if obj.json:
         render.emit_json({"dry_run": not terminate, **data, "orphans": orphans})

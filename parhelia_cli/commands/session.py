@@ -41,16 +41,6 @@ def session() -> None:
     """
 
 
-def _call(method: str, request: Any) -> Any:
-    return settings().client().call("sessions", method, request)
-
-
-def _req(name: str, **fields: Any) -> Any:
-    from parhelia_cli.client import pb2
-
-    return getattr(pb2("sessions"), name)(**fields)
-
-
 def _status_text(s: dict[str, Any]) -> str:
     """``attached (2 clients)``, ``detached``, ``headless``..."""
     word = s["status"] or "unknown"
@@ -80,8 +70,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
     if active and show_all:
         raise invalid("--active and --all contradict each other")
     obj = settings()
-    resp = _call("ListSessions", _req("ListSessionsRequest", all=not active,
-                                      limit=limit or 0))
+    resp = obj.api().sessions.list(include_finished=not active, limit=limit)
     found = [to_dict(s) for s in resp.sessions]
     if obj.json:
         render.emit_json({"sessions": found})
@@ -101,7 +90,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
 def show(session_id: str) -> None:
     """Show a session: its task, conversation, containers and latest checkpoint."""
     obj = settings()
-    s = to_dict(_call("GetSession", _req("GetSessionRequest", session_id=session_id)))
+    s = to_dict(obj.api().sessions.get(session_id))
     if obj.json:
         render.emit_resource(s)
         return
@@ -134,7 +123,7 @@ def kill(session_id: str, yes: bool) -> None:
     confirm.confirm(f"Kill session {session_id}? (its task is cancelled; the worker "
                     "checkpoints, then stops)", yes, "killing a session")
     obj = settings()
-    s = to_dict(_call("KillSession", _req("KillSessionRequest", session_id=session_id)))
+    s = to_dict(obj.api().sessions.kill(session_id))
     if obj.json:
         render.emit_resource(s)
         return
@@ -208,10 +197,9 @@ def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
     import os
 
     obj = settings()
-    resp = _call("PullSession", _req(
-        "PullSessionRequest", session_id=session_id,
-        directory=os.path.abspath(os.path.expanduser(directory)),
-        claude_config_dir=claude_config_dir(), checkpoint_id=checkpoint_id or ""))
+    resp = obj.api().sessions.pull(
+        session_id, os.path.abspath(os.path.expanduser(directory)),
+        claude_config_dir=claude_config_dir(), checkpoint_id=checkpoint_id)
     data = to_dict(resp)
     command = resume_command(resp.directory, resp.agent_session_id)
     if obj.json:
@@ -232,10 +220,6 @@ def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
 
 # --- interactive: attach, take over, release -------------------------------------------
 
-MODE_CHANGE_TIMEOUT = 180.0
-"""An attach that takes a session over, or a release, waits for the worker to switch."""
-
-
 @session.command()
 @click.argument("session_id", metavar="ID", shell_complete=complete.SESSION)
 @click.option("--take-over", is_flag=True,
@@ -253,9 +237,8 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
     conversation in the same workspace. `parhelia session release ID` hands it back.
     """
     obj = settings()
-    client = obj.client()
-    current = client.call("sessions", "GetSession",
-                          _req("GetSessionRequest", session_id=session_id))
+    api = obj.api()
+    current = api.sessions.get(session_id)
     if current.status == "headless" and not take_over and not obj.json and \
             confirm.interactive() and render.is_tty():
         if not click.confirm(f"Session {current.id} runs headless. Take it over? (a "
@@ -264,9 +247,7 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
             render.info("Nothing was done.")
             raise TaskOutcome(1)
         take_over = True
-    resp = client.call("sessions", "AttachSession",
-                       _req("AttachSessionRequest", session_id=current.id or session_id,
-                            take_over=take_over), timeout=MODE_CHANGE_TIMEOUT)
+    resp = api.sessions.attach(current.id or session_id, take_over=take_over)
     s = to_dict(resp.session)
     if obj.json or print_only:
         if obj.json:
@@ -308,10 +289,7 @@ def release(session_id: str, instruction: str) -> None:
     leave), and the agent continues headless on the same conversation with INSTRUCTION
     (default: carry on with the task)."""
     obj = settings()
-    s = to_dict(settings().client().call(
-        "sessions", "ReleaseSession",
-        _req("ReleaseSessionRequest", session_id=session_id, instruction=instruction),
-        timeout=MODE_CHANGE_TIMEOUT))
+    s = to_dict(obj.api().sessions.release(session_id, instruction=instruction))
     if obj.json:
         render.emit_resource(s)
         return
@@ -357,8 +335,8 @@ def recover(session_id: str, action: str | None, checkpoint_id: str | None) -> N
 
 
 def _recover(session_id: str, action: str, checkpoint_id: str | None) -> dict[str, Any]:
-    resp = _call("RecoverSession", _req("RecoverSessionRequest", session_id=session_id,
-                                        action=action, checkpoint_id=checkpoint_id or ""))
+    resp = settings().api().sessions.recover(session_id, action=action,
+                                             checkpoint_id=checkpoint_id)
     data = to_dict(resp)
     if resp.HasField("task"):
         data["task"] = task_dict(resp.task)
@@ -453,13 +431,12 @@ def resume(session_id: str, checkpoint_id: str | None, sync: bool) -> None:
     """Continue a stopped SESSION in a new container: the workspace and the conversation
     are restored from its latest checkpoint (or --checkpoint) and Claude carries on."""
     obj = settings()
-    client = obj.client()
-    t = client.call("sessions", "ResumeSession", _req(
-        "ResumeSessionRequest", session_id=session_id, checkpoint_id=checkpoint_id or ""))
+    api = obj.api()
+    t = api.sessions.resume(session_id, checkpoint_id=checkpoint_id)
     if sync:
         from parhelia_cli.commands.task import follow
 
-        follow(client, t.id, obj.json)
+        follow(api, t.id, obj.json)
         return
     if obj.json:
         render.emit_resource(task_dict(t))

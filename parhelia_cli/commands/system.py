@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
+from parhelia.statuses import TASK_STATUSES
 from parhelia_cli import render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_seconds
 from parhelia_cli.errors import CliError, TaskOutcome
 
-TASK_STATUS_ORDER = ("pending", "running", "recovering", "paused", "completed", "failed",
-                     "cancelled")
+TASK_STATUS_ORDER = TASK_STATUSES
 
 
 @click.command()
@@ -29,11 +29,8 @@ def status() -> None:
     --no-dispatch (the health section lists the reasons). `parhelia help errors` lists
     every exit code.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = obj.client().call("system", "GetStatus", pb2("system").GetStatusRequest())
-    data = to_dict(resp)
+    data = to_dict(obj.api().system.status())
     attention = bool(data["health"] and data["health"]["needs_attention"])
     if obj.json:
         render.emit_json(data)
@@ -93,11 +90,9 @@ def doctor() -> None:
 
     Each failed check says how to fix it. Exits 1 when any check fails.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
     try:
-        resp = obj.client().call("system", "Doctor", pb2("system").DoctorRequest())
+        resp = obj.api().system.doctor()
         checks = [to_dict(c) for c in resp.checks]
         unreachable = None
     except CliError as exc:
@@ -132,12 +127,8 @@ def config() -> None:
 @json_option
 def config_show(project_dir: str | None) -> None:
     """Every configuration key, its value and where it came from."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    request = pb2("config").GetConfigRequest(project_dir=os.path.abspath(project_dir or "."))
-    resp = obj.client().call("config", "GetConfig", request)
-    data = to_dict(resp)
+    data = to_dict(obj.api().config.get(os.path.abspath(project_dir or ".")))
     if obj.json:
         render.emit_json(data)
         return
@@ -162,12 +153,8 @@ def config_sync(dry_run: bool) -> None:
     `task create` syncs by itself when the config changed; run this to see the
     details first, or after installing a command an MCP server needs.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = obj.client().call("config", "SyncConfig", pb2("config").SyncConfigRequest(
-        dry_run=dry_run))
-    data = to_dict(resp)
+    data = to_dict(obj.api().config.sync(dry_run=dry_run))
     data["dry_run"] = dry_run
     if obj.json:
         render.emit_json(data)

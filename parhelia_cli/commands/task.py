@@ -8,18 +8,24 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from parhelia import statuses as words
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import complete, params, render
+from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_short
 from parhelia_cli.errors import CliError, TaskOutcome, invalid, missing
 
-FINAL = ("completed", "failed", "cancelled")
+if TYPE_CHECKING:
+    from parhelia.v1 import common_pb2, tasks_pb2
+    from parhelia_cli.api import Api
+
+FINAL = words.TASK_FINAL
 WATCH_BACKLOG = 20
 """Recent events `task watch` prints first, so re-attaching shows what happened."""
 
@@ -106,8 +112,6 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
            no_dispatch: bool, estimate_only: bool, notify: bool | None, interactive: bool,
            trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
-    from parhelia_cli.client import pb2
-
     if from_session and (repo or no_workspace):
         raise invalid("--from-session sends the conversation with the workspace of this "
                       "directory; it cannot be combined with --repo or --no-workspace")
@@ -130,14 +134,11 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
                            permission_mode=permission_mode, backend=backend,
                            interactive=interactive)
     obj = settings()
-    client = obj.client()
-    tasks = pb2("tasks")
-    if not estimate_only:
-        _check_credential(client, backend)
+    api = obj.api()
     if estimate_only:
-        est = client.call("tasks", "EstimateTask", tasks.EstimateTaskRequest(options=options))
-        _print_estimate(to_dict(est), obj.json)
+        _print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
         return
+    _check_credential(api, backend)
 
     directory: Path | None = None
     if not repo and not no_workspace:
@@ -147,7 +148,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
             render.info(f"No git repository around the current directory: uploading "
                         f"{directory} as it is (--no-workspace starts empty).")
     included = [_relative_to(p, directory) for p in include_secret] if directory else []
-    created = submit_task(client, prompt, options, directory=directory, repo=repo, ref=ref,
+    created = submit_task(api, prompt, options, directory=directory, repo=repo, ref=ref,
                           no_dispatch=no_dispatch, quiet=obj.json,
                           include_secret=included,
                           trust_project_config=trust_project_config,
@@ -166,17 +167,16 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
             elif render.is_tty(sys.stderr):
                 render.info(f"Follow it with `parhelia task watch {created.id}`.")
         return
-    follow(client, created.id, obj.json)
+    follow(api, created.id, obj.json)
 
 
-def _check_credential(client: Any, backend: str | None) -> None:
+def _check_credential(api: Api, backend: str | None) -> None:
     """Before anything is created: this shell has a credential the daemon lacks. Refused
     when the task would run locally (it would fail at dispatch); a warning otherwise (a
     Modal secret may hold the credential)."""
-    from parhelia_cli.client import pb2
     from parhelia_cli.commands.auth import shell_credential_missing_in_daemon
 
-    status = client.call("system", "GetStatus", pb2("system").GetStatusRequest())
+    status = api.system.status()
     message = shell_credential_missing_in_daemon(status)
     if message is None:
         return
@@ -184,22 +184,6 @@ def _check_credential(client: Any, backend: str | None) -> None:
     if backend == "local" or (backend is None and not others):
         raise CliError("E400", message)
     render.warn(message)
-
-
-def task_options(*, gpu: str | None = None, cpu: float | None = None,
-                 memory_mb: int | None = None, timeout_seconds: int | None = None,
-                 max_turns: int | None = None, max_cost_micros: int | None = None,
-                 model: str | None = None, permission_mode: str | None = None,
-                 backend: str | None = None, interactive: bool = False) -> Any:
-    """The ``TaskOptions`` message of validated values (None = the daemon's default)."""
-    from parhelia_cli.client import pb2
-
-    return pb2("common").TaskOptions(
-        gpu=gpu or "", cpu=cpu or 0.0, memory_mb=memory_mb or 0,
-        timeout_seconds=timeout_seconds or 0, max_turns=max_turns or 0,
-        max_cost_micros=max_cost_micros or 0, model=model or "",
-        permission_mode=permission_mode or "", backend=backend or "",
-        interactive=interactive)
 
 
 def _relative_to(path: Path, directory: Path) -> str:
@@ -212,43 +196,39 @@ def _relative_to(path: Path, directory: Path) -> str:
                       f"{directory}") from None
 
 
-def submit_task(client: Any, prompt: str, options: Any, *, directory: Path | None = None,
+def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
+                directory: Path | None = None,
                 repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
                 quiet: bool = False, include_secret: Sequence[str] = (),
                 notices: list[str] | None = None,
                 trust_project_config: bool = False, notify: str = "",
-                conversation: str = "") -> Any:
+                conversation: str = "") -> common_pb2.Task:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
     nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
     worker) takes precedence over it. Upload notices (credential-looking files left
     out or sent) are printed, or appended to ``notices`` when it is given.
     ``conversation``: the id of a local Claude Code conversation sent with the upload."""
-    from parhelia_cli.client import pb2
-
-    source = pb2("common").TaskSource()
-    workspace_path, base_commit = "", ""
-    if repo:
-        source.repo_url, source.repo_ref = repo, ref or ""
-    elif directory is not None:
-        done = upload_workspace(client, directory, quiet=quiet, include_secret=include_secret,
+    workspace_id = workspace_path = base_commit = ""
+    if not repo and directory is not None:
+        done = upload_workspace(api, directory, quiet=quiet, include_secret=include_secret,
                                 conversation=conversation)
         for notice in secret_notices(done):
             if notices is not None:
                 notices.append(notice)
             else:
                 render.info(notice)
-        source.workspace_id = done.workspace_id
+        workspace_id = done.workspace_id
         workspace_path = done.root or str(directory)
         base_commit = done.base_commit
-    resp = client.call("tasks", "CreateTask", pb2("tasks").CreateTaskRequest(
-        prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
+    return api.tasks.create(
+        prompt, options, workspace_id=workspace_id, repo_url=repo or "",
+        repo_ref=(ref or "") if repo else "", no_dispatch=no_dispatch,
         workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config, notify=notify))
-    return resp.task
+        trust_project_config=trust_project_config, notify=notify).task
 
 
-def secret_notices(done: Any) -> list[str]:
+def secret_notices(done: tasks_pb2.UploadWorkspaceProgress) -> list[str]:
     """What an upload did with files that look like credentials, in words."""
     out = []
     left = list(done.left_out_secret_files)
@@ -265,25 +245,24 @@ def secret_notices(done: Any) -> list[str]:
     return out
 
 
-def upload_workspace(client: Any, directory: Path, quiet: bool,
-                     include_secret: Sequence[str] = (), conversation: str = "") -> Any:
+def upload_workspace(api: Api, directory: Path, quiet: bool,
+                     include_secret: Sequence[str] = (), conversation: str = ""
+                     ) -> tasks_pb2.UploadWorkspaceProgress:
     """Stream ``UploadWorkspace``; a progress bar after 0.5 s on a TTY; return the last
     (``done``) progress message."""
     import time
 
-    from parhelia_cli.client import pb2
     from parhelia_cli.commands.session import claude_config_dir
 
-    request = pb2("tasks").UploadWorkspaceRequest(
-        path=str(directory), include_secret_files=list(include_secret),
-        conversation_uuid=conversation,
-        claude_config_dir=claude_config_dir() if conversation else "",
-        cwd=os.getcwd() if conversation else "")
     started = time.monotonic()
     bar: Any = None
-    last: Any = None
+    last: tasks_pb2.UploadWorkspaceProgress | None = None
     try:
-        for progress in client.stream("tasks", "UploadWorkspace", request):
+        for progress in api.tasks.upload_workspace(
+                str(directory), include_secret_files=include_secret,
+                conversation_uuid=conversation,
+                claude_config_dir=claude_config_dir() if conversation else "",
+                cwd=os.getcwd() if conversation else ""):
             last = progress
             if progress.done:
                 break
@@ -345,27 +324,23 @@ def _progress_text(t: dict[str, Any], elapsed: float) -> str:
     return " | ".join(parts)
 
 
-def _backlog(client: Any, task_id: str, count: int) -> list[dict[str, Any]]:
+def _backlog(api: Api, task_id: str, count: int) -> list[dict[str, Any]]:
     """The task's newest ``count`` events, oldest first (what a re-attach missed)."""
-    from parhelia_cli.client import pb2
+    from parhelia_cli.api import event_filter
 
-    flt = pb2("common").EventFilter(task_id=task_id)
-    resp = client.call("events", "ListEvents", pb2("events").ListEventsRequest(
-        filter=flt, limit=count))
+    resp = api.events.list(event_filter(task_id=task_id), limit=count)
     return sorted((to_dict(e) for e in resp.events), key=lambda e: e["id"])
 
 
-def follow(client: Any, task_id: str, as_json: bool, backlog: int = 0) -> None:
+def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
     """Follow ``WatchTask`` until the task is final; print the result and a summary.
 
     Each event line shows the task as it was at that event (:mod:`parhelia_cli.timeline`);
     ``backlog`` first prints that many recent events (re-attaching with `task watch`).
     Exits 0 when it completed, 1 otherwise; Ctrl-C detaches (the task keeps running).
     """
-    from parhelia_cli.client import pb2
     from parhelia_cli.timeline import AtEvent
 
-    request = pb2("tasks").WatchTaskRequest(task_id=task_id)
     last: dict[str, Any] | None = None
     elapsed = 0.0
     live: Any = None
@@ -388,14 +363,14 @@ def follow(client: Any, task_id: str, as_json: bool, backlog: int = 0) -> None:
             live = Live(Text("waiting for the task..."), console=render.console(),
                         refresh_per_second=4, transient=True)
             live.start()
-        for progress in client.stream("tasks", "WatchTask", request):
+        for progress in api.tasks.watch(task_id):
             last = task_dict(progress.task)
             elapsed = progress.elapsed_seconds
             event = to_dict(progress.event) if progress.HasField("event") else None
             if at is None:
                 # The first message comes once the stream is subscribed: a backlog read
                 # now leaves no gap, and the overlap is skipped by event id.
-                earlier = _backlog(client, last["id"], backlog) if backlog and not as_json \
+                earlier = _backlog(api, last["id"], backlog) if backlog and not as_json \
                     else []
                 at = AtEvent.start(last) if not earlier else AtEvent.before(last, earlier[0])
                 if earlier:
@@ -435,7 +410,7 @@ def follow(client: Any, task_id: str, as_json: bool, backlog: int = 0) -> None:
         raise CliError(last["status_code"],
                        f"task {last['id']} is {last['status']}: {last['status_reason']}. "
                        f"It stays queued; `parhelia task watch {last['id']}` follows it")
-    _finish(last, elapsed, as_json, client)
+    _finish(last, elapsed, as_json, api)
 
 
 def stuck(t: dict[str, Any]) -> bool:
@@ -444,19 +419,17 @@ def stuck(t: dict[str, Any]) -> bool:
     return t["status"] in WAITING and bool(t["needs_user"]) and bool(t["status_code"])
 
 
-def _changed_files(client: Any, task_id: str) -> int | None:
+def _changed_files(api: Api, task_id: str) -> int | None:
     """How many files the task changed (None when that cannot be told)."""
-    from parhelia_cli.client import pb2
-
     try:
-        resp = client.call("tasks", "GetTaskDiff", pb2("tasks").GetTaskDiffRequest(
-            task_id=task_id, stat_only=True))
+        resp = api.tasks.diff(task_id, stat_only=True)
     except CliError:
         return None
     return len(resp.files)
 
 
-def _finish(t: dict[str, Any], elapsed: float, as_json: bool, client: Any = None) -> None:
+def _finish(t: dict[str, Any], elapsed: float, as_json: bool, api: Api | None = None
+            ) -> None:
     status = t["status"]
     result = t["result"] or {}
     if as_json:
@@ -475,7 +448,7 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool, client: Any = None
             ("Duration", human_seconds(_duration(t) or elapsed)),
             ("Task", t["id"]),
         ])
-        changed = _changed_files(client, t["id"]) if status == "completed" and client \
+        changed = _changed_files(api, t["id"]) if status == "completed" and api \
             and not unsaved(t) else None
         if changed == 0:
             render.line("\nThe task changed no files: there is nothing to pull.")
@@ -510,13 +483,13 @@ def _duration(t: dict[str, Any]) -> float | None:
 def watch(task_id: str) -> None:
     """Follow a task live until it finishes (Ctrl-C detaches)."""
     obj = settings()
-    follow(obj.client(), task_id, obj.json, backlog=WATCH_BACKLOG)
+    follow(obj.api(), task_id, obj.json, backlog=WATCH_BACKLOG)
 
 
 # --- reading ----------------------------------------------------------------------------
 
 @task.command("list")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(params.TASK_STATUSES),
+@click.option("--status", "statuses", multiple=True, type=click.Choice(words.TASK_STATUSES),
               help="Only tasks in this state (repeatable).")
 @click.option("--active", is_flag=True,
               help="Only tasks not finished (pending, running, recovering, paused), like "
@@ -526,18 +499,12 @@ def watch(task_id: str) -> None:
 @json_option
 def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
-    from parhelia_cli.client import pb2
-
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
     if active:
-        statuses = tuple(s for s in params.TASK_STATUSES if s not in FINAL)
-    common = pb2("common")
-    request = pb2("tasks").ListTasksRequest(
-        statuses=[common.TaskStatus.Value(f"TASK_STATUS_{s.upper()}") for s in statuses],
-        limit=limit or 0)
+        statuses = words.TASK_UNFINISHED
     obj = settings()
-    resp = obj.client().call("tasks", "ListTasks", request)
+    resp = obj.api().tasks.list(statuses=statuses, limit=limit)
     if obj.json:
         render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
         return
@@ -589,13 +556,10 @@ def wait_text(t: dict[str, Any]) -> str:
 @json_option
 def show(task_id: str) -> None:
     """Show a task: status, times, container, turns, tokens, cost, result."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    client = obj.client()
-    t = task_dict(client.call("tasks", "GetTask", pb2("tasks").GetTaskRequest(
-        task_id=task_id)))
-    degraded = _resume_degraded(client, t["id"])
+    api = obj.api()
+    t = task_dict(api.tasks.get(task_id))
+    degraded = _resume_degraded(api, t["id"])
     if obj.json:
         render.emit_resource({**t, "resume_degraded": degraded})
         return
@@ -648,13 +612,12 @@ def show(task_id: str) -> None:
         render.line("\n" + render.safe(r["text"], multiline=True).rstrip("\n"))
 
 
-def _resume_degraded(client: Any, task_id: str) -> list[dict[str, Any]]:
+def _resume_degraded(api: Api, task_id: str) -> list[dict[str, Any]]:
     """The task's ``resume_degraded`` events: resumes that had to start a new conversation."""
-    from parhelia_cli.client import pb2
+    from parhelia_cli.api import event_filter
 
-    flt = pb2("common").EventFilter(task_id=task_id, types=["resume_degraded"])
-    resp = client.call("events", "ListEvents", pb2("events").ListEventsRequest(filter=flt,
-                                                                                limit=20))
+    resp = api.events.list(event_filter(task_id=task_id, types=["resume_degraded"]),
+                           limit=20)
     return [to_dict(e) for e in resp.events]
 
 
@@ -672,13 +635,10 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
 def logs(task_id: str, follow_logs: bool) -> None:
     """Print the agent's raw output (stream-json) of a task."""
-    from parhelia_cli.client import pb2
-
-    client = settings().client()
-    request = pb2("tasks").GetTaskLogsRequest(task_id=task_id, follow=follow_logs)
+    api = settings().api()
     out = sys.stdout.buffer
     try:
-        for chunk in client.stream("tasks", "GetTaskLogs", request):
+        for chunk in api.tasks.logs(task_id, follow=follow_logs):
             out.write(chunk.data)
             out.flush()
     except KeyboardInterrupt:
@@ -694,11 +654,8 @@ def logs(task_id: str, follow_logs: bool) -> None:
 @json_option
 def cancel(task_id: str, grace: int | None) -> None:
     """Cancel a task: graceful stop with a checkpoint, then kill after the grace period."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    t = obj.client().call("tasks", "CancelTask", pb2("tasks").CancelTaskRequest(
-        task_id=task_id, grace_seconds=grace or 0))
+    t = obj.api().tasks.cancel(task_id, grace_seconds=grace)
     _print_task_action(task_dict(t), "Cancelled", obj.json)
 
 
@@ -711,13 +668,11 @@ def delete(task_id: str, force: bool, yes: bool) -> None:
     """Delete a finished task and its records, for good (--force for unfinished ones).
     Asks for confirmation unless -y."""
     from parhelia_cli import confirm
-    from parhelia_cli.client import pb2
 
     confirm.confirm(f"Delete task {task_id} with its sessions, checkpoints and events? "
                     "This cannot be undone", yes, f"deleting task {task_id}")
     obj = settings()
-    resp = obj.client().call("tasks", "DeleteTask", pb2("tasks").DeleteTaskRequest(
-        task_id=task_id, force=force))
+    resp = obj.api().tasks.delete(task_id, force=force)
     deleted = resp.task_id or task_id  # the full id (an older daemon does not send it)
     if obj.json:
         render.emit_resource({"id": deleted, "deleted": True})
@@ -736,13 +691,10 @@ def retry(task_id: str, max_cost: int | None, max_turns: int | None, timeout: in
           model: str | None) -> None:
     """Run a finished task again, in a fresh session from checkpoint zero (options
     given here replace the task's own)."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
     options = task_options(max_cost_micros=max_cost, max_turns=max_turns,
                            timeout_seconds=timeout, model=model)
-    t = obj.client().call("tasks", "RetryTask", pb2("tasks").RetryTaskRequest(
-        task_id=task_id, options=options))
+    t = obj.api().tasks.retry(task_id, options)
     _print_task_action(task_dict(t), "Retrying", obj.json)
 
 
@@ -762,11 +714,8 @@ def dispatch(task_ids: tuple[str, ...]) -> None:
     Releases the given held tasks (created with --no-dispatch), or every held task when
     no ID is given, then runs a dispatch pass. A task that cannot start says why.
     """
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = to_dict(obj.client().call("tasks", "DispatchTasks",
-                                     pb2("tasks").DispatchTasksRequest(task_ids=task_ids)))
+    resp = to_dict(obj.api().tasks.dispatch(task_ids))
     if obj.json:
         render.emit_json(resp)
         return
@@ -794,11 +743,8 @@ def dispatch(task_ids: tuple[str, ...]) -> None:
 def diff(task_id: str, stat: bool, against: str) -> None:
     """What the task changed: against your working tree as uploaded (default), or
     against the base commit (--against base)."""
-    from parhelia_cli.client import pb2
-
     obj = settings()
-    resp = to_dict(obj.client().call("tasks", "GetTaskDiff", pb2("tasks").GetTaskDiffRequest(
-        task_id=task_id, stat_only=stat, against=against)))
+    resp = to_dict(obj.api().tasks.diff(task_id, stat_only=stat, against=against))
     if obj.json:
         render.emit_json(resp)
         return
@@ -841,7 +787,6 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
          repo_path: Path | None, force: bool) -> None:
     """Bring a task's changes back as a branch (or a patch); your working tree and current
     branch are never touched."""
-    from parhelia_cli.client import pb2
 
     if branch and patch_file:
         raise invalid("--branch and --patch are alternatives; give one")
@@ -850,10 +795,10 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
                       "use `parhelia task diff ID` (the same comparison; binary files are "
                       "named, not included)")
     obj = settings()
-    resp = to_dict(obj.client().call("tasks", "PullTask", pb2("tasks").PullTaskRequest(
-        task_id=task_id, branch=branch or "",
+    resp = to_dict(obj.api().tasks.pull(
+        task_id, branch=branch or "",
         patch_path=str(patch_file.absolute()) if patch_file else "",
-        repo_path=str(repo_path.absolute()) if repo_path else "", force=force)))
+        repo_path=str(repo_path.absolute()) if repo_path else "", force=force))
     if obj.json:
         render.emit_json(resp)
         return

@@ -9,7 +9,7 @@ import grpc
 
 from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import common_pb2, containers_pb2, containers_pb2_grpc
-from parheliad.api.convert import container_to_proto, event_to_proto, set_ts
+from parheliad.api.convert import container_to_proto, event_to_proto, set_ts, word_from_proto
 from parheliad.context import DaemonContext
 from parheliad.core.reconciler import Reconciler
 from parheliad.core.states import ContainerState, Health
@@ -29,19 +29,13 @@ timestamp; their health effect is a ``health_changed`` event)."""
 
 
 def state_from_proto(value: int) -> str:
-    names = {int(v): k for k, v in common_pb2.ContainerState.items()}
-    name = names.get(value, "")
-    if not name or value == common_pb2.CONTAINER_STATE_UNSPECIFIED:
-        raise invalid(f"states: unknown container state {value}", field="states")
-    return ContainerState[name.removeprefix("CONTAINER_STATE_")].value
+    return word_from_proto(ContainerState, common_pb2.ContainerState, value,
+                           "states: unknown container state", "states")
 
 
 def health_from_proto(value: int) -> str:
-    names = {int(v): k for k, v in common_pb2.Health.items()}
-    name = names.get(value, "")
-    if not name or value == common_pb2.HEALTH_UNSPECIFIED:
-        raise invalid(f"health: unknown health {value}", field="health")
-    return Health[name.removeprefix("HEALTH_")].value
+    return word_from_proto(Health, common_pb2.Health, value, "health: unknown health",
+                           "health")
 
 
 def heartbeat_to_proto(row: HeartbeatRow) -> common_pb2.Heartbeat:

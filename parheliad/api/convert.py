@@ -7,10 +7,12 @@ messages use empty strings/zeros and unset ``Timestamp`` fields.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parhelia import events as catalogue
+from parhelia import statuses
 from parhelia.errors import invalid, missing
 from parhelia.v1 import common_pb2
 from parheliad.core.states import SESSION_INTERACTIVE, ContainerState, Health, TaskStatus
@@ -36,16 +38,31 @@ def ts_us(ts: Timestamp, present: bool, field: str = "timestamp") -> int | None:
     return ts.ToMicroseconds()
 
 
+def word_to_proto(kind: statuses.Vocabulary, enum: Any, word: str) -> Any:
+    """The number of a status word in its generated enum (``running`` -> 2)."""
+    return enum.Value(statuses.proto_name(kind, word))
+
+
+def word_from_proto(kind: statuses.Vocabulary, enum: Any, value: int, what: str,
+                    field: str) -> str:
+    """The status word of a request's enum number; E101 for UNSPECIFIED or an unknown one."""
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        name = ""
+    word = statuses.word_of(kind, name)
+    if word is None:
+        raise invalid(f"{what} {value}", field=field)
+    return word
+
+
 def status_to_proto(status: str) -> common_pb2.TaskStatus.ValueType:
-    return common_pb2.TaskStatus.Value("TASK_STATUS_" + TaskStatus(status).name)
+    return word_to_proto(TaskStatus, common_pb2.TaskStatus, status)
 
 
 def status_from_proto(value: int) -> str:
-    names = {int(v): k for k, v in common_pb2.TaskStatus.items()}
-    name = names.get(value, "")
-    if not name or value == common_pb2.TASK_STATUS_UNSPECIFIED:
-        raise invalid(f"status: unknown task status {value}", field="statuses")
-    return TaskStatus[name.removeprefix("TASK_STATUS_")].value
+    return word_from_proto(TaskStatus, common_pb2.TaskStatus, value,
+                           "status: unknown task status", "statuses")
 
 
 def _option_sources(text: str) -> dict[str, str]:
@@ -152,9 +169,8 @@ def container_to_proto(row: ContainerRow) -> common_pb2.Container:
     msg = common_pb2.Container(
         id=row.id, backend=row.backend, backend_id=row.backend_id, task_id=row.task_id,
         session_id=row.session_id or "",
-        state=common_pb2.ContainerState.Value(
-            "CONTAINER_STATE_" + ContainerState(row.state).name),
-        health=common_pb2.Health.Value("HEALTH_" + Health(row.health).name),
+        state=word_to_proto(ContainerState, common_pb2.ContainerState, row.state),
+        health=word_to_proto(Health, common_pb2.Health, row.health),
         cpu=row.cpu, memory_mb=row.memory_mb, gpu=row.gpu, exit_code=row.exit_code or 0,
         has_exit_code=row.exit_code is not None, reason=row.reason,
         consecutive_failures=row.consecutive_failures, cost_micros=row.cost_micros,

@@ -8,20 +8,11 @@ any code path; it raises ``ParheliaError("E603")``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 
 from parhelia.errors import ParheliaError
 
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    RECOVERING = "recovering"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
+# The words themselves are the contract's (parhelia.statuses); the transitions are here.
+from parhelia.statuses import ContainerState, Health, SessionStatus, TaskStatus
 
 T = TaskStatus
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
@@ -63,17 +54,6 @@ def check_task_transition(current: str, new: str, *, task_id: str = "") -> None:
         raise _illegal("task", task_id, current, new)
 
 
-class ContainerState(StrEnum):
-    CREATED = "created"
-    STARTING = "starting"
-    RUNNING = "running"
-    EXITED = "exited"
-    FAILED = "failed"
-    TERMINATED = "terminated"
-    LOST = "lost"
-    ORPHANED = "orphaned"
-
-
 C = ContainerState
 _ENDINGS = frozenset({C.EXITED, C.FAILED, C.TERMINATED, C.LOST})
 CONTAINER_TRANSITIONS: Mapping[ContainerState, frozenset[ContainerState]] = {
@@ -105,21 +85,6 @@ def check_container_transition(current: str, new: str, *, container_id: str = ""
     """Raise E603 unless ``current -> new`` is a legal container transition."""
     if not can_transition_container(current, new):
         raise _illegal("container", container_id, current, new)
-
-
-class SessionStatus(StrEnum):
-    """What runs a session's conversation now (docs/adr/0020-interactive-sessions.md)."""
-
-    HEADLESS = "headless"
-    """A worker runs the agent headless (``claude -p``)."""
-    DETACHED = "detached"
-    """A worker runs the interactive TUI in tmux; nobody is attached."""
-    ATTACHED = "attached"
-    """A worker runs the interactive TUI in tmux with one or more clients attached."""
-    STOPPED = "stopped"
-    """No worker runs it; resumable."""
-    COMPLETED = "completed"
-    """Its task completed (the task's own word)."""
 
 
 S = SessionStatus
@@ -165,16 +130,6 @@ def session_status_for(live: bool, *, interactive: bool = False, clients: int = 
             return SessionStatus.HEADLESS
         return SessionStatus.ATTACHED if clients > 0 else SessionStatus.DETACHED
     return SessionStatus.COMPLETED if completed else SessionStatus.STOPPED
-
-
-class Health(StrEnum):
-    UNKNOWN = "unknown"
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    UNHEALTHY = "unhealthy"
-    DEAD = "dead"
-    UNREACHABLE = "unreachable"
-    """Its backend cannot be asked now: nothing is known, nothing is counted as silence."""
 
 
 DEGRADED_AFTER_MISSED = 1

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -89,13 +89,20 @@ async def wait_final(client: Client, task_id: str, timeout: float = 60) -> dict[
             await anyio.sleep(0.2)
 
 
-def test_choices_match_the_cli() -> None:
-    from parhelia_cli import mcp_server, params
-    from parhelia_cli.commands import container
+async def test_status_choices_are_the_contracts_words() -> None:
+    from parhelia import statuses
+    from parhelia_cli import mcp_server
 
-    assert get_args(mcp_server.TaskStatus) == params.TASK_STATUSES
-    assert get_args(mcp_server.ContainerState) == container.CONTAINER_STATES
-    assert get_args(mcp_server.Health) == container.HEALTH
+    server = mcp_server.build(mcp_server.Bridge(None, autostart=False))
+    tools = {t.name: t for t in await server.list_tools()}
+
+    def enums(tool: str) -> list[list[str]]:
+        schema = tools[tool].input_schema
+        return [d["enum"] for d in schema.get("$defs", {}).values() if "enum" in d]
+
+    assert list(statuses.TASK_STATUSES) in enums("parhelia_task_list")
+    assert list(statuses.CONTAINER_STATES) in enums("parhelia_containers")
+    assert list(statuses.HEALTHS) in enums("parhelia_containers")
 
 
 def test_help_topic_names_every_tool(run: Any) -> None:

@@ -1,0 +1,26 @@
+"""Answers made of more than one call, shared by the CLI's ``--json`` and the MCP bridge.
+
+Each function takes the typed client (:class:`parhelia_cli.api.Api`) and returns the
+JSON-ready dict that ``parhelia ... --json`` prints and the matching MCP tool returns
+(docs/adr/0016), so the two can't drift apart. A single call needs no view: its answer
+is ``to_dict(api.service.method(...))`` on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from parhelia_cli.convert import to_dict
+
+if TYPE_CHECKING:
+    from parhelia_cli.api import Api
+
+
+def container_events(api: Api, container_id: str, limit: int | None) -> dict[str, Any]:
+    """A container's events, oldest first (the newest ``limit``, default 50). The id is
+    resolved first, so an unknown container is E203 rather than "no events"."""
+    from parhelia_cli.api import event_filter
+
+    c = api.containers.get(container_id).container
+    resp = api.events.list(event_filter(container_id=c.id), limit=limit)
+    return {"container_id": c.id, "events": [to_dict(e) for e in resp.events]}

@@ -358,6 +358,12 @@ class SessionsApi(_Service):
         return self._call("ReleaseSession", sessions_pb2.ReleaseSessionRequest(
             session_id=session_id, instruction=instruction), timeout=MODE_CHANGE_TIMEOUT)
 
+    def attach_terminal(self, inputs: Iterable[sessions_pb2.TerminalInput]
+                        ) -> Stream[sessions_pb2.TerminalOutput]:
+        """The terminal relayed through the daemon (Modal): ``inputs`` (the first names
+        the session and the window size; then keys and resizes) in, the bytes out."""
+        return self._stream("AttachTerminal", iter(inputs))
+
     def pull(self, session_id: str, directory: str, *, claude_config_dir: str,
              checkpoint_id: str | None = None) -> sessions_pb2.PullSessionResponse:
         """Take a session home: a checkpoint's workspace into the new ``directory`` and

@@ -18,7 +18,10 @@ import termios
 import threading
 import tty
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parhelia_cli.api import Api
 
 READ_CHUNK = 4096
 DEFAULT_SIZE = (24, 80)
@@ -34,12 +37,12 @@ def window_size(fd: int) -> tuple[int, int]:
     return (rows, cols) if rows and cols else DEFAULT_SIZE
 
 
-def relay(client: Any, session_id: str, *, stdin: int = 0, stdout: int = 1) -> int:
+def relay(api: Api, session_id: str, *, stdin: int = 0, stdout: int = 1) -> int:
     """Attach the terminal on ``stdin``/``stdout`` to ``session_id`` until the attach ends;
     the remote exit code (0: the client detached)."""
-    from parhelia_cli.client import pb2
+    from parhelia.v1 import sessions_pb2
 
-    msg = pb2("sessions").TerminalInput
+    msg = sessions_pb2.TerminalInput
     inbox: queue.Queue[Any] = queue.Queue()
     rows, cols = window_size(stdout)
     inbox.put(msg(session_id=session_id, rows=rows, cols=cols,
@@ -71,7 +74,7 @@ def relay(client: Any, session_id: str, *, stdin: int = 0, stdout: int = 1) -> i
         if saved is not None:
             tty.setraw(stdin, termios.TCSANOW)
         threading.Thread(target=keys, name="attach-keys", daemon=True).start()
-        for out in client.stream("sessions", "AttachTerminal", requests()):
+        for out in api.sessions.attach_terminal(requests()):
             if out.data:
                 _write_all(stdout, out.data)
             if out.ended:

@@ -271,7 +271,7 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
     if resp.through_daemon:  # Modal: the daemon's exec with a PTY, relayed (ADR 0022)
         from parhelia_cli.terminal import relay
 
-        code = relay(client, s["id"])
+        code = relay(api, s["id"])
     else:
         code = subprocess.call(list(resp.argv), env=env)
     render.info(f"Left session {s['id']}; it goes on running. Again: `parhelia session attach "

@@ -357,7 +357,10 @@ class Listener:
                              disk_bytes=int(data.get("disk_bytes") or 0),
                              agent_alive=bool(data.get("agent_alive")), metrics=data)
         fields: dict[str, Any] = {"last_heartbeat_at": at, "consecutive_failures": 0}
-        if c.health != Health.HEALTHY and c.health != Health.DEAD:
+        # A record that still arrives (a stream opened before) does not end "unreachable":
+        # that lasts until the backend answers a call again (then this heals it).
+        held = c.health == Health.UNREACHABLE and c.backend in self.unreachable
+        if c.health != Health.HEALTHY and c.health != Health.DEAD and not held:
             fields["health"] = Health.HEALTHY.value
             # Becoming healthy is good news: info, not the catalogue's warning level.
             tx.events.append("health_changed", f"{c.health} -> healthy", level="info",

@@ -259,7 +259,8 @@ APPROVED_KEY_CHARS = 20
 """Claude Code remembers an approved API key by its last 20 characters."""
 
 
-def seed_tui(config_dir: Path, workspace: Path, *, version: str, api_key: str | None) -> None:
+def seed_tui(config_dir: Path, workspace: Path, *, version: str, api_key: str | None,
+             bypass_permissions: bool = False) -> None:
     """Make the interactive TUI start at its prompt: no onboarding (theme, connectivity
     check), no folder-trust dialog for ``workspace``, no API-key approval question.
 
@@ -269,6 +270,9 @@ def seed_tui(config_dir: Path, workspace: Path, *, version: str, api_key: str | 
     ``projects[<workspace>].hasTrustDialogAccepted`` / ``hasCompletedProjectOnboarding``.
     Merged into what is there (MCP servers, the agent's own state); the file stays 0600
     inside the 0700 config dir and is never part of a checkpoint or a bundle.
+    ``bypass_permissions`` (the task's own permission mode): the user settings'
+    ``skipDangerousModePermissionPrompt``, else the TUI stops on its "Bypass Permissions
+    mode" warning.
     """
     path = config_dir / GLOBAL_JSON
     state = _read_json_object(path)
@@ -292,6 +296,10 @@ def seed_tui(config_dir: Path, workspace: Path, *, version: str, api_key: str | 
     projects[str(workspace)] = entry
     state["projects"] = projects
     _write_json(path, state)
+    if bypass_permissions:
+        settings = _read_json_object(config_dir / SETTINGS)
+        settings["skipDangerousModePermissionPrompt"] = True
+        _write_json(config_dir / SETTINGS, settings, mode=0o644)
 
 
 # -- materialisation ---------------------------------------------------------------------

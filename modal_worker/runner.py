@@ -461,7 +461,9 @@ class Worker:
         version = agent_version(self._command, self._env)
         self.environment["agent_version"] = version
         claude_config.seed_tui(self.config_dir, self.workspace, version=version,
-                               api_key=self._env.get("ANTHROPIC_API_KEY"))
+                               api_key=self._env.get("ANTHROPIC_API_KEY"),
+                               bypass_permissions=self.agent_spec.permission_mode
+                               == "bypassPermissions")
 
         def on_line(obj: dict[str, Any]) -> None:
             if obj.get("type") == "system" and obj.get("subtype") == "turn_duration":

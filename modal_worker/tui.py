@@ -52,8 +52,9 @@ DIR_PREFIX = "parhelia-tmux-"
 WIDTH, HEIGHT = 200, 50
 """The window's size until a client attaches (then it follows the latest client)."""
 READY_MARKER = "\u276f"
-"""The TUI's input prompt glyph (Claude Code 2.1.332): once on screen, the TUI reads
-input with bracketed paste enabled."""
+"""The TUI's input prompt glyph (Claude Code 2.1.332): once a line holds it alone (the
+empty input box; a dialog's choices follow it with text), the TUI reads input with
+bracketed paste enabled."""
 READY_TIMEOUT_SECONDS = 90.0
 STATE_CACHE_SECONDS = 0.5
 TAIL_POLL_SECONDS = 0.25
@@ -190,7 +191,7 @@ class Tmux:
         """Wait until the TUI shows its input prompt (False: it died or never did)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if READY_MARKER in self.screen():
+            if any(line.strip() == READY_MARKER for line in self.screen().splitlines()):
                 return True
             if not self.state().alive:
                 return False

@@ -271,3 +271,23 @@ def test_an_interactive_task_whose_worker_is_sigkilled_comes_back_interactive(
     last = fake.main_requests[-1].messages_text()
     assert "PROMPT-MARKER" in last and "FIRST-ANSWER" in last and "And now?" in last
     h.run("session", "kill", sid, "-y", check=True)
+
+
+def test_bypass_permissions_tui_starts_at_its_prompt_and_checkpoints_before_risky_commands(
+        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+    """bypassPermissions: no warning dialog stops the TUI (its acceptance is seeded), the
+    prompt goes in as the first message, and the PreToolUse hook checkpoints before a
+    risky Bash command as it does headless."""
+    h, fake = stack
+    fake.add_replies(reply("Cleaning up.", tool_use("Bash", {"command": "rm -rf build-out"})),
+                     reply("RISKY-DONE: cleaned."))
+    task_id = h.create("Clean the build. PROMPT-MARKER", "--interactive",
+                       "--permission-mode", "bypassPermissions")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+    risky = wait_for(lambda: checkpoints(h, sid, "pre_tool"), "the risky-command checkpoint")
+    assert "rm -rf build-out" in risky[0]["data"]["message"]
+    wait_for(lambda: len(fake.main_requests) >= 2, "the turn after the command")
+    assert "PROMPT-MARKER" in fake.main_requests[0].messages_text()
+    wait_for(lambda: checkpoints(h, sid, "turn"), "a turn checkpoint")
+    assert h.task(task_id)["last_tool"].startswith("Bash")
+    h.run("session", "kill", sid, "-y", check=True)

@@ -135,7 +135,11 @@ def test_seeding_skips_first_run_screens_and_keeps_what_is_there(tmp_path: Path)
         "projects": {"/ws": {"allowedTools": ["Bash"]}}}))
     key = "sk-ant-api03-" + "x" * 40 + "0123456789abcdefghij"
     claude_config.seed_tui(config, Path("/ws"), version="2.1.332", api_key=key)
-    claude_config.seed_tui(config, Path("/ws"), version="2.1.332", api_key=key)
+    assert not (config / "settings.json").exists()  # no bypass: nothing to accept
+    claude_config.seed_tui(config, Path("/ws"), version="2.1.332", api_key=key,
+                           bypass_permissions=True)
+    assert json.loads((config / "settings.json").read_text()) == {
+        "skipDangerousModePermissionPrompt": True}
     path = config / ".claude.json"
     state = json.loads(path.read_text())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

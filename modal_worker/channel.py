@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from modal_worker.clock import utc_now
 from modal_worker.volume import LocalVolume, validate_key
-from parhelia import events
+from parhelia import records
 
 if TYPE_CHECKING:
     from modal_worker.spec import WorkerSpec
@@ -58,8 +58,13 @@ class Channel(Protocol):
 
 
 def _check_type(type_: str) -> None:
-    if type_ != events.HEARTBEAT and type_ not in events.CATALOGUE:
+    if not records.is_known(type_):
         raise ValueError(f"unknown event type {type_!r}")
+
+
+def send(channel: Channel, record: records.Typed) -> int:
+    """Send a typed record (``parhelia.records``); return its ``seq``."""
+    return channel.emit(record.TYPE, record.to_dict())
 
 
 def _append_line(path: Path, obj: Mapping[str, Any]) -> None:

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modal_worker.channel import Channel
+from modal_worker.channel import Channel, send
 from modal_worker.stream import AgentStats
+from parhelia import records
 
 psutil: Any
 try:  # optional: more precise, but the worker must run without it
@@ -140,15 +141,11 @@ class Heartbeat(threading.Thread):
         now = time.monotonic()
         if self._disk is None or now - self._disk[0] >= max(DISK_REFRESH_SECONDS, self.interval):
             self._disk = (now, disk_usage(self.workspace))
-        data = {
-            "cpu_percent": cpu,
-            "memory_bytes": memory,
-            "disk_bytes": self._disk[1],
-            "agent_alive": self.agent_alive(),
-            **self.stats.snapshot(),
-        }
-        self.channel.emit("heartbeat", data)
-        return data
+        record = records.Heartbeat(cpu_percent=cpu, memory_bytes=memory,
+                                   disk_bytes=self._disk[1], agent_alive=self.agent_alive(),
+                                   usage=self.stats.usage())
+        send(self.channel, record)
+        return record.to_dict()
 
     def run(self) -> None:
         """Beat at once (the daemon learns the worker is alive without waiting a whole

@@ -35,7 +35,7 @@ from modal_worker.agent import (
     check_credentials,
     resolve_command,
 )
-from modal_worker.channel import LocalSpoolChannel
+from modal_worker.channel import LocalSpoolChannel, send
 from modal_worker.channel import from_spec as channel_from_spec
 from modal_worker.checkpoint import (
     BlobStore,
@@ -60,6 +60,7 @@ from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transc
 from modal_worker.tui import TuiAgent, socket_path
 from modal_worker.volume import LocalVolume
 from parhelia import __version__ as parhelia_version
+from parhelia import records
 from parhelia.errors import ParheliaError
 
 log = logging.getLogger("modal_worker")
@@ -149,12 +150,11 @@ class Worker:
 
     def run(self) -> int:
         self._install_signals()
-        self.channel.emit("worker_started", {
-            "incarnation": self.spec.incarnation, "backend": self.spec.backend,
-            "pid": os.getpid(), "hostname": platform.node(), "python": platform.python_version(),
-            "resume": self.spec.agent.resume,
-            "restore_checkpoint_id": self.spec.restore_checkpoint_id,
-        })
+        send(self.channel, records.WorkerStarted(
+            incarnation=self.spec.incarnation, backend=self.spec.backend, pid=os.getpid(),
+            hostname=platform.node(), python=platform.python_version(),
+            resume=self.spec.agent.resume,
+            restore_checkpoint_id=self.spec.restore_checkpoint_id))
         try:
             outcome = self._run()
         except Outcome as o:
@@ -358,7 +358,8 @@ class Worker:
         except Exception as exc:
             log.exception("checkpoint (%s) failed", trigger)
             reason = exc.message if isinstance(exc, ParheliaError) else type(exc).__name__
-            self.channel.emit("checkpoint_failed", {"trigger": trigger, "error": reason})
+            send(self.channel, records.CheckpointFailed(trigger=trigger, error=reason,
+                                                        message=message))
             self.last_checkpoint_error = reason
             self.last_checkpoint_at = time.monotonic()  # no retry storm: wait a full period
             return None
@@ -370,7 +371,7 @@ class Worker:
         except OSError:
             log.warning("could not record the checkpoint lineage", exc_info=True)
         self.sync_volume()  # the checkpoint is on the daemon's side before it is announced
-        self.channel.emit("checkpoint_created", manifest.summary())
+        send(self.channel, manifest.summary())
         return manifest.id
 
     def _final_checkpoint(self) -> str | None:
@@ -486,8 +487,8 @@ class Worker:
         self.channel.emit("agent_started", {"pid": agent.pid, "command": self._command[0],
                                             "flags": flags, "resume": self.agent_spec.resume,
                                             "interactive": True})
-        self.channel.emit("session_interactive", {
-            "socket": agent.socket, "resume": self.agent_spec.resume, "ready": agent.ready})
+        send(self.channel, records.SessionInteractive(
+            socket=agent.socket, resume=self.agent_spec.resume, ready=agent.ready))
 
     def _watch_clients(self) -> None:
         """Attaches and detaches of the TUI's clients; a detach takes a checkpoint."""
@@ -499,11 +500,11 @@ class Worker:
         attaches, detaches = self._tui_counts
         self._tui_counts = (max(attaches, st.attaches), max(detaches, st.detaches))
         if st.attaches > attaches:
-            self.channel.emit("session_attached", {"clients": st.clients,
-                                                   "attaches": st.attaches})
+            send(self.channel, records.SessionAttached(clients=st.clients,
+                                                       attaches=st.attaches))
         if st.detaches > detaches:
-            self.channel.emit("session_detached", {"clients": st.clients,
-                                                   "detaches": st.detaches})
+            send(self.channel, records.SessionDetached(clients=st.clients,
+                                                       detaches=st.detaches))
             self.checkpoint("detach", f"detached; {st.clients} client(s) still attached")
 
     def _take_over(self) -> None:
@@ -528,7 +529,7 @@ class Worker:
         self.agent_spec = dataclasses.replace(self.agent_spec, interactive=False, resume=True)
         self.prompt = instruction.strip() or RELEASE_PROMPT
         self._start_agent()
-        self.channel.emit("session_headless", {"instruction_chars": len(self.prompt)})
+        send(self.channel, records.SessionHeadless(instruction_chars=len(self.prompt)))
 
     def _resume_refused(self) -> str | None:
         """Why the agent refused to resume (it ended without starting), or None."""
@@ -634,8 +635,8 @@ class Worker:
             return
         with self.stats.lock:
             self.stats.cost_usd = self.parser.run_cost(now.total_usd)
-        self.channel.emit("agent_cost", {**self.stats.snapshot(), "source": "transcript",
-                                         "total_cost_usd": now.total_usd})
+        send(self.channel, records.AgentCost(usage=self.stats.usage(),
+                                             total_cost_usd=now.total_usd))
 
     def _interrupted(self) -> Outcome:
         self._stop_agent()
@@ -659,17 +660,16 @@ class Worker:
         if isinstance(self.agent, TuiAgent):
             return self._tui_done(code)
         result = self.parser.result
-        if result is not None and result.get("subtype") == "success" and code == 0 \
-                and not result.get("is_error"):
+        if result is not None and result.succeeded and code == 0:
             if self._final_checkpoint() is None:
                 return Outcome(ExitCode.COMPLETED, "the agent completed but its result could "
                                f"not be saved ({self.last_checkpoint_error}); the work is only "
                                "in the workspace", "E600")
             return Outcome(ExitCode.COMPLETED)
         if result is not None:
-            message = f"the agent finished with {result.get('subtype')}"
-            if result.get("text"):
-                message += f": {str(result['text'])[:300]}"
+            message = f"the agent finished with {result.subtype}"
+            if result.text:
+                message += f": {result.text[:300]}"
         else:
             tail = " | ".join(list(self.agent.stderr_tail)[-5:])
             message = f"the agent exited with code {code} without a result"
@@ -677,10 +677,10 @@ class Worker:
         error_code = None
         if self.parser.last_api_error_status == 401:
             error_code = "E400"
-        elif result is not None and result.get("subtype") == "error_max_budget_usd":
+        elif result is not None and result.subtype == "error_max_budget_usd":
             error_code = "E300"
         self.channel.emit("agent_error", {"message": message, "exit_code": code,
-                                          "subtype": result.get("subtype") if result else None})
+                                          "subtype": result.subtype if result else None})
         self.checkpoint("error", message[:200])
         return Outcome(ExitCode.FAILED, message, error_code)
 
@@ -688,14 +688,11 @@ class Worker:
         """The person ended the interactive agent (``/exit``): the task is done; its
         result is the conversation's last answer and the CLI's own cost."""
         assert self.parser is not None
-        stats = self.stats.snapshot()
-        self.parser.result = {
-            "subtype": "success" if code == 0 else "error_during_execution",
-            "is_error": code != 0, **{k: v for k, v in stats.items() if k != "cost_usd"},
-            "total_cost_usd": None, "cost_usd": stats["cost_usd"], "duration_ms": None,
-            "terminal_reason": "interactive_exit", "permission_denials": 0,
-            "text": self.parser.last_text}
-        self.channel.emit("agent_result", self.parser.result)
+        self.parser.result = records.AgentResult(
+            subtype="success" if code == 0 else "error_during_execution", is_error=code != 0,
+            usage=self.stats.usage(), terminal_reason="interactive_exit",
+            text=self.parser.last_text[:records.MAX_TEXT])
+        send(self.channel, self.parser.result)
         if code == 0:
             if self._final_checkpoint() is None:
                 return Outcome(ExitCode.COMPLETED, "the interactive agent ended but its result "
@@ -730,18 +727,17 @@ class Worker:
             started_at=self.started_at, finished_at=utc_now(),
             error_code=outcome.error_code, error_message=outcome.message or None,
             last_checkpoint_id=self.parent_id, checkpoints=list(self.checkpoints),
-            agent=self.parser.result if self.parser else None,
+            agent=self.parser.result.to_dict() if self.parser and self.parser.result else None,
         )
         try:
             dump_result(result, self.volume.path_for(result_key(self.spec.container_id)))
         except OSError:
             log.exception("could not write the result file")
         self.sync_volume()
-        self.channel.emit("worker_exited", {
-            "exit_code": int(outcome.code), "status": outcome.code.status,
-            "error_code": outcome.error_code, "error_message": outcome.message or None,
-            "last_checkpoint_id": self.parent_id,
-        })
+        send(self.channel, records.WorkerExited(
+            exit_code=int(outcome.code), status=outcome.code.status,
+            error_code=outcome.error_code, error_message=outcome.message or None,
+            last_checkpoint_id=self.parent_id))
         self.channel.close()
 
 
@@ -784,9 +780,9 @@ def _report_invalid_spec(path: Path, error: ParheliaError) -> None:
             started_at=now, finished_at=now, error_code="E100", error_message=error.message)
         dump_result(result, volume.path_for(result_key(container_id)))
         channel = LocalSpoolChannel.for_container(volume, container_id)
-        channel.emit("worker_exited", {"exit_code": int(ExitCode.INVALID_SPEC),
-                                       "status": "failed", "error_code": "E100",
-                                       "error_message": error.message})
+        send(channel, records.WorkerExited(exit_code=int(ExitCode.INVALID_SPEC),
+                                           status="failed", error_code="E100",
+                                           error_message=error.message))
         channel.close()
     except Exception:
         log.debug("no result written for an unreadable spec", exc_info=True)

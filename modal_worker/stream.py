@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_worker.redact import redact_text, shorten, tool_summary
+from parhelia import records
 
 Emit = Callable[[str, dict[str, Any]], object]
 
@@ -53,16 +54,16 @@ class AgentStats:
     cost_usd: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def snapshot(self) -> dict[str, Any]:
+    def usage(self) -> records.Usage:
         with self.lock:
-            return {
-                "turns": self.turns,
-                "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens,
-                "cache_creation_input_tokens": self.cache_creation_input_tokens,
-                "cache_read_input_tokens": self.cache_read_input_tokens,
-                "cost_usd": self.cost_usd,
-            }
+            return records.Usage(
+                turns=self.turns, input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cache_creation_input_tokens=self.cache_creation_input_tokens,
+                cache_read_input_tokens=self.cache_read_input_tokens, cost_usd=self.cost_usd)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.usage().to_dict()
 
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
@@ -143,7 +144,7 @@ class StreamParser:
     stats: AgentStats = field(default_factory=AgentStats)
     on_turn: Callable[[], None] | None = None
     cwd: str | None = None
-    result: dict[str, Any] | None = None
+    result: records.AgentResult | None = None
     last_api_error_status: int | None = None
     cost_baseline_usd: float = 0.0  # the session cost the CLI restores on --resume
     base: Mapping[str, int] = field(default_factory=dict)
@@ -249,11 +250,12 @@ class StreamParser:
             if block.get("type") == "tool_use":
                 self.tool_uses += 1
                 name = str(block.get("name") or "?")
-                self.emit("agent_tool_use", {
-                    "tool": name,
-                    "summary": tool_summary(name, block.get("input"), self.cwd),
-                    "tool_use_id": block.get("id"),
-                })
+                tool_use_id = block.get("id")
+                self._send(records.AgentToolUse(
+                    tool=name[:records.MAX_WORD],
+                    summary=tool_summary(name, block.get("input"), self.cwd),
+                    tool_use_id=tool_use_id[:records.MAX_WORD]
+                    if isinstance(tool_use_id, str) else None))
             elif block.get("type") == "text" and isinstance(block.get("text"), str):
                 if obj.get("parent_tool_use_id") is None:
                     self.last_text = redact_text(block["text"])
@@ -348,8 +350,7 @@ class StreamParser:
             self._closed.add(self._open_id)
         self._open_id = None
         self._open_seen = False
-        data = self.stats.snapshot()
-        self.emit("agent_turn_completed", data)
+        self._send(records.AgentTurnCompleted(self.stats.usage()))
         if self.on_turn is not None:
             self.on_turn()
 
@@ -369,17 +370,19 @@ class StreamParser:
             if isinstance(obj.get("num_turns"), int):
                 self.stats.turns = self.base.get("turns", 0) + obj["num_turns"]
             self.stats.cost_usd = self.run_cost(total) if total is not None else None
-        text = obj.get("result")
-        self.result = {
-            "subtype": obj.get("subtype"),
-            "is_error": bool(obj.get("is_error")),
-            "turns": _int(obj.get("num_turns")),
-            **{key: _int(usage.get(key)) for key in _USAGE_KEYS},
-            "total_cost_usd": total,
-            "cost_usd": self.stats.cost_usd,
-            "duration_ms": obj.get("duration_ms"),
-            "terminal_reason": obj.get("terminal_reason"),
-            "permission_denials": len(obj.get("permission_denials") or []),
-            "text": redact_text(text) if isinstance(text, str) else "",
-        }
-        self.emit("agent_result", self.result)
+        text, subtype, reason = obj.get("result"), obj.get("subtype"), obj.get("terminal_reason")
+        denials = obj.get("permission_denials")
+        self.result = records.AgentResult(
+            subtype=subtype[:records.MAX_WORD] if isinstance(subtype, str) else "",
+            is_error=bool(obj.get("is_error")),
+            usage=records.Usage(turns=_int(obj.get("num_turns")), cost_usd=self.stats.cost_usd,
+                                **{key: min(_int(usage.get(key)), records.MAX_COUNT)
+                                   for key in _USAGE_KEYS}),
+            total_cost_usd=total, duration_ms=_int(obj.get("duration_ms")) or None,
+            terminal_reason=reason[:records.MAX_WORD] if isinstance(reason, str) else None,
+            permission_denials=len(denials) if isinstance(denials, list) else 0,
+            text=redact_text(text)[:records.MAX_TEXT] if isinstance(text, str) else "")
+        self._send(self.result)
+
+    def _send(self, record: records.Typed) -> None:
+        self.emit(record.TYPE, record.to_dict())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modal_worker.volume import Volume, validate_key
+from parhelia import records
 from parhelia.errors import ParheliaError
 
 FORMAT = 1
@@ -127,20 +128,15 @@ class Manifest:
             raise refuse(f"manifest is not valid JSON: {exc}") from None
         return _parse(raw)
 
-    def summary(self) -> dict[str, Any]:
-        """The ``checkpoint_created`` event payload (docs/contracts.md)."""
+    def summary(self) -> records.CheckpointCreated:
+        """The ``checkpoint_created`` record (docs/contracts.md)."""
         stats = self.stats.to_dict()
         stats["skipped"] = len(self.stats.skipped)
-        return {
-            "checkpoint_id": self.id,
-            "parent_id": self.parent_id,
-            "trigger": self.trigger,
-            "message": self.message,
-            "created_at": self.created_at,
-            "stats": stats,
-            "git": self.git,
-            "environment": self.environment,
-        }
+        return records.CheckpointCreated(
+            checkpoint_id=self.id, parent_id=self.parent_id, trigger=self.trigger,
+            message=self.message, created_at=self.created_at,
+            stats=records.CheckpointStats(**stats), git=self.git,
+            environment=self.environment)
 
 
 def canonical_json(obj: object) -> bytes:

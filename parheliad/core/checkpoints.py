@@ -163,7 +163,8 @@ class CheckpointOps:
         def unit(tx: Any) -> None:
             index_checkpoint(tx, session.id, "", summary)
             tx.events.append("checkpoint_created", f"{manifest.id} ({trigger})",
-                             task_id=session.task_id, session_id=session.id, data=summary)
+                             task_id=session.task_id, session_id=session.id,
+                             data=summary.to_dict())
             task = tx.tasks.get(session.task_id)
             if task is not None and task.session_id == session.id and task.needs_user and \
                     task.status == TaskStatus.COMPLETED:

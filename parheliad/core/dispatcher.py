@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
 from modal_worker.resume_summary import continuation_prompt
 from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec, spec_key
 from modal_worker.volume import LocalVolume
+from parhelia import records
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
 from parheliad.backends.registry import Backends
@@ -666,20 +667,17 @@ def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
 
 
 def index_checkpoint(tx: Tx, session_id: str, container_id: str,
-                     summary: Mapping[str, Any]) -> None:
+                     summary: records.CheckpointCreated) -> None:
     """Inside a unit: index a checkpoint from its summary (``Manifest.summary()``, which
-    is also the ``checkpoint_created`` record's data) and make it the session's latest."""
-    stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
-    env = summary.get("environment") if isinstance(summary.get("environment"), dict) else {}
-    git = summary.get("git") if isinstance(summary.get("git"), dict) else {}
-    assert isinstance(stats, dict) and isinstance(env, dict)
-    trigger = str(summary.get("trigger") or "")
+    is also the ``checkpoint_created`` record) and make it the session's latest."""
+    stats, env = summary.stats, summary.environment
+    env_bundle = env.get("config_bundle_id")
     tx.checkpoints.insert(
-        session_id=session_id, checkpoint_id=str(summary["checkpoint_id"]),
-        container_id=container_id, parent_id=str(summary.get("parent_id") or ""),
-        trigger=trigger, message=str(summary.get("message") or ""),
-        files=int(stats.get("files") or 0), bytes=int(stats.get("bytes") or 0),
-        new_bytes=int(stats.get("new_bytes") or 0),
-        duration_ms=int(stats.get("duration_ms") or 0), environment=env, git=git,
-        config_bundle_id=str(env.get("config_bundle_id") or ""), manual=trigger == "manual")
-    tx.sessions.update(session_id, latest_checkpoint_id=str(summary["checkpoint_id"]))
+        session_id=session_id, checkpoint_id=summary.checkpoint_id,
+        container_id=container_id, parent_id=summary.parent_id or "",
+        trigger=summary.trigger, message=summary.message,
+        files=stats.files, bytes=stats.bytes, new_bytes=stats.new_bytes,
+        duration_ms=stats.duration_ms, environment=env, git=summary.git or {},
+        config_bundle_id=env_bundle if isinstance(env_bundle, str) else "",
+        manual=summary.trigger == "manual")
+    tx.sessions.update(session_id, latest_checkpoint_id=summary.checkpoint_id)

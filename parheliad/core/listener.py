@@ -36,7 +36,9 @@ from modal_worker.channel import read_spool, spool_key
 from modal_worker.spec import ExitCode, WorkerResult, result_key
 from modal_worker.volume import LocalVolume
 from parhelia import events as catalogue
+from parhelia import records
 from parhelia.errors import ParheliaError
+from parhelia.records import USAGE_FIELDS, RecordError
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
 from parheliad.core import volsync
 from parheliad.core.dispatcher import fail_task, index_checkpoint
@@ -57,8 +59,6 @@ from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
 
-USAGE_FIELDS = ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
-                "cache_read_input_tokens")
 _TASK_USAGE_COLUMNS = (*USAGE_FIELDS, "api_cost_micros")
 AGENT_COST_NOTE = "agent usage (the agent's own figure, from its transcript: it stopped " \
     "before its result)"
@@ -211,7 +211,7 @@ class Listener:
                     ) -> list[tuple[str, str, str]]:
         lost: list[tuple[str, str, str]] = []
         for cid, batch in pending:
-            lost += self._apply(tx, container_id=cid, records=batch.records,
+            lost += self._apply(tx, container_id=cid, lines=batch.records,
                                 cursor=batch.cursor)
         return lost
 
@@ -244,7 +244,7 @@ class Listener:
             if not await self._copy_announced(backend, container.id, batch):
                 return total
             lost = await self._store.write(functools.partial(
-                self._apply, container_id=container.id, records=batch.records,
+                self._apply, container_id=container.id, lines=batch.records,
                 cursor=batch.cursor))
             await self._recover(lost)
             total += len(batch.records)
@@ -268,16 +268,16 @@ class Listener:
             row = await self._store.containers.find(container.id)
             if row is None:
                 return total
-            records, cursor = await asyncio.to_thread(read_spool, path, row.spool_offset)
+            lines, cursor = await asyncio.to_thread(read_spool, path, row.spool_offset)
             if cursor == row.spool_offset:
                 return total
-            batch = ChannelBatch(records, cursor)
+            batch = ChannelBatch(lines, cursor)
             if not await self._copy_announced(backend, container.id, batch):
                 return total
             lost = await self._store.write(functools.partial(
-                self._apply, container_id=container.id, records=records, cursor=cursor))
+                self._apply, container_id=container.id, lines=lines, cursor=cursor))
             await self._recover(lost)
-            total += len(records)
+            total += len(lines)
 
     async def _copy_announced(self, backend: Backend, container_id: str,
                               batch: ChannelBatch) -> bool:
@@ -286,27 +286,29 @@ class Listener:
         if volsync.shared(backend, self._volume):
             return True
         try:
-            for record in batch.records:
-                data = record.get("data") if isinstance(record.get("data"), dict) else {}
-                assert isinstance(data, dict)
-                if record.get("type") == "checkpoint_created":
-                    await self._pull_checkpoint(backend, container_id, data)
-                elif record.get("type") == "worker_exited":
+            announced = False
+            for raw in batch.records:
+                kind = raw.get("type")
+                if kind == records.CheckpointCreated.TYPE:
+                    announced = True
+                    try:
+                        created = records.CheckpointCreated.from_dict(raw.get("data"))
+                    except RecordError:
+                        continue  # refused again, with its reason, when the batch is applied
+                    await self._pull_checkpoint(backend, container_id, created)
+                elif kind == records.WorkerExited.TYPE:
                     await volsync.pull_end(backend, self._volume, container_id, None, None)
-            if any(r.get("type") == "checkpoint_created" for r in batch.records):
+            if announced:
                 await volsync.pull_progress(backend, self._volume, container_id)
         except BackendUnreachable:
             return False
         return True
 
     async def _pull_checkpoint(self, backend: Backend, container_id: str,
-                               data: Mapping[str, Any]) -> None:
-        cp, session = data.get("checkpoint_id"), data.get("session_id")
-        if not isinstance(cp, str):
-            return
-        if not isinstance(session, str):
-            row = await self._store.containers.find(container_id)
-            session = row.session_id if row is not None else None
+                               created: records.CheckpointCreated) -> None:
+        cp = created.checkpoint_id
+        row = await self._store.containers.find(container_id)
+        session = row.session_id if row is not None else None
         if not session:
             return
         try:
@@ -319,7 +321,7 @@ class Listener:
             log.warning("checkpoint not copied to the daemon's volume", container_id=container_id,
                         checkpoint_id=cp, error=getattr(exc, "message", type(exc).__name__))
 
-    def _apply(self, tx: Tx, *, container_id: str, records: list[dict[str, Any]],
+    def _apply(self, tx: Tx, *, container_id: str, lines: list[dict[str, Any]],
                cursor: int) -> list[tuple[str, str, str]]:
         """Apply a batch and its cursor; the tasks to recover (see ``settle_container``)."""
         lost: list[tuple[str, str, str]] = []
@@ -327,35 +329,40 @@ class Listener:
         if c is None:
             return lost
         last_seq = c.last_seq
-        for record in records:
-            seq = record.get("seq")
-            if not isinstance(seq, int) or seq <= last_seq:
+        for raw in lines:
+            seq = records.seq_of(raw)
+            if seq is None or seq <= last_seq:
+                if seq is None:
+                    log.warning("channel record refused", container_id=c.id,
+                                reason="the record has no valid seq")
                 continue
-            last_seq = seq
-            data = record.get("data") if isinstance(record.get("data"), dict) else {}
-            assert isinstance(data, dict)
-            kind = record.get("type")
-            at = parse_at(record.get("at")) or now_us()
-            if kind == catalogue.HEARTBEAT:
-                self._heartbeat(tx, c, data, at)
-            elif isinstance(kind, str) and kind in catalogue.CATALOGUE:
-                if tx.events.append(kind, _message(kind, data), task_id=c.task_id,
-                                    session_id=c.session_id, container_id=c.id, data=data,
-                                    at=at, container_seq=seq) is not None:
-                    ended = self._effect(tx, c, kind, data)
-                    if ended is not None:
-                        lost.append(ended)
-            else:
-                log.warning("unknown channel record type", container_id=c.id, type=kind)
+            last_seq = seq  # a refused record is stepped over, never retried
+            try:
+                envelope = records.Envelope.from_dict(raw)
+                typed = envelope.typed()
+            except RecordError as exc:
+                log.warning("channel record refused", container_id=c.id, seq=seq,
+                            reason=str(exc))
+                continue
+            at = parse_at(envelope.at) or now_us()
+            data = typed.to_dict() if typed is not None else envelope.data
+            if isinstance(typed, records.Heartbeat):
+                self._heartbeat(tx, c, typed, at)
+            elif tx.events.append(envelope.type, _message(envelope.type, data),
+                                  task_id=c.task_id, session_id=c.session_id,
+                                  container_id=c.id, data=data, at=at,
+                                  container_seq=seq) is not None and typed is not None:
+                ended = self._effect(tx, c, typed)
+                if ended is not None:
+                    lost.append(ended)
             c = tx.containers.get(container_id) or c
         tx.containers.update(container_id, spool_offset=cursor, last_seq=last_seq)
         return lost
 
-    def _heartbeat(self, tx: Tx, c: ContainerRow, data: dict[str, Any], at: int) -> None:
-        tx.heartbeats.insert(c.id, at=at, cpu_percent=float(data.get("cpu_percent") or 0),
-                             memory_bytes=int(data.get("memory_bytes") or 0),
-                             disk_bytes=int(data.get("disk_bytes") or 0),
-                             agent_alive=bool(data.get("agent_alive")), metrics=data)
+    def _heartbeat(self, tx: Tx, c: ContainerRow, hb: records.Heartbeat, at: int) -> None:
+        tx.heartbeats.insert(c.id, at=at, cpu_percent=hb.cpu_percent,
+                             memory_bytes=hb.memory_bytes, disk_bytes=hb.disk_bytes,
+                             agent_alive=hb.agent_alive, metrics=hb.to_dict())
         fields: dict[str, Any] = {"last_heartbeat_at": at, "consecutive_failures": 0}
         # A record that still arrives (a stream opened before) does not end "unreachable":
         # that lasts until the backend answers a call again (then this heals it).
@@ -369,19 +376,15 @@ class Listener:
         if c.state == ContainerState.STARTING:
             fields["state"] = ContainerState.RUNNING.value
         tx.containers.update(c.id, **fields)
-        self._usage(tx, c, data)
+        self._usage(tx, c, hb.usage)
 
-    def _usage(self, tx: Tx, c: ContainerRow, data: Mapping[str, Any],
+    def _usage(self, tx: Tx, c: ContainerRow, usage: records.Usage,
                note: str = "agent usage") -> None:
-        """Record this incarnation's cumulative usage; the task's totals are the sums."""
-        fields = {k: int(data[k]) for k in USAGE_FIELDS
-                  if isinstance(data.get(k), int) and not isinstance(data.get(k), bool)}
-        # ``cost_usd`` is this incarnation's share; ``total_cost_usd`` the CLI's figure for
-        # the whole session (a resumed run includes the earlier runs' cost), used only by
-        # workers that do not send the former.
-        cost_key = "cost_usd" if "cost_usd" in data else "total_cost_usd"
-        if data.get(cost_key) is not None:
-            fields["api_cost_micros"] = micros(data.get(cost_key))
+        """Record this incarnation's cumulative usage; the task's totals are the sums.
+        ``usage.cost_usd`` is this incarnation's share (``parhelia.records.AgentResult``)."""
+        fields = {k: getattr(usage, k) for k in USAGE_FIELDS}
+        if usage.cost_usd is not None:
+            fields["api_cost_micros"] = micros(usage.cost_usd)
         # Cumulative figures never go down within an incarnation; unchanged ones (most
         # heartbeats) cost no write at all.
         fields = {k: v for k, v in fields.items() if v > getattr(c, k)}
@@ -409,39 +412,35 @@ class Listener:
         tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),
                                               strict=True)))
 
-    def _effect(self, tx: Tx, c: ContainerRow, kind: str, data: dict[str, Any]
+    def _effect(self, tx: Tx, c: ContainerRow, record: records.Typed
                 ) -> tuple[str, str, str] | None:
-        if kind == "worker_started" and c.state in (ContainerState.CREATED,
-                                                    ContainerState.STARTING):
+        """What a record the daemon acts on changes (its event is stored already)."""
+        if isinstance(record, records.WorkerStarted):
             if c.state == ContainerState.CREATED:
                 tx.containers.update(c.id, state=ContainerState.STARTING.value)
-            tx.containers.update(c.id, state=ContainerState.RUNNING.value)
-        elif kind == "agent_tool_use":
-            tool = str(data.get("tool") or "")
-            summary = str(data.get("summary") or "")
+            if c.state in (ContainerState.CREATED, ContainerState.STARTING):
+                tx.containers.update(c.id, state=ContainerState.RUNNING.value)
+        elif isinstance(record, records.AgentToolUse):
+            tool, summary = record.tool, record.summary
             if _is_current(tx, c):
                 tx.tasks.update(c.task_id,
                                 last_tool=f"{tool}: {summary}"[:200] if summary else tool)
-        elif kind in ("agent_turn_completed", "agent_result", "agent_cost"):
+        elif isinstance(record, records.AgentTurnCompleted | records.AgentResult
+                        | records.AgentCost):
             # spend counts whichever incarnation made it
-            self._usage(tx, c, data, note=AGENT_COST_NOTE if kind == "agent_cost"
-                        else "agent usage")
-            if kind == "agent_result" and _is_current(tx, c):
-                tx.tasks.update(c.task_id, result_subtype=str(data.get("subtype") or ""),
-                                result_is_error=bool(data.get("is_error")),
-                                result_text=str(data.get("text") or ""))
-        elif kind == "checkpoint_created" and c.session_id is not None and \
-                isinstance(data.get("checkpoint_id"), str):
-            index_checkpoint(tx, c.session_id, c.id, data)
-        elif kind in SESSION_MODE_EVENTS and c.session_id is not None:
-            _session_mode(tx, c, kind, data)
-        elif kind == "worker_exited":
-            code = data.get("exit_code")
+            self._usage(tx, c, record.usage, note=AGENT_COST_NOTE
+                        if isinstance(record, records.AgentCost) else "agent usage")
+            if isinstance(record, records.AgentResult) and _is_current(tx, c):
+                tx.tasks.update(c.task_id, result_subtype=record.subtype,
+                                result_is_error=record.is_error, result_text=record.text)
+        elif isinstance(record, records.CheckpointCreated) and c.session_id is not None:
+            index_checkpoint(tx, c.session_id, c.id, record)
+        elif isinstance(record, records.SessionMode) and c.session_id is not None:
+            _session_mode(tx, c, record)
+        elif isinstance(record, records.WorkerExited):
             return settle_container(tx, c.id, Outcome(
-                exit_code=code if isinstance(code, int) else None,
-                status=str(data.get("status") or "failed"),
-                error_code=str(data.get("error_code") or ""),
-                error_message=str(data.get("error_message") or "")))
+                exit_code=record.exit_code, status=record.status,
+                error_code=record.error_code or "", error_message=record.error_message or ""))
         return None
 
     # -- ends -----------------------------------------------------------------------
@@ -505,11 +504,7 @@ class Listener:
         self._on_settled()
 
 
-SESSION_MODE_EVENTS = frozenset({"session_interactive", "session_headless", "session_attached",
-                                 "session_detached"})
-
-
-def _session_mode(tx: Tx, c: ContainerRow, kind: str, data: Mapping[str, Any]) -> None:
+def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
     """What runs the session now, as its current worker says: the TUI (with its socket
     and attached clients) or the headless agent."""
     assert c.session_id is not None
@@ -517,18 +512,15 @@ def _session_mode(tx: Tx, c: ContainerRow, kind: str, data: Mapping[str, Any]) -
     if session is None or session.current_container_id != c.id or \
             session.status not in SESSION_LIVE:
         return  # an older incarnation draining late, or the session ended meanwhile
-    if kind == "session_headless":
+    if isinstance(record, records.SessionHeadless):
         tx.sessions.update(session.id, status=SessionStatus.HEADLESS, attached_clients=0,
                            tmux_socket="")
         return
-    clients = data.get("clients")
-    clients = clients if isinstance(clients, int) and clients >= 0 else 0
-    fields: dict[str, Any] = {"attached_clients": clients}
-    if kind == "session_interactive":
-        socket = data.get("socket")
-        fields["tmux_socket"] = socket if isinstance(socket, str) else ""
+    fields: dict[str, Any] = {"attached_clients": record.clients}
+    if isinstance(record, records.SessionInteractive):
+        fields["tmux_socket"] = record.socket
     tx.sessions.update(session.id, status=session_status_for(True, interactive=True,
-                                                             clients=clients), **fields)
+                                                             clients=record.clients), **fields)
 
 
 def _is_current(tx: Tx, c: ContainerRow) -> bool:

@@ -74,7 +74,7 @@ def _checkpoint_on_backend(backend: ScriptedBackend, session_id: str, tmp_path: 
     (ws / "f.txt").write_text(content)
     manifest = snapshot(ws, volume=backend.volume, session_id=session_id, parent_id=None,
                         trigger="turn")
-    return manifest.summary()
+    return manifest.summary().to_dict()
 
 
 async def test_a_reported_checkpoint_is_copied_before_it_is_indexed(

@@ -543,7 +543,8 @@ class Budget:
             if due <= 0:
                 continue
             tx.ledger.insert("compute", due, task_id=c.task_id, container_id=c.id,
-                             note=f"{c.backend} compute", at=min(end, now))
+                             note=f"{c.backend} compute, estimated at the [rates]",
+                             at=min(end, now))
             tx.containers.update(c.id, cost_micros=total)
             touched.add(c.task_id)
         for task_id in touched:

@@ -86,6 +86,15 @@ def safe(text: str | None, multiline: bool = False) -> str:
     return (_UNSAFE if multiline else _UNSAFE_ONE_LINE).sub(_escape, text)
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` (already made :func:`safe`) cut to ``width`` characters, the middle
+    replaced by ``...`` (both ends of a long path name the file)."""
+    if width <= 3 or len(text) <= width:
+        return text[: max(0, width)]
+    keep = width - 3
+    return text[: keep - keep // 2] + "..." + text[len(text) - keep // 2:]
+
+
 def emit_resource(resource: dict[str, Any], **related: Any) -> None:
     """The one ``--json`` shape of a show/create/action command: the resource object
     itself (its ``id`` at the top level), with data about related things under named

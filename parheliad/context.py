@@ -22,6 +22,7 @@ from parheliad.core.tasks import TaskService
 from parheliad.store import Store
 
 if TYPE_CHECKING:
+    from parheliad.core.overlap import Overlap
     from parheliad.core.runtime import Runtime
 
 VERSION = __version__
@@ -29,6 +30,11 @@ VERSION = __version__
 
 async def no_backends() -> list[BackendState]:
     """Before the runtime has built its backends (it replaces this hook)."""
+    return []
+
+
+def no_overlaps(task_id: str) -> list[Overlap]:
+    """Before the overlap monitor runs (it replaces this hook)."""
     return []
 
 
@@ -47,6 +53,8 @@ class DaemonContext:
     backend_status: Callable[[], Awaitable[list[BackendState]]] = field(
         default=no_backends)
     """Each backend with ``available()`` and its reason (the runtime's registry)."""
+    overlaps: Callable[[str], list[Overlap]] = field(default=no_overlaps)
+    """The live tasks of the same repository that changed the same paths as a task."""
     version: str = VERSION
     runtime: Runtime | None = None
     """Makes tasks run (dispatcher, listener, backends); set by the runtime component."""

@@ -35,6 +35,7 @@ from parheliad.config import Config, db_path
 from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
 from parheliad.core.notify import Notifier
+from parheliad.core.overlap import OverlapMonitor
 from parheliad.core.runtime import Runtime
 from parheliad.core.tasks import TaskService
 from parheliad.instance import InstanceGuard, StartupRefused
@@ -69,7 +70,10 @@ def core_components(ctx: DaemonContext) -> list[Component]:
     ctx.tasks.runtime = runtime
     ctx.tasks.on_created = runtime.kick
     ctx.tasks.admit = runtime.budget.admission
-    return [RuntimeComponent(runtime), Notifier(ctx.store, ctx.bus, lambda: ctx.config)]
+    overlap = OverlapMonitor(ctx.store, ctx.bus, runtime.changes)
+    ctx.overlaps = overlap.overlaps
+    return [RuntimeComponent(runtime), Notifier(ctx.store, ctx.bus, lambda: ctx.config),
+            overlap]
 
 
 class RuntimeComponent:

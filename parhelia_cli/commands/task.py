@@ -519,6 +519,10 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
         if waits(t) or unsaved(t):
             word += "*"
             notes.append(f"* {t['id']}: " + render.safe(wait_text(t)))
+        overlaps = overlap_lines(t, paths=1)
+        if overlaps:
+            word += "!"
+            notes.extend(f"! {t['id']}: {text}" for text in overlaps)
         rows.append((t["id"], (word, colour), render.age(t["created_at"]),
                      where, (t["usage"] or {}).get("turns", 0),
                      usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
@@ -538,6 +542,23 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
 
 
 WAITING = ("pending", "paused")
+OVERLAP_PATHS_SHOWN = 3
+OVERLAP_PATH_WIDTH = 60
+
+
+def overlap_lines(t: dict[str, Any], paths: int = OVERLAP_PATHS_SHOWN,
+                  width: int = OVERLAP_PATH_WIDTH) -> list[str]:
+    """One line per other live task that changed the same paths (``Task.overlaps``):
+    its id, how many paths, the first few (escaped, long ones shortened)."""
+    out = []
+    for o in t.get("overlaps") or []:
+        shown = ", ".join(render.clip(render.safe(p), width) for p in o["paths"][:paths])
+        count = o["path_count"] or len(o["paths"])
+        more = f" (+{count - paths} more)" if count > paths else ""
+        out.append(f"task {o['task_id']} also changed {count} of the same path(s): "
+                   f"{shown}{more}")
+    return out
+
 
 
 def waits(t: dict[str, Any]) -> bool:
@@ -601,6 +622,7 @@ def show(task_id: str) -> None:
                     if u.get("inflight_api_cost_micros") else "")
                  + f", compute {usd_short(u.get('compute_cost_micros', 0))})"),
         ("Last tool", render.safe(t["last_tool"])),
+        ("Overlap", render.style("; ".join(overlap_lines(t, paths=10)), "yellow") or None),
         ("Result", render.safe(r.get("subtype"))),
         ("Error", f"{r['error_code']}: {render.safe(r.get('error_message'))}"
          if r.get("error_code") else None),

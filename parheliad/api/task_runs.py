@@ -18,6 +18,7 @@ from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
 from parheliad.context import DaemonContext
 from parheliad.core import results, takehome
 from parheliad.core.budget import round_micros, token_cost
+from parheliad.core.overlap import MAX_PATHS
 from parheliad.core.runtime import RetryOverrides, Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.store import EventFilter
@@ -42,6 +43,9 @@ def _inflight(row: TaskRow, ctx: DaemonContext) -> int:
 def task_view(row: TaskRow, ctx: DaemonContext) -> common_pb2.Task:
     msg = task_to_proto(row)
     msg.usage.inflight_api_cost_micros = _inflight(row, ctx)
+    for found in ctx.overlaps(row.id):
+        msg.overlaps.add(task_id=found.task_id, paths=found.paths[:MAX_PATHS],
+                         path_count=len(found.paths))
     return msg
 
 

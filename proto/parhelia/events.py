@@ -73,6 +73,9 @@ _KINDS: tuple[EventKind, ...] = (
               "A task lost its worker and is recovering."),
     EventKind("task_retried", "task", Level.INFO, "A task was retried from checkpoint zero."),
     EventKind("task_deleted", "task", Level.INFO, "A task was deleted."),
+    EventKind("overlap_detected", "task", Level.WARNING,
+              "Two live tasks of the same repository changed some of the same paths "
+              "(one event for each; data: other_task_id, paths, path_count)."),
     # session
     EventKind("session_created", "session", Level.INFO, "A session was created."),
     EventKind("session_killed", "session", Level.WARNING, "A session was killed."),

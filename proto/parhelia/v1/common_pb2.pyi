@@ -320,6 +320,7 @@ class Task(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     DISPATCH_AFTER_FIELD_NUMBER: _builtins.int
     OPTION_SOURCES_FIELD_NUMBER: _builtins.int
+    OVERLAPS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -365,6 +366,12 @@ class Task(_message.Message):
     def option_sources(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """where each option came from: flag | default | user:<file> | project:<file>"""
 
+    @_builtins.property
+    def overlaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOverlap]:
+        """Other live tasks of the same repository that changed some of the same paths
+        (each against its own base, from their newest checkpoints). Empty when none.
+        """
+
     def __init__(
         self,
         *,
@@ -391,14 +398,45 @@ class Task(_message.Message):
         held: _builtins.bool = ...,
         dispatch_after: _timestamp_pb2.Timestamp | None = ...,
         option_sources: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        overlaps: _abc.Iterable[Global___TaskOverlap] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskOverlap(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    PATHS_FIELD_NUMBER: _builtins.int
+    PATH_COUNT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """the other live task"""
+    path_count: _builtins.int
+    """how many paths both changed"""
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """changed by both, sorted; at most 50 (see path_count)"""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+        path_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path_count", b"path_count", "paths", b"paths", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskOverlap: _TypeAlias = TaskOverlap  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):

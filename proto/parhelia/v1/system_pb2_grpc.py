@@ -55,6 +55,11 @@ class SystemServiceStub:
                 request_serializer=parhelia_dot_v1_dot_system__pb2.DoctorRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_system__pb2.DoctorResponse.FromString,
                 _registered_method=True)
+        self.WatchOperation = channel.unary_stream(
+                '/parhelia.v1.SystemService/WatchOperation',
+                request_serializer=parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_system__pb2.OperationProgress.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -85,6 +90,15 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOperation(self, request, context):
+        """Progress of a long call (rollback, pull, config sync...) that the client tagged with
+        an operation id in the `parhelia-operation` metadata (parhelia.progress); the stream
+        ends when that call ends. An id never used waits for its call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +121,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.Doctor,
                     request_deserializer=parhelia_dot_v1_dot_system__pb2.DoctorRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_system__pb2.DoctorResponse.SerializeToString,
+            ),
+            'WatchOperation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOperation,
+                    request_deserializer=parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_system__pb2.OperationProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +237,33 @@ class SystemService:
             '/parhelia.v1.SystemService/Doctor',
             parhelia_dot_v1_dot_system__pb2.DoctorRequest.SerializeToString,
             parhelia_dot_v1_dot_system__pb2.DoctorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parhelia.v1.SystemService/WatchOperation',
+            parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.SerializeToString,
+            parhelia_dot_v1_dot_system__pb2.OperationProgress.FromString,
             options,
             channel_credentials,
             insecure,

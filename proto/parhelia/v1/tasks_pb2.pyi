@@ -540,12 +540,20 @@ class TaskProgress(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DONE_FIELD_NUMBER: _builtins.int
     elapsed_seconds: _builtins.float
+    snapshot_done: _builtins.bool
+    """WatchTasks only: the first state is complete (no task)"""
     @_builtins.property
     def task(self) -> _common_pb2.Task: ...
     @_builtins.property
     def event(self) -> _common_pb2.Event:
         """the event that caused this update, if any"""
+
+    @_builtins.property
+    def container(self) -> _common_pb2.Container:
+        """WatchTasks only: the task's current or last container"""
 
     def __init__(
         self,
@@ -553,14 +561,36 @@ class TaskProgress(_message.Message):
         task: _common_pb2.Task | None = ...,
         event: _common_pb2.Event | None = ...,
         elapsed_seconds: _builtins.float = ...,
+        container: _common_pb2.Container | None = ...,
+        snapshot_done: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "event", b"event", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_seconds", b"elapsed_seconds", "event", b"event", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "elapsed_seconds", b"elapsed_seconds", "event", b"event", "snapshot_done", b"snapshot_done", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
+
+@_typing.final
+class WatchTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECENT_FIELD_NUMBER: _builtins.int
+    recent: _builtins.int
+    """finished tasks in the first state; 0 = 20"""
+    def __init__(
+        self,
+        *,
+        recent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recent", b"recent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTasksRequest: _TypeAlias = WatchTasksRequest  # noqa: Y015
 
 @_typing.final
 class GetTaskLogsRequest(_message.Message):

@@ -85,6 +85,11 @@ class TaskServiceStub:
                 request_serializer=parhelia_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/parhelia.v1.TaskService/WatchTasks',
+                request_serializer=parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
+                _registered_method=True)
         self.GetTaskLogs = channel.unary_stream(
                 '/parhelia.v1.TaskService/GetTaskLogs',
                 request_serializer=parhelia_dot_v1_dot_tasks__pb2.GetTaskLogsRequest.SerializeToString,
@@ -167,6 +172,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """Live progress of many tasks (`parhelia top`): first the unfinished tasks and the
+        newest finished ones, then one message per event of any task, as it commits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTaskLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -236,6 +249,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
                     request_deserializer=parhelia_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.SerializeToString,
             ),
             'GetTaskLogs': grpc.unary_stream_rpc_method_handler(
@@ -523,6 +541,33 @@ class TaskService:
             target,
             '/parhelia.v1.TaskService/WatchTask',
             parhelia_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
+            parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parhelia.v1.TaskService/WatchTasks',
+            parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
             parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
             options,
             channel_credentials,

@@ -14,10 +14,16 @@ import grpc
 from modal_worker.checkpoint.diff import Change, header_path
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.v1 import common_pb2, tasks_pb2
-from parheliad.api.convert import event_to_proto, require_ref, task_to_proto
+from parheliad.api.convert import (
+    container_to_proto,
+    event_to_proto,
+    require_ref,
+    task_to_proto,
+)
 from parheliad.context import DaemonContext
 from parheliad.core import results, takehome
 from parheliad.core.budget import round_micros, token_cost
+from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
 from parheliad.core.runtime import RetryOverrides, Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
@@ -25,6 +31,9 @@ from parheliad.store import EventFilter
 from parheliad.store.rows import TaskRow
 
 _LIVE_STATUSES = ("running", "recovering")
+DEFAULT_RECENT = 20
+MAX_RECENT = 1000
+MAX_LIVE = 1000
 
 
 def _inflight(row: TaskRow, ctx: DaemonContext) -> int:
@@ -167,6 +176,45 @@ class TaskRunsMixin:
                 yield self._progress(task, event_to_proto(row), self._ctx)
                 if TaskStatus(task.status) in TASK_FINAL and row.type.startswith("task_"):
                     return
+
+    async def WatchTasks(self, request: tasks_pb2.WatchTasksRequest,
+                         context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[tasks_pb2.TaskProgress]:
+        """The unfinished tasks and the newest ``recent`` finished ones, a
+        ``snapshot_done`` marker, then one message per event of any task as it commits
+        (a deleted task's message has its event and no task). Ends when the daemon stops;
+        a watcher too slow to keep up gets E500."""
+        if not 0 <= request.recent <= MAX_RECENT:
+            raise invalid(f"recent: must be 0 to {MAX_RECENT}", field="recent")
+        store = self._ctx.store
+        with self._ctx.bus.subscribe(EventFilter()) as sub:
+            live = await store.tasks.list(tuple(s for s in TaskStatus if s not in TASK_FINAL),
+                                          limit=MAX_LIVE)
+            done = await store.tasks.list(tuple(TASK_FINAL),
+                                          limit=request.recent or DEFAULT_RECENT)
+            for task in live + done:
+                yield await self._board_row(task, None)
+            yield tasks_pb2.TaskProgress(snapshot_done=True)
+            async for row in sub:
+                if not row.task_id:
+                    continue
+                found = await store.tasks.find(row.task_id)
+                if found is None:
+                    yield tasks_pb2.TaskProgress(event=event_to_proto(row))
+                else:
+                    yield await self._board_row(found, event_to_proto(row))
+            if sub.ended_because == SLOW:
+                raise ParheliaError("E500", "the task watch fell behind and was dropped; "
+                                            "watch again")
+
+    async def _board_row(self, task: TaskRow, event: common_pb2.Event | None
+                         ) -> tasks_pb2.TaskProgress:
+        progress = self._progress(task, event, self._ctx)
+        if task.container_id:
+            container = await self._ctx.store.containers.find(task.container_id)
+            if container is not None:
+                progress.container.CopyFrom(container_to_proto(container))
+        return progress
 
     @staticmethod
     def _progress(task: TaskRow, event: common_pb2.Event | None,

@@ -21,7 +21,7 @@ Reads are marked ``idempotent``: a transport may try them again after a reconnec
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 Stream = Generator[_T, None, None]
 """A server stream: iterate it; ``close()`` (or ``contextlib.closing``) cancels the call."""
+Progress = Callable[[Any], None]
+"""Hears each ``OperationProgress`` of a long call while it runs (rollback, pull, sync)."""
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds a unary call may take (checkpoint and reconciler work gets longer)."""
@@ -58,7 +60,8 @@ class Transport(Protocol):
     :data:`parhelia_cli.client.STUBS`: ``tasks``, ``events``...)."""
 
     def call(self, service: str, method: str, request: Any, *,
-             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False) -> Any: ...
+             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False,
+             on_progress: Progress | None = None) -> Any: ...
 
     def stream(self, service: str, method: str, request: Any) -> Stream[Any]: ...
 
@@ -113,9 +116,10 @@ class _Service:
         self._timeout = timeout
 
     def _call(self, method: str, request: Any, *, timeout: float | None = None,
-              idempotent: bool = False) -> Any:
+              idempotent: bool = False, on_progress: Progress | None = None) -> Any:
         return self._t.call(self.name, method, request, idempotent=idempotent,
-                            timeout=self._timeout if timeout is None else timeout)
+                            timeout=self._timeout if timeout is None else timeout,
+                            on_progress=on_progress)
 
     def _read(self, method: str, request: Any) -> Any:
         return self._call(method, request, idempotent=True)
@@ -157,10 +161,12 @@ class ConfigApi(_Service):
 
         return self._read("GetConfig", config_pb2.GetConfigRequest(project_dir=project_dir))
 
-    def sync(self, *, dry_run: bool = False) -> config_pb2.SyncConfigResponse:
+    def sync(self, *, dry_run: bool = False, on_progress: Progress | None = None
+             ) -> config_pb2.SyncConfigResponse:
         from parhelia.v1 import config_pb2
 
-        return self._call("SyncConfig", config_pb2.SyncConfigRequest(dry_run=dry_run))
+        return self._call("SyncConfig", config_pb2.SyncConfigRequest(dry_run=dry_run),
+                          on_progress=on_progress)
 
 
 class TasksApi(_Service):
@@ -259,14 +265,15 @@ class TasksApi(_Service):
             task_id=task_id, stat_only=stat_only, against=against))
 
     def pull(self, task_id: str, *, branch: str = "", patch_path: str = "",
-             repo_path: str = "", force: bool = False) -> tasks_pb2.PullTaskResponse:
+             repo_path: str = "", force: bool = False, on_progress: Progress | None = None
+             ) -> tasks_pb2.PullTaskResponse:
         """A branch (default ``parhelia/<task id>``) or, with ``patch_path``, a patch file;
         the daemon never touches the working tree."""
         from parhelia.v1 import tasks_pb2
 
         return self._call("PullTask", tasks_pb2.PullTaskRequest(
             task_id=task_id, branch=branch, patch_path=patch_path, repo_path=repo_path,
-            force=force))
+            force=force), on_progress=on_progress)
 
 
 class EventsApi(_Service):
@@ -407,11 +414,12 @@ class CheckpointsApi(_Service):
             from_checkpoint_id=from_checkpoint_id, to_checkpoint_id=to_checkpoint_id,
             files=files, conversation=conversation))
 
-    def rollback(self, checkpoint_id: str) -> checkpoints_pb2.RollbackCheckpointResponse:
+    def rollback(self, checkpoint_id: str, *, on_progress: Progress | None = None
+                 ) -> checkpoints_pb2.RollbackCheckpointResponse:
         from parhelia.v1 import checkpoints_pb2
 
         return self._call("RollbackCheckpoint", checkpoints_pb2.RollbackCheckpointRequest(
-            checkpoint_id=checkpoint_id), timeout=LONG_TIMEOUT)
+            checkpoint_id=checkpoint_id), timeout=LONG_TIMEOUT, on_progress=on_progress)
 
     def verify(self, checkpoint_id: str) -> checkpoints_pb2.VerifyCheckpointResponse:
         from parhelia.v1 import checkpoints_pb2

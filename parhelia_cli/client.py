@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,12 +257,51 @@ class Client:
         return self._stubs[service]
 
     def call(self, service: str, method: str, request: Any, *,
-             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False) -> Any:
+             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False,
+             on_progress: Callable[[Any], None] | None = None) -> Any:
         """One unary RPC (the transport of :class:`Api`); failures become
-        :class:`CliError`. One attempt, ``idempotent`` or not."""
+        :class:`CliError`. One attempt, ``idempotent`` or not. ``on_progress`` follows
+        the call's progress reports meanwhile (``SystemService.WatchOperation``)."""
+        if on_progress is not None:
+            return self._call_with_progress(service, method, request, on_progress, timeout)
         grpc = _grpc()
         try:
             return getattr(self.stub(service), method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, self.socket, method) from None
+
+    def _call_with_progress(self, service: str, method: str, request: Any,
+                            on_progress: Callable[[Any], None],
+                            timeout: float | None) -> Any:
+        """One unary RPC tagged with a fresh operation id, following its progress
+        (``SystemService.WatchOperation``) meanwhile: ``on_progress`` gets each
+        ``OperationProgress`` until the call ends. A daemon that cannot report progress
+        just answers the call."""
+        import secrets
+
+        from parhelia import progress
+
+        grpc = _grpc()
+        op_id = secrets.token_urlsafe(24)
+        future = getattr(self.stub(service), method).future(
+            request, timeout=timeout, metadata=((progress.METADATA_KEY, op_id),))
+        watch = self.stub("system").WatchOperation(
+            pb2("system").WatchOperationRequest(operation_id=op_id))
+        future.add_done_callback(lambda _f: watch.cancel())
+        try:
+            for state in watch:
+                if state.finished:
+                    break
+                on_progress(state)
+        except grpc.RpcError:
+            pass  # cancelled as the call ended, or an older daemon: no progress
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+        finally:
+            watch.cancel()
+        try:
+            return future.result()
         except grpc.RpcError as exc:
             raise rpc_error(exc, self.socket, method) from None
 

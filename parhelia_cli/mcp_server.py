@@ -35,7 +35,7 @@ from parhelia.backends import Backend
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia.permissions import PermissionMode
 from parhelia_cli import durations, params, views
-from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream, task_options
+from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Progress, Stream, task_options
 from parhelia_cli.client import Client
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.errors import CliError, invalid, missing
@@ -130,17 +130,20 @@ class Bridge:
             stale.close()
 
     def call(self, service: str, method: str, request: Any, *,
-             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False) -> Any:
+             timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False,
+             on_progress: Progress | None = None) -> Any:
         client = self.client()
         try:
-            return client.call(service, method, request, timeout=timeout)
+            return client.call(service, method, request, timeout=timeout,
+                               on_progress=on_progress)
         except CliError as exc:
             if exc.code != "E504":
                 raise
             self.forget(client)
             if not idempotent:
                 raise
-        return self.client().call(service, method, request, timeout=timeout)
+        return self.client().call(service, method, request, timeout=timeout,
+                                  on_progress=on_progress)
 
     def stream(self, service: str, method: str, request: Any) -> Stream[Any]:
         """A server stream; closing the iterator (``contextlib.closing``) cancels it."""

@@ -47,6 +47,11 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if color_enabled(stream):
         return Console(file=stream, highlight=False)
+    if is_tty(stream) and os.environ.get("TERM") != "dumb":
+        # NO_COLOR takes the colours away, not the terminal: live lines and bars still
+        # redraw in place.
+        return Console(file=stream, no_color=True, color_system=None, highlight=False,
+                       emoji=False)
     width = None if is_tty(stream) else 200
     return Console(file=stream, color_system=None, highlight=False, width=width,
                    force_terminal=False, emoji=False)

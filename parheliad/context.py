@@ -18,6 +18,7 @@ from parhelia.paths import Paths
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 from parheliad.core.events import EventBus
+from parheliad.core.progress import ProgressHub
 from parheliad.core.tasks import TaskService
 from parheliad.store import Store
 
@@ -54,6 +55,8 @@ class DaemonContext:
         default=no_backends)
     """Each backend with ``available()`` and its reason (the runtime's registry)."""
     overlaps: Callable[[str], list[Overlap]] = field(default=no_overlaps)
+    progress: ProgressHub = field(default_factory=ProgressHub)
+    """Progress of long calls, for WatchOperation."""
     """The live tasks of the same repository that changed the same paths as a task."""
     version: str = VERSION
     runtime: Runtime | None = None

@@ -29,6 +29,7 @@ from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
 from modal_worker.checkpoint.statcache import StatCache
 from modal_worker.volume import Volume
+from parhelia.progress import Report
 
 CONVERSATION_FILE_MODE = 0o600
 CONVERSATION_DIR_MODE = 0o700
@@ -52,13 +53,15 @@ def restore(
     stat_cache: StatCache | Path | None = None,
     workers: int | None = None,
     in_place: bool | None = None,
+    progress: Report | None = None,
 ) -> RestoreStats:
     """Make ``dest`` exactly the manifest's tree (and the session's conversation files —
     ``conversation``, or only its project dir ``conversation_dir`` — what it recorded).
 
     ``in_place`` forces the swap strategy (default: a sibling staging directory
     and two renames, or staging inside ``dest`` when ``dest`` is a mount point
-    or its parent is not writable).
+    or its parent is not writable). ``progress`` hears the bytes of the tree's files
+    written so far.
     """
     started = time.monotonic()
     dest = Path(os.path.realpath(Path(dest).parent)) / Path(dest).name
@@ -82,7 +85,7 @@ def restore(
     staging = _staging_dir(dest, in_place)
     conv_staging: dict[str, tuple[Path, Path]] = {}
     try:
-        _build_tree(store, manifest.tree, staging, workers)
+        _build_tree(store, manifest.tree, staging, workers, progress)
         if conv is not None and manifest.conversation:
             conv_staging = _build_conversation(store, manifest.conversation, conv, workers)
     except BaseException:
@@ -188,31 +191,40 @@ def _write_blob(store: BlobStore, digest: str, size: int, target: Path, mode: in
         os.close(fd)
 
 
-def _run_all(jobs: list[Callable[[], None]], workers: int) -> None:
+def _run_all(jobs: list[Callable[[], None]], workers: int, sizes: list[int] | None = None,
+             progress: Report | None = None) -> None:
     if not jobs:
         return
+    total = sum(sizes or ())
+    done = 0
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(job) for job in jobs]:
+            for i, future in enumerate([pool.submit(job) for job in jobs]):
                 future.result()
+                if progress is not None and sizes is not None:
+                    done += sizes[i]
+                    progress(done, total)
     except BlobError as exc:
         raise refuse(str(exc)) from None
     except OSError as exc:
         raise refuse(f"restore failed while writing: {exc.strerror or exc}") from None
 
 
-def _build_tree(store: BlobStore, tree: dict[str, Entry], staging: Path, workers: int) -> None:
+def _build_tree(store: BlobStore, tree: dict[str, Entry], staging: Path, workers: int,
+                progress: Report | None = None) -> None:
     dirs = sorted(p for p, e in tree.items() if e.type == "dir")
     for path in dirs:
         (staging / path).mkdir(mode=0o700, parents=True, exist_ok=True)
     jobs: list[Callable[[], None]] = []
+    sizes: list[int] = []
     for path, entry in tree.items():
         if entry.type == "file" and entry.blob is not None:
             parent = (staging / path).parent
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             jobs.append(_job(store, entry.blob, entry.size, staging / path,
                              restored_mode(entry)))
-    _run_all(jobs, workers)
+            sizes.append(entry.size)
+    _run_all(jobs, workers, sizes, progress)
     for path, entry in tree.items():
         if entry.type == "symlink" and entry.target is not None:
             (staging / path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.statcache import StatCache, stat_key
 from modal_worker.clock import utc_now
 from modal_worker.volume import Volume
+from parhelia.progress import Report
 
 MAX_SKIPPED_LISTED = 100
 TREE_NS = "t:"
@@ -159,10 +160,16 @@ class _Snapshotter:
         except (PermissionError, BlobError, OSError) as exc:
             return path, st, f"unreadable ({type(exc).__name__})"
 
-    def store_files(self, todo: list[tuple[str, os.stat_result]], workers: int) -> None:
+    def store_files(self, todo: list[tuple[str, os.stat_result]], workers: int,
+                    progress: Report | None = None) -> None:
+        total = sum(st.st_size for _, st in todo)
+        done = 0
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(self.hash_one, todo) if workers > 1 else map(self.hash_one, todo)
             for path, st, result in results:
+                done += st.st_size
+                if progress is not None:
+                    progress(done, total)
                 if isinstance(result, str):
                     self.skip(path, result)
                     continue
@@ -236,8 +243,10 @@ def snapshot(
     environment: Mapping[str, Any] | None = None,
     git: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    progress: Report | None = None,
 ) -> Manifest:
     """Checkpoint ``root`` (or only ``files``, relative to it) and store the manifest.
+    ``progress`` hears the bytes read of the files that had to be read.
 
     Never follows symlinks; skips sockets, FIFOs, devices, unreadable files and
     symlinks leaving the tree (listed in ``stats.skipped``). With a stat cache,
@@ -256,7 +265,7 @@ def snapshot(
     conv = snap.conversation(conversation) if conversation is not None else {}
     entries = walk(root) if files is None else _listed(root, files)
     todo = snap.scan(entries)
-    snap.store_files(todo, workers or default_workers())
+    snap.store_files(todo, workers or default_workers(), progress)
     snap.drop_escaping_symlinks()
 
     file_entries = [e for e in snap.tree.values() if e.type == "file"]

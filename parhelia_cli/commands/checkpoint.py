@@ -265,8 +265,11 @@ def rollback(checkpoint_id: str, yes: bool) -> None:
     confirm.confirm(f"Roll the session of checkpoint {checkpoint_id} back to it? (a safety "
                     "checkpoint is taken first; a running worker is restarted)", yes,
                     "rolling back")
+    from parhelia_cli import progress
+
     obj = settings()
-    data = to_dict(obj.api().checkpoints.rollback(checkpoint_id))
+    with progress.reporting(obj.json) as on_progress:
+        data = to_dict(obj.api().checkpoints.rollback(checkpoint_id, on_progress=on_progress))
     if obj.json:
         render.emit_json(data)
         return

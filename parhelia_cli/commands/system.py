@@ -153,8 +153,11 @@ def config_sync(dry_run: bool) -> None:
     `task create` syncs by itself when the config changed; run this to see the
     details first, or after installing a command an MCP server needs.
     """
+    from parhelia_cli import progress
+
     obj = settings()
-    data = to_dict(obj.api().config.sync(dry_run=dry_run))
+    with progress.reporting(obj.json) as on_progress:
+        data = to_dict(obj.api().config.sync(dry_run=dry_run, on_progress=on_progress))
     data["dry_run"] = dry_run
     if obj.json:
         render.emit_json(data)

@@ -248,16 +248,13 @@ def secret_notices(done: tasks_pb2.UploadWorkspaceProgress) -> list[str]:
 def upload_workspace(api: Api, directory: Path, quiet: bool,
                      include_secret: Sequence[str] = (), conversation: str = ""
                      ) -> tasks_pb2.UploadWorkspaceProgress:
-    """Stream ``UploadWorkspace``; a progress bar after 0.5 s on a TTY; return the last
-    (``done``) progress message."""
-    import time
-
+    """Stream ``UploadWorkspace`` with a progress bar on a terminal's stderr (not with
+    ``quiet``); return the last (``done``) progress message."""
     from parhelia_cli.commands.session import claude_config_dir
+    from parhelia_cli.progress import Bar
 
-    started = time.monotonic()
-    bar: Any = None
     last: tasks_pb2.UploadWorkspaceProgress | None = None
-    try:
+    with Bar(quiet) as bar:
         for progress in api.tasks.upload_workspace(
                 str(directory), include_secret_files=include_secret,
                 conversation_uuid=conversation,
@@ -266,17 +263,7 @@ def upload_workspace(api: Api, directory: Path, quiet: bool,
             last = progress
             if progress.done:
                 break
-            if bar is None and not quiet and render.is_tty(sys.stderr) and \
-                    time.monotonic() - started > 0.5:
-                bar = _progress_bar(progress.bytes_total)
-            if bar is not None:
-                bar[0].update(bar[1], completed=progress.bytes_done,
-                              total=progress.bytes_total or None,
-                              description=f"Uploading {progress.files_done}/"
-                                          f"{progress.files_total} files")
-    finally:
-        if bar is not None:
-            bar[0].stop()
+            bar.update("Uploading the workspace", progress.bytes_done, progress.bytes_total)
     if last is None or not last.done or not last.workspace_id:
         raise CliError("E600", f"the upload of {directory} did not finish")
     if not quiet:
@@ -286,15 +273,6 @@ def upload_workspace(api: Api, directory: Path, quiet: bool,
             render.info(f"Sent conversation {last.agent_session_id} ({last.conversation_files} "
                         "file(s)); the task resumes it.")
     return last
-
-
-def _progress_bar(total: int) -> tuple[Any, Any]:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                        console=render.console(stderr=True), transient=True)
-    progress.start()
-    return progress, progress.add_task("Uploading", total=total or None)
 
 
 def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
@@ -816,11 +794,15 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
         raise invalid("--patch names a file (the daemon writes it); to print the patch, "
                       "use `parhelia task diff ID` (the same comparison; binary files are "
                       "named, not included)")
+    from parhelia_cli import progress
+
     obj = settings()
-    resp = to_dict(obj.api().tasks.pull(
-        task_id, branch=branch or "",
-        patch_path=str(patch_file.absolute()) if patch_file else "",
-        repo_path=str(repo_path.absolute()) if repo_path else "", force=force))
+    with progress.reporting(obj.json) as on_progress:
+        resp = to_dict(obj.api().tasks.pull(
+            task_id, branch=branch or "",
+            patch_path=str(patch_file.absolute()) if patch_file else "",
+            repo_path=str(repo_path.absolute()) if repo_path else "", force=force,
+            on_progress=on_progress))
     if obj.json:
         render.emit_json(resp)
         return

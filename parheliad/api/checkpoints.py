@@ -9,6 +9,7 @@ import grpc
 from parhelia.errors import ParheliaError
 from parhelia.v1 import checkpoints_pb2, checkpoints_pb2_grpc, common_pb2
 from parheliad.api.convert import checkpoint_to_proto, require_ref
+from parheliad.api.system import tracked
 from parheliad.api.task_runs import count_lines, file_change
 from parheliad.context import DaemonContext
 from parheliad.core.checkpoints import problems
@@ -79,7 +80,8 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
     async def RollbackCheckpoint(self, request: checkpoints_pb2.RollbackCheckpointRequest,
                                  context: grpc.aio.ServicerContext
                                  ) -> checkpoints_pb2.RollbackCheckpointResponse:
-        done = await self._rt.checkpoints.rollback(_ref(request.checkpoint_id))
+        with tracked(self._ctx, context) as tracker:
+            done = await self._rt.checkpoints.rollback(_ref(request.checkpoint_id), tracker)
         response = checkpoints_pb2.RollbackCheckpointResponse(
             restored=checkpoint_to_proto(done.restored), resumed=done.resumed)
         if done.safety is not None:

@@ -16,6 +16,7 @@ import grpc
 
 from parhelia.errors import invalid
 from parhelia.v1 import config_pb2, config_pb2_grpc
+from parheliad.api.system import tracked
 from parheliad.config import config_items, to_jsonable
 from parheliad.context import DaemonContext
 from parheliad.core.configsync import SyncResult, local_command_exists
@@ -57,7 +58,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     async def SyncConfig(self, request: config_pb2.SyncConfigRequest,
                          context: grpc.aio.ServicerContext) -> config_pb2.SyncConfigResponse:
         runtime = self._ctx.require_runtime()
-        result = await runtime.config_sync.sync(
-            runtime.volume, dry_run=request.dry_run,
-            command_exists=local_command_exists(runtime.environ))
+        with tracked(self._ctx, context) as tracker:
+            result = await runtime.config_sync.sync(
+                runtime.volume, dry_run=request.dry_run,
+                command_exists=local_command_exists(runtime.environ), tracker=tracker)
         return sync_response(result)

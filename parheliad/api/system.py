@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 
 import grpc
 
-from parhelia import envfile
-from parhelia.errors import ParheliaError
+from parhelia import envfile, progress
+from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
 from parheliad.core.doctor import backend_checks, run_checks
+from parheliad.core.progress import Tracker
 from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
 from parheliad.store.clock import US_PER_SECOND, now_us
 
 SHUTDOWN_DELAY_S = 0.05
 """Let the Shutdown reply leave before the server starts closing."""
+
+
+def operation_id(context: grpc.aio.ServicerContext) -> str:
+    """The operation id the client tagged its call with ("" when none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == progress.METADATA_KEY and isinstance(value, str):
+            return value
+    return ""
+
+
+def tracked(ctx: DaemonContext, context: grpc.aio.ServicerContext
+            ) -> AbstractContextManager[Tracker]:
+    """The progress tracker of this call (reports go nowhere when it is not tagged)."""
+    return ctx.progress.track(operation_id(context))
 
 
 class SystemServicer(system_pb2_grpc.SystemServiceServicer):
@@ -34,6 +51,17 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
                                              capabilities=list(self.capabilities),
                                              instance_id=self._ctx.instance_id,
                                              budget_state=state, budget_detail=detail)
+
+    async def WatchOperation(self, request: system_pb2.WatchOperationRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[system_pb2.OperationProgress]:
+        if not progress.valid_operation_id(request.operation_id):
+            raise invalid("operation_id: must be 16 to 64 of A-Z a-z 0-9 _ -",
+                          field="operation_id")
+        async for state in self._ctx.progress.watch(request.operation_id):
+            yield system_pb2.OperationProgress(phase=state.phase, done=state.done,
+                                               total=state.total, unit=state.unit,
+                                               finished=state.finished)
 
     async def GetStatus(self, request: system_pb2.GetStatusRequest,
                         context: grpc.aio.ServicerContext) -> system_pb2.GetStatusResponse:

@@ -5,6 +5,7 @@ the work is done by :class:`parheliad.core.runtime.Runtime`."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import grpc
 
 from modal_worker.checkpoint.diff import Change, header_path
 from parhelia.errors import ParheliaError, invalid, missing
+from parhelia.progress import BYTES, FILES
 from parhelia.v1 import common_pb2, tasks_pb2
 from parheliad.api.convert import (
     container_to_proto,
@@ -20,8 +22,9 @@ from parheliad.api.convert import (
     require_ref,
     task_to_proto,
 )
+from parheliad.api.system import tracked
 from parheliad.context import DaemonContext
-from parheliad.core import results, takehome
+from parheliad.core import results, takehome, workspace
 from parheliad.core.budget import round_micros, token_cost
 from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
@@ -132,8 +135,26 @@ class TaskRunsMixin:
                 takehome.claude_config_dir(request.claude_config_dir),
                 takehome.check_uuid(request.conversation_uuid, "conversation_uuid"),
                 tuple(Path(p) for p in (request.cwd, request.path) if p))
-        up = await self._runtime.upload(Path(request.path), list(request.include_secret_files),
-                                        conversation)
+        hub = self._ctx.progress
+        op_id = "upload-" + secrets.token_hex(16)
+        runtime = self._runtime
+
+        async def run() -> workspace.Upload:
+            with hub.track(op_id) as tracker:
+                tracker.phase("uploading", BYTES)
+                return await runtime.upload(Path(request.path),
+                                            list(request.include_secret_files),
+                                            conversation, tracker.report)
+
+        job = asyncio.create_task(run())
+        try:
+            async for state in hub.watch(op_id):
+                if not state.finished and state.total:
+                    yield tasks_pb2.UploadWorkspaceProgress(bytes_done=state.done,
+                                                            bytes_total=state.total)
+            up = await job
+        finally:
+            job.cancel()
         yield tasks_pb2.UploadWorkspaceProgress(
             files_done=up.files, files_total=up.files, bytes_done=up.bytes,
             bytes_total=up.bytes, new_bytes=up.new_bytes, done=True,
@@ -259,9 +280,13 @@ class TaskRunsMixin:
         if not changes.tree:
             raise ParheliaError("E605", f"task {task.id} changed nothing; there is nothing to "
                                         "pull")
-        pulled = await asyncio.to_thread(results.pull, runtime.volume, task, changes,
-                                  repo_path=request.repo_path, branch=request.branch,
-                                  patch_path=request.patch_path, force=request.force)
+        with tracked(self._ctx, context) as tracker:
+            tracker.phase("committing the task's files", FILES,
+                          len(changes.tree.changes))
+            pulled = await asyncio.to_thread(
+                results.pull, runtime.volume, task, changes, repo_path=request.repo_path,
+                branch=request.branch, patch_path=request.patch_path, force=request.force,
+                progress=tracker.report)
         return tasks_pb2.PullTaskResponse(
             branch=pulled.branch, commit=pulled.commit, patch_path=pulled.patch_path,
             files=[file_change(c) for c in changes.tree.changes],

@@ -37,8 +37,10 @@ from modal_worker.runner import stat_cache_path
 from modal_worker.volume import Volume
 from parhelia import __version__
 from parhelia.errors import ParheliaError
+from parhelia.progress import BYTES
 from parheliad.backends.local import session_dirs
 from parheliad.core.dispatcher import index_checkpoint
+from parheliad.core.progress import Tracker
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
 from parheliad.core.tasks import transition
 from parheliad.core.volsync import blob_refs
@@ -205,10 +207,13 @@ class CheckpointOps:
 
     # -- rollback -------------------------------------------------------------------
 
-    async def rollback(self, cp_ref: str) -> Rollback:
+    async def rollback(self, cp_ref: str, tracker: Tracker | None = None) -> Rollback:
+        """``tracker`` hears the steps (verify, restore) and the bytes restored."""
         target = await self._store.checkpoints.get(cp_ref)
         session = await self._store.sessions.get(target.session_id)
         manifest = await self.manifest(target)
+        if tracker is not None:
+            tracker.phase(f"verifying {target.id}", BYTES)
         report = await asyncio.to_thread(verify, manifest, volume=self.volume)
         if not report.ok:
             raise ParheliaError("E600", f"checkpoint {target.id} failed verification ("
@@ -235,10 +240,13 @@ class CheckpointOps:
         # must restore, never resume what was rolled back (modal_worker.checkpoint.lineage).
         lineage.clear(lineage.lineage_path(workspace))
         if workspace.exists() or not running:
+            if tracker is not None:
+                tracker.phase(f"restoring {target.id}", BYTES)
             await asyncio.to_thread(
                 restore, manifest, workspace, volume=self.volume,
                 conversation=session_conversation(config_dir, workspace, session.agent_session_id)
-                if manifest.conversation else None)
+                if manifest.conversation else None,
+                progress=tracker.report if tracker is not None else None)
 
         def unit(tx: Any) -> bool:
             tx.sessions.update(session.id, latest_checkpoint_id=target.id)

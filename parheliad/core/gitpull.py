@@ -27,6 +27,7 @@ from pathlib import Path
 
 from modal_worker import gitsafe
 from parhelia.errors import ParheliaError
+from parhelia.progress import Report, ignore
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,17 @@ def path_problem(path: str) -> str | None:
 
 
 def commit_changes(repo: Target, base_commit: str, changes: Iterable[Change],
-                   message: str) -> Committed:
+                   message: str, progress: Report = ignore) -> Committed:
     """Create (but do not reference) a commit: base + changes. Changes git refuses
-    are skipped and listed."""
+    are skipped and listed; ``progress`` hears the files done."""
+    changes = list(changes)
     _git(repo, "cat-file", "-e", f"{base_commit}^{{commit}}")
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="parhelia-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _git(repo, "read-tree", base_commit, env=env)
-        for change in changes:
+        for done, change in enumerate(changes, 1):
+            progress(done, len(changes))
             problem = path_problem(change.path)
             if problem:
                 skipped.append(f"{change.path}: {problem}")

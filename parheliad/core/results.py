@@ -15,6 +15,7 @@ from modal_worker.checkpoint.diff import TreeDiff
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parhelia.outpath import open_output
+from parhelia.progress import Report, ignore
 from parheliad.core import gitpull
 from parheliad.store.rows import TaskRow
 
@@ -92,7 +93,7 @@ class Commits:
 
 
 def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: TaskChanges,
-             prefix: str, base: str) -> Commits:
+             prefix: str, base: str, progress: Report = ignore) -> Commits:
     """U = base + the user's uncommitted changes as uploaded (the upload's dirty paths);
     F = U + what the task changed (checkpoint zero -> final)."""
     store = BlobStore(volume)
@@ -115,7 +116,7 @@ def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: Tas
     first_line = task.prompt.strip().splitlines()[0] if task.prompt.strip() else task.id
     message = (f"{first_line[:72]}\n\n{task.prompt.strip()}\n\n"
                f"Parhelia-Task: {task.id}\nParhelia-Session: {task.session_id}\n")
-    done = gitpull.commit_changes(target, upload, task_changes_, message)
+    done = gitpull.commit_changes(target, upload, task_changes_, message, progress)
     return Commits(base, upload, done.commit, skipped + done.skipped)
 
 
@@ -125,19 +126,21 @@ def _prefix(workspace: Path, repo: Path) -> str:
 
 
 def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
-         branch: str, patch_path: str, force: bool = False) -> Pulled:
+         branch: str, patch_path: str, force: bool = False,
+         progress: Report = ignore) -> Pulled:
     """Commit the task's changes on top of its base commit; make a branch or a patch.
 
     The branch is base -> U (the user's uncommitted changes as uploaded, when there
     were any) -> F (the task's work). The patch is U..F: it applies with `git apply`
-    to the working tree as it was uploaded."""
+    to the working tree as it was uploaded. ``progress`` hears the task's files
+    committed."""
     workspace, repo = _repo(task, repo_path)
     base = _base_commit(task, changes)
     if patch_path:
         out = Path(patch_path)
         if not out.is_absolute():
             raise ParheliaError("E101", f"patch_path: must be absolute, got {patch_path!r}")
-    c = _commits(repo, volume, task, changes, _prefix(workspace, repo), base)
+    c = _commits(repo, volume, task, changes, _prefix(workspace, repo), base, progress)
     upload = c.upload if c.upload != base else ""
     if patch_path:
         with open_output(out, force=force, wait_for_reader=False, encoding="utf-8") as fh:

@@ -24,6 +24,7 @@ from modal_worker.checkpoint.projects import Conversation
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parhelia.progress import Report
 from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends, build_backends
 from parheliad.config import Config
@@ -328,10 +329,11 @@ class Runtime:
     # -- workspace, logs and results ------------------------------------------------
 
     async def upload(self, path: Path, include_secret: Sequence[str] = (),
-                     conversation: Conversation | None = None) -> workspace.Upload:
+                     conversation: Conversation | None = None,
+                     progress: Report | None = None) -> workspace.Upload:
         return await asyncio.to_thread(workspace.upload, self.volume, path,
                                        self.paths.state_dir / "statcache", include_secret,
-                                       conversation)
+                                       conversation, progress)
 
     async def logs(self, ref: str, *, follow: bool, offset: int = 0
                    ) -> AsyncIterator[tuple[str, bytes, int]]:

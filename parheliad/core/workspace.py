@@ -36,6 +36,7 @@ from modal_worker.gitsafe import user_excludes_file
 from modal_worker.redact import looks_like_secret_file
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
+from parhelia.progress import Report
 from parheliad.store import ids
 
 WORKSPACE_TRIGGER = "workspace_upload"
@@ -125,12 +126,12 @@ def _base_pack(root: Path, head: str, store: BlobStore, cache: Path) -> dict[str
 
 
 def upload(volume: Volume, path: Path, cache_dir: Path,
-           include_secret: Iterable[str] = (), conversation: Conversation | None = None
-           ) -> Upload:
+           include_secret: Iterable[str] = (), conversation: Conversation | None = None,
+           progress: Report | None = None) -> Upload:
     """``include_secret``: credential-looking files (relative to the root) to send anyway.
     ``conversation``: a local Claude Code conversation checkpoint zero carries, recorded
     as ``environment.session_uuid`` (the session takes that id and its first worker
-    resumes it)."""
+    resumes it). ``progress`` hears the bytes read of the files that had to be read."""
     root = path.expanduser()
     if not root.is_absolute():
         raise ParheliaError("E101", f"workspace: must be an absolute path, got {str(path)!r}")
@@ -168,7 +169,7 @@ def upload(volume: Volume, path: Path, cache_dir: Path,
                              trigger=WORKSPACE_TRIGGER, message=f"upload of {root}",
                              files=files, stat_cache=cache, git=git, conversation=conversation,
                              environment={SESSION_UUID: conversation.session_uuid}
-                             if conversation is not None else None)
+                             if conversation is not None else None, progress=progress)
     if conversation is not None and f"{conversation.session_uuid}.jsonl" not in \
             manifest.conversation:
         raise ParheliaError("E202", f"conversation {conversation.session_uuid}: its transcript "

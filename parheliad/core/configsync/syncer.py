@@ -27,6 +27,7 @@ import structlog
 from modal_worker.checkpoint.cas import BlobStore
 from modal_worker.claude_config import Bundle, BundleFile, bundle_key, save_bundle
 from modal_worker.volume import Volume
+from parhelia.progress import BYTES, FILES, Report, ignore
 from parheliad.config import Config
 from parheliad.core.configsync.builder import (
     CommandExists,
@@ -36,6 +37,7 @@ from parheliad.core.configsync.builder import (
     Source,
     build,
 )
+from parheliad.core.progress import Tracker
 from parheliad.store.store import Store
 
 log = structlog.get_logger(__name__)
@@ -136,10 +138,12 @@ class ConfigSync:
         return Source.from_env(self._env)
 
     async def sync(self, volume: Volume, *, dry_run: bool, command_exists: CommandExists,
-                   trigger: str = "cli") -> SyncResult:
-        """Plan, report and (unless ``dry_run``) upload; always re-reads everything."""
+                   trigger: str = "cli", tracker: Tracker | None = None) -> SyncResult:
+        """Plan, report and (unless ``dry_run``) upload; always re-reads everything.
+        ``tracker`` hears the steps and the bytes stored."""
         async with self._lock:
-            return await self._sync(volume, dry_run, command_exists, trigger)
+            return await self._sync(volume, dry_run, command_exists, trigger,
+                                    tracker=tracker)
 
     async def for_dispatch(self, volume: Volume, env: Mapping[str, str]
                            ) -> tuple[str | None, dict[str, str]]:
@@ -160,13 +164,20 @@ class ConfigSync:
                 str(source.config_dir), str(source.global_json))
 
     async def _sync(self, volume: Volume, dry_run: bool, command_exists: CommandExists,
-                    trigger: str, env: Mapping[str, str] | None = None) -> SyncResult:
+                    trigger: str, env: Mapping[str, str] | None = None,
+                    tracker: Tracker | None = None) -> SyncResult:
         cfg = self._config().sync
         source = self.source
+        if tracker is not None:
+            tracker.phase("reading the Claude configuration", FILES)
         plan = await asyncio.to_thread(build, source, pass_env=list(cfg.pass_env),
                                        exclude_mcp=list(cfg.exclude_mcp),
                                        command_exists=command_exists)
-        result = await asyncio.to_thread(self._store_plan, volume, plan, dry_run)
+        if tracker is not None:
+            tracker.phase("checking the configuration" if dry_run
+                          else "storing the configuration", BYTES)
+        result = await asyncio.to_thread(self._store_plan, volume, plan, dry_run,
+                                         tracker.report if tracker is not None else ignore)
         if dry_run:
             return result
         previous = self._cache.get(id(volume))
@@ -183,13 +194,18 @@ class ConfigSync:
         return result
 
     @staticmethod
-    def _store_plan(volume: Volume, plan: Plan, dry_run: bool) -> SyncResult:
+    def _store_plan(volume: Volume, plan: Plan, dry_run: bool,
+                    progress: Report = ignore) -> SyncResult:
         store = BlobStore(volume)
         bundle = None if plan.empty else _bundle_of(plan)
         items: list[SentFile] = []
         seen: set[str] = set()
+        total = sum(len(i.data) for i in plan.items.values())
+        done = 0
         for path in sorted(plan.items):
             item = plan.items[path]
+            done += len(item.data)
+            progress(done, total)
             digest = item.digest
             if dry_run:
                 new = digest not in seen and not store.has(digest)

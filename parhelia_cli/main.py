@@ -26,6 +26,8 @@ ALIASES = {"t": "task", "s": "session", "c": "checkpoint", "b": "budget", "e": "
 # lists every command without importing its module.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "task": ("parhelia_cli.commands.task", "task", "Create, follow and manage tasks."),
+    "top": ("parhelia_cli.commands.top", "top",
+            "A live full-screen view of running and recent tasks (watch, logs, cancel)."),
     "auth": ("parhelia_cli.commands.auth", "auth",
              "Store, show and clear the agent's credential for the daemon (no restart)."),
     "budget": ("parhelia_cli.commands.budget", "budget",

@@ -198,7 +198,7 @@ class TaskRunsMixin:
                 if TaskStatus(task.status) in TASK_FINAL and row.type.startswith("task_"):
                     return
 
-    async def WatchTasks(self, request: tasks_pb2.WatchTasksRequest,
+    async def WatchAllTasks(self, request: tasks_pb2.WatchAllTasksRequest,
                          context: grpc.aio.ServicerContext
                          ) -> AsyncIterator[tasks_pb2.TaskProgress]:
         """The unfinished tasks and the newest ``recent`` finished ones, a

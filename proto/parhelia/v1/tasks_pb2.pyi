@@ -544,7 +544,7 @@ class TaskProgress(_message.Message):
     SNAPSHOT_DONE_FIELD_NUMBER: _builtins.int
     elapsed_seconds: _builtins.float
     snapshot_done: _builtins.bool
-    """WatchTasks only: the first state is complete (no task)"""
+    """WatchAllTasks only: the first state is complete (no task)"""
     @_builtins.property
     def task(self) -> _common_pb2.Task: ...
     @_builtins.property
@@ -553,7 +553,7 @@ class TaskProgress(_message.Message):
 
     @_builtins.property
     def container(self) -> _common_pb2.Container:
-        """WatchTasks only: the task's current or last container"""
+        """WatchAllTasks only: the task's current or last container"""
 
     def __init__(
         self,
@@ -573,7 +573,7 @@ class TaskProgress(_message.Message):
 Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
 
 @_typing.final
-class WatchTasksRequest(_message.Message):
+class WatchAllTasksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECENT_FIELD_NUMBER: _builtins.int
@@ -590,7 +590,7 @@ class WatchTasksRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchTasksRequest: _TypeAlias = WatchTasksRequest  # noqa: Y015
+Global___WatchAllTasksRequest: _TypeAlias = WatchAllTasksRequest  # noqa: Y015
 
 @_typing.final
 class GetTaskLogsRequest(_message.Message):

@@ -85,9 +85,9 @@ class TaskServiceStub:
                 request_serializer=parhelia_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
                 _registered_method=True)
-        self.WatchTasks = channel.unary_stream(
-                '/parhelia.v1.TaskService/WatchTasks',
-                request_serializer=parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+        self.WatchAllTasks = channel.unary_stream(
+                '/parhelia.v1.TaskService/WatchAllTasks',
+                request_serializer=parhelia_dot_v1_dot_tasks__pb2.WatchAllTasksRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
                 _registered_method=True)
         self.GetTaskLogs = channel.unary_stream(
@@ -172,7 +172,7 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchTasks(self, request, context):
+    def WatchAllTasks(self, request, context):
         """Live progress of many tasks (`parhelia top`): first the unfinished tasks and the
         newest finished ones, then one message per event of any task, as it commits.
         """
@@ -251,9 +251,9 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=parhelia_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.SerializeToString,
             ),
-            'WatchTasks': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchTasks,
-                    request_deserializer=parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
+            'WatchAllTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAllTasks,
+                    request_deserializer=parhelia_dot_v1_dot_tasks__pb2.WatchAllTasksRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_tasks__pb2.TaskProgress.SerializeToString,
             ),
             'GetTaskLogs': grpc.unary_stream_rpc_method_handler(
@@ -553,7 +553,7 @@ class TaskService:
             _registered_method=True)
 
     @staticmethod
-    def WatchTasks(request,
+    def WatchAllTasks(request,
             target,
             options=(),
             channel_credentials=None,
@@ -566,8 +566,8 @@ class TaskService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/parhelia.v1.TaskService/WatchTasks',
-            parhelia_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+            '/parhelia.v1.TaskService/WatchAllTasks',
+            parhelia_dot_v1_dot_tasks__pb2.WatchAllTasksRequest.SerializeToString,
             parhelia_dot_v1_dot_tasks__pb2.TaskProgress.FromString,
             options,
             channel_credentials,

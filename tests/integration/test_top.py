@@ -1,0 +1,134 @@
+"""`parhelia top` driven in a REAL tmux (80x24): three running fake-agent tasks appear
+and their turns change as the daemon pushes them; c then y cancels the selected task
+(the daemon shows it cancelled); NO_COLOR leaves no colour; q, SIGTERM and the end of
+the program give the terminal back (tmux says the pane left the alternate screen)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_argv
+from tests.integration.conftest import Harness, fake_prompt
+
+WIDTH, HEIGHT = 80, 24
+# A colour other than tmux's white-on-black default (which curses always sets).
+COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-6]|4[1-7]|9[0-7]|38|48)(?:;[0-9;]*)?m")
+
+
+class Tmux:
+    def __init__(self, socket: Path, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.env = env
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", str(self.socket), *args], env=self.env,
+                              capture_output=True, text=True, check=True, timeout=30).stdout
+
+    def screen(self, escapes: bool = False) -> str:
+        return self("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "top")
+
+    def rows(self) -> dict[str, list[str]]:
+        """Task rows on screen by id: their cells split on spaces."""
+        out = {}
+        for line in self.screen().splitlines():
+            cells = line.split()
+            if cells and cells[0].startswith("t-"):
+                out[cells[0]] = cells
+        return out
+
+    def flag(self, name: str) -> str:
+        return self("display-message", "-p", "-t", "top", f"#{{{name}}}").strip()
+
+
+def _until(what: str, check: Callable[[], object], timeout: float = 45) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def tmux(harness: Harness, tmp_path: Path) -> object:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is needed for the terminal tests (apt-get install tmux)")
+    t = Tmux(tmp_path / "tmux.sock", {**harness.daemon.env, "TERM": "xterm-256color"})
+    t("-f", "/dev/null", "new-session", "-d", "-s", "top", "-x", str(WIDTH), "-y", str(HEIGHT),
+      "sh")
+    yield t
+    subprocess.run(["tmux", "-S", str(t.socket), "kill-server"], capture_output=True,
+                   check=False)
+
+
+def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
+                                                             tmux: Tmux) -> None:
+    steps = [[{"write": f"n{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 0.6}]
+             for i in range(100)]
+    prompt = fake_prompt(*[step for group in steps for step in group], text="Count turns.")
+    ids = [harness.create(prompt) for _ in range(3)]
+    for task_id in ids:
+        harness.wait(task_id, ("running",))
+    command = shlex.join([*cli_argv(), "top"])
+    tmux("send-keys", "-t", "top", command, "Enter")
+
+    first = _until("three running tasks on screen", lambda: (
+        rows if all(i in (rows := tmux.rows()) and rows[i][1] == "running" for i in ids)
+        else None))
+    assert isinstance(first, dict)
+    screen = tmux.screen()
+    lines = screen.splitlines()
+    assert len(lines) <= HEIGHT and all(len(line) <= WIDTH for line in lines)
+    assert "ID" in lines[1] and "TURNS" in lines[1] and "LAST TOOL" in lines[1]
+    assert "q quit" in screen and "c cancel" in screen
+    assert tmux.flag("alternate_on") == "1"
+    assert not COLOUR.search(tmux.screen(escapes=True))  # NO_COLOR is set in the harness
+    turns = {i: int(first[i][3]) for i in ids}
+    _until("every task's turns to grow on screen", lambda: all(
+        i in (rows := tmux.rows()) and int(rows[i][3]) > turns[i] for i in ids))
+
+    # The first row is selected (running tasks, oldest first): cancel it, saying no first.
+    target = ids[0]
+    tmux("send-keys", "-t", "top", "c")
+    _until("the confirmation", lambda: f"Cancel task {target} (running)?" in tmux.screen())
+    tmux("send-keys", "-t", "top", "n")
+    _until("the refusal", lambda: f"Not cancelled: {target}" in tmux.screen())
+    assert harness.task(target)["status"] == "running"
+    tmux("send-keys", "-t", "top", "c")
+    _until("the confirmation again", lambda: f"Cancel task {target}" in tmux.screen())
+    tmux("send-keys", "-t", "top", "y")
+    assert harness.wait(target, ("cancelled",))["status"] == "cancelled"
+    _until("the cancelled row", lambda: (tmux.rows().get(target) or [None, None])[1]
+           == "cancelled")
+    assert all(tmux.rows()[i][1] == "running" for i in ids[1:])
+
+    tmux("send-keys", "-t", "top", "a")  # no interactive sessions in this version
+    _until("the attach answer", lambda: f"Cannot attach to {ids[1]}" in tmux.screen()
+           or f"Cannot attach to {target}" in tmux.screen() or "session attach" in
+           tmux.screen())
+
+    tmux("send-keys", "-t", "top", "q")
+    _until("the shell back", lambda: tmux.flag("alternate_on") == "0")
+    assert tmux.flag("cursor_flag") == "1"
+    assert command in tmux.screen()  # the shell's screen is back as it was
+
+    # SIGTERM restores the terminal too.
+    tmux("send-keys", "-t", "top", command, "Enter")
+    _until("top again", lambda: tmux.flag("alternate_on") == "1" and ids[1] in tmux.screen())
+    shell = tmux.flag("pane_pid")
+    child = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True,
+                           check=True).stdout.split()[0]
+    subprocess.run(["kill", "-TERM", child], check=True)
+    _until("the terminal restored after SIGTERM", lambda: tmux.flag("alternate_on") == "0")
+    assert tmux.flag("cursor_flag") == "1"
+    for task_id in ids[1:]:
+        harness.run("task", "cancel", task_id)

@@ -51,6 +51,10 @@ Following a task:
   task watch ID    re-attach to live progress        task logs ID -f   raw agent output
   task list, task show ID [--json]                   task cancel ID [--grace 30]
   task retry ID    run again from checkpoint zero    task delete ID [--force]
+  parhelia top     every task live, full screen: w watch, l logs, c cancel, q quit
+
+Two live tasks of the same repository that changed the same paths are marked (task
+list: running!, task show: Overlap, top), with the paths; each records overlap_detected.
 
 Results come back as a branch or a patch, never written into your working tree:
   parhelia task diff ID [--stat]

@@ -386,16 +386,19 @@ class Screen:
         c.def_prog_mode()
         c.endwin()
         env = {**os.environ, "PARHELIA_SOCKET": str(self.client.socket)}
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the child
         try:
-            subprocess.call([*self.argv, *args], env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            child = subprocess.Popen([*self.argv, *args], env=env)
+            while True:
+                try:
+                    child.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C reached the child too: it ends, top stays
             sys.stdout.write("\n-- press a key to return to parhelia top --")
             sys.stdout.flush()
             self.scr.timeout(-1)
             self.scr.getch()
         finally:
-            signal.signal(signal.SIGINT, old)
             self.scr.timeout(TICK_MS)
             c.reset_prog_mode()
             self.scr.clear()

@@ -396,13 +396,25 @@ class Screen:
                     continue  # Ctrl-C reached the child too: it ends, top stays
             sys.stdout.write("\n-- press a key to return to parhelia top --")
             sys.stdout.flush()
-            self.scr.timeout(-1)
-            self.scr.getch()
+            _one_key()
         finally:
-            self.scr.timeout(TICK_MS)
             c.reset_prog_mode()
             self.scr.clear()
         self.message = f"Back from `parhelia {' '.join(args)}`."
+
+
+def _one_key() -> None:
+    """Wait for one key on the terminal outside curses (no echo, no Enter needed)."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        os.read(fd, 1)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def self_argv() -> list[str]:

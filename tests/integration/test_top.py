@@ -113,7 +113,9 @@ def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
 
     # w runs `task watch` on the real terminal; Ctrl-C ends it, a key comes back.
     tmux("send-keys", "-t", "top", "w")
-    _until("task watch", lambda: f"Recent events of task {ids[1]}" in tmux.screen())
+    _until("task watch's live line", lambda: "running | turn" in tmux.screen()
+           and "agent_turn_completed" in tmux.screen())
+    assert tmux.flag("alternate_on") == "0"  # on the real terminal, not top's screen
     tmux("send-keys", "-t", "top", "C-c")
     _until("the way back", lambda: "press a key to return to parhelia top" in tmux.screen())
     tmux("send-keys", "-t", "top", "x")
@@ -127,7 +129,6 @@ def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
     tmux("send-keys", "-t", "top", "q")
     _until("the shell back", lambda: tmux.flag("alternate_on") == "0")
     assert tmux.flag("cursor_flag") == "1"
-    assert command in tmux.screen()  # the shell's screen is back as it was
 
     # SIGTERM restores the terminal too.
     tmux("send-keys", "-t", "top", command, "Enter")

@@ -249,6 +249,13 @@ class TasksApi(_Service):
 
         return self._stream("WatchTask", tasks_pb2.WatchTaskRequest(task_id=task_id))
 
+    def watch_all(self, *, recent: int = 0) -> Stream[tasks_pb2.TaskProgress]:
+        """Every unfinished task and the newest ``recent`` finished ones, a
+        ``snapshot_done`` marker, then an update per event of any task (`parhelia top`)."""
+        from parhelia.v1 import tasks_pb2
+
+        return self._stream("WatchAllTasks", tasks_pb2.WatchAllTasksRequest(recent=recent))
+
     def logs(self, task_id: str, *, follow: bool = False, offset: int = 0
              ) -> Stream[tasks_pb2.LogChunk]:
         from parhelia.v1 import tasks_pb2

@@ -5,7 +5,8 @@ nothing is polled), drawn with the standard library's curses: it works over SSH 
 an 80x24 terminal (every line is cut to the width, never wrapped), honours NO_COLOR,
 and gives the terminal back on exit, on an error, on SIGTERM and on SIGHUP.
 
-Keys: up/down (j/k) select, w (Enter) watch, l logs, a attach, c cancel (asks y/n), q quit.
+Keys: up/down (j/k) select, w (Enter) watch, l logs, a attach (`session attach`), c cancel
+(asks y/n), q quit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import click
 
 from parhelia_cli import render
+from parhelia_cli.api import Api
 from parhelia_cli.context import settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_count, usd_short
@@ -147,29 +149,16 @@ def detail_of(t: dict[str, Any] | None) -> str:
     return f"{t['id']}: {render.safe(prompt[0]) if prompt else ''}"
 
 
-def attach_available() -> bool:
-    """Whether this CLI has `parhelia session attach` (interactive sessions)."""
-    from parhelia_cli.main import load_command
-
-    group = load_command("session")
-    return isinstance(group, click.Group) and "attach" in group.commands
-
-
-def attach_refusal(t: dict[str, Any]) -> str:
-    return (f"Cannot attach to {t['id']}: this version runs tasks headless only (no "
-            f"interactive sessions); it is {t['status']}. w watches it, l shows its output.")
-
-
 # --- the watch stream, in a thread ------------------------------------------------------
 
 class Feed:
-    """Follows WatchAllTasks in a thread; updates and problems arrive on ``queue``.
-    Reconnects after RECONNECT_S when the stream breaks (a daemon restart)."""
+    """Follows WatchAllTasks in a daemon thread; updates and problems arrive on
+    ``queue``. Reconnects after RECONNECT_S when the stream breaks (a daemon restart);
+    it ends with the process (closing the connection cancels the stream)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, api: Api) -> None:
+        self.api = api
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._call: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="top-feed", daemon=True)
 
@@ -178,25 +167,20 @@ class Feed:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._call is not None:
-            self._call.cancel()
 
     def _run(self) -> None:
-        from parhelia_cli.client import _grpc, pb2, rpc_error
-
-        grpc = _grpc()
         while not self._stop.is_set():
-            self._call = self.client.stub("tasks").WatchAllTasks(
-                pb2("tasks").WatchAllTasksRequest(recent=RECENT))
             try:
                 self.queue.put(("reset", None))
-                for progress in self._call:
+                for progress in self.api.tasks.watch_all(recent=RECENT):
+                    if self._stop.is_set():
+                        return
                     self.queue.put(("progress", progress))
                 problem = "the daemon ended the stream"
-            except grpc.RpcError as exc:
-                if self._stop.is_set():
-                    return
-                problem = rpc_error(exc, self.client.socket, "WatchAllTasks").message
+            except CliError as exc:
+                problem = exc.message
+            if self._stop.is_set():
+                return
             self.queue.put(("problem", f"reconnecting: {problem}"))
             self._stop.wait(RECONNECT_S)
 
@@ -219,12 +203,14 @@ def _restored_on_signals() -> Iterator[None]:
 
 
 class Screen:
-    def __init__(self, stdscr: Any, client: Any, feed: Feed, self_argv: list[str]) -> None:
+    def __init__(self, stdscr: Any, api: Api, socket: str, feed: Feed,
+                 self_argv: list[str]) -> None:
         import curses
 
         self.curses = curses
         self.scr = stdscr
-        self.client = client
+        self.api = api
+        self.socket = socket
         self.feed = feed
         self.argv = self_argv
         self.board = Board()
@@ -347,10 +333,11 @@ class Screen:
         return True
 
     def attach(self, t: dict[str, Any]) -> None:
-        if not attach_available():
-            self.message = attach_refusal(t)
-        elif not t["session_id"] or t["status"] in FINAL:
-            self.message = f"Cannot attach to {t['id']}: it is {t['status']}, no live session."
+        """`parhelia session attach` on the real terminal (it offers to take a headless
+        session over, and says how to detach)."""
+        if not t["session_id"] or t["status"] in FINAL or t["status"] == "pending":
+            self.message = (f"Cannot attach to {t['id']}: it is {t['status']}; nothing runs "
+                            "to attach to.")
         else:
             self.outside(["session", "attach", t["session_id"]])
 
@@ -369,11 +356,8 @@ class Screen:
         if answer not in (ord("y"), ord("Y")):
             self.message = f"Not cancelled: {t['id']}."
             return
-        from parhelia_cli.client import pb2
-
         try:
-            done = task_dict(self.client.call("tasks", "CancelTask",
-                                              pb2("tasks").CancelTaskRequest(task_id=t["id"])))
+            done = task_dict(self.api.tasks.cancel(t["id"]))
         except CliError as exc:
             self.message = f"{exc.code}: {render.safe(exc.message)}"
             return
@@ -385,7 +369,7 @@ class Screen:
         c = self.curses
         c.def_prog_mode()
         c.endwin()
-        env = {**os.environ, "PARHELIA_SOCKET": str(self.client.socket)}
+        env = {**os.environ, "PARHELIA_SOCKET": self.socket}
         try:
             child = subprocess.Popen([*self.argv, *args], env=env)
             while True:
@@ -422,14 +406,14 @@ def self_argv() -> list[str]:
     return [sys.executable, "-m", "parhelia_cli"]
 
 
-def run_screen(client: Any) -> None:
+def run_screen(api: Api, socket: str) -> None:
     import curses
 
-    feed = Feed(client)
+    feed = Feed(api)
     feed.start()
 
     def main(stdscr: Any) -> None:
-        Screen(stdscr, client, feed, self_argv()).run()
+        Screen(stdscr, api, socket, feed, self_argv()).run()
 
     try:
         with _restored_on_signals():
@@ -456,4 +440,5 @@ def top() -> None:
         raise missing("`parhelia top` needs a terminal that can move the cursor (TERM is "
                       f"{os.environ.get('TERM', '') or 'unset'}); `parhelia task list "
                       "--active` prints the same once")
-    run_screen(settings().client())
+    client = settings().client()
+    run_screen(client.api, str(client.socket))

@@ -1,7 +1,8 @@
 """`parhelia top` driven in a REAL tmux (80x24): three running fake-agent tasks appear
 and their turns change as the daemon pushes them; c then y cancels the selected task
-(the daemon shows it cancelled); NO_COLOR leaves no colour; q, SIGTERM and the end of
-the program give the terminal back (tmux says the pane left the alternate screen)."""
+(the daemon shows it cancelled); w and a run `task watch` and `session attach` on the
+real terminal and come back; NO_COLOR leaves no colour; q and SIGTERM give the terminal
+back (tmux says the pane left the alternate screen)."""
 
 from __future__ import annotations
 
@@ -122,9 +123,16 @@ def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
     _until("top again", lambda: "q quit" in tmux.screen() and ids[1] in tmux.rows())
     assert harness.task(ids[1])["status"] == "running"  # detaching left it running
 
-    tmux("send-keys", "-t", "top", "a")  # no interactive sessions in this version
-    _until("the attach answer", lambda: f"Cannot attach to {ids[1]}: this version runs "
-           "tasks headless" in tmux.screen())
+    # a runs `session attach` on the real terminal: a headless session is offered to be
+    # taken over; no leaves it running headless.
+    tmux("send-keys", "-t", "top", "a")
+    _until("the take-over question", lambda: "runs headless. Take it over?" in tmux.screen())
+    tmux("send-keys", "-t", "top", "n", "Enter")
+    _until("the way back", lambda: "Nothing was done." in tmux.screen()
+           and "press a key to return to parhelia top" in tmux.screen())
+    tmux("send-keys", "-t", "top", "x")
+    _until("top again", lambda: "q quit" in tmux.screen() and ids[1] in tmux.rows())
+    assert harness.task(ids[1])["status"] == "running"
 
     tmux("send-keys", "-t", "top", "q")
     _until("the shell back", lambda: tmux.flag("alternate_on") == "0")

@@ -21,7 +21,7 @@ Reads are marked ``idempotent``: a transport may try them again after a reconnec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -41,9 +41,20 @@ if TYPE_CHECKING:
         tasks_pb2,
     )
 
-_T = TypeVar("_T")
-Stream = Generator[_T, None, None]
-"""A server stream: iterate it; ``close()`` (or ``contextlib.closing``) cancels the call."""
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class Stream(Protocol[_T_co]):
+    """A server stream: iterate it; ``close()`` (or ``contextlib.closing``) cancels the
+    call, from any thread (an iteration blocked in another thread then ends)."""
+
+    def __iter__(self) -> Iterator[_T_co]: ...
+
+    def __next__(self) -> _T_co: ...
+
+    def close(self) -> None: ...
+
+
 Progress = Callable[[Any], None]
 """Hears each ``OperationProgress`` of a long call while it runs (rollback, pull, sync)."""
 

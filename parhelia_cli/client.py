@@ -6,6 +6,7 @@ stubs are imported inside functions so that ``--help`` never pays for them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
@@ -204,6 +205,35 @@ def check_budget(version: Any) -> None:
         render.warn(detail)
 
 
+class CallStream:
+    """One server-streaming call: iterating yields its messages; failures become
+    :class:`CliError`; :meth:`close` cancels it from any thread (the iterating thread
+    then stops as at the stream's end), and so does dropping the last reference (a
+    consumer that breaks out of its loop, Ctrl-C)."""
+
+    def __init__(self, call: Any, socket: Path, method: str) -> None:
+        self._call, self._socket, self._method = call, socket, method
+
+    def __iter__(self) -> CallStream:
+        return self
+
+    def __next__(self) -> Any:
+        grpc = _grpc()
+        try:
+            return next(self._call)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise rpc_error(exc, self._socket, self._method) from None
+
+    def close(self) -> None:
+        self._call.cancel()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call.cancel()
+
+
 class Client:
     """A connected channel to ``parheliad`` with error mapping around every call; its
     typed methods are :attr:`api` (:class:`parhelia_cli.api.Api`)."""
@@ -306,17 +336,8 @@ class Client:
             raise rpc_error(exc, self.socket, method) from None
 
     def stream(self, service: str, method: str, request: Any) -> Stream[Any]:
-        """Follow a server stream; cancelled when the consumer stops (Ctrl-C, break)."""
-        grpc = _grpc()
-        call = getattr(self.stub(service), method)(request)
-        try:
-            yield from call
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise rpc_error(exc, self.socket, method) from None
-        finally:
-            call.cancel()
+        """Follow a server stream (see :class:`CallStream`)."""
+        return CallStream(getattr(self.stub(service), method)(request), self.socket, method)
 
     def close(self) -> None:
         self._channel.close()

@@ -75,6 +75,16 @@ def _enum_table(enum_descriptor: Any) -> dict[int, str | None]:
     return table
 
 
+def with_related(resource: dict[str, Any], **related: Any) -> dict[str, Any]:
+    """The one JSON shape of a show/create/action answer (docs/adr/0016): the resource
+    object itself, with data about related things under named keys that never shadow
+    one of its fields."""
+    clash = set(related) & set(resource)
+    if clash:  # a programming error: related data must never hide a field
+        raise ValueError(f"related keys {sorted(clash)} clash with the resource's fields")
+    return {**resource, **related}
+
+
 def to_dict(message: Any) -> dict[str, Any]:
     """The JSON-ready dict of ``message`` (see the module docstring for the rules)."""
     plan = _plans.get(message.DESCRIPTOR.full_name) or _build_plan(message.DESCRIPTOR)

@@ -332,27 +332,50 @@ turns that off). Logs go to stderr only.
 
   claude mcp add parhelia -- parhelia mcp-server      register it with Claude Code
   {"mcpServers": {"parhelia": {"command": "parhelia", "args": ["mcp-server"]}}}
+                                         Claude Desktop: claude_desktop_config.json
 
-Tools (read-only ones are marked as such for the client):
-  parhelia_task_create       prompt + options; uploads a workspace only when given an
-                             absolute `workspace` path (or clones `repo`), never the
-                             server's current directory
-  parhelia_task_list / _show / _diff / _logs (a bounded tail)     read-only
-  parhelia_task_cancel (destructive) / parhelia_task_retry
-  parhelia_containers / parhelia_container_show / _events        read-only
-  parhelia_events_list                                           read-only
-  parhelia_events_since      events after an id, oldest first, with next_after_id and
-                             has_more: the pull form of `events watch` (a tool call
-                             cannot stream); call it again to get what happened since
-  parhelia_checkpoint_create / parhelia_checkpoint_list
-  parhelia_checkpoint_restore (destructive: a rollback, safety checkpoint first)
-  parhelia_session_list / parhelia_session_resume / parhelia_session_attach_info
-  parhelia_budget_status / parhelia_budget_estimate              read-only
-  parhelia_health            status + container health summary   read-only
-  parhelia_reconciler_status / parhelia_doctor                   read-only
+Tools (read-only ones are marked for the client; (!) marks the destructive ones):
+  parhelia_task_create          run a prompt; wait:true returns it finished, with progress
+  parhelia_task_list            tasks, newest first                         read-only
+  parhelia_task_show            one task, with usage and result             read-only
+  parhelia_task_diff            what a task changed (a bounded patch)       read-only
+  parhelia_task_logs            the agent's raw output, a bounded tail      read-only
+  parhelia_task_pull            its changes as a branch or a patch file (never the tree)
+  parhelia_task_cancel          (!) stop a task (checkpoint, then kill after the grace)
+  parhelia_task_retry           run a finished task again from checkpoint zero
+  parhelia_containers           worker containers, newest first             read-only
+  parhelia_container_show       one container, with recent heartbeats       read-only
+  parhelia_container_events     a container's events                        read-only
+  parhelia_container_terminate  (!) end a container (its task resumes elsewhere)
+  parhelia_events_list          the newest events matching filters          read-only
+  parhelia_events_since         events after an id, oldest first (a cursor) read-only
+  parhelia_events_replay        a container's history in order              read-only
+  parhelia_events_subscribe     follow events matching filters (a live watch)
+  parhelia_events_stream        long-poll: wait up to N s for events after a cursor
+  parhelia_events_unsubscribe   end a subscription
+  parhelia_checkpoint_create    checkpoint a session now
+  parhelia_checkpoint_list      checkpoints, newest first                   read-only
+  parhelia_checkpoint_diff      what changed between two checkpoints        read-only
+  parhelia_checkpoint_rollback  (!) roll a session back (safety checkpoint first)
+  parhelia_checkpoint_restore   (!) the earlier name of checkpoint_rollback
+  parhelia_session_list         sessions, newest first                      read-only
+  parhelia_session_resume       continue a stopped session in a new container
+  parhelia_session_kill         (!) stop a session (it stays resumable)
+  parhelia_session_attach_info  the command a person runs to attach to it   read-only
+  parhelia_budget_status        the ceiling and where spending stands       read-only
+  parhelia_budget_estimate      the cost range of a task's options          read-only
+  parhelia_budget_set           (!) set the ceiling (lowering it pauses tasks)
+  parhelia_health               status + container health summary          read-only
+  parhelia_reconciler_status    the reconciler's last and next run          read-only
+  parhelia_cleanup              orphaned containers; terminate:true ends them (!)
+  parhelia_doctor               what Parhelia needs, and how to fix it      read-only
 
-Deleting tasks, terminating containers, setting the ceiling and cleanup are not offered
-as tools: they stay commands a person types. Try it without a client:
+Resources (resources/subscribe sends notifications/resources/updated on each change):
+  parhelia://tasks/{task_id}    a task (its JSON as parhelia_task_show)
+  parhelia://events?task_id=..&session_id=..&container_id=..&types=a,b&level=..
+                                the newest 50 matching events
+
+Deleting tasks stays a command a person types. Try it without a client:
   npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/list
 """, ("mcp-server",))
 

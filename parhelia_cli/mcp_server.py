@@ -15,6 +15,7 @@ This module imports the ``mcp`` SDK at the top: only the ``mcp-server`` command
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -23,9 +24,13 @@ from collections import deque
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 import click
+from mcp import types as mcp_types
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.shared.exceptions import MCPError as McpError
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
@@ -35,9 +40,10 @@ from parhelia.backends import Backend
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia.permissions import PermissionMode
 from parhelia_cli import durations, params, views
+from parhelia_cli import mcp_events as live
 from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Progress, Stream, task_options
 from parhelia_cli.client import Client
-from parhelia_cli.convert import task_dict, to_dict
+from parhelia_cli.convert import task_dict, to_dict, with_related
 from parhelia_cli.errors import CliError, invalid, missing
 
 log = logging.getLogger("parhelia.mcp")
@@ -97,6 +103,15 @@ Model = Annotated[str | None, Field(max_length=200, description=(
     "Claude model (default: the daemon's config, else the agent's default)."))]
 Limit = Annotated[int | None, Field(ge=1, le=10_000, description=(
     "At most this many (the newest ones; the daemon's default when omitted)."))]
+# The event filters, as the event tools take them.
+EventTypes = Annotated[list[EventType] | None, Field(description=(
+    "Only these event types (task_created, agent_result, checkpoint_created, "
+    "container_lost...)."))]
+MinLevel = Annotated[Level | None, Field(description="Minimum level.")]
+OfTask = Annotated[str | None, Field(description="Only this task's events.")]
+OfSession = Annotated[str | None, Field(description="Only this session's events.")]
+OfContainer = Annotated[str | None, Field(description="Only this container's events.")]
+PageSize = Annotated[int, Field(ge=1, le=1000, description="At most this many events per call.")]
 
 
 # --- the daemon connection ----------------------------------------------------------------
@@ -114,6 +129,8 @@ class Bridge:
         self._lock = threading.Lock()
         self._client: Client | None = None
         self.api = Api(self)
+        self.subscriptions = live.Subscriptions(self.api)
+        self.notifier = live.Notifier()
 
     def client(self) -> Client:
         with self._lock:
@@ -146,23 +163,37 @@ class Bridge:
                                   on_progress=on_progress)
 
     def stream(self, service: str, method: str, request: Any) -> Stream[Any]:
-        """A server stream; closing the iterator (``contextlib.closing``) cancels it."""
+        """A server stream whose loss of the daemon (E504) drops the connection."""
         client = self.client()
-        it = client.stream(service, method, request)
-        try:
-            yield from it
-        except CliError as exc:
-            if exc.code == "E504":
-                self.forget(client)
-            raise
-        finally:
-            it.close()
+        return _Forgetting(self, client, client.stream(service, method, request))
 
     def close(self) -> None:
+        self.subscriptions.close_all()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class _Forgetting:
+    """A stream of ``client`` that drops it from the bridge when the daemon goes away."""
+
+    def __init__(self, bridge: Bridge, client: Client, stream: Stream[Any]) -> None:
+        self._bridge, self._client, self._stream = bridge, client, stream
+
+    def __iter__(self) -> _Forgetting:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._stream)
+        except CliError as exc:
+            if exc.code == "E504":
+                self._bridge.forget(self._client)
+            raise
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 # --- argument checks shared with the CLI (parhelia_cli.params / durations) ----------------
@@ -241,7 +272,24 @@ def _tool_error(exc: BaseException) -> ToolError | None:
 
 
 class ParheliaMCP(MCPServer):
-    """MCPServer whose tool failures read like the CLI's: ``E### NAME: message``."""
+    """MCPServer whose tool (and resource) failures read like the CLI's:
+    ``E### NAME: message``."""
+
+    on_read: Any = None
+    """Told each URI a client reads (resource subscriptions count that as use)."""
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        try:
+            result = await super().read_resource(uri, context)
+        except ResourceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, CliError):
+                kind = ResourceNotFoundError if cause.code.startswith("E2") else ResourceError
+                raise kind(str(cause)) from cause
+            raise
+        if self.on_read is not None:
+            self.on_read(str(uri))
+        return result
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Any = None) -> Any:
@@ -261,21 +309,24 @@ def build(bridge: Bridge) -> ParheliaMCP:
     mcp = ParheliaMCP("parhelia", title="Parhelia", version=__version__,
                       instructions=INSTRUCTIONS)
 
-    def tool(name: str, annotations: ToolAnnotations) -> Any:
+    def tool(name: str, annotations: ToolAnnotations, description: str | None = None
+             ) -> Any:
         def register(fn: Any) -> Any:
             # The docstring, on one line, is the description the model reads.
-            mcp.add_tool(fn, name=name, description=" ".join((fn.__doc__ or "").split()),
+            text = description if description is not None else fn.__doc__ or ""
+            mcp.add_tool(fn, name=name, description=" ".join(text.split()),
                          annotations=annotations, structured_output=True)
             return fn
         return register
 
     api = bridge.api
+    subscriptions = bridge.subscriptions
 
     # --- tasks ---
 
     @tool("parhelia_task_create", _acts(destructive=False, open_world=True,
                                         title="Create a task"))
-    def task_create(
+    async def task_create(
         prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description=(
             "What Claude Code should do, as you would type it to Claude Code."))],
         workspace: Annotated[str | None, Field(description=(
@@ -294,30 +345,28 @@ def build(bridge: Bridge) -> ParheliaMCP:
             "Where to run it: local worker processes or Modal (default: config)."))] = None,
         no_dispatch: Annotated[bool, Field(description=(
             "Create it pending without starting it."))] = False,
+        wait: Annotated[bool, Field(description=(
+            "Wait for the task to finish and return it final, with progress notifications "
+            "(turns, cost) meanwhile; cancelling the call stops the wait, not the "
+            "task."))] = False,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Create a Parhelia task: Claude Code runs PROMPT in an isolated worker (local
         process or Modal sandbox), checkpointed and budget-capped. Returns at once with
-        the task (status pending); poll parhelia_task_show until it is completed, failed
-        or cancelled. Same as `parhelia task create --json`."""
-        from parhelia_cli.commands.task import submit_task
-
-        if not prompt.strip():
-            raise missing("prompt: the prompt is empty; give the task something to do")
-        if repo and workspace:
-            raise invalid("repo clones inside the worker; it cannot be combined with "
-                          "workspace")
-        if ref and not repo:
-            raise invalid(f"ref {ref!r} needs repo")
-        directory = _workspace_dir(workspace) if workspace else None
-        options = _options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
-                           permission_mode, backend)
-        notices: list[str] = []
-        created = submit_task(api, prompt, options, directory=directory, repo=repo, ref=ref,
-                              no_dispatch=no_dispatch, quiet=True, notices=notices)
-        out: dict[str, Any] = {"task_id": created.id, "task": task_dict(created)}
-        if notices:
-            out["notices"] = notices
-        return out
+        the task (status pending), or with wait the finished task; otherwise poll
+        parhelia_task_show or parhelia_events_stream until it is completed, failed or
+        cancelled. Same as `parhelia task create [--sync] --json` (plus notices about
+        credential-looking files of the workspace)."""
+        if no_dispatch and wait:
+            raise invalid("wait waits for a result that no_dispatch never starts")
+        created = await anyio.to_thread.run_sync(functools.partial(
+            _create, api, prompt, workspace=workspace, repo=repo, ref=ref,
+            options=_options(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
+                             permission_mode, backend), no_dispatch=no_dispatch))
+        task, notices = created
+        if wait:
+            task = await _wait_for(api, task["id"], ctx)
+        return with_related(task, notices=notices) if notices else task
 
     @tool("parhelia_task_list", READ)
     def task_list(
@@ -334,8 +383,9 @@ def build(bridge: Bridge) -> ParheliaMCP:
     def task_show(task_id: TaskId) -> dict[str, Any]:
         """One task: status and reason, prompt, options, source, times, session and
         container, usage (turns, tokens, api/compute/total cost), last tool and result
-        (text, error code). Same as `parhelia task show ID --json`."""
-        return task_dict(api.tasks.get(task_id))
+        (text, error code), and resume_degraded (resumes that had to start a new
+        conversation). Same as `parhelia task show ID --json`."""
+        return views.task_show(api, task_id)
 
     @tool("parhelia_task_cancel", _acts(destructive=True, idempotent=True,
                                         title="Cancel a task"))
@@ -368,12 +418,32 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """What a task changed against its uploaded workspace (checkpoint zero): files
         (path, change, sizes, lines added/removed, binary) and a unified diff. Same as
         `parhelia task diff ID --json`, plus patch_truncated."""
-        data = to_dict(api.tasks.diff(task_id, stat_only=stat_only))
-        patch = data.get("patch") or ""
-        data["patch_truncated"] = len(patch) > max_patch_chars
-        if data["patch_truncated"]:
-            data["patch"] = patch[:max_patch_chars]
-        return data
+        return _cut_patch(to_dict(api.tasks.diff(task_id, stat_only=stat_only)),
+                          max_patch_chars)
+
+    @tool("parhelia_task_pull", _acts(destructive=False, title="Bring a task's changes back"))
+    def task_pull(
+        task_id: TaskId,
+        branch: Annotated[str | None, Field(max_length=250, description=(
+            "Branch to create in the task's repository (default: parhelia/<task id>)."))
+                          ] = None,
+        patch_path: Annotated[str | None, Field(max_length=4096, description=(
+            "Absolute path of a patch file to write instead of creating a branch."))] = None,
+        repo_path: Annotated[str | None, Field(max_length=4096, description=(
+            "Absolute path of the repository to create the branch in (default: the "
+            "directory the task's workspace was uploaded from)."))] = None,
+        force: Annotated[bool, Field(description=(
+            "Replace patch_path when the file exists."))] = False,
+    ) -> dict[str, Any]:
+        """Bring a finished task's changes back as a new branch (or a patch file) in the
+        user's repository; the working tree and the current branch are never touched.
+        Same as `parhelia task pull ID --json`."""
+        if branch and patch_path:
+            raise invalid("branch and patch_path are alternatives; give one")
+        return to_dict(api.tasks.pull(
+            task_id, branch=branch or "",
+            patch_path=_absolute("patch_path", patch_path) if patch_path else "",
+            repo_path=_absolute("repo_path", repo_path) if repo_path else "", force=force))
 
     @tool("parhelia_task_logs", READ)
     def task_logs(
@@ -407,6 +477,15 @@ def build(bridge: Bridge) -> ParheliaMCP:
         resp = api.containers.list(states=state, health=health, task_id=task_id, limit=limit)
         return {"containers": [to_dict(c) for c in resp.containers]}
 
+    @tool("parhelia_container_terminate", _acts(destructive=True, idempotent=True,
+                                                title="Terminate a container"))
+    def container_terminate(container_id: ContainerId) -> dict[str, Any]:
+        """Terminate a container now (its worker checkpoints first when it can). A running
+        task whose container is terminated resumes in a new container from its latest
+        checkpoint; parhelia_task_cancel stops a task for good. Returns the container.
+        Same as `parhelia container terminate ID -y --json`."""
+        return to_dict(api.containers.terminate(container_id))
+
     @tool("parhelia_container_show", READ)
     def container_show(container_id: ContainerId) -> dict[str, Any]:
         """One container: state and reason, health and missed heartbeats, task, session,
@@ -425,19 +504,15 @@ def build(bridge: Bridge) -> ParheliaMCP:
 
     @tool("parhelia_events_list", READ)
     def events_list(
-        types: Annotated[list[EventType] | None, Field(description=(
-            "Only these event types (task_created, agent_result, checkpoint_created, "
-            "container_lost...)."))] = None,
-        level: Annotated[Level | None, Field(description="Minimum level.")] = None,
+        types: EventTypes = None,
+        level: MinLevel = None,
         since: Annotated[str | None, Field(description=(
             "From: a duration ago ('30m', '2d', '1w') or an RFC 3339 timestamp."))] = None,
         until: Annotated[str | None, Field(description=(
             "Until: a duration ago or an RFC 3339 timestamp."))] = None,
-        task_id: Annotated[str | None, Field(description="Only this task's events.")] = None,
-        session_id: Annotated[str | None, Field(description="Only this session's events.")
-                              ] = None,
-        container_id: Annotated[str | None, Field(description="Only this container's.")
-                                ] = None,
+        task_id: OfTask = None,
+        session_id: OfSession = None,
+        container_id: OfContainer = None,
         limit: Limit = None,
     ) -> dict[str, Any]:
         """The newest events matching the filters (default 50), returned oldest first;
@@ -454,36 +529,116 @@ def build(bridge: Bridge) -> ParheliaMCP:
         after_id: Annotated[int, Field(ge=0, le=2**63 - 1, description=(
             "Return events with an id greater than this: 0 for the beginning, else the "
             "next_after_id of your previous call (or an event id you saw)."))],
-        types: Annotated[list[EventType] | None, Field(description="Only these types.")
-                         ] = None,
-        level: Annotated[Level | None, Field(description="Minimum level.")] = None,
-        task_id: Annotated[str | None, Field(description="Only this task's events.")] = None,
-        session_id: Annotated[str | None, Field(description="Only this session's events.")
-                              ] = None,
-        container_id: Annotated[str | None, Field(description="Only this container's.")
-                                ] = None,
-        limit: Annotated[int, Field(ge=1, le=1000, description=(
-            "At most this many events per call."))] = 100,
+        types: EventTypes = None,
+        level: MinLevel = None,
+        task_id: OfTask = None,
+        session_id: OfSession = None,
+        container_id: OfContainer = None,
+        limit: PageSize = 100,
     ) -> dict[str, Any]:
         """The pull form of an event subscription (a tool call cannot stream): the
         oldest `limit` events after `after_id` that match the filters, oldest first,
         with next_after_id to pass to the next call and has_more when more are already
         there. Call it again later to receive what happened since; nothing is skipped or
         repeated. (`parhelia events watch` is the streaming form.)"""
-        from parhelia_cli.commands.events import build_filter
+        flt = _filter(types, level, task_id, session_id, container_id, after_id)
+        return _page(*live.pull(api, flt, limit), after_id)
 
-        flt = build_filter((_event_types(types),), level, None, None, task_id, session_id,
-                           container_id, after_id)
+    @tool("parhelia_events_replay", READ)
+    def events_replay(
+        container_id: Annotated[str, Field(min_length=1, max_length=200, description=(
+            "Container id (c-...) or prefix; a task id replays its current (or last) "
+            "container."))],
+        from_start: Annotated[bool, Field(description=(
+            "The container's whole history (default: its newest 50 events)."))] = False,
+        since: Annotated[str | None, Field(description=(
+            "From: a duration ago ('30m', '2d') or an RFC 3339 timestamp."))] = None,
+        limit: Annotated[int, Field(ge=1, le=10_000, description=(
+            "At most this many events (the first ones of the replay)."))] = 1000,
+    ) -> dict[str, Any]:
+        """A container's history in commit order, each event as `parhelia events replay
+        --json` prints it (one per line there, a list here), with truncated when more
+        were left out."""
+        if from_start and since:
+            raise invalid("from_start and since contradict each other")
         found: list[dict[str, Any]] = []
-        has_more = False
-        with contextlib.closing(api.events.export(flt)) as stream:
+        truncated = False
+        with contextlib.closing(api.events.replay(
+                container_id, from_start=from_start, since=_instant("since", since))) as stream:
             for event in stream:
                 if len(found) == limit:
-                    has_more = True
+                    truncated = True
                     break
                 found.append(to_dict(event))
-        return {"events": found, "next_after_id": found[-1]["id"] if found else after_id,
-                "has_more": has_more}
+        return {"events": found, "truncated": truncated}
+
+    @tool("parhelia_events_subscribe", _acts(destructive=False, idempotent=False,
+                                             title="Subscribe to events"))
+    def events_subscribe(
+        types: EventTypes = None,
+        level: MinLevel = None,
+        task_id: OfTask = None,
+        session_id: OfSession = None,
+        container_id: OfContainer = None,
+    ) -> dict[str, Any]:
+        """Start following the events that match these filters: the bridge keeps a live
+        watch on the daemon (with a bounded buffer) and parhelia_events_stream waits on it
+        for what comes next. Returns subscription_id and after_id (the newest event id
+        now, the cursor to start from). Expires after 10 minutes without a
+        parhelia_events_stream call; parhelia_events_unsubscribe ends it sooner."""
+        flt = _filter(types, level, task_id, session_id, container_id)
+        newest = api.events.list(limit=1).events
+        sub = subscriptions.open(flt)
+        return {"subscription_id": sub.id, "after_id": newest[-1].id if newest else 0,
+                "filter": _criteria(flt), "expires_after_idle_seconds": live.IDLE_SECONDS}
+
+    @tool("parhelia_events_stream", READ)
+    def events_stream(
+        after_id: Annotated[int, Field(ge=0, le=2**63 - 1, description=(
+            "Return events with an id greater than this: the after_id of "
+            "parhelia_events_subscribe, then the next_after_id of your previous call."))],
+        subscription_id: Annotated[str | None, Field(max_length=100, description=(
+            "A subscription from parhelia_events_subscribe (its filters apply); omit it "
+            "to give filters here."))] = None,
+        wait_seconds: Annotated[int, Field(ge=0, le=live.WAIT_MAX_SECONDS, description=(
+            "When nothing is there yet, wait up to this long for the first new event."))
+                                ] = 30,
+        types: EventTypes = None,
+        level: MinLevel = None,
+        task_id: OfTask = None,
+        session_id: OfSession = None,
+        container_id: OfContainer = None,
+        limit: PageSize = 100,
+    ) -> dict[str, Any]:
+        """The long-poll form of `parhelia events watch`: the oldest `limit` matching
+        events after `after_id`, waiting up to `wait_seconds` when there are none yet;
+        with next_after_id for the next call and has_more. Nothing is skipped or repeated
+        (events are read from the daemon's log after the cursor)."""
+        feed = None
+        if subscription_id is not None:
+            if types or level or task_id or session_id or container_id:
+                raise invalid("a subscription has its filters; give subscription_id or "
+                              "filters, not both")
+            sub = subscriptions.get(subscription_id)
+            flt, feed = live.with_cursor(sub.filter, after_id), sub.feed
+        else:
+            flt = _filter(types, level, task_id, session_id, container_id, after_id)
+        found, more = live.long_poll(api, flt, limit, wait_seconds, feed)
+        page = _page(found, more, after_id)
+        if feed is not None:
+            feed.discard_through(page["next_after_id"])
+        return page
+
+    @tool("parhelia_events_unsubscribe", _acts(destructive=False, idempotent=True,
+                                               title="End an event subscription"))
+    def events_unsubscribe(
+        subscription_id: Annotated[str, Field(min_length=1, max_length=100, description=(
+            "The subscription_id parhelia_events_subscribe returned."))],
+    ) -> dict[str, Any]:
+        """End an event subscription (its daemon watch is closed). Unknown or expired ids
+        are not an error: closed says whether this call closed it."""
+        return {"subscription_id": subscription_id,
+                "closed": subscriptions.close(subscription_id)}
 
     # --- checkpoints and sessions ---
 
@@ -511,14 +666,40 @@ def build(bridge: Bridge) -> ParheliaMCP:
         resp = api.checkpoints.list(session_id=session_id, limit=limit)
         return {"checkpoints": [to_dict(c) for c in resp.checkpoints]}
 
-    @tool("parhelia_checkpoint_restore", _acts(destructive=True,
-                                               title="Roll a session back to a checkpoint"))
-    def checkpoint_restore(checkpoint_id: CheckpointId) -> dict[str, Any]:
+    @tool("parhelia_checkpoint_rollback", _acts(destructive=True,
+                                                title="Roll a session back to a checkpoint"))
+    def checkpoint_rollback(checkpoint_id: CheckpointId) -> dict[str, Any]:
         """Roll a session back: restore its workspace and conversation to the checkpoint.
-        A safety checkpoint of the current state is taken first (restoring it undoes
-        this); a running session is stopped, restored and resumed. Same as
+        A safety checkpoint of the current state is taken first (rolling back to it
+        undoes this); a running session is stopped, restored and resumed. Same as
         `parhelia checkpoint rollback CP -y --json`."""
         return to_dict(api.checkpoints.rollback(checkpoint_id))
+
+    tool("parhelia_checkpoint_restore", _acts(destructive=True,
+                                              title="Roll a session back to a checkpoint"),
+         description="The earlier name of parhelia_checkpoint_rollback (same call, same "
+                     "answer).")(checkpoint_rollback)
+
+    @tool("parhelia_checkpoint_diff", READ)
+    def checkpoint_diff(
+        from_checkpoint_id: Annotated[str, Field(min_length=1, max_length=200, description=(
+            "The older checkpoint (cp-...) or a unique prefix."))],
+        to_checkpoint_id: Annotated[str, Field(min_length=1, max_length=200, description=(
+            "The newer checkpoint (cp-...) or a unique prefix."))],
+        files: Annotated[bool, Field(description=(
+            "Include the unified diff of text files."))] = False,
+        conversation: Annotated[bool, Field(description=(
+            "Include the conversation turns added."))] = False,
+        max_patch_chars: Annotated[int, Field(ge=1000, le=PATCH_CHARS_MAX, description=(
+            "Cut the unified diff after this many characters (patch_truncated says "
+            "so)."))] = 100_000,
+    ) -> dict[str, Any]:
+        """What changed from one checkpoint to another: files added, removed and modified
+        (sizes, line counts), optionally the patch and the conversation turns added. Same
+        as `parhelia checkpoint diff A B --json`, plus patch_truncated."""
+        return _cut_patch(to_dict(api.checkpoints.diff(
+            from_checkpoint_id, to_checkpoint_id, files=files, conversation=conversation)),
+            max_patch_chars)
 
     @tool("parhelia_session_list", READ)
     def session_list(
@@ -532,6 +713,14 @@ def build(bridge: Bridge) -> ParheliaMCP:
         resp = api.sessions.list(include_finished=include_finished, limit=limit)
         return {"sessions": [to_dict(s) for s in resp.sessions]}
 
+    @tool("parhelia_session_kill", _acts(destructive=True, idempotent=True,
+                                         title="Stop a session"))
+    def session_kill(session_id: SessionId) -> dict[str, Any]:
+        """Stop a session: its worker checkpoints and stops; the session stays resumable
+        (parhelia_session_resume). Returns the session. Same as
+        `parhelia session kill SESSION -y --json`."""
+        return to_dict(api.sessions.kill(session_id))
+
     @tool("parhelia_session_resume", _acts(destructive=False, open_world=True,
                                            title="Resume a session"))
     def session_resume(
@@ -542,8 +731,7 @@ def build(bridge: Bridge) -> ParheliaMCP:
         """Continue a stopped session in a new container: workspace and conversation are
         restored from its latest (or the given) checkpoint and Claude carries on.
         Returns the task to follow. Same as `parhelia resume SESSION --json`."""
-        t = api.sessions.resume(session_id, checkpoint_id=checkpoint_id)
-        return {"task_id": t.id, "task": task_dict(t)}
+        return task_dict(api.sessions.resume(session_id, checkpoint_id=checkpoint_id))
 
     @tool("parhelia_session_attach_info", READ)
     def session_attach_info(session_id: SessionId) -> dict[str, Any]:
@@ -565,6 +753,19 @@ def build(bridge: Bridge) -> ParheliaMCP:
         remaining, percentage, period, tasks, tokens, warning/exceeded flags. Same as
         `parhelia budget show --json`."""
         return to_dict(api.budget.get())
+
+    @tool("parhelia_budget_set", _acts(destructive=True, idempotent=True,
+                                       title="Set the spending ceiling"))
+    def budget_set(
+        amount_usd: Annotated[float | str, Field(description=(
+            "The new ceiling in USD, like 50 or '12.50' (at most 6 decimals)."))],
+    ) -> dict[str, Any]:
+        """Set the spending ceiling (kept across restarts). Raising it resumes the tasks
+        the ceiling paused; lowering it below what is used pauses running tasks. Returns
+        the budget as parhelia_budget_status does. Same as
+        `parhelia budget set AMOUNT --json`."""
+        text = format(amount_usd, "f") if isinstance(amount_usd, float) else str(amount_usd)
+        return to_dict(api.budget.set_ceiling(text.strip()))
 
     @tool("parhelia_budget_estimate", READ)
     def budget_estimate(
@@ -600,6 +801,17 @@ def build(bridge: Bridge) -> ParheliaMCP:
         `parhelia reconciler status --json`."""
         return to_dict(api.reconciler.status())
 
+    @tool("parhelia_cleanup", _acts(destructive=True, title="End orphaned containers"))
+    def cleanup(
+        terminate: Annotated[bool, Field(description=(
+            "Terminate every orphan found (default: a dry run that only lists them)."))
+                             ] = False,
+    ) -> dict[str, Any]:
+        """Orphaned containers (tagged as Parhelia's on a backend, unknown to the
+        database) with their age and accrued cost; with terminate they are ended. A dry
+        run by default. Same as `parhelia cleanup [--terminate -y] --json`."""
+        return views.cleanup(api, terminate=terminate)
+
     @tool("parhelia_doctor", READ)
     def doctor() -> dict[str, Any]:
         """Check what Parhelia needs: the daemon, config, agent binary, credentials, disk
@@ -617,15 +829,203 @@ def build(bridge: Bridge) -> ParheliaMCP:
             checks = [to_dict(c) for c in resp.checks]
         return {"checks": checks, "ok": all(c["status"] != "fail" for c in checks)}
 
+    # --- resources: what a client can read, and subscribe to ---
+
+    @mcp.resource(TASK_RESOURCE, name="task", mime_type="application/json",
+                  description="A task as parhelia_task_show returns it; subscribe to be "
+                              "notified (notifications/resources/updated) as it changes.")
+    def task_resource(task_id: str) -> dict[str, Any]:
+        return task_dict(api.tasks.get(task_id))
+
+    @mcp.resource(EVENTS_RESOURCE, name="events", mime_type="application/json",
+                  description="The newest 50 events matching the query (task_id, session_id, "
+                              "container_id, types as a comma-separated list, level), oldest "
+                              "first; subscribe to be notified as new ones arrive.")
+    def events_resource(task_id: str | None = None, session_id: str | None = None,
+                        container_id: str | None = None, types: str | None = None,
+                        level: str | None = None) -> dict[str, Any]:
+        flt = _resource_filter(api, f"parhelia://events?{_query(locals())}")
+        return {"events": [to_dict(e) for e in api.events.list(flt).events]}
+
+    async def subscribe(ctx: Any, params: mcp_types.SubscribeRequestParams
+                        ) -> mcp_types.EmptyResult:
+        uri = str(params.uri)
+        if not bridge.notifier.running:
+            raise McpError(mcp_types.INTERNAL_ERROR, "resource subscriptions need the "
+                                                     "stdio server's notifier")
+        session = ctx.session
+
+        def open_it() -> None:
+            flt = _resource_filter(api, uri)
+            subscriptions.open(flt, uri=uri,
+                               notify=lambda sub: bridge.notifier.updated(session, sub))
+
+        await _as_mcp_error(open_it)
+        return mcp_types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: mcp_types.UnsubscribeRequestParams
+                          ) -> mcp_types.EmptyResult:
+        await anyio.to_thread.run_sync(subscriptions.close_uri, str(params.uri))
+        return mcp_types.EmptyResult()
+
+    lowlevel = mcp._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", mcp_types.SubscribeRequestParams,
+                                 subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe",
+                                 mcp_types.UnsubscribeRequestParams, unsubscribe)
+    mcp.on_read = subscriptions.read
     return mcp
+
+
+TASK_RESOURCE = "parhelia://tasks/{task_id}"
+EVENTS_RESOURCE = "parhelia://events{?task_id,session_id,container_id,types,level}"
+_EVENT_QUERY_KEYS = ("task_id", "session_id", "container_id", "types", "level")
+
+
+def _query(values: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: values[k] for k in _EVENT_QUERY_KEYS if values.get(k)})
+
+
+def _resource_filter(api: Api, uri: str) -> Any:
+    """The event filter a resource URI stands for: a task's events, or the query of
+    ``parhelia://events?...`` (E101 for anything else; E201 for an unknown task)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from parhelia_cli.api import event_filter
+
+    parts = urlsplit(uri)
+    if parts.scheme != "parhelia":
+        raise invalid(f"uri: {uri!r} is not a parhelia:// resource")
+    if parts.netloc == "tasks" and parts.path.strip("/") and not parts.query:
+        return event_filter(task_id=api.tasks.get(parts.path.strip("/")).id)
+    if parts.netloc != "events" or parts.path not in ("", "/"):
+        raise invalid(f"uri: {uri!r} is neither parhelia://tasks/ID nor "
+                      "parhelia://events?...")
+    query = parse_qs(parts.query, keep_blank_values=False)
+    unknown = sorted(set(query) - set(_EVENT_QUERY_KEYS))
+    if unknown:
+        raise invalid(f"uri: unknown query parameter(s) {', '.join(unknown)}; use "
+                      + ", ".join(_EVENT_QUERY_KEYS))
+    one = {k: v[-1] for k, v in query.items()}
+    level = one.get("level")
+    if level is not None and level not in event_catalogue.LEVELS:
+        raise invalid(f"level: must be one of {', '.join(event_catalogue.LEVELS)}")
+    types = _event_types([t for t in (one.get("types") or "").split(",") if t])
+    return event_filter(types=types, min_level=level, task_id=one.get("task_id"),
+                        session_id=one.get("session_id"),
+                        container_id=one.get("container_id"))
+
+
+async def _as_mcp_error(fn: Any) -> Any:
+    """``fn()`` in a worker thread; a CliError becomes the JSON-RPC error a request
+    handler answers with (the code's text, as tool errors carry it)."""
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except CliError as exc:
+        code = mcp_types.INVALID_PARAMS if exc.code.startswith(("E1", "E2")) else \
+            mcp_types.INTERNAL_ERROR
+        raise McpError(code, str(exc)) from None
+
+
+def _filter(types: list[str] | None, level: str | None, task_id: str | None,
+            session_id: str | None, container_id: str | None, after_id: int = 0) -> Any:
+    """The EventFilter of the event tools' filters (checked as `events list` checks them)."""
+    from parhelia_cli.commands.events import build_filter
+
+    return build_filter((_event_types(types),), level, None, None, task_id, session_id,
+                        container_id, after_id)
+
+
+def _page(found: list[dict[str, Any]], more: bool, after_id: int) -> dict[str, Any]:
+    """A page of events after a cursor: the events, the next cursor, whether more wait."""
+    return {"events": found, "next_after_id": found[-1]["id"] if found else after_id,
+            "has_more": more}
+
+
+def _criteria(flt: Any) -> dict[str, Any]:
+    """A filter as the JSON the tools take (what is set)."""
+    data = to_dict(flt)
+    return {k: v for k, v in data.items() if v not in (None, [], 0) and k != "after_id"}
+
+
+def _cut_patch(data: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """``data["patch"]`` cut after ``max_chars`` characters, and ``patch_truncated``."""
+    patch = data.get("patch") or ""
+    data["patch_truncated"] = len(patch) > max_chars
+    if data["patch_truncated"]:
+        data["patch"] = patch[:max_chars]
+    return data
+
+
+def _absolute(name: str, path: str) -> str:
+    """A path the daemon writes to or reads: absolute (the server's current directory is
+    wherever its client started it), without NUL."""
+    if "\x00" in path or not os.path.isabs(path):
+        raise invalid(f"{name}: {path!r} is not an absolute path")
+    return path
+
+
+def _create(api: Api, prompt: str, *, workspace: str | None, repo: str | None,
+            ref: str | None, options: Any, no_dispatch: bool
+            ) -> tuple[dict[str, Any], list[str]]:
+    """``task create``'s checks and its one "upload then create" (``submit_task``): the
+    created task and the upload's notices."""
+    from parhelia_cli.commands.task import submit_task
+
+    if not prompt.strip():
+        raise missing("prompt: the prompt is empty; give the task something to do")
+    if repo and workspace:
+        raise invalid("repo clones inside the worker; it cannot be combined with workspace")
+    if ref and not repo:
+        raise invalid(f"ref {ref!r} needs repo")
+    directory = _workspace_dir(workspace) if workspace else None
+    notices: list[str] = []
+    created = submit_task(api, prompt, options, directory=directory, repo=repo, ref=ref,
+                          no_dispatch=no_dispatch, quiet=True, notices=notices)
+    return task_dict(created), notices
+
+
+async def _wait_for(api: Api, task_id: str, ctx: Context | None) -> dict[str, Any]:
+    """Follow ``WatchTask`` until the task is final, sending a progress notification per
+    update (turns, tokens, cost, in words); the final task. A task that waits for the
+    user (it cannot fit the budget, the budget paused it) is that error (E300...), as
+    for `task create --sync`. Cancelling the call closes the watch; the task runs on."""
+    from parhelia_cli.commands.task import FINAL, progress_text, stuck
+
+    stream = api.tasks.watch(task_id)
+    last: dict[str, Any] | None = None
+    sent = 0
+    try:
+        while True:
+            progress = await anyio.to_thread.run_sync(next, stream, None,
+                                                      abandon_on_cancel=True)
+            if progress is None:
+                break
+            last = task_dict(progress.task)
+            if stuck(last):
+                raise CliError(last["status_code"] or "E300",
+                               f"task {last['id']} is {last['status']}: "
+                               f"{last['status_reason']}. It stays queued; "
+                               "parhelia_task_show follows it")
+            if ctx is not None:  # progress must grow with each notification: a count
+                sent += 1
+                await ctx.report_progress(sent, None,
+                                          progress_text(last, progress.elapsed_seconds))
+            if last["status"] in FINAL:
+                break
+    finally:
+        stream.close()
+    if last is None or last["status"] not in FINAL:
+        raise CliError("E900", f"the progress stream of task {task_id} ended before it "
+                               "finished; parhelia_task_show follows it")
+    return last
 
 
 def _workspace_dir(workspace: str) -> Path:
     """The directory to upload: absolute, existing, a directory (E101 otherwise)."""
-    if "\x00" in workspace or not os.path.isabs(workspace):
-        raise invalid(f"workspace: {workspace!r} is not an absolute path; give the full "
-                      "path of the directory to upload")
-    path = Path(workspace)
+    path = Path(_absolute("workspace", workspace))
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise invalid(f"workspace: {workspace} {what}")
@@ -689,9 +1089,9 @@ def serve(socket: str | None, autostart: bool, log_level: str = "warning") -> No
               "(e.g. `claude mcp add parhelia -- parhelia mcp-server`). Ctrl-D ends it.",
               file=sys.stderr)
     try:
-        import anyio
 
-        anyio.run(_serve_stdio, server)
+
+        anyio.run(_serve_stdio, server, bridge.notifier)
     finally:
         bridge.close()
 
@@ -717,10 +1117,10 @@ def malformed_reply(exc: Exception) -> Any:
                 "(batches are not supported)"))
 
 
-async def _serve_stdio(server: ParheliaMCP) -> None:
+async def _serve_stdio(server: ParheliaMCP, notifier: live.Notifier | None = None) -> None:
     """``MCPServer.run("stdio")``, except that a malformed line gets its JSON-RPC error
     (the SDK drops it silently, leaving the client waiting)."""
-    import anyio
+
     from mcp.server.stdio import stdio_server
     from mcp.shared.message import SessionMessage
 
@@ -738,6 +1138,8 @@ async def _serve_stdio(server: ParheliaMCP) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump)
+            if notifier is not None:
+                tg.start_soon(notifier.run)
             await lowlevel.run(receive, write_stream,
                                lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()

@@ -105,10 +105,9 @@ def emit_resource(resource: dict[str, Any], **related: Any) -> None:
     itself (its ``id`` at the top level), with data about related things under named
     keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...]}``,
     errors ``{"error": {...}}`` on stderr (see ``parhelia help json``)."""
-    clash = set(related) & set(resource)
-    if clash:  # a programming error: related data must never hide a field
-        raise ValueError(f"related keys {sorted(clash)} clash with the resource's fields")
-    emit_json({**resource, **related})
+    from parhelia_cli.convert import with_related
+
+    emit_json(with_related(resource, **related))
 
 
 def line(text: str = "", err: bool = False) -> None:

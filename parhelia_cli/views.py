@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from parhelia_cli.convert import to_dict
+from parhelia_cli.convert import task_dict, to_dict, with_related
 
 if TYPE_CHECKING:
     from parhelia_cli.api import Api
@@ -24,3 +24,20 @@ def container_events(api: Api, container_id: str, limit: int | None) -> dict[str
     c = api.containers.get(container_id).container
     resp = api.events.list(event_filter(container_id=c.id), limit=limit)
     return {"container_id": c.id, "events": [to_dict(e) for e in resp.events]}
+
+
+def task_show(api: Api, task_id: str) -> dict[str, Any]:
+    """A task with its ``resume_degraded`` events (resumes that had to start a new
+    conversation from a summary of the stored one)."""
+    from parhelia_cli.api import event_filter
+
+    t = task_dict(api.tasks.get(task_id))
+    degraded = api.events.list(event_filter(task_id=t["id"], types=["resume_degraded"]),
+                               limit=20)
+    return with_related(t, resume_degraded=[to_dict(e) for e in degraded.events])
+
+
+def cleanup(api: Api, *, terminate: bool) -> dict[str, Any]:
+    """The orphaned containers (ended with ``terminate``; a dry run without)."""
+    data = to_dict(api.reconciler.cleanup(terminate=terminate))
+    return {"dry_run": not terminate, **data, "orphans": data["orphans"] or []}

@@ -86,11 +86,13 @@ def cleanup(dry_run: bool, terminate: bool, yes: bool) -> None:
     if terminate:
         confirm.confirm("Terminate every orphaned container?", yes,
                         "terminating orphaned containers")
+    from parhelia_cli import views
+
     obj = settings()
-    data = to_dict(obj.api().reconciler.cleanup(terminate=terminate))
-    orphans = data["orphans"] or []
+    data = views.cleanup(obj.api(), terminate=terminate)
+    orphans = data["orphans"]
     if obj.json:
-        render.emit_json({"dry_run": not terminate, **data, "orphans": orphans})
+        render.emit_json(data)
         return
     if not orphans:
         render.line("No orphaned containers.")

@@ -289,7 +289,8 @@ def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
 
 # --- following a task -------------------------------------------------------------------
 
-def _progress_text(t: dict[str, Any], elapsed: float) -> str:
+def progress_text(t: dict[str, Any], elapsed: float) -> str:
+    """One line of a running task: status, turn, tokens, cost, time, last tool."""
     u = t["usage"] or {}
     if waits(t):
         return f"{t['status']}: {wait_text(t)} | {human_seconds(elapsed)}"
@@ -367,7 +368,7 @@ def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
 
                 if line_text and event and event["level"] in ("warning", "error"):
                     live.console.print(Text(line_text))
-                live.update(Text(_progress_text(last, elapsed)))
+                live.update(Text(progress_text(last, elapsed)))
             elif line_text:
                 render.line(line_text)
     except KeyboardInterrupt:
@@ -555,12 +556,13 @@ def wait_text(t: dict[str, Any]) -> str:
 @json_option
 def show(task_id: str) -> None:
     """Show a task: status, times, container, turns, tokens, cost, result."""
+    from parhelia_cli import views
+
     obj = settings()
-    api = obj.api()
-    t = task_dict(api.tasks.get(task_id))
-    degraded = _resume_degraded(api, t["id"])
+    t = views.task_show(obj.api(), task_id)
+    degraded = t["resume_degraded"]
     if obj.json:
-        render.emit_resource({**t, "resume_degraded": degraded})
+        render.emit_json(t)
         return
     o, u, src, r = t["options"] or {}, t["usage"] or {}, t["source"] or {}, t["result"] or {}
     resources = ", ".join(x for x in (
@@ -610,15 +612,6 @@ def show(task_id: str) -> None:
         render.line(f"  {text}")
     if r.get("text"):
         render.line("\n" + render.safe(r["text"], multiline=True).rstrip("\n"))
-
-
-def _resume_degraded(api: Api, task_id: str) -> list[dict[str, Any]]:
-    """The task's ``resume_degraded`` events: resumes that had to start a new conversation."""
-    from parhelia_cli.api import event_filter
-
-    resp = api.events.list(event_filter(task_id=task_id, types=["resume_degraded"]),
-                           limit=20)
-    return [to_dict(e) for e in resp.events]
 
 
 def _set_by(sources: dict[str, str]) -> str | None:

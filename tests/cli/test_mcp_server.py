@@ -30,12 +30,18 @@ READ_TOOLS = {
     "parhelia_session_list", "parhelia_session_attach_info", "parhelia_budget_status",
     "parhelia_budget_estimate",
     "parhelia_health", "parhelia_reconciler_status", "parhelia_doctor",
+    "parhelia_events_replay", "parhelia_events_stream", "parhelia_checkpoint_diff",
 }
 ACTING_TOOLS = {
     "parhelia_task_create", "parhelia_task_cancel", "parhelia_task_retry",
     "parhelia_checkpoint_create", "parhelia_checkpoint_restore", "parhelia_session_resume",
+    "parhelia_task_pull", "parhelia_checkpoint_rollback", "parhelia_session_kill",
+    "parhelia_container_terminate", "parhelia_cleanup", "parhelia_budget_set",
+    "parhelia_events_subscribe", "parhelia_events_unsubscribe",
 }
-DESTRUCTIVE = {"parhelia_task_cancel", "parhelia_checkpoint_restore"}
+DESTRUCTIVE = {"parhelia_task_cancel", "parhelia_checkpoint_restore",
+               "parhelia_checkpoint_rollback", "parhelia_session_kill",
+               "parhelia_container_terminate", "parhelia_cleanup", "parhelia_budget_set"}
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -160,18 +166,18 @@ async def test_task_round_trip_over_mcp(mcp_daemon: RunningDaemon, tmp_path: Pat
         # An empty workspace unless one is given.
         bare = await call(client, "parhelia_task_create",
                           prompt=fake_prompt({"turn": True}), no_dispatch=True)
-        assert bare["task"]["status"] == "pending"
-        assert (bare["task"]["source"] or {}).get("workspace_id") is None
-        await call(client, "parhelia_task_cancel", task_id=bare["task_id"])
+        assert bare["status"] == "pending"  # the task itself, as `task create --json`
+        assert (bare["source"] or {}).get("workspace_id") is None
+        await call(client, "parhelia_task_cancel", task_id=bare["id"])
 
         created = await call(client, "parhelia_task_create", workspace=str(workspace),
                              prompt=fake_prompt({"write": "hello.txt", "content": "hi\n"},
                                                 {"turn": True}), timeout="10m",
                              max_cost_usd="2.50")
-        task_id = created["task_id"]
-        assert created["task"]["source"]["workspace_id"]
-        assert created["task"]["options"]["timeout_seconds"] == 600
-        assert created["task"]["options"]["max_cost_micros"] == 2_500_000
+        task_id = created["id"]
+        assert created["source"]["workspace_id"]
+        assert created["options"]["timeout_seconds"] == 600
+        assert created["options"]["max_cost_micros"] == 2_500_000
         task = await wait_final(client, task_id)
         assert task["status"] == "completed", task
         assert task["usage"]["turns"] >= 1 and task["usage"]["total_cost_usd"]
@@ -301,7 +307,7 @@ def test_mcp_inspector_cli(mcp_daemon: RunningDaemon) -> None:
         created = inspect("--method", "tools/call", "--tool-name", "parhelia_task_create",
                           "--tool-arg", "prompt=Say hi", "--tool-arg", "no_dispatch=true")
         assert created.returncode == 0, created.stdout + created.stderr
-        task_id = json.loads(created.stdout)["structuredContent"]["task_id"]
+        task_id = json.loads(created.stdout)["structuredContent"]["id"]
 
         called = inspect("--method", "tools/call", "--tool-name", "parhelia_task_list")
         assert called.returncode == 0, called.stderr

@@ -163,6 +163,14 @@ class SystemApi(_Service):
 
         return self._read("Doctor", system_pb2.DoctorRequest())
 
+    def watch_operation(self, operation_id: str) -> Stream[system_pb2.OperationProgress]:
+        """The progress of a long call tagged with ``operation_id`` (the transport follows
+        it for ``on_progress``; see :meth:`parhelia_cli.client.Client.call`)."""
+        from parhelia.v1 import system_pb2
+
+        return self._stream("WatchOperation", system_pb2.WatchOperationRequest(
+            operation_id=operation_id))
+
 
 class ConfigApi(_Service):
     name = "config"

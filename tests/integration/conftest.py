@@ -35,6 +35,18 @@ def write_config(home: Path, extra: str = "", orchestrator: str = "",
         + orchestrator + "[recovery]\nbackoff_seconds = 0.2\n" + extra)
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 30,
+             what: str = "condition") -> Any:
+    """``predicate()``'s first truthy value, asked every 0.1 s; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def kill_workers(home: Path) -> None:
     reap(home)
 
@@ -115,4 +127,4 @@ def harness(harness_factory: Callable[..., Harness]) -> Harness:
     return harness_factory()
 
 
-__all__ = ["FAKE_AGENT", "Harness", "fake_prompt", "kill_workers", "sys"]
+__all__ = ["FAKE_AGENT", "Harness", "fake_prompt", "kill_workers", "sys", "wait_for"]

@@ -5,12 +5,11 @@ very long name) and reach the terminal escaped and shortened."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.integration.conftest import Harness, fake_prompt, wait_for
 
 HOSTILE = "src/\x1b]0;pwned\x07" + "/".join(["d" * 120] * 3) + "/x.txt"
 
@@ -21,16 +20,6 @@ def _create(harness: Harness, repo: Path, *files: str) -> str:
     prompt = fake_prompt(*steps, {"turn": True}, {"sleep": 60})
     out = harness.json("task", "create", prompt, "--workspace", str(repo))
     return str(out["id"])
-
-
-def _wait_for(harness: Harness, what: str, predicate: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        time.sleep(0.3)
 
 
 def _turn_checkpointed(harness: Harness, task_id: str) -> bool:
@@ -44,15 +33,15 @@ def test_same_paths_warn_both_tasks_and_different_paths_do_not(harness: Harness,
     init_repo(repo, {"README.md": "base\n"})
     a = _create(harness, repo, "shared.txt", HOSTILE, "a-only.txt")
     b = _create(harness, repo, "b-only.txt")
-    _wait_for(harness, "turn checkpoints of a and b",
-              lambda: _turn_checkpointed(harness, a) and _turn_checkpointed(harness, b))
+    wait_for(lambda: _turn_checkpointed(harness, a) and _turn_checkpointed(harness, b), 60,
+             "turn checkpoints of a and b")
     c = _create(harness, repo, "shared.txt", HOSTILE)
     try:
         def overlap_events() -> dict[str, Any] | None:
             found = {e["task_id"]: e for e in harness.events("--type", "overlap_detected")}
             return found if {a, c} <= set(found) else None
 
-        by_task = _wait_for(harness, "an overlap_detected event for a and c", overlap_events)
+        by_task = wait_for(overlap_events, 60, "an overlap_detected event for a and c")
         assert set(by_task) == {a, c}  # b changed other files: no event for it
         assert by_task[a]["data"]["other_task_id"] == c
         assert by_task[c]["data"]["other_task_id"] == a
@@ -79,10 +68,12 @@ def test_same_paths_warn_both_tasks_and_different_paths_do_not(harness: Harness,
         assert f"! {c}: task {a} also changed 2" in listing
         assert f"! {b}" not in listing
         assert "\x1b" not in listing and "\x07" not in listing
+
+        # Once a task has ended, the overlap is gone from the other (still running).
+        harness.run("task", "cancel", a, check=True)
+        harness.wait(a, ("cancelled",))
+        wait_for(lambda: harness.task(c)["overlaps"] == [], 60, "the overlap to clear")
+        assert harness.task(c)["status"] == "running"
     finally:
         for task_id in (a, b, c):
             harness.run("task", "cancel", task_id)
-    # Once a task has ended, the overlap is gone from the other.
-    harness.wait(a, ("cancelled",))
-    _wait_for(harness, "the overlap to clear", lambda: harness.task(c)["overlaps"] == []
-              or harness.task(c)["status"] == "cancelled")

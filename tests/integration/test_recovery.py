@@ -9,19 +9,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.integration.conftest import Harness, fake_prompt
+from tests.integration.conftest import Harness, fake_prompt, wait_for
 
 CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def worker_pid(harness: Harness, task_id: str) -> int:

@@ -10,14 +10,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import cli_argv
-from tests.integration.conftest import Harness, fake_prompt
+from tests.integration.conftest import Harness, fake_prompt, wait_for
 
 WIDTH, HEIGHT = 80, 24
 # A colour other than tmux's white-on-black default (which curses always sets).
@@ -49,14 +48,8 @@ class Tmux:
         return self("display-message", "-p", "-t", "top", f"#{{{name}}}").strip()
 
 
-def _until(what: str, check: Callable[[], object], timeout: float = 45) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        time.sleep(0.25)
+def _until(what: str, check: Callable[[], object]) -> object:
+    return wait_for(check, 45, what)
 
 
 @pytest.fixture

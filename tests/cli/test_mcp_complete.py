@@ -347,3 +347,47 @@ def test_inspector_calls_new_tools(mcp_daemon: RunningDaemon) -> None:
     budget = inspect("--method", "tools/call", "--tool-name", "parhelia_budget_set",
                      "--tool-arg", "amount_usd=30")
     assert budget["structuredContent"]["ceiling_usd"] == "30.000000"
+
+
+async def test_acting_on_a_running_task(mcp_daemon: RunningDaemon, tmp_path: Path) -> None:
+    """container_terminate, session_kill, session_resume and task_retry on a real
+    running task: each returns the object the matching command's --json prints."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "notes.txt").write_text("checkpoint zero holds this\n")
+    async with Client(server_params(mcp_daemon.env)) as client:
+        task = await call(client, "parhelia_task_create", workspace=str(workspace),
+                          prompt=fake_prompt({"turn": True}, {"sleep": 60}))
+
+        async def running(task_id: str, not_container: str = "") -> dict[str, Any]:
+            with anyio.fail_after(60):
+                while True:
+                    t = await call(client, "parhelia_task_show", task_id=task_id)
+                    if t["status"] == "running" and t["container_id"] and \
+                            t["container_id"] != not_container:
+                        return t
+                    await anyio.sleep(0.2)
+
+        first = await running(task["id"])
+        ended = await call(client, "parhelia_container_terminate",
+                           container_id=first["container_id"])
+        assert ended["id"] == first["container_id"] and ended["task_id"] == task["id"]
+        again = await running(task["id"], not_container=first["container_id"])  # resumed
+
+        killed = await call(client, "parhelia_session_kill", session_id=again["session_id"])
+        assert killed["id"] == again["session_id"] and killed["task_id"] == task["id"]
+        with anyio.fail_after(60):
+            while (await call(client, "parhelia_task_show", task_id=task["id"])
+                   )["status"] == "running":
+                await anyio.sleep(0.2)
+        resumed = await call(client, "parhelia_session_resume",
+                             session_id=again["session_id"])
+        assert resumed["id"] == task["id"] and "task_id" not in resumed
+        await running(task["id"])
+        await call(client, "parhelia_task_cancel", task_id=task["id"])
+        assert (await wait_final(client, task["id"]))["status"] == "cancelled"
+
+        retried = await call(client, "parhelia_task_retry", task_id=task["id"])
+        assert retried["id"] == task["id"] and retried["status"] in ("pending", "running")
+        await call(client, "parhelia_task_cancel", task_id=task["id"])
+        assert (await wait_final(client, task["id"]))["status"] == "cancelled"

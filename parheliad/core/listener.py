@@ -512,6 +512,13 @@ def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
     if session is None or session.current_container_id != c.id or \
             session.status not in SESSION_LIVE:
         return  # an older incarnation draining late, or the session ended meanwhile
+    # The task follows its session's mode: a recovery (or resume) of a taken-over task
+    # comes back interactive, of a released one headless.
+    interactive = not isinstance(record, records.SessionHeadless)
+    if _is_current(tx, c):
+        task = tx.tasks.require(c.task_id)
+        if task.interactive != interactive:
+            tx.tasks.update(task.id, interactive=interactive)
     if isinstance(record, records.SessionHeadless):
         tx.sessions.update(session.id, status=SessionStatus.HEADLESS, attached_clients=0,
                            tmux_socket="")

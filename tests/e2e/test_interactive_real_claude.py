@@ -206,6 +206,7 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
         wait_for(lambda: "Step 1." in term.screen(), "the resumed conversation on screen")
         assert wait_for(lambda: checkpoints(h, sid, "takeover"), "the takeover checkpoint")
         assert session(h, sid)["status"] == "attached"
+        assert h.task(task_id)["options"]["interactive"]  # a recovery would come back so
         term.keys("Say TUI-MESSAGE now", literal=True)
         term.keys("Enter")
         wait_for(lambda: "TUI-ANSWER" in term.screen(), "the TUI's answer")
@@ -219,6 +220,7 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
     task = h.wait(task_id, timeout=120)
     assert task["status"] == "completed", (task, fake.summary())
     assert "RELEASED-ANSWER" in task["result"]["text"]
+    assert not task["options"].get("interactive")
     assert (workspace / "step1.txt").read_text() == "1\n"
     assert checkpoints(h, sid, "release")
     kinds = [e["type"] for e in h.events("--session", sid)]

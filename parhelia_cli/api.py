@@ -398,14 +398,15 @@ class SessionsApi(_Service):
         return self._stream("AttachTerminal", iter(inputs))
 
     def pull(self, session_id: str, directory: str, *, claude_config_dir: str,
-             checkpoint_id: str | None = None) -> sessions_pb2.PullSessionResponse:
+             checkpoint_id: str | None = None, on_progress: Progress | None = None
+             ) -> sessions_pb2.PullSessionResponse:
         """Take a session home: a checkpoint's workspace into the new ``directory`` and
         its conversation under ``claude_config_dir`` (both absolute)."""
         from parhelia.v1 import sessions_pb2
 
         return self._call("PullSession", sessions_pb2.PullSessionRequest(
             session_id=session_id, directory=directory, claude_config_dir=claude_config_dir,
-            checkpoint_id=checkpoint_id or ""))
+            checkpoint_id=checkpoint_id or ""), on_progress=on_progress)
 
 
 class CheckpointsApi(_Service):

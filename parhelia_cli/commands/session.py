@@ -196,10 +196,14 @@ def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
     exists is overwritten."""
     import os
 
+    from parhelia_cli import progress
+
     obj = settings()
-    resp = obj.api().sessions.pull(
-        session_id, os.path.abspath(os.path.expanduser(directory)),
-        claude_config_dir=claude_config_dir(), checkpoint_id=checkpoint_id)
+    with progress.reporting(obj.json) as on_progress:
+        resp = obj.api().sessions.pull(
+            session_id, os.path.abspath(os.path.expanduser(directory)),
+            claude_config_dir=claude_config_dir(), checkpoint_id=checkpoint_id,
+            on_progress=on_progress)
     data = to_dict(resp)
     command = resume_command(resp.directory, resp.agent_session_id)
     if obj.json:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,11 +82,24 @@ class Board:
         return live + done[:RECENT]
 
 
+def columns(ch: str) -> int:
+    """Terminal columns of one character: 2 for wide East Asian ones, 0 for combining."""
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
 def fit(text: str, width: int) -> str:
-    """``text`` cut (never wrapped) to ``width`` columns, padded."""
-    if width <= 0:
-        return ""
-    return text[:width].ljust(width)
+    """``text`` cut (never wrapped) to ``width`` terminal columns, padded with spaces;
+    a wide character that would straddle the edge is left out."""
+    out, used = [], 0
+    for ch in text:
+        w = columns(ch)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + " " * max(0, width - used)
 
 
 def row_cells(t: dict[str, Any], container: dict[str, Any] | None) -> list[str]:

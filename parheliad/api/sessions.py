@@ -17,6 +17,7 @@ from parheliad.api.convert import (
     session_to_proto,
     task_to_proto,
 )
+from parheliad.api.system import tracked
 from parheliad.context import DaemonContext
 from parheliad.core.runtime import Runtime
 from parheliad.core.states import SESSION_LIVE, SessionStatus
@@ -99,9 +100,10 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     async def PullSession(self, request: sessions_pb2.PullSessionRequest,
                           context: grpc.aio.ServicerContext) -> sessions_pb2.PullSessionResponse:
-        session, checkpoint_id, copy = await self._rt.sessions.pull_home(
-            _ref(request.session_id), request.directory, request.claude_config_dir,
-            request.checkpoint_id.strip())
+        with tracked(self._ctx, context) as tracker:
+            session, checkpoint_id, copy = await self._rt.sessions.pull_home(
+                _ref(request.session_id), request.directory, request.claude_config_dir,
+                request.checkpoint_id.strip(), tracker)
         return sessions_pb2.PullSessionResponse(
             session_id=session.id, checkpoint_id=checkpoint_id,
             directory=str(copy.directory), agent_session_id=copy.agent_session_id,

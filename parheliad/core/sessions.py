@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from modal_worker.checkpoint.manifest import Manifest, load_manifest
 from parhelia.errors import ParheliaError, invalid
 from parhelia.interactive import DETACH_HINT
+from parhelia.progress import BYTES
 from parheliad.core import takehome, volsync
+from parheliad.core.progress import Tracker
 from parheliad.core.states import (
     CONTAINER_LIVE,
     SESSION_INTERACTIVE,
@@ -101,7 +103,8 @@ class SessionOps:
         return row
 
     async def pull_home(self, ref: str, directory: str, config_dir: str,
-                        checkpoint_ref: str = "") -> tuple[SessionRow, str, takehome.HomeCopy]:
+                        checkpoint_ref: str = "", tracker: Tracker | None = None
+                        ) -> tuple[SessionRow, str, takehome.HomeCopy]:
         """``session pull``: the workspace of the latest (or a given) checkpoint into the new
         ``directory``, its conversation into the Claude config dir ``config_dir`` (both on
         this machine, the daemon's user's). (session, checkpoint id, what was written)."""
@@ -128,9 +131,12 @@ class SessionOps:
             except ParheliaError:
                 zero = None  # no repository then; the files still come home
         uuid = takehome.check_uuid(session.agent_session_id)
+        if tracker is not None:
+            tracker.phase(f"writing {checkpoint_id}", BYTES)
         copy = await asyncio.to_thread(
             takehome.pull_home, self._rt.volume, manifest, directory=dest,
-            config_dir=config, session_uuid=uuid, zero=zero)
+            config_dir=config, session_uuid=uuid, zero=zero,
+            progress=tracker.report if tracker is not None else None)
         await self._store.write(lambda tx: tx.events.append(
             "session_pulled", f"session {session.id} pulled into {copy.directory}",
             task_id=session.task_id, session_id=session.id,

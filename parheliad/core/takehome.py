@@ -34,6 +34,7 @@ from modal_worker.checkpoint.projects import Conversation, encode_project_dir, p
 from modal_worker.checkpoint.restore import restore as restore_tree
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError, invalid
+from parhelia.progress import Report
 
 CONVERSATION_FILE_MODE = 0o600
 CONVERSATION_DIR_MODE = 0o700
@@ -197,13 +198,15 @@ def _forget_agent_identity(directory: Path) -> None:
 
 
 def pull_home(volume: Volume, manifest: Manifest, *, directory: Path, config_dir: Path,
-              session_uuid: str, zero: Manifest | None) -> HomeCopy:
+              session_uuid: str, zero: Manifest | None,
+              progress: Report | None = None) -> HomeCopy:
     """Write ``manifest``'s workspace into the new ``directory`` and install its
     conversation ``session_uuid`` into ``config_dir``. ``zero`` (checkpoint zero of the
     session) supplies the base pack when the checkpoint holds no ``.git`` of its own.
 
     Every check comes before the first write; a failure after it removes what this call
-    created (the directory was new or empty)."""
+    created (the directory was new or empty). ``progress`` hears the bytes of the
+    workspace written."""
     conversation = conversation_entries(manifest, session_uuid)
     if f"{session_uuid}.jsonl" not in conversation:
         raise ParheliaError("E202", f"checkpoint {manifest.id} holds no conversation yet (the "
@@ -216,7 +219,8 @@ def pull_home(volume: Volume, manifest: Manifest, *, directory: Path, config_dir
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     try:
-        stats = restore_tree(replace(cleaned, conversation={}), directory, volume=volume)
+        stats = restore_tree(replace(cleaned, conversation={}), directory, volume=volume,
+                             progress=progress)
         for git_dir in git_dirs:
             _fresh_git_config(directory, git_dir, manifest.tree.get(f"{git_dir}/config"),
                               store)

@@ -7,9 +7,9 @@ buffer), serves two front doors (docs/adr/0012-mcp-bridge.md):
   for clients that only call tools: a named filter with its own feed; ``events_stream``
   is a bounded long-poll on it;
 - **resource subscriptions** (``resources/subscribe`` on ``parhelia://tasks/{id}`` or
-  ``parhelia://events?...``): each event the feed receives makes the bridge send
-  ``notifications/resources/updated`` for the URI (coalesced: one pending notification
-  per subscription until it is sent).
+  ``parhelia://events?...``, or a ``subscriptions/listen`` stream naming such URIs): each
+  event the feed receives makes the bridge notify the client that the URI changed
+  (coalesced: one pending notification per subscription until it is sent).
 
 The event log stays the source of truth: what a client reads (``events_stream``, a
 resource read) comes from the daemon after its cursor, so a feed whose buffer overflowed
@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from parhelia_cli.api import Api
 
 log = logging.getLogger("parhelia.mcp")
+
+Sender = Callable[[str], Awaitable[Any]]
+"""Tells a client that the resource at a URI changed."""
 
 FEED_CAPACITY = 256
 """Events one subscription buffers before dropping the oldest."""
@@ -287,10 +290,13 @@ class Subscriptions:
 
 
 class Notifier:
-    """Sends ``notifications/resources/updated`` for feed threads, from the event loop:
+    """Sends the resource-updated notifications of feed threads from the event loop:
     :meth:`run` drains a bounded queue in the server's task group; :meth:`updated` is
     called from any thread and never blocks (a full queue drops the wake-up: the
-    subscription's next event sends one again)."""
+    subscription's next event sends one again). ``send`` is how the client hears it:
+    ``session.send_resource_updated`` (``resources/subscribe``, protocol 2025-11-25 and
+    earlier) or a publish on the SDK's subscription bus (``subscriptions/listen``,
+    2026-07-28)."""
 
     def __init__(self) -> None:
         self._send: Any = None
@@ -304,21 +310,21 @@ class Notifier:
         import anyio
         import anyio.lowlevel
 
-        send, recv = anyio.create_memory_object_stream[tuple[Any, Subscription]](
+        send, recv = anyio.create_memory_object_stream[tuple[Sender, Subscription]](
             MAX_SUBSCRIPTIONS * 2)
         self._token, self._send = anyio.lowlevel.current_token(), send
         try:
             async with recv:
-                async for session, sub in recv:
+                async for deliver, sub in recv:
                     sub.notify_pending = False
                     try:
-                        await session.send_resource_updated(sub.uri)
+                        await deliver(sub.uri)
                     except Exception as exc:  # the client went away: nothing to notify
                         log.info("resource update for %s not sent: %s", sub.uri, exc)
         finally:
             self._send = None
 
-    def updated(self, session: Any, sub: Subscription) -> None:
+    def updated(self, deliver: Sender, sub: Subscription) -> None:
         import anyio
         import anyio.from_thread
 
@@ -329,6 +335,6 @@ class Notifier:
         if sub.unread_since is None:
             sub.unread_since = time.monotonic()
         try:
-            anyio.from_thread.run_sync(send.send_nowait, (session, sub), token=self._token)
+            anyio.from_thread.run_sync(send.send_nowait, (deliver, sub), token=self._token)
         except Exception:  # full queue, or the loop has finished
             sub.notify_pending = False

@@ -30,6 +30,7 @@ from mcp import types as mcp_types
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.subscriptions import ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError as McpError
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
@@ -853,12 +854,11 @@ def build(bridge: Bridge) -> ParheliaMCP:
         if not bridge.notifier.running:
             raise McpError(mcp_types.INTERNAL_ERROR, "resource subscriptions need the "
                                                      "stdio server's notifier")
-        session = ctx.session
+        deliver = ctx.session.send_resource_updated
 
         def open_it() -> None:
-            flt = _resource_filter(api, uri)
-            subscriptions.open(flt, uri=uri,
-                               notify=lambda sub: bridge.notifier.updated(session, sub))
+            subscriptions.open(_resource_filter(api, uri), uri=uri,
+                               notify=lambda sub: bridge.notifier.updated(deliver, sub))
 
         await _as_mcp_error(open_it)
         return mcp_types.EmptyResult()
@@ -868,7 +868,41 @@ def build(bridge: Bridge) -> ParheliaMCP:
         await anyio.to_thread.run_sync(subscriptions.close_uri, str(params.uri))
         return mcp_types.EmptyResult()
 
+    bus = mcp._subscriptions
+    listen = ListenHandler(bus)
+
+    async def publish(uri: str) -> None:
+        await bus.publish(ResourceUpdated(uri=uri))
+
+    async def on_listen(ctx: Any, params: mcp_types.SubscriptionsListenRequestParams) -> Any:
+        """``subscriptions/listen`` (protocol 2026-07-28): the SDK's stream, with a daemon
+        watch for each parhelia:// URI it names, closed when the stream ends."""
+        uris = [u for u in params.notifications.resource_subscriptions or ()
+                if u.startswith("parhelia://")]
+
+        def open_all() -> list[str]:
+            opened: list[str] = []
+            try:
+                for uri in uris:
+                    opened.append(subscriptions.open(
+                        _resource_filter(api, uri), uri=uri,
+                        notify=lambda s: bridge.notifier.updated(publish, s)).id)
+            except BaseException:
+                for sub_id in opened:
+                    subscriptions.close(sub_id)
+                raise
+            return opened
+
+        opened: list[str] = await _as_mcp_error(open_all) if uris else []
+        try:
+            return await listen(ctx, params)
+        finally:
+            for sub_id in opened:
+                subscriptions.close(sub_id)
+
     lowlevel = mcp._lowlevel_server
+    lowlevel.add_request_handler("subscriptions/listen",
+                                 mcp_types.SubscriptionsListenRequestParams, on_listen)
     lowlevel.add_request_handler("resources/subscribe", mcp_types.SubscribeRequestParams,
                                  subscribe)
     lowlevel.add_request_handler("resources/unsubscribe",

@@ -391,3 +391,21 @@ async def test_acting_on_a_running_task(mcp_daemon: RunningDaemon, tmp_path: Pat
         assert retried["id"] == task["id"] and retried["status"] in ("pending", "running")
         await call(client, "parhelia_task_cancel", task_id=task["id"])
         assert (await wait_final(client, task["id"]))["status"] == "cancelled"
+
+
+async def test_a_listen_stream_receives_updates(mcp_daemon: RunningDaemon) -> None:
+    """The 2026-07-28 protocol's subscriptions/listen (the SDK client's default): a stream
+    naming parhelia://tasks/{id} receives ResourceUpdated when the task changes state."""
+    async with Client(server_params(mcp_daemon.env)) as client:
+        assert client.protocol_version == "2026-07-28"
+        task = await call(client, "parhelia_task_create", prompt=fake_prompt({"turn": True}),
+                          no_dispatch=True)
+        uri = f"parhelia://tasks/{task['id']}"
+        async with client.listen(resource_subscriptions=[uri]) as stream:
+            await call(client, "parhelia_task_cancel", task_id=task["id"])
+            with anyio.fail_after(30):
+                async for event in stream:
+                    if getattr(event, "uri", None) == uri:
+                        break
+        after = json.loads((await client.read_resource(uri)).contents[0].text)
+        assert after["status"] == "cancelled"

@@ -108,6 +108,16 @@ def checkpoints(h: Harness, sid: str, trigger: str) -> list[dict[str, Any]]:
             if (e["data"] or {}).get("trigger") == trigger]
 
 
+def tui_width(h: Harness, sid: str) -> int:
+    """The width of the session's TUI window (it follows the latest client's terminal)."""
+    socket = sqlite3.connect(h.home / "state" / "parheliad.db").execute(
+        "SELECT tmux_socket FROM sessions WHERE id = ?", (sid,)).fetchone()[0]
+    out = subprocess.run(["tmux", "-S", socket, "display-message", "-p", "-t", "parhelia",
+                          "#{window_width}"], capture_output=True, text=True, timeout=10,
+                         check=False).stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
 def attach_in(term: Terminal, h: Harness, sid: str, *args: str) -> None:
     term.run(*cli_argv(), "session", "attach", sid, *args)
 
@@ -132,10 +142,11 @@ def test_interactive_task_attach_type_detach_attach_again(
     assert s["interactive"] and s["attached_clients"] == 0
 
     # attach from a plain terminal, type a message, see the answer
-    term = Terminal(tmp_path / "t1", h.daemon.env, width=110, height=35)
+    term = Terminal(tmp_path / "t1", h.daemon.env, width=220, height=60)
     try:
         attach_in(term, h, sid)
         wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the conversation on screen")
+        wait_for(lambda: tui_width(h, sid) == 220, "the TUI at the terminal's width")
         listed = wait_for(lambda: next((x for x in h.json("session", "list")["sessions"]
                                         if x["id"] == sid and x["status"] == "attached"),
                                        None), "attached in session list")
@@ -157,10 +168,11 @@ def test_interactive_task_attach_type_detach_attach_again(
     assert "FIRST-ANSWER" in second.messages_text()
 
     # again, nested in the user's own tmux, in a small terminal: the conversation is there
-    term = Terminal(tmp_path / "t2", h.daemon.env, width=72, height=24, nested=True)
+    term = Terminal(tmp_path / "t2", h.daemon.env, width=50, height=16, nested=True)
     try:
         attach_in(term, h, sid)
         wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the conversation again")
+        wait_for(lambda: tui_width(h, sid) == 50, "the TUI at the small terminal's width")
         term.keys("C-b", "d")
         wait_for(term.ended, "the nested attach to end")
     finally:

@@ -144,6 +144,7 @@ class Tmux:
         self.dir = Path(socket).parent
         self.tmux = tmux
         self.config = self.dir / CONFIG_NAME
+        self._last = TuiState(True, None, None, 0, 0, 0)
 
     def _argv(self, *args: str) -> list[str]:
         return [self.tmux, "-S", self.socket, "-f", str(self.config), *args]
@@ -172,19 +173,27 @@ class Tmux:
                                 + proc.stderr.decode(errors="replace").strip()[-300:])
 
     def state(self) -> TuiState:
-        proc = self.run("display-message", "-p", "-t", SESSION_NAME, _STATE_FORMAT)
-        if proc.returncode != 0:
-            return TuiState(False, None, None, 0, 0, 0)
+        """The pane's and clients' state; no server: dead. A tmux that does not answer in
+        time (a loaded machine) says nothing new: the last state read stands."""
+        try:
+            proc = self.run("display-message", "-p", "-t", SESSION_NAME, _STATE_FORMAT)
+        except subprocess.TimeoutExpired:
+            return self._last
         parts = proc.stdout.decode(errors="replace").strip().split("|")
-        if len(parts) != 6:
-            return TuiState(False, None, None, 0, 0, 0)
+        if proc.returncode != 0 or len(parts) != 6:
+            self._last = TuiState(False, None, None, 0, 0, 0)
+            return self._last
         dead, status, pid, clients, attaches, detaches = parts
-        return TuiState(alive=dead != "1", exit_status=_int(status), pid=_int(pid),
-                        clients=_int(clients) or 0, attaches=_int(attaches) or 0,
-                        detaches=_int(detaches) or 0)
+        self._last = TuiState(alive=dead != "1", exit_status=_int(status), pid=_int(pid),
+                              clients=_int(clients) or 0, attaches=_int(attaches) or 0,
+                              detaches=_int(detaches) or 0)
+        return self._last
 
     def screen(self) -> str:
-        proc = self.run("capture-pane", "-p", "-t", SESSION_NAME)
+        try:
+            proc = self.run("capture-pane", "-p", "-t", SESSION_NAME)
+        except subprocess.TimeoutExpired:
+            return ""
         return proc.stdout.decode(errors="replace") if proc.returncode == 0 else ""
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
@@ -202,12 +211,16 @@ class Tmux:
         """Send ``text`` as one message: pasted whole (bracketed paste: its newlines stay
         in the message), then Enter."""
         buffer = "parhelia-message"
-        loaded = self.run("load-buffer", "-b", buffer, "-", stdin=text.encode())
-        if loaded.returncode != 0:
-            raise ParheliaError("E500", "tmux could not load the message")
-        self.run("paste-buffer", "-p", "-d", "-b", buffer, "-t", SESSION_NAME)
-        time.sleep(0.3)  # the TUI takes the paste in before the Enter that sends it
-        self.run("send-keys", "-t", SESSION_NAME, "Enter")
+        try:
+            loaded = self.run("load-buffer", "-b", buffer, "-", stdin=text.encode())
+            if loaded.returncode != 0:
+                raise ParheliaError("E500", "tmux could not load the message")
+            self.run("paste-buffer", "-p", "-d", "-b", buffer, "-t", SESSION_NAME)
+            time.sleep(0.3)  # the TUI takes the paste in before the Enter that sends it
+            self.run("send-keys", "-t", SESSION_NAME, "Enter")
+        except subprocess.TimeoutExpired:
+            raise ParheliaError("E500", "tmux did not answer while the first message was "
+                                        "typed") from None
 
     def stop(self, grace: float) -> bool:
         """SIGTERM the agent (it writes its transcript's last lines), SIGKILL it after

@@ -86,7 +86,7 @@ class OverlapMonitor:
         self._bus = bus
         self._changes = changes
         self._paths: dict[str, tuple[str, frozenset[str]]] = {}
-        """task id -> (its repository, the paths it changed)"""
+        """task id -> (its newest checkpoint, the paths it changed by then)"""
         self._overlaps: dict[str, dict[str, tuple[str, ...]]] = {}
         self._reported: dict[tuple[str, str], tuple[int, tuple[str, ...]]] = {}
         """(task, other) -> (path count, first MAX_PATHS paths) as last reported"""
@@ -143,34 +143,46 @@ class OverlapMonitor:
         except Exception:
             log.exception("overlap.update_failed", task_id=task_id)
 
-    async def _changed(self, task_id: str) -> tuple[TaskRow, frozenset[str]] | None:
+    async def _latest(self, task: TaskRow) -> str | None:
+        if task.session_id is None:
+            return None
+        session = await self._store.sessions.find(task.session_id)
+        return session.latest_checkpoint_id if session is not None else None
+
+    async def _changed(self, task: TaskRow) -> frozenset[str] | None:
+        """The paths ``task`` changed, from its newest checkpoint (remembered per
+        checkpoint: loading and diffing two manifests of a large tree takes seconds)."""
+        latest = await self._latest(task)
+        if latest is None:
+            return None
+        known = self._paths.get(task.id)
+        if known is not None and known[0] == latest:
+            return known[1]
         try:
-            task, changes = await self._changes(task_id)
+            _, changes = await self._changes(task.id)
         except (ParheliaError, OSError, ValueError):
             return None  # not run yet, result unsaved, manifest not on this machine...
-        return task, frozenset(c.path for c in changes.tree.changes)
+        paths = frozenset(c.path for c in changes.tree.changes)
+        self._paths[task.id] = (latest, paths)
+        return paths
 
     async def _update(self, task_id: str) -> None:
         task = await self._store.tasks.find(task_id)
         if task is None or task.status not in LIVE or not repository(task):
             self._forget(task_id)
             return
-        found = await self._changed(task_id)
-        if found is None:
-            return
         repo = repository(task)
-        mine = found[1]
-        self._paths[task_id] = (repo, mine)
-        for other in await self._store.tasks.list(LIVE, limit=10_000):
-            if other.id == task_id or repository(other) != repo:
-                continue
-            if other.id not in self._paths:
-                theirs = await self._changed(other.id)
-                if theirs is None:
-                    continue
-                self._paths[other.id] = (repo, theirs[1])
-            both = tuple(sorted(mine & self._paths[other.id][1]))
-            await self._set(task, other, both)
+        others = [o for o in await self._store.tasks.list(LIVE, limit=10_000)
+                  if o.id != task_id and repository(o) == repo]
+        if not others:
+            return  # alone in its repository: nothing to compare, nothing computed
+        mine = await self._changed(task)
+        if mine is None:
+            return
+        for other in others:
+            theirs = await self._changed(other)
+            if theirs is not None:
+                await self._set(task, other, tuple(sorted(mine & theirs)))
 
     async def _set(self, task: TaskRow, other: TaskRow, both: tuple[str, ...]) -> None:
         if not both:

@@ -156,7 +156,9 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
     from modal_worker.checkpoint import project_dir
 
     harness = harness_factory()
-    prompt = fake_prompt({"write": "a.txt", "content": "A\n"}, {"turn": True}, {"sleep": 6},
+    gate = harness.home / "gate"  # opened after the kill: the first run never gets past it
+    prompt = fake_prompt({"write": "a.txt", "content": "A\n"}, {"turn": True},
+                         {"wait_file": str(gate)},
                          {"write": "b.txt", "content": "B\n"}, {"turn": True})
     task_id = harness.create(prompt)
     wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
@@ -171,6 +173,7 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
     transcripts[0].write_text("".join(json.dumps({k: v for k, v in e.items() if k != "uuid"})
                                       + "\n" for e in lines))
     os.kill(pid, signal.SIGKILL)
+    gate.touch()
 
     task = harness.wait(task_id, timeout=90)
     assert task["status"] == "completed", task

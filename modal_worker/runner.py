@@ -19,13 +19,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modal_worker import claude_config, hooks, resume_summary
+from modal_worker import claude_config, hooks, resume_summary, sshd
 from modal_worker.agent import (
     AgentProcess,
     agent_version,
@@ -62,6 +63,9 @@ from modal_worker.volume import LocalVolume
 from parhelia import __version__ as parhelia_version
 from parhelia import records
 from parhelia.errors import ParheliaError
+
+SSH_DIR_NAME = ".parhelia-ssh"
+"""Beside the agent's config dir: the sandbox's sshd host key, config, authorized key."""
 
 log = logging.getLogger("modal_worker")
 
@@ -140,6 +144,8 @@ class Worker:
         self._tui_counts = (0, 0)  # attaches and detaches seen so far
         self.parser: StreamParser | None = None
         self.heartbeat: Heartbeat | None = None
+        self.sshd: sshd.Sshd | None = None
+        self._closing = False
         self.turns: queue.Queue[str] = queue.Queue()
         self.started_at = utc_now()
         self._signal: int | None = None
@@ -155,6 +161,8 @@ class Worker:
             hostname=platform.node(), python=platform.python_version(),
             resume=self.spec.agent.resume,
             restore_checkpoint_id=self.spec.restore_checkpoint_id))
+        if self.spec.ssh_authorized_key:  # beside the work: keygen and sshd take a while
+            threading.Thread(target=self._start_sshd, name="sshd", daemon=True).start()
         try:
             outcome = self._run()
         except Outcome as o:
@@ -171,8 +179,32 @@ class Worker:
                 self.agent.stop(STOP_GRACE_SECONDS)
             if isinstance(self.agent, TuiAgent):
                 self.agent.close()
+            self._closing = True
+            if self.sshd is not None:
+                self.sshd.stop()
         self._finish(outcome)
         return int(outcome.code)
+
+    def _start_sshd(self) -> None:
+        """`session attach --ssh`: sshd for the session's key, its host key reported for
+        the daemon to pin (Modal, ADR 0022). A failure is reported, never fatal: the
+        attach through the SDK still works."""
+        key = self.spec.ssh_authorized_key
+        if not key:
+            return
+        try:
+            started = sshd.start(Path(self.spec.claude_config_dir).parent / SSH_DIR_NAME, key)
+        except (sshd.SshdError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("sshd could not start: %s", exc)
+            self.channel.emit("ssh_failed", {"error": str(exc)[:300]})
+            return
+        self.sshd = started
+        if self._closing:  # the worker ended meanwhile
+            started.stop()
+            return
+        self.channel.emit("ssh_host_key", {"host_key": self.sshd.host_key,
+                                           "fingerprint": self.sshd.fingerprint,
+                                           "port": sshd.PORT})
 
     def _run(self) -> Outcome:
         env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,

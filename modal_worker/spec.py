@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_worker import gitsafe
+from modal_worker.sshd import SshdError, check_public_key
 from modal_worker.volume import atomic_write_bytes, validate_key
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.credentials import CREDENTIAL_VARS
@@ -140,6 +141,9 @@ class WorkerSpec:
     tmux_socket: str | None = None
     """Where the interactive TUI's tmux server listens (its directory is made private);
     None: :func:`modal_worker.tui.socket_path` of the container."""
+    ssh_authorized_key: str | None = None
+    """The session's public key (``ssh-ed25519 ...``): the worker runs sshd for `session
+    attach --ssh` and reports its host key (:mod:`modal_worker.sshd`). Never a private key."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,7 +351,13 @@ def _parse_spec(raw: object) -> WorkerSpec:
         channel=_parse_channel(f.get("channel", {})),
         volume_sync_argv=_parse_argv(f.get("volume_sync_argv", []), "volume_sync_argv"),
         tmux_socket=f.abs_path("tmux_socket") if f.get("tmux_socket", None) else None,
+        ssh_authorized_key=f.str_("ssh_authorized_key", None),
     )
+    if spec.ssh_authorized_key is not None:
+        try:
+            check_public_key(spec.ssh_authorized_key)
+        except SshdError as exc:
+            raise _bad("ssh_authorized_key", str(exc)) from None
     if "\0" in spec.prompt:
         raise _bad("prompt", "must not contain NUL characters")
     if spec.task_prompt is not None and "\0" in spec.task_prompt:

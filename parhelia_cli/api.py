@@ -397,6 +397,13 @@ class SessionsApi(_Service):
         the session and the window size; then keys and resizes) in, the bytes out."""
         return self._stream("AttachTerminal", iter(inputs))
 
+    def ssh_session(self, session_id: str) -> sessions_pb2.SshSessionResponse:
+        """`session attach --ssh`: the ssh argv, the pinned host key's fingerprint and the
+        tunnel's address (called again to reconnect: the tunnel may have moved)."""
+        from parhelia.v1 import sessions_pb2
+
+        return self._read("SshSession", sessions_pb2.SshSessionRequest(session_id=session_id))
+
     def pull(self, session_id: str, directory: str, *, claude_config_dir: str,
              checkpoint_id: str | None = None, on_progress: Progress | None = None
              ) -> sessions_pb2.PullSessionResponse:

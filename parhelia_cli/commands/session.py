@@ -231,8 +231,11 @@ def pull(session_id: str, directory: str, checkpoint_id: str | None) -> None:
                    "headless agent stops, the TUI resumes the same conversation).")
 @click.option("--print", "print_only", is_flag=True,
               help="Print the attach command instead of running it.")
+@click.option("--ssh", "use_ssh", is_flag=True,
+              help="Modal: a real SSH session through the sandbox's tunnel (the session's own "
+                   "key, its host key pinned, keep-alives, reconnection) instead of the SDK.")
 @json_option
-def attach(session_id: str, take_over: bool, print_only: bool) -> None:
+def attach(session_id: str, take_over: bool, print_only: bool, use_ssh: bool) -> None:
     """Put this terminal in the session's interactive Claude Code TUI (tmux).
 
     Ctrl-B D detaches (inside your own tmux: Ctrl-B Ctrl-B D); the session goes on
@@ -253,6 +256,15 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
         take_over = True
     resp = api.sessions.attach(current.id or session_id, take_over=take_over)
     s = to_dict(resp.session)
+    if use_ssh:
+        got = api.sessions.ssh_session(s["id"])  # E601 unless the sandbox runs sshd
+        if obj.json or print_only:
+            if obj.json:
+                render.emit_json({**to_dict(got), "session": s, "taken_over": resp.taken_over,
+                                  "detach_hint": resp.detach_hint})
+            else:
+                render.line(shlex.join(got.argv))
+            return
     if obj.json or print_only:
         if obj.json:
             render.emit_json({"argv": list(resp.argv), "unset_env": list(resp.unset_env),
@@ -272,7 +284,12 @@ def attach(session_id: str, take_over: bool, print_only: bool) -> None:
         render.info(f"Took over session {s['id']}: the headless agent stopped at a checkpoint.")
     render.info(f"Attaching to session {s['id']} ({resp.detach_hint}).")
     env = {k: v for k, v in os.environ.items() if k not in set(resp.unset_env)}
-    if resp.through_daemon:  # Modal: the daemon's exec with a PTY, relayed (ADR 0022)
+    if use_ssh:
+        from parhelia_cli import sshattach
+
+        render.info(f"Host key pinned: {got.host_key_fingerprint}.")
+        code = sshattach.run(api, s["id"])
+    elif resp.through_daemon:  # Modal: the daemon's exec with a PTY, relayed (ADR 0022)
         from parhelia_cli.terminal import relay
 
         code = relay(api, s["id"])

@@ -144,3 +144,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             if not ended:  # the client went away: hang its tmux client up
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(terminal.close(), TERMINAL_CLOSE_TIMEOUT_S)
+
+    async def SshSession(self, request: sessions_pb2.SshSessionRequest,
+                         context: grpc.aio.ServicerContext) -> sessions_pb2.SshSessionResponse:
+        access = await self._rt.sessions.ssh(_ref(request.session_id))
+        return sessions_pb2.SshSessionResponse(
+            argv=access.argv, host=access.host, port=access.port,
+            host_key_fingerprint=access.fingerprint, known_hosts_path=access.known_hosts,
+            key_path=access.key, remote_command=" ".join(access.argv[access.argv.index("--")
+                                                                      + 1:]))

@@ -74,6 +74,8 @@ TASK_TAG = "parhelia-task"
 SESSION_TAG = "parhelia-session"
 CONTAINER_TAG = "parhelia-container"
 VOLUME_MOUNT = "/vol"
+TUNNEL_TIMEOUT_S = 50
+SSH_PORT = 22  # the sandbox's sshd (modal_worker.sshd), behind a raw TCP tunnel
 SANDBOX_TMP = "/tmp"  # the sandbox's own temp dir, where the worker's TUI listens
 WORKSPACE_DIR = "/workspace"
 CLAUDE_CONFIG_DIR = "/root/.claude"
@@ -406,7 +408,9 @@ class ModalBackend:
                     *argv, app=app, name=name, tags=tags, image=image, secrets=secrets,
                     timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
                     memory=int(spec.memory_mb), gpu=spec.gpu or None,
-                    volumes={VOLUME_MOUNT: volume}),
+                    volumes={VOLUME_MOUNT: volume},
+                    unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
+                        "ssh_authorized_key") else []),
                 timeout=self.settings.launch_timeout_seconds, keep=(errors.AlreadyExistsError,))
         except errors.AlreadyExistsError:
             sb = await self._call(
@@ -579,6 +583,21 @@ class ModalBackend:
         self._channels.clear()
 
     # -- terminal (session attach through the SDK) ----------------------------------------
+
+    offers_ssh = True
+    """`session attach --ssh`: interactive workers run sshd behind a raw TCP tunnel."""
+
+    async def ssh_endpoint(self, backend_id: str) -> tuple[str, int]:
+        """(host, port) of the raw TCP tunnel to the sandbox's port 22."""
+        sb = await self._handle(backend_id)
+        tunnels = await self._call(f"looking up the tunnels of {backend_id}",
+                                   lambda: sb.tunnels.aio(timeout=TUNNEL_TIMEOUT_S))
+        tunnel = dict(tunnels).get(SSH_PORT)
+        if tunnel is None or not tunnel.unencrypted_host:
+            raise ParheliaError("E601", f"sandbox {backend_id} has no SSH tunnel (it was started "
+                                        "without one: `parhelia session attach` works without "
+                                        "--ssh)")
+        return str(tunnel.unencrypted_host), int(tunnel.unencrypted_port)
 
     def terminal_argv(self, container_id: str) -> builtins.list[str]:
         """``tmux attach`` on the interactive TUI's private socket inside the sandbox (the

@@ -17,7 +17,7 @@ CLAUDE_CODE_VERSION = "2.1.332"
 a test keeps them equal)."""
 
 NODE_MAJOR = 22
-APT_PACKAGES = ("git", "curl", "ca-certificates", "tmux", "gnupg")
+APT_PACKAGES = ("git", "curl", "ca-certificates", "tmux", "gnupg", "openssh-server")
 WORKER_SOURCES = ("modal_worker", "parhelia")
 IMAGE_ENV = {
     # Modal containers run as root: Claude Code refuses bypassPermissions as root unless

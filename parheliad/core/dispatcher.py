@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +144,9 @@ class Dispatcher:
         self._attempts: dict[str, int] = {}  # transient refusals in a row, per task
         self.launching: set[str] = set()
         """Containers claimed whose launch is in flight (no backend id recorded yet)."""
+        self.ssh_key: Callable[[str], str] | None = None
+        """Set by the runtime: a session's public key (made on first use) for `session
+        attach --ssh`, given to workers of backends that offer it."""
         self.on_unwanted: Callable[[ContainerRow], None] = lambda c: None
         """Set by the runtime: stop a worker whose task was cancelled, paused or rolled
         back while it was being launched."""
@@ -459,6 +463,9 @@ class Dispatcher:
         try:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
+                if worker.agent.interactive and getattr(backend, "offers_ssh", False) and \
+                        self.ssh_key is not None:
+                    worker, spec = await self._with_ssh_key(worker, spec, session.id)
                 await asyncio.to_thread(dump_spec, worker,
                                         self._volume.path_for(spec_key(container.id)))
                 await volsync.push_for_launch(backend, self._volume, container.id, session.id,
@@ -594,6 +601,19 @@ class Dispatcher:
                                               or "its worker stopped"),
                           resume=True, restore_checkpoint_id=latest)
         return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
+
+    async def _with_ssh_key(self, worker: WorkerSpec, spec: ContainerSpec, session_id: str
+                            ) -> tuple[WorkerSpec, ContainerSpec]:
+        """The session's public key in the spec (`session attach --ssh`); without
+        ssh-keygen the session is attached through the SDK only."""
+        assert self.ssh_key is not None
+        try:
+            public = await asyncio.to_thread(self.ssh_key, session_id)
+        except (ParheliaError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("no SSH key for the session", session_id=session_id, error=str(exc))
+            return worker, spec
+        worker = dataclasses.replace(worker, ssh_authorized_key=public)
+        return worker, dataclasses.replace(spec, worker_spec=worker.to_dict())
 
     def _container_spec(self, backend: Backend, task: TaskRow, session: SessionRow,
                         container: ContainerRow, launch: Launch, cfg: Config,

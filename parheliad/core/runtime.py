@@ -28,7 +28,7 @@ from parhelia.progress import Report
 from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends, build_backends
 from parheliad.config import Config
-from parheliad.core import budget, results, workspace
+from parheliad.core import budget, results, sshkeys, workspace
 from parheliad.core.budget import Budget
 from parheliad.core.checkpoints import CheckpointOps
 from parheliad.core.configsync import ConfigSync
@@ -104,6 +104,7 @@ class Runtime:
                              kick=lambda: self.dispatcher.kick())
         self.dispatcher = Dispatcher(store, self.registry, config, self.volume, owner_tag,
                                      budget_gate=self.budget.gate)
+        self.dispatcher.ssh_key = lambda sid: sshkeys.session_key(paths.state_dir, sid).public
         self.recovery = Recovery(store, self.dispatcher, config, self.backends)
         self.listener = Listener(store, self.backends, self.volume,
                                  on_settled=self.dispatcher.kick,

@@ -11,7 +11,7 @@ from modal_worker.checkpoint.manifest import Manifest, load_manifest
 from parhelia.errors import ParheliaError, invalid
 from parhelia.interactive import DETACH_HINT
 from parhelia.progress import BYTES
-from parheliad.core import takehome, volsync
+from parheliad.core import sshkeys, takehome, volsync
 from parheliad.core.progress import Tracker
 from parheliad.core.states import (
     CONTAINER_LIVE,
@@ -40,6 +40,16 @@ DEFAULT_TERM = "xterm-256color"
 """The TERM of an attach whose client sent none (or an odd one): the remote tmux client
 refuses to start without a terminal type it knows."""
 RECOVER_ACTIONS = ("resume", "restart", "wait")
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    argv: list[str]
+    host: str
+    port: int
+    fingerprint: str  # the pinned host key's SHA256 fingerprint
+    known_hosts: str
+    key: str  # the private key's path (0600)
 
 
 @dataclass
@@ -173,6 +183,44 @@ class SessionOps:
         argv = backend.terminal_argv(container.id)  # type: ignore[attr-defined]
         return container.id, await opener(container.backend_id, container.id, argv, rows, cols,
                                            term)
+
+    async def ssh(self, ref: str) -> SshAccess:
+        """`session attach --ssh` (Modal): the session's key, a known_hosts pinning the
+        host key its worker reported, the tunnel's address and the ssh argv."""
+        session = await self._store.sessions.get(ref)
+        if session.status not in SESSION_INTERACTIVE:
+            raise ParheliaError("E601", f"session {session.id} is {session.status}: no "
+                                        "interactive TUI runs to attach to", session_id=session.id)
+        container = await self._store.containers.find(session.current_container_id or "")
+        if container is None or container.state not in CONTAINER_LIVE or \
+                not container.backend_id:
+            raise ParheliaError("E601", f"session {session.id} has no running container",
+                                session_id=session.id)
+        backend = self._rt.backends.get(container.backend)
+        if backend is None or not getattr(backend, "offers_ssh", False):
+            raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
+                                        "backend: --ssh is for Modal sessions; attach with "
+                                        f"`parhelia session attach {session.id}`",
+                                session_id=session.id)
+        reported = await self._store.events.list(EventFilter(
+            container_id=container.id, types=("ssh_host_key", "ssh_failed")), limit=1)
+        if not reported or reported[-1].type != "ssh_host_key":
+            why = (reported[-1].data.get("error") if reported else None) or \
+                "its worker has not reported an SSH host key yet"
+            raise ParheliaError("E601", f"no SSH server in container {container.id}: {why}. "
+                                        f"`parhelia session attach {session.id}` (without "
+                                        "--ssh) attaches through the Modal SDK",
+                                session_id=session.id)
+        host_key = str(reported[-1].data.get("host_key") or "")
+        host, port = await backend.ssh_endpoint(container.backend_id)  # type: ignore[attr-defined]
+        state = self._rt.paths.state_dir
+        key = await asyncio.to_thread(sshkeys.session_key, state, session.id)
+        known = await asyncio.to_thread(sshkeys.pin_host_key, state, session.id, host, port,
+                                        host_key)
+        remote = backend.terminal_argv(container.id)  # type: ignore[attr-defined]
+        return SshAccess(sshkeys.ssh_argv(key, known, host, port, remote), host, port,
+                         str(reported[-1].data.get("fingerprint") or ""), str(known),
+                         str(key.private))
 
     async def _manifest(self, session: SessionRow, checkpoint_id: str) -> Manifest:
         """A manifest of the session with its blobs on the daemon's volume (fetched from

@@ -80,6 +80,10 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("session_created", "session", Level.INFO, "A session was created."),
     EventKind("session_killed", "session", Level.WARNING, "A session was killed."),
     EventKind("session_resumed", "session", Level.INFO, "A session was resumed."),
+    EventKind("ssh_host_key", "worker", Level.INFO,
+              "The sandbox's sshd runs for `session attach --ssh`; its host key is pinned."),
+    EventKind("ssh_failed", "worker", Level.WARNING,
+              "The sandbox's sshd could not start (`session attach` still works)."),
     EventKind("session_pulled", "session", Level.INFO,
               "A session's workspace and conversation were copied to this machine "
               "(`session pull`)."),

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +49,7 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
             "NO_PROXY": "127.0.0.1,localhost"}}))
         (parhelia_home / "config.toml").write_text(
             f"[agent]\ncommand = [{json.dumps(str(claude_bin))}]\n"
-            "[heartbeat]\ninterval_seconds = 1.0\n"
+            "[heartbeat]\ninterval_seconds = 1.5\n"
             "[orchestrator]\ndispatch_interval_seconds = 0.5\n"
             f"[sync]\npass_env = {json.dumps(list(PASSED))}\n")
         daemon: RunningDaemon = start_daemon(
@@ -104,4 +106,71 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
     assert s["attached_clients"] == 0
     assert h.task(task_id)["status"] == "running"
     assert "FIRST-ANSWER" in api.main_requests[-1].messages_text()
+    h.run("session", "kill", sid, "-y", check=True)
+
+
+def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
+        stack: tuple[Harness, FakeAnthropic], fake_modal: FakeModal,  # noqa: F811
+        tmp_path: Path) -> None:
+    """`--ssh`: the real OpenSSH client with the session's own key (0600) and a
+    known_hosts holding only the host key the worker reported, through the sandbox's raw
+    TCP tunnel (the fake's sshd stands in for OpenSSH's in the image). Then another
+    server answers behind the tunnel: refused with E601, nothing sent."""
+    h, api = stack
+    api.add_replies(reply("SSH-FIRST-ANSWER from the fake."),
+                    reply("SSH-SECOND-ANSWER: typed over SSH."))
+    out = h.json("task", "create", "Say hello over ssh.", "--interactive",
+                 "--backend", "modal", "--no-workspace")
+    task_id = out.get("task", out)["id"]
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session", timeout=120)
+    wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached",
+             timeout=180)
+    container = h.task(task_id)["container_id"]
+    assert fake_modal.sandbox(container)["unencrypted_ports"] == [22]
+    [reported] = [e for e in h.events("--session", sid, "--type", "ssh_host_key")]
+    host_key = reported["data"]["host_key"]
+    assert host_key.startswith("ssh-ed25519 ")
+
+    got = h.json("session", "attach", sid, "--ssh")
+    key = Path(got["key_path"])
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    known = Path(got["known_hosts_path"]).read_text().splitlines()
+    assert known == [f"[{got['host']}]:{got['port']} {host_key}"]
+    argv = got["argv"]
+    assert "StrictHostKeyChecking=yes" in argv and "StrictHostKeyChecking=no" not in argv
+    assert f"UserKnownHostsFile={got['known_hosts_path']}" in argv
+    assert any(a.startswith("ServerAliveInterval=") for a in argv)
+    assert h.run("session", "attach", sid, "--ssh", "--print",
+                 check=True).stdout.strip() == shlex.join(argv)
+
+    term = Terminal(tmp_path / "t1", h.daemon.env, width=100, height=30)
+    try:
+        attach_in(term, h, sid, "--ssh")
+        wait_for(lambda: "SSH-FIRST-ANSWER" in term.screen(), "the TUI over ssh")
+        term.keys("And now?", literal=True)
+        term.keys("Enter")
+        wait_for(lambda: "SSH-SECOND-ANSWER" in term.screen(), "the answer over ssh")
+        term.keys("C-b", "d")
+        wait_for(term.ended, "ssh to end")
+        assert "goes on running" in term.screen()
+    finally:
+        term.close()
+    wait_for(lambda: checkpoints(h, sid, "detach"), "the detach checkpoint", timeout=120)
+
+    fake_modal.switch("ssh_mitm")  # another server behind the tunnel, another host key
+    asked = len(api.main_requests)
+    term = Terminal(tmp_path / "t2", h.daemon.env, width=100, height=30)
+    try:
+        attach_in(term, h, sid, "--ssh")
+        wait_for(term.ended, "the refused attach to end")
+        screen = term.screen()
+        assert "E601" in screen and "does not hold the host key" in screen, screen
+        assert reported["data"]["fingerprint"] in screen
+        assert "reconnecting" not in screen
+    finally:
+        term.close()
+        fake_modal.switch("ssh_mitm", on=False)
+    assert len(api.main_requests) == asked
+    assert session(h, sid)["status"] == "detached"
     h.run("session", "kill", sid, "-y", check=True)

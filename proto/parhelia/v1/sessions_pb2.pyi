@@ -429,3 +429,66 @@ class TerminalOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TerminalOutput: _TypeAlias = TerminalOutput  # noqa: Y015
+
+@_typing.final
+class SshSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SshSessionRequest: _TypeAlias = SshSessionRequest  # noqa: Y015
+
+@_typing.final
+class SshSessionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGV_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    HOST_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    KNOWN_HOSTS_PATH_FIELD_NUMBER: _builtins.int
+    KEY_PATH_FIELD_NUMBER: _builtins.int
+    REMOTE_COMMAND_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """the tunnel's address"""
+    port: _builtins.int
+    host_key_fingerprint: _builtins.str
+    """SHA256 of the pinned host key"""
+    known_hosts_path: _builtins.str
+    key_path: _builtins.str
+    """the session's private key (0600)"""
+    remote_command: _builtins.str
+    """what ssh runs there (tmux attach)"""
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """run in the user's terminal"""
+
+    def __init__(
+        self,
+        *,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        host_key_fingerprint: _builtins.str = ...,
+        known_hosts_path: _builtins.str = ...,
+        key_path: _builtins.str = ...,
+        remote_command: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "host", b"host", "host_key_fingerprint", b"host_key_fingerprint", "key_path", b"key_path", "known_hosts_path", b"known_hosts_path", "port", b"port", "remote_command", b"remote_command"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SshSessionResponse: _TypeAlias = SshSessionResponse  # noqa: Y015

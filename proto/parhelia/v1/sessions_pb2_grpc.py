@@ -80,6 +80,11 @@ class SessionServiceStub:
                 request_serializer=parhelia_dot_v1_dot_sessions__pb2.TerminalInput.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.FromString,
                 _registered_method=True)
+        self.SshSession = channel.unary_unary(
+                '/parhelia.v1.SessionService/SshSession',
+                request_serializer=parhelia_dot_v1_dot_sessions__pb2.SshSessionRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_sessions__pb2.SshSessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -151,6 +156,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SshSession(self, request, context):
+        """`session attach --ssh` (Modal): the ssh argv with the session's key and a known_hosts
+        pinning the host key the worker reported; called again to reconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +211,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.AttachTerminal,
                     request_deserializer=parhelia_dot_v1_dot_sessions__pb2.TerminalInput.FromString,
                     response_serializer=parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.SerializeToString,
+            ),
+            'SshSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.SshSession,
+                    request_deserializer=parhelia_dot_v1_dot_sessions__pb2.SshSessionRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_sessions__pb2.SshSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +461,33 @@ class SessionService:
             '/parhelia.v1.SessionService/AttachTerminal',
             parhelia_dot_v1_dot_sessions__pb2.TerminalInput.SerializeToString,
             parhelia_dot_v1_dot_sessions__pb2.TerminalOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SshSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.SessionService/SshSession',
+            parhelia_dot_v1_dot_sessions__pb2.SshSessionRequest.SerializeToString,
+            parhelia_dot_v1_dot_sessions__pb2.SshSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

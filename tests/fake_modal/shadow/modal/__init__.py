@@ -577,6 +577,9 @@ def prepare_sandbox(sb_id: str) -> None:
     shim = base / "root" / "bin" / "sync"
     shim.write_text(_sync_shim(sb_id))
     shim.chmod(0o755)
+    sshd = base / "root" / "bin" / "sshd"  # the image's openssh-server (modal._sshd)
+    sshd.write_text(_sync_shim(sb_id).replace("modal._sync", "modal._sshd"))
+    sshd.chmod(0o755)
     for path, volume in (meta.get("volumes") or {}).items():
         view = Path(_service.map_path(sb_id, path))
         _service.copy_tree_missing(_service.volume_dir(volume), view, overwrite_changed=False)
@@ -648,6 +651,7 @@ class Sandbox:
                 "memory": memory, "workdir": workdir, "env": dict(env or {}),
                 "secrets": len(list(secrets or ())), "image": image._digest() if image else None,
                 "volumes": {p: v._name for p, v in mounts.items()}, "created_at": time.time(),
+                "unencrypted_ports": [int(p) for p in unencrypted_ports],
                 "inert": _service.switch_on("inert")}
         _service.write_json(base / "meta.json", meta)
         if meta["inert"]:  # benches: a sandbox that only exists, no process at all
@@ -839,11 +843,40 @@ class Sandbox:
         self._record_exec(proc.pid)
         return ContainerProcess(None, proc, text=text, bufsize=bufsize, pty_master=master)
 
+    async def _tunnels_aio(self, timeout: int = 50) -> dict[int, Tunnel]:
+        """The declared ``unencrypted_ports``: port 22 reaches the sandbox's sshd (its
+        local port, once it listens); a port nothing listens on refuses connections."""
+        await gate_async("Sandbox.tunnels")
+        meta = _service.sandbox_meta(self.object_id) or {}
+        out: dict[int, Tunnel] = {}
+        for port in meta.get("unencrypted_ports") or []:
+            where = _service.sandbox_dir(self.object_id) / "tunnels" / str(port)
+            deadline = time.monotonic() + min(timeout, 10)
+            while not where.exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            local = int(where.read_text()) if where.exists() else 9
+            out[port] = Tunnel("127.0.0.1", 443, "127.0.0.1", local)
+        return out
+
+    def _tunnels(self, timeout: int = 50) -> dict[int, Tunnel]:
+        return asyncio.run(self._tunnels_aio(timeout))
+
     def _record_exec(self, pid: int) -> None:
         (_service.sandbox_dir(self.object_id) / "execs" / str(pid)).touch()
 
 
 Sandbox.exec = _SyncAio(Sandbox.exec, Sandbox._exec_aio)  # type: ignore[method-assign]
+Sandbox.tunnels = _SyncAio(Sandbox._tunnels, Sandbox._tunnels_aio)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """modal 1.6.4's ``modal._tunnel.Tunnel`` fields."""
+
+    host: str
+    port: int
+    unencrypted_host: str
+    unencrypted_port: int
 
 
 class _Reader:

@@ -127,7 +127,8 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
              timeout=180)
     container = h.task(task_id)["container_id"]
     assert fake_modal.sandbox(container)["unencrypted_ports"] == [22]
-    [reported] = [e for e in h.events("--session", sid, "--type", "ssh_host_key")]
+    [reported] = wait_for(lambda: h.events("--session", sid, "--type", "ssh_host_key"),
+                          "the sandbox's host key")
     host_key = reported["data"]["host_key"]
     assert host_key.startswith("ssh-ed25519 ")
 

@@ -1,4 +1,4 @@
-"""The interactive Claude Code TUI in tmux, on a private socket (docs/adr/0020).
+"""The interactive Claude Code TUI in tmux, on a private socket (ADR 0020).
 
 The worker runs ``claude`` (no ``-p``) as the only pane of a tmux session whose server
 listens on a socket in a private directory (0700, owned by the worker's user, checked):

@@ -76,7 +76,7 @@ def _enum_table(enum_descriptor: Any) -> dict[int, str | None]:
 
 
 def with_related(resource: dict[str, Any], **related: Any) -> dict[str, Any]:
-    """The one JSON shape of a show/create/action answer (docs/adr/0016): the resource
+    """The one JSON shape of a show/create/action answer (ADR 0016): the resource
     object itself, with data about related things under named keys that never shadow
     one of its fields."""
     clash = set(related) & set(resource)

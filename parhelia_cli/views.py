@@ -2,7 +2,7 @@
 
 Each function takes the typed client (:class:`parhelia_cli.api.Api`) and returns the
 JSON-ready dict that ``parhelia ... --json`` prints and the matching MCP tool returns
-(docs/adr/0016), so the two can't drift apart. A single call needs no view: its answer
+(ADR 0016), so the two can't drift apart. A single call needs no view: its answer
 is ``to_dict(api.service.method(...))`` on both sides.
 """
 

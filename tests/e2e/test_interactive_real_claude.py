@@ -1,4 +1,4 @@
-"""Interactive sessions with the REAL Claude Code CLI in real tmux (docs/adr/0020): the
+"""Interactive sessions with the REAL Claude Code CLI in real tmux (ADR 0020): the
 user's terminal is an outer tmux pane running `parhelia session attach`, driven with
 send-keys and read with capture-pane, as a person would; the agent talks to the local
 fake of the Messages API."""

@@ -5,19 +5,16 @@ the worker's TUI socket -> the REAL Claude Code TUI -> the fake Messages API."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modal_worker import tui
-from tests.conftest import RunningDaemon, start_daemon
 from tests.e2e.test_interactive_real_claude import (
     Terminal,
     attach_in,
@@ -25,41 +22,26 @@ from tests.e2e.test_interactive_real_claude import (
     session,
     wait_for,
 )
+from tests.e2e.test_modal_daemon_real_claude import stack as stack  # noqa: F401 - fixture
 from tests.fake_anthropic import FakeAnthropic, reply
 from tests.fake_modal.fixture import FakeModal
 from tests.fake_modal.fixture import fake_modal as fake_modal  # noqa: F401 - the fixture
-from tests.integration.conftest import Harness, kill_workers
+from tests.integration.conftest import Harness
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
               pytest.mark.skipif(os.geteuid() != 0, reason="the fake sandbox's TUI socket "
                                  "is root's, as in a Modal sandbox")]
 
-PASSED = ("ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "NO_PROXY")
 
-
-@pytest.fixture
-def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
-          fake_modal: FakeModal) -> Iterator[tuple[Harness, FakeAnthropic]]:  # noqa: F811
-    with FakeAnthropic() as api:
-        home = tmp_path / "home"
-        (home / ".claude").mkdir(parents=True)
-        (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
-            "ANTHROPIC_BASE_URL": api.url, "CLAUDE_CODE_MAX_RETRIES": "0",
-            "NO_PROXY": "127.0.0.1,localhost"}}))
-        (parhelia_home / "config.toml").write_text(
-            f"[agent]\ncommand = [{json.dumps(str(claude_bin))}]\n"
-            "[heartbeat]\ninterval_seconds = 1.5\n"
-            "[orchestrator]\ndispatch_interval_seconds = 0.5\n"
-            f"[sync]\npass_env = {json.dumps(list(PASSED))}\n")
-        daemon: RunningDaemon = start_daemon(
-            parhelia_home, ANTHROPIC_API_KEY="test-key-interactive-0123456789",
-            HOME=str(home), **fake_modal.env())
-        try:
-            yield Harness(daemon), api
-        finally:
-            daemon.stop()
-            kill_workers(parhelia_home)
+def interactive_on_modal(h: Harness, prompt: str) -> tuple[str, str]:
+    """An interactive task on the Modal backend, once its TUI runs: (task id, session id)."""
+    out = h.json("task", "create", prompt, "--interactive", "--backend", "modal",
+                 "--no-workspace")
+    task_id = out.get("task", out)["id"]
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session", timeout=120)
+    wait_for(lambda: session(h, sid)["status"] == "detached", "detached", timeout=180)
+    return task_id, sid
 
 
 def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
@@ -67,12 +49,7 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
     h, api = stack
     api.add_replies(reply("FIRST-ANSWER from the fake."),
                     reply("SECOND-ANSWER: typed through the daemon's PTY exec."))
-    out = h.json("task", "create", "Say hello. PROMPT-MARKER", "--interactive",
-                 "--backend", "modal", "--no-workspace")
-    task_id = out.get("task", out)["id"]
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session", timeout=120)
-    wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached",
-             timeout=180)
+    task_id, sid = interactive_on_modal(h, "Say hello. PROMPT-MARKER")
     printed = h.run("session", "attach", sid, "--print", check=True)
     assert printed.stdout.strip() == f"parhelia session attach {sid}"
 
@@ -119,12 +96,7 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
     h, api = stack
     api.add_replies(reply("SSH-FIRST-ANSWER from the fake."),
                     reply("SSH-SECOND-ANSWER: typed over SSH."))
-    out = h.json("task", "create", "Say hello over ssh.", "--interactive",
-                 "--backend", "modal", "--no-workspace")
-    task_id = out.get("task", out)["id"]
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session", timeout=120)
-    wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached",
-             timeout=180)
+    task_id, sid = interactive_on_modal(h, "Say hello over ssh.")
     container = h.task(task_id)["container_id"]
     assert fake_modal.sandbox(container)["unencrypted_ports"] == [22]
     [reported] = wait_for(lambda: h.events("--session", sid, "--type", "ssh_host_key"),

@@ -13,10 +13,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modal_worker.volume import LocalVolume
+from parheliad.backends.modal import ModalTerminal
 
 from .helpers import make_backend, script, start, worker_spec
 
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output
 @pytest.fixture
 def tui() -> Iterator[tuple[str, list[str]]]:
     """A tmux server at the socket of container c-att-1 whose pane echoes what is typed."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
     cid = "c-att-1"
     socket = Path(f"/tmp/parhelia-tmux-{os.geteuid()}/{cid}/s")
     socket.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -40,6 +44,16 @@ def tui() -> Iterator[tuple[str, list[str]]]:
         with contextlib.suppress(OSError):
             socket.unlink()
             socket.parent.rmdir()
+
+
+async def _attach(fake_modal: Any, tmp_path: Path, cid: str, rows: int, cols: int,
+                  term: str) -> ModalTerminal:
+    """A sandbox for ``cid`` (its worker idles), then an attach through a PTY exec."""
+    backend = make_backend(fake_modal)
+    spec = worker_spec(backend, script({"sleep": 60}), cid)
+    sb_id = await start(backend, LocalVolume(tmp_path / "local"), spec)
+    return await backend.open_terminal(sb_id, cid, backend.terminal_argv(cid), rows, cols,
+                                       term)
 
 
 def _tmux(tmux: list[str], *args: str) -> str:
@@ -58,14 +72,7 @@ async def _until(check: object, timeout: float = 20) -> None:
 async def test_attach_types_sees_resizes_and_detaches_through_a_pty_exec(
         fake_modal, tmp_path: Path, tui: tuple[str, list[str]]) -> None:
     cid, tmux = tui
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
-    backend = make_backend(fake_modal)
-    spec = worker_spec(backend, script({"sleep": 60}), cid)
-    sb_id = await start(backend, LocalVolume(tmp_path / "local"), spec)
-
-    term = await backend.open_terminal(sb_id, cid, backend.terminal_argv(cid), 30, 100,
-                                     "xterm-256color")
+    term = await _attach(fake_modal, tmp_path, cid, 30, 100, "xterm-256color")
     screen = bytearray()
 
     async def read() -> None:
@@ -104,13 +111,7 @@ def test_the_stdin_calls_of_an_attach_exist_in_the_installed_sdk() -> None:
 async def test_a_client_whose_user_went_away_is_hung_up(
         fake_modal, tmp_path: Path, tui: tuple[str, list[str]]) -> None:
     cid, tmux = tui
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
-    backend = make_backend(fake_modal)
-    spec = worker_spec(backend, script({"sleep": 60}), cid)
-    sb_id = await start(backend, LocalVolume(tmp_path / "local"), spec)
-    term = await backend.open_terminal(sb_id, cid, backend.terminal_argv(cid), 24, 80,
-                                     "xterm")
+    term = await _attach(fake_modal, tmp_path, cid, 24, 80, "xterm")
     await _until(lambda: _tmux(tmux, "list-clients") != "")
     await term.close()
     await _until(lambda: _tmux(tmux, "list-clients") == "")

@@ -52,6 +52,7 @@ from modal_worker.checkpoint import (
 )
 from modal_worker.checkpoint.lineage import lineage_path
 from modal_worker.checkpoint.restore import replace_dir
+from modal_worker.checkpoint.statcache import stat_cache_path
 from modal_worker.clock import utc_now
 from modal_worker.heartbeat import Heartbeat
 from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
@@ -97,14 +98,6 @@ class Outcome(Exception):
 _ERROR_EXIT = {"E100": ExitCode.INVALID_SPEC, "E400": ExitCode.NO_CREDENTIALS,
                "E500": ExitCode.AGENT_NOT_FOUND, "E600": ExitCode.RESTORE_FAILED,
                "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT}
-
-
-def stat_cache_path(workspace: Path) -> Path:
-    """The stat cache lives beside the workspace (never inside it)."""
-    parent = workspace.parent
-    if os.access(parent, os.W_OK):
-        return parent / f".{workspace.name}.parhelia-statcache.json"
-    return Path(tempfile.gettempdir()) / f"parhelia-statcache-{workspace.name}.json"
 
 
 class Worker:

@@ -1,8 +1,7 @@
 """What the daemon's parts share: one ``DaemonContext`` built at startup.
 
-Components (scheduler, dispatcher, listener...) receive it in their factory and may
-fill the hooks (``tasks.runtime``, ``tasks.on_created``, ``backend_status``); the API
-servicers read from it. No gRPC here.
+Built by the composition root (:func:`parheliad.wiring.compose`) with the runtime and
+the task service already wired; the API servicers read from it. No gRPC here.
 """
 
 from __future__ import annotations
@@ -30,12 +29,12 @@ VERSION = __version__
 
 
 async def no_backends() -> list[BackendState]:
-    """Before the runtime has built its backends (it replaces this hook)."""
+    """Without a runtime there are no backends."""
     return []
 
 
 def no_overlaps(task_id: str) -> list[Overlap]:
-    """Before the overlap monitor runs (it replaces this hook)."""
+    """Without an overlap monitor nothing overlaps."""
     return []
 
 
@@ -55,12 +54,13 @@ class DaemonContext:
         default=no_backends)
     """Each backend with ``available()`` and its reason (the runtime's registry)."""
     overlaps: Callable[[str], list[Overlap]] = field(default=no_overlaps)
+    """The live tasks of the same repository that changed the same paths as a task."""
     progress: ProgressHub = field(default_factory=ProgressHub)
     """Progress of long calls, for WatchOperation."""
-    """The live tasks of the same repository that changed the same paths as a task."""
     version: str = VERSION
     runtime: Runtime | None = None
-    """Makes tasks run (dispatcher, listener, backends); set by the runtime component."""
+    """Makes tasks run (dispatcher, listener, backends); None only where a test builds a
+    context without one."""
 
     def require_runtime(self) -> Runtime:
         """The runtime, for RPCs that need it; E500 while it is not running."""

@@ -3,16 +3,15 @@
 Lifecycle::
 
     guard (dial socket, flock, stale socket, pid file)
-    -> store (migrate, writer) + event bus + instance id + task service
-    -> components: core_components(ctx)..., then the API server (binds the socket)
+    -> store (migrate, writer) + event bus + instance id
+    -> the parts, built and wired by parheliad.wiring.compose: runtime, notifier,
+       then the API server (binds the socket), started in that order
     -> READY=1 ... wait for SIGTERM/SIGINT/Shutdown RPC ... STOPPING=1
     -> components stopped in reverse (API first: watch streams end, server stops)
     -> store flushed and closed -> socket, pid file and lock released -> exit 0
 
-To add a component (scheduler, dispatcher, listener...), give it ``name``,
-``async start()`` and ``async stop()`` and return it from :func:`core_components`;
-it receives the :class:`~parheliad.context.DaemonContext` and may set its hooks
-(``ctx.tasks.runtime``, ``ctx.tasks.on_created``, ``ctx.backend_status``).
+To add a component, give it ``name``, ``async start()`` and ``async stop()``, build it
+in :func:`parheliad.wiring.compose` with what it uses, and list it among the components.
 """
 
 from __future__ import annotations
@@ -23,72 +22,23 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
-from parheliad.api.server import ApiServer
-from parheliad.backends.registry import BackendState
 from parheliad.config import Config, db_path
-from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
-from parheliad.core.notify import Notifier
-from parheliad.core.overlap import OverlapMonitor
-from parheliad.core.runtime import Runtime
-from parheliad.core.tasks import TaskService
 from parheliad.instance import InstanceGuard, StartupRefused
 from parheliad.sdnotify import sd_notify
 from parheliad.store import Store, open_store
 from parheliad.store.clock import now_us
+from parheliad.wiring import Component, compose
 
 log = structlog.get_logger(__name__)
 
 INSTANCE_ID_KEY = "daemon.instance_id"
 STOP_TIMEOUT_S = 30.0
-API_GRACE_S = 5.0
-
-
-class Component(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-def core_components(ctx: DaemonContext) -> list[Component]:
-    """The daemon's engines, started after the store and before the API, in this order."""
-    runtime = Runtime(ctx.store, ctx.paths, lambda: ctx.config, ctx.instance_id, ctx.bus)
-    ctx.runtime = runtime
-
-    async def backend_status() -> list[BackendState]:
-        return runtime.registry.states()
-
-    ctx.backend_status = backend_status
-    ctx.tasks.runtime = runtime
-    ctx.tasks.on_created = runtime.kick
-    ctx.tasks.admit = runtime.budget.admission
-    overlap = OverlapMonitor(ctx.store, ctx.bus, runtime.changes)
-    ctx.overlaps = overlap.overlaps
-    return [RuntimeComponent(runtime), Notifier(ctx.store, ctx.bus, lambda: ctx.config),
-            overlap]
-
-
-class RuntimeComponent:
-    """Backends, dispatcher, listener, recovery and the scheduler, as one component."""
-
-    name = "runtime"
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    async def start(self) -> None:
-        await self.runtime.start()
-
-    async def stop(self) -> None:
-        await self.runtime.stop()
 
 
 def new_instance_id() -> str:
@@ -148,12 +98,11 @@ class Daemon:
         self._store = store = await open_store(db_path(self.config, self.paths),
                                                on_commit=self._bus.publish)
         instance_id = await store.kv.get_or_create(INSTANCE_ID_KEY, new_instance_id)
-        ctx = DaemonContext(
-            paths=self.paths, config=self.config, store=store, bus=self._bus,
-            tasks=TaskService(store, config=lambda project: ctx.config_for(project)),
-            instance_id=instance_id, started_at_us=started_at, socket=self.socket,
-            request_shutdown=self.request_stop)
-        for component in [*core_components(ctx), ApiServer(ctx, self.socket, API_GRACE_S)]:
+        parts = compose(self.paths, self.config, store, self._bus, instance_id=instance_id,
+                        started_at_us=started_at, socket=self.socket,
+                        request_shutdown=self.request_stop)
+        ctx = parts.context
+        for component in parts.components:
             log.debug("daemon.component_starting", component=component.name)
             await component.start()
             self._started.append(component)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from modal_worker.volume import atomic_write_bytes
@@ -23,6 +24,16 @@ VERSION = 1
 RACY_NS = 50_000_000
 RACY_COARSE_NS = 2_000_000_000
 Key = tuple[int, int, int]
+
+
+def stat_cache_path(workspace: Path) -> Path:
+    """Where ``workspace``'s stat cache lives: beside the workspace (never inside it),
+    or in the temporary directory when its parent is not writable. The worker and the
+    daemon (checkpointing a stopped session from disk) share the one cache."""
+    parent = workspace.parent
+    if os.access(parent, os.W_OK):
+        return parent / f".{workspace.name}.parhelia-statcache.json"
+    return Path(tempfile.gettempdir()) / f"parhelia-statcache-{workspace.name}.json"
 
 
 def stat_key(st: os.stat_result) -> Key:

@@ -28,8 +28,9 @@ from parheliad.core import results, takehome, workspace
 from parheliad.core.budget import round_micros, token_cost
 from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
-from parheliad.core.runtime import RetryOverrides, Runtime
+from parheliad.core.runtime import Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
+from parheliad.core.tasks import RetryOverrides
 from parheliad.store import EventFilter
 from parheliad.store.rows import TaskRow
 

@@ -40,9 +40,8 @@ import structlog
 
 from parhelia.errors import ParheliaError, invalid
 from parheliad.config import Config, RatesConfig
-from parheliad.core.dispatcher import fail_task
 from parheliad.core.states import CONTAINER_FINAL, CONTAINER_LIVE, TaskStatus
-from parheliad.core.tasks import TaskOptions, transition
+from parheliad.core.tasks import TaskOptions, fail_task, task_options, transition
 from parheliad.core.waiting import Wait
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.rows import ContainerRow, TaskRow
@@ -253,14 +252,6 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
                                    p.basis + (capped if p.high_micros > cap else ""))
                       for p in parts)
     return Estimate(low, high, parts)
-
-
-def task_options(task: TaskRow) -> TaskOptions:
-    return TaskOptions(gpu=task.gpu, cpu=task.cpu, memory_mb=task.memory_mb,
-                       timeout_seconds=task.timeout_seconds, max_turns=task.max_turns,
-                       max_cost_micros=task.max_cost_micros, model=task.model,
-                       permission_mode=task.permission_mode, interactive=task.interactive,
-                       backend=task.backend)
 
 
 def reservation_for(cfg: Config, task: TaskRow) -> int:
@@ -634,10 +625,6 @@ class Budget:
 
     def banner(self) -> tuple[str, str]:
         return self.last_status.banner() if self.last_status is not None else ("", "")
-
-    def stop_grace_seconds(self) -> float:
-        """How long a stopped worker gets to checkpoint before it is killed."""
-        return float(self._config().orchestrator.cancel_grace_seconds)
 
 
 # -- the backends' own figures ----------------------------------------------------------

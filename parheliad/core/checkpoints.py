@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -33,24 +34,24 @@ from modal_worker.checkpoint import (
 )
 from modal_worker.checkpoint.cas import blob_key, sweep_temp
 from modal_worker.checkpoint.diff import TreeDiff
-from modal_worker.runner import stat_cache_path
+from modal_worker.checkpoint.statcache import stat_cache_path
 from modal_worker.volume import Volume
 from parhelia import __version__
 from parhelia.errors import ParheliaError
+from parhelia.paths import Paths
 from parhelia.progress import BYTES
+from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
-from parheliad.core.dispatcher import index_checkpoint
+from parheliad.config import Config
+from parheliad.core.events import EventBus
 from parheliad.core.progress import Tracker
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
-from parheliad.core.tasks import transition
+from parheliad.core.tasks import index_checkpoint, transition
 from parheliad.core.volsync import blob_refs
 from parheliad.core.workspace import WORKSPACE_TRIGGER
-from parheliad.store import EventFilter
+from parheliad.store import EventFilter, Store
 from parheliad.store.clock import now_us
 from parheliad.store.rows import CheckpointRow, ContainerRow, SessionRow
-
-if TYPE_CHECKING:
-    from parheliad.core.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -80,14 +81,24 @@ class Rollback:
     resumed: bool
 
 
-class CheckpointOps:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        self._store = runtime.store
+StopWorker = Callable[[ContainerRow, str, float], Awaitable[None]]
 
-    @property
-    def volume(self) -> Volume:
-        return self._rt.volume
+
+class CheckpointOps:
+    """``volume`` is the daemon's local volume; ``stop`` stops a worker (checkpoint, then
+    killed after a grace); ``kick`` asks the dispatcher for a pass."""
+
+    def __init__(self, store: Store, volume: Volume, paths: Paths,
+                 backends: Mapping[str, Backend], bus: EventBus, config: Callable[[], Config],
+                 *, stop: StopWorker, kick: Callable[[], None]) -> None:
+        self._store = store
+        self.volume = volume
+        self._paths = paths
+        self._backends = backends
+        self._bus = bus
+        self._config = config
+        self._stop = stop
+        self._kick = kick
 
     async def manifest(self, cp: CheckpointRow) -> Manifest:
         return await asyncio.to_thread(load_manifest, self.volume, cp.session_id, cp.id)
@@ -110,9 +121,9 @@ class CheckpointOps:
 
     async def _ask_worker(self, session: SessionRow, c: ContainerRow, message: str
                           ) -> CheckpointRow:
-        backend = self._rt.backends[c.backend]
+        backend = self._backends[c.backend]
         flt = EventFilter(types=("checkpoint_created", "checkpoint_failed"), container_id=c.id)
-        with self._rt.bus.subscribe(flt) as sub:
+        with self._bus.subscribe(flt) as sub:
             await backend.control(c.backend_id, c.id, {"type": "checkpoint", "message": message})
             try:
                 async with asyncio.timeout(MANUAL_TIMEOUT_S):
@@ -132,7 +143,7 @@ class CheckpointOps:
     def _session_dirs(self, session: SessionRow) -> tuple[Path, Path]:
         """Where the session's workspace and transcript are on this machine (a local
         worker's); a session that ran elsewhere has none here."""
-        return session_dirs(self._rt.paths, session.id)
+        return session_dirs(self._paths, session.id)
 
     async def from_disk(self, session: SessionRow, trigger: str, message: str
                         ) -> CheckpointRow:
@@ -225,7 +236,7 @@ class CheckpointOps:
                 tx, task.id, TaskStatus.PAUSED, reason=f"rollback to {target.id}"))
             container = await self._live_container(session)
             if container is not None:
-                await self._rt.stop_container(container, "rollback", STOP_GRACE_S)
+                await self._stop(container, "rollback", STOP_GRACE_S)
             session = await self._store.sessions.get(session.id)
             safety = (await self._store.checkpoints.get(session.latest_checkpoint_id)
                       if session.latest_checkpoint_id else None)
@@ -263,13 +274,13 @@ class CheckpointOps:
 
         resumed = await self._store.write(unit)
         if resumed:
-            self._rt.dispatcher.kick()
+            self._kick()
         return Rollback(safety, target, resumed)
 
     # -- gc -------------------------------------------------------------------------
 
     async def gc(self, *, dry_run: bool) -> GcReport:
-        cfg = self._rt.config().checkpoint
+        cfg = self._config().checkpoint
         doomed = await self._doomed(cfg.keep_last, cfg.max_age_days)
         report = await asyncio.to_thread(self._sweep, doomed, dry_run)
         if not dry_run and doomed:

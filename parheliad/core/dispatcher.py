@@ -31,7 +31,6 @@ from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
 from modal_worker.resume_summary import continuation_prompt
 from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec, spec_key
 from modal_worker.volume import LocalVolume
-from parhelia import records
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
 from parheliad.backends.registry import Backends
@@ -39,7 +38,7 @@ from parheliad.config import Config
 from parheliad.core import volsync, waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
-from parheliad.core.tasks import transition
+from parheliad.core.tasks import fail_task, index_checkpoint, transition
 from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
 from parheliad.store import ids
 from parheliad.store.clock import now_us
@@ -129,8 +128,10 @@ def _sent_conversation(zero: Manifest | None) -> str | None:
 
 class Dispatcher:
     def __init__(self, store: Store, backends: Backends, config: Callable[[], Config],
-                 volume: LocalVolume, owner_tag: str, *, budget_gate: BudgetGate | None = None
-                 ) -> None:
+                 volume: LocalVolume, owner_tag: str, *, budget_gate: BudgetGate | None = None,
+                 config_bundle: ConfigBundle | None = None,
+                 on_unwanted: Callable[[ContainerRow], None] = lambda c: None,
+                 ssh_key: Callable[[str], str] | None = None) -> None:
         self._store = store
         self._registry = backends
         self._backends = backends.built
@@ -138,18 +139,18 @@ class Dispatcher:
         self._volume = volume  # the daemon's local volume
         self._owner = owner_tag
         self._budget_gate = budget_gate
-        self.config_bundle: ConfigBundle | None = None
-        """Set by the runtime: the config bundle id and ``sync.pass_env`` values for a
-        backend's workers (syncs first when the user's Claude config changed)."""
+        self._config_bundle = config_bundle
+        """The config bundle id and ``sync.pass_env`` values for a backend's workers
+        (syncs first when the user's Claude config changed); None: no user config."""
         self._attempts: dict[str, int] = {}  # transient refusals in a row, per task
         self.launching: set[str] = set()
         """Containers claimed whose launch is in flight (no backend id recorded yet)."""
-        self.ssh_key: Callable[[str], str] | None = None
-        """Set by the runtime: a session's public key (made on first use) for `session
-        attach --ssh`, given to workers of backends that offer it."""
-        self.on_unwanted: Callable[[ContainerRow], None] = lambda c: None
-        """Set by the runtime: stop a worker whose task was cancelled, paused or rolled
-        back while it was being launched."""
+        self._ssh_key = ssh_key
+        """A session's public key (made on first use) for `session attach --ssh`, given
+        to workers of backends that offer it; None: no SSH keys."""
+        self._on_unwanted = on_unwanted
+        """Stops a worker whose task was cancelled, paused or rolled back while it was
+        being launched."""
         self._lock = asyncio.Lock()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -369,9 +370,9 @@ class Dispatcher:
             raise ParheliaError("E400", "no credentials")
 
         bundle: tuple[str | None, dict[str, str]] = (None, {})
-        if self.config_bundle is not None:
+        if self._config_bundle is not None:
             try:
-                bundle = await self.config_bundle(creds.env)
+                bundle = await self._config_bundle(creds.env)
             except Exception as exc:
                 log.exception("config sync failed", task_id=task.id)
                 await self._fail(task, "E602", "the Claude configuration could not be synced "
@@ -464,7 +465,7 @@ class Dispatcher:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
                 if worker.agent.interactive and getattr(backend, "offers_ssh", False) and \
-                        self.ssh_key is not None:
+                        self._ssh_key is not None:
                     worker, spec = await self._with_ssh_key(worker, spec, session.id)
                 await asyncio.to_thread(dump_spec, worker,
                                         self._volume.path_for(spec_key(container.id)))
@@ -510,7 +511,7 @@ class Dispatcher:
             log.warning("task moved on during its launch; stopping the worker",
                         task_id=task.id, container_id=container.id)
             if row is not None:
-                self.on_unwanted(row)
+                self._on_unwanted(row)
             else:
                 await backend.terminate(backend_id, grace_seconds=0.0)
             return
@@ -606,9 +607,9 @@ class Dispatcher:
                             ) -> tuple[WorkerSpec, ContainerSpec]:
         """The session's public key in the spec (`session attach --ssh`); without
         ssh-keygen the session is attached through the SDK only."""
-        assert self.ssh_key is not None
+        assert self._ssh_key is not None
         try:
-            public = await asyncio.to_thread(self.ssh_key, session_id)
+            public = await asyncio.to_thread(self._ssh_key, session_id)
         except (ParheliaError, OSError, subprocess.SubprocessError) as exc:
             log.warning("no SSH key for the session", session_id=session_id, error=str(exc))
             return worker, spec
@@ -672,32 +673,7 @@ class Dispatcher:
         await self._store.write(unit)
 
 
-def fail_task(tx: Tx, task_id: str, code: str, message: str,
-              exit_code: int | None = None, **fields: Any) -> TaskRow:
-    """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
-    return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
-                      result_error_code=code, result_error_message=message[:2000],
-                      result_is_error=True, result_exit_code=exit_code, **fields)
-
-
 def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
     current = tx.tasks.get(task_id)
     if current is not None and current.status in (TaskStatus.PENDING, TaskStatus.RECOVERING):
         fail_task(tx, task_id, code, message, result_subtype="", result_text="")
-
-
-def index_checkpoint(tx: Tx, session_id: str, container_id: str,
-                     summary: records.CheckpointCreated) -> None:
-    """Inside a unit: index a checkpoint from its summary (``Manifest.summary()``, which
-    is also the ``checkpoint_created`` record) and make it the session's latest."""
-    stats, env = summary.stats, summary.environment
-    env_bundle = env.get("config_bundle_id")
-    tx.checkpoints.insert(
-        session_id=session_id, checkpoint_id=summary.checkpoint_id,
-        container_id=container_id, parent_id=summary.parent_id or "",
-        trigger=summary.trigger, message=summary.message,
-        files=stats.files, bytes=stats.bytes, new_bytes=stats.new_bytes,
-        duration_ms=stats.duration_ms, environment=env, git=summary.git or {},
-        config_bundle_id=env_bundle if isinstance(env_bundle, str) else "",
-        manual=summary.trigger == "manual")
-    tx.sessions.update(session_id, latest_checkpoint_id=summary.checkpoint_id)

@@ -41,7 +41,6 @@ from parhelia.errors import ParheliaError
 from parhelia.records import USAGE_FIELDS, RecordError
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
 from parheliad.core import volsync
-from parheliad.core.dispatcher import fail_task, index_checkpoint
 from parheliad.core.states import (
     CONTAINER_FINAL,
     SESSION_LIVE,
@@ -51,7 +50,7 @@ from parheliad.core.states import (
     TaskStatus,
     session_status_for,
 )
-from parheliad.core.tasks import transition
+from parheliad.core.tasks import fail_task, index_checkpoint, transition
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow
 from parheliad.store.store import Store

@@ -23,9 +23,9 @@ import structlog
 
 from parheliad.backends.base import Backend
 from parheliad.config import Config
-from parheliad.core.dispatcher import Dispatcher, fail_task
+from parheliad.core.dispatcher import Dispatcher
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
-from parheliad.core.tasks import transition
+from parheliad.core.tasks import fail_task, transition
 from parheliad.store.store import Store
 from parheliad.store.tx import Tx
 

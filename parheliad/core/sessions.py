@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from modal_worker.checkpoint.manifest import Manifest, load_manifest
+from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError, invalid
 from parhelia.interactive import DETACH_HINT
 from parhelia.progress import BYTES
+from parheliad.backends.base import Backend
+from parheliad.config import Config
 from parheliad.core import sshkeys, takehome, volsync
 from parheliad.core.progress import Tracker
 from parheliad.core.states import (
@@ -21,12 +26,9 @@ from parheliad.core.states import (
     SessionStatus,
     TaskStatus,
 )
-from parheliad.core.tasks import transition
-from parheliad.store import EventFilter
+from parheliad.core.tasks import retry_task, transition
+from parheliad.store import EventFilter, Store
 from parheliad.store.rows import CheckpointRow, ContainerRow, EventRow, SessionRow, TaskRow
-
-if TYPE_CHECKING:
-    from parheliad.core.runtime import Runtime
 
 KILL_GRACE_S = 5.0
 MODE_WAIT_SECONDS = 120.0
@@ -73,9 +75,20 @@ class AttachInfo:
 
 
 class SessionOps:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        self._store = runtime.store
+    """``volume`` is the daemon's local volume; ``check_exits`` records what ended (the
+    listener's); ``kick`` asks the dispatcher for a pass."""
+
+    def __init__(self, store: Store, volume: Volume, backends: Mapping[str, Backend],
+                 config: Callable[[], Config], *, state_dir: Path,
+                 check_exits: Callable[[], Awaitable[None]], kick: Callable[[], None]) -> None:
+        self._store = store
+        self._volume = volume
+        self._state_dir = state_dir
+        """Where the sessions' SSH keys and pinned host keys live."""
+        self._backends = backends
+        self._config = config
+        self._check_exits = check_exits
+        self._kick = kick
 
     async def resume(self, ref: str, checkpoint_ref: str = "") -> TaskRow:
         """Run a stopped session again from its latest (or a given) checkpoint, with its
@@ -109,7 +122,7 @@ class SessionOps:
                               result_is_error=False, result_exit_code=None)
 
         row = await self._store.write(unit)
-        self._rt.dispatcher.kick()
+        self._kick()
         return row
 
     async def pull_home(self, ref: str, directory: str, config_dir: str,
@@ -144,7 +157,7 @@ class SessionOps:
         if tracker is not None:
             tracker.phase(f"writing {checkpoint_id}", BYTES)
         copy = await asyncio.to_thread(
-            takehome.pull_home, self._rt.volume, manifest, directory=dest,
+            takehome.pull_home, self._volume, manifest, directory=dest,
             config_dir=config, session_uuid=uuid, zero=zero,
             progress=tracker.report if tracker is not None else None)
         await self._store.write(lambda tx: tx.events.append(
@@ -169,7 +182,7 @@ class SessionOps:
                 not container.backend_id:
             raise ParheliaError("E601", f"session {session.id} has no running container",
                                 session_id=session.id)
-        backend = self._rt.backends.get(container.backend)
+        backend = self._backends.get(container.backend)
         opener = getattr(backend, "open_terminal", None)
         if backend is None or opener is None:
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
@@ -196,7 +209,7 @@ class SessionOps:
                 not container.backend_id:
             raise ParheliaError("E601", f"session {session.id} has no running container",
                                 session_id=session.id)
-        backend = self._rt.backends.get(container.backend)
+        backend = self._backends.get(container.backend)
         if backend is None or not getattr(backend, "offers_ssh", False):
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
                                         "backend: --ssh is for Modal sessions; attach with "
@@ -213,7 +226,7 @@ class SessionOps:
                                 session_id=session.id)
         host_key = str(reported[-1].data.get("host_key") or "")
         host, port = await backend.ssh_endpoint(container.backend_id)  # type: ignore[attr-defined]
-        state = self._rt.paths.state_dir
+        state = self._state_dir
         key = await asyncio.to_thread(sshkeys.session_key, state, session.id)
         known = await asyncio.to_thread(sshkeys.pin_host_key, state, session.id, host, port,
                                         host_key)
@@ -225,7 +238,7 @@ class SessionOps:
     async def _manifest(self, session: SessionRow, checkpoint_id: str) -> Manifest:
         """A manifest of the session with its blobs on the daemon's volume (fetched from
         the backend's volume when the listener has not copied them yet)."""
-        volume = self._rt.volume
+        volume = self._volume
         try:
             manifest = await asyncio.to_thread(load_manifest, volume, session.id,
                                                checkpoint_id)
@@ -234,7 +247,7 @@ class SessionOps:
                 raise
             manifest = None
         task = await self._store.tasks.get(session.task_id)
-        backend = self._rt.backends.get(task.backend) if task.backend else None
+        backend = self._backends.get(task.backend) if task.backend else None
         if backend is not None:
             await volsync.pull_checkpoint(backend, volume, session.id, checkpoint_id)
         if manifest is None:
@@ -253,9 +266,9 @@ class SessionOps:
         if session.current_container_id:
             container = await self._store.containers.find(session.current_container_id)
         if container is not None and container.state in CONTAINER_LIVE and container.backend_id:
-            backend = self._rt.backends[container.backend]
+            backend = self._backends[container.backend]
             await backend.terminate(container.backend_id, grace_seconds=KILL_GRACE_S)
-            await self._rt.listener.check_exits()
+            await self._check_exits()
 
         def unit(tx: Any) -> SessionRow:
             tx.events.append("session_killed", f"session {session.id} killed",
@@ -282,7 +295,7 @@ class SessionOps:
         return session, container
 
     async def _control(self, container: ContainerRow, message: dict[str, Any]) -> None:
-        backend = self._rt.backends[container.backend]
+        backend = self._backends[container.backend]
         await backend.control(container.backend_id, container.id, message)
 
     async def _wait_mode(self, session_id: str, container_id: str, *, interactive: bool,
@@ -322,7 +335,7 @@ class SessionOps:
             taken = True
         row = await self._wait_mode(session.id, container.id, interactive=True,
                                     what="the interactive TUI started")
-        argv = self._rt.backends[container.backend].attach_argv(container.backend_id,
+        argv = self._backends[container.backend].attach_argv(container.backend_id,
                                                                 container.id)
         return AttachInfo(row, argv, ATTACH_UNSET_ENV, taken, DETACH_HINT)
 
@@ -352,7 +365,8 @@ class SessionOps:
             view.action_taken = f"resumed task {view.task.id} from " \
                                 f"{checkpoint_ref or session.latest_checkpoint_id}"
         elif action == "restart":
-            view.task = await self._rt.retry(view.task.id)
+            view.task = await retry_task(self._store, self._config(), view.task.id)
+            self._kick()
             view.action_taken = f"restarted task {view.task.id} in a fresh session from " \
                                 "checkpoint zero"
         elif action == "wait":

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ import structlog
 
 from modal_worker import gitsafe
 from modal_worker.redact import redact
-from parhelia import gpus
+from parhelia import gpus, records
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND, MODAL
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
@@ -39,9 +39,23 @@ from parheliad.store import Store, TaskRow, Tx
 from parheliad.store.clock import now_us
 
 __all__ = [
-    "TASK_FINAL", "TASK_TRANSITIONS", "MarkCancelled", "TaskDefaults", "TaskOptions",
-    "TaskRuntime", "TaskService", "TaskSource", "TaskStatus", "can_transition_task",
-    "check_task_transition", "transition", "validate_options",
+    "TASK_FINAL",
+    "TASK_TRANSITIONS",
+    "RetryOverrides",
+    "TaskDefaults",
+    "TaskOptions",
+    "TaskRuntime",
+    "TaskService",
+    "TaskSource",
+    "TaskStatus",
+    "can_transition_task",
+    "check_task_transition",
+    "fail_task",
+    "index_checkpoint",
+    "retry_task",
+    "task_options",
+    "transition",
+    "validate_options",
 ]
 
 log = structlog.get_logger(__name__)
@@ -238,44 +252,63 @@ def transition(tx: Tx, task_id: str, to: str, *, reason: str = "", message: str 
     return row
 
 
+def fail_task(tx: Tx, task_id: str, code: str, message: str,
+              exit_code: int | None = None, **fields: Any) -> TaskRow:
+    """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
+    return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},
+                      result_error_code=code, result_error_message=message[:2000],
+                      result_is_error=True, result_exit_code=exit_code, **fields)
+
+
+def index_checkpoint(tx: Tx, session_id: str, container_id: str,
+                     summary: records.CheckpointCreated) -> None:
+    """Inside a unit: index a checkpoint from its summary (``Manifest.summary()``, which
+    is also the ``checkpoint_created`` record) and make it the session's latest."""
+    stats, env = summary.stats, summary.environment
+    env_bundle = env.get("config_bundle_id")
+    tx.checkpoints.insert(
+        session_id=session_id, checkpoint_id=summary.checkpoint_id,
+        container_id=container_id, parent_id=summary.parent_id or "",
+        trigger=summary.trigger, message=summary.message,
+        files=stats.files, bytes=stats.bytes, new_bytes=stats.new_bytes,
+        duration_ms=stats.duration_ms, environment=env, git=summary.git or {},
+        config_bundle_id=env_bundle if isinstance(env_bundle, str) else "",
+        manual=summary.trigger == "manual")
+    tx.sessions.update(session_id, latest_checkpoint_id=summary.checkpoint_id)
+
+
 class TaskRuntime(Protocol):
-    """What the task service needs from the dispatcher (issue 3 supplies it)."""
+    """What the task service needs from the runtime (:class:`parheliad.core.runtime.Runtime`)."""
 
     async def cancel(self, task: TaskRow, grace_seconds: float) -> TaskRow:
         """Stop an active task's worker and mark it cancelled; returns the task."""
         ...
 
 
-class MarkCancelled:
-    """The runtime until a dispatcher exists: there are no workers to stop."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def cancel(self, task: TaskRow, grace_seconds: float) -> TaskRow:
-        return await self._store.write(
-            lambda tx: transition(tx, task.id, TaskStatus.CANCELLED, reason="cancelled by user"))
-
-
 Kick = Callable[[TaskRow], Awaitable[None]]
+
+
+Admit = Callable[[Tx, TaskRow], Wait | None]
 
 
 class TaskService:
     """Create, list, get, cancel and delete tasks.
 
     ``runtime`` stops active tasks; ``on_created`` is called for each task created
-    without ``no_dispatch`` (the dispatcher's kick). Both can be swapped in at start.
+    without ``no_dispatch`` (the dispatcher's kick); ``admit``, inside the create unit,
+    says why a new task cannot start (the budget), recorded at once so `task create` can
+    say so. The daemon's composition root (:mod:`parheliad.wiring`) passes all three;
+    without a runtime, active tasks cannot be cancelled (E500).
     """
 
     def __init__(self, store: Store, *, config: Callable[[Path | None], Config],
-                 runtime: TaskRuntime | None = None, on_created: Kick | None = None) -> None:
+                 runtime: TaskRuntime | None = None, on_created: Kick | None = None,
+                 admit: Admit | None = None) -> None:
         self._store = store
         self._config = config
-        self.runtime: TaskRuntime = runtime or MarkCancelled(store)
-        self.on_created = on_created
-        self.admit: Callable[[Tx, TaskRow], Wait | None] | None = None
-        """Set by the runtime: inside the create unit, why a new task cannot start (the
-        budget), recorded at once so `task create` can say so."""
+        self._runtime = runtime
+        self._on_created = on_created
+        self._admit = admit
 
     def _task_defaults(self, options: TaskOptions, project: Path | None,
                   trust_project: bool) -> tuple[TaskDefaults, dict[str, str]]:
@@ -340,15 +373,15 @@ class TaskService:
                                    "prompt_chars": len(prompt), "no_dispatch": not dispatch})
             if not dispatch:
                 return hold(tx, row.id)
-            wait = self.admit(tx, row) if self.admit is not None else None
+            wait = self._admit(tx, row) if self._admit is not None else None
             return (set_waiting(tx, row.id, wait) or row) if wait is not None else row
 
         row = await self._store.write(unit)
         log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,
                  gpu=row.gpu or None, dispatch=dispatch)
-        if dispatch and self.on_created is not None:
+        if dispatch and self._on_created is not None:
             try:
-                await self.on_created(row)
+                await self._on_created(row)
             except Exception:
                 # The task is stored; the periodic dispatch job will pick it up.
                 log.exception("task.kick_failed", task_id=row.id)
@@ -380,8 +413,10 @@ class TaskService:
             task = await self._store.tasks.get(task.id)
             status = TaskStatus(task.status)
         if status in (TaskStatus.RUNNING, TaskStatus.RECOVERING):
+            if self._runtime is None:
+                raise ParheliaError("E500", "the task runtime is not running")
             grace = grace_seconds or self._defaults().cancel_grace_seconds
-            return await self.runtime.cancel(task, grace)
+            return await self._runtime.cancel(task, grace)
         raise ParheliaError("E603", f"task {task.id} is already {task.status}; only pending, "
                                     "running, recovering or paused tasks can be cancelled",
                             status=task.status)
@@ -406,3 +441,70 @@ class TaskService:
 
     def _defaults(self) -> TaskDefaults:
         return TaskDefaults.from_config(self._config(None))
+
+
+def task_options(task: TaskRow) -> TaskOptions:
+    """The options a task was created with (as validated then)."""
+    return TaskOptions(gpu=task.gpu, cpu=task.cpu, memory_mb=task.memory_mb,
+                       timeout_seconds=task.timeout_seconds, max_turns=task.max_turns,
+                       max_cost_micros=task.max_cost_micros, model=task.model,
+                       permission_mode=task.permission_mode, interactive=task.interactive,
+                       backend=task.backend)
+
+
+@dataclass(frozen=True)
+class RetryOverrides:
+    """What a retry may change (0 or "": keep the task's value)."""
+
+    max_turns: int = 0
+    max_cost_micros: int = 0
+    timeout_seconds: int = 0
+    model: str = ""
+
+    def apply(self, task: TaskRow, cfg: Config) -> dict[str, Any]:
+        """The task's columns to change, validated as at creation (E101)."""
+        given = {k: v for k, v in asdict(self).items() if v}
+        current = replace(task_options(task), **given)
+        checked = validate_options(current, TaskDefaults.from_config(cfg))
+        return {k: getattr(checked, k) for k in given if getattr(checked, k) != getattr(task, k)}
+
+
+def _flagged(option_sources: str, changed: Mapping[str, Any]) -> dict[str, str]:
+    """``{"option_sources": ...}`` with the options a retry changed marked as flags."""
+    if not changed:
+        return {}
+    try:
+        sources = json.loads(option_sources or "{}")
+    except ValueError:
+        sources = {}
+    if not isinstance(sources, dict):
+        sources = {}
+    sources.update({k: "flag" for k in changed})
+    return {"option_sources": json.dumps(sources)}
+
+
+async def retry_task(store: Store, cfg: Config, ref: str,
+                     overrides: RetryOverrides | None = None) -> TaskRow:
+    """A finished task back to pending, to run in a fresh session from checkpoint zero,
+    with ``overrides`` of its limits (a higher --max-cost after hitting the cap...). The
+    caller kicks the dispatcher."""
+    task = await store.tasks.get(ref)
+    changed = overrides.apply(task, cfg) if overrides is not None else {}
+    if TaskStatus(task.status) not in TASK_FINAL:
+        raise ParheliaError("E603", f"task {task.id} is {task.status}; only completed, "
+                                    "failed or cancelled tasks can be retried")
+
+    sources = _flagged(task.option_sources, changed)
+
+    def unit(tx: Tx) -> TaskRow:
+        return transition(
+            tx, task.id, TaskStatus.PENDING, event_type="task_retried",
+            message=f"retry of task {task.id} in a fresh session"
+            + "".join(f", {k} {v}" for k, v in changed.items()), reason="retry",
+            data={"overrides": changed},
+            session_id=None, container_id=None, restarts=0, started_at=None,
+            result_subtype="", result_is_error=False, result_text="",
+            result_exit_code=None, result_error_code="", result_error_message="",
+            last_tool="", **changed, **sources)
+
+    return await store.write(unit)

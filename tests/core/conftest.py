@@ -20,6 +20,7 @@ from parheliad.core.events import EventBus
 from parheliad.core.runtime import Runtime
 from parheliad.store import Store, open_store
 from parheliad.store.rows import TaskRow
+from parheliad.wiring import build_runtime
 from tests.backend_seams import SeamsMixin
 
 
@@ -99,10 +100,10 @@ def runtime(store: Store, backend: ScriptedBackend, tmp_path: Path) -> Runtime:
     cfg = dataclasses.replace(
         base, recovery=dataclasses.replace(base.recovery, backoff_seconds=0.01),
         orchestrator=dataclasses.replace(base.orchestrator, cancel_grace_seconds=0.5))
-    rt = Runtime(store, paths, lambda: cfg, "owner", EventBus(),
-                 backends={"modal": backend})  # type: ignore[dict-item]
-    rt.dispatcher.config_bundle = None  # never read the user's Claude config
-    return rt
+    # Never read the user's Claude config.
+    return build_runtime(store, paths, lambda: cfg, "owner", EventBus(),
+                         backends={"modal": backend},  # type: ignore[dict-item]
+                         sync_claude_config=False)
 
 
 async def make_task(store: Store) -> TaskRow:

@@ -17,6 +17,7 @@ from parheliad.backends.registry import build_backends
 from parheliad.config import Config
 from parheliad.core.runtime import Runtime
 from parheliad.store import Store
+from parheliad.wiring import build_runtime
 from tests.core.conftest import ScriptedBackend, make_task, task_status
 
 
@@ -276,7 +277,7 @@ async def test_the_reconciler_never_asks_a_backend_that_is_not_configured(
     paths = Paths(home=tmp_path, config_file=tmp_path / "config.toml",
                   state_dir=tmp_path / "state", data_dir=tmp_path / "data",
                   socket=tmp_path / "s")
-    rt = Runtime(store, paths, Config, "owner", EventBus(), backends={"modal": modal})
+    rt = build_runtime(store, paths, Config, "owner", EventBus(), backends={"modal": modal})
     report = await rt.reconciler.run()
     assert report.findings == []
     assert touched == []

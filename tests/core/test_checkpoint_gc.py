@@ -18,6 +18,7 @@ from parheliad.core.events import EventBus
 from parheliad.core.runtime import Runtime
 from parheliad.store import open_store
 from parheliad.store.clock import now_us
+from parheliad.wiring import build_runtime
 
 DAY_US = 86_400 * 1_000_000
 
@@ -30,7 +31,7 @@ async def runtime(tmp_path: Path):
     cfg = dataclasses.replace(Config(), checkpoint=dataclasses.replace(
         Config().checkpoint, keep_last=1, max_age_days=1.0))
     store = await open_store(tmp_path / "db.sqlite")
-    yield Runtime(store, paths, lambda: cfg, "owner", EventBus())
+    yield build_runtime(store, paths, lambda: cfg, "owner", EventBus())
     await store.close()
 
 

@@ -64,7 +64,7 @@ async def test_cancel_while_the_launch_is_in_flight_stops_the_worker(
     assert backend.gate is not None
     backend.gate.set()
     await dispatch
-    await asyncio.gather(*runtime._background)
+    await asyncio.gather(*runtime.stopper.background)
     backend_id = backend.by_container[row.container_id or ""]
     assert not backend.running[backend_id], "a cancelled task's worker kept running"
     await runtime.listener.check_exits()
@@ -82,7 +82,7 @@ async def test_budget_pause_while_the_launch_is_in_flight_stops_the_worker(
     assert backend.gate is not None
     backend.gate.set()
     await dispatch
-    await asyncio.gather(*runtime._background)
+    await asyncio.gather(*runtime.stopper.background)
     backend_id = backend.by_container[row.container_id or ""]
     assert not backend.running[backend_id], "a budget-paused task's worker kept running"
 
@@ -179,6 +179,6 @@ async def test_cancel_of_a_task_dispatched_meanwhile_stops_its_worker(
     finally:
         store.tasks.get = real_get  # type: ignore[method-assign]
     assert row.status == "cancelled"
-    await asyncio.gather(*runtime._background)
+    await asyncio.gather(*runtime.stopper.background)
     cid = (await store.tasks.get(task.id)).container_id or ""
     assert not backend.running[backend.by_container[cid]], "cancelled, and still running"

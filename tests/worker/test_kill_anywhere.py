@@ -24,8 +24,8 @@ from typing import Any
 
 from modal_worker.checkpoint import load_manifest, project_dir, verify
 from modal_worker.checkpoint.lineage import lineage_path
+from modal_worker.checkpoint.statcache import stat_cache_path
 from modal_worker.resume_summary import continuation_prompt
-from modal_worker.runner import stat_cache_path
 from modal_worker.spec import load_result
 from modal_worker.volume import LocalVolume
 

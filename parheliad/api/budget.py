@@ -1,6 +1,7 @@
 """BudgetService (status, history, ceiling, ledger) and ``TaskService.EstimateTask``.
 
-The work is done by :class:`parheliad.core.budget.Budget`, owned by the runtime.
+The work is done by :class:`parheliad.core.budget.Budget`, owned by the runtime; the
+estimate by :func:`parheliad.core.pricing.estimate`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from parhelia.v1 import budget_pb2, budget_pb2_grpc, common_pb2, tasks_pb2
 from parheliad.api.convert import options_from_proto, set_ts
 from parheliad.context import DaemonContext
 from parheliad.core import budget as core
+from parheliad.core import pricing
 from parheliad.core.tasks import TaskDefaults, validate_options
 from parheliad.store.clock import now_us
 from parheliad.store.rows import LedgerRow
@@ -63,7 +65,7 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
                          context: grpc.aio.ServicerContext) -> budget_pb2.BudgetHistory:
         cfg = self._ctx.config
         since = request.since.ToMicroseconds() if request.HasField("since") else \
-            core.period_start_us(cfg.budget.period, now_us())
+            pricing.period_start_us(cfg.budget.period, now_us())
         rows = await core.history(self._ctx.store, request.by or "day", since)
         return budget_pb2.BudgetHistory(rows=[budget_pb2.BudgetHistoryRow(
             key=r.key, compute_micros=r.compute_micros, api_micros=r.api_micros,
@@ -99,7 +101,7 @@ class EstimateMixin:
         cfg = self._ctx.config
         opts = validate_options(options_from_proto(request.options),
                                 TaskDefaults.from_config(cfg))
-        est = core.estimate(cfg, opts)
+        est = pricing.estimate(cfg, opts)
         return tasks_pb2.EstimateTaskResponse(
             low_micros=est.low_micros, high_micros=est.high_micros,
             parts=[tasks_pb2.EstimatePart(name=p.name, low_micros=p.low_micros,

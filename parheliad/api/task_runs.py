@@ -25,9 +25,9 @@ from parheliad.api.convert import (
 from parheliad.api.system import tracked
 from parheliad.context import DaemonContext
 from parheliad.core import results, takehome, workspace
-from parheliad.core.budget import round_micros, token_cost
 from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
+from parheliad.core.pricing import round_micros, token_cost
 from parheliad.core.runtime import Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.core.tasks import RetryOverrides

@@ -189,6 +189,17 @@ class LedgerRow:
 
 
 @dataclass(frozen=True)
+class ReservationRow:
+    """What a running task's dispatch reserved of the budget (docs/adr/0008-budget.md):
+    ``micros`` when it was dispatched, its spend then being ``base_micros``."""
+
+    task_id: str
+    micros: int
+    base_micros: int
+    reserved_at: int
+
+
+@dataclass(frozen=True)
 class OrphanRow:
     """An owner-tagged container found on a backend that the database does not own."""
 

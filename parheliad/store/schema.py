@@ -14,6 +14,7 @@ ledger have no foreign keys: history and spend survive the deletion of a task.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -261,6 +262,43 @@ _V8 = (
     "ALTER TABLE sessions ADD COLUMN tmux_socket TEXT NOT NULL DEFAULT ''",
 )
 
+# The budget's reservations (docs/adr/0008-budget.md) get their own table; they were kv
+# rows keyed "budget.reservation.<task id>" holding {"micros", "base_micros", "at"}.
+_V9 = (
+    """
+    CREATE TABLE reservations (
+        task_id TEXT PRIMARY KEY,
+        micros INTEGER NOT NULL,
+        base_micros INTEGER NOT NULL DEFAULT 0,
+        reserved_at INTEGER NOT NULL
+    )
+    """,
+)
+KV_RESERVATION_PREFIX = "budget.reservation."
+
+
+def _reservations_from_kv(conn: sqlite3.Connection) -> None:
+    end = KV_RESERVATION_PREFIX[:-1] + chr(ord(KV_RESERVATION_PREFIX[-1]) + 1)
+    rows = conn.execute("SELECT key, value, updated_at FROM kv WHERE key >= ? AND key < ?",
+                        (KV_RESERVATION_PREFIX, end)).fetchall()
+    for key, value, updated_at in rows:
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            conn.execute(
+                "INSERT OR REPLACE INTO reservations (task_id, micros, base_micros, "
+                "reserved_at) VALUES (?, ?, ?, ?)",
+                (key[len(KV_RESERVATION_PREFIX):], _int(data.get("micros")),
+                 _int(data.get("base_micros")), _int(data.get("at")) or int(updated_at)))
+        conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema", _V1),
     Migration("container usage", _V2),
@@ -270,5 +308,6 @@ MIGRATIONS: list[Migration] = [
     Migration("session word completed", _V6),
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
+    Migration("budget reservations", _V9, _reservations_from_kv),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -21,6 +21,7 @@ from parheliad.store.tables.heartbeats import HeartbeatRepo
 from parheliad.store.tables.kv import KvRepo
 from parheliad.store.tables.ledger import LedgerRepo
 from parheliad.store.tables.orphans import OrphanRepo
+from parheliad.store.tables.reservations import ReservationRepo
 from parheliad.store.tables.sessions import SessionRepo
 from parheliad.store.tables.tasks import TaskRepo
 from parheliad.store.writer import Unit, Writer
@@ -51,6 +52,7 @@ class Store:
         self.ledger = LedgerRepo(self)
         self.kv = KvRepo(self)
         self.orphans = OrphanRepo(self)
+        self.reservations = ReservationRepo(self)
 
     @property
     def writer(self) -> Writer:

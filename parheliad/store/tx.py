@@ -13,6 +13,7 @@ from parheliad.store.tables.heartbeats import HeartbeatWrites
 from parheliad.store.tables.kv import KvWrites
 from parheliad.store.tables.ledger import LedgerWrites
 from parheliad.store.tables.orphans import OrphanWrites
+from parheliad.store.tables.reservations import ReservationWrites
 from parheliad.store.tables.sessions import SessionWrites
 from parheliad.store.tables.tasks import TaskWrites
 
@@ -65,3 +66,7 @@ class Tx:
     @cached_property
     def orphans(self) -> OrphanWrites:
         return OrphanWrites(self)
+
+    @cached_property
+    def reservations(self) -> ReservationWrites:
+        return ReservationWrites(self)

@@ -21,6 +21,7 @@ from parheliad.backends.base import ChannelBatch, ContainerSpec, ContainerStatus
 from parheliad.backends.registry import Backends
 from parheliad.config import Config, RatesConfig
 from parheliad.core import budget as core
+from parheliad.core import pricing
 from parheliad.core.dispatcher import Dispatcher
 from parheliad.core.states import TaskStatus
 from parheliad.core.tasks import TaskDefaults, TaskOptions, transition, validate_options
@@ -38,7 +39,7 @@ def opts(**kw: Any) -> TaskOptions:
 # -- estimates, by hand from the rate table ------------------------------------------
 
 def test_estimate_modal_gpu_by_hand() -> None:
-    est = core.estimate(Config(), opts(backend="modal", gpu="A10G", cpu=2, memory_mb=8192,
+    est = pricing.estimate(Config(), opts(backend="modal", gpu="A10G", cpu=2, memory_mb=8192,
                                        timeout_seconds=3600, max_turns=10, model="sonnet"))
     compute, api = est.parts
     # rate = 2 x 0.00003942 + 8 GiB x 0.00000672 + 0.000306 = 0.0004386 USD/s
@@ -50,7 +51,7 @@ def test_estimate_modal_gpu_by_hand() -> None:
 
 
 def test_estimate_local_costs_no_compute_and_default_model_prices() -> None:
-    est = core.estimate(Config(), opts(backend="local", max_turns=50))
+    est = pricing.estimate(Config(), opts(backend="local", max_turns=50))
     compute, api = est.parts
     assert (compute.low_micros, compute.high_micros) == (0, 0)
     assert "no compute" in compute.basis
@@ -61,7 +62,7 @@ def test_estimate_local_costs_no_compute_and_default_model_prices() -> None:
 def test_estimate_several_gpus_and_max_cost_cap() -> None:
     o = opts(backend="modal", gpu="H100:2", cpu=4, memory_mb=16384, timeout_seconds=600,
              max_turns=4, model="claude-haiku-4-5", max_cost_micros=1_000_000)
-    est = core.estimate(Config(), o)
+    est = pricing.estimate(Config(), o)
     compute, api = est.parts
     # 4 x 0.00003942 + 16 x 0.00000672 + 2 x 0.001097 = 0.0024592 USD/s
     # 150 s, 600 s (1,475,520: more than the task may spend, so capped at max_cost)
@@ -77,7 +78,7 @@ def test_rates_from_config_override_defaults() -> None:
                                 model_input_per_mtok={"default": Decimal(1)},
                                 model_output_per_mtok={"default": Decimal(2)})
     cfg = dataclasses.replace(Config(), rates=rates)
-    est = core.estimate(cfg, opts(backend="modal", cpu=1, memory_mb=1024, timeout_seconds=100,
+    est = pricing.estimate(cfg, opts(backend="modal", cpu=1, memory_mb=1024, timeout_seconds=100,
                                   max_turns=1, model="sonnet"))
     compute, api = est.parts
     # 1 x 0.001 + 1 x 0.00000672 = 0.00100672 USD/s; sonnet falls back to "default"
@@ -87,30 +88,30 @@ def test_rates_from_config_override_defaults() -> None:
 
 def test_in_flight_token_pricing() -> None:
     # 1M input at $3, 1M output at $15, 1M cache writes at 1.25 x 3, 1M cache reads at 0.1 x 3
-    cost = core.token_cost(RatesConfig(), "sonnet", input_tokens=10**6, output_tokens=10**6,
+    cost = pricing.token_cost(RatesConfig(), "sonnet", input_tokens=10**6, output_tokens=10**6,
                            cache_write=10**6, cache_read=10**6)
-    assert core.round_micros(cost) == 3_000_000 + 15_000_000 + 3_750_000 + 300_000
+    assert pricing.round_micros(cost) == 3_000_000 + 15_000_000 + 3_750_000 + 300_000
 
 
 @pytest.mark.parametrize("text", ["-1", "0", "0.0", "nan", "NaN", "inf", "-inf", "abc", "",
                                   "1.0000001", "1e400", "$", "1,5"])
 def test_bad_ceilings_are_e101(text: str) -> None:
     with pytest.raises(ParheliaError) as info:
-        core.parse_amount(text)
+        pricing.parse_amount(text)
     assert info.value.code == "E101"
 
 
 @pytest.mark.parametrize(("text", "micros"), [("50", 50_000_000), ("$12.50", 12_500_000),
                                               (" 0.000001 ", 1), ("1e2", 100_000_000)])
 def test_good_ceilings(text: str, micros: int) -> None:
-    assert core.parse_amount(text) == micros
+    assert pricing.parse_amount(text) == micros
 
 
 def test_period_start() -> None:
-    assert core.period_start_us("total", T0) == 0
-    start = core.period_start_us("month", T0)
-    assert core.period_start_us("month", start) == start
-    assert core.period_start_us("month", start - 1) < start
+    assert pricing.period_start_us("total", T0) == 0
+    start = pricing.period_start_us("month", T0)
+    assert pricing.period_start_us("month", start) == start
+    assert pricing.period_start_us("month", start - 1) < start
     assert 0 < T0 - start < 31 * 86_400 * US_PER_SECOND
 
 
@@ -171,8 +172,8 @@ async def _ledger_property(tmp_path: Path, containers: list[Any], ticks: list[An
         assert sum(e.amount_micros for e in entries if e.kind == "api") == api_total
         for cid, (cpu, memory_mb, gpu) in zip(ids, containers, strict=True):
             end = stopped_at.get(cid, now)
-            rate = core.compute_rate(cfg.rates, "modal", cpu, memory_mb, gpu)
-            expected = core.to_micros(rate * Decimal(end - T0) / US_PER_SECOND)
+            rate = pricing.compute_rate(cfg.rates, "modal", cpu, memory_mb, gpu)
+            expected = pricing.to_micros(rate * Decimal(end - T0) / US_PER_SECOND)
             booked = sum(e.amount_micros for e in entries if e.container_id == cid)
             assert booked == expected == (await store.containers.get(cid)).cost_micros
         row = await store.tasks.get(task.id)
@@ -286,7 +287,7 @@ async def test_reservation_shrinks_as_the_task_spends_and_is_released(store: Sto
     await store.write(lambda tx: transition(tx, task.id, TaskStatus.COMPLETED))
     await b.tick()
     assert (await b.get()).reserved_micros == 0
-    assert await store.kv.get(core.KV_RESERVATION + task.id) is None
+    assert await store.reservations.list() == []
 
 
 async def test_history_says_which_spend_was_estimated(store: Store) -> None:
@@ -324,7 +325,7 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     await store.write(functools.partial(_stop, cid=cid, at=T0 + 100 * US_PER_SECOND))
     await core.Budget(store, lambda: cfg).tick(now=T0 + 101 * US_PER_SECOND)
     estimate = (await store.containers.get(cid)).cost_micros
-    assert estimate == core.to_micros(core.compute_rate(cfg.rates, "modal", 2.0, 2048, "")
+    assert estimate == pricing.to_micros(pricing.compute_rate(cfg.rates, "modal", 2.0, 2048, "")
                                       * 100)
     (row,) = await history(store, "task", 0)
     assert row.estimated_compute_micros == row.estimated_micros == row.compute_micros \

@@ -285,3 +285,32 @@ def test_migration_names_old_active_sessions_headless(tmp_path: Path) -> None:
     assert conn.execute("SELECT id, status, attached_clients, tmux_socket FROM sessions "
                         "ORDER BY id").fetchall() == [
         ("s-1", "headless", 0, ""), ("s-2", "stopped", 0, ""), ("s-3", "completed", 0, "")]
+
+
+async def test_migration_moves_budget_reservations_out_of_kv(tmp_path: Path) -> None:
+    """A daemon upgraded while tasks run keeps their reservations: the kv rows the budget
+    used to keep them in become rows of their own table, and only those kv rows go."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    before = next(i for i, m in enumerate(MIGRATIONS) if m.name == "budget reservations")
+    migrate(conn, MIGRATIONS[:before])
+    for key, value, at in (
+            ("budget.reservation.t-aaa", '{"micros": 2000000, "base_micros": 150, "at": 7}', 9),
+            ("budget.reservation.t-bbb", '{"micros": 5}', 11),
+            ("budget.reservation.t-bad", "not json", 12),
+            ("budget.ceiling_micros", "5000000", 13),
+            ("budget.reservations", '"not a reservation"', 14)):
+        conn.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?)",
+                     (key, value, at))
+    conn.close()
+    store = await open_store(path)
+    try:
+        assert [(r.task_id, r.micros, r.base_micros, r.reserved_at)
+                for r in await store.reservations.list()] == [
+            ("t-aaa", 2_000_000, 150, 7), ("t-bbb", 5, 0, 11)]
+        assert await store.kv.get("budget.ceiling_micros") == 5_000_000
+        assert await store.kv.get("budget.reservations") == "not a reservation"
+        assert await store.kv.get("budget.reservation.t-aaa") is None
+        assert await store.kv.get("budget.reservation.t-bad") is None
+    finally:
+        await store.close()

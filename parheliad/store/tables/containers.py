@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from parhelia.errors import ParheliaError
 from parheliad.core.states import (
+    CONTAINER_FINAL,
     CONTAINER_LIVE,
     ContainerState,
     Health,
@@ -68,6 +69,63 @@ class ContainerWrites:
         row = self.get(container_id)
         assert row is not None
         return row
+
+
+    # -- what the budget reads (parheliad.core.budget) ----------------------------------
+
+    def _with_model(self, where: str, params: Iterable[Any]) -> builtins.list[
+            tuple[ContainerRow, str]]:
+        rows = self._tx.conn.execute(
+            f"SELECT {_JOINED}, t.model FROM containers c JOIN tasks t ON t.id = c.task_id "  # noqa: S608
+            f"WHERE {where} ORDER BY c.created_at, c.id", tuple(params)).fetchall()
+        return [(sql.from_row(ContainerRow, tuple(r[:-1])), str(r[-1] or "")) for r in rows]
+
+    def live_with_model(self) -> builtins.list[tuple[ContainerRow, str]]:
+        """Live containers, each with its task's model."""
+        return self._with_model(f"c.state IN ({_marks(CONTAINER_LIVE)})",
+                                [s.value for s in CONTAINER_LIVE])
+
+    def ended_unreported(self, since_us: int) -> builtins.list[tuple[ContainerRow, str]]:
+        """Containers that ended since ``since_us`` having used tokens, whose agent
+        reported no cost (no ``agent_result`` record), each with its task's model."""
+        return self._with_model(
+            f"c.state IN ({_marks(CONTAINER_FINAL)}) AND c.api_cost_micros = 0 AND "  # noqa: S608
+            "c.input_tokens + c.output_tokens + c.cache_creation_input_tokens + "
+            "c.cache_read_input_tokens > 0 AND c.stopped_at >= ? AND NOT EXISTS (SELECT 1 "
+            "FROM events e WHERE e.container_id = c.id AND e.type = 'agent_result')",
+            [*(s.value for s in CONTAINER_FINAL), since_us])
+
+    def running_since(self, since_us: int, *, uncorrected: str
+                      ) -> builtins.list[ContainerRow]:
+        """Containers that started and are live, or ended since ``since_us``, without a
+        ledger entry whose note starts with ``uncorrected`` (their backend's own figure)."""
+        return sql.many(self._tx.conn, ContainerRow,
+                        f"{_SELECT} c WHERE started_at IS NOT NULL AND (state IN "
+                        f"({_marks(CONTAINER_LIVE)}) OR stopped_at >= ?) AND NOT {_NOTED} "
+                        "ORDER BY created_at, id",
+                        [*(s.value for s in CONTAINER_LIVE), since_us, len(uncorrected),
+                         uncorrected])
+
+    def ended_between(self, after_us: int, until_us: int, *, excluding_backend: str,
+                      uncorrected: str) -> builtins.list[ContainerRow]:
+        """Containers that started and ended in (``after_us``, ``until_us``], on another
+        backend than ``excluding_backend``, without a ledger entry whose note starts with
+        ``uncorrected``; in the order they ended."""
+        return sql.many(self._tx.conn, ContainerRow,
+                        f"{_SELECT} c WHERE backend <> ? AND started_at IS NOT NULL AND "
+                        f"state IN ({_marks(CONTAINER_FINAL)}) AND stopped_at <= ? AND "
+                        f"stopped_at > ? AND NOT {_NOTED} ORDER BY stopped_at",
+                        [excluding_backend, *(s.value for s in CONTAINER_FINAL), until_us,
+                         after_us, len(uncorrected), uncorrected])
+
+
+def _marks(values: Iterable[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+_JOINED = ", ".join(f"c.{name}" for name in columns(ContainerRow))
+_NOTED = ("EXISTS (SELECT 1 FROM ledger u WHERE u.container_id = c.id AND "
+          "substr(u.note, 1, ?) = ?)")
 
 
 class ContainerRepo:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parheliad.store import sql
@@ -14,6 +17,52 @@ if TYPE_CHECKING:
 
 LEDGER_KINDS = frozenset({"compute", "api", "adjustment"})
 _SELECT = f"{sql.select(LedgerRow)} FROM ledger"
+GROUP_BY = ("day", "task")
+_GROUP_SQL = {
+    "day": ("SELECT strftime('%Y-%m-%d', at / 1000000, 'unixepoch') AS k, {sums} FROM ledger "
+            "WHERE at >= ? GROUP BY k ORDER BY k"),
+    "task": ("SELECT COALESCE(task_id, '') AS k, {sums} FROM ledger WHERE at >= ? "
+             "GROUP BY k ORDER BY SUM(amount_micros) DESC, k"),
+}
+_SUMS = ("COALESCE(SUM(CASE WHEN kind = 'compute' THEN amount_micros END), 0), "
+         "COALESCE(SUM(CASE WHEN kind <> 'compute' THEN amount_micros END), 0), "
+         "COALESCE(SUM(amount_micros), 0), COALESCE(SUM(input_tokens), 0), "
+         "COALESCE(SUM(output_tokens), 0), "
+         "COALESCE(SUM(CASE WHEN substr(note, 1, ?) = ? OR (kind = 'compute' AND NOT "
+         "{corrected}) THEN amount_micros END), 0), "
+         "COALESCE(SUM(CASE WHEN kind = 'compute' AND NOT {corrected} THEN amount_micros END), "
+         "0)")
+_CORRECTED = ("EXISTS (SELECT 1 FROM ledger u WHERE u.container_id = ledger.container_id "
+              "AND substr(u.note, 1, ?) = ?)")
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    compute_micros: int
+    other_micros: int
+    """API spend and adjustments."""
+    tasks: int
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+
+
+@dataclass(frozen=True)
+class LedgerGroup:
+    """The ledger's entries of one UTC day or one task."""
+
+    key: str
+    compute_micros: int
+    api_micros: int
+    total_micros: int
+    input_tokens: int
+    output_tokens: int
+    estimated_micros: int = 0
+    """Of the total: API spend priced from tokens (entries whose note starts with the
+    ``estimate_note``), and compute not (yet) replaced by its backend's own figure (no
+    entry of its container has a note starting with the ``usage_note``)."""
+    estimated_compute_micros: int = 0
+    """Of ``estimated_micros``: the compute part."""
 
 
 def _where(*, since_us: int | None, until_us: int | None, task_id: str | None,
@@ -61,6 +110,34 @@ class LedgerWrites:
                               f"WHERE {where}", params) or 0)
 
 
+    def period_totals(self, since_us: int) -> LedgerTotals:
+        """What the ledger holds since ``since_us``."""
+        row = self._tx.conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'compute' THEN amount_micros END), 0), "
+            "COALESCE(SUM(CASE WHEN kind <> 'compute' THEN amount_micros END), 0), "
+            "COUNT(DISTINCT task_id), COALESCE(SUM(input_tokens), 0), "
+            "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_tokens), 0) "
+            "FROM ledger WHERE at >= ?", (since_us,)).fetchone()
+        return LedgerTotals(*(int(v or 0) for v in row))
+
+    def tasks_among(self, since_us: int, among: Iterable[str]) -> set[str]:
+        """Which of the tasks ``among`` have entries since ``since_us``."""
+        wanted = sorted(among)
+        if not wanted:
+            return set()
+        rows = self._tx.conn.execute(
+            f"SELECT DISTINCT task_id FROM ledger WHERE at >= ? AND task_id IN "  # noqa: S608
+            f"({', '.join('?' * len(wanted))})", (since_us, *wanted)).fetchall()
+        return {str(r[0]) for r in rows}
+
+
+    def has_note(self, container_id: str, prefix: str) -> bool:
+        """Whether an entry of ``container_id`` has a note starting with ``prefix``."""
+        return sql.scalar(self._tx.conn, "SELECT EXISTS (SELECT 1 FROM ledger WHERE "
+                          "container_id = ? AND substr(note, 1, ?) = ?)",
+                          (container_id, len(prefix), prefix)) == 1
+
+
 class LedgerRepo:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -93,3 +170,16 @@ class LedgerRepo:
                 "GROUP BY kind", (since_us or 0,)):
             totals[str(kind)] = int(amount)
         return totals
+
+    async def grouped(self, by: str, since_us: int, *, estimate_note: str, usage_note: str
+                      ) -> builtins.list[LedgerGroup]:
+        """Entries since ``since_us`` summed per UTC day (``by="day"``, oldest first) or
+        per task (``"task"``, largest first)."""
+        if by not in GROUP_BY:
+            raise ValueError(f"unknown ledger grouping {by!r}")
+        sums = _SUMS.format(corrected=_CORRECTED)
+        usage = (len(usage_note), usage_note)
+        rows = await self._store.reader.execute_fetchall(
+            _GROUP_SQL[by].format(sums=sums),
+            (len(estimate_note), estimate_note, *usage, *usage, since_us))
+        return [LedgerGroup(str(r[0]), *(int(v) for v in r[1:])) for r in rows]

@@ -92,6 +92,25 @@ class TaskWrites:
         return self._tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
 
 
+    def with_status(self, statuses: Iterable[str]) -> builtins.list[TaskRow]:
+        """Tasks in any of ``statuses``, oldest first."""
+        wanted = [str(s) for s in statuses]
+        return sql.many(self._tx.conn, TaskRow,
+                        f"{_SELECT} WHERE status IN ({', '.join('?' * len(wanted))}) "
+                        "ORDER BY seq", wanted)
+
+    def recount_cost(self, task_id: str, column: str) -> None:
+        """Set ``column`` (``api_cost_micros`` or ``compute_cost_micros``) to the sum over
+        the task's containers (their ``api_cost_micros`` or ``cost_micros``)."""
+        source = _COST_SOURCES[column]
+        self._tx.conn.execute(
+            f"UPDATE tasks SET {column} = (SELECT COALESCE(SUM({source}), 0) "  # noqa: S608
+            "FROM containers WHERE task_id = ?) WHERE id = ?", (task_id, task_id))
+
+
+_COST_SOURCES = {"api_cost_micros": "api_cost_micros", "compute_cost_micros": "cost_micros"}
+
+
 class TaskRepo:
     def __init__(self, store: Store) -> None:
         self._store = store

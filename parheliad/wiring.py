@@ -4,8 +4,8 @@ Parts take what they use in their constructor (the store, the volume, a ``kick``
 ``stop``...) and nothing assigns a collaborator after construction. Where two parts
 need each other (the budget asks the dispatcher for a pass; the dispatcher asks the
 budget before each claim), the one built first receives a closure over the name of the
-one built after it; each such closure is named below. See docs/adr/ for why
-(composition root).
+one built after it; each such closure is named below
+(docs/adr/0024-composition-root.md).
 """
 
 from __future__ import annotations

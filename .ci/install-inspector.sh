@@ -4,7 +4,7 @@
 # - The version comes from .ci/inspector-version (one line, e.g. 2.12.0).
 # - Idempotent: if the installed launcher already reports that version, nothing is downloaded.
 # - Only its command-line mode is used (`inspector --cli CMD ARGS --method ...`), by
-#   tests/cli/test_mcp_server.py; install scripts are skipped (they only build the web UI).
+#   tests/integration/cli/test_mcp_server.py; install scripts are skipped (they only build the web UI).
 # - npm may warn that the package wants a newer Node.js than the machine's: the CLI mode
 #   is checked to run on it after the install (`--version`).
 #

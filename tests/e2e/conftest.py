@@ -2,9 +2,11 @@
 
 - ``claude_bin``: the pinned CLI (``.ci/cache/claude``, installed by ``.ci/install-claude.sh``)
   or ``$PARHELIA_CLAUDE_BIN``. Absent or broken -> the test is SKIPPED with the reason, or
-  FAILS when ``PARHELIA_REQUIRE_REAL_TOOLS=1`` (``.ci/run`` sets it; ``tests/real_tools.py``).
+  FAILS when ``PARHELIA_REQUIRE_REAL_TOOLS=1`` (``.ci/run`` sets it;
+  ``tests/helpers/real_tools.py``).
 - ``claude_dirs``: fresh HOME, CLAUDE_CONFIG_DIR and workspace (cwd) directories.
-- ``fake_anthropic`` / ``fake_anthropic_factory``: see ``tests/fake_anthropic``.
+- ``fake_anthropic`` / ``fake_anthropic_factory`` (from ``tests/conftest.py``): see
+  ``tests/fake_anthropic``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.claude_env import BIN_ENV_VAR, CACHE_BIN, ClaudeDirs, pinned_version
-from tests.fake_anthropic.pytest_plugin import (  # noqa: F401  (fixtures)
-    fake_anthropic,
-    fake_anthropic_factory,
-)
-from tests.real_tools import required, unavailable
+from tests.helpers.real_tools import required, unavailable
 
 _INSTALL_HINT = "run .ci/install-claude.sh (npm registry unreachable?)"
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.configsync import fake_home
-from tests.configsync.test_sync_daemon import _scan
-from tests.conftest import RunningDaemon, cli_argv, daemon_env
 from tests.e2e.claude_env import TEST_API_KEY
 from tests.fake_anthropic import FakeAnthropic, reply
+from tests.helpers import fake_home
+from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
+from tests.integration.configsync.test_sync_daemon import _scan
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(180)]
 

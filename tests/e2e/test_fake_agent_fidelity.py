@@ -28,8 +28,8 @@ from tests.e2e.claude_env import (
     transcript_path,
 )
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
+from tests.helpers.paths import FAKE_AGENT
 
-FAKE_AGENT = Path(__file__).resolve().parent.parent / "fake_agent" / "claude"
 PARTIAL = ["--include-partial-messages"]
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(180)]

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningDaemon, cli_argv, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.integration.conftest import Harness, kill_workers
+from tests.helpers.daemon import RunningDaemon, cli_argv, start_daemon
+from tests.helpers.harness import Harness, kill_workers
 
 pytestmark = [pytest.mark.claude,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]

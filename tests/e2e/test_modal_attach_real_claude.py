@@ -25,8 +25,7 @@ from tests.e2e.test_interactive_real_claude import (
 from tests.e2e.test_modal_daemon_real_claude import stack as stack  # noqa: F401 - fixture
 from tests.fake_anthropic import FakeAnthropic, reply
 from tests.fake_modal.fixture import FakeModal
-from tests.fake_modal.fixture import fake_modal as fake_modal  # noqa: F401 - the fixture
-from tests.integration.conftest import Harness
+from tests.helpers.harness import Harness
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningDaemon, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.fake_modal.fixture import FakeModal
-from tests.fake_modal.fixture import fake_modal as fake_modal  # noqa: F401 - the fixture
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, kill_workers
+from tests.helpers.daemon import RunningDaemon, start_daemon
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, kill_workers
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420)]
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_modal.fixture import fake_modal  # noqa: F401 - the fixture
-from modal_backend.helpers import follow, make_backend, seqs, start, worker_spec
 
 from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
 from modal_worker.spec import load_result, result_key
 from modal_worker.volume import LocalVolume
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
+from tests.helpers.modal_backend import follow, make_backend, seqs, start, worker_spec
 
 pytestmark = pytest.mark.claude
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningDaemon, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, kill_workers
+from tests.helpers.daemon import RunningDaemon, start_daemon
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, kill_workers
 
 pytestmark = pytest.mark.claude
 

@@ -21,16 +21,16 @@ import shutil
 import signal
 import sqlite3
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningDaemon, reap, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.integration.conftest import Harness
+from tests.helpers.daemon import RunningDaemon, reap, start_daemon
+from tests.helpers.harness import Harness
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(240)]
 
@@ -93,14 +93,6 @@ def stack(claude_bin: Path) -> Iterator[Stack]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 CACHE_WRITE, CACHE_READ = 2_000, 10_000
@@ -134,10 +126,12 @@ def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) ->
         assert task["status_reason"].startswith("budget: the ceiling of")
         assert len(stack.fake.main_requests) == 4, stack.fake.summary()
         container = task["container_id"]
-        wait_for("the stop checkpoint", lambda: any(
-            c["trigger"] == "stop" for c in stack.checkpoints(task_id)))
-        ledger = wait_for("the agent's figure in the ledger", lambda: [
-            e for e in stack.ledger(task_id) if e["kind"] == "api"])
+        wait_for(lambda: any(
+            c["trigger"] == "stop" for c in stack.checkpoints(task_id)),
+                 timeout=90, what="the stop checkpoint")
+        ledger = wait_for(lambda: [
+            e for e in stack.ledger(task_id) if e["kind"] == "api"],
+                          timeout=90, what="the agent's figure in the ledger")
         assert api_micros(ledger) == 4 * REPLY_MICROS, ledger
         assert all(e["container_id"] == container and "agent's own figure" in e["note"]
                    for e in ledger), ledger
@@ -158,8 +152,9 @@ def test_max_cost_stops_a_task_at_the_reply_that_reaches_it(stack: Stack) -> Non
     assert task["status"] == "failed", (task, stack.fake.summary())
     assert task["result"]["error_code"] == "E300"
     assert len(stack.fake.main_requests) == 4, stack.fake.summary()
-    ledger = wait_for("the agent's figure in the ledger", lambda: api_micros(
-        stack.ledger(task_id)) and stack.ledger(task_id))
+    ledger = wait_for(lambda: api_micros(
+        stack.ledger(task_id)) and stack.ledger(task_id),
+                      timeout=90, what="the agent's figure in the ledger")
     assert api_micros(ledger) == 4 * (REPLY_MICROS + CACHE_MICROS), ledger
     assert not [e for e in ledger if e["note"].startswith("estimated")]
     usage = stack.harness.task(task_id)["usage"]
@@ -184,8 +179,8 @@ def test_a_risky_bash_command_is_checkpointed_before_it_runs(stack: Stack) -> No
 def _slow_task(stack: Stack, *args: str) -> str:
     task_id = stack.start([reply(tool_use("Bash", {
         "command": "python3 -c 'import time; time.sleep(120)'"}))], *args)
-    wait_for("the slow command", lambda: stack.harness.events(
-        "--task", task_id, "--type", "agent_tool_use"))
+    wait_for(lambda: stack.harness.events(
+        "--task", task_id, "--type", "agent_tool_use"), timeout=90, what="the slow command")
     return task_id
 
 
@@ -193,8 +188,9 @@ def test_cancel_ends_the_task_with_a_stop_checkpoint(stack: Stack) -> None:
     task_id = _slow_task(stack)
     stack.harness.run("task", "cancel", task_id, check=True)
     assert stack.harness.task(task_id)["status"] == "cancelled"
-    last = wait_for("the final checkpoint", lambda: [
-        c for c in stack.checkpoints(task_id) if c["trigger"] == "stop"])
+    last = wait_for(lambda: [
+        c for c in stack.checkpoints(task_id) if c["trigger"] == "stop"],
+                    timeout=90, what="the final checkpoint")
     assert last[-1]["message"] == "stopped: cancel"
 
 
@@ -223,8 +219,9 @@ def test_the_daemons_credential_is_nowhere_under_its_home(stack: Stack) -> None:
                            reply("Waiting...", delay_s=60)])
     assert stack.fake.wait_for(lambda reqs: sum(r.kind == "main" for r in reqs) >= 2,
                                timeout=90), stack.fake.summary()
-    wait_for("a turn checkpoint", lambda: [
-        c for c in stack.checkpoints(task_id) if c["trigger"] == "turn"])
+    wait_for(lambda: [
+        c for c in stack.checkpoints(task_id) if c["trigger"] == "turn"],
+             timeout=90, what="a turn checkpoint")
     stack.fake.set_script([reply("Resumed and done.")])
     container = harness.task(task_id)["container_id"]
     backend_id = sqlite3.connect(harness.home / "state" / "parheliad.db").execute(

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningDaemon, reap, start_daemon
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness
+from tests.helpers.daemon import RunningDaemon, reap, start_daemon
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.harness import Harness
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(240)]
 

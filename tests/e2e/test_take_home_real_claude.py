@@ -21,8 +21,8 @@ from tests.e2e.claude_env import claude_argv, claude_env, run_claude, transcript
 from tests.e2e.test_parhelia_real_claude import make_repo, queued
 from tests.e2e.test_parhelia_real_claude import stack as stack  # noqa: F401  (the fixture)
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.gitrepo import git
-from tests.integration.conftest import Harness
+from tests.helpers.gitrepo import git
+from tests.helpers.harness import Harness
 
 pytestmark = pytest.mark.claude
 

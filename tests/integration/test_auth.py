@@ -10,10 +10,12 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from parhelia import envfile
-from tests.conftest import cli_argv
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
+from tests.helpers.harness import Harness, fake_prompt, write_config
+from tests.helpers.waiting import wait_for
 
 SECRET = "sk-ant-test-Zq81VYxw-never-stored-elsewhere"
 NO_CREDS = {"ANTHROPIC_API_KEY": "", "ANTHROPIC_AUTH_TOKEN": "", "CLAUDE_CODE_OAUTH_TOKEN": ""}
@@ -69,7 +71,6 @@ def test_recovery_without_a_credential_waits_then_resumes(
     from tests.integration.test_recovery import (
         CHECKPOINT_EVERY_TURN,
         turn_checkpoints,
-        wait_for,
         worker_pid,
     )
 
@@ -91,3 +92,24 @@ def test_recovery_without_a_credential_waits_then_resumes(
     assert _auth(harness, "set", "--stdin", stdin=SECRET).returncode == 0
     done = harness.wait(task_id, timeout=90)
     assert done["status"] == "completed", done
+
+
+def test_daemon_gives_workers_the_file_credentials(parhelia_home: Path) -> None:
+    """A daemon started with no credential variable at all in its environment runs a task
+    with the key from its env file (the dispatcher's credential check passes); the log
+    names the variable, never the value."""
+    write_config(parhelia_home)
+    env_file = parhelia_home / "parheliad.env"
+    env_file.write_text("ANTHROPIC_API_KEY=from-the-file\n")
+    env_file.chmod(0o600)
+    env = {k: v for k, v in daemon_env(parhelia_home).items() if k not in NO_CREDS}
+    daemon = RunningDaemon(parhelia_home, env).start()
+    try:
+        out = Harness(daemon).run("task", "create", "hi", "--no-workspace", "--sync",
+                                  timeout=60)
+    finally:
+        daemon.stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = (parhelia_home / "state" / "parheliad.log").read_text()
+    assert "from-the-file" not in log
+    assert "ANTHROPIC_API_KEY" in log

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.conftest import Harness
+from tests.helpers.harness import Harness
 
 
 def test_status_doctor_and_dispatch_give_the_same_reason(harness_factory,

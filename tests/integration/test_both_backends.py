@@ -27,22 +27,14 @@ import psutil
 import pytest
 
 from tests.fake_modal.fixture import FakeModal
-from tests.fake_modal.fixture import fake_modal as fake_modal  # noqa: F401 - the fixture
-from tests.gitrepo import git as run_git
-from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import git as run_git
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.waiting import wait_for
 
 CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 class Backend:
@@ -89,7 +81,7 @@ class Backend:
                                  "modal_worker", "run", "/nonexistent/spec.json"], env=env,
                                 start_new_session=True, stdin=subprocess.DEVNULL)
         wait_for(lambda: "modal_worker" in " ".join(psutil.Process(proc.pid).cmdline()),
-                 10, "the stray worker to exec")
+                 timeout=10, what="the stray worker to exec")
 
         def stop() -> None:
             with contextlib.suppress(ProcessLookupError):
@@ -160,7 +152,7 @@ def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -
                          {"write": "after.txt", "content": "written after the resume\n"},
                          {"turn": True})
     task_id = harness.create(prompt)
-    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    wait_for(lambda: turn_checkpoints(harness, task_id), timeout=60, what="a turn checkpoint")
     session = harness.task(task_id)["session_id"]
     os.kill(backend.worker_pid(harness, task_id), signal.SIGKILL)
     task = harness.wait(task_id, timeout=120)
@@ -178,12 +170,12 @@ def test_sigkill_of_the_daemon_then_catch_up_applies_every_record_once(
     prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 4},
                          {"write": "b.txt", "content": "2"}, {"turn": True})
     task_id = harness.create(prompt)
-    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    wait_for(lambda: turn_checkpoints(harness, task_id), timeout=60, what="a turn checkpoint")
     pid = backend.worker_pid(harness, task_id)
     harness.daemon.kill()
     wait_for(lambda: not psutil.pid_exists(pid) or
              psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             what="the worker finishing without the daemon")
+             timeout=60, what="the worker finishing without the daemon")
     harness.daemon.start()
     task = harness.wait(task_id, timeout=90)
     assert task["status"] == "completed" and task["restarts"] == 0
@@ -198,7 +190,7 @@ def test_daemon_stopped_for_a_long_stretch_while_the_worker_works_on(
     for i in range(6):
         steps += [{"write": f"f{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 1}]
     task_id = harness.create(fake_prompt(*steps))
-    wait_for(lambda: harness.task(task_id)["status"] == "running", what="running")
+    wait_for(lambda: harness.task(task_id)["status"] == "running", timeout=60, what="running")
     harness.daemon.stop()
     time.sleep(8)  # the worker works on, heartbeats and all, with nobody listening
     harness.daemon.start()
@@ -231,12 +223,12 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
     steps = [{"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 16},
              {"write": "b.txt", "content": "b"}, {"turn": True}]
     task_id = harness.create(fake_prompt(*steps))
-    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    wait_for(lambda: turn_checkpoints(harness, task_id), timeout=60, what="a turn checkpoint")
     container = harness.task(task_id)["container_id"]
     backend.fake.switch("unreachable", True)
     try:
         wait_for(lambda: harness.json("container", "show", container)["health"]
-                 == "unreachable", what="the container shown unreachable")
+                 == "unreachable", timeout=60, what="the container shown unreachable")
         time.sleep(6 * backend.heartbeat)  # more than the 5 missed beats that mean dead
         shown = harness.json("container", "show", container)
         assert shown["health"] == "unreachable" and shown["state"] == "running"
@@ -264,7 +256,7 @@ def test_an_orphan_is_found_and_cleaned_and_another_owners_is_untouched(
         assert [o["container"]["id"] for o in dry["orphans"]] == ["c-0123456789ab"]
         ended = harness.run("cleanup", "--terminate", "-y", check=True).stdout
         assert "Terminated 1 of 1" in ended
-        wait_for(lambda: not orphan.alive(), 30, "the orphan to end")
+        wait_for(lambda: not orphan.alive(), timeout=30, what="the orphan to end")
         harness.json("reconciler", "run")
         time.sleep(0.5)
         assert foreign.alive(), "a worker with another owner tag was touched"
@@ -280,21 +272,21 @@ def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backen
         steps += [{"bash": f"step {i}"}, {"turn": True}, {"sleep": 0.4}]
     task_id = harness.create(fake_prompt(*steps))
     wait_for(lambda: (t := harness.task(task_id))["status"] == "running"
-             and (t["usage"] or {}).get("turns", 0) >= 2, what="two turns")
+             and (t["usage"] or {}).get("turns", 0) >= 2, timeout=60, what="two turns")
     used = harness.json("budget", "show")["used_micros"]
     harness.run("budget", "set", f"{(used + 2_500) / 1_000_000:.6f}", check=True)
     paused = wait_for(lambda: (t := harness.task(task_id))["status"] == "paused" and t,
-                      what="the budget pause")
+                      timeout=60, what="the budget pause")
     first = paused["container_id"]
     wait_for(lambda: any(e["type"] in ("container_terminated", "container_exited")
                          for e in harness.events("--container", first)),
-             what="the paused worker to stop")
+             timeout=60, what="the paused worker to stop")
     stops = [e for e in harness.events("--task", task_id, "--type", "checkpoint_created")
              if e["container_id"] == first and e["data"]["trigger"] == "stop"]
     assert stops and stops[-1]["data"]["message"] == "stopped: budget"
     harness.run("budget", "set", "1000", check=True)  # room for a sandbox's reservation too
     done = wait_for(lambda: (t := harness.task(task_id))["status"] == "completed" and t,
-                    120, "the resumed task to complete")
+                    timeout=120, what="the resumed task to complete")
     assert done["container_id"] != first
     dispatched = harness.events("--task", task_id, "--type", "task_dispatched")
     assert [e["data"]["resume"] for e in dispatched] == [False, True]
@@ -327,8 +319,8 @@ def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Bac
         assert fake.service.returncode(sandbox_id) is None
     finally:
         fake.switch("unreachable", False)
-    wait_for(lambda: fake.service.returncode(sandbox_id) is not None, 60,
-             "the cancelled task's sandbox to end once Modal answers again")
+    wait_for(lambda: fake.service.returncode(sandbox_id) is not None,
+             timeout=60, what="the cancelled task's sandbox to end once Modal answers again")
     assert harness.task(task_id)["status"] == "cancelled"
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from modal_worker.checkpoint.cas import TEMP_MAX_AGE_SECONDS, sweep_temp
-from tests.integration.conftest import Harness
+from tests.helpers.harness import Harness
 
 
 def _dead_pid() -> int:

@@ -3,7 +3,7 @@ commands (a PreToolUse hook), on demand, and at completion."""
 
 from __future__ import annotations
 
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def checkpoints(harness: Harness, task_id: str) -> list[dict]:

@@ -18,20 +18,12 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.waiting import wait_for
 
 FAST_TURN_CHECKPOINTS = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
 
 
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def containers(h: Harness, *args: str) -> list[dict[str, Any]]:
@@ -65,7 +57,7 @@ def fake_worker(owner: str, container_id: str) -> Iterator[subprocess.Popen[byte
                             start_new_session=True, stdin=subprocess.DEVNULL)
     try:
         wait_for(lambda: "modal_worker" in " ".join(psutil.Process(proc.pid).cmdline()),
-                 10, "the fake worker to exec")
+                 timeout=10, what="the fake worker to exec")
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -86,8 +78,9 @@ def test_silent_worker_walks_the_health_states_and_is_recovered(
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 5},
                                    {"turn": True}))
     first = wait_for(lambda: next((c for c in containers(h, "--task", task_id)
-                                   if c["health"] == "healthy"), None), 30, "a healthy worker")
-    wait_for(lambda: turn_checkpointed(h, task_id), 30, "a turn checkpoint")
+                                   if c["health"] == "healthy"), None),
+                     timeout=30, what="a healthy worker")
+    wait_for(lambda: turn_checkpointed(h, task_id), timeout=30, what="a turn checkpoint")
     pid = worker_pid(first)
     os.killpg(pid, signal.SIGSTOP)  # the worker (and its heartbeat thread) goes silent
     assert h.task(task_id)["status"] == "running", "the task ended before the test stalled it"
@@ -122,15 +115,16 @@ def test_worker_killed_behind_the_daemons_back_is_found_lost(harness_factory: An
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 5},
                                    {"turn": True}))
     first = wait_for(lambda: next((c for c in containers(h, "--task", task_id)
-                                   if c["state"] == "running"), None), 30, "a running worker")
-    wait_for(lambda: turn_checkpointed(h, task_id), 30, "a turn checkpoint")
+                                   if c["state"] == "running"), None),
+                     timeout=30, what="a running worker")
+    wait_for(lambda: turn_checkpointed(h, task_id), timeout=30, what="a turn checkpoint")
     # Kill the daemon, then the worker while nobody watches; the next reconcile (the one
     # at start) must find it lost and hand its task to recovery.
     assert h.task(task_id)["status"] == "running", "the task ended before the test killed it"
     h.daemon.kill()
     pid = worker_pid(first)
     os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: gone(pid), 10, "the worker to die")
+    wait_for(lambda: gone(pid), timeout=10, what="the worker to die")
     h.daemon.start()
     status = h.json("reconciler", "status")
     lost = [f for f in status["last_run"]["findings"] if f["kind"] == "lost"]
@@ -199,7 +193,8 @@ def test_auto_terminate_orphans_never_touches_other_owners(harness_factory: Any,
 def test_container_commands_and_bad_filters(harness: Harness) -> None:
     task_id = harness.create(fake_prompt({"sleep": 30}))
     c = wait_for(lambda: next((c for c in containers(harness, "--task", task_id)
-                               if c["health"] == "healthy"), None), 30, "a healthy worker")
+                               if c["health"] == "healthy"), None),
+                 timeout=30, what="a healthy worker")
     shown = harness.json("container", "show", c["id"][:6])
     assert shown["id"] == c["id"]
     assert shown["recent_heartbeats"], "no heartbeats recorded"
@@ -226,7 +221,7 @@ def test_container_commands_and_bad_filters(harness: Harness) -> None:
     assert gone(worker_pid(c))
     # Its task resumes in a new container (the user cancels the task to stop it).
     wait_for(lambda: any(x["id"] != c["id"] for x in containers(harness, "--task", task_id)),
-             30, "a new incarnation")
+             timeout=30, what="a new incarnation")
     harness.run("task", "cancel", task_id, check=True)
 
     events = harness.json("container", "events", c["id"])["events"]
@@ -244,7 +239,7 @@ def test_container_commands_and_bad_filters(harness: Harness) -> None:
 
 
 def harness_cli(h: Harness) -> list[str]:
-    from tests.conftest import cli_argv
+    from tests.helpers.daemon import cli_argv
 
     return cli_argv()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import RunningDaemon, cli_argv, start_daemon
+from tests.helpers.daemon import RunningDaemon, cli_argv, start_daemon
 
 EVENTS = 120_000
 MIB = 1024 * 1024

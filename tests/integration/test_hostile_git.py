@@ -8,8 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def planted_git(marker: Path, hooks: str) -> list[dict[str, str]]:

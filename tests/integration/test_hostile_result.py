@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 NAMES = ["-rf", "--output=evil.txt", "new\nline.txt", "esc\x1b]0;pwned\x07\x1b[2J.txt"]
 

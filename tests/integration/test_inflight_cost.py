@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def _running_with_tokens(harness: Harness, task_id: str) -> dict[str, Any] | None:

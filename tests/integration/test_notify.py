@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt
 
 RECORDER = ("import json, os, sys\n"
             "data = json.loads(sys.stdin.read())\n"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness, fake_prompt, wait_for
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.harness import Harness, fake_prompt, wait_for
 
 HOSTILE = "src/\x1b]0;pwned\x07" + "/".join(["d" * 120] * 3) + "/x.txt"
 

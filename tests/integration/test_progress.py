@@ -10,9 +10,9 @@ import select
 import subprocess
 from pathlib import Path
 
-from tests.conftest import cli_argv
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.daemon import cli_argv
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 FILES = 400
 MAKE_FILES = (f"for i in range({FILES}):\n"

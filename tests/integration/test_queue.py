@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def _workspace_task(harness: Harness, repo: Path, *steps: dict[str, object]) -> str:

@@ -9,7 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.integration.conftest import Harness, fake_prompt, wait_for
+from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.waiting import wait_for
 
 CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
 

@@ -9,8 +9,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def test_patch_applies_to_the_dirty_tree_and_diff_says_its_base(harness: Harness,

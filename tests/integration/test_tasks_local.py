@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import cli_argv
-from tests.gitrepo import git as run_git
-from tests.gitrepo import init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.daemon import cli_argv
+from tests.helpers.gitrepo import git as run_git
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def test_sync_task_prints_final_text_and_records_usage(harness: Harness) -> None:

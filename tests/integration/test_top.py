@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_argv
-from tests.integration.conftest import Harness, fake_prompt, wait_for
+from tests.helpers.daemon import cli_argv
+from tests.helpers.harness import Harness, fake_prompt, wait_for
 
 WIDTH, HEIGHT = 80, 24
 # A colour other than tmux's white-on-black default (which curses always sets).

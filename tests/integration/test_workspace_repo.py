@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.gitrepo import git, init_repo
-from tests.integration.conftest import Harness, fake_prompt
+from tests.helpers.gitrepo import git, init_repo
+from tests.helpers.harness import Harness, fake_prompt
 
 
 def test_agent_sees_the_users_uncommitted_changes_in_git(harness: Harness,

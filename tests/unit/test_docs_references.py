@@ -1,0 +1,111 @@
+"""The repository explains itself: every document that code, tests or docs cite is in
+it. A ``docs/...`` or ``tests/...`` path, an ``ADR NNNN`` and a relative Markdown link
+must name a file that exists, and nothing may cite the briefing files a newcomer does
+not have."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.paths import REPO
+
+ROOT = REPO
+
+DOC_PATH = re.compile(r"(?<![\w./-])(?:docs|tests)/[A-Za-z0-9_./-]*[A-Za-z0-9_/-]")
+ADR = re.compile(r"\bADRs? ?(\d{4})\b|docs/adr/(\d{4})\b")
+MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+# Built from parts so that this file does not cite them itself.
+FOREIGN = re.compile("|".join((r"DESIGN" + r"\.md", r"reference/(?:daemon|claude-code|modal)"
+                               + r"\.md", r"\.\./" + "shared", "/work/" + "shared")))
+TEST_DATA = {"docs/new.md", "tests/test_io.py"}
+"""Not citations: paths that tests write inside the repositories they make, and the
+example prompts of the README and `parhelia examples`."""
+TEXT_SUFFIXES = {".py", ".md", ".toml", ".proto", ".sh", ".service", ".plist", ".txt", ""}
+
+
+def tracked_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    names = [n for n in out.stdout.decode().split("\0") if n]
+    files = []
+    for name in names:
+        path = ROOT / name
+        if path.suffix not in TEXT_SUFFIXES or name.startswith("proto/parhelia/v1/") \
+                and "_pb2" in name or name == "uv.lock" or not path.is_file():
+            continue
+        files.append(path)
+    return files
+
+
+def adr_numbers() -> set[str]:
+    return {p.name[:4] for p in (ROOT / "docs" / "adr").glob("[0-9][0-9][0-9][0-9]-*.md")}
+
+
+def citations(kind: str) -> list[tuple[str, str]]:
+    """``(file:line, cited)`` for every citation of ``kind`` in the tracked text files."""
+    found = []
+    for path in tracked_files():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            continue
+        rel = path.relative_to(ROOT).as_posix()
+        for number, line in enumerate(lines, 1):
+            where = f"{rel}:{number}"
+            if kind == "path":
+                found += [(where, m.group(0)) for m in DOC_PATH.finditer(line)]
+            elif kind == "adr":
+                found += [(where, m.group(1) or m.group(2)) for m in ADR.finditer(line)]
+            elif kind == "link" and path.suffix == ".md":
+                found += [(where, m.group(1)) for m in MD_LINK.finditer(line)
+                          if "://" not in m.group(1) and not m.group(1).startswith("mailto:")]
+            elif kind == "foreign":
+                found += [(where, m.group(0)) for m in FOREIGN.finditer(line)]
+    return found
+
+
+def test_the_design_and_contracts_pages_exist() -> None:
+    for name in ("design.md", "contracts.md"):
+        text = (ROOT / "docs" / name).read_text()
+        assert len(text.splitlines()) > 50, name
+    design = (ROOT / "docs" / "design.md").read_text()
+    for heading in ("## Processes", "## Entities and states", "## The backend contract",
+                    "## Checkpoints", "## Paths", "errors"):
+        assert heading in design, heading
+
+
+def test_every_cited_docs_and_tests_path_exists() -> None:
+    cited = citations("path")
+    assert len(cited) > 20  # the scan sees the citations it checks
+    missing = [(where, path) for where, path in cited
+               if path.rstrip(".") not in TEST_DATA and not (ROOT / path.rstrip(".")).exists()]
+    assert missing == []
+
+
+def test_every_cited_adr_exists() -> None:
+    known = adr_numbers()
+    cited = citations("adr")
+    assert len(cited) > 10
+    assert [(where, n) for where, n in cited if n not in known] == []
+
+
+def test_every_relative_markdown_link_resolves() -> None:
+    broken = []
+    for where, target in citations("link"):
+        base = (ROOT / where.rsplit(":", 1)[0]).parent
+        if not (base / target).exists():
+            broken.append((where, target))
+    assert broken == []
+
+
+def test_nothing_cites_files_outside_the_repository() -> None:
+    assert citations("foreign") == []
+
+
+@pytest.mark.parametrize("number", sorted(adr_numbers()))
+def test_adr_numbers_are_unique_and_titled(number: str) -> None:
+    (adr,) = (ROOT / "docs" / "adr").glob(f"{number}-*.md")
+    assert adr.read_text().startswith("# "), adr

@@ -10,8 +10,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.helpers.daemon import RunningDaemon, cli_argv, start_daemon
 from tests.helpers.harness import Harness, kill_workers
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.claude,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -88,15 +88,6 @@ class Terminal:
         self.tmux("kill-server")
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def session(h: Harness, ref: str) -> dict[str, Any]:
@@ -130,37 +121,41 @@ def test_interactive_task_attach_type_detach_attach_again(
                      reply("SECOND-ANSWER: typed through the attached terminal."))
     prompt = f"Say hello. PROMPT-MARKER\nsecond line $(touch {canary}) `touch {canary}`"
     task_id = h.create(prompt, "--interactive")
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=90, what="a session")
 
     # the prompt is the TUI's first message, whole, and never went through a shell
-    wait_for(lambda: fake.main_requests, "the first message")
+    wait_for(lambda: fake.main_requests, timeout=90, what="the first message")
     first = fake.main_requests[0]
     assert "PROMPT-MARKER" in first.messages_text() and f"$(touch {canary})" in \
         first.messages_text(), fake.summary()
     assert not canary.exists()
-    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x,
+                 timeout=90, what="detached")
     assert s["interactive"] and s["attached_clients"] == 0
 
     # attach from a plain terminal, type a message, see the answer
     term = Terminal(tmp_path / "t1", h.daemon.env, width=220, height=60)
     try:
         attach_in(term, h, sid)
-        wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the conversation on screen")
-        wait_for(lambda: tui_width(h, sid) == 220, "the TUI at the terminal's width")
+        wait_for(lambda: "FIRST-ANSWER" in term.screen(),
+                 timeout=90, what="the conversation on screen")
+        wait_for(lambda: tui_width(h, sid) == 220,
+                 timeout=90, what="the TUI at the terminal's width")
         listed = wait_for(lambda: next((x for x in h.json("session", "list")["sessions"]
                                         if x["id"] == sid and x["status"] == "attached"),
-                                       None), "attached in session list")
+                                       None), timeout=90, what="attached in session list")
         assert listed["attached_clients"] == 1
         term.keys("What comes second?", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the answer on screen")
+        wait_for(lambda: "SECOND-ANSWER" in term.screen(), timeout=90, what="the answer on screen")
         term.keys("C-b", "d")
-        wait_for(term.ended, "the attach to end")
+        wait_for(term.ended, timeout=90, what="the attach to end")
         assert "goes on running" in term.screen()
     finally:
         term.close()
-    wait_for(lambda: checkpoints(h, sid, "detach"), "the detach checkpoint")
-    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    wait_for(lambda: checkpoints(h, sid, "detach"), timeout=90, what="the detach checkpoint")
+    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x,
+                 timeout=90, what="detached")
     assert s["attached_clients"] == 0
     assert h.task(task_id)["status"] == "running"
     second = fake.main_requests[-1]
@@ -171,13 +166,16 @@ def test_interactive_task_attach_type_detach_attach_again(
     term = Terminal(tmp_path / "t2", h.daemon.env, width=50, height=16, nested=True)
     try:
         attach_in(term, h, sid)
-        wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the conversation again")
-        wait_for(lambda: tui_width(h, sid) == 50, "the TUI at the small terminal's width")
+        wait_for(lambda: "SECOND-ANSWER" in term.screen(),
+                 timeout=90, what="the conversation again")
+        wait_for(lambda: tui_width(h, sid) == 50,
+                 timeout=90, what="the TUI at the small terminal's width")
         term.keys("C-b", "d")
-        wait_for(term.ended, "the nested attach to end")
+        wait_for(term.ended, timeout=90, what="the nested attach to end")
     finally:
         term.close()
-    wait_for(lambda: len(checkpoints(h, sid, "detach")) >= 2, "a second detach checkpoint")
+    wait_for(lambda: len(checkpoints(h, sid, "detach")) >= 2,
+             timeout=90, what="a second detach checkpoint")
     task = h.task(task_id)
     assert task["status"] == "running"
     assert task["usage"]["turns"] >= 2 and task["usage"]["output_tokens"] > 0
@@ -197,7 +195,7 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
                  "--no-workspace", "--no-dispatch")
     task_id = out.get("task", out)["id"]
     h.run("task", "dispatch", check=True)
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=90, what="a session")
     workspace = h.home / "data" / "workspaces" / sid
     fake.add_replies(
         reply("Step 1.", tool_use("Write", {"file_path": str(workspace / "step1.txt"),
@@ -205,7 +203,8 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
         reply("Still thinking...", delay_s=120),  # the headless agent is stopped here
         reply("TUI-ANSWER: hello from the taken-over session."),
         reply("RELEASED-ANSWER: finished headless."))
-    wait_for(lambda: len(fake.main_requests) >= 2, "the headless agent's second turn")
+    wait_for(lambda: len(fake.main_requests) >= 2,
+             timeout=90, what="the headless agent's second turn")
     assert session(h, sid)["status"] == "headless"
 
     # without --take-over and without a terminal to ask at, attach refuses and says how
@@ -215,17 +214,19 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
     term = Terminal(tmp_path / "t", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, sid, "--take-over")
-        wait_for(lambda: "Step 1." in term.screen(), "the resumed conversation on screen")
-        assert wait_for(lambda: checkpoints(h, sid, "takeover"), "the takeover checkpoint")
+        wait_for(lambda: "Step 1." in term.screen(),
+                 timeout=90, what="the resumed conversation on screen")
+        assert wait_for(lambda: checkpoints(h, sid, "takeover"),
+                        timeout=90, what="the takeover checkpoint")
         assert session(h, sid)["status"] == "attached"
         assert h.task(task_id)["options"]["interactive"]  # a recovery would come back so
         term.keys("Say TUI-MESSAGE now", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "TUI-ANSWER" in term.screen(), "the TUI's answer")
+        wait_for(lambda: "TUI-ANSWER" in term.screen(), timeout=90, what="the TUI's answer")
 
         released = h.json("session", "release", sid, "Finish up. RELEASE-MARKER")
         assert released["status"] == "headless"
-        wait_for(term.ended, "the attached client to leave with the TUI")
+        wait_for(term.ended, timeout=90, what="the attached client to leave with the TUI")
     finally:
         term.close()
 
@@ -255,9 +256,10 @@ def test_an_interactive_task_whose_worker_is_sigkilled_comes_back_interactive(
     fake.add_replies(reply("FIRST-ANSWER before the crash."),
                      reply("AFTER-CRASH-ANSWER: the conversation goes on."))
     task_id = h.create("Say hello. PROMPT-MARKER", "--interactive")
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
-    wait_for(lambda: checkpoints(h, sid, "turn"), "the first turn's checkpoint")
-    old = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=90, what="a session")
+    wait_for(lambda: checkpoints(h, sid, "turn"), timeout=90, what="the first turn's checkpoint")
+    old = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x,
+                   timeout=90, what="detached")
     old_container = old["current_container_id"]
     db = sqlite3.connect(h.home / "state" / "parheliad.db")
     old_socket, backend_id = db.execute(
@@ -266,20 +268,22 @@ def test_an_interactive_task_whose_worker_is_sigkilled_comes_back_interactive(
     assert old_socket and Path(old_socket).is_socket()
     os.kill(int(backend_id.split("@")[0]), signal.SIGKILL)
 
-    wait_for(lambda: not Path(old_socket).exists(), "the old tmux server to end")
+    wait_for(lambda: not Path(old_socket).exists(), timeout=90, what="the old tmux server to end")
     new = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and
-                   x["current_container_id"] not in ("", old_container) and x, "a new TUI",
-                   timeout=120)
+                   x["current_container_id"] not in ("", old_container) and x,
+                   timeout=120, what="a new TUI")
     assert h.task(task_id)["restarts"] == 1
     term = Terminal(tmp_path / "t", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, new["id"])
-        wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the resumed conversation")
+        wait_for(lambda: "FIRST-ANSWER" in term.screen(),
+                 timeout=90, what="the resumed conversation")
         term.keys("And now?", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "AFTER-CRASH-ANSWER" in term.screen(), "the answer after the crash")
+        wait_for(lambda: "AFTER-CRASH-ANSWER" in term.screen(),
+                 timeout=90, what="the answer after the crash")
         term.keys("C-b", "d")
-        wait_for(term.ended, "the attach to end")
+        wait_for(term.ended, timeout=90, what="the attach to end")
     finally:
         term.close()
     last = fake.main_requests[-1].messages_text()
@@ -297,11 +301,12 @@ def test_bypass_permissions_tui_starts_at_its_prompt_and_checkpoints_before_risk
                      reply("RISKY-DONE: cleaned."))
     task_id = h.create("Clean the build. PROMPT-MARKER", "--interactive",
                        "--permission-mode", "bypassPermissions")
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session")
-    risky = wait_for(lambda: checkpoints(h, sid, "pre_tool"), "the risky-command checkpoint")
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=90, what="a session")
+    risky = wait_for(lambda: checkpoints(h, sid, "pre_tool"),
+                     timeout=90, what="the risky-command checkpoint")
     assert "rm -rf build-out" in risky[0]["data"]["message"]
-    wait_for(lambda: len(fake.main_requests) >= 2, "the turn after the command")
+    wait_for(lambda: len(fake.main_requests) >= 2, timeout=90, what="the turn after the command")
     assert "PROMPT-MARKER" in fake.main_requests[0].messages_text()
-    wait_for(lambda: checkpoints(h, sid, "turn"), "a turn checkpoint")
+    wait_for(lambda: checkpoints(h, sid, "turn"), timeout=90, what="a turn checkpoint")
     assert h.task(task_id)["last_tool"].startswith("Bash")
     h.run("session", "kill", sid, "-y", check=True)

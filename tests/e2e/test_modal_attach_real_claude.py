@@ -20,12 +20,12 @@ from tests.e2e.test_interactive_real_claude import (
     attach_in,
     checkpoints,
     session,
-    wait_for,
 )
 from tests.e2e.test_modal_daemon_real_claude import stack as stack  # noqa: F401 - fixture
 from tests.fake_anthropic import FakeAnthropic, reply
 from tests.fake_modal.fixture import FakeModal
 from tests.helpers.harness import Harness
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
@@ -38,8 +38,8 @@ def interactive_on_modal(h: Harness, prompt: str) -> tuple[str, str]:
     out = h.json("task", "create", prompt, "--interactive", "--backend", "modal",
                  "--no-workspace")
     task_id = out.get("task", out)["id"]
-    sid = wait_for(lambda: h.task(task_id).get("session_id"), "a session", timeout=120)
-    wait_for(lambda: session(h, sid)["status"] == "detached", "detached", timeout=180)
+    sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=120, what="a session")
+    wait_for(lambda: session(h, sid)["status"] == "detached", timeout=180, what="detached")
     return task_id, sid
 
 
@@ -55,10 +55,11 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
     term = Terminal(tmp_path / "t1", h.daemon.env, width=110, height=35)
     try:
         attach_in(term, h, sid)
-        wait_for(lambda: "FIRST-ANSWER" in term.screen(), "the conversation on screen")
+        wait_for(lambda: "FIRST-ANSWER" in term.screen(),
+                 timeout=90, what="the conversation on screen")
         listed = wait_for(lambda: next((x for x in h.json("session", "list")["sessions"]
                                         if x["id"] == sid and x["status"] == "attached"),
-                                       None), "attached in session list")
+                                       None), timeout=90, what="attached in session list")
         assert listed["attached_clients"] == 1
         # The sandbox's tmux sees the user's terminal size, and follows a resize.
         inner = ["tmux", "-S", tui.socket_path(h.task(task_id)["container_id"], tmp="/tmp",
@@ -66,19 +67,20 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
                  "#{client_width}x#{client_height}"]
         size = lambda: subprocess.run(inner, capture_output=True, text=True,  # noqa: E731
                                       check=False).stdout.strip()
-        wait_for(lambda: size() == "110x35", "the first size")
+        wait_for(lambda: size() == "110x35", timeout=90, what="the first size")
         term.tmux("resize-window", "-t", "user", "-x", "90", "-y", "28")  # SIGWINCH
-        wait_for(lambda: size() == "90x28", "the resize")
+        wait_for(lambda: size() == "90x28", timeout=90, what="the resize")
         term.keys("What comes second?", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "SECOND-ANSWER" in term.screen(), "the answer on screen")
+        wait_for(lambda: "SECOND-ANSWER" in term.screen(), timeout=90, what="the answer on screen")
         term.keys("C-b", "d")
-        wait_for(term.ended, "the attach to end")
+        wait_for(term.ended, timeout=90, what="the attach to end")
         assert "goes on running" in term.screen()
     finally:
         term.close()
-    wait_for(lambda: checkpoints(h, sid, "detach"), "the detach checkpoint", timeout=120)
-    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x, "detached")
+    wait_for(lambda: checkpoints(h, sid, "detach"), timeout=120, what="the detach checkpoint")
+    s = wait_for(lambda: (x := session(h, sid))["status"] == "detached" and x,
+                 timeout=90, what="detached")
     assert s["attached_clients"] == 0
     assert h.task(task_id)["status"] == "running"
     assert "FIRST-ANSWER" in api.main_requests[-1].messages_text()
@@ -99,7 +101,7 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
     container = h.task(task_id)["container_id"]
     assert fake_modal.sandbox(container)["unencrypted_ports"] == [22]
     [reported] = wait_for(lambda: h.events("--session", sid, "--type", "ssh_host_key"),
-                          "the sandbox's host key")
+                          timeout=90, what="the sandbox's host key")
     host_key = reported["data"]["host_key"]
     assert host_key.startswith("ssh-ed25519 ")
 
@@ -119,23 +121,24 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
     term = Terminal(tmp_path / "t1", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, sid, "--ssh")
-        wait_for(lambda: "SSH-FIRST-ANSWER" in term.screen(), "the TUI over ssh")
+        wait_for(lambda: "SSH-FIRST-ANSWER" in term.screen(), timeout=90, what="the TUI over ssh")
         term.keys("And now?", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "SSH-SECOND-ANSWER" in term.screen(), "the answer over ssh")
+        wait_for(lambda: "SSH-SECOND-ANSWER" in term.screen(),
+                 timeout=90, what="the answer over ssh")
         term.keys("C-b", "d")
-        wait_for(term.ended, "ssh to end")
+        wait_for(term.ended, timeout=90, what="ssh to end")
         assert "goes on running" in term.screen()
     finally:
         term.close()
-    wait_for(lambda: checkpoints(h, sid, "detach"), "the detach checkpoint", timeout=120)
+    wait_for(lambda: checkpoints(h, sid, "detach"), timeout=120, what="the detach checkpoint")
 
     fake_modal.switch("ssh_mitm")  # another server behind the tunnel, another host key
     asked = len(api.main_requests)
     term = Terminal(tmp_path / "t2", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, sid, "--ssh")
-        wait_for(term.ended, "the refused attach to end")
+        wait_for(term.ended, timeout=90, what="the refused attach to end")
         screen = term.screen()
         assert "E601" in screen and "does not hold the host key" in screen, screen
         assert reported["data"]["fingerprint"] in screen

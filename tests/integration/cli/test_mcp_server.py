@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env, start_daemon
-from tests.helpers.harness import fake_prompt, write_config
+from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
+from tests.helpers.harness import Harness, fake_prompt, write_config
 from tests.helpers.paths import REPO
 from tests.helpers.real_tools import unavailable
 
@@ -45,14 +45,9 @@ FINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.fixture
-def mcp_daemon(parhelia_home: Path) -> Iterator[RunningDaemon]:
-    write_config(parhelia_home)
-    running = start_daemon(parhelia_home, ANTHROPIC_API_KEY="test-key")
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop()
+def mcp_daemon(harness_factory: Callable[..., Harness]) -> RunningDaemon:
+    """A daemon whose agent is the fake (stopped and reaped by the harness factory)."""
+    return harness_factory().daemon
 
 
 def server_params(env: dict[str, str], cwd: Path | None = None) -> StdioServerParameters:

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.helpers.daemon import RunningDaemon, cli_argv, start_daemon
-from tests.helpers.paths import FAKE_AGENT
+from tests.helpers.daemon import RunningDaemon
+from tests.helpers.harness import Harness
 from tests.helpers.waiting import wait_for
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -28,23 +27,15 @@ def slow_script(turns: int, pause: float = 0.4) -> str:
 
 
 @pytest.fixture
-def budget_daemon(parhelia_home: Path) -> Iterator[RunningDaemon]:
-    (parhelia_home / "config.toml").write_text(
-        f"[agent]\ncommand = ['{FAKE_AGENT}']\n"
-        "[budget]\naccrual_interval_seconds = 0.3\n")
-    running = start_daemon(parhelia_home, ANTHROPIC_API_KEY="test-key")
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop()
+def budget_daemon(harness_factory: Callable[..., Harness]) -> RunningDaemon:
+    """A daemon (the fake agent) that accrues every 0.3 s."""
+    return harness_factory("[budget]\naccrual_interval_seconds = 0.3\n").daemon
 
 
 @pytest.fixture
 def run(budget_daemon: RunningDaemon) -> Cli:
     def call(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cli_argv(), *args], env=budget_daemon.env, capture_output=True,
-                              text=True, timeout=60)
+        return budget_daemon.cli(*args, timeout=60)
     return call
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from parhelia.backends import MODAL
 from parhelia.interactive import DETACH_HINT
 from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
@@ -150,7 +151,7 @@ def attach_info(s: dict[str, Any], backend: str) -> dict[str, Any]:
         "attached_clients": s["attached_clients"] or 0, "attachable": status in LIVE,
         "argv": argv, "command": shlex.join(argv), "detach": DETACH_HINT,
     }
-    if backend == "modal":
+    if backend == MODAL:
         info["ssh_argv"] = [*argv, "--ssh"]
         info["ssh_command"] = shlex.join(info["ssh_argv"])
     if status not in LIVE:

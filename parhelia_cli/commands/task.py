@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from parhelia import statuses as words
+from parhelia.backends import LOCAL
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import complete, params, render
 from parhelia_cli.api import task_options
@@ -180,8 +181,8 @@ def _check_credential(api: Api, backend: str | None) -> None:
     message = shell_credential_missing_in_daemon(status)
     if message is None:
         return
-    others = [b.name for b in status.backends if b.available and b.name != "local"]
-    if backend == "local" or (backend is None and not others):
+    others = [b.name for b in status.backends if b.available and b.name != LOCAL]
+    if backend == LOCAL or (backend is None and not others):
         raise CliError("E400", message)
     render.warn(message)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from parhelia.backends import LOCAL
 from parhelia.errors import invalid
 from parheliad.config import Config, RatesConfig
 from parheliad.core.tasks import TaskOptions, task_options
@@ -83,7 +84,7 @@ def split_gpu(gpu: str) -> tuple[str, int]:
 def compute_rate(rates: RatesConfig, backend: str, cpu: float, memory_mb: int,
                  gpu: str) -> Decimal:
     """USD per second of one container; local workers cost nothing."""
-    if backend == "local":
+    if backend == LOCAL:
         return Decimal(0)
     name, count = split_gpu(gpu)
     gpu_rate = rates.gpu.get(name, Decimal(0)) * count if name else Decimal(0)
@@ -166,7 +167,7 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     low_seconds = math.ceil(opts.timeout_seconds / LOW_TIME_SHARE)
     compute_low = to_micros(rate * low_seconds)
     compute_high = to_micros(rate * opts.timeout_seconds)
-    if opts.backend == "local":
+    if opts.backend == LOCAL:
         compute_basis = "local worker: no compute charge"
     else:
         gpu = f" + {opts.gpu}" if opts.gpu else ""

@@ -35,7 +35,9 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
             "NO_PROXY": "127.0.0.1,localhost"}}))
         (parhelia_home / "config.toml").write_text(
             f"[agent]\ncommand = [{json.dumps(str(claude_bin))}]\n"
-            "[heartbeat]\ninterval_seconds = 1.5\n"
+            # A heartbeat every 3 s: five missed (15 s) on a loaded 2-core box is not a
+            # dead worker (at 1.5 s the attach tests saw sound workers replaced).
+            "[heartbeat]\ninterval_seconds = 3\n"
             "[orchestrator]\ndispatch_interval_seconds = 0.5\n"
             f"[sync]\npass_env = {json.dumps(list(PASSED))}\n")
         daemon: RunningDaemon = start_daemon(

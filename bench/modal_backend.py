@@ -5,7 +5,8 @@
 1. SDK calls per task lifecycle: push spec, launch, follow the channel to the end,
    status sweeps, pull result + final checkpoint (a real worker and the fake agent).
 2. Volume objects per checkpoint: a workspace of --files files, checkpoints after
-   changing one file: objects pulled (manifest + new blobs) and bytes per checkpoint.
+   changing one file: objects pulled (manifest, a delta's base the first time, new
+   blobs) and bytes per checkpoint.
 3. Event-loop lag while --tasks Modal tasks launch at once and then 5 s of health sweeps
    (sandboxes are inert, no process: the daemon's side is what is measured), and the SDK
    calls of one health sweep (statuses), one reconciler sweep (list by owner) and one
@@ -40,9 +41,10 @@ from modal_backend.helpers import (  # noqa: E402
     worker_spec,
 )
 
-from modal_worker.checkpoint import blob_key, load_manifest, manifest_key  # noqa: E402
+from modal_worker.checkpoint import blob_key, load_manifest  # noqa: E402
 from modal_worker.spec import load_result, result_key  # noqa: E402
 from modal_worker.volume import LocalVolume  # noqa: E402
+from parheliad.core import volsync  # noqa: E402
 
 
 def counts(fake: FakeModal) -> dict[str, int]:
@@ -65,10 +67,9 @@ async def lifecycle(fake: FakeModal, work: Path) -> dict[str, int]:
     await backend.pull(local, [result_key("c-life")])
     result = load_result(local.path_for(result_key("c-life")))
     assert result.last_checkpoint_id
-    await backend.pull(local, [manifest_key("s-1", result.last_checkpoint_id)])
+    await volsync.pull_manifest(backend, local, "s-1", result.last_checkpoint_id)
     manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
-    await backend.pull(local, sorted({blob_key(e.blob) for e in manifest.tree.values()
-                                      if e.blob}))
+    await backend.pull(local, sorted(blob_key(d) for d in manifest.blobs()))
     return counts(fake)
 
 
@@ -88,13 +89,17 @@ async def per_checkpoint(fake: FakeModal, work: Path, files: int) -> list[dict[s
         if r["type"] != "checkpoint_created":
             continue
         cp = r["data"].get("checkpoint_id") or r["data"].get("id")
-        objects = await backend.pull(local, [manifest_key("s-1", cp)])
+        before = set(local.list("checkpoints"))
+        fetched = await volsync.pull_manifest(backend, local, "s-1", cp)
+        documents = len(set(local.list("checkpoints")) - before)  # a delta's base once
         manifest = load_manifest(local, "s-1", cp)
-        blobs = sorted({blob_key(e.blob) for e in manifest.tree.values() if e.blob})
+        blobs = sorted(blob_key(d) for d in manifest.blobs())
         missing = [b for b in blobs if not local.exists(b)]
         got = await backend.pull(local, missing)
         rows.append({"trigger": r["data"].get("trigger"), "files": len(manifest.tree),
-                     "objects_pulled": 1 + len(missing), "bytes_pulled": objects + got})
+                     "delta": manifest.delta is not None,
+                     "objects_pulled": documents + len(missing),
+                     "bytes_pulled": fetched + got})
     return rows
 
 
@@ -204,7 +209,8 @@ async def main() -> None:
         calls = await lifecycle(fake, work)
         print(f"1. SDK calls per task lifecycle ({sum(calls.values())}): {calls}")
         for row in await per_checkpoint(fake, work, args.files):
-            print(f"2. checkpoint ({row['trigger']}, {row['files']} files): "
+            print(f"2. checkpoint ({row['trigger']}, {row['files']} files"
+                  f"{', delta manifest' if row['delta'] else ''}): "
                   f"{row['objects_pulled']} objects, {row['bytes_pulled']} bytes pulled")
         print("3.", json.dumps(await many(fake, work, args.tasks), indent=1))
         print("4. catch-up from the volume:", json.dumps(await catch_up_memory(fake, 64)))

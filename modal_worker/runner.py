@@ -41,6 +41,7 @@ from modal_worker.channel import from_spec as channel_from_spec
 from modal_worker.checkpoint import (
     BlobStore,
     Conversation,
+    Manifest,
     StatCache,
     baserepo,
     git_state,
@@ -119,6 +120,9 @@ class Worker:
         self._env: dict[str, str] = {}
         self.stats = AgentStats()
         self.parent_id = spec.restore_checkpoint_id
+        self.parent_manifest: Manifest | None = None
+        """The parent checkpoint's manifest once read or written: the next turn checkpoint
+        is a delta against its base and extends its transcript chunks."""
         self.checkpoints: list[str] = []
         self.last_checkpoint_error = ""
         self.environment: dict[str, Any] = {
@@ -259,6 +263,7 @@ class Worker:
         data: dict[str, Any]
         if spec.restore_checkpoint_id:
             manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
+            self.parent_manifest = manifest
             if self._left_behind_continues(manifest.id):
                 # The previous worker's files descend from this checkpoint and may hold
                 # turns it does not: keep them (the start checkpoint records them), and
@@ -379,7 +384,8 @@ class Worker:
                 self.workspace, volume=self.volume, session_id=self.spec.session_id,
                 parent_id=self.parent_id, trigger=trigger, message=message,
                 stat_cache=self.stat_cache, conversation=self.conversation,
-                environment=self.environment, git=git_state(self.workspace))
+                environment=self.environment, git=git_state(self.workspace),
+                previous=self.parent_manifest)
         except Exception as exc:
             log.exception("checkpoint (%s) failed", trigger)
             reason = exc.message if isinstance(exc, ParheliaError) else type(exc).__name__
@@ -388,7 +394,7 @@ class Worker:
             self.last_checkpoint_error = reason
             self.last_checkpoint_at = time.monotonic()  # no retry storm: wait a full period
             return None
-        self.parent_id = manifest.id
+        self.parent_id, self.parent_manifest = manifest.id, manifest
         self.checkpoints.append(manifest.id)
         self.last_checkpoint_at = time.monotonic()
         try:  # before it is announced: the files on disk descend from it from now on

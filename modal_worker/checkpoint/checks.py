@@ -133,7 +133,9 @@ def check_manifest(manifest: Manifest) -> None:
     names = set(manifest.conversation)
     for path, ref in manifest.conversation.items():
         check_path(path, "conversation")
-        _check_blob(path, ref.blob, ref.size)
+        for chunk in ref.chunks:
+            _check_blob(path, chunk.blob, chunk.size)
+        _check_blob(path, ref.last, ref.size)  # the whole file's size is bounded too
         parts = path.split("/")
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in names:

@@ -69,7 +69,8 @@ def restore(
     check_manifest(manifest)
     _check_blobs(store, [(p, e.blob, e.size) for p, e in manifest.tree.items()
                          if e.type == "file" and e.blob is not None])
-    _check_blobs(store, [(p, r.blob, r.size) for p, r in manifest.conversation.items()])
+    _check_blobs(store, [(p, c.blob, c.size) for p, r in manifest.conversation.items()
+                         for c in r.chunks])
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise refuse(f"restore destination {dest} is not a directory")
     total = sum(e.size for e in manifest.tree.values() if e.type == "file")
@@ -238,6 +239,24 @@ def _job(store: BlobStore, digest: str, size: int, target: Path,
     return lambda: _write_blob(store, digest, size, target, mode)
 
 
+def _chunks_job(store: BlobStore, ref: BlobRef, target: Path) -> Callable[[], None]:
+    if len(ref.chunks) == 1:
+        return _job(store, ref.last, ref.size, target, CONVERSATION_FILE_MODE)
+    return lambda: _write_chunks(store, ref, target)
+
+
+def _write_chunks(store: BlobStore, ref: BlobRef, target: Path) -> None:
+    """A conversation file of several chunks: each streamed in order, each verified."""
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        for chunk in ref.chunks:
+            store.copy_to_fd(chunk.blob, chunk.size, fd)
+        os.fchmod(fd, CONVERSATION_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 def _build_conversation(store: BlobStore, entries: dict[str, BlobRef], conv: Conversation,
                         workers: int) -> dict[str, tuple[Path, Path]]:
     """Stage the conversation files: prefix -> (staging dir, where it goes). The project
@@ -259,8 +278,7 @@ def _build_conversation(store: BlobStore, entries: dict[str, BlobRef], conv: Con
                 rel = path.partition("/")[2] if prefix else path
                 (staging / rel).parent.mkdir(mode=CONVERSATION_DIR_MODE, parents=True,
                                              exist_ok=True)
-                jobs.append(_job(store, ref.blob, ref.size, staging / rel,
-                                 CONVERSATION_FILE_MODE))
+                jobs.append(_chunks_job(store, ref, staging / rel))
         _run_all(jobs, workers)
     except BaseException:
         for built, _target in staged.values():
@@ -359,6 +377,6 @@ def _fill_cache(stat_cache: StatCache | Path | None, manifest: Manifest, dest: P
             where = conversation.path_of(path)
             with contextlib.suppress(OSError):
                 if where is not None:
-                    cache.record(CONVERSATION_NS + path, os.lstat(where), ref.blob,
+                    cache.record(CONVERSATION_NS + path, os.lstat(where), ref.last,
                                  start_ns=None)
     cache.save()

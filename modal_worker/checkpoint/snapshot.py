@@ -1,7 +1,13 @@
-"""Take a checkpoint: walk the workspace, store new blobs, write the manifest."""
+"""Take a checkpoint: walk the workspace, store new blobs, write the manifest.
+
+A turn checkpoint costs what the turn changed: unchanged files are known from the stat
+cache, an append-only transcript stores only what was appended since the previous
+checkpoint (a new chunk), and the manifest is written as a delta against the session's
+last full manifest (ADR 0003, "Per-turn cost")."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -13,10 +19,14 @@ from typing import Any
 from modal_worker.checkpoint.cas import BlobError, BlobStore, Stored, open_regular
 from modal_worker.checkpoint.checks import check_path, resolve_inside
 from modal_worker.checkpoint.manifest import (
+    MAX_CHUNKS,
     BlobRef,
+    Chunk,
     Entry,
     Manifest,
     Stats,
+    TreeDelta,
+    load_manifest,
     refuse,
     save_manifest,
 )
@@ -24,9 +34,15 @@ from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.statcache import StatCache, stat_key
 from modal_worker.clock import utc_now
 from modal_worker.volume import Volume
+from parhelia.errors import ParheliaError
 from parhelia.progress import Report
 
 MAX_SKIPPED_LISTED = 100
+REBASE_MIN_ENTRIES = 256
+REBASE_FRACTION = 16
+"""A delta of more than max(256, base entries / 16) entries is written as a full manifest
+instead (the next deltas are then against it): a delta stays a small fraction of a full
+manifest, and a full one is written once per many turns."""
 TREE_NS = "t:"
 CONVERSATION_NS = "c:"
 
@@ -107,12 +123,16 @@ def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_res
 
 
 class _Snapshotter:
-    def __init__(self, root: Path, store: BlobStore, cache: StatCache, start_ns: int) -> None:
+    def __init__(self, root: Path, store: BlobStore, cache: StatCache, start_ns: int,
+                 parent: Mapping[str, Entry]) -> None:
         self.root = root
         self.root_s = str(root)
         self.store = store
         self.cache = cache
         self.start_ns = start_ns
+        self.parent = parent
+        """The parent's tree: an unchanged file keeps its entry (the very object, so the
+        delta against the base is found by identity) and its blob is known to be stored."""
         self.tree: dict[str, Entry] = {}
         self.skipped: list[str] = []
         self.new_bytes = 0
@@ -141,7 +161,11 @@ class _Snapshotter:
                 self.tree[path] = Entry("symlink", target=target)
             elif stat.S_ISREG(mode):
                 blob = self.cache.lookup(TREE_NS + path, st)
-                if blob is not None and self.store.has(blob):
+                known = self.parent.get(path) if blob is not None else None
+                if known is not None and known.blob == blob and known.size == st.st_size \
+                        and known.mode == stat.S_IMODE(mode) & 0o777:
+                    self.tree[path] = known  # its blob is named by a stored manifest
+                elif blob is not None and self.store.has(blob):
                     self.tree[path] = Entry("file", mode=stat.S_IMODE(mode) & 0o777,
                                             size=st.st_size, blob=blob)
                 else:
@@ -194,31 +218,41 @@ class _Snapshotter:
                     self.skip(path, f"symlink leaves the workspace ({entry.target})")
                     changed = True
 
-    def conversation(self, conv: Conversation) -> dict[str, BlobRef]:
+    def conversation(self, conv: Conversation, before: Mapping[str, BlobRef]
+                     ) -> dict[str, BlobRef]:
+        """The session's files; ``before`` is the previous checkpoint's (a transcript that
+        only grew since gains a chunk instead of being stored again)."""
         out: dict[str, BlobRef] = {}
         for rel in conv.files():
             path = conv.path_of(rel)
             if path is None:
                 continue
+            previous = before.get(rel)
             try:
                 st = os.lstat(path)
                 blob = self.cache.lookup(CONVERSATION_NS + rel, st)
                 if blob is not None and self.store.has(blob):
-                    out[rel] = BlobRef(blob, self.store.size(blob))
-                    continue
-                stored = self._store_conversation_file(path, rel)
+                    if previous is not None and previous.last == blob:
+                        out[rel] = previous
+                        continue
+                    if self.store.size(blob) == st.st_size:  # the whole file, one blob
+                        out[rel] = BlobRef.one(blob, st.st_size)
+                        continue
+                ref = self._store_conversation_file(path, rel, previous)
             except (FileNotFoundError, BlobError):
                 continue
-            if stored.size == 0 and rel.endswith(".jsonl"):
+            if ref is None:
                 continue  # not one whole line yet: no conversation to resume
-            self.new_bytes += stored.written
-            out[rel] = BlobRef(stored.digest, stored.size)
-            self.cache.record(CONVERSATION_NS + rel, st, stored.digest, start_ns=self.start_ns)
+            out[rel] = ref
+            self.cache.record(CONVERSATION_NS + rel, st, ref.last, start_ns=self.start_ns)
         return out
 
-    def _store_conversation_file(self, path: Path, rel: str) -> Stored:
+    def _store_conversation_file(self, path: Path, rel: str,
+                                 previous: BlobRef | None) -> BlobRef | None:
         if not rel.endswith(".jsonl"):
-            return self.store.put_file(path)
+            stored = self.store.put_file(path)
+            self.new_bytes += stored.written
+            return BlobRef.one(stored.digest, stored.size)
         fd = open_regular(path)
         try:
             with os.fdopen(fd, "rb", closefd=False) as fh:
@@ -226,7 +260,59 @@ class _Snapshotter:
         finally:
             os.close(fd)
         cut = data.rfind(b"\n")  # never capture a line the agent is still writing
-        return self.store.put_bytes(data[: cut + 1] if cut >= 0 else b"")
+        if cut < 0:
+            return None
+        view = memoryview(data)[: cut + 1]
+        if previous is not None and _extends(view, previous):
+            if len(view) == previous.size:
+                return previous
+            if len(previous.chunks) < MAX_CHUNKS:
+                stored = self.store.put_bytes(bytes(view[previous.size:]))
+                self.new_bytes += stored.written
+                return BlobRef((*previous.chunks, Chunk(stored.digest, stored.size)))
+        stored = self.store.put_bytes(bytes(view))
+        self.new_bytes += stored.written
+        return BlobRef.one(stored.digest, stored.size)
+
+
+def _extends(data: memoryview, ref: BlobRef) -> bool:
+    """Whether ``data`` starts with the content of ``ref`` (each chunk re-hashed: a
+    transcript rewritten rather than appended to is stored again whole)."""
+    if len(data) < ref.size:
+        return False
+    offset = 0
+    for chunk in ref.chunks:
+        if hashlib.sha256(data[offset:offset + chunk.size]).hexdigest() != chunk.blob:
+            return False
+        offset += chunk.size
+    return True
+
+
+def _parent(volume: Volume, session_id: str, parent_id: str | None,
+            previous: Manifest | None) -> Manifest | None:
+    """The parent manifest when it belongs to this session (``previous`` when it is the
+    parent: the worker keeps it between turns), else None."""
+    if parent_id is None:
+        return None
+    if previous is not None and previous.id == parent_id and \
+            previous.session_id == session_id:
+        return previous
+    try:
+        return load_manifest(volume, session_id, parent_id)
+    except ParheliaError:  # another session's (checkpoint zero), or unreadable
+        return None
+
+
+def _delta(parent: Manifest | None, tree: Mapping[str, Entry]) -> tuple[TreeDelta | None,
+                                                                         Manifest | None]:
+    """The tree as a delta against the parent's base, when that stays small."""
+    base = parent if parent is None or parent.delta is None else parent.base
+    if base is None:
+        return None, None
+    delta = TreeDelta.between(base, tree)
+    if delta.size > max(REBASE_MIN_ENTRIES, len(base.tree) // REBASE_FRACTION):
+        return None, None
+    return delta, base
 
 
 def snapshot(
@@ -244,13 +330,15 @@ def snapshot(
     git: Mapping[str, Any] | None = None,
     workers: int | None = None,
     progress: Report | None = None,
+    previous: Manifest | None = None,
 ) -> Manifest:
     """Checkpoint ``root`` (or only ``files``, relative to it) and store the manifest.
     ``progress`` hears the bytes read of the files that had to be read.
 
     Never follows symlinks; skips sockets, FIFOs, devices, unreadable files and
     symlinks leaving the tree (listed in ``stats.skipped``). With a stat cache,
-    files whose (size, mtime_ns, inode) are unchanged are not read again.
+    files whose (size, mtime_ns, inode) are unchanged are not read again. ``previous``
+    is the parent manifest if the caller holds it (else it is read from the volume).
     """
     started = time.monotonic()
     start_ns = time.time_ns()
@@ -258,11 +346,14 @@ def snapshot(
     if not root.is_dir():
         raise refuse(f"cannot checkpoint {root}: not a directory")
     cache = stat_cache if isinstance(stat_cache, StatCache) else StatCache(stat_cache)
-    snap = _Snapshotter(root, BlobStore(volume), cache, start_ns)
+    parent = _parent(volume, session_id, parent_id, previous)
+    snap = _Snapshotter(root, BlobStore(volume), cache, start_ns,
+                        parent.tree if parent is not None else {})
     # The conversation first, then the workspace: while the agent keeps running, the
     # workspace may then be a little ahead of the conversation (work the resumed agent
     # finds on disk) but never behind it (work the conversation claims and disk lacks).
-    conv = snap.conversation(conversation) if conversation is not None else {}
+    conv = snap.conversation(conversation, parent.conversation if parent else {}) \
+        if conversation is not None else {}
     entries = walk(root) if files is None else _listed(root, files)
     todo = snap.scan(entries)
     snap.store_files(todo, workers or default_workers(), progress)
@@ -292,6 +383,7 @@ def snapshot(
         git=dict(git) if git is not None else None,
         stats=stats,
     )
+    manifest.delta, manifest.base = _delta(parent, snap.tree) if files is None else (None, None)
     stats.duration_ms = int((time.monotonic() - started) * 1000)
     save_manifest(volume, manifest)
     seen = {TREE_NS + p for p, e in snap.tree.items() if e.type == "file"}

@@ -91,6 +91,6 @@ class StatCache:
             return
         data = {
             "version": VERSION,
-            "entries": {n: [*k, b] for n, (k, b) in sorted(self.entries.items())},
+            "entries": {n: [*k, b] for n, (k, b) in self.entries.items()},
         }
         atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode(), 0o600)

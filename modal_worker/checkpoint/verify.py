@@ -56,7 +56,8 @@ def verify(manifest: Manifest, *, volume: Volume, workers: int | None = None) ->
         if entry.type == "file" and entry.blob is not None:
             uses.setdefault(entry.blob, []).append((path, entry.size))
     for name, ref in manifest.conversation.items():
-        uses.setdefault(ref.blob, []).append((f"conversation:{name}", ref.size))
+        for chunk in ref.chunks:
+            uses.setdefault(chunk.blob, []).append((f"conversation:{name}", chunk.size))
     pack = (manifest.git or {}).get("base_pack")
     if isinstance(pack, dict) and is_digest(pack.get("blob")) and isinstance(pack.get("size"),
                                                                               int):

@@ -55,7 +55,7 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
                             ) -> checkpoints_pb2.GetCheckpointResponse:
         row = await self._ctx.store.checkpoints.get(_ref(request.checkpoint_id))
         manifest = await self._rt.checkpoints.manifest(row)
-        body = manifest.to_dict()
+        body = manifest.whole_dict()
         return checkpoints_pb2.GetCheckpointResponse(checkpoint=checkpoint_to_proto(row),
                                                      manifest_json=json.dumps(body))
 

@@ -34,6 +34,7 @@ from modal_worker.checkpoint import (
 )
 from modal_worker.checkpoint.cas import blob_key, sweep_temp
 from modal_worker.checkpoint.diff import TreeDiff
+from modal_worker.checkpoint.manifest import base_of, manifest_key
 from modal_worker.checkpoint.statcache import stat_cache_path
 from modal_worker.volume import Volume
 from parhelia import __version__
@@ -158,6 +159,7 @@ class CheckpointOps:
         parent = session.latest_checkpoint_id
         env: dict[str, Any] = {"parhelia_version": __version__,
                                "session_uuid": session.agent_session_id}
+        previous: Manifest | None = None
         if parent:
             previous = await asyncio.to_thread(load_manifest, self.volume, session.id, parent)
             env = {**previous.environment, **env}
@@ -168,7 +170,7 @@ class CheckpointOps:
                             stat_cache=stat_cache_path(workspace),
                             conversation=session_conversation(config_dir, workspace,
                                                               session.agent_session_id),
-                            environment=env, git=git_state(workspace))
+                            environment=env, git=git_state(workspace), previous=previous)
 
         manifest = await asyncio.to_thread(take)
         summary = manifest.summary()
@@ -283,6 +285,8 @@ class CheckpointOps:
         cfg = self._config().checkpoint
         doomed = await self._doomed(cfg.keep_last, cfg.max_age_days)
         report = await asyncio.to_thread(self._sweep, doomed, dry_run)
+        removed = set(report.removed)
+        doomed = [cp for cp in doomed if cp.id in removed]
         if not dry_run and doomed:
             await self._unindex(doomed)
         return report
@@ -299,12 +303,25 @@ class CheckpointOps:
         return out
 
     def _sweep(self, doomed: list[CheckpointRow], dry_run: bool) -> GcReport:
-        report = GcReport(removed=[cp.id for cp in doomed])
-        doomed_keys = {f"checkpoints/{cp.session_id}/{cp.id}.json" for cp in doomed}
-        live: set[str] = set()
+        """Remove the doomed manifests and every blob no other document names. A doomed
+        checkpoint that is the base of a kept delta manifest is kept (with its blobs)."""
+        doomed_keys = {manifest_key(cp.session_id, cp.id): cp.id for cp in doomed}
+        kept: dict[str, Any] = {}
         for key in self.volume.list("checkpoints"):
             if key.endswith(".json") and key not in doomed_keys:
-                live |= set(blob_refs(json.loads(self.volume.get(key))))
+                kept[key] = json.loads(self.volume.get(key))
+        for key, raw in list(kept.items()):
+            base = base_of(raw)
+            if base is None:
+                continue
+            base_key = f"{key.rsplit('/', 1)[0]}/{base}.json"
+            if doomed_keys.pop(base_key, None) is not None:
+                kept[base_key] = json.loads(self.volume.get(base_key))
+        report = GcReport(removed=[cp.id for cp in doomed
+                                   if manifest_key(cp.session_id, cp.id) in doomed_keys])
+        live: set[str] = set()
+        for raw in kept.values():
+            live |= set(blob_refs(raw))
         for key in self.volume.list("config"):
             if key.endswith(".json"):
                 live |= set(blob_refs(json.loads(self.volume.get(key))))
@@ -362,7 +379,7 @@ def _transcript(store: BlobStore, manifest: Manifest) -> list[dict[str, Any]]:
     if ref is None:
         return []
     out = []
-    for line in store.read(ref.blob, ref.size).splitlines():
+    for line in ref.read(store).splitlines():
         try:
             entry = json.loads(line)
         except ValueError:

@@ -312,7 +312,8 @@ def _write_file(store: BlobStore, ref: BlobRef, path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                  CONVERSATION_FILE_MODE)
     try:
-        store.copy_to_fd(ref.blob, ref.size, fd)
+        for chunk in ref.chunks:  # a transcript may be stored in chunks (ADR 0003)
+            store.copy_to_fd(chunk.blob, chunk.size, fd)
     except BlobError as exc:
         os.close(fd)
         os.unlink(path)

@@ -28,7 +28,7 @@ import structlog
 
 from modal_worker.checkpoint import BlobStore, blob_key, load_manifest
 from modal_worker.checkpoint.cas import is_digest
-from modal_worker.checkpoint.manifest import manifest_key
+from modal_worker.checkpoint.manifest import base_of, manifest_key
 from modal_worker.claude_config import bundle_key
 from modal_worker.spec import result_key, spec_key
 from modal_worker.volume import Volume
@@ -61,6 +61,13 @@ def shared(backend: Backend, local: Volume) -> bool:
     return mine is not None and mine == local.path_for("specs")
 
 
+def _base_of(document: bytes) -> str | None:
+    try:
+        return base_of(json.loads(document))
+    except ValueError:
+        return None
+
+
 def _blob_keys(document: bytes) -> list[str]:
     try:
         raw = json.loads(document)
@@ -81,7 +88,13 @@ def launch_keys(local: Volume, container_id: str, session_id: str,
         documents.append(key)
     if restore_checkpoint_id:
         key = manifest_key(session_id, restore_checkpoint_id)
-        blobs.update(_blob_keys(local.get(key)))
+        document = local.get(key)
+        base = _base_of(document)
+        if base is not None:  # a delta: its base manifest goes too, before it
+            base_key = manifest_key(session_id, base)
+            blobs.update(_blob_keys(local.get(base_key)))
+            documents.append(base_key)
+        blobs.update(_blob_keys(document))
         documents.append(key)
     return [*sorted(blobs), *documents, spec_key(container_id)]
 
@@ -104,12 +117,9 @@ async def pull_checkpoint(backend: Backend, local: Volume, session_id: str,
     the manifest is missing or refused: the caller retries later."""
     if shared(backend, local):
         return 0
-    key = manifest_key(session_id, checkpoint_id)
-    fetched = 0
-    if not await asyncio.to_thread(local.exists, key):
-        fetched += await backend.pull(local, [key])
+    fetched = await pull_manifest(backend, local, session_id, checkpoint_id)
     manifest = await asyncio.to_thread(load_manifest, local, session_id, checkpoint_id)
-    wanted = [blob_key(d) for d in _manifest_blobs(manifest.to_dict())]
+    wanted = [blob_key(d) for d in sorted(manifest.blobs()) if is_digest(d)]
     missing = [k for k in wanted if not await asyncio.to_thread(local.exists, k)]
     if missing:
         fetched += await backend.pull(local, missing)
@@ -124,8 +134,23 @@ async def pull_checkpoint(backend: Backend, local: Volume, session_id: str,
     return fetched
 
 
-def _manifest_blobs(raw: dict[str, Any]) -> list[str]:
-    return sorted({d for d in blob_refs(raw) if is_digest(d)})
+async def pull_manifest(backend: Backend, local: Volume, session_id: str,
+                        checkpoint_id: str) -> int:
+    """The manifest and, for a delta, its base: each copied once (manifests never change
+    under their id, and a base is shared by the deltas after it). Returns the bytes
+    copied. ValueError for a base that is not a checkpoint id."""
+    fetched = 0
+    key = manifest_key(session_id, checkpoint_id)
+    if not await asyncio.to_thread(local.exists, key):
+        fetched += await backend.pull(local, [key])
+    if not await asyncio.to_thread(local.exists, key):
+        return fetched  # load_manifest says it is absent
+    base = _base_of(await asyncio.to_thread(local.get, key))
+    if base is not None:
+        base_key = manifest_key(session_id, base)
+        if not await asyncio.to_thread(local.exists, base_key):
+            fetched += await backend.pull(local, [base_key])
+    return fetched
 
 
 def _drop_corrupt(local: Volume, keys: Sequence[str]) -> int:

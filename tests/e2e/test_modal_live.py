@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
+from modal_worker.checkpoint import blob_key, load_manifest
 from modal_worker.spec import load_result, result_key
 from modal_worker.volume import LocalVolume
 from parheliad.backends.modal import ModalBackend, ModalSettings, load_sdk
+from parheliad.core import volsync
 from tests.helpers.modal_backend import follow, script, seqs, start, worker_spec
 from tests.helpers.paths import REPO
 
@@ -51,7 +52,8 @@ class Live:
         await self.backend.pull(self.local, [result_key(container_id)])
         result = load_result(self.local.path_for(result_key(container_id)))
         assert result.last_checkpoint_id, result
-        await self.backend.pull(self.local, [manifest_key(session_id, result.last_checkpoint_id)])
+        await volsync.pull_manifest(self.backend, self.local, session_id,
+                                    result.last_checkpoint_id)
         manifest = load_manifest(self.local, session_id, result.last_checkpoint_id)
         blobs = {path: blob_key(e.blob) for path, e in manifest.tree.items() if e.blob}
         await self.backend.pull(self.local, sorted(set(blobs.values())))

@@ -16,6 +16,7 @@ from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
 from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
 from parheliad.backends.modal_errors import BackendUnreachable, NoCapacity
+from parheliad.core import volsync
 from tests.helpers.modal_backend import (
     OWNER,
     TEST_KEY,
@@ -51,9 +52,9 @@ async def test_a_task_runs_in_a_sandbox_and_its_results_come_back(fake_modal, tm
     await backend.pull(local, [result_key("c-e2e-1")])
     result = load_result(local.path_for(result_key("c-e2e-1")))
     assert result.status == "completed" and result.last_checkpoint_id
-    await backend.pull(local, [manifest_key("s-1", result.last_checkpoint_id)])
+    await volsync.pull_manifest(backend, local, "s-1", result.last_checkpoint_id)
     manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
-    blobs = sorted({blob_key(e.blob) for e in manifest.tree.values() if e.blob})
+    blobs = sorted(blob_key(d) for d in manifest.blobs())
     assert await backend.pull(local, blobs) > 0
     assert await backend.pull(local, blobs) == 0  # nothing the local side already has
     entry = manifest.tree["hello.txt"]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint import load_manifest, project_dir, verify
+from modal_worker.checkpoint import BlobStore, load_manifest, project_dir, verify
 from modal_worker.checkpoint.lineage import lineage_path
 from modal_worker.checkpoint.statcache import stat_cache_path
 from modal_worker.resume_summary import continuation_prompt
@@ -130,7 +130,7 @@ def test_twenty_random_kills_lose_no_finished_turn(tmp_path: Path) -> None:
                 manifest = load_manifest(volume, "s-1", listed[-1]["checkpoint_id"])
                 ref = manifest.conversation.get(f"{uuid}.jsonl")
                 if ref is not None:
-                    done = _steps_in(volume.get(f"cas/blobs/{ref.blob[:2]}/{ref.blob}"))
+                    done = _steps_in(ref.read(BlobStore(volume)))
         else:  # what the agent had written down when it died
             transcript = project_dir(config, workspace) / f"{uuid}.jsonl"
             done = _steps_in(transcript.read_bytes()) if transcript.exists() else set()

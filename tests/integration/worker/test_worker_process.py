@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modal_worker.channel import append_control, read_spool
-from modal_worker.checkpoint import load_manifest
+from modal_worker.checkpoint import BlobStore, load_manifest
 from modal_worker.spec import ChannelSpec, CheckpointPolicy, ExitCode, dump_spec, load_result
 from modal_worker.volume import LocalVolume
 from tests.helpers.waiting import wait_for
@@ -227,8 +227,7 @@ def test_every_completed_turn_is_checkpointed_with_its_conversation(tmp_path: Pa
         manifest = load_manifest(volume, "s-1", cp["checkpoint_id"])
         assert f"f{i}" in manifest.tree and f"f{i + 1}" not in manifest.tree
         name = next(p for p in manifest.conversation if p.endswith(".jsonl"))
-        transcript = volume.get(f"cas/blobs/{manifest.conversation[name].blob[:2]}/"
-                                f"{manifest.conversation[name].blob}").decode()
+        transcript = manifest.conversation[name].read(BlobStore(volume)).decode()
         steps_done = [json.loads(line).get("fake_step") for line in transcript.splitlines()]
         assert 3 * i in steps_done  # the write of turn i reached the checkpointed transcript
 

@@ -281,3 +281,27 @@ async def test_the_reconciler_never_asks_a_backend_that_is_not_configured(
     report = await rt.reconciler.run()
     assert report.findings == []
     assert touched == []
+
+
+async def test_a_delta_checkpoint_is_copied_with_its_base(
+        runtime: Runtime, store: Store, backend: ScriptedBackend, tmp_path: Path) -> None:
+    """A turn checkpoint's manifest is a delta: the daemon's copy needs its base manifest
+    (and the base's blobs) too, even when the base's own record was never read."""
+    task_id, cid = await _dispatched(runtime, store)
+    session_id = (await store.tasks.get(task_id)).session_id or ""
+    ws = tmp_path / "ws-delta"
+    ws.mkdir()
+    for i in range(20):
+        (ws / f"f{i}.txt").write_text(f"file {i}")
+    base = snapshot(ws, volume=backend.volume, session_id=session_id, parent_id=None,
+                    trigger="start")
+    (ws / "f0.txt").write_text("changed")
+    delta = snapshot(ws, volume=backend.volume, session_id=session_id, parent_id=base.id,
+                     trigger="turn", previous=base)
+    assert delta.delta is not None
+    backend.emit(cid, "checkpoint_created", **delta.summary().to_dict())
+    await runtime.listener.drain_all()
+    local = load_manifest(runtime.volume, session_id, delta.id)
+    assert local.tree == delta.tree
+    assert all(runtime.volume.exists(blob_key(d)) for d in local.blobs())
+    assert (await store.sessions.get(session_id)).latest_checkpoint_id == delta.id

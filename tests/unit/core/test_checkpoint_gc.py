@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, snapshot
+from modal_worker.checkpoint import Manifest, blob_key, load_manifest, restore, snapshot, verify
 from parhelia.paths import Paths
 from parheliad.config import Config
 from parheliad.core.events import EventBus
@@ -81,3 +81,50 @@ async def test_gc_applies_retention_and_frees_unreferenced_blobs(runtime: Runtim
         assert volume.exists(f"checkpoints/{session.id}/{cp_id}.json") is not removed
     again = await runtime.checkpoints.gc(dry_run=False)
     assert again.removed == [] and again.blobs_removed == 0
+
+
+async def test_gc_keeps_the_base_of_a_kept_delta(runtime: Runtime, tmp_path: Path) -> None:
+    """Turn checkpoints are deltas against an older full manifest: when that one is due
+    for removal but a kept checkpoint needs it, it stays (listed, with its blobs), and the
+    kept checkpoint still restores."""
+    store, volume = runtime.store, runtime.volume
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for i in range(30):
+        (ws / f"common{i}.txt").write_text(f"in every checkpoint {i}\n")
+    task = await store.write(lambda tx: tx.tasks.insert(dict(
+        prompt="p", cpu=1.0, memory_mb=512, timeout_seconds=60, max_turns=5,
+        permission_mode="acceptEdits", backend="local")))
+    session = await store.write(lambda tx: tx.sessions.insert(task.id))
+    made: list[Manifest] = []
+    for i, age_days in enumerate((9, 8, 7, 0.0)):
+        (ws / "turn.txt").write_text(f"turn {i}\n")
+        m = snapshot(ws, volume=volume, session_id=session.id,
+                     parent_id=made[-1].id if made else None, trigger="turn",
+                     previous=made[-1] if made else None)
+
+        def index(tx, m=m, age=age_days):  # noqa: ANN001
+            tx.checkpoints.insert(session_id=session.id, checkpoint_id=m.id, trigger="turn",
+                                  created_at=now_us() - int(age * DAY_US))
+            tx.sessions.update(session.id, latest_checkpoint_id=m.id)
+
+        await store.write(index)
+        made.append(m)
+    base, latest = made[0], made[-1]
+    assert base.delta is None and latest.delta is not None and latest.delta.base_id == base.id
+    old = time.time() - 2 * 3600
+    for key in volume.list("cas/blobs"):
+        path = volume.path_for(key)
+        assert path is not None
+        os.utime(path, (old, old))
+
+    done = await runtime.checkpoints.gc(dry_run=False)
+    assert sorted(done.removed) == sorted([made[1].id, made[2].id])
+    assert done.blobs_removed == 2  # "turn 1", "turn 2": only in the removed deltas
+    left = {cp.id for cp in await store.checkpoints.list(session.id)}
+    assert left == {base.id, latest.id}
+    restored = load_manifest(volume, session.id, latest.id)
+    assert restored.tree == latest.tree
+    assert verify(restored, volume=volume).ok
+    restore(restored, tmp_path / "out", volume=volume)
+    assert (tmp_path / "out" / "turn.txt").read_text() == "turn 3\n"

@@ -29,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_modal.fixture import FakeModal  # noqa: E402
-from modal_backend.helpers import (  # noqa: E402
+
+from modal_worker.checkpoint import blob_key, load_manifest  # noqa: E402
+from modal_worker.spec import load_result, result_key  # noqa: E402
+from modal_worker.volume import LocalVolume  # noqa: E402
+from parheliad.core import volsync  # noqa: E402
+from tests.helpers.modal_backend import (  # noqa: E402
     OWNER,
     follow,
     make_backend,
@@ -40,11 +46,6 @@ from modal_backend.helpers import (  # noqa: E402
     start,
     worker_spec,
 )
-
-from modal_worker.checkpoint import blob_key, load_manifest  # noqa: E402
-from modal_worker.spec import load_result, result_key  # noqa: E402
-from modal_worker.volume import LocalVolume  # noqa: E402
-from parheliad.core import volsync  # noqa: E402
 
 
 def counts(fake: FakeModal) -> dict[str, int]:
@@ -123,7 +124,7 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
             await asyncio.sleep(0.01)
             lags.append(time.perf_counter() - t0 - 0.01)
 
-    from modal_backend.helpers import container_spec
+    from tests.helpers.modal_backend import container_spec
 
     tick = asyncio.create_task(ticker())
     t0 = time.perf_counter()

@@ -62,6 +62,11 @@ class ExitCode(IntEnum):
         return _ERROR_CODES.get(self)
 
 
+RESULT_STATUSES = frozenset(code.status for code in ExitCode)
+"""The ``status`` words a result file may carry."""
+MAX_RESULT_TEXT = 8000
+
+
 _ERROR_CODES = {
     ExitCode.INVALID_SPEC: "E100",
     ExitCode.NO_CREDENTIALS: "E400",
@@ -398,9 +403,41 @@ class WorkerResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> WorkerResult:
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
-        return cls(**known)
+    def from_dict(cls, raw: object) -> WorkerResult:
+        """Parse a result file. It is written inside the sandbox, where the agent runs: a
+        wrong type, an unknown status, an id of the wrong form or an oversized text is a
+        ``ValueError`` (the daemon then treats the container as ending without a result);
+        texts are cut at :data:`MAX_RESULT_TEXT`."""
+        if not isinstance(raw, Mapping):
+            raise ValueError("a result is a JSON object")
+        got = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        for name in ("container_id", "task_id", "session_id"):
+            value = got.get(name)
+            # (a worker whose spec was unreadable knows only its container id)
+            if not isinstance(value, str) or not (_ID_RE.match(value) or (
+                    value == "" and name != "container_id")):
+                raise ValueError(f"result.{name}: not an id")
+        for name in ("incarnation", "exit_code", "version"):
+            value = got.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**31:
+                raise ValueError(f"result.{name}: not an integer")
+        if got.get("status") not in RESULT_STATUSES:
+            raise ValueError("result.status: unknown")
+        for name in ("started_at", "finished_at", "error_code", "error_message",
+                     "last_checkpoint_id"):
+            value = got.get(name)
+            if value is None and name not in ("started_at", "finished_at"):
+                continue
+            if not isinstance(value, str):
+                raise ValueError(f"result.{name}: not text")
+            got[name] = value[:MAX_RESULT_TEXT]
+        checkpoints = got.get("checkpoints", [])
+        if not isinstance(checkpoints, list) or len(checkpoints) > 100_000 or not all(
+                isinstance(c, str) and _ID_RE.match(c) for c in checkpoints):
+            raise ValueError("result.checkpoints: not a list of ids")
+        if got.get("agent") is not None and not isinstance(got["agent"], dict):
+            raise ValueError("result.agent: not an object")
+        return cls(**got)
 
 
 def result_key(container_id: str) -> str:

@@ -458,3 +458,25 @@ def test_risky_command_hook_request_is_redacted(tmp_path: Path,
     (tmp_path / "x.req").write_text(json.dumps({"summary": "sk-ant-api03-abcdefghijkl",
                                                 "pattern": "rm -rf"}))
     assert "abcdefghijkl" not in hooks.pending(tmp_path)[0].summary
+
+
+def test_a_result_file_from_the_sandbox_is_checked_before_the_daemon_uses_it() -> None:
+    from modal_worker.spec import MAX_RESULT_TEXT, WorkerResult
+
+    good = WorkerResult(container_id="c-1", task_id="t-1", session_id="s-1", incarnation=1,
+                        exit_code=0, status="completed", started_at="a", finished_at="b",
+                        error_message="x" * (MAX_RESULT_TEXT + 5), checkpoints=["cp-1"])
+    back = WorkerResult.from_dict(json.loads(json.dumps(good.to_dict())))
+    assert back.status == "completed" and len(back.error_message or "") == MAX_RESULT_TEXT
+    hostile: list[dict[str, Any]] = [
+        {"exit_code": "0"}, {"exit_code": True}, {"exit_code": 2**40}, {"status": "won"},
+        {"error_message": 12345}, {"container_id": "../../etc"}, {"checkpoints": "cp-1"},
+        {"checkpoints": ["../x"]}, {"agent": [1]}, {"incarnation": None},
+    ]
+    for change in hostile:
+        with pytest.raises(ValueError):
+            WorkerResult.from_dict({**good.to_dict(), **change})
+    with pytest.raises(ValueError):
+        WorkerResult.from_dict(["not", "an", "object"])
+    # A worker whose spec was unreadable knows only its container id: still a result.
+    assert WorkerResult.from_dict({**good.to_dict(), "task_id": "", "session_id": ""})

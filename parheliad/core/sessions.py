@@ -171,18 +171,7 @@ class SessionOps:
                             ) -> tuple[str, Any]:
         """``session attach`` through the daemon: a terminal on the interactive TUI of the
         session's container (Modal: an exec with a PTY). (container id, terminal)."""
-        session = await self._store.sessions.get(ref)
-        if session.status not in SESSION_INTERACTIVE:
-            raise ParheliaError("E601", f"session {session.id} is {session.status}: no "
-                                        "interactive TUI runs to attach to; `parhelia session "
-                                        f"attach {session.id}` offers to take a headless one "
-                                        "over", session_id=session.id)
-        container = await self._store.containers.find(session.current_container_id or "")
-        if container is None or container.state not in CONTAINER_LIVE or \
-                not container.backend_id:
-            raise ParheliaError("E601", f"session {session.id} has no running container",
-                                session_id=session.id)
-        backend = self._backends.get(container.backend)
+        session, container, backend = await self._interactive_container(ref)
         opener = getattr(backend, "open_terminal", None)
         if backend is None or opener is None:
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
@@ -200,16 +189,7 @@ class SessionOps:
     async def ssh(self, ref: str) -> SshAccess:
         """`session attach --ssh` (Modal): the session's key, a known_hosts pinning the
         host key its worker reported, the tunnel's address and the ssh argv."""
-        session = await self._store.sessions.get(ref)
-        if session.status not in SESSION_INTERACTIVE:
-            raise ParheliaError("E601", f"session {session.id} is {session.status}: no "
-                                        "interactive TUI runs to attach to", session_id=session.id)
-        container = await self._store.containers.find(session.current_container_id or "")
-        if container is None or container.state not in CONTAINER_LIVE or \
-                not container.backend_id:
-            raise ParheliaError("E601", f"session {session.id} has no running container",
-                                session_id=session.id)
-        backend = self._backends.get(container.backend)
+        session, container, backend = await self._interactive_container(ref)
         if backend is None or not getattr(backend, "offers_ssh", False):
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
                                         "backend: --ssh is for Modal sessions; attach with "
@@ -234,6 +214,23 @@ class SessionOps:
         return SshAccess(sshkeys.ssh_argv(key, known, host, port, remote), host, port,
                          str(reported[-1].data.get("fingerprint") or ""), str(known),
                          str(key.private))
+
+    async def _interactive_container(self, ref: str
+                                     ) -> tuple[SessionRow, ContainerRow, Backend | None]:
+        """The session, its running container and that container's backend (None: not
+        configured); E601 unless an interactive TUI runs there."""
+        session = await self._store.sessions.get(ref)
+        if session.status not in SESSION_INTERACTIVE:
+            raise ParheliaError("E601", f"session {session.id} is {session.status}: no "
+                                        "interactive TUI runs to attach to; `parhelia session "
+                                        f"attach {session.id}` offers to take a headless one "
+                                        "over", session_id=session.id)
+        container = await self._store.containers.find(session.current_container_id or "")
+        if container is None or container.state not in CONTAINER_LIVE or \
+                not container.backend_id:
+            raise ParheliaError("E601", f"session {session.id} has no running container",
+                                session_id=session.id)
+        return session, container, self._backends.get(container.backend)
 
     async def _manifest(self, session: SessionRow, checkpoint_id: str) -> Manifest:
         """A manifest of the session with its blobs on the daemon's volume (fetched from

@@ -191,18 +191,21 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
     is released with an instruction and finishes headless. Every request of the fake API
     carries every earlier message: one conversation throughout."""
     h, fake = stack
+    # The script is in place before the agent starts: its first request must not find an
+    # empty script (answered with a plain end_turn, the task would just complete). The
+    # workspace path is not known yet, so the first step writes relative to the agent's
+    # cwd with Bash (bypassPermissions lets it run).
+    fake.add_replies(
+        reply("Step 1.", tool_use("Bash", {"command": "printf '1\\n' > step1.txt"})),
+        reply("Still thinking...", delay_s=120),  # the headless agent is stopped here
+        reply("TUI-ANSWER: hello from the taken-over session."),
+        reply("RELEASED-ANSWER: finished headless."))
     out = h.json("task", "create", "Create step1.txt, then wait. PROMPT-MARKER",
-                 "--no-workspace", "--no-dispatch")
+                 "--no-workspace", "--no-dispatch", "--permission-mode", "bypassPermissions")
     task_id = out.get("task", out)["id"]
     h.run("task", "dispatch", check=True)
     sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=90, what="a session")
     workspace = h.home / "data" / "workspaces" / sid
-    fake.add_replies(
-        reply("Step 1.", tool_use("Write", {"file_path": str(workspace / "step1.txt"),
-                                            "content": "1\n"})),
-        reply("Still thinking...", delay_s=120),  # the headless agent is stopped here
-        reply("TUI-ANSWER: hello from the taken-over session."),
-        reply("RELEASED-ANSWER: finished headless."))
     wait_for(lambda: len(fake.main_requests) >= 2,
              timeout=90, what="the headless agent's second turn")
     assert session(h, sid)["status"] == "headless"

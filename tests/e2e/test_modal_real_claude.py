@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
+from modal_worker.checkpoint import blob_key, load_manifest
 from modal_worker.spec import load_result, result_key
 from modal_worker.volume import LocalVolume
+from parheliad.core.volsync import pull_manifest
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.helpers.modal_backend import follow, make_backend, seqs, start, worker_spec
 
@@ -46,7 +47,8 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         result = load_result(local.path_for(result_key("c-claude-1")))
         assert "Created hello.txt." in str((result.agent or {}).get("text"))
         cp = result.last_checkpoint_id
-        await backend.pull(local, [manifest_key("s-1", cp)])
+        # A turn's manifest may be a delta: its base comes too, as the daemon fetches it.
+        await pull_manifest(backend, local, "s-1", cp)
         manifest = load_manifest(local, "s-1", cp)
         entry = manifest.tree["hello.txt"]
         await backend.pull(local, [blob_key(entry.blob)])

@@ -127,7 +127,9 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     backend._sdk_obj = Recorder(fake_modal.sdk, "", log)
     local = LocalVolume(tmp_path / "local")
     await modal_setup.run_setup(backend)
-    spec = worker_spec(backend, script({"write": "a.txt", "content": "A"}, {"sleep": 2}),
+    # The agent outlives every call below, so that `terminate` finds the sandbox running
+    # and really calls Sandbox.terminate (a 2 s agent ended first on an idle machine).
+    spec = worker_spec(backend, script({"write": "a.txt", "content": "A"}, {"sleep": 120}),
                        "c-sig-1")
     sb_id = await start(backend, local, spec)
     await follow(backend, "c-sig-1", until="agent_started")

@@ -31,7 +31,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated
+from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.exceptions import MCPError as McpError
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
@@ -1151,16 +1153,61 @@ def malformed_reply(exc: Exception) -> Any:
                 "(batches are not supported)"))
 
 
+ENDLESS_METHODS = frozenset({"subscriptions/listen"})
+"""Requests that never end on their own: at stdin's EOF they are stopped, not awaited."""
+
+
+class Unanswered:
+    """The requests a client sent that have no answer yet (the ids, as the SDK correlates
+    them), so that at stdin's EOF the server finishes them instead of cancelling them."""
+
+    def __init__(self) -> None:
+        self._ids: set[mcp_types.RequestId] = set()
+        self._drained: anyio.Event | None = None
+
+    def received(self, message: mcp_types.JSONRPCMessage) -> None:
+        if isinstance(message, mcp_types.JSONRPCRequest):
+            if message.method not in ENDLESS_METHODS:
+                self._ids.add(coerce_request_id(message.id))
+        elif (isinstance(message, mcp_types.JSONRPCNotification)
+              and message.method == "notifications/cancelled"):
+            # The client stopped waiting: a cancelled request gets no answer.
+            cancelled = cancelled_request_id_from_params(message.params)
+            if cancelled is not None:
+                self._settle(cancelled)
+
+    def answered(self, message: mcp_types.JSONRPCMessage) -> None:
+        if isinstance(message, mcp_types.JSONRPCResponse | mcp_types.JSONRPCError) and \
+                message.id is not None:
+            self._settle(message.id)
+
+    def _settle(self, request_id: mcp_types.RequestId) -> None:
+        self._ids.discard(coerce_request_id(request_id))
+        if not self._ids and self._drained is not None:
+            self._drained.set()
+
+    async def drain(self) -> None:
+        """Wait until every request received so far is answered (at EOF: no more come)."""
+        if self._ids:
+            self._drained = anyio.Event()
+            await self._drained.wait()
+
+
 async def _serve_stdio(server: ParheliaMCP, notifier: live.Notifier | None = None) -> None:
     """``MCPServer.run("stdio")``, except that a malformed line gets its JSON-RPC error
-    (the SDK drops it silently, leaving the client waiting)."""
+    (the SDK drops it silently, leaving the client waiting), and that at stdin's EOF the
+    requests already received are finished and answered before the server ends (the
+    SDK would cancel them): each within its own timeout; a subscriptions/listen stream
+    is stopped."""
 
     from mcp.server.stdio import stdio_server
     from mcp.shared.message import SessionMessage
 
     lowlevel = server._lowlevel_server
+    unanswered = Unanswered()
     async with stdio_server() as (read_stream, write_stream):
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        answer, answers = anyio.create_memory_object_stream[SessionMessage](0)
 
         async def pump() -> None:
             async with send:
@@ -1168,12 +1215,25 @@ async def _serve_stdio(server: ParheliaMCP, notifier: live.Notifier | None = Non
                     if isinstance(item, Exception):
                         await write_stream.send(SessionMessage(malformed_reply(item)))
                     else:
+                        unanswered.received(item.message)
                         await send.send(item)
+                # EOF. Closing `send` makes the SDK cancel what is still in flight:
+                # first let every request received finish and be answered.
+                await unanswered.drain()
+
+        async def write() -> None:
+            async with write_stream, answers:
+                async for item in answers:
+                    await write_stream.send(item)
+                    unanswered.answered(item.message)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump)
             if notifier is not None:
                 tg.start_soon(notifier.run)
-            await lowlevel.run(receive, write_stream,
-                               lowlevel.create_initialization_options())
+            async with anyio.create_task_group() as writing:
+                writing.start_soon(write)
+                async with answer:  # closed, the writer ends once every answer is out
+                    await lowlevel.run(receive, answer,
+                                       lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()

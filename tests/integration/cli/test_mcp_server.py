@@ -393,3 +393,74 @@ def test_malformed_json_rpc_gets_its_error_over_raw_stdio(daemon) -> None:
     assert errors == [(None, -32700), (None, -32700), (7, -32600), ("s8", -32600),
                       (None, -32600)], out.stdout
     assert 1 in by_id and by_id[9]["result"]["tools"], out.stdout
+
+
+
+def one_shot(daemon: RunningDaemon, messages: list[dict[str, Any]]
+             ) -> tuple[dict[Any, dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+    """``messages`` written to a fresh server's stdin, which is then closed at once: the
+    answers by request id, and the finished process."""
+    out = subprocess.run([*cli_argv(), "mcp-server"], env=daemon.env,
+                         input="".join(json.dumps(m) + "\n" for m in messages).encode(),
+                         capture_output=True, timeout=120)
+    replies = {r["id"]: r for r in map(json.loads, out.stdout.splitlines()) if "id" in r}
+    return replies, out
+
+
+def slow_and_quick_calls(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A task_create that waits for the task's end (a few seconds), then a quick call."""
+    prompt = fake_prompt({"turn": True}, {"sleep": 2}, {"turn": True})
+    return [
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            **meta, "name": "parhelia_task_create",
+            "arguments": {"prompt": prompt, "wait": True}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            **meta, "name": "parhelia_task_list", "arguments": {}}},
+    ]
+
+
+def assert_calls_answered(replies: dict[Any, dict[str, Any]]) -> None:
+    created, listed = replies[2].get("result"), replies[3].get("result")
+    assert created is not None and created["isError"] is False, replies[2]
+    assert created["structuredContent"]["status"] == "completed", created
+    assert listed is not None and listed["isError"] is False, replies[3]
+
+
+def test_requests_in_flight_at_eof_are_answered_before_exit(mcp_daemon: RunningDaemon
+                                                            ) -> None:
+    """A client that writes its requests and closes stdin at once (a one-shot script, a
+    pipe) gets every answer: at EOF the server stops reading, finishes what it received
+    (here a task_create that waits for the task's end), writes the answers, exits 0."""
+    replies, out = one_shot(mcp_daemon, [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "oneshot", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        *slow_and_quick_calls({}),
+        {"jsonrpc": "2.0", "id": "last", "method": "ping"},
+    ])
+    assert set(replies) == {1, 2, 3, "last"}, out.stdout + out.stderr
+    assert "result" in replies[1] and replies["last"] == {
+        "jsonrpc": "2.0", "id": "last", "result": {}}
+    assert_calls_answered(replies)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_listen_stream_is_stopped_at_eof_after_the_calls_are_answered(
+        mcp_daemon: RunningDaemon) -> None:
+    """Protocol 2026-07-28 (no handshake, an envelope per request): a subscriptions/listen
+    stream never ends on its own, so at EOF it is ended (its answer closes it) while the
+    calls received with it are finished and answered; the server exits 0."""
+    meta = {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "oneshot", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}}}
+    replies, out = one_shot(mcp_daemon, [
+        {"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen", "params": {
+            **meta, "notifications": {"resourceSubscriptions": [
+                "parhelia://events?types=task_completed"]}}},
+        *slow_and_quick_calls(meta),
+    ])
+    assert set(replies) == {"listen", 2, 3}, out.stdout + out.stderr
+    assert_calls_answered(replies)
+    assert out.returncode == 0, out.stderr

@@ -331,15 +331,13 @@ def test_subscriptions_are_bounded_and_expire(mcp_daemon: RunningDaemon) -> None
         daemon.close()
 
 
-def test_inspector_calls_new_tools(mcp_daemon: RunningDaemon) -> None:
-    from tests.integration.cli.test_mcp_server import inspector_bin
+def test_inspector_calls_new_tools(mcp_daemon: RunningDaemon, tmp_path: Path) -> None:
+    from tests.integration.cli.test_mcp_server import Inspector
 
-    inspector = inspector_bin()
-    env = {**mcp_daemon.env}
+    inspector = Inspector(mcp_daemon, str(tmp_path))
 
     def inspect(*args: str) -> dict[str, Any]:
-        out = subprocess.run([inspector, "--cli", *cli_argv(), "mcp-server", *args],
-                             env=env, capture_output=True, text=True, timeout=120)
+        out = inspector.run(*args)
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout)
 
@@ -353,6 +351,12 @@ def test_inspector_calls_new_tools(mcp_daemon: RunningDaemon) -> None:
     budget = inspect("--method", "tools/call", "--tool-name", "parhelia_budget_set",
                      "--tool-arg", "amount_usd=30")
     assert budget["structuredContent"]["ceiling_usd"] == "30.000000"
+    # set on the test's daemon, not on one the server started for itself
+    shown = subprocess.run([*cli_argv(), "budget", "show", "--json"], env=mcp_daemon.env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "30.000000" in shown.stdout or '"30' in shown.stdout, shown.stdout
+    assert inspector.no_daemon_of_its_own()
 
 
 async def test_acting_on_a_running_task(mcp_daemon: RunningDaemon, tmp_path: Path) -> None:

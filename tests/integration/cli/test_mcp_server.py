@@ -281,14 +281,34 @@ def inspector_bin() -> str:
     return path
 
 
-def test_mcp_inspector_cli(mcp_daemon: RunningDaemon) -> None:
-    inspector = inspector_bin()
-    with tempfile.TemporaryDirectory(prefix="ph-insp-") as scratch:
-        env = {**mcp_daemon.env, "HOME": scratch}
+class Inspector:
+    """The MCP Inspector's CLI running ``parhelia mcp-server`` against ``daemon``, with a
+    scratch HOME. The Inspector starts the server with the MCP SDK's default environment
+    (HOME, PATH and a few more), not its own: the daemon's variables go with ``-e``, and
+    autostart is off, so a server that missed them fails instead of starting a daemon of
+    its own (in the user's real home, without the scratch HOME)."""
 
-        def inspect(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([inspector, "--cli", *cli_argv(), "mcp-server", *args],
-                                  env=env, capture_output=True, text=True, timeout=120)
+    PASSED = ("PARHELIA_HOME", "PARHELIA_SOCKET", "PARHELIA_NO_AUTOSTART", "NO_COLOR")
+
+    def __init__(self, daemon: RunningDaemon, scratch: str) -> None:
+        self.bin = inspector_bin()
+        self.scratch = scratch
+        self.env = {**daemon.env, "HOME": scratch, "PARHELIA_NO_AUTOSTART": "1"}
+        self.server_env = [f"{k}={self.env[k]}" for k in self.PASSED if k in self.env]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        passed = [a for kv in self.server_env for a in ("-e", kv)]
+        return subprocess.run([self.bin, "--cli", *passed, *args, "--", *cli_argv(),
+                               "mcp-server"], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+
+    def no_daemon_of_its_own(self) -> bool:
+        return not (Path(self.scratch) / ".local" / "state" / "parhelia").exists()
+
+
+def test_mcp_inspector_cli(mcp_daemon: RunningDaemon) -> None:
+    with tempfile.TemporaryDirectory(prefix="ph-insp-") as scratch:
+        inspect = Inspector(mcp_daemon, scratch).run
 
         listed = inspect("--method", "tools/list")
         assert listed.returncode == 0, listed.stderr
@@ -314,7 +334,12 @@ def test_mcp_inspector_cli(mcp_daemon: RunningDaemon) -> None:
                           "--tool-arg", "task_id=t-nope")
         assert missing.returncode != 0
         assert "E201 TASK_NOT_FOUND" in missing.stdout
+        # The server spoke to the test's daemon: the CLI sees the task it created there.
+        shown = subprocess.run([*cli_argv(), "task", "show", task_id, "--json"],
+                               env=mcp_daemon.env, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == task_id, shown
         # Nothing was written into the real home, and the scratch home stays small.
+        assert Inspector(mcp_daemon, scratch).no_daemon_of_its_own()
         assert sum(1 for _ in Path(scratch).rglob("*")) < 50
 
 

@@ -675,7 +675,18 @@ class ModalBackend:
         try:
             sb = await self._sandbox_for(cid)
             if sb is None:
-                ch.ended = True
+                # Ended only when Modal said so. Not found is also a sandbox that is not
+                # created yet (the listener asks as soon as the container is recorded, and
+                # a launch can wait minutes for capacity): a channel marked ended then
+                # would never be followed live, its records arriving only with volume
+                # syncs, and the worker would be buried as silent. So: what the volume
+                # holds now (a sandbox that ended while the daemon was away), and the
+                # tail tried again later; the exit check decides that a container ended.
+                if self._known_ended(cid):
+                    ch.ended = True
+                else:
+                    ch.tail_failed_at = time.monotonic()
+                    await self._catch_up(ch)
                 return
             path = f"{VOLUME_MOUNT}/spool/{cid}.jsonl"
             # Bytes, not text: the cursor is the spool's byte offset (what the volume
@@ -703,6 +714,10 @@ class ModalBackend:
             ch.ended = True
         else:
             ch.tail_failed_at = time.monotonic()
+
+    def _known_ended(self, container_id: str) -> bool:
+        return any(cid == container_id and backend_id in self._ended
+                   for backend_id, cid in self._container_of.items())
 
     async def _sandbox_for(self, container_id: str) -> Any | None:
         for backend_id, cid in self._container_of.items():

@@ -301,6 +301,41 @@ async def test_a_broken_tail_is_followed_again_while_the_sandbox_runs(fake_modal
     assert fake_modal.calls().count("Sandbox.exec") >= 2
 
 
+async def test_a_channel_asked_for_before_its_sandbox_exists_is_followed_live(fake_modal,
+                                                                              tmp_path):
+    """The listener asks for a container's records as soon as it is recorded, before the
+    launch created its sandbox (a GPU launch can wait minutes). That early "not found" is
+    not the sandbox's end: once it runs, its records come live through the tail, not
+    only with the volume syncs of its checkpoints."""
+    backend = make_backend(fake_modal)
+    local = LocalVolume(tmp_path / "local")
+    early = await backend.events("c-early", 0)
+    assert early.records == [] and early.cursor == 0
+    # longer than the tail's retry delay after the early "not found"
+    spec = worker_spec(backend, script({"sleep": 9}, {"turn": True}), "c-early")
+    await start(backend, local, spec)
+    records: list[dict] = []
+    cursor, live = 0, False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not records or records[-1]["type"] != "worker_exited":
+        assert loop.time() < deadline, [r["type"] for r in records]
+        batch = await backend.events("c-early", cursor)
+        cursor = batch.cursor
+        records += batch.records
+        # a heartbeat beaten while the agent sleeps, seen before the turn's checkpoint
+        # synced the volume: only the live tail carries it
+        types = [r["type"] for r in records]
+        if "checkpoint_created" in types and "agent_turn_completed" not in types and \
+                "heartbeat" in types[types.index("checkpoint_created"):]:
+            live = True
+        await asyncio.sleep(0.1)
+    assert live, ("records arrived only with volume syncs or after the sandbox ended",
+                  " ".join(r["type"] for r in records))
+    assert seqs(records) == list(range(1, len(records) + 1))
+    assert "Sandbox.exec" in fake_modal.calls()
+
+
 @pytest.mark.parametrize(("name", "code", "kind"), [
     ("AuthError", "E400", ParheliaError), ("ResourceExhaustedError", "E500", NoCapacity),
     ("ConnectionError", "E502", BackendUnreachable), ("TimeoutError", "E502", BackendUnreachable),

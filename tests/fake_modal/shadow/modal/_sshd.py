@@ -20,12 +20,15 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
 from . import _service
+
+CLIENT_CLOSE_WAIT_S = 10.0
 
 
 def _config(path: Path) -> dict[str, str]:
@@ -131,6 +134,13 @@ def _session(conn: socket.socket, host_key: paramiko.PKey, authorized: list[str]
             channel.close()
         with contextlib.suppress(OSError):
             os.close(master)
+        # As sshd does: the client closes the connection once it has read the exit status.
+        # Closing first, with the client's last packets (window adjusts, keep-alives) unread,
+        # makes the kernel answer with a reset that can overtake the exit status: the client
+        # then sees a dropped connection (ssh exits 255) instead of the command's end.
+        deadline = time.monotonic() + CLIENT_CLOSE_WAIT_S
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.05)
         transport.close()
 
 

@@ -10,7 +10,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,24 @@ def session(h: Harness, ref: str) -> dict[str, Any]:
 def checkpoints(h: Harness, sid: str, trigger: str) -> list[dict[str, Any]]:
     return [e for e in h.events("--session", sid, "--type", "checkpoint_created")
             if (e["data"] or {}).get("trigger") == trigger]
+
+
+LOG_LINES_SHOWN = 60
+
+
+def story(h: Harness, sid: str, term: Terminal | None = None) -> Callable[[], str]:
+    """What a failed wait shows: the session's events and status, and the user's screen."""
+    def tell() -> str:
+        lines = [f"{e['type']}: {e.get('message', '')}" for e in h.events("--session", sid)]
+        lines.append(f"session status: {session(h, sid)['status']}")
+        if term is not None:
+            lines += ["screen:", term.screen()]
+        log = h.daemon.log_file
+        if log.exists():
+            lines += ["the daemon's log (its end):", *log.read_text(errors="replace")
+                      .splitlines()[-LOG_LINES_SHOWN:]]
+        return "\n".join(lines)
+    return tell
 
 
 def tui_width(h: Harness, sid: str) -> int:
@@ -217,19 +235,25 @@ def test_take_over_a_headless_task_then_release_it_one_conversation(
     term = Terminal(tmp_path / "t", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, sid, "--take-over")
+        told = story(h, sid, term)
         wait_for(lambda: "Step 1." in term.screen(),
-                 timeout=90, what="the resumed conversation on screen")
+                 timeout=90, what="the resumed conversation on screen", detail=told)
         assert wait_for(lambda: checkpoints(h, sid, "takeover"),
-                        timeout=90, what="the takeover checkpoint")
-        assert session(h, sid)["status"] == "attached"
+                        timeout=90, what="the takeover checkpoint", detail=told)
+        # the worker reports its TUI's clients as it sees them: "attached" follows the
+        # attach, it does not precede the first screen
+        wait_for(lambda: session(h, sid)["status"] == "attached",
+                 timeout=90, what="the session to show the attached client", detail=told)
         assert h.task(task_id)["options"]["interactive"]  # a recovery would come back so
         term.keys("Say TUI-MESSAGE now", literal=True)
         term.keys("Enter")
-        wait_for(lambda: "TUI-ANSWER" in term.screen(), timeout=90, what="the TUI's answer")
+        wait_for(lambda: "TUI-ANSWER" in term.screen(), timeout=90, what="the TUI's answer",
+                 detail=told)
 
         released = h.json("session", "release", sid, "Finish up. RELEASE-MARKER")
         assert released["status"] == "headless"
-        wait_for(term.ended, timeout=90, what="the attached client to leave with the TUI")
+        wait_for(term.ended, timeout=90, what="the attached client to leave with the TUI",
+                 detail=told)
     finally:
         term.close()
 

@@ -20,6 +20,7 @@ from tests.e2e.test_interactive_real_claude import (
     attach_in,
     checkpoints,
     session,
+    story,
 )
 from tests.e2e.test_modal_daemon_real_claude import stack as stack  # noqa: F401 - fixture
 from tests.fake_anthropic import FakeAnthropic, reply
@@ -121,17 +122,20 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
     term = Terminal(tmp_path / "t1", h.daemon.env, width=100, height=30)
     try:
         attach_in(term, h, sid, "--ssh")
-        wait_for(lambda: "SSH-FIRST-ANSWER" in term.screen(), timeout=90, what="the TUI over ssh")
+        told = story(h, sid, term)
+        wait_for(lambda: "SSH-FIRST-ANSWER" in term.screen(), timeout=90,
+                 what="the TUI over ssh", detail=told)
         term.keys("And now?", literal=True)
         term.keys("Enter")
         wait_for(lambda: "SSH-SECOND-ANSWER" in term.screen(),
-                 timeout=90, what="the answer over ssh")
+                 timeout=90, what="the answer over ssh", detail=told)
         term.keys("C-b", "d")
-        wait_for(term.ended, timeout=90, what="ssh to end")
-        assert "goes on running" in term.screen()
+        wait_for(term.ended, timeout=90, what="ssh to end", detail=told)
+        assert "goes on running" in term.screen(), told()
     finally:
         term.close()
-    wait_for(lambda: checkpoints(h, sid, "detach"), timeout=120, what="the detach checkpoint")
+    wait_for(lambda: checkpoints(h, sid, "detach"), timeout=120, what="the detach checkpoint",
+             detail=story(h, sid))
 
     fake_modal.switch("ssh_mitm")  # another server behind the tunnel, another host key
     asked = len(api.main_requests)

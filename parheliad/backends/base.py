@@ -173,6 +173,14 @@ class Backend(Protocol):
         """Channel records after ``cursor``; the returned cursor is opaque to callers."""
         ...
 
+    def last_heard(self, container_id: str) -> int | None:
+        """When (µs since the epoch) this backend's live channel last carried a heartbeat
+        of the container, as it arrived and before the listener applied it (the listener
+        holds a batch back while it copies the checkpoints the batch announces, which can
+        take longer than several heartbeat intervals). None when the listener reads the
+        channel itself, so that nothing can hold a heartbeat back."""
+        ...
+
     async def control(self, backend_id: str, container_id: str,
                       message: dict[str, Any]) -> None: ...
 

@@ -248,6 +248,9 @@ class LocalBackend:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
 
+    def last_heard(self, container_id: str) -> int | None:
+        return None  # the listener reads the spool itself: what it applied is all there is
+
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         # Called for every live container on every listener pass: a size check on a
         # cached path string, and a read (in a thread) only when the spool grew.

@@ -54,6 +54,8 @@ from parhelia import envfile
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
+from parhelia.events import HEARTBEAT
+from parheliad.store.clock import now_us
 
 from .base import (
     ChannelBatch,
@@ -195,13 +197,16 @@ class _Channel:
     catchups_after_end: int = 0
     last_catchup: float = 0.0
     exited: bool = False
+    heard_at_us: int | None = None
+    """When the live tail last carried a heartbeat (the volume's catch-up, which reads
+    what a sandbox wrote who knows when, never sets it)."""
 
     def add(self, end: int, record: dict[str, Any]) -> None:
         self.records.append((end, record))
         if record.get("type") == "worker_exited":
             self.exited = True
 
-    def consume(self, line: _LineBuffer, chunk: bytes) -> None:
+    def consume(self, line: _LineBuffer, chunk: bytes, *, live: bool = False) -> None:
         """The spool's next bytes (from ``offset`` on, live or from the volume): each whole
         line's records, the cursor moved past it."""
         for size, data in line.feed(chunk):
@@ -212,6 +217,8 @@ class _Channel:
             else:
                 for _, record in _parse_lines(data)[0]:
                     self.add(end, record)
+                    if live and record.get("type") == HEARTBEAT:
+                        self.heard_at_us = now_us()
             self.offset = end
 
 
@@ -636,6 +643,10 @@ class ModalBackend:
 
     # -- channel --------------------------------------------------------------------------
 
+    def last_heard(self, container_id: str) -> int | None:
+        ch = self._channels.get(container_id)
+        return ch.heard_at_us if ch is not None else None
+
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         """Records after byte ``cursor`` of the spool; never waits on Modal for the live
         part (the tail runs in the background), reads the volume only after the end."""
@@ -695,7 +706,7 @@ class ModalBackend:
                 "tail", "-c", f"+{ch.offset + 1}", "-F", path, text=False))
             line = _LineBuffer()
             async for chunk in proc.stdout:
-                ch.consume(line, bytes(chunk))
+                ch.consume(line, bytes(chunk), live=True)
         except asyncio.CancelledError:
             raise
         except BackendUnreachable:

@@ -92,25 +92,40 @@ class HealthMonitor:
                         seconds=round((now - self._last_sweep_us) / US_PER_SECOND, 1))
             self._resumed_at_us = now
         self._last_sweep_us = now
-        ids = [cid for cid, _, _ in await self._store.containers.live_cursors()]
+        live = await self._store.containers.live_cursors()
+        ids = [cid for cid, _, _ in live]
         if not ids:
             return []
         listener = self._listener
         unreachable = dict(listener.unreachable) if listener is not None else {}
         since = dict(listener.reachable_since) if listener is not None else {}
+        heard = self._heard(live)
         changes = await self._store.write(
-            lambda tx: self._walk(tx, ids, interval, now, unreachable, since))
+            lambda tx: self._walk(tx, ids, interval, now, unreachable, since, heard))
         self.sweeps += 1
         for change in changes:
             if change.after == Health.DEAD:
                 await self._bury(change)
         return changes
 
+    def _heard(self, live: list[tuple[str, str, int]]) -> dict[str, int]:
+        """Heartbeats the backends' live channels carried that the listener has not
+        applied yet (it is copying a checkpoint they announced): the worker is alive."""
+        heard: dict[str, int] = {}
+        for cid, backend_name, _ in live:
+            backend = self._backends.get(backend_name)
+            at = backend.last_heard(cid) if backend is not None else None
+            if at is not None:
+                heard[cid] = at
+        return heard
+
     def _walk(self, tx: Tx, ids: list[str], interval: float, now: int,
               unreachable: Mapping[str, int] | None = None,
-              reachable_since: Mapping[str, int] | None = None) -> list[HealthChange]:
+              reachable_since: Mapping[str, int] | None = None,
+              heard: Mapping[str, int] | None = None) -> list[HealthChange]:
         changes: list[HealthChange] = []
         unreachable = unreachable or {}
+        heard = heard or {}
         for cid in ids:
             c = tx.containers.get(cid)
             if c is None or c.state not in CONTAINER_LIVE or c.health == Health.DEAD:
@@ -130,8 +145,9 @@ class HealthMonitor:
                     changes.append(HealthChange(c.id, c.health, Health.UNREACHABLE.value, 0))
                 continue
             resumed = max(self._resumed_at_us, (reachable_since or {}).get(c.backend, 0))
-            if c.last_heartbeat_at is not None:
-                silence = now - max(c.last_heartbeat_at, resumed)
+            last = max(c.last_heartbeat_at or 0, heard.get(cid, 0)) or None
+            if last is not None:
+                silence = now - max(last, resumed)
             else:
                 silence = now - max(c.started_at or c.created_at, resumed) - int(
                     FIRST_HEARTBEAT_GRACE_SECONDS * US_PER_SECOND)
@@ -140,7 +156,7 @@ class HealthMonitor:
                 continue
             health = health_after(c.health, heartbeat=False, missed=missed)
             fields: dict[str, object] = {"consecutive_failures": missed}
-            silent_s = round((now - (c.last_heartbeat_at or c.started_at or c.created_at))
+            silent_s = round((now - (last or c.started_at or c.created_at))
                              / US_PER_SECOND, 1)
             tx.events.append("heartbeat_missed", f"{missed} heartbeat(s) missed ({silent_s}s "
                              "silent)", task_id=c.task_id, session_id=c.session_id,

@@ -68,6 +68,9 @@ class ScriptedBackend(SeamsMixin):
         self.terminated.append(backend_id)
         self.running[backend_id] = False
 
+    def last_heard(self, container_id: str) -> int | None:
+        return None  # its records are applied as they are emitted
+
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         records = self.records.get(container_id, [])
         return ChannelBatch(records[cursor:], len(records))

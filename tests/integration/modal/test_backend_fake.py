@@ -211,6 +211,9 @@ async def test_a_restarted_daemon_catches_up_from_the_volume_exactly_once(fake_m
     assert everything[-1]["type"] == "worker_exited"
     again = await fresh.events("c-restart", (await fresh.events("c-restart", cursor)).cursor)
     assert again.records == []
+    # heartbeats read back from the volume say nothing of a worker alive now
+    assert any(r["type"] == "heartbeat" for r in rest)
+    assert fresh.last_heard("c-restart") is None
 
 
 async def test_push_sends_only_blobs_the_volume_lacks(fake_modal, tmp_path):
@@ -334,6 +337,8 @@ async def test_a_channel_asked_for_before_its_sandbox_exists_is_followed_live(fa
                   " ".join(r["type"] for r in records))
     assert seqs(records) == list(range(1, len(records) + 1))
     assert "Sandbox.exec" in fake_modal.calls()
+    # the health sweep's view: the live tail carried heartbeats
+    assert backend.last_heard("c-early") is not None
 
 
 @pytest.mark.parametrize(("name", "code", "kind"), [

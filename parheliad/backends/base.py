@@ -177,8 +177,10 @@ class Backend(Protocol):
         """When (µs since the epoch) this backend's live channel last carried a heartbeat
         of the container, as it arrived and before the listener applied it (the listener
         holds a batch back while it copies the checkpoints the batch announces, which can
-        take longer than several heartbeat intervals). None when the listener reads the
-        channel itself, so that nothing can hold a heartbeat back."""
+        take longer than several heartbeat intervals); now, once the channel carried the
+        worker's exit or the backend saw the container end (nothing more is due: the exit
+        check settles it). None when the
+        listener reads the channel itself, so that nothing can hold a heartbeat back."""
         ...
 
     async def control(self, backend_id: str, container_id: str,

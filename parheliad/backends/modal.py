@@ -645,7 +645,11 @@ class ModalBackend:
 
     def last_heard(self, container_id: str) -> int | None:
         ch = self._channels.get(container_id)
-        return ch.heard_at_us if ch is not None else None
+        if ch is None:
+            return None
+        if ch.exited or self._known_ended(container_id):
+            return now_us()  # its last word said, or its sandbox ended: the exit check settles it
+        return ch.heard_at_us
 
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         """Records after byte ``cursor`` of the spool; never waits on Modal for the live

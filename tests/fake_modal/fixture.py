@@ -6,8 +6,8 @@
 - ``fake.env()``: environment for a daemon subprocess that must import the fake as
   ``modal`` (``PYTHONPATH`` first) and find a Modal token.
 - ``fake.switch(name, on)``: fault switches (unreachable, hang, no_capacity, name_clash,
-  auth, latency=<seconds>, terminate_fails), read by the fake at every call, also across
-  processes.
+  auth, latency=<seconds>, latency.<Class.method>=<seconds>, terminate_fails), read by
+  the fake at every call, also across processes.
 - ``fake.sandboxes()``, ``fake.calls()``, ``fake.kill_worker(container_id)``.
 """
 

@@ -241,6 +241,35 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
     assert changed_files(harness, task_id)["b.txt"] == "b\n"
 
 
+def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None:
+    """Modal's volume answers slowly: copying a turn's checkpoint to the daemon takes
+    longer than the five missed heartbeats that mean dead. The listener holds that
+    batch back meanwhile, but the worker's heartbeats keep arriving on the live
+    channel: nothing is buried, killed or relaunched, and the task completes."""
+    if backend.fake is None:
+        pytest.skip("the local backend shares the daemon's volume: there is no copy")
+    harness = backend.harness()
+    dead_after = 5.5 * backend.heartbeat  # floor(silence / interval - 0.5) >= 5
+    backend.fake.switch("latency.Volume.read_file", True, str(round(dead_after + 4)))
+    try:
+        task_id = harness.create(fake_prompt(
+            {"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 3 * dead_after},
+            {"write": "b.txt", "content": "b"}, {"turn": True}))
+        wait_for(lambda: turn_checkpoints(harness, task_id), timeout=180,
+                 what="the first turn's checkpoint, copied slowly")
+    finally:
+        backend.fake.switch("latency.Volume.read_file", False)
+    task = harness.wait(task_id, timeout=180)
+    assert task["status"] == "completed" and task["restarts"] == 0, task
+    events = harness.events("--task", task_id)
+    types = [e["type"] for e in events]
+    assert "container_lost" not in types and "task_recovering" not in types, types
+    assert not [e for e in events if e["type"] == "health_changed"
+                and (e["data"] or {}).get("to") == "dead"], \
+        [(e["at"][11:22], e["type"], e["message"]) for e in events]
+    assert changed_files(harness, task_id)["b.txt"] == "b\n"
+
+
 def test_an_orphan_is_found_and_cleaned_and_another_owners_is_untouched(
         backend: Backend) -> None:
     harness = backend.harness()

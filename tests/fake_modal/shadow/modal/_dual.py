@@ -4,7 +4,7 @@ threads, so a caller's ``asyncio.wait_for`` can abandon it.
 
 Every call goes through the gate: it is counted in ``calls.log`` and the switches apply
 (auth -> AuthError, unreachable -> ConnectionError, hang -> waits while on, latency ->
-sleeps that many seconds first).
+sleeps that many seconds first, latency.<Class.method> -> the same for that call only).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fake-modal")
 waiting (latency, hang, a sandbox starting) happens in coroutines, not here."""
 
 
-def _latency() -> float:
-    value = _service.switch_value("latency") or os.environ.get("FAKE_MODAL_LATENCY") or "0"
+def _latency(name: str) -> float:
+    """Seconds added to the call ``name``: the switch ``latency.<name>`` (one call, such
+    as ``latency.Volume.read_file``), else ``latency`` (every call)."""
+    value = _service.switch_value(f"latency.{name}") or _service.switch_value("latency") \
+        or os.environ.get("FAKE_MODAL_LATENCY") or "0"
     try:
         return float(value)
     except ValueError:
@@ -46,7 +49,7 @@ def gate_sync(name: str) -> None:
     _check(name)
     while _service.switch_on("hang"):
         time.sleep(0.05)
-    delay = _latency()
+    delay = _latency(name)
     if delay:
         time.sleep(delay)
 
@@ -55,7 +58,7 @@ async def gate_async(name: str) -> None:
     _check(name)
     while _service.switch_on("hang"):
         await asyncio.sleep(0.05)
-    delay = _latency()
+    delay = _latency(name)
     if delay:
         await asyncio.sleep(delay)
 

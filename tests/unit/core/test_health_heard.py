@@ -10,6 +10,7 @@ import dataclasses
 from parheliad.config import Config
 from parheliad.core.health import HealthMonitor
 from parheliad.store.clock import now_us
+from tests.unit.core.test_health_pause import running_container
 
 SECOND = 1_000_000
 
@@ -25,20 +26,6 @@ class HeardBackend:
         return self.heard_at
 
 
-async def _silent_container(store, silent_for_s: float) -> str:  # noqa: ANN001
-    def unit(tx):  # noqa: ANN001, ANN202
-        task = tx.tasks.insert(dict(prompt="p", cpu=1.0, memory_mb=512, timeout_seconds=600,
-                                    max_turns=5, permission_mode="acceptEdits",
-                                    backend="modal"))
-        c = tx.containers.insert(task_id=task.id, backend="modal", backend_id="sb-1",
-                                 state="running", health="healthy",
-                                 started_at=now_us() - 600 * SECOND,
-                                 last_heartbeat_at=now_us() - int(silent_for_s * SECOND))
-        return c.id
-
-    return await store.write(unit)
-
-
 def _monitor(store, backend: HeardBackend) -> HealthMonitor:  # noqa: ANN001
     cfg = dataclasses.replace(Config(), heartbeat=dataclasses.replace(
         Config().heartbeat, interval_seconds=1.0))
@@ -50,7 +37,8 @@ def _monitor(store, backend: HeardBackend) -> HealthMonitor:  # noqa: ANN001
 
 
 async def test_a_heartbeat_heard_but_not_yet_applied_keeps_the_worker_healthy(store) -> None:
-    cid = await _silent_container(store, silent_for_s=4)
+    cid = await running_container(store, silent_for_s=4, backend="modal",
+                                backend_id="sb-1")
     monitor = _monitor(store, HeardBackend(heard_at=now_us()))
     assert await monitor.sweep() == []
     c = await store.containers.get(cid)
@@ -58,7 +46,8 @@ async def test_a_heartbeat_heard_but_not_yet_applied_keeps_the_worker_healthy(st
 
 
 async def test_silence_on_the_live_channel_too_is_still_counted(store) -> None:
-    cid = await _silent_container(store, silent_for_s=4)
+    cid = await running_container(store, silent_for_s=4, backend="modal",
+                                backend_id="sb-1")
     monitor = _monitor(store, HeardBackend(heard_at=now_us() - 3 * SECOND))
     changes = await monitor.sweep()
     assert [ch.after for ch in changes] == ["degraded"]
@@ -66,7 +55,8 @@ async def test_silence_on_the_live_channel_too_is_still_counted(store) -> None:
 
 
 async def test_nothing_heard_leaves_the_applied_heartbeats_alone(store) -> None:
-    cid = await _silent_container(store, silent_for_s=4)
+    cid = await running_container(store, silent_for_s=4, backend="modal",
+                                backend_id="sb-1")
     monitor = _monitor(store, HeardBackend(heard_at=None))
     changes = await monitor.sweep()
     assert [ch.after for ch in changes] == ["unhealthy"]

@@ -12,12 +12,14 @@ from parheliad.store.clock import now_us
 SECOND = 1_000_000
 
 
-async def _running_container(store, silent_for_s: float) -> str:
+async def running_container(store, silent_for_s: float, backend: str = "local",  # noqa: ANN001
+                            backend_id: str = "1@1.0") -> str:
+    """A running container whose last applied heartbeat is ``silent_for_s`` old."""
     def unit(tx):  # noqa: ANN001, ANN202
         task = tx.tasks.insert(dict(prompt="p", cpu=1.0, memory_mb=512, timeout_seconds=600,
                                     max_turns=5, permission_mode="acceptEdits",
-                                    backend="local"))
-        c = tx.containers.insert(task_id=task.id, backend="local", backend_id="1@1.0",
+                                    backend=backend))
+        c = tx.containers.insert(task_id=task.id, backend=backend, backend_id=backend_id,
                                  state="running", health="healthy",
                                  started_at=now_us() - 600 * SECOND,
                                  last_heartbeat_at=now_us() - int(silent_for_s * SECOND))
@@ -34,7 +36,7 @@ def _monitor(store) -> HealthMonitor:  # noqa: ANN001
 
 
 async def test_silence_spanning_the_daemons_own_pause_is_not_counted(store) -> None:
-    cid = await _running_container(store, silent_for_s=60)
+    cid = await running_container(store, silent_for_s=60)
     monitor = _monitor(store)
     monitor._last_sweep_us = now_us() - 60 * SECOND  # the daemon slept for a minute
     assert await monitor.sweep() == []
@@ -43,7 +45,7 @@ async def test_silence_spanning_the_daemons_own_pause_is_not_counted(store) -> N
 
 
 async def test_real_silence_is_still_detected(store) -> None:
-    cid = await _running_container(store, silent_for_s=4)
+    cid = await running_container(store, silent_for_s=4)
     monitor = _monitor(store)
     monitor._last_sweep_us = now_us() - SECOND  # sweeping on time
     changes = await monitor.sweep()

@@ -179,8 +179,8 @@ class Backend(Protocol):
         holds a batch back while it copies the checkpoints the batch announces, which can
         take longer than several heartbeat intervals); now, once the channel carried the
         worker's exit or the backend saw the container end (nothing more is due: the exit
-        check settles it). None when the
-        listener reads the channel itself, so that nothing can hold a heartbeat back."""
+        check settles it). None when the listener reads the channel itself, so that
+        nothing can hold a heartbeat back."""
         ...
 
     async def control(self, backend_id: str, container_id: str,

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+from typing import TYPE_CHECKING
 
 from modal_worker.checkpoint.cas import is_digest
-from modal_worker.checkpoint.manifest import Entry, Manifest, refuse
+from parhelia.errors import ParheliaError
+
+if TYPE_CHECKING:
+    from modal_worker.checkpoint.manifest import Entry, Manifest
 
 MAX_FILE_SIZE = 1 << 40
 MAX_ENTRIES = 10_000_000
@@ -22,6 +26,11 @@ MAX_SYMLINK_HOPS = 40
 FILE_MODE_MASK = 0o755
 FILE_MODE_FORCE = 0o600
 DIR_MODE_FORCE = 0o700
+
+
+def refuse(message: str, **details: object) -> ParheliaError:
+    """The one error for anything wrong with a checkpoint (E600)."""
+    return ParheliaError("E600", message, **details)
 
 
 def restored_mode(entry: Entry) -> int:

@@ -2,7 +2,8 @@
 
 A manifest is untrusted input when read back: ``Manifest.from_dict`` checks
 shapes and types and refuses duplicate paths; ``checks.check_manifest`` then
-applies the path and symlink rules before anything is restored.
+applies the path and symlink rules. ``load_manifest`` does both, so a manifest read
+from a volume is never handed on unchecked.
 
 Format 2 (ADR 0003, "Per-turn cost") adds two things, each used only when it helps: a
 conversation file may be a list of chunks (an append-only transcript grows by one blob
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from modal_worker.checkpoint.checks import check_manifest, refuse
 from modal_worker.volume import Volume, validate_key
 from parhelia import records
 from parhelia.errors import ParheliaError
@@ -36,11 +38,6 @@ MAX_CHUNKS = 64
 """A conversation file of more chunks is stored again as one blob (bounds the list)."""
 EntryType = Literal["file", "symlink", "dir"]
 ENTRY_TYPES: frozenset[str] = frozenset({"file", "symlink", "dir"})
-
-
-def refuse(message: str, **details: object) -> ParheliaError:
-    """The one error for anything wrong with a checkpoint (E600)."""
-    return ParheliaError("E600", message, **details)
 
 
 @dataclass(frozen=True)
@@ -270,8 +267,10 @@ def base_of(raw: object) -> str | None:
 
 def load_manifest(volume: Volume, session_id: str, checkpoint_id: str, *,
                   _delta_ok: bool = True) -> Manifest:
-    """Read a manifest (and the base of a delta) and check that its content hashes to
-    its id (E202 if absent)."""
+    """Read a manifest (and the base of a delta), check that its content hashes to its
+    id and that it keeps every rule of :func:`checks.check_manifest` (paths, symlinks,
+    modes, sizes, blob names of the whole tree and of the conversation): E600 on the
+    first one broken, E202 if absent. A base is checked as part of the delta's tree."""
     try:
         key = manifest_key(session_id, checkpoint_id)
     except ValueError:
@@ -299,6 +298,8 @@ def load_manifest(volume: Volume, session_id: str, checkpoint_id: str, *,
         raise refuse(f"checkpoint {checkpoint_id}: content does not match its id")
     if manifest.session_id != session_id:
         raise refuse(f"checkpoint {checkpoint_id}: belongs to another session")
+    if _delta_ok:
+        check_manifest(manifest)
     return manifest
 
 

@@ -66,11 +66,7 @@ def restore(
     started = time.monotonic()
     dest = Path(os.path.realpath(Path(dest).parent)) / Path(dest).name
     store = BlobStore(volume)
-    check_manifest(manifest)
-    _check_blobs(store, [(p, e.blob, e.size) for p, e in manifest.tree.items()
-                         if e.type == "file" and e.blob is not None])
-    _check_blobs(store, [(p, c.blob, c.size) for p, r in manifest.conversation.items()
-                         for c in r.chunks])
+    preflight(manifest, store)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise refuse(f"restore destination {dest} is not a directory")
     total = sum(e.size for e in manifest.tree.values() if e.type == "file")
@@ -115,6 +111,18 @@ def restore(
 
 
 # -- checks -----------------------------------------------------------------------------
+
+
+def preflight(manifest: Manifest, store: BlobStore) -> None:
+    """Everything checked before a checkpoint's first byte is written anywhere: the static
+    rules (:func:`check_manifest`) and every blob of its tree and conversation present
+    with the recorded size. E600 on the first problem. Every reader that writes what a
+    manifest names (restore, ``session pull``, ``task pull``) calls it first."""
+    check_manifest(manifest)
+    _check_blobs(store, [(p, e.blob, e.size) for p, e in manifest.tree.items()
+                         if e.type == "file" and e.blob is not None])
+    _check_blobs(store, [(p, c.blob, c.size) for p, r in manifest.conversation.items()
+                         for c in r.chunks])
 
 
 def _check_blobs(store: BlobStore, blobs: list[tuple[str, str | None, int]]) -> None:

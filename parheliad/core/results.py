@@ -12,6 +12,7 @@ from pathlib import Path
 from modal_worker import gitsafe
 from modal_worker.checkpoint import BlobStore, Manifest, diff, load_manifest, unified_diff
 from modal_worker.checkpoint.diff import TreeDiff
+from modal_worker.checkpoint.restore import preflight
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parhelia.outpath import open_output
@@ -35,6 +36,10 @@ def task_changes(volume: Volume, task: TaskRow, zero_id: str | None,
         raise ParheliaError("E202", f"task {task.id} has no checkpoint yet; it has not run")
     final = load_manifest(volume, task.session_id, latest_id)
     base = load_manifest(volume, task.session_id, zero_id) if zero_id else None
+    store = BlobStore(volume)
+    for manifest in (base, final):
+        if manifest is not None:
+            preflight(manifest, store)  # what a pull writes is all there, before it writes
     return TaskChanges(base, final, diff(base, final, ignore=IGNORE))
 
 

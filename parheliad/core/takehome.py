@@ -29,8 +29,10 @@ from pathlib import Path
 from modal_worker import gitsafe
 from modal_worker.checkpoint.baserepo import AGENT_IDENTITY, make_repo, wants_repo
 from modal_worker.checkpoint.cas import BlobError, BlobStore
+from modal_worker.checkpoint.checks import check_path
 from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest
 from modal_worker.checkpoint.projects import Conversation, encode_project_dir, project_dir
+from modal_worker.checkpoint.restore import preflight
 from modal_worker.checkpoint.restore import restore as restore_tree
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError, invalid
@@ -215,6 +217,7 @@ def pull_home(volume: Volume, manifest: Manifest, *, directory: Path, config_dir
                                     "task pull`")
     target = check_conversation_free(config_dir, directory, session_uuid)
     store = BlobStore(volume)
+    preflight(manifest, store)  # the whole manifest, conversation included, before any write
     cleaned, left_out, git_dirs = sanitize_git(manifest)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -293,7 +296,9 @@ def install_conversation(store: BlobStore, entries: dict[str, BlobRef], target: 
 
 
 def _write_new(store: BlobStore, ref: BlobRef, root: Path, rel: str) -> bool:
-    """Write ``root/rel`` unless it exists; never through a symlink. False when kept."""
+    """Write ``root/rel`` unless it exists; never through a symlink, never outside
+    ``root`` (``rel`` is checked again here, where it is used: E600). False when kept."""
+    check_path(rel, "conversation")
     parent = root
     for part in rel.split("/")[:-1]:
         parent = parent / part
@@ -301,6 +306,9 @@ def _write_new(store: BlobStore, ref: BlobRef, root: Path, rel: str) -> bool:
             return False
         if not parent.exists():
             parent.mkdir(mode=CONVERSATION_DIR_MODE)
+    if not Path(os.path.realpath(parent)).is_relative_to(os.path.realpath(root)):
+        raise ParheliaError("E600", f"conversation file {rel!r} would be written outside "
+                                    f"{root}")
     try:
         _write_file(store, ref, parent / rel.rsplit("/", 1)[-1])
     except FileExistsError:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import Manifest, restore, snapshot
+from modal_worker.checkpoint import BlobStore, Manifest, restore, snapshot
 from modal_worker.checkpoint.projects import Conversation, encode_project_dir
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
@@ -104,6 +104,36 @@ def test_side_store_files_that_exist_are_kept(tmp_path: Path) -> None:
     assert (history / "abc@v1").read_text() == "local v1\n"
     assert (history / "abc@v2").read_text() == "remote v2\n"
     assert copy.conversation_files == 2  # the transcript and abc@v2
+
+
+@pytest.mark.parametrize("rel", ["../../../.ssh/authorized_keys", "a/../../x", "/abs", "a//b"])
+def test_a_conversation_file_is_written_under_its_root_only(tmp_path: Path, rel: str) -> None:
+    """Where it is used, not only where the manifest was checked: the side store's file
+    is refused unless it lands inside the store (issue 22, finding 1)."""
+    volume, manifest = _session(tmp_path, {"a.txt": "a\n"})
+    transcript = manifest.conversation[f"{UUID}.jsonl"]
+    entries = {f"{UUID}.jsonl": transcript, f"@file-history/{rel}": transcript}
+    cfg = tmp_path / "user" / ".claude"
+    target = cfg / "projects" / "p"
+    with pytest.raises(ParheliaError) as err:
+        takehome.install_conversation(BlobStore(volume), entries, target, cfg, UUID)
+    assert err.value.code == "E600"
+    assert not (tmp_path / "user" / ".ssh").exists() and not (tmp_path / "x").exists()
+    assert not (target / f"{UUID}.jsonl").exists()
+
+
+def test_a_side_store_that_leaves_its_root_through_a_symlink_is_refused(
+        tmp_path: Path) -> None:
+    volume, manifest = _session(tmp_path, {"a.txt": "a\n"})
+    transcript = manifest.conversation[f"{UUID}.jsonl"]
+    cfg = tmp_path / "user" / ".claude"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (cfg / "file-history" / UUID).mkdir(parents=True)
+    (cfg / "file-history" / UUID / "d").symlink_to(outside)
+    entries = {f"{UUID}.jsonl": transcript, "@file-history/d/x": transcript}
+    takehome.install_conversation(BlobStore(volume), entries, cfg / "projects" / "p", cfg, UUID)
+    assert list(outside.iterdir()) == []  # kept out: never written through the link
 
 
 @pytest.mark.parametrize("state", ["file", "non-empty", "symlink"])

@@ -1,10 +1,10 @@
-"""Hostile manifests: every violation is refused with E600 and nothing is written."""
+"""Hostile manifests (the shared table, tests/helpers/hostile_manifests.py): every violation
+is refused with E600 and nothing is written."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from modal_worker.checkpoint import Manifest, load_manifest, restore, snapshot
 from modal_worker.checkpoint.cas import blob_key
 from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
+from tests.helpers.hostile_manifests import MUTATIONS, blob_of
 from tests.helpers.worker import tree_state
 
 
@@ -31,66 +32,6 @@ def setup(tmp_path: Path) -> tuple[LocalVolume, dict[str, Any], Path]:
     (dest / "keep" / "me.txt").write_text("precious")
     (dest / "top.txt").write_text("top")
     return volume, manifest.to_dict(), dest
-
-
-def entry(raw: dict[str, Any], path: str) -> dict[str, Any]:
-    return next(e for e in raw["tree"] if e["path"] == path)
-
-
-def blob_of(raw: dict[str, Any], path: str) -> str:
-    return str(entry(raw, path)["blob"])
-
-
-def add(raw: dict[str, Any], **item: Any) -> None:
-    raw["tree"].append(item)
-
-
-MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "dotdot": lambda m: add(m, path="../evil", type="file", mode=0o644, size=5,
-                            blob=blob_of(m, "a.txt")),
-    "inner dotdot": lambda m: add(m, path="sub/../../evil", type="file", mode=0o644, size=5,
-                                  blob=blob_of(m, "a.txt")),
-    "absolute": lambda m: add(m, path="/tmp/evil", type="file", mode=0o644, size=5,
-                              blob=blob_of(m, "a.txt")),
-    "not normalised": lambda m: add(m, path="sub//x", type="file", mode=0o644, size=5,
-                                    blob=blob_of(m, "a.txt")),
-    "dot component": lambda m: add(m, path="./x", type="file", mode=0o644, size=5,
-                                   blob=blob_of(m, "a.txt")),
-    "nul": lambda m: add(m, path="x\x00y", type="file", mode=0o644, size=5,
-                         blob=blob_of(m, "a.txt")),
-    "empty path": lambda m: add(m, path="", type="dir", mode=0o755),
-    "symlink absolute": lambda m: add(m, path="evil", type="symlink", target="/etc/passwd"),
-    "symlink out": lambda m: add(m, path="sub/evil", type="symlink", target="../../etc"),
-    "symlink chain out": lambda m: (
-        add(m, path="sub/up", type="symlink", target=".."),
-        add(m, path="chain", type="symlink", target="sub/up/.."),
-    ),
-    "symlink loop": lambda m: (
-        add(m, path="l1", type="symlink", target="l2"),
-        add(m, path="l2", type="symlink", target="l1"),
-    ),
-    "write through symlink": lambda m: (
-        add(m, path="dirlink", type="symlink", target="sub"),
-        add(m, path="dirlink/x.txt", type="file", mode=0o644, size=5, blob=blob_of(m, "a.txt")),
-    ),
-    "under a file": lambda m: add(m, path="a.txt/x", type="file", mode=0o644, size=5,
-                                  blob=blob_of(m, "a.txt")),
-    "duplicate path": lambda m: add(m, **dict(entry(m, "a.txt"))),
-    "missing blob": lambda m: entry(m, "a.txt").update(blob="0" * 64),
-    "blob not hex": lambda m: entry(m, "a.txt").update(blob="../../etc/passwd"),
-    "absurd size": lambda m: entry(m, "a.txt").update(size=1 << 50),
-    "negative size": lambda m: entry(m, "a.txt").update(size=-1),
-    "size differs from blob": lambda m: entry(m, "a.txt").update(size=4),
-    "setuid mode": lambda m: entry(m, "a.txt").update(mode=0o4755),
-    "sticky dir": lambda m: entry(m, "sub").update(mode=0o1777),
-    "negative mode": lambda m: entry(m, "a.txt").update(mode=-1),
-    "mode as text": lambda m: entry(m, "a.txt").update(mode="755"),
-    "unknown type": lambda m: entry(m, "a.txt").update(type="device"),
-    "conversation dotdot": lambda m: m["conversation"].append(
-        {"path": "../../x.jsonl", "blob": blob_of(m, "a.txt"), "size": 5}),
-    "tree not a list": lambda m: m.update(tree={"a": 1}),
-    "wrong format": lambda m: m.update(format=99),
-}
 
 
 @pytest.mark.parametrize("case", sorted(MUTATIONS))

@@ -1,7 +1,9 @@
 """Results back: what a task changed (against checkpoint zero) as a diff, a branch or a patch.
 
 The comparison is between the session's checkpoint zero (the uploaded workspace,
-or an empty tree) and its newest checkpoint. ``.git`` is never part of a result.
+or an empty tree) and its newest checkpoint. ``.git`` is never part of a result, nor is
+the metadata of any other directory git would take for a git directory (a bare layout:
+:mod:`parheliad.core.gitdirs`), whose config or hooks would run once checked out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parhelia.outpath import open_output
 from parhelia.progress import Report, ignore
-from parheliad.core import gitpull
+from parheliad.core import gitdirs, gitpull
 from parheliad.store.rows import TaskRow
 
 IGNORE = (".git",)
@@ -116,8 +118,15 @@ def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: Tas
         skipped += done.skipped
         if gitpull.tree_of(target, done.commit) != gitpull.tree_of(target, base):
             upload = done.commit
-    task_changes_ = [_blob_change(store, changes.final, c.path, prefix + c.path)
-                     for c in changes.tree.changes]
+    dirs = gitdirs.git_dirs(changes.final.tree)
+    task_changes_ = []
+    for c in changes.tree.changes:
+        problem = None if gitpull.path_problem(c.path) else \
+            gitdirs.metadata_problem(c.path, dirs)  # (commit_changes says why for those)
+        if problem is not None:  # it would act when the user runs git in the checkout
+            skipped.append(f"{c.path}: {problem}")
+            continue
+        task_changes_.append(_blob_change(store, changes.final, c.path, prefix + c.path))
     first_line = task.prompt.strip().splitlines()[0] if task.prompt.strip() else task.id
     message = (f"{first_line[:72]}\n\n{task.prompt.strip()}\n\n"
                f"Parhelia-Task: {task.id}\nParhelia-Session: {task.session_id}\n")

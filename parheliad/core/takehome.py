@@ -37,6 +37,7 @@ from modal_worker.checkpoint.restore import restore as restore_tree
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError, invalid
 from parhelia.progress import Report
+from parheliad.core import gitdirs
 
 CONVERSATION_FILE_MODE = 0o600
 CONVERSATION_DIR_MODE = 0o700
@@ -46,14 +47,6 @@ HOME_STORES = ("@file-history", "@session-env")
 output of background commands, under the worker's ``CLAUDE_CODE_TMPDIR``) is left out:
 those commands died with the worker, and a local CLI keeps such files in the system
 temp directory."""
-
-GIT_KEPT = ("HEAD", "ORIG_HEAD", "packed-refs", "shallow", "index")
-GIT_KEPT_TREES = ("refs", "objects", "logs")
-GIT_DROPPED_ALWAYS = ("objects/info/alternates", "objects/info/http-alternates")
-"""What of a checkpoint's ``.git`` directory reaches the user's disk: the repository's
-data (objects, refs, index, reflogs). Its config, hooks, info/ and anything else are
-left out and a fresh config is written: a worker's ``.git/config`` could name a
-``core.fsmonitor``, pager or filter command that git would run in the user's shell."""
 
 FRESH_GIT_CONFIG = ("[core]\n\trepositoryformatversion = {version}\n\tfilemode = true\n"
                     "\tbare = false\n\tlogallrefupdates = true\n")
@@ -139,40 +132,31 @@ def check_conversation_free(config_dir: Path, directory: Path, session_uuid: str
 
 
 def sanitize_git(manifest: Manifest) -> tuple[Manifest, list[str], list[str]]:
-    """(the manifest without the ``.git`` metadata a user's git could execute, what was
-    left out as "path: why", the ``.git`` directories kept). See :data:`GIT_KEPT`."""
+    """(the manifest without the git metadata a user's git could execute, what was left
+    out as "path: why", the ``.git`` directories kept, which get a fresh config). Every
+    directory git would take for a git directory -- ``.git``, or a bare layout anywhere
+    (:mod:`parheliad.core.gitdirs`) -- keeps only the repository's data: a worker's
+    config could name a ``core.fsmonitor``, pager or filter command, its hooks run on
+    ``git status``. A ``.git`` that is a file or a symlink would point git elsewhere."""
+    dirs = gitdirs.git_dirs(manifest.tree)
     tree: dict[str, Entry] = {}
     left_out: list[str] = []
-    git_dirs: set[str] = set()
+    kept_dirs: list[str] = []
     for path, entry in manifest.tree.items():
-        parts = path.split("/")
-        at = next((i for i, p in enumerate(parts) if p.lower() == ".git"), None)
-        if at is None:
-            tree[path] = entry
-            continue
-        top = "/".join(parts[: at + 1])
-        inner = "/".join(parts[at + 1:])
-        if not inner:
+        problem = gitdirs.metadata_problem(path, dirs)
+        if problem is None and path.rsplit("/", 1)[-1].lower() == gitdirs.GIT:
             if entry.type == "dir":
-                tree[path] = entry
-                git_dirs.add(top)
+                kept_dirs.append(path)
             else:
-                left_out.append(f"{path}: a .git {entry.type} (it would point git elsewhere)")
-            continue
-        if ".git" in (p.lower() for p in parts[at + 1:]):
-            left_out.append(f"{path}: nested inside another .git directory")
-            continue
-        if entry.type == "symlink":
-            left_out.append(f"{path}: a symlink inside .git")
-            continue
-        head = inner.split("/")[0]
-        if (inner in GIT_KEPT or head in GIT_KEPT_TREES) and inner not in GIT_DROPPED_ALWAYS:
+                problem = f"a .git {entry.type} (it would point git elsewhere)"
+        elif problem is None and entry.type == "symlink" and any(
+                gitdirs.inside(path, d) is not None for d in dirs):
+            problem = "a symlink inside a git directory"
+        if problem is None:
             tree[path] = entry
-        elif inner == "config":
-            left_out.append(f"{path}: may name commands git runs (a fresh config is written)")
         elif entry.type != "dir":
-            left_out.append(f"{path}: git metadata not needed to use the repository")
-    return replace(manifest, tree=tree), sorted(left_out), sorted(git_dirs)
+            left_out.append(f"{path}: {problem}")
+    return replace(manifest, tree=tree), sorted(left_out), sorted(kept_dirs)
 
 
 def _fresh_git_config(directory: Path, git_dir: str, original: Entry | None,

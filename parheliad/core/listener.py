@@ -328,20 +328,25 @@ class Listener:
         if c is None:
             return lost
         last_seq = c.last_seq
+        refused = _Refused()
         for raw in lines:
             seq = records.seq_of(raw)
-            if seq is None or seq <= last_seq:
-                if seq is None:
-                    log.warning("channel record refused", container_id=c.id,
-                                reason="the record has no valid seq")
+            if seq is not None and last_seq < seq <= last_seq + records.SEQ_WINDOW:
+                last_seq = seq  # a record refused below is stepped over, never retried
+            elif seq is None:
+                refused.add(c.id, None, last_seq, "the record has no valid seq")
                 continue
-            last_seq = seq  # a refused record is stepped over, never retried
+            elif seq <= last_seq:
+                continue  # applied already (read again, or replayed)
+            else:
+                refused.add(c.id, seq, last_seq, f"seq {seq} is more than "
+                            f"{records.SEQ_WINDOW} past the last applied {last_seq}")
+                continue  # never the new floor: the worker's next record still counts
             try:
                 envelope = records.Envelope.from_dict(raw)
                 typed = envelope.typed()
             except RecordError as exc:
-                log.warning("channel record refused", container_id=c.id, seq=seq,
-                            reason=str(exc))
+                refused.add(c.id, seq, last_seq, str(exc))
                 continue
             at = parse_at(envelope.at) or now_us()
             data = typed.to_dict() if typed is not None else envelope.data
@@ -356,6 +361,7 @@ class Listener:
                     lost.append(ended)
             c = tx.containers.get(container_id) or c
         tx.containers.update(container_id, spool_offset=cursor, last_seq=last_seq)
+        refused.record(tx, c)
         return lost
 
     def _heartbeat(self, tx: Tx, c: ContainerRow, hb: records.Heartbeat, at: int) -> None:
@@ -527,6 +533,38 @@ def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
         fields["tmux_socket"] = record.socket
     tx.sessions.update(session.id, status=session_status_for(True, interactive=True,
                                                              clients=record.clients), **fields)
+
+
+class _Refused:
+    """The records of one batch the listener refused: each logged with its reason, one
+    ``channel_record_refused`` event for the batch (a sandbox writing bad lines in a loop
+    cannot flood the event log)."""
+
+    MAX_REASONS = 5
+
+    def __init__(self) -> None:
+        self.last_seq = 0  # the last applied seq when the first record was refused
+        self.count = 0
+        self.first_seq: int | None = None
+        self.reasons: list[str] = []
+
+    def add(self, container_id: str, seq: int | None, last_seq: int, reason: str) -> None:
+        log.warning("channel record refused", container_id=container_id, seq=seq,
+                    reason=reason)
+        if not self.count:
+            self.first_seq, self.last_seq = seq, last_seq
+        self.count += 1
+        if len(self.reasons) < self.MAX_REASONS and reason not in self.reasons:
+            self.reasons.append(reason[:300])
+
+    def record(self, tx: Tx, c: ContainerRow) -> None:
+        if not self.count:
+            return
+        tx.events.append("channel_record_refused",
+                         f"{self.count} channel record(s) refused: {self.reasons[0]}",
+                         task_id=c.task_id, session_id=c.session_id, container_id=c.id,
+                         data={"refused": self.count, "last_seq": self.last_seq,
+                               "first_seq": self.first_seq, "reasons": self.reasons})
 
 
 def _is_current(tx: Tx, c: ContainerRow) -> bool:

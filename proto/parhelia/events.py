@@ -104,6 +104,10 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("container_lost", "container", Level.ERROR, "A container vanished from its backend."),
     EventKind("container_orphaned", "container", Level.WARNING, "An unowned container was found."),
     EventKind("container_adopted", "container", Level.INFO, "A running worker was re-adopted."),
+    EventKind("channel_record_refused", "container", Level.WARNING,
+              "Records of a container's channel were refused (malformed, unknown, or a seq "
+              "more than parhelia.records.SEQ_WINDOW past the last applied one); data: "
+              "refused, last_seq, first_seq, reasons. One per batch."),
     EventKind("container_still_running", "container", Level.ERROR,
               "A container given up (lost, dead) still runs and could not be terminated; "
               "its task gets no other container until it has ended."),

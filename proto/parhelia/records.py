@@ -39,6 +39,10 @@ MAX_COUNT = 2**53
 MAX_USD = 1e9
 """The largest amount of money a record may report."""
 MAX_SEQ = 2**62
+SEQ_WINDOW = 1000
+"""How far past the last applied ``seq`` a record may be. A worker numbers its records
+1, 2, 3...; a record further ahead is refused and never becomes the floor, so one forged
+line cannot silence the records after it (the damage is bounded by this window)."""
 
 CHECKPOINT_ID = re.compile(r"cp-[0-9a-f]{16}")
 """A checkpoint id (``cp-`` and 16 hex digits of the manifest's hash, ADR 0003)."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from parhelia import records
 from parheliad.core.runtime import Runtime
 from parheliad.store import Store
+from parheliad.store.tables.events import EventFilter
 from tests.helpers.scripted_backend import ScriptedBackend, make_task, task_status
 
 
@@ -43,3 +45,57 @@ async def test_hostile_records_are_refused_and_the_channel_goes_on(
     out = capsys.readouterr().out
     assert out.count("channel record refused") == len(hostile) + 1
     assert "checkpoint_id is not a checkpoint id" in out and "unknown record type" in out
+
+
+async def test_a_huge_seq_is_refused_and_never_becomes_the_floor(
+        runtime: Runtime, store: Store, backend: ScriptedBackend,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22, finding 4: one forged record far ahead silenced every later real one
+    (a seq must exceed the last applied). It is refused with a logged reason and an
+    event; the worker's next records still count."""
+    task = await make_task(store)
+    assert (await runtime.dispatcher.run_pass()).dispatched == [task.id]
+    cid = (await store.tasks.get(task.id)).container_id or ""
+    backend.emit(cid, "heartbeat", agent_alive=True, input_tokens=10)
+    backend.records[cid].append({"seq": records.MAX_SEQ, "type": "heartbeat",
+                                 "data": {"agent_alive": True, "input_tokens": 99}})
+    backend.records[cid].append({"seq": 2 + records.SEQ_WINDOW, "type": "agent_tool_use",
+                                 "data": {"tool": "Bash", "summary": "forged"}})
+    backend.records[cid].append({"seq": 2, "type": "heartbeat",
+                                 "data": {"agent_alive": True, "input_tokens": 40}})
+    backend.records[cid].append({"seq": 3, "type": "agent_tool_use",
+                                 "data": {"tool": "Bash", "summary": "make test"}})
+    await runtime.listener.drain_all()
+
+    c = await store.containers.get(cid)
+    assert c.last_seq == 3 and c.input_tokens == 40
+    assert (await store.tasks.get(task.id)).last_tool == "Bash: make test"
+    refused = await store.events.list(EventFilter(types=("channel_record_refused",),
+                                                  container_id=cid))
+    assert len(refused) == 1 and refused[0].data["refused"] == 2
+    assert refused[0].data["last_seq"] == 1
+    out = capsys.readouterr().out
+    assert out.count("channel record refused") == 2 and "past the last applied" in out
+
+
+async def test_a_replayed_older_record_changes_nothing(
+        runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
+    """A record at or below the last applied seq (replayed by a sandbox, or read again)
+    is not applied twice: no second heartbeat row, no clock going back, no lower floor."""
+    task = await make_task(store)
+    assert (await runtime.dispatcher.run_pass()).dispatched == [task.id]
+    cid = (await store.tasks.get(task.id)).container_id or ""
+    stamps = ["2026-12-01T10:00:00.000000Z", "2026-12-01T10:00:10.000000Z",
+              "2026-12-01T10:00:20.000000Z"]
+    for seq, at in enumerate(stamps, 1):
+        backend.records.setdefault(cid, []).append(
+            {"seq": seq, "type": "heartbeat", "at": at,
+             "data": {"agent_alive": True, "input_tokens": 10 * seq}})
+    await runtime.listener.drain_all()
+    applied = await store.containers.get(cid)
+    backend.records[cid].append(dict(backend.records[cid][1]))  # seq 2, replayed
+    await runtime.listener.drain_all()
+
+    c = await store.containers.get(cid)
+    assert c.last_seq == 3 and c.last_heartbeat_at == applied.last_heartbeat_at
+    assert len(await store.heartbeats.list(cid)) == 3

@@ -206,9 +206,10 @@ class TasksApi(_Service):
     def create(self, prompt: str, options: common_pb2.TaskOptions, *,
                workspace_id: str = "", repo_url: str = "", repo_ref: str = "",
                no_dispatch: bool = False, workspace_path: str = "", base_commit: str = "",
-               trust_project_config: bool = False, notify: str = ""
-               ) -> tasks_pb2.CreateTaskResponse:
-        """``notify``: "" (the daemon's [notify] config), "on" or "off"."""
+               trust_project_config: bool = False, notify: str = "",
+               validate_only: bool = False) -> tasks_pb2.CreateTaskResponse:
+        """``notify``: "" (the daemon's [notify] config), "on" or "off". ``validate_only``:
+        every check, nothing created (before an upload)."""
         from parhelia.v1 import common_pb2, tasks_pb2
 
         source = common_pb2.TaskSource(workspace_id=workspace_id, repo_url=repo_url,
@@ -216,7 +217,8 @@ class TasksApi(_Service):
         return self._call("CreateTask", tasks_pb2.CreateTaskRequest(
             prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
             workspace_path=workspace_path, base_commit=base_commit,
-            trust_project_config=trust_project_config, notify=notify))
+            trust_project_config=trust_project_config, notify=notify,
+            validate_only=validate_only))
 
     def estimate(self, options: common_pb2.TaskOptions) -> tasks_pb2.EstimateTaskResponse:
         from parhelia.v1 import tasks_pb2

@@ -39,9 +39,11 @@ PROJECT_CONFIG = Path(".parhelia") / "config.toml"
 MAX_CONFIG_BYTES = 1 << 20
 
 PROJECT_LIMITED = ("agent.permission_mode", "agent.max_turns", "modal.default_timeout_hours",
-                   "modal.cpu_count", "modal.memory_mb", "orchestrator.default_backend")
+                   "modal.cpu_count", "modal.memory_mb", "orchestrator.default_backend",
+                   "agent.model")
 """Per-task keys a project file (perhaps from a cloned repository) may only narrow:
-lower or equal to what the user's own config allows (the backend: the same one)."""
+lower or equal to what the user's own config allows (the backend: the same one; the
+model: one priced no higher per token at the user's rates)."""
 
 # Modal sandbox prices, USD per second (Modal's published prices, late 2026). Defaults only.
 DEFAULT_GPU_RATES: dict[str, str] = dict(zip(GPU_TYPES, (
@@ -223,6 +225,31 @@ class RatesConfig:
         "USD per million output tokens by model family (opus, sonnet, haiku, default)."))
 
 
+def model_family(rates: RatesConfig, model: str) -> str:
+    """The price key for ``model``: the longest key contained in its name, else default."""
+    name = model.lower()
+    keys = sorted((k for k in rates.model_input_per_mtok if k != "default"),
+                  key=len, reverse=True)
+    return next((k for k in keys if k in name), "default")
+
+
+def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]:
+    """(family, USD per million input tokens, per million output tokens)."""
+    family = model_family(rates, model)
+    default_in = rates.model_input_per_mtok.get("default", Decimal(0))
+    default_out = rates.model_output_per_mtok.get("default", Decimal(0))
+    return (family, rates.model_input_per_mtok.get(family, default_in),
+            rates.model_output_per_mtok.get(family, default_out))
+
+
+def pricier_model(rates: RatesConfig, theirs: str, mine: str) -> bool:
+    """Whether ``theirs`` costs more per input or output token than ``mine`` at the
+    user's rates ("" is the agent's own default, priced as the ``default`` family)."""
+    _, their_in, their_out = model_prices(rates, theirs)
+    _, my_in, my_out = model_prices(rates, mine)
+    return their_in > my_in or their_out > my_out
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     log_level: str = field(default="info", metadata=_meta(
@@ -313,6 +340,8 @@ def project_widenings(user: Config, effective: Config) -> list[tuple[str, Any, A
             wider = permission_wider(theirs, mine)
         elif key == "orchestrator.default_backend":
             wider = theirs != mine
+        elif key == "agent.model":
+            wider = pricier_model(user.rates, theirs, mine)
         else:
             wider = theirs > mine
         if wider:

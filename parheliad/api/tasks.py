@@ -32,6 +32,13 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
         if request.notify not in ("", "on", "off"):
             raise invalid(f"notify: must be on, off or empty, not {request.notify!r}",
                           field="notify")
+        if request.validate_only:
+            self._ctx.tasks.prepare(
+                request.prompt, options_from_proto(request.options),
+                source_from_proto(request.source), workspace_path=request.workspace_path,
+                base_commit=request.base_commit,
+                trust_project_config=request.trust_project_config)
+            return tasks_pb2.CreateTaskResponse()
         row = await self._ctx.tasks.create(
             request.prompt, options_from_proto(request.options),
             source_from_proto(request.source), workspace_path=request.workspace_path,

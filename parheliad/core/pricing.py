@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from parhelia.backends import LOCAL
 from parhelia.errors import invalid
-from parheliad.config import Config, RatesConfig
+from parheliad.config import Config, RatesConfig, model_prices
 from parheliad.core.tasks import TaskOptions, task_options
 from parheliad.store.clock import US_PER_SECOND
 from parheliad.store.rows import ContainerRow, TaskRow
@@ -90,23 +90,6 @@ def compute_rate(rates: RatesConfig, backend: str, cpu: float, memory_mb: int,
     gpu_rate = rates.gpu.get(name, Decimal(0)) * count if name else Decimal(0)
     return (Decimal(str(cpu)) * rates.cpu_core_per_second
             + Decimal(memory_mb) / GIB_MB * rates.memory_gib_per_second + gpu_rate)
-
-
-def model_family(rates: RatesConfig, model: str) -> str:
-    """The price key for ``model``: the longest key contained in its name, else default."""
-    name = model.lower()
-    keys = sorted((k for k in rates.model_input_per_mtok if k != "default"),
-                  key=len, reverse=True)
-    return next((k for k in keys if k in name), "default")
-
-
-def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]:
-    """(family, USD per million input tokens, per million output tokens)."""
-    family = model_family(rates, model)
-    default_in = rates.model_input_per_mtok.get("default", Decimal(0))
-    default_out = rates.model_output_per_mtok.get("default", Decimal(0))
-    return (family, rates.model_input_per_mtok.get(family, default_in),
-            rates.model_output_per_mtok.get(family, default_out))
 
 
 def token_cost(rates: RatesConfig, model: str, *, input_tokens: int, output_tokens: int,

@@ -327,10 +327,12 @@ class TaskService:
                      if w[0] not in flagged]
             if wider and not trust_project:
                 key, mine, theirs, path = wider[0]
+                priced = " at more per token" if key == "agent.model" else ""
                 raise ParheliaError(
                     "E401", f"{path}: {key} = {theirs!r} widens what your own configuration "
-                    f"allows ({mine!r}); a project file may only narrow it. Pass the option "
-                    "explicitly, or --trust-project-config if you trust this project file",
+                    f"allows ({mine!r}){priced}; a project file may only narrow it. Pass the "
+                    "option explicitly, or --trust-project-config if you trust this project "
+                    "file",
                     file=path, key=key)
         return TaskDefaults.from_config(cfg), sources
 
@@ -338,6 +340,37 @@ class TaskService:
                      source: TaskSource = TaskSource(), *, workspace_path: str = "",
                      base_commit: str = "", dispatch: bool = True,
                      trust_project_config: bool = False) -> TaskRow:
+        values = self.prepare(prompt, options, source, workspace_path=workspace_path,
+                              base_commit=base_commit,
+                              trust_project_config=trust_project_config)
+
+        def unit(tx: Tx) -> TaskRow:
+            row = tx.tasks.insert(values)
+            tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
+                             data={"backend": row.backend, "gpu": row.gpu,
+                                   "prompt_chars": len(prompt), "no_dispatch": not dispatch})
+            if not dispatch:
+                return hold(tx, row.id)
+            wait = self._admit(tx, row) if self._admit is not None else None
+            return (set_waiting(tx, row.id, wait) or row) if wait is not None else row
+
+        row = await self._store.write(unit)
+        log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,
+                 gpu=row.gpu or None, dispatch=dispatch)
+        if dispatch and self._on_created is not None:
+            try:
+                await self._on_created(row)
+            except Exception:
+                # The task is stored; the periodic dispatch job will pick it up.
+                log.exception("task.kick_failed", task_id=row.id)
+        return row
+
+    def prepare(self, prompt: str, options: TaskOptions = TaskOptions(),
+                source: TaskSource = TaskSource(), *, workspace_path: str = "",
+                base_commit: str = "", trust_project_config: bool = False) -> dict[str, Any]:
+        """Every check a new task passes, nothing written: the values of its row. Also
+        what ``CreateTask(validate_only)`` runs before a workspace is uploaded, so a
+        refused option or project file costs no upload."""
         if not prompt.strip():
             raise missing("prompt: a task needs a non-empty prompt", field="prompt")
         if "\0" in prompt:
@@ -365,27 +398,7 @@ class TaskService:
                   "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
                   "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
                   "base_commit": base_commit, "trust_project": trusted}
-
-        def unit(tx: Tx) -> TaskRow:
-            row = tx.tasks.insert(values)
-            tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
-                             data={"backend": row.backend, "gpu": row.gpu,
-                                   "prompt_chars": len(prompt), "no_dispatch": not dispatch})
-            if not dispatch:
-                return hold(tx, row.id)
-            wait = self._admit(tx, row) if self._admit is not None else None
-            return (set_waiting(tx, row.id, wait) or row) if wait is not None else row
-
-        row = await self._store.write(unit)
-        log.info("task.created", task_id=row.id, prompt_chars=len(prompt), backend=row.backend,
-                 gpu=row.gpu or None, dispatch=dispatch)
-        if dispatch and self._on_created is not None:
-            try:
-                await self._on_created(row)
-            except Exception:
-                # The task is stored; the periodic dispatch job will pick it up.
-                log.exception("task.kick_failed", task_id=row.id)
-        return row
+        return values
 
     async def get(self, ref: str) -> TaskRow:
         return await self._store.tasks.get(ref)

@@ -122,6 +122,8 @@ class Tasks(tasks_pb2_grpc.TaskServiceServicer):
         self.state.requests.append(request)
         if not request.prompt.strip():
             abort(context, "E102", "the prompt is empty")
+        if request.validate_only:  # the check before an upload: nothing is created
+            return tasks_pb2.CreateTaskResponse()
         task_id = f"t-{len(self.state.tasks) + 1:04d}abcdef"
         t = common_pb2.Task(id=task_id, prompt=request.prompt, options=request.options,
                             source=request.source, status=common_pb2.TASK_STATUS_PENDING,

@@ -268,3 +268,35 @@ def test_project_config_may_only_narrow_unless_trusted(harness: Harness, tmp_pat
     narrowed = harness.json(*base)
     assert narrowed["options"]["permission_mode"] == "plan"
     assert narrowed["options"]["max_turns"] == 3
+
+
+def test_a_project_file_may_not_raise_the_model_and_its_refusal_uploads_nothing(
+        harness: Harness, tmp_path: Path) -> None:
+    """Issue 22, finding 5: a repository's .parhelia/config.toml may not pick a model
+    priced above the user's own (the same narrowing rule as the permission mode), and a
+    refused project file is refused before the workspace is uploaded."""
+    config = harness.home / "config.toml"
+    config.write_text(config.read_text().replace("[agent]\n",
+                                                 "[agent]\nmodel = 'claude-haiku-4-5'\n", 1))
+    harness.daemon.restart()
+    repo = tmp_path / "cloned"
+    pfile = repo / ".parhelia" / "config.toml"
+    pfile.parent.mkdir(parents=True)
+    (repo / "README.md").write_text("UPLOAD-MARKER-31337\n")
+    pfile.write_text("[agent]\nmodel = 'claude-opus-4-5'\n")
+    base = ("task", "create", "Do it", "--workspace", str(repo), "--no-dispatch")
+    refused = harness.run(*base)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "E401" in out and str(pfile) in out and "agent.model" in out
+    assert harness.json("task", "list")["tasks"] == []
+    volume = harness.daemon.paths.volume_dir
+    uploaded = [p for p in volume.rglob("*") if p.is_file()
+                and b"UPLOAD-MARKER-31337" in p.read_bytes()]
+    assert uploaded == [] and not (volume / "checkpoints").exists()
+    # a cheaper model, or the user's own flag, is fine
+    pfile.write_text("[agent]\nmodel = 'claude-haiku-4-5-mini'\n")
+    assert harness.json(*base)["options"]["model"] == "claude-haiku-4-5-mini"
+    pfile.write_text("[agent]\nmodel = 'claude-opus-4-5'\n")
+    flagged = harness.json(*base, "--model", "claude-sonnet-4-5")
+    assert flagged["options"]["model"] == "claude-sonnet-4-5"

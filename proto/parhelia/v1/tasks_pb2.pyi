@@ -137,6 +137,7 @@ class CreateTaskRequest(_message.Message):
     BASE_COMMIT_FIELD_NUMBER: _builtins.int
     TRUST_PROJECT_CONFIG_FIELD_NUMBER: _builtins.int
     NOTIFY_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     no_dispatch: _builtins.bool
     """create pending, do not kick the dispatcher"""
@@ -147,6 +148,10 @@ class CreateTaskRequest(_message.Message):
     """allow the project's .parhelia/config.toml to widen"""
     notify: _builtins.str
     """"" = [notify] config | "on" | "off" (this task)"""
+    validate_only: _builtins.bool
+    """Run every check of a new task (options, the project file of workspace_path) and
+    create nothing: the response has no task. The CLI asks this before it uploads.
+    """
     @_builtins.property
     def options(self) -> _common_pb2.TaskOptions: ...
     @_builtins.property
@@ -162,10 +167,11 @@ class CreateTaskRequest(_message.Message):
         base_commit: _builtins.str = ...,
         trust_project_config: _builtins.bool = ...,
         notify: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "notify", b"notify", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "notify", b"notify", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "validate_only", b"validate_only", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,7 +183,9 @@ class CreateTaskResponse(_message.Message):
 
     TASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def task(self) -> _common_pb2.Task: ...
+    def task(self) -> _common_pb2.Task:
+        """unset for validate_only"""
+
     def __init__(
         self,
         *,

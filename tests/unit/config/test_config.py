@@ -206,3 +206,23 @@ def test_a_huge_project_config_is_refused_unread(paths, tmp_path: Path) -> None:
     with pytest.raises(ParheliaError) as ei:
         load_config(paths, project)
     assert ei.value.code == "E101" and "too large" in ei.value.message
+
+
+@pytest.mark.parametrize(("mine", "theirs", "wider"), [
+    ("claude-haiku-4-5", "claude-opus-4-5", True),
+    ("claude-sonnet-4-5", "claude-opus-4-5", True),
+    ("claude-opus-4-5", "claude-sonnet-4-5", False),
+    ("claude-sonnet-4-5", "claude-sonnet-4-6", False),
+    ("", "claude-opus-4-5", False),  # the agent's default is priced as "default" (opus)
+    ("claude-haiku-4-5", "some-unknown-model", True),  # unknown: the default price
+])
+def test_a_project_file_may_not_raise_the_model_to_a_pricier_one(
+        paths, tmp_path: Path, mine: str, theirs: str, wider: bool) -> None:
+    from parheliad.config import project_widenings
+
+    write(paths.config_file, f"[agent]\nmodel = '{mine}'\n")
+    project = tmp_path / "p"
+    write(project / ".parhelia" / "config.toml", f"[agent]\nmodel = '{theirs}'\n")
+    found = [(k, a, b) for k, a, b, _ in project_widenings(load_config(paths),
+                                                           load_config(paths, project))]
+    assert found == ([("agent.model", mine, theirs)] if wider else [])

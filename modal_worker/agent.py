@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from modal_worker import sandbox
 from modal_worker.checkpoint.projects import TMP_SUBDIR
 from modal_worker.environ import agent_environ
 from modal_worker.redact import redact
@@ -183,6 +184,13 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _die_with_parent_contained() -> None:  # pragma: no cover - runs in the child
+    """The same for the bwrap of a contained agent, which also lets the termination
+    signals sent to the agent's process group pass it by (:mod:`modal_worker.sandbox`)."""
+    _die_with_parent()
+    sandbox.ignore_termination()
+
+
 class AgentProcess:
     """One agent run in its own process session, stdout parsed line by line."""
 
@@ -216,7 +224,8 @@ class AgentProcess:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=stdin,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=(_die_with_parent_contained if sandbox.contained(self.argv)
+                            else _die_with_parent) if sys.platform == "linux" else None,
             )
         self.started_at = time.monotonic()
         self._threads = [

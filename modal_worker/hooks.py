@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_worker.redact import redact
+from modal_worker.safeio import read_regular
 
 HOOK_DIR_ENV = "PARHELIA_HOOK_DIR"
 WORKER_PID_ENV = "PARHELIA_WORKER_PID"
@@ -36,6 +37,7 @@ PATTERNS_ENV = "PARHELIA_RISKY_PATTERNS"
 WAIT_SECONDS = 120.0
 POLL_SECONDS = 0.05
 SUMMARY_CHARS = 120
+MAX_REQUEST_BYTES = 64 << 10
 
 
 def hook_settings(python: str = sys.executable) -> dict[str, Any]:
@@ -68,13 +70,18 @@ def pending(hook_dir: Path) -> list[Request]:
     """Requests waiting for a checkpoint (the worker's side), oldest first."""
     out = []
     try:
-        names = sorted(hook_dir.glob("*.req"), key=lambda p: p.stat().st_mtime_ns)
+        names = sorted(hook_dir.glob("*.req"), key=lambda p: p.lstat().st_mtime_ns)
     except OSError:
         return []
     for path in names:
+        # Written by the agent's side (a contained agent too): a symlink or a FIFO named
+        # like a request is never followed from here.
+        got = read_regular(path, MAX_REQUEST_BYTES)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(got[0]) if got is not None else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
             path.unlink(missing_ok=True)
             continue
         out.append(Request(path.stem, redact(str(data.get("summary", "")))[:SUMMARY_CHARS],
@@ -85,8 +92,12 @@ def pending(hook_dir: Path) -> list[Request]:
 def answer(hook_dir: Path, request: Request, checkpoint_id: str | None) -> None:
     """Tell the waiting hook its checkpoint is written (or failed: it proceeds anyway)."""
     done = hook_dir / f"{request.id}.done"
-    tmp = hook_dir / f".{request.id}.tmp"
-    tmp.write_text(json.dumps({"checkpoint_id": checkpoint_id}))
+    tmp = hook_dir / f".{request.id}.worker-{uuid.uuid4().hex}"
+    # A new file, never through a name the agent's side may have planted (a symlink).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"checkpoint_id": checkpoint_id}))
     os.replace(tmp, done)
     (hook_dir / f"{request.id}.req").unlink(missing_ok=True)
 

@@ -26,14 +26,13 @@ MAX_MEMORY_BYTES = 128 * 1024
 
 def project_memory_text(workspace: Path) -> str:
     """The workspace's CLAUDE.md files as one text, each under a heading naming it; ""
-    when there is none. Symlinks (of the file or of ``.claude``), FIFOs and devices are
-    never opened: a repository must not make the worker read a file outside it."""
+    when there is none. Symlinks (of the file or of ``.claude``, even one swapped in while
+    it is read), FIFOs and devices are never opened: a repository must not make the worker
+    read a file outside it."""
     parts: list[str] = []
     for rel in MEMORY_FILES:
         path = workspace / rel
-        if path.parent != workspace and path.parent.is_symlink():
-            continue
-        got = read_regular(path, MAX_MEMORY_BYTES, truncate=True)
+        got = read_regular(path, MAX_MEMORY_BYTES, truncate=True, root=workspace)
         if got is None:
             continue
         data, st = got

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modal_worker import claude_config, hooks, resume_summary, sshd
+from modal_worker import claude_config, hooks, keyproxy, resume_summary, sandbox, sshd
 from modal_worker.agent import (
     AgentProcess,
     agent_version,
@@ -64,6 +64,8 @@ from modal_worker.tui import TuiAgent, socket_path
 from modal_worker.volume import LocalVolume
 from parhelia import __version__ as parhelia_version
 from parhelia import records
+from parhelia import sandbox as policy
+from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError
 
 SSH_DIR_NAME = ".parhelia-ssh"
@@ -147,6 +149,8 @@ class Worker:
         self.started_at = utc_now()
         self._signal: int | None = None
         self._wake = False
+        self.container: sandbox.Container | None = None
+        self.proxy: keyproxy.KeyProxy | None = None
         self._cost_at_start = TranscriptCost()
 
     # -- entry point --------------------------------------------------------------------
@@ -179,6 +183,8 @@ class Worker:
             self._closing = True
             if self.sshd is not None:
                 self.sshd.stop()
+            if self.proxy is not None:
+                self.proxy.close()
         self._finish(outcome)
         return int(outcome.code)
 
@@ -211,6 +217,7 @@ class Worker:
         self._materialise()
         os.chdir(self.workspace)
         self.prepare_config_dir()
+        env = self._contain(command, env)
         env.update(self._install_risky_hook())
         self.conversation = session_conversation(self.config_dir, self.workspace,
                                                  self.spec.agent.session_uuid)
@@ -238,6 +245,47 @@ class Worker:
         self._command, self._env = command, env
         self._start_agent()
         return self._supervise()
+
+    def _contain(self, command: list[str], env: dict[str, str]) -> dict[str, str]:
+        """Put the agent in a container when the spec asks (local workers: ADR 0030) and
+        keep its credential out of it; the agent's environment. Says how in a
+        ``worker_isolation`` record. E609 when the container is required and cannot be
+        made; otherwise the agent runs uncontained, as before, and the record says why."""
+        if self.spec.sandbox is None:
+            if self.spec.backend == LOCAL:
+                send(self.channel, records.WorkerIsolation(
+                    isolation=policy.ISOLATION_NONE, credential=policy.CREDENTIAL_ENVIRONMENT,
+                    reason="turned off (sandbox.local = \"off\")"))
+            return env
+        self.hook_dir_private()
+        planned = sandbox.plan(self.spec.sandbox, workspace=self.workspace,
+                               writable=(self.config_dir, self.hook_dir), command=command,
+                               environ=env)
+        why = planned if isinstance(planned, str) else sandbox.probe(planned)
+        if why is not None or isinstance(planned, str):
+            if self.spec.sandbox.mode == policy.MODE_REQUIRED:
+                raise ParheliaError("E609", f"the agent cannot be contained here: {why}")
+            send(self.channel, records.WorkerIsolation(
+                isolation=policy.ISOLATION_NONE, credential=policy.CREDENTIAL_ENVIRONMENT,
+                reason=redact_text(why or "")[:300]))
+            return env
+        self.proxy = keyproxy.start(env)
+        assert self.proxy is not None  # check_credentials passed
+        self.container = planned
+        contained = self.proxy.agent_env(env)
+        contained.pop("PARHELIA_HOME", None)  # a pointer to the daemon's files, hidden anyway
+        contained["TMPDIR"] = "/tmp"  # the container's own
+        send(self.channel, records.WorkerIsolation(
+            isolation=policy.ISOLATION_BUBBLEWRAP, credential=policy.CREDENTIAL_PROXY))
+        return contained
+
+    def hook_dir_private(self) -> None:
+        """The hook directory is bound into the agent's container as a mount point of its
+        own; one the agent turned into a symlink or a file (an earlier, uncontained run)
+        is replaced, never followed."""
+        if self.hook_dir.is_symlink() or (self.hook_dir.exists() and not self.hook_dir.is_dir()):
+            self.hook_dir.unlink()
+        self.hook_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _degrade(self, reason: str) -> None:
         """Resume cannot continue the stored conversation: start a new one (same session
@@ -475,14 +523,15 @@ class Worker:
         if self.agent_spec.interactive:
             self._start_tui(parser, memory)
             return
-        argv = build_argv(self.agent_spec, self._command, project_memory=memory)
+        argv = self._wrap(build_argv(self.agent_spec, self._command, project_memory=memory))
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
         self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
                                   on_object=on_object, prompt=self.prompt)
         self.agent.start()
-        flags = [a for a in argv[1:] if a.startswith("--")]
+        flags = [a for a in argv[argv.index(self._command[0]) + 1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": self.agent.pid, "command": self._command[0],
-                                            "flags": flags, "resume": resuming})
+                                            "flags": flags, "resume": resuming,
+                                            "contained": self.container is not None})
 
     def _start_tui(self, parser: StreamParser, memory: Path | None) -> None:
         """The interactive TUI in tmux (modal_worker.tui): its first-run screens seeded
@@ -506,7 +555,7 @@ class Worker:
                     parser.user_prompt()
                 parser.feed(obj)
 
-        argv = build_tui_argv(self.agent_spec, self._command, project_memory=memory)
+        argv = self._wrap(build_tui_argv(self.agent_spec, self._command, project_memory=memory))
         agent = TuiAgent(argv, socket=self.tmux_socket, cwd=self.workspace, env=self._env,
                          transcript=transcript, on_object=on_line,
                          prompt="" if self.agent_spec.resume else self.prompt)
@@ -514,12 +563,17 @@ class Worker:
         agent.start()
         self.saw_init = agent.ready
         self._tui_counts = (0, 0)
-        flags = [a for a in argv[1:] if a.startswith("--")]
+        flags = [a for a in argv[argv.index(self._command[0]) + 1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": agent.pid, "command": self._command[0],
                                             "flags": flags, "resume": self.agent_spec.resume,
-                                            "interactive": True})
+                                            "interactive": True,
+                                            "contained": self.container is not None})
         send(self.channel, records.SessionInteractive(
             socket=agent.socket, resume=self.agent_spec.resume, ready=agent.ready))
+
+    def _wrap(self, argv: list[str]) -> list[str]:
+        """The agent's argv, run in its container when it has one."""
+        return argv if self.container is None else self.container.argv(argv)
 
     def _watch_clients(self) -> None:
         """Attaches and detaches of the TUI's clients; a detach takes a checkpoint."""
@@ -621,9 +675,11 @@ class Worker:
         patterns = [p for p in self.spec.checkpoint.risky_patterns if p.strip()]
         if not patterns:
             return {}
-        self.hook_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.hook_dir_private()
         claude_config.add_hooks(self.config_dir, hooks.hook_settings())
-        return hooks.hook_env(self.hook_dir, os.getpid(), patterns)
+        # A contained hook cannot see the worker's pid (its own PID namespace): it is not
+        # given one; the worker polls the hook directory every second.
+        return hooks.hook_env(self.hook_dir, 0 if self.container else os.getpid(), patterns)
 
     def _handle_hook_requests(self) -> None:
         for request in hooks.pending(self.hook_dir):

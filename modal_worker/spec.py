@@ -25,6 +25,7 @@ from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parhelia.risky import DEFAULT_RISKY_PATTERNS
+from parhelia.sandbox import MODE_AUTO, MODE_REQUIRED, SandboxSpec
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -149,6 +150,10 @@ class WorkerSpec:
     ssh_authorized_key: str | None = None
     """The session's public key (``ssh-ed25519 ...``): the worker runs sshd for `session
     attach --ssh` and reports its host key (:mod:`modal_worker.sshd`). Never a private key."""
+    sandbox: SandboxSpec | None = None
+    """Contain the agent in a bubblewrap container (local workers: :mod:`modal_worker.sandbox`);
+    None: run it as the worker's own child, uncontained (Modal, where the sandbox is the
+    container, or ``sandbox.local = "off"``)."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +331,23 @@ def _parse_argv(raw: object, name: str) -> list[str]:
     return list(raw)
 
 
+def _parse_sandbox(raw: object) -> SandboxSpec | None:
+    if raw is None:
+        return None
+    f = _Fields(raw, "sandbox")
+    mode = f.str_("mode", MODE_AUTO)
+    if mode not in (MODE_AUTO, MODE_REQUIRED):
+        raise _bad("sandbox.mode", f"must be {MODE_AUTO} or {MODE_REQUIRED}")
+    lists = {}
+    for name in ("hide", "read_only"):
+        value = f.get(name, [])
+        if not isinstance(value, list) or not all(
+                isinstance(p, str) and p.startswith("/") and "\0" not in p for p in value):
+            raise _bad(f"sandbox.{name}", "must be a list of absolute paths")
+        lists[name] = list(value)
+    return SandboxSpec(mode=mode, **lists)
+
+
 def _parse_spec(raw: object) -> WorkerSpec:
     f = _Fields(raw, "")
     version = f.get("version", SPEC_VERSION)
@@ -357,6 +379,7 @@ def _parse_spec(raw: object) -> WorkerSpec:
         volume_sync_argv=_parse_argv(f.get("volume_sync_argv", []), "volume_sync_argv"),
         tmux_socket=f.abs_path("tmux_socket") if f.get("tmux_socket", None) else None,
         ssh_authorized_key=f.str_("ssh_authorized_key", None),
+        sandbox=_parse_sandbox(f.get("sandbox", None)),
     )
     if spec.ssh_authorized_key is not None:
         try:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modal_worker import sandbox
 from modal_worker.checkpoint.cas import pid_alive
 from modal_worker.redact import redact
 from parhelia.errors import ParheliaError
@@ -433,13 +434,23 @@ def guard(worker_pid: int, argv: list[str]) -> int:
     """Run ``argv``; forward SIGTERM and SIGHUP to it; when the worker is gone, stop it
     (SIGTERM, SIGKILL after a grace) and end this tmux server. Exits with its status."""
     started = _start_time(worker_pid)
-    child = subprocess.Popen(argv)
+    contained = sandbox.contained(argv)
+    # A contained agent: its bwrap ignores termination signals; they are sent to the
+    # agent inside instead (modal_worker.sandbox).
+    child = subprocess.Popen(argv, preexec_fn=sandbox.ignore_termination if contained
+                             else None)
     forwarded: list[int] = []
+
+    def send(signum: int) -> None:
+        if contained:
+            sandbox.signal_tree(child.pid, signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
 
     def forward(signum: int, frame: object) -> None:
         forwarded.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+        send(signum)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
@@ -450,7 +461,7 @@ def guard(worker_pid: int, argv: list[str]) -> int:
             child.wait(GUARD_POLL_SECONDS)
         if child.poll() is None and not orphaned and not _alive(worker_pid, started):
             orphaned = True
-            child.terminate()
+            send(signal.SIGTERM)
             try:
                 child.wait(GUARD_GRACE_SECONDS)
             except subprocess.TimeoutExpired:

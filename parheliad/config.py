@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from parhelia import ownership
+from parhelia import ownership, sandbox
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.errors import ParheliaError
 from parhelia.gpus import GPU_TYPES
@@ -194,6 +194,18 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    local: str = field(default=sandbox.DEFAULT_MODE, metadata=_meta(
+        "How a local worker contains its agent (docs/adr/0030-local-sandbox.md): auto = in "
+        "a bubblewrap container when one can be made here, else uncontained and said so; "
+        "required = a task that cannot be contained fails (E609); off = never. "
+        "Daemon-wide.", choices=sandbox.MODES))
+    read_only: list[str] = field(default_factory=list, metadata=_meta(
+        "Absolute paths (~ allowed) below your home the contained agent may read, such as "
+        "a toolchain it needs (~/.nvm, ~/.cargo). Daemon-wide."))
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     command: list[str] = field(default_factory=list, metadata=_meta(
         "Program (argv list, never a shell) run when a task ends or needs you; the task as "
@@ -268,6 +280,7 @@ class Config:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -460,6 +473,11 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
             raise _bad(path, key, "must be a list of non-empty strings")
         if key == "agent.command" and not raw:
             raise _bad(path, key, "must not be empty")
+        if key == "sandbox.read_only":
+            bad = [x for x in raw if not Path(x).expanduser().is_absolute() or "\0" in x]
+            if bad:
+                raise _bad(path, key, f"{bad[0]!r} is not an absolute path (~ allowed)")
+            return [str(Path(x).expanduser()) for x in raw]
         return list(raw)
     if origin is dict:
         (_, vtyp) = get_args(typ)

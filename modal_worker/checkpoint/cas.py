@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
+from modal_worker.safeio import open_beneath
 from modal_worker.volume import Volume
 
 BLOBS = "cas/blobs"
@@ -54,9 +55,12 @@ class Stored:
     """Bytes actually written to the store (0 when the blob already existed)."""
 
 
-def open_regular(path: Path | str) -> int:
-    """Open a regular file for reading without following a symlink or blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_regular(path: Path | str, root: Path | str | None = None) -> int:
+    """Open a regular file for reading without following a symlink or blocking on a FIFO;
+    with ``root``, no component below it is followed either (:func:`safeio.open_beneath`:
+    the tree is written by an agent that runs sandboxed while this process is not)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags) if root is None else open_beneath(root, path, flags)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise BlobError(f"{path} is not a regular file")
@@ -205,9 +209,10 @@ class BlobStore:
         written = len(data) if self._commit(tmp, digest) else 0
         return Stored(digest, len(data), written)
 
-    def put_file(self, path: Path | str) -> Stored:
-        """Store the current content of a regular file (never follows a symlink)."""
-        fd = open_regular(path)
+    def put_file(self, path: Path | str, root: Path | str | None = None) -> Stored:
+        """Store the current content of a regular file (never follows a symlink; with
+        ``root``, nor any directory below it: :func:`open_regular`)."""
+        fd = open_regular(path, root)
         try:
             size = os.fstat(fd).st_size
             if self._dir is not None and size >= KERNEL_COPY_MIN:

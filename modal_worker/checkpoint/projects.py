@@ -72,6 +72,17 @@ class Conversation:
     project_dir: Path
     session_uuid: str
     config_dir: Path | None = None
+    confined: bool = True
+    """Read every file beneath :attr:`root` without following a symlink in any directory
+    below it: an agent's config dir, read by a worker outside the agent's sandbox. False
+    only for the user's own Claude config (whose directories may be symlinks)."""
+
+    @property
+    def root(self) -> Path | None:
+        """The directory the files are read beneath (None: not confined)."""
+        if not self.confined:
+            return None
+        return self.config_dir if self.config_dir is not None else self.project_dir
 
     def side_dirs(self) -> dict[str, Path]:
         """Manifest prefix -> the directory on disk that belongs wholly to this session."""

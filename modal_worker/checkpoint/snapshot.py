@@ -178,7 +178,7 @@ class _Snapshotter:
                                                                   Stored | str]:
         path, st = item
         try:
-            return path, st, self.store.put_file(f"{self.root_s}/{path}")
+            return path, st, self.store.put_file(f"{self.root_s}/{path}", self.root_s)
         except FileNotFoundError:
             return path, st, "vanished while reading"
         except (PermissionError, BlobError, OSError) as exc:
@@ -238,8 +238,8 @@ class _Snapshotter:
                     if self.store.size(blob) == st.st_size:  # the whole file, one blob
                         out[rel] = BlobRef.one(blob, st.st_size)
                         continue
-                ref = self._store_conversation_file(path, rel, previous)
-            except (FileNotFoundError, BlobError):
+                ref = self._store_conversation_file(path, rel, previous, conv.root)
+            except (OSError, BlobError):  # gone, or reached through a symlink
                 continue
             if ref is None:
                 continue  # not one whole line yet: no conversation to resume
@@ -247,13 +247,14 @@ class _Snapshotter:
             self.cache.record(CONVERSATION_NS + rel, st, ref.last, start_ns=self.start_ns)
         return out
 
-    def _store_conversation_file(self, path: Path, rel: str,
-                                 previous: BlobRef | None) -> BlobRef | None:
+    def _store_conversation_file(self, path: Path, rel: str, previous: BlobRef | None,
+                                 root: Path | None) -> BlobRef | None:
+        """``root``: the config dir the file is read beneath (no symlink below it)."""
         if not rel.endswith(".jsonl"):
-            stored = self.store.put_file(path)
+            stored = self.store.put_file(path, root)
             self.new_bytes += stored.written
             return BlobRef.one(stored.digest, stored.size)
-        fd = open_regular(path)
+        fd = open_regular(path, root)
         try:
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from parhelia import sandbox
 from parhelia import statuses as words
 from parhelia.backends import LOCAL
 from parhelia.limits import MAX_PROMPT_CHARS
@@ -594,6 +595,8 @@ def show(task_id: str) -> None:
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
         ("Finished", render.when(t["finished_at"])),
         ("Session", t["session_id"]), ("Container", t["container_id"]),
+        ("Isolation", sandbox.describe(t.get("isolation", ""), t.get("credential", ""))
+         if t.get("isolation") or t.get("credential") else None),
         ("Restarts", t["restarts"] or None),
         ("Resume", "; ".join(
             "a new conversation from a summary of the stored one "

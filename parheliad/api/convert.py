@@ -174,7 +174,7 @@ def container_to_proto(row: ContainerRow) -> common_pb2.Container:
         cpu=row.cpu, memory_mb=row.memory_mb, gpu=row.gpu, exit_code=row.exit_code or 0,
         has_exit_code=row.exit_code is not None, reason=row.reason,
         consecutive_failures=row.consecutive_failures, cost_micros=row.cost_micros,
-        incarnation=row.incarnation)
+        incarnation=row.incarnation, isolation=row.isolation, credential=row.credential)
     set_ts(msg.created_at, row.created_at)
     set_ts(msg.started_at, row.started_at)
     set_ts(msg.stopped_at, row.stopped_at)

@@ -56,7 +56,13 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest,
                       context: grpc.aio.ServicerContext) -> common_pb2.Task:
-        return task_view(await self._ctx.tasks.get(_ref(request.task_id)), self._ctx)
+        row = await self._ctx.tasks.get(_ref(request.task_id))
+        msg = task_view(row, self._ctx)
+        container = await self._ctx.store.containers.find(row.container_id) \
+            if row.container_id else None
+        if container is not None:
+            msg.isolation, msg.credential = container.isolation, container.credential
+        return msg
 
     async def CancelTask(self, request: tasks_pb2.CancelTaskRequest,
                          context: grpc.aio.ServicerContext) -> common_pb2.Task:

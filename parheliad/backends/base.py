@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
+from parhelia.sandbox import SandboxSpec
 
 
 class NoCapacity(ParheliaError):
@@ -52,6 +53,9 @@ class WorkerPaths:
     tmux_socket: str = ""
     """Where an interactive TUI of this container listens ("" = the worker's default,
     :func:`modal_worker.tui.socket_path` where it runs)."""
+    sandbox: SandboxSpec | None = None
+    """The container the worker puts its agent in (local: bubblewrap, ADR 0030); None
+    where the backend's own sandbox is the container (Modal) or the user turned it off."""
 
 
 @dataclass(frozen=True)

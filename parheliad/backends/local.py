@@ -39,7 +39,7 @@ from modal_worker.environ import worker_environ
 from modal_worker.spec import spec_key
 from modal_worker.tui import attach_argv, socket_path, unsafe_dir
 from modal_worker.volume import LocalVolume, Volume
-from parhelia import envfile
+from parhelia import envfile, sandbox
 from parhelia.backends import LOCAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
@@ -81,8 +81,12 @@ class LocalBackend:
 
     name: str = LOCAL
 
-    def __init__(self, paths: Paths, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, paths: Paths, env: Mapping[str, str] | None = None,
+                 sandbox_mode: str = sandbox.DEFAULT_MODE,
+                 read_only: Sequence[str] = ()) -> None:
         self._paths = paths
+        self._sandbox_mode = sandbox_mode
+        self._read_only = list(read_only)
         self._root = paths.volume_dir
         self.volume = LocalVolume(self._root)
         self._base_env = dict(os.environ if env is None else env)
@@ -97,7 +101,19 @@ class LocalBackend:
         workspace, config_dir = session_dirs(self._paths, session_id)
         return WorkerPaths(volume_dir=str(self._root), workspace_dir=str(workspace),
                            claude_config_dir=str(config_dir),
-                           tmux_socket=socket_path(container_id))
+                           tmux_socket=socket_path(container_id), sandbox=self._sandbox())
+
+    def _sandbox(self) -> sandbox.SandboxSpec | None:
+        """What the worker's container hides: the user's home and every directory of this
+        daemon (``PARHELIA_HOME`` or its XDG directories, the socket's); the workspace
+        and the agent's config dir come back, writable (:mod:`modal_worker.sandbox`)."""
+        if self._sandbox_mode == sandbox.MODE_OFF:
+            return None
+        p = self._paths
+        hide = [str(d) for d in (p.home, Path.home(), p.config_file.parent, p.state_dir,
+                                 p.data_dir, p.socket.parent) if d is not None]
+        return sandbox.SandboxSpec(mode=self._sandbox_mode, hide=sorted(set(hide)),
+                                   read_only=list(self._read_only))
 
     async def credentials(self) -> Credentials:
         """Re-reads the env file each time (``parhelia auth set`` needs no restart); the

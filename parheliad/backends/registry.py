@@ -30,7 +30,8 @@ BackendFactory = Callable[[Config, Paths, Mapping[str, str], str], Backend]
 def _local(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str) -> Backend:
     from parheliad.backends.local import LocalBackend
 
-    return LocalBackend(paths, environ)
+    return LocalBackend(paths, environ, sandbox_mode=config.sandbox.local,
+                        read_only=config.sandbox.read_only)
 
 
 def _modal(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str) -> Backend:

@@ -627,6 +627,7 @@ class Dispatcher:
             volume_dir=paths.volume_dir, workspace_dir=paths.workspace_dir,
             claude_config_dir=paths.claude_config_dir,
             volume_sync_argv=list(paths.sync_argv), tmux_socket=paths.tmux_socket or None,
+            sandbox=paths.sandbox,
             restore_checkpoint_id=launch.restore_checkpoint_id,
             repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
             prompt=launch.prompt, task_prompt=task.prompt,

@@ -10,10 +10,12 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from parhelia import envfile, ownership
+from modal_worker import sandbox as container
+from parhelia import envfile, ownership, sandbox
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
@@ -39,8 +41,8 @@ def run_checks(paths: Paths, config: Config, socket: Path,
                env: dict[str, str] | None = None) -> list[Check]:
     env = dict(os.environ if env is None else env)
     return [_socket(socket), _config(paths), _agent(config, env),
-            _credentials(env, envfile.env_file(paths)), _disk(paths), _git(),
-            *_modal(config, env)]
+            _credentials(env, envfile.env_file(paths)), _local_sandbox(config, env, paths),
+            _disk(paths), _git(), *_modal(config, env)]
 
 
 def backend_checks(states: list[BackendState], default_backend: str) -> list[Check]:
@@ -122,6 +124,39 @@ def _credentials(env: dict[str, str], env_path: Path) -> Check:
                      "restarts with it")
     where = "the daemon's environment" if source.origin == envfile.ENVIRONMENT else str(env_path)
     return Check("credentials", OK, f"{source.name} from {where} (value not shown)")
+
+
+def _local_sandbox(config: Config, env: dict[str, str], paths: Paths) -> Check:
+    """Whether a local worker can contain its agent here: the same container a worker
+    would make (hiding this daemon's directories), run once with ``true``."""
+    mode = config.sandbox.local
+    if mode == sandbox.MODE_OFF:
+        return Check("local sandbox", WARN, "off (sandbox.local = \"off\"): local agents run "
+                     "as you, with your home, keys and the model credential in reach",
+                     "set sandbox.local = \"auto\" (the default) in the config file")
+    with tempfile.TemporaryDirectory(prefix="parhelia-doctor-") as tmp:
+        workspace, config_dir = Path(tmp) / "workspace", Path(tmp) / "claude"
+        workspace.mkdir()
+        config_dir.mkdir()
+        hide = [str(d) for d in (paths.home, Path(env.get("HOME") or Path.home()),
+                                 paths.config_file.parent, paths.state_dir, paths.data_dir)
+                if d is not None]
+        planned = container.plan(sandbox.SandboxSpec(mode=mode, hide=hide),
+                                 workspace=workspace, writable=[config_dir],
+                                 command=["true"], environ=env)
+        why = planned if isinstance(planned, str) else container.probe(planned)
+    if why is None and not isinstance(planned, str):
+        return Check("local sandbox", OK, f"local agents run contained ({planned.bwrap}); "
+                     "the model credential stays with the worker (the agent sees a "
+                     "placeholder)")
+    why = why or "no container"
+    fix = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or allow "
+           "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
+    if mode == sandbox.MODE_REQUIRED:
+        return Check("local sandbox", FAIL, f"{why}: every local task fails (E609: "
+                     "sandbox.local = \"required\")", fix)
+    return Check("local sandbox", WARN, f"{why}: local agents run uncontained, with your "
+                 "home and the model credential in reach (each task says so)", fix)
 
 
 def _disk(paths: Paths) -> Check:

@@ -36,7 +36,8 @@ from modal_worker.channel import read_spool, spool_key
 from modal_worker.spec import ExitCode, WorkerResult, result_key
 from modal_worker.volume import LocalVolume
 from parhelia import events as catalogue
-from parhelia import records
+from parhelia import records, sandbox
+from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError
 from parhelia.records import USAGE_FIELDS, RecordError
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
@@ -353,9 +354,9 @@ class Listener:
             if isinstance(typed, records.Heartbeat):
                 self._heartbeat(tx, c, typed, at)
             elif tx.events.append(envelope.type, _message(envelope.type, data),
-                                  task_id=c.task_id, session_id=c.session_id,
-                                  container_id=c.id, data=data, at=at,
-                                  container_seq=seq) is not None and typed is not None:
+                                  level=_level(typed), task_id=c.task_id,
+                                  session_id=c.session_id, container_id=c.id, data=data,
+                                  at=at, container_seq=seq) is not None and typed is not None:
                 ended = self._effect(tx, c, typed)
                 if ended is not None:
                     lost.append(ended)
@@ -442,6 +443,14 @@ class Listener:
             index_checkpoint(tx, c.session_id, c.id, record)
         elif isinstance(record, records.SessionMode) and c.session_id is not None:
             _session_mode(tx, c, record)
+        elif isinstance(record, records.WorkerIsolation) and c.backend == LOCAL and \
+                not c.isolation:
+            # Only a local worker says how it contains its agent (a Modal sandbox's is set
+            # by the daemon at launch: its channel is written where the agent runs), and
+            # only its first record counts: the worker sends it before the agent starts, so
+            # an uncontained agent writing the spool cannot take it back.
+            tx.containers.update(c.id, isolation=record.isolation,
+                                 credential=record.credential)
         elif isinstance(record, records.WorkerExited):
             return settle_container(tx, c.id, Outcome(
                 exit_code=record.exit_code, status=record.status,
@@ -667,8 +676,20 @@ def _failure_message(subtype: str, outcome: Outcome) -> str:
     return ""
 
 
+def _level(record: records.Typed | None) -> str | None:
+    """A record's event level when it differs from its catalogue entry's."""
+    if isinstance(record, records.WorkerIsolation) and \
+            record.isolation == sandbox.ISOLATION_NONE:
+        return catalogue.Level.WARNING.value
+    return None
+
+
 def _message(kind: str, data: Mapping[str, Any]) -> str:
     """A one-line human summary of a worker record (never file contents)."""
+    if kind == "worker_isolation":
+        return sandbox.describe(str(data.get("isolation", "")),
+                                str(data.get("credential", ""))) + (
+            f" ({data['reason']})" if data.get("reason") else "")
     if kind == "agent_tool_use":
         return f"{data.get('tool', '')}: {data.get('summary', '')}"[:300]
     if kind == "agent_turn_completed":

@@ -331,7 +331,7 @@ def find_local_conversation(config_dir: Path, session_uuid: str,
     for where in near:
         candidate = projects / encode_project_dir(os.path.realpath(where))
         if _regular(candidate / name):
-            return Conversation(candidate, session_uuid, config_dir)
+            return Conversation(candidate, session_uuid, config_dir, confined=False)
     found = [Path(entry.path) for entry in _scandir(projects)
              if entry.is_dir(follow_symlinks=False) and _regular(Path(entry.path) / name)]
     if not found:
@@ -342,7 +342,7 @@ def find_local_conversation(config_dir: Path, session_uuid: str,
                                     f"directories of {projects}: "
                                     f"{', '.join(p.name for p in found[:5])}; run the command "
                                     "from the directory the conversation belongs to")
-    return Conversation(found[0], session_uuid, config_dir)
+    return Conversation(found[0], session_uuid, config_dir, confined=False)
 
 
 def _regular(path: Path) -> bool:

@@ -111,6 +111,11 @@ class ContainerRow:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     api_cost_micros: int = 0
+    isolation: str = ""
+    """How its agent is contained (``parhelia.sandbox``: bubblewrap, none, modal sandbox)."""
+    credential: str = ""
+    """Where the model credential is (``parhelia.sandbox``: local proxy, outbound policy,
+    environment, modal secret)."""
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,12 @@ _V9 = (
     )
     """,
 )
+# How each container's agent is contained and where its model credential is
+# (docs/adr/0030-local-sandbox.md, parhelia.sandbox): `task show` and `container show`.
+_V10 = (
+    "ALTER TABLE containers ADD COLUMN isolation TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE containers ADD COLUMN credential TEXT NOT NULL DEFAULT ''",
+)
 KV_RESERVATION_PREFIX = "budget.reservation."
 
 
@@ -309,5 +315,6 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
+    Migration("container isolation", _V10),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

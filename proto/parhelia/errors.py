@@ -217,6 +217,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "`parhelia resume SESSION` continues the conversation.",
     ),
     ErrorSpec(
+        "E609", "SANDBOX_UNAVAILABLE", "FAILED_PRECONDITION", Exit.ERROR,
+        "The task's agent could not be contained, and the configuration requires it.",
+        "`sandbox.local = \"required\"` and bubblewrap is missing here or cannot create a "
+        "container (no user namespaces for this user, a seccomp or AppArmor policy).",
+        "Install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`) and check "
+        "`parhelia doctor`; or set `sandbox.local = \"auto\"` to run uncontained where it "
+        "cannot be made (the task says so).",
+    ),
+    ErrorSpec(
         "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,
         "Parhelia hit an unexpected internal error.",
         "A bug. The daemon logged the details under the request id shown.",

@@ -118,6 +118,9 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("worker_started", "worker", Level.INFO, "The worker started."),
     EventKind("worker_exited", "worker", Level.INFO, "The worker finished."),
     EventKind("workspace_restored", "worker", Level.INFO, "The workspace was materialised."),
+    EventKind("worker_isolation", "worker", Level.INFO,
+              "How a local worker contains its agent and where the model credential is "
+              "(data: isolation, credential, reason); a warning when it runs uncontained."),
     EventKind("agent_started", "agent", Level.INFO, "The agent process started."),
     EventKind("agent_init", "agent", Level.INFO,
               "The agent reported its model, version and tools."),

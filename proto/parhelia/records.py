@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from parhelia import events
+from parhelia import events, sandbox
 
 MAX_RECORD_BYTES = 256 << 10
 """The largest ``data`` of one record, as compact JSON: larger ones are refused."""
@@ -422,6 +422,29 @@ class CheckpointFailed(_Record):
                    message=_str(raw, "message", MAX_TEXT, cut=True))
 
 
+@dataclass(frozen=True)
+class WorkerIsolation(_Record):
+    """How a local worker contains its agent (``isolation``: ``bubblewrap`` or ``none``)
+    and where the model credential is (``credential``: ``local proxy`` or
+    ``environment``); ``reason`` says why an agent runs uncontained
+    (docs/adr/0030-local-sandbox.md)."""
+
+    TYPE: ClassVar[str] = "worker_isolation"
+    isolation: str = ""
+    credential: str = ""
+    reason: str = ""
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> WorkerIsolation:
+        isolation, credential = _str(raw, "isolation"), _str(raw, "credential")
+        if isolation not in (sandbox.ISOLATION_BUBBLEWRAP, sandbox.ISOLATION_NONE):
+            raise RecordError(f"isolation {isolation!r} is not one a local worker reports")
+        if credential not in (sandbox.CREDENTIAL_PROXY, sandbox.CREDENTIAL_ENVIRONMENT):
+            raise RecordError(f"credential {credential!r} is not one a local worker reports")
+        return cls(isolation=isolation, credential=credential,
+                   reason=_str(raw, "reason", MAX_TEXT, cut=True))
+
+
 MAX_CLIENTS = 10_000
 """The most terminal clients a record may say are attached to a session's TUI."""
 
@@ -484,12 +507,13 @@ SessionMode = SessionInteractive | SessionAttached | SessionDetached | SessionHe
 """The records that say what runs a session now (the TUI, with its clients, or not)."""
 
 Typed = (Heartbeat | AgentTurnCompleted | AgentCost | AgentResult | AgentToolUse
-         | WorkerStarted | WorkerExited | CheckpointCreated | CheckpointFailed | SessionMode)
+         | WorkerStarted | WorkerExited | CheckpointCreated | CheckpointFailed | SessionMode
+         | WorkerIsolation)
 
 TYPED: dict[str, type[Typed]] = {r.TYPE: r for r in (
     Heartbeat, AgentTurnCompleted, AgentCost, AgentResult, AgentToolUse, WorkerStarted,
     WorkerExited, CheckpointCreated, CheckpointFailed, SessionInteractive, SessionAttached,
-    SessionDetached, SessionHeadless)}
+    SessionDetached, SessionHeadless, WorkerIsolation)}
 """The records the daemon acts on, by type. Every other catalogue type only informs."""
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import psutil
 
+from parhelia.sandbox import PLACEHOLDER_PREFIX
 from tests.helpers.daemon import cli_argv
 from tests.helpers.gitrepo import git as run_git
 from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.sandbox import require_bwrap
 
 
 def test_sync_task_prints_final_text_and_records_usage(harness: Harness) -> None:
@@ -201,7 +203,9 @@ def test_twenty_tasks_never_more_than_four_at_once(harness_factory) -> None:
 def test_agent_gets_prompt_on_stdin_and_an_allow_listed_environment(harness_factory) -> None:
     """Another local user can read every command line (/proc/PID/cmdline) and a daemon's
     environment holds more than the agent needs: the prompt is not on the agent's command
-    line and a daemon-only variable does not reach it; a 1 MB prompt works."""
+    line and a daemon-only variable does not reach it, nor does the credential (the
+    contained agent has a placeholder: ADR 0030); a 1 MB prompt works."""
+    require_bwrap()
     harness = harness_factory(DAEMON_ONLY_TOKEN="daemon-only-value")
     marker = "PROMPT-MARKER-" + "x" * 999_000
     prompt = fake_prompt({"echo_prompt": "prompt.txt"}, {"turn": True}, {"sleep": 30},
@@ -216,7 +220,8 @@ def test_agent_gets_prompt_on_stdin_and_an_allow_listed_environment(harness_fact
         for p in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
                 if any("fake_claude" in a for a in p.info["cmdline"] or []) and \
-                        p.environ().get("PARHELIA_HOME") == str(harness.home):
+                        p.environ().get("CLAUDE_CONFIG_DIR", "").startswith(
+                            str(harness.home)):
                     return p
         return None
 
@@ -227,7 +232,8 @@ def test_agent_gets_prompt_on_stdin_and_an_allow_listed_environment(harness_fact
     cmdline, env = " ".join(found.cmdline()), found.environ()
     harness.run("task", "cancel", task_id, "--yes")
     assert "--session-id" in cmdline and "PROMPT-MARKER" not in cmdline
-    assert env.get("ANTHROPIC_API_KEY") == "test-key"
+    assert env.get("ANTHROPIC_API_KEY", "").startswith(PLACEHOLDER_PREFIX)
+    assert "test-key" not in json.dumps(env) and "PARHELIA_HOME" not in env
     assert "DAEMON_ONLY_TOKEN" not in env
     assert (harness.workspace(task_id) / "prompt.txt").read_text() == prompt
 

@@ -321,6 +321,8 @@ class Task(_message.Message):
     DISPATCH_AFTER_FIELD_NUMBER: _builtins.int
     OPTION_SOURCES_FIELD_NUMBER: _builtins.int
     OVERLAPS_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -342,6 +344,12 @@ class Task(_message.Message):
     """The wait ends only by the user's hand (cannot fit the budget, paused, held)."""
     held: _builtins.bool
     """Created with no_dispatch: only TaskService.DispatchTasks starts it."""
+    isolation: _builtins.str
+    """How the current container's agent is contained ("bubblewrap", "none", "modal
+    sandbox") and where its model credential is ("local proxy", "outbound policy",
+    "environment", "modal secret"): parhelia.sandbox. Filled by GetTask.
+    """
+    credential: _builtins.str
     @_builtins.property
     def options(self) -> Global___TaskOptions: ...
     @_builtins.property
@@ -399,10 +407,12 @@ class Task(_message.Message):
         dispatch_after: _timestamp_pb2.Timestamp | None = ...,
         option_sources: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         overlaps: _abc.Iterable[Global___TaskOverlap] | None = ...,
+        isolation: _builtins.str = ...,
+        credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "credential", b"credential", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "isolation", b"isolation", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,6 +532,8 @@ class Container(_message.Message):
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
     COST_MICROS_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     backend: _builtins.str
     backend_id: _builtins.str
@@ -539,6 +551,10 @@ class Container(_message.Message):
     consecutive_failures: _builtins.int
     cost_micros: _builtins.int
     incarnation: _builtins.int
+    isolation: _builtins.str
+    """parhelia.sandbox: bubblewrap | none | modal sandbox"""
+    credential: _builtins.str
+    """parhelia.sandbox: local proxy | outbound policy | ..."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -570,10 +586,12 @@ class Container(_message.Message):
         consecutive_failures: _builtins.int = ...,
         cost_micros: _builtins.int = ...,
         incarnation: _builtins.int = ...,
+        isolation: _builtins.str = ...,
+        credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_heartbeat_at", b"last_heartbeat_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "backend_id", b"backend_id", "consecutive_failures", b"consecutive_failures", "cost_micros", b"cost_micros", "cpu", b"cpu", "created_at", b"created_at", "exit_code", b"exit_code", "gpu", b"gpu", "has_exit_code", b"has_exit_code", "health", b"health", "id", b"id", "incarnation", b"incarnation", "last_heartbeat_at", b"last_heartbeat_at", "memory_mb", b"memory_mb", "reason", b"reason", "session_id", b"session_id", "started_at", b"started_at", "state", b"state", "stopped_at", b"stopped_at", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "backend_id", b"backend_id", "consecutive_failures", b"consecutive_failures", "cost_micros", b"cost_micros", "cpu", b"cpu", "created_at", b"created_at", "credential", b"credential", "exit_code", b"exit_code", "gpu", b"gpu", "has_exit_code", b"has_exit_code", "health", b"health", "id", b"id", "incarnation", b"incarnation", "isolation", b"isolation", "last_heartbeat_at", b"last_heartbeat_at", "memory_mb", b"memory_mb", "reason", b"reason", "session_id", b"session_id", "started_at", b"started_at", "state", b"state", "stopped_at", b"stopped_at", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,10 +42,10 @@ def test_multi_turn_script_event_sequence(tmp_path: Path) -> None:
     records = spool(tmp_path)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     sequence = types(records)
-    assert sequence[:4] == ["worker_started", "workspace_restored", "checkpoint_created",
-                            "agent_started"]
+    assert sequence[:5] == ["worker_started", "workspace_restored", "worker_isolation",
+                            "checkpoint_created", "agent_started"]
     assert sequence[-2:] == ["checkpoint_created", "worker_exited"]
-    assert [t for t in sequence[4:-2] if t != "checkpoint_created"] == [
+    assert [t for t in sequence[5:-2] if t != "checkpoint_created"] == [
         "agent_init",
         "agent_tool_use", "agent_tool_use", "agent_turn_completed",
         "agent_tool_use", "agent_turn_completed",

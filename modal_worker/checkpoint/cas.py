@@ -55,15 +55,24 @@ class Stored:
     """Bytes actually written to the store (0 when the blob already existed)."""
 
 
-def open_regular(path: Path | str, root: Path | str | None = None) -> int:
-    """Open a regular file for reading without following a symlink or blocking on a FIFO;
-    with ``root``, no component below it is followed either (:func:`safeio.open_beneath`:
-    the tree is written by an agent that runs sandboxed while this process is not)."""
+def open_regular(path: Path | str, root: Path | str | None = None,
+                 expect: tuple[int, int] | None = None) -> int:
+    """Open a regular file for reading without following a symlink or blocking on a FIFO.
+
+    The tree may be written by an agent that runs contained while this process does not
+    (ADR 0030): with ``root``, no directory below it is followed either
+    (:func:`safeio.open_beneath`); with ``expect`` (``st_dev, st_ino`` from a walk that
+    did not follow one), the file opened must be that very file -- a directory swapped
+    for a symlink since the walk leads elsewhere, and is refused (``BlobError``)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     fd = os.open(path, flags) if root is None else open_beneath(root, path, flags)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise BlobError(f"{path} is not a regular file")
+    if expect is not None and (st.st_dev, st.st_ino) != expect:
+        os.close(fd)
+        raise BlobError(f"{path} is not the file found in the tree (changed while read)")
     return fd
 
 
@@ -209,10 +218,11 @@ class BlobStore:
         written = len(data) if self._commit(tmp, digest) else 0
         return Stored(digest, len(data), written)
 
-    def put_file(self, path: Path | str, root: Path | str | None = None) -> Stored:
+    def put_file(self, path: Path | str, root: Path | str | None = None,
+                 expect: tuple[int, int] | None = None) -> Stored:
         """Store the current content of a regular file (never follows a symlink; with
-        ``root``, nor any directory below it: :func:`open_regular`)."""
-        fd = open_regular(path, root)
+        ``root`` or ``expect``, never reached through one either: :func:`open_regular`)."""
+        fd = open_regular(path, root, expect)
         try:
             size = os.fstat(fd).st_size
             if self._dir is not None and size >= KERNEL_COPY_MIN:

@@ -33,6 +33,7 @@ from modal_worker.checkpoint.manifest import (
 from modal_worker.checkpoint.projects import Conversation
 from modal_worker.checkpoint.statcache import StatCache, stat_key
 from modal_worker.clock import utc_now
+from modal_worker.safeio import open_beneath
 from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parhelia.progress import Report
@@ -54,29 +55,60 @@ def default_workers() -> int:
 
 
 def walk(root: Path, rel: str = "") -> Iterator[tuple[str, os.stat_result | None]]:
-    """Every entry under ``root/rel`` (never following symlinks); ``None`` stat = unreadable."""
-    stack = [rel]
-    while stack:
-        current = stack.pop()
-        try:
-            it = os.scandir(root / current if current else root)
-        except OSError:  # unreadable, vanished, not a directory, I/O error...
-            if current:
-                yield current, None
-            continue
-        with it:
-            for de in it:
-                path = f"{current}/{de.name}" if current else de.name
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError:
-                    yield path, None  # listed as skipped (unreadable)
-                    continue
-                yield path, st
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(path)
+    """Every entry under ``root/rel``; ``None`` stat = unreadable. Never follows a symlink,
+    not even one swapped in while the walk runs (an agent writes the tree, ADR 0030): each
+    directory is opened from its parent's descriptor with ``O_NOFOLLOW``."""
+    try:
+        top = open_beneath(root, root / rel if rel else root, _DIR_FLAGS)
+    except OSError:  # unreadable, vanished, not a directory, I/O error...
+        if rel:
+            yield rel, None
+        return
+    stack: list[tuple[str, int, Iterator[os.DirEntry[str]]]] = []
+    try:
+        stack.append((rel, top, iter(_entries(top))))
+        while stack:
+            current, dfd, entries = stack[-1]
+            de = next(entries, None)
+            if de is None:
+                stack.pop()
+                os.close(dfd)
+                continue
+            path = f"{current}/{de.name}" if current else de.name
+            try:
+                st = de.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                yield path, None  # listed as skipped (unreadable)
+                continue
+            yield path, st
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            try:
+                child = os.open(de.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dfd)
+            except OSError:
+                yield path, None
+                continue
+            try:
+                listed = _entries(child)
+            except OSError:
+                os.close(child)
+                yield path, None
+                continue
+            stack.append((path, child, iter(listed)))
+    finally:
+        for _path, dfd, _left in stack:
+            os.close(dfd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _entries(dfd: int) -> list[os.DirEntry[str]]:
+    """A directory's entries, read at once (one directory per level stays open)."""
+    with os.scandir(dfd) as it:
+        return list(it)
 
 
 def _listed(root: Path, files: Iterable[str]) -> Iterator[tuple[str, os.stat_result | None]]:
@@ -178,7 +210,8 @@ class _Snapshotter:
                                                                   Stored | str]:
         path, st = item
         try:
-            return path, st, self.store.put_file(f"{self.root_s}/{path}", self.root_s)
+            return path, st, self.store.put_file(f"{self.root_s}/{path}",
+                                                 expect=(st.st_dev, st.st_ino))
         except FileNotFoundError:
             return path, st, "vanished while reading"
         except (PermissionError, BlobError, OSError) as exc:

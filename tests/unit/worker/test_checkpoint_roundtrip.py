@@ -148,9 +148,10 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path, monkeypatch: Any) ->
     opened: list[str] = []
     real_open = cas_module.open_regular
 
-    def counting_open(path: Path, root: Path | None = None) -> int:
+    def counting_open(path: Path, root: Path | None = None,
+                      expect: tuple[int, int] | None = None) -> int:
         opened.append(Path(path).name)
-        return real_open(path, root)
+        return real_open(path, root, expect)
 
     monkeypatch.setattr(cas_module, "open_regular", counting_open)
     (src / "d" / "f3").write_bytes(b"changed")

@@ -4,9 +4,13 @@ swapped in between a walk and a read -- makes the worker read or write outside t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +127,27 @@ def test_the_plan_hides_the_home_and_the_daemons_dirs_and_binds_the_task_back(
     argv = planned.argv(["claude", "-p"])
     assert argv.index("--tmpfs") < argv.index("--bind")  # hidden first, then bound back
     assert argv[-3:] == ["--", "claude", "-p"]
+
+
+def test_a_directory_swapped_between_the_walk_and_the_read_is_not_read_through(
+        tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot_module = importlib.import_module("modal_worker.checkpoint.snapshot")
+    ws = tmp_path / "ws"
+    (ws / "d").mkdir(parents=True)
+    (ws / "d" / "id_ed25519").write_text("the agent's own file, soon swapped\n")
+    (ws / "keep.txt").write_text("kept")
+    real_walk = snapshot_module.walk
+
+    def walk_then_swap(root: Path, rel: str = "") -> Iterator[Any]:
+        yield from real_walk(root, rel)
+        if not rel:  # the agent wins the race: after the walk, before the read
+            shutil.rmtree(ws / "d")
+            (ws / "d").symlink_to(outside / ".ssh")
+
+    monkeypatch.setattr(snapshot_module, "walk", walk_then_swap)
+    volume = LocalVolume(tmp_path / "vol")
+    manifest = snapshot(ws, volume=volume, session_id="s", parent_id=None, trigger="t")
+    assert "d/id_ed25519" not in manifest.tree and "keep.txt" in manifest.tree
+    assert any(s.startswith("d/id_ed25519") for s in manifest.stats.skipped)
+    blobs = [p.read_bytes() for p in (tmp_path / "vol").rglob("*") if p.is_file()]
+    assert not any(SECRET.encode() in b for b in blobs)

@@ -119,14 +119,14 @@ def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
     root = tmp_path / "ws"
     (root / "bad").mkdir(parents=True)
     (root / "good.txt").write_text("g")
-    real = os.scandir
+    real = snapshot_module._entries
 
-    def scandir(path: Any) -> Any:
-        if str(path).endswith("/bad"):
+    def entries(dfd: int) -> Any:  # the directory "bad" cannot be read
+        if os.readlink(f"/proc/self/fd/{dfd}").endswith("/bad"):
             raise OSError(errno.EIO, "Input/output error")
-        return real(path)
+        return real(dfd)
 
-    monkeypatch.setattr(snapshot_module.os, "scandir", scandir)
+    monkeypatch.setattr(snapshot_module, "_entries", entries)
     m = snapshot(root, volume=LocalVolume(tmp_path / "vol"), session_id="s", parent_id=None,
                  trigger="t")
     assert "good.txt" in m.tree and m.stats.skipped == ["bad: unreadable"]

@@ -9,7 +9,6 @@ modes fit in 0o777; sizes are non-negative and capped; blob names are sha256 hex
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import TYPE_CHECKING
 
 from modal_worker.checkpoint.cas import is_digest
@@ -40,22 +39,29 @@ def restored_mode(entry: Entry) -> int:
 
 
 def check_path(path: object, where: str = "manifest") -> str:
+    """``path`` when it is a relative, normalised, NUL-free path of bounded length (no
+    empty, ``.`` or ``..`` component: that is what normalised means here), else E600."""
     if not isinstance(path, str) or not path:
         raise refuse(f"{where}: empty or non-text path")
     if "\0" in path:
         raise refuse(f"{where}: path contains NUL: {path!r}")
-    if path.startswith("/"):
+    if path[0] == "/":
         raise refuse(f"{where}: absolute path {path!r}")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(path) != path:
-        raise refuse(f"{where}: path is not normalised or climbs out: {path!r}")
     try:
         raw = os.fsencode(path)
     except UnicodeError:
         raise refuse(f"{where}: path is not encodable: {path!r}") from None
-    if len(raw) > MAX_PATH_BYTES or any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts):
+    if len(raw) > MAX_PATH_BYTES:
         raise refuse(f"{where}: path too long: {path[:80]!r}...")
+    for part in raw.split(b"/"):
+        if part in _NOT_NORMAL:
+            raise refuse(f"{where}: path is not normalised or climbs out: {path!r}")
+        if len(part) > MAX_NAME_BYTES:
+            raise refuse(f"{where}: path too long: {path[:80]!r}...")
     return path
+
+
+_NOT_NORMAL = frozenset({b"", b".", b".."})
 
 
 def _check_entry(path: str, entry: Entry) -> None:

@@ -523,12 +523,12 @@ class Worker:
         if self.agent_spec.interactive:
             self._start_tui(parser, memory)
             return
-        argv = self._wrap(build_argv(self.agent_spec, self._command, project_memory=memory))
+        argv = build_argv(self.agent_spec, self._command, project_memory=memory)
         raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
-        self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
-                                  on_object=on_object, prompt=self.prompt)
+        self.agent = AgentProcess(self._wrap(argv), cwd=self.workspace, env=self._env,
+                                  raw_log=raw_log, on_object=on_object, prompt=self.prompt)
         self.agent.start()
-        flags = [a for a in argv[argv.index(self._command[0]) + 1:] if a.startswith("--")]
+        flags = [a for a in argv[1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": self.agent.pid, "command": self._command[0],
                                             "flags": flags, "resume": resuming,
                                             "contained": self.container is not None})
@@ -555,15 +555,16 @@ class Worker:
                     parser.user_prompt()
                 parser.feed(obj)
 
-        argv = self._wrap(build_tui_argv(self.agent_spec, self._command, project_memory=memory))
-        agent = TuiAgent(argv, socket=self.tmux_socket, cwd=self.workspace, env=self._env,
+        argv = build_tui_argv(self.agent_spec, self._command, project_memory=memory)
+        agent = TuiAgent(self._wrap(argv), socket=self.tmux_socket, cwd=self.workspace,
+                         env=self._env,
                          transcript=transcript, on_object=on_line,
                          prompt="" if self.agent_spec.resume else self.prompt)
         self.agent = agent
         agent.start()
         self.saw_init = agent.ready
         self._tui_counts = (0, 0)
-        flags = [a for a in argv[argv.index(self._command[0]) + 1:] if a.startswith("--")]
+        flags = [a for a in argv[1:] if a.startswith("--")]
         self.channel.emit("agent_started", {"pid": agent.pid, "command": self._command[0],
                                             "flags": flags, "resume": self.agent_spec.resume,
                                             "interactive": True,

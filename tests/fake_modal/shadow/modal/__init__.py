@@ -31,15 +31,15 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from . import _service, exception
+from . import _service, exception, experimental
 from ._dual import gate_async, gate_sync, run_blocking, sdkmethod
 
 __version__ = "1.6.4+fake"
 __all__ = ["App", "AppSandboxesManager", "Image", "Sandbox", "SandboxGroupStats", "Secret",
-           "Volume", "exception"]
+           "Volume", "exception", "experimental"]
 
 _SHADOW = str(Path(__file__).resolve().parent.parent)
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -312,11 +312,28 @@ def _rel(path: str) -> str:
 
 
 class Volume:
-    def __init__(self, name: str, create_if_missing: bool, version: int | None) -> None:
+    def __init__(self, name: str, create_if_missing: bool, version: int | None,
+                 sub_path: str | None = None, read_only: bool = False) -> None:
         self._name = name
         self._create = create_if_missing
         self._version = version
+        self._sub_path = sub_path
+        self._read_only = read_only
         self.object_id: str | None = None
+
+    def with_mount_options(self, *, read_only: bool | None = None,
+                           sub_path: str | PurePosixPath | None = None) -> Volume:
+        """A handle that mounts only ``sub_path`` of the volume (created when a container
+        starts if missing; ``"/"`` is the whole volume), as modal 1.6.4's does. The
+        options apply to mounts only, not to this handle's own calls."""
+        sub = self._sub_path
+        if sub_path is not None:
+            text = PurePosixPath(sub_path).as_posix()
+            sub = None if text == "/" else text.strip("/")
+            if sub is not None:
+                _rel(sub)
+        return Volume(self._name, self._create, self._version, sub,
+                      self._read_only if read_only is None else read_only)
 
     @staticmethod
     def from_name(name: str, *, environment_name: str | None = None,
@@ -400,6 +417,27 @@ class Volume:
             raise exception.NotFoundError(f"No such file: {path}")
 
     remove_file = sdkmethod(_remove_file)
+
+    def _copy_files(self, src_paths: Sequence[str], dst_path: str,
+                    recursive: bool = False) -> None:
+        """Copy within the volume on the service's side (nothing passes through the
+        client). As modal's own test servicer: several sources go into ``dst_path`` as a
+        directory; one source is copied to ``dst_path`` itself, or into it when it ends
+        with ``/``. Directories on the way are implied (a v2 volume stores paths)."""
+        base = self._ensure()
+        srcs = [_rel(p) for p in src_paths]
+        into = len(srcs) > 1 or dst_path.endswith("/")
+        for src in srcs:
+            source = base / src
+            if not source.is_file():
+                raise exception.NotFoundError(f"Source file not found: {src}")
+            dst = base / _rel(dst_path) / Path(src).name if into else base / _rel(dst_path)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".tmp-{os.urandom(6).hex()}")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dst)
+
+    copy_files = sdkmethod(_copy_files)
 
     def _batch_upload(self, force: bool = False) -> _Upload:
         return _Upload(self, force)
@@ -580,9 +618,11 @@ def prepare_sandbox(sb_id: str) -> None:
     sshd = base / "root" / "bin" / "sshd"  # the image's openssh-server (modal._sshd)
     sshd.write_text(_sync_shim(sb_id).replace("modal._sync", "modal._sshd"))
     sshd.chmod(0o755)
-    for path, volume in (meta.get("volumes") or {}).items():
+    for path, source in _service.mounts(meta).items():
         view = Path(_service.map_path(sb_id, path))
-        _service.copy_tree_missing(_service.volume_dir(volume), view, overwrite_changed=False)
+        source.mkdir(parents=True, exist_ok=True)  # a sub_path is created if missing
+        view.mkdir(parents=True, exist_ok=True)
+        _service.copy_tree_missing(source, view, overwrite_changed=False)
         _rewrite_specs(sb_id, view, list(meta.get("cmd") or []))
 
 
@@ -613,7 +653,8 @@ class Sandbox:
                 pty: bool = False, encrypted_ports: Sequence[int] = [],  # noqa: B006
                 unencrypted_ports: Sequence[int] = [],  # noqa: B006
                 verbose: bool = False, client: Any = None,
-                environment_name: str | None = None) -> Sandbox:
+                environment_name: str | None = None,
+                _experimental_outbound_policy: Any = None) -> Sandbox:
         if app is None or app.app_id is None:
             raise exception.InvalidError("Sandbox.create needs an app outside a Modal container")
         if timeout is None or not 1 <= int(timeout) <= 86400:
@@ -627,6 +668,13 @@ class Sandbox:
                 or f"No capacity available for {gpu or 'CPU'} sandboxes; try again later")
         for secret in secrets or ():
             secret._resolve()
+        outbound = []
+        if _experimental_outbound_policy is not None:
+            # Validated and its secrets resolved here, on the service's side: their values
+            # never reach the sandbox's environment (they are injected into its matching
+            # requests, which a local process cannot show: the fake records the policy).
+            _experimental_outbound_policy._validate()
+            outbound = _experimental_outbound_policy._describe()
         mounts = {str(path): vol for path, vol in volumes.items()}
         for vol in mounts.values():
             vol._ensure()
@@ -650,7 +698,9 @@ class Sandbox:
                 "cmd": list(args), "timeout": int(timeout), "gpu": gpu, "cpu": cpu,
                 "memory": memory, "workdir": workdir, "env": dict(env or {}),
                 "secrets": len(list(secrets or ())), "image": image._digest() if image else None,
-                "volumes": {p: v._name for p, v in mounts.items()}, "created_at": time.time(),
+                "volumes": {p: v._name for p, v in mounts.items()},
+                "sub_paths": {p: v._sub_path for p, v in mounts.items() if v._sub_path},
+                "outbound_policy": outbound, "created_at": time.time(),
                 "unencrypted_ports": [int(p) for p in unencrypted_ports],
                 "inert": _service.switch_on("inert")}
         _service.write_json(base / "meta.json", meta)
@@ -764,9 +814,8 @@ class Sandbox:
 
     def _reload_volumes(self, *, timeout: int = 55) -> None:
         meta = _service.sandbox_meta(self.object_id) or {}
-        for path, volume in (meta.get("volumes") or {}).items():
-            _service.copy_tree_missing(_service.volume_dir(volume),
-                                       Path(_service.map_path(self.object_id, path)),
+        for path, source in _service.mounts(meta).items():
+            _service.copy_tree_missing(source, Path(_service.map_path(self.object_id, path)),
                                        overwrite_changed=True)
 
     reload_volumes = sdkmethod(_reload_volumes)

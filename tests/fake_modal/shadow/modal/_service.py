@@ -170,6 +170,17 @@ def volume_dir(name: str) -> Path:
     return root() / "volumes" / name
 
 
+def mounts(meta: dict[str, Any]) -> dict[str, Path]:
+    """A sandbox's mounts: its path -> the volume directory it sees (the whole volume, or
+    the ``sub_path`` it was mounted with, created when the sandbox starts)."""
+    subs = meta.get("sub_paths") or {}
+    out = {}
+    for path, name in (meta.get("volumes") or {}).items():
+        sub = subs.get(path)
+        out[path] = volume_dir(name) / sub if sub else volume_dir(name)
+    return out
+
+
 def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool) -> int:
     """Copy files of ``src`` into ``dst``: those ``dst`` lacks, and (if asked) those whose
     size or mtime differ. Content-addressed blobs (``cas/``) are hard-linked when possible."""

@@ -37,12 +37,11 @@ def _kill_sandbox_processes(sb_id: str) -> None:
 def commit(sb_id: str, mount: str | None = None) -> int:
     meta = _service.sandbox_meta(sb_id) or {}
     copied = 0
-    for path, volume in (meta.get("volumes") or {}).items():
+    for path, target in _service.mounts(meta).items():
         if mount is not None and _service.map_path(sb_id, path) != mount.rstrip("/"):
             continue
         view = _service.map_path(sb_id, path)
-        copied += _service.copy_tree_missing(Path(view), _service.volume_dir(volume),
-                                             overwrite_changed=True)
+        copied += _service.copy_tree_missing(Path(view), target, overwrite_changed=True)
     return copied
 
 

@@ -527,11 +527,13 @@ class BudgetApi(_Service):
             request.since.FromDatetime(since)
         return self._read("GetHistory", request)
 
-    def set_ceiling(self, amount_usd: str) -> budget_pb2.BudgetStatus:
-        """``amount_usd``: a decimal string (the daemon validates it: E101)."""
+    def set_ceiling(self, amount_usd: str, *, agent: bool = False) -> budget_pb2.BudgetStatus:
+        """``amount_usd``: a decimal string (the daemon validates it: E101). ``agent``: the
+        MCP bridge asks for an agent (capped: ``budget.agent_max_ceiling_usd``, E403)."""
         from parhelia.v1 import budget_pb2
 
-        return self._call("SetCeiling", budget_pb2.SetCeilingRequest(amount_usd=amount_usd))
+        return self._call("SetCeiling", budget_pb2.SetCeilingRequest(amount_usd=amount_usd,
+                                                                      agent=agent))
 
     def ledger(self, *, task_id: str | None = None, limit: int | None = None
                ) -> budget_pb2.ListLedgerResponse:

@@ -101,6 +101,9 @@ class BudgetConfig:
     accrual_interval_seconds: float = field(default=10.0, metadata=_meta(
         "How often compute is accrued and the ceiling, warning and per-task caps are "
         "enforced.", minimum=0.2, maximum=3600))
+    agent_max_ceiling_usd: Decimal = field(default=Decimal("0"), metadata=_meta(
+        "The highest ceiling an agent may set through the MCP bridge (parhelia_budget_set); "
+        "0 = an agent may lower the ceiling but never raise it. Daemon-wide.", minimum=0))
     usage_settle_seconds: float = field(default=600.0, metadata=_meta(
         "How long after a Modal container ends before the reconciler replaces its compute "
         "estimate (at the [rates]) with Modal's own usage figure, which lags a few minutes.",

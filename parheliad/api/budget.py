@@ -59,7 +59,8 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
 
     async def SetCeiling(self, request: budget_pb2.SetCeilingRequest,
                          context: grpc.aio.ServicerContext) -> budget_pb2.BudgetStatus:
-        return status_to_proto(await _budget(self._ctx).set_ceiling(request.amount_usd))
+        return status_to_proto(await _budget(self._ctx).set_ceiling(request.amount_usd,
+                                                                    agent=request.agent))
 
     async def GetHistory(self, request: budget_pb2.GetBudgetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> budget_pb2.BudgetHistory:

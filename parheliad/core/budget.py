@@ -378,14 +378,24 @@ class Budget:
         self.last_status = status
         return status
 
-    async def set_ceiling(self, amount_text: str) -> BudgetStatus:
+    async def set_ceiling(self, amount_text: str, *, agent: bool = False) -> BudgetStatus:
         """Persist a new ceiling (E101 on a bad amount), then enforce at once: paused
-        tasks resume when it now allows them, running ones pause when it does not."""
+        tasks resume when it now allows them, running ones pause when it does not. An
+        ``agent`` (the MCP bridge) may not raise it above ``budget.agent_max_ceiling_usd``
+        (E403): a prompt injection must not decide how much the user spends."""
         micros = parse_amount(amount_text)
         cfg = self._config()
 
         def unit(tx: Tx) -> None:
             before = self.ceiling(tx, cfg)
+            cap = to_micros(cfg.budget.agent_max_ceiling_usd)
+            if agent and micros > before and micros > cap:
+                where = cfg.source("budget.agent_max_ceiling_usd")
+                raise ParheliaError(
+                    "E403", f"an agent may not raise the budget ceiling to {usd(micros)}: the "
+                    f"limit for agents is {usd(cap)} (budget.agent_max_ceiling_usd, "
+                    f"{where}); it is now {usd(before)}. Raise it yourself with "
+                    "`parhelia budget set AMOUNT`", limit_micros=cap)
             tx.kv.set(KV_CEILING, micros)
             tx.events.append("budget_ceiling_changed",
                              f"ceiling {usd(before)} -> {usd(micros)}",

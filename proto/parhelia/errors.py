@@ -138,6 +138,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "Renew it (`claude setup-token`, `modal token new`) and retry.",
     ),
     ErrorSpec(
+        "E403", "LIMITED_FOR_AGENTS", "PERMISSION_DENIED", Exit.ERROR,
+        "An agent asked for more than you let agents decide.",
+        "The request came through the MCP bridge (an agent's tool call), and raising the "
+        "budget ceiling that far is yours to decide: `budget.agent_max_ceiling_usd` caps "
+        "what an agent may set (0: it may lower the ceiling, never raise it).",
+        "Raise it yourself with `parhelia budget set AMOUNT`, or set "
+        "`budget.agent_max_ceiling_usd` in your config file.",
+    ),
+    ErrorSpec(
         "E500", "RESOURCE_UNAVAILABLE", "UNAVAILABLE", Exit.ERROR,
         "A resource the task needs is not available.",
         "A program (such as the `claude` binary), a backend, or disk space is missing.",

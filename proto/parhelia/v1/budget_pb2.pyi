@@ -195,16 +195,22 @@ class SetCeilingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AMOUNT_USD_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     amount_usd: _builtins.str
     """decimal string, validated by the daemon"""
+    agent: _builtins.bool
+    """The request comes from an agent (the MCP bridge's parhelia_budget_set): it may not
+    raise the ceiling above budget.agent_max_ceiling_usd (E403).
+    """
     def __init__(
         self,
         *,
         amount_usd: _builtins.str = ...,
+        agent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_usd", b"amount_usd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "amount_usd", b"amount_usd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

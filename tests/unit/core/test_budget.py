@@ -341,3 +341,28 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     entries = await store.ledger.list(kind="compute")
     assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])
+
+
+@pytest.mark.parametrize(("cap", "ask", "allowed"), [
+    ("0", "60", False),    # by default an agent never raises the ceiling
+    ("0", "20", True),     # ... but it may lower it
+    ("100", "100", True),  # up to what the user lets agents set
+    ("100", "100.01", False),
+])
+async def test_an_agent_may_not_raise_the_ceiling_past_the_users_cap(
+        store: Store, cap: str, ask: str, allowed: bool) -> None:
+    """Issue 22, finding 5: parhelia_budget_set let a model raise the ceiling to any
+    amount. A person's `budget set` is never capped."""
+    base = Config()
+    cfg = dataclasses.replace(base, budget=dataclasses.replace(
+        base.budget, agent_max_ceiling_usd=Decimal(cap)))
+    b = core.Budget(store, lambda: cfg)
+    await store.kv.set(core.KV_CEILING, 50_000_000)
+    if allowed:
+        assert (await b.set_ceiling(ask, agent=True)).ceiling_micros == pricing.parse_amount(ask)
+    else:
+        with pytest.raises(ParheliaError) as err:
+            await b.set_ceiling(ask, agent=True)
+        assert err.value.code == "E403" and "budget.agent_max_ceiling_usd" in err.value.message
+        assert await store.kv.get(core.KV_CEILING) == 50_000_000
+        assert (await b.set_ceiling(ask)).ceiling_micros == pricing.parse_amount(ask)

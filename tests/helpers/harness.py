@@ -35,6 +35,12 @@ def write_config(home: Path, extra: str = "", orchestrator: str = "",
 
 
 
+def readable_by_agents(*paths: Path) -> str:
+    """Config that lets a contained agent read ``paths`` (``[sandbox] read_only``, ADR
+    0030): a gate file a test opens from outside must be visible inside the container."""
+    return "[sandbox]\nread_only = [" + ", ".join(f"'{p}'" for p in paths) + "]\n"
+
+
 def kill_workers(home: Path) -> None:
     reap(home)
 

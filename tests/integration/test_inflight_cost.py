@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt, readable_by_agents
 
 
 def _running_with_tokens(harness: Harness, task_id: str) -> dict[str, Any] | None:
@@ -17,8 +17,9 @@ def _running_with_tokens(harness: Harness, task_id: str) -> dict[str, Any] | Non
     return None
 
 
-def test_a_running_tasks_cost_includes_its_priced_tokens(harness: Harness,
+def test_a_running_tasks_cost_includes_its_priced_tokens(harness_factory,  # type: ignore[no-untyped-def]
                                                           tmp_path: Path) -> None:
+    harness: Harness = harness_factory(readable_by_agents(tmp_path))
     gate = tmp_path / "gate"
     task_id = harness.create(fake_prompt({"write": "a.txt", "content": "x" * 4000},
                                          {"turn": True}, {"wait_file": str(gate)}))

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt, readable_by_agents
 from tests.helpers.waiting import wait_for
 
 CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
@@ -57,7 +57,7 @@ def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> Non
 
 def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory,
                                                             tmp_path: Path) -> None:
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory(CHECKPOINT_EVERY_TURN + readable_by_agents(tmp_path))
     gate = tmp_path / "gate"  # the agent's second turn waits for it: no race with the restart
     prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
                          {"wait_file": str(gate)},
@@ -153,11 +153,12 @@ def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> N
     assert (ws / "after.txt").read_text() == "after\n"
 
 
-def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_factory) -> None:
+def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_factory,
+                                                                     tmp_path: Path) -> None:
     from modal_worker.checkpoint import project_dir
 
-    harness = harness_factory()
-    gate = harness.home / "gate"  # opened after the kill: the first run never gets past it
+    harness = harness_factory(readable_by_agents(tmp_path))
+    gate = tmp_path / "gate"  # opened after the kill: the first run never gets past it
     prompt = fake_prompt({"write": "a.txt", "content": "A\n"}, {"turn": True},
                          {"wait_file": str(gate)},
                          {"write": "b.txt", "content": "B\n"}, {"turn": True})

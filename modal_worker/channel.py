@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from modal_worker.clock import utc_now
-from modal_worker.volume import LocalVolume, validate_key
 from parhelia import records
+from parhelia.clock import utc_now
+from parhelia.volume import LocalVolume, validate_key
 
 if TYPE_CHECKING:
-    from modal_worker.spec import WorkerSpec
+    from parhelia.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint.cas import BlobError, BlobStore, is_digest
-from modal_worker.checkpoint.checks import check_path
-from modal_worker.volume import Volume, atomic_write_bytes
+from parhelia.checkpoint.cas import BlobError, BlobStore, is_digest
+from parhelia.checkpoint.checks import check_path
 from parhelia.errors import ParheliaError
+from parhelia.volume import Volume, atomic_write_bytes
 
 FORMAT = 1
 KIND = "claude-config"

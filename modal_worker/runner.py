@@ -38,7 +38,13 @@ from modal_worker.agent import (
 )
 from modal_worker.channel import LocalSpoolChannel, send
 from modal_worker.channel import from_spec as channel_from_spec
-from modal_worker.checkpoint import (
+from modal_worker.heartbeat import Heartbeat
+from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
+from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
+from modal_worker.tui import TuiAgent, socket_path
+from parhelia import __version__ as parhelia_version
+from parhelia import records
+from parhelia.checkpoint import (
     BlobStore,
     Conversation,
     Manifest,
@@ -51,20 +57,14 @@ from modal_worker.checkpoint import (
     session_conversation,
     snapshot,
 )
-from modal_worker.checkpoint.lineage import lineage_path
-from modal_worker.checkpoint.restore import replace_dir
-from modal_worker.checkpoint.statcache import stat_cache_path
-from modal_worker.clock import utc_now
-from modal_worker.heartbeat import Heartbeat
-from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
-from modal_worker.redact import redact_text
-from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
-from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
-from modal_worker.tui import TuiAgent, socket_path
-from modal_worker.volume import LocalVolume
-from parhelia import __version__ as parhelia_version
-from parhelia import records
+from parhelia.checkpoint.lineage import lineage_path
+from parhelia.checkpoint.restore import replace_dir
+from parhelia.checkpoint.statcache import stat_cache_path
+from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact_text
+from parhelia.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
+from parhelia.volume import LocalVolume
 
 SSH_DIR_NAME = ".parhelia-ssh"
 """Beside the agent's config dir: the sandbox's sshd host key, config, authorized key."""
@@ -791,7 +791,7 @@ def _tail_holds(path: Path, tool_use_id: str) -> bool:
 
 
 def _safe_url(url: str) -> str:
-    from modal_worker.redact import redact
+    from parhelia.redact import redact
 
     return redact(url)
 

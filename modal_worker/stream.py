@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker.redact import redact_text, shorten, tool_summary
 from parhelia import records
+from parhelia.redact import redact_text, shorten, tool_summary
 
 Emit = Callable[[str, dict[str, Any]], object]
 

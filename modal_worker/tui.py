@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint.cas import pid_alive
-from modal_worker.redact import redact
+from parhelia.checkpoint.cas import pid_alive
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 - Owner tag: workers carry ``PARHELIA_OWNER``/``PARHELIA_CONTAINER_ID`` in their
   environment; ``list(owner_tag)`` reads them from the process table, so workers
   started by an earlier daemon (or another daemon) are seen and told apart.
-- Environment: the allow-list of :mod:`modal_worker.environ` plus the
+- Environment: the allow-list of :mod:`parhelia.environ` plus the
   ``sync.pass_env`` values, never the daemon's whole environment.
 - Workers outlive the daemon (new session, not killed with it) and are re-adopted.
 - The volume is the daemon's own local volume (one directory): the volume sync points
@@ -35,15 +35,15 @@ from typing import Any
 import psutil
 
 from modal_worker.channel import append_control, read_spool
-from modal_worker.environ import worker_environ
-from modal_worker.spec import spec_key
 from modal_worker.tui import attach_argv, socket_path, unsafe_dir
-from modal_worker.volume import LocalVolume, Volume
 from parhelia import envfile
 from parhelia.backends import LOCAL
 from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.environ import worker_environ
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parhelia.spec import spec_key
+from parhelia.volume import LocalVolume, Volume
 
 from .base import (
     ChannelBatch,

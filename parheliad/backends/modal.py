@@ -49,12 +49,12 @@ from typing import Any, TypeVar
 import structlog
 
 from modal_worker import tui
-from modal_worker.volume import Volume, validate_key
 from parhelia import envfile
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.events import HEARTBEAT
+from parhelia.volume import Volume, validate_key
 from parheliad.store.clock import now_us
 
 from .base import (

@@ -10,8 +10,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from modal_worker.redact import redact
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact
 from parheliad.backends.base import BackendUnreachable, NoCapacity
 
 __all__ = ["BackendUnreachable", "NoCapacity", "map_error", "modal_message"]

@@ -1,5 +1,5 @@
 """The checkpoint lifecycle seen from the daemon: create, inspect, compare, verify,
-roll back and garbage-collect (the format itself is ``modal_worker.checkpoint``).
+roll back and garbage-collect (the format itself is ``parhelia.checkpoint``).
 
 A running session is checkpointed by its worker (asked through the control path);
 a stopped one from its last state on disk — the session's fixed workspace and
@@ -18,7 +18,8 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint import (
+from parhelia import __version__
+from parhelia.checkpoint import (
     BlobStore,
     Manifest,
     VerifyReport,
@@ -32,15 +33,14 @@ from modal_worker.checkpoint import (
     unified_diff,
     verify,
 )
-from modal_worker.checkpoint.cas import blob_key, sweep_temp
-from modal_worker.checkpoint.diff import TreeDiff
-from modal_worker.checkpoint.manifest import base_of, manifest_key
-from modal_worker.checkpoint.statcache import stat_cache_path
-from modal_worker.volume import Volume
-from parhelia import __version__
+from parhelia.checkpoint.cas import blob_key, sweep_temp
+from parhelia.checkpoint.diff import TreeDiff
+from parhelia.checkpoint.manifest import base_of, manifest_key
+from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import BYTES
+from parhelia.volume import Volume
 from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
 from parheliad.config import Config
@@ -250,7 +250,7 @@ class CheckpointOps:
                 safety = None  # nothing on disk newer than the checkpoints we have
         workspace, config_dir = self._session_dirs(session)
         # The files on disk no longer continue the worker's checkpoints: its next worker
-        # must restore, never resume what was rolled back (modal_worker.checkpoint.lineage).
+        # must restore, never resume what was rolled back (parhelia.checkpoint.lineage).
         lineage.clear(lineage.lineage_path(workspace))
         if workspace.exists() or not running:
             if tracker is not None:

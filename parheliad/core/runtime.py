@@ -17,12 +17,12 @@ from typing import ClassVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from modal_worker.checkpoint.cas import sweep_temp
-from modal_worker.checkpoint.projects import Conversation
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint.cas import sweep_temp
+from parhelia.checkpoint.projects import Conversation
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import Report
+from parhelia.volume import LocalVolume
 from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends
 from parheliad.config import Config

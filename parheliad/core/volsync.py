@@ -26,13 +26,13 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint import BlobStore, blob_key, load_manifest
-from modal_worker.checkpoint.cas import is_digest
-from modal_worker.checkpoint.manifest import base_of, manifest_key
 from modal_worker.claude_config import bundle_key
-from modal_worker.spec import result_key, spec_key
-from modal_worker.volume import Volume
+from parhelia.checkpoint import BlobStore, blob_key, load_manifest
+from parhelia.checkpoint.cas import is_digest
+from parhelia.checkpoint.manifest import base_of, manifest_key
 from parhelia.errors import ParheliaError
+from parhelia.spec import result_key, spec_key
+from parhelia.volume import Volume
 from parheliad.backends.base import Backend
 
 log = structlog.get_logger(__name__)

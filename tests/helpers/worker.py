@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modal_worker.channel import read_spool
-from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
+from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
 from tests.helpers.paths import REPO
 
 FAKE_AGENT_DIR = REPO / "tests" / "fake_agent"

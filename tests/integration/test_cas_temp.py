@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from modal_worker.checkpoint.cas import TEMP_MAX_AGE_SECONDS, sweep_temp
+from parhelia.checkpoint.cas import TEMP_MAX_AGE_SECONDS, sweep_temp
 from tests.helpers.harness import Harness
 
 

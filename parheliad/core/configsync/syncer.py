@@ -24,10 +24,10 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint.cas import BlobStore
 from modal_worker.claude_config import Bundle, BundleFile, bundle_key, save_bundle
-from modal_worker.volume import Volume
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.progress import BYTES, FILES, Report, ignore
+from parhelia.volume import Volume
 from parheliad.config import Config
 from parheliad.core.configsync.builder import (
     CommandExists,

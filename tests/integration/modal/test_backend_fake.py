@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
-from modal_worker.spec import load_result, result_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import blob_key, load_manifest, manifest_key
 from parhelia.errors import ParheliaError
+from parhelia.spec import load_result, result_key
+from parhelia.volume import LocalVolume
 from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
 from parheliad.backends.modal_errors import BackendUnreachable, NoCapacity
 from parheliad.core import volsync

@@ -21,8 +21,8 @@ import modal.container_process
 import modal.volume
 import pytest
 
-from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume
 from parheliad.backends import modal_setup
 from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
 from tests.helpers.paths import REPO

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from modal_worker import claude_config
-from modal_worker.checkpoint.cas import BlobStore
 from modal_worker.claude_config import CONFIG_DIR_TOKEN, Bundle, BundleFile, materialise
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume
 from parheliad.core.configsync import Source, build
 from parheliad.core.configsync.syncer import ConfigSync
 from tests.helpers import fake_home

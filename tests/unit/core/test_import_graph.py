@@ -307,8 +307,8 @@ def test_the_daemon_rule_sees_an_import_inside_a_function(plant) -> None:
 @pytest.mark.parametrize(("source", "imported"), [
     ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from parheliad.config "
      "import Config\n", "parheliad.config"),
-    ("class Helper:\n    def run(self):\n        import modal_worker.spec\n",
-     "modal_worker.spec"),
+    ("class Helper:\n    def run(self):\n        import modal_worker.agent\n",
+     "modal_worker.agent"),
 ], ids=["type-only", "in-a-method"])
 def test_the_cli_rule_sees_a_type_only_or_method_import(plant, source, imported) -> None:
     deps = plant("parhelia_cli/planted.py", source)

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from modal_worker.channel import MemoryChannel
-from modal_worker.checkpoint import (
+from modal_worker.heartbeat import Heartbeat, ProcSampler, PsutilSampler, disk_usage
+from modal_worker.stream import AgentStats
+from parhelia.checkpoint import (
     Conversation,
     diff,
     encode_project_dir,
@@ -22,10 +24,8 @@ from modal_worker.checkpoint import (
     unified_diff,
     verify,
 )
-from modal_worker.checkpoint.cas import blob_key
-from modal_worker.heartbeat import Heartbeat, ProcSampler, PsutilSampler, disk_usage
-from modal_worker.stream import AgentStats
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint.cas import blob_key
+from parhelia.volume import LocalVolume
 
 
 def snap(root: Path, volume: LocalVolume, **kw: Any) -> Any:
@@ -100,7 +100,7 @@ def test_verify_blames_the_manifest_when_its_size_is_wrong(tmp_path: Path) -> No
     blob holds the new content. The blob is intact; the manifest is what is wrong."""
     import dataclasses
 
-    from modal_worker.checkpoint import load_manifest, save_manifest
+    from parhelia.checkpoint import load_manifest, save_manifest
     from parheliad.core.checkpoints import problems
 
     ws = tmp_path / "ws"

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from modal_worker.checkpoint.cas import BlobStore
-from modal_worker.checkpoint.manifest import Entry, Manifest
-from modal_worker.volume import Volume
+from parhelia.checkpoint.cas import BlobStore
+from parhelia.checkpoint.manifest import Entry, Manifest
+from parhelia.volume import Volume
 
 MAX_TEXT_BYTES = 1 << 20
 

@@ -1,7 +1,7 @@
 """The base commit as a git repository in the agent's workspace.
 
 At upload, the objects of the base commit (the commit, its tree and blobs: no
-history) are packed from the user's repository (through :mod:`modal_worker.gitsafe`'s
+history) are packed from the user's repository (through :mod:`parhelia.gitsafe`'s
 shadow, so nothing the repository configures runs) and stored as one CAS blob;
 checkpoint zero records it as ``git.base_pack``. When a worker materialises a
 checkpoint that has a base pack and no ``.git`` (checkpoint zero), it makes the
@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint.cas import BlobStore, is_digest
+from parhelia import gitsafe
+from parhelia.checkpoint.cas import BlobStore, is_digest
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ Volume layout: blobs at ``cas/blobs/<2 hex>/<sha256>``, manifests at
 ``checkpoints/<session_id>/<checkpoint_id>.json``.
 """
 
-from modal_worker.checkpoint import lineage
-from modal_worker.checkpoint.cas import BlobStore, blob_key
-from modal_worker.checkpoint.checks import check_manifest, restored_mode
-from modal_worker.checkpoint.diff import Change, TreeDiff, diff, unified_diff
-from modal_worker.checkpoint.gitinfo import git_file_list, git_state
-from modal_worker.checkpoint.manifest import (
+from parhelia.checkpoint import lineage
+from parhelia.checkpoint.cas import BlobStore, blob_key
+from parhelia.checkpoint.checks import check_manifest, restored_mode
+from parhelia.checkpoint.diff import Change, TreeDiff, diff, unified_diff
+from parhelia.checkpoint.gitinfo import git_file_list, git_state
+from parhelia.checkpoint.manifest import (
     BlobRef,
     Entry,
     Manifest,
@@ -19,16 +19,16 @@ from modal_worker.checkpoint.manifest import (
     manifest_key,
     save_manifest,
 )
-from modal_worker.checkpoint.projects import (
+from parhelia.checkpoint.projects import (
     Conversation,
     encode_project_dir,
     project_dir,
     session_conversation,
 )
-from modal_worker.checkpoint.restore import RestoreStats, restore
-from modal_worker.checkpoint.snapshot import snapshot
-from modal_worker.checkpoint.statcache import StatCache
-from modal_worker.checkpoint.verify import VerifyReport, verify
+from parhelia.checkpoint.restore import RestoreStats, restore
+from parhelia.checkpoint.snapshot import snapshot
+from parhelia.checkpoint.statcache import StatCache
+from parhelia.checkpoint.verify import VerifyReport, verify
 
 __all__ = [
     "BlobRef",

@@ -1,6 +1,6 @@
 """Git-aware file lists and git state for manifests.
 
-Git runs only through :mod:`modal_worker.gitsafe`'s shadow directory: the tree may
+Git runs only through :mod:`parhelia.gitsafe`'s shadow directory: the tree may
 have been written by an agent (or cloned from anywhere), and nothing its ``.git``
 configures (fsmonitor, filters, hooks, pagers...) may run.
 """
@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from modal_worker import gitsafe
+from parhelia import gitsafe
 
 GIT_TIMEOUT = gitsafe.GIT_TIMEOUT
 

@@ -20,12 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from modal_worker.volume import Volume, validate_key
 from parhelia import records
 from parhelia.errors import ParheliaError
+from parhelia.volume import Volume, validate_key
 
 if TYPE_CHECKING:
-    from modal_worker.checkpoint.cas import BlobStore
+    from parhelia.checkpoint.cas import BlobStore
 
 FORMAT = 1
 FORMAT_DELTA = 2

@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from modal_worker.volume import atomic_write_bytes
+from parhelia.volume import atomic_write_bytes
 
 MAX_IDS = 1000
 

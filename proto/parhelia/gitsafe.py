@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from modal_worker.safeio import read_regular
+from parhelia.safeio import read_regular
 
 GIT_TIMEOUT = 30
 MAX_COPIED_BYTES = 256 << 20  # an index or packed-refs file larger than this is not copied

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from modal_worker.volume import atomic_write_bytes
+from parhelia.volume import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

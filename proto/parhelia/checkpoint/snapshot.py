@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint.cas import BlobError, BlobStore, Stored, open_regular
-from modal_worker.checkpoint.checks import check_path, resolve_inside
-from modal_worker.checkpoint.manifest import (
+from parhelia.checkpoint.cas import BlobError, BlobStore, Stored, open_regular
+from parhelia.checkpoint.checks import check_path, resolve_inside
+from parhelia.checkpoint.manifest import (
     MAX_CHUNKS,
     BlobRef,
     Chunk,
@@ -30,12 +30,12 @@ from modal_worker.checkpoint.manifest import (
     refuse,
     save_manifest,
 )
-from modal_worker.checkpoint.projects import Conversation
-from modal_worker.checkpoint.statcache import StatCache, stat_key
-from modal_worker.clock import utc_now
-from modal_worker.volume import Volume
+from parhelia.checkpoint.projects import Conversation
+from parhelia.checkpoint.statcache import StatCache, stat_key
+from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
 from parhelia.progress import Report
+from parhelia.volume import Volume
 
 MAX_SKIPPED_LISTED = 100
 REBASE_MIN_ENTRIES = 256

@@ -5,12 +5,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from modal_worker.checkpoint.cas import BlobStore, is_digest
-from modal_worker.checkpoint.checks import check_manifest
-from modal_worker.checkpoint.manifest import Manifest
-from modal_worker.checkpoint.snapshot import default_workers
-from modal_worker.volume import Volume
+from parhelia.checkpoint.cas import BlobStore, is_digest
+from parhelia.checkpoint.checks import check_manifest
+from parhelia.checkpoint.manifest import Manifest
+from parhelia.checkpoint.snapshot import default_workers
 from parhelia.errors import ParheliaError
+from parhelia.volume import Volume
 
 
 @dataclass(frozen=True)

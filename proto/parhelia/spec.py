@@ -17,14 +17,14 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from modal_worker import gitsafe
-from modal_worker.sshd import SshdError, check_public_key
-from modal_worker.volume import atomic_write_bytes, validate_key
+from parhelia import gitsafe
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parhelia.risky import DEFAULT_RISKY_PATTERNS
+from parhelia.sshkey import InvalidPublicKey, check_public_key
+from parhelia.volume import atomic_write_bytes, validate_key
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -361,7 +361,7 @@ def _parse_spec(raw: object) -> WorkerSpec:
     if spec.ssh_authorized_key is not None:
         try:
             check_public_key(spec.ssh_authorized_key)
-        except SshdError as exc:
+        except InvalidPublicKey as exc:
             raise _bad("ssh_authorized_key", str(exc)) from None
     if "\0" in spec.prompt:
         raise _bad("prompt", "must not contain NUL characters")

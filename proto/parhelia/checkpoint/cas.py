@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
-from modal_worker.volume import Volume
+from parhelia.checkpoint.fastcopy import hash_fd, kernel_copy
+from parhelia.volume import Volume
 
 BLOBS = "cas/blobs"
 TMP = "cas/tmp"

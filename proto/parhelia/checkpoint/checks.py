@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import posixpath
 
-from modal_worker.checkpoint.cas import is_digest
-from modal_worker.checkpoint.manifest import Entry, Manifest, refuse
+from parhelia.checkpoint.cas import is_digest
+from parhelia.checkpoint.manifest import Entry, Manifest, refuse
 
 MAX_FILE_SIZE = 1 << 40
 MAX_ENTRIES = 10_000_000

@@ -21,15 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker.checkpoint.cas import KERNEL_COPY_MIN, SMALL, BlobError, BlobStore
-from modal_worker.checkpoint.checks import check_manifest, restored_mode
-from modal_worker.checkpoint.fastcopy import hash_fd, kernel_copy
-from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest, refuse
-from modal_worker.checkpoint.projects import Conversation
-from modal_worker.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
-from modal_worker.checkpoint.statcache import StatCache
-from modal_worker.volume import Volume
+from parhelia.checkpoint.cas import KERNEL_COPY_MIN, SMALL, BlobError, BlobStore
+from parhelia.checkpoint.checks import check_manifest, restored_mode
+from parhelia.checkpoint.fastcopy import hash_fd, kernel_copy
+from parhelia.checkpoint.manifest import BlobRef, Entry, Manifest, refuse
+from parhelia.checkpoint.projects import Conversation
+from parhelia.checkpoint.snapshot import CONVERSATION_NS, TREE_NS, default_workers
+from parhelia.checkpoint.statcache import StatCache
 from parhelia.progress import Report
+from parhelia.volume import Volume
 
 CONVERSATION_FILE_MODE = 0o600
 CONVERSATION_DIR_MODE = 0o700

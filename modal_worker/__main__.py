@@ -17,9 +17,9 @@ from modal_worker.runner import configure_logging, run
 
 
 def control(spec_path: Path, message: str) -> int:
-    from modal_worker.channel import append_control
     from parhelia.errors import ParheliaError
     from parhelia.spec import load_spec
+    from parhelia.spool import append_control
     from parhelia.volume import LocalVolume
 
     try:

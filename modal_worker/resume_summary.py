@@ -87,14 +87,6 @@ def read_stored(transcript: Path) -> StoredConversation:
     return out
 
 
-def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
-    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
-    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
-            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
-            "task from where you left off; do not start over, and check the workspace "
-            "before redoing work.")
-
-
 def fresh_prompt(stored: StoredConversation, *, reason: str, task_prompt: str | None,
                  continuation: str) -> str:
     """The first prompt of the conversation that replaces the stored one."""

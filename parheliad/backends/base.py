@@ -51,7 +51,7 @@ class WorkerPaths:
     sync_argv: tuple[str, ...] = ()
     tmux_socket: str = ""
     """Where an interactive TUI of this container listens ("" = the worker's default,
-    :func:`modal_worker.tui.socket_path` where it runs)."""
+    :func:`parhelia.tuisocket.socket_path` where it runs)."""
 
 
 @dataclass(frozen=True)

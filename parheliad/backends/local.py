@@ -34,16 +34,15 @@ from typing import Any
 
 import psutil
 
-from modal_worker.channel import append_control, read_spool
-from modal_worker.tui import attach_argv, socket_path, unsafe_dir
 from parhelia import envfile
 from parhelia.backends import LOCAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.environ import worker_environ
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
-from parhelia.spec import spec_key
-from parhelia.volume import LocalVolume, Volume
+from parhelia.spool import append_control, read_spool
+from parhelia.tuisocket import attach_argv, socket_path, unsafe_dir
+from parhelia.volume import LocalVolume, Volume, log_key, result_key, spec_key, spool_key
 
 from .base import (
     ChannelBatch,
@@ -131,7 +130,7 @@ class LocalBackend:
         if not self.volume.exists(key):
             raise ParheliaError("E602", f"the worker spec {key} was not written",
                                 container_id=spec.container_id)
-        log_dir = self._root / "logs" / spec.container_id
+        log_dir = self.volume.path_for(log_key(spec.container_id)).parent
         log_dir.mkdir(parents=True, exist_ok=True)
         workspace = Path(spec.paths.workspace_dir)
         workspace.mkdir(parents=True, exist_ok=True)
@@ -196,7 +195,7 @@ class LocalBackend:
                                detail="" if code is not None else "process vanished")
 
     def _result_exit_code(self, container_id: str) -> int | None:
-        key = f"results/{container_id}.json"
+        key = result_key(container_id)
         if not self.volume.exists(key):
             return None
         try:
@@ -256,8 +255,8 @@ class LocalBackend:
         # cached path string, and a read (in a thread) only when the spool grew.
         path = self._spools.get(container_id)
         if path is None:
-            path = self._spools[container_id] = os.path.join(
-                self._root, "spool", f"{container_id}.jsonl")
+            path = self._spools[container_id] = str(
+                self.volume.path_for(spool_key(container_id)))
         try:
             if os.stat(path).st_size <= cursor:
                 return ChannelBatch([], cursor)

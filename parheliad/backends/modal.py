@@ -48,13 +48,12 @@ from typing import Any, TypeVar
 
 import structlog
 
-from modal_worker import tui
-from parhelia import envfile
+from parhelia import envfile, tuisocket
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.events import HEARTBEAT
-from parhelia.volume import Volume, validate_key
+from parhelia.volume import BLOBS, Volume, blob_digest, in_cas, spool_key, validate_key
 from parheliad.store.clock import now_us
 
 from .base import (
@@ -86,9 +85,7 @@ TIMEOUT_MARGIN_S = 600
 MODAL_MAX_TIMEOUT_S = 86_400
 TASK_TIMEOUT_MAX_S = MODAL_MAX_TIMEOUT_S - TIMEOUT_MARGIN_S
 """The longest task a sandbox can hold with the margin for the worker's final checkpoint."""
-CAS_PREFIX = "cas/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_BLOB_RE = re.compile(r"^cas/blobs/([0-9a-f]{2})/([0-9a-f]{64})$")
 CATCHUP_INTERVAL_S = 2.0
 CATCHUP_AFTER_END = 15
 TAIL_RETRY_S = 5.0
@@ -609,7 +606,7 @@ class ModalBackend:
     def terminal_argv(self, container_id: str) -> builtins.list[str]:
         """``tmux attach`` on the interactive TUI's private socket inside the sandbox (the
         worker runs as root there; its temp dir is /tmp)."""
-        return tui.attach_argv(tui.socket_path(container_id, tmp=SANDBOX_TMP, uid=0))
+        return tuisocket.attach_argv(tuisocket.socket_path(container_id, tmp=SANDBOX_TMP, uid=0))
 
     async def open_terminal(self, backend_id: str, container_id: str, argv: Sequence[str],
                             rows: int, cols: int, term: str) -> ModalTerminal:
@@ -703,7 +700,7 @@ class ModalBackend:
                     ch.tail_failed_at = time.monotonic()
                     await self._catch_up(ch)
                 return
-            path = f"{VOLUME_MOUNT}/spool/{cid}.jsonl"
+            path = f"{VOLUME_MOUNT}/{spool_key(cid)}"
             # Bytes, not text: the cursor is the spool's byte offset (what the volume
             # catch-up counts), whatever the agent wrote into the spool.
             proc = await self._call(f"following the channel of {cid}", lambda: sb.exec.aio(
@@ -760,7 +757,7 @@ class ModalBackend:
         before the cursor are skipped as they pass, never the whole spool in memory."""
         start, seen, line = ch.offset, 0, _LineBuffer()
         try:
-            async for chunk in self._chunks(f"spool/{ch.container_id}.jsonl"):
+            async for chunk in self._chunks(spool_key(ch.container_id)):
                 skip = min(len(chunk), max(0, start - seen))
                 seen += len(chunk)
                 if skip < len(chunk):
@@ -801,8 +798,8 @@ class ModalBackend:
 
     async def _known_remote_blobs(self) -> set[str]:
         if self._remote_blobs is None:
-            self._remote_blobs = set(k for k in await self.list_keys("cas/blobs")
-                                     if _BLOB_RE.match(k))
+            self._remote_blobs = set(k for k in await self.list_keys(BLOBS)
+                                     if blob_digest(k) is not None)
         return self._remote_blobs
 
     async def list_keys(self, prefix: str) -> builtins.list[str]:
@@ -828,7 +825,7 @@ class ModalBackend:
         remote = await self._known_remote_blobs()
         todo: builtins.list[tuple[str, Path | bytes, int]] = []
         for key in dict.fromkeys(validate_key(k) for k in keys):
-            if key.startswith(CAS_PREFIX) and key in remote:
+            if in_cas(key) and key in remote:
                 continue
             item = await asyncio.to_thread(_local_source, local, key)
             if item is not None:
@@ -846,7 +843,7 @@ class ModalBackend:
                                    else io.BytesIO(source), f"/{key}")
         await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
                          timeout=self.settings.launch_timeout_seconds)
-        remote.update(k for k, _, _ in todo if _BLOB_RE.match(k))
+        remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
         return sum(size for _, _, size in todo)
 
     async def pull(self, local: Volume, keys: Sequence[str]) -> int:
@@ -855,7 +852,7 @@ class ModalBackend:
         remote = await self._known_remote_blobs()
         wanted = []
         for key in dict.fromkeys(validate_key(k) for k in keys):
-            if key.startswith(CAS_PREFIX) and await asyncio.to_thread(local.exists, key):
+            if in_cas(key) and await asyncio.to_thread(local.exists, key):
                 remote.add(key)
                 continue
             wanted.append(key)
@@ -864,7 +861,7 @@ class ModalBackend:
         async def one(key: str) -> int:
             async with gate:
                 size = await self._download(local, key)
-            if size and _BLOB_RE.match(key):
+            if size and blob_digest(key) is not None:
                 remote.add(key)
             return size
 
@@ -953,8 +950,8 @@ def _local_source(local: Volume, key: str) -> tuple[Path | bytes, int] | None:
 
 
 def _blob_ok(key: str, sha256: str) -> bool:
-    blob = _BLOB_RE.match(key)
-    if blob is not None and blob.group(2) != sha256:
+    digest = blob_digest(key)
+    if digest is not None and digest != sha256:
         log.warning("modal.blob_hash_mismatch", key=key)
         return False
     return True

@@ -33,14 +33,14 @@ from parhelia.checkpoint import (
     unified_diff,
     verify,
 )
-from parhelia.checkpoint.cas import blob_key, sweep_temp
+from parhelia.checkpoint.cas import sweep_temp
 from parhelia.checkpoint.diff import TreeDiff
-from parhelia.checkpoint.manifest import base_of, manifest_key
+from parhelia.checkpoint.manifest import base_of
 from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import BYTES
-from parhelia.volume import Volume
+from parhelia.volume import BLOBS, BUNDLES, Volume, blob_digest, blob_key, manifest_key
 from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
 from parheliad.config import Config
@@ -322,13 +322,13 @@ class CheckpointOps:
         live: set[str] = set()
         for raw in kept.values():
             live |= set(blob_refs(raw))
-        for key in self.volume.list("config"):
+        for key in self.volume.list(BUNDLES):
             if key.endswith(".json"):
                 live |= set(blob_refs(json.loads(self.volume.get(key))))
         horizon = time.time() - 3600  # a blob younger than this may belong to a snapshot in flight
-        for key in self.volume.list("cas/blobs"):
-            digest = key.rsplit("/", 1)[-1]
-            if digest in live:
+        for key in self.volume.list(BLOBS):
+            digest = blob_digest(key)
+            if digest is None or digest in live:
                 continue
             path = self.volume.path_for(key)
             assert path is not None, "gc runs on the local volume"
@@ -345,10 +345,9 @@ class CheckpointOps:
         if not dry_run:
             for key in doomed_keys:
                 self.volume.delete(key)
-            cas = self.volume.path_for("cas")
-            if cas is not None:  # what killed writers left behind
-                report.temp_files_removed, freed = sweep_temp(cas)
-                report.bytes_freed += freed
+            # what killed writers left behind
+            report.temp_files_removed, freed = sweep_temp(self.volume)
+            report.bytes_freed += freed
         return report
 
     async def _unindex(self, doomed: list[CheckpointRow]) -> None:

@@ -145,7 +145,7 @@ class WorkerSpec:
     sees them (``sync /vol`` on Modal); empty where both sides are one directory."""
     tmux_socket: str | None = None
     """Where the interactive TUI's tmux server listens (its directory is made private);
-    None: :func:`modal_worker.tui.socket_path` of the container."""
+    None: :func:`parhelia.tuisocket.socket_path` of the container."""
     ssh_authorized_key: str | None = None
     """The session's public key (``ssh-ed25519 ...``): the worker runs sshd for `session
     attach --ssh` and reports its host key (:mod:`modal_worker.sshd`). Never a private key."""
@@ -438,14 +438,6 @@ class WorkerResult:
         if got.get("agent") is not None and not isinstance(got["agent"], dict):
             raise ValueError("result.agent: not an object")
         return cls(**got)
-
-
-def result_key(container_id: str) -> str:
-    return f"results/{container_id}.json"
-
-
-def spec_key(container_id: str) -> str:
-    return f"specs/{container_id}.json"
 
 
 def dump_result(result: WorkerResult, path: Path | str) -> None:

@@ -1,9 +1,21 @@
-"""Volume: the durable store shared by the daemon and its workers.
+"""Volume: the durable store shared by the daemon and its workers, and its layout.
 
 Keys are relative POSIX paths (``cas/blobs/ab/ab12...``). ``LocalVolume`` maps
 them onto a directory; a Modal volume mounted at ``/vol`` is also a directory
 inside the sandbox, so the worker uses ``LocalVolume`` on both backends. A
 daemon-side implementation over the ``modal.Volume`` API fits the same protocol.
+
+Every key is spelled here, once (docs/contracts.md, "The volume")::
+
+    cas/blobs/<2 hex>/<sha256>            blobs of checkpoints and config bundles
+    cas/tmp/                              writers' temp files (swept when stale)
+    checkpoints/<session>/<id>.json       checkpoint manifests
+    config/<bundle id>.json               config bundle manifests
+    specs/<container>.json                worker spec (daemon -> worker)
+    results/<container>.json              worker result (worker -> daemon)
+    spool/<container>.jsonl               channel records (worker -> daemon)
+    control/<container>.jsonl             control messages (daemon -> worker)
+    logs/<container>/agent.jsonl          the agent's raw output
 """
 
 from __future__ import annotations
@@ -11,12 +23,26 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 COPY_BUFFER = 1 << 20
+
+CAS = "cas"
+BLOBS = f"{CAS}/blobs"
+CAS_TMP = f"{CAS}/tmp"
+CHECKPOINTS = "checkpoints"
+BUNDLES = "config"
+SPECS = "specs"
+RESULTS = "results"
+SPOOLS = "spool"
+CONTROLS = "control"
+LOGS = "logs"
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_BLOB_KEY = re.compile(rf"^{BLOBS}/([0-9a-f]{{2}})/([0-9a-f]{{64}})$")
 
 
 class InvalidKey(ValueError):
@@ -34,6 +60,60 @@ def validate_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidKey(f"key has an empty, '.' or '..' component: {key!r}")
     return key
+
+
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is a sha256 hex digest (the name of a blob)."""
+    return isinstance(value, str) and bool(_DIGEST.match(value))
+
+
+def blob_key(digest: str) -> str:
+    if not is_digest(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return f"{BLOBS}/{digest[:2]}/{digest}"
+
+
+def blob_digest(key: str) -> str | None:
+    """The digest a blob key names (None when ``key`` is not a well-formed blob key)."""
+    match = _BLOB_KEY.match(key)
+    return match.group(2) if match is not None else None
+
+
+def in_cas(key: str) -> bool:
+    """Whether ``key`` lies in the content-addressed store (written once, never changed)."""
+    return key.startswith(CAS + "/")
+
+
+def checkpoints_prefix(session_id: str) -> str:
+    return validate_key(f"{CHECKPOINTS}/{session_id}")
+
+
+def manifest_key(session_id: str, checkpoint_id: str) -> str:
+    return validate_key(f"{CHECKPOINTS}/{session_id}/{checkpoint_id}.json")
+
+
+def bundle_key(bundle_id: str) -> str:
+    return validate_key(f"{BUNDLES}/{bundle_id}.json")
+
+
+def spec_key(container_id: str) -> str:
+    return f"{SPECS}/{container_id}.json"
+
+
+def result_key(container_id: str) -> str:
+    return f"{RESULTS}/{container_id}.json"
+
+
+def spool_key(container_id: str) -> str:
+    return validate_key(f"{SPOOLS}/{container_id}.jsonl")
+
+
+def control_key(container_id: str) -> str:
+    return validate_key(f"{CONTROLS}/{container_id}.jsonl")
+
+
+def log_key(container_id: str) -> str:
+    return f"{LOGS}/{container_id}/agent.jsonl"
 
 
 @runtime_checkable

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from modal_worker.claude_config import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
+from parhelia.bundle import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
 from parhelia.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact
 
 SYNCED_DIRS = ("agents", "commands", "skills", "output-styles")

@@ -5,7 +5,7 @@ Volume layout: blobs at ``cas/blobs/<2 hex>/<sha256>``, manifests at
 """
 
 from parhelia.checkpoint import lineage
-from parhelia.checkpoint.cas import BlobStore, blob_key
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.checkpoint.checks import check_manifest, restored_mode
 from parhelia.checkpoint.diff import Change, TreeDiff, diff, unified_diff
 from parhelia.checkpoint.gitinfo import git_file_list, git_state
@@ -16,7 +16,6 @@ from parhelia.checkpoint.manifest import (
     Stats,
     list_checkpoints,
     load_manifest,
-    manifest_key,
     save_manifest,
 )
 from parhelia.checkpoint.projects import (
@@ -29,6 +28,7 @@ from parhelia.checkpoint.restore import RestoreStats, restore
 from parhelia.checkpoint.snapshot import snapshot
 from parhelia.checkpoint.statcache import StatCache
 from parhelia.checkpoint.verify import VerifyReport, verify
+from parhelia.volume import blob_key, manifest_key
 
 __all__ = [
     "BlobRef",

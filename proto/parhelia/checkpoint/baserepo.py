@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from parhelia import gitsafe
-from parhelia.checkpoint.cas import BlobStore, is_digest
+from parhelia.checkpoint.cas import BlobStore
+from parhelia.volume import is_digest
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Content-addressed blob store on a volume: ``cas/blobs/<2 hex>/<sha256>``.
+"""Content-addressed blob store on a volume: ``cas/blobs/<2 hex>/<sha256>``
+(:func:`parhelia.volume.blob_key`).
 
 Blobs are written only when absent, through a temp file and ``os.replace``, and
 hashed while streaming (large files are never held in memory).
@@ -19,31 +20,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from parhelia.checkpoint.fastcopy import hash_fd, kernel_copy
-from parhelia.volume import Volume
+from parhelia.volume import BLOBS, CAS_TMP, Volume, blob_key
 
-BLOBS = "cas/blobs"
-TMP = "cas/tmp"
 CHUNK = 1 << 20
 SMALL = 4 << 20
 """Files up to this size may be read in one piece; larger ones are streamed."""
 KERNEL_COPY_MIN = 128 << 10
 """From this size on, a directory volume copies in the kernel and hashes the copy."""
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
 class BlobError(Exception):
     """A blob is missing, of the wrong size, or does not hash to its name."""
-
-
-def is_digest(value: object) -> bool:
-    return isinstance(value, str) and bool(_HEX64.match(value))
-
-
-def blob_key(digest: str) -> str:
-    if not is_digest(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return f"{BLOBS}/{digest[:2]}/{digest}"
 
 
 @dataclass(frozen=True)
@@ -78,16 +64,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_temp(root: Path, max_age: float = TEMP_MAX_AGE_SECONDS,
+def sweep_temp(volume: Volume, max_age: float = TEMP_MAX_AGE_SECONDS,
                now: float | None = None) -> tuple[int, int]:
-    """Remove the temp files a killed writer left in the CAS at ``root`` (``cas/``):
-    ``.tmp-PID-TID`` files in ``tmp/`` and in the blob shards whose writer is gone or
+    """Remove the temp files a killed writer left in the CAS of a directory ``volume``:
+    ``.tmp-PID-TID`` files in ``cas/tmp/`` and in the blob shards whose writer is gone or
     that nobody wrote to for ``max_age`` seconds (a live write keeps touching its file).
-    Returns ``(files, bytes)`` removed."""
+    Returns ``(files, bytes)`` removed (nothing on a volume that is not a directory)."""
     now = time.time() if now is None else now
     files = size = 0
-    dirs = [root / "tmp"]
-    blobs = root / "blobs"
+    tmp, blobs = volume.path_for(CAS_TMP), volume.path_for(BLOBS)
+    if tmp is None or blobs is None:
+        return files, size
+    dirs = [tmp]
     with contextlib.suppress(FileNotFoundError):
         dirs += [blobs / d for d in os.listdir(blobs)]
     for d in dirs:
@@ -122,7 +110,7 @@ class BlobStore:
         self.volume = volume
         root = volume.path_for(BLOBS)
         self._dir: Path | None = root
-        self._tmp: Path | None = volume.path_for(TMP)
+        self._tmp: Path | None = volume.path_for(CAS_TMP)
         self._dir_s = str(root) if root is not None else ""
         self._tmp_s = str(self._tmp) if self._tmp is not None else ""
         self._made: set[str] = set()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import posixpath
 
-from parhelia.checkpoint.cas import is_digest
 from parhelia.checkpoint.manifest import Entry, Manifest, refuse
+from parhelia.volume import is_digest
 
 MAX_FILE_SIZE = 1 << 40
 MAX_ENTRIES = 10_000_000

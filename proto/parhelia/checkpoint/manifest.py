@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from parhelia import records
 from parhelia.errors import ParheliaError
-from parhelia.volume import Volume, validate_key
+from parhelia.volume import Volume, checkpoints_prefix, manifest_key
 
 if TYPE_CHECKING:
     from parhelia.checkpoint.cas import BlobStore
@@ -243,10 +243,6 @@ def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def manifest_key(session_id: str, checkpoint_id: str) -> str:
-    return validate_key(f"checkpoints/{session_id}/{checkpoint_id}.json")
-
-
 def save_manifest(volume: Volume, manifest: Manifest) -> str:
     """Freeze the id and write the manifest; return its key."""
     manifest.id = manifest.compute_id()
@@ -304,9 +300,8 @@ def load_manifest(volume: Volume, session_id: str, checkpoint_id: str, *,
 
 def list_checkpoints(volume: Volume, session_id: str) -> list[str]:
     """Checkpoint ids stored for a session (unordered by time; read manifests to sort)."""
-    prefix = validate_key(f"checkpoints/{session_id}")
-    return [k.rsplit("/", 1)[1][: -len(".json")] for k in volume.list(prefix)
-            if k.endswith(".json")]
+    keys = volume.list(checkpoints_prefix(session_id))
+    return [k.rsplit("/", 1)[1][: -len(".json")] for k in keys if k.endswith(".json")]
 
 
 # -- strict parsing ---------------------------------------------------------------------

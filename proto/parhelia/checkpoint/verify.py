@@ -5,12 +5,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from parhelia.checkpoint.cas import BlobStore, is_digest
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.checkpoint.checks import check_manifest
 from parhelia.checkpoint.manifest import Manifest
 from parhelia.checkpoint.snapshot import default_workers
 from parhelia.errors import ParheliaError
-from parhelia.volume import Volume
+from parhelia.volume import Volume, is_digest
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 
 from parhelia.checkpoint import blob_key, load_manifest, manifest_key
 from parhelia.errors import ParheliaError
-from parhelia.spec import load_result, result_key
-from parhelia.volume import LocalVolume
+from parhelia.spec import load_result
+from parhelia.volume import LocalVolume, result_key
 from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
 from parheliad.backends.modal_errors import BackendUnreachable, NoCapacity
 from parheliad.core import volsync

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modal_worker.resume_summary import continuation_prompt
 from parhelia.checkpoint import BlobStore, load_manifest, project_dir, verify
 from parhelia.checkpoint.lineage import lineage_path
 from parhelia.checkpoint.statcache import stat_cache_path
+from parhelia.prompts import continuation_prompt
 from parhelia.spec import load_result
 from parhelia.volume import LocalVolume
 from tests.helpers.worker import log_text, make_spec, script, spool, start_worker

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from parhelia.checkpoint import Manifest, load_manifest, restore, snapshot
-from parhelia.checkpoint.cas import blob_key
 from parhelia.errors import ParheliaError
-from parhelia.volume import LocalVolume
+from parhelia.volume import LocalVolume, blob_key
 from tests.helpers.worker import tree_state
 
 

@@ -24,8 +24,7 @@ from parhelia.checkpoint import (
     unified_diff,
     verify,
 )
-from parhelia.checkpoint.cas import blob_key
-from parhelia.volume import LocalVolume
+from parhelia.volume import LocalVolume, blob_key
 
 
 def snap(root: Path, volume: LocalVolume, **kw: Any) -> Any:

@@ -11,19 +11,13 @@ from typing import Any
 import pytest
 
 from modal_worker.agent import build_argv, build_env, check_credentials, resolve_command
-from modal_worker.channel import (
-    ControlReader,
-    LocalSpoolChannel,
-    MemoryChannel,
-    append_control,
-    control_key,
-    read_spool,
-)
+from modal_worker.channel import LocalSpoolChannel, MemoryChannel
 from modal_worker.stream import StreamParser
 from parhelia.errors import ParheliaError
 from parhelia.redact import find_secrets, redact, tool_summary
 from parhelia.spec import AgentSpec, ExitCode, dump_spec, load_spec
-from parhelia.volume import InvalidKey, LocalVolume
+from parhelia.spool import ControlReader, append_control, read_spool
+from parhelia.volume import InvalidKey, LocalVolume, control_key
 from tests.helpers.worker import make_spec
 
 UUID = "3b241101-e2bb-4255-8caf-4136c566a962"

@@ -667,7 +667,7 @@ class Worker:
         if now.lines <= self._cost_at_start.lines:
             return
         with self.stats.lock:
-            self.stats.cost_usd = self.parser.run_cost(now.total_usd)
+            self.stats.update(cost_usd=self.parser.run_cost(now.total_usd))
         send(self.channel, records.AgentCost(usage=self.stats.usage(),
                                              total_cost_usd=now.total_usd))
 

@@ -53,7 +53,15 @@ from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.events import HEARTBEAT
-from parhelia.volume import BLOBS, Volume, blob_digest, in_cas, spool_key, validate_key
+from parhelia.volume import (
+    BLOBS,
+    Volume,
+    blob_digest,
+    in_cas,
+    spec_key,
+    spool_key,
+    validate_key,
+)
 from parheliad.store.clock import now_us
 
 from .base import (
@@ -402,7 +410,7 @@ class ModalBackend:
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
         argv = ("python", "-m", "modal_worker", "run",
-                f"{paths.volume_dir}/specs/{spec.container_id}.json")
+                f"{paths.volume_dir}/{spec_key(spec.container_id)}")
         errors = self.sdk.exception
         tags = self._tags(spec)
         try:
@@ -626,7 +634,7 @@ class ModalBackend:
     async def control(self, backend_id: str, container_id: str,
                       message: dict[str, Any]) -> None:
         sb = await self._handle(backend_id)
-        spec_path = f"{VOLUME_MOUNT}/specs/{container_id}.json"
+        spec_path = f"{VOLUME_MOUNT}/{spec_key(container_id)}"
         payload = json.dumps(message, separators=(",", ":"))
         proc = await self._call(
             f"sending {message.get('type')!r} to {container_id}",

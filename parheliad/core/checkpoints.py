@@ -40,7 +40,7 @@ from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import BYTES
-from parhelia.volume import BLOBS, BUNDLES, Volume, blob_digest, blob_key, manifest_key
+from parhelia.volume import BLOBS, BUNDLES, CHECKPOINTS, Volume, blob_digest, blob_key, manifest_key
 from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
 from parheliad.config import Config
@@ -307,14 +307,14 @@ class CheckpointOps:
         checkpoint that is the base of a kept delta manifest is kept (with its blobs)."""
         doomed_keys = {manifest_key(cp.session_id, cp.id): cp.id for cp in doomed}
         kept: dict[str, Any] = {}
-        for key in self.volume.list("checkpoints"):
+        for key in self.volume.list(CHECKPOINTS):
             if key.endswith(".json") and key not in doomed_keys:
                 kept[key] = json.loads(self.volume.get(key))
         for key, raw in list(kept.items()):
             base = base_of(raw)
             if base is None:
                 continue
-            base_key = f"{key.rsplit('/', 1)[0]}/{base}.json"
+            base_key = manifest_key(key.split("/")[1], base)  # checkpoints/<session>/...
             if doomed_keys.pop(base_key, None) is not None:
                 kept[base_key] = json.loads(self.volume.get(base_key))
         report = GcReport(removed=[cp.id for cp in doomed

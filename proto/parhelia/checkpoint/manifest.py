@@ -121,23 +121,6 @@ class TreeDelta:
 
 
 @dataclass
-class Stats:
-    files: int = 0
-    bytes: int = 0
-    new_bytes: int = 0
-    duration_ms: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    conversation_files: int = 0
-    conversation_bytes: int = 0
-    rehashed_files: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
 class Manifest:
     session_id: str
     trigger: str
@@ -148,7 +131,11 @@ class Manifest:
     conversation: dict[str, BlobRef] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     git: dict[str, Any] | None = None
-    stats: Stats = field(default_factory=Stats)
+    stats: records.CheckpointStats = field(default_factory=records.CheckpointStats)
+    """Its counts, as the ``checkpoint_created`` record carries them."""
+    skipped: list[str] = field(default_factory=list)
+    """What the snapshot left out, and why (stored as ``stats.skipped``; the record
+    carries only how many)."""
     id: str = ""
     delta: TreeDelta | None = None
     """Set when the manifest is stored as a delta; ``tree`` is always the whole tree."""
@@ -182,7 +169,7 @@ class Manifest:
             "conversation": [ref.to_dict(p) for p, ref in sorted(self.conversation.items())],
             "environment": self.environment,
             "git": self.git,
-            "stats": self.stats.to_dict(),
+            "stats": {**self.stats.to_dict(), "skipped": list(self.skipped)},
         }
 
     def blobs(self) -> set[str]:
@@ -230,12 +217,10 @@ class Manifest:
 
     def summary(self) -> records.CheckpointCreated:
         """The ``checkpoint_created`` record (docs/contracts.md)."""
-        stats = self.stats.to_dict()
-        stats["skipped"] = len(self.stats.skipped)
         return records.CheckpointCreated(
             checkpoint_id=self.id, parent_id=self.parent_id, trigger=self.trigger,
             message=self.message, created_at=self.created_at,
-            stats=records.CheckpointStats(**stats), git=self.git,
+            stats=dataclasses.replace(self.stats, skipped=len(self.skipped)), git=self.git,
             environment=self.environment)
 
 
@@ -429,7 +414,13 @@ def _parse(raw: object, base: Manifest | None = None) -> Manifest:
         raise refuse("manifest 'environment' and 'git' must be objects")
     if not isinstance(stats_raw, Mapping):
         raise refuse("manifest 'stats' must be an object")
-    stats = Stats(**{k: v for k, v in stats_raw.items() if k in Stats.__dataclass_fields__})
+    skipped = stats_raw.get("skipped") or []
+    if not isinstance(skipped, list) or not all(isinstance(s, str) for s in skipped):
+        raise refuse("manifest 'stats.skipped' must be a list of texts")
+    try:
+        stats = records.CheckpointStats.from_dict({**stats_raw, "skipped": len(skipped)})
+    except records.RecordError as exc:
+        raise refuse(f"manifest 'stats': {exc}") from None
     return Manifest(
         id=_str(raw, "id", "manifest", optional=True) or "",
         session_id=_str(raw, "session_id", "manifest"),
@@ -442,6 +433,7 @@ def _parse(raw: object, base: Manifest | None = None) -> Manifest:
         environment=environment,
         git=git,
         stats=stats,
+        skipped=skipped,
         delta=delta,
         base=base if delta is not None else None,
     )

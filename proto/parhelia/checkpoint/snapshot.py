@@ -7,6 +7,7 @@ last full manifest (ADR 0003, "Per-turn cost")."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -24,7 +25,6 @@ from parhelia.checkpoint.manifest import (
     Chunk,
     Entry,
     Manifest,
-    Stats,
     TreeDelta,
     load_manifest,
     refuse,
@@ -35,6 +35,7 @@ from parhelia.checkpoint.statcache import StatCache, stat_key
 from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
 from parhelia.progress import Report
+from parhelia.records import CheckpointStats
 from parhelia.volume import Volume
 
 MAX_SKIPPED_LISTED = 100
@@ -336,7 +337,7 @@ def snapshot(
     ``progress`` hears the bytes read of the files that had to be read.
 
     Never follows symlinks; skips sockets, FIFOs, devices, unreadable files and
-    symlinks leaving the tree (listed in ``stats.skipped``). With a stat cache,
+    symlinks leaving the tree (listed in the manifest's ``skipped``). With a stat cache,
     files whose (size, mtime_ns, inode) are unchanged are not read again. ``previous``
     is the parent manifest if the caller holds it (else it is read from the volume).
     """
@@ -360,7 +361,8 @@ def snapshot(
     snap.drop_escaping_symlinks()
 
     file_entries = [e for e in snap.tree.values() if e.type == "file"]
-    stats = Stats(
+    skipped = snap.skipped[:MAX_SKIPPED_LISTED]
+    stats = CheckpointStats(
         files=len(file_entries),
         bytes=sum(e.size for e in file_entries),
         new_bytes=snap.new_bytes,
@@ -369,7 +371,7 @@ def snapshot(
         conversation_files=len(conv),
         conversation_bytes=sum(r.size for r in conv.values()),
         rehashed_files=snap.rehashed,
-        skipped=snap.skipped[:MAX_SKIPPED_LISTED],
+        skipped=len(skipped),
     )
     manifest = Manifest(
         session_id=session_id,
@@ -382,9 +384,11 @@ def snapshot(
         environment=dict(environment or {}),
         git=dict(git) if git is not None else None,
         stats=stats,
+        skipped=skipped,
     )
     manifest.delta, manifest.base = _delta(parent, snap.tree) if files is None else (None, None)
-    stats.duration_ms = int((time.monotonic() - started) * 1000)
+    manifest.stats = dataclasses.replace(
+        stats, duration_ms=int((time.monotonic() - started) * 1000))
     save_manifest(volume, manifest)
     seen = {TREE_NS + p for p, e in snap.tree.items() if e.type == "file"}
     seen |= {CONVERSATION_NS + p for p in conv}

@@ -212,7 +212,7 @@ def test_special_files_and_escaping_symlinks_are_skipped(tmp_path: Path) -> None
     volume = LocalVolume(tmp_path / "vol")
     manifest = snapshot(src, volume=volume, session_id="s", parent_id=None, trigger="t")
     assert set(manifest.tree) == {"file"}
-    assert len(manifest.stats.skipped) == 4
+    assert len(manifest.skipped) == 4
     restore(manifest, tmp_path / "dest", volume=volume)  # and the result restores cleanly
 
 

@@ -12,6 +12,7 @@ import pytest
 from modal_worker.channel import MemoryChannel
 from modal_worker.heartbeat import Heartbeat, ProcSampler, PsutilSampler, disk_usage
 from modal_worker.stream import AgentStats
+from parhelia import records
 from parhelia.checkpoint import (
     Conversation,
     diff,
@@ -197,7 +198,7 @@ def test_conversation_is_captured_and_restored(tmp_path: Path) -> None:
 def test_heartbeat_samples(tmp_path: Path, sampler: Any) -> None:
     (tmp_path / "f").write_bytes(b"x" * 10000)
     channel = MemoryChannel()
-    stats = AgentStats(turns=2, input_tokens=5)
+    stats = AgentStats(records.Usage(turns=2, input_tokens=5))
     sleeper = subprocess.Popen(["sleep", "5"], start_new_session=True)
     try:
         hb = Heartbeat(channel, 60, tmp_path, stats, agent_pid=lambda: sleeper.pid,

@@ -129,7 +129,7 @@ def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
     monkeypatch.setattr(snapshot_module.os, "scandir", scandir)
     m = snapshot(root, volume=LocalVolume(tmp_path / "vol"), session_id="s", parent_id=None,
                  trigger="t")
-    assert "good.txt" in m.tree and m.stats.skipped == ["bad: unreadable"]
+    assert "good.txt" in m.tree and m.skipped == ["bad: unreadable"]
 
 
 def test_a_fifo_planted_as_git_config_blocks_nothing(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.spool import append_control, read_spool
 from parhelia.tuisocket import attach_argv, socket_path, unsafe_dir
-from parhelia.volume import LocalVolume, Volume, log_key, result_key, spec_key, spool_key
+from parhelia.volume import LocalVolume, Volume, result_key, spec_key, spool_key, worker_log_key
 
 from .base import (
     ChannelBatch,
@@ -130,8 +130,8 @@ class LocalBackend:
         if not self.volume.exists(key):
             raise ParheliaError("E602", f"the worker spec {key} was not written",
                                 container_id=spec.container_id)
-        log_dir = self.volume.path_for(log_key(spec.container_id)).parent
-        log_dir.mkdir(parents=True, exist_ok=True)
+        worker_log = self.volume.path_for(worker_log_key(spec.container_id))
+        worker_log.parent.mkdir(parents=True, exist_ok=True)
         workspace = Path(spec.paths.workspace_dir)
         workspace.mkdir(parents=True, exist_ok=True)
         # Not the daemon's whole environment: the allow-list, plus sync.pass_env values.
@@ -142,7 +142,7 @@ class LocalBackend:
         env.pop("PARHELIA_SOCKET", None)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [sys.executable, "-m", "modal_worker", "run", str(self.volume.path_for(key))]
-        with open(log_dir / "worker.log", "ab") as log:
+        with open(worker_log, "ab") as log:
             try:
                 proc = subprocess.Popen(
                     argv, cwd=workspace, env=env, stdin=subprocess.DEVNULL,

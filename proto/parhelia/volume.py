@@ -16,6 +16,7 @@ Every key is spelled here, once (docs/contracts.md, "The volume")::
     spool/<container>.jsonl               channel records (worker -> daemon)
     control/<container>.jsonl             control messages (daemon -> worker)
     logs/<container>/agent.jsonl          the agent's raw output
+    logs/<container>/worker.log           a local worker's own output
 """
 
 from __future__ import annotations
@@ -113,7 +114,13 @@ def control_key(container_id: str) -> str:
 
 
 def log_key(container_id: str) -> str:
+    """The agent's raw stream-json output."""
     return f"{LOGS}/{container_id}/agent.jsonl"
+
+
+def worker_log_key(container_id: str) -> str:
+    """A local worker's own stdout and stderr."""
+    return f"{LOGS}/{container_id}/worker.log"
 
 
 @runtime_checkable

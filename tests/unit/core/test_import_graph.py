@@ -182,6 +182,22 @@ def violations(deps: dict[str, set[str]], rule: Rule) -> set[str]:
     return {f"{a} -> {b}" for a, bs in deps.items() for b in bs if rule.forbids(a, b)}
 
 
+MODAL_SDK_HOME = "parheliad.backends.modal"
+"""The one package that imports Modal's SDK (``modal``), lazily (ADR 0015)."""
+
+
+def modal_sdk_importers(mods: dict[str, Path]) -> set[str]:
+    """The modules outside :data:`MODAL_SDK_HOME` that import the ``modal`` SDK."""
+    out = set()
+    for name, path in mods.items():
+        for stmt in _statements(path.read_text(encoding="utf-8")):
+            module = _absolute(name, path, stmt)
+            if (module == "modal" or module.startswith("modal.")) and not _in(
+                    name, MODAL_SDK_HOME):
+                out.add(name)
+    return out
+
+
 def cycles(deps: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -244,6 +260,10 @@ _BROKEN_TODAY = {"a command module imports no other command module"}
     for r in RULES], ids=[r.name for r in RULES])
 def test_layer_rule_holds(rule: Rule) -> None:
     assert sorted(violations(GRAPH, rule)) == []
+
+
+def test_only_the_modal_backend_imports_the_modal_sdk() -> None:
+    assert modal_sdk_importers(MODULES) == set()
 
 
 @pytest.mark.xfail(strict=True, reason="commands/session.py <-> commands/task.py")
@@ -340,6 +360,12 @@ def test_the_command_rule_sees_a_relative_or_deferred_import(plant, source) -> N
     deps = plant("parhelia_cli/commands/planted.py", source)
     assert _new("a command module imports no other command module", deps) == {
         "parhelia_cli.commands.planted -> parhelia_cli.commands.task"}
+
+
+def test_the_modal_sdk_rule_sees_an_import_outside_the_backend(plant, tree_copy) -> None:
+    plant("parheliad/core/planted.py", "def sandbox():\n    import modal.exception\n")
+    plant("parheliad/backends/modal/planted.py", "import modal\n")
+    assert modal_sdk_importers(modules(tree_copy)) == {"parheliad.core.planted"}
 
 
 def test_the_cycle_check_sees_a_cycle_closed_inside_a_function(plant) -> None:

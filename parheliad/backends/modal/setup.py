@@ -1,4 +1,4 @@
-"""``parhelia modal setup`` (runs ``python -m parheliad.backends.modal_setup``).
+"""``parhelia modal setup`` (runs ``python -m parheliad.backends.modal.setup``).
 
 Checks the SDK and the Modal token, creates or finds the app and the v2 volume, checks
 the Anthropic secret and its key, builds the worker image, and prints what it did.
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from parhelia.errors import ParheliaError
-
-from .modal import ModalBackend, from_config, token_configured
+from parheliad.backends.modal.backend import ModalBackend, from_config
+from parheliad.backends.modal.client import token_configured
 
 
 @dataclass(frozen=True)

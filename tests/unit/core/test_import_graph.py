@@ -251,13 +251,7 @@ def test_the_guard_reads_the_whole_tree() -> None:
     assert sum(len(deps) for deps in GRAPH.values()) > 300
 
 
-# Until issue 23's moves land, the rules today's tree breaks are expected to fail.
-_BROKEN_TODAY = {"a command module imports no other command module"}
-
-
-@pytest.mark.parametrize("rule", [
-    pytest.param(r, marks=pytest.mark.xfail(strict=True)) if r.name in _BROKEN_TODAY else r
-    for r in RULES], ids=[r.name for r in RULES])
+@pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
 def test_layer_rule_holds(rule: Rule) -> None:
     assert sorted(violations(GRAPH, rule)) == []
 
@@ -266,7 +260,6 @@ def test_only_the_modal_backend_imports_the_modal_sdk() -> None:
     assert modal_sdk_importers(MODULES) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="commands/session.py <-> commands/task.py")
 def test_no_import_cycles() -> None:
     """Imports inside functions count: a cycle that loads only because one side defers
     its import still hides which part depends on which."""

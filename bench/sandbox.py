@@ -7,7 +7,7 @@ Prints medians of:
 - ``probe``: the one ``bwrap ... true`` a worker runs at start to learn whether it can
   contain its agent;
 - ``start true`` uncontained vs contained: starting a trivial program directly, and
-  through the container and the signal shim (``python -m modal_worker.sandbox exec``) --
+  through the container and the signal shim (``python -m parhelia.container exec``) --
   what every agent start pays extra;
 - ``open file``: opening a file 5 directories deep with ``open`` vs
   ``safeio.open_beneath`` (what a checkpoint pays per file it reads);
@@ -32,8 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
-from modal_worker import keyproxy, sandbox
-from modal_worker.safeio import open_beneath
+from modal_worker import keyproxy
+from parhelia import container as sandbox
+from parhelia.safeio import open_beneath
 from parhelia.sandbox import SandboxSpec
 from tests.fake_anthropic import FakeAnthropic
 

@@ -27,13 +27,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from modal_worker import sandbox
-from modal_worker.checkpoint.projects import TMP_SUBDIR
-from modal_worker.environ import agent_environ
-from modal_worker.redact import redact
-from modal_worker.spec import AgentSpec
+from parhelia import container
+from parhelia.checkpoint.projects import TMP_SUBDIR
 from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.environ import agent_environ
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact
+from parhelia.spec import AgentSpec
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 def _die_with_parent_contained() -> None:  # pragma: no cover - runs in the child
     """The same for the bwrap of a contained agent, which also lets the termination
-    signals sent to the agent's process group pass it by (:mod:`modal_worker.sandbox`)."""
+    signals sent to the agent's process group pass it by (:mod:`parhelia.container`)."""
     _die_with_parent()
-    sandbox.ignore_termination()
+    container.ignore_termination()
 
 
 class AgentProcess:
@@ -224,7 +224,7 @@ class AgentProcess:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=stdin,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                preexec_fn=(_die_with_parent_contained if sandbox.contained(self.argv)
+                preexec_fn=(_die_with_parent_contained if container.contained(self.argv)
                             else _die_with_parent) if sys.platform == "linux" else None,
             )
         self.started_at = time.monotonic()

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modal_worker.redact import redact
-from modal_worker.safeio import read_regular
+from parhelia.redact import redact
+from parhelia.safeio import read_regular
 
 HOOK_DIR_ENV = "PARHELIA_HOOK_DIR"
 WORKER_PID_ENV = "PARHELIA_WORKER_PID"

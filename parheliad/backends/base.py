@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
 from parhelia.sandbox import SandboxSpec
+from parhelia.volume import Volume
 
 
 class NoCapacity(ParheliaError):
@@ -52,7 +52,7 @@ class WorkerPaths:
     sync_argv: tuple[str, ...] = ()
     tmux_socket: str = ""
     """Where an interactive TUI of this container listens ("" = the worker's default,
-    :func:`modal_worker.tui.socket_path` where it runs)."""
+    :func:`parhelia.tuisocket.socket_path` where it runs)."""
     sandbox: SandboxSpec | None = None
     """The container the worker puts its agent in (local: bubblewrap, ADR 0030); None
     where the backend's own sandbox is the container (Modal) or the user turned it off."""
@@ -73,7 +73,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What to launch: the worker spec (a JSON-able dict, see modal_worker.spec) plus
+    """What to launch: the worker spec (a JSON-able dict, see parhelia.spec) plus
     the resources and identity the backend itself needs."""
 
     container_id: str

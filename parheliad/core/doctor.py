@@ -14,8 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker import sandbox as container
-from parhelia import envfile, ownership, sandbox
+from parhelia import container, envfile, ownership, sandbox
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError

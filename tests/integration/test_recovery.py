@@ -155,7 +155,7 @@ def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> N
 
 def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_factory,
                                                                      tmp_path: Path) -> None:
-    from modal_worker.checkpoint import project_dir
+    from parhelia.checkpoint import project_dir
 
     harness = harness_factory(readable_by_agents(tmp_path))
     gate = tmp_path / "gate"  # opened after the kill: the first run never gets past it

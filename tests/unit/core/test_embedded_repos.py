@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import Conversation, diff, snapshot
-from modal_worker.checkpoint.projects import encode_project_dir
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Conversation, diff, snapshot
+from parhelia.checkpoint.projects import encode_project_dir
+from parhelia.volume import LocalVolume
 from parheliad.core import gitdirs, results, takehome
 from parheliad.store import Store
 from tests.helpers.gitrepo import git, init_repo

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from modal_worker.checkpoint import Manifest, snapshot
-from modal_worker.checkpoint.manifest import canonical_json
-from modal_worker.checkpoint.projects import Conversation, encode_project_dir
+from parhelia.checkpoint import Manifest, snapshot
+from parhelia.checkpoint.manifest import canonical_json
+from parhelia.checkpoint.projects import Conversation, encode_project_dir
 from parhelia.errors import ParheliaError
 from parheliad.backends.local import session_dirs
 from parheliad.core import results

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from modal_worker import hooks, sandbox
-from modal_worker.checkpoint import BlobStore, Conversation, snapshot
-from modal_worker.checkpoint.projects import encode_project_dir
-from modal_worker.safeio import open_beneath, read_regular
-from modal_worker.volume import LocalVolume
+from modal_worker import hooks
+from parhelia import container as sandbox
+from parhelia.checkpoint import BlobStore, Conversation, snapshot
+from parhelia.checkpoint.projects import encode_project_dir
+from parhelia.safeio import open_beneath, read_regular
 from parhelia.sandbox import SandboxSpec
+from parhelia.volume import LocalVolume
 
 SECRET = "USER-SECRET-FILE-7a1c"
 UUID = "0b5c6d2e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
@@ -131,7 +132,7 @@ def test_the_plan_hides_the_home_and_the_daemons_dirs_and_binds_the_task_back(
 
 def test_a_directory_swapped_between_the_walk_and_the_read_is_not_read_through(
         tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    snapshot_module = importlib.import_module("modal_worker.checkpoint.snapshot")
+    snapshot_module = importlib.import_module("parhelia.checkpoint.snapshot")
     ws = tmp_path / "ws"
     (ws / "d").mkdir(parents=True)
     (ws / "d" / "id_ed25519").write_text("the agent's own file, soon swapped\n")
@@ -148,6 +149,6 @@ def test_a_directory_swapped_between_the_walk_and_the_read_is_not_read_through(
     volume = LocalVolume(tmp_path / "vol")
     manifest = snapshot(ws, volume=volume, session_id="s", parent_id=None, trigger="t")
     assert "d/id_ed25519" not in manifest.tree and "keep.txt" in manifest.tree
-    assert any(s.startswith("d/id_ed25519") for s in manifest.stats.skipped)
+    assert any(s.startswith("d/id_ed25519") for s in manifest.skipped)
     blobs = [p.read_bytes() for p in (tmp_path / "vol").rglob("*") if p.is_file()]
     assert not any(SECRET.encode() in b for b in blobs)

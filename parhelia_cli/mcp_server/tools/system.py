@@ -43,11 +43,12 @@ def register(tools: Registrar) -> None:
             "The new ceiling in USD, like 50 or '12.50' (at most 6 decimals)."))],
     ) -> dict[str, Any]:
         """Set the spending ceiling (kept across restarts). Raising it resumes the tasks
-        the ceiling paused; lowering it below what is used pauses running tasks. Returns
-        the budget as parhelia_budget_status does. Same as
-        `parhelia budget set AMOUNT --json`."""
+        the ceiling paused; lowering it below what is used pauses running tasks. An agent
+        may raise it only up to the user's budget.agent_max_ceiling_usd (0 by default:
+        lower only; E403 otherwise). Returns the budget as parhelia_budget_status does.
+        Same as `parhelia budget set AMOUNT --json`, which is not capped."""
         text = format(amount_usd, "f") if isinstance(amount_usd, float) else str(amount_usd)
-        return to_dict(api.budget.set_ceiling(text.strip()))
+        return to_dict(api.budget.set_ceiling(text.strip(), agent=True))
 
     @tool("parhelia_budget_estimate", READ)
     def budget_estimate(

@@ -146,7 +146,8 @@ def register(tools: Registrar) -> None:
         return cut_patch(to_dict(api.tasks.diff(task_id, stat_only=stat_only)),
                          max_patch_chars)
 
-    @tool("parhelia_task_pull", acts(destructive=False, title="Bring a task's changes back"))
+    # Destructive: with patch_path and force it replaces any file the user can write.
+    @tool("parhelia_task_pull", acts(destructive=True, title="Bring a task's changes back"))
     def task_pull(
         task_id: TaskId,
         branch: Annotated[str | None, Field(max_length=250, description=(
@@ -158,7 +159,7 @@ def register(tools: Registrar) -> None:
             "Absolute path of the repository to create the branch in (default: the "
             "directory the task's workspace was uploaded from)."))] = None,
         force: Annotated[bool, Field(description=(
-            "Replace patch_path when the file exists."))] = False,
+            "Replace patch_path when the file exists (it is overwritten)."))] = False,
     ) -> dict[str, Any]:
         """Bring a finished task's changes back as a new branch (or a patch file) in the
         user's repository; the working tree and the current branch are never touched.

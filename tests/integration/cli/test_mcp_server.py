@@ -40,7 +40,8 @@ ACTING_TOOLS = {
 }
 DESTRUCTIVE = {"parhelia_task_cancel", "parhelia_checkpoint_restore",
                "parhelia_checkpoint_rollback", "parhelia_session_kill",
-               "parhelia_container_terminate", "parhelia_cleanup", "parhelia_budget_set"}
+               "parhelia_container_terminate", "parhelia_cleanup", "parhelia_budget_set",
+               "parhelia_task_pull"}  # with patch_path and force it replaces a file
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -260,6 +261,13 @@ async def test_task_round_trip_over_mcp(mcp_daemon: RunningDaemon, tmp_path: Pat
         assert budget["used_micros"] > 0 and budget["ceiling_usd"] == "50.000000"
         assert {"remaining_micros", "reserved_micros", "used_percent", "period", "tasks",
                 "exceeded", "warning"} <= set(budget)
+        # An agent may lower the ceiling, never raise it past budget.agent_max_ceiling_usd
+        # (0 here): a prompt injection must not decide what the user spends (E403).
+        raised = await error_text(client, "parhelia_budget_set", amount_usd=5000)
+        assert raised.startswith("E403 LIMITED_FOR_AGENTS:") and "agent_max" in raised
+        assert (await call(client, "parhelia_budget_status"))["ceiling_usd"] == "50.000000"
+        assert (await call(client, "parhelia_budget_set", amount_usd="40"))[
+            "ceiling_usd"] == "40.000000"
         health = await call(client, "parhelia_health")
         assert health["status"]["tasks_by_status"]["completed"] == 1
         assert health["status"]["socket_path"] == str(mcp_daemon.socket)

@@ -138,14 +138,23 @@ class Backend(Protocol):
         """Whether a worker would have the agent's credentials (checked before launch)."""
         ...
 
-    async def push(self, local: Volume, keys: Sequence[str]) -> int:
-        """Copy ``keys`` from the daemon's volume to this backend's; blobs (``cas/``) the
-        backend already holds are not sent. Returns the bytes sent (0 when both are one)."""
+    async def push(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
+        """Copy ``keys`` from the daemon's volume to where the workers of ``session_id``
+        see them on this backend's volume (Modal: that session's area only); blobs
+        (``cas/``) the backend already holds are not sent again. Returns the bytes sent
+        (0 when both volumes are one)."""
         ...
 
-    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
-        """Copy ``keys`` from this backend's volume to the daemon's; blobs the daemon holds
-        are not fetched, keys absent on the backend are skipped. Returns bytes fetched."""
+    async def pull(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
+        """Copy ``keys`` as the workers of ``session_id`` wrote them (Modal: from that
+        session's area only) to the daemon's volume; blobs the daemon holds are not
+        fetched, keys absent on the backend are skipped. Returns bytes fetched."""
+        ...
+
+    def isolation(self, container_id: str) -> tuple[str, str] | None:
+        """``(isolation, credential)`` (``parhelia.sandbox`` words) when the backend
+        decided them at launch (Modal: its sandbox, and the outbound policy or a secret);
+        None when the worker reports them (local: ``worker_isolation``)."""
         ...
 
     async def launch(self, spec: ContainerSpec) -> str:

@@ -132,11 +132,14 @@ class LocalBackend:
                            "export one and restart the daemon (`parhelia daemon stop`)",
                            self._env)
 
-    async def push(self, local: Volume, keys: Sequence[str]) -> int:
+    async def push(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
         return 0  # the daemon's volume is this backend's volume
 
-    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
+    async def pull(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
         return 0
+
+    def isolation(self, container_id: str) -> tuple[str, str] | None:
+        return None  # the worker says (worker_isolation): only it knows whether bwrap ran
 
     async def launch(self, spec: ContainerSpec) -> str:
         return await asyncio.to_thread(self._launch, spec)

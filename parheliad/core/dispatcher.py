@@ -493,6 +493,9 @@ class Dispatcher:
                 if row is None:
                     return False, None
                 fields: dict[str, Any] = {"backend_id": backend_id, "started_at": now_us()}
+                decided = backend.isolation(container.id)
+                if decided is not None:  # Modal: its sandbox, the outbound policy or a secret
+                    fields["isolation"], fields["credential"] = decided
                 if row.state == ContainerState.CREATED:
                     fields["state"] = ContainerState.STARTING.value
                 row = tx.containers.update(container.id, **fields)

@@ -206,10 +206,14 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
                     f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
     local = [k for k in CREDENTIAL_VARS if env.get(k)]
+    outside = (f"with the Modal secret {m.secret_name!r}, Modal puts the credential into "
+               "the sandbox's API requests (outbound policy: the agent sees a placeholder)")
     if local:
-        checks.append(Check("modal secret", OK, f"workers use the Modal secret "
-                            f"{m.secret_name!r} if it exists, else {local[0]} from this "
-                            "environment (sent as an ephemeral secret)"))
+        checks.append(Check("modal secret", OK, f"{outside}; without it, {local[0]} from "
+                            "this environment goes into the sandbox's environment as an "
+                            "ephemeral secret, where the agent can read it",
+                            f"modal secret create {m.secret_name} {local[0]}=... keeps it "
+                            "out of the sandbox"))
     else:
         checks.append(Check("modal secret", WARN, f"workers need the Modal secret "
                             f"{m.secret_name!r}: nothing in this environment to fall back on",

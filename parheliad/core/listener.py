@@ -256,8 +256,10 @@ class Listener:
     async def _drain_copy(self, backend: Backend, container: ContainerRow) -> int:
         """Records of an ended container from the daemon's copy of its spool."""
         key = spool_key(container.id)
+        if not container.session_id:
+            return 0
         try:
-            await backend.pull(self._volume, [key])
+            await backend.pull(self._volume, [key], session_id=container.session_id)
         except BackendUnreachable:
             return 0
         path = self._volume.path_for(key)
@@ -285,6 +287,10 @@ class Listener:
         the worker's end); False when the backend could not be reached (apply later)."""
         if volsync.shared(backend, self._volume):
             return True
+        row = await self._store.containers.find(container_id)
+        session = row.session_id if row is not None else None
+        if not session:
+            return True  # nothing to copy for a container of no session
         try:
             announced = False
             for raw in batch.records:
@@ -295,22 +301,18 @@ class Listener:
                         created = records.CheckpointCreated.from_dict(raw.get("data"))
                     except RecordError:
                         continue  # refused again, with its reason, when the batch is applied
-                    await self._pull_checkpoint(backend, container_id, created)
+                    await self._pull_checkpoint(backend, container_id, session, created)
                 elif kind == records.WorkerExited.TYPE:
-                    await volsync.pull_end(backend, self._volume, container_id, None, None)
+                    await volsync.pull_end(backend, self._volume, container_id, session, None)
             if announced:
-                await volsync.pull_progress(backend, self._volume, container_id)
+                await volsync.pull_progress(backend, self._volume, container_id, session)
         except BackendUnreachable:
             return False
         return True
 
-    async def _pull_checkpoint(self, backend: Backend, container_id: str,
+    async def _pull_checkpoint(self, backend: Backend, container_id: str, session: str,
                                created: records.CheckpointCreated) -> None:
         cp = created.checkpoint_id
-        row = await self._store.containers.find(container_id)
-        session = row.session_id if row is not None else None
-        if not session:
-            return
         try:
             await volsync.pull_checkpoint(backend, self._volume, session, cp)
         except BackendUnreachable:
@@ -498,12 +500,10 @@ class Listener:
         return await asyncio.to_thread(_outcome_from_result, self._volume, c.id, exit_code)
 
     async def _pull_end(self, backend: Backend, c: ContainerRow) -> None:
-        if volsync.shared(backend, self._volume):
+        if volsync.shared(backend, self._volume) or not c.session_id:
             return
-        latest = None
-        if c.session_id:
-            session = await self._store.sessions.find(c.session_id)
-            latest = session.latest_checkpoint_id if session is not None else None
+        session = await self._store.sessions.find(c.session_id)
+        latest = session.latest_checkpoint_id if session is not None else None
         try:
             await volsync.pull_end(backend, self._volume, c.id, c.session_id, latest)
         except BackendUnreachable:

@@ -9,8 +9,11 @@ each backend keeps its own (a Modal volume). Copies happen here and nowhere else
   the local volume lacks, and the agent's log so far;
 - the end: the result file, the log, and the final checkpoint (as above).
 
-Content-addressed blobs are never sent to a side that already holds them. For the
-local backend both sides are one directory and every copy here is skipped.
+Every copy names the session whose workers see or wrote the keys: a Modal sandbox
+mounts only its session's area of the volume, and the daemon reads a session's files
+only from there (ADR 0031). Content-addressed blobs are never sent to a side that
+already holds them. For the local backend both sides are one directory and every copy
+here is skipped.
 
 What comes back from a backend's volume was written inside a sandbox the agent
 controls: a manifest is parsed as untrusted input (``load_manifest`` validates it) and
@@ -109,7 +112,7 @@ async def push_for_launch(backend: Backend, local: Volume, container_id: str, se
         return 0
     keys = await asyncio.to_thread(launch_keys, local, container_id, session_id,
                                    restore_checkpoint_id, config_bundle_id)
-    sent = await backend.push(local, keys)
+    sent = await backend.push(local, keys, session_id=session_id)
     log.info("pushed for launch", container_id=container_id, keys=len(keys), bytes=sent)
     return sent
 
@@ -125,7 +128,7 @@ async def pull_checkpoint(backend: Backend, local: Volume, session_id: str,
     wanted = [blob_key(d) for d in sorted(manifest.blobs()) if is_digest(d)]
     missing = [k for k in wanted if not await asyncio.to_thread(local.exists, k)]
     if missing:
-        fetched += await backend.pull(local, missing)
+        fetched += await backend.pull(local, missing, session_id=session_id)
         bad = await asyncio.to_thread(_drop_corrupt, local, missing)
         if bad:
             raise ParheliaError("E600", f"checkpoint {checkpoint_id}: {bad} blob(s) on the "
@@ -145,14 +148,14 @@ async def pull_manifest(backend: Backend, local: Volume, session_id: str,
     fetched = 0
     key = manifest_key(session_id, checkpoint_id)
     if not await asyncio.to_thread(local.exists, key):
-        fetched += await backend.pull(local, [key])
+        fetched += await backend.pull(local, [key], session_id=session_id)
     if not await asyncio.to_thread(local.exists, key):
         return fetched  # load_manifest says it is absent
     base = _base_of(await asyncio.to_thread(local.get, key))
     if base is not None:
         base_key = manifest_key(session_id, base)
         if not await asyncio.to_thread(local.exists, base_key):
-            fetched += await backend.pull(local, [base_key])
+            fetched += await backend.pull(local, [base_key], session_id=session_id)
     return fetched
 
 
@@ -167,19 +170,21 @@ def _drop_corrupt(local: Volume, keys: Sequence[str]) -> int:
     return bad
 
 
-async def pull_progress(backend: Backend, local: Volume, container_id: str) -> int:
+async def pull_progress(backend: Backend, local: Volume, container_id: str,
+                        session_id: str) -> int:
     """The agent's raw log so far (``task logs`` reads the local copy)."""
     if shared(backend, local):
         return 0
-    return await backend.pull(local, [log_key(container_id)])
+    return await backend.pull(local, [log_key(container_id)], session_id=session_id)
 
 
-async def pull_end(backend: Backend, local: Volume, container_id: str, session_id: str | None,
+async def pull_end(backend: Backend, local: Volume, container_id: str, session_id: str,
                    last_checkpoint_id: str | None) -> int:
     """The result file, the log and the final checkpoint of an incarnation that ended."""
     if shared(backend, local):
         return 0
-    fetched = await backend.pull(local, [result_key(container_id), log_key(container_id)])
-    if session_id and last_checkpoint_id:
+    fetched = await backend.pull(local, [result_key(container_id), log_key(container_id)],
+                                 session_id=session_id)
+    if last_checkpoint_id:
         fetched += await pull_checkpoint(backend, local, session_id, last_checkpoint_id)
     return fetched

@@ -17,6 +17,9 @@ Every key is spelled here, once (docs/contracts.md, "The volume")::
     control/<container>.jsonl             control messages (daemon -> worker)
     logs/<container>/agent.jsonl          the agent's raw output
     logs/<container>/worker.log           a local worker's own output
+    sessions/<session>/<any key above>    (Modal) a session's own area, the only part of
+                                          the volume its sandboxes mount; the keys
+                                          outside it form the daemon-only area
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ RESULTS = "results"
 SPOOLS = "spool"
 CONTROLS = "control"
 LOGS = "logs"
+SESSIONS = "sessions"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_KEY = re.compile(rf"^{BLOBS}/([0-9a-f]{{2}})/([0-9a-f]{{64}})$")
 
@@ -83,6 +87,20 @@ def blob_digest(key: str) -> str | None:
 def in_cas(key: str) -> bool:
     """Whether ``key`` lies in the content-addressed store (written once, never changed)."""
     return key.startswith(CAS + "/")
+
+
+def session_area(session_id: str) -> str:
+    """``sessions/<session>``: where a Modal session's sandboxes see the volume (their
+    ``/vol``): the blobs, manifests, bundle, specs, spools, control files, results and
+    logs of that session only (docs/adr/0031-modal-session-areas-and-outbound-credential.md)."""
+    if "/" in session_id:
+        raise InvalidKey(f"not a session id: {session_id!r}")
+    return validate_key(f"{SESSIONS}/{session_id}")
+
+
+def in_session_area(session_id: str, key: str) -> str:
+    """``key`` as a session's sandboxes see it, from outside: ``sessions/<session>/<key>``."""
+    return f"{session_area(session_id)}/{validate_key(key)}"
 
 
 def checkpoints_prefix(session_id: str) -> str:

@@ -49,14 +49,14 @@ class Live:
 
     async def final_tree(self, container_id: str, session_id: str = "s-1") -> dict[str, bytes]:
         """The files of the container's last checkpoint, brought back to the local side."""
-        await self.backend.pull(self.local, [result_key(container_id)])
+        await self.backend.pull(self.local, [result_key(container_id)], session_id=session_id)
         result = load_result(self.local.path_for(result_key(container_id)))
         assert result.last_checkpoint_id, result
         await volsync.pull_manifest(self.backend, self.local, session_id,
                                     result.last_checkpoint_id)
         manifest = load_manifest(self.local, session_id, result.last_checkpoint_id)
         blobs = {path: blob_key(e.blob) for path, e in manifest.tree.items() if e.blob}
-        await self.backend.pull(self.local, sorted(set(blobs.values())))
+        await self.backend.pull(self.local, sorted(set(blobs.values())), session_id=session_id)
         return {path: self.local.get(key) for path, key in blobs.items()}
 
     async def ended(self, sb_id: str, container_id: str, timeout: float = 600) -> int | None:
@@ -79,7 +79,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     backend = ModalBackend(settings, env, owner_tag=f"parhelia-live-{run}")
     local = LocalVolume(tmp_path / "local")
     local.put(AGENT_KEY, (REPO / "tests" / "fake_agent" / "fake_claude.py").read_bytes())
-    await backend.push(local, [AGENT_KEY])
+    await backend.push(local, [AGENT_KEY], session_id="s-1")  # every test's session
     try:
         yield Live(backend, local)
     finally:

@@ -43,7 +43,7 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         assert api.main_requests and api.main_requests[0].api_key_is("test-key")
 
         fake_modal.wait_ended(sb_id)  # the result is on the volume once synced or ended
-        await backend.pull(local, [result_key("c-claude-1")])
+        await backend.pull(local, [result_key("c-claude-1")], session_id="s-1")
         result = load_result(local.path_for(result_key("c-claude-1")))
         assert "Created hello.txt." in str((result.agent or {}).get("text"))
         cp = result.last_checkpoint_id
@@ -51,7 +51,7 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         await pull_manifest(backend, local, "s-1", cp)
         manifest = load_manifest(local, "s-1", cp)
         entry = manifest.tree["hello.txt"]
-        await backend.pull(local, [blob_key(entry.blob)])
+        await backend.pull(local, [blob_key(entry.blob)], session_id="s-1")
         assert local.get(blob_key(entry.blob)) == b"made on modal\n"
         # The conversation came back with the checkpoint (a resume on another sandbox
         # restores it).

@@ -49,9 +49,12 @@ class SeamsMixin:
     async def credentials(self) -> Credentials:
         return Credentials(True, "scripted", {})
 
-    async def push(self, local: Volume, keys: Sequence[str]) -> int:
+    async def push(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
         """``pushed``: the keys really sent, in order."""
         return copy_keys(local, self.volume, keys, self.__dict__.setdefault("pushed", []))
 
-    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
+    async def pull(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
         return copy_keys(self.volume, local, keys)
+
+    def isolation(self, container_id: str) -> tuple[str, str] | None:
+        return None

@@ -64,7 +64,7 @@ async def start(backend: ModalBackend, local: LocalVolume, spec: WorkerSpec,
     """What the dispatcher does: the spec into the local volume, pushed, then launch."""
     key = f"specs/{spec.container_id}.json"
     local.put(key, json.dumps(spec.to_dict()).encode())
-    await backend.push(local, [key])
+    await backend.push(local, [key], session_id=spec.session_id)
     return await backend.launch(container_spec(spec, **kwargs))
 
 

@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from tests.fake_modal.fixture import FakeModal
+from tests.helpers import sandbox
 from tests.helpers.gitrepo import git as run_git
 from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness, fake_prompt
@@ -143,6 +144,14 @@ def test_sync_task_then_pull_as_a_branch(backend: Backend, tmp_path: Path) -> No
     assert run_git(repo, "show", f"parhelia/{task_id}:docs/new.md") == "# New"
     logs = harness.run("task", "logs", task_id, check=True).stdout
     assert '"type":"result"' in logs.replace(" ", "")  # the agent's stream came back too
+    # How its agent was contained and where its credential was (ADR 0030, 0031): here
+    # the daemon's own credential, so on Modal an ephemeral secret in the sandbox.
+    shown = harness.run("task", "show", task_id, check=True).stdout
+    expected = ("modal sandbox; model credential in the agent's environment"
+                if backend.name == "modal" else
+                "bubblewrap; model credential outside the sandbox" if sandbox.why_not() is None
+                else "none; model credential in the agent's environment")
+    assert expected in shown, shown
 
 
 def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -> None:
@@ -469,3 +478,19 @@ def test_modal_compute_is_an_estimate_until_modals_usage_figure_replaces_it(
     assert row()["compute_micros"] == after["compute_micros"]
     assert "of compute at the [rates]" not in harness.run(
         "budget", "history", "--by", "task", check=True).stdout
+
+
+def test_with_the_named_secret_a_modal_task_says_its_credential_stays_outside(
+        harness_factory: Callable[..., Harness], fake_modal: FakeModal) -> None:
+    """The whole stack: the dispatcher records what the Modal backend decided at launch
+    (the outbound policy, the agent's placeholder), `task show` and the container say so."""
+    fake_modal.create_secret("anthropic-api-key", {"ANTHROPIC_API_KEY": "sk-ant-named-0001"})
+    harness = Backend("modal", harness_factory, fake_modal).harness()
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a\n"}, {"turn": True}))
+    assert harness.wait(task_id, timeout=120)["status"] == "completed"
+    shown = harness.run("task", "show", task_id, check=True).stdout
+    assert "modal sandbox; model credential outside the sandbox (the agent sees a " \
+        "placeholder)" in shown, shown
+    container = harness.json("container", "show", harness.task(task_id)["container_id"])
+    assert (container["isolation"], container["credential"]) == ("modal sandbox",
+                                                                 "outbound policy")

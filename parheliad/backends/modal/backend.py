@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import os
+import secrets as secrets_module
 import time
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -20,7 +24,13 @@ from parhelia import envfile
 from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
-from parhelia.volume import spec_key
+from parhelia.sandbox import (
+    CREDENTIAL_OUTBOUND,
+    CREDENTIAL_SECRET,
+    ISOLATION_MODAL,
+    PLACEHOLDER_PREFIX,
+)
+from parhelia.volume import session_area, spec_key
 from parheliad.backends.base import (
     ContainerSpec,
     ContainerStatus,
@@ -46,10 +56,35 @@ from parheliad.backends.modal.client import (
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.errors import map_error
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_API_HOST = "api.anthropic.com"
+
+
+@dataclass(frozen=True)
+class CredentialPlan:
+    """The secrets a sandbox gets, the outbound policy (None: the credential is in a
+    secret), the ``parhelia.sandbox`` word for it, and why it is not the policy."""
+
+    secrets: builtins.list[Any]
+    policy: Any
+    credential: str
+    why: str
+
+
+def api_host(environ: Mapping[str, str]) -> str | None:
+    """The host an outbound policy puts the credential into requests to: the daemon's
+    ``ANTHROPIC_BASE_URL`` when it names one (https only), else Anthropic's."""
+    base = environ.get("ANTHROPIC_BASE_URL", "").strip()
+    if not base:
+        return DEFAULT_API_HOST
+    parsed = urllib.parse.urlsplit(base)
+    return parsed.hostname if parsed.scheme == "https" and parsed.hostname else None
+
 
 USAGE_WINDOW_DAYS = 7
 """The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
@@ -67,6 +102,8 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         self._image: Any = None
         self._image_lock = asyncio.Lock()
         self._secret_key: tuple[str | None, float] | None = None
+        self._isolation: dict[str, tuple[str, str]] = {}
+        """Container id -> how its sandbox got its credential (Backend.isolation)."""
 
     def available(self) -> tuple[bool, str]:
         """No network: is the SDK importable and is a Modal token configured?"""
@@ -140,31 +177,69 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                 return Credentials(False, exc.message, self._environ)
         key = await self.named_secret_key()
         if key is not None:
-            return Credentials(True, f"Modal secret {self.settings.secret_name!r} ({key})",
-                               self._environ)
+            policy, why = self._outbound_policy(key, None)
+            where = ("put into the sandbox's API requests by Modal (outbound policy: the agent "
+                     "sees a placeholder)" if policy is not None else
+                     f"in the sandbox's environment ({why})")
+            return Credentials(True, f"Modal secret {self.settings.secret_name!r} ({key}), "
+                               f"{where}", self._environ)
         present = [k for k in CREDENTIAL_VARS if self._environ.get(k)]
         if present:
             return Credentials(True, f"{present[0]} from the daemon's environment, sent as an "
-                               "ephemeral Modal secret", self._environ)
+                               "ephemeral Modal secret: in the sandbox's environment (create "
+                               f"the secret {self.settings.secret_name!r} to keep it out)",
+                               self._environ)
         return Credentials(False, (
             f"no Anthropic credential for Modal workers: create the secret with `modal secret "
             f"create {self.settings.secret_name} ANTHROPIC_API_KEY=...` (or export "
             "ANTHROPIC_API_KEY where the daemon runs)"), self._environ)
 
-    async def _secrets(self, secret_env: Mapping[str, str]) -> builtins.list[Any]:
+    async def _credential(self, secret_env: Mapping[str, str]) -> CredentialPlan:
+        """How the sandbox's agent reaches the model API (ADR 0031). With the named secret
+        and an SDK that has ``modal.experimental.OutboundPolicy`` (modal 1.6.4): Modal
+        puts the credential into the sandbox's requests to the API host, outside the
+        sandbox, and the agent's variable holds a placeholder. Otherwise (no named secret:
+        outbound policies take named secrets only; an SDK without it; an API host that is
+        not https) the credential is in the sandbox's environment, as before, and the plan
+        says why."""
         key = await self.named_secret_key()
         values = {k: v for k, v in secret_env.items() if k not in CREDENTIAL_VARS}
-        secrets: builtins.list[Any] = []
-        if key is not None:
-            secrets.append(self.sdk.Secret.from_name(self.settings.secret_name))
-        else:
+        if key is None:
             creds = {k: self._environ[k] for k in CREDENTIAL_VARS if self._environ.get(k)}
             if not creds:
                 raise ParheliaError("E400", (await self.credentials()).detail)
-            values.update(creds)
+            return self._plan(values | creds, None, CREDENTIAL_SECRET,
+                              "the credential comes from the daemon's environment (an "
+                              "outbound policy takes a named Modal secret only)")
+        named = self.sdk.Secret.from_name(self.settings.secret_name)
+        policy, why = self._outbound_policy(key, named)
+        if policy is None:
+            return self._plan(values, None, CREDENTIAL_SECRET, why, named)
+        placeholder = PLACEHOLDER_PREFIX + secrets_module.token_hex(24)
+        return self._plan(values | {key: placeholder}, policy, CREDENTIAL_OUTBOUND, "")
+
+    def _plan(self, values: Mapping[str, str], policy: Any, credential: str, why: str,
+              named: Any = None) -> CredentialPlan:
+        secrets = [named] if named is not None else []
         if values:
-            secrets.append(self.sdk.Secret.from_dict(values))
-        return secrets
+            secrets.append(self.sdk.Secret.from_dict(dict(values)))
+        return CredentialPlan(secrets, policy, credential, why)
+
+    def _outbound_policy(self, key: str, named: Any) -> tuple[Any, str]:
+        """The policy that puts the named secret's ``key`` into the sandbox's requests to
+        the API host, or (None, why not)."""
+        experimental = getattr(self.sdk, "experimental", None)
+        factory = getattr(experimental, "OutboundPolicy", None)
+        if factory is None:
+            return None, "this modal SDK has no modal.experimental.OutboundPolicy"
+        host = api_host(self._environ)
+        if host is None:
+            return None, ("ANTHROPIC_BASE_URL is not an https URL: an outbound policy "
+                          "rewrites https requests only")
+        value = f"${key}" if key == "ANTHROPIC_API_KEY" else f"Bearer ${key}"
+        header = "x-api-key" if key == "ANTHROPIC_API_KEY" else "authorization"
+        return factory().with_header_replacement(domain=host, headers={header: value},
+                                                 secret=named), ""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -178,25 +253,46 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         self.owner_tag = self.owner_tag or spec.owner_tag
         app = await self.app()
         image = await self.image()
-        secrets = await self._secrets(spec.secret_env)
-        volume = self.modal_volume()
+        plan = await self._credential(spec.secret_env)
+        # Only the session's own area: nothing of another session is readable or
+        # writable from inside (ADR 0031).
+        volume = self.modal_volume().with_mount_options(
+            sub_path=session_area(spec.session_id))
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
         argv = ("python", "-m", "modal_worker", "run",
                 f"{paths.volume_dir}/{spec_key(spec.container_id)}")
         errors = self.sdk.exception
         tags = self._tags(spec)
+
+        def create(plan: CredentialPlan) -> Awaitable[Any]:
+            extra = ({"_experimental_outbound_policy": plan.policy}
+                     if plan.policy is not None else {})
+            return cast("Awaitable[Any]", self.sdk.Sandbox.create.aio(
+                *argv, app=app, name=name, tags=tags, image=image, secrets=plan.secrets,
+                timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
+                memory=int(spec.memory_mb), gpu=spec.gpu or None,
+                volumes={VOLUME_MOUNT: volume},
+                unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
+                    "ssh_authorized_key") else [], **extra))
+
+        action = f"creating the sandbox for {spec.container_id}"
         try:
-            sb = await self._call(
-                f"creating the sandbox for {spec.container_id}",
-                lambda: self.sdk.Sandbox.create.aio(
-                    *argv, app=app, name=name, tags=tags, image=image, secrets=secrets,
-                    timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
-                    memory=int(spec.memory_mb), gpu=spec.gpu or None,
-                    volumes={VOLUME_MOUNT: volume},
-                    unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
-                        "ssh_authorized_key") else []),
-                timeout=self.settings.launch_timeout_seconds, keep=(errors.AlreadyExistsError,))
+            try:
+                sb = await self._call(action, functools.partial(create, plan),
+                                      timeout=self.settings.launch_timeout_seconds,
+                                      keep=(errors.AlreadyExistsError, errors.InvalidError))
+            except errors.InvalidError as exc:
+                if plan.policy is None or "outbound" not in str(exc).lower():
+                    raise map_error(exc, action, errors) from None
+                # Refused by this SDK or workspace (experimental): today's secret, said so.
+                plan = self._plan(
+                    {k: v for k, v in spec.secret_env.items() if k not in CREDENTIAL_VARS},
+                    None, CREDENTIAL_SECRET, f"Modal refused the outbound policy: {exc}",
+                    self.sdk.Secret.from_name(self.settings.secret_name))
+                sb = await self._call(action, functools.partial(create, plan),
+                                      timeout=self.settings.launch_timeout_seconds,
+                                      keep=(errors.AlreadyExistsError,))
         except errors.AlreadyExistsError:
             sb = await self._call(
                 f"adopting the existing sandbox {name}",
@@ -210,7 +306,14 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             log.info("modal.sandbox_adopted", container_id=spec.container_id,
                      sandbox_id=sb.object_id)
         self._remember(sb, tags)
+        self._isolation[spec.container_id] = (ISOLATION_MODAL, plan.credential)
+        if plan.why:
+            log.warning("modal.credential_in_sandbox", container_id=spec.container_id,
+                        reason=plan.why)
         return str(sb.object_id)
+
+    def isolation(self, container_id: str) -> tuple[str, str] | None:
+        return self._isolation.get(container_id)
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus:
         return await self._poll(backend_id)

@@ -15,7 +15,7 @@ import structlog
 
 from parhelia.errors import ParheliaError
 from parhelia.events import HEARTBEAT
-from parhelia.volume import spool_key
+from parhelia.volume import in_session_area, session_area, spec_key, spool_key
 from parheliad.backends.base import ChannelBatch
 from parheliad.backends.modal.client import VOLUME_MOUNT, ModalClient
 from parheliad.backends.modal.errors import BackendUnreachable
@@ -212,17 +212,43 @@ class ChannelFollower(ModalClient):
             ch.tail_failed_at = time.monotonic()
 
     async def _catch_up(self, ch: _Channel) -> None:
-        """The spool's records after ``ch.offset`` from the volume, streamed: the bytes
-        before the cursor are skipped as they pass, never the whole spool in memory."""
+        """The spool's records after ``ch.offset`` from the volume -- from the area of the
+        container's own session, never another's -- streamed: the bytes before the cursor
+        are skipped as they pass, never the whole spool in memory."""
+        session = await self._session_for(ch.container_id)
+        if session is None:
+            return
         start, seen, line = ch.offset, 0, _LineBuffer()
         try:
-            async for chunk in self._chunks(spool_key(ch.container_id)):
+            async for chunk in self._chunks(in_session_area(session,
+                                                            spool_key(ch.container_id))):
                 skip = min(len(chunk), max(0, start - seen))
                 seen += len(chunk)
                 if skip < len(chunk):
                     ch.consume(line, chunk[skip:])
         except FileNotFoundError:
             return
+
+    async def _session_for(self, container_id: str) -> str | None:
+        """The session of a container this daemon launched or listed (its tags), else of
+        one it launched before a restart: its spec in the daemon-only area, which no
+        sandbox can write. None when there is none (not a container of this daemon)."""
+        session = self._session_of.get(container_id)
+        if session is not None:
+            return session
+        data = await self._read(spec_key(container_id))
+        try:
+            raw = json.loads(data) if data is not None else None
+        except ValueError:
+            raw = None
+        value = raw.get("session_id") if isinstance(raw, dict) else None
+        try:
+            session_area(value if isinstance(value, str) else "")
+        except ValueError:
+            return None
+        assert isinstance(value, str)
+        self._session_of[container_id] = value
+        return value
 
     async def aclose(self) -> None:
         """Stop following channels (daemon shutdown). The tails exec'd in the sandboxes

@@ -91,6 +91,8 @@ class ModalClient:
         self._app: Any = None
         self._handles: dict[str, Any] = {}
         self._container_of: dict[str, str] = {}
+        self._session_of: dict[str, str] = {}
+        """Container id -> its session: whose area of the volume holds its files."""
         self._tags_of: dict[str, dict[str, str]] = {}
         self._ended: dict[str, int | None] = {}
 
@@ -142,15 +144,22 @@ class ModalClient:
 
     async def _ours(self, sb: Any) -> bool:
         """Whether a sandbox found by name carries this daemon's owner tag (a name is
-        unique within the app only: another daemon sharing the app may hold it)."""
-        tags = await self._call(f"reading the tags of {sb.object_id}", lambda: sb.get_tags.aio())
-        return bool(self.owner_tag) and dict(tags).get(OWNER_TAG) == self.owner_tag
+        unique within the app only: another daemon sharing the app may hold it); its tags
+        are remembered when it does (the daemon set them: a sandbox cannot)."""
+        tags = dict(await self._call(f"reading the tags of {sb.object_id}",
+                                     lambda: sb.get_tags.aio()))
+        ours = bool(self.owner_tag) and tags.get(OWNER_TAG) == self.owner_tag
+        if ours:
+            self._remember(sb, tags)
+        return ours
 
     def _remember(self, sb: Any, tags: dict[str, str]) -> None:
         self._handles[sb.object_id] = sb
         self._tags_of[sb.object_id] = dict(tags)
         if tags.get(CONTAINER_TAG):
             self._container_of[sb.object_id] = tags[CONTAINER_TAG]
+            if tags.get(SESSION_TAG):
+                self._session_of[tags[CONTAINER_TAG]] = tags[SESSION_TAG]
 
     async def _handle(self, backend_id: str) -> Any:
         sb = self._handles.get(backend_id)
@@ -225,6 +234,14 @@ class ModalClient:
         finally:
             with contextlib.suppress(Exception):
                 await chunks.aclose()
+
+
+    async def _read(self, key: str) -> bytes | None:
+        """A small file whole (None when absent)."""
+        try:
+            return b"".join([chunk async for chunk in self._chunks(key)])
+        except FileNotFoundError:
+            return None
 
 
 def ended_status(code: int | None) -> ContainerStatus:

@@ -1,24 +1,33 @@
 """The Modal backend's volume copies: ``push``/``pull`` keys between the ``modal.Volume``
 and the daemon's local volume, content-addressed blobs only when the other side lacks
-them, a pulled blob's hash checked (a sandbox runs untrusted code)."""
+them, a pulled blob's hash checked (a sandbox runs untrusted code).
+
+A session's sandboxes mount only its area, ``sessions/<session>/``
+(:func:`parhelia.volume.session_area`; ADR 0031). The daemon uploads into the rest of the
+volume, the daemon-only area no sandbox mounts (a blob once, whatever the number of
+sessions that need it), and copies what a session needs into its area on Modal's side
+(``Volume.copy_files``: nothing is uploaded twice, nothing passes through the daemon).
+It reads a session's files only from that session's area, and never copies what a
+sandbox wrote into the daemon-only area."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from parhelia.errors import ParheliaError
-from parhelia.volume import BLOBS, Volume, blob_digest, in_cas, validate_key
+from parhelia.volume import BLOBS, Volume, blob_digest, in_cas, session_area, validate_key
 from parheliad.backends.modal.client import ModalClient
 
 log = structlog.get_logger(__name__)
@@ -32,14 +41,10 @@ class VolumeCopies(ModalClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._remote_blobs: set[str] | None = None
+        """The daemon-only area's blobs (listed once, then kept up to date)."""
+        self._session_blobs: dict[str, set[str]] = {}
+        """The blobs already copied into each session's area (this daemon's life)."""
         self.volume: Volume = NoVolume(self.settings.volume_name)
-
-    async def _read(self, key: str) -> bytes | None:
-        """A small file whole (None when absent)."""
-        try:
-            return b"".join([chunk async for chunk in self._chunks(key)])
-        except FileNotFoundError:
-            return None
 
     async def _known_remote_blobs(self) -> set[str]:
         if self._remote_blobs is None:
@@ -65,60 +70,83 @@ class VolumeCopies(ModalClient):
                 keys.append(validate_key(key))
         return sorted(keys)
 
-    async def push(self, local: Volume, keys: Sequence[str]) -> int:
-        """Daemon -> Modal volume: blobs the volume lacks, other keys always (one batch)."""
+    async def push(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
+        """Daemon -> the daemon-only area (blobs it lacks, other keys always: one batch),
+        then -> the session's area, copied on Modal's side."""
+        keys = list(dict.fromkeys(validate_key(k) for k in keys))
+        area = session_area(session_id)
         remote = await self._known_remote_blobs()
         todo: builtins.list[tuple[str, Path | bytes, int]] = []
-        for key in dict.fromkeys(validate_key(k) for k in keys):
+        for key in keys:
             if in_cas(key) and key in remote:
                 continue
             item = await asyncio.to_thread(_local_source, local, key)
             if item is not None:
                 todo.append((key, *item))
-        if not todo:
-            return 0
-        vol = self.modal_volume()
+        if todo:
+            vol = self.modal_volume()
 
-        async def upload() -> None:
-            async with vol.batch_upload.aio(force=True) as batch:
-                for key, source, _ in todo:
-                    # A file is streamed by the SDK from its path: a 1 GiB checkpoint zero
-                    # is never held in the daemon's memory.
-                    batch.put_file(str(source) if isinstance(source, Path)
-                                   else io.BytesIO(source), f"/{key}")
-        await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
-                         timeout=self.settings.launch_timeout_seconds)
-        remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
+            async def upload() -> None:
+                async with vol.batch_upload.aio(force=True) as batch:
+                    for key, source, _ in todo:
+                        # A file is streamed by the SDK from its path: a 1 GiB checkpoint
+                        # zero is never held in the daemon's memory.
+                        batch.put_file(str(source) if isinstance(source, Path)
+                                       else io.BytesIO(source), f"/{key}")
+            await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+                             timeout=self.settings.launch_timeout_seconds)
+            remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
+        present = set(remote) | {k for k, _, _ in todo}
+        copied = self._session_blobs.setdefault(area, set())
+        await self._copy_into(area, [k for k in keys if k in present and k not in copied])
+        copied.update(k for k in keys if in_cas(k) and k in present)
         return sum(size for _, _, size in todo)
 
-    async def pull(self, local: Volume, keys: Sequence[str]) -> int:
-        """Modal volume -> daemon: blobs the local volume lacks (hash verified: a sandbox
-        runs untrusted code and may write anything), other keys always."""
-        remote = await self._known_remote_blobs()
+    async def _copy_into(self, area: str, keys: Sequence[str]) -> None:
+        """``keys`` of the daemon-only area into ``area``, on Modal's side: one
+        ``copy_files`` per destination directory (several sources into a directory, one
+        source to its file path: how modal 1.6.4 reads its arguments)."""
+        by_dir: dict[str, builtins.list[str]] = {}
+        for key in keys:
+            by_dir.setdefault(key.rpartition("/")[0], []).append(key)
+        vol = self.modal_volume()
+
+        def copy(sources: builtins.list[str], dst: str) -> Awaitable[None]:
+            return cast("Awaitable[None]", vol.copy_files.aio(sources, dst))
+
+        for directory, sources in sorted(by_dir.items()):
+            dst = (f"{area}/{sources[0]}" if len(sources) == 1
+                   else f"{area}/{directory}/")
+            await self._call(f"copying {len(sources)} file(s) into {area}",
+                             functools.partial(copy, sources, dst),
+                             timeout=self.settings.launch_timeout_seconds)
+
+    async def pull(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
+        """The session's area -> daemon: blobs the local volume lacks (hash verified: a
+        sandbox runs untrusted code and may write anything), other keys always. Never
+        into the daemon-only area: what a sandbox wrote is not trusted by another."""
+        area = session_area(session_id)
         wanted = []
         for key in dict.fromkeys(validate_key(k) for k in keys):
             if in_cas(key) and await asyncio.to_thread(local.exists, key):
-                remote.add(key)
                 continue
             wanted.append(key)
         gate = asyncio.Semaphore(PULL_CONCURRENCY)
 
         async def one(key: str) -> int:
             async with gate:
-                size = await self._download(local, key)
-            if size and blob_digest(key) is not None:
-                remote.add(key)
-            return size
+                return await self._download(local, key, f"{area}/{key}")
 
         return sum(await asyncio.gather(*(one(k) for k in wanted)))
 
-    async def _download(self, local: Volume, key: str) -> int:
-        """``key`` from the Modal volume into ``local``, streamed to a temporary file beside
-        its place (no whole file in memory), hash-checked for a blob, then renamed. The
-        limit applies to each chunk's wait, not to the whole file. 0 when absent/refused."""
+    async def _download(self, local: Volume, key: str, remote_key: str) -> int:
+        """``remote_key`` of the Modal volume into ``local`` at ``key``, streamed to a
+        temporary file beside its place (no whole file in memory), hash-checked for a
+        blob, then renamed. The limit applies to each chunk's wait, not to the whole
+        file. 0 when absent/refused."""
         target = local.path_for(key)
         if target is None:
-            data = await self._read(key)
+            data = await self._read(remote_key)
             if data is None or not _blob_ok(key, hashlib.sha256(data).hexdigest()):
                 return 0
             await asyncio.to_thread(local.put, key, data)
@@ -128,7 +156,7 @@ class VolumeCopies(ModalClient):
         digest, size = hashlib.sha256(), 0
         try:
             with open(tmp, "wb") as fh:
-                async for chunk in self._chunks(key):
+                async for chunk in self._chunks(remote_key):
                     digest.update(chunk)
                     size += len(chunk)
                     await asyncio.to_thread(fh.write, chunk)

@@ -12,6 +12,7 @@ import pytest
 
 from parhelia.checkpoint import blob_key, load_manifest, manifest_key
 from parhelia.errors import ParheliaError
+from parhelia.sandbox import PLACEHOLDER_PREFIX
 from parhelia.spec import load_result
 from parhelia.volume import LocalVolume, result_key
 from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
@@ -49,14 +50,14 @@ async def test_a_task_runs_in_a_sandbox_and_its_results_come_back(fake_modal, tm
     assert (status.running, status.exit_code) == (False, 0)
 
     # The end: result, then the final checkpoint (manifest, then its blobs).
-    await backend.pull(local, [result_key("c-e2e-1")])
+    await backend.pull(local, [result_key("c-e2e-1")], session_id="s-1")
     result = load_result(local.path_for(result_key("c-e2e-1")))
     assert result.status == "completed" and result.last_checkpoint_id
     await volsync.pull_manifest(backend, local, "s-1", result.last_checkpoint_id)
     manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
     blobs = sorted(blob_key(d) for d in manifest.blobs())
-    assert await backend.pull(local, blobs) > 0
-    assert await backend.pull(local, blobs) == 0  # nothing the local side already has
+    assert await backend.pull(local, blobs, session_id="s-1") > 0
+    assert await backend.pull(local, blobs, session_id="s-1") == 0  # the local side has them
     entry = manifest.tree["hello.txt"]
     assert local.get(blob_key(entry.blob)) == b"from modal"
 
@@ -225,13 +226,18 @@ async def test_push_sends_only_blobs_the_volume_lacks(fake_modal, tmp_path):
     key = f"cas/blobs/{hashlib.sha256(data).hexdigest()[:2]}/{hashlib.sha256(data).hexdigest()}"
     local.put(key, data)
     local.put("checkpoints/s/cp.json", b"{}")
-    assert await backend.push(local, [key, "checkpoints/s/cp.json"]) == 1002
-    assert await backend.push(local, [key, "checkpoints/s/cp.json"]) == 2
+    assert await backend.push(local, [key, "checkpoints/s/cp.json"], session_id="s") == 1002
+    assert await backend.push(local, [key, "checkpoints/s/cp.json"], session_id="s") == 2
     fresh = make_backend(fake_modal)  # learns what the volume holds with one listing
     fake_modal.reset_calls()
-    assert await fresh.push(local, [key]) == 0
-    assert fake_modal.calls() == ["Volume.listdir"]
+    assert await fresh.push(local, [key], session_id="s") == 0
+    # Uploaded once, into the daemon-only area; copied into the session's area on the
+    # service's side, never uploaded again (ADR 0031).
+    assert fake_modal.calls() == ["Volume.listdir", "Volume.copy_files"]
     assert await fresh.list_keys("cas") == [key]
+    assert await fresh.list_keys("sessions/s/cas") == [f"sessions/s/{key}"]
+    assert await fresh.push(local, [key], session_id="other") == 0
+    assert await fresh.list_keys("sessions/other/cas") == [f"sessions/other/{key}"]
 
 
 async def test_pull_refuses_a_blob_whose_content_does_not_match_its_name(fake_modal, tmp_path):
@@ -241,8 +247,8 @@ async def test_pull_refuses_a_blob_whose_content_does_not_match_its_name(fake_mo
     vol = backend.modal_volume()
     import io
     with vol.batch_upload() as batch:
-        batch.put_file(io.BytesIO(b"not what the name says"), forged)
-    assert await backend.pull(local, [forged]) == 0
+        batch.put_file(io.BytesIO(b"not what the name says"), f"sessions/s/{forged}")
+    assert await backend.pull(local, [forged], session_id="s") == 0
     assert not local.exists(forged)
 
 
@@ -255,16 +261,24 @@ async def test_credentials_from_the_named_secret_else_the_daemons_environment(
     named = make_backend(fake_modal)
     creds = await named.credentials()
     assert creds.ok and "'anthropic-api-key' (ANTHROPIC_API_KEY)" in creds.detail
-    # With the named secret, nothing of the daemon's environment is sent, except the
-    # config sync pass-through values.
+    assert "outbound policy" in creds.detail
+    # With the named secret, the credential never enters the sandbox: Modal puts it into
+    # the requests to the API host (the outbound policy); the agent's variable holds a
+    # placeholder. Nothing of the daemon's environment is sent, except the config sync
+    # pass-through values.
     local = LocalVolume(tmp_path / "local")
     spec = worker_spec(named, script({"sleep": 30}), "c-secret")
     await start(named, local, spec, secret_env={"MY_TOOL_TOKEN": "pass-through-1"})
     worker = fake_modal.worker_pid("c-secret")
     env = Path(f"/proc/{worker}/environ").read_bytes().decode().replace("\0", "\n")
-    assert "ANTHROPIC_API_KEY=sk-ant-from-modal" in env
+    assert f"ANTHROPIC_API_KEY={PLACEHOLDER_PREFIX}" in env
+    assert "sk-ant-from-modal" not in env
     assert "MY_TOOL_TOKEN=pass-through-1" in env
     assert TEST_KEY not in env
+    [policy] = fake_modal.sandbox("c-secret")["outbound_policy"]
+    assert policy == {"domain": "api.anthropic.com", "secret": "anthropic-api-key",
+                      "headers": {"x-api-key": "$ANTHROPIC_API_KEY"}}
+    assert named.isolation("c-secret") == ("modal sandbox", "outbound policy")
 
     nothing = make_backend(fake_modal, secret_name="missing-secret")
     nothing._environ.pop("ANTHROPIC_API_KEY")
@@ -377,7 +391,8 @@ async def test_control_reaches_the_worker_and_checkpoints_are_synced_while_it_ru
     manual = [r["data"] for r in more if r["type"] == "checkpoint_created"][-1]
     assert manual["trigger"] == "manual" and manual["message"] == "save now"
     assert fake_modal.service.returncode(sb_id) is None  # still running...
-    got = await backend.pull(local, [manifest_key("s-1", manual["checkpoint_id"])])
+    got = await backend.pull(local, [manifest_key("s-1", manual["checkpoint_id"])],
+                             session_id="s-1")
     assert got > 0  # ...and the manifest is already on the volume (synced)
 
     await backend.control(sb_id, "c-ctl", {"type": "stop", "reason": "cancel"})
@@ -446,7 +461,10 @@ async def test_the_catch_up_streams_the_spool_from_the_volume(fake_modal, tmp_pa
 
     backend = make_backend(fake_modal)
     await backend.ensure_volume()
-    spool = fake_modal.service.volume_dir("parhelia-data") / "spool" / "c-long.jsonl"
+    volume = fake_modal.service.volume_dir("parhelia-data")
+    (volume / "specs").mkdir(parents=True)  # the daemon's copy names its session
+    (volume / "specs" / "c-long.json").write_text(json.dumps({"session_id": "s-long"}))
+    spool = volume / "sessions" / "s-long" / "spool" / "c-long.jsonl"
     spool.parent.mkdir(parents=True, exist_ok=True)
     filler = (b"x" * 1023 + b"\n") * (48 << 10)
     tail = b"".join(json.dumps({"seq": n, "type": t, "data": {}}).encode() + b"\n"

@@ -5,25 +5,25 @@ policy it is given (``_describe``) and never puts its secret's values in the san
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import re as _re
+from collections.abc import Mapping as _Mapping
+from dataclasses import dataclass as _dataclass
+from typing import Any as _Any
 
-from .exception import InvalidError
+from .exception import InvalidError as _InvalidError
 
-_DOMAIN_RE = re.compile(
+_DOMAIN_RE = _re.compile(
     r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+"
     r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\Z")
-_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
+_HEADER_NAME_RE = _re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 _MAX_HEADER_REPLACEMENTS = 25
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class _HeaderReplacement:
     domain: str
     headers: dict[str, str]
-    secret: Any
+    secret: _Any
 
 
 def _references_key(template: str) -> bool:
@@ -43,8 +43,8 @@ class OutboundPolicy:
     def __init__(self, _replacements: tuple[_HeaderReplacement, ...] = ()) -> None:
         self._replacements = _replacements
 
-    def with_header_replacement(self, *, domain: str, headers: Mapping[str, str],
-                                secret: Any = None) -> OutboundPolicy:
+    def with_header_replacement(self, *, domain: str, headers: _Mapping[str, str],
+                                secret: _Any = None) -> OutboundPolicy:
         return OutboundPolicy(self._replacements
                               + (_HeaderReplacement(domain, dict(headers), secret),))
 
@@ -52,30 +52,30 @@ class OutboundPolicy:
         total = 0
         for r in self._replacements:
             if r.domain != "*" and not _DOMAIN_RE.match(r.domain):
-                raise InvalidError(f"Invalid domain: {r.domain!r}")
+                raise _InvalidError(f"Invalid domain: {r.domain!r}")
             if not r.headers:
-                raise InvalidError("`headers` must contain at least one header")
+                raise _InvalidError("`headers` must contain at least one header")
             for name, value in r.headers.items():
                 if not _HEADER_NAME_RE.match(name):
-                    raise InvalidError(f"Invalid header name: {name!r}")
+                    raise _InvalidError(f"Invalid header name: {name!r}")
                 if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
-                    raise InvalidError(f"Header value for {name!r} must not contain control "
+                    raise _InvalidError(f"Header value for {name!r} must not contain control "
                                        "characters (except tab)")
                 if r.secret is None and _references_key(value):
-                    raise InvalidError(f"Header value for {name!r} references a secret key, "
+                    raise _InvalidError(f"Header value for {name!r} references a secret key, "
                                        "but no `secret` was passed")
             if r.secret is not None and r.secret._values is not None:
-                raise InvalidError("Outbound policies only support named secrets (e.g. "
+                raise _InvalidError("Outbound policies only support named secrets (e.g. "
                                    "`Secret.from_name`); ephemeral secrets (e.g. "
                                    "`Secret.from_dict`) are not yet supported")
             if r.secret is not None:
                 r.secret._resolve()  # resolved by the service, outside the sandbox
             total += len(r.headers)
         if total > _MAX_HEADER_REPLACEMENTS:
-            raise InvalidError(f"Outbound policy cannot have more than "
+            raise _InvalidError(f"Outbound policy cannot have more than "
                                f"{_MAX_HEADER_REPLACEMENTS} header replacements")
 
-    def _describe(self) -> list[dict[str, Any]]:
+    def _describe(self) -> list[dict[str, _Any]]:
         """What the fake's service records of the policy (never a secret's value)."""
         return [{"domain": r.domain, "headers": dict(r.headers),
                  "secret": r.secret._name if r.secret is not None else None}

@@ -73,8 +73,11 @@ class VolumeCopies(ModalClient):
     async def push(self, local: Volume, keys: Sequence[str], *, session_id: str) -> int:
         """Daemon -> the daemon-only area (blobs it lacks, other keys always: one batch),
         then -> the session's area, copied on Modal's side."""
-        keys = list(dict.fromkeys(validate_key(k) for k in keys))
         area = session_area(session_id)
+        copied = self._session_blobs.setdefault(area, set())
+        # A blob the session's area holds already (copied there, or written by its own
+        # sandboxes and verified when pulled) is neither uploaded nor copied again.
+        keys = [k for k in dict.fromkeys(validate_key(k) for k in keys) if k not in copied]
         remote = await self._known_remote_blobs()
         todo: builtins.list[tuple[str, Path | bytes, int]] = []
         for key in keys:
@@ -97,8 +100,7 @@ class VolumeCopies(ModalClient):
                              timeout=self.settings.launch_timeout_seconds)
             remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
         present = set(remote) | {k for k, _, _ in todo}
-        copied = self._session_blobs.setdefault(area, set())
-        await self._copy_into(area, [k for k in keys if k in present and k not in copied])
+        await self._copy_into(area, [k for k in keys if k in present])
         copied.update(k for k in keys if in_cas(k) and k in present)
         return sum(size for _, _, size in todo)
 
@@ -133,9 +135,14 @@ class VolumeCopies(ModalClient):
             wanted.append(key)
         gate = asyncio.Semaphore(PULL_CONCURRENCY)
 
+        held = self._session_blobs.setdefault(area, set())
+
         async def one(key: str) -> int:
             async with gate:
-                return await self._download(local, key, f"{area}/{key}")
+                size = await self._download(local, key, f"{area}/{key}")
+            if size and blob_digest(key) is not None:
+                held.add(key)  # verified: the session's area holds it
+            return size
 
         return sum(await asyncio.gather(*(one(k) for k in wanted)))
 

@@ -65,12 +65,12 @@ async def lifecycle(fake: FakeModal, work: Path) -> dict[str, int]:
     await follow(backend, "c-life")
     while (await backend.statuses([(sb, "c-life")]))[0].running:
         await asyncio.sleep(0.2)
-    await backend.pull(local, [result_key("c-life")])
+    await backend.pull(local, [result_key("c-life")], session_id="s-1")
     result = load_result(local.path_for(result_key("c-life")))
     assert result.last_checkpoint_id
     await volsync.pull_manifest(backend, local, "s-1", result.last_checkpoint_id)
     manifest = load_manifest(local, "s-1", result.last_checkpoint_id)
-    await backend.pull(local, sorted(blob_key(d) for d in manifest.blobs()))
+    await backend.pull(local, sorted(blob_key(d) for d in manifest.blobs()), session_id="s-1")
     return counts(fake)
 
 
@@ -96,7 +96,7 @@ async def per_checkpoint(fake: FakeModal, work: Path, files: int) -> list[dict[s
         manifest = load_manifest(local, "s-1", cp)
         blobs = sorted(blob_key(d) for d in manifest.blobs())
         missing = [b for b in blobs if not local.exists(b)]
-        got = await backend.pull(local, missing)
+        got = await backend.pull(local, missing, session_id="s-1")
         rows.append({"trigger": r["data"].get("trigger"), "files": len(manifest.tree),
                      "delta": manifest.delta is not None,
                      "objects_pulled": documents + len(missing),
@@ -114,7 +114,9 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
     specs = [worker_spec(backend, "x", f"c-many-{i:03d}") for i in range(tasks)]
     for spec in specs:
         local.put(f"specs/{spec.container_id}.json", json.dumps(spec.to_dict()).encode())
-    await backend.push(local, [f"specs/{s.container_id}.json" for s in specs])
+    for spec in specs:  # each container's spec into its session's area (s-1 for all)
+        await backend.push(local, [f"specs/{spec.container_id}.json"],
+                           session_id=spec.session_id)
     lags: list[float] = []
     stop = asyncio.Event()
 
@@ -174,7 +176,10 @@ async def catch_up_memory(fake: FakeModal, mib: int) -> dict[str, Any]:
 
     backend = make_backend(fake)
     await backend.ensure_volume()
-    spool = fake.service.volume_dir("parhelia-data") / "spool" / "c-bench-long.jsonl"
+    volume = fake.service.volume_dir("parhelia-data")
+    (volume / "specs").mkdir(parents=True, exist_ok=True)  # names the container's session
+    (volume / "specs" / "c-bench-long.json").write_text(json.dumps({"session_id": "s-1"}))
+    spool = volume / "sessions" / "s-1" / "spool" / "c-bench-long.jsonl"
     spool.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"seq": 0, "type": "heartbeat", "data": {"pad": "x" * 900}}) + "\n"
     with open(spool, "w") as fh:

@@ -246,15 +246,22 @@ def test_prompt_over_the_limit_is_refused_at_create(harness: Harness) -> None:
     assert "E101" in proc.stderr + proc.stdout and "1,000,000" in proc.stderr + proc.stdout
 
 
-def test_project_config_may_only_narrow_unless_trusted(harness: Harness, tmp_path: Path) -> None:
-    """A cloned repository's .parhelia/config.toml cannot widen the agent's permissions;
-    `task show` says which file set what."""
+def cloned_repo(tmp_path: Path, project_toml: str, *, readme: str) -> tuple[Path, tuple[str, ...]]:
+    """A repository with its own .parhelia/config.toml: (that file, the `task create` argv
+    for it, without dispatch)."""
     repo = tmp_path / "cloned"
     pfile = repo / ".parhelia" / "config.toml"
     pfile.parent.mkdir(parents=True)
-    (repo / "README.md").write_text("hi\n")
-    pfile.write_text("[agent]\npermission_mode = 'bypassPermissions'\nmax_turns = 1000\n")
-    base = ("task", "create", "Do it", "--workspace", str(repo), "--no-dispatch")
+    (repo / "README.md").write_text(readme)
+    pfile.write_text(project_toml)
+    return pfile, ("task", "create", "Do it", "--workspace", str(repo), "--no-dispatch")
+
+
+def test_project_config_may_only_narrow_unless_trusted(harness: Harness, tmp_path: Path) -> None:
+    """A cloned repository's .parhelia/config.toml cannot widen the agent's permissions;
+    `task show` says which file set what."""
+    pfile, base = cloned_repo(tmp_path, "[agent]\npermission_mode = 'bypassPermissions'\n"
+                              "max_turns = 1000\n", readme="hi\n")
     refused = harness.run(*base)
     assert refused.returncode != 0
     out = refused.stdout + refused.stderr
@@ -285,12 +292,8 @@ def test_a_project_file_may_not_raise_the_model_and_its_refusal_uploads_nothing(
     config.write_text(config.read_text().replace("[agent]\n",
                                                  "[agent]\nmodel = 'claude-haiku-4-5'\n", 1))
     harness.daemon.restart()
-    repo = tmp_path / "cloned"
-    pfile = repo / ".parhelia" / "config.toml"
-    pfile.parent.mkdir(parents=True)
-    (repo / "README.md").write_text("UPLOAD-MARKER-31337\n")
-    pfile.write_text("[agent]\nmodel = 'claude-opus-4-5'\n")
-    base = ("task", "create", "Do it", "--workspace", str(repo), "--no-dispatch")
+    pfile, base = cloned_repo(tmp_path, "[agent]\nmodel = 'claude-opus-4-5'\n",
+                              readme="UPLOAD-MARKER-31337\n")
     refused = harness.run(*base)
     out = refused.stdout + refused.stderr
     assert refused.returncode != 0

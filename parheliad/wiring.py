@@ -89,7 +89,7 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
         on_unwanted=lambda c: stopper.stop_later(c, "cancel"),
         ssh_key=lambda sid: sshkeys.session_key(paths.state_dir, sid).public)
     recovery = Recovery(store, dispatcher, config, built)
-    listener = Listener(store, built, volume, on_settled=dispatcher.kick,
+    listener = Listener(store, built, volume, budget, on_settled=dispatcher.kick,
                         on_lost=recovery.on_lost, launching=dispatcher.launching)
     health = HealthMonitor(store, built, config, listener, on_lost=recovery.on_lost,
                            on_settled=dispatcher.kick)

@@ -29,11 +29,24 @@ TURN_TOKENS_LOW = (2_000, 300)
 TURN_TOKENS_HIGH = (20_000, 1_500)
 LOW_TURN_SHARE = 4  # the low end assumes a quarter of the turn cap...
 LOW_TIME_SHARE = 4  # ...and a quarter of the timeout
+# One answer at most (input-equivalent, output tokens): a full 200,000-token context
+# window read at the input price, and a reply of 32,000 tokens (Claude Code 2.1.332's
+# default output cap per request, CLAUDE_CODE_MAX_OUTPUT_TOKENS).
+ANSWER_TOKENS = (200_000, 32_000)
 
 
 def to_micros(amount: Decimal) -> int:
     """Micro-dollars of a USD ``Decimal``, rounded half up (the one rounding rule)."""
     return int((amount * MICROS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def usd_to_micros(amount: object) -> int:
+    """Micro-dollars of a USD figure a worker reported (a JSON number); 0 for anything
+    that is not a finite number."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or \
+            not math.isfinite(amount):
+        return 0
+    return to_micros(Decimal(str(amount)))
 
 
 def round_micros(micros: Decimal) -> int:
@@ -197,6 +210,21 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     return Estimate(low, high, parts)
 
 
+def answer_bound(rates: RatesConfig, model: str) -> int:
+    """The most one answer of the agent can cost at ``model``'s prices: a whole context
+    window read at the input price plus the largest reply (:data:`ANSWER_TOKENS`)."""
+    return round_micros(token_cost(rates, model, input_tokens=ANSWER_TOKENS[0],
+                                   output_tokens=ANSWER_TOKENS[1]))
+
+
 def reservation_for(cfg: Config, task: TaskRow) -> int:
-    """What a dispatch of ``task`` reserves: its estimate's high end (capped by max_cost)."""
-    return estimate(cfg, task_options(task)).high_micros
+    """What a running ``task`` holds of the ceiling (docs/adr/0045-spend-checked-when-booked.md):
+    what it can still spend before the budget sees it - one answer (API spend is checked
+    as each answer is booked) plus its compute over one accrual interval and the stop
+    grace (compute is booked on the timer) - capped by its ``max_cost``."""
+    opts = task_options(task)
+    rate = compute_rate(cfg.rates, opts.backend, opts.cpu, opts.memory_mb, opts.gpu)
+    window = Decimal(str(cfg.budget.accrual_interval_seconds)) + \
+        Decimal(str(cfg.orchestrator.cancel_grace_seconds))
+    amount = answer_bound(cfg.rates, opts.model) + to_micros(rate * window)
+    return min(amount, opts.max_cost_micros) if opts.max_cost_micros else amount

@@ -113,18 +113,18 @@ def api_micros(ledger: list[dict[str, Any]]) -> int:
 
 def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) -> None:
     """The real CLI's assistant lines say 1 output token; the budget must see the 20,000
-    of each reply as it ends, not at the end of the task: with a ceiling of $1.00 above
-    what was used, the fourth reply ($1.212 in all) pauses the task during its command,
-    before a fifth request, and the ledger books what the CLI says it spent."""
+    of each reply as it ends, not at the end of the task: with a ceiling of $1.50 above
+    what was used, the fifth reply ($1.515 in all) pauses the task during its command,
+    before a sixth request, and the ledger books what the CLI says it spent."""
     used = stack.budget()["used_micros"]
     previous = stack.budget()["ceiling_micros"]
-    stack.harness.run("budget", "set", f"{(used + 1_000_000) / 1e6:.6f}", check=True)
+    stack.harness.run("budget", "set", f"{(used + 1_500_000) / 1e6:.6f}", check=True)
     try:
         task_id = stack.start(expensive_script(8), "--max-turns", "10")
         task = stack.harness.wait(task_id, ("paused", "completed", "failed"), timeout=120)
         assert task["status"] == "paused", (task, stack.fake.summary())
         assert task["status_reason"].startswith("budget: the ceiling of")
-        assert len(stack.fake.main_requests) == 4, stack.fake.summary()
+        assert len(stack.fake.main_requests) == 5, stack.fake.summary()
         container = task["container_id"]
         wait_for(lambda: any(
             c["trigger"] == "stop" for c in stack.checkpoints(task_id)),
@@ -132,7 +132,7 @@ def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) ->
         ledger = wait_for(lambda: [
             e for e in stack.ledger(task_id) if e["kind"] == "api"],
                           timeout=90, what="the agent's figure in the ledger")
-        assert api_micros(ledger) == 4 * REPLY_MICROS, ledger
+        assert api_micros(ledger) == 5 * REPLY_MICROS, ledger
         assert all(e["container_id"] == container and "agent's own figure" in e["note"]
                    for e in ledger), ledger
         history = {r["key"]: r for r in stack.harness.json("budget", "history", "--by",

@@ -108,6 +108,17 @@ class TaskWrites:
             "FROM containers WHERE task_id = ?) WHERE id = ?", (task_id, task_id))
 
 
+    def recount_usage(self, task_id: str) -> None:
+        """Set the task's turns, token counts and ``api_cost_micros`` to the sums over its
+        containers (each incarnation keeps its own cumulative usage)."""
+        self._tx.conn.execute(_RECOUNT_USAGE_SQL, {"t": task_id, "now": now_us()})
+
+
+_USAGE_SUMMED = ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                 "cache_read_input_tokens", "api_cost_micros")
+_SUMS = ", ".join(f"{c} = (SELECT COALESCE(SUM({c}), 0) FROM containers WHERE task_id = :t)"  # noqa: S608
+                  for c in _USAGE_SUMMED)
+_RECOUNT_USAGE_SQL = f"UPDATE tasks SET {_SUMS}, updated_at = :now WHERE id = :t"  # noqa: S608
 _COST_SOURCES = {"api_cost_micros": "api_cost_micros", "compute_cost_micros": "cost_micros"}
 
 

@@ -157,58 +157,104 @@ def _is_id(value: Any) -> bool:
     return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
-          empty: str = "Nothing to show.") -> None:
-    """A simple table on stdout (plain aligned columns when not on a terminal).
+FLEX_MIN = 12
+"""The narrowest a free-text column gets before other columns give up width."""
+_GAP = 2  # between two columns (rich's padding of one on each side)
 
-    Columns of ids are never cut or wrapped, so an id can always be copied; when the
-    terminal is narrow the other columns shrink (ending in "…") instead, and when even
-    that is not enough, id columns after the first are left out (and a line says which).
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
+          empty: str = "Nothing to show.", flex: Sequence[str] = ()) -> None:
+    """A table on stdout, as ``gh`` draws one.
+
+    Not on a terminal: one line per row, fields separated by tabs, with no header, no
+    title, no padding and nothing cut (``cut -f1`` gives the first column). On a
+    terminal: columns of ids, statuses, amounts and times are kept whole; the free-text
+    columns (``flex``; by default the column with the longest text) get the rest of the
+    width and end in "…" when cut. When the width is too small even for that, id columns
+    after the first are left out (a line says which), then every column may shrink.
     """
+    cells = [[_plain(r[i]) if i < len(r) else ("", "") for i in range(len(columns))]
+             for r in rows]
+    if not cells:
+        line(empty)
+        return
+    if not is_tty():
+        for row in cells:
+            line("\t".join(text.replace("\t", " ").replace("\n", " ") for text, _ in row))
+        return
+    _draw(columns, cells, title, flex)
+
+
+def _plain(value: Any) -> tuple[str, str]:
+    """A cell as (safe text, style): plain text, never rich markup."""
+    if isinstance(value, tuple):
+        return safe(str(value[0])), str(value[1] or "")
+    return ("" if value is None else safe(str(value))), ""
+
+
+def _draw(columns: Sequence[str], rows: list[list[tuple[str, str]]], title: str | None,
+          flex_names: Sequence[str]) -> None:
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Column, Table
     from rich.text import Text
 
-    rows = list(rows)
-    if not rows:
-        line(empty)
-        return
     out = console()
-    id_width: dict[int, int] = {}
-    for i, name in enumerate(columns):
-        values = [r[i] for r in rows if i < len(r) and r[i] not in (None, "", "-")]
-        if values and all(_is_id(v) for v in values):
-            id_width[i] = max(len(name), *(len(v[0] if isinstance(v, tuple) else v)
-                                           for v in values))
+    natural = [max(cell_len(name), *(cell_len(r[i][0]) for r in rows))
+               for i, name in enumerate(columns)]
+    ids = {i for i in range(len(columns))
+           if all(_is_id(r[i][0]) for r in rows if r[i][0] not in ("", "-"))
+           and any(r[i][0] not in ("", "-") for r in rows)}
+    flex = {i for i, name in enumerate(columns) if name in flex_names}
+    if not flex:
+        candidates = [i for i in range(len(columns)) if i not in ids]
+        widest = max(candidates, key=lambda i: natural[i], default=None)
+        if widest is not None and natural[widest] > FLEX_MIN:
+            flex = {widest}
     keep = list(range(len(columns)))
 
-    def needed() -> int:  # ids whole, every other column at least 4 wide, 2 between
-        return sum(id_width.get(i, 4) for i in keep) + 2 * (len(keep) - 1)
+    def fixed() -> int:  # whole columns, free text at FLEX_MIN at least, gaps
+        return sum(min(natural[i], FLEX_MIN) if i in flex else natural[i] for i in keep) \
+            + _GAP * (len(keep) - 1)
 
     dropped = []
-    for i in sorted(id_width, reverse=True):
-        if needed() <= out.width or i == 0:
+    for i in sorted(ids, reverse=True):
+        if fixed() <= out.width or i == min(ids):
             break
         keep.remove(i)
         dropped.append(columns[i])
-    specs = [Column(columns[i], no_wrap=True, min_width=id_width[i]) if i in id_width
-             else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
-    t = Table(*specs, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
-              header_style="bold" if out.is_terminal else "", title_justify="left",
-              pad_edge=False)
+    specs = []
+    if fixed() <= out.width:
+        room = out.width - sum(natural[i] for i in keep if i not in flex) - \
+            _GAP * (len(keep) - 1)
+        shares = _share(room, [natural[i] for i in keep if i in flex])
+        for i in keep:
+            width = shares.pop(0) if i in flex else natural[i]
+            specs.append(Column(columns[i], no_wrap=True, overflow="ellipsis", width=width))
+    else:  # too narrow even so: rich shrinks what is not an id
+        specs = [Column(columns[i], no_wrap=True, min_width=natural[i]) if i in ids
+                 else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
+    t = Table(*specs, title=title, box=box.SIMPLE_HEAD, header_style="bold",
+              title_justify="left", pad_edge=False)
     for row in rows:
-        t.add_row(*(_cell(row[i] if i < len(row) else "", Text) for i in keep))
+        t.add_row(*(Text(row[i][0], style=row[i][1]) for i in keep))
     out.print(t)
     if dropped:
         line(f"(Too narrow for {', '.join(reversed(dropped))}: widen the terminal or use "
              "--json.)")
 
 
-def _cell(value: Any, text_cls: Any) -> Any:
-    """A table cell: plain text (never rich markup), or ``(text, style)``."""
-    if isinstance(value, tuple):
-        return text_cls(safe(str(value[0])), style=value[1] or "")
-    return text_cls("" if value is None else safe(str(value)))
+def _share(room: int, wants: list[int]) -> list[int]:
+    """``room`` cells split among free-text columns that want ``wants``: none gets more
+    than it wants, the rest is shared evenly."""
+    out = [0] * len(wants)
+    left = sorted(range(len(wants)), key=lambda i: wants[i])
+    while left:
+        even = max(1, room // len(left))
+        i = left.pop(0)
+        out[i] = min(wants[i], even)
+        room -= out[i]
+    return out
 
 
 def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:

@@ -265,6 +265,13 @@ it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
                  environment variables), exclude_mcp (MCP servers never sent)
 `parhelia config show` is the authority: it lists every key this daemon knows.
 
+A running daemon reads the file when it starts and again on `parhelia daemon reload`
+(or SIGHUP): changed keys apply at once, without a restart, except those it reads only
+at start - orchestrator.db_path, daemon.log_level and the Modal app, volume, secret and
+call/launch timeouts - which the reload names and `parhelia daemon restart` applies. A
+bad file changes nothing (E101). Until then `config show` adds a DAEMON USES column for
+the keys whose value in use differs from the file's.
+
 Your Claude configuration (CLAUDE.md, settings, agents, commands, skills, output styles,
 plugins, user MCP servers) travels with tasks through `parhelia config sync`, which
 strips secrets by rule and shows a dry run first (--dry-run: every file, every exclusion

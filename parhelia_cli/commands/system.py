@@ -126,17 +126,36 @@ def config() -> None:
               help="Project whose .parhelia/config.toml applies (default: the current dir).")
 @json_option
 def config_show(project_dir: str | None) -> None:
-    """Every configuration key, its value and where it came from."""
+    """Every configuration key, its value and where it came from; a DAEMON USES column
+    when the running daemon uses another value (`parhelia daemon reload` applies it)."""
     obj = settings()
     data = to_dict(obj.api().config.get(os.path.abspath(project_dir or ".")))
     if obj.json:
         render.emit_json(data)
         return
-    rows = [(v["key"], json.dumps(v["value"], ensure_ascii=False), v["source"])
-            for v in data["values"]]
-    render.table(("KEY", "VALUE", "SOURCE"), rows, empty="No configuration values.")
+    stale = [v for v in data["values"] if v["in_use"] is not None]
+    rows = [(v["key"], json.dumps(v["value"], ensure_ascii=False), v["source"],
+             *((_in_use(v),) if stale else ())) for v in data["values"]]
+    render.table(("KEY", "VALUE", "SOURCE", *(("DAEMON USES",) if stale else ())), rows,
+                 empty="No configuration values.")
     if data["files"]:
         render.line("Files: " + ", ".join(data["files"]))
+    if stale:
+        later = [v["key"] for v in stale if v["needs_restart"]]
+        render.info(f"The daemon still uses other values for {len(stale)} key(s): "
+                    + ("`parhelia daemon reload` applies them"
+                       if len(later) < len(stale) else "")
+                    + ("; " if later and len(later) < len(stale) else "")
+                    + (f"{', '.join(later)} need `parhelia daemon restart`" if later else "")
+                    + ".")
+
+
+def _in_use(value: dict[str, Any]) -> str:
+    """The DAEMON USES cell: the value in use when it differs from the files'."""
+    if value["in_use"] is None:
+        return ""
+    return json.dumps(value["in_use"], ensure_ascii=False) + \
+        (" (until restart)" if value["needs_restart"] else " (until reload)")
 
 
 @config.command("sync")

@@ -159,7 +159,7 @@ def _is_id(value: Any) -> bool:
 
 FLEX_MIN = 12
 """The narrowest a free-text column gets before other columns give up width."""
-_GAP = 2  # between two columns (rich's padding of one on each side)
+_GAP = 2  # between two columns: a padding of one on the right and the (blank) divider
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
@@ -235,7 +235,7 @@ def _draw(columns: Sequence[str], rows: list[list[tuple[str, str]]], title: str 
         specs = [Column(columns[i], no_wrap=True, min_width=natural[i]) if i in ids
                  else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
     t = Table(*specs, title=title, box=box.SIMPLE_HEAD, header_style="bold",
-              title_justify="left", pad_edge=False)
+              title_justify="left", pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     for row in rows:
         t.add_row(*(Text(row[i][0], style=row[i][1]) for i in keep))
     out.print(t)
@@ -255,6 +255,19 @@ def _share(room: int, wants: list[int]) -> list[int]:
         out[i] = min(wants[i], even)
         room -= out[i]
     return out
+
+
+def ids(values: Iterable[str]) -> None:
+    """``-q``: one id per line, nothing else."""
+    for value in values:
+        line(value)
+
+
+def showing(listed: int, total: int, noun: str) -> None:
+    """On stderr, when ``--limit`` (or the default limit) cut a list: how much of it was
+    shown, so nobody takes 100 rows for all of them."""
+    if total > listed:
+        info(f"Showing {listed} of {total} {noun}, newest first; --limit N shows more.")
 
 
 def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:

@@ -17,7 +17,7 @@ from parhelia.backends import LOCAL
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import complete, params, render
 from parhelia_cli.api import task_options
-from parhelia_cli.context import json_option, settings
+from parhelia_cli.context import json_option, quiet_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_short
 from parhelia_cli.errors import CliError, TaskOutcome, invalid, missing
@@ -476,8 +476,9 @@ def watch(task_id: str) -> None:
                    "`session list --active`.")
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N tasks, newest first (default: 100).")
+@quiet_option
 @json_option
-def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
+def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet: bool) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
@@ -488,13 +489,16 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
     if obj.json:
         render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
         return
+    if quiet:
+        render.ids(t.id for t in resp.tasks)
+        return
     rows, notes = [], []
     for t in map(task_dict, resp.tasks):
         opts = t["options"] or {}
         where = opts.get("backend") or ""
         if opts.get("gpu"):
             where = f"{where} {opts['gpu']}".strip()
-        prompt = (t["prompt"] or "").strip().splitlines()[0] if t["prompt"] else ""
+        prompt = (t["prompt"] or "").strip().splitlines()[0].strip() if t["prompt"] else ""
         word, colour = render.status_cell(t["status"])
         if waits(t) or unsaved(t):
             word += "*"
@@ -505,8 +509,7 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
             notes.extend(f"! {t['id']}: {text}" for text in overlaps)
         rows.append((t["id"], (word, colour), render.age(t["created_at"]),
                      where, (t["usage"] or {}).get("turns", 0),
-                     usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
-                     prompt[:60] + ("..." if len(prompt) > 60 else "")))
+                     usd_short((t["usage"] or {}).get("total_cost_micros", 0)), prompt))
     if active:
         empty = "No unfinished tasks (`parhelia task list` shows all)."
     elif statuses:
@@ -514,7 +517,8 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
     else:
         empty = "No tasks. Create one with `parhelia task create \"...\"`."
     render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "TOTAL", "PROMPT"), rows,
-                 empty=empty)
+                 empty=empty, flex=("PROMPT",))
+    render.showing(len(rows), resp.total, "tasks")
     if notes:
         render.line()
         for note in notes:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,24 +81,14 @@ class Board:
         return live + done[:RECENT]
 
 
-def columns(ch: str) -> int:
-    """Terminal columns of one character: 2 for wide East Asian ones, 0 for combining."""
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
 def fit(text: str, width: int) -> str:
-    """``text`` cut (never wrapped) to ``width`` terminal columns, padded with spaces;
-    a wide character that would straddle the edge is left out."""
-    out, used = [], 0
-    for ch in text:
-        w = columns(ch)
-        if used + w > width:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + " " * max(0, width - used)
+    """``text`` cut (never wrapped) to ``width`` terminal cells, padded with spaces.
+    Cells are rich's (``rich.cells``: grapheme clusters, so a combining mark, a joined
+    emoji sequence or a skin-tone modifier stays with its character); a wide character
+    that would straddle the edge is left out."""
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, max(0, width))
 
 
 def row_cells(t: dict[str, Any], container: dict[str, Any] | None) -> list[str]:

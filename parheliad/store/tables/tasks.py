@@ -144,6 +144,13 @@ class TaskRepo:
                                f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?",
                                [*wanted, max(1, limit)])
 
+    async def count(self, statuses: Iterable[str] = ()) -> int:
+        """How many tasks there are (in ``statuses``): what a cut ``list`` leaves out."""
+        wanted = [TaskStatus(s).value for s in statuses]
+        where = f" WHERE status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM tasks{where}", wanted) or 0)  # noqa: S608
+
     async def pending(self, limit: int = 100) -> builtins.list[TaskRow]:
         """Pending tasks in FIFO order (oldest first)."""
         return await sql.amany(self._store.reader, TaskRow,

@@ -354,7 +354,7 @@ as tool errors carrying the code ("E201 TASK_NOT_FOUND: ..."). The daemon is sta
 the first tool call when it is not running (--no-autostart or PARHELIA_NO_AUTOSTART=1
 turns that off). Logs go to stderr only.
 
-  claude mcp add parhelia -- parhelia mcp-server      register it with Claude Code
+  claude mcp add -s user parhelia -- parhelia mcp-server      register it with Claude Code
   {"mcpServers": {"parhelia": {"command": "parhelia", "args": ["mcp-server"]}}}
                                          Claude Desktop: claude_desktop_config.json
 

@@ -121,11 +121,12 @@ def info(text: str) -> None:
     click.echo(text, err=True)
 
 
-def warn(text: str) -> None:
-    """``Warning: text`` on stderr, at most once per invocation for the same text."""
-    if text in _warned:
+def warn(text: str, key: str | None = None) -> None:
+    """``Warning: text`` on stderr, at most once per invocation for the same text (or
+    the same ``key``, when the text varies but the news does not)."""
+    if (key or text) in _warned:
         return
-    _warned.add(text)
+    _warned.add(key or text)
     prefix = click.style("Warning:", fg="yellow", bold=True) if color_enabled(sys.stderr) \
         else "Warning:"
     click.echo(f"{prefix} {text}", err=True)

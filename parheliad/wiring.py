@@ -122,7 +122,8 @@ def compose(paths: Paths, config: Config, store: Store, bus: EventBus, *, instan
     runtime = build_runtime(store, paths, live.get, instance_id, bus)
     tasks = TaskService(store, config=lambda project: ctx.config_for(project),
                         runtime=runtime, on_created=runtime.kick,
-                        admit=runtime.budget.admission)
+                        admit=runtime.budget.admission,
+                        check_backend=runtime.check_backend)
 
     async def backend_status() -> list[BackendState]:
         return runtime.registry.states()

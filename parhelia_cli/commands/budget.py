@@ -1,5 +1,6 @@
-"""``parhelia budget show|history|set|ledger``: the spending ceiling and where the money
-went. Each command is one RPC plus rendering; the daemon validates amounts (E101)."""
+"""``parhelia budget show|history|set|ledger|estimate``: the spending ceiling, where the
+money went, and what a task would cost. Each command is one RPC plus rendering; the
+daemon validates amounts (E101)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import click
 
 from parhelia_cli import complete, params, render
+from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_count, usd_short
@@ -155,3 +157,41 @@ def ledger(task_id: str | None, limit: int | None) -> None:
                    f"{human_count(e['input_tokens'])}/{human_count(e['output_tokens'])}",
                    e["note"] or "") for e in entries],
                  empty="The ledger is empty.")
+
+
+@budget.command()
+@click.option("--gpu", type=params.GPU,
+              help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
+@click.option("--cpu", type=params.CORES, help="Physical cores.")
+@click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
+@click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
+@click.option("--max-turns", type=params.COUNT, help="Maximum agent turns.")
+@click.option("--max-cost", type=params.USD, help="Cost cap, USD: both ends stop there.")
+@click.option("--model", help="Claude model (default: config, else the agent's default).")
+@click.option("--backend", type=click.Choice(params.BACKENDS),
+              help="Where it would run (default: config).")
+@json_option
+def estimate(gpu: str | None, cpu: float | None, memory: int | None, timeout: int | None,
+             max_turns: int | None, max_cost: int | None, model: str | None,
+             backend: str | None) -> None:
+    """The cost range (compute + API, low and high) of a task with these options, and
+    how each part is computed. Creates nothing: the same as `task create
+    --estimate-only`, and the MCP tool parhelia_budget_estimate."""
+    options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
+                           max_turns=max_turns, max_cost_micros=max_cost, model=model,
+                           backend=backend)
+    obj = settings()
+    print_estimate(to_dict(obj.api().tasks.estimate(options)), obj.json)
+
+
+def print_estimate(est: dict[str, Any], as_json: bool) -> None:
+    """An estimate (``EstimateTask``'s answer) as JSON, or a line per part."""
+    if as_json:
+        render.emit_json(est)
+        return
+    render.line(f"Estimated cost: {_money(est['low_micros'])}-{_money(est['high_micros'])}")
+    for part in est["parts"]:
+        render.line(f"  {part['name']:<8} {_money(part['low_micros'])}-"
+                    f"{_money(part['high_micros'])}" + (f"  ({part['basis']})"
+                                                       if part["basis"] else ""))
+    render.line("Nothing was created.")

@@ -320,7 +320,7 @@ def release(session_id: str, instruction: str) -> None:
     if obj.json:
         render.emit_resource(s)
         return
-    render.line(f"Session {s['id']} continues headless ({_status_word(s['status'])}). "
+    render.line(f"Session {s['id']} continues headless. "
                 f"Follow it with `parhelia task watch {s['task_id']}`.")
 
 

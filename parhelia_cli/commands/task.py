@@ -137,7 +137,9 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     obj = settings()
     api = obj.api()
     if estimate_only:
-        _print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
+        from parhelia_cli.commands.budget import print_estimate
+
+        print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
         return
     _check_credential(api, backend)
 
@@ -274,18 +276,6 @@ def upload_workspace(api: Api, directory: Path, quiet: bool,
             render.info(f"Sent conversation {last.agent_session_id} ({last.conversation_files} "
                         "file(s)); the task resumes it.")
     return last
-
-
-def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        render.emit_json(est)
-        return
-    render.line(f"Estimated cost: {usd_short(est['low_micros'])}-{usd_short(est['high_micros'])}")
-    for part in est["parts"]:
-        render.line(f"  {part['name']:<8} {usd_short(part['low_micros'])}-"
-                    f"{usd_short(part['high_micros'])}" + (f"  ({part['basis']})"
-                                                           if part["basis"] else ""))
-    render.line("Nothing was created.")
 
 
 # --- following a task -------------------------------------------------------------------
@@ -659,11 +649,13 @@ def cancel(task_id: str, grace: int | None) -> None:
 
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
-@click.option("--force", is_flag=True, help="Delete even when it is not finished (cancels first).")
+@click.option("--force", is_flag=True,
+              help="Delete a running task too (its worker is stopped first).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete(task_id: str, force: bool, yes: bool) -> None:
-    """Delete a finished task and its records, for good (--force for unfinished ones).
+    """Delete a task and its records, for good: a finished one, or one with no worker
+    (pending, held, paused: cancelled first); --force for a running one.
     Asks for confirmation unless -y."""
     from parhelia_cli import confirm
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from parhelia import money
 from parhelia.backends import LOCAL
 from parhelia.errors import invalid
 from parheliad.config import Config, RatesConfig
@@ -53,11 +54,8 @@ def round_micros(micros: Decimal) -> int:
     return int(micros.to_integral_value(rounding=ROUND_HALF_UP))
 
 
-def usd(micros: int) -> str:
-    """``$1.250000``-style exact text for messages."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS_PER_USD)
-    return f"{sign}${whole}.{frac:06d}"
+usd = money.usd
+"""Amounts in messages: the one format of every process (``$1.25``, ``$0.0042``)."""
 
 
 def parse_amount(text: str) -> int:
@@ -203,7 +201,7 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     if cap:
         # The task stops at its cap: no part, and not the total, can cost more.
         low, high = min(low, cap), min(high, cap)
-        capped = f"; capped by max cost ${_fmt_rate(Decimal(cap) / 1_000_000)}"
+        capped = f"; capped by max cost {usd(cap)}"
         parts = tuple(EstimatePart(p.name, min(p.low_micros, cap), min(p.high_micros, cap),
                                    p.basis + (capped if p.high_micros > cap else ""))
                       for p in parts)

@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from modal_worker.checkpoint.cas import sweep_temp
 from modal_worker.checkpoint.projects import Conversation
 from modal_worker.volume import LocalVolume
+from parhelia.backends import MODAL
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import Report
@@ -167,6 +168,17 @@ class Runtime:
             log.exception("budget tick failed")
 
     # -- the TaskRuntime seam of the task service ----------------------------------
+
+    def check_backend(self, name: str) -> None:
+        """Refuse, at creation, a task its backend cannot start: E400 when Modal has no
+        token (`modal token new`), E500 when the backend is otherwise unavailable."""
+        why = self.registry.unavailable_reason(name)
+        if why is None:
+            return
+        from parheliad.backends.modal import token_configured  # (built lazily too)
+
+        code = "E400" if name == MODAL and not token_configured(self.environ) else "E500"
+        raise ParheliaError(code, f"{why}. No task was created", backend=name)
 
     async def kick(self, task: TaskRow) -> None:
         self.dispatcher.kick()

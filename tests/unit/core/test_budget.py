@@ -355,5 +355,5 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert await store.write(lambda tx: usage_pending(
         tx, ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
     entries = await store.ledger.list(kind="compute")
-    assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note
+    assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.0042 " in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])

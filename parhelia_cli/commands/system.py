@@ -189,7 +189,9 @@ def _print_sync(d: dict[str, Any], dry_run: bool) -> None:
 
     render.table(("SENT", "BYTES", "NEW"),
                  [(i["path"], human_bytes(i["bytes"]), "new" if i["new"] else "")
-                  for i in d["items"]], empty="Nothing to send.")
+                  for i in d["items"]]
+                 + [(f"mcp:{name}", "", "MCP server") for name in d["mcp_servers"]],
+                 empty="Nothing to send.")
     if d["excluded"]:
         render.line()
         render.table(("LEFT OUT", "REASON", "DETAIL"),
@@ -203,7 +205,9 @@ def _print_sync(d: dict[str, Any], dry_run: bool) -> None:
     render.line()
     passed = f"; passed as environment variables: {', '.join(d['passed_env'])}" \
         if d["passed_env"] else ""
-    summary = (f"{d['files']} files, {human_bytes(d['bytes'])} "
+    servers = len(d["mcp_servers"])
+    mcp = f" and {servers} MCP server{'s' if servers != 1 else ''}" if servers else ""
+    summary = (f"{d['files']} files{mcp}, {human_bytes(d['bytes'])} "
                f"({human_bytes(d['new_bytes'])} new) from {d['source_dir']}{passed}")
     if d["bundle_id"] is None:
         render.line(f"No Claude configuration found in {d['source_dir']}; nothing to sync.")

@@ -36,7 +36,7 @@ def sync_response(result: SyncResult) -> config_pb2.SyncConfigResponse:
                                          after=r.after) for r in result.rewrites],
         files=result.files, bytes=result.bytes, new_bytes=result.new_bytes,
         warnings=result.warnings, uploaded=result.uploaded, passed_env=result.passed_env,
-        source_dir=result.source_dir)
+        source_dir=result.source_dir, mcp_servers=result.mcp_servers)
 
 
 def _json(value: object) -> str:

@@ -281,6 +281,7 @@ class SyncConfigResponse(_message.Message):
     UPLOADED_FIELD_NUMBER: _builtins.int
     PASSED_ENV_FIELD_NUMBER: _builtins.int
     SOURCE_DIR_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     files: _builtins.int
     bytes: _builtins.int
@@ -300,6 +301,10 @@ class SyncConfigResponse(_message.Message):
     def passed_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """names (never values) of sync.pass_env variables given to workers"""
 
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the MCP servers the bundle sends, by name"""
+
     def __init__(
         self,
         *,
@@ -314,10 +319,11 @@ class SyncConfigResponse(_message.Message):
         uploaded: _builtins.bool = ...,
         passed_env: _abc.Iterable[_builtins.str] | None = ...,
         source_dir: _builtins.str = ...,
+        mcp_servers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "new_bytes", b"new_bytes", "passed_env", b"passed_env", "rewrites", b"rewrites", "source_dir", b"source_dir", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "mcp_servers", b"mcp_servers", "new_bytes", b"new_bytes", "passed_env", b"passed_env", "rewrites", b"rewrites", "source_dir", b"source_dir", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

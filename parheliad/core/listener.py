@@ -352,6 +352,8 @@ class Listener:
                 continue
             at = parse_at(envelope.at) or now_us()
             data = typed.to_dict() if typed is not None else envelope.data
+            if isinstance(typed, records.AgentTurnCompleted | records.AgentResult):
+                data = {**data, **_task_totals(tx, c, typed.usage)}
             if isinstance(typed, records.Heartbeat):
                 applied.booked |= self._heartbeat(tx, c, typed, at)
             elif tx.events.append(envelope.type, _message(envelope.type, data),
@@ -503,6 +505,16 @@ def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
                                                              clients=record.clients), **fields)
 
 
+def _task_totals(tx: Tx, c: ContainerRow, usage: records.Usage) -> dict[str, int]:
+    """The task's turns and tokens as of a turn or result record of ``c``: the task's
+    other incarnations' figures plus this record's, so turn numbers continue across a
+    recovery (the record's own count is the incarnation's: turn 1 again)."""
+    turns, tokens_in, tokens_out = tx.containers.usage_of_others(c.task_id, c.id)
+    return {"task_turns": turns + usage.turns,
+            "task_input_tokens": tokens_in + usage.input_tokens,
+            "task_output_tokens": tokens_out + usage.output_tokens}
+
+
 def _is_current(tx: Tx, c: ContainerRow) -> bool:
     """Whether ``c`` is its task's current container (an older incarnation still draining
     after a retry must not overwrite what the task shows)."""
@@ -608,7 +620,7 @@ def _message(kind: str, data: Mapping[str, Any]) -> str:
     if kind == "agent_tool_use":
         return f"{data.get('tool', '')}: {data.get('summary', '')}"[:300]
     if kind == "agent_turn_completed":
-        return f"turn {data.get('turns', '?')}"
+        return f"turn {data.get('task_turns', data.get('turns', '?'))}"
     if kind == "agent_result":
         return f"{data.get('subtype', '')} after {data.get('turns', '?')} turns"
     if kind == "agent_cost":

@@ -71,6 +71,14 @@ class ContainerWrites:
         return row
 
 
+    def usage_of_others(self, task_id: str, container_id: str) -> tuple[int, int, int]:
+        """(turns, input tokens, output tokens) of the task's containers but this one."""
+        row = self._tx.conn.execute(
+            "SELECT COALESCE(SUM(turns), 0), COALESCE(SUM(input_tokens), 0), "
+            "COALESCE(SUM(output_tokens), 0) FROM containers WHERE task_id = ? AND id <> ?",
+            (task_id, container_id)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     # -- what the budget reads (parheliad.core.budget) ----------------------------------
 
     def _with_model(self, where: str, params: Iterable[Any]) -> builtins.list[

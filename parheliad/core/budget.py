@@ -45,10 +45,13 @@ from parhelia.errors import ParheliaError, invalid
 from parhelia.records import USAGE_FIELDS
 from parheliad.config import Config
 from parheliad.core.pricing import (
+    Prices,
     compute_rate,
     container_token_cost,
+    model_prices,
     parse_amount,
     period_start_us,
+    priced_tokens,
     reservation_for,
     round_micros,
     to_micros,
@@ -163,8 +166,12 @@ class Budget:
         """Per task: API spend of its live agents priced from their tokens, since they
         last reported a cost of their own (what they reported is booked already)."""
         out: dict[str, int] = {}
-        for c, model in tx.containers.live_with_model():
-            extra = round_micros(container_token_cost(cfg.rates, self._model(cfg, model), c)) \
+        prices: dict[str, Prices] = {}  # one lookup per model, not per container
+        for c in tx.containers.live_usage():
+            name = self._model(cfg, c.model)
+            if name not in prices:
+                prices[name] = model_prices(cfg.rates, name)
+            extra = round_micros(priced_tokens(prices[name], c)) \
                 - c.api_priced_at_report_micros
             if extra > 0:
                 out[c.task_id] = out.get(c.task_id, 0) + extra
@@ -181,20 +188,14 @@ class Budget:
         reservation, what it can still spend before the budget sees it (one answer and
         one accrual window of compute; ``reservation_for``). It does not shrink as the
         task spends: the next answer can come whatever was spent before."""
-        total = 0
-        for r in tx.reservations.all():
-            if r.task_id == exclude:
-                continue
-            task = tx.tasks.get(r.task_id)
-            if task is not None and task.status in _ACTIVE:
-                total += r.micros
-        return total
+        return tx.reservations.held(_ACTIVE, exclude=exclude)
 
-    def status(self, tx: Tx, cfg: Config, now: int | None = None) -> BudgetStatus:
+    def status(self, tx: Tx, cfg: Config, now: int | None = None,
+               inflight: dict[str, int] | None = None) -> BudgetStatus:
         now = now_us() if now is None else now
         start = period_start_us(cfg.budget.period, now)
         ceiling = self.ceiling(tx, cfg)
-        inflight = self.inflight(tx, cfg)
+        inflight = self.inflight(tx, cfg) if inflight is None else inflight
         inflight_total = sum(inflight.values())
         booked = tx.ledger.period_totals(start)
         compute, api = booked.compute_micros, booked.other_micros
@@ -278,20 +279,20 @@ class Budget:
         stopping it now would only throw its result away). ``resume``: below the
         ceiling, budget-paused tasks go back to pending."""
         inflight = self.inflight(tx, cfg)
-        live = {c.task_id: c for c, _ in tx.containers.live_with_model()}
-        result = TickResult(self.status(tx, cfg, now))
-        for task in tx.tasks.with_status(_ACTIVE):
-            if task.max_cost_micros <= 0 or finished(task):
-                continue
-            spent = self._task_spent(tx, task.id, inflight)
+        stops: list[tuple[ContainerRow, str]] = []
+        for task in tx.tasks.capped(_ACTIVE):
+            if task.result_subtype and not task.result_is_error:
+                continue  # finished: see ``finished``
+            spent = task.booked_micros + inflight.get(task.id, 0)
             if spent >= task.max_cost_micros:
                 self._cap_reached(tx, task.id, task.max_cost_micros, spent)
-                if task.id in live:
-                    result.stops.append((live[task.id], BUDGET_REASON))
-        status = result.status = self.status(tx, cfg, now)
+                stops += [(c, BUDGET_REASON) for c in tx.containers.live_of(task.id)]
+        # (failing a task released its reservation; what was spent stays spent)
+        status = self.status(tx, cfg, now, inflight)
+        result = TickResult(status, stops)
         mark = f"{status.period_start_us}:{status.ceiling_micros}"
         if status.exceeded:
-            self._pause_all(tx, status, live, result)
+            self._pause_all(tx, status, result)
             if tx.kv.get(KV_EXCEEDED) != mark:
                 tx.kv.set(KV_EXCEEDED, mark)
                 tx.events.append("budget_exceeded",
@@ -359,9 +360,28 @@ class Budget:
         """Inside the unit that booked API spend: the caps, the ceiling and the warning,
         enforced at once (not on the next tick). The workers to stop once the unit has
         committed (:meth:`stop_workers`)."""
-        result = self._enforce(tx, self._config(), now_us(), resume=False)
+        cfg, now = self._config(), now_us()
+        if self._clear(tx, cfg, now):
+            return []  # the common case, without the whole status (ADR 0045: its cost)
+        result = self._enforce(tx, cfg, now, resume=False)
         self.last_status = result.status
         return result.stops
+
+    def _clear(self, tx: Tx, cfg: Config, now: int) -> bool:
+        """Whether nothing can be due: no live task at or over its cap, spend below the
+        warning threshold (or the warning recorded already) and below the ceiling. Cheaper
+        than the whole status: one sum of the ledger, the live containers' tokens."""
+        inflight = self.inflight(tx, cfg)
+        for task in tx.tasks.capped(_ACTIVE):
+            if task.booked_micros + inflight.get(task.id, 0) >= task.max_cost_micros:
+                return False
+        start = period_start_us(cfg.budget.period, now)
+        ceiling = self.ceiling(tx, cfg)
+        used = tx.ledger.total(since_us=start) + sum(inflight.values())
+        if used >= ceiling:
+            return False
+        warned = tx.kv.get(KV_WARNED) == f"{start}:{ceiling}"
+        return warned or used * 100 < ceiling * cfg.budget.warning_threshold_percent
 
     def stop_workers(self, stops: list[tuple[ContainerRow, str]]) -> None:
         """Ask the runtime to stop these workers (after the unit that decided it)."""
@@ -418,8 +438,7 @@ class Budget:
                   f"{usd(spent)}; its worker was stopped. Retry it with a higher --max-cost")
         tx.reservations.delete(task_id)
 
-    def _pause_all(self, tx: Tx, status: BudgetStatus, live: dict[str, ContainerRow],
-                   result: TickResult) -> None:
+    def _pause_all(self, tx: Tx, status: BudgetStatus, result: TickResult) -> None:
         reason = (f"{BUDGET_REASON}: the ceiling of {usd(status.ceiling_micros)} was reached "
                   f"({usd(status.used_micros)} used)")
         for task in tx.tasks.with_status(_ACTIVE):
@@ -428,8 +447,7 @@ class Budget:
             transition(tx, task.id, TaskStatus.PAUSED, reason=reason,
                        data={"code": "E300", "ceiling_micros": status.ceiling_micros})
             tx.reservations.delete(task.id)
-            if task.id in live:
-                result.stops.append((live[task.id], BUDGET_REASON))
+            result.stops += [(c, BUDGET_REASON) for c in tx.containers.live_of(task.id)]
 
     def _resume_paused(self, tx: Tx) -> list[str]:
         resumed = []

@@ -19,6 +19,7 @@ from parheliad.config import Config, RatesConfig
 from parheliad.core.tasks import TaskOptions, task_options
 from parheliad.store.clock import US_PER_SECOND
 from parheliad.store.rows import ContainerRow, TaskRow
+from parheliad.store.tables.containers import LiveUsage
 
 MICROS_PER_USD = 1_000_000
 MAX_CEILING_USD = Decimal(1_000_000_000)
@@ -111,7 +112,11 @@ def model_family(rates: RatesConfig, model: str) -> str:
     return next((k for k in keys if k in name), "default")
 
 
-def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]:
+Prices = tuple[str, Decimal, Decimal]
+"""(family, USD per million input tokens, per million output tokens)."""
+
+
+def model_prices(rates: RatesConfig, model: str) -> Prices:
     """(family, USD per million input tokens, per million output tokens)."""
     family = model_family(rates, model)
     default_in = rates.model_input_per_mtok.get("default", Decimal(0))
@@ -123,10 +128,22 @@ def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]
 def token_cost(rates: RatesConfig, model: str, *, input_tokens: int, output_tokens: int,
                cache_write: int = 0, cache_read: int = 0) -> Decimal:
     """Micro-dollars (unrounded): a token at $P per million tokens costs P micro-dollars."""
-    _, price_in, price_out = model_prices(rates, model)
+    return _at(model_prices(rates, model), input_tokens, output_tokens, cache_write,
+               cache_read)
+
+
+def _at(prices: Prices, input_tokens: int, output_tokens: int, cache_write: int,
+        cache_read: int) -> Decimal:
+    _, price_in, price_out = prices
     return (input_tokens * price_in + output_tokens * price_out
             + cache_write * price_in * CACHE_WRITE_FACTOR
             + cache_read * price_in * CACHE_READ_FACTOR)
+
+
+def priced_tokens(prices: Prices, c: ContainerRow | LiveUsage) -> Decimal:
+    """A container's tokens at ``prices`` (``model_prices``), in micro-dollars."""
+    return _at(prices, c.input_tokens, c.output_tokens, c.cache_creation_input_tokens,
+               c.cache_read_input_tokens)
 
 
 def container_token_cost(rates: RatesConfig, model: str, c: ContainerRow) -> Decimal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from parheliad.core.states import TaskStatus, check_task_transition
 from parheliad.store import ids, sql
@@ -23,6 +23,15 @@ USAGE_COUNTERS = frozenset({
     "turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_read_input_tokens", "api_cost_micros", "compute_cost_micros", "restarts"})
 _SELECT = f"{sql.select(TaskRow)} FROM tasks"
+
+
+class CappedTask(NamedTuple):
+    id: str
+    max_cost_micros: int
+    booked_micros: int
+    """API and compute booked."""
+    result_subtype: str
+    result_is_error: bool
 
 
 class TaskWrites:
@@ -98,6 +107,16 @@ class TaskWrites:
         return sql.many(self._tx.conn, TaskRow,
                         f"{_SELECT} WHERE status IN ({', '.join('?' * len(wanted))}) "
                         "ORDER BY seq", wanted)
+
+    def capped(self, statuses: Iterable[str]) -> builtins.list[CappedTask]:
+        """Tasks in ``statuses`` with a ``max_cost``: what their cap is checked on."""
+        wanted = [str(s) for s in statuses]
+        rows = self._tx.conn.execute(
+            "SELECT id, max_cost_micros, api_cost_micros + compute_cost_micros, "  # noqa: S608
+            "result_subtype, result_is_error FROM tasks WHERE max_cost_micros > 0 AND "
+            f"status IN ({', '.join('?' * len(wanted))}) ORDER BY seq", wanted).fetchall()
+        return [CappedTask(str(r[0]), int(r[1]), int(r[2]), str(r[3] or ""), bool(r[4]))
+                for r in rows]
 
     def recount_cost(self, task_id: str, column: str) -> None:
         """Set ``column`` (``api_cost_micros`` or ``compute_cost_micros``) to the sum over

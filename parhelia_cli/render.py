@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -158,9 +158,12 @@ def _is_id(value: Any) -> bool:
     return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
 
 
-FLEX_MIN = 12
+FLEX_MIN = 8
 """The narrowest a free-text column gets before other columns give up width."""
+OTHER_MIN = 3
+"""The narrowest a column that may shrink gets before extra id columns are left out."""
 _GAP = 2  # between two columns: a padding of one on the right and the (blank) divider
+_MONEY = re.compile(r"-?\$[\d,]+\.\d+")
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
@@ -169,10 +172,11 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
 
     Not on a terminal: one line per row, fields separated by tabs, with no header, no
     title, no padding and nothing cut (``cut -f1`` gives the first column). On a
-    terminal: columns of ids, statuses, amounts and times are kept whole; the free-text
-    columns (``flex``; by default the column with the longest text) get the rest of the
-    width and end in "…" when cut. When the width is too small even for that, id columns
-    after the first are left out (a line says which), then every column may shrink.
+    terminal: columns of ids, statuses (cells given as ``(word, style)``) and amounts
+    (``$1.25``) are kept whole; the free-text columns (``flex``; by default the column
+    with the longest text) get the rest of the width and end in "…" when cut. When the
+    width is too small, the free text shrinks first, then the other columns, then id
+    columns after the first are left out (a line says which).
     """
     cells = [[_plain(r[i]) if i < len(r) else ("", "") for i in range(len(columns))]
              for r in rows]
@@ -183,7 +187,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         for row in cells:
             line("\t".join(text.replace("\t", " ").replace("\n", " ") for text, _ in row))
         return
-    _draw(columns, cells, title, flex)
+    styled = {i for i in range(len(columns))
+              for r in rows if i < len(r) and isinstance(r[i], tuple)}
+    _draw(columns, cells, title, flex, styled)
 
 
 def _plain(value: Any) -> tuple[str, str]:
@@ -194,7 +200,7 @@ def _plain(value: Any) -> tuple[str, str]:
 
 
 def _draw(columns: Sequence[str], rows: list[list[tuple[str, str]]], title: str | None,
-          flex_names: Sequence[str]) -> None:
+          flex_names: Sequence[str], styled: set[int]) -> None:
     from rich import box
     from rich.cells import cell_len
     from rich.table import Column, Table
@@ -203,35 +209,50 @@ def _draw(columns: Sequence[str], rows: list[list[tuple[str, str]]], title: str 
     out = console()
     natural = [max(cell_len(name), *(cell_len(r[i][0]) for r in rows))
                for i, name in enumerate(columns)]
-    ids = {i for i in range(len(columns))
-           if all(_is_id(r[i][0]) for r in rows if r[i][0] not in ("", "-"))
-           and any(r[i][0] not in ("", "-") for r in rows)}
+
+    def every(i: int, test: Callable[[str], bool]) -> bool:
+        shown = [r[i][0] for r in rows if r[i][0] not in ("", "-")]
+        return bool(shown) and all(test(v) for v in shown)
+
+    ids = {i for i in range(len(columns)) if every(i, _is_id)}
+    whole = ids | styled | {i for i in range(len(columns))
+                            if every(i, lambda v: _MONEY.fullmatch(v) is not None)}
     flex = {i for i, name in enumerate(columns) if name in flex_names}
     if not flex:
-        candidates = [i for i in range(len(columns)) if i not in ids]
+        candidates = [i for i in range(len(columns)) if i not in whole]
         widest = max(candidates, key=lambda i: natural[i], default=None)
         if widest is not None and natural[widest] > FLEX_MIN:
             flex = {widest}
     keep = list(range(len(columns)))
 
-    def fixed() -> int:  # whole columns, free text at FLEX_MIN at least, gaps
-        return sum(min(natural[i], FLEX_MIN) if i in flex else natural[i] for i in keep) \
-            + _GAP * (len(keep) - 1)
+    def need(other_min: int) -> int:
+        return sum(min(natural[i], FLEX_MIN) if i in flex else natural[i] if i in whole
+                   else min(natural[i], other_min) for i in keep) + _GAP * (len(keep) - 1)
 
     dropped = []
     for i in sorted(ids, reverse=True):
-        if fixed() <= out.width or i == min(ids):
+        if need(OTHER_MIN) <= out.width or i == min(ids):
             break
         keep.remove(i)
         dropped.append(columns[i])
     specs = []
-    if fixed() <= out.width:
-        room = out.width - sum(natural[i] for i in keep if i not in flex) - \
-            _GAP * (len(keep) - 1)
-        shares = _share(room, [natural[i] for i in keep if i in flex])
+    if need(OTHER_MIN) <= out.width:
+        gaps = _GAP * (len(keep) - 1)
+        fixed = sum(natural[i] for i in keep if i in whole)
+        others = [i for i in keep if i not in whole and i not in flex]
+        flexed = [i for i in keep if i in flex]
+        if need(10**6) <= out.width:  # every other column whole: free text takes the rest
+            widths = dict(zip(others, (natural[i] for i in others), strict=True))
+            room = out.width - fixed - gaps - sum(widths.values())
+            widths.update(zip(flexed, _share(room, [natural[i] for i in flexed]), strict=True))
+        else:  # free text at its least, the other columns share what is left
+            widths = {i: min(natural[i], FLEX_MIN) for i in flexed}
+            room = out.width - fixed - gaps - sum(widths.values())
+            widths.update(zip(others, _share(room, [natural[i] for i in others]),
+                              strict=True))
         for i in keep:
-            width = shares.pop(0) if i in flex else natural[i]
-            specs.append(Column(columns[i], no_wrap=True, overflow="ellipsis", width=width))
+            specs.append(Column(columns[i], no_wrap=True, overflow="ellipsis",
+                                width=natural[i] if i in whole else widths[i]))
     else:  # too narrow even so: rich shrinks what is not an id
         specs = [Column(columns[i], no_wrap=True, min_width=natural[i]) if i in ids
                  else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]

@@ -13,16 +13,18 @@ from collections.abc import Mapping, Sequence
 
 
 def in_pty(argv: Sequence[str], env: Mapping[str, str], *, columns: int = 100,
-           rows: int = 40, stderr_tty: bool = True, timeout: float = 120
-           ) -> tuple[int, str, str]:
+           rows: int = 40, stderr_tty: bool = True, stdin_tty: bool = True,
+           timeout: float = 120) -> tuple[int, str, str]:
     """(exit code, what the terminal showed, stderr when it was a pipe). The terminal is
     ``columns`` x ``rows`` (TIOCSWINSZ; ``COLUMNS``/``LINES`` are removed from ``env``
-    so the program measures the terminal itself)."""
+    so the program measures the terminal itself); without ``stdin_tty`` stdin is
+    /dev/null (nobody answers a question)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     os.set_blocking(master, False)
     clean = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen(list(argv), stdin=slave, stdout=slave,
+    proc = subprocess.Popen(list(argv), stdin=slave if stdin_tty else subprocess.DEVNULL,
+                            stdout=slave,
                             stderr=slave if stderr_tty else subprocess.PIPE,
                             env={"TERM": "xterm-256color", **clean})
     os.close(slave)

@@ -78,7 +78,8 @@ def test_running_task_is_paused_at_the_ceiling_and_resumes_when_raised(run: Cli)
     ok(run("budget", "set", f"{ceiling / 1_000_000:.6f}"))
 
     paused = wait_for(lambda: (t := task(run, task_id))["status"] == "paused"
-                      and t, what="the budget pause")
+                      and t, what="the budget pause",
+                      detail=lambda: str(task(run, task_id)) + run("budget", "show").stdout)
     assert paused["status_reason"].startswith("budget: the ceiling of")
     first = paused["container_id"]
     wait_for(lambda: any(
@@ -88,7 +89,7 @@ def test_running_task_is_paused_at_the_ceiling_and_resumes_when_raised(run: Cli)
              if e["container_id"] == first and e["data"]["trigger"] == "stop"]
     assert stops and stops[-1]["data"]["message"] == "stopped: budget"
     status = as_json(run("budget", "show", "--json"))
-    assert status["exceeded"] and status["used_micros"] >= ceiling
+    assert status["exceeded"] and status["used_micros"] >= ceiling, (status, ceiling)
     assert events(run, types="budget_exceeded") and events(run, types="budget_warning")
     # every command shows the banner while the budget is exceeded
     banner = run("task", "list")

@@ -14,6 +14,7 @@ from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_count, usd_short
+from parhelia_cli.flows.estimate import print_estimate
 
 
 @click.group()
@@ -182,16 +183,3 @@ def estimate(gpu: str | None, cpu: float | None, memory: int | None, timeout: in
                            backend=backend)
     obj = settings()
     print_estimate(to_dict(obj.api().tasks.estimate(options)), obj.json)
-
-
-def print_estimate(est: dict[str, Any], as_json: bool) -> None:
-    """An estimate (``EstimateTask``'s answer) as JSON, or a line per part."""
-    if as_json:
-        render.emit_json(est)
-        return
-    render.line(f"Estimated cost: {_money(est['low_micros'])}-{_money(est['high_micros'])}")
-    for part in est["parts"]:
-        render.line(f"  {part['name']:<8} {_money(part['low_micros'])}-"
-                    f"{_money(part['high_micros'])}" + (f"  ({part['basis']})"
-                                                       if part["basis"] else ""))
-    render.line("Nothing was created.")

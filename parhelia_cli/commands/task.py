@@ -25,7 +25,6 @@ from parhelia_cli.flows.submit import check_credential, submit_task
 if TYPE_CHECKING:
     pass
 
-WATCH_BACKLOG = 20
 """Recent events `task watch` prints first, so re-attaching shows what happened."""
 
 
@@ -171,8 +170,6 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     follow(api, created.id, obj.json)
 
 
-
-
 def _relative_to(path: Path, directory: Path) -> str:
     """``--include-secret-file`` as a path inside the workspace (E101 outside it)."""
     full = Path(os.path.abspath(path))
@@ -183,20 +180,13 @@ def _relative_to(path: Path, directory: Path) -> str:
                       f"{directory}") from None
 
 
-
-
-
-
-
-
-
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @json_option
 def watch(task_id: str) -> None:
     """Follow a task live until it finishes (Ctrl-C detaches)."""
     obj = settings()
-    follow(obj.api(), task_id, obj.json, backlog=WATCH_BACKLOG)
+    follow(obj.api(), task_id, obj.json, history=True)
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -274,11 +264,6 @@ def overlap_lines(t: dict[str, Any], paths: int = OVERLAP_PATHS_SHOWN,
         out.append(f"task {o['task_id']} also changed {count} of the same path(s): "
                    f"{shown}{more}")
     return out
-
-
-
-
-
 
 
 @task.command()

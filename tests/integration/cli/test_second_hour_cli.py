@@ -25,6 +25,9 @@ def test_item8_one_money_format_in_set_echo_e300_and_events(harness: Harness) ->
     assert created.returncode == 0, created.stderr
     assert "E300" in created.stderr and "ceiling $0.50" in created.stderr, created.stderr
     assert created.stderr.count("stays queued") <= 1, created.stderr
+    synced = h.run("task", "create", fake_prompt({"turn": True}), "--no-workspace", "--sync")
+    assert synced.returncode == 4 and "E300" in synced.stderr, synced.stderr
+    assert synced.stderr.count("stays queued") == 1, synced.stderr
     texts = [e["message"] for e in h.json("events", "list")["events"]]
     texts.append(created.stderr)
     assert not [t for t in texts if SIX_DECIMALS.search(t)], texts

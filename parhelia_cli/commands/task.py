@@ -341,14 +341,27 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
-def logs(task_id: str, follow_logs: bool) -> None:
-    """Print the agent's raw output (stream-json) of a task."""
+@click.option("--raw", is_flag=True,
+              help="The agent's own stream-json lines, unchanged (for jq and scripts).")
+def logs(task_id: str, follow_logs: bool, raw: bool) -> None:
+    """What the agent did, as a person reads it: its turns, each tool call with its
+    input summarised, the tool's result, the agent's text and its result (every
+    incarnation of the task, oldest first). --raw prints the stream-json itself."""
+    from parhelia_cli.agentlog import AgentLog
+
     api = settings().api()
     out = sys.stdout.buffer
+    view = None if raw else AgentLog()
     try:
         for chunk in api.tasks.logs(task_id, follow=follow_logs):
-            out.write(chunk.data)
-            out.flush()
+            if view is None:
+                out.write(chunk.data)
+                out.flush()
+                continue
+            for line in view.feed(chunk.container_id, chunk.data):
+                render.line(line)
+        for line in view.finish() if view is not None else ():
+            render.line(line)
     except KeyboardInterrupt:
         return
 

@@ -161,14 +161,7 @@ def ledger(task_id: str | None, limit: int | None) -> None:
 
 
 @budget.command()
-@click.option("--gpu", type=params.GPU,
-              help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
-@click.option("--cpu", type=params.CORES, help="Physical cores.")
-@click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
-@click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
-@click.option("--max-turns", type=params.COUNT, help="Maximum agent turns.")
-@click.option("--max-cost", type=params.USD, help="Cost cap, USD: both ends stop there.")
-@click.option("--model", help="Claude model (default: config, else the agent's default).")
+@params.sizing_options
 @click.option("--backend", type=click.Choice(params.BACKENDS),
               help="Where it would run (default: config).")
 @json_option

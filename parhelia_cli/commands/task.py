@@ -62,14 +62,7 @@ FROM_SESSION_PROMPT = "Continue where we left off."
 
 @task.command("create")
 @click.argument("prompt", required=False)
-@click.option("--gpu", type=params.GPU,
-              help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
-@click.option("--cpu", type=params.CORES, help="Physical cores.")
-@click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
-@click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
-@click.option("--max-turns", type=params.COUNT, help="Maximum agent turns.")
-@click.option("--max-cost", type=params.USD, help="Cost cap for this task, USD (e.g. 2.50).")
-@click.option("--model", help="Claude model (default: config, else the agent's default).")
+@params.sizing_options
 @click.option("--permission-mode", type=click.Choice(params.PERMISSION_MODES),
               help="Claude Code permission mode (default: config).")
 @click.option("--backend", type=click.Choice(params.BACKENDS), help="Where to run it "

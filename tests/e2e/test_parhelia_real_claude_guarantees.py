@@ -17,18 +17,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.claude_env import parhelia_on_real_claude
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.helpers.daemon import RunningDaemon, reap, start_daemon
 from tests.helpers.harness import Harness
 from tests.helpers.waiting import wait_for
 
@@ -67,30 +65,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(claude_bin: Path) -> Iterator[Stack]:
-    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
-    agent_home = home / "agent-home"
-    agent_home.mkdir()
-    with FakeAnthropic(input_tokens=INPUT_TOKENS) as fake:
-        (home / "config.toml").write_text(
-            f"[agent]\ncommand = ['{claude_bin}']\n"
+    with FakeAnthropic(input_tokens=INPUT_TOKENS) as fake, parhelia_on_real_claude(
+            claude_bin, fake.url, KEY,
             "[heartbeat]\ninterval_seconds = 0.5\n"
             "[checkpoint]\nmin_turn_interval_seconds = 0\n"
             "[recovery]\nbackoff_seconds = 0.2\n"
             "[budget]\naccrual_interval_seconds = 0.3\n"
-            "[orchestrator]\ndispatch_interval_seconds = 0.5\n")
-        env_file = home / "parheliad.env"
-        env_file.write_text(f"ANTHROPIC_API_KEY={KEY}\n")
-        env_file.chmod(0o600)
-        daemon: RunningDaemon = start_daemon(
-            home, ANTHROPIC_BASE_URL=fake.url, HOME=str(agent_home),
-            NO_PROXY="127.0.0.1,localhost")
-        try:
-            yield Stack(Harness(daemon), fake)
-        finally:
-            if daemon.proc.poll() is None:
-                daemon.stop()
-            reap(home)
-            shutil.rmtree(home, ignore_errors=True)
+            "[orchestrator]\ndispatch_interval_seconds = 0.5\n") as daemon:
+        yield Stack(Harness(daemon), fake)
 
 
 

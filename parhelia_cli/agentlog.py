@@ -4,9 +4,10 @@ its result. ``task logs`` prints this (``--raw`` the JSON lines); ``top``'s ``l`
 
 Chunks arrive per container (a task's incarnations, oldest first) and may cut a line in
 two: each container's partial line waits for its end. Everything the agent wrote goes
-through :func:`parhelia_cli.render.safe`; tool inputs are summarised by the one summary
-of the contract package (:func:`parhelia.redact.tool_summary`, redacted, never file
-contents).
+through :func:`parhelia_cli.render.safe` and the credential catalogue
+(:func:`parhelia.redact.redact`: a key a tool printed is not shown); tool inputs are
+summarised by the one summary of the contract package (:func:`parhelia.redact.tool_summary`,
+never file contents). ``--raw`` is the agent's own output, unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from parhelia.redact import tool_summary
+from parhelia.redact import redact, tool_summary
 from parhelia_cli import render
 from parhelia_cli.durations import human_seconds, usd_short
 
@@ -94,7 +95,7 @@ class AgentLog:
             if not isinstance(block, Mapping):
                 continue
             if block.get("type") == "text" and isinstance(block.get("text"), str):
-                for line in render.safe(block["text"], multiline=True).splitlines():
+                for line in render.safe(redact(block["text"]), multiline=True).splitlines():
                     yield _cut(pad + line)
             elif block.get("type") == "tool_use":
                 name = str(block.get("name") or "?")
@@ -126,7 +127,7 @@ def _user(obj: Mapping[str, Any]) -> Iterator[str]:
     for block in content if isinstance(content, list) else []:
         if not isinstance(block, Mapping) or block.get("type") != "tool_result":
             continue
-        lines = _result_text(block.get("content")).splitlines()
+        lines = redact(_result_text(block.get("content"))).splitlines()
         mark = "<- error: " if block.get("is_error") else "<- "
         shown = [line for line in lines if line.strip()][:RESULT_LINES] or ["(no output)"]
         for i, line in enumerate(shown):
@@ -156,7 +157,7 @@ def _result(obj: Mapping[str, Any]) -> Iterator[str]:
                       f"{obj.get('num_turns', '?')} turns{took}{spent}")
     text = obj.get("result")
     if isinstance(text, str):
-        for line in render.safe(text, multiline=True).splitlines():
+        for line in render.safe(redact(text), multiline=True).splitlines():
             yield _cut("  " + line)
 
 

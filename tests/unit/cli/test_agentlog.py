@@ -26,7 +26,8 @@ def test_item5_chunks_turns_tools_results_and_escapes() -> None:
                            {"type": "tool_use", "name": "Bash",
                             "input": {"command": "ls -la"}})
               + _line({"type": "user", "message": {"content": [
-                  {"type": "tool_result", "content": "a\nb\nc\nd\ne", "is_error": False}]}})
+                  {"type": "tool_result", "content": "a\nb\nc\nd\ne", "is_error": False},
+                  {"type": "tool_result", "content": "key sk-ant-api03-" + "Z" * 40}]}})
               + _assistant("m2", {"type": "tool_use", "name": "Read",
                                   "input": {"file_path": "/w/src/app.py"}}, sub=True))
     half = len(stream) // 2
@@ -38,6 +39,7 @@ def test_item5_chunks_turns_tools_results_and_escapes() -> None:
     assert "  -> Bash: ls -la" in lines
     assert "  <- a" in lines and any("(+2 more lines)" in x for x in lines)
     assert "    | -> Read: /w/src/app.py" in lines  # a subagent's call, no new turn
+    assert not any("Z" * 20 in x for x in lines)  # a printed key is redacted
     assert "-- turn 2 --" not in lines
     # A second incarnation: its own header, and turns go on counting.
     more = list(log.feed("c-2", _assistant("m3", {"type": "text", "text": "Resumed."})

@@ -22,8 +22,8 @@ rounded once, half up, when it becomes an integer (docs/adr/0008-budget.md).
   held whole while its task runs and released when it no longer runs or recovers.
 - **Enforcement** (as spend is booked, and each tick): a task whose total reaches its
   ``max_cost`` fails with E300 and its worker is stopped; at the ceiling every running
-  task is paused (its worker checkpoints and stops); crossing the warning threshold records one E301
-  event per period and ceiling; below the ceiling again (raised, or a new month),
+  task is paused (its worker checkpoints and stops); crossing the warning threshold
+  records one E301 event per period and ceiling; below the ceiling again (raised, or a new month),
   budget-paused tasks go back to pending and resume from their checkpoints.
 
 Prices and estimates are pure functions in :mod:`parheliad.core.pricing`; every query is
@@ -130,11 +130,11 @@ class TickResult:
 
 
 def _cannot_fit(task: TaskRow, status: BudgetStatus, amount: int) -> str:
-    return (f"task {task.id} cannot fit the budget: used {usd(status.used_micros)} + its "
-            f"estimate {usd(amount)} > ceiling {usd(status.ceiling_micros)}. It stays queued "
-            "and later tasks go ahead; raise the ceiling with `parhelia budget set AMOUNT`, "
-            f"or cancel it and `parhelia task retry {task.id} --max-cost USD` (or fewer "
-            "--max-turns, a shorter --timeout)")
+    return (f"task {task.id} cannot fit the budget: used {usd(status.used_micros)} + what "
+            f"it reserves while it runs {usd(amount)} (one answer; `parhelia help budget`) > "
+            f"ceiling {usd(status.ceiling_micros)}. It stays queued and later tasks go ahead; "
+            "raise the ceiling with `parhelia budget set AMOUNT`, or cancel it and "
+            f"`parhelia task retry {task.id} --max-cost USD` (a smaller cap reserves less)")
 
 
 class Budget:
@@ -223,7 +223,7 @@ class Budget:
         cfg = self._config()
         amount = reservation_for(cfg, task)
         inflight = self.inflight(tx, cfg)
-        status = self.status(tx, cfg)
+        status = self.status(tx, cfg, inflight=inflight)
         others = self.outstanding(tx, exclude=task.id)
         if status.used_micros + amount > status.ceiling_micros:
             # Not even with every other reservation released: only the user ends this wait.
@@ -232,7 +232,7 @@ class Budget:
         if status.used_micros + others + amount > status.ceiling_micros:
             raise ParheliaError(
                 "E300", f"waiting for budget: used {usd(status.used_micros)} + reserved by "
-                f"running tasks {usd(others)} + this task's estimate {usd(amount)} > ceiling "
+                f"running tasks {usd(others)} + this task's {usd(amount)} > ceiling "
                 f"{usd(status.ceiling_micros)}. It starts when running tasks release their "
                 "reservations (later tasks queue behind it); `parhelia budget set AMOUNT` "
                 "raises the ceiling", ceiling_micros=status.ceiling_micros, never_fits=False)

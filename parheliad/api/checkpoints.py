@@ -10,7 +10,7 @@ from parhelia.errors import ParheliaError
 from parhelia.v1 import checkpoints_pb2, checkpoints_pb2_grpc, common_pb2
 from parheliad.api.convert import checkpoint_to_proto, require_ref
 from parheliad.api.system import tracked
-from parheliad.api.task_runs import count_lines, file_change
+from parheliad.api.task_runs import file_change
 from parheliad.context import DaemonContext
 from parheliad.core.checkpoints import problems
 from parheliad.core.runtime import Runtime
@@ -65,12 +65,9 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
         ops = self._rt.checkpoints
         a, b, tree = await ops.diff(_ref(request.from_checkpoint_id, "from_checkpoint_id"),
                                     _ref(request.to_checkpoint_id, "to_checkpoint_id"))
-        files = [file_change(c) for c in tree.changes]
-        response = checkpoints_pb2.DiffCheckpointsResponse(files=files)
-        patch = await ops.patch(a, b)
-        count_lines(patch, list(response.files))
-        if request.files:
-            response.patch = patch
+        patch = await ops.patch(a, b, with_text=request.files)
+        files = [file_change(c, patch.lines) for c in tree.changes]
+        response = checkpoints_pb2.DiffCheckpointsResponse(files=files, patch=patch.text)
         if request.conversation:
             response.turns_added.extend(
                 checkpoints_pb2.ConversationTurn(role=t.role, text=t.text)

@@ -66,14 +66,16 @@ def create(session_id: str, message: str) -> None:
                 shell_complete=complete.SESSION)
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N checkpoints, newest first (default: the daemon's, 100).")
+@params.page_option
 @json_option
-def list_checkpoints(session_id: str | None, limit: int | None) -> None:
+def list_checkpoints(session_id: str | None, limit: int | None, page_token: str) -> None:
     """List checkpoints, newest first (of one SESSION, or a TASK's session, or of all)."""
     obj = settings()
-    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit)
+    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit,
+                                      page_token=page_token)
     found = [to_dict(c) for c in resp.checkpoints]
     if obj.json:
-        render.emit_json({"checkpoints": found})
+        render.emit_page("checkpoints", found, resp.next_page_token)
         return
     rows = []
     for cp in found:
@@ -86,6 +88,7 @@ def list_checkpoints(session_id: str | None, limit: int | None) -> None:
                  rows, empty=f"No checkpoints{where}.")
     if any(cp["manual"] for cp in found):
         render.line(f"{MANUAL_MARK} manual: kept by `parhelia checkpoint gc`")
+    render.more(resp.next_page_token)
 
 
 def _short(text: str, width: int) -> str:

@@ -64,17 +64,19 @@ def _status_word(status: str | None) -> str:
               help="Every session (the default; kept for scripts).")
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N sessions, newest first (default: the daemon's, 100).")
+@params.page_option
 @json_option
-def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
+def list_sessions(active: bool, show_all: bool, limit: int | None, page_token: str) -> None:
     """List sessions, newest first: all of them, like `task list` (--active: only those
     not completed)."""
     if active and show_all:
         raise invalid("--active and --all contradict each other")
     obj = settings()
-    resp = obj.api().sessions.list(include_finished=not active, limit=limit)
+    resp = obj.api().sessions.list(include_finished=not active, limit=limit,
+                                   page_token=page_token)
     found = [to_dict(s) for s in resp.sessions]
     if obj.json:
-        render.emit_json({"sessions": found})
+        render.emit_page("sessions", found, resp.next_page_token)
         return
     rows = [(s["id"], s["task_id"], (_status_text(s), SESSION_STYLES.get(s["status"] or "", "")),
              s["current_container_id"] or "", s["containers"], s["checkpoints"],
@@ -83,6 +85,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
     render.table(("ID", "TASK", "STATUS", "CONTAINER", "RUNS", "CHECKPOINTS",
                   "LATEST CHECKPOINT", "UPDATED"), rows,
                  empty="No active or stopped sessions." if active else "No sessions.")
+    render.more(resp.next_page_token)
 
 
 @session.command()

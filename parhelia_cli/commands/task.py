@@ -476,17 +476,19 @@ def watch(task_id: str) -> None:
                    "`session list --active`.")
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N tasks, newest first (default: 100).")
+@params.page_option
 @json_option
-def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
+def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None,
+               page_token: str) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
     if active:
         statuses = words.TASK_UNFINISHED
     obj = settings()
-    resp = obj.api().tasks.list(statuses=statuses, limit=limit)
+    resp = obj.api().tasks.list(statuses=statuses, limit=limit, page_token=page_token)
     if obj.json:
-        render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
+        render.emit_page("tasks", [task_dict(t) for t in resp.tasks], resp.next_page_token)
         return
     rows, notes = [], []
     for t in map(task_dict, resp.tasks):
@@ -519,6 +521,7 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
         render.line()
         for note in notes:
             render.line(note)
+    render.more(resp.next_page_token)
 
 
 WAITING = ("pending", "paused")

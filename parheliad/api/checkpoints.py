@@ -8,6 +8,7 @@ import grpc
 
 from parhelia.errors import ParheliaError
 from parhelia.v1 import checkpoints_pb2, checkpoints_pb2_grpc, common_pb2
+from parheliad.api import paging
 from parheliad.api.convert import checkpoint_to_proto, require_ref
 from parheliad.api.system import tracked
 from parheliad.api.task_runs import file_change
@@ -15,7 +16,6 @@ from parheliad.context import DaemonContext
 from parheliad.core.checkpoints import problems
 from parheliad.core.runtime import Runtime
 
-DEFAULT_LIMIT = 100
 MAX_MESSAGE = 500
 
 
@@ -46,9 +46,13 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
         session_id = None
         if request.session_id.strip():
             session_id = (await store.sessions.get(request.session_id.strip())).id
-        rows = await store.checkpoints.list(session_id, limit=request.limit or DEFAULT_LIMIT)
+        page = paging.page("checkpoints", request.limit, request.page_token,
+                           shape=(int, str))
+        after = (int(page.after[0]), str(page.after[1])) if page.after else None
+        rows = await store.checkpoints.list(session_id, limit=page.limit + 1, after=after)
+        sent, next_token = page.answer(rows, lambda r: (r.created_at, r.id))
         return checkpoints_pb2.ListCheckpointsResponse(
-            checkpoints=[checkpoint_to_proto(r) for r in rows])
+            checkpoints=[checkpoint_to_proto(r) for r in sent], next_page_token=next_token)
 
     async def GetCheckpoint(self, request: checkpoints_pb2.GetCheckpointRequest,
                             context: grpc.aio.ServicerContext

@@ -83,6 +83,18 @@ async def ascalar(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = 
     return rows[0][0] if rows else None
 
 
+async def acount_by(conn: aiosqlite.Connection, table: str, column: str,
+                    values: Sequence[str]) -> dict[str, int]:
+    """Rows of ``table`` per value of ``column``, for ``values`` (absent: none)."""
+    if not values:
+        return {}
+    marks = ", ".join("?" for _ in values)
+    rows = await conn.execute_fetchall(
+        f"SELECT {column}, COUNT(*) FROM {table} WHERE {column} IN ({marks}) "  # noqa: S608
+        f"GROUP BY {column}", list(values))
+    return {str(value): int(count) for value, count in rows}
+
+
 async def aresolve_prefix(conn: aiosqlite.Connection, table: str, ref: str, *, prefix: str,
                           code: str, noun: str) -> str:
     pattern = ids.prefix_pattern(ref, prefix)

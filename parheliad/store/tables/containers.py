@@ -150,14 +150,23 @@ class ContainerRepo:
 
     async def list(self, *, states: Iterable[str] = (), task_id: str | None = None,
                    session_id: str | None = None, backend: str | None = None,
-                   limit: int = 1000) -> list[ContainerRow]:
-        """Containers newest first, filtered by any of the given fields."""
+                   health: Iterable[str] = (), limit: int = 1000,
+                   after: tuple[int, str] | None = None) -> list[ContainerRow]:
+        """Containers newest first, filtered by any of the given fields; ``after`` =
+        (created_at, id) of the last one of the previous page."""
         clauses: list[str] = []
         params: list[Any] = []
         wanted = [ContainerState(s).value for s in states]
         if wanted:
             clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
             params.extend(wanted)
+        healths = list(health)
+        if healths:
+            clauses.append(f"health IN ({', '.join('?' for _ in healths)})")
+            params.extend(healths)
+        if after is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id > ?))")
+            params.extend((after[0], after[0], after[1]))
         for column, value in (("task_id", task_id), ("session_id", session_id),
                               ("backend", backend)):
             if value:
@@ -167,6 +176,9 @@ class ContainerRepo:
         return await sql.amany(self._store.reader, ContainerRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",
                                [*params, max(1, limit)])
+
+    async def count_by_session(self, session_ids: builtins.list[str]) -> dict[str, int]:
+        return await sql.acount_by(self._store.reader, "containers", "session_id", session_ids)
 
     async def live(self) -> builtins.list[ContainerRow]:
         """Containers in created, starting or running state."""

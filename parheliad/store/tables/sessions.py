@@ -101,8 +101,10 @@ class SessionRepo:
                               (session_id,))
 
     async def list(self, *, task_id: str | None = None, statuses: tuple[str, ...] = (),
-                   limit: int = 100) -> list[SessionRow]:
-        """Sessions newest first."""
+                   limit: int = 100, after: tuple[int, str] | None = None
+                   ) -> list[SessionRow]:
+        """Sessions newest first; ``after`` = (created_at, id) of the last one of the
+        previous page."""
         clauses: list[str] = []
         params: list[Any] = []
         if task_id:
@@ -111,6 +113,9 @@ class SessionRepo:
         if statuses:
             clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)
+        if after is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id > ?))")
+            params.extend((after[0], after[0], after[1]))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, SessionRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",

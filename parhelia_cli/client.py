@@ -117,6 +117,9 @@ def unary_call(connection: unary.Connection, service: str, method: str, request:
 
 
 def _connect(socket: Path) -> unary.Connection:
+    """A new connection to ``socket``, after the same ownership check as :func:`dial`
+    (a reconnect must not talk to a socket another user put in its place)."""
+    _check_owner(socket)
     return unary.Connection(str(socket), connect_timeout=PROBE_TIMEOUT,
                             max_message=MAX_MESSAGE_BYTES, user_agent=f"parhelia/{__version__}")
 
@@ -143,16 +146,20 @@ def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
                                                                    mapped != "E900" else ""))
 
 
-def dial(socket: Path) -> tuple[Any, unary.Connection] | None:
-    """``(GetVersionResponse, open connection)`` of the daemon on ``socket``, or None when
-    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
-    if not socket.exists():
-        return None
+def _check_owner(socket: Path) -> None:
     why = ownership.socket_problem(socket)
     if why is not None:
         raise CliError("E401", f"refusing to talk to {address(socket)}: {why}. Another user "
                                "could read your prompts and workspaces through it; check "
                                "PARHELIA_SOCKET / --socket.")
+
+
+def dial(socket: Path) -> tuple[Any, unary.Connection] | None:
+    """``(GetVersionResponse, open connection)`` of the daemon on ``socket``, or None when
+    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
+    if not socket.exists():
+        return None
+    _check_owner(socket)
     lean.defer_python_backend()
     from parhelia.v1 import system_pb2
 

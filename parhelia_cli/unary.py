@@ -43,6 +43,9 @@ DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
 DEFAULT_MAX_FRAME = 16_384
 MAX_FRAME = 2**24 - 1
+MAX_HEADER_BLOCK = 64 << 10
+"""A header block (with its CONTINUATIONs) longer than this ends the connection (grpc's
+own limit on metadata is 16 KiB)."""
 
 # grpc status codes (grpc/grpc doc/statuscodes.md), by number.
 STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -244,6 +247,8 @@ class Connection:
             if ftype != CONTINUATION or sid != stream:
                 raise HpackError("header block interrupted")
             block += more
+            if len(block) > MAX_HEADER_BLOCK:
+                raise HpackError("header block too large")
         return self._decoder.decode(bytes(block))
 
     def _catch_up(self, stream: int, deadline: float | None) -> None:

@@ -1,4 +1,4 @@
-"""The patch and the line counts between two checkpoints' trees, made by git.
+"""The patch and the line counts between two checkpoints' trees, made by git (ADR 0042).
 
 ``task diff`` and ``checkpoint diff`` compare two manifests. The two versions of each
 changed text file are written as git objects (loose and uncompressed: the bytes ``git

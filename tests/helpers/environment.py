@@ -1,4 +1,4 @@
-"""The environment every test runs in, whatever the caller's shell exported.
+"""The environment every test runs in, whatever the caller's shell exported (ADR 0043).
 
 Parhelia (and what it runs: git, Claude Code, Modal's SDK, grpc) reads the process
 environment: a credential changes what ``task create`` does, ``NO_COLOR``/``COLUMNS``

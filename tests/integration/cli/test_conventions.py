@@ -93,7 +93,8 @@ def test_json_convention_is_documented() -> None:
     from parhelia_cli.help_topics import render_topic
 
     text = render_topic("json", set())
-    for part in ('{"tasks": [...]}', '"id"', '{"error":'):
+    for part in ('{"tasks": [...], "next_page_token": ...}', '"id"', '{"error":',
+                 "--page-token"):
         assert part in text, part
 
 

@@ -174,3 +174,27 @@ def test_counts_from_the_patch_are_gits_numstat(tmp_path_factory: pytest.TempPat
 def test_no_change_no_patch(tmp_path: Path, engine: str) -> None:
     a, b, volume, _ = two_trees(tmp_path, {"f": b"x\n"}, {"f": b"x\n"})
     assert patches.build(a, b, volume=volume) == patches.Patch("", {})
+
+
+def test_the_callers_git_configuration_changes_nothing(tmp_path: Path, engine: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon user's ~/.gitconfig (no prefixes, colours, an external diff, a pager,
+    an attributes file marking everything binary) does not reach the diff's git."""
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    marker = tmp_path / "external-diff-ran"
+    (home / "attributes").write_text("* binary\n")
+    config = ("[diff]\n\tnoprefix = true\n\texternal = touch " + str(marker) + "\n"
+              "\tmnemonicPrefix = true\n[color]\n\tdiff = always\n\tui = always\n"
+              "[core]\n\tpager = touch " + str(marker) + "\n"
+              "\tattributesFile = " + str(home / "attributes") + "\n")
+    (home / ".gitconfig").write_text(config)
+    (home / ".config" / "git" / "config").write_text(config)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_EXTERNAL_DIFF", f"touch {marker}")
+    a, b, volume, _ = two_trees(tmp_path, {"f.txt": b"old\n"}, {"f.txt": b"new\n"})
+    made = patches.build(a, b, volume=volume)
+    assert "diff --git a/f.txt b/f.txt\n" in made.text and "-old\n+new\n" in made.text
+    assert "\x1b[" not in made.text and not marker.exists()
+    assert made.lines == {"f.txt": Lines(1, 1)}

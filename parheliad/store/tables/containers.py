@@ -156,17 +156,16 @@ class ContainerRepo:
         (created_at, id) of the last one of the previous page."""
         clauses: list[str] = []
         params: list[Any] = []
-        wanted = [ContainerState(s).value for s in states]
-        if wanted:
-            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
-            params.extend(wanted)
-        healths = list(health)
-        if healths:
-            clauses.append(f"health IN ({', '.join('?' for _ in healths)})")
-            params.extend(healths)
+        for column, wanted in (("state", [ContainerState(s).value for s in states]),
+                               ("health", list(health))):
+            if wanted:
+                clause, values = sql.one_of(column, wanted)
+                clauses.append(clause)
+                params.extend(values)
         if after is not None:
-            clauses.append("(created_at < ? OR (created_at = ? AND id > ?))")
-            params.extend((after[0], after[0], after[1]))
+            clause, values = sql.after_newest("created_at", after)
+            clauses.append(clause)
+            params.extend(values)
         for column, value in (("task_id", task_id), ("session_id", session_id),
                               ("backend", backend)):
             if value:

@@ -81,8 +81,9 @@ class OrphanRepo:
         if unknown_only:
             clauses.append("known = 0")
         if after is not None:
-            clauses.append("(last_seen_at < ? OR (last_seen_at = ? AND id > ?))")
-            params.extend((after[0], after[0], after[1]))
+            clause, values = sql.after_newest("last_seen_at", after)
+            clauses.append(clause)
+            params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, OrphanRow,
                                f"{_SELECT}{where} ORDER BY last_seen_at DESC, id LIMIT ?",

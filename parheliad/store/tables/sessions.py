@@ -114,8 +114,9 @@ class SessionRepo:
             clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)
         if after is not None:
-            clauses.append("(created_at < ? OR (created_at = ? AND id > ?))")
-            params.extend((after[0], after[0], after[1]))
+            clause, values = sql.after_newest("created_at", after)
+            clauses.append(clause)
+            params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, SessionRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",

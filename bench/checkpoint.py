@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
 from _machine import machine
 
-from modal_worker.checkpoint import Conversation, StatCache, manifest_key, restore, snapshot
-from modal_worker.checkpoint.manifest import Manifest
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Conversation, StatCache, manifest_key, restore, snapshot
+from parhelia.checkpoint.manifest import Manifest
+from parhelia.volume import LocalVolume
 
 MB = 1_000_000
 WORDS = b"def class return import self value index parser result error files bytes \n"

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
 from _machine import machine
 
-from modal_worker.checkpoint import snapshot
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import snapshot
+from parhelia.volume import LocalVolume
 from parheliad.core import patches
 
 GOAL = 3.0
@@ -145,7 +145,7 @@ def main() -> int:
                                                              with_text=False), args.runs)),
             ]
             if args.difflib:
-                from modal_worker.checkpoint import unified_diff
+                from parhelia.checkpoint import unified_diff
 
                 start = time.perf_counter()
                 unified_diff(a, b, volume=volume)

@@ -12,7 +12,7 @@ Where git is missing, difflib does the same job (:func:`unified_diff`).
 Nothing in the trees configures that git: its directory and config are ours (no
 attributes, no diff drivers or textconv, no fsmonitor; a ``.gitattributes`` in a tree
 is only a file of the tree, and the scratch HEAD is unborn, so no tree is an attribute
-source) and it runs through :mod:`modal_worker.gitsafe` (no system or global config, a
+source) and it runs through :mod:`parhelia.gitsafe` (no system or global config, a
 minimal environment). Binary stays binary by our rule, not git's: a file with a NUL,
 not UTF-8, or larger than ``MAX_TEXT_BYTES`` is named ("Binary files ... differ")
 without being given to git, so the patch is always text.
@@ -32,9 +32,9 @@ from typing import Any
 
 import structlog
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint import BlobStore, Manifest, diff
-from modal_worker.checkpoint.diff import (
+from parhelia import gitsafe
+from parhelia.checkpoint import BlobStore, Manifest, diff
+from parhelia.checkpoint.diff import (
     Change,
     binary_line,
     file_header,
@@ -43,9 +43,9 @@ from modal_worker.checkpoint.diff import (
     unified_diff,
     unquote_path,
 )
-from modal_worker.checkpoint.manifest import Entry
-from modal_worker.volume import Volume
+from parhelia.checkpoint.manifest import Entry
 from parhelia.errors import ParheliaError
+from parhelia.volume import Volume
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker import tui
+from parhelia import tuisocket
 from tests.e2e.test_interactive_real_claude import (
     Terminal,
     attach_in,
@@ -63,7 +63,7 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
                                        None), timeout=90, what="attached in session list")
         assert listed["attached_clients"] == 1
         # The sandbox's tmux sees the user's terminal size, and follows a resize.
-        inner = ["tmux", "-S", tui.socket_path(h.task(task_id)["container_id"], tmp="/tmp",
+        inner = ["tmux", "-S", tuisocket.socket_path(h.task(task_id)["container_id"], tmp="/tmp",
                                                 uid=0), "list-clients", "-F",
                  "#{client_width}x#{client_height}"]
         size = lambda: subprocess.run(inner, capture_output=True, text=True,  # noqa: E731

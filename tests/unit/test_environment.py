@@ -61,8 +61,8 @@ def product_names() -> dict[str, str]:
             for name in names_read(ast.parse(path.read_text(), str(path))):
                 out.setdefault(name, str(path.relative_to(REPO)))
     # Names read through lists of names rather than literals.
-    from modal_worker.environ import BASE_NAMES, WORKER_ONLY
     from parhelia.credentials import CREDENTIAL_VARS
+    from parhelia.environ import BASE_NAMES, WORKER_ONLY
     from parhelia_cli.service_files import PASSED_ENV as SERVICE_ENV
     from parheliad.core.notify import PASSED_ENV as NOTIFY_ENV
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modal_worker.volume import LocalVolume
+from parhelia.volume import LocalVolume
 from parheliad.backends.modal import ModalTerminal
 from tests.helpers.modal_backend import make_backend, script, start, worker_spec
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modal_worker.checkpoint import restore, snapshot
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import restore, snapshot
+from parhelia.volume import LocalVolume
 from parheliad.core import patches
 from parheliad.core.patches import Lines
 
@@ -138,7 +138,7 @@ def test_nothing_in_the_tree_configures_the_diff(tmp_path: Path, engine: str) ->
 
 def test_large_files_are_named_not_read(tmp_path: Path, engine: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    rules = importlib.import_module("modal_worker.checkpoint.diff")
+    rules = importlib.import_module("parhelia.checkpoint.diff")
     monkeypatch.setattr(rules, "MAX_TEXT_BYTES", 64)
     a, b, volume, _ = two_trees(tmp_path, {"big.txt": b"line\n" * 20, "small.txt": b"a\n"},
                                 {"big.txt": b"line\n" * 21, "small.txt": b"b\n"})

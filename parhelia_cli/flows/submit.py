@@ -52,7 +52,7 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
     workspace_id = workspace_path = base_commit = ""
     if not repo and directory is not None:
         # Refused options or a refused project file are said before anything is uploaded.
-        api.tasks.create(prompt, options, no_dispatch=True,
+        api.tasks.create(prompt, options, no_dispatch=no_dispatch,
                          workspace_path=str(directory.absolute()),
                          trust_project_config=trust_project_config, validate_only=True)
         done = upload_workspace(api, directory, quiet=quiet, include_secret=include_secret,

@@ -274,13 +274,20 @@ _V9 = (
     )
     """,
 )
+KV_RESERVATION_PREFIX = "budget.reservation."
+
+# What a container's API spend came to, priced from its tokens at the [rates], when its
+# agent last reported a cost: its in-flight spend is what its tokens have cost since
+# (parheliad.core.budget), so a reported figure is never counted twice.
+_V10 = ("ALTER TABLE containers ADD COLUMN api_priced_at_report_micros INTEGER NOT NULL "
+        "DEFAULT 0",)
+
 # How each container's agent is contained and where its model credential is
 # (docs/adr/0030-local-sandbox.md, parhelia.sandbox): `task show` and `container show`.
-_V10 = (
+_V11 = (
     "ALTER TABLE containers ADD COLUMN isolation TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE containers ADD COLUMN credential TEXT NOT NULL DEFAULT ''",
 )
-KV_RESERVATION_PREFIX = "budget.reservation."
 
 
 def _reservations_from_kv(conn: sqlite3.Connection) -> None:
@@ -315,6 +322,7 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
-    Migration("container isolation", _V10),
+    Migration("container spend priced at its report", _V10),
+    Migration("container isolation", _V11),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -206,10 +206,10 @@ class SandboxConfig:
         "How a local worker contains its agent (docs/adr/0030-local-sandbox.md): auto = in "
         "a bubblewrap container when one can be made here, else uncontained and said so; "
         "required = a task that cannot be contained fails (E609); off = never. "
-        "Daemon-wide.", choices=sandbox.MODES))
+        "Daemon-wide.", choices=sandbox.MODES, restart=True))
     read_only: list[str] = field(default_factory=list, metadata=_meta(
         "Absolute paths (~ allowed) below your home the contained agent may read, such as "
-        "a toolchain it needs (~/.nvm, ~/.cargo). Daemon-wide."))
+        "a toolchain it needs (~/.nvm, ~/.cargo). Daemon-wide.", restart=True))
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,19 @@ class ImageBuildError(Error):
 
 class SnapshotCreationError(Error):
     pass
+
+
+class ConflictError(InvalidError):
+    pass
+
+
+class ServiceError(Error):
+    pass
+
+
+class InternalError(Error):
+    pass
+
+
+class PermissionDeniedError(Error):
+    pass

@@ -1,7 +1,7 @@
-"""The fake sandbox's ``sshd`` (``python -m modal._sshd SB_ID -D -e -f CONFIG``).
+"""The local sandbox's ``sshd`` (``python -m tests.modal_host.sshd SB_ID -D -e -f CONFIG``).
 
 Stands in for OpenSSH's sshd in the image: reads the config the worker wrote (HostKey,
-AuthorizedKeysFile), serves SSH with paramiko on a local port that the fake's
+AuthorizedKeysFile), serves SSH with paramiko on a local port that the fakes'
 ``Sandbox.tunnels()`` reports as the raw TCP tunnel of port 22, accepts only the
 authorized key for root, and runs the requested command under ``sh -c`` in a PTY (window
 changes applied), as sshd does. The switch ``ssh_mitm`` makes it present another host
@@ -26,7 +26,7 @@ from typing import Any
 
 import paramiko
 
-from . import _service
+from tests.modal_host import state
 
 CLIENT_CLOSE_WAIT_S = 10.0
 
@@ -160,13 +160,13 @@ def main(argv: list[str]) -> int:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    tunnels = _service.sandbox_dir(sb_id) / "tunnels"
+    tunnels = state.sandbox_dir(sb_id) / "tunnels"
     tunnels.mkdir(exist_ok=True)
     (tunnels / config.get("port", "22")).write_text(str(listener.getsockname()[1]))
     env = dict(os.environ)
     while True:
         conn, _ = listener.accept()
-        key = other_key if _service.switch_on("ssh_mitm") else host_key
+        key = other_key if state.switch_on("ssh_mitm") else host_key
         threading.Thread(target=_session, args=(conn, key, authorized, env),
                          daemon=True).start()
 

@@ -225,7 +225,7 @@ def prepare_sandbox(sb_id: str) -> None:
         target = Path(state.map_path(sb_id, item["filename"]))
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            shutil.copyfile(state.root() / "mounts" / "blobs" / item["sha256_hex"], target)
+            shutil.copyfile(item["blob"], target)
     for path, source, _ in state.volume_mounts(meta):
         view = Path(state.map_path(sb_id, path))
         source.mkdir(parents=True, exist_ok=True)

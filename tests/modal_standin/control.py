@@ -54,10 +54,6 @@ def result_proto(sb_id: str) -> api_pb2.GenericResult | None:
               exitcode=int(end["exitcode"]), exception=str(end["exception"]))
 
 
-def _v2(sb_id: str) -> bool:
-    return sandboxes.new_sandbox_id is not None and sb_id.endswith("v2")
-
-
 @serve(api_grpc.ModalClientBase, lambda self: self.service.faults, _check)
 class ControlPlane(api_grpc.ModalClientBase):
     def __init__(self, service: Service) -> None:
@@ -297,9 +293,9 @@ class ControlPlane(api_grpc.ModalClientBase):
                 secret_env.update(self.service.secret_values(source.secret_id))
         volumes: dict[str, Any] = {}
         for mount in d.volume_mounts:
-            volumes[mount.mount_path] = {"volume": self.service.volume_by_id(mount.volume_id),
-                                         "sub_path": mount.sub_path,
-                                         "read_only": mount.read_only}
+            name = self.service.volume_by_id(mount.volume_id)
+            volumes[mount.mount_path] = name if not (mount.sub_path or mount.read_only) else {
+                "volume": name, "sub_path": mount.sub_path, "read_only": mount.read_only}
         image_id = d.image_id
         if image_id and not (self.service.images / f"{image_id}.json").exists():
             raise GRPCError(Status.NOT_FOUND, f"Image {image_id} not found")

@@ -317,6 +317,7 @@ class ControlPlane(api_grpc.ModalClientBase):
         waits = gpu is not None and not self.service.faults.gpu_capacity
         try:
             sb_id = sandboxes.create(new, secret_env, start_now=not waits,
+                                     inert=self.service.faults.inert,
                                      init_failure=str(init_failure.get("message") or
                                                       "Sandbox failed to initialize")
                                      if init_failure else "")

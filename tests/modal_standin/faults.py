@@ -10,7 +10,8 @@ daemon in another process. Its shape::
                 "status": "UNAVAILABLE", "message": "...", "times": 3 | null}],
      "latency": {"*": 0.05, "VolumeGetFile2": 4.0},
      "refused": false,
-     "gpu_capacity": true}
+     "gpu_capacity": true,
+     "inert": false}
 
 - ``status``: the call fails with that gRPC status (the SDK retries the transient ones
   itself, then raises its exception class for the status).
@@ -25,6 +26,8 @@ daemon in another process. Its shape::
   ``BlobGet``/``BlobPut`` name the volume's block downloads and uploads over HTTP.
 - ``refused``: the service's port refuses connections (its listener is closed).
 - ``gpu_capacity``: false makes every GPU sandbox wait, unscheduled, until it is true.
+- ``inert``: sandboxes created meanwhile only exist (no process runs): for benches that
+  measure the client's side of hundreds of sandboxes.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Faults:
     latency: dict[str, float] = field(default_factory=dict)
     refused: bool = False
     gpu_capacity: bool = True
+    inert: bool = False
     _used: dict[int, int] = field(default_factory=dict)
     _mtime: int = -1
 
@@ -81,6 +85,7 @@ class Faults:
         self.latency = {str(k): float(v) for k, v in (data.get("latency") or {}).items()}
         self.refused = bool(data.get("refused"))
         self.gpu_capacity = bool(data.get("gpu_capacity", True))
+        self.inert = bool(data.get("inert"))
 
     def delay(self, rpc: str) -> float:
         self.reload()

@@ -176,6 +176,11 @@ class StandIn(ModalHost):
         self._flags["gpu_capacity"] = available
         self._write()
 
+    def inert(self, on: bool = True) -> None:
+        """Sandboxes created meanwhile only exist: no process (benches)."""
+        self._flags["inert"] = on
+        self._write()
+
     def remove(self, rule_id: int) -> None:
         self._rules = [r for r in self._rules if r["id"] != rule_id]
         self._write()

@@ -124,7 +124,7 @@ def sandbox_env(sb_id: str, secret_env: dict[str, str], image_env: dict[str, str
     base = state.sandbox_dir(sb_id) / "root"
     out = {"PATH": f"{base / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
            "HOME": str(base / "root"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
-           SANDBOX_MARKER: sb_id, "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+           SANDBOX_MARKER: sb_id, "TMPDIR": state.sandbox_tmp(sb_id)}
     out.update(image_env)
     out.update(secret_env)
     out.update(env)
@@ -212,11 +212,15 @@ def _shim(sb_id: str, module: str) -> str:
 def prepare_sandbox(sb_id: str) -> None:
     """The sandbox's filesystem, made by its supervisor as the container starts: the
     volumes' contents as of now (a ``sub_path`` mount only that directory), the files of
-    its mounts, /root, /workspace, and ``sync`` and ``sshd`` as the image has them."""
+    its mounts, /root, /workspace, its own /tmp, and ``sync`` and ``sshd`` as the image
+    has them."""
     base = state.sandbox_dir(sb_id)
     meta = state.sandbox_meta(sb_id) or {}
     for sub in ("root/bin", "root/root", "root/workspace"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    tmp = Path(state.sandbox_tmp(sb_id))
+    tmp.mkdir(exist_ok=True)
+    tmp.chmod(0o1777)
     for name, module in (("sync", "sync"), ("sshd", "sshd")):
         shim = base / "root" / "bin" / name
         shim.write_text(_shim(sb_id, module))

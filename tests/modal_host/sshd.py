@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import select
+import shlex
 import socket
 import struct
 import subprocess
@@ -83,8 +84,18 @@ class _Server(paramiko.ServerInterface):
         return False
 
 
+def _mapped(sb_id: str, command: str) -> str:
+    """The command with the sandbox's paths in its words mapped (the process runs on this
+    machine, not in the container); left as it is when it does not split as words."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    return shlex.join(state.map_path(sb_id, w) for w in words)
+
+
 def _session(conn: socket.socket, host_key: paramiko.PKey, authorized: list[str],
-             env: dict[str, str]) -> None:
+             env: dict[str, str], sb_id: str) -> None:
     transport = paramiko.Transport(conn)
     transport.add_server_key(host_key)
     server = _Server(authorized, env)
@@ -105,7 +116,7 @@ def _session(conn: socket.socket, host_key: paramiko.PKey, authorized: list[str]
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen(["/bin/sh", "-c", server.command.decode()],
+    proc = subprocess.Popen(["/bin/sh", "-c", _mapped(sb_id, server.command.decode())],
                             stdin=slave, stdout=slave, stderr=slave,
                             env={**env, "TERM": term}, preexec_fn=controlling)  # noqa: PLW1509
     os.close(slave)
@@ -167,7 +178,7 @@ def main(argv: list[str]) -> int:
     while True:
         conn, _ = listener.accept()
         key = other_key if state.switch_on("ssh_mitm") else host_key
-        threading.Thread(target=_session, args=(conn, key, authorized, env),
+        threading.Thread(target=_session, args=(conn, key, authorized, env, sb_id),
                          daemon=True).start()
 
 

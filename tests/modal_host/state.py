@@ -37,6 +37,9 @@ SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
 MAPPED_PREFIXES = ("/vol", "/workspace", "/root")
+TMP = "/tmp"
+"""A sandbox's own /tmp is a short directory of the host's (a Unix socket's path has about
+100 bytes, and the sandbox's directory can be deep): ``sandbox_tmp``."""
 
 
 def root() -> Path:
@@ -182,11 +185,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def sandbox_tmp(sb_id: str) -> str:
+    """The host directory standing for the sandbox's /tmp (its own, as on Modal: a shared
+    /tmp of the host would let one sandbox's leftovers reach another)."""
+    import hashlib
+
+    return f"{TMP}/mh-{hashlib.sha256(sb_id.encode()).hexdigest()[:12]}"
+
+
 def map_path(sb_id: str, value: str) -> str:
     """A sandbox path (``/vol/x``) -> the local directory standing in for it."""
     for prefix in MAPPED_PREFIXES:
         if value == prefix or value.startswith(prefix + "/"):
             return str(sandbox_dir(sb_id) / "root" / prefix.lstrip("/")) + value[len(prefix):]
+    if (value == TMP or value.startswith(TMP + "/")) and \
+            not value.startswith(str(root()) + "/") and not value.startswith(sandbox_tmp(sb_id)):
+        return sandbox_tmp(sb_id) + value[len(TMP):]
     return value
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def main(sb_id: str) -> int:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
+    shutil.rmtree(state.sandbox_tmp(sb_id), ignore_errors=True)  # a container's /tmp goes
     commit(sb_id)
     record.update(returncode=int(end["exitcode"]), status=end["status"],
                   exception=end.get("exception", ""), finished_at=time.time())

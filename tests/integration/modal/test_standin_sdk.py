@@ -143,6 +143,7 @@ def test_a_gpu_sandbox_takes_the_v1_path_and_waits_for_capacity(
     waiting = wait_for(lambda: [s for s in modal_standin.running() if s["name"] == "c-gpu-1"],
                        10, "the sandbox recorded, waiting for capacity")
     assert waiting[0]["state"].get("pending") and waiting[0]["gpu"] == "A100-80GB"
+    wait_for(lambda: "SandboxGetTaskId" in modal_standin.calls(), 10, "the SDK polling")
     assert creating.is_alive()  # create blocks while no GPU is free
     modal_standin.gpu_capacity(True)
     creating.join(30)

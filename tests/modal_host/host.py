@@ -33,13 +33,7 @@ class ModalHost:
         return state
 
     def switch(self, name: str, on: bool = True, value: str = "") -> None:
-        path = self.root / "switches" / name
-        if on:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(value)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        state.set_switch(name, on, value, base=self.root)
 
     def create_secret(self, name: str, values: dict[str, str]) -> None:
         state.write_json(self.root / "secrets" / f"{name}.json", values)

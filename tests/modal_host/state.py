@@ -66,8 +66,9 @@ def switch_value(name: str) -> str | None:
         return None
 
 
-def set_switch(name: str, on: bool, value: str = "") -> None:
-    path = root() / "switches" / name
+def set_switch(name: str, on: bool, value: str = "", base: Path | None = None) -> None:
+    """Turn a switch on (with ``value``) or off, in ``base`` (default: the service's root)."""
+    path = (base or root()) / "switches" / name
     if on:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value)

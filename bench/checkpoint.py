@@ -32,9 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
-from modal_worker.checkpoint import Conversation, StatCache, manifest_key, restore, snapshot
-from modal_worker.checkpoint.manifest import Manifest
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Conversation, StatCache, manifest_key, restore, snapshot
+from parhelia.checkpoint.manifest import Manifest
+from parhelia.volume import LocalVolume
 
 MB = 1_000_000
 WORDS = b"def class return import self value index parser result error files bytes \n"

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
-from modal_worker.checkpoint import diff, load_manifest, snapshot
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import diff, load_manifest, snapshot
+from parhelia.volume import LocalVolume
 from parheliad.core.progress import ProgressHub
 
 

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from modal_worker.checkpoint import blob_key, load_manifest  # noqa: E402
-from modal_worker.spec import load_result, result_key  # noqa: E402
-from modal_worker.volume import LocalVolume  # noqa: E402
+from parhelia.checkpoint import blob_key, load_manifest  # noqa: E402
+from parhelia.spec import load_result  # noqa: E402
+from parhelia.volume import LocalVolume, result_key  # noqa: E402
 from parheliad.core import volsync  # noqa: E402
 from tests.helpers.modal_backend import (  # noqa: E402
     OWNER,

@@ -17,10 +17,10 @@ from modal_worker.runner import configure_logging, run
 
 
 def control(spec_path: Path, message: str) -> int:
-    from modal_worker.channel import append_control
-    from modal_worker.spec import load_spec
-    from modal_worker.volume import LocalVolume
     from parhelia.errors import ParheliaError
+    from parhelia.spec import load_spec
+    from parhelia.spool import append_control
+    from parhelia.volume import LocalVolume
 
     try:
         spec = load_spec(spec_path)

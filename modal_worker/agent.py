@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from modal_worker.checkpoint.projects import TMP_SUBDIR
-from modal_worker.environ import agent_environ
-from modal_worker.redact import redact
-from modal_worker.spec import AgentSpec
+from parhelia.checkpoint.projects import TMP_SUBDIR
 from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.environ import agent_environ
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact
+from parhelia.spec import AgentSpec
 
 log = logging.getLogger(__name__)
 

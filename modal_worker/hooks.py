@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modal_worker.redact import redact
+from parhelia.redact import redact
 
 HOOK_DIR_ENV = "PARHELIA_HOOK_DIR"
 WORKER_PID_ENV = "PARHELIA_WORKER_PID"

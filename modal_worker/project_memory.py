@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from modal_worker.safeio import read_regular
+from parhelia.safeio import read_regular
 
 MEMORY_FILES = ("CLAUDE.md", ".claude/CLAUDE.md", "CLAUDE.local.md")
 """Where Claude Code looks for a project's instructions, relative to the workspace."""

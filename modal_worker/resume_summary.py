@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker.redact import shorten
+from parhelia.redact import shorten
 
 FILE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path",
               "NotebookEdit": "notebook_path"}
@@ -85,14 +85,6 @@ def read_stored(transcript: Path) -> StoredConversation:
                 if isinstance(path, str) and path not in out.files:
                     out.files.append(path)
     return out
-
-
-def continuation_prompt(checkpoint_id: str | None, reason: str) -> str:
-    where = f"checkpoint {checkpoint_id}" if checkpoint_id else "its last state"
-    return (f"[Parhelia] This session was interrupted ({reason}) and has been resumed from "
-            f"{where}. The workspace holds the files as of that checkpoint. Continue the "
-            "task from where you left off; do not start over, and check the workspace "
-            "before redoing work.")
 
 
 def fresh_prompt(stored: StoredConversation, *, reason: str, task_prompt: str | None,

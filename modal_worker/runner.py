@@ -38,7 +38,13 @@ from modal_worker.agent import (
 )
 from modal_worker.channel import LocalSpoolChannel, send
 from modal_worker.channel import from_spec as channel_from_spec
-from modal_worker.checkpoint import (
+from modal_worker.heartbeat import Heartbeat
+from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
+from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
+from modal_worker.tui import TuiAgent
+from parhelia import __version__ as parhelia_version
+from parhelia import records
+from parhelia.checkpoint import (
     BlobStore,
     Conversation,
     Manifest,
@@ -51,20 +57,16 @@ from modal_worker.checkpoint import (
     session_conversation,
     snapshot,
 )
-from modal_worker.checkpoint.lineage import lineage_path
-from modal_worker.checkpoint.restore import replace_dir
-from modal_worker.checkpoint.statcache import stat_cache_path
-from modal_worker.clock import utc_now
-from modal_worker.heartbeat import Heartbeat
-from modal_worker.project_memory import PROJECT_MEMORY_FILE, write_project_memory
-from modal_worker.redact import redact_text
-from modal_worker.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec, result_key
-from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transcript_cost
-from modal_worker.tui import TuiAgent, socket_path
-from modal_worker.volume import LocalVolume
-from parhelia import __version__ as parhelia_version
-from parhelia import records
+from parhelia.checkpoint.lineage import lineage_path
+from parhelia.checkpoint.restore import replace_dir
+from parhelia.checkpoint.statcache import stat_cache_path
+from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
+from parhelia.prompts import continuation_prompt
+from parhelia.redact import redact_text
+from parhelia.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec
+from parhelia.tuisocket import socket_path
+from parhelia.volume import LocalVolume, log_key, result_key
 
 SSH_DIR_NAME = ".parhelia-ssh"
 """Beside the agent's config dir: the sandbox's sshd host key, config, authorized key."""
@@ -272,7 +274,7 @@ class Worker:
                 self._start_message = f"continued from the files left after {manifest.id}"
                 if not self.agent_spec.resume:
                     self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
-                    self.prompt = resume_summary.continuation_prompt(
+                    self.prompt = continuation_prompt(
                         manifest.id, "its worker stopped before checkpointing its first turn")
             else:
                 lineage.clear(self.lineage)
@@ -476,7 +478,7 @@ class Worker:
             self._start_tui(parser, memory)
             return
         argv = build_argv(self.agent_spec, self._command, project_memory=memory)
-        raw_log = self.volume.path_for(f"logs/{self.spec.container_id}/agent.jsonl")
+        raw_log = self.volume.path_for(log_key(self.spec.container_id))
         self.agent = AgentProcess(argv, cwd=self.workspace, env=self._env, raw_log=raw_log,
                                   on_object=on_object, prompt=self.prompt)
         self.agent.start()
@@ -665,7 +667,7 @@ class Worker:
         if now.lines <= self._cost_at_start.lines:
             return
         with self.stats.lock:
-            self.stats.cost_usd = self.parser.run_cost(now.total_usd)
+            self.stats.update(cost_usd=self.parser.run_cost(now.total_usd))
         send(self.channel, records.AgentCost(usage=self.stats.usage(),
                                              total_cost_usd=now.total_usd))
 
@@ -791,7 +793,7 @@ def _tail_holds(path: Path, tool_use_id: str) -> bool:
 
 
 def _safe_url(url: str) -> str:
-    from modal_worker.redact import redact
+    from parhelia.redact import redact
 
     return redact(url)
 

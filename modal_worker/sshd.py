@@ -11,14 +11,14 @@ server behind the tunnel.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from parhelia.sshkey import InvalidPublicKey, check_public_key
+
 PORT = 22
-KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/]+={0,3}( [ -~]{0,200})?$")
 START_TIMEOUT_S = 10.0
 CONFIG = """\
 # Written by Parhelia for `session attach --ssh`: the only configuration this sshd reads.
@@ -48,14 +48,6 @@ class SshdError(Exception):
     pass
 
 
-def check_public_key(value: str) -> str:
-    """An ``ssh-ed25519`` public key line (the only kind the daemon makes)."""
-    value = value.strip()
-    if not KEY_RE.match(value):
-        raise SshdError("ssh_authorized_key: not an ssh-ed25519 public key")
-    return value
-
-
 @dataclass
 class Sshd:
     process: subprocess.Popen[bytes]
@@ -73,7 +65,10 @@ class Sshd:
 
 def prepare(directory: Path, authorized_key: str, port: int = PORT) -> Path:
     """Host key, authorized_keys and config in ``directory`` (0700); the config's path."""
-    key = check_public_key(authorized_key)
+    try:
+        key = check_public_key(authorized_key)
+    except InvalidPublicKey as exc:
+        raise SshdError(str(exc)) from None
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     host_key = directory / "host_ed25519"

@@ -28,6 +28,7 @@ share: the reported total minus that baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -36,31 +37,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker.redact import redact_text, shorten, tool_summary
 from parhelia import records
+from parhelia.redact import redact_text, shorten, tool_summary
 
 Emit = Callable[[str, dict[str, Any]], object]
 
 
 @dataclass
 class AgentStats:
-    """Running totals, read by the heartbeat thread."""
+    """The running totals (a :class:`parhelia.records.Usage`, replaced whole under
+    ``lock``), read by the heartbeat thread."""
 
-    turns: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cost_usd: float | None = None
+    current: records.Usage = field(default_factory=records.Usage)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def usage(self) -> records.Usage:
         with self.lock:
-            return records.Usage(
-                turns=self.turns, input_tokens=self.input_tokens,
-                output_tokens=self.output_tokens,
-                cache_creation_input_tokens=self.cache_creation_input_tokens,
-                cache_read_input_tokens=self.cache_read_input_tokens, cost_usd=self.cost_usd)
+            return self.current
+
+    def update(self, **changes: Any) -> None:
+        """Replace fields of the totals (the caller holds ``lock``)."""
+        self.current = dataclasses.replace(self.current, **changes)
 
     def snapshot(self) -> dict[str, Any]:
         return self.usage().to_dict()
@@ -318,14 +315,14 @@ class StreamParser:
     def _apply(self, before: Mapping[str, int], after: Mapping[str, int]) -> None:
         """Move the running totals by one message's change."""
         with self.stats.lock:
-            for key in _USAGE_KEYS:
-                setattr(self.stats, key,
-                        max(0, getattr(self.stats, key) + after[key] - before[key]))
+            now = self.stats.current
+            self.stats.update(**{key: max(0, getattr(now, key) + after[key] - before[key])
+                                 for key in _USAGE_KEYS})
 
     def _count_turns(self) -> None:
         with self.stats.lock:
-            self.stats.turns = max(self.stats.turns, self.base.get("turns", 0) + self._prompts
-                                   + 1 + self._tool_results)
+            self.stats.update(turns=max(self.stats.current.turns, self.base.get("turns", 0)
+                                        + self._prompts + 1 + self._tool_results))
 
     @staticmethod
     def tool_results_in(obj: Mapping[str, Any]) -> int:
@@ -363,19 +360,19 @@ class StreamParser:
         usage = obj.get("usage") if isinstance(obj.get("usage"), Mapping) else {}
         assert isinstance(usage, Mapping)
         total = _cost(obj.get("total_cost_usd"))
+        cost_usd = self.run_cost(total) if total is not None else None
+        changes: dict[str, Any] = {key: self.base.get(key, 0) + _int(usage.get(key))
+                                   for key in _USAGE_KEYS if key in usage}
+        if isinstance(obj.get("num_turns"), int):
+            changes["turns"] = self.base.get("turns", 0) + obj["num_turns"]
         with self.stats.lock:
-            for key in _USAGE_KEYS:
-                if key in usage:
-                    setattr(self.stats, key, self.base.get(key, 0) + _int(usage.get(key)))
-            if isinstance(obj.get("num_turns"), int):
-                self.stats.turns = self.base.get("turns", 0) + obj["num_turns"]
-            self.stats.cost_usd = self.run_cost(total) if total is not None else None
+            self.stats.update(**changes, cost_usd=cost_usd)
         text, subtype, reason = obj.get("result"), obj.get("subtype"), obj.get("terminal_reason")
         denials = obj.get("permission_denials")
         self.result = records.AgentResult(
             subtype=subtype[:records.MAX_WORD] if isinstance(subtype, str) else "",
             is_error=bool(obj.get("is_error")),
-            usage=records.Usage(turns=_int(obj.get("num_turns")), cost_usd=self.stats.cost_usd,
+            usage=records.Usage(turns=_int(obj.get("num_turns")), cost_usd=cost_usd,
                                 **{key: min(_int(usage.get(key)), records.MAX_COUNT)
                                    for key in _USAGE_KEYS}),
             total_cost_usd=total, duration_ms=_int(obj.get("duration_ms")) or None,

@@ -28,10 +28,8 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,16 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint.cas import pid_alive
-from modal_worker.redact import redact
+from parhelia.checkpoint.cas import pid_alive
 from parhelia.errors import ParheliaError
+from parhelia.redact import redact
+from parhelia.tuisocket import SESSION_NAME, unsafe_dir
 
 log = logging.getLogger(__name__)
 
-SESSION_NAME = "parhelia"
-SOCKET_NAME = "s"
 CONFIG_NAME = "tmux.conf"
-DIR_PREFIX = "parhelia-tmux-"
 WIDTH, HEIGHT = 200, 50
 """The window's size until a client attaches (then it follows the latest client)."""
 READY_MARKER = "\u276f"
@@ -79,31 +75,6 @@ set-hook -g client-detached 'set -gF @parhelia_detaches "#{e|+:#{@parhelia_detac
 """
 _STATE_FORMAT = ("#{pane_dead}|#{pane_dead_status}|#{pane_pid}|#{session_attached}|"
                  "#{@parhelia_attaches}|#{@parhelia_detaches}")
-
-
-def socket_path(container_id: str, *, tmp: str | None = None, uid: int | None = None) -> str:
-    """Where a container's TUI listens: ``<tmp>/parhelia-tmux-<uid>/<container>/s`` (short,
-    whatever the data directory: a Unix socket path has about 100 bytes)."""
-    owner = os.geteuid() if uid is None else uid
-    base = Path(tmp or tempfile.gettempdir()) / f"{DIR_PREFIX}{owner}"
-    return str(base / container_id / SOCKET_NAME)
-
-
-def unsafe_dir(path: Path) -> str | None:
-    """Why ``path`` is not a private directory of this user (None when it is): it must be
-    a real directory (no symlink), owned by the effective uid, with no group or other
-    permission."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return f"{path} does not exist"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory"
-    if st.st_uid != os.geteuid():
-        return f"{path} belongs to uid {st.st_uid}, not {os.geteuid()}"
-    if st.st_mode & 0o077:
-        return f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
 
 
 def private_dir(path: Path) -> Path:
@@ -251,13 +222,6 @@ class Tmux:
 def _int(value: str) -> int | None:
     value = value.strip()
     return int(value) if value.lstrip("-").isdigit() else None
-
-
-def attach_argv(socket: str, tmux: str = "tmux") -> list[str]:
-    """What a user's terminal runs to attach (with ``TMUX`` unset, so it also works
-    nested in the user's own tmux). ``-f /dev/null``: should the server be gone, the
-    client starts none that would read a configuration."""
-    return [tmux, "-S", socket, "-f", os.devnull, "attach-session", "-t", SESSION_NAME]
 
 
 class TranscriptTail:

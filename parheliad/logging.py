@@ -24,7 +24,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from modal_worker.redact import redact as redact_patterns
+from parhelia.redact import redact as redact_patterns
 
 MASK = "***"
 SECRET_KEY_RE = re.compile(r"key|token|secret|password|passwd|authorization|credential|cookie",
@@ -38,7 +38,7 @@ _QUIET = {"aiosqlite": logging.INFO, "asyncio": logging.WARNING, "grpc": logging
 
 def redact_text(text: str) -> str:
     """Mask credential-shaped substrings: the worker's catalogue of patterns
-    (``modal_worker.redact``), so the daemon's logs and the events redact alike."""
+    (``parhelia.redact``), so the daemon's logs and the events redact alike."""
     return redact_patterns(text)
 
 

@@ -18,8 +18,8 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from modal_worker.volume import LocalVolume
 from parhelia.paths import Paths
+from parhelia.volume import LocalVolume
 from parheliad.api.server import ApiServer
 from parheliad.backends.base import Backend
 from parheliad.backends.registry import Backends, BackendState, build_backends

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -122,14 +122,3 @@ def auth_clear() -> None:
                     "without it to drop it.")
 
 
-def shell_credential_missing_in_daemon(status: Any) -> str | None:
-    """The warning of `task create` when this shell has a credential the daemon lacks."""
-    if status.credential_name or status.credential_problem:
-        return None
-    mine = [n for n in CREDENTIAL_VARS if os.environ.get(n, "").strip()]
-    if not mine:
-        return None
-    return (f"{mine[0]} is set in this shell but the daemon has no credential (it was "
-            "started without one). Either run `parhelia auth set` (stored in "
-            f"{status.env_file}, no restart needed), or restart the daemon from this "
-            "shell: `parhelia daemon stop`, then run the command again.")

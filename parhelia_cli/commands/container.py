@@ -135,7 +135,7 @@ def show(container_id: str) -> None:
 def container_events(container_id: str, limit: int | None) -> None:
     """A container's events, oldest first (`events replay` shows a timeline)."""
     from parhelia_cli import views
-    from parhelia_cli.commands.events import event_line
+    from parhelia_cli.flows.events import event_line
 
     obj = settings()
     data = views.container_events(obj.api(), container_id, limit)
@@ -177,7 +177,7 @@ def health() -> None:
 @json_option
 def watch(states: tuple[str, ...]) -> None:
     """Follow container state and health changes live until Ctrl-C (JSON lines with --json)."""
-    from parhelia_cli.commands.events import event_line
+    from parhelia_cli.flows.events import event_line
 
     obj = settings()
     try:

@@ -1,6 +1,6 @@
 """``parhelia modal setup``: get Modal ready for tasks (token, app, volume, secret, image).
 
-The work is done by ``python -m parheliad.backends.modal_setup`` in a child process: the
+The work is done by ``python -m parheliad.backends.modal.setup`` in a child process: the
 CLI never imports the daemon's code nor the ``modal`` SDK.
 """
 
@@ -32,7 +32,7 @@ def setup() -> None:
     check the Anthropic secret (`modal.secret_name`), build the worker image; print what
     was done. Safe to run again: it finds what exists and changes nothing.
     Exits 1 when a step fails (its line says how to fix it)."""
-    argv = [sys.executable, "-m", "parheliad.backends.modal_setup"]
+    argv = [sys.executable, "-m", "parheliad.backends.modal.setup"]
     if settings().json:
         argv.append("--json")
     code = subprocess.run(argv, check=False).returncode

@@ -14,13 +14,14 @@ from typing import Any
 
 import click
 
-from parhelia.backends import MODAL
-from parhelia.interactive import DETACH_HINT
 from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
 from parhelia_cli.errors import CliError, TaskOutcome, invalid
+from parhelia_cli.flows.events import event_line
+from parhelia_cli.flows.follow import follow
+from parhelia_cli.flows.session import claude_config_dir, resume_command
 
 SESSION_STYLES = {"headless": "blue", "detached": "magenta", "attached": "cyan",
                   "stopped": "yellow", "completed": "green"}
@@ -134,52 +135,14 @@ def kill(session_id: str, yes: bool) -> None:
 
 # --- attaching (what to run) -------------------------------------------------------------
 
-LIVE = ("headless", "detached", "attached")
 
 
-def attach_info(s: dict[str, Any], backend: str) -> dict[str, Any]:
-    """How a person attaches to session ``s`` (a ``Session`` dict) of a task on ``backend``:
-    the command to run in a terminal, and whether it can work now. Reads only: attaching
-    (and taking a headless session over) is the command's business, at the terminal."""
-    import shlex
-
-    argv = ["parhelia", "session", "attach", s["id"]]
-    status = s["status"] or "unknown"
-    info: dict[str, Any] = {
-        "session_id": s["id"], "task_id": s["task_id"], "status": status,
-        "backend": backend, "interactive": bool(s["interactive"]),
-        "attached_clients": s["attached_clients"] or 0, "attachable": status in LIVE,
-        "argv": argv, "command": shlex.join(argv), "detach": DETACH_HINT,
-    }
-    if backend == MODAL:
-        info["ssh_argv"] = [*argv, "--ssh"]
-        info["ssh_command"] = shlex.join(info["ssh_argv"])
-    if status not in LIVE:
-        info["reason"] = (f"the session is {status}: nothing runs to attach to; "
-                          f"`parhelia resume {s['id']}` continues it headless, "
-                          f"`parhelia session pull {s['id']} --to DIR` takes it home")
-    elif status == "headless":
-        info["reason"] = ("the agent runs headless: attaching offers to take it over "
-                          "(checkpoint, stop the headless agent, start the interactive TUI on "
-                          "the same conversation); `parhelia session release` hands it back")
-    return info
 
 
 # --- take it home -----------------------------------------------------------------------
 
-def claude_config_dir() -> str:
-    """The user's Claude Code config dir, as the CLI finds it: ``CLAUDE_CONFIG_DIR``, else
-    ``~/.claude`` (absolute)."""
-    import os
-
-    configured = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
-    return os.path.abspath(os.path.expanduser(configured or "~/.claude"))
 
 
-def resume_command(directory: str, agent_session_id: str) -> str:
-    import shlex
-
-    return f"cd {shlex.quote(directory)} && claude --resume {shlex.quote(agent_session_id)}"
 
 
 @session.command()
@@ -371,7 +334,6 @@ def _choice_word(choice: str) -> str:
 
 
 def _print_guide(data: dict[str, Any], checkpoint_id: str | None) -> None:
-    from parhelia_cli.commands.events import event_line
 
     s, t = data["session"] or {}, data["task"] or {}
     sid = s.get("id") or "SESSION"
@@ -456,8 +418,6 @@ def resume(session_id: str, checkpoint_id: str | None, sync: bool) -> None:
     api = obj.api()
     t = api.sessions.resume(session_id, checkpoint_id=checkpoint_id)
     if sync:
-        from parhelia_cli.commands.task import follow
-
         follow(api, t.id, obj.json)
         return
     if obj.json:

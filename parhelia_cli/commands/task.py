@@ -6,27 +6,25 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from parhelia import statuses as words
-from parhelia.backends import LOCAL
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import complete, params, render
 from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import task_dict, to_dict
-from parhelia_cli.durations import human_bytes, human_count, human_seconds, usd_short
-from parhelia_cli.errors import CliError, TaskOutcome, invalid, missing
+from parhelia_cli.durations import human_seconds, usd_short
+from parhelia_cli.errors import invalid, missing
+from parhelia_cli.flows.follow import follow, unsaved, wait_text, waits
+from parhelia_cli.flows.submit import check_credential, submit_task
 
 if TYPE_CHECKING:
-    from parhelia.v1 import common_pb2, tasks_pb2
-    from parhelia_cli.api import Api
+    pass
 
-FINAL = words.TASK_FINAL
 WATCH_BACKLOG = 20
 """Recent events `task watch` prints first, so re-attaching shows what happened."""
 
@@ -139,7 +137,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     if estimate_only:
         _print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
         return
-    _check_credential(api, backend)
+    check_credential(api, backend)
 
     directory: Path | None = None
     if not repo and not no_workspace:
@@ -171,20 +169,6 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     follow(api, created.id, obj.json)
 
 
-def _check_credential(api: Api, backend: str | None) -> None:
-    """Before anything is created: this shell has a credential the daemon lacks. Refused
-    when the task would run locally (it would fail at dispatch); a warning otherwise (a
-    Modal secret may hold the credential)."""
-    from parhelia_cli.commands.auth import shell_credential_missing_in_daemon
-
-    status = api.system.status()
-    message = shell_credential_missing_in_daemon(status)
-    if message is None:
-        return
-    others = [b.name for b in status.backends if b.available and b.name != LOCAL]
-    if backend == LOCAL or (backend is None and not others):
-        raise CliError("E400", message)
-    render.warn(message)
 
 
 def _relative_to(path: Path, directory: Path) -> str:
@@ -197,83 +181,10 @@ def _relative_to(path: Path, directory: Path) -> str:
                       f"{directory}") from None
 
 
-def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
-                directory: Path | None = None,
-                repo: str | None = None, ref: str | None = None, no_dispatch: bool = False,
-                quiet: bool = False, include_secret: Sequence[str] = (),
-                notices: list[str] | None = None,
-                trust_project_config: bool = False, notify: str = "",
-                conversation: str = "") -> common_pb2.Task:
-    """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
-    created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
-    nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
-    worker) takes precedence over it. Upload notices (credential-looking files left
-    out or sent) are printed, or appended to ``notices`` when it is given.
-    ``conversation``: the id of a local Claude Code conversation sent with the upload."""
-    workspace_id = workspace_path = base_commit = ""
-    if not repo and directory is not None:
-        done = upload_workspace(api, directory, quiet=quiet, include_secret=include_secret,
-                                conversation=conversation)
-        for notice in secret_notices(done):
-            if notices is not None:
-                notices.append(notice)
-            else:
-                render.info(notice)
-        workspace_id = done.workspace_id
-        workspace_path = done.root or str(directory)
-        base_commit = done.base_commit
-    return api.tasks.create(
-        prompt, options, workspace_id=workspace_id, repo_url=repo or "",
-        repo_ref=(ref or "") if repo else "", no_dispatch=no_dispatch,
-        workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config, notify=notify).task
 
 
-def secret_notices(done: tasks_pb2.UploadWorkspaceProgress) -> list[str]:
-    """What an upload did with files that look like credentials, in words."""
-    out = []
-    left = list(done.left_out_secret_files)
-    if left:
-        flags = " ".join(f"--include-secret-file {shlex.quote(p)}" for p in left[:3])
-        out.append(f"Left out {len(left)} file(s) that look like credentials: "
-                   f"{', '.join(left[:10])}{' ...' if len(left) > 10 else ''}. "
-                   f"To send them: {flags}{' ...' if len(left) > 3 else ''}")
-    sent = list(done.sent_secret_files)
-    if sent:
-        out.append(f"Sent {len(sent)} file(s) that look like credentials (tracked by git, "
-                   f"or named with --include-secret-file): {', '.join(sent[:10])}"
-                   f"{' ...' if len(sent) > 10 else ''}")
-    return out
 
 
-def upload_workspace(api: Api, directory: Path, quiet: bool,
-                     include_secret: Sequence[str] = (), conversation: str = ""
-                     ) -> tasks_pb2.UploadWorkspaceProgress:
-    """Stream ``UploadWorkspace`` with a progress bar on a terminal's stderr (not with
-    ``quiet``); return the last (``done``) progress message."""
-    from parhelia_cli.commands.session import claude_config_dir
-    from parhelia_cli.progress import Bar
-
-    last: tasks_pb2.UploadWorkspaceProgress | None = None
-    with Bar(quiet) as bar:
-        for progress in api.tasks.upload_workspace(
-                str(directory), include_secret_files=include_secret,
-                conversation_uuid=conversation,
-                claude_config_dir=claude_config_dir() if conversation else "",
-                cwd=os.getcwd() if conversation else ""):
-            last = progress
-            if progress.done:
-                break
-            bar.update("Uploading the workspace", progress.bytes_done, progress.bytes_total)
-    if last is None or not last.done or not last.workspace_id:
-        raise CliError("E600", f"the upload of {directory} did not finish")
-    if not quiet:
-        render.info(f"Uploaded {last.files_total} files, {human_bytes(last.bytes_total)} "
-                    f"({human_bytes(last.new_bytes)} new) from {last.root or directory}.")
-        if last.agent_session_id:
-            render.info(f"Sent conversation {last.agent_session_id} ({last.conversation_files} "
-                        "file(s)); the task resumes it.")
-    return last
 
 
 def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
@@ -287,174 +198,6 @@ def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
                                                            if part["basis"] else ""))
     render.line("Nothing was created.")
 
-
-# --- following a task -------------------------------------------------------------------
-
-def progress_text(t: dict[str, Any], elapsed: float) -> str:
-    """One line of a running task: status, turn, tokens, cost, time, last tool."""
-    u = t["usage"] or {}
-    if waits(t):
-        return f"{t['status']}: {wait_text(t)} | {human_seconds(elapsed)}"
-    parts = [t["status"] or "unknown", f"turn {u.get('turns', 0)}",
-             f"{human_count(u.get('input_tokens', 0))} in / "
-             f"{human_count(u.get('output_tokens', 0))} out",
-             usd_short(u.get("total_cost_micros", 0)), human_seconds(elapsed)]
-    if t["last_tool"]:
-        parts.append(f"last tool: {render.safe(t['last_tool'])}")
-    return " | ".join(parts)
-
-
-def _backlog(api: Api, task_id: str, count: int) -> list[dict[str, Any]]:
-    """The task's newest ``count`` events, oldest first (what a re-attach missed)."""
-    from parhelia_cli.api import event_filter
-
-    resp = api.events.list(event_filter(task_id=task_id), limit=count)
-    return sorted((to_dict(e) for e in resp.events), key=lambda e: e["id"])
-
-
-def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
-    """Follow ``WatchTask`` until the task is final; print the result and a summary.
-
-    Each event line shows the task as it was at that event (:mod:`parhelia_cli.timeline`);
-    ``backlog`` first prints that many recent events (re-attaching with `task watch`).
-    Exits 0 when it completed, 1 otherwise; Ctrl-C detaches (the task keeps running).
-    """
-    from parhelia_cli.timeline import AtEvent
-
-    last: dict[str, Any] | None = None
-    elapsed = 0.0
-    live: Any = None
-    tty = render.is_tty() and not as_json
-    at: AtEvent | None = None
-    seen = 0  # the newest event id printed (the backlog and the stream overlap)
-
-    def note(event: dict[str, Any]) -> str | None:
-        nonlocal at, seen
-        if at is None or (event["id"] and event["id"] <= seen):
-            return None
-        at, seen = at.after(event), max(seen, event["id"] or 0)
-        return at.line(event)
-
-    try:
-        if tty:
-            from rich.live import Live
-            from rich.text import Text
-
-            live = Live(Text("waiting for the task..."), console=render.console(),
-                        refresh_per_second=4, transient=True)
-            live.start()
-        for progress in api.tasks.watch(task_id):
-            last = task_dict(progress.task)
-            elapsed = progress.elapsed_seconds
-            event = to_dict(progress.event) if progress.HasField("event") else None
-            if at is None:
-                # The first message comes once the stream is subscribed: a backlog read
-                # now leaves no gap, and the overlap is skipped by event id.
-                earlier = _backlog(api, last["id"], backlog) if backlog and not as_json \
-                    else []
-                at = AtEvent.start(last) if not earlier else AtEvent.before(last, earlier[0])
-                if earlier:
-                    render.line(f"Recent events of task {last['id']}:")
-                for old in earlier:
-                    text = note(old)
-                    if text:
-                        render.line(text)
-            if stuck(last):
-                break
-            if as_json:
-                continue
-            line_text = note(event) if event is not None else None
-            if live is not None:
-                from rich.text import Text
-
-                if line_text and event and event["level"] in ("warning", "error"):
-                    live.console.print(Text(line_text))
-                live.update(Text(progress_text(last, elapsed)))
-            elif line_text:
-                render.line(line_text)
-    except KeyboardInterrupt:
-        if live is not None:
-            live.stop()
-            live = None
-        render.info(f"\nDetached; task {task_id} keeps running. Re-attach with "
-                    f"`parhelia task watch {task_id}`.")
-        raise TaskOutcome(130) from None
-    finally:
-        if live is not None:
-            live.stop()
-    if last is None:
-        raise CliError("E900", f"the daemon sent no progress for task {task_id}")
-    if stuck(last):
-        if as_json:
-            render.emit_resource(last)
-        raise CliError(last["status_code"],
-                       f"task {last['id']} is {last['status']}: {last['status_reason']}. "
-                       f"It stays queued; `parhelia task watch {last['id']}` follows it")
-    _finish(last, elapsed, as_json, api)
-
-
-def stuck(t: dict[str, Any]) -> bool:
-    """The task waits for something only the user can change (it cannot fit the budget,
-    the budget paused it): following it longer would hang."""
-    return t["status"] in WAITING and bool(t["needs_user"]) and bool(t["status_code"])
-
-
-def _changed_files(api: Api, task_id: str) -> int | None:
-    """How many files the task changed (None when that cannot be told)."""
-    try:
-        resp = api.tasks.diff(task_id, stat_only=True)
-    except CliError:
-        return None
-    return len(resp.files)
-
-
-def _finish(t: dict[str, Any], elapsed: float, as_json: bool, api: Api | None = None
-            ) -> None:
-    status = t["status"]
-    result = t["result"] or {}
-    if as_json:
-        render.emit_resource(t)
-    else:
-        if result.get("text"):
-            render.line(render.safe(result["text"], multiline=True).rstrip("\n"))
-            render.line()
-        u = t["usage"] or {}
-        render.fields([
-            ("Status", render.status_word(status)),
-            ("Turns", u.get("turns", 0)),
-            ("Tokens", f"{human_count(u.get('input_tokens', 0))} in / "
-                       f"{human_count(u.get('output_tokens', 0))} out"),
-            ("Cost", usd_short(u.get("total_cost_micros", 0))),
-            ("Duration", human_seconds(_duration(t) or elapsed)),
-            ("Task", t["id"]),
-        ])
-        changed = _changed_files(api, t["id"]) if status == "completed" and api \
-            and not unsaved(t) else None
-        if changed == 0:
-            render.line("\nThe task changed no files: there is nothing to pull.")
-        elif status == "completed" and not unsaved(t):
-            render.line(f"\nSee the changes: parhelia task diff {t['id']}   "
-                        f"bring them back: parhelia task pull {t['id']}")
-    if status == "completed" and not unsaved(t):
-        return
-    if status not in FINAL:
-        raise CliError("E900", f"the progress stream ended while task {t['id']} is {status}; "
-                               f"`parhelia task watch {t['id']}` re-attaches")
-    code = result.get("error_code") or ("E603" if status == "cancelled" else "E900")
-    message = render.safe(result.get("error_message") or t["status_reason"]
-                          or f"the task {status}")
-    render.error(CliError(code, message), as_json)
-    raise TaskOutcome(1)
-
-
-def unsaved(t: dict[str, Any]) -> bool:
-    """A completed task whose result (its completion checkpoint) was not saved."""
-    return t["status"] == "completed" and bool(t["needs_user"]) and bool(t["status_code"])
-
-
-def _duration(t: dict[str, Any]) -> float | None:
-    start, end = render.parse_ts(t["started_at"]), render.parse_ts(t["finished_at"])
-    return (end - start).total_seconds() if start and end else None
 
 
 @task.command()
@@ -521,7 +264,6 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
             render.line(note)
 
 
-WAITING = ("pending", "paused")
 OVERLAP_PATHS_SHOWN = 3
 OVERLAP_PATH_WIDTH = 60
 
@@ -541,15 +283,8 @@ def overlap_lines(t: dict[str, Any], paths: int = OVERLAP_PATHS_SHOWN,
 
 
 
-def waits(t: dict[str, Any]) -> bool:
-    """A pending or paused task with a reason to show (why it is not running)."""
-    return t["status"] in WAITING and bool(t["status_reason"])
 
 
-def wait_text(t: dict[str, Any]) -> str:
-    """Why a task waits: ``CODE reason`` (+ that it waits for the user)."""
-    text = (f"{t['status_code']} " if t["status_code"] else "") + (t["status_reason"] or "")
-    return text + (" [waits for you]" if t["needs_user"] else "")
 
 
 @task.command()

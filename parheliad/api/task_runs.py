@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from modal_worker.checkpoint.diff import Change, header_path
+from parhelia.checkpoint.diff import Change, header_path
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.progress import BYTES, FILES
 from parhelia.v1 import common_pb2, tasks_pb2

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from modal_worker.volume import Volume
 from parhelia.errors import ParheliaError
+from parhelia.volume import Volume
 
 
 class NoCapacity(ParheliaError):
@@ -51,7 +51,7 @@ class WorkerPaths:
     sync_argv: tuple[str, ...] = ()
     tmux_socket: str = ""
     """Where an interactive TUI of this container listens ("" = the worker's default,
-    :func:`modal_worker.tui.socket_path` where it runs)."""
+    :func:`parhelia.tuisocket.socket_path` where it runs)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What to launch: the worker spec (a JSON-able dict, see modal_worker.spec) plus
+    """What to launch: the worker spec (a JSON-able dict, see parhelia.spec) plus
     the resources and identity the backend itself needs."""
 
     container_id: str

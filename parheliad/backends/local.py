@@ -5,7 +5,7 @@
 - Owner tag: workers carry ``PARHELIA_OWNER``/``PARHELIA_CONTAINER_ID`` in their
   environment; ``list(owner_tag)`` reads them from the process table, so workers
   started by an earlier daemon (or another daemon) are seen and told apart.
-- Environment: the allow-list of :mod:`modal_worker.environ` plus the
+- Environment: the allow-list of :mod:`parhelia.environ` plus the
   ``sync.pass_env`` values, never the daemon's whole environment.
 - Workers outlive the daemon (new session, not killed with it) and are re-adopted.
 - The volume is the daemon's own local volume (one directory): the volume sync points
@@ -34,16 +34,15 @@ from typing import Any
 
 import psutil
 
-from modal_worker.channel import append_control, read_spool
-from modal_worker.environ import worker_environ
-from modal_worker.spec import spec_key
-from modal_worker.tui import attach_argv, socket_path, unsafe_dir
-from modal_worker.volume import LocalVolume, Volume
 from parhelia import envfile
 from parhelia.backends import LOCAL
 from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.environ import worker_environ
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parhelia.spool import append_control, read_spool
+from parhelia.tuisocket import attach_argv, socket_path, unsafe_dir
+from parhelia.volume import LocalVolume, Volume, result_key, spec_key, spool_key, worker_log_key
 
 from .base import (
     ChannelBatch,
@@ -131,8 +130,8 @@ class LocalBackend:
         if not self.volume.exists(key):
             raise ParheliaError("E602", f"the worker spec {key} was not written",
                                 container_id=spec.container_id)
-        log_dir = self._root / "logs" / spec.container_id
-        log_dir.mkdir(parents=True, exist_ok=True)
+        worker_log = self.volume.path_for(worker_log_key(spec.container_id))
+        worker_log.parent.mkdir(parents=True, exist_ok=True)
         workspace = Path(spec.paths.workspace_dir)
         workspace.mkdir(parents=True, exist_ok=True)
         # Not the daemon's whole environment: the allow-list, plus sync.pass_env values.
@@ -143,7 +142,7 @@ class LocalBackend:
         env.pop("PARHELIA_SOCKET", None)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [sys.executable, "-m", "modal_worker", "run", str(self.volume.path_for(key))]
-        with open(log_dir / "worker.log", "ab") as log:
+        with open(worker_log, "ab") as log:
             try:
                 proc = subprocess.Popen(
                     argv, cwd=workspace, env=env, stdin=subprocess.DEVNULL,
@@ -196,7 +195,7 @@ class LocalBackend:
                                detail="" if code is not None else "process vanished")
 
     def _result_exit_code(self, container_id: str) -> int | None:
-        key = f"results/{container_id}.json"
+        key = result_key(container_id)
         if not self.volume.exists(key):
             return None
         try:
@@ -256,8 +255,8 @@ class LocalBackend:
         # cached path string, and a read (in a thread) only when the spool grew.
         path = self._spools.get(container_id)
         if path is None:
-            path = self._spools[container_id] = os.path.join(
-                self._root, "spool", f"{container_id}.jsonl")
+            path = self._spools[container_id] = str(
+                self.volume.path_for(spool_key(container_id)))
         try:
             if os.stat(path).st_size <= cursor:
                 return ChannelBatch([], cursor)

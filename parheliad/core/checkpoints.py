@@ -1,5 +1,5 @@
 """The checkpoint lifecycle seen from the daemon: create, inspect, compare, verify,
-roll back and garbage-collect (the format itself is ``modal_worker.checkpoint``).
+roll back and garbage-collect (the format itself is ``parhelia.checkpoint``).
 
 A running session is checkpointed by its worker (asked through the control path);
 a stopped one from its last state on disk — the session's fixed workspace and
@@ -18,7 +18,8 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint import (
+from parhelia import __version__
+from parhelia.checkpoint import (
     BlobStore,
     Manifest,
     VerifyReport,
@@ -32,15 +33,14 @@ from modal_worker.checkpoint import (
     unified_diff,
     verify,
 )
-from modal_worker.checkpoint.cas import blob_key, sweep_temp
-from modal_worker.checkpoint.diff import TreeDiff
-from modal_worker.checkpoint.manifest import base_of, manifest_key
-from modal_worker.checkpoint.statcache import stat_cache_path
-from modal_worker.volume import Volume
-from parhelia import __version__
+from parhelia.checkpoint.cas import sweep_temp
+from parhelia.checkpoint.diff import TreeDiff
+from parhelia.checkpoint.manifest import base_of
+from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import BYTES
+from parhelia.volume import BLOBS, BUNDLES, CHECKPOINTS, Volume, blob_digest, blob_key, manifest_key
 from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
 from parheliad.config import Config
@@ -250,7 +250,7 @@ class CheckpointOps:
                 safety = None  # nothing on disk newer than the checkpoints we have
         workspace, config_dir = self._session_dirs(session)
         # The files on disk no longer continue the worker's checkpoints: its next worker
-        # must restore, never resume what was rolled back (modal_worker.checkpoint.lineage).
+        # must restore, never resume what was rolled back (parhelia.checkpoint.lineage).
         lineage.clear(lineage.lineage_path(workspace))
         if workspace.exists() or not running:
             if tracker is not None:
@@ -307,14 +307,14 @@ class CheckpointOps:
         checkpoint that is the base of a kept delta manifest is kept (with its blobs)."""
         doomed_keys = {manifest_key(cp.session_id, cp.id): cp.id for cp in doomed}
         kept: dict[str, Any] = {}
-        for key in self.volume.list("checkpoints"):
+        for key in self.volume.list(CHECKPOINTS):
             if key.endswith(".json") and key not in doomed_keys:
                 kept[key] = json.loads(self.volume.get(key))
         for key, raw in list(kept.items()):
             base = base_of(raw)
             if base is None:
                 continue
-            base_key = f"{key.rsplit('/', 1)[0]}/{base}.json"
+            base_key = manifest_key(key.split("/")[1], base)  # checkpoints/<session>/...
             if doomed_keys.pop(base_key, None) is not None:
                 kept[base_key] = json.loads(self.volume.get(base_key))
         report = GcReport(removed=[cp.id for cp in doomed
@@ -322,13 +322,13 @@ class CheckpointOps:
         live: set[str] = set()
         for raw in kept.values():
             live |= set(blob_refs(raw))
-        for key in self.volume.list("config"):
+        for key in self.volume.list(BUNDLES):
             if key.endswith(".json"):
                 live |= set(blob_refs(json.loads(self.volume.get(key))))
         horizon = time.time() - 3600  # a blob younger than this may belong to a snapshot in flight
-        for key in self.volume.list("cas/blobs"):
-            digest = key.rsplit("/", 1)[-1]
-            if digest in live:
+        for key in self.volume.list(BLOBS):
+            digest = blob_digest(key)
+            if digest is None or digest in live:
                 continue
             path = self.volume.path_for(key)
             assert path is not None, "gc runs on the local volume"
@@ -345,10 +345,9 @@ class CheckpointOps:
         if not dry_run:
             for key in doomed_keys:
                 self.volume.delete(key)
-            cas = self.volume.path_for("cas")
-            if cas is not None:  # what killed writers left behind
-                report.temp_files_removed, freed = sweep_temp(cas)
-                report.bytes_freed += freed
+            # what killed writers left behind
+            report.temp_files_removed, freed = sweep_temp(self.volume)
+            report.bytes_freed += freed
         return report
 
     async def _unindex(self, doomed: list[CheckpointRow]) -> None:

@@ -32,11 +32,11 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint import Manifest, load_manifest, save_manifest
-from modal_worker.resume_summary import continuation_prompt
-from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec, spec_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Manifest, load_manifest, save_manifest
 from parhelia.errors import ParheliaError
+from parhelia.prompts import continuation_prompt
+from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
+from parhelia.volume import LocalVolume, spec_key
 from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
 from parheliad.backends.registry import Backends
 from parheliad.config import Config

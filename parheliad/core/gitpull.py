@@ -6,12 +6,12 @@ changes, a commit is made with ``commit-tree``, and only then is a *new* branch 
 created. The user's working tree, index, HEAD and current branch are never
 touched. A patch is the ``git diff --binary`` between two such commits.
 
-The same plumbing runs in a :func:`modal_worker.gitsafe.shadow` over the repository
+The same plumbing runs in a :func:`parhelia.gitsafe.shadow` over the repository
 (objects written there, the repository's own objects borrowed read-only) when
 nothing may be written to the user's repository at all (``task diff --against base``).
 A path git refuses (``sub/.git/config``...) is skipped and reported, not fatal.
 
-Git runs through :func:`modal_worker.gitsafe.run`: no system/global config, no hooks
+Git runs through :func:`parhelia.gitsafe.run`: no system/global config, no hooks
 (``update-ref`` would run ``reference-transaction``), no fsmonitor, filters (blobs
 are hashed with ``--no-filters``), external diff, textconv, signing or pager, and a
 minimal environment without the daemon's secrets.
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker import gitsafe
+from parhelia import gitsafe
 from parhelia.errors import ParheliaError
 from parhelia.progress import Report, ignore
 

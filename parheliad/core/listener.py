@@ -32,13 +32,13 @@ from typing import Any
 
 import structlog
 
-from modal_worker.channel import read_spool, spool_key
-from modal_worker.spec import ExitCode, WorkerResult, result_key
-from modal_worker.volume import LocalVolume
 from parhelia import events as catalogue
 from parhelia import records
 from parhelia.errors import ParheliaError
 from parhelia.records import USAGE_FIELDS, RecordError
+from parhelia.spec import ExitCode, WorkerResult
+from parhelia.spool import read_spool
+from parhelia.volume import LocalVolume, result_key, spool_key
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
 from parheliad.core import volsync
 from parheliad.core.states import (

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint import BlobStore, Manifest, diff, load_manifest, unified_diff
-from modal_worker.checkpoint.diff import TreeDiff
-from modal_worker.volume import Volume
+from parhelia import gitsafe
+from parhelia.checkpoint import BlobStore, Manifest, diff, load_manifest, unified_diff
+from parhelia.checkpoint.diff import TreeDiff
 from parhelia.errors import ParheliaError
 from parhelia.outpath import open_output
 from parhelia.progress import Report, ignore
+from parhelia.volume import Volume
 from parheliad.core import gitpull
 from parheliad.store.rows import TaskRow
 

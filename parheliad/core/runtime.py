@@ -17,12 +17,12 @@ from typing import ClassVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from modal_worker.checkpoint.cas import sweep_temp
-from modal_worker.checkpoint.projects import Conversation
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint.cas import sweep_temp
+from parhelia.checkpoint.projects import Conversation
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parhelia.progress import Report
+from parhelia.volume import LocalVolume, log_key
 from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends
 from parheliad.config import Config
@@ -81,11 +81,10 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        cas = self.volume.path_for("cas")
-        if cas is not None:  # temp files of writers killed before this start
-            files, size = await asyncio.to_thread(sweep_temp, cas)
-            if files:
-                log.info("cas.temp_swept", files=files, bytes=size)
+        # temp files of writers killed before this start
+        files, size = await asyncio.to_thread(sweep_temp, self.volume)
+        if files:
+            log.info("cas.temp_swept", files=files, bytes=size)
         await self._adopt()
         await self.reconciler.load()
         # What changed while the daemon was down is found before anything is drained.
@@ -197,7 +196,7 @@ class Runtime:
                                 key=lambda c: c.created_at)
             for c in containers:
                 start = positions.setdefault(c.id, offset if c is containers[0] else 0)
-                path = self.paths.volume_dir / "logs" / c.id / "agent.jsonl"
+                path = self.paths.volume_dir / log_key(c.id)
                 async for chunk, end in _read_from(path, start):
                     positions[c.id] = end
                     yield c.id, chunk, end

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint.manifest import Manifest, load_manifest
-from modal_worker.volume import Volume
+from parhelia.checkpoint.manifest import Manifest, load_manifest
 from parhelia.errors import ParheliaError, invalid
 from parhelia.interactive import DETACH_HINT
 from parhelia.progress import BYTES
+from parhelia.volume import Volume
 from parheliad.backends.base import Backend
 from parheliad.config import Config
 from parheliad.core import sshkeys, takehome, volsync

@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from modal_worker.sshd import SshdError, check_public_key
 from parhelia.errors import ParheliaError
+from parhelia.sshkey import InvalidPublicKey, check_public_key
 
 KEY_NAME = "id_ed25519"
 KEEPALIVE_INTERVAL_S = 15
@@ -64,7 +64,7 @@ def pin_host_key(state_dir: Path, session_id: str, host: str, port: int,
     """Write the session's known_hosts: ``[host]:port <key>`` only (0600)."""
     try:
         line = check_public_key(host_key)
-    except SshdError:
+    except InvalidPublicKey:
         raise ParheliaError("E601", "the worker reported a host key that is not an "
                                     "ssh-ed25519 key; refusing to pin it") from None
     if not host or any(c in host for c in " \t\n,[]") or not 0 < port < 65536:

@@ -26,15 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint.baserepo import AGENT_IDENTITY, make_repo, wants_repo
-from modal_worker.checkpoint.cas import BlobError, BlobStore
-from modal_worker.checkpoint.manifest import BlobRef, Entry, Manifest
-from modal_worker.checkpoint.projects import Conversation, encode_project_dir, project_dir
-from modal_worker.checkpoint.restore import restore as restore_tree
-from modal_worker.volume import Volume
+from parhelia import gitsafe
+from parhelia.checkpoint.baserepo import AGENT_IDENTITY, make_repo, wants_repo
+from parhelia.checkpoint.cas import BlobError, BlobStore
+from parhelia.checkpoint.manifest import BlobRef, Entry, Manifest
+from parhelia.checkpoint.projects import Conversation, encode_project_dir, project_dir
+from parhelia.checkpoint.restore import restore as restore_tree
 from parhelia.errors import ParheliaError, invalid
 from parhelia.progress import Report
+from parhelia.volume import Volume
 
 CONVERSATION_FILE_MODE = 0o600
 CONVERSATION_DIR_MODE = 0o700

@@ -17,13 +17,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from modal_worker import gitsafe
-from modal_worker.redact import redact
-from parhelia import gpus, records
+from parhelia import gitsafe, gpus, records
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND, MODAL
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
+from parhelia.redact import redact
 from parheliad.backends.modal import TASK_TIMEOUT_MAX_S as MODAL_TASK_TIMEOUT_MAX_S
 from parheliad.backends.modal import TIMEOUT_MARGIN_S
 from parheliad.config import Config, project_widenings, trusts_project

@@ -26,20 +26,23 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint import BlobStore, blob_key, load_manifest
-from modal_worker.checkpoint.cas import is_digest
-from modal_worker.checkpoint.manifest import base_of, manifest_key
-from modal_worker.claude_config import bundle_key
-from modal_worker.spec import result_key, spec_key
-from modal_worker.volume import Volume
+from parhelia.bundle import check_id
+from parhelia.checkpoint import BlobStore, blob_key, load_manifest
+from parhelia.checkpoint.manifest import base_of
 from parhelia.errors import ParheliaError
+from parhelia.volume import (
+    SPECS,
+    Volume,
+    bundle_key,
+    is_digest,
+    log_key,
+    manifest_key,
+    result_key,
+    spec_key,
+)
 from parheliad.backends.base import Backend
 
 log = structlog.get_logger(__name__)
-
-
-def log_key(container_id: str) -> str:
-    return f"logs/{container_id}/agent.jsonl"
 
 
 def blob_refs(obj: Any) -> Iterator[str]:
@@ -57,8 +60,8 @@ def blob_refs(obj: Any) -> Iterator[str]:
 
 def shared(backend: Backend, local: Volume) -> bool:
     """Whether the backend's volume is the daemon's own directory (nothing to copy)."""
-    mine = backend.volume.path_for("specs")
-    return mine is not None and mine == local.path_for("specs")
+    mine = backend.volume.path_for(SPECS)
+    return mine is not None and mine == local.path_for(SPECS)
 
 
 def _base_of(document: bytes) -> str | None:
@@ -83,7 +86,7 @@ def launch_keys(local: Volume, container_id: str, session_id: str,
     blobs: set[str] = set()
     documents: list[str] = []
     if config_bundle_id:
-        key = bundle_key(config_bundle_id)
+        key = bundle_key(check_id(config_bundle_id))
         blobs.update(_blob_keys(local.get(key)))
         documents.append(key)
     if restore_checkpoint_id:

@@ -7,7 +7,7 @@ means unchanged files are not even re-read.
 The session id is reserved here, because a manifest names its session; the
 dispatcher later creates the session under that id.
 
-Files that look like credentials (:func:`modal_worker.redact.looks_like_secret_file`)
+Files that look like credentials (:func:`parhelia.redact.looks_like_secret_file`)
 are left out unless git tracks them or the user names them; both lists come back
 so the CLI can say which were left out and which were sent.
 """
@@ -24,19 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint import git_file_list, git_state, list_checkpoints, load_manifest
-from modal_worker.checkpoint import snapshot as take_snapshot
-from modal_worker.checkpoint.baserepo import pack_base
-from modal_worker.checkpoint.cas import BlobStore
-from modal_worker.checkpoint.manifest import Manifest
-from modal_worker.checkpoint.projects import Conversation
-from modal_worker.checkpoint.snapshot import walk
-from modal_worker.gitsafe import user_excludes_file
-from modal_worker.redact import looks_like_secret_file
-from modal_worker.volume import Volume
+from parhelia import gitsafe
+from parhelia.checkpoint import git_file_list, git_state, list_checkpoints, load_manifest
+from parhelia.checkpoint import snapshot as take_snapshot
+from parhelia.checkpoint.baserepo import pack_base
+from parhelia.checkpoint.cas import BlobStore
+from parhelia.checkpoint.manifest import Manifest
+from parhelia.checkpoint.projects import Conversation
+from parhelia.checkpoint.snapshot import walk
 from parhelia.errors import ParheliaError
+from parhelia.gitsafe import user_excludes_file
 from parhelia.progress import Report
+from parhelia.redact import looks_like_secret_file
+from parhelia.volume import Volume
 from parheliad.store import ids
 
 WORKSPACE_TRIGGER = "workspace_upload"
@@ -110,7 +110,7 @@ def _all_files(root: Path) -> list[str]:
 
 
 def _base_pack(root: Path, head: str, store: BlobStore, cache: Path) -> dict[str, Any] | None:
-    """The base commit's pack (:mod:`modal_worker.checkpoint.baserepo`); the last one made
+    """The base commit's pack (:mod:`parhelia.checkpoint.baserepo`); the last one made
     for this directory is reused while HEAD has not moved and its blob exists."""
     try:
         known = json.loads(cache.read_text())

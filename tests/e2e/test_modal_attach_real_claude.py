@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker import tui
+from parhelia import tuisocket
 from tests.e2e.test_interactive_real_claude import (
     Terminal,
     attach_in,
@@ -67,7 +67,7 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
         # The sandbox's tmux sees the user's terminal size, and follows a resize.
         container = h.task(task_id)["container_id"]
         sandbox_tmp = state.sandbox_tmp(modal_standin.sandbox(container)["id"])
-        inner = ["tmux", "-S", tui.socket_path(container, tmp=sandbox_tmp, uid=0),
+        inner = ["tmux", "-S", tuisocket.socket_path(container, tmp=sandbox_tmp, uid=0),
                  "list-clients", "-F", "#{client_width}x#{client_height}"]
         size = lambda: subprocess.run(inner, capture_output=True, text=True,  # noqa: E731
                                       check=False).stdout.strip()

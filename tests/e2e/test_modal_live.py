@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest
-from modal_worker.spec import load_result, result_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import blob_key, load_manifest
+from parhelia.spec import load_result
+from parhelia.volume import LocalVolume, result_key
 from parheliad.backends.modal import ModalBackend, ModalSettings, load_sdk
 from parheliad.core import volsync
 from tests.helpers.modal_backend import follow, script, seqs, start, worker_spec

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest
-from modal_worker.spec import load_result, result_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import blob_key, load_manifest
+from parhelia.spec import load_result
+from parhelia.volume import LocalVolume, result_key
 from parheliad.core.volsync import pull_manifest
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.helpers.modal_backend import follow, make_backend, seqs, start, worker_spec

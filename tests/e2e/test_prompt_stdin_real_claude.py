@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modal_worker.agent import AgentProcess, build_argv
-from modal_worker.spec import AgentSpec
+from parhelia.spec import AgentSpec
 from tests.e2e.claude_env import ClaudeDirs, claude_env
 from tests.fake_anthropic import FakeAnthropic, reply
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from modal_worker.volume import LocalVolume, Volume
+from parhelia.volume import LocalVolume, Volume
 from parheliad.backends.base import Credentials, WorkerPaths
 
 

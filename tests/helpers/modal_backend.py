@@ -9,8 +9,8 @@ import json
 import uuid
 from typing import Any
 
-from modal_worker.spec import AgentSpec, CheckpointPolicy, WorkerSpec
-from modal_worker.volume import LocalVolume
+from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec
+from parhelia.volume import LocalVolume
 from parheliad.backends.base import ContainerSpec, WorkerPaths
 from parheliad.backends.modal import ModalBackend, ModalSettings
 from tests.helpers.paths import REPO

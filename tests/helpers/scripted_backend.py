@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from modal_worker.volume import LocalVolume
 from parhelia.paths import Paths
+from parhelia.volume import LocalVolume
 from parheliad.backends.base import ChannelBatch, ContainerSpec, ContainerStatus, ListedContainer
 from parheliad.config import Config
 from parheliad.core.events import EventBus

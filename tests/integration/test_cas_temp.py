@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from modal_worker.checkpoint.cas import TEMP_MAX_AGE_SECONDS, sweep_temp
+from parhelia.checkpoint.cas import TEMP_MAX_AGE_SECONDS, sweep_temp
+from parhelia.volume import LocalVolume
 from tests.helpers.harness import Harness
 
 
@@ -38,7 +39,7 @@ def test_sweep_keeps_live_writers_files(tmp_path: Path) -> None:
     live_old = _plant(cas, os.getpid(), age=TEMP_MAX_AGE_SECONDS + 60)
     blob = cas / "blobs" / "ab" / ("ab" + "0" * 62)
     blob.write_bytes(b"blob")
-    assert sweep_temp(cas) == (3, 300)
+    assert sweep_temp(LocalVolume(tmp_path)) == (3, 300)
     assert live.exists() and blob.exists()
     assert not dead.exists() and not dead_shard.exists() and not live_old.exists()
 

@@ -154,7 +154,7 @@ def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> N
 
 
 def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_factory) -> None:
-    from modal_worker.checkpoint import project_dir
+    from parhelia.checkpoint import project_dir
 
     harness = harness_factory()
     gate = harness.home / "gate"  # opened after the kill: the first run never gets past it

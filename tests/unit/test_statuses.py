@@ -56,6 +56,7 @@ def test_the_daemon_state_machines_use_the_contract_words() -> None:
 
 def test_the_cli_offers_the_contract_words() -> None:
     from parhelia_cli.commands import container, task
+    from parhelia_cli.flows import follow
 
     def choices(command, name):
         return tuple(next(p for p in command.params if p.name == name).type.choices)
@@ -63,7 +64,7 @@ def test_the_cli_offers_the_contract_words() -> None:
     assert choices(task.list_tasks, "statuses") == statuses.TASK_STATUSES
     assert choices(container.list_containers, "states") == statuses.CONTAINER_STATES
     assert choices(container.list_containers, "health") == statuses.HEALTHS
-    assert task.FINAL == statuses.TASK_FINAL
+    assert follow.FINAL == statuses.TASK_FINAL
 
 
 def test_the_word_lists_are_plain_strings() -> None:

@@ -67,7 +67,7 @@ def daemon_accepts(**options: Any) -> bool:
 
 
 def worker_accepts(tmp_path: Path, **fields: Any) -> bool:
-    from modal_worker.spec import load_spec
+    from parhelia.spec import load_spec
 
     agent = {"session_uuid": str(uuid.uuid4()), **fields.pop("agent", {})}
     raw = {"container_id": "c-1", "task_id": "t-1", "session_id": "s-1",
@@ -208,7 +208,7 @@ def test_a_project_file_may_narrow_the_mode_never_widen_it(paths: Paths, tmp_pat
 
 def test_risky_defaults_are_the_same_for_the_daemon_and_the_worker() -> None:
     from modal_worker import hooks
-    from modal_worker.spec import CheckpointPolicy
+    from parhelia.spec import CheckpointPolicy
 
     assert Config().checkpoint.risky_patterns == list(DEFAULT_RISKY_PATTERNS)
     assert CheckpointPolicy().risky_patterns == list(DEFAULT_RISKY_PATTERNS)

@@ -16,7 +16,7 @@ The rules (an allow-list: anything not named here stays home):
   ``apiKeyHelper`` (and the other credential helpers). MCP servers' ``args`` and
   ``url`` lose their credentials too: the value of a flag whose name says key, token,
   secret, password or auth (``--api-key X``, ``--token=Y``, ``API_KEY=Z``), an argument
-  that the secret catalogue (``modal_worker.redact``) recognises, a URL's user and
+  that the secret catalogue (``parhelia.redact``) recognises, a URL's user and
   password and its credential query parameters; each becomes ``${MCP_<SERVER>_<NAME>}``,
   which Claude Code expands in the worker. Names listed in ``sync.pass_env`` travel as
   environment variables of the worker (``secret_env``), never in a file. A bundled file
@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from modal_worker.claude_config import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
-from modal_worker.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact
+from parhelia.bundle import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
+from parhelia.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact
 
 SYNCED_DIRS = ("agents", "commands", "skills", "output-styles")
 SECRET_FILES = {

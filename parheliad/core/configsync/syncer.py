@@ -24,10 +24,10 @@ from typing import Any
 
 import structlog
 
-from modal_worker.checkpoint.cas import BlobStore
-from modal_worker.claude_config import Bundle, BundleFile, bundle_key, save_bundle
-from modal_worker.volume import Volume
+from parhelia.bundle import Bundle, BundleFile, check_id, save_bundle
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.progress import BYTES, FILES, Report, ignore
+from parhelia.volume import Volume
 from parheliad.config import Config
 from parheliad.core.configsync.builder import (
     CommandExists,
@@ -218,7 +218,7 @@ class ConfigSync:
             save_bundle(volume, bundle)
             uploaded = True
         if bundle is not None:
-            bundle_key(bundle.id)  # validates the id shape
+            check_id(bundle.id)
         return SyncResult(
             bundle_id=bundle.id if bundle is not None else None,
             source_dir=str(plan.source.config_dir), items=items,

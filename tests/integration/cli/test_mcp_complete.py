@@ -300,9 +300,9 @@ def test_subscriptions_are_bounded_and_expire(mcp_daemon: RunningDaemon) -> None
     """In-process against the real daemon: a feed keeps at most `capacity` events, the
     subscriptions past the limit close the least recently used, and an idle one expires
     (its watch is closed)."""
-    from parhelia_cli import mcp_events
     from parhelia_cli.api import event_filter
     from parhelia_cli.client import Client as DaemonClient
+    from parhelia_cli.mcp_server import live as mcp_events
 
     daemon = DaemonClient.connect(str(mcp_daemon.socket), autostart=False)
     try:

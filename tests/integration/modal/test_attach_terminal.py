@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from modal_worker.tui import socket_path
-from modal_worker.volume import LocalVolume
+from parhelia.tuisocket import socket_path
+from parhelia.volume import LocalVolume
 from parheliad.backends.modal import ModalTerminal
 from tests.helpers.modal_backend import make_backend, script, start, worker_spec
 from tests.modal_host import state

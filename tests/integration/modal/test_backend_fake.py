@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import blob_key, load_manifest, manifest_key
-from modal_worker.spec import load_result, result_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import blob_key, load_manifest, manifest_key
 from parhelia.errors import ParheliaError
+from parhelia.spec import load_result
+from parhelia.volume import LocalVolume, result_key
 from parheliad.backends.modal import OWNER_TAG, sandbox_timeout
-from parheliad.backends.modal_errors import BackendUnreachable, NoCapacity
+from parheliad.backends.modal.errors import BackendUnreachable, NoCapacity
 from parheliad.core import volsync
 from tests.helpers.modal_backend import (
     OWNER,
@@ -350,7 +350,7 @@ async def test_a_channel_asked_for_before_its_sandbox_exists_is_followed_live(fa
 ])
 def test_every_modal_error_maps_to_the_catalogue_with_a_recovery_line(fake_modal, name, code,
                                                                        kind):
-    from parheliad.backends.modal_errors import map_error
+    from parheliad.backends.modal.errors import map_error
 
     errors = fake_modal.sdk.exception
     token = "sk-ant-api03-" + "x" * 40

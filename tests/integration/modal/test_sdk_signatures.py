@@ -21,9 +21,9 @@ import modal.container_process
 import modal.volume
 import pytest
 
-from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
-from parheliad.backends import modal_setup
+from parhelia.volume import LocalVolume
+from parheliad.backends.modal import setup as modal_setup
 from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
 from tests.helpers.paths import REPO
 
@@ -194,10 +194,9 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
 
 async def test_every_exception_class_the_backend_catches_exists_in_the_sdk(recorded: Calls):
     assert {"NotFoundError", "AlreadyExistsError"} <= recorded.exceptions
-    from parheliad.backends import modal_errors
+    from parheliad.backends import modal as package
 
-    source = Path(modal_errors.__file__).read_text() + Path(
-        modal_errors.__file__).with_name("modal.py").read_text()
+    source = "".join(p.read_text() for p in Path(package.__file__).parent.glob("*.py"))
     import re
 
     named = set(re.findall(r"errors\.([A-Z][A-Za-z]+)", source))

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from modal_proto import api_grpc, task_command_router_grpc
 
-from modal_worker.spec import result_key
-from modal_worker.volume import LocalVolume
+from parhelia.volume import LocalVolume, result_key
 from tests.helpers.modal_backend import follow, make_backend, script, start, worker_spec
 from tests.modal_standin.control import ControlPlane
 from tests.modal_standin.fixture import StandIn
@@ -60,4 +59,4 @@ async def test_the_installed_sdk_calls_only_rpcs_the_standin_answers(
     assert modal_standin.unimplemented() == [], "RPCs the stand-in does not answer"
     called = set(modal_standin.calls())
     assert {"SandboxCreateV2", "TaskExecStart", "VolumePutFiles2", "VolumeGetFile2",
-            "ImageGetOrCreate", "MountPutFile", "SandboxGetTimeRangeStats"} <= called
+            "ImageGetOrCreate", "MountGetOrCreate", "SandboxGetTimeRangeStats"} <= called

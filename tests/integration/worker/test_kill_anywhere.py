@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modal_worker.checkpoint import BlobStore, load_manifest, project_dir, verify
-from modal_worker.checkpoint.lineage import lineage_path
-from modal_worker.checkpoint.statcache import stat_cache_path
-from modal_worker.resume_summary import continuation_prompt
-from modal_worker.spec import load_result
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import BlobStore, load_manifest, project_dir, verify
+from parhelia.checkpoint.lineage import lineage_path
+from parhelia.checkpoint.statcache import stat_cache_path
+from parhelia.prompts import continuation_prompt
+from parhelia.spec import load_result
+from parhelia.volume import LocalVolume
 from tests.helpers.worker import log_text, make_spec, script, spool, start_worker
 
 SEED = 20261130

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from modal_worker.checkpoint import project_dir
+from parhelia.checkpoint import project_dir
 from tests.helpers.worker import log_text, make_spec, run_worker, script, spool, types
 
 

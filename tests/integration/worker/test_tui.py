@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from modal_worker import claude_config
-from modal_worker.tui import Tmux, guarded, private_dir, socket_path, tmux_binary
+from modal_worker.tui import Tmux, guarded, private_dir, tmux_binary
 from parhelia.errors import ParheliaError
+from parhelia.tuisocket import socket_path
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 NOBODY = 65534

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.channel import append_control, read_spool
-from modal_worker.checkpoint import BlobStore, load_manifest
-from modal_worker.spec import ChannelSpec, CheckpointPolicy, ExitCode, dump_spec, load_result
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import BlobStore, load_manifest
+from parhelia.spec import ChannelSpec, CheckpointPolicy, ExitCode, dump_spec, load_result
+from parhelia.spool import append_control, read_spool
+from parhelia.volume import LocalVolume
 from tests.helpers.waiting import wait_for
 from tests.helpers.worker import (
     log_text,

@@ -39,7 +39,7 @@ def test_importing_the_client_loads_no_generated_code() -> None:
 
 def test_call_sites_use_the_typed_client() -> None:
     """No `client.call("tasks", "ListTasks", ...)` (an untyped call) outside the client."""
-    allowed = {"api.py", "client.py", "mcp_server.py"}  # the client, and the bridge's transport
+    allowed = {"api.py", "client.py", "bridge.py"}  # the client, and the bridge's transport
     untyped = re.compile(r"\.(call|stream)\(\s*[\"']")
     for path in (ROOT / "parhelia_cli").rglob("*.py"):
         if path.name in allowed:
@@ -47,5 +47,5 @@ def test_call_sites_use_the_typed_client() -> None:
         text = path.read_text()
         assert not untyped.search(text), path
         assert "pb2(" not in text, path
-    bridge = (ROOT / "parhelia_cli" / "mcp_server.py").read_text()
+    bridge = (ROOT / "parhelia_cli" / "mcp_server" / "bridge.py").read_text()
     assert not untyped.search(bridge)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parhelia_cli.commands.session import attach_info
+from parhelia_cli.flows.session import attach_info
 
 
 def _session(status: str, interactive: bool, clients: int = 0) -> dict[str, Any]:

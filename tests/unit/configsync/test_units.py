@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from modal_worker import claude_config
-from modal_worker.checkpoint.cas import BlobStore
-from modal_worker.claude_config import CONFIG_DIR_TOKEN, Bundle, BundleFile, materialise
-from modal_worker.volume import LocalVolume
+from modal_worker.claude_config import materialise
+from parhelia.bundle import CONFIG_DIR_TOKEN, Bundle, BundleFile
+from parhelia.checkpoint.cas import BlobStore
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume, bundle_key
 from parheliad.core.configsync import Source, build
 from parheliad.core.configsync.syncer import ConfigSync
 from tests.helpers import fake_home
@@ -171,7 +172,7 @@ def _hostile(volume: LocalVolume, path: str, data: bytes = b"x", size: int | Non
     stored = BlobStore(volume).put_bytes(data)
     f = BundleFile(path, len(data) if size is None else size, blob or stored.digest)
     bundle = Bundle(files={path: f})
-    volume.put(claude_config.bundle_key(bundle.id), bundle.to_json())
+    volume.put(bundle_key(bundle.id), bundle.to_json())
     return bundle.id
 
 
@@ -189,7 +190,7 @@ def test_hostile_paths_are_refused(tmp_path: Path, path: str) -> None:
 def test_corrupt_blob_and_tampered_manifest_write_nothing(tmp_path: Path) -> None:
     volume = LocalVolume(tmp_path / "vol")
     bundle_id = _hostile(volume, "skills/a/SKILL.md", b"good")
-    digest = json.loads(volume.get(claude_config.bundle_key(bundle_id)))["files"][0]["blob"]
+    digest = json.loads(volume.get(bundle_key(bundle_id)))["files"][0]["blob"]
     blob = volume.path_for(f"cas/blobs/{digest[:2]}/{digest}")
     blob.chmod(0o644)
     blob.write_bytes(b"evil")
@@ -198,9 +199,9 @@ def test_corrupt_blob_and_tampered_manifest_write_nothing(tmp_path: Path) -> Non
         materialise(volume, bundle_id, cfg)
     assert not (cfg / "skills/a/SKILL.md").exists()
     assert not [p for p in cfg.rglob("*") if p.is_file()]
-    raw = json.loads(volume.get(claude_config.bundle_key(bundle_id)))
+    raw = json.loads(volume.get(bundle_key(bundle_id)))
     raw["files"][0]["path"] = "skills/b/SKILL.md"
-    volume.put(claude_config.bundle_key(bundle_id), json.dumps(raw).encode())
+    volume.put(bundle_key(bundle_id), json.dumps(raw).encode())
     with pytest.raises(ParheliaError, match="does not hash to its id"):
         materialise(volume, bundle_id, cfg)
 

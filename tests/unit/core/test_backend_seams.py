@@ -9,9 +9,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from modal_worker.checkpoint import blob_key, load_manifest, snapshot
-from modal_worker.spec import load_spec, spec_key
+from parhelia.checkpoint import blob_key, load_manifest, snapshot
 from parhelia.paths import Paths
+from parhelia.spec import load_spec
+from parhelia.volume import spec_key
 from parheliad.backends.base import BackendUnreachable, Credentials, NoCapacity
 from parheliad.backends.registry import build_backends
 from parheliad.config import Config

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modal_worker.volume import LocalVolume
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume
 from parheliad.backends.base import ChannelBatch, ContainerSpec, ContainerStatus
 from parheliad.backends.registry import Backends
 from parheliad.config import Config, RatesConfig

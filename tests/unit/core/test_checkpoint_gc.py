@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import Manifest, blob_key, load_manifest, restore, snapshot, verify
+from parhelia.checkpoint import Manifest, blob_key, load_manifest, restore, snapshot, verify
 from parhelia.paths import Paths
 from parheliad.config import Config
 from parheliad.core.events import EventBus

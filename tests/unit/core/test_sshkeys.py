@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from modal_worker import sshd
-from modal_worker.spec import WorkerSpec
 from parhelia.errors import ParheliaError
+from parhelia.spec import WorkerSpec
 from parheliad.core import sshkeys
 
 ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import Manifest, restore, snapshot
-from modal_worker.checkpoint.projects import Conversation, encode_project_dir
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Manifest, restore, snapshot
+from parhelia.checkpoint.projects import Conversation, encode_project_dir
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume
 from parheliad.core import takehome
 from tests.helpers.gitrepo import git, init_repo
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from parheliad.backends.modal_image import CLAUDE_CODE_VERSION, WORKER_SOURCES, worker_image
+from parheliad.backends.modal.image import CLAUDE_CODE_VERSION, WORKER_SOURCES, worker_image
 from tests.helpers.paths import REPO
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from parheliad.backends import modal_setup
+from parheliad.backends.modal import setup as modal_setup
 from parheliad.config import Config
 from parheliad.core.doctor import _modal
 from tests.helpers.modal_backend import make_backend

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modal_worker.checkpoint import (
+from parhelia.checkpoint import (
     BlobStore,
     Conversation,
     StatCache,
@@ -22,13 +22,13 @@ from modal_worker.checkpoint import (
     snapshot,
     verify,
 )
-from modal_worker.checkpoint.manifest import ID_PREFIX, MAX_CHUNKS, Manifest, canonical_json
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint.manifest import ID_PREFIX, MAX_CHUNKS, Manifest, canonical_json
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume
 from tests.helpers.worker import tree_state
 
 # the module, not the function the package exports under the same name
-snapshot_module = importlib.import_module("modal_worker.checkpoint.snapshot")
+snapshot_module = importlib.import_module("parhelia.checkpoint.snapshot")
 LINE = b'{"type":"user","message":{"content":"hello"}}\n'
 
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from modal_worker.checkpoint import Manifest, load_manifest, restore, snapshot
-from modal_worker.checkpoint.cas import blob_key
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import Manifest, load_manifest, restore, snapshot
 from parhelia.errors import ParheliaError
+from parhelia.volume import LocalVolume, blob_key
 from tests.helpers.worker import tree_state
 
 

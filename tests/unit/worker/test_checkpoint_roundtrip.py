@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modal_worker.checkpoint import (
+from parhelia.checkpoint import (
     Entry,
     StatCache,
     load_manifest,
@@ -20,8 +20,8 @@ from modal_worker.checkpoint import (
     restored_mode,
     snapshot,
 )
-from modal_worker.checkpoint import cas as cas_module
-from modal_worker.volume import LocalVolume
+from parhelia.checkpoint import cas as cas_module
+from parhelia.volume import LocalVolume
 from tests.helpers.worker import tree_state
 
 NAME = st.text(alphabet=list("abcXYZ019_-. éü€😀"), min_size=1, max_size=6).filter(
@@ -212,7 +212,7 @@ def test_special_files_and_escaping_symlinks_are_skipped(tmp_path: Path) -> None
     volume = LocalVolume(tmp_path / "vol")
     manifest = snapshot(src, volume=volume, session_id="s", parent_id=None, trigger="t")
     assert set(manifest.tree) == {"file"}
-    assert len(manifest.stats.skipped) == 4
+    assert len(manifest.skipped) == 4
     restore(manifest, tmp_path / "dest", volume=volume)  # and the result restores cleanly
 
 
@@ -248,7 +248,7 @@ def test_session_side_stores_round_trip_and_a_planted_symlink_is_replaced(tmp_pa
     """File history, session env and background output travel with the transcript; a
     restore replaces a store directory the agent swapped for a symlink without following
     it, and empties a store the checkpoint did not hold."""
-    from modal_worker.checkpoint import session_conversation
+    from parhelia.checkpoint import session_conversation
 
     ws, config = tmp_path / "ws", tmp_path / "cfg"
     ws.mkdir()

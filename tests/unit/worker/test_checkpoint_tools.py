@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from modal_worker.channel import MemoryChannel
-from modal_worker.checkpoint import (
+from modal_worker.heartbeat import Heartbeat, ProcSampler, PsutilSampler, disk_usage
+from modal_worker.stream import AgentStats
+from parhelia import records
+from parhelia.checkpoint import (
     Conversation,
     diff,
     encode_project_dir,
@@ -22,10 +25,7 @@ from modal_worker.checkpoint import (
     unified_diff,
     verify,
 )
-from modal_worker.checkpoint.cas import blob_key
-from modal_worker.heartbeat import Heartbeat, ProcSampler, PsutilSampler, disk_usage
-from modal_worker.stream import AgentStats
-from modal_worker.volume import LocalVolume
+from parhelia.volume import LocalVolume, blob_key
 
 
 def snap(root: Path, volume: LocalVolume, **kw: Any) -> Any:
@@ -100,7 +100,7 @@ def test_verify_blames_the_manifest_when_its_size_is_wrong(tmp_path: Path) -> No
     blob holds the new content. The blob is intact; the manifest is what is wrong."""
     import dataclasses
 
-    from modal_worker.checkpoint import load_manifest, save_manifest
+    from parhelia.checkpoint import load_manifest, save_manifest
     from parheliad.core.checkpoints import problems
 
     ws = tmp_path / "ws"
@@ -198,7 +198,7 @@ def test_conversation_is_captured_and_restored(tmp_path: Path) -> None:
 def test_heartbeat_samples(tmp_path: Path, sampler: Any) -> None:
     (tmp_path / "f").write_bytes(b"x" * 10000)
     channel = MemoryChannel()
-    stats = AgentStats(turns=2, input_tokens=5)
+    stats = AgentStats(records.Usage(turns=2, input_tokens=5))
     sleeper = subprocess.Popen(["sleep", "5"], start_new_session=True)
     try:
         hb = Heartbeat(channel, 60, tmp_path, stats, agent_pid=lambda: sleeper.pid,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from modal_worker import gitsafe
-from modal_worker.checkpoint import git_file_list, git_state
+from parhelia import gitsafe
+from parhelia.checkpoint import git_file_list, git_state
 from tests.helpers.gitrepo import git, init_repo
 
 
@@ -111,10 +111,10 @@ def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
     import importlib
     import os
 
-    from modal_worker.checkpoint import snapshot
-    from modal_worker.volume import LocalVolume
+    from parhelia.checkpoint import snapshot
+    from parhelia.volume import LocalVolume
 
-    snapshot_module = importlib.import_module("modal_worker.checkpoint.snapshot")
+    snapshot_module = importlib.import_module("parhelia.checkpoint.snapshot")
 
     root = tmp_path / "ws"
     (root / "bad").mkdir(parents=True)
@@ -129,7 +129,7 @@ def test_an_io_error_while_walking_becomes_a_skipped_entry(tmp_path: Path,
     monkeypatch.setattr(snapshot_module.os, "scandir", scandir)
     m = snapshot(root, volume=LocalVolume(tmp_path / "vol"), session_id="s", parent_id=None,
                  trigger="t")
-    assert "good.txt" in m.tree and m.stats.skipped == ["bad: unreadable"]
+    assert "good.txt" in m.tree and m.skipped == ["bad: unreadable"]
 
 
 def test_a_fifo_planted_as_git_config_blocks_nothing(tmp_path: Path) -> None:

@@ -114,9 +114,9 @@ def test_a_long_message_counts_its_streamed_text_before_its_end() -> None:
     parser.feed(_start("m1", 100))
     for _ in range(10):
         parser.feed(_delta_text("m1", "x" * 300))
-    assert parser.stats.output_tokens == 3000 // CHARS_PER_TOKEN_LOW
+    assert parser.stats.usage().output_tokens == 3000 // CHARS_PER_TOKEN_LOW
     parser.feed(_message_delta("m1", 700, "end_turn"))  # the billed figure replaces it
-    assert parser.stats.output_tokens == 700
+    assert parser.stats.usage().output_tokens == 700
 
 
 def test_subagent_tool_results_do_not_count_as_turns() -> None:
@@ -124,7 +124,7 @@ def test_subagent_tool_results_do_not_count_as_turns() -> None:
     parser.feed(_assistant("m1", _bash("t1"), 10))
     parser.feed(dict(_tool_result("s1"), parent_tool_use_id="t1"))
     parser.feed(_tool_result("t1"))
-    assert parser.stats.turns == 2
+    assert parser.stats.usage().turns == 2
 
 
 def test_a_resumed_run_reports_its_own_share_of_the_session_cost() -> None:

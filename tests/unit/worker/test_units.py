@@ -11,19 +11,13 @@ from typing import Any
 import pytest
 
 from modal_worker.agent import build_argv, build_env, check_credentials, resolve_command
-from modal_worker.channel import (
-    ControlReader,
-    LocalSpoolChannel,
-    MemoryChannel,
-    append_control,
-    control_key,
-    read_spool,
-)
-from modal_worker.redact import find_secrets, redact, tool_summary
-from modal_worker.spec import AgentSpec, ExitCode, dump_spec, load_spec
+from modal_worker.channel import LocalSpoolChannel, MemoryChannel
 from modal_worker.stream import StreamParser
-from modal_worker.volume import InvalidKey, LocalVolume
 from parhelia.errors import ParheliaError
+from parhelia.redact import find_secrets, redact, tool_summary
+from parhelia.spec import AgentSpec, ExitCode, dump_spec, load_spec
+from parhelia.spool import ControlReader, append_control, read_spool
+from parhelia.volume import InvalidKey, LocalVolume, control_key
 from tests.helpers.worker import make_spec
 
 UUID = "3b241101-e2bb-4255-8caf-4136c566a962"
@@ -251,7 +245,7 @@ def test_project_memory_reads_regular_files_of_the_workspace_only(tmp_path: Path
 
 
 def test_agent_env_keeps_the_allow_list_only() -> None:
-    from modal_worker.environ import worker_environ
+    from parhelia.environ import worker_environ
 
     daemon = {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C", "ANTHROPIC_API_KEY": "k",
               "ANTHROPIC_BASE_URL": "http://x", "AWS_SECRET_ACCESS_KEY": "aws",
@@ -461,7 +455,7 @@ def test_risky_command_hook_request_is_redacted(tmp_path: Path,
 
 
 def test_a_result_file_from_the_sandbox_is_checked_before_the_daemon_uses_it() -> None:
-    from modal_worker.spec import MAX_RESULT_TEXT, WorkerResult
+    from parhelia.spec import MAX_RESULT_TEXT, WorkerResult
 
     good = WorkerResult(container_id="c-1", task_id="t-1", session_id="s-1", incarnation=1,
                         exit_code=0, status="completed", started_at="a", finished_at="b",

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from parhelia.checkpoint import Manifest, load_manifest, save_manifest
+from parhelia.clock import human_seconds
 from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
@@ -83,6 +84,8 @@ class DispatchReport:
     detail: str = ""
 
 
+LAUNCH_WAIT_REFRESH_S = 5.0
+"""How often a long launch's wait (``waiting for an A100 on Modal: 4m12s``) is shown anew."""
 QUEUE_SCAN_LIMIT = 1000
 """Pending tasks looked at per pass (FIFO): enough to step past tasks that wait."""
 BACKOFF_MAX_SECONDS = 300.0
@@ -173,6 +176,13 @@ class Dispatcher:
         for another once it ends)."""
         self._again: set[str] = set()
         self._launches: set[asyncio.Task[None]] = set()
+        self._launch_of: dict[str, asyncio.Task[None]] = {}
+        """The launch in flight of each container claimed (cancellable: a GPU launch may
+        wait long for capacity)."""
+        self._cancelled: set[str] = set()
+        """Containers whose launch was cancelled on purpose (their task moved on)."""
+        self._wait_shown: set[str] = set()
+        """Launches in flight whose wait is shown on their task and container."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -271,11 +281,15 @@ class Dispatcher:
         return report
 
     def _spawn_launch(self, claim: Claimed) -> asyncio.Task[None]:
-        t = asyncio.create_task(self._launch(claim), name=f"launch-{claim.container.id}")
+        cid = claim.container.id
+        t = asyncio.create_task(self._launch(claim), name=f"launch-{cid}")
         self._launches.add(t)
+        self._launch_of[cid] = t
 
         def done(task: asyncio.Task[None]) -> None:
             self._launches.discard(task)
+            self._launch_of.pop(cid, None)
+            self._cancelled.discard(cid)
             if not task.cancelled() and task.exception() is not None and \
                     not isinstance(task.exception(), ParheliaError):
                 log.error("launch crashed", exc_info=task.exception())
@@ -540,9 +554,69 @@ class Dispatcher:
         self.launching.add(container.id)
         return Claimed(task, session, container, backend, spec)
 
+    def cancel_launch(self, container_id: str) -> bool:
+        """Abandon the launch in flight of ``container_id`` (its task was cancelled or
+        paused while it waited, e.g. for a GPU): the backend's create is cancelled, and the
+        backend ends what it had started (modal 1.6.4 terminates a sandbox it never
+        returned). False when no launch of it is in flight."""
+        launch = self._launch_of.get(container_id)
+        if launch is None or launch.done():
+            return False
+        self._cancelled.add(container_id)
+        launch.cancel()
+        return True
+
+    async def _show_wait(self, backend: Backend, task: TaskRow, container: ContainerRow
+                         ) -> None:
+        """While the launch waits (``backend.launch_wait``), say what for and how long, on
+        the task and its container."""
+        wait_of = getattr(backend, "launch_wait", None)
+        if wait_of is None:
+            return
+        started = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(LAUNCH_WAIT_REFRESH_S)
+            what = wait_of(container.id)
+            if what is None:
+                continue
+            text = f"{what}: {human_seconds(asyncio.get_running_loop().time() - started)}"
+
+            def unit(tx: Tx, text: str = text) -> None:
+                row = tx.containers.get(container.id)
+                if row is None or row.state != ContainerState.CREATED:
+                    return
+                tx.containers.update(container.id, reason=text[:500])
+                current = tx.tasks.get(task.id)
+                if current is not None and current.container_id == container.id and \
+                        current.status == TaskStatus.RUNNING:
+                    tx.tasks.update(task.id, status_reason=text[:500])
+
+            await self._store.write(unit)
+            self._wait_shown.add(container.id)
+
+    async def _abandoned(self, task: TaskRow, container: ContainerRow, backend: Backend
+                         ) -> None:
+        what = getattr(backend, "launch_wait", lambda cid: None)(container.id)
+        reason = "the launch was cancelled" + (f" while {what}" if what else "")
+
+        def unit(tx: Tx) -> None:
+            row = tx.containers.get(container.id)
+            if row is None or row.state not in CONTAINER_LIVE:
+                return
+            tx.containers.update(container.id, state=ContainerState.TERMINATED.value,
+                                 reason=reason, stopped_at=now_us())
+            tx.events.append("container_terminated", reason, task_id=task.id,
+                             session_id=container.session_id, container_id=container.id,
+                             data={"backend_id": ""})
+            if container.session_id:
+                tx.sessions.ended(container.session_id, completed=False)
+
+        await self._store.write(unit)
+
     async def _launch(self, claim: Claimed) -> None:
         task, session, container, backend, spec = (claim.task, claim.session, claim.container,
                                                    claim.backend, claim.spec)
+        waiting_shown = asyncio.create_task(self._show_wait(backend, task, container))
         try:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
@@ -555,6 +629,12 @@ class Dispatcher:
                                               worker.restore_checkpoint_id,
                                               worker.config_bundle_id)
                 backend_id = await backend.launch(spec)
+            except asyncio.CancelledError:
+                if container.id not in self._cancelled:
+                    raise
+                await self._abandoned(task, container, backend)
+                log.info("launch abandoned", task_id=task.id, container_id=container.id)
+                return
             except (NoCapacity, BackendUnreachable) as exc:
                 await self._requeue(task, container, backend, exc)
                 raise Requeued(exc.code, exc.message) from None
@@ -577,6 +657,9 @@ class Dispatcher:
                 fields: dict[str, Any] = {"backend_id": backend_id, "started_at": now_us()}
                 if row.state == ContainerState.CREATED:
                     fields["state"] = ContainerState.STARTING.value
+                waited = container.id in self._wait_shown
+                if waited:
+                    fields["reason"] = ""  # the wait shown while it launched is over
                 row = tx.containers.update(container.id, **fields)
                 tx.events.append("container_started", f"{backend.name} {backend_id}",
                                  task_id=task.id, session_id=session.id,
@@ -584,10 +667,14 @@ class Dispatcher:
                 current = tx.tasks.get(task.id)
                 wanted = current is not None and current.container_id == container.id and \
                     current.status == TaskStatus.RUNNING and row.state in CONTAINER_LIVE
+                if wanted and waited:
+                    tx.tasks.update(task.id, status_reason="")
                 return wanted, row
 
             wanted, row = await self._store.write(started)
         finally:
+            waiting_shown.cancel()
+            self._wait_shown.discard(container.id)
             self.launching.discard(container.id)
         if not wanted:
             log.warning("task moved on during its launch; stopping the worker",

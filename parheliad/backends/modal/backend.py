@@ -40,17 +40,20 @@ from parheliad.backends.modal.client import (
     VOLUME_MOUNT,
     WORKSPACE_DIR,
     ModalSettings,
-    ended_status,
     sandbox_name,
     sandbox_timeout,
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
+from parheliad.backends.modal.token import config_path
 
 log = structlog.get_logger(__name__)
 
+LAUNCH_WAIT_SHOWN_AFTER_S = 3.0
+"""A GPU create that has not returned after this long waits for capacity (said so)."""
 USAGE_WINDOW_DAYS = 7
 """The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
 compute stays an estimate."""
@@ -62,10 +65,13 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     name: str = MODAL
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
-                 sdk: Any = None, owner_tag: str = "", env_path: Path | None = None) -> None:
-        super().__init__(settings, environ, sdk, owner_tag, env_path)
+                 sdk: Any = None, owner_tag: str = "", env_path: Path | None = None,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(settings, environ, sdk, owner_tag, env_path, state_dir)
         self._image: Any = None
         self._image_lock = asyncio.Lock()
+        self._creating: dict[str, tuple[str, float]] = {}
+        """GPU launches in flight: container id -> (gpu, when its create began)."""
         self._secret_key: tuple[str | None, float] | None = None
 
     def available(self) -> tuple[bool, str]:
@@ -76,8 +82,8 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             if importlib.util.find_spec("modal") is None:
                 return False, "the modal package is not installed (pip install 'modal>=1.6,<1.7')"
         if not token_configured(self._environ):
-            return False, ("no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml): "
-                           "run `modal token new`, then `parhelia modal setup`")
+            return False, (f"no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
+                           f"{config_path(self._environ)}): {TOKEN_FIX}")
         return True, (f"app {self.settings.app_name!r}, volume {self.settings.volume_name!r}, "
                       f"secret {self.settings.secret_name!r}")
 
@@ -85,12 +91,6 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, tuple(SYNC_ARGV))
 
     # -- volume, image, secrets ----------------------------------------------------------
-
-    async def ensure_volume(self, create: bool = True) -> Any:
-        vol = self.modal_volume(create)
-        await self._call(f"opening the volume {self.settings.volume_name!r}",
-                         lambda: vol.hydrate.aio())
-        return vol
 
     async def image(self) -> Any:
         """The worker image, built once per daemon (Modal caches its layers)."""
@@ -147,9 +147,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             return Credentials(True, f"{present[0]} from the daemon's environment, sent as an "
                                "ephemeral Modal secret", self._environ)
         return Credentials(False, (
-            f"no Anthropic credential for Modal workers: create the secret with `modal secret "
-            f"create {self.settings.secret_name} ANTHROPIC_API_KEY=...` (or export "
-            "ANTHROPIC_API_KEY where the daemon runs)"), self._environ)
+            "no Anthropic credential for Modal workers: `parhelia auth set` (workers get the "
+            "key as an ephemeral Modal secret), or create the Modal secret "
+            f"{self.settings.secret_name!r} holding ANTHROPIC_API_KEY at "
+            "https://modal.com/secrets"), self._environ)
 
     async def _secrets(self, secret_env: Mapping[str, str]) -> builtins.list[Any]:
         key = await self.named_secret_key()
@@ -179,13 +180,15 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         app = await self.app()
         image = await self.image()
         secrets = await self._secrets(spec.secret_env)
-        volume = self.modal_volume()
+        volume = await self.volume_handle()
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
         argv = ("python", "-m", "modal_worker", "run",
                 f"{paths.volume_dir}/{spec_key(spec.container_id)}")
         errors = self.sdk.exception
         tags = self._tags(spec)
+        if spec.gpu:  # modal's V1 path: create waits (up to ~21 min) for the GPU
+            self._creating[spec.container_id] = (spec.gpu, time.monotonic())
         try:
             sb = await self._call(
                 f"creating the sandbox for {spec.container_id}",
@@ -196,7 +199,17 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     volumes={VOLUME_MOUNT: volume},
                     unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
                         "ssh_authorized_key") else []),
-                timeout=self.settings.launch_timeout_seconds, keep=(errors.AlreadyExistsError,))
+                timeout=self.settings.launch_timeout_seconds,
+                keep=(errors.AlreadyExistsError, errors.NotFoundError))
+        except SandboxEnded as exc:
+            # modal 1.6.4's V1 create raises ConflictError when the sandbox ended before it
+            # was scheduled: Modal could not start it (its message says why).
+            raise ParheliaError("E505", f"Modal could not start the sandbox of "
+                                f"{spec.container_id}: {exc.message}. Recovery: fix what "
+                                "Modal names, then `parhelia task retry ID`.") from None
+        except errors.NotFoundError as exc:
+            await self._check_volume()  # E506 when the volume vanished
+            raise map_error(exc, f"creating the sandbox for {spec.container_id}") from None
         except errors.AlreadyExistsError:
             sb = await self._call(
                 f"adopting the existing sandbox {name}",
@@ -209,8 +222,20 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     "a new container; give each daemon its own `modal.app_name`.") from None
             log.info("modal.sandbox_adopted", container_id=spec.container_id,
                      sandbox_id=sb.object_id)
+        finally:
+            self._creating.pop(spec.container_id, None)
         self._remember(sb, tags)
         return str(sb.object_id)
+
+    def launch_wait(self, container_id: str) -> str | None:
+        """What a launch in flight waits for, once it has waited a while: a GPU sandbox's
+        create returns only once Modal has the GPU (``waiting for an A100 on Modal``)."""
+        creating = self._creating.get(container_id)
+        if creating is None or time.monotonic() - creating[1] < LAUNCH_WAIT_SHOWN_AFTER_S:
+            return None
+        gpu = creating[0].partition(":")[0]
+        article = "an" if gpu[:1] in "AEIOUaeiou" else "a"
+        return f"waiting for {article} {gpu} on Modal"
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus:
         return await self._poll(backend_id)
@@ -236,7 +261,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         out = []
         for backend_id, _ in items:
             if backend_id in self._ended:
-                out.append(ended_status(self._ended[backend_id]))
+                out.append(self._ended[backend_id])
             elif backend_id in running:
                 out.append(ContainerStatus(running=True))
             else:
@@ -354,4 +379,5 @@ def from_config(config: Any, paths: Any, environ: Mapping[str, str] | None = Non
     return ModalBackend(settings_from_config(config),
                         dict(os.environ if environ is None else environ), sdk=sdk,
                         owner_tag=owner_tag,
-                        env_path=envfile.env_file(paths) if paths is not None else None)
+                        env_path=envfile.env_file(paths) if paths is not None else None,
+                        state_dir=paths.state_dir if paths is not None else None)

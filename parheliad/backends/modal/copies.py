@@ -48,13 +48,14 @@ class VolumeCopies(ModalClient):
         return self._remote_blobs
 
     async def list_keys(self, prefix: str) -> builtins.list[str]:
-        vol = self.modal_volume()
+        vol = await self.volume_handle()
         errors = self.sdk.exception
         try:
             entries = await self._call(f"listing {prefix or '/'} on the volume",
                                        lambda: vol.listdir.aio(prefix, recursive=True),
                                        keep=(FileNotFoundError, errors.NotFoundError))
         except (FileNotFoundError, errors.NotFoundError):
+            await self._check_volume()  # the path is missing, or the volume vanished
             return []
         keys = []
         for entry in entries:
@@ -77,7 +78,8 @@ class VolumeCopies(ModalClient):
                 todo.append((key, *item))
         if not todo:
             return 0
-        vol = self.modal_volume()
+        vol = await self.volume_handle()
+        errors = self.sdk.exception
 
         async def upload() -> None:
             async with vol.batch_upload.aio(force=True) as batch:
@@ -86,8 +88,13 @@ class VolumeCopies(ModalClient):
                     # is never held in the daemon's memory.
                     batch.put_file(str(source) if isinstance(source, Path)
                                    else io.BytesIO(source), f"/{key}")
-        await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
-                         timeout=self.settings.launch_timeout_seconds)
+        try:
+            await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+                             timeout=self.settings.launch_timeout_seconds,
+                             keep=(errors.NotFoundError,))
+        except errors.NotFoundError:
+            await self._check_volume()
+            raise
         remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
         return sum(size for _, _, size in todo)
 

@@ -121,9 +121,10 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "None of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN reached the "
         "worker, or the API refused the one it had.",
         "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
-        "runs in, then `parhelia daemon stop` and retry the task with `parhelia task retry ID`. "
-        "For Modal, create the secret: "
-        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+        "runs in (or `parhelia auth set`), then `parhelia daemon stop` and retry the task with "
+        "`parhelia task retry ID`; Modal workers get it as an ephemeral secret, or from the "
+        "Modal secret `anthropic-api-key` (https://modal.com/secrets). A Modal token Modal "
+        "refuses: `parhelia modal setup --token-id ID --token-secret SECRET`.",
     ),
     ErrorSpec(
         "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,
@@ -135,7 +136,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "E402", "TOKEN_EXPIRED", "UNAUTHENTICATED", Exit.ERROR,
         "A credential has expired.",
         "An OAuth token or a Modal token is no longer valid.",
-        "Renew it (`claude setup-token`, `modal token new`) and retry.",
+        "Renew it (`claude setup-token`; for Modal, a new token from "
+        "https://modal.com/settings/tokens: `parhelia modal setup --token-id ID "
+        "--token-secret SECRET`) and retry.",
     ),
     ErrorSpec(
         "E500", "RESOURCE_UNAVAILABLE", "UNAVAILABLE", Exit.ERROR,

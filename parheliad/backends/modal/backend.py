@@ -353,11 +353,19 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         sb = await self._handle(backend_id)
         spec_path = f"{VOLUME_MOUNT}/{spec_key(container_id)}"
         payload = json.dumps(message, separators=(",", ":"))
-        proc = await self._call(
-            f"sending {message.get('type')!r} to {container_id}",
-            lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path, payload))
-        code = await self._call(f"waiting for the control of {container_id}",
-                                lambda: proc.wait.aio())
+        try:
+            proc = await self._call(
+                f"sending {message.get('type')!r} to {container_id}",
+                lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path,
+                                    payload))
+            code = await self._call(f"waiting for the control of {container_id}",
+                                    lambda: proc.wait.aio())
+        except SandboxEnded:
+            # modal 1.6.4 refuses an exec on a finished sandbox (ConflictError or
+            # NotFoundError): nothing is left to control; its end is read by a poll.
+            log.info("modal.control_after_end", container_id=container_id,
+                     message=message.get("type"))
+            return
         if code != 0:
             raise ParheliaError("E503", f"the worker of {container_id} did not take the control "
                                 f"message (exit {code}). Recovery: `parhelia task show` says "

@@ -341,15 +341,17 @@ def modal_end(sb: Any) -> tuple[str, str]:
 
             impl = synchronizer._translate_in(sb)._impl
     result = getattr(impl, "result", None)
-    if result is None or not getattr(result, "status", 0):
+    status = getattr(result, "status", 0)
+    if not isinstance(status, int) or not status:
         return "", ""
     try:
         from modal_proto import api_pb2
 
-        name = api_pb2.GenericResult.GenericStatus.Name(result.status)
+        name = api_pb2.GenericResult.GenericStatus.Name(status)  # type: ignore[arg-type]
     except (ImportError, ValueError):
         return "", ""
-    return name.removeprefix("GENERIC_STATUS_"), modal_message_text(str(result.exception or ""))
+    said = str(getattr(result, "exception", "") or "")
+    return name.removeprefix("GENERIC_STATUS_"), modal_message_text(said)
 
 
 def modal_message_text(text: str) -> str:

@@ -125,7 +125,8 @@ async def test_modal_auth_and_invalid_errors_map_to_the_catalogue(fake_modal, tm
     fake_modal.switch("auth")
     with pytest.raises(ParheliaError) as err:
         await start(backend, local, spec)
-    assert err.value.code == "E400" and "modal token new" in err.value.message
+    assert err.value.code == "E400"
+    assert "parhelia modal setup --token-id" in err.value.message
     fake_modal.switch("auth", False)
     with pytest.raises(ParheliaError) as err:
         await start(backend, local, spec, gpu="Z9000")
@@ -230,7 +231,10 @@ async def test_push_sends_only_blobs_the_volume_lacks(fake_modal, tmp_path):
     fresh = make_backend(fake_modal)  # learns what the volume holds with one listing
     fake_modal.reset_calls()
     assert await fresh.push(local, [key]) == 0
-    assert fake_modal.calls() == ["Volume.listdir"]
+    assert fake_modal.calls() == ["Volume.hydrate", "Volume.listdir"]  # its one handle
+    fake_modal.reset_calls()
+    await fresh.list_keys("cas")
+    assert fake_modal.calls() == ["Volume.listdir"]  # the handle is kept
     assert await fresh.list_keys("cas") == [key]
 
 
@@ -238,7 +242,7 @@ async def test_pull_refuses_a_blob_whose_content_does_not_match_its_name(fake_mo
     backend = make_backend(fake_modal)
     local = LocalVolume(tmp_path / "local")
     forged = "cas/blobs/aa/" + "a" * 64
-    vol = backend.modal_volume()
+    vol = await backend.volume_handle()
     import io
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"not what the name says"), forged)
@@ -269,7 +273,8 @@ async def test_credentials_from_the_named_secret_else_the_daemons_environment(
     nothing = make_backend(fake_modal, secret_name="missing-secret")
     nothing._environ.pop("ANTHROPIC_API_KEY")
     creds = await nothing.credentials()
-    assert not creds.ok and "modal secret create missing-secret" in creds.detail
+    assert not creds.ok and "parhelia auth set" in creds.detail
+    assert "'missing-secret'" in creds.detail and "modal secret create" not in creds.detail
     with pytest.raises(ParheliaError) as err:
         await start(nothing, local, worker_spec(nothing, "x", "c-nocreds"))
     assert err.value.code == "E400"

@@ -9,6 +9,8 @@ visible, cancellable and leaves nothing behind; local tasks start while Modal ha
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +64,8 @@ def test_a_stop_during_internal_errors_is_retried_until_the_sandbox_ends(
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
                                    {"sleep": 300}))
     sandbox = _running_sandbox(h, modal_standin, task_id)
+    # a wedged worker: it cannot checkpoint and stop by itself, the sandbox must be ended
+    os.kill(modal_standin.worker_pid(sandbox["name"]), signal.SIGSTOP)
     refusal = modal_standin.fail("SandboxTerminate*", "INTERNAL", message="terminate failed")
     h.run("task", "cancel", task_id, "--grace", "1", check=True)
     wait_for(lambda: modal_standin.calls().count("SandboxTerminateV2") >= 8, 60,
@@ -87,7 +91,7 @@ def test_an_oom_kill_is_shown_with_modals_reason(
     assert "out of memory: raise --memory" in shown["reason"], shown
     assert OOM_MESSAGE in shown["reason"]
     ended = [e for e in h.events("--container", container) if e["type"] in
-             ("container_exited", "container_lost", "container_terminated")]
+             ("container_exited", "container_failed", "container_lost")]
     assert ended and "out of memory" in ended[-1]["message"], ended
     recovering = wait_for(lambda: h.events("--task", task_id, "--type", "task_recovering"),
                           60, "the recovery")
@@ -133,7 +137,7 @@ def test_a_gpu_capacity_wait_is_visible_and_a_cancel_leaves_nothing_running(
         (t := h.task(task_id)).get("status_reason") or "") and t, 60,
         "the capacity wait shown")
     assert waiting["status"] in ("pending", "running")
-    assert [s["gpu"] for s in modal_standin.running()] == ["A100"]
+    assert [s["gpu"].startswith("A100") for s in modal_standin.running()] == [True]
     h.run("task", "cancel", task_id, "--grace", "1", check=True)
     wait_for(lambda: not modal_standin.running(), 60, "no sandbox left")
     assert h.task(task_id)["status"] == "cancelled"

@@ -82,7 +82,8 @@ def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restore
     assert "Created hello.txt." in task["result"]["text"]
     assert api.main_requests and api.main_requests[0].api_key_is("test-key")
     # It ran in a Modal sandbox (the stand-in's), named after its container.
-    assert modal_standin.sandbox(task["container_id"])["returncode"] == 0
+    # the worker's end reached the daemon through its channel; its sandbox ends just after
+    assert modal_standin.wait_ended(modal_standin.sandbox(task["container_id"])["id"]) == 0
 
     # The final checkpoint came back to the daemon: verified, diffed, pulled as a branch.
     cps = harness.json("checkpoint", "list", task["session_id"])["checkpoints"]
@@ -105,7 +106,7 @@ def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restore
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     assert resumed["status"] == "completed", resumed
     assert resumed["container_id"] != task["container_id"]
-    assert modal_standin.sandbox(resumed["container_id"])["returncode"] == 0
+    assert modal_standin.wait_ended(modal_standin.sandbox(resumed["container_id"])["id"]) == 0
     assert any("made on modal" in r for r in _tool_results(api)), api.summary()
     assert "Created hello.txt." in api.main_requests[0].messages_text(), api.summary()
     dispatched = harness.events("--task", resumed["id"], "--type", "task_dispatched")

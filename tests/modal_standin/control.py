@@ -28,7 +28,7 @@ from modal_proto import api_grpc, api_pb2
 from tests.modal_host import billing, sandboxes, state
 from tests.modal_standin import blobs
 from tests.modal_standin.rpc import Call, serve
-from tests.modal_standin.service import Service, task_id
+from tests.modal_standin.service import Service, sandbox_of_task, task_id
 
 GR = api_pb2.GenericResult
 LIST_PAGE_SIZE = 25
@@ -495,16 +495,12 @@ class ControlPlane(api_grpc.ModalClientBase):
         return self.service.jwt({"task_id": task_id(sb_id)}), self.service.router_url
 
     async def SandboxGetCommandRouterAccess(self, req: Any, call: Call) -> Any:
-        from tests.modal_standin.service import sandbox_of_task
-
         sb_id = req.sandbox_id or sandbox_of_task(req.task_id)
         self._sandbox(sb_id, v2=True)
         jwt, url = self._router_access(sb_id)
         return api_pb2.SandboxGetCommandRouterAccessResponse(jwt=jwt, url=url)
 
     async def TaskGetCommandRouterAccess(self, req: Any, call: Call) -> Any:
-        from tests.modal_standin.service import sandbox_of_task
-
         sb_id = sandbox_of_task(req.task_id)
         if state.sandbox_meta(sb_id) is None:
             raise GRPCError(Status.NOT_FOUND, f"Task {req.task_id} not found")

@@ -10,6 +10,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
+from parhelia import money
 from parhelia.clock import human_seconds as human_seconds  # one formatter, shared
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -127,12 +128,9 @@ def usd(micros: int) -> str:
 
 
 def usd_short(micros: int) -> str:
-    """Money for people: ``$1.25``, ``$0.0042`` for small amounts."""
-    if micros == 0:
-        return "$0.00"
-    if abs(micros) < 10_000:
-        return f"${micros / MICROS_PER_USD:.4f}"
-    return f"${micros / MICROS_PER_USD:,.2f}"
+    """Money for people: ``$1.25``, ``$0.0042`` for small amounts (``parhelia.money``,
+    the one format the daemon's messages use too)."""
+    return money.usd(micros)
 
 
 def human_bytes(n: int) -> str:

@@ -110,7 +110,7 @@ def kind_of(exc: BaseException) -> str:
 
 def map_error(exc: BaseException, action: str, errors: ModuleType | Any = None) -> ParheliaError:
     """The catalogue error for ``exc``, raised by Modal while doing ``action``."""
-    said = modal_message(exc)
+    said = modal_message(exc).rstrip(".")  # ("Modal server." said in a sentence of ours)
     kind = kind_of(exc)
     name = type(exc).__name__
     if kind == UNREACHABLE:

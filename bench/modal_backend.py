@@ -1,16 +1,17 @@
-"""Modal backend figures, with the fake Modal SDK and an injected latency per SDK call.
+"""Modal backend figures: the REAL modal SDK against the local stand-in of Modal's service
+(tests/modal_standin), which adds --latency seconds to every RPC (gRPC and the volume's
+block transfers alike). Counts are of the RPCs the stand-in answered, by name.
 
     uv run python bench/modal_backend.py [--latency 0.05] [--tasks 100] [--files 200]
 
-1. SDK calls per task lifecycle: push spec, launch, follow the channel to the end,
-   status sweeps, pull result + final checkpoint (a real worker and the fake agent).
-2. Volume objects per checkpoint: a workspace of --files files, checkpoints after
-   changing one file: objects pulled (manifest, a delta's base the first time, new
-   blobs) and bytes per checkpoint.
+1. RPCs per task lifecycle: push spec, launch, follow the channel to the end, status
+   sweeps, pull result + final checkpoint (a real worker and the fake agent).
+2. Per checkpoint copy: a workspace of --files files, checkpoints after changing one
+   file: the RPCs, objects and bytes of copying each checkpoint to the daemon's side.
 3. Event-loop lag while --tasks Modal tasks launch at once and then 5 s of health sweeps
-   (sandboxes are inert, no process: the daemon's side is what is measured), and the SDK
-   calls of one health sweep (statuses), one reconciler sweep (list by owner) and one
-   usage correction of the budget (Modal's cost of every container).
+   (sandboxes are inert, no process: the daemon's side is what is measured), and the RPCs
+   of one health sweep (statuses), one reconciler sweep (list by owner) and one usage
+   correction of the budget (Modal's cost of every container).
 4. Peak Python memory of the channel's catch-up from the volume (a 64 MiB spool).
 """
 
@@ -32,8 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fake_modal.fixture import FakeModal  # noqa: E402
-
 from parhelia.checkpoint import blob_key, load_manifest  # noqa: E402
 from parhelia.spec import load_result  # noqa: E402
 from parhelia.volume import LocalVolume, result_key  # noqa: E402
@@ -46,6 +45,10 @@ from tests.helpers.modal_backend import (  # noqa: E402
     start,
     worker_spec,
 )
+from tests.modal_host import state  # noqa: E402
+from tests.modal_standin.fixture import StandIn  # noqa: E402
+
+FakeModal = StandIn
 
 
 def counts(fake: FakeModal) -> dict[str, int]:
@@ -91,6 +94,7 @@ async def per_checkpoint(fake: FakeModal, work: Path, files: int) -> list[dict[s
             continue
         cp = r["data"].get("checkpoint_id") or r["data"].get("id")
         before = set(local.list("checkpoints"))
+        fake.reset_calls()
         fetched = await volsync.pull_manifest(backend, local, "s-1", cp)
         documents = len(set(local.list("checkpoints")) - before)  # a delta's base once
         manifest = load_manifest(local, "s-1", cp)
@@ -100,7 +104,7 @@ async def per_checkpoint(fake: FakeModal, work: Path, files: int) -> list[dict[s
         rows.append({"trigger": r["data"].get("trigger"), "files": len(manifest.tree),
                      "delta": manifest.delta is not None,
                      "objects_pulled": documents + len(missing),
-                     "bytes_pulled": fetched + got})
+                     "bytes_pulled": fetched + got, "rpcs": counts(fake)})
     return rows
 
 
@@ -110,7 +114,7 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
     await backend.app()
     await backend.image()
     await backend.named_secret_key()
-    fake.switch("inert")
+    fake.inert()
     specs = [worker_spec(backend, "x", f"c-many-{i:03d}") for i in range(tasks)]
     for spec in specs:
         local.put(f"specs/{spec.container_id}.json", json.dumps(spec.to_dict()).encode())
@@ -155,7 +159,7 @@ async def many(fake: FakeModal, work: Path, tasks: int) -> dict[str, object]:
     fake.reset_calls()  # the budget's usage correction for all of them, once ended
     costs = await fresh.compute_costs([(s.container_id, time.time() - 60) for s in specs])
     usage = counts(fake)
-    fake.switch("inert", False)
+    fake.inert(False)
     lags_ms = sorted(x * 1000 for x in lags)
     return {
         "tasks": tasks, "launch_wall_s": round(elapsed, 2), "sweeps_after": sweeps,
@@ -176,7 +180,7 @@ async def catch_up_memory(fake: FakeModal, mib: int) -> dict[str, Any]:
 
     backend = make_backend(fake)
     await backend.ensure_volume()
-    volume = fake.service.volume_dir("parhelia-data")
+    volume = state.volume_dir("parhelia-data")
     (volume / "specs").mkdir(parents=True, exist_ok=True)  # names the container's session
     (volume / "specs" / "c-bench-long.json").write_text(json.dumps({"session_id": "s-1"}))
     spool = volume / "sessions" / "s-1" / "spool" / "c-bench-long.jsonl"
@@ -207,21 +211,28 @@ async def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="parhelia-modal-bench-"))
-    os.environ["FAKE_MODAL_ROOT"] = str(work / "fake-modal")
-    os.environ["FAKE_MODAL_LATENCY"] = str(args.latency)
-    fake = FakeModal(work / "fake-modal")
+    root = work / "modal-standin"
+    root.mkdir()
+    os.environ["FAKE_MODAL_ROOT"] = str(root)
+    fake = StandIn(root).start()
+    os.environ.update(fake.env())
+    fake.latency(args.latency)
     try:
-        print(f"injected latency per SDK call: {args.latency * 1000:g} ms")
+        print(f"the real modal SDK against the stand-in, {args.latency * 1000:g} ms added "
+              "to every RPC")
         calls = await lifecycle(fake, work)
-        print(f"1. SDK calls per task lifecycle ({sum(calls.values())}): {calls}")
+        print(f"1. RPCs per task lifecycle ({sum(calls.values())}): {calls}")
         for row in await per_checkpoint(fake, work, args.files):
-            print(f"2. checkpoint ({row['trigger']}, {row['files']} files"
+            print(f"2. checkpoint copy ({row['trigger']}, {row['files']} files"
                   f"{', delta manifest' if row['delta'] else ''}): "
-                  f"{row['objects_pulled']} objects, {row['bytes_pulled']} bytes pulled")
+                  f"{row['objects_pulled']} objects, {row['bytes_pulled']} bytes pulled, "
+                  f"RPCs {row['rpcs']}")
         print("3.", json.dumps(await many(fake, work, args.tasks), indent=1))
         print("4. catch-up from the volume:", json.dumps(await catch_up_memory(fake, 64)))
     finally:
+        fake.clear()
         fake.stop_all()
+        fake.stop()
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def check_credentials(env: Mapping[str, str]) -> None:
         "E400",
         "no credentials for the agent: set one of " + ", ".join(CREDENTIAL_VARS)
         + " in the worker's environment. Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) "
-        "where the daemon runs; for Modal: "
-        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+        "where the daemon runs (or `parhelia auth set`); on Modal the daemon sends it as an "
+        "ephemeral secret, or the Modal secret `anthropic-api-key` holds it "
+        "(https://modal.com/secrets).",
     )
 
 

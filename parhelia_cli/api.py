@@ -158,10 +158,12 @@ class SystemApi(_Service):
 
         return self._call("Shutdown", system_pb2.ShutdownRequest(), timeout=timeout)
 
-    def doctor(self) -> system_pb2.DoctorResponse:
+    def doctor(self, *, check_modal: bool = False, on_progress: Progress | None = None
+               ) -> system_pb2.DoctorResponse:
         from parhelia.v1 import system_pb2
 
-        return self._read("Doctor", system_pb2.DoctorRequest())
+        return self._call("Doctor", system_pb2.DoctorRequest(check_modal=check_modal),
+                          idempotent=True, on_progress=on_progress)
 
     def watch_operation(self, operation_id: str) -> Stream[system_pb2.OperationProgress]:
         """The progress of a long call tagged with ``operation_id`` (the transport follows

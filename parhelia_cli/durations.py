@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from parhelia import money
+from parhelia.clock import human_seconds as human_seconds  # one formatter, shared
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -130,18 +131,6 @@ def usd_short(micros: int) -> str:
     """Money for people: ``$1.25``, ``$0.0042`` for small amounts (``parhelia.money``,
     the one format the daemon's messages use too)."""
     return money.usd(micros)
-
-
-def human_seconds(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h04m``, ``3d04h``."""
-    s = int(max(seconds, 0))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def human_bytes(n: int) -> str:

@@ -78,7 +78,8 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
     def kick() -> None:
         dispatcher.kick()
 
-    stopper = Stopper(store, built, config, check_exits)
+    stopper = Stopper(store, built, config, check_exits,
+                      cancel_launch=lambda cid: dispatcher.cancel_launch(cid))
     config_sync = ConfigSync(store, config)
     budget = Budget(store, config, stop=stopper.stop_later, kick=kick)
 

@@ -7,7 +7,8 @@ The layout says what a test needs:
   seconds; ``tests/unit/conftest.py`` refuses the fixtures that start real parts);
 - ``tests/integration``: real parts really exercised: a real ``parheliad`` on a
   temporary ``PARHELIA_HOME``, the real CLI as a subprocess, workers and the scripted
-  fake agent as processes, the Modal backend against ``tests/fake_modal``;
+  fake agent as processes, the Modal backend against ``tests/modal_standin`` (the real
+  SDK against a local stand-in of Modal's service) or ``tests/fake_modal`` (a fake SDK);
 - ``tests/e2e``: the real Claude Code CLI (against ``tests/fake_anthropic``), and live
   Modal behind ``-m modal``.
 
@@ -38,6 +39,10 @@ from tests.fake_modal.fixture import fake_modal  # noqa: F401 - fixture
 from tests.helpers import environment
 from tests.helpers.daemon import CLI_TIMEOUT_S, RunningDaemon, reap, start_daemon
 from tests.helpers.harness import harness, harness_factory  # noqa: F401 - fixtures
+from tests.modal_standin.fixture import (  # noqa: F401 - fixtures
+    modal_standin,
+    modal_standin_store,
+)
 
 # Before any test module is collected: the caller's credentials, NO_COLOR, COLUMNS,
 # PARHELIA_*, HOME... are cleared or fixed (tests/helpers/environment.py).

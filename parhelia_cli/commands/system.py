@@ -84,15 +84,23 @@ def _print_status(d: dict[str, Any]) -> None:
 
 
 @click.command()
+@click.option("--check-modal", is_flag=True,
+              help="Also ask Modal now (token, app, volume, secret); ten seconds at most.")
 @json_option
-def doctor() -> None:
+def doctor(check_modal: bool) -> None:
     """Check the daemon, config, agent binary, credentials, disk and Modal.
 
-    Each failed check says how to fix it. Exits 1 when any check fails.
+    Each check says what it looked at just now; without --check-modal nothing is asked of
+    Modal. Each failed check says how to fix it. Exits 1 when any check fails.
     """
+    from parhelia_cli.progress import reporting
+
     obj = settings()
+    if check_modal and not obj.json:
+        render.line("Asking Modal now (10 s at most)...", err=True)
     try:
-        resp = obj.api().system.doctor()
+        with reporting(obj.json) as on_progress:
+            resp = obj.api().system.doctor(check_modal=check_modal, on_progress=on_progress)
         checks = [to_dict(c) for c in resp.checks]
         unreachable = None
     except CliError as exc:

@@ -92,13 +92,26 @@ class ContainerSpec:
     to the worker's environment; Modal: a ``modal.Secret.from_dict``."""
 
 
+END_OOM = "oom"
+"""The container was killed for using more memory than it has (``--memory``)."""
+END_EVICTED = "evicted"
+"""The backend reclaimed the container's machine, or failed itself: not the worker's doing
+(recovered without counting a restart)."""
+END_INIT_FAILURE = "init_failure"
+"""The container never started its command (its image or mounts failed): E505."""
+ENDS = (END_OOM, END_EVICTED, END_INIT_FAILURE)
+
+
 @dataclass(frozen=True)
 class ContainerStatus:
-    """``running`` is False once the container is gone; ``exit_code`` when known."""
+    """``running`` is False once the container is gone; ``exit_code`` when known.
+    ``end``: why the backend says it ended beyond its exit code (one of ``ENDS``, "" for
+    an ordinary end), with the backend's own words in ``detail``."""
 
     running: bool
     exit_code: int | None = None
     detail: str = ""
+    end: str = ""
 
 
 @dataclass(frozen=True)

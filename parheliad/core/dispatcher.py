@@ -1,7 +1,12 @@
-"""The dispatcher: pending tasks -> worker containers, FIFO, within the concurrency cap.
+"""The dispatcher: pending tasks -> worker containers, FIFO per backend, within the
+concurrency cap (docs/adr/0036-per-backend-dispatch.md).
 
-Claims happen one pass at a time (a lock); launches do not (a Modal GPU launch can
-wait ~20 minutes for capacity). For each task it takes, in order:
+Each backend has its own queue and its own pass: claims of one backend happen one pass
+at a time (a lock per backend), and a backend that hangs or cannot be reached while a
+claim asks it something (the agent's credentials on Modal) never delays another
+backend's dispatch. The concurrency cap is checked in the claim's own unit, so passes of
+several backends never over-commit it. Launches happen outside the passes (a Modal GPU
+launch can wait ~20 minutes for capacity). For each task it takes, in order:
 1. under the lock, one writer unit claims it — creates the session on first dispatch,
    inserts the container (``created``) and moves the task to ``running`` with its event;
 2. outside the lock, the worker's spec is written to the daemon's volume and pushed with
@@ -28,6 +33,7 @@ from typing import Any
 import structlog
 
 from parhelia.checkpoint import Manifest, load_manifest, save_manifest
+from parhelia.clock import human_seconds
 from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
@@ -78,6 +84,8 @@ class DispatchReport:
     detail: str = ""
 
 
+LAUNCH_WAIT_REFRESH_S = 5.0
+"""How often a long launch's wait (``waiting for an A100 on Modal: 4m12s``) is shown anew."""
 QUEUE_SCAN_LIMIT = 1000
 """Pending tasks looked at per pass (FIFO): enough to step past tasks that wait."""
 BACKOFF_MAX_SECONDS = 300.0
@@ -86,6 +94,14 @@ BACKOFF_MAX_SECONDS = 300.0
 class Requeued(ParheliaError):
     """The launch found no capacity (or the backend could not be reached): the task is
     back in the queue with a backoff."""
+
+
+class NoSlot(ParheliaError):
+    """Every worker slot is taken (counted in the claim's unit)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__("E500", f"waiting for a free worker slot (all {cap} busy; "
+                         "orchestrator.max_concurrent_workers)")
 
 
 @dataclass(frozen=True)
@@ -151,10 +167,22 @@ class Dispatcher:
         self._on_unwanted = on_unwanted
         """Stops a worker whose task was cancelled, paused or rolled back while it was
         being launched."""
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        """One per backend: its claims happen one pass at a time."""
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._passes: dict[str, asyncio.Task[DispatchReport]] = {}
+        """The loop's pass in flight per backend (one at most; a kick meanwhile asks
+        for another once it ends)."""
+        self._again: set[str] = set()
         self._launches: set[asyncio.Task[None]] = set()
+        self._launch_of: dict[str, asyncio.Task[None]] = {}
+        """The launch in flight of each container claimed (cancellable: a GPU launch may
+        wait long for capacity)."""
+        self._cancelled: set[str] = set()
+        """Containers whose launch was cancelled on purpose (their task moved on)."""
+        self._wait_shown: set[str] = set()
+        """Launches in flight whose wait is shown on their task and container."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -163,11 +191,13 @@ class Dispatcher:
         self.kick()
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._launches) if t is not None]
+        tasks = [t for t in (self._task, *self._passes.values(), *self._launches)
+                 if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
+        self._passes.clear()
         self._launches.clear()
 
     def kick(self) -> None:
@@ -179,9 +209,41 @@ class Dispatcher:
             await self._kick.wait()
             self._kick.clear()
             try:
-                await self.run_pass(wait=False)
+                for name in await self._queued_backends():
+                    self._schedule(name)
             except Exception:
                 log.exception("dispatch pass failed")
+
+    def _schedule(self, backend: str) -> None:
+        """A pass of ``backend``'s queue, unless one is in flight (then another after)."""
+        running = self._passes.get(backend)
+        if running is not None and not running.done():
+            self._again.add(backend)
+            return
+
+        async def one() -> DispatchReport:
+            async with self._lock(backend):
+                return await self._pass(backend, DispatchReport(), [], spawn=True)
+
+        task = asyncio.create_task(one(), name=f"dispatch-{backend}")
+        self._passes[backend] = task
+
+        def done(t: asyncio.Task[DispatchReport]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("dispatch pass failed", backend=backend, exc_info=t.exception())
+            if backend in self._again:
+                self._again.discard(backend)
+                self._schedule(backend)
+
+        task.add_done_callback(done)
+
+    def _lock(self, backend: str) -> asyncio.Lock:
+        return self._locks.setdefault(backend, asyncio.Lock())
+
+    async def _queued_backends(self) -> list[str]:
+        """The backends of pending tasks (one query; a backend without any has no pass)."""
+        return sorted({t.backend for t in await self._store.tasks.pending(
+            limit=QUEUE_SCAN_LIMIT)})
 
     # -- a pass ---------------------------------------------------------------------
 
@@ -192,13 +254,23 @@ class Dispatcher:
         — what `task dispatch` without ids does). With ``wait`` the launches are awaited
         and the report says which ones were refused; the dispatcher's own loop does not
         wait (a launch may wait long for capacity)."""
-        claims: list[Claimed] = []
-        async with self._lock:
-            report = DispatchReport()
-            if release is None or release:
-                report.released = await self._store.write(
-                    lambda tx: waiting.release(tx, None if release is None else list(release)))
-            await self._pass(report, claims)
+        report = DispatchReport()
+        if release is None or release:
+            report.released = await self._store.write(
+                lambda tx: waiting.release(tx, None if release is None else list(release)))
+        backends = await self._queued_backends()
+
+        async def one(backend: str) -> tuple[DispatchReport, list[Claimed]]:
+            claims: list[Claimed] = []
+            async with self._lock(backend):
+                return await self._pass(backend, DispatchReport(), claims), claims
+
+        claims = []
+        for part, claimed in await asyncio.gather(*(one(b) for b in backends)):
+            report.dispatched += part.dispatched
+            report.refused += part.refused
+            report.detail = report.detail or part.detail
+            claims += claimed
         launches = [self._spawn_launch(c) for c in claims]
         if wait and launches:
             outcomes = await asyncio.gather(*launches, return_exceptions=True)
@@ -209,11 +281,15 @@ class Dispatcher:
         return report
 
     def _spawn_launch(self, claim: Claimed) -> asyncio.Task[None]:
-        t = asyncio.create_task(self._launch(claim), name=f"launch-{claim.container.id}")
+        cid = claim.container.id
+        t = asyncio.create_task(self._launch(claim), name=f"launch-{cid}")
         self._launches.add(t)
+        self._launch_of[cid] = t
 
         def done(task: asyncio.Task[None]) -> None:
             self._launches.discard(task)
+            self._launch_of.pop(cid, None)
+            self._cancelled.discard(cid)
             if not task.cancelled() and task.exception() is not None and \
                     not isinstance(task.exception(), ParheliaError):
                 log.error("launch crashed", exc_info=task.exception())
@@ -221,37 +297,47 @@ class Dispatcher:
         t.add_done_callback(done)
         return t
 
-    async def _pass(self, report: DispatchReport, claims: list[Claimed]) -> DispatchReport:
-        """Pending tasks in FIFO order within the free slots. A task that cannot start
-        now gets its reason (:mod:`parheliad.core.waiting`) and the pass goes on: a task
-        that can never fit the budget is stepped over, one that fits once running tasks
-        release their reservations keeps its place and the tasks behind it wait for it
-        (no starvation); transient refusals back off, any other one fails the task."""
+    async def _pass(self, backend: str, report: DispatchReport, claims: list[Claimed], *,
+                    spawn: bool = False) -> DispatchReport:
+        """``backend``'s pending tasks in FIFO order within the free slots. A task that
+        cannot start now gets its reason (:mod:`parheliad.core.waiting`) and the pass goes
+        on: a task that can never fit the budget is stepped over, one that fits once
+        running tasks release their reservations keeps its place and the tasks behind it
+        wait for it (no starvation); transient refusals back off, any other one fails the
+        task. Once the backend could not be asked (unreachable), the tasks behind wait
+        with the same reason instead of each waiting for it again. ``spawn``: launch
+        each claim as it is made (the loop's passes)."""
         cfg = self._config()
         cap = cfg.orchestrator.max_concurrent_workers
-        live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
-                                                 limit=100000)
-        slots = cap - len(live)
-        if slots <= 0:
-            report.detail = f"all {cap} worker slots busy"
         now = now_us()
         waits: dict[str, waiting.Wait] = {}
         behind: str | None = None  # the head of the queue waits for budget to free up
+        full = False  # every worker slot is taken
+        down: waiting.Wait | None = None  # the backend could not be asked
         for task in await self._store.tasks.pending(limit=QUEUE_SCAN_LIMIT):
-            if task.held or (task.dispatch_after is not None and task.dispatch_after > now):
+            if task.backend != backend or task.held or (
+                    task.dispatch_after is not None and task.dispatch_after > now):
                 continue
             if behind is not None:
                 waits[task.id] = waiting.Wait(f"queued behind task {behind}, which waits for "
                                               "budget")
                 continue
-            if slots <= 0:
-                waits[task.id] = waiting.Wait(f"waiting for a free worker slot (all {cap} "
-                                              "busy; orchestrator.max_concurrent_workers)")
+            if full:
+                waits[task.id] = waiting.Wait(NoSlot(cap).message)
+                continue
+            if down is not None:
+                waits[task.id] = self._backoff(task.id, waiting.Wait(down.reason,
+                                                                     code=down.code))
                 continue
             try:
-                claims.append(await self._claim(task, cfg))
+                claim = await self._claim(task, cfg)
             except SessionBusy as exc:
                 waits[task.id] = waiting.Wait(exc.message)
+                continue
+            except NoSlot as exc:
+                waits[task.id] = waiting.Wait(exc.message)
+                report.detail = f"all {cap} worker slots busy"
+                full = True
                 continue
             except ParheliaError as exc:
                 wait = await self._refused(task, exc, report)
@@ -259,6 +345,8 @@ class Dispatcher:
                     waits[task.id] = wait
                     if exc.code == "E300" and not exc.details.get("never_fits"):
                         behind = task.id
+                    if exc.code == "E502":
+                        down = waiting.Wait(exc.message, code=exc.code)
                 continue
             except Exception:
                 log.exception("dispatch crashed", task_id=task.id)
@@ -268,7 +356,10 @@ class Dispatcher:
                 continue
             report.dispatched.append(task.id)
             self._attempts.pop(task.id, None)
-            slots -= 1
+            if spawn:
+                self._spawn_launch(claim)
+            else:
+                claims.append(claim)
         if waits:
             changed = await self._store.write(lambda tx: [
                 row for task_id, wait in waits.items()
@@ -309,18 +400,17 @@ class Dispatcher:
         True when it started; False when it is no longer waiting (cancelled...);
         None when it must wait (no free slot, budget, capacity).
         """
-        async with self._lock:
+        task = await self._store.tasks.find(task_id)
+        if task is None:
+            return False
+        async with self._lock(task.backend):
             cfg = self._config()
             task = await self._store.tasks.find(task_id)
             if task is None or task.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
                 return False
-            live = await self._store.containers.list(states=[s.value for s in CONTAINER_LIVE],
-                                                     limit=100000)
-            if len(live) >= cfg.orchestrator.max_concurrent_workers:
-                return None
             try:
                 claim = await self._claim(task, cfg)
-            except SessionBusy:
+            except (SessionBusy, NoSlot):
                 return None
             except ParheliaError as exc:
                 if exc.code == "E300" or exc.code in waiting.TRANSIENT_CODES:
@@ -401,6 +491,12 @@ class Dispatcher:
                     "LIMIT 1", (session.id, *(st.value for st in CONTAINER_LIVE))).fetchone()
                 if busy is not None:
                     raise SessionBusy(current.id, str(busy[0]))
+            cap = cfg.orchestrator.max_concurrent_workers
+            live = tx.conn.execute(
+                "SELECT COUNT(*) FROM containers WHERE state IN (?, ?, ?)",
+                tuple(st.value for st in CONTAINER_LIVE)).fetchone()[0]
+            if int(live) >= cap:
+                raise NoSlot(cap)
             if self._budget_gate is not None:
                 self._budget_gate(tx, current)
             mode = SessionStatus.DETACHED if current.interactive else SessionStatus.HEADLESS
@@ -458,9 +554,69 @@ class Dispatcher:
         self.launching.add(container.id)
         return Claimed(task, session, container, backend, spec)
 
+    def cancel_launch(self, container_id: str) -> bool:
+        """Abandon the launch in flight of ``container_id`` (its task was cancelled or
+        paused while it waited, e.g. for a GPU): the backend's create is cancelled, and the
+        backend ends what it had started (modal 1.6.4 terminates a sandbox it never
+        returned). False when no launch of it is in flight."""
+        launch = self._launch_of.get(container_id)
+        if launch is None or launch.done():
+            return False
+        self._cancelled.add(container_id)
+        launch.cancel()
+        return True
+
+    async def _show_wait(self, backend: Backend, task: TaskRow, container: ContainerRow
+                         ) -> None:
+        """While the launch waits (``backend.launch_wait``), say what for and how long, on
+        the task and its container."""
+        wait_of = getattr(backend, "launch_wait", None)
+        if wait_of is None:
+            return
+        started = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(LAUNCH_WAIT_REFRESH_S)
+            what = wait_of(container.id)
+            if what is None:
+                continue
+            text = f"{what}: {human_seconds(asyncio.get_running_loop().time() - started)}"
+
+            def unit(tx: Tx, text: str = text) -> None:
+                row = tx.containers.get(container.id)
+                if row is None or row.state != ContainerState.CREATED:
+                    return
+                tx.containers.update(container.id, reason=text[:500])
+                current = tx.tasks.get(task.id)
+                if current is not None and current.container_id == container.id and \
+                        current.status == TaskStatus.RUNNING:
+                    tx.tasks.update(task.id, status_reason=text[:500])
+
+            await self._store.write(unit)
+            self._wait_shown.add(container.id)
+
+    async def _abandoned(self, task: TaskRow, container: ContainerRow, backend: Backend
+                         ) -> None:
+        what = getattr(backend, "launch_wait", lambda cid: None)(container.id)
+        reason = "the launch was cancelled" + (f" while {what}" if what else "")
+
+        def unit(tx: Tx) -> None:
+            row = tx.containers.get(container.id)
+            if row is None or row.state not in CONTAINER_LIVE:
+                return
+            tx.containers.update(container.id, state=ContainerState.TERMINATED.value,
+                                 reason=reason, stopped_at=now_us())
+            tx.events.append("container_terminated", reason, task_id=task.id,
+                             session_id=container.session_id, container_id=container.id,
+                             data={"backend_id": ""})
+            if container.session_id:
+                tx.sessions.ended(container.session_id, completed=False)
+
+        await self._store.write(unit)
+
     async def _launch(self, claim: Claimed) -> None:
         task, session, container, backend, spec = (claim.task, claim.session, claim.container,
                                                    claim.backend, claim.spec)
+        waiting_shown = asyncio.create_task(self._show_wait(backend, task, container))
         try:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
@@ -473,6 +629,12 @@ class Dispatcher:
                                               worker.restore_checkpoint_id,
                                               worker.config_bundle_id)
                 backend_id = await backend.launch(spec)
+            except asyncio.CancelledError:
+                if container.id not in self._cancelled:
+                    raise
+                await self._abandoned(task, container, backend)
+                log.info("launch abandoned", task_id=task.id, container_id=container.id)
+                return
             except (NoCapacity, BackendUnreachable) as exc:
                 await self._requeue(task, container, backend, exc)
                 raise Requeued(exc.code, exc.message) from None
@@ -498,6 +660,9 @@ class Dispatcher:
                     fields["isolation"], fields["credential"] = decided
                 if row.state == ContainerState.CREATED:
                     fields["state"] = ContainerState.STARTING.value
+                waited = container.id in self._wait_shown
+                if waited:
+                    fields["reason"] = ""  # the wait shown while it launched is over
                 row = tx.containers.update(container.id, **fields)
                 tx.events.append("container_started", f"{backend.name} {backend_id}",
                                  task_id=task.id, session_id=session.id,
@@ -505,10 +670,14 @@ class Dispatcher:
                 current = tx.tasks.get(task.id)
                 wanted = current is not None and current.container_id == container.id and \
                     current.status == TaskStatus.RUNNING and row.state in CONTAINER_LIVE
+                if wanted and waited:
+                    tx.tasks.update(task.id, status_reason="")
                 return wanted, row
 
             wanted, row = await self._store.write(started)
         finally:
+            waiting_shown.cancel()
+            self._wait_shown.discard(container.id)
             self.launching.discard(container.id)
         if not wanted:
             log.warning("task moved on during its launch; stopping the worker",

@@ -2,6 +2,9 @@
 
 Checks run in the daemon, so they see the environment workers will inherit (its
 PATH, its credentials). Credential values are never returned, only their presence.
+Each check says what it looked at just now: without ``--check-modal`` nothing is asked
+of Modal (and the Modal line says so); with it, the daemon asks Modal within
+``MODAL_CHECK_DEADLINE_S`` (:func:`modal_now`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+MODAL_CHECK_DEADLINE_S = 10.0
 MIN_FREE_BYTES = 1 << 30
 LOW_FREE_BYTES = 5 << 30
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
@@ -183,11 +189,13 @@ def _git() -> Check:
 
 def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     """Modal, without a single network call: the SDK, the token, where workers' Anthropic
-    credential will come from. `parhelia modal setup` verifies them against Modal."""
+    credential will come from; it says that Modal itself was not asked."""
     import importlib.metadata
     import importlib.util
 
-    from parheliad.backends.modal import token_configured  # does not import modal
+    # neither imports modal
+    from parheliad.backends.modal.errors import TOKEN_FIX
+    from parheliad.backends.modal.token import config_path, token_configured
 
     wanted = config.orchestrator.default_backend == MODAL
     missing = FAIL if wanted else WARN
@@ -198,13 +206,15 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     version = importlib.metadata.version("modal")
     if not token_configured(env):
         if not wanted:
-            return [Check("modal", OK, f"modal {version}; not configured (optional: "
-                          "`modal token new`, " + setup + ")")]
+            return [Check("modal", OK, f"modal {version}; no token (optional: {TOKEN_FIX}, "
+                          + setup + ")")]
         return [Check("modal", FAIL, "no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
-                      "~/.modal.toml)", "`modal token new`, " + setup)]
+                      f"{config_path(env)})", f"{TOKEN_FIX}, " + setup)]
     m = config.modal
-    checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
-                    f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
+    where = "the environment" if env.get("MODAL_TOKEN_ID") else str(config_path(env))
+    checks = [Check("modal", OK, f"modal {version}; a token is configured ({where}); app "
+                    f"{m.app_name!r}, volume {m.volume_name!r} not checked against Modal now "
+                    "(`parhelia doctor --check-modal` asks it)")]
     local = [k for k in CREDENTIAL_VARS if env.get(k)]
     outside = (f"with the Modal secret {m.secret_name!r}, Modal puts the credential into "
                "the sandbox's API requests (outbound policy: the agent sees a placeholder)")
@@ -217,5 +227,27 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     else:
         checks.append(Check("modal secret", WARN, f"workers need the Modal secret "
                             f"{m.secret_name!r}: nothing in this environment to fall back on",
-                            f"modal secret create {m.secret_name} ANTHROPIC_API_KEY=sk-ant-..."))
+                            "`parhelia auth set`, or create the secret "
+                            f"{m.secret_name!r} at https://modal.com/secrets"))
     return checks
+
+
+async def modal_now(backend: object | None, phase: Callable[[str], None] = lambda s: None
+                    ) -> list[Check]:
+    """``doctor --check-modal``: the token, app, volume and secret asked of Modal now, all
+    within ``MODAL_CHECK_DEADLINE_S`` (nothing is created). One check per step, saying
+    what Modal answered."""
+    if backend is None:
+        return [Check("modal now", FAIL, "this daemon has no Modal backend",
+                      "see the `backend modal` line above")]
+    from parheliad.backends.modal.setup import run_setup
+
+    started = time.monotonic()
+    steps = await run_setup(backend, check_only=True,  # type: ignore[arg-type]
+                            deadline_s=MODAL_CHECK_DEADLINE_S, progress=phase)
+    took = time.monotonic() - started
+    out = [Check(f"modal {s.name}", OK if s.ok else FAIL, s.detail, s.recovery)
+           for s in steps]
+    if all(s.ok for s in steps):
+        out.append(Check("modal now", OK, f"Modal answered every check in {took:.1f} s"))
+    return out

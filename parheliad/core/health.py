@@ -30,7 +30,7 @@ import structlog
 
 from parheliad.backends.base import Backend
 from parheliad.config import Config
-from parheliad.core.listener import Listener, Outcome, settle_container
+from parheliad.core.listener import Listener, LostHandler, Outcome, settle_container
 from parheliad.core.states import CONTAINER_LIVE, Health, health_after
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.store import Store
@@ -38,7 +38,6 @@ from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
 
-LostHandler = Callable[[str, str, str], Awaitable[None]]
 
 _LATE_TOLERANCE = 0.5
 """A heartbeat is missed once it is this many intervals late."""

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -40,7 +40,15 @@ from parhelia.records import RecordError
 from parhelia.spec import ExitCode, WorkerResult
 from parhelia.spool import read_spool
 from parhelia.volume import LocalVolume, result_key, spool_key
-from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
+from parheliad.backends.base import (
+    END_EVICTED,
+    END_INIT_FAILURE,
+    END_OOM,
+    Backend,
+    BackendUnreachable,
+    ChannelBatch,
+    ContainerStatus,
+)
 from parheliad.core import volsync
 from parheliad.core.budget import (
     AGENT_COST_NOTE,
@@ -77,10 +85,22 @@ class Outcome:
     status: str  # completed | failed | timeout | stopped | lost
     error_code: str = ""
     error_message: str = ""
+    counts_restart: bool = True
+    """False when the worker was lost through no fault of its own (the backend evicted
+    it): recovered without counting a restart."""
 
 
-LostHandler = Callable[[str, str, str], Awaitable[None]]
-"""``(task_id, container_id, reason)`` — a worker died without finishing its task."""
+class Lost(NamedTuple):
+    """A task whose worker died without finishing it: what recovery is handed."""
+
+    task_id: str
+    container_id: str
+    reason: str
+    counts_restart: bool = True
+
+
+LostHandler = Callable[..., Awaitable[None]]
+"""``(task_id, container_id, reason, counts_restart=True)`` (a ``Lost``, unpacked)."""
 
 
 def parse_at(value: Any) -> int | None:
@@ -96,8 +116,8 @@ def parse_at(value: Any) -> int | None:
 class Applied:
     """What a writer unit of the listener leaves to do once it has committed."""
 
-    lost: list[tuple[str, str, str]] = field(default_factory=list)
-    """``(task, container, reason)`` of workers that ended without finishing."""
+    lost: list[Lost] = field(default_factory=list)
+    """Workers that ended without finishing (their tasks go to recovery)."""
     stops: list[tuple[ContainerRow, str]] = field(default_factory=list)
     """Workers the budget stops (a cap or the ceiling reached by what was booked)."""
     booked: bool = False
@@ -395,7 +415,7 @@ class Listener:
         return self._budget.book_agent_usage(tx, c, hb.usage)
 
     def _effect(self, tx: Tx, c: ContainerRow, record: records.Typed, applied: Applied
-                ) -> tuple[str, str, str] | None:
+                ) -> Lost | None:
         """What a record the daemon acts on changes (its event is stored already)."""
         if isinstance(record, records.WorkerStarted):
             if c.state == ContainerState.CREATED:
@@ -462,18 +482,19 @@ class Listener:
                     continue
                 await self.drain(c, final=True)
                 try:
-                    outcome = await self.ended_outcome(backend, c, status.exit_code)
+                    outcome = await self.ended_outcome(backend, c, status)
                 except BackendUnreachable:
                     continue  # settled on a later pass, once its result can be read
                 await self._settle_gone(c, outcome)
 
     async def ended_outcome(self, backend: Backend, c: ContainerRow,
-                            exit_code: int | None) -> Outcome:
+                            status: ContainerStatus) -> Outcome:
         """How a container that is gone ended: its result file (copied from the backend's
-        volume first, with its log and last checkpoint), else its exit code. Raises
+        volume first, with its log and last checkpoint), else what the backend says of
+        its end (an OOM kill, an eviction, an init failure) and its exit code. Raises
         BackendUnreachable when the backend's volume cannot be read now."""
         await self._pull_end(backend, c)
-        return await asyncio.to_thread(_outcome_from_result, self._volume, c.id, exit_code)
+        return await asyncio.to_thread(_outcome_from_result, self._volume, c.id, status)
 
     async def _pull_end(self, backend: Backend, c: ContainerRow) -> None:
         if volsync.shared(backend, self._volume) or not c.session_id:
@@ -569,7 +590,8 @@ def _is_current(tx: Tx, c: ContainerRow) -> bool:
     return task is not None and task.container_id == c.id
 
 
-def _outcome_from_result(volume: LocalVolume, container_id: str, exit_code: int | None) -> Outcome:
+def _outcome_from_result(volume: LocalVolume, container_id: str,
+                         status: ContainerStatus) -> Outcome:
     key = result_key(container_id)
     if volume.exists(key):
         try:
@@ -578,6 +600,17 @@ def _outcome_from_result(volume: LocalVolume, container_id: str, exit_code: int 
                            result.error_message or "")
         except (ValueError, TypeError, OSError):
             log.warning("unreadable result file", container_id=container_id)
+    exit_code, said = status.exit_code, status.detail
+    if status.end == END_OOM:
+        return Outcome(exit_code, "lost", error_message=f"out of memory: raise --memory "
+                       f"({said})")
+    if status.end == END_EVICTED:
+        return Outcome(exit_code, "lost", counts_restart=False, error_message=(
+            f"evicted by its backend, through no fault of the worker ({said}); resumed "
+            "without counting a restart"))
+    if status.end == END_INIT_FAILURE:
+        return Outcome(exit_code, "failed", error_code="E505",
+                       error_message=f"the sandbox could not start ({said})")
     if exit_code is None:
         return Outcome(None, "lost", error_message="the worker vanished without a result")
     return Outcome(exit_code, "lost",
@@ -587,7 +620,7 @@ def _outcome_from_result(volume: LocalVolume, container_id: str, exit_code: int 
 RESULT_UNSAVED_EVENT = "task_result_unsaved"
 
 
-def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, str, str] | None:
+def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> Lost | None:
     """Record a container's end and move its task on. Idempotent.
 
     Returns ``(task_id, container_id, reason)`` when the task must be recovered.
@@ -641,7 +674,7 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> tuple[str, 
             tx.sessions.update(c.session_id, status=SessionStatus.COMPLETED)
         return None
     if outcome.status in ("lost", "stopped"):
-        return task.id, c.id, reason
+        return Lost(task.id, c.id, reason, outcome.counts_restart)
     code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
     message = _failure_message(task.result_subtype, outcome) or outcome.error_message or \
         f"the worker failed (exit {outcome.exit_code})"

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, ListedContainer
 from parheliad.config import Config
 from parheliad.core import budget
-from parheliad.core.listener import Listener, Outcome, settle_container
+from parheliad.core.listener import Listener, Lost, LostHandler, Outcome, settle_container
 from parheliad.core.states import (
     CONTAINER_FINAL,
     CONTAINER_LIVE,
@@ -57,7 +57,6 @@ from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
 
-LostHandler = Callable[[str, str, str], Awaitable[None]]
 StopHandler = Callable[[ContainerRow, str], bool]
 """Stop a worker (checkpoint, then terminate): False when a stop of it is under way."""
 
@@ -308,11 +307,11 @@ class Reconciler:
                 f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
             detail = f"not listed, silent for {silence // US_PER_SECOND}s"
         else:
-            outcome = await self._listener.ended_outcome(backend, c, status.exit_code)
+            outcome = await self._listener.ended_outcome(backend, c, status)
             detail = "the worker process is gone" + (
                 f" (exit {status.exit_code})" if status.exit_code is not None else "")
 
-        def unit(tx: Tx) -> tuple[bool, tuple[str, str, str] | None]:
+        def unit(tx: Tx) -> tuple[bool, Lost | None]:
             row = tx.containers.get(c.id)
             if row is None or row.state not in CONTAINER_LIVE:
                 return False, None  # the listener settled it meanwhile
@@ -449,7 +448,7 @@ class Reconciler:
                                 container_id=c.id, state=c.state)
         await self._listener.drain(c)
 
-        def unit(tx: Tx) -> tuple[str, str, str] | None:
+        def unit(tx: Tx) -> Lost | None:
             row = tx.containers.get(c.id)
             if row is None or row.state not in CONTAINER_LIVE:
                 return None
@@ -463,7 +462,7 @@ class Reconciler:
             task = tx.tasks.get(c.task_id)
             if task is not None and task.container_id == c.id and task.status in (
                     "running", "recovering"):
-                return task.id, c.id, "its container was terminated by the user"
+                return Lost(task.id, c.id, "its container was terminated by the user")
             return None
 
         lost = await self._store.write(unit)

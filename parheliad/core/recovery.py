@@ -77,8 +77,11 @@ class Recovery:
             t.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def on_lost(self, task_id: str, container_id: str, reason: str) -> None:
-        """A container of ``task_id`` ended without a result: recover or give up."""
+    async def on_lost(self, task_id: str, container_id: str, reason: str,
+                      counts_restart: bool = True) -> None:
+        """A container of ``task_id`` ended without a result: recover or give up. A worker
+        lost through no fault of its own (``counts_restart`` False: its backend evicted
+        it) is recovered without counting a restart."""
         cfg = self._config().recovery
 
         def unit(tx: Tx) -> int | None:
@@ -89,6 +92,11 @@ class Recovery:
             if task is None or task.container_id != container_id or \
                     task.status != TaskStatus.RUNNING:
                 return None
+            if not counts_restart:
+                transition(tx, task_id, TaskStatus.RECOVERING, reason=reason[:300],
+                           data={"restart": task.restarts, "container_id": container_id,
+                                 "counted": False})
+                return 0
             if task.restarts >= cfg.max_restarts:
                 fail_task(tx, task_id, "E602",
                           f"the worker stopped ({reason}) and the {cfg.max_restarts} automatic "
@@ -104,7 +112,7 @@ class Recovery:
         restarts = await self._store.write(unit)
         if restarts is None:
             return
-        delay = min(cfg.backoff_seconds * (2 ** (restarts - 1)), cfg.backoff_max_seconds)
+        delay = min(cfg.backoff_seconds * (2 ** max(restarts - 1, 0)), cfg.backoff_max_seconds)
         log.warning("recovering task", task_id=task_id, restart=restarts, delay=delay)
         self._schedule(task_id, delay)
 

@@ -30,12 +30,15 @@ class Stopper:
     background are cancelled by :meth:`close` at shutdown."""
 
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 config: Callable[[], Config], check_exits: Callable[[], Awaitable[None]]
-                 ) -> None:
+                 config: Callable[[], Config], check_exits: Callable[[], Awaitable[None]],
+                 cancel_launch: Callable[[str], bool] = lambda container_id: False) -> None:
         self._store = store
         self._backends = backends
         self._config = config
         self._check_exits = check_exits
+        self._cancel_launch = cancel_launch
+        """Abandons a launch still in flight (the dispatcher's): a container waiting for
+        a GPU has no backend id to stop yet."""
         self.background: set[asyncio.Task[None]] = set()
         """Stops under way in the background (tests wait for them)."""
         self._stopping: set[str] = set()
@@ -81,6 +84,9 @@ class Stopper:
 
     async def _stop_once(self, c: ContainerRow, reason: str, grace: float) -> None:
         backend = self._backends.get(c.backend)
+        if not c.backend_id and self._cancel_launch(c.id):
+            log.info("launch in flight abandoned", container_id=c.id, reason=reason)
+            return
         if backend is None or not c.backend_id:
             return
         try:

@@ -121,9 +121,10 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "None of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN reached the "
         "worker, or the API refused the one it had.",
         "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
-        "runs in, then `parhelia daemon stop` and retry the task with `parhelia task retry ID`. "
-        "For Modal, create the secret: "
-        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+        "runs in (or `parhelia auth set`), then `parhelia daemon stop` and retry the task with "
+        "`parhelia task retry ID`; Modal workers get it as an ephemeral secret, or from the "
+        "Modal secret `anthropic-api-key` (https://modal.com/secrets). A Modal token Modal "
+        "refuses: `parhelia modal setup --token-id ID --token-secret SECRET`.",
     ),
     ErrorSpec(
         "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,
@@ -135,7 +136,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "E402", "TOKEN_EXPIRED", "UNAUTHENTICATED", Exit.ERROR,
         "A credential has expired.",
         "An OAuth token or a Modal token is no longer valid.",
-        "Renew it (`claude setup-token`, `modal token new`) and retry.",
+        "Renew it (`claude setup-token`; for Modal, a new token from "
+        "https://modal.com/settings/tokens: `parhelia modal setup --token-id ID "
+        "--token-secret SECRET`) and retry.",
     ),
     ErrorSpec(
         "E403", "LIMITED_FOR_AGENTS", "PERMISSION_DENIED", Exit.ERROR,
@@ -170,9 +173,11 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ErrorSpec(
         "E503", "MODAL_ERROR", "UNAVAILABLE", Exit.ERROR,
         "Modal refused or failed an operation.",
-        "Missing or invalid Modal credentials, an unknown GPU type, or a Modal outage.",
-        "Run `modal token new` or set MODAL_TOKEN_ID/MODAL_TOKEN_SECRET; `parhelia doctor` "
-        "checks them.",
+        "Modal refused the request (an unknown GPU type, a name another daemon holds) or "
+        "failed it in a way that will not pass by itself.",
+        "Read Modal's message in the error. `parhelia doctor --check-modal` checks the token, "
+        "app, volume and secret against Modal now; `parhelia modal setup --token-id ID "
+        "--token-secret SECRET` stores a token.",
     ),
     ErrorSpec(
         "E504", "DAEMON_UNAVAILABLE", "UNAVAILABLE", Exit.DAEMON_UNAVAILABLE,
@@ -181,6 +186,25 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "between the CLI and the daemon.",
         "Start it with `parhelia daemon start` (or install the service: `parhelia daemon "
         "install`). Check `PARHELIA_SOCKET`/`--socket` and `parhelia daemon logs`.",
+    ),
+    ErrorSpec(
+        "E505", "SANDBOX_START_FAILED", "FAILED_PRECONDITION", Exit.ERROR,
+        "Modal could not start the task's sandbox.",
+        "The sandbox failed before its command ran (Modal's INIT_FAILURE: an image that "
+        "cannot be pulled or built, a volume that cannot be mounted); Modal's own message "
+        "says which.",
+        "Fix what Modal's message names, then `parhelia task retry ID`; `parhelia modal "
+        "setup` rebuilds the worker image and checks the volume.",
+    ),
+    ErrorSpec(
+        "E506", "MODAL_VOLUME_GONE", "FAILED_PRECONDITION", Exit.ERROR,
+        "The Modal volume Parhelia uses no longer exists.",
+        "It was deleted outside Parhelia (`modal volume delete`, the dashboard) after the "
+        "daemon opened it. Parhelia never recreates it empty behind your back: running "
+        "sandboxes and checkpoints on it are gone with it.",
+        "`parhelia modal setup` creates the volume again (`modal.volume_name`), then "
+        "`parhelia daemon stop` so the daemon opens the new one; tasks resume from the "
+        "checkpoints the daemon holds locally.",
     ),
     ErrorSpec(
         "E600", "CHECKPOINT_FAILED", "DATA_LOSS", Exit.ERROR,

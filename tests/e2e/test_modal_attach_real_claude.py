@@ -1,6 +1,7 @@
 """`session attach` on Modal through the SDK (ADR 0022), whole stack: the real `parhelia`
 CLI in the user's terminal (an outer tmux pane, driven as a person would) -> parheliad's
-AttachTerminal -> an exec with a PTY in the fake Modal SDK's sandbox -> `tmux attach` on
+AttachTerminal -> the real modal SDK -> an exec with a PTY through the stand-in's task
+command router, in a stand-in sandbox -> `tmux attach` on
 the worker's TUI socket -> the REAL Claude Code TUI -> the fake Messages API."""
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from tests.e2e.test_interactive_real_claude import (
 )
 from tests.e2e.test_modal_daemon_real_claude import stack as stack  # noqa: F401 - fixture
 from tests.fake_anthropic import FakeAnthropic, reply
-from tests.fake_modal.fixture import FakeModal
 from tests.helpers.harness import Harness
 from tests.helpers.waiting import wait_for
+from tests.modal_host import state
+from tests.modal_standin.fixture import StandIn
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
@@ -45,7 +47,7 @@ def interactive_on_modal(h: Harness, prompt: str) -> tuple[str, str]:
 
 
 def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
-        stack: tuple[Harness, FakeAnthropic], tmp_path: Path) -> None:
+        stack: tuple[Harness, FakeAnthropic], modal_standin: StandIn, tmp_path: Path) -> None:
     h, api = stack
     api.add_replies(reply("FIRST-ANSWER from the fake."),
                     reply("SECOND-ANSWER: typed through the daemon's PTY exec."))
@@ -63,9 +65,10 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
                                        None), timeout=90, what="attached in session list")
         assert listed["attached_clients"] == 1
         # The sandbox's tmux sees the user's terminal size, and follows a resize.
-        inner = ["tmux", "-S", tuisocket.socket_path(h.task(task_id)["container_id"], tmp="/tmp",
-                                                uid=0), "list-clients", "-F",
-                 "#{client_width}x#{client_height}"]
+        container = h.task(task_id)["container_id"]
+        sandbox_tmp = state.sandbox_tmp(modal_standin.sandbox(container)["id"])
+        inner = ["tmux", "-S", tuisocket.socket_path(container, tmp=sandbox_tmp, uid=0),
+                 "list-clients", "-F", "#{client_width}x#{client_height}"]
         size = lambda: subprocess.run(inner, capture_output=True, text=True,  # noqa: E731
                                       check=False).stdout.strip()
         wait_for(lambda: size() == "110x35", timeout=90, what="the first size")
@@ -89,18 +92,18 @@ def test_attach_to_a_modal_session_through_the_sdk_type_resize_detach(
 
 
 def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
-        stack: tuple[Harness, FakeAnthropic], fake_modal: FakeModal,  # noqa: F811
+        stack: tuple[Harness, FakeAnthropic], modal_standin: StandIn,  # noqa: F811
         tmp_path: Path) -> None:
     """`--ssh`: the real OpenSSH client with the session's own key (0600) and a
     known_hosts holding only the host key the worker reported, through the sandbox's raw
-    TCP tunnel (the fake's sshd stands in for OpenSSH's in the image). Then another
+    TCP tunnel (the local sandbox's sshd stands in for OpenSSH's in the image). Then another
     server answers behind the tunnel: refused with E601, nothing sent."""
     h, api = stack
     api.add_replies(reply("SSH-FIRST-ANSWER from the fake."),
                     reply("SSH-SECOND-ANSWER: typed over SSH."))
     task_id, sid = interactive_on_modal(h, "Say hello over ssh.")
     container = h.task(task_id)["container_id"]
-    assert fake_modal.sandbox(container)["unencrypted_ports"] == [22]
+    assert modal_standin.sandbox(container)["unencrypted_ports"] == [22]
     [reported] = wait_for(lambda: h.events("--session", sid, "--type", "ssh_host_key"),
                           timeout=90, what="the sandbox's host key")
     host_key = reported["data"]["host_key"]
@@ -137,7 +140,7 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
     wait_for(lambda: checkpoints(h, sid, "detach"), timeout=120, what="the detach checkpoint",
              detail=story(h, sid))
 
-    fake_modal.switch("ssh_mitm")  # another server behind the tunnel, another host key
+    modal_standin.switch("ssh_mitm")  # another server behind the tunnel, another host key
     asked = len(api.main_requests)
     term = Terminal(tmp_path / "t2", h.daemon.env, width=100, height=30)
     try:
@@ -149,7 +152,7 @@ def test_attach_over_ssh_pinned_host_key_and_a_server_with_another_key_refused(
         assert "reconnecting" not in screen
     finally:
         term.close()
-        fake_modal.switch("ssh_mitm", on=False)
+        modal_standin.switch("ssh_mitm", on=False)
     assert len(api.main_requests) == asked
     assert session(h, sid)["status"] == "detached"
     h.run("session", "kill", sid, "-y", check=True)

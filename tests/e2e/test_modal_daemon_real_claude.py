@@ -1,5 +1,6 @@
 """The REAL pinned Claude Code CLI through the whole stack on the Modal backend: the real
-``parhelia`` CLI -> parheliad -> the Modal backend -> the fake Modal SDK's sandbox (a local
+``parhelia`` CLI -> parheliad -> the Modal backend -> the real modal SDK -> the local
+stand-in of Modal's service (tests/modal_standin) and its sandbox (a local
 process with /vol, /workspace and /root of its own) -> the real worker -> claude -> the
 local fake of the Messages API. The credential reaches the sandbox as an ephemeral Modal
 secret, the API's URL as a ``sync.pass_env`` value of the user's Claude settings."""
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.fake_modal.fixture import FakeModal
 from tests.helpers.daemon import RunningDaemon, start_daemon
 from tests.helpers.gitrepo import git, init_repo
 from tests.helpers.harness import Harness, kill_workers
+from tests.modal_standin.fixture import StandIn
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420)]
 
@@ -25,7 +26,7 @@ PASSED = ("ANTHROPIC_BASE_URL", "CLAUDE_CODE_MAX_RETRIES", "NO_PROXY")
 
 @pytest.fixture
 def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
-          fake_modal: FakeModal) -> Iterator[tuple[Harness, FakeAnthropic]]:  # noqa: F811
+          modal_standin: StandIn) -> Iterator[tuple[Harness, FakeAnthropic]]:  # noqa: F811
     with FakeAnthropic() as api:
         home = tmp_path / "home"
         (home / ".claude").mkdir(parents=True)
@@ -42,7 +43,7 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
             f"[sync]\npass_env = {json.dumps(list(PASSED))}\n")
         daemon: RunningDaemon = start_daemon(
             parhelia_home, ANTHROPIC_API_KEY="test-key", HOME=str(home),
-            **fake_modal.env())
+            **modal_standin.env())
         try:
             yield Harness(daemon), api
         finally:
@@ -62,7 +63,7 @@ def _tool_results(api: FakeAnthropic) -> list[str]:
 
 
 def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restores(
-        stack: tuple[Harness, FakeAnthropic], fake_modal: FakeModal,  # noqa: F811
+        stack: tuple[Harness, FakeAnthropic], modal_standin: StandIn,  # noqa: F811
         tmp_path: Path) -> None:
     harness, api = stack
     repo = tmp_path / "repo"
@@ -80,8 +81,9 @@ def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restore
     assert task["status"] == "completed" and task["options"]["backend"] == "modal", task
     assert "Created hello.txt." in task["result"]["text"]
     assert api.main_requests and api.main_requests[0].api_key_is("test-key")
-    # It ran in a Modal sandbox (the fake's), named after its container.
-    assert fake_modal.sandbox(task["container_id"])["returncode"] == 0
+    # It ran in a Modal sandbox (the stand-in's), named after its container.
+    # the worker's end reached the daemon through its channel; its sandbox ends just after
+    assert modal_standin.wait_ended(modal_standin.sandbox(task["container_id"])["id"]) == 0
 
     # The final checkpoint came back to the daemon: verified, diffed, pulled as a branch.
     cps = harness.json("checkpoint", "list", task["session_id"])["checkpoints"]
@@ -104,7 +106,7 @@ def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restore
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     assert resumed["status"] == "completed", resumed
     assert resumed["container_id"] != task["container_id"]
-    assert fake_modal.sandbox(resumed["container_id"])["returncode"] == 0
+    assert modal_standin.wait_ended(modal_standin.sandbox(resumed["container_id"])["id"]) == 0
     assert any("made on modal" in r for r in _tool_results(api)), api.summary()
     assert "Created hello.txt." in api.main_requests[0].messages_text(), api.summary()
     dispatched = harness.events("--task", resumed["id"], "--type", "task_dispatched")
@@ -112,7 +114,7 @@ def test_real_claude_task_on_modal_through_the_daemon_and_its_checkpoint_restore
     assert dispatched[-1]["data"]["checkpoint_id"] == final["id"]
     # The credential travelled only as a Modal secret: in no file of the daemon's home,
     # of the fake service (sandbox metadata, volume, logs) or of the sandboxes.
-    for root in (harness.home, fake_modal.root):
+    for root in (harness.home, modal_standin.root):
         for path in root.rglob("*"):
             if path.is_file() and "secrets" not in path.parts and \
                     path.stat().st_size < 1 << 22:

@@ -1,6 +1,7 @@
-"""The REAL pinned Claude Code CLI through the Modal backend: ModalBackend -> the fake Modal
-SDK's sandbox (a local process with /vol, /workspace and /root of its own) -> the real
-worker -> claude -> the local fake of the Messages API. The credential and the API's URL
+"""The REAL pinned Claude Code CLI through the Modal backend: ModalBackend -> the real modal
+SDK -> the local stand-in of Modal's service and its sandbox (a local process with /vol,
+/workspace and /root of its own) -> the real worker -> claude -> the local fake of the
+Messages API. The credential and the API's URL
 reach the sandbox only as Modal secrets."""
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ pytestmark = pytest.mark.claude
 
 
 async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
-        fake_modal, claude_bin: Path, tmp_path: Path) -> None:  # noqa: F811
+        modal_standin, claude_bin: Path, tmp_path: Path) -> None:  # noqa: F811
     with FakeAnthropic() as api:
         api.add_replies(
             reply("I'll create the file.",
                   tool_use("Bash", {"command": "echo 'made on modal' > hello.txt",
                                     "description": "create hello.txt"})),
             reply("Created hello.txt."))
-        backend = make_backend(fake_modal)
+        backend = make_backend(modal_standin)
         backend._environ["ANTHROPIC_API_KEY"] = "test-key"
         local = LocalVolume(tmp_path / "local")
         spec = worker_spec(backend, "Create hello.txt saying 'made on modal'", "c-claude-1",
@@ -42,7 +43,7 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         assert exited["status"] == "completed", (exited, api.summary())
         assert api.main_requests and api.main_requests[0].api_key_is("test-key")
 
-        fake_modal.wait_ended(sb_id)  # the result is on the volume once synced or ended
+        modal_standin.wait_ended(sb_id)  # the result is on the volume once synced or ended
         await backend.pull(local, [result_key("c-claude-1")], session_id="s-1")
         result = load_result(local.path_for(result_key("c-claude-1")))
         assert "Created hello.txt." in str((result.agent or {}).get("text"))
@@ -57,6 +58,6 @@ async def test_real_claude_runs_in_a_modal_sandbox_and_its_work_comes_back(
         # restores it).
         assert manifest.conversation
         await backend.aclose()  # the daemon's shutdown: stop following channels
-        for path in fake_modal.root.rglob("*"):
+        for path in modal_standin.root.rglob("*"):
             if path.is_file() and "secrets" not in path.parts and path.stat().st_size < 1 << 22:
                 assert b"test-key" not in path.read_bytes(), path

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec
@@ -24,11 +25,14 @@ def script(*steps: dict[str, Any], text: str = "do the thing") -> str:
     return f"{text}\nFAKE_SCRIPT: {json.dumps(list(steps))}"
 
 
-def make_backend(fake: Any, **settings: Any) -> ModalBackend:
+def make_backend(fake: Any, state_dir: Path | None = None, **settings: Any) -> ModalBackend:
+    """A backend on ``fake`` (the SDK-level fake, or the real SDK on the stand-in);
+    ``state_dir``: where it records the volume it uses (a daemon's state directory)."""
     settings.setdefault("call_timeout_seconds", 10)
     env = {"ANTHROPIC_API_KEY": TEST_KEY, "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-x",
            "HOME": "/nonexistent"}
-    return ModalBackend(ModalSettings(**settings), env, sdk=fake.sdk, owner_tag=OWNER)
+    return ModalBackend(ModalSettings(**settings), env, sdk=fake.sdk, owner_tag=OWNER,
+                        state_dir=state_dir)
 
 
 def worker_spec(backend: ModalBackend, prompt: str, container_id: str, session_id: str = "s-1",

@@ -1,8 +1,9 @@
 """The end-to-end scenarios, run on BOTH backends (one suite, parametrised): the real
 daemon, the real CLI, real worker processes and the scripted fake agent; on ``modal``
-the daemon imports the fake Modal SDK (tests/fake_modal), whose sandboxes run the real
-worker locally with ``/vol`` and ``/workspace`` mapped, and whose volume reaches the
-daemon's side only after ``sync`` or the sandbox's end.
+the daemon's REAL modal SDK talks to the local stand-in of Modal's service
+(tests/modal_standin), whose sandboxes run the real worker locally with ``/vol`` and
+``/workspace`` mapped, and whose volume reaches the daemon's side only after ``sync`` or
+the sandbox's end. Modal's trouble is injected as gRPC statuses and timings.
 
 What a test checks goes through the daemon (its events, its database, its local copy of
 the volume: diff, pull): nothing reads a backend's own directories.
@@ -32,6 +33,7 @@ from tests.helpers.gitrepo import git as run_git
 from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.waiting import wait_for
+from tests.modal_standin.fixture import StandIn
 
 CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
 
@@ -42,7 +44,7 @@ class Backend:
     """One backend under test: how to start a daemon on it, and how to reach a worker."""
 
     def __init__(self, name: str, factory: Callable[..., Harness],
-                 fake: FakeModal | None) -> None:
+                 fake: StandIn | None) -> None:
         self.name = name
         self._factory = factory
         self.fake = fake
@@ -100,7 +102,7 @@ class Stray:
 
 @pytest.fixture(params=["local", "modal"])
 def backend(request: pytest.FixtureRequest, harness_factory: Callable[..., Harness]) -> Backend:
-    fake = request.getfixturevalue("fake_modal") if request.param == "modal" else None
+    fake = request.getfixturevalue("modal_standin") if request.param == "modal" else None
     return Backend(request.param, harness_factory, fake)
 
 
@@ -234,7 +236,7 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
     task_id = harness.create(fake_prompt(*steps))
     wait_for(lambda: turn_checkpoints(harness, task_id), timeout=60, what="a turn checkpoint")
     container = harness.task(task_id)["container_id"]
-    backend.fake.switch("unreachable", True)
+    outage = backend.fake.fail("*", "UNAVAILABLE", message="upstream connect error")
     try:
         wait_for(lambda: harness.json("container", "show", container)["health"]
                  == "unreachable", timeout=60, what="the container shown unreachable")
@@ -242,7 +244,7 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
         shown = harness.json("container", "show", container)
         assert shown["health"] == "unreachable" and shown["state"] == "running"
     finally:
-        backend.fake.switch("unreachable", False)
+        backend.fake.remove(outage)
     task = harness.wait(task_id, timeout=90)
     assert task["status"] == "completed" and task["restarts"] == 0, task
     types = [e["type"] for e in harness.events("--task", task_id)]
@@ -259,7 +261,7 @@ def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None
         pytest.skip("the local backend shares the daemon's volume: there is no copy")
     harness = backend.harness()
     dead_after = 5.5 * backend.heartbeat  # floor(silence / interval - 0.5) >= 5
-    backend.fake.switch("latency.Volume.read_file", True, str(round(dead_after + 4)))
+    backend.fake.latency(round(dead_after + 4), "VolumeGetFile2")
     try:
         task_id = harness.create(fake_prompt(
             {"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 3 * dead_after},
@@ -267,7 +269,7 @@ def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None
         wait_for(lambda: turn_checkpoints(harness, task_id), timeout=180,
                  what="the first turn's checkpoint, copied slowly")
     finally:
-        backend.fake.switch("latency.Volume.read_file", False)
+        backend.fake.latency(0, "VolumeGetFile2")
     task = harness.wait(task_id, timeout=180)
     assert task["status"] == "completed" and task["restarts"] == 0, task
     events = harness.events("--task", task_id)
@@ -350,13 +352,13 @@ def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Bac
         pytest.skip("the local backend has no service to lose")
     fake = backend.fake
     harness, task_id, _, sandbox_id = _sleeping_modal_task(backend)
-    fake.switch("unreachable", True)
+    outage = fake.fail("*", "UNAVAILABLE")
     try:
         harness.run("task", "cancel", task_id, "--grace", "1", check=True)
         time.sleep(4)
         assert fake.service.returncode(sandbox_id) is None
     finally:
-        fake.switch("unreachable", False)
+        fake.remove(outage)
     wait_for(lambda: fake.service.returncode(sandbox_id) is not None,
              timeout=60, what="the cancelled task's sandbox to end once Modal answers again")
     assert harness.task(task_id)["status"] == "cancelled"
@@ -371,13 +373,13 @@ def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Ba
         pytest.skip("the local backend has no service to lose")
     fake = backend.fake
     harness, task_id, container, sandbox_id = _sleeping_modal_task(backend)
-    fake.switch("unreachable", True)
+    outage = fake.fail("*", "UNAVAILABLE")
     try:
         harness.run("task", "cancel", task_id, "--grace", "1", check=True)
         time.sleep(3)  # the stop is being retried, in memory only
         harness.daemon.kill()
     finally:
-        fake.switch("unreachable", False)
+        fake.remove(outage)
     time.sleep(1)
     assert fake.service.returncode(sandbox_id) is None, "nothing should have stopped it yet"
     harness.daemon.start()
@@ -395,9 +397,10 @@ def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Ba
 
 def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
         backend: Backend) -> None:
-    """Health buries a silent worker but Modal refuses its terminate (an error, not a lost
-    connection): the task gets no second sandbox while the first still runs; once the
-    first can be terminated the task resumes in a new one and completes."""
+    """Health buries a silent worker but Modal's terminate fails (INTERNAL, after the
+    SDK's own retries): the stop is retried until the sandbox ends, and the task gets no
+    second sandbox while the first still runs; once the first can be terminated the task
+    resumes in a new one and completes."""
     if backend.fake is None:
         pytest.skip("the local backend's terminate is a signal: it cannot be refused")
     fake = backend.fake
@@ -412,7 +415,7 @@ def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
         return [s["name"] for s in fake.sandboxes()
                 if s["tags"].get("parhelia-task") == task_id and s["returncode"] is None]
 
-    fake.switch("terminate_fails", True)
+    refusal = fake.fail("SandboxTerminate*", "INTERNAL", message="terminate failed")
     try:
         os.kill(fake.worker_pid(first), signal.SIGSTOP)  # silent: health walks it to dead
         wait_for(lambda: harness.events("--task", task_id, "--type",
@@ -422,7 +425,7 @@ def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
         assert running() == [first]
         assert harness.task(task_id)["status"] == "recovering"
     finally:
-        fake.switch("terminate_fails", False)
+        fake.remove(refusal)
     task = harness.wait(task_id, timeout=120)
     assert task["status"] == "completed" and task["restarts"] == 1, task
     assert task["container_id"] != first

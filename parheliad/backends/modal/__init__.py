@@ -2,7 +2,8 @@
 
 This is the only package that imports ``modal``, and only when a Modal backend is built
 (``load_sdk``): the CLI and the daemon's start never pay for it. The SDK is an object
-passed in, so tests give a fake at the SDK boundary. From the daemon only the ``.aio``
+passed in: tests give the real SDK pointed at a local stand-in of Modal's service, or a
+fake at the SDK boundary. From the daemon only the ``.aio``
 calls are used, each under ``asyncio.wait_for`` (a Modal call without network retries for
 about a minute; a GPU ``create`` can wait ~21 minutes for capacity).
 
@@ -23,8 +24,13 @@ about a minute; a GPU ``create`` can wait ~21 minutes for capacity).
 - Credentials: the named Modal secret (``modal.secret_name``) if it holds an Anthropic
   credential, else an ephemeral secret from the daemon's environment; never in the spec,
   argv, ``env=`` or a log. Config sync's pass-through values ride in an ephemeral secret.
-- Errors: ``errors.map_error`` (catalogue code + recovery line); an unreachable API
-  raises ``BackendUnreachable`` and a full GPU pool ``NoCapacity``.
+- Errors: ``errors.map_error`` by kind (catalogue code + recovery line); service trouble
+  raises ``BackendUnreachable``, a full GPU pool ``NoCapacity``, an exec on a finished
+  sandbox ``SandboxEnded`` (docs/adr/0037-modal-trouble-by-kind.md).
+- Ends: Modal's own end status and message (an OOM kill, an eviction, an init failure)
+  ride on ``ContainerStatus.end``/``detail``; the volume has one hydrated handle per
+  daemon and a vanished one is E506; a GPU launch says what it waits for
+  (``launch_wait``).
 """
 
 from parheliad.backends.base import BackendUnreachable, Credentials, NoCapacity, WorkerPaths

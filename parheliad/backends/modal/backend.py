@@ -50,15 +50,15 @@ from parheliad.backends.modal.client import (
     VOLUME_MOUNT,
     WORKSPACE_DIR,
     ModalSettings,
-    ended_status,
     sandbox_name,
     sandbox_timeout,
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
-from parheliad.backends.modal.errors import map_error
+from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
+from parheliad.backends.modal.token import config_path
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +86,8 @@ def api_host(environ: Mapping[str, str]) -> str | None:
     return parsed.hostname if parsed.scheme == "https" and parsed.hostname else None
 
 
+LAUNCH_WAIT_SHOWN_AFTER_S = 3.0
+"""A GPU create that has not returned after this long waits for capacity (said so)."""
 USAGE_WINDOW_DAYS = 7
 """The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
 compute stays an estimate."""
@@ -97,10 +99,13 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     name: str = MODAL
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
-                 sdk: Any = None, owner_tag: str = "", env_path: Path | None = None) -> None:
-        super().__init__(settings, environ, sdk, owner_tag, env_path)
+                 sdk: Any = None, owner_tag: str = "", env_path: Path | None = None,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(settings, environ, sdk, owner_tag, env_path, state_dir)
         self._image: Any = None
         self._image_lock = asyncio.Lock()
+        self._creating: dict[str, tuple[str, float]] = {}
+        """GPU launches in flight: container id -> (gpu, when its create began)."""
         self._secret_key: tuple[str | None, float] | None = None
         self._isolation: dict[str, tuple[str, str]] = {}
         """Container id -> how its sandbox got its credential (Backend.isolation)."""
@@ -113,8 +118,8 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             if importlib.util.find_spec("modal") is None:
                 return False, "the modal package is not installed (pip install 'modal>=1.6,<1.7')"
         if not token_configured(self._environ):
-            return False, ("no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml): "
-                           "run `modal token new`, then `parhelia modal setup`")
+            return False, (f"no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
+                           f"{config_path(self._environ)}): {TOKEN_FIX}")
         return True, (f"app {self.settings.app_name!r}, volume {self.settings.volume_name!r}, "
                       f"secret {self.settings.secret_name!r}")
 
@@ -122,12 +127,6 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, tuple(SYNC_ARGV))
 
     # -- volume, image, secrets ----------------------------------------------------------
-
-    async def ensure_volume(self, create: bool = True) -> Any:
-        vol = self.modal_volume(create)
-        await self._call(f"opening the volume {self.settings.volume_name!r}",
-                         lambda: vol.hydrate.aio())
-        return vol
 
     async def image(self) -> Any:
         """The worker image, built once per daemon (Modal caches its layers)."""
@@ -190,9 +189,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                                f"the secret {self.settings.secret_name!r} to keep it out)",
                                self._environ)
         return Credentials(False, (
-            f"no Anthropic credential for Modal workers: create the secret with `modal secret "
-            f"create {self.settings.secret_name} ANTHROPIC_API_KEY=...` (or export "
-            "ANTHROPIC_API_KEY where the daemon runs)"), self._environ)
+            "no Anthropic credential for Modal workers: `parhelia auth set` (workers get the "
+            "key as an ephemeral Modal secret), or create the Modal secret "
+            f"{self.settings.secret_name!r} holding ANTHROPIC_API_KEY at "
+            "https://modal.com/secrets"), self._environ)
 
     async def _credential(self, secret_env: Mapping[str, str]) -> CredentialPlan:
         """How the sandbox's agent reaches the model API (ADR 0031). With the named secret
@@ -256,7 +256,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         plan = await self._credential(spec.secret_env)
         # Only the session's own area: nothing of another session is readable or
         # writable from inside (ADR 0031).
-        volume = self.modal_volume().with_mount_options(
+        volume = (await self.volume_handle()).with_mount_options(
             sub_path=session_area(spec.session_id))
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
@@ -277,14 +277,17 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     "ssh_authorized_key") else [], **extra))
 
         action = f"creating the sandbox for {spec.container_id}"
+        if spec.gpu:  # modal's V1 path: create waits (up to ~21 min) for the GPU
+            self._creating[spec.container_id] = (spec.gpu, time.monotonic())
         try:
             try:
                 sb = await self._call(action, functools.partial(create, plan),
                                       timeout=self.settings.launch_timeout_seconds,
-                                      keep=(errors.AlreadyExistsError, errors.InvalidError))
+                                      keep=(errors.AlreadyExistsError, errors.InvalidError,
+                                            errors.NotFoundError))
             except errors.InvalidError as exc:
                 if plan.policy is None or "outbound" not in str(exc).lower():
-                    raise map_error(exc, action, errors) from None
+                    raise map_error(exc, action) from None
                 # Refused by this SDK or workspace (experimental): today's secret, said so.
                 plan = self._plan(
                     {k: v for k, v in spec.secret_env.items() if k not in CREDENTIAL_VARS},
@@ -292,7 +295,16 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     self.sdk.Secret.from_name(self.settings.secret_name))
                 sb = await self._call(action, functools.partial(create, plan),
                                       timeout=self.settings.launch_timeout_seconds,
-                                      keep=(errors.AlreadyExistsError,))
+                                      keep=(errors.AlreadyExistsError, errors.NotFoundError))
+        except SandboxEnded as exc:
+            # modal 1.6.4's V1 create raises ConflictError when the sandbox ended before it
+            # was scheduled: Modal could not start it (its message says why).
+            raise ParheliaError("E505", f"Modal could not start the sandbox of "
+                                f"{spec.container_id}: {exc.message}. Recovery: fix what "
+                                "Modal names, then `parhelia task retry ID`.") from None
+        except errors.NotFoundError as exc:
+            await self._check_volume()  # E506 when the volume vanished
+            raise map_error(exc, action) from None
         except errors.AlreadyExistsError:
             sb = await self._call(
                 f"adopting the existing sandbox {name}",
@@ -305,6 +317,8 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     "a new container; give each daemon its own `modal.app_name`.") from None
             log.info("modal.sandbox_adopted", container_id=spec.container_id,
                      sandbox_id=sb.object_id)
+        finally:
+            self._creating.pop(spec.container_id, None)
         self._remember(sb, tags)
         self._isolation[spec.container_id] = (ISOLATION_MODAL, plan.credential)
         if plan.why:
@@ -314,6 +328,16 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
 
     def isolation(self, container_id: str) -> tuple[str, str] | None:
         return self._isolation.get(container_id)
+
+    def launch_wait(self, container_id: str) -> str | None:
+        """What a launch in flight waits for, once it has waited a while: a GPU sandbox's
+        create returns only once Modal has the GPU (``waiting for an A100 on Modal``)."""
+        creating = self._creating.get(container_id)
+        if creating is None or time.monotonic() - creating[1] < LAUNCH_WAIT_SHOWN_AFTER_S:
+            return None
+        gpu = creating[0].partition(":")[0]
+        article = "an" if gpu[:1] in "AEIOUaeiou" else "a"
+        return f"waiting for {article} {gpu} on Modal"
 
     async def status(self, backend_id: str, container_id: str) -> ContainerStatus:
         return await self._poll(backend_id)
@@ -339,7 +363,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         out = []
         for backend_id, _ in items:
             if backend_id in self._ended:
-                out.append(ended_status(self._ended[backend_id]))
+                out.append(self._ended[backend_id])
             elif backend_id in running:
                 out.append(ContainerStatus(running=True))
             else:
@@ -431,11 +455,19 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         sb = await self._handle(backend_id)
         spec_path = f"{VOLUME_MOUNT}/{spec_key(container_id)}"
         payload = json.dumps(message, separators=(",", ":"))
-        proc = await self._call(
-            f"sending {message.get('type')!r} to {container_id}",
-            lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path, payload))
-        code = await self._call(f"waiting for the control of {container_id}",
-                                lambda: proc.wait.aio())
+        try:
+            proc = await self._call(
+                f"sending {message.get('type')!r} to {container_id}",
+                lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path,
+                                    payload))
+            code = await self._call(f"waiting for the control of {container_id}",
+                                    lambda: proc.wait.aio())
+        except SandboxEnded:
+            # modal 1.6.4 refuses an exec on a finished sandbox (ConflictError or
+            # NotFoundError): nothing is left to control; its end is read by a poll.
+            log.info("modal.control_after_end", container_id=container_id,
+                     message=message.get("type"))
+            return
         if code != 0:
             raise ParheliaError("E503", f"the worker of {container_id} did not take the control "
                                 f"message (exit {code}). Recovery: `parhelia task show` says "
@@ -457,4 +489,5 @@ def from_config(config: Any, paths: Any, environ: Mapping[str, str] | None = Non
     return ModalBackend(settings_from_config(config),
                         dict(os.environ if environ is None else environ), sdk=sdk,
                         owner_tag=owner_tag,
-                        env_path=envfile.env_file(paths) if paths is not None else None)
+                        env_path=envfile.env_file(paths) if paths is not None else None,
+                        state_dir=paths.state_dir if paths is not None else None)

@@ -53,13 +53,14 @@ class VolumeCopies(ModalClient):
         return self._remote_blobs
 
     async def list_keys(self, prefix: str) -> builtins.list[str]:
-        vol = self.modal_volume()
+        vol = await self.volume_handle()
         errors = self.sdk.exception
         try:
             entries = await self._call(f"listing {prefix or '/'} on the volume",
                                        lambda: vol.listdir.aio(prefix, recursive=True),
                                        keep=(FileNotFoundError, errors.NotFoundError))
         except (FileNotFoundError, errors.NotFoundError):
+            await self._check_volume()  # the path is missing, or the volume vanished
             return []
         keys = []
         for entry in entries:
@@ -87,7 +88,8 @@ class VolumeCopies(ModalClient):
             if item is not None:
                 todo.append((key, *item))
         if todo:
-            vol = self.modal_volume()
+            vol = await self.volume_handle()
+            errors = self.sdk.exception
 
             async def upload() -> None:
                 async with vol.batch_upload.aio(force=True) as batch:
@@ -96,8 +98,13 @@ class VolumeCopies(ModalClient):
                         # zero is never held in the daemon's memory.
                         batch.put_file(str(source) if isinstance(source, Path)
                                        else io.BytesIO(source), f"/{key}")
-            await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
-                             timeout=self.settings.launch_timeout_seconds)
+            try:
+                await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+                                 timeout=self.settings.launch_timeout_seconds,
+                                 keep=(errors.NotFoundError,))
+            except errors.NotFoundError:
+                await self._check_volume()
+                raise
             remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
         present = set(remote) | {k for k, _, _ in todo}
         await self._copy_into(area, [k for k in keys if k in present])
@@ -111,7 +118,7 @@ class VolumeCopies(ModalClient):
         by_dir: dict[str, builtins.list[str]] = {}
         for key in keys:
             by_dir.setdefault(key.rpartition("/")[0], []).append(key)
-        vol = self.modal_volume()
+        vol = await self.volume_handle()
 
         def copy(sources: builtins.list[str], dst: str) -> Awaitable[None]:
             return cast("Awaitable[None]", vol.copy_files.aio(sources, dst))

@@ -354,12 +354,17 @@ Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
 class DoctorRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CHECK_MODAL_FIELD_NUMBER: _builtins.int
+    check_modal: _builtins.bool
+    """also ask Modal now (token, app, volume, secret), 10 s at most"""
     def __init__(
         self,
+        *,
+        check_modal: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_modal", b"check_modal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

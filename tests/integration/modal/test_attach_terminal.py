@@ -1,13 +1,14 @@
-"""`session attach` on Modal through the SDK: an exec with a PTY in the (fake) sandbox runs
-`tmux attach` on the TUI's socket; keys go in, the screen comes out, window resizes reach
-the tmux client, Ctrl-B D detaches, and a client whose user went away is hung up.
+"""`session attach` on Modal through the real SDK: an exec with a PTY (the stand-in's task
+command router) in the sandbox runs `tmux attach` on the TUI's socket; keys go in, the
+screen comes out, window resizes reach the tmux client, Ctrl-B D detaches, and a client
+whose user went away is hung up.
 
-A real tmux server stands in for the worker's TUI at the socket the worker uses."""
+A real tmux server stands in for the worker's TUI at the socket the worker uses (in the
+sandbox's own /tmp)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import time
@@ -17,42 +18,44 @@ from typing import Any
 
 import pytest
 
+from parhelia.tuisocket import socket_path
 from parhelia.volume import LocalVolume
 from parheliad.backends.modal import ModalTerminal
 from tests.helpers.modal_backend import make_backend, script, start, worker_spec
+from tests.modal_host import state
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True)
                                 .returncode != 0, reason="tmux is not installed")
 
 
 @pytest.fixture
-def tui() -> Iterator[tuple[str, list[str]]]:
-    """A tmux server at the socket of container c-att-1 whose pane echoes what is typed."""
+def tui() -> Iterator[list[list[str]]]:
+    """The tmux servers ``_attach`` starts, killed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
-    cid = "c-att-1"
-    socket = Path(f"/tmp/parhelia-tmux-{os.geteuid()}/{cid}/s")
+    servers: list[list[str]] = []
+    yield servers
+    for tmux in servers:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+
+
+async def _attach(modal_standin: Any, tmp_path: Path, servers: list[list[str]], cid: str,
+                  rows: int, cols: int, term: str) -> tuple[ModalTerminal, list[str]]:
+    """A sandbox for ``cid`` (its worker idles), a tmux server whose pane echoes what is
+    typed at the socket the worker's TUI uses in the sandbox's own /tmp, then an attach
+    through a PTY exec: (the terminal, the tmux command of that server)."""
+    backend = make_backend(modal_standin)
+    spec = worker_spec(backend, script({"sleep": 60}), cid)
+    sb_id = await start(backend, LocalVolume(tmp_path / "local"), spec)
+    socket = Path(socket_path(cid, tmp=state.sandbox_tmp(sb_id), uid=0))
+    await _until(lambda: socket.parent.parent.parent.is_dir())  # the sandbox's /tmp
     socket.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     tmux = ["tmux", "-S", str(socket), "-f", "/dev/null"]
     subprocess.run([*tmux, "new-session", "-d", "-s", "parhelia", "-x", "80", "-y", "24",
                     "cat"], check=True)
-    try:
-        yield cid, tmux
-    finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
-        with contextlib.suppress(OSError):
-            socket.unlink()
-            socket.parent.rmdir()
-
-
-async def _attach(fake_modal: Any, tmp_path: Path, cid: str, rows: int, cols: int,
-                  term: str) -> ModalTerminal:
-    """A sandbox for ``cid`` (its worker idles), then an attach through a PTY exec."""
-    backend = make_backend(fake_modal)
-    spec = worker_spec(backend, script({"sleep": 60}), cid)
-    sb_id = await start(backend, LocalVolume(tmp_path / "local"), spec)
+    servers.append(tmux)
     return await backend.open_terminal(sb_id, cid, backend.terminal_argv(cid), rows, cols,
-                                       term)
+                                       term), tmux
 
 
 def _tmux(tmux: list[str], *args: str) -> str:
@@ -69,9 +72,9 @@ async def _until(check: object, timeout: float = 20) -> None:
 
 
 async def test_attach_types_sees_resizes_and_detaches_through_a_pty_exec(
-        fake_modal, tmp_path: Path, tui: tuple[str, list[str]]) -> None:
-    cid, tmux = tui
-    term = await _attach(fake_modal, tmp_path, cid, 30, 100, "xterm-256color")
+        modal_standin, tmp_path: Path, tui: list[list[str]]) -> None:
+    term, tmux = await _attach(modal_standin, tmp_path, tui, "c-att-1", 30, 100,
+                               "xterm-256color")
     screen = bytearray()
 
     async def read() -> None:
@@ -108,9 +111,8 @@ def test_the_stdin_calls_of_an_attach_exist_in_the_installed_sdk() -> None:
 
 
 async def test_a_client_whose_user_went_away_is_hung_up(
-        fake_modal, tmp_path: Path, tui: tuple[str, list[str]]) -> None:
-    cid, tmux = tui
-    term = await _attach(fake_modal, tmp_path, cid, 24, 80, "xterm")
+        modal_standin, tmp_path: Path, tui: list[list[str]]) -> None:
+    term, tmux = await _attach(modal_standin, tmp_path, tui, "c-att-2", 24, 80, "xterm")
     await _until(lambda: _tmux(tmux, "list-clients") != "")
     await term.close()
     await _until(lambda: _tmux(tmux, "list-clients") == "")

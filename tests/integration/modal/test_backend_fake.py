@@ -67,7 +67,8 @@ async def test_a_task_runs_in_a_sandbox_and_its_results_come_back(fake_modal, tm
                           "parhelia-session": "s-1", "parhelia-container": "c-e2e-1"}
     assert sb["timeout"] == sandbox_timeout(900) == 1500
     assert (sb["cpu"], sb["memory"], sb["gpu"]) == (0.5, 512, None)
-    assert sb["volumes"] == {"/vol": "parhelia-data"}
+    assert sb["volumes"] == {"/vol": {"volume": "parhelia-data", "sub_path": "sessions/s-1",
+                                      "read_only": False}}
     assert sb["cmd"] == ["python", "-m", "modal_worker", "run", "/vol/specs/c-e2e-1.json"]
     # The credential went as a secret only: not in argv, env=, the spec or the volume.
     assert sb["env"] == {} and sb["secrets"] == 1
@@ -126,7 +127,8 @@ async def test_modal_auth_and_invalid_errors_map_to_the_catalogue(fake_modal, tm
     fake_modal.switch("auth")
     with pytest.raises(ParheliaError) as err:
         await start(backend, local, spec)
-    assert err.value.code == "E400" and "modal token new" in err.value.message
+    assert err.value.code == "E400"
+    assert "parhelia modal setup --token-id" in err.value.message
     fake_modal.switch("auth", False)
     with pytest.raises(ParheliaError) as err:
         await start(backend, local, spec, gpu="Z9000")
@@ -232,8 +234,11 @@ async def test_push_sends_only_blobs_the_volume_lacks(fake_modal, tmp_path):
     fake_modal.reset_calls()
     assert await fresh.push(local, [key], session_id="s") == 0
     # Uploaded once, into the daemon-only area; copied into the session's area on the
-    # service's side, never uploaded again (ADR 0031).
-    assert fake_modal.calls() == ["Volume.listdir", "Volume.copy_files"]
+    # service's side, never uploaded again (ADR 0031). The volume's one handle is kept.
+    assert fake_modal.calls() == ["Volume.hydrate", "Volume.listdir", "Volume.copy_files"]
+    fake_modal.reset_calls()
+    await fresh.list_keys("cas")
+    assert fake_modal.calls() == ["Volume.listdir"]
     assert await fresh.list_keys("cas") == [key]
     assert await fresh.list_keys("sessions/s/cas") == [f"sessions/s/{key}"]
     assert await fresh.push(local, [key], session_id="other") == 0
@@ -244,7 +249,7 @@ async def test_pull_refuses_a_blob_whose_content_does_not_match_its_name(fake_mo
     backend = make_backend(fake_modal)
     local = LocalVolume(tmp_path / "local")
     forged = "cas/blobs/aa/" + "a" * 64
-    vol = backend.modal_volume()
+    vol = await backend.volume_handle()
     import io
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"not what the name says"), f"sessions/s/{forged}")
@@ -283,7 +288,8 @@ async def test_credentials_from_the_named_secret_else_the_daemons_environment(
     nothing = make_backend(fake_modal, secret_name="missing-secret")
     nothing._environ.pop("ANTHROPIC_API_KEY")
     creds = await nothing.credentials()
-    assert not creds.ok and "modal secret create missing-secret" in creds.detail
+    assert not creds.ok and "parhelia auth set" in creds.detail
+    assert "'missing-secret'" in creds.detail and "modal secret create" not in creds.detail
     with pytest.raises(ParheliaError) as err:
         await start(nothing, local, worker_spec(nothing, "x", "c-nocreds"))
     assert err.value.code == "E400"

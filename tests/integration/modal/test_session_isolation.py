@@ -76,7 +76,7 @@ async def test_a_sandbox_sees_only_its_own_session_and_cannot_forge_anothers_rec
                             timeout=90)
     assert all("FORGED" not in json.dumps(r) for r in before + after)
     assert after[-1]["data"]["status"] == "completed"
-    assert fake_modal.sandbox("c-mine")["sub_paths"] == {"/vol": "sessions/s-mine"}
+    assert fake_modal.sandbox("c-mine")["volumes"]["/vol"]["sub_path"] == "sessions/s-mine"
 
 
 async def test_with_the_named_secret_no_file_or_variable_of_the_sandbox_holds_the_key(

@@ -28,11 +28,12 @@ def test_setup_creates_then_finds_everything_and_is_idempotent(fake_modal, monke
     code, steps = _run(fake_modal, monkeypatch, tmp_path, capsys)
     assert code == 0, steps
     by = {s["name"]: s for s in steps}
-    assert [s["name"] for s in steps] == ["sdk", "token", "app", "volume", "secret", "image"]
+    assert [s["name"] for s in steps] == ["sdk", "token", "reach", "app", "volume", "secret",
+                                          "image"]
     assert "created" in by["app"]["detail"] and "created" in by["volume"]["detail"]
     assert "v2" in by["volume"]["detail"]
-    assert by["secret"]["ok"] and "modal secret create anthropic-api-key" in \
-        by["secret"]["recovery"]
+    assert by["secret"]["ok"] and "parhelia auth set" in by["secret"]["recovery"]
+    assert "https://modal.com/secrets" in by["secret"]["recovery"]
     assert "ephemeral" in by["secret"]["detail"]
     images = fake_modal.sdk.built_images()
     assert len(images) == 1
@@ -54,7 +55,8 @@ def test_setup_without_a_token_says_how_to_set_one(fake_modal, monkeypatch, tmp_
     code = modal_setup.main([], sdk=fake_modal.sdk)
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAIL token" in out and "modal token set" in out
+    assert "FAIL token" in out and "parhelia modal setup --token-id" in out
+    assert "modal token" not in out  # a command the user may not have
     assert fake_modal.calls() == []  # nothing asked of Modal
 
 
@@ -67,8 +69,9 @@ async def test_setup_refuses_a_v1_volume_and_reports_auth_errors(fake_modal, tmp
 
     fake_modal.switch("auth")
     steps = await modal_setup.run_setup(make_backend(fake_modal))
-    assert (steps[-1].name, steps[-1].ok) == ("app", False)
-    assert steps[-1].detail.startswith("E400") and "modal token new" in steps[-1].detail
+    assert (steps[-1].name, steps[-1].ok) == ("reach", False)
+    assert steps[-1].detail.startswith("E400")
+    assert "parhelia modal setup --token-id" in steps[-1].detail
 
 
 @pytest.mark.parametrize("backend", ["local", "modal"])
@@ -81,12 +84,15 @@ def test_doctor_checks_modal_offline(backend: str, tmp_path):
     bare = {"HOME": str(tmp_path)}
     [check] = _modal(cfg, bare)
     if backend == "local":
-        assert check.status == "ok" and "not configured (optional" in check.detail
+        assert check.status == "ok" and "no token (optional" in check.detail
+        assert "parhelia modal setup --token-id" in check.detail
     else:
-        assert check.status == "fail" and "modal token new" in check.fix
+        assert check.status == "fail" and "parhelia modal setup --token-id" in check.fix
     token = {**bare, "MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"}
     first, secret = _modal(cfg, token)
     assert first.status == "ok" and "modal 1.6." in first.detail
-    assert secret.status == "warn" and "modal secret create anthropic-api-key" in secret.fix
+    # what it looked at: the token's presence, not Modal (never "verified by setup")
+    assert "not checked against Modal now" in first.detail and "verified" not in first.detail
+    assert secret.status == "warn" and "parhelia auth set" in secret.fix
     _, secret = _modal(cfg, {**token, "ANTHROPIC_API_KEY": "sk-ant-x"})
     assert secret.status == "ok" and "sk-ant-x" not in secret.detail

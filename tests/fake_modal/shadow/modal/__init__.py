@@ -9,7 +9,8 @@ app (``AlreadyExistsError``), ``timeout`` 300 by default and ``None`` refused, r
 client only after ``sync`` or the sandbox's end, ``batch_upload`` refusing an existing
 path without ``force=True``, ``add_local_*`` steps last. Each sandbox runs its command (the
 real worker) as a local process whose ``/vol``, ``/workspace`` and ``/root`` are per-sandbox
-directories; see ``_service`` for the layout and ``_supervisor`` for a sandbox's life.
+directories: sandboxes, volumes and their state are ``tests.modal_host``'s, shared with the
+gRPC stand-in of Modal's service (``tests/modal_standin``) that the real SDK talks to.
 """
 
 from __future__ import annotations
@@ -20,31 +21,28 @@ import enum
 import hashlib
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from . import _service, exception, experimental
+from tests.modal_host import billing, sandboxes
+from tests.modal_host import state as _service
+
+from . import exception, experimental
 from ._dual import gate_async, gate_sync, run_blocking, sdkmethod
 
 __version__ = "1.6.4+fake"
 __all__ = ["App", "AppSandboxesManager", "Image", "Sandbox", "SandboxGroupStats", "Secret",
            "Volume", "exception", "experimental"]
 
-_SHADOW = str(Path(__file__).resolve().parent.parent)
-_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _GPUS = {"T4", "L4", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H200", "B200"}
-_SPEC_PATH_KEYS = ("volume_dir", "workspace_dir", "claude_config_dir")
 READ_BLOCK = 1 << 16
 """The fake's ``Volume.read_file`` chunk (modal streams a file in blocks too)."""
 
@@ -90,18 +88,12 @@ class SandboxGroupStats:
     cost_by_resource: dict[str, Decimal]
 
 
-FAKE_PRICES = {"CPU": "0.0000131", "Memory": "0.00000222", "T4": "0.000164", "L4": "0.000222",
-               "A10G": "0.000306", "L40S": "0.000542", "A100-40GB": "0.000583",
-               "A100-80GB": "0.000694", "H100": "0.001097", "H200": "0.001261",
-               "B200": "0.001736"}
+FAKE_PRICES = billing.PRICES
 """USD per core, GiB or GPU second; ``billing.json`` in the service's root overrides them."""
 
 
 class AppSandboxesManager:
-    """``app.sandboxes``: ``stats`` sums each sandbox's cost over the part of its life in
-    [since, until), requested resources x its run time x the service's prices, grouped by
-    the values of ``group_by_tags``; validation as modal 1.6.4 (and its service: ``since``
-    on a UTC hour boundary, at most 7 days)."""
+    """``app.sandboxes``: ``stats`` as modal 1.6.4 returns it (``tests.modal_host.billing``)."""
 
     def __init__(self, app: App) -> None:
         self._app = app
@@ -113,48 +105,16 @@ class AppSandboxesManager:
             raise exception.InvalidError(
                 "`App.sandboxes.stats` requires a running, deployed or looked-up App.")
         since = (since if since.tzinfo else since.astimezone()).astimezone(UTC)
-        now = datetime.now(UTC)
-        end = (until if until.tzinfo else until.astimezone()).astimezone(UTC) \
-            if until is not None else now
-        if since >= now:
-            raise exception.InvalidError("`since` must be in the past.")
-        if since >= end:
-            raise exception.InvalidError("`since` must be before `until`.")
-        if since != since.replace(minute=0, second=0, microsecond=0):
-            raise exception.InvalidError("`since` must be on a UTC hour boundary.")
-        if end - since > timedelta(days=7):
-            raise exception.InvalidError("The maximum time range is 7 days.")
-        prices = {k: Decimal(v) for k, v in FAKE_PRICES.items()}
-        billing = _service.root() / "billing.json"
-        if billing.exists():
-            prices.update({k: Decimal(v) for k, v in _service.read_json(billing).items()})
-        names = list(group_by_tags or [])
-        groups: dict[tuple[str | None, ...], dict[str, Decimal]] = {}
-        for sb_id in _service.all_sandboxes():
-            meta = _service.sandbox_meta(sb_id)
-            if meta is None or meta["app_id"] != self._app.app_id:
-                continue
-            if any(meta["tags"].get(k) != v for k, v in (tags or {}).items()):
-                continue
-            state = _service.sandbox_state(sb_id)
-            start = float(state.get("started_at") or meta["created_at"])
-            stop = float(state.get("finished_at") or time.time())
-            lo, hi = max(start, since.timestamp()), min(stop, end.timestamp())
-            if hi <= lo:
-                continue
-            seconds = Decimal(str(round(hi - lo, 3)))
-            key = tuple(meta["tags"].get(n) for n in names)
-            group = groups.setdefault(key, {})
-            usage = {"CPU": Decimal(str(meta.get("cpu") or 0.125)),
-                     "Memory": Decimal(int(meta.get("memory") or 128)) / 1024}
-            if meta.get("gpu"):
-                gpu, _, count = str(meta["gpu"]).partition(":")
-                usage[gpu] = Decimal(int(count or 1))
-            for resource, amount in usage.items():
-                cost = amount * seconds * prices.get(resource, Decimal(0))
-                group[resource] = group.get(resource, Decimal(0)) + cost
-        return [SandboxGroupStats(dict(zip(names, key, strict=True)), sum(costs.values(),
-                                  Decimal(0)), costs) for key, costs in groups.items()]
+        if until is not None:
+            until = (until if until.tzinfo else until.astimezone()).astimezone(UTC)
+        try:
+            end = billing.check_range(since, until)
+        except billing.InvalidRange as exc:
+            raise exception.InvalidError(str(exc)) from None
+        return [SandboxGroupStats(group, sum(costs.values(), Decimal(0)), costs)
+                for group, costs in billing.group_costs(self._app.app_id, since, end,
+                                                        list(group_by_tags or []),
+                                                        dict(tags or {}))]
 
     stats = sdkmethod(_stats, agen=True)
 
@@ -321,6 +281,13 @@ class Volume:
         self._read_only = read_only
         self.object_id: str | None = None
 
+    def _mount_spec(self) -> str | dict[str, Any]:
+        """What a sandbox records of this mount (``tests.modal_host.state.volume_mounts``)."""
+        if not self._sub_path and not self._read_only:
+            return self._name
+        return {"volume": self._name, "sub_path": self._sub_path or "",
+                "read_only": self._read_only}
+
     def with_mount_options(self, *, read_only: bool | None = None,
                            sub_path: str | PurePosixPath | None = None) -> Volume:
         """A handle that mounts only ``sub_path`` of the volume (created when a container
@@ -332,8 +299,10 @@ class Volume:
             sub = None if text == "/" else text.strip("/")
             if sub is not None:
                 _rel(sub)
-        return Volume(self._name, self._create, self._version, sub,
-                      self._read_only if read_only is None else read_only)
+        other = Volume(self._name, self._create, self._version, sub,
+                       self._read_only if read_only is None else read_only)
+        other.object_id = self.object_id
+        return other
 
     @staticmethod
     def from_name(name: str, *, environment_name: str | None = None,
@@ -342,7 +311,12 @@ class Volume:
         return Volume(name, create_if_missing, version)
 
     def _ensure(self) -> Path:
+        """The volume's directory. A hydrated handle names the volume by its id, as modal
+        1.6.4's does: a volume deleted since is NotFoundError, never recreated."""
         meta = _service.root() / "volumes" / f"{self._name}.json"
+        if self.object_id is not None and (
+                not meta.exists() or _service.read_json(meta)["id"] != self.object_id):
+            raise exception.NotFoundError(f"Volume {self.object_id} not found")
         if not meta.exists():
             if not self._create:
                 raise exception.NotFoundError(f"Volume '{self._name}' not found")
@@ -555,19 +529,20 @@ Volume.objects = _VolumeManager()  # type: ignore[attr-defined]
 # -- Sandbox --------------------------------------------------------------------------------
 
 
-def _sandbox_env(sb_id: str, env: dict[str, str | None] | None,
-                 secrets: Collection[Secret] | None, image_env: dict[str, str]) -> dict[str, str]:
-    """A sandbox's environment: nothing inherited from the client's process (as on Modal),
-    only the image's, the ``secrets`` and ``env``."""
-    base = _service.sandbox_dir(sb_id) / "root"
-    out = {"PATH": f"{base / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "HOME": str(base / "root"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
-           "FAKE_MODAL_SANDBOX": sb_id, "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
-    out.update(image_env)
+def _secret_values(secrets: Collection[Secret] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
     for secret in secrets or ():
         out.update(secret._resolve())
-    out.update({k: v for k, v in (env or {}).items() if v is not None})
     return out
+
+
+def _sandbox_env(sb_id: str, env: dict[str, str | None] | None,
+                 secrets: Collection[Secret] | None) -> dict[str, str]:
+    """An exec's environment: nothing inherited from the client's process (as on Modal),
+    only the image's, the ``secrets`` and ``env``."""
+    meta = _service.sandbox_meta(sb_id) or {}
+    return sandboxes.sandbox_env(sb_id, _secret_values(secrets), meta.get("image_env") or {},
+                                 {k: v for k, v in (env or {}).items() if v is not None})
 
 
 def _validate_gpu(gpu: str | None) -> str | None:
@@ -579,57 +554,36 @@ def _validate_gpu(gpu: str | None) -> str | None:
     return gpu.upper()
 
 
-def _rewrite_specs(sb_id: str, view: Path, argv: list[str]) -> None:
-    """The worker's paths come from its spec (named in the sandbox's command): point them
-    at this sandbox's directories."""
-    named = {Path(_service.map_path(sb_id, a)) for a in argv if a.endswith(".json")}
-    for path in sorted(p for p in named if p.parent == view / "specs" and p.is_file()):
-        try:
-            spec = json.loads(path.read_text())
-        except ValueError:
-            continue
-        for key in _SPEC_PATH_KEYS:
-            if isinstance(spec.get(key), str):
-                spec[key] = _service.map_path(sb_id, spec[key])
-        if isinstance(spec.get("volume_sync_argv"), list):
-            spec["volume_sync_argv"] = [_service.map_path(sb_id, a)
-                                        for a in spec["volume_sync_argv"]]
-        path.unlink()  # never write through a hard link into the service's copy
-        path.write_text(json.dumps(spec))
+@dataclass(frozen=True)
+class _GenericResult:
+    """The part of ``modal_proto.api_pb2.GenericResult`` a sandbox's end carries: its
+    status (the proto's enum number), exit code and Modal's message."""
+
+    status: int
+    exitcode: int
+    exception: str
 
 
-def _sync_shim(sb_id: str) -> str:
-    return ("#!/bin/sh\n"
-            f'PYTHONPATH="{_SHADOW}" FAKE_MODAL_ROOT="{_service.root()}" '
-            f'exec "{sys.executable}" -m modal._sync "{sb_id}" "$@"\n')
+_STATUS_NUMBERS = {"SUCCESS": 1, "FAILURE": 2, "TERMINATED": 3, "TIMEOUT": 4,
+                   "INIT_FAILURE": 5, "INTERNAL_FAILURE": 6, "IDLE_TIMEOUT": 7,
+                   "MEMORY_MANAGER_EVICTION": 8, "MEMORY_THRASHING_EVICTION": 9,
+                   "KERNEL_OOM_KILL": 10}
+"""``GenericResult.GenericStatus`` of modal_proto 1.6.4 (a test compares them)."""
 
 
-def prepare_sandbox(sb_id: str) -> None:
-    """The sandbox's filesystem, made by its supervisor (another process, as a container
-    starts on Modal's side): the volumes' contents as of now, /root, /workspace, and a
-    ``sync`` that commits the volume views."""
-    base = _service.sandbox_dir(sb_id)
-    meta = _service.sandbox_meta(sb_id) or {}
-    for sub in ("root/bin", "root/root", "root/workspace"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    shim = base / "root" / "bin" / "sync"
-    shim.write_text(_sync_shim(sb_id))
-    shim.chmod(0o755)
-    sshd = base / "root" / "bin" / "sshd"  # the image's openssh-server (modal._sshd)
-    sshd.write_text(_sync_shim(sb_id).replace("modal._sync", "modal._sshd"))
-    sshd.chmod(0o755)
-    for path, source in _service.mounts(meta).items():
-        view = Path(_service.map_path(sb_id, path))
-        source.mkdir(parents=True, exist_ok=True)  # a sub_path is created if missing
-        view.mkdir(parents=True, exist_ok=True)
-        _service.copy_tree_missing(source, view, overwrite_changed=False)
-        _rewrite_specs(sb_id, view, list(meta.get("cmd") or []))
+class _Impl:
+    """``sandbox._impl``: modal 1.6.4 keeps the sandbox's end there (``result``), with
+    the status and message that ``poll()`` drops."""
+
+    def __init__(self) -> None:
+        self.result: _GenericResult | None = None
 
 
 class Sandbox:
     def __init__(self, sb_id: str) -> None:
         self.object_id = sb_id
         self._returncode: int | None = None
+        self._impl = _Impl()
 
     def __repr__(self) -> str:
         return f"Sandbox({self.object_id})"
@@ -649,26 +603,28 @@ class Sandbox:
                 cpu: float | tuple[float, float] | None = None,
                 memory: int | tuple[int, int] | None = None,
                 block_network: bool = False,
+                outbound_cidr_allowlist: Sequence[str] | None = None,
+                outbound_domain_allowlist: Sequence[str] | None = None,
+                _experimental_outbound_policy: Any = None,
+                inbound_cidr_allowlist: Sequence[str] | None = None,
                 volumes: dict[Any, Volume] = {},  # noqa: B006
                 pty: bool = False, encrypted_ports: Sequence[int] = [],  # noqa: B006
                 unencrypted_ports: Sequence[int] = [],  # noqa: B006
                 verbose: bool = False, client: Any = None,
-                environment_name: str | None = None,
-                _experimental_outbound_policy: Any = None) -> Sandbox:
+                environment_name: str | None = None) -> Sandbox:
         if app is None or app.app_id is None:
             raise exception.InvalidError("Sandbox.create needs an app outside a Modal container")
         if timeout is None or not 1 <= int(timeout) <= 86400:
             raise exception.InvalidError("timeout must be between 1 second and 24 hours")
         gpu = _validate_gpu(gpu)
-        if name is not None and not _NAME_RE.match(name):
+        if name is not None and not sandboxes.NAME_RE.match(name):
             raise exception.InvalidError(f"Invalid sandbox name {name!r}")
         if _service.switch_on("no_capacity"):
             raise exception.ResourceExhaustedError(
                 _service.switch_value("no_capacity")
                 or f"No capacity available for {gpu or 'CPU'} sandboxes; try again later")
-        for secret in secrets or ():
-            secret._resolve()
-        outbound = []
+        secret_env = _secret_values(secrets)
+        outbound: list[dict[str, Any]] = []
         if _experimental_outbound_policy is not None:
             # Validated and its secrets resolved here, on the service's side: their values
             # never reach the sandbox's environment (they are injected into its matching
@@ -678,46 +634,24 @@ class Sandbox:
         mounts = {str(path): vol for path, vol in volumes.items()}
         for vol in mounts.values():
             vol._ensure()
-        sb_id = _service.new_id("sb")
-        if name is not None:
-            names = _service.root() / "names" / app.app_id
-            names.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(names / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                other = (names / name).read_text().strip()
-                if other and _service.returncode(other) is None:
-                    raise exception.AlreadyExistsError(
-                        f"Sandbox with name '{name}' already exists in app") from None
-                fd = os.open(names / name, os.O_WRONLY | os.O_TRUNC)
-            os.write(fd, sb_id.encode())
-            os.close(fd)
-        base = _service.sandbox_dir(sb_id)
-        (base / "execs").mkdir(parents=True, exist_ok=True)
-        meta = {"id": sb_id, "name": name, "app_id": app.app_id, "tags": dict(tags or {}),
-                "cmd": list(args), "timeout": int(timeout), "gpu": gpu, "cpu": cpu,
-                "memory": memory, "workdir": workdir, "env": dict(env or {}),
-                "secrets": len(list(secrets or ())), "image": image._digest() if image else None,
-                "volumes": {p: v._name for p, v in mounts.items()},
-                "sub_paths": {p: v._sub_path for p, v in mounts.items() if v._sub_path},
-                "outbound_policy": outbound, "created_at": time.time(),
-                "unencrypted_ports": [int(p) for p in unencrypted_ports],
-                "inert": _service.switch_on("inert")}
-        _service.write_json(base / "meta.json", meta)
-        if meta["inert"]:  # benches: a sandbox that only exists, no process at all
-            _service.write_json(base / "state.json", {"inert": True, "child": 0})
-            return Sandbox(sb_id)
-        image_env = image._env if image is not None else {}
-        sb_env = _sandbox_env(sb_id, env, secrets, image_env)
-        sb_env.update(PYTHONPATH=_SHADOW, FAKE_MODAL_ROOT=str(_service.root()))
-        with open(base / "supervisor.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "modal._supervisor", sb_id],
-                                    env=sb_env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    close_fds=True)
-        _service.write_json(base / "state.json", {"pid": proc.pid})
-        _reap()
-        _REAPER.append(proc)
+        new = sandboxes.NewSandbox(
+            app_id=app.app_id, cmd=list(args), timeout=int(timeout), name=name,
+            tags=dict(tags or {}), gpu=gpu, cpu=cpu, memory=memory, workdir=workdir,
+            env={k: v for k, v in (env or {}).items() if v is not None},
+            image=image._digest() if image else None,
+            image_env=image._env if image is not None else {},
+            volumes={p: v._mount_spec() for p, v in mounts.items()},
+            unencrypted_ports=[int(p) for p in unencrypted_ports],
+            extra={"network": {"block_network": block_network,
+                               "outbound_cidr_allowlist": outbound_cidr_allowlist,
+                               "outbound_domain_allowlist": outbound_domain_allowlist,
+                               "inbound_cidr_allowlist": inbound_cidr_allowlist},
+                   "outbound_policy": outbound})
+        try:
+            sb_id = sandboxes.create(new, secret_env, inert=_service.switch_on("inert"))
+        except sandboxes.NameTaken:
+            raise exception.AlreadyExistsError(
+                f"Sandbox with name '{name}' already exists in app") from None
         if name is not None and _service.switch_on("name_clash"):
             _service.set_switch("name_clash", False)  # once: the reply was lost
             raise exception.ConnectionError("connection reset while creating the sandbox (fake)")
@@ -728,8 +662,7 @@ class Sandbox:
     def _from_name(app_name: str, name: str, *, environment_name: str | None = None,
                    include_terminated: bool = False, client: Any = None) -> Sandbox:
         app = App._lookup(app_name)
-        path = _service.root() / "names" / str(app.app_id) / name
-        sb_id = path.read_text().strip() if path.exists() else ""
+        sb_id = sandboxes.by_name(str(app.app_id), name)
         if not sb_id or (not include_terminated and _service.returncode(sb_id) is not None):
             raise exception.NotFoundError(f"Sandbox with name '{name}' not found")
         return Sandbox(sb_id)
@@ -762,15 +695,18 @@ class Sandbox:
     list = sdkmethod(_list, agen=True)
 
     def _poll(self) -> int | None:
-        self._returncode = _service.returncode(self.object_id)
+        end = _service.result(self.object_id)
+        if end is not None:
+            self._impl.result = _GenericResult(_STATUS_NUMBERS[end["status"]], end["exitcode"],
+                                               end["exception"])
+        self._returncode = None if end is None else end["exitcode"]
         return self._returncode
 
     poll = sdkmethod(_poll)
 
     def _wait(self, raise_on_termination: bool = True) -> None:
-        while (code := _service.returncode(self.object_id)) is None:
+        while (code := self._poll()) is None:
             time.sleep(0.05)
-        self._returncode = code
         if raise_on_termination and code == 124:
             raise exception.SandboxTimeoutError()
         if raise_on_termination and code == 137:
@@ -782,13 +718,7 @@ class Sandbox:
         if _service.switch_on("terminate_fails"):
             # A refusal that is not a lost connection (the ``Error`` base: E503).
             raise exception.Error(f"Sandbox {self.object_id} could not be terminated (fake)")
-        state = _service.sandbox_state(self.object_id)
-        if state.get("inert") and state.get("returncode") is None:
-            _service.write_json(_service.sandbox_dir(self.object_id) / "state.json",
-                                {**state, "returncode": 137})
-        if state.get("returncode") is None and state.get("pid"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(state["pid"]), signal.SIGTERM)
+        sandboxes.terminate(self.object_id)
         if wait:
             self._wait(raise_on_termination=False)
             return self._returncode
@@ -813,18 +743,17 @@ class Sandbox:
     set_tags = sdkmethod(_set_tags)
 
     def _reload_volumes(self, *, timeout: int = 55) -> None:
-        meta = _service.sandbox_meta(self.object_id) or {}
-        for path, source in _service.mounts(meta).items():
-            _service.copy_tree_missing(source, Path(_service.map_path(self.object_id, path)),
-                                       overwrite_changed=True)
+        sandboxes.reload_volumes(self.object_id)
 
     reload_volumes = sdkmethod(_reload_volumes)
 
     def _exec_ready(self) -> bool:
         """An exec runs once the container has started (Modal queues it until then)."""
         if _service.returncode(self.object_id) is not None:
-            raise exception.SandboxTerminatedError(f"Sandbox {self.object_id} has finished")
-        return bool(_service.sandbox_state(self.object_id).get("child"))
+            # modal 1.6.4: the task id lookup of an ended sandbox (``raise_if_task_complete``)
+            raise exception.ConflictError(_service.result(self.object_id)["exception"]  # type: ignore[index]
+                                          or "Sandbox already finished")
+        return sandboxes.scheduled(self.object_id)
 
     def _exec_check(self) -> None:
         deadline = time.monotonic() + 60
@@ -838,7 +767,7 @@ class Sandbox:
         gate_sync("Sandbox.exec")
         self._exec_check()
         argv = _service.map_argv(self.object_id, list(args))
-        proc = subprocess.Popen(argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+        proc = subprocess.Popen(argv, env=_sandbox_env(self.object_id, env, secrets),
                                 cwd=_service.map_path(self.object_id, workdir or "/root"),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
@@ -858,7 +787,7 @@ class Sandbox:
         if pty:
             return await self._exec_pty(argv, env, secrets, workdir, text, bufsize)
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+            *argv, env=_sandbox_env(self.object_id, env, secrets),
             cwd=_service.map_path(self.object_id, workdir or "/root"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=1 << 22)
@@ -883,7 +812,7 @@ class Sandbox:
 
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=_sandbox_env(self.object_id, env, secrets, {}),
+                *argv, env=_sandbox_env(self.object_id, env, secrets),
                 cwd=_service.map_path(self.object_id, workdir or "/root"),
                 stdin=slave, stdout=slave, stderr=slave,
                 preexec_fn=controlling_tty)  # noqa: PLW1509 (a fake, single-threaded child)
@@ -899,11 +828,11 @@ class Sandbox:
         meta = _service.sandbox_meta(self.object_id) or {}
         out: dict[int, Tunnel] = {}
         for port in meta.get("unencrypted_ports") or []:
-            where = _service.sandbox_dir(self.object_id) / "tunnels" / str(port)
             deadline = time.monotonic() + min(timeout, 10)
-            while not where.exists() and time.monotonic() < deadline:
+            while (local := sandboxes.tunnel_port(self.object_id, port)) is None \
+                    and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            local = int(where.read_text()) if where.exists() else 9
+            local = local or 9  # nothing listens there: the tunnel refuses connections
             out[port] = Tunnel("127.0.0.1", 443, "127.0.0.1", local)
         return out
 
@@ -911,7 +840,7 @@ class Sandbox:
         return asyncio.run(self._tunnels_aio(timeout))
 
     def _record_exec(self, pid: int) -> None:
-        (_service.sandbox_dir(self.object_id) / "execs" / str(pid)).touch()
+        sandboxes.record_exec(self.object_id, pid)
 
 
 Sandbox.exec = _SyncAio(Sandbox.exec, Sandbox._exec_aio)  # type: ignore[method-assign]
@@ -1091,15 +1020,5 @@ class ContainerProcess:
 
 
 ContainerProcess.wait = _SyncAio(ContainerProcess.wait, ContainerProcess._wait_aio)  # type: ignore[method-assign]
-
-_REAPER: list[subprocess.Popen[bytes]] = []
-"""Supervisors started by this process: polled so they do not linger as zombies."""
-
-
-def _reap() -> None:
-    for proc in list(_REAPER):
-        if proc.poll() is not None:
-            _REAPER.remove(proc)
-
 
 __all__ += ["ContainerProcess", "FileEntry", "FileEntryType", "built_images"]

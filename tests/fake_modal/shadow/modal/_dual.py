@@ -17,7 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import _service
+from tests.modal_host import state as _service
+
 from . import exception as exc
 
 _END = object()

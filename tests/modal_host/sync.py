@@ -1,4 +1,4 @@
-"""The ``sync`` shim inside a fake sandbox: ``sync [PATH]`` commits the sandbox's view of
+"""The ``sync`` shim inside a local sandbox: ``sync [PATH]`` commits the sandbox's view of
 the volume mounted at PATH (all mounts without PATH) to the service, as ``sync /vol``
 does for a v2 volume in a Modal sandbox."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from ._supervisor import commit
+from tests.modal_host.supervisor import commit
 
 
 def main(argv: list[str]) -> int:

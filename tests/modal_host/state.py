@@ -1,7 +1,9 @@
-"""The fake Modal "service": state on disk under ``$FAKE_MODAL_ROOT``.
+"""The state of the local Modal "service", on disk under ``$FAKE_MODAL_ROOT``.
 
-Disk state (not memory) so that it outlives a daemon killed with SIGKILL, exactly as
-Modal's service does. Layout::
+Shared by both fakes of Modal (the SDK-level fake in ``tests/fake_modal`` and the gRPC
+stand-in in ``tests/modal_standin``): whichever front end created a sandbox, the same
+supervisor runs it and the same files say what became of it. Disk state (not memory) so
+that it outlives a daemon killed with SIGKILL, exactly as Modal's service does. Layout::
 
     apps/<name>.json                 {"app_id": ...}
     volumes/<name>.json              {"version": 2}
@@ -9,7 +11,9 @@ Modal's service does. Layout::
     secrets/<name>.json              {KEY: value}  (tests create them)
     images/<digest>                  a built image recipe
     sandboxes/<sb_id>/meta.json      id, name, app_id, tags, cmd, resources, mounts...
-    sandboxes/<sb_id>/state.json     {"pid", "returncode", "finished_at"} (supervisor)
+    sandboxes/<sb_id>/state.json     {"pid", "child", "returncode", "status", "exception",
+                                      "finished_at"} (supervisor)
+    sandboxes/<sb_id>/end.json       an end state the test asked for (OOM kill, eviction)
     sandboxes/<sb_id>/root/          the sandbox's own filesystem (vol/, workspace/, root/, bin/)
     sandboxes/<sb_id>/execs/<pid>    exec'd processes, killed when the sandbox ends
     names/<app_id>/<name>            sandbox id, for name uniqueness (O_EXCL)
@@ -33,6 +37,9 @@ SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
 MAPPED_PREFIXES = ("/vol", "/workspace", "/root")
+TMP = "/tmp"
+"""A sandbox's own /tmp is a short directory of the host's (a Unix socket's path has about
+100 bytes, and the sandbox's directory can be deep): ``sandbox_tmp``."""
 
 
 def root() -> Path:
@@ -59,8 +66,9 @@ def switch_value(name: str) -> str | None:
         return None
 
 
-def set_switch(name: str, on: bool, value: str = "") -> None:
-    path = root() / "switches" / name
+def set_switch(name: str, on: bool, value: str = "", base: Path | None = None) -> None:
+    """Turn a switch on (with ``value``) or off, in ``base`` (default: the service's root)."""
+    path = (base or root()) / "switches" / name
     if on:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value)
@@ -138,6 +146,38 @@ def returncode(sb_id: str) -> int | None:
     return None
 
 
+# Modal's end states: the names of ``modal_proto.api_pb2.GenericResult.GenericStatus``
+# without their ``GENERIC_STATUS_`` prefix (the stand-in sends them as they are).
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+TERMINATED = "TERMINATED"
+TIMEOUT = "TIMEOUT"
+INIT_FAILURE = "INIT_FAILURE"
+INTERNAL_FAILURE = "INTERNAL_FAILURE"
+KERNEL_OOM_KILL = "KERNEL_OOM_KILL"
+MEMORY_MANAGER_EVICTION = "MEMORY_MANAGER_EVICTION"
+
+
+def result(sb_id: str) -> dict[str, Any] | None:
+    """What Modal says of an ended sandbox: ``{"status", "exitcode", "exception"}``, where
+    ``exitcode`` is what the SDK's ``returncode`` shows (124 for a timeout, 137 for a
+    terminate, the server's exit code otherwise); None while it has not ended."""
+    code = returncode(sb_id)
+    if code is None:
+        return None
+    state = sandbox_state(sb_id)
+    status = state.get("status") or (TERMINATED if code == 137 else
+                                     SUCCESS if code == 0 else FAILURE)
+    return {"status": status, "exitcode": code, "exception": state.get("exception") or ""}
+
+
+def request_end(sb_id: str, status: str, exception: str, exitcode: int) -> None:
+    """Ask the sandbox's supervisor to end it the way Modal would (an OOM kill, an
+    eviction): it kills everything of the sandbox and records this end."""
+    write_json(sandbox_dir(sb_id) / "end.json",
+               {"status": status, "exception": exception, "exitcode": exitcode})
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -146,11 +186,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def sandbox_tmp(sb_id: str) -> str:
+    """The host directory standing for the sandbox's /tmp (its own, as on Modal: a shared
+    /tmp of the host would let one sandbox's leftovers reach another)."""
+    import hashlib
+
+    return f"{TMP}/mh-{hashlib.sha256(sb_id.encode()).hexdigest()[:12]}"
+
+
 def map_path(sb_id: str, value: str) -> str:
     """A sandbox path (``/vol/x``) -> the local directory standing in for it."""
     for prefix in MAPPED_PREFIXES:
         if value == prefix or value.startswith(prefix + "/"):
             return str(sandbox_dir(sb_id) / "root" / prefix.lstrip("/")) + value[len(prefix):]
+    if (value == TMP or value.startswith(TMP + "/")) and \
+            not value.startswith(str(root()) + "/") and not value.startswith(sandbox_tmp(sb_id)):
+        return sandbox_tmp(sb_id) + value[len(TMP):]
     return value
 
 
@@ -170,14 +221,22 @@ def volume_dir(name: str) -> Path:
     return root() / "volumes" / name
 
 
-def mounts(meta: dict[str, Any]) -> dict[str, Path]:
-    """A sandbox's mounts: its path -> the volume directory it sees (the whole volume, or
-    the ``sub_path`` it was mounted with, created when the sandbox starts)."""
-    subs = meta.get("sub_paths") or {}
-    out = {}
-    for path, name in (meta.get("volumes") or {}).items():
-        sub = subs.get(path)
-        out[path] = volume_dir(name) / sub if sub else volume_dir(name)
+def volume_mounts(meta: dict[str, Any]) -> list[tuple[str, Path, bool]]:
+    """A sandbox's volume mounts as ``(mount path, the committed directory it shows,
+    read only)``. ``meta["volumes"]`` maps a path to a volume name, or to ``{"volume",
+    "sub_path", "read_only"}``: a ``sub_path`` mounts only that directory of the volume
+    (created when missing, as Modal does)."""
+    out = []
+    for path, spec in (meta.get("volumes") or {}).items():
+        if isinstance(spec, str):
+            spec = {"volume": spec}
+        source = volume_dir(spec["volume"])
+        sub = str(spec.get("sub_path") or "").strip("/")
+        if sub:
+            if any(part in ("", ".", "..") for part in sub.split("/")):
+                raise ValueError(f"invalid sub_path {sub!r}")
+            source = source / sub
+        out.append((path, source, bool(spec.get("read_only"))))
     return out
 
 

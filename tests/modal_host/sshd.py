@@ -1,7 +1,7 @@
-"""The fake sandbox's ``sshd`` (``python -m modal._sshd SB_ID -D -e -f CONFIG``).
+"""The local sandbox's ``sshd`` (``python -m tests.modal_host.sshd SB_ID -D -e -f CONFIG``).
 
 Stands in for OpenSSH's sshd in the image: reads the config the worker wrote (HostKey,
-AuthorizedKeysFile), serves SSH with paramiko on a local port that the fake's
+AuthorizedKeysFile), serves SSH with paramiko on a local port that the fakes'
 ``Sandbox.tunnels()`` reports as the raw TCP tunnel of port 22, accepts only the
 authorized key for root, and runs the requested command under ``sh -c`` in a PTY (window
 changes applied), as sshd does. The switch ``ssh_mitm`` makes it present another host
@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import select
+import shlex
 import socket
 import struct
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 
 import paramiko
 
-from . import _service
+from tests.modal_host import state
 
 CLIENT_CLOSE_WAIT_S = 10.0
 
@@ -83,8 +84,18 @@ class _Server(paramiko.ServerInterface):
         return False
 
 
+def _mapped(sb_id: str, command: str) -> str:
+    """The command with the sandbox's paths in its words mapped (the process runs on this
+    machine, not in the container); left as it is when it does not split as words."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    return shlex.join(state.map_path(sb_id, w) for w in words)
+
+
 def _session(conn: socket.socket, host_key: paramiko.PKey, authorized: list[str],
-             env: dict[str, str]) -> None:
+             env: dict[str, str], sb_id: str) -> None:
     transport = paramiko.Transport(conn)
     transport.add_server_key(host_key)
     server = _Server(authorized, env)
@@ -105,7 +116,7 @@ def _session(conn: socket.socket, host_key: paramiko.PKey, authorized: list[str]
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen(["/bin/sh", "-c", server.command.decode()],
+    proc = subprocess.Popen(["/bin/sh", "-c", _mapped(sb_id, server.command.decode())],
                             stdin=slave, stdout=slave, stderr=slave,
                             env={**env, "TERM": term}, preexec_fn=controlling)  # noqa: PLW1509
     os.close(slave)
@@ -160,14 +171,14 @@ def main(argv: list[str]) -> int:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    tunnels = _service.sandbox_dir(sb_id) / "tunnels"
+    tunnels = state.sandbox_dir(sb_id) / "tunnels"
     tunnels.mkdir(exist_ok=True)
     (tunnels / config.get("port", "22")).write_text(str(listener.getsockname()[1]))
     env = dict(os.environ)
     while True:
         conn, _ = listener.accept()
-        key = other_key if _service.switch_on("ssh_mitm") else host_key
-        threading.Thread(target=_session, args=(conn, key, authorized, env),
+        key = other_key if state.switch_on("ssh_mitm") else host_key
+        threading.Thread(target=_session, args=(conn, key, authorized, env, sb_id),
                          daemon=True).start()
 
 

@@ -1,0 +1,85 @@
+"""The mapping of Modal's errors, as a table over the INSTALLED SDK's exception classes:
+every class of ``modal.exception`` a call can raise has a kind, and each maps to its
+catalogue code and class with Modal's message (redacted) and a recovery line that names a
+command the user has. A class the table does not name fails the first test, by name (an
+SDK upgrade shows what is new)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modal.exception
+import pytest
+
+from parhelia.errors import ParheliaError
+from parheliad.backends.base import BackendUnreachable, NoCapacity
+from parheliad.backends.modal.errors import (
+    KINDS,
+    NOT_RAISED,
+    SandboxEnded,
+    kind_of,
+    map_error,
+)
+
+EXPECTED = {
+    "unreachable": ("E502", BackendUnreachable), "no_capacity": ("E500", NoCapacity),
+    "auth": ("E400", ParheliaError), "permission": ("E401", ParheliaError),
+    "not_found": ("E203", ParheliaError), "ended": ("E203", SandboxEnded),
+    "invalid": ("E503", ParheliaError), "failed": ("E503", ParheliaError),
+}
+SECRET = "sk-ant-api03-" + "x" * 40
+
+
+def installed_classes() -> list[type[BaseException]]:
+    return sorted((cls for cls in vars(modal.exception).values()
+                   if isinstance(cls, type) and issubclass(cls, BaseException)
+                   and cls.__module__ == modal.exception.__name__), key=lambda c: c.__name__)
+
+
+def instance(cls: type[BaseException], message: str) -> BaseException:
+    try:
+        return cls(message)
+    except TypeError:  # ImageBuildError(message, image_id)
+        return cls(message, "im-1")  # type: ignore[call-arg]
+
+
+def test_every_class_of_the_installed_sdk_has_a_kind() -> None:
+    unnamed = [cls.__name__ for cls in installed_classes()
+               if cls.__name__ not in KINDS and cls.__name__ not in NOT_RAISED
+               and not issubclass(cls, Warning)]
+    assert unnamed == [], "modal.exception classes the error table does not name"
+    assert set(KINDS) <= {cls.__name__ for cls in installed_classes()}, \
+        "the table names classes the installed SDK does not have"
+
+
+@pytest.mark.parametrize("cls", [c for c in installed_classes() if c.__name__ in KINDS],
+                         ids=lambda c: c.__name__)
+def test_each_class_maps_to_its_code_with_modals_message_and_a_recovery_line(
+        cls: type[BaseException]) -> None:
+    kind = KINDS[cls.__name__]
+    code, expected = EXPECTED[kind]
+    err = map_error(instance(cls, f"modal says no ({SECRET})"), "doing X")
+    assert isinstance(err, expected) and err.code == code, (cls.__name__, err)
+    assert "modal says no" in err.message and "doing X" in err.message
+    assert SECRET not in err.message
+    if kind != "ended":  # the end of a sandbox is not an error to recover from
+        assert "Recovery:" in err.message
+    assert "modal token" not in err.message and "modal secret" not in err.message
+
+
+@pytest.mark.parametrize(("raised", "kind"), [
+    (ConnectionError("reset by peer"), "unreachable"), (TimeoutError(), "unreachable"),
+    (TimeoutError(), "unreachable"), (ValueError("bug"), "failed"),
+])
+def test_builtins_the_sdks_streams_raise(raised: BaseException, kind: str) -> None:
+    assert kind_of(raised) == kind
+
+
+def test_service_trouble_is_never_read_as_the_end_of_a_sandbox() -> None:
+    """What modal 1.6.4 raises for UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNKNOWN and
+    INTERNAL is unreachable; what it raises on an exec of an ended sandbox is ended."""
+    errors: Any = modal.exception
+    for cls in (errors.ServiceError, errors.InternalError, errors.ConnectionError):
+        assert kind_of(instance(cls, "x")) == "unreachable"
+    for cls in (errors.ConflictError, errors.SandboxTerminatedError):
+        assert kind_of(instance(cls, "Sandbox already finished")) == "ended"

@@ -141,9 +141,11 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
     async def Doctor(self, request: system_pb2.DoctorRequest,
                      context: grpc.aio.ServicerContext) -> system_pb2.DoctorResponse:
         ctx = self._ctx
+        default = ctx.config.orchestrator.default_backend
         checks = await asyncio.to_thread(run_checks, ctx.paths, ctx.config, ctx.socket)
-        checks += backend_checks(await ctx.backend_status(),
-                                 ctx.config.orchestrator.default_backend)
+        if ctx.runtime is not None:  # each backend's own checks of its setup
+            checks += await asyncio.to_thread(ctx.runtime.registry.doctor, default)
+        checks += backend_checks(await ctx.backend_status(), default)
         return system_pb2.DoctorResponse(checks=[
             system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
             for c in checks])

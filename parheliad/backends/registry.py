@@ -5,10 +5,16 @@ Each name in :data:`FACTORIES` is tried once at start. A backend that cannot be 
 it is recorded with the reason, which ``parhelia status`` and ``parhelia doctor`` show,
 and a task asking for it fails with that reason. A built backend is asked
 ``available()`` (no network call) whenever its state is shown or a task is launched.
+
+What the core may rely on about a backend it has not built (its limits, what its
+compute costs) is its class's :class:`~parheliad.backends.base.Terms`: :func:`terms`.
+This is the one module of the daemon that names every backend.
 """
 
 from __future__ import annotations
 
+import builtins
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +24,7 @@ import structlog
 from parhelia.backends import LOCAL, MODAL
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
-from parheliad.backends.base import Backend
+from parheliad.backends.base import Backend, Check, SelfCheck, Terms
 from parheliad.config import Config
 
 log = structlog.get_logger(__name__)
@@ -43,6 +49,23 @@ def _modal(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: 
 
 FACTORIES: dict[str, BackendFactory] = {LOCAL: _local, MODAL: _modal}
 """A factory per name of :data:`parhelia.backends.BACKENDS`, in the order status shows them."""
+
+CLASSES: dict[str, str] = {LOCAL: "parheliad.backends.local:LocalBackend",
+                           MODAL: "parheliad.backends.modal.backend:ModalBackend"}
+"""Each backend's class, imported only when its terms are first read (importing the
+Modal backend's modules imports no Modal SDK)."""
+
+
+@functools.cache
+def terms(name: str) -> Terms:
+    """The :class:`Terms` of the backend ``name`` (a name no backend has: the defaults,
+    compute priced at the configured rates and no limit of its own)."""
+    where = CLASSES.get(name)
+    if where is None:
+        return Terms()
+    module, _, cls = where.partition(":")
+    found: Terms = getattr(importlib.import_module(module), cls).terms
+    return found
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,12 @@ class Backends:
             return f"backend {name!r} is not available on this daemon: {why}"
         ok, detail = backend.available()
         return None if ok else f"backend {name!r} is not available: {detail}"
+
+    def doctor(self, default_backend: str) -> builtins.list[Check]:
+        """The checks of every built backend that checks its own setup."""
+        return [check for name, backend in self.built.items()
+                if isinstance(backend, SelfCheck)
+                for check in backend.doctor(default=name == default_backend)]
 
 
 def build_backends(config: Config, paths: Paths, environ: Mapping[str, str], owner_tag: str,

@@ -37,7 +37,6 @@ from decimal import Decimal
 
 import structlog
 
-from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError, invalid
 from parheliad.config import Config
 from parheliad.core.pricing import (
@@ -306,7 +305,7 @@ class Budget:
                 continue
             rate = compute_rate(cfg.rates, c.backend, c.cpu, c.memory_mb, c.gpu)
             if not rate:
-                continue  # a local worker costs nothing
+                continue  # its backend's compute is free
             end = c.stopped_at if c.stopped_at is not None else now
             total = to_micros(rate * Decimal(max(0, end - c.started_at)) / US_PER_SECOND)
             due = total - c.cost_micros
@@ -401,10 +400,11 @@ class Budget:
 
 # -- the backends' own figures ----------------------------------------------------------
 
-def usage_pending(tx: Tx, *, ended_before: int, ended_after: int) -> list[ContainerRow]:
-    """Ended non-local containers whose compute is still the estimate, ended within
+def usage_pending(tx: Tx, backend: str, *, ended_before: int, ended_after: int
+                  ) -> list[ContainerRow]:
+    """Ended containers of ``backend`` whose compute is still the estimate, ended within
     (``ended_after``, ``ended_before``]."""
-    return tx.containers.ended_between(ended_after, ended_before, excluding_backend=LOCAL,
+    return tx.containers.ended_between(ended_after, ended_before, backend=backend,
                                        uncorrected=USAGE_NOTE)
 
 

@@ -32,7 +32,13 @@ from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
 from parhelia.volume import LocalVolume, spec_key
-from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
+from parheliad.backends.base import (
+    Backend,
+    BackendUnreachable,
+    ContainerSpec,
+    NoCapacity,
+    SshTunnel,
+)
 from parheliad.backends.registry import Backends
 from parheliad.config import Config
 from parheliad.core import volsync, waiting
@@ -464,7 +470,7 @@ class Dispatcher:
         try:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
-                if worker.agent.interactive and getattr(backend, "offers_ssh", False) and \
+                if worker.agent.interactive and isinstance(backend, SshTunnel) and \
                         self._ssh_key is not None:
                     worker, spec = await self._with_ssh_key(worker, spec, session.id)
                 await asyncio.to_thread(dump_spec, worker,

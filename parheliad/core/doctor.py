@@ -2,6 +2,8 @@
 
 Checks run in the daemon, so they see the environment workers will inherit (its
 PATH, its credentials). Credential values are never returned, only their presence.
+A backend checks its own setup (``SelfCheck``, from the registry); here is what every
+daemon needs, and each backend's ``available()``.
 """
 
 from __future__ import annotations
@@ -10,37 +12,26 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from parhelia import envfile, ownership
-from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parheliad.backends.base import FAIL, OK, WARN, Check
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 
-OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_FREE_BYTES = 1 << 30
 LOW_FREE_BYTES = 5 << 30
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
 
 
 def run_checks(paths: Paths, config: Config, socket: Path,
                env: dict[str, str] | None = None) -> list[Check]:
     env = dict(os.environ if env is None else env)
     return [_socket(socket), _config(paths), _agent(config, env),
-            _credentials(env, envfile.env_file(paths)), _disk(paths), _git(),
-            *_modal(config, env)]
+            _credentials(env, envfile.env_file(paths)), _disk(paths), _git()]
 
 
 def backend_checks(states: list[BackendState], default_backend: str) -> list[Check]:
@@ -145,39 +136,3 @@ def _git() -> Check:
         return Check("git", WARN, "git not found: workspaces upload without git awareness "
                      "and `task pull` cannot make branches", "install git")
     return Check("git", OK, shutil.which("git") or "git")
-
-
-def _modal(config: Config, env: dict[str, str]) -> list[Check]:
-    """Modal, without a single network call: the SDK, the token, where workers' Anthropic
-    credential will come from. `parhelia modal setup` verifies them against Modal."""
-    import importlib.metadata
-    import importlib.util
-
-    from parheliad.backends.modal import token_configured  # does not import modal
-
-    wanted = config.orchestrator.default_backend == MODAL
-    missing = FAIL if wanted else WARN
-    setup = "then `parhelia modal setup` (creates the app and volume, builds the image)"
-    if importlib.util.find_spec("modal") is None:
-        return [Check("modal", missing, "the modal package is not installed",
-                      "reinstall parhelia (modal is one of its dependencies)")]
-    version = importlib.metadata.version("modal")
-    if not token_configured(env):
-        if not wanted:
-            return [Check("modal", OK, f"modal {version}; not configured (optional: "
-                          "`modal token new`, " + setup + ")")]
-        return [Check("modal", FAIL, "no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
-                      "~/.modal.toml)", "`modal token new`, " + setup)]
-    m = config.modal
-    checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
-                    f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
-    local = [k for k in CREDENTIAL_VARS if env.get(k)]
-    if local:
-        checks.append(Check("modal secret", OK, f"workers use the Modal secret "
-                            f"{m.secret_name!r} if it exists, else {local[0]} from this "
-                            "environment (sent as an ephemeral secret)"))
-    else:
-        checks.append(Check("modal secret", WARN, f"workers need the Modal secret "
-                            f"{m.secret_name!r}: nothing in this environment to fall back on",
-                            f"modal secret create {m.secret_name} ANTHROPIC_API_KEY=sk-ant-..."))
-    return checks

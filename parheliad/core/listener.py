@@ -254,12 +254,11 @@ class Listener:
 
     async def _drain_copy(self, backend: Backend, container: ContainerRow) -> int:
         """Records of an ended container from the daemon's copy of its spool."""
-        key = spool_key(container.id)
         try:
-            await backend.pull(self._volume, [key])
+            await volsync.pull_spool(backend, self._volume, container.id)
         except BackendUnreachable:
             return 0
-        path = self._volume.path_for(key)
+        path = self._volume.path_for(spool_key(container.id))
         if path is None:
             return 0
         total = 0

@@ -20,8 +20,8 @@ looked at, let alone touched. Then:
   that vanished by itself) are corrected with a ``state_drift`` event;
 - the budget's compute for containers that ended ``budget.usage_settle_seconds`` ago (an
   estimate at the configured rates) is replaced by the backend's own figure where it has
-  one (Modal: one ``app.sandboxes.stats`` call per pass, at most every half settle time,
-  ``parheliad.core.budget.book_usage``).
+  one (a backend offering ``ComputeBilling``: one call per pass, at most every half
+  settle time, ``parheliad.core.budget.book_usage``).
 
 The last report (start, duration, findings) is kept in the ``kv`` table for
 ``parhelia reconciler status``. ``cleanup`` lists the orphans and, asked to, ends them.
@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from parhelia.errors import ParheliaError
-from parheliad.backends.base import Backend, ListedContainer
+from parheliad.backends.base import Backend, ComputeBilling, ListedContainer
 from parheliad.config import Config
 from parheliad.core import budget
 from parheliad.core.listener import Listener, Outcome, settle_container
@@ -154,7 +154,8 @@ class Reconciler:
                 # Defence in depth: whatever a backend returns, only our tag counts.
                 mine = [entry for entry in listed if entry.owner_tag == self._owner]
                 report.findings.extend(await self._compare(name, backend, mine))
-                await self._correct_usage(name, backend, {e.backend_id for e in mine})
+                if isinstance(backend, ComputeBilling):
+                    await self._correct_usage(name, backend, {e.backend_id for e in mine})
             report.duration_ms = round((time.monotonic() - t0) * 1000)
             self.last_report = report
             await self._store.write(lambda tx: self._record(tx, report, manual))
@@ -162,7 +163,8 @@ class Reconciler:
                 log.info("reconciler findings", findings=len(report.findings))
             return report
 
-    async def _correct_usage(self, name: str, backend: Backend, running: set[str]) -> int:
+    async def _correct_usage(self, name: str, backend: ComputeBilling,
+                             running: set[str]) -> int:
         """Replace compute estimates by ``backend``'s figures for the containers that ended
         long enough ago (none still running); how many were corrected."""
         settle = self._config().budget.usage_settle_seconds
@@ -170,9 +172,9 @@ class Reconciler:
             return 0
         now = now_us()
         pending = [c for c in await self._store.write(lambda tx: budget.usage_pending(
-            tx, ended_before=now - int(settle * US_PER_SECOND),
-            ended_after=now - USAGE_WINDOW_US)) if c.backend == name
-            and c.backend_id not in running and c.started_at is not None]
+            tx, name, ended_before=now - int(settle * US_PER_SECOND),
+            ended_after=now - USAGE_WINDOW_US))
+            if c.backend_id not in running and c.started_at is not None]
         if not pending:
             return 0
         self._usage_next[name] = time.monotonic() + min(300.0, max(1.0, settle / 2))

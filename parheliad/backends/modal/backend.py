@@ -22,10 +22,12 @@ from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.volume import spec_key
 from parheliad.backends.base import (
+    Check,
     ContainerSpec,
     ContainerStatus,
     Credentials,
     ListedContainer,
+    Terms,
     WorkerPaths,
 )
 from parheliad.backends.modal.channel import ChannelFollower
@@ -37,6 +39,8 @@ from parheliad.backends.modal.client import (
     SSH_PORT,
     SYNC_ARGV,
     TASK_TAG,
+    TASK_TIMEOUT_MAX_S,
+    TIMEOUT_MARGIN_S,
     VOLUME_MOUNT,
     WORKSPACE_DIR,
     ModalSettings,
@@ -46,6 +50,7 @@ from parheliad.backends.modal.client import (
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.doctor import checks as doctor_checks
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
 
@@ -60,6 +65,9 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL
+    terms = Terms(max_task_timeout_seconds=TASK_TIMEOUT_MAX_S,
+                  timeout_limit=f"a Modal sandbox lives at most 24 h, including "
+                                f"{TIMEOUT_MARGIN_S} s for the worker's final checkpoint")
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
                  sdk: Any = None, owner_tag: str = "", env_path: Path | None = None) -> None:
@@ -81,6 +89,15 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return True, (f"app {self.settings.app_name!r}, volume {self.settings.volume_name!r}, "
                       f"secret {self.settings.secret_name!r}")
 
+    def doctor(self, *, default: bool) -> builtins.list[Check]:
+        self.reread_environ()  # a broken env file is the doctor's own "credentials" check
+        return doctor_checks(self.settings, self.environ, default=default)
+
+    def sdk_version(self) -> str:
+        """The SDK's version (importing it: ``import modal`` reads ~/.modal.toml and
+        refuses a bad one, raising whatever it raises)."""
+        return str(getattr(self.sdk, "__version__", "?"))
+
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
         return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, tuple(SYNC_ARGV))
 
@@ -88,9 +105,39 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
 
     async def ensure_volume(self, create: bool = True) -> Any:
         vol = self.modal_volume(create)
-        await self._call(f"opening the volume {self.settings.volume_name!r}",
-                         lambda: vol.hydrate.aio())
+        await self.call(f"opening the volume {self.settings.volume_name!r}",
+                        lambda: vol.hydrate.aio())
         return vol
+
+    async def find_app(self) -> tuple[str, bool]:
+        """The app's id, creating the app when it is missing (True: it was created)."""
+        name = self.settings.app_name
+        errors = self.sdk.exception
+        try:
+            await self.call(f"looking up the app {name!r}",
+                            lambda: self.sdk.App.lookup.aio(name),
+                            keep=(errors.NotFoundError,))
+            created = False
+        except errors.NotFoundError:
+            created = True
+        app = await self.app(create=True)
+        return str(app.app_id), created
+
+    async def find_volume(self) -> bool | None:
+        """Open the v2 volume, creating it when it is missing: True when it was created,
+        False when found, None when a volume of that name is not a v2 volume."""
+        name = self.settings.volume_name
+        errors = self.sdk.exception
+        try:
+            vol = self.modal_volume(create=False)
+            await self.call(f"opening the volume {name!r}", lambda: vol.hydrate.aio(),
+                            keep=(errors.NotFoundError, errors.InvalidError))
+        except errors.InvalidError:
+            return None
+        except errors.NotFoundError:
+            await self.ensure_volume(create=True)
+            return True
+        return False
 
     async def image(self) -> Any:
         """The worker image, built once per daemon (Modal caches its layers)."""
@@ -98,7 +145,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             if self._image is None:
                 app = await self.app()
                 image = worker_image(self.sdk, self.settings.claude_version)
-                self._image = await self._call("building the worker image",
+                self._image = await self.call("building the worker image",
                                                lambda: image.build.aio(app),
                                                timeout=self.settings.launch_timeout_seconds)
         return self._image
@@ -113,7 +160,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         found: str | None = None
         errors = self.sdk.exception
         try:
-            await self._call(f"looking up the secret {name!r}",
+            await self.call(f"looking up the secret {name!r}",
                              lambda: self.sdk.Secret.from_name(name).hydrate.aio(),
                              keep=(errors.NotFoundError,))
         except errors.NotFoundError:
@@ -122,7 +169,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             for key in CREDENTIAL_VARS:
                 secret = self.sdk.Secret.from_name(name, required_keys=[key])
                 try:
-                    await self._call(f"checking the secret {name!r}",
+                    await self.call(f"checking the secret {name!r}",
                                      secret.hydrate.aio,
                                      keep=(errors.NotFoundError, errors.InvalidError))
                 except (errors.NotFoundError, errors.InvalidError):
@@ -133,11 +180,9 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return found
 
     async def credentials(self) -> Credentials:
-        if self._env_path is not None:
-            try:
-                self._environ = envfile.effective(self._env_path, self._base_environ)
-            except ParheliaError as exc:
-                return Credentials(False, exc.message, self._environ)
+        why = self.reread_environ()
+        if why is not None:
+            return Credentials(False, why, self._environ)
         key = await self.named_secret_key()
         if key is not None:
             return Credentials(True, f"Modal secret {self.settings.secret_name!r} ({key})",
@@ -187,7 +232,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         errors = self.sdk.exception
         tags = self._tags(spec)
         try:
-            sb = await self._call(
+            sb = await self.call(
                 f"creating the sandbox for {spec.container_id}",
                 lambda: self.sdk.Sandbox.create.aio(
                     *argv, app=app, name=name, tags=tags, image=image, secrets=secrets,
@@ -198,7 +243,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                         "ssh_authorized_key") else []),
                 timeout=self.settings.launch_timeout_seconds, keep=(errors.AlreadyExistsError,))
         except errors.AlreadyExistsError:
-            sb = await self._call(
+            sb = await self.call(
                 f"adopting the existing sandbox {name}",
                 lambda: self.sdk.Sandbox.from_name.aio(self.settings.app_name, name))
             if not await self._ours(sb):
@@ -219,7 +264,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         """Ids of this app's running sandboxes (ours when the owner is known): ONE call."""
         app = await self.app()
         tags = {OWNER_TAG: self.owner_tag} if self.owner_tag else None
-        listed = await self._collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
+        listed = await self.collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
             app_id=app.app_id, tags=tags))
         for sb in listed:
             self._handles.setdefault(sb.object_id, sb)
@@ -247,12 +292,12 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         """Running sandboxes carrying ``owner_tag`` (one list call; tags fetched only for
         sandboxes this daemon has not seen yet)."""
         app = await self.app()
-        listed = await self._collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
+        listed = await self.collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
             app_id=app.app_id, tags={OWNER_TAG: owner_tag}))
         unknown = [sb for sb in listed if sb.object_id not in self._tags_of]
 
         async def fetch(sb: Any) -> None:
-            tags = await self._call(f"reading the tags of {sb.object_id}",
+            tags = await self.call(f"reading the tags of {sb.object_id}",
                                     lambda: sb.get_tags.aio())
             self._remember(sb, dict(tags))
 
@@ -286,7 +331,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         if since >= now:
             return {}
         app = await self.app()
-        groups = await self._collect("reading Modal's usage statistics", lambda:
+        groups = await self.collect("reading Modal's usage statistics", lambda:
                                      app.sandboxes.stats.aio(
                                          since=since, group_by_tags=[CONTAINER_TAG],
                                          tags={OWNER_TAG: self.owner_tag}))
@@ -311,15 +356,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         sb = await self._handle(backend_id)
         try:
-            await self._call(f"terminating the sandbox {backend_id}", lambda: sb.terminate.aio())
+            await self.call(f"terminating the sandbox {backend_id}", lambda: sb.terminate.aio())
         except ParheliaError as exc:
             if exc.code != "E203":
                 raise
-
-    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
-        """Nothing for the user's terminal to run: a Modal session is attached through the
-        daemon (``AttachTerminal``, :meth:`open_terminal`), or over SSH."""
-        return []
 
     # -- control --------------------------------------------------------------------------
 
@@ -328,10 +368,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         sb = await self._handle(backend_id)
         spec_path = f"{VOLUME_MOUNT}/{spec_key(container_id)}"
         payload = json.dumps(message, separators=(",", ":"))
-        proc = await self._call(
+        proc = await self.call(
             f"sending {message.get('type')!r} to {container_id}",
             lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path, payload))
-        code = await self._call(f"waiting for the control of {container_id}",
+        code = await self.call(f"waiting for the control of {container_id}",
                                 lambda: proc.wait.aio())
         if code != 0:
             raise ParheliaError("E503", f"the worker of {container_id} did not take the control "

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from parhelia import envfile
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import ContainerStatus
 from parheliad.backends.modal.errors import BackendUnreachable, map_error
@@ -102,7 +103,23 @@ class ModalClient:
             self._sdk_obj = load_sdk()
         return self._sdk_obj
 
-    async def _call(self, action: str, make: Callable[[], Awaitable[T]],
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The daemon's environment as last read (with its env file): where the Modal
+        token and the workers' fallback credential are looked for."""
+        return self._environ
+
+    def reread_environ(self) -> str | None:
+        """Read the daemon's env file again (``parhelia auth set`` needs no restart); why
+        it could not be read, or None."""
+        if self._env_path is not None:
+            try:
+                self._environ = envfile.effective(self._env_path, self._base_environ)
+            except ParheliaError as exc:
+                return exc.message
+        return None
+
+    async def call(self, action: str, make: Callable[[], Awaitable[T]],
                     timeout: float | None = None, keep: tuple[type[BaseException], ...] = ()) -> T:
         """One SDK call under a timeout; Modal's errors mapped to the catalogue (except the
         classes in ``keep``, re-raised as they are for the caller to handle)."""
@@ -118,17 +135,17 @@ class ModalClient:
         except self.sdk.exception.Error as exc:
             raise map_error(exc, action, self.sdk.exception) from None
 
-    async def _collect(self, action: str, make: Callable[[], Any]) -> builtins.list[Any]:
+    async def collect(self, action: str, make: Callable[[], Any]) -> builtins.list[Any]:
         async def gather() -> builtins.list[Any]:
             return [item async for item in make()]
-        return await self._call(action, gather)
+        return await self.call(action, gather)
 
     # -- app and volume -------------------------------------------------------------------
 
     async def app(self, create: bool = True) -> Any:
         if self._app is None:
             name = self.settings.app_name
-            self._app = await self._call(
+            self._app = await self.call(
                 f"looking up the app {name!r}",
                 lambda: self.sdk.App.lookup.aio(name, create_if_missing=create))
         return self._app
@@ -143,7 +160,7 @@ class ModalClient:
     async def _ours(self, sb: Any) -> bool:
         """Whether a sandbox found by name carries this daemon's owner tag (a name is
         unique within the app only: another daemon sharing the app may hold it)."""
-        tags = await self._call(f"reading the tags of {sb.object_id}", lambda: sb.get_tags.aio())
+        tags = await self.call(f"reading the tags of {sb.object_id}", lambda: sb.get_tags.aio())
         return bool(self.owner_tag) and dict(tags).get(OWNER_TAG) == self.owner_tag
 
     def _remember(self, sb: Any, tags: dict[str, str]) -> None:
@@ -155,7 +172,7 @@ class ModalClient:
     async def _handle(self, backend_id: str) -> Any:
         sb = self._handles.get(backend_id)
         if sb is None:
-            sb = await self._call(f"looking up the sandbox {backend_id}",
+            sb = await self.call(f"looking up the sandbox {backend_id}",
                                   lambda: self.sdk.Sandbox.from_id.aio(backend_id))
             self._handles[backend_id] = sb
         return sb
@@ -165,7 +182,7 @@ class ModalClient:
             return ended_status(self._ended[backend_id])
         try:
             sb = await self._handle(backend_id)
-            code = await self._call(f"polling the sandbox {backend_id}", lambda: sb.poll.aio())
+            code = await self.call(f"polling the sandbox {backend_id}", lambda: sb.poll.aio())
         except ParheliaError as exc:
             if exc.code != "E203":
                 raise
@@ -188,7 +205,7 @@ class ModalClient:
         errors = self.sdk.exception
         name = sandbox_name(container_id)
         try:
-            sb = await self._call(f"looking up the sandbox {name}",
+            sb = await self.call(f"looking up the sandbox {name}",
                                   lambda: self.sdk.Sandbox.from_name.aio(
                                       self.settings.app_name, name),
                                   keep=(errors.NotFoundError,))
@@ -213,7 +230,7 @@ class ModalClient:
         try:
             while True:
                 try:
-                    chunk = await self._call(f"reading {key} from the volume",
+                    chunk = await self.call(f"reading {key} from the volume",
                                              chunks.__anext__,
                                              keep=(StopAsyncIteration, FileNotFoundError,
                                                    errors.NotFoundError))

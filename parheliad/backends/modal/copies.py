@@ -51,7 +51,7 @@ class VolumeCopies(ModalClient):
         vol = self.modal_volume()
         errors = self.sdk.exception
         try:
-            entries = await self._call(f"listing {prefix or '/'} on the volume",
+            entries = await self.call(f"listing {prefix or '/'} on the volume",
                                        lambda: vol.listdir.aio(prefix, recursive=True),
                                        keep=(FileNotFoundError, errors.NotFoundError))
         except (FileNotFoundError, errors.NotFoundError):
@@ -86,7 +86,7 @@ class VolumeCopies(ModalClient):
                     # is never held in the daemon's memory.
                     batch.put_file(str(source) if isinstance(source, Path)
                                    else io.BytesIO(source), f"/{key}")
-        await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+        await self.call(f"uploading {len(todo)} file(s) to the volume", upload,
                          timeout=self.settings.launch_timeout_seconds)
         remote.update(k for k, _, _ in todo if blob_digest(k) is not None)
         return sum(size for _, _, size in todo)

@@ -30,35 +30,19 @@ class SetupStep:
 
 
 async def _app(backend: ModalBackend) -> SetupStep:
-    name = backend.settings.app_name
-    errors = backend.sdk.exception
-    try:
-        await backend._call(f"looking up the app {name!r}",
-                            lambda: backend.sdk.App.lookup.aio(name),
-                            keep=(errors.NotFoundError,))
-        did = "found"
-    except errors.NotFoundError:
-        did = "created"
-    app = await backend.app(create=True)
-    return SetupStep("app", True, f"{name!r} {did} ({app.app_id})")
+    app_id, created = await backend.find_app()
+    did = "created" if created else "found"
+    return SetupStep("app", True, f"{backend.settings.app_name!r} {did} ({app_id})")
 
 
 async def _volume(backend: ModalBackend) -> SetupStep:
     name = backend.settings.volume_name
-    errors = backend.sdk.exception
-    try:
-        vol = backend.modal_volume(create=False)
-        await backend._call(f"opening the volume {name!r}", lambda: vol.hydrate.aio(),
-                            keep=(errors.NotFoundError, errors.InvalidError))
-        did = "found"
-    except errors.InvalidError:
+    created = await backend.find_volume()
+    if created is None:
         return SetupStep("volume", False, f"{name!r} exists but is not a v2 volume",
                          "set modal.volume_name to a new name in config.toml and run "
                          "`parhelia modal setup` again")
-    except errors.NotFoundError:
-        await backend.ensure_volume(create=True)
-        did = "created"
-    return SetupStep("volume", True, f"{name!r} {did} (v2)")
+    return SetupStep("volume", True, f"{name!r} {'created' if created else 'found'} (v2)")
 
 
 async def _secret(backend: ModalBackend) -> SetupStep:
@@ -85,12 +69,12 @@ async def run_setup(backend: ModalBackend) -> list[SetupStep]:
     """Run every step in order; stop at the first one that fails."""
     steps: list[SetupStep] = []
     try:
-        version = getattr(backend.sdk, "__version__", "?")
+        version = backend.sdk_version()
     except Exception as exc:  # import modal reads ~/.modal.toml and refuses a bad one
         return [SetupStep("sdk", False, f"the modal package cannot be loaded: "
                           f"{type(exc).__name__}", "check ~/.modal.toml, or reinstall parhelia")]
     steps.append(SetupStep("sdk", True, f"modal {version}"))
-    if not token_configured(backend._environ):
+    if not token_configured(backend.environ):
         steps.append(SetupStep("token", False, "no Modal token (MODAL_TOKEN_ID/"
                                "MODAL_TOKEN_SECRET or ~/.modal.toml)",
                                "modal token set --token-id ID --token-secret SECRET "

@@ -106,16 +106,16 @@ class ContainerWrites:
                         [*(s.value for s in CONTAINER_LIVE), since_us, len(uncorrected),
                          uncorrected])
 
-    def ended_between(self, after_us: int, until_us: int, *, excluding_backend: str,
+    def ended_between(self, after_us: int, until_us: int, *, backend: str,
                       uncorrected: str) -> builtins.list[ContainerRow]:
-        """Containers that started and ended in (``after_us``, ``until_us``], on another
-        backend than ``excluding_backend``, without a ledger entry whose note starts with
-        ``uncorrected``; in the order they ended."""
+        """Containers of ``backend`` that started and ended in (``after_us``,
+        ``until_us``], without a ledger entry whose note starts with ``uncorrected``; in
+        the order they ended."""
         return sql.many(self._tx.conn, ContainerRow,
-                        f"{_SELECT} c WHERE backend <> ? AND started_at IS NOT NULL AND "
+                        f"{_SELECT} c WHERE backend = ? AND started_at IS NOT NULL AND "
                         f"state IN ({_marks(CONTAINER_FINAL)}) AND stopped_at <= ? AND "
                         f"stopped_at > ? AND NOT {_NOTED} ORDER BY stopped_at",
-                        [excluding_backend, *(s.value for s in CONTAINER_FINAL), until_us,
+                        [backend, *(s.value for s in CONTAINER_FINAL), until_us,
                          after_us, len(uncorrected), uncorrected])
 
 

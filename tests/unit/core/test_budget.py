@@ -324,7 +324,7 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert row.estimated_compute_micros == row.estimated_micros == row.compute_micros \
         == estimate
     pending = await store.write(lambda tx: usage_pending(
-        tx, ended_before=T0 + 200 * US_PER_SECOND, ended_after=0))
+        tx, "modal", ended_before=T0 + 200 * US_PER_SECOND, ended_after=0))
     assert [c.id for c in pending] == [cid]
 
     delta = await store.write(lambda tx: book_usage(tx, cid, Decimal("0.0042"), "modal"))
@@ -337,7 +337,7 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert (await store.containers.get(cid)).cost_micros == 4_200
     assert (await store.tasks.get(task.id)).compute_cost_micros == 4_200
     assert await store.write(lambda tx: usage_pending(
-        tx, ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
+        tx, "modal", ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
     entries = await store.ledger.list(kind="compute")
     assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])

@@ -402,11 +402,9 @@ class Dispatcher:
                 # One worker per session: a resume or rollback right after a stop must not
                 # start a second worker on the same workspace and transcript while the
                 # stopped one is still checkpointing.
-                busy = tx.conn.execute(
-                    "SELECT id FROM containers WHERE session_id = ? AND state IN (?, ?, ?) "
-                    "LIMIT 1", (session.id, *(st.value for st in CONTAINER_LIVE))).fetchone()
+                busy = tx.containers.live_in_session(session.id)
                 if busy is not None:
-                    raise SessionBusy(current.id, str(busy[0]))
+                    raise SessionBusy(current.id, busy)
             if self._budget_gate is not None:
                 self._budget_gate(tx, current)
             mode = SessionStatus.DETACHED if current.interactive else SessionStatus.HEADLESS
@@ -421,9 +419,7 @@ class Dispatcher:
                     index_checkpoint(tx, session.id, "", zero.summary())
                     session = tx.sessions.get(session.id) or session
             launch = self._launch_for(current, session, conversation)
-            incarnation = 1 + int(tx.conn.execute(
-                "SELECT COUNT(*) FROM containers WHERE session_id = ?", (session.id,)
-            ).fetchone()[0])
+            incarnation = 1 + tx.containers.count_in_session(session.id)
             container = tx.containers.insert(
                 task_id=current.id, backend=current.backend, session_id=session.id,
                 incarnation=incarnation, cpu=current.cpu, memory_mb=current.memory_mb,

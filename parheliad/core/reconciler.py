@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +41,8 @@ from parhelia.errors import ParheliaError
 from parheliad.backends.base import Backend, ComputeBilling, ListedContainer
 from parheliad.config import Config
 from parheliad.core import budget
-from parheliad.core.listener import Listener, Outcome, settle_container
+from parheliad.core.listener import Listener
+from parheliad.core.settle import Settler, lost_outcome, terminated_by_user
 from parheliad.core.states import (
     CONTAINER_FINAL,
     CONTAINER_LIVE,
@@ -57,7 +58,6 @@ from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
 
-LostHandler = Callable[[str, str, str], Awaitable[None]]
 StopHandler = Callable[[ContainerRow, str], bool]
 """Stop a worker (checkpoint, then terminate): False when a stop of it is under way."""
 
@@ -112,18 +112,15 @@ class CleanupItem:
 
 class Reconciler:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 config: Callable[[], Config], owner_tag: str, listener: Listener, *,
-                 on_lost: LostHandler | None = None,
-                 on_settled: Callable[[], None] = lambda: None,
-                 stop: StopHandler | None = None) -> None:
+                 config: Callable[[], Config], owner_tag: str, listener: Listener,
+                 settler: Settler, *, stop: StopHandler | None = None) -> None:
         self._store = store
         self._backends = backends
         self._config = config
         self._stop = stop
         self._owner = owner_tag
         self._listener = listener
-        self._on_lost = on_lost
-        self._on_settled = on_settled
+        self._settler = settler
         self._lock = asyncio.Lock()
         self.last_report: Report | None = None
         self._usage_next: dict[str, float] = {}
@@ -306,29 +303,20 @@ class Reconciler:
             return None  # alive and talking; maybe listed again next time
         await self._listener.drain(c, final=not status.running)
         if status.running:
-            outcome = Outcome(None, "lost", error_message=(
-                f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
+            outcome = lost_outcome(
+                f"not listed by its backend and silent for {silence // US_PER_SECOND}s")
             detail = f"not listed, silent for {silence // US_PER_SECOND}s"
         else:
-            outcome = await self._listener.ended_outcome(backend, c, status.exit_code)
+            outcome = await self._settler.ended_outcome(backend, c, status.exit_code)
             detail = "the worker process is gone" + (
                 f" (exit {status.exit_code})" if status.exit_code is not None else "")
-
-        def unit(tx: Tx) -> tuple[bool, tuple[str, str, str] | None]:
-            row = tx.containers.get(c.id)
-            if row is None or row.state not in CONTAINER_LIVE:
-                return False, None  # the listener settled it meanwhile
-            return True, settle_container(tx, c.id, outcome)
-
-        changed, lost = await self._store.write(unit)
-        if not changed:
-            return None
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+        settled = await self._settler.record(c.id, outcome, if_live=True)
+        if not settled.recorded:
+            return None  # the listener settled it meanwhile
+        await self._settler.follow_up(settled.lost)
         if outcome.status == "lost":
             action = "recorded lost; the task resumes from its latest checkpoint" \
-                if lost is not None else "recorded lost"
+                if settled.lost is not None else "recorded lost"
             return Finding(LOST, c.id, c.backend_id, detail, action)
         return Finding(STATE_DRIFT, c.id, c.backend_id, detail + f", it had ended "
                        f"({outcome.status})", f"settled as {outcome.status}")
@@ -451,31 +439,12 @@ class Reconciler:
                                 container_id=c.id, state=c.state)
         await self._listener.drain(c)
 
-        def unit(tx: Tx) -> tuple[str, str, str] | None:
-            row = tx.containers.get(c.id)
-            if row is None or row.state not in CONTAINER_LIVE:
-                return None
-            tx.containers.update(c.id, state=ContainerState.TERMINATED.value,
-                                 reason="terminated by user", stopped_at=now_us())
-            tx.events.append("container_terminated", "terminated by user", task_id=c.task_id,
-                             session_id=c.session_id, container_id=c.id,
-                             data={"backend_id": c.backend_id})
-            if c.session_id:
-                tx.sessions.ended(c.session_id, completed=False)
-            task = tx.tasks.get(c.task_id)
-            if task is not None and task.container_id == c.id and task.status in (
-                    "running", "recovering"):
-                return task.id, c.id, "its container was terminated by the user"
-            return None
-
-        lost = await self._store.write(unit)
+        lost = await self._store.write(lambda tx: terminated_by_user(tx, c.id))
         if backend is not None and c.backend_id:
             # SIGTERM first: the worker checkpoints before it goes; what it says while
             # going (the checkpoint) is drained below, before recovery picks a checkpoint.
             await backend.terminate(c.backend_id, grace_seconds=self._grace())
             await self._listener.drain(await self._store.containers.get(c.id), final=True)
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+        await self._settler.follow_up(lost)
         return await self._store.containers.get(c.id)
 

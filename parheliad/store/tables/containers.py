@@ -71,6 +71,19 @@ class ContainerWrites:
         return row
 
 
+    def live_in_session(self, session_id: str) -> str | None:
+        """A live container of the session, if it has one (one worker per session)."""
+        row = self._tx.conn.execute(
+            f"SELECT id FROM containers WHERE session_id = ? AND state IN "  # noqa: S608
+            f"({_marks(CONTAINER_LIVE)}) LIMIT 1",
+            (session_id, *(s.value for s in CONTAINER_LIVE))).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def count_in_session(self, session_id: str) -> int:
+        """How many containers (incarnations) the session has had."""
+        return int(self._tx.conn.execute("SELECT COUNT(*) FROM containers WHERE session_id = ?",
+                                         (session_id,)).fetchone()[0])
+
     # -- what the budget reads (parheliad.core.budget) ----------------------------------
 
     def _with_model(self, where: str, params: Iterable[Any]) -> builtins.list[

@@ -99,6 +99,13 @@ class TaskWrites:
                         f"{_SELECT} WHERE status IN ({', '.join('?' * len(wanted))}) "
                         "ORDER BY seq", wanted)
 
+    def waiting_for_dispatch(self) -> builtins.list[str]:
+        """Ids of the pending tasks held (until ``task dispatch``) or backing off."""
+        rows = self._tx.conn.execute("SELECT id FROM tasks WHERE status = ? AND (held = 1 OR "
+                                     "dispatch_after IS NOT NULL) ORDER BY seq",
+                                     (TaskStatus.PENDING.value,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def recount_cost(self, task_id: str, column: str) -> None:
         """Set ``column`` (``api_cost_micros`` or ``compute_cost_micros``) to the sum over
         the task's containers (their ``api_cost_micros`` or ``cost_micros``)."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from parheliad.backends.modal import from_config
 from parheliad.backends.modal import setup as modal_setup
 from parheliad.config import Config
-from parheliad.backends.modal import from_config
 from tests.helpers.modal_backend import make_backend
 
 

@@ -20,16 +20,15 @@ import pytest
 from parhelia.volume import LocalVolume
 from parheliad.backends.modal import ModalTerminal
 from tests.helpers.modal_backend import make_backend, script, start, worker_spec
+from tests.helpers.real_tools import require
 
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True)
-                                .returncode != 0, reason="tmux is not installed")
+pytestmark = pytest.mark.requires("tmux")
 
 
 @pytest.fixture
 def tui() -> Iterator[tuple[str, list[str]]]:
     """A tmux server at the socket of container c-att-1 whose pane echoes what is typed."""
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
+    require("root", "the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
     cid = "c-att-1"
     socket = Path(f"/tmp/parhelia-tmux-{os.geteuid()}/{cid}/s")
     socket.parent.mkdir(parents=True, mode=0o700, exist_ok=True)

@@ -173,7 +173,7 @@ def test_project_widenings_are_named_narrowings_are_not(paths, tmp_path: Path) -
     assert {f for *_, f in found} == {str(pfile)}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another uid")
+@pytest.mark.requires("root", reason="needs root to give a file to another uid")
 def test_config_owned_by_another_user_or_writable_by_others_is_refused(
         paths, tmp_path: Path) -> None:
     write(paths.config_file, "[agent]\ncommand = ['/tmp/planted']\n")

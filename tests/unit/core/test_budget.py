@@ -341,3 +341,24 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     entries = await store.ledger.list(kind="compute")
     assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])
+
+
+async def test_a_task_that_cannot_fit_waits_from_its_creation(store: Store) -> None:
+    """The admission check at create (not only the dispatch gate): a task whose
+    reservation cannot fit the ceiling is created waiting for the user with E300 and the
+    reason, before any dispatch; one that fits (its max cost within what is left) is
+    not; a held task is not asked."""
+    from parheliad.core.tasks import TaskService
+
+    cfg = Config()
+    budget = core.Budget(store, lambda: cfg)
+    await store.write(lambda tx: tx.kv.set(core.KV_CEILING, 1_000))
+    service = TaskService(store, config=lambda project: cfg, admit=budget.admission)
+
+    big = await service.create("p", TaskOptions(max_turns=50))
+    assert (big.status, big.status_code, big.needs_user) == ("pending", "E300", True)
+    assert "cannot fit the budget" in big.status_reason and "ceiling" in big.status_reason
+    small = await service.create("p", TaskOptions(max_cost_micros=1_000))
+    assert (small.status_code, small.needs_user) == ("", False)
+    held = await service.create("p", TaskOptions(max_turns=50), dispatch=False)
+    assert held.held and held.status_code == ""

@@ -80,8 +80,11 @@ RELEASE_PROMPT = ("The interactive session was handed back to you. Carry on with
 SYNC_TIMEOUT_SECONDS = 120
 
 
-class Outcome(Exception):
-    """Ends the run with an exit code (and, for failures, a catalogue code)."""
+class WorkerExit(Exception):
+    """How the worker's run ends: an exit code (and, for failures, a catalogue code),
+    reported in its ``worker_exited`` record and result file. Raised to end the run
+    early, returned when it ends by itself. (The daemon's view of an incarnation's end
+    is :class:`parheliad.core.settle.Outcome`.)"""
 
     def __init__(self, code: ExitCode, message: str = "", error_code: str | None = None) -> None:
         super().__init__(message)
@@ -156,13 +159,13 @@ class Worker:
             threading.Thread(target=self._start_sshd, name="sshd", daemon=True).start()
         try:
             outcome = self._run()
-        except Outcome as o:
+        except WorkerExit as o:
             outcome = o
         except ParheliaError as exc:
-            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+            outcome = WorkerExit(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
         except Exception as exc:
             log.exception("worker failed")
-            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+            outcome = WorkerExit(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -197,7 +200,7 @@ class Worker:
                                            "fingerprint": self.sshd.fingerprint,
                                            "port": sshd.PORT})
 
-    def _run(self) -> Outcome:
+    def _run(self) -> WorkerExit:
         env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,
                         workspace=self.workspace, permission_mode=self.spec.agent.permission_mode)
         check_credentials(env)
@@ -485,7 +488,7 @@ class Worker:
         found = [line for line in lines if "conversation" in line.lower()]
         return (found or lines or [f"the agent exited with code {self.agent.returncode}"])[-1]
 
-    def _supervise(self) -> Outcome:
+    def _supervise(self) -> WorkerExit:
         """Wait for the agent while serving signals, control messages and checkpoint timers."""
         assert self.agent is not None
         policy = self.spec.checkpoint
@@ -543,7 +546,7 @@ class Worker:
             checkpoint_id = self.checkpoint("pre_tool", request.summary)
             hooks.answer(self.hook_dir, request, checkpoint_id)
 
-    def _handle_control(self) -> Outcome | None:
+    def _handle_control(self) -> WorkerExit | None:
         for msg in self.control.poll():
             if msg.type == "checkpoint":
                 self.checkpoint("manual", msg.message)
@@ -551,7 +554,7 @@ class Worker:
                 reason = msg.reason or "cancel"
                 self._stop_agent()
                 self.checkpoint("stop", f"stopped: {reason}")
-                return Outcome(ExitCode.STOPPED, f"stopped through the control path ({reason})")
+                return WorkerExit(ExitCode.STOPPED, f"stopped through the control path ({reason})")
             elif msg.type == "take_over":
                 self._take_over()
             elif msg.type == "release":
@@ -582,20 +585,20 @@ class Worker:
         send(self.channel, records.AgentCost(usage=self.stats.usage(),
                                              total_cost_usd=now.total_usd))
 
-    def _interrupted(self) -> Outcome:
+    def _interrupted(self) -> WorkerExit:
         self._stop_agent()
         self.checkpoint("sigterm")
-        return Outcome(ExitCode.TERMINATED, f"terminated by signal {self._signal}")
+        return WorkerExit(ExitCode.TERMINATED, f"terminated by signal {self._signal}")
 
-    def _timed_out(self) -> Outcome:
+    def _timed_out(self) -> WorkerExit:
         self._stop_agent()
         seconds = self.spec.agent.timeout_seconds
         self.channel.emit("agent_error", {"message": f"the agent ran longer than {seconds:g} s "
                                           "and was stopped", "exit_code": None})
         self.checkpoint("timeout")
-        return Outcome(ExitCode.TIMEOUT, f"the agent hit the task timeout ({seconds:g} s)")
+        return WorkerExit(ExitCode.TIMEOUT, f"the agent hit the task timeout ({seconds:g} s)")
 
-    def _agent_done(self) -> Outcome:
+    def _agent_done(self) -> WorkerExit:
         assert self.agent is not None and self.parser is not None
         self.agent.join_output()
         self.parser.finish()
@@ -606,10 +609,10 @@ class Worker:
         result = self.parser.result
         if result is not None and result.succeeded and code == 0:
             if self._final_checkpoint() is None:
-                return Outcome(ExitCode.COMPLETED, "the agent completed but its result could "
+                return WorkerExit(ExitCode.COMPLETED, "the agent completed but its result could "
                                f"not be saved ({self.last_checkpoint_error}); the work is only "
                                "in the workspace", "E600")
-            return Outcome(ExitCode.COMPLETED)
+            return WorkerExit(ExitCode.COMPLETED)
         if result is not None:
             message = f"the agent finished with {result.subtype}"
             if result.text:
@@ -626,9 +629,9 @@ class Worker:
         self.channel.emit("agent_error", {"message": message, "exit_code": code,
                                           "subtype": result.subtype if result else None})
         self.checkpoint("error", message[:200])
-        return Outcome(ExitCode.FAILED, message, error_code)
+        return WorkerExit(ExitCode.FAILED, message, error_code)
 
-    def _tui_done(self, code: int | None) -> Outcome:
+    def _tui_done(self, code: int | None) -> WorkerExit:
         """The person ended the interactive agent (``/exit``): the task is done; its
         result is the conversation's last answer and the CLI's own cost."""
         assert self.parser is not None
@@ -639,16 +642,16 @@ class Worker:
         send(self.channel, self.parser.result)
         if code == 0:
             if self._final_checkpoint() is None:
-                return Outcome(ExitCode.COMPLETED, "the interactive agent ended but its result "
+                return WorkerExit(ExitCode.COMPLETED, "the interactive agent ended but its result "
                                f"could not be saved ({self.last_checkpoint_error})", "E600")
-            return Outcome(ExitCode.COMPLETED)
+            return WorkerExit(ExitCode.COMPLETED)
         assert self.agent is not None
         tail = " | ".join(list(self.agent.stderr_tail)[-5:])
         message = f"the interactive agent exited with code {code}" + \
             (f": {tail[-500:]}" if tail else "")
         self.channel.emit("agent_error", {"message": message, "exit_code": code})
         self.checkpoint("error", message[:200])
-        return Outcome(ExitCode.FAILED, message)
+        return WorkerExit(ExitCode.FAILED, message)
 
     # -- signals and the end ------------------------------------------------------------
 
@@ -663,7 +666,7 @@ class Worker:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGUSR1, on_usr1)
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _finish(self, outcome: WorkerExit) -> None:
         result = WorkerResult(
             container_id=self.spec.container_id, task_id=self.spec.task_id,
             session_id=self.spec.session_id, incarnation=self.spec.incarnation,

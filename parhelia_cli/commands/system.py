@@ -137,6 +137,8 @@ def config_show(project_dir: str | None) -> None:
     render.table(("KEY", "VALUE", "SOURCE"), rows, empty="No configuration values.")
     if data["files"]:
         render.line("Files: " + ", ".join(data["files"]))
+    for warning in data.get("warnings") or ():
+        render.warn(warning)
 
 
 @config.command("sync")

@@ -53,7 +53,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                                            value_json=json.dumps(to_jsonable(value),
                                                                  ensure_ascii=False))
                     for key, value, source in config_items(cfg)],
-            files=list(cfg.files))
+            files=list(cfg.files), warnings=list(cfg.warnings))
 
     async def SyncConfig(self, request: config_pb2.SyncConfigRequest,
                          context: grpc.aio.ServicerContext) -> config_pb2.SyncConfigResponse:

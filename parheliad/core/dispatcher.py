@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from parhelia.checkpoint import save_manifest
-from parhelia.errors import ParheliaError
+from parhelia.errors import Code, ParheliaError
 from parhelia.spec import WorkerSpec, dump_spec
 from parhelia.volume import LocalVolume, spec_key
 from parheliad.backends.base import (
@@ -538,13 +538,13 @@ class Dispatcher:
         worker = dataclasses.replace(worker, ssh_authorized_key=public)
         return worker, dataclasses.replace(spec, worker_spec=worker.to_dict())
 
-    async def _fail(self, task: TaskRow, code: str, message: str) -> None:
+    async def _fail(self, task: TaskRow, code: Code, message: str) -> None:
         """Fail a task before any worker of this attempt ran: nothing of an earlier run's
         result (a resumed task's old success) stays beside the error."""
         await self._store.write(lambda tx: fail_task(tx, task.id, code, message,
                                                      result_subtype="", result_text=""))
 
-    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
+    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: Code,
                              message: str) -> None:
         def unit(tx: Tx) -> None:
             tx.containers.update(container.id, state="failed", reason=message,
@@ -562,7 +562,7 @@ class Dispatcher:
         await self._store.write(unit)
 
 
-def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
+def _fail_if_waiting(tx: Tx, task_id: str, code: Code, message: str) -> None:
     current = tx.tasks.get(task_id)
     if current is not None and current.status in (TaskStatus.PENDING, TaskStatus.RECOVERING):
         fail_task(tx, task_id, code, message, result_subtype="", result_text="")

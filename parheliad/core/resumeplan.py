@@ -145,7 +145,6 @@ def container_spec(backend: Backend, task: TaskRow, session: SessionRow,
         heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
         checkpoint=CheckpointPolicy(
             interval_seconds=cfg.checkpoint.interval_seconds,
-            min_turn_interval_seconds=cfg.checkpoint.min_turn_interval_seconds,
             risky_patterns=list(cfg.checkpoint.risky_patterns)),
         config_bundle_id=bundle[0],
     )

@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from parhelia.checkpoint.cas import sweep_temp
 from parhelia.checkpoint.projects import Conversation
-from parhelia.errors import ParheliaError
+from parhelia.errors import Code, ParheliaError, is_code
 from parhelia.paths import Paths
 from parhelia.progress import Report
 from parhelia.volume import LocalVolume, log_key
@@ -211,7 +211,8 @@ class Runtime:
         if task.session_id is None:
             raise ParheliaError("E202", f"task {task.id} has not run yet; nothing to compare")
         if task.status == TaskStatus.COMPLETED and task.needs_user and task.status_code:
-            raise ParheliaError(task.status_code, f"task {task.id}'s result was not saved, so "
+            code: Code = task.status_code if is_code(task.status_code) else "E600"
+            raise ParheliaError(code, f"task {task.id}'s result was not saved, so "
                                 f"its last checkpoint is not its result: {task.status_reason}")
         session = await self.store.sessions.get(task.session_id)
         cps = await self.store.checkpoints.list(task.session_id, limit=100000)

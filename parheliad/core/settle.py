@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from parhelia.errors import ParheliaError
+from parhelia.errors import ParheliaError, code_of
 from parhelia.spec import ExitCode, WorkerResult
 from parhelia.volume import LocalVolume, result_key
 from parheliad.backends.base import Backend, BackendUnreachable
@@ -140,7 +140,8 @@ def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> Lost | None
         return None
     if outcome.status in ("lost", "stopped"):
         return task.id, c.id, reason
-    code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
+    code = code_of(outcome.error_code,
+                   "E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
     message = _failure_message(task.result_subtype, outcome) or outcome.error_message or \
         f"the worker failed (exit {outcome.exit_code})"
     fail_task(tx, task.id, code, message, exit_code=outcome.exit_code)

@@ -19,7 +19,7 @@ import structlog
 
 from parhelia import gitsafe, gpus, records
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
-from parhelia.errors import ParheliaError, invalid, missing
+from parhelia.errors import Code, ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parhelia.redact import redact
@@ -249,7 +249,7 @@ def transition(tx: Tx, task_id: str, to: str, *, reason: str = "", message: str 
     return row
 
 
-def fail_task(tx: Tx, task_id: str, code: str, message: str,
+def fail_task(tx: Tx, task_id: str, code: Code, message: str,
               exit_code: int | None = None, **fields: Any) -> TaskRow:
     """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
     return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},

@@ -74,7 +74,6 @@ def stack(claude_bin: Path) -> Iterator[Stack]:
         (home / "config.toml").write_text(
             f"[agent]\ncommand = ['{claude_bin}']\n"
             "[heartbeat]\ninterval_seconds = 0.5\n"
-            "[checkpoint]\nmin_turn_interval_seconds = 0\n"
             "[recovery]\nbackoff_seconds = 0.2\n"
             "[budget]\naccrual_interval_seconds = 0.3\n"
             "[orchestrator]\ndispatch_interval_seconds = 0.5\n")

@@ -16,12 +16,11 @@ UNIT = Path(conftest.__file__).parent
 
 
 def test_a_unit_test_asking_for_a_daemon_fixture_is_refused_at_collection() -> None:
-    planted = SimpleNamespace(fspath=UNIT / "core" / "test_planted.py",
-                              nodeid="tests/unit/core/test_planted.py::test_x",
+    name = "test_planted.py"  # a test module that does not exist: only its place counts
+    planted = SimpleNamespace(fspath=UNIT / "core" / name, nodeid=f"core/{name}::test_x",
                               fixturenames=["tmp_path", "daemon"])
-    elsewhere = SimpleNamespace(fspath=UNIT.parent / "integration" / "test_planted.py",
-                                nodeid="tests/integration/test_planted.py::test_x",
-                                fixturenames=["daemon"])
+    elsewhere = SimpleNamespace(fspath=UNIT.parent / "integration" / name,
+                                nodeid=f"integration/{name}::test_x", fixturenames=["daemon"])
     conftest.pytest_collection_modifyitems(None, [elsewhere])  # type: ignore[arg-type,list-item]
     with pytest.raises(pytest.UsageError, match=r"asks for \['daemon'\]: move it"):
         conftest.pytest_collection_modifyitems(None, [planted])  # type: ignore[arg-type,list-item]

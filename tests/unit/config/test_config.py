@@ -206,3 +206,21 @@ def test_a_huge_project_config_is_refused_unread(paths, tmp_path: Path) -> None:
     with pytest.raises(ParheliaError) as ei:
         load_config(paths, project)
     assert ei.value.code == "E101" and "too large" in ei.value.message
+
+
+def test_a_retired_key_is_accepted_with_a_warning(paths, tmp_path: Path) -> None:
+    """``checkpoint.min_turn_interval_seconds`` (no longer used) still loads, with a warning
+    naming the file and what to do; it is nowhere in the schema; a key never known is
+    still refused."""
+    write(paths.config_file, "[checkpoint]\nmin_turn_interval_seconds = 30\n"
+                             "interval_seconds = 60\n")
+    cfg = load_config(paths)
+    assert cfg.checkpoint.interval_seconds == 60
+    assert cfg.warnings == (f"{paths.config_file}: checkpoint.min_turn_interval_seconds: no "
+                            "longer used (every completed turn is checkpointed): remove it",)
+    assert "checkpoint.min_turn_interval_seconds" not in {k for k, _, _ in config_items(cfg)}
+    assert load_config(resolve(env={"PARHELIA_HOME": str(tmp_path / "other"),
+                                    "HOME": str(tmp_path)})).warnings == ()
+    write(paths.config_file, "[checkpoint]\nmin_turn_spacing_seconds = 30\n")
+    with pytest.raises(ParheliaError, match="unknown key"):
+        load_config(paths)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from parheliad.backends import base
 from parheliad.backends.local import LocalBackend
 from parheliad.backends.modal.backend import ModalBackend
 from parheliad.backends.registry import CLASSES, FACTORIES, terms
-from tests.unit.core.test_import_graph import PACKAGES, ROOT, _absolute, _statements, modules
+from tests.unit.core.test_import_graph import ROOT, _absolute, _statements, modules
 
 CORE = ("parheliad.core", "parheliad.api", "parheliad.store")
 CONTRACT_MODULES = {"parheliad.backends", "parheliad.backends.base",
@@ -160,34 +158,7 @@ def test_every_backend_has_a_class_and_terms() -> None:
     assert terms("no-such-backend") == base.Terms()
 
 
-# -- each rule seen failing on a planted violation --------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tree")
-    for directory in PACKAGES.values():
-        shutil.copytree(ROOT / directory, root / directory,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
-
-
-@pytest.fixture
-def plant(tree_copy: Path) -> Iterator[Callable[[str, str], dict[str, Path]]]:
-    """``plant(path, source)`` writes a module into the copy and returns the copy's
-    modules; every planted file is removed after the test."""
-    planted: list[Path] = []
-
-    def _plant(path: str, source: str) -> dict[str, Path]:
-        target = tree_copy / path
-        assert not target.exists(), path
-        target.write_text(source, encoding="utf-8")
-        planted.append(target)
-        return modules(tree_copy)
-
-    yield _plant
-    for path in planted:
-        path.unlink()
+# -- each rule seen failing on a planted violation (``plant``: tests/unit/core/conftest.py)
 
 
 @pytest.mark.parametrize(("source", "finding"), [

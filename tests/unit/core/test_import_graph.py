@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,36 +276,10 @@ def test_no_cycles_of_types_but_the_stores() -> None:
 # -- each rule seen failing on a planted violation -----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the four packages, to plant violations in."""
-    root = tmp_path_factory.mktemp("tree")
-    for directory in PACKAGES.values():
-        shutil.copytree(ROOT / directory, root / directory,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
-
-
-@pytest.fixture
-def plant(tree_copy: Path) -> Iterator[Callable[[str, str], dict[str, set[str]]]]:
-    """``plant(path, source)`` writes a module into the copy and returns the copy's
-    graph; every planted file is removed after the test."""
-    planted: list[Path] = []
-
-    def _plant(path: str, source: str) -> dict[str, set[str]]:
-        target = tree_copy / path
-        assert not target.exists(), path
-        target.write_text(source, encoding="utf-8")
-        planted.append(target)
-        return graph(modules(tree_copy))
-
-    yield _plant
-    for path in planted:
-        path.unlink()
-
-
-def _new(rule: str, planted_graph: dict[str, set[str]]) -> set[str]:
-    return violations(planted_graph, RULE[rule]) - violations(GRAPH, RULE[rule])
+def _new(rule: str, planted: dict[str, Path]) -> set[str]:
+    """The violations of ``rule`` in the planted tree's graph that the real tree lacks
+    (``plant`` is the fixture of ``tests/unit/core/conftest.py``)."""
+    return violations(graph(planted), RULE[rule]) - violations(GRAPH, RULE[rule])
 
 
 def test_the_daemon_rule_sees_an_import_inside_a_function(plant) -> None:
@@ -363,8 +336,9 @@ def test_the_modal_sdk_rule_sees_an_import_outside_the_backend(plant, tree_copy)
 
 def test_the_cycle_check_sees_a_cycle_closed_inside_a_function(plant) -> None:
     plant("parheliad/core/planted_a.py", "from parheliad.core import planted_b\n")
-    deps = plant("parheliad/core/planted_b.py",
-                 "def back():\n    from parheliad.core import planted_a\n    return planted_a\n")
+    deps = graph(plant("parheliad/core/planted_b.py",
+                       "def back():\n    from parheliad.core import planted_a\n"
+                       "    return planted_a\n"))
     new = [c for c in cycles(deps) if c not in cycles(GRAPH)]
     assert new == [["parheliad.core.planted_a", "parheliad.core.planted_b"]]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -8,11 +8,12 @@ Everything a worker tells the daemon travels through the backend's channel
 :class:`Backend` is what every backend does. What only some do is a capability, a
 ``runtime_checkable`` protocol the core asks with ``isinstance``: :class:`ArgvAttach`
 (the user's terminal attaches by running an argv), :class:`DaemonTerminal` (the daemon
-opens the terminal), :class:`SshTunnel` (``session attach --ssh``),
-:class:`ComputeBilling` (the backend's own compute figures) and :class:`SelfCheck`
-(``parhelia doctor``'s checks). What the core may rely on before a backend is built
-(its limits, what its compute costs) is the class's :class:`Terms`, read through
-:func:`parheliad.backends.registry.terms`. No core module names a backend.
+opens the terminal), :class:`SshTunnel` (``session attach --ssh``), :class:`OwnCredential`
+(a credential of the backend's own, E400 without it), :class:`ComputeBilling` (the
+backend's own compute figures) and :class:`SelfCheck` (``parhelia doctor``'s checks).
+What the core may rely on before a backend is built (its limits, what its compute costs)
+is the class's :class:`Terms`, read through :func:`parheliad.backends.registry.terms`.
+No core module names a backend.
 """
 
 from __future__ import annotations
@@ -264,6 +265,16 @@ class SshTunnel(Protocol):
 
     async def ssh_endpoint(self, backend_id: str) -> tuple[str, int]:
         """(host, port) of the tunnel to the container's sshd."""
+        ...
+
+
+@runtime_checkable
+class OwnCredential(Protocol):
+    """The backend needs a credential of its own besides the agent's (Modal: its token):
+    a task refused for want of it is refused with E400, not E500."""
+
+    def has_own_credential(self) -> bool:
+        """Whether it is configured (no network call)."""
         ...
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import structlog
 
 from parhelia.backends import LOCAL, MODAL
-from parhelia.errors import ParheliaError
+from parhelia.errors import Code, ParheliaError
 from parhelia.paths import Paths
-from parheliad.backends.base import Backend, Check, SelfCheck, Terms
+from parheliad.backends.base import Backend, Check, OwnCredential, SelfCheck, Terms
 from parheliad.config import Config
 
 log = structlog.get_logger(__name__)
@@ -105,6 +105,13 @@ class Backends:
             return f"backend {name!r} is not available on this daemon: {why}"
         ok, detail = backend.available()
         return None if ok else f"backend {name!r} is not available: {detail}"
+
+    def unavailable_code(self, name: str) -> Code:
+        """The catalogue code of why a task on ``name`` cannot start: E400 when the
+        backend lacks a credential of its own (``OwnCredential``), else E500."""
+        backend = self.built.get(name)
+        lacks = isinstance(backend, OwnCredential) and not backend.has_own_credential()
+        return "E400" if lacks else "E500"
 
     def doctor(self, default_backend: str) -> builtins.list[Check]:
         """The checks of every built backend that checks its own setup."""

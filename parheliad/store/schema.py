@@ -276,6 +276,12 @@ _V9 = (
 )
 KV_RESERVATION_PREFIX = "budget.reservation."
 
+# What a container's API spend came to, priced from its tokens at the [rates], when its
+# agent last reported a cost: its in-flight spend is what its tokens have cost since
+# (parheliad.core.budget), so a reported figure is never counted twice.
+_V10 = ("ALTER TABLE containers ADD COLUMN api_priced_at_report_micros INTEGER NOT NULL "
+        "DEFAULT 0",)
+
 
 def _reservations_from_kv(conn: sqlite3.Connection) -> None:
     end = KV_RESERVATION_PREFIX[:-1] + chr(ord(KV_RESERVATION_PREFIX[-1]) + 1)
@@ -309,5 +315,6 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
+    Migration("container spend priced at its report", _V10),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

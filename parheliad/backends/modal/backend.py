@@ -89,6 +89,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return True, (f"app {self.settings.app_name!r}, volume {self.settings.volume_name!r}, "
                       f"secret {self.settings.secret_name!r}")
 
+    def has_own_credential(self) -> bool:
+        """A Modal token is configured (no network call)."""
+        return token_configured(self._environ)
+
     def doctor(self, *, default: bool) -> builtins.list[Check]:
         self.reread_environ()  # a broken env file is the doctor's own "credentials" check
         return doctor_checks(self.settings, self.environ, default=default)

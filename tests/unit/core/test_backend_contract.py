@@ -125,11 +125,11 @@ def test_copies_between_the_volumes_happen_in_volsync_only() -> None:
     assert copy_calls(MODULES) == set()
 
 
-CAPABILITIES = (base.ArgvAttach, base.DaemonTerminal, base.SshTunnel, base.ComputeBilling,
-                base.SelfCheck)
+CAPABILITIES = (base.ArgvAttach, base.DaemonTerminal, base.SshTunnel, base.OwnCredential,
+                base.ComputeBilling, base.SelfCheck)
 OFFERED = {LocalBackend: {base.ArgvAttach},
-           ModalBackend: {base.DaemonTerminal, base.SshTunnel, base.ComputeBilling,
-                          base.SelfCheck}}
+           ModalBackend: {base.DaemonTerminal, base.SshTunnel, base.OwnCredential,
+                          base.ComputeBilling, base.SelfCheck}}
 
 
 @pytest.mark.parametrize("cls", list(OFFERED), ids=lambda c: c.__name__)

@@ -15,9 +15,6 @@ from tests.unit.core.test_import_graph import ROOT, modules
 
 STORE = "parheliad.store"
 SQL_CALLS = frozenset({"execute", "executemany", "executescript", "execute_fetchall"})
-PENDING = {"parheliad.core.listener"}
-"""Agent usage booked with raw SQL in ``Listener._usage``: moved into the budget and the
-store by issue 27 (branch ``hour2``); this entry goes when that lands."""
 
 
 def raw_sql(mods: dict[str, Path]) -> dict[str, set[int]]:
@@ -36,12 +33,7 @@ def raw_sql(mods: dict[str, Path]) -> dict[str, set[int]]:
 
 
 def test_no_daemon_module_outside_the_store_runs_sql() -> None:
-    assert set(raw_sql(modules(ROOT))) - PENDING == set()
-
-
-def test_the_pending_exception_is_still_needed() -> None:
-    """Once the listener runs no SQL, its entry must go (an allowance is not a habit)."""
-    assert set(raw_sql(modules(ROOT))) >= PENDING
+    assert raw_sql(modules(ROOT)) == {}
 
 
 @pytest.mark.parametrize("source", [

@@ -10,7 +10,10 @@ Layers (docs/design.md, "Layout"):
 - the worker ``modal_worker`` imports neither the daemon nor the CLI (a sandbox holds
   only the worker and the contract);
 - a Click command module (``parhelia_cli/commands/``) imports no other command module:
-  what two commands share is a plain module (``parhelia_cli/flows/``...).
+  what two commands share is a plain module (``parhelia_cli/flows/``...);
+- no other module imports a command module either (the MCP bridge and the flows take
+  what they share from ``parhelia_cli/flows/``): only the CLI's entry point
+  (``parhelia_cli.main``) loads commands, by name, when one runs.
 
 Every import statement counts: at module level, inside functions and classes, under
 ``if TYPE_CHECKING:``, relative ones, and ``importlib.import_module("...")`` with a
@@ -147,6 +150,10 @@ def _in(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+CLI_ENTRY_POINT = "parhelia_cli.main"
+"""Loads the command module of the command that runs (``load_command``)."""
+
+
 def _is_command(module: str) -> bool:
     return module.startswith("parhelia_cli.commands.")
 
@@ -172,6 +179,8 @@ RULES = (
          _layer("modal_worker", "parheliad", "parhelia_cli")),
     Rule("a command module imports no other command module",
          lambda a, b: _is_command(a) and _is_command(b)),
+    Rule("only the entry point loads a command module",
+         lambda a, b: _is_command(b) and not _is_command(a) and a != CLI_ENTRY_POINT),
 )
 RULE = {rule.name: rule for rule in RULES}
 
@@ -326,6 +335,26 @@ def test_the_command_rule_sees_a_relative_or_deferred_import(plant, source) -> N
     deps = plant("parhelia_cli/commands/planted.py", source)
     assert _new("a command module imports no other command module", deps) == {
         "parhelia_cli.commands.planted -> parhelia_cli.commands.task"}
+
+
+@pytest.mark.parametrize(("path", "source"), [
+    ("parhelia_cli/mcp_server/tools/planted.py",
+     "from parhelia_cli.commands.task import submit_task\n"),
+    ("parhelia_cli/flows/planted.py",
+     "def later():\n    from ..commands import session\n    return session\n"),
+], ids=["bridge", "flow"])
+def test_the_entry_point_rule_sees_the_bridge_or_a_flow_import_a_command(
+        plant, path: str, source: str) -> None:
+    """What the MCP bridge imported from ``commands/`` before issue 23 (``submit_task``,
+    ``follow``...) is refused wherever it comes back from."""
+    deps = plant(path, source)
+    importer = path.removesuffix(".py").replace("/", ".")
+    imported = "parhelia_cli.commands.task" if "task" in source else \
+        "parhelia_cli.commands.session"
+    assert _new("only the entry point loads a command module", deps) == {
+        f"{importer} -> {imported}"}
+    assert not RULE["only the entry point loads a command module"].forbids(
+        CLI_ENTRY_POINT, imported)
 
 
 def test_the_modal_sdk_rule_sees_an_import_outside_the_backend(plant, tree_copy) -> None:

@@ -254,7 +254,10 @@ def test_the_error_code_type_is_the_catalogue() -> None:
     codes, in the same order."""
     from parhelia import errors
 
-    assert tuple(errors.CATALOGUE) == errors.CODES
+    missing = [c for c in errors.CATALOGUE if c not in errors.CODES]
+    assert tuple(errors.CATALOGUE) == errors.CODES, (
+        f"parhelia.errors.Code must list the catalogue's codes in its order: add {missing}, "
+        f"drop {[c for c in errors.CODES if c not in errors.CATALOGUE]}")
     assert all(errors.is_code(c) for c in errors.CATALOGUE)
     assert not errors.is_code("E10l") and errors.code_of("E10l") == "E900"
     assert errors.code_of(None, "E604") == "E604" and errors.code_of("E501") == "E501"

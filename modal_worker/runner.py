@@ -14,11 +14,9 @@ import logging
 import os
 import platform
 import queue
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -26,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modal_worker import claude_config, hooks, keyproxy, resume_summary, sshd
+from modal_worker import claude_config, hooks, keyproxy, materialise, resume_summary, sshd
 from modal_worker.agent import (
     AgentProcess,
     agent_version,
@@ -47,20 +45,15 @@ from parhelia import container, records
 from parhelia import sandbox as policy
 from parhelia.backends import LOCAL
 from parhelia.checkpoint import (
-    BlobStore,
     Conversation,
     Manifest,
     StatCache,
-    baserepo,
     git_state,
     lineage,
-    load_manifest,
-    restore,
     session_conversation,
     snapshot,
 )
 from parhelia.checkpoint.lineage import lineage_path
-from parhelia.checkpoint.restore import replace_dir
 from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
@@ -86,12 +79,14 @@ TRANSCRIPT_TAIL_BYTES = 1 << 20
 RELEASE_PROMPT = ("The interactive session was handed back to you. Carry on with the task from "
                   "where the conversation stands, and finish it.")
 """The headless agent's next instruction when a release names none."""
-CLONE_TIMEOUT = 900
 SYNC_TIMEOUT_SECONDS = 120
 
 
-class Outcome(Exception):
-    """Ends the run with an exit code (and, for failures, a catalogue code)."""
+class WorkerExit(Exception):
+    """How the worker's run ends: an exit code (and, for failures, a catalogue code),
+    reported in its ``worker_exited`` record and result file. Raised to end the run
+    early, returned when it ends by itself. (The daemon's view of an incarnation's end
+    is :class:`parheliad.core.settle.Outcome`.)"""
 
     def __init__(self, code: ExitCode, message: str = "", error_code: str | None = None) -> None:
         super().__init__(message)
@@ -168,13 +163,13 @@ class Worker:
             threading.Thread(target=self._start_sshd, name="sshd", daemon=True).start()
         try:
             outcome = self._run()
-        except Outcome as o:
+        except WorkerExit as o:
             outcome = o
         except ParheliaError as exc:
-            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+            outcome = WorkerExit(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
         except Exception as exc:
             log.exception("worker failed")
-            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+            outcome = WorkerExit(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -211,7 +206,7 @@ class Worker:
                                            "fingerprint": self.sshd.fingerprint,
                                            "port": sshd.PORT})
 
-    def _run(self) -> Outcome:
+    def _run(self) -> WorkerExit:
         env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,
                         workspace=self.workspace, permission_mode=self.spec.agent.permission_mode)
         check_credentials(env)
@@ -223,19 +218,9 @@ class Worker:
         env.update(self._install_risky_hook())
         self.conversation = session_conversation(self.config_dir, self.workspace,
                                                  self.spec.agent.session_uuid)
-        transcript = self._transcript()
-        assert transcript is not None
-        if self.agent_spec.resume:
-            if not transcript.is_file():
-                self._degrade("no conversation transcript was restored")
-        else:
-            # A fresh run of this session (its checkpoint held no conversation, e.g. after a
-            # rollback to the start): a transcript left on disk by an earlier incarnation
-            # would make the agent refuse the session id as "already in use".
-            transcript.unlink(missing_ok=True)
-            side = self.conversation.project_dir / self.spec.agent.session_uuid
-            if side.is_dir() and not side.is_symlink():
-                shutil.rmtree(side)
+        why = materialise.transcript(self.conversation, resume=self.agent_spec.resume)
+        if why is not None:
+            self._degrade(why)
         self.heartbeat = Heartbeat(
             self.channel, self.spec.heartbeat_interval_seconds, self.workspace, self.stats,
             agent_pid=lambda: self.agent.pid if self.agent else None,
@@ -308,101 +293,30 @@ class Worker:
     # -- workspace ----------------------------------------------------------------------
 
     def _materialise(self) -> None:
-        started = time.monotonic()
-        spec = self.spec
-        data: dict[str, Any]
-        if spec.restore_checkpoint_id:
-            manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
+        """The workspace, as :func:`modal_worker.materialise.workspace` makes it."""
+        restored = materialise.workspace(
+            self.spec, self.volume, workspace_dir=self.workspace, config_dir=self.config_dir,
+            lineage_file=self.lineage, stat_cache=self.stat_cache, environ=self.environ)
+        manifest = restored.manifest
+        if manifest is not None:
             self.parent_manifest = manifest
-            if self._left_behind_continues(manifest.id):
-                # The previous worker's files descend from this checkpoint and may hold
-                # turns it does not: keep them (the start checkpoint records them), and
-                # continue their conversation even when the checkpoint held none yet.
-                data = {"source": "left_behind", "checkpoint_id": manifest.id}
-                self._start_message = f"continued from the files left after {manifest.id}"
-                if not self.agent_spec.resume:
-                    self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
-                    self.prompt = continuation_prompt(
-                        manifest.id, "its worker stopped before checkpointing its first turn")
-            else:
-                lineage.clear(self.lineage)
-                stats = restore(manifest, self.workspace, volume=self.volume,
-                                conversation=session_conversation(
-                                    self.config_dir, self.workspace, spec.agent.session_uuid),
-                                stat_cache=self.stat_cache)
-                lineage.write(self.lineage, [manifest.id])
-                data = {"source": "checkpoint", "checkpoint_id": manifest.id,
-                        "files": stats.files, "bytes": stats.bytes,
-                        "conversation_files": stats.conversation_files}
-                if baserepo.wants_repo(manifest.tree, manifest.git):
-                    assert manifest.git is not None
-                    why = baserepo.make_repo(self.workspace, manifest.git,
-                                             BlobStore(self.volume))
-                    data["git"] = "repository at the base commit" if why is None else \
-                        f"plain files (no repository: {why})"
             self.environment.update({k: v for k, v in manifest.environment.items()
                                      if k in ("agent_version", "model") and v})
-        elif spec.repo_url:
-            lineage.clear(self.lineage)
-            self._clone(spec.repo_url, spec.repo_ref)
-            data = {"source": "repo", "repo_url": _safe_url(spec.repo_url), "ref": spec.repo_ref}
-        else:
-            lineage.clear(self.lineage)
-            self.workspace.mkdir(parents=True, exist_ok=True)
-            data = {"source": "empty"}
-        data["workspace"] = str(self.workspace)
-        data["duration_ms"] = int((time.monotonic() - started) * 1000)
-        self.channel.emit("workspace_restored", data)
-
-    def _left_behind_continues(self, checkpoint_id: str) -> bool:
-        """True when this machine still holds the session's workspace and transcript as a
-        worker of it left them after ``checkpoint_id`` (a rollback clears the lineage)."""
-        if checkpoint_id not in lineage.read(self.lineage):
-            return False
-        conv = session_conversation(self.config_dir, self.workspace,
-                                    self.spec.agent.session_uuid)
-        transcript = conv.project_dir / f"{conv.session_uuid}.jsonl"
-        # A transcript without one whole message (the agent died writing its first line)
-        # is no conversation to continue: restore instead.
-        return (self.workspace.is_dir() and not self.workspace.is_symlink()
-                and transcript.is_file() and not transcript.is_symlink()
-                and resume_summary.read_stored(transcript).entries > 0)
-
-    def _clone(self, url: str, ref: str | None) -> None:
-        self.workspace.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.workspace.name}.clone-",
-                                        dir=self.workspace.parent))
-        env = {**self.environ, "GIT_TERMINAL_PROMPT": "0"}
-        try:
-            steps = [["git", "clone", "--quiet", "--", url, str(staging)]]
-            if ref:
-                steps.append(["git", "-C", str(staging), "checkout", "--quiet", ref, "--"])
-            for argv in steps:
-                proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                      timeout=CLONE_TIMEOUT, check=False)
-                if proc.returncode != 0:
-                    raise ParheliaError("E600", f"git {argv[1] if argv[1] != '-C' else argv[3]} "
-                                        f"failed: {proc.stderr.strip()[-300:]}")
-            replace_dir(staging, self.workspace)
-        except subprocess.TimeoutExpired:
-            raise ParheliaError("E600", "git clone timed out") from None
-        finally:
-            if staging.exists():
-                subprocess.run(["rm", "-rf", "--", str(staging)], check=False)
+        if manifest is not None and restored.continued:
+            self._start_message = f"continued from the files left after {manifest.id}"
+            if not self.agent_spec.resume:
+                self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
+                self.prompt = continuation_prompt(
+                    manifest.id, "its worker stopped before checkpointing its first turn")
+        self.channel.emit("workspace_restored", restored.record)
 
     def prepare_config_dir(self) -> None:
-        """Create ``CLAUDE_CONFIG_DIR`` for this session.
-
-        The synced config bundle (``spec.config_bundle_id``) is materialised here
-        (:mod:`modal_worker.claude_config`; E600 if it is broken). Parhelia's own hooks
-        (e.g. the PreToolUse hook that checkpoints before risky tool calls) go in with
-        ``claude_config.add_hooks``, which merges them into the user's settings.json.
-        """
-        self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.config_dir / "projects").mkdir(mode=0o700, exist_ok=True)
-        if self.spec.config_bundle_id:
-            done = claude_config.materialise(self.volume, self.spec.config_bundle_id,
-                                             self.config_dir)
+        """Create ``CLAUDE_CONFIG_DIR`` for this session with the synced config bundle
+        (:func:`modal_worker.materialise.config_dir`). Parhelia's own hooks (e.g. the
+        PreToolUse hook that checkpoints before risky tool calls) go in later with
+        ``claude_config.add_hooks``, which merges them into the user's settings.json."""
+        done = materialise.config_dir(self.volume, self.config_dir, self.spec.config_bundle_id)
+        if done is not None:
             self.channel.emit("config_materialised", done.to_dict())
 
     # -- checkpoints --------------------------------------------------------------------
@@ -630,7 +544,7 @@ class Worker:
         found = [line for line in lines if "conversation" in line.lower()]
         return (found or lines or [f"the agent exited with code {self.agent.returncode}"])[-1]
 
-    def _supervise(self) -> Outcome:
+    def _supervise(self) -> WorkerExit:
         """Wait for the agent while serving signals, control messages and checkpoint timers."""
         assert self.agent is not None
         policy = self.spec.checkpoint
@@ -696,7 +610,7 @@ class Worker:
             checkpoint_id = self.checkpoint("pre_tool", request.summary)
             hooks.answer(self.hook_dir, request, checkpoint_id)
 
-    def _handle_control(self) -> Outcome | None:
+    def _handle_control(self) -> WorkerExit | None:
         for msg in self.control.poll():
             if msg.type == "checkpoint":
                 self.checkpoint("manual", msg.message)
@@ -704,7 +618,7 @@ class Worker:
                 reason = msg.reason or "cancel"
                 self._stop_agent()
                 self.checkpoint("stop", f"stopped: {reason}")
-                return Outcome(ExitCode.STOPPED, f"stopped through the control path ({reason})")
+                return WorkerExit(ExitCode.STOPPED, f"stopped through the control path ({reason})")
             elif msg.type == "take_over":
                 self._take_over()
             elif msg.type == "release":
@@ -735,20 +649,20 @@ class Worker:
         send(self.channel, records.AgentCost(usage=self.stats.usage(),
                                              total_cost_usd=now.total_usd))
 
-    def _interrupted(self) -> Outcome:
+    def _interrupted(self) -> WorkerExit:
         self._stop_agent()
         self.checkpoint("sigterm")
-        return Outcome(ExitCode.TERMINATED, f"terminated by signal {self._signal}")
+        return WorkerExit(ExitCode.TERMINATED, f"terminated by signal {self._signal}")
 
-    def _timed_out(self) -> Outcome:
+    def _timed_out(self) -> WorkerExit:
         self._stop_agent()
         seconds = self.spec.agent.timeout_seconds
         self.channel.emit("agent_error", {"message": f"the agent ran longer than {seconds:g} s "
                                           "and was stopped", "exit_code": None})
         self.checkpoint("timeout")
-        return Outcome(ExitCode.TIMEOUT, f"the agent hit the task timeout ({seconds:g} s)")
+        return WorkerExit(ExitCode.TIMEOUT, f"the agent hit the task timeout ({seconds:g} s)")
 
-    def _agent_done(self) -> Outcome:
+    def _agent_done(self) -> WorkerExit:
         assert self.agent is not None and self.parser is not None
         self.agent.join_output()
         self.parser.finish()
@@ -759,10 +673,10 @@ class Worker:
         result = self.parser.result
         if result is not None and result.succeeded and code == 0:
             if self._final_checkpoint() is None:
-                return Outcome(ExitCode.COMPLETED, "the agent completed but its result could "
+                return WorkerExit(ExitCode.COMPLETED, "the agent completed but its result could "
                                f"not be saved ({self.last_checkpoint_error}); the work is only "
                                "in the workspace", "E600")
-            return Outcome(ExitCode.COMPLETED)
+            return WorkerExit(ExitCode.COMPLETED)
         if result is not None:
             message = f"the agent finished with {result.subtype}"
             if result.text:
@@ -779,9 +693,9 @@ class Worker:
         self.channel.emit("agent_error", {"message": message, "exit_code": code,
                                           "subtype": result.subtype if result else None})
         self.checkpoint("error", message[:200])
-        return Outcome(ExitCode.FAILED, message, error_code)
+        return WorkerExit(ExitCode.FAILED, message, error_code)
 
-    def _tui_done(self, code: int | None) -> Outcome:
+    def _tui_done(self, code: int | None) -> WorkerExit:
         """The person ended the interactive agent (``/exit``): the task is done; its
         result is the conversation's last answer and the CLI's own cost."""
         assert self.parser is not None
@@ -792,16 +706,16 @@ class Worker:
         send(self.channel, self.parser.result)
         if code == 0:
             if self._final_checkpoint() is None:
-                return Outcome(ExitCode.COMPLETED, "the interactive agent ended but its result "
+                return WorkerExit(ExitCode.COMPLETED, "the interactive agent ended but its result "
                                f"could not be saved ({self.last_checkpoint_error})", "E600")
-            return Outcome(ExitCode.COMPLETED)
+            return WorkerExit(ExitCode.COMPLETED)
         assert self.agent is not None
         tail = " | ".join(list(self.agent.stderr_tail)[-5:])
         message = f"the interactive agent exited with code {code}" + \
             (f": {tail[-500:]}" if tail else "")
         self.channel.emit("agent_error", {"message": message, "exit_code": code})
         self.checkpoint("error", message[:200])
-        return Outcome(ExitCode.FAILED, message)
+        return WorkerExit(ExitCode.FAILED, message)
 
     # -- signals and the end ------------------------------------------------------------
 
@@ -816,7 +730,7 @@ class Worker:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGUSR1, on_usr1)
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _finish(self, outcome: WorkerExit) -> None:
         result = WorkerResult(
             container_id=self.spec.container_id, task_id=self.spec.task_id,
             session_id=self.spec.session_id, incarnation=self.spec.incarnation,
@@ -854,12 +768,6 @@ def _tail_holds(path: Path, tool_use_id: str) -> bool:
     data = data[: data.rfind(b"\n") + 1]
     quoted = json.dumps(tool_use_id).encode()
     return any(b'"tool_use_id"' + sep + quoted in data for sep in (b":", b": "))
-
-
-def _safe_url(url: str) -> str:
-    from parhelia.redact import redact
-
-    return redact(url)
 
 
 def _report_invalid_spec(path: Path, error: ParheliaError) -> None:

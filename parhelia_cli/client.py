@@ -133,7 +133,7 @@ def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
     if isinstance(code, bytes):
         code = code.decode()
     if code:
-        return CliError(code, details or catalogue.spec(code).what)
+        return CliError(catalogue.code_of(code), details or catalogue.spec(code).what)
     if code_name == "UNAVAILABLE":
         return unavailable(socket, "the connection was closed")
     if code_name == "UNIMPLEMENTED":
@@ -141,7 +141,7 @@ def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
                                 "upgrade and restart it (`parhelia daemon stop`).")
     if code_name == "CANCELLED":
         return CliError("E900", "the call was cancelled")
-    mapped = _STATUS_CODES.get(code_name, "E900")
+    mapped = catalogue.code_of(_STATUS_CODES.get(code_name))
     return CliError(mapped, f"the daemon answered {code_name}" + (f": {details}" if
                                                                    mapped != "E900" else ""))
 

@@ -8,7 +8,7 @@ from parhelia import errors as catalogue
 class CliError(Exception):
     """A failure rendered as ``Error E### NAME: message`` with the catalogue's exit code."""
 
-    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
+    def __init__(self, code: catalogue.Code, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.spec = catalogue.spec(code)
         self.code = self.spec.code

@@ -257,8 +257,7 @@ it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
                  cancel_grace_seconds
   [reconciler]   poll_interval_seconds, stale_threshold_seconds, auto_terminate_orphans
   [agent]        command (default ["claude"]), model, permission_mode, max_turns
-  [checkpoint]   interval_seconds, min_turn_interval_seconds, risky_patterns, keep_last,
-                 max_age_days
+  [checkpoint]   interval_seconds, risky_patterns, keep_last, max_age_days
   [recovery]     max_restarts, backoff_seconds, backoff_max_seconds
   [heartbeat]    interval_seconds, retention_per_container
   [sync]         pass_env (names of settings/MCP env values given to workers as

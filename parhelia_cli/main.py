@@ -159,7 +159,7 @@ class ParheliaGroup(click.Group):
 
 def _usage_error(exc: click.UsageError, as_json: bool) -> int:
     """Click's usage line, then the error as E101 (bad value) or E102 (missing)."""
-    code = "E102" if isinstance(exc, click.MissingParameter) else "E101"
+    code: catalogue.Code = "E102" if isinstance(exc, click.MissingParameter) else "E101"
     if exc.ctx is not None and not as_json:
         click.echo(exc.ctx.get_usage(), err=True)
         if exc.ctx.command.get_help_option(exc.ctx) is not None:

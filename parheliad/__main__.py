@@ -41,10 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     except ParheliaError as exc:
         print(f"parheliad: {exc}", file=sys.stderr)
         sys.exit(1)
-    if added:
-        import structlog
+    import structlog
 
-        structlog.get_logger("parheliad").info("daemon.env_file_loaded", names=added)
+    log = structlog.get_logger("parheliad")
+    if added:
+        log.info("daemon.env_file_loaded", names=added)
+    for warning in config.warnings:
+        log.warning("config.retired_key", warning=warning)
 
     from parheliad.daemon import Daemon  # after logging is configured
 

@@ -160,9 +160,6 @@ class AgentConfig:
 class CheckpointConfig:
     interval_seconds: float = field(default=300.0, metadata=_meta(
         "Periodic checkpoint interval.", minimum=5, maximum=86400))
-    min_turn_interval_seconds: float = field(default=0.0, metadata=_meta(
-        "No longer used: every completed turn is checkpointed (accepted for old "
-        "configuration files).", minimum=0, maximum=86400))
     risky_patterns: list[str] = field(
         default_factory=lambda: list(DEFAULT_RISKY_PATTERNS), metadata=_meta(
         "Bash commands matching these substrings are checkpointed before they run."))
@@ -296,9 +293,19 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What the files hold that is accepted but ignored (:data:`RETIRED` keys)."""
 
     def source(self, key: str) -> str:
         return self.sources.get(key, "default")
+
+
+RETIRED: dict[str, str] = {
+    "checkpoint.min_turn_interval_seconds": "no longer used (every completed turn is "
+                                            "checkpointed): remove it",
+}
+"""Keys a configuration file may still hold from an older version: accepted and ignored,
+each with a warning (``Config.warnings``: the daemon's log at start, ``config show``)."""
 
 
 def find_project_file(project_dir: Path | None) -> Path | None:
@@ -324,6 +331,7 @@ def load_config(paths: Paths, project_dir: Path | None = None) -> Config:
 
     values: dict[str, dict[str, Any]] = {}
     sources: dict[str, str] = {}
+    warnings: list[str] = []
     section_types = _section_types()
     for scope, path, doc in layers:
         for section, body in doc.items():
@@ -337,6 +345,9 @@ def load_config(paths: Paths, project_dir: Path | None = None) -> Config:
             known = {f.name: f for f in fields(cls)}
             for key, raw in body.items():
                 dotted = f"{section}.{key}"
+                if key not in known and dotted in RETIRED:
+                    warnings.append(f"{path}: {dotted}: {RETIRED[dotted]}")
+                    continue
                 if key not in known:
                     raise _bad(path, dotted, "unknown key; known keys of [" + section + "]: "
                                + ", ".join(known))
@@ -348,7 +359,8 @@ def load_config(paths: Paths, project_dir: Path | None = None) -> Config:
                 values.setdefault(section, {})[key] = _coerce(path, dotted, raw, hints[key], meta)
                 sources[dotted] = f"{scope}:{path}"
     built = {name: cls(**values.get(name, {})) for name, cls in section_types.items()}
-    return Config(**built, sources=sources, files=tuple(str(p) for _, p, _ in layers))
+    return Config(**built, sources=sources, files=tuple(str(p) for _, p, _ in layers),
+                  warnings=tuple(warnings))
 
 
 def project_widenings(user: Config, effective: Config) -> list[tuple[str, Any, Any, str]]:

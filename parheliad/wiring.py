@@ -39,6 +39,7 @@ from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
 from parheliad.core.runtime import Runtime
 from parheliad.core.sessions import SessionOps
+from parheliad.core.settle import Settler
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import TaskService
 from parheliad.store import Store
@@ -90,12 +91,10 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
         on_unwanted=lambda c: stopper.stop_later(c, "cancel"),
         ssh_key=lambda sid: sshkeys.session_key(paths.state_dir, sid).public)
     recovery = Recovery(store, dispatcher, config, built)
-    listener = Listener(store, built, volume, budget, on_settled=dispatcher.kick,
-                        on_lost=recovery.on_lost, launching=dispatcher.launching)
-    health = HealthMonitor(store, built, config, listener, on_lost=recovery.on_lost,
-                           on_settled=dispatcher.kick)
-    reconciler = Reconciler(store, built, config, owner_tag, listener,
-                            on_lost=recovery.on_lost, on_settled=dispatcher.kick,
+    settler = Settler(store, volume, on_lost=recovery.on_lost, on_settled=dispatcher.kick)
+    listener = Listener(store, built, volume, budget, settler, launching=dispatcher.launching)
+    health = HealthMonitor(store, built, config, listener, settler)
+    reconciler = Reconciler(store, built, config, owner_tag, listener, settler,
                             stop=stopper.stop_stray)
     checkpoints = CheckpointOps(store, volume, paths, built, bus, config,
                                 stop=stopper.stop, kick=dispatcher.kick)

@@ -137,13 +137,24 @@ def _fresh_warnings() -> None:
     render._warned.clear()
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires("tmux", "root", reason=...)``: each requirement checked
+    before the test runs (``tests/helpers/real_tools.py``: skip, or fail in CI)."""
+    from tests.helpers.real_tools import require
+
+    for marker in item.iter_markers("requires"):
+        for name in marker.args:
+            require(name, marker.kwargs.get("reason", ""))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say loudly when tests needing a real tool (Claude Code CLI, MCP Inspector) were
-    skipped: on a developer's machine that is allowed, in CI (.ci/run) it fails instead."""
+    """Say loudly when tests needing a real tool (Claude Code CLI, MCP Inspector, tmux,
+    systemd-analyze, root) were skipped: on a developer's machine that is allowed, in CI
+    (.ci/run) it fails instead."""
     from tests.helpers.real_tools import REQUIRE_ENV, SKIP_MARK
 
     skipped = [r for r in terminalreporter.stats.get("skipped", [])

@@ -148,6 +148,8 @@ def config_show(project_dir: str | None) -> None:
                  empty="No configuration values.")
     if data["files"]:
         render.line("Files: " + ", ".join(data["files"]))
+    for warning in data.get("warnings") or ():
+        render.warn(warning)
     if stale:
         later = [v["key"] for v in stale if v["needs_restart"]]
         render.info(f"The daemon still uses other values for {len(stale)} key(s): "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from parhelia import statuses as words
+from parhelia.errors import code_of
 from parhelia_cli import render
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_count, human_seconds, usd_short
@@ -169,7 +170,7 @@ def _finish(t: dict[str, Any], elapsed: float, as_json: bool, api: Api | None = 
     if status not in FINAL:
         raise CliError("E900", f"the progress stream ended while task {t['id']} is {status}; "
                                f"`parhelia task watch {t['id']}` re-attaches")
-    code = result.get("error_code") or ("E603" if status == "cancelled" else "E900")
+    code = code_of(result.get("error_code") or ("E603" if status == "cancelled" else "E900"))
     message = render.safe(result.get("error_message") or t["status_reason"]
                           or f"the task {status}")
     render.error(CliError(code, message), as_json)

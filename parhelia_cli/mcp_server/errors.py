@@ -12,6 +12,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.shared.exceptions import MCPError as McpError
 from pydantic import ValidationError
 
+from parhelia.errors import Code
 from parhelia_cli.errors import CliError
 
 
@@ -22,7 +23,7 @@ def tool_error(exc: BaseException) -> ToolError | None:
         return ToolError(text)
     if isinstance(exc, ValidationError):
         problems = []
-        code = "E101"
+        code: Code = "E101"
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "arguments"
             if err["type"] == "missing":

@@ -64,7 +64,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 key=key, source=source, value_json=_json(value),
                 in_use_json=_json(in_use[key]) if stale else "",
                 needs_restart=needs_restart(key)))
-        return config_pb2.GetConfigResponse(values=values, files=list(cfg.files))
+        return config_pb2.GetConfigResponse(values=values, files=list(cfg.files),
+                                            warnings=list(cfg.warnings))
 
     async def ReloadConfig(self, request: config_pb2.ReloadConfigRequest,
                            context: grpc.aio.ServicerContext

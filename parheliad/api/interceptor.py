@@ -81,13 +81,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         rid = request_id_from(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
         if method.startswith(PARHELIA_PREFIX) and method not in self.implemented:
-            if handler.request_streaming:
-                return handler  # no client-streaming RPCs in parhelia.v1
-            if handler.response_streaming:
-                return handler._replace(  # type: ignore[attr-defined,no-any-return]
-                    unary_stream=_unimplemented_stream(method))
-            return handler._replace(  # type: ignore[attr-defined,no-any-return]
-                unary_unary=_unimplemented(method))
+            # The handler's own kind (AttachTerminal streams both ways): its request
+            # argument is a message or an iterator, never read.
+            kind = ("stream_" if handler.request_streaming else "unary_") + (
+                "stream" if handler.response_streaming else "unary")
+            answer = _unimplemented_stream(method) if handler.response_streaming \
+                else _unimplemented(method)
+            return handler._replace(**{kind: answer})  # type: ignore[attr-defined,no-any-return]
         if handler.unary_unary is not None:
             return handler._replace(  # type: ignore[attr-defined,no-any-return]
                 unary_unary=_wrap_unary(handler.unary_unary, method, rid))

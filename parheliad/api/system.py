@@ -10,12 +10,11 @@ from contextlib import AbstractContextManager
 import grpc
 
 from parhelia import envfile, progress
-from parhelia.backends import MODAL
 from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
-from parheliad.core.doctor import backend_checks, modal_now, run_checks
+from parheliad.core.doctor import backend_checks, run_checks
 from parheliad.core.progress import Tracker
 from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
@@ -142,13 +141,15 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
     async def Doctor(self, request: system_pb2.DoctorRequest,
                      context: grpc.aio.ServicerContext) -> system_pb2.DoctorResponse:
         ctx = self._ctx
+        default = ctx.config.orchestrator.default_backend
         checks = await asyncio.to_thread(run_checks, ctx.paths, ctx.config, ctx.socket)
-        checks += backend_checks(await ctx.backend_status(),
-                                 ctx.config.orchestrator.default_backend)
-        if request.check_modal:
+        if ctx.runtime is not None:  # each backend's own checks of its setup
+            checks += await asyncio.to_thread(ctx.runtime.registry.doctor, default)
+        checks += backend_checks(await ctx.backend_status(), default)
+        if request.check_modal and ctx.runtime is not None:
             with tracked(ctx, context) as tracker:
-                modal = ctx.runtime.registry.built.get(MODAL) if ctx.runtime else None
-                checks += await modal_now(modal, lambda what: tracker.phase(what, total=0))
+                checks += await ctx.runtime.registry.check_now(
+                    lambda what: tracker.phase(what, total=0))
         return system_pb2.DoctorResponse(checks=[
             system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
             for c in checks])

@@ -1,18 +1,29 @@
-"""The backend contract (docs/adr/0017-backend-contract-volume-sync.md).
+"""The backend contract (docs/adr/0017-backend-contract-volume-sync.md, ADR 0025).
 
 A backend launches one worker incarnation per ``ContainerSpec`` and reports on it;
 it knows nothing about tasks, budgets or the database. The daemon's core drives it.
 Everything a worker tells the daemon travels through the backend's channel
 (``events``); everything the daemon tells a running worker through ``control``.
+
+:class:`Backend` is what every backend does. What only some do is a capability, a
+``runtime_checkable`` protocol the core asks with ``isinstance``: :class:`ArgvAttach`
+(the user's terminal attaches by running an argv), :class:`DaemonTerminal` (the daemon
+opens the terminal), :class:`SshTunnel` (``session attach --ssh``), :class:`OwnCredential`
+(a credential of the backend's own, E400 without it), :class:`ComputeBilling` (the
+backend's own compute figures), :class:`SelfCheck` (``parhelia doctor``'s checks) and
+:class:`LaunchWait` (a launch that waits for capacity, shown while it waits).
+What the core may rely on before a backend is built (its limits, what its compute costs)
+is the class's :class:`Terms`, read through :func:`parheliad.backends.registry.terms`.
+No core module names a backend.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from parhelia.errors import ParheliaError
 from parhelia.sandbox import SandboxSpec
@@ -130,8 +141,30 @@ class ChannelBatch:
     cursor: int
 
 
+@dataclass(frozen=True)
+class Terms:
+    """What a backend promises a task, known from its class without building it: the
+    core validates options and prices compute with it, whatever the backend is."""
+
+    max_task_timeout_seconds: int | None = None
+    """The longest task timeout it can hold (None: only the daemon's own limit)."""
+    timeout_limit: str = ""
+    """Why, for the refusal of a longer one."""
+    compute_priced: bool = True
+    """Whether its compute costs money: priced at the configured ``[rates]`` while it
+    runs (and corrected by :class:`ComputeBilling` where the backend offers it). False:
+    its compute is free, for the reason ``free_compute`` gives in estimates."""
+    free_compute: str = ""
+    worker_reports_isolation: bool = False
+    """Whether its worker says how it contains its agent (the ``worker_isolation``
+    record, first one only). Otherwise the daemon decides at launch
+    (``Backend.isolation``) and such a record, written where the agent runs, is ignored."""
+
+
 class Backend(Protocol):
     name: str
+    terms: Terms
+    """The class's :class:`Terms` (the same for every instance)."""
 
     @property
     def volume(self) -> Volume:
@@ -189,12 +222,6 @@ class Backend(Protocol):
 
     async def terminate(self, backend_id: str, grace_seconds: float = 0.0) -> None: ...
 
-    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
-        """The backend's own figure (USD) of what each ``(container_id, started_at)``
-        (epoch seconds) cost over its life, for those it has one for; ``{}`` when it keeps
-        none (a local worker's compute is free). The budget replaces its estimates with it."""
-        ...
-
     async def events(self, container_id: str, cursor: int) -> ChannelBatch:
         """Channel records after ``cursor``; the returned cursor is opaque to callers."""
         ...
@@ -212,12 +239,116 @@ class Backend(Protocol):
     async def control(self, backend_id: str, container_id: str,
                       message: dict[str, Any]) -> None: ...
 
-    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
-        """What the user's terminal runs to attach to the container's TUI; empty when the
-        backend attaches through the daemon (``SessionService.AttachTerminal``)."""
-        ...
-
     async def aclose(self) -> None:
         """At the daemon's shutdown: stop what the backend runs in the daemon (live
         channel readers); the workers themselves keep running."""
+        ...
+
+
+# -- capabilities: what only some backends do ------------------------------------------
+
+
+@runtime_checkable
+class ArgvAttach(Protocol):
+    """The user's own terminal attaches to a container's TUI by running an argv (the
+    local backend: ``tmux attach`` on the TUI's private socket)."""
+
+    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
+        """The argv; E601 when nothing can be attached to now."""
+        ...
+
+
+class Terminal(Protocol):
+    """One terminal the daemon holds open on a container's TUI."""
+
+    def output(self) -> AsyncIterator[bytes]: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def resize(self, rows: int, cols: int) -> None: ...
+
+    async def close(self) -> None:
+        """The user is gone: hang the attached client up."""
+        ...
+
+    async def wait(self) -> int: ...
+
+
+@runtime_checkable
+class DaemonTerminal(Protocol):
+    """The daemon opens the terminal on a container's TUI and relays it
+    (``SessionService.AttachTerminal``; Modal: an exec with a PTY)."""
+
+    def terminal_argv(self, container_id: str) -> builtins.list[str]:
+        """What runs in the container to attach to its TUI."""
+        ...
+
+    async def open_terminal(self, backend_id: str, container_id: str, argv: Sequence[str],
+                            rows: int, cols: int, term: str) -> Terminal: ...
+
+
+@runtime_checkable
+class SshTunnel(Protocol):
+    """``session attach --ssh``: an interactive worker runs sshd behind a tunnel, and its
+    spec carries the session's public key."""
+
+    def terminal_argv(self, container_id: str) -> builtins.list[str]: ...
+
+    async def ssh_endpoint(self, backend_id: str) -> tuple[str, int]:
+        """(host, port) of the tunnel to the container's sshd."""
+        ...
+
+
+@runtime_checkable
+class OwnCredential(Protocol):
+    """The backend needs a credential of its own besides the agent's (Modal: its token):
+    a task refused for want of it is refused with E400, not E500."""
+
+    def has_own_credential(self) -> bool:
+        """Whether it is configured (no network call)."""
+        ...
+
+
+@runtime_checkable
+class ComputeBilling(Protocol):
+    """The backend keeps its own figure of what compute cost; the budget replaces its
+    estimates at the configured rates with it once a container ended."""
+
+    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
+        """The figure (USD) of what each ``(container_id, started_at)`` (epoch seconds)
+        cost over its life, for those it has one for."""
+        ...
+
+
+CheckStatus = Literal["ok", "warn", "fail"]
+OK: CheckStatus = "ok"
+WARN: CheckStatus = "warn"
+FAIL: CheckStatus = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding of ``parhelia doctor``, with how to fix it."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+    fix: str = ""
+
+
+@runtime_checkable
+class SelfCheck(Protocol):
+    """The backend checks its own setup for ``parhelia doctor`` (no network call)."""
+
+    def doctor(self, *, default: bool) -> builtins.list[Check]:
+        """``default``: it is the configured default backend (a problem then fails)."""
+        ...
+
+
+@runtime_checkable
+class LaunchWait(Protocol):
+    """A launch may wait a long time for the backend (a GPU's capacity), in plain sight."""
+
+    def launch_wait(self, container_id: str) -> str | None:
+        """What a launch in flight waits for, once it has waited a while, else None."""
         ...

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +49,13 @@ from .base import (
     ContainerStatus,
     Credentials,
     ListedContainer,
+    Terms,
     WorkerPaths,
 )
 
 OWNER_ENV = "PARHELIA_OWNER"
 CONTAINER_ENV = "PARHELIA_CONTAINER_ID"
 _START_TIME_TOLERANCE = 0.05
-
-
-def session_dirs(paths: Paths, session_id: str) -> tuple[Path, Path]:
-    """A session's workspace and agent config directory on this machine."""
-    return paths.workspaces_dir / session_id, paths.data_dir / "claude" / session_id
 
 
 def format_backend_id(pid: int, create_time: float) -> str:
@@ -79,6 +74,8 @@ class LocalBackend:
     """Workers as local processes; see the module docstring."""
 
     name: str = LOCAL
+    terms = Terms(compute_priced=False, free_compute="local worker: no compute charge",
+                  worker_reports_isolation=True)
 
     def __init__(self, paths: Paths, env: Mapping[str, str] | None = None,
                  sandbox_mode: str = sandbox.DEFAULT_MODE,
@@ -97,7 +94,7 @@ class LocalBackend:
         return True, f"worker subprocesses on this machine ({sys.executable} -m modal_worker)"
 
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
-        workspace, config_dir = session_dirs(self._paths, session_id)
+        workspace, config_dir = self._paths.session_dirs(session_id)
         return WorkerPaths(volume_dir=str(self._root), workspace_dir=str(workspace),
                            claude_config_dir=str(config_dir),
                            tmux_socket=socket_path(container_id), sandbox=self._sandbox())
@@ -293,9 +290,6 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         return None  # nothing runs in the daemon for local workers
-
-    async def compute_costs(self, containers: Sequence[tuple[str, float]]) -> dict[str, Decimal]:
-        return {}  # a local worker's compute is not charged
 
     def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
         """``tmux attach`` on the container's private socket, run in the user's terminal

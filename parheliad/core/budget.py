@@ -40,7 +40,6 @@ from typing import Any
 import structlog
 
 from parhelia import records
-from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError, invalid
 from parhelia.records import USAGE_FIELDS
 from parheliad.config import Config
@@ -396,7 +395,7 @@ class Budget:
                 continue
             rate = compute_rate(cfg.rates, c.backend, c.cpu, c.memory_mb, c.gpu)
             if not rate:
-                continue  # a local worker costs nothing
+                continue  # its backend's compute is free
             end = c.stopped_at if c.stopped_at is not None else now
             total = to_micros(rate * Decimal(max(0, end - c.started_at)) / US_PER_SECOND)
             due = total - c.cost_micros
@@ -524,10 +523,11 @@ def complete_if_paused(tx: Tx, task_id: str) -> None:
 
 # -- the backends' own figures ----------------------------------------------------------
 
-def usage_pending(tx: Tx, *, ended_before: int, ended_after: int) -> list[ContainerRow]:
-    """Ended non-local containers whose compute is still the estimate, ended within
+def usage_pending(tx: Tx, backend: str, *, ended_before: int, ended_after: int
+                  ) -> list[ContainerRow]:
+    """Ended containers of ``backend`` whose compute is still the estimate, ended within
     (``ended_after``, ``ended_before``]."""
-    return tx.containers.ended_between(ended_after, ended_before, excluding_backend=LOCAL,
+    return tx.containers.ended_between(ended_after, ended_before, backend=backend,
                                        uncorrected=USAGE_NOTE)
 
 

@@ -41,7 +41,6 @@ from parhelia.paths import Paths
 from parhelia.progress import BYTES
 from parhelia.volume import BLOBS, BUNDLES, CHECKPOINTS, Volume, blob_digest, blob_key, manifest_key
 from parheliad.backends.base import Backend
-from parheliad.backends.local import session_dirs
 from parheliad.config import Config
 from parheliad.core import patches
 from parheliad.core.events import EventBus
@@ -144,7 +143,7 @@ class CheckpointOps:
     def _session_dirs(self, session: SessionRow) -> tuple[Path, Path]:
         """Where the session's workspace and transcript are on this machine (a local
         worker's); a session that ran elsewhere has none here."""
-        return session_dirs(self._paths, session.id)
+        return self._paths.session_dirs(session.id)
 
     async def from_disk(self, session: SessionRow, trigger: str, message: str
                         ) -> CheckpointRow:

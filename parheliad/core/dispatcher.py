@@ -19,6 +19,9 @@ launch can wait ~20 minutes for capacity). For each task it takes, in order:
    restart.
 A daemon killed between 1 and 3 leaves a ``created`` container without a backend id,
 which the listener treats as a worker that died before it started.
+
+What a claim runs (checkpoint zero, the resume point, the launch, the worker's spec) is
+the resume plan, :mod:`parheliad.core.resumeplan`.
 """
 
 from __future__ import annotations
@@ -32,21 +35,25 @@ from typing import Any
 
 import structlog
 
-from parhelia.checkpoint import Manifest, load_manifest, save_manifest
+from parhelia.checkpoint import save_manifest
 from parhelia.clock import human_seconds
-from parhelia.errors import ParheliaError
-from parhelia.prompts import continuation_prompt
-from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
+from parhelia.errors import Code, ParheliaError
+from parhelia.spec import WorkerSpec, dump_spec
 from parhelia.volume import LocalVolume, spec_key
-from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
+from parheliad.backends.base import (
+    Backend,
+    BackendUnreachable,
+    ContainerSpec,
+    LaunchWait,
+    NoCapacity,
+    SshTunnel,
+)
 from parheliad.backends.registry import Backends
 from parheliad.config import Config
-from parheliad.core import volsync, waiting
+from parheliad.core import resumeplan, volsync, waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
 from parheliad.core.tasks import fail_task, index_checkpoint, transition
-from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
-from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
 from parheliad.store.store import Store
@@ -113,33 +120,6 @@ class Claimed:
     container: ContainerRow
     backend: Backend
     spec: ContainerSpec
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What one dispatch of a task's session should run."""
-
-    prompt: str
-    resume: bool
-    restore_checkpoint_id: str | None
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """The checkpoint holding the conversation a launch resumes; ``sent``: it is checkpoint
-    zero, carrying a local conversation the user sent (``task create --from-session``)."""
-
-    checkpoint_id: str
-    sent: bool = False
-
-
-def _sent_conversation(zero: Manifest | None) -> str | None:
-    """The conversation id checkpoint zero carries (``--from-session``), else None (the
-    session gets a new one)."""
-    if zero is None or not zero.conversation:
-        return None
-    value = zero.environment.get(SESSION_UUID)
-    return value if isinstance(value, str) and f"{value}.jsonl" in zero.conversation else None
 
 
 class Dispatcher:
@@ -459,7 +439,7 @@ class Dispatcher:
                              f"{creds.detail}; then `parhelia task retry {task.id}`.")
             raise ParheliaError("E400", "no credentials")
 
-        bundle: tuple[str | None, dict[str, str]] = (None, {})
+        bundle: resumeplan.Bundle = (None, {})
         if self._config_bundle is not None:
             try:
                 bundle = await self._config_bundle(creds.env)
@@ -472,12 +452,11 @@ class Dispatcher:
 
         zero, zero_is_copy = None, False
         if task.session_id is None and task.source_workspace_id:
-            zero, zero_is_copy = await self._zero_for_new_session(task)
-        conversation = await self._has_conversation(task)
-        if zero is not None and zero.conversation:  # a local conversation sent with it
-            conversation = Conversation(zero.id, sent=True)
+            zero, zero_is_copy = await resumeplan.zero_for_new_session(self._store,
+                                                                       self._volume, task)
+        point = await resumeplan.resume_point(self._store, self._volume, task, zero)
 
-        def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, Launch]:
+        def claim(tx: Tx) -> tuple[TaskRow, SessionRow, ContainerRow, resumeplan.Launch]:
             current = tx.tasks.require(task.id)
             if current.status not in (TaskStatus.PENDING, TaskStatus.RECOVERING):
                 raise ParheliaError("E603", f"task {task.id} is {current.status}, not pending")
@@ -486,16 +465,11 @@ class Dispatcher:
                 # One worker per session: a resume or rollback right after a stop must not
                 # start a second worker on the same workspace and transcript while the
                 # stopped one is still checkpointing.
-                busy = tx.conn.execute(
-                    "SELECT id FROM containers WHERE session_id = ? AND state IN (?, ?, ?) "
-                    "LIMIT 1", (session.id, *(st.value for st in CONTAINER_LIVE))).fetchone()
+                busy = tx.containers.live_in_session(session.id)
                 if busy is not None:
-                    raise SessionBusy(current.id, str(busy[0]))
+                    raise SessionBusy(current.id, busy)
             cap = cfg.orchestrator.max_concurrent_workers
-            live = tx.conn.execute(
-                "SELECT COUNT(*) FROM containers WHERE state IN (?, ?, ?)",
-                tuple(st.value for st in CONTAINER_LIVE)).fetchone()[0]
-            if int(live) >= cap:
+            if tx.containers.count_live() >= cap:
                 raise NoSlot(cap)
             if self._budget_gate is not None:
                 self._budget_gate(tx, current)
@@ -503,17 +477,15 @@ class Dispatcher:
             if session is None:
                 session = tx.sessions.insert(
                     current.id, session_id=zero.session_id if zero is not None else None,
-                    agent_session_id=_sent_conversation(zero), status=mode)
+                    agent_session_id=resumeplan.sent_conversation(zero), status=mode)
                 tx.events.append("session_created", f"session {session.id}",
                                  task_id=current.id, session_id=session.id,
                                  data={"agent_session_id": session.agent_session_id})
                 if zero is not None:
                     index_checkpoint(tx, session.id, "", zero.summary())
                     session = tx.sessions.get(session.id) or session
-            launch = self._launch_for(current, session, conversation)
-            incarnation = 1 + int(tx.conn.execute(
-                "SELECT COUNT(*) FROM containers WHERE session_id = ?", (session.id,)
-            ).fetchone()[0])
+            launch = resumeplan.launch_for(current, session, point)
+            incarnation = 1 + tx.containers.count_in_session(session.id)
             container = tx.containers.insert(
                 task_id=current.id, backend=current.backend, session_id=session.id,
                 incarnation=incarnation, cpu=current.cpu, memory_mb=current.memory_mb,
@@ -548,7 +520,8 @@ class Dispatcher:
                 await self._launch_failed(task, container, "E600", "checkpoint zero could not "
                                           f"be written for the new session ({exc.strerror})")
                 raise ParheliaError("E600", "checkpoint zero not written") from None
-        spec = self._container_spec(backend, task, session, container, launch, cfg, bundle)
+        spec = resumeplan.container_spec(backend, task, session, container, launch, cfg,
+                                         self._owner, bundle)
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
         self.launching.add(container.id)
@@ -570,9 +543,9 @@ class Dispatcher:
                          ) -> None:
         """While the launch waits (``backend.launch_wait``), say what for and how long, on
         the task and its container."""
-        wait_of = getattr(backend, "launch_wait", None)
-        if wait_of is None:
+        if not isinstance(backend, LaunchWait):
             return
+        wait_of = backend.launch_wait
         started = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(LAUNCH_WAIT_REFRESH_S)
@@ -596,7 +569,7 @@ class Dispatcher:
 
     async def _abandoned(self, task: TaskRow, container: ContainerRow, backend: Backend
                          ) -> None:
-        what = getattr(backend, "launch_wait", lambda cid: None)(container.id)
+        what = backend.launch_wait(container.id) if isinstance(backend, LaunchWait) else None
         reason = "the launch was cancelled" + (f" while {what}" if what else "")
 
         def unit(tx: Tx) -> None:
@@ -620,7 +593,7 @@ class Dispatcher:
         try:
             try:
                 worker = WorkerSpec.from_dict(spec.worker_spec)
-                if worker.agent.interactive and getattr(backend, "offers_ssh", False) and \
+                if worker.agent.interactive and isinstance(backend, SshTunnel) and \
                         self._ssh_key is not None:
                     worker, spec = await self._with_ssh_key(worker, spec, session.id)
                 await asyncio.to_thread(dump_spec, worker,
@@ -722,59 +695,6 @@ class Dispatcher:
         if wait.retry_after_seconds:
             asyncio.get_running_loop().call_later(wait.retry_after_seconds, self.kick)
 
-    async def _zero_for_new_session(self, task: TaskRow) -> tuple[Manifest, bool]:
-        """Checkpoint zero for a task's new session: the upload itself (stored under the
-        reserved session id), or — for a retry, whose first session took that id — a copy
-        of it under a fresh session id (blobs are shared; only the manifest is new, and
-        the caller writes it once the dispatch is claimed: True)."""
-        indexed = next((cp.id for cp in await self._store.checkpoints.list(
-            task.source_workspace_id, limit=100000) if cp.trigger == WORKSPACE_TRIGGER), None)
-        zero = await asyncio.to_thread(checkpoint_zero, self._volume, task.source_workspace_id,
-                                       indexed)
-        if await self._store.sessions.find(zero.session_id) is None:
-            return zero, False
-        copy = dataclasses.replace(zero, session_id=ids.new_id(ids.SESSION), id="")
-        copy.id = copy.compute_id()
-        return copy, True
-
-    async def _has_conversation(self, task: TaskRow) -> Conversation | None:
-        """The session's latest checkpoint when it holds a conversation to resume (a worker
-        that died before its first turn left none: that run starts over). Checkpoint zero
-        holding one was sent by the user (``--from-session``): its prompt is still due."""
-        if task.session_id is None:
-            return None
-        session = await self._store.sessions.find(task.session_id)
-        if session is None or session.latest_checkpoint_id is None:
-            return None
-        try:
-            manifest = await asyncio.to_thread(load_manifest, self._volume, session.id,
-                                               session.latest_checkpoint_id)
-        except ParheliaError:
-            log.warning("latest checkpoint unreadable", session_id=session.id,
-                        checkpoint_id=session.latest_checkpoint_id)
-            return None
-        if not manifest.conversation:
-            return None
-        return Conversation(manifest.id, sent=manifest.trigger == WORKSPACE_TRIGGER
-                            and manifest.parent_id is None)
-
-    def _launch_for(self, task: TaskRow, session: SessionRow,
-                    conversation: Conversation | None) -> Launch:
-        """Resume the conversation when the latest checkpoint holds one; otherwise run the
-        prompt from the latest checkpoint's workspace (checkpoint zero, or nothing)."""
-        latest = session.latest_checkpoint_id
-        if conversation is not None and conversation.checkpoint_id == latest and \
-                conversation.sent:
-            # Checkpoint zero holds a local conversation (`task create --from-session`) and
-            # no turn of the task is checkpointed yet: the task's prompt is the next
-            # message of that conversation.
-            return Launch(task.prompt, resume=True, restore_checkpoint_id=latest)
-        if conversation is not None and conversation.checkpoint_id == latest:
-            return Launch(continuation_prompt(latest, task.status_reason
-                                              or "its worker stopped"),
-                          resume=True, restore_checkpoint_id=latest)
-        return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
-
     async def _with_ssh_key(self, worker: WorkerSpec, spec: ContainerSpec, session_id: str
                             ) -> tuple[WorkerSpec, ContainerSpec]:
         """The session's public key in the spec (`session attach --ssh`); without
@@ -788,47 +708,13 @@ class Dispatcher:
         worker = dataclasses.replace(worker, ssh_authorized_key=public)
         return worker, dataclasses.replace(spec, worker_spec=worker.to_dict())
 
-    def _container_spec(self, backend: Backend, task: TaskRow, session: SessionRow,
-                        container: ContainerRow, launch: Launch, cfg: Config,
-                        bundle: tuple[str | None, dict[str, str]] = (None, {})
-                        ) -> ContainerSpec:
-        paths = backend.worker_paths(session.id, container.id)
-        worker = WorkerSpec(
-            container_id=container.id, task_id=task.id, session_id=session.id,
-            incarnation=container.incarnation, backend=task.backend,
-            volume_dir=paths.volume_dir, workspace_dir=paths.workspace_dir,
-            claude_config_dir=paths.claude_config_dir,
-            volume_sync_argv=list(paths.sync_argv), tmux_socket=paths.tmux_socket or None,
-            sandbox=paths.sandbox,
-            restore_checkpoint_id=launch.restore_checkpoint_id,
-            repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
-            prompt=launch.prompt, task_prompt=task.prompt,
-            agent=AgentSpec(
-                session_uuid=session.agent_session_id, command=list(cfg.agent.command),
-                resume=launch.resume, model=task.model or None, interactive=task.interactive,
-                permission_mode=task.permission_mode, max_turns=task.max_turns,
-                max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
-                timeout_seconds=task.timeout_seconds, project_settings=task.trust_project),
-            heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
-            checkpoint=CheckpointPolicy(
-                interval_seconds=cfg.checkpoint.interval_seconds,
-                min_turn_interval_seconds=cfg.checkpoint.min_turn_interval_seconds,
-                risky_patterns=list(cfg.checkpoint.risky_patterns)),
-            config_bundle_id=bundle[0],
-        )
-        return ContainerSpec(
-            container_id=container.id, task_id=task.id, session_id=session.id,
-            owner_tag=self._owner, worker_spec=worker.to_dict(), cpu=task.cpu,
-            memory_mb=task.memory_mb, gpu=task.gpu, timeout_seconds=task.timeout_seconds,
-            paths=paths, secret_env=dict(bundle[1]))
-
-    async def _fail(self, task: TaskRow, code: str, message: str) -> None:
+    async def _fail(self, task: TaskRow, code: Code, message: str) -> None:
         """Fail a task before any worker of this attempt ran: nothing of an earlier run's
         result (a resumed task's old success) stays beside the error."""
         await self._store.write(lambda tx: fail_task(tx, task.id, code, message,
                                                      result_subtype="", result_text=""))
 
-    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: str,
+    async def _launch_failed(self, task: TaskRow, container: ContainerRow, code: Code,
                              message: str) -> None:
         def unit(tx: Tx) -> None:
             tx.containers.update(container.id, state="failed", reason=message,
@@ -846,7 +732,7 @@ class Dispatcher:
         await self._store.write(unit)
 
 
-def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:
+def _fail_if_waiting(tx: Tx, task_id: str, code: Code, message: str) -> None:
     current = tx.tasks.get(task_id)
     if current is not None and current.status in (TaskStatus.PENDING, TaskStatus.RECOVERING):
         fail_task(tx, task_id, code, message, result_subtype="", result_text="")

@@ -2,9 +2,10 @@
 
 Checks run in the daemon, so they see the environment workers will inherit (its
 PATH, its credentials). Credential values are never returned, only their presence.
-Each check says what it looked at just now: without ``--check-modal`` nothing is asked
-of Modal (and the Modal line says so); with it, the daemon asks Modal within
-``MODAL_CHECK_DEADLINE_S`` (:func:`modal_now`).
+A backend checks its own setup (``SelfCheck``, from the registry); here is what every
+daemon needs, and each backend's ``available()``. Each check says what it looked at
+just now: without ``--check-modal`` nothing is asked of Modal (and the Modal line says
+so); with it, each backend that can be is asked now (``Backends.check_now``).
 """
 
 from __future__ import annotations
@@ -14,32 +15,19 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from parhelia import container, envfile, ownership, sandbox
-from parhelia.backends import MODAL
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
+from parheliad.backends.base import FAIL, OK, WARN, Check
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
 
-OK, WARN, FAIL = "ok", "warn", "fail"
-MODAL_CHECK_DEADLINE_S = 10.0
 MIN_FREE_BYTES = 1 << 30
 LOW_FREE_BYTES = 5 << 30
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
 
 
 def run_checks(paths: Paths, config: Config, socket: Path,
@@ -47,7 +35,7 @@ def run_checks(paths: Paths, config: Config, socket: Path,
     env = dict(os.environ if env is None else env)
     return [_socket(socket), _config(paths), _agent(config, env),
             _credentials(env, envfile.env_file(paths)), _local_sandbox(config, env, paths),
-            _disk(paths), _git(), *_modal(config, env)]
+            _disk(paths), _git()]
 
 
 def backend_checks(states: list[BackendState], default_backend: str) -> list[Check]:
@@ -186,68 +174,3 @@ def _git() -> Check:
                      "and `task pull` cannot make branches", "install git")
     return Check("git", OK, shutil.which("git") or "git")
 
-
-def _modal(config: Config, env: dict[str, str]) -> list[Check]:
-    """Modal, without a single network call: the SDK, the token, where workers' Anthropic
-    credential will come from; it says that Modal itself was not asked."""
-    import importlib.metadata
-    import importlib.util
-
-    # neither imports modal
-    from parheliad.backends.modal.errors import TOKEN_FIX
-    from parheliad.backends.modal.token import config_path, token_configured
-
-    wanted = config.orchestrator.default_backend == MODAL
-    missing = FAIL if wanted else WARN
-    setup = "then `parhelia modal setup` (creates the app and volume, builds the image)"
-    if importlib.util.find_spec("modal") is None:
-        return [Check("modal", missing, "the modal package is not installed",
-                      "reinstall parhelia (modal is one of its dependencies)")]
-    version = importlib.metadata.version("modal")
-    if not token_configured(env):
-        if not wanted:
-            return [Check("modal", OK, f"modal {version}; no token (optional: {TOKEN_FIX}, "
-                          + setup + ")")]
-        return [Check("modal", FAIL, "no Modal token (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or "
-                      f"{config_path(env)})", f"{TOKEN_FIX}, " + setup)]
-    m = config.modal
-    where = "the environment" if env.get("MODAL_TOKEN_ID") else str(config_path(env))
-    checks = [Check("modal", OK, f"modal {version}; a token is configured ({where}); app "
-                    f"{m.app_name!r}, volume {m.volume_name!r} not checked against Modal now "
-                    "(`parhelia doctor --check-modal` asks it)")]
-    local = [k for k in CREDENTIAL_VARS if env.get(k)]
-    outside = (f"with the Modal secret {m.secret_name!r}, Modal puts the credential into "
-               "the sandbox's API requests (outbound policy: the agent sees a placeholder)")
-    if local:
-        checks.append(Check("modal secret", OK, f"{outside}; without it, {local[0]} from "
-                            "this environment goes into the sandbox's environment as an "
-                            "ephemeral secret, where the agent can read it",
-                            f"modal secret create {m.secret_name} {local[0]}=... keeps it "
-                            "out of the sandbox"))
-    else:
-        checks.append(Check("modal secret", WARN, f"workers need the Modal secret "
-                            f"{m.secret_name!r}: nothing in this environment to fall back on",
-                            "`parhelia auth set`, or create the secret "
-                            f"{m.secret_name!r} at https://modal.com/secrets"))
-    return checks
-
-
-async def modal_now(backend: object | None, phase: Callable[[str], None] = lambda s: None
-                    ) -> list[Check]:
-    """``doctor --check-modal``: the token, app, volume and secret asked of Modal now, all
-    within ``MODAL_CHECK_DEADLINE_S`` (nothing is created). One check per step, saying
-    what Modal answered."""
-    if backend is None:
-        return [Check("modal now", FAIL, "this daemon has no Modal backend",
-                      "see the `backend modal` line above")]
-    from parheliad.backends.modal.setup import run_setup
-
-    started = time.monotonic()
-    steps = await run_setup(backend, check_only=True,  # type: ignore[arg-type]
-                            deadline_s=MODAL_CHECK_DEADLINE_S, progress=phase)
-    took = time.monotonic() - started
-    out = [Check(f"modal {s.name}", OK if s.ok else FAIL, s.detail, s.recovery)
-           for s in steps]
-    if all(s.ok for s in steps):
-        out.append(Check("modal now", OK, f"Modal answered every check in {took:.1f} s"))
-    return out

@@ -30,14 +30,14 @@ import structlog
 
 from parheliad.backends.base import Backend
 from parheliad.config import Config
-from parheliad.core.listener import Listener, LostHandler, Outcome, settle_container
+from parheliad.core.listener import Listener
+from parheliad.core.settle import Settler, lost_outcome
 from parheliad.core.states import CONTAINER_LIVE, Health, health_after
 from parheliad.store.clock import US_PER_SECOND, now_us
 from parheliad.store.store import Store
 from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
-
 
 _LATE_TOLERANCE = 0.5
 """A heartbeat is missed once it is this many intervals late."""
@@ -64,15 +64,13 @@ def missed_heartbeats(silence_us: int, interval_seconds: float) -> int:
 
 class HealthMonitor:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 config: Callable[[], Config], listener: Listener, *,
-                 on_lost: LostHandler | None = None,
-                 on_settled: Callable[[], None] = lambda: None) -> None:
+                 config: Callable[[], Config], listener: Listener,
+                 settler: Settler) -> None:
         self._store = store
         self._backends = backends
         self._config = config
         self._listener = listener
-        self._on_lost = on_lost
-        self._on_settled = on_settled
+        self._settler = settler
         self.sweeps = 0
         self._last_sweep_us: int | None = None
         self._resumed_at_us = 0
@@ -182,8 +180,7 @@ class HealthMonitor:
         interval = self._config().heartbeat.interval_seconds
         reason = (f"no heartbeat for {change.missed} intervals of {interval:g}s (health dead); "
                   "the worker was killed")
-        lost = await self._store.write(lambda tx: settle_container(
-            tx, c.id, Outcome(None, "lost", error_message=reason)))
+        settled = await self._settler.record(c.id, lost_outcome(reason))
         backend = self._backends.get(c.backend)
         if backend is not None and c.backend_id:
             try:
@@ -191,27 +188,13 @@ class HealthMonitor:
             except Exception:
                 log.exception("could not kill a dead worker", container_id=c.id)
         log.warning("dead worker killed", container_id=c.id, backend_id=c.backend_id)
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+        await self._settler.follow_up(settled.lost)
 
     async def prune(self) -> int:
         """Keep the newest ``retention_per_container`` heartbeats of every container."""
         keep = self._config().heartbeat.retention_per_container
 
-        def unit(tx: Tx) -> int:
-            over = [r[0] for r in tx.conn.execute(
-                "SELECT container_id FROM heartbeats GROUP BY container_id "
-                "HAVING COUNT(*) > ?", (keep,)).fetchall()]
-            deleted = 0
-            for cid in over:
-                deleted += tx.conn.execute(
-                    "DELETE FROM heartbeats WHERE container_id = ?1 AND id NOT IN ("
-                    "SELECT id FROM heartbeats WHERE container_id = ?1 "
-                    "ORDER BY at DESC, id DESC LIMIT ?2)", (cid, keep)).rowcount
-            return deleted
-
-        deleted = await self._store.write(unit)
+        deleted = await self._store.write(lambda tx: tx.heartbeats.keep_newest(keep))
         if deleted:
             log.debug("heartbeats pruned", deleted=deleted)
         return deleted

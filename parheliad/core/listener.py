@@ -12,9 +12,9 @@ and blobs are here, a worker's end only once its result and log are. A backend t
 cannot be reached leaves the batch for a later pass (the cursor does not move).
 
 When a container's process is gone, its channel is drained a last time and its end
-is settled by ``settle_container``: from the worker's own ``worker_exited`` record,
-else from its durable result file, else it died without a word and the task goes to
-recovery.
+is settled (:mod:`parheliad.core.settle`): from the worker's own ``worker_exited``
+record, else from its durable result file, else it died without a word and the task
+goes to recovery.
 """
 
 from __future__ import annotations
@@ -22,33 +22,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 
 from parhelia import events as catalogue
 from parhelia import records, sandbox
-from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError
 from parhelia.records import RecordError
-from parhelia.spec import ExitCode, WorkerResult
 from parhelia.spool import read_spool
-from parhelia.volume import LocalVolume, result_key, spool_key
+from parhelia.volume import LocalVolume, spool_key
 from parheliad.backends.base import (
-    END_EVICTED,
-    END_INIT_FAILURE,
-    END_OOM,
     Backend,
     BackendUnreachable,
     ChannelBatch,
-    ContainerStatus,
 )
+from parheliad.backends.registry import terms
 from parheliad.core import volsync
 from parheliad.core.budget import (
     AGENT_COST_NOTE,
@@ -56,16 +50,15 @@ from parheliad.core.budget import (
     Budget,
     complete_if_paused,
 )
+from parheliad.core.settle import Lost, Outcome, Settler, lost_outcome, settle_container
 from parheliad.core.states import (
-    CONTAINER_FINAL,
     SESSION_LIVE,
     ContainerState,
     Health,
     SessionStatus,
-    TaskStatus,
     session_status_for,
 )
-from parheliad.core.tasks import fail_task, index_checkpoint, transition
+from parheliad.core.tasks import index_checkpoint
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow
 from parheliad.store.store import Store
@@ -75,32 +68,6 @@ log = structlog.get_logger(__name__)
 
 _DRAIN_INTERVAL = 0.1
 _EXIT_CHECK_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one incarnation ended."""
-
-    exit_code: int | None
-    status: str  # completed | failed | timeout | stopped | lost
-    error_code: str = ""
-    error_message: str = ""
-    counts_restart: bool = True
-    """False when the worker was lost through no fault of its own (the backend evicted
-    it): recovered without counting a restart."""
-
-
-class Lost(NamedTuple):
-    """A task whose worker died without finishing it: what recovery is handed."""
-
-    task_id: str
-    container_id: str
-    reason: str
-    counts_restart: bool = True
-
-
-LostHandler = Callable[..., Awaitable[None]]
-"""``(task_id, container_id, reason, counts_restart=True)`` (a ``Lost``, unpacked)."""
 
 
 def parse_at(value: Any) -> int | None:
@@ -126,16 +93,14 @@ class Applied:
 
 class Listener:
     def __init__(self, store: Store, backends: Mapping[str, Backend], volume: LocalVolume,
-                 budget: Budget, *, on_settled: Callable[[], None] = lambda: None,
-                 on_lost: LostHandler | None = None,
+                 budget: Budget, settler: Settler, *,
                  launching: AbstractSet[str] = frozenset()) -> None:
         self._store = store
         self._budget = budget  # books the agents' spend and enforces it at once
         self._launching = launching  # the dispatcher's launches in flight
         self._backends = backends
         self._volume = volume  # the daemon's local volume
-        self._on_settled = on_settled
-        self._on_lost = on_lost
+        self._settler = settler
         self._task: asyncio.Task[None] | None = None
         self._exits_task: asyncio.Task[None] | None = None
         self._last_exit_check = 0.0
@@ -248,11 +213,8 @@ class Listener:
         tasks whose worker said it stopped without being asked (``worker_exited``, status
         stopped) go to recovery like any other unasked end."""
         self._budget.stop_workers(applied.stops)
-        for item in applied.lost:
-            if self._on_lost is not None:
-                await self._on_lost(*item)
         if applied.lost:
-            self._on_settled()
+            await self._settler.follow_up(*applied.lost)
 
     async def drain(self, container: ContainerRow, *, final: bool = False) -> int:
         """Apply what the container's channel holds now. ``final`` (the container is
@@ -283,14 +245,14 @@ class Listener:
 
     async def _drain_copy(self, backend: Backend, container: ContainerRow) -> int:
         """Records of an ended container from the daemon's copy of its spool."""
-        key = spool_key(container.id)
         if not container.session_id:
             return 0
         try:
-            await backend.pull(self._volume, [key], session_id=container.session_id)
+            await volsync.pull_spool(backend, self._volume, container.id,
+                                     container.session_id)
         except BackendUnreachable:
             return 0
-        path = self._volume.path_for(key)
+        path = self._volume.path_for(spool_key(container.id))
         if path is None:
             return 0
         total = 0
@@ -441,12 +403,13 @@ class Listener:
             index_checkpoint(tx, c.session_id, c.id, record)
         elif isinstance(record, records.SessionMode) and c.session_id is not None:
             _session_mode(tx, c, record)
-        elif isinstance(record, records.WorkerIsolation) and c.backend == LOCAL and \
-                not c.isolation:
-            # Only a local worker says how it contains its agent (a Modal sandbox's is set
-            # by the daemon at launch: its channel is written where the agent runs), and
-            # only its first record counts: the worker sends it before the agent starts, so
-            # an uncontained agent writing the spool cannot take it back.
+        elif isinstance(record, records.WorkerIsolation) and \
+                terms(c.backend).worker_reports_isolation and not c.isolation:
+            # Only a worker outside its agent's container says how it contains its agent
+            # (a Modal sandbox's is set by the daemon at launch: its channel is written
+            # where the agent runs), and only its first record counts: the worker sends it
+            # before the agent starts, so an uncontained agent writing the spool cannot
+            # take it back.
             tx.containers.update(c.id, isolation=record.isolation,
                                  credential=record.credential)
         elif isinstance(record, records.WorkerExited):
@@ -466,7 +429,7 @@ class Listener:
                 by_backend.setdefault(c.backend, []).append(c)
             elif c.state == ContainerState.CREATED and not c.backend_id and \
                     c.id not in self._launching and now_us() - c.created_at > 30_000_000:
-                await self._settle_gone(c, Outcome(None, "lost", error_message="never launched"))
+                await self._settler.settle(c.id, lost_outcome("never launched"))
         for name, containers in by_backend.items():
             backend = self._backends[name]
             try:
@@ -482,37 +445,10 @@ class Listener:
                     continue
                 await self.drain(c, final=True)
                 try:
-                    outcome = await self.ended_outcome(backend, c, status)
+                    outcome = await self._settler.ended_outcome(backend, c, status)
                 except BackendUnreachable:
                     continue  # settled on a later pass, once its result can be read
-                await self._settle_gone(c, outcome)
-
-    async def ended_outcome(self, backend: Backend, c: ContainerRow,
-                            status: ContainerStatus) -> Outcome:
-        """How a container that is gone ended: its result file (copied from the backend's
-        volume first, with its log and last checkpoint), else what the backend says of
-        its end (an OOM kill, an eviction, an init failure) and its exit code. Raises
-        BackendUnreachable when the backend's volume cannot be read now."""
-        await self._pull_end(backend, c)
-        return await asyncio.to_thread(_outcome_from_result, self._volume, c.id, status)
-
-    async def _pull_end(self, backend: Backend, c: ContainerRow) -> None:
-        if volsync.shared(backend, self._volume) or not c.session_id:
-            return
-        session = await self._store.sessions.find(c.session_id)
-        latest = session.latest_checkpoint_id if session is not None else None
-        try:
-            await volsync.pull_end(backend, self._volume, c.id, c.session_id, latest)
-        except BackendUnreachable:
-            raise
-        except ParheliaError as exc:
-            log.warning("final checkpoint not copied", container_id=c.id, error=exc.message)
-
-    async def _settle_gone(self, c: ContainerRow, outcome: Outcome) -> None:
-        lost = await self._store.write(lambda tx: settle_container(tx, c.id, outcome))
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+                await self._settler.settle(c.id, outcome)
 
 
 def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
@@ -588,111 +524,6 @@ def _is_current(tx: Tx, c: ContainerRow) -> bool:
     after a retry must not overwrite what the task shows)."""
     task = tx.tasks.get(c.task_id)
     return task is not None and task.container_id == c.id
-
-
-def _outcome_from_result(volume: LocalVolume, container_id: str,
-                         status: ContainerStatus) -> Outcome:
-    key = result_key(container_id)
-    if volume.exists(key):
-        try:
-            result = WorkerResult.from_dict(json.loads(volume.get(key)))
-            return Outcome(result.exit_code, result.status, result.error_code or "",
-                           result.error_message or "")
-        except (ValueError, TypeError, OSError):
-            log.warning("unreadable result file", container_id=container_id)
-    exit_code, said = status.exit_code, status.detail
-    if status.end == END_OOM:
-        return Outcome(exit_code, "lost", error_message=f"out of memory: raise --memory "
-                       f"({said})")
-    if status.end == END_EVICTED:
-        return Outcome(exit_code, "lost", counts_restart=False, error_message=(
-            f"evicted by its backend, through no fault of the worker ({said}); resumed "
-            "without counting a restart"))
-    if status.end == END_INIT_FAILURE:
-        return Outcome(exit_code, "failed", error_code="E505",
-                       error_message=f"the sandbox could not start ({said})")
-    if exit_code is None:
-        return Outcome(None, "lost", error_message="the worker vanished without a result")
-    return Outcome(exit_code, "lost",
-                   error_message=f"the worker died (exit {exit_code}) without a result")
-
-
-RESULT_UNSAVED_EVENT = "task_result_unsaved"
-
-
-def settle_container(tx: Tx, container_id: str, outcome: Outcome) -> Lost | None:
-    """Record a container's end and move its task on. Idempotent.
-
-    Returns ``(task_id, container_id, reason)`` when the task must be recovered.
-    """
-    c = tx.containers.get(container_id)
-    if c is None or c.state in CONTAINER_FINAL:
-        return None
-    task = tx.tasks.get(c.task_id)
-    now = now_us()
-    if outcome.status == "completed":
-        state = ContainerState.EXITED
-    elif outcome.status == "lost":
-        state = ContainerState.LOST if outcome.exit_code is None else ContainerState.FAILED
-    elif outcome.status == "stopped" and task is not None and task.status in (
-            TaskStatus.CANCELLED, TaskStatus.PAUSED):
-        state = ContainerState.TERMINATED
-    elif outcome.status == "stopped":
-        state = ContainerState.EXITED
-    else:
-        state = ContainerState.FAILED if outcome.exit_code != ExitCode.TIMEOUT \
-            else ContainerState.EXITED
-    reason = outcome.error_message or outcome.status
-    tx.containers.update(c.id, state=state.value, exit_code=outcome.exit_code,
-                         reason=reason[:500], stopped_at=now)
-    ev = {ContainerState.EXITED: "container_exited", ContainerState.FAILED: "container_failed",
-          ContainerState.LOST: "container_lost",
-          ContainerState.TERMINATED: "container_terminated"}[state]
-    tx.events.append(ev, reason, task_id=c.task_id, session_id=c.session_id, container_id=c.id,
-                     data={"exit_code": outcome.exit_code, "status": outcome.status,
-                           "error_code": outcome.error_code})
-    if c.session_id:
-        tx.sessions.ended(c.session_id, completed=outcome.status == "completed")
-    if task is None or task.container_id != c.id or task.status not in (
-            TaskStatus.RUNNING, TaskStatus.RECOVERING):
-        return None  # the task moved on already (cancelled, paused, or a newer container)
-    if outcome.status == "completed" and outcome.error_code:
-        # The agent finished but its result (the completion checkpoint) was not saved: not
-        # a success to report; the work is in the workspace, `checkpoint create` saves it.
-        reason = (f"{outcome.error_message or 'the result was not saved'}. Save it with "
-                  f"`parhelia checkpoint create {c.session_id}` (from the workspace it left "
-                  "on this machine), then `parhelia task diff`/`pull` bring it back")
-        transition(tx, task.id, TaskStatus.COMPLETED, reason=reason,
-                   event_type=RESULT_UNSAVED_EVENT, data={"code": outcome.error_code},
-                   needs_user=True, result_exit_code=outcome.exit_code or 0,
-                   result_error_code=outcome.error_code,
-                   result_error_message=reason[:2000])
-        return None
-    if outcome.status == "completed":
-        transition(tx, task.id, TaskStatus.COMPLETED, result_exit_code=outcome.exit_code or 0)
-        if c.session_id:
-            tx.sessions.update(c.session_id, status=SessionStatus.COMPLETED)
-        return None
-    if outcome.status in ("lost", "stopped"):
-        return Lost(task.id, c.id, reason, outcome.counts_restart)
-    code = outcome.error_code or ("E501" if outcome.exit_code == ExitCode.TIMEOUT else "E604")
-    message = _failure_message(task.result_subtype, outcome) or outcome.error_message or \
-        f"the worker failed (exit {outcome.exit_code})"
-    fail_task(tx, task.id, code, message, exit_code=outcome.exit_code)
-    return None
-
-
-def _failure_message(subtype: str, outcome: Outcome) -> str:
-    """A clearer message than the worker's for the ends we can name, else ""."""
-    if outcome.exit_code == ExitCode.TIMEOUT:
-        return "the task reached its timeout (the workspace was checkpointed first)"
-    if outcome.error_code:
-        return ""  # the worker's own message for E400/E500/E600... says it best
-    if subtype == "error_max_turns":
-        return "the agent reached --max-turns before finishing; give it more with --max-turns"
-    if subtype == "error_max_budget_usd":
-        return "the agent reached the task's --max-cost"
-    return ""
 
 
 def _level(record: records.Typed | None) -> str | None:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from parhelia import money
-from parhelia.backends import LOCAL
 from parhelia.errors import invalid
+from parheliad.backends.registry import terms
 from parheliad.config import Config, Prices, RatesConfig, model_prices
 from parheliad.core.tasks import TaskOptions, task_options
 from parheliad.store.clock import US_PER_SECOND
@@ -95,8 +95,8 @@ def split_gpu(gpu: str) -> tuple[str, int]:
 
 def compute_rate(rates: RatesConfig, backend: str, cpu: float, memory_mb: int,
                  gpu: str) -> Decimal:
-    """USD per second of one container; local workers cost nothing."""
-    if backend == LOCAL:
+    """USD per second of one container (nothing on a backend whose compute is free)."""
+    if not terms(backend).compute_priced:
         return Decimal(0)
     name, count = split_gpu(gpu)
     gpu_rate = rates.gpu.get(name, Decimal(0)) * count if name else Decimal(0)
@@ -165,7 +165,7 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     """The cost range of a task with validated ``opts`` (see ``parhelia help budget``).
 
     compute: rate x timeout (high) and rate x ceil(timeout / 4) (low), where rate =
-    cores x CPU rate + GiB x memory rate + GPUs x GPU rate (0 on the local backend);
+    cores x CPU rate + GiB x memory rate + GPUs x GPU rate (0 where compute is free);
     api: turn cap x (20,000 input + 1,500 output tokens) at the model's prices (high)
     and ceil(turn cap / 4) x (2,000 input + 300 output tokens) (low).
     """
@@ -174,8 +174,8 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     low_seconds = math.ceil(opts.timeout_seconds / LOW_TIME_SHARE)
     compute_low = to_micros(rate * low_seconds)
     compute_high = to_micros(rate * opts.timeout_seconds)
-    if opts.backend == LOCAL:
-        compute_basis = "local worker: no compute charge"
+    if not terms(opts.backend).compute_priced:
+        compute_basis = terms(opts.backend).free_compute
     else:
         gpu = f" + {opts.gpu}" if opts.gpu else ""
         compute_basis = (f"{opts.cpu:g} cores + {opts.memory_mb / GIB_MB:g} GiB{gpu} at "

@@ -20,8 +20,8 @@ looked at, let alone touched. Then:
   that vanished by itself) are corrected with a ``state_drift`` event;
 - the budget's compute for containers that ended ``budget.usage_settle_seconds`` ago (an
   estimate at the configured rates) is replaced by the backend's own figure where it has
-  one (Modal: one ``app.sandboxes.stats`` call per pass, at most every half settle time,
-  ``parheliad.core.budget.book_usage``).
+  one (a backend offering ``ComputeBilling``: one call per pass, at most every half
+  settle time, ``parheliad.core.budget.book_usage``).
 
 The last report (start, duration, findings) is kept in the ``kv`` table for
 ``parhelia reconciler status``. ``cleanup`` lists the orphans and, asked to, ends them.
@@ -38,10 +38,11 @@ from typing import Any
 import structlog
 
 from parhelia.errors import ParheliaError
-from parheliad.backends.base import Backend, ListedContainer
+from parheliad.backends.base import Backend, ComputeBilling, ListedContainer
 from parheliad.config import Config
 from parheliad.core import budget
-from parheliad.core.listener import Listener, Lost, LostHandler, Outcome, settle_container
+from parheliad.core.listener import Listener
+from parheliad.core.settle import Settler, lost_outcome, terminated_by_user
 from parheliad.core.states import (
     CONTAINER_FINAL,
     CONTAINER_LIVE,
@@ -111,18 +112,15 @@ class CleanupItem:
 
 class Reconciler:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 config: Callable[[], Config], owner_tag: str, listener: Listener, *,
-                 on_lost: LostHandler | None = None,
-                 on_settled: Callable[[], None] = lambda: None,
-                 stop: StopHandler | None = None) -> None:
+                 config: Callable[[], Config], owner_tag: str, listener: Listener,
+                 settler: Settler, *, stop: StopHandler | None = None) -> None:
         self._store = store
         self._backends = backends
         self._config = config
         self._stop = stop
         self._owner = owner_tag
         self._listener = listener
-        self._on_lost = on_lost
-        self._on_settled = on_settled
+        self._settler = settler
         self._lock = asyncio.Lock()
         self.last_report: Report | None = None
         self._usage_next: dict[str, float] = {}
@@ -153,7 +151,8 @@ class Reconciler:
                 # Defence in depth: whatever a backend returns, only our tag counts.
                 mine = [entry for entry in listed if entry.owner_tag == self._owner]
                 report.findings.extend(await self._compare(name, backend, mine))
-                await self._correct_usage(name, backend, {e.backend_id for e in mine})
+                if isinstance(backend, ComputeBilling):
+                    await self._correct_usage(name, backend, {e.backend_id for e in mine})
             report.duration_ms = round((time.monotonic() - t0) * 1000)
             self.last_report = report
             await self._store.write(lambda tx: self._record(tx, report, manual))
@@ -161,7 +160,8 @@ class Reconciler:
                 log.info("reconciler findings", findings=len(report.findings))
             return report
 
-    async def _correct_usage(self, name: str, backend: Backend, running: set[str]) -> int:
+    async def _correct_usage(self, name: str, backend: ComputeBilling,
+                             running: set[str]) -> int:
         """Replace compute estimates by ``backend``'s figures for the containers that ended
         long enough ago (none still running); how many were corrected."""
         settle = self._config().budget.usage_settle_seconds
@@ -169,9 +169,9 @@ class Reconciler:
             return 0
         now = now_us()
         pending = [c for c in await self._store.write(lambda tx: budget.usage_pending(
-            tx, ended_before=now - int(settle * US_PER_SECOND),
-            ended_after=now - USAGE_WINDOW_US)) if c.backend == name
-            and c.backend_id not in running and c.started_at is not None]
+            tx, name, ended_before=now - int(settle * US_PER_SECOND),
+            ended_after=now - USAGE_WINDOW_US))
+            if c.backend_id not in running and c.started_at is not None]
         if not pending:
             return 0
         self._usage_next[name] = time.monotonic() + min(300.0, max(1.0, settle / 2))
@@ -303,29 +303,20 @@ class Reconciler:
             return None  # alive and talking; maybe listed again next time
         await self._listener.drain(c, final=not status.running)
         if status.running:
-            outcome = Outcome(None, "lost", error_message=(
-                f"not listed by its backend and silent for {silence // US_PER_SECOND}s"))
+            outcome = lost_outcome(
+                f"not listed by its backend and silent for {silence // US_PER_SECOND}s")
             detail = f"not listed, silent for {silence // US_PER_SECOND}s"
         else:
-            outcome = await self._listener.ended_outcome(backend, c, status)
+            outcome = await self._settler.ended_outcome(backend, c, status)
             detail = "the worker process is gone" + (
                 f" (exit {status.exit_code})" if status.exit_code is not None else "")
-
-        def unit(tx: Tx) -> tuple[bool, Lost | None]:
-            row = tx.containers.get(c.id)
-            if row is None or row.state not in CONTAINER_LIVE:
-                return False, None  # the listener settled it meanwhile
-            return True, settle_container(tx, c.id, outcome)
-
-        changed, lost = await self._store.write(unit)
-        if not changed:
-            return None
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+        settled = await self._settler.record(c.id, outcome, if_live=True)
+        if not settled.recorded:
+            return None  # the listener settled it meanwhile
+        await self._settler.follow_up(settled.lost)
         if outcome.status == "lost":
             action = "recorded lost; the task resumes from its latest checkpoint" \
-                if lost is not None else "recorded lost"
+                if settled.lost is not None else "recorded lost"
             return Finding(LOST, c.id, c.backend_id, detail, action)
         return Finding(STATE_DRIFT, c.id, c.backend_id, detail + f", it had ended "
                        f"({outcome.status})", f"settled as {outcome.status}")
@@ -448,31 +439,12 @@ class Reconciler:
                                 container_id=c.id, state=c.state)
         await self._listener.drain(c)
 
-        def unit(tx: Tx) -> Lost | None:
-            row = tx.containers.get(c.id)
-            if row is None or row.state not in CONTAINER_LIVE:
-                return None
-            tx.containers.update(c.id, state=ContainerState.TERMINATED.value,
-                                 reason="terminated by user", stopped_at=now_us())
-            tx.events.append("container_terminated", "terminated by user", task_id=c.task_id,
-                             session_id=c.session_id, container_id=c.id,
-                             data={"backend_id": c.backend_id})
-            if c.session_id:
-                tx.sessions.ended(c.session_id, completed=False)
-            task = tx.tasks.get(c.task_id)
-            if task is not None and task.container_id == c.id and task.status in (
-                    "running", "recovering"):
-                return Lost(task.id, c.id, "its container was terminated by the user")
-            return None
-
-        lost = await self._store.write(unit)
+        lost = await self._store.write(lambda tx: terminated_by_user(tx, c.id))
         if backend is not None and c.backend_id:
             # SIGTERM first: the worker checkpoints before it goes; what it says while
             # going (the checkpoint) is drained below, before recovery picks a checkpoint.
             await backend.terminate(c.backend_id, grace_seconds=self._grace())
             await self._listener.drain(await self._store.containers.get(c.id), final=True)
-        if lost is not None and self._on_lost is not None:
-            await self._on_lost(*lost)
-        self._on_settled()
+        await self._settler.follow_up(lost)
         return await self._store.containers.get(c.id)
 

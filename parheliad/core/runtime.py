@@ -17,10 +17,9 @@ from typing import ClassVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from parhelia.backends import MODAL
 from parhelia.checkpoint.cas import sweep_temp
 from parhelia.checkpoint.projects import Conversation
-from parhelia.errors import ParheliaError
+from parhelia.errors import Code, ParheliaError, is_code
 from parhelia.paths import Paths
 from parhelia.progress import Report
 from parhelia.volume import LocalVolume, log_key
@@ -169,15 +168,14 @@ class Runtime:
     # -- the TaskRuntime seam of the task service ----------------------------------
 
     def check_backend(self, name: str) -> None:
-        """Refuse, at creation, a task its backend cannot start: E400 when Modal has no
-        token (`modal token new`), E500 when the backend is otherwise unavailable."""
+        """Refuse, at creation, a task its backend cannot start: E400 when it lacks a
+        credential of its own (Modal's token: `modal token new`), E500 when it is otherwise
+        unavailable."""
         why = self.registry.unavailable_reason(name)
         if why is None:
             return
-        from parheliad.backends.modal import token_configured  # (built lazily too)
-
-        code = "E400" if name == MODAL and not token_configured(self.environ) else "E500"
-        raise ParheliaError(code, f"{why}. No task was created", backend=name)
+        raise ParheliaError(self.registry.unavailable_code(name), f"{why}. No task was created",
+                            backend=name)
 
     async def kick(self, task: TaskRow) -> None:
         self.dispatcher.kick()
@@ -239,7 +237,8 @@ class Runtime:
         if task.session_id is None:
             raise ParheliaError("E202", f"task {task.id} has not run yet; nothing to compare")
         if task.status == TaskStatus.COMPLETED and task.needs_user and task.status_code:
-            raise ParheliaError(task.status_code, f"task {task.id}'s result was not saved, so "
+            code: Code = task.status_code if is_code(task.status_code) else "E600"
+            raise ParheliaError(code, f"task {task.id}'s result was not saved, so "
                                 f"its last checkpoint is not its result: {task.status_reason}")
         session = await self.store.sessions.get(task.session_id)
         cps = await self.store.checkpoints.list(task.session_id, limit=100000)

@@ -14,7 +14,7 @@ from parhelia.errors import ParheliaError, invalid
 from parhelia.interactive import DETACH_HINT
 from parhelia.progress import BYTES
 from parhelia.volume import Volume
-from parheliad.backends.base import Backend
+from parheliad.backends.base import ArgvAttach, Backend, DaemonTerminal, SshTunnel, Terminal
 from parheliad.config import Config
 from parheliad.core import sshkeys, takehome, volsync
 from parheliad.core.progress import Tracker
@@ -168,12 +168,11 @@ class SessionOps:
         return session, checkpoint_id, copy
 
     async def open_terminal(self, ref: str, rows: int, cols: int, term: str = ""
-                            ) -> tuple[str, Any]:
+                            ) -> tuple[str, Terminal]:
         """``session attach`` through the daemon: a terminal on the interactive TUI of the
         session's container (Modal: an exec with a PTY). (container id, terminal)."""
         session, container, backend = await self._interactive_container(ref)
-        opener = getattr(backend, "open_terminal", None)
-        if backend is None or opener is None:
+        if not isinstance(backend, DaemonTerminal):
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
                                         "backend, whose TUI your terminal attaches to directly "
                                         f"(`parhelia session attach {session.id}`)",
@@ -182,15 +181,15 @@ class SessionOps:
             rows, cols = 24, 80
         if not TERM_RE.match(term):
             term = DEFAULT_TERM
-        argv = backend.terminal_argv(container.id)  # type: ignore[attr-defined]
-        return container.id, await opener(container.backend_id, container.id, argv, rows, cols,
-                                           term)
+        argv = backend.terminal_argv(container.id)
+        return container.id, await backend.open_terminal(container.backend_id, container.id,
+                                                         argv, rows, cols, term)
 
     async def ssh(self, ref: str) -> SshAccess:
         """`session attach --ssh` (Modal): the session's key, a known_hosts pinning the
         host key its worker reported, the tunnel's address and the ssh argv."""
         session, container, backend = await self._interactive_container(ref)
-        if backend is None or not getattr(backend, "offers_ssh", False):
+        if not isinstance(backend, SshTunnel):
             raise ParheliaError("E601", f"session {session.id} runs on the {container.backend} "
                                         "backend: --ssh is for Modal sessions; attach with "
                                         f"`parhelia session attach {session.id}`",
@@ -205,12 +204,12 @@ class SessionOps:
                                         "--ssh) attaches through the Modal SDK",
                                 session_id=session.id)
         host_key = str(reported[-1].data.get("host_key") or "")
-        host, port = await backend.ssh_endpoint(container.backend_id)  # type: ignore[attr-defined]
+        host, port = await backend.ssh_endpoint(container.backend_id)
         state = self._state_dir
         key = await asyncio.to_thread(sshkeys.session_key, state, session.id)
         known = await asyncio.to_thread(sshkeys.pin_host_key, state, session.id, host, port,
                                         host_key)
-        remote = backend.terminal_argv(container.id)  # type: ignore[attr-defined]
+        remote = backend.terminal_argv(container.id)
         return SshAccess(sshkeys.ssh_argv(key, known, host, port, remote), host, port,
                          str(reported[-1].data.get("fingerprint") or ""), str(known),
                          str(key.private))
@@ -332,8 +331,10 @@ class SessionOps:
             taken = True
         row = await self._wait_mode(session.id, container.id, interactive=True,
                                     what="the interactive TUI started")
-        argv = self._backends[container.backend].attach_argv(container.backend_id,
-                                                                container.id)
+        backend = self._backends[container.backend]
+        # A backend without ArgvAttach is attached through the daemon (AttachTerminal).
+        argv = backend.attach_argv(container.backend_id, container.id) \
+            if isinstance(backend, ArgvAttach) else []
         return AttachInfo(row, argv, ATTACH_UNSET_ENV, taken, DETACH_HINT)
 
     async def release(self, ref: str, instruction: str = "") -> SessionRow:

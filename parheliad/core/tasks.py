@@ -18,13 +18,12 @@ from typing import Any, Protocol
 import structlog
 
 from parhelia import gitsafe, gpus, records
-from parhelia.backends import BACKENDS, DEFAULT_BACKEND, MODAL
-from parhelia.errors import ParheliaError, invalid, missing
+from parhelia.backends import BACKENDS, DEFAULT_BACKEND
+from parhelia.errors import Code, ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parhelia.redact import redact
-from parheliad.backends.modal import TASK_TIMEOUT_MAX_S as MODAL_TASK_TIMEOUT_MAX_S
-from parheliad.backends.modal import TIMEOUT_MARGIN_S
+from parheliad.backends.registry import terms
 from parheliad.config import Config, project_widenings, trusts_project
 from parheliad.core.states import (
     TASK_FINAL,
@@ -181,11 +180,10 @@ def validate_options(opts: TaskOptions, defaults: TaskDefaults) -> TaskOptions:
         raise invalid(f"gpu: the {backend} backend has no GPUs, so --gpu {gpu} cannot be "
                       f"honoured there; drop --backend {backend} (--gpu runs on "
                       f"{gpus.GPU_BACKEND}) or drop --gpu", field="gpu")
-    if backend == MODAL and timeout > MODAL_TASK_TIMEOUT_MAX_S:
-        raise invalid(f"timeout: a Modal sandbox lives at most 24 h, including "
-                      f"{TIMEOUT_MARGIN_S} s for the worker's final checkpoint: must be 1 to "
-                      f"{MODAL_TASK_TIMEOUT_MAX_S} seconds on modal, got {timeout}",
-                      field="timeout_seconds")
+    limit = terms(backend).max_task_timeout_seconds
+    if limit is not None and timeout > limit:
+        raise invalid(f"timeout: {terms(backend).timeout_limit}: must be 1 to {limit} seconds "
+                      f"on {backend}, got {timeout}", field="timeout_seconds")
     return TaskOptions(gpu=gpu, cpu=float(cpu), memory_mb=memory, timeout_seconds=timeout,
                        max_turns=turns, max_cost_micros=opts.max_cost_micros, model=model,
                        permission_mode=mode, interactive=opts.interactive, backend=backend)
@@ -251,7 +249,7 @@ def transition(tx: Tx, task_id: str, to: str, *, reason: str = "", message: str 
     return row
 
 
-def fail_task(tx: Tx, task_id: str, code: str, message: str,
+def fail_task(tx: Tx, task_id: str, code: Code, message: str,
               exit_code: int | None = None, **fields: Any) -> TaskRow:
     """Inside a unit: the task failed with catalogue ``code``; the one way to say so."""
     return transition(tx, task_id, TaskStatus.FAILED, reason=message[:500], data={"code": code},

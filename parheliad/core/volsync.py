@@ -7,7 +7,8 @@ each backend keeps its own (a Modal volume). Copies happen here and nowhere else
   the worker restores (checkpoint zero of a new session, or the one resumed from);
 - each checkpoint the worker reports: its manifest, then the blobs it references that
   the local volume lacks, and the agent's log so far;
-- the end: the result file, the log, and the final checkpoint (as above).
+- the end: the result file, the log, and the final checkpoint (as above); and the whole
+  spool, so the listener applies every record the worker wrote before it settles the end.
 
 Every copy names the session whose workers see or wrote the keys: a Modal sandbox
 mounts only its session's area of the volume, and the daemon reads a session's files
@@ -42,6 +43,7 @@ from parhelia.volume import (
     manifest_key,
     result_key,
     spec_key,
+    spool_key,
 )
 from parheliad.backends.base import Backend
 
@@ -188,3 +190,12 @@ async def pull_end(backend: Backend, local: Volume, container_id: str, session_i
     if last_checkpoint_id:
         fetched += await pull_checkpoint(backend, local, session_id, last_checkpoint_id)
     return fetched
+
+
+async def pull_spool(backend: Backend, local: Volume, container_id: str,
+                     session_id: str) -> int:
+    """The whole spool of an incarnation that ended (a live reader of the backend's
+    channel may not have caught up with it), from its session's area."""
+    if shared(backend, local):
+        return 0
+    return await backend.pull(local, [spool_key(container_id)], session_id=session_id)

@@ -97,10 +97,7 @@ def release(tx: Tx, task_ids: Iterable[str] | None = None) -> list[str]:
     """Inside a unit: release held pending tasks (all of them when ``task_ids`` is None),
     and end their backoffs; the ids released."""
     if task_ids is None:
-        rows = tx.conn.execute("SELECT id FROM tasks WHERE status = ? AND (held = 1 OR "
-                               "dispatch_after IS NOT NULL)",
-                               (TaskStatus.PENDING.value,)).fetchall()
-        task_ids = [str(r[0]) for r in rows]
+        task_ids = tx.tasks.waiting_for_dispatch()
     released = []
     for task_id in task_ids:
         task = tx.tasks.require(task_id)

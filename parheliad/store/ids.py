@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from parhelia.errors import ParheliaError
+from parhelia.errors import Code, ParheliaError
 
 TASK = "t-"
 SESSION = "s-"
@@ -62,7 +62,7 @@ def check_ref(ref: str, field: str) -> None:
                             field=field)
 
 
-def not_found(code: str, noun: str, ref: str, matches: int = 0,
+def not_found(code: Code, noun: str, ref: str, matches: int = 0,
               candidates: list[str] | None = None) -> ParheliaError:
     if matches > 1 or (candidates and len(candidates) > 1):
         listed = candidates or []

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from parhelia.errors import Code
 from parheliad.store import ids
 from parheliad.store.rows import columns, from_row
 
@@ -53,7 +54,7 @@ def scalar(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> An
     return None if row is None else row[0]
 
 
-def resolve_prefix(conn: sqlite3.Connection, table: str, ref: str, *, prefix: str, code: str,
+def resolve_prefix(conn: sqlite3.Connection, table: str, ref: str, *, prefix: str, code: Code,
                    noun: str) -> str:
     """The full id for ``ref`` (full id or unique prefix); raises ``code`` otherwise."""
     pattern = ids.prefix_pattern(ref, prefix)
@@ -107,7 +108,7 @@ async def acount_by(conn: aiosqlite.Connection, table: str, column: str,
 
 
 async def aresolve_prefix(conn: aiosqlite.Connection, table: str, ref: str, *, prefix: str,
-                          code: str, noun: str) -> str:
+                          code: Code, noun: str) -> str:
     pattern = ids.prefix_pattern(ref, prefix)
     if pattern is None:
         raise ids.not_found(code, noun, ref)
@@ -120,7 +121,7 @@ async def aresolve_prefix(conn: aiosqlite.Connection, table: str, ref: str, *, p
 
 
 async def aget_by_ref(conn: aiosqlite.Connection, cls: type[R], table: str, ref: str, *,
-                      prefix: str, code: str, noun: str) -> R:
+                      prefix: str, code: Code, noun: str) -> R:
     """The row for a full id or unique prefix; raises ``code`` (E2xx) otherwise."""
     query = f"{select(cls)} FROM {table} WHERE id = ?"
     row = await aone(conn, cls, query, (ref,))

@@ -48,7 +48,10 @@ class _Item:
 
 
 @dataclass
-class _Outcome:
+class _Transaction:
+    """What one transaction of queued units did: each unit's result, the events they
+    appended, whether it committed."""
+
     results: list[tuple[bool, Any]] = field(default_factory=list)  # (ok, value|exception)
     events: list[EventRow] = field(default_factory=list)
     committed: bool = False
@@ -170,11 +173,11 @@ class Writer:
                 if item is not None and not item.future.done():
                     item.future.set_exception(StoreClosed("the store is closed"))
 
-    def _transaction(self, units: list[Unit[Any]]) -> _Outcome:
+    def _transaction(self, units: list[Unit[Any]]) -> _Transaction:
         """Runs in the writer thread: one transaction, a savepoint per unit."""
         conn = self._conn
         assert conn is not None
-        outcome = _Outcome()
+        outcome = _Transaction()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for unit in units:

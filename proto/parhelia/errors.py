@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal, TypeGuard, get_args
 
 METADATA_KEY = "parhelia-error-code"
 """Trailing-metadata key carrying the E-code on a failed RPC."""
@@ -26,9 +27,34 @@ class Exit(IntEnum):
     DAEMON_UNAVAILABLE = 5
 
 
+Code = Literal["E100", "E101", "E102", "E103", "E104",
+               "E200", "E201", "E202", "E203",
+               "E300", "E301",
+               "E400", "E401", "E402", "E403",
+               "E500", "E501", "E502", "E503", "E504", "E505", "E506",
+               "E600", "E601", "E602", "E603", "E604", "E605", "E609",
+               "E900"]
+"""An E-code of the catalogue, as a type: mypy refuses ``ParheliaError("E10l", ...)``.
+The values are the catalogue's codes (``tests/unit/test_vocabularies.py`` checks both
+agree); a new entry of :data:`_SPECS` adds its code here."""
+
+CODES: tuple[Code, ...] = get_args(Code)
+
+
+def is_code(value: object) -> TypeGuard[Code]:
+    """Whether ``value`` is a code of the catalogue (text from outside: a reply's metadata,
+    a result file, ``parhelia help E###``)."""
+    return value in CODES
+
+
+def code_of(value: object, default: Code = "E900") -> Code:
+    """The catalogue code ``value`` is, else ``default``."""
+    return value if is_code(value) else default
+
+
 @dataclass(frozen=True)
 class ErrorSpec:
-    code: str
+    code: Code
     name: str
     grpc_status: str  # name of a grpc.StatusCode member; kept as text so this module needs no grpc
     exit: Exit
@@ -281,7 +307,7 @@ class ParheliaError(Exception):
     The message must never contain secrets or raw exception text from libraries.
     """
 
-    def __init__(self, code: str, message: str, **details: object) -> None:
+    def __init__(self, code: Code, message: str, **details: object) -> None:
         if code not in CATALOGUE:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)

@@ -57,6 +57,11 @@ class Paths:
     def workspaces_dir(self) -> Path:
         return self.data_dir / "workspaces"
 
+    def session_dirs(self, session_id: str) -> tuple[Path, Path]:
+        """A session's workspace and agent config directory on this machine (where a
+        local worker runs it; a checkpoint from disk reads them)."""
+        return self.workspaces_dir / session_id, self.data_dir / "claude" / session_id
+
 
 def _env_path(env: dict[str, str], key: str) -> Path | None:
     value = env.get(key, "")

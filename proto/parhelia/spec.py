@@ -99,8 +99,6 @@ class AgentSpec:
 @dataclass
 class CheckpointPolicy:
     interval_seconds: float = 300
-    min_turn_interval_seconds: float = 0
-    """No longer used: every completed turn is checkpointed (kept for older specs)."""
     risky_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_RISKY_PATTERNS))
 
 
@@ -281,7 +279,6 @@ def _parse_policy(raw: object) -> CheckpointPolicy:
         raise _bad("checkpoint.risky_patterns", "must be a list of non-empty strings")
     return CheckpointPolicy(
         interval_seconds=f.number("interval_seconds", 300),
-        min_turn_interval_seconds=f.number("min_turn_interval_seconds", 0, positive=False),
         risky_patterns=list(patterns),
     )
 

@@ -6,7 +6,6 @@ fake of the Messages API."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +21,7 @@ from tests.helpers.harness import Harness, kill_workers
 from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.claude,
-              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+              pytest.mark.requires("tmux")]
 
 
 @pytest.fixture

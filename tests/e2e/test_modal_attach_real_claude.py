@@ -6,9 +6,7 @@ the worker's TUI socket -> the REAL Claude Code TUI -> the fake Messages API."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -31,9 +29,9 @@ from tests.modal_host import state
 from tests.modal_standin.fixture import StandIn
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
-              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
-              pytest.mark.skipif(os.geteuid() != 0, reason="the fake sandbox's TUI socket "
-                                 "is root's, as in a Modal sandbox")]
+              pytest.mark.requires("tmux"),
+              pytest.mark.requires("root", reason="the fake sandbox's TUI socket is root's, "
+                                   "as in a Modal sandbox")]
 
 
 def interactive_on_modal(h: Harness, prompt: str) -> tuple[str, str]:

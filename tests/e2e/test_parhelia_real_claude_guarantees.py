@@ -68,7 +68,6 @@ def stack(claude_bin: Path) -> Iterator[Stack]:
     with FakeAnthropic(input_tokens=INPUT_TOKENS) as fake, parhelia_on_real_claude(
             claude_bin, fake.url, KEY,
             "[heartbeat]\ninterval_seconds = 0.5\n"
-            "[checkpoint]\nmin_turn_interval_seconds = 0\n"
             "[recovery]\nbackoff_seconds = 0.2\n"
             "[budget]\naccrual_interval_seconds = 0.3\n"
             "[orchestrator]\ndispatch_interval_seconds = 0.5\n") as daemon:

@@ -27,6 +27,12 @@ _STRIPPED_ENV = ("PARHELIA_HOME", "PARHELIA_SOCKET", "PARHELIA_NO_AUTOSTART", "X
                  "NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "NO_COLOR")
 
 
+REFUSED: str | None = None
+"""Why this test may not start a real daemon (set for every unit test by
+``tests/unit/conftest.py``): :meth:`RunningDaemon.start` fails the test with it, however
+it was reached (a fixture, ``start_daemon``, a ``RunningDaemon`` of its own)."""
+
+
 def daemon_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for parheliad and the CLI on ``home`` (autostart off, no colour,
     nothing inherited that would change the daemon's behaviour)."""
@@ -85,6 +91,8 @@ class RunningDaemon:
         return self.output_file.read_text(errors="replace")
 
     def start(self, wait: bool = True) -> RunningDaemon:
+        if REFUSED is not None:
+            pytest.fail(REFUSED, pytrace=False)
         self.runs += 1
         with self.output_file.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "parheliad", *self.args],

@@ -46,7 +46,7 @@ def worker_spec(backend: ModalBackend, prompt: str, container_id: str, session_i
         claude_config_dir=paths.claude_config_dir, prompt=prompt, backend="modal",
         agent=AgentSpec(session_uuid=agent.pop("session_uuid", str(uuid.uuid4())),
                         command=agent.pop("command", [str(FAKE_AGENT)]), **agent),
-        checkpoint=CheckpointPolicy(interval_seconds=300, min_turn_interval_seconds=0),
+        checkpoint=CheckpointPolicy(interval_seconds=300),
         heartbeat_interval_seconds=1,
     )
     return dataclasses.replace(spec, volume_sync_argv=list(paths.sync_argv))

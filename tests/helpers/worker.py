@@ -49,8 +49,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 def make_spec(base: Path, prompt: str, *, container_id: str = "c-1", session_id: str = "s-1",
               session_uuid: str | None = None, **agent: Any) -> WorkerSpec:
-    policy = agent.pop("policy", CheckpointPolicy(interval_seconds=300,
-                                                  min_turn_interval_seconds=0))
+    policy = agent.pop("policy", CheckpointPolicy(interval_seconds=300))
     restore = agent.pop("restore_checkpoint_id", None)
     workspace = agent.pop("workspace", base / "ws")
     config = agent.pop("config", base / "claude")

@@ -68,13 +68,9 @@ def test_auth_set_from_stdin_needs_no_restart(harness_factory: Callable[..., Har
 
 def test_recovery_without_a_credential_waits_then_resumes(
         harness_factory: Callable[..., Harness]) -> None:
-    from tests.integration.test_recovery import (
-        CHECKPOINT_EVERY_TURN,
-        turn_checkpoints,
-        worker_pid,
-    )
+    from tests.integration.test_recovery import turn_checkpoints, worker_pid
 
-    harness = harness_factory(CHECKPOINT_EVERY_TURN, **NO_CREDS)
+    harness = harness_factory(**NO_CREDS)
     assert _auth(harness, "set", "--stdin", stdin=SECRET).returncode == 0
     task_id = harness.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
                                          {"sleep": 30}, {"turn": True}))

@@ -35,10 +35,6 @@ from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.waiting import wait_for
 from tests.modal_standin.fixture import StandIn
 
-CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
-
-
-
 
 class Backend:
     """One backend under test: how to start a daemon on it, and how to reach a worker."""
@@ -157,7 +153,7 @@ def test_sync_task_then_pull_as_a_branch(backend: Backend, tmp_path: Path) -> No
 
 
 def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -> None:
-    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    harness = backend.harness()
     prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
                          {"turn": True}, {"sleep": 30},
                          {"write": "after.txt", "content": "written after the resume\n"},
@@ -177,7 +173,7 @@ def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -
 
 def test_sigkill_of_the_daemon_then_catch_up_applies_every_record_once(
         backend: Backend) -> None:
-    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    harness = backend.harness()
     prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 4},
                          {"write": "b.txt", "content": "2"}, {"turn": True})
     task_id = harness.create(prompt)
@@ -196,7 +192,7 @@ def test_sigkill_of_the_daemon_then_catch_up_applies_every_record_once(
 
 def test_daemon_stopped_for_a_long_stretch_while_the_worker_works_on(
         backend: Backend) -> None:
-    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    harness = backend.harness()
     steps: list[dict[str, Any]] = []
     for i in range(6):
         steps += [{"write": f"f{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 1}]
@@ -404,7 +400,7 @@ def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
     if backend.fake is None:
         pytest.skip("the local backend's terminate is a signal: it cannot be refused")
     fake = backend.fake
-    harness = backend.harness(CHECKPOINT_EVERY_TURN)
+    harness = backend.harness()
     task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
                                          {"sleep": 6}, {"write": "b.txt", "content": "b"},
                                          {"turn": True}))

@@ -21,10 +21,6 @@ import pytest
 from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.waiting import wait_for
 
-FAST_TURN_CHECKPOINTS = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
-
-
-
 
 def containers(h: Harness, *args: str) -> list[dict[str, Any]]:
     return list(h.json("container", "list", *args)["containers"])
@@ -74,7 +70,7 @@ def instance_id(h: Harness) -> str:
 
 def test_silent_worker_walks_the_health_states_and_is_recovered(
         harness_factory: Any) -> None:
-    h = harness_factory(FAST_TURN_CHECKPOINTS)
+    h = harness_factory()
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 5},
                                    {"turn": True}))
     first = wait_for(lambda: next((c for c in containers(h, "--task", task_id)
@@ -111,7 +107,7 @@ def test_silent_worker_walks_the_health_states_and_is_recovered(
 
 
 def test_worker_killed_behind_the_daemons_back_is_found_lost(harness_factory: Any) -> None:
-    h = harness_factory(FAST_TURN_CHECKPOINTS)
+    h = harness_factory()
     task_id = h.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True}, {"sleep": 5},
                                    {"turn": True}))
     first = wait_for(lambda: next((c for c in containers(h, "--task", task_id)

@@ -58,3 +58,37 @@ def test_ci_run_requires_the_real_tools() -> None:
     script = (REPO / ".ci" / "run").read_text()
     assert f"export {REQUIRE_ENV}=1" in script
     assert script.index(f"export {REQUIRE_ENV}=1") < script.index("\nuv run pytest")
+
+
+MARKED = ["tests/unit/cli/test_service_files.py::test_systemd_unit_verifies_cleanly",
+          "tests/integration/worker/test_tui.py::test_a_socket_directory_planted_in_tmp_is_refused"]
+"""A test marked ``requires("systemd-analyze")`` and one marked ``requires("tmux")``."""
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["ci", "developer"])
+def test_a_missing_tmux_or_systemd_fails_ci_and_skips_loudly_elsewhere(
+        tmp_path, required: bool) -> None:
+    """Planted: a PATH without tmux and systemd-analyze (the tests run nothing else first)."""
+    env = {k: v for k, v in os.environ.items() if k != REQUIRE_ENV}
+    env["PATH"] = str(tmp_path)
+    if required:
+        env[REQUIRE_ENV] = "1"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p",
+                          "no:cacheprovider", "-q", "-rs", *MARKED], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=240, check=False)
+    out = run.stdout + run.stderr
+    summary = out.strip().splitlines()[-1]
+    if required:
+        assert run.returncode == 1, out
+        assert "5 errors" in summary and "passed" not in summary, summary
+        assert "tmux is required" in out and "systemd-analyze is required" in out
+    else:
+        assert run.returncode == 0, out
+        assert "5 skipped" in summary and "5 tests needing a real tool did NOT run" in out
+        assert "apt-get install tmux" in out and "apt-get install systemd" in out
+
+
+def test_ci_run_installs_tmux_and_systemd() -> None:
+    script = (REPO / ".ci" / "run").read_text()
+    assert "command -v tmux" in script and "command -v systemd-analyze" in script
+    assert script.index("apt-get install") < script.index("\nuv run pytest")

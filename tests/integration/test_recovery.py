@@ -12,8 +12,6 @@ from pathlib import Path
 from tests.helpers.harness import Harness, fake_prompt, readable_by_agents
 from tests.helpers.waiting import wait_for
 
-CHECKPOINT_EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
-
 
 def worker_pid(harness: Harness, task_id: str) -> int:
     container = harness.task(task_id)["container_id"]
@@ -30,7 +28,7 @@ def turn_checkpoints(harness: Harness, task_id: str) -> list[dict]:
 
 
 def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> None:
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory()
     prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
                          {"turn": True}, {"sleep": 30},
                          {"write": "after.txt", "content": "written after the resume\n"},
@@ -57,7 +55,7 @@ def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> Non
 
 def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory,
                                                             tmp_path: Path) -> None:
-    harness = harness_factory(CHECKPOINT_EVERY_TURN + readable_by_agents(tmp_path))
+    harness = harness_factory(readable_by_agents(tmp_path))
     gate = tmp_path / "gate"  # the agent's second turn waits for it: no race with the restart
     prompt = fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
                          {"wait_file": str(gate)},
@@ -93,7 +91,7 @@ def test_sigkill_of_daemon_mid_task_applies_every_event_once(harness_factory,
 
 
 def test_rollback_restores_an_older_tree_exactly(harness_factory) -> None:
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory()
     prompt = fake_prompt({"write": "one.txt", "content": "one"}, {"turn": True}, {"sleep": 1.5},
                          {"write": "two.txt", "content": "two"},
                          {"write": "one.txt", "content": "one, edited"}, {"turn": True})
@@ -117,7 +115,7 @@ def test_rollback_restores_an_older_tree_exactly(harness_factory) -> None:
 def test_rollback_of_a_running_session_to_its_start(harness_factory) -> None:
     """The start checkpoint holds no conversation: the session runs afresh from it (a stale
     transcript on disk must not make the agent refuse its own session id)."""
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory()
     prompt = fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 5},
                          {"write": "b.txt", "content": "b"}, {"turn": True})
     task_id = harness.create(prompt)
@@ -138,7 +136,7 @@ def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> N
     """Someone other than the daemon SIGTERMs the worker (a logout, a user's `kill`, a
     sandbox preempted): it checkpoints and reports ``worker_exited`` (stopped) itself; the
     daemon did not ask, so the task resumes instead of staying running forever."""
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory()
     prompt = fake_prompt({"write": "before.txt", "content": "before\n"}, {"turn": True},
                          {"sleep": 30}, {"write": "after.txt", "content": "after\n"},
                          {"turn": True})
@@ -192,7 +190,7 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
 def test_item7_turn_numbers_continue_across_incarnations(harness_factory) -> None:
     """Issue 27, item 7: after a recovery the events say turn 3, 4..., not turn 1 again,
     and agree with the task's own count."""
-    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    harness = harness_factory()
     prompt = fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
                          {"write": "b.txt", "content": "b"}, {"turn": True}, {"sleep": 30},
                          {"write": "c.txt", "content": "c"}, {"turn": True})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from tests.helpers.daemon import cli_argv
 from tests.helpers.harness import Harness, fake_prompt, wait_for
+from tests.helpers.real_tools import require
 
 WIDTH, HEIGHT = 80, 24
 # A colour other than tmux's white-on-black default (which curses always sets).
@@ -54,8 +54,7 @@ def _until(what: str, check: Callable[[], object]) -> object:
 
 @pytest.fixture
 def tmux(harness: Harness, tmp_path: Path) -> object:
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is needed for the terminal tests (apt-get install tmux)")
+    require("tmux", "the terminal tests drive the TUI in it")
     t = Tmux(tmp_path / "tmux.sock", {**harness.daemon.env, "TERM": "xterm-256color"})
     t("-f", "/dev/null", "new-session", "-d", "-s", "top", "-x", str(WIDTH), "-y", str(HEIGHT),
       "sh")

@@ -1,6 +1,7 @@
 """Unit tests: this process, files and a real SQLite store; nothing that starts a daemon,
 the real CLI as a subprocess, workers or the real Claude Code CLI. Asking for a fixture
-that does is refused at collection, so a test that needs one goes to
+that does is refused at collection, and starting a daemon directly (``start_daemon``, a
+``RunningDaemon``) fails the test, so a test that needs one goes to
 ``tests/integration`` (or ``tests/e2e``) where the layout says so."""
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(
                 f"{item.nodeid} is in tests/unit but asks for {sorted(wanted)}: move it to "
                 f"tests/integration or tests/e2e")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_daemon(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts a daemon itself fails, saying where it belongs."""
+    from tests.helpers import daemon
+
+    monkeypatch.setattr(daemon, "REFUSED", f"{request.node.nodeid} is in tests/unit but "
+                        "starts a real daemon: move it to tests/integration or tests/e2e")
 
 
 @pytest.fixture

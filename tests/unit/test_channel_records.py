@@ -4,8 +4,10 @@ of reaching the daemon's decisions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import typing
 from typing import Any
 
 import pytest
@@ -38,6 +40,8 @@ SAMPLES: list[records.Typed] = [
     records.SessionAttached(clients=2, attaches=3),
     records.SessionDetached(clients=1, detaches=1),
     records.SessionHeadless(instruction_chars=120),
+    records.WorkerIsolation(isolation="none", credential="environment",
+                            reason="bwrap: no user namespaces"),
 ]
 
 
@@ -50,6 +54,33 @@ def test_every_record_survives_the_channel(record: records.Typed) -> None:
     assert envelope.type == record.TYPE and envelope.seq == 1
     assert envelope.typed() == record
     assert type(record).from_dict(record.to_dict()).to_dict() == record.to_dict()
+
+
+def unsampled(samples: list[records.Typed]) -> set[str]:
+    """Record types the daemon acts on (``records.TYPED``, and every member of the
+    ``Typed`` union) that no sample of ``samples`` is."""
+    union: set[type] = set()
+    for member in typing.get_args(records.Typed):
+        union.update(typing.get_args(member) or (member,))
+    kinds = {cls.TYPE for cls in union} | set(records.TYPED)
+    return kinds - {type(sample).TYPE for sample in samples}
+
+
+def test_every_record_type_has_a_sample() -> None:
+    """``test_every_record_survives_the_channel`` runs on every record type: a new one
+    without a sample fails here."""
+    assert unsampled(SAMPLES) == set()
+
+
+def test_the_sample_guard_sees_a_record_type_without_a_sample(monkeypatch) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Planted:
+        TYPE = "planted_record"
+
+    monkeypatch.setitem(records.TYPED, Planted.TYPE, Planted)  # type: ignore[arg-type]
+    assert unsampled(SAMPLES) == {"planted_record"}
+    assert unsampled([s for s in SAMPLES if not isinstance(s, records.SessionDetached)]) == {
+        "planted_record", records.SessionDetached.TYPE}
 
 
 def test_every_decision_record_is_in_the_catalogue() -> None:

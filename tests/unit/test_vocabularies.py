@@ -247,3 +247,43 @@ def test_help_lists_the_vocabularies() -> None:
     assert "|".join(PERMISSION_MODES) in task and "|".join(BACKENDS) in task
     assert ", ".join(gpus.ACCEPTED) in task
     assert ", ".join(gpus.ACCEPTED) in render_topic("gpu", set(COMMANDS))
+
+
+def test_the_error_code_type_is_the_catalogue() -> None:
+    """``parhelia.errors.Code`` (a Literal, for mypy) and the catalogue name the same
+    codes, in the same order."""
+    from parhelia import errors
+
+    missing = [c for c in errors.CATALOGUE if c not in errors.CODES]
+    assert tuple(errors.CATALOGUE) == errors.CODES, (
+        f"parhelia.errors.Code must list the catalogue's codes in its order: add {missing}, "
+        f"drop {[c for c in errors.CODES if c not in errors.CATALOGUE]}")
+    assert all(errors.is_code(c) for c in errors.CATALOGUE)
+    assert not errors.is_code("E10l") and errors.code_of("E10l") == "E900"
+    assert errors.code_of(None, "E604") == "E604" and errors.code_of("E501") == "E501"
+
+
+def test_mypy_refuses_an_e_code_that_is_not_in_the_catalogue(tmp_path: Path) -> None:
+    """Planted: a typo in a code (``E10l``) fails the type check; the right code passes."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.paths import REPO
+
+    def check(code: str) -> subprocess.CompletedProcess[str]:
+        planted = tmp_path / f"planted_{code}.py"
+        planted.write_text("from parhelia.errors import ParheliaError\n\n\n"
+                           "def fail() -> ParheliaError:\n"
+                           f"    return ParheliaError({code!r}, 'x')\n")
+        return subprocess.run(
+            [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+             "--ignore-missing-imports", "--python-version", "3.11", str(planted)],
+            env={**os.environ, "MYPYPATH": str(REPO / "proto")},
+            capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+
+    bad = check("E10l")
+    assert bad.returncode == 1 and 'Argument 1 to "ParheliaError" has incompatible type' \
+        in bad.stdout, bad.stdout + bad.stderr
+    good = check("E101")
+    assert good.returncode == 0, good.stdout + good.stderr

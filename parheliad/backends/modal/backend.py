@@ -32,10 +32,12 @@ from parhelia.sandbox import (
 )
 from parhelia.volume import session_area, spec_key
 from parheliad.backends.base import (
+    Check,
     ContainerSpec,
     ContainerStatus,
     Credentials,
     ListedContainer,
+    Terms,
     WorkerPaths,
 )
 from parheliad.backends.modal.channel import ChannelFollower
@@ -47,6 +49,8 @@ from parheliad.backends.modal.client import (
     SSH_PORT,
     SYNC_ARGV,
     TASK_TAG,
+    TASK_TIMEOUT_MAX_S,
+    TIMEOUT_MARGIN_S,
     VOLUME_MOUNT,
     WORKSPACE_DIR,
     ModalSettings,
@@ -55,6 +59,7 @@ from parheliad.backends.modal.client import (
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.doctor import checks as doctor_checks
 from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
@@ -97,6 +102,9 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL
+    terms = Terms(max_task_timeout_seconds=TASK_TIMEOUT_MAX_S,
+                  timeout_limit=f"a Modal sandbox lives at most 24 h, including "
+                                f"{TIMEOUT_MARGIN_S} s for the worker's final checkpoint")
 
     def __init__(self, settings: ModalSettings, environ: Mapping[str, str],
                  sdk: Any = None, owner_tag: str = "", env_path: Path | None = None,
@@ -123,6 +131,19 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return True, (f"app {self.settings.app_name!r}, volume {self.settings.volume_name!r}, "
                       f"secret {self.settings.secret_name!r}")
 
+    def has_own_credential(self) -> bool:
+        """A Modal token is configured (no network call)."""
+        return token_configured(self._environ)
+
+    def doctor(self, *, default: bool) -> builtins.list[Check]:
+        self.reread_environ()  # a broken env file is the doctor's own "credentials" check
+        return doctor_checks(self.settings, self.environ, default=default)
+
+    def sdk_version(self) -> str:
+        """The SDK's version (importing it: ``import modal`` reads ~/.modal.toml and
+        refuses a bad one, raising whatever it raises)."""
+        return str(getattr(self.sdk, "__version__", "?"))
+
     def worker_paths(self, session_id: str, container_id: str) -> WorkerPaths:
         return WorkerPaths(VOLUME_MOUNT, WORKSPACE_DIR, CLAUDE_CONFIG_DIR, tuple(SYNC_ARGV))
 
@@ -134,7 +155,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             if self._image is None:
                 app = await self.app()
                 image = worker_image(self.sdk, self.settings.claude_version)
-                self._image = await self._call("building the worker image",
+                self._image = await self.call("building the worker image",
                                                lambda: image.build.aio(app),
                                                timeout=self.settings.launch_timeout_seconds)
         return self._image
@@ -149,7 +170,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         found: str | None = None
         errors = self.sdk.exception
         try:
-            await self._call(f"looking up the secret {name!r}",
+            await self.call(f"looking up the secret {name!r}",
                              lambda: self.sdk.Secret.from_name(name).hydrate.aio(),
                              keep=(errors.NotFoundError,))
         except errors.NotFoundError:
@@ -158,7 +179,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             for key in CREDENTIAL_VARS:
                 secret = self.sdk.Secret.from_name(name, required_keys=[key])
                 try:
-                    await self._call(f"checking the secret {name!r}",
+                    await self.call(f"checking the secret {name!r}",
                                      secret.hydrate.aio,
                                      keep=(errors.NotFoundError, errors.InvalidError))
                 except (errors.NotFoundError, errors.InvalidError):
@@ -169,11 +190,9 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         return found
 
     async def credentials(self) -> Credentials:
-        if self._env_path is not None:
-            try:
-                self._environ = envfile.effective(self._env_path, self._base_environ)
-            except ParheliaError as exc:
-                return Credentials(False, exc.message, self._environ)
+        why = self.reread_environ()
+        if why is not None:
+            return Credentials(False, why, self._environ)
         key = await self.named_secret_key()
         if key is not None:
             policy, why = self._outbound_policy(key, None)
@@ -281,7 +300,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             self._creating[spec.container_id] = (spec.gpu, time.monotonic())
         try:
             try:
-                sb = await self._call(action, functools.partial(create, plan),
+                sb = await self.call(action, functools.partial(create, plan),
                                       timeout=self.settings.launch_timeout_seconds,
                                       keep=(errors.AlreadyExistsError, errors.InvalidError,
                                             errors.NotFoundError))
@@ -293,7 +312,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     {k: v for k, v in spec.secret_env.items() if k not in CREDENTIAL_VARS},
                     None, CREDENTIAL_SECRET, f"Modal refused the outbound policy: {exc}",
                     self.sdk.Secret.from_name(self.settings.secret_name))
-                sb = await self._call(action, functools.partial(create, plan),
+                sb = await self.call(action, functools.partial(create, plan),
                                       timeout=self.settings.launch_timeout_seconds,
                                       keep=(errors.AlreadyExistsError, errors.NotFoundError))
         except SandboxEnded as exc:
@@ -306,7 +325,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             await self._check_volume()  # E506 when the volume vanished
             raise map_error(exc, action) from None
         except errors.AlreadyExistsError:
-            sb = await self._call(
+            sb = await self.call(
                 f"adopting the existing sandbox {name}",
                 lambda: self.sdk.Sandbox.from_name.aio(self.settings.app_name, name))
             if not await self._ours(sb):
@@ -346,7 +365,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         """Ids of this app's running sandboxes (ours when the owner is known): ONE call."""
         app = await self.app()
         tags = {OWNER_TAG: self.owner_tag} if self.owner_tag else None
-        listed = await self._collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
+        listed = await self.collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
             app_id=app.app_id, tags=tags))
         for sb in listed:
             self._handles.setdefault(sb.object_id, sb)
@@ -374,12 +393,12 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         """Running sandboxes carrying ``owner_tag`` (one list call; tags fetched only for
         sandboxes this daemon has not seen yet)."""
         app = await self.app()
-        listed = await self._collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
+        listed = await self.collect("listing sandboxes", lambda: self.sdk.Sandbox.list.aio(
             app_id=app.app_id, tags={OWNER_TAG: owner_tag}))
         unknown = [sb for sb in listed if sb.object_id not in self._tags_of]
 
         async def fetch(sb: Any) -> None:
-            tags = await self._call(f"reading the tags of {sb.object_id}",
+            tags = await self.call(f"reading the tags of {sb.object_id}",
                                     lambda: sb.get_tags.aio())
             self._remember(sb, dict(tags))
 
@@ -413,7 +432,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         if since >= now:
             return {}
         app = await self.app()
-        groups = await self._collect("reading Modal's usage statistics", lambda:
+        groups = await self.collect("reading Modal's usage statistics", lambda:
                                      app.sandboxes.stats.aio(
                                          since=since, group_by_tags=[CONTAINER_TAG],
                                          tags={OWNER_TAG: self.owner_tag}))
@@ -438,15 +457,10 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         sb = await self._handle(backend_id)
         try:
-            await self._call(f"terminating the sandbox {backend_id}", lambda: sb.terminate.aio())
+            await self.call(f"terminating the sandbox {backend_id}", lambda: sb.terminate.aio())
         except ParheliaError as exc:
             if exc.code != "E203":
                 raise
-
-    def attach_argv(self, backend_id: str, container_id: str) -> builtins.list[str]:
-        """Nothing for the user's terminal to run: a Modal session is attached through the
-        daemon (``AttachTerminal``, :meth:`open_terminal`), or over SSH."""
-        return []
 
     # -- control --------------------------------------------------------------------------
 
@@ -456,11 +470,11 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         spec_path = f"{VOLUME_MOUNT}/{spec_key(container_id)}"
         payload = json.dumps(message, separators=(",", ":"))
         try:
-            proc = await self._call(
+            proc = await self.call(
                 f"sending {message.get('type')!r} to {container_id}",
                 lambda: sb.exec.aio("python", "-m", "modal_worker", "control", spec_path,
                                     payload))
-            code = await self._call(f"waiting for the control of {container_id}",
+            code = await self.call(f"waiting for the control of {container_id}",
                                     lambda: proc.wait.aio())
         except SandboxEnded:
             # modal 1.6.4 refuses an exec on a finished sandbox (ConflictError or

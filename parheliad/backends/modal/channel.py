@@ -187,7 +187,7 @@ class ChannelFollower(ModalClient):
             path = f"{VOLUME_MOUNT}/{spool_key(cid)}"
             # Bytes, not text: the cursor is the spool's byte offset (what the volume
             # catch-up counts), whatever the agent wrote into the spool.
-            proc = await self._call(f"following the channel of {cid}", lambda: sb.exec.aio(
+            proc = await self.call(f"following the channel of {cid}", lambda: sb.exec.aio(
                 "tail", "-c", f"+{ch.offset + 1}", "-F", path, text=False))
             line = _LineBuffer()
             async for chunk in proc.stdout:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from parhelia import envfile
 from parhelia.errors import ParheliaError
 from parhelia.volume import atomic_write_bytes
 from parheliad.backends.base import END_EVICTED, END_INIT_FAILURE, END_OOM, ContainerStatus
@@ -113,7 +114,23 @@ class ModalClient:
             self._sdk_obj = load_sdk()
         return self._sdk_obj
 
-    async def _call(self, action: str, make: Callable[[], Awaitable[T]],
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The daemon's environment as last read (with its env file): where the Modal
+        token and the workers' fallback credential are looked for."""
+        return self._environ
+
+    def reread_environ(self) -> str | None:
+        """Read the daemon's env file again (``parhelia auth set`` needs no restart); why
+        it could not be read, or None."""
+        if self._env_path is not None:
+            try:
+                self._environ = envfile.effective(self._env_path, self._base_environ)
+            except ParheliaError as exc:
+                return exc.message
+        return None
+
+    async def call(self, action: str, make: Callable[[], Awaitable[T]],
                     timeout: float | None = None, keep: tuple[type[BaseException], ...] = ()) -> T:
         """One SDK call under a timeout; Modal's errors mapped to the catalogue
         (:mod:`.errors`; the network's builtins too), except the classes in ``keep``,
@@ -133,17 +150,17 @@ class ModalClient:
         except (self.sdk.exception.Error, *BUILTIN_UNREACHABLE) as exc:
             raise map_error(exc, action) from None
 
-    async def _collect(self, action: str, make: Callable[[], Any]) -> builtins.list[Any]:
+    async def collect(self, action: str, make: Callable[[], Any]) -> builtins.list[Any]:
         async def gather() -> builtins.list[Any]:
             return [item async for item in make()]
-        return await self._call(action, gather)
+        return await self.call(action, gather)
 
     # -- app and volume -------------------------------------------------------------------
 
     async def app(self, create: bool = True) -> Any:
         if self._app is None:
             name = self.settings.app_name
-            self._app = await self._call(
+            self._app = await self.call(
                 f"looking up the app {name!r}",
                 lambda: self.sdk.App.lookup.aio(name, create_if_missing=create))
         return self._app
@@ -174,7 +191,7 @@ class ModalClient:
         vol = self.sdk.Volume.from_name(name, create_if_missing=recreate or known is None,
                                         version=2)
         try:
-            await self._call(f"opening the volume {name!r}", lambda: vol.hydrate.aio(),
+            await self.call(f"opening the volume {name!r}", lambda: vol.hydrate.aio(),
                              keep=(errors.NotFoundError,))
         except errors.NotFoundError:
             if known is not None:
@@ -195,7 +212,7 @@ class ModalClient:
         errors = self.sdk.exception
         probe = self.sdk.Volume.from_name(name, create_if_missing=False, version=2)
         try:
-            await self._call(f"checking the volume {name!r}", lambda: probe.hydrate.aio(),
+            await self.call(f"checking the volume {name!r}", lambda: probe.hydrate.aio(),
                              keep=(errors.NotFoundError,))
         except errors.NotFoundError:
             raise volume_gone(name, str(self._volume.object_id)) from None
@@ -232,7 +249,7 @@ class ModalClient:
         """Whether a sandbox found by name carries this daemon's owner tag (a name is
         unique within the app only: another daemon sharing the app may hold it); its tags
         are remembered when it does (the daemon set them: a sandbox cannot)."""
-        tags = dict(await self._call(f"reading the tags of {sb.object_id}",
+        tags = dict(await self.call(f"reading the tags of {sb.object_id}",
                                      lambda: sb.get_tags.aio()))
         ours = bool(self.owner_tag) and tags.get(OWNER_TAG) == self.owner_tag
         if ours:
@@ -250,7 +267,7 @@ class ModalClient:
     async def _handle(self, backend_id: str) -> Any:
         sb = self._handles.get(backend_id)
         if sb is None:
-            sb = await self._call(f"looking up the sandbox {backend_id}",
+            sb = await self.call(f"looking up the sandbox {backend_id}",
                                   lambda: self.sdk.Sandbox.from_id.aio(backend_id))
             self._handles[backend_id] = sb
         return sb
@@ -260,7 +277,7 @@ class ModalClient:
             return self._ended[backend_id]
         try:
             sb = await self._handle(backend_id)
-            code = await self._call(f"polling the sandbox {backend_id}", lambda: sb.poll.aio())
+            code = await self.call(f"polling the sandbox {backend_id}", lambda: sb.poll.aio())
         except ParheliaError as exc:
             if exc.code != "E203":
                 raise
@@ -285,7 +302,7 @@ class ModalClient:
         errors = self.sdk.exception
         name = sandbox_name(container_id)
         try:
-            sb = await self._call(f"looking up the sandbox {name}",
+            sb = await self.call(f"looking up the sandbox {name}",
                                   lambda: self.sdk.Sandbox.from_name.aio(
                                       self.settings.app_name, name),
                                   keep=(errors.NotFoundError,))
@@ -310,7 +327,7 @@ class ModalClient:
         try:
             while True:
                 try:
-                    chunk = await self._call(f"reading {key} from the volume",
+                    chunk = await self.call(f"reading {key} from the volume",
                                              chunks.__anext__,
                                              keep=(StopAsyncIteration, FileNotFoundError,
                                                    errors.NotFoundError))

@@ -56,7 +56,7 @@ class VolumeCopies(ModalClient):
         vol = await self.volume_handle()
         errors = self.sdk.exception
         try:
-            entries = await self._call(f"listing {prefix or '/'} on the volume",
+            entries = await self.call(f"listing {prefix or '/'} on the volume",
                                        lambda: vol.listdir.aio(prefix, recursive=True),
                                        keep=(FileNotFoundError, errors.NotFoundError))
         except (FileNotFoundError, errors.NotFoundError):
@@ -99,7 +99,7 @@ class VolumeCopies(ModalClient):
                         batch.put_file(str(source) if isinstance(source, Path)
                                        else io.BytesIO(source), f"/{key}")
             try:
-                await self._call(f"uploading {len(todo)} file(s) to the volume", upload,
+                await self.call(f"uploading {len(todo)} file(s) to the volume", upload,
                                  timeout=self.settings.launch_timeout_seconds,
                                  keep=(errors.NotFoundError,))
             except errors.NotFoundError:
@@ -126,7 +126,7 @@ class VolumeCopies(ModalClient):
         for directory, sources in sorted(by_dir.items()):
             dst = (f"{area}/{sources[0]}" if len(sources) == 1
                    else f"{area}/{directory}/")
-            await self._call(f"copying {len(sources)} file(s) into {area}",
+            await self.call(f"copying {len(sources)} file(s) into {area}",
                              functools.partial(copy, sources, dst),
                              timeout=self.settings.launch_timeout_seconds)
 

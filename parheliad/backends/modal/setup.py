@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from parhelia.errors import ParheliaError
+from parheliad.backends.base import FAIL, OK, Check
 from parheliad.backends.modal.backend import ModalBackend, from_config
 from parheliad.backends.modal.errors import TOKEN_FIX
 from parheliad.backends.modal.token import config_path, store_token, token_configured
@@ -47,7 +48,7 @@ Progress = Callable[[str], None]
 
 
 def _server_url(backend: ModalBackend) -> str:
-    return backend._environ.get("MODAL_SERVER_URL") or "https://api.modal.com"
+    return backend.environ.get("MODAL_SERVER_URL") or "https://api.modal.com"
 
 
 async def _reach(backend: ModalBackend, progress: Progress) -> SetupStep:
@@ -57,7 +58,7 @@ async def _reach(backend: ModalBackend, progress: Progress) -> SetupStep:
     progress(f"asking Modal at {_server_url(backend)} (up to {REACH_DEADLINE_S:g} s)...")
     started = time.monotonic()
     try:
-        await backend._call(f"looking up the app {name!r}",
+        await backend.call(f"looking up the app {name!r}",
                             lambda: backend.sdk.App.lookup.aio(name),
                             timeout=REACH_DEADLINE_S, keep=(errors.NotFoundError,))
     except errors.NotFoundError:
@@ -76,7 +77,7 @@ async def _app(backend: ModalBackend, create: bool) -> SetupStep:
     name = backend.settings.app_name
     errors = backend.sdk.exception
     try:
-        await backend._call(f"looking up the app {name!r}",
+        await backend.call(f"looking up the app {name!r}",
                             lambda: backend.sdk.App.lookup.aio(name),
                             keep=(errors.NotFoundError,))
         did = "found"
@@ -95,7 +96,7 @@ async def _volume(backend: ModalBackend, create: bool) -> SetupStep:
     recorded = backend._recorded_volume_id()
     probe = backend.sdk.Volume.from_name(name, create_if_missing=False, version=2)
     try:
-        await backend._call(f"opening the volume {name!r}", lambda: probe.hydrate.aio(),
+        await backend.call(f"opening the volume {name!r}", lambda: probe.hydrate.aio(),
                             keep=(errors.NotFoundError, errors.InvalidError))
         did = "found"
     except errors.InvalidError:
@@ -139,6 +140,25 @@ async def _image(backend: ModalBackend) -> SetupStep:
                      f"Claude Code {backend.settings.claude_version})")
 
 
+CHECK_NOW_DEADLINE_S = 10.0
+"""How long ``doctor --check-modal`` waits for Modal, every step together."""
+
+
+async def checks_now(backend: ModalBackend, progress: Callable[[str], None]) -> list[Check]:
+    """The token, app, volume and secret asked of Modal now, all within
+    ``CHECK_NOW_DEADLINE_S`` (nothing is created). One check per step, saying what Modal
+    answered."""
+    started = time.monotonic()
+    steps = await run_setup(backend, check_only=True, deadline_s=CHECK_NOW_DEADLINE_S,
+                            progress=progress)
+    took = time.monotonic() - started
+    out = [Check(f"modal {s.name}", OK if s.ok else FAIL, s.detail, s.recovery)
+           for s in steps]
+    if all(s.ok for s in steps):
+        out.append(Check("modal now", OK, f"Modal answered every check in {took:.1f} s"))
+    return out
+
+
 async def run_setup(backend: ModalBackend, *, check_only: bool = False,
                     progress: Progress = lambda line: None,
                     deadline_s: float | None = None) -> list[SetupStep]:
@@ -149,12 +169,12 @@ async def run_setup(backend: ModalBackend, *, check_only: bool = False,
         version = getattr(backend.sdk, "__version__", "?")
     except Exception as exc:  # import modal reads its config file and refuses a bad one
         return [SetupStep("sdk", False, f"the modal package cannot be loaded: "
-                          f"{type(exc).__name__}", f"check {config_path(backend._environ)}, "
+                          f"{type(exc).__name__}", f"check {config_path(backend.environ)}, "
                           "or reinstall parhelia")]
     steps.append(SetupStep("sdk", True, f"modal {version}"))
-    if not token_configured(backend._environ):
+    if not token_configured(backend.environ):
         steps.append(SetupStep("token", False, "no Modal token (MODAL_TOKEN_ID/"
-                               f"MODAL_TOKEN_SECRET or {config_path(backend._environ)})",
+                               f"MODAL_TOKEN_SECRET or {config_path(backend.environ)})",
                                TOKEN_FIX))
         return steps
     steps.append(SetupStep("token", True, "configured"))

@@ -18,15 +18,14 @@ SANDBOX_TMP = "/tmp"  # the sandbox's own temp dir, where the worker's TUI liste
 
 
 class Terminals(ModalClient):
-    """Attaching to a sandbox's interactive TUI."""
-
-    offers_ssh = True
-    """`session attach --ssh`: interactive workers run sshd behind a raw TCP tunnel."""
+    """Attaching to a sandbox's interactive TUI: through the daemon
+    (:class:`~parheliad.backends.base.DaemonTerminal`) or over SSH, interactive workers
+    running sshd behind a raw TCP tunnel (:class:`~parheliad.backends.base.SshTunnel`)."""
 
     async def ssh_endpoint(self, backend_id: str) -> tuple[str, int]:
         """(host, port) of the raw TCP tunnel to the sandbox's port 22."""
         sb = await self._handle(backend_id)
-        tunnels = await self._call(f"looking up the tunnels of {backend_id}",
+        tunnels = await self.call(f"looking up the tunnels of {backend_id}",
                                    lambda: sb.tunnels.aio(timeout=TUNNEL_TIMEOUT_S))
         tunnel = dict(tunnels).get(SSH_PORT)
         if tunnel is None or not tunnel.unencrypted_host:
@@ -46,7 +45,7 @@ class Terminals(ModalClient):
         ``rows`` x ``cols`` by :mod:`modal_worker.ttyctl` (ADR 0022)."""
         sb = await self._handle(backend_id)
         attach_id = f"a-{secrets.token_hex(8)}"
-        proc = await self._call(
+        proc = await self.call(
             f"attaching to {container_id}",
             lambda: sb.exec.aio("python", "-m", "modal_worker", "tty", "attach", attach_id,
                                 str(rows), str(cols), "--", *argv, pty=True, text=False,
@@ -69,14 +68,14 @@ class ModalTerminal:
 
     async def write(self, data: bytes) -> None:
         self._proc.stdin.write(data)
-        await self._backend._call(f"typing into {self.container_id}",
+        await self._backend.call(f"typing into {self.container_id}",
                                   lambda: self._proc.stdin.drain.aio())
 
     async def _tty(self, *args: str) -> int:
-        proc = await self._backend._call(
+        proc = await self._backend.call(
             f"controlling the terminal of {self.container_id}",
             lambda: self._sb.exec.aio("python", "-m", "modal_worker", "tty", *args))
-        code: int = await self._backend._call(
+        code: int = await self._backend.call(
             f"controlling the terminal of {self.container_id}", lambda: proc.wait.aio())
         return code
 
@@ -88,6 +87,6 @@ class ModalTerminal:
         await self._tty("hangup", self.attach_id)
 
     async def wait(self) -> int:
-        code: int = await self._backend._call(f"ending the attach to {self.container_id}",
+        code: int = await self._backend.call(f"ending the attach to {self.container_id}",
                                               lambda: self._proc.wait.aio())
         return code

@@ -82,6 +82,24 @@ class ContainerWrites:
         assert row is not None
         return row
 
+    def live_in_session(self, session_id: str) -> str | None:
+        """A live container of the session, if it has one (one worker per session)."""
+        row = self._tx.conn.execute(
+            f"SELECT id FROM containers WHERE session_id = ? AND state IN "  # noqa: S608
+            f"({_marks(CONTAINER_LIVE)}) LIMIT 1",
+            (session_id, *(s.value for s in CONTAINER_LIVE))).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def count_live(self) -> int:
+        """How many containers are live (the worker cap counts them)."""
+        return int(self._tx.conn.execute(
+            f"SELECT COUNT(*) FROM containers WHERE state IN ({_marks(CONTAINER_LIVE)})",  # noqa: S608
+            tuple(s.value for s in CONTAINER_LIVE)).fetchone()[0])
+
+    def count_in_session(self, session_id: str) -> int:
+        """How many containers (incarnations) the session has had."""
+        return int(self._tx.conn.execute("SELECT COUNT(*) FROM containers WHERE session_id = ?",
+                                         (session_id,)).fetchone()[0])
 
     def usage_of_others(self, task_id: str, container_id: str) -> tuple[int, int, int]:
         """(turns, input tokens, output tokens) of the task's containers but this one."""
@@ -140,16 +158,16 @@ class ContainerWrites:
                         [*(s.value for s in CONTAINER_LIVE), since_us, len(uncorrected),
                          uncorrected])
 
-    def ended_between(self, after_us: int, until_us: int, *, excluding_backend: str,
+    def ended_between(self, after_us: int, until_us: int, *, backend: str,
                       uncorrected: str) -> builtins.list[ContainerRow]:
-        """Containers that started and ended in (``after_us``, ``until_us``], on another
-        backend than ``excluding_backend``, without a ledger entry whose note starts with
-        ``uncorrected``; in the order they ended."""
+        """Containers of ``backend`` that started and ended in (``after_us``,
+        ``until_us``], without a ledger entry whose note starts with ``uncorrected``; in
+        the order they ended."""
         return sql.many(self._tx.conn, ContainerRow,
-                        f"{_SELECT} c WHERE backend <> ? AND started_at IS NOT NULL AND "
+                        f"{_SELECT} c WHERE backend = ? AND started_at IS NOT NULL AND "
                         f"state IN ({_marks(CONTAINER_FINAL)}) AND stopped_at <= ? AND "
                         f"stopped_at > ? AND NOT {_NOTED} ORDER BY stopped_at",
-                        [excluding_backend, *(s.value for s in CONTAINER_FINAL), until_us,
+                        [backend, *(s.value for s in CONTAINER_FINAL), until_us,
                          after_us, len(uncorrected), uncorrected])
 
 

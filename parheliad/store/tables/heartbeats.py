@@ -31,6 +31,20 @@ class HeartbeatWrites:
             "disk_bytes": int(disk_bytes), "agent_alive": int(bool(agent_alive)),
             "metrics_json": dumps(metrics)})
 
+    def keep_newest(self, keep: int) -> int:
+        """Delete all but the newest ``keep`` heartbeats of every container; the number
+        deleted."""
+        over = [r[0] for r in self._tx.conn.execute(
+            "SELECT container_id FROM heartbeats GROUP BY container_id HAVING COUNT(*) > ?",
+            (keep,)).fetchall()]
+        deleted = 0
+        for cid in over:
+            deleted += self._tx.conn.execute(
+                "DELETE FROM heartbeats WHERE container_id = ?1 AND id NOT IN ("
+                "SELECT id FROM heartbeats WHERE container_id = ?1 "
+                "ORDER BY at DESC, id DESC LIMIT ?2)", (cid, keep)).rowcount
+        return deleted
+
     def prune(self, before_us: int) -> int:
         """Delete heartbeats older than ``before_us``; the number deleted."""
         return int(self._tx.conn.execute("DELETE FROM heartbeats WHERE at < ?",

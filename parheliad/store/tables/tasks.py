@@ -108,6 +108,13 @@ class TaskWrites:
                         f"{_SELECT} WHERE status IN ({', '.join('?' * len(wanted))}) "
                         "ORDER BY seq", wanted)
 
+    def waiting_for_dispatch(self) -> builtins.list[str]:
+        """Ids of the pending tasks held (until ``task dispatch``) or backing off."""
+        rows = self._tx.conn.execute("SELECT id FROM tasks WHERE status = ? AND (held = 1 OR "
+                                     "dispatch_after IS NOT NULL) ORDER BY seq",
+                                     (TaskStatus.PENDING.value,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def capped(self, statuses: Iterable[str]) -> builtins.list[CappedTask]:
         """Tasks in ``statuses`` with a ``max_cost``: what their cap is checked on."""
         wanted = [str(s) for s in statuses]

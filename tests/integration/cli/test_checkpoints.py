@@ -11,12 +11,10 @@ import pytest
 from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.waiting import wait_for
 
-EVERY_TURN = "[checkpoint]\nmin_turn_interval_seconds = 0\n"
-
 
 @pytest.fixture
 def h(harness_factory) -> Harness:  # noqa: F811
-    return harness_factory(EVERY_TURN)
+    return harness_factory()
 
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def h(harness_factory) -> Harness:  # noqa: F811
-    return harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
+    return harness_factory()
 
 
 def test_a_task_id_stands_for_its_session_and_container(h: Harness) -> None:

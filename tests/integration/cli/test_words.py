@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def h(harness_factory) -> Harness:  # noqa: F811
-    return harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
+    return harness_factory()
 
 
 def test_sessions_and_tasks_are_listed_alike_with_one_word(h: Harness) -> None:

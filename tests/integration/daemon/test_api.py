@@ -181,36 +181,89 @@ async def test_list_get_cancel_delete(client: Ch) -> None:
     assert [e.type for e in events.events] == ["task_created", "task_cancelled", "task_deleted"]
 
 
-async def test_unimplemented_rpcs_answer_unimplemented(client: Ch) -> None:
-    """Every parhelia.v1 RPC missing from the capabilities answers UNIMPLEMENTED."""
+def _every_rpc() -> list:
+    from parheliad.api.registry import SERVICES
+
+    return [(spec, m) for spec in SERVICES for m in spec.descriptor.methods]
+
+
+async def _not_unimplemented(servicers: dict) -> list[str]:
+    """Serve ``servicers`` the daemon's way (``parheliad.api.registry.register`` behind
+    its ``ErrorInterceptor``), call every RPC of parhelia.v1 with an empty request, and
+    say each one that does not answer UNIMPLEMENTED with its message."""
+    import tempfile
+    from pathlib import Path
+
     from google.protobuf import symbol_database
 
-    from parheliad.api.registry import SERVICES, capability
+    from parheliad.api.interceptor import ErrorInterceptor
+    from parheliad.api.registry import register
+
+    interceptor = ErrorInterceptor(frozenset())
+    server = grpc.aio.server(interceptors=[interceptor])
+    interceptor.implemented = register(server, servicers).implemented
+    socket = Path(tempfile.mkdtemp(dir="/tmp")) / "s"
+    server.add_insecure_port(f"unix://{socket}")
+    await server.start()
+    db = symbol_database.Default()
+    wrong = []
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{socket}") as bare:
+            for spec, method in _every_rpc():
+                request_cls = db.GetSymbol(method.input_type.full_name)
+                path = f"/{spec.descriptor.full_name}/{method.name}"
+                kind = ("stream_" if method.client_streaming else "unary_") + (
+                    "stream" if method.server_streaming else "unary")
+                make = getattr(bare, kind)(path, request_serializer=request_cls.SerializeToString,
+                                           response_deserializer=lambda b: b)
+                call = make(iter([request_cls()]) if method.client_streaming else request_cls())
+                try:
+                    if method.server_streaming:
+                        async for _ in call:
+                            pass
+                    else:
+                        await call
+                    wrong.append(f"{method.name}: answered")
+                    continue
+                except grpc.aio.AioRpcError as err:
+                    expected = f"{path.lstrip('/')} is not implemented by this daemon yet"
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED or \
+                            err.details() != expected or trailing(err).get(METADATA_KEY):
+                        wrong.append(f"{method.name}: {err.code().name} {err.details()}")
+    finally:
+        await server.stop(0)
+    return wrong
+
+
+async def test_unimplemented_rpcs_answer_unimplemented(client: Ch) -> None:
+    """This daemon implements every parhelia.v1 RPC: its capabilities name them all. An
+    RPC a daemon does not implement answers UNIMPLEMENTED (never an internal error):
+    every RPC, unary, server-streaming and bidirectional alike, on servicers that
+    implement none."""
+    from parheliad.api.registry import capability
 
     reply = await system_pb2_grpc.SystemServiceStub(client).GetVersion(
         system_pb2.GetVersionRequest())
-    caps = set(reply.capabilities)
-    db = symbol_database.Default()
-    missing = [(spec, m) for spec in SERVICES for m in spec.descriptor.methods
-               if capability(spec, m.name) not in caps]
-    if not missing:
-        pytest.skip("every RPC is implemented")
-    for spec, method in missing:
-        request_cls = db.GetSymbol(method.input_type.full_name)
-        path = f"/{spec.descriptor.full_name}/{method.name}"
-        if method.server_streaming:
-            call = client.unary_stream(path, request_serializer=request_cls.SerializeToString,
-                                       response_deserializer=lambda b: b)(request_cls())
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                async for _ in call:
-                    pass
-            err = info.value
-        else:
-            call = client.unary_unary(path, request_serializer=request_cls.SerializeToString,
-                                      response_deserializer=lambda b: b)(request_cls())
-            err = await expect_error(call, grpc.StatusCode.UNIMPLEMENTED, None)
-        assert err.code() == grpc.StatusCode.UNIMPLEMENTED, path
-        assert "not implemented" in err.details() and "E9" not in err.details()
+    every = _every_rpc()
+    assert len(every) > 40
+    assert {("stream_" if m.client_streaming else "unary_")
+            + ("stream" if m.server_streaming else "unary") for _, m in every} == {
+        "unary_unary", "unary_stream", "stream_stream"}
+    assert [m.name for spec, m in every
+            if capability(spec, m.name) not in set(reply.capabilities)] == []
+    assert await _not_unimplemented({}) == []
+
+
+async def test_the_unimplemented_guard_sees_an_rpc_answering_otherwise() -> None:
+    """Planted: a servicer whose ListTasks fails with an internal error."""
+    from parhelia.v1 import tasks_pb2_grpc as grpc_tasks
+
+    class Broken(grpc_tasks.TaskServiceServicer):
+        async def ListTasks(self, request, context):  # noqa: N802
+            raise RuntimeError("planted")
+
+    wrong = await _not_unimplemented({"TaskService": Broken()})
+    assert len(wrong) == 1 and wrong[0].startswith("ListTasks: INTERNAL E900"), wrong
 
 
 async def test_request_id_echoed_in_trailing_metadata(client: Ch) -> None:

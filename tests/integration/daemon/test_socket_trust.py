@@ -19,8 +19,8 @@ from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
 
 OTHER_UID = 12345
 NOBODY = 65534
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="needs root to act as another user (chown/setuid)")
+pytestmark = pytest.mark.requires("root", reason="needs root to act as another user "
+                                   "(chown/setuid)")
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

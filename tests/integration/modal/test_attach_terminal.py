@@ -9,7 +9,6 @@ sandbox's own /tmp)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,17 +21,16 @@ from parhelia.tuisocket import socket_path
 from parhelia.volume import LocalVolume
 from parheliad.backends.modal import ModalTerminal
 from tests.helpers.modal_backend import make_backend, script, start, worker_spec
+from tests.helpers.real_tools import require
 from tests.modal_host import state
 
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True)
-                                .returncode != 0, reason="tmux is not installed")
+pytestmark = pytest.mark.requires("tmux")
 
 
 @pytest.fixture
 def tui() -> Iterator[list[list[str]]]:
     """The tmux servers ``_attach`` starts, killed afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
+    require("root", "the sandbox's socket path is root's (/tmp/parhelia-tmux-0)")
     servers: list[list[str]] = []
     yield servers
     for tmux in servers:

@@ -19,8 +19,9 @@ from modal_worker import claude_config
 from modal_worker.tui import Tmux, guarded, private_dir, tmux_binary
 from parhelia.errors import ParheliaError
 from parhelia.tuisocket import socket_path
+from tests.helpers.real_tools import require
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+pytestmark = pytest.mark.requires("tmux")
 NOBODY = 65534
 
 
@@ -45,7 +46,7 @@ def _as_nobody() -> None:  # pragma: no cover - runs in the child
     os.setuid(NOBODY)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+@pytest.mark.requires("root", reason="needs root to act as another user")
 def test_another_local_user_can_neither_list_nor_connect(short_tmp: Path) -> None:
     socket = socket_path("c-private", tmp=str(short_tmp))
     tmux = _started(socket)
@@ -79,8 +80,7 @@ def test_a_socket_directory_planted_in_tmp_is_refused(short_tmp: Path, plant: st
         target.mkdir(mode=0o700)
         base.symlink_to(target)
     else:
-        if os.geteuid() != 0:
-            pytest.skip("needs root to make a directory of another user")
+        require("root", "needs root to make a directory of another user")
         base.mkdir(mode=0o700)
         os.chown(base, NOBODY, NOBODY)
     with pytest.raises(ParheliaError) as err:

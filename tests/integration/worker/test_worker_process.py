@@ -204,7 +204,7 @@ def test_control_checkpoint_and_stop(tmp_path: Path) -> None:
 
 def test_interval_checkpoints(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, script({"sleep": 1.6}, {"write": "x", "content": "1"}),
-                     policy=CheckpointPolicy(interval_seconds=0.5, min_turn_interval_seconds=0))
+                     policy=CheckpointPolicy(interval_seconds=0.5))
     assert run_worker(spec, tmp_path) == 0
     triggers = [c["trigger"] for c in checkpoints(spool(tmp_path))]
     assert triggers.count("interval") >= 2
@@ -217,7 +217,7 @@ def test_every_completed_turn_is_checkpointed_with_its_conversation(tmp_path: Pa
     for i in range(5):
         steps += [{"write": f"f{i}", "content": str(i)}, {"turn": True}, {"sleep": 0.4}]
     spec = make_spec(tmp_path, script(*steps),
-                     policy=CheckpointPolicy(interval_seconds=300, min_turn_interval_seconds=30))
+                     policy=CheckpointPolicy(interval_seconds=300))
     assert run_worker(spec, tmp_path) == 0, log_text(tmp_path)
     cps = checkpoints(spool(tmp_path))
     turns = [c for c in cps if c["trigger"] == "turn"]

@@ -88,25 +88,104 @@ def test_examples(run, topic):
     assert result.stdout.count("parhelia ") >= 3
 
 
-def test_examples_use_only_real_options():
-    """Every `parhelia task ...` example parses (against the real Click commands)."""
+SHELL_SEPARATORS = frozenset({"&&", "||", "|", ";", "(", ")", "$(", ">", ">>", "<"})
+XARGS_PLACEHOLDER = "ID_FROM_XARGS"
+INSPECTOR_OPTIONS = frozenset({"--method", "--tool-name", "--tool-arg", "--uri",
+                               "--prompt-name", "--prompt-args"})
+"""What the MCP Inspector's ``--cli`` takes after the server's command line."""
+
+
+def parhelia_command_lines(command: str) -> list[list[str]]:
+    """The arguments of every ``parhelia`` invocation in a shell command line: split at
+    ``&&``, ``|``, ``;``, ``$(...)`` and redirections, inside loops too; one run by
+    ``xargs`` gets the argument xargs appends."""
     import shlex
+
+    lexer = shlex.shlex(command.replace("$(", " $( "), posix=True, punctuation_chars="|&;()<>")
+    lexer.whitespace_split = True
+    simple: list[list[str]] = [[]]
+    for token in lexer:
+        if token in SHELL_SEPARATORS or token.endswith("$"):
+            simple.append([])
+        else:
+            simple[-1].append(token)
+    out = []
+    for words in simple:
+        if "parhelia" not in words:
+            continue
+        # The last one: `claude mcp add parhelia -- parhelia mcp-server` names a server
+        # "parhelia", then runs the command.
+        at = len(words) - 1 - words[::-1].index("parhelia")
+        args = words[at + 1:]
+        if "xargs" in words[:at]:
+            args.append(XARGS_PLACEHOLDER)
+        if words[at - 1:at] == ["--cli"]:  # the MCP Inspector: its own options follow
+            args = args[:next((i for i, w in enumerate(args) if w in INSPECTOR_OPTIONS),
+                              len(args))]
+        out.append(args)
+    return out
+
+
+def parse_parhelia(args: list[str]) -> None:
+    """Parse a whole command line against the real Click commands, down to the leaf
+    command: an unknown option or command, a bad value or a missing argument raises
+    ``click.UsageError``."""
+    import click
 
     from parhelia_cli.main import cli
 
-    for topic, examples in EXAMPLES.items():
-        for _, command in examples:
-            for part in command.split("&&"):
-                words = shlex.split(part.replace("$(", "").replace(")", ""))
-                if "parhelia" not in words:
-                    continue
-                words = words[words.index("parhelia") + 1:]
-                if words[:1] not in (["task"], ["events"], ["config"], ["daemon"]):
-                    continue
-                words = [w for w in words if w not in ("|", ">", "events.json", "done;")]
-                cut = next((i for i, w in enumerate(words) if w in ("|", ">", ";")), len(words))
-                ctx = cli.make_context("parhelia", list(words[:cut]), resilient_parsing=True)
-                assert ctx is not None, (topic, command)
+    ctx = cli.make_context("parhelia", list(args))
+    while isinstance(ctx.command, click.Group):
+        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if not rest:
+            return
+        name, command, rest = ctx.command.resolve_command(ctx, rest)
+        assert command is not None and name is not None
+        ctx = command.make_context(name, rest, parent=ctx)
+
+
+def bad_examples(examples: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """``topic: command line: why`` for every ``parhelia`` invocation of an example that
+    does not parse."""
+    import click
+
+    bad = []
+    for topic, lines in examples.items():
+        for _, command in lines:
+            for args in parhelia_command_lines(command):
+                try:
+                    parse_parhelia(args)
+                except click.UsageError as exc:
+                    bad.append(f"{topic}: parhelia {' '.join(args)}: {exc.format_message()}")
+    return bad
+
+
+def test_examples_use_only_real_options():
+    """Every ``parhelia ...`` of every example parses whole, down to the leaf command
+    (against the real Click commands)."""
+    assert sum(len(parhelia_command_lines(c)) for lines in EXAMPLES.values()
+               for _, c in lines) > 50
+    assert bad_examples(EXAMPLES) == []
+
+
+@pytest.mark.parametrize(("command", "why"), [
+    ('parhelia task create "Fix it" --no-such-flag', "No such option '--no-such-flag'"),
+    ("parhelia checkpoint gc --dry-run && parhelia checkpoint gc --frobnicate",
+     "--frobnicate"),
+    ("parhelia task list --status nonsense", "nonsense"),
+    ('ID=$(parhelia task create "x" --timeout forever)', "forever"),
+    ("parhelia task list --json | xargs -n1 parhelia task pul", "No such command 'pul'"),
+    ("parhelia budget sett 50", "No such command 'sett'"),
+    ("claude mcp add parhelia -- parhelia mcp-server --autostart-never", "--autostart-never"),
+    ("npx @modelcontextprotocol/inspector --cli parhelia mcp-serve --method tools/list",
+     "No such command 'mcp-serve'"),
+], ids=["flag", "after-and", "choice", "in-substitution", "under-xargs", "subcommand",
+        "mcp-add", "inspector"])
+def test_the_examples_guard_sees_a_planted_bad_example(monkeypatch, command, why):
+    """Planted in EXAMPLES (and removed again by monkeypatch)."""
+    monkeypatch.setitem(EXAMPLES, "planted", [("a planted example", command)])
+    found = [b for b in bad_examples(EXAMPLES) if b.startswith("planted: ")]
+    assert len(found) == 1 and why in found[0], found
 
 
 def test_unknown_examples_topic(run):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import plistlib
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,8 +37,7 @@ def _verify(unit_text: str) -> str:
                                                     f"\nexit {out.returncode}")
 
 
-needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                   reason="systemd-analyze is not installed")
+needs_systemd = pytest.mark.requires("systemd-analyze")
 
 
 @needs_systemd

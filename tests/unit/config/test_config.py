@@ -173,7 +173,7 @@ def test_project_widenings_are_named_narrowings_are_not(paths, tmp_path: Path) -
     assert {f for *_, f in found} == {str(pfile)}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another uid")
+@pytest.mark.requires("root", reason="needs root to give a file to another uid")
 def test_config_owned_by_another_user_or_writable_by_others_is_refused(
         paths, tmp_path: Path) -> None:
     write(paths.config_file, "[agent]\ncommand = ['/tmp/planted']\n")
@@ -226,3 +226,21 @@ def test_a_project_file_may_not_raise_the_model_to_a_pricier_one(
     found = [(k, a, b) for k, a, b, _ in project_widenings(load_config(paths),
                                                            load_config(paths, project))]
     assert found == ([("agent.model", mine, theirs)] if wider else [])
+
+
+def test_a_retired_key_is_accepted_with_a_warning(paths, tmp_path: Path) -> None:
+    """``checkpoint.min_turn_interval_seconds`` (no longer used) still loads, with a warning
+    naming the file and what to do; it is nowhere in the schema; a key never known is
+    still refused."""
+    write(paths.config_file, "[checkpoint]\nmin_turn_interval_seconds = 30\n"
+                             "interval_seconds = 60\n")
+    cfg = load_config(paths)
+    assert cfg.checkpoint.interval_seconds == 60
+    assert cfg.warnings == (f"{paths.config_file}: checkpoint.min_turn_interval_seconds: no "
+                            "longer used (every completed turn is checkpointed): remove it",)
+    assert "checkpoint.min_turn_interval_seconds" not in {k for k, _, _ in config_items(cfg)}
+    assert load_config(resolve(env={"PARHELIA_HOME": str(tmp_path / "other"),
+                                    "HOME": str(tmp_path)})).warnings == ()
+    write(paths.config_file, "[checkpoint]\nmin_turn_spacing_seconds = 30\n")
+    with pytest.raises(ParheliaError, match="unknown key"):
+        load_config(paths)

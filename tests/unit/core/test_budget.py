@@ -340,7 +340,7 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert row.estimated_compute_micros == row.estimated_micros == row.compute_micros \
         == estimate
     pending = await store.write(lambda tx: usage_pending(
-        tx, ended_before=T0 + 200 * US_PER_SECOND, ended_after=0))
+        tx, "modal", ended_before=T0 + 200 * US_PER_SECOND, ended_after=0))
     assert [c.id for c in pending] == [cid]
 
     delta = await store.write(lambda tx: book_usage(tx, cid, Decimal("0.0042"), "modal"))
@@ -353,7 +353,7 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert (await store.containers.get(cid)).cost_micros == 4_200
     assert (await store.tasks.get(task.id)).compute_cost_micros == 4_200
     assert await store.write(lambda tx: usage_pending(
-        tx, ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
+        tx, "modal", ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
     entries = await store.ledger.list(kind="compute")
     assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.0042 " in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])
@@ -382,3 +382,24 @@ async def test_an_agent_may_not_raise_the_ceiling_past_the_users_cap(
         assert err.value.code == "E403" and "budget.agent_max_ceiling_usd" in err.value.message
         assert await store.kv.get(core.KV_CEILING) == 50_000_000
         assert (await b.set_ceiling(ask)).ceiling_micros == pricing.parse_amount(ask)
+
+
+async def test_a_task_that_cannot_fit_waits_from_its_creation(store: Store) -> None:
+    """The admission check at create (not only the dispatch gate): a task whose
+    reservation cannot fit the ceiling is created waiting for the user with E300 and the
+    reason, before any dispatch; one that fits (its max cost within what is left) is
+    not; a held task is not asked."""
+    from parheliad.core.tasks import TaskService
+
+    cfg = Config()
+    budget = core.Budget(store, lambda: cfg)
+    await store.write(lambda tx: tx.kv.set(core.KV_CEILING, 1_000))
+    service = TaskService(store, config=lambda project: cfg, admit=budget.admission)
+
+    big = await service.create("p", TaskOptions(max_turns=50))
+    assert (big.status, big.status_code, big.needs_user) == ("pending", "E300", True)
+    assert "cannot fit the budget" in big.status_reason and "ceiling" in big.status_reason
+    small = await service.create("p", TaskOptions(max_cost_micros=1_000))
+    assert (small.status_code, small.needs_user) == ("", False)
+    held = await service.create("p", TaskOptions(max_turns=50), dispatch=False)
+    assert held.held and held.status_code == ""

@@ -31,7 +31,7 @@ def _monitor(store, backend: HeardBackend) -> HealthMonitor:  # noqa: ANN001
         Config().heartbeat, interval_seconds=1.0))
     monitor = HealthMonitor(store, {"modal": backend},  # type: ignore[dict-item]
                             lambda: cfg, listener=None,  # type: ignore[arg-type]
-                            on_lost=None, on_settled=lambda: None)
+                            settler=None)
     monitor._last_sweep_us = now_us() - SECOND  # sweeping on time
     return monitor
 

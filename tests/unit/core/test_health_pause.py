@@ -32,7 +32,7 @@ def _monitor(store) -> HealthMonitor:  # noqa: ANN001
     cfg = dataclasses.replace(Config(), heartbeat=dataclasses.replace(
         Config().heartbeat, interval_seconds=1.0))
     return HealthMonitor(store, {}, lambda: cfg, listener=None,  # type: ignore[arg-type]
-                         on_lost=None, on_settled=lambda: None)
+                         settler=None)
 
 
 async def test_silence_spanning_the_daemons_own_pause_is_not_counted(store) -> None:

@@ -19,7 +19,6 @@ from parhelia.checkpoint import Manifest, snapshot
 from parhelia.checkpoint.manifest import canonical_json
 from parhelia.checkpoint.projects import Conversation, encode_project_dir
 from parhelia.errors import ParheliaError
-from parheliad.backends.local import session_dirs
 from parheliad.core import results
 from parheliad.core.runtime import Runtime
 from parheliad.store import Store
@@ -100,7 +99,7 @@ async def test_a_forged_hostile_checkpoint_is_refused_before_any_write(
     task_id, session_id, checkpoint_id = await _session_with(tmp_path, store, runtime,
                                                              backend, case)
     before = _files(tmp_path)
-    workspace, _config = session_dirs(runtime.paths, session_id)
+    workspace, _config = runtime.paths.session_dirs(session_id)
     with pytest.raises(ParheliaError) as err:
         if operation == "session pull":
             await runtime.sessions.pull_home(session_id, str(tmp_path / "home" / "pulled"),

@@ -80,22 +80,31 @@ async def test_a_huge_seq_is_refused_and_never_becomes_the_floor(
 
 async def test_a_replayed_older_record_changes_nothing(
         runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
-    """A record at or below the last applied seq (replayed by a sandbox, or read again)
-    is not applied twice: no second heartbeat row, no clock going back, no lower floor."""
+    """A record at or below the last applied seq (a sandbox replaying its spool, or a
+    channel read again) is not applied twice: no second heartbeat row, no clock or usage
+    moved, no second event, no lower floor."""
     task = await make_task(store)
     assert (await runtime.dispatcher.run_pass()).dispatched == [task.id]
     cid = (await store.tasks.get(task.id)).container_id or ""
-    stamps = ["2026-12-01T10:00:00.000000Z", "2026-12-01T10:00:10.000000Z",
-              "2026-12-01T10:00:20.000000Z"]
-    for seq, at in enumerate(stamps, 1):
-        backend.records.setdefault(cid, []).append(
-            {"seq": seq, "type": "heartbeat", "at": at,
-             "data": {"agent_alive": True, "input_tokens": 10 * seq}})
+    lines = backend.records.setdefault(cid, [])
+    for seq in (1, 2, 3):
+        lines.append({"seq": seq, "type": "heartbeat", "at": f"2026-12-01T10:00:{seq}0Z",
+                      "data": {"agent_alive": True, "input_tokens": 10 * seq}})
+    lines.append({"seq": 4, "type": "agent_tool_use", "data": {"tool": "Bash", "summary": "a"}})
     await runtime.listener.drain_all()
     applied = await store.containers.get(cid)
-    backend.records[cid].append(dict(backend.records[cid][1]))  # seq 2, replayed
+    assert (applied.last_seq, applied.input_tokens) == (4, 30)
+
+    later = "2026-12-01T11:00:00Z"  # a replay carrying a later clock and more tokens
+    lines.append({"seq": 4, "type": "agent_tool_use", "data": {"tool": "Bash", "summary": "b"}})
+    lines.append({"seq": 3, "type": "heartbeat", "at": later,
+                  "data": {"agent_alive": True, "input_tokens": 900}})
+    lines.append({"seq": 1, "type": "heartbeat", "at": later,
+                  "data": {"agent_alive": True, "input_tokens": 999}})
     await runtime.listener.drain_all()
 
     c = await store.containers.get(cid)
-    assert c.last_seq == 3 and c.last_heartbeat_at == applied.last_heartbeat_at
+    assert (c.last_seq, c.input_tokens, c.last_heartbeat_at) == \
+        (4, 30, applied.last_heartbeat_at)
     assert len(await store.heartbeats.list(cid)) == 3
+    assert (await store.tasks.get(task.id)).last_tool == "Bash: a"

@@ -10,7 +10,10 @@ Layers (docs/design.md, "Layout"):
 - the worker ``modal_worker`` imports neither the daemon nor the CLI (a sandbox holds
   only the worker and the contract);
 - a Click command module (``parhelia_cli/commands/``) imports no other command module:
-  what two commands share is a plain module (``parhelia_cli/flows/``...).
+  what two commands share is a plain module (``parhelia_cli/flows/``...);
+- no other module imports a command module either (the MCP bridge and the flows take
+  what they share from ``parhelia_cli/flows/``): only the CLI's entry point
+  (``parhelia_cli.main``) loads commands, by name, when one runs.
 
 Every import statement counts: at module level, inside functions and classes, under
 ``if TYPE_CHECKING:``, relative ones, and ``importlib.import_module("...")`` with a
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,10 @@ def _in(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+CLI_ENTRY_POINT = "parhelia_cli.main"
+"""Loads the command module of the command that runs (``load_command``)."""
+
+
 def _is_command(module: str) -> bool:
     return module.startswith("parhelia_cli.commands.")
 
@@ -173,6 +179,8 @@ RULES = (
          _layer("modal_worker", "parheliad", "parhelia_cli")),
     Rule("a command module imports no other command module",
          lambda a, b: _is_command(a) and _is_command(b)),
+    Rule("only the entry point loads a command module",
+         lambda a, b: _is_command(b) and not _is_command(a) and a != CLI_ENTRY_POINT),
 )
 RULE = {rule.name: rule for rule in RULES}
 
@@ -277,36 +285,10 @@ def test_no_cycles_of_types_but_the_stores() -> None:
 # -- each rule seen failing on a planted violation -----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the four packages, to plant violations in."""
-    root = tmp_path_factory.mktemp("tree")
-    for directory in PACKAGES.values():
-        shutil.copytree(ROOT / directory, root / directory,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
-
-
-@pytest.fixture
-def plant(tree_copy: Path) -> Iterator[Callable[[str, str], dict[str, set[str]]]]:
-    """``plant(path, source)`` writes a module into the copy and returns the copy's
-    graph; every planted file is removed after the test."""
-    planted: list[Path] = []
-
-    def _plant(path: str, source: str) -> dict[str, set[str]]:
-        target = tree_copy / path
-        assert not target.exists(), path
-        target.write_text(source, encoding="utf-8")
-        planted.append(target)
-        return graph(modules(tree_copy))
-
-    yield _plant
-    for path in planted:
-        path.unlink()
-
-
-def _new(rule: str, planted_graph: dict[str, set[str]]) -> set[str]:
-    return violations(planted_graph, RULE[rule]) - violations(GRAPH, RULE[rule])
+def _new(rule: str, planted: dict[str, Path]) -> set[str]:
+    """The violations of ``rule`` in the planted tree's graph that the real tree lacks
+    (``plant`` is the fixture of ``tests/unit/core/conftest.py``)."""
+    return violations(graph(planted), RULE[rule]) - violations(GRAPH, RULE[rule])
 
 
 def test_the_daemon_rule_sees_an_import_inside_a_function(plant) -> None:
@@ -355,6 +337,26 @@ def test_the_command_rule_sees_a_relative_or_deferred_import(plant, source) -> N
         "parhelia_cli.commands.planted -> parhelia_cli.commands.task"}
 
 
+@pytest.mark.parametrize(("path", "source"), [
+    ("parhelia_cli/mcp_server/tools/planted.py",
+     "from parhelia_cli.commands.task import submit_task\n"),
+    ("parhelia_cli/flows/planted.py",
+     "def later():\n    from ..commands import session\n    return session\n"),
+], ids=["bridge", "flow"])
+def test_the_entry_point_rule_sees_the_bridge_or_a_flow_import_a_command(
+        plant, path: str, source: str) -> None:
+    """What the MCP bridge imported from ``commands/`` before issue 23 (``submit_task``,
+    ``follow``...) is refused wherever it comes back from."""
+    deps = plant(path, source)
+    importer = path.removesuffix(".py").replace("/", ".")
+    imported = "parhelia_cli.commands.task" if "task" in source else \
+        "parhelia_cli.commands.session"
+    assert _new("only the entry point loads a command module", deps) == {
+        f"{importer} -> {imported}"}
+    assert not RULE["only the entry point loads a command module"].forbids(
+        CLI_ENTRY_POINT, imported)
+
+
 def test_the_modal_sdk_rule_sees_an_import_outside_the_backend(plant, tree_copy) -> None:
     plant("parheliad/core/planted.py", "def sandbox():\n    import modal.exception\n")
     plant("parheliad/backends/modal/planted.py", "import modal\n")
@@ -363,8 +365,9 @@ def test_the_modal_sdk_rule_sees_an_import_outside_the_backend(plant, tree_copy)
 
 def test_the_cycle_check_sees_a_cycle_closed_inside_a_function(plant) -> None:
     plant("parheliad/core/planted_a.py", "from parheliad.core import planted_b\n")
-    deps = plant("parheliad/core/planted_b.py",
-                 "def back():\n    from parheliad.core import planted_a\n    return planted_a\n")
+    deps = graph(plant("parheliad/core/planted_b.py",
+                       "def back():\n    from parheliad.core import planted_a\n"
+                       "    return planted_a\n"))
     new = [c for c in cycles(deps) if c not in cycles(GRAPH)]
     assert new == [["parheliad.core.planted_a", "parheliad.core.planted_b"]]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

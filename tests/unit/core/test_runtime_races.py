@@ -137,7 +137,7 @@ async def test_a_daemon_killed_between_settle_and_recovery_recovers_at_start(
         runtime: Runtime, store: Store, backend: ScriptedBackend) -> None:
     """The container's end and the task's move to recovering are two units; a daemon
     that died between them must not leave the task running forever."""
-    from parheliad.core.listener import Outcome, settle_container
+    from parheliad.core.settle import Outcome, settle_container
 
     task = await _task(store)
     await runtime.dispatcher.run_pass()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from parheliad.backends.modal import from_config
 from parheliad.backends.modal import setup as modal_setup
 from parheliad.config import Config
-from parheliad.core.doctor import _modal
 from tests.helpers.modal_backend import make_backend
 
 
@@ -76,23 +76,25 @@ async def test_setup_refuses_a_v1_volume_and_reports_auth_errors(fake_modal, tmp
 
 @pytest.mark.parametrize("backend", ["local", "modal"])
 def test_doctor_checks_modal_offline(backend: str, tmp_path):
-    import dataclasses
+    """The Modal backend's own doctor checks (``SelfCheck``), asked as the daemon's
+    doctor asks them: Modal is the default backend or not."""
+    default = backend == "modal"
 
-    cfg = Config()
-    cfg = dataclasses.replace(cfg, orchestrator=dataclasses.replace(
-        cfg.orchestrator, default_backend=backend))
+    def checks(environ: dict[str, str]) -> list:
+        return from_config(Config(), None, environ).doctor(default=default)
+
     bare = {"HOME": str(tmp_path)}
-    [check] = _modal(cfg, bare)
+    [check] = checks(bare)
     if backend == "local":
         assert check.status == "ok" and "no token (optional" in check.detail
         assert "parhelia modal setup --token-id" in check.detail
     else:
         assert check.status == "fail" and "parhelia modal setup --token-id" in check.fix
     token = {**bare, "MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"}
-    first, secret = _modal(cfg, token)
+    first, secret = checks(token)
     assert first.status == "ok" and "modal 1.6." in first.detail
     # what it looked at: the token's presence, not Modal (never "verified by setup")
     assert "not checked against Modal now" in first.detail and "verified" not in first.detail
     assert secret.status == "warn" and "parhelia auth set" in secret.fix
-    _, secret = _modal(cfg, {**token, "ANTHROPIC_API_KEY": "sk-ant-x"})
+    _, secret = checks({**token, "ANTHROPIC_API_KEY": "sk-ant-x"})
     assert secret.status == "ok" and "sk-ant-x" not in secret.detail

@@ -197,7 +197,10 @@ def test_daemon_stopped_for_a_long_stretch_while_the_worker_works_on(
     for i in range(6):
         steps += [{"write": f"f{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 1}]
     task_id = harness.create(fake_prompt(*steps))
-    wait_for(lambda: harness.task(task_id)["status"] == "running", timeout=60, what="running")
+    # Its worker started (a task is running from its dispatch on, before its launch
+    # returns: a daemon stopped then would find it never launched).
+    wait_for(lambda: any(e["type"] == "worker_started" for e in harness.events("--task", task_id)),
+             timeout=60, what="the worker started")
     harness.daemon.stop()
     time.sleep(8)  # the worker works on, heartbeats and all, with nobody listening
     harness.daemon.start()

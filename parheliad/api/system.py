@@ -10,11 +10,12 @@ from contextlib import AbstractContextManager
 import grpc
 
 from parhelia import envfile, progress
+from parhelia.backends import MODAL
 from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
-from parheliad.core.doctor import backend_checks, run_checks
+from parheliad.core.doctor import backend_checks, modal_credential, run_checks
 from parheliad.core.progress import Tracker
 from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
@@ -144,6 +145,10 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
         checks = await asyncio.to_thread(run_checks, ctx.paths, ctx.config, ctx.socket)
         checks += backend_checks(await ctx.backend_status(),
                                  ctx.config.orchestrator.default_backend)
+        recent = await ctx.store.containers.list(backend=MODAL, limit=20)
+        in_force = modal_credential(next((c for c in recent if c.credential), None))
+        if in_force is not None:
+            checks.append(in_force)
         return system_pb2.DoctorResponse(checks=[
             system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
             for c in checks])

@@ -21,6 +21,7 @@ from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
+from parheliad.store.rows import ContainerRow
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_FREE_BYTES = 1 << 30
@@ -181,6 +182,30 @@ def _git() -> Check:
     return Check("git", OK, shutil.which("git") or "git")
 
 
+def _modal_experimental() -> object:
+    """The installed SDK's ``modal.experimental`` (None when it cannot be imported)."""
+    import importlib
+
+    try:
+        return importlib.import_module("modal.experimental")
+    except Exception:  # any failure means: no outbound policy from here
+        return None
+
+
+def modal_credential(latest: ContainerRow | None) -> Check | None:
+    """What was in force at the daemon's last Modal launch (None before the first one):
+    the backend's decision, as the container (and `task show`) recorded it."""
+    if latest is None:
+        return None
+    said = sandbox.describe(latest.isolation, latest.credential)
+    detail = f"in force at the last Modal launch (container {latest.id}, task " \
+             f"{latest.task_id}): {said}"
+    if latest.credential in sandbox.CREDENTIAL_OUTSIDE:
+        return Check("modal credential", OK, detail)
+    return Check("modal credential", WARN, detail, "see the 'modal secret' check: the named "
+                 "secret and an SDK with the outbound policy keep it out of the sandbox")
+
+
 def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     """Modal, without a single network call: the SDK, the token, where workers' Anthropic
     credential will come from. `parhelia modal setup` verifies them against Modal."""
@@ -188,6 +213,7 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     import importlib.util
 
     from parheliad.backends.modal import token_configured  # does not import modal
+    from parheliad.backends.modal.backend import outbound_policy_blocker
 
     wanted = config.orchestrator.default_backend == MODAL
     missing = FAIL if wanted else WARN
@@ -206,9 +232,18 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
                     f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
     local = [k for k in CREDENTIAL_VARS if env.get(k)]
+    blocker = outbound_policy_blocker(_modal_experimental(), env)
     outside = (f"with the Modal secret {m.secret_name!r}, Modal puts the credential into "
                "the sandbox's API requests (outbound policy: the agent sees a placeholder)")
-    if local:
+    if blocker is not None:
+        checks.append(Check("modal secret", WARN, "no outbound policy: the credential (the "
+                            f"Modal secret {m.secret_name!r}"
+                            + (f", else {local[0]} from this environment" if local else "")
+                            + f") will be in the sandbox's environment, where the agent can "
+                            f"read it ({blocker})",
+                            "an https ANTHROPIC_BASE_URL (or none)" if "https" in blocker
+                            else "reinstall parhelia (modal 1.6.4 has the outbound policy)"))
+    elif local:
         checks.append(Check("modal secret", OK, f"{outside}; without it, {local[0]} from "
                             "this environment goes into the sandbox's environment as an "
                             "ephemeral secret, where the agent can read it",

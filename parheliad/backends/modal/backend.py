@@ -86,6 +86,19 @@ def api_host(environ: Mapping[str, str]) -> str | None:
     return parsed.hostname if parsed.scheme == "https" and parsed.hostname else None
 
 
+def outbound_policy_blocker(experimental: Any, environ: Mapping[str, str]) -> str | None:
+    """Why no outbound policy can carry the credential, whatever the named secret holds
+    (None: it can): the SDK's ``modal.experimental`` (``experimental``) has no
+    ``OutboundPolicy``, or the API host is not reached over https. Offline: ``doctor``
+    asks it as the backend does at launch."""
+    if getattr(experimental, "OutboundPolicy", None) is None:
+        return "this modal SDK has no modal.experimental.OutboundPolicy"
+    if api_host(environ) is None:
+        return ("ANTHROPIC_BASE_URL is not an https URL: an outbound policy rewrites https "
+                "requests only")
+    return None
+
+
 USAGE_WINDOW_DAYS = 7
 """The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
 compute stays an estimate."""
@@ -228,18 +241,16 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     def _outbound_policy(self, key: str, named: Any) -> tuple[Any, str]:
         """The policy that puts the named secret's ``key`` into the sandbox's requests to
         the API host, or (None, why not)."""
-        experimental = getattr(self.sdk, "experimental", None)
-        factory = getattr(experimental, "OutboundPolicy", None)
-        if factory is None:
-            return None, "this modal SDK has no modal.experimental.OutboundPolicy"
+        experimental: Any = getattr(self.sdk, "experimental", None)
+        blocker = outbound_policy_blocker(experimental, self._environ)
         host = api_host(self._environ)
-        if host is None:
-            return None, ("ANTHROPIC_BASE_URL is not an https URL: an outbound policy "
-                          "rewrites https requests only")
+        if blocker is not None or host is None:
+            return None, blocker or "no API host"
         value = f"${key}" if key == "ANTHROPIC_API_KEY" else f"Bearer ${key}"
         header = "x-api-key" if key == "ANTHROPIC_API_KEY" else "authorization"
-        return factory().with_header_replacement(domain=host, headers={header: value},
-                                                 secret=named), ""
+        policy = experimental.OutboundPolicy()
+        return policy.with_header_replacement(domain=host, headers={header: value},
+                                              secret=named), ""
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -182,16 +182,6 @@ def _git() -> Check:
     return Check("git", OK, shutil.which("git") or "git")
 
 
-def _modal_experimental() -> object:
-    """The installed SDK's ``modal.experimental`` (None when it cannot be imported)."""
-    import importlib
-
-    try:
-        return importlib.import_module("modal.experimental")
-    except Exception:  # any failure means: no outbound policy from here
-        return None
-
-
 def modal_credential(latest: ContainerRow | None) -> Check | None:
     """What was in force at the daemon's last Modal launch (None before the first one):
     the backend's decision, as the container (and `task show`) recorded it."""
@@ -213,7 +203,7 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     import importlib.util
 
     from parheliad.backends.modal import token_configured  # does not import modal
-    from parheliad.backends.modal.backend import outbound_policy_blocker
+    from parheliad.backends.modal.backend import installed_policy_blocker
 
     wanted = config.orchestrator.default_backend == MODAL
     missing = FAIL if wanted else WARN
@@ -232,7 +222,7 @@ def _modal(config: Config, env: dict[str, str]) -> list[Check]:
     checks = [Check("modal", OK, f"modal {version}; token configured; app {m.app_name!r}, "
                     f"volume {m.volume_name!r} (verified by `parhelia modal setup`)")]
     local = [k for k in CREDENTIAL_VARS if env.get(k)]
-    blocker = outbound_policy_blocker(_modal_experimental(), env)
+    blocker = installed_policy_blocker(env)
     outside = (f"with the Modal secret {m.secret_name!r}, Modal puts the credential into "
                "the sandbox's API requests (outbound policy: the agent sees a placeholder)")
     if blocker is not None:

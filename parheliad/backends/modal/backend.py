@@ -99,6 +99,16 @@ def outbound_policy_blocker(experimental: Any, environ: Mapping[str, str]) -> st
     return None
 
 
+def installed_policy_blocker(environ: Mapping[str, str]) -> str | None:
+    """:func:`outbound_policy_blocker` for the installed SDK (imported here: only this
+    package imports ``modal``); an SDK that fails to import has no policy either."""
+    try:
+        import modal.experimental as experimental
+    except Exception:  # any failure means: no outbound policy from here
+        experimental = None  # type: ignore[assignment]
+    return outbound_policy_blocker(experimental, environ)
+
+
 USAGE_WINDOW_DAYS = 7
 """The longest range ``app.sandboxes.stats`` accepts (modal 1.6.4): an older container's
 compute stays an estimate."""

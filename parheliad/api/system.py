@@ -14,7 +14,7 @@ from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import system_pb2, system_pb2_grpc
 from parheliad.api.convert import set_ts
 from parheliad.context import DaemonContext
-from parheliad.core.doctor import backend_checks, run_checks
+from parheliad.core.doctor import backend_checks, credential_in_force, run_checks
 from parheliad.core.progress import Tracker
 from parheliad.core.reconciler import LAST_RUN_KEY
 from parheliad.core.states import Health, TaskStatus
@@ -150,6 +150,12 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
             with tracked(ctx, context) as tracker:
                 checks += await ctx.runtime.registry.check_now(
                     lambda what: tracker.phase(what, total=0))
+        for name in ctx.runtime.registry.built if ctx.runtime is not None else ():
+            recent = await ctx.store.containers.list(backend=name, limit=20)
+            in_force = credential_in_force(name, next((c for c in recent if c.credential),
+                                                      None))
+            if in_force is not None:
+                checks.append(in_force)
         return system_pb2.DoctorResponse(checks=[
             system_pb2.DoctorCheck(name=c.name, status=c.status, detail=c.detail, fix=c.fix)
             for c in checks])

@@ -24,6 +24,7 @@ from parhelia.paths import Paths
 from parheliad.backends.base import FAIL, OK, WARN, Check
 from parheliad.backends.registry import BackendState
 from parheliad.config import Config, load_config
+from parheliad.store.rows import ContainerRow
 
 MIN_FREE_BYTES = 1 << 30
 LOW_FREE_BYTES = 5 << 30
@@ -174,3 +175,17 @@ def _git() -> Check:
                      "and `task pull` cannot make branches", "install git")
     return Check("git", OK, shutil.which("git") or "git")
 
+
+
+def credential_in_force(backend: str, latest: ContainerRow | None) -> Check | None:
+    """Where the model credential was at the backend's last launch (None before the first
+    one): the decision the container (and `task show`) recorded."""
+    if latest is None:
+        return None
+    said = sandbox.describe(latest.isolation, latest.credential)
+    detail = f"in force at the last {backend} launch (container {latest.id}, task " \
+             f"{latest.task_id}): {said}"
+    if latest.credential in sandbox.CREDENTIAL_OUTSIDE:
+        return Check(f"{backend} credential", OK, detail)
+    return Check(f"{backend} credential", WARN, detail, "see the checks above: what keeps "
+                 "the credential out of the agent's reach")

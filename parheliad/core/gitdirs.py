@@ -3,10 +3,13 @@
 A pulled tree (``session pull``'s directory, ``task pull``'s branch once checked out)
 must run nothing when the user runs git in it. Git takes a directory for a repository's
 git directory when it is named ``.git`` (or a ``.git`` file points at one), or when it
-has a bare layout: ``HEAD`` beside ``objects`` or ``refs`` (git 2.39's discovery checks
-each directory on the way up from the current one, with no ``.git`` in sight). Such a
-directory's ``config`` (``core.fsmonitor``, ``core.worktree``, pagers, filters, hooks
-paths), its hooks, ``commondir``, ``info/`` and alternates would act in the user's shell.
+has a bare layout: ``HEAD`` beside ``objects`` or ``refs``, or beside ``commondir`` (a
+worktree's git directory, whose objects, refs and config are the common dir's: git 2.39's
+discovery checks each directory on the way up from the current one, with no ``.git`` in
+sight). Such a directory's ``config`` and ``config.worktree`` (``core.fsmonitor``,
+``core.worktree``, pagers, filters, hooks paths), its hooks, ``commondir``, ``info/`` and
+alternates would act in the user's shell; without its ``commondir`` a worktree's git
+directory is no git directory, so the common dir's config is never read.
 
 Only the repository's data is kept inside any of them (:data:`KEPT`, :data:`KEPT_TREES`);
 everything else is left out and listed. Names are compared case-insensitively (a
@@ -22,7 +25,7 @@ KEPT = frozenset({"head", "orig_head", "packed-refs", "shallow", "index"})
 KEPT_TREES = frozenset({"refs", "objects", "logs"})
 DROPPED_ALWAYS = frozenset({"objects/info/alternates", "objects/info/http-alternates"})
 BARE_MARK = "head"
-BARE_WITH = frozenset({"objects", "refs"})
+BARE_WITH = frozenset({"objects", "refs", "commondir"})
 
 
 def git_dirs(paths: Iterable[str]) -> set[str]:

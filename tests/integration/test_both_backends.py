@@ -12,6 +12,7 @@ the volume: diff, pull): nothing reads a backend's own directories.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -496,3 +497,33 @@ def test_with_the_named_secret_a_modal_task_says_its_credential_stays_outside(
     container = harness.json("container", "show", harness.task(task_id)["container_id"])
     assert (container["isolation"], container["credential"]) == ("modal sandbox",
                                                                  "outbound policy")
+    # doctor says which is in force: the SDK and API host allow the policy, and the last
+    # launch used it
+    checks = doctor_checks(harness)
+    assert checks["modal secret"]["status"] == "ok"
+    assert "outbound policy" in checks["modal secret"]["detail"]
+    in_force = checks["modal credential"]
+    assert in_force["status"] == "ok" and container["id"] in in_force["detail"]
+    assert "credential outside the sandbox" in in_force["detail"]
+
+
+def test_without_the_named_secret_task_show_and_doctor_say_the_key_is_in_the_sandbox(
+        harness_factory: Callable[..., Harness], fake_modal: FakeModal) -> None:
+    """The fallback (no named secret: the daemon's own key goes in as an ephemeral secret,
+    which an outbound policy cannot use) is said where the user looks: `task show` and
+    `doctor`, which names the container of the last launch."""
+    harness = Backend("modal", harness_factory, fake_modal).harness()
+    assert "modal credential" not in doctor_checks(harness)  # nothing launched yet
+    task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a\n"}, {"turn": True}))
+    assert harness.wait(task_id, timeout=120)["status"] == "completed"
+    shown = harness.run("task", "show", task_id, check=True).stdout
+    assert "modal sandbox; model credential in the agent's environment" in shown, shown
+    container = harness.task(task_id)["container_id"]
+    in_force = doctor_checks(harness)["modal credential"]
+    assert in_force["status"] == "warn" and container in in_force["detail"]
+    assert "in the agent's environment" in in_force["detail"]
+
+
+def doctor_checks(harness: Harness) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in
+            json.loads(harness.run("doctor", "--json").stdout)["checks"]}

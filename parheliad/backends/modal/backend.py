@@ -10,7 +10,6 @@ import json
 import os
 import secrets as secrets_module
 import time
-import urllib.parse
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,13 +61,11 @@ from parheliad.backends.modal.copies import VolumeCopies
 from parheliad.backends.modal.doctor import checks as doctor_checks
 from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
+from parheliad.backends.modal.policy import api_host, outbound_policy_blocker
 from parheliad.backends.modal.terminal import Terminals
 from parheliad.backends.modal.token import config_path
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_API_HOST = "api.anthropic.com"
-
 
 @dataclass(frozen=True)
 class CredentialPlan:
@@ -79,16 +76,6 @@ class CredentialPlan:
     policy: Any
     credential: str
     why: str
-
-
-def api_host(environ: Mapping[str, str]) -> str | None:
-    """The host an outbound policy puts the credential into requests to: the daemon's
-    ``ANTHROPIC_BASE_URL`` when it names one (https only), else Anthropic's."""
-    base = environ.get("ANTHROPIC_BASE_URL", "").strip()
-    if not base:
-        return DEFAULT_API_HOST
-    parsed = urllib.parse.urlsplit(base)
-    return parsed.hostname if parsed.scheme == "https" and parsed.hostname else None
 
 
 LAUNCH_WAIT_SHOWN_AFTER_S = 3.0
@@ -247,18 +234,16 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
     def _outbound_policy(self, key: str, named: Any) -> tuple[Any, str]:
         """The policy that puts the named secret's ``key`` into the sandbox's requests to
         the API host, or (None, why not)."""
-        experimental = getattr(self.sdk, "experimental", None)
-        factory = getattr(experimental, "OutboundPolicy", None)
-        if factory is None:
-            return None, "this modal SDK has no modal.experimental.OutboundPolicy"
+        experimental: Any = getattr(self.sdk, "experimental", None)
+        blocker = outbound_policy_blocker(experimental, self._environ)
         host = api_host(self._environ)
-        if host is None:
-            return None, ("ANTHROPIC_BASE_URL is not an https URL: an outbound policy "
-                          "rewrites https requests only")
+        if blocker is not None or host is None:
+            return None, blocker or "no API host"
         value = f"${key}" if key == "ANTHROPIC_API_KEY" else f"Bearer ${key}"
         header = "x-api-key" if key == "ANTHROPIC_API_KEY" else "authorization"
-        return factory().with_header_replacement(domain=host, headers={header: value},
-                                                 secret=named), ""
+        policy = experimental.OutboundPolicy()
+        return policy.with_header_replacement(domain=host, headers={header: value},
+                                              secret=named), ""
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from parhelia.credentials import CREDENTIAL_VARS
 from parheliad.backends.base import FAIL, OK, WARN, Check
 from parheliad.backends.modal.client import ModalSettings, token_configured
 from parheliad.backends.modal.errors import TOKEN_FIX
+from parheliad.backends.modal.policy import installed_policy_blocker
 from parheliad.backends.modal.token import config_path
 
 SETUP = "then `parhelia modal setup` (creates the app and volume, builds the image)"
@@ -39,7 +40,16 @@ def checks(settings: ModalSettings, environ: Mapping[str, str], *,
     outside = (f"with the Modal secret {settings.secret_name!r}, Modal puts the credential "
                "into the sandbox's API requests (outbound policy: the agent sees a "
                "placeholder)")
-    if local:
+    blocker = installed_policy_blocker(environ)
+    if blocker is not None:
+        found.append(Check("modal secret", WARN, "no outbound policy: the credential (the "
+                           f"Modal secret {settings.secret_name!r}"
+                           + (f", else {local[0]} from this environment" if local else "")
+                           + ") will be in the sandbox's environment, where the agent can "
+                           f"read it ({blocker})",
+                           "an https ANTHROPIC_BASE_URL (or none)" if "https" in blocker
+                           else "reinstall parhelia (modal 1.6.4 has the outbound policy)"))
+    elif local:
         found.append(Check("modal secret", OK, f"{outside}; without it, {local[0]} from "
                            "this environment goes into the sandbox's environment as an "
                            "ephemeral secret, where the agent can read it",

@@ -23,6 +23,10 @@ from tests.helpers.gitrepo import git, init_repo
 
 UUID = "0b5c6d2e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
 HOOKS = ("post-index-change", "post-checkout", "pre-commit", "reference-transaction")
+METADATA = ("config", "config.worktree", "commondir", ".git")
+"""Files that make git act, listed as left out wherever they lie in a git directory (a
+common dir is no git directory of its own: without the ``commondir`` naming it, git never
+reads its config)."""
 
 
 def hostile(marker: Path) -> dict[str, dict[str, str]]:
@@ -43,6 +47,15 @@ def hostile(marker: Path) -> dict[str, dict[str, str]]:
         "bare inside the refs of a .git": {
             "a.txt": "a\n", ".git/HEAD": "ref: refs/heads/main\n", ".git/objects/info/x": "",
             ".git/refs/heads/main": "0" * 40 + "\n", **bare(".git/refs/x")},
+        # git takes ``wt`` for a git directory (HEAD, and objects/refs through commondir)
+        # and reads the common dir's config and its own config.worktree.
+        "a git directory whose objects and refs are in a common dir": {
+            "src/a.py": "print(1)\n", "wt/HEAD": "ref: refs/heads/main\n",
+            "wt/commondir": "../common\n",
+            "wt/config.worktree": f"[core]\n\tworktree = .\n\tfsmonitor = {run}\n",
+            "common/objects/info/packs": "\n", "common/refs/heads/.keep": "",
+            "common/config": "[core]\n\trepositoryformatversion = 1\n\tbare = false\n"
+                             "[extensions]\n\tworktreeConfig = true\n"},
         "a .git file naming a directory of the tree": {
             "a.txt": "a\n", "sub/.git": "gitdir: ../planted\n", "sub/b.txt": "b\n",
             **{k: v for k, v in bare("planted").items() if not k.endswith("config")},
@@ -108,7 +121,8 @@ def test_git_in_every_directory_of_a_session_pull_runs_nothing(tmp_path: Path,
     _git_everywhere(dest, home)
     assert not marker.exists()
     for rel in files:
-        if rel.rsplit("/", 1)[-1] in ("config", ".git") or "/hooks/" in f"/{rel}":
+        if rel.rsplit("/", 1)[-1] in METADATA and not rel.startswith("common/") or \
+                "/hooks/" in f"/{rel}":
             assert any(line.startswith(f"{rel}: ") for line in copy.left_out), rel
     # The rest arrives; a workspace that is itself a bare repository keeps only its data.
     assert (dest / "objects/info/packs").exists() if layout == "bare at the top" else \
@@ -146,7 +160,7 @@ async def test_git_in_every_directory_of_a_task_pull_runs_nothing(
     _git_everywhere(applied, home)
     assert not marker.exists()
     for rel in files:
-        if not rel.startswith(".git/") and rel.rsplit("/", 1)[-1] in ("config", ".git"):
+        if not rel.startswith((".git/", "common/")) and rel.rsplit("/", 1)[-1] in METADATA:
             assert any(line.startswith(f"{rel}: ") for line in pulled.skipped), rel
 
 
@@ -155,6 +169,8 @@ def test_git_directories_are_found_by_name_and_by_layout_in_any_case() -> None:
             "r/HEAD", "r/refs/heads/main", "plain/HEAD", "plain/notes.txt"]
     assert gitdirs.git_dirs(tree) == {".git", "x/.GIT", "m", "r"}
     assert gitdirs.git_dirs(["HEAD", "refs/x", "src/a.py"]) == {""}
+    assert gitdirs.git_dirs(["wt/HEAD", "wt/commondir", "common/objects/x"]) == {"wt"}
+    assert gitdirs.metadata_problem("wt/commondir", {"wt"}) is not None
     dirs = gitdirs.git_dirs(tree)
     assert gitdirs.metadata_problem("m/config", dirs) is not None
     assert gitdirs.metadata_problem("m/Objects/p", dirs) is None

@@ -98,3 +98,11 @@ def test_doctor_checks_modal_offline(backend: str, tmp_path):
     assert secret.status == "warn" and "parhelia auth set" in secret.fix
     _, secret = checks({**token, "ANTHROPIC_API_KEY": "sk-ant-x"})
     assert secret.status == "ok" and "sk-ant-x" not in secret.detail
+    assert "outbound policy" in secret.detail
+    # an API host reached over http: no outbound policy can carry the key, whatever the
+    # named secret holds -- doctor says the key will be in the sandbox, and why
+    _, secret = checks({**token, "ANTHROPIC_API_KEY": "sk-ant-x",
+                        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
+    assert secret.status == "warn" and "sk-ant-x" not in secret.detail
+    assert "will be in the sandbox's environment" in secret.detail
+    assert "not an https URL" in secret.detail and "https" in secret.fix

@@ -112,9 +112,11 @@ def test_corrupt_large_blob_is_detected_in_the_kernel_copy_path(tmp_path: Path) 
     manifest = snapshot(src, volume=volume, session_id="s", parent_id=None, trigger="t")
     blob = volume.path_for(blob_key(manifest.tree["large"].blob or ""))
     blob.chmod(0o644)
-    with open(blob, "r+b") as fh:
+    with open(blob, "r+b") as fh:  # one byte changed (writing a fixed one left the
+        fh.seek(500_000)           # random content as it was once in 256 runs)
+        byte = fh.read(1)[0]
         fh.seek(500_000)
-        fh.write(b"X")
+        fh.write(bytes([byte ^ 0xFF]))
     dest = tmp_path / "dest"
     with pytest.raises(ParheliaError) as err:
         restore(manifest, dest, volume=volume)

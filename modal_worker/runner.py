@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 from modal_worker import claude_config, hooks, resume_summary, sshd
+from modal_worker import environment as envsetup
 from modal_worker.agent import (
     AgentProcess,
     agent_version,
@@ -44,6 +45,7 @@ from modal_worker.stream import AgentStats, StreamParser, TranscriptCost, transc
 from modal_worker.tui import TuiAgent
 from parhelia import __version__ as parhelia_version
 from parhelia import records
+from parhelia.backends import MODAL
 from parhelia.checkpoint import (
     BlobStore,
     Conversation,
@@ -61,12 +63,13 @@ from parhelia.checkpoint.lineage import lineage_path
 from parhelia.checkpoint.restore import replace_dir
 from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.clock import utc_now
+from parhelia.environment import PHASE_SETUP, PHASE_START
 from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.redact import redact_text
 from parhelia.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec
 from parhelia.tuisocket import socket_path
-from parhelia.volume import LocalVolume, log_key, result_key
+from parhelia.volume import LocalVolume, log_key, result_key, setup_log_key
 
 SSH_DIR_NAME = ".parhelia-ssh"
 """Beside the agent's config dir: the sandbox's sshd host key, config, authorized key."""
@@ -100,7 +103,11 @@ class Outcome(Exception):
 
 _ERROR_EXIT = {"E100": ExitCode.INVALID_SPEC, "E400": ExitCode.NO_CREDENTIALS,
                "E500": ExitCode.AGENT_NOT_FOUND, "E600": ExitCode.RESTORE_FAILED,
-               "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT}
+               "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT,
+               "E606": ExitCode.SETUP_FAILED}
+SETUP_STATUS_SUFFIX = ".parhelia-setup-status"
+"""Beside the workspace: ``ready`` or ``failed`` once a setup-only worker is done
+(``python -m modal_worker setup-wait`` reads it for the Modal backend)."""
 
 
 class Worker:
@@ -136,6 +143,9 @@ class Worker:
             "parhelia_version": parhelia_version,
         }
         self.conversation: Conversation | None = None
+        self.phase: envsetup.PhaseRunner | None = None
+        self._tree_digest = ""
+        """The restored (or kept) tree's digest: what a prepared workspace is keyed by."""
         self._start_message = ""
         self.last_checkpoint_at = time.monotonic()
         self.agent: AgentProcess | TuiAgent | None = None
@@ -205,9 +215,31 @@ class Worker:
                                            "fingerprint": self.sshd.fingerprint,
                                            "port": sshd.PORT})
 
+    @property
+    def contained(self) -> bool:
+        """Whether the agent runs inside a sandbox that is its boundary (a Modal sandbox)."""
+        return self.spec.backend == MODAL
+
+    def _permission_mode(self) -> str:
+        """The agent's mode: the contained default in a sandbox, else the task's own."""
+        contained = self.agent_spec.permission_mode_contained
+        return contained if contained and self.contained else self.agent_spec.permission_mode
+
+    def _agent_base(self) -> dict[str, str]:
+        """The worker's environment without the setup secrets (start and the agent)."""
+        environment = self.spec.environment
+        return dict(self.environ) if environment is None else \
+            envsetup.without_secrets(self.environ, environment)
+
     def _run(self) -> Outcome:
-        env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,
-                        workspace=self.workspace, permission_mode=self.spec.agent.permission_mode)
+        mode = self._permission_mode()
+        if mode != self.agent_spec.permission_mode:
+            self.agent_spec = dataclasses.replace(self.agent_spec, permission_mode=mode)
+            self.environment["permission_mode"] = mode
+        extra = {**(self.spec.environment.env if self.spec.environment else {}),
+                 **self.spec.env}
+        env = build_env(self._agent_base(), extra=extra, config_dir=self.config_dir,
+                        workspace=self.workspace, permission_mode=mode)
         check_credentials(env)
         command = resolve_command(self.spec.agent.command, env)
         self._materialise()
@@ -234,12 +266,87 @@ class Worker:
             agent_pid=lambda: self.agent.pid if self.agent else None,
             agent_alive=lambda: bool(self.agent and self.agent.alive()))
         self.heartbeat.start()
+        self._prepare_environment(start=True)
+        if self._signal is not None:
+            return self._interrupted()
         self.checkpoint("start", self._start_message)
         if self._signal is not None:
             return self._interrupted()
         self._command, self._env = command, env
         self._start_agent()
         return self._supervise()
+
+    # -- the environment ----------------------------------------------------------------
+
+    def _prepare_environment(self, *, start: bool) -> None:
+        """Caches, then setup (unless this workspace is prepared for the environment
+        already), then -- with ``start`` -- the start commands. A failure is checkpointed
+        (the workspace as the setup left it) and ends the run with E606 before the agent
+        ever starts."""
+        environment = self.spec.environment
+        if environment is None:
+            return
+        envsetup.link_caches(environment, Path(self.environ.get("HOME") or Path.home()))
+        scrub = envsetup.Scrubber(list(envsetup.secret_values(self.environ,
+                                                              environment).values()))
+        deadline = time.monotonic() + environment.setup_timeout_seconds
+        runner = self.phase = envsetup.PhaseRunner(
+            self.channel, cwd=self.workspace, scrub=scrub, deadline=deadline,
+            log_path=self.volume.path_for(setup_log_key(self.spec.container_id)))
+        try:
+            marker = envsetup.read_marker(self.workspace)
+            prepared = marker.get("hash") == environment.hash and \
+                marker.get("tree") == self._tree_digest
+            if environment.setup and prepared:
+                send(self.channel, records.SetupSkipped(hash=environment.hash,
+                                                        steps=len(environment.setup)))
+            elif environment.setup:
+                envsetup.clear_marker(self.workspace)
+                secrets = envsetup.secret_values(self.environ, environment)
+                runner.run(PHASE_SETUP, environment.setup, envsetup.command_environ(
+                    self.environ, environment, secrets=secrets))
+            if environment.setup and not prepared:
+                envsetup.write_marker(self.workspace, environment.hash, self._tree_digest)
+            if start and environment.start:
+                runner.run(PHASE_START, environment.start,
+                           envsetup.command_environ(self._agent_base(), environment))
+        except envsetup.SetupFailed as exc:
+            if self._signal is not None:
+                raise Outcome(ExitCode.TERMINATED, f"terminated by signal {self._signal} "
+                              "during setup") from None
+            self.checkpoint("error", f"setup failed: {exc.message[:150]}")
+            raise Outcome(ExitCode.SETUP_FAILED, exc.message, "E606") from None
+        finally:
+            self.phase = None
+
+    def run_setup_only(self) -> int:
+        """The Modal backend's setup sandbox (``python -m modal_worker setup SPEC``):
+        restore, caches and setup, with the setup secrets; then say ``ready`` beside the
+        workspace and wait to be terminated (the daemon snapshots this filesystem first).
+        A failure is checkpointed and ends the incarnation with E606, as in :meth:`run`."""
+        self._install_signals()
+        status = self.workspace.parent / f".{self.workspace.name}{SETUP_STATUS_SUFFIX}"
+        try:
+            self._materialise()
+            os.chdir(self.workspace)
+            self._prepare_environment(start=False)
+        except Outcome as o:
+            outcome = o
+        except ParheliaError as exc:
+            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+        except Exception as exc:
+            log.exception("setup failed")
+            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+        else:
+            self.sync_volume()
+            status.write_text("ready", encoding="utf-8")
+            while self._signal is None:
+                time.sleep(LOOP_TICK)
+            return 0
+        with contextlib.suppress(OSError):
+            status.write_text("failed", encoding="utf-8")
+        self._finish(outcome)
+        return int(outcome.code)
 
     def _degrade(self, reason: str) -> None:
         """Resume cannot continue the stored conversation: start a new one (same session
@@ -266,6 +373,7 @@ class Worker:
         if spec.restore_checkpoint_id:
             manifest = load_manifest(self.volume, spec.session_id, spec.restore_checkpoint_id)
             self.parent_manifest = manifest
+            self._tree_digest = envsetup.tree_digest(manifest)
             if self._left_behind_continues(manifest.id):
                 # The previous worker's files descend from this checkpoint and may hold
                 # turns it does not: keep them (the start checkpoint records them), and
@@ -276,6 +384,11 @@ class Worker:
                     self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
                     self.prompt = continuation_prompt(
                         manifest.id, "its worker stopped before checkpointing its first turn")
+            elif self._prepared_for(manifest):
+                # A sandbox started from a prepared snapshot: its workspace is this tree
+                # plus what setup made in it (kept: setup does not run again).
+                data = {"source": "prepared", "checkpoint_id": manifest.id}
+                lineage.write(self.lineage, [manifest.id])
             else:
                 lineage.clear(self.lineage)
                 stats = restore(manifest, self.workspace, volume=self.volume,
@@ -305,6 +418,17 @@ class Worker:
         data["workspace"] = str(self.workspace)
         data["duration_ms"] = int((time.monotonic() - started) * 1000)
         self.channel.emit("workspace_restored", data)
+
+    def _prepared_for(self, manifest: Manifest) -> bool:
+        """Whether the workspace on disk is ``manifest``'s tree prepared by this task's
+        environment (the marker beside it says so: a warm start)."""
+        environment = self.spec.environment
+        if environment is None or not environment.setup or not self.workspace.is_dir() \
+                or self.workspace.is_symlink():
+            return False
+        marker = envsetup.read_marker(self.workspace)
+        return marker.get("hash") == environment.hash and \
+            marker.get("tree") == self._tree_digest
 
     def _left_behind_continues(self, checkpoint_id: str) -> bool:
         """True when this machine still holds the session's workspace and transcript as a
@@ -744,6 +868,8 @@ class Worker:
     def _install_signals(self) -> None:
         def on_term(signum: int, frame: FrameType | None) -> None:
             self._signal = signum
+            if self.phase is not None:
+                self.phase.stop()
 
         def on_usr1(signum: int, frame: FrameType | None) -> None:
             self._wake = True
@@ -821,14 +947,35 @@ def _report_invalid_spec(path: Path, error: ParheliaError) -> None:
         log.debug("no result written for an unreadable spec", exc_info=True)
 
 
-def run(spec_path: Path) -> int:
+def run(spec_path: Path, *, setup_only: bool = False) -> int:
     try:
         spec = load_spec(spec_path)
     except ParheliaError as exc:
         log.error("%s", exc)
         _report_invalid_spec(spec_path, exc)
         return int(ExitCode.INVALID_SPEC)
-    return Worker(spec).run()
+    worker = Worker(spec)
+    return worker.run_setup_only() if setup_only else worker.run()
+
+
+def wait_for_setup(spec_path: Path, timeout: float) -> int:
+    """``python -m modal_worker setup-wait SPEC``: 0 once the setup-only worker of SPEC
+    says ``ready``, 6 when it failed, 124 past ``timeout`` seconds."""
+    spec = load_spec(spec_path)
+    workspace = Path(spec.workspace_dir)
+    status = workspace.parent / f".{workspace.name}{SETUP_STATUS_SUFFIX}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            said = status.read_text(encoding="utf-8").strip()
+        except OSError:
+            said = ""
+        if said == "ready":
+            return 0
+        if said == "failed":
+            return int(ExitCode.SETUP_FAILED)
+        time.sleep(0.2)
+    return int(ExitCode.TIMEOUT)
 
 
 def configure_logging() -> None:

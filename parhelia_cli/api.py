@@ -275,12 +275,13 @@ class TasksApi(_Service):
 
         return self._stream("WatchAllTasks", tasks_pb2.WatchAllTasksRequest(recent=recent))
 
-    def logs(self, task_id: str, *, follow: bool = False, offset: int = 0
-             ) -> Stream[tasks_pb2.LogChunk]:
+    def logs(self, task_id: str, *, follow: bool = False, offset: int = 0,
+             setup: bool = False) -> Stream[tasks_pb2.LogChunk]:
+        """``setup``: the environment's setup and start output instead of the agent's."""
         from parhelia.v1 import tasks_pb2
 
         return self._stream("GetTaskLogs", tasks_pb2.GetTaskLogsRequest(
-            task_id=task_id, follow=follow, offset=offset))
+            task_id=task_id, follow=follow, offset=offset, setup=setup))
 
     def diff(self, task_id: str, *, stat_only: bool = False, against: str = ""
              ) -> tasks_pb2.GetTaskDiffResponse:

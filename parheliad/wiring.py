@@ -41,6 +41,7 @@ from parheliad.core.runtime import Runtime
 from parheliad.core.sessions import SessionOps
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import TaskService
+from parheliad.environments.service import EnvironmentResolver
 from parheliad.store import Store
 
 API_GRACE_S = 5.0
@@ -121,7 +122,8 @@ def compose(paths: Paths, config: Config, store: Store, bus: EventBus, *, instan
     runtime = build_runtime(store, paths, lambda: config, instance_id, bus)
     tasks = TaskService(store, config=lambda project: ctx.config_for(project),
                         runtime=runtime, on_created=runtime.kick,
-                        admit=runtime.budget.admission)
+                        admit=runtime.budget.admission,
+                        environments=EnvironmentResolver(runtime.volume))
 
     async def backend_status() -> list[BackendState]:
         return runtime.registry.states()

@@ -319,7 +319,8 @@ def show(task_id: str) -> None:
                                                       and not unsaved(t) else "")),
         ("Waiting", render.safe(wait_text(t)) if waits(t) else None),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
-        ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
+        ("Model", o.get("model")), ("Permission", _permission(t)),
+        ("Environment", _environment(t)),
         ("Set by", _set_by(t.get("option_sources") or {})),
         ("Source", source), ("Base commit", t["base_commit"]),
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
@@ -350,6 +351,30 @@ def show(task_id: str) -> None:
         render.line("\n" + render.safe(r["text"], multiline=True).rstrip("\n"))
 
 
+def _permission(t: dict[str, Any]) -> str | None:
+    """The agent's mode as it runs (the sandbox default on Modal), and why."""
+    env = t.get("environment")
+    if not env:
+        return (t["options"] or {}).get("permission_mode")
+    allowed = env.get("allow_commands") or []
+    pre = (f"; pre-approved: {', '.join(render.safe(c) for c in allowed)}"
+           if allowed and env["permission_mode"] != "bypassPermissions" else "")
+    return f"{env['permission_mode']} ({env['permission_reason']}){pre}"
+
+
+def _environment(t: dict[str, Any]) -> str | None:
+    """Which environment the task runs in and how long its setup took."""
+    env = t.get("environment")
+    if not env:
+        return None
+    where = render.safe(env["source_file"]) if env["source_file"] else env["source"]
+    setup = env["setup_status"] or ("not started" if env["setup_steps"] else "no setup")
+    if env["setup_ms"]:
+        setup += f" in {int(env['setup_ms']) / 1000:.1f}s"
+    return (f"{env['hash']} from {where}: {render.safe(env['base'])}; network "
+            f"{env['network']}; setup {setup}")
+
+
 def _set_by(sources: dict[str, str]) -> str | None:
     """Which file (or flag) chose each option that is not a built-in default."""
     by: dict[str, list[str]] = {}
@@ -362,12 +387,14 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
-def logs(task_id: str, follow_logs: bool) -> None:
-    """Print the agent's raw output (stream-json) of a task."""
+@click.option("--setup", is_flag=True,
+              help="The environment's setup and start output instead (secrets shown as ***).")
+def logs(task_id: str, follow_logs: bool, setup: bool) -> None:
+    """Print the agent's raw output (stream-json) of a task, or its setup's (--setup)."""
     api = settings().api()
     out = sys.stdout.buffer
     try:
-        for chunk in api.tasks.logs(task_id, follow=follow_logs):
+        for chunk in api.tasks.logs(task_id, follow=follow_logs, setup=setup):
             out.write(chunk.data)
             out.flush()
     except KeyboardInterrupt:

@@ -61,11 +61,17 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
         workspace_id = done.workspace_id
         workspace_path = done.root or str(directory)
         base_commit = done.base_commit
-    return api.tasks.create(
+    created = api.tasks.create(
         prompt, options, workspace_id=workspace_id, repo_url=repo or "",
         repo_ref=(ref or "") if repo else "", no_dispatch=no_dispatch,
         workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config, notify=notify).task
+        trust_project_config=trust_project_config, notify=notify)
+    for notice in created.notices:  # the environment's warnings, refused commands
+        if notices is not None:
+            notices.append(notice)
+        else:
+            render.warn(notice)
+    return created.task
 
 
 def secret_notices(done: tasks_pb2.UploadWorkspaceProgress) -> list[str]:

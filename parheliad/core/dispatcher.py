@@ -40,6 +40,7 @@ from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
 from parheliad.core.tasks import fail_task, index_checkpoint, transition
 from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
+from parheliad.environments import service as environments
 from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
@@ -369,6 +370,24 @@ class Dispatcher:
                              f"{creds.detail}; then `parhelia task retry {task.id}`.")
             raise ParheliaError("E400", "no credentials")
 
+        environment = environments.stored(task)
+        setup_secrets: dict[str, str] = {}
+        if environment is not None and environment.setup_secrets and \
+                not getattr(backend, "builds_images", False):
+            # This machine's worker: each secret is a variable of the daemon's environment
+            # (or its env file), given to the worker's process and by it to setup only.
+            missing = [environments.secret_variable(n) for n in environment.setup_secrets
+                       if not creds.env.get(environments.secret_variable(n))]
+            if missing:
+                await self._fail(task, "E606", f"the environment's setup secret(s) "
+                                 f"{', '.join(missing)} are not set for the daemon: export "
+                                 "them where it runs (or add NAME=value lines to its env "
+                                 f"file), then `parhelia task retry {task.id}`")
+                raise ParheliaError("E606", "setup secrets missing")
+            setup_secrets = {environments.secret_variable(n):
+                             creds.env[environments.secret_variable(n)]
+                             for n in environment.setup_secrets}
+
         bundle: tuple[str | None, dict[str, str]] = (None, {})
         if self._config_bundle is not None:
             try:
@@ -452,7 +471,8 @@ class Dispatcher:
                 await self._launch_failed(task, container, "E600", "checkpoint zero could not "
                                           f"be written for the new session ({exc.strerror})")
                 raise ParheliaError("E600", "checkpoint zero not written") from None
-        spec = self._container_spec(backend, task, session, container, launch, cfg, bundle)
+        spec = self._container_spec(backend, task, session, container, launch, cfg,
+                                    (bundle[0], {**bundle[1], **setup_secrets}))
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
         self.launching.add(container.id)
@@ -621,6 +641,8 @@ class Dispatcher:
                         bundle: tuple[str | None, dict[str, str]] = (None, {})
                         ) -> ContainerSpec:
         paths = backend.worker_paths(session.id, container.id)
+        environment = environments.stored(task)
+        images = getattr(backend, "builds_images", False)
         worker = WorkerSpec(
             container_id=container.id, task_id=task.id, session_id=session.id,
             incarnation=container.incarnation, backend=task.backend,
@@ -635,7 +657,11 @@ class Dispatcher:
                 resume=launch.resume, model=task.model or None, interactive=task.interactive,
                 permission_mode=task.permission_mode, max_turns=task.max_turns,
                 max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
-                timeout_seconds=task.timeout_seconds, project_settings=task.trust_project),
+                timeout_seconds=task.timeout_seconds, project_settings=task.trust_project,
+                permission_mode_contained=None if environments.chose_mode(task)
+                else environments.CONTAINED_DEFAULT_MODE,
+                allowed_tools=environments.allowed_tools(environment)),
+            environment=environments.for_worker(environment, images=images),
             heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
             checkpoint=CheckpointPolicy(
                 interval_seconds=cfg.checkpoint.interval_seconds,

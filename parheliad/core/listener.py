@@ -436,6 +436,8 @@ class Listener:
             index_checkpoint(tx, c.session_id, c.id, record)
         elif isinstance(record, records.SessionMode) and c.session_id is not None:
             _session_mode(tx, c, record)
+        elif isinstance(record, records.SetupRecord) and _is_current(tx, c):
+            _setup_progress(tx, c.task_id, record)
         elif isinstance(record, records.WorkerExited):
             return settle_container(tx, c.id, Outcome(
                 exit_code=record.exit_code, status=record.status,
@@ -501,6 +503,24 @@ class Listener:
         if lost is not None and self._on_lost is not None:
             await self._on_lost(*lost)
         self._on_settled()
+
+
+def _setup_progress(tx: Tx, task_id: str, record: records.SetupRecord) -> None:
+    """The task's setup status and duration, as its current worker reports them: the
+    setup's time, plus the start commands' of the same incarnation."""
+    task = tx.tasks.require(task_id)
+    if isinstance(record, records.SetupStarted) and record.phase == "setup":
+        tx.tasks.update(task_id, setup_status="running", setup_ms=0)
+    elif isinstance(record, records.SetupSkipped):
+        tx.tasks.update(task_id, setup_status="skipped", setup_ms=0)
+    elif isinstance(record, records.SetupCompleted):
+        ms = record.duration_ms if record.phase == "setup" else task.setup_ms + \
+            record.duration_ms
+        status = "completed" if record.phase == "setup" else task.setup_status or "completed"
+        tx.tasks.update(task_id, setup_status=status, setup_ms=ms)
+    elif isinstance(record, records.SetupFailed):
+        tx.tasks.update(task_id, setup_status="failed",
+                        setup_ms=task.setup_ms + record.duration_ms)
 
 
 def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:

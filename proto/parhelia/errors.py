@@ -217,6 +217,18 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "`parhelia resume SESSION` continues the conversation.",
     ),
     ErrorSpec(
+        "E606", "SETUP_FAILED", "FAILED_PRECONDITION", Exit.ERROR,
+        "A setup or start command of the task's environment failed.",
+        "The repository's environment (.parhelia/environment.toml, its devcontainer.json, or "
+        "what was detected from its lockfiles) runs commands before the agent starts; one "
+        "exited with an error or ran past its time. The agent never started, so no model "
+        "token was spent; the workspace was checkpointed as the setup left it.",
+        "Read the failing step's last lines in `parhelia task show ID` and the whole output "
+        "with `parhelia task logs ID --setup`; `parhelia env show DIR` prints the resolved "
+        "environment and where each part came from. Fix the command (or the file), then "
+        "`parhelia task retry ID`.",
+    ),
+    ErrorSpec(
         "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,
         "Parhelia hit an unexpected internal error.",
         "A bug. The daemon logged the details under the request id shown.",

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -81,6 +81,23 @@ class Scrubber:
         for value in self._values:
             text = text.replace(value, "***")
         return redact(text)
+
+
+PLAIN_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PWD", "HOSTNAME", "SHLVL", "OLDPWD", "PYTHONUNBUFFERED", "PYTHONPATH", "IS_SANDBOX",
+    "DISABLE_AUTOUPDATER", "VIRTUAL_ENV", "TERMINFO_DIRS", "GPG_KEY", "PYTHON_VERSION",
+    "PYTHON_SHA256", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VERSION",
+})
+"""Variables whose values are never secrets (a setup sandbox scrubs every other one)."""
+
+
+def unknown_values(base: Mapping[str, str], environment: WorkerEnvironment) -> list[str]:
+    """In a setup sandbox, whose Modal secrets may hold any variables: the values of
+    every variable that is neither plain nor the environment's own ``env`` (scrubbed
+    from the setup's output: a little too much rather than a secret)."""
+    return [v for k, v in base.items() if k not in PLAIN_NAMES and k not in environment.env
+            and not k.startswith(("LC_", "MODAL_", "FAKE_MODAL_")) and len(v) >= 8]
 
 
 def command_environ(base: Mapping[str, str], environment: WorkerEnvironment, *,
@@ -192,8 +209,9 @@ class PhaseRunner:
     """Runs one phase's steps (setup or start), reporting each on the channel."""
 
     def __init__(self, channel: Channel, *, cwd: Path, log_path: Path, scrub: Scrubber,
-                 deadline: float) -> None:
+                 deadline: float, after_step: Callable[[], None] = lambda: None) -> None:
         self.channel = channel
+        self.after_step = after_step
         self.cwd = cwd
         self.log_path = log_path
         self.scrub = scrub
@@ -263,6 +281,7 @@ class PhaseRunner:
         self.channel.emit("setup_step", {"phase": phase, "index": index, "name": step.name,
                                          "command": shown, "exit_code": code,
                                          "duration_ms": duration})
+        self.after_step()
         if code == 0 and not self.stopped:
             return
         if self.stopped:

@@ -278,7 +278,7 @@ class Worker:
 
     # -- the environment ----------------------------------------------------------------
 
-    def _prepare_environment(self, *, start: bool) -> None:
+    def _prepare_environment(self, *, start: bool, scrub_all: bool = False) -> None:
         """Caches, then setup (unless this workspace is prepared for the environment
         already), then -- with ``start`` -- the start commands. A failure is checkpointed
         (the workspace as the setup left it) and ends the run with E606 before the agent
@@ -287,11 +287,13 @@ class Worker:
         if environment is None:
             return
         envsetup.link_caches(environment, Path(self.environ.get("HOME") or Path.home()))
-        scrub = envsetup.Scrubber(list(envsetup.secret_values(self.environ,
-                                                              environment).values()))
+        values = list(envsetup.secret_values(self.environ, environment).values())
+        if scrub_all:  # a setup sandbox: its Modal secrets may be any variables
+            values += envsetup.unknown_values(self.environ, environment)
         deadline = time.monotonic() + environment.setup_timeout_seconds
         runner = self.phase = envsetup.PhaseRunner(
-            self.channel, cwd=self.workspace, scrub=scrub, deadline=deadline,
+            self.channel, cwd=self.workspace, scrub=envsetup.Scrubber(values),
+            deadline=deadline, after_step=self.sync_volume if scrub_all else lambda: None,
             log_path=self.volume.path_for(setup_log_key(self.spec.container_id)))
         try:
             marker = envsetup.read_marker(self.workspace)
@@ -329,7 +331,7 @@ class Worker:
         try:
             self._materialise()
             os.chdir(self.workspace)
-            self._prepare_environment(start=False)
+            self._prepare_environment(start=False, scrub_all=True)
         except Outcome as o:
             outcome = o
         except ParheliaError as exc:
@@ -339,6 +341,7 @@ class Worker:
             outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
         else:
             self.sync_volume()
+            self._sync_cache()
             status.write_text("ready", encoding="utf-8")
             while self._signal is None:
                 time.sleep(LOOP_TICK)
@@ -540,6 +543,19 @@ class Worker:
             if checkpoint_id is not None:
                 return checkpoint_id
         return None
+
+    def _sync_cache(self) -> None:
+        """What setup downloaded into the cache volume, visible to the repository's next
+        sandboxes (Modal commits a volume at ``sync`` or the sandbox's end)."""
+        environment = self.spec.environment
+        if environment is None or not environment.cache_root or not self.spec.volume_sync_argv:
+            return
+        try:
+            subprocess.run([self.spec.volume_sync_argv[0], environment.cache_root],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=SYNC_TIMEOUT_SECONDS, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("cache sync failed: %s", type(exc).__name__)
 
     def sync_volume(self) -> None:
         """Make what was written to the volume visible to the daemon's side (the spec's

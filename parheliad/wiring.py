@@ -41,6 +41,7 @@ from parheliad.core.runtime import Runtime
 from parheliad.core.sessions import SessionOps
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import TaskService
+from parheliad.environments.builds import ImageBuilds
 from parheliad.environments.service import EnvironmentResolver
 from parheliad.store import Store
 
@@ -83,8 +84,9 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
     config_sync = ConfigSync(store, config)
     budget = Budget(store, config, stop=stopper.stop_later, kick=kick)
 
+    images = ImageBuilds(store, config, paths.state_dir, kick=kick)
     dispatcher = Dispatcher(
-        store, registry, config, volume, owner_tag, budget_gate=budget.gate,
+        store, registry, config, volume, owner_tag, budget_gate=budget.gate, images=images,
         config_bundle=(lambda env: config_sync.for_dispatch(volume, env))
         if sync_claude_config else None,
         on_unwanted=lambda c: stopper.stop_later(c, "cancel"),
@@ -105,7 +107,7 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
                    registry=registry, stopper=stopper, budget=budget, dispatcher=dispatcher,
                    recovery=recovery, listener=listener, config_sync=config_sync,
                    health=health, reconciler=reconciler, checkpoints=checkpoints,
-                   sessions=sessions, scheduler=AsyncIOScheduler(timezone="UTC"))
+                   sessions=sessions, scheduler=AsyncIOScheduler(timezone="UTC"), images=images)
 
 
 @dataclass(frozen=True)

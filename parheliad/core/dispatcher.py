@@ -21,18 +21,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from parhelia.checkpoint import Manifest, load_manifest, save_manifest
+from parhelia.environment import agent_hosts, model_api_host
 from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec, dump_spec
 from parhelia.volume import LocalVolume, spec_key
-from parheliad.backends.base import Backend, BackendUnreachable, ContainerSpec, NoCapacity
+from parheliad.backends.base import (
+    Backend,
+    BackendUnreachable,
+    ContainerSpec,
+    EnvironmentLaunch,
+    ImageBackend,
+    NoCapacity,
+)
 from parheliad.backends.registry import Backends
 from parheliad.config import Config
 from parheliad.core import volsync, waiting
@@ -41,6 +49,8 @@ from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus,
 from parheliad.core.tasks import fail_task, index_checkpoint, transition
 from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
 from parheliad.environments import service as environments
+from parheliad.environments.builds import ImageBuilds, ImageNotReady
+from parheliad.environments.model import Environment
 from parheliad.store import ids
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
@@ -132,7 +142,8 @@ class Dispatcher:
                  volume: LocalVolume, owner_tag: str, *, budget_gate: BudgetGate | None = None,
                  config_bundle: ConfigBundle | None = None,
                  on_unwanted: Callable[[ContainerRow], None] = lambda c: None,
-                 ssh_key: Callable[[str], str] | None = None) -> None:
+                 ssh_key: Callable[[str], str] | None = None,
+                 images: ImageBuilds | None = None) -> None:
         self._store = store
         self._registry = backends
         self._backends = backends.built
@@ -150,6 +161,8 @@ class Dispatcher:
         """A session's public key (made on first use) for `session attach --ssh`, given
         to workers of backends that offer it; None: no SSH keys."""
         self._on_unwanted = on_unwanted
+        self._images = images
+        """Environment images for backends that build them (None: built at launch)."""
         """Stops a worker whose task was cancelled, paused or rolled back while it was
         being launched."""
         self._lock = asyncio.Lock()
@@ -254,6 +267,9 @@ class Dispatcher:
             except SessionBusy as exc:
                 waits[task.id] = waiting.Wait(exc.message)
                 continue
+            except ImageNotReady as exc:
+                waits[task.id] = waiting.Wait(exc.message, progress=True)
+                continue
             except ParheliaError as exc:
                 wait = await self._refused(task, exc, report)
                 if wait is not None:
@@ -321,7 +337,7 @@ class Dispatcher:
                 return None
             try:
                 claim = await self._claim(task, cfg)
-            except SessionBusy:
+            except (SessionBusy, ImageNotReady):
                 return None
             except ParheliaError as exc:
                 if exc.code == "E300" or exc.code in waiting.TRANSIENT_CODES:
@@ -387,6 +403,8 @@ class Dispatcher:
             setup_secrets = {environments.secret_variable(n):
                              creds.env[environments.secret_variable(n)]
                              for n in environment.setup_secrets}
+
+        launch_env = await self._environment_launch(task, backend, environment, creds.env, cfg)
 
         bundle: tuple[str | None, dict[str, str]] = (None, {})
         if self._config_bundle is not None:
@@ -473,6 +491,11 @@ class Dispatcher:
                 raise ParheliaError("E600", "checkpoint zero not written") from None
         spec = self._container_spec(backend, task, session, container, launch, cfg,
                                     (bundle[0], {**bundle[1], **setup_secrets}))
+        if launch_env is not None:
+            spec = dataclasses.replace(spec, environment=dataclasses.replace(
+                launch_env, on_snapshot=self._snapshot_recorder(
+                    task, backend.name, launch_env, container.id, cfg),
+                agent_hosts=_agent_hosts(environment, spec.secret_env, creds.env)))
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
         self.launching.add(container.id)
@@ -623,6 +646,54 @@ class Dispatcher:
                           resume=True, restore_checkpoint_id=latest)
         return Launch(task.prompt, resume=False, restore_checkpoint_id=latest)
 
+    async def _environment_launch(self, task: TaskRow, backend: Backend,
+                                  environment: Environment | None,
+                                  env: Mapping[str, str], cfg: Config
+                                  ) -> EnvironmentLaunch | None:
+        """What a backend that builds images needs of the task's environment: its image
+        (built now, or the task waits: :class:`ImageNotReady`), a prepared filesystem
+        for a warm start, the cache volume."""
+        if environment is None or self._images is None or \
+                not getattr(backend, "builds_images", False):
+            return None
+        image_backend = cast(ImageBackend, backend)
+        image_id = await self._images.image_for(
+            image_backend, environment, task_id=task.id, created_at=task.created_at,
+            tree=lambda: environments.task_tree(self._volume, task))
+        warm = await self._store.environments.snapshot(environment.hash, task.base_commit,
+                                                       backend.name)
+        cache = environments.cache_volume_name(task) if environment.cache else ""
+        if cache:
+            await self._store.write(lambda tx: tx.environments.cache_used(
+                cache, backend.name, task.workspace_path or task.source_repo_url))
+        if warm is not None and warm.expires_at > now_us():
+            await self._store.write(lambda tx: tx.environments.snapshot_used(
+                environment.hash, task.base_commit, backend.name))
+        return EnvironmentLaunch(
+            hash=environment.hash, image_hash=environment.image_hash, image_id=image_id,
+            setup=bool(environment.setup), setup_secrets=environment.setup_secrets,
+            cache_volume=cache,
+            warm_image_id=warm.image_id if warm is not None and warm.expires_at > now_us()
+            else "", setup_timeout_seconds=environment.setup_timeout_minutes * 60,
+            snapshot_ttl_seconds=int(cfg.environment.snapshot_ttl_hours * 3600))
+
+    def _snapshot_recorder(self, task: TaskRow, backend: str, env: EnvironmentLaunch,
+                           container_id: str, cfg: Config
+                           ) -> Callable[[str], Awaitable[None]]:
+        async def record(image_id: str) -> None:
+            def unit(tx: Tx) -> None:
+                tx.environments.put_snapshot(env.hash, task.base_commit, backend, image_id,
+                                             container_id=container_id,
+                                             ttl_us=env.snapshot_ttl_seconds * 1_000_000)
+                tx.events.append("environment_snapshot", f"prepared filesystem of "
+                                 f"{env.hash} kept for warm starts ({image_id})",
+                                 task_id=task.id, container_id=container_id,
+                                 data={"environment_hash": env.hash, "image_id": image_id,
+                                       "base": task.base_commit,
+                                       "ttl_seconds": env.snapshot_ttl_seconds})
+            await self._store.write(unit)
+        return record
+
     async def _with_ssh_key(self, worker: WorkerSpec, spec: ContainerSpec, session_id: str
                             ) -> tuple[WorkerSpec, ContainerSpec]:
         """The session's public key in the spec (`session attach --ssh`); without
@@ -697,6 +768,17 @@ class Dispatcher:
             # failed launch must not turn that into a failure (nor raise E603).
 
         await self._store.write(unit)
+
+
+def _agent_hosts(environment: Environment | None, passed: Mapping[str, str],
+                 env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The domains the agent phase may reach (None: any): the model API's host, where the
+    agent's ``ANTHROPIC_BASE_URL`` points it, always among them."""
+    if environment is None:
+        return None
+    base_url = passed.get("ANTHROPIC_BASE_URL") or env.get("ANTHROPIC_BASE_URL")
+    hosts = agent_hosts(environment.network, environment.allow, model_api_host(base_url))
+    return None if hosts is None else tuple(hosts)
 
 
 def _fail_if_waiting(tx: Tx, task_id: str, code: str, message: str) -> None:

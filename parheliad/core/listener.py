@@ -119,6 +119,11 @@ class Listener:
         self.reachable_since: dict[str, int] = {}
         """When each backend became reachable again: silence counts from then."""
 
+    @property
+    def launching(self) -> AbstractSet[str]:
+        """Containers whose launch is in flight (the dispatcher's): no worker to hear yet."""
+        return self._launching
+
     def mark_reachable(self, backend: str, reachable: bool) -> None:
         if reachable:
             if self.unreachable.pop(backend, None) is not None:
@@ -511,7 +516,9 @@ def _setup_progress(tx: Tx, task_id: str, record: records.SetupRecord) -> None:
     task = tx.tasks.require(task_id)
     if isinstance(record, records.SetupStarted) and record.phase == "setup":
         tx.tasks.update(task_id, setup_status="running", setup_ms=0)
-    elif isinstance(record, records.SetupSkipped):
+    elif isinstance(record, records.SetupSkipped) and task.setup_status != "completed":
+        # (a Modal agent's sandbox after its own setup sandbox, a later incarnation:
+        # the setup that prepared it is what the task shows)
         tx.tasks.update(task_id, setup_status="skipped", setup_ms=0)
     elif isinstance(record, records.SetupCompleted):
         ms = record.duration_ms if record.phase == "setup" else task.setup_ms + \

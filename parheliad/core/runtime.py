@@ -39,6 +39,7 @@ from parheliad.core.sessions import SessionOps
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import RetryOverrides, retry_task, transition
+from parheliad.environments.builds import ImageBuilds
 from parheliad.store.rows import ContainerRow, TaskRow
 from parheliad.store.store import Store
 
@@ -73,6 +74,8 @@ class Runtime:
     checkpoints: CheckpointOps
     sessions: SessionOps
     scheduler: AsyncIOScheduler
+    images: ImageBuilds
+    """Environment images (``building environment``; ``parhelia env build``)."""
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -115,6 +118,7 @@ class Runtime:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop()
+        await self.images.stop()
         await self.recovery.stop()
         await self.stopper.close()
         await self.listener.stop()

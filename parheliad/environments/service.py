@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,15 +58,14 @@ class EnvironmentResolver:
     def __init__(self, volume: Volume) -> None:
         self._volume = volume
 
-    def tree_of_upload(self, workspace_id: str) -> SourceTree:
-        return ManifestTree(checkpoint_zero(self._volume, workspace_id), BlobStore(self._volume))
 
     async def for_task(self, cfg: Config, *, workspace_id: str, gpu: bool,
                        trusted: bool) -> Environment:
         """A new task's environment: from its uploaded workspace, or the default one for a
         repository-URL task (whose files exist only where the worker clones them)."""
         def work() -> Environment:
-            tree: SourceTree = self.tree_of_upload(workspace_id) if workspace_id \
+            tree: SourceTree = ManifestTree(checkpoint_zero(self._volume, workspace_id),
+                                            BlobStore(self._volume)) if workspace_id \
                 else EmptyTree()
             return resolve(tree, policy(cfg, trusted), gpu=gpu)
         return await asyncio.to_thread(work)
@@ -76,6 +76,22 @@ class EnvironmentResolver:
             raise ParheliaError("E101", f"path: {path} is not an absolute directory",
                                 field="path")
         return await asyncio.to_thread(resolve, DirTree(path), policy(cfg, trusted), gpu=gpu)
+
+
+def task_tree(volume: Volume, task: TaskRow) -> SourceTree:
+    """A task's files as uploaded (checkpoint zero); none for a repository-URL task."""
+    if not task.source_workspace_id:
+        return EmptyTree()
+    return ManifestTree(checkpoint_zero(volume, task.source_workspace_id), BlobStore(volume))
+
+
+def cache_volume_name(task: TaskRow) -> str:
+    """The repository's dependency cache volume: one per repository (its directory on
+    this machine, or its URL), shared by its tasks; "" when the task has neither."""
+    identity = task.workspace_path or task.source_repo_url
+    if not identity:
+        return ""
+    return "parhelia-cache-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def stored(task: TaskRow) -> Environment | None:

@@ -77,7 +77,7 @@ def make_project(path: Path, *, toml: str | None = None) -> str:
     """The project as a git repository, the wheel vendored; its base commit."""
     files: dict[str, str | bytes] = {
         "README.md": "# greet\n",
-        "tests/test_greet.py": ("import greetdep\n\n\ndef test_hello():\n"
+        "test_greet.py": ("import greetdep\n\n\ndef test_hello():\n"
                                 f"    assert greetdep.hello() == {GREETING!r}\n"),
         ".parhelia/environment.toml": toml if toml is not None else environment_toml(),
         ".gitignore": ".deps/\n",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 import os
 import time
@@ -46,6 +47,7 @@ from parheliad.backends.modal.client import (
     token_configured,
 )
 from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.environments import Environments
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
 
@@ -56,7 +58,7 @@ USAGE_WINDOW_DAYS = 7
 compute stays an estimate."""
 
 
-class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
+class ModalBackend(Environments, ChannelFollower, VolumeCopies, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL
@@ -174,18 +176,28 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
 
     async def launch(self, spec: ContainerSpec) -> str:
         """Start the sandbox (the spec and checkpoint are already on the volume).
-        Idempotent: a retry after a lost reply adopts the sandbox of the same name."""
+        Idempotent: a retry after a lost reply adopts the sandbox of the same name.
+        With an environment: its image; its setup first in a sandbox of its own (unless a
+        prepared filesystem is given), whose snapshot the agent's sandbox starts from
+        (:mod:`.environments`); a failed setup's sandbox is the incarnation's."""
         self.owner_tag = self.owner_tag or spec.owner_tag
         app = await self.app()
-        image = await self.image()
+        env = spec.environment
+        tags = self._tags(spec)
+        errors = self.sdk.exception
+        image = self._environment_image(env) if env is not None else await self.image()
+        if env is not None and env.warm_image_id:
+            image = self.sdk.Image.from_id(env.warm_image_id)
+        elif env is not None and env.setup:
+            prepared = await self.prepare(spec, image, tags)
+            if prepared.ended_backend_id:
+                return prepared.ended_backend_id
+            image = prepared.image
         secrets = await self._secrets(spec.secret_env)
-        volume = self.modal_volume()
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
         argv = ("python", "-m", "modal_worker", "run",
                 f"{paths.volume_dir}/{spec_key(spec.container_id)}")
-        errors = self.sdk.exception
-        tags = self._tags(spec)
         try:
             sb = await self._call(
                 f"creating the sandbox for {spec.container_id}",
@@ -193,10 +205,19 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     *argv, app=app, name=name, tags=tags, image=image, secrets=secrets,
                     timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
                     memory=int(spec.memory_mb), gpu=spec.gpu or None,
-                    volumes={VOLUME_MOUNT: volume},
+                    volumes=self.mounts(env), **self.network(env),
                     unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
                         "ssh_authorized_key") else []),
-                timeout=self.settings.launch_timeout_seconds, keep=(errors.AlreadyExistsError,))
+                timeout=self.settings.launch_timeout_seconds,
+                keep=(errors.AlreadyExistsError, errors.NotFoundError))
+        except errors.NotFoundError:
+            if env is None or not env.warm_image_id:
+                raise
+            # The prepared filesystem expired (a snapshot has a TTL): set up afresh.
+            log.info("modal.warm_image_gone", container_id=spec.container_id,
+                     image_id=env.warm_image_id)
+            return await self.launch(dataclasses.replace(
+                spec, environment=dataclasses.replace(env, warm_image_id="")))
         except errors.AlreadyExistsError:
             sb = await self._call(
                 f"adopting the existing sandbox {name}",
@@ -344,7 +365,9 @@ def settings_from_config(config: Any) -> ModalSettings:
     return ModalSettings(app_name=m.app_name, volume_name=m.volume_name,
                          secret_name=m.secret_name,
                          call_timeout_seconds=float(m.call_timeout_seconds),
-                         launch_timeout_seconds=float(m.launch_timeout_seconds))
+                         launch_timeout_seconds=float(m.launch_timeout_seconds),
+                         build_timeout_seconds=float(
+                             config.environment.build_timeout_minutes) * 60)
 
 
 def from_config(config: Any, paths: Any, environ: Mapping[str, str] | None = None,

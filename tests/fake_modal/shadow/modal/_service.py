@@ -8,6 +8,8 @@ Modal's service does. Layout::
     volumes/<name>/                  the volume's committed contents (what clients read)
     secrets/<name>.json              {KEY: value}  (tests create them)
     images/<digest>                  a built image recipe
+    snapshots/<image id>.json        a sandbox filesystem snapshot (ttl, image env)
+    snapshots/<image id>/            its files (the sandbox's root, mounts left out)
     sandboxes/<sb_id>/meta.json      id, name, app_id, tags, cmd, resources, mounts...
     sandboxes/<sb_id>/state.json     {"pid", "returncode", "finished_at"} (supervisor)
     sandboxes/<sb_id>/root/          the sandbox's own filesystem (vol/, workspace/, root/, bin/)
@@ -32,7 +34,7 @@ SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency
             "terminate_fails")
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
-MAPPED_PREFIXES = ("/vol", "/workspace", "/root")
+MAPPED_PREFIXES = ("/vol", "/workspace", "/root", "/cache")
 
 
 def root() -> Path:
@@ -170,14 +172,17 @@ def volume_dir(name: str) -> Path:
     return root() / "volumes" / name
 
 
-def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool) -> int:
+def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool,
+                      skip: tuple[str, ...] = ()) -> int:
     """Copy files of ``src`` into ``dst``: those ``dst`` lacks, and (if asked) those whose
-    size or mtime differ. Content-addressed blobs (``cas/``) are hard-linked when possible."""
+    size or mtime differ. Content-addressed blobs (``cas/``) are hard-linked when possible.
+    ``skip``: top-level directories of ``src`` left out."""
     copied = 0
     if not src.is_dir():
         return 0
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")
+                       and not (Path(dirpath) == src and d in skip)]
         rel = Path(dirpath).relative_to(src)
         for name in filenames:
             if name.startswith(".tmp-"):

@@ -41,8 +41,10 @@ def commit(sb_id: str, mount: str | None = None) -> int:
         if mount is not None and _service.map_path(sb_id, path) != mount.rstrip("/"):
             continue
         view = _service.map_path(sb_id, path)
+        # specs/ are the fake's own rewrites of the daemon's (paths mapped for this
+        # sandbox): a worker never writes one, so they never go back to the volume.
         copied += _service.copy_tree_missing(Path(view), _service.volume_dir(volume),
-                                             overwrite_changed=True)
+                                             overwrite_changed=True, skip=("specs",))
     return copied
 
 

@@ -50,8 +50,16 @@ class ExecTimeoutError(TimeoutError):
     pass
 
 
-class ImageBuildError(Error):
+class RemoteError(Error):
     pass
+
+
+class ImageBuildError(RemoteError):
+    """modal 1.6.4: ``ImageBuildError(message, image_id)``."""
+
+    def __init__(self, message: str, image_id: str = "") -> None:
+        super().__init__(message)
+        self.image_id = image_id
 
 
 class SnapshotCreationError(Error):

@@ -20,7 +20,7 @@ from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_seconds, usd_short
 from parhelia_cli.errors import invalid, missing
 from parhelia_cli.flows.follow import follow, unsaved, wait_text, waits
-from parhelia_cli.flows.submit import check_credential, submit_task
+from parhelia_cli.flows.submit import check_credential, find_git_root, submit_task
 
 if TYPE_CHECKING:
     pass
@@ -35,14 +35,6 @@ def task() -> None:
 
     Ids may be shortened to any unique prefix.
     """
-
-
-def find_git_root(start: Path) -> Path | None:
-    """The nearest directory at or above ``start`` holding ``.git`` (dir or file)."""
-    for directory in (start, *start.parents):
-        if (directory / ".git").exists():
-            return directory
-    return None
 
 
 def _read_prompt(prompt: str) -> str:

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from parhelia_cli.api import Api
 
 
+def find_git_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``.git`` (dir or file): the
+    repository a task or ``env show`` is about."""
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
 def check_credential(api: Api, backend: str | None) -> None:
     """Before anything is created: this shell has a credential the daemon lacks. Refused
     when the task would run locally (it would fail at dispatch); a warning otherwise (a

@@ -70,12 +70,13 @@ class EnvironmentResolver:
             return resolve(tree, policy(cfg, trusted), gpu=gpu)
         return await asyncio.to_thread(work)
 
-    async def for_directory(self, cfg: Config, path: Path, *, gpu: bool,
-                            trusted: bool) -> Environment:
-        if not path.is_absolute() or not path.is_dir():
-            raise ParheliaError("E101", f"path: {path} is not an absolute directory",
-                                field="path")
-        return await asyncio.to_thread(resolve, DirTree(path), policy(cfg, trusted), gpu=gpu)
+
+
+async def for_directory(cfg: Config, path: Path, *, gpu: bool, trusted: bool) -> Environment:
+    """A directory's environment (``parhelia env show|build DIR``)."""
+    if not path.is_absolute() or not path.is_dir():
+        raise ParheliaError("E101", f"path: {path} is not an absolute directory", field="path")
+    return await asyncio.to_thread(resolve, DirTree(path), policy(cfg, trusted), gpu=gpu)
 
 
 def task_tree(volume: Volume, task: TaskRow) -> SourceTree:

@@ -43,11 +43,15 @@ def line_of(text: str, key: str, after: int = 0) -> int:
     searching from line ``after``; 0 when it cannot be found."""
     last = key.rsplit(".", 1)[-1]
     last = re.sub(r"\[\d+\]$", "", last)
-    pattern = re.compile(r"""^\s*(?:["']?)""" + re.escape(last) + r"""(?:["']?)\s*[=:]""")
-    json_pattern = re.compile(r"""["']""" + re.escape(last) + r"""["']\s*:""")
-    for number, line in enumerate(text.splitlines()[after:], start=after + 1):
-        if pattern.search(line) or json_pattern.search(line):
-            return number
+    word = re.escape(last)
+    patterns = (re.compile(r"""^\s*["']?""" + word + r"""["']?\s*[=:]"""),  # key = / "key":
+                re.compile(r"""["']""" + word + r"""["']\s*:"""),         # {"key": ...}
+                re.compile(r"""(?:^|[{,\s])""" + word + r"""\s*="""))      # { key = ... }
+    lines = text.splitlines()[after:]
+    for pattern in patterns:
+        for number, line in enumerate(lines, start=after + 1):
+            if pattern.search(line):
+                return number
     return 0
 
 

@@ -46,7 +46,7 @@ RESERVED_NAMES: Final[frozenset[str]] = frozenset({
     "PATH", "HOME", "PWD", "SHELL", "USER", "LOGNAME", "TMPDIR", "IS_SANDBOX",
     "NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "all_proxy", "no_proxy", "PYTHONUNBUFFERED",
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
 })
 """Variables an environment may not set or name as a setup secret: the agent's own
 (``ANTHROPIC_BASE_URL`` would send its key elsewhere, ``NODE_OPTIONS`` runs code in its

@@ -317,8 +317,8 @@ def test_detection_combines_ecosystems_and_takes_the_toolchain_base(tmp_path: Pa
 def test_python_version_from_the_repository(tmp_path: Path) -> None:
     assert env_of(tmp_path / "a", {".python-version": "3.13.1\n", "uv.lock": "x"}
                   ).base.python == "3.13"
-    assert env_of(tmp_path / "b", {"pyproject.toml": '[project]\nrequires-python = ">=3.12,<3.13"\n'}
-                  ).base.python == "3.12"
+    pinned = '[project]\nrequires-python = ">=3.12,<3.13"\n'
+    assert env_of(tmp_path / "b", {"pyproject.toml": pinned}).base.python == "3.12"
 
 
 def test_nothing_recognised_is_the_default_environment(tmp_path: Path) -> None:

@@ -188,6 +188,11 @@ class ConfigApi(_Service):
         return self._call("SyncConfig", config_pb2.SyncConfigRequest(dry_run=dry_run),
                           on_progress=on_progress)
 
+    def reload(self) -> config_pb2.ReloadConfigResponse:
+        from parhelia.v1 import config_pb2
+
+        return self._call("ReloadConfig", config_pb2.ReloadConfigRequest())
+
 
 class TasksApi(_Service):
     name = "tasks"

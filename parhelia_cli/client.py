@@ -200,10 +200,13 @@ def check_version(version: Any, socket: Path) -> None:
 
 def check_budget(version: Any) -> None:
     """The budget banner: the daemon says (in GetVersion) when spending crossed the
-    warning threshold or reached the ceiling; one line on stderr for any command."""
+    warning threshold or reached the ceiling; one line on stderr per command (again only
+    if the state changes, from warning to exceeded)."""
     detail = getattr(version, "budget_detail", "")
     if detail:
-        render.warn(detail)
+        # Once per command and state: the amounts in the text move while a command runs
+        # (each reconnection asks again), the news does not.
+        render.warn(detail, key="budget:" + getattr(version, "budget_state", ""))
 
 
 class CallStream:

@@ -180,3 +180,23 @@ USD = Usd()
 INSTANT = Instant()
 EVENT_TYPES = EventTypes()
 LEVEL = click.Choice(event_catalogue.LEVELS, case_sensitive=False)
+
+
+def sizing_options(f: Any) -> Any:
+    """What a task runs on and may spend: --gpu, --cpu, --memory, --timeout, --max-turns,
+    --max-cost, --model (`task create` and `budget estimate` take the same)."""
+    for option in reversed((
+            click.option("--gpu", type=GPU,
+                         help=f"GPU type, optionally :N ({', '.join(GPU_TYPES)})."),
+            click.option("--cpu", type=CORES, help="Physical cores."),
+            click.option("--memory", type=MEMORY, help="Memory: MiB, or 512MiB / 16GiB."),
+            click.option("--timeout", type=TIMEOUT,
+                         help="Wall-clock limit: seconds, 30m, 4h."),
+            click.option("--max-turns", type=COUNT, help="Maximum agent turns."),
+            click.option("--max-cost", type=USD,
+                         help="Cost cap for this task, USD (e.g. 2.50)."),
+            click.option("--model",
+                         help="Claude model (default: config, else the agent's default).")),
+    ):
+        f = option(f)
+    return f

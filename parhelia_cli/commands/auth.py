@@ -86,9 +86,11 @@ def auth_status() -> None:
     Exits 1 when the daemon has none.
     """
     resp = _daemon_status()
+    shadowed = _shadowed(resp)
     data = {"credential_name": resp.credential_name or None,
             "credential_source": resp.credential_source or None,
-            "env_file": resp.env_file, "problem": resp.credential_problem or None}
+            "env_file": resp.env_file, "problem": resp.credential_problem or None,
+            "shadowed": shadowed}
     if settings().json:
         render.emit_json(data)
     elif resp.credential_problem:
@@ -97,6 +99,12 @@ def auth_status() -> None:
         render.line("The daemon uses " + _where(resp.credential_name,
                                                 resp.credential_source, resp.env_file)
                     + " (value not shown).")
+        if shadowed:
+            render.line(f"The credential stored in {resp.env_file} ({', '.join(shadowed)}) "
+                        f"is not used: {resp.credential_name} in the daemon's own "
+                        "environment shadows it, so `parhelia auth set` and `auth clear` "
+                        "change nothing until the daemon runs without it (`parhelia daemon "
+                        f"stop`, unset {resp.credential_name}, start it again).")
     else:
         render.line("The daemon has no credential (none of " + ", ".join(CREDENTIAL_VARS)
                     + "). Store one with `parhelia auth set`.")
@@ -104,10 +112,29 @@ def auth_status() -> None:
         raise TaskOutcome(1)
 
 
+def _shadowed(resp: system_pb2.GetStatusResponse) -> list[str]:
+    """The credentials stored in the env file that the daemon does not use because a
+    variable of its own environment wins (names only)."""
+    if resp.credential_source != envfile.ENVIRONMENT or not resp.env_file:
+        return []
+    try:
+        stored = envfile.read(Path(resp.env_file))
+    except (ParheliaError, OSError):
+        return []  # `auth status` says what is wrong with the file otherwise
+    return [n for n in CREDENTIAL_VARS if stored.get(n)]
+
+
 @auth.command("clear")
-def auth_clear() -> None:
-    """Remove the stored credential from the daemon's env file."""
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def auth_clear(yes: bool) -> None:
+    """Remove the stored credential from the daemon's env file (asks first unless -y;
+    tasks dispatched afterwards have no credential unless the daemon's environment
+    holds one)."""
+    from parhelia_cli import confirm
+
     path = _env_path()
+    confirm.confirm(f"Remove the agent's credential from {path}?", yes,
+                    "clearing the stored credential")
     try:
         removed = envfile.clear_credentials(path)
     except ParheliaError as exc:

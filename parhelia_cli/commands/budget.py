@@ -1,5 +1,6 @@
-"""``parhelia budget show|history|set|ledger``: the spending ceiling and where the money
-went. Each command is one RPC plus rendering; the daemon validates amounts (E101)."""
+"""``parhelia budget show|history|set|ledger|estimate``: the spending ceiling, where the
+money went, and what a task would cost. Each command is one RPC plus rendering; the
+daemon validates amounts (E101)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 import click
 
 from parhelia_cli import complete, params, render
+from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_count, usd_short
+from parhelia_cli.flows.estimate import print_estimate
 
 
 @click.group()
@@ -155,3 +158,21 @@ def ledger(task_id: str | None, limit: int | None) -> None:
                    f"{human_count(e['input_tokens'])}/{human_count(e['output_tokens'])}",
                    e["note"] or "") for e in entries],
                  empty="The ledger is empty.")
+
+
+@budget.command()
+@params.sizing_options
+@click.option("--backend", type=click.Choice(params.BACKENDS),
+              help="Where it would run (default: config).")
+@json_option
+def estimate(gpu: str | None, cpu: float | None, memory: int | None, timeout: int | None,
+             max_turns: int | None, max_cost: int | None, model: str | None,
+             backend: str | None) -> None:
+    """The cost range (compute + API, low and high) of a task with these options, and
+    how each part is computed. Creates nothing: the same as `task create
+    --estimate-only`, and the MCP tool parhelia_budget_estimate."""
+    options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
+                           max_turns=max_turns, max_cost_micros=max_cost, model=model,
+                           backend=backend)
+    obj = settings()
+    print_estimate(to_dict(obj.api().tasks.estimate(options)), obj.json)

@@ -100,7 +100,8 @@ def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime
 @events.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option("--format", "fmt", type=click.Choice(("jsonl", "json")), default="jsonl",
-              show_default=True, help="JSON lines, or one JSON array.")
+              show_default=True, help='JSON lines, or one JSON object {"events": [...]} '
+              "(as `events list --json` prints).")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @filter_options
 @json_option
@@ -128,8 +129,8 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
     count = 0
     with target as out:
         stream = obj.api().events.export(flt)
-        if fmt == "json":
-            out.write("[")
+        if fmt == "json":  # the list envelope of every --json list (ADR 0016)
+            out.write('{"events":[')
         for event in stream:
             text = json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
             if fmt == "json":
@@ -138,7 +139,7 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
                 out.write(text + "\n")
             count += 1
         if fmt == "json":
-            out.write("\n]\n" if count else "]\n")
+            out.write("\n]}\n" if count else "]}\n")
         out.flush()
     if file != "-":
         if obj.json:

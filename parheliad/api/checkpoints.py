@@ -46,9 +46,11 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
         session_id = None
         if request.session_id.strip():
             session_id = (await store.sessions.get(request.session_id.strip())).id
-        rows = await store.checkpoints.list(session_id, limit=request.limit or DEFAULT_LIMIT)
+        limit = request.limit or DEFAULT_LIMIT
+        rows = await store.checkpoints.list(session_id, limit=limit)
+        total = await store.checkpoints.count(session_id) if len(rows) >= limit else len(rows)
         return checkpoints_pb2.ListCheckpointsResponse(
-            checkpoints=[checkpoint_to_proto(r) for r in rows])
+            checkpoints=[checkpoint_to_proto(r) for r in rows], total=total)
 
     async def GetCheckpoint(self, request: checkpoints_pb2.GetCheckpointRequest,
                             context: grpc.aio.ServicerContext

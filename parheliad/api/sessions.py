@@ -50,10 +50,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
                            context: grpc.aio.ServicerContext
                            ) -> sessions_pb2.ListSessionsResponse:
         statuses = () if request.all else (*SESSION_LIVE, SessionStatus.STOPPED)
-        rows = await self._ctx.store.sessions.list(statuses=statuses,
-                                                   limit=request.limit or DEFAULT_LIMIT)
+        limit = request.limit or DEFAULT_LIMIT
+        rows = await self._ctx.store.sessions.list(statuses=statuses, limit=limit)
+        total = await self._ctx.store.sessions.count(statuses=statuses) \
+            if len(rows) >= limit else len(rows)
         return sessions_pb2.ListSessionsResponse(
-            sessions=[await self._proto(r.id) for r in rows])
+            sessions=[await self._proto(r.id) for r in rows], total=total)
 
     async def GetSession(self, request: sessions_pb2.GetSessionRequest,
                          context: grpc.aio.ServicerContext) -> common_pb2.Session:

@@ -46,8 +46,12 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
                         context: grpc.aio.ServicerContext) -> tasks_pb2.ListTasksResponse:
         statuses = tuple(status_from_proto(s) for s in request.statuses)
-        rows = await self._ctx.tasks.list(statuses, limit=request.limit or DEFAULT_LIMIT)
-        return tasks_pb2.ListTasksResponse(tasks=[task_view(r, self._ctx) for r in rows])
+        limit = request.limit or DEFAULT_LIMIT
+        rows = await self._ctx.tasks.list(statuses, limit=limit)
+        total = await self._ctx.store.tasks.count(statuses) if len(rows) >= limit \
+            else len(rows)
+        return tasks_pb2.ListTasksResponse(tasks=[task_view(r, self._ctx) for r in rows],
+                                           total=total)
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest,
                       context: grpc.aio.ServicerContext) -> common_pb2.Task:

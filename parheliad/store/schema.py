@@ -276,6 +276,12 @@ _V9 = (
 )
 KV_RESERVATION_PREFIX = "budget.reservation."
 
+# What a container's API spend came to, priced from its tokens at the [rates], when its
+# agent last reported a cost: its in-flight spend is what its tokens have cost since
+# (parheliad.core.budget), so a reported figure is never counted twice.
+_V10 = ("ALTER TABLE containers ADD COLUMN api_priced_at_report_micros INTEGER NOT NULL "
+        "DEFAULT 0",)
+
 # Environments (docs/adr/0050-environments.md): the one a task runs in, how its setup
 # went; images built per image hash and backend, prepared filesystems kept for warm
 # starts, and the per-repository dependency caches.
@@ -357,6 +363,7 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
+    Migration("container spend priced at its report", _V10),
     Migration("environments", _ENVIRONMENTS),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

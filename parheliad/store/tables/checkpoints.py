@@ -70,6 +70,13 @@ class CheckpointRepo:
                                f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT ?",
                                [*params, max(1, limit)])
 
+    async def count(self, session_id: str | None = None) -> int:
+        """How many checkpoints there are (of one session, or of all)."""
+        where, params = (" WHERE session_id = ?", [session_id]) if session_id else ("", [])
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM checkpoints{where}",  # noqa: S608
+                                     params) or 0)
+
     async def latest(self, session_id: str) -> CheckpointRow | None:
         rows = await self.list(session_id, limit=1)
         return rows[0] if rows else None

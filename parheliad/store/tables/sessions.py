@@ -100,6 +100,13 @@ class SessionRepo:
         return await sql.aone(self._store.reader, SessionRow, f"{_SELECT} WHERE id = ?",
                               (session_id,))
 
+    async def count(self, *, statuses: tuple[str, ...] = ()) -> int:
+        """How many sessions there are (in ``statuses``)."""
+        where = f" WHERE status IN ({', '.join('?' for _ in statuses)})" if statuses else ""
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM sessions{where}",  # noqa: S608
+                                     list(statuses)) or 0)
+
     async def list(self, *, task_id: str | None = None, statuses: tuple[str, ...] = (),
                    limit: int = 100) -> list[SessionRow]:
         """Sessions newest first."""

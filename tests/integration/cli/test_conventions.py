@@ -87,6 +87,7 @@ DESTRUCTIVE = {
     "container terminate": ("container", "terminate", "{container}"),
     "checkpoint gc": ("checkpoint", "gc"),
     "cleanup --terminate": ("cleanup", "--terminate"),
+    "auth clear": ("auth", "clear"),  # issue 27 item 12
 }
 
 

@@ -415,9 +415,11 @@ decimal strings, unset values as null. One shape per kind of command:
      terminate, resume)
       parhelia task create "..." --json | jq -r .id
   task delete                             {"id": "t-...", "deleted": true}
-  lists                                   {"tasks": [...]}, {"sessions": [...]},
-                                          {"checkpoints": [...]}, {"containers": [...]},
-                                          {"events": [...]}
+  lists                                   {"tasks": [...], "next_page_token": ...}
+                                          (sessions, checkpoints, containers, events,
+                                          entries alike): the newest --limit items; a
+                                          token (null: no more) is the next page's
+                                          --page-token
   reports of an operation (diff, pull,    one object of the operation's own fields
    verify, gc, rollback, recover, status,
    dispatch, estimate)

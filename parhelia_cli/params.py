@@ -6,8 +6,9 @@ value, exit 2 (see :func:`parhelia_cli.main.ParheliaGroup.main`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +19,8 @@ from parhelia.permissions import PERMISSION_MODES as PERMISSION_MODES
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = gpus.ACCEPTED
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -164,6 +167,13 @@ class Cores(click.FloatRange):
 
 LIMIT = click.IntRange(min=1, max=limits.MAX_LIST)
 """``--limit N``: rows of a list, 1 to the API's maximum."""
+
+
+def page_option(f: F) -> F:
+    """``--page-token TOKEN``: a list's next page (the token its previous page gave)."""
+    return click.option("--page-token", "page_token", default="", metavar="TOKEN",
+                        help="The next page: the token the previous page gave "
+                             "(next_page_token).")(f)
 BACKLOG = click.IntRange(min=0, max=limits.MAX_LIST)
 COUNT = click.IntRange(min=1, max=limits.INT32_MAX)
 """A positive count sent in an int32 field (``--max-turns``): the daemon checks the

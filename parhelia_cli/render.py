@@ -103,11 +103,24 @@ def clip(text: str, width: int) -> str:
 def emit_resource(resource: dict[str, Any], **related: Any) -> None:
     """The one ``--json`` shape of a show/create/action command: the resource object
     itself (its ``id`` at the top level), with data about related things under named
-    keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...]}``,
+    keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...],
+    "next_page_token": ...}`` (:func:`emit_page`),
     errors ``{"error": {...}}`` on stderr (see ``parhelia help json``)."""
     from parhelia_cli.convert import with_related
 
     emit_json(with_related(resource, **related))
+
+
+def emit_page(key: str, items: list[Any], next_page_token: str) -> None:
+    """The ``--json`` shape of a list: ``{"<kind>s": [...], "next_page_token": ...}``,
+    the token (null when nothing more matches) asking for the next page."""
+    emit_json({key: items, "next_page_token": next_page_token or None})
+
+
+def more(next_page_token: str) -> None:
+    """After a list's table: how to see the next page, when there is one (stderr)."""
+    if next_page_token:
+        info(f"More: repeat with --page-token {next_page_token} for the next page.")
 
 
 def line(text: str = "", err: bool = False) -> None:
@@ -285,11 +298,15 @@ def ids(values: Iterable[str]) -> None:
         line(value)
 
 
-def showing(listed: int, total: int, noun: str) -> None:
+def showing(listed: int, total: int, noun: str, next_page_token: str = "") -> None:
     """On stderr, when ``--limit`` (or the default limit) cut a list: how much of it was
-    shown, so nobody takes 100 rows for all of them."""
-    if total > listed:
-        info(f"Showing {listed} of {total} {noun}, newest first; --limit N shows more.")
+    shown, so nobody takes 100 rows for all of them, and how to see the next page."""
+    if total <= listed:
+        more(next_page_token)
+        return
+    hint = (f"repeat with --page-token {next_page_token} for the next page"
+            if next_page_token else "--limit N shows more")
+    info(f"Showing {listed} of {total} {noun}, newest first; {hint}.")
 
 
 def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:

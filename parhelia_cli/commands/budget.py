@@ -143,14 +143,15 @@ def history(by: str, since: datetime | None) -> None:
               shell_complete=complete.TASK)
 @click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N entries (default 100).")
+@params.page_option
 @json_option
-def ledger(task_id: str | None, limit: int | None) -> None:
+def ledger(task_id: str | None, limit: int | None, page_token: str) -> None:
     """The ledger's entries (compute, api, adjustment), newest first."""
     obj = settings()
-    resp = obj.api().budget.ledger(task_id=task_id, limit=limit)
+    resp = obj.api().budget.ledger(task_id=task_id, limit=limit, page_token=page_token)
     entries = [to_dict(e) for e in resp.entries]
     if obj.json:
-        render.emit_json({"entries": entries})
+        render.emit_page("entries", entries, resp.next_page_token)
         return
     render.table(("AT", "KIND", "AMOUNT", "TASK", "CONTAINER", "TOKENS", "NOTE"),
                  [((e["at"] or "")[:19] + "Z", e["kind"], _money(e["amount_micros"]),
@@ -158,6 +159,7 @@ def ledger(task_id: str | None, limit: int | None) -> None:
                    f"{human_count(e['input_tokens'])}/{human_count(e['output_tokens'])}",
                    e["note"] or "") for e in entries],
                  empty="The ledger is empty.")
+    render.more(resp.next_page_token)
 
 
 @budget.command()

@@ -67,14 +67,17 @@ def create(session_id: str, message: str) -> None:
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N checkpoints, newest first (default: the daemon's, 100).")
 @quiet_option
+@params.page_option
 @json_option
-def list_checkpoints(session_id: str | None, limit: int | None, quiet: bool) -> None:
+def list_checkpoints(session_id: str | None, limit: int | None, quiet: bool,
+                     page_token: str) -> None:
     """List checkpoints, newest first (of one SESSION, or a TASK's session, or of all)."""
     obj = settings()
-    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit)
+    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit,
+                                      page_token=page_token)
     found = [to_dict(c) for c in resp.checkpoints]
     if obj.json:
-        render.emit_json({"checkpoints": found})
+        render.emit_page("checkpoints", found, resp.next_page_token)
         return
     if quiet:
         render.ids(cp["id"] for cp in found)
@@ -89,7 +92,7 @@ def list_checkpoints(session_id: str | None, limit: int | None, quiet: bool) -> 
     where = f" of session {session_id}" if session_id else ""
     render.table(("ID", "SESSION", "TRIGGER", "MESSAGE", "CREATED", "FILES", "SIZE", "NEW"),
                  rows, empty=f"No checkpoints{where}.", flex=("MESSAGE",))
-    render.showing(len(rows), resp.total, "checkpoints")
+    render.showing(len(rows), resp.total, "checkpoints", resp.next_page_token)
     if any(cp["manual"] for cp in found):
         render.line(f"{MANUAL_MARK} manual: kept by `parhelia checkpoint gc`")
 

@@ -54,22 +54,24 @@ def filter_options(f: F) -> F:
 @filter_options
 @click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N matching events (default 50), shown oldest first.")
+@params.page_option
 @json_option
 def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,
                 until: datetime | None, task_id: str | None, session_id: str | None,
-                container_id: str | None, limit: int | None) -> None:
-    """Recent events matching the filters, oldest first."""
+                container_id: str | None, limit: int | None, page_token: str) -> None:
+    """Recent events matching the filters, oldest first (--page-token: the ones before)."""
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
-    resp = obj.api().events.list(flt, limit=limit)
+    resp = obj.api().events.list(flt, limit=limit, page_token=page_token)
     found = [to_dict(e) for e in resp.events]
     if obj.json:
-        render.emit_json({"events": found})
+        render.emit_page("events", found, resp.next_page_token)
         return
     if not found:
         render.line("No matching events.")
     for e in found:
         render.line(event_line(e))
+    render.more(resp.next_page_token)
 
 
 @events.command()

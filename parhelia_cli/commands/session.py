@@ -66,17 +66,20 @@ def _status_word(status: str | None) -> str:
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N sessions, newest first (default: the daemon's, 100).")
 @quiet_option
+@params.page_option
 @json_option
-def list_sessions(active: bool, show_all: bool, limit: int | None, quiet: bool) -> None:
+def list_sessions(active: bool, show_all: bool, limit: int | None, quiet: bool,
+                  page_token: str) -> None:
     """List sessions, newest first: all of them, like `task list` (--active: only those
     not completed)."""
     if active and show_all:
         raise invalid("--active and --all contradict each other")
     obj = settings()
-    resp = obj.api().sessions.list(include_finished=not active, limit=limit)
+    resp = obj.api().sessions.list(include_finished=not active, limit=limit,
+                                   page_token=page_token)
     found = [to_dict(s) for s in resp.sessions]
     if obj.json:
-        render.emit_json({"sessions": found})
+        render.emit_page("sessions", found, resp.next_page_token)
         return
     if quiet:
         render.ids(s["id"] for s in found)
@@ -88,7 +91,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None, quiet: bool) 
     render.table(("ID", "TASK", "STATUS", "CONTAINER", "RUNS", "CHECKPOINTS",
                   "LATEST CHECKPOINT", "UPDATED"), rows,
                  empty="No active or stopped sessions." if active else "No sessions.")
-    render.showing(len(rows), resp.total, "sessions")
+    render.showing(len(rows), resp.total, "sessions", resp.next_page_token)
 
 
 @session.command()

@@ -185,17 +185,19 @@ def watch(task_id: str) -> None:
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N tasks, newest first (default: 100).")
 @quiet_option
+@params.page_option
 @json_option
-def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet: bool) -> None:
+def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet: bool,
+               page_token: str) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
     if active:
         statuses = words.TASK_UNFINISHED
     obj = settings()
-    resp = obj.api().tasks.list(statuses=statuses, limit=limit)
+    resp = obj.api().tasks.list(statuses=statuses, limit=limit, page_token=page_token)
     if obj.json:
-        render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
+        render.emit_page("tasks", [task_dict(t) for t in resp.tasks], resp.next_page_token)
         return
     if quiet:
         render.ids(t.id for t in resp.tasks)
@@ -226,7 +228,7 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet
         empty = "No tasks. Create one with `parhelia task create \"...\"`."
     render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "TOTAL", "PROMPT"), rows,
                  empty=empty, flex=("PROMPT",))
-    render.showing(len(rows), resp.total, "tasks")
+    render.showing(len(rows), resp.total, "tasks", resp.next_page_token)
     if notes:
         render.line()
         for note in notes:

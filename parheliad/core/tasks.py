@@ -409,11 +409,13 @@ class TaskService:
     async def get(self, ref: str) -> TaskRow:
         return await self._store.tasks.get(ref)
 
-    async def list(self, statuses: tuple[str, ...] = (), limit: int = 100) -> list[TaskRow]:
+    async def list(self, statuses: tuple[str, ...] = (), limit: int = 100,
+                   before_seq: int | None = None) -> list[TaskRow]:
         for status in statuses:
             if status not in TaskStatus.__members__.values():
                 raise invalid(f"status: unknown task status {status!r}", field="statuses")
-        return await self._store.tasks.list(statuses, limit=min(max(limit, 1), 10_000))
+        return await self._store.tasks.list(statuses, limit=min(max(limit, 1), 10_001),
+                                            before_seq=before_seq)
 
     async def cancel(self, ref: str, grace_seconds: float = 0) -> TaskRow:
         """Pending or paused: cancelled now. Running or recovering: the runtime stops it."""

@@ -184,14 +184,22 @@ class ContainerRepo:
 
     async def list(self, *, states: Iterable[str] = (), task_id: str | None = None,
                    session_id: str | None = None, backend: str | None = None,
-                   limit: int = 1000) -> list[ContainerRow]:
-        """Containers newest first, filtered by any of the given fields."""
+                   health: Iterable[str] = (), limit: int = 1000,
+                   after: tuple[int, str] | None = None) -> list[ContainerRow]:
+        """Containers newest first, filtered by any of the given fields; ``after`` =
+        (created_at, id) of the last one of the previous page."""
         clauses: list[str] = []
         params: list[Any] = []
-        wanted = [ContainerState(s).value for s in states]
-        if wanted:
-            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
-            params.extend(wanted)
+        for column, wanted in (("state", [ContainerState(s).value for s in states]),
+                               ("health", list(health))):
+            if wanted:
+                clause, values = sql.one_of(column, wanted)
+                clauses.append(clause)
+                params.extend(values)
+        if after is not None:
+            clause, values = sql.after_newest("created_at", after)
+            clauses.append(clause)
+            params.extend(values)
         for column, value in (("task_id", task_id), ("session_id", session_id),
                               ("backend", backend)):
             if value:
@@ -201,6 +209,9 @@ class ContainerRepo:
         return await sql.amany(self._store.reader, ContainerRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",
                                [*params, max(1, limit)])
+
+    async def count_by_session(self, session_ids: builtins.list[str]) -> dict[str, int]:
+        return await sql.acount_by(self._store.reader, "containers", "session_id", session_ids)
 
     async def live(self) -> builtins.list[ContainerRow]:
         """Containers in created, starting or running state."""

@@ -156,9 +156,13 @@ class LedgerRepo:
 
     async def list(self, *, since_us: int | None = None, until_us: int | None = None,
                    task_id: str | None = None, kind: str | None = None,
-                   limit: int = 100) -> list[LedgerRow]:
-        """Entries newest first."""
+                   limit: int = 100, after: tuple[int, int] | None = None) -> list[LedgerRow]:
+        """Entries newest first; ``after`` = (at, id) of the last one of the previous
+        page."""
         where, params = _where(since_us=since_us, until_us=until_us, task_id=task_id, kind=kind)
+        if after is not None:
+            where += " AND (at, id) < (?, ?)"
+            params = [*params, *after]
         return await sql.amany(self._store.reader, LedgerRow,
                                f"{_SELECT} WHERE {where} ORDER BY at DESC, id DESC LIMIT ?",
                                [*params, max(1, limit)])

@@ -155,13 +155,20 @@ class TaskRepo:
         return await sql.aone(self._store.reader, TaskRow, f"{_SELECT} WHERE id = ?",
                               (task_id,))
 
-    async def list(self, statuses: Iterable[str] = (), limit: int = 100) -> list[TaskRow]:
-        """Tasks newest first, optionally only those in ``statuses``."""
+    async def list(self, statuses: Iterable[str] = (), limit: int = 100,
+                   before_seq: int | None = None) -> list[TaskRow]:
+        """Tasks newest first, optionally only those in ``statuses`` and created before
+        the task of ``before_seq`` (the next page)."""
         wanted = [TaskStatus(s).value for s in statuses]
-        where = f" WHERE status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        clauses = [f"status IN ({', '.join('?' for _ in wanted)})"] if wanted else []
+        params: list[Any] = list(wanted)
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, TaskRow,
                                f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?",
-                               [*wanted, max(1, limit)])
+                               [*params, max(1, limit)])
 
     async def count(self, statuses: Iterable[str] = ()) -> int:
         """How many tasks there are (in ``statuses``): what a cut ``list`` leaves out."""

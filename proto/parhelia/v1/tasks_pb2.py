@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parhelia/v1/tasks.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"\x87\x01\n\x16UploadWorkspaceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1c\n\x14include_secret_files\x18\x02 \x03(\t\x12\x19\n\x11\x63onversation_uuid\x18\x03 \x01(\t\x12\x19\n\x11\x63laude_config_dir\x18\x04 \x01(\t\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\"\xb5\x02\n\x17UploadWorkspaceProgress\x12\x12\n\nfiles_done\x18\x01 \x01(\x03\x12\x13\n\x0b\x66iles_total\x18\x02 \x01(\x03\x12\x12\n\nbytes_done\x18\x03 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x03\x12\x11\n\tnew_bytes\x18\x05 \x01(\x03\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12\x14\n\x0cworkspace_id\x18\x07 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x08 \x01(\t\x12\x0c\n\x04root\x18\t \x01(\t\x12\x1d\n\x15left_out_secret_files\x18\n \x03(\t\x12\x19\n\x11sent_secret_files\x18\x0b \x03(\t\x12\x1a\n\x12\x63onversation_files\x18\x0c \x01(\x03\x12\x18\n\x10\x61gent_session_id\x18\r \x01(\t\"\xe7\x01\n\x11\x43reateTaskRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.parhelia.v1.TaskSource\x12\x13\n\x0bno_dispatch\x18\x04 \x01(\x08\x12\x16\n\x0eworkspace_path\x18\x05 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x06 \x01(\t\x12\x1c\n\x14trust_project_config\x18\x07 \x01(\x08\x12\x0e\n\x06notify\x18\x08 \x01(\t\"F\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.parhelia.v1.Task\x12\x0f\n\x07notices\x18\x32 \x03(\t\"@\n\x13\x45stimateTaskRequest\x12)\n\x07options\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\"T\n\x0c\x45stimatePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlow_micros\x18\x02 \x01(\x03\x12\x13\n\x0bhigh_micros\x18\x03 \x01(\x03\x12\r\n\x05\x62\x61sis\x18\x04 \x01(\t\"i\n\x14\x45stimateTaskResponse\x12\x12\n\nlow_micros\x18\x01 \x01(\x03\x12\x13\n\x0bhigh_micros\x18\x02 \x01(\x03\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.parhelia.v1.EstimatePart\"L\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.parhelia.v1.TaskStatus\x12\r\n\x05limit\x18\x02 \x01(\x05\"D\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.parhelia.v1.Task\x12\r\n\x05total\x18\x46 \x01(\x03\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\";\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x05\"3\n\x11\x44\x65leteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"%\n\x12\x44\x65leteTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"N\n\x10RetryTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\"(\n\x14\x44ispatchTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"A\n\x0f\x44ispatchRefusal\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xa9\x01\n\x15\x44ispatchTasksResponse\x12\x1b\n\x13\x64ispatched_task_ids\x18\x01 \x03(\t\x12\x18\n\x10refused_task_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12.\n\x08refusals\x18\x04 \x03(\x0b\x32\x1c.parhelia.v1.DispatchRefusal\x12\x19\n\x11released_task_ids\x18\x05 \x03(\t\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xad\x01\n\x0cTaskProgress\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.parhelia.v1.Task\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.parhelia.v1.Event\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12)\n\tcontainer\x18\x04 \x01(\x0b\x32\x16.parhelia.v1.Container\x12\x15\n\rsnapshot_done\x18\x05 \x01(\x08\"&\n\x14WatchAllTasksRequest\x12\x0e\n\x06recent\x18\x01 \x01(\x05\"T\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05setup\x18\x32 \x01(\x08\">\n\x08LogChunk\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"I\n\x12GetTaskDiffRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tstat_only\x18\x02 \x01(\x08\x12\x0f\n\x07\x61gainst\x18\x03 \x01(\t\"\x8a\x01\n\nFileChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x10\n\x08old_size\x18\x03 \x01(\x03\x12\x10\n\x08new_size\x18\x04 \x01(\x03\x12\x13\n\x0blines_added\x18\x05 \x01(\x05\x12\x15\n\rlines_removed\x18\x06 \x01(\x05\x12\x0e\n\x06\x62inary\x18\x07 \x01(\x08\"r\n\x13GetTaskDiffResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x0f\n\x07\x61gainst\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x04 \x01(\t\"h\n\x0fPullTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x12\n\npatch_path\x18\x03 \x01(\t\x12\x11\n\trepo_path\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\xbe\x01\n\x10PullTaskResponse\x12\x0e\n\x06\x62ranch\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\x12\x12\n\npatch_path\x18\x03 \x01(\t\x12&\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\x13\n\x0b\x62\x61se_commit\x18\x05 \x01(\t\x12\x11\n\trepo_path\x18\x06 \x01(\t\x12\x15\n\rupload_commit\x18\x07 \x01(\t\x12\x0f\n\x07skipped\x18\x08 \x03(\t2\xbd\x08\n\x0bTaskService\x12^\n\x0fUploadWorkspace\x12#.parhelia.v1.UploadWorkspaceRequest\x1a$.parhelia.v1.UploadWorkspaceProgress0\x01\x12M\n\nCreateTask\x12\x1e.parhelia.v1.CreateTaskRequest\x1a\x1f.parhelia.v1.CreateTaskResponse\x12S\n\x0c\x45stimateTask\x12 .parhelia.v1.EstimateTaskRequest\x1a!.parhelia.v1.EstimateTaskResponse\x12J\n\tListTasks\x12\x1d.parhelia.v1.ListTasksRequest\x1a\x1e.parhelia.v1.ListTasksResponse\x12\x39\n\x07GetTask\x12\x1b.parhelia.v1.GetTaskRequest\x1a\x11.parhelia.v1.Task\x12?\n\nCancelTask\x12\x1e.parhelia.v1.CancelTaskRequest\x1a\x11.parhelia.v1.Task\x12M\n\nDeleteTask\x12\x1e.parhelia.v1.DeleteTaskRequest\x1a\x1f.parhelia.v1.DeleteTaskResponse\x12=\n\tRetryTask\x12\x1d.parhelia.v1.RetryTaskRequest\x1a\x11.parhelia.v1.Task\x12V\n\rDispatchTasks\x12!.parhelia.v1.DispatchTasksRequest\x1a\".parhelia.v1.DispatchTasksResponse\x12G\n\tWatchTask\x12\x1d.parhelia.v1.WatchTaskRequest\x1a\x19.parhelia.v1.TaskProgress0\x01\x12O\n\rWatchAllTasks\x12!.parhelia.v1.WatchAllTasksRequest\x1a\x19.parhelia.v1.TaskProgress0\x01\x12G\n\x0bGetTaskLogs\x12\x1f.parhelia.v1.GetTaskLogsRequest\x1a\x15.parhelia.v1.LogChunk0\x01\x12P\n\x0bGetTaskDiff\x12\x1f.parhelia.v1.GetTaskDiffRequest\x1a .parhelia.v1.GetTaskDiffResponse\x12G\n\x08PullTask\x12\x1c.parhelia.v1.PullTaskRequest\x1a\x1d.parhelia.v1.PullTaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parhelia/v1/tasks.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"\x87\x01\n\x16UploadWorkspaceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1c\n\x14include_secret_files\x18\x02 \x03(\t\x12\x19\n\x11\x63onversation_uuid\x18\x03 \x01(\t\x12\x19\n\x11\x63laude_config_dir\x18\x04 \x01(\t\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\"\xb5\x02\n\x17UploadWorkspaceProgress\x12\x12\n\nfiles_done\x18\x01 \x01(\x03\x12\x13\n\x0b\x66iles_total\x18\x02 \x01(\x03\x12\x12\n\nbytes_done\x18\x03 \x01(\x03\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x03\x12\x11\n\tnew_bytes\x18\x05 \x01(\x03\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12\x14\n\x0cworkspace_id\x18\x07 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x08 \x01(\t\x12\x0c\n\x04root\x18\t \x01(\t\x12\x1d\n\x15left_out_secret_files\x18\n \x03(\t\x12\x19\n\x11sent_secret_files\x18\x0b \x03(\t\x12\x1a\n\x12\x63onversation_files\x18\x0c \x01(\x03\x12\x18\n\x10\x61gent_session_id\x18\r \x01(\t\"\xe7\x01\n\x11\x43reateTaskRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.parhelia.v1.TaskSource\x12\x13\n\x0bno_dispatch\x18\x04 \x01(\x08\x12\x16\n\x0eworkspace_path\x18\x05 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x06 \x01(\t\x12\x1c\n\x14trust_project_config\x18\x07 \x01(\x08\x12\x0e\n\x06notify\x18\x08 \x01(\t\"F\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.parhelia.v1.Task\x12\x0f\n\x07notices\x18\x32 \x03(\t\"@\n\x13\x45stimateTaskRequest\x12)\n\x07options\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\"T\n\x0c\x45stimatePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nlow_micros\x18\x02 \x01(\x03\x12\x13\n\x0bhigh_micros\x18\x03 \x01(\x03\x12\r\n\x05\x62\x61sis\x18\x04 \x01(\t\"i\n\x14\x45stimateTaskResponse\x12\x12\n\nlow_micros\x18\x01 \x01(\x03\x12\x13\n\x0bhigh_micros\x18\x02 \x01(\x03\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.parhelia.v1.EstimatePart\"`\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.parhelia.v1.TaskStatus\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18P \x01(\t\"]\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.parhelia.v1.Task\x12\r\n\x05total\x18\x46 \x01(\x03\x12\x17\n\x0fnext_page_token\x18P \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\";\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x05\"3\n\x11\x44\x65leteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"%\n\x12\x44\x65leteTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"N\n\x10RetryTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.parhelia.v1.TaskOptions\"(\n\x14\x44ispatchTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"A\n\x0f\x44ispatchRefusal\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xa9\x01\n\x15\x44ispatchTasksResponse\x12\x1b\n\x13\x64ispatched_task_ids\x18\x01 \x03(\t\x12\x18\n\x10refused_task_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12.\n\x08refusals\x18\x04 \x03(\x0b\x32\x1c.parhelia.v1.DispatchRefusal\x12\x19\n\x11released_task_ids\x18\x05 \x03(\t\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xad\x01\n\x0cTaskProgress\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.parhelia.v1.Task\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.parhelia.v1.Event\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12)\n\tcontainer\x18\x04 \x01(\x0b\x32\x16.parhelia.v1.Container\x12\x15\n\rsnapshot_done\x18\x05 \x01(\x08\"&\n\x14WatchAllTasksRequest\x12\x0e\n\x06recent\x18\x01 \x01(\x05\"T\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05setup\x18\x32 \x01(\x08\">\n\x08LogChunk\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"I\n\x12GetTaskDiffRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tstat_only\x18\x02 \x01(\x08\x12\x0f\n\x07\x61gainst\x18\x03 \x01(\t\"\x8a\x01\n\nFileChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x10\n\x08old_size\x18\x03 \x01(\x03\x12\x10\n\x08new_size\x18\x04 \x01(\x03\x12\x13\n\x0blines_added\x18\x05 \x01(\x05\x12\x15\n\rlines_removed\x18\x06 \x01(\x05\x12\x0e\n\x06\x62inary\x18\x07 \x01(\x08\"r\n\x13GetTaskDiffResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x0f\n\x07\x61gainst\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_commit\x18\x04 \x01(\t\"h\n\x0fPullTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x02 \x01(\t\x12\x12\n\npatch_path\x18\x03 \x01(\t\x12\x11\n\trepo_path\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\xbe\x01\n\x10PullTaskResponse\x12\x0e\n\x06\x62ranch\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\x12\x12\n\npatch_path\x18\x03 \x01(\t\x12&\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\x13\n\x0b\x62\x61se_commit\x18\x05 \x01(\t\x12\x11\n\trepo_path\x18\x06 \x01(\t\x12\x15\n\rupload_commit\x18\x07 \x01(\t\x12\x0f\n\x07skipped\x18\x08 \x03(\t2\xbd\x08\n\x0bTaskService\x12^\n\x0fUploadWorkspace\x12#.parhelia.v1.UploadWorkspaceRequest\x1a$.parhelia.v1.UploadWorkspaceProgress0\x01\x12M\n\nCreateTask\x12\x1e.parhelia.v1.CreateTaskRequest\x1a\x1f.parhelia.v1.CreateTaskResponse\x12S\n\x0c\x45stimateTask\x12 .parhelia.v1.EstimateTaskRequest\x1a!.parhelia.v1.EstimateTaskResponse\x12J\n\tListTasks\x12\x1d.parhelia.v1.ListTasksRequest\x1a\x1e.parhelia.v1.ListTasksResponse\x12\x39\n\x07GetTask\x12\x1b.parhelia.v1.GetTaskRequest\x1a\x11.parhelia.v1.Task\x12?\n\nCancelTask\x12\x1e.parhelia.v1.CancelTaskRequest\x1a\x11.parhelia.v1.Task\x12M\n\nDeleteTask\x12\x1e.parhelia.v1.DeleteTaskRequest\x1a\x1f.parhelia.v1.DeleteTaskResponse\x12=\n\tRetryTask\x12\x1d.parhelia.v1.RetryTaskRequest\x1a\x11.parhelia.v1.Task\x12V\n\rDispatchTasks\x12!.parhelia.v1.DispatchTasksRequest\x1a\".parhelia.v1.DispatchTasksResponse\x12G\n\tWatchTask\x12\x1d.parhelia.v1.WatchTaskRequest\x1a\x19.parhelia.v1.TaskProgress0\x01\x12O\n\rWatchAllTasks\x12!.parhelia.v1.WatchAllTasksRequest\x1a\x19.parhelia.v1.TaskProgress0\x01\x12G\n\x0bGetTaskLogs\x12\x1f.parhelia.v1.GetTaskLogsRequest\x1a\x15.parhelia.v1.LogChunk0\x01\x12P\n\x0bGetTaskDiff\x12\x1f.parhelia.v1.GetTaskDiffRequest\x1a .parhelia.v1.GetTaskDiffResponse\x12G\n\x08PullTask\x12\x1c.parhelia.v1.PullTaskRequest\x1a\x1d.parhelia.v1.PullTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,45 +47,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATETASKRESPONSE']._serialized_start=974
   _globals['_ESTIMATETASKRESPONSE']._serialized_end=1079
   _globals['_LISTTASKSREQUEST']._serialized_start=1081
-  _globals['_LISTTASKSREQUEST']._serialized_end=1157
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1159
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1227
-  _globals['_GETTASKREQUEST']._serialized_start=1229
-  _globals['_GETTASKREQUEST']._serialized_end=1262
-  _globals['_CANCELTASKREQUEST']._serialized_start=1264
-  _globals['_CANCELTASKREQUEST']._serialized_end=1323
-  _globals['_DELETETASKREQUEST']._serialized_start=1325
-  _globals['_DELETETASKREQUEST']._serialized_end=1376
-  _globals['_DELETETASKRESPONSE']._serialized_start=1378
-  _globals['_DELETETASKRESPONSE']._serialized_end=1415
-  _globals['_RETRYTASKREQUEST']._serialized_start=1417
-  _globals['_RETRYTASKREQUEST']._serialized_end=1495
-  _globals['_DISPATCHTASKSREQUEST']._serialized_start=1497
-  _globals['_DISPATCHTASKSREQUEST']._serialized_end=1537
-  _globals['_DISPATCHREFUSAL']._serialized_start=1539
-  _globals['_DISPATCHREFUSAL']._serialized_end=1604
-  _globals['_DISPATCHTASKSRESPONSE']._serialized_start=1607
-  _globals['_DISPATCHTASKSRESPONSE']._serialized_end=1776
-  _globals['_WATCHTASKREQUEST']._serialized_start=1778
-  _globals['_WATCHTASKREQUEST']._serialized_end=1813
-  _globals['_TASKPROGRESS']._serialized_start=1816
-  _globals['_TASKPROGRESS']._serialized_end=1989
-  _globals['_WATCHALLTASKSREQUEST']._serialized_start=1991
-  _globals['_WATCHALLTASKSREQUEST']._serialized_end=2029
-  _globals['_GETTASKLOGSREQUEST']._serialized_start=2031
-  _globals['_GETTASKLOGSREQUEST']._serialized_end=2115
-  _globals['_LOGCHUNK']._serialized_start=2117
-  _globals['_LOGCHUNK']._serialized_end=2179
-  _globals['_GETTASKDIFFREQUEST']._serialized_start=2181
-  _globals['_GETTASKDIFFREQUEST']._serialized_end=2254
-  _globals['_FILECHANGE']._serialized_start=2257
-  _globals['_FILECHANGE']._serialized_end=2395
-  _globals['_GETTASKDIFFRESPONSE']._serialized_start=2397
-  _globals['_GETTASKDIFFRESPONSE']._serialized_end=2511
-  _globals['_PULLTASKREQUEST']._serialized_start=2513
-  _globals['_PULLTASKREQUEST']._serialized_end=2617
-  _globals['_PULLTASKRESPONSE']._serialized_start=2620
-  _globals['_PULLTASKRESPONSE']._serialized_end=2810
-  _globals['_TASKSERVICE']._serialized_start=2813
-  _globals['_TASKSERVICE']._serialized_end=3898
+  _globals['_LISTTASKSREQUEST']._serialized_end=1177
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1179
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1272
+  _globals['_GETTASKREQUEST']._serialized_start=1274
+  _globals['_GETTASKREQUEST']._serialized_end=1307
+  _globals['_CANCELTASKREQUEST']._serialized_start=1309
+  _globals['_CANCELTASKREQUEST']._serialized_end=1368
+  _globals['_DELETETASKREQUEST']._serialized_start=1370
+  _globals['_DELETETASKREQUEST']._serialized_end=1421
+  _globals['_DELETETASKRESPONSE']._serialized_start=1423
+  _globals['_DELETETASKRESPONSE']._serialized_end=1460
+  _globals['_RETRYTASKREQUEST']._serialized_start=1462
+  _globals['_RETRYTASKREQUEST']._serialized_end=1540
+  _globals['_DISPATCHTASKSREQUEST']._serialized_start=1542
+  _globals['_DISPATCHTASKSREQUEST']._serialized_end=1582
+  _globals['_DISPATCHREFUSAL']._serialized_start=1584
+  _globals['_DISPATCHREFUSAL']._serialized_end=1649
+  _globals['_DISPATCHTASKSRESPONSE']._serialized_start=1652
+  _globals['_DISPATCHTASKSRESPONSE']._serialized_end=1821
+  _globals['_WATCHTASKREQUEST']._serialized_start=1823
+  _globals['_WATCHTASKREQUEST']._serialized_end=1858
+  _globals['_TASKPROGRESS']._serialized_start=1861
+  _globals['_TASKPROGRESS']._serialized_end=2034
+  _globals['_WATCHALLTASKSREQUEST']._serialized_start=2036
+  _globals['_WATCHALLTASKSREQUEST']._serialized_end=2074
+  _globals['_GETTASKLOGSREQUEST']._serialized_start=2076
+  _globals['_GETTASKLOGSREQUEST']._serialized_end=2160
+  _globals['_LOGCHUNK']._serialized_start=2162
+  _globals['_LOGCHUNK']._serialized_end=2224
+  _globals['_GETTASKDIFFREQUEST']._serialized_start=2226
+  _globals['_GETTASKDIFFREQUEST']._serialized_end=2299
+  _globals['_FILECHANGE']._serialized_start=2302
+  _globals['_FILECHANGE']._serialized_end=2440
+  _globals['_GETTASKDIFFRESPONSE']._serialized_start=2442
+  _globals['_GETTASKDIFFRESPONSE']._serialized_end=2556
+  _globals['_PULLTASKREQUEST']._serialized_start=2558
+  _globals['_PULLTASKREQUEST']._serialized_end=2662
+  _globals['_PULLTASKRESPONSE']._serialized_start=2665
+  _globals['_PULLTASKRESPONSE']._serialized_end=2855
+  _globals['_TASKSERVICE']._serialized_start=2858
+  _globals['_TASKSERVICE']._serialized_end=3943
 # @@protoc_insertion_point(module_scope)

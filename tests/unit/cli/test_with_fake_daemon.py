@@ -323,7 +323,7 @@ def test_autostart_spawns_and_waits(run, home, monkeypatch):
     try:
         result = run("task", "list", "--json")
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout) == {"tasks": []}
+        assert json.loads(result.stdout) == {"tasks": [], "next_page_token": None}
         assert "Started parheliad (pid 4242)" in result.stderr
     finally:
         for d in started:

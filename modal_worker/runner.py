@@ -146,6 +146,9 @@ class Worker:
         self.phase: envsetup.PhaseRunner | None = None
         self._tree_digest = ""
         """The restored (or kept) tree's digest: what a prepared workspace is keyed by."""
+        self._kept_files = False
+        """The workspace on disk was kept, not replaced (files left behind by this
+        session's previous worker, or a prepared snapshot): its setup may stand."""
         self._start_message = ""
         self.last_checkpoint_at = time.monotonic()
         self.agent: AgentProcess | TuiAgent | None = None
@@ -297,8 +300,9 @@ class Worker:
             log_path=self.volume.path_for(setup_log_key(self.spec.container_id)))
         try:
             marker = envsetup.read_marker(self.workspace)
-            prepared = marker.get("hash") == environment.hash and \
-                marker.get("tree") == self._tree_digest
+            # Setup stands while the files it ran on were kept (a later incarnation on this
+            # machine, a warm start); a restore replaced them, so it runs again.
+            prepared = self._kept_files and marker.get("hash") == environment.hash
             if environment.setup and prepared:
                 send(self.channel, records.SetupSkipped(hash=environment.hash,
                                                         steps=len(environment.setup)))
@@ -382,6 +386,7 @@ class Worker:
                 # turns it does not: keep them (the start checkpoint records them), and
                 # continue their conversation even when the checkpoint held none yet.
                 data = {"source": "left_behind", "checkpoint_id": manifest.id}
+                self._kept_files = True
                 self._start_message = f"continued from the files left after {manifest.id}"
                 if not self.agent_spec.resume:
                     self.agent_spec = dataclasses.replace(self.agent_spec, resume=True)
@@ -391,6 +396,7 @@ class Worker:
                 # A sandbox started from a prepared snapshot: its workspace is this tree
                 # plus what setup made in it (kept: setup does not run again).
                 data = {"source": "prepared", "checkpoint_id": manifest.id}
+                self._kept_files = True
                 lineage.write(self.lineage, [manifest.id])
             else:
                 lineage.clear(self.lineage)

@@ -6,6 +6,8 @@ builds nothing and starts warm), a task waiting while its image builds, what
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,3 +180,26 @@ def test_a_build_that_fails_fails_its_task_with_the_reason(
     assert "Debian or Ubuntu" in task["result"]["error_message"]
     assert harness.events("--task", task_id, "--type", "environment_build_failed")
     assert not fake_modal.sandboxes()  # nothing ran
+
+
+def test_a_recovered_local_worker_keeps_its_prepared_workspace(
+        harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
+    harness = harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
+    counter = tmp_path / "setups.txt"
+    repo = project(tmp_path / "repo", {".parhelia/environment.toml": (
+        f'setup = ["echo ran >> {counter}"]\nstart = ["echo start >> {counter}"]\n')})
+    prompt = fake_prompt({"write": "before.txt", "content": "1"}, {"turn": True},
+                         {"sleep": 30}, {"write": "after.txt", "content": "2"}, {"turn": True})
+    task_id = harness.json("task", "create", prompt, "--workspace", str(repo))["id"]
+    wait_for(lambda: [e for e in harness.events("--task", task_id, "--type",
+                                                "checkpoint_created")
+                      if (e["data"] or {}).get("trigger") == "turn"],
+             timeout=60, what="a turn checkpoint")
+    container = harness.task(task_id)["container_id"]
+    pid = int(harness.json("container", "show", container)["backend_id"].split("@")[0])
+    os.kill(pid, signal.SIGKILL)
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed" and task["restarts"] == 1, task
+    # Setup ran once (the second worker kept the files it prepared); start, each time.
+    assert counter.read_text().split() == ["ran", "start", "start"]
+    assert harness.events("--task", task_id, "--type", "setup_skipped")

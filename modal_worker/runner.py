@@ -422,6 +422,7 @@ class Worker:
             data = {"source": "repo", "repo_url": _safe_url(spec.repo_url), "ref": spec.repo_ref}
         else:
             lineage.clear(self.lineage)
+            self._kept_files = self.workspace.is_dir() and not self.workspace.is_symlink()
             self.workspace.mkdir(parents=True, exist_ok=True)
             data = {"source": "empty"}
         data["workspace"] = str(self.workspace)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -176,14 +176,7 @@ class Worker:
         if self.spec.ssh_authorized_key:  # beside the work: keygen and sshd take a while
             threading.Thread(target=self._start_sshd, name="sshd", daemon=True).start()
         try:
-            outcome = self._run()
-        except Outcome as o:
-            outcome = o
-        except ParheliaError as exc:
-            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
-        except Exception as exc:
-            log.exception("worker failed")
-            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+            outcome = _outcome_of(self._run)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -332,18 +325,14 @@ class Worker:
         A failure is checkpointed and ends the incarnation with E606, as in :meth:`run`."""
         self._install_signals()
         status = self.workspace.parent / f".{self.workspace.name}{SETUP_STATUS_SUFFIX}"
-        try:
+        def prepare() -> Outcome:
             self._materialise()
             os.chdir(self.workspace)
             self._prepare_environment(start=False, scrub_all=True)
-        except Outcome as o:
-            outcome = o
-        except ParheliaError as exc:
-            outcome = Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
-        except Exception as exc:
-            log.exception("setup failed")
-            outcome = Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
-        else:
+            return Outcome(ExitCode.COMPLETED)
+
+        outcome = _outcome_of(prepare)
+        if outcome.code == ExitCode.COMPLETED:
             self.sync_volume()
             self._sync_cache()
             status.write_text("ready", encoding="utf-8")
@@ -928,6 +917,19 @@ class Worker:
             error_code=outcome.error_code, error_message=outcome.message or None,
             last_checkpoint_id=self.parent_id))
         self.channel.close()
+
+
+def _outcome_of(work: Callable[[], Outcome]) -> Outcome:
+    """What ``work`` ended with: its outcome, or the one its error means."""
+    try:
+        return work()
+    except Outcome as o:
+        return o
+    except ParheliaError as exc:
+        return Outcome(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+    except Exception as exc:
+        log.exception("worker failed")
+        return Outcome(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
 
 
 def _drain(q: queue.Queue[str]) -> None:

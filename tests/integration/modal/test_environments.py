@@ -116,6 +116,17 @@ def _environment_specs(backend: Any, fake: Any, container_id: str, *, setup: lis
     return spec, dataclasses.replace(container_spec(spec), environment=launch)
 
 
+async def _prepared_backend(fake: Any, tmp_path: Path) -> tuple[Any, str, LocalVolume]:
+    """A backend, its environment's image built, the setup secret created on Modal, and
+    the daemon's local volume."""
+    backend = make_backend(fake)
+    fake.create_secret("setup-secret", {"SETUP_TOKEN": SECRET})
+    image_id = await backend.build_image(ImageRecipe(
+        base=Base(BASE_DEBIAN_SLIM, python="3.11"), claude_version=CLAUDE_CODE_VERSION,
+        hash="img-t1"), None)
+    return backend, image_id, LocalVolume(tmp_path / "local")
+
+
 async def _launch(backend: Any, local: LocalVolume, spec: Any, cspec: Any) -> str:
     key = f"specs/{spec.container_id}.json"
     local.put(key, json.dumps(spec.to_dict()).encode())
@@ -129,12 +140,7 @@ CACHED_STEP = ("if [ -f ~/.cache/tool/pkg ]; then echo cache-hit; else echo cach
 
 async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snapshot(
         fake_modal: Any, tmp_path: Path) -> None:
-    backend = make_backend(fake_modal)
-    fake_modal.create_secret("setup-secret", {"SETUP_TOKEN": SECRET})
-    image_id = await backend.build_image(ImageRecipe(
-        base=Base(BASE_DEBIAN_SLIM, python="3.11"), claude_version=CLAUDE_CODE_VERSION,
-        hash="img-t1"), None)
-    local = LocalVolume(tmp_path / "local")
+    backend, image_id, local = await _prepared_backend(fake_modal, tmp_path)
     snapshots: list[str] = []
     spec, cspec = _environment_specs(
         backend, fake_modal, "c-env-1", image_id=image_id, snapshots=snapshots,
@@ -182,12 +188,7 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
 
 
 async def test_an_expired_snapshot_sets_up_again(fake_modal: Any, tmp_path: Path) -> None:
-    backend = make_backend(fake_modal)
-    fake_modal.create_secret("setup-secret", {"SETUP_TOKEN": SECRET})
-    image_id = await backend.build_image(ImageRecipe(
-        base=Base(BASE_DEBIAN_SLIM, python="3.11"), claude_version=CLAUDE_CODE_VERSION,
-        hash="img-t1"), None)
-    local = LocalVolume(tmp_path / "local")
+    backend, image_id, local = await _prepared_backend(fake_modal, tmp_path)
     spec, cspec = _environment_specs(backend, fake_modal, "c-env-4", image_id=image_id,
                                      warm="im-gone0000000000000000", setup=["true"])
     await _launch(backend, local, spec, cspec)
@@ -197,12 +198,7 @@ async def test_an_expired_snapshot_sets_up_again(fake_modal: Any, tmp_path: Path
 
 async def test_a_failed_setup_ends_in_its_sandbox_with_e606(fake_modal: Any,
                                                              tmp_path: Path) -> None:
-    backend = make_backend(fake_modal)
-    fake_modal.create_secret("setup-secret", {"SETUP_TOKEN": SECRET})
-    image_id = await backend.build_image(ImageRecipe(
-        base=Base(BASE_DEBIAN_SLIM, python="3.11"), claude_version=CLAUDE_CODE_VERSION,
-        hash="img-t1"), None)
-    local = LocalVolume(tmp_path / "local")
+    backend, image_id, local = await _prepared_backend(fake_modal, tmp_path)
     snapshots: list[str] = []
     spec, cspec = _environment_specs(backend, fake_modal, "c-env-5", image_id=image_id,
                                      snapshots=snapshots,

@@ -68,7 +68,7 @@ def show(directory: Path | None, gpu: bool, backend: str | None,
     render.fields([("Environment", view["hash"]), ("From", source),
                    ("Image", f"{view['image_hash']}, {built}"),
                    ("Backend", view["backend"]),
-                   ("Agent reaches", ", ".join(view["agent_hosts"]) or "any host")],
+                   ("Agent reaches", _reach(view))],
                   title="Environment")
     render.line("")
     rows = []
@@ -83,6 +83,19 @@ def show(directory: Path | None, gpu: bool, backend: str | None,
         render.line(f"\nIgnored keys: {', '.join(view['ignored'])}")
     for warning in view["warnings"] or []:
         render.warn(render.safe(warning))
+
+
+def _reach(view: dict[str, Any]) -> str:
+    """The agent phase's network in a line (the hosts themselves are in --json)."""
+    hosts = view["agent_hosts"] or []
+    if not hosts:
+        words = "any host (network full)"
+    elif len(hosts) == 1:
+        words = f"{hosts[0]} only (network none)"
+    else:
+        words = f"{hosts[0]} and {len(hosts) - 1} other hosts (network trusted: the package " \
+                "registries and the environment's allow list)"
+    return words + ("; not enforced on the local backend" if view["backend"] == "local" else "")
 
 
 @env.command()

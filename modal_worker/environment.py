@@ -30,7 +30,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -51,6 +51,14 @@ from parhelia.redact import redact, shorten
 log = logging.getLogger(__name__)
 
 KILL_GRACE_SECONDS = 5.0
+LINE_READ_BYTES = 1 << 20
+"""A longer output line is read this far, the rest of it dropped (memory stays bounded)."""
+LINE_KEEP_CHARS = 16_000
+"""What the log keeps of a line. Far below :data:`LINE_READ_BYTES`: a line is scrubbed
+whole before it is cut, so a cut never leaves part of a secret's value behind."""
+LOG_MAX_BYTES = 64 << 20
+"""What a worker writes to the setup log at most; past it the output is still read (and its
+last lines kept for a failure) but not written."""
 AGENT_ONLY_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR")
 """What setup and start commands never get: the model credential and the agent's own
 settings (a repository's command has no business with them)."""
@@ -218,6 +226,10 @@ class PhaseRunner:
         self.deadline = deadline
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False
+        try:
+            self.logged = log_path.stat().st_size  # earlier phases' and incarnations'
+        except OSError:
+            self.logged = 0
 
     def stop(self) -> None:
         """From a signal handler's thread: end the running step (its process group)."""
@@ -263,11 +275,9 @@ class PhaseRunner:
             timer.start()
             try:
                 assert self.proc.stdout is not None
-                for raw in self.proc.stdout:
-                    line = self.scrub(raw.decode(errors="replace").rstrip("\n"))
+                for line in self._lines(self.proc.stdout):
                     tail.append(line)
-                    out.write(line + "\n")
-                    out.flush()
+                    self._write(out, line)
                 code = self.proc.wait()
             finally:
                 timer.cancel()
@@ -296,6 +306,29 @@ class PhaseRunner:
         last = "\n".join(tail) if tail else "(no output)"
         raise SetupFailed(f"{phase} command {index} ({step.name}: {shown}) {why}; its last "
                           f"lines:\n{last}")
+
+    def _lines(self, stream: IO[bytes]) -> Iterator[str]:
+        """The step's output lines, scrubbed, each at most :data:`LINE_KEEP_CHARS`."""
+        while raw := stream.readline(LINE_READ_BYTES):
+            cut = not raw.endswith(b"\n") and len(raw) == LINE_READ_BYTES
+            while cut and (rest := stream.readline(LINE_READ_BYTES)):
+                if rest.endswith(b"\n"):
+                    break  # the rest of an overlong line: dropped
+            line = self.scrub(raw.decode(errors="replace").rstrip("\n"))
+            if cut or len(line) > LINE_KEEP_CHARS:
+                line = line[:LINE_KEEP_CHARS] + " [line cut]"
+            yield line
+
+    def _write(self, out: IO[str], line: str) -> None:
+        """One line to the log, until the log holds :data:`LOG_MAX_BYTES`."""
+        if self.logged > LOG_MAX_BYTES:
+            return
+        self.logged += len(line.encode()) + 1
+        if self.logged > LOG_MAX_BYTES:
+            line = f"== the setup log is full ({LOG_MAX_BYTES >> 20} MiB): later output " \
+                   "is not kept (a failure still shows its last lines)"
+        out.write(line + "\n")
+        out.flush()
 
     def _expire(self) -> None:
         proc = self.proc

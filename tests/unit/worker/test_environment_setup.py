@@ -63,6 +63,26 @@ def test_a_failing_step_stops_the_phase_with_its_last_lines(tmp_path: Path) -> N
     assert failed.tail[-1] == "***" and len(failed.tail) <= 20
 
 
+def test_an_endless_line_and_a_flood_of_output_stay_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step printing a 3 MB line (a secret at both ends) then 20,000 lines: the line is
+    cut after scrubbing, the log stops growing at its limit, the failure still has the
+    step's real last lines."""
+    monkeypatch.setattr(envsetup, "LOG_MAX_BYTES", 60_000)
+    with pytest.raises(envsetup.SetupFailed) as err:
+        runner(tmp_path, MemoryChannel(), secrets=(SECRET,)).run("setup", [
+            Step("setup[1]", run=f"printf {SECRET}; head -c 3000000 /dev/zero | tr '\\0' x; "
+                                 f"echo {SECRET}; seq 1 20000; exit 4")],
+            {"PATH": os.environ["PATH"]})
+    log = (tmp_path / "setup.log").read_text()
+    assert SECRET not in log
+    first = log.splitlines()[1]
+    assert first.startswith("***xxx") and first.endswith(" [line cut]")
+    assert len(first) <= envsetup.LINE_KEEP_CHARS + 20
+    assert "the setup log is full" in log and len(log) < 60_000 + 500
+    assert "\n19999\n20000" in err.value.message  # read to the end, not written
+
+
 def test_a_step_past_the_setup_timeout_is_killed_with_what_it_started(tmp_path: Path) -> None:
     channel = MemoryChannel()
     started = time.monotonic()

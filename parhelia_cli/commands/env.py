@@ -80,7 +80,7 @@ def show(directory: Path | None, gpu: bool, backend: str | None,
                          part["note"] if i == 0 else ""))
     render.table(("PART", "VALUE", "FROM", "NOTE"), rows)
     if view["ignored"]:
-        render.line(f"\nIgnored keys: {', '.join(view['ignored'])}")
+        render.line(f"\nIgnored keys: {render.safe(', '.join(view['ignored']))}")
     for warning in view["warnings"] or []:
         render.warn(render.safe(warning))
 
@@ -115,10 +115,10 @@ def build(directory: Path | None, gpu: bool, backend: str | None,
         if last["done"]:
             break
         if tty:
-            sys.stderr.write("\r\033[K" + last["line"])
+            sys.stderr.write("\r\033[K" + render.safe(last["line"]))
             sys.stderr.flush()
         elif not obj.json:
-            render.info(last["line"])
+            render.info(render.safe(last["line"]))
     if tty:
         sys.stderr.write("\r\033[K")
     if last is None or not last["done"]:
@@ -127,7 +127,7 @@ def build(directory: Path | None, gpu: bool, backend: str | None,
     if obj.json:
         render.emit_json(last)
     else:
-        render.line(last["log"])
+        render.line(render.safe(last["log"], multiline=True))
     if last["error"]:
         raise CliError("E606", last["error"])
 

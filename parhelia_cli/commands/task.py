@@ -356,20 +356,29 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @click.option("--raw", is_flag=True,
               help="The agent's own stream-json lines, unchanged (for jq and scripts).")
 @click.option("--setup", is_flag=True,
-              help="The environment's setup and start output instead (secrets shown as ***).")
+              help="The environment's setup and start output instead (secrets shown as ***; "
+                   "with --raw, its bytes unchanged).")
 def logs(task_id: str, follow_logs: bool, raw: bool, setup: bool) -> None:
     """What the agent did, as a person reads it: its turns, each tool call with its
     input summarised, the tool's result, the agent's text and its result (every
     incarnation of the task, oldest first). --raw prints the stream-json itself;
     --setup the output of the environment's setup and start commands."""
-    from parhelia_cli.agentlog import AgentLog
+    import codecs
 
+    from parhelia_cli.agentlog import AgentLog
 
     api = settings().api()
     out = sys.stdout.buffer
     view = None if raw or setup else AgentLog()
+    # Setup output is the repository's commands' own: shown, it is made safe for the
+    # terminal (an escape sequence in it must not reach it); --raw keeps the bytes.
+    text = codecs.getincrementaldecoder("utf-8")("replace") if setup and not raw else None
     try:
         for chunk in api.tasks.logs(task_id, follow=follow_logs, setup=setup):
+            if text is not None:
+                sys.stdout.write(render.safe(text.decode(chunk.data), multiline=True))
+                sys.stdout.flush()
+                continue
             if view is None:
                 out.write(chunk.data)
                 out.flush()

@@ -79,7 +79,7 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
         if notices is not None:
             notices.append(notice)
         else:
-            render.warn(notice)
+            render.warn(render.safe(notice))
     return created.task
 
 

@@ -87,10 +87,17 @@ def test_bad_environment_files_are_refused_before_anything_runs(
 
 def test_a_local_task_runs_setup_and_start_and_says_what_its_agent_may_run(
         harness: Harness, tmp_path: Path) -> None:
-    repo = project(tmp_path / "repo", {".parhelia/environment.toml": TOML})
+    # A setup whose output tries to retitle the terminal, and a key made to do the same.
+    hostile = TOML.replace('setup = ["echo prepared > prepared.txt"]',
+                           'setup = ["echo prepared > prepared.txt", '
+                           r'"printf \"before\\033]0;pwned\\007after\\n\""]') \
+        + '"bad\\u001b[2Jkey" = 1\n'
+    repo = project(tmp_path / "repo", {".parhelia/environment.toml": hostile})
     out = harness.run("task", "create", fake_prompt({"write": "a.txt", "content": "A"}),
                       "--workspace", str(repo), "--json", check=True)
     assert "pre-approved: only pytest" in out.stderr and "--permission-mode" in out.stderr
+    assert "unknown key(s) ignored: bad\\x1b[2Jkey" in out.stderr
+    assert "\x1b" not in out.stderr
     task_id = json.loads(out.stdout)["id"]
     task = harness.wait(task_id)
     assert task["status"] == "completed", task
@@ -102,6 +109,9 @@ def test_a_local_task_runs_setup_and_start_and_says_what_its_agent_may_run(
     assert "pre-approved: pytest" in show
     logs = harness.run("task", "logs", task_id, "--setup", check=True).stdout
     assert "== setup 1: setup[1]: echo prepared > prepared.txt" in logs
+    assert "before\\x1b]0;pwned\\x07after" in logs and "\x1b" not in logs
+    raw = harness.run("task", "logs", task_id, "--setup", "--raw", check=True).stdout
+    assert "before\x1b]0;pwned\x07after" in raw  # --raw: the bytes as they were
 
 
 def test_on_modal_one_image_per_environment_and_the_second_task_starts_warm(

@@ -118,18 +118,27 @@ def test_setup_installs_what_the_tests_need_and_the_agent_runs_pytest(
                                                       "description": "run the tests"})),
         reply("Checking my environment.", tool_use("Bash", {"command": "env",
                                                             "description": "show env"})),
+        # Not pre-approved: only an agent in bypassPermissions (a Modal sandbox) runs it.
+        reply("Computing.", tool_use("Bash", {"command": "python3 -c 'print(6*7)'",
+                                              "description": "compute"})),
         reply("The tests pass."))
     task = _create(stack, repo, "Run the test suite")
     api = stack.api
     assert task["status"] == "completed", (task["result"], task["status_reason"], api.summary())
     results = _tool_results(api)
-    assert len(results) == 2, api.summary()
+    assert len(results) == 3, api.summary()
     # pytest ran, in the task's workspace, with the dependency setup installed: it passed.
     assert "1 passed" in results[0], results[0]
     assert "requires approval" not in results[0] and "denied" not in results[0].lower()
     # The agent's environment has the environment's env, never the setup secret.
     assert "PYTHONPATH=.deps" in results[1]
     assert SECRET_VALUE not in results[1] and SETUP_SECRET not in results[1]
+    # The default mode as the real CLI applies it: in the Modal sandbox any command runs;
+    # on this machine, uncontained, a command not pre-approved is refused.
+    if stack.backend == "modal":
+        assert "42" in results[2], results[2]
+    else:
+        assert "42" not in results[2] and "requires approval" in results[2], results[2]
 
     show = stack.harness.json("task", "show", task["id"])
     environment = show["environment"]

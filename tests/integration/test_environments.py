@@ -146,6 +146,9 @@ def test_on_modal_one_image_per_environment_and_the_second_task_starts_warm(
     assert done["environment"]["setup_status"] == "skipped"
     agent = fake_modal.sandbox(done["container_id"])
     assert "pypi.org" in agent["network"]["outbound_domain_allowlist"]
+    # Nobody chose a mode: inside the sandbox the agent ran bypassPermissions.
+    assert done["environment"]["permission_mode"] == "bypassPermissions"
+    assert _agent_modes(harness, second) == {"bypassPermissions"}
     listed = harness.json("env", "list")
     assert len(listed["snapshots"]) == 1 and len(listed["caches"]) == 1
     cache = listed["caches"][0]["name"]
@@ -158,6 +161,37 @@ def test_on_modal_one_image_per_environment_and_the_second_task_starts_warm(
     assert pruned["caches"] == [cache] and len(pruned["images"]) == 1
     assert not (fake_modal.root / "volumes" / f"{cache}.json").exists()
     assert harness.json("env", "list") == {"images": [], "snapshots": [], "caches": []}
+
+
+def _agent_modes(harness: Harness, task_id: str) -> set[str]:
+    """The permission modes the task's worker ran its agent with (its checkpoints say)."""
+    session = harness.task(task_id)["session_id"]
+    modes = set()
+    for cp in harness.json("checkpoint", "list", session)["checkpoints"]:
+        environment = harness.json("checkpoint", "show", cp["id"])["manifest"]["environment"]
+        if "agent_command" in environment:  # the worker's (not the uploaded workspace's)
+            modes.add(environment["permission_mode"])
+    return modes
+
+
+def test_on_modal_a_mode_the_user_chose_is_kept(
+        harness_factory: Callable[..., Harness], fake_modal: FakeModal,
+        tmp_path: Path) -> None:
+    harness = modal_harness(harness_factory, fake_modal)
+    config = harness.home / "config.toml"
+    config.write_text(config.read_text().replace(
+        "[agent]\n", '[agent]\npermission_mode = "acceptEdits"\n', 1))
+    harness.run("daemon", "reload", check=True)
+    repo = project(tmp_path / "repo", {".parhelia/environment.toml": 'setup = ["true"]\n'})
+    task_id = harness.json("task", "create", fake_prompt({"write": "a.txt", "content": "A"}),
+                           "--workspace", str(repo))["id"]
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed", task
+    assert task["environment"]["permission_mode"] == "acceptEdits"
+    assert task["environment"]["permission_reason"] == "chosen for this task"
+    assert _agent_modes(harness, task_id) == {"acceptEdits"}
+    show = harness.run("task", "show", task_id, check=True).stdout
+    assert "acceptEdits (chosen for this task)" in show
 
 
 def test_a_task_waits_building_environment_and_pays_for_the_build(

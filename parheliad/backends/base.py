@@ -85,7 +85,8 @@ class EnvironmentLaunch:
     agent_hosts: tuple[str, ...] | None = None
     """The domains the agent's sandbox may reach; None: any (network ``full``)."""
     cache_volume: str = ""
-    """The repository's dependency cache volume ("" = none), mounted in both sandboxes."""
+    """The repository's dependency cache volume ("" = none), mounted in the setup sandbox
+    only (ADR 0052)."""
     warm_image_id: str = ""
     """A prepared filesystem (a snapshot after this environment's setup, same base) to
     start the agent's sandbox from: no setup sandbox then."""

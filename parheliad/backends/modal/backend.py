@@ -205,7 +205,7 @@ class ModalBackend(Environments, ChannelFollower, VolumeCopies, Terminals):
                     *argv, app=app, name=name, tags=tags, image=image, secrets=secrets,
                     timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
                     memory=int(spec.memory_mb), gpu=spec.gpu or None,
-                    volumes=self.mounts(env), **self.network(env),
+                    volumes=self.mounts(env, cache=False), **self.network(env),
                     unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
                         "ssh_authorized_key") else []),
                 timeout=self.settings.launch_timeout_seconds,

@@ -77,9 +77,14 @@ class Environments(ModalClient):
     def cache_volume(self, name: str) -> Any:
         return self.sdk.Volume.from_name(name, create_if_missing=True, version=2)
 
-    def mounts(self, env: EnvironmentLaunch | None) -> dict[str, Any]:
+    def mounts(self, env: EnvironmentLaunch | None, *, cache: bool) -> dict[str, Any]:
+        """The sandbox's volumes; the repository's cache volume only with ``cache`` (the
+        setup sandbox). An agent that could write the cache could plant a package that a
+        later task's setup -- which holds the setup secrets and the full network --
+        installs and runs; the agent's sandbox gets a cache directory of its own that
+        ends with it (the worker links the same paths to it)."""
         volumes = {VOLUME_MOUNT: self.modal_volume()}
-        if env is not None and env.cache_volume:
+        if cache and env is not None and env.cache_volume:
             volumes[CACHE_ROOT_MODAL] = self.cache_volume(env.cache_volume)
         return volumes
 
@@ -119,7 +124,7 @@ class Environments(ModalClient):
                 name=sandbox_name(f"{spec.container_id}-setup"),
                 tags={**tags, PHASE_TAG: PHASE_SETUP}, image=image, secrets=secrets,
                 timeout=timeout, cpu=float(spec.cpu), memory=int(spec.memory_mb),
-                volumes=self.mounts(env)),
+                volumes=self.mounts(env, cache=True)),
             timeout=self.settings.launch_timeout_seconds)
         proc = await self._call(f"waiting for the setup of {spec.container_id}",
                                 lambda: sb.exec.aio("python", "-m", "modal_worker",

@@ -94,14 +94,15 @@ async def test_a_base_that_cannot_run_the_worker_is_refused_when_it_is_built(
 
 def _environment_specs(backend: Any, fake: Any, container_id: str, *, setup: list[str],
                        image_id: str, warm: str = "", cache: str = "parhelia-cache-t1",
-                       snapshots: list[str] | None = None
+                       snapshots: list[str] | None = None,
+                       agent: tuple[dict[str, Any], ...] = ({"write": "a.txt", "content": "A"},)
                        ) -> tuple[Any, Any]:
     env = WorkerEnvironment(hash="env-t1", env={"GREETING": "hi"},
                             setup=tuple(Step(f"setup[{i}]", run=c)
                                         for i, c in enumerate(setup, 1)),
                             cache_root=CACHE_ROOT_MODAL, cache_dirs=("~/.cache/tool",))
     spec = dataclasses.replace(
-        worker_spec(backend, script({"write": "a.txt", "content": "A"}), container_id,
+        worker_spec(backend, script(*agent), container_id,
                     session_id=f"s-{container_id}"), environment=env)
 
     async def record(snapshot_id: str) -> None:
@@ -144,7 +145,10 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
     snapshots: list[str] = []
     spec, cspec = _environment_specs(
         backend, fake_modal, "c-env-1", image_id=image_id, snapshots=snapshots,
-        setup=[CACHED_STEP, 'echo "token $SETUP_TOKEN" > /dev/null', "echo prepared > made.txt"])
+        setup=[CACHED_STEP, 'echo "token $SETUP_TOKEN" > /dev/null', "echo prepared > made.txt"],
+        # The agent writes where setup's cache is linked: a package planted for later setups.
+        agent=({"run": ["sh", "-c", "echo planted > ~/.cache/tool/planted"], "out": "ran.txt"},
+               {"write": "a.txt", "content": "A"}))
     sb_id = await _launch(backend, local, spec, cspec)
     records, _ = await follow(backend, "c-env-1", timeout=90)
     types = [r["type"] for r in records]
@@ -166,7 +170,11 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
     assert (fake_modal.sandbox_root(sb_id) / "workspace" / "made.txt").read_text().strip() \
         == "prepared"
     assert setup_sb["volumes"] == {"/vol": "parhelia-data", "/cache": "parhelia-cache-t1"}
-    assert agent_sb["volumes"] == setup_sb["volumes"]
+    # The agent's sandbox has no cache volume: its cache directory is its own and ends
+    # with it, so nothing the agent writes there reaches a later task's setup.
+    assert agent_sb["volumes"] == {"/vol": "parhelia-data"}
+    ran = fake_modal.sandbox_root(sb_id) / "workspace" / "ran.txt"
+    assert ran.read_text().startswith("exit 0"), ran.read_text()  # it could write there
 
     # The next task of the same environment starts warm: no setup sandbox, and its setup
     # would have found the cache the first one filled.
@@ -182,6 +190,8 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
     await follow(backend, "c-env-3", timeout=90)
     log = fake_modal.root / "volumes" / "parhelia-data" / "logs" / "c-env-3" / "setup.log"
     assert "cache-hit" in log.read_text(), log.read_text()
+    cache_volume = fake_modal.root / "volumes" / "parhelia-cache-t1"
+    assert any(cache_volume.rglob("pkg")) and not any(cache_volume.rglob("planted"))
     first_log = log.parent.parent / "c-env-1" / "setup.log"
     assert "cache-miss" in first_log.read_text()
     assert SECRET not in first_log.read_text()

@@ -129,7 +129,7 @@ def build(directory: Path | None, gpu: bool, backend: str | None,
     else:
         render.line(render.safe(last["log"], multiline=True))
     if last["error"]:
-        raise CliError("E606", last["error"])
+        raise CliError("E606", render.safe(last["error"], multiline=True))
 
 
 @env.command("list")

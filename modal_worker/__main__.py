@@ -1,5 +1,9 @@
 """``python -m modal_worker run SPEC_PATH``: run one worker incarnation.
 
+``python -m modal_worker setup SPEC_PATH`` runs only the restore and the environment's
+setup (the Modal backend's setup sandbox, whose filesystem it snapshots), then waits to
+be terminated; ``setup-wait SPEC_PATH [SECONDS]`` returns once it is ready (0) or failed.
+
 ``python -m modal_worker control SPEC_PATH MESSAGE_JSON`` appends a control message
 (stop, checkpoint now) for the worker of that spec; a backend that cannot write the
 worker's volume directly (Modal) runs it next to the worker. The worker polls its
@@ -13,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from modal_worker.runner import configure_logging, run
+from modal_worker.runner import configure_logging, run, wait_for_setup
 
 
 def control(spec_path: Path, message: str) -> int:
@@ -49,11 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     control_cmd.add_argument("spec", type=Path)
     control_cmd.add_argument("message", help="a JSON object: {\"type\": \"stop\", ...}")
     sub.add_parser("tty", help="the PTY of an attach: attach | resize | hangup")
+    setup_cmd = sub.add_parser("setup", help="restore and run the environment's setup only")
+    setup_cmd.add_argument("spec", type=Path)
+    wait_cmd = sub.add_parser("setup-wait", help="wait until the setup of a spec is done")
+    wait_cmd.add_argument("spec", type=Path)
+    wait_cmd.add_argument("timeout", type=float, nargs="?", default=3600.0)
     args = parser.parse_args(args_in)
     if args.command == "control":
         return control(args.spec, args.message)
+    if args.command == "setup-wait":
+        return wait_for_setup(args.spec, args.timeout)
     configure_logging()
-    return run(args.spec)
+    return run(args.spec, setup_only=args.command == "setup")
 
 
 if __name__ == "__main__":

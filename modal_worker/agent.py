@@ -66,6 +66,7 @@ def build_argv(agent: AgentSpec, command: list[str] | None = None, *,
         options += ["--max-budget-usd", f"{agent.max_budget_usd:g}"]
     if agent.model:
         options += ["--model", agent.model]
+    options += allowed_tool_options(agent)
     options += project_setting_options(agent, project_memory)
     return [*cmd, "-p", *options]
 
@@ -82,7 +83,16 @@ def build_tui_argv(agent: AgentSpec, command: list[str] | None = None, *,
     options = [*session, "--permission-mode", agent.permission_mode]
     if agent.model:
         options += ["--model", agent.model]
+    options += allowed_tool_options(agent)
     return [*cmd, *options, *project_setting_options(agent, project_memory)]
+
+
+def allowed_tool_options(agent: AgentSpec) -> list[str]:
+    """``--allowedTools`` with the environment's pre-approved commands (one argument
+    each: the option takes a list), none when the mode already allows everything."""
+    if not agent.allowed_tools or agent.permission_mode == "bypassPermissions":
+        return []
+    return ["--allowedTools", *agent.allowed_tools]
 
 
 def project_setting_options(agent: AgentSpec, project_memory: Path | None) -> list[str]:

@@ -48,12 +48,36 @@ def send(channel: Channel, record: records.Typed) -> int:
     return channel.emit(record.TYPE, record.to_dict())
 
 
+TAIL_READ = 1 << 16
+
+
+def last_seq(path: Path) -> int:
+    """The ``seq`` of the last whole record of a spool (0 when there is none): a worker
+    that continues a container's spool (the agent's sandbox after the setup sandbox on
+    Modal) numbers on from there, so the daemon applies every record once."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - TAIL_READ))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            seq = json.loads(line).get("seq") if line.strip() else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+            return seq
+    return 0
+
+
 class LocalSpoolChannel:
     """Append records to a JSONL spool; thread-safe (heartbeat thread + main loop)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seq = 0
+        self._seq = last_seq(path)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

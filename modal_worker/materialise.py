@@ -3,7 +3,9 @@
 - **The workspace** (:func:`workspace`): restored from the checkpoint the spec names;
   or, when this machine still holds the files a previous worker of the session left
   after that checkpoint (its lineage says so, and its transcript holds a whole message),
-  those files are kept and their conversation continued; or cloned from the spec's
+  those files are kept and their conversation continued; or, when the workspace on disk
+  is that checkpoint's tree prepared by the task's environment (a warm start), kept; or
+  cloned from the spec's
   repository; or an empty directory.
 - **The agent's config directory** (:func:`config_dir`): created private, with the synced
   config bundle materialised in it (:mod:`modal_worker.claude_config`).
@@ -19,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,17 +52,23 @@ class Restored:
     """The workspace as materialised: ``record`` is the ``workspace_restored`` record's
     data; ``manifest`` the checkpoint restored or continued from; ``continued`` says the
     files a previous worker left were kept (their conversation goes on, even when the
-    checkpoint held none yet)."""
+    checkpoint held none yet); ``kept`` says the files on disk were not replaced."""
 
     record: dict[str, Any]
     manifest: Manifest | None = None
     continued: bool = False
+    kept: bool = False
+    """The files on disk were kept, not replaced (continued, prepared, or an existing
+    empty-source workspace): an environment's setup that ran on them still stands."""
 
 
 def workspace(spec: WorkerSpec, volume: LocalVolume, *, workspace_dir: Path,
               config_dir: Path, lineage_file: Path, stat_cache: StatCache,
-              environ: Mapping[str, str]) -> Restored:
-    """Materialise the workspace the spec says (see the module docstring)."""
+              environ: Mapping[str, str],
+              prepared: Callable[[Manifest], bool] = lambda manifest: False) -> Restored:
+    """Materialise the workspace the spec says (see the module docstring). ``prepared``:
+    whether the workspace on disk is a checkpoint's tree already prepared by the task's
+    environment (a warm start from a prepared snapshot): kept as it is."""
     started = time.monotonic()
     if spec.restore_checkpoint_id:
         manifest = load_manifest(volume, spec.session_id, spec.restore_checkpoint_id)
@@ -69,7 +77,13 @@ def workspace(spec: WorkerSpec, volume: LocalVolume, *, workspace_dir: Path,
             # The previous worker's files descend from this checkpoint and may hold
             # turns it does not: keep them (the start checkpoint records them).
             restored = Restored({"source": "left_behind", "checkpoint_id": manifest.id},
-                                manifest, continued=True)
+                                manifest, continued=True, kept=True)
+        elif prepared(manifest):
+            # A sandbox started from a prepared snapshot: its workspace is this tree plus
+            # what setup made in it (kept: setup does not run again).
+            lineage.write(lineage_file, [manifest.id])
+            restored = Restored({"source": "prepared", "checkpoint_id": manifest.id},
+                                manifest, kept=True)
         else:
             lineage.clear(lineage_file)
             stats = restore(manifest, workspace_dir, volume=volume,
@@ -93,8 +107,9 @@ def workspace(spec: WorkerSpec, volume: LocalVolume, *, workspace_dir: Path,
                              "ref": spec.repo_ref})
     else:
         lineage.clear(lineage_file)
+        kept = workspace_dir.is_dir() and not workspace_dir.is_symlink()
         workspace_dir.mkdir(parents=True, exist_ok=True)
-        restored = Restored({"source": "empty"})
+        restored = Restored({"source": "empty"}, kept=kept)
     restored.record["workspace"] = str(workspace_dir)
     restored.record["duration_ms"] = int((time.monotonic() - started) * 1000)
     return restored

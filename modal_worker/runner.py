@@ -19,12 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from modal_worker import claude_config, hooks, keyproxy, materialise, resume_summary, sshd
+from modal_worker import environment as envsetup
 from modal_worker.agent import (
     AgentProcess,
     agent_version,
@@ -43,7 +44,7 @@ from modal_worker.tui import TuiAgent
 from parhelia import __version__ as parhelia_version
 from parhelia import container, records
 from parhelia import sandbox as policy
-from parhelia.backends import LOCAL
+from parhelia.backends import LOCAL, MODAL
 from parhelia.checkpoint import (
     Conversation,
     Manifest,
@@ -56,12 +57,13 @@ from parhelia.checkpoint import (
 from parhelia.checkpoint.lineage import lineage_path
 from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.clock import utc_now
+from parhelia.environment import PHASE_SETUP, PHASE_START
 from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.redact import redact_text
 from parhelia.spec import ExitCode, WorkerResult, WorkerSpec, dump_result, load_spec
 from parhelia.tuisocket import socket_path
-from parhelia.volume import LocalVolume, log_key, result_key
+from parhelia.volume import LocalVolume, log_key, result_key, setup_log_key
 
 SSH_DIR_NAME = ".parhelia-ssh"
 """Beside the agent's config dir: the sandbox's sshd host key, config, authorized key."""
@@ -97,7 +99,11 @@ class WorkerExit(Exception):
 
 _ERROR_EXIT = {"E100": ExitCode.INVALID_SPEC, "E400": ExitCode.NO_CREDENTIALS,
                "E500": ExitCode.AGENT_NOT_FOUND, "E600": ExitCode.RESTORE_FAILED,
-               "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT}
+               "E202": ExitCode.RESTORE_FAILED, "E501": ExitCode.TIMEOUT,
+               "E606": ExitCode.SETUP_FAILED}
+SETUP_STATUS_SUFFIX = ".parhelia-setup-status"
+"""Beside the workspace: ``ready`` or ``failed`` once a setup-only worker is done
+(``python -m modal_worker setup-wait`` reads it for the Modal backend)."""
 
 
 class Worker:
@@ -133,6 +139,12 @@ class Worker:
             "parhelia_version": parhelia_version,
         }
         self.conversation: Conversation | None = None
+        self.phase: envsetup.PhaseRunner | None = None
+        self._tree_digest = ""
+        """The restored (or kept) tree's digest: what a prepared workspace is keyed by."""
+        self._kept_files = False
+        """The workspace on disk was kept, not replaced (files left behind by this
+        session's previous worker, or a prepared snapshot): its setup may stand."""
         self._start_message = ""
         self.last_checkpoint_at = time.monotonic()
         self.agent: AgentProcess | TuiAgent | None = None
@@ -162,14 +174,7 @@ class Worker:
         if self.spec.ssh_authorized_key:  # beside the work: keygen and sshd take a while
             threading.Thread(target=self._start_sshd, name="sshd", daemon=True).start()
         try:
-            outcome = self._run()
-        except WorkerExit as o:
-            outcome = o
-        except ParheliaError as exc:
-            outcome = WorkerExit(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
-        except Exception as exc:
-            log.exception("worker failed")
-            outcome = WorkerExit(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
+            outcome = _outcome_of(self._run)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -206,9 +211,31 @@ class Worker:
                                            "fingerprint": self.sshd.fingerprint,
                                            "port": sshd.PORT})
 
+    @property
+    def contained(self) -> bool:
+        """Whether the agent runs inside a sandbox that is its boundary (a Modal sandbox)."""
+        return self.spec.backend == MODAL
+
+    def _permission_mode(self) -> str:
+        """The agent's mode: the contained default in a sandbox, else the task's own."""
+        contained = self.agent_spec.permission_mode_contained
+        return contained if contained and self.contained else self.agent_spec.permission_mode
+
+    def _agent_base(self) -> dict[str, str]:
+        """The worker's environment without the setup secrets (start and the agent)."""
+        environment = self.spec.environment
+        return dict(self.environ) if environment is None else \
+            envsetup.without_secrets(self.environ, environment)
+
     def _run(self) -> WorkerExit:
-        env = build_env(self.environ, extra=self.spec.env, config_dir=self.config_dir,
-                        workspace=self.workspace, permission_mode=self.spec.agent.permission_mode)
+        mode = self._permission_mode()
+        if mode != self.agent_spec.permission_mode:
+            self.agent_spec = dataclasses.replace(self.agent_spec, permission_mode=mode)
+            self.environment["permission_mode"] = mode
+        extra = {**(self.spec.environment.env if self.spec.environment else {}),
+                 **self.spec.env}
+        env = build_env(self._agent_base(), extra=extra, config_dir=self.config_dir,
+                        workspace=self.workspace, permission_mode=mode)
         check_credentials(env)
         command = resolve_command(self.spec.agent.command, env)
         self._materialise()
@@ -226,6 +253,9 @@ class Worker:
             agent_pid=lambda: self.agent.pid if self.agent else None,
             agent_alive=lambda: bool(self.agent and self.agent.alive()))
         self.heartbeat.start()
+        self._prepare_environment(start=True)
+        if self._signal is not None:
+            return self._interrupted()
         self.checkpoint("start", self._start_message)
         if self._signal is not None:
             return self._interrupted()
@@ -273,6 +303,77 @@ class Worker:
         if self.hook_dir.is_symlink() or (self.hook_dir.exists() and not self.hook_dir.is_dir()):
             self.hook_dir.unlink()
         self.hook_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # -- the environment ----------------------------------------------------------------
+
+    def _prepare_environment(self, *, start: bool, scrub_all: bool = False) -> None:
+        """Caches, then setup (unless this workspace is prepared for the environment
+        already), then -- with ``start`` -- the start commands. A failure is checkpointed
+        (the workspace as the setup left it) and ends the run with E606 before the agent
+        ever starts."""
+        environment = self.spec.environment
+        if environment is None:
+            return
+        envsetup.link_caches(environment, Path(self.environ.get("HOME") or Path.home()))
+        values = list(envsetup.secret_values(self.environ, environment).values())
+        if scrub_all:  # a setup sandbox: its Modal secrets may be any variables
+            values += envsetup.unknown_values(self.environ, environment)
+        deadline = time.monotonic() + environment.setup_timeout_seconds
+        runner = self.phase = envsetup.PhaseRunner(
+            self.channel, cwd=self.workspace, scrub=envsetup.Scrubber(values),
+            deadline=deadline, after_step=self.sync_volume if scrub_all else lambda: None,
+            log_path=self.volume.path_for(setup_log_key(self.spec.container_id)))
+        try:
+            marker = envsetup.read_marker(self.workspace)
+            # Setup stands while the files it ran on were kept (a later incarnation on this
+            # machine, a warm start); a restore replaced them, so it runs again.
+            prepared = self._kept_files and marker.get("hash") == environment.hash
+            if environment.setup and prepared:
+                send(self.channel, records.SetupSkipped(hash=environment.hash,
+                                                        steps=len(environment.setup)))
+            elif environment.setup:
+                envsetup.clear_marker(self.workspace)
+                secrets = envsetup.secret_values(self.environ, environment)
+                runner.run(PHASE_SETUP, environment.setup, envsetup.command_environ(
+                    self.environ, environment, secrets=secrets))
+            if environment.setup and not prepared:
+                envsetup.write_marker(self.workspace, environment.hash, self._tree_digest)
+            if start and environment.start:
+                runner.run(PHASE_START, environment.start,
+                           envsetup.command_environ(self._agent_base(), environment))
+        except envsetup.SetupFailed as exc:
+            if self._signal is not None:
+                raise WorkerExit(ExitCode.TERMINATED, f"terminated by signal {self._signal} "
+                              "during setup") from None
+            self.checkpoint("error", f"setup failed: {exc.message[:150]}")
+            raise WorkerExit(ExitCode.SETUP_FAILED, exc.message, "E606") from None
+        finally:
+            self.phase = None
+
+    def run_setup_only(self) -> int:
+        """The Modal backend's setup sandbox (``python -m modal_worker setup SPEC``):
+        restore, caches and setup, with the setup secrets; then say ``ready`` beside the
+        workspace and wait to be terminated (the daemon snapshots this filesystem first).
+        A failure is checkpointed and ends the incarnation with E606, as in :meth:`run`."""
+        self._install_signals()
+        status = self.workspace.parent / f".{self.workspace.name}{SETUP_STATUS_SUFFIX}"
+        def prepare() -> WorkerExit:
+            self._materialise()
+            os.chdir(self.workspace)
+            self._prepare_environment(start=False, scrub_all=True)
+            return WorkerExit(ExitCode.COMPLETED)
+
+        outcome = _outcome_of(prepare)
+        if outcome.code == ExitCode.COMPLETED:
+            self.sync_volume()
+            self._sync_cache()
+            status.write_text("ready", encoding="utf-8")
+            while self._signal is None:
+                time.sleep(LOOP_TICK)
+            return 0
+        with contextlib.suppress(OSError):
+            status.write_text("failed", encoding="utf-8")
+        self._finish(outcome)
+        return int(outcome.code)
 
     def _degrade(self, reason: str) -> None:
         """Resume cannot continue the stored conversation: start a new one (same session
@@ -296,10 +397,13 @@ class Worker:
         """The workspace, as :func:`modal_worker.materialise.workspace` makes it."""
         restored = materialise.workspace(
             self.spec, self.volume, workspace_dir=self.workspace, config_dir=self.config_dir,
-            lineage_file=self.lineage, stat_cache=self.stat_cache, environ=self.environ)
+            lineage_file=self.lineage, stat_cache=self.stat_cache, environ=self.environ,
+            prepared=self._prepared_for)
         manifest = restored.manifest
+        self._kept_files = restored.kept
         if manifest is not None:
             self.parent_manifest = manifest
+            self._tree_digest = envsetup.tree_digest(manifest)
             self.environment.update({k: v for k, v in manifest.environment.items()
                                      if k in ("agent_version", "model") and v})
         if manifest is not None and restored.continued:
@@ -309,6 +413,17 @@ class Worker:
                 self.prompt = continuation_prompt(
                     manifest.id, "its worker stopped before checkpointing its first turn")
         self.channel.emit("workspace_restored", restored.record)
+
+    def _prepared_for(self, manifest: Manifest) -> bool:
+        """Whether the workspace on disk is ``manifest``'s tree prepared by this task's
+        environment (the marker beside it says so: a warm start)."""
+        environment = self.spec.environment
+        if environment is None or not environment.setup or not self.workspace.is_dir() \
+                or self.workspace.is_symlink():
+            return False
+        marker = envsetup.read_marker(self.workspace)
+        return marker.get("hash") == environment.hash and \
+            marker.get("tree") == envsetup.tree_digest(manifest)
 
     def prepare_config_dir(self) -> None:
         """Create ``CLAUDE_CONFIG_DIR`` for this session with the synced config bundle
@@ -378,6 +493,19 @@ class Worker:
             if checkpoint_id is not None:
                 return checkpoint_id
         return None
+
+    def _sync_cache(self) -> None:
+        """What setup downloaded into the cache volume, visible to the repository's next
+        sandboxes (Modal commits a volume at ``sync`` or the sandbox's end)."""
+        environment = self.spec.environment
+        if environment is None or not environment.cache_root or not self.spec.volume_sync_argv:
+            return
+        try:
+            subprocess.run([self.spec.volume_sync_argv[0], environment.cache_root],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=SYNC_TIMEOUT_SECONDS, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("cache sync failed: %s", type(exc).__name__)
 
     def sync_volume(self) -> None:
         """Make what was written to the volume visible to the daemon's side (the spec's
@@ -722,6 +850,8 @@ class Worker:
     def _install_signals(self) -> None:
         def on_term(signum: int, frame: FrameType | None) -> None:
             self._signal = signum
+            if self.phase is not None:
+                self.phase.stop()
 
         def on_usr1(signum: int, frame: FrameType | None) -> None:
             self._wake = True
@@ -750,6 +880,19 @@ class Worker:
             error_code=outcome.error_code, error_message=outcome.message or None,
             last_checkpoint_id=self.parent_id))
         self.channel.close()
+
+
+def _outcome_of(work: Callable[[], WorkerExit]) -> WorkerExit:
+    """What ``work`` ended with: its outcome, or the one its error means."""
+    try:
+        return work()
+    except WorkerExit as o:
+        return o
+    except ParheliaError as exc:
+        return WorkerExit(_ERROR_EXIT.get(exc.code, ExitCode.FAILED), exc.message, exc.code)
+    except Exception as exc:
+        log.exception("worker failed")
+        return WorkerExit(ExitCode.FAILED, f"internal error: {type(exc).__name__}", "E900")
 
 
 def _drain(q: queue.Queue[str]) -> None:
@@ -793,14 +936,35 @@ def _report_invalid_spec(path: Path, error: ParheliaError) -> None:
         log.debug("no result written for an unreadable spec", exc_info=True)
 
 
-def run(spec_path: Path) -> int:
+def run(spec_path: Path, *, setup_only: bool = False) -> int:
     try:
         spec = load_spec(spec_path)
     except ParheliaError as exc:
         log.error("%s", exc)
         _report_invalid_spec(spec_path, exc)
         return int(ExitCode.INVALID_SPEC)
-    return Worker(spec).run()
+    worker = Worker(spec)
+    return worker.run_setup_only() if setup_only else worker.run()
+
+
+def wait_for_setup(spec_path: Path, timeout: float) -> int:
+    """``python -m modal_worker setup-wait SPEC``: 0 once the setup-only worker of SPEC
+    says ``ready``, 6 when it failed, 124 past ``timeout`` seconds."""
+    spec = load_spec(spec_path)
+    workspace = Path(spec.workspace_dir)
+    status = workspace.parent / f".{workspace.name}{SETUP_STATUS_SUFFIX}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            said = status.read_text(encoding="utf-8").strip()
+        except OSError:
+            said = ""
+        if said == "ready":
+            return 0
+        if said == "failed":
+            return int(ExitCode.SETUP_FAILED)
+        time.sleep(0.2)
+    return int(ExitCode.TIMEOUT)
 
 
 def configure_logging() -> None:

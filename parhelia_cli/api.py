@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         common_pb2,
         config_pb2,
         containers_pb2,
+        environments_pb2,
         events_pb2,
         reconciler_pb2,
         sessions_pb2,
@@ -285,12 +286,13 @@ class TasksApi(_Service):
 
         return self._stream("WatchAllTasks", tasks_pb2.WatchAllTasksRequest(recent=recent))
 
-    def logs(self, task_id: str, *, follow: bool = False, offset: int = 0
-             ) -> Stream[tasks_pb2.LogChunk]:
+    def logs(self, task_id: str, *, follow: bool = False, offset: int = 0,
+             setup: bool = False) -> Stream[tasks_pb2.LogChunk]:
+        """``setup``: the environment's setup and start output instead of the agent's."""
         from parhelia.v1 import tasks_pb2
 
         return self._stream("GetTaskLogs", tasks_pb2.GetTaskLogsRequest(
-            task_id=task_id, follow=follow, offset=offset))
+            task_id=task_id, follow=follow, offset=offset, setup=setup))
 
     def diff(self, task_id: str, *, stat_only: bool = False, against: str = ""
              ) -> tasks_pb2.GetTaskDiffResponse:
@@ -574,6 +576,37 @@ class ReconcilerApi(_Service):
                           timeout=LONG_TIMEOUT)
 
 
+class EnvironmentsApi(_Service):
+    name = "environments"
+
+    def show(self, path: str, *, gpu: bool = False, trust_project_config: bool = False,
+             backend: str = "") -> environments_pb2.EnvironmentView:
+        from parhelia.v1 import environments_pb2
+
+        return self._read("ShowEnvironment", environments_pb2.ShowEnvironmentRequest(
+            path=path, gpu=gpu, trust_project_config=trust_project_config, backend=backend))
+
+    def build(self, path: str, *, gpu: bool = False, trust_project_config: bool = False,
+              backend: str = "") -> Stream[environments_pb2.BuildProgress]:
+        from parhelia.v1 import environments_pb2
+
+        return self._stream("BuildEnvironment", environments_pb2.BuildEnvironmentRequest(
+            path=path, gpu=gpu, trust_project_config=trust_project_config, backend=backend))
+
+    def list(self) -> environments_pb2.ListEnvironmentsResponse:
+        from parhelia.v1 import environments_pb2
+
+        return self._read("ListEnvironments", environments_pb2.ListEnvironmentsRequest())
+
+    def prune(self, *, older_than_hours: float = 0.0, everything: bool = False,
+              dry_run: bool = False) -> environments_pb2.PruneEnvironmentsResponse:
+        from parhelia.v1 import environments_pb2
+
+        return self._call("PruneEnvironments", environments_pb2.PruneEnvironmentsRequest(
+            older_than_hours=older_than_hours, all=everything, dry_run=dry_run),
+            timeout=LONG_TIMEOUT)
+
+
 # Aliases for the vocabularies: the services above define methods named ``list``.
 _TaskStatus = statuses.TaskStatus
 _ContainerState = statuses.ContainerState
@@ -597,3 +630,4 @@ class Api:
         self.containers = ContainersApi(transport, timeout)
         self.budget = BudgetApi(transport, timeout)
         self.reconciler = ReconcilerApi(transport, timeout)
+        self.environments = EnvironmentsApi(transport, timeout)

@@ -39,6 +39,7 @@ _STUBS = {
     "containers": ("containers", "ContainerService"),
     "budget": ("budget", "BudgetService"),
     "reconciler": ("reconciler", "ReconcilerService"),
+    "environments": ("environments", "EnvironmentService"),
 }
 
 # gRPC status -> E-code, for failures that carry no Parhelia code in their metadata.

@@ -433,6 +433,53 @@ with E102 unless -y is given, so nothing is destroyed because a pipe supplied a 
 """)
 
 
+_topic("env", "Environments: what a task's machine holds and runs before the agent", """
+A task runs in its repository's environment, defined in the repository (reviewed like
+code), the same file for both backends. Sources, first found wins:
+  .parhelia/environment.toml     Parhelia's own file (below)
+  .devcontainer/devcontainer.json  image, build.dockerfile/context/args, containerEnv,
+                                 remoteEnv, onCreate/updateContent/postCreateCommand
+                                 (setup), postStartCommand (start); other keys ignored
+  detection                      uv.lock, poetry.lock, requirements*.txt, pyproject.toml,
+                                 package-lock.json, pnpm-lock.yaml, yarn.lock,
+                                 Cargo.lock, go.mod, Gemfile.lock decide a plan
+
+.parhelia/environment.toml:
+  python = "3.12"                  # or: image = "registry/tag" | dockerfile = "path"
+  apt = ["libpq-dev"]              # image layers (Modal), cached by content
+  run = ["pip install poetry"]     # image layers (Modal), cached by content
+  env = { PYTHONUNBUFFERED = "1" }   # non-secret, for setup, start and the agent
+  setup = ["uv sync --frozen"]     # each new sandbox or machine, before the agent
+  start = []                       # each incarnation, after the restore
+  setup_secrets = ["pypi-token"]   # Modal secrets / daemon variables: setup only
+  network = "trusted"              # full | trusted | none (the agent phase)
+  allow = ["pypi.example.com"]     # extra hosts for trusted
+  cache = ["~/.cache/uv", "~/.npm"]  # kept per repository between tasks (Modal)
+  allow_commands = ["pytest"]      # run without asking by an uncontained agent
+  setup_timeout_minutes = 30
+
+A failing setup or start command fails the task with E606 before the agent starts (no
+model token is spent); its last lines are in `task show`, the whole output in
+`parhelia task logs ID --setup` (setup secrets shown as ***).
+
+On Modal an image is built once per environment and reused; a task whose image is not
+built yet waits, saying "building environment". Setup runs in a sandbox of its own
+(network, setup secrets); the agent's sandbox starts from its snapshot, without the
+secrets, with its network level. The next task of the same environment and base commit
+starts from that snapshot. Inside a sandbox the agent runs bypassPermissions unless you
+chose a mode; outside one (local) it keeps the narrower default and allow_commands.
+
+A repository's file may only narrow your own configuration: environment.network and
+agent.allow_commands (see `parhelia help config`); --trust-project-config trusts it.
+
+  parhelia env show [DIR] [--backend modal] [--gpu]   resolved, with where each part
+                                                      came from, its hashes
+  parhelia env build [DIR]                            build the image now (Modal)
+  parhelia env list                                   images, warm starts, caches
+  parhelia env prune [--older-than 7d] [--all]        forget them, delete caches
+""", commands=("env",))
+
+
 _topic("errors", "Error codes and exit codes", """
 Every failure carries a code; `parhelia help E###` says what happened, why and how to
 recover. With --json, errors are printed on stderr as

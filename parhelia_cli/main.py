@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "Show the configuration; sync your Claude Code setup to workers."),
     "daemon": ("parhelia_cli.commands.daemon", "daemon",
                "Start, stop, inspect and install the parheliad daemon."),
+    "env": ("parhelia_cli.commands.env", "env",
+            "A repository's environment: show, build ahead, list and prune caches."),
     "modal": ("parhelia_cli.commands.modal", "modal",
               "Set up Modal (token, app, volume, secret, worker image) for --backend modal."),
     "mcp-server": ("parhelia_cli.commands.mcp", "mcp_server",

@@ -33,6 +33,8 @@ TEXT = (
     '  daemon          Start, stop, inspect and install the parheliad daemon.\n'
     '  doctor          Check what Parhelia needs (daemon, agent, credentials,\n'
     '                  disk).\n'
+    "  env             A repository's environment: show, build ahead, list and\n"
+    '                  prune caches.\n'
     '  events (e)      Query, follow, export and replay the event log.\n'
     '  examples        Runnable examples for a topic.\n'
     '  help            Help on a topic or an error code.\n'

@@ -28,6 +28,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from parhelia import ownership, sandbox
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
+from parhelia.environment import DEFAULT_NETWORK, NETWORK_LEVELS
 from parhelia.errors import ParheliaError
 from parhelia.gpus import GPU_TYPES
 from parhelia.paths import Paths
@@ -138,6 +139,13 @@ class ReconcilerConfig:
         "Terminate owner-tagged containers the database does not own."))
 
 
+DEFAULT_ALLOW_COMMANDS = ("pytest", "python -m pytest", "python3 -m pytest", "uv run pytest",
+                          "tox", "npm test", "npm run test", "pnpm test", "yarn test",
+                          "cargo test", "cargo build", "go test", "go build", "make test",
+                          "bundle exec rspec")
+"""Test and build runners a project may pre-approve by default (``agent.allow_commands``)."""
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     command: list[str] = field(default_factory=lambda: ["claude"], metadata=_meta(
@@ -150,10 +158,33 @@ class AgentConfig:
     max_turns: int = field(default=50, metadata=_meta(
         "Default --max-turns: an agent never stops by itself without it.", project=True,
         minimum=1, maximum=1000))
+    allow_commands: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW_COMMANDS),
+                                      metadata=_meta(
+        "Commands a repository's environment may let the agent run without asking when it "
+        "runs uncontained (its allow_commands must be among these, or start with one and a "
+        "space). Only your own config sets it."))
     trusted_projects: list[str] = field(default_factory=list, metadata=_meta(
         "Absolute directories (~ allowed) whose projects you trust as with "
         "--trust-project-config: their .parhelia config may widen options and Claude Code "
         "loads their .claude/ settings, hooks and .mcp.json. Only your own config sets it."))
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    network: str = field(default=DEFAULT_NETWORK, metadata=_meta(
+        "The widest network level a task's agent gets (full | trusted | none); a "
+        "repository's environment file may only narrow it.", choices=NETWORK_LEVELS))
+    setup_timeout_minutes: float = field(default=30.0, metadata=_meta(
+        "How long an environment's setup and start commands may take in all, unless its "
+        "file says otherwise.", minimum=1, maximum=240))
+    cache: bool = field(default=True, metadata=_meta(
+        "Keep dependency caches (pip, uv, npm, cargo...) between tasks of a repository on a "
+        "Modal volume of its own."))
+    snapshot_ttl_hours: float = field(default=72.0, metadata=_meta(
+        "How long a prepared sandbox filesystem is kept for warm starts (a cache; "
+        "checkpoints stay the truth).", minimum=1, maximum=720))
+    build_timeout_minutes: float = field(default=60.0, metadata=_meta(
+        "Limit for building one environment image on Modal.", minimum=1, maximum=240))
 
 
 @dataclass(frozen=True)
@@ -283,6 +314,7 @@ class Config:
     orchestrator: OrchestratorConfig = field(default_factory=OrchestratorConfig)
     reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)

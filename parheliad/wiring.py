@@ -42,6 +42,8 @@ from parheliad.core.sessions import SessionOps
 from parheliad.core.settle import Settler
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import TaskService
+from parheliad.environments.builds import ImageBuilds
+from parheliad.environments.service import EnvironmentResolver
 from parheliad.store import Store
 
 API_GRACE_S = 5.0
@@ -84,8 +86,9 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
     config_sync = ConfigSync(store, config)
     budget = Budget(store, config, stop=stopper.stop_later, kick=kick)
 
+    images = ImageBuilds(store, config, paths.state_dir, kick=kick)
     dispatcher = Dispatcher(
-        store, registry, config, volume, owner_tag, budget_gate=budget.gate,
+        store, registry, config, volume, owner_tag, budget_gate=budget.gate, images=images,
         config_bundle=(lambda env: config_sync.for_dispatch(volume, env))
         if sync_claude_config else None,
         on_unwanted=lambda c: stopper.stop_later(c, "cancel"),
@@ -104,7 +107,7 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
                    registry=registry, stopper=stopper, budget=budget, dispatcher=dispatcher,
                    recovery=recovery, listener=listener, config_sync=config_sync,
                    health=health, reconciler=reconciler, checkpoints=checkpoints,
-                   sessions=sessions, scheduler=AsyncIOScheduler(timezone="UTC"))
+                   sessions=sessions, scheduler=AsyncIOScheduler(timezone="UTC"), images=images)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ def compose(paths: Paths, config: Config, store: Store, bus: EventBus, *, instan
     tasks = TaskService(store, config=lambda project: ctx.config_for(project),
                         runtime=runtime, on_created=runtime.kick,
                         admit=runtime.budget.admission,
-                        check_backend=runtime.check_backend)
+                        check_backend=runtime.check_backend,
+                        environments=EnvironmentResolver(runtime.volume))
 
     async def backend_status() -> list[BackendState]:
         return runtime.registry.states()

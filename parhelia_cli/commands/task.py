@@ -21,7 +21,7 @@ from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_seconds, usd_short
 from parhelia_cli.errors import invalid, missing
 from parhelia_cli.flows.follow import follow, unsaved, wait_text, waits
-from parhelia_cli.flows.submit import check_credential, submit_task
+from parhelia_cli.flows.submit import check_credential, find_git_root, submit_task
 
 if TYPE_CHECKING:
     pass
@@ -35,14 +35,6 @@ def task() -> None:
 
     Ids may be shortened to any unique prefix.
     """
-
-
-def find_git_root(start: Path) -> Path | None:
-    """The nearest directory at or above ``start`` holding ``.git`` (dir or file)."""
-    for directory in (start, *start.parents):
-        if (directory / ".git").exists():
-            return directory
-    return None
 
 
 def _read_prompt(prompt: str) -> str:
@@ -294,7 +286,8 @@ def show(task_id: str) -> None:
                                                       and not unsaved(t) else "")),
         ("Waiting", render.safe(wait_text(t)) if waits(t) else None),
         ("Backend", o.get("backend")), ("Resources", resources), ("Limits", limits or None),
-        ("Model", o.get("model")), ("Permission", o.get("permission_mode")),
+        ("Model", o.get("model")), ("Permission", _permission(t)),
+        ("Environment", _environment(t)),
         ("Set by", _set_by(t.get("option_sources") or {})),
         ("Source", source), ("Base commit", t["base_commit"]),
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
@@ -327,6 +320,30 @@ def show(task_id: str) -> None:
         render.line("\n" + render.safe(r["text"], multiline=True).rstrip("\n"))
 
 
+def _permission(t: dict[str, Any]) -> str | None:
+    """The agent's mode as it runs (the sandbox default on Modal), and why."""
+    env = t.get("environment")
+    if not env:
+        return (t["options"] or {}).get("permission_mode")
+    allowed = env.get("allow_commands") or []
+    pre = (f"; pre-approved: {', '.join(render.safe(c) for c in allowed)}"
+           if allowed and env["permission_mode"] != "bypassPermissions" else "")
+    return f"{env['permission_mode']} ({env['permission_reason']}){pre}"
+
+
+def _environment(t: dict[str, Any]) -> str | None:
+    """Which environment the task runs in and how long its setup took."""
+    env = t.get("environment")
+    if not env:
+        return None
+    where = render.safe(env["source_file"]) if env["source_file"] else env["source"]
+    setup = env["setup_status"] or ("not started" if env["setup_steps"] else "no setup")
+    if env["setup_ms"]:
+        setup += f" in {int(env['setup_ms']) / 1000:.1f}s"
+    return (f"{env['hash']} from {where}: {render.safe(env['base'])}; network "
+            f"{env['network']}; setup {setup}")
+
+
 def _set_by(sources: dict[str, str]) -> str | None:
     """Which file (or flag) chose each option that is not a built-in default."""
     by: dict[str, list[str]] = {}
@@ -341,17 +358,30 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
 @click.option("--raw", is_flag=True,
               help="The agent's own stream-json lines, unchanged (for jq and scripts).")
-def logs(task_id: str, follow_logs: bool, raw: bool) -> None:
+@click.option("--setup", is_flag=True,
+              help="The environment's setup and start output instead (secrets shown as ***; "
+                   "with --raw, its bytes unchanged).")
+def logs(task_id: str, follow_logs: bool, raw: bool, setup: bool) -> None:
     """What the agent did, as a person reads it: its turns, each tool call with its
     input summarised, the tool's result, the agent's text and its result (every
-    incarnation of the task, oldest first). --raw prints the stream-json itself."""
+    incarnation of the task, oldest first). --raw prints the stream-json itself;
+    --setup the output of the environment's setup and start commands."""
+    import codecs
+
     from parhelia_cli.agentlog import AgentLog
 
     api = settings().api()
     out = sys.stdout.buffer
-    view = None if raw else AgentLog()
+    view = None if raw or setup else AgentLog()
+    # Setup output is the repository's commands' own: shown, it is made safe for the
+    # terminal (an escape sequence in it must not reach it); --raw keeps the bytes.
+    text = codecs.getincrementaldecoder("utf-8")("replace") if setup and not raw else None
     try:
-        for chunk in api.tasks.logs(task_id, follow=follow_logs):
+        for chunk in api.tasks.logs(task_id, follow=follow_logs, setup=setup):
+            if text is not None:
+                sys.stdout.write(render.safe(text.decode(chunk.data), multiline=True))
+                sys.stdout.flush()
+                continue
             if view is None:
                 out.write(chunk.data)
                 out.flush()

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from parhelia_cli.api import Api
 
 
+def find_git_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``.git`` (dir or file): the
+    repository a task or ``env show`` is about."""
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
 def check_credential(api: Api, backend: str | None) -> None:
     """Before anything is created: this shell has a credential the daemon lacks. Refused
     when the task would run locally (it would fail at dispatch); a warning otherwise (a
@@ -65,11 +74,17 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
         workspace_id = done.workspace_id
         workspace_path = done.root or str(directory)
         base_commit = done.base_commit
-    return api.tasks.create(
+    created = api.tasks.create(
         prompt, options, workspace_id=workspace_id, repo_url=repo or "",
         repo_ref=(ref or "") if repo else "", no_dispatch=no_dispatch,
         workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config, notify=notify).task
+        trust_project_config=trust_project_config, notify=notify)
+    for notice in created.notices:  # the environment's warnings, refused commands
+        if notices is not None:
+            notices.append(notice)
+        else:
+            render.warn(render.safe(notice))
+    return created.task
 
 
 def secret_notices(done: tasks_pb2.UploadWorkspaceProgress) -> list[str]:

@@ -17,6 +17,7 @@ from parhelia.errors import invalid, missing
 from parhelia.v1 import common_pb2
 from parheliad.core.states import SESSION_INTERACTIVE, ContainerState, Health, TaskStatus
 from parheliad.core.tasks import TaskOptions, TaskSource
+from parheliad.environments import service as environments
 from parheliad.store import ContainerRow, EventFilter, EventRow, SessionRow, TaskRow, ids
 from parheliad.store.rows import CheckpointRow
 
@@ -101,6 +102,16 @@ def task_to_proto(row: TaskRow) -> common_pb2.Task:
             subtype=row.result_subtype, is_error=row.result_is_error, text=row.result_text,
             exit_code=row.result_exit_code or 0, error_code=row.result_error_code,
             error_message=row.result_error_message))
+    environment = environments.stored(row)
+    if environment is not None:
+        mode, why = environments.permission(row)
+        msg.environment.CopyFrom(common_pb2.TaskEnvironment(
+            hash=environment.hash, image_hash=environment.image_hash,
+            source=environment.source, source_file=environment.source_file,
+            base=environment.base.describe(), network=environment.network,
+            setup_steps=len(environment.setup), start_steps=len(environment.start),
+            setup_status=row.setup_status, setup_ms=row.setup_ms, permission_mode=mode,
+            permission_reason=why, allow_commands=list(environment.allow_commands)))
     set_ts(msg.created_at, row.created_at)
     set_ts(msg.started_at, row.started_at)
     set_ts(msg.finished_at, row.finished_at)

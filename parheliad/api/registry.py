@@ -23,6 +23,8 @@ from parhelia.v1 import (
     config_pb2_grpc,
     containers_pb2,
     containers_pb2_grpc,
+    environments_pb2,
+    environments_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     reconciler_pb2,
@@ -61,6 +63,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     _spec("budget", budget_pb2, budget_pb2_grpc, "BudgetService"),
     _spec("reconciler", reconciler_pb2, reconciler_pb2_grpc, "ReconcilerService"),
     _spec("config", config_pb2, config_pb2_grpc, "ConfigService"),
+    _spec("environments", environments_pb2, environments_pb2_grpc, "EnvironmentService"),
 )
 
 

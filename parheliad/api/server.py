@@ -22,6 +22,7 @@ from parheliad.api.budget import BudgetServicer
 from parheliad.api.checkpoints import CheckpointServicer
 from parheliad.api.config import ConfigServicer
 from parheliad.api.containers import ContainerServicer
+from parheliad.api.environments import EnvironmentServicer
 from parheliad.api.events import EventServicer
 from parheliad.api.interceptor import ErrorInterceptor
 from parheliad.api.reconciler import ReconcilerServicer
@@ -66,7 +67,8 @@ class ApiServer:
                                 "ReconcilerService": ReconcilerServicer(ctx),
                                 "CheckpointService": CheckpointServicer(ctx),
                                 "SessionService": SessionServicer(ctx),
-                                "ConfigService": ConfigServicer(ctx)})
+                                "ConfigService": ConfigServicer(ctx),
+                                "EnvironmentService": EnvironmentServicer(ctx)})
         interceptor.implemented = reg.implemented
         system.capabilities = reg.capabilities
         self.registration = reg

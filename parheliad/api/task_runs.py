@@ -223,7 +223,8 @@ class TaskRunsMixin:
                           context: grpc.aio.ServicerContext
                           ) -> AsyncIterator[tasks_pb2.LogChunk]:
         async for container_id, data, offset in self._runtime.logs(
-                task_ref(request.task_id), follow=request.follow, offset=max(0, request.offset)):
+                task_ref(request.task_id), follow=request.follow, offset=max(0, request.offset),
+                setup=request.setup):
             yield tasks_pb2.LogChunk(container_id=container_id, data=data, offset=offset)
 
     async def GetTaskDiff(self, request: tasks_pb2.GetTaskDiffRequest,

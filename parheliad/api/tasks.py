@@ -17,6 +17,7 @@ from parheliad.api.convert import (
 from parheliad.api.task_runs import TaskRunsMixin, task_ref, task_view
 from parheliad.context import DaemonContext
 from parheliad.core.notify import override_key
+from parheliad.environments import service as environments
 
 _ref = task_ref
 
@@ -44,7 +45,8 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
             trust_project_config=request.trust_project_config)
         if request.notify:
             await self._ctx.store.kv.set(override_key(row.id), request.notify == "on")
-        return tasks_pb2.CreateTaskResponse(task=task_to_proto(row))
+        return tasks_pb2.CreateTaskResponse(task=task_to_proto(row),
+                                            notices=environments.create_notices(row))
 
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
                         context: grpc.aio.ServicerContext) -> tasks_pb2.ListTasksResponse:

@@ -20,14 +20,16 @@ No core module names a backend.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from parhelia.errors import ParheliaError
 from parhelia.sandbox import SandboxSpec
 from parhelia.volume import Volume
+from parheliad.environments.model import ImageRecipe
 
 
 class NoCapacity(ParheliaError):
@@ -83,6 +85,34 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class EnvironmentLaunch:
+    """What a backend with images (Modal) needs of a task's environment, besides the
+    worker spec's ``environment`` block (docs/adr/0052-environments-on-modal.md)."""
+
+    hash: str
+    image_hash: str
+    image_id: str
+    """The environment's built image (``parheliad.environments.builds``)."""
+    setup: bool
+    """Setup commands to run in a sandbox of their own first, unless ``warm_image_id``."""
+    setup_secrets: tuple[str, ...] = ()
+    """Modal secret names, given to the setup sandbox only."""
+    agent_hosts: tuple[str, ...] | None = None
+    """The domains the agent's sandbox may reach; None: any (network ``full``)."""
+    cache_volume: str = ""
+    """The repository's dependency cache volume ("" = none), mounted in the setup sandbox
+    only (ADR 0052)."""
+    warm_image_id: str = ""
+    """A prepared filesystem (a snapshot after this environment's setup, same base) to
+    start the agent's sandbox from: no setup sandbox then."""
+    setup_timeout_seconds: float = 1800.0
+    snapshot_ttl_seconds: int = 72 * 3600
+    on_snapshot: Callable[[str], Awaitable[None]] | None = field(default=None, repr=False,
+                                                                 compare=False)
+    """Records a new prepared filesystem (its image id) for the next task's warm start."""
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What to launch: the worker spec (a JSON-able dict, see parhelia.spec) plus
     the resources and identity the backend itself needs."""
@@ -99,8 +129,11 @@ class ContainerSpec:
     paths: WorkerPaths
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     """Values for the worker's process environment that must never be written anywhere
-    (``sync.pass_env``): not in the spec file, the database, events or logs. Local: added
-    to the worker's environment; Modal: a ``modal.Secret.from_dict``."""
+    (``sync.pass_env``; a local worker's setup secrets): not in the spec file, the
+    database, events or logs. Local: added to the worker's environment; Modal: a
+    ``modal.Secret.from_dict``."""
+    environment: EnvironmentLaunch | None = None
+    """The task's environment, for a backend that builds images (None elsewhere)."""
 
 
 END_OOM = "oom"
@@ -159,6 +192,24 @@ class Terms:
     """Whether its worker says how it contains its agent (the ``worker_isolation``
     record, first one only). Otherwise the daemon decides at launch
     (``Backend.isolation``) and such a record, written where the agent runs, is ignored."""
+
+
+@runtime_checkable
+class ImageBackend(Protocol):
+    """A backend whose workers run in images it builds (Modal): environments give it a
+    recipe to build once per image hash (docs/adr/0052-environments-on-modal.md)."""
+
+    name: str
+    builds_images: bool
+
+    async def build_image(self, recipe: ImageRecipe, context_dir: Path | None) -> str:
+        """Build (or find built) the image of ``recipe``; its image id. ``context_dir``
+        holds a Dockerfile base's build context (and the Dockerfile as ``Dockerfile``)."""
+        ...
+
+    async def delete_cache(self, name: str) -> bool:
+        """Remove a dependency cache volume; whether it existed."""
+        ...
 
 
 class Backend(Protocol):

@@ -29,14 +29,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from parhelia.checkpoint import save_manifest
 from parhelia.clock import human_seconds
+from parhelia.environment import agent_hosts, model_api_host
 from parhelia.errors import Code, ParheliaError
 from parhelia.spec import WorkerSpec, dump_spec
 from parhelia.volume import LocalVolume, spec_key
@@ -44,6 +45,8 @@ from parheliad.backends.base import (
     Backend,
     BackendUnreachable,
     ContainerSpec,
+    EnvironmentLaunch,
+    ImageBackend,
     LaunchWait,
     NoCapacity,
     SshTunnel,
@@ -54,6 +57,9 @@ from parheliad.core import resumeplan, volsync, waiting
 from parheliad.core.configsync import ConfigBundle
 from parheliad.core.states import CONTAINER_LIVE, ContainerState, SessionStatus, TaskStatus
 from parheliad.core.tasks import fail_task, index_checkpoint, transition
+from parheliad.environments import service as environments
+from parheliad.environments.builds import ImageBuilds, ImageNotReady
+from parheliad.environments.model import Environment
 from parheliad.store.clock import now_us
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
 from parheliad.store.store import Store
@@ -127,7 +133,8 @@ class Dispatcher:
                  volume: LocalVolume, owner_tag: str, *, budget_gate: BudgetGate | None = None,
                  config_bundle: ConfigBundle | None = None,
                  on_unwanted: Callable[[ContainerRow], None] = lambda c: None,
-                 ssh_key: Callable[[str], str] | None = None) -> None:
+                 ssh_key: Callable[[str], str] | None = None,
+                 images: ImageBuilds | None = None) -> None:
         self._store = store
         self._registry = backends
         self._backends = backends.built
@@ -145,6 +152,8 @@ class Dispatcher:
         """A session's public key (made on first use) for `session attach --ssh`, given
         to workers of backends that offer it; None: no SSH keys."""
         self._on_unwanted = on_unwanted
+        self._images = images
+        """Environment images for backends that build them (None: built at launch)."""
         """Stops a worker whose task was cancelled, paused or rolled back while it was
         being launched."""
         self._locks: dict[str, asyncio.Lock] = {}
@@ -318,6 +327,8 @@ class Dispatcher:
                 waits[task.id] = waiting.Wait(exc.message)
                 report.detail = f"all {cap} worker slots busy"
                 full = True
+            except ImageNotReady as exc:
+                waits[task.id] = waiting.Wait(exc.message, progress=True)
                 continue
             except ParheliaError as exc:
                 wait = await self._refused(task, exc, report)
@@ -390,7 +401,7 @@ class Dispatcher:
                 return False
             try:
                 claim = await self._claim(task, cfg)
-            except (SessionBusy, NoSlot):
+            except (SessionBusy, NoSlot, ImageNotReady):
                 return None
             except ParheliaError as exc:
                 if exc.code == "E300" or exc.code in waiting.TRANSIENT_CODES:
@@ -438,6 +449,26 @@ class Dispatcher:
             await self._fail(task, "E400", f"no credentials for the agent on {backend.name}: "
                              f"{creds.detail}; then `parhelia task retry {task.id}`.")
             raise ParheliaError("E400", "no credentials")
+
+        environment = environments.stored(task)
+        setup_secrets: dict[str, str] = {}
+        if environment is not None and environment.setup_secrets and \
+                not isinstance(backend, ImageBackend):
+            # This machine's worker: each secret is a variable of the daemon's environment
+            # (or its env file), given to the worker's process and by it to setup only.
+            missing = [environments.secret_variable(n) for n in environment.setup_secrets
+                       if not creds.env.get(environments.secret_variable(n))]
+            if missing:
+                await self._fail(task, "E606", f"the environment's setup secret(s) "
+                                 f"{', '.join(missing)} are not set for the daemon: export "
+                                 "them where it runs (or add NAME=value lines to its env "
+                                 f"file), then `parhelia task retry {task.id}`")
+                raise ParheliaError("E606", "setup secrets missing")
+            setup_secrets = {environments.secret_variable(n):
+                             creds.env[environments.secret_variable(n)]
+                             for n in environment.setup_secrets}
+
+        launch_env = await self._environment_launch(task, backend, environment, creds.env, cfg)
 
         bundle: resumeplan.Bundle = (None, {})
         if self._config_bundle is not None:
@@ -521,7 +552,12 @@ class Dispatcher:
                                           f"be written for the new session ({exc.strerror})")
                 raise ParheliaError("E600", "checkpoint zero not written") from None
         spec = resumeplan.container_spec(backend, task, session, container, launch, cfg,
-                                         self._owner, bundle)
+                                         self._owner, (bundle[0], {**bundle[1], **setup_secrets}))
+        if launch_env is not None:
+            spec = dataclasses.replace(spec, environment=dataclasses.replace(
+                launch_env, on_snapshot=self._snapshot_recorder(
+                    task, backend.name, launch_env, container.id, cfg),
+                agent_hosts=_agent_hosts(environment, spec.secret_env, creds.env)))
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.
         self.launching.add(container.id)
@@ -695,6 +731,53 @@ class Dispatcher:
         if wait.retry_after_seconds:
             asyncio.get_running_loop().call_later(wait.retry_after_seconds, self.kick)
 
+    async def _environment_launch(self, task: TaskRow, backend: Backend,
+                                  environment: Environment | None,
+                                  env: Mapping[str, str], cfg: Config
+                                  ) -> EnvironmentLaunch | None:
+        """What a backend that builds images needs of the task's environment: its image
+        (built now, or the task waits: :class:`ImageNotReady`), a prepared filesystem
+        for a warm start, the cache volume."""
+        if environment is None or self._images is None or \
+                not isinstance(backend, ImageBackend):
+            return None
+        image_id = await self._images.image_for(
+            backend, environment, task_id=task.id, created_at=task.created_at,
+            tree=lambda: environments.task_tree(self._volume, task))
+        warm = await self._store.environments.snapshot(environment.hash, task.base_commit,
+                                                       backend.name)
+        cache = environments.cache_volume_name(task) if environment.cache else ""
+        if cache:
+            await self._store.write(lambda tx: tx.environments.cache_used(
+                cache, backend.name, task.workspace_path or task.source_repo_url))
+        if warm is not None and warm.expires_at > now_us():
+            await self._store.write(lambda tx: tx.environments.snapshot_used(
+                environment.hash, task.base_commit, backend.name))
+        return EnvironmentLaunch(
+            hash=environment.hash, image_hash=environment.image_hash, image_id=image_id,
+            setup=bool(environment.setup), setup_secrets=environment.setup_secrets,
+            cache_volume=cache,
+            warm_image_id=warm.image_id if warm is not None and warm.expires_at > now_us()
+            else "", setup_timeout_seconds=environment.setup_timeout_minutes * 60,
+            snapshot_ttl_seconds=int(cfg.environment.snapshot_ttl_hours * 3600))
+
+    def _snapshot_recorder(self, task: TaskRow, backend: str, env: EnvironmentLaunch,
+                           container_id: str, cfg: Config
+                           ) -> Callable[[str], Awaitable[None]]:
+        async def record(image_id: str) -> None:
+            def unit(tx: Tx) -> None:
+                tx.environments.put_snapshot(env.hash, task.base_commit, backend, image_id,
+                                             container_id=container_id,
+                                             ttl_us=env.snapshot_ttl_seconds * 1_000_000)
+                tx.events.append("environment_snapshot", f"prepared filesystem of "
+                                 f"{env.hash} kept for warm starts ({image_id})",
+                                 task_id=task.id, container_id=container_id,
+                                 data={"environment_hash": env.hash, "image_id": image_id,
+                                       "base": task.base_commit,
+                                       "ttl_seconds": env.snapshot_ttl_seconds})
+            await self._store.write(unit)
+        return record
+
     async def _with_ssh_key(self, worker: WorkerSpec, spec: ContainerSpec, session_id: str
                             ) -> tuple[WorkerSpec, ContainerSpec]:
         """The session's public key in the spec (`session attach --ssh`); without
@@ -730,6 +813,17 @@ class Dispatcher:
             # failed launch must not turn that into a failure (nor raise E603).
 
         await self._store.write(unit)
+
+
+def _agent_hosts(environment: Environment | None, passed: Mapping[str, str],
+                 env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The domains the agent phase may reach (None: any): the model API's host, where the
+    agent's ``ANTHROPIC_BASE_URL`` points it, always among them."""
+    if environment is None:
+        return None
+    base_url = passed.get("ANTHROPIC_BASE_URL") or env.get("ANTHROPIC_BASE_URL")
+    hosts = agent_hosts(environment.network, environment.allow, model_api_host(base_url))
+    return None if hosts is None else tuple(hosts)
 
 
 def _fail_if_waiting(tx: Tx, task_id: str, code: Code, message: str) -> None:

@@ -97,6 +97,10 @@ class HealthMonitor:
         unreachable = dict(listener.unreachable) if listener is not None else {}
         since = dict(listener.reachable_since) if listener is not None else {}
         heard = self._heard(live)
+        # A container whose launch is in flight (a GPU waiting for capacity, an
+        # environment's setup sandbox) has no worker to hear yet: the launch decides.
+        launching = set(listener.launching) if listener is not None else set()
+        ids = [cid for cid in ids if cid not in launching]
         changes = await self._store.write(
             lambda tx: self._walk(tx, ids, interval, now, unreachable, since, heard))
         self.sweeps += 1

@@ -110,6 +110,11 @@ class Listener:
         self.reachable_since: dict[str, int] = {}
         """When each backend became reachable again: silence counts from then."""
 
+    @property
+    def launching(self) -> AbstractSet[str]:
+        """Containers whose launch is in flight (the dispatcher's): no worker to hear yet."""
+        return self._launching
+
     def mark_reachable(self, backend: str, reachable: bool) -> None:
         if reachable:
             if self.unreachable.pop(backend, None) is not None:
@@ -412,6 +417,8 @@ class Listener:
             # take it back.
             tx.containers.update(c.id, isolation=record.isolation,
                                  credential=record.credential)
+        elif isinstance(record, records.SetupRecord) and _is_current(tx, c):
+            _setup_progress(tx, c.task_id, record)
         elif isinstance(record, records.WorkerExited):
             return settle_container(tx, c.id, Outcome(
                 exit_code=record.exit_code, status=record.status,
@@ -449,6 +456,26 @@ class Listener:
                 except BackendUnreachable:
                     continue  # settled on a later pass, once its result can be read
                 await self._settler.settle(c.id, outcome)
+
+
+def _setup_progress(tx: Tx, task_id: str, record: records.SetupRecord) -> None:
+    """The task's setup status and duration, as its current worker reports them: the
+    setup's time, plus the start commands' of the same incarnation."""
+    task = tx.tasks.require(task_id)
+    if isinstance(record, records.SetupStarted) and record.phase == "setup":
+        tx.tasks.update(task_id, setup_status="running", setup_ms=0)
+    elif isinstance(record, records.SetupSkipped) and task.setup_status != "completed":
+        # (a Modal agent's sandbox after its own setup sandbox, a later incarnation:
+        # the setup that prepared it is what the task shows)
+        tx.tasks.update(task_id, setup_status="skipped", setup_ms=0)
+    elif isinstance(record, records.SetupCompleted):
+        ms = record.duration_ms if record.phase == "setup" else task.setup_ms + \
+            record.duration_ms
+        status = "completed" if record.phase == "setup" else task.setup_status or "completed"
+        tx.tasks.update(task_id, setup_status=status, setup_ms=ms)
+    elif isinstance(record, records.SetupFailed):
+        tx.tasks.update(task_id, setup_status="failed",
+                        setup_ms=task.setup_ms + record.duration_ms)
 
 
 def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:

@@ -26,9 +26,10 @@ from parhelia.errors import ParheliaError
 from parhelia.prompts import continuation_prompt
 from parhelia.spec import AgentSpec, CheckpointPolicy, WorkerSpec
 from parhelia.volume import LocalVolume
-from parheliad.backends.base import Backend, ContainerSpec
+from parheliad.backends.base import Backend, ContainerSpec, ImageBackend
 from parheliad.config import Config
 from parheliad.core.workspace import SESSION_UUID, WORKSPACE_TRIGGER, checkpoint_zero
+from parheliad.environments import service as environments
 from parheliad.store import ids
 from parheliad.store.rows import ContainerRow, SessionRow, TaskRow
 from parheliad.store.store import Store
@@ -127,6 +128,7 @@ def container_spec(backend: Backend, task: TaskRow, session: SessionRow,
                    bundle: Bundle = (None, {})) -> ContainerSpec:
     """The worker's spec and what the backend needs to launch it."""
     paths = backend.worker_paths(session.id, container.id)
+    environment = environments.stored(task)
     worker = WorkerSpec(
         container_id=container.id, task_id=task.id, session_id=session.id,
         incarnation=container.incarnation, backend=task.backend,
@@ -142,7 +144,12 @@ def container_spec(backend: Backend, task: TaskRow, session: SessionRow,
             resume=launch.resume, model=task.model or None, interactive=task.interactive,
             permission_mode=task.permission_mode, max_turns=task.max_turns,
             max_budget_usd=(task.max_cost_micros / 1_000_000) if task.max_cost_micros else None,
-            timeout_seconds=task.timeout_seconds, project_settings=task.trust_project),
+            timeout_seconds=task.timeout_seconds, project_settings=task.trust_project,
+            permission_mode_contained=None if environments.chose_mode(task)
+            else environments.CONTAINED_DEFAULT_MODE,
+            allowed_tools=environments.allowed_tools(environment)),
+        environment=environments.for_worker(environment,
+                                            images=isinstance(backend, ImageBackend)),
         heartbeat_interval_seconds=cfg.heartbeat.interval_seconds,
         checkpoint=CheckpointPolicy(
             interval_seconds=cfg.checkpoint.interval_seconds,

@@ -22,7 +22,7 @@ from parhelia.checkpoint.projects import Conversation
 from parhelia.errors import Code, ParheliaError, is_code
 from parhelia.paths import Paths
 from parhelia.progress import Report
-from parhelia.volume import LocalVolume, log_key
+from parhelia.volume import LocalVolume, log_key, setup_log_key
 from parheliad.backends.base import Backend, BackendUnreachable
 from parheliad.backends.registry import Backends
 from parheliad.config import Config
@@ -39,6 +39,7 @@ from parheliad.core.sessions import SessionOps
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.stopper import Stopper
 from parheliad.core.tasks import RetryOverrides, retry_task, transition
+from parheliad.environments.builds import ImageBuilds
 from parheliad.store.rows import ContainerRow, TaskRow
 from parheliad.store.store import Store
 
@@ -73,6 +74,8 @@ class Runtime:
     checkpoints: CheckpointOps
     sessions: SessionOps
     scheduler: AsyncIOScheduler
+    images: ImageBuilds
+    """Environment images (``building environment``; ``parhelia env build``)."""
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -131,6 +134,7 @@ class Runtime:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop()
+        await self.images.stop()
         await self.recovery.stop()
         await self.stopper.close()
         await self.listener.stop()
@@ -211,10 +215,12 @@ class Runtime:
                                        self.paths.state_dir / "statcache", include_secret,
                                        conversation, progress)
 
-    async def logs(self, ref: str, *, follow: bool, offset: int = 0
+    async def logs(self, ref: str, *, follow: bool, offset: int = 0, setup: bool = False
                    ) -> AsyncIterator[tuple[str, bytes, int]]:
         """The agent's raw stream of every container of a task, oldest first:
-        (container id, chunk, offset after the chunk). With ``follow``, until the task ends."""
+        (container id, chunk, offset after the chunk). With ``follow``, until the task ends.
+        ``setup``: the environment's setup and start output instead (redacted)."""
+        key = setup_log_key if setup else log_key
         task = await self.store.tasks.get(ref)
         positions: dict[str, int] = {}
         while True:
@@ -222,7 +228,7 @@ class Runtime:
                                 key=lambda c: c.created_at)
             for c in containers:
                 start = positions.setdefault(c.id, offset if c is containers[0] else 0)
-                path = self.paths.volume_dir / log_key(c.id)
+                path = self.paths.volume_dir / key(c.id)
                 async for chunk, end in _read_from(path, start):
                     positions[c.id] = end
                     yield c.id, chunk, end

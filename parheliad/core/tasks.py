@@ -33,6 +33,7 @@ from parheliad.core.states import (
     check_task_transition,
 )
 from parheliad.core.waiting import Wait, hold, set_waiting
+from parheliad.environments.service import EnvironmentResolver
 from parheliad.store import Store, TaskRow, Tx
 from parheliad.store.clock import now_us
 
@@ -306,14 +307,16 @@ class TaskService:
 
     def __init__(self, store: Store, *, config: Callable[[Path | None], Config],
                  runtime: TaskRuntime | None = None, on_created: Kick | None = None,
-                 admit: Admit | None = None, check_backend: CheckBackend | None = None
-                 ) -> None:
+                 admit: Admit | None = None, check_backend: CheckBackend | None = None,
+                 environments: EnvironmentResolver | None = None) -> None:
         self._store = store
         self._check_backend = check_backend
         self._config = config
         self._runtime = runtime
         self._on_created = on_created
         self._admit = admit
+        self._environments = environments
+        """Resolves each new task's environment from its upload (None: tasks get none)."""
 
     def _task_defaults(self, options: TaskOptions, project: Path | None,
                   trust_project: bool) -> tuple[TaskDefaults, dict[str, str]]:
@@ -348,12 +351,20 @@ class TaskService:
         values = self.prepare(prompt, options, source, workspace_path=workspace_path,
                               base_commit=base_commit, dispatch=dispatch,
                               trust_project_config=trust_project_config)
+        if self._environments is not None:
+            project = Path(workspace_path) if workspace_path else None
+            env = await self._environments.for_task(
+                self._config(project), workspace_id=values["source_workspace_id"],
+                gpu=bool(values["gpu"]), trusted=bool(values["trust_project"]))
+            values.update(environment_hash=env.hash,
+                          environment_json=json.dumps(env.to_dict(), sort_keys=True))
 
         def unit(tx: Tx) -> TaskRow:
             row = tx.tasks.insert(values)
             tx.events.append("task_created", f"task created ({row.backend})", task_id=row.id,
                              data={"backend": row.backend, "gpu": row.gpu,
-                                   "prompt_chars": len(prompt), "no_dispatch": not dispatch})
+                                   "prompt_chars": len(prompt), "no_dispatch": not dispatch,
+                                   "environment_hash": row.environment_hash})
             if not dispatch:
                 return hold(tx, row.id)
             wait = self._admit(tx, row) if self._admit is not None else None

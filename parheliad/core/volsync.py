@@ -42,6 +42,7 @@ from parhelia.volume import (
     log_key,
     manifest_key,
     result_key,
+    setup_log_key,
     spec_key,
     spool_key,
 )
@@ -174,10 +175,11 @@ def _drop_corrupt(local: Volume, keys: Sequence[str]) -> int:
 
 async def pull_progress(backend: Backend, local: Volume, container_id: str,
                         session_id: str) -> int:
-    """The agent's raw log so far (``task logs`` reads the local copy)."""
+    """The agent's raw log and the setup log so far (``task logs`` reads the local copies)."""
     if shared(backend, local):
         return 0
-    return await backend.pull(local, [log_key(container_id)], session_id=session_id)
+    return await backend.pull(local, [log_key(container_id), setup_log_key(container_id)],
+                              session_id=session_id)
 
 
 async def pull_end(backend: Backend, local: Volume, container_id: str, session_id: str,
@@ -185,8 +187,8 @@ async def pull_end(backend: Backend, local: Volume, container_id: str, session_i
     """The result file, the log and the final checkpoint of an incarnation that ended."""
     if shared(backend, local):
         return 0
-    fetched = await backend.pull(local, [result_key(container_id), log_key(container_id)],
-                                 session_id=session_id)
+    fetched = await backend.pull(local, [result_key(container_id), log_key(container_id),
+                                         setup_log_key(container_id)], session_id=session_id)
     if last_checkpoint_id:
         fetched += await pull_checkpoint(backend, local, session_id, last_checkpoint_id)
     return fetched

@@ -46,6 +46,10 @@ class Wait:
     needs_user: bool = False
     retry_after_seconds: float | None = None
     """Backoff: the dispatcher leaves the task alone for this long."""
+    progress: bool = False
+    """The reason reports progress (``building environment img-...: 40 s, ...``): when the
+    task already waits for the same thing (the text before the first ``:``), only the
+    text is updated, with no new event."""
 
     def same_as(self, task: TaskRow) -> bool:
         return (task.status_reason, task.status_code, task.needs_user) == \
@@ -79,6 +83,8 @@ def set_waiting(tx: Tx, task_id: str, wait: Wait,
                           needs_user=wait.needs_user, dispatch_after=after)
     if (task.status_code, task.needs_user) == (wait.code, wait.needs_user) and wait.code:
         return row  # the same refusal with new figures (spend moved): no new event
+    if wait.progress and task.status_reason.split(":", 1)[0] == wait.reason.split(":", 1)[0]:
+        return row  # the same wait, further along
     tx.events.append(REFUSED_EVENT if wait.code or wait.needs_user else WAITING_EVENT,
                      wait.reason[:1000], task_id=task.id, session_id=task.session_id,
                      data={"code": wait.code, "reason": wait.reason[:1000],

@@ -65,6 +65,10 @@ class TaskRow:
     dispatch_after: int | None = None  # no dispatch attempt before (backoff)
     option_sources: str = "{}"  # JSON: option -> flag | default | user:<file> | project:<file>
     trust_project: bool = False  # the project's .parhelia and .claude/ configuration trusted
+    environment_hash: str = ""  # the environment it runs in (parheliad.environments)
+    environment_json: str = ""  # that environment, resolved at creation (JSON)
+    setup_status: str = ""  # "" | running | completed | skipped | failed
+    setup_ms: int = 0  # how long its last setup took
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,47 @@ class LedgerRow:
     output_tokens: int
     cache_tokens: int
     note: str
+
+
+@dataclass(frozen=True)
+class EnvironmentImageRow:
+    """An environment's image on a backend (built once per image hash)."""
+
+    image_hash: str
+    backend: str
+    status: str  # building | built | failed
+    image_id: str
+    description: str
+    error: str
+    started_at: int
+    built_at: int | None
+    build_ms: int
+    last_used_at: int | None
+
+
+@dataclass(frozen=True)
+class EnvironmentSnapshotRow:
+    """A prepared sandbox filesystem kept for warm starts (a cache with an expiry)."""
+
+    environment_hash: str
+    base: str  # the base commit the prepared workspace was at ("" without git)
+    backend: str
+    image_id: str
+    container_id: str
+    created_at: int
+    expires_at: int
+    last_used_at: int | None
+
+
+@dataclass(frozen=True)
+class EnvironmentCacheRow:
+    """A repository's dependency cache volume."""
+
+    name: str
+    backend: str
+    repository: str
+    created_at: int
+    last_used_at: int | None
 
 
 @dataclass(frozen=True)

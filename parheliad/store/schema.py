@@ -289,6 +289,54 @@ _V11 = (
     "ALTER TABLE containers ADD COLUMN credential TEXT NOT NULL DEFAULT ''",
 )
 
+# Environments (docs/adr/0050-environments.md): the one a task runs in, how its setup
+# went; images built per image hash and backend, prepared filesystems kept for warm
+# starts, and the per-repository dependency caches.
+_ENVIRONMENTS = (
+    "ALTER TABLE tasks ADD COLUMN environment_hash TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN environment_json TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN setup_status TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN setup_ms INTEGER NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE environment_images (
+        image_hash TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        status TEXT NOT NULL,
+        image_id TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT '',
+        started_at INTEGER NOT NULL,
+        built_at INTEGER,
+        build_ms INTEGER NOT NULL DEFAULT 0,
+        last_used_at INTEGER,
+        PRIMARY KEY (image_hash, backend)
+    )
+    """,
+    """
+    CREATE TABLE environment_snapshots (
+        environment_hash TEXT NOT NULL,
+        base TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        container_id TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        PRIMARY KEY (environment_hash, base, backend)
+    )
+    """,
+    """
+    CREATE TABLE environment_caches (
+        name TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        PRIMARY KEY (name, backend)
+    )
+    """,
+)
+
 
 def _reservations_from_kv(conn: sqlite3.Connection) -> None:
     end = KV_RESERVATION_PREFIX[:-1] + chr(ord(KV_RESERVATION_PREFIX[-1]) + 1)
@@ -324,5 +372,6 @@ MIGRATIONS: list[Migration] = [
     Migration("budget reservations", _V9, _reservations_from_kv),
     Migration("container spend priced at its report", _V10),
     Migration("container isolation", _V11),
+    Migration("environments", _ENVIRONMENTS),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

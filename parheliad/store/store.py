@@ -16,6 +16,7 @@ from parheliad.store.connection import connect_reader
 from parheliad.store.rows import EventRow
 from parheliad.store.tables.checkpoints import CheckpointRepo
 from parheliad.store.tables.containers import ContainerRepo
+from parheliad.store.tables.environments import EnvironmentRepo
 from parheliad.store.tables.events import EventRepo
 from parheliad.store.tables.heartbeats import HeartbeatRepo
 from parheliad.store.tables.kv import KvRepo
@@ -53,6 +54,7 @@ class Store:
         self.kv = KvRepo(self)
         self.orphans = OrphanRepo(self)
         self.reservations = ReservationRepo(self)
+        self.environments = EnvironmentRepo(self)
 
     @property
     def writer(self) -> Writer:

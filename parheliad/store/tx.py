@@ -8,6 +8,7 @@ from functools import cached_property
 from parheliad.store.rows import EventRow
 from parheliad.store.tables.checkpoints import CheckpointWrites
 from parheliad.store.tables.containers import ContainerWrites
+from parheliad.store.tables.environments import EnvironmentWrites
 from parheliad.store.tables.events import EventWrites
 from parheliad.store.tables.heartbeats import HeartbeatWrites
 from parheliad.store.tables.kv import KvWrites
@@ -70,3 +71,7 @@ class Tx:
     @cached_property
     def reservations(self) -> ReservationWrites:
         return ReservationWrites(self)
+
+    @cached_property
+    def environments(self) -> EnvironmentWrites:
+        return EnvironmentWrites(self)

@@ -32,7 +32,7 @@ Code = Literal["E100", "E101", "E102", "E103", "E104",
                "E300", "E301",
                "E400", "E401", "E402", "E403",
                "E500", "E501", "E502", "E503", "E504", "E505", "E506",
-               "E600", "E601", "E602", "E603", "E604", "E605", "E609",
+               "E600", "E601", "E602", "E603", "E604", "E605", "E606", "E609",
                "E900"]
 """An E-code of the catalogue, as a type: mypy refuses ``ParheliaError("E10l", ...)``.
 The values are the catalogue's codes (``tests/unit/test_vocabularies.py`` checks both
@@ -274,6 +274,18 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "branch or patch is made from an empty change.",
         "Check what the agent did with `parhelia task show ID` and `parhelia task logs ID`; "
         "`parhelia resume SESSION` continues the conversation.",
+    ),
+    ErrorSpec(
+        "E606", "SETUP_FAILED", "FAILED_PRECONDITION", Exit.ERROR,
+        "A setup or start command of the task's environment failed.",
+        "The repository's environment (.parhelia/environment.toml, its devcontainer.json, or "
+        "what was detected from its lockfiles) runs commands before the agent starts; one "
+        "exited with an error or ran past its time. The agent never started, so no model "
+        "token was spent; the workspace was checkpointed as the setup left it.",
+        "Read the failing step's last lines in `parhelia task show ID` and the whole output "
+        "with `parhelia task logs ID --setup`; `parhelia env show DIR` prints the resolved "
+        "environment and where each part came from. Fix the command (or the file), then "
+        "`parhelia task retry ID`.",
     ),
     ErrorSpec(
         "E609", "SANDBOX_UNAVAILABLE", "FAILED_PRECONDITION", Exit.ERROR,

@@ -139,6 +139,26 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("resume_degraded", "agent", Level.WARNING,
               "The stored conversation could not be resumed; a new one started from its "
               "summary."),
+    # environment (the worker runs setup/start; the daemon builds images)
+    EventKind("setup_started", "environment", Level.INFO,
+              "The worker started the environment's setup (or start) commands."),
+    EventKind("setup_step", "environment", Level.INFO,
+              "One setup or start command finished (its exit code and duration)."),
+    EventKind("setup_completed", "environment", Level.INFO,
+              "The environment's setup (or start) commands all succeeded."),
+    EventKind("setup_skipped", "environment", Level.INFO,
+              "The workspace was already prepared for this environment: setup did not run "
+              "again (start commands still do)."),
+    EventKind("setup_failed", "environment", Level.ERROR,
+              "A setup or start command failed (E606): the agent does not start."),
+    EventKind("environment_building", "environment", Level.INFO,
+              "The daemon started building an environment's image."),
+    EventKind("environment_built", "environment", Level.INFO,
+              "An environment's image is built (or was found built)."),
+    EventKind("environment_build_failed", "environment", Level.ERROR,
+              "An environment's image could not be built."),
+    EventKind("environment_snapshot", "environment", Level.INFO,
+              "A prepared sandbox filesystem was kept for warm starts (a cache)."),
     # checkpoint
     EventKind("checkpoint_created", "checkpoint", Level.INFO, "A checkpoint was written."),
     EventKind("checkpoint_failed", "checkpoint", Level.ERROR, "A checkpoint could not be written."),

@@ -506,14 +506,100 @@ class SessionHeadless(_Record):
 SessionMode = SessionInteractive | SessionAttached | SessionDetached | SessionHeadless
 """The records that say what runs a session now (the TUI, with its clients, or not)."""
 
+SETUP_PHASES = frozenset({"setup", "start"})
+"""The phases of an environment the worker runs (:mod:`parhelia.environment`)."""
+MAX_TAIL_LINES = 50
+MAX_STEP_DURATION_MS = 10 * 86_400_000
+
+
+def _phase(raw: Mapping[str, Any]) -> str:
+    phase = _str(raw, "phase") or "setup"
+    if phase not in SETUP_PHASES:
+        raise RecordError(f"phase {phase!r} is not one of {sorted(SETUP_PHASES)}")
+    return phase
+
+
+@dataclass(frozen=True)
+class SetupStarted(_Record):
+    """The worker started the environment's setup (or start) commands."""
+
+    TYPE: ClassVar[str] = "setup_started"
+    phase: str = "setup"
+    steps: int = 0
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> SetupStarted:
+        return cls(phase=_phase(raw), steps=_int(raw, "steps", high=10_000))
+
+
+@dataclass(frozen=True)
+class SetupCompleted(_Record):
+    TYPE: ClassVar[str] = "setup_completed"
+    phase: str = "setup"
+    steps: int = 0
+    duration_ms: int = 0
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> SetupCompleted:
+        return cls(phase=_phase(raw), steps=_int(raw, "steps", high=10_000),
+                   duration_ms=_int(raw, "duration_ms", high=MAX_STEP_DURATION_MS))
+
+
+@dataclass(frozen=True)
+class SetupSkipped(_Record):
+    """The workspace was prepared for this environment already (a warm start, a later
+    incarnation on the same machine): setup did not run again."""
+
+    TYPE: ClassVar[str] = "setup_skipped"
+    hash: str = ""
+    steps: int = 0
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> SetupSkipped:
+        return cls(hash=_str(raw, "hash"), steps=_int(raw, "steps", high=10_000))
+
+
+@dataclass(frozen=True)
+class SetupFailed(_Record):
+    """A setup or start command failed (E606); ``tail``: its last lines, redacted."""
+
+    TYPE: ClassVar[str] = "setup_failed"
+    phase: str = "setup"
+    index: int = 0
+    name: str = ""
+    command: str = ""
+    exit_code: int | None = None
+    timed_out: bool = False
+    duration_ms: int = 0
+    tail: list[str] = field(default_factory=list)
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> SetupFailed:
+        tail = raw.get("tail") or []
+        if not isinstance(tail, list) or len(tail) > MAX_TAIL_LINES or \
+                not all(isinstance(line, str) for line in tail):
+            raise RecordError(f"tail is not a list of at most {MAX_TAIL_LINES} lines")
+        return cls(phase=_phase(raw), index=_int(raw, "index", high=10_000),
+                   name=_str(raw, "name", MAX_TEXT, cut=True),
+                   command=_str(raw, "command", MAX_TEXT, cut=True),
+                   exit_code=_opt_int(raw, "exit_code", low=-(2**31), high=2**31),
+                   timed_out=_bool(raw, "timed_out"),
+                   duration_ms=_int(raw, "duration_ms", high=MAX_STEP_DURATION_MS),
+                   tail=[line[:1000] for line in tail])
+
+
+SetupRecord = SetupStarted | SetupCompleted | SetupSkipped | SetupFailed
+"""The records that say how the environment's setup goes."""
+
 Typed = (Heartbeat | AgentTurnCompleted | AgentCost | AgentResult | AgentToolUse
          | WorkerStarted | WorkerExited | CheckpointCreated | CheckpointFailed | SessionMode
-         | WorkerIsolation)
+         | WorkerIsolation | SetupRecord)
 
 TYPED: dict[str, type[Typed]] = {r.TYPE: r for r in (
     Heartbeat, AgentTurnCompleted, AgentCost, AgentResult, AgentToolUse, WorkerStarted,
     WorkerExited, CheckpointCreated, CheckpointFailed, SessionInteractive, SessionAttached,
-    SessionDetached, SessionHeadless, WorkerIsolation)}
+    SessionDetached, SessionHeadless, WorkerIsolation, SetupStarted, SetupCompleted,
+    SetupSkipped, SetupFailed)}
 """The records the daemon acts on, by type. Every other catalogue type only informs."""
 
 

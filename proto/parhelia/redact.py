@@ -76,6 +76,12 @@ def looks_secret(value: str) -> bool:
     return any(pattern.search(value) for _, pattern, _ in TOKENS)
 
 
+def secret_setting(name: str, value: str) -> bool:
+    """Whether a named setting (an ``env`` entry, a header) holds a credential by its name
+    or its value's shape: config sync's rule, and the environment file's."""
+    return bool(SECRET_NAME_RE.search(name)) or looks_secret(value) or redact(value) != value
+
+
 def shorten(text: str, limit: int = SUMMARY_CHARS) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"

@@ -20,6 +20,14 @@ from typing import Any
 from parhelia import gitsafe
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.environment import (
+    DEFAULT_SETUP_TIMEOUT_SECONDS,
+    MAX_STEP_CHARS,
+    MAX_STEPS,
+    Step,
+    WorkerEnvironment,
+    variable_problem,
+)
 from parhelia.errors import ParheliaError
 from parhelia.permissions import DEFAULT_PERMISSION_MODE, PERMISSION_MODES
 from parhelia.risky import DEFAULT_RISKY_PATTERNS
@@ -42,6 +50,7 @@ class ExitCode(IntEnum):
     NO_CREDENTIALS = 3
     AGENT_NOT_FOUND = 4
     RESTORE_FAILED = 5
+    SETUP_FAILED = 6
     TIMEOUT = 124
     STOPPED = 130
     TERMINATED = 143
@@ -73,6 +82,7 @@ _ERROR_CODES = {
     ExitCode.NO_CREDENTIALS: "E400",
     ExitCode.AGENT_NOT_FOUND: "E500",
     ExitCode.RESTORE_FAILED: "E600",
+    ExitCode.SETUP_FAILED: "E606",
     ExitCode.TIMEOUT: "E501",
 }
 
@@ -94,6 +104,13 @@ class AgentSpec:
     project's CLAUDE.md as text (docs/adr/0019-project-claude-settings.md)."""
     interactive: bool = False
     """Run the interactive TUI in tmux (:mod:`modal_worker.tui`) instead of ``claude -p``."""
+    permission_mode_contained: str | None = None
+    """The mode when the agent runs contained (a Modal sandbox; the local worker's
+    container): the sandbox is the boundary, so a task that did not choose its mode gets
+    ``bypassPermissions`` there. None: ``permission_mode`` either way."""
+    allowed_tools: list[str] = field(default_factory=list)
+    """``--allowedTools`` entries (``Bash(pytest:*)``): the environment's ``allow_commands``
+    within what the user allows, for an agent that runs with a narrower mode."""
 
 
 @dataclass
@@ -152,6 +169,9 @@ class WorkerSpec:
     """Contain the agent in a bubblewrap container (local workers: :mod:`parhelia.container`);
     None: run it as the worker's own child, uncontained (Modal, where the sandbox is the
     container, or ``sandbox.local = "off"``)."""
+    environment: WorkerEnvironment | None = None
+    """What the task's environment asks of the worker (:mod:`parhelia.environment`):
+    env, setup and start commands, setup secrets, caches. None: nothing to apply."""
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +278,15 @@ def _parse_agent(raw: object) -> AgentSpec:
     interactive = f.get("interactive", False)
     if not isinstance(interactive, bool):
         raise _bad("agent.interactive", "must be true or false")
+    contained = f.str_("permission_mode_contained", None)
+    if contained is not None and contained not in PERMISSION_MODES:
+        raise _bad("agent.permission_mode_contained",
+                   f"must be one of {list(PERMISSION_MODES)}")
+    allowed = f.get("allowed_tools", [])
+    if not isinstance(allowed, list) or not all(
+            isinstance(t, str) and t and "\0" not in t and len(t) <= MAX_STEP_CHARS
+            for t in allowed):
+        raise _bad("agent.allowed_tools", "must be a list of non-empty strings")
     return AgentSpec(
         session_uuid=session_uuid,
         command=list(command),
@@ -269,6 +298,8 @@ def _parse_agent(raw: object) -> AgentSpec:
         timeout_seconds=f.number("timeout_seconds", 3600),
         project_settings=project_settings,
         interactive=interactive,
+        permission_mode_contained=contained,
+        allowed_tools=list(allowed),
     )
 
 
@@ -283,21 +314,78 @@ def _parse_policy(raw: object) -> CheckpointPolicy:
     )
 
 
-def _parse_env(raw: object) -> dict[str, str]:
+def _parse_env(raw: object, name: str = "env") -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise _bad("env", "must be an object of strings")
+        raise _bad(name, "must be an object of strings")
     env: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
-            raise _bad("env", f"invalid variable name {key!r}")
+            raise _bad(name, f"invalid variable name {key!r}")
         if key in CREDENTIAL_VARS:
-            raise _bad(f"env.{key}", "credentials never go in a spec; use the worker environment")
+            raise _bad(f"{name}.{key}",
+                       "credentials never go in a spec; use the worker environment")
         if not isinstance(value, str) or "\0" in value:
-            raise _bad(f"env.{key}", "must be a string")
+            raise _bad(f"{name}.{key}", "must be a string")
         env[key] = value
     return env
+
+
+def _parse_steps(raw: object, name: str) -> tuple[Step, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple) or len(raw) > MAX_STEPS:
+        raise _bad(name, f"must be a list of at most {MAX_STEPS} commands")
+    steps = []
+    for i, item in enumerate(raw):
+        f = _Fields(item, f"{name}[{i}]")
+        run = f.get("run", "")
+        argv = f.get("argv", [])
+        label = f.get("name", f"{name}[{i + 1}]")
+        if not isinstance(run, str) or "\0" in run or len(run) > MAX_STEP_CHARS:
+            raise _bad(f"{name}[{i}].run", "must be a command line")
+        if not isinstance(argv, list | tuple) or not all(
+                isinstance(a, str) and "\0" not in a and len(a) <= MAX_STEP_CHARS
+                for a in argv) or (argv and not argv[0]):
+            raise _bad(f"{name}[{i}].argv", "must be a list of strings, the first non-empty")
+        if bool(run) == bool(argv):
+            raise _bad(f"{name}[{i}]", "needs either run or argv")
+        if not isinstance(label, str) or not label or len(label) > 200:
+            raise _bad(f"{name}[{i}].name", "must be a short non-empty string")
+        steps.append(Step(name=label, run=run, argv=tuple(argv)))
+    return tuple(steps)
+
+
+def _parse_environment(raw: object) -> WorkerEnvironment | None:
+    if raw is None:
+        return None
+    f = _Fields(raw, "environment")
+    secrets = f.get("setup_secrets", [])
+    if not isinstance(secrets, list | tuple) or not all(
+            isinstance(n, str) and _ENV_NAME_RE.match(n) for n in secrets):
+        raise _bad("environment.setup_secrets", "must be a list of variable names")
+    cache_dirs = f.get("cache_dirs", [])
+    if not isinstance(cache_dirs, list | tuple) or not all(
+            isinstance(d, str) and d and "\0" not in d and (d.startswith(("/", "~/")))
+            and ".." not in d.split("/") for d in cache_dirs):
+        raise _bad("environment.cache_dirs", "must be a list of absolute or ~/ directories")
+    cache_root = f.abs_path("cache_root") if f.get("cache_root", None) else None
+    env = _parse_env(f.get("env", {}), "environment.env")
+    for name in [*env, *secrets]:
+        why = variable_problem(name)
+        if why is not None:
+            raise _bad(f"environment.{name}", why)
+    for name in secrets:
+        if name in env:
+            raise _bad("environment.env", f"{name} is a setup secret; it cannot also be set")
+    return WorkerEnvironment(
+        hash=f.str_("hash", pattern=_ID_RE), env=env,
+        setup=_parse_steps(f.get("setup", []), "environment.setup"),
+        start=_parse_steps(f.get("start", []), "environment.start"),
+        setup_secrets=tuple(secrets), cache_root=cache_root, cache_dirs=tuple(cache_dirs),
+        setup_timeout_seconds=f.number("setup_timeout_seconds",
+                                       DEFAULT_SETUP_TIMEOUT_SECONDS))
 
 
 def _parse_channel(raw: object) -> ChannelSpec:
@@ -377,6 +465,7 @@ def _parse_spec(raw: object) -> WorkerSpec:
         tmux_socket=f.abs_path("tmux_socket") if f.get("tmux_socket", None) else None,
         ssh_authorized_key=f.str_("ssh_authorized_key", None),
         sandbox=_parse_sandbox(f.get("sandbox", None)),
+        environment=_parse_environment(f.get("environment", None)),
     )
     if spec.ssh_authorized_key is not None:
         try:

@@ -17,6 +17,7 @@ Every key is spelled here, once (docs/contracts.md, "The volume")::
     control/<container>.jsonl             control messages (daemon -> worker)
     logs/<container>/agent.jsonl          the agent's raw output
     logs/<container>/worker.log           a local worker's own output
+    logs/<container>/setup.log            the environment's setup and start output
     sessions/<session>/<any key above>    (Modal) a session's own area, the only part of
                                           the volume its sandboxes mount; the keys
                                           outside it form the daemon-only area
@@ -134,6 +135,11 @@ def control_key(container_id: str) -> str:
 def log_key(container_id: str) -> str:
     """The agent's raw stream-json output."""
     return f"{LOGS}/{container_id}/agent.jsonl"
+
+
+def setup_log_key(container_id: str) -> str:
+    """The output of the environment's setup and start commands (redacted)."""
+    return f"{LOGS}/{container_id}/setup.log"
 
 
 def worker_log_key(container_id: str) -> str:

@@ -199,6 +199,9 @@ def _rewrite_specs(sb_id: str, view: Path, argv: list[str]) -> None:
         if isinstance(spec.get("volume_sync_argv"), list):
             spec["volume_sync_argv"] = [state.map_path(sb_id, a)
                                         for a in spec["volume_sync_argv"]]
+        environment = spec.get("environment")
+        if isinstance(environment, dict) and isinstance(environment.get("cache_root"), str):
+            environment["cache_root"] = state.map_path(sb_id, environment["cache_root"])
         path.unlink()  # never write through a hard link into the service's copy
         path.write_text(json.dumps(spec))
 
@@ -216,6 +219,8 @@ def prepare_sandbox(sb_id: str) -> None:
     has them."""
     base = state.sandbox_dir(sb_id)
     meta = state.sandbox_meta(sb_id) or {}
+    if meta.get("image_root"):  # a snapshot: the filesystem it was taken of
+        shutil.copytree(meta["image_root"], base / "root", symlinks=True, dirs_exist_ok=True)
     for sub in ("root/bin", "root/root", "root/workspace"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     tmp = Path(state.sandbox_tmp(sb_id))

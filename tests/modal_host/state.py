@@ -10,6 +10,8 @@ that it outlives a daemon killed with SIGKILL, exactly as Modal's service does. 
     volumes/<name>/                  the volume's committed contents (what clients read)
     secrets/<name>.json              {KEY: value}  (tests create them)
     images/<digest>                  a built image recipe
+    snapshots/<image id>.json        a sandbox filesystem snapshot (ttl, image env)
+    snapshots/<image id>/            its files (the sandbox's root, mounts left out)
     sandboxes/<sb_id>/meta.json      id, name, app_id, tags, cmd, resources, mounts...
     sandboxes/<sb_id>/state.json     {"pid", "child", "returncode", "status", "exception",
                                       "finished_at"} (supervisor)
@@ -36,7 +38,7 @@ SWITCHES = ("unreachable", "hang", "no_capacity", "name_clash", "auth", "latency
             "terminate_fails")
 
 # Paths a Modal sandbox has that a local process must not touch: mapped per sandbox.
-MAPPED_PREFIXES = ("/vol", "/workspace", "/root")
+MAPPED_PREFIXES = ("/vol", "/workspace", "/root", "/cache")
 TMP = "/tmp"
 """A sandbox's own /tmp is a short directory of the host's (a Unix socket's path has about
 100 bytes, and the sandbox's directory can be deep): ``sandbox_tmp``."""
@@ -240,14 +242,17 @@ def volume_mounts(meta: dict[str, Any]) -> list[tuple[str, Path, bool]]:
     return out
 
 
-def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool) -> int:
+def copy_tree_missing(src: Path, dst: Path, *, overwrite_changed: bool,
+                      skip: tuple[str, ...] = ()) -> int:
     """Copy files of ``src`` into ``dst``: those ``dst`` lacks, and (if asked) those whose
-    size or mtime differ. Content-addressed blobs (``cas/``) are hard-linked when possible."""
+    size or mtime differ. Content-addressed blobs (``cas/``) are hard-linked when possible.
+    ``skip``: top-level directories of ``src`` left out."""
     copied = 0
     if not src.is_dir():
         return 0
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".tmp-")
+                       and not (Path(dirpath) == src and d in skip)]
         rel = Path(dirpath).relative_to(src)
         for name in filenames:
             if name.startswith(".tmp-"):

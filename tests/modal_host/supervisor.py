@@ -51,7 +51,10 @@ def commit(sb_id: str, mount: str | None = None) -> int:
         view = state.map_path(sb_id, path)
         if read_only or (mount is not None and view != state.map_path(sb_id, mount.rstrip("/"))):
             continue
-        copied += state.copy_tree_missing(Path(view), source, overwrite_changed=True)
+        # specs/ are the fake's own rewrites of the daemon's (paths mapped for this
+        # sandbox): a worker never writes one, so they never go back to the volume.
+        copied += state.copy_tree_missing(Path(view), source, overwrite_changed=True,
+                                          skip=("specs",))
     return copied
 
 

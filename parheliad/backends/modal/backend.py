@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import functools
 import json
 import os
@@ -29,7 +30,7 @@ from parhelia.sandbox import (
     ISOLATION_MODAL,
     PLACEHOLDER_PREFIX,
 )
-from parhelia.volume import session_area, spec_key
+from parhelia.volume import spec_key
 from parheliad.backends.base import (
     Check,
     ContainerSpec,
@@ -59,6 +60,7 @@ from parheliad.backends.modal.client import (
 )
 from parheliad.backends.modal.copies import VolumeCopies
 from parheliad.backends.modal.doctor import checks as doctor_checks
+from parheliad.backends.modal.environments import Environments
 from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.policy import api_host, outbound_policy_blocker
@@ -85,7 +87,7 @@ USAGE_WINDOW_DAYS = 7
 compute stays an estimate."""
 
 
-class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
+class ModalBackend(Environments, ChannelFollower, VolumeCopies, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL
@@ -253,21 +255,31 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
 
     async def launch(self, spec: ContainerSpec) -> str:
         """Start the sandbox (the spec and checkpoint are already on the volume).
-        Idempotent: a retry after a lost reply adopts the sandbox of the same name."""
+        Idempotent: a retry after a lost reply adopts the sandbox of the same name.
+        With an environment: its image; its setup first in a sandbox of its own (unless a
+        prepared filesystem is given), whose snapshot the agent's sandbox starts from
+        (:mod:`.environments`); a failed setup's sandbox is the incarnation's."""
         self.owner_tag = self.owner_tag or spec.owner_tag
         app = await self.app()
-        image = await self.image()
+        env = spec.environment
+        tags = self._tags(spec)
+        errors = self.sdk.exception
+        image = self._environment_image(env) if env is not None else await self.image()
+        if env is not None and env.warm_image_id:
+            image = self.sdk.Image.from_id(env.warm_image_id)
+        elif env is not None and env.setup:
+            prepared = await self.prepare(spec, image, tags)
+            if prepared.ended_backend_id:
+                return prepared.ended_backend_id
+            image = prepared.image
         plan = await self._credential(spec.secret_env)
         # Only the session's own area: nothing of another session is readable or
         # writable from inside (ADR 0031).
-        volume = (await self.volume_handle()).with_mount_options(
-            sub_path=session_area(spec.session_id))
+        volumes = await self.mounts(env, spec.session_id, cache=False)
         name = sandbox_name(spec.container_id)
         paths = self.worker_paths(spec.session_id, spec.container_id)
         argv = ("python", "-m", "modal_worker", "run",
                 f"{paths.volume_dir}/{spec_key(spec.container_id)}")
-        errors = self.sdk.exception
-        tags = self._tags(spec)
 
         def create(plan: CredentialPlan) -> Awaitable[Any]:
             extra = ({"_experimental_outbound_policy": plan.policy}
@@ -276,7 +288,7 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                 *argv, app=app, name=name, tags=tags, image=image, secrets=plan.secrets,
                 timeout=sandbox_timeout(spec.timeout_seconds), cpu=float(spec.cpu),
                 memory=int(spec.memory_mb), gpu=spec.gpu or None,
-                volumes={VOLUME_MOUNT: volume},
+                volumes=volumes, **self.network(env),
                 unencrypted_ports=[SSH_PORT] if spec.worker_spec.get(
                     "ssh_authorized_key") else [], **extra))
 
@@ -286,9 +298,9 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
         try:
             try:
                 sb = await self.call(action, functools.partial(create, plan),
-                                      timeout=self.settings.launch_timeout_seconds,
-                                      keep=(errors.AlreadyExistsError, errors.InvalidError,
-                                            errors.NotFoundError))
+                                     timeout=self.settings.launch_timeout_seconds,
+                                     keep=(errors.AlreadyExistsError, errors.InvalidError,
+                                           errors.NotFoundError))
             except errors.InvalidError as exc:
                 if plan.policy is None or "outbound" not in str(exc).lower():
                     raise map_error(exc, action) from None
@@ -298,8 +310,8 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                     None, CREDENTIAL_SECRET, f"Modal refused the outbound policy: {exc}",
                     self.sdk.Secret.from_name(self.settings.secret_name))
                 sb = await self.call(action, functools.partial(create, plan),
-                                      timeout=self.settings.launch_timeout_seconds,
-                                      keep=(errors.AlreadyExistsError, errors.NotFoundError))
+                                     timeout=self.settings.launch_timeout_seconds,
+                                     keep=(errors.AlreadyExistsError, errors.NotFoundError))
         except SandboxEnded as exc:
             # modal 1.6.4's V1 create raises ConflictError when the sandbox ended before it
             # was scheduled: Modal could not start it (its message says why).
@@ -307,6 +319,12 @@ class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
                                 f"{spec.container_id}: {exc.message}. Recovery: fix what "
                                 "Modal names, then `parhelia task retry ID`.") from None
         except errors.NotFoundError as exc:
+            if env is not None and env.warm_image_id:
+                # The prepared filesystem expired (a snapshot has a TTL): set up afresh.
+                log.info("modal.warm_image_gone", container_id=spec.container_id,
+                         image_id=env.warm_image_id)
+                return await self.launch(dataclasses.replace(
+                    spec, environment=dataclasses.replace(env, warm_image_id="")))
             await self._check_volume()  # E506 when the volume vanished
             raise map_error(exc, action) from None
         except errors.AlreadyExistsError:
@@ -478,7 +496,9 @@ def settings_from_config(config: Any) -> ModalSettings:
     return ModalSettings(app_name=m.app_name, volume_name=m.volume_name,
                          secret_name=m.secret_name,
                          call_timeout_seconds=float(m.call_timeout_seconds),
-                         launch_timeout_seconds=float(m.launch_timeout_seconds))
+                         launch_timeout_seconds=float(m.launch_timeout_seconds),
+                         build_timeout_seconds=float(
+                             config.environment.build_timeout_minutes) * 60)
 
 
 def from_config(config: Any, paths: Any, environ: Mapping[str, str] | None = None,

@@ -38,6 +38,8 @@ OWNER_TAG = "parhelia-owner"
 TASK_TAG = "parhelia-task"
 SESSION_TAG = "parhelia-session"
 CONTAINER_TAG = "parhelia-container"
+PHASE_TAG = "parhelia-phase"
+"""On a setup sandbox only (``setup``): the environment's setup phase of its container."""
 VOLUME_MOUNT = "/vol"
 SSH_PORT = 22  # the sandbox's sshd (modal_worker.sshd), behind a raw TCP tunnel
 WORKSPACE_DIR = "/workspace"
@@ -66,6 +68,7 @@ class ModalSettings:
     secret_name: str = "anthropic-api-key"  # noqa: S105 - a name, not a secret
     call_timeout_seconds: float = 60.0
     launch_timeout_seconds: float = 1500.0
+    build_timeout_seconds: float = 3600.0
     claude_version: str = CLAUDE_CODE_VERSION
 
 

@@ -53,8 +53,9 @@ def checks(settings: ModalSettings, environ: Mapping[str, str], *,
         found.append(Check("modal secret", OK, f"{outside}; without it, {local[0]} from "
                            "this environment goes into the sandbox's environment as an "
                            "ephemeral secret, where the agent can read it",
-                           f"modal secret create {settings.secret_name} {local[0]}=... keeps "
-                           "it out of the sandbox"))
+                           f"create the Modal secret {settings.secret_name!r} holding "
+                           f"{local[0]} at https://modal.com/secrets: it keeps the key out of "
+                           "the sandbox"))
     else:
         found.append(Check("modal secret", WARN, f"workers need the Modal secret "
                            f"{settings.secret_name!r}: nothing in this environment to fall "

@@ -137,6 +137,13 @@ def map_error(exc: BaseException, action: str, errors: ModuleType | Any = None) 
                              "`parhelia container list` shows what the daemon knows; "
                              "`parhelia modal setup` recreates the app and volume.",
                              modal_error=name)
+    if name == "ImageBuildError":
+        image_id = getattr(exc, "image_id", "") or ""
+        where = f" Its log: `modal image logs {image_id}`." if image_id else ""
+        return ParheliaError("E606", f"the environment's image did not build ({action}): "
+                             f"{said}.{where} Recovery: fix the base, apt or run layers of the "
+                             "environment (`parhelia env show`), then `parhelia env build`.",
+                             modal_error=name)
     if kind == INVALID:
         return ParheliaError("E503", f"Modal refused the request while {action}: {said}. "
                              "Recovery: check the task's --gpu/--cpu/--memory/--timeout and the "

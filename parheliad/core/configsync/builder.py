@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from parhelia.bundle import CONFIG_DIR_TOKEN, GLOBAL_JSON, SETTINGS
-from parhelia.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact
+from parhelia.redact import SECRET_NAME_RE, find_secrets, looks_secret, redact, secret_setting
 
 SYNCED_DIRS = ("agents", "commands", "skills", "output-styles")
 SECRET_FILES = {
@@ -384,8 +384,7 @@ class _Builder:
                 self.secret_values.add(text[7:].strip())
         # Every literal value is withheld (it may be a credential nothing recognises), but
         # only one whose name or shape says credential is called a secret.
-        reason = "secret" if SECRET_NAME_RE.search(name) or looks_secret(text) \
-            or redact(text) != text else "env"
+        reason = "secret" if secret_setting(name, text) else "env"
         if name in self.pass_env:
             previous = self.plan.secret_env.get(name)
             if previous is not None and previous != text:

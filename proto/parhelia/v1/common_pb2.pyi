@@ -323,6 +323,7 @@ class Task(_message.Message):
     OVERLAPS_FIELD_NUMBER: _builtins.int
     ISOLATION_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -380,6 +381,12 @@ class Task(_message.Message):
         (each against its own base, from their newest checkpoints). Empty when none.
         """
 
+    @_builtins.property
+    def environment(self) -> Global___TaskEnvironment:
+        """The environment it runs in (.parhelia/environment.toml, devcontainer.json, detected
+        or the default) and how its setup went. Unset for tasks from before environments.
+        """
+
     def __init__(
         self,
         *,
@@ -409,14 +416,83 @@ class Task(_message.Message):
         overlaps: _abc.Iterable[Global___TaskOverlap] | None = ...,
         isolation: _builtins.str = ...,
         credential: _builtins.str = ...,
+        environment: Global___TaskEnvironment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "credential", b"credential", "dispatch_after", b"dispatch_after", "finished_at", b"finished_at", "held", b"held", "id", b"id", "isolation", b"isolation", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "credential", b"credential", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "held", b"held", "id", b"id", "isolation", b"isolation", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskEnvironment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    IMAGE_HASH_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_FILE_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    SETUP_STEPS_FIELD_NUMBER: _builtins.int
+    START_STEPS_FIELD_NUMBER: _builtins.int
+    SETUP_STATUS_FIELD_NUMBER: _builtins.int
+    SETUP_MS_FIELD_NUMBER: _builtins.int
+    PERMISSION_MODE_FIELD_NUMBER: _builtins.int
+    PERMISSION_REASON_FIELD_NUMBER: _builtins.int
+    ALLOW_COMMANDS_FIELD_NUMBER: _builtins.int
+    hash: _builtins.str
+    """env-<16 hex>: what the worker prepares"""
+    image_hash: _builtins.str
+    """img-<16 hex>: the image (Modal)"""
+    source: _builtins.str
+    """file | devcontainer | detection | default"""
+    source_file: _builtins.str
+    """the file it came from ("" for detection, default)"""
+    base: _builtins.str
+    """the image's base, in words"""
+    network: _builtins.str
+    """the agent phase's network: full | trusted | none"""
+    setup_steps: _builtins.int
+    start_steps: _builtins.int
+    setup_status: _builtins.str
+    """"" | running | completed | skipped | failed"""
+    setup_ms: _builtins.int
+    """how long the last setup (or start) took"""
+    permission_mode: _builtins.str
+    """the agent's mode as it runs"""
+    permission_reason: _builtins.str
+    """why that mode (chosen, the sandbox default...)"""
+    @_builtins.property
+    def allow_commands(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """pre-approved for an agent with a narrower mode"""
+
+    def __init__(
+        self,
+        *,
+        hash: _builtins.str = ...,
+        image_hash: _builtins.str = ...,
+        source: _builtins.str = ...,
+        source_file: _builtins.str = ...,
+        base: _builtins.str = ...,
+        network: _builtins.str = ...,
+        setup_steps: _builtins.int = ...,
+        start_steps: _builtins.int = ...,
+        setup_status: _builtins.str = ...,
+        setup_ms: _builtins.int = ...,
+        permission_mode: _builtins.str = ...,
+        permission_reason: _builtins.str = ...,
+        allow_commands: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_commands", b"allow_commands", "base", b"base", "hash", b"hash", "image_hash", b"image_hash", "network", b"network", "permission_mode", b"permission_mode", "permission_reason", b"permission_reason", "setup_ms", b"setup_ms", "setup_status", b"setup_status", "setup_steps", b"setup_steps", "source", b"source", "source_file", b"source_file", "start_steps", b"start_steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskEnvironment: _TypeAlias = TaskEnvironment  # noqa: Y015
 
 @_typing.final
 class TaskOverlap(_message.Message):

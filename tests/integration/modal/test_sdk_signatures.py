@@ -10,6 +10,7 @@ anything we use fails here. The fake's own signatures must be a subset of the re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -21,10 +22,27 @@ import modal.container_process
 import modal.volume
 import pytest
 
+from parhelia.environment import CACHE_ROOT_MODAL, Step, WorkerEnvironment
 from parhelia.errors import ParheliaError
 from parhelia.volume import LocalVolume
+from parheliad.backends.base import EnvironmentLaunch
 from parheliad.backends.modal import setup as modal_setup
-from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
+from parheliad.environments.model import (
+    BASE_DEBIAN_SLIM,
+    BASE_DOCKERFILE,
+    BASE_REGISTRY,
+    Base,
+    ImageRecipe,
+)
+from tests.helpers.modal_backend import (
+    OWNER,
+    container_spec,
+    follow,
+    make_backend,
+    script,
+    start,
+    worker_spec,
+)
 from tests.helpers.paths import REPO
 
 # Fake class name -> the real SDK's class.
@@ -35,6 +53,14 @@ REAL_CLASSES: dict[str, Any] = {
     "AppSandboxesManager": modal.app.AppSandboxesManager,
     "experimental": modal.experimental, "OutboundPolicy": modal.experimental.OutboundPolicy,
 }
+
+
+STATIC_IMAGES = ("Image.debian_slim", "Image.from_registry", "Image.from_dockerfile",
+                 "Image.from_id")
+"""Image constructors (static): every other Image step is called on an image."""
+IMPLICIT_FIRST = ("Image.from_id", "Volume.objects.delete.aio")
+"""Calls whose real signature shows its implicit first argument (``cls`` of a classmethod,
+``self`` of the ``Volume.objects`` manager) although the caller passes none."""
 
 
 class Calls:
@@ -163,7 +189,50 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     await fresh.statuses([(sb_id, "c-sig-1")])
     await fresh.credentials()
     await fresh.compute_costs([("c-sig-1", 0.0)])
+    await _environments(fresh, fake_modal, local, tmp_path)
     return log
+
+
+async def _environments(backend: Any, fake_modal: Any, local: LocalVolume,
+                        tmp_path: Path) -> None:
+    """Environments: images from each kind of base, a setup sandbox snapshotted, the
+    agent's sandbox from the snapshot with its allowlist and the cache volume, a warm
+    start by image id, a cache volume deleted (ADR 0052)."""
+    build = tmp_path / "build"
+    (build / "context").mkdir(parents=True)
+    (build / "Dockerfile").write_text("FROM python:3.12-slim\n")
+    for base in (Base(BASE_REGISTRY, image="ubuntu:24.04", python="3.12"),
+                 Base(BASE_DOCKERFILE, dockerfile="Dockerfile", build_args={"V": "1"},
+                      python="3.12")):
+        await backend.build_image(ImageRecipe(base=base, apt=("libpq-dev",), run=("true",),
+                                              hash=f"img-sig-{base.kind}"), build)
+    image_id = await backend.build_image(ImageRecipe(base=Base(BASE_DEBIAN_SLIM,
+                                                               python="3.11"),
+                                                     hash="img-sig"), None)
+    fake_modal.create_secret("sig-setup", {"SIG": "x"})
+    snapshots: list[str] = []
+
+    async def record(snapshot_id: str) -> None:
+        snapshots.append(snapshot_id)
+
+    for cid, warm in (("c-sig-env", ""), ("c-sig-warm", None)):
+        spec = dataclasses.replace(
+            worker_spec(backend, script({"write": "b.txt", "content": "B"}), cid,
+                        session_id=f"s-{cid}"),
+            environment=WorkerEnvironment(hash="env-sig", setup=(Step("s", run="true"),),
+                                          cache_root=CACHE_ROOT_MODAL,
+                                          cache_dirs=("~/.cache/x",)))
+        launch = EnvironmentLaunch(
+            hash="env-sig", image_hash="img-sig", image_id=image_id, setup=True,
+            setup_secrets=("sig-setup",), agent_hosts=("api.anthropic.com",),
+            cache_volume="parhelia-cache-sig",
+            warm_image_id=snapshots[0] if warm is None else warm, on_snapshot=record)
+        key = f"specs/{cid}.json"
+        local.put(key, json.dumps(spec.to_dict()).encode())
+        await backend.push(local, [key])
+        await backend.launch(dataclasses.replace(container_spec(spec), environment=launch))
+        await follow(backend, cid, timeout=90)
+    assert await backend.delete_cache("parhelia-cache-sig")
 
 
 async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded: Calls):
@@ -178,11 +247,14 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
                      "Secret.hydrate.aio", "ContainerProcess.wait.aio", "Sandbox.tunnels.aio",
                      "AppSandboxesManager.stats.aio", "Volume.with_mount_options",
                      "Volume.copy_files.aio", "experimental.OutboundPolicy",
-                     "OutboundPolicy.with_header_replacement"):
+                     "OutboundPolicy.with_header_replacement", "Image.from_registry",
+                     "Image.from_dockerfile", "Image.from_id", "Image.apt_install",
+                     "Image.run_commands", "Sandbox.snapshot_filesystem.aio",
+                     "Volume.objects.delete.aio"):
         assert expected in paths, expected
     problems = []
     for path, bound, nargs, keywords in sorted(recorded.calls):
-        if path.startswith("Image.") and path.count(".") == 1 and path != "Image.debian_slim":
+        if path.startswith("Image.") and path.count(".") == 1 and path not in STATIC_IMAGES:
             bound = True  # chained builder steps are called on an image
         real = _resolve_real(path)
         try:
@@ -190,7 +262,8 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
         except (TypeError, ValueError) as exc:
             problems.append(f"{path}: no signature ({exc})")
             continue
-        placeholders = [None] * (nargs + (1 if bound and "self" in sig.parameters else 0))
+        implicit = (bound and "self" in sig.parameters) or path in IMPLICIT_FIRST
+        placeholders = [None] * (nargs + (1 if implicit else 0))
         try:
             sig.bind(*placeholders, **dict.fromkeys(keywords))
         except TypeError as exc:

@@ -186,7 +186,8 @@ def test_exit_code_table() -> None:
     assert [(c.value, c.status, c.error_code) for c in ExitCode] == [
         (0, "completed", None), (1, "failed", None), (2, "failed", "E100"),
         (3, "failed", "E400"), (4, "failed", "E500"), (5, "failed", "E600"),
-        (124, "timeout", "E501"), (130, "stopped", None), (143, "stopped", None)]
+        (6, "failed", "E606"), (124, "timeout", "E501"), (130, "stopped", None),
+        (143, "stopped", None)]
 
 
 # -- argv and environment ---------------------------------------------------------------

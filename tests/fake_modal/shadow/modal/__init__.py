@@ -171,11 +171,11 @@ class Secret:
 
 class Image:
     def __init__(self, steps: tuple[tuple[str, ...], ...], local: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, image_id: str | None = None) -> None:
         self._steps = steps
         self._local = local
         self._env = dict(env or {})
-        self.object_id: str | None = None
+        self.object_id: str | None = image_id
 
     def _add(self, *step: str, env: dict[str, str] | None = None) -> Image:
         if self._local:
@@ -188,6 +188,39 @@ class Image:
     @staticmethod
     def debian_slim(python_version: str | None = None, force_build: bool = False) -> Image:
         return Image((("debian_slim", str(python_version)),))
+
+    @staticmethod
+    def from_registry(tag: str, secret: Secret | None = None, *,
+                      setup_dockerfile_commands: list[str] = [],  # noqa: B006
+                      force_build: bool = False, add_python: str | None = None,
+                      **kwargs: Any) -> Image:
+        return Image((("registry", tag, add_python or ""),))
+
+    @staticmethod
+    def from_dockerfile(path: str | Path, *, force_build: bool = False,
+                        context_dir: Path | str | None = None, ignore: Any = None,
+                        build_args: dict[str, str] = {},  # noqa: B006
+                        registry_secret: Secret | None = None,
+                        secrets: Collection[Secret] | None = None,
+                        env: dict[str, str | None] | None = None, gpu: str | None = None,
+                        add_python: str | None = None) -> Image:
+        """The Dockerfile and its context are read here (modal 1.6.4 reads them when the
+        image is loaded): the step records their digests, so a changed file rebuilds."""
+        dockerfile = Path(path).expanduser().read_bytes()
+        context = hashlib.sha256()
+        base = Path(context_dir) if context_dir is not None else Path(path).parent
+        for file in sorted(p for p in base.rglob("*") if p.is_file()):
+            context.update(file.relative_to(base).as_posix().encode() + b"\0")
+            context.update(file.read_bytes())
+        return Image((("dockerfile", hashlib.sha256(dockerfile).hexdigest(),
+                       context.hexdigest(), json.dumps(build_args, sort_keys=True),
+                       add_python or ""),))
+
+    @staticmethod
+    def from_id(image_id: str, client: Any = None) -> Image:
+        """A handle on a built image or a snapshot (lazy: an unknown id fails when a
+        sandbox is created from it, NotFoundError, as modal 1.6.4 hydrates it then)."""
+        return Image((("from_id", image_id),), image_id=image_id)
 
     def apt_install(self, *packages: str | list[str], force_build: bool = False,
                     env: dict[str, str | None] | None = None,
@@ -222,16 +255,58 @@ class Image:
         return Image(self._steps, self._local + modules, self._env)
 
     def _digest(self) -> str:
+        if self._steps and self._steps[0][0] == "from_id":
+            return self._steps[0][1]
         return hashlib.sha256(json.dumps(self._steps).encode()).hexdigest()[:24]
 
     def _build(self, app: App | None = None) -> Image:
-        path = _service.root() / "images" / self._digest()
+        if self._steps and self._steps[0][0] == "from_id":
+            _resolve_image(self)
+            return self
+        digest = self._digest()
+        _check_base(self._steps, f"im-{digest}")
+        path = _service.root() / "images" / digest
         if not path.exists():
-            _service.write_json(path, {"steps": self._steps, "built_at": time.time()})
-        self.object_id = f"im-{self._digest()}"
+            _service.write_json(path, {"steps": self._steps, "built_at": time.time(),
+                                       "env": self._env})
+        self.object_id = f"im-{digest}"
         return self
 
     build = sdkmethod(_build)
+
+
+NO_GLIBC = ("alpine", "busybox", "scratch", "distroless")
+"""Registry images the fake's builder treats as lacking glibc and apt-get: a build whose
+steps check the base (Parhelia's check layer) fails on them, with the check's message."""
+
+
+def _check_base(steps: tuple[tuple[str, ...], ...], image_id: str) -> None:
+    base = steps[0] if steps else ()
+    checked = any(step[0] == "run" and any("parhelia-base-check" in c for c in step[1:])
+                  for step in steps)
+    if checked and base[:1] == ("registry",) and any(word in base[1] for word in NO_GLIBC):
+        raise exception.ImageBuildError(
+            f"Image build for {image_id} failed with the exception:\nparhelia: the base "
+            "image has no apt-get: it must be Debian or Ubuntu based", image_id)
+
+
+def _resolve_image(image: Image) -> tuple[Path | None, dict[str, str]]:
+    """What a sandbox created from ``image`` starts with: a snapshot's files (None for a
+    built image: the fake runs the worker of this machine) and the image's environment.
+    An id Modal does not know (or a snapshot past its ttl) is NotFoundError."""
+    if not (image._steps and image._steps[0][0] == "from_id"):
+        return None, dict(image._env)
+    image_id = image._steps[0][1]
+    snap = _service.root() / "snapshots" / f"{image_id}.json"
+    if snap.exists():
+        meta = _service.read_json(snap)
+        if meta.get("expires_at") is not None and meta["expires_at"] < time.time():
+            raise exception.NotFoundError(f"Image {image_id} not found (expired)")
+        return snap.with_suffix(""), dict(meta.get("env") or {})
+    built = _service.root() / "images" / image_id.removeprefix("im-")
+    if image_id.startswith("im-") and built.exists():
+        return None, dict(_service.read_json(built).get("env") or {})
+    raise exception.NotFoundError(f"Image {image_id} not found")
 
 
 def _flat(items: Sequence[str | list[str]]) -> list[str]:
@@ -244,6 +319,11 @@ def _flat(items: Sequence[str | list[str]]) -> list[str]:
 def built_images() -> list[str]:
     base = _service.root() / "images"
     return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+def snapshots() -> list[str]:
+    base = _service.root() / "snapshots"
+    return sorted(p.stem for p in base.glob("*.json")) if base.is_dir() else []
 
 
 # -- Volume ---------------------------------------------------------------------------------
@@ -624,6 +704,11 @@ class Sandbox:
                 _service.switch_value("no_capacity")
                 or f"No capacity available for {gpu or 'CPU'} sandboxes; try again later")
         secret_env = _secret_values(secrets)
+        for domain in outbound_domain_allowlist or ():
+            if not isinstance(domain, str) or not domain:
+                raise exception.InvalidError(f"Invalid domain in outbound_domain_allowlist: "
+                                             f"{domain!r}")
+        image_root, image_env = _resolve_image(image) if image is not None else (None, {})
         outbound: list[dict[str, Any]] = []
         if _experimental_outbound_policy is not None:
             # Validated and its secrets resolved here, on the service's side: their values
@@ -639,14 +724,15 @@ class Sandbox:
             tags=dict(tags or {}), gpu=gpu, cpu=cpu, memory=memory, workdir=workdir,
             env={k: v for k, v in (env or {}).items() if v is not None},
             image=image._digest() if image else None,
-            image_env=image._env if image is not None else {},
+            image_env=image_env,
             volumes={p: v._mount_spec() for p, v in mounts.items()},
             unencrypted_ports=[int(p) for p in unencrypted_ports],
             extra={"network": {"block_network": block_network,
                                "outbound_cidr_allowlist": outbound_cidr_allowlist,
                                "outbound_domain_allowlist": outbound_domain_allowlist,
                                "inbound_cidr_allowlist": inbound_cidr_allowlist},
-                   "outbound_policy": outbound})
+                   "outbound_policy": outbound,
+                   "image_root": str(image_root) if image_root is not None else None})
         try:
             sb_id = sandboxes.create(new, secret_env, inert=_service.switch_on("inert"))
         except sandboxes.NameTaken:
@@ -746,6 +832,32 @@ class Sandbox:
         sandboxes.reload_volumes(self.object_id)
 
     reload_volumes = sdkmethod(_reload_volumes)
+
+    def _snapshot_filesystem(self, timeout: int = 55, *,
+                             ttl: int | None = 30 * 24 * 3600) -> Image:
+        """The sandbox's files as an image (its volume mounts left out, as on Modal): a
+        sandbox created from it starts with them; past ``ttl`` it is NotFoundError."""
+        if _service.returncode(self.object_id) is not None:
+            raise exception.SnapshotCreationError(f"Sandbox {self.object_id} has finished")
+        meta = _service.sandbox_meta(self.object_id) or {}
+        image_id = _service.new_id("im")
+        dest = _service.root() / "snapshots" / image_id
+        root = _service.sandbox_dir(self.object_id) / "root"
+        mounted = {Path(_service.map_path(self.object_id, p)).resolve()
+                   for p in meta.get("volumes") or {}}
+
+        def ignore(directory: str, names: list[str]) -> list[str]:
+            return [n for n in names if (Path(directory) / n).resolve() in mounted]
+
+        shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+        _service.write_json(dest.with_suffix(".json"), {
+            "sandbox": self.object_id, "created_at": time.time(),
+            "expires_at": None if ttl is None else time.time() + ttl,
+            "env": meta.get("image_env") or {}})
+        return Image((("from_id", image_id),), image_id=image_id,
+                     env=meta.get("image_env") or {})
+
+    snapshot_filesystem = sdkmethod(_snapshot_filesystem)
 
     def _exec_ready(self) -> bool:
         """An exec runs once the container has started (Modal queues it until then)."""

@@ -77,6 +77,38 @@ def test_a_stop_during_internal_errors_is_retried_until_the_sandbox_ends(
     assert h.task(task_id)["status"] == "cancelled"
 
 
+def _compute_micros(h: Harness, task_id: str) -> int:
+    task = h.task(task_id)
+    return int((task.get("usage") or task).get("compute_cost_micros") or 0)
+
+
+def test_while_modal_is_unreachable_nothing_is_stopped_and_compute_accrues(
+        modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
+    """Modal's outage is not the sandbox's end: it runs (and bills) on, so the daemon
+    keeps accruing its compute, and stops nothing."""
+    h = modal_harness("[budget]\naccrual_interval_seconds = 0.5\n")
+    task_id = h.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                   {"sleep": 300}))
+    sandbox = _running_sandbox(h, modal_standin, task_id)
+    container = h.task(task_id)["container_id"]
+    wait_for(lambda: _compute_micros(h, task_id) > 0, 30, "compute accrued")
+    outage = modal_standin.fail("*", "UNAVAILABLE", message="upstream connect error")
+    try:
+        wait_for(lambda: h.json("container", "show", container)["health"] == "unreachable",
+                 60, "the container shown unreachable")
+        during = _compute_micros(h, task_id)
+        wait_for(lambda: _compute_micros(h, task_id) > during, 30,
+                 "compute accruing during the outage")
+        shown = h.json("container", "show", container)
+        assert shown["state"] == "running", shown
+        assert modal_standin.service.returncode(sandbox["id"]) is None
+        assert "SandboxTerminateV2" not in modal_standin.calls()
+    finally:
+        modal_standin.remove(outage)
+    assert h.task(task_id)["status"] == "running"
+    h.run("task", "cancel", task_id, "--grace", "1", check=True)
+
+
 def test_an_oom_kill_is_shown_with_modals_reason(
         modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
     h = modal_harness()

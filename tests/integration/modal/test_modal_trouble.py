@@ -160,6 +160,28 @@ def test_an_init_failure_fails_the_task_with_modals_message(
     assert "Image pull failed: manifest unknown" in result["error_message"]
 
 
+@pytest.mark.parametrize(("status", "code", "fix"), [
+    ("PERMISSION_DENIED", "E401", "use a token of the workspace"),
+    ("UNAUTHENTICATED", "E400", "parhelia modal setup --token-id"),
+])
+def test_a_launch_refused_for_the_token_fails_with_the_fix(
+        modal_harness: Callable[..., Harness], modal_standin: StandIn,
+        status: str, code: str, fix: str) -> None:
+    """Not "retry the task" (the same token is refused again): the code and the command
+    that fixes the token, with Modal's own words."""
+    h = modal_harness()
+    modal_standin.fail("SandboxCreate*", status, message="token ak-x may not create sandboxes")
+    task_id = h.create(fake_prompt({"turn": True}))
+    task = h.wait(task_id, timeout=90)
+    assert task["status"] == "failed", task
+    result = task["result"]
+    assert result["error_code"] == code, result
+    assert "may not create sandboxes" in result["error_message"]
+    assert fix in result["error_message"] and "task retry" not in result["error_message"]
+    assert "modal token" not in result["error_message"]
+    assert not modal_standin.running()
+
+
 def test_a_gpu_capacity_wait_is_visible_and_a_cancel_leaves_nothing_running(
         modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
     h = modal_harness()

@@ -10,6 +10,7 @@ visible, cancellable and leaves nothing behind; local tasks start while Modal ha
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -191,6 +192,10 @@ def test_a_gpu_capacity_wait_is_visible_and_a_cancel_leaves_nothing_running(
         (t := h.task(task_id)).get("status_reason") or "") and t, 60,
         "the capacity wait shown")
     assert waiting["status"] in ("pending", "running")
+    shown = r"waiting for an A100(-40GB)? on Modal: \d+(m\d\d)?s"  # what for, how long
+    assert re.search(shown, waiting["status_reason"]), waiting
+    container = h.json("container", "show", waiting["container_id"])
+    assert "waiting for an A100" in container["reason"], container
     assert [s["gpu"].startswith("A100") for s in modal_standin.running()] == [True]
     h.run("task", "cancel", task_id, "--grace", "1", check=True)
     wait_for(lambda: not modal_standin.running(), 60, "no sandbox left")

@@ -170,7 +170,8 @@ class Runtime:
 
     def check_backend(self, name: str) -> None:
         """Refuse, at creation, a task its backend cannot start: E400 when Modal has no
-        token (`parhelia modal setup --token-id`), E500 when the backend is otherwise unavailable."""
+        token (`parhelia modal setup --token-id`), E500 when the backend is otherwise
+        unavailable."""
         why = self.registry.unavailable_reason(name)
         if why is None:
             return

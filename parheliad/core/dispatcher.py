@@ -31,7 +31,7 @@ import dataclasses
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -327,6 +327,7 @@ class Dispatcher:
                 waits[task.id] = waiting.Wait(exc.message)
                 report.detail = f"all {cap} worker slots busy"
                 full = True
+                continue
             except ImageNotReady as exc:
                 waits[task.id] = waiting.Wait(exc.message, progress=True)
                 continue

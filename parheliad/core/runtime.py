@@ -172,8 +172,8 @@ class Runtime:
     # -- the TaskRuntime seam of the task service ----------------------------------
 
     def check_backend(self, name: str) -> None:
-        """Refuse, at creation, a task its backend cannot start: E400 when it lacks a
-        credential of its own (Modal's token: `modal token new`), E500 when it is otherwise
+        """Refuse, at creation, a task its backend cannot start: E400 when Modal has no
+        token (`parhelia modal setup --token-id`), E500 when the backend is otherwise
         unavailable."""
         why = self.registry.unavailable_reason(name)
         if why is None:

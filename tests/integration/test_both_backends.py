@@ -198,9 +198,9 @@ def test_daemon_stopped_for_a_long_stretch_while_the_worker_works_on(
     for i in range(6):
         steps += [{"write": f"f{i}.txt", "content": str(i)}, {"turn": True}, {"sleep": 1}]
     task_id = harness.create(fake_prompt(*steps))
-    # Its worker started (a task is running from its dispatch on, before its launch
-    # returns: a daemon stopped then would find it never launched).
-    wait_for(lambda: any(e["type"] == "worker_started" for e in harness.events("--task", task_id)),
+    # the worker running, not only the task dispatched: a launch through the real SDK takes
+    # a while, and a daemon stopped before it returns has launched nothing to work on
+    wait_for(lambda: harness.events("--task", task_id, "--type", "worker_started"),
              timeout=60, what="the worker started")
     harness.daemon.stop()
     time.sleep(8)  # the worker works on, heartbeats and all, with nobody listening

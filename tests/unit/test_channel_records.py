@@ -42,6 +42,11 @@ SAMPLES: list[records.Typed] = [
     records.SessionHeadless(instruction_chars=120),
     records.WorkerIsolation(isolation="none", credential="environment",
                             reason="bwrap: no user namespaces"),
+    records.SetupStarted(phase="setup", steps=2),
+    records.SetupCompleted(phase="start", steps=1, duration_ms=1500),
+    records.SetupSkipped(hash="env-0123456789abcdef", steps=2),
+    records.SetupFailed(phase="setup", index=1, name="setup[2]", command="uv sync",
+                        exit_code=2, timed_out=False, duration_ms=800, tail=["error: x"]),
 ]
 
 

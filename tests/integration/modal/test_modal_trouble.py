@@ -10,6 +10,7 @@ visible, cancellable and leaves nothing behind; local tasks start while Modal ha
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,38 @@ def test_a_stop_during_internal_errors_is_retried_until_the_sandbox_ends(
     assert h.task(task_id)["status"] == "cancelled"
 
 
+def _compute_micros(h: Harness, task_id: str) -> int:
+    task = h.task(task_id)
+    return int((task.get("usage") or task).get("compute_cost_micros") or 0)
+
+
+def test_while_modal_is_unreachable_nothing_is_stopped_and_compute_accrues(
+        modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
+    """Modal's outage is not the sandbox's end: it runs (and bills) on, so the daemon
+    keeps accruing its compute, and stops nothing."""
+    h = modal_harness("[budget]\naccrual_interval_seconds = 0.5\n")
+    task_id = h.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                                   {"sleep": 300}))
+    sandbox = _running_sandbox(h, modal_standin, task_id)
+    container = h.task(task_id)["container_id"]
+    wait_for(lambda: _compute_micros(h, task_id) > 0, 30, "compute accrued")
+    outage = modal_standin.fail("*", "UNAVAILABLE", message="upstream connect error")
+    try:
+        wait_for(lambda: h.json("container", "show", container)["health"] == "unreachable",
+                 60, "the container shown unreachable")
+        during = _compute_micros(h, task_id)
+        wait_for(lambda: _compute_micros(h, task_id) > during, 30,
+                 "compute accruing during the outage")
+        shown = h.json("container", "show", container)
+        assert shown["state"] == "running", shown
+        assert modal_standin.service.returncode(sandbox["id"]) is None
+        assert "SandboxTerminateV2" not in modal_standin.calls()
+    finally:
+        modal_standin.remove(outage)
+    assert h.task(task_id)["status"] == "running"
+    h.run("task", "cancel", task_id, "--grace", "1", check=True)
+
+
 def test_an_oom_kill_is_shown_with_modals_reason(
         modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
     h = modal_harness()
@@ -128,6 +161,28 @@ def test_an_init_failure_fails_the_task_with_modals_message(
     assert "Image pull failed: manifest unknown" in result["error_message"]
 
 
+@pytest.mark.parametrize(("status", "code", "fix"), [
+    ("PERMISSION_DENIED", "E401", "use a token of the workspace"),
+    ("UNAUTHENTICATED", "E400", "parhelia modal setup --token-id"),
+])
+def test_a_launch_refused_for_the_token_fails_with_the_fix(
+        modal_harness: Callable[..., Harness], modal_standin: StandIn,
+        status: str, code: str, fix: str) -> None:
+    """Not "retry the task" (the same token is refused again): the code and the command
+    that fixes the token, with Modal's own words."""
+    h = modal_harness()
+    modal_standin.fail("SandboxCreate*", status, message="token ak-x may not create sandboxes")
+    task_id = h.create(fake_prompt({"turn": True}))
+    task = h.wait(task_id, timeout=90)
+    assert task["status"] == "failed", task
+    result = task["result"]
+    assert result["error_code"] == code, result
+    assert "may not create sandboxes" in result["error_message"]
+    assert fix in result["error_message"] and "task retry" not in result["error_message"]
+    assert "modal token" not in result["error_message"]
+    assert not modal_standin.running()
+
+
 def test_a_gpu_capacity_wait_is_visible_and_a_cancel_leaves_nothing_running(
         modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
     h = modal_harness()
@@ -137,6 +192,10 @@ def test_a_gpu_capacity_wait_is_visible_and_a_cancel_leaves_nothing_running(
         (t := h.task(task_id)).get("status_reason") or "") and t, 60,
         "the capacity wait shown")
     assert waiting["status"] in ("pending", "running")
+    shown = r"waiting for an A100(-40GB)? on Modal: \d+(m\d\d)?s"  # what for, how long
+    assert re.search(shown, waiting["status_reason"]), waiting
+    container = h.json("container", "show", waiting["container_id"])
+    assert "waiting for an A100" in container["reason"], container
     assert [s["gpu"].startswith("A100") for s in modal_standin.running()] == [True]
     h.run("task", "cancel", task_id, "--grace", "1", check=True)
     wait_for(lambda: not modal_standin.running(), 60, "no sandbox left")

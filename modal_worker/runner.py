@@ -213,13 +213,25 @@ class Worker:
 
     @property
     def contained(self) -> bool:
-        """Whether the agent runs inside a sandbox that is its boundary (a Modal sandbox)."""
-        return self.spec.backend == MODAL
+        """Whether the agent runs inside a sandbox that is its boundary: a Modal sandbox,
+        or this machine's bubblewrap container (once ``_contain`` made one)."""
+        return self.spec.backend == MODAL or self.container is not None
 
     def _permission_mode(self) -> str:
         """The agent's mode: the contained default in a sandbox, else the task's own."""
         contained = self.agent_spec.permission_mode_contained
         return contained if contained and self.contained else self.agent_spec.permission_mode
+
+    def _apply_permission_mode(self, env: dict[str, str]) -> None:
+        """Run the agent in the mode :meth:`_permission_mode` says now (contained or not
+        is known once ``_contain`` ran); a root agent in ``bypassPermissions`` is told it
+        runs in a sandbox (``IS_SANDBOX``), as Claude Code requires."""
+        mode = self._permission_mode()
+        if mode != self.agent_spec.permission_mode:
+            self.agent_spec = dataclasses.replace(self.agent_spec, permission_mode=mode)
+            self.environment["permission_mode"] = mode
+        if mode == "bypassPermissions" and os.geteuid() == 0:
+            env["IS_SANDBOX"] = "1"
 
     def _agent_base(self) -> dict[str, str]:
         """The worker's environment without the setup secrets (start and the agent)."""
@@ -228,20 +240,17 @@ class Worker:
             envsetup.without_secrets(self.environ, environment)
 
     def _run(self) -> WorkerExit:
-        mode = self._permission_mode()
-        if mode != self.agent_spec.permission_mode:
-            self.agent_spec = dataclasses.replace(self.agent_spec, permission_mode=mode)
-            self.environment["permission_mode"] = mode
         extra = {**(self.spec.environment.env if self.spec.environment else {}),
                  **self.spec.env}
         env = build_env(self._agent_base(), extra=extra, config_dir=self.config_dir,
-                        workspace=self.workspace, permission_mode=mode)
+                        workspace=self.workspace, permission_mode=self._permission_mode())
         check_credentials(env)
         command = resolve_command(self.spec.agent.command, env)
         self._materialise()
         os.chdir(self.workspace)
         self.prepare_config_dir()
         env = self._contain(command, env)
+        self._apply_permission_mode(env)
         env.update(self._install_risky_hook())
         self.conversation = session_conversation(self.config_dir, self.workspace,
                                                  self.spec.agent.session_uuid)

@@ -68,6 +68,9 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
             if row.container_id else None
         if container is not None:
             msg.isolation, msg.credential = container.isolation, container.credential
+            if msg.HasField("environment"):  # the mode as its container runs it
+                mode, why = environments.permission(row, container.isolation)
+                msg.environment.permission_mode, msg.environment.permission_reason = mode, why
         return msg
 
     async def CancelTask(self, request: tasks_pb2.CancelTaskRequest,

@@ -203,6 +203,7 @@ class ImageBuilds:
                              note=f"environment build {env.image_hash} ({seconds:.0f} s at "
                                   f"{BUILD_CORES} cores), estimated at the [rates]",
                              at=now_us())
+            tx.tasks.recount_cost(build.task_id, "compute_cost_micros")
 
     async def stop(self) -> None:
         for job in list(self._tasks):

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from parhelia import sandbox
 from parhelia.backends import LOCAL, MODAL
 from parhelia.checkpoint import BlobStore
 from parhelia.environment import CACHE_ROOT_MODAL, WorkerEnvironment
@@ -137,15 +138,19 @@ def chose_mode(task: TaskRow) -> bool:
     return isinstance(sources, dict) and sources.get("permission_mode", "default") != "default"
 
 
-def permission(task: TaskRow) -> tuple[str, str]:
-    """(the agent's mode, why) as the task will run it."""
+def permission(task: TaskRow, isolation: str = "") -> tuple[str, str]:
+    """(the agent's mode, why) as the task will run it; ``isolation``: how its current
+    container contains its agent, when known (``parhelia.sandbox``)."""
     if chose_mode(task):
         return task.permission_mode, "chosen for this task"
     if task.backend == MODAL:
         return CONTAINED_DEFAULT_MODE, "the default inside a Modal sandbox (the sandbox is " \
             "the boundary)"
+    if isolation == sandbox.ISOLATION_BUBBLEWRAP:
+        return CONTAINED_DEFAULT_MODE, "the default inside this machine's bubblewrap " \
+            "container (the container is the boundary)"
     return task.permission_mode, "the default for an agent that runs uncontained on this " \
-        "machine"
+        "machine (bypassPermissions once bubblewrap contains it)"
 
 
 def create_notices(task: TaskRow) -> list[str]:
@@ -166,7 +171,9 @@ def create_notices(task: TaskRow) -> list[str]:
                    f"commands that need approval will be refused; pre-approved: {which}. "
                    "List the commands it may run in allow_commands of "
                    ".parhelia/environment.toml (within agent.allow_commands of your "
-                   "config), or choose --permission-mode bypassPermissions.")
+                   "config), or choose --permission-mode bypassPermissions. (Contained "
+                   "in this machine's bubblewrap sandbox, it runs with bypassPermissions "
+                   "instead: `parhelia doctor` says whether it can be.)")
     return out
 
 

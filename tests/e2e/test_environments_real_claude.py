@@ -118,7 +118,7 @@ def test_setup_installs_what_the_tests_need_and_the_agent_runs_pytest(
                                                       "description": "run the tests"})),
         reply("Checking my environment.", tool_use("Bash", {"command": "env",
                                                             "description": "show env"})),
-        # Not pre-approved: only an agent in bypassPermissions (a Modal sandbox) runs it.
+        # Not pre-approved: only an agent in bypassPermissions (contained) runs it.
         reply("Computing.", tool_use("Bash", {"command": "python3 -c 'print(6*7)'",
                                               "description": "compute"})),
         reply("The tests pass."))
@@ -133,18 +133,20 @@ def test_setup_installs_what_the_tests_need_and_the_agent_runs_pytest(
     # The agent's environment has the environment's env, never the setup secret.
     assert "PYTHONPATH=.deps" in results[1]
     assert SECRET_VALUE not in results[1] and SETUP_SECRET not in results[1]
-    # The default mode as the real CLI applies it: in the Modal sandbox any command runs;
-    # on this machine, uncontained, a command not pre-approved is refused.
-    if stack.backend == "modal":
+    # The default mode as the real CLI applies it: contained (a Modal sandbox, or this
+    # machine's bubblewrap container) any command runs; uncontained, a command not
+    # pre-approved is refused.
+    show = stack.harness.json("task", "show", task["id"])
+    contained = stack.backend == "modal" or show.get("isolation") == "bubblewrap"
+    if contained:
         assert "42" in results[2], results[2]
     else:
         assert "42" not in results[2] and "requires approval" in results[2], results[2]
 
-    show = stack.harness.json("task", "show", task["id"])
     environment = show["environment"]
     assert environment["hash"].startswith("env-") and environment["source"] == "file"
     assert environment["setup_status"] == "completed" and int(environment["setup_ms"]) > 0
-    mode = "bypassPermissions" if stack.backend == "modal" else "acceptEdits"
+    mode = "bypassPermissions" if contained else "acceptEdits"
     assert environment["permission_mode"] == mode, environment
     events = {e["type"] for e in stack.harness.events("--task", task["id"])}
     assert {"setup_started", "setup_step", "setup_completed"} <= events

@@ -469,18 +469,23 @@ def test_modal_compute_is_an_estimate_until_modals_usage_figure_replaces_it(
     modal_cost = next(g.cost for g in sdk.App.lookup("parhelia").sandboxes.stats(
         since=since, group_by_tags=["parhelia-container"])
         if g.tags["parhelia-container"] == task["container_id"])
+    # What stays an estimate is the environment image's build (Modal's sandbox statistics
+    # do not cover builds; the task pays for it): the sandbox's own compute is replaced by
+    # Modal's figure.
+    built = len(harness.events("--task", task_id, "--type", "environment_built"))
     harness.json("reconciler", "run")
-    after = wait_for(lambda: (r := row()).get("estimated_compute_micros") == 0 and r, 30,
-                     "the estimate replaced")
-    assert after["compute_micros"] == round(modal_cost * 1_000_000) != before["compute_micros"]
+    after = wait_for(lambda: (r := row()).get("estimated_compute_micros", 0)
+                     < before["estimated_compute_micros"] and r, 30, "the estimate replaced")
+    build_estimate = after["estimated_compute_micros"]
+    assert build_estimate == 0 or built == 1, after
+    assert after["compute_micros"] - build_estimate == round(modal_cost * 1_000_000)
+    assert after["compute_micros"] != before["compute_micros"]
     assert harness.task(task_id)["usage"]["compute_cost_micros"] == after["compute_micros"]
     corrected = harness.events("--task", task_id, "--type", "compute_corrected")
     assert len(corrected) == 1 and corrected[0]["data"]["source"] == "modal"
     harness.json("reconciler", "run")  # once only, whatever the passes
     time.sleep(1)
     assert row()["compute_micros"] == after["compute_micros"]
-    assert "of compute at the [rates]" not in harness.run(
-        "budget", "history", "--by", "task", check=True).stdout
 
 
 def test_with_the_named_secret_a_modal_task_says_its_credential_stays_outside(

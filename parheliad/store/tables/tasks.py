@@ -127,12 +127,15 @@ class TaskWrites:
 
     def recount_cost(self, task_id: str, column: str) -> None:
         """Set ``column`` (``api_cost_micros`` or ``compute_cost_micros``) to the sum over
-        the task's containers (their ``api_cost_micros`` or ``cost_micros``)."""
-        source = _COST_SOURCES[column]
+        the task's containers (their ``api_cost_micros`` or ``cost_micros``), plus what the
+        ledger books to the task itself, outside any container (its environment image's
+        build: compute)."""
+        source, kind = _COST_SOURCES[column]
         self._tx.conn.execute(
             f"UPDATE tasks SET {column} = (SELECT COALESCE(SUM({source}), 0) "  # noqa: S608
-            "FROM containers WHERE task_id = ?) WHERE id = ?", (task_id, task_id))
-
+            "FROM containers WHERE task_id = :t) + (SELECT COALESCE(SUM(amount_micros), 0) "
+            "FROM ledger WHERE task_id = :t AND kind = :k AND container_id IS NULL) "
+            "WHERE id = :t", {"t": task_id, "k": kind})
 
     def recount_usage(self, task_id: str) -> None:
         """Set the task's turns, token counts and ``api_cost_micros`` to the sums over its
@@ -145,7 +148,9 @@ _USAGE_SUMMED = ("turns", "input_tokens", "output_tokens", "cache_creation_input
 _SUMS = ", ".join(f"{c} = (SELECT COALESCE(SUM({c}), 0) FROM containers WHERE task_id = :t)"  # noqa: S608
                   for c in _USAGE_SUMMED)
 _RECOUNT_USAGE_SQL = f"UPDATE tasks SET {_SUMS}, updated_at = :now WHERE id = :t"  # noqa: S608
-_COST_SOURCES = {"api_cost_micros": "api_cost_micros", "compute_cost_micros": "cost_micros"}
+_COST_SOURCES = {"api_cost_micros": ("api_cost_micros", "api"),
+                 "compute_cost_micros": ("cost_micros", "compute")}
+"""A task's cost column -> (its containers' column, the ledger kind booked to it)."""
 
 
 class TaskRepo:

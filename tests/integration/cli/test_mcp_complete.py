@@ -163,8 +163,11 @@ async def test_every_new_tool_over_stdio(mcp_daemon: RunningDaemon, tmp_path: Pa
         refused = await error_text(client, "parhelia_task_create", wait=True,
                                    prompt=fake_prompt({"turn": True}), max_turns=1000)
         assert refused.startswith("E300 BUDGET_EXCEEDED:") and "budget" in refused
-        assert (await call(client, "parhelia_budget_set", amount_usd=50)
-                )["ceiling_usd"] == "50.000000"
+        # An agent may lower the ceiling, never raise it past budget.agent_max_ceiling_usd
+        # (0 by default); the user raises it.
+        assert (await error_text(client, "parhelia_budget_set", amount_usd=50)
+                ).startswith("E403")
+        cli(mcp_daemon, "budget", "set", "50")
         waiting = (await call(client, "parhelia_task_list", status=["pending"]))["tasks"]
         for t in waiting:
             await call(client, "parhelia_task_cancel", task_id=t["id"])

@@ -131,7 +131,7 @@ async def _prepared_backend(fake: Any, tmp_path: Path) -> tuple[Any, str, LocalV
 async def _launch(backend: Any, local: LocalVolume, spec: Any, cspec: Any) -> str:
     key = f"specs/{spec.container_id}.json"
     local.put(key, json.dumps(spec.to_dict()).encode())
-    await backend.push(local, [key])
+    await backend.push(local, [key], session_id=spec.session_id)
     return str(await backend.launch(cspec))
 
 
@@ -169,10 +169,12 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
     assert snapshots and agent_sb["image"] == snapshots[0]
     assert (fake_modal.sandbox_root(sb_id) / "workspace" / "made.txt").read_text().strip() \
         == "prepared"
-    assert setup_sb["volumes"] == {"/vol": "parhelia-data", "/cache": "parhelia-cache-t1"}
+    # Both mount only their session's area of the volume (ADR 0031).
+    area = {"volume": "parhelia-data", "sub_path": "sessions/s-c-env-1", "read_only": False}
+    assert setup_sb["volumes"] == {"/vol": area, "/cache": "parhelia-cache-t1"}
     # The agent's sandbox has no cache volume: its cache directory is its own and ends
     # with it, so nothing the agent writes there reaches a later task's setup.
-    assert agent_sb["volumes"] == {"/vol": "parhelia-data"}
+    assert agent_sb["volumes"] == {"/vol": area}
     ran = fake_modal.sandbox_root(sb_id) / "workspace" / "ran.txt"
     assert ran.read_text().startswith("exit 0"), ran.read_text()  # it could write there
 
@@ -188,11 +190,12 @@ async def test_setup_runs_in_its_own_sandbox_and_the_agent_starts_from_its_snaps
                                        setup=[CACHED_STEP])
     await _launch(backend, local, spec3, cspec3)
     await follow(backend, "c-env-3", timeout=90)
-    log = fake_modal.root / "volumes" / "parhelia-data" / "logs" / "c-env-3" / "setup.log"
+    sessions = fake_modal.root / "volumes" / "parhelia-data" / "sessions"
+    log = sessions / "s-c-env-3" / "logs" / "c-env-3" / "setup.log"  # its session's area
     assert "cache-hit" in log.read_text(), log.read_text()
     cache_volume = fake_modal.root / "volumes" / "parhelia-cache-t1"
     assert any(cache_volume.rglob("pkg")) and not any(cache_volume.rglob("planted"))
-    first_log = log.parent.parent / "c-env-1" / "setup.log"
+    first_log = sessions / "s-c-env-1" / "logs" / "c-env-1" / "setup.log"
     assert "cache-miss" in first_log.read_text()
     assert SECRET not in first_log.read_text()
 

@@ -229,7 +229,7 @@ async def _environments(backend: Any, fake_modal: Any, local: LocalVolume,
             warm_image_id=snapshots[0] if warm is None else warm, on_snapshot=record)
         key = f"specs/{cid}.json"
         local.put(key, json.dumps(spec.to_dict()).encode())
-        await backend.push(local, [key])
+        await backend.push(local, [key], session_id=spec.session_id)
         await backend.launch(dataclasses.replace(container_spec(spec), environment=launch))
         await follow(backend, cid, timeout=90)
     assert await backend.delete_cache("parhelia-cache-sig")

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -58,7 +57,6 @@ from parhelia.checkpoint import (
     snapshot,
 )
 from parhelia.checkpoint.lineage import lineage_path
-from parhelia.checkpoint.restore import replace_dir
 from parhelia.checkpoint.statcache import stat_cache_path
 from parhelia.clock import utc_now
 from parhelia.errors import ParheliaError
@@ -84,7 +82,6 @@ TRANSCRIPT_TAIL_BYTES = 1 << 20
 RELEASE_PROMPT = ("The interactive session was handed back to you. Carry on with the task from "
                   "where the conversation stands, and finish it.")
 """The headless agent's next instruction when a release names none."""
-CLONE_TIMEOUT = 900
 SYNC_TIMEOUT_SECONDS = 120
 
 
@@ -294,10 +291,6 @@ class Worker:
                         f"plain files (no repository: {why})"
             self.environment.update({k: v for k, v in manifest.environment.items()
                                      if k in ("agent_version", "model") and v})
-        elif spec.repo_url:
-            lineage.clear(self.lineage)
-            self._clone(spec.repo_url, spec.repo_ref)
-            data = {"source": "repo", "repo_url": _safe_url(spec.repo_url), "ref": spec.repo_ref}
         else:
             lineage.clear(self.lineage)
             self.workspace.mkdir(parents=True, exist_ok=True)
@@ -319,28 +312,6 @@ class Worker:
         return (self.workspace.is_dir() and not self.workspace.is_symlink()
                 and transcript.is_file() and not transcript.is_symlink()
                 and resume_summary.read_stored(transcript).entries > 0)
-
-    def _clone(self, url: str, ref: str | None) -> None:
-        self.workspace.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.workspace.name}.clone-",
-                                        dir=self.workspace.parent))
-        env = {**self.environ, "GIT_TERMINAL_PROMPT": "0"}
-        try:
-            steps = [["git", "clone", "--quiet", "--", url, str(staging)]]
-            if ref:
-                steps.append(["git", "-C", str(staging), "checkout", "--quiet", ref, "--"])
-            for argv in steps:
-                proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                      timeout=CLONE_TIMEOUT, check=False)
-                if proc.returncode != 0:
-                    raise ParheliaError("E600", f"git {argv[1] if argv[1] != '-C' else argv[3]} "
-                                        f"failed: {proc.stderr.strip()[-300:]}")
-            replace_dir(staging, self.workspace)
-        except subprocess.TimeoutExpired:
-            raise ParheliaError("E600", "git clone timed out") from None
-        finally:
-            if staging.exists():
-                subprocess.run(["rm", "-rf", "--", str(staging)], check=False)
 
     def prepare_config_dir(self) -> None:
         """Create ``CLAUDE_CONFIG_DIR`` for this session.
@@ -790,12 +761,6 @@ def _tail_holds(path: Path, tool_use_id: str) -> bool:
     data = data[: data.rfind(b"\n") + 1]
     quoted = json.dumps(tool_use_id).encode()
     return any(b'"tool_use_id"' + sep + quoted in data for sep in (b":", b": "))
-
-
-def _safe_url(url: str) -> str:
-    from parhelia.redact import redact
-
-    return redact(url)
 
 
 def _report_invalid_spec(path: Path, error: ParheliaError) -> None:

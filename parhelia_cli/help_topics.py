@@ -341,6 +341,7 @@ Tools (read-only ones are marked for the client; (!) marks the destructive ones)
   parhelia_task_diff            what a task changed (a bounded patch)       read-only
   parhelia_task_logs            the agent's raw output, a bounded tail      read-only
   parhelia_task_pull            its changes as a branch or a patch file (never the tree)
+  parhelia_task_pr              push its branch and open (or update) its pull request
   parhelia_task_cancel          (!) stop a task (checkpoint, then kill after the grace)
   parhelia_task_retry           run a finished task again from checkpoint zero
   parhelia_containers           worker containers, newest first             read-only

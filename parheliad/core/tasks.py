@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from parhelia import gitsafe, gpus, records
+from parhelia import gitremote, gitsafe, gpus, records
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND, MODAL
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
@@ -204,15 +204,19 @@ def validate_source(source: TaskSource) -> TaskSource:
     if problem:
         raise invalid(f"repo_ref: {source.repo_ref!r} is not a branch, tag or commit name: "
                       f"it {problem}", field="repo_ref")
-    if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
-        raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
-                      field="repo_url")
+    if source.repo_url:
+        try:
+            gitremote.parse(source.repo_url)
+        except ValueError as exc:
+            if "password or token" not in str(exc):
+                raise invalid(f"repo_url: {exc}", field="repo_url") from None
     if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", source.repo_url) or \
             redact(source.repo_url) != source.repo_url:
         # It would be stored with the task and shown by every `task show`.
-        raise invalid("repo_url: must not carry a password or token; let git find the "
-                      "credential (a credential helper, or an environment variable passed "
-                      "with sync.pass_env)", field="repo_url")
+        raise invalid("repo_url: must not carry a password or token; the daemon clones "
+                      "with the GitHub token it has (`parhelia auth set --github`, "
+                      "GITHUB_TOKEN/GH_TOKEN, or `gh auth login`), or an ssh:// URL with "
+                      "your ssh agent", field="repo_url")
     return source
 
 
@@ -336,7 +340,7 @@ class TaskService:
     async def create(self, prompt: str, options: TaskOptions = TaskOptions(),
                      source: TaskSource = TaskSource(), *, workspace_path: str = "",
                      base_commit: str = "", dispatch: bool = True,
-                     trust_project_config: bool = False) -> TaskRow:
+                     trust_project_config: bool = False, open_pr: bool = False) -> TaskRow:
         if not prompt.strip():
             raise missing("prompt: a task needs a non-empty prompt", field="prompt")
         if "\0" in prompt:
@@ -360,10 +364,13 @@ class TaskService:
         defaults, sources = self._task_defaults(options, project, trusted)
         opts = validate_options(options, defaults)
         src = validate_source(source)
+        if open_pr and not (src.repo_url or (src.workspace_id and base_commit)):
+            raise invalid("open_pr: a pull request needs a repository: upload a git "
+                          "repository's workspace or give a repo_url", field="open_pr")
         values = {**asdict(opts), "prompt": prompt, "option_sources": json.dumps(sources),
                   "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
                   "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
-                  "base_commit": base_commit, "trust_project": trusted}
+                  "base_commit": base_commit, "trust_project": trusted, "open_pr": open_pr}
 
         def unit(tx: Tx) -> TaskRow:
             row = tx.tasks.insert(values)

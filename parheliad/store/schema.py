@@ -274,6 +274,18 @@ _V9 = (
     )
     """,
 )
+# Results as pull requests (docs/adr/0055-private-repositories-and-pull-requests.md):
+# `task create --pr` opens one at completion; the branch pushed, the commit it was
+# pushed at (the lease of the next push), the remote and the pull request opened.
+_V10 = (
+    "ALTER TABLE tasks ADD COLUMN open_pr INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN pr_remote TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_branch TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_commit TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_base TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_number INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN pr_url TEXT NOT NULL DEFAULT ''",
+)
 KV_RESERVATION_PREFIX = "budget.reservation."
 
 
@@ -309,5 +321,6 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
+    Migration("task pull requests", _V10),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -117,13 +117,17 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ),
     ErrorSpec(
         "E400", "UNAUTHORIZED", "UNAUTHENTICATED", Exit.ERROR,
-        "The agent has no usable credentials.",
+        "A credential is missing or was refused: the agent's, or the GitHub token.",
         "None of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN reached the "
-        "worker, or the API refused the one it had.",
-        "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
-        "runs in, then `parhelia daemon stop` and retry the task with `parhelia task retry ID`. "
-        "For Modal, create the secret: "
-        "`modal secret create anthropic-api-key ANTHROPIC_API_KEY=...`.",
+        "worker, or the API refused the one it had; or a private repository (`task create "
+        "--repo`) or a pull request (`task pr`) needs a GitHub token the daemon does not "
+        "have, or GitHub refused it.",
+        "The agent: `parhelia auth set` (no restart), or export ANTHROPIC_API_KEY (or "
+        "CLAUDE_CODE_OAUTH_TOKEN) where the daemon runs; for Modal, `modal secret create "
+        "anthropic-api-key ANTHROPIC_API_KEY=...`; then `parhelia task retry ID`. GitHub: "
+        "`parhelia auth set --github`, GITHUB_TOKEN or GH_TOKEN where the daemon runs, or "
+        "`gh auth login`; for clones of Modal tasks also `modal secret create github-token "
+        "GITHUB_TOKEN=...`. `parhelia auth status` shows what the daemon has.",
     ),
     ErrorSpec(
         "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,
@@ -215,6 +219,26 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "branch or patch is made from an empty change.",
         "Check what the agent did with `parhelia task show ID` and `parhelia task logs ID`; "
         "`parhelia resume SESSION` continues the conversation.",
+    ),
+    ErrorSpec(
+        "E607", "PUSH_REJECTED", "FAILED_PRECONDITION", Exit.ERROR,
+        "The remote refused the push of the task's branch.",
+        "A branch protection rule or a hook of the remote refused it, or the remote branch "
+        "holds commits Parhelia did not push there (pushing would drop them). The message "
+        "carries the remote's reason.",
+        "Push to another branch with `parhelia task pr ID --branch NAME`, or change the "
+        "rule, or delete the remote branch if its commits are not wanted; `parhelia task "
+        "pull ID` brings the branch to your clone instead.",
+    ),
+    ErrorSpec(
+        "E608", "FORGE_ERROR", "FAILED_PRECONDITION", Exit.ERROR,
+        "The forge (GitHub) refused to open or update the pull request.",
+        "Its API answered with an error no other code describes (an invalid base branch, "
+        "no commits between base and branch, a server error); the message carries its "
+        "words.",
+        "Fix what the message names (for example `--base BRANCH`) and run `parhelia task pr "
+        "ID` again: the branch is already pushed and the pull request is updated, not "
+        "duplicated.",
     ),
     ErrorSpec(
         "E900", "INTERNAL_ERROR", "INTERNAL", Exit.ERROR,

@@ -45,7 +45,7 @@ from parheliad.backends.modal.client import (
     sandbox_timeout,
     token_configured,
 )
-from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.clones import CloneSandboxes
 from parheliad.backends.modal.image import worker_image
 from parheliad.backends.modal.terminal import Terminals
 
@@ -56,7 +56,7 @@ USAGE_WINDOW_DAYS = 7
 compute stays an estimate."""
 
 
-class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
+class ModalBackend(ChannelFollower, CloneSandboxes, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL

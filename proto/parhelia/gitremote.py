@@ -47,6 +47,9 @@ _SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<pat
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 LOOPBACK_NAMES = ("localhost",)
+LOCAL_RECEIVE_PACK = "git -c core.hooksPath=/dev/null -c receive.denyCurrentBranch=refuse " \
+    "receive-pack"
+"""The receive side of a push to a ``file://`` remote: its repository's hooks never run."""
 
 
 @dataclass(frozen=True)
@@ -360,7 +363,10 @@ def push(git_dir: str, remote: RemoteUrl, token: str | None, commit: str, branch
     a failure to talk to it raises RemoteError. ``extra`` are git options before the
     command (``--work-tree``...)."""
     ref = f"refs/heads/{branch}"
-    proc = run([f"--git-dir={git_dir}", *extra, "push", "--porcelain", "--no-verify",
+    # A file:// remote's receive-pack runs here, on this machine, where git drops our
+    # `-c` settings for the other side: that repository's hooks would run. Not ours to run.
+    local = [f"--receive-pack={LOCAL_RECEIVE_PACK}"] if remote.scheme == "file" else []
+    proc = run([f"--git-dir={git_dir}", *extra, "push", "--porcelain", "--no-verify", *local,
                 f"--force-with-lease={ref}:{expect or ''}", "--", remote.raw,
                 f"{commit}:{ref}"], remote, token, environ=environ, home=home)
     out = scrub(proc.stdout.decode(errors="replace"), token)

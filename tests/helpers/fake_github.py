@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -139,7 +140,7 @@ class FakeGitHub:
                 except ValueError:
                     body = {}
                 path, _, qs = self.path.partition("?")
-                query = dict(p.split("=", 1) for p in qs.split("&") if "=" in p)
+                query = dict(urllib.parse.parse_qsl(qs))
                 auth = self.headers.get("Authorization", "")
                 headers = {"X-OAuth-Scopes": fake.scopes, "X-RateLimit-Limit": "5000",
                            "X-RateLimit-Remaining": "4999"}

@@ -91,11 +91,13 @@ class GitServer:
         return _git(bare, "rev-parse", f"refs/heads/{branch}")
 
     def commit_on(self, owner: str, name: str, branch: str, files: dict[str, str],
-                  message: str = "more") -> str:
-        """Another commit on ``branch`` (made directly in the bare repository)."""
+                  message: str = "more", start: str = "main") -> str:
+        """Another commit on ``branch`` (made directly in the bare repository; a new
+        branch starts at ``start``)."""
         bare = self.repo(owner, name)
         work = self.root / ".work" / owner / name
-        _git(work, "fetch", "-q", str(bare), f"+refs/heads/{branch}:refs/remotes/b/{branch}")
+        source = branch if self.ref(owner, name, f"refs/heads/{branch}") else start
+        _git(work, "fetch", "-q", str(bare), f"+refs/heads/{source}:refs/remotes/b/{branch}")
         _git(work, "checkout", "-q", "-B", branch, f"refs/remotes/b/{branch}")
         for rel, content in files.items():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,44 @@ def github_config(git: GitServer, github: FakeGitHub | None, *, draft: bool = Fa
             + ("draft = true\n" if draft else ""))
 
 
+FAKE_GH = """#!/bin/sh
+# A stand-in for the gh CLI: `gh auth token` prints the token of the file gh.token beside
+# it (a login), else fails as gh does when nobody is logged in.
+here=$(dirname "$0")
+if [ "$1" = auth ] && [ "$2" = token ] && [ -f "$here/gh.token" ]; then
+  cat "$here/gh.token"; exit 0
+fi
+echo "no oauth token found for the host" >&2; exit 1
+"""
+
+
+def fake_gh(directory: Path, token: str | None = None) -> Path:
+    """A fake ``gh`` in ``directory`` (logged in with ``token`` when given)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    gh = directory / "gh"
+    gh.write_text(FAKE_GH)
+    gh.chmod(0o755)
+    if token is not None:
+        (directory / "gh.token").write_text(token + "\n")
+    return directory
+
+
 def start(factory: Callable[..., Harness], git: GitServer, github: FakeGitHub | None,
           *, backend: str = "local", fake: FakeModal | None = None, extra: str = "",
-          with_token: bool = True, **env: str) -> Harness:
+          with_token: bool = True, gh_token: str | None = None, **env: str) -> Harness:
     """A daemon whose GitHub hosts are the loopback server's (and API the fake's),
-    holding the token in its environment unless ``with_token`` is false."""
+    holding the token in its environment unless ``with_token`` is false. Its PATH starts
+    with a fake ``gh``, logged in only with ``gh_token`` (whatever this machine has
+    installed, the test decides what `gh auth token` says), and its HOME is empty."""
     if with_token:
         env.setdefault("GITHUB_TOKEN", git.token)
+    for name in ("GH_TOKEN", "GITHUB_TOKEN"):
+        env.setdefault(name, "")
+    tools = fake_gh(git.root.parent / "tools", gh_token)
+    env.setdefault("PATH", f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    home = git.root.parent / "user-home"
+    home.mkdir(exist_ok=True)
+    env.setdefault("HOME", str(home))
     env.update(fake.env() if fake is not None else {})
     heartbeat = 1.5 if fake is not None else 0.5
     return factory(github_config(git, github) + extra,

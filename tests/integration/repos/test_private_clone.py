@@ -72,3 +72,42 @@ def _added(diff: str, path: str) -> str:
         elif current == path and line.startswith("+"):
             out.append(line[1:])
     return "\n".join(out)
+
+
+def test_a_modal_task_clones_with_the_named_secret_in_a_sandbox_of_its_own(
+        harness_factory: Callable[..., Harness], git_server: GitServer,
+        fake_github: FakeGitHub, fake_modal: FakeModal) -> None:
+    """The daemon has no GitHub token; Modal has the secret ``github-token``: the fetch
+    runs in a clone sandbox (that secret only, no owner tag), never in the agent's."""
+    head = git_server.create(OWNER, NAME, FILES)
+    fake_modal.create_secret("anthropic-api-key", {"ANTHROPIC_API_KEY": "test-key"})
+    fake_modal.create_secret("github-token", {"GITHUB_TOKEN": git_server.token})
+    harness = start(harness_factory, git_server, fake_github, backend="modal",
+                    fake=fake_modal, with_token=False)
+    status = harness.json("auth", "status")["github"]
+    assert status["name"] is None and status["modal_secret_found"] is True
+    task_id = harness.json("task", "create", fake_prompt(*DUMP), "--repo",
+                           git_server.url(OWNER, NAME))["id"]
+    task = harness.wait(task_id, timeout=120)
+    assert task["status"] == "completed", task
+    cloned = harness.events("--task", task_id, "--type", "repository_cloned")[0]["data"]
+    assert cloned["via"] == "modal clone sandbox" and cloned["commit"] == head
+    assert task["base_commit"] == head
+
+    clones = [s for s in fake_modal.sandboxes() if "parhelia-clone" in s["tags"]]
+    workers = [s for s in fake_modal.sandboxes() if "parhelia-container" in s["tags"]]
+    assert len(clones) == 1 and clones[0]["returncode"] == 0
+    assert "parhelia-owner" not in clones[0]["tags"] and clones[0]["secrets"] == 1
+    assert clones[0]["cmd"][:4] == ["python", "-m", "modal_worker", "clone"]
+    assert workers and all(w["cmd"][3] == "run" for w in workers)
+
+    diff = harness.run("task", "diff", task_id, check=True).stdout
+    env_dump = _added(diff, "agent-env.txt")
+    assert "PATH=" in env_dump and "GITHUB_TOKEN" not in env_dump
+    assert head in _added(diff, "agent-git-log.txt")
+    needles = token_forms(git_server.token)
+    roots = [harness.home, fake_modal.root / "volumes", fake_modal.root / "sandboxes"]
+    assert files_holding(roots, needles) == []
+    # The clone job's files are gone from both volumes once its pack was indexed.
+    assert not list((fake_modal.root / "volumes").glob("*/clones/*/*"))
+    assert not list((harness.home / "data" / "volume").glob("clones/*/*"))

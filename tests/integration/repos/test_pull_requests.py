@@ -113,3 +113,75 @@ def test_task_pr_pushes_the_pull_branch_opens_then_updates(
     assert len(fake_github.calls("POST")) == 1
     assert len(fake_github.pulls[f"{OWNER}/{NAME}"]) == 1
 
+
+
+NOTIFY = """#!/bin/sh
+cat >> "$(dirname "$0")/notified.jsonl"
+echo >> "$(dirname "$0")/notified.jsonl"
+"""
+
+
+def test_create_with_pr_opens_it_at_completion_from_the_mirror(
+        harness_factory: Callable[..., Harness], git_server: GitServer,
+        fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """A ``--repo --pr`` task: at completion the daemon pushes the branch from its mirror
+    and opens the pull request; the branch is the commit `task pull` makes; one
+    notification, carrying the pull request."""
+    git_server.create(OWNER, NAME, FILES)
+    notifier = tmp_path / "notify" / "notify.sh"
+    notifier.parent.mkdir()
+    notifier.write_text(NOTIFY)
+    notifier.chmod(0o755)
+    harness = start(harness_factory, git_server, fake_github,
+                    extra=f"[notify]\ncommand = ['{notifier}']\n")
+    url = git_server.url(OWNER, NAME)
+    task_id = harness.json("task", "create", prompt(), "--repo", url, "--pr")["id"]
+    assert harness.task(task_id)["open_pr"] is True
+    assert harness.wait(task_id, timeout=90)["status"] == "completed"
+
+    def opened() -> list[dict[str, Any]] | None:
+        return harness.events("--task", task_id, "--type", "pull_request_opened") or None
+
+    from tests.helpers.waiting import wait_for
+    event = wait_for(opened, 30, what="the pull request of the --pr task")[0]
+    number, branch = event["data"]["number"], f"parhelia/{task_id}"
+    made = fake_github.pull(OWNER, NAME, number)
+    assert ANSWER in made["body"] and made["base"]["ref"] == "main"
+    assert harness.task(task_id)["pull_request"]["url"] == made["html_url"]
+
+    # `task pull` of the same task into a fresh clone of the repository makes the same
+    # commit the daemon pushed from its mirror.
+    fresh = tmp_path / "fresh"
+    subprocess.run(["git", "clone", "-q", str(git_server.repo(OWNER, NAME)), str(fresh)],
+                   check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    pulled = harness.json("task", "pull", task_id, "--repo-path", str(fresh))
+    assert pulled["commit"] == git_server.ref(OWNER, NAME, f"refs/heads/{branch}")
+
+    notes = wait_for(lambda: [json.loads(line) for line in (notifier.parent /
+                     "notified.jsonl").read_text().splitlines() if line.strip()] or None
+                     if (notifier.parent / "notified.jsonl").exists() else None, 30,
+                     what="the notification")
+    assert len(notes) == 1 and notes[0]["pull_request"]["url"] == made["html_url"]
+
+
+def test_a_remote_without_a_forge_is_pushed_to(
+        harness_factory: Callable[..., Harness], git_server: GitServer,
+        fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """A clone whose origin is on no GitHub host: the branch is pushed (there is no
+    pull request to open, nor a compare page Parhelia knows) and recorded."""
+    git_server.create(OWNER, NAME, FILES)
+    bare = git_server.repo(OWNER, NAME)
+    harness = start(harness_factory, git_server, fake_github)
+    clone = user_clone(git_server, tmp_path / "clone")
+    git(clone, "remote", "set-url", "origin", f"file://{bare}")
+    task_id = run_task(harness, clone)
+    out = pr_json(harness, task_id)
+    assert out["forge"] is None and out["pull_request"]["number"] == 0
+    assert out["pushed"] and out["pull_request"]["remote"] == f"file://{bare}"
+    assert git(bare, "rev-parse", f"refs/heads/parhelia/{task_id}") == \
+        out["pull_request"]["commit"]
+    said = harness.run("task", "pr", task_id, check=True).stdout
+    assert "is already at" in said and "no forge Parhelia opens pull requests on" in said
+    assert fake_github.requests == []
+    pushed = harness.events("--task", task_id, "--type", "branch_pushed")
+    assert len(pushed) == 2 and pushed[0]["data"]["pushed"] and not pushed[1]["data"]["pushed"]

@@ -30,10 +30,11 @@ script and compares those fields, so a drift of either shows.
 Scripted by the prompt: a line ``FAKE_SCRIPT: <json list>`` gives the steps
 (``write``, ``turn``, ``sleep``, ``fail``, ``forever``, ``bash``, ``echo_prompt``,
 ``api_retry``, ``run``: an argv really run in the workspace, its output written to
-``out``; ``answer``: the final text instead of "Done."). Tool steps emit an assistant ``tool_use`` line at once; their
-actions run and their ``tool_result`` lines follow when the message ends (a
-``turn`` step, or the end of the script), as in the real CLI. On ``--resume`` the
-script continues after the last step whose results reached the transcript.
+``out``; ``answer``: the final text instead of "Done."). Tool steps emit an assistant
+``tool_use`` line at once; their actions run and their ``tool_result`` lines follow
+when the message ends (a ``turn`` step, or the end of the script), as in the real CLI.
+On ``--resume`` the script continues after the last step whose results reached the
+transcript.
 Standard library only: it runs under any python3.
 """
 

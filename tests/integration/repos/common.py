@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tests.fake_modal.fixture import FakeModal
+from tests.helpers.fake_gh import fake_gh
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
 from tests.helpers.harness import Harness
@@ -22,28 +23,6 @@ def github_config(git: GitServer, github: FakeGitHub | None, *, draft: bool = Fa
     api = f'api_url = "{github.api_url}"\n' if github is not None else ""
     return (f'[github]\nhosts = ["{git.host}"]\n{api}'
             + ("draft = true\n" if draft else ""))
-
-
-FAKE_GH = """#!/bin/sh
-# A stand-in for the gh CLI: `gh auth token` prints the token of the file gh.token beside
-# it (a login), else fails as gh does when nobody is logged in.
-here=$(dirname "$0")
-if [ "$1" = auth ] && [ "$2" = token ] && [ -f "$here/gh.token" ]; then
-  cat "$here/gh.token"; exit 0
-fi
-echo "no oauth token found for the host" >&2; exit 1
-"""
-
-
-def fake_gh(directory: Path, token: str | None = None) -> Path:
-    """A fake ``gh`` in ``directory`` (logged in with ``token`` when given)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    gh = directory / "gh"
-    gh.write_text(FAKE_GH)
-    gh.chmod(0o755)
-    if token is not None:
-        (directory / "gh.token").write_text(token + "\n")
-    return directory
 
 
 def start(factory: Callable[..., Harness], git: GitServer, github: FakeGitHub | None,

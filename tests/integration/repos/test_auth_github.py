@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.helpers.fake_gh import fake_gh
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
 from tests.helpers.harness import Harness, fake_prompt
@@ -13,7 +14,6 @@ from tests.integration.repos.common import (
     FILES,
     NAME,
     OWNER,
-    fake_gh,
     files_holding,
     start,
     token_forms,
@@ -43,7 +43,8 @@ def test_auth_set_github_is_used_at_once_and_stored_only_in_the_env_file(
     assert proc.returncode == 0 and "Stored GITHUB_TOKEN" in proc.stdout, proc.stderr
     env_file = Path(harness.json("auth", "status")["env_file"])
     text = env_file.read_text()
-    assert "ANTHROPIC_API_KEY=sk-ant-agent-key" in text and f"GITHUB_TOKEN={git_server.token}" in text
+    assert "ANTHROPIC_API_KEY=sk-ant-agent-key" in text
+    assert f"GITHUB_TOKEN={git_server.token}" in text
     status = harness.json("auth", "status")["github"]
     assert (status["name"], status["source"]) == ("GITHUB_TOKEN", "env file")
     said = harness.run("auth", "status").stdout

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
 from tests.helpers.gitrepo import git
@@ -20,7 +18,7 @@ from tests.integration.repos.common import FILES, NAME, OWNER, start
 
 ANSWER = "I changed the greeting and documented it."
 WORK = [{"write": "app.py", "content": "print('v2')\n"},
-        {"write": "docs/greeting.md", "content": "# Greeting\nIt says v2.\n"},
+        {"write": "guide/greeting.md", "content": "# Greeting\nIt says v2.\n"},
         {"turn": True}]
 
 
@@ -82,7 +80,7 @@ def test_task_pr_pushes_the_pull_branch_opens_then_updates(
     body = made["body"]
     assert made["head"]["ref"] == branch and made["base"]["ref"] == "main"
     assert made["title"] == TITLE
-    assert ANSWER in body and "app.py" in body and "docs/greeting.md" in body
+    assert ANSWER in body and "app.py" in body and "guide/greeting.md" in body
     assert "Cost" in body and "$" in body and "Turns" in body and "Duration" in body
     task = harness.task(task_id)
     assert f"parhelia resume {task['session_id']}" in body

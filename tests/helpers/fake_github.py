@@ -23,10 +23,11 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.helpers import loopback
 from tests.helpers.git_server import GitServer
+from tests.helpers.loopback import Loopback
 
 
 @dataclass
@@ -48,7 +49,7 @@ class FakeGitHub:
     queued: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     reachable: set[str] | None = None
     """``owner/repo`` names the token reaches (None: every repository of the server)."""
-    _server: ThreadingHTTPServer | None = None
+    _server: Loopback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -126,12 +127,7 @@ class FakeGitHub:
     def start(self) -> FakeGitHub:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(loopback.Handler):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -154,25 +150,17 @@ class FakeGitHub:
                         headers.update(extra)
                     else:
                         status, answer = fake._answer(self.command, path, query, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(status, [("Content-Type", "application/json; charset=utf-8"),
+                                     *headers.items()], json.dumps(answer).encode())
 
             do_GET = _handle
             do_POST = _handle
             do_PATCH = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = Loopback(Handler, self.port)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()

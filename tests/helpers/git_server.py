@@ -19,11 +19,12 @@ import base64
 import os
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+from tests.helpers import loopback
+from tests.helpers.gitrepo import init_repo
+from tests.helpers.loopback import Loopback
 
 BACKEND = "git-http-backend"
 
@@ -50,7 +51,7 @@ class GitServer:
     seen: list[Seen] = field(default_factory=list)
     public: set[str] = field(default_factory=set)
     """Repository paths (``owner/name.git``) anyone may read."""
-    _server: ThreadingHTTPServer | None = None
+    _server: Loopback | None = None
 
     @property
     def base(self) -> str:
@@ -66,29 +67,17 @@ class GitServer:
     def repo(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
 
-    def create(self, owner: str, name: str, files: dict[str, str | bytes],
-               branch: str = "main") -> str:
-        """A new bare repository with one commit of ``files`` on ``branch``; its sha."""
+    def create(self, owner: str, name: str, files: dict[str, str | bytes]) -> str:
+        """A new bare repository with one commit of ``files`` on ``main``; its sha."""
         bare = self.repo(owner, name)
         bare.parent.mkdir(parents=True, exist_ok=True)
-        _git(None, "init", "-q", "--bare", "-b", branch, str(bare))
+        _git(None, "init", "-q", "--bare", "-b", "main", str(bare))
         _git(bare, "config", "uploadpack.allowReachableSHA1InWant", "true")
         work = self.root / ".work" / owner / name
         shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        _git(work, "init", "-q", "-b", branch)
-        for rel, content in files.items():
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            else:
-                target.write_text(content)
-        _git(work, "add", "-A")
-        _git(work, "-c", "user.name=Owner", "-c", "user.email=owner@example.com", "commit",
-             "-qm", "first commit")
-        _git(work, "push", "-q", str(bare), f"HEAD:refs/heads/{branch}")
-        return _git(bare, "rev-parse", f"refs/heads/{branch}")
+        init_repo(work, files)
+        _git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+        return _git(bare, "rev-parse", "refs/heads/main")
 
     def commit_on(self, owner: str, name: str, branch: str, files: dict[str, str],
                   message: str = "more", start: str = "main") -> str:
@@ -126,12 +115,7 @@ class GitServer:
         server = self
         backend = _backend()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(loopback.Handler):
             def _auth(self) -> bool:
                 header = self.headers.get("Authorization", "")
                 if not header.startswith("Basic "):
@@ -164,12 +148,9 @@ class GitServer:
                 repo_path = path.lstrip("/").split(".git/", 1)[0] + ".git"
                 readable = repo_path in server.public and "git-receive-pack" not in self.path
                 if not authorized and not readable:
-                    status = "403 Forbidden" if header else "401 Unauthorized"
-                    self.send_response(int(status.split()[0]))
-                    if not header:
-                        self.send_header("WWW-Authenticate", 'Basic realm="loopback git"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    challenge = [] if header else [("WWW-Authenticate",
+                                                    'Basic realm="loopback git"')]
+                    self.answer(403 if header else 401, challenge, b"")
                     return
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                        "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",
@@ -196,25 +177,18 @@ class GitServer:
                         status = int(value.strip().split()[0])
                     elif name:
                         headers.append((name, value.strip()))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(status, headers, payload)
 
             do_GET = _handle
             do_POST = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = Loopback(Handler, self.port)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
 
 def _git(repo: Path | None, *args: str) -> str:

@@ -161,3 +161,24 @@ def test_a_clone_that_git_refuses_is_no_daemon_crash(
     result = failed_clone(harness, "--repo", git_server.url(OWNER, "empty"))
     assert result["error_code"] == "E101" and "empty" in str(result["error_message"])
     assert harness.run("status").returncode in (0, 1)
+
+
+def test_a_remote_that_refuses_to_rewrite_a_branch_says_so(
+        harness_factory: Callable[..., Harness], git_server: GitServer,
+        fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """The task ran again (a new commit on the same base): the update is not a fast
+    forward; a remote that forbids rewriting branches refuses it, in its words."""
+    git_server.create(OWNER, NAME, FILES)
+    git(git_server.repo(OWNER, NAME), "config", "receive.denyNonFastForwards", "true")
+    harness = start(harness_factory, git_server, fake_github)
+    clone = user_clone(git_server, tmp_path / "clone")
+    task_id = run_task(harness, clone)
+    first = json.loads(harness.run("task", "pr", task_id, "--json", check=True).stdout)
+    harness.run("task", "retry", task_id, check=True)
+    assert harness.wait(task_id, timeout=90)["status"] == "completed"
+    proc = harness.run("task", "pr", task_id)
+    assert proc.returncode == 1 and "E607" in proc.stderr and "non-fast-forward" in proc.stderr
+    assert git_server.ref(OWNER, NAME, f"refs/heads/parhelia/{task_id}") == \
+        first["pull_request"]["commit"]
+    # The task still records what is really on the remote.
+    assert harness.task(task_id)["pull_request"]["commit"] == first["pull_request"]["commit"]

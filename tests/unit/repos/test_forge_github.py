@@ -3,9 +3,7 @@ errors mapped to codes, rate limits waited out, the token never sent elsewhere."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,8 +12,10 @@ from parhelia import gitremote
 from parhelia.errors import ParheliaError
 from parheliad.core.forge import PullRequestDraft, compare_url
 from parheliad.core.forge.github import MAX_BODY_CHARS, GitHub, api_url
+from tests.helpers import loopback
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
+from tests.helpers.loopback import Loopback
 
 
 @pytest.fixture
@@ -114,39 +114,25 @@ def redirector() -> Iterator[tuple[str, list[str]]]:
     Authorization header followed."""
     seen: list[str] = []
 
-    class Elsewhere(BaseHTTPRequestHandler):
+    class Elsewhere(loopback.Handler):
         def do_GET(self) -> None:  # noqa: N802
             seen.append(self.headers.get("Authorization", ""))
-            self.send_response(200)
-            self.end_headers()
+            self.answer(200, [], b"{}")
 
         do_POST = do_GET
 
-        def log_message(self, *args: Any) -> None:
-            pass
+    other = Loopback(Elsewhere)
 
-    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
-    target = f"http://127.0.0.1:{other.server_address[1]}"
-
-    class Redirect(BaseHTTPRequestHandler):
+    class Redirect(loopback.Handler):
         def do_POST(self) -> None:  # noqa: N802
-            self.send_response(307)
-            self.send_header("Location", target + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.answer(307, [("Location", f"http://127.0.0.1:{other.port}{self.path}")], b"")
 
         do_GET = do_POST
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    api = Loopback(Redirect)
+    yield f"http://127.0.0.1:{api.port}", seen
     for server in (other, api):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{api.server_address[1]}", seen
-    for server in (other, api):
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_a_redirect_never_carries_the_token(redirector: tuple[str, list[str]]) -> None:

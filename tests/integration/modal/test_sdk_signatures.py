@@ -25,8 +25,8 @@ from parhelia.clonejob import CloneRequest
 from parhelia.errors import ParheliaError
 from parhelia.volume import LocalVolume
 from parheliad.backends.modal import setup as modal_setup
-from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
 from tests.helpers.gitrepo import init_repo
+from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
 from tests.helpers.paths import REPO
 
 # Fake class name -> the real SDK's class.

@@ -131,10 +131,17 @@ class Heartbeat(threading.Thread):
         self.agent_alive = agent_alive
         self.sampler = make_sampler()
         self._stop_event = threading.Event()
+        self._wake = threading.Event()
         self._disk: tuple[float, int] | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
+        self._wake.set()
+
+    def beat_now(self) -> None:
+        """Beat at once, out of turn: the agent's usage changed in a way the daemon must
+        see now (a reply's billed output arrived), not an interval later."""
+        self._wake.set()
 
     def beat(self) -> dict[str, Any]:
         cpu, memory = self.sampler.sample(self.agent_pid())
@@ -155,5 +162,7 @@ class Heartbeat(threading.Thread):
                 self.beat()
             except Exception:
                 log.exception("heartbeat failed")
-            if self._stop_event.wait(self.interval):
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop_event.is_set():
                 return

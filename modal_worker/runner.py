@@ -429,6 +429,7 @@ class Worker:
             self._cost_at_start = transcript_cost(transcript, self.spec.agent.session_uuid)
         parser = StreamParser(emit=self.channel.emit, stats=self.stats,
                               on_turn=lambda: self.turns.put("turn"), cwd=str(self.workspace),
+                              on_billed=self._report_spend,
                               cost_baseline_usd=self._cost_at_start.total_usd,
                               base=self.stats.snapshot())
         self.parser = parser
@@ -587,6 +588,12 @@ class Worker:
             with contextlib.suppress(queue.Empty):
                 self.turns.get(timeout=LOOP_TICK)
                 turn_pending = True
+
+    def _report_spend(self) -> None:
+        """A reply's billed output arrived: a heartbeat now carries the usage to the
+        daemon, which checks the ceiling and the task's cap as it books it."""
+        if self.heartbeat is not None:
+            self.heartbeat.beat_now()
 
     def _install_risky_hook(self) -> dict[str, str]:
         """The PreToolUse hook that checkpoints before risky Bash commands; returns the

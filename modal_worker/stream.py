@@ -115,6 +115,10 @@ def transcript_cost(path: Path, session_uuid: str) -> TranscriptCost:
     return TranscriptCost(lines, total)
 
 
+_FINAL_STOPS = frozenset({"end_turn", "stop_sequence"})
+"""Stop reasons of a reply after which the agent asks nothing more: its result follows."""
+
+
 @dataclass
 class _Message:
     """Usage of one API message: the largest figure seen per token kind."""
@@ -140,6 +144,9 @@ class StreamParser:
     emit: Emit
     stats: AgentStats = field(default_factory=AgentStats)
     on_turn: Callable[[], None] | None = None
+    on_billed: Callable[[], None] | None = None
+    """Called when a reply's billed output count arrives (its ``message_delta``): the
+    budget books spend as it is known, so the worker reports it at once."""
     cwd: str | None = None
     result: records.AgentResult | None = None
     last_api_error_status: int | None = None
@@ -300,6 +307,11 @@ class StreamParser:
                 msg.final_output = max(_int(usage.get("output_tokens")),
                                        msg.final_output or 0)
             self._apply(before, msg.effective())
+            delta = event.get("delta")
+            stop = delta.get("stop_reason") if isinstance(delta, Mapping) else None
+            if "output_tokens" in usage and stop not in _FINAL_STOPS and \
+                    self.on_billed is not None:
+                self.on_billed()  # (a final reply's figure comes with the result next)
 
     @staticmethod
     def _merge_into(msg: _Message, usage: Mapping[str, Any]) -> None:

@@ -194,6 +194,11 @@ class ConfigApi(_Service):
         return self._call("SyncConfig", config_pb2.SyncConfigRequest(dry_run=dry_run),
                           on_progress=on_progress)
 
+    def reload(self) -> config_pb2.ReloadConfigResponse:
+        from parhelia.v1 import config_pb2
+
+        return self._call("ReloadConfig", config_pb2.ReloadConfigRequest())
+
 
 class TasksApi(_Service):
     name = "tasks"
@@ -231,14 +236,15 @@ class TasksApi(_Service):
 
         return self._read("EstimateTask", tasks_pb2.EstimateTaskRequest(options=options))
 
-    def list(self, *, statuses: Iterable[str] | None = None, limit: int | None = None
-             ) -> tasks_pb2.ListTasksResponse:
-        """Newest first; ``statuses`` are words (``running``...)."""
+    def list(self, *, statuses: Iterable[str] | None = None, limit: int | None = None,
+             page_token: str = "") -> tasks_pb2.ListTasksResponse:
+        """Newest first; ``statuses`` are words (``running``...); ``page_token``: the
+        ``next_page_token`` of the previous page."""
         from parhelia.v1 import common_pb2, tasks_pb2
 
         request = tasks_pb2.ListTasksRequest(
             statuses=_numbers(_TaskStatus, common_pb2.TaskStatus, statuses),
-            limit=limit or 0)
+            limit=limit or 0, page_token=page_token)
         return self._read("ListTasks", request)
 
     def get(self, task_id: str) -> common_pb2.Task:
@@ -325,13 +331,14 @@ class TasksApi(_Service):
 class EventsApi(_Service):
     name = "events"
 
-    def list(self, flt: common_pb2.EventFilter | None = None, *, limit: int | None = None
-             ) -> events_pb2.ListEventsResponse:
-        """The newest ``limit`` matching events (the daemon's default 50), oldest first."""
+    def list(self, flt: common_pb2.EventFilter | None = None, *, limit: int | None = None,
+             page_token: str = "") -> events_pb2.ListEventsResponse:
+        """The newest ``limit`` matching events (the daemon's default 50), oldest first;
+        ``page_token``: the previous page's ``next_page_token`` (the events before it)."""
         from parhelia.v1 import events_pb2
 
-        return self._read("ListEvents", events_pb2.ListEventsRequest(filter=flt,
-                                                                      limit=limit or 0))
+        return self._read("ListEvents", events_pb2.ListEventsRequest(
+            filter=flt, limit=limit or 0, page_token=page_token))
 
     def watch(self, flt: common_pb2.EventFilter | None = None, *, backlog: int = 0
               ) -> Stream[common_pb2.Event]:
@@ -360,12 +367,12 @@ class EventsApi(_Service):
 class SessionsApi(_Service):
     name = "sessions"
 
-    def list(self, *, include_finished: bool = False, limit: int | None = None
-             ) -> sessions_pb2.ListSessionsResponse:
+    def list(self, *, include_finished: bool = False, limit: int | None = None,
+             page_token: str = "") -> sessions_pb2.ListSessionsResponse:
         from parhelia.v1 import sessions_pb2
 
         return self._read("ListSessions", sessions_pb2.ListSessionsRequest(
-            all=include_finished, limit=limit or 0))
+            all=include_finished, limit=limit or 0, page_token=page_token))
 
     def get(self, session_id: str) -> common_pb2.Session:
         from parhelia.v1 import sessions_pb2
@@ -445,12 +452,12 @@ class CheckpointsApi(_Service):
         return self._call("CreateCheckpoint", checkpoints_pb2.CreateCheckpointRequest(
             session_id=session_id, message=message), timeout=LONG_TIMEOUT)
 
-    def list(self, *, session_id: str | None = None, limit: int | None = None
-             ) -> checkpoints_pb2.ListCheckpointsResponse:
+    def list(self, *, session_id: str | None = None, limit: int | None = None,
+             page_token: str = "") -> checkpoints_pb2.ListCheckpointsResponse:
         from parhelia.v1 import checkpoints_pb2
 
         return self._read("ListCheckpoints", checkpoints_pb2.ListCheckpointsRequest(
-            session_id=session_id or "", limit=limit or 0))
+            session_id=session_id or "", limit=limit or 0, page_token=page_token))
 
     def get(self, checkpoint_id: str) -> checkpoints_pb2.GetCheckpointResponse:
         from parhelia.v1 import checkpoints_pb2
@@ -493,14 +500,15 @@ class ContainersApi(_Service):
 
     def list(self, *, states: Iterable[str] | None = None,
              health: Iterable[str] | None = None, task_id: str | None = None,
-             limit: int | None = None) -> containers_pb2.ListContainersResponse:
+             limit: int | None = None, page_token: str = ""
+             ) -> containers_pb2.ListContainersResponse:
         """Newest first; ``states`` and ``health`` are words (``running``, ``dead``...)."""
         from parhelia.v1 import common_pb2, containers_pb2
 
         return self._read("ListContainers", containers_pb2.ListContainersRequest(
             states=_numbers(_ContainerState, common_pb2.ContainerState, states),
             health=_numbers(_Health, common_pb2.Health, health), task_id=task_id or "",
-            limit=limit or 0))
+            limit=limit or 0, page_token=page_token))
 
     def get(self, container_id: str) -> containers_pb2.GetContainerResponse:
         from parhelia.v1 import containers_pb2
@@ -551,12 +559,12 @@ class BudgetApi(_Service):
 
         return self._call("SetCeiling", budget_pb2.SetCeilingRequest(amount_usd=amount_usd))
 
-    def ledger(self, *, task_id: str | None = None, limit: int | None = None
-               ) -> budget_pb2.ListLedgerResponse:
+    def ledger(self, *, task_id: str | None = None, limit: int | None = None,
+               page_token: str = "") -> budget_pb2.ListLedgerResponse:
         from parhelia.v1 import budget_pb2
 
-        return self._read("ListLedger", budget_pb2.ListLedgerRequest(task_id=task_id or "",
-                                                                      limit=limit or 0))
+        return self._read("ListLedger", budget_pb2.ListLedgerRequest(
+            task_id=task_id or "", limit=limit or 0, page_token=page_token))
 
 
 class ReconcilerApi(_Service):

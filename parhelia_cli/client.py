@@ -1,7 +1,9 @@
 """The daemon connection: socket resolution, autostart, version check, error mapping.
 
-Imported only by commands that talk to the daemon; ``grpc`` and the generated
-stubs are imported inside functions so that ``--help`` never pays for them.
+Imported only by commands that talk to the daemon. Unary calls go over
+:mod:`parhelia_cli.unary` (HTTP/2 in the standard library, ADR 0040); ``grpc`` and its
+generated stubs are imported only by a command that follows a server stream or a
+call's progress. The generated messages are imported when a call runs.
 """
 
 from __future__ import annotations
@@ -9,19 +11,19 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parhelia import __version__, ownership, paths
 from parhelia import errors as catalogue
-from parhelia_cli import render
+from parhelia_cli import lean, render, unary
 from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream
 from parhelia_cli.errors import CliError
+
+if TYPE_CHECKING:
+    import subprocess
 
 PROBE_TIMEOUT = 3.0
 AUTOSTART_WAIT = 5.0
@@ -94,6 +96,34 @@ def pb2(name: str) -> Any:
     return importlib.import_module(f"parhelia.v1.{name}_pb2")
 
 
+def _answer_type(service: str, method: str) -> Any:
+    """The generated class of ``method``'s answer (found through the descriptors: an
+    answer may be defined in another file, e.g. ``common.proto``'s ``Task``)."""
+    module, name = _STUBS[service]
+    output = pb2(module).DESCRIPTOR.services_by_name[name].methods_by_name[method].output_type
+    defining = importlib.import_module(output.file.name.removesuffix(".proto")
+                                       .replace("/", ".") + "_pb2")
+    return getattr(defining, output.name)
+
+
+def unary_call(connection: unary.Connection, service: str, method: str, request: Any,
+               timeout: float | None) -> Any:
+    """One unary RPC over ``connection``: the answer message (``unary.RpcFailure`` when
+    it is not OK)."""
+    _module, name = _STUBS[service]
+    data = connection.call(f"/parhelia.v1.{name}/{method}", request.SerializeToString(),
+                           timeout=timeout)
+    return _answer_type(service, method).FromString(data)
+
+
+def _connect(socket: Path) -> unary.Connection:
+    """A new connection to ``socket``, after the same ownership check as :func:`dial`
+    (a reconnect must not talk to a socket another user put in its place)."""
+    _check_owner(socket)
+    return unary.Connection(str(socket), connect_timeout=PROBE_TIMEOUT,
+                            max_message=MAX_MESSAGE_BYTES, user_agent=f"parhelia/{__version__}")
+
+
 def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
     """The CliError for a ``grpc.RpcError``: the E-code from trailing metadata if any."""
     code_name = exc.code().name if hasattr(exc, "code") and exc.code() is not None else "UNKNOWN"
@@ -116,30 +146,37 @@ def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
                                                                    mapped != "E900" else ""))
 
 
-def dial(socket: Path) -> tuple[Any, Any] | None:
-    """``(GetVersionResponse, open channel)`` of the daemon on ``socket``, or None when
-    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
-    if not socket.exists():
-        return None
+def _check_owner(socket: Path) -> None:
     why = ownership.socket_problem(socket)
     if why is not None:
         raise CliError("E401", f"refusing to talk to {address(socket)}: {why}. Another user "
                                "could read your prompts and workspaces through it; check "
                                "PARHELIA_SOCKET / --socket.")
-    grpc = _grpc()
-    from parhelia.v1 import system_pb2, system_pb2_grpc
 
-    channel = _channel(socket)
+
+def dial(socket: Path) -> tuple[Any, unary.Connection] | None:
+    """``(GetVersionResponse, open connection)`` of the daemon on ``socket``, or None when
+    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
+    if not socket.exists():
+        return None
+    _check_owner(socket)
+    lean.defer_python_backend()
+    from parhelia.v1 import system_pb2
+
     try:
-        stub = system_pb2_grpc.SystemServiceStub(channel)
-        version = stub.GetVersion(system_pb2.GetVersionRequest(client_version=__version__),
-                                  timeout=PROBE_TIMEOUT)
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-            channel.close()
+        connection = _connect(socket)
+    except unary.RpcFailure:
+        return None
+    try:
+        version = unary_call(connection, "system", "GetVersion",
+                             system_pb2.GetVersionRequest(client_version=__version__),
+                             PROBE_TIMEOUT)
+    except unary.RpcFailure as exc:
+        if exc.code().name != "UNIMPLEMENTED":
+            connection.close()
             return None
         version = system_pb2.GetVersionResponse()
-    return version, channel
+    return version, connection
 
 
 def probe(socket: Path) -> Any | None:
@@ -151,12 +188,16 @@ def probe(socket: Path) -> Any | None:
     return answer[0]
 
 
-def spawn_daemon(p: paths.Paths, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+def spawn_daemon(p: paths.Paths, stderr: Any = None) -> subprocess.Popen[bytes]:
     """Start ``parheliad`` in the background, detached (it writes its own log file);
-    ``stderr`` receives why it refused to start, if it does."""
+    ``stderr`` receives why it refused to start, if it does (default: nowhere)."""
+    import subprocess
+    import sys
+
     return subprocess.Popen(
         [sys.executable, "-m", "parheliad", "--socket", str(p.socket)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
         start_new_session=True, close_fds=True, cwd="/",
     )
 
@@ -199,10 +240,13 @@ def check_version(version: Any, socket: Path) -> None:
 
 def check_budget(version: Any) -> None:
     """The budget banner: the daemon says (in GetVersion) when spending crossed the
-    warning threshold or reached the ceiling; one line on stderr for any command."""
+    warning threshold or reached the ceiling; one line on stderr per command (again only
+    if the state changes, from warning to exceeded)."""
     detail = getattr(version, "budget_detail", "")
     if detail:
-        render.warn(detail)
+        # Once per command and state: the amounts in the text move while a command runs
+        # (each reconnection asks again), the news does not.
+        render.warn(detail, key="budget:" + getattr(version, "budget_state", ""))
 
 
 class CallStream:
@@ -235,16 +279,27 @@ class CallStream:
 
 
 class Client:
-    """A connected channel to ``parheliad`` with error mapping around every call; its
-    typed methods are :attr:`api` (:class:`parhelia_cli.api.Api`)."""
+    """A connection to ``parheliad`` with error mapping around every call; its typed
+    methods are :attr:`api` (:class:`parhelia_cli.api.Api`). Unary calls share one
+    :class:`unary.Connection`; a grpc channel is opened for streams (and calls that
+    follow their progress) when one is first needed."""
 
-    def __init__(self, p: paths.Paths, version: Any, channel: Any = None) -> None:
+    def __init__(self, p: paths.Paths, version: Any,
+                 connection: unary.Connection | None = None) -> None:
+        lean.defer_python_backend()  # before any generated module is imported
         self.paths = p
         self.socket = p.socket
         self.version = version
-        self._channel = channel if channel is not None else _channel(p.socket)
+        self._connection = connection
+        self._grpc_channel: Any = None
         self._stubs: dict[str, Any] = {}
         self.api = Api(self)
+
+    @property
+    def _channel(self) -> Any:
+        if self._grpc_channel is None:
+            self._grpc_channel = _channel(self.socket)
+        return self._grpc_channel
 
     @staticmethod
     def resolve(socket: str | None) -> paths.Paths:
@@ -264,6 +319,8 @@ class Client:
             return cls(p, answer[0], answer[1])
         if not (autostart and autostart_enabled()):
             raise unavailable(p.socket)
+        import tempfile
+
         with tempfile.TemporaryFile() as stderr:
             proc = spawn_daemon(p, stderr)
             version = wait_for_daemon(p.socket, proc)
@@ -294,11 +351,18 @@ class Client:
         the call's progress reports meanwhile (``SystemService.WatchOperation``)."""
         if on_progress is not None:
             return self._call_with_progress(service, method, request, on_progress, timeout)
-        grpc = _grpc()
-        try:
-            return getattr(self.stub(service), method)(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise rpc_error(exc, self.socket, method) from None
+        for attempt in (1, 2):
+            try:
+                if self._connection is None:
+                    self._connection = _connect(self.socket)
+                return unary_call(self._connection, service, method, request, timeout)
+            except unary.RpcFailure as exc:
+                if exc.code().name == "UNAVAILABLE":
+                    self._connection = None  # connect afresh
+                    if exc.unprocessed and attempt == 1:
+                        continue  # the server never saw it (a daemon that restarted)
+                raise rpc_error(exc, self.socket, method) from None
+        raise AssertionError("unreachable")
 
     def _call_with_progress(self, service: str, method: str, request: Any,
                             on_progress: Callable[[Any], None],
@@ -340,4 +404,9 @@ class Client:
         return CallStream(getattr(self.stub(service), method)(request), self.socket, method)
 
     def close(self) -> None:
-        self._channel.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._grpc_channel is not None:
+            self._grpc_channel.close()
+            self._grpc_channel = None

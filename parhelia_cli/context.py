@@ -63,6 +63,12 @@ def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         settings().json = True
 
 
+def quiet_option(f: F) -> F:
+    """``-q/--quiet`` on lists: only the ids, one per line (as ``docker ps -q``)."""
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Print only the ids, one per line.")(f)
+
+
 def json_option(f: F) -> F:
     """``--json``: machine-readable output (stable snake_case fields)."""
     return click.option("--json", "json_output", is_flag=True, expose_value=False,

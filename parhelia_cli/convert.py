@@ -121,10 +121,16 @@ def _value_fn(field: Any) -> Callable[[Any], Any]:
     return lambda v: v
 
 
+def _is_map_entry(message_type: Any) -> bool:
+    """Whether a message type is a map's entry (asked without loading the options'
+    classes, ``descriptor_pb2``, for types that have no options)."""
+    return bool(message_type.has_options and message_type.GetOptions().map_entry)
+
+
 def _add_field(plan: _Plan, field: Any) -> None:
     name = field.name
     defaults, setters = plan.defaults, plan.setters
-    if field.type == _TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+    if field.type == _TYPE_MESSAGE and _is_map_entry(field.message_type):
         val = _value_fn(field.message_type.fields_by_name["value"])
         defaults[name] = None
         plan.fresh.append((name, dict))

@@ -10,6 +10,8 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
+from parhelia import money
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*(mib|mb|m|gib|gb|g|tib|tb|t)?", re.IGNORECASE)
@@ -125,12 +127,9 @@ def usd(micros: int) -> str:
 
 
 def usd_short(micros: int) -> str:
-    """Money for people: ``$1.25``, ``$0.0042`` for small amounts."""
-    if micros == 0:
-        return "$0.00"
-    if abs(micros) < 10_000:
-        return f"${micros / MICROS_PER_USD:.4f}"
-    return f"${micros / MICROS_PER_USD:,.2f}"
+    """Money for people: ``$1.25``, ``$0.0042`` for small amounts (``parhelia.money``,
+    the one format the daemon's messages use too)."""
+    return money.usd(micros)
 
 
 def human_seconds(seconds: float) -> str:

@@ -115,14 +115,14 @@ EXAMPLES: dict[str, list[Example]] = {
     ],
     "mcp": [
         ("Give Claude Code the Parhelia tools (tasks, checkpoints, budget, health...)",
-         "claude mcp add parhelia -- parhelia mcp-server"),
+         "claude mcp add -s user parhelia -- parhelia mcp-server"),
         ("List the tools and their schemas with the MCP Inspector",
          "npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/list"),
         ("Call one from the command line",
          "npx @modelcontextprotocol/inspector --cli parhelia mcp-server --method tools/call "
          "--tool-name parhelia_task_show --tool-arg task_id=TASK"),
         ("Never start the daemon from the MCP server",
-         "claude mcp add parhelia -- parhelia mcp-server --no-autostart"),
+         "claude mcp add -s user parhelia -- parhelia mcp-server --no-autostart"),
     ],
 }
 

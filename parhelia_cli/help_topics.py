@@ -163,16 +163,32 @@ stopped before its result is booked with the cost Claude Code kept in its transc
 one killed outright at the tokens' price, marked "estimated" (budget history's
 ESTIMATED column, the ledger's note).
 
-Estimate (task create --estimate-only, and what a dispatch reserves: the high end):
+When spend is checked: as it is booked. Each reply's billed usage reaches the daemon
+as the reply ends, and the same step that books it checks the task's --max-cost and the
+ceiling and stops the workers at once; compute is booked on a timer
+(budget.accrual_interval_seconds). A task whose agent has returned its result when a
+limit is reached completes (raising the ceiling does not run it again).
+
+What a running task reserves: what it can spend before the budget sees it - one
+answer (a full 200,000-token context read and a 32,000-token reply, Claude Code's cap
+per request, at its model's prices: $1.80 on the default prices, $1.08 for sonnet)
+plus its compute over one accrual interval and the stop grace; no more than its
+--max-cost. The reservation does not shrink as the task spends, and is released when
+the task stops running. A dispatch waits (E300, the task stays pending) while used +
+every running task's reservation + its own would pass the ceiling; so a $10 ceiling
+runs five tasks at once on the default prices.
+The guarantee: the ceiling is crossed by at most one answer per running task (the
+answers in flight when it is reached) - never by a timer's worth of work.
+
+Estimate (task create --estimate-only, budget estimate): what a whole task may cost
   compute  rate x ceil(timeout / 4) .. rate x timeout          (0 on the local backend)
   api      ceil(turns / 4) x (2,000 in + 300 out tokens) ..
            turns x (20,000 in + 1,500 out tokens), at the model's prices
   both capped at --max-cost when given.
-A dispatch that would take used + reserved past the ceiling is refused (E300): the
-task stays pending. Crossing the warning threshold records one E301 event per period
-and every command shows a banner. At the ceiling running tasks are checkpointed and
-paused; raising the ceiling resumes them from their checkpoints (--resume). A task
-reaching its --max-cost is stopped and fails with E300.
+Crossing the warning threshold records one E301 event per period and every command
+shows a banner once. At the ceiling running tasks are checkpointed and paused; raising
+the ceiling resumes them from their checkpoints (--resume). A task reaching its
+--max-cost is stopped and fails with E300.
 
   parhelia budget show                   ceiling, used, reserved, remaining, tokens
   parhelia budget set 50.00              ceiling in USD (kept across restarts)
@@ -180,6 +196,7 @@ reaching its --max-cost is stopped and fails with E300.
   parhelia budget ledger [--task ID]     the entries themselves
   parhelia task create "..." --max-cost 2.50     per-task cap (also passed to the agent)
   parhelia task create "..." --estimate-only     estimate without creating anything
+  parhelia budget estimate [--gpu A10G] [--max-turns N] ...   the same, by itself
 
 Config: [budget] default_ceiling_usd, warning_threshold_percent, period (month|total),
 accrual_interval_seconds; [rates] cpu_core_per_second, memory_gib_per_second, gpu,
@@ -255,6 +272,13 @@ it. Unknown or ill-typed keys are errors (E101) naming the key and the file.
   [sync]         pass_env (names of settings/MCP env values given to workers as
                  environment variables), exclude_mcp (MCP servers never sent)
 `parhelia config show` is the authority: it lists every key this daemon knows.
+
+A running daemon reads the file when it starts and again on `parhelia daemon reload`
+(or SIGHUP): changed keys apply at once, without a restart, except those it reads only
+at start - orchestrator.db_path, daemon.log_level and the Modal app, volume, secret and
+call/launch timeouts - which the reload names and `parhelia daemon restart` applies. A
+bad file changes nothing (E101). Until then `config show` adds a DAEMON USES column for
+the keys whose value in use differs from the file's.
 
 Your Claude configuration (CLAUDE.md, settings, agents, commands, skills, output styles,
 plugins, user MCP servers) travels with tasks through `parhelia config sync`, which
@@ -338,7 +362,7 @@ as tool errors carrying the code ("E201 TASK_NOT_FOUND: ..."). The daemon is sta
 the first tool call when it is not running (--no-autostart or PARHELIA_NO_AUTOSTART=1
 turns that off). Logs go to stderr only.
 
-  claude mcp add parhelia -- parhelia mcp-server      register it with Claude Code
+  claude mcp add -s user parhelia -- parhelia mcp-server      register it with Claude Code
   {"mcpServers": {"parhelia": {"command": "parhelia", "args": ["mcp-server"]}}}
                                          Claude Desktop: claude_desktop_config.json
 
@@ -400,9 +424,11 @@ decimal strings, unset values as null. One shape per kind of command:
      terminate, resume)
       parhelia task create "..." --json | jq -r .id
   task delete                             {"id": "t-...", "deleted": true}
-  lists                                   {"tasks": [...]}, {"sessions": [...]},
-                                          {"checkpoints": [...]}, {"containers": [...]},
-                                          {"events": [...]}
+  lists                                   {"tasks": [...], "next_page_token": ...}
+                                          (sessions, checkpoints, containers, events,
+                                          entries alike): the newest --limit items; a
+                                          token (null: no more) is the next page's
+                                          --page-token
   reports of an operation (diff, pull,    one object of the operation's own fields
    verify, gc, rollback, recover, status,
    dispatch, estimate)

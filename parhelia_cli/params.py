@@ -6,8 +6,9 @@ value, exit 2 (see :func:`parhelia_cli.main.ParheliaGroup.main`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +19,8 @@ from parhelia.permissions import PERMISSION_MODES as PERMISSION_MODES
 from parhelia_cli import durations
 
 GPU_TYPES: tuple[str, ...] = gpus.ACCEPTED
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -164,6 +167,13 @@ class Cores(click.FloatRange):
 
 LIMIT = click.IntRange(min=1, max=limits.MAX_LIST)
 """``--limit N``: rows of a list, 1 to the API's maximum."""
+
+
+def page_option(f: F) -> F:
+    """``--page-token TOKEN``: a list's next page (the token its previous page gave)."""
+    return click.option("--page-token", "page_token", default="", metavar="TOKEN",
+                        help="The next page: the token the previous page gave "
+                             "(next_page_token).")(f)
 BACKLOG = click.IntRange(min=0, max=limits.MAX_LIST)
 COUNT = click.IntRange(min=1, max=limits.INT32_MAX)
 """A positive count sent in an int32 field (``--max-turns``): the daemon checks the
@@ -180,3 +190,23 @@ USD = Usd()
 INSTANT = Instant()
 EVENT_TYPES = EventTypes()
 LEVEL = click.Choice(event_catalogue.LEVELS, case_sensitive=False)
+
+
+def sizing_options(f: Any) -> Any:
+    """What a task runs on and may spend: --gpu, --cpu, --memory, --timeout, --max-turns,
+    --max-cost, --model (`task create` and `budget estimate` take the same)."""
+    for option in reversed((
+            click.option("--gpu", type=GPU,
+                         help=f"GPU type, optionally :N ({', '.join(GPU_TYPES)})."),
+            click.option("--cpu", type=CORES, help="Physical cores."),
+            click.option("--memory", type=MEMORY, help="Memory: MiB, or 512MiB / 16GiB."),
+            click.option("--timeout", type=TIMEOUT,
+                         help="Wall-clock limit: seconds, 30m, 4h."),
+            click.option("--max-turns", type=COUNT, help="Maximum agent turns."),
+            click.option("--max-cost", type=USD,
+                         help="Cost cap for this task, USD (e.g. 2.50)."),
+            click.option("--model",
+                         help="Claude model (default: config, else the agent's default).")),
+    ):
+        f = option(f)
+    return f

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -103,11 +103,24 @@ def clip(text: str, width: int) -> str:
 def emit_resource(resource: dict[str, Any], **related: Any) -> None:
     """The one ``--json`` shape of a show/create/action command: the resource object
     itself (its ``id`` at the top level), with data about related things under named
-    keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...]}``,
+    keys (``manifest``, ``recent_heartbeats``). Lists print ``{"<kind>s": [...],
+    "next_page_token": ...}`` (:func:`emit_page`),
     errors ``{"error": {...}}`` on stderr (see ``parhelia help json``)."""
     from parhelia_cli.convert import with_related
 
     emit_json(with_related(resource, **related))
+
+
+def emit_page(key: str, items: list[Any], next_page_token: str) -> None:
+    """The ``--json`` shape of a list: ``{"<kind>s": [...], "next_page_token": ...}``,
+    the token (null when nothing more matches) asking for the next page."""
+    emit_json({key: items, "next_page_token": next_page_token or None})
+
+
+def more(next_page_token: str) -> None:
+    """After a list's table: how to see the next page, when there is one (stderr)."""
+    if next_page_token:
+        info(f"More: repeat with --page-token {next_page_token} for the next page.")
 
 
 def line(text: str = "", err: bool = False) -> None:
@@ -121,11 +134,12 @@ def info(text: str) -> None:
     click.echo(text, err=True)
 
 
-def warn(text: str) -> None:
-    """``Warning: text`` on stderr, at most once per invocation for the same text."""
-    if text in _warned:
+def warn(text: str, key: str | None = None) -> None:
+    """``Warning: text`` on stderr, at most once per invocation for the same text (or
+    the same ``key``, when the text varies but the news does not)."""
+    if (key or text) in _warned:
         return
-    _warned.add(text)
+    _warned.add(key or text)
     prefix = click.style("Warning:", fg="yellow", bold=True) if color_enabled(sys.stderr) \
         else "Warning:"
     click.echo(f"{prefix} {text}", err=True)
@@ -157,58 +171,142 @@ def _is_id(value: Any) -> bool:
     return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
-          empty: str = "Nothing to show.") -> None:
-    """A simple table on stdout (plain aligned columns when not on a terminal).
+FLEX_MIN = 8
+"""The narrowest a free-text column gets before other columns give up width."""
+OTHER_MIN = 3
+"""The narrowest a column that may shrink gets before extra id columns are left out."""
+_GAP = 2  # between two columns: a padding of one on the right and the (blank) divider
+_MONEY = re.compile(r"-?\$[\d,]+\.\d+")
 
-    Columns of ids are never cut or wrapped, so an id can always be copied; when the
-    terminal is narrow the other columns shrink (ending in "…") instead, and when even
-    that is not enough, id columns after the first are left out (and a line says which).
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
+          empty: str = "Nothing to show.", flex: Sequence[str] = ()) -> None:
+    """A table on stdout, as ``gh`` draws one.
+
+    Not on a terminal: one line per row, fields separated by tabs, with no header, no
+    title, no padding and nothing cut (``cut -f1`` gives the first column). On a
+    terminal: columns of ids, statuses (cells given as ``(word, style)``) and amounts
+    (``$1.25``) are kept whole; the free-text columns (``flex``; by default the column
+    with the longest text) get the rest of the width and end in "…" when cut. When the
+    width is too small, the free text shrinks first, then the other columns, then id
+    columns after the first are left out (a line says which).
     """
+    cells = [[_plain(r[i]) if i < len(r) else ("", "") for i in range(len(columns))]
+             for r in rows]
+    if not cells:
+        line(empty)
+        return
+    if not is_tty():
+        for row in cells:
+            line("\t".join(text.replace("\t", " ").replace("\n", " ") for text, _ in row))
+        return
+    styled = {i for i in range(len(columns))
+              for r in rows if i < len(r) and isinstance(r[i], tuple)}
+    _draw(columns, cells, title, flex, styled)
+
+
+def _plain(value: Any) -> tuple[str, str]:
+    """A cell as (safe text, style): plain text, never rich markup."""
+    if isinstance(value, tuple):
+        return safe(str(value[0])), str(value[1] or "")
+    return ("" if value is None else safe(str(value))), ""
+
+
+def _draw(columns: Sequence[str], rows: list[list[tuple[str, str]]], title: str | None,
+          flex_names: Sequence[str], styled: set[int]) -> None:
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Column, Table
     from rich.text import Text
 
-    rows = list(rows)
-    if not rows:
-        line(empty)
-        return
     out = console()
-    id_width: dict[int, int] = {}
-    for i, name in enumerate(columns):
-        values = [r[i] for r in rows if i < len(r) and r[i] not in (None, "", "-")]
-        if values and all(_is_id(v) for v in values):
-            id_width[i] = max(len(name), *(len(v[0] if isinstance(v, tuple) else v)
-                                           for v in values))
+    natural = [max(cell_len(name), *(cell_len(r[i][0]) for r in rows))
+               for i, name in enumerate(columns)]
+
+    def every(i: int, test: Callable[[str], bool]) -> bool:
+        shown = [r[i][0] for r in rows if r[i][0] not in ("", "-")]
+        return bool(shown) and all(test(v) for v in shown)
+
+    ids = {i for i in range(len(columns)) if every(i, _is_id)}
+    whole = ids | styled | {i for i in range(len(columns))
+                            if every(i, lambda v: _MONEY.fullmatch(v) is not None)}
+    flex = {i for i, name in enumerate(columns) if name in flex_names}
+    if not flex:
+        candidates = [i for i in range(len(columns)) if i not in whole]
+        widest = max(candidates, key=lambda i: natural[i], default=None)
+        if widest is not None and natural[widest] > FLEX_MIN:
+            flex = {widest}
     keep = list(range(len(columns)))
 
-    def needed() -> int:  # ids whole, every other column at least 4 wide, 2 between
-        return sum(id_width.get(i, 4) for i in keep) + 2 * (len(keep) - 1)
+    def need(other_min: int) -> int:
+        return sum(min(natural[i], FLEX_MIN) if i in flex else natural[i] if i in whole
+                   else min(natural[i], other_min) for i in keep) + _GAP * (len(keep) - 1)
 
     dropped = []
-    for i in sorted(id_width, reverse=True):
-        if needed() <= out.width or i == 0:
+    for i in sorted(ids, reverse=True):
+        if need(OTHER_MIN) <= out.width or i == min(ids):
             break
         keep.remove(i)
         dropped.append(columns[i])
-    specs = [Column(columns[i], no_wrap=True, min_width=id_width[i]) if i in id_width
-             else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
-    t = Table(*specs, title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.SIMPLE,
-              header_style="bold" if out.is_terminal else "", title_justify="left",
-              pad_edge=False)
+    specs = []
+    if need(OTHER_MIN) <= out.width:
+        gaps = _GAP * (len(keep) - 1)
+        fixed = sum(natural[i] for i in keep if i in whole)
+        others = [i for i in keep if i not in whole and i not in flex]
+        flexed = [i for i in keep if i in flex]
+        if need(10**6) <= out.width:  # every other column whole: free text takes the rest
+            widths = dict(zip(others, (natural[i] for i in others), strict=True))
+            room = out.width - fixed - gaps - sum(widths.values())
+            widths.update(zip(flexed, _share(room, [natural[i] for i in flexed]), strict=True))
+        else:  # free text at its least, the other columns share what is left
+            widths = {i: min(natural[i], FLEX_MIN) for i in flexed}
+            room = out.width - fixed - gaps - sum(widths.values())
+            widths.update(zip(others, _share(room, [natural[i] for i in others]),
+                              strict=True))
+        for i in keep:
+            specs.append(Column(columns[i], no_wrap=True, overflow="ellipsis",
+                                width=natural[i] if i in whole else widths[i]))
+    else:  # too narrow even so: rich shrinks what is not an id
+        specs = [Column(columns[i], no_wrap=True, min_width=natural[i]) if i in ids
+                 else Column(columns[i], no_wrap=True, overflow="ellipsis") for i in keep]
+    t = Table(*specs, title=title, box=box.SIMPLE_HEAD, header_style="bold",
+              title_justify="left", pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     for row in rows:
-        t.add_row(*(_cell(row[i] if i < len(row) else "", Text) for i in keep))
+        t.add_row(*(Text(row[i][0], style=row[i][1]) for i in keep))
     out.print(t)
     if dropped:
         line(f"(Too narrow for {', '.join(reversed(dropped))}: widen the terminal or use "
              "--json.)")
 
 
-def _cell(value: Any, text_cls: Any) -> Any:
-    """A table cell: plain text (never rich markup), or ``(text, style)``."""
-    if isinstance(value, tuple):
-        return text_cls(safe(str(value[0])), style=value[1] or "")
-    return text_cls("" if value is None else safe(str(value)))
+def _share(room: int, wants: list[int]) -> list[int]:
+    """``room`` cells split among free-text columns that want ``wants``: none gets more
+    than it wants, the rest is shared evenly."""
+    out = [0] * len(wants)
+    left = sorted(range(len(wants)), key=lambda i: wants[i])
+    while left:
+        even = max(1, room // len(left))
+        i = left.pop(0)
+        out[i] = min(wants[i], even)
+        room -= out[i]
+    return out
+
+
+def ids(values: Iterable[str]) -> None:
+    """``-q``: one id per line, nothing else."""
+    for value in values:
+        line(value)
+
+
+def showing(listed: int, total: int, noun: str, next_page_token: str = "") -> None:
+    """On stderr, when ``--limit`` (or the default limit) cut a list: how much of it was
+    shown, so nobody takes 100 rows for all of them, and how to see the next page."""
+    if total <= listed:
+        more(next_page_token)
+        return
+    hint = (f"repeat with --page-token {next_page_token} for the next page"
+            if next_page_token else "--limit N shows more")
+    info(f"Showing {listed} of {total} {noun}, newest first; {hint}.")
 
 
 def fields(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> None:

@@ -59,10 +59,12 @@ class AtEvent:
             if status == "running" and state.started is None:
                 state = replace(state, started=render.parse_ts(event["at"]))
         if event["type"] in ("agent_turn_completed", "agent_result"):
-            turns = data.get("turns")
+            # The task's figures (all incarnations), else an older daemon's record's own.
+            turns = data.get("task_turns", data.get("turns"))
             if isinstance(turns, int) and turns >= state.turns:
                 state = replace(state, turns=turns)
-            tokens_in, tokens_out = data.get("input_tokens"), data.get("output_tokens")
+            tokens_in = data.get("task_input_tokens", data.get("input_tokens"))
+            tokens_out = data.get("task_output_tokens", data.get("output_tokens"))
             if isinstance(tokens_in, int) and tokens_in >= state.input_tokens:
                 state = replace(state, input_tokens=tokens_in)
             if isinstance(tokens_out, int) and tokens_out >= state.output_tokens:

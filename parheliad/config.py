@@ -60,29 +60,33 @@ MODEL_KEY_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 def _meta(help: str, *, project: bool = False, minimum: float | None = None,
-          maximum: float | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {"help": help, "project": project, "min": minimum, "max": maximum, "choices": choices}
+          maximum: float | None = None, choices: tuple[str, ...] | None = None,
+          restart: bool = False) -> dict[str, Any]:
+    """``restart``: the daemon reads the key once, at start (a reload keeps using the
+    old value and says a restart is needed)."""
+    return {"help": help, "project": project, "min": minimum, "max": maximum, "choices": choices,
+            "restart": restart}
 
 
 @dataclass(frozen=True)
 class ModalConfig:
     app_name: str = field(default="parhelia", metadata=_meta(
-        "Modal app the sandboxes run under (created by `parhelia modal setup`)."))
+        "Modal app the sandboxes run under (created by `parhelia modal setup`).", restart=True))
     volume_name: str = field(default="parhelia-data", metadata=_meta(
-        "Name of the modal.Volume holding checkpoints and results."))
+        "Name of the modal.Volume holding checkpoints and results.", restart=True))
     secret_name: str = field(default="anthropic-api-key", metadata=_meta(
         "Modal secret holding ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) for workers; "
-        "without it the daemon's own credential is sent as an ephemeral secret."))
+        "without it the daemon's own credential is sent as an ephemeral secret.", restart=True))
     github_secret_name: str = field(default="github-token", metadata=_meta(
         "Modal secret holding GITHUB_TOKEN: when the daemon has no GitHub token of its own, "
         "a Modal task's private repository is cloned in a short-lived sandbox of its own "
         "with this secret (never in the agent's sandbox)."))
     call_timeout_seconds: float = field(default=60.0, metadata=_meta(
         "Limit for one Modal API call; past it Modal counts as unreachable (nothing is "
-        "stopped).", minimum=1, maximum=600))
+        "stopped).", minimum=1, maximum=600, restart=True))
     launch_timeout_seconds: float = field(default=1500.0, metadata=_meta(
         "Limit for creating a sandbox (a GPU can wait ~21 minutes for capacity).",
-        minimum=10, maximum=7200))
+        minimum=10, maximum=7200, restart=True))
     cpu_count: float = field(default=4.0, metadata=_meta(
         "Default physical cores per task container.", project=True, minimum=0.125, maximum=64))
     memory_mb: int = field(default=16384, metadata=_meta(
@@ -112,7 +116,7 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class OrchestratorConfig:
     db_path: str = field(default="parheliad.db", metadata=_meta(
-        "SQLite database; a relative path is under the state directory."))
+        "SQLite database; a relative path is under the state directory.", restart=True))
     max_concurrent_workers: int = field(default=10, metadata=_meta(
         "Tasks running at once, over all backends.", minimum=1, maximum=1000))
     default_backend: str = field(default=DEFAULT_BACKEND, metadata=_meta(
@@ -243,7 +247,7 @@ class GitHubConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     log_level: str = field(default="info", metadata=_meta(
-        "Log level of parheliad.", choices=("debug", "info", "warning", "error")))
+        "Log level of parheliad.", choices=("debug", "info", "warning", "error"), restart=True))
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,58 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
             key = f"{name}.{f.name}"
             out.append((key, getattr(section, f.name), cfg.source(key)))
     return out
+
+
+class LiveConfig:
+    """The configuration a running daemon uses. Its parts read it through :meth:`get`
+    when they act, so a reload (which replaces :attr:`current`) reaches all of them."""
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+
+    def get(self) -> Config:
+        return self.current
+
+
+def needs_restart(key: str) -> bool:
+    """Whether the daemon reads ``key`` only at start (see ``_meta``)."""
+    section, _, name = key.partition(".")
+    cls = _section_types().get(section)
+    known = {f.name: f for f in fields(cls)} if cls is not None else {}
+    return name in known and bool(known[name].metadata.get("restart"))
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    key: str
+    before: Any
+    after: Any
+
+
+def config_changes(old: Config, new: Config) -> list[ConfigChange]:
+    """The keys whose value differs between ``old`` and ``new``, in schema order."""
+    before = {k: v for k, v, _ in config_items(old)}
+    return [ConfigChange(k, before[k], v) for k, v, _ in config_items(new) if before[k] != v]
+
+
+def reloaded(old: Config, new: Config) -> tuple[Config, list[ConfigChange], list[ConfigChange]]:
+    """What a running daemon uses after re-reading its files: ``new`` except the keys
+    read only at start, which keep their ``old`` values. Returns (the config to use,
+    the changes applied, the changes that wait for a restart)."""
+    changes = config_changes(old, new)
+    later = [c for c in changes if needs_restart(c.key)]
+    sections: dict[str, Any] = {}
+    for change in later:
+        section, _, name = change.key.partition(".")
+        current = sections.get(section, getattr(new, section))
+        sections[section] = dataclasses.replace(current, **{name: change.before})
+    used = dataclasses.replace(new, **sections)
+    if later:
+        sources = dict(new.sources)
+        for change in later:
+            sources[change.key] = old.source(change.key)
+        used = dataclasses.replace(used, sources=sources)
+    return used, [c for c in changes if not needs_restart(c.key)], later
 
 
 def to_jsonable(value: Any) -> Any:

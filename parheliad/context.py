@@ -6,16 +6,26 @@ the task service already wired; the API servicers read from it. No gRPC here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from parhelia import __version__
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.backends.registry import BackendState
-from parheliad.config import Config, load_config
+from parheliad.config import (
+    Config,
+    ConfigChange,
+    LiveConfig,
+    load_config,
+    reloaded,
+    to_jsonable,
+)
 from parheliad.core.events import EventBus
 from parheliad.core.progress import ProgressHub
 from parheliad.core.tasks import TaskService
@@ -27,6 +37,15 @@ if TYPE_CHECKING:
     from parheliad.core.runtime import Runtime
 
 VERSION = __version__
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What ``reload_config`` changed: applied live, and waiting for a restart."""
+
+    applied: list[ConfigChange]
+    needs_restart: list[ConfigChange]
 
 
 async def no_backends() -> list[BackendState]:
@@ -42,7 +61,8 @@ def no_overlaps(task_id: str) -> list[Overlap]:
 @dataclass
 class DaemonContext:
     paths: Paths
-    config: Config
+    live: LiveConfig
+    """The configuration in use (``config``); ``reload_config`` replaces it."""
     store: Store
     bus: EventBus
     tasks: TaskService
@@ -70,6 +90,32 @@ class DaemonContext:
         if self.runtime is None:
             raise ParheliaError("E500", "the task runtime is not running")
         return self.runtime
+
+    @property
+    def config(self) -> Config:
+        return self.live.current
+
+    async def reload_config(self) -> ReloadReport:
+        """Re-read the user's configuration file and use it from now on, except the keys
+        read only at start (E101/E401 on a bad file: nothing changes). The runtime
+        re-times its periodic jobs; every other part reads the config when it acts."""
+        new = await asyncio.to_thread(load_config, self.paths)
+        used, applied, later = reloaded(self.config, new)
+        self.live.current = used
+        if self.runtime is not None:
+            self.runtime.apply_config(used)
+
+        def listed(changes: list[ConfigChange]) -> list[dict[str, object]]:
+            return [{"key": c.key, "before": to_jsonable(c.before),
+                     "after": to_jsonable(c.after)} for c in changes]
+
+        await self.store.events.append(
+            "config_reloaded", f"configuration re-read: {len(applied)} key(s) applied"
+            + (f", {len(later)} wait for a restart" if later else ""),
+            data={"applied": listed(applied), "needs_restart": listed(later)})
+        log.info("config.reloaded", applied=[c.key for c in applied],
+                 needs_restart=[c.key for c in later])
+        return ReloadReport(applied, later)
 
     def require_pull_requests(self) -> PullRequests:
         if self.pull_requests is None:

@@ -7,6 +7,7 @@ Lifecycle::
     -> the parts, built and wired by parheliad.wiring.compose: runtime, notifier,
        then the API server (binds the socket), started in that order
     -> READY=1 ... wait for SIGTERM/SIGINT/Shutdown RPC ... STOPPING=1
+       (SIGHUP meanwhile re-reads the configuration: DaemonContext.reload_config)
     -> components stopped in reverse (API first: watch streams end, server stops)
     -> store flushed and closed -> socket, pid file and lock released -> exit 0
 
@@ -28,6 +29,7 @@ import structlog
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 from parheliad.config import Config, db_path
+from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
 from parheliad.instance import InstanceGuard, StartupRefused
 from parheliad.sdnotify import sd_notify
@@ -56,6 +58,8 @@ class Daemon:
         self._started: list[Component] = []
         self._store: Store | None = None
         self._bus = EventBus()
+        self._context: DaemonContext | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (signal handlers, the Shutdown RPC). Idempotent."""
@@ -63,11 +67,30 @@ class Daemon:
             log.info("daemon.stop_requested")
             self._stop.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration, as `parhelia daemon reload` does (ignored
+        until the daemon has started)."""
+        if self._context is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._reload(self._context))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    @staticmethod
+    async def _reload(ctx: DaemonContext) -> None:
+        try:
+            await ctx.reload_config()
+        except ParheliaError as exc:
+            log.error("config.reload_refused", code=exc.code, reason=exc.message)
+        except Exception:
+            log.exception("config.reload_failed")
+
     async def run(self) -> int:
         """Serve until asked to stop; the process exit code."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             self._guard.acquire()
         except StartupRefused as exc:
@@ -101,7 +124,7 @@ class Daemon:
         parts = compose(self.paths, self.config, store, self._bus, instance_id=instance_id,
                         started_at_us=started_at, socket=self.socket,
                         request_shutdown=self.request_stop)
-        ctx = parts.context
+        ctx = self._context = parts.context
         for component in parts.components:
             log.debug("daemon.component_starting", component=component.name)
             await component.start()

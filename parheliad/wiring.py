@@ -24,7 +24,7 @@ from parhelia.volume import LocalVolume
 from parheliad.api.server import ApiServer
 from parheliad.backends.base import Backend
 from parheliad.backends.registry import Backends, BackendState, build_backends
-from parheliad.config import Config
+from parheliad.config import Config, LiveConfig
 from parheliad.context import DaemonContext
 from parheliad.core import sshkeys
 from parheliad.core.budget import Budget
@@ -95,7 +95,7 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
         ssh_key=lambda sid: sshkeys.session_key(paths.state_dir, sid).public,
         prepare_source=repos.prepare)
     recovery = Recovery(store, dispatcher, config, built)
-    listener = Listener(store, built, volume, on_settled=dispatcher.kick,
+    listener = Listener(store, built, volume, budget, on_settled=dispatcher.kick,
                         on_lost=recovery.on_lost, launching=dispatcher.launching)
     health = HealthMonitor(store, built, config, listener, on_lost=recovery.on_lost,
                            on_settled=dispatcher.kick)
@@ -124,21 +124,23 @@ def compose(paths: Paths, config: Config, store: Store, bus: EventBus, *, instan
             started_at_us: int, socket: Path, request_shutdown: Callable[[], None]
             ) -> DaemonParts:
     """The daemon's context and components, wired."""
-    runtime = build_runtime(store, paths, lambda: config, instance_id, bus)
+    live = LiveConfig(config)  # what every part reads; `daemon reload` replaces it
+    runtime = build_runtime(store, paths, live.get, instance_id, bus)
     tasks = TaskService(store, config=lambda project: ctx.config_for(project),
                         runtime=runtime, on_created=runtime.kick,
-                        admit=runtime.budget.admission)
+                        admit=runtime.budget.admission,
+                        check_backend=runtime.check_backend)
 
     async def backend_status() -> list[BackendState]:
         return runtime.registry.states()
 
     overlap = OverlapMonitor(store, bus, runtime.changes)
-    pull_requests = PullRequests(store, bus, runtime.volume, lambda: config, runtime.environ,
+    pull_requests = PullRequests(store, bus, runtime.volume, live.get, runtime.environ,
                                  envfile.env_file(paths), paths.data_dir, runtime.changes)
     ctx = DaemonContext(
-        paths=paths, config=config, store=store, bus=bus, tasks=tasks,
+        paths=paths, live=live, store=store, bus=bus, tasks=tasks,
         instance_id=instance_id, started_at_us=started_at_us, socket=socket,
         request_shutdown=request_shutdown, backend_status=backend_status,
         overlaps=overlap.overlaps, runtime=runtime, pull_requests=pull_requests)
-    return DaemonParts(ctx, [runtime, Notifier(store, bus, lambda: config), overlap,
+    return DaemonParts(ctx, [runtime, Notifier(store, bus, live.get), overlap,
                              pull_requests, ApiServer(ctx, socket, API_GRACE_S)])

@@ -35,10 +35,15 @@ from tests.fake_anthropic.pytest_plugin import (  # noqa: F401 - fixtures
     fake_anthropic_factory,
 )
 from tests.fake_modal.fixture import fake_modal  # noqa: F401 - fixture
+from tests.helpers import environment
 from tests.helpers.daemon import CLI_TIMEOUT_S, RunningDaemon, reap, start_daemon
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
 from tests.helpers.harness import harness, harness_factory  # noqa: F401 - fixtures
+
+# Before any test module is collected: the caller's credentials, NO_COLOR, COLUMNS,
+# PARHELIA_*, HOME... are cleared or fixed (tests/helpers/environment.py).
+TEST_HOME = environment.apply()
 
 settings.register_profile(
     "parhelia",
@@ -65,8 +70,6 @@ def home(parhelia_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (``run``); autostart off unless a test turns it on."""
     monkeypatch.setenv("PARHELIA_HOME", str(parhelia_home))
     monkeypatch.setenv("PARHELIA_NO_AUTOSTART", "1")
-    for name in ("PARHELIA_SOCKET", "NO_COLOR", "XDG_RUNTIME_DIR"):
-        monkeypatch.delenv(name, raising=False)
     return parhelia_home
 
 
@@ -153,6 +156,10 @@ def _fresh_warnings() -> None:
     from parhelia_cli import render
 
     render._warned.clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -97,15 +97,18 @@ def auth_set(name: str | None, github: bool, from_stdin: bool) -> None:
 @auth.command("status")
 @json_option
 def auth_status() -> None:
-    """Which credential the daemon will use and where it comes from (never its value).
+    """Which credential the daemon will use and where it comes from (never its value),
+    and which GitHub token (private repositories, `task pr`).
 
-    Exits 1 when the daemon has none.
+    Exits 1 when the daemon has no agent credential.
     """
     resp = _daemon_status()
+    shadowed = _shadowed(resp)
     gh = settings().api().system.github_credential()
     data = {"credential_name": resp.credential_name or None,
             "credential_source": resp.credential_source or None,
             "env_file": resp.env_file, "problem": resp.credential_problem or None,
+            "shadowed": shadowed,
             "github": {
                 "host": gh.host, "name": gh.name or None, "source": gh.source or None,
                 "problem": gh.problem or None, "modal_secret": gh.modal_secret,
@@ -121,12 +124,30 @@ def auth_status() -> None:
         render.line("The daemon uses " + _where(resp.credential_name,
                                                 resp.credential_source, resp.env_file)
                     + " (value not shown).")
+        if shadowed:
+            render.line(f"The credential stored in {resp.env_file} ({', '.join(shadowed)}) "
+                        f"is not used: {resp.credential_name} in the daemon's own "
+                        "environment shadows it, so `parhelia auth set` and `auth clear` "
+                        "change nothing until the daemon runs without it (`parhelia daemon "
+                        f"stop`, unset {resp.credential_name}, start it again).")
     else:
         render.line("The daemon has no credential (none of " + ", ".join(CREDENTIAL_VARS)
                     + "). Store one with `parhelia auth set`.")
     render.line(_github_line(gh))
     if not resp.credential_name:
         raise TaskOutcome(1)
+
+
+def _shadowed(resp: system_pb2.GetStatusResponse) -> list[str]:
+    """The credentials stored in the env file that the daemon does not use because a
+    variable of its own environment wins (names only)."""
+    if resp.credential_source != envfile.ENVIRONMENT or not resp.env_file:
+        return []
+    try:
+        stored = envfile.read(Path(resp.env_file))
+    except (ParheliaError, OSError):
+        return []  # `auth status` says what is wrong with the file otherwise
+    return [n for n in CREDENTIAL_VARS if stored.get(n)]
 
 
 def _github_line(gh: system_pb2.GetGitHubCredentialResponse) -> str:
@@ -147,11 +168,17 @@ def _github_line(gh: system_pb2.GetGitHubCredentialResponse) -> str:
 
 @auth.command("clear")
 @click.option("--github", is_flag=True, help="Remove the GitHub token instead.")
-def auth_clear(github: bool) -> None:
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def auth_clear(github: bool, yes: bool) -> None:
     """Remove the stored credential (or, with --github, the GitHub token) from the
-    daemon's env file."""
+    daemon's env file (asks first unless -y; tasks dispatched afterwards have no
+    credential unless the daemon's environment holds one)."""
+    from parhelia_cli import confirm
+
     path = _env_path()
     what = "GitHub token" if github else "credential"
+    label = "the GitHub token" if github else "the agent's credential"
+    confirm.confirm(f"Remove {label} from {path}?", yes, f"clearing {label}")
     try:
         removed = envfile.clear_credentials(path, GITHUB_TOKEN_VARS if github
                                             else CREDENTIAL_VARS)
@@ -167,5 +194,3 @@ def auth_clear(github: bool) -> None:
                                                      resp.credential_source, resp.env_file)
                     + "; stop the daemon (`parhelia daemon stop`) and start it from a shell "
                     "without it to drop it.")
-
-

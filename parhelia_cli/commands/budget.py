@@ -1,5 +1,6 @@
-"""``parhelia budget show|history|set|ledger``: the spending ceiling and where the money
-went. Each command is one RPC plus rendering; the daemon validates amounts (E101)."""
+"""``parhelia budget show|history|set|ledger|estimate``: the spending ceiling, where the
+money went, and what a task would cost. Each command is one RPC plus rendering; the
+daemon validates amounts (E101)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 import click
 
 from parhelia_cli import complete, params, render
+from parhelia_cli.api import task_options
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_count, usd_short
+from parhelia_cli.flows.estimate import print_estimate
 
 
 @click.group()
@@ -140,14 +143,15 @@ def history(by: str, since: datetime | None) -> None:
               shell_complete=complete.TASK)
 @click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N entries (default 100).")
+@params.page_option
 @json_option
-def ledger(task_id: str | None, limit: int | None) -> None:
+def ledger(task_id: str | None, limit: int | None, page_token: str) -> None:
     """The ledger's entries (compute, api, adjustment), newest first."""
     obj = settings()
-    resp = obj.api().budget.ledger(task_id=task_id, limit=limit)
+    resp = obj.api().budget.ledger(task_id=task_id, limit=limit, page_token=page_token)
     entries = [to_dict(e) for e in resp.entries]
     if obj.json:
-        render.emit_json({"entries": entries})
+        render.emit_page("entries", entries, resp.next_page_token)
         return
     render.table(("AT", "KIND", "AMOUNT", "TASK", "CONTAINER", "TOKENS", "NOTE"),
                  [((e["at"] or "")[:19] + "Z", e["kind"], _money(e["amount_micros"]),
@@ -155,3 +159,22 @@ def ledger(task_id: str | None, limit: int | None) -> None:
                    f"{human_count(e['input_tokens'])}/{human_count(e['output_tokens'])}",
                    e["note"] or "") for e in entries],
                  empty="The ledger is empty.")
+    render.more(resp.next_page_token)
+
+
+@budget.command()
+@params.sizing_options
+@click.option("--backend", type=click.Choice(params.BACKENDS),
+              help="Where it would run (default: config).")
+@json_option
+def estimate(gpu: str | None, cpu: float | None, memory: int | None, timeout: int | None,
+             max_turns: int | None, max_cost: int | None, model: str | None,
+             backend: str | None) -> None:
+    """The cost range (compute + API, low and high) of a task with these options, and
+    how each part is computed. Creates nothing: the same as `task create
+    --estimate-only`, and the MCP tool parhelia_budget_estimate."""
+    options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
+                           max_turns=max_turns, max_cost_micros=max_cost, model=model,
+                           backend=backend)
+    obj = settings()
+    print_estimate(to_dict(obj.api().tasks.estimate(options)), obj.json)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from parhelia_cli import complete, confirm, params, render
-from parhelia_cli.context import json_option, settings
+from parhelia_cli.context import json_option, quiet_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes
 from parhelia_cli.errors import CliError
@@ -66,31 +66,35 @@ def create(session_id: str, message: str) -> None:
                 shell_complete=complete.SESSION)
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N checkpoints, newest first (default: the daemon's, 100).")
+@quiet_option
+@params.page_option
 @json_option
-def list_checkpoints(session_id: str | None, limit: int | None) -> None:
+def list_checkpoints(session_id: str | None, limit: int | None, quiet: bool,
+                     page_token: str) -> None:
     """List checkpoints, newest first (of one SESSION, or a TASK's session, or of all)."""
     obj = settings()
-    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit)
+    resp = obj.api().checkpoints.list(session_id=session_id, limit=limit,
+                                      page_token=page_token)
     found = [to_dict(c) for c in resp.checkpoints]
     if obj.json:
-        render.emit_json({"checkpoints": found})
+        render.emit_page("checkpoints", found, resp.next_page_token)
+        return
+    if quiet:
+        render.ids(cp["id"] for cp in found)
         return
     rows = []
     for cp in found:
         s = _stats(cp)
-        rows.append((cp["id"], cp["session_id"], _trigger(cp), _short(cp["message"] or "", 40),
+        rows.append((cp["id"], cp["session_id"], _trigger(cp), " ".join(
+                     (cp["message"] or "").split()),
                      render.age(cp["created_at"]), s["files"], human_bytes(s["bytes"]),
                      human_bytes(s["new_bytes"])))
     where = f" of session {session_id}" if session_id else ""
     render.table(("ID", "SESSION", "TRIGGER", "MESSAGE", "CREATED", "FILES", "SIZE", "NEW"),
-                 rows, empty=f"No checkpoints{where}.")
+                 rows, empty=f"No checkpoints{where}.", flex=("MESSAGE",))
+    render.showing(len(rows), resp.total, "checkpoints", resp.next_page_token)
     if any(cp["manual"] for cp in found):
         render.line(f"{MANUAL_MARK} manual: kept by `parhelia checkpoint gc`")
-
-
-def _short(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 @checkpoint.command()

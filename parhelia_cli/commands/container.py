@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from parhelia import statuses
-from parhelia_cli import complete, confirm, render
+from parhelia_cli import complete, confirm, params, render
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.durations import human_bytes, usd_short
@@ -71,20 +71,22 @@ def _health_cell(c: dict[str, Any]) -> tuple[str, str]:
               help="Only containers with this health (repeatable).")
 @click.option("--task", "task_id", metavar="ID", help="Only this task's containers.",
               shell_complete=complete.TASK)
-@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=None,
+@click.option("--limit", type=params.LIMIT, default=None,
               help="At most N containers, newest first (default: 100).")
+@params.page_option
 @json_option
 def list_containers(states: tuple[str, ...], health: tuple[str, ...], task_id: str | None,
-                    limit: int | None) -> None:
+                    limit: int | None, page_token: str) -> None:
     """List containers, newest first (orphans unknown to the database too)."""
     obj = settings()
     resp = obj.api().containers.list(states=states, health=health, task_id=task_id,
-                                     limit=limit)
+                                     limit=limit, page_token=page_token)
     found = [to_dict(c) for c in resp.containers]
     if obj.json:
-        render.emit_json({"containers": found})
+        render.emit_page("containers", found, resp.next_page_token)
         return
     render.table(COLUMNS, container_rows(found), empty="No matching containers.")
+    render.more(resp.next_page_token)
 
 
 @container.command()

@@ -1,6 +1,6 @@
-"""``daemon start|stop|status|logs|install``: the lifecycle of parheliad.
+"""``daemon start|stop|restart|reload|status|logs|install``: the lifecycle of parheliad.
 
-None of these autostart the daemon.
+None of these autostart the daemon (``reload`` needs one running).
 """
 
 from __future__ import annotations
@@ -46,11 +46,17 @@ def start(foreground: bool, wait_seconds: float) -> None:
         render.line(f"parheliad {version.version or ''} is already running on "
                     f"{client.address(p.socket)}.")
         return
-    argv = [sys.executable, "-m", "parheliad", "--socket", str(p.socket)]
     if foreground:
         sys.stdout.flush()
         sys.stderr.flush()
+        argv = [sys.executable, "-m", "parheliad", "--socket", str(p.socket)]
         os.execv(sys.executable, argv)  # noqa: S606 - argv list, no shell
+    _spawn(p, wait_seconds)
+
+
+def _spawn(p: Any, wait_seconds: float) -> None:
+    from parhelia_cli import client
+
     proc = client.spawn_daemon(p)
     version = client.wait_for_daemon(p.socket, proc, timeout=wait_seconds)
     if version is None:
@@ -75,6 +81,12 @@ def stop(wait_seconds: float) -> None:
     if client.probe(p.socket) is None:
         render.line(f"parheliad is not running on {client.address(p.socket)}.")
         return
+    _shutdown(p, wait_seconds)
+
+
+def _shutdown(p: Any, wait_seconds: float) -> None:
+    from parhelia_cli import client
+
     c = client.Client(p, None)
     try:
         c.api.system.shutdown()
@@ -91,6 +103,63 @@ def stop(wait_seconds: float) -> None:
         time.sleep(0.1)
     raise CliError("E501", f"parheliad is still answering on {client.address(p.socket)} after "
                            f"{wait_seconds:g} s.", hint="See `parhelia daemon logs`.")
+
+
+@daemon.command()
+@click.option("--wait", "wait_seconds", type=params.WAIT, default=STOP_WAIT,
+              show_default=True, help="Seconds to wait for the old daemon to stop and the "
+              "new one to answer.")
+def restart(wait_seconds: float) -> None:
+    """Stop parheliad cleanly and start it again (local workers keep running and are
+    re-adopted). Needed for the keys `daemon reload` names as read only at start."""
+    from parhelia_cli import client
+
+    p = _paths()
+    if client.probe(p.socket) is not None:
+        _shutdown(p, wait_seconds)
+    _spawn(p, wait_seconds)
+
+
+@daemon.command()
+@json_option
+def reload() -> None:
+    """Re-read the configuration file and use it now, without a restart (as SIGHUP does).
+
+    Prints each key that changed; keys the daemon reads only at start (the database
+    path, the log level, the Modal app, volume, secret and timeouts) keep their value
+    until `parhelia daemon restart`. A bad file changes nothing (E101).
+    """
+    import json
+
+    from parhelia_cli import client
+    from parhelia_cli.convert import to_dict
+
+    p = _paths()
+    if client.probe(p.socket) is None:
+        render.line(f"parheliad is not running on {client.address(p.socket)}; it reads its "
+                    "configuration when it starts.")
+        raise TaskOutcome(5)
+    obj = settings()
+    data = to_dict(obj.api().config.reload())
+    if obj.json:
+        render.emit_json(data)
+        return
+
+    def change(c: dict[str, Any]) -> str:
+        before, after = (json.dumps(c[k], ensure_ascii=False) for k in ("before", "after"))
+        return render.safe(f"{c['key']}: {before} -> {after}")
+
+    for c in data["applied"]:
+        render.line(change(c))
+    for c in data["needs_restart"]:
+        render.line(change(c) + " (needs `parhelia daemon restart`)")
+    if not data["applied"] and not data["needs_restart"]:
+        render.line("Configuration re-read: nothing changed.")
+    elif data["needs_restart"]:
+        render.line(f"Applied {len(data['applied'])} change(s); "
+                    f"{len(data['needs_restart'])} take effect after `parhelia daemon restart`.")
+    else:
+        render.line(f"Applied {len(data['applied'])} change(s); no restart needed.")
 
 
 @daemon.command("status")

@@ -54,22 +54,24 @@ def filter_options(f: F) -> F:
 @filter_options
 @click.option("--limit", type=params.LIMIT, default=None,
               help="The newest N matching events (default 50), shown oldest first.")
+@params.page_option
 @json_option
 def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime | None,
                 until: datetime | None, task_id: str | None, session_id: str | None,
-                container_id: str | None, limit: int | None) -> None:
-    """Recent events matching the filters, oldest first."""
+                container_id: str | None, limit: int | None, page_token: str) -> None:
+    """Recent events matching the filters, oldest first (--page-token: the ones before)."""
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
-    resp = obj.api().events.list(flt, limit=limit)
+    resp = obj.api().events.list(flt, limit=limit, page_token=page_token)
     found = [to_dict(e) for e in resp.events]
     if obj.json:
-        render.emit_json({"events": found})
+        render.emit_page("events", found, resp.next_page_token)
         return
     if not found:
         render.line("No matching events.")
     for e in found:
         render.line(event_line(e))
+    render.more(resp.next_page_token)
 
 
 @events.command()
@@ -100,7 +102,8 @@ def watch(types: tuple[tuple[str, ...], ...], level: str | None, since: datetime
 @events.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option("--format", "fmt", type=click.Choice(("jsonl", "json")), default="jsonl",
-              show_default=True, help="JSON lines, or one JSON array.")
+              show_default=True, help='JSON lines, or one JSON object {"events": [...]} '
+              "(as `events list --json` prints).")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @filter_options
 @json_option
@@ -128,8 +131,8 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
     count = 0
     with target as out:
         stream = obj.api().events.export(flt)
-        if fmt == "json":
-            out.write("[")
+        if fmt == "json":  # the list envelope of every --json list (ADR 0016)
+            out.write('{"events":[')
         for event in stream:
             text = json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
             if fmt == "json":
@@ -138,7 +141,7 @@ def export(file: str, fmt: str, force: bool, types: tuple[tuple[str, ...], ...],
                 out.write(text + "\n")
             count += 1
         if fmt == "json":
-            out.write("\n]\n" if count else "]\n")
+            out.write("\n]}\n" if count else "]}\n")
         out.flush()
     if file != "-":
         if obj.json:

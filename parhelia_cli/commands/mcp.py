@@ -27,7 +27,7 @@ def mcp_server(no_autostart: bool, log_level: str) -> None:
     health, reconciler status and doctor. Errors carry the E-code.
 
     \b
-    Claude Code:     claude mcp add parhelia -- parhelia mcp-server
+    Claude Code:     claude mcp add -s user parhelia -- parhelia mcp-server
     Other clients:   {"command": "parhelia", "args": ["mcp-server"]}
 
     `parhelia help mcp` lists the tools.

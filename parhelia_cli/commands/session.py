@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from parhelia_cli import complete, confirm, params, render
-from parhelia_cli.context import json_option, settings
+from parhelia_cli.context import json_option, quiet_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_bytes
 from parhelia_cli.errors import CliError, TaskOutcome, invalid
@@ -65,17 +65,24 @@ def _status_word(status: str | None) -> str:
               help="Every session (the default; kept for scripts).")
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N sessions, newest first (default: the daemon's, 100).")
+@quiet_option
+@params.page_option
 @json_option
-def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
+def list_sessions(active: bool, show_all: bool, limit: int | None, quiet: bool,
+                  page_token: str) -> None:
     """List sessions, newest first: all of them, like `task list` (--active: only those
     not completed)."""
     if active and show_all:
         raise invalid("--active and --all contradict each other")
     obj = settings()
-    resp = obj.api().sessions.list(include_finished=not active, limit=limit)
+    resp = obj.api().sessions.list(include_finished=not active, limit=limit,
+                                   page_token=page_token)
     found = [to_dict(s) for s in resp.sessions]
     if obj.json:
-        render.emit_json({"sessions": found})
+        render.emit_page("sessions", found, resp.next_page_token)
+        return
+    if quiet:
+        render.ids(s["id"] for s in found)
         return
     rows = [(s["id"], s["task_id"], (_status_text(s), SESSION_STYLES.get(s["status"] or "", "")),
              s["current_container_id"] or "", s["containers"], s["checkpoints"],
@@ -84,6 +91,7 @@ def list_sessions(active: bool, show_all: bool, limit: int | None) -> None:
     render.table(("ID", "TASK", "STATUS", "CONTAINER", "RUNS", "CHECKPOINTS",
                   "LATEST CHECKPOINT", "UPDATED"), rows,
                  empty="No active or stopped sessions." if active else "No sessions.")
+    render.showing(len(rows), resp.total, "sessions", resp.next_page_token)
 
 
 @session.command()
@@ -278,7 +286,7 @@ def release(session_id: str, instruction: str) -> None:
     if obj.json:
         render.emit_resource(s)
         return
-    render.line(f"Session {s['id']} continues headless ({_status_word(s['status'])}). "
+    render.line(f"Session {s['id']} continues headless. "
                 f"Follow it with `parhelia task watch {s['task_id']}`.")
 
 

@@ -126,17 +126,36 @@ def config() -> None:
               help="Project whose .parhelia/config.toml applies (default: the current dir).")
 @json_option
 def config_show(project_dir: str | None) -> None:
-    """Every configuration key, its value and where it came from."""
+    """Every configuration key, its value and where it came from; a DAEMON USES column
+    when the running daemon uses another value (`parhelia daemon reload` applies it)."""
     obj = settings()
     data = to_dict(obj.api().config.get(os.path.abspath(project_dir or ".")))
     if obj.json:
         render.emit_json(data)
         return
-    rows = [(v["key"], json.dumps(v["value"], ensure_ascii=False), v["source"])
-            for v in data["values"]]
-    render.table(("KEY", "VALUE", "SOURCE"), rows, empty="No configuration values.")
+    stale = [v for v in data["values"] if v["in_use"] is not None]
+    rows = [(v["key"], json.dumps(v["value"], ensure_ascii=False), v["source"],
+             *((_in_use(v),) if stale else ())) for v in data["values"]]
+    render.table(("KEY", "VALUE", "SOURCE", *(("DAEMON USES",) if stale else ())), rows,
+                 empty="No configuration values.")
     if data["files"]:
         render.line("Files: " + ", ".join(data["files"]))
+    if stale:
+        later = [v["key"] for v in stale if v["needs_restart"]]
+        render.info(f"The daemon still uses other values for {len(stale)} key(s): "
+                    + ("`parhelia daemon reload` applies them"
+                       if len(later) < len(stale) else "")
+                    + ("; " if later and len(later) < len(stale) else "")
+                    + (f"{', '.join(later)} need `parhelia daemon restart`" if later else "")
+                    + ".")
+
+
+def _in_use(value: dict[str, Any]) -> str:
+    """The DAEMON USES cell: the value in use when it differs from the files'."""
+    if value["in_use"] is None:
+        return ""
+    return json.dumps(value["in_use"], ensure_ascii=False) + \
+        (" (until restart)" if value["needs_restart"] else " (until reload)")
 
 
 @config.command("sync")
@@ -170,7 +189,9 @@ def _print_sync(d: dict[str, Any], dry_run: bool) -> None:
 
     render.table(("SENT", "BYTES", "NEW"),
                  [(i["path"], human_bytes(i["bytes"]), "new" if i["new"] else "")
-                  for i in d["items"]], empty="Nothing to send.")
+                  for i in d["items"]]
+                 + [(f"mcp:{name}", "", "MCP server") for name in d["mcp_servers"]],
+                 empty="Nothing to send.")
     if d["excluded"]:
         render.line()
         render.table(("LEFT OUT", "REASON", "DETAIL"),
@@ -184,7 +205,9 @@ def _print_sync(d: dict[str, Any], dry_run: bool) -> None:
     render.line()
     passed = f"; passed as environment variables: {', '.join(d['passed_env'])}" \
         if d["passed_env"] else ""
-    summary = (f"{d['files']} files, {human_bytes(d['bytes'])} "
+    servers = len(d["mcp_servers"])
+    mcp = f" and {servers} MCP server{'s' if servers != 1 else ''}" if servers else ""
+    summary = (f"{d['files']} files{mcp}, {human_bytes(d['bytes'])} "
                f"({human_bytes(d['new_bytes'])} new) from {d['source_dir']}{passed}")
     if d["bundle_id"] is None:
         render.line(f"No Claude configuration found in {d['source_dir']}; nothing to sync.")

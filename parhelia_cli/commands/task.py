@@ -15,7 +15,7 @@ from parhelia import statuses as words
 from parhelia.limits import MAX_PROMPT_CHARS
 from parhelia_cli import complete, params, render
 from parhelia_cli.api import task_options
-from parhelia_cli.context import json_option, settings
+from parhelia_cli.context import json_option, quiet_option, settings
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.durations import human_seconds, usd_short
 from parhelia_cli.errors import invalid, missing
@@ -25,7 +25,6 @@ from parhelia_cli.flows.submit import check_credential, submit_task
 if TYPE_CHECKING:
     pass
 
-WATCH_BACKLOG = 20
 """Recent events `task watch` prints first, so re-attaching shows what happened."""
 
 
@@ -63,14 +62,7 @@ FROM_SESSION_PROMPT = "Continue where we left off."
 
 @task.command("create")
 @click.argument("prompt", required=False)
-@click.option("--gpu", type=params.GPU,
-              help=f"GPU type, optionally :N ({', '.join(params.GPU_TYPES)}).")
-@click.option("--cpu", type=params.CORES, help="Physical cores.")
-@click.option("--memory", type=params.MEMORY, help="Memory: MiB, or 512MiB / 16GiB.")
-@click.option("--timeout", type=params.TIMEOUT, help="Wall-clock limit: seconds, 30m, 4h.")
-@click.option("--max-turns", type=params.COUNT, help="Maximum agent turns.")
-@click.option("--max-cost", type=params.USD, help="Cost cap for this task, USD (e.g. 2.50).")
-@click.option("--model", help="Claude model (default: config, else the agent's default).")
+@params.sizing_options
 @click.option("--permission-mode", type=click.Choice(params.PERMISSION_MODES),
               help="Claude Code permission mode (default: config).")
 @click.option("--backend", type=click.Choice(params.BACKENDS), help="Where to run it "
@@ -144,7 +136,9 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     obj = settings()
     api = obj.api()
     if estimate_only:
-        _print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
+        from parhelia_cli.flows.estimate import print_estimate
+
+        print_estimate(to_dict(api.tasks.estimate(options)), obj.json)
         return
     check_credential(api, backend)
 
@@ -178,8 +172,6 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     follow(api, created.id, obj.json)
 
 
-
-
 def _relative_to(path: Path, directory: Path) -> str:
     """``--include-secret-file`` as a path inside the workspace (E101 outside it)."""
     full = Path(os.path.abspath(path))
@@ -190,32 +182,13 @@ def _relative_to(path: Path, directory: Path) -> str:
                       f"{directory}") from None
 
 
-
-
-
-
-
-
-def _print_estimate(est: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        render.emit_json(est)
-        return
-    render.line(f"Estimated cost: {usd_short(est['low_micros'])}-{usd_short(est['high_micros'])}")
-    for part in est["parts"]:
-        render.line(f"  {part['name']:<8} {usd_short(part['low_micros'])}-"
-                    f"{usd_short(part['high_micros'])}" + (f"  ({part['basis']})"
-                                                           if part["basis"] else ""))
-    render.line("Nothing was created.")
-
-
-
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @json_option
 def watch(task_id: str) -> None:
     """Follow a task live until it finishes (Ctrl-C detaches)."""
     obj = settings()
-    follow(obj.api(), task_id, obj.json, backlog=WATCH_BACKLOG)
+    follow(obj.api(), task_id, obj.json, history=True)
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -228,17 +201,23 @@ def watch(task_id: str) -> None:
                    "`session list --active`.")
 @click.option("--limit", type=params.LIMIT, default=None,
               help="At most N tasks, newest first (default: 100).")
+@quiet_option
+@params.page_option
 @json_option
-def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> None:
+def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet: bool,
+               page_token: str) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
     if active:
         statuses = words.TASK_UNFINISHED
     obj = settings()
-    resp = obj.api().tasks.list(statuses=statuses, limit=limit)
+    resp = obj.api().tasks.list(statuses=statuses, limit=limit, page_token=page_token)
     if obj.json:
-        render.emit_json({"tasks": [task_dict(t) for t in resp.tasks]})
+        render.emit_page("tasks", [task_dict(t) for t in resp.tasks], resp.next_page_token)
+        return
+    if quiet:
+        render.ids(t.id for t in resp.tasks)
         return
     rows, notes = [], []
     for t in map(task_dict, resp.tasks):
@@ -246,7 +225,7 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
         where = opts.get("backend") or ""
         if opts.get("gpu"):
             where = f"{where} {opts['gpu']}".strip()
-        prompt = (t["prompt"] or "").strip().splitlines()[0] if t["prompt"] else ""
+        prompt = (t["prompt"] or "").strip().splitlines()[0].strip() if t["prompt"] else ""
         word, colour = render.status_cell(t["status"])
         if waits(t) or unsaved(t):
             word += "*"
@@ -257,8 +236,7 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
             notes.extend(f"! {t['id']}: {text}" for text in overlaps)
         rows.append((t["id"], (word, colour), render.age(t["created_at"]),
                      where, (t["usage"] or {}).get("turns", 0),
-                     usd_short((t["usage"] or {}).get("total_cost_micros", 0)),
-                     prompt[:60] + ("..." if len(prompt) > 60 else "")))
+                     usd_short((t["usage"] or {}).get("total_cost_micros", 0)), prompt))
     if active:
         empty = "No unfinished tasks (`parhelia task list` shows all)."
     elif statuses:
@@ -266,7 +244,8 @@ def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None) -> No
     else:
         empty = "No tasks. Create one with `parhelia task create \"...\"`."
     render.table(("ID", "STATUS", "CREATED", "BACKEND", "TURNS", "TOTAL", "PROMPT"), rows,
-                 empty=empty)
+                 empty=empty, flex=("PROMPT",))
+    render.showing(len(rows), resp.total, "tasks", resp.next_page_token)
     if notes:
         render.line()
         for note in notes:
@@ -289,11 +268,6 @@ def overlap_lines(t: dict[str, Any], paths: int = OVERLAP_PATHS_SHOWN,
         out.append(f"task {o['task_id']} also changed {count} of the same path(s): "
                    f"{shown}{more}")
     return out
-
-
-
-
-
 
 
 @task.command()
@@ -383,14 +357,27 @@ def _set_by(sources: dict[str, str]) -> str | None:
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
 @click.option("-f", "--follow", "follow_logs", is_flag=True, help="Keep streaming new output.")
-def logs(task_id: str, follow_logs: bool) -> None:
-    """Print the agent's raw output (stream-json) of a task."""
+@click.option("--raw", is_flag=True,
+              help="The agent's own stream-json lines, unchanged (for jq and scripts).")
+def logs(task_id: str, follow_logs: bool, raw: bool) -> None:
+    """What the agent did, as a person reads it: its turns, each tool call with its
+    input summarised, the tool's result, the agent's text and its result (every
+    incarnation of the task, oldest first). --raw prints the stream-json itself."""
+    from parhelia_cli.agentlog import AgentLog
+
     api = settings().api()
     out = sys.stdout.buffer
+    view = None if raw else AgentLog()
     try:
         for chunk in api.tasks.logs(task_id, follow=follow_logs):
-            out.write(chunk.data)
-            out.flush()
+            if view is None:
+                out.write(chunk.data)
+                out.flush()
+                continue
+            for line in view.feed(chunk.container_id, chunk.data):
+                render.line(line)
+        for line in view.finish() if view is not None else ():
+            render.line(line)
     except KeyboardInterrupt:
         return
 
@@ -411,11 +398,13 @@ def cancel(task_id: str, grace: int | None) -> None:
 
 @task.command()
 @click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
-@click.option("--force", is_flag=True, help="Delete even when it is not finished (cancels first).")
+@click.option("--force", is_flag=True,
+              help="Delete a running task too (its worker is stopped first).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete(task_id: str, force: bool, yes: bool) -> None:
-    """Delete a finished task and its records, for good (--force for unfinished ones).
+    """Delete a task and its records, for good: a finished one, or one with no worker
+    (pending, held, paused: cancelled first); --force for a running one.
     Asks for confirmation unless -y."""
     from parhelia_cli import confirm
 

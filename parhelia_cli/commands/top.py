@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,24 +81,14 @@ class Board:
         return live + done[:RECENT]
 
 
-def columns(ch: str) -> int:
-    """Terminal columns of one character: 2 for wide East Asian ones, 0 for combining."""
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
 def fit(text: str, width: int) -> str:
-    """``text`` cut (never wrapped) to ``width`` terminal columns, padded with spaces;
-    a wide character that would straddle the edge is left out."""
-    out, used = [], 0
-    for ch in text:
-        w = columns(ch)
-        if used + w > width:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + " " * max(0, width - used)
+    """``text`` cut (never wrapped) to ``width`` terminal cells, padded with spaces.
+    Cells are rich's (``rich.cells``: grapheme clusters, so a combining mark, a joined
+    emoji sequence or a skin-tone modifier stays with its character); a wide character
+    that would straddle the edge is left out."""
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, max(0, width))
 
 
 def row_cells(t: dict[str, Any], container: dict[str, Any] | None) -> list[str]:
@@ -235,6 +224,8 @@ class Screen:
         self.argv = self_argv
         self.board = Board()
         self.selected = 0
+        self.selected_id: str | None = None
+        """The task the selection is on: it follows the task when rows reorder."""
         self.message = ""
         self.colour = "NO_COLOR" not in os.environ and curses.has_colors()
         self.styles: dict[str, int] = {}
@@ -268,7 +259,7 @@ class Screen:
         self.scr.erase()
         height, width = self.scr.getmaxyx()
         rows = self.board.ordered()
-        self.selected = max(0, min(self.selected, len(rows) - 1))
+        self.follow_selection(rows)
         self.put(0, summary(self.board), self.curses.A_BOLD)
         self.put(1, header_of(width - 1), self.curses.A_REVERSE)
         room = max(0, height - 5)
@@ -289,6 +280,20 @@ class Screen:
         self.put(height - 2, self.message)
         self.put(height - 1, KEYS_HELP, self.curses.A_DIM)
         self.scr.refresh()
+
+    def follow_selection(self, rows: list[dict[str, Any]]) -> None:
+        """Keep the selection on the same task when rows reorder (a task finishes and
+        moves down, a new one appears above); on the same row when its task is gone."""
+        ids = [t["id"] for t in rows]
+        if self.selected_id in ids:
+            self.selected = ids.index(self.selected_id)
+        self.selected = max(0, min(self.selected, len(rows) - 1))
+        self.selected_id = ids[self.selected] if rows else None
+
+    def move(self, step: int) -> None:
+        rows = self.board.ordered()
+        self.selected = max(0, min(self.selected + step, len(rows) - 1))
+        self.selected_id = rows[self.selected]["id"] if rows else None
 
     # the loop
 
@@ -333,9 +338,9 @@ class Screen:
         if key in (ord("q"), ord("Q"), 27):
             return False
         if key in (c.KEY_UP, ord("k")):
-            self.selected -= 1
+            self.move(-1)
         elif key in (c.KEY_DOWN, ord("j")):
-            self.selected += 1
+            self.move(1)
         elif key == c.KEY_RESIZE:
             pass
         else:
@@ -343,9 +348,9 @@ class Screen:
             if t is None:
                 self.message = "No task selected."
             elif key in (ord("w"), ord("\n"), c.KEY_ENTER):
-                self.outside(["task", "watch", t["id"]])
+                self.outside(["task", "watch", t["id"]], view=True)
             elif key == ord("l"):
-                self.outside(["task", "logs", "--follow", t["id"]])
+                self.outside(["task", "logs", "--follow", t["id"]], view=True)
             elif key == ord("a"):
                 self.attach(t)
             elif key == ord("c"):
@@ -384,14 +389,21 @@ class Screen:
         self.board.tasks[done["id"]] = {**self.board.tasks.get(done["id"], {}), **done}
         self.message = f"Cancelling {done['id']} (now {done['status']})."
 
-    def outside(self, args: list[str]) -> None:
-        """Run ``parhelia ARGS`` on the real terminal, then come back (Ctrl-C ends it)."""
+    def outside(self, args: list[str], view: bool = False) -> None:
+        """Run ``parhelia ARGS`` on the real terminal, then come back (Ctrl-C ends it).
+        ``view`` (watch, logs: they read no keys): a first line says how to get back,
+        and q or Esc end the view and return at once."""
         c = self.curses
         c.def_prog_mode()
         c.endwin()
         env = {**os.environ, "PARHELIA_SOCKET": self.socket}
         try:
+            if view:
+                sys.stdout.write(f"-- {' '.join(args)} -- q, Esc or Ctrl-C: back to top\n")
+                sys.stdout.flush()
             child = subprocess.Popen([*self.argv, *args], env=env)
+            if view and _until_key_or_exit(child, (b"q", b"Q", b"\x1b")):
+                return
             while True:
                 try:
                     child.wait()
@@ -405,6 +417,36 @@ class Screen:
             c.reset_prog_mode()
             self.scr.clear()
         self.message = f"Back from `parhelia {' '.join(args)}`."
+
+
+def _until_key_or_exit(child: subprocess.Popen[bytes], keys: tuple[bytes, ...]) -> bool:
+    """Wait for ``child`` while reading keys (cbreak, no echo): True when one of ``keys``
+    ended it (SIGINT, as Ctrl-C would), False when it ended by itself or by Ctrl-C."""
+    import select
+    import signal
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        while child.poll() is None:
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+            except KeyboardInterrupt:
+                continue  # Ctrl-C reached the child too: it ends
+            if ready and os.read(fd, 1) in keys:
+                child.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(5)
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+                return True
+        return False
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _one_key() -> None:

@@ -33,20 +33,21 @@ def progress_text(t: dict[str, Any], elapsed: float) -> str:
     return " | ".join(parts)
 
 
-def _backlog(api: Api, task_id: str, count: int) -> list[dict[str, Any]]:
-    """The task's newest ``count`` events, oldest first (what a re-attach missed)."""
+def _history(api: Api, task_id: str) -> list[dict[str, Any]]:
+    """Every event of the task so far, oldest first (``ExportEvents`` streams them: no
+    list limit cuts a long history)."""
     from parhelia_cli.api import event_filter
 
-    resp = api.events.list(event_filter(task_id=task_id), limit=count)
-    return sorted((to_dict(e) for e in resp.events), key=lambda e: e["id"])
+    return [to_dict(e) for e in api.events.export(event_filter(task_id=task_id))]
 
 
-def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
+def follow(api: Api, task_id: str, as_json: bool, history: bool = False) -> None:
     """Follow ``WatchTask`` until the task is final; print the result and a summary.
 
     Each event line shows the task as it was at that event (:mod:`parhelia_cli.timeline`);
-    ``backlog`` first prints that many recent events (re-attaching with `task watch`).
-    Exits 0 when it completed, 1 otherwise; Ctrl-C detaches (the task keeps running).
+    ``history`` first replays every earlier event, in order, with the state line
+    following them (re-attaching with `task watch`). Exits 0 when it completed, 1
+    otherwise; Ctrl-C detaches (the task keeps running).
     """
     from parhelia_cli.timeline import AtEvent
 
@@ -79,11 +80,10 @@ def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
             if at is None:
                 # The first message comes once the stream is subscribed: a backlog read
                 # now leaves no gap, and the overlap is skipped by event id.
-                earlier = _backlog(api, last["id"], backlog) if backlog and not as_json \
-                    else []
+                earlier = _history(api, last["id"]) if history and not as_json else []
                 at = AtEvent.start(last) if not earlier else AtEvent.before(last, earlier[0])
                 if earlier:
-                    render.line(f"Recent events of task {last['id']}:")
+                    render.line(f"Events of task {last['id']}, from its creation:")
                 for old in earlier:
                     text = note(old)
                     if text:
@@ -118,7 +118,7 @@ def follow(api: Api, task_id: str, as_json: bool, backlog: int = 0) -> None:
             render.emit_resource(last)
         raise CliError(last["status_code"],
                        f"task {last['id']} is {last['status']}: {last['status_reason']}. "
-                       f"It stays queued; `parhelia task watch {last['id']}` follows it")
+                       f"`parhelia task watch {last['id']}` follows it")
     _finish(last, elapsed, as_json, api)
 
 

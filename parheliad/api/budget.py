@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import grpc
 
-from parhelia.errors import ParheliaError, invalid
+from parhelia.errors import ParheliaError
 from parhelia.v1 import budget_pb2, budget_pb2_grpc, common_pb2, tasks_pb2
+from parheliad.api import paging
 from parheliad.api.convert import options_from_proto, set_ts
 from parheliad.context import DaemonContext
 from parheliad.core import budget as core
@@ -76,9 +77,9 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
 
     async def ListLedger(self, request: budget_pb2.ListLedgerRequest,
                          context: grpc.aio.ServicerContext) -> budget_pb2.ListLedgerResponse:
-        if request.limit < 0:
-            raise invalid("limit: must not be negative", field="limit")
-        limit = min(request.limit or DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT)
+        page = paging.page("ledger", request.limit, request.page_token, shape=(int, int),
+                           default=DEFAULT_LEDGER_LIMIT, maximum=MAX_LEDGER_LIMIT)
+        after = (int(page.after[0]), int(page.after[1])) if page.after else None
         task_id = ""
         if request.task_id.strip():
             task_id = request.task_id.strip()
@@ -87,8 +88,11 @@ class BudgetServicer(budget_pb2_grpc.BudgetServiceServicer):
             except ParheliaError as exc:  # spend outlives deleted tasks: keep the raw id
                 if exc.code != "E201":
                     raise
-        rows = await self._ctx.store.ledger.list(task_id=task_id or None, limit=limit)
-        return budget_pb2.ListLedgerResponse(entries=[ledger_to_proto(r) for r in rows])
+        rows = await self._ctx.store.ledger.list(task_id=task_id or None, limit=page.limit + 1,
+                                                 after=after)
+        sent, next_token = page.answer(rows, lambda r: (r.at, r.id))
+        return budget_pb2.ListLedgerResponse(entries=[ledger_to_proto(r) for r in sent],
+                                             next_page_token=next_token)
 
 
 class EstimateMixin:

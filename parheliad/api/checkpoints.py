@@ -8,14 +8,14 @@ import grpc
 
 from parhelia.errors import ParheliaError
 from parhelia.v1 import checkpoints_pb2, checkpoints_pb2_grpc, common_pb2
+from parheliad.api import paging
 from parheliad.api.convert import checkpoint_to_proto, require_ref
 from parheliad.api.system import tracked
-from parheliad.api.task_runs import count_lines, file_change
+from parheliad.api.task_runs import file_change
 from parheliad.context import DaemonContext
 from parheliad.core.checkpoints import problems
 from parheliad.core.runtime import Runtime
 
-DEFAULT_LIMIT = 100
 MAX_MESSAGE = 500
 
 
@@ -46,9 +46,16 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
         session_id = None
         if request.session_id.strip():
             session_id = (await store.sessions.get(request.session_id.strip())).id
-        rows = await store.checkpoints.list(session_id, limit=request.limit or DEFAULT_LIMIT)
+        page = paging.page("checkpoints", request.limit, request.page_token,
+                           shape=(int, str))
+        after = (int(page.after[0]), str(page.after[1])) if page.after else None
+        rows = await store.checkpoints.list(session_id, limit=page.limit + 1, after=after)
+        sent, next_token = page.answer(rows, lambda r: (r.created_at, r.id))
+        total = await store.checkpoints.count(session_id) \
+            if page.is_part(next_token) else len(sent)
         return checkpoints_pb2.ListCheckpointsResponse(
-            checkpoints=[checkpoint_to_proto(r) for r in rows])
+            checkpoints=[checkpoint_to_proto(r) for r in sent], next_page_token=next_token,
+            total=total)
 
     async def GetCheckpoint(self, request: checkpoints_pb2.GetCheckpointRequest,
                             context: grpc.aio.ServicerContext
@@ -65,12 +72,9 @@ class CheckpointServicer(checkpoints_pb2_grpc.CheckpointServiceServicer):
         ops = self._rt.checkpoints
         a, b, tree = await ops.diff(_ref(request.from_checkpoint_id, "from_checkpoint_id"),
                                     _ref(request.to_checkpoint_id, "to_checkpoint_id"))
-        files = [file_change(c) for c in tree.changes]
-        response = checkpoints_pb2.DiffCheckpointsResponse(files=files)
-        patch = await ops.patch(a, b)
-        count_lines(patch, list(response.files))
-        if request.files:
-            response.patch = patch
+        patch = await ops.patch(a, b, with_text=request.files)
+        files = [file_change(c, patch.lines) for c in tree.changes]
+        response = checkpoints_pb2.DiffCheckpointsResponse(files=files, patch=patch.text)
         if request.conversation:
             response.turns_added.extend(
                 checkpoints_pb2.ConversationTurn(role=t.role, text=t.text)

@@ -9,6 +9,7 @@ import grpc
 
 from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import common_pb2, containers_pb2, containers_pb2_grpc
+from parheliad.api import paging
 from parheliad.api.convert import container_to_proto, event_to_proto, set_ts, word_from_proto
 from parheliad.context import DaemonContext
 from parheliad.core.reconciler import Reconciler
@@ -81,27 +82,38 @@ class ContainerServicer(containers_pb2_grpc.ContainerServiceServicer):
     async def ListContainers(self, request: containers_pb2.ListContainersRequest,
                              context: grpc.aio.ServicerContext
                              ) -> containers_pb2.ListContainersResponse:
-        if not 0 <= request.limit <= MAX_LIMIT:
-            raise invalid(f"limit: must be 0 to {MAX_LIMIT}", field="limit")
-        limit = request.limit or DEFAULT_LIMIT
+        """Containers newest first, then the orphans the database does not know (when
+        the filters let them in), most recently seen first; a page token says which of
+        the two the next page continues."""
+        page = paging.page("containers", request.limit, request.page_token,
+                           shape=(str, int, str), default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         states = [state_from_proto(s) for s in request.states]
-        health = {health_from_proto(h) for h in request.health}
+        health = sorted({health_from_proto(h) for h in request.health})
         store = self._ctx.store
         task_id = ""
         if request.task_id.strip():
             task_id = (await store.tasks.get(request.task_id.strip())).id
-        # Health is filtered here (few rows pass), so read more than `limit` when it is set.
-        rows = await store.containers.list(states=states, task_id=task_id or None,
-                                           limit=MAX_LIMIT if health else limit)
-        if health:
-            rows = [r for r in rows if r.health in health]
-        out = [container_to_proto(r) for r in rows[:limit]]
-        if (not states or ContainerState.ORPHANED.value in states) and not task_id and \
-                (not health or Health.UNKNOWN.value in health) and len(out) < limit:
-            for orphan in await store.orphans.list(limit=limit - len(out)):
-                if not orphan.known:
-                    out.append(orphan_to_proto(orphan, None))
-        return containers_pb2.ListContainersResponse(containers=out)
+        phase, at, ref = page.after if page.after else ("c", 0, "")
+        if phase not in ("c", "o") or (phase == "o" and not str(ref).isdigit()):
+            raise invalid("page_token: not a token this list gave", field="page_token")
+        found: list[tuple[common_pb2.Container, paging.Key]] = []
+        if phase == "c":
+            rows = await store.containers.list(
+                states=states, task_id=task_id or None, health=health, limit=page.limit + 1,
+                after=(int(at), str(ref)) if page.after else None)
+            found = [(container_to_proto(r), ("c", r.created_at, r.id)) for r in rows]
+            phase, at, ref = "o", 0, ""  # the orphans come after the last container
+        with_orphans = (not states or ContainerState.ORPHANED.value in states) and \
+            not task_id and (not health or Health.UNKNOWN.value in health)
+        if with_orphans and len(found) <= page.limit:
+            after = (int(at), int(ref)) if ref else None
+            for orphan in await store.orphans.list(limit=page.limit + 1 - len(found),
+                                                   unknown_only=True, after=after):
+                found.append((orphan_to_proto(orphan, None),
+                               ("o", orphan.last_seen_at, str(orphan.id))))
+        sent, next_token = page.answer(found, lambda item: item[1])
+        return containers_pb2.ListContainersResponse(containers=[m for m, _ in sent],
+                                                     next_page_token=next_token)
 
     async def GetContainer(self, request: containers_pb2.GetContainerRequest,
                            context: grpc.aio.ServicerContext

@@ -11,6 +11,7 @@ import grpc
 
 from parhelia.errors import ParheliaError, invalid
 from parhelia.v1 import common_pb2, events_pb2, events_pb2_grpc
+from parheliad.api import paging
 from parheliad.api.convert import event_to_proto, filter_from_proto
 from parheliad.context import DaemonContext
 from parheliad.core.events import SLOW
@@ -46,11 +47,17 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 
     async def ListEvents(self, request: events_pb2.ListEventsRequest,
                          context: grpc.aio.ServicerContext) -> events_pb2.ListEventsResponse:
-        if not 0 <= request.limit <= MAX_LIMIT:
-            raise invalid(f"limit: must be 0 to {MAX_LIMIT}", field="limit")
+        page = paging.page("events", request.limit, request.page_token, shape=(int,),
+                           default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         flt = await self._filter(request.filter)
-        rows = await self._ctx.store.events.list(flt, limit=request.limit or DEFAULT_LIMIT)
-        return events_pb2.ListEventsResponse(events=[event_to_proto(r) for r in rows])
+        before = int(page.after[0]) if page.after else None
+        rows = await self._ctx.store.events.list(flt, limit=page.limit + 1, before_id=before)
+        # The newest page.limit, oldest first: an extra row is the oldest one read.
+        more = len(rows) > page.limit
+        sent = rows[1:] if more else rows
+        next_token = paging.token("events", (sent[0].id,)) if more else ""
+        return events_pb2.ListEventsResponse(events=[event_to_proto(r) for r in sent],
+                                             next_page_token=next_token)
 
     async def WatchEvents(self, request: events_pb2.WatchEventsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[common_pb2.Event]:

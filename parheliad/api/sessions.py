@@ -10,6 +10,7 @@ import grpc
 
 from parhelia.errors import missing
 from parhelia.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+from parheliad.api import paging
 from parheliad.api.convert import (
     checkpoint_to_proto,
     event_to_proto,
@@ -21,8 +22,8 @@ from parheliad.api.system import tracked
 from parheliad.context import DaemonContext
 from parheliad.core.runtime import Runtime
 from parheliad.core.states import SESSION_LIVE, SessionStatus
+from parheliad.store.rows import SessionRow
 
-DEFAULT_LIMIT = 100
 TERMINAL_CLOSE_TIMEOUT_S = 30.0
 
 
@@ -39,21 +40,36 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return self._ctx.require_runtime()
 
     async def _proto(self, session_id: str) -> common_pb2.Session:
+        row = await self._ctx.store.sessions.get(session_id)
+        return (await self._protos([row]))[0]
+
+    async def _protos(self, rows: list[SessionRow]) -> list[common_pb2.Session]:
+        """The sessions with their container and checkpoint counts (one query each)."""
         store = self._ctx.store
-        row = await store.sessions.get(session_id)
-        msg = session_to_proto(row)
-        msg.containers = len(await store.containers.list(session_id=row.id, limit=100000))
-        msg.checkpoints = len(await store.checkpoints.list(row.id, limit=100000))
-        return msg
+        ids = [r.id for r in rows]
+        containers = await store.containers.count_by_session(ids)
+        checkpoints = await store.checkpoints.count_by_session(ids)
+        out = []
+        for row in rows:
+            msg = session_to_proto(row)
+            msg.containers = containers.get(row.id, 0)
+            msg.checkpoints = checkpoints.get(row.id, 0)
+            out.append(msg)
+        return out
 
     async def ListSessions(self, request: sessions_pb2.ListSessionsRequest,
                            context: grpc.aio.ServicerContext
                            ) -> sessions_pb2.ListSessionsResponse:
         statuses = () if request.all else (*SESSION_LIVE, SessionStatus.STOPPED)
-        rows = await self._ctx.store.sessions.list(statuses=statuses,
-                                                   limit=request.limit or DEFAULT_LIMIT)
-        return sessions_pb2.ListSessionsResponse(
-            sessions=[await self._proto(r.id) for r in rows])
+        page = paging.page("sessions", request.limit, request.page_token, shape=(int, str))
+        after = (int(page.after[0]), str(page.after[1])) if page.after else None
+        rows = await self._ctx.store.sessions.list(statuses=statuses, limit=page.limit + 1,
+                                                   after=after)
+        sent, next_token = page.answer(rows, lambda r: (r.created_at, r.id))
+        total = await self._ctx.store.sessions.count(statuses=statuses) \
+            if page.is_part(next_token) else len(sent)
+        return sessions_pb2.ListSessionsResponse(sessions=await self._protos(sent),
+                                                 next_page_token=next_token, total=total)
 
     async def GetSession(self, request: sessions_pb2.GetSessionRequest,
                          context: grpc.aio.ServicerContext) -> common_pb2.Session:

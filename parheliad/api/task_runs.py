@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import grpc
 
 from parhelia import gitsafe
-from parhelia.checkpoint.diff import Change, header_path
+from parhelia.checkpoint.diff import Change
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.progress import BYTES, FILES
 from parhelia.v1 import common_pb2, tasks_pb2
@@ -25,7 +25,7 @@ from parheliad.api.convert import (
 )
 from parheliad.api.system import tracked
 from parheliad.context import DaemonContext
-from parheliad.core import results, takehome, workspace
+from parheliad.core import patches, results, takehome, workspace
 from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
 from parheliad.core.pricing import round_micros, token_cost
@@ -80,40 +80,13 @@ def retry_overrides(msg: common_pb2.TaskOptions) -> RetryOverrides:
                           timeout_seconds=msg.timeout_seconds, model=msg.model)
 
 
-def file_change(c: Change) -> tasks_pb2.FileChange:
+def file_change(c: Change, lines: Mapping[str, patches.Lines] | None = None
+                ) -> tasks_pb2.FileChange:
+    """``c`` with its line counts (``lines``: by path, from git's numstat)."""
+    counted = (lines or {}).get(c.path) or patches.Lines()
     return tasks_pb2.FileChange(path=c.path, change=c.kind, old_size=c.old_size or 0,
-                                new_size=c.new_size or 0)
-
-
-def count_lines(patch: str, files: list[tasks_pb2.FileChange]) -> None:
-    """Fill lines_added/removed and binary from a git-style patch."""
-    by_path = {f.path: f for f in files}
-    current: tasks_pb2.FileChange | None = None
-    for line in patch.split("\n"):
-        if line.startswith("diff --git "):
-            current = by_path.get(header_path(line) or "")
-        elif current is None:
-            continue
-        elif line.startswith("Binary files "):
-            current.binary = True
-        elif line.startswith("+") and not line.startswith("+++"):
-            current.lines_added += 1
-        elif line.startswith("-") and not line.startswith("---"):
-            current.lines_removed += 1
-
-
-def files_from_patch(patch: str) -> list[tasks_pb2.FileChange]:
-    """The changed files of a git patch (``diff --git`` headers), with line counts."""
-    files: list[tasks_pb2.FileChange] = []
-    for line in patch.split("\n"):
-        if line.startswith("diff --git "):
-            files.append(tasks_pb2.FileChange(path=header_path(line) or "", change="modified"))
-        elif files and line.startswith("new file mode"):
-            files[-1].change = "added"
-        elif files and line.startswith("deleted file mode"):
-            files[-1].change = "removed"
-    count_lines(patch, files)
-    return files
+                                new_size=c.new_size or 0, lines_added=counted.added,
+                                lines_removed=counted.removed, binary=counted.binary)
 
 
 DIFF_AGAINST = ("upload", "base")
@@ -265,18 +238,22 @@ class TaskRunsMixin:
             raise invalid(f"against: must be one of {', '.join(DIFF_AGAINST)}, got "
                           f"{request.against!r}", field="against")
         task, changes = await runtime.changes(task_ref(request.task_id))
+        with_text = not request.stat_only
         if against == "base":
-            patch, base = await asyncio.to_thread(results.base_patch, runtime.volume,
-                                                  task, changes)
-            files = files_from_patch(patch)
+            based = await asyncio.to_thread(results.base_patch, runtime.volume, task, changes,
+                                            with_text=with_text)
+            files = [tasks_pb2.FileChange(path=f.path, change=f.kind,
+                                          lines_added=f.lines.added,
+                                          lines_removed=f.lines.removed,
+                                          binary=f.lines.binary) for f in based.files]
+            patch, base = based.text, based.base
         else:
-            files = [file_change(c) for c in changes.tree.changes]
-            patch = await asyncio.to_thread(results.patch_text, runtime.volume, changes)
-            count_lines(patch, files)
-            base = task.base_commit
-        return tasks_pb2.GetTaskDiffResponse(files=files,
-                                             patch="" if request.stat_only else patch,
-                                             against=against, base_commit=base)
+            made = await asyncio.to_thread(results.patch_text, runtime.volume, changes,
+                                           with_text=with_text)
+            files = [file_change(c, made.lines) for c in changes.tree.changes]
+            patch, base = made.text, task.base_commit
+        return tasks_pb2.GetTaskDiffResponse(files=files, patch=patch, against=against,
+                                             base_commit=base)
 
     async def PullTask(self, request: tasks_pb2.PullTaskRequest,
                        context: grpc.aio.ServicerContext) -> tasks_pb2.PullTaskResponse:

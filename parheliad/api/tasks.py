@@ -6,6 +6,7 @@ import grpc
 
 from parhelia.errors import invalid
 from parhelia.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from parheliad.api import paging
 from parheliad.api.budget import EstimateMixin
 from parheliad.api.convert import (
     options_from_proto,
@@ -16,9 +17,6 @@ from parheliad.api.convert import (
 from parheliad.api.task_runs import TaskRunsMixin, task_ref, task_view
 from parheliad.context import DaemonContext
 from parheliad.core.notify import override_key
-
-DEFAULT_LIMIT = 100
-
 
 _ref = task_ref
 
@@ -44,8 +42,14 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
                         context: grpc.aio.ServicerContext) -> tasks_pb2.ListTasksResponse:
         statuses = tuple(status_from_proto(s) for s in request.statuses)
-        rows = await self._ctx.tasks.list(statuses, limit=request.limit or DEFAULT_LIMIT)
-        return tasks_pb2.ListTasksResponse(tasks=[task_view(r, self._ctx) for r in rows])
+        page = paging.page("tasks", request.limit, request.page_token, shape=(int,))
+        before = int(page.after[0]) if page.after else None
+        rows = await self._ctx.tasks.list(statuses, limit=page.limit + 1, before_seq=before)
+        sent, next_token = page.answer(rows, lambda r: (r.seq,))
+        total = await self._ctx.store.tasks.count(statuses) \
+            if page.is_part(next_token) else len(sent)
+        return tasks_pb2.ListTasksResponse(tasks=[task_view(r, self._ctx) for r in sent],
+                                           next_page_token=next_token, total=total)
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest,
                       context: grpc.aio.ServicerContext) -> common_pb2.Task:

@@ -3,9 +3,10 @@
 Money is integer micro-dollars everywhere; rates are ``Decimal`` and every amount is
 rounded once, half up, when it becomes an integer (docs/adr/0008-budget.md).
 
-- **Ledger.** API spend is booked by the listener from the agent's reported cost
-  (``containers.api_cost_micros`` deltas). Compute is booked here, on the accrual
-  tick, per container as ``round(total so far) - already booked``, so the entries of a
+- **Ledger.** API spend is booked here, as the listener applies the agent's usage
+  records (``book_agent_usage``), and enforced in the same unit (``enforce_booked``:
+  docs/adr/0045-spend-checked-when-booked.md). Compute is booked on the accrual tick,
+  per container as ``round(total so far) - already booked``, so the entries of a
   container always add up to its rounded total. A container that ended without its
   agent reporting a cost (stopped, killed) gets its API spend booked from its token
   counts at the model's prices.
@@ -13,16 +14,16 @@ rounded once, half up, when it becomes an integer (docs/adr/0008-budget.md).
   agent runs its spend is priced from the cumulative token counts of its turn and
   heartbeat records. That figure counts toward the ceiling and per-task caps (never
   booked while the agent can still report the real one).
-- **Reservations.** At dispatch, inside the claim unit, the task's reservation
-  (its estimate's high end, or its ``max_cost`` when lower) is checked against
-  ``ceiling - used - other reservations`` and recorded (the ``reservations`` table).
-  The single writer runs units one at a time, so concurrent dispatches cannot
-  over-commit. A reservation shrinks as its task spends and is released when the task
-  is no longer running or recovering.
-- **Enforcement** (each tick): a task whose total reaches its ``max_cost`` fails with
-  E300 and its worker is stopped; at the ceiling every running task is paused (its
-  worker checkpoints and stops); crossing the warning threshold records one E301
-  event per period and ceiling; below the ceiling again (raised, or a new month),
+- **Reservations.** At dispatch, inside the claim unit, the task's reservation (what
+  it can spend before the budget sees it: one answer and one accrual window of compute,
+  capped by its ``max_cost``) is checked against ``ceiling - used - other
+  reservations`` and recorded (the ``reservations`` table). The single writer runs
+  units one at a time, so concurrent dispatches cannot over-commit. A reservation is
+  held whole while its task runs and released when it no longer runs or recovers.
+- **Enforcement** (as spend is booked, and each tick): a task whose total reaches its
+  ``max_cost`` fails with E300 and its worker is stopped; at the ceiling every running
+  task is paused (its worker checkpoints and stops); crossing the warning threshold
+  records one E301 event per period and ceiling; below the ceiling again (raised, or a new month),
   budget-paused tasks go back to pending and resume from their checkpoints.
 
 Prices and estimates are pure functions in :mod:`parheliad.core.pricing`; every query is
@@ -32,25 +33,32 @@ a typed method of the store.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
+from parhelia import records
 from parhelia.backends import LOCAL
 from parhelia.errors import ParheliaError, invalid
+from parhelia.records import USAGE_FIELDS
 from parheliad.config import Config
 from parheliad.core.pricing import (
+    Prices,
     compute_rate,
     container_token_cost,
+    model_prices,
     parse_amount,
     period_start_us,
+    priced_tokens,
     reservation_for,
     round_micros,
     to_micros,
     usd,
+    usd_to_micros,
 )
-from parheliad.core.states import TaskStatus
+from parheliad.core.states import SessionStatus, TaskStatus
 from parheliad.core.tasks import fail_task, transition
 from parheliad.core.waiting import Wait
 from parheliad.store.clock import US_PER_SECOND, now_us
@@ -68,6 +76,9 @@ BUDGET_REASON = "budget"
 # Ledger entries priced from tokens (the agent reported no figure) start with this note;
 # `budget history` adds them up as "estimated".
 ESTIMATE_NOTE = "estimated from tokens"
+AGENT_USAGE_NOTE = "agent usage"
+AGENT_COST_NOTE = "agent usage (the agent's own figure, from its transcript: it stopped " \
+    "before its result)"
 # Compute is booked from the configured rates while a container runs: an estimate until
 # its backend's own figure replaces it, booked as the difference in an entry whose note
 # starts with this (one per container; see ``book_usage``).
@@ -119,11 +130,11 @@ class TickResult:
 
 
 def _cannot_fit(task: TaskRow, status: BudgetStatus, amount: int) -> str:
-    return (f"task {task.id} cannot fit the budget: used {usd(status.used_micros)} + its "
-            f"estimate {usd(amount)} > ceiling {usd(status.ceiling_micros)}. It stays queued "
-            "and later tasks go ahead; raise the ceiling with `parhelia budget set AMOUNT`, "
-            f"or cancel it and `parhelia task retry {task.id} --max-cost USD` (or fewer "
-            "--max-turns, a shorter --timeout)")
+    return (f"task {task.id} cannot fit the budget: used {usd(status.used_micros)} + what "
+            f"it reserves while it runs {usd(amount)} (one answer; `parhelia help budget`) > "
+            f"ceiling {usd(status.ceiling_micros)}. It stays queued and later tasks go ahead; "
+            "raise the ceiling with `parhelia budget set AMOUNT`, or cancel it and "
+            f"`parhelia task retry {task.id} --max-cost USD` (a smaller cap reserves less)")
 
 
 class Budget:
@@ -152,12 +163,16 @@ class Budget:
         return to_micros(cfg.budget.default_ceiling_usd)
 
     def inflight(self, tx: Tx, cfg: Config) -> dict[str, int]:
-        """Per task: API spend of its live agents priced from their tokens, beyond what
-        they reported themselves."""
+        """Per task: API spend of its live agents priced from their tokens, since they
+        last reported a cost of their own (what they reported is booked already)."""
         out: dict[str, int] = {}
-        for c, model in tx.containers.live_with_model():
-            extra = round_micros(container_token_cost(cfg.rates, self._model(cfg, model), c)) \
-                - c.api_cost_micros
+        prices: dict[str, Prices] = {}  # one lookup per model, not per container
+        for c in tx.containers.live_usage():
+            name = self._model(cfg, c.model)
+            if name not in prices:
+                prices[name] = model_prices(cfg.rates, name)
+            extra = round_micros(priced_tokens(prices[name], c)) \
+                - c.api_priced_at_report_micros
             if extra > 0:
                 out[c.task_id] = out.get(c.task_id, 0) + extra
         return out
@@ -168,30 +183,25 @@ class Budget:
         booked = task.api_cost_micros + task.compute_cost_micros if task is not None else 0
         return booked + inflight.get(task_id, 0)
 
-    def outstanding(self, tx: Tx, inflight: dict[str, int], *, exclude: str = "") -> int:
-        """What active tasks' reservations still hold: reserved minus spent since."""
-        total = 0
-        for r in tx.reservations.all():
-            if r.task_id == exclude:
-                continue
-            task = tx.tasks.get(r.task_id)
-            if task is None or task.status not in _ACTIVE:
-                continue
-            spent = self._task_spent(tx, r.task_id, inflight) - r.base_micros
-            total += max(0, r.micros - spent)
-        return total
+    def outstanding(self, tx: Tx, *, exclude: str = "") -> int:
+        """What the running and recovering tasks hold of the ceiling: each its whole
+        reservation, what it can still spend before the budget sees it (one answer and
+        one accrual window of compute; ``reservation_for``). It does not shrink as the
+        task spends: the next answer can come whatever was spent before."""
+        return tx.reservations.held(_ACTIVE, exclude=exclude)
 
-    def status(self, tx: Tx, cfg: Config, now: int | None = None) -> BudgetStatus:
+    def status(self, tx: Tx, cfg: Config, now: int | None = None,
+               inflight: dict[str, int] | None = None) -> BudgetStatus:
         now = now_us() if now is None else now
         start = period_start_us(cfg.budget.period, now)
         ceiling = self.ceiling(tx, cfg)
-        inflight = self.inflight(tx, cfg)
+        inflight = self.inflight(tx, cfg) if inflight is None else inflight
         inflight_total = sum(inflight.values())
         booked = tx.ledger.period_totals(start)
         compute, api = booked.compute_micros, booked.other_micros
         tasks = booked.tasks + len(set(inflight) - tx.ledger.tasks_among(start, inflight))
         used = compute + api + inflight_total
-        reserved = self.outstanding(tx, inflight)
+        reserved = self.outstanding(tx)
         threshold = cfg.budget.warning_threshold_percent
         return BudgetStatus(
             ceiling_micros=ceiling, used_micros=used, reserved_micros=reserved,
@@ -213,8 +223,8 @@ class Budget:
         cfg = self._config()
         amount = reservation_for(cfg, task)
         inflight = self.inflight(tx, cfg)
-        status = self.status(tx, cfg)
-        others = self.outstanding(tx, inflight, exclude=task.id)
+        status = self.status(tx, cfg, inflight=inflight)
+        others = self.outstanding(tx, exclude=task.id)
         if status.used_micros + amount > status.ceiling_micros:
             # Not even with every other reservation released: only the user ends this wait.
             raise ParheliaError("E300", _cannot_fit(task, status, amount),
@@ -222,7 +232,7 @@ class Budget:
         if status.used_micros + others + amount > status.ceiling_micros:
             raise ParheliaError(
                 "E300", f"waiting for budget: used {usd(status.used_micros)} + reserved by "
-                f"running tasks {usd(others)} + this task's estimate {usd(amount)} > ceiling "
+                f"running tasks {usd(others)} + this task's {usd(amount)} > ceiling "
                 f"{usd(status.ceiling_micros)}. It starts when running tasks release their "
                 "reservations (later tasks queue behind it); `parhelia budget set AMOUNT` "
                 "raises the ceiling", ceiling_micros=status.ceiling_micros, never_fits=False)
@@ -251,8 +261,7 @@ class Budget:
         result = await self._store.write(lambda tx: self._tick_unit(tx, cfg, now, since))
         self._last_tick_us = now
         self.last_status = result.status
-        for container, reason in result.stops:
-            self._stop(container, reason)
+        self.stop_workers(result.stops)
         if result.resumed:
             self._kick()
         return result.status
@@ -261,22 +270,29 @@ class Budget:
         self._accrue_compute(tx, cfg, now, since)
         self._book_unreported(tx, cfg, since)
         self._release(tx)
-        result = TickResult(self.status(tx, cfg, now))
+        return self._enforce(tx, cfg, now, resume=True)
+
+    def _enforce(self, tx: Tx, cfg: Config, now: int, *, resume: bool) -> TickResult:
+        """Per-task caps, the ceiling and the warning, on what is booked and in flight
+        now: the tasks that reach a limit stop (their workers in ``stops``). A task whose
+        agent returned its result already is left to complete (what it spent is spent;
+        stopping it now would only throw its result away). ``resume``: below the
+        ceiling, budget-paused tasks go back to pending."""
         inflight = self.inflight(tx, cfg)
-        live = {c.task_id: c for c, _ in tx.containers.live_with_model()}
-        # Per-task caps.
-        for task in tx.tasks.with_status(_ACTIVE):
-            if task.max_cost_micros <= 0:
-                continue
-            spent = self._task_spent(tx, task.id, inflight)
+        stops: list[tuple[ContainerRow, str]] = []
+        for task in tx.tasks.capped(_ACTIVE):
+            if task.result_subtype and not task.result_is_error:
+                continue  # finished: see ``finished``
+            spent = task.booked_micros + inflight.get(task.id, 0)
             if spent >= task.max_cost_micros:
                 self._cap_reached(tx, task.id, task.max_cost_micros, spent)
-                if task.id in live:
-                    result.stops.append((live[task.id], BUDGET_REASON))
-        status = result.status = self.status(tx, cfg, now)
+                stops += [(c, BUDGET_REASON) for c in tx.containers.live_of(task.id)]
+        # (failing a task released its reservation; what was spent stays spent)
+        status = self.status(tx, cfg, now, inflight)
+        result = TickResult(status, stops)
         mark = f"{status.period_start_us}:{status.ceiling_micros}"
         if status.exceeded:
-            self._pause_all(tx, status, live, result)
+            self._pause_all(tx, status, result)
             if tx.kv.get(KV_EXCEEDED) != mark:
                 tx.kv.set(KV_EXCEEDED, mark)
                 tx.events.append("budget_exceeded",
@@ -285,7 +301,7 @@ class Budget:
                                  data={"code": "E300", "used_micros": status.used_micros,
                                        "ceiling_micros": status.ceiling_micros,
                                        "paused": len(result.stops)})
-        else:
+        elif resume:
             result.resumed = self._resume_paused(tx)
         if status.warning and tx.kv.get(KV_WARNED) != mark:
             tx.kv.set(KV_WARNED, mark)
@@ -297,6 +313,80 @@ class Budget:
                                    "ceiling_micros": status.ceiling_micros,
                                    "threshold_percent": status.warning_threshold_percent})
         return result
+
+    # -- API spend, booked as the listener applies the agent's usage ------------------
+
+    def book_agent_usage(self, tx: Tx, c: ContainerRow, usage: records.Usage,
+                         note: str = AGENT_USAGE_NOTE) -> bool:
+        """Record an incarnation's cumulative usage (a heartbeat, turn, result or cost
+        record) and book the increase of its reported cost as an ``api`` entry; the
+        task's totals are the sums over its containers. True when anything changed:
+        then :meth:`enforce_booked` must run before the unit ends. ``usage.cost_usd`` is
+        this incarnation's share (``parhelia.records.AgentResult``)."""
+        fields: dict[str, Any] = {k: getattr(usage, k) for k in USAGE_FIELDS}
+        if usage.cost_usd is not None:
+            fields["api_cost_micros"] = usd_to_micros(usage.cost_usd)
+        # Cumulative figures never go down within an incarnation; unchanged ones (most
+        # heartbeats) cost no write at all.
+        fields = {k: v for k, v in fields.items() if v > getattr(c, k)}
+        if not fields:
+            return False
+        delta_cost = fields.get("api_cost_micros", c.api_cost_micros) - c.api_cost_micros
+        if delta_cost > 0:
+            # The agent's own figure replaces the in-flight one: what its tokens came to
+            # at the [rates] is remembered, so in-flight spend counts from here.
+            cfg = self._config()
+            task = tx.tasks.get(c.task_id)
+            model = self._model(cfg, task.model if task is not None else "")
+            fields["api_priced_at_report_micros"] = round_micros(
+                container_token_cost(cfg.rates, model, replace(c, **fields)))
+        tx.containers.update(c.id, **fields)
+        if delta_cost > 0:
+            # Tokens arrive with every turn but the cost only with the result: an entry
+            # carries the tokens used since this container's previous api entry.
+            booked_in, booked_out, booked_cache = tx.ledger.api_tokens(c.id)
+            cache = fields.get("cache_creation_input_tokens", c.cache_creation_input_tokens) \
+                + fields.get("cache_read_input_tokens", c.cache_read_input_tokens)
+            tx.ledger.insert("api", delta_cost, task_id=c.task_id, container_id=c.id,
+                             input_tokens=max(0, fields.get("input_tokens", c.input_tokens)
+                                              - booked_in),
+                             output_tokens=max(0, fields.get("output_tokens", c.output_tokens)
+                                               - booked_out),
+                             cache_tokens=max(0, cache - booked_cache), note=note)
+        tx.tasks.recount_usage(c.task_id)
+        return True
+
+    def enforce_booked(self, tx: Tx) -> list[tuple[ContainerRow, str]]:
+        """Inside the unit that booked API spend: the caps, the ceiling and the warning,
+        enforced at once (not on the next tick). The workers to stop once the unit has
+        committed (:meth:`stop_workers`)."""
+        cfg, now = self._config(), now_us()
+        if self._clear(tx, cfg, now):
+            return []  # the common case, without the whole status (ADR 0045: its cost)
+        result = self._enforce(tx, cfg, now, resume=False)
+        self.last_status = result.status
+        return result.stops
+
+    def _clear(self, tx: Tx, cfg: Config, now: int) -> bool:
+        """Whether nothing can be due: no live task at or over its cap, spend below the
+        warning threshold (or the warning recorded already) and below the ceiling. Cheaper
+        than the whole status: one sum of the ledger, the live containers' tokens."""
+        inflight = self.inflight(tx, cfg)
+        for task in tx.tasks.capped(_ACTIVE):
+            if task.booked_micros + inflight.get(task.id, 0) >= task.max_cost_micros:
+                return False
+        start = period_start_us(cfg.budget.period, now)
+        ceiling = self.ceiling(tx, cfg)
+        used = tx.ledger.total(since_us=start) + sum(inflight.values())
+        if used >= ceiling:
+            return False
+        warned = tx.kv.get(KV_WARNED) == f"{start}:{ceiling}"
+        return warned or used * 100 < ceiling * cfg.budget.warning_threshold_percent
+
+    def stop_workers(self, stops: list[tuple[ContainerRow, str]]) -> None:
+        """Ask the runtime to stop these workers (after the unit that decided it)."""
+        for container, reason in stops:
+            self._stop(container, reason)
 
     def _accrue_compute(self, tx: Tx, cfg: Config, now: int, since: int) -> None:
         """Book compute per container: round(rate x seconds so far) - already booked."""
@@ -348,16 +438,16 @@ class Budget:
                   f"{usd(spent)}; its worker was stopped. Retry it with a higher --max-cost")
         tx.reservations.delete(task_id)
 
-    def _pause_all(self, tx: Tx, status: BudgetStatus, live: dict[str, ContainerRow],
-                   result: TickResult) -> None:
+    def _pause_all(self, tx: Tx, status: BudgetStatus, result: TickResult) -> None:
         reason = (f"{BUDGET_REASON}: the ceiling of {usd(status.ceiling_micros)} was reached "
                   f"({usd(status.used_micros)} used)")
         for task in tx.tasks.with_status(_ACTIVE):
+            if finished(task):
+                continue  # its agent returned its result: it completes (_enforce)
             transition(tx, task.id, TaskStatus.PAUSED, reason=reason,
                        data={"code": "E300", "ceiling_micros": status.ceiling_micros})
             tx.reservations.delete(task.id)
-            if task.id in live:
-                result.stops.append((live[task.id], BUDGET_REASON))
+            result.stops += [(c, BUDGET_REASON) for c in tx.containers.live_of(task.id)]
 
     def _resume_paused(self, tx: Tx) -> list[str]:
         resumed = []
@@ -397,6 +487,29 @@ class Budget:
 
     def banner(self) -> tuple[str, str]:
         return self.last_status.banner() if self.last_status is not None else ("", "")
+
+
+def finished(task: TaskRow) -> bool:
+    """Whether the task's agent returned its final, successful result in this run: the
+    budget no longer stops it (its spend is spent, and stopping would lose the result)."""
+    return bool(task.result_subtype) and not task.result_is_error
+
+
+def complete_if_paused(tx: Tx, task_id: str) -> None:
+    """The agent's successful result arrived for a task the budget paused meanwhile (the
+    ceiling was reached by the same answer, or a tick came first): it completes, and
+    raising the ceiling does not run it again. Its worker, asked to stop, checkpoints
+    the finished workspace on its way out."""
+    task = tx.tasks.get(task_id)
+    if task is None or task.status != TaskStatus.PAUSED or not finished(task) or \
+            not task.status_reason.startswith(BUDGET_REASON + ":"):
+        return
+    transition(tx, task.id, TaskStatus.COMPLETED,
+               reason="completed: its agent returned its result as the budget's ceiling was "
+                      "reached")
+    tx.reservations.delete(task.id)
+    if task.session_id:
+        tx.sessions.update(task.session_id, status=SessionStatus.COMPLETED)
 
 
 # -- the backends' own figures ----------------------------------------------------------

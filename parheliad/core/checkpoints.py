@@ -30,7 +30,6 @@ from parhelia.checkpoint import (
     restore,
     session_conversation,
     snapshot,
-    unified_diff,
     verify,
 )
 from parhelia.checkpoint.cas import sweep_temp
@@ -44,6 +43,7 @@ from parhelia.volume import BLOBS, BUNDLES, CHECKPOINTS, Volume, blob_digest, bl
 from parheliad.backends.base import Backend
 from parheliad.backends.local import session_dirs
 from parheliad.config import Config
+from parheliad.core import patches
 from parheliad.core.events import EventBus
 from parheliad.core.progress import Tracker
 from parheliad.core.states import CONTAINER_LIVE, TaskStatus
@@ -202,8 +202,11 @@ class CheckpointOps:
         b = await self.manifest(await self._store.checkpoints.get(b_ref))
         return a, b, diff(a, b, ignore=(".git",))
 
-    async def patch(self, a: Manifest, b: Manifest) -> str:
-        return await asyncio.to_thread(unified_diff, a, b, volume=self.volume, ignore=(".git",))
+    async def patch(self, a: Manifest, b: Manifest, *, with_text: bool = True
+                    ) -> patches.Patch:
+        """The patch (unless ``with_text`` is False) and line counts from ``a`` to ``b``."""
+        return await asyncio.to_thread(patches.build, a, b, volume=self.volume,
+                                       ignore=(".git",), with_text=with_text)
 
     async def turns_added(self, a: Manifest, b: Manifest) -> list[Turn]:
         return await asyncio.to_thread(_turns_added, BlobStore(self.volume), a, b)

@@ -181,15 +181,15 @@ def git_date(rfc3339: str) -> str | None:
     return f"{int(when.timestamp())} +0000"
 
 
-def diff_stat(repo: Target, base_commit: str, commit: str) -> str:
-    """``git diff --stat`` between two commits (what a pull request's page summarises)."""
-    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--no-color", "--stat=100",
-                base_commit, commit, "--")
-
-
 def diff_patch(repo: Target, base_commit: str, commit: str, *, binary: bool = True) -> str:
     """The diff between two commits: with ``binary``, a patch `git apply` takes (binary
     files included); without, one to read."""
     shape = ("--binary", "--full-index") if binary else ()
-    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--no-color", *shape,
+    return diff(repo, base_commit, commit, *shape)
+
+
+def diff(repo: Target, base_commit: str, commit: str, *formats: str) -> str:
+    """``git diff`` between two commits in ``formats`` (``--raw``, ``--numstat``, ``-p``...)
+    with no external diff, textconv or colour."""
+    return _git(repo, "diff", "--no-ext-diff", "--no-textconv", "--no-color", *formats,
                 base_commit, commit, "--", strip=False)

@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,12 +35,18 @@ import structlog
 from parhelia import events as catalogue
 from parhelia import records
 from parhelia.errors import ParheliaError
-from parhelia.records import USAGE_FIELDS, RecordError
+from parhelia.records import RecordError
 from parhelia.spec import ExitCode, WorkerResult
 from parhelia.spool import read_spool
 from parhelia.volume import LocalVolume, result_key, spool_key
 from parheliad.backends.base import Backend, BackendUnreachable, ChannelBatch
 from parheliad.core import volsync
+from parheliad.core.budget import (
+    AGENT_COST_NOTE,
+    AGENT_USAGE_NOTE,
+    Budget,
+    complete_if_paused,
+)
 from parheliad.core.states import (
     CONTAINER_FINAL,
     SESSION_LIVE,
@@ -58,14 +64,6 @@ from parheliad.store.tx import Tx
 
 log = structlog.get_logger(__name__)
 
-_TASK_USAGE_COLUMNS = (*USAGE_FIELDS, "api_cost_micros")
-AGENT_COST_NOTE = "agent usage (the agent's own figure, from its transcript: it stopped " \
-    "before its result)"
-_TASK_USAGE_SQL = """
-    SELECT COALESCE(SUM(turns), 0), COALESCE(SUM(input_tokens), 0),
-           COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_creation_input_tokens), 0),
-           COALESCE(SUM(cache_read_input_tokens), 0), COALESCE(SUM(api_cost_micros), 0)
-    FROM containers WHERE task_id = ?"""
 _DRAIN_INTERVAL = 0.1
 _EXIT_CHECK_INTERVAL = 1.0
 
@@ -93,18 +91,25 @@ def parse_at(value: Any) -> int | None:
         return None
 
 
-def micros(usd: Any) -> int:
-    if isinstance(usd, bool) or not isinstance(usd, int | float):
-        return 0
-    return round(usd * 1_000_000)
+@dataclass
+class Applied:
+    """What a writer unit of the listener leaves to do once it has committed."""
+
+    lost: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(task, container, reason)`` of workers that ended without finishing."""
+    stops: list[tuple[ContainerRow, str]] = field(default_factory=list)
+    """Workers the budget stops (a cap or the ceiling reached by what was booked)."""
+    booked: bool = False
+    """Whether agent usage was recorded (then the budget is enforced in the unit)."""
 
 
 class Listener:
-    def __init__(self, store: Store, backends: Mapping[str, Backend], volume: LocalVolume, *,
-                 on_settled: Callable[[], None] = lambda: None,
+    def __init__(self, store: Store, backends: Mapping[str, Backend], volume: LocalVolume,
+                 budget: Budget, *, on_settled: Callable[[], None] = lambda: None,
                  on_lost: LostHandler | None = None,
                  launching: AbstractSet[str] = frozenset()) -> None:
         self._store = store
+        self._budget = budget  # books the agents' spend and enforces it at once
         self._launching = launching  # the dispatcher's launches in flight
         self._backends = backends
         self._volume = volume  # the daemon's local volume
@@ -194,7 +199,8 @@ class Listener:
         if not pending:
             return 0
         try:
-            lost = await self._store.write(functools.partial(self._apply_many, pending=pending))
+            applied = await self._store.write(functools.partial(self._apply_many,
+                                                                pending=pending))
         except Exception:
             log.exception("batched drain failed; draining containers one by one")
             total = 0
@@ -203,24 +209,28 @@ class Listener:
                 if c is not None:
                     total += await self.drain(c)
             return total
-        await self._recover(lost)
+        await self._after(applied)
         return sum(len(batch.records) for _, batch in pending)
 
-    def _apply_many(self, tx: Tx, *, pending: list[tuple[str, ChannelBatch]]
-                    ) -> list[tuple[str, str, str]]:
-        lost: list[tuple[str, str, str]] = []
+    def _apply_many(self, tx: Tx, *, pending: list[tuple[str, ChannelBatch]]) -> Applied:
+        """Apply batches in one unit; API spend they book is enforced at its end."""
+        applied = Applied()
         for cid, batch in pending:
-            lost += self._apply(tx, container_id=cid, lines=batch.records,
-                                cursor=batch.cursor)
-        return lost
+            self._apply(tx, applied, container_id=cid, lines=batch.records,
+                        cursor=batch.cursor)
+        if applied.booked:
+            applied.stops = self._budget.enforce_booked(tx)
+        return applied
 
-    async def _recover(self, lost: list[tuple[str, str, str]]) -> None:
-        """Tasks whose worker said it stopped without being asked (``worker_exited``,
-        status stopped) go to recovery like any other unasked end."""
-        for item in lost:
+    async def _after(self, applied: Applied) -> None:
+        """Once a unit committed: the workers the budget stops are asked to stop, and
+        tasks whose worker said it stopped without being asked (``worker_exited``, status
+        stopped) go to recovery like any other unasked end."""
+        self._budget.stop_workers(applied.stops)
+        for item in applied.lost:
             if self._on_lost is not None:
                 await self._on_lost(*item)
-        if lost:
+        if applied.lost:
             self._on_settled()
 
     async def drain(self, container: ContainerRow, *, final: bool = False) -> int:
@@ -242,10 +252,8 @@ class Listener:
                 break
             if not await self._copy_announced(backend, container.id, batch):
                 return total
-            lost = await self._store.write(functools.partial(
-                self._apply, container_id=container.id, lines=batch.records,
-                cursor=batch.cursor))
-            await self._recover(lost)
+            await self._after(await self._store.write(functools.partial(
+                self._apply_many, pending=[(container.id, batch)])))
             total += len(batch.records)
             cursor = batch.cursor
         if final and not volsync.shared(backend, self._volume):
@@ -273,9 +281,8 @@ class Listener:
             batch = ChannelBatch(lines, cursor)
             if not await self._copy_announced(backend, container.id, batch):
                 return total
-            lost = await self._store.write(functools.partial(
-                self._apply, container_id=container.id, lines=lines, cursor=cursor))
-            await self._recover(lost)
+            await self._after(await self._store.write(functools.partial(
+                self._apply_many, pending=[(container.id, batch)])))
             total += len(lines)
 
     async def _copy_announced(self, backend: Backend, container_id: str,
@@ -320,13 +327,13 @@ class Listener:
             log.warning("checkpoint not copied to the daemon's volume", container_id=container_id,
                         checkpoint_id=cp, error=getattr(exc, "message", type(exc).__name__))
 
-    def _apply(self, tx: Tx, *, container_id: str, lines: list[dict[str, Any]],
-               cursor: int) -> list[tuple[str, str, str]]:
-        """Apply a batch and its cursor; the tasks to recover (see ``settle_container``)."""
-        lost: list[tuple[str, str, str]] = []
+    def _apply(self, tx: Tx, applied: Applied, *, container_id: str,
+               lines: list[dict[str, Any]], cursor: int) -> None:
+        """Apply a batch and its cursor (into ``applied``: the tasks to recover, see
+        ``settle_container``, and whether API spend was booked)."""
         c = tx.containers.get(container_id)
         if c is None:
-            return lost
+            return
         last_seq = c.last_seq
         for raw in lines:
             seq = records.seq_of(raw)
@@ -345,20 +352,21 @@ class Listener:
                 continue
             at = parse_at(envelope.at) or now_us()
             data = typed.to_dict() if typed is not None else envelope.data
+            if isinstance(typed, records.AgentTurnCompleted | records.AgentResult):
+                data = {**data, **_task_totals(tx, c, typed.usage)}
             if isinstance(typed, records.Heartbeat):
-                self._heartbeat(tx, c, typed, at)
+                applied.booked |= self._heartbeat(tx, c, typed, at)
             elif tx.events.append(envelope.type, _message(envelope.type, data),
                                   task_id=c.task_id, session_id=c.session_id,
                                   container_id=c.id, data=data, at=at,
                                   container_seq=seq) is not None and typed is not None:
-                ended = self._effect(tx, c, typed)
+                ended = self._effect(tx, c, typed, applied)
                 if ended is not None:
-                    lost.append(ended)
+                    applied.lost.append(ended)
             c = tx.containers.get(container_id) or c
         tx.containers.update(container_id, spool_offset=cursor, last_seq=last_seq)
-        return lost
 
-    def _heartbeat(self, tx: Tx, c: ContainerRow, hb: records.Heartbeat, at: int) -> None:
+    def _heartbeat(self, tx: Tx, c: ContainerRow, hb: records.Heartbeat, at: int) -> bool:
         tx.heartbeats.insert(c.id, at=at, cpu_percent=hb.cpu_percent,
                              memory_bytes=hb.memory_bytes, disk_bytes=hb.disk_bytes,
                              agent_alive=hb.agent_alive, metrics=hb.to_dict())
@@ -374,44 +382,10 @@ class Listener:
                              data={"from": c.health, "to": "healthy"})
         if c.state == ContainerState.STARTING:
             fields["state"] = ContainerState.RUNNING.value
-        tx.containers.update(c.id, **fields)
-        self._usage(tx, c, hb.usage)
+        c = tx.containers.update(c.id, **fields)
+        return self._budget.book_agent_usage(tx, c, hb.usage)
 
-    def _usage(self, tx: Tx, c: ContainerRow, usage: records.Usage,
-               note: str = "agent usage") -> None:
-        """Record this incarnation's cumulative usage; the task's totals are the sums.
-        ``usage.cost_usd`` is this incarnation's share (``parhelia.records.AgentResult``)."""
-        fields = {k: getattr(usage, k) for k in USAGE_FIELDS}
-        if usage.cost_usd is not None:
-            fields["api_cost_micros"] = micros(usage.cost_usd)
-        # Cumulative figures never go down within an incarnation; unchanged ones (most
-        # heartbeats) cost no write at all.
-        fields = {k: v for k, v in fields.items() if v > getattr(c, k)}
-        if not fields:
-            return
-        delta_cost = fields.get("api_cost_micros", c.api_cost_micros) - c.api_cost_micros
-        tx.containers.update(c.id, **fields)
-        if delta_cost > 0:
-            # Tokens arrive with every turn but the cost only with the result: an entry
-            # carries the tokens used since this container's previous api entry.
-            booked = tx.conn.execute(
-                "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-                "COALESCE(SUM(cache_tokens), 0) FROM ledger WHERE container_id = ? AND "
-                "kind = 'api'", (c.id,)).fetchone()
-            cache = fields.get("cache_creation_input_tokens", c.cache_creation_input_tokens) \
-                + fields.get("cache_read_input_tokens", c.cache_read_input_tokens)
-            tx.ledger.insert("api", delta_cost, task_id=c.task_id, container_id=c.id,
-                             input_tokens=max(0, fields.get("input_tokens", c.input_tokens)
-                                              - int(booked[0])),
-                             output_tokens=max(0, fields.get("output_tokens", c.output_tokens)
-                                               - int(booked[1])),
-                             cache_tokens=max(0, cache - int(booked[2])),
-                             note=note)
-        sums = tx.conn.execute(_TASK_USAGE_SQL, (c.task_id,)).fetchone()
-        tx.tasks.update(c.task_id, **dict(zip(_TASK_USAGE_COLUMNS, (int(v) for v in sums),
-                                              strict=True)))
-
-    def _effect(self, tx: Tx, c: ContainerRow, record: records.Typed
+    def _effect(self, tx: Tx, c: ContainerRow, record: records.Typed, applied: Applied
                 ) -> tuple[str, str, str] | None:
         """What a record the daemon acts on changes (its event is stored already)."""
         if isinstance(record, records.WorkerStarted):
@@ -427,11 +401,13 @@ class Listener:
         elif isinstance(record, records.AgentTurnCompleted | records.AgentResult
                         | records.AgentCost):
             # spend counts whichever incarnation made it
-            self._usage(tx, c, record.usage, note=AGENT_COST_NOTE
-                        if isinstance(record, records.AgentCost) else "agent usage")
+            applied.booked |= self._budget.book_agent_usage(
+                tx, c, record.usage, note=AGENT_COST_NOTE
+                if isinstance(record, records.AgentCost) else AGENT_USAGE_NOTE)
             if isinstance(record, records.AgentResult) and _is_current(tx, c):
                 tx.tasks.update(c.task_id, result_subtype=record.subtype,
                                 result_is_error=record.is_error, result_text=record.text)
+                complete_if_paused(tx, c.task_id)
         elif isinstance(record, records.CheckpointCreated) and c.session_id is not None:
             index_checkpoint(tx, c.session_id, c.id, record)
         elif isinstance(record, records.SessionMode) and c.session_id is not None:
@@ -527,6 +503,16 @@ def _session_mode(tx: Tx, c: ContainerRow, record: records.SessionMode) -> None:
         fields["tmux_socket"] = record.socket
     tx.sessions.update(session.id, status=session_status_for(True, interactive=True,
                                                              clients=record.clients), **fields)
+
+
+def _task_totals(tx: Tx, c: ContainerRow, usage: records.Usage) -> dict[str, int]:
+    """The task's turns and tokens as of a turn or result record of ``c``: the task's
+    other incarnations' figures plus this record's, so turn numbers continue across a
+    recovery (the record's own count is the incarnation's: turn 1 again)."""
+    turns, tokens_in, tokens_out = tx.containers.usage_of_others(c.task_id, c.id)
+    return {"task_turns": turns + usage.turns,
+            "task_input_tokens": tokens_in + usage.input_tokens,
+            "task_output_tokens": tokens_out + usage.output_tokens}
 
 
 def _is_current(tx: Tx, c: ContainerRow) -> bool:
@@ -634,7 +620,7 @@ def _message(kind: str, data: Mapping[str, Any]) -> str:
     if kind == "agent_tool_use":
         return f"{data.get('tool', '')}: {data.get('summary', '')}"[:300]
     if kind == "agent_turn_completed":
-        return f"turn {data.get('turns', '?')}"
+        return f"turn {data.get('task_turns', data.get('turns', '?'))}"
     if kind == "agent_result":
         return f"{data.get('subtype', '')} after {data.get('turns', '?')} turns"
     if kind == "agent_cost":

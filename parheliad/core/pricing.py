@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from parhelia import money
 from parhelia.backends import LOCAL
 from parhelia.errors import invalid
 from parheliad.config import Config, RatesConfig
 from parheliad.core.tasks import TaskOptions, task_options
 from parheliad.store.clock import US_PER_SECOND
 from parheliad.store.rows import ContainerRow, TaskRow
+from parheliad.store.tables.containers import LiveUsage
 
 MICROS_PER_USD = 1_000_000
 MAX_CEILING_USD = Decimal(1_000_000_000)
@@ -29,6 +31,10 @@ TURN_TOKENS_LOW = (2_000, 300)
 TURN_TOKENS_HIGH = (20_000, 1_500)
 LOW_TURN_SHARE = 4  # the low end assumes a quarter of the turn cap...
 LOW_TIME_SHARE = 4  # ...and a quarter of the timeout
+# One answer at most (input-equivalent, output tokens): a full 200,000-token context
+# window read at the input price, and a reply of 32,000 tokens (Claude Code 2.1.332's
+# default output cap per request, CLAUDE_CODE_MAX_OUTPUT_TOKENS).
+ANSWER_TOKENS = (200_000, 32_000)
 
 
 def to_micros(amount: Decimal) -> int:
@@ -36,15 +42,21 @@ def to_micros(amount: Decimal) -> int:
     return int((amount * MICROS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def usd_to_micros(amount: object) -> int:
+    """Micro-dollars of a USD figure a worker reported (a JSON number); 0 for anything
+    that is not a finite number."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or \
+            not math.isfinite(amount):
+        return 0
+    return to_micros(Decimal(str(amount)))
+
+
 def round_micros(micros: Decimal) -> int:
     return int(micros.to_integral_value(rounding=ROUND_HALF_UP))
 
 
-def usd(micros: int) -> str:
-    """``$1.250000``-style exact text for messages."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS_PER_USD)
-    return f"{sign}${whole}.{frac:06d}"
+usd = money.usd
+"""Amounts in messages: the one format of every process (``$1.25``, ``$0.0042``)."""
 
 
 def parse_amount(text: str) -> int:
@@ -100,7 +112,11 @@ def model_family(rates: RatesConfig, model: str) -> str:
     return next((k for k in keys if k in name), "default")
 
 
-def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]:
+Prices = tuple[str, Decimal, Decimal]
+"""(family, USD per million input tokens, per million output tokens)."""
+
+
+def model_prices(rates: RatesConfig, model: str) -> Prices:
     """(family, USD per million input tokens, per million output tokens)."""
     family = model_family(rates, model)
     default_in = rates.model_input_per_mtok.get("default", Decimal(0))
@@ -112,10 +128,22 @@ def model_prices(rates: RatesConfig, model: str) -> tuple[str, Decimal, Decimal]
 def token_cost(rates: RatesConfig, model: str, *, input_tokens: int, output_tokens: int,
                cache_write: int = 0, cache_read: int = 0) -> Decimal:
     """Micro-dollars (unrounded): a token at $P per million tokens costs P micro-dollars."""
-    _, price_in, price_out = model_prices(rates, model)
+    return _at(model_prices(rates, model), input_tokens, output_tokens, cache_write,
+               cache_read)
+
+
+def _at(prices: Prices, input_tokens: int, output_tokens: int, cache_write: int,
+        cache_read: int) -> Decimal:
+    _, price_in, price_out = prices
     return (input_tokens * price_in + output_tokens * price_out
             + cache_write * price_in * CACHE_WRITE_FACTOR
             + cache_read * price_in * CACHE_READ_FACTOR)
+
+
+def priced_tokens(prices: Prices, c: ContainerRow | LiveUsage) -> Decimal:
+    """A container's tokens at ``prices`` (``model_prices``), in micro-dollars."""
+    return _at(prices, c.input_tokens, c.output_tokens, c.cache_creation_input_tokens,
+               c.cache_read_input_tokens)
 
 
 def container_token_cost(rates: RatesConfig, model: str, c: ContainerRow) -> Decimal:
@@ -190,13 +218,28 @@ def estimate(cfg: Config, opts: TaskOptions) -> Estimate:
     if cap:
         # The task stops at its cap: no part, and not the total, can cost more.
         low, high = min(low, cap), min(high, cap)
-        capped = f"; capped by max cost ${_fmt_rate(Decimal(cap) / 1_000_000)}"
+        capped = f"; capped by max cost {usd(cap)}"
         parts = tuple(EstimatePart(p.name, min(p.low_micros, cap), min(p.high_micros, cap),
                                    p.basis + (capped if p.high_micros > cap else ""))
                       for p in parts)
     return Estimate(low, high, parts)
 
 
+def answer_bound(rates: RatesConfig, model: str) -> int:
+    """The most one answer of the agent can cost at ``model``'s prices: a whole context
+    window read at the input price plus the largest reply (:data:`ANSWER_TOKENS`)."""
+    return round_micros(token_cost(rates, model, input_tokens=ANSWER_TOKENS[0],
+                                   output_tokens=ANSWER_TOKENS[1]))
+
+
 def reservation_for(cfg: Config, task: TaskRow) -> int:
-    """What a dispatch of ``task`` reserves: its estimate's high end (capped by max_cost)."""
-    return estimate(cfg, task_options(task)).high_micros
+    """What a running ``task`` holds of the ceiling (docs/adr/0045-spend-checked-when-booked.md):
+    what it can still spend before the budget sees it - one answer (API spend is checked
+    as each answer is booked) plus its compute over one accrual interval and the stop
+    grace (compute is booked on the timer) - capped by its ``max_cost``."""
+    opts = task_options(task)
+    rate = compute_rate(cfg.rates, opts.backend, opts.cpu, opts.memory_mb, opts.gpu)
+    window = Decimal(str(cfg.budget.accrual_interval_seconds)) + \
+        Decimal(str(cfg.orchestrator.cancel_grace_seconds))
+    amount = answer_bound(cfg.rates, opts.model) + to_micros(rate * window)
+    return min(amount, opts.max_cost_micros) if opts.max_cost_micros else amount

@@ -174,7 +174,7 @@ class PullRequests:
             if isinstance(target, Path):  # the mirror: keep the task's commits
                 gitsafe.run([f"--git-dir={target}", "update-ref", TASK_REF + task.id,
                              commits.final])
-            stat = gitpull.diff_stat(target, commits.base, commits.final)
+            stat = gitpull.diff(target, commits.base, commits.final, "--stat=100")
             return self._push_and_open(git_dir, remote, token, task, changes, commits, stat,
                                        request, cfg, agent_session)
 

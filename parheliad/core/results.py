@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parhelia import gitsafe
-from parhelia.checkpoint import BlobStore, Manifest, diff, load_manifest, unified_diff
+from parhelia.checkpoint import BlobStore, Manifest, diff, load_manifest
 from parhelia.checkpoint.diff import TreeDiff
 from parhelia.errors import ParheliaError
 from parhelia.outpath import open_output
 from parhelia.progress import Report, ignore
 from parhelia.volume import Volume
-from parheliad.core import gitpull
+from parheliad.core import gitpull, patches
 from parheliad.store.rows import TaskRow
 
 IGNORE = (".git",)
@@ -38,8 +38,11 @@ def task_changes(volume: Volume, task: TaskRow, zero_id: str | None,
     return TaskChanges(base, final, diff(base, final, ignore=IGNORE))
 
 
-def patch_text(volume: Volume, changes: TaskChanges) -> str:
-    return unified_diff(changes.base, changes.final, volume=volume, ignore=IGNORE)
+def patch_text(volume: Volume, changes: TaskChanges, *, with_text: bool = True
+               ) -> patches.Patch:
+    """The task's patch against its upload (unless ``with_text`` is False) and counts."""
+    return patches.build(changes.base, changes.final, volume=volume, ignore=IGNORE,
+                         with_text=with_text)
 
 
 @dataclass(frozen=True)
@@ -153,16 +156,28 @@ def pull(volume: Volume, task: TaskRow, changes: TaskChanges, *, repo_path: str,
     return Pulled(repo, name, c.final, "", base, upload, c.skipped)
 
 
-def base_patch(volume: Volume, task: TaskRow, changes: TaskChanges) -> tuple[str, str]:
-    """(the patch from the base commit to the task's result, the base commit), computed
-    in a shadow over the user's repository: nothing is written to it."""
+@dataclass(frozen=True)
+class BasePatch:
+    text: str  # "" when only the counts were asked for
+    base: str
+    files: list[patches.FileStat]
+
+
+def base_patch(volume: Volume, task: TaskRow, changes: TaskChanges, *,
+               with_text: bool = True) -> BasePatch:
+    """The patch from the base commit to the task's result (unless ``with_text`` is
+    False), with the files' counts from git's numstat, computed in a shadow over the
+    user's repository: nothing is written to it."""
     workspace, repo = _repo(task, "")
     base = _base_commit(task, changes)
     with gitsafe.shadow(repo) as sh:
         if sh is None:
             raise ParheliaError("E101", f"{repo} is not a git repository")
         c = _commits(sh, volume, task, changes, _prefix(workspace, repo), base)
-        return gitpull.diff_patch(sh, base, c.final, binary=False), base
+        out = gitpull.diff(sh, base, c.final, "--no-renames", "--raw", "--numstat",
+                           *(("-p",) if with_text else ()))
+    files, text = patches.summary(out)
+    return BasePatch(text, base, files)
 
 
 def branch_commits(target: gitpull.Target, volume: Volume, task: TaskRow,

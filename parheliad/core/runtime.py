@@ -17,6 +17,7 @@ from typing import ClassVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from parhelia.backends import MODAL
 from parhelia.checkpoint.cas import sweep_temp
 from parhelia.checkpoint.projects import Conversation
 from parhelia.errors import ParheliaError
@@ -97,23 +98,39 @@ class Runtime:
         await self.recovery.start()
         await self._budget_tick()  # the ceiling holds before anything is dispatched
         await self.dispatcher.start()
-        cfg = self.config()
-        self.scheduler.add_job(self.dispatcher.kick, "interval",
-                               seconds=cfg.orchestrator.dispatch_interval_seconds,
+        every = self._intervals(self.config())
+        self.scheduler.add_job(self.dispatcher.kick, "interval", seconds=every["dispatch"],
                                id="dispatch", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._budget_tick, "interval",
-                               seconds=cfg.budget.accrual_interval_seconds,
+        self.scheduler.add_job(self._budget_tick, "interval", seconds=every["budget"],
                                id="budget", max_instances=1, coalesce=True)
         self.scheduler.add_job(run_job, "interval", args=(self.health.sweep, "health"),
-                               seconds=cfg.heartbeat.interval_seconds,
+                               seconds=every["health"],
                                id="health", max_instances=1, coalesce=True)
         self.scheduler.add_job(run_job, "interval", args=(self.health.prune, "prune"),
                                seconds=PRUNE_INTERVAL_SECONDS,
                                id="prune_heartbeats", max_instances=1, coalesce=True)
         self.scheduler.add_job(run_job, "interval", args=(self.reconciler.run, "reconcile"),
-                               seconds=cfg.reconciler.poll_interval_seconds,
+                               seconds=every["reconcile"],
                                id="reconcile", max_instances=1, coalesce=True)
         self.scheduler.start()
+
+    def apply_config(self, cfg: Config) -> None:
+        """A reloaded configuration: the periodic jobs follow its intervals (every part
+        reads the rest through ``config()`` when it acts)."""
+        if not self.scheduler.running:
+            return
+        for job, seconds in self._intervals(cfg).items():
+            current = self.scheduler.get_job(job)
+            if current is not None and current.trigger.interval.total_seconds() != seconds:
+                self.scheduler.reschedule_job(job, trigger="interval", seconds=seconds)
+                log.info("job.rescheduled", job=job, seconds=seconds)
+
+    @staticmethod
+    def _intervals(cfg: Config) -> dict[str, float]:
+        return {"dispatch": cfg.orchestrator.dispatch_interval_seconds,
+                "budget": cfg.budget.accrual_interval_seconds,
+                "health": cfg.heartbeat.interval_seconds,
+                "reconcile": cfg.reconciler.poll_interval_seconds}
 
     async def stop(self) -> None:
         if self.scheduler.running:
@@ -155,6 +172,17 @@ class Runtime:
             log.exception("budget tick failed")
 
     # -- the TaskRuntime seam of the task service ----------------------------------
+
+    def check_backend(self, name: str) -> None:
+        """Refuse, at creation, a task its backend cannot start: E400 when Modal has no
+        token (`modal token new`), E500 when the backend is otherwise unavailable."""
+        why = self.registry.unavailable_reason(name)
+        if why is None:
+            return
+        from parheliad.backends.modal import token_configured  # (built lazily too)
+
+        code = "E400" if name == MODAL and not token_configured(self.environ) else "E500"
+        raise ParheliaError(code, f"{why}. No task was created", backend=name)
 
     async def kick(self, task: TaskRow) -> None:
         self.dispatcher.kick()

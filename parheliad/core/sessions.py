@@ -393,7 +393,7 @@ class SessionOps:
         else:
             code = f", exit {last.exit_code}" if last.exit_code is not None else ""
             happened = (f"container {last.id} (incarnation {last.incarnation}) ended "
-                        f"{last.state}{code}: {last.reason or 'no reason recorded'}; "
+                        f"({last.state}{code}): {last.reason or 'no reason recorded'}; "
                         f"task {task.id} is {task.status}"
                         + (f" ({task.status_reason})" if task.status_reason else ""))
         choices = []

@@ -24,8 +24,9 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     # recovery succeeds, gives up, is cancelled, the budget pauses it meanwhile, or its
     # launch found no capacity (queued again)
     T.RECOVERING: frozenset({T.RUNNING, T.FAILED, T.CANCELLED, T.PAUSED, T.PENDING}),
-    # resumed (ceiling raised / user) or cancelled while paused
-    T.PAUSED: frozenset({T.PENDING, T.CANCELLED}),
+    # resumed (ceiling raised / user) or cancelled while paused; completed when its
+    # agent's result arrives after the budget paused it (parheliad.core.budget)
+    T.PAUSED: frozenset({T.PENDING, T.CANCELLED, T.COMPLETED}),
     # retry from checkpoint zero re-queues a finished task
     T.COMPLETED: frozenset({T.PENDING}),
     T.FAILED: frozenset({T.PENDING}),

@@ -293,6 +293,10 @@ Kick = Callable[[TaskRow], Awaitable[None]]
 
 Admit = Callable[[Tx, TaskRow], Wait | None]
 
+CheckBackend = Callable[[str], None]
+"""Raises why a task on this backend cannot start now (E400: no credentials of its own,
+E500: not available), or returns."""
+
 
 class TaskService:
     """Create, list, get, cancel and delete tasks.
@@ -300,14 +304,18 @@ class TaskService:
     ``runtime`` stops active tasks; ``on_created`` is called for each task created
     without ``no_dispatch`` (the dispatcher's kick); ``admit``, inside the create unit,
     says why a new task cannot start (the budget), recorded at once so `task create` can
-    say so. The daemon's composition root (:mod:`parheliad.wiring`) passes all three;
-    without a runtime, active tasks cannot be cancelled (E500).
+    say so; ``check_backend`` refuses a task whose backend cannot start it (no Modal
+    token: E400), before anything is created. The daemon's composition root
+    (:mod:`parheliad.wiring`) passes them all; without a runtime, active tasks cannot be
+    cancelled (E500).
     """
 
     def __init__(self, store: Store, *, config: Callable[[Path | None], Config],
                  runtime: TaskRuntime | None = None, on_created: Kick | None = None,
-                 admit: Admit | None = None) -> None:
+                 admit: Admit | None = None, check_backend: CheckBackend | None = None
+                 ) -> None:
         self._store = store
+        self._check_backend = check_backend
         self._config = config
         self._runtime = runtime
         self._on_created = on_created
@@ -363,6 +371,8 @@ class TaskService:
             project is not None and trusts_project(self._config(project), project))
         defaults, sources = self._task_defaults(options, project, trusted)
         opts = validate_options(options, defaults)
+        if dispatch and self._check_backend is not None:
+            self._check_backend(opts.backend)  # at once, not a task that fails later
         src = validate_source(source)
         if open_pr and not (src.repo_url or (src.workspace_id and base_commit)):
             raise invalid("open_pr: a pull request needs a repository: upload a git "
@@ -396,11 +406,13 @@ class TaskService:
     async def get(self, ref: str) -> TaskRow:
         return await self._store.tasks.get(ref)
 
-    async def list(self, statuses: tuple[str, ...] = (), limit: int = 100) -> list[TaskRow]:
+    async def list(self, statuses: tuple[str, ...] = (), limit: int = 100,
+                   before_seq: int | None = None) -> list[TaskRow]:
         for status in statuses:
             if status not in TaskStatus.__members__.values():
                 raise invalid(f"status: unknown task status {status!r}", field="statuses")
-        return await self._store.tasks.list(statuses, limit=min(max(limit, 1), 10_000))
+        return await self._store.tasks.list(statuses, limit=min(max(limit, 1), 10_001),
+                                            before_seq=before_seq)
 
     async def cancel(self, ref: str, grace_seconds: float = 0) -> TaskRow:
         """Pending or paused: cancelled now. Running or recovering: the runtime stops it."""
@@ -428,12 +440,15 @@ class TaskService:
                             status=task.status)
 
     async def delete(self, ref: str, force: bool = False) -> str:
-        """Delete a finished task (or any task with ``force``, cancelling it first)."""
+        """Delete a task that has no worker: finished, or pending (held, queued or
+        waiting) or paused, which is cancelled first. A running or recovering one only
+        with ``force`` (its worker is stopped first)."""
         task = await self._store.tasks.get(ref)
         if TaskStatus(task.status) not in TASK_FINAL:
-            if not force:
-                raise ParheliaError("E603", f"task {task.id} is {task.status}; cancel it first "
-                                            "or delete with --force", status=task.status)
+            if not force and task.status in (TaskStatus.RUNNING, TaskStatus.RECOVERING):
+                raise ParheliaError("E603", f"task {task.id} is {task.status}: its worker runs. "
+                                            "Cancel it first, or delete with --force",
+                                    status=task.status)
             task = await self.cancel(task.id)
 
         def unit(tx: Tx) -> None:

@@ -118,6 +118,8 @@ class ContainerRow:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     api_cost_micros: int = 0
+    api_priced_at_report_micros: int = 0
+    """Its tokens priced at the [rates] when its agent last reported a cost."""
 
 
 @dataclass(frozen=True)

@@ -274,10 +274,18 @@ _V9 = (
     )
     """,
 )
+KV_RESERVATION_PREFIX = "budget.reservation."
+
+# What a container's API spend came to, priced from its tokens at the [rates], when its
+# agent last reported a cost: its in-flight spend is what its tokens have cost since
+# (parheliad.core.budget), so a reported figure is never counted twice.
+_V10 = ("ALTER TABLE containers ADD COLUMN api_priced_at_report_micros INTEGER NOT NULL "
+        "DEFAULT 0",)
+
 # Results as pull requests (docs/adr/0055-private-repositories-and-pull-requests.md):
 # `task create --pr` opens one at completion; the branch pushed, the commit it was
 # pushed at (the lease of the next push), the remote and the pull request opened.
-_V10 = (
+_V11 = (
     "ALTER TABLE tasks ADD COLUMN open_pr INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE tasks ADD COLUMN pr_remote TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE tasks ADD COLUMN pr_branch TEXT NOT NULL DEFAULT ''",
@@ -286,7 +294,6 @@ _V10 = (
     "ALTER TABLE tasks ADD COLUMN pr_number INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE tasks ADD COLUMN pr_url TEXT NOT NULL DEFAULT ''",
 )
-KV_RESERVATION_PREFIX = "budget.reservation."
 
 
 def _reservations_from_kv(conn: sqlite3.Connection) -> None:
@@ -321,6 +328,7 @@ MIGRATIONS: list[Migration] = [
     Migration("task trusts its project", _V7),
     Migration("session modes", _V8),
     Migration("budget reservations", _V9, _reservations_from_kv),
-    Migration("task pull requests", _V10),
+    Migration("container spend priced at its report", _V10),
+    Migration("task pull requests", _V11),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

@@ -83,6 +83,29 @@ async def ascalar(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = 
     return rows[0][0] if rows else None
 
 
+def one_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``column IN (?, ...)`` and its parameters (``values`` must not be empty)."""
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def after_newest(column: str, after: tuple[Any, Any]) -> tuple[str, list[Any]]:
+    """The clause (and its parameters) of the rows after ``after`` = (``column``, id) in
+    an ``ORDER BY column DESC, id`` list: the next page's rows."""
+    return f"({column} < ? OR ({column} = ? AND id > ?))", [after[0], after[0], after[1]]
+
+
+async def acount_by(conn: aiosqlite.Connection, table: str, column: str,
+                    values: Sequence[str]) -> dict[str, int]:
+    """Rows of ``table`` per value of ``column``, for ``values`` (absent: none)."""
+    if not values:
+        return {}
+    marks = ", ".join("?" for _ in values)
+    rows = await conn.execute_fetchall(
+        f"SELECT {column}, COUNT(*) FROM {table} WHERE {column} IN ({marks}) "  # noqa: S608
+        f"GROUP BY {column}", list(values))
+    return {str(value): int(count) for value, count in rows}
+
+
 async def aresolve_prefix(conn: aiosqlite.Connection, table: str, ref: str, *, prefix: str,
                           code: str, noun: str) -> str:
     pattern = ids.prefix_pattern(ref, prefix)

@@ -50,6 +50,9 @@ _KINDS: tuple[EventKind, ...] = (
     # daemon
     EventKind("daemon_started", "daemon", Level.INFO, "The daemon started."),
     EventKind("daemon_stopping", "daemon", Level.INFO, "The daemon is shutting down."),
+    EventKind("config_reloaded", "daemon", Level.INFO,
+              "The daemon re-read its configuration (`parhelia daemon reload` or SIGHUP): "
+              "which keys changed, and which wait for a restart."),
     # task
     EventKind("task_created", "task", Level.INFO, "A task was created."),
     EventKind("task_dispatched", "task", Level.INFO, "A task was given a container."),

@@ -7,14 +7,20 @@ local backend -> worker -> claude): build the environment with :func:`claude_env
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.helpers.daemon import RunningDaemon
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PINNED_VERSION_FILE = REPO_ROOT / ".ci" / "claude-version"
@@ -204,3 +210,30 @@ def run_claude(
     )
     events, other = parse_stream(proc.stdout)
     return ClaudeRun(proc.returncode, events, proc.stdout, proc.stderr, other)
+
+
+@contextlib.contextmanager
+def parhelia_on_real_claude(claude_bin: Path, fake_url: str, key: str, config: str
+                            ) -> Iterator[RunningDaemon]:
+    """A daemon on a temporary PARHELIA_HOME whose agent is the real CLI talking to the
+    fake API at ``fake_url``: ``config`` (TOML sections) after the agent command, the
+    credential ``key`` given as a service manager gives it (``parheliad.env``, 0600).
+    Every worker is reaped and the home removed afterwards."""
+    from tests.helpers.daemon import reap, start_daemon
+
+    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    agent_home = home / "agent-home"
+    agent_home.mkdir()
+    (home / "config.toml").write_text(f"[agent]\ncommand = ['{claude_bin}']\n" + config)
+    env_file = home / "parheliad.env"
+    env_file.write_text(f"ANTHROPIC_API_KEY={key}\n")
+    env_file.chmod(0o600)
+    daemon = start_daemon(home, ANTHROPIC_BASE_URL=fake_url, HOME=str(agent_home),
+                          NO_PROXY="127.0.0.1,localhost")
+    try:
+        yield daemon
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+        reap(home)
+        shutil.rmtree(home, ignore_errors=True)

@@ -17,18 +17,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.claude_env import parhelia_on_real_claude
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
-from tests.helpers.daemon import RunningDaemon, reap, start_daemon
 from tests.helpers.harness import Harness
 from tests.helpers.waiting import wait_for
 
@@ -67,30 +65,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(claude_bin: Path) -> Iterator[Stack]:
-    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
-    agent_home = home / "agent-home"
-    agent_home.mkdir()
-    with FakeAnthropic(input_tokens=INPUT_TOKENS) as fake:
-        (home / "config.toml").write_text(
-            f"[agent]\ncommand = ['{claude_bin}']\n"
+    with FakeAnthropic(input_tokens=INPUT_TOKENS) as fake, parhelia_on_real_claude(
+            claude_bin, fake.url, KEY,
             "[heartbeat]\ninterval_seconds = 0.5\n"
             "[checkpoint]\nmin_turn_interval_seconds = 0\n"
             "[recovery]\nbackoff_seconds = 0.2\n"
             "[budget]\naccrual_interval_seconds = 0.3\n"
-            "[orchestrator]\ndispatch_interval_seconds = 0.5\n")
-        env_file = home / "parheliad.env"
-        env_file.write_text(f"ANTHROPIC_API_KEY={KEY}\n")
-        env_file.chmod(0o600)
-        daemon: RunningDaemon = start_daemon(
-            home, ANTHROPIC_BASE_URL=fake.url, HOME=str(agent_home),
-            NO_PROXY="127.0.0.1,localhost")
-        try:
-            yield Stack(Harness(daemon), fake)
-        finally:
-            if daemon.proc.poll() is None:
-                daemon.stop()
-            reap(home)
-            shutil.rmtree(home, ignore_errors=True)
+            "[orchestrator]\ndispatch_interval_seconds = 0.5\n") as daemon:
+        yield Stack(Harness(daemon), fake)
 
 
 
@@ -113,18 +95,18 @@ def api_micros(ledger: list[dict[str, Any]]) -> int:
 
 def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) -> None:
     """The real CLI's assistant lines say 1 output token; the budget must see the 20,000
-    of each reply as it ends, not at the end of the task: with a ceiling of $1.00 above
-    what was used, the fourth reply ($1.212 in all) pauses the task during its command,
-    before a fifth request, and the ledger books what the CLI says it spent."""
+    of each reply as it ends, not at the end of the task: with a ceiling of $1.50 above
+    what was used, the fifth reply ($1.515 in all) pauses the task during its command,
+    before a sixth request, and the ledger books what the CLI says it spent."""
     used = stack.budget()["used_micros"]
     previous = stack.budget()["ceiling_micros"]
-    stack.harness.run("budget", "set", f"{(used + 1_000_000) / 1e6:.6f}", check=True)
+    stack.harness.run("budget", "set", f"{(used + 1_500_000) / 1e6:.6f}", check=True)
     try:
         task_id = stack.start(expensive_script(8), "--max-turns", "10")
         task = stack.harness.wait(task_id, ("paused", "completed", "failed"), timeout=120)
         assert task["status"] == "paused", (task, stack.fake.summary())
         assert task["status_reason"].startswith("budget: the ceiling of")
-        assert len(stack.fake.main_requests) == 4, stack.fake.summary()
+        assert len(stack.fake.main_requests) == 5, stack.fake.summary()
         container = task["container_id"]
         wait_for(lambda: any(
             c["trigger"] == "stop" for c in stack.checkpoints(task_id)),
@@ -132,7 +114,7 @@ def test_the_ceiling_pauses_a_task_at_the_reply_that_reaches_it(stack: Stack) ->
         ledger = wait_for(lambda: [
             e for e in stack.ledger(task_id) if e["kind"] == "api"],
                           timeout=90, what="the agent's figure in the ledger")
-        assert api_micros(ledger) == 4 * REPLY_MICROS, ledger
+        assert api_micros(ledger) == 5 * REPLY_MICROS, ledger
         assert all(e["container_id"] == container and "agent's own figure" in e["note"]
                    for e in ledger), ledger
         history = {r["key"]: r for r in stack.harness.json("budget", "history", "--by",

@@ -190,6 +190,14 @@ class Events(events_pb2_grpc.EventServiceServicer):
                  if not request.filter.types or e.type in request.filter.types]
         return events_pb2.ListEventsResponse(events=found[-(request.limit or 50):])
 
+    def ExportEvents(self, request: Any, context: Any) -> Any:
+        """Every matching event, oldest first (the stream `task watch` replays)."""
+        self.state.requests.append(request)
+        flt = request.filter
+        yield from (e for e in self.state.events
+                    if (not flt.types or e.type in flt.types)
+                    and (not flt.task_id or e.task_id == flt.task_id))
+
     def WatchEvents(self, request: Any, context: Any) -> Any:
         q: queue.Queue[common_pb2.Event] = queue.Queue()
         with self.state.lock:

@@ -60,7 +60,7 @@ def test_auth_set_from_stdin_needs_no_restart(harness_factory: Callable[..., Har
              if p.is_file() and p != path and SECRET.encode() in p.read_bytes()]
     assert leaks == []
 
-    cleared = _auth(harness, "clear")
+    cleared = _auth(harness, "clear", "-y")
     assert cleared.returncode == 0 and "Removed" in cleared.stdout
     assert _auth(harness, "status").returncode == 1
     assert SECRET not in path.read_text()
@@ -79,7 +79,7 @@ def test_recovery_without_a_credential_waits_then_resumes(
     task_id = harness.create(fake_prompt({"write": "a.txt", "content": "1"}, {"turn": True},
                                          {"sleep": 30}, {"turn": True}))
     wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
-    assert _auth(harness, "clear").returncode == 0
+    assert _auth(harness, "clear", "-y").returncode == 0
     os.kill(worker_pid(harness, task_id), signal.SIGKILL)
 
     waiting = wait_for(lambda: (t := harness.task(task_id))["status_code"] == "E400" and t,

@@ -24,7 +24,8 @@ def test_status_doctor_and_dispatch_give_the_same_reason(harness_factory,
     assert checks["backend local"]["status"] == "ok"
     assert checks["backend modal"]["status"] == "warn"
     assert checks["backend modal"]["detail"] == modal["detail"]
-    task_id = harness.create("hello", "--backend", "modal")
-    task = harness.wait(task_id, timeout=30)
-    assert task["status"] == "failed"
-    assert modal["detail"] in json.dumps(task)
+    # task create says so at once (E400: no Modal token), and creates nothing
+    refused = harness.run("task", "create", "hello", "--no-workspace", "--backend", "modal")
+    assert refused.returncode == 1 and "E400" in refused.stderr
+    assert modal["detail"] in " ".join(refused.stderr.split())
+    assert harness.json("task", "list")["tasks"] == []

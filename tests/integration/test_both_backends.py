@@ -141,7 +141,7 @@ def test_sync_task_then_pull_as_a_branch(backend: Backend, tmp_path: Path) -> No
     assert run_git(repo, "rev-parse", "HEAD") == head
     assert run_git(repo, "show", f"parhelia/{task_id}:app.py") == "print('v2')"
     assert run_git(repo, "show", f"parhelia/{task_id}:docs/new.md") == "# New"
-    logs = harness.run("task", "logs", task_id, check=True).stdout
+    logs = harness.run("task", "logs", task_id, "--raw", check=True).stdout
     assert '"type":"result"' in logs.replace(" ", "")  # the agent's stream came back too
 
 

@@ -255,7 +255,8 @@ def test_export_writes_every_matching_event(harness: Harness, tmp_path: Path,
     assert result["events"] == len(everything) and out.exists()
     assert not Path(f"{out}.partial").exists()
     text = out.read_text()
-    rows = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
+    rows = json.loads(text)["events"] if fmt == "json" else \
+        [json.loads(x) for x in text.splitlines()]
     assert [r["id"] for r in rows] == [e["id"] for e in everything]
     again = harness.run("events", "export", str(out), "--type", "daemon_started")
     assert again.returncode != 0 and "E101" in again.stderr and "--force" in again.stderr

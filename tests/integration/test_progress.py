@@ -4,15 +4,12 @@ terminal."""
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
 from pathlib import Path
 
 from tests.helpers.daemon import cli_argv
 from tests.helpers.gitrepo import git, init_repo
 from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.terminal import in_pty
 
 FILES = 400
 MAKE_FILES = (f"for i in range({FILES}):\n"
@@ -22,34 +19,9 @@ PHASE = "committing the task's files"
 
 def _in_pty(harness: Harness, *args: str, stderr_tty: bool = True,
             timeout: float = 120) -> tuple[int, str, str]:
-    """Run the CLI with a pty as its terminal; (exit code, what the terminal showed,
-    stderr when it was a pipe)."""
-    master, slave = pty.openpty()
-    os.set_blocking(master, False)
-    env = {**harness.daemon.env, "TERM": "xterm-256color", "COLUMNS": "100"}
-    proc = subprocess.Popen([*cli_argv(), *args], stdin=slave, stdout=slave,
-                            stderr=slave if stderr_tty else subprocess.PIPE, env=env)
-    os.close(slave)
-    shown = bytearray()
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    chunk = b""
-                if chunk:
-                    shown += chunk
-                    continue
-            if proc.poll() is not None:
-                break
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        return proc.wait(timeout), shown.decode(errors="replace"), err
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+    """Run the CLI with a 100-column pty as its terminal."""
+    return in_pty([*cli_argv(), *args], harness.daemon.env, columns=100,
+                  stderr_tty=stderr_tty, timeout=timeout)
 
 
 def test_pull_draws_a_bar_on_a_terminal_and_none_otherwise(harness: Harness,

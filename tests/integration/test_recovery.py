@@ -186,3 +186,26 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
     assert "No conversation found" in degraded[0]["data"]["reason"]
     text = harness.run("task", "show", task_id, check=True).stdout
     assert "a new conversation from a summary of the stored one" in text
+
+
+def test_item7_turn_numbers_continue_across_incarnations(harness_factory) -> None:
+    """Issue 27, item 7: after a recovery the events say turn 3, 4..., not turn 1 again,
+    and agree with the task's own count."""
+    harness = harness_factory(CHECKPOINT_EVERY_TURN)
+    prompt = fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
+                         {"write": "b.txt", "content": "b"}, {"turn": True}, {"sleep": 30},
+                         {"write": "c.txt", "content": "c"}, {"turn": True})
+    task_id = harness.create(prompt)
+    wait_for(lambda: len(harness.events("--task", task_id, "--type",
+                                        "agent_turn_completed")) >= 2, what="two turns")
+    wait_for(lambda: turn_checkpoints(harness, task_id), what="a turn checkpoint")
+    os.kill(worker_pid(harness, task_id), signal.SIGKILL)
+    task = harness.wait(task_id, timeout=90)
+    assert task["status"] == "completed" and task["restarts"] == 1, task
+    turns = [e for e in harness.events("--task", task_id, "--type", "agent_turn_completed")]
+    said = [int(e["message"].split()[-1]) for e in turns]
+    assert said == sorted(said) and said[-1] >= 3, said  # no "turn 1" after the recovery
+    assert said[-1] == turns[-1]["data"]["task_turns"] <= task["usage"]["turns"]
+    incarnations = {e["container_id"] for e in turns}
+    assert len(incarnations) == 2
+    assert turns[-1]["data"]["turns"] < turns[-1]["data"]["task_turns"]

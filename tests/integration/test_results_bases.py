@@ -66,3 +66,22 @@ def test_one_bad_entry_does_not_fail_the_pull(harness: Harness, tmp_path: Path) 
     assert pulled.returncode == 0, pulled.stderr
     assert "Skipped sub/.git/config: inside a .git directory" in pulled.stderr
     assert git(repo, "show", f"parhelia/{task_id}:ok.txt") == "ok"
+
+
+def test_diff_counts_lines_that_look_like_file_headers(harness: Harness,
+                                                      tmp_path: Path) -> None:
+    """A 2+/2- change whose added lines start with "++" and removed ones with "--" is
+    counted 2/2, against the upload and against the base (it was reported as 1/1)."""
+    repo = tmp_path / "repo"
+    init_repo(repo, {"c.txt": "--old\n--older\nkeep\n"})
+    prompt = fake_prompt({"write": "c.txt", "content": "++new\n++newer\nkeep\n"},
+                         {"turn": True})
+    assert harness.run("task", "create", prompt, "--sync", cwd=repo).returncode == 0
+    task_id = harness.json("task", "list")["tasks"][0]["id"]
+    for against in ("upload", "base"):
+        for shape in ((), ("--stat",)):
+            got = harness.json("task", "diff", task_id, "--against", against, *shape)
+            assert [(f["path"], f["lines_added"], f["lines_removed"]) for f in got["files"]] \
+                == [("c.txt", 2, 2)], (against, shape)
+    text = harness.run("task", "diff", task_id, check=True).stdout
+    assert "\n---old\n---older\n+++new\n+++newer\n" in text

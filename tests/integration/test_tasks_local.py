@@ -183,6 +183,26 @@ def test_logs_show_the_agent_stream(harness: Harness) -> None:
     assert "Write" in logs
 
 
+def test_item5_logs_read_as_a_person_reads_them(harness: Harness) -> None:
+    """Issue 27, item 5: `task logs` shows turns, tool calls with their inputs
+    summarised, their results and the agent's result; --raw the stream-json."""
+    task_id = harness.create(fake_prompt({"write": "notes.txt", "content": "x"}, {"turn": True},
+                                         {"bash": "echo hello"}, {"turn": True}))
+    harness.wait(task_id)
+    logs = harness.run("task", "logs", task_id, check=True).stdout
+    lines = logs.splitlines()
+    assert lines[0].startswith("== container c-"), logs
+    assert "-- turn 1 --" in lines and "-- turn 2 --" in lines, logs
+    write = next(line for line in lines if "-> Write:" in line)
+    assert write.rstrip().endswith("notes.txt"), write
+    assert any("-> Bash: echo hello" in line for line in lines), logs
+    assert any(line.lstrip().startswith("<- ") for line in lines), logs
+    assert any(line.startswith("== result: success") for line in lines), logs
+    assert '{"type"' not in logs.replace(" ", "")
+    raw = harness.run("task", "logs", task_id, "--raw", check=True).stdout
+    assert all(json.loads(line)["type"] for line in raw.splitlines() if line.strip())
+
+
 def test_twenty_tasks_never_more_than_four_at_once(harness_factory) -> None:
     harness = harness_factory(orchestrator="max_concurrent_workers = 4\n")
     ids = [harness.create(fake_prompt({"sleep": 0.6}, {"turn": True})) for _ in range(20)]

@@ -104,6 +104,11 @@ def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
     _until("the cancelled row", lambda: (tmux.rows().get(target) or [None, None])[1]
            == "cancelled")
     assert all(tmux.rows()[i][1] == "running" for i in ids[1:])
+    # The selection stayed on the cancelled task, now below the running ones: go up.
+    assert tmux.screen().splitlines()[HEIGHT - 3].startswith(target)
+    tmux("send-keys", "-t", "top", "k", "k")
+    _until("the first running task selected",
+           lambda: tmux.screen().splitlines()[HEIGHT - 3].startswith(ids[1]))
 
     # w runs `task watch` on the real terminal; Ctrl-C ends it, a key comes back.
     tmux("send-keys", "-t", "top", "w")
@@ -142,3 +147,39 @@ def test_top_shows_live_turns_and_cancels_after_confirmation(harness: Harness,
     assert tmux.flag("cursor_flag") == "1"
     for task_id in ids[1:]:
         harness.run("task", "cancel", task_id)
+
+
+def test_item6_selection_follows_the_task_and_views_say_how_to_go_back(
+        harness: Harness, tmux: Tmux) -> None:
+    """Issue 27, item 6: the selection stays on its task when the rows reorder (a task
+    above it finishes and moves down), and the watch and logs views say how to get back
+    and go back on q or Esc."""
+    busy = harness.create(fake_prompt({"sleep": 120}, text="Busy."))
+    held = harness.create("Held for later.", "--no-dispatch")
+    harness.wait(busy, ("running",))
+    tmux("send-keys", "-t", "top", shlex.join([*cli_argv(), "top"]), "Enter")
+    _until("both rows", lambda: busy in tmux.rows() and held in tmux.rows())
+
+    def detail() -> str:
+        return tmux.screen().splitlines()[HEIGHT - 3]
+
+    tmux("send-keys", "-t", "top", "j")  # the second row: the held task
+    _until("the held task selected", lambda: detail().startswith(held))
+    harness.run("task", "cancel", busy, check=True)  # it moves below the held one
+    _until("the cancelled task moved down", lambda: [
+        line.split()[0] for line in tmux.screen().splitlines()
+        if line.split() and line.split()[0] in (busy, held)] == [held, busy])
+    assert detail().startswith(held), tmux.screen()  # still the held task
+
+    for key, view in (("w", "task watch"), ("l", "task logs")):
+        tmux("send-keys", "-t", "top", key)
+        wait_for(lambda view=view: (
+            f"-- {view}" in tmux.screen()
+            and "-- q, Esc or Ctrl-C: back to top" in tmux.screen()), 45,
+            f"the way back from {view}", detail=tmux.screen)
+        assert tmux.flag("alternate_on") == "0"
+        tmux("send-keys", "-t", "top", "q" if key == "w" else "Escape")
+        _until(f"top again after {view}", lambda: tmux.flag("alternate_on") == "1"
+               and "q quit" in tmux.screen())
+    tmux("send-keys", "-t", "top", "q")
+    _until("the shell back", lambda: tmux.flag("alternate_on") == "0")

@@ -27,7 +27,7 @@ def modal_message(exc: BaseException) -> str:
 
 def map_error(exc: BaseException, action: str, errors: ModuleType | Any) -> ParheliaError:
     """The catalogue error for ``exc``, raised by Modal while doing ``action``."""
-    said = modal_message(exc)
+    said = modal_message(exc).rstrip(".")  # ("Modal server." said in a sentence of ours)
     if isinstance(exc, errors.AuthError):
         return ParheliaError(
             "E400", f"Modal refused the credentials while {action}: {said}. Recovery: run "

@@ -27,7 +27,10 @@ The rules (an allow-list: anything not named here stays home):
   ``cache``: ``.git``, ``node_modules``, ``__pycache__``, plugin caches and
   marketplace clones that no installed plugin uses;
 - MCP servers in ``sync.exclude_mcp`` (``excluded``) and stdio servers whose command
-  the worker cannot run (``missing_command``) are left out.
+  the worker cannot run (``missing_command``) are left out; the ``parhelia mcp-server``
+  bridge itself is sent with a warning naming the ``exclude_mcp`` entry that leaves it
+  home. A settings value holding a credential of the catalogue is removed where it
+  stood; the rest of ``settings.json`` is sent.
 
 Absolute paths into the config dir become ``${CLAUDE_CONFIG_DIR}`` (the worker
 substitutes its own); hook scripts elsewhere in the home directory are bundled
@@ -168,6 +171,16 @@ class Plan:
         return not self.items and not self.mcp_servers
 
 
+def is_parhelia_server(server: Mapping[str, Any]) -> bool:
+    """Whether an MCP server entry runs ``parhelia mcp-server`` (the bridge to this very
+    daemon), by its command or as ``python -m parhelia_cli mcp-server``."""
+    command = server.get("command")
+    args = [a for a in server.get("args") or [] if isinstance(a, str)]
+    if not isinstance(command, str) or "mcp-server" not in args:
+        return False
+    return os.path.basename(command) == "parhelia" or "parhelia_cli" in args
+
+
 def build(source: Source, *, pass_env: list[str], exclude_mcp: list[str],
           command_exists: CommandExists) -> Plan:
     return _Builder(source, set(pass_env), set(exclude_mcp), command_exists).run()
@@ -189,7 +202,6 @@ class _Builder:
         self.never: set[str] = {os.path.realpath(self.cfg / n) for n in
                                 (*SECRET_FILES, *NOT_CONFIG, GLOBAL_JSON)}
         self.never.add(os.path.realpath(source.global_json))
-        self.settings_text = ""
 
     # -- entry -----------------------------------------------------------------------
 
@@ -308,7 +320,6 @@ class _Builder:
         except ValueError:
             settings = None
         self.plan.inputs.append(str(path))
-        self.settings_text = raw.decode(errors="replace")
         if not isinstance(settings, dict):
             self._exclude(SETTINGS, "invalid", "not a JSON object; not sent (its secrets "
                                                "could not be removed)")
@@ -327,11 +338,41 @@ class _Builder:
                     self.secret_values.add(value)
                 self._exclude(f"settings.json#{helper}", "secret",
                               "credential helper: runs on your machine only")
-        cleaned = self._json_paths(settings, SETTINGS, "")
+        cleaned = self._without_credentials(self._json_paths(settings, SETTINGS, ""), "")
         data = json.dumps(cleaned, indent=2, ensure_ascii=False).encode() + b"\n"
         st = os.stat(path)
         self.plan.items[SETTINGS] = Item(SETTINGS, data, stat.S_IMODE(st.st_mode) or 0o644,
                                          template=True)
+
+    def _without_credentials(self, value: Any, key: str) -> Any:
+        """``value`` (settings, past its env) without the strings that hold a credential
+        of the catalogue: each is removed where it stood (its key, or its list item) and
+        listed, and the rest of the file is sent - not the whole file refused for one."""
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                path = f"{key}.{k}" if key else str(k)
+                if self._credential_in(v, path):
+                    continue
+                out[k] = self._without_credentials(v, path)
+            return out
+        if isinstance(value, list):
+            return [self._without_credentials(v, f"{key}[{i}]") for i, v in enumerate(value)
+                    if not self._credential_in(v, f"{key}[{i}]")]
+        return value
+
+    def _credential_in(self, value: Any, path: str) -> bool:
+        """Whether ``value`` is a string holding a credential (then it is withheld)."""
+        if not isinstance(value, str):
+            return False
+        hits = find_secrets(value)
+        if not hits:
+            return False
+        if _scannable(value):
+            self.secret_values.add(value)
+        self._exclude(f"{SETTINGS}#{path}", "secret",
+                      f"value removed ({hits[0][1]}); the rest of {SETTINGS} is sent")
+        return True
 
     def _secret_value(self, where: str, name: str, value: Any, placeholder: bool = False) -> bool:
         """A removed literal value; passed as ``name`` if the user allows it. True if passed.
@@ -585,6 +626,11 @@ class _Builder:
         elif kind == "stdio":
             self._exclude(where, "invalid", "a stdio server without a command")
             return
+        if is_parhelia_server(server):
+            self.plan.warnings.append(
+                f"MCP server {name!r} is Parhelia itself (parhelia mcp-server): it is sent to "
+                "every worker, where no daemon answers it. Leave it home with "
+                f"`[sync] exclude_mcp = [\"{name}\"]` in your Parhelia config")
         self.plan.mcp_servers[name] = cleaned
 
     def _placeholder(self, where: str, var: str, value: str) -> str:
@@ -681,8 +727,7 @@ class _Builder:
     def _scan_catalogue(self) -> None:
         for rel in sorted(self.plan.items):
             item = self.plan.items[rel]
-            text = self.settings_text if rel == SETTINGS and self.settings_text else \
-                item.data.decode("utf-8", errors="replace")
+            text = item.data.decode("utf-8", errors="replace")
             hits = find_secrets(text)
             if hits:
                 del self.plan.items[rel]

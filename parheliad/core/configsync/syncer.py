@@ -65,6 +65,8 @@ class SyncResult:
     passed_env: list[str]
     uploaded: bool
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    mcp_servers: list[str] = field(default_factory=list)
+    """The names of the MCP servers the bundle sends."""
 
     @property
     def files(self) -> int:
@@ -224,7 +226,8 @@ class ConfigSync:
             source_dir=str(plan.source.config_dir), items=items,
             exclusions=list(plan.exclusions), rewrites=list(plan.rewrites),
             warnings=list(plan.warnings), passed_env=sorted(plan.secret_env),
-            uploaded=uploaded, secret_env=dict(plan.secret_env))
+            uploaded=uploaded, secret_env=dict(plan.secret_env),
+            mcp_servers=sorted(plan.mcp_servers))
 
 
 def _message(result: SyncResult) -> str:

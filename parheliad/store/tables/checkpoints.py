@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +64,30 @@ class CheckpointRepo:
         return await sql.aone(self._store.reader, CheckpointRow, f"{_SELECT} WHERE id = ?",
                               (checkpoint_id,))
 
-    async def list(self, session_id: str | None = None, limit: int = 100) -> list[CheckpointRow]:
-        """Checkpoints newest first, of one session or of all."""
-        where, params = (" WHERE session_id = ?", [session_id]) if session_id else ("", [])
+    async def list(self, session_id: str | None = None, limit: int = 100,
+                   after: tuple[int, str] | None = None) -> list[CheckpointRow]:
+        """Checkpoints newest first, of one session or of all; ``after`` = (created_at,
+        id) of the last one of the previous page."""
+        clauses: list[str] = ["session_id = ?"] if session_id else []
+        params: list[Any] = [session_id] if session_id else []
+        if after is not None:
+            clauses.append("(created_at, id) < (?, ?)")
+            params.extend(after)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, CheckpointRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT ?",
                                [*params, max(1, limit)])
+
+    async def count(self, session_id: str | None = None) -> int:
+        """How many checkpoints there are (of one session, or of all)."""
+        where, params = (" WHERE session_id = ?", [session_id]) if session_id else ("", [])
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM checkpoints{where}",  # noqa: S608
+                                     params) or 0)
+
+    async def count_by_session(self, session_ids: builtins.list[str]) -> dict[str, int]:
+        return await sql.acount_by(self._store.reader, "checkpoints", "session_id",
+                                   session_ids)
 
     async def latest(self, session_id: str) -> CheckpointRow | None:
         rows = await self.list(session_id, limit=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from parhelia.errors import ParheliaError
 from parheliad.core.states import (
@@ -30,6 +30,18 @@ _COLUMNS = frozenset(columns(ContainerRow))
 INSERTABLE = _COLUMNS - {"id", "task_id", "backend", "created_at", "updated_at"}
 UPDATABLE = _COLUMNS - {"id", "task_id", "created_at"}
 _SELECT = f"{sql.select(ContainerRow)} FROM containers"
+
+
+class LiveUsage(NamedTuple):
+    """A live container's token counts, for the budget's in-flight figure."""
+
+    task_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    api_priced_at_report_micros: int
 
 
 class ContainerWrites:
@@ -71,6 +83,14 @@ class ContainerWrites:
         return row
 
 
+    def usage_of_others(self, task_id: str, container_id: str) -> tuple[int, int, int]:
+        """(turns, input tokens, output tokens) of the task's containers but this one."""
+        row = self._tx.conn.execute(
+            "SELECT COALESCE(SUM(turns), 0), COALESCE(SUM(input_tokens), 0), "
+            "COALESCE(SUM(output_tokens), 0) FROM containers WHERE task_id = ? AND id <> ?",
+            (task_id, container_id)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     # -- what the budget reads (parheliad.core.budget) ----------------------------------
 
     def _with_model(self, where: str, params: Iterable[Any]) -> builtins.list[
@@ -80,10 +100,24 @@ class ContainerWrites:
             f"WHERE {where} ORDER BY c.created_at, c.id", tuple(params)).fetchall()
         return [(sql.from_row(ContainerRow, tuple(r[:-1])), str(r[-1] or "")) for r in rows]
 
-    def live_with_model(self) -> builtins.list[tuple[ContainerRow, str]]:
-        """Live containers, each with its task's model."""
-        return self._with_model(f"c.state IN ({_marks(CONTAINER_LIVE)})",
-                                [s.value for s in CONTAINER_LIVE])
+    def live_usage(self) -> builtins.list[LiveUsage]:
+        """The usage of every live container with its task's model: the few columns the
+        budget prices on every booking (no whole rows: this runs for each unit that
+        books spend)."""
+        rows = self._tx.conn.execute(
+            "SELECT c.task_id, t.model, c.input_tokens, c.output_tokens, "  # noqa: S608
+            "c.cache_creation_input_tokens, c.cache_read_input_tokens, "
+            "c.api_priced_at_report_micros FROM containers c JOIN tasks t ON t.id = c.task_id "
+            f"WHERE c.state IN ({_marks(CONTAINER_LIVE)})",
+            [s.value for s in CONTAINER_LIVE]).fetchall()
+        return [LiveUsage(str(r[0]), str(r[1] or ""), *(int(v) for v in r[2:])) for r in rows]
+
+    def live_of(self, task_id: str) -> builtins.list[ContainerRow]:
+        """The task's live containers, oldest first."""
+        return sql.many(self._tx.conn, ContainerRow,
+                        f"{_SELECT} WHERE task_id = ? AND state IN ({_marks(CONTAINER_LIVE)}) "
+                        "ORDER BY created_at, id",
+                        [task_id, *(s.value for s in CONTAINER_LIVE)])
 
     def ended_unreported(self, since_us: int) -> builtins.list[tuple[ContainerRow, str]]:
         """Containers that ended since ``since_us`` having used tokens, whose agent
@@ -150,14 +184,22 @@ class ContainerRepo:
 
     async def list(self, *, states: Iterable[str] = (), task_id: str | None = None,
                    session_id: str | None = None, backend: str | None = None,
-                   limit: int = 1000) -> list[ContainerRow]:
-        """Containers newest first, filtered by any of the given fields."""
+                   health: Iterable[str] = (), limit: int = 1000,
+                   after: tuple[int, str] | None = None) -> list[ContainerRow]:
+        """Containers newest first, filtered by any of the given fields; ``after`` =
+        (created_at, id) of the last one of the previous page."""
         clauses: list[str] = []
         params: list[Any] = []
-        wanted = [ContainerState(s).value for s in states]
-        if wanted:
-            clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
-            params.extend(wanted)
+        for column, wanted in (("state", [ContainerState(s).value for s in states]),
+                               ("health", list(health))):
+            if wanted:
+                clause, values = sql.one_of(column, wanted)
+                clauses.append(clause)
+                params.extend(values)
+        if after is not None:
+            clause, values = sql.after_newest("created_at", after)
+            clauses.append(clause)
+            params.extend(values)
         for column, value in (("task_id", task_id), ("session_id", session_id),
                               ("backend", backend)):
             if value:
@@ -167,6 +209,9 @@ class ContainerRepo:
         return await sql.amany(self._store.reader, ContainerRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",
                                [*params, max(1, limit)])
+
+    async def count_by_session(self, session_ids: builtins.list[str]) -> dict[str, int]:
+        return await sql.acount_by(self._store.reader, "containers", "session_id", session_ids)
 
     async def live(self) -> builtins.list[ContainerRow]:
         """Containers in created, starting or running state."""

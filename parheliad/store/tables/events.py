@@ -142,9 +142,14 @@ class EventRepo:
                               (event_id,))
 
     async def list(self, flt: EventFilter | None = None,
-                   limit: int = DEFAULT_LIST_LIMIT) -> list[EventRow]:
-        """The newest ``limit`` matching events, returned oldest first."""
+                   limit: int = DEFAULT_LIST_LIMIT, before_id: int | None = None
+                   ) -> list[EventRow]:
+        """The newest ``limit`` matching events (older than ``before_id``, when given),
+        returned oldest first."""
         where, params = (flt or EventFilter()).where()
+        if before_id is not None:
+            where += " AND id < ?"
+            params = [*params, before_id]
         rows = await sql.amany(self._store.reader, EventRow,
                                f"{_SELECT} WHERE {where} ORDER BY id DESC LIMIT ?",
                                [*params, max(1, limit)])

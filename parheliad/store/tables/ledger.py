@@ -131,6 +131,14 @@ class LedgerWrites:
         return {str(r[0]) for r in rows}
 
 
+    def api_tokens(self, container_id: str) -> tuple[int, int, int]:
+        """(input, output, cache) tokens the api entries of ``container_id`` carry."""
+        row = self._tx.conn.execute(
+            "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            "COALESCE(SUM(cache_tokens), 0) FROM ledger WHERE container_id = ? AND "
+            "kind = 'api'", (container_id,)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def has_note(self, container_id: str, prefix: str) -> bool:
         """Whether an entry of ``container_id`` has a note starting with ``prefix``."""
         return sql.scalar(self._tx.conn, "SELECT EXISTS (SELECT 1 FROM ledger WHERE "
@@ -148,9 +156,13 @@ class LedgerRepo:
 
     async def list(self, *, since_us: int | None = None, until_us: int | None = None,
                    task_id: str | None = None, kind: str | None = None,
-                   limit: int = 100) -> list[LedgerRow]:
-        """Entries newest first."""
+                   limit: int = 100, after: tuple[int, int] | None = None) -> list[LedgerRow]:
+        """Entries newest first; ``after`` = (at, id) of the last one of the previous
+        page."""
         where, params = _where(since_us=since_us, until_us=until_us, task_id=task_id, kind=kind)
+        if after is not None:
+            where += " AND (at, id) < (?, ?)"
+            params = [*params, *after]
         return await sql.amany(self._store.reader, LedgerRow,
                                f"{_SELECT} WHERE {where} ORDER BY at DESC, id DESC LIMIT ?",
                                [*params, max(1, limit)])

@@ -7,7 +7,7 @@ it) or ``gone`` (it vanished by itself).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from parheliad.store import sql
 from parheliad.store.clock import now_us
@@ -67,13 +67,24 @@ class OrphanRepo:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def list(self, *, states: tuple[str, ...] = (PRESENT,),
-                   limit: int = 1000) -> list[OrphanRow]:
-        """Orphans in ``states`` (all when empty), most recently seen first."""
-        where, params = "", []
+    async def list(self, *, states: tuple[str, ...] = (PRESENT,), limit: int = 1000,
+                   unknown_only: bool = False, after: tuple[int, int] | None = None
+                   ) -> list[OrphanRow]:
+        """Orphans in ``states`` (all when empty), most recently seen first (only those
+        the database has no container row for, with ``unknown_only``); ``after`` =
+        (last_seen_at, id) of the last one of the previous page."""
+        clauses: list[str] = []
+        params: list[Any] = []
         if states:
-            where = f" WHERE state IN ({', '.join('?' for _ in states)})"
-            params = list(states)
+            clauses.append(f"state IN ({', '.join('?' for _ in states)})")
+            params.extend(states)
+        if unknown_only:
+            clauses.append("known = 0")
+        if after is not None:
+            clause, values = sql.after_newest("last_seen_at", after)
+            clauses.append(clause)
+            params.extend(values)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, OrphanRow,
                                f"{_SELECT}{where} ORDER BY last_seen_at DESC, id LIMIT ?",
                                [*params, max(1, limit)])

@@ -5,6 +5,7 @@ budget's tick."""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from parheliad.store import sql
@@ -28,6 +29,14 @@ class ReservationWrites:
         self._tx.conn.execute(
             "INSERT OR REPLACE INTO reservations (task_id, micros, base_micros, reserved_at) "
             "VALUES (?, ?, ?, ?)", (task_id, micros, base_micros, now_us() if at is None else at))
+
+    def held(self, statuses: Iterable[str], *, exclude: str = "") -> int:
+        """The sum of the reservations of tasks in ``statuses`` (but ``exclude``)."""
+        wanted = [str(s) for s in statuses]
+        return int(self._tx.conn.execute(
+            "SELECT COALESCE(SUM(r.micros), 0) FROM reservations r JOIN tasks t ON "  # noqa: S608
+            f"t.id = r.task_id WHERE t.status IN ({', '.join('?' * len(wanted))}) AND "
+            "r.task_id <> ?", (*wanted, exclude)).fetchone()[0])
 
     def all(self) -> builtins.list[ReservationRow]:
         return sql.many(self._tx.conn, ReservationRow, f"{_SELECT} ORDER BY task_id")

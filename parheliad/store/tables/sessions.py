@@ -100,9 +100,18 @@ class SessionRepo:
         return await sql.aone(self._store.reader, SessionRow, f"{_SELECT} WHERE id = ?",
                               (session_id,))
 
+    async def count(self, *, statuses: tuple[str, ...] = ()) -> int:
+        """How many sessions there are (in ``statuses``)."""
+        where = f" WHERE status IN ({', '.join('?' for _ in statuses)})" if statuses else ""
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM sessions{where}",  # noqa: S608
+                                     list(statuses)) or 0)
+
     async def list(self, *, task_id: str | None = None, statuses: tuple[str, ...] = (),
-                   limit: int = 100) -> list[SessionRow]:
-        """Sessions newest first."""
+                   limit: int = 100, after: tuple[int, str] | None = None
+                   ) -> list[SessionRow]:
+        """Sessions newest first; ``after`` = (created_at, id) of the last one of the
+        previous page."""
         clauses: list[str] = []
         params: list[Any] = []
         if task_id:
@@ -111,6 +120,10 @@ class SessionRepo:
         if statuses:
             clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)
+        if after is not None:
+            clause, values = sql.after_newest("created_at", after)
+            clauses.append(clause)
+            params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, SessionRow,
                                f"{_SELECT}{where} ORDER BY created_at DESC, id LIMIT ?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from parheliad.core.states import TaskStatus, check_task_transition
 from parheliad.store import ids, sql
@@ -23,6 +23,15 @@ USAGE_COUNTERS = frozenset({
     "turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_read_input_tokens", "api_cost_micros", "compute_cost_micros", "restarts"})
 _SELECT = f"{sql.select(TaskRow)} FROM tasks"
+
+
+class CappedTask(NamedTuple):
+    id: str
+    max_cost_micros: int
+    booked_micros: int
+    """API and compute booked."""
+    result_subtype: str
+    result_is_error: bool
 
 
 class TaskWrites:
@@ -99,6 +108,16 @@ class TaskWrites:
                         f"{_SELECT} WHERE status IN ({', '.join('?' * len(wanted))}) "
                         "ORDER BY seq", wanted)
 
+    def capped(self, statuses: Iterable[str]) -> builtins.list[CappedTask]:
+        """Tasks in ``statuses`` with a ``max_cost``: what their cap is checked on."""
+        wanted = [str(s) for s in statuses]
+        rows = self._tx.conn.execute(
+            "SELECT id, max_cost_micros, api_cost_micros + compute_cost_micros, "  # noqa: S608
+            "result_subtype, result_is_error FROM tasks WHERE max_cost_micros > 0 AND "
+            f"status IN ({', '.join('?' * len(wanted))}) ORDER BY seq", wanted).fetchall()
+        return [CappedTask(str(r[0]), int(r[1]), int(r[2]), str(r[3] or ""), bool(r[4]))
+                for r in rows]
+
     def recount_cost(self, task_id: str, column: str) -> None:
         """Set ``column`` (``api_cost_micros`` or ``compute_cost_micros``) to the sum over
         the task's containers (their ``api_cost_micros`` or ``cost_micros``)."""
@@ -108,6 +127,17 @@ class TaskWrites:
             "FROM containers WHERE task_id = ?) WHERE id = ?", (task_id, task_id))
 
 
+    def recount_usage(self, task_id: str) -> None:
+        """Set the task's turns, token counts and ``api_cost_micros`` to the sums over its
+        containers (each incarnation keeps its own cumulative usage)."""
+        self._tx.conn.execute(_RECOUNT_USAGE_SQL, {"t": task_id, "now": now_us()})
+
+
+_USAGE_SUMMED = ("turns", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                 "cache_read_input_tokens", "api_cost_micros")
+_SUMS = ", ".join(f"{c} = (SELECT COALESCE(SUM({c}), 0) FROM containers WHERE task_id = :t)"  # noqa: S608
+                  for c in _USAGE_SUMMED)
+_RECOUNT_USAGE_SQL = f"UPDATE tasks SET {_SUMS}, updated_at = :now WHERE id = :t"  # noqa: S608
 _COST_SOURCES = {"api_cost_micros": "api_cost_micros", "compute_cost_micros": "cost_micros"}
 
 
@@ -125,13 +155,27 @@ class TaskRepo:
         return await sql.aone(self._store.reader, TaskRow, f"{_SELECT} WHERE id = ?",
                               (task_id,))
 
-    async def list(self, statuses: Iterable[str] = (), limit: int = 100) -> list[TaskRow]:
-        """Tasks newest first, optionally only those in ``statuses``."""
+    async def list(self, statuses: Iterable[str] = (), limit: int = 100,
+                   before_seq: int | None = None) -> list[TaskRow]:
+        """Tasks newest first, optionally only those in ``statuses`` and created before
+        the task of ``before_seq`` (the next page)."""
         wanted = [TaskStatus(s).value for s in statuses]
-        where = f" WHERE status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        clauses = [f"status IN ({', '.join('?' for _ in wanted)})"] if wanted else []
+        params: list[Any] = list(wanted)
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await sql.amany(self._store.reader, TaskRow,
                                f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?",
-                               [*wanted, max(1, limit)])
+                               [*params, max(1, limit)])
+
+    async def count(self, statuses: Iterable[str] = ()) -> int:
+        """How many tasks there are (in ``statuses``): what a cut ``list`` leaves out."""
+        wanted = [TaskStatus(s).value for s in statuses]
+        where = f" WHERE status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        return int(await sql.ascalar(self._store.reader,
+                                     f"SELECT COUNT(*) FROM tasks{where}", wanted) or 0)  # noqa: S608
 
     async def pending(self, limit: int = 100) -> builtins.list[TaskRow]:
         """Pending tasks in FIFO order (oldest first)."""

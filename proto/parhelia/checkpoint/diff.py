@@ -77,13 +77,19 @@ def diff(a: Manifest | None, b: Manifest, *, ignore: Iterable[str] = ()) -> Tree
     return out
 
 
+def too_large(entry: Entry | None) -> bool:
+    """A file whose content a patch names as binary without reading it."""
+    return entry is not None and entry.type == "file" and (
+        entry.blob is None or entry.size > MAX_TEXT_BYTES)
+
+
 def _text(store: BlobStore, entry: Entry | None) -> list[str] | None:
     """The lines of a file entry, or None when binary / too large / a symlink."""
     if entry is None:
         return []
     if entry.type == "symlink":
         return [f"{entry.target}"]
-    if entry.blob is None or entry.size > MAX_TEXT_BYTES:
+    if entry.blob is None or too_large(entry):
         return None
     data = store.read(entry.blob, entry.size)
     if b"\0" in data:
@@ -136,8 +142,14 @@ def header_path(line: str) -> str | None:
         return rest[2:].split(" b/", 1)[0]
     if not rest.startswith('"a/'):
         return None
+    return unquote_path(rest[3:])
+
+
+def unquote_path(rest: str) -> str:
+    """A path git C-quoted (:func:`quote_path`), given after its opening quote; the text
+    after the closing quote is ignored."""
     raw = bytearray()
-    i = 3
+    i = 0
     while i < len(rest) and rest[i] != '"':
         ch = rest[i]
         if ch == "\\" and i + 1 < len(rest):
@@ -169,23 +181,34 @@ def unified_diff(a: Manifest | None, b: Manifest, *, volume: Volume,
         if wanted is not None and path not in wanted:
             continue
         ea, eb = old.get(path), new.get(path)
-        qa, qb = _prefixed("a/", path), _prefixed("b/", path)
-        out.append(f"diff --git {qa} {qb}\n")
-        if ea is None and eb is not None:
-            out.append(f"new file mode {_git_mode(eb)}\n")
-        elif eb is None and ea is not None:
-            out.append(f"deleted file mode {_git_mode(ea)}\n")
-        elif ea is not None and eb is not None and _git_mode(ea) != _git_mode(eb):
-            out.append(f"old mode {_git_mode(ea)}\nnew mode {_git_mode(eb)}\n")
+        out.append(file_header(path, ea, eb))
         if change.mode_only:
             continue
         la, lb = _text(store, ea), _text(store, eb)
         if la is None or lb is None:
-            out.append(f"Binary files {qa if ea else '/dev/null'} and "
-                       f"{qb if eb else '/dev/null'} differ\n")
+            out.append(binary_line(path, ea, eb))
             continue
+        qa, qb = _prefixed("a/", path), _prefixed("b/", path)
         lines = list(difflib.unified_diff(
             la, lb, qa if ea else "/dev/null", qb if eb else "/dev/null", n=context))
         for line in lines:
             out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)
+
+
+def file_header(path: str, ea: Entry | None, eb: Entry | None) -> str:
+    """The ``diff --git`` line of ``path`` and its mode lines (``ea``/``eb``: the old and
+    new entries, None where the path does not exist)."""
+    out = [f"diff --git {_prefixed('a/', path)} {_prefixed('b/', path)}\n"]
+    if ea is None and eb is not None:
+        out.append(f"new file mode {_git_mode(eb)}\n")
+    elif eb is None and ea is not None:
+        out.append(f"deleted file mode {_git_mode(ea)}\n")
+    elif ea is not None and eb is not None and _git_mode(ea) != _git_mode(eb):
+        out.append(f"old mode {_git_mode(ea)}\nnew mode {_git_mode(eb)}\n")
+    return "".join(out)
+
+
+def binary_line(path: str, ea: Entry | None, eb: Entry | None) -> str:
+    qa, qb = _prefixed("a/", path), _prefixed("b/", path)
+    return f"Binary files {qa if ea else '/dev/null'} and {qb if eb else '/dev/null'} differ\n"

@@ -26,7 +26,7 @@ from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 from parhelia.v1 import tasks_pb2 as parhelia_dot_v1_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparhelia/v1/checkpoints.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\x1a\x17parhelia/v1/tasks.proto\">\n\x17\x43reateCheckpointRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\";\n\x16ListCheckpointsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"G\n\x17ListCheckpointsResponse\x12,\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.Checkpoint\"-\n\x14GetCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"[\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\"s\n\x16\x44iffCheckpointsRequest\x12\x1a\n\x12\x66rom_checkpoint_id\x18\x01 \x01(\t\x12\x18\n\x10to_checkpoint_id\x18\x02 \x01(\t\x12\r\n\x05\x66iles\x18\x03 \x01(\x08\x12\x14\n\x0c\x63onversation\x18\x04 \x01(\x08\".\n\x10\x43onversationTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x84\x01\n\x17\x44iffCheckpointsResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x32\n\x0bturns_added\x18\x03 \x03(\x0b\x32\x1d.parhelia.v1.ConversationTurn\"2\n\x19RollbackCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"\x8c\x01\n\x1aRollbackCheckpointResponse\x12\x32\n\x11safety_checkpoint\x18\x01 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12)\n\x08restored\x18\x02 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x0f\n\x07resumed\x18\x03 \x01(\x08\"0\n\x17VerifyCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"f\n\x18VerifyCheckpointResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rblobs_checked\x18\x02 \x01(\x03\x12\x15\n\rbytes_checked\x18\x03 \x01(\x03\x12\x10\n\x08problems\x18\x04 \x03(\t\"\'\n\x14GcCheckpointsRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"c\n\x15GcCheckpointsResponse\x12\x1e\n\x16removed_checkpoint_ids\x18\x01 \x03(\t\x12\x15\n\rblobs_removed\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_freed\x18\x03 \x01(\x03\x32\x9a\x05\n\x11\x43heckpointService\x12Q\n\x10\x43reateCheckpoint\x12$.parhelia.v1.CreateCheckpointRequest\x1a\x17.parhelia.v1.Checkpoint\x12\\\n\x0fListCheckpoints\x12#.parhelia.v1.ListCheckpointsRequest\x1a$.parhelia.v1.ListCheckpointsResponse\x12V\n\rGetCheckpoint\x12!.parhelia.v1.GetCheckpointRequest\x1a\".parhelia.v1.GetCheckpointResponse\x12\\\n\x0f\x44iffCheckpoints\x12#.parhelia.v1.DiffCheckpointsRequest\x1a$.parhelia.v1.DiffCheckpointsResponse\x12\x65\n\x12RollbackCheckpoint\x12&.parhelia.v1.RollbackCheckpointRequest\x1a\'.parhelia.v1.RollbackCheckpointResponse\x12_\n\x10VerifyCheckpoint\x12$.parhelia.v1.VerifyCheckpointRequest\x1a%.parhelia.v1.VerifyCheckpointResponse\x12V\n\rGcCheckpoints\x12!.parhelia.v1.GcCheckpointsRequest\x1a\".parhelia.v1.GcCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparhelia/v1/checkpoints.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\x1a\x17parhelia/v1/tasks.proto\">\n\x17\x43reateCheckpointRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"O\n\x16ListCheckpointsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18P \x01(\t\"o\n\x17ListCheckpointsResponse\x12,\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\r\n\x05total\x18\x46 \x01(\x03\x12\x17\n\x0fnext_page_token\x18P \x01(\t\"-\n\x14GetCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"[\n\x15GetCheckpointResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\"s\n\x16\x44iffCheckpointsRequest\x12\x1a\n\x12\x66rom_checkpoint_id\x18\x01 \x01(\t\x12\x18\n\x10to_checkpoint_id\x18\x02 \x01(\t\x12\r\n\x05\x66iles\x18\x03 \x01(\x08\x12\x14\n\x0c\x63onversation\x18\x04 \x01(\x08\".\n\x10\x43onversationTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x84\x01\n\x17\x44iffCheckpointsResponse\x12&\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x17.parhelia.v1.FileChange\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x32\n\x0bturns_added\x18\x03 \x03(\x0b\x32\x1d.parhelia.v1.ConversationTurn\"2\n\x19RollbackCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"\x8c\x01\n\x1aRollbackCheckpointResponse\x12\x32\n\x11safety_checkpoint\x18\x01 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12)\n\x08restored\x18\x02 \x01(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x0f\n\x07resumed\x18\x03 \x01(\x08\"0\n\x17VerifyCheckpointRequest\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\"f\n\x18VerifyCheckpointResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x15\n\rblobs_checked\x18\x02 \x01(\x03\x12\x15\n\rbytes_checked\x18\x03 \x01(\x03\x12\x10\n\x08problems\x18\x04 \x03(\t\"\'\n\x14GcCheckpointsRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"c\n\x15GcCheckpointsResponse\x12\x1e\n\x16removed_checkpoint_ids\x18\x01 \x03(\t\x12\x15\n\rblobs_removed\x18\x02 \x01(\x03\x12\x13\n\x0b\x62ytes_freed\x18\x03 \x01(\x03\x32\x9a\x05\n\x11\x43heckpointService\x12Q\n\x10\x43reateCheckpoint\x12$.parhelia.v1.CreateCheckpointRequest\x1a\x17.parhelia.v1.Checkpoint\x12\\\n\x0fListCheckpoints\x12#.parhelia.v1.ListCheckpointsRequest\x1a$.parhelia.v1.ListCheckpointsResponse\x12V\n\rGetCheckpoint\x12!.parhelia.v1.GetCheckpointRequest\x1a\".parhelia.v1.GetCheckpointResponse\x12\\\n\x0f\x44iffCheckpoints\x12#.parhelia.v1.DiffCheckpointsRequest\x1a$.parhelia.v1.DiffCheckpointsResponse\x12\x65\n\x12RollbackCheckpoint\x12&.parhelia.v1.RollbackCheckpointRequest\x1a\'.parhelia.v1.RollbackCheckpointResponse\x12_\n\x10VerifyCheckpoint\x12$.parhelia.v1.VerifyCheckpointRequest\x1a%.parhelia.v1.VerifyCheckpointResponse\x12V\n\rGcCheckpoints\x12!.parhelia.v1.GcCheckpointsRequest\x1a\".parhelia.v1.GcCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHECKPOINTREQUEST']._serialized_start=97
   _globals['_CREATECHECKPOINTREQUEST']._serialized_end=159
   _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=161
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=220
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=222
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=293
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=295
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=340
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=342
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=433
-  _globals['_DIFFCHECKPOINTSREQUEST']._serialized_start=435
-  _globals['_DIFFCHECKPOINTSREQUEST']._serialized_end=550
-  _globals['_CONVERSATIONTURN']._serialized_start=552
-  _globals['_CONVERSATIONTURN']._serialized_end=598
-  _globals['_DIFFCHECKPOINTSRESPONSE']._serialized_start=601
-  _globals['_DIFFCHECKPOINTSRESPONSE']._serialized_end=733
-  _globals['_ROLLBACKCHECKPOINTREQUEST']._serialized_start=735
-  _globals['_ROLLBACKCHECKPOINTREQUEST']._serialized_end=785
-  _globals['_ROLLBACKCHECKPOINTRESPONSE']._serialized_start=788
-  _globals['_ROLLBACKCHECKPOINTRESPONSE']._serialized_end=928
-  _globals['_VERIFYCHECKPOINTREQUEST']._serialized_start=930
-  _globals['_VERIFYCHECKPOINTREQUEST']._serialized_end=978
-  _globals['_VERIFYCHECKPOINTRESPONSE']._serialized_start=980
-  _globals['_VERIFYCHECKPOINTRESPONSE']._serialized_end=1082
-  _globals['_GCCHECKPOINTSREQUEST']._serialized_start=1084
-  _globals['_GCCHECKPOINTSREQUEST']._serialized_end=1123
-  _globals['_GCCHECKPOINTSRESPONSE']._serialized_start=1125
-  _globals['_GCCHECKPOINTSRESPONSE']._serialized_end=1224
-  _globals['_CHECKPOINTSERVICE']._serialized_start=1227
-  _globals['_CHECKPOINTSERVICE']._serialized_end=1893
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=240
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=242
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=353
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=355
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=400
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=402
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=493
+  _globals['_DIFFCHECKPOINTSREQUEST']._serialized_start=495
+  _globals['_DIFFCHECKPOINTSREQUEST']._serialized_end=610
+  _globals['_CONVERSATIONTURN']._serialized_start=612
+  _globals['_CONVERSATIONTURN']._serialized_end=658
+  _globals['_DIFFCHECKPOINTSRESPONSE']._serialized_start=661
+  _globals['_DIFFCHECKPOINTSRESPONSE']._serialized_end=793
+  _globals['_ROLLBACKCHECKPOINTREQUEST']._serialized_start=795
+  _globals['_ROLLBACKCHECKPOINTREQUEST']._serialized_end=845
+  _globals['_ROLLBACKCHECKPOINTRESPONSE']._serialized_start=848
+  _globals['_ROLLBACKCHECKPOINTRESPONSE']._serialized_end=988
+  _globals['_VERIFYCHECKPOINTREQUEST']._serialized_start=990
+  _globals['_VERIFYCHECKPOINTREQUEST']._serialized_end=1038
+  _globals['_VERIFYCHECKPOINTRESPONSE']._serialized_start=1040
+  _globals['_VERIFYCHECKPOINTRESPONSE']._serialized_end=1142
+  _globals['_GCCHECKPOINTSREQUEST']._serialized_start=1144
+  _globals['_GCCHECKPOINTSREQUEST']._serialized_end=1183
+  _globals['_GCCHECKPOINTSRESPONSE']._serialized_start=1185
+  _globals['_GCCHECKPOINTSRESPONSE']._serialized_end=1284
+  _globals['_CHECKPOINTSERVICE']._serialized_start=1287
+  _globals['_CHECKPOINTSERVICE']._serialized_end=1953
 # @@protoc_insertion_point(module_scope)

@@ -24,29 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/config.proto\x12\x0bparhelia.v1\"\'\n\x10GetConfigRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\">\n\x0b\x43onfigValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nvalue_json\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"L\n\x11GetConfigResponse\x12(\n\x06values\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.ConfigValue\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"$\n\x11SyncConfigRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"4\n\x08SyncItem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0b\n\x03new\x18\x03 \x01(\x08\"=\n\rSyncExclusion\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"G\n\x0bSyncRewrite\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\"\xa4\x02\n\x12SyncConfigResponse\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.parhelia.v1.SyncItem\x12,\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1a.parhelia.v1.SyncExclusion\x12*\n\x08rewrites\x18\x04 \x03(\x0b\x32\x18.parhelia.v1.SyncRewrite\x12\r\n\x05\x66iles\x18\x05 \x01(\x03\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\x12\x11\n\tnew_bytes\x18\x07 \x01(\x03\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x10\n\x08uploaded\x18\t \x01(\x08\x12\x12\n\npassed_env\x18\n \x03(\t\x12\x12\n\nsource_dir\x18\x0b \x01(\t2\xaa\x01\n\rConfigService\x12J\n\tGetConfig\x12\x1d.parhelia.v1.GetConfigRequest\x1a\x1e.parhelia.v1.GetConfigResponse\x12M\n\nSyncConfig\x12\x1e.parhelia.v1.SyncConfigRequest\x1a\x1f.parhelia.v1.SyncConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/config.proto\x12\x0bparhelia.v1\"\x15\n\x13ReloadConfigRequest\"D\n\x0c\x43onfigChange\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x02 \x01(\t\x12\x12\n\nafter_json\x18\x03 \x01(\t\"t\n\x14ReloadConfigResponse\x12*\n\x07\x61pplied\x18\x01 \x03(\x0b\x32\x19.parhelia.v1.ConfigChange\x12\x30\n\rneeds_restart\x18\x02 \x03(\x0b\x32\x19.parhelia.v1.ConfigChange\"\'\n\x10GetConfigRequest\x12\x13\n\x0bproject_dir\x18\x01 \x01(\t\"j\n\x0b\x43onfigValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nvalue_json\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0bin_use_json\x18\x46 \x01(\t\x12\x15\n\rneeds_restart\x18G \x01(\x08\"L\n\x11GetConfigResponse\x12(\n\x06values\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.ConfigValue\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"$\n\x11SyncConfigRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"4\n\x08SyncItem\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0b\n\x03new\x18\x03 \x01(\x08\"=\n\rSyncExclusion\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"G\n\x0bSyncRewrite\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\"\xb9\x02\n\x12SyncConfigResponse\x12\x11\n\tbundle_id\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.parhelia.v1.SyncItem\x12,\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1a.parhelia.v1.SyncExclusion\x12*\n\x08rewrites\x18\x04 \x03(\x0b\x32\x18.parhelia.v1.SyncRewrite\x12\r\n\x05\x66iles\x18\x05 \x01(\x03\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\x12\x11\n\tnew_bytes\x18\x07 \x01(\x03\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x10\n\x08uploaded\x18\t \x01(\x08\x12\x12\n\npassed_env\x18\n \x03(\t\x12\x12\n\nsource_dir\x18\x0b \x01(\t\x12\x13\n\x0bmcp_servers\x18\x46 \x03(\t2\xff\x01\n\rConfigService\x12J\n\tGetConfig\x12\x1d.parhelia.v1.GetConfigRequest\x1a\x1e.parhelia.v1.GetConfigResponse\x12M\n\nSyncConfig\x12\x1e.parhelia.v1.SyncConfigRequest\x1a\x1f.parhelia.v1.SyncConfigResponse\x12S\n\x0cReloadConfig\x12 .parhelia.v1.ReloadConfigRequest\x1a!.parhelia.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parhelia.v1.config_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCONFIGREQUEST']._serialized_start=41
-  _globals['_GETCONFIGREQUEST']._serialized_end=80
-  _globals['_CONFIGVALUE']._serialized_start=82
-  _globals['_CONFIGVALUE']._serialized_end=144
-  _globals['_GETCONFIGRESPONSE']._serialized_start=146
-  _globals['_GETCONFIGRESPONSE']._serialized_end=222
-  _globals['_SYNCCONFIGREQUEST']._serialized_start=224
-  _globals['_SYNCCONFIGREQUEST']._serialized_end=260
-  _globals['_SYNCITEM']._serialized_start=262
-  _globals['_SYNCITEM']._serialized_end=314
-  _globals['_SYNCEXCLUSION']._serialized_start=316
-  _globals['_SYNCEXCLUSION']._serialized_end=377
-  _globals['_SYNCREWRITE']._serialized_start=379
-  _globals['_SYNCREWRITE']._serialized_end=450
-  _globals['_SYNCCONFIGRESPONSE']._serialized_start=453
-  _globals['_SYNCCONFIGRESPONSE']._serialized_end=745
-  _globals['_CONFIGSERVICE']._serialized_start=748
-  _globals['_CONFIGSERVICE']._serialized_end=918
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=41
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=62
+  _globals['_CONFIGCHANGE']._serialized_start=64
+  _globals['_CONFIGCHANGE']._serialized_end=132
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=134
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=250
+  _globals['_GETCONFIGREQUEST']._serialized_start=252
+  _globals['_GETCONFIGREQUEST']._serialized_end=291
+  _globals['_CONFIGVALUE']._serialized_start=293
+  _globals['_CONFIGVALUE']._serialized_end=399
+  _globals['_GETCONFIGRESPONSE']._serialized_start=401
+  _globals['_GETCONFIGRESPONSE']._serialized_end=477
+  _globals['_SYNCCONFIGREQUEST']._serialized_start=479
+  _globals['_SYNCCONFIGREQUEST']._serialized_end=515
+  _globals['_SYNCITEM']._serialized_start=517
+  _globals['_SYNCITEM']._serialized_end=569
+  _globals['_SYNCEXCLUSION']._serialized_start=571
+  _globals['_SYNCEXCLUSION']._serialized_end=632
+  _globals['_SYNCREWRITE']._serialized_start=634
+  _globals['_SYNCREWRITE']._serialized_end=705
+  _globals['_SYNCCONFIGRESPONSE']._serialized_start=708
+  _globals['_SYNCCONFIGRESPONSE']._serialized_end=1021
+  _globals['_CONFIGSERVICE']._serialized_start=1024
+  _globals['_CONFIGSERVICE']._serialized_end=1279
 # @@protoc_insertion_point(module_scope)

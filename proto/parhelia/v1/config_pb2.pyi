@@ -19,6 +19,74 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ReloadConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadConfigRequest: _TypeAlias = ReloadConfigRequest  # noqa: Y015
+
+@_typing.final
+class ConfigChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    BEFORE_JSON_FIELD_NUMBER: _builtins.int
+    AFTER_JSON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    before_json: _builtins.str
+    after_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        before_json: _builtins.str = ...,
+        after_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_json", b"after_json", "before_json", b"before_json", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigChange: _TypeAlias = ConfigChange  # noqa: Y015
+
+@_typing.final
+class ReloadConfigResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    NEEDS_RESTART_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def applied(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigChange]:
+        """in use from now on"""
+
+    @_builtins.property
+    def needs_restart(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigChange]:
+        """read only at start: `parhelia daemon restart`"""
+
+    def __init__(
+        self,
+        *,
+        applied: _abc.Iterable[Global___ConfigChange] | None = ...,
+        needs_restart: _abc.Iterable[Global___ConfigChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "needs_restart", b"needs_restart"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadConfigResponse: _TypeAlias = ReloadConfigResponse  # noqa: Y015
+
+@_typing.final
 class GetConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -45,21 +113,31 @@ class ConfigValue(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_JSON_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    IN_USE_JSON_FIELD_NUMBER: _builtins.int
+    NEEDS_RESTART_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """dotted, e.g. budget.default_ceiling_usd"""
     value_json: _builtins.str
     source: _builtins.str
     """default | user:<path> | project:<path>"""
+    in_use_json: _builtins.str
+    """The value the daemon uses now, when it differs from the files' (a change not yet
+    reloaded, or one that needs a restart); "" when they agree.
+    """
+    needs_restart: _builtins.bool
+    """the daemon reads this key only at start"""
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         value_json: _builtins.str = ...,
         source: _builtins.str = ...,
+        in_use_json: _builtins.str = ...,
+        needs_restart: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "source", b"source", "value_json", b"value_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use_json", b"in_use_json", "key", b"key", "needs_restart", b"needs_restart", "source", b"source", "value_json", b"value_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,6 +281,7 @@ class SyncConfigResponse(_message.Message):
     UPLOADED_FIELD_NUMBER: _builtins.int
     PASSED_ENV_FIELD_NUMBER: _builtins.int
     SOURCE_DIR_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
     bundle_id: _builtins.str
     files: _builtins.int
     bytes: _builtins.int
@@ -222,6 +301,10 @@ class SyncConfigResponse(_message.Message):
     def passed_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """names (never values) of sync.pass_env variables given to workers"""
 
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the MCP servers the bundle sends, by name"""
+
     def __init__(
         self,
         *,
@@ -236,10 +319,11 @@ class SyncConfigResponse(_message.Message):
         uploaded: _builtins.bool = ...,
         passed_env: _abc.Iterable[_builtins.str] | None = ...,
         source_dir: _builtins.str = ...,
+        mcp_servers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "new_bytes", b"new_bytes", "passed_env", b"passed_env", "rewrites", b"rewrites", "source_dir", b"source_dir", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bytes", b"bytes", "excluded", b"excluded", "files", b"files", "items", b"items", "mcp_servers", b"mcp_servers", "new_bytes", b"new_bytes", "passed_env", b"passed_env", "rewrites", b"rewrites", "source_dir", b"source_dir", "uploaded", b"uploaded", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

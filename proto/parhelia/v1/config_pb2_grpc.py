@@ -44,6 +44,11 @@ class ConfigServiceStub:
                 request_serializer=parhelia_dot_v1_dot_config__pb2.SyncConfigRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_config__pb2.SyncConfigResponse.FromString,
                 _registered_method=True)
+        self.ReloadConfig = channel.unary_unary(
+                '/parhelia.v1.ConfigService/ReloadConfig',
+                request_serializer=parhelia_dot_v1_dot_config__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_config__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -61,6 +66,14 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadConfig(self, request, context):
+        """Re-read the user's configuration file and use it from now on (as SIGHUP does); keys
+        the daemon reads only at start keep their value and are named in needs_restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +86,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.SyncConfig,
                     request_deserializer=parhelia_dot_v1_dot_config__pb2.SyncConfigRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_config__pb2.SyncConfigResponse.SerializeToString,
+            ),
+            'ReloadConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadConfig,
+                    request_deserializer=parhelia_dot_v1_dot_config__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_config__pb2.ReloadConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +147,33 @@ class ConfigService:
             '/parhelia.v1.ConfigService/SyncConfig',
             parhelia_dot_v1_dot_config__pb2.SyncConfigRequest.SerializeToString,
             parhelia_dot_v1_dot_config__pb2.SyncConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.ConfigService/ReloadConfig',
+            parhelia_dot_v1_dot_config__pb2.ReloadConfigRequest.SerializeToString,
+            parhelia_dot_v1_dot_config__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

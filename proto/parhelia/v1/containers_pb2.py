@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparhelia/v1/containers.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"\x89\x01\n\x15ListContainersRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.parhelia.v1.ContainerState\x12#\n\x06health\x18\x02 \x03(\x0e\x32\x13.parhelia.v1.Health\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07task_id\x18\x04 \x01(\t\"D\n\x16ListContainersResponse\x12*\n\ncontainers\x18\x01 \x03(\x0b\x32\x16.parhelia.v1.Container\"+\n\x13GetContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"t\n\x14GetContainerResponse\x12)\n\tcontainer\x18\x01 \x01(\x0b\x32\x16.parhelia.v1.Container\x12\x31\n\x11recent_heartbeats\x18\x02 \x03(\x0b\x32\x16.parhelia.v1.Heartbeat\"\x19\n\x17GetHealthSummaryRequest\"\xbc\x02\n\x15HealthSummaryResponse\x12\x43\n\tby_health\x18\x01 \x03(\x0b\x32\x30.parhelia.v1.HealthSummaryResponse.ByHealthEntry\x12\x41\n\x08\x62y_state\x18\x02 \x03(\x0b\x32/.parhelia.v1.HealthSummaryResponse.ByStateEntry\x12\x0f\n\x07orphans\x18\x03 \x01(\x05\x12)\n\tattention\x18\x04 \x03(\x0b\x32\x16.parhelia.v1.Container\x1a/\n\rByHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a.\n\x0c\x42yStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"E\n\x16WatchContainersRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.parhelia.v1.ContainerState\"_\n\x0f\x43ontainerUpdate\x12)\n\tcontainer\x18\x01 \x01(\x0b\x32\x16.parhelia.v1.Container\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.parhelia.v1.Event\"1\n\x19TerminateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\xce\x03\n\x10\x43ontainerService\x12Y\n\x0eListContainers\x12\".parhelia.v1.ListContainersRequest\x1a#.parhelia.v1.ListContainersResponse\x12S\n\x0cGetContainer\x12 .parhelia.v1.GetContainerRequest\x1a!.parhelia.v1.GetContainerResponse\x12\\\n\x10GetHealthSummary\x12$.parhelia.v1.GetHealthSummaryRequest\x1a\".parhelia.v1.HealthSummaryResponse\x12V\n\x0fWatchContainers\x12#.parhelia.v1.WatchContainersRequest\x1a\x1c.parhelia.v1.ContainerUpdate0\x01\x12T\n\x12TerminateContainer\x12&.parhelia.v1.TerminateContainerRequest\x1a\x16.parhelia.v1.Containerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparhelia/v1/containers.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"\x9d\x01\n\x15ListContainersRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.parhelia.v1.ContainerState\x12#\n\x06health\x18\x02 \x03(\x0e\x32\x13.parhelia.v1.Health\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x12\n\npage_token\x18P \x01(\t\"]\n\x16ListContainersResponse\x12*\n\ncontainers\x18\x01 \x03(\x0b\x32\x16.parhelia.v1.Container\x12\x17\n\x0fnext_page_token\x18P \x01(\t\"+\n\x13GetContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"t\n\x14GetContainerResponse\x12)\n\tcontainer\x18\x01 \x01(\x0b\x32\x16.parhelia.v1.Container\x12\x31\n\x11recent_heartbeats\x18\x02 \x03(\x0b\x32\x16.parhelia.v1.Heartbeat\"\x19\n\x17GetHealthSummaryRequest\"\xbc\x02\n\x15HealthSummaryResponse\x12\x43\n\tby_health\x18\x01 \x03(\x0b\x32\x30.parhelia.v1.HealthSummaryResponse.ByHealthEntry\x12\x41\n\x08\x62y_state\x18\x02 \x03(\x0b\x32/.parhelia.v1.HealthSummaryResponse.ByStateEntry\x12\x0f\n\x07orphans\x18\x03 \x01(\x05\x12)\n\tattention\x18\x04 \x03(\x0b\x32\x16.parhelia.v1.Container\x1a/\n\rByHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a.\n\x0c\x42yStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"E\n\x16WatchContainersRequest\x12+\n\x06states\x18\x01 \x03(\x0e\x32\x1b.parhelia.v1.ContainerState\"_\n\x0f\x43ontainerUpdate\x12)\n\tcontainer\x18\x01 \x01(\x0b\x32\x16.parhelia.v1.Container\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x12.parhelia.v1.Event\"1\n\x19TerminateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\xce\x03\n\x10\x43ontainerService\x12Y\n\x0eListContainers\x12\".parhelia.v1.ListContainersRequest\x1a#.parhelia.v1.ListContainersResponse\x12S\n\x0cGetContainer\x12 .parhelia.v1.GetContainerRequest\x1a!.parhelia.v1.GetContainerResponse\x12\\\n\x10GetHealthSummary\x12$.parhelia.v1.GetHealthSummaryRequest\x1a\".parhelia.v1.HealthSummaryResponse\x12V\n\x0fWatchContainers\x12#.parhelia.v1.WatchContainersRequest\x1a\x1c.parhelia.v1.ContainerUpdate0\x01\x12T\n\x12TerminateContainer\x12&.parhelia.v1.TerminateContainerRequest\x1a\x16.parhelia.v1.Containerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,27 +37,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._loaded_options = None
   _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_LISTCONTAINERSREQUEST']._serialized_start=72
-  _globals['_LISTCONTAINERSREQUEST']._serialized_end=209
-  _globals['_LISTCONTAINERSRESPONSE']._serialized_start=211
-  _globals['_LISTCONTAINERSRESPONSE']._serialized_end=279
-  _globals['_GETCONTAINERREQUEST']._serialized_start=281
-  _globals['_GETCONTAINERREQUEST']._serialized_end=324
-  _globals['_GETCONTAINERRESPONSE']._serialized_start=326
-  _globals['_GETCONTAINERRESPONSE']._serialized_end=442
-  _globals['_GETHEALTHSUMMARYREQUEST']._serialized_start=444
-  _globals['_GETHEALTHSUMMARYREQUEST']._serialized_end=469
-  _globals['_HEALTHSUMMARYRESPONSE']._serialized_start=472
-  _globals['_HEALTHSUMMARYRESPONSE']._serialized_end=788
-  _globals['_HEALTHSUMMARYRESPONSE_BYHEALTHENTRY']._serialized_start=693
-  _globals['_HEALTHSUMMARYRESPONSE_BYHEALTHENTRY']._serialized_end=740
-  _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._serialized_start=742
-  _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._serialized_end=788
-  _globals['_WATCHCONTAINERSREQUEST']._serialized_start=790
-  _globals['_WATCHCONTAINERSREQUEST']._serialized_end=859
-  _globals['_CONTAINERUPDATE']._serialized_start=861
-  _globals['_CONTAINERUPDATE']._serialized_end=956
-  _globals['_TERMINATECONTAINERREQUEST']._serialized_start=958
-  _globals['_TERMINATECONTAINERREQUEST']._serialized_end=1007
-  _globals['_CONTAINERSERVICE']._serialized_start=1010
-  _globals['_CONTAINERSERVICE']._serialized_end=1472
+  _globals['_LISTCONTAINERSREQUEST']._serialized_end=229
+  _globals['_LISTCONTAINERSRESPONSE']._serialized_start=231
+  _globals['_LISTCONTAINERSRESPONSE']._serialized_end=324
+  _globals['_GETCONTAINERREQUEST']._serialized_start=326
+  _globals['_GETCONTAINERREQUEST']._serialized_end=369
+  _globals['_GETCONTAINERRESPONSE']._serialized_start=371
+  _globals['_GETCONTAINERRESPONSE']._serialized_end=487
+  _globals['_GETHEALTHSUMMARYREQUEST']._serialized_start=489
+  _globals['_GETHEALTHSUMMARYREQUEST']._serialized_end=514
+  _globals['_HEALTHSUMMARYRESPONSE']._serialized_start=517
+  _globals['_HEALTHSUMMARYRESPONSE']._serialized_end=833
+  _globals['_HEALTHSUMMARYRESPONSE_BYHEALTHENTRY']._serialized_start=738
+  _globals['_HEALTHSUMMARYRESPONSE_BYHEALTHENTRY']._serialized_end=785
+  _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._serialized_start=787
+  _globals['_HEALTHSUMMARYRESPONSE_BYSTATEENTRY']._serialized_end=833
+  _globals['_WATCHCONTAINERSREQUEST']._serialized_start=835
+  _globals['_WATCHCONTAINERSREQUEST']._serialized_end=904
+  _globals['_CONTAINERUPDATE']._serialized_start=906
+  _globals['_CONTAINERUPDATE']._serialized_end=1001
+  _globals['_TERMINATECONTAINERREQUEST']._serialized_start=1003
+  _globals['_TERMINATECONTAINERREQUEST']._serialized_end=1052
+  _globals['_CONTAINERSERVICE']._serialized_start=1055
+  _globals['_CONTAINERSERVICE']._serialized_end=1517
 # @@protoc_insertion_point(module_scope)

@@ -27,8 +27,12 @@ class ListContainersRequest(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
+    """0 = default (100); at most 10000"""
     task_id: _builtins.str
+    page_token: _builtins.str
+    """"" = the newest; else a next_page_token of this list"""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ContainerState.ValueType]: ...
     @_builtins.property
@@ -40,10 +44,11 @@ class ListContainersRequest(_message.Message):
         health: _abc.Iterable[_common_pb2.Health.ValueType] | None = ...,
         limit: _builtins.int = ...,
         task_id: _builtins.str = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "limit", b"limit", "states", b"states", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "limit", b"limit", "page_token", b"page_token", "states", b"states", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -54,16 +59,20 @@ class ListContainersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """"" = nothing more; else ask again with it"""
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Container]: ...
     def __init__(
         self,
         *,
         containers: _abc.Iterable[_common_pb2.Container] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

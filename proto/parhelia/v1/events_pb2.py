@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/events.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"L\n\x11ListEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\x12\r\n\x05limit\x18\x02 \x01(\x05\"8\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.parhelia.v1.Event\"O\n\x12WatchEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x05\"?\n\x13\x45xportEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\"i\n\x13ReplayEventsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\nfrom_start\x18\x02 \x01(\x08\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.parhelia.v1.EventFilter2\xb3\x02\n\x0c\x45ventService\x12M\n\nListEvents\x12\x1e.parhelia.v1.ListEventsRequest\x1a\x1f.parhelia.v1.ListEventsResponse\x12\x44\n\x0bWatchEvents\x12\x1f.parhelia.v1.WatchEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x12\x46\n\x0c\x45xportEvents\x12 .parhelia.v1.ExportEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x12\x46\n\x0cReplayEvents\x12 .parhelia.v1.ReplayEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/events.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"`\n\x11ListEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18P \x01(\t\"Q\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.parhelia.v1.Event\x12\x17\n\x0fnext_page_token\x18P \x01(\t\"O\n\x12WatchEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\x12\x0f\n\x07\x62\x61\x63klog\x18\x02 \x01(\x05\"?\n\x13\x45xportEventsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.parhelia.v1.EventFilter\"i\n\x13ReplayEventsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\nfrom_start\x18\x02 \x01(\x08\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.parhelia.v1.EventFilter2\xb3\x02\n\x0c\x45ventService\x12M\n\nListEvents\x12\x1e.parhelia.v1.ListEventsRequest\x1a\x1f.parhelia.v1.ListEventsResponse\x12\x44\n\x0bWatchEvents\x12\x1f.parhelia.v1.WatchEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x12\x46\n\x0c\x45xportEvents\x12 .parhelia.v1.ExportEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x12\x46\n\x0cReplayEvents\x12 .parhelia.v1.ReplayEventsRequest\x1a\x12.parhelia.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parhelia.v1.events_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTEVENTSREQUEST']._serialized_start=67
-  _globals['_LISTEVENTSREQUEST']._serialized_end=143
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=145
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=201
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=203
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=282
-  _globals['_EXPORTEVENTSREQUEST']._serialized_start=284
-  _globals['_EXPORTEVENTSREQUEST']._serialized_end=347
-  _globals['_REPLAYEVENTSREQUEST']._serialized_start=349
-  _globals['_REPLAYEVENTSREQUEST']._serialized_end=454
-  _globals['_EVENTSERVICE']._serialized_start=457
-  _globals['_EVENTSERVICE']._serialized_end=764
+  _globals['_LISTEVENTSREQUEST']._serialized_end=163
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=165
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=246
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=248
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=327
+  _globals['_EXPORTEVENTSREQUEST']._serialized_start=329
+  _globals['_EXPORTEVENTSREQUEST']._serialized_end=392
+  _globals['_REPLAYEVENTSREQUEST']._serialized_start=394
+  _globals['_REPLAYEVENTSREQUEST']._serialized_end=499
+  _globals['_EVENTSERVICE']._serialized_start=502
+  _globals['_EVENTSERVICE']._serialized_end=809
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from parhelia.v1 import common_pb2 as parhelia_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparhelia/v1/sessions.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"1\n\x13ListSessionsRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\">\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.parhelia.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x12KillSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x14ResumeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\"R\n\x15RecoverSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\"\x88\x02\n\x16RecoverSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.parhelia.v1.Session\x12\x1f\n\x04task\x18\x02 \x01(\x0b\x32\x11.parhelia.v1.Task\x12\x15\n\rwhat_happened\x18\x03 \x01(\t\x12\x33\n\x12recent_checkpoints\x18\x04 \x03(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x33\n\x17since_latest_checkpoint\x18\x05 \x03(\x0b\x32\x12.parhelia.v1.Event\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x14\n\x0c\x61\x63tion_taken\x18\x07 \x01(\t\"=\n\x14\x41ttachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttake_over\x18\x02 \x01(\x08\"\xa0\x01\n\x15\x41ttachSessionResponse\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x11\n\tunset_env\x18\x02 \x03(\t\x12%\n\x07session\x18\x03 \x01(\x0b\x32\x14.parhelia.v1.Session\x12\x12\n\ntaken_over\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65tach_hint\x18\x05 \x01(\t\x12\x16\n\x0ethrough_daemon\x18\x06 \x01(\x08\"@\n\x15ReleaseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0binstruction\x18\x02 \x01(\t\"m\n\x12PullSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdirectory\x18\x02 \x01(\t\x12\x19\n\x11\x63laude_config_dir\x18\x03 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\t\"\xdf\x01\n\x13PullSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x11\n\tdirectory\x18\x03 \x01(\t\x12\x18\n\x10\x61gent_session_id\x18\x04 \x01(\t\x12\x17\n\x0ftranscript_path\x18\x05 \x01(\t\x12\r\n\x05\x66iles\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12\x63onversation_files\x18\x08 \x01(\x03\x12\x0b\n\x03git\x18\t \x01(\t\x12\x10\n\x08left_out\x18\n \x03(\t\"[\n\rTerminalInput\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x04 \x01(\x05\x12\x0c\n\x04term\x18\x05 \x01(\t\"V\n\x0eTerminalOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x65nded\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x14\n\x0c\x63ontainer_id\x18\x04 \x01(\t\"\'\n\x11SshSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xa0\x01\n\x12SshSessionResponse\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x1c\n\x14host_key_fingerprint\x18\x04 \x01(\t\x12\x18\n\x10known_hosts_path\x18\x05 \x01(\t\x12\x10\n\x08key_path\x18\x06 \x01(\t\x12\x16\n\x0eremote_command\x18\x07 \x01(\t2\xa5\x06\n\x0eSessionService\x12S\n\x0cListSessions\x12 .parhelia.v1.ListSessionsRequest\x1a!.parhelia.v1.ListSessionsResponse\x12\x42\n\nGetSession\x12\x1e.parhelia.v1.GetSessionRequest\x1a\x14.parhelia.v1.Session\x12\x44\n\x0bKillSession\x12\x1f.parhelia.v1.KillSessionRequest\x1a\x14.parhelia.v1.Session\x12\x45\n\rResumeSession\x12!.parhelia.v1.ResumeSessionRequest\x1a\x11.parhelia.v1.Task\x12Y\n\x0eRecoverSession\x12\".parhelia.v1.RecoverSessionRequest\x1a#.parhelia.v1.RecoverSessionResponse\x12V\n\rAttachSession\x12!.parhelia.v1.AttachSessionRequest\x1a\".parhelia.v1.AttachSessionResponse\x12J\n\x0eReleaseSession\x12\".parhelia.v1.ReleaseSessionRequest\x1a\x14.parhelia.v1.Session\x12P\n\x0bPullSession\x12\x1f.parhelia.v1.PullSessionRequest\x1a .parhelia.v1.PullSessionResponse\x12M\n\x0e\x41ttachTerminal\x12\x1a.parhelia.v1.TerminalInput\x1a\x1b.parhelia.v1.TerminalOutput(\x01\x30\x01\x12M\n\nSshSession\x12\x1e.parhelia.v1.SshSessionRequest\x1a\x1f.parhelia.v1.SshSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aparhelia/v1/sessions.proto\x12\x0bparhelia.v1\x1a\x18parhelia/v1/common.proto\"E\n\x13ListSessionsRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18P \x01(\t\"f\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.parhelia.v1.Session\x12\r\n\x05total\x18\x46 \x01(\x03\x12\x17\n\x0fnext_page_token\x18P \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x12KillSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x14ResumeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\"R\n\x15RecoverSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\"\x88\x02\n\x16RecoverSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.parhelia.v1.Session\x12\x1f\n\x04task\x18\x02 \x01(\x0b\x32\x11.parhelia.v1.Task\x12\x15\n\rwhat_happened\x18\x03 \x01(\t\x12\x33\n\x12recent_checkpoints\x18\x04 \x03(\x0b\x32\x17.parhelia.v1.Checkpoint\x12\x33\n\x17since_latest_checkpoint\x18\x05 \x03(\x0b\x32\x12.parhelia.v1.Event\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x14\n\x0c\x61\x63tion_taken\x18\x07 \x01(\t\"=\n\x14\x41ttachSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttake_over\x18\x02 \x01(\x08\"\xa0\x01\n\x15\x41ttachSessionResponse\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x11\n\tunset_env\x18\x02 \x03(\t\x12%\n\x07session\x18\x03 \x01(\x0b\x32\x14.parhelia.v1.Session\x12\x12\n\ntaken_over\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65tach_hint\x18\x05 \x01(\t\x12\x16\n\x0ethrough_daemon\x18\x06 \x01(\x08\"@\n\x15ReleaseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0binstruction\x18\x02 \x01(\t\"m\n\x12PullSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tdirectory\x18\x02 \x01(\t\x12\x19\n\x11\x63laude_config_dir\x18\x03 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\t\"\xdf\x01\n\x13PullSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\x12\x11\n\tdirectory\x18\x03 \x01(\t\x12\x18\n\x10\x61gent_session_id\x18\x04 \x01(\t\x12\x17\n\x0ftranscript_path\x18\x05 \x01(\t\x12\r\n\x05\x66iles\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12\x63onversation_files\x18\x08 \x01(\x03\x12\x0b\n\x03git\x18\t \x01(\t\x12\x10\n\x08left_out\x18\n \x03(\t\"[\n\rTerminalInput\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04rows\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x04 \x01(\x05\x12\x0c\n\x04term\x18\x05 \x01(\t\"V\n\x0eTerminalOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x65nded\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x14\n\x0c\x63ontainer_id\x18\x04 \x01(\t\"\'\n\x11SshSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xa0\x01\n\x12SshSessionResponse\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x1c\n\x14host_key_fingerprint\x18\x04 \x01(\t\x12\x18\n\x10known_hosts_path\x18\x05 \x01(\t\x12\x10\n\x08key_path\x18\x06 \x01(\t\x12\x16\n\x0eremote_command\x18\x07 \x01(\t2\xa5\x06\n\x0eSessionService\x12S\n\x0cListSessions\x12 .parhelia.v1.ListSessionsRequest\x1a!.parhelia.v1.ListSessionsResponse\x12\x42\n\nGetSession\x12\x1e.parhelia.v1.GetSessionRequest\x1a\x14.parhelia.v1.Session\x12\x44\n\x0bKillSession\x12\x1f.parhelia.v1.KillSessionRequest\x1a\x14.parhelia.v1.Session\x12\x45\n\rResumeSession\x12!.parhelia.v1.ResumeSessionRequest\x1a\x11.parhelia.v1.Task\x12Y\n\x0eRecoverSession\x12\".parhelia.v1.RecoverSessionRequest\x1a#.parhelia.v1.RecoverSessionResponse\x12V\n\rAttachSession\x12!.parhelia.v1.AttachSessionRequest\x1a\".parhelia.v1.AttachSessionResponse\x12J\n\x0eReleaseSession\x12\".parhelia.v1.ReleaseSessionRequest\x1a\x14.parhelia.v1.Session\x12P\n\x0bPullSession\x12\x1f.parhelia.v1.PullSessionRequest\x1a .parhelia.v1.PullSessionResponse\x12M\n\x0e\x41ttachTerminal\x12\x1a.parhelia.v1.TerminalInput\x1a\x1b.parhelia.v1.TerminalOutput(\x01\x30\x01\x12M\n\nSshSession\x12\x1e.parhelia.v1.SshSessionRequest\x1a\x1f.parhelia.v1.SshSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,37 +33,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parhelia.v1.sessions_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTSESSIONSREQUEST']._serialized_start=69
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=118
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=120
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=182
-  _globals['_GETSESSIONREQUEST']._serialized_start=184
-  _globals['_GETSESSIONREQUEST']._serialized_end=223
-  _globals['_KILLSESSIONREQUEST']._serialized_start=225
-  _globals['_KILLSESSIONREQUEST']._serialized_end=265
-  _globals['_RESUMESESSIONREQUEST']._serialized_start=267
-  _globals['_RESUMESESSIONREQUEST']._serialized_end=332
-  _globals['_RECOVERSESSIONREQUEST']._serialized_start=334
-  _globals['_RECOVERSESSIONREQUEST']._serialized_end=416
-  _globals['_RECOVERSESSIONRESPONSE']._serialized_start=419
-  _globals['_RECOVERSESSIONRESPONSE']._serialized_end=683
-  _globals['_ATTACHSESSIONREQUEST']._serialized_start=685
-  _globals['_ATTACHSESSIONREQUEST']._serialized_end=746
-  _globals['_ATTACHSESSIONRESPONSE']._serialized_start=749
-  _globals['_ATTACHSESSIONRESPONSE']._serialized_end=909
-  _globals['_RELEASESESSIONREQUEST']._serialized_start=911
-  _globals['_RELEASESESSIONREQUEST']._serialized_end=975
-  _globals['_PULLSESSIONREQUEST']._serialized_start=977
-  _globals['_PULLSESSIONREQUEST']._serialized_end=1086
-  _globals['_PULLSESSIONRESPONSE']._serialized_start=1089
-  _globals['_PULLSESSIONRESPONSE']._serialized_end=1312
-  _globals['_TERMINALINPUT']._serialized_start=1314
-  _globals['_TERMINALINPUT']._serialized_end=1405
-  _globals['_TERMINALOUTPUT']._serialized_start=1407
-  _globals['_TERMINALOUTPUT']._serialized_end=1493
-  _globals['_SSHSESSIONREQUEST']._serialized_start=1495
-  _globals['_SSHSESSIONREQUEST']._serialized_end=1534
-  _globals['_SSHSESSIONRESPONSE']._serialized_start=1537
-  _globals['_SSHSESSIONRESPONSE']._serialized_end=1697
-  _globals['_SESSIONSERVICE']._serialized_start=1700
-  _globals['_SESSIONSERVICE']._serialized_end=2505
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=138
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=140
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=242
+  _globals['_GETSESSIONREQUEST']._serialized_start=244
+  _globals['_GETSESSIONREQUEST']._serialized_end=283
+  _globals['_KILLSESSIONREQUEST']._serialized_start=285
+  _globals['_KILLSESSIONREQUEST']._serialized_end=325
+  _globals['_RESUMESESSIONREQUEST']._serialized_start=327
+  _globals['_RESUMESESSIONREQUEST']._serialized_end=392
+  _globals['_RECOVERSESSIONREQUEST']._serialized_start=394
+  _globals['_RECOVERSESSIONREQUEST']._serialized_end=476
+  _globals['_RECOVERSESSIONRESPONSE']._serialized_start=479
+  _globals['_RECOVERSESSIONRESPONSE']._serialized_end=743
+  _globals['_ATTACHSESSIONREQUEST']._serialized_start=745
+  _globals['_ATTACHSESSIONREQUEST']._serialized_end=806
+  _globals['_ATTACHSESSIONRESPONSE']._serialized_start=809
+  _globals['_ATTACHSESSIONRESPONSE']._serialized_end=969
+  _globals['_RELEASESESSIONREQUEST']._serialized_start=971
+  _globals['_RELEASESESSIONREQUEST']._serialized_end=1035
+  _globals['_PULLSESSIONREQUEST']._serialized_start=1037
+  _globals['_PULLSESSIONREQUEST']._serialized_end=1146
+  _globals['_PULLSESSIONRESPONSE']._serialized_start=1149
+  _globals['_PULLSESSIONRESPONSE']._serialized_end=1372
+  _globals['_TERMINALINPUT']._serialized_start=1374
+  _globals['_TERMINALINPUT']._serialized_end=1465
+  _globals['_TERMINALOUTPUT']._serialized_start=1467
+  _globals['_TERMINALOUTPUT']._serialized_end=1553
+  _globals['_SSHSESSIONREQUEST']._serialized_start=1555
+  _globals['_SSHSESSIONREQUEST']._serialized_end=1594
+  _globals['_SSHSESSIONRESPONSE']._serialized_start=1597
+  _globals['_SSHSESSIONRESPONSE']._serialized_end=1757
+  _globals['_SESSIONSERVICE']._serialized_start=1760
+  _globals['_SESSIONSERVICE']._serialized_end=2565
 # @@protoc_insertion_point(module_scope)

@@ -71,7 +71,7 @@ def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
 
     # diff: table, patch, conversation
     out = ok(h, "checkpoint", "diff", start, last, "--files", "--conversation")
-    assert "added    one.txt" in out and "2 added, 0 removed, 0 modified" in out
+    assert "added\tone.txt\t" in out and "2 added, 0 removed, 0 modified" in out
     assert "+one, edited" in out and "+two" in out
     assert "[assistant] Done." in out and "[user] Do the thing." in out
     diff = h.json("checkpoint", "diff", start, last)

@@ -58,12 +58,29 @@ def test_every_show_and_create_prints_the_resource_itself(h: Harness) -> None:
     assert resumed["id"].startswith("t-") and resumed["session_id"] == sid
     h.wait(resumed["id"])
 
-    # Lists: one key, the plural of the kind.
+    # Lists: the plural of the kind, and the token of the next page (null: no more).
+    # Following the tokens a page of 2 at a time gives the whole list, each item once.
     for args, key in ((("task", "list"), "tasks"), (("session", "list", "--all"), "sessions"),
                       (("checkpoint", "list"), "checkpoints"),
-                      (("container", "list"), "containers"), (("events", "list"), "events")):
-        data = h.json(*args)
-        assert list(data) == [key] and isinstance(data[key], list), (args, list(data))
+                      (("container", "list"), "containers"), (("events", "list"), "events"),
+                      (("budget", "ledger"), "entries")):
+        data = h.json(*args, "--limit", "10000")
+        assert list(data) == [key, "next_page_token"] and isinstance(data[key], list), (
+            args, list(data))
+        assert data["next_page_token"] is None and len(data[key]) >= 2, (args, data)
+        pages, token = [], ""
+        while True:
+            page = h.json(*args, "--limit", "2", *(("--page-token", token) if token else ()))
+            assert len(page[key]) <= 2
+            pages.append([item["id"] for item in page[key]])
+            token = page["next_page_token"]
+            if not token:
+                break
+        if key == "events":  # each page oldest first, pages going back in time
+            pages.reverse()
+        assert [i for p in pages for i in p] == [item["id"] for item in data[key]], args
+    table = h.run("task", "list", "--limit", "1", check=True)
+    assert "repeat with --page-token " in table.stderr
 
     deleted = h.json("task", "delete", pending["id"], "-y", "--force")
     assert deleted == {"id": pending["id"], "deleted": True}
@@ -76,7 +93,8 @@ def test_json_convention_is_documented() -> None:
     from parhelia_cli.help_topics import render_topic
 
     text = render_topic("json", set())
-    for part in ('{"tasks": [...]}', '"id"', '{"error":'):
+    for part in ('{"tasks": [...], "next_page_token": ...}', '"id"', '{"error":',
+                 "--page-token"):
         assert part in text, part
 
 
@@ -87,6 +105,7 @@ DESTRUCTIVE = {
     "container terminate": ("container", "terminate", "{container}"),
     "checkpoint gc": ("checkpoint", "gc"),
     "cleanup --terminate": ("cleanup", "--terminate"),
+    "auth clear": ("auth", "clear"),  # issue 27 item 12
 }
 
 

@@ -71,7 +71,7 @@ async def test_readme_and_help_list_every_tool_once(run: Any) -> None:
     listed = re.findall(r"^- `(parhelia_\w+)` — \S", block, re.M)
     assert len(listed) == len(tools), (len(listed), len(tools))
     assert sorted(listed) == tools
-    assert "claude mcp add parhelia -- parhelia mcp-server" in readme
+    assert "claude mcp add -s user parhelia -- parhelia mcp-server" in readme
     assert "claude_desktop_config.json" in readme and '"mcpServers"' in readme
     helped = run("help", "mcp").stdout
     for name in tools:

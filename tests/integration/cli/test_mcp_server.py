@@ -114,7 +114,7 @@ def test_help_topic_names_every_tool(run: Any) -> None:
         assert name in result.stdout or stem in result.stdout, name
     examples = run("examples", "mcp")
     assert examples.exit_code == 0 and "not available" not in examples.stdout
-    assert "claude mcp add parhelia -- parhelia mcp-server" in examples.stdout
+    assert "claude mcp add -s user parhelia -- parhelia mcp-server" in examples.stdout
 
 
 async def test_tools_listed_without_a_daemon_and_calls_say_e504(parhelia_home: Path) -> None:

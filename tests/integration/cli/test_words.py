@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
 from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.terminal import in_pty
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,17 +41,26 @@ def test_sessions_and_tasks_are_listed_alike_with_one_word(h: Harness) -> None:
     assert "No failed tasks" in out and "Create one" not in out
 
 
+def _on_a_terminal(h: Harness, *args: str) -> str:
+    """What a 120-column terminal shows (tables have headers and aligned columns there;
+    piped, they are tab-separated rows); stdin is not a terminal (nobody answers)."""
+    code, shown, _ = in_pty([*cli_argv(), *args], h.daemon.env, columns=120,
+                            stdin_tty=False)
+    assert code == 0, shown
+    return shown.replace("\r", "")
+
+
 def test_cost_columns_and_ended_containers(h: Harness) -> None:
     task_id = h.create(fake_prompt({"turn": True}))
     task = h.wait(task_id)
-    listed = h.run("container", "list", check=True).stdout
-    header = listed.splitlines()[1] if listed.startswith("\n") else listed.splitlines()[0]
-    assert "COMPUTE" in listed and " COST" not in listed
+    listed = _on_a_terminal(h, "container", "list")
+    header = next(line for line in listed.splitlines() if line.startswith("ID"))
+    assert "COMPUTE" in header and " COST" not in header
     row = next(line for line in listed.splitlines() if task["container_id"] in line)
     assert "exited" in row and "healthy" not in row, listed
     assert "healthy" not in h.run("container", "show", task["container_id"],
                                   check=True).stdout
-    assert "TOTAL" in h.run("task", "list", check=True).stdout, header
+    assert "TOTAL" in _on_a_terminal(h, "task", "list"), header
     # Both mean what they say: TOTAL (task) = API + compute; COMPUTE (container) = compute.
     shown = h.json("container", "show", task["container_id"])
     assert shown["cost_micros"] == task["usage"]["compute_cost_micros"] or \
@@ -99,7 +109,7 @@ def test_show_prints_whole_prompts_and_escapes_control_characters(h: Harness) ->
 def test_session_recover_lists_checkpoints_in_aligned_columns(h: Harness) -> None:
     task_id = h.create(fake_prompt({"turn": True}, {"turn": True}))
     sid = h.wait(task_id)["session_id"]
-    out = h.run("session", "recover", sid, check=True).stdout
+    out = _on_a_terminal(h, "session", "recover", sid)
     block = out[out.index("Latest checkpoints"):out.index("Done since")].splitlines()[1:]
     rows = [line for line in block if re.match(r"\s*cp-[0-9a-f]+", line)]
     assert len(rows) >= 2, out

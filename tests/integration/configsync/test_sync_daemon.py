@@ -194,3 +194,41 @@ def _scan(root: Path, secrets: dict[str, str]) -> list[tuple[str, str]]:
                 continue
             found += [(k, str(path.relative_to(root))) for k, v in needles.items() if v in data]
     return found
+
+
+def test_item10_dry_run_lists_mcp_servers_flags_parhelia_and_keeps_settings(
+        tmp_path: Path, parhelia_home: Path) -> None:
+    """The dry run shows every MCP server it sends, warns that the `parhelia` server
+    itself would reach every worker (naming sync.exclude_mcp), and a credential in a
+    settings value removes that value, not the whole settings.json."""
+    home = tmp_path / "home"
+    claude = home / ".claude"
+    claude.mkdir(parents=True)
+    token = "sk-ant-api03-" + "Q" * 40
+    (claude / "settings.json").write_text(json.dumps({
+        "model": "claude-sonnet-4-5", "env": {"ANTHROPIC_API_KEY": token},
+        "statusLine": {"type": "command", "command": f"echo {token}"},
+        "permissions": {"allow": ["Bash(ls:*)"]}}))
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {
+        "docs": {"type": "http", "url": "https://example.invalid/mcp"},
+        "parhelia": {"command": "parhelia", "args": ["mcp-server"]}}}))
+    d = _daemon(parhelia_home, home)
+    try:
+        dry = _sync(d, "--dry-run")
+        assert dry["mcp_servers"] == ["docs", "parhelia"]
+        assert any("'parhelia' is Parhelia itself" in w and 'exclude_mcp = ["parhelia"]' in w
+                   for w in dry["warnings"]), dry["warnings"]
+        assert "settings.json" in {i["path"] for i in dry["items"]}
+        reasons = {e["path"]: (e["reason"], e["detail"]) for e in dry["excluded"]}
+        assert reasons["settings.json#statusLine.command"][0] == "secret"
+        assert "settings.json" not in reasons  # not refused as a whole
+        table = _cli(d, "config", "sync", "--dry-run")
+        rows = [line.split("\t") for line in table.stdout.splitlines()]
+        assert ["mcp:docs", "", "MCP server"] in rows and ["mcp:parhelia", "", "MCP server"] \
+            in rows, table.stdout
+        assert token not in table.stdout + table.stderr
+        (parhelia_home / "config.toml").write_text('[sync]\nexclude_mcp = ["parhelia"]\n')
+        assert _cli(d, "daemon", "reload").returncode == 0
+        assert _sync(d, "--dry-run")["mcp_servers"] == ["docs"]
+    finally:
+        d.stop()

@@ -169,9 +169,8 @@ async def test_list_get_cancel_delete(client: Ch) -> None:
         statuses=[common_pb2.TASK_STATUS_CANCELLED]))
     assert [t.id for t in only.tasks] == [a.id]
 
-    await expect_error(tasks.DeleteTask(tasks_pb2.DeleteTaskRequest(task_id=b.id)),
-                       grpc.StatusCode.FAILED_PRECONDITION, "E603")
-    await tasks.DeleteTask(tasks_pb2.DeleteTaskRequest(task_id=b.id, force=True))
+    # A pending task has no worker: it is cancelled and deleted without --force.
+    await tasks.DeleteTask(tasks_pb2.DeleteTaskRequest(task_id=b.id))
     await tasks.DeleteTask(tasks_pb2.DeleteTaskRequest(task_id=a.id))
     remaining = await tasks.ListTasks(tasks_pb2.ListTasksRequest())
     assert [t.id for t in remaining.tasks] == [c.id]

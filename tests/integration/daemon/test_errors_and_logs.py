@@ -18,7 +18,7 @@ from parhelia.errors import METADATA_KEY
 from parhelia.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from parheliad import logging as daemon_logging
 from parheliad.api.server import ApiServer
-from parheliad.config import Config
+from parheliad.config import Config, LiveConfig
 from parheliad.context import DaemonContext
 from parheliad.core.events import EventBus
 from parheliad.core.tasks import TaskService
@@ -97,7 +97,7 @@ async def test_internal_error_leaks_nothing(tmp_path: Path, captured_logs,
     bus = EventBus()
     store = await open_store(tmp_path / "db.sqlite", on_commit=bus.publish)
     config = Config()
-    ctx = DaemonContext(paths=p, config=config, store=store, bus=bus,
+    ctx = DaemonContext(paths=p, live=LiveConfig(config), store=store, bus=bus,
                         tasks=TaskService(store, config=lambda _: config),
                         instance_id="phd-test", started_at_us=now_us(), socket=p.socket,
                         request_shutdown=lambda: None)

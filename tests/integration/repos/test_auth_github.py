@@ -54,7 +54,7 @@ def test_auth_set_github_is_used_at_once_and_stored_only_in_the_env_file(
     needles = token_forms(git_server.token)
     assert files_holding([harness.home], needles, skip=lambda p: p == env_file) == []
 
-    assert harness.daemon.cli("auth", "clear", "--github").returncode == 0
+    assert harness.daemon.cli("auth", "clear", "--github", "-y").returncode == 0
     text = env_file.read_text()
     assert "GITHUB_TOKEN" not in text and "ANTHROPIC_API_KEY=sk-ant-agent-key" in text
     assert harness.json("auth", "status")["github"]["name"] is None

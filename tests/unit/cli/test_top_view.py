@@ -43,6 +43,21 @@ def test_lines_fit_the_width_with_wide_and_hostile_text() -> None:
     assert fit("日本", 3) == "日 " and fit("abc", 2) == "ab" and fit("é", 3) == "é  "
 
 
+def test_item4_top_measures_cells_as_graphemes() -> None:
+    """Combining marks, zero-width joiners and emoji modifiers: a cluster is measured
+    and cut as one (the hand-made measure counted the parts of 👍🏽 as 4 cells, of 👩‍💻
+    as 4, and could cut a cluster in two)."""
+    from rich.cells import cell_len
+
+    assert fit("e\u0301" * 3, 3) == "e\u0301" * 3
+    assert fit("👍🏽ab", 4) == "👍🏽ab" and cell_len(fit("👍🏽ab", 4)) == 4
+    assert fit("👩\u200d💻x", 3) == "👩\u200d💻x"
+    assert fit("👩\u200d💻", 1) == " "  # never half a cluster
+    long = "👍🏽" * 50
+    assert cell_len(line_of(["t-0123456789ab", "running", "-", "1", "0", "$0.00", "local",
+                             long], 80)) == 80
+
+
 def test_an_overlap_marks_the_row_and_the_detail_line_escapes_the_path() -> None:
     board = _board(overlaps=[common_pb2.TaskOverlap(
         task_id="t-ffffffffffff", paths=["src/\x1b]0;x\x07" + "d" * 300], path_count=3)])

@@ -157,3 +157,20 @@ def test_messages_convert_from_many_threads_on_a_cold_cache() -> None:
     finally:
         sys.setswitchinterval(old)
     assert not errors, errors[:3]
+
+
+def test_item8_the_budget_warning_is_printed_once_per_command(capsys, monkeypatch) -> None:
+    """A command that reconnects (top, watch, the MCP bridge) hears the banner again with
+    new amounts each time: it is printed once per state, not once per connection."""
+    from types import SimpleNamespace
+
+    from parhelia_cli import client, render
+
+    monkeypatch.setattr(render, "_warned", set())
+    for used in ("$4.01", "$4.20", "$4.35"):
+        client.check_budget(SimpleNamespace(
+            budget_state="warning", budget_detail=f"Budget warning: {used} of $5.00 used"))
+    client.check_budget(SimpleNamespace(budget_state="exceeded",
+                                        budget_detail="Budget ceiling reached: $5.01"))
+    err = capsys.readouterr().err
+    assert err.count("Budget warning") == 1 and err.count("ceiling reached") == 1, err

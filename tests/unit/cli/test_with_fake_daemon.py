@@ -213,7 +213,7 @@ def test_config_show(run, fake, tmp_path, monkeypatch):
     assert "orchestrator.max_concurrent_workers" in result.stdout
     data = json.loads(run("config", "show", "--json").stdout)
     assert data["values"][0] == {"key": "budget.default_ceiling_usd", "value": "50",
-                                 "source": "default"}
+                                 "source": "default", "in_use": None, "needs_restart": False}
     assert fake.state.requests[-1].project_dir == str(tmp_path)
 
 
@@ -323,7 +323,7 @@ def test_autostart_spawns_and_waits(run, home, monkeypatch):
     try:
         result = run("task", "list", "--json")
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout) == {"tasks": []}
+        assert json.loads(result.stdout) == {"tasks": [], "next_page_token": None}
         assert "Started parheliad (pid 4242)" in result.stderr
     finally:
         for d in started:

@@ -267,20 +267,36 @@ async def test_fifty_concurrent_dispatches_never_over_commit(store: Store,
     assert len(pending) == 43  # refused ones stay pending
 
 
-async def test_reservation_shrinks_as_the_task_spends_and_is_released(store: Store) -> None:
+async def test_a_reservation_holds_one_answer_while_the_task_runs_and_is_released(
+        store: Store) -> None:
+    """A running task holds what it can spend before the budget next sees its spend: one
+    answer at its model's prices plus one accrual window of compute (capped by its
+    max_cost). Spending does not shrink it: the next answer can come whatever was
+    spent before."""
     cfg = Config()
     b = core.Budget(store, lambda: cfg)
-    (task,) = await _tasks(store, 1, max_cost=2_000_000)
+    (task,) = await _tasks(store, 1, max_cost=5_000_000)
     await store.write(functools.partial(_claim, budget=b, task_id=task.id))
-    assert (await b.get()).reserved_micros == 2_000_000
+    # default prices $5/$25: 200,000 input + 32,000 output tokens; compute:
+    # 1 core and 1 GiB on modal for 10 s of accrual + 10 s of stop grace
+    answer = 200_000 * 5 + 32_000 * 25
+    compute = pricing.to_micros(pricing.compute_rate(cfg.rates, "modal", 1.0, 1024, "") * 20)
+    assert (await b.get()).reserved_micros == answer + compute
     await store.write(lambda tx: tx.tasks.update(task.id, api_cost_micros=500_000))
     await store.ledger.record("api", 500_000, task_id=task.id)
     status = await b.get()
-    assert (status.used_micros, status.reserved_micros) == (500_000, 1_500_000)
+    assert (status.used_micros, status.reserved_micros) == (500_000, answer + compute)
     await store.write(lambda tx: transition(tx, task.id, TaskStatus.COMPLETED))
     await b.tick()
     assert (await b.get()).reserved_micros == 0
     assert await store.reservations.list() == []
+
+
+async def test_a_small_max_cost_reserves_less(store: Store) -> None:
+    b = core.Budget(store, Config)
+    (task,) = await _tasks(store, 1, max_cost=300_000)
+    await store.write(functools.partial(_claim, budget=b, task_id=task.id))
+    assert (await b.get()).reserved_micros == 300_000
 
 
 async def test_history_says_which_spend_was_estimated(store: Store) -> None:
@@ -339,5 +355,5 @@ async def test_modal_usage_replaces_the_compute_estimate_once_and_for_good(store
     assert await store.write(lambda tx: usage_pending(
         tx, ended_before=T0 + 400 * US_PER_SECOND, ended_after=0)) == []
     entries = await store.ledger.list(kind="compute")
-    assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.004200" in entries[0].note
+    assert entries[0].note.startswith(core.USAGE_NOTE) and "$0.0042 " in entries[0].note
     assert all(e.note == "modal compute, estimated at the [rates]" for e in entries[1:])

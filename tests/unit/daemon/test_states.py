@@ -34,7 +34,7 @@ LEGAL_TASK = {
     ("recovering", "paused"),
     # a launch that found no capacity puts the task back in the queue
     ("running", "pending"), ("recovering", "pending"),
-    ("paused", "pending"), ("paused", "cancelled"),
+    ("paused", "pending"), ("paused", "cancelled"), ("paused", "completed"),
     ("completed", "pending"), ("failed", "pending"), ("cancelled", "pending"),
 }
 

@@ -3,7 +3,7 @@ and how to pick the session up again. Markdown, as GitHub renders it."""
 
 from __future__ import annotations
 
-from parheliad.core.pricing import usd
+from parhelia.money import usd
 from parheliad.store.rows import TaskRow
 
 ANSWER_CHARS = 40_000

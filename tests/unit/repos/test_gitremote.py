@@ -89,8 +89,9 @@ def _bare(path: Path) -> str:
 
 def test_resolve_fetch_and_push_under_a_lease(git_server: GitServer, tmp_path: Path) -> None:
     head = git_server.create("o", "r", {"a.txt": "a\n"})
-    subprocess.run(["git", "-C", str(git_server.repo("o", "r")), "tag", "-a", "-m", "t",
-                    "v1", head], check=True)
+    subprocess.run(["git", "-C", str(git_server.repo("o", "r")), "-c", "user.name=T",
+                    "-c", "user.email=t@example.com", "tag", "-a", "-m", "t", "v1", head],
+                   check=True)
     remote = gitremote.parse(git_server.url("o", "r"))
     token = git_server.token
     assert gitremote.resolve(remote, token, None).branch == "main"

@@ -19,6 +19,7 @@ import base64
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class GitServer:
     seen: list[Seen] = field(default_factory=list)
     public: set[str] = field(default_factory=set)
     """Repository paths (``owner/name.git``) anyone may read."""
+    gate: threading.Event | None = None
+    """When set, a fetch's pack request waits until the event is set (a test looks at the
+    client processes meanwhile)."""
     _server: Loopback | None = None
 
     @property
@@ -145,6 +149,8 @@ class GitServer:
                 authorized = self._auth()
                 header = self.headers.get("Authorization", "")
                 server.seen.append(Seen(self.command, path, authorized, header))
+                if server.gate is not None and path.endswith("/git-upload-pack"):
+                    server.gate.wait(60)
                 repo_path = path.lstrip("/").split(".git/", 1)[0] + ".git"
                 readable = repo_path in server.public and "git-receive-pack" not in self.path
                 if not authorized and not readable:

@@ -5,6 +5,7 @@ refusals, each with its code."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,45 @@ def test_a_remote_without_a_forge_is_pushed_to(
     assert fake_github.requests == []
     pushed = harness.events("--task", task_id, "--type", "branch_pushed")
     assert len(pushed) == 2 and pushed[0]["data"]["pushed"] and not pushed[1]["data"]["pushed"]
+
+
+def test_what_the_agent_plants_in_its_git_directory_changes_nothing_of_the_push(
+        harness_factory: Callable[..., Harness], git_server: GitServer,
+        fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """The agent rewrites its workspace's .git/config (a remote of its own, a hooks path,
+    an insteadOf rewrite) and plants hooks: the branch still goes to the user's remote,
+    nothing of the workspace runs on the daemon's side, and the token goes nowhere else."""
+    git_server.create(OWNER, NAME, FILES)
+    marker = tmp_path / "hook-ran"
+    evil = tmp_path / "evil.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(evil)], check=True)
+    hook = f"#!/bin/sh\ntouch {marker}\n"
+    config = ("[core]\n\trepositoryformatversion = 0\n\thooksPath = .git/planted\n"
+              f"\tfsmonitor = touch {marker}\n"
+              f'[remote "origin"]\n\turl = file://{evil}\n'
+              f'[url "file://{evil}"]\n\tinsteadOf = {git_server.base}/\n')
+    planted = fake_prompt(
+        {"write": "app.py", "content": "print('v2')\n"},
+        {"write": ".git/config", "content": config},
+        {"write": ".git/planted/pre-push", "content": hook},
+        {"write": ".git/planted/reference-transaction", "content": hook},
+        {"run": ["chmod", "+x", ".git/planted/pre-push", ".git/planted/reference-transaction"]},
+        {"turn": True})
+    harness = start(harness_factory, git_server, fake_github)
+    clone = user_clone(git_server, tmp_path / "clone")
+    task_id = json.loads(harness.run("task", "create", planted, "--json", cwd=clone,
+                                     check=True).stdout)["id"]
+    assert harness.wait(task_id, timeout=90)["status"] == "completed"
+    workspace = harness.workspace(task_id)  # the agent really planted all of it
+    assert "hooksPath = .git/planted" in (workspace / ".git" / "config").read_text()
+    assert os.access(workspace / ".git" / "planted" / "pre-push", os.X_OK)
+    out = pr_json(harness, task_id)
+    assert out["pull_request"]["remote"] == git_server.url(OWNER, NAME)
+    assert git_server.ref(OWNER, NAME, f"refs/heads/parhelia/{task_id}") == \
+        out["pull_request"]["commit"]
+    files = git(git_server.repo(OWNER, NAME), "ls-tree", "-r", "--name-only",
+                f"parhelia/{task_id}").split()
+    assert "app.py" in files and not any(f.startswith(".git") for f in files)
+    assert not marker.exists()
+    assert git(evil, "for-each-ref") == ""
+    assert all(s.authorized for s in git_server.seen if s.method == "POST")

@@ -7,12 +7,16 @@ import base64
 import os
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from parhelia import gitremote
+from tests.helpers import loopback
 from tests.helpers.git_server import GitServer
+from tests.helpers.loopback import Loopback
 
 
 @pytest.mark.parametrize("url,scheme,host,path", [
@@ -164,3 +168,90 @@ def test_network_git_finds_no_repository_around_the_daemons_cwd(
     plain = subprocess.run(["git", "-C", str(around), "ls-remote", remote.raw],
                            capture_output=True, check=False)
     assert plain.returncode == 0 and git_server.seen
+
+
+def _cmdlines() -> dict[int, bytes]:
+    out = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                out[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+    return out
+
+
+def test_the_token_is_in_no_command_line_while_git_runs(git_server: GitServer,
+                                                        tmp_path: Path) -> None:
+    """Other users can read every process's command line (/proc/PID/cmdline); only the
+    owner reads its environment. While a fetch is in flight, every process on the machine
+    is looked at: the token is in no argv, and it is in the environment of git's own
+    processes only (a proof that the look found them)."""
+    head = git_server.create("o", "r", {"a.txt": "a\n"})
+    remote = gitremote.parse(git_server.url("o", "r"))
+    resolved = gitremote.resolve(remote, git_server.token, None)
+    git_server.seen.clear()
+    git_server.gate = threading.Event()
+    mine = _bare(tmp_path / "mine.git")
+    failed: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            gitremote.fetch_commit(mine, remote, git_server.token, resolved, "refs/base")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failed.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(s.path.endswith("/git-upload-pack") for s in git_server.seen):
+            assert time.monotonic() < deadline, "the fetch never asked for a pack"
+            time.sleep(0.02)
+        lines = _cmdlines()
+        forms = (git_server.token.encode(),
+                 base64.b64encode(f"x-access-token:{git_server.token}".encode()))
+        holders = []
+        for pid in lines:
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if any(form in environ for form in forms):
+                holders.append(pid)
+    finally:
+        git_server.gate.set()
+        worker.join(60)
+    assert not failed and gitremote.has_commit(mine, head)
+    assert [pid for pid, line in lines.items() if any(f in line for f in forms)] == []
+    assert holders, "no git process was seen holding the header: the look proves nothing"
+    assert all(b"git" in lines.get(pid, b"") for pid in holders), holders
+
+
+def test_a_redirect_takes_no_token_along(git_server: GitServer) -> None:
+    """A server that redirects git elsewhere: git does not follow, and the other host
+    never sees the header."""
+    git_server.create("o", "r", {"a.txt": "a\n"})
+    seen: list[str] = []
+
+    class Elsewhere(loopback.Handler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Authorization", ""))
+            self.answer(404, [], b"")
+
+    other = Loopback(Elsewhere)
+
+    class Redirect(loopback.Handler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.answer(301, [("Location", f"http://127.0.0.1:{other.port}{self.path}")],
+                        b"")
+
+    first = Loopback(Redirect)
+    try:
+        remote = gitremote.parse(f"http://127.0.0.1:{first.port}/o/r.git")
+        with pytest.raises(gitremote.RemoteError):
+            gitremote.ls_remote(remote, git_server.token, ["HEAD"])
+    finally:
+        first.stop()
+        other.stop()
+    assert seen == []

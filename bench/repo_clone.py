@@ -30,12 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proto"))
 
-from _machine import machine  # noqa: E402
+from _machine import machine
 
-from parhelia import gitremote  # noqa: E402
-from parhelia.volume import LocalVolume  # noqa: E402
-from parheliad.core import mirrors, workspace  # noqa: E402
-from tests.helpers.git_server import GitServer  # noqa: E402
+from parhelia import gitremote
+from parhelia.volume import LocalVolume
+from parheliad.core import mirrors, workspace
+from tests.helpers.git_server import GitServer
 
 GOAL = 3.0
 

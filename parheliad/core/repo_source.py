@@ -56,6 +56,8 @@ from parheliad.store.tx import Tx
 log = structlog.get_logger(__name__)
 
 CLONE_CONCURRENCY = 2
+SECRET_LOOKUP_S = 5.0
+"""How long `auth status` waits for Modal to say whether the GitHub secret exists."""
 CLONED_EVENT = "repository_cloned"
 CLONING_EVENT = "repository_cloning"
 VIA_DAEMON = "daemon"
@@ -151,8 +153,8 @@ class RepoSources:
         modal = self._backends.get(MODAL)
         found = False
         if isinstance(modal, SecretCloner) and modal.available()[0]:
-            with contextlib.suppress(ParheliaError):
-                found = await modal.has_secret(secret)
+            with contextlib.suppress(ParheliaError, TimeoutError):  # a status, not a wait
+                found = await asyncio.wait_for(modal.has_secret(secret), SECRET_LOOKUP_S)
         return CredentialStatus(host, token, problem, secret, found, tuple(cfg.github.hosts))
 
     # -- the dispatcher's hook -----------------------------------------------------------

@@ -142,12 +142,19 @@ def auth_header(token: str) -> str:
     return f"Authorization: Basic {pair}"
 
 
+PASSED = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+          "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR")
+"""What a network call takes of the daemon's environment besides the credential: how the
+user's machine reaches the internet (a proxy) and trusts it (a CA bundle)."""
+
+
 def network_env(remote: RemoteUrl, token: str | None,
                 environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables one network git call gets on top of :func:`parhelia.gitsafe.env`:
     the one protocol, no redirects, the credential as a header scoped to the remote's
-    origin (only when ``token`` is given and the URL is http(s)), and for ssh the
-    user's agent socket (``environ``'s ``SSH_AUTH_SOCK``) in batch mode."""
+    origin (only when ``token`` is given and the URL is http(s)), the proxy and CA
+    bundle variables of ``environ`` (:data:`PASSED`), and for ssh the user's agent socket
+    (``environ``'s ``SSH_AUTH_SOCK``) in batch mode."""
     config = [("http.followRedirects", "false"), ("http.lowSpeedLimit", "1000"),
               ("http.lowSpeedTime", "120")]
     if token and remote.http:
@@ -156,9 +163,11 @@ def network_env(remote: RemoteUrl, token: str | None,
     for n, (key, value) in enumerate(config):
         env[f"GIT_CONFIG_KEY_{n}"] = key
         env[f"GIT_CONFIG_VALUE_{n}"] = value
+    given = environ or {}
+    env.update({name: given[name] for name in PASSED if given.get(name)})
     if remote.scheme == "ssh":
         env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
-        sock = (environ or {}).get("SSH_AUTH_SOCK")
+        sock = given.get("SSH_AUTH_SOCK")
         if sock:
             env["SSH_AUTH_SOCK"] = sock
     return env

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parhelia import envfile
+from parhelia import envfile, gitremote
 from parhelia.credentials import GITHUB_STORED_VAR, GITHUB_TOKEN_VARS
 
 GH_TIMEOUT = 10.0
 GH_ENV = ("PATH", "HOME", "USER", "LOGNAME", "XDG_CONFIG_HOME", "XDG_STATE_HOME",
-          "XDG_DATA_HOME", "GH_CONFIG_DIR", "LANG", "LC_ALL")
+          "XDG_DATA_HOME", "GH_CONFIG_DIR", "LANG", "LC_ALL", *gitremote.PASSED)
 """What ``gh auth token`` gets of the daemon's environment: where its config lives, and
 never a token variable (it would print that back instead of its own login)."""
 GH = "gh auth token"

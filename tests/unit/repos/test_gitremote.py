@@ -52,7 +52,8 @@ def test_refused_urls(url: str, why: str) -> None:
 
 def test_the_token_is_a_header_scoped_to_the_origin_in_the_environment_only() -> None:
     remote = gitremote.parse("https://github.com/o/r.git")
-    env = gitremote.network_env(remote, "ghp_secret", {"SSH_AUTH_SOCK": "/agent"})
+    env = gitremote.network_env(remote, "ghp_secret", {
+        "SSH_AUTH_SOCK": "/agent", "HTTPS_PROXY": "http://proxy:3128", "AWS_SECRET": "x"})
     keys = {env[f"GIT_CONFIG_KEY_{n}"]: env[f"GIT_CONFIG_VALUE_{n}"]
             for n in range(int(env["GIT_CONFIG_COUNT"]))}
     header = keys["http.https://github.com/.extraHeader"]
@@ -60,6 +61,7 @@ def test_the_token_is_a_header_scoped_to_the_origin_in_the_environment_only() ->
         b"x-access-token:ghp_secret").decode()
     assert keys["http.followRedirects"] == "false"
     assert env["GIT_ALLOW_PROTOCOL"] == "https" and "SSH_AUTH_SOCK" not in env
+    assert env["HTTPS_PROXY"] == "http://proxy:3128" and "AWS_SECRET" not in env
     # No token: no header; ssh gets the agent and batch mode, never a header.
     assert not any("extraHeader" in v for v in gitremote.network_env(remote, None).values())
     ssh = gitremote.network_env(gitremote.parse("git@github.com:o/r"), "ghp_secret",

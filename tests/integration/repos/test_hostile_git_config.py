@@ -62,7 +62,7 @@ def test_no_git_config_around_the_clone_and_the_push_runs_or_redirects(
     markers.mkdir()
     evil = tmp_path / "evil.git"
     subprocess.run(["git", "init", "-q", "--bare", str(evil)], check=True)
-    hostile_files = {
+    hostile_files: dict[str, str | bytes] = {
         **FILES,
         ".gitattributes": "* filter=evil diff=evil merge=evil\n",
         ".gitmodules": ('[submodule "s"]\n\tpath = s\n'

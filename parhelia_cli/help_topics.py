@@ -34,10 +34,11 @@ Source of the workspace (what the agent works on):
                    and untracked-not-ignored files are uploaded as checkpoint zero
   --workspace DIR  upload DIR instead (git-aware when DIR is in a repository)
   --no-workspace   start in an empty directory
-  --repo URL       a repository you do not have locally (--ref BRANCH|TAG|SHA): the
-                   daemon clones it into checkpoint zero; private GitHub repositories
-                   with your GitHub token (parhelia auth set --github, GITHUB_TOKEN or
-                   GH_TOKEN, or gh auth login); the agent never holds a git credential
+  --repo URL       a repository you do not have locally (--branch B, or --ref
+                   BRANCH|TAG|SHA): the daemon clones it into checkpoint zero; private
+                   GitHub repositories with your GitHub token (parhelia auth set
+                   --github, GITHUB_TOKEN or GH_TOKEN, or gh auth login); the agent
+                   never holds a git credential
 The upload is incremental: unchanged files are not sent twice.
 
 Resources and limits:

@@ -83,7 +83,8 @@ FROM_SESSION_PROMPT = "Continue where we left off."
                    "(from CLAUDE_CONFIG_DIR or ~/.claude) goes with the workspace and the "
                    "task resumes it; PROMPT is its next message (default: "
                    f"{FROM_SESSION_PROMPT!r}).")
-@click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
+@click.option("--ref", "--branch", "ref", metavar="REF",
+              help="Branch, tag or commit of --repo (--branch B is the same).")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
 @click.option("--estimate-only", is_flag=True,
@@ -120,7 +121,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     if workspace and no_workspace:
         raise invalid("--workspace and --no-workspace contradict each other")
     if ref and not repo:
-        raise invalid(f"--ref {ref!r} needs --repo URL")
+        raise invalid(f"--ref/--branch {ref!r} needs --repo URL")
     if include_secret and (repo or no_workspace):
         raise invalid("--include-secret-file adds a file to the uploaded workspace; there is "
                       "none with --repo or --no-workspace")

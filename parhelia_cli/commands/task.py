@@ -615,7 +615,8 @@ def pr(task_id: str, base: str | None, draft: bool | None, title: str | None,
     render.line(f"{pushed} ({len(data['files'])} file(s) changed).")
     if p.get("number"):
         verb = "Opened" if data["created"] else "Updated"
-        render.line(f"{verb} pull request #{p['number']} into {p.get('base')}: {p.get('url')}")
+        kind = "draft pull request" if data.get("draft") else "pull request"
+        render.line(f"{verb} {kind} #{p['number']} into {p.get('base')}: {p.get('url')}")
     elif p.get("url"):
         render.line(f"Compare and open a merge request: {p['url']}")
     else:

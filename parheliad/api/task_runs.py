@@ -300,5 +300,5 @@ class TaskRunsMixin:
         task = task_view(row, self._ctx)
         return tasks_pb2.OpenPullRequestResponse(
             task=task, pull_request=task.pull_request, pushed=done.pushed,
-            created=done.created, forge=done.forge,
+            created=done.created, forge=done.forge, draft=done.draft,
             files=[file_change(c) for c in changes.tree.changes], skipped=done.skipped)

@@ -80,6 +80,8 @@ class Outcome:
     created: bool
     forge: str
     skipped: list[str]
+    draft: bool = False
+    """The pull request is a draft (as the forge says)."""
 
 
 class PullRequests:
@@ -281,10 +283,12 @@ class PullRequests:
         body = pull_request_body(task, changes.final.id, stat, agent_session)
         opened = found.publish(forge.PullRequestDraft(
             head=branch, base=base, title=title[:TITLE_CHARS], body=body,
-            draft=cfg.github.draft if request.draft is None else request.draft),
+            draft=cfg.github.draft if request.draft is None else request.draft,
+            change_draft=request.draft is not None),
             task.pr_number if same else None)
         return Outcome(remote.raw, branch, commits.final, base, pushed, opened.number,
-                       opened.url, opened.created, found.name, commits.skipped)
+                       opened.url, opened.created, found.name, commits.skipped,
+                       opened.draft)
 
 
 def _title(task: TaskRow) -> str:

@@ -3,7 +3,10 @@
 Pull requests of a repository (GitHub REST API v3, ``2022-11-28``):
 ``GET /repos/{owner}/{repo}/pulls?head=OWNER:BRANCH&state=open``,
 ``POST /repos/{owner}/{repo}/pulls`` (``title``, ``head``, ``base``, ``body``,
-``draft``), ``GET`` and ``PATCH /repos/{owner}/{repo}/pulls/{number}``. As GitHub:
+``draft``), ``GET`` and ``PATCH /repos/{owner}/{repo}/pulls/{number}`` (which, as on
+GitHub, cannot change ``draft``), and ``POST /graphql`` with the mutations
+``convertPullRequestToDraft`` and ``markPullRequestReadyForReview`` (by the pull
+request's ``node_id``). As GitHub:
 a request needs ``Authorization: Bearer TOKEN`` (401 "Bad credentials" otherwise); a
 repository the token does not reach is 404 "Not Found"; the head branch must exist in
 the repository (422 ``field: head, code: invalid``) and differ from the base; a second
@@ -68,6 +71,8 @@ class FakeGitHub:
 
     def _answer(self, method: str, path: str, query: dict[str, str],
                 body: dict[str, Any]) -> tuple[int, Any]:
+        if path == "/graphql" and method == "POST":
+            return self._graphql(body)
         match = re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls(?:/(\d+))?", path)
         if match is None:
             return 404, {"message": "Not Found"}
@@ -100,7 +105,8 @@ class FakeGitHub:
                     {"resource": "PullRequest", "code": "custom",
                      "message": f"A pull request already exists for {label}."}]}
             n = 1 + sum(len(v) for v in self.pulls.values())
-            pr = {"number": n, "state": "open", "title": body.get("title", ""),
+            pr = {"number": n, "node_id": f"PR_kwfake{n}", "state": "open",
+                  "title": body.get("title", ""),
                   "body": body.get("body", ""), "draft": bool(body.get("draft")),
                   "html_url": f"https://github.example/{name}/pull/{n}",
                   "url": f"{self.api_url}/repos/{name}/pulls/{n}", "merged": False,
@@ -123,6 +129,20 @@ class FakeGitHub:
             pr["head"]["sha"] = self.git.ref(owner, repo, f"refs/heads/{pr['head']['ref']}")
             return 200, pr
         return 404, {"message": "Not Found"}
+
+    def _graphql(self, body: dict[str, Any]) -> tuple[int, Any]:
+        query = str(body.get("query", ""))
+        node = str((body.get("variables") or {}).get("id", ""))
+        found = re.search(r"\b(convertPullRequestToDraft|markPullRequestReadyForReview)\(",
+                          query)
+        pr = next((p for pulls in self.pulls.values() for p in pulls
+                   if p["node_id"] == node), None)
+        if found is None or pr is None:
+            return 200, {"data": None, "errors": [
+                {"type": "NOT_FOUND", "message": f"Could not resolve to a node with the "
+                                                 f"global id of '{node}'"}]}
+        pr["draft"] = found.group(1) == "convertPullRequestToDraft"
+        return 200, {"data": {found.group(1): {"pullRequest": {"isDraft": pr["draft"]}}}}
 
     def start(self) -> FakeGitHub:
         fake = self

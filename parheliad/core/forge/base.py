@@ -22,6 +22,9 @@ class PullRequestDraft:
     title: str
     body: str
     draft: bool
+    change_draft: bool = False
+    """Give an already open pull request this draft state too (asked for explicitly);
+    else ``draft`` applies to a new one only."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 Calls made: ``GET /repos/{owner}/{repo}/pulls/{number}``, ``GET
 /repos/{owner}/{repo}/pulls?head=OWNER:BRANCH&state=open``, ``POST
 /repos/{owner}/{repo}/pulls`` and ``PATCH /repos/{owner}/{repo}/pulls/{number}``, each
-with ``Authorization: Bearer TOKEN``. The token goes to the configured API URL only:
+with ``Authorization: Bearer TOKEN``; and, to turn an open pull request into a draft or
+ready for review (which the REST API cannot), GraphQL's ``convertPullRequestToDraft`` or
+``markPullRequestReadyForReview`` at ``POST /graphql`` (a GitHub Enterprise Server's
+``/api/graphql``). The token goes to the configured API URL only:
 redirects are refused, never followed with the header.
 
 What an answer means:
@@ -55,6 +58,15 @@ def api_url(host: str, configured: str) -> str:
     if host == PUBLIC_HOST:
         return PUBLIC_API
     return configured.rstrip("/") if configured else f"https://{host}/api/v3"
+
+
+SET_DRAFT = {True: "convertPullRequestToDraft", False: "markPullRequestReadyForReview"}
+
+
+def graphql_url(api_base: str) -> str:
+    """GitHub's GraphQL endpoint beside the REST base ``api_base``."""
+    base = api_base.rstrip("/")
+    return base[:-len("/v3")] + "/graphql" if base.endswith("/api/v3") else base + "/graphql"
 
 
 @dataclass(frozen=True)
@@ -124,14 +136,38 @@ class GitHub:
     def _update(self, number: int, draft: PullRequestDraft) -> PullRequest:
         done = self._call("PATCH", f"pulls/{number}", {
             "title": draft.title, "body": _body(draft.body), "base": draft.base})
-        return _pull(done.data, created=False)
+        data = done.data
+        if draft.change_draft and isinstance(data, dict) and \
+                bool(data.get("draft")) != draft.draft:
+            data = {**data, "draft": self._set_draft(number, str(data.get("node_id") or ""),
+                                                     draft.draft)}
+        return _pull(data, created=False)
+
+    def _set_draft(self, number: int, node_id: str, draft: bool) -> bool:
+        """Turn pull request ``number`` into a draft, or ready for review; its state
+        after."""
+        mutation = SET_DRAFT[draft]
+        query = (f"mutation($id: ID!) {{ {mutation}(input: {{pullRequestId: $id}}) "
+                 "{ pullRequest { isDraft } } }")
+        done = self._call("POST", "", {"query": query, "variables": {"id": node_id}},
+                          url=graphql_url(self._base))
+        data = done.data if isinstance(done.data, dict) else {}
+        result = (data.get("data") or {}).get(mutation) or {}
+        state = (result.get("pullRequest") or {}).get("isDraft")
+        if data.get("errors") or not isinstance(state, bool):
+            said = "; ".join(str(e.get("message")) for e in data.get("errors") or []
+                             if isinstance(e, dict))[:500] or "no answer"
+            raise ParheliaError("E608", f"GitHub did not make pull request #{number} of "
+                                f"{self.slug} {'a draft' if draft else 'ready for review'}: "
+                                f"{said}", status=done.status)
+        return state
 
     # -- one request ----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
               query: Mapping[str, str] | None = None,
-              accept: tuple[int, ...] = (200,)) -> Answer:
-        url = f"{self._base}/repos/{self.slug}/{path}"
+              accept: tuple[int, ...] = (200,), url: str = "") -> Answer:
+        url = url or f"{self._base}/repos/{self.slug}/{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         while True:

@@ -887,12 +887,15 @@ class OpenPullRequestResponse(_message.Message):
     FORGE_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    DRAFT_FIELD_NUMBER: _builtins.int
     pushed: _builtins.bool
     """false: the remote branch was already at the commit"""
     created: _builtins.bool
     """false: an open pull request was updated"""
     forge: _builtins.str
     """"github", or "" (pushed only)"""
+    draft: _builtins.bool
+    """the pull request is a draft (as the forge says)"""
     @_builtins.property
     def task(self) -> _common_pb2.Task:
         """with its pull_request recorded"""
@@ -915,10 +918,11 @@ class OpenPullRequestResponse(_message.Message):
         forge: _builtins.str = ...,
         files: _abc.Iterable[Global___FileChange] | None = ...,
         skipped: _abc.Iterable[_builtins.str] | None = ...,
+        draft: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pull_request", b"pull_request", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "files", b"files", "forge", b"forge", "pull_request", b"pull_request", "pushed", b"pushed", "skipped", b"skipped", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "draft", b"draft", "files", b"files", "forge", b"forge", "pull_request", b"pull_request", "pushed", b"pushed", "skipped", b"skipped", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

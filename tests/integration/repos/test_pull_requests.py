@@ -112,6 +112,12 @@ def test_task_pr_pushes_the_pull_branch_opens_then_updates(
     assert len(fake_github.calls("POST")) == 1
     assert len(fake_github.pulls[f"{OWNER}/{NAME}"]) == 1
 
+    # --draft on the open pull request turns it into a draft (GraphQL: REST cannot).
+    assert fake_github.pull(OWNER, NAME, pr["number"])["draft"] is False
+    said = harness.run("task", "pr", task_id, "--draft", check=True).stdout
+    assert f"Updated draft pull request #{pr['number']} into main" in said
+    assert fake_github.pull(OWNER, NAME, pr["number"])["draft"] is True
+
 
 
 NOTIFY = """#!/bin/sh

@@ -11,7 +11,7 @@ import pytest
 from parhelia import gitremote
 from parhelia.errors import ParheliaError
 from parheliad.core.forge import PullRequestDraft, compare_url
-from parheliad.core.forge.github import MAX_BODY_CHARS, GitHub, api_url
+from parheliad.core.forge.github import MAX_BODY_CHARS, GitHub, api_url, graphql_url
 from tests.helpers import loopback
 from tests.helpers.fake_github import FakeGitHub
 from tests.helpers.git_server import GitServer
@@ -57,6 +57,39 @@ def test_open_then_update_the_same_pull_request(repo: GitServer,
     assert third.number == 1 and not third.created
     assert len(fake_github.pulls["o/r"]) == 1
     assert all(r.authorization == f"Bearer {fake_github.token}" for r in fake_github.requests)
+
+
+def test_the_draft_state_of_an_open_pull_request_changes_only_when_asked(
+        repo: GitServer, fake_github: FakeGitHub) -> None:
+    """REST's PATCH cannot change ``draft``: an explicit request goes through GraphQL's
+    mutations; no request, or the state it already has, makes no GraphQL call."""
+    gh = client(fake_github)
+
+    def graphql() -> list[dict[str, Any]]:
+        return [r.body for r in fake_github.calls("POST") if r.path == "/graphql"]
+
+    assert gh.publish(DRAFT, None).draft
+    kept = gh.publish(PullRequestDraft("feature", "main", "T", "B", False), 1)
+    assert kept.draft and fake_github.pull("o", "r", 1)["draft"] is True and graphql() == []
+    ready = gh.publish(PullRequestDraft("feature", "main", "T", "B", False, True), 1)
+    assert not ready.draft and fake_github.pull("o", "r", 1)["draft"] is False
+    (call,) = graphql()
+    assert "markPullRequestReadyForReview" in call["query"]
+    assert call["variables"] == {"id": fake_github.pull("o", "r", 1)["node_id"]}
+    again = gh.publish(PullRequestDraft("feature", "main", "T", "B", False, True), 1)
+    assert not again.draft and len(graphql()) == 1
+    back = gh.publish(PullRequestDraft("feature", "main", "T", "B", True, True), 1)
+    assert back.draft and "convertPullRequestToDraft" in graphql()[-1]["query"]
+
+    fake_github._graphql = lambda body: (200, {  # type: ignore[method-assign]
+        "data": None, "errors": [{"message": "Could not resolve to a node"}]})
+    with pytest.raises(ParheliaError) as err:
+        gh.publish(PullRequestDraft("feature", "main", "T", "B", False, True), 1)
+    assert err.value.code == "E608" and "ready for review" in err.value.message
+    assert "Could not resolve" in err.value.message
+    assert all(r.authorization == f"Bearer {fake_github.token}" for r in fake_github.requests)
+    assert graphql_url("https://ghe.example/api/v3") == "https://ghe.example/api/graphql"
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
 
 
 def test_a_closed_recorded_pull_request_gives_way_to_a_new_one(

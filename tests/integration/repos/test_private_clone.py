@@ -53,6 +53,15 @@ def test_a_private_repo_is_cloned_with_the_token_that_is_then_nowhere(
     assert head in _added(diff, "agent-git-log.txt")
     assert "remote." not in _added(diff, "agent-git-config.txt")
 
+    # Its pull request, from the mirror, on either backend (the scan below covers it too).
+    opened = harness.json("task", "pr", task_id)
+    assert opened["created"] and opened["pull_request"]["remote"] == url
+    branch = f"refs/heads/parhelia/{task_id}"
+    assert git_server.ref(OWNER, NAME, branch) == opened["pull_request"]["commit"]
+    assert git_server.ref(OWNER, NAME, f"{branch}^") == head
+    assert fake_github.pull(OWNER, NAME, opened["pull_request"]["number"])["head"]["ref"] \
+        == f"parhelia/{task_id}"
+
     roots = [harness.home]
     if fake is not None:  # the worker's side on Modal: the volume, the sandboxes
         roots += [fake.root / "volumes", fake.root / "sandboxes"]

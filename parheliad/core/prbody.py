@@ -3,22 +3,13 @@ and how to pick the session up again. Markdown, as GitHub renders it."""
 
 from __future__ import annotations
 
+from parhelia.clock import human_seconds
 from parhelia.money import usd
 from parheliad.store.rows import TaskRow
 
 ANSWER_CHARS = 40_000
 """The agent's final answer is cut past this (GitHub takes at most 65,536 characters)."""
 STAT_LINES = 60
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``3m 05s``, ``2h 04m``."""
-    s = int(max(seconds, 0))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def _fence(text: str) -> str:
@@ -48,7 +39,7 @@ def pull_request_body(task: TaskRow, checkpoint_id: str, stat: str,
         ("Turns", str(task.turns)),
         ("Cost", f"{usd(total)} (API {usd(task.api_cost_micros)}, compute "
                  f"{usd(task.compute_cost_micros)})"),
-        ("Duration", duration((ended - started) / 1_000_000)),
+        ("Duration", human_seconds((ended - started) / 1_000_000)),
         ("Checkpoint", f"`{checkpoint_id}`"),
     ]
     if task.session_id:

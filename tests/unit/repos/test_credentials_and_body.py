@@ -124,7 +124,7 @@ def test_the_body_carries_answer_stat_turns_cost_duration_and_how_to_resume() ->
     stat = " a.py | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n"
     body = pull_request_body(TASK, "cp-9", stat, "uuid-7")
     assert body.startswith("All fixed.") and "a.py | 2 +-" in body
-    assert "| Turns | 4 |" in body and "| Duration | 3m 05s |" in body
+    assert "| Turns | 4 |" in body and "| Duration | 3m05s |" in body
     assert "$0.12 (API $0.12, compute $0.0035)" in body
     assert "`cp-9`" in body and "parhelia resume s-1" in body and "claude --resume uuid-7" in body
     # A fence in the stat (a file name with backticks) cannot close the block early.

@@ -28,6 +28,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from parhelia import ownership
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
+from parhelia.credentials import GITHUB_TOKEN_VARS
 from parhelia.errors import ParheliaError
 from parhelia.gpus import GPU_TYPES
 from parhelia.paths import Paths
@@ -513,6 +514,12 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
             if bad:
                 raise _bad(path, key, f"{bad[0]!r} is not a host or host:port")
             return [h.lower() for h in raw]
+        if key == "sync.pass_env":
+            token = next((n for n in raw if n in GITHUB_TOKEN_VARS), None)
+            if token:
+                raise _bad(path, key, f"{token} is the daemon's GitHub token: it is used on "
+                           "the daemon's side only (clones, task pr) and never reaches a "
+                           "worker or its agent (docs/adr/0055)")
         return list(raw)
     if origin is dict:
         (_, vtyp) = get_args(typ)

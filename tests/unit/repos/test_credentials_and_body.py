@@ -107,6 +107,19 @@ def test_github_configuration_defaults_and_a_project_cannot_set_it(tmp_path: Pat
     assert "daemon-wide" in err.value.message
 
 
+@pytest.mark.parametrize("name", ["GITHUB_TOKEN", "GH_TOKEN"])
+def test_the_github_token_cannot_be_passed_to_workers(tmp_path: Path, name: str) -> None:
+    """``sync.pass_env`` would hand the variable's value to every worker and its agent."""
+    paths = _paths(tmp_path)
+    paths.config_file.write_text(f'[sync]\npass_env = ["MY_MCP_KEY", "{name}"]\n')
+    with pytest.raises(ParheliaError) as err:
+        load_config(paths)
+    assert err.value.code == "E101" and "sync.pass_env" in err.value.message
+    assert f"{name} is the daemon's GitHub token" in err.value.message
+    paths.config_file.write_text('[sync]\npass_env = ["MY_MCP_KEY"]\n')
+    assert load_config(paths).sync.pass_env == ["MY_MCP_KEY"]
+
+
 TASK = TaskRow(
     id="t-1", seq=1, prompt="Fix it", gpu="", cpu=1, memory_mb=1, timeout_seconds=1,
     max_turns=1, max_cost_micros=0, model="", permission_mode="acceptEdits",

@@ -152,10 +152,13 @@ class GitHub:
         done = self._call("POST", "", {"query": query, "variables": {"id": node_id}},
                           url=graphql_url(self._base))
         data = done.data if isinstance(done.data, dict) else {}
-        result = (data.get("data") or {}).get(mutation) or {}
-        state = (result.get("pullRequest") or {}).get("isDraft")
-        if data.get("errors") or not isinstance(state, bool):
-            said = "; ".join(str(e.get("message")) for e in data.get("errors") or []
+        state: Any = data
+        for key in ("data", mutation, "pullRequest", "isDraft"):
+            state = state.get(key) if isinstance(state, dict) else None
+        errors = data.get("errors")
+        if errors or not isinstance(state, bool):
+            said = "; ".join(str(e.get("message")) for e in
+                             (errors if isinstance(errors, list) else [])
                              if isinstance(e, dict))[:500] or "no answer"
             raise ParheliaError("E608", f"GitHub did not make pull request #{number} of "
                                 f"{self.slug} {'a draft' if draft else 'ready for review'}: "

@@ -1,5 +1,7 @@
 """``python -m modal_worker run SPEC_PATH``: run one worker incarnation.
 
+``python -m modal_worker clone REQUEST_PATH`` is a clone sandbox's job (``modal_worker.clone``).
+
 ``python -m modal_worker control SPEC_PATH MESSAGE_JSON`` appends a control message
 (stop, checkpoint now) for the worker of that spec; a backend that cannot write the
 worker's volume directly (Modal) runs it next to the worker. The worker polls its
@@ -49,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     control_cmd.add_argument("spec", type=Path)
     control_cmd.add_argument("message", help="a JSON object: {\"type\": \"stop\", ...}")
     sub.add_parser("tty", help="the PTY of an attach: attach | resize | hangup")
+    clone_cmd = sub.add_parser("clone", help="fetch a repository's commit (a clone sandbox)")
+    clone_cmd.add_argument("request", type=Path)
     args = parser.parse_args(args_in)
     if args.command == "control":
         return control(args.spec, args.message)
+    if args.command == "clone":
+        from modal_worker.clone import main as clone_main
+
+        return clone_main(args.request)
     configure_logging()
     return run(args.spec)
 

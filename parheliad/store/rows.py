@@ -65,6 +65,13 @@ class TaskRow:
     dispatch_after: int | None = None  # no dispatch attempt before (backoff)
     option_sources: str = "{}"  # JSON: option -> flag | default | user:<file> | project:<file>
     trust_project: bool = False  # the project's .parhelia and .claude/ configuration trusted
+    open_pr: bool = False  # `task create --pr`: open a pull request when it completes
+    pr_remote: str = ""  # the repository URL its branch was pushed to
+    pr_branch: str = ""  # the branch pushed (`task pr`)
+    pr_commit: str = ""  # the commit pushed last (the lease of the next push)
+    pr_base: str = ""  # the branch the pull request goes into
+    pr_number: int = 0  # the pull request's number on its forge (0: none)
+    pr_url: str = ""  # the pull request's page, or a compare page ("" when none)
 
 
 @dataclass(frozen=True)

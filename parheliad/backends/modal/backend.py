@@ -57,7 +57,7 @@ from parheliad.backends.modal.client import (
     sandbox_timeout,
     token_configured,
 )
-from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.clones import CloneSandboxes
 from parheliad.backends.modal.doctor import checks as doctor_checks
 from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
 from parheliad.backends.modal.image import worker_image
@@ -85,7 +85,7 @@ USAGE_WINDOW_DAYS = 7
 compute stays an estimate."""
 
 
-class ModalBackend(ChannelFollower, VolumeCopies, Terminals):
+class ModalBackend(ChannelFollower, CloneSandboxes, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL

@@ -21,9 +21,11 @@ import modal.container_process
 import modal.volume
 import pytest
 
+from parhelia.clonejob import CloneRequest
 from parhelia.errors import ParheliaError
 from parhelia.volume import LocalVolume
 from parheliad.backends.modal import setup as modal_setup
+from tests.helpers.gitrepo import init_repo
 from tests.helpers.modal_backend import OWNER, follow, make_backend, script, start, worker_spec
 from tests.helpers.paths import REPO
 
@@ -163,6 +165,14 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     await fresh.statuses([(sb_id, "c-sig-1")])
     await fresh.credentials()
     await fresh.compute_costs([("c-sig-1", 0.0)])
+    # A clone sandbox (ADR 0055) with the named secret, on a repository of this machine.
+    fake_modal.create_secret("github-token", {"GITHUB_TOKEN": "ghp_fake"})
+    repo = tmp_path / "repo"
+    init_repo(repo, {"a.txt": "a\n"})
+    assert await fresh.has_secret("github-token")
+    done = await fresh.clone_with_secret("sig", CloneRequest(url=f"file://{repo}", ref=None),
+                                         "github-token", local)
+    assert done.ok, done
     return log
 
 
@@ -178,7 +188,8 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
                      "Secret.hydrate.aio", "ContainerProcess.wait.aio", "Sandbox.tunnels.aio",
                      "AppSandboxesManager.stats.aio", "Volume.with_mount_options",
                      "Volume.copy_files.aio", "experimental.OutboundPolicy",
-                     "OutboundPolicy.with_header_replacement"):
+                     "OutboundPolicy.with_header_replacement", "Sandbox.wait.aio",
+                     "Volume.remove_file.aio"):
         assert expected in paths, expected
     problems = []
     for path, bound, nargs, keywords in sorted(recorded.calls):

@@ -113,8 +113,8 @@ def main() -> None:
             commit = subprocess.run(["git", f"--git-dir={mirror}", "commit-tree", tree, "-p",
                                      head, "-m", f"bench {next(counter)}"], capture_output=True,
                                     text=True, check=True, env=env).stdout.strip()
-            done = gitremote.push(str(mirror), remote, token, commit,
-                                  f"bench-{secrets.token_hex(4)}", None)
+            done = gitremote.push_branch(str(mirror), remote, token, commit,
+                                         f"bench-{secrets.token_hex(4)}", None)
             assert done.ok, done.reason
 
         pushed = median(push, args.runs)

@@ -255,8 +255,8 @@ class PullRequests:
                     "to another branch with --branch NAME, or delete that branch first.",
                     branch=branch)
             try:
-                done = gitremote.push(git_dir, remote, value, commits.final, branch, expect,
-                                      environ=self._environ)
+                done = gitremote.push_branch(git_dir, remote, value, commits.final, branch,
+                                             expect, environ=self._environ)
             except gitremote.RemoteError as exc:
                 raise _remote_error(remote, exc.failure, token, self._env_file,
                                     "push") from None

@@ -32,17 +32,17 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import structlog
 
 from parhelia import clonejob, gitremote
-from parhelia.backends import MODAL
 from parhelia.clonejob import CloneRequest, CloneResult
 from parhelia.errors import ParheliaError
 from parhelia.gitremote import RemoteUrl, Resolved
 from parhelia.paths import Paths
 from parhelia.volume import CLONES, LocalVolume, clone_key
+from parheliad.backends.base import SecretCloner
 from parheliad.config import Config
 from parheliad.core import forge, mirrors, workspace
 from parheliad.core.forge import credentials
@@ -62,19 +62,6 @@ CLONED_EVENT = "repository_cloned"
 CLONING_EVENT = "repository_cloning"
 VIA_DAEMON = "daemon"
 VIA_SANDBOX = "modal clone sandbox"
-
-
-@runtime_checkable
-class SecretCloner(Protocol):
-    """A backend that can fetch a repository in a sandbox of its own with a named secret
-    (Modal: :class:`parheliad.backends.modal.clones.CloneSandboxes`)."""
-
-    def available(self) -> tuple[bool, str]: ...
-
-    async def has_secret(self, name: str, key: str = ...) -> bool: ...
-
-    async def clone_with_secret(self, clone_id: str, request: CloneRequest, secret: str,
-                                local: Any) -> CloneResult: ...
 
 
 @dataclass(frozen=True)
@@ -150,11 +137,12 @@ class RepoSources:
         except ParheliaError as exc:
             token, problem = None, exc.message
         secret = cfg.modal.github_secret_name
-        modal = self._backends.get(MODAL)
+        cloner = next((b for b in self._backends.values()
+                       if b.available()[0] and isinstance(b, SecretCloner)), None)
         found = False
-        if isinstance(modal, SecretCloner) and modal.available()[0]:
+        if cloner is not None:
             with contextlib.suppress(ParheliaError, TimeoutError):  # a status, not a wait
-                found = await asyncio.wait_for(modal.has_secret(secret), SECRET_LOOKUP_S)
+                found = await asyncio.wait_for(cloner.has_secret(secret), SECRET_LOOKUP_S)
         return CredentialStatus(host, token, problem, secret, found, tuple(cfg.github.hosts))
 
     # -- the dispatcher's hook -----------------------------------------------------------
@@ -218,7 +206,7 @@ class RepoSources:
                                    if secret_cloner else "none"})
         if secret_cloner is not None:
             return await self._clone_in_sandbox(secret_cloner, remote, ref,
-                                                cfg.modal.github_secret_name)
+                                                cfg.modal.github_secret_name, task.backend)
         return await asyncio.to_thread(self._clone_here, remote, ref, token, github, environ,
                                        task.backend)
 
@@ -248,7 +236,7 @@ class RepoSources:
             raise self._remote_error(remote, exc.failure, said, github, backend) from None
 
     async def _clone_in_sandbox(self, cloner: SecretCloner, remote: RemoteUrl, ref: str | None,
-                                secret: str) -> Cloned:
+                                secret: str, backend: str) -> Cloned:
         clone_id = secrets.token_hex(8)
         try:
             result = await cloner.clone_with_secret(
@@ -258,7 +246,7 @@ class RepoSources:
                     raise ParheliaError("E101", f"repo_ref: {result.error} ({remote.raw})")
                 failed = gitremote.Failure(result.error_kind, result.error)
                 raise self._remote_error(remote, failed, f"the Modal secret {secret!r}", True,
-                                         MODAL)
+                                         backend)
             pack = self._volume.path_for(clone_key(clone_id, clonejob.PACK))
             assert pack is not None
             return await asyncio.to_thread(self._index_pack, remote, result, pack)
@@ -300,7 +288,9 @@ class RepoSources:
         if failed.kind != "auth":
             return ParheliaError("E502", f"the clone failed: {where}")
         if credential is None and github:
-            modal = self._config().modal.github_secret_name if backend == MODAL else None
+            # A backend that clones with a secret of its own (Modal) names that way too.
+            modal = self._config().modal.github_secret_name \
+                if isinstance(self._backends.get(backend), SecretCloner) else None
             return ParheliaError("E400", f"{remote.raw} needs a GitHub credential to be "
                                  "cloned and the daemon has none: "
                                  + credentials.ways(remote.hostname, self._env_file, modal))

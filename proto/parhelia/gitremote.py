@@ -353,7 +353,7 @@ def fetch_commit(git_dir: str, remote: RemoteUrl, token: str | None, resolved: R
 
 @dataclass(frozen=True)
 class Pushed:
-    """The outcome of :func:`push`: ``ok``, or ``rejected`` with the remote's reason."""
+    """The outcome of :func:`push_branch`: ``ok``, or ``rejected`` with the remote's reason."""
 
     ok: bool
     reason: str = ""
@@ -362,7 +362,7 @@ class Pushed:
 _REJECT = re.compile(r"^!\t[^\t]*\t(.*)$", re.MULTILINE)
 
 
-def push(git_dir: str, remote: RemoteUrl, token: str | None, commit: str, branch: str,
+def push_branch(git_dir: str, remote: RemoteUrl, token: str | None, commit: str, branch: str,
          expect: str | None, *, environ: Mapping[str, str] | None = None,
          home: str | None = None, extra: Sequence[str] = ()) -> Pushed:
     """Point ``refs/heads/<branch>`` of the remote at ``commit``, only if it is now at

@@ -115,12 +115,12 @@ def test_resolve_fetch_and_push_under_a_lease(git_server: GitServer, tmp_path: P
     assert gitremote.has_commit(mine, head)
     assert (tmp_path / "mine.git" / "shallow").read_text().strip() == head
     # The lease: absent -> pushed; moved by someone else -> refused, theirs kept.
-    assert gitremote.push(mine, remote, token, head, "b", None).ok
+    assert gitremote.push_branch(mine, remote, token, head, "b", None).ok
     theirs = git_server.commit_on("o", "r", "b", {"x": "theirs\n"})
-    refused_push = gitremote.push(mine, remote, token, head, "b", head)
+    refused_push = gitremote.push_branch(mine, remote, token, head, "b", head)
     assert not refused_push.ok and "stale info" in refused_push.reason
     assert git_server.ref("o", "r", "refs/heads/b") == theirs
-    assert gitremote.push(mine, remote, token, head, "b", theirs).ok
+    assert gitremote.push_branch(mine, remote, token, head, "b", theirs).ok
     assert git_server.ref("o", "r", "refs/heads/b") == head
     # Nothing of the token was written into the repository the push came from.
     for dirpath, _, names in os.walk(mine):
@@ -142,8 +142,8 @@ def test_a_push_to_a_file_remote_runs_none_of_its_hooks(tmp_path: Path) -> None:
                     "commit", "-q", "--allow-empty", "-m", "x"], check=True)
     sha = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True,
                          text=True, check=True).stdout.strip()
-    done = gitremote.push(str(work / ".git"), gitremote.parse(f"file://{target}"), None, sha,
-                          "x", None)
+    done = gitremote.push_branch(str(work / ".git"), gitremote.parse(f"file://{target}"),
+                                 None, sha, "x", None)
     assert done.ok and not ran.exists()
     subprocess.run(["git", "-C", str(work), "push", "-q", str(target), "HEAD:refs/heads/y"],
                    check=True)

@@ -108,6 +108,9 @@ def test_a_modal_task_clones_with_the_named_secret_in_a_sandbox_of_its_own(
     assert len(clones) == 1 and clones[0]["returncode"] == 0
     assert "parhelia-owner" not in clones[0]["tags"] and clones[0]["secrets"] == 1
     assert clones[0]["cmd"][:4] == ["python", "-m", "modal_worker", "clone"]
+    # Like a session's sandboxes (ADR 0031), it mounts an area of its own, nothing else.
+    clone_id = clones[0]["tags"]["parhelia-clone"]
+    assert clones[0]["volumes"]["/vol"]["sub_path"] == f"sessions/clone-{clone_id}"
     assert workers and all(w["cmd"][3] == "run" for w in workers)
 
     diff = harness.run("task", "diff", task_id, check=True).stdout
@@ -119,4 +122,5 @@ def test_a_modal_task_clones_with_the_named_secret_in_a_sandbox_of_its_own(
     assert files_holding(roots, needles) == []
     # The clone job's files are gone from both volumes once its pack was indexed.
     assert not list((fake_modal.root / "volumes").glob("*/clones/*/*"))
+    assert not list((fake_modal.root / "volumes").glob("*/sessions/clone-*"))
     assert not list((harness.home / "data" / "volume").glob("clones/*/*"))

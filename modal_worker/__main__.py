@@ -4,6 +4,8 @@
 setup (the Modal backend's setup sandbox, whose filesystem it snapshots), then waits to
 be terminated; ``setup-wait SPEC_PATH [SECONDS]`` returns once it is ready (0) or failed.
 
+``python -m modal_worker clone REQUEST_PATH`` is a clone sandbox's job (``modal_worker.clone``).
+
 ``python -m modal_worker control SPEC_PATH MESSAGE_JSON`` appends a control message
 (stop, checkpoint now) for the worker of that spec; a backend that cannot write the
 worker's volume directly (Modal) runs it next to the worker. The worker polls its
@@ -58,9 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     wait_cmd = sub.add_parser("setup-wait", help="wait until the setup of a spec is done")
     wait_cmd.add_argument("spec", type=Path)
     wait_cmd.add_argument("timeout", type=float, nargs="?", default=3600.0)
+    clone_cmd = sub.add_parser("clone", help="fetch a repository's commit (a clone sandbox)")
+    clone_cmd.add_argument("request", type=Path)
     args = parser.parse_args(args_in)
     if args.command == "control":
         return control(args.spec, args.message)
+    if args.command == "clone":
+        from modal_worker.clone import main as clone_main
+
+        return clone_main(args.request)
     if args.command == "setup-wait":
         return wait_for_setup(args.spec, args.timeout)
     configure_logging()

@@ -30,7 +30,6 @@ from typing import Any, TextIO
 from parhelia import container
 from parhelia.checkpoint.projects import TMP_SUBDIR
 from parhelia.credentials import CREDENTIAL_VARS
-from parhelia.environ import agent_environ
 from parhelia.errors import ParheliaError
 from parhelia.redact import redact
 from parhelia.spec import AgentSpec
@@ -125,7 +124,7 @@ def agent_version(command: list[str], env: Mapping[str, str]) -> str:
 
 def build_env(base: Mapping[str, str], *, extra: Mapping[str, str], config_dir: Path,
               workspace: Path, permission_mode: str, is_root: bool | None = None) -> dict[str, str]:
-    env = agent_environ(base)
+    env = dict(base)
     env.update(extra)
     env.update({
         "CLAUDE_CONFIG_DIR": str(config_dir),

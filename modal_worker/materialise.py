@@ -5,8 +5,8 @@
   after that checkpoint (its lineage says so, and its transcript holds a whole message),
   those files are kept and their conversation continued; or, when the workspace on disk
   is that checkpoint's tree prepared by the task's environment (a warm start), kept; or
-  cloned from the spec's
-  repository; or an empty directory.
+  an empty directory. (A ``--repo`` task's repository is cloned on the daemon's side and
+  arrives as its checkpoint zero: a worker never clones, ADR 0055.)
 - **The agent's config directory** (:func:`config_dir`): created private, with the synced
   config bundle materialised in it (:mod:`modal_worker.claude_config`).
 - **The conversation** (:func:`transcript`): kept for a resume (or the reason a resume
@@ -18,10 +18,8 @@ Nothing here talks to the channel: the runner says what was done.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +36,8 @@ from parhelia.checkpoint import (
     restore,
     session_conversation,
 )
-from parhelia.checkpoint.restore import replace_dir
-from parhelia.errors import ParheliaError
-from parhelia.redact import redact
 from parhelia.spec import WorkerSpec
 from parhelia.volume import LocalVolume
-
-CLONE_TIMEOUT = 900
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,6 @@ class Restored:
 
 def workspace(spec: WorkerSpec, volume: LocalVolume, *, workspace_dir: Path,
               config_dir: Path, lineage_file: Path, stat_cache: StatCache,
-              environ: Mapping[str, str],
               prepared: Callable[[Manifest], bool] = lambda manifest: False) -> Restored:
     """Materialise the workspace the spec says (see the module docstring). ``prepared``:
     whether the workspace on disk is a checkpoint's tree already prepared by the task's
@@ -100,11 +92,6 @@ def workspace(spec: WorkerSpec, volume: LocalVolume, *, workspace_dir: Path,
                 data["git"] = "repository at the base commit" if why is None else \
                     f"plain files (no repository: {why})"
             restored = Restored(data, manifest)
-    elif spec.repo_url:
-        lineage.clear(lineage_file)
-        clone(spec.repo_url, spec.repo_ref, workspace_dir, environ)
-        restored = Restored({"source": "repo", "repo_url": safe_url(spec.repo_url),
-                             "ref": spec.repo_ref})
     else:
         lineage.clear(lineage_file)
         kept = workspace_dir.is_dir() and not workspace_dir.is_symlink()
@@ -128,36 +115,6 @@ def left_behind_continues(session_uuid: str, checkpoint_id: str, *, workspace_di
     return (workspace_dir.is_dir() and not workspace_dir.is_symlink()
             and transcript_file.is_file() and not transcript_file.is_symlink()
             and resume_summary.read_stored(transcript_file).entries > 0)
-
-
-def clone(url: str, ref: str | None, workspace_dir: Path, environ: Mapping[str, str]) -> None:
-    """Clone ``url`` (at ``ref``) into ``workspace_dir``, replacing it whole once the
-    clone succeeded (E600 when git fails or times out)."""
-    workspace_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{workspace_dir.name}.clone-",
-                                    dir=workspace_dir.parent))
-    env = {**environ, "GIT_TERMINAL_PROMPT": "0"}
-    try:
-        steps = [["git", "clone", "--quiet", "--", url, str(staging)]]
-        if ref:
-            steps.append(["git", "-C", str(staging), "checkout", "--quiet", ref, "--"])
-        for argv in steps:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                  timeout=CLONE_TIMEOUT, check=False)
-            if proc.returncode != 0:
-                raise ParheliaError("E600", f"git {argv[1] if argv[1] != '-C' else argv[3]} "
-                                    f"failed: {proc.stderr.strip()[-300:]}")
-        replace_dir(staging, workspace_dir)
-    except subprocess.TimeoutExpired:
-        raise ParheliaError("E600", "git clone timed out") from None
-    finally:
-        if staging.exists():
-            subprocess.run(["rm", "-rf", "--", str(staging)], check=False)
-
-
-def safe_url(url: str) -> str:
-    """A repository URL without its credentials, for records and logs."""
-    return redact(url)
 
 
 def config_dir(volume: LocalVolume, directory: Path,

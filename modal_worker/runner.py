@@ -406,7 +406,7 @@ class Worker:
         """The workspace, as :func:`modal_worker.materialise.workspace` makes it."""
         restored = materialise.workspace(
             self.spec, self.volume, workspace_dir=self.workspace, config_dir=self.config_dir,
-            lineage_file=self.lineage, stat_cache=self.stat_cache, environ=self.environ,
+            lineage_file=self.lineage, stat_cache=self.stat_cache,
             prepared=self._prepared_for)
         manifest = restored.manifest
         self._kept_files = restored.kept

@@ -174,6 +174,13 @@ class SystemApi(_Service):
         return self._stream("WatchOperation", system_pb2.WatchOperationRequest(
             operation_id=operation_id))
 
+    def github_credential(self, host: str = "") -> system_pb2.GetGitHubCredentialResponse:
+        """Which GitHub token the daemon would use for ``host`` (github.com by default)."""
+        from parhelia.v1 import system_pb2
+
+        return self._read("GetGitHubCredential",
+                          system_pb2.GetGitHubCredentialRequest(host=host))
+
 
 class ConfigApi(_Service):
     name = "config"
@@ -214,9 +221,10 @@ class TasksApi(_Service):
     def create(self, prompt: str, options: common_pb2.TaskOptions, *,
                workspace_id: str = "", repo_url: str = "", repo_ref: str = "",
                no_dispatch: bool = False, workspace_path: str = "", base_commit: str = "",
-               trust_project_config: bool = False, notify: str = "",
+               trust_project_config: bool = False, notify: str = "", open_pr: bool = False,
                validate_only: bool = False) -> tasks_pb2.CreateTaskResponse:
-        """``notify``: "" (the daemon's [notify] config), "on" or "off". ``validate_only``:
+        """``notify``: "" (the daemon's [notify] config), "on" or "off"; ``open_pr``: a
+        pull request is opened when the task completes with changes. ``validate_only``:
         every check, nothing created (before an upload)."""
         from parhelia.v1 import common_pb2, tasks_pb2
 
@@ -225,7 +233,7 @@ class TasksApi(_Service):
         return self._call("CreateTask", tasks_pb2.CreateTaskRequest(
             prompt=prompt, options=options, source=source, no_dispatch=no_dispatch,
             workspace_path=workspace_path, base_commit=base_commit,
-            trust_project_config=trust_project_config, notify=notify,
+            trust_project_config=trust_project_config, notify=notify, open_pr=open_pr,
             validate_only=validate_only))
 
     def estimate(self, options: common_pb2.TaskOptions) -> tasks_pb2.EstimateTaskResponse:
@@ -312,6 +320,18 @@ class TasksApi(_Service):
         return self._call("PullTask", tasks_pb2.PullTaskRequest(
             task_id=task_id, branch=branch, patch_path=patch_path, repo_path=repo_path,
             force=force), on_progress=on_progress)
+
+    def pr(self, task_id: str, *, base: str = "", title: str = "", branch: str = "",
+           draft: bool | None = None, on_progress: Progress | None = None
+           ) -> tasks_pb2.OpenPullRequestResponse:
+        """Push the task's branch from the daemon's side and open (or update) its pull
+        request; ``draft`` None: the daemon's ``github.draft``."""
+        from parhelia.v1 import tasks_pb2
+
+        return self._call("OpenPullRequest", tasks_pb2.OpenPullRequestRequest(
+            task_id=task_id, base=base, title=title, branch=branch,
+            draft="" if draft is None else ("draft" if draft else "ready")),
+            timeout=LONG_TIMEOUT, on_progress=on_progress)
 
 
 class EventsApi(_Service):

@@ -34,7 +34,11 @@ Source of the workspace (what the agent works on):
                    and untracked-not-ignored files are uploaded as checkpoint zero
   --workspace DIR  upload DIR instead (git-aware when DIR is in a repository)
   --no-workspace   start in an empty directory
-  --repo URL       clone URL inside the worker instead (--ref BRANCH|TAG|SHA)
+  --repo URL       a repository you do not have locally (--branch B, or --ref
+                   BRANCH|TAG|SHA): the daemon clones it into checkpoint zero; private
+                   GitHub repositories with your GitHub token (parhelia auth set
+                   --github, GITHUB_TOKEN or GH_TOKEN, or gh auth login); the agent
+                   never holds a git credential
 The upload is incremental: unchanged files are not sent twice.
 
 Resources and limits:
@@ -56,10 +60,15 @@ Following a task:
 Two live tasks of the same repository that changed the same paths are marked (task
 list: running!, task show: Overlap, top), with the paths; each records overlap_detected.
 
-Results come back as a branch or a patch, never written into your working tree:
+Results come back as a branch, a patch or a pull request, never written into your
+working tree:
   parhelia task diff ID [--stat]
   parhelia task pull ID                 # creates branch parhelia/<id> from the base commit
   parhelia task pull ID --patch fix.patch
+  parhelia task pr ID [--base B] [--draft|--ready] [--title T]
+                                        # pushes that branch from the daemon's side and
+                                        # opens its pull request (again: updates both)
+  task create ... --pr                  # opens it when the task completes with changes
 
 States: pending -> running -> completed | failed | cancelled; running -> recovering ->
 running (a lost worker is resumed from its latest checkpoint); running -> paused (budget
@@ -364,6 +373,7 @@ Tools (read-only ones are marked for the client; (!) marks the destructive ones)
   parhelia_task_diff            what a task changed (a bounded patch)       read-only
   parhelia_task_logs            the agent's raw output, a bounded tail      read-only
   parhelia_task_pull            its changes as a branch or a patch file (never the tree)
+  parhelia_task_pr              push its branch and open (or update) its pull request
   parhelia_task_cancel          (!) stop a task (checkpoint, then kill after the grace)
   parhelia_task_retry           run a finished task again from checkpoint zero
   parhelia_containers           worker containers, newest first             read-only

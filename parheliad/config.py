@@ -28,6 +28,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from parhelia import ownership, sandbox
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
+from parhelia.credentials import GITHUB_TOKEN_VARS
 from parhelia.environment import DEFAULT_NETWORK, NETWORK_LEVELS
 from parhelia.errors import ParheliaError
 from parhelia.gpus import GPU_TYPES
@@ -80,6 +81,10 @@ class ModalConfig:
     secret_name: str = field(default="anthropic-api-key", metadata=_meta(
         "Modal secret holding ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) for workers; "
         "without it the daemon's own credential is sent as an ephemeral secret.", restart=True))
+    github_secret_name: str = field(default="github-token", metadata=_meta(
+        "Modal secret holding GITHUB_TOKEN: when the daemon has no GitHub token of its own, "
+        "a Modal task's private repository is cloned in a short-lived sandbox of its own "
+        "with this secret (never in the agent's sandbox)."))
     call_timeout_seconds: float = field(default=60.0, metadata=_meta(
         "Limit for one Modal API call; past it Modal counts as unreachable (nothing is "
         "stopped).", minimum=1, maximum=600, restart=True))
@@ -302,6 +307,19 @@ def pricier_model(rates: RatesConfig, theirs: str, mine: str) -> bool:
 
 
 @dataclass(frozen=True)
+class GitHubConfig:
+    hosts: list[str] = field(default_factory=lambda: ["github.com"], metadata=_meta(
+        "Hosts (host or host:port) whose repositories are on GitHub: their clones and "
+        "pushes get the GitHub token, and `task pr` opens pull requests through GitHub's "
+        "REST API. Add a GitHub Enterprise Server host here."))
+    api_url: str = field(default="", metadata=_meta(
+        "REST API base of the hosts other than github.com (\"\" = https://HOST/api/v3); "
+        "github.com always uses https://api.github.com."))
+    draft: bool = field(default=False, metadata=_meta(
+        "Open pull requests as drafts unless `task pr --ready` says otherwise."))
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     log_level: str = field(default="info", metadata=_meta(
         "Log level of parheliad.", choices=("debug", "info", "warning", "error"), restart=True))
@@ -322,6 +340,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     rates: RatesConfig = field(default_factory=RatesConfig)
+    github: GitHubConfig = field(default_factory=GitHubConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     files: tuple[str, ...] = ()
@@ -572,6 +591,9 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
         choices = meta.get("choices")
         if choices and raw not in choices:
             raise _bad(path, key, f"must be one of {', '.join(choices)}, not {raw!r}")
+        if key == "github.api_url" and raw and not _API_URL.match(raw):
+            raise _bad(path, key, "must be an https:// URL (http:// only to 127.0.0.1 or "
+                       "localhost), without credentials")
         return raw
     if origin is list:
         if key == "agent.command" and isinstance(raw, str):
@@ -585,6 +607,17 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
             if bad:
                 raise _bad(path, key, f"{bad[0]!r} is not an absolute path (~ allowed)")
             return [str(Path(x).expanduser()) for x in raw]
+        if key == "github.hosts":
+            bad = [h for h in raw if not _HOST.match(h)]
+            if bad:
+                raise _bad(path, key, f"{bad[0]!r} is not a host or host:port")
+            return [h.lower() for h in raw]
+        if key == "sync.pass_env":
+            token = next((n for n in raw if n in GITHUB_TOKEN_VARS), None)
+            if token:
+                raise _bad(path, key, f"{token} is the daemon's GitHub token: it is used on "
+                           "the daemon's side only (clones, task pr) and never reaches a "
+                           "worker or its agent (docs/adr/0055)")
         return list(raw)
     if origin is dict:
         (_, vtyp) = get_args(typ)
@@ -602,6 +635,10 @@ def _coerce(path: Path, key: str, raw: Any, typ: Any, meta: Mapping[str, Any]) -
         return out
     raise _bad(path, key, f"unsupported type {typ!r}")  # pragma: no cover - schema bug
 
+
+_API_URL = re.compile(r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|"
+                      r"http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?)(/[^\s?#@]*)?$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 DEFAULT_GPU_RATES_DEC = {k: Decimal(v) for k, v in DEFAULT_GPU_RATES.items()}
 _DICT_DEFAULTS: dict[str, dict[str, Decimal]] = {

@@ -33,6 +33,7 @@ from parheliad.store import Store
 
 if TYPE_CHECKING:
     from parheliad.core.overlap import Overlap
+    from parheliad.core.pullrequest import PullRequests
     from parheliad.core.runtime import Runtime
 
 VERSION = __version__
@@ -81,6 +82,8 @@ class DaemonContext:
     runtime: Runtime | None = None
     """Makes tasks run (dispatcher, listener, backends); None only where a test builds a
     context without one."""
+    pull_requests: PullRequests | None = None
+    """Pushes tasks' branches and opens their pull requests (`task pr`, `--pr`)."""
 
     def require_runtime(self) -> Runtime:
         """The runtime, for RPCs that need it; E500 while it is not running."""
@@ -113,6 +116,11 @@ class DaemonContext:
         log.info("config.reloaded", applied=[c.key for c in applied],
                  needs_restart=[c.key for c in later])
         return ReloadReport(applied, later)
+
+    def require_pull_requests(self) -> PullRequests:
+        if self.pull_requests is None:
+            raise ParheliaError("E500", "pull requests are not available in this daemon")
+        return self.pull_requests
 
     def config_for(self, project_dir: Path | None) -> Config:
         """The effective config for a request: the daemon's, plus a project file if any."""

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from parhelia import envfile
 from parhelia.paths import Paths
 from parhelia.volume import LocalVolume
 from parheliad.api.server import ApiServer
@@ -35,8 +36,10 @@ from parheliad.core.health import HealthMonitor
 from parheliad.core.listener import Listener
 from parheliad.core.notify import Notifier
 from parheliad.core.overlap import OverlapMonitor
+from parheliad.core.pullrequest import PullRequests
 from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
+from parheliad.core.repo_source import RepoSources
 from parheliad.core.runtime import Runtime
 from parheliad.core.sessions import SessionOps
 from parheliad.core.settle import Settler
@@ -87,12 +90,15 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
     budget = Budget(store, config, stop=stopper.stop_later, kick=kick)
 
     images = ImageBuilds(store, config, paths.state_dir, kick=kick)
+    repos = RepoSources(store, volume, paths, config, built, env, envfile.env_file(paths),
+                        kick=kick)
     dispatcher = Dispatcher(
         store, registry, config, volume, owner_tag, budget_gate=budget.gate, images=images,
         config_bundle=(lambda env: config_sync.for_dispatch(volume, env))
         if sync_claude_config else None,
         on_unwanted=lambda c: stopper.stop_later(c, "cancel"),
-        ssh_key=lambda sid: sshkeys.session_key(paths.state_dir, sid).public)
+        ssh_key=lambda sid: sshkeys.session_key(paths.state_dir, sid).public,
+        prepare_source=repos.prepare)
     recovery = Recovery(store, dispatcher, config, built)
     settler = Settler(store, volume, on_lost=recovery.on_lost, on_settled=dispatcher.kick)
     listener = Listener(store, built, volume, budget, settler, launching=dispatcher.launching)
@@ -107,7 +113,8 @@ def build_runtime(store: Store, paths: Paths, config: Callable[[], Config], owne
                    registry=registry, stopper=stopper, budget=budget, dispatcher=dispatcher,
                    recovery=recovery, listener=listener, config_sync=config_sync,
                    health=health, reconciler=reconciler, checkpoints=checkpoints,
-                   sessions=sessions, scheduler=AsyncIOScheduler(timezone="UTC"), images=images)
+                   sessions=sessions, repos=repos, scheduler=AsyncIOScheduler(timezone="UTC"),
+                   images=images)
 
 
 @dataclass(frozen=True)
@@ -133,10 +140,12 @@ def compose(paths: Paths, config: Config, store: Store, bus: EventBus, *, instan
         return runtime.registry.states()
 
     overlap = OverlapMonitor(store, bus, runtime.changes)
+    pull_requests = PullRequests(store, bus, runtime.volume, live.get, runtime.environ,
+                                 envfile.env_file(paths), paths.data_dir, runtime.changes)
     ctx = DaemonContext(
         paths=paths, live=live, store=store, bus=bus, tasks=tasks,
         instance_id=instance_id, started_at_us=started_at_us, socket=socket,
         request_shutdown=request_shutdown, backend_status=backend_status,
-        overlaps=overlap.overlaps, runtime=runtime)
+        overlaps=overlap.overlaps, runtime=runtime, pull_requests=pull_requests)
     return DaemonParts(ctx, [runtime, Notifier(store, bus, live.get), overlap,
-                             ApiServer(ctx, socket, API_GRACE_S)])
+                             pull_requests, ApiServer(ctx, socket, API_GRACE_S)])

@@ -38,6 +38,8 @@ from tests.fake_anthropic.pytest_plugin import (  # noqa: F401 - fixtures
 from tests.fake_modal.fixture import fake_modal  # noqa: F401 - fixture
 from tests.helpers import environment
 from tests.helpers.daemon import CLI_TIMEOUT_S, RunningDaemon, reap, start_daemon
+from tests.helpers.fake_github import FakeGitHub
+from tests.helpers.git_server import GitServer
 from tests.helpers.harness import harness, harness_factory  # noqa: F401 - fixtures
 from tests.modal_standin.fixture import (  # noqa: F401 - fixtures
     modal_standin,
@@ -127,6 +129,30 @@ def fake(home: Path) -> Iterator[object]:
     daemon = FakeDaemon(paths.resolve().socket).start()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[GitServer]:
+    """A loopback git server (``git http-backend`` on 127.0.0.1) whose repositories answer
+    only with its token (``git_server.token``, shaped like a GitHub token)."""
+    import secrets
+
+    server = GitServer(tmp_path / "git-server", "ghp_" + secrets.token_hex(18)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_github(git_server: GitServer) -> Iterator[FakeGitHub]:
+    """A loopback fake of GitHub's pull request endpoints over ``git_server``'s
+    repositories, taking the same token."""
+    fake = FakeGitHub(git_server, git_server.token).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -67,13 +67,17 @@ FROM_SESSION_PROMPT = "Continue where we left off."
               type=click.Path(dir_okay=False, path_type=Path),
               help="Upload this file although it looks like a credential (.env, *.pem, "
                    "id_rsa...); repeatable. Such files are left out by default.")
-@click.option("--repo", metavar="URL", help="Clone this repository inside the worker instead.")
+@click.option("--repo", metavar="URL",
+              help="Work on this repository instead of a local one: the daemon clones it "
+                   "(private GitHub repositories with your GitHub token, see `parhelia auth "
+                   "set --github`); the agent never sees a git credential.")
 @click.option("--from-session", "from_session", metavar="UUID",
               help="Continue this local Claude Code conversation remotely: its transcript "
                    "(from CLAUDE_CONFIG_DIR or ~/.claude) goes with the workspace and the "
                    "task resumes it; PROMPT is its next message (default: "
                    f"{FROM_SESSION_PROMPT!r}).")
-@click.option("--ref", metavar="REF", help="Branch, tag or commit of --repo.")
+@click.option("--ref", "--branch", "ref", metavar="REF",
+              help="Branch, tag or commit of --repo (--branch B is the same).")
 @click.option("--sync", is_flag=True, help="Wait for the result, showing live progress.")
 @click.option("--no-dispatch", is_flag=True, help="Create it pending; `task dispatch` starts it.")
 @click.option("--estimate-only", is_flag=True,
@@ -84,6 +88,9 @@ FROM_SESSION_PROMPT = "Continue where we left off."
 @click.option("--interactive", is_flag=True,
               help="Run the interactive Claude Code TUI (in tmux) with PROMPT as its first "
                    "message; `parhelia session attach` puts you in it.")
+@click.option("--pr", "open_pr", is_flag=True,
+              help="Open a pull request when the task completes with changes (as `parhelia "
+                   "task pr` does).")
 @click.option("--trust-project-config", is_flag=True,
               help="Let the project's .parhelia/config.toml widen your own settings "
                    "(permission mode, turns, timeout, size, backend) for this task.")
@@ -94,7 +101,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
            workspace: Path | None, no_workspace: bool, include_secret: tuple[Path, ...],
            repo: str | None, from_session: str | None, ref: str | None, sync: bool,
            no_dispatch: bool, estimate_only: bool, notify: bool | None, interactive: bool,
-           trust_project_config: bool) -> None:
+           open_pr: bool, trust_project_config: bool) -> None:
     """Create a task running PROMPT (use - to read the prompt from stdin)."""
     if from_session and (repo or no_workspace):
         raise invalid("--from-session sends the conversation with the workspace of this "
@@ -102,15 +109,18 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
     prompt = _read_prompt(FROM_SESSION_PROMPT if prompt is None and from_session
                           else prompt or "")
     if repo and (workspace or no_workspace):
-        raise invalid("--repo clones inside the worker; it cannot be combined with "
-                      "--workspace or --no-workspace")
+        raise invalid("--repo is the task's workspace (the daemon clones it); it cannot be "
+                      "combined with --workspace or --no-workspace")
     if workspace and no_workspace:
         raise invalid("--workspace and --no-workspace contradict each other")
     if ref and not repo:
-        raise invalid(f"--ref {ref!r} needs --repo URL")
+        raise invalid(f"--ref/--branch {ref!r} needs --repo URL")
     if include_secret and (repo or no_workspace):
         raise invalid("--include-secret-file adds a file to the uploaded workspace; there is "
                       "none with --repo or --no-workspace")
+    if open_pr and no_workspace:
+        raise invalid("--pr needs a repository: an empty workspace (--no-workspace) has no "
+                      "remote to open a pull request on")
     if sync and no_dispatch:
         raise invalid("--sync waits for a result that --no-dispatch never starts")
     options = task_options(gpu=gpu, cpu=cpu, memory_mb=memory, timeout_seconds=timeout,
@@ -139,7 +149,7 @@ def create(prompt: str | None, gpu: str | None, cpu: float | None, memory: int |
                           include_secret=included,
                           trust_project_config=trust_project_config,
                           notify="" if notify is None else ("on" if notify else "off"),
-                          conversation=from_session or "")
+                          conversation=from_session or "", open_pr=open_pr)
     if not sync:
         if obj.json:
             render.emit_resource(task_dict(created))
@@ -290,6 +300,7 @@ def show(task_id: str) -> None:
         ("Environment", _environment(t)),
         ("Set by", _set_by(t.get("option_sources") or {})),
         ("Source", source), ("Base commit", t["base_commit"]),
+        ("Pull request", pull_request_text(t)),
         ("Created", render.when(t["created_at"])), ("Started", render.when(t["started_at"])),
         ("Finished", render.when(t["finished_at"])),
         ("Session", t["session_id"]), ("Container", t["container_id"]),
@@ -342,6 +353,17 @@ def _environment(t: dict[str, Any]) -> str | None:
         setup += f" in {int(env['setup_ms']) / 1000:.1f}s"
     return (f"{env['hash']} from {where}: {render.safe(env['base'])}; network "
             f"{env['network']}; setup {setup}")
+
+
+def pull_request_text(t: dict[str, Any]) -> str | None:
+    """The task's pull request (or pushed branch) in one line; None when it has none."""
+    pr = t.get("pull_request") or {}
+    if not pr.get("branch"):
+        return "opened when it completes (--pr)" if t.get("open_pr") else None
+    if pr.get("number"):
+        return f"#{pr['number']} {pr.get('url') or ''} ({pr['branch']} -> {pr.get('base')})"
+    compare = f"; compare: {pr['url']}" if pr.get("url") else ""
+    return f"branch {pr['branch']} pushed to {render.safe(pr.get('remote'))}{compare}"
 
 
 def _set_by(sources: dict[str, str]) -> str | None:
@@ -582,3 +604,54 @@ def pull(task_id: str, branch: str | None, patch_file: Path | None,
     else:
         render.line(f"Merge it with: git merge {resp['branch']}   (review first: git log -p "
                     f"{base or 'HEAD'}..{resp['branch']})")
+
+
+@task.command("pr")
+@click.argument("task_id", metavar="ID", shell_complete=complete.TASK)
+@click.option("--base", metavar="BRANCH",
+              help="Branch the pull request goes into (default: the one recorded, else the "
+                   "branch you uploaded from when the remote has it, else its default branch).")
+@click.option("--draft/--ready", default=None,
+              help="Open it as a draft, or ready for review (default: github.draft).")
+@click.option("--title", help="Its title (default: the first line of the task's prompt).")
+@click.option("--branch", metavar="NAME",
+              help="Branch to push (default: the one recorded, else parhelia/<task id>).")
+@json_option
+def pr(task_id: str, base: str | None, draft: bool | None, title: str | None,
+       branch: str | None) -> None:
+    """Push the task's branch and open a pull request (a second run updates both).
+
+    The branch holds the same commits as `task pull`'s. It is pushed from the daemon's
+    side with your GitHub token (`parhelia auth status` says which one): from your own
+    clone when the task came from one, else from the daemon's mirror of the repository.
+    On a remote that is not on GitHub the branch is pushed and a compare page printed when
+    one is known.
+    """
+    from parhelia_cli import progress
+
+    obj = settings()
+    with progress.reporting(obj.json) as on_progress:
+        resp = obj.api().tasks.pr(task_id, base=base or "", title=title or "",
+                                  branch=branch or "", draft=draft, on_progress=on_progress)
+    data = to_dict(resp)
+    data["task"] = task_dict(resp.task)
+    if obj.json:
+        render.emit_json(data)
+        return
+    p = data["pull_request"] or {}
+    for skipped in data.get("skipped") or []:
+        render.warn(f"Skipped {render.safe(skipped)}")
+    pushed = (f"Pushed {p['branch']} at {(p.get('commit') or '')[:12]} to "
+              f"{render.safe(p.get('remote'))}" if data["pushed"] else
+              f"{p['branch']} on {render.safe(p.get('remote'))} is already at "
+              f"{(p.get('commit') or '')[:12]}")
+    render.line(f"{pushed} ({len(data['files'])} file(s) changed).")
+    if p.get("number"):
+        verb = "Opened" if data["created"] else "Updated"
+        kind = "draft pull request" if data.get("draft") else "pull request"
+        render.line(f"{verb} {kind} #{p['number']} into {p.get('base')}: {p.get('url')}")
+    elif p.get("url"):
+        render.line(f"Compare and open a merge request: {p['url']}")
+    else:
+        render.line("This remote has no forge Parhelia opens pull requests on; open one "
+                    f"from {p['branch']} into {p.get('base')} there.")

@@ -104,9 +104,11 @@ def row_cells(t: dict[str, Any], container: dict[str, Any] | None) -> list[str]:
     if o.get("gpu"):
         where = f"{where}:{o['gpu']}"
     tokens = human_count(u.get("input_tokens", 0) + u.get("output_tokens", 0))
+    pr = t.get("pull_request") or {}
+    last = f"PR #{pr['number']}" if pr.get("number") and status.rstrip("!") in FINAL \
+        else render.safe(t["last_tool"]) or "-"
     return [t["id"], status, health, str(u.get("turns", 0)), tokens,
-            usd_short(u.get("total_cost_micros", 0)), where,
-            render.safe(t["last_tool"]) or "-"]
+            usd_short(u.get("total_cost_micros", 0)), where, last]
 
 
 def line_of(cells: list[str], width: int) -> str:
@@ -148,6 +150,10 @@ def detail_of(t: dict[str, Any] | None) -> str:
                 f"path(s): {first}" + (f" (+{more} more tasks)" if more else ""))
     if t["status_reason"] and t["status"] not in ("running", "completed"):
         return f"{t['id']}: {render.safe(t['status_reason'])}"
+    pr = t.get("pull_request") or {}
+    if pr.get("url"):
+        what = f"pull request #{pr['number']}" if pr.get("number") else "compare"
+        return f"{t['id']}: {what} {render.safe(pr['url'])}"
     prompt = (t["prompt"] or "").strip().splitlines()
     return f"{t['id']}: {render.safe(prompt[0]) if prompt else ''}"
 

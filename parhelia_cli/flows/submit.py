@@ -51,11 +51,11 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
                 quiet: bool = False, include_secret: Sequence[str] = (),
                 notices: list[str] | None = None,
                 trust_project_config: bool = False, notify: str = "",
-                conversation: str = "") -> common_pb2.Task:
+                conversation: str = "", open_pr: bool = False) -> common_pb2.Task:
     """Upload ``directory`` (when given) as checkpoint zero, then ``CreateTask``; the
     created ``Task``. The one "upload then create" of `task create` and the MCP bridge:
-    nothing is uploaded unless a directory is given, and ``repo`` (cloned inside the
-    worker) takes precedence over it. Upload notices (credential-looking files left
+    nothing is uploaded unless a directory is given, and ``repo`` (cloned by the daemon)
+    takes precedence over it. Upload notices (credential-looking files left
     out or sent) are printed, or appended to ``notices`` when it is given.
     ``conversation``: the id of a local Claude Code conversation sent with the upload."""
     workspace_id = workspace_path = base_commit = ""
@@ -78,7 +78,8 @@ def submit_task(api: Api, prompt: str, options: common_pb2.TaskOptions, *,
         prompt, options, workspace_id=workspace_id, repo_url=repo or "",
         repo_ref=(ref or "") if repo else "", no_dispatch=no_dispatch,
         workspace_path=workspace_path, base_commit=base_commit,
-        trust_project_config=trust_project_config, notify=notify)
+        trust_project_config=trust_project_config, notify=notify,
+        open_pr=open_pr)
     for notice in created.notices:  # the environment's warnings, refused commands
         if notices is not None:
             notices.append(notice)

@@ -97,6 +97,11 @@ def task_to_proto(row: TaskRow) -> common_pb2.Task:
             cache_read_input_tokens=row.cache_read_input_tokens, turns=row.turns,
             api_cost_micros=row.api_cost_micros, compute_cost_micros=row.compute_cost_micros),
     )
+    msg.open_pr = row.open_pr
+    if row.pr_branch:
+        msg.pull_request.CopyFrom(common_pb2.PullRequest(
+            url=row.pr_url, number=row.pr_number, branch=row.pr_branch, commit=row.pr_commit,
+            base=row.pr_base, remote=row.pr_remote))
     if row.result_subtype or row.result_exit_code is not None or row.result_error_code:
         msg.result.CopyFrom(common_pb2.TaskResult(
             subtype=row.result_subtype, is_error=row.result_is_error, text=row.result_text,

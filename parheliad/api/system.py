@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 
@@ -62,6 +63,20 @@ class SystemServicer(system_pb2_grpc.SystemServiceServicer):
             yield system_pb2.OperationProgress(phase=state.phase, done=state.done,
                                                total=state.total, unit=state.unit,
                                                finished=state.finished)
+
+    async def GetGitHubCredential(self, request: system_pb2.GetGitHubCredentialRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> system_pb2.GetGitHubCredentialResponse:
+        host = (request.host or "github.com").strip().lower()
+        if not re.fullmatch(r"[a-z0-9.-]{1,253}(:[0-9]{1,5})?", host):
+            raise invalid(f"host: {request.host!r} is not a host name", field="host")
+        found = await self._ctx.require_runtime().repos.credential(host.split(":")[0])
+        return system_pb2.GetGitHubCredentialResponse(
+            host=host, name=found.token.name if found.token else "",
+            source=found.token.source if found.token else "",
+            env_file=str(envfile.env_file(self._ctx.paths)), problem=found.problem,
+            modal_secret=found.modal_secret, modal_secret_found=found.modal_secret_found,
+            hosts=list(found.hosts))
 
     async def GetStatus(self, request: system_pb2.GetStatusRequest,
                         context: grpc.aio.ServicerContext) -> system_pb2.GetStatusResponse:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from parhelia import gitsafe
 from parhelia.checkpoint.diff import Change
 from parhelia.errors import ParheliaError, invalid, missing
 from parhelia.progress import BYTES, FILES
@@ -28,6 +29,7 @@ from parheliad.core import patches, results, takehome, workspace
 from parheliad.core.events import SLOW
 from parheliad.core.overlap import MAX_PATHS
 from parheliad.core.pricing import round_micros, token_cost
+from parheliad.core.pullrequest import Request
 from parheliad.core.runtime import Runtime
 from parheliad.core.states import TASK_FINAL, TaskStatus
 from parheliad.core.tasks import RetryOverrides
@@ -88,6 +90,8 @@ def file_change(c: Change, lines: Mapping[str, patches.Lines] | None = None
 
 
 DIFF_AGAINST = ("upload", "base")
+DRAFT_WORDS: dict[str, bool | None] = {"": None, "draft": True, "ready": False}
+MAX_TITLE_CHARS = 256
 
 
 class TaskRunsMixin:
@@ -271,3 +275,31 @@ class TaskRunsMixin:
             files=[file_change(c) for c in changes.tree.changes],
             base_commit=pulled.base_commit, repo_path=str(pulled.repo),
             upload_commit=pulled.upload_commit, skipped=pulled.skipped)
+
+    async def OpenPullRequest(self, request: tasks_pb2.OpenPullRequestRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> tasks_pb2.OpenPullRequestResponse:
+        if request.draft not in DRAFT_WORDS:
+            raise invalid(f"draft: must be draft, ready or empty, not {request.draft!r}",
+                          field="draft")
+        if len(request.title) > MAX_TITLE_CHARS or any(c in request.title for c in "\0\n\r"):
+            raise invalid(f"title: one line of at most {MAX_TITLE_CHARS} characters",
+                          field="title")
+        wanted = Request(base=request.base, title=request.title, branch=request.branch,
+                         draft=DRAFT_WORDS[request.draft])
+        for name in ("base", "branch"):
+            value = getattr(request, name)
+            problem = gitsafe.ref_problem(value) if value else None
+            if problem:
+                raise invalid(f"{name}: {value!r} is not a branch name: it {problem}",
+                              field=name)
+        prs = self._ctx.require_pull_requests()
+        with tracked(self._ctx, context) as tracker:
+            tracker.phase("committing the task's files", FILES)
+            row, changes, done = await prs.publish(task_ref(request.task_id), wanted,
+                                                   tracker.report)
+        task = task_view(row, self._ctx)
+        return tasks_pb2.OpenPullRequestResponse(
+            task=task, pull_request=task.pull_request, pushed=done.pushed,
+            created=done.created, forge=done.forge, draft=done.draft,
+            files=[file_change(c) for c in changes.tree.changes], skipped=done.skipped)

@@ -42,7 +42,7 @@ class TaskServicer(TaskRunsMixin, EstimateMixin, tasks_pb2_grpc.TaskServiceServi
             request.prompt, options_from_proto(request.options),
             source_from_proto(request.source), workspace_path=request.workspace_path,
             base_commit=request.base_commit, dispatch=not request.no_dispatch,
-            trust_project_config=request.trust_project_config)
+            trust_project_config=request.trust_project_config, open_pr=request.open_pr)
         if request.notify:
             await self._ctx.store.kv.set(override_key(row.id), request.notify == "on")
         return tasks_pb2.CreateTaskResponse(task=task_to_proto(row),

@@ -11,7 +11,9 @@ Everything a worker tells the daemon travels through the backend's channel
 opens the terminal), :class:`SshTunnel` (``session attach --ssh``), :class:`OwnCredential`
 (a credential of the backend's own, E400 without it), :class:`ComputeBilling` (the
 backend's own compute figures), :class:`SelfCheck` (``parhelia doctor``'s checks) and
-:class:`LaunchWait` (a launch that waits for capacity, shown while it waits).
+:class:`LaunchWait` (a launch that waits for capacity, shown while it waits) and
+:class:`SecretCloner` (a private repository fetched in a sandbox of its own with a named
+secret of the backend's, ADR 0055).
 What the core may rely on before a backend is built (its limits, what its compute costs)
 is the class's :class:`Terms`, read through :func:`parheliad.backends.registry.terms`.
 No core module names a backend.
@@ -26,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from parhelia.clonejob import CloneRequest, CloneResult
 from parhelia.errors import ParheliaError
 from parhelia.sandbox import SandboxSpec
 from parhelia.volume import Volume
@@ -402,4 +405,20 @@ class LaunchWait(Protocol):
 
     def launch_wait(self, container_id: str) -> str | None:
         """What a launch in flight waits for, once it has waited a while, else None."""
+        ...
+
+
+@runtime_checkable
+class SecretCloner(Protocol):
+    """The backend can fetch a repository in a sandbox of its own with a named secret of
+    its own, whose value never reaches the daemon (Modal: the secret ``github-token``;
+    :mod:`parheliad.core.repo_source`, ADR 0055)."""
+
+    async def has_secret(self, name: str, key: str = ...) -> bool:
+        """Whether the named secret exists and holds ``key`` (never its value)."""
+        ...
+
+    async def clone_with_secret(self, clone_id: str, request: CloneRequest, secret: str,
+                                local: Volume) -> CloneResult:
+        """Run the clone; its result, with the commit's pack copied into ``local``."""
         ...

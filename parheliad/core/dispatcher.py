@@ -82,6 +82,19 @@ class SessionBusy(ParheliaError):
                                  "session to end", container_id=container_id)
 
 
+class Preparing(ParheliaError):
+    """The task's source is being made ready (a ``--repo`` clone becoming checkpoint
+    zero, :mod:`parheliad.core.repo_source`): it waits, saying so."""
+
+    def __init__(self, wait: waiting.Wait) -> None:
+        super().__init__("E500", wait.reason)
+        self.wait = wait
+
+
+PrepareSource = Callable[[TaskRow], waiting.Wait]
+"""Starts making a ``--repo`` task's checkpoint zero (once) and says why it waits."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     task_id: str
@@ -134,7 +147,8 @@ class Dispatcher:
                  config_bundle: ConfigBundle | None = None,
                  on_unwanted: Callable[[ContainerRow], None] = lambda c: None,
                  ssh_key: Callable[[str], str] | None = None,
-                 images: ImageBuilds | None = None) -> None:
+                 images: ImageBuilds | None = None,
+                 prepare_source: PrepareSource | None = None) -> None:
         self._store = store
         self._registry = backends
         self._backends = backends.built
@@ -151,6 +165,8 @@ class Dispatcher:
         self._ssh_key = ssh_key
         """A session's public key (made on first use) for `session attach --ssh`, given
         to workers of backends that offer it; None: no SSH keys."""
+        self._prepare_source = prepare_source
+        """Clones a ``--repo`` task before its first dispatch; None: such a task fails."""
         self._on_unwanted = on_unwanted
         self._images = images
         """Environment images for backends that build them (None: built at launch)."""
@@ -320,6 +336,9 @@ class Dispatcher:
                 continue
             try:
                 claim = await self._claim(task, cfg)
+            except Preparing as exc:
+                waits[task.id] = exc.wait
+                continue
             except SessionBusy as exc:
                 waits[task.id] = waiting.Wait(exc.message)
                 continue
@@ -402,6 +421,10 @@ class Dispatcher:
                 return False
             try:
                 claim = await self._claim(task, cfg)
+            except Preparing as exc:
+                wait = exc.wait
+                await self._store.write(lambda tx: waiting.set_waiting(tx, task_id, wait))
+                return None
             except (SessionBusy, NoSlot, ImageNotReady):
                 return None
             except ParheliaError as exc:
@@ -450,6 +473,12 @@ class Dispatcher:
             await self._fail(task, "E400", f"no credentials for the agent on {backend.name}: "
                              f"{creds.detail}; then `parhelia task retry {task.id}`.")
             raise ParheliaError("E400", "no credentials")
+
+        if task.source_repo_url and not task.source_workspace_id and task.session_id is None:
+            if self._prepare_source is None:
+                await self._fail(task, "E500", "this daemon cannot clone repositories")
+                raise ParheliaError("E500", "no repository source")
+            raise Preparing(self._prepare_source(task))
 
         environment = environments.stored(task)
         setup_secrets: dict[str, str] = {}

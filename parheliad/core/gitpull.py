@@ -23,6 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from parhelia import gitsafe
@@ -91,9 +92,13 @@ def path_problem(path: str) -> str | None:
 
 
 def commit_changes(repo: Target, base_commit: str, changes: Iterable[Change],
-                   message: str, progress: Report = ignore) -> Committed:
+                   message: str, progress: Report = ignore, date: str | None = None
+                   ) -> Committed:
     """Create (but do not reference) a commit: base + changes. Changes git refuses
-    are skipped and listed; ``progress`` hears the files done."""
+    are skipped and listed; ``progress`` hears the files done. ``date`` (git's
+    ``<epoch> +0000``) is the author and committer date: with it, the same changes on
+    the same base by the same identity make the same commit, wherever and whenever it
+    is made (``task pull`` and ``task pr`` of a task agree byte for byte)."""
     changes = list(changes)
     _git(repo, "cat-file", "-e", f"{base_commit}^{{commit}}")
     skipped: list[str] = []
@@ -121,6 +126,8 @@ def commit_changes(repo: Target, base_commit: str, changes: Iterable[Change],
         "GIT_AUTHOR_NAME": "Parhelia", "GIT_AUTHOR_EMAIL": "parhelia@localhost",
         "GIT_COMMITTER_NAME": "Parhelia", "GIT_COMMITTER_EMAIL": "parhelia@localhost",
     }
+    if date:
+        ident["GIT_AUTHOR_DATE"] = ident["GIT_COMMITTER_DATE"] = date
     # Prefer the user's identity when configured (read as values; nothing runs).
     for key, cfg in (("NAME", "user.name"), ("EMAIL", "user.email")):
         value = _identity(repo, cfg)
@@ -162,6 +169,16 @@ def create_branch(repo: Path, branch: str, commit: str) -> None:
         raise ParheliaError(
             "E103", f"branch {branch!r} already exists in {repo}; choose another with --branch"
         ) from None
+
+
+def git_date(rfc3339: str) -> str | None:
+    """A manifest's ``created_at`` (``2026-11-28T19:00:00.123456Z``) as git's date
+    (``<epoch> +0000``); None when it is not one."""
+    try:
+        when = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return f"{int(when.timestamp())} +0000"
 
 
 def diff_patch(repo: Target, base_commit: str, commit: str, *, binary: bool = True) -> str:

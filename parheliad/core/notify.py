@@ -1,7 +1,9 @@
 """Tell the user when a task ends or needs them: ``[notify]`` in the daemon's config.
 
 - Which moments: a task completed, failed or paused (at the budget, or by the user), and
-  a dispatch refusal only the user can end (``needs_user``).
+  a dispatch refusal only the user can end (``needs_user``). A task created with
+  ``--pr`` is notified once its pull request is opened (or could not be), with the
+  pull request's URL, instead of at its completion.
 - A command (``notify.command``): an argv list run without a shell, the task as JSON
   on stdin (the API's ``Task`` message, snake_case), killed after
   ``notify.timeout_seconds``; its environment is :data:`PASSED_ENV` only, never the
@@ -37,6 +39,8 @@ from parheliad.store.tables.events import EventFilter
 log = structlog.get_logger(__name__)
 
 END_EVENTS = ("task_completed", "task_failed", "task_paused", "task_dispatch_refused")
+PR_EVENTS = ("pull_request_opened", "branch_pushed", "pull_request_not_opened")
+"""What follows the completion of a task created with ``--pr`` (its notification)."""
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "DISPLAY",
               "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR")
 """The notification command's whole environment (what a desktop notifier needs)."""
@@ -81,7 +85,7 @@ class Notifier:
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._sub = self._bus.subscribe(EventFilter(types=END_EVENTS))
+        self._sub = self._bus.subscribe(EventFilter(types=END_EVENTS + PR_EVENTS))
         self._loop = asyncio.create_task(self._follow(self._sub), name="notify")
 
     async def stop(self) -> None:
@@ -97,15 +101,19 @@ class Notifier:
         async for event in sub:
             if event.task_id is None:
                 continue
-            t = asyncio.create_task(self._one(event.task_id, event.type))
+            t = asyncio.create_task(self._one(event.task_id, event.type, event.message))
             self._running.add(t)
             t.add_done_callback(self._running.discard)
 
-    async def _one(self, task_id: str, event_type: str) -> None:
+    async def _one(self, task_id: str, event_type: str, message: str = "") -> None:
         try:
             task = await self._store.tasks.find(task_id)
             if task is None or (event_type == "task_dispatch_refused" and not task.needs_user):
                 return
+            if event_type == "task_completed" and task.open_pr:
+                return  # --pr: notified when its pull request is there (or could not be)
+            if event_type in PR_EVENTS and not task.open_pr:
+                return  # a `task pr` by hand: the user is looking
             cfg = self._config().notify
             override = await self._store.kv.get(override_key(task_id))
             if override is False:
@@ -114,9 +122,9 @@ class Notifier:
             if cfg.command:
                 await self._run(cfg.command, task_json(task), cfg.timeout_seconds)
             if desktop:
-                argv = desktop_argv(f"parhelia: task {task.id} {task.status}",
-                                    (task.status_reason or task.result_text or
-                                     task.prompt)[:200])
+                text = message if event_type in PR_EVENTS else \
+                    (task.status_reason or task.result_text or task.prompt)
+                argv = desktop_argv(f"parhelia: task {task.id} {task.status}", text[:200])
                 if argv is not None:
                     await self._run(argv, b"", cfg.timeout_seconds)
         except Exception:

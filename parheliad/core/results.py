@@ -117,7 +117,8 @@ def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: Tas
                 if isinstance(p, str)]
         done = gitpull.commit_changes(target, base, user,
                                       "Uncommitted changes at upload\n\n"
-                                      f"Parhelia-Task: {task.id}\n")
+                                      f"Parhelia-Task: {task.id}\n",
+                                      date=gitpull.git_date(zero.created_at))
         skipped += done.skipped
         if gitpull.tree_of(target, done.commit) != gitpull.tree_of(target, base):
             upload = done.commit
@@ -133,7 +134,8 @@ def _commits(target: gitpull.Target, volume: Volume, task: TaskRow, changes: Tas
     first_line = task.prompt.strip().splitlines()[0] if task.prompt.strip() else task.id
     message = (f"{first_line[:72]}\n\n{task.prompt.strip()}\n\n"
                f"Parhelia-Task: {task.id}\nParhelia-Session: {task.session_id}\n")
-    done = gitpull.commit_changes(target, upload, task_changes_, message, progress)
+    done = gitpull.commit_changes(target, upload, task_changes_, message, progress,
+                                  date=gitpull.git_date(changes.final.created_at))
     return Commits(base, upload, done.commit, skipped + done.skipped)
 
 
@@ -190,3 +192,20 @@ def base_patch(volume: Volume, task: TaskRow, changes: TaskChanges, *,
                            *(("-p",) if with_text else ()))
     files, text = patches.summary(out)
     return BasePatch(text, base, files)
+
+
+def branch_commits(target: gitpull.Target, volume: Volume, task: TaskRow,
+                   changes: TaskChanges, prefix: str = "",
+                   progress: Report = ignore) -> Commits:
+    """The commits of the branch ``task pull`` makes (base -> U -> F), made in
+    ``target``: the same changes, message, identity and dates, so the same commits
+    (``task pr`` pushes these)."""
+    return _commits(target, volume, task, changes, prefix, _base_commit(task, changes),
+                    progress)
+
+
+def user_repository(task: TaskRow) -> tuple[Path, Path, str]:
+    """(the directory the task was uploaded from, its repository's top level, the
+    directory's path inside it as a prefix) — E101 when it is gone."""
+    workspace, repo = _repo(task, "")
+    return workspace, repo, _prefix(workspace, repo)

@@ -137,7 +137,6 @@ def container_spec(backend: Backend, task: TaskRow, session: SessionRow,
         volume_sync_argv=list(paths.sync_argv), tmux_socket=paths.tmux_socket or None,
         sandbox=paths.sandbox,
         restore_checkpoint_id=launch.restore_checkpoint_id,
-        repo_url=task.source_repo_url or None, repo_ref=task.source_repo_ref or None,
         prompt=launch.prompt, task_prompt=task.prompt,
         agent=AgentSpec(
             session_uuid=session.agent_session_id, command=list(cfg.agent.command),

@@ -35,6 +35,7 @@ from parheliad.core.health import HealthMonitor, run_job
 from parheliad.core.listener import Listener
 from parheliad.core.reconciler import Reconciler
 from parheliad.core.recovery import Recovery
+from parheliad.core.repo_source import RepoSources
 from parheliad.core.sessions import SessionOps
 from parheliad.core.states import CONTAINER_LIVE, TASK_FINAL, TaskStatus
 from parheliad.core.stopper import Stopper
@@ -73,6 +74,8 @@ class Runtime:
     reconciler: Reconciler
     checkpoints: CheckpointOps
     sessions: SessionOps
+    repos: RepoSources
+    """Clones ``--repo`` tasks on the daemon's side into checkpoint zero."""
     scheduler: AsyncIOScheduler
     images: ImageBuilds
     """Environment images (``building environment``; ``parhelia env build``)."""
@@ -89,6 +92,7 @@ class Runtime:
         if files:
             log.info("cas.temp_swept", files=files, bytes=size)
         await self._adopt()
+        await self.repos.start()
         await self.reconciler.load()
         # What changed while the daemon was down is found before anything is drained.
         await run_job(self.reconciler.run, "reconcile")
@@ -135,6 +139,7 @@ class Runtime:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop()
         await self.images.stop()
+        await self.repos.stop()
         await self.recovery.stop()
         await self.stopper.close()
         await self.listener.stop()

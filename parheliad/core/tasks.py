@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from parhelia import gitsafe, gpus, records
+from parhelia import gitremote, gitsafe, gpus, records
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.errors import Code, ParheliaError, invalid, missing
 from parhelia.limits import MAX_PROMPT_CHARS, PATH_MAX
@@ -203,15 +203,19 @@ def validate_source(source: TaskSource) -> TaskSource:
     if problem:
         raise invalid(f"repo_ref: {source.repo_ref!r} is not a branch, tag or commit name: "
                       f"it {problem}", field="repo_ref")
-    if source.repo_url and not re.match(r"^(https://|ssh://|git@|file://)", source.repo_url):
-        raise invalid("repo_url: must be an https://, ssh://, git@ or file:// URL",
-                      field="repo_url")
+    if source.repo_url:
+        try:
+            gitremote.parse(source.repo_url)
+        except ValueError as exc:
+            if "password or token" not in str(exc):
+                raise invalid(f"repo_url: {exc}", field="repo_url") from None
     if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", source.repo_url) or \
             redact(source.repo_url) != source.repo_url:
         # It would be stored with the task and shown by every `task show`.
-        raise invalid("repo_url: must not carry a password or token; let git find the "
-                      "credential (a credential helper, or an environment variable passed "
-                      "with sync.pass_env)", field="repo_url")
+        raise invalid("repo_url: must not carry a password or token; the daemon clones "
+                      "with the GitHub token it has (`parhelia auth set --github`, "
+                      "GITHUB_TOKEN/GH_TOKEN, or `gh auth login`), or an ssh:// URL with "
+                      "your ssh agent", field="repo_url")
     return source
 
 
@@ -347,10 +351,10 @@ class TaskService:
     async def create(self, prompt: str, options: TaskOptions = TaskOptions(),
                      source: TaskSource = TaskSource(), *, workspace_path: str = "",
                      base_commit: str = "", dispatch: bool = True,
-                     trust_project_config: bool = False) -> TaskRow:
+                     trust_project_config: bool = False, open_pr: bool = False) -> TaskRow:
         values = self.prepare(prompt, options, source, workspace_path=workspace_path,
                               base_commit=base_commit, dispatch=dispatch,
-                              trust_project_config=trust_project_config)
+                              trust_project_config=trust_project_config, open_pr=open_pr)
         if self._environments is not None:
             project = Path(workspace_path) if workspace_path else None
             env = await self._environments.for_task(
@@ -384,7 +388,7 @@ class TaskService:
     def prepare(self, prompt: str, options: TaskOptions = TaskOptions(),
                 source: TaskSource = TaskSource(), *, workspace_path: str = "",
                 base_commit: str = "", dispatch: bool = True,
-                trust_project_config: bool = False) -> dict[str, Any]:
+                trust_project_config: bool = False, open_pr: bool = False) -> dict[str, Any]:
         """Every check a new task passes, nothing written: the values of its row. Also
         what ``CreateTask(validate_only)`` runs before a workspace is uploaded, so a
         refused option, project file or backend costs no upload."""
@@ -413,10 +417,13 @@ class TaskService:
         if dispatch and self._check_backend is not None:
             self._check_backend(opts.backend)  # at once, not a task that fails later
         src = validate_source(source)
+        if open_pr and not (src.repo_url or (src.workspace_id and base_commit)):
+            raise invalid("open_pr: a pull request needs a repository: upload a git "
+                          "repository's workspace or give a repo_url", field="open_pr")
         values = {**asdict(opts), "prompt": prompt, "option_sources": json.dumps(sources),
                   "source_workspace_id": src.workspace_id, "source_repo_url": src.repo_url,
                   "source_repo_ref": src.repo_ref, "workspace_path": workspace_path,
-                  "base_commit": base_commit, "trust_project": trusted}
+                  "base_commit": base_commit, "trust_project": trusted, "open_pr": open_pr}
         return values
 
     async def get(self, ref: str) -> TaskRow:

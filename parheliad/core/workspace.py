@@ -127,11 +127,14 @@ def _base_pack(root: Path, head: str, store: BlobStore, cache: Path) -> dict[str
 
 def upload(volume: Volume, path: Path, cache_dir: Path,
            include_secret: Iterable[str] = (), conversation: Conversation | None = None,
-           progress: Report | None = None) -> Upload:
+           progress: Report | None = None, *, message: str = "",
+           user_excludes: bool = True) -> Upload:
     """``include_secret``: credential-looking files (relative to the root) to send anyway.
     ``conversation``: a local Claude Code conversation checkpoint zero carries, recorded
     as ``environment.session_uuid`` (the session takes that id and its first worker
-    resumes it). ``progress`` hears the bytes read of the files that had to be read."""
+    resumes it). ``progress`` hears the bytes read of the files that had to be read.
+    ``message``: the manifest's (default "upload of ROOT"); without ``user_excludes``
+    the user's global ignore file is not applied (a clone is sent as the remote has it)."""
     root = path.expanduser()
     if not root.is_absolute():
         raise ParheliaError("E101", f"workspace: must be an absolute path, got {str(path)!r}")
@@ -146,7 +149,7 @@ def upload(volume: Volume, path: Path, cache_dir: Path,
             raise ParheliaError("E101", f"include_secret_files: {name!r} is not inside "
                                         f"{root}")
         include.add(Path(rel).as_posix())
-    excludes = user_excludes_file()
+    excludes = user_excludes_file() if user_excludes else None
     git = git_state(root, excludes_file=excludes)
     if git is not None:
         listed = git_file_list(root, excludes_file=excludes)
@@ -166,7 +169,7 @@ def upload(volume: Volume, path: Path, cache_dir: Path,
         git = {**git, "base_pack": _base_pack(root, str(git["head"]), BlobStore(volume),
                                               cache.with_suffix(".basepack.json"))}
     manifest = take_snapshot(root, volume=volume, session_id=session_id, parent_id=None,
-                             trigger=WORKSPACE_TRIGGER, message=f"upload of {root}",
+                             trigger=WORKSPACE_TRIGGER, message=message or f"upload of {root}",
                              files=files, stat_cache=cache, git=git, conversation=conversation,
                              environment={SESSION_UUID: conversation.session_uuid}
                              if conversation is not None else None, progress=progress)

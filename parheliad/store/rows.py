@@ -69,6 +69,13 @@ class TaskRow:
     environment_json: str = ""  # that environment, resolved at creation (JSON)
     setup_status: str = ""  # "" | running | completed | skipped | failed
     setup_ms: int = 0  # how long its last setup took
+    open_pr: bool = False  # `task create --pr`: open a pull request when it completes
+    pr_remote: str = ""  # the repository URL its branch was pushed to
+    pr_branch: str = ""  # the branch pushed (`task pr`)
+    pr_commit: str = ""  # the commit pushed last (the lease of the next push)
+    pr_base: str = ""  # the branch the pull request goes into
+    pr_number: int = 0  # the pull request's number on its forge (0: none)
+    pr_url: str = ""  # the pull request's page, or a compare page ("" when none)
 
 
 @dataclass(frozen=True)

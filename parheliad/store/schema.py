@@ -337,6 +337,19 @@ _ENVIRONMENTS = (
     """,
 )
 
+# Results as pull requests (docs/adr/0055-private-repositories-and-pull-requests.md):
+# `task create --pr` opens one at completion; the branch pushed, the commit it was
+# pushed at (the lease of the next push), the remote and the pull request opened.
+_V12 = (
+    "ALTER TABLE tasks ADD COLUMN open_pr INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN pr_remote TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_branch TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_commit TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_base TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE tasks ADD COLUMN pr_number INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN pr_url TEXT NOT NULL DEFAULT ''",
+)
+
 
 def _reservations_from_kv(conn: sqlite3.Connection) -> None:
     end = KV_RESERVATION_PREFIX[:-1] + chr(ord(KV_RESERVATION_PREFIX[-1]) + 1)
@@ -373,5 +386,6 @@ MIGRATIONS: list[Migration] = [
     Migration("container spend priced at its report", _V10),
     Migration("container isolation", _V11),
     Migration("environments", _ENVIRONMENTS),
+    Migration("task pull requests", _V12),
 ]
 """Append-only. ``len(MIGRATIONS)`` is the schema version this code expects."""

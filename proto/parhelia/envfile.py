@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parhelia import ownership
-from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.credentials import CREDENTIAL_VARS, GITHUB_TOKEN_VARS
 from parhelia.errors import ParheliaError
 from parhelia.paths import Paths
 
@@ -110,11 +110,13 @@ ENVIRONMENT = "environment"
 ENV_FILE = "env file"
 
 
-def credential(path: Path, environ: Mapping[str, str]) -> Source | None:
-    """The first credential variable set, in :data:`CREDENTIAL_VARS` order."""
+def credential(path: Path, environ: Mapping[str, str],
+               names: tuple[str, ...] = CREDENTIAL_VARS) -> Source | None:
+    """The first credential variable set, in ``names`` order (the agent's credential by
+    default; :data:`parhelia.credentials.GITHUB_TOKEN_VARS` for the GitHub token)."""
     own = own_environ(environ)
     from_file = read(path)
-    for name in CREDENTIAL_VARS:
+    for name in names:
         if own.get(name, "").strip():
             return Source(name, ENVIRONMENT)
         if from_file.get(name, "").strip():
@@ -145,20 +147,32 @@ def _names(raw: str) -> str | None:
     return match.group(1) if match else None
 
 
+GROUPS = (CREDENTIAL_VARS, GITHUB_TOKEN_VARS)
+"""The kinds of credential the file holds, one variable of each at a time."""
+
+
+def _group(name: str) -> tuple[str, ...]:
+    for group in GROUPS:
+        if name in group:
+            return group
+    raise ParheliaError("E101", f"{name} is not a credential variable (one of "
+                                + ", ".join(n for g in GROUPS for n in g) + ")")
+
+
 def set_credential(path: Path, name: str, value: str) -> None:
-    """Store one credential, replacing every credential variable already in the file
-    (one credential at a time: the first in order would win and hide the new one)."""
-    if name not in CREDENTIAL_VARS:
-        raise ParheliaError("E101", f"{name} is not a credential variable (one of "
-                                    + ", ".join(CREDENTIAL_VARS) + ")")
+    """Store one credential, replacing every variable of its kind already in the file
+    (one credential of a kind at a time: the first in order would win and hide the new
+    one); a credential of the other kind stays."""
+    group = _group(name)
     value = value.strip()
     if not value or any(c in value for c in "\r\n\0") or value[0] in "'\"":
         raise ParheliaError("E101", "the credential must be one line, not empty, not quoted")
-    _rewrite(path, lambda raw: _names(raw) not in CREDENTIAL_VARS, f"{name}={value}\n")
+    _rewrite(path, lambda raw: _names(raw) not in group, f"{name}={value}\n")
 
 
-def clear_credentials(path: Path) -> bool:
-    """Remove every credential variable from the file; whether there was one."""
+def clear_credentials(path: Path, group: tuple[str, ...] = CREDENTIAL_VARS) -> bool:
+    """Remove every variable of ``group`` (the agent's credential by default) from the
+    file; whether there was one."""
     if _checked(path) is None:
         return False
-    return _rewrite(path, lambda raw: _names(raw) not in CREDENTIAL_VARS)
+    return _rewrite(path, lambda raw: _names(raw) not in group)

@@ -25,10 +25,6 @@ BASE_NAMES = frozenset({
 AGENT_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
 """The agent's own settings (``ANTHROPIC_BASE_URL``, ``CLAUDE_CODE_MAX_RETRIES``...)."""
 
-WORKER_ONLY = frozenset({"SSH_AUTH_SOCK"})
-"""Given to the worker (a ``git clone`` over ssh), never to the agent."""
-
-
 def _allowed(name: str) -> bool:
     return (name in BASE_NAMES or name.startswith("LC_") or name in CREDENTIAL_VARS
             or name.startswith(AGENT_PREFIXES))
@@ -38,10 +34,4 @@ def worker_environ(base: Mapping[str, str], passed: Iterable[str] = ()) -> dict[
     """The allow-listed part of ``base`` for a worker; ``passed`` are extra names
     (``sync.pass_env``)."""
     extra = set(passed)
-    return {k: v for k, v in base.items()
-            if _allowed(k) or k in WORKER_ONLY or k in extra}
-
-
-def agent_environ(base: Mapping[str, str]) -> dict[str, str]:
-    """``base`` (the worker's environment) without what only the worker needs."""
-    return {k: v for k, v in base.items() if k not in WORKER_ONLY}
+    return {k: v for k, v in base.items() if _allowed(k) or k in extra}

@@ -32,7 +32,7 @@ Code = Literal["E100", "E101", "E102", "E103", "E104",
                "E300", "E301",
                "E400", "E401", "E402", "E403",
                "E500", "E501", "E502", "E503", "E504", "E505", "E506",
-               "E600", "E601", "E602", "E603", "E604", "E605", "E606", "E609",
+               "E600", "E601", "E602", "E603", "E604", "E605", "E606", "E607", "E608", "E609",
                "E900"]
 """An E-code of the catalogue, as a type: mypy refuses ``ParheliaError("E10l", ...)``.
 The values are the catalogue's codes (``tests/unit/test_vocabularies.py`` checks both
@@ -143,14 +143,19 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ),
     ErrorSpec(
         "E400", "UNAUTHORIZED", "UNAUTHENTICATED", Exit.ERROR,
-        "The agent has no usable credentials.",
+        "A credential is missing or was refused: the agent's, or the GitHub token.",
         "None of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or CLAUDE_CODE_OAUTH_TOKEN reached the "
-        "worker, or the API refused the one it had.",
-        "Export ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in the environment the daemon "
-        "runs in (or `parhelia auth set`), then `parhelia daemon stop` and retry the task with "
-        "`parhelia task retry ID`; Modal workers get it as an ephemeral secret, or from the "
+        "worker, or the API refused the one it had; or a private repository (`task create "
+        "--repo`) or a pull request (`task pr`) needs a GitHub token the daemon does not "
+        "have, or GitHub refused it.",
+        "The agent: `parhelia auth set` (no restart), or export ANTHROPIC_API_KEY (or "
+        "CLAUDE_CODE_OAUTH_TOKEN) where the daemon runs and `parhelia daemon stop`; then "
+        "`parhelia task retry ID`. Modal workers get it as an ephemeral secret, or from the "
         "Modal secret `anthropic-api-key` (https://modal.com/secrets). A Modal token Modal "
-        "refuses: `parhelia modal setup --token-id ID --token-secret SECRET`.",
+        "refuses: `parhelia modal setup --token-id ID --token-secret SECRET`. GitHub: "
+        "`parhelia auth set --github`, GITHUB_TOKEN or GH_TOKEN where the daemon runs, or "
+        "`gh auth login`; for clones of Modal tasks also `modal secret create github-token "
+        "GITHUB_TOKEN=...`. `parhelia auth status` shows what the daemon has.",
     ),
     ErrorSpec(
         "E401", "FORBIDDEN", "PERMISSION_DENIED", Exit.ERROR,
@@ -286,6 +291,26 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "with `parhelia task logs ID --setup`; `parhelia env show DIR` prints the resolved "
         "environment and where each part came from. Fix the command (or the file), then "
         "`parhelia task retry ID`.",
+    ),
+    ErrorSpec(
+        "E607", "PUSH_REJECTED", "FAILED_PRECONDITION", Exit.ERROR,
+        "The remote refused the push of the task's branch.",
+        "A branch protection rule or a hook of the remote refused it, or the remote branch "
+        "holds commits Parhelia did not push there (pushing would drop them). The message "
+        "carries the remote's reason.",
+        "Push to another branch with `parhelia task pr ID --branch NAME`, or change the "
+        "rule, or delete the remote branch if its commits are not wanted; `parhelia task "
+        "pull ID` brings the branch to your clone instead.",
+    ),
+    ErrorSpec(
+        "E608", "FORGE_ERROR", "FAILED_PRECONDITION", Exit.ERROR,
+        "The forge (GitHub) refused to open or update the pull request.",
+        "Its API answered with an error no other code describes (an invalid base branch, "
+        "no commits between base and branch, a server error); the message carries its "
+        "words.",
+        "Fix what the message names (for example `--base BRANCH`) and run `parhelia task pr "
+        "ID` again: the branch is already pushed and the pull request is updated, not "
+        "duplicated.",
     ),
     ErrorSpec(
         "E609", "SANDBOX_UNAVAILABLE", "FAILED_PRECONDITION", Exit.ERROR,

@@ -79,6 +79,22 @@ _KINDS: tuple[EventKind, ...] = (
     EventKind("overlap_detected", "task", Level.WARNING,
               "Two live tasks of the same repository changed some of the same paths "
               "(one event for each; data: other_task_id, paths, path_count)."),
+    # repository: clones on the daemon's side, pushes and pull requests
+    EventKind("repository_cloning", "repository", Level.INFO,
+              "The daemon clones a --repo task's repository for its checkpoint zero (data: "
+              "repo_url, ref, via, credential: where the token comes from, never its value)."),
+    EventKind("repository_cloned", "repository", Level.INFO,
+              "A --repo task's repository was cloned into checkpoint zero (data: commit, "
+              "branch, via, checkpoint_id)."),
+    EventKind("pull_request_opened", "repository", Level.INFO,
+              "A task's branch was pushed and its pull request opened or updated (data: url, "
+              "number, branch, commit, base, created)."),
+    EventKind("branch_pushed", "repository", Level.INFO,
+              "A task's branch was pushed to a remote without a forge Parhelia speaks to "
+              "(data: remote, branch, commit; url: a compare page when known)."),
+    EventKind("pull_request_not_opened", "repository", Level.WARNING,
+              "A task created with --pr completed but no pull request was opened (data: "
+              "code, message)."),
     # session
     EventKind("session_created", "session", Level.INFO, "A session was created."),
     EventKind("session_killed", "session", Level.WARNING, "A session was killed."),

@@ -17,7 +17,6 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from parhelia import gitsafe
 from parhelia.backends import BACKENDS, DEFAULT_BACKEND
 from parhelia.credentials import CREDENTIAL_VARS
 from parhelia.environment import (
@@ -146,8 +145,6 @@ class WorkerSpec:
     incarnation: int = 1
     backend: str = DEFAULT_BACKEND
     restore_checkpoint_id: str | None = None
-    repo_url: str | None = None
-    repo_ref: str | None = None
     heartbeat_interval_seconds: float = 5
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     config_bundle_id: str | None = None
@@ -451,8 +448,6 @@ def _parse_spec(raw: object) -> WorkerSpec:
         workspace_dir=f.abs_path("workspace_dir"),
         claude_config_dir=f.abs_path("claude_config_dir"),
         restore_checkpoint_id=f.str_("restore_checkpoint_id", None, pattern=_ID_RE),
-        repo_url=f.str_("repo_url", None),
-        repo_ref=f.str_("repo_ref", None),
         prompt=f.str_("prompt"),
         agent=_parse_agent(f.get("agent")),
         heartbeat_interval_seconds=f.number("heartbeat_interval_seconds", 5),
@@ -476,11 +471,6 @@ def _parse_spec(raw: object) -> WorkerSpec:
         raise _bad("prompt", "must not contain NUL characters")
     if spec.task_prompt is not None and "\0" in spec.task_prompt:
         raise _bad("task_prompt", "must not contain NUL characters")
-    if spec.repo_url is not None and spec.repo_url.startswith("-"):
-        raise _bad("repo_url", "must not start with '-'")
-    ref_problem = gitsafe.ref_problem(spec.repo_ref) if spec.repo_ref is not None else None
-    if ref_problem:
-        raise _bad("repo_ref", ref_problem)
     if Path(spec.workspace_dir) == Path(spec.workspace_dir).parent:
         raise _bad("workspace_dir", "must not be the filesystem root")
     return spec

@@ -18,9 +18,13 @@ Every key is spelled here, once (docs/contracts.md, "The volume")::
     logs/<container>/agent.jsonl          the agent's raw output
     logs/<container>/worker.log           a local worker's own output
     logs/<container>/setup.log            the environment's setup and start output
+    clones/<id>/request.json              a clone sandbox's job (daemon -> sandbox)
+    clones/<id>/result.json               its outcome (sandbox -> daemon)
+    clones/<id>/base.pack                 the objects of the commit it cloned
     sessions/<session>/<any key above>    (Modal) a session's own area, the only part of
                                           the volume its sandboxes mount; the keys
-                                          outside it form the daemon-only area
+                                          outside it form the daemon-only area (a clone
+                                          sandbox mounts an area of its own the same way)
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ RESULTS = "results"
 SPOOLS = "spool"
 CONTROLS = "control"
 LOGS = "logs"
+CLONES = "clones"
 SESSIONS = "sessions"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_KEY = re.compile(rf"^{BLOBS}/([0-9a-f]{{2}})/([0-9a-f]{{64}})$")
@@ -130,6 +135,11 @@ def spool_key(container_id: str) -> str:
 
 def control_key(container_id: str) -> str:
     return validate_key(f"{CONTROLS}/{container_id}.jsonl")
+
+
+def clone_key(clone_id: str, name: str) -> str:
+    """A file of a clone sandbox's job: ``request.json``, ``result.json``, ``base.pack``."""
+    return validate_key(f"{CLONES}/{clone_id}/{name}")
 
 
 def log_key(container_id: str) -> str:

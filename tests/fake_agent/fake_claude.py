@@ -30,10 +30,11 @@ script and compares those fields, so a drift of either shows.
 Scripted by the prompt: a line ``FAKE_SCRIPT: <json list>`` gives the steps
 (``write``, ``turn``, ``sleep``, ``fail``, ``forever``, ``bash``, ``echo_prompt``,
 ``api_retry``, ``run``: an argv really run in the workspace, its output written to
-``out``). Tool steps emit an assistant ``tool_use`` line at once; their
-actions run and their ``tool_result`` lines follow when the message ends (a
-``turn`` step, or the end of the script), as in the real CLI. On ``--resume`` the
-script continues after the last step whose results reached the transcript.
+``out``; ``answer``: the final text instead of "Done."). Tool steps emit an assistant
+``tool_use`` line at once; their actions run and their ``tool_result`` lines follow
+when the message ends (a ``turn`` step, or the end of the script), as in the real CLI.
+On ``--resume`` the script continues after the last step whose results reached the
+transcript.
 Standard library only: it runs under any python3.
 """
 
@@ -301,6 +302,7 @@ class Agent:
                   "skills": [], "plugins": [], "uuid": str(uuid.uuid4())})
         self.record({"type": "user", "message": {"role": "user", "content": self.prompt},
                      "fake_prompt": True})
+        answer = next((str(s["answer"]) for s in steps if "answer" in s), "Done.")
         for index in range(first, len(steps)):
             step = steps[index]
             if "write" in step:
@@ -337,6 +339,8 @@ class Agent:
                           "max_retries": 10, "retry_delay_ms": 500,
                           "error_status": step["api_retry"], "error": "fake",
                           "session_id": self.session, "uuid": str(uuid.uuid4())})
+            elif "answer" in step:  # the final text (default "Done.")
+                pass
             elif "fail" in step:
                 self.end_message()
                 self.result("error_during_execution", True, str(step["fail"]),
@@ -353,7 +357,7 @@ class Agent:
             else:
                 raise Fail(f"fake agent: unknown script step {step!r}")
         self.end_message()
-        text = "Done."
+        text = answer
         if self.resumed:
             text += f" Resumed with {earlier} earlier messages."
             Path(self.cwd, ".fake_agent_resumed").write_text(str(earlier))

@@ -18,10 +18,11 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 CLEARED_PREFIXES = ("PARHELIA_", "ANTHROPIC_", "CLAUDE_", "MODAL_", "GIT_", "GRPC_",
-                    "XDG_", "LC_", "SSL_", "REQUESTS_", "NODE_", "TMUX")
+                    "XDG_", "LC_", "SSL_", "REQUESTS_", "NODE_", "TMUX", "GH_", "GITHUB_")
 """Whole families: the product's own settings, the agent's credential and settings,
 Modal's SDK, git's (``GIT_DIR``...), grpc's, the XDG base directories, locale
-categories, CA bundles, node (Claude Code), tmux."""
+categories, CA bundles, node (Claude Code), tmux, the GitHub token and the gh CLI's
+settings (``GH_TOKEN``, ``GITHUB_TOKEN``, ``GH_CONFIG_DIR``)."""
 
 CLEARED = frozenset({
     "NO_COLOR", "FORCE_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "COLUMNS", "LINES",

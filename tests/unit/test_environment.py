@@ -61,12 +61,14 @@ def product_names() -> dict[str, str]:
             for name in names_read(ast.parse(path.read_text(), str(path))):
                 out.setdefault(name, str(path.relative_to(REPO)))
     # Names read through lists of names rather than literals.
-    from parhelia.credentials import CREDENTIAL_VARS
-    from parhelia.environ import BASE_NAMES, WORKER_ONLY
+    from parhelia.credentials import CREDENTIAL_VARS, GITHUB_TOKEN_VARS
+    from parhelia.environ import BASE_NAMES
     from parhelia_cli.service_files import PASSED_ENV as SERVICE_ENV
+    from parheliad.core.forge.credentials import GH_ENV
     from parheliad.core.notify import PASSED_ENV as NOTIFY_ENV
 
-    for name in (*BASE_NAMES, *WORKER_ONLY, *CREDENTIAL_VARS, *SERVICE_ENV, *NOTIFY_ENV):
+    for name in (*BASE_NAMES, *CREDENTIAL_VARS, *GITHUB_TOKEN_VARS, *GH_ENV, *SERVICE_ENV,
+                 *NOTIFY_ENV):
         out.setdefault(name, "a list of names")
     return out
 

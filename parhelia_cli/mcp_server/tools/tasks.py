@@ -1,4 +1,4 @@
-"""Task tools: create (and wait), list, show, cancel, retry, diff, pull, logs."""
+"""Task tools: create (and wait), list, show, cancel, retry, diff, pull, pr, logs."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def register(tools: Registrar) -> None:
             "tracked and untracked-not-ignored files). Omit to start with an empty "
             "workspace; nothing is uploaded unless you give one."))] = None,
         repo: Annotated[str | None, Field(description=(
-            "Clone this repository URL inside the worker instead of uploading a "
-            "workspace."))] = None,
+            "A repository URL to work on instead of uploading a workspace: the daemon "
+            "clones it (private GitHub repositories with the user's GitHub token); the "
+            "agent never holds a git credential."))] = None,
         ref: Annotated[str | None, Field(description="Branch, tag or commit of repo.")] = None,
         gpu: Gpu = None, cpu: Cpu = None, memory: Memory = None, timeout: Timeout = None,
         max_turns: MaxTurns = None, max_cost_usd: MaxCost = None, model: Model = None,
@@ -70,6 +71,9 @@ def register(tools: Registrar) -> None:
             "Where to run it: local worker processes or Modal (default: config)."))] = None,
         no_dispatch: Annotated[bool, Field(description=(
             "Create it pending without starting it."))] = False,
+        open_pr: Annotated[bool, Field(description=(
+            "Open a pull request when the task completes with changes (needs a git "
+            "workspace or repo)."))] = False,
         wait: Annotated[bool, Field(description=(
             "Wait for the task to finish and return it final, with progress notifications "
             "(turns, cost) meanwhile; cancelling the call stops the wait, not the "
@@ -87,7 +91,8 @@ def register(tools: Registrar) -> None:
         created = await anyio.to_thread.run_sync(functools.partial(
             _create, api, prompt, workspace=workspace, repo=repo, ref=ref,
             options=task_options_of(gpu, cpu, memory, timeout, max_turns, max_cost_usd, model,
-                                    permission_mode, backend), no_dispatch=no_dispatch))
+                                    permission_mode, backend), no_dispatch=no_dispatch,
+            open_pr=open_pr))
         task, notices = created
         if wait:
             task = await _wait_for(api, task["id"], ctx)
@@ -171,6 +176,33 @@ def register(tools: Registrar) -> None:
             patch_path=absolute_path("patch_path", patch_path) if patch_path else "",
             repo_path=absolute_path("repo_path", repo_path) if repo_path else "", force=force))
 
+    @tool("parhelia_task_pr", acts(destructive=False, idempotent=True, open_world=True,
+                                   title="Open a pull request of a task"))
+    def task_pr(
+        task_id: TaskId,
+        base: Annotated[str | None, Field(max_length=250, description=(
+            "Branch the pull request goes into (default: the one recorded, else the "
+            "branch the workspace was uploaded from when the remote has it, else the "
+            "remote's default branch)."))] = None,
+        title: Annotated[str | None, Field(max_length=256, description=(
+            "Its title (default: the first line of the task's prompt)."))] = None,
+        branch: Annotated[str | None, Field(max_length=250, description=(
+            "Branch to push (default: the one recorded, else parhelia/<task id>)."))] = None,
+        draft: Annotated[bool | None, Field(description=(
+            "Open it as a draft (true) or ready for review (false); default: the "
+            "daemon's github.draft."))] = None,
+    ) -> dict[str, Any]:
+        """Push a task's branch (the same commits as parhelia_task_pull) from the daemon's
+        side with the user's GitHub token and open its pull request, or update the branch
+        and the same pull request when they exist. Returns pull_request (url, number,
+        branch, commit, base, remote), pushed, created and the task. Same as `parhelia
+        task pr ID --json`."""
+        resp = api.tasks.pr(task_id, base=base or "", title=title or "", branch=branch or "",
+                            draft=draft)
+        data = to_dict(resp)
+        data["task"] = task_dict(resp.task)
+        return data
+
     @tool("parhelia_task_logs", READ)
     def task_logs(
         task_id: TaskId,
@@ -187,20 +219,22 @@ def register(tools: Registrar) -> None:
 
 
 def _create(api: Api, prompt: str, *, workspace: str | None, repo: str | None,
-            ref: str | None, options: Any, no_dispatch: bool
+            ref: str | None, options: Any, no_dispatch: bool, open_pr: bool = False
             ) -> tuple[dict[str, Any], list[str]]:
     """``task create``'s checks and its one "upload then create" (``submit_task``): the
     created task and the upload's notices."""
     if not prompt.strip():
         raise missing("prompt: the prompt is empty; give the task something to do")
     if repo and workspace:
-        raise invalid("repo clones inside the worker; it cannot be combined with workspace")
+        raise invalid("repo is the task's workspace (the daemon clones it); it cannot be "
+                      "combined with workspace")
     if ref and not repo:
         raise invalid(f"ref {ref!r} needs repo")
     directory = _workspace_dir(workspace) if workspace else None
     notices: list[str] = []
     created = submit_task(api, prompt, options, directory=directory, repo=repo, ref=ref,
-                          no_dispatch=no_dispatch, quiet=True, notices=notices)
+                          no_dispatch=no_dispatch, quiet=True, notices=notices,
+                          open_pr=open_pr)
     return task_dict(created), notices
 
 

@@ -58,7 +58,7 @@ from parheliad.backends.modal.client import (
     sandbox_timeout,
     token_configured,
 )
-from parheliad.backends.modal.copies import VolumeCopies
+from parheliad.backends.modal.clones import CloneSandboxes
 from parheliad.backends.modal.doctor import checks as doctor_checks
 from parheliad.backends.modal.environments import Environments
 from parheliad.backends.modal.errors import TOKEN_FIX, SandboxEnded, map_error
@@ -87,7 +87,7 @@ USAGE_WINDOW_DAYS = 7
 compute stays an estimate."""
 
 
-class ModalBackend(Environments, ChannelFollower, VolumeCopies, Terminals):
+class ModalBackend(Environments, ChannelFollower, CloneSandboxes, Terminals):
     """Workers in Modal sandboxes; see the package docstring."""
 
     name: str = MODAL

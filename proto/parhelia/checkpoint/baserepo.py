@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,21 +36,33 @@ AGENT_IDENTITY = {"user.name": "Parhelia agent", "user.email": "parhelia@localho
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
-def pack_base(shadow: gitsafe.Shadow, head: str, store: BlobStore) -> dict[str, Any] | None:
-    """Store the objects of commit ``head`` as one pack blob; ``{"blob", "size"}`` or None."""
-    listed = shadow.run("rev-list", "--objects", "--no-walk", head, timeout=PACK_TIMEOUT)
+Git = Callable[..., "subprocess.CompletedProcess[bytes]"]
+"""Runs git in some repository: ``git(*args, input=, stdout=, timeout=)``."""
+
+
+def write_pack(git: Git, head: str, out: Path) -> bool:
+    """The objects of commit ``head`` (the commit, its tree and blobs, no history) as one
+    pack file ``out``; False (and a log line) when git cannot make it or it is too big."""
+    listed = git("rev-list", "--objects", "--no-walk", head, timeout=PACK_TIMEOUT)
     if listed.returncode != 0:
         log.warning("base commit %s: rev-list failed: %s", head, listed.stderr[-300:])
-        return None
+        return False
+    with open(out, "wb") as fh:
+        proc = git("pack-objects", "--stdout", "-q", input=listed.stdout, stdout=fh,
+                   timeout=PACK_TIMEOUT)
+    size = out.stat().st_size
+    if proc.returncode != 0 or size > MAX_BASE_PACK_BYTES:
+        log.warning("base commit %s: not packed (exit %s, %d bytes)", head, proc.returncode,
+                    size)
+        return False
+    return True
+
+
+def pack_base(shadow: gitsafe.Shadow, head: str, store: BlobStore) -> dict[str, Any] | None:
+    """Store the objects of commit ``head`` as one pack blob; ``{"blob", "size"}`` or None."""
     with tempfile.TemporaryDirectory(prefix="parhelia-pack-") as tmp:
         out = Path(tmp) / "base.pack"
-        with open(out, "wb") as fh:
-            proc = shadow.run("pack-objects", "--stdout", "-q", input=listed.stdout,
-                              stdout=fh, timeout=PACK_TIMEOUT)
-        size = out.stat().st_size
-        if proc.returncode != 0 or size > MAX_BASE_PACK_BYTES:
-            log.warning("base commit %s: not packed (exit %s, %d bytes)", head,
-                        proc.returncode, size)
+        if not write_pack(shadow.run, head, out):
             return None
         stored = store.put_file(out)
     return {"blob": stored.digest, "size": stored.size, "commit": head}

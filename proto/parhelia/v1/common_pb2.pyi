@@ -175,7 +175,7 @@ class TaskSource(_message.Message):
     from TaskService.UploadWorkspace
     """
     repo_url: _builtins.str
-    """cloned inside the worker"""
+    """cloned on the daemon's side into checkpoint zero"""
     repo_ref: _builtins.str
     """optional branch/tag/commit for repo_url"""
     def __init__(
@@ -324,6 +324,8 @@ class Task(_message.Message):
     ISOLATION_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    PULL_REQUEST_FIELD_NUMBER: _builtins.int
+    OPEN_PR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     prompt: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -351,6 +353,8 @@ class Task(_message.Message):
     "environment", "modal secret"): parhelia.sandbox. Filled by GetTask.
     """
     credential: _builtins.str
+    open_pr: _builtins.bool
+    """Created with `--pr`: a pull request is opened when it completes with changes."""
     @_builtins.property
     def options(self) -> Global___TaskOptions: ...
     @_builtins.property
@@ -387,6 +391,10 @@ class Task(_message.Message):
         or the default) and how its setup went. Unset for tasks from before environments.
         """
 
+    @_builtins.property
+    def pull_request(self) -> Global___PullRequest:
+        """The branch `task pr` pushed and the pull request it opened (unset when none)."""
+
     def __init__(
         self,
         *,
@@ -417,10 +425,12 @@ class Task(_message.Message):
         isolation: _builtins.str = ...,
         credential: _builtins.str = ...,
         environment: Global___TaskEnvironment | None = ...,
+        pull_request: Global___PullRequest | None = ...,
+        open_pr: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "options", b"options", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "options", b"options", "pull_request", b"pull_request", "result", b"result", "source", b"source", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "credential", b"credential", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "held", b"held", "id", b"id", "isolation", b"isolation", "last_tool", b"last_tool", "needs_user", b"needs_user", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "container_id", b"container_id", "created_at", b"created_at", "credential", b"credential", "dispatch_after", b"dispatch_after", "environment", b"environment", "finished_at", b"finished_at", "held", b"held", "id", b"id", "isolation", b"isolation", "last_tool", b"last_tool", "needs_user", b"needs_user", "open_pr", b"open_pr", "option_sources", b"option_sources", "options", b"options", "overlaps", b"overlaps", "prompt", b"prompt", "pull_request", b"pull_request", "restarts", b"restarts", "result", b"result", "session_id", b"session_id", "source", b"source", "started_at", b"started_at", "status", b"status", "status_code", b"status_code", "status_reason", b"status_reason", "updated_at", b"updated_at", "usage", b"usage", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,6 +503,50 @@ class TaskEnvironment(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskEnvironment: _TypeAlias = TaskEnvironment  # noqa: Y015
+
+@_typing.final
+class PullRequest(_message.Message):
+    """A task's branch on its repository's remote, and the pull request of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    REMOTE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """the pull request's page; for a remote without a forge"""
+    number: _builtins.int
+    """Parhelia speaks to, its compare page ("" when unknown)
+    0 when no pull request was opened (a push only)
+    """
+    branch: _builtins.str
+    """the branch pushed"""
+    commit: _builtins.str
+    """the commit it was pushed at"""
+    base: _builtins.str
+    """the branch it goes into"""
+    remote: _builtins.str
+    """the repository URL pushed to"""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        number: _builtins.int = ...,
+        branch: _builtins.str = ...,
+        commit: _builtins.str = ...,
+        base: _builtins.str = ...,
+        remote: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "branch", b"branch", "commit", b"commit", "number", b"number", "remote", b"remote", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
 
 @_typing.final
 class TaskOverlap(_message.Message):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/system.proto\x12\x0bparhelia.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x15WatchOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"_\n\x11OperationProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"+\n\x11GetVersionRequest\x12\x16\n\x0e\x63lient_version\x18\x01 \x01(\t\"\x8a\x01\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12\x14\n\x0c\x62udget_state\x18\x05 \x01(\t\x12\x15\n\rbudget_detail\x18\x06 \x01(\t\"\x12\n\x10GetStatusRequest\"@\n\rBackendStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xf4\x01\n\rHealthSummary\x12\x0f\n\x07healthy\x18\x01 \x01(\x05\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x05\x12\x11\n\tunhealthy\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x05\x12\x0f\n\x07unknown\x18\x05 \x01(\x05\x12\x0f\n\x07orphans\x18\x06 \x01(\x05\x12\x18\n\x10recovering_tasks\x18\x07 \x01(\x05\x12\x37\n\x13reconciler_last_run\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fneeds_attention\x18\t \x01(\x08\x12\x11\n\tattention\x18\n \x03(\t\"\xa2\x04\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsocket_path\x18\x05 \x01(\t\x12\x15\n\rdatabase_path\x18\x06 \x01(\t\x12J\n\x0ftasks_by_status\x18\x07 \x03(\x0b\x32\x31.parhelia.v1.GetStatusResponse.TasksByStatusEntry\x12,\n\x08\x62\x61\x63kends\x18\x08 \x03(\x0b\x32\x1a.parhelia.v1.BackendStatus\x12\x13\n\x0binstance_id\x18\t \x01(\t\x12\x0c\n\x04home\x18\n \x01(\t\x12*\n\x06health\x18\x0b \x01(\x0b\x32\x1a.parhelia.v1.HealthSummary\x12\x1a\n\x12running_containers\x18\x0c \x01(\x05\x12\x17\n\x0f\x63redential_name\x18\r \x01(\t\x12\x19\n\x11\x63redential_source\x18\x0e \x01(\t\x12\x10\n\x08\x65nv_file\x18\x0f \x01(\t\x12\x1a\n\x12\x63redential_problem\x18\x10 \x01(\t\x1a\x34\n\x12TasksByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse\"$\n\rDoctorRequest\x12\x13\n\x0b\x63heck_modal\x18( \x01(\x08\"H\n\x0b\x44octorCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0b\n\x03\x66ix\x18\x04 \x01(\t\":\n\x0e\x44octorResponse\x12(\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.DoctorCheck2\x8e\x03\n\rSystemService\x12M\n\nGetVersion\x12\x1e.parhelia.v1.GetVersionRequest\x1a\x1f.parhelia.v1.GetVersionResponse\x12J\n\tGetStatus\x12\x1d.parhelia.v1.GetStatusRequest\x1a\x1e.parhelia.v1.GetStatusResponse\x12G\n\x08Shutdown\x12\x1c.parhelia.v1.ShutdownRequest\x1a\x1d.parhelia.v1.ShutdownResponse\x12\x41\n\x06\x44octor\x12\x1a.parhelia.v1.DoctorRequest\x1a\x1b.parhelia.v1.DoctorResponse\x12V\n\x0eWatchOperation\x12\".parhelia.v1.WatchOperationRequest\x1a\x1e.parhelia.v1.OperationProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parhelia/v1/system.proto\x12\x0bparhelia.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x1aGetGitHubCredentialRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\"\xad\x01\n\x1bGetGitHubCredentialResponse\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08\x65nv_file\x18\x04 \x01(\t\x12\x0f\n\x07problem\x18\x05 \x01(\t\x12\x14\n\x0cmodal_secret\x18\x06 \x01(\t\x12\x1a\n\x12modal_secret_found\x18\x07 \x01(\x08\x12\r\n\x05hosts\x18\x08 \x03(\t\"-\n\x15WatchOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"_\n\x11OperationProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"+\n\x11GetVersionRequest\x12\x16\n\x0e\x63lient_version\x18\x01 \x01(\t\"\x8a\x01\n\x12GetVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12\x14\n\x0c\x62udget_state\x18\x05 \x01(\t\x12\x15\n\rbudget_detail\x18\x06 \x01(\t\"\x12\n\x10GetStatusRequest\"@\n\rBackendStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xf4\x01\n\rHealthSummary\x12\x0f\n\x07healthy\x18\x01 \x01(\x05\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x05\x12\x11\n\tunhealthy\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x05\x12\x0f\n\x07unknown\x18\x05 \x01(\x05\x12\x0f\n\x07orphans\x18\x06 \x01(\x05\x12\x18\n\x10recovering_tasks\x18\x07 \x01(\x05\x12\x37\n\x13reconciler_last_run\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fneeds_attention\x18\t \x01(\x08\x12\x11\n\tattention\x18\n \x03(\t\"\xa2\x04\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bsocket_path\x18\x05 \x01(\t\x12\x15\n\rdatabase_path\x18\x06 \x01(\t\x12J\n\x0ftasks_by_status\x18\x07 \x03(\x0b\x32\x31.parhelia.v1.GetStatusResponse.TasksByStatusEntry\x12,\n\x08\x62\x61\x63kends\x18\x08 \x03(\x0b\x32\x1a.parhelia.v1.BackendStatus\x12\x13\n\x0binstance_id\x18\t \x01(\t\x12\x0c\n\x04home\x18\n \x01(\t\x12*\n\x06health\x18\x0b \x01(\x0b\x32\x1a.parhelia.v1.HealthSummary\x12\x1a\n\x12running_containers\x18\x0c \x01(\x05\x12\x17\n\x0f\x63redential_name\x18\r \x01(\t\x12\x19\n\x11\x63redential_source\x18\x0e \x01(\t\x12\x10\n\x08\x65nv_file\x18\x0f \x01(\t\x12\x1a\n\x12\x63redential_problem\x18\x10 \x01(\t\x1a\x34\n\x12TasksByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x11\n\x0fShutdownRequest\"\x12\n\x10ShutdownResponse\"$\n\rDoctorRequest\x12\x13\n\x0b\x63heck_modal\x18( \x01(\x08\"H\n\x0b\x44octorCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0b\n\x03\x66ix\x18\x04 \x01(\t\":\n\x0e\x44octorResponse\x12(\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x18.parhelia.v1.DoctorCheck2\xf8\x03\n\rSystemService\x12M\n\nGetVersion\x12\x1e.parhelia.v1.GetVersionRequest\x1a\x1f.parhelia.v1.GetVersionResponse\x12J\n\tGetStatus\x12\x1d.parhelia.v1.GetStatusRequest\x1a\x1e.parhelia.v1.GetStatusResponse\x12G\n\x08Shutdown\x12\x1c.parhelia.v1.ShutdownRequest\x1a\x1d.parhelia.v1.ShutdownResponse\x12\x41\n\x06\x44octor\x12\x1a.parhelia.v1.DoctorRequest\x1a\x1b.parhelia.v1.DoctorResponse\x12V\n\x0eWatchOperation\x12\".parhelia.v1.WatchOperationRequest\x1a\x1e.parhelia.v1.OperationProgress0\x01\x12h\n\x13GetGitHubCredential\x12\'.parhelia.v1.GetGitHubCredentialRequest\x1a(.parhelia.v1.GetGitHubCredentialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._serialized_options = b'8\001'
-  _globals['_WATCHOPERATIONREQUEST']._serialized_start=74
-  _globals['_WATCHOPERATIONREQUEST']._serialized_end=119
-  _globals['_OPERATIONPROGRESS']._serialized_start=121
-  _globals['_OPERATIONPROGRESS']._serialized_end=216
-  _globals['_GETVERSIONREQUEST']._serialized_start=218
-  _globals['_GETVERSIONREQUEST']._serialized_end=261
-  _globals['_GETVERSIONRESPONSE']._serialized_start=264
-  _globals['_GETVERSIONRESPONSE']._serialized_end=402
-  _globals['_GETSTATUSREQUEST']._serialized_start=404
-  _globals['_GETSTATUSREQUEST']._serialized_end=422
-  _globals['_BACKENDSTATUS']._serialized_start=424
-  _globals['_BACKENDSTATUS']._serialized_end=488
-  _globals['_HEALTHSUMMARY']._serialized_start=491
-  _globals['_HEALTHSUMMARY']._serialized_end=735
-  _globals['_GETSTATUSRESPONSE']._serialized_start=738
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1284
-  _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._serialized_start=1232
-  _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._serialized_end=1284
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1286
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1303
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1305
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1323
-  _globals['_DOCTORREQUEST']._serialized_start=1325
-  _globals['_DOCTORREQUEST']._serialized_end=1361
-  _globals['_DOCTORCHECK']._serialized_start=1363
-  _globals['_DOCTORCHECK']._serialized_end=1435
-  _globals['_DOCTORRESPONSE']._serialized_start=1437
-  _globals['_DOCTORRESPONSE']._serialized_end=1495
-  _globals['_SYSTEMSERVICE']._serialized_start=1498
-  _globals['_SYSTEMSERVICE']._serialized_end=1896
+  _globals['_GETGITHUBCREDENTIALREQUEST']._serialized_start=74
+  _globals['_GETGITHUBCREDENTIALREQUEST']._serialized_end=116
+  _globals['_GETGITHUBCREDENTIALRESPONSE']._serialized_start=119
+  _globals['_GETGITHUBCREDENTIALRESPONSE']._serialized_end=292
+  _globals['_WATCHOPERATIONREQUEST']._serialized_start=294
+  _globals['_WATCHOPERATIONREQUEST']._serialized_end=339
+  _globals['_OPERATIONPROGRESS']._serialized_start=341
+  _globals['_OPERATIONPROGRESS']._serialized_end=436
+  _globals['_GETVERSIONREQUEST']._serialized_start=438
+  _globals['_GETVERSIONREQUEST']._serialized_end=481
+  _globals['_GETVERSIONRESPONSE']._serialized_start=484
+  _globals['_GETVERSIONRESPONSE']._serialized_end=622
+  _globals['_GETSTATUSREQUEST']._serialized_start=624
+  _globals['_GETSTATUSREQUEST']._serialized_end=642
+  _globals['_BACKENDSTATUS']._serialized_start=644
+  _globals['_BACKENDSTATUS']._serialized_end=708
+  _globals['_HEALTHSUMMARY']._serialized_start=711
+  _globals['_HEALTHSUMMARY']._serialized_end=955
+  _globals['_GETSTATUSRESPONSE']._serialized_start=958
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1504
+  _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._serialized_start=1452
+  _globals['_GETSTATUSRESPONSE_TASKSBYSTATUSENTRY']._serialized_end=1504
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1506
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1523
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1525
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1543
+  _globals['_DOCTORREQUEST']._serialized_start=1545
+  _globals['_DOCTORREQUEST']._serialized_end=1581
+  _globals['_DOCTORCHECK']._serialized_start=1583
+  _globals['_DOCTORCHECK']._serialized_end=1655
+  _globals['_DOCTORRESPONSE']._serialized_start=1657
+  _globals['_DOCTORRESPONSE']._serialized_end=1715
+  _globals['_SYSTEMSERVICE']._serialized_start=1718
+  _globals['_SYSTEMSERVICE']._serialized_end=2222
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,75 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetGitHubCredentialRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """"" = github.com"""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGitHubCredentialRequest: _TypeAlias = GetGitHubCredentialRequest  # noqa: Y015
+
+@_typing.final
+class GetGitHubCredentialResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ENV_FILE_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    MODAL_SECRET_FIELD_NUMBER: _builtins.int
+    MODAL_SECRET_FOUND_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    name: _builtins.str
+    """GH_TOKEN | GITHUB_TOKEN | "gh auth token"; "" = none"""
+    source: _builtins.str
+    """"environment" | "env file" | "gh" """
+    env_file: _builtins.str
+    """where `parhelia auth set --github` stores it"""
+    problem: _builtins.str
+    """why the env file cannot be used ("" when fine)"""
+    modal_secret: _builtins.str
+    """the Modal secret clones of Modal tasks may use"""
+    modal_secret_found: _builtins.bool
+    """it exists with GITHUB_TOKEN (Modal available only)"""
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """github.hosts"""
+
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        name: _builtins.str = ...,
+        source: _builtins.str = ...,
+        env_file: _builtins.str = ...,
+        problem: _builtins.str = ...,
+        modal_secret: _builtins.str = ...,
+        modal_secret_found: _builtins.bool = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["env_file", b"env_file", "host", b"host", "hosts", b"hosts", "modal_secret", b"modal_secret", "modal_secret_found", b"modal_secret_found", "name", b"name", "problem", b"problem", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGitHubCredentialResponse: _TypeAlias = GetGitHubCredentialResponse  # noqa: Y015
+
+@_typing.final
 class WatchOperationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

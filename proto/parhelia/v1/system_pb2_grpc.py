@@ -60,6 +60,11 @@ class SystemServiceStub:
                 request_serializer=parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_system__pb2.OperationProgress.FromString,
                 _registered_method=True)
+        self.GetGitHubCredential = channel.unary_unary(
+                '/parhelia.v1.SystemService/GetGitHubCredential',
+                request_serializer=parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialResponse.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -99,6 +104,13 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGitHubCredential(self, request, context):
+        """Which GitHub token the daemon would use for a host (never its value).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.WatchOperation,
                     request_deserializer=parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_system__pb2.OperationProgress.SerializeToString,
+            ),
+            'GetGitHubCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGitHubCredential,
+                    request_deserializer=parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +281,33 @@ class SystemService:
             '/parhelia.v1.SystemService/WatchOperation',
             parhelia_dot_v1_dot_system__pb2.WatchOperationRequest.SerializeToString,
             parhelia_dot_v1_dot_system__pb2.OperationProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGitHubCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.SystemService/GetGitHubCredential',
+            parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialRequest.SerializeToString,
+            parhelia_dot_v1_dot_system__pb2.GetGitHubCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

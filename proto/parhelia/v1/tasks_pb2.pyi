@@ -138,6 +138,7 @@ class CreateTaskRequest(_message.Message):
     TRUST_PROJECT_CONFIG_FIELD_NUMBER: _builtins.int
     NOTIFY_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    OPEN_PR_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     no_dispatch: _builtins.bool
     """create pending, do not kick the dispatcher"""
@@ -152,6 +153,8 @@ class CreateTaskRequest(_message.Message):
     """Run every check of a new task (options, the project file of workspace_path) and
     create nothing: the response has no task. The CLI asks this before it uploads.
     """
+    open_pr: _builtins.bool
+    """open a pull request when it completes with changes"""
     @_builtins.property
     def options(self) -> _common_pb2.TaskOptions: ...
     @_builtins.property
@@ -168,10 +171,11 @@ class CreateTaskRequest(_message.Message):
         trust_project_config: _builtins.bool = ...,
         notify: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        open_pr: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "notify", b"notify", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "validate_only", b"validate_only", "workspace_path", b"workspace_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_commit", b"base_commit", "no_dispatch", b"no_dispatch", "notify", b"notify", "open_pr", b"open_pr", "options", b"options", "prompt", b"prompt", "source", b"source", "trust_project_config", b"trust_project_config", "validate_only", b"validate_only", "workspace_path", b"workspace_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -854,3 +858,92 @@ class PullTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PullTaskResponse: _TypeAlias = PullTaskResponse  # noqa: Y015
+
+@_typing.final
+class OpenPullRequestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    DRAFT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    base: _builtins.str
+    """"" = the recorded one, else the upload's branch"""
+    title: _builtins.str
+    """when the remote has it, else its default branch
+    "" = the first line of the task's prompt
+    """
+    branch: _builtins.str
+    """"" = the recorded one, else parhelia/<task id>"""
+    draft: _builtins.str
+    """"" = github.draft | "draft" | "ready" """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        base: _builtins.str = ...,
+        title: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        draft: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "branch", b"branch", "draft", b"draft", "task_id", b"task_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenPullRequestRequest: _TypeAlias = OpenPullRequestRequest  # noqa: Y015
+
+@_typing.final
+class OpenPullRequestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    PULL_REQUEST_FIELD_NUMBER: _builtins.int
+    PUSHED_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    FORGE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    DRAFT_FIELD_NUMBER: _builtins.int
+    pushed: _builtins.bool
+    """false: the remote branch was already at the commit"""
+    created: _builtins.bool
+    """false: an open pull request was updated"""
+    forge: _builtins.str
+    """"github", or "" (pushed only)"""
+    draft: _builtins.bool
+    """the pull request is a draft (as the forge says)"""
+    @_builtins.property
+    def task(self) -> _common_pb2.Task:
+        """with its pull_request recorded"""
+
+    @_builtins.property
+    def pull_request(self) -> _common_pb2.PullRequest: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileChange]: ...
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"path: reason" for changes git refused"""
+
+    def __init__(
+        self,
+        *,
+        task: _common_pb2.Task | None = ...,
+        pull_request: _common_pb2.PullRequest | None = ...,
+        pushed: _builtins.bool = ...,
+        created: _builtins.bool = ...,
+        forge: _builtins.str = ...,
+        files: _abc.Iterable[Global___FileChange] | None = ...,
+        skipped: _abc.Iterable[_builtins.str] | None = ...,
+        draft: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pull_request", b"pull_request", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "draft", b"draft", "files", b"files", "forge", b"forge", "pull_request", b"pull_request", "pushed", b"pushed", "skipped", b"skipped", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenPullRequestResponse: _TypeAlias = OpenPullRequestResponse  # noqa: Y015

@@ -105,6 +105,11 @@ class TaskServiceStub:
                 request_serializer=parhelia_dot_v1_dot_tasks__pb2.PullTaskRequest.SerializeToString,
                 response_deserializer=parhelia_dot_v1_dot_tasks__pb2.PullTaskResponse.FromString,
                 _registered_method=True)
+        self.OpenPullRequest = channel.unary_unary(
+                '/parhelia.v1.TaskService/OpenPullRequest',
+                request_serializer=parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestRequest.SerializeToString,
+                response_deserializer=parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -198,6 +203,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenPullRequest(self, request, context):
+        """Push the task's branch (the commits of PullTask) from the daemon's side and open its
+        pull request, or update both when they exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +283,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.PullTask,
                     request_deserializer=parhelia_dot_v1_dot_tasks__pb2.PullTaskRequest.FromString,
                     response_serializer=parhelia_dot_v1_dot_tasks__pb2.PullTaskResponse.SerializeToString,
+            ),
+            'OpenPullRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenPullRequest,
+                    request_deserializer=parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestRequest.FromString,
+                    response_serializer=parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -650,6 +668,33 @@ class TaskService:
             '/parhelia.v1.TaskService/PullTask',
             parhelia_dot_v1_dot_tasks__pb2.PullTaskRequest.SerializeToString,
             parhelia_dot_v1_dot_tasks__pb2.PullTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenPullRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parhelia.v1.TaskService/OpenPullRequest',
+            parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestRequest.SerializeToString,
+            parhelia_dot_v1_dot_tasks__pb2.OpenPullRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,8 @@ READ_TOOLS = {
 ACTING_TOOLS = {
     "parhelia_task_create", "parhelia_task_cancel", "parhelia_task_retry",
     "parhelia_checkpoint_create", "parhelia_checkpoint_restore", "parhelia_session_resume",
-    "parhelia_task_pull", "parhelia_checkpoint_rollback", "parhelia_session_kill",
+    "parhelia_task_pull", "parhelia_task_pr", "parhelia_checkpoint_rollback",
+    "parhelia_session_kill",
     "parhelia_container_terminate", "parhelia_cleanup", "parhelia_budget_set",
     "parhelia_events_subscribe", "parhelia_events_unsubscribe",
 }

@@ -22,6 +22,7 @@ import modal.container_process
 import modal.volume
 import pytest
 
+from parhelia.clonejob import CloneRequest
 from parhelia.environment import CACHE_ROOT_MODAL, Step, WorkerEnvironment
 from parhelia.errors import ParheliaError
 from parhelia.volume import LocalVolume
@@ -34,6 +35,7 @@ from parheliad.environments.model import (
     Base,
     ImageRecipe,
 )
+from tests.helpers.gitrepo import init_repo
 from tests.helpers.modal_backend import (
     OWNER,
     container_spec,
@@ -189,6 +191,14 @@ async def recorded(fake_modal, tmp_path: Path) -> Calls:
     await fresh.statuses([(sb_id, "c-sig-1")])
     await fresh.credentials()
     await fresh.compute_costs([("c-sig-1", 0.0)])
+    # A clone sandbox (ADR 0055) with the named secret, on a repository of this machine.
+    fake_modal.create_secret("github-token", {"GITHUB_TOKEN": "ghp_fake"})
+    repo = tmp_path / "repo"
+    init_repo(repo, {"a.txt": "a\n"})
+    assert await fresh.has_secret("github-token")
+    done = await fresh.clone_with_secret("sig", CloneRequest(url=f"file://{repo}", ref=None),
+                                         "github-token", local)
+    assert done.ok, done
     await _environments(fresh, fake_modal, local, tmp_path)
     return log
 
@@ -250,7 +260,7 @@ async def test_every_call_the_backend_makes_binds_to_the_installed_sdk(recorded:
                      "OutboundPolicy.with_header_replacement", "Image.from_registry",
                      "Image.from_dockerfile", "Image.from_id", "Image.apt_install",
                      "Image.run_commands", "Sandbox.snapshot_filesystem.aio",
-                     "Volume.objects.delete.aio"):
+                     "Volume.objects.delete.aio", "Sandbox.wait.aio", "Volume.remove_file.aio"):
         assert expected in paths, expected
     problems = []
     for path, bound, nargs, keywords in sorted(recorded.calls):

@@ -81,6 +81,7 @@ def test_missing_argument_is_e102(run):
     ["task", "create", "x", "--repo", "https://example.com/r.git", "--no-workspace"],
     ["task", "create", "x", "--workspace", ".", "--no-workspace"],
     ["task", "create", "x", "--ref", "main"],
+    ["task", "create", "x", "--branch", "main"],
     ["task", "create", "x", "--sync", "--no-dispatch"],
     ["task", "pull", "t-1", "--branch", "b", "--patch", "x.patch"],
     # "-" is stdout for events export; here it made a file named "-" in the repository.

@@ -17,7 +17,7 @@ def _width(text: str) -> int:
 
 def _board(**task: object) -> Board:
     board = Board()
-    msg = common_pb2.Task(id="t-0123456789ab", prompt="Fix it", status=2, **task)
+    msg = common_pb2.Task(id="t-0123456789ab", prompt="Fix it", **{"status": 2, **task})
     msg.options.backend = "modal"
     msg.options.gpu = "H100:8"
     msg.usage.turns = 12
@@ -66,3 +66,24 @@ def test_an_overlap_marks_the_row_and_the_detail_line_escapes_the_path() -> None
     detail = detail_of(t)
     assert "task t-ffffffffffff also changed 3 of the same path(s)" in detail
     assert "\x1b" not in detail and "\x07" not in detail and len(detail) < 200
+
+
+def test_a_task_with_a_pull_request_shows_it_in_its_row_and_detail_line() -> None:
+    pr = common_pb2.PullRequest(url="https://github.com/acme/app/pull/7\x1b[2J", number=7,
+                                branch="parhelia/t-0123456789ab", base="main")
+    board = _board(pull_request=pr)
+    (t,) = board.ordered()
+    # While it runs, the row shows what the agent does; once final, the pull request.
+    assert row_cells(t, None)[7] != "PR #7"
+    done = _board(pull_request=pr, status=common_pb2.TASK_STATUS_COMPLETED)
+    (t,) = done.ordered()
+    assert row_cells(t, None)[7] == "PR #7"
+    detail = detail_of(t)
+    assert detail.startswith("t-0123456789ab: pull request #7 https://github.com/acme/app")
+    assert "\x1b" not in detail
+    pushed = _board(pull_request=common_pb2.PullRequest(
+        url="https://gitlab.com/g/p/-/compare/main...b", branch="b"),
+        status=common_pb2.TASK_STATUS_COMPLETED)
+    (t,) = pushed.ordered()
+    assert detail_of(t) == "t-0123456789ab: compare https://gitlab.com/g/p/-/compare/main...b"
+    assert row_cells(t, None)[7] != "PR #0"

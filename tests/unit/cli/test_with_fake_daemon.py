@@ -97,6 +97,10 @@ def test_create_with_workspace_dir_and_repo(run, fake, tmp_path):
                "v1").exit_code == 0
     req = [r for r in fake.state.requests if isinstance(r, tasks_pb2.CreateTaskRequest)][-1]
     assert (req.source.repo_url, req.source.repo_ref) == ("https://example.com/r.git", "v1")
+    assert run("task", "create", "x", "--repo", "https://example.com/r.git", "--branch",
+               "feature/x").exit_code == 0
+    req = [r for r in fake.state.requests if isinstance(r, tasks_pb2.CreateTaskRequest)][-1]
+    assert req.source.repo_ref == "feature/x"
 
 
 def test_prompt_reaches_the_daemon_byte_for_byte(run, fake):

@@ -126,10 +126,10 @@ def test_copies_between_the_volumes_happen_in_volsync_only() -> None:
 
 
 CAPABILITIES = (base.ArgvAttach, base.DaemonTerminal, base.SshTunnel, base.OwnCredential,
-                base.ComputeBilling, base.SelfCheck)
+                base.ComputeBilling, base.SelfCheck, base.SecretCloner)
 OFFERED = {LocalBackend: {base.ArgvAttach},
            ModalBackend: {base.DaemonTerminal, base.SshTunnel, base.OwnCredential,
-                          base.ComputeBilling, base.SelfCheck}}
+                          base.ComputeBilling, base.SelfCheck, base.SecretCloner}}
 
 
 @pytest.mark.parametrize("cls", list(OFFERED), ids=lambda c: c.__name__)

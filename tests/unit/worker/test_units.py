@@ -161,7 +161,6 @@ def test_spec_round_trip_and_defaults(tmp_path: Path) -> None:
     ({"env": {"ANTHROPIC_API_KEY": "sk-ant-x"}}, "env.ANTHROPIC_API_KEY"),
     ({"env": {"BAD NAME": "x"}}, "env"),
     ({"checkpoint": {"risky_patterns": [""]}}, "checkpoint.risky_patterns"),
-    ({"repo_url": "--upload-pack=evil"}, "repo_url"),
 ])
 def test_spec_validation_names_the_field(tmp_path: Path, patch: dict[str, Any],
                                          field: str) -> None:
@@ -253,11 +252,14 @@ def test_agent_env_keeps_the_allow_list_only() -> None:
               "GITHUB_TOKEN": "gh", "PARHELIA_SOCKET": "/s", "SSH_AUTH_SOCK": "/agent",
               "MY_TOOL_KEY": "passed"}
     worker = worker_environ(daemon, passed=["MY_TOOL_KEY"])
+    # No git credential of any kind: the worker never clones (ADR 0055), so neither the
+    # GitHub token nor the user's ssh agent reaches it or its agent.
     assert set(worker) == {"PATH", "HOME", "LC_ALL", "ANTHROPIC_API_KEY",
-                           "ANTHROPIC_BASE_URL", "SSH_AUTH_SOCK", "MY_TOOL_KEY"}
+                           "ANTHROPIC_BASE_URL", "MY_TOOL_KEY"}
     agent = build_env(worker, extra={}, config_dir=Path("/c"), workspace=Path("/w"),
                       permission_mode="acceptEdits")
-    assert "SSH_AUTH_SOCK" not in agent and agent["MY_TOOL_KEY"] == "passed"
+    assert "SSH_AUTH_SOCK" not in agent and "GITHUB_TOKEN" not in agent
+    assert agent["MY_TOOL_KEY"] == "passed"
 
 
 def test_env_sets_the_agent_variables(tmp_path: Path) -> None:

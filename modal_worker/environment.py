@@ -38,7 +38,7 @@ from typing import IO
 from modal_worker.channel import Channel, send
 from parhelia import records
 from parhelia.checkpoint import Manifest
-from parhelia.credentials import CREDENTIAL_VARS
+from parhelia.credentials import CREDENTIAL_VARS, GITHUB_TOKEN_VARS
 from parhelia.environment import (
     FAILURE_TAIL_LINES,
     PREPARED_SUFFIX,
@@ -62,6 +62,8 @@ last lines kept for a failure) but not written."""
 AGENT_ONLY_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR")
 """What setup and start commands never get: the model credential and the agent's own
 settings (a repository's command has no business with them)."""
+DAEMON_ONLY = frozenset({"PARHELIA_HOME", "PARHELIA_SOCKET"})
+"""Pointers to the daemon's own files: never given to a repository's commands."""
 
 
 class SetupFailed(Exception):
@@ -114,7 +116,8 @@ def command_environ(base: Mapping[str, str], environment: WorkerEnvironment, *,
     allow-listed variables without the agent's credential and settings, the
     environment's ``env``, and the setup secrets for setup only."""
     env = {k: v for k, v in base.items()
-           if k not in CREDENTIAL_VARS and not k.startswith(AGENT_ONLY_PREFIXES)
+           if k not in CREDENTIAL_VARS and k not in GITHUB_TOKEN_VARS
+           and k not in DAEMON_ONLY and not k.startswith(AGENT_ONLY_PREFIXES)
            and k not in environment.setup_secrets}
     env.update(environment.env)
     if secrets:
@@ -217,8 +220,11 @@ class PhaseRunner:
     """Runs one phase's steps (setup or start), reporting each on the channel."""
 
     def __init__(self, channel: Channel, *, cwd: Path, log_path: Path, scrub: Scrubber,
-                 deadline: float, after_step: Callable[[], None] = lambda: None) -> None:
+                 deadline: float, after_step: Callable[[], None] = lambda: None,
+                 wrap: Callable[[list[str]], list[str]] = lambda argv: argv) -> None:
         self.channel = channel
+        self.wrap = wrap
+        """A step's argv as it runs (a contained agent's steps run in its container)."""
         self.after_step = after_step
         self.cwd = cwd
         self.log_path = log_path
@@ -262,7 +268,8 @@ class PhaseRunner:
         timed_out = False
         try:
             self.proc = subprocess.Popen(
-                step.command(), cwd=self.cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                self.wrap(list(step.command())), cwd=self.cwd, env=dict(env),
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             code = 127

@@ -327,10 +327,15 @@ class Worker:
         if scrub_all:  # a setup sandbox: its Modal secrets may be any variables
             values += envsetup.unknown_values(self.environ, environment)
         deadline = time.monotonic() + environment.setup_timeout_seconds
+        # A contained agent's setup and start commands run in its container too: they
+        # run the repository's code (start: on files the agent may have changed), which
+        # must not reach what the container hides (ADR 0030, 0050).
+        tools = self.container.with_tools(self.environ) if self.container else None
         runner = self.phase = envsetup.PhaseRunner(
             self.channel, cwd=self.workspace, scrub=envsetup.Scrubber(values),
             deadline=deadline, after_step=self.sync_volume if scrub_all else lambda: None,
-            log_path=self.volume.path_for(setup_log_key(self.spec.container_id)))
+            log_path=self.volume.path_for(setup_log_key(self.spec.container_id)),
+            wrap=tools.argv if tools is not None else lambda argv: argv)
         try:
             marker = envsetup.read_marker(self.workspace)
             # Setup stands while the files it ran on were kept (a later incarnation on this

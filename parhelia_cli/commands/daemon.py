@@ -111,13 +111,35 @@ def _shutdown(p: Any, wait_seconds: float) -> None:
               "new one to answer.")
 def restart(wait_seconds: float) -> None:
     """Stop parheliad cleanly and start it again (local workers keep running and are
-    re-adopted). Needed for the keys `daemon reload` names as read only at start."""
+    re-adopted). Needed for the keys `daemon reload` names as read only at start.
+
+    The new daemon runs outside any service manager: when parheliad is installed as a
+    service (`daemon install`), restart it through the manager instead
+    (`systemctl --user restart parheliad`, `launchctl kickstart -k gui/UID/LABEL`); this
+    command says so when it finds the service file."""
     from parhelia_cli import client
 
     p = _paths()
+    managed = _managed_restart()
+    if managed is not None:
+        render.warn(f"parheliad is installed as a service ({managed[0]}): this restart "
+                    f"starts it outside the service manager; `{managed[1]}` restarts it "
+                    "under the manager.")
     if client.probe(p.socket) is not None:
         _shutdown(p, wait_seconds)
     _spawn(p, wait_seconds)
+
+
+def _managed_restart() -> tuple[Path, str] | None:
+    """(the installed service file, the manager's restart command), or None."""
+    from parhelia_cli import service_files
+
+    if sys.platform == "darwin":
+        plist = service_files.launchd_plist_path()
+        return (plist, f"launchctl kickstart -k gui/{os.getuid()}/"
+                       f"{service_files.LAUNCHD_LABEL}") if plist.exists() else None
+    unit = service_files.systemd_unit_path()
+    return (unit, "systemctl --user restart parheliad") if unit.exists() else None
 
 
 @daemon.command()

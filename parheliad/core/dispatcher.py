@@ -584,9 +584,13 @@ class Dispatcher:
         spec = resumeplan.container_spec(backend, task, session, container, launch, cfg,
                                          self._owner, (bundle[0], {**bundle[1], **setup_secrets}))
         if launch_env is not None:
+            # Only a setup on the task's own starting tree (its first incarnation, nothing
+            # resumed) is kept for warm starts: a later one ran on files an agent changed,
+            # and its snapshot would prepare other tasks' sandboxes.
+            fresh = container.incarnation == 1 and not launch.resume
             spec = dataclasses.replace(spec, environment=dataclasses.replace(
                 launch_env, on_snapshot=self._snapshot_recorder(
-                    task, backend.name, launch_env, container.id, cfg),
+                    task, backend.name, launch_env, container.id, cfg) if fresh else None,
                 agent_hosts=_agent_hosts(environment, spec.secret_env, creds.env)))
         # Until its backend id is recorded, nothing else can stop this container (stops
         # need the id) and the listener must not take it for one that never launched.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from parhelia.environment import DEFAULT_NETWORK, network_wider
 from parhelia.errors import ParheliaError
 from parheliad.environments import detect as detection
-from parheliad.environments.checks import WORKER_PYTHONS, line_of
+from parheliad.environments.checks import WORKER_PYTHONS, line_of, secret_variable
 from parheliad.environments.files import SourceTree
 from parheliad.environments.model import (
     BASE_DEBIAN_SLIM,
@@ -51,6 +51,9 @@ class Policy:
     claude_version: str = ""
     setup_timeout_minutes: float = 30.0
     cache: bool = True
+    forbidden_secrets: tuple[str, ...] = ()
+    """Names a setup secret may never have: the daemon's own credentials (the model's
+    and GitHub's, as variables and as the Modal secrets that hold them)."""
     where: dict[str, str] = field(default_factory=dict)
     """Where the user's values come from (``user:<file>``, ``default``), for messages."""
 
@@ -76,6 +79,21 @@ def resolve(tree: SourceTree, policy: Policy, *, gpu: bool = False) -> Environme
     if draft.network and network_wider(draft.network, policy.network) and not policy.trusted:
         raise _widening(tree, draft, "network", f"network = {draft.network!r}",
                         f"environment.network = {policy.network!r}")
+    for name in draft.setup_secrets:
+        if name in policy.forbidden_secrets or \
+                secret_variable(name) in policy.forbidden_secrets:
+            raise ParheliaError(
+                "E401", f"{draft.file or 'the environment'}: setup_secrets names {name!r}, "
+                "one of the daemon's own credentials (the model's or GitHub's); a "
+                "repository's setup never gets them. Give setup a token of its own, under "
+                "another name", file=draft.file, key="setup_secrets")
+    if draft.setup_secrets and not policy.trusted:
+        # The repository's own commands get these values (a variable of the daemon's
+        # environment, or a Modal secret of the account): asking for them is a widening.
+        raise _widening(tree, draft, "setup_secrets",
+                        f"setup_secrets names {draft.setup_secrets[0]!r}",
+                        "no secrets for a project's setup unless you trust it: "
+                        "agent.trusted_projects")
     refused = [c for c in draft.allow_commands if not _within(c, policy.allow_commands)]
     if refused and not policy.trusted:
         raise _widening(tree, draft, "allow_commands", f"allow_commands lists {refused[0]!r}",

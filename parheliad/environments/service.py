@@ -14,6 +14,7 @@ from pathlib import Path
 from parhelia import sandbox
 from parhelia.backends import LOCAL, MODAL
 from parhelia.checkpoint import BlobStore
+from parhelia.credentials import CREDENTIAL_VARS, GITHUB_TOKEN_VARS
 from parhelia.environment import CACHE_ROOT_MODAL, WorkerEnvironment
 from parhelia.errors import ParheliaError
 from parhelia.volume import Volume
@@ -52,6 +53,8 @@ def policy(cfg: Config, trusted: bool) -> Policy:
                   claude_version=CLAUDE_CODE_VERSION,
                   setup_timeout_minutes=float(cfg.environment.setup_timeout_minutes),
                   cache=cfg.environment.cache,
+                  forbidden_secrets=(*CREDENTIAL_VARS, *GITHUB_TOKEN_VARS,
+                                     cfg.modal.secret_name, cfg.modal.github_secret_name),
                   where={"network": cfg.source("environment.network")})
 
 
@@ -160,7 +163,7 @@ def create_notices(task: TaskRow) -> list[str]:
     out = list(env.warnings) if env else []
     if task.source_repo_url and not task.source_workspace_id:
         out.append("The repository's environment files are not read for a --repo task (its "
-                   "files are cloned only inside the worker): it runs in the default "
+                   "files are cloned after the task is created): it runs in the default "
                    "environment. Run the task from a clone to use them.")
     mode, _ = permission(task)
     if task.backend == LOCAL and mode in ("acceptEdits", "plan", "dontAsk", "manual"):

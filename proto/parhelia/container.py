@@ -35,6 +35,7 @@ dispositions and executes the agent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -79,6 +80,17 @@ class Container:
         out += ["--chdir", self.workdir, "--", sys.executable, "-m", "parhelia.container",
                 "exec", "--", *command]
         return out
+
+    def with_tools(self, environ: Mapping[str, str]) -> Container:
+        """This container for an environment's setup and start commands: the directories
+        on ``PATH`` that it hides (a user's ``~/.local/bin``, a version manager's shims)
+        bound back read-only, so the tools the commands name run; nothing else of what it
+        hides, and nothing more is writable."""
+        found = [_real(d) for d in environ.get("PATH", "").split(os.pathsep) if d]
+        tools = [d for d in found if os.path.isdir(d) and _under_any(d, self.hidden)
+                 and not _under_any(d, self.writable)]
+        read_only = _by_depth(_outermost([*self.read_only, *tools]))
+        return dataclasses.replace(self, read_only=tuple(read_only))
 
 
 def plan(spec: policy.SandboxSpec, *, workspace: Path, writable: Iterable[Path],

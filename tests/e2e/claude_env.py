@@ -237,3 +237,15 @@ def parhelia_on_real_claude(claude_bin: Path, fake_url: str, key: str, config: s
             daemon.stop()
         reap(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def user_settings_pointing_at(home: Path, api_url: str) -> Path:
+    """``home/.claude/settings.json`` as a user pointing Claude Code at another endpoint
+    writes it (the fake Messages API, no retries, no proxy for it); its ``env`` is
+    passed to workers (``sync.pass_env``). The file's path."""
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"env": {
+        "ANTHROPIC_BASE_URL": api_url, "CLAUDE_CODE_MAX_RETRIES": "0",
+        "NO_PROXY": "127.0.0.1,localhost"}}))
+    return settings

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from parheliad.config import DEFAULT_ALLOW_COMMANDS
+from tests.e2e.claude_env import user_settings_pointing_at
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.fake_modal.fixture import FakeModal
 from tests.helpers.daemon import RunningDaemon, start_daemon
@@ -51,11 +52,8 @@ def stack(request: pytest.FixtureRequest, claude_bin: Path, parhelia_home: Path,
         else None
     with FakeAnthropic() as api:
         home = tmp_path / "home"
-        (home / ".claude").mkdir(parents=True)
         # The API's URL reaches a Modal worker as a pass_env value of the user's settings.
-        (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
-            "ANTHROPIC_BASE_URL": api.url, "CLAUDE_CODE_MAX_RETRIES": "0",
-            "NO_PROXY": "127.0.0.1,localhost"}}))
+        user_settings_pointing_at(home, api.url)
         (parhelia_home / "config.toml").write_text(
             "[heartbeat]\ninterval_seconds = 3\n"
             f"[agent]\ncommand = [{json.dumps(str(claude_bin))}]\n"
@@ -79,8 +77,10 @@ def stack(request: pytest.FixtureRequest, claude_bin: Path, parhelia_home: Path,
 
 
 def _create(stack: Stack, repo: Path, prompt: str) -> dict:
+    # Trusted: its environment file names a setup secret (a widening otherwise).
     out = stack.harness.run("task", "create", prompt, "--backend", stack.backend,
-                            "--workspace", str(repo), "--sync", "--json", timeout=360)
+                            "--workspace", str(repo), "--trust-project-config", "--sync",
+                            "--json", timeout=360)
     assert out.stdout.strip(), out.stderr[-3000:]
     task: dict = json.loads(out.stdout.strip().splitlines()[-1])
     task["_stderr"] = out.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.claude_env import user_settings_pointing_at
 from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.helpers.daemon import RunningDaemon, start_daemon
 from tests.helpers.gitrepo import git, init_repo
@@ -29,11 +30,8 @@ def stack(claude_bin: Path, parhelia_home: Path, tmp_path: Path,
           modal_standin: StandIn) -> Iterator[tuple[Harness, FakeAnthropic]]:  # noqa: F811
     with FakeAnthropic() as api:
         home = tmp_path / "home"
-        (home / ".claude").mkdir(parents=True)
         # What a user pointing Claude Code at another endpoint writes; passed to workers.
-        (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
-            "ANTHROPIC_BASE_URL": api.url, "CLAUDE_CODE_MAX_RETRIES": "0",
-            "NO_PROXY": "127.0.0.1,localhost"}}))
+        user_settings_pointing_at(home, api.url)
         (parhelia_home / "config.toml").write_text(
             f"[agent]\ncommand = [{json.dumps(str(claude_bin))}]\n"
             # A heartbeat every 3 s: five missed (15 s) on a loaded 2-core box is not a

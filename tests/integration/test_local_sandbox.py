@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from parhelia.sandbox import PLACEHOLDER_PREFIX
+from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.sandbox import require_bwrap
 from tests.helpers.waiting import wait_for
@@ -127,3 +128,28 @@ def test_a_required_container_that_cannot_be_made_fails_the_task(
     assert "new namespace" in done["status_reason"] + done["result"]["error_message"]
     assert not (harness.workspace(task) / "never.txt").exists()
     assert doctor(harness)["status"] == "fail"
+
+
+def test_a_contained_agents_setup_and_start_commands_run_in_its_container(
+        harness_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The repository's setup and start commands (its environment, issue 25) are its
+    code too, and start runs again on files the agent may have changed: with the agent
+    contained, they run in its container -- the user's SSH key, the daemon's files and
+    the model credential out of their reach, as for the agent."""
+    require_bwrap()
+    home = user_home(tmp_path)
+    harness: Harness = harness_factory(HOME=str(home), ANTHROPIC_API_KEY=API_KEY)
+    probe = probe_script(harness.home, home)
+    repo = tmp_path / "repo"
+    init_repo(repo, {"README.md": "# r\n", ".parhelia/environment.toml": (
+        f"setup = {json.dumps([f'({probe}) > setup-probe.txt 2>&1; true'])}\n"
+        f"start = {json.dumps([f'({probe}) > start-probe.txt 2>&1; true'])}\n")})
+    task = harness.json("task", "create", fake_prompt({"turn": True}), "--workspace",
+                        str(repo))["id"]
+    assert harness.wait(task, timeout=120)["status"] == "completed"
+    for name in ("setup-probe.txt", "start-probe.txt"):
+        out = (harness.workspace(task) / name).read_text()
+        for secret in ("SSH-KEY-MARKER", API_KEY, "parheliad.db", "config.toml\n",
+                       "PARHELIA_HOME="):
+            assert secret not in out, (name, secret, out)
+        assert "No such file" in out, (name, out)

@@ -21,6 +21,8 @@ from parheliad.environments.model import (
 from parheliad.environments.resolve import DEFAULT_PYTHON, Policy, copy_sources, resolve
 
 POLICY = Policy(allow_commands=("pytest", "uv run", "npm test"), claude_version="2.1.332")
+TRUSTED = Policy(allow_commands=("pytest", "uv run", "npm test"), claude_version="2.1.332",
+                 trusted=True)
 
 
 def repo(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -63,7 +65,9 @@ setup_timeout_minutes = 45
 
 
 def test_the_issue_s_file_resolves_part_by_part_with_its_origins(tmp_path: Path) -> None:
-    env = env_of(tmp_path, {".parhelia/environment.toml": FULL_TOML, "uv.lock": "lock"})
+    # trusted: the file names a setup secret
+    env = env_of(tmp_path, {".parhelia/environment.toml": FULL_TOML, "uv.lock": "lock"},
+                 TRUSTED)
     assert env.source == "file" and env.source_file == ".parhelia/environment.toml"
     assert (env.base.kind, env.base.python) == (BASE_DEBIAN_SLIM, "3.12")
     assert env.apt == ("libpq-dev",) and env.run == ("pip install poetry",)
@@ -163,6 +167,30 @@ def test_a_project_file_cannot_widen_the_network_or_the_commands(tmp_path: Path)
     trusted = Policy(network="none", allow_commands=(), trusted=True)
     assert env_of(tmp_path / "d", {".parhelia/environment.toml": 'network = "full"\n'},
                   trusted).network == "full"
+
+
+def test_setup_secrets_need_trust_and_never_name_the_daemons_credentials(
+        tmp_path: Path) -> None:
+    """A repository's setup gets the values it names (a variable of the daemon's
+    environment, a Modal secret of the account): asking is a widening, and the daemon's
+    own credentials (the model's, GitHub's, and the Modal secrets holding them) are
+    refused even to a trusted project."""
+    forbidden = ("ANTHROPIC_API_KEY", "GH_TOKEN", "GITHUB_TOKEN", "anthropic-api-key",
+                 "github-token")
+    err = refused(tmp_path / "a", {".parhelia/environment.toml":
+                                   'setup_secrets = ["PYPI_TOKEN"]\n'},
+                  Policy(forbidden_secrets=forbidden))
+    assert err.code == "E401" and "setup_secrets" in err.message
+    trusted = Policy(trusted=True, forbidden_secrets=forbidden)
+    assert env_of(tmp_path / "b", {".parhelia/environment.toml":
+                                   'setup_secrets = ["PYPI_TOKEN"]\n'},
+                  trusted).setup_secrets == ("PYPI_TOKEN",)
+    for i, name in enumerate(("github-token", "GITHUB_TOKEN", "gh-token", "anthropic-api-key")):
+        err = refused(tmp_path / f"c{i}", {".parhelia/environment.toml":
+                                           f'setup_secrets = ["{name}"]\n'}, trusted)
+        # (E101: a reserved variable; E401: one of the daemon's own credentials)
+        assert err.code in ("E101", "E401"), name
+        assert err.code == "E101" or "daemon's own credentials" in err.message, name
 
 
 # -- devcontainer.json ----------------------------------------------------------------------
@@ -355,7 +383,7 @@ def test_a_dockerfile_s_copied_lockfile_changes_the_image_hash(tmp_path: Path) -
 
 def test_same_inputs_same_hashes_and_a_stored_environment_round_trips(tmp_path: Path) -> None:
     files = {".parhelia/environment.toml": FULL_TOML, "uv.lock": "x"}
-    one, two = env_of(tmp_path / "a", files), env_of(tmp_path / "b", files)
+    one, two = env_of(tmp_path / "a", files, TRUSTED), env_of(tmp_path / "b", files, TRUSTED)
     assert (one.hash, one.image_hash) == (two.hash, two.image_hash)
     back = Environment.from_dict(json.loads(json.dumps(one.to_dict())))
     assert back == one

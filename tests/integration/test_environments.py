@@ -102,11 +102,15 @@ def test_a_local_task_runs_setup_and_start_and_says_what_its_agent_may_run(
     task = harness.wait(task_id)
     assert task["status"] == "completed", task
     assert task["environment"]["setup_status"] == "completed"
-    assert task["environment"]["permission_mode"] == "acceptEdits"
+    # Contained in bubblewrap (this machine can), the agent runs bypassPermissions (ADR
+    # 0053); uncontained, the narrower default with the pre-approved commands.
+    contained = task.get("isolation") == "bubblewrap"
+    assert task["environment"]["permission_mode"] == \
+        ("bypassPermissions" if contained else "acceptEdits"), task
     assert (harness.workspace(task_id) / "prepared.txt").read_text().strip() == "prepared"
     show = harness.run("task", "show", task_id, check=True).stdout
     assert "Environment" in show and ".parhelia/environment.toml" in show
-    assert "pre-approved: pytest" in show
+    assert ("bubblewrap" in show) if contained else ("pre-approved: pytest" in show)
     logs = harness.run("task", "logs", task_id, "--setup", check=True).stdout
     assert "== setup 1: setup[1]: echo prepared > prepared.txt" in logs
     assert "before\\x1b]0;pwned\\x07after" in logs and "\x1b" not in logs
@@ -229,9 +233,10 @@ def test_a_build_that_fails_fails_its_task_with_the_reason(
 def test_a_recovered_local_worker_keeps_its_prepared_workspace(
         harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
     harness = harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")
-    counter = tmp_path / "setups.txt"
+    # The counter is in the workspace: a contained worker's setup and start run in the
+    # agent's container, which hides the rest of /tmp.
     repo = project(tmp_path / "repo", {".parhelia/environment.toml": (
-        f'setup = ["echo ran >> {counter}"]\nstart = ["echo start >> {counter}"]\n')})
+        'setup = ["echo ran >> setups.txt"]\nstart = ["echo start >> setups.txt"]\n')})
     prompt = fake_prompt({"write": "before.txt", "content": "1"}, {"turn": True},
                          {"sleep": 30}, {"write": "after.txt", "content": "2"}, {"turn": True})
     task_id = harness.json("task", "create", prompt, "--workspace", str(repo))["id"]
@@ -245,5 +250,6 @@ def test_a_recovered_local_worker_keeps_its_prepared_workspace(
     task = harness.wait(task_id, timeout=120)
     assert task["status"] == "completed" and task["restarts"] == 1, task
     # Setup ran once (the second worker kept the files it prepared); start, each time.
+    counter = harness.workspace(task_id) / "setups.txt"
     assert counter.read_text().split() == ["ran", "start", "start"]
     assert harness.events("--task", task_id, "--type", "setup_skipped")

@@ -137,6 +137,20 @@ def _fresh_warnings() -> None:
     render._warned.clear()
 
 
+WORKERS_PER_CORE = 2
+"""Worker processes per core for ``-n auto`` (pyproject's addopts): the integration and
+end-to-end tests mostly wait (on daemons, workers, the agent's scripted sleeps), so a
+2-core machine keeps 4 busy; more only adds contention (docs/design.md, Tests)."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` starts: ``PYTEST_XDIST_AUTO_NUM_WORKERS`` when set
+    (xdist's own override), else :data:`WORKERS_PER_CORE` per core this process may use."""
+    if configured := os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(configured)
+    return WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.requires("tmux", "root", reason=...)``: each requirement checked
     before the test runs (``tests/helpers/real_tools.py``: skip, or fail in CI)."""

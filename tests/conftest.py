@@ -15,6 +15,10 @@ The layout says what a test needs:
 Shared helpers live in ``tests/helpers`` (the daemon machinery, the CLI harness, the one
 ``wait_for``) and the fakes in ``tests/fake_agent``, ``tests/fake_anthropic`` and
 ``tests/fake_modal``. Daemons are function-scoped (tests kill and restart them).
+
+The suite runs in parallel worker processes (pytest-xdist, ``-n auto``; how many:
+``pytest_xdist_auto_num_workers`` below): every test has its own home, daemon and ports,
+and each worker process its own ``HOME`` and temporary directory (docs/design.md, Tests).
 """
 
 from __future__ import annotations
@@ -161,6 +165,20 @@ def _fresh_warnings() -> None:
     from parhelia_cli import render
 
     render._warned.clear()
+
+
+WORKERS_PER_CORE = 2
+"""Worker processes per core for ``-n auto`` (pyproject's addopts): the integration and
+end-to-end tests mostly wait (on daemons, workers, the agent's scripted sleeps), so a
+2-core machine keeps 4 busy; more only adds contention (docs/design.md, Tests)."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` starts: ``PYTEST_XDIST_AUTO_NUM_WORKERS`` when set
+    (xdist's own override), else :data:`WORKERS_PER_CORE` per core this process may use."""
+    if configured := os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(configured)
+    return WORKERS_PER_CORE * len(os.sched_getaffinity(0))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

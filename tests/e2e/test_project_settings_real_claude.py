@@ -24,7 +24,9 @@ from tests.helpers.daemon import RunningDaemon, reap, start_daemon
 from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness
 
-pytestmark = [pytest.mark.claude, pytest.mark.timeout(240)]
+# One `stack` (a daemon) serves the module: its tests run on one xdist worker, in order.
+pytestmark = [pytest.mark.claude, pytest.mark.timeout(240),
+              pytest.mark.xdist_group(__name__)]
 
 KEY = "sk-ant-api03-parhelia-project-settings-test-key"
 MEMORY = "PROJECT-INSTRUCTIONS-7f3a: answer in French."

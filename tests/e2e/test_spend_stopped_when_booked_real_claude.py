@@ -23,7 +23,9 @@ from tests.fake_anthropic import FakeAnthropic, reply, tool_use
 from tests.helpers.harness import Harness
 from tests.helpers.waiting import wait_for
 
-pytestmark = [pytest.mark.claude, pytest.mark.timeout(300)]
+# One `stack` (a daemon) serves the module: its tests run on one xdist worker, in order.
+pytestmark = [pytest.mark.claude, pytest.mark.timeout(300),
+              pytest.mark.xdist_group(__name__)]
 
 MODEL = "claude-sonnet-4-5"
 INPUT_TOKENS = 1000

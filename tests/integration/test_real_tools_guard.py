@@ -31,7 +31,7 @@ def broken_tools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _pytest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p",
-                           "no:cacheprovider", "-q", *TESTS], cwd=REPO, env=env,
+                           "no:cacheprovider", "-n", "0", "-q", *TESTS], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240, check=False)
 
 
@@ -74,7 +74,7 @@ def test_a_missing_tmux_or_systemd_fails_ci_and_skips_loudly_elsewhere(
     if required:
         env[REQUIRE_ENV] = "1"
     run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p",
-                          "no:cacheprovider", "-q", "-rs", *MARKED], cwd=REPO, env=env,
+                          "no:cacheprovider", "-n", "0", "-q", "-rs", *MARKED], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=240, check=False)
     out = run.stdout + run.stderr
     summary = out.strip().splitlines()[-1]

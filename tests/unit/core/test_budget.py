@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,9 @@ def test_ledger_totals_equal_sum_of_entries(tmp_path: Path, containers: list[Any
 
 
 async def _ledger_property(tmp_path: Path, containers: list[Any], ticks: list[Any]) -> None:
-    db = tmp_path / f"db-{id(containers)}-{len(ticks)}.sqlite"
+    # Every example its own database: hypothesis runs many examples in one tmp_path, and
+    # a name built from the example's values (or an id() the last one freed) can repeat.
+    db = Path(tempfile.mkdtemp(prefix="ledger-", dir=tmp_path)) / "parheliad.db"
     store = await open_store(db)
     try:
         cfg = Config()

@@ -197,12 +197,14 @@ def _runtime_paths() -> list[str]:
 
 
 def _command_paths(command: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """The agent command's file, its real file, the package it belongs to, and the
-    interpreter of a script (``#!/usr/bin/env node``)."""
+    """The agent command's file and the directory it is named from, its real file, the
+    package it belongs to, and the interpreter of a script (``#!/usr/bin/env node``)."""
     if not command:
         return []
     program = command[0]
-    out = [program, os.path.realpath(program)]
+    # The directory the program is named from too: a `bin/claude` that is a symlink
+    # (npm's `.bin`, `~/.local/bin`) must be found at the path the command names.
+    out = [program, str(Path(os.path.abspath(program)).parent), os.path.realpath(program)]
     real = Path(os.path.realpath(program))
     out.append(str(real.parent))
     for parent in list(real.parents)[:MAX_PACKAGE_DEPTH]:

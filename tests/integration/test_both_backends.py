@@ -314,7 +314,9 @@ def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backen
     harness = backend.harness("[budget]\naccrual_interval_seconds = 0.3\n")
     steps: list[dict[str, Any]] = [{"write": "start.txt", "content": "go\n"}, {"turn": True}]
     for i in range(14):
-        steps += [{"bash": f"step {i}"}, {"turn": True}, {"sleep": 0.4}]
+        # long enough that the stop (through Modal's API on the stand-in) lands before the
+        # agent is done: a paused task whose agent finishes anyway completes (by design)
+        steps += [{"bash": f"step {i}"}, {"turn": True}, {"sleep": 1.5}]
     task_id = harness.create(fake_prompt(*steps))
     wait_for(lambda: (t := harness.task(task_id))["status"] == "running"
              and (t["usage"] or {}).get("turns", 0) >= 2, timeout=60, what="two turns")

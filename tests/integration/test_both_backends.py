@@ -261,20 +261,15 @@ def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None
         pytest.skip("the local backend shares the daemon's volume: there is no copy")
     harness = backend.harness()
     dead_after = 5.5 * backend.heartbeat  # floor(silence / interval - 0.5) >= 5
-    # The volume's reads stall once, from the copy's first read, for longer than the
-    # silence that means dead (a latency on every read would stall each file again).
-    stall = backend.fake.hang("VolumeGetFile2")
+    backend.fake.latency(round(dead_after + 4), "VolumeGetFile2")
     try:
         task_id = harness.create(fake_prompt(
             {"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 3 * dead_after},
             {"write": "b.txt", "content": "b"}, {"turn": True}))
-        wait_for(lambda: "VolumeGetFile2" in backend.fake.calls(), timeout=120,
-                 what="the first turn's checkpoint copy to read the volume")
-        time.sleep(dead_after + 4)  # the copy stalled: no heartbeat comes through the batch
+        wait_for(lambda: turn_checkpoints(harness, task_id), timeout=180,
+                 what="the first turn's checkpoint, copied slowly")
     finally:
-        backend.fake.remove(stall)
-    wait_for(lambda: turn_checkpoints(harness, task_id), timeout=60,
-             what="the first turn's checkpoint, copied once the volume answers")
+        backend.fake.latency(0, "VolumeGetFile2")
     task = harness.wait(task_id, timeout=180)
     assert task["status"] == "completed" and task["restarts"] == 0, task
     events = harness.events("--task", task_id)

@@ -135,7 +135,10 @@ def test_task_gets_config_and_no_secret_reaches_parhelia_home(world, tmp_path: P
     home, ph = world
     agent = _wrapper(tmp_path)
     with (ph / "config.toml").open("a") as fh:
-        fh.write(f"[agent]\ncommand = [{json.dumps(str(agent))}]\n")
+        fh.write(f"[agent]\ncommand = [{json.dumps(str(agent))}]\n"
+                 # the wrapper execs the fake agent from this checkout, which a contained
+                 # agent sees only when it is bound (a checkout under /tmp or $HOME)
+                 f"[sandbox]\nread_only = [{json.dumps(str(Path(FAKE_AGENT).parent))}]\n")
     d = _daemon(ph, home, ANTHROPIC_API_KEY="test-key")
     try:
         # no explicit sync: the dispatch syncs because the config is new

@@ -74,8 +74,13 @@ set -g @parhelia_detaches 0
 set-hook -g client-attached 'set -gF @parhelia_attaches "#{e|+:#{@parhelia_attaches},1}"'
 set-hook -g client-detached 'set -gF @parhelia_detaches "#{e|+:#{@parhelia_detaches},1}"'
 """
-_STATE_FORMAT = ("#{pane_dead}|#{pane_dead_status}|#{pane_pid}|#{session_attached}|"
-                 "#{@parhelia_attaches}|#{@parhelia_detaches}")
+_STATE_FORMAT = ("#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}|#{pane_pid}|"
+                 "#{session_attached}|#{@parhelia_attaches}|#{@parhelia_detaches}")
+# tmux marks a pane dead when its terminal closes and learns the exit status when it reaps
+# the process: in between, the pane is dead with neither a status nor a signal. That state is
+# read as still running for this long (a tmux older than 3.3 never shows a signal: after it,
+# the pane is dead with no known status).
+STATUS_SETTLE_SECONDS = 2.0
 
 
 def private_dir(path: Path) -> Path:
@@ -117,6 +122,7 @@ class Tmux:
         self.tmux = tmux
         self.config = self.dir / CONFIG_NAME
         self._last = TuiState(True, None, None, 0, 0, 0)
+        self._unreaped_since: float | None = None
 
     def _argv(self, *args: str) -> list[str]:
         return [self.tmux, "-S", self.socket, "-f", str(self.config), *args]
@@ -133,6 +139,7 @@ class Tmux:
             raise ValueError("the agent's argv needs two words or more (one would be run "
                              "through a shell)")
         private_dir(self.dir)
+        self._unreaped_since = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)  # a stale socket of a previous server of this container
         fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -152,11 +159,19 @@ class Tmux:
         except subprocess.TimeoutExpired:
             return self._last
         parts = proc.stdout.decode(errors="replace").strip().split("|")
-        if proc.returncode != 0 or len(parts) != 6:
+        if proc.returncode != 0 or len(parts) != 7:
             self._last = TuiState(False, None, None, 0, 0, 0)
             return self._last
-        dead, status, pid, clients, attaches, detaches = parts
-        self._last = TuiState(alive=dead != "1", exit_status=_int(status), pid=_int(pid),
+        dead, status, signum, pid, clients, attaches, detaches = parts
+        exit_status = _int(status)
+        if exit_status is None and _int(signum) is not None:
+            exit_status = 128 + (_int(signum) or 0)  # the shell's convention
+        alive = dead != "1"
+        if not alive and exit_status is None:
+            now = time.monotonic()
+            self._unreaped_since = self._unreaped_since or now
+            alive = now - self._unreaped_since < STATUS_SETTLE_SECONDS
+        self._last = TuiState(alive=alive, exit_status=exit_status, pid=_int(pid),
                               clients=_int(clients) or 0, attaches=_int(attaches) or 0,
                               detaches=_int(detaches) or 0)
         return self._last

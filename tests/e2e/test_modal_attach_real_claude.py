@@ -35,12 +35,16 @@ pytestmark = [pytest.mark.claude, pytest.mark.timeout(420),
 
 
 def interactive_on_modal(h: Harness, prompt: str) -> tuple[str, str]:
-    """An interactive task on the Modal backend, once its TUI runs: (task id, session id)."""
+    """An interactive task on the Modal backend, once its sandbox runs: (task id, session
+    id). The session is "detached" from dispatch on; attaching needs the running sandbox
+    (E601 "not running yet" before)."""
     out = h.json("task", "create", prompt, "--interactive", "--backend", "modal",
                  "--no-workspace")
     task_id = out.get("task", out)["id"]
     sid = wait_for(lambda: h.task(task_id).get("session_id"), timeout=120, what="a session")
     wait_for(lambda: session(h, sid)["status"] == "detached", timeout=180, what="detached")
+    wait_for(lambda: h.run("session", "attach", sid, "--print").returncode == 0, timeout=180,
+             what="an attachable sandbox")
     return task_id, sid
 
 

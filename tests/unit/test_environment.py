@@ -95,7 +95,8 @@ def test_apply_clears_the_callers_settings_and_fixes_the_rest() -> None:
                "NO_COLOR": "1", "COLUMNS": "37", "PARHELIA_SOCKET": "/x.sock",
                "MODAL_TOKEN_ID": "ak-1", "GIT_DIR": "/nowhere", "XDG_RUNTIME_DIR": "/run/u",
                "TZ": "Asia/Kolkata", "HOME": "/root", "PATH": "/usr/bin",
-               "PARHELIA_CLAUDE_BIN": "/opt/claude", "HTTPS_PROXY": "http://proxy:3128"}
+               "PARHELIA_CLAUDE_BIN": "/opt/claude", "HTTPS_PROXY": "http://proxy:3128",
+               "PYTHONDONTWRITEBYTECODE": "1"}
     home = environment.apply(hostile)
     try:
         assert hostile == {"PATH": "/usr/bin", "PARHELIA_CLAUDE_BIN": "/opt/claude",
@@ -106,7 +107,8 @@ def test_apply_clears_the_callers_settings_and_fixes_the_rest() -> None:
 
 
 def test_this_process_runs_in_that_environment() -> None:
-    for name in ("ANTHROPIC_API_KEY", "NO_COLOR", "COLUMNS", "PARHELIA_SOCKET"):
+    for name in ("ANTHROPIC_API_KEY", "NO_COLOR", "COLUMNS", "PARHELIA_SOCKET",
+                 "PYTHONDONTWRITEBYTECODE"):
         assert name not in os.environ
     assert os.environ["TZ"] == "UTC"
     assert not (Path(os.environ["HOME"]) / ".claude").exists()

@@ -58,7 +58,7 @@ class Feed:
     """A ``WatchEvents`` stream read by a daemon thread into a bounded buffer."""
 
     def __init__(self, api: Api, flt: common_pb2.EventFilter, *,
-                 capacity: int = FEED_CAPACITY,
+                 capacity: int = FEED_CAPACITY, backlog: int = 0,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._cond = threading.Condition()
         self._buffer: deque[dict[str, Any]] = deque(maxlen=capacity)
@@ -66,7 +66,7 @@ class Feed:
         self.ended = False
         self.error: CliError | None = None
         self._on_event = on_event
-        self._stream = api.events.watch(flt)
+        self._stream = api.events.watch(flt, backlog=backlog)
         self._thread = threading.Thread(target=self._run, name="parhelia-mcp-feed",
                                         daemon=True)
         self._thread.start()
@@ -215,7 +215,12 @@ class Subscriptions:
             if notify is not None and holder:
                 notify(holder[0])
 
-        feed = Feed(self._api, flt, capacity=self._capacity,
+        # From the newest matching event on, with the daemon's backlog after it: an event
+        # that commits before the daemon has registered the watch is still delivered (the
+        # client may act as soon as its subscribe is answered, and expect the update).
+        newest = self._api.events.list(flt, limit=1).events
+        start = with_cursor(flt, newest[-1].id if newest else 0)
+        feed = Feed(self._api, start, capacity=self._capacity, backlog=self._capacity,
                     on_event=on_event if notify is not None else None)
         sub = Subscription(sub_id, flt, feed, uri=uri)
         holder.append(sub)

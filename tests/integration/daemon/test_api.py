@@ -342,6 +342,24 @@ async def test_watch_receives_events_committed_after_it_started(client: Ch) -> N
     watch.cancel()
 
 
+async def test_a_watch_after_an_id_with_a_backlog_misses_nothing_committed_before_it(
+        client: Ch) -> None:
+    """What a gap-free subscription relies on (the MCP bridge's): read the newest id, and an
+    event that commits before the watch reaches the daemon still comes, once."""
+    stub = events_pb2_grpc.EventServiceStub(client)
+    newest = (await stub.ListEvents(events_pb2.ListEventsRequest(limit=1))).events[-1].id
+    task = await create(client, "committed before the watch")
+    watch = stub.WatchEvents(events_pb2.WatchEventsRequest(
+        filter=common_pb2.EventFilter(types=["task_created"], after_id=newest), backlog=100))
+    stream = watch.__aiter__()
+    first = await asyncio.wait_for(stream.__anext__(), 10)
+    assert (first.type, first.task_id) == ("task_created", task.id)
+    later = await create(client, "committed after")
+    nxt = await asyncio.wait_for(stream.__anext__(), 10)
+    assert (nxt.type, nxt.task_id) == ("task_created", later.id)
+    watch.cancel()
+
+
 async def test_watch_filter_and_clean_end_on_shutdown(client: Ch, daemon: RunningDaemon) -> None:
     watch = events_pb2_grpc.EventServiceStub(client).WatchEvents(
         events_pb2.WatchEventsRequest(filter=common_pb2.EventFilter(types=["task_cancelled"]),

@@ -220,13 +220,17 @@ def test_the_daemons_credential_is_nowhere_under_its_home(stack: Stack) -> None:
     env_file = harness.home / "parheliad.env"
     needles = [KEY.encode(), KEY[-20:].encode()]  # the CLI keeps the last 20 characters
     found = []
-    scanned = 0
+    scanned: list[str] = []
     for path in harness.home.rglob("*"):
         if path == env_file or not path.is_file() or path.is_symlink():
             continue
         data = path.read_bytes()
-        scanned += 1
-        found += [str(path.relative_to(harness.home)) for n in needles if n in data]
-    assert scanned > 50  # the database, spools, specs, checkpoints, transcripts, logs...
+        scanned.append(str(path.relative_to(harness.home)))
+        found += [scanned[-1] for n in needles if n in data]
+    # Every kind of file the key could leak into was there to scan.
+    kinds = {"state/parheliad.db", "state/parheliad.log", "data/volume/spool/",
+             "data/volume/specs/", "data/volume/checkpoints/", "data/volume/cas/blobs/",
+             "/agent.jsonl", "/worker.log", "/projects/", "events-export.jsonl"}
+    assert {k for k in kinds if any(k in p for p in scanned)} == kinds, sorted(scanned)
     assert not found, found
     assert json.loads(export.read_text().splitlines()[0])

@@ -15,8 +15,9 @@ tmux daemonises its server out of the worker's process group, so a worker killed
 SIGKILL would otherwise leave the TUI running beside the worker its recovery starts.
 
 State is read with one ``display-message`` per poll: whether the pane (the agent) is
-dead and its exit status, how many clients are attached, and two counters bumped by
-tmux hooks at every attach and detach (a detach between two polls is still seen).
+dead and its exit status (the guard's record of it when tmux has none), how many
+clients are attached, and two counters bumped by tmux hooks at every attach and detach
+(a detach between two polls is still seen).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ from parhelia.tuisocket import SESSION_NAME, unsafe_dir
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "tmux.conf"
+EXIT_NAME = "agent-exit"
+"""The guard's record of the agent's exit status, beside the socket: tmux 3.3 can miss
+the SIGCHLD of a pane that ends within moments of the server's start and then never
+learns the status (the guard stays a zombie; seen under load), so the worker reads it
+here."""
 WIDTH, HEIGHT = 200, 50
 """The window's size until a client attaches (then it follows the latest client)."""
 READY_MARKER = "\u276f"
@@ -121,6 +127,7 @@ class Tmux:
         self.dir = Path(socket).parent
         self.tmux = tmux
         self.config = self.dir / CONFIG_NAME
+        self.exit_record = self.dir / EXIT_NAME
         self._last = TuiState(True, None, None, 0, 0, 0)
         self._unreaped_since: float | None = None
 
@@ -140,8 +147,9 @@ class Tmux:
                              "through a shell)")
         private_dir(self.dir)
         self._unreaped_since = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket)  # a stale socket of a previous server of this container
+        for stale in (self.socket, self.exit_record):  # of a previous server of this container
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
         fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(CONFIG)
@@ -168,6 +176,8 @@ class Tmux:
             exit_status = 128 + (_int(signum) or 0)  # the shell's convention
         alive = dead != "1"
         if not alive and exit_status is None:
+            exit_status = self._recorded_exit()
+        if not alive and exit_status is None:
             now = time.monotonic()
             self._unreaped_since = self._unreaped_since or now
             alive = now - self._unreaped_since < STATUS_SETTLE_SECONDS
@@ -175,6 +185,15 @@ class Tmux:
                               clients=_int(clients) or 0, attaches=_int(attaches) or 0,
                               detaches=_int(detaches) or 0)
         return self._last
+
+    def _recorded_exit(self) -> int | None:
+        """The status the guard recorded (None: none, or not a number)."""
+        try:
+            fd = os.open(self.exit_record, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            return _int(fh.read(32).decode(errors="replace"))
 
     def screen(self) -> str:
         try:
@@ -378,8 +397,9 @@ class TuiAgent:
         self.tail.stop()
         self.tmux.kill_server()
         self._closed = True
-        with contextlib.suppress(OSError):
-            self.tmux.config.unlink()
+        for path in (self.tmux.config, self.tmux.exit_record):
+            with contextlib.suppress(OSError):
+                path.unlink()
         with contextlib.suppress(OSError):
             self.tmux.dir.rmdir()
 
@@ -452,13 +472,30 @@ def guard(worker_pid: int, argv: list[str]) -> int:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run([tmux_binary(), "-S", socket, "kill-server"],
                                capture_output=True, timeout=TMUX_TIMEOUT_SECONDS, check=False)
-            for leftover in (socket, str(Path(socket).parent / CONFIG_NAME)):
+            for leftover in (socket, str(Path(socket).parent / CONFIG_NAME),
+                             str(Path(socket).parent / EXIT_NAME)):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
             with contextlib.suppress(OSError):
                 os.rmdir(Path(socket).parent)
     code = child.returncode
-    return code if code >= 0 else 128 - code
+    code = code if code >= 0 else 128 - code
+    if not orphaned:
+        _record_exit(code)
+    return code
+
+
+def _record_exit(code: int) -> None:
+    """Write ``code`` where :meth:`Tmux.state` looks for it (EXIT_NAME), beside the socket
+    of the server this guard runs in (no TMUX: not in tmux, nothing to write)."""
+    socket = os.environ.get("TMUX", "").split(",", 1)[0]
+    if not socket:
+        return
+    path = Path(socket).parent / EXIT_NAME
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(code))
 
 
 def main(args: list[str]) -> int:

@@ -63,6 +63,9 @@ Model = Annotated[str | None, Field(max_length=200, description=(
     "Claude model (default: the daemon's config, else the agent's default)."))]
 Limit = Annotated[int | None, Field(ge=1, le=10_000, description=(
     "At most this many (the newest ones; the daemon's default when omitted)."))]
+PageToken = Annotated[str | None, Field(max_length=512, description=(
+    "The next_page_token of the previous call, for the next (older) page; the other "
+    "arguments stay the same."))]
 # The event filters, as the event tools take them.
 EventTypes = Annotated[list[EventType] | None, Field(description=(
     "Only these event types (task_created, agent_result, checkpoint_created, "

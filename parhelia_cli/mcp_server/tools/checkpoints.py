@@ -12,6 +12,7 @@ from parhelia_cli.mcp_server.schema import (
     READ,
     CheckpointId,
     Limit,
+    PageToken,
     SessionId,
     acts,
     cut_patch,
@@ -41,11 +42,15 @@ def register(tools: Registrar) -> None:
         session_id: Annotated[str | None, Field(description=(
             "Only this session's checkpoints (default: all sessions)."))] = None,
         limit: Limit = None,
+        page_token: PageToken = None,
     ) -> dict[str, Any]:
         """List checkpoints, newest first: trigger, message, manual flag, stats (files,
-        bytes, new bytes), git state. Same as `parhelia checkpoint list --json`."""
-        resp = api.checkpoints.list(session_id=session_id, limit=limit)
-        return {"checkpoints": [to_dict(c) for c in resp.checkpoints]}
+        bytes, new bytes), git state; next_page_token (null on the last page) asks for the
+        next page. Same as `parhelia checkpoint list --json`."""
+        resp = api.checkpoints.list(session_id=session_id, limit=limit,
+                                    page_token=page_token or "")
+        return {"checkpoints": [to_dict(c) for c in resp.checkpoints],
+                "next_page_token": resp.next_page_token or None}
 
     @tool("parhelia_checkpoint_rollback", acts(destructive=True,
                                                title="Roll a session back to a checkpoint"))

@@ -9,7 +9,7 @@ from pydantic import Field
 from parhelia import statuses
 from parhelia_cli import views
 from parhelia_cli.convert import to_dict
-from parhelia_cli.mcp_server.schema import READ, ContainerId, Limit, acts
+from parhelia_cli.mcp_server.schema import READ, ContainerId, Limit, PageToken, acts
 from parhelia_cli.mcp_server.tools import Registrar
 
 
@@ -26,12 +26,15 @@ def register(tools: Registrar) -> None:
         task_id: Annotated[str | None, Field(description="Only this task's containers.")
                            ] = None,
         limit: Limit = None,
+        page_token: PageToken = None,
     ) -> dict[str, Any]:
         """List worker containers (one per incarnation of a task), newest first: state,
-        health, heartbeats, backend, resources, cost. Same as
-        `parhelia container list --json`."""
-        resp = api.containers.list(states=state, health=health, task_id=task_id, limit=limit)
-        return {"containers": [to_dict(c) for c in resp.containers]}
+        health, heartbeats, backend, resources, cost; next_page_token (null on the last
+        page) asks for the next page. Same as `parhelia container list --json`."""
+        resp = api.containers.list(states=state, health=health, task_id=task_id, limit=limit,
+                                   page_token=page_token or "")
+        return {"containers": [to_dict(c) for c in resp.containers],
+                "next_page_token": resp.next_page_token or None}
 
     @tool("parhelia_container_terminate", acts(destructive=True, idempotent=True,
                                                title="Terminate a container"))

@@ -21,6 +21,7 @@ from parhelia_cli.mcp_server.schema import (
     OfSession,
     OfTask,
     PageSize,
+    PageToken,
     acts,
     parse_event_types,
     parse_instant,
@@ -44,13 +45,17 @@ def register(tools: Registrar) -> None:
         session_id: OfSession = None,
         container_id: OfContainer = None,
         limit: Limit = None,
+        page_token: PageToken = None,
     ) -> dict[str, Any]:
         """The newest events matching the filters (default 50), returned oldest first;
-        each has a global increasing id usable with parhelia_events_since. Same as
-        `parhelia events list --json`."""
+        each has a global increasing id usable with parhelia_events_since;
+        next_page_token (null when there are none older) asks for the events before
+        these. Same as `parhelia events list --json`."""
         flt = build_filter((parse_event_types(types),), level, parse_instant("since", since),
                            parse_instant("until", until), task_id, session_id, container_id)
-        return {"events": [to_dict(e) for e in api.events.list(flt, limit=limit).events]}
+        resp = api.events.list(flt, limit=limit, page_token=page_token or "")
+        return {"events": [to_dict(e) for e in resp.events],
+                "next_page_token": resp.next_page_token or None}
 
     @tool("parhelia_events_since", READ)
     def events_since(

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from parhelia_cli.convert import task_dict, to_dict
 from parhelia_cli.flows.session import attach_info
-from parhelia_cli.mcp_server.schema import READ, Limit, SessionId, acts
+from parhelia_cli.mcp_server.schema import READ, Limit, PageToken, SessionId, acts
 from parhelia_cli.mcp_server.tools import Registrar
 
 
@@ -21,12 +21,16 @@ def register(tools: Registrar) -> None:
         include_finished: Annotated[bool, Field(description=(
             "Include the sessions of finished tasks."))] = False,
         limit: Limit = None,
+        page_token: PageToken = None,
     ) -> dict[str, Any]:
         """List sessions (the long-lived execution of a task: its conversation,
         checkpoints and containers), newest first; active and stopped ones unless
-        include_finished. Same as `parhelia session list --json`."""
-        resp = api.sessions.list(include_finished=include_finished, limit=limit)
-        return {"sessions": [to_dict(s) for s in resp.sessions]}
+        include_finished; next_page_token (null on the last page) asks for the next page.
+        Same as `parhelia session list --json`."""
+        resp = api.sessions.list(include_finished=include_finished, limit=limit,
+                                 page_token=page_token or "")
+        return {"sessions": [to_dict(s) for s in resp.sessions],
+                "next_page_token": resp.next_page_token or None}
 
     @tool("parhelia_session_kill", acts(destructive=True, idempotent=True,
                                         title="Stop a session"))

@@ -34,6 +34,7 @@ from parhelia_cli.mcp_server.schema import (
     MaxTurns,
     Memory,
     Model,
+    PageToken,
     TaskId,
     Timeout,
     absolute_path,
@@ -103,11 +104,14 @@ def register(tools: Registrar) -> None:
         status: Annotated[list[statuses.TaskStatus] | None, Field(description=(
             "Only tasks in these states."))] = None,
         limit: Limit = None,
+        page_token: PageToken = None,
     ) -> dict[str, Any]:
         """List tasks, newest first, with status, options, usage (turns, tokens, cost) and
-        result. Same as `parhelia task list --json`."""
-        resp = api.tasks.list(statuses=status, limit=limit)
-        return {"tasks": [task_dict(t) for t in resp.tasks]}
+        result; next_page_token (null on the last page) asks for the next page. Same as
+        `parhelia task list --json`."""
+        resp = api.tasks.list(statuses=status, limit=limit, page_token=page_token or "")
+        return {"tasks": [task_dict(t) for t in resp.tasks],
+                "next_page_token": resp.next_page_token or None}
 
     @tool("parhelia_task_show", READ)
     def task_show(task_id: TaskId) -> dict[str, Any]:

@@ -422,3 +422,37 @@ async def test_a_listen_stream_receives_updates(mcp_daemon: RunningDaemon) -> No
                         break
         after = json.loads((await client.read_resource(uri)).contents[0].text)
         assert after["status"] == "cancelled"
+
+
+async def test_list_tools_page_as_the_cli_does(mcp_daemon: RunningDaemon) -> None:
+    """A list tool says there is more (next_page_token) and its token gives the next page:
+    paged two at a time, the tasks are the CLI's list, newest first, each once."""
+    for n in range(5):
+        cli(mcp_daemon, "task", "create", f"paged {n}", "--no-workspace", "--no-dispatch")
+    everything = [t["id"] for t in json.loads(cli(mcp_daemon, "task", "list", "--json",
+                                                  "--limit", "10000"))["tasks"]]
+    async with Client(server_params(mcp_daemon.env)) as client:
+        paged: list[str] = []
+        token = None
+        while True:
+            page = await call(client, "parhelia_task_list", limit=2,
+                              **({"page_token": token} if token else {}))
+            assert len(page["tasks"]) <= 2
+            paged += [t["id"] for t in page["tasks"]]
+            token = page["next_page_token"]
+            if token is None:
+                break
+        assert paged == everything and len(everything) >= 5
+
+        task_id = everything[0]
+        cli(mcp_daemon, "task", "cancel", task_id)  # a second event
+        events = json.loads(cli(mcp_daemon, "events", "list", "--task", task_id, "--json",
+                                "--limit", "10000"))["events"]
+        newest = await call(client, "parhelia_events_list", task_id=task_id, limit=1)
+        assert [e["id"] for e in newest["events"]] == [events[-1]["id"]]
+        older = await call(client, "parhelia_events_list", task_id=task_id, limit=1,
+                           page_token=newest["next_page_token"])
+        assert [e["id"] for e in older["events"]] == [events[-2]["id"]]
+
+        text = await error_text(client, "parhelia_task_list", page_token="not-a-token")
+        assert "E101" in text and "page_token" in text

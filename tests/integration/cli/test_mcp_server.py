@@ -367,7 +367,8 @@ async def test_autostart_and_reconnect_keep_stdout_clean(parhelia_home: Path) ->
     try:
         async with connect(env) as client:
             assert daemon_status().returncode != 0  # nothing runs before the first call
-            assert await call(client, "parhelia_task_list") == {"tasks": []}
+            assert await call(client, "parhelia_task_list") == {"tasks": [],
+                                                                "next_page_token": None}
             first = json.loads(daemon_status().stdout)
             stopped = subprocess.run([*cli_argv(), "daemon", "stop"], env=env,
                                      capture_output=True, text=True, timeout=60)

@@ -2,7 +2,9 @@
 the agent (tmux 3.3 marks the pane dead when its terminal closes, a moment before)."""
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ total=$(wc -l < {script_answers})
 sed -n "$((n + 1))p" {script_answers}
 """)
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    return Tmux(str(tmp_path / "sock"), str(exe))
+    return Tmux(str(tmp_path / "s" / "sock"), str(exe))
 
 
 def test_a_dead_pane_without_a_status_yet_is_still_ending(tmp_path: Path) -> None:
@@ -35,6 +37,27 @@ def test_a_dead_pane_without_a_status_yet_is_still_ending(tmp_path: Path) -> Non
     assert first.alive and first.exit_status is None
     second = tmux.state()
     assert (second.alive, second.exit_status) == (False, 3)
+
+
+def test_a_dead_pane_tmux_never_reaped_has_the_status_the_guard_recorded(
+        tmp_path: Path) -> None:
+    """tmux 3.3 can miss the SIGCHLD of a pane that ends right after the server started:
+    the pane stays dead without a status for good (the guard a zombie)."""
+    tmux = _fake_tmux(tmp_path, ["1|||42|0|0|0"])
+    tmux.dir.mkdir()
+    (tmux.dir / tui.EXIT_NAME).write_text("3")
+    st = tmux.state()
+    assert (st.alive, st.exit_status) == (False, 3)
+
+
+def test_the_guard_records_the_agents_status_beside_its_socket(tmp_path: Path) -> None:
+    socket = tmp_path / "sock"
+    env = {**os.environ, "TMUX": f"{socket},123,0"}
+    guard = subprocess.run(tui.guarded(["sh", "-c", "exit 7"]), env=env, timeout=60,
+                           check=False)
+    assert guard.returncode == 7
+    assert (tmp_path / tui.EXIT_NAME).read_text() == "7"
+    assert Tmux(str(socket), "tmux")._recorded_exit() == 7
 
 
 def test_a_pane_ended_by_a_signal_reports_the_shells_status(tmp_path: Path) -> None:

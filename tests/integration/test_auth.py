@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from parhelia import envfile
 from tests.helpers.daemon import RunningDaemon, cli_argv, daemon_env
 from tests.helpers.harness import Harness, fake_prompt, write_config
@@ -66,6 +68,7 @@ def test_auth_set_from_stdin_needs_no_restart(harness_factory: Callable[..., Har
     assert SECRET not in path.read_text()
 
 
+@pytest.mark.long
 def test_recovery_without_a_credential_waits_then_resumes(
         harness_factory: Callable[..., Harness]) -> None:
     from tests.integration.test_recovery import turn_checkpoints, worker_pid

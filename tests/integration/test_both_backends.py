@@ -153,6 +153,7 @@ def test_sync_task_then_pull_as_a_branch(backend: Backend, tmp_path: Path) -> No
     assert expected in shown, shown
 
 
+@pytest.mark.long
 def test_sigkill_of_the_worker_resumes_with_the_conversation(backend: Backend) -> None:
     harness = backend.harness()
     prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
@@ -252,6 +253,7 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
     assert changed_files(harness, task_id)["b.txt"] == "b\n"
 
 
+@pytest.mark.long
 def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None:
     """Modal's volume answers slowly: copying a turn's checkpoint to the daemon takes
     longer than the five missed heartbeats that mean dead. The listener holds that
@@ -397,6 +399,7 @@ def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Ba
              ("terminated", "exited"), 30, "the container settled")
 
 
+@pytest.mark.long
 def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
         backend: Backend) -> None:
     """Health buries a silent worker but Modal's terminate fails (INTERNAL, after the

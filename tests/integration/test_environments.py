@@ -11,6 +11,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.fake_modal.fixture import FakeModal
 from tests.helpers.gitrepo import init_repo
 from tests.helpers.harness import Harness, fake_prompt
@@ -230,6 +232,7 @@ def test_a_build_that_fails_fails_its_task_with_the_reason(
     assert not fake_modal.sandboxes()  # nothing ran
 
 
+@pytest.mark.long
 def test_a_recovered_local_worker_keeps_its_prepared_workspace(
         harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
     harness = harness_factory("[checkpoint]\nmin_turn_interval_seconds = 0\n")

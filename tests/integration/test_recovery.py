@@ -9,6 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.harness import Harness, fake_prompt, readable_by_agents
 from tests.helpers.waiting import wait_for
 
@@ -27,6 +29,7 @@ def turn_checkpoints(harness: Harness, task_id: str) -> list[dict]:
             if (e["data"] or {}).get("trigger") == "turn"]
 
 
+@pytest.mark.long
 def test_sigkill_of_worker_resumes_with_the_conversation(harness_factory) -> None:
     harness = harness_factory()
     prompt = fake_prompt({"write": "before.txt", "content": "written before the kill\n"},
@@ -132,6 +135,7 @@ def test_rollback_of_a_running_session_to_its_start(harness_factory) -> None:
     assert not (ws / ".fake_agent_resumed").exists()  # a fresh run, not a --resume
 
 
+@pytest.mark.long
 def test_sigterm_of_worker_not_asked_by_the_daemon_resumes(harness_factory) -> None:
     """Someone other than the daemon SIGTERMs the worker (a logout, a user's `kill`, a
     sandbox preempted): it checkpoints and reports ``worker_exited`` (stopped) itself; the
@@ -187,6 +191,7 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
     assert "a new conversation from a summary of the stored one" in text
 
 
+@pytest.mark.long
 def test_item7_turn_numbers_continue_across_incarnations(harness_factory) -> None:
     """Issue 27, item 7: after a recovery the events say turn 3, 4..., not turn 1 again,
     and agree with the task's own count."""

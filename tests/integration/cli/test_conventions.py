@@ -23,6 +23,7 @@ def h(harness_factory) -> Harness:  # noqa: F811
     return harness_factory()
 
 
+@pytest.mark.long
 def test_every_show_and_create_prints_the_resource_itself(h: Harness) -> None:
     created = h.json("task", "create", fake_prompt({"write": "a.txt", "content": "a\n"},
                                                    {"turn": True}), "--no-workspace")

@@ -132,6 +132,7 @@ def test_an_oom_kill_is_shown_with_modals_reason(
     h.run("task", "cancel", task_id, "--grace", "1", check=True)
 
 
+@pytest.mark.long
 def test_an_eviction_is_recovered_without_counting_a_restart(
         modal_harness: Callable[..., Harness], modal_standin: StandIn) -> None:
     h = modal_harness("[checkpoint]\nmin_turn_interval_seconds = 0\n")

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from parhelia.sandbox import PLACEHOLDER_PREFIX
 from parhelia.volume import LocalVolume
 from tests.helpers.modal_backend import follow, make_backend, script, start, worker_spec
@@ -42,6 +44,7 @@ def _probe(target: str, forged_for: str, own: str) -> str:
     ])
 
 
+@pytest.mark.long
 async def test_a_sandbox_sees_only_its_own_session_and_cannot_forge_anothers_records(
         fake_modal, tmp_path: Path) -> None:
     backend = make_backend(fake_modal)

@@ -301,7 +301,7 @@ class Budget:
                                        "ceiling_micros": status.ceiling_micros,
                                        "paused": len(result.stops)})
         elif resume:
-            result.resumed = self._resume_paused(tx)
+            result.resumed = self._resume_paused(tx, cfg, status)
         if status.warning and tx.kv.get(KV_WARNED) != mark:
             tx.kv.set(KV_WARNED, mark)
             tx.events.append("budget_warning",
@@ -448,10 +448,17 @@ class Budget:
             tx.reservations.delete(task.id)
             result.stops += [(c, BUDGET_REASON) for c in tx.containers.live_of(task.id)]
 
-    def _resume_paused(self, tx: Tx) -> list[str]:
+    def _resume_paused(self, tx: Tx, cfg: Config, status: BudgetStatus) -> list[str]:
+        """Budget-paused tasks that could be dispatched again go back to pending: below
+        the ceiling by what each reserves to run (the dispatch gate's own test). A pause
+        takes the task's in-flight spend out of ``used``: resuming on ``used`` alone put a
+        task paused at the ceiling back to pending on the next tick, where the gate
+        refused it for good ("cannot fit the budget")."""
         resumed = []
         for task in tx.tasks.with_status((TaskStatus.PAUSED.value,)):
             if not task.status_reason.startswith(BUDGET_REASON + ":"):
+                continue
+            if status.used_micros + reservation_for(cfg, task) > status.ceiling_micros:
                 continue
             transition(tx, task.id, TaskStatus.PENDING,
                        reason=f"{BUDGET_REASON}: below the ceiling again",

@@ -320,7 +320,9 @@ def test_budget_pause_checkpoints_and_stops_then_a_raise_resumes(backend: Backen
     used = harness.json("budget", "show")["used_micros"]
     harness.run("budget", "set", f"{(used + 2_500) / 1_000_000:.6f}", check=True)
     paused = wait_for(lambda: (t := harness.task(task_id))["status"] == "paused" and t,
-                      timeout=60, what="the budget pause")
+                      timeout=60, what="the budget pause",
+                      detail=lambda: json.dumps({"task": harness.task(task_id),
+                                                 "budget": harness.json("budget", "show")}))
     first = paused["container_id"]
     wait_for(lambda: any(e["type"] in ("container_terminated", "container_exited")
                          for e in harness.events("--container", first)),

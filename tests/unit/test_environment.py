@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.helpers import environment
+from tests.helpers import environment, pysource
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = [REPO / "parheliad", REPO / "parhelia_cli", REPO / "modal_worker",
@@ -58,7 +58,7 @@ def product_names() -> dict[str, str]:
         for path in sorted(root.rglob("*.py")):
             if "_pb2" in path.name:
                 continue
-            for name in names_read(ast.parse(path.read_text(), str(path))):
+            for name in names_read(pysource.parse(path.read_text(), str(path))):
                 out.setdefault(name, str(path.relative_to(REPO)))
     # Names read through lists of names rather than literals.
     from parhelia.credentials import CREDENTIAL_VARS, GITHUB_TOKEN_VARS
@@ -77,7 +77,7 @@ def test_the_scan_finds_the_reads_it_is_meant_to_find() -> None:
     source = ('import os\nos.environ.get("A_ONE")\nos.getenv("A_TWO")\n'
               'env["A_THREE"]\nenv["WRITTEN"] = "1"\nif "A_FOUR" in self._environ: pass\n'
               'environ.setdefault("A_FIVE", "x")\nother.get("NOT_ENV")\n')
-    assert sorted(names_read(ast.parse(source))) == ["A_FIVE", "A_FOUR", "A_ONE",
+    assert sorted(names_read(pysource.parse(source))) == ["A_FIVE", "A_FOUR", "A_ONE",
                                                       "A_THREE", "A_TWO"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from parhelia_cli import api, client
+from tests.helpers import pysource
 from tests.helpers.paths import REPO
 
 ROOT = REPO
@@ -28,7 +29,7 @@ def typed_rpcs(source: str) -> dict[str, set[str]]:
     literal first argument of ``self._call``/``_read``/``_stream``), read from the code:
     a name in a comment or a docstring is no method."""
     out: dict[str, set[str]] = {}
-    for cls in ast.parse(source).body:
+    for cls in pysource.parse(source).body:
         if not isinstance(cls, ast.ClassDef):
             continue
         key = next((stmt.value.value for stmt in cls.body
@@ -108,7 +109,7 @@ def untyped_calls(source: str, *, forwarding: bool = False) -> list[int]:
     hand (``tasks_pb2.ListTasksRequest(...)``). ``forwarding``: the call itself is the
     transport's job; only one naming its method with a literal is untyped."""
     lines = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(pysource.parse(source)):
         if not isinstance(node, ast.Call):
             continue
         func = node.func

@@ -22,6 +22,7 @@ from parheliad.backends import base
 from parheliad.backends.local import LocalBackend
 from parheliad.backends.modal.backend import ModalBackend
 from parheliad.backends.registry import CLASSES, FACTORIES, terms
+from tests.helpers import pysource
 from tests.unit.core.test_import_graph import ROOT, _absolute, _statements, modules
 
 CORE = ("parheliad.core", "parheliad.api", "parheliad.store")
@@ -41,7 +42,7 @@ COPIES_HOME = "parheliad.core.volsync"
 
 @functools.lru_cache(maxsize=4096)
 def _parse(source: str) -> ast.Module:
-    return ast.parse(source)
+    return pysource.parse(source)
 
 
 def _in_core(module: str) -> bool:

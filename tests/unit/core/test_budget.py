@@ -406,3 +406,27 @@ async def test_a_task_that_cannot_fit_waits_from_its_creation(store: Store) -> N
     assert (small.status_code, small.needs_user) == ("", False)
     held = await service.create("p", TaskOptions(max_turns=50), dispatch=False)
     assert held.held and held.status_code == ""
+
+
+async def test_a_budget_paused_task_resumes_only_when_it_can_be_dispatched(
+        store: Store) -> None:
+    """A pause takes the task's in-flight spend out of `used`, so the ceiling may no
+    longer be reached a tick later: the task stays paused until one more answer (what it
+    reserves to run) fits, then goes back to pending (and the dispatch gate takes it)."""
+    cfg = Config()
+    b = core.Budget(store, lambda: cfg)
+    (task,) = await _tasks(store, 1, max_cost=0)
+    await store.ledger.record("api", 400_000, task_id=task.id)
+    await store.kv.set(core.KV_CEILING, 500_000)  # not reached: $0.40 of $0.50
+    await store.write(lambda tx: (transition(tx, task.id, TaskStatus.RUNNING),
+                                  transition(tx, task.id, TaskStatus.PAUSED,
+                                             reason=f"{core.BUDGET_REASON}: the ceiling of "
+                                                    "$0.50 was reached ($0.52 used)")))
+    needs = await store.write(lambda tx: pricing.reservation_for(cfg, tx.tasks.require(task.id)))
+    await b.tick()
+    assert (await store.tasks.get(task.id)).status == TaskStatus.PAUSED
+    await b.set_ceiling(f"{(400_000 + needs - 1) / 1_000_000:.6f}")
+    assert (await store.tasks.get(task.id)).status == TaskStatus.PAUSED
+    await b.set_ceiling(f"{(400_000 + needs) / 1_000_000:.6f}")
+    assert (await store.tasks.get(task.id)).status == TaskStatus.PENDING
+    await store.write(functools.partial(_claim, budget=b, task_id=task.id))  # it fits

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import pysource
+
 
 def _repo_root(start: Path) -> Path:
     for directory in start.parents:
@@ -114,7 +116,7 @@ def _walk(node: ast.AST, *, nested: bool, type_only: bool) -> Iterator[Statement
 
 @functools.lru_cache(maxsize=4096)
 def _statements(source: str) -> tuple[Statement, ...]:
-    return tuple(_walk(ast.parse(source), nested=False, type_only=False))
+    return tuple(_walk(pysource.parse(source), nested=False, type_only=False))
 
 
 def _absolute(name: str, path: Path, stmt: Statement) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import pysource
 from tests.unit.core.test_import_graph import ROOT, modules
 
 STORE = "parheliad.store"
@@ -23,7 +24,7 @@ def raw_sql(mods: dict[str, Path]) -> dict[str, set[int]]:
     for name, path in mods.items():
         if not name.startswith("parheliad.") or name == STORE or name.startswith(STORE + "."):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(pysource.parse(path.read_text(encoding="utf-8"))):
             touches = (isinstance(node, ast.Attribute) and node.attr == "conn") or (
                 isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in SQL_CALLS)

@@ -188,7 +188,8 @@ Estimate (task create --estimate-only, budget estimate): what a whole task may c
   both capped at --max-cost when given.
 Crossing the warning threshold records one E301 event per period and every command
 shows a banner once. At the ceiling running tasks are checkpointed and paused; raising
-the ceiling resumes them from their checkpoints (--resume). A task reaching its
+the ceiling enough for one more answer of a task (what it reserves, `budget estimate`)
+resumes it from its checkpoint (--resume). A task reaching its
 --max-cost is stopped and fails with E300.
 
   parhelia budget show                   ceiling, used, reserved, remaining, tokens

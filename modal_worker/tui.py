@@ -397,11 +397,7 @@ class TuiAgent:
         self.tail.stop()
         self.tmux.kill_server()
         self._closed = True
-        for path in (self.tmux.config, self.tmux.exit_record):
-            with contextlib.suppress(OSError):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            self.tmux.dir.rmdir()
+        remove_server_files(self.tmux.socket)
 
 
 # -- the guard: the pane's process --------------------------------------------------------
@@ -466,32 +462,32 @@ def guard(worker_pid: int, argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    if orphaned:
-        socket = os.environ.get("TMUX", "").split(",", 1)[0]
-        if socket:
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run([tmux_binary(), "-S", socket, "kill-server"],
-                               capture_output=True, timeout=TMUX_TIMEOUT_SECONDS, check=False)
-            for leftover in (socket, str(Path(socket).parent / CONFIG_NAME),
-                             str(Path(socket).parent / EXIT_NAME)):
-                with contextlib.suppress(OSError):
-                    os.unlink(leftover)
-            with contextlib.suppress(OSError):
-                os.rmdir(Path(socket).parent)
     code = child.returncode
     code = code if code >= 0 else 128 - code
-    if not orphaned:
-        _record_exit(code)
+    socket = os.environ.get("TMUX", "").split(",", 1)[0]  # the server this guard runs in
+    if socket and orphaned:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run([tmux_binary(), "-S", socket, "kill-server"],
+                           capture_output=True, timeout=TMUX_TIMEOUT_SECONDS, check=False)
+        remove_server_files(socket)
+    elif socket:
+        _record_exit(Path(socket).parent / EXIT_NAME, code)
     return code
 
 
-def _record_exit(code: int) -> None:
-    """Write ``code`` where :meth:`Tmux.state` looks for it (EXIT_NAME), beside the socket
-    of the server this guard runs in (no TMUX: not in tmux, nothing to write)."""
-    socket = os.environ.get("TMUX", "").split(",", 1)[0]
-    if not socket:
-        return
-    path = Path(socket).parent / EXIT_NAME
+def remove_server_files(socket: str) -> None:
+    """The socket, what Parhelia wrote beside it (configuration, exit record) and their
+    private directory."""
+    directory = Path(socket).parent
+    for path in (Path(socket), directory / CONFIG_NAME, directory / EXIT_NAME):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def _record_exit(path: Path, code: int) -> None:
+    """Write ``code`` where :meth:`Tmux.state` looks for it (EXIT_NAME)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:

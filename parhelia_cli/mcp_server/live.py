@@ -183,6 +183,8 @@ class Subscription:
     id: str
     filter: common_pb2.EventFilter
     feed: Feed
+    after_id: int
+    """The newest event's id when it was opened: what it delivers comes after."""
     uri: str = ""
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
@@ -218,11 +220,11 @@ class Subscriptions:
         # From the newest matching event on, with the daemon's backlog after it: an event
         # that commits before the daemon has registered the watch is still delivered (the
         # client may act as soon as its subscribe is answered, and expect the update).
-        newest = self._api.events.list(flt, limit=1).events
-        start = with_cursor(flt, newest[-1].id if newest else 0)
-        feed = Feed(self._api, start, capacity=self._capacity, backlog=self._capacity,
-                    on_event=on_event if notify is not None else None)
-        sub = Subscription(sub_id, flt, feed, uri=uri)
+        newest = self._api.events.list(limit=1).events
+        after_id = newest[-1].id if newest else 0
+        feed = Feed(self._api, with_cursor(flt, after_id), capacity=self._capacity,
+                    backlog=self._capacity, on_event=on_event if notify is not None else None)
+        sub = Subscription(sub_id, flt, feed, after_id, uri=uri)
         holder.append(sub)
         evicted: list[Subscription] = []
         with self._lock:

@@ -121,9 +121,8 @@ def register(tools: Registrar) -> None:
         now, the cursor to start from). Expires after 10 minutes without a
         parhelia_events_stream call; parhelia_events_unsubscribe ends it sooner."""
         flt = _filter(types, level, task_id, session_id, container_id)
-        newest = api.events.list(limit=1).events
         sub = subscriptions.open(flt)
-        return {"subscription_id": sub.id, "after_id": newest[-1].id if newest else 0,
+        return {"subscription_id": sub.id, "after_id": sub.after_id,
                 "filter": _criteria(flt), "expires_after_idle_seconds": live.IDLE_SECONDS}
 
     @tool("parhelia_events_stream", READ)

@@ -48,6 +48,7 @@ def test_a_subscription_watches_after_the_newest_event_with_a_backlog() -> None:
         [(watched, backlog)] = events.watched
         assert (watched.task_id, watched.after_id, backlog) == ("t-1", 41, 8)
         assert sub.filter.after_id == 0  # the subscription's own filter is unchanged
+        assert sub.after_id == 41
     finally:
         subs.close_all()
 

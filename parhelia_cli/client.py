@@ -1,9 +1,10 @@
 """The daemon connection: socket resolution, autostart, version check, error mapping.
 
 Imported only by commands that talk to the daemon. Unary calls go over
-:mod:`parhelia_cli.unary` (HTTP/2 in the standard library, ADR 0040); ``grpc`` and its
-generated stubs are imported only by a command that follows a server stream or a
-call's progress. The generated messages are imported when a call runs.
+:mod:`parhelia_cli.calls` and :mod:`parhelia_cli.unary` (HTTP/2 in the standard
+library, ADR 0040); ``grpc`` and its generated stubs are imported only by a command
+that follows a server stream or a call's progress. The generated messages are
+imported when a call runs.
 """
 
 from __future__ import annotations
@@ -18,29 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from parhelia import __version__, ownership, paths
 from parhelia import errors as catalogue
-from parhelia_cli import lean, render, unary
+from parhelia_cli import calls, lean, render, unary
 from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream
+from parhelia_cli.calls import MAX_MESSAGE_BYTES, STUBS, address, pb2, unary_call
 from parhelia_cli.errors import CliError
 
 if TYPE_CHECKING:
     import subprocess
 
-PROBE_TIMEOUT = 3.0
 AUTOSTART_WAIT = 5.0
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-_STUBS = {
-    "system": ("system", "SystemService"),
-    "tasks": ("tasks", "TaskService"),
-    "events": ("events", "EventService"),
-    "config": ("config", "ConfigService"),
-    "sessions": ("sessions", "SessionService"),
-    "checkpoints": ("checkpoints", "CheckpointService"),
-    "containers": ("containers", "ContainerService"),
-    "budget": ("budget", "BudgetService"),
-    "reconciler": ("reconciler", "ReconcilerService"),
-    "environments": ("environments", "EnvironmentService"),
-}
 
 # gRPC status -> E-code, for failures that carry no Parhelia code in their metadata.
 _STATUS_CODES = {
@@ -57,10 +44,6 @@ _STATUS_CODES = {
 
 def autostart_enabled() -> bool:
     return os.environ.get("PARHELIA_NO_AUTOSTART", "") != "1"
-
-
-def address(socket: Path) -> str:
-    return f"unix://{socket}"
 
 
 def unavailable(socket: Path, detail: str = "") -> CliError:
@@ -92,37 +75,11 @@ def _channel(socket: Path) -> Any:
     ])
 
 
-def pb2(name: str) -> Any:
-    """The generated module ``parhelia.v1.<name>_pb2`` (imported on demand)."""
-    return importlib.import_module(f"parhelia.v1.{name}_pb2")
-
-
-def _answer_type(service: str, method: str) -> Any:
-    """The generated class of ``method``'s answer (found through the descriptors: an
-    answer may be defined in another file, e.g. ``common.proto``'s ``Task``)."""
-    module, name = _STUBS[service]
-    output = pb2(module).DESCRIPTOR.services_by_name[name].methods_by_name[method].output_type
-    defining = importlib.import_module(output.file.name.removesuffix(".proto")
-                                       .replace("/", ".") + "_pb2")
-    return getattr(defining, output.name)
-
-
-def unary_call(connection: unary.Connection, service: str, method: str, request: Any,
-               timeout: float | None) -> Any:
-    """One unary RPC over ``connection``: the answer message (``unary.RpcFailure`` when
-    it is not OK)."""
-    _module, name = _STUBS[service]
-    data = connection.call(f"/parhelia.v1.{name}/{method}", request.SerializeToString(),
-                           timeout=timeout)
-    return _answer_type(service, method).FromString(data)
-
-
 def _connect(socket: Path) -> unary.Connection:
     """A new connection to ``socket``, after the same ownership check as :func:`dial`
     (a reconnect must not talk to a socket another user put in its place)."""
     _check_owner(socket)
-    return unary.Connection(str(socket), connect_timeout=PROBE_TIMEOUT,
-                            max_message=MAX_MESSAGE_BYTES, user_agent=f"parhelia/{__version__}")
+    return calls.connect(socket)
 
 
 def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
@@ -157,27 +114,11 @@ def _check_owner(socket: Path) -> None:
 
 def dial(socket: Path) -> tuple[Any, unary.Connection] | None:
     """``(GetVersionResponse, open connection)`` of the daemon on ``socket``, or None when
-    nothing answers. GetVersion carries this client's version (for the daemon's logs)."""
+    nothing answers (E401 when the socket is not this user's)."""
     if not socket.exists():
         return None
     _check_owner(socket)
-    lean.defer_python_backend()
-    from parhelia.v1 import system_pb2
-
-    try:
-        connection = _connect(socket)
-    except unary.RpcFailure:
-        return None
-    try:
-        version = unary_call(connection, "system", "GetVersion",
-                             system_pb2.GetVersionRequest(client_version=__version__),
-                             PROBE_TIMEOUT)
-    except unary.RpcFailure as exc:
-        if exc.code().name != "UNIMPLEMENTED":
-            connection.close()
-            return None
-        version = system_pb2.GetVersionResponse()
-    return version, connection
+    return calls.hello(socket)
 
 
 def probe(socket: Path) -> Any | None:
@@ -339,7 +280,7 @@ class Client:
     def stub(self, service: str) -> Any:
         """The generated stub of ``service`` (``tasks``, ``events``...)."""
         if service not in self._stubs:
-            module, name = _STUBS[service]
+            module, name = STUBS[service]
             grpc_module = importlib.import_module(f"parhelia.v1.{module}_pb2_grpc")
             self._stubs[service] = getattr(grpc_module, f"{name}Stub")(self._channel)
         return self._stubs[service]

@@ -8,7 +8,9 @@ Rules (documented in docs/adr/0002-thin-cli.md):
 - empty strings and unset sub-messages are ``null``;
 - ``*_micros`` money fields are kept as integers and joined by a ``*_usd`` exact
   decimal string with 6 decimals;
-- ``*_json`` fields are parsed and emitted without the suffix (``data_json`` -> ``data``).
+- ``*_json`` fields are parsed and emitted without the suffix (``data_json`` -> ``data``);
+- map fields are objects with their keys sorted (protobuf's maps have no order, and
+  upb's differs from one process to the next).
 
 Works on message instances only, so this module imports no protobuf itself.
 """
@@ -75,6 +77,20 @@ def _enum_table(enum_descriptor: Any) -> dict[int, str | None]:
     return table
 
 
+def json_text(value: Any, *, pretty: bool) -> str:
+    """The text ``--json`` prints: indented (``pretty``, on a terminal), else one line
+    (the C encoder is 3-4x faster without indent)."""
+    if pretty:
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def page(key: str, items: list[Any], next_page_token: str) -> dict[str, Any]:
+    """The ``--json`` shape of a list: ``{"<kind>s": [...], "next_page_token": ...}``,
+    the token (null when nothing more matches) asking for the next page."""
+    return {key: items, "next_page_token": next_page_token or None}
+
+
 def with_related(resource: dict[str, Any], **related: Any) -> dict[str, Any]:
     """The one JSON shape of a show/create/action answer (ADR 0016): the resource
     object itself, with data about related things under named keys that never shadow
@@ -136,7 +152,7 @@ def _add_field(plan: _Plan, field: Any) -> None:
         plan.fresh.append((name, dict))
 
         def set_map(out: dict[str, Any], v: Any) -> None:
-            out[name] = {k: val(x) for k, x in v.items()}
+            out[name] = {k: val(v[k]) for k in sorted(v)}  # a map has no order of its own
 
         setters[name] = set_map
     elif field.is_repeated:

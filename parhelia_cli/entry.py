@@ -1,5 +1,6 @@
 """The ``parhelia`` console script: ``parhelia --help`` answered without importing
-Click, anything else handed to :func:`parhelia_cli.main.main`.
+Click, then the polled ``--json`` reads (:mod:`parhelia_cli.quick`), anything else
+handed to :func:`parhelia_cli.main.main`.
 
 The root help is the one invocation that needs nothing but text, and Click's import
 alone costs a CLI call more than twice the interpreter's start (``bench/cli_latency.py``).
@@ -44,6 +45,11 @@ def main() -> None:
         except BrokenPipeError:
             pass
         os._exit(0)
+    from parhelia_cli.quick import answer
+
+    code = answer(sys.argv[1:])
+    if code is not None:
+        os._exit(code)
     from parhelia_cli.main import main as run
 
     run()

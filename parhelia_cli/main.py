@@ -19,8 +19,7 @@ from parhelia import errors as catalogue
 from parhelia_cli import __version__, render
 from parhelia_cli.context import close_all, set_json, settings
 from parhelia_cli.errors import CliError, TaskOutcome
-
-ALIASES = {"t": "task", "s": "session", "c": "checkpoint", "b": "budget", "e": "events"}
+from parhelia_cli.names import ALIASES
 
 # name -> (module, attribute, one-line help). The help lives here so that `parhelia --help`
 # lists every command without importing its module.

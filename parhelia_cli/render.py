@@ -59,14 +59,10 @@ def console(stderr: bool = False) -> Console:
 
 def emit_json(value: Any, compact: bool = False) -> None:
     """Print ``value`` as JSON on stdout: indented on a terminal, else on one line
-    (``compact`` forces one line; the C encoder is 3-4x faster without indent)."""
-    import json
+    (``compact`` forces one line)."""
+    from parhelia_cli.convert import json_text
 
-    if compact or not is_tty():
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    else:
-        text = json.dumps(value, ensure_ascii=False, indent=2)
-    click.echo(text)
+    click.echo(json_text(value, pretty=not compact and is_tty()))
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -112,9 +108,10 @@ def emit_resource(resource: dict[str, Any], **related: Any) -> None:
 
 
 def emit_page(key: str, items: list[Any], next_page_token: str) -> None:
-    """The ``--json`` shape of a list: ``{"<kind>s": [...], "next_page_token": ...}``,
-    the token (null when nothing more matches) asking for the next page."""
-    emit_json({key: items, "next_page_token": next_page_token or None})
+    """Print a list's ``--json`` shape (:func:`parhelia_cli.convert.page`)."""
+    from parhelia_cli.convert import page
+
+    emit_json(page(key, items, next_page_token))
 
 
 def more(next_page_token: str) -> None:

@@ -29,7 +29,6 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
 
 # Frame types and flags (RFC 9113, section 6).
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
@@ -54,11 +53,24 @@ STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCE
                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
 
-@dataclass(frozen=True)
 class Status:
-    """A gRPC status (``.name`` as ``grpc.StatusCode`` has it)."""
+    """A gRPC status (``.name`` as ``grpc.StatusCode`` has it). A plain class: the
+    ``dataclasses`` import (which loads ``inspect``) would cost a CLI call more than
+    the whole of this module."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Status) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"Status({self.name!r})"
 
 
 class RpcFailure(Exception):

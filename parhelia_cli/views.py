@@ -8,12 +8,34 @@ is ``to_dict(api.service.method(...))`` on both sides.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from parhelia_cli.convert import task_dict, to_dict, with_related
+from parhelia import statuses as words
+from parhelia_cli.convert import page, task_dict, to_dict, with_related
 
 if TYPE_CHECKING:
+    from parhelia.v1 import tasks_pb2
     from parhelia_cli.api import Api
+
+
+def needs_attention(status: dict[str, Any]) -> bool:
+    """Whether ``parhelia status`` exits 1: its health section says something needs the
+    user (the daemon decides what)."""
+    return bool(status["health"] and status["health"]["needs_attention"])
+
+
+def task_list(api: Api, *, statuses: Iterable[str] = (), active: bool = False,
+              limit: int | None = None, page_token: str = "") -> tasks_pb2.ListTasksResponse:
+    """``task list``'s call: ``active`` asks for the unfinished states (the command
+    refuses it beside ``statuses``)."""
+    return api.tasks.list(statuses=words.TASK_UNFINISHED if active else tuple(statuses),
+                          limit=limit, page_token=page_token)
+
+
+def task_page(resp: tasks_pb2.ListTasksResponse) -> dict[str, Any]:
+    """A page of ``task list`` as ``--json`` prints it (:func:`page`)."""
+    return page("tasks", [task_dict(t) for t in resp.tasks], resp.next_page_token)
 
 
 def container_events(api: Api, container_id: str, limit: int | None) -> dict[str, Any]:

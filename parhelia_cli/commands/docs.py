@@ -54,7 +54,7 @@ def help_command(ctx: click.Context, topic: str | None) -> None:
     if name in TOPICS:
         render.line(render_topic(name, _available()).rstrip("\n"))
         return
-    from parhelia_cli.main import ALIASES
+    from parhelia_cli.names import ALIASES
 
     if name in ALIASES and ALIASES[name] in TOPICS:
         render.line(render_topic(ALIASES[name], _available()).rstrip("\n"))

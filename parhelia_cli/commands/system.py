@@ -29,9 +29,11 @@ def status() -> None:
     --no-dispatch (the health section lists the reasons). `parhelia help errors` lists
     every exit code.
     """
+    from parhelia_cli import views
+
     obj = settings()
     data = to_dict(obj.api().system.status())
-    attention = bool(data["health"] and data["health"]["needs_attention"])
+    attention = views.needs_attention(data)
     if obj.json:
         render.emit_json(data)
     else:

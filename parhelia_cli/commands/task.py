@@ -201,14 +201,15 @@ def watch(task_id: str) -> None:
 def list_tasks(statuses: tuple[str, ...], active: bool, limit: int | None, quiet: bool,
                page_token: str) -> None:
     """List tasks, newest first: all of them (--active: only unfinished ones)."""
+    from parhelia_cli import views
+
     if active and statuses:
         raise invalid("--active and --status are alternatives; give one")
-    if active:
-        statuses = words.TASK_UNFINISHED
     obj = settings()
-    resp = obj.api().tasks.list(statuses=statuses, limit=limit, page_token=page_token)
+    resp = views.task_list(obj.api(), statuses=statuses, active=active, limit=limit,
+                           page_token=page_token)
     if obj.json:
-        render.emit_page("tasks", [task_dict(t) for t in resp.tasks], resp.next_page_token)
+        render.emit_json(views.task_page(resp))
         return
     if quiet:
         render.ids(t.id for t in resp.tasks)

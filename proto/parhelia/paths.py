@@ -17,16 +17,18 @@ a socket through ``XDG_RUNTIME_DIR``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 SOCKET_NAME = "parheliad.sock"
 MAX_SOCKET_PATH_BYTES = 103
 """sun_path is 104 bytes on macOS (108 on Linux) including the NUL: stay portable."""
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
+    """Where one daemon's things are (immutable). A NamedTuple, not a dataclass: the CLI
+    resolves these on every call, and ``dataclasses`` loads ``inspect``."""
+
     home: Path | None
     config_file: Path
     state_dir: Path

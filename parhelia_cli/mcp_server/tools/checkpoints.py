@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from parhelia_cli.convert import to_dict
+from parhelia_cli.convert import page, to_dict
 from parhelia_cli.mcp_server.schema import (
     PATCH_CHARS_MAX,
     READ,
@@ -49,8 +49,8 @@ def register(tools: Registrar) -> None:
         next page. Same as `parhelia checkpoint list --json`."""
         resp = api.checkpoints.list(session_id=session_id, limit=limit,
                                     page_token=page_token or "")
-        return {"checkpoints": [to_dict(c) for c in resp.checkpoints],
-                "next_page_token": resp.next_page_token or None}
+        return page("checkpoints", [to_dict(c) for c in resp.checkpoints],
+                    resp.next_page_token)
 
     @tool("parhelia_checkpoint_rollback", acts(destructive=True,
                                                title="Roll a session back to a checkpoint"))

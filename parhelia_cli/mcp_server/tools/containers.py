@@ -8,7 +8,7 @@ from pydantic import Field
 
 from parhelia import statuses
 from parhelia_cli import views
-from parhelia_cli.convert import to_dict
+from parhelia_cli.convert import page, to_dict
 from parhelia_cli.mcp_server.schema import READ, ContainerId, Limit, PageToken, acts
 from parhelia_cli.mcp_server.tools import Registrar
 
@@ -33,8 +33,8 @@ def register(tools: Registrar) -> None:
         page) asks for the next page. Same as `parhelia container list --json`."""
         resp = api.containers.list(states=state, health=health, task_id=task_id, limit=limit,
                                    page_token=page_token or "")
-        return {"containers": [to_dict(c) for c in resp.containers],
-                "next_page_token": resp.next_page_token or None}
+        return page("containers", [to_dict(c) for c in resp.containers],
+                    resp.next_page_token)
 
     @tool("parhelia_container_terminate", acts(destructive=True, idempotent=True,
                                                title="Terminate a container"))

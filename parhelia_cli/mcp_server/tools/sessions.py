@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from parhelia_cli.convert import task_dict, to_dict
+from parhelia_cli.convert import page, task_dict, to_dict
 from parhelia_cli.flows.session import attach_info
 from parhelia_cli.mcp_server.schema import READ, Limit, PageToken, SessionId, acts
 from parhelia_cli.mcp_server.tools import Registrar
@@ -29,8 +29,8 @@ def register(tools: Registrar) -> None:
         Same as `parhelia session list --json`."""
         resp = api.sessions.list(include_finished=include_finished, limit=limit,
                                  page_token=page_token or "")
-        return {"sessions": [to_dict(s) for s in resp.sessions],
-                "next_page_token": resp.next_page_token or None}
+        return page("sessions", [to_dict(s) for s in resp.sessions],
+                    resp.next_page_token)
 
     @tool("parhelia_session_kill", acts(destructive=True, idempotent=True,
                                         title="Stop a session"))

@@ -110,8 +110,7 @@ def register(tools: Registrar) -> None:
         result; next_page_token (null on the last page) asks for the next page. Same as
         `parhelia task list --json`."""
         resp = api.tasks.list(statuses=status, limit=limit, page_token=page_token or "")
-        return {"tasks": [task_dict(t) for t in resp.tasks],
-                "next_page_token": resp.next_page_token or None}
+        return views.task_page(resp)
 
     @tool("parhelia_task_show", READ)
     def task_show(task_id: TaskId) -> dict[str, Any]:

@@ -6,6 +6,7 @@ pure-Python backend (ADR 0040); both print exactly what Click would."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,82 @@ def test_a_stream_still_uses_grpc(daemon: RunningDaemon) -> None:
     assert "grpc" not in names  # a list is unary too
     proc, names = imported(["task", "logs", "t-nope"], daemon.env)
     assert "E201" in proc.stderr and "grpc" in names
+
+
+# --- the quick reads (parhelia_cli.quick): no Click, and exactly Click's answer ------------
+
+QUICK_NEVER = (*UNARY_NEVER, "click", "rich", "parhelia_cli.main", "parhelia_cli.render",
+               "dataclasses", "inspect")
+
+
+def click_runs(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command run by Click (``parhelia_cli.main``), never by the quick reads."""
+    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def same_answer(args: list[str], env: dict[str, str]) -> set[str]:
+    """Run ``args`` through the console script and through Click: the same exit code,
+    stdout and stderr (``status --json``'s uptime aside); the modules the script
+    imported."""
+    proc, names = imported(args, env)
+    clicks = click_runs(args, env)
+    assert proc.returncode == clicks.returncode, (proc.stderr, clicks.stderr)
+    if "status" in args and "--help" not in args:
+        mine, theirs = json.loads(proc.stdout), json.loads(clicks.stdout)
+        assert mine.pop("uptime_seconds") <= theirs.pop("uptime_seconds")
+        assert mine == theirs
+    else:
+        assert proc.stdout == clicks.stdout
+    timing = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    assert timing == clicks.stderr.splitlines()
+    return names
+
+
+def test_polled_reads_answer_as_click_does_without_loading_it(daemon: RunningDaemon,
+                                                               tmp_path: Path) -> None:
+    created = [json.loads(daemon.cli("task", "create", f"Held {i}.", "--no-dispatch",
+                                     "--json", cwd=tmp_path).stdout)["id"] for i in range(3)]
+    first_page = json.loads(click_runs(["task", "list", "--json", "--limit", "2"],
+                                       daemon.env).stdout)
+    assert len(first_page["tasks"]) == 2 and first_page["next_page_token"]
+    for args in (["status", "--json"], ["--json", "status"],
+                 ["task", "list", "--json"], ["t", "list", "--json", "--active"],
+                 ["task", "list", "--json", "--status", "pending", "--status=running"],
+                 ["task", "list", "--json", "--limit", "2"],
+                 ["task", "list", "--json", "--page-token", first_page["next_page_token"]],
+                 ["task", "show", created[1], "--json"],
+                 ["task", "show", "--json", created[0][:6]]):
+        names = same_answer(args, daemon.env)
+        assert offenders(names, QUICK_NEVER) == [], args
+        assert "parhelia_cli.quick" in names
+    # three tasks held by --no-dispatch: status says they need the user (exit 1)
+    assert imported(["status", "--json"], daemon.env)[0].returncode == 1
+
+
+def test_anything_more_than_an_answer_goes_through_click(daemon: RunningDaemon,
+                                                         tmp_path: Path) -> None:
+    for args in (["task", "list", "--json", "--limit", "0"],  # E101
+                 ["task", "list", "--json", "--active", "--status", "running"],
+                 ["task", "show", "t-nope", "--json"],  # the daemon's E201
+                 ["task", "list", "--json", "--limit", "+3"],
+                 ["status", "--json", "--help"]):
+        names = same_answer(args, daemon.env)
+        assert "click" in names, args
+    latin = {**daemon.env, "PYTHONIOENCODING": "latin-1"}
+    assert "click" in same_answer(["task", "list", "--json"], latin)
+    gone = {**daemon.env, "PARHELIA_SOCKET": str(tmp_path / "gone.sock"),
+            "PARHELIA_NO_AUTOSTART": "1"}
+    proc, names = imported(["status", "--json"], gone)
+    assert proc.returncode != 0 and '"E504"' in proc.stderr and "click" in names
+
+
+def test_a_reader_that_goes_away_is_no_error(daemon: RunningDaemon, tmp_path: Path) -> None:
+    for i in range(30):
+        daemon.cli("task", "create", f"A long prompt {i}: " + "x" * 2000, "--no-dispatch",
+                   cwd=tmp_path)
+    script = f"{SCRIPT} task list --json | head -c 10"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=daemon.env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout == '{"tasks":[' and proc.stderr == "" and proc.returncode == 0

@@ -101,6 +101,9 @@ def test_running_task_is_paused_at_the_ceiling_and_resumes_when_raised(run: Cli)
     # every command shows the banner while the budget is exceeded
     banner = run("task", "list")
     assert banner.returncode == 0 and "Budget ceiling reached" in banner.stderr
+    polled = run("task", "list", "--json")  # a quick read too (parhelia_cli.quick)
+    assert polled.returncode == 0 and "Budget ceiling reached" in polled.stderr
+    assert as_json(polled)["tasks"]
 
     ok(run("budget", "set", "10"))
     done = wait_for(lambda: (t := task(run, task_id))["status"] == "completed" and t,

@@ -177,14 +177,14 @@ def answer(argv: list[str]) -> int | None:
     read, options, args = parsed
     from parhelia import __version__, ownership, paths
 
-    p = paths.resolve()
-    if (paths.socket_path_problem(p.socket) is not None or not p.socket.exists()
-            or ownership.socket_problem(p.socket) is not None):
+    socket = paths.socket_path()
+    if (paths.socket_path_problem(socket) is not None or not os.path.exists(socket)
+            or ownership.socket_problem(socket) is not None):
         return None
     from parhelia_cli import calls, convert, unary
     from parhelia_cli.api import Api
 
-    hello = calls.hello(p.socket)
+    hello = calls.hello(socket)
     if hello is None:
         return None
     version, connection = hello

@@ -9,10 +9,12 @@ answer is a reason for people (``None`` when the path is fine), used in E401 err
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import struct
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 
 def _writable_by_others(st: os.stat_result) -> bool:
@@ -95,15 +97,18 @@ def file_problem(path: Path) -> str | None:
     return problem(path) or (problem(path.parent) if path.exists() else None)
 
 
-def _peer_uid(sock_path: Path, timeout: float) -> int | None:
+def _peer_uid(sock_path: str | os.PathLike[str], timeout: float) -> int | None:
     """The uid of the process listening on ``sock_path`` (Linux ``SO_PEERCRED``); None
     where the platform cannot say or nothing accepts the connection."""
+    import socket
+    import struct
+
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(sock_path))
+            sock.connect(os.fspath(sock_path))
         except OSError:
             return None
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -111,14 +116,23 @@ def _peer_uid(sock_path: Path, timeout: float) -> int | None:
     return uid
 
 
-def _chain_problem(path: Path) -> str | None:
+def _and_parents(path: str) -> list[str]:
+    """``path`` and each directory above it, up to the root (``Path.parents`` in
+    ``os.path`` terms: ``path`` is absolute)."""
+    out = [path]
+    while (parent := os.path.dirname(out[-1])) != out[-1]:
+        out.append(parent)
+    return out
+
+
+def _chain_problem(path: str | os.PathLike[str]) -> str | None:
     """A component on the way to ``path`` (as given, and as resolved) that another user
     could swap: a symbolic link they made, or a directory they own or may write to
     (a sticky one excepted), as sshd's StrictModes checks. Checking the final target
     is not enough: a link of theirs can be pointed elsewhere right after the check."""
-    given = Path(os.path.abspath(path))
-    for chain in (given, Path(os.path.realpath(given))):
-        for component in (chain, *chain.parents):
+    given = os.path.abspath(path)
+    for chain in (given, os.path.realpath(given)):
+        for component in _and_parents(chain):
             try:
                 st = os.lstat(component)
             except FileNotFoundError:
@@ -139,7 +153,7 @@ def _chain_problem(path: Path) -> str | None:
     return None
 
 
-def socket_problem(sock_path: Path, timeout: float = 1.0) -> str | None:
+def socket_problem(sock_path: str | os.PathLike[str], timeout: float = 1.0) -> str | None:
     """Why the daemon socket at ``sock_path`` must not be spoken to, or None: the socket
     and its directory must be this user's (a directory others can write lets them swap
     the socket) and, where the platform tells, so must the process listening on it."""
@@ -147,7 +161,8 @@ def socket_problem(sock_path: Path, timeout: float = 1.0) -> str | None:
     why = _chain_problem(sock_path)
     if why is not None:
         return why
-    for path, what in ((sock_path.parent, "socket directory"), (sock_path, "socket")):
+    directory = os.path.dirname(os.path.abspath(sock_path))
+    for path, what in ((directory, "socket directory"), (sock_path, "socket")):
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -17,23 +17,40 @@ a socket through ``XDG_RUNTIME_DIR``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SOCKET_NAME = "parheliad.sock"
 MAX_SOCKET_PATH_BYTES = 103
 """sun_path is 104 bytes on macOS (108 on Linux) including the NUL: stay portable."""
 
 
-class Paths(NamedTuple):
-    """Where one daemon's things are (immutable). A NamedTuple, not a dataclass: the CLI
-    resolves these on every call, and ``dataclasses`` loads ``inspect``."""
+class Paths:
+    """Where one daemon's things are. A plain class (not a dataclass or a NamedTuple,
+    which cost the CLI's quick reads more than resolving does); compared by value."""
 
-    home: Path | None
-    config_file: Path
-    state_dir: Path
-    data_dir: Path
-    socket: Path
+    __slots__ = ("config_file", "data_dir", "home", "socket", "state_dir")
+
+    def __init__(self, *, home: Path | None, config_file: Path, state_dir: Path,
+                 data_dir: Path, socket: Path) -> None:
+        self.home, self.config_file, self.state_dir = home, config_file, state_dir
+        self.data_dir, self.socket = data_dir, socket
+
+    def _fields(self) -> tuple[Path | None, ...]:
+        return self.home, self.config_file, self.state_dir, self.data_dir, self.socket
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and other._fields() == self._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Paths(home={self.home!r}, config_file={self.config_file!r}, "
+                f"state_dir={self.state_dir!r}, data_dir={self.data_dir!r}, "
+                f"socket={self.socket!r})")
 
     @property
     def volume_dir(self) -> Path:
@@ -65,44 +82,69 @@ class Paths(NamedTuple):
         return self.workspaces_dir / session_id, self.data_dir / "claude" / session_id
 
 
-def _env_path(env: dict[str, str], key: str) -> Path | None:
+def _env_path(env: dict[str, str], key: str) -> str | None:
     value = env.get(key, "")
-    return Path(value).expanduser() if value else None
+    return os.path.expanduser(value) if value else None
+
+
+def _absolute(path: str) -> str:
+    """``Path(path).absolute()`` as a string: the working directory joined, nothing
+    normalised (``..`` stays: it may cross a symbolic link)."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
+def _locations(socket: str | os.PathLike[str] | None,
+               env: dict[str, str]) -> tuple[str | None, str, str, str, str]:
+    """(home, config file, state dir, data dir, socket) as strings: :func:`resolve`'s
+    rules in ``os.path`` terms, so that :func:`socket_path` needs no ``pathlib``."""
+    home = _env_path(env, "PARHELIA_HOME")
+    join = os.path.join
+    if home is not None:
+        home = _absolute(home)
+        config_file = join(home, "config.toml")
+        state_dir = join(home, "state")
+        data_dir = join(home, "data")
+    else:
+        user_home = env.get("HOME") or os.path.expanduser("~")
+        config_home = _env_path(env, "XDG_CONFIG_HOME") or join(user_home, ".config")
+        state_home = _env_path(env, "XDG_STATE_HOME") or join(user_home, ".local", "state")
+        data_home = _env_path(env, "XDG_DATA_HOME") or join(user_home, ".local", "share")
+        config_file = join(config_home, "parhelia", "config.toml")
+        state_dir = join(state_home, "parhelia")
+        data_dir = join(data_home, "parhelia")
+
+    explicit = (os.path.expanduser(os.fspath(socket)) if socket
+                else _env_path(env, "PARHELIA_SOCKET"))
+    if explicit is not None:
+        sock = _absolute(explicit)
+    elif home is not None:
+        sock = join(home, "run", SOCKET_NAME)
+    elif (runtime := _env_path(env, "XDG_RUNTIME_DIR")) is not None:
+        sock = join(runtime, "parhelia", SOCKET_NAME)
+    else:
+        sock = join(state_dir, "run", SOCKET_NAME)
+    return home, config_file, state_dir, data_dir, sock
 
 
 def resolve(socket: str | os.PathLike[str] | None = None,
             env: dict[str, str] | None = None) -> Paths:
     """Resolve all paths from ``env`` (default ``os.environ``) and an explicit socket."""
-    env = dict(os.environ if env is None else env)
-    home = _env_path(env, "PARHELIA_HOME")
-    user_home = Path(env.get("HOME") or Path.home())
-    if home is not None:
-        home = home.absolute()
-        config_file = home / "config.toml"
-        state_dir = home / "state"
-        data_dir = home / "data"
-    else:
-        config_home = _env_path(env, "XDG_CONFIG_HOME") or user_home / ".config"
-        state_home = _env_path(env, "XDG_STATE_HOME") or user_home / ".local" / "state"
-        data_home = _env_path(env, "XDG_DATA_HOME") or user_home / ".local" / "share"
-        config_file = config_home / "parhelia" / "config.toml"
-        state_dir = state_home / "parhelia"
-        data_dir = data_home / "parhelia"
+    from pathlib import Path
 
-    explicit = Path(socket).expanduser() if socket else _env_path(env, "PARHELIA_SOCKET")
-    if explicit is not None:
-        sock = explicit.absolute()
-    elif home is not None:
-        sock = home / "run" / SOCKET_NAME
-    elif (runtime := _env_path(env, "XDG_RUNTIME_DIR")) is not None:
-        sock = runtime / "parhelia" / SOCKET_NAME
-    else:
-        sock = state_dir / "run" / SOCKET_NAME
-    return Paths(home=home, config_file=config_file, state_dir=state_dir,
-                 data_dir=data_dir, socket=sock)
+    home, config_file, state_dir, data_dir, sock = _locations(
+        socket, dict(os.environ if env is None else env))
+    return Paths(home=None if home is None else Path(home), config_file=Path(config_file),
+                 state_dir=Path(state_dir), data_dir=Path(data_dir), socket=Path(sock))
 
 
-def socket_path_problem(path: Path) -> str | None:
+def socket_path(socket: str | os.PathLike[str] | None = None,
+                env: dict[str, str] | None = None) -> str:
+    """The daemon socket :func:`resolve` finds, as a string (``pathlib`` is not loaded:
+    the quick reads of the CLI run on this)."""
+    return _locations(socket, dict(os.environ if env is None else env))[4]
+
+
+def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
     """A human-readable reason why ``path`` cannot be a Unix socket path, or None."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         return (f"socket path is {len(os.fsencode(path))} bytes, more than the "

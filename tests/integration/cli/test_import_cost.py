@@ -100,7 +100,7 @@ def test_a_stream_still_uses_grpc(daemon: RunningDaemon) -> None:
 
 # --- the quick reads (parhelia_cli.quick): no Click, and exactly Click's answer ------------
 
-QUICK_NEVER = (*UNARY_NEVER, "click", "rich", "parhelia_cli.main", "parhelia_cli.render",
+QUICK_NEVER = (*UNARY_NEVER, "click", "rich", "parhelia_cli.main", "parhelia_cli.render", "pathlib",
                "dataclasses", "inspect")
 
 

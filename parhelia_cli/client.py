@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parhelia import __version__, ownership, paths
-from parhelia import errors as catalogue
 from parhelia_cli import calls, lean, render, unary
 from parhelia_cli.api import DEFAULT_TIMEOUT, Api, Stream
-from parhelia_cli.calls import MAX_MESSAGE_BYTES, STUBS, address, pb2, unary_call
+from parhelia_cli.calls import (
+    MAX_MESSAGE_BYTES,
+    STUBS,
+    address,
+    pb2,
+    rpc_error,
+    unary_call,
+    unavailable,
+)
 from parhelia_cli.errors import CliError
 
 if TYPE_CHECKING:
@@ -29,33 +36,8 @@ if TYPE_CHECKING:
 
 AUTOSTART_WAIT = 5.0
 
-# gRPC status -> E-code, for failures that carry no Parhelia code in their metadata.
-_STATUS_CODES = {
-    "INVALID_ARGUMENT": "E101",
-    "NOT_FOUND": "E900",
-    "RESOURCE_EXHAUSTED": "E300",
-    "DEADLINE_EXCEEDED": "E501",
-    "UNAUTHENTICATED": "E400",
-    "PERMISSION_DENIED": "E401",
-    "FAILED_PRECONDITION": "E603",
-    "UNIMPLEMENTED": "E500",
-}
-
-
 def autostart_enabled() -> bool:
     return os.environ.get("PARHELIA_NO_AUTOSTART", "") != "1"
-
-
-def unavailable(socket: Path, detail: str = "") -> CliError:
-    """E504 with the docker-style message that says how to start the daemon."""
-    extra = f" ({detail})" if detail else ""
-    return CliError(
-        "E504",
-        f"Cannot connect to the Parhelia daemon at {address(socket)}; is it running?{extra} "
-        "Start it with `parhelia daemon start` (or install the service with "
-        "`parhelia daemon install`); set PARHELIA_SOCKET or --socket if it listens elsewhere.",
-        hint="`parhelia daemon logs` shows why it stopped; `parhelia help E504` has more.",
-    )
 
 
 def _grpc() -> Any:
@@ -80,28 +62,6 @@ def _connect(socket: Path) -> unary.Connection:
     (a reconnect must not talk to a socket another user put in its place)."""
     _check_owner(socket)
     return calls.connect(socket)
-
-
-def rpc_error(exc: Any, socket: Path, method: str = "") -> CliError:
-    """The CliError for a ``grpc.RpcError``: the E-code from trailing metadata if any."""
-    code_name = exc.code().name if hasattr(exc, "code") and exc.code() is not None else "UNKNOWN"
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    metadata = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
-    code = metadata.get(catalogue.METADATA_KEY)
-    if isinstance(code, bytes):
-        code = code.decode()
-    if code:
-        return CliError(catalogue.code_of(code), details or catalogue.spec(code).what)
-    if code_name == "UNAVAILABLE":
-        return unavailable(socket, "the connection was closed")
-    if code_name == "UNIMPLEMENTED":
-        return CliError("E500", f"this daemon does not implement {method or 'that call'} yet; "
-                                "upgrade and restart it (`parhelia daemon stop`).")
-    if code_name == "CANCELLED":
-        return CliError("E900", "the call was cancelled")
-    mapped = catalogue.code_of(_STATUS_CODES.get(code_name))
-    return CliError(mapped, f"the daemon answered {code_name}" + (f": {details}" if
-                                                                   mapped != "E900" else ""))
 
 
 def _check_owner(socket: Path) -> None:

@@ -19,6 +19,13 @@ class CliError(Exception):
     def exit_code(self) -> int:
         return int(self.spec.exit)
 
+    def json(self) -> str:
+        """The line ``--json`` prints on stderr: ``{"error": {"code", "name", "message"}}``."""
+        import json
+
+        return json.dumps({"error": {"code": self.code, "name": self.spec.name,
+                                     "message": self.message}}, ensure_ascii=False)
+
     def __str__(self) -> str:
         return f"{self.code} {self.spec.name}: {self.message}"
 

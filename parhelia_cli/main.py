@@ -20,6 +20,7 @@ from parhelia_cli import __version__, render
 from parhelia_cli.context import close_all, set_json, settings
 from parhelia_cli.errors import CliError, TaskOutcome
 from parhelia_cli.names import ALIASES
+from parhelia_cli.quick import INTERRUPTED
 
 # name -> (module, attribute, one-line help). The help lives here so that `parhelia --help`
 # lists every command without importing its module.
@@ -142,7 +143,7 @@ class ParheliaGroup(click.Group):
             exc.show()
             code = exc.exit_code
         except (click.Abort, KeyboardInterrupt):
-            click.echo("Interrupted.", err=True)
+            click.echo(INTERRUPTED, err=True)
             code = 130
         except OSError as exc:
             if exc.errno != errno.EPIPE:

@@ -8,14 +8,17 @@ commands declare (``tests/unit/cli/test_quick.py`` compares the two), makes the 
 calls through the same views (:mod:`parhelia_cli.views`) and prints the same JSON
 (:func:`parhelia_cli.convert.json_text`).
 
-It answers only when there is nothing to say but the answer. Anything else is left
-to Click, which then does the whole command as if this module did not exist: help;
-an option, a value or a form this parser does not take exactly as Click would (the
-parser accepts a subset, never a superset); no daemon on the socket (autostart), a
-socket that fails the owner check, a call that fails; a daemon of another version or
-a budget banner to print (warnings on stderr); shell completion; a stdout that is
-not UTF-8. Reads are idempotent, so a call made here and made again by Click is
-harmless. Module-level imports: ``os`` and ``sys`` only.
+It prints the answer, or the daemon's refusal as Click's ``--json`` error (the same
+:func:`parhelia_cli.calls.rpc_error` and E-code, so a slow daemon is not waited for
+twice), and ends as Click would on Ctrl-C (130) or a reader gone away (1). Anything
+else is left to Click, which then does the whole command as if this module did not
+exist: help; an option, a value or a form this parser does not take exactly as Click
+would (the parser accepts a subset, never a superset); no daemon on the socket
+(autostart), a socket that fails the owner check, a connection that went away; a
+daemon of another version or a budget banner to print (warnings on stderr); shell
+completion; a stdout that is not UTF-8. Reads are idempotent, so a call made here
+and made again by Click is harmless. Module-level imports: ``os``, ``sys`` and
+``typing`` (which protobuf loads anyway).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ FLAG, TEXT, WORDS, COUNT = "flag", "text", "words", "count"
 """Option kinds: a flag; any text; one of ``words``, repeatable (``multiple=True``); an
 integer in ``[low, high]``. Each is what Click's flag, ``str``, ``Choice`` (with
 ``multiple``) and ``IntRange`` accept, restricted to plain ASCII digits for numbers."""
+
+MAX_DIGITS = 18
+"""Longer numbers are Click's to refuse (or take: leading zeros)."""
+INTERRUPTED = "Interrupted."
+"""What Ctrl-C prints, after a new line (as the Click root group does)."""
 
 Answer = Callable[["Api", dict[str, Any], list[str]], tuple[Any, int]]
 """(the typed client, options by destination, arguments) -> (JSON value, exit code)."""
@@ -155,7 +163,9 @@ def parse(argv: list[str], reads: dict[tuple[str, ...], Read] | None = None
         seen.add(flag)
         if kind == COUNT:
             low, high = detail
-            if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+            if not (value.isascii() and value.isdigit()) or len(value) > MAX_DIGITS:
+                return None  # (int() refuses more than 4,300 digits; Click says E101)
+            if not low <= int(value) <= high:
                 return None
             options[dest] = int(value)
         else:
@@ -166,8 +176,18 @@ def parse(argv: list[str], reads: dict[tuple[str, ...], Read] | None = None
 
 
 def answer(argv: list[str]) -> int | None:
-    """Print the answer to ``argv`` and return the exit code; None when Click should
-    run the command instead (nothing was printed)."""
+    """Print the answer to ``argv`` (or the daemon's refusal) and return the exit code;
+    None when Click should run the command instead (nothing was printed). Exit codes
+    and messages are Click's: ``Interrupted.`` and 130 on Ctrl-C, 1 when the reader of
+    stdout went away."""
+    try:
+        return _answer(argv)
+    except KeyboardInterrupt:
+        _write(sys.stderr, f"\n{INTERRUPTED}\n")
+        return 130
+
+
+def _answer(argv: list[str]) -> int | None:
     if "_PARHELIA_COMPLETE" in os.environ:
         return None
     parsed = parse(argv)
@@ -177,11 +197,14 @@ def answer(argv: list[str]) -> int | None:
     read, options, args = parsed
     from parhelia import __version__, ownership, paths
 
-    socket = paths.socket_path()
+    try:
+        socket = paths.socket_path()
+    except RuntimeError:  # a home that cannot be found: Click's to report
+        return None
     if (paths.socket_path_problem(socket) is not None or not os.path.exists(socket)
             or ownership.socket_problem(socket) is not None):
         return None
-    from parhelia_cli import calls, convert, unary
+    from parhelia_cli import calls, convert
     from parhelia_cli.api import Api
 
     hello = calls.hello(socket)
@@ -191,39 +214,65 @@ def answer(argv: list[str]) -> int | None:
     try:
         if version.version != __version__ or version.budget_detail:
             return None  # Click's client warns about them
-        value, code = read.answer(Api(_Connection(connection)), options, args)
-    except (Fallback, unary.RpcFailure):
+        value, code = read.answer(Api(_Connection(connection, socket)), options, args)
+    except Fallback:
         return None
+    except Refused as refused:
+        _write(sys.stderr, refused.error.json() + "\n")
+        return int(refused.error.exit_code)
     finally:
         connection.close()
     try:
         pretty = sys.stdout.isatty()
     except ValueError:
         pretty = False
-    text = convert.json_text(value, pretty=pretty) + "\n"
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`| head`), as Click's path
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if not _write(sys.stdout, convert.json_text(value, pretty=pretty) + "\n"):
+        return 1  # as Click does when the reader went away (`| head`)
     return code
 
 
-class _Connection:
-    """:class:`parhelia_cli.api.Transport` over one open connection, failures raised
-    as they come (:class:`unary.RpcFailure`: :func:`answer` leaves them to Click)."""
+def _write(stream: Any, text: str) -> bool:
+    """Write and flush; False when the reader went away (stdout then goes to /dev/null,
+    so that the interpreter's last flush does not complain)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return False
+    return True
 
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
+
+class Refused(Exception):
+    """The daemon refused the read: ``error`` is the :class:`~parhelia_cli.errors.CliError`
+    Click's client would print for it."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Connection:
+    """:class:`parhelia_cli.api.Transport` over one open connection. A failure becomes
+    :class:`Refused` with the E-code Click's client would print, except a connection
+    that went away (UNAVAILABLE): Click's client reconnects, or starts the daemon."""
+
+    def __init__(self, connection: Any, socket: str) -> None:
+        self._connection, self._socket = connection, socket
 
     def call(self, service: str, method: str, request: Any, *,
              timeout: float | None = None, idempotent: bool = False,
              on_progress: Any = None) -> Any:
-        from parhelia_cli.calls import unary_call
+        from parhelia_cli import calls, unary
 
         if on_progress is not None:
             raise Fallback
-        return unary_call(self._connection, service, method, request, timeout)
+        try:
+            return calls.unary_call(self._connection, service, method, request, timeout)
+        except unary.RpcFailure as exc:
+            if exc.code().name == "UNAVAILABLE":
+                raise Fallback from None
+            raise Refused(calls.rpc_error(exc, self._socket, method)) from None
 
     def stream(self, service: str, method: str, request: Any) -> Any:
         raise Fallback

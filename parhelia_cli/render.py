@@ -145,10 +145,7 @@ def warn(text: str, key: str | None = None) -> None:
 def error(err: CliError, as_json: bool) -> None:
     """``Error E### NAME: message`` plus a hint line on stderr (JSON too with ``--json``)."""
     if as_json:
-        import json
-
-        payload = {"error": {"code": err.code, "name": err.spec.name, "message": err.message}}
-        click.echo(json.dumps(payload, ensure_ascii=False), err=True)
+        click.echo(err.json(), err=True)
         return
     head = f"Error {err.code} {err.spec.name}:"
     if color_enabled(sys.stderr):

@@ -12,6 +12,8 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from parhelia.paths import absolute
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -130,7 +132,7 @@ def _chain_problem(path: str | os.PathLike[str]) -> str | None:
     could swap: a symbolic link they made, or a directory they own or may write to
     (a sticky one excepted), as sshd's StrictModes checks. Checking the final target
     is not enough: a link of theirs can be pointed elsewhere right after the check."""
-    given = os.path.abspath(path)
+    given = absolute(path)
     for chain in (given, os.path.realpath(given)):
         for component in _and_parents(chain):
             try:
@@ -161,7 +163,7 @@ def socket_problem(sock_path: str | os.PathLike[str], timeout: float = 1.0) -> s
     why = _chain_problem(sock_path)
     if why is not None:
         return why
-    directory = os.path.dirname(os.path.abspath(sock_path))
+    directory = os.path.dirname(absolute(sock_path))  # Path.parent: `..` kept
     for path, what in ((directory, "socket directory"), (sock_path, "socket")):
         try:
             st = os.stat(path)

@@ -82,14 +82,25 @@ class Paths:
         return self.workspaces_dir / session_id, self.data_dir / "claude" / session_id
 
 
+def _expand(value: str) -> str:
+    """``~`` and ``~user`` expanded, as ``Path.expanduser`` does (RuntimeError when the
+    home cannot be found: no path under the working directory named ``~user``)."""
+    out = os.path.expanduser(value)
+    if out.startswith("~"):
+        raise RuntimeError(f"Could not determine home directory of {value.split('/')[0]}")
+    return out
+
+
 def _env_path(env: dict[str, str], key: str) -> str | None:
     value = env.get(key, "")
-    return os.path.expanduser(value) if value else None
+    return _expand(value) if value else None
 
 
-def _absolute(path: str) -> str:
+def absolute(path: str | os.PathLike[str]) -> str:
     """``Path(path).absolute()`` as a string: the working directory joined, nothing
-    normalised (``..`` stays: it may cross a symbolic link)."""
+    normalised (``..`` stays: after a symbolic link it is the link target's parent, as
+    the kernel sees it; ``os.path.abspath`` would drop it by text)."""
+    path = os.fspath(path)
     return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
 
 
@@ -100,7 +111,7 @@ def _locations(socket: str | os.PathLike[str] | None,
     home = _env_path(env, "PARHELIA_HOME")
     join = os.path.join
     if home is not None:
-        home = _absolute(home)
+        home = absolute(home)
         config_file = join(home, "config.toml")
         state_dir = join(home, "state")
         data_dir = join(home, "data")
@@ -113,10 +124,10 @@ def _locations(socket: str | os.PathLike[str] | None,
         state_dir = join(state_home, "parhelia")
         data_dir = join(data_home, "parhelia")
 
-    explicit = (os.path.expanduser(os.fspath(socket)) if socket
+    explicit = (_expand(os.fspath(socket)) if socket
                 else _env_path(env, "PARHELIA_SOCKET"))
     if explicit is not None:
-        sock = _absolute(explicit)
+        sock = absolute(explicit)
     elif home is not None:
         sock = join(home, "run", SOCKET_NAME)
     elif (runtime := _env_path(env, "XDG_RUNTIME_DIR")) is not None:

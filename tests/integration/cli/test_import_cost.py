@@ -150,12 +150,16 @@ def test_polled_reads_answer_as_click_does_without_loading_it(daemon: RunningDae
     assert imported(["status", "--json"], daemon.env)[0].returncode == 1
 
 
-def test_anything_more_than_an_answer_goes_through_click(daemon: RunningDaemon,
-                                                         tmp_path: Path) -> None:
+def test_a_refusal_is_clicks_error_and_anything_more_goes_through_click(
+        daemon: RunningDaemon, tmp_path: Path) -> None:
+    for args in (["task", "show", "t-nope", "--json"],  # the daemon's E201
+                 ["task", "show", "--json", ""]):
+        names = same_answer(args, daemon.env)
+        assert "click" not in names and "parhelia_cli.quick" in names, args
     for args in (["task", "list", "--json", "--limit", "0"],  # E101
                  ["task", "list", "--json", "--active", "--status", "running"],
-                 ["task", "show", "t-nope", "--json"],  # the daemon's E201
                  ["task", "list", "--json", "--limit", "+3"],
+                 ["task", "list", "--json", "--limit", "9" * 5000],
                  ["status", "--json", "--help"]):
         names = same_answer(args, daemon.env)
         assert "click" in names, args
@@ -167,11 +171,51 @@ def test_anything_more_than_an_answer_goes_through_click(daemon: RunningDaemon,
     assert proc.returncode != 0 and '"E504"' in proc.stderr and "click" in names
 
 
-def test_a_reader_that_goes_away_is_no_error(daemon: RunningDaemon, tmp_path: Path) -> None:
-    for i in range(30):
-        daemon.cli("task", "create", f"A long prompt {i}: " + "x" * 2000, "--no-dispatch",
-                   cwd=tmp_path)
-    script = f"{SCRIPT} task list --json | head -c 10"
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=daemon.env,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert proc.stdout == '{"tasks":[' and proc.stderr == "" and proc.returncode == 0
+def test_a_reader_that_went_away_ends_it_as_click_would(daemon: RunningDaemon) -> None:
+    """stdout is a pipe nobody reads any more (``| head`` after it exited): no traceback,
+    and the exit code Click gives (1)."""
+    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
+    outcomes = []
+    for argv in ([str(SCRIPT), "task", "list", "--json"],
+                 [sys.executable, "-c", code, "task", "list", "--json"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = subprocess.run(argv, env=daemon.env, stdout=write_end,
+                                  stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        finally:
+            os.close(write_end)
+        outcomes.append((proc.returncode, proc.stderr))
+    assert outcomes[0] == outcomes[1] == (1, ""), outcomes
+
+
+def test_ctrl_c_while_the_daemon_thinks_is_clicks_interrupted(tmp_path: Path) -> None:
+    """A socket that accepts and never answers: SIGINT a second in, through the quick
+    reads and through Click."""
+    import signal
+    import socket
+    import time
+
+    home = tmp_path / "h"
+    (home / "run").mkdir(parents=True)
+    home.chmod(0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(home / "run" / "parheliad.sock"))
+    listener.listen(8)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PARHELIA_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PARHELIA_HOME=str(home), PARHELIA_NO_AUTOSTART="1")
+    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
+    outcomes = []
+    try:
+        for argv in ([str(SCRIPT), "status", "--json"],
+                     [sys.executable, "-c", code, "status", "--json"]):
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            outcomes.append((proc.returncode, out, err))
+    finally:
+        listener.close()
+    assert outcomes[0] == outcomes[1] == (130, "", "\nInterrupted.\n"), outcomes

@@ -51,6 +51,8 @@ LEFT_TO_CLICK = [
     ["task", "list", "--json", "--limit", "+7"],
     ["task", "list", "--json", "--limit", "1_0"],
     ["task", "list", "--json", "--limit", "\u0667"],  # an Arabic-Indic 7: int() takes it
+    ["task", "list", "--json", "--limit", "5" * 5000],  # int() refuses: Click says E101
+    ["task", "list", "--json", "--limit", "0" * 18 + "5"],
     ["task", "list", "--json", "--limit", "5", "--limit", "6"],
     ["task", "list", "--json", "--limit"],
     ["task", "list", "--json", "--status", "sleeping"],

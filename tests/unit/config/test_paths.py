@@ -46,3 +46,15 @@ def test_paths_compare_by_value() -> None:
     assert (p.home, p.config_file, p.data_dir) == (Path("/h"), Path("/h/config.toml"),
                                                    Path("/h/data"))
     assert len({p, resolve(env=env)}) == 1
+
+
+@pytest.mark.parametrize(("env", "explicit"), [
+    ({"PARHELIA_HOME": "~no-such-user-here/h"}, None),
+    ({"PARHELIA_SOCKET": "~no-such-user-here/d.sock"}, None),
+    ({}, "~no-such-user-here/d.sock"),
+])
+def test_a_home_that_cannot_be_found_is_an_error_not_a_directory_here(
+        env: dict[str, str], explicit: str | None) -> None:
+    for resolver in (resolve, socket_path):
+        with pytest.raises(RuntimeError, match="home directory"):
+            resolver(explicit, env={"HOME": "/u", **env})

@@ -97,6 +97,11 @@ class Stray:
     stop: Callable[[], object]
 
 
+MODAL_ONLY = pytest.mark.parametrize("backend", ["modal"], indirect=True)
+"""A test of what only a remote backend has (a service to lose, a volume to copy to,
+compute to estimate): run for Modal alone, rather than generated for local and skipped."""
+
+
 @pytest.fixture(params=["local", "modal"])
 def backend(request: pytest.FixtureRequest, harness_factory: Callable[..., Harness]) -> Backend:
     fake = request.getfixturevalue("modal_standin") if request.param == "modal" else None
@@ -228,9 +233,8 @@ def _assert_sequence_complete(harness: Harness, container: str) -> None:
     assert seqs and max(seqs) <= last
 
 
+@MODAL_ONLY  # the local backend has no service to lose
 def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
-    if backend.fake is None:
-        pytest.skip("the local backend has no service to lose")
     harness = backend.harness()
     steps = [{"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 16},
              {"write": "b.txt", "content": "b"}, {"turn": True}]
@@ -254,13 +258,12 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
 
 
 @pytest.mark.long
+@MODAL_ONLY  # the local backend shares the daemon's volume: there is no copy
 def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None:
     """Modal's volume answers slowly: copying a turn's checkpoint to the daemon takes
     longer than the five missed heartbeats that mean dead. The listener holds that
     batch back meanwhile, but the worker's heartbeats keep arriving on the live
     channel: nothing is buried, killed or relaunched, and the task completes."""
-    if backend.fake is None:
-        pytest.skip("the local backend shares the daemon's volume: there is no copy")
     harness = backend.harness()
     dead_after = 5.5 * backend.heartbeat  # floor(silence / interval - 0.5) >= 5
     backend.fake.latency(round(dead_after + 4), "VolumeGetFile2")
@@ -351,11 +354,10 @@ def _sleeping_modal_task(backend: Backend) -> tuple[Harness, str, str, str]:
     return harness, task_id, container, backend.fake.sandbox(container)["id"]
 
 
+@MODAL_ONLY  # the local backend has no service to lose
 def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Backend) -> None:
     """A cancel whose stop cannot reach Modal is retried until the sandbox ends: it does
     not run on (and bill) until its Modal timeout."""
-    if backend.fake is None:
-        pytest.skip("the local backend has no service to lose")
     fake = backend.fake
     harness, task_id, _, sandbox_id = _sleeping_modal_task(backend)
     outage = fake.fail("*", "UNAVAILABLE")
@@ -370,13 +372,12 @@ def test_a_cancel_while_modal_is_unreachable_still_ends_the_sandbox(backend: Bac
     assert harness.task(task_id)["status"] == "cancelled"
 
 
+@MODAL_ONLY  # the local backend has no service to lose
 def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Backend) -> None:
     """A cancel whose stop could not reach Modal is retried in the daemon's memory; the
     daemon is SIGKILLed meanwhile. The next daemon's reconciler finds the sandbox still
     running for a cancelled task and stops it (checkpoint first), instead of letting it
     run (and bill) until its Modal timeout."""
-    if backend.fake is None:
-        pytest.skip("the local backend has no service to lose")
     fake = backend.fake
     harness, task_id, container, sandbox_id = _sleeping_modal_task(backend)
     outage = fake.fail("*", "UNAVAILABLE")
@@ -402,14 +403,13 @@ def test_a_stop_forgotten_by_a_killed_daemon_is_done_by_the_next_one(backend: Ba
 
 
 @pytest.mark.long
+@MODAL_ONLY  # the local backend's terminate is a signal: it cannot be refused
 def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
         backend: Backend) -> None:
     """Health buries a silent worker but Modal's terminate fails (INTERNAL, after the
     SDK's own retries): the stop is retried until the sandbox ends, and the task gets no
     second sandbox while the first still runs; once the first can be terminated the task
     resumes in a new one and completes."""
-    if backend.fake is None:
-        pytest.skip("the local backend's terminate is a signal: it cannot be refused")
     fake = backend.fake
     harness = backend.harness()
     task_id = harness.create(fake_prompt({"write": "a.txt", "content": "a"}, {"turn": True},
@@ -443,13 +443,12 @@ def test_a_dead_worker_whose_sandbox_refuses_to_terminate_is_never_doubled(
     assert sandboxes[0]["state"]["finished_at"] <= sandboxes[1]["created_at"]
 
 
+@MODAL_ONLY  # a local worker's compute is free: nothing to estimate
 def test_modal_compute_is_an_estimate_until_modals_usage_figure_replaces_it(
         backend: Backend) -> None:
     """`budget history` (and --json) marks the compute booked at the configured rates as
     estimated; once the sandbox has ended (and Modal's statistics settled) the
     reconciler books the difference to Modal's own figure and nothing is estimated."""
-    if backend.fake is None:
-        pytest.skip("a local worker's compute is free: nothing to estimate")
     fake = backend.fake
     fake.service.write_json(fake.root / "billing.json", {"CPU": "0.001", "Memory": "0"})
     harness = backend.harness("[budget]\naccrual_interval_seconds = 0.3\n"

@@ -1,8 +1,8 @@
-"""The reads a script polls, answered without Click: ``status``, ``task list`` and
-``task show`` with ``--json``.
+"""The reads a script polls, answered without Click: ``status``, ``task list``,
+``task show`` and ``events list`` with ``--json``.
 
 Importing Click costs a CLI call that makes one RPC more than the call itself
-(``bench/cli_latency.py``, ADR 0040). These three reads are what an agent or a script
+(``bench/cli_latency.py``, ADR 0040). These reads are what an agent or a script
 runs in a loop, so :func:`answer` matches argv against the options their Click
 commands declare (``tests/unit/cli/test_quick.py`` compares the two), makes the same
 calls through the same views (:mod:`parhelia_cli.views`) and prints the same JSON
@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from parhelia_cli.api import Api
 
-FLAG, TEXT, WORDS, COUNT = "flag", "text", "words", "count"
-"""Option kinds: a flag; any text; one of ``words``, repeatable (``multiple=True``); an
-integer in ``[low, high]``. Each is what Click's flag, ``str``, ``Choice`` (with
-``multiple``) and ``IntRange`` accept, restricted to plain ASCII digits for numbers."""
+FLAG, TEXT, ID, WORDS, TYPES, COUNT = "flag", "text", "id", "words", "types", "count"
+"""Option kinds: a flag; any text (absent: ``""``); an id (any text, absent: None); one
+of ``words``, repeatable (``multiple=True``); event types, comma-separated and
+repeatable (``params.EventTypes``; ``detail`` gives the catalogue when asked); an
+integer in ``[low, high]``. Each is what Click's flag, ``str``, ``Choice``,
+``EventTypes`` and ``IntRange`` accept, restricted to plain ASCII digits for numbers."""
 
 MAX_DIGITS = 18
 """Longer numbers are Click's to refuse (or take: leading zeros)."""
@@ -84,6 +86,22 @@ def _task_show(api: Api, _options: dict[str, Any], args: list[str]) -> tuple[Any
     return views.task_show(api, args[0]), 0
 
 
+def _events_list(api: Api, options: dict[str, Any], _args: list[str]) -> tuple[Any, int]:
+    from parhelia_cli import views
+    from parhelia_cli.api import event_filter
+
+    flt = event_filter(types=options["types"], task_id=options["task_id"],
+                       session_id=options["session_id"], container_id=options["container_id"])
+    resp = api.events.list(flt, limit=options["limit"], page_token=options["page_token"])
+    return views.event_page(resp), 0
+
+
+def _event_types() -> Any:
+    from parhelia.events import CATALOGUE  # loads dataclasses: only for --type
+
+    return CATALOGUE
+
+
 def _reads() -> dict[tuple[str, ...], Read]:
     from parhelia import limits
     from parhelia import statuses as words
@@ -97,12 +115,20 @@ def _reads() -> dict[tuple[str, ...], Read]:
             "--page-token": ("page_token", TEXT, None),
         }),
         ("task", "show"): Read(_task_show, arguments=1),
+        ("events", "list"): Read(_events_list, options={
+            "--type": ("types", TYPES, _event_types),
+            "--task": ("task_id", ID, None),
+            "--session": ("session_id", ID, None),
+            "--container": ("container_id", ID, None),
+            "--limit": ("limit", COUNT, (1, limits.MAX_LIST)),
+            "--page-token": ("page_token", TEXT, None),
+        }),
     }
 
 
 def _defaults(read: Read) -> dict[str, Any]:
     """Each destination's value when its option is absent (Click's defaults)."""
-    empty = {FLAG: False, TEXT: "", WORDS: (), COUNT: None}
+    empty = {FLAG: False, TEXT: "", ID: None, WORDS: (), TYPES: (), COUNT: None}
     return {dest: empty[kind] for dest, kind, _ in read.options.values()}
 
 
@@ -157,6 +183,12 @@ def parse(argv: list[str], reads: dict[tuple[str, ...], Read] | None = None
             if value not in detail:
                 return None
             options[dest] = (*options[dest], value)
+            continue
+        if kind == TYPES:
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if any(item not in detail() for item in items):
+                return None
+            options[dest] = (*options[dest], *items)
             continue
         if flag in seen:
             return None  # Click keeps the last; saying nothing about it is Click's call

@@ -15,7 +15,7 @@ from parhelia import statuses as words
 from parhelia_cli.convert import page, task_dict, to_dict, with_related
 
 if TYPE_CHECKING:
-    from parhelia.v1 import tasks_pb2
+    from parhelia.v1 import events_pb2, tasks_pb2
     from parhelia_cli.api import Api
 
 
@@ -31,6 +31,11 @@ def task_list(api: Api, *, statuses: Iterable[str] = (), active: bool = False,
     refuses it beside ``statuses``)."""
     return api.tasks.list(statuses=words.TASK_UNFINISHED if active else tuple(statuses),
                           limit=limit, page_token=page_token)
+
+
+def event_page(resp: events_pb2.ListEventsResponse) -> dict[str, Any]:
+    """A page of ``events list`` as ``--json`` prints it (:func:`page`)."""
+    return page("events", [to_dict(e) for e in resp.events], resp.next_page_token)
 
 
 def task_page(resp: tasks_pb2.ListTasksResponse) -> dict[str, Any]:

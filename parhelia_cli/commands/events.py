@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from parhelia_cli import complete, params, render
+from parhelia_cli import complete, params, render, views
 from parhelia_cli.context import json_option, settings
 from parhelia_cli.convert import to_dict
 from parhelia_cli.flows.events import build_filter, event_line
@@ -63,10 +63,10 @@ def list_events(types: tuple[tuple[str, ...], ...], level: str | None, since: da
     flt = build_filter(types, level, since, until, task_id, session_id, container_id)
     obj = settings()
     resp = obj.api().events.list(flt, limit=limit, page_token=page_token)
-    found = [to_dict(e) for e in resp.events]
     if obj.json:
-        render.emit_page("events", found, resp.next_page_token)
+        render.emit_json(views.event_page(resp))
         return
+    found = [to_dict(e) for e in resp.events]
     if not found:
         render.line("No matching events.")
     for e in found:

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from parhelia_cli.convert import page, to_dict
+from parhelia_cli import views
+from parhelia_cli.convert import to_dict
 from parhelia_cli.errors import invalid
 from parhelia_cli.flows.events import build_filter
 from parhelia_cli.mcp_server import live
@@ -54,8 +55,7 @@ def register(tools: Registrar) -> None:
         flt = build_filter((parse_event_types(types),), level, parse_instant("since", since),
                            parse_instant("until", until), task_id, session_id, container_id)
         resp = api.events.list(flt, limit=limit, page_token=page_token or "")
-        return page("events", [to_dict(e) for e in resp.events],
-                    resp.next_page_token)
+        return views.event_page(resp)
 
     @tool("parhelia_events_since", READ)
     def events_since(

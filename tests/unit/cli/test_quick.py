@@ -13,11 +13,14 @@ import click
 import pytest
 
 from parhelia import __version__
-from parhelia_cli import calls, quick
+from parhelia_cli import calls, params, quick
 from parhelia_cli.main import load_command
 
 TASK_LIST = ("task", "list")
 NO_OPTIONS = {"statuses": (), "active": False, "limit": None, "page_token": ""}
+EVENTS_LIST = ("events", "list")
+NO_FILTER = {"types": (), "task_id": None, "session_id": None, "container_id": None,
+             "limit": None, "page_token": ""}
 
 TAKEN = [
     (["status", "--json"], ("status",), {}, []),
@@ -32,6 +35,13 @@ TAKEN = [
      {**NO_OPTIONS, "limit": 1000, "page_token": "-x9"}, []),
     (["task", "show", "t-1a2b", "--json"], ("task", "show"), {}, ["t-1a2b"]),
     (["task", "show", "--json", "t-1a2b"], ("task", "show"), {}, ["t-1a2b"]),
+    (["e", "list", "--json"], EVENTS_LIST, NO_FILTER, []),
+    (["events", "list", "--json", "--task", "t-1", "--type", "task_created,task_completed",
+      "--type= checkpoint_created ,", "--limit", "10000"], EVENTS_LIST,
+     {**NO_FILTER, "task_id": "t-1", "limit": 10_000,
+      "types": ("task_created", "task_completed", "checkpoint_created")}, []),
+    (["events", "list", "--session=s-1", "--container", "", "--type", ",", "--json"],
+     EVENTS_LIST, {**NO_FILTER, "session_id": "s-1", "container_id": ""}, []),
 ]
 
 LEFT_TO_CLICK = [
@@ -66,6 +76,12 @@ LEFT_TO_CLICK = [
     ["task", "show", "a", "b", "--json"],
     ["task", "show", "-t-1", "--json"],
     ["session", "list", "--json"],
+    ["events", "list", "--json", "--type", "task_exploded"],
+    ["events", "list", "--json", "--type", "task_created,Task_Completed"],
+    ["events", "list", "--json", "--level", "info"],
+    ["events", "list", "--json", "--since", "5m"],
+    ["events", "list", "--json", "--task", "a", "--task", "b"],
+    ["events", "watch", "--json"],
     ["task", "watch", "t-1", "--json"],
 ]
 
@@ -130,8 +146,12 @@ def declaration_gaps(reads: dict[tuple[str, ...], quick.Read]) -> list[str]:
                     and not ptype.min_open and not ptype.max_open and not ptype.clamp
                     and not param.multiple):
                 gaps.append(f"{where}: integers in {detail}, Click's {ptype!r}")
-            elif kind == quick.TEXT and (ptype is not click.STRING or param.multiple):
+            elif kind in (quick.TEXT, quick.ID) and (ptype is not click.STRING
+                                                     or param.multiple):
                 gaps.append(f"{where}: any text, Click's {ptype!r}")
+            elif kind == quick.TYPES and not (isinstance(ptype, params.EventTypes)
+                                              and param.multiple):
+                gaps.append(f"{where}: event types, Click's {ptype!r}")
         given = command.make_context(path[-1], ["x"] * len(arguments)).params
         for dest, default in quick._defaults(read).items():
             if dest in given and given[dest] != default:
@@ -156,6 +176,9 @@ def test_the_declaration_check_catches_a_drift() -> None:
             "--active": ("finished", quick.FLAG, None),
             "--page-token": ("page_token", quick.FLAG, None),
             "--since": ("since", quick.TEXT, None)}),
+        ("events", "list"): quick.Read(task_list.answer, options={
+            "--task": ("task_id", quick.TEXT, None),
+            "--type": ("types", quick.WORDS, ("task_created",))}),
         ("task", "show"): quick.Read(task_list.answer, arguments=2),
     }
     gaps = declaration_gaps(drifted)
@@ -164,6 +187,8 @@ def test_the_declaration_check_catches_a_drift() -> None:
     assert any("--active: destination 'finished'" in g for g in gaps), gaps
     assert any("--since: not a Click option" in g for g in gaps), gaps
     assert any("page_token is False when absent, '' in Click" in g for g in gaps), gaps
+    assert any("task_id is '' when absent, None in Click" in g for g in gaps), gaps
+    assert any("--type: words ('task_created',)" in g for g in gaps), gaps
     assert any("('task', 'show'): 2 argument(s)" in g for g in gaps), gaps
 
 

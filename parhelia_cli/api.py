@@ -69,7 +69,7 @@ MODE_CHANGE_TIMEOUT = 180.0
 
 class Transport(Protocol):
     """What :class:`Api` needs of a connection (``service`` is a key of
-    :data:`parhelia_cli.client.STUBS`: ``tasks``, ``events``...)."""
+    :data:`parhelia_cli.calls.STUBS`: ``tasks``, ``events``...)."""
 
     def call(self, service: str, method: str, request: Any, *,
              timeout: float | None = DEFAULT_TIMEOUT, idempotent: bool = False,

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-
 def _writable_by_others(st: os.stat_result) -> bool:
     """World-writable, or group-writable by a group that is not just this user (a
     "user private group", umask 002 on many distributions, is no one else)."""

@@ -116,7 +116,7 @@ def _locations(socket: str | os.PathLike[str] | None,
         state_dir = join(home, "state")
         data_dir = join(home, "data")
     else:
-        user_home = env.get("HOME") or os.path.expanduser("~")
+        user_home = env.get("HOME") or _expand("~")
         config_home = _env_path(env, "XDG_CONFIG_HOME") or join(user_home, ".config")
         state_home = _env_path(env, "XDG_STATE_HOME") or join(user_home, ".local", "state")
         data_home = _env_path(env, "XDG_DATA_HOME") or join(user_home, ".local", "share")

@@ -201,11 +201,11 @@ def test_a_reader_that_went_away_ends_it_as_click_would(daemon: RunningDaemon) -
 
 
 def test_ctrl_c_while_the_daemon_thinks_is_clicks_interrupted(tmp_path: Path) -> None:
-    """A socket that accepts and never answers: SIGINT a second in, through the quick
+    """A socket that accepts and never answers: SIGINT once the call is on its way (the
+    owner check's connection, then the call's preface read here), through the quick
     reads and through Click."""
     import signal
     import socket
-    import time
 
     home = tmp_path / "h"
     (home / "run").mkdir(parents=True)
@@ -213,6 +213,7 @@ def test_ctrl_c_while_the_daemon_thinks_is_clicks_interrupted(tmp_path: Path) ->
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(home / "run" / "parheliad.sock"))
     listener.listen(8)
+    listener.settimeout(60)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PARHELIA_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(PARHELIA_HOME=str(home), PARHELIA_NO_AUTOSTART="1")
@@ -223,9 +224,14 @@ def test_ctrl_c_while_the_daemon_thinks_is_clicks_interrupted(tmp_path: Path) ->
                      [sys.executable, "-c", code, "status", "--json"]):
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
-            time.sleep(1.0)
+            owner_check, _ = listener.accept()
+            call, _ = listener.accept()
+            preface = call.recv(24)
+            assert preface.startswith(b"PRI * HTTP/2.0"), preface
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=60)
+            owner_check.close()
+            call.close()
             outcomes.append((proc.returncode, out, err))
     finally:
         listener.close()

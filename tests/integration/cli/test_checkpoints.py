@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from tests.helpers.harness import Harness, fake_prompt
+from tests.helpers.harness import Harness, fake_prompt, readable_by_agents
 from tests.helpers.waiting import wait_for
 
 
@@ -24,11 +25,20 @@ def ok(h: Harness, *args: str) -> str:
     return proc.stdout
 
 
-def test_inspect_and_resume_a_finished_session(h: Harness) -> None:
+def test_inspect_and_resume_a_finished_session(harness_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    h: Harness = harness_factory(readable_by_agents(tmp_path))
+    gate = tmp_path / "gate"
     task_id = h.create(fake_prompt({"write": "one.txt", "content": "one\n"}, {"turn": True},
+                                   {"wait_file": str(gate)},
                                    {"write": "two.txt", "content": "two\n"},
                                    {"write": "one.txt", "content": "one, edited\n"},
                                    {"turn": True}))
+    # The first turn is checkpointed while the agent waits: a turn that ends as the agent
+    # finishes is covered by the completion checkpoint instead (the worker takes one).
+    wait_for(lambda: any((e["data"] or {}).get("trigger") == "turn" for e in
+                         h.events("--task", task_id, "--type", "checkpoint_created")),
+             timeout=60, what="the first turn's checkpoint")
+    gate.touch()
     assert h.wait(task_id)["status"] == "completed"
     sid = h.task(task_id)["session_id"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from parheliad.core.stopper import STOP_RETRY_MAX_S
 from tests.helpers.harness import Harness, fake_prompt
 from tests.helpers.waiting import wait_for
 from tests.modal_host.host import EVICTION_MESSAGE, OOM_MESSAGE
@@ -73,8 +74,10 @@ def test_a_stop_during_internal_errors_is_retried_until_the_sandbox_ends(
              "the terminate retried")
     assert modal_standin.service.returncode(sandbox["id"]) is None  # still running (billing)
     modal_standin.remove(refusal)
-    wait_for(lambda: modal_standin.service.returncode(sandbox["id"]) is not None, 60,
-             "the sandbox ended once Modal terminates again")
+    # The stopper's retries back off up to STOP_RETRY_MAX_S; then one whole attempt
+    # (control message, the grace, the backend's own grace, terminate) on a loaded machine.
+    wait_for(lambda: modal_standin.service.returncode(sandbox["id"]) is not None,
+             STOP_RETRY_MAX_S + 60, "the sandbox ended once Modal terminates again")
     assert h.task(task_id)["status"] == "cancelled"
 
 

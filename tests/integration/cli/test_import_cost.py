@@ -27,6 +27,12 @@ UNARY_NEVER = ("grpc", "grpc_health", "asyncio", "typing_extensions", "ssl", "co
                "parhelia.v1.tasks_pb2_grpc", "parhelia.v1.system_pb2_grpc")
 
 
+CLICK = [sys.executable, "-c",
+         "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"]
+"""The CLI run by Click (``parhelia_cli.main``) whatever its arguments: never by the
+root help's text or the quick reads."""
+
+
 def imported(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str],
                                                              set[str]]:
     """Run the console script under ``-X importtime``; (its process, the modules it
@@ -45,8 +51,7 @@ def offenders(names: set[str], never: tuple[str, ...]) -> list[str]:
 
 
 def click_says(*args: str, columns: int = 80) -> str:
-    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
-    return subprocess.run([sys.executable, "-c", code, *args],
+    return subprocess.run([*CLICK, *args],
                           env={**os.environ, "COLUMNS": str(columns)}, capture_output=True,
                           text=True, timeout=60, check=True).stdout
 
@@ -109,8 +114,7 @@ TYPES_NEVER = tuple(n for n in QUICK_NEVER if n not in ("dataclasses", "inspect"
 
 def click_runs(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The command run by Click (``parhelia_cli.main``), never by the quick reads."""
-    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+    return subprocess.run([*CLICK, *args], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
 
 
@@ -185,10 +189,9 @@ def test_a_refusal_is_clicks_error_and_anything_more_goes_through_click(
 def test_a_reader_that_went_away_ends_it_as_click_would(daemon: RunningDaemon) -> None:
     """stdout is a pipe nobody reads any more (``| head`` after it exited): no traceback,
     and the exit code Click gives (1)."""
-    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
     outcomes = []
     for argv in ([str(SCRIPT), "task", "list", "--json"],
-                 [sys.executable, "-c", code, "task", "list", "--json"]):
+                 [*CLICK, "task", "list", "--json"]):
         read_end, write_end = os.pipe()
         os.close(read_end)
         try:
@@ -217,11 +220,10 @@ def test_ctrl_c_while_the_daemon_thinks_is_clicks_interrupted(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PARHELIA_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(PARHELIA_HOME=str(home), PARHELIA_NO_AUTOSTART="1")
-    code = "import sys\nfrom parhelia_cli.main import main\nsys.argv[0] = 'parhelia'\nmain()\n"
     outcomes = []
     try:
         for argv in ([str(SCRIPT), "status", "--json"],
-                     [sys.executable, "-c", code, "status", "--json"]):
+                     [*CLICK, "status", "--json"]):
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             owner_check, _ = listener.accept()

@@ -23,10 +23,10 @@ from parhelia.errors import ParheliaError
 from parhelia.volume import atomic_write_bytes
 from parheliad.backends.base import END_EVICTED, END_INIT_FAILURE, END_OOM, ContainerStatus
 from parheliad.backends.modal.errors import (
-    BUILTIN_UNREACHABLE,
     BackendUnreachable,
     map_error,
     modal_message,
+    unreachable,
 )
 from parheliad.backends.modal.image import CLAUDE_CODE_VERSION
 from parheliad.backends.modal.token import token_configured as token_configured
@@ -150,7 +150,9 @@ class ModalClient:
                                      "Recovery: nothing is stopped meanwhile and it is tried "
                                      "again; check the network and https://status.modal.com."
                                      ) from None
-        except (self.sdk.exception.Error, *BUILTIN_UNREACHABLE) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, self.sdk.exception.Error) or unreachable(exc)):
+                raise
             raise map_error(exc, action) from None
 
     async def collect(self, action: str, make: Callable[[], Any]) -> builtins.list[Any]:

@@ -32,7 +32,7 @@ from parhelia.redact import redact
 from parheliad.backends.base import BackendUnreachable, NoCapacity
 
 __all__ = ["KINDS", "BackendUnreachable", "NoCapacity", "SandboxEnded", "kind_of", "map_error",
-           "modal_message"]
+           "modal_message", "unreachable"]
 
 MAX_MODAL_MESSAGE = 300
 UNREACHABLE, NO_CAPACITY, AUTH, PERMISSION = "unreachable", "no_capacity", "auth", "permission"
@@ -78,6 +78,19 @@ BUILTIN_UNREACHABLE = (ConnectionError, TimeoutError, asyncio.TimeoutError, sock
 """What the SDK's streams raise as builtins once their retries are spent (the task command
 router's stdio raises ``ConnectionError(str(e))``)."""
 
+TRANSPORT_UNREACHABLE = frozenset({("grpclib.exceptions", "StreamTerminatedError")})
+"""The transport's exceptions (module, class) that modal 1.6.4 lets out as they are: a
+connection cut during the last attempt of a call is re-raised unchanged once its retries
+are spent (``modal/_utils/grpc_utils.py``, ``process_exception_before_retry``). Named, not
+imported: this module never imports the SDK or its transport."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the network's failure rather than Modal's answer: a builtin the
+    SDK's streams raise, or its transport's cut connection."""
+    return isinstance(exc, BUILTIN_UNREACHABLE) or any(
+        (cls.__module__, cls.__name__) in TRANSPORT_UNREACHABLE for cls in type(exc).__mro__)
+
 TOKEN_FIX = ("`parhelia modal setup --token-id ID --token-secret SECRET` with a token from "  # noqa: S105
              "https://modal.com/settings/tokens (or export MODAL_TOKEN_ID and "
              "MODAL_TOKEN_SECRET where the daemon runs), then `parhelia daemon stop`")
@@ -103,9 +116,7 @@ def kind_of(exc: BaseException) -> str:
     for cls in type(exc).__mro__:
         if cls.__module__.endswith("exception") and cls.__name__ in KINDS:
             return KINDS[cls.__name__]
-    if isinstance(exc, BUILTIN_UNREACHABLE):
-        return UNREACHABLE
-    return FAILED
+    return UNREACHABLE if unreachable(exc) else FAILED
 
 
 def map_error(exc: BaseException, action: str, errors: ModuleType | Any = None) -> ParheliaError:

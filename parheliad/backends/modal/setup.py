@@ -25,7 +25,7 @@ from typing import Any
 from parhelia.errors import ParheliaError
 from parheliad.backends.base import FAIL, OK, Check
 from parheliad.backends.modal.backend import ModalBackend, from_config
-from parheliad.backends.modal.errors import TOKEN_FIX
+from parheliad.backends.modal.errors import TOKEN_FIX, unreachable
 from parheliad.backends.modal.token import config_path, store_token, token_configured
 
 REACH_DEADLINE_S = 10.0
@@ -227,7 +227,9 @@ async def verify_and_store(sdk: Any, environ: dict[str, str], token_id: str,
         except sdk.exception.AuthError:
             return SetupStep("token", False, "Modal refused this token id and secret: nothing "
                              "stored", "copy both from https://modal.com/settings/tokens")
-        except sdk.exception.Error as exc:
+        except Exception as exc:  # Modal's error, or the network's (a cut connection)
+            if not (isinstance(exc, sdk.exception.Error) or unreachable(exc)):
+                raise
             return SetupStep("token", False, f"the token could not be checked "
                              f"({type(exc).__name__}): nothing stored", "run the command again")
     path, profile = store_token(environ, token_id, token_secret)

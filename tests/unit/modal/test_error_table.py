@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import modal
 import modal.exception
 import pytest
 
@@ -85,3 +86,28 @@ def test_service_trouble_is_never_read_as_the_end_of_a_sandbox() -> None:
         assert kind_of(instance(cls, "x")) == "unreachable"
     for cls in (errors.ConflictError, errors.SandboxTerminatedError):
         assert kind_of(instance(cls, "Sandbox already finished")) == "ended"
+
+
+async def test_a_connection_cut_during_the_last_attempt_is_modal_unreachable() -> None:
+    """modal 1.6.4 lets grpclib's ``StreamTerminatedError`` out unchanged when the
+    connection is cut during a call's last attempt: `parhelia modal setup` printed its
+    traceback (seen on the stand-in, which cuts open connections when it starts refusing).
+    It is the network's failure, E502 with a recovery line, like a refused connection."""
+    from grpclib.exceptions import StreamTerminatedError
+
+    from parheliad.backends.modal.client import ModalClient, ModalSettings
+
+    assert kind_of(StreamTerminatedError("Connection lost")) == "unreachable"
+
+    async def cut() -> None:
+        raise StreamTerminatedError("Connection lost")
+
+    async def bug() -> None:
+        raise ValueError("a bug of ours")
+
+    client = ModalClient(ModalSettings(), {}, sdk=modal)
+    with pytest.raises(BackendUnreachable) as raised:
+        await client.call("looking up the app 'parhelia'", cut)
+    assert raised.value.code == "E502" and "Recovery:" in raised.value.message
+    with pytest.raises(ValueError, match="a bug of ours"):  # not Modal's: not hidden as E502
+        await client.call("looking up the app 'parhelia'", bug)

@@ -259,22 +259,26 @@ def test_modal_unreachable_for_a_while_kills_nothing(backend: Backend) -> None:
 
 @pytest.mark.long
 @MODAL_ONLY  # the local backend shares the daemon's volume: there is no copy
-def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend) -> None:
+def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend, tmp_path: Path) -> None:
     """Modal's volume answers slowly: copying a turn's checkpoint to the daemon takes
     longer than the five missed heartbeats that mean dead. The listener holds that
     batch back meanwhile, but the worker's heartbeats keep arriving on the live
     channel: nothing is buried, killed or relaunched, and the task completes."""
     harness = backend.harness()
     dead_after = 5.5 * backend.heartbeat  # floor(silence / interval - 0.5) >= 5
-    backend.fake.latency(round(dead_after + 4), "VolumeGetFile2")
-    try:
-        task_id = harness.create(fake_prompt(
-            {"write": "a.txt", "content": "a"}, {"turn": True}, {"sleep": 3 * dead_after},
-            {"write": "b.txt", "content": "b"}, {"turn": True}))
-        wait_for(lambda: turn_checkpoints(harness, task_id), timeout=180,
-                 what="the first turn's checkpoint, copied slowly")
-    finally:
-        backend.fake.latency(0, "VolumeGetFile2")
+    gate = tmp_path / "gate"
+    task_id = harness.create(fake_prompt(
+        {"write": "a.txt", "content": "a"}, {"wait_file": str(gate)}, {"turn": True},
+        {"sleep": 3 * dead_after}, {"write": "b.txt", "content": "b"}, {"turn": True}))
+    wait_for(lambda: [e for e in harness.events("--task", task_id, "--type", "health_changed")
+                      if (e["data"] or {}).get("to") == "healthy"], timeout=60, interval=0.5,
+             what="the worker's heartbeats")
+    # the next read of the volume, the turn's checkpoint, alone outlasts the silence that
+    # means dead (slowing every read made this test take two and a half minutes)
+    backend.fake.delay("VolumeGetFile2", round(dead_after + 4), times=1)
+    gate.touch()
+    wait_for(lambda: turn_checkpoints(harness, task_id), timeout=180, interval=1.0,
+             what="the first turn's checkpoint, copied slowly")
     task = harness.wait(task_id, timeout=180)
     assert task["status"] == "completed" and task["restarts"] == 0, task
     events = harness.events("--task", task_id)

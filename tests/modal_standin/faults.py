@@ -6,8 +6,9 @@ stand-in re-reads it when it changes, so a fault applies from the next call on, 
 daemon in another process. Its shape::
 
     {"rules": [{"id": 1, "rpc": "SandboxCreateV2" | "Sandbox*" | "*",
-                "effect": "status" | "hang" | "drop_reply" | "init_failure",
-                "status": "UNAVAILABLE", "message": "...", "times": 3 | null}],
+                "effect": "status" | "hang" | "drop_reply" | "init_failure" | "delay",
+                "status": "UNAVAILABLE", "message": "...", "seconds": 12.0,
+                "times": 3 | null}],
      "latency": {"*": 0.05, "VolumeGetFile2": 4.0},
      "refused": false,
      "gpu_capacity": true,
@@ -21,6 +22,8 @@ daemon in another process. Its shape::
   way: a retried create finds its own sandbox by name).
 - ``init_failure``: a sandbox created by the call fails to start (INIT_FAILURE, with the
   rule's message as Modal's).
+- ``delay``: the call waits ``seconds`` before it runs (with ``times``: a few slow calls,
+  where ``latency`` slows every one).
 - ``times``: how many calls the rule applies to (null: until removed).
 - ``latency``: seconds added to every call (``*``) or to the named ones, before it runs.
   ``BlobGet``/``BlobPut`` name the volume's block downloads and uploads over HTTP.
@@ -45,7 +48,7 @@ from grpclib import GRPCError, Status
 STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "PERMISSION_DENIED",
             "UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "NOT_FOUND", "CANCELLED", "UNKNOWN",
             "FAILED_PRECONDITION", "ALREADY_EXISTS", "INVALID_ARGUMENT")
-EFFECTS = ("status", "hang", "drop_reply", "init_failure")
+EFFECTS = ("status", "hang", "drop_reply", "init_failure", "delay")
 FAULTS_FILE = "faults.json"
 POLL_S = 0.05
 
@@ -114,6 +117,8 @@ class Faults:
         """The call's added latency, and its hang while a hang rule stands."""
         if (delay := self.delay(rpc)) > 0:
             await asyncio.sleep(delay)
+        if (slow := self.take(rpc, "delay")) is not None:
+            await asyncio.sleep(float(slow.get("seconds") or 0))
         if self.take(rpc, "hang") is not None:
             while self._hanging(rpc):
                 await asyncio.sleep(POLL_S)

@@ -131,11 +131,11 @@ class StandIn(ModalHost):
         os.replace(tmp, self.root / FAULTS_FILE)
 
     def _rule(self, rpc: str, effect: str, *, status: str = "", message: str = "",
-              times: int | None = None) -> int:
+              seconds: float = 0.0, times: int | None = None) -> int:
         assert effect in EFFECTS
         assert not status or status in STATUSES, status
         rule = {"id": next(self._ids), "rpc": rpc, "effect": effect, "status": status,
-                "message": message, "times": times}
+                "message": message, "seconds": seconds, "times": times}
         self._rules.append(rule)
         self._write()
         return int(rule["id"])
@@ -157,6 +157,11 @@ class StandIn(ModalHost):
     def init_failure(self, message: str, *, times: int | None = 1) -> int:
         """The next sandbox(es) created fail to start (INIT_FAILURE with ``message``)."""
         return self._rule("SandboxCreate*", "init_failure", message=message, times=times)
+
+    def delay(self, rpc: str, seconds: float, *, times: int | None = 1) -> int:
+        """The next call(s) matching ``rpc`` wait ``seconds`` before they run (``latency``
+        slows every call); returns the rule's id."""
+        return self._rule(rpc, "delay", seconds=seconds, times=times)
 
     def latency(self, seconds: float, rpc: str = "*") -> None:
         """``seconds`` added to every call, or to the calls named ``rpc``."""

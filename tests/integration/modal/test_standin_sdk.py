@@ -473,13 +473,19 @@ def test_a_transient_fault_within_the_sdks_retries_is_not_seen(
     assert modal_standin.calls().count("AppGetOrCreate") == 3
 
 
-async def test_a_hang_has_no_sdk_deadline_and_latency_delays_each_call(
+async def test_a_hang_has_no_sdk_deadline_and_latency_delays_each_call_a_delay_one(
         modal: Any, modal_standin: StandIn) -> None:
     rule = modal_standin.hang("AppGetOrCreate")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 3)
     modal_standin.remove(rule)
     modal_standin.latency(2.0, "AppGetOrCreate")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 1)
+    app = await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 30)
+    assert app.app_id
+    modal_standin.latency(0, "AppGetOrCreate")
+    modal_standin.delay("AppGetOrCreate", 60.0, times=1)  # one slow call, then none
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 1)
     app = await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 30)

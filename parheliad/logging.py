@@ -20,11 +20,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-from structlog.tracebacks import ExceptionDictTransformer
-from structlog.typing import EventDict, Processor, WrappedLogger
 
-from parhelia.redact import redact as redact_patterns
+def _without_rich() -> None:
+    """Import structlog with ``rich`` hidden, unless something loaded rich already.
+
+    structlog 26.1's ``dev`` and ``tracebacks`` import rich when it is installed (Modal's
+    SDK brings it) for pretty console exceptions. This daemon renders plain tracebacks
+    on a console and JSON otherwise, so it never uses them, and rich costs ~60 ms of CPU
+    at every start (``python -X importtime -m parheliad``). Hidden for structlog's
+    import only: whatever imports rich later (the Modal SDK) gets it.
+    """
+    if "rich" in sys.modules or "structlog" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError
+    try:
+        import structlog.dev
+        import structlog.tracebacks  # noqa: F401
+    finally:
+        del sys.modules["rich"]
+
+
+_without_rich()
+
+import structlog  # noqa: E402
+from structlog.tracebacks import ExceptionDictTransformer  # noqa: E402
+from structlog.typing import EventDict, Processor, WrappedLogger  # noqa: E402
+
+from parhelia.redact import redact as redact_patterns  # noqa: E402
 
 MASK = "***"
 SECRET_KEY_RE = re.compile(r"key|token|secret|password|passwd|authorization|credential|cookie",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +183,27 @@ def test_scheduler_ticks_do_not_flood_the_log(parhelia_home: Path) -> None:
     text = d.log_file.read_text()
     assert "daemon.ready" in text
     assert "Running job" not in text and "executed successfully" not in text
+
+
+def test_the_daemons_logging_loads_no_rich_and_still_renders_tracebacks(tmp_path: Path) -> None:
+    """structlog imports rich (installed with Modal's SDK) for console pretty-printing the
+    daemon never uses, ~60 ms of CPU at each start: ``parheliad.logging`` hides it while
+    structlog is imported. A traceback is still logged, as a console line and as JSON."""
+    script = (
+        "import io, sys\nfrom pathlib import Path\n"
+        "from parheliad import logging as daemon_logging\n"
+        "import structlog\n"
+        "stream = io.StringIO()\n"
+        f"daemon_logging.configure('info', Path({str(tmp_path / 'd.log')!r}), stream=stream)\n"
+        "try:\n"
+        "    raise ValueError('boom')\n"
+        "except ValueError:\n"
+        "    structlog.get_logger('t').exception('it.failed')\n"
+        "print('rich' in sys.modules)\n"
+        "print(stream.getvalue())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.splitlines()[0] == "False", out
+    assert "ValueError" in out and "boom" in out and "it.failed" in out
+    logged = json.loads((tmp_path / "d.log").read_text().splitlines()[-1])
+    assert logged["event"] == "it.failed" and "boom" in json.dumps(logged["exception"])

@@ -118,6 +118,10 @@ def test_sigterm_is_clean_and_restart_is_immediate(daemon: RunningDaemon) -> Non
     assert not p.pid_file.exists()
     assert lock_is_free(p.lock_file)
     assert "Traceback" not in daemon.output()
+    # its last words reach the log file and stderr (it exits without the interpreter's
+    # teardown, after flushing them)
+    assert '"daemon.stopped"' in daemon.log_file.read_text().splitlines()[-1]
+    assert '"daemon.stopped"' in daemon.output().splitlines()[-1]
     daemon.start()  # at once: no stale state in the way
     got = stub(daemon, tasks_pb2_grpc.TaskServiceStub).GetTask(
         tasks_pb2.GetTaskRequest(task_id=task_id), timeout=5)

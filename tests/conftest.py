@@ -94,6 +94,33 @@ def daemon(parhelia_home: Path) -> Iterator[RunningDaemon]:
             running.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[RunningDaemon]:
+    """One real daemon for those of a module's tests that only ask it to refuse, or to
+    create what none of them looks at again (a daemon costs ~0.4 s of CPU to start and
+    stop, and a refusal a few ms). Under xdist each worker that runs such a test starts
+    its own; stopped after the module's tests, with every process of its home."""
+    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    running = start_daemon(home)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop()
+        reap(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+async def shared_client(shared_daemon: RunningDaemon) -> AsyncIterator[grpc.aio.Channel]:
+    """An async gRPC channel to ``shared_daemon`` (closed afterwards)."""
+    channel = grpc.aio.insecure_channel(f"unix://{shared_daemon.socket}")
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
 @pytest.fixture
 def cli(daemon: RunningDaemon) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real CLI against ``daemon``: ``cli("task", "list", "--json")``."""

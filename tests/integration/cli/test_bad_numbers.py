@@ -50,8 +50,8 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize("args", BAD_OPTIONS, ids=lambda a: " ".join(a)[:60])
-def test_bad_numbers_are_e101(daemon: RunningDaemon, args: tuple[str, ...]) -> None:
-    out = daemon.cli(*args, timeout=30)
+def test_bad_numbers_are_e101(shared_daemon: RunningDaemon, args: tuple[str, ...]) -> None:
+    out = shared_daemon.cli(*args, timeout=30)
     assert out.returncode == 2, (out.returncode, out.stderr[-500:])
     assert "E101" in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
 
@@ -64,8 +64,8 @@ def _code(call: Callable[[], Any]) -> str:
     return "OK"
 
 
-def test_the_api_refuses_what_the_cli_would(daemon: RunningDaemon) -> None:
-    channel = grpc.insecure_channel(f"unix://{daemon.socket}")
+def test_the_api_refuses_what_the_cli_would(shared_daemon: RunningDaemon) -> None:
+    channel = grpc.insecure_channel(f"unix://{shared_daemon.socket}")
     tasks = tasks_pb2_grpc.TaskServiceStub(channel)
     events = events_pb2_grpc.EventServiceStub(channel)
     cps = checkpoints_pb2_grpc.CheckpointServiceStub(channel)

@@ -45,8 +45,8 @@ async def create(client: Ch, prompt: str = "fix the bug", **options) -> common_p
     return reply.task
 
 
-async def test_version_and_capabilities(client: Ch) -> None:
-    reply = await system_pb2_grpc.SystemServiceStub(client).GetVersion(
+async def test_version_and_capabilities(shared_client: Ch) -> None:
+    reply = await system_pb2_grpc.SystemServiceStub(shared_client).GetVersion(
         system_pb2.GetVersionRequest(client_version="0.1.0"))
     assert reply.api == "parhelia.v1" and reply.version and reply.instance_id
     caps = set(reply.capabilities)
@@ -70,8 +70,8 @@ async def test_status(client: Ch, daemon: RunningDaemon) -> None:
     assert reply.uptime_seconds >= 0 and reply.started_at.seconds > 0
 
 
-async def test_unknown_ids_are_not_found_with_e201(client: Ch) -> None:
-    tasks = tasks_pb2_grpc.TaskServiceStub(client)
+async def test_unknown_ids_are_not_found_with_e201(shared_client: Ch) -> None:
+    tasks = tasks_pb2_grpc.TaskServiceStub(shared_client)
     for ref in ("t-000000000000", "nope", "t-"):
         err = await expect_error(tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=ref)),
                                  grpc.StatusCode.NOT_FOUND, "E201")
@@ -93,26 +93,27 @@ async def test_unknown_ids_are_not_found_with_e201(client: Ch) -> None:
     ({"max_cost_micros": -1}, "max_cost"), ({"permission_mode": "yolo"}, "permission_mode"),
     ({"backend": "k8s"}, "backend"), ({"model": "bad model name!"}, "model"),
 ])
-async def test_invalid_options_are_e101(client: Ch, options: dict, field: str) -> None:
-    err = await expect_error(create(client, **options), grpc.StatusCode.INVALID_ARGUMENT,
-                             "E101")
+async def test_invalid_options_are_e101(shared_client: Ch, options: dict, field: str) -> None:
+    err = await expect_error(create(shared_client, **options),
+                             grpc.StatusCode.INVALID_ARGUMENT, "E101")
     assert err.details().startswith(field)
 
 
-async def test_empty_prompt_is_e102(client: Ch) -> None:
-    await expect_error(create(client, "   "), grpc.StatusCode.INVALID_ARGUMENT, "E102")
+async def test_empty_prompt_is_e102(shared_client: Ch) -> None:
+    await expect_error(create(shared_client, "   "), grpc.StatusCode.INVALID_ARGUMENT, "E102")
 
 
-async def test_a_prompt_with_nul_is_e101_and_creates_nothing(client: Ch) -> None:
-    err = await expect_error(create(client, "fix\0 the bug"), grpc.StatusCode.INVALID_ARGUMENT,
-                             "E101")
+async def test_a_prompt_with_nul_is_e101_and_creates_nothing(shared_client: Ch) -> None:
+    err = await expect_error(create(shared_client, "fix\0 the bug"),
+                             grpc.StatusCode.INVALID_ARGUMENT, "E101")
     assert err.details().startswith("prompt: contains a NUL")
-    listed = await tasks_pb2_grpc.TaskServiceStub(client).ListTasks(tasks_pb2.ListTasksRequest())
+    listed = await tasks_pb2_grpc.TaskServiceStub(shared_client).ListTasks(
+        tasks_pb2.ListTasksRequest())
     assert not any("\0" in t.prompt for t in listed.tasks)
 
 
-async def test_create_applies_defaults_and_normalises(client: Ch) -> None:
-    task = await create(client, gpu="a100:2", cpu=2.5, max_cost_micros=1_500_000)
+async def test_create_applies_defaults_and_normalises(shared_client: Ch) -> None:
+    task = await create(shared_client, gpu="a100:2", cpu=2.5, max_cost_micros=1_500_000)
     assert task.id.startswith("t-") and task.status == common_pb2.TASK_STATUS_PENDING
     assert task.options.gpu == "A100-40GB:2" and task.options.cpu == 2.5
     # Only Modal has GPUs: --gpu chose it (the default backend is local).
@@ -120,34 +121,35 @@ async def test_create_applies_defaults_and_normalises(client: Ch) -> None:
     assert task.options.memory_mb > 0 and task.options.timeout_seconds > 0
     assert task.options.max_turns > 0 and task.options.max_cost_micros == 1_500_000
     assert task.created_at.seconds > 0 and not task.HasField("started_at")
-    assert (await create(client, gpu="h100")).options.gpu == "H100"
+    assert (await create(shared_client, gpu="h100")).options.gpu == "H100"
 
 
-async def test_a_gpu_on_the_local_backend_is_refused(client: Ch) -> None:
+async def test_a_gpu_on_the_local_backend_is_refused(shared_client: Ch) -> None:
     """It used to be accepted and run without any GPU."""
-    err = await expect_error(create(client, gpu="A10G", backend="local"),
+    err = await expect_error(create(shared_client, gpu="A10G", backend="local"),
                              grpc.StatusCode.INVALID_ARGUMENT, "E101")
     assert "local backend has no GPUs" in err.details()
-    assert (await create(client)).options.backend == "local"
-    assert (await create(client, gpu="T4", backend="modal")).options.backend == "modal"
+    assert (await create(shared_client)).options.backend == "local"
+    assert (await create(shared_client, gpu="T4", backend="modal")).options.backend == "modal"
 
 
-async def test_a_modal_task_timeout_leaves_the_worker_time_to_checkpoint(client: Ch) -> None:
+async def test_a_modal_task_timeout_leaves_the_worker_time_to_checkpoint(shared_client: Ch) -> None:
     """Modal ends a sandbox at 24 h; the sandbox gets the task's timeout plus a margin for
     the worker's final checkpoint, so a Modal task may ask for at most 24 h less it (a
     24 h task was killed by Modal at the instant its worker meant to checkpoint)."""
-    err = await expect_error(create(client, gpu="T4", timeout_seconds=86_400),
+    err = await expect_error(create(shared_client, gpu="T4", timeout_seconds=86_400),
                              grpc.StatusCode.INVALID_ARGUMENT, "E101")
     assert err.details().startswith("timeout") and "85800" in err.details()
-    assert (await create(client, gpu="T4", timeout_seconds=85_800)).options.timeout_seconds \
+    assert (await create(shared_client, gpu="T4", timeout_seconds=85_800)).options.timeout_seconds \
         == 85_800
-    assert (await create(client, timeout_seconds=86_400)).options.backend == "local"
+    assert (await create(shared_client, timeout_seconds=86_400)).options.backend == "local"
 
 
 @pytest.mark.parametrize("gpu", ["H100:\u00b2", "H100:\u0663", "H100:" + "9" * 5000])
-async def test_a_gpu_count_is_ascii_digits_and_says_the_accepted_forms(client: Ch,
-                                                                      gpu: str) -> None:
-    err = await expect_error(create(client, gpu=gpu), grpc.StatusCode.INVALID_ARGUMENT, "E101")
+async def test_a_gpu_count_is_ascii_digits_and_says_the_accepted_forms(
+        shared_client: Ch, gpu: str) -> None:
+    err = await expect_error(create(shared_client, gpu=gpu), grpc.StatusCode.INVALID_ARGUMENT,
+                             "E101")
     assert "the GPU count must be 1 to 8" in err.details() and len(err.details()) < 300
 
 
@@ -397,10 +399,10 @@ async def test_watch_filter_and_clean_end_on_shutdown(client: Ch, daemon: Runnin
     ("https://gitlab.example/o/r.git?private_token=abcdef123456", False),
     ("ssh://git@example.com/o/r.git", True),
 ])
-async def test_repo_url_with_credentials_is_refused(client: Ch, url: str, ok: bool) -> None:
+async def test_repo_url_with_credentials_is_refused(shared_client: Ch, url: str, ok: bool) -> None:
     request = tasks_pb2.CreateTaskRequest(prompt="p", no_dispatch=True,
                                           source=common_pb2.TaskSource(repo_url=url))
-    stub = tasks_pb2_grpc.TaskServiceStub(client)
+    stub = tasks_pb2_grpc.TaskServiceStub(shared_client)
     if ok:
         assert (await stub.CreateTask(request)).task.source.repo_url == url
         return

@@ -177,6 +177,11 @@ def test_a_resume_the_agent_refuses_starts_over_and_task_show_says_so(harness_fa
     transcripts[0].write_text("".join(json.dumps({k: v for k, v in e.items() if k != "uuid"})
                                       + "\n" for e in lines))
     os.kill(pid, signal.SIGKILL)
+    # Opened once the task is relaunched: the killed worker's agent dies a moment after
+    # it, and one that got past the gate meanwhile (under load) went on writing turns the
+    # resumed agent could chain.
+    wait_for(lambda: harness.task(task_id)["restarts"] >= 1, timeout=60, interval=0.3,
+             what="the task relaunched")
     gate.touch()
 
     task = harness.wait(task_id, timeout=90)

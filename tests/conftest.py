@@ -14,10 +14,13 @@ The layout says what a test needs:
 
 Shared helpers live in ``tests/helpers`` (the daemon machinery, the CLI harness, the one
 ``wait_for``) and the fakes in ``tests/fake_agent``, ``tests/fake_anthropic`` and
-``tests/fake_modal``. Daemons are function-scoped (tests kill and restart them).
+``tests/fake_modal``. Daemons are function-scoped (tests kill and restart them), but for
+``shared_daemon``: one per module and worker, for tests that only ask a daemon to refuse
+or to create pending tasks none of them looks at again.
 
 The suite runs in parallel worker processes (pytest-xdist, ``-n auto``; how many:
-``pytest_xdist_auto_num_workers`` below): every test has its own home, daemon and ports,
+``pytest_xdist_auto_num_workers`` below): every test has its own home, daemon and ports
+(``shared_daemon``'s tests share theirs),
 and each worker process its own ``HOME`` and temporary directory (docs/design.md, Tests).
 """
 

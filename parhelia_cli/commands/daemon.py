@@ -88,11 +88,15 @@ def _shutdown(p: Any, wait_seconds: float) -> None:
     from parhelia_cli import client
 
     c = client.Client(p, None)
+    lost = ""
     try:
         c.api.system.shutdown()
     except CliError as exc:
-        if exc.code != "E504":  # the daemon may close the connection while answering
+        # A daemon stopping at once may close the connection while it answers (E504) or
+        # cancel the call (E900): whether it stopped is what the wait below sees.
+        if exc.code not in ("E504", "E900"):
             raise
+        lost = f" (the shutdown call ended with {exc.code}: {exc.message})"
     finally:
         c.close()
     deadline = time.monotonic() + wait_seconds
@@ -102,7 +106,7 @@ def _shutdown(p: Any, wait_seconds: float) -> None:
             return
         time.sleep(0.1)
     raise CliError("E501", f"parheliad is still answering on {client.address(p.socket)} after "
-                           f"{wait_seconds:g} s.", hint="See `parhelia daemon logs`.")
+                           f"{wait_seconds:g} s{lost}.", hint="See `parhelia daemon logs`.")
 
 
 @daemon.command()

@@ -55,6 +55,8 @@ class State:
     verify_problems: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shutdown: threading.Event = field(default_factory=threading.Event)
+    shutdown_cancelled: bool = False
+    """Shutdown cancels its own call, as a daemon stopping at once can (CANCELLED)."""
 
     def emit(self, type_: str, task_id: str = "", message: str = "") -> common_pb2.Event:
         with self.lock:
@@ -100,6 +102,8 @@ class System(system_pb2_grpc.SystemServiceServicer):
 
     def Shutdown(self, request: Any, context: Any) -> Any:
         self.state.shutdown.set()
+        if self.state.shutdown_cancelled:
+            context.abort(grpc.StatusCode.CANCELLED, "the server is stopping")
         return system_pb2.ShutdownResponse()
 
     def Doctor(self, request: Any, context: Any) -> Any:

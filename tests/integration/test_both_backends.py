@@ -270,9 +270,16 @@ def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend, tmp_pat
     task_id = harness.create(fake_prompt(
         {"write": "a.txt", "content": "a"}, {"wait_file": str(gate)}, {"turn": True},
         {"sleep": 3 * dead_after}, {"write": "b.txt", "content": "b"}, {"turn": True}))
-    wait_for(lambda: [e for e in harness.events("--task", task_id, "--type", "health_changed")
-                      if (e["data"] or {}).get("to") == "healthy"], timeout=60, interval=0.5,
-             what="the worker's heartbeats")
+
+    def started() -> bool:
+        """Healthy, and the start checkpoint copied (its batch is applied after the copy)."""
+        events = harness.events("--task", task_id)
+        return any(e["type"] == "health_changed" and (e["data"] or {}).get("to") == "healthy"
+                   for e in events) and any(e["type"] == "checkpoint_created" and
+                                            (e["data"] or {}).get("trigger") == "start"
+                                            for e in events)
+
+    wait_for(started, timeout=60, interval=0.5, what="the worker healthy, its start copied")
     # the next read of the volume, the turn's checkpoint, alone outlasts the silence that
     # means dead (slowing every read made this test take two and a half minutes)
     backend.fake.delay("VolumeGetFile2", round(dead_after + 4), times=1)
@@ -288,6 +295,7 @@ def test_a_slow_checkpoint_copy_is_not_a_silent_worker(backend: Backend, tmp_pat
                 and (e["data"] or {}).get("to") == "dead"], \
         [(e["at"][11:22], e["type"], e["message"]) for e in events]
     assert changed_files(harness, task_id)["b.txt"] == "b\n"
+    assert backend.fake.calls().count("delayed:VolumeGetFile2") == 1
 
 
 def test_an_orphan_is_found_and_cleaned_and_another_owners_is_untouched(

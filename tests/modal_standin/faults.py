@@ -23,7 +23,7 @@ daemon in another process. Its shape::
 - ``init_failure``: a sandbox created by the call fails to start (INIT_FAILURE, with the
   rule's message as Modal's).
 - ``delay``: the call waits ``seconds`` before it runs (with ``times``: a few slow calls,
-  where ``latency`` slows every one).
+  where ``latency`` slows every one); ``calls.log`` says ``delayed:<rpc>`` for each.
 - ``times``: how many calls the rule applies to (null: until removed).
 - ``latency``: seconds added to every call (``*``) or to the named ones, before it runs.
   ``BlobGet``/``BlobPut`` name the volume's block downloads and uploads over HTTP.
@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from grpclib import GRPCError, Status
+
+from tests.modal_host import state
 
 STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "PERMISSION_DENIED",
             "UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "NOT_FOUND", "CANCELLED", "UNKNOWN",
@@ -118,6 +120,7 @@ class Faults:
         if (delay := self.delay(rpc)) > 0:
             await asyncio.sleep(delay)
         if (slow := self.take(rpc, "delay")) is not None:
+            state.log_call(f"delayed:{rpc}")  # for the test to see that it applied
             await asyncio.sleep(float(slow.get("seconds") or 0))
         if self.take(rpc, "hang") is not None:
             while self._hanging(rpc):

@@ -14,8 +14,8 @@ import pytest
 from parheliad.store import Store, open_store
 from parheliad.store.rows import EventRow
 
-REAL_PARTS = frozenset({"daemon", "cli", "client", "harness", "harness_factory", "claude_bin",
-                        "modal_standin"})
+REAL_PARTS = frozenset({"daemon", "cli", "client", "shared_daemon", "shared_client", "harness",
+                        "harness_factory", "claude_bin", "modal_standin"})
 """Fixtures that start real parts: not for unit tests."""
 
 

@@ -473,7 +473,7 @@ def test_a_transient_fault_within_the_sdks_retries_is_not_seen(
     assert modal_standin.calls().count("AppGetOrCreate") == 3
 
 
-async def test_a_hang_has_no_sdk_deadline_and_latency_delays_each_call_a_delay_one(
+async def test_a_hang_has_no_sdk_deadline_latency_slows_every_call_and_a_delay_the_next(
         modal: Any, modal_standin: StandIn) -> None:
     rule = modal_standin.hang("AppGetOrCreate")
     with pytest.raises(TimeoutError):
@@ -490,6 +490,7 @@ async def test_a_hang_has_no_sdk_deadline_and_latency_delays_each_call_a_delay_o
         await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 1)
     app = await asyncio.wait_for(modal.App.lookup.aio(APP, create_if_missing=True), 30)
     assert app.app_id
+    assert modal_standin.calls().count("delayed:AppGetOrCreate") == 1
 
 
 async def test_a_refused_port_cuts_connections_and_a_new_client_keeps_trying(

@@ -6,6 +6,7 @@ SDK upgrade shows what is new)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import modal
@@ -111,3 +112,26 @@ async def test_a_connection_cut_during_the_last_attempt_is_modal_unreachable() -
     assert raised.value.code == "E502" and "Recovery:" in raised.value.message
     with pytest.raises(ValueError, match="a bug of ours"):  # not Modal's: not hidden as E502
         await client.call("looking up the app 'parhelia'", bug)
+
+
+async def test_a_token_check_cut_by_the_network_stores_nothing_and_says_so(
+        tmp_path: Path) -> None:
+    """`parhelia modal setup --token-id ...` checks the token with Modal first: a
+    connection cut during that check is "could not be checked" (run it again), not a
+    traceback, and the token is not written."""
+    from types import SimpleNamespace
+
+    from grpclib.exceptions import StreamTerminatedError
+
+    from parheliad.backends.modal.setup import verify_and_store
+
+    async def cut(url: str, credentials: tuple[str, str]) -> None:
+        raise StreamTerminatedError("Connection lost")
+
+    sdk = SimpleNamespace(Client=SimpleNamespace(verify=SimpleNamespace(aio=cut)),
+                          exception=modal.exception)
+    config = tmp_path / "modal.toml"
+    step = await verify_and_store(sdk, {"MODAL_CONFIG_PATH": str(config)}, "ak-1", "as-1")
+    assert not step.ok and "could not be checked" in step.detail, step
+    assert "run the command again" in step.recovery
+    assert not config.exists()

@@ -26,6 +26,7 @@ and each worker process its own ``HOME`` and temporary directory (docs/design.md
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,14 +67,32 @@ settings.register_profile(
 settings.load_profile("parhelia")
 
 
+@contextlib.contextmanager
+def _fresh_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    try:
+        yield home
+    finally:
+        reap(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _serving(home: Path) -> Iterator[RunningDaemon]:
+    running = start_daemon(home)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop()
+
+
 @pytest.fixture
 def parhelia_home() -> Iterator[Path]:
     """A fresh, short PARHELIA_HOME under /tmp (socket paths must stay under 104 bytes);
     afterwards every process still running for it is killed and the directory removed."""
-    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
-    yield home
-    reap(home)
-    shutil.rmtree(home, ignore_errors=True)
+    with _fresh_home() as home:
+        yield home
 
 
 @pytest.fixture
@@ -89,12 +108,8 @@ def home(parhelia_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def daemon(parhelia_home: Path) -> Iterator[RunningDaemon]:
     """A real ``parheliad`` serving on ``parhelia_home``; stopped (or killed) afterwards,
     and every worker it started reaped with the home."""
-    running = start_daemon(parhelia_home)
-    try:
+    with _serving(parhelia_home) as running:
         yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -103,25 +118,15 @@ def shared_daemon() -> Iterator[RunningDaemon]:
     create what none of them looks at again (a daemon costs ~0.4 s of CPU to start and
     stop, and a refusal a few ms). Under xdist each worker that runs such a test starts
     its own; stopped after the module's tests, with every process of its home."""
-    home = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
-    running = start_daemon(home)
-    try:
+    with _fresh_home() as home, _serving(home) as running:
         yield running
-    finally:
-        if running.proc.poll() is None:
-            running.stop()
-        reap(home)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
 async def shared_client(shared_daemon: RunningDaemon) -> AsyncIterator[grpc.aio.Channel]:
     """An async gRPC channel to ``shared_daemon`` (closed afterwards)."""
-    channel = grpc.aio.insecure_channel(f"unix://{shared_daemon.socket}")
-    try:
+    async with grpc.aio.insecure_channel(f"unix://{shared_daemon.socket}") as channel:
         yield channel
-    finally:
-        await channel.close()
 
 
 @pytest.fixture
@@ -136,11 +141,8 @@ def cli(daemon: RunningDaemon) -> Callable[..., subprocess.CompletedProcess[str]
 @pytest.fixture
 async def client(daemon: RunningDaemon) -> AsyncIterator[grpc.aio.Channel]:
     """An async gRPC channel to ``daemon`` (closed afterwards)."""
-    channel = grpc.aio.insecure_channel(f"unix://{daemon.socket}")
-    try:
+    async with grpc.aio.insecure_channel(f"unix://{daemon.socket}") as channel:
         yield channel
-    finally:
-        await channel.close()
 
 
 @pytest.fixture

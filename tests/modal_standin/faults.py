@@ -116,7 +116,8 @@ class Faults:
                    for r in self.rules)
 
     async def wait(self, rpc: str) -> None:
-        """The call's added latency, and its hang while a hang rule stands."""
+        """The call's added latency, a delay rule's wait, and its hang while a hang rule
+        stands."""
         if (delay := self.delay(rpc)) > 0:
             await asyncio.sleep(delay)
         if (slow := self.take(rpc, "delay")) is not None:

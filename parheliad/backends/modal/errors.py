@@ -91,6 +91,7 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, BUILTIN_UNREACHABLE) or any(
         (cls.__module__, cls.__name__) in TRANSPORT_UNREACHABLE for cls in type(exc).__mro__)
 
+
 TOKEN_FIX = ("`parhelia modal setup --token-id ID --token-secret SECRET` with a token from "  # noqa: S105
              "https://modal.com/settings/tokens (or export MODAL_TOKEN_ID and "
              "MODAL_TOKEN_SECRET where the daemon runs), then `parhelia daemon stop`")

@@ -569,12 +569,19 @@ def _network(d: Any) -> dict[str, Any]:
 
 
 def _assemble(base: Path, target: Path, spec: Any) -> None:
+    """The committed file from its blocks. modal 1.6.4 uploads each block without its
+    trailing zero bytes (``modal._utils.blob_utils.FileUploadBlock.end``): the service puts
+    them back, each block filling its 8 MiB and the last one the file's ``size``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
     with open(tmp, "wb") as out:
-        for block in spec.blocks:
+        for index, block in enumerate(spec.blocks):
+            length = min(blobs.BLOCK_SIZE, spec.size - index * blobs.BLOCK_SIZE)
             with open(blobs.block_path(block.contents_sha256.hex()), "rb") as fh:
                 shutil.copyfileobj(fh, out)
+                stored = fh.tell()
+            if stored < length:
+                out.write(bytes(length - stored))
     if spec.HasField("mode"):
         os.chmod(tmp, spec.mode & 0o7777)
     os.replace(tmp, target)

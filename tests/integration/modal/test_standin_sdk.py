@@ -258,7 +258,10 @@ def test_a_pty_exec_has_a_terminal_of_the_asked_size(modal: Any, modal_standin: 
 def test_volume_round_trip_in_blocks_only_the_missing_ones_sent(
         modal: Any, modal_standin: StandIn) -> None:
     vol = modal.Volume.from_name("vol-rt", create_if_missing=True, version=2)
-    big = os.urandom(BLOCK + 12345)  # two blocks
+    # two blocks, each ending in zero bytes: the SDK leaves those out of what it uploads
+    # and the service puts them back (random bytes ended in one now and then, and the file
+    # read back came out shifted)
+    big = os.urandom(BLOCK - 100) + bytes(100) + os.urandom(12245) + bytes(100)
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(big), "/data/big.bin")
         batch.put_file(io.BytesIO(b""), "/data/empty")
